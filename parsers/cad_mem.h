@@ -1,0 +1,68 @@
+/* cad_mem.h - the two memory tools everything else uses.
+ *
+ * cad_arena_t: a bump allocator made of chunks.  One arena per message (or per
+ * connection); everything taken from it is released together by
+ * cad_arena_reset() or cad_arena_free().  An arena has a byte budget: an
+ * allocation that would exceed it fails (NULL) instead of growing memory.
+ *
+ * cad_buf_t: a growable, length-carrying byte buffer (not NUL-terminated
+ * unless cad_buf_cstr() is called), also with a byte budget.
+ *
+ * Ownership: the caller owns the cad_arena_t / cad_buf_t struct (usually on
+ * the stack or inside a larger object); the functions here own the chunks and
+ * bytes they allocate, until reset/free.
+ */
+#ifndef CAD_MEM_H
+#define CAD_MEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cad_arena_chunk cad_arena_chunk_t;
+
+typedef struct cad_arena {
+  cad_arena_chunk_t *head; /* owned: list of malloc'd chunks, newest first */
+  char *cur;               /* next free byte in head */
+  char *end;               /* end of head's usable space */
+  size_t used;             /* bytes allocated in all chunks (for the budget) */
+  size_t limit;            /* budget in bytes; 0 = unlimited */
+  size_t chunk_size;       /* default chunk size */
+} cad_arena_t;
+
+/* Initialise an empty arena (allocates nothing yet). limit 0 = no budget. */
+void cad_arena_init(cad_arena_t *a, size_t chunk_size, size_t limit);
+/* Allocate n bytes aligned to 16; NULL when out of memory or over budget. */
+void *cad_arena_alloc(cad_arena_t *a, size_t n);
+/* Copy n bytes into the arena; NULL on failure. */
+char *cad_arena_dup(cad_arena_t *a, const void *p, size_t n);
+/* Release everything but keep the first (largest-needed) chunk for reuse. */
+void cad_arena_reset(cad_arena_t *a);
+/* Release everything. The arena may be re-initialised afterwards. */
+void cad_arena_free(cad_arena_t *a);
+
+typedef struct cad_buf {
+  char *data;   /* owned; NULL until the first append */
+  size_t len;   /* bytes in use */
+  size_t cap;   /* bytes allocated */
+  size_t limit; /* budget in bytes; 0 = unlimited */
+} cad_buf_t;
+
+#define CAD_BUF_INIT {NULL, 0, 0, 0}
+
+/* Make room for n more bytes. 0 or CAD_E_NOMEM / CAD_E_TOOBIG. */
+int cad_buf_reserve(cad_buf_t *b, size_t n);
+int cad_buf_append(cad_buf_t *b, const void *p, size_t n);
+int cad_buf_putc(cad_buf_t *b, char c);
+int cad_buf_puts(cad_buf_t *b, const char *s);
+int cad_buf_printf(cad_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A NUL-terminated view of the contents (the NUL is not counted in len).
+ * Returns NULL on allocation failure. Valid until the next change. */
+const char *cad_buf_cstr(cad_buf_t *b);
+/* Drop the contents, keep the allocation. */
+static inline void cad_buf_clear(cad_buf_t *b) { b->len = 0; }
+/* Remove the first n bytes (n <= len), moving the rest down. */
+void cad_buf_consume(cad_buf_t *b, size_t n);
+void cad_buf_free(cad_buf_t *b);
+
+#endif
