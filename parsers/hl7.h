@@ -64,6 +64,8 @@ typedef struct cad_hl7_seg {
   cad_str_t raw;          /* whole segment without terminator */
   cad_str_t *fields;      /* spans (arena or shared field array) */
   uint32_t nfields;       /* number of spans, including the id */
+  uint32_t fields_cap;    /* 0: fields is shared with the parse (read-only);
+                             otherwise a private arena copy with this room */
   uint32_t id;            /* the 3-character id packed as 'A'<<16|'B'<<8|'C' */
   char name[4];           /* NUL-terminated id */
   cad_hl7_delims_t d;     /* delimiters in force for this segment */
@@ -226,6 +228,18 @@ typedef enum {
 
 cad_hl7_kind_t cad_hl7_kind(const cad_hl7_match_t *mt);
 
+/* True when the matched text has no structure below the path's level (a
+ * field without repetitions, components or subcomponents; a component
+ * without subcomponents; ...).  MSH-1 and MSH-2 are always leaves. */
+bool cad_hl7_is_leaf(const cad_hl7_path_t *p, const cad_hl7_match_t *mt);
+
+/* The value to show for a match: a leaf is decoded (into the arena when it
+ * has escapes), an element with structure is its raw encoded text, an absent
+ * element is empty; in every case as UTF-8 text (see cad_hl7_text below).
+ * Returns false on allocation failure. */
+bool cad_hl7_value(const cad_hl7_path_t *p, const cad_hl7_match_t *mt, cad_arena_t *a,
+                   cad_str_t *out);
+
 /* ---- escapes ------------------------------------------------------------
  *
  * Decoding (reading a value): \F\ \S\ \T\ \R\ \E\ become the message's own
@@ -249,6 +263,18 @@ bool cad_hl7_decode(const cad_hl7_delims_t *d, cad_str_t raw, cad_arena_t *a, ca
  * (\F\ \S\ \T\ \R\ \E\ \P\), CR becomes \X0D\ and LF \X0A\.  out needs
  * 5 * len bytes at most. Returns the encoded length. */
 size_t cad_hl7_escape(const cad_hl7_delims_t *d, const char *p, size_t len, char *out);
+
+/* Character sets.  Values are bytes as received; for display and comparison
+ * cad_hl7_value() returns UTF-8: input that is valid UTF-8 (which includes
+ * ASCII) is returned as it is, anything else is read as Windows-1252 (a
+ * superset of ISO-8859-1's printable characters, the usual legacy encoding)
+ * and converted.  Serialization always writes the original bytes. */
+bool cad_hl7_is_utf8(const char *p, size_t len);
+/* out needs 3 * len bytes. Returns the UTF-8 length. */
+size_t cad_hl7_cp1252_to_utf8(const char *p, size_t len, char *out);
+/* `in` as UTF-8 (itself when already valid UTF-8, else converted into the
+ * arena). Returns false on allocation failure. */
+bool cad_hl7_text(cad_str_t in, cad_arena_t *a, cad_str_t *out);
 
 /* ---- editing ------------------------------------------------------------
  *
