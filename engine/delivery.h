@@ -1,0 +1,86 @@
+/* delivery.h - one delivery worker per destination: strictly in order, with
+ * retries, backoff and dead letters.
+ *
+ * The worker reads its destination's FIFO from the durable queue and hands
+ * one message at a time to the destination's driver (a file writer, an MLLP
+ * sender, ...).  The next message waits until the current one is delivered
+ * or given up: head-of-line blocking, which is what receiving systems expect
+ * (a result must not overtake the order it belongs to).
+ *
+ *   delivered   a DONE record is committed, then the next message is read.
+ *               Because the next message is only sent after that record is
+ *               durable, a crash can resend at most the one message that was
+ *               in flight (at-least-once delivery).
+ *   retry       the driver reported a transient failure (connection refused,
+ *               no ACK, AE mapped to retry): wait initial * 2^(n-1), capped at
+ *               max, with jitter (a random 50-100 % of it), then try again.
+ *   give up     after max_attempts (or at once for a failure the driver calls
+ *               permanent), per configuration:
+ *                 dead_letter  the message is copied to the destination's
+ *                              dead-letter queue with the reason, a DEAD
+ *                              record finishes it, and the worker goes on;
+ *                 block        keep retrying at the max interval, logging an
+ *                              alert; nothing behind it moves.
+ *
+ * Memory: the worker owns its reader, timer and the one message in flight;
+ * nothing else is held in memory whatever the backlog.  Loop thread only.
+ */
+#ifndef CAD_DELIVERY_H
+#define CAD_DELIVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "queue.h"
+
+typedef enum {
+  CAD_DELIVER_OK = 0,
+  CAD_DELIVER_RETRY = 1, /* transient: try again later */
+  CAD_DELIVER_FAIL = 2,  /* permanent: give up now (dead letter or block) */
+} cad_deliver_outcome_t;
+
+/* Called by a driver exactly once per deliver call, on the loop thread.
+ * detail: a short PHI-free reason ("ECONNREFUSED", "AE from receiver"). */
+typedef void (*cad_deliver_done_cb)(void *ctx, cad_deliver_outcome_t outcome, const char *detail);
+
+typedef struct cad_dest_driver {
+  /* Start delivering p/len (valid until done is called).  Return 0 when
+   * started, or a negative error (treated as a retry, done not called). */
+  int (*deliver)(void *impl, const char *p, size_t len, uint64_t seq, cad_deliver_done_cb done,
+                 void *ctx);
+  void *impl;
+} cad_dest_driver_t;
+
+typedef struct cad_delivery_opts {
+  uint64_t retry_initial_ms; /* default 1000 */
+  uint64_t retry_max_ms;     /* default 60000 */
+  uint32_t max_attempts;     /* default 10; then dead_letter or block */
+  bool dead_letter;          /* give up into the dead-letter queue (else block) */
+} cad_delivery_opts_t;
+
+typedef struct cad_delivery_stats {
+  uint64_t delivered, attempts, retries, dead;
+  uint64_t blocked;          /* 1 while blocked on a message past max_attempts */
+  uint64_t in_flight_seq;    /* 0 = none */
+} cad_delivery_stats_t;
+
+typedef struct cad_delivery cad_delivery_t;
+
+int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const char *name,
+                       const cad_dest_driver_t *drv, const cad_delivery_opts_t *o,
+                       cad_delivery_t **out);
+/* New records may be there (the queue's commit hook calls this). */
+void cad_delivery_notify(cad_delivery_t *w);
+/* Wait for message `seq` to be finished: cb(ud, 0) when delivered, cb(ud,
+ * CAD_E_IO) when dead-lettered or the worker stops first.  For the
+ * `delivered` ACK policy.  Returns 0 or CAD_E_NOMEM. */
+int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status),
+                      void *ud);
+void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out);
+/* Stop: the message in flight finishes (its outcome is recorded), waiters
+ * are failed, then `done` runs and the worker is freed. */
+void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,187 @@
+/* journal.h - the durable log under every destination queue.
+ *
+ * One append-only journal per engine (data_dir/journal/), in segment files of
+ * at most `segment_bytes` each.  Every destination's FIFO is the subsequence
+ * of MSG records carrying its id; DONE and DEAD records move a destination's
+ * delivered position.  One journal means one fdatasync per group commit
+ * however many destinations a batch touches.
+ *
+ * A segment file starts with a 32-byte header (magic "CADJ", version,
+ * segment number, creation time, CRC) and holds records:
+ *
+ *   offset size  field
+ *   0      4     magic 0x51444143 ("CADQ" little-endian)
+ *   4      1     version (1)
+ *   5      1     type: 1 MSG, 2 DONE, 3 DEAD, 4 DEST (id <-> name), 5 PURGE
+ *   6      2     destination id
+ *   8      4     payload length
+ *   12     4     CRC32 (zlib) of bytes 0..31 with this field zero, then payload
+ *   16     8     sequence: MSG its per-destination number (1, 2, ...);
+ *                DONE/DEAD/PURGE the MSG sequence they refer to
+ *   24     8     time, milliseconds since the epoch
+ *   32     len   payload: MSG the message bytes; DEAD the reason (text);
+ *                DEST the destination name
+ *
+ * All integers little-endian.  A record proves itself by its CRC: recovery
+ * keeps the valid prefix of the last segment and cuts the rest (a torn
+ * write); an invalid record with valid data after it (corruption in the
+ * middle) is reported with its segment and offset and skipped to the next
+ * valid record, never silently.
+ *
+ * Threads: the journal itself is not thread safe.  The queue (queue.h) calls
+ * the write side from its commit thread and the read side (cad_journal_read)
+ * from worker threads, which is safe because readers only read below the
+ * committed end, which only grows, and segment files are only deleted when
+ * no reader can be positioned in them (the queue ensures it).
+ *
+ * Memory: the journal owns its segment list and per-destination table; a
+ * reader's buffers belong to the caller.  Nothing grows with the backlog but
+ * the segment list (a few dozen bytes per segment file).
+ */
+#ifndef CAD_JOURNAL_H
+#define CAD_JOURNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "cad_mem.h"
+
+#define CAD_JOURNAL_MAX_DESTS 1024
+#define CAD_JREC_HDR 32
+
+enum {
+  CAD_JREC_MSG = 1,
+  CAD_JREC_DONE = 2,
+  CAD_JREC_DEAD = 3,
+  CAD_JREC_DEST = 4,
+  CAD_JREC_PURGE = 5,
+};
+
+typedef struct cad_jpos {
+  uint64_t seg;    /* segment number */
+  uint64_t off;    /* byte offset in it */
+} cad_jpos_t;
+
+/* What the journal knows of one destination (rebuilt by recovery). */
+typedef struct cad_jdest {
+  char *name;              /* owned */
+  uint64_t last_seq;       /* highest MSG sequence appended */
+  uint64_t done_seq;       /* every MSG with seq <= done_seq is finished
+                              (delivered, dead-lettered or purged) */
+  uint64_t dead;           /* DEAD records seen (dead letters ever) */
+  uint64_t delivered;      /* DONE records seen */
+  uint64_t oldest_undone_ms; /* time of the first unfinished MSG, 0 = none (after recovery) */
+} cad_jdest_t;
+
+typedef struct cad_jseg {
+  uint64_t no;
+  uint64_t size;           /* committed bytes */
+  uint64_t created_ms;
+  uint64_t last_ms;        /* time of the newest record */
+  uint64_t *max_seq;       /* per destination id: highest MSG seq in this
+                              segment (0 = none); owned, ndest_cap entries */
+} cad_jseg_t;
+
+typedef struct cad_journal_stats {
+  uint64_t torn_bytes;     /* cut from the tail at recovery */
+  uint64_t corrupt_records;/* invalid records skipped in the middle */
+  uint64_t corrupt_bytes;
+  uint64_t records;        /* valid records seen at recovery */
+} cad_journal_stats_t;
+
+typedef struct cad_journal {
+  char *dir;               /* owned: data_dir/journal */
+  int dirfd;
+  int fd;                  /* active (last) segment, open for writing */
+  uint64_t segment_bytes;  /* roll over after this size */
+  cad_jseg_t *segs;        /* owned, oldest first */
+  size_t nsegs, segs_cap;
+  cad_jdest_t dests[CAD_JOURNAL_MAX_DESTS];
+  uint16_t ndests;
+  uint32_t ndest_cap;      /* entries in every cad_jseg_t.max_seq */
+  cad_journal_stats_t stats;
+  char report[512];        /* what recovery found, for the log */
+  bool readonly;
+} cad_journal_t;
+
+/* Open (creating dir if needed and not readonly) and recover.  Returns 0 or
+ * a negative error; on error *j is closed.  segment_bytes 0 = 64 MiB. */
+int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, bool readonly);
+void cad_journal_close(cad_journal_t *j);
+
+/* Find or create a destination id by name (creating appends a DEST record
+ * into the current batch: call before cad_journal_write and commit it).
+ * Returns the id (>= 0) or a negative error. */
+int cad_journal_dest(cad_journal_t *j, const char *name, bool create);
+
+/* A record to write. */
+typedef struct cad_jrec {
+  uint8_t type;
+  uint16_t dest;
+  uint64_t seq;            /* MSG: 0 = assign the next one (written back) */
+  const void *payload;
+  size_t len;
+} cad_jrec_t;
+
+/* Write records at the end of the active segment (rolling to a new segment
+ * first if it is full) and fdatasync.  All or nothing: on failure (ENOSPC,
+ * EIO) nothing is committed and the next write starts at the same offset.
+ * MSG records with seq 0 get the destination's next sequence.  Returns 0 or
+ * a negative errno. */
+int cad_journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms);
+
+/* Committed end of the journal. */
+cad_jpos_t cad_journal_end(const cad_journal_t *j);
+/* Start of the journal (first record of the oldest segment). */
+cad_jpos_t cad_journal_begin(const cad_journal_t *j);
+
+/* A record read back. */
+typedef struct cad_jread {
+  uint8_t type;
+  uint16_t dest;
+  uint64_t seq;
+  uint64_t time_ms;
+  cad_jpos_t pos;          /* where the record starts */
+  cad_jpos_t next;         /* where the next one starts */
+  cad_buf_t payload;       /* caller-owned buffer, filled (MSG/DEAD/DEST) */
+} cad_jread_t;
+
+/* A sequential reader with its own read-ahead buffer.  Safe to use from any
+ * one thread while the commit thread writes (it only reads below `end`). */
+typedef struct cad_jreader {
+  char *dir;               /* owned copy */
+  int fd;                  /* open segment or -1 */
+  uint64_t fd_seg;
+  char *chunk;             /* owned read-ahead buffer */
+  size_t chunk_cap;
+  uint64_t chunk_seg, chunk_off;
+  size_t chunk_len;
+  uint64_t corrupt_records;/* invalid records skipped */
+} cad_jreader_t;
+
+int cad_jreader_init(cad_jreader_t *r, const char *dir);
+void cad_jreader_free(cad_jreader_t *r);
+
+/* Read the first record at or after *pos and below `end` whose destination
+ * is want_dest (-1 = any) and type want_type (0 = any); records that do not
+ * match are skipped without copying their payload.  At the end of a segment
+ * it continues with the next segment number.  Returns 1 (record in *out,
+ * *pos moved past it), 0 (reached `end`; *pos = end), or a negative error.
+ * An invalid record (bad CRC, impossible length) is skipped by searching for
+ * the next valid one, and counted in corrupt_records. */
+int cad_jreader_next(cad_jreader_t *r, cad_jpos_t *pos, cad_jpos_t end, int want_dest,
+                     uint8_t want_type, cad_jread_t *out);
+
+/* Delete whole segments (never the active one) that hold nothing
+ * unfinished and are older than max_age_ms (0 = keep by age forever) or,
+ * oldest first, while the journal is larger than max_bytes (0 = no size
+ * limit).  Returns the number of segments deleted. */
+int cad_journal_retain(cad_journal_t *j, uint64_t max_age_ms, uint64_t max_bytes, uint64_t now_ms,
+                       cad_jpos_t min_reader);
+
+/* Total committed bytes in all segments. */
+uint64_t cad_journal_bytes(const cad_journal_t *j);
+
+#endif

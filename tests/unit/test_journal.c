@@ -1,0 +1,317 @@
+/* Unit tests of the journal: append, recover, torn tails, corruption in the
+ * middle, segment roll-over, retention, failed writes. */
+#include "journal.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cad_error.h"
+#include "harness.h"
+
+static char dir[256];
+
+static void fresh_dir(void) {
+  snprintf(dir, sizeof dir, "/tmp/cad_test_journal_%d", (int)getpid());
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) abort();
+}
+
+static void cleanup(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) abort();
+}
+
+/* Append n messages "msg-<i>" for dest d, one write per message. */
+static void append_msgs(cad_journal_t *j, int d, int from, int n) {
+  for (int i = from; i < from + n; i++) {
+    char p[64];
+    int l = snprintf(p, sizeof p, "MSH|^~\\&|msg-%d", i);
+    cad_jrec_t r = {CAD_JREC_MSG, (uint16_t)d, 0, p, (size_t)l};
+    CHECK_INT(cad_journal_write(j, &r, 1, 1000 + (uint64_t)i), 0);
+  }
+}
+
+/* Read every MSG of dest d from the beginning; returns how many, checks order. */
+static int read_all(cad_journal_t *j, int d, int expect_first) {
+  cad_jreader_t r;
+  if (cad_jreader_init(&r, j->dir) != 0) return -1;
+  cad_jpos_t pos = cad_journal_begin(j), end = cad_journal_end(j);
+  cad_jread_t rec;
+  memset(&rec, 0, sizeof rec);
+  int n = 0;
+  int rc;
+  while ((rc = cad_jreader_next(&r, &pos, end, d, CAD_JREC_MSG, &rec)) == 1) {
+    char want[64];
+    int l = snprintf(want, sizeof want, "MSH|^~\\&|msg-%d", expect_first + n);
+    CHECK_STRN(rec.payload.data, rec.payload.len, want);
+    (void)l;
+    CHECK_INT(rec.seq, (uint64_t)(n + 1));
+    n++;
+  }
+  CHECK_INT(rc, 0);
+  cad_buf_free(&rec.payload);
+  cad_jreader_free(&r);
+  return n;
+}
+
+static char *last_segment(char *buf, size_t cap) {
+  if (cap < 600) abort();
+  char jd[256];
+  snprintf(jd, sizeof jd, "%s", dir);
+  DIR *dd = opendir(jd);
+  struct dirent *e;
+  char best[256] = "";
+  while ((e = readdir(dd)) != NULL)
+    if (strstr(e->d_name, ".seg") && strcmp(e->d_name, best) > 0) snprintf(best, sizeof best, "%s", e->d_name);
+  closedir(dd);
+  snprintf(buf, cap, "%s/%s", jd, best);
+  return buf;
+}
+
+TEST(append_and_recover) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "ehr", true);
+  int b = cad_journal_dest(&j, "archive", true);
+  CHECK_INT(a, 0);
+  CHECK_INT(b, 1);
+  CHECK_INT(cad_journal_dest(&j, "ehr", true), 0);
+  append_msgs(&j, a, 1, 10);
+  append_msgs(&j, b, 1, 3);
+  cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)a, 4, NULL, 0};
+  CHECK_INT(cad_journal_write(&j, &done, 1, 5000), 0);
+  cad_journal_close(&j);
+
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(cad_journal_dest(&j, "ehr", false), 0);
+  CHECK_INT(cad_journal_dest(&j, "archive", false), 1);
+  CHECK_INT(cad_journal_dest(&j, "nope", false), CAD_E_NOTFOUND);
+  CHECK_INT(j.dests[0].last_seq, 10);
+  CHECK_INT(j.dests[0].done_seq, 4);
+  CHECK_INT(j.dests[1].last_seq, 3);
+  CHECK_INT(j.dests[1].done_seq, 0);
+  CHECK_INT(j.stats.torn_bytes, 0);
+  CHECK_INT(j.stats.corrupt_records, 0);
+  CHECK_INT(read_all(&j, 0, 1), 10);
+  CHECK_INT(read_all(&j, 1, 1), 3);
+  /* Sequences continue after a restart. */
+  append_msgs(&j, a, 11, 1);
+  CHECK_INT(j.dests[0].last_seq, 11);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(batch_write_assigns_sequences) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "a", true), b = cad_journal_dest(&j, "b", true);
+  cad_jrec_t recs[4] = {{CAD_JREC_MSG, (uint16_t)a, 0, "MSH|1", 5},
+                        {CAD_JREC_MSG, (uint16_t)b, 0, "MSH|2", 5},
+                        {CAD_JREC_MSG, (uint16_t)a, 0, "MSH|3", 5},
+                        {CAD_JREC_MSG, (uint16_t)a, 0, "MSH|4", 5}};
+  CHECK_INT(cad_journal_write(&j, recs, 4, 1), 0);
+  CHECK_INT(recs[0].seq, 1);
+  CHECK_INT(recs[1].seq, 1);
+  CHECK_INT(recs[2].seq, 2);
+  CHECK_INT(recs[3].seq, 3);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(torn_tail_is_cut_at_every_offset) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "ehr", true);
+  append_msgs(&j, a, 1, 5);
+  cad_journal_close(&j);
+  char seg[600];
+  last_segment(seg, sizeof seg);
+  struct stat st;
+  REQUIRE(stat(seg, &st) == 0);
+  size_t full = (size_t)st.st_size;
+  size_t reclen = CAD_JREC_HDR + strlen("MSH|^~\\&|msg-1");
+  /* Cut inside the last record at every byte: 4 messages survive. */
+  for (size_t cut = full - reclen + 1; cut < full; cut += 3) {
+    REQUIRE(truncate(seg, (off_t)cut) == 0);
+    REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+    CHECK_INT(j.dests[0].last_seq, 4);
+    CHECK(j.stats.torn_bytes > 0);
+    CHECK(strstr(j.report, "torn tail") != NULL);
+    CHECK_INT(read_all(&j, 0, 1), 4);
+    cad_journal_close(&j);
+    /* Recovery truncated the file to the valid prefix. */
+    REQUIRE(stat(seg, &st) == 0);
+    CHECK_INT(st.st_size, full - reclen);
+    /* Put the 5th record back for the next round. */
+    REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+    append_msgs(&j, 0, 5, 1);
+    cad_journal_close(&j);
+  }
+  cleanup();
+}
+
+TEST(corruption_in_the_middle_is_reported_and_skipped) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "ehr", true);
+  append_msgs(&j, a, 1, 5);
+  cad_journal_close(&j);
+  char seg[600];
+  last_segment(seg, sizeof seg);
+  struct stat st;
+  REQUIRE(stat(seg, &st) == 0);
+  size_t reclen = CAD_JREC_HDR + strlen("MSH|^~\\&|msg-1");
+  /* Flip a payload byte of the 3rd message (records: DEST, then MSGs). */
+  off_t off = (off_t)st.st_size - (off_t)(3 * reclen) + CAD_JREC_HDR + 2;
+  int fd = open(seg, O_RDWR);
+  REQUIRE(fd >= 0);
+  char c;
+  REQUIRE(pread(fd, &c, 1, off) == 1);
+  c ^= 0x5a;
+  REQUIRE(pwrite(fd, &c, 1, off) == 1);
+  close(fd);
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(j.stats.corrupt_records, 1);
+  CHECK(strstr(j.report, "CORRUPT") != NULL);
+  CHECK_INT(j.dests[0].last_seq, 5);
+  /* The reader skips the bad record: seq 1, 2, 4, 5. */
+  cad_jreader_t r;
+  REQUIRE(cad_jreader_init(&r, j.dir) == 0);
+  cad_jpos_t pos = cad_journal_begin(&j), end = cad_journal_end(&j);
+  cad_jread_t rec;
+  memset(&rec, 0, sizeof rec);
+  uint64_t seqs[8];
+  int n = 0;
+  while (n < 8 && cad_jreader_next(&r, &pos, end, 0, CAD_JREC_MSG, &rec) == 1) seqs[n++] = rec.seq;
+  CHECK_INT(n, 4);
+  CHECK_INT(seqs[0], 1);
+  CHECK_INT(seqs[1], 2);
+  CHECK_INT(seqs[2], 4);
+  CHECK_INT(seqs[3], 5);
+  CHECK(r.corrupt_records >= 1);
+  cad_buf_free(&rec.payload);
+  cad_jreader_free(&r);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(segments_roll_and_retention_keeps_unfinished) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 8192, false) == 0);
+  int a = cad_journal_dest(&j, "ehr", true);
+  int b = cad_journal_dest(&j, "lis", true);
+  char big[1000];
+  memset(big, 'x', sizeof big);
+  memcpy(big, "MSH|", 4);
+  for (int i = 0; i < 60; i++) {
+    cad_jrec_t r = {CAD_JREC_MSG, (uint16_t)(i % 2 ? b : a), 0, big, sizeof big};
+    CHECK_INT(cad_journal_write(&j, &r, 1, (uint64_t)i), 0);
+  }
+  CHECK(j.nsegs >= 5);
+  size_t before = j.nsegs;
+  /* Nothing finished: nothing may be deleted, even over the size limit. */
+  CHECK_INT(cad_journal_retain(&j, 0, 1, 100000, cad_journal_end(&j)), 0);
+  /* Finish every "ehr" message but only the first 10 of "lis". */
+  cad_jrec_t d1 = {CAD_JREC_DONE, (uint16_t)a, 30, NULL, 0};
+  cad_jrec_t d2 = {CAD_JREC_DONE, (uint16_t)b, 10, NULL, 0};
+  CHECK_INT(cad_journal_write(&j, &d1, 1, 100), 0);
+  CHECK_INT(cad_journal_write(&j, &d2, 1, 100), 0);
+  int del = cad_journal_retain(&j, 0, 1, 100000, cad_journal_end(&j));
+  CHECK(del >= 1);
+  CHECK(j.nsegs < before);
+  /* Every unfinished "lis" message (11..30) is still readable after restart. */
+  cad_journal_close(&j);
+  REQUIRE(cad_journal_open(&j, dir, 8192, false) == 0);
+  CHECK_INT(cad_journal_dest(&j, "lis", false), b);
+  CHECK_INT(j.dests[b].last_seq, 30);
+  CHECK_INT(j.dests[b].done_seq, 10);
+  CHECK_INT(j.dests[a].done_seq, 30);
+  cad_jreader_t r;
+  REQUIRE(cad_jreader_init(&r, j.dir) == 0);
+  cad_jpos_t pos = cad_journal_begin(&j), end = cad_journal_end(&j);
+  cad_jread_t rec;
+  memset(&rec, 0, sizeof rec);
+  uint64_t want = 11;
+  bool all = true;
+  while (cad_jreader_next(&r, &pos, end, b, CAD_JREC_MSG, &rec) == 1) {
+    if (rec.seq <= 10) continue;
+    if (rec.seq != want) all = false;
+    want++;
+  }
+  CHECK(all);
+  CHECK_INT(want, 31);
+  cad_buf_free(&rec.payload);
+  cad_jreader_free(&r);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(failed_write_commits_nothing) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "ehr", true);
+  append_msgs(&j, a, 1, 3);
+  /* Make the next write fail: the file may not grow past its size. */
+  signal(SIGXFSZ, SIG_IGN);
+  struct rlimit rl;
+  getrlimit(RLIMIT_FSIZE, &rl);
+  struct rlimit small = rl;
+  small.rlim_cur = (rlim_t)j.segs[j.nsegs - 1].size + 10;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  char p[200];
+  memset(p, 'y', sizeof p);
+  cad_jrec_t r = {CAD_JREC_MSG, (uint16_t)a, 0, p, sizeof p};
+  int rc = cad_journal_write(&j, &r, 1, 9);
+  CHECK(rc < 0);
+  CHECK_INT(r.seq, 0);
+  CHECK_INT(j.dests[a].last_seq, 3);
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &rl) == 0);
+  /* Space is back: the next write works and lands where the failed one began. */
+  append_msgs(&j, a, 4, 1);
+  CHECK_INT(j.dests[a].last_seq, 4);
+  cad_journal_close(&j);
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(j.stats.corrupt_records, 0);
+  CHECK_INT(j.stats.torn_bytes, 0);
+  CHECK_INT(read_all(&j, a, 1), 4);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(readonly_open_changes_nothing) {
+  fresh_dir();
+  cad_journal_t j;
+  CHECK(cad_journal_open(&j, dir, 0, true) < 0); /* does not exist: not created */
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  append_msgs(&j, cad_journal_dest(&j, "x", true), 1, 2);
+  cad_journal_close(&j);
+  char seg[600];
+  last_segment(seg, sizeof seg);
+  struct stat st;
+  REQUIRE(stat(seg, &st) == 0);
+  REQUIRE(truncate(seg, st.st_size - 5) == 0);
+  REQUIRE(cad_journal_open(&j, dir, 0, true) == 0);
+  CHECK_INT(j.dests[0].last_seq, 1);
+  cad_journal_close(&j);
+  struct stat st2;
+  REQUIRE(stat(seg, &st2) == 0);
+  CHECK_INT(st2.st_size, st.st_size - 5); /* not truncated by a read-only open */
+  cleanup();
+}
+
+TEST_MAIN()

@@ -1,0 +1,370 @@
+/* Unit tests of the durable queue and the delivery worker, on a real libuv
+ * loop with a fake destination driver. */
+#include "queue.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cad_error.h"
+#include "delivery.h"
+#include "harness.h"
+#include "log.h"
+
+static char dir[256];
+
+static void fresh_dir(void) {
+  snprintf(dir, sizeof dir, "/tmp/cad_test_queue_%d", (int)getpid());
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) abort();
+  cad_log_setup(CAD_LOG_ERROR, CAD_LOG_KV, -1);
+}
+
+static void cleanup(void) {
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  if (system(cmd) != 0) abort();
+}
+
+/* Run the loop until *flag becomes true or ms pass. */
+static bool run_until(uv_loop_t *loop, volatile bool *flag, uint64_t ms) {
+  uint64_t end = uv_hrtime() + ms * 1000000ull;
+  while (!*flag && uv_hrtime() < end) {
+    uv_run(loop, UV_RUN_NOWAIT);
+    usleep(200);
+  }
+  return *flag;
+}
+
+typedef struct {
+  int acked;
+  int failed;
+  uint64_t last_seq;
+  bool in_order;
+} append_ctx_t;
+
+static void on_append(void *ud, int status, const uint64_t *seqs, size_t n) {
+  append_ctx_t *c = ud;
+  if (status) {
+    c->failed++;
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (seqs[i] != c->last_seq + 1) c->in_order = false;
+    c->last_seq = seqs[i];
+  }
+  c->acked++;
+}
+
+/* The fake destination. */
+typedef struct {
+  uv_loop_t *loop;
+  int fail_first;     /* fail this many attempts */
+  cad_deliver_outcome_t fail_how;
+  int calls;
+  int got;
+  char seen[256][32];
+  bool always_fail;
+} fake_t;
+
+static int fake_deliver(void *impl, const char *p, size_t len, uint64_t seq,
+                        cad_deliver_done_cb done, void *ctx) {
+  (void)seq;
+  fake_t *f = impl;
+  f->calls++;
+  if (f->always_fail || f->calls <= f->fail_first) {
+    done(ctx, f->fail_how, "test failure");
+    return 0;
+  }
+  if (f->got < 256) {
+    size_t n = len < 31 ? len : 31;
+    memcpy(f->seen[f->got], p, n);
+    f->seen[f->got][n] = 0;
+  }
+  f->got++;
+  done(ctx, CAD_DELIVER_OK, NULL);
+  return 0;
+}
+
+static void hook(void *ud, uint16_t dest) {
+  (void)dest;
+  cad_delivery_notify(ud);
+}
+
+static volatile bool closed;
+static void on_closed(void *arg) {
+  (void)arg;
+  closed = true;
+}
+
+static void close_all(uv_loop_t *loop, cad_queue_t *q, cad_delivery_t *w) {
+  if (w) {
+    closed = false;
+    cad_delivery_stop(w, on_closed, NULL);
+    run_until(loop, &closed, 5000);
+  }
+  closed = false;
+  cad_queue_close(q, on_closed, NULL);
+  run_until(loop, &closed, 5000);
+  uv_run(loop, UV_RUN_NOWAIT);
+}
+
+static void append_n(cad_queue_t *q, int dest, int from, int n, append_ctx_t *c) {
+  for (int i = from; i < from + n; i++) {
+    char msg[32];
+    int l = snprintf(msg, sizeof msg, "MSH|^~\\&|m%d", i);
+    cad_queue_item_t it = {(uint16_t)dest, msg, (size_t)l};
+    CHECK_INT(cad_queue_append(q, &it, 1, on_append, c), 0);
+  }
+}
+
+TEST(append_commits_in_batches_and_in_order) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  char report[256];
+  REQUIRE(cad_queue_open(&loop, &o, &q, report, sizeof report) == 0);
+  int d = cad_queue_dest(q, "ehr");
+  CHECK_INT(d, 0);
+  append_ctx_t c = {0, 0, 0, true};
+  append_n(q, d, 1, 500, &c);
+  volatile bool done = false;
+  uint64_t end = uv_hrtime() + 10000000000ull;
+  while (c.acked + c.failed < 500 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  (void)done;
+  CHECK_INT(c.acked, 500);
+  CHECK_INT(c.failed, 0);
+  CHECK(c.in_order);
+  CHECK_INT(c.last_seq, 500);
+  cad_queue_stats_t st;
+  cad_queue_get_stats(q, &st);
+  CHECK_INT(st.appends, 500);
+  CHECK(st.batches < 500); /* appends made in one loop turn share fdatasyncs */
+  printf("  500 appends in %llu batches (max %llu per batch)\n", (unsigned long long)st.batches,
+         (unsigned long long)st.max_batch_appends);
+  const cad_jdest_t *info = cad_queue_dest_info(q, (uint16_t)d);
+  REQUIRE(info != NULL);
+  CHECK_INT(info->last_seq, 500);
+  close_all(&loop, q, NULL);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
+TEST(delivery_in_order_and_survives_restart) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  int d = cad_queue_dest(q, "ehr");
+  append_ctx_t c = {0, 0, 0, true};
+  append_n(q, d, 1, 50, &c);
+  fake_t f;
+  memset(&f, 0, sizeof f);
+  cad_dest_driver_t drv = {fake_deliver, &f};
+  cad_delivery_opts_t dopts = {10, 100, 5, true};
+  cad_delivery_t *w;
+  REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "ehr", &drv, &dopts, &w) == 0);
+  cad_queue_set_commit_hook(q, hook, w);
+  uint64_t end = uv_hrtime() + 10000000000ull;
+  while (f.got < 50 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(f.got, 50);
+  bool order = true;
+  for (int i = 0; i < 50 && i < f.got; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "MSH|^~\\&|m%d", i + 1);
+    if (strcmp(f.seen[i], want) != 0) order = false;
+  }
+  CHECK(order);
+  /* Let the last DONE commit. */
+  end = uv_hrtime() + 2000000000ull;
+  while (cad_queue_dest_info(q, (uint16_t)d)->done_seq < 50 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(cad_queue_dest_info(q, (uint16_t)d)->done_seq, 50);
+  close_all(&loop, q, w);
+
+  /* Restart: nothing is delivered again; new messages continue the sequence. */
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  d = cad_queue_dest(q, "ehr");
+  memset(&f, 0, sizeof f);
+  REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "ehr", &drv, &dopts, &w) == 0);
+  cad_queue_set_commit_hook(q, hook, w);
+  append_ctx_t c2 = {0, 0, 50, true};
+  append_n(q, d, 51, 5, &c2);
+  end = uv_hrtime() + 5000000000ull;
+  while (f.got < 5 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(f.got, 5);
+  CHECK_STR(f.seen[0], "MSH|^~\\&|m51");
+  CHECK_INT(c2.last_seq, 55);
+  close_all(&loop, q, w);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
+TEST(retry_then_deliver) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  int d = cad_queue_dest(q, "lis");
+  append_ctx_t c = {0, 0, 0, true};
+  append_n(q, d, 1, 3, &c);
+  fake_t f;
+  memset(&f, 0, sizeof f);
+  f.fail_first = 3;
+  f.fail_how = CAD_DELIVER_RETRY;
+  cad_dest_driver_t drv = {fake_deliver, &f};
+  cad_delivery_opts_t dopts = {5, 20, 10, true};
+  cad_delivery_t *w;
+  REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "lis", &drv, &dopts, &w) == 0);
+  cad_queue_set_commit_hook(q, hook, w);
+  uint64_t end = uv_hrtime() + 5000000000ull;
+  while (f.got < 3 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(f.got, 3);
+  CHECK_STR(f.seen[0], "MSH|^~\\&|m1");
+  cad_delivery_stats_t st;
+  cad_delivery_get_stats(w, &st);
+  CHECK_INT(st.retries, 3);
+  CHECK_INT(st.dead, 0);
+  close_all(&loop, q, w);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
+TEST(permanent_failure_goes_to_dead_letter_and_the_queue_moves_on) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  int d = cad_queue_dest(q, "pharmacy");
+  append_ctx_t c = {0, 0, 0, true};
+  append_n(q, d, 1, 3, &c);
+  fake_t f;
+  memset(&f, 0, sizeof f);
+  f.fail_first = 1; /* the first message fails for good */
+  f.fail_how = CAD_DELIVER_FAIL;
+  cad_dest_driver_t drv = {fake_deliver, &f};
+  cad_delivery_opts_t dopts = {5, 20, 10, true};
+  cad_delivery_t *w;
+  REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "pharmacy", &drv, &dopts, &w) == 0);
+  cad_queue_set_commit_hook(q, hook, w);
+  uint64_t end = uv_hrtime() + 5000000000ull;
+  while ((f.got < 2 || cad_queue_dest_info(q, (uint16_t)d)->done_seq < 3) && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(f.got, 2);
+  CHECK_STR(f.seen[0], "MSH|^~\\&|m2");
+  cad_delivery_stats_t st;
+  cad_delivery_get_stats(w, &st);
+  CHECK_INT(st.dead, 1);
+  CHECK_INT(cad_queue_dest_info(q, (uint16_t)d)->done_seq, 3);
+  close_all(&loop, q, w);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  /* The dead letter is durable, with its reason and bytes. */
+  char dl[300];
+  snprintf(dl, sizeof dl, "%s/deadletter", dir);
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dl, 0, true) == 0);
+  int id = cad_journal_dest(&j, "pharmacy", false);
+  CHECK(id >= 0);
+  CHECK_INT(j.dests[id].last_seq, 1);
+  cad_jreader_t r;
+  REQUIRE(cad_jreader_init(&r, dl) == 0);
+  cad_jpos_t pos = cad_journal_begin(&j), jend = cad_journal_end(&j);
+  cad_jread_t rec;
+  memset(&rec, 0, sizeof rec);
+  REQUIRE(cad_jreader_next(&r, &pos, jend, id, CAD_JREC_MSG, &rec) == 1);
+  const unsigned char *pl = (const unsigned char *)rec.payload.data;
+  size_t rl = (size_t)(pl[0] | (pl[1] << 8));
+  CHECK(rl > 0 && memmem(pl + 2, rl, "test failure", 12) != NULL);
+  CHECK_STRN(pl + 2 + rl + 8, rec.payload.len - 2 - rl - 8, "MSH|^~\\&|m1");
+  cad_buf_free(&rec.payload);
+  cad_jreader_free(&r);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(block_policy_holds_the_queue_until_the_destination_recovers) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  int d = cad_queue_dest(q, "ehr");
+  append_ctx_t c = {0, 0, 0, true};
+  append_n(q, d, 1, 2, &c);
+  fake_t f;
+  memset(&f, 0, sizeof f);
+  f.fail_first = 5;
+  f.fail_how = CAD_DELIVER_RETRY;
+  cad_dest_driver_t drv = {fake_deliver, &f};
+  cad_delivery_opts_t dopts = {2, 10, 2, false}; /* block after 2 attempts */
+  cad_delivery_t *w;
+  REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "ehr", &drv, &dopts, &w) == 0);
+  cad_queue_set_commit_hook(q, hook, w);
+  uint64_t end = uv_hrtime() + 5000000000ull;
+  while (f.got < 2 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(f.got, 2);
+  CHECK_STR(f.seen[0], "MSH|^~\\&|m1"); /* nothing overtook the blocked message */
+  CHECK_STR(f.seen[1], "MSH|^~\\&|m2");
+  cad_delivery_stats_t st;
+  cad_delivery_get_stats(w, &st);
+  CHECK_INT(st.dead, 0);
+  CHECK_INT(st.blocked, 0); /* unblocked once delivered */
+  close_all(&loop, q, w);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
+TEST(backlog_limit_refuses_appends) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 10};
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  int d = cad_queue_dest(q, "ehr");
+  append_ctx_t c = {0, 0, 0, true};
+  int refused = 0;
+  for (int i = 0; i < 15; i++) {
+    cad_queue_item_t it = {(uint16_t)d, "MSH|x", 5};
+    int rc = cad_queue_append(q, &it, 1, on_append, &c);
+    if (rc == CAD_E_FULL) refused++;
+    else CHECK_INT(rc, 0);
+  }
+  CHECK_INT(refused, 5);
+  close_all(&loop, q, NULL);
+  CHECK_INT(c.acked, 10);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
+TEST_MAIN()
