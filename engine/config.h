@@ -104,9 +104,37 @@ typedef struct cad_config {
 int cad_config_load(const char *path, cad_config_t **out, char **errors);
 void cad_config_free(cad_config_t *c);
 
+/* What a loaded configuration guarantees (checked by cad_config_load):
+ *  - at least one channel; each has nlisten >= 1 and nto >= 1 (no index
+ *    twice); hosts are numeric, in inet_ntop's canonical form ("::1"); no
+ *    address is used twice, nor beside the wildcard (0.0.0.0 / ::) of its
+ *    family on the same port;
+ *  - a file destination has exactly one of dir and append_path; with dir,
+ *    name_tmpl is set (default "${MSH-10}.hl7"), with append_path it is NULL;
+ *    every ${...} in name_tmpl is an HL7 path that cad_hl7_path_parse()
+ *    accepts, and outside them there is no '/', '\', '..' or control byte;
+ *  - ranges: max_message_size 1KiB..1GiB; idle_timeout 0 or 1s..7d;
+ *    frame_timeout 100ms..1d; max_connections 1..1000000; stats_interval 0
+ *    or 1s..7d;
+ *  - ${ENV_VAR} references are already replaced; $${ became ${.
+ * cad_config_parse_duration / _size return 0, or CAD_E_INVAL (*out unchanged). */
+
+/* Like cad_config_load, from `len` bytes in memory named `name` (used in
+ * messages, and as the base for relative includes).  `flags`: 0, or
+ * CAD_CONFIG_NO_INCLUDE to refuse `include:` (text from an untrusted place,
+ * the fuzzer).  Same return values and `errors` as cad_config_load. */
+#define CAD_CONFIG_NO_INCLUDE 1u
+int cad_config_load_mem(const char *name, const char *data, size_t len, unsigned flags,
+                        cad_config_t **out, char **errors);
+
 /* Parse "30s", "250ms", "5m", "1h", or a bare number of seconds. */
 int cad_config_parse_duration(const char *s, uint64_t *ms);
 /* Parse "4MiB", "64KiB", "1GiB", "4MB", "1000", ... */
 int cad_config_parse_size(const char *s, size_t *bytes);
+
+/* Write a value back the way a configuration would ("30s", "1h30m", "250ms";
+ * "4MiB", "1500B") into buf (NUL-terminated, truncated to cap). Return buf. */
+char *cad_config_format_duration(uint64_t ms, char *buf, size_t cap);
+char *cad_config_format_size(size_t bytes, char *buf, size_t cap);
 
 #endif

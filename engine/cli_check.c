@@ -1,0 +1,145 @@
+/* cli_check.c - `caduceus check CONFIG`: validate and summarise a configuration. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cad_error.h"
+#include "cli.h"
+#include "config.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: caduceus check [--quiet] CONFIG\n"
+          "\n"
+          "Read CONFIG (and every file it includes), check every key, and print a\n"
+          "summary of the channels and destinations it defines.  Nothing is started:\n"
+          "no port is opened and no file is written.\n"
+          "\n"
+          "  -q, --quiet   print nothing on success\n"
+          "  -h, --help    show this help\n"
+          "\n"
+          "Each problem is printed to stderr as FILE:LINE:COLUMN: MESSAGE.\n"
+          "Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.\n");
+}
+
+static const char *ack_name(cad_ack_mode_t m) {
+  switch (m) {
+  case CAD_ACK_AUTO: return "auto (original or enhanced, as each message's MSH-15/MSH-16 ask)";
+  case CAD_ACK_ORIGINAL: return "original (MSA-1 AA / AE / AR)";
+  case CAD_ACK_ENHANCED: return "enhanced (MSA-1 CA / CE / CR)";
+  }
+  return "?";
+}
+
+static const char *level_name(cad_log_level_t l) {
+  static const char *const names[] = {"debug", "info", "warn", "error"};
+  return (unsigned)l < 4 ? names[l] : "?";
+}
+
+static void print_listen(const cad_conf_listen_t *l) {
+  if (strchr(l->host, ':'))
+    printf("[%s]:%d", l->host, l->port);
+  else
+    printf("%s:%d", l->host, l->port);
+}
+
+static void print_summary(const cad_config_t *c) {
+  char a[32], b[32];
+  size_t nlisten = 0;
+  printf("%s: OK\n", c->path);
+  if (c->nfiles > 1) {
+    printf("  files       ");
+    for (size_t i = 0; i < c->nfiles; i++) printf("%s%s", i ? ", " : "", c->files[i]);
+    printf("\n");
+  }
+  printf("  engine      data_dir %s, log_level %s, log_format %s, stats_interval %s\n",
+         c->data_dir, level_name(c->log_level), c->log_format == CAD_LOG_JSON ? "json" : "kv",
+         c->stats_interval_ms ? cad_config_format_duration(c->stats_interval_ms, a, sizeof a)
+                              : "0 (off)");
+  for (size_t i = 0; i < c->nchannels; i++) {
+    const cad_conf_channel_t *ch = &c->channels[i];
+    printf("\nchannel '%s'  (%s:%d)\n", ch->name, ch->pos.file, ch->pos.line);
+    printf("  listen      ");
+    for (size_t j = 0; j < ch->nlisten; j++) {
+      if (j) printf(", ");
+      print_listen(&ch->listen[j]);
+    }
+    nlisten += ch->nlisten;
+    printf("  (MLLP)\n");
+    printf("  ack         %s\n", ack_name(ch->ack_mode));
+    printf("  limits      max_message_size %s, max_connections %u\n",
+           cad_config_format_size(ch->max_message_size, a, sizeof a), ch->max_connections);
+    printf("  timeouts    idle %s, mid-frame %s\n",
+           ch->idle_timeout_ms ? cad_config_format_duration(ch->idle_timeout_ms, a, sizeof a)
+                               : "none",
+           cad_config_format_duration(ch->frame_timeout_ms, b, sizeof b));
+    printf("  to          ");
+    for (size_t j = 0; j < ch->nto; j++) printf("%s%s", j ? ", " : "", c->dests[ch->to[j]].name);
+    printf("\n");
+  }
+  for (size_t i = 0; i < c->ndests; i++) {
+    const cad_conf_dest_t *d = &c->dests[i];
+    bool used = false;
+    for (size_t j = 0; j < c->nchannels && !used; j++)
+      for (size_t k = 0; k < c->channels[j].nto; k++) used |= c->channels[j].to[k] == i;
+    printf("\ndestination '%s'  (%s:%d)%s\n", d->name, d->pos.file, d->pos.line,
+           used ? "" : "  -- not used by any channel");
+    if (d->dir) {
+      size_t n = strlen(d->dir);
+      printf("  writes      one file per message in %s%s, named \"%s\"\n", d->dir,
+             n && d->dir[n - 1] == '/' ? "" : "/", d->name_tmpl);
+    } else if (d->append_path) {
+      printf("  writes      every message appended to %s\n", d->append_path);
+    }
+  }
+  printf("\n%zu channel%s, %zu listener%s, %zu destination%s\n", c->nchannels,
+         c->nchannels == 1 ? "" : "s", nlisten, nlisten == 1 ? "" : "s", c->ndests,
+         c->ndests == 1 ? "" : "s");
+}
+
+int cad_cli_check(int argc, char **argv) {
+  const char *path = NULL;
+  bool quiet = false, opts = true;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    if (opts && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
+      usage(stdout);
+      return 0;
+    } else if (opts && (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)) {
+      quiet = true;
+    } else if (opts && strcmp(a, "--") == 0) {
+      opts = false;
+    } else if (opts && a[0] == '-' && a[1] != 0) {
+      fprintf(stderr, "caduceus check: unknown option '%s'\n", a);
+      usage(stderr);
+      return 2;
+    } else if (path) {
+      fprintf(stderr, "caduceus check: one configuration file at a time ('%s' and '%s')\n",
+              path, a);
+      usage(stderr);
+      return 2;
+    } else {
+      path = a;
+    }
+  }
+  if (!path) {
+    fprintf(stderr, "caduceus check: missing CONFIG\n");
+    usage(stderr);
+    return 2;
+  }
+  cad_config_t *c = NULL;
+  char *errors = NULL;
+  int rc = cad_config_load(path, &c, &errors);
+  if (rc != 0) {
+    if (errors) fputs(errors, stderr);
+    if (rc == CAD_E_CONFIG)
+      fprintf(stderr, "caduceus check: %s is not valid\n", path);
+    else if (!errors)
+      fprintf(stderr, "caduceus check: %s: %s\n", path, cad_strerror(rc));
+    free(errors);
+    return 1;
+  }
+  if (!quiet) print_summary(c);
+  cad_config_free(c);
+  return 0;
+}
