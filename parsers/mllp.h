@@ -11,6 +11,20 @@
  * Memory: the caller owns the cad_mllp_framer_t; the framer owns an internal
  * buffer holding at most max_frame + one read of bytes.  A returned frame
  * points into that buffer and is valid until the next feed/next/free call.
+ * The buffer is compacted on feed, so it does not grow with the number of
+ * frames; bytes already searched are never searched again.
+ *
+ * Lenient rules (what real senders do):
+ *   - 0x1C not followed by 0x0D: the frame is accepted as complete and the
+ *     byte after 0x1C is read as the next data (a 0x0B there starts the next
+ *     frame; anything else is skipped and counted).  A frame is returned as
+ *     soon as its 0x1C arrives; the 0x0D may come with the next read.
+ *   - 0x1C outside a frame (no start block): skipped and counted.
+ *   - A 0x0B that arrives while an oversized frame is being skipped starts a
+ *     new frame without a second error (the oversized one was reported).
+ *   - A frame may be empty (0x0B 0x1C 0x0D): returned with length 0.
+ * Events are the same whatever the read sizes: one byte at a time gives the
+ * same frames and errors as the whole stream at once.
  */
 #ifndef CAD_MLLP_H
 #define CAD_MLLP_H
@@ -32,12 +46,17 @@ typedef struct cad_mllp_framer {
   size_t max_frame;       /* largest accepted message, bytes */
   int state;              /* internal */
   bool discarding;        /* internal: skipping an oversized frame */
-  uint64_t skipped;       /* bytes outside any frame, skipped */
+  uint64_t skipped;       /* bytes outside any frame, skipped (not the 0x0D
+                             after an end block, nor the content of a
+                             dropped or oversized frame) */
   uint64_t frames;        /* frames returned */
   uint64_t errors;        /* framing errors reported */
+  size_t start;           /* internal: first content byte of the frame in buf */
+  size_t eb_from;         /* internal: no end block in buf[pos, eb_from) */
 } cad_mllp_framer_t;
 
-/* max_frame 0 means the default, 4 MiB. */
+/* max_frame 0 means the default, 4 MiB.  (A frame of exactly max_frame
+ * bytes is accepted; one byte more is CAD_E_TOOBIG.) */
 void cad_mllp_init(cad_mllp_framer_t *f, size_t max_frame);
 /* Append bytes read from the peer. 0, or CAD_E_NOMEM. */
 int cad_mllp_feed(cad_mllp_framer_t *f, const char *p, size_t n);
