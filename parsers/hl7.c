@@ -243,7 +243,9 @@ int cad_hl7_parse(cad_hl7_msg_t *m, const char *p, size_t len, cad_arena_t *aren
     return CAD_E_EMPTY;
   }
   if (len - start < 3 || !is_header_id(p + start)) {
-    diag_set(diag, CAD_E_NOMSH, 100, 1, NULL, 0, 0, start,
+    size_t idl = 0;
+    while (idl < 3 && start + idl < len && is_id_char((unsigned char)p[start + idl])) idl++;
+    diag_set(diag, CAD_E_NOMSH, 100, 1, idl == 3 ? p + start : NULL, idl, 0, start,
              "first segment is not MSH, BHS or FHS");
     return CAD_E_NOMSH;
   }

@@ -290,13 +290,15 @@ enum {
 /* Set the element at path p (wildcards apply to every match) to `val`.
  * Missing repetitions, components, subcomponents and fields are created; a
  * missing segment is appended at the end of the message (only when p->occ is
- * 1 or ALL).  MSH-1 and MSH-2 cannot be set.  Returns the number of elements
+ * 1 or ALL; never a header segment: CAD_E_NOTFOUND).  MSH-1 and MSH-2 cannot be set.  Returns the number of elements
  * changed (>= 0) or a negative CAD_E_*. */
 int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size_t len,
                 unsigned flags);
 /* Set to empty (the element stays, with no content). */
 int cad_hl7_clear(cad_hl7_msg_t *m, const cad_hl7_path_t *p);
-/* Delete segment i (0-based). */
+/* Delete segment i (0-based).  A header segment (MSH, BHS, FHS) cannot be
+ * deleted (CAD_E_INVAL): the segments after it are written in its
+ * delimiters. */
 int cad_hl7_seg_delete(cad_hl7_msg_t *m, uint32_t i);
 /* Insert a segment given as raw ER7 text in the message's delimiters (no
  * terminator) before index i (i == nsegs appends).  The text is copied. */

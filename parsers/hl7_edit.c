@@ -89,6 +89,12 @@ static int compose(cad_arena_t *a, const cad_hl7_delims_t *d, cad_str_t field, i
   return splice(a, field, d->rep, rep, newrep, out);
 }
 
+/* The delimiters in force for a segment placed at index i: those of the
+ * segment before it (a batch may change them at every header). */
+static const cad_hl7_delims_t *delims_at(const cad_hl7_msg_t *m, uint32_t i) {
+  return i > 0 && i <= m->nsegs ? &m->segs[i - 1].d : &m->d;
+}
+
 static int append_segment(cad_hl7_msg_t *m, const char *id) {
   char raw[4] = {id[0], id[1], id[2], 0};
   return cad_hl7_seg_insert(m, m->nsegs, raw, 3);
@@ -152,13 +158,17 @@ int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size
   }
   if (!any) {
     if (p->occ != 1 && p->occ != CAD_HL7_ALL && p->occ != occ + 1) return CAD_E_NOTFOUND;
+    /* A header segment carries the delimiters: it is never made up. */
+    if (p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
+        p->segid == cad_hl7_segid("FHS"))
+      return CAD_E_NOTFOUND;
     int rc = append_segment(m, p->seg);
     if (rc < 0) return rc;
     cad_str_t enc = v;
     if (!(flags & CAD_HL7_SET_RAW) && len) {
       char *buf = cad_arena_alloc(m->arena, len * 5 + 1);
       if (!buf) return CAD_E_NOMEM;
-      enc.len = cad_hl7_escape(&m->d, val, len, buf);
+      enc.len = cad_hl7_escape(delims_at(m, m->nsegs - 1), val, len, buf);
       enc.p = buf;
     }
     rc = set_in_seg(m, m->nsegs - 1, p, enc);
@@ -186,6 +196,8 @@ int cad_hl7_clear(cad_hl7_msg_t *m, const cad_hl7_path_t *p) {
 
 int cad_hl7_seg_delete(cad_hl7_msg_t *m, uint32_t i) {
   if (i >= m->nsegs) return CAD_E_NOTFOUND;
+  /* The segments after a header are written in its delimiters. */
+  if (m->segs[i].header) return CAD_E_INVAL;
   memmove(&m->segs[i], &m->segs[i + 1], (size_t)(m->nsegs - i - 1) * sizeof m->segs[0]);
   m->nsegs--;
   m->dirty = true;
@@ -199,17 +211,19 @@ int cad_hl7_seg_insert(cad_hl7_msg_t *m, uint32_t i, const char *raw, size_t len
     char c = raw[k];
     if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return CAD_E_SEGMENT;
   }
-  if (len > 3 && raw[3] != m->d.field) return CAD_E_SEGMENT;
+  const cad_hl7_delims_t *d = delims_at(m, i);
+  if (len > 3 && raw[3] != d->field) return CAD_E_SEGMENT;
   for (size_t k = 0; k < len; k++)
     if (raw[k] == '\r' || raw[k] == '\n') return CAD_E_INVAL;
   char *copy = cad_arena_dup(m->arena, raw, len);
   if (!copy) return CAD_E_NOMEM;
-  uint32_t nf = (uint32_t)cad_hl7_npieces((cad_str_t){copy, len}, m->d.field);
+  cad_hl7_delims_t dd = *d; /* m->segs may move below */
+  uint32_t nf = (uint32_t)cad_hl7_npieces((cad_str_t){copy, len}, dd.field);
   uint32_t cap = nf + 4;
   cad_str_t *fields = cad_arena_alloc(m->arena, (size_t)cap * sizeof *fields);
   if (!fields) return CAD_E_NOMEM;
   for (uint32_t k = 0; k < nf; k++)
-    cad_hl7_piece((cad_str_t){copy, len}, m->d.field, (int)k + 1, &fields[k]);
+    cad_hl7_piece((cad_str_t){copy, len}, dd.field, (int)k + 1, &fields[k]);
   if (m->nsegs == m->segs_cap) {
     uint32_t ncap = m->segs_cap * 2 + 8;
     cad_hl7_seg_t *ns = cad_arena_alloc(m->arena, (size_t)ncap * sizeof *ns);
@@ -229,7 +243,7 @@ int cad_hl7_seg_insert(cad_hl7_msg_t *m, uint32_t i, const char *raw, size_t len
   memcpy(s->name, copy, 3);
   s->name[3] = 0;
   s->id = cad_hl7_segid(s->name);
-  s->d = m->d;
+  s->d = dd;
   s->offset = UINT32_MAX; /* not from the input */
   s->header = (s->id == cad_hl7_segid("MSH") || s->id == cad_hl7_segid("BHS") ||
                s->id == cad_hl7_segid("FHS"));

@@ -100,6 +100,8 @@ int cad_hl7_path_parse(const char *s, size_t len, cad_hl7_path_t *out, size_t *e
     }
   }
   if (pp.i != len) rc = fail(&pp, "unexpected characters after the path");
+  /* A component without a repetition index means the first repetition. */
+  if (!rc && out->comp > 0 && out->rep == 0) out->rep = 1;
 done:
   if (rc) {
     if (errpos) *errpos = pp.errpos;
@@ -133,7 +135,7 @@ size_t cad_hl7_path_format(const cad_hl7_path_t *p, char *buf, size_t cap) {
     if (n + 1 < cap) buf[n] = '-';
     n++;
     n = put_index(buf, cap, n, p->field, false);
-    if (p->rep != 0) n = put_index(buf, cap, n, p->rep, true);
+    if (p->rep != 0 && !(p->rep == 1 && p->comp > 0)) n = put_index(buf, cap, n, p->rep, true);
     if (p->comp > 0) {
       if (n + 1 < cap) buf[n] = '.';
       n++;
