@@ -157,7 +157,7 @@ int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size
     if (p->occ != CAD_HL7_ALL) break;
   }
   if (!any) {
-    if (p->occ != 1 && p->occ != CAD_HL7_ALL && p->occ != occ + 1) return CAD_E_NOTFOUND;
+    if (occ > 0 || (p->occ != 1 && p->occ != CAD_HL7_ALL)) return CAD_E_NOTFOUND;
     /* A header segment carries the delimiters: it is never made up. */
     if (p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
         p->segid == cad_hl7_segid("FHS"))
