@@ -1,0 +1,208 @@
+/* bench_routes.c - what routing costs, next to parsing and serializing.
+ *
+ *   build/bench/bench_routes [CONFIG [CHANNEL]]
+ *
+ * Default: the lab-to-ehr example (examples/lab-to-ehr/lab-to-ehr.yaml,
+ * channel `lab`): an archive route without filters plus the EHR route with
+ * 5 filters and 8 transforms (MSH-5/6, two copies and a set over OBX[*],
+ * a LOINC mapping over OBX[*] from a CSV table, a set over OBX[*], a date
+ * reformat).  The message is a ~1.5 KB ORU^R01 (MSH PID PV1 OBR + 10 OBX + NTE)
+ * whose every OBX is mapped, so both routes fire and the EHR copy is
+ * transformed and serialized.
+ *
+ * Workloads per message, each timed over ROUNDS rounds (median printed):
+ *   (a) parse
+ *   (b) parse + serialize (cad_hl7_serialize of the unchanged message)
+ *   (c) parse + cad_routes_eval (filters, transforms on a copy, serialization
+ *       of every output into the arena)
+ * and the ratios: routing alone (c - a), and (c) against (b), the aim being
+ * that routing adds at most 50% to parse-plus-serialize time.  One thread.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cad_error.h"
+#include "hl7.h"
+#include "routes.h"
+#include "yaml_doc.h"
+
+#ifndef CAD_SOURCE_ROOT
+#define CAD_SOURCE_ROOT "."
+#endif
+
+#define ROUNDS 9
+#define ITERS 200000
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static volatile size_t sink;
+
+static char *read_all(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return NULL;
+  size_t cap = 1 << 16, n = 0, r;
+  char *b = malloc(cap);
+  while (b && (r = fread(b + n, 1, cap - n, f)) > 0) {
+    n += r;
+    if (n == cap) b = realloc(b, cap *= 2);
+  }
+  fclose(f);
+  *len = n;
+  return b;
+}
+
+static void build_message(char *out, size_t cap, size_t *len) {
+  static const char *const codes[][3] = {
+      {"GLU", "Glucose", "mg/dL"}, {"K", "Potassium", "mmol/L"}, {"NA", "Sodium", "mmol/L"},
+      {"CL", "Chloride", "mmol/L"}, {"CREA", "Creatinine", "mg/dL"}, {"BUN", "Urea nitrogen", "mg/dL"},
+      {"HGB", "Hemoglobin", "g/dL"}};
+  size_t o = (size_t)snprintf(
+      out, cap,
+      "MSH|^~\\&|LIS|CITY_LAB|LAB_IN|CITY_HOSP|20240305143000||ORU^R01^ORU_R01|LAB000101|P|2.5.1\r"
+      "PID|1||556677^^^CITYHOSP^MR||Rivera^Ana^M||19800412|F|||12 Harbour Rd^^Cork^^T12X^IE\r"
+      "PV1|1|O|CLINIC2^^^CITY_HOSP||||DRS123^Okafor^Chidi\r"
+      "OBR|1|ORD4411|LAB4411|BMP^Basic metabolic panel^L|||20240305121045|||||||||"
+      "DRS123^Okafor^Chidi||||||202403051425||CH|F\r");
+  for (int i = 0; i < 10; i++) {
+    const char *const *c = codes[i % 7];
+    o += (size_t)snprintf(out + o, cap - o,
+                          "OBX|%d|NM|%s^%s^L||%d.%d|%s|1-100|N|||F|||20240305130000||TECH%02d\r",
+                          i + 1, c[0], c[1], 40 + i * 7, i, c[2], i);
+    if (i == 4)
+      o += (size_t)snprintf(out + o, cap - o, "NTE|1|L|Sample slightly hemolyzed \\T\\ re-spun\r");
+  }
+  *len = o;
+}
+
+int main(int argc, char **argv) {
+  const char *config = argc > 1 ? argv[1] : CAD_SOURCE_ROOT "/examples/lab-to-ehr/lab-to-ehr.yaml";
+  const char *channel = argc > 2 ? argv[2] : "lab";
+  size_t ylen;
+  char *ytext = read_all(config, &ylen);
+  if (!ytext) {
+    fprintf(stderr, "bench_routes: cannot read %s\n", config);
+    return 1;
+  }
+  cad_yaml_doc_t *doc;
+  char err[512];
+  if (cad_yaml_parse(config, ytext, ylen, NULL, &doc, err, sizeof err)) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  char base[4096];
+  snprintf(base, sizeof base, "%s", config);
+  char *sl = strrchr(base, '/');
+  if (sl) *sl = 0;
+  else strcpy(base, ".");
+  const cad_yaml_node_t *dn = cad_yaml_get(doc->root, "destinations");
+  const char *dests[64];
+  size_t nd = 0;
+  for (size_t i = 0; dn && i < dn->n && nd < 64; i++) dests[nd++] = dn->pairs[i].key->str;
+  cad_buf_t errors = CAD_BUF_INIT;
+  cad_tables_t *tables = NULL;
+  cad_routes_t *routes = NULL;
+  const cad_yaml_node_t *ch = cad_yaml_get(cad_yaml_get(doc->root, "channels"), channel);
+  if (cad_tables_load(cad_yaml_get(doc->root, "tables"), base, &tables, &errors) ||
+      cad_routes_compile(ch, tables, dests, nd, &routes, &errors)) {
+    fprintf(stderr, "%s", cad_buf_cstr(&errors));
+    return 1;
+  }
+
+  /* The same routes without their transforms: what the filters and the
+   * fan-out cost alone. */
+  cad_routes_t *filters_only = NULL;
+  const cad_yaml_node_t *rn = cad_yaml_get(ch, "routes");
+  if (rn && rn->type == CAD_YAML_SEQUENCE) {
+    cad_yaml_node_t seq = *rn, *items[64], maps[64];
+    cad_yaml_pair_t pairs[64][16];
+    seq.items = items;
+    for (size_t i = 0; i < rn->n && i < 64; i++) {
+      const cad_yaml_node_t *r = rn->items[i];
+      maps[i] = *r;
+      maps[i].pairs = pairs[i];
+      maps[i].n = 0;
+      for (size_t k = 0; r->type == CAD_YAML_MAPPING && k < r->n && k < 16; k++)
+        if (strcmp(r->pairs[k].key->str, "transform") != 0) pairs[i][maps[i].n++] = r->pairs[k];
+      items[i] = &maps[i];
+    }
+    seq.n = rn->n < 64 ? rn->n : 64;
+    errors.len = 0;
+    if (cad_routes_compile(&seq, tables, dests, nd, &filters_only, &errors)) {
+      fprintf(stderr, "%s", cad_buf_cstr(&errors));
+      return 1;
+    }
+  }
+
+  char msg[4096];
+  size_t len;
+  build_message(msg, sizeof msg, &len);
+  cad_arena_t a;
+  cad_arena_init(&a, 64 * 1024, 0);
+  cad_buf_t out = CAD_BUF_INIT;
+  /* Check once that the EHR route fires. */
+  cad_route_result_t res;
+  if (cad_routes_eval(routes, msg, len, NULL, &a, &res) || res.disposition != CAD_ROUTE_DELIVER ||
+      res.nouts < 2) {
+    fprintf(stderr, "bench_routes: the message was not routed to two destinations (%s: %s)\n",
+                  cad_route_disposition_name(res.disposition), res.diag.reason);
+    return 1;
+  }
+  printf("bench_routes: %s, channel %s: %zu routes, message %zu bytes, %d x %d messages\n",
+         config, channel, cad_routes_count(routes), len, ROUNDS, ITERS);
+
+  const char *labels[4] = {"(a) parse", "(b) parse + serialize", "(c) parse + route (eval)",
+                           "(d) parse + route, no transforms"};
+  double med[4] = {0, 0, 0, 0};
+  for (int w = 0; w < (filters_only ? 4 : 3); w++) {
+    double t[ROUNDS];
+    for (int r = 0; r < ROUNDS; r++) {
+      double t0 = now_s();
+      for (int k = 0; k < ITERS; k++) {
+        cad_hl7_msg_t m;
+        cad_arena_reset(&a);
+        if (cad_hl7_parse(&m, msg, len, &a, NULL, NULL) != 0) abort();
+        if (w == 1) {
+          cad_buf_clear(&out);
+          cad_hl7_serialize(&m, &out);
+          sink += out.len;
+        } else if (w >= 2) {
+          cad_routes_eval(w == 2 ? routes : filters_only, msg, len, &m, &a, &res);
+          sink += res.outs[res.nouts - 1].bytes.len;
+        } else {
+          sink += m.nsegs;
+        }
+      }
+      t[r] = (now_s() - t0) / ITERS * 1e9;
+    }
+    qsort(t, ROUNDS, sizeof t[0], cmp_d);
+    med[w] = t[ROUNDS / 2];
+    printf("  %-34s %6.0f ns/message  (min %.0f, max %.0f)\n", labels[w], med[w], t[0],
+           t[ROUNDS - 1]);
+  }
+  printf("  routing alone (c - a): %.0f ns/message = %.2fx parse, %.0f%% of parse + serialize\n",
+         med[2] - med[0], (med[2] - med[0]) / med[0], 100.0 * (med[2] - med[0]) / med[1]);
+  printf("  (c) vs (b): %+.0f%% (aim: at most +50%%)\n", 100.0 * (med[2] - med[1]) / med[1]);
+  if (filters_only)
+    printf("  (d) vs (b): %+.0f%% (filters and fan-out without transforms)\n",
+           100.0 * (med[3] - med[1]) / med[1]);
+  cad_routes_free(filters_only);
+  cad_buf_free(&out);
+  cad_arena_free(&a);
+  cad_routes_free(routes);
+  cad_tables_free(tables);
+  cad_buf_free(&errors);
+  cad_yaml_free(doc);
+  free(ytext);
+  return 0;
+}

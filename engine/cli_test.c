@@ -1,0 +1,567 @@
+/* cli_test.c - `caduceus test CONFIG`: run the route test cases of a
+ * configuration without opening any socket.
+ *
+ * A channel may declare test cases beside its routes:
+ *
+ *   channels:
+ *     lab:
+ *       routes: [...]
+ *       tests:
+ *         - name: a final result goes to the EHR and the archive
+ *           input: { file: messages/oru_final.hl7 }   # or the message inline
+ *           expect:
+ *             ehr: { file: expected/oru_final.ehr.hl7 }  # or inline, or none
+ *             archive: { file: messages/oru_final.hl7 }
+ *         - name: an unmapped code is refused
+ *           input: { file: messages/oru_unmapped.hl7 }
+ *           expect:
+ *             disposition: error      # deliver | filtered | rejected | error | dead_letter
+ *             error: { code: 103, reason: "table 'loinc'" }   # reason: a substring
+ *
+ * A destination that the expectation does not name must receive nothing.
+ * Messages are compared after normalising segment terminators (CR, LF, CRLF)
+ * and dropping trailing ones; a difference is printed by path:
+ *   OBX[2]-3.1: expected "2345-7", got "GLU"
+ *
+ * This file reads the YAML itself (parsers/yaml_doc.h) and compiles each
+ * channel with routes/routes.h, so it does not depend on engine/config.c.
+ * File paths (tables, inputs, expectations) are relative to the directory of
+ * the configuration file.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cad_error.h"
+#include "cli.h"
+#include "hl7.h"
+#include "routes.h"
+#include "yaml_doc.h"
+
+#define MAX_DIFF_LINES 20
+
+typedef struct run {
+  const char *base_dir;
+  const char *const *dests;
+  size_t ndests;
+  int passed, failed;
+  bool show;
+  cad_buf_t out; /* report of the current test */
+  int lines;     /* diff lines in `out` */
+} run_t;
+
+static void fail_line(run_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fail_line(run_t *r, const char *fmt, ...) {
+  r->lines++;
+  if (r->lines > MAX_DIFF_LINES) {
+    if (r->lines == MAX_DIFF_LINES + 1) cad_buf_puts(&r->out, "    ... (more differences)\n");
+    return;
+  }
+  char tmp[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  cad_buf_printf(&r->out, "    %s\n", tmp);
+}
+
+/* Printable form of a value (at most 60 bytes, control bytes escaped). */
+static const char *show(char *buf, size_t cap, cad_str_t v) {
+  size_t o = 0;
+  for (size_t i = 0; i < v.len && o + 8 < cap; i++) {
+    unsigned char c = (unsigned char)v.p[i];
+    if (i == 60) {
+      memcpy(buf + o, "...", 3);
+      o += 3;
+      break;
+    }
+    if (c == '"' || c == '\\') buf[o++] = '\\', buf[o++] = (char)c;
+    else if (c >= 0x20 && c != 0x7f) buf[o++] = (char)c;
+    else o += (size_t)snprintf(buf + o, cap - o, "\\x%02x", c);
+  }
+  buf[o] = 0;
+  return buf;
+}
+
+/* CR/LF/CRLF -> CR, trailing terminators and blanks dropped; malloc'd. */
+static char *normalise(const char *p, size_t n, size_t *out_len) {
+  char *b = malloc(n + 1);
+  if (!b) return NULL;
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] == '\n') {
+      if (!(o > 0 && i > 0 && p[i - 1] == '\r')) b[o++] = '\r';
+    } else {
+      b[o++] = p[i];
+    }
+  }
+  while (o > 0 && (b[o - 1] == '\r' || b[o - 1] == ' ' || b[o - 1] == '\t')) o--;
+  b[o] = 0;
+  *out_len = o;
+  return b;
+}
+
+/* ---- difference by path ------------------------------------------------- */
+
+static bool same(cad_str_t a, cad_str_t b) {
+  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+static bool has_sep(cad_str_t s, char sep) { return s.len && memchr(s.p, sep, s.len); }
+
+/* Compare two element texts, going down through the separators in `seps`
+ * (repetition, component, subcomponent) to the smallest part that differs. */
+static void diff_elem(run_t *r, const char *dest, const char *path, cad_str_t e, cad_str_t g,
+                      const char *seps, int level) {
+  if (same(e, g)) return;
+  bool deeper = false;
+  for (const char *s = seps; *s; s++)
+    if (has_sep(e, *s) || has_sep(g, *s)) deeper = true;
+  if (!deeper) {
+    char b1[256], b2[256];
+    fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path, show(b1, sizeof b1, e),
+              show(b2, sizeof b2, g));
+    return;
+  }
+  char sep = seps[0];
+  char sub[160];
+  if (!has_sep(e, sep) && !has_sep(g, sep)) {
+    /* One piece at this level: name it only where a path needs it. */
+    snprintf(sub, sizeof sub, "%s%s", path, level == 1 ? ".1" : "");
+    diff_elem(r, dest, sub, e, g, seps + 1, level + 1);
+    return;
+  }
+  int ne = cad_hl7_npieces(e, sep), ng = cad_hl7_npieces(g, sep);
+  int n = ne > ng ? ne : ng;
+  for (int k = 1; k <= n; k++) {
+    cad_str_t pe = {"", 0}, pg = {"", 0};
+    if (!cad_hl7_piece(e, sep, k, &pe)) pe = (cad_str_t){"", 0};
+    if (!cad_hl7_piece(g, sep, k, &pg)) pg = (cad_str_t){"", 0};
+    if (same(pe, pg)) continue;
+    if (level == 0) snprintf(sub, sizeof sub, "%s[%d]", path, k);
+    else snprintf(sub, sizeof sub, "%s.%d", path, k);
+    diff_elem(r, dest, sub, pe, pg, seps + 1, level + 1);
+  }
+}
+
+static void diff_messages(run_t *r, const char *dest, const char *ep, size_t elen,
+                          const char *gp, size_t glen) {
+  cad_arena_t a;
+  cad_arena_init(&a, 65536, 0);
+  cad_hl7_msg_t em, gm;
+  cad_hl7_diag_t dg;
+  int rc1 = cad_hl7_parse(&em, ep, elen, &a, NULL, &dg);
+  int rc2 = cad_hl7_parse(&gm, gp, glen, &a, NULL, &dg);
+  int before = r->lines;
+  if (rc1 || rc2) {
+    fail_line(r, "%s: the %s message does not parse (%s); bytes differ", dest,
+              rc1 ? "expected" : "produced", cad_strerror(rc1 ? rc1 : rc2));
+    cad_arena_free(&a);
+    return;
+  }
+  uint32_t n = em.nsegs > gm.nsegs ? em.nsegs : gm.nsegs;
+  for (uint32_t i = 0; i < n; i++) {
+    const cad_hl7_seg_t *es = i < em.nsegs ? &em.segs[i] : NULL;
+    const cad_hl7_seg_t *gs = i < gm.nsegs ? &gm.segs[i] : NULL;
+    if (!gs) {
+      fail_line(r, "%s: segment %u: expected %s, got nothing (message too short)", dest, i + 1,
+                es->name);
+      continue;
+    }
+    if (!es) {
+      fail_line(r, "%s: segment %u: expected nothing, got %s", dest, i + 1, gs->name);
+      continue;
+    }
+    if (es->id != gs->id) {
+      fail_line(r, "%s: segment %u: expected %s, got %s", dest, i + 1, es->name, gs->name);
+      continue;
+    }
+    /* Name the segment as a path: with [occurrence] when it repeats. */
+    int occ = 0, total = 0;
+    for (uint32_t k = 0; k < em.nsegs; k++)
+      if (em.segs[k].id == es->id) {
+        total++;
+        if (k <= i) occ++;
+      }
+    char segname[32];
+    if (total > 1) snprintf(segname, sizeof segname, "%s[%d]", es->name, occ);
+    else snprintf(segname, sizeof segname, "%s", es->name);
+    int nf = cad_hl7_nfields(es), ng = cad_hl7_nfields(gs);
+    int maxf = nf > ng ? nf : ng;
+    for (int f = 1; f <= maxf; f++) {
+      cad_str_t ef = {"", 0}, gf = {"", 0};
+      cad_hl7_field(es, f, &ef);
+      cad_hl7_field(gs, f, &gf);
+      if (!ef.p) ef.p = "";
+      if (!gf.p) gf.p = "";
+      char path[64];
+      snprintf(path, sizeof path, "%s-%d", segname, f);
+      if (es->header && f <= 2) {
+        if (!same(ef, gf)) {
+          char b1[256], b2[256];
+          fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path,
+                    show(b1, sizeof b1, ef), show(b2, sizeof b2, gf));
+        }
+        continue;
+      }
+      char seps[4] = {es->d.rep, es->d.comp, es->d.sub, 0};
+      diff_elem(r, dest, path, ef, gf, seps, 0);
+    }
+  }
+  if (r->lines == before)
+    fail_line(r, "%s: same values by path, but the bytes differ (expected %zu bytes, got %zu): "
+                 "trailing delimiters or encoding",
+              dest, elen, glen);
+  cad_arena_free(&a);
+}
+
+/* ---- reading test cases ------------------------------------------------- */
+
+static int errorf(const cad_yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int errorf(const cad_yaml_node_t *n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fflush(stdout);
+  fprintf(stderr, "%s:%d:%d: ", n->file, n->line, n->col);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return -1;
+}
+
+/* A message given inline (a string) or as { file: PATH }.  *data is
+ * malloc'd.  Returns 0, 1 for `none`, or -1 (error printed). */
+static int load_message(run_t *r, const cad_yaml_node_t *n, char **data, size_t *len,
+                        bool allow_none) {
+  *data = NULL;
+  *len = 0;
+  if (n->type == CAD_YAML_SCALAR) {
+    if (allow_none && !n->quoted && (strcmp(n->str, "none") == 0 || cad_yaml_is_null(n)))
+      return 1;
+    if (n->len == 0) return errorf(n, "an empty message");
+    *data = malloc(n->len + 1);
+    if (!*data) return errorf(n, "out of memory");
+    memcpy(*data, n->str, n->len);
+    *len = n->len;
+    return 0;
+  }
+  const cad_yaml_node_t *f = cad_yaml_get(n, "file");
+  if (n->type != CAD_YAML_MAPPING || n->n != 1 || !f || f->type != CAD_YAML_SCALAR)
+    return errorf(n, "a message is written inline (a string), as { file: PATH }%s",
+                  allow_none ? " or none" : "");
+  char path[4096];
+  if (f->str[0] == '/') snprintf(path, sizeof path, "%s", f->str);
+  else snprintf(path, sizeof path, "%s/%s", r->base_dir, f->str);
+  int rc = cad_cli_read_file(path, data, len);
+  if (rc) return errorf(f, "cannot read '%s': %s", path, strerror(-rc));
+  return 0;
+}
+
+static const char *const dispositions[] = {"deliver", "filtered", "rejected", "error",
+                                           "dead_letter"};
+
+static void print_outputs(const cad_routes_t *routes, const cad_route_result_t *res) {
+  for (size_t i = 0; i < res->nouts; i++) {
+    printf("  --- %s (%zu bytes)\n", cad_routes_dest_name(routes, res->outs[i].dest),
+           res->outs[i].bytes.len);
+    for (size_t k = 0; k < res->outs[i].bytes.len; k++) {
+      char c = res->outs[i].bytes.p[k];
+      putchar(c == '\r' ? '\n' : c);
+    }
+  }
+}
+
+/* Run one test case. Returns 1 passed, 0 failed. */
+static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
+                    const cad_yaml_node_t *t, size_t idx) {
+  r->out.len = 0;
+  r->lines = 0;
+  char name[256];
+  snprintf(name, sizeof name, "test %zu", idx + 1);
+  if (t->type != CAD_YAML_MAPPING) {
+    errorf(t, "a test case is a mapping with name, input and expect");
+    return 0;
+  }
+  const cad_yaml_node_t *input = NULL, *expect = NULL;
+  bool bad = false;
+  for (size_t i = 0; i < t->n; i++) {
+    const cad_yaml_node_t *k = t->pairs[i].key, *v = t->pairs[i].value;
+    if (strcmp(k->str, "name") == 0 && v->type == CAD_YAML_SCALAR)
+      snprintf(name, sizeof name, "%s", v->str);
+    else if (strcmp(k->str, "input") == 0) input = v;
+    else if (strcmp(k->str, "expect") == 0) expect = v;
+    else {
+      errorf(k, "unknown key '%s' in a test case (expected one of: name, input, expect)", k->str);
+      bad = true;
+    }
+  }
+  if (!input) bad = true, errorf(t, "test '%s' needs 'input', the message to route", name);
+  if (!expect) bad = true, errorf(t, "test '%s' needs 'expect'", name);
+  else if (expect->type != CAD_YAML_MAPPING)
+    bad = true, errorf(expect, "'expect' must be a mapping of destinations (and disposition, error)");
+  char *in = NULL;
+  size_t inlen = 0;
+  if (!bad && load_message(r, input, &in, &inlen, false) != 0) bad = true;
+  if (bad) {
+    free(in);
+    printf("FAIL %s / %s (the test case is wrong, see above)\n", channel, name);
+    return 0;
+  }
+
+  cad_arena_t arena;
+  cad_arena_init(&arena, 65536, 64u << 20);
+  cad_route_result_t res;
+  int erc = cad_routes_eval(routes, in, inlen, NULL, &arena, &res);
+
+  /* What the test expects. */
+  const cad_yaml_node_t *disp = cad_yaml_get(expect, "disposition");
+  const cad_yaml_node_t *err = cad_yaml_get(expect, "error");
+  int want_disp = -1;
+  if (disp) {
+    for (int i = 0; i < 5; i++)
+      if (disp->type == CAD_YAML_SCALAR && strcmp(disp->str, dispositions[i]) == 0) want_disp = i;
+    if (want_disp < 0) {
+      errorf(disp, "'disposition' must be one of: deliver, filtered, rejected, error, dead_letter");
+      bad = true;
+    }
+  }
+  bool any_dest = false;
+  bool *named = calloc(r->ndests + 1, sizeof *named);
+  if (!named) bad = true;
+  for (size_t i = 0; !bad && i < expect->n; i++) {
+    const cad_yaml_node_t *k = expect->pairs[i].key, *v = expect->pairs[i].value;
+    if (strcmp(k->str, "disposition") == 0 || strcmp(k->str, "error") == 0) continue;
+    size_t d = r->ndests;
+    for (size_t j = 0; j < r->ndests; j++)
+      if (strcmp(r->dests[j], k->str) == 0) d = j;
+    if (d == r->ndests) {
+      errorf(k, "'%s' is not a destination (expected a destination name, disposition or error)",
+             k->str);
+      bad = true;
+      break;
+    }
+    named[d] = true;
+    /* One message, none, or a list of messages (several routes to one destination). */
+    size_t nexp = v->type == CAD_YAML_SEQUENCE ? v->n : 1;
+    size_t got = 0;
+    for (size_t o = 0; o < res.nouts; o++)
+      if (res.outs[o].dest == d) got++;
+    size_t seen = 0;
+    for (size_t e = 0; e < nexp && !bad; e++) {
+      const cad_yaml_node_t *item = v->type == CAD_YAML_SEQUENCE ? v->items[e] : v;
+      char *exp = NULL;
+      size_t elen = 0;
+      int lr = load_message(r, item, &exp, &elen, v->type != CAD_YAML_SEQUENCE);
+      if (lr < 0) {
+        bad = true;
+        break;
+      }
+      if (lr == 1) {
+        if (got) fail_line(r, "%s: expected no message, got %zu", k->str, got);
+        break;
+      }
+      any_dest = true;
+      /* The e-th output to this destination. */
+      const cad_route_out_t *out = NULL;
+      for (size_t o = 0, c = 0; o < res.nouts; o++)
+        if (res.outs[o].dest == d && c++ == e) out = &res.outs[o];
+      seen++;
+      if (!out && nexp > 1) {
+        fail_line(r, "%s: expected %zu messages, got %zu", k->str, nexp, got);
+        break;
+      } else if (!out) {
+        fail_line(r, "%s: expected a message, got none (disposition %s%s%s)", k->str,
+                  cad_route_disposition_name(res.disposition), res.diag.reason[0] ? ": " : "",
+                  res.diag.reason);
+      } else {
+        size_t nl1, nl2;
+        char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);
+        if (ne && ng && (nl1 != nl2 || memcmp(ne, ng, nl1) != 0))
+          diff_messages(r, k->str, ne, nl1, ng, nl2);
+        free(ne);
+        free(ng);
+      }
+      free(exp);
+    }
+    if (!bad && v->type == CAD_YAML_SEQUENCE && got > seen)
+      fail_line(r, "%s: expected %zu messages, got %zu", k->str, seen, got);
+  }
+  for (size_t d = 0; !bad && d < r->ndests; d++) {
+    if (named[d]) continue;
+    size_t got = 0;
+    for (size_t o = 0; o < res.nouts; o++)
+      if (res.outs[o].dest == d) got++;
+    if (got)
+      fail_line(r, "%s: got %zu message%s, but the test does not expect any (add '%s: ...' or "
+                   "'%s: none' to expect)",
+                r->dests[d], got, got > 1 ? "s" : "", r->dests[d], r->dests[d]);
+  }
+  free(named);
+  if (!bad) {
+    if (want_disp < 0 && any_dest) want_disp = CAD_ROUTE_DELIVER;
+    if (want_disp < 0 && !err && res.disposition != CAD_ROUTE_DELIVER &&
+        res.disposition != CAD_ROUTE_FILTERED)
+      fail_line(r, "disposition: got %s (%s) but the test expects messages or nothing",
+                cad_route_disposition_name(res.disposition), res.diag.reason);
+    if (want_disp >= 0 && (int)res.disposition != want_disp)
+      fail_line(r, "disposition: expected %s, got %s%s%s", dispositions[want_disp],
+                cad_route_disposition_name(res.disposition), res.diag.reason[0] ? " — " : "",
+                res.diag.reason);
+    if (err) {
+      const cad_yaml_node_t *code = cad_yaml_get(err, "code"), *reason = cad_yaml_get(err, "reason");
+      if (err->type != CAD_YAML_MAPPING || (!code && !reason)) {
+        errorf(err, "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
+                    "substring)");
+        bad = true;
+      } else {
+        if (res.disposition == CAD_ROUTE_DELIVER || res.disposition == CAD_ROUTE_FILTERED)
+          fail_line(r, "error: expected an error, got disposition %s",
+                    cad_route_disposition_name(res.disposition));
+        else {
+          if (code && (code->type != CAD_YAML_SCALAR || atoi(code->str) != res.diag.hl7_code))
+            fail_line(r, "error: expected code %s, got %d (%s)",
+                      code->type == CAD_YAML_SCALAR ? code->str : "?", res.diag.hl7_code,
+                      cad_hl7_err_text(res.diag.hl7_code));
+          if (reason && (reason->type != CAD_YAML_SCALAR || !strstr(res.diag.reason, reason->str)))
+            fail_line(r, "error: expected a reason containing \"%s\", got \"%s\"",
+                      reason->type == CAD_YAML_SCALAR ? reason->str : "?", res.diag.reason);
+        }
+      }
+    }
+  }
+  if (erc && !bad) fail_line(r, "evaluation failed: %s", cad_strerror(erc));
+  bool ok = !bad && r->lines == 0;
+  printf("%s %s / %s\n", ok ? "ok  " : "FAIL", channel, name);
+  if (!ok && r->out.len) fwrite(r->out.data, 1, r->out.len, stdout);
+  if (r->show) print_outputs(routes, &res);
+  cad_arena_free(&arena);
+  free(in);
+  return ok;
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: caduceus test [--show] [--channel NAME] CONFIG\n"
+          "\n"
+          "Run the route test cases that CONFIG declares (a `tests:` list per channel):\n"
+          "route each input message, compare what every destination receives with the\n"
+          "expected messages, and print differences by path. No socket is opened.\n"
+          "Exit status 0 when every test passes, 1 otherwise, 2 on a usage error.\n"
+          "\n"
+          "  --show          print every message produced, per destination\n"
+          "  --channel NAME  only this channel's tests\n");
+}
+
+int cad_cli_test(int argc, char **argv) {
+  const char *config = NULL, *only = NULL;
+  bool showflag = false;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    } else if (strcmp(argv[i], "--show") == 0) {
+      showflag = true;
+    } else if (strcmp(argv[i], "--channel") == 0 && i + 1 < argc) {
+      only = argv[++i];
+    } else if (argv[i][0] == '-' && argv[i][1]) {
+      fprintf(stderr, "caduceus test: unknown option '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    } else if (!config) {
+      config = argv[i];
+    } else {
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (!config) {
+    usage(stderr);
+    return 2;
+  }
+  char *data = NULL;
+  size_t len = 0;
+  int rc = cad_cli_read_file(config, &data, &len);
+  if (rc) {
+    fprintf(stderr, "caduceus test: cannot read %s: %s\n", config, strerror(-rc));
+    return 1;
+  }
+  cad_yaml_doc_t *doc = NULL;
+  char perr[512];
+  rc = cad_yaml_parse(config, data, len, NULL, &doc, perr, sizeof perr);
+  free(data);
+  if (rc) {
+    fprintf(stderr, "%s\n", perr);
+    return 1;
+  }
+  int status = 1;
+  char base[4096];
+  snprintf(base, sizeof base, "%s", config);
+  char *slash = strrchr(base, '/');
+  if (slash) *slash = 0;
+  else strcpy(base, ".");
+
+  const cad_yaml_node_t *root = doc->root;
+  const cad_yaml_node_t *dnode = cad_yaml_get(root, "destinations");
+  const cad_yaml_node_t *chans = cad_yaml_get(root, "channels");
+  const char **dests = NULL;
+  size_t ndests = 0;
+  cad_tables_t *tables = NULL;
+  cad_buf_t errors = CAD_BUF_INIT;
+  run_t r = {base, NULL, 0, 0, 0, showflag, CAD_BUF_INIT, 0};
+  if (!root || root->type != CAD_YAML_MAPPING || !chans || chans->type != CAD_YAML_MAPPING) {
+    fprintf(stderr, "%s: expected a configuration with a 'channels' mapping\n", config);
+    goto done;
+  }
+  if (dnode && dnode->type == CAD_YAML_MAPPING) {
+    dests = calloc(dnode->n + 1, sizeof *dests);
+    if (!dests) goto done;
+    for (size_t i = 0; i < dnode->n; i++) dests[ndests++] = dnode->pairs[i].key->str;
+  }
+  r.dests = dests;
+  r.ndests = ndests;
+  if (cad_tables_load(cad_yaml_get(root, "tables"), base, &tables, &errors) != 0) {
+    fprintf(stderr, "%.*s", (int)errors.len, errors.data ? errors.data : "");
+    goto done;
+  }
+  int config_errors = 0, ntests = 0;
+  for (size_t c = 0; c < chans->n; c++) {
+    const char *cname = chans->pairs[c].key->str;
+    const cad_yaml_node_t *ch = chans->pairs[c].value;
+    if (only && strcmp(only, cname) != 0) continue;
+    cad_routes_t *routes = NULL;
+    errors.len = 0;
+    if (cad_routes_compile(ch, tables, dests, ndests, &routes, &errors) != 0) {
+      fflush(stdout);
+      fprintf(stderr, "%.*s", (int)errors.len, errors.data ? errors.data : "");
+      config_errors++;
+      continue;
+    }
+    const cad_yaml_node_t *tests = cad_yaml_get(ch, "tests");
+    if (tests && tests->type != CAD_YAML_SEQUENCE) {
+      errorf(tests, "'tests' must be a list of test cases");
+      config_errors++;
+    } else if (tests) {
+      for (size_t t = 0; t < tests->n; t++) {
+        ntests++;
+        if (run_case(&r, cname, routes, tests->items[t], t)) r.passed++;
+        else r.failed++;
+      }
+    }
+    cad_routes_free(routes);
+  }
+  if (only && ntests == 0 && !config_errors)
+    fprintf(stderr, "caduceus test: no tests in channel '%s'\n", only);
+  printf("%d tests: %d passed, %d failed%s\n", ntests, r.passed, r.failed,
+         config_errors ? " (and configuration errors, see above)" : "");
+  status = (r.failed || config_errors) ? 1 : 0;
+done:
+  cad_buf_free(&errors);
+  cad_buf_free(&r.out);
+  cad_tables_free(tables);
+  free(dests);
+  cad_yaml_free(doc);
+  return status;
+}

@@ -1,0 +1,168 @@
+/* routes_int.h - the compiled form of routes, shared by the files of routes/ only. */
+#ifndef CAD_ROUTES_INT_H
+#define CAD_ROUTES_INT_H
+
+#include <regex.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "routes.h"
+
+#define CAD__ROUTES_MAX_DEPTH 16   /* nesting of all/any/not */
+#define CAD__ROUTES_MAX_ERRORS 100 /* error lines per compile */
+#define CAD__ROUTES_MAX_VALUE 65536 /* a transformed value, bytes */
+
+/* ---- error lines ---- */
+typedef struct cad__errs {
+  cad_buf_t *buf; /* may be NULL */
+  int n;          /* problems found (also beyond the lines written) */
+} cad__errs_t;
+
+void cad__err_at(cad__errs_t *e, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Up to 40 characters of s, control bytes as \xNN, into out (>= 200 bytes). */
+const char *cad__quote(char *out, const char *s, size_t len);
+#define CAD__QBUF 200
+
+/* ---- tables ---- */
+typedef struct cad__table {
+  char *name;
+  char **keys, **vals;
+  size_t *klen, *vlen;
+  uint32_t *slots; /* open addressing: index+1, 0 = empty */
+  size_t nslots, n;
+} cad__table_t;
+
+struct cad_tables {
+  int refs;
+  cad_arena_t arena;
+  cad__table_t *t;
+  size_t n;
+};
+
+const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len);
+bool cad__table_get(const cad__table_t *t, const char *key, size_t klen, cad_str_t *value);
+void cad__tables_ref(const cad_tables_t *t);
+
+/* ---- HL7 date/time ---- */
+typedef struct cad__dtm {
+  int v[7];   /* year, month, day, hour, minute, second, 1e-4 seconds */
+  int prec;   /* how many of v[] were given: 1 (year) .. 7 */
+  bool has_tz;
+  int tz_min; /* offset from UTC in minutes */
+} cad__dtm_t;
+
+/* Parse YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]. */
+bool cad__dtm_parse(const char *p, size_t len, cad__dtm_t *out);
+/* <0, 0, >0 comparing at the precision both have (UTC when both have a zone). */
+int cad__dtm_cmp(const cad__dtm_t *a, const cad__dtm_t *b);
+
+/* ---- paths ---- */
+typedef struct cad__rpath {
+  cad_hl7_path_t p;
+  bool relative; /* no [occ] written: inside a per-segment context it means
+                    the current segment */
+  char text[40]; /* as written, for messages */
+} cad__rpath_t;
+
+/* ---- conditions ---- */
+typedef enum {
+  OP_EQUALS = 1, OP_NOT_EQUALS, OP_IN, OP_IN_TABLE, OP_MATCHES, OP_EXISTS, OP_EMPTY,
+  OP_PREFIX, OP_LT, OP_LE, OP_GT, OP_GE, OP_BEFORE, OP_AFTER,
+} cad__op_kind_t;
+
+typedef struct cad__op {
+  cad__op_kind_t kind;
+  bool flag;       /* exists / empty */
+  cad_str_t s;     /* equals, not_equals, prefix */
+  cad_str_t *list; /* in */
+  size_t nlist;
+  const cad__table_t *table;
+  regex_t *re;
+  double num;
+  cad__dtm_t dtm;
+} cad__op_t;
+
+typedef enum { C_LEAF = 1, C_ALL, C_ANY, C_NOT } cad__cond_kind_t;
+
+typedef struct cad__cond {
+  cad__cond_kind_t kind;
+  cad__rpath_t path;  /* C_LEAF */
+  bool quant_all;     /* C_LEAF: every match must hold */
+  cad__op_t *ops;
+  size_t nops;
+  struct cad__cond **kids; /* C_ALL / C_ANY / C_NOT (1) */
+  size_t nkids;
+} cad__cond_t;
+
+/* ---- templates ---- */
+typedef struct cad__tpart {
+  bool is_path;
+  cad_str_t text;     /* literal ER7 in standard delimiters */
+  cad__rpath_t path;
+} cad__tpart_t;
+
+typedef struct cad__tpl {
+  cad__tpart_t *parts;
+  size_t n;
+} cad__tpl_t;
+
+/* ---- transforms ---- */
+typedef enum {
+  S_SET_VALUE = 1, S_SET_TEMPLATE, S_MOVE, S_CLEAR, S_MAP, S_REPLACE, S_UPPER, S_LOWER, S_TRIM,
+  S_DATE, S_DELETE, S_ADD, S_RENAME,
+} cad__step_kind_t;
+
+enum { DFLT_KEEP = 1, DFLT_EMPTY, DFLT_REJECT, DFLT_VALUE };
+enum { DATE_PRECISION = 1, DATE_FORMAT };
+
+typedef struct cad__step {
+  cad__step_kind_t kind;
+  cad__rpath_t path;     /* target */
+  cad__rpath_t from;     /* move: the source (copy is a template "${from}") */
+  cad_str_t value;       /* set value; map default value; replace `with` */
+  cad__tpl_t tpl;        /* set template / copy / add */
+  const cad__table_t *table;
+  int dflt;
+  regex_t *re;
+  int date_mode, precision;
+  const char *fmt;
+  char seg[4], to[4];    /* delete / rename / add after */
+  uint32_t segid;
+  bool has_after;
+  cad__cond_t *when;     /* delete: per segment */
+  char label[64];        /* "map OBX[*]-3.1" */
+} cad__step_t;
+
+typedef struct cad__route {
+  const char *name;
+  cad__cond_t *when; /* NULL: every message */
+  cad__step_t *steps;
+  size_t nsteps;
+  size_t *to;
+  size_t nto;
+  bool cont;
+} cad__route_t;
+
+enum { UNROUTED_DROP = 1, UNROUTED_REJECT, UNROUTED_DEST };
+enum { ON_ERROR_REJECT = 1, ON_ERROR_DEAD_LETTER };
+
+struct cad_routes {
+  cad_arena_t arena;
+  cad__route_t *routes;
+  size_t nroutes;
+  int unrouted;
+  size_t unrouted_dest;
+  int on_error;
+  char **dest_names;
+  size_t ndests;
+  size_t max_outs;
+  const cad_tables_t *tables; /* referenced */
+  regex_t **regexes;          /* to regfree */
+  size_t nregexes, regexes_cap;
+};
+
+#endif

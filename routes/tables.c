@@ -1,0 +1,565 @@
+/* tables.c - lookup tables (inline or CSV), HL7 date/time values, error lines. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "routes.h"
+#include "cad_error.h"
+#include "routes_int.h"
+
+#define MAX_TABLE_FILE ((size_t)64 << 20)
+#define MAX_TABLE_ROWS 1000000
+
+/* ---- error lines -------------------------------------------------------- */
+
+void cad__err_at(cad__errs_t *e, const char *file, int line, int col, const char *fmt, ...) {
+  e->n++;
+  if (!e->buf || e->n > CAD__ROUTES_MAX_ERRORS) return;
+  if (e->n == CAD__ROUTES_MAX_ERRORS) {
+    cad_buf_printf(e->buf, "%s: too many errors, stopping here\n", file ? file : "?");
+    return;
+  }
+  if (line > 0)
+    cad_buf_printf(e->buf, "%s:%d:%d: ", file ? file : "?", line, col);
+  else
+    cad_buf_printf(e->buf, "%s: ", file ? file : "?");
+  va_list ap;
+  va_start(ap, fmt);
+  char tmp[1024];
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  cad_buf_puts(e->buf, tmp);
+  cad_buf_putc(e->buf, '\n');
+}
+
+void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ...) {
+  char tmp[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  cad__err_at(e, n ? n->file : "?", n ? n->line : 0, n ? n->col : 0, "%s", tmp);
+}
+
+const char *cad__quote(char *out, const char *s, size_t len) {
+  size_t o = 0;
+  for (size_t i = 0; i < len && o + 8 < CAD__QBUF; i++) {
+    unsigned char ch = (unsigned char)s[i];
+    if (i == 40) {
+      memcpy(out + o, "...", 3);
+      o += 3;
+      break;
+    }
+    if ((ch >= 0x20 && ch < 0x7f) || ch >= 0x80)
+      out[o++] = (char)ch;
+    else
+      o += (size_t)snprintf(out + o, CAD__QBUF - o, "\\x%02x", ch);
+  }
+  out[o] = 0;
+  return out;
+}
+
+/* ---- tables ------------------------------------------------------------- */
+
+static uint64_t hash(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull; /* FNV-1a */
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+bool cad__table_get(const cad__table_t *t, const char *key, size_t klen, cad_str_t *value) {
+  if (!t || !t->nslots) return false;
+  size_t mask = t->nslots - 1;
+  for (size_t i = (size_t)hash(key, klen) & mask;; i = (i + 1) & mask) {
+    uint32_t s = t->slots[i];
+    if (!s) return false;
+    size_t k = s - 1;
+    if (t->klen[k] == klen && memcmp(t->keys[k], key, klen) == 0) {
+      if (value) {
+        value->p = t->vals[k];
+        value->len = t->vlen[k];
+      }
+      return true;
+    }
+  }
+}
+
+const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len) {
+  if (!t) return NULL;
+  for (size_t i = 0; i < t->n; i++)
+    if (strlen(t->t[i].name) == len && memcmp(t->t[i].name, name, len) == 0) return &t->t[i];
+  return NULL;
+}
+
+bool cad_tables_get(const cad_tables_t *t, const char *table, const char *key, size_t klen,
+                    cad_str_t *value) {
+  const cad__table_t *tb = cad__tables_find(t, table, strlen(table));
+  return cad__table_get(tb, key, klen, value);
+}
+
+void cad__tables_ref(const cad_tables_t *t) {
+  if (t) ((cad_tables_t *)t)->refs++;
+}
+
+void cad_tables_free(cad_tables_t *t) {
+  if (!t || --t->refs > 0) return;
+  cad_arena_free(&t->arena);
+  free(t);
+}
+
+/* Rows being collected for one table, with where each was written. */
+typedef struct rows {
+  char **k, **v;
+  size_t *kl, *vl;
+  int *line;
+  size_t n, cap;
+} rows_t;
+
+static int rows_push(rows_t *r, cad_arena_t *a, const char *k, size_t kl, const char *v,
+                     size_t vl, int line) {
+  if (r->n == r->cap) {
+    size_t nc = r->cap ? r->cap * 2 : 16;
+    char **nk = realloc(r->k, nc * sizeof *nk), **nv;
+    if (!nk) return CAD_E_NOMEM;
+    r->k = nk;
+    if (!(nv = realloc(r->v, nc * sizeof *nv))) return CAD_E_NOMEM;
+    r->v = nv;
+    size_t *nkl = realloc(r->kl, nc * sizeof *nkl);
+    if (!nkl) return CAD_E_NOMEM;
+    r->kl = nkl;
+    if (!(nkl = realloc(r->vl, nc * sizeof *nkl))) return CAD_E_NOMEM;
+    r->vl = nkl;
+    int *nl = realloc(r->line, nc * sizeof *nl);
+    if (!nl) return CAD_E_NOMEM;
+    r->line = nl;
+    r->cap = nc;
+  }
+  char *kc = cad_arena_dup(a, k, kl + 1), *vc = cad_arena_dup(a, v, vl + 1);
+  if (!kc || !vc) return CAD_E_NOMEM;
+  kc[kl] = 0;
+  vc[vl] = 0;
+  r->k[r->n] = kc;
+  r->v[r->n] = vc;
+  r->kl[r->n] = kl;
+  r->vl[r->n] = vl;
+  r->line[r->n] = line;
+  r->n++;
+  return 0;
+}
+
+static void rows_free(rows_t *r) {
+  free(r->k);
+  free(r->v);
+  free(r->kl);
+  free(r->vl);
+  free(r->line);
+  memset(r, 0, sizeof *r);
+}
+
+/* Build the hash index; report duplicates. */
+static int build(cad__table_t *t, cad_arena_t *a, rows_t *r, cad__errs_t *e, const char *file,
+                 const char *what) {
+  size_t ns = 16;
+  while (ns < r->n * 2 + 2) ns *= 2;
+  t->slots = cad_arena_alloc(a, ns * sizeof *t->slots);
+  t->keys = cad_arena_alloc(a, (r->n + 1) * sizeof *t->keys);
+  t->vals = cad_arena_alloc(a, (r->n + 1) * sizeof *t->vals);
+  t->klen = cad_arena_alloc(a, (r->n + 1) * sizeof *t->klen);
+  t->vlen = cad_arena_alloc(a, (r->n + 1) * sizeof *t->vlen);
+  if (!t->slots || !t->keys || !t->vals || !t->klen || !t->vlen) return CAD_E_NOMEM;
+  memset(t->slots, 0, ns * sizeof *t->slots);
+  t->nslots = ns;
+  t->n = 0;
+  int rc = 0;
+  for (size_t i = 0; i < r->n; i++) {
+    size_t mask = ns - 1, j = (size_t)hash(r->k[i], r->kl[i]) & mask;
+    bool dup = false;
+    for (; t->slots[j]; j = (j + 1) & mask) {
+      size_t k = t->slots[j] - 1;
+      if (t->klen[k] == r->kl[i] && memcmp(t->keys[k], r->k[i], r->kl[i]) == 0) {
+        char q[CAD__QBUF];
+        cad__err_at(e, file, r->line[i], 1, "duplicate key '%s' in table '%s' (first at line %d)",
+                    cad__quote(q, r->k[i], r->kl[i]), what, r->line[k]);
+        dup = true;
+        rc = CAD_E_CONFIG;
+        break;
+      }
+    }
+    if (dup) continue;
+    t->keys[t->n] = r->k[i];
+    t->vals[t->n] = r->v[i];
+    t->klen[t->n] = r->kl[i];
+    t->vlen[t->n] = r->vl[i];
+    r->line[t->n] = r->line[i];
+    t->slots[j] = (uint32_t)(t->n + 1);
+    t->n++;
+  }
+  return rc;
+}
+
+/* One CSV field starting at p (< end); quoted or not.  Writes the unquoted
+ * text into out (room for the line) and returns the position after it. */
+static const char *csv_field(const char *p, const char *end, char delim, char *out,
+                             size_t *olen, bool *bad) {
+  size_t o = 0;
+  *bad = false;
+  if (p < end && *p == '"') {
+    p++;
+    for (;;) {
+      if (p >= end) {
+        *bad = true;
+        break;
+      }
+      if (*p == '"') {
+        if (p + 1 < end && p[1] == '"') {
+          out[o++] = '"';
+          p += 2;
+          continue;
+        }
+        p++;
+        break;
+      }
+      out[o++] = *p++;
+    }
+    if (p < end && *p != delim) *bad = true;
+  } else {
+    while (p < end && *p != delim) out[o++] = *p++;
+  }
+  *olen = o;
+  return p;
+}
+
+static int load_csv(const char *path, const char *shown, bool header, char delim, rows_t *r,
+                    cad_arena_t *a, cad__errs_t *e, const cad_yaml_node_t *at) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    cad__err_node(e, at, "cannot read table file '%s': %s", shown, strerror(errno));
+    return CAD_E_CONFIG;
+  }
+  char *buf = NULL;
+  size_t n = 0, cap = 0, got;
+  int rc = 0;
+  char chunk[65536];
+  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
+    if (n + got > MAX_TABLE_FILE) {
+      cad__err_node(e, at, "table file '%s' is larger than 64 MiB", shown);
+      rc = CAD_E_CONFIG;
+      break;
+    }
+    if (n + got > cap) {
+      size_t nc = (n + got) * 2;
+      char *nb = realloc(buf, nc);
+      if (!nb) {
+        rc = CAD_E_NOMEM;
+        break;
+      }
+      buf = nb;
+      cap = nc;
+    }
+    memcpy(buf + n, chunk, got);
+    n += got;
+  }
+  if (ferror(f) && !rc) {
+    cad__err_node(e, at, "cannot read table file '%s': %s", shown, strerror(errno));
+    rc = CAD_E_CONFIG;
+  }
+  fclose(f);
+  char *field = NULL;
+  if (!rc && n) field = malloc(n * 2 + 2);
+  if (!rc && n && !field) rc = CAD_E_NOMEM;
+  const char *p = buf, *end = buf + n;
+  if (!rc && n >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) p += 3; /* UTF-8 BOM */
+  int line = 0;
+  bool first = true;
+  while (!rc && p < end) {
+    line++;
+    const char *eol = memchr(p, '\n', (size_t)(end - p));
+    const char *le = eol ? eol : end;
+    const char *next = eol ? eol + 1 : end;
+    if (le > p && le[-1] == '\r') le--;
+    bool skip = (le == p) || *p == '#';
+    if (first && !skip && header) {
+      first = false;
+      p = next;
+      continue;
+    }
+    if (skip) {
+      p = next;
+      continue;
+    }
+    first = false;
+    size_t kl, vl;
+    bool bad1, bad2 = false;
+    char *kb = field, *vb = field + (le - p) + 1;
+    const char *q = csv_field(p, le, delim, kb, &kl, &bad1);
+    if (bad1 || q >= le) {
+      cad__err_at(e, shown, line, (int)(q - p) + 1,
+                  bad1 ? "unterminated or misplaced quote" : "expected key%cvalue", delim);
+      rc = CAD_E_CONFIG;
+      break;
+    }
+    const char *q2 = csv_field(q + 1, le, delim, vb, &vl, &bad2);
+    if (bad2 || q2 < le) {
+      cad__err_at(e, shown, line, (int)(q2 - p) + 1,
+                  bad2 ? "unterminated or misplaced quote"
+                       : "expected 2 fields (key%cvalue), found more; quote a value that "
+                         "contains the delimiter",
+                  delim);
+      rc = CAD_E_CONFIG;
+      break;
+    }
+    if (r->n >= MAX_TABLE_ROWS) {
+      cad__err_at(e, shown, line, 1, "more than %d rows", MAX_TABLE_ROWS);
+      rc = CAD_E_CONFIG;
+      break;
+    }
+    if ((rc = rows_push(r, a, kb, kl, vb, vl, line))) break;
+    p = next;
+  }
+  free(field);
+  free(buf);
+  return rc;
+}
+
+int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_tables_t **out,
+                    cad_buf_t *errors) {
+  cad__errs_t e = {errors, 0};
+  *out = NULL;
+  cad_tables_t *t = calloc(1, sizeof *t);
+  if (!t) return CAD_E_NOMEM;
+  t->refs = 1;
+  cad_arena_init(&t->arena, 16384, 0);
+  int rc = 0;
+  if (!node || cad_yaml_is_null(node)) goto done;
+  if (node->type != CAD_YAML_MAPPING) {
+    cad__err_node(&e, node, "'tables' must be a mapping of table names, not %s",
+                  cad_yaml_type_name(node));
+    goto done;
+  }
+  t->t = cad_arena_alloc(&t->arena, (node->n + 1) * sizeof *t->t);
+  if (!t->t) {
+    rc = CAD_E_NOMEM;
+    goto done;
+  }
+  for (size_t i = 0; i < node->n && !rc; i++) {
+    const cad_yaml_node_t *kn = node->pairs[i].key, *v = node->pairs[i].value;
+    char q[CAD__QBUF];
+    cad__table_t *tb = &t->t[t->n];
+    memset(tb, 0, sizeof *tb);
+    tb->name = cad_arena_dup(&t->arena, kn->str, kn->len + 1);
+    if (!tb->name) {
+      rc = CAD_E_NOMEM;
+      break;
+    }
+    if (v->type != CAD_YAML_MAPPING) {
+      cad__err_node(&e, v, "table '%s' must be a mapping with 'values' or 'file', not %s",
+                    cad__quote(q, kn->str, kn->len), cad_yaml_type_name(v));
+      continue;
+    }
+    const cad_yaml_node_t *values = NULL, *file = NULL, *header = NULL, *delim = NULL;
+    bool ok = true;
+    for (size_t j = 0; j < v->n; j++) {
+      const cad_yaml_node_t *k2 = v->pairs[j].key;
+      if (strcmp(k2->str, "values") == 0) values = v->pairs[j].value;
+      else if (strcmp(k2->str, "file") == 0) file = v->pairs[j].value;
+      else if (strcmp(k2->str, "header") == 0) header = v->pairs[j].value;
+      else if (strcmp(k2->str, "delimiter") == 0) delim = v->pairs[j].value;
+      else {
+        cad__err_node(&e, k2, "unknown key '%s' in table '%s' (expected one of: values, file, "
+                              "header, delimiter)",
+                      cad__quote(q, k2->str, k2->len), tb->name);
+        ok = false;
+      }
+    }
+    if (!ok) continue;
+    if (!!values == !!file) {
+      cad__err_node(&e, v, "table '%s' needs exactly one of 'values' (inline) or 'file' (CSV)",
+                    tb->name);
+      continue;
+    }
+    bool hdr = false;
+    char dch = ',';
+    if (header) {
+      if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "true") == 0) hdr = true;
+      else if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "false") == 0) hdr = false;
+      else {
+        cad__err_node(&e, header, "'header' must be true or false");
+        continue;
+      }
+    }
+    if (delim) {
+      if (delim->type != CAD_YAML_SCALAR || delim->len != 1 || delim->str[0] == '"' ||
+          delim->str[0] == '\n' || delim->str[0] == '\r') {
+        cad__err_node(&e, delim, "'delimiter' must be one character, like \",\" or \";\"");
+        continue;
+      }
+      dch = delim->str[0];
+    }
+    rows_t rows = {0};
+    const char *src_file = NULL;
+    int lrc = 0;
+    if (values) {
+      if (header || delim) {
+        cad__err_node(&e, header ? header : delim, "'header' and 'delimiter' apply to 'file' only");
+        continue;
+      }
+      if (values->type != CAD_YAML_MAPPING) {
+        cad__err_node(&e, values, "'values' must be a mapping of KEY: VALUE, not %s",
+                      cad_yaml_type_name(values));
+        continue;
+      }
+      for (size_t j = 0; j < values->n && !lrc; j++) {
+        const cad_yaml_node_t *vk = values->pairs[j].key, *vv = values->pairs[j].value;
+        if (vv->type != CAD_YAML_SCALAR) {
+          cad__err_node(&e, vv, "the value of '%s' must be a string, not %s",
+                        cad__quote(q, vk->str, vk->len), cad_yaml_type_name(vv));
+          continue;
+        }
+        lrc = rows_push(&rows, &t->arena, vk->str, vk->len, vv->str,
+                        cad_yaml_is_null(vv) ? 0 : vv->len, vk->line);
+      }
+      src_file = node->file;
+    } else {
+      if (file->type != CAD_YAML_SCALAR || file->len == 0) {
+        cad__err_node(&e, file, "'file' must be a path to a CSV file");
+        continue;
+      }
+      char path[4096];
+      if (file->str[0] == '/' || !base_dir || !*base_dir)
+        snprintf(path, sizeof path, "%s", file->str);
+      else
+        snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
+      src_file = cad_arena_dup(&t->arena, path, strlen(path) + 1);
+      if (!src_file) {
+        rc = CAD_E_NOMEM;
+        break;
+      }
+      lrc = load_csv(path, src_file, hdr, dch, &rows, &t->arena, &e, file);
+    }
+    if (lrc == CAD_E_NOMEM) {
+      rows_free(&rows);
+      rc = lrc;
+      break;
+    }
+    if (lrc == 0) {
+      int brc = build(tb, &t->arena, &rows, &e, src_file, tb->name);
+      if (brc == CAD_E_NOMEM) rc = brc;
+    }
+    rows_free(&rows);
+    t->n++;
+  }
+done:
+  if (!rc && e.n) rc = CAD_E_CONFIG;
+  if (rc) {
+    cad_tables_free(t);
+    return rc;
+  }
+  *out = t;
+  return 0;
+}
+
+/* ---- HL7 date/time ------------------------------------------------------ */
+
+static bool digits(const char *p, int n, int *v) {
+  int x = 0;
+  for (int i = 0; i < n; i++) {
+    if (p[i] < '0' || p[i] > '9') return false;
+    x = x * 10 + (p[i] - '0');
+  }
+  *v = x;
+  return true;
+}
+
+bool cad__dtm_parse(const char *p, size_t len, cad__dtm_t *out) {
+  memset(out, 0, sizeof *out);
+  out->v[1] = out->v[2] = 1;
+  size_t i = 0;
+  static const int width[6] = {4, 2, 2, 2, 2, 2};
+  static const int lo[6] = {0, 1, 1, 0, 0, 0}, hi[6] = {9999, 12, 31, 23, 59, 59};
+  for (int k = 0; k < 6; k++) {
+    if (i >= len || p[i] == '+' || p[i] == '-' || p[i] == '.') break;
+    if (i + (size_t)width[k] > len) return false;
+    int v;
+    if (!digits(p + i, width[k], &v) || v < lo[k] || v > hi[k]) return false;
+    out->v[k] = v;
+    out->prec = k + 1;
+    i += (size_t)width[k];
+  }
+  if (out->prec == 0) return false;
+  if (i < len && p[i] == '.') {
+    if (out->prec != 6) return false;
+    i++;
+    int nd = 0, f = 0;
+    while (i < len && p[i] >= '0' && p[i] <= '9') {
+      if (nd < 4) f = f * 10 + (p[i] - '0');
+      nd++;
+      i++;
+    }
+    if (nd == 0 || nd > 4) return false;
+    for (int k = nd; k < 4; k++) f *= 10;
+    out->v[6] = f;
+    out->prec = 7;
+  }
+  if (i < len && (p[i] == '+' || p[i] == '-')) {
+    int hh, mm;
+    if (len - i != 5 || !digits(p + i + 1, 2, &hh) || !digits(p + i + 3, 2, &mm) || hh > 23 ||
+        mm > 59)
+      return false;
+    out->has_tz = true;
+    out->tz_min = (p[i] == '-' ? -1 : 1) * (hh * 60 + mm);
+    i = len;
+  }
+  return i == len;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date. */
+static long days_from_civil(long y, int m, int d) {
+  y -= m <= 2;
+  long era = (y >= 0 ? y : y - 399) / 400;
+  long yoe = y - era * 400;
+  long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + doe - 719468;
+}
+
+static void civil_from_days(long z, int *y, int *m, int *d) {
+  z += 719468;
+  long era = (z >= 0 ? z : z - 146096) / 146097;
+  long doe = z - era * 146097;
+  long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  long yy = yoe + era * 400;
+  long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  long mp = (5 * doy + 2) / 153;
+  *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+  *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+  *y = (int)(yy + (*m <= 2));
+}
+
+static void to_utc(cad__dtm_t *t) {
+  long mins = days_from_civil(t->v[0], t->v[1], t->v[2]) * 1440L + t->v[3] * 60L + t->v[4] -
+              t->tz_min;
+  long days = mins >= 0 ? mins / 1440 : -((-mins + 1439) / 1440);
+  long rem = mins - days * 1440;
+  civil_from_days(days, &t->v[0], &t->v[1], &t->v[2]);
+  t->v[3] = (int)(rem / 60);
+  t->v[4] = (int)(rem % 60);
+  t->tz_min = 0;
+}
+
+int cad__dtm_cmp(const cad__dtm_t *a, const cad__dtm_t *b) {
+  cad__dtm_t x = *a, y = *b;
+  int prec = x.prec < y.prec ? x.prec : y.prec;
+  /* Zones matter only when both sides say to the hour at least. */
+  if (x.has_tz && y.has_tz && prec >= 4 && x.tz_min != y.tz_min) {
+    to_utc(&x);
+    to_utc(&y);
+  }
+  for (int k = 0; k < prec; k++)
+    if (x.v[k] != y.v[k]) return x.v[k] < y.v[k] ? -1 : 1;
+  return 0;
+}
