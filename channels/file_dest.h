@@ -1,0 +1,86 @@
+/* file_dest.h - the file destination: every message written to disk.
+ *
+ * Two modes:
+ *   dir + name template   one file per message in `dir`, named from message
+ *                         fields: "${MSH-7}_${MSH-10}.hl7" (any cad_hl7 path
+ *                         inside ${...}; literal text around it).  Each file
+ *                         is written atomically: a hidden temp file in the
+ *                         same directory, made durable, renamed, and one
+ *                         fsync of the directory per batch.  A batch of one
+ *                         uses fdatasync; a larger batch one syncfs() (Linux:
+ *                         one journal commit for all its files instead of one
+ *                         each; it also flushes whatever else is dirty on that
+ *                         filesystem, so keep heavy writers off it).  A name
+ *                         that already exists is replaced (a resent message
+ *                         overwrites).
+ *   append                every message appended to one file, followed by
+ *                         "\r" when it does not end with a segment
+ *                         terminator and by "\n", so the file is a plain ER7
+ *                         stream; one fdatasync per batch.
+ * The message bytes are written as received, byte for byte.
+ *
+ * Safe names: the template's literal text may not contain '/' (checked at
+ * open).  Each substituted value is reduced to [A-Za-z0-9._+-] (anything
+ * else becomes '_') and to 64 bytes; a name that would start with '.' gets
+ * '_' instead, so a message can neither leave the directory ("../x",
+ * "/etc/x") nor produce a hidden or temp file name.  An absent or empty
+ * field substitutes nothing; an empty name becomes "_".
+ *
+ * Threads: writes run on the libuv thread pool (uv_queue_work), one batch at
+ * a time per destination, so messages reach the file in the order they were
+ * submitted.  The callback runs on the loop thread once the bytes are on
+ * disk (or the write failed).
+ *
+ * Memory: the destination owns its file descriptors and queue.  The message
+ * bytes given to cad_file_dest_write() are borrowed until its callback; the
+ * name is computed (and copied) during the call.  The queue is bounded:
+ * max_queue pending messages, then CAD_E_FULL.
+ */
+#ifndef CAD_FILE_DEST_H
+#define CAD_FILE_DEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "hl7.h"
+
+typedef struct cad_file_dest cad_file_dest_t;
+
+typedef struct cad_file_dest_opts {
+  const char *dir;         /* per-message files in this directory, or NULL */
+  const char *name_tmpl;   /* NULL = "${MSH-10}.hl7" */
+  const char *append_path; /* or: append everything to this file */
+  uint32_t max_batch;      /* messages per disk sync, 0 = 256 */
+  uint32_t max_queue;      /* pending messages, 0 = 65536 */
+} cad_file_dest_opts_t;
+
+/* status: 0 written and synced, or a negative errno / CAD_E_* code. */
+typedef void (*cad_file_dest_cb)(int status, void *arg);
+
+/* Check the options, create the directory (and parents) if missing, open the
+ * directory or the append file.  Returns 0, CAD_E_INVAL (bad template: the
+ * reason goes to err, a NUL-terminated text of at most errcap bytes) or a
+ * negative errno. */
+int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_dest_t **out,
+                       char *err, size_t errcap);
+
+/* The file name the template gives for message m (dir mode), NUL-terminated
+ * in out (cap >= 2).  Returns its length. */
+size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out,
+                          size_t cap);
+
+/* Queue one message.  `m` is used only during the call (for the name).
+ * Returns 0 (cb will be called exactly once, later), CAD_E_FULL,
+ * CAD_E_NOMEM or CAD_E_STATE (closing); cb is not called on error. */
+int cad_file_dest_write(cad_file_dest_t *d, const cad_hl7_msg_t *m, const char *bytes,
+                        size_t len, cad_file_dest_cb cb, void *arg);
+
+/* Messages queued or being written. */
+size_t cad_file_dest_pending(const cad_file_dest_t *d);
+
+/* Close: pending writes complete (their callbacks run), then the descriptors
+ * are closed and the destination freed. */
+void cad_file_dest_close(cad_file_dest_t *d);
+
+#endif

@@ -1,0 +1,685 @@
+/* mllp_listener.c - libuv MLLP server (mllp_listener.h). */
+#include "mllp_listener.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cad_error.h"
+#include "mllp.h"
+
+#define DEFAULT_MAX_FRAME (4u << 20)
+#define DEFAULT_MAX_CONNS 4096u
+#define DEFAULT_INFLIGHT 64u
+#define DEFAULT_UNSENT (1u << 20)
+#define READ_BUF_SIZE (64 * 1024)
+
+typedef struct conn conn_t;
+
+struct cad_mllp_req {
+  conn_t *c;
+  cad_mllp_req_t *next;
+  char *ack; /* framed reply, owned */
+  size_t len;
+  unsigned flags;
+  bool done;
+};
+
+struct conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shut;
+  cad_mllp_listener_t *l;
+  conn_t *prev, *next;
+  cad_mllp_framer_t fr;
+  cad_mllp_conn_info_t info;
+  cad_mllp_req_t *head, *tail;
+  uint32_t nreq;       /* requests in the FIFO (unanswered or waiting for the head) */
+  size_t unsent;       /* bytes handed to uv_write and not yet completed */
+  uint32_t nwrites;    /* uv_write calls not yet completed */
+  uint64_t last_activity, frame_start;
+  uint64_t skipped_mark; /* fr.skipped at the last good frame */
+  bool skip_reported;
+  int open_handles;
+  const char *close_reason; /* set when closing after the last write */
+  bool reading, paused, in_frame;
+  bool pulling;     /* inside pull_frames (no re-entry) */
+  bool more_frames; /* complete frames may wait in the framer (max_inflight reached) */
+  bool stop_frames; /* hand no more frames over (oversized frame, shutdown) */
+  bool draining; /* no more reading: close once everything is written */
+  bool lingering; /* our FIN is sent; discarding input until the peer's (bounded) */
+  bool replies_closed; /* a closing reply was written: later replies are dropped */
+  size_t discarded;
+  bool closing;  /* handles are being closed */
+};
+
+struct cad_mllp_listener {
+  uv_loop_t *loop;
+  uv_tcp_t server;
+  uv_timer_t drain_timer;
+  cad_mllp_listener_opts_t o;
+  char host[64];
+  int port;
+  cad_mllp_frame_cb on_frame;
+  cad_mllp_event_cb on_event;
+  void *data;
+  conn_t *conns;
+  size_t nconns;
+  int open_handles;
+  bool closing;
+  void (*done)(void *);
+  void *done_arg;
+};
+
+typedef struct {
+  uv_write_t w;
+  conn_t *c;
+  size_t len;
+  char data[];
+} wreq_t;
+
+static uint64_t next_conn_id = 1;
+static char read_buf[READ_BUF_SIZE]; /* one loop thread: a read is consumed before the next */
+static bool read_buf_busy;
+
+static void conn_close(conn_t *c, const char *reason, int err);
+static void conn_flush(conn_t *c);
+static void listener_maybe_done(cad_mllp_listener_t *l);
+
+static void emit(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c, const char *reason,
+                 int err, uint64_t count) {
+  if (!l->on_event) return;
+  cad_mllp_event_t ev = {kind, c ? &c->info : NULL, reason, err, count};
+  l->on_event(&ev, l->data);
+}
+
+static void apply_defaults(cad_mllp_listener_opts_t *o) {
+  if (!o->max_frame) o->max_frame = DEFAULT_MAX_FRAME;
+  if (!o->max_connections) o->max_connections = DEFAULT_MAX_CONNS;
+  if (!o->max_inflight) o->max_inflight = DEFAULT_INFLIGHT;
+  if (!o->max_unsent) o->max_unsent = DEFAULT_UNSENT;
+}
+
+/* ---- timers ----------------------------------------------------------- */
+
+static void timer_cb(uv_timer_t *t);
+
+static void update_timer(conn_t *c) {
+  if (c->closing || c->lingering) return;
+  cad_mllp_listener_t *l = c->l;
+  uint64_t now = uv_now(l->loop), deadline = UINT64_MAX;
+  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && c->nreq == 0)
+    deadline = c->frame_start + l->o.frame_timeout_ms;
+  /* Idle: nothing read or written for a while, and we are not the ones
+   * keeping the peer waiting (requests being processed, nothing to write). */
+  if (l->o.idle_timeout_ms && (c->nreq == 0 || c->unsent > 0)) {
+    uint64_t d = c->last_activity + l->o.idle_timeout_ms;
+    if (d < deadline) deadline = d;
+  }
+  if (deadline == UINT64_MAX) {
+    uv_timer_stop(&c->timer);
+    return;
+  }
+  uv_timer_start(&c->timer, timer_cb, deadline > now ? deadline - now : 0, 0);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  conn_t *c = t->data;
+  cad_mllp_listener_t *l = c->l;
+  if (c->lingering) {
+    conn_close(c, c->close_reason, 0);
+    return;
+  }
+  uint64_t now = uv_now(l->loop);
+  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && c->nreq == 0 &&
+      now >= c->frame_start + l->o.frame_timeout_ms) {
+    conn_close(c, "frame_timeout", 0);
+    return;
+  }
+  if (l->o.idle_timeout_ms && (c->nreq == 0 || c->unsent > 0) &&
+      now >= c->last_activity + l->o.idle_timeout_ms) {
+    conn_close(c, "idle_timeout", 0);
+    return;
+  }
+  update_timer(c);
+}
+
+/* ---- backpressure ------------------------------------------------------ */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void linger(conn_t *c);
+
+static void start_reading(conn_t *c) {
+  if (c->reading || c->closing || c->draining) return;
+  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+}
+
+static void stop_reading(conn_t *c) {
+  if (!c->reading) return;
+  uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = false;
+}
+
+static void pull_frames(conn_t *c);
+
+static void check_pressure(conn_t *c) {
+  if (c->closing || c->draining) return;
+  const cad_mllp_listener_opts_t *o = &c->l->o;
+  /* Buffered frames go first whenever there is room for them. */
+  if (c->more_frames && c->nreq < o->max_inflight) {
+    pull_frames(c);
+    if (c->closing || c->draining) return;
+  }
+  if (!c->paused && (c->nreq >= o->max_inflight || c->unsent >= o->max_unsent)) {
+    c->paused = true;
+    stop_reading(c);
+    emit(c->l, CAD_MLLP_EV_PAUSE, c, NULL, 0, c->nreq);
+  } else if (c->paused && c->nreq <= o->max_inflight / 2 && c->unsent <= o->max_unsent / 2) {
+    c->paused = false;
+    start_reading(c);
+    emit(c->l, CAD_MLLP_EV_RESUME, c, NULL, 0, c->nreq);
+  }
+}
+
+/* ---- connection lifetime ----------------------------------------------- */
+
+static void conn_free_if_done(conn_t *c) {
+  if (c->open_handles > 0 || c->nreq > 0) return;
+  cad_mllp_listener_t *l = c->l;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    l->conns = c->next;
+  if (c->next) c->next->prev = c->prev;
+  cad_mllp_free(&c->fr);
+  free(c);
+  listener_maybe_done(l);
+}
+
+static void conn_handle_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  c->open_handles--;
+  conn_free_if_done(c);
+}
+
+static void conn_close(conn_t *c, const char *reason, int err) {
+  if (c->closing) return;
+  c->closing = true;
+  stop_reading(c);
+  c->l->nconns--;
+  emit(c->l, CAD_MLLP_EV_CLOSE, c, reason, err, c->fr.skipped);
+  uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+  /* Drop replies already answered but waiting behind nothing. */
+  conn_flush(c);
+}
+
+/* After a closing reply (a NAK for an oversized frame) the peer may still be
+ * sending: closing with unread input would make the kernel send RST, which
+ * can destroy the NAK before the peer reads it.  So send our FIN, read and
+ * discard until the peer's EOF, at most 64 MiB or LINGER_MS, then
+ * close (what web servers call a lingering close). */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES ((size_t)64 << 20)
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status; /* nothing to do: the read side or the timer ends it */
+}
+
+static void on_read_discard(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = s->data;
+  if (buf->base == read_buf) read_buf_busy = false;
+  if (nread == 0) return;
+  if (nread < 0 || (c->discarded += (size_t)nread) > LINGER_MAX_BYTES)
+    conn_close(c, c->close_reason, 0);
+}
+
+static void linger(conn_t *c) {
+  if (c->lingering || c->closing) return;
+  c->lingering = true;
+  uv_timer_start(&c->timer, timer_cb, LINGER_MS, 0);
+  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0 ||
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read_discard) < 0) {
+    conn_close(c, c->close_reason, 0);
+    return;
+  }
+  c->reading = true;
+}
+
+/* Stop reading and close once every request is answered and written. */
+static void conn_drain(conn_t *c, const char *reason) {
+  if (c->closing) return;
+  if (!c->draining) {
+    c->draining = true;
+    c->close_reason = reason;
+    stop_reading(c);
+  }
+  if (c->pulling) return; /* pull_frames checks again when it is done */
+  /* After the peer's EOF, frames it sent before are still answered. */
+  if (!c->stop_frames && c->more_frames && c->nreq < c->l->o.max_inflight) pull_frames(c);
+  if (c->closing) return;
+  if (c->nreq == 0 && c->nwrites == 0 && (c->stop_frames || !c->more_frames)) {
+    if (c->replies_closed) {
+      linger(c);
+      return;
+    }
+    conn_close(c, c->close_reason, 0);
+  }
+}
+
+static void on_write(uv_write_t *w, int status) {
+  wreq_t *wr = (wreq_t *)w;
+  conn_t *c = wr->c;
+  c->unsent -= wr->len;
+  c->nwrites--;
+  free(wr);
+  if (c->closing) {
+    conn_free_if_done(c);
+    return;
+  }
+  if (status < 0) {
+    conn_close(c, status == UV_ECONNRESET || status == UV_EPIPE ? "reset" : "write_error", status);
+    return;
+  }
+  c->last_activity = uv_now(c->l->loop);
+  if (c->draining) {
+    conn_drain(c, c->close_reason);
+    return;
+  }
+  check_pressure(c);
+  update_timer(c);
+}
+
+/* Write every answered request at the head of the FIFO, in order. */
+static void conn_flush(conn_t *c) {
+  size_t total = 0;
+  bool close_after = false;
+  for (cad_mllp_req_t *r = c->head; r && r->done; r = r->next) total += r->len;
+  wreq_t *wr = NULL;
+  if (total && !c->closing && !c->replies_closed) {
+    wr = malloc(sizeof *wr + total);
+    if (!wr) {
+      conn_close(c, "write_error", CAD_E_NOMEM);
+      return;
+    }
+    wr->c = c;
+    wr->len = 0;
+  }
+  while (c->head && c->head->done) {
+    cad_mllp_req_t *r = c->head;
+    c->head = r->next;
+    if (!c->head) c->tail = NULL;
+    c->nreq--;
+    if (wr && r->len && !close_after) { /* nothing after a closing reply is sent */
+      memcpy(wr->data + wr->len, r->ack, r->len);
+      wr->len += r->len;
+    }
+    if (r->flags & CAD_MLLP_REPLY_CLOSE) close_after = true;
+    free(r->ack);
+    free(r);
+  }
+  if (c->closing) {
+    free(wr);
+    conn_free_if_done(c);
+    return;
+  }
+  if (wr && wr->len == 0) {
+    free(wr);
+    wr = NULL;
+  }
+  if (wr) {
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc < 0) {
+      free(wr);
+      conn_close(c, "write_error", rc);
+      return;
+    }
+    c->unsent += wr->len;
+    c->nwrites++;
+  }
+  if (close_after) {
+    c->stop_frames = true;
+    c->replies_closed = true; /* replies behind it are dropped */
+    conn_drain(c, c->close_reason ? c->close_reason : "closed_by_reply");
+    /* Requests behind a closing reply are dropped when they are answered. */
+    return;
+  }
+  if (c->draining) {
+    conn_drain(c, c->close_reason);
+    return;
+  }
+  check_pressure(c);
+  update_timer(c);
+}
+
+int cad_mllp_reply(cad_mllp_req_t *r, const char *ack, size_t len, unsigned flags) {
+  conn_t *c = r->c;
+  int rc = 0;
+  r->done = true;
+  r->flags |= flags;
+  if (len && !c->closing) {
+    size_t need = len + 3;
+    r->ack = malloc(need);
+    if (!r->ack) {
+      rc = CAD_E_NOMEM;
+      conn_close(c, "write_error", CAD_E_NOMEM);
+    } else {
+      r->ack[0] = CAD_MLLP_SB;
+      memcpy(r->ack + 1, ack, len);
+      r->ack[len + 1] = CAD_MLLP_EB;
+      r->ack[len + 2] = CAD_MLLP_CR;
+      r->len = need;
+    }
+  } else if (c->closing) {
+    rc = CAD_E_STATE;
+  }
+  conn_flush(c);
+  return rc;
+}
+
+const cad_mllp_conn_info_t *cad_mllp_req_conn(const cad_mllp_req_t *r) { return &r->c->info; }
+
+static cad_mllp_req_t *new_req(conn_t *c) {
+  cad_mllp_req_t *r = calloc(1, sizeof *r);
+  if (!r) return NULL;
+  r->c = c;
+  if (c->tail)
+    c->tail->next = r;
+  else
+    c->head = r;
+  c->tail = r;
+  c->nreq++;
+  return r;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  (void)h;
+  (void)suggested;
+  if (read_buf_busy) {
+    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS; cannot happen on one thread */
+    return;
+  }
+  read_buf_busy = true;
+  *buf = uv_buf_init(read_buf, sizeof read_buf);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = s->data;
+  if (buf->base == read_buf) read_buf_busy = false;
+  if (nread == 0) return;
+  if (nread < 0) {
+    if (nread == UV_EOF) {
+      /* The peer finished sending: answer what it sent, then close. */
+      conn_drain(c, "eof");
+    } else {
+      conn_close(c, nread == UV_ECONNRESET ? "reset" : "read_error", (int)nread);
+    }
+    return;
+  }
+  cad_mllp_listener_t *l = c->l;
+  c->last_activity = uv_now(l->loop);
+  uint64_t skipped0 = c->fr.skipped;
+  if (cad_mllp_feed(&c->fr, buf->base, (size_t)nread) < 0) {
+    conn_close(c, "read_error", CAD_E_NOMEM);
+    return;
+  }
+  pull_frames(c);
+  if (c->fr.skipped != skipped0 && !c->skip_reported) {
+    c->skip_reported = true;
+    emit(l, CAD_MLLP_EV_SKIPPED, c, NULL, 0, c->fr.skipped);
+  }
+  if (c->closing) return;
+  if (c->fr.skipped - c->skipped_mark > l->o.max_frame) {
+    conn_close(c, "garbage", CAD_E_FRAME);
+    return;
+  }
+  if (c->draining) {
+    conn_drain(c, c->close_reason);
+    return;
+  }
+  check_pressure(c);
+  update_timer(c);
+}
+
+/* Hand complete frames from the framer to the frame callback while fewer
+ * than max_inflight requests are open; the rest wait in the framer (bounded
+ * by max_frame + one read) until answers make room. */
+static void pull_frames(conn_t *c) {
+  if (c->pulling || c->closing) return;
+  cad_mllp_listener_t *l = c->l;
+  c->pulling = true;
+  c->more_frames = false;
+  bool completed = false;
+  for (;;) {
+    if (c->closing || c->stop_frames) break;
+    if (c->nreq >= l->o.max_inflight) {
+      c->more_frames = true;
+      break;
+    }
+    cad_str_t frame = {NULL, 0};
+    int rc = cad_mllp_next(&c->fr, &frame);
+    if (rc == 0) break;
+    completed = true;
+    if (rc == 1 || rc == CAD_E_TOOBIG) {
+      c->skipped_mark = c->fr.skipped;
+      cad_mllp_req_t *r = new_req(c);
+      if (!r) {
+        c->pulling = false;
+        conn_close(c, "read_error", CAD_E_NOMEM);
+        return;
+      }
+      if (rc == CAD_E_TOOBIG) {
+        /* Answer it (a NAK when its header can be read), then close. */
+        r->flags |= CAD_MLLP_REPLY_CLOSE;
+        c->stop_frames = true;
+        if (!c->draining) {
+          c->draining = true;
+          c->close_reason = "too_big";
+          stop_reading(c);
+        }
+      }
+      l->on_frame(r, rc == 1 ? 0 : rc, frame, l->data);
+      continue;
+    }
+    /* CAD_E_FRAME or another framing error: that frame is dropped. */
+    emit(l, CAD_MLLP_EV_BADFRAME, c, NULL, rc, frame.len);
+  }
+  c->pulling = false;
+  if (c->closing) return;
+  bool in = cad_mllp_in_frame(&c->fr);
+  if (in && (!c->in_frame || completed)) c->frame_start = uv_now(l->loop);
+  c->in_frame = in;
+  if (c->draining) conn_drain(c, c->close_reason);
+}
+
+/* ---- accepting --------------------------------------------------------- */
+
+static void refused_closed(uv_handle_t *h) { free(h); }
+
+static void format_peer(uv_tcp_t *t, char *out, size_t cap) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  char ip[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      uv_ip6_name(a, ip, sizeof ip);
+      port = ntohs(a->sin6_port);
+      snprintf(out, cap, "[%s]:%d", ip, port);
+      return;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    uv_ip4_name(a, ip, sizeof ip);
+    port = ntohs(a->sin_port);
+  }
+  snprintf(out, cap, "%s:%d", ip, port);
+}
+
+static void on_connection(uv_stream_t *server, int status) {
+  cad_mllp_listener_t *l = server->data;
+  if (status < 0) {
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, status, 0);
+    return;
+  }
+  if (l->closing) return;
+  if (l->nconns >= l->o.max_connections) {
+    uv_tcp_t *t = malloc(sizeof *t);
+    if (!t) return;
+    uv_tcp_init(l->loop, t);
+    if (uv_accept(server, (uv_stream_t *)t) == 0) {
+      cad_mllp_conn_info_t info = {0, ""};
+      format_peer(t, info.peer, sizeof info.peer);
+      if (l->on_event) {
+        cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns};
+        l->on_event(&ev, l->data);
+      }
+    }
+    uv_close((uv_handle_t *)t, refused_closed);
+    return;
+  }
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) {
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, CAD_E_NOMEM, 0);
+    return;
+  }
+  c->l = l;
+  uv_tcp_init(l->loop, &c->tcp);
+  uv_timer_init(l->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->open_handles = 2;
+  c->next = l->conns;
+  if (l->conns) l->conns->prev = c;
+  l->conns = c;
+  l->nconns++;
+  cad_mllp_init(&c->fr, l->o.max_frame);
+  c->info.id = next_conn_id++;
+  int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+  if (rc < 0) {
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, rc, 0);
+    c->closing = true; /* no CLOSE event for a connection never opened */
+    l->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  format_peer(&c->tcp, c->info.peer, sizeof c->info.peer);
+  c->last_activity = uv_now(l->loop);
+  emit(l, CAD_MLLP_EV_OPEN, c, NULL, 0, l->nconns);
+  start_reading(c);
+  update_timer(c);
+}
+
+int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opts,
+                            cad_mllp_frame_cb on_frame, cad_mllp_event_cb on_event, void *data,
+                            cad_mllp_listener_t **out) {
+  if (!opts || !opts->host || !on_frame || opts->port < 0 || opts->port > 65535)
+    return UV_EINVAL;
+  struct sockaddr_storage ss;
+  bool v6 = strchr(opts->host, ':') != NULL;
+  int rc = v6 ? uv_ip6_addr(opts->host, opts->port, (struct sockaddr_in6 *)&ss)
+              : uv_ip4_addr(opts->host, opts->port, (struct sockaddr_in *)&ss);
+  if (rc < 0) return rc;
+  cad_mllp_listener_t *l = calloc(1, sizeof *l);
+  if (!l) return CAD_E_NOMEM;
+  l->loop = loop;
+  l->o = *opts;
+  apply_defaults(&l->o);
+  snprintf(l->host, sizeof l->host, "%s", opts->host);
+  l->o.host = l->host;
+  l->on_frame = on_frame;
+  l->on_event = on_event;
+  l->data = data;
+  uv_tcp_init(loop, &l->server);
+  uv_timer_init(loop, &l->drain_timer);
+  l->server.data = l;
+  l->drain_timer.data = l;
+  l->open_handles = 2;
+  rc = uv_tcp_bind(&l->server, (struct sockaddr *)&ss, v6 ? UV_TCP_IPV6ONLY : 0);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&l->server, 511, on_connection);
+  if (rc < 0) {
+    /* Close synchronously enough for the caller: the handles are freed in
+     * their close callbacks through listener_maybe_done. */
+    l->closing = true;
+    cad_mllp_listener_close(l, 0, NULL, NULL);
+    return rc;
+  }
+  struct sockaddr_storage bound;
+  int blen = sizeof bound;
+  l->port = opts->port;
+  if (uv_tcp_getsockname(&l->server, (struct sockaddr *)&bound, &blen) == 0)
+    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+  *out = l;
+  return 0;
+}
+
+int cad_mllp_listener_port(const cad_mllp_listener_t *l) { return l->port; }
+size_t cad_mllp_listener_nconns(const cad_mllp_listener_t *l) { return l->nconns; }
+void cad_mllp_listener_set_data(cad_mllp_listener_t *l, void *data) { l->data = data; }
+
+void cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opts_t *opts) {
+  cad_mllp_listener_opts_t o = *opts;
+  apply_defaults(&o);
+  o.host = l->host;
+  o.port = l->port;
+  l->o = o;
+  for (conn_t *c = l->conns; c; c = c->next) {
+    check_pressure(c);
+    update_timer(c);
+  }
+}
+
+/* ---- closing the listener ---------------------------------------------- */
+
+static void listener_handle_closed(uv_handle_t *h) {
+  cad_mllp_listener_t *l = h->data;
+  l->open_handles--;
+  listener_maybe_done(l);
+}
+
+static void listener_maybe_done(cad_mllp_listener_t *l) {
+  if (!l->closing || l->conns) return;
+  if (!uv_is_closing((uv_handle_t *)&l->drain_timer)) {
+    uv_close((uv_handle_t *)&l->drain_timer, listener_handle_closed);
+    return;
+  }
+  if (l->open_handles > 0) return;
+  void (*done)(void *) = l->done;
+  void *arg = l->done_arg;
+  free(l);
+  if (done) done(arg);
+}
+
+static void drain_timeout(uv_timer_t *t) {
+  cad_mllp_listener_t *l = t->data;
+  for (conn_t *c = l->conns, *n; c; c = n) {
+    n = c->next;
+    conn_close(c, "shutdown", 0);
+  }
+}
+
+void cad_mllp_listener_close(cad_mllp_listener_t *l, uint64_t drain_ms, void (*done)(void *),
+                             void *arg) {
+  l->closing = true;
+  l->done = done;
+  l->done_arg = arg;
+  if (!uv_is_closing((uv_handle_t *)&l->server))
+    uv_close((uv_handle_t *)&l->server, listener_handle_closed);
+  if (l->conns) {
+    for (conn_t *c = l->conns, *n; c; c = n) {
+      n = c->next;
+      c->stop_frames = true; /* frames not yet handed over are not started */
+      conn_drain(c, "shutdown");
+    }
+    if (l->conns) uv_timer_start(&l->drain_timer, drain_timeout, drain_ms, 0);
+  }
+  listener_maybe_done(l);
+}

@@ -1,0 +1,138 @@
+/* mllp_listener.h - an inbound MLLP channel: a libuv TCP server.
+ *
+ * One listener per address (IPv4 "127.0.0.1", IPv6 "::1"; several per
+ * process).  Per connection it runs an MLLP framer and hands every complete
+ * frame to the frame callback as a request (cad_mllp_req_t).  The receiver
+ * answers each request exactly once with cad_mllp_reply(), from the loop
+ * thread, at any later time; the replies of one connection are written in
+ * the order the frames arrived, whatever the order of the reply calls.
+ *
+ * Limits (all per connection unless said otherwise):
+ *   max_frame         a larger frame is handed over with status
+ *                     CAD_E_TOOBIG (and its first bytes, so a NAK can be
+ *                     built); reading stops at once; once that reply is
+ *                     written we send FIN, discard what the peer still sends
+ *                     (at most 2 s / 64 MiB, so our close does not reset the
+ *                     connection under the NAK), then close.
+ *   idle_timeout      closed after this long without reading or writing
+ *                     anything, when no request is being processed.
+ *   frame_timeout     closed when a frame stays unfinished this long since
+ *                     its start block (slowloris), however slowly it grows.
+ *   max_inflight      reading stops while this many requests are unanswered
+ *                     or unsent, and resumes at half of it.
+ *   max_unsent        reading stops while this many reply bytes wait for the
+ *                     peer to read them (a client that never reads its ACKs
+ *                     cannot grow our memory); resumes at half.
+ *   max_connections   per listener; a connection over it is closed at once.
+ *   garbage           more than max_frame bytes outside any frame since the
+ *                     last good frame: the peer is not speaking MLLP, the
+ *                     connection is closed ("garbage").
+ * A connection therefore holds at most max_frame + one read + max_unsent
+ * bytes plus max_inflight requests.
+ *
+ * Shutdown: cad_mllp_listener_close() stops accepting and reading, lets every
+ * unanswered request be answered and written (or drops it after drain_ms),
+ * closes every connection and finally calls `done`.
+ *
+ * Memory: the listener, its connections and requests are owned here.  A
+ * request stays valid until cad_mllp_reply() is called on it, even if its
+ * connection closed meanwhile (the reply is then discarded).  Frame bytes
+ * passed to the callback are valid only during the call.  Strings in
+ * options are copied.  Everything runs on the loop thread.
+ */
+#ifndef CAD_MLLP_LISTENER_H
+#define CAD_MLLP_LISTENER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "hl7.h" /* cad_str_t */
+
+typedef struct cad_mllp_listener cad_mllp_listener_t;
+typedef struct cad_mllp_req cad_mllp_req_t;
+
+typedef struct cad_mllp_listener_opts {
+  const char *host;          /* IP literal: "127.0.0.1", "::1", "0.0.0.0", "::" */
+  int port;                  /* 0 = ephemeral (see cad_mllp_listener_port) */
+  size_t max_frame;          /* 0 = 4 MiB */
+  uint64_t idle_timeout_ms;  /* 0 = none */
+  uint64_t frame_timeout_ms; /* 0 = none */
+  uint32_t max_connections;  /* 0 = 4096 */
+  uint32_t max_inflight;     /* 0 = 64 */
+  size_t max_unsent;         /* 0 = 1 MiB */
+} cad_mllp_listener_opts_t;
+
+/* What the engine needs to know about a connection (for logs). */
+typedef struct cad_mllp_conn_info {
+  uint64_t id;   /* unique in the process, from 1 */
+  char peer[64]; /* "127.0.0.1:40122" or "[::1]:40122" */
+} cad_mllp_conn_info_t;
+
+typedef enum {
+  CAD_MLLP_EV_OPEN = 1, /* a connection was accepted */
+  CAD_MLLP_EV_REFUSED,  /* over max_connections: closed at once */
+  CAD_MLLP_EV_CLOSE,    /* a connection closed; `reason` says why */
+  CAD_MLLP_EV_BADFRAME, /* a frame was cut by a new start block and dropped */
+  CAD_MLLP_EV_SKIPPED,  /* bytes outside any frame: reported once per connection
+                           (the first time, `count` = bytes so far); the total
+                           comes with CLOSE */
+  CAD_MLLP_EV_PAUSE,    /* backpressure: reading stopped */
+  CAD_MLLP_EV_RESUME,   /* reading resumed */
+  CAD_MLLP_EV_ACCEPT_ERROR, /* accept() failed; err set */
+} cad_mllp_event_kind_t;
+
+typedef struct cad_mllp_event {
+  cad_mllp_event_kind_t kind;
+  const cad_mllp_conn_info_t *conn; /* NULL for listener-level events */
+  const char *reason; /* CLOSE: "eof", "reset", "idle_timeout", "frame_timeout",
+                         "too_big", "garbage", "write_error", "read_error",
+                         "shutdown", "closed_by_reply" */
+  int err;            /* libuv / CAD_E_* code when relevant, else 0 */
+  uint64_t count;     /* SKIPPED: bytes; CLOSE: bytes skipped on the connection
+                         in all; PAUSE: requests in flight */
+} cad_mllp_event_t;
+
+/* status 0: `frame` is a complete message (without SB/EB/CR);
+ * status CAD_E_TOOBIG: `frame` holds the first bytes of an oversized frame.
+ * `data` is the listener's current data pointer. */
+typedef void (*cad_mllp_frame_cb)(cad_mllp_req_t *req, int status, cad_str_t frame, void *data);
+typedef void (*cad_mllp_event_cb)(const cad_mllp_event_t *ev, void *data);
+
+/* Bind and listen.  Returns 0, or a libuv error (UV_EADDRINUSE, UV_EINVAL for
+ * a host that is not an IP literal, ...); on error nothing is left open. */
+int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opts,
+                            cad_mllp_frame_cb on_frame, cad_mllp_event_cb on_event,
+                            void *data, cad_mllp_listener_t **out);
+
+/* The port actually bound (useful with port 0). */
+int cad_mllp_listener_port(const cad_mllp_listener_t *l);
+/* Number of open connections. */
+size_t cad_mllp_listener_nconns(const cad_mllp_listener_t *l);
+/* Rebind the data pointer given to the callbacks (configuration reload). */
+void cad_mllp_listener_set_data(cad_mllp_listener_t *l, void *data);
+/* Apply new limits (host and port are ignored).  Timeouts, max_inflight,
+ * max_unsent and max_connections apply at once; max_frame to connections
+ * accepted from now on. */
+void cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opts_t *opts);
+
+/* Stop accepting, drain, close (see above).  `done` (may be NULL) is called
+ * once everything is closed; the listener is freed just after it returns. */
+void cad_mllp_listener_close(cad_mllp_listener_t *l, uint64_t drain_ms,
+                             void (*done)(void *arg), void *arg);
+
+enum {
+  CAD_MLLP_REPLY_CLOSE = 1, /* close the connection after this reply is written */
+};
+
+/* Answer a request: `ack` (a message without MLLP framing, copied here; len
+ * 0 = nothing to send) is framed and written in order.  Frees the request.
+ * Returns 0, CAD_E_NOMEM (the connection is then closed), or CAD_E_STATE
+ * when the connection had already closed (the reply was dropped). */
+int cad_mllp_reply(cad_mllp_req_t *req, const char *ack, size_t len, unsigned flags);
+
+/* The connection a request came from (valid until the reply). */
+const cad_mllp_conn_info_t *cad_mllp_req_conn(const cad_mllp_req_t *req);
+
+#endif

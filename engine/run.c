@@ -1,0 +1,784 @@
+/* run.c - `caduceus run CONFIG`: the engine process.
+ *
+ * Wiring: one cad_mllp_listener per configured address; every frame is
+ * parsed, written to the channel's destinations (file destinations on the
+ * thread pool) and ACKed once every destination has it.  Parse failures are
+ * answered at once with AR + ERR (when the header can be read).
+ *
+ * Configuration lifecycle: a runtime (rt_t) holds one loaded configuration,
+ * its open destinations and its channels.  Each message in flight holds a
+ * reference on the runtime it started with, so a reload never pulls a
+ * destination from under a write.  SIGHUP builds a new runtime beside the
+ * old one; only when it is complete (config valid, destinations open, new
+ * listeners bound) does it replace the old one.  Listeners whose host:port is
+ * unchanged are kept with their connections and rebound to the new channel.
+ *
+ * Signals: SIGTERM/SIGINT stop accepting, let in-flight messages finish and
+ * their ACKs be written (bounded by a drain time), close everything and exit
+ * 0 after uv_loop_close() succeeds.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "ack.h"
+#include "cad_error.h"
+#include "cli.h"
+#include "config.h"
+#include "file_dest.h"
+#include "hl7.h"
+#include "log.h"
+#include "mllp_listener.h"
+#include "stats.h"
+
+#define DRAIN_MS 10000
+#define MSG_ARENA_CHUNK 8192
+
+/* ---- control ids --------------------------------------------------------
+ * 11 hex digits of the start time in milliseconds, then 8 of a counter: 19
+ * characters, within MSH-10's 20.  When the counter wraps the prefix moves to
+ * the current time (always later than the previous prefix), so ids stay
+ * unique across restarts and within a run. */
+static uint64_t ctl_prefix, ctl_counter;
+
+static uint64_t now_ms(void) {
+  struct timeval tv;
+  gettimeofday(&tv, NULL);
+  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+static void ctl_next(char out[24]) {
+  if (ctl_prefix == 0 || ctl_counter > 0xFFFFFFFFu) {
+    uint64_t t = now_ms();
+    ctl_prefix = t > ctl_prefix ? t : ctl_prefix + 1;
+    ctl_counter = 0;
+  }
+  snprintf(out, 24, "%011llX%08llX", (unsigned long long)(ctl_prefix & 0xFFFFFFFFFFFull),
+           (unsigned long long)ctl_counter++);
+}
+
+/* ---- runtime ------------------------------------------------------------ */
+
+typedef struct rt rt_t;
+
+typedef struct chan {
+  rt_t *rt;
+  const cad_conf_channel_t *cc;
+  cad_chan_stats_t *st;
+  cad_hl7_limits_t limits;
+  cad_ack_style_t ack_style;
+} chan_t;
+
+struct rt {
+  cad_config_t *cfg;
+  cad_file_dest_t **dests; /* one per cfg->dests */
+  chan_t *chans;           /* one per cfg->channels */
+  int refs;
+};
+
+typedef struct lsn {
+  struct lsn *next;
+  char host[64];
+  int port;
+  cad_mllp_listener_t *l;
+  chan_t *ch; /* the channel it feeds now */
+  bool keep;  /* reload bookkeeping */
+} lsn_t;
+
+typedef struct engine {
+  uv_loop_t *loop;
+  const char *config_path;
+  rt_t *rt;
+  lsn_t *lsns;
+  int nclosing; /* listeners still draining */
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_timer_t stats_timer;
+  bool stopping;
+  int exit_status;
+} engine_t;
+
+static engine_t E;
+
+static void rt_release(rt_t *rt) {
+  if (!rt || --rt->refs > 0) return;
+  if (rt->dests)
+    for (size_t i = 0; i < rt->cfg->ndests; i++)
+      if (rt->dests[i]) cad_file_dest_close(rt->dests[i]);
+  free(rt->dests);
+  free(rt->chans);
+  cad_config_free(rt->cfg);
+  free(rt);
+}
+
+static cad_mllp_listener_opts_t listener_opts(const cad_conf_channel_t *cc,
+                                              const cad_conf_listen_t *ln) {
+  cad_mllp_listener_opts_t o = {0};
+  o.host = ln->host;
+  o.port = ln->port;
+  o.max_frame = cc->max_message_size;
+  o.idle_timeout_ms = cc->idle_timeout_ms;
+  o.frame_timeout_ms = cc->frame_timeout_ms;
+  o.max_connections = cc->max_connections;
+  return o;
+}
+
+/* Build a runtime from a loaded config (which it takes over). */
+static int rt_create(cad_config_t *cfg, rt_t **out) {
+  rt_t *rt = calloc(1, sizeof *rt);
+  if (!rt) {
+    cad_config_free(cfg);
+    return CAD_E_NOMEM;
+  }
+  rt->cfg = cfg;
+  rt->refs = 1;
+  rt->dests = calloc(cfg->ndests ? cfg->ndests : 1, sizeof *rt->dests);
+  rt->chans = calloc(cfg->nchannels ? cfg->nchannels : 1, sizeof *rt->chans);
+  if (!rt->dests || !rt->chans) {
+    rt_release(rt);
+    return CAD_E_NOMEM;
+  }
+  for (size_t i = 0; i < cfg->ndests; i++) {
+    const cad_conf_dest_t *cd = &cfg->dests[i];
+    cad_file_dest_opts_t fo = {cd->dir, cd->name_tmpl, cd->append_path, 0, 0};
+    char err[256];
+    int rc = cad_file_dest_open(E.loop, &fo, &rt->dests[i], err, sizeof err);
+    if (rc < 0) {
+      cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+      c.error = cad_err_name(rc);
+      CAD_LOG(CAD_LOG_ERROR, "dest.open_failed", &c, "destination %s: %s", cd->name, err);
+      rt_release(rt);
+      return rc;
+    }
+  }
+  for (size_t i = 0; i < cfg->nchannels; i++) {
+    chan_t *ch = &rt->chans[i];
+    ch->rt = rt;
+    ch->cc = &cfg->channels[i];
+    ch->st = cad_stats_get(ch->cc->name);
+    if (!ch->st) {
+      rt_release(rt);
+      return CAD_E_NOMEM;
+    }
+    ch->limits.max_bytes = ch->cc->max_message_size;
+    ch->ack_style = ch->cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
+                    : ch->cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
+                                                           : CAD_ACK_STYLE_AUTO;
+  }
+  *out = rt;
+  return 0;
+}
+
+/* ---- one message -------------------------------------------------------- */
+
+typedef struct job {
+  cad_mllp_req_t *req;
+  chan_t *ch;
+  rt_t *rt;
+  cad_arena_t arena;
+  cad_hl7_msg_t msg;
+  char *bytes;
+  size_t len;
+  int pending;  /* destinations not done */
+  int failure;  /* first destination error */
+  uint64_t conn;
+  char peer[64];
+} job_t;
+
+static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci,
+                        const cad_ack_msh_t *h, size_t bytes) {
+  *c = (cad_log_ctx_t)CAD_LOG_CTX_INIT;
+  c->channel = ch ? ch->cc->name : NULL;
+  if (ci) {
+    c->peer = ci->peer;
+    c->conn = ci->id;
+  }
+  if (h) {
+    c->ctl = h->control_id;
+    c->type = h->msg_type;
+  }
+  c->bytes = (int64_t)bytes;
+}
+
+static int local_offset_min(time_t t) {
+  struct tm tm;
+  if (!localtime_r(&t, &tm)) return 0;
+  return (int)(tm.tm_gmtoff / 60);
+}
+
+/* Build and send the ACK for `h` (NULL: nothing can be addressed). */
+static const char *send_ack(cad_mllp_req_t *req, const chan_t *ch, const cad_ack_msh_t *h,
+                            cad_ack_status_t st, const cad_hl7_diag_t *dg, unsigned flags) {
+  static const char *const names[2][3] = {{"AA", "AE", "AR"}, {"CA", "CE", "CR"}};
+  if (!h) {
+    cad_mllp_reply(req, NULL, 0, flags);
+    return "no_ack";
+  }
+  char ctl[24];
+  ctl_next(ctl);
+  time_t now = time(NULL);
+  cad_ack_opts_t o = {ch->ack_style, st, ctl, now, local_offset_min(now), dg};
+  cad_buf_t b = CAD_BUF_INIT;
+  int rc = cad_ack_build(h, &o, &b);
+  const char *outcome;
+  if (rc == 1) {
+    cad_mllp_reply(req, b.data, b.len, flags);
+    outcome = names[cad_ack_is_enhanced(h, ch->ack_style) ? 1 : 0][st];
+  } else {
+    cad_mllp_reply(req, NULL, 0, flags);
+    outcome = rc == 0 ? "no_ack_msh15" : "ack_failed";
+  }
+  cad_buf_free(&b);
+  return outcome;
+}
+
+static void job_free(job_t *j) {
+  cad_arena_free(&j->arena);
+  free(j->bytes);
+  rt_release(j->rt);
+  free(j);
+}
+
+static void job_finish(job_t *j) {
+  cad_ack_msh_t h;
+  cad_ack_msh_from_msg(&j->msg, &h);
+  const char *outcome;
+  cad_mllp_conn_info_t ci = {j->conn, ""};
+  snprintf(ci.peer, sizeof ci.peer, "%s", j->peer);
+  cad_log_ctx_t c;
+  log_ctx_for(&c, j->ch, &ci, &h, j->len);
+  if (j->failure == 0) {
+    j->ch->st->accepted++;
+    outcome = send_ack(j->req, j->ch, &h, CAD_ACK_ACCEPT, NULL, 0);
+    c.outcome = outcome;
+    CAD_LOG(CAD_LOG_INFO, "msg.accepted", &c, NULL);
+  } else {
+    j->ch->st->errors++;
+    cad_hl7_diag_t dg = {0};
+    dg.code = j->failure;
+    dg.hl7_code = 207;
+    snprintf(dg.reason, sizeof dg.reason, "destination write failed: %s",
+             cad_err_name(j->failure));
+    outcome = send_ack(j->req, j->ch, &h, CAD_ACK_ERROR, &dg, 0);
+    c.outcome = outcome;
+    c.error = cad_err_name(j->failure);
+    CAD_LOG(CAD_LOG_ERROR, "msg.dest_failed", &c, NULL);
+  }
+  job_free(j);
+}
+
+static void dest_done(int status, void *arg) {
+  job_t *j = arg;
+  if (status < 0 && j->failure == 0) j->failure = status;
+  if (--j->pending == 0) job_finish(j);
+}
+
+/* The HL7 table 0357 code for a parse failure. */
+static int hl7_code_for(const cad_hl7_diag_t *dg) {
+  if (dg->hl7_code) return dg->hl7_code;
+  switch (dg->code) {
+  case CAD_E_NOMSH:
+  case CAD_E_SEGMENT: return 100;
+  case CAD_E_DELIM: return 102;
+  default: return 207;
+  }
+}
+
+static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
+  lsn_t *ls = data;
+  chan_t *ch = ls->ch;
+  const cad_mllp_conn_info_t *ci = cad_mllp_req_conn(req);
+  ch->st->received++;
+  ch->st->bytes += frame.len;
+  cad_ack_msh_t h;
+  cad_log_ctx_t c;
+
+  if (status == CAD_E_TOOBIG) {
+    bool ok = cad_ack_msh_scan(frame.p, frame.len, 0, &h) == 0;
+    cad_hl7_diag_t dg = {0};
+    dg.code = CAD_E_TOOBIG;
+    dg.hl7_code = 207;
+    snprintf(dg.reason, sizeof dg.reason, "message larger than max_message_size (%zu bytes)",
+             ch->cc->max_message_size);
+    ch->st->rejected++;
+    log_ctx_for(&c, ch, ci, ok ? &h : NULL, frame.len);
+    c.outcome = send_ack(req, ch, ok ? &h : NULL, CAD_ACK_REJECT, &dg, CAD_MLLP_REPLY_CLOSE);
+    c.error = "CAD_E_TOOBIG";
+    CAD_LOG(CAD_LOG_WARN, "msg.too_big", &c, NULL);
+    return;
+  }
+
+  job_t *j = calloc(1, sizeof *j);
+  char *bytes = j ? malloc(frame.len ? frame.len : 1) : NULL;
+  if (!j || !bytes) {
+    free(j);
+    ch->st->errors++;
+    bool ok = cad_ack_msh_scan(frame.p, frame.len, 0, &h) == 0;
+    cad_hl7_diag_t dg = {.code = CAD_E_NOMEM, .hl7_code = 207, .reason = "out of memory"};
+    log_ctx_for(&c, ch, ci, ok ? &h : NULL, frame.len);
+    c.outcome = send_ack(req, ch, ok ? &h : NULL, CAD_ACK_ERROR, &dg, 0);
+    CAD_LOG(CAD_LOG_ERROR, "msg.nomem", &c, NULL);
+    return;
+  }
+  if (frame.len) memcpy(bytes, frame.p, frame.len);
+  j->bytes = bytes;
+  j->len = frame.len;
+  j->req = req;
+  j->ch = ch;
+  j->rt = ch->rt;
+  j->rt->refs++;
+  j->conn = ci->id;
+  snprintf(j->peer, sizeof j->peer, "%s", ci->peer);
+  /* The tree needs at most a few dozen bytes per input byte (spans of
+   * segments and fields); the budget bounds it all the same. */
+  cad_arena_init(&j->arena, MSG_ARENA_CHUNK, 64 * (j->len + 1024));
+
+  cad_hl7_diag_t dg;
+  memset(&dg, 0, sizeof dg);
+  int rc = cad_hl7_parse(&j->msg, j->bytes, j->len, &j->arena, &ch->limits, &dg);
+  bool have_h = false;
+  if (rc == 0) {
+    have_h = cad_ack_msh_from_msg(&j->msg, &h) == 0;
+    if (!have_h) {
+      rc = CAD_E_NOMSH;
+      dg.code = rc;
+      snprintf(dg.reason, sizeof dg.reason, "the message does not start with MSH");
+      have_h = cad_ack_msh_scan(j->bytes, j->len, 0, &h) == 0;
+    } else {
+      /* What every message needs to be ACKed and routed. */
+      int missing = h.msg_type.len == 0 ? 9 : h.control_id.len == 0 ? 10 : 0;
+      if (missing) {
+        rc = CAD_E_INVAL;
+        dg = (cad_hl7_diag_t){.code = rc, .hl7_code = 101, .segment = 1, .seg_id = "MSH",
+                              .field = (uint32_t)missing};
+        snprintf(dg.reason, sizeof dg.reason, "MSH-%d is required", missing);
+      }
+    }
+  } else {
+    have_h = cad_ack_msh_scan(j->bytes, j->len, 0, &h) == 0;
+  }
+  if (rc < 0) {
+    dg.hl7_code = hl7_code_for(&dg);
+    log_ctx_for(&c, ch, ci, have_h ? &h : NULL, j->len);
+    c.error = cad_err_name(rc);
+    if (have_h) {
+      ch->st->rejected++;
+      c.outcome = send_ack(req, ch, &h, CAD_ACK_REJECT, &dg, 0);
+    } else {
+      ch->st->unanswered++;
+      c.outcome = send_ack(req, ch, NULL, CAD_ACK_REJECT, &dg, 0);
+    }
+    CAD_LOG(CAD_LOG_WARN, "msg.rejected", &c, "%s (HL7 %d, segment %u field %u)", dg.reason,
+            dg.hl7_code, dg.segment, dg.field);
+    job_free(j);
+    return;
+  }
+
+  /* Hand the message to every destination; the ACK waits for all of them. */
+  const cad_conf_channel_t *cc = ch->cc;
+  j->pending = 1; /* held while submitting */
+  for (size_t i = 0; i < cc->nto; i++) {
+    cad_file_dest_t *d = j->rt->dests[cc->to[i]];
+    int wrc = cad_file_dest_write(d, &j->msg, j->bytes, j->len, dest_done, j);
+    if (wrc < 0) {
+      if (j->failure == 0) j->failure = wrc;
+    } else {
+      j->pending++;
+    }
+  }
+  if (--j->pending == 0) job_finish(j);
+}
+
+static void on_event(const cad_mllp_event_t *ev, void *data) {
+  lsn_t *ls = data;
+  chan_t *ch = ls->ch;
+  cad_log_ctx_t c;
+  log_ctx_for(&c, ch, ev->conn, NULL, 0);
+  c.bytes = -1;
+  switch (ev->kind) {
+  case CAD_MLLP_EV_OPEN:
+    ch->st->conns_opened++;
+    CAD_LOG(CAD_LOG_INFO, "conn.open", &c, NULL);
+    break;
+  case CAD_MLLP_EV_REFUSED:
+    ch->st->conns_refused++;
+    c.outcome = "refused";
+    CAD_LOG(CAD_LOG_WARN, "conn.refused", &c, "max_connections reached");
+    break;
+  case CAD_MLLP_EV_CLOSE: {
+    cad_log_num_t skipped = {"skipped_bytes", ev->count};
+    ch->st->skipped_bytes += ev->count;
+    c.outcome = ev->reason;
+    if (ev->err) c.error = cad_err_name(ev->err);
+    if (ev->count) {
+      c.nums = &skipped;
+      c.nnums = 1;
+    }
+    CAD_LOG(CAD_LOG_INFO, "conn.close", &c, NULL);
+    break;
+  }
+  case CAD_MLLP_EV_BADFRAME:
+    ch->st->frame_errors++;
+    c.bytes = (int64_t)ev->count;
+    c.error = cad_err_name(ev->err);
+    CAD_LOG(CAD_LOG_WARN, "frame.dropped", &c, "start block inside an unfinished frame");
+    break;
+  case CAD_MLLP_EV_SKIPPED:
+    c.bytes = (int64_t)ev->count;
+    CAD_LOG(CAD_LOG_WARN, "frame.skipped", &c,
+            "bytes outside any frame (reported once; the total comes with conn.close)");
+    break;
+  case CAD_MLLP_EV_PAUSE:
+    CAD_LOG(CAD_LOG_DEBUG, "conn.pause", &c, "backpressure, %llu in flight",
+            (unsigned long long)ev->count);
+    break;
+  case CAD_MLLP_EV_RESUME:
+    CAD_LOG(CAD_LOG_DEBUG, "conn.resume", &c, NULL);
+    break;
+  case CAD_MLLP_EV_ACCEPT_ERROR:
+    c.error = cad_err_name(ev->err);
+    CAD_LOG(CAD_LOG_ERROR, "conn.accept_failed", &c, NULL);
+    break;
+  }
+}
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static lsn_t *lsn_find(const char *host, int port) {
+  for (lsn_t *l = E.lsns; l; l = l->next)
+    if (l->port == port && strcmp(l->host, host) == 0) return l;
+  return NULL;
+}
+
+static int lsn_start(chan_t *ch, const cad_conf_listen_t *ln, lsn_t **out) {
+  lsn_t *ls = calloc(1, sizeof *ls);
+  if (!ls) return CAD_E_NOMEM;
+  snprintf(ls->host, sizeof ls->host, "%s", ln->host);
+  ls->port = ln->port;
+  ls->ch = ch;
+  ch->rt->refs++; /* events may arrive until the listener is closed */
+  cad_mllp_listener_opts_t o = listener_opts(ch->cc, ln);
+  int rc = cad_mllp_listener_start(E.loop, &o, on_frame, on_event, ls, &ls->l);
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.channel = ch->cc->name;
+  char addr[96];
+  snprintf(addr, sizeof addr, strchr(ln->host, ':') ? "[%s]:%d" : "%s:%d", ln->host, ln->port);
+  c.peer = addr;
+  if (rc < 0) {
+    c.error = cad_err_name(rc);
+    CAD_LOG(CAD_LOG_ERROR, "listen.failed", &c, "%s", cad_strerror(rc));
+    rt_release(ch->rt);
+    free(ls);
+    return rc;
+  }
+  CAD_LOG(CAD_LOG_INFO, "listen", &c, NULL);
+  *out = ls;
+  return 0;
+}
+
+static void lsn_closed(void *arg) {
+  lsn_t *ls = arg;
+  rt_release(ls->ch->rt);
+  free(ls);
+  E.nclosing--;
+}
+
+static void lsn_close(lsn_t *ls) {
+  E.nclosing++;
+  cad_mllp_listener_close(ls->l, DRAIN_MS, lsn_closed, ls);
+}
+
+/* Start every listener of rt that is not already open; on failure close the
+ * ones started here and return the error. */
+static int listeners_apply(rt_t *rt) {
+  lsn_t *started = NULL;
+  for (lsn_t *l = E.lsns; l; l = l->next) l->keep = false;
+  int rc = 0;
+  for (size_t i = 0; i < rt->cfg->nchannels && rc == 0; i++) {
+    chan_t *ch = &rt->chans[i];
+    for (size_t k = 0; k < ch->cc->nlisten && rc == 0; k++) {
+      const cad_conf_listen_t *ln = &ch->cc->listen[k];
+      lsn_t *ls = lsn_find(ln->host, ln->port);
+      if (ls) {
+        ls->keep = true;
+        continue;
+      }
+      lsn_t *n = NULL;
+      rc = lsn_start(ch, ln, &n);
+      if (rc == 0) {
+        n->next = started;
+        n->keep = true;
+        started = n;
+      }
+    }
+  }
+  if (rc < 0) {
+    while (started) {
+      lsn_t *n = started->next;
+      lsn_close(started);
+      started = n;
+    }
+    return rc;
+  }
+  /* Commit: rebind kept listeners, close removed ones, add new ones. */
+  lsn_t **pp = &E.lsns;
+  while (*pp) {
+    lsn_t *l = *pp;
+    if (!l->keep) {
+      *pp = l->next;
+      CAD_LOG(CAD_LOG_INFO, "listen.closed", NULL, "%s port %d removed from the configuration",
+              l->host, l->port);
+      lsn_close(l);
+      continue;
+    }
+    pp = &l->next;
+  }
+  for (size_t i = 0; i < rt->cfg->nchannels; i++) {
+    chan_t *ch = &rt->chans[i];
+    for (size_t k = 0; k < ch->cc->nlisten; k++) {
+      const cad_conf_listen_t *ln = &ch->cc->listen[k];
+      lsn_t *ls = lsn_find(ln->host, ln->port);
+      if (ls) {
+        cad_mllp_listener_opts_t o = listener_opts(ch->cc, ln);
+        cad_mllp_listener_update(ls->l, &o);
+        cad_mllp_listener_set_data(ls->l, ls);
+        if (ls->ch->rt != ch->rt) {
+          ch->rt->refs++;
+          rt_release(ls->ch->rt);
+        }
+        ls->ch = ch;
+      }
+    }
+  }
+  while (started) {
+    lsn_t *n = started->next;
+    started->next = E.lsns;
+    E.lsns = started;
+    started = n;
+  }
+  return 0;
+}
+
+/* Every connection is a descriptor: raise the soft RLIMIT_NOFILE towards
+ * what the configured max_connections need (up to the hard limit), as
+ * servers do, instead of failing accept() at the default 1024. */
+static void raise_fd_limit(const cad_config_t *cfg) {
+  uint64_t need = 64;
+  for (size_t i = 0; i < cfg->nchannels; i++)
+    need += (uint64_t)cfg->channels[i].max_connections * cfg->channels[i].nlisten;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need) return;
+  rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : (rlim_t)need;
+  if (want > rl.rlim_cur) {
+    rl.rlim_cur = want;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
+    CAD_LOG(CAD_LOG_WARN, "start.fd_limit", NULL,
+            "open files limited to %llu, max_connections need %llu: raise the hard limit",
+            (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+}
+
+/* ---- stats, signals, shutdown ------------------------------------------- */
+
+static void log_stats(void) {
+  for (cad_chan_stats_t *s = cad_stats_first(); s; s = s->next) {
+    cad_log_num_t nums[] = {
+        {"received", s->received},         {"accepted", s->accepted},
+        {"rejected", s->rejected},         {"errors", s->errors},
+        {"unanswered", s->unanswered},     {"bytes_in", s->bytes},
+        {"conns_opened", s->conns_opened}, {"conns_refused", s->conns_refused},
+        {"frame_errors", s->frame_errors}, {"skipped_bytes", s->skipped_bytes},
+    };
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.channel = s->name;
+    c.nums = nums;
+    c.nnums = sizeof nums / sizeof nums[0];
+    CAD_LOG(CAD_LOG_INFO, "stats", &c, NULL);
+  }
+}
+
+static void stats_tick(uv_timer_t *t) {
+  (void)t;
+  log_stats();
+}
+
+static void stats_timer_apply(void) {
+  uint64_t iv = E.rt->cfg->stats_interval_ms;
+  if (iv)
+    uv_timer_start(&E.stats_timer, stats_tick, iv, iv);
+  else
+    uv_timer_stop(&E.stats_timer);
+}
+
+static void shutdown_engine(const char *why) {
+  if (E.stopping) return;
+  E.stopping = true;
+  CAD_LOG(CAD_LOG_INFO, "shutdown", NULL, "%s: closing listeners, finishing messages in flight",
+          why);
+  while (E.lsns) {
+    lsn_t *n = E.lsns->next;
+    lsn_close(E.lsns);
+    E.lsns = n;
+  }
+  uv_close((uv_handle_t *)&E.sig_term, NULL);
+  uv_close((uv_handle_t *)&E.sig_int, NULL);
+  uv_close((uv_handle_t *)&E.sig_hup, NULL);
+  uv_close((uv_handle_t *)&E.stats_timer, NULL);
+  /* The runtime goes when the last message in flight releases it. */
+  rt_t *rt = E.rt;
+  E.rt = NULL;
+  rt_release(rt);
+}
+
+static void log_config_errors(const char *event, const char *errors) {
+  if (!errors) return;
+  const char *p = errors;
+  while (*p) {
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    if (n) CAD_LOG(CAD_LOG_ERROR, event, NULL, "%.*s", (int)n, p);
+    p += n + (e ? 1 : 0);
+  }
+}
+
+static void reload(void) {
+  cad_config_t *cfg = NULL;
+  char *errors = NULL;
+  int rc = cad_config_load(E.config_path, &cfg, &errors);
+  if (rc < 0) {
+    log_config_errors("reload.refused", errors);
+    CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL, "%s is invalid; the running configuration stays",
+            E.config_path);
+    free(errors);
+    return;
+  }
+  free(errors);
+  rt_t *rt = NULL;
+  if ((rc = rt_create(cfg, &rt)) < 0 || (rc = listeners_apply(rt)) < 0) {
+    if (rt) rt_release(rt);
+    CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
+            "%s could not be applied (%s); the running configuration stays", E.config_path,
+            cad_strerror(rc));
+    return;
+  }
+  rt_t *old = E.rt;
+  E.rt = rt;
+  rt_release(old);
+  cad_log_setup(rt->cfg->log_level, rt->cfg->log_format, -1);
+  stats_timer_apply();
+  CAD_LOG(CAD_LOG_INFO, "reload.done", NULL, "%s: %zu channels, %zu destinations", E.config_path,
+          rt->cfg->nchannels, rt->cfg->ndests);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  (void)h;
+  if (signum == SIGHUP) {
+    CAD_LOG(CAD_LOG_INFO, "reload", NULL, "SIGHUP: re-reading %s", E.config_path);
+    reload();
+    return;
+  }
+  shutdown_engine(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void walk_open(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    CAD_LOG(CAD_LOG_ERROR, "shutdown.leak", NULL, "handle type %s still open",
+            uv_handle_type_name(uv_handle_get_type(h)));
+}
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: caduceus run CONFIG\n"
+          "\n"
+          "Run the engine on a configuration: listen for HL7 v2 over MLLP, write\n"
+          "every message to the channel's destinations, then ACK it.\n"
+          "\n"
+          "  SIGTERM, SIGINT  stop accepting, finish messages in flight, exit 0\n"
+          "  SIGHUP           re-read CONFIG; an invalid one is refused and the\n"
+          "                   running configuration stays\n"
+          "\n"
+          "Logs go to stderr, one line per event (engine.log_format: kv | json).\n");
+}
+
+int cad_cli_run(int argc, char **argv) {
+  const char *path = NULL;
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+      usage(stdout);
+      return 0;
+    }
+    if (argv[i][0] == '-' && argv[i][1]) {
+      fprintf(stderr, "caduceus run: unknown option '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+    if (path) {
+      fprintf(stderr, "caduceus run: one configuration file only\n");
+      return 2;
+    }
+    path = argv[i];
+  }
+  if (!path) {
+    usage(stderr);
+    return 2;
+  }
+  cad_config_t *cfg = NULL;
+  char *errors = NULL;
+  int rc = cad_config_load(path, &cfg, &errors);
+  if (rc < 0) {
+    if (errors && *errors)
+      fputs(errors, stderr);
+    else
+      fprintf(stderr, "caduceus run: %s: %s\n", path, cad_strerror(rc));
+    if (errors && *errors && errors[strlen(errors) - 1] != '\n') fputc('\n', stderr);
+    free(errors);
+    return 1;
+  }
+  free(errors);
+  signal(SIGPIPE, SIG_IGN);
+  cad_log_setup(cfg->log_level, cfg->log_format, 2);
+
+  memset(&E, 0, sizeof E);
+  E.config_path = path;
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  E.loop = &loop;
+  uv_signal_init(&loop, &E.sig_term);
+  uv_signal_init(&loop, &E.sig_int);
+  uv_signal_init(&loop, &E.sig_hup);
+  uv_timer_init(&loop, &E.stats_timer);
+
+  raise_fd_limit(cfg);
+  if ((rc = rt_create(cfg, &E.rt)) < 0 || (rc = listeners_apply(E.rt)) < 0) {
+    CAD_LOG(CAD_LOG_ERROR, "start.failed", NULL, "%s: %s", path, cad_strerror(rc));
+    E.exit_status = 1;
+    shutdown_engine("start failed");
+  } else {
+    uv_signal_start(&E.sig_term, on_signal, SIGTERM);
+    uv_signal_start(&E.sig_int, on_signal, SIGINT);
+    uv_signal_start(&E.sig_hup, on_signal, SIGHUP);
+    stats_timer_apply();
+    CAD_LOG(CAD_LOG_INFO, "start", NULL, "%s: %zu channels, %zu destinations, pid %d", path,
+            E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  if (E.exit_status == 0) log_stats();
+  rc = uv_loop_close(&loop);
+  if (rc < 0) {
+    uv_walk(&loop, walk_open, NULL);
+    CAD_LOG(CAD_LOG_ERROR, "shutdown.unclean", NULL, "uv_loop_close: %s", uv_strerror(rc));
+    E.exit_status = 1;
+  } else if (E.exit_status == 0) {
+    CAD_LOG(CAD_LOG_INFO, "stopped", NULL, "clean shutdown");
+  }
+  cad_stats_free_all();
+  return E.exit_status;
+}

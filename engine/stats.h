@@ -1,0 +1,35 @@
+/* stats.h - per-channel counters, kept for the whole life of the process.
+ *
+ * A channel's counters are found by name, so they survive a configuration
+ * reload that keeps the channel.  They are logged every stats_interval and
+ * will be served by the metrics endpoint.  Loop thread only.
+ *
+ * Memory: the registry owns every cad_chan_stats_t; pointers stay valid
+ * until cad_stats_free_all() at exit.
+ */
+#ifndef CAD_STATS_H
+#define CAD_STATS_H
+
+#include <stdint.h>
+
+typedef struct cad_chan_stats {
+  struct cad_chan_stats *next;
+  char name[64];
+  uint64_t received;     /* frames received (including refused ones) */
+  uint64_t accepted;     /* ACKed AA/CA: on every destination */
+  uint64_t rejected;     /* answered AR/CR: could not be parsed, or too big */
+  uint64_t errors;       /* answered AE/CE: a destination failed */
+  uint64_t unanswered;   /* no header could be read: no ACK possible */
+  uint64_t bytes;        /* message bytes received */
+  uint64_t conns_opened, conns_refused, frame_errors;
+  uint64_t skipped_bytes; /* outside any frame; added when a connection closes */
+} cad_chan_stats_t;
+
+/* The counters of channel `name` (created at zero the first time), or NULL
+ * when out of memory. */
+cad_chan_stats_t *cad_stats_get(const char *name);
+/* First entry of the registry (iterate with ->next). */
+cad_chan_stats_t *cad_stats_first(void);
+void cad_stats_free_all(void);
+
+#endif
