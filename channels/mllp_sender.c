@@ -1,0 +1,544 @@
+/* mllp_sender.c - outbound MLLP with ACK checking (mllp_sender.h). */
+#include "mllp_sender.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <openssl/rand.h>
+
+#include "ack.h"
+#include "cad_error.h"
+#include "cad_mem.h"
+#include "hl7.h"
+#include "mllp.h"
+
+#define DEFAULT_CONNECT_MS 10000u
+#define DEFAULT_ACK_MS 30000u
+#define DEFAULT_MAX_ACK ((size_t)1 << 20)
+
+enum { TM_NONE = 0, TM_KICK, TM_CONNECT, TM_ACK, TM_IDLE };
+
+typedef struct gai_req {
+  uv_getaddrinfo_t req;
+  cad_mllp_sender_t *s;
+  uint64_t attempt;
+} gai_req_t;
+
+struct cad_mllp_sender {
+  uv_loop_t *loop;
+  cad_mllp_sender_opts_t o;  /* strings below are owned copies */
+  char *host, *server_name;
+  char hostport[300];        /* "host:port" for reasons */
+  uv_timer_t timer;
+  int timer_kind;
+  cad_transport_t *tr;       /* the current connection, or NULL */
+  bool tr_ready;
+  cad_mllp_framer_t fr;
+  cad_arena_t arena;         /* the ACK's parse tree */
+  /* the message in flight */
+  bool busy, sent;
+  bool bad_msg;              /* no MSH header: finish with FAIL */
+  const char *msg;
+  size_t len;
+  cad_buf_t rewritten;       /* the message with a new MSH-10 */
+  uint64_t seq;
+  cad_mllp_send_cb done;
+  void *ctx;
+  char ctl[64];              /* MSH-10 sent (raw) */
+  size_t ctl_len;
+  bool ctl_cut;              /* longer than ctl: compare the whole span instead */
+  cad_str_t ctl_span;
+  uint64_t t_sent;           /* uv_hrtime at the write */
+  uint64_t attempt;          /* bumps per connect: stale resolutions are ignored */
+  int pending_gai, pending_closes;
+  bool closing, timer_closed;
+  void (*close_done)(void *);
+  void *close_arg;
+  char detail[256];
+  cad_mllp_result_t last;
+  cad_mllp_sender_stats_t st;
+};
+
+static void connect_start(cad_mllp_sender_t *s);
+static void send_now(cad_mllp_sender_t *s);
+static void maybe_free(cad_mllp_sender_t *s);
+
+static void set_err(char *err, size_t cap, const char *msg) {
+  if (err && cap) snprintf(err, cap, "%s", msg);
+}
+
+static void timer_cb(uv_timer_t *t);
+
+static void arm(cad_mllp_sender_t *s, int kind, uint64_t ms) {
+  s->timer_kind = kind;
+  uv_timer_start(&s->timer, timer_cb, ms, 0);
+}
+
+static void disarm(cad_mllp_sender_t *s) {
+  uv_timer_stop(&s->timer);
+  s->timer_kind = TM_NONE;
+}
+
+static void on_tr_closed(void *arg) {
+  cad_mllp_sender_t *s = arg;
+  s->pending_closes--;
+  maybe_free(s);
+}
+
+/* Forget the connection (any late byte on it is never read). */
+static void drop_conn(cad_mllp_sender_t *s, bool graceful) {
+  if (!s->tr) return;
+  cad_transport_t *tr = s->tr;
+  s->tr = NULL;
+  s->tr_ready = false;
+  s->pending_closes++;
+  s->st.closed++;
+  cad_transport_close(tr, graceful, 0, on_tr_closed, s);
+  cad_mllp_free(&s->fr);
+  cad_mllp_init(&s->fr, s->o.max_ack);
+}
+
+/* End the attempt: state first, the callback last (it may deliver again). */
+static void finish(cad_mllp_sender_t *s, int outcome, const char *detail) {
+  if (!s->busy) return;
+  s->busy = false;
+  s->sent = false;
+  if (s->timer_kind != TM_IDLE) disarm(s);
+  cad_mllp_send_cb done = s->done;
+  void *ctx = s->ctx;
+  s->done = NULL;
+  s->msg = NULL;
+  if (detail != s->detail) snprintf(s->detail, sizeof s->detail, "%s", detail);
+  if (s->tr && s->tr_ready && !s->closing) {
+    if (s->o.per_message)
+      drop_conn(s, true);
+    else if (s->o.idle_close_ms)
+      arm(s, TM_IDLE, s->o.idle_close_ms);
+  }
+  cad_buf_clear(&s->rewritten);
+  done(ctx, outcome, s->detail);
+}
+
+static void fail_attempt(cad_mllp_sender_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Close the connection and report RETRY with a reason. */
+static void fail_attempt(cad_mllp_sender_t *s, const char *fmt, ...) {
+  drop_conn(s, false);
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(s->detail, sizeof s->detail, fmt, ap);
+  va_end(ap);
+  finish(s, CAD_MLLP_SEND_RETRY, s->detail);
+}
+
+static void fmt_ms(char *buf, size_t cap, uint64_t ms) {
+  if (ms % 1000 == 0)
+    snprintf(buf, cap, "%llus", (unsigned long long)(ms / 1000));
+  else
+    snprintf(buf, cap, "%llums", (unsigned long long)ms);
+}
+
+static void timer_cb(uv_timer_t *t) {
+  cad_mllp_sender_t *s = t->data;
+  int kind = s->timer_kind;
+  s->timer_kind = TM_NONE;
+  char d[32];
+  switch (kind) {
+  case TM_KICK:
+    if (!s->busy) return;
+    if (s->bad_msg) {
+      finish(s, CAD_MLLP_SEND_FAIL, "not an HL7 message (no MSH header)");
+      return;
+    }
+    if (s->tr && s->tr_ready)
+      send_now(s);
+    else
+      connect_start(s);
+    break;
+  case TM_CONNECT:
+    s->st.connect_failures++;
+    fmt_ms(d, sizeof d, s->o.connect_timeout_ms);
+    s->attempt++; /* a resolution still running is now stale */
+    fail_attempt(s, "connect to %s timed out after %s", s->hostport, d);
+    break;
+  case TM_ACK:
+    s->st.no_ack++;
+    fmt_ms(d, sizeof d, s->o.ack_timeout_ms);
+    fail_attempt(s, "no ACK within %s", d);
+    break;
+  case TM_IDLE:
+    if (!s->busy) drop_conn(s, true);
+    break;
+  default: break;
+  }
+}
+
+/* ---- the ACK ------------------------------------------------------------ */
+
+static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
+  cad_hl7_msg_t m;
+  cad_hl7_diag_t diag;
+  cad_arena_reset(&s->arena);
+  if (cad_hl7_parse(&m, frame.p, frame.len, &s->arena, NULL, &diag) != 0) {
+    s->st.bad_acks++;
+    fail_attempt(s, "unparseable ACK from %s: %s", s->hostport, diag.reason);
+    return;
+  }
+  int i = cad_hl7_find_seg(&m, cad_hl7_segid("MSA"), 1, 0);
+  cad_str_t code = {NULL, 0}, ref = {NULL, 0};
+  const cad_hl7_seg_t *msa = i >= 0 ? cad_hl7_seg(&m, (uint32_t)i) : NULL;
+  if (msa) {
+    cad_hl7_field(msa, 1, &code);
+    cad_hl7_field(msa, 2, &ref);
+  }
+  static const char *const codes = "AA AE AR CA CE CR";
+  bool code_ok = code.len == 2 && strstr(codes, (char[3]){code.p[0], code.p[1], 0}) != NULL;
+  if (!msa || !code_ok) {
+    s->st.bad_acks++;
+    fail_attempt(s, "reply from %s is not an ACK (%s)", s->hostport,
+                 msa ? "MSA-1 is not AA/AE/AR/CA/CE/CR" : "no MSA segment");
+    return;
+  }
+  bool same = s->ctl_cut ? (ref.len == s->ctl_span.len && memcmp(ref.p, s->ctl_span.p, ref.len) == 0)
+                         : (ref.len == s->ctl_len && memcmp(ref.p, s->ctl, ref.len) == 0);
+  if (!same) {
+    s->st.bad_acks++;
+    fail_attempt(s, "ACK from %s is for another message (MSA-2 does not match MSH-10)",
+                 s->hostport);
+    return;
+  }
+  memcpy(s->last.ack_code, code.p, 2);
+  s->last.ack_code[2] = 0;
+  s->last.latency_us = (uv_hrtime() - s->t_sent) / 1000;
+  char c = code.p[1];
+  if (c == 'A') {
+    s->st.acks_ok++;
+    finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);
+  } else if (c == 'E') {
+    s->st.acks_error++;
+    snprintf(s->detail, sizeof s->detail, "%s from receiver", s->last.ack_code);
+    finish(s, s->o.ae_dead_letter ? CAD_MLLP_SEND_FAIL : CAD_MLLP_SEND_RETRY, s->detail);
+  } else {
+    s->st.acks_reject++;
+    snprintf(s->detail, sizeof s->detail, "%s from receiver", s->last.ack_code);
+    finish(s, s->o.ar_dead_letter ? CAD_MLLP_SEND_FAIL : CAD_MLLP_SEND_RETRY, s->detail);
+  }
+}
+
+/* ---- the connection ----------------------------------------------------- */
+
+static void on_ready(cad_transport_t *tr) {
+  cad_mllp_sender_t *s = cad_transport_data(tr);
+  if (tr != s->tr) return;
+  s->tr_ready = true;
+  s->st.connects++;
+  if (s->busy && !s->sent) {
+    disarm(s);
+    send_now(s);
+  }
+}
+
+static void on_data(cad_transport_t *tr, const char *p, size_t n) {
+  cad_mllp_sender_t *s = cad_transport_data(tr);
+  if (tr != s->tr) return;
+  if (!s->busy || !s->sent) { /* nobody asked: the peer is confused */
+    drop_conn(s, false);
+    return;
+  }
+  if (cad_mllp_feed(&s->fr, p, n) != 0) {
+    fail_attempt(s, "ACK from %s too large to buffer", s->hostport);
+    return;
+  }
+  cad_str_t frame;
+  int r = cad_mllp_next(&s->fr, &frame);
+  if (r == 1) {
+    check_ack(s, frame);
+  } else if (r < 0) {
+    s->st.bad_acks++;
+    fail_attempt(s, "broken ACK frame from %s (%s)", s->hostport,
+                 r == CAD_E_TOOBIG ? "too large" : "framing error");
+  } else if (s->fr.skipped > s->o.max_ack) {
+    s->st.bad_acks++;
+    fail_attempt(s, "garbage from %s instead of an MLLP ACK", s->hostport);
+  }
+}
+
+static void on_error(cad_transport_t *tr, int err) {
+  cad_mllp_sender_t *s = cad_transport_data(tr);
+  if (tr != s->tr) return;
+  char why[224];
+  if (err == UV_EPROTO || (err == UV_ETIMEDOUT && cad_transport_reason(tr)[0]))
+    snprintf(why, sizeof why, "TLS: %s", cad_transport_reason(tr));
+  else
+    snprintf(why, sizeof why, "%s (%s)", uv_strerror(err), uv_err_name(err));
+  if (!s->busy) { /* idle connection went away: the next message reconnects */
+    drop_conn(s, false);
+    return;
+  }
+  if (!s->tr_ready) {
+    s->st.connect_failures++;
+    fail_attempt(s, "connect to %s failed: %s", s->hostport, why);
+  } else {
+    s->st.no_ack++;
+    fail_attempt(s, "connection to %s lost before the ACK: %s", s->hostport, why);
+  }
+}
+
+static const cad_transport_cbs_t tr_cbs = {on_ready, on_data, on_error};
+
+static void open_conn(cad_mllp_sender_t *s, const struct sockaddr *sa) {
+  cad_transport_t *tr = NULL;
+  int rc = cad_transport_new(s->loop, &tr_cbs, s, &tr);
+  if (rc < 0) {
+    fail_attempt(s, "cannot create a connection to %s: %s", s->hostport, cad_strerror(rc));
+    return;
+  }
+  s->tr = tr;
+  s->tr_ready = false;
+  rc = cad_transport_connect(tr, sa, s->o.tls, s->server_name ? s->server_name : s->host,
+                             s->o.verify_hostname);
+  if (rc < 0) {
+    s->st.connect_failures++;
+    fail_attempt(s, "connect to %s failed: %s", s->hostport, cad_strerror(rc));
+  }
+}
+
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  gai_req_t *g = (gai_req_t *)req;
+  cad_mllp_sender_t *s = g->s;
+  s->pending_gai--;
+  bool stale = g->attempt != s->attempt || s->closing || !s->busy;
+  free(g);
+  if (stale) {
+    uv_freeaddrinfo(res);
+    maybe_free(s);
+    return;
+  }
+  if (status < 0 || !res) {
+    s->st.connect_failures++;
+    fail_attempt(s, "cannot resolve %s: %s", s->host, uv_strerror(status));
+    uv_freeaddrinfo(res);
+    return;
+  }
+  struct sockaddr_storage ss;
+  memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  uv_freeaddrinfo(res);
+  if (ss.ss_family == AF_INET)
+    ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->o.port);
+  else
+    ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)s->o.port);
+  open_conn(s, (const struct sockaddr *)&ss);
+}
+
+static void connect_start(cad_mllp_sender_t *s) {
+  s->attempt++;
+  arm(s, TM_CONNECT, s->o.connect_timeout_ms);
+  struct sockaddr_in6 a6;
+  struct sockaddr_in a4;
+  if (uv_ip4_addr(s->host, s->o.port, &a4) == 0) {
+    open_conn(s, (const struct sockaddr *)&a4);
+    return;
+  }
+  if (uv_ip6_addr(s->host, s->o.port, &a6) == 0) {
+    open_conn(s, (const struct sockaddr *)&a6);
+    return;
+  }
+  gai_req_t *g = calloc(1, sizeof *g);
+  if (!g) {
+    fail_attempt(s, "out of memory resolving %s", s->host);
+    return;
+  }
+  g->s = s;
+  g->attempt = s->attempt;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(s->loop, &g->req, on_resolved, s->host, NULL, &hints);
+  if (rc < 0) {
+    free(g);
+    s->st.connect_failures++;
+    fail_attempt(s, "cannot resolve %s: %s", s->host, uv_strerror(rc));
+    return;
+  }
+  s->pending_gai++;
+}
+
+static void on_written(cad_transport_t *tr, int status, void *arg) {
+  (void)tr;
+  (void)status; /* a failed write surfaces as on_error or the ACK timeout */
+  free(arg);
+}
+
+static void send_now(cad_mllp_sender_t *s) {
+  const char *p = s->rewritten.len ? s->rewritten.data : s->msg;
+  size_t n = s->rewritten.len ? s->rewritten.len : s->len;
+  cad_buf_t out = CAD_BUF_INIT;
+  if (cad_mllp_wrap(p, n, &out) != 0) {
+    cad_buf_free(&out);
+    fail_attempt(s, "out of memory framing a message for %s", s->hostport);
+    return;
+  }
+  cad_mllp_free(&s->fr); /* nothing stale can answer this message */
+  cad_mllp_init(&s->fr, s->o.max_ack);
+  uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+  s->t_sent = uv_hrtime();
+  int rc = cad_transport_write(s->tr, &b, 1, on_written, out.data);
+  if (rc < 0) {
+    cad_buf_free(&out);
+    fail_attempt(s, "write to %s failed: %s", s->hostport, cad_strerror(rc));
+    return;
+  }
+  s->sent = true;
+  s->st.sent++;
+  arm(s, TM_ACK, s->o.ack_timeout_ms);
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o,
+                        cad_mllp_sender_t **out, char *err, size_t errcap) {
+  *out = NULL;
+  if (!o->host || !*o->host || strlen(o->host) > 253) {
+    set_err(err, errcap, "the host must be an IP address or a name of at most 253 bytes");
+    return CAD_E_INVAL;
+  }
+  if (o->port < 1 || o->port > 65535) {
+    set_err(err, errcap, "the port must be from 1 to 65535");
+    return CAD_E_INVAL;
+  }
+  cad_mllp_sender_t *s = calloc(1, sizeof *s);
+  if (!s) return CAD_E_NOMEM;
+  s->o = *o;
+  s->host = strdup(o->host);
+  s->server_name = o->server_name ? strdup(o->server_name) : NULL;
+  if (!s->host || (o->server_name && !s->server_name)) {
+    free(s->host);
+    free(s->server_name);
+    free(s);
+    return CAD_E_NOMEM;
+  }
+  s->o.host = s->host;
+  s->o.server_name = s->server_name;
+  if (!s->o.connect_timeout_ms) s->o.connect_timeout_ms = DEFAULT_CONNECT_MS;
+  if (!s->o.ack_timeout_ms) s->o.ack_timeout_ms = DEFAULT_ACK_MS;
+  if (!s->o.max_ack) s->o.max_ack = DEFAULT_MAX_ACK;
+  s->o.tls = cad_tls_ctx_ref(o->tls);
+  if (strchr(s->host, ':'))
+    snprintf(s->hostport, sizeof s->hostport, "[%s]:%d", s->host, o->port);
+  else
+    snprintf(s->hostport, sizeof s->hostport, "%s:%d", s->host, o->port);
+  s->loop = loop;
+  uv_timer_init(loop, &s->timer);
+  s->timer.data = s;
+  cad_mllp_init(&s->fr, s->o.max_ack);
+  cad_arena_init(&s->arena, 16384, s->o.max_ack * 4 + 65536);
+  *out = s;
+  return 0;
+}
+
+/* Replace MSH-10 with a fresh random id ("C" + 16 hex digits: 17 bytes, so
+ * it fits the 20 of HL7 v2.3-2.5's ST). */
+static int rewrite_control_id(cad_mllp_sender_t *s, const cad_ack_msh_t *h) {
+  unsigned char r[8];
+  if (RAND_bytes(r, sizeof r) != 1) return CAD_E_IO;
+  char id[24];
+  int n = snprintf(id, sizeof id, "C%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
+                   r[4], r[5], r[6], r[7]);
+  size_t before = (size_t)(h->control_id.p - s->msg);
+  size_t after = before + h->control_id.len;
+  cad_buf_clear(&s->rewritten);
+  int rc = cad_buf_append(&s->rewritten, s->msg, before);
+  if (rc == 0) rc = cad_buf_append(&s->rewritten, id, (size_t)n);
+  if (rc == 0) rc = cad_buf_append(&s->rewritten, s->msg + after, s->len - after);
+  if (rc) return rc;
+  memcpy(s->ctl, id, (size_t)n + 1);
+  s->ctl_len = (size_t)n;
+  s->ctl_cut = false;
+  return 0;
+}
+
+int cad_mllp_sender_deliver(void *impl, const char *p, size_t len, uint64_t seq,
+                            cad_mllp_send_cb done, void *ctx) {
+  cad_mllp_sender_t *s = impl;
+  if (s->busy || s->closing || !done) return CAD_E_STATE;
+  cad_ack_msh_t h;
+  int rc = cad_ack_msh_scan(p, len, 0, &h);
+  s->bad_msg = rc != 0 || !h.control_id.p; /* nothing to match an ACK with: FAIL, later */
+  s->msg = p;
+  s->len = len;
+  s->seq = seq;
+  memset(&s->last, 0, sizeof s->last);
+  cad_buf_clear(&s->rewritten);
+  if (s->bad_msg) {
+    s->ctl_len = 0;
+    s->ctl[0] = 0;
+    s->ctl_cut = false;
+  } else if (s->o.new_control_id) {
+    rc = rewrite_control_id(s, &h);
+    if (rc) {
+      cad_buf_clear(&s->rewritten);
+      return rc;
+    }
+  } else {
+    s->ctl_span = h.control_id;
+    s->ctl_cut = h.control_id.len >= sizeof s->ctl;
+    s->ctl_len = s->ctl_cut ? sizeof s->ctl - 1 : h.control_id.len;
+    memcpy(s->ctl, h.control_id.p, s->ctl_len);
+    s->ctl[s->ctl_len] = 0;
+  }
+  snprintf(s->last.control_id, sizeof s->last.control_id, "%s", s->ctl);
+  s->busy = true;
+  s->sent = false;
+  s->done = done;
+  s->ctx = ctx;
+  arm(s, TM_KICK, 0); /* everything else happens from the loop */
+  return 0;
+}
+
+const cad_mllp_result_t *cad_mllp_sender_last(const cad_mllp_sender_t *s) { return &s->last; }
+
+void cad_mllp_sender_get_stats(const cad_mllp_sender_t *s, cad_mllp_sender_stats_t *out) {
+  *out = s->st;
+}
+
+static void on_timer_closed(uv_handle_t *h) {
+  cad_mllp_sender_t *s = h->data;
+  s->timer_closed = true;
+  maybe_free(s);
+}
+
+static void maybe_free(cad_mllp_sender_t *s) {
+  if (!s->closing || !s->timer_closed || s->pending_closes || s->pending_gai) return;
+  void (*done)(void *) = s->close_done;
+  void *arg = s->close_arg;
+  cad_mllp_free(&s->fr);
+  cad_arena_free(&s->arena);
+  cad_buf_free(&s->rewritten);
+  cad_tls_ctx_unref(s->o.tls);
+  free(s->host);
+  free(s->server_name);
+  free(s);
+  if (done) done(arg);
+}
+
+void cad_mllp_sender_close(cad_mllp_sender_t *s, void (*done)(void *arg), void *arg) {
+  if (s->closing) return;
+  s->attempt++;
+  s->closing = true;
+  if (s->busy) {
+    drop_conn(s, false);
+    finish(s, CAD_MLLP_SEND_RETRY, "shutting down");
+  }
+  s->close_done = done;
+  s->close_arg = arg;
+  disarm(s);
+  drop_conn(s, true);
+  uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}

@@ -1,0 +1,107 @@
+/* mllp_sender.h - an outbound MLLP destination: send one message, read and
+ * check its ACK, report the outcome.
+ *
+ * One sender talks to one downstream listener (host:port, plain TCP or TLS
+ * through transport.h) and carries one message at a time: the delivery
+ * worker (engine/delivery.h) calls cad_mllp_sender_deliver() with the next
+ * message of its FIFO and waits for the outcome before the next one.  So
+ * the same message is never in flight twice: every attempt that does not
+ * end with a matching ACK closes the connection before RETRY is reported,
+ * and a late ACK can only arrive on a connection that no longer exists.
+ *
+ * An attempt:
+ *   1. connect when there is no connection: the host is an IP literal, or a
+ *      name resolved with uv_getaddrinfo (on the thread pool, every connect);
+ *      TCP connect and TLS handshake must finish within connect_timeout.
+ *      A failure is RETRY with the reason ("connection refused",
+ *      "certificate expired", "connect timeout").
+ *   2. write the message in an MLLP frame; with new_control_id its MSH-10 is
+ *      first replaced by a new random id (per attempt).
+ *   3. wait at most ack_timeout for one frame and parse it as HL7: its MSA-2
+ *      must equal the MSH-10 sent.  Nothing in time, a closed connection, a
+ *      frame that is not an ACK, or an ACK of another message: close, RETRY.
+ *   4. MSA-1 AA / CA: OK.  AE / CE: RETRY, or FAIL (dead letter) when
+ *      ae_dead_letter.  AR / CR: RETRY, or FAIL when ar_dead_letter.
+ *   5. per_message: close the connection (gracefully); otherwise keep it,
+ *      and close it after idle_close without a message (when set).  A
+ *      connection the peer closed while idle is reopened by the next message.
+ * Backoff between attempts is the delivery worker's business, not ours.
+ *
+ * Memory: the sender owns its connection, timer, framer and a copy of the
+ * options' strings; the TLS context is referenced.  The message bytes given
+ * to deliver are borrowed until its callback runs.  The ACK is parsed in a
+ * bounded arena (max_ack bytes, default 1 MiB).  Loop thread only.
+ */
+#ifndef CAD_MLLP_SENDER_H
+#define CAD_MLLP_SENDER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "transport.h"
+
+typedef struct cad_mllp_sender cad_mllp_sender_t;
+
+/* The same values as engine/delivery.h's cad_deliver_outcome_t. */
+enum {
+  CAD_MLLP_SEND_OK = 0,
+  CAD_MLLP_SEND_RETRY = 1,
+  CAD_MLLP_SEND_FAIL = 2,
+};
+
+typedef struct cad_mllp_sender_opts {
+  const char *host;            /* IP literal or DNS name (required) */
+  int port;                    /* 1..65535 */
+  bool per_message;            /* a connection per message (default: persistent) */
+  uint64_t connect_timeout_ms; /* 0 = 10 s: resolve + connect + TLS handshake */
+  uint64_t ack_timeout_ms;     /* 0 = 30 s */
+  uint64_t idle_close_ms;      /* 0 = keep an idle connection open */
+  bool ae_dead_letter;         /* AE/CE: FAIL instead of RETRY */
+  bool ar_dead_letter;         /* AR/CR: FAIL instead of RETRY */
+  bool new_control_id;         /* a new MSH-10 per attempt */
+  cad_tls_ctx_t *tls;          /* client context (referenced), or NULL for TCP */
+  const char *server_name;     /* TLS: name to verify and send as SNI; NULL = host */
+  bool verify_hostname;        /* TLS: check the certificate names server_name */
+  size_t max_ack;              /* largest ACK accepted; 0 = 1 MiB */
+} cad_mllp_sender_opts_t;
+
+/* outcome: CAD_MLLP_SEND_*; detail: a short PHI-free reason, valid during
+ * the call ("AA", "AE from receiver", "no ACK within 30s", "connection
+ * refused (ECONNREFUSED)"). */
+typedef void (*cad_mllp_send_cb)(void *ctx, int outcome, const char *detail);
+
+/* What the last finished attempt saw (for `caduceus send` and logs). */
+typedef struct cad_mllp_result {
+  char ack_code[3];      /* "AA", "AE", ... or "" without a valid ACK */
+  char control_id[64];   /* MSH-10 as sent (truncated to 63 bytes) */
+  uint64_t latency_us;   /* from the write to the ACK (0 without one) */
+} cad_mllp_result_t;
+
+typedef struct cad_mllp_sender_stats {
+  uint64_t connects, connect_failures, sent, acks_ok, acks_error, acks_reject, no_ack,
+      bad_acks, closed;
+} cad_mllp_sender_stats_t;
+
+/* Check options and create the sender (no connection yet).  Returns 0 or
+ * CAD_E_INVAL (the reason in err) / CAD_E_NOMEM. */
+int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o,
+                        cad_mllp_sender_t **out, char *err, size_t errcap);
+
+/* Send one message (the signature of cad_dest_driver_t.deliver, with `impl`
+ * the sender).  Returns 0 when started (done runs exactly once, later, on
+ * the loop) or CAD_E_STATE (a message is already in flight, or closing);
+ * done is then not called.  `seq` is only carried for the caller. */
+int cad_mllp_sender_deliver(void *impl, const char *p, size_t len, uint64_t seq,
+                            cad_mllp_send_cb done, void *ctx);
+
+const cad_mllp_result_t *cad_mllp_sender_last(const cad_mllp_sender_t *s);
+void cad_mllp_sender_get_stats(const cad_mllp_sender_t *s, cad_mllp_sender_stats_t *out);
+
+/* Close: a message in flight finishes at once with RETRY "shutting down"
+ * (its callback runs inside this call), the connection is closed, then
+ * `done` (may be NULL) runs and the sender is freed. */
+void cad_mllp_sender_close(cad_mllp_sender_t *s, void (*done)(void *arg), void *arg);
+
+#endif

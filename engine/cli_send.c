@@ -1,0 +1,292 @@
+/* cli_send.c - `caduceus send`: send the messages of files to an MLLP
+ * listener, one at a time, and report each ACK.
+ *
+ * It is the engine's own MLLP sender (channels/mllp_sender.h) on a libuv
+ * loop, so it checks ACKs exactly as a destination does (MSA-2 must match
+ * the MSH-10 sent) and speaks TLS through the same transport code. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "cad_error.h"
+#include "cli.h"
+#include "hl7_stream.h"
+#include "mllp_sender.h"
+#include "transport.h"
+
+static void usage(FILE *out) {
+  fprintf(out,
+          "usage: caduceus send --to HOST:PORT [options] FILE|- ...\n"
+          "\n"
+          "Send every HL7 v2 message of the files (plain ER7, batches or MLLP captures;\n"
+          "'-' reads stdin) to an MLLP listener, one at a time over one connection,\n"
+          "and wait for each ACK.  Prints one line per message: its control id\n"
+          "(MSH-10), the ACK code (MSA-1) and the time the ACK took.\n"
+          "\n"
+          "  --to HOST:PORT          the listener (an IP address or a name; [v6]:port)\n"
+          "  --timeout S             seconds to wait for a connection and for each ACK\n"
+          "                          (default 10)\n"
+          "  --tls                   use TLS (verifies the server certificate and name)\n"
+          "  --ca FILE               CA certificates to verify the server with\n"
+          "                          (default: the system's)\n"
+          "  --cert FILE --key FILE  a client certificate, for mutual TLS\n"
+          "  --server-name NAME      the name the server certificate must carry\n"
+          "                          (default: HOST)\n"
+          "  --insecure-no-verify    do not verify the server at all (testing only)\n"
+          "  -q, --quiet             print only a summary\n"
+          "  -h, --help              show this help\n"
+          "\n"
+          "Exit status: 0 every message was accepted (AA or CA), 1 otherwise, 2 usage error.\n");
+}
+
+typedef struct send_state {
+  uv_loop_t loop;
+  cad_mllp_sender_t *s;
+  bool quiet;
+  int done, outcome;
+  char detail[256];
+  uint64_t sent, accepted, refused, failed;
+} send_state_t;
+
+static void on_done(void *ctx, int outcome, const char *detail) {
+  send_state_t *st = ctx;
+  st->done = 1;
+  st->outcome = outcome;
+  snprintf(st->detail, sizeof st->detail, "%s", detail);
+  uv_stop(&st->loop); /* do not wait in the poll for I/O that may never come */
+}
+
+typedef struct close_wait {
+  uv_loop_t *loop;
+  int closed;
+} close_wait_t;
+
+static void on_closed(void *arg) {
+  close_wait_t *w = arg;
+  w->closed = 1;
+  uv_stop(w->loop);
+}
+
+/* Run the loop until *flag is set (the callback that sets it stops the loop). */
+static void run_until(uv_loop_t *loop, const int *flag) {
+  while (!*flag) uv_run(loop, UV_RUN_ONCE);
+}
+
+/* Send one message and print its line. */
+static void send_one(send_state_t *st, const char *p, size_t len) {
+  st->done = 0;
+  st->sent++;
+  int rc = cad_mllp_sender_deliver(st->s, p, len, st->sent, on_done, st);
+  if (rc != 0) {
+    st->failed++;
+    if (!st->quiet) printf("- error: %s\n", cad_strerror(rc));
+    return;
+  }
+  run_until(&st->loop, &st->done);
+  const cad_mllp_result_t *r = cad_mllp_sender_last(st->s);
+  const char *ctl = r->control_id[0] ? r->control_id : "-";
+  if (st->outcome == CAD_MLLP_SEND_OK) {
+    st->accepted++;
+    if (!st->quiet)
+      printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
+  } else if (r->ack_code[0]) {
+    st->refused++;
+    if (!st->quiet)
+      printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
+  } else {
+    st->failed++;
+    if (!st->quiet) printf("%s - error: %s\n", ctl, st->detail);
+  }
+  fflush(stdout);
+}
+
+static int send_file(send_state_t *st, const char *path) {
+  char *data = NULL;
+  size_t len = 0;
+  int rc = cad_cli_read_file(path, &data, &len);
+  if (rc) {
+    fprintf(stderr, "caduceus send: %s: %s\n", path, cad_strerror(rc));
+    return 1;
+  }
+  cad_hl7_stream_t hs;
+  cad_hl7_stream_init(&hs, CAD_HL7_STREAM_AUTO, 0);
+  int status = 0;
+  if (cad_hl7_stream_feed(&hs, data, len) != 0) {
+    fprintf(stderr, "caduceus send: %s: out of memory\n", path);
+    status = 1;
+  } else {
+    cad_hl7_stream_finish(&hs);
+    cad_hl7_item_t it;
+    int r;
+    while ((r = cad_hl7_stream_next(&hs, &it)) == 1) {
+      if (it.kind == CAD_HL7_ITEM_MESSAGE) {
+        send_one(st, it.bytes.p, it.bytes.len); /* the item stays valid: no stream call */
+      } else if (it.kind == CAD_HL7_ITEM_ERROR) {
+        fprintf(stderr, "caduceus send: %s: byte %llu: skipped: %s\n", path,
+                (unsigned long long)it.offset, cad_strerror(it.err));
+        st->failed++;
+      }
+    }
+    if (r < 0) {
+      fprintf(stderr, "caduceus send: %s: %s\n", path, cad_strerror(r));
+      status = 1;
+    }
+  }
+  cad_hl7_stream_free(&hs);
+  free(data);
+  return status;
+}
+
+/* "host:port" or "[v6]:port" into host (copied into buf) and port. */
+static int parse_to(const char *s, char *host, size_t cap, int *port) {
+  const char *colon;
+  const char *h = s;
+  size_t hl;
+  if (*s == '[') {
+    const char *rb = strchr(s, ']');
+    if (!rb || rb[1] != ':') return -1;
+    h = s + 1;
+    hl = (size_t)(rb - h);
+    colon = rb + 1;
+  } else {
+    colon = strrchr(s, ':');
+    if (!colon || memchr(s, ':', (size_t)(colon - s))) return -1;
+    hl = (size_t)(colon - s);
+  }
+  if (hl == 0 || hl >= cap) return -1;
+  memcpy(host, h, hl);
+  host[hl] = 0;
+  char *end = NULL;
+  long v = strtol(colon + 1, &end, 10);
+  if (!colon[1] || *end || v < 1 || v > 65535) return -1;
+  *port = (int)v;
+  return 0;
+}
+
+int cad_cli_send(int argc, char **argv) {
+  const char *to = NULL, *ca = NULL, *cert = NULL, *key = NULL, *server_name = NULL;
+  bool tls = false, no_verify = false, quiet = false, opts = true;
+  double timeout_s = 10;
+  const char **files = calloc((size_t)argc + 1, sizeof *files);
+  size_t nfiles = 0;
+  if (!files) return 1;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char **val = NULL;
+    if (opts && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
+      usage(stdout);
+      free(files);
+      return 0;
+    } else if (opts && (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)) {
+      quiet = true;
+    } else if (opts && strcmp(a, "--tls") == 0) {
+      tls = true;
+    } else if (opts && strcmp(a, "--insecure-no-verify") == 0) {
+      no_verify = true;
+    } else if (opts && strcmp(a, "--to") == 0) {
+      val = &to;
+    } else if (opts && strcmp(a, "--ca") == 0) {
+      val = &ca;
+    } else if (opts && strcmp(a, "--cert") == 0) {
+      val = &cert;
+    } else if (opts && strcmp(a, "--key") == 0) {
+      val = &key;
+    } else if (opts && strcmp(a, "--server-name") == 0) {
+      val = &server_name;
+    } else if (opts && strcmp(a, "--timeout") == 0) {
+      char *end = NULL;
+      if (i + 1 >= argc || (timeout_s = strtod(argv[i + 1], &end)) <= 0 || *end ||
+          timeout_s > 86400) {
+        fprintf(stderr, "caduceus send: --timeout needs a number of seconds (0 < S <= 86400)\n");
+        free(files);
+        return 2;
+      }
+      i++;
+    } else if (opts && strcmp(a, "--") == 0) {
+      opts = false;
+    } else if (opts && a[0] == '-' && a[1]) {
+      fprintf(stderr, "caduceus send: unknown option '%s'\n", a);
+      usage(stderr);
+      free(files);
+      return 2;
+    } else {
+      files[nfiles++] = a;
+    }
+    if (val) {
+      if (i + 1 >= argc) {
+        fprintf(stderr, "caduceus send: %s needs a value\n", a);
+        free(files);
+        return 2;
+      }
+      *val = argv[++i];
+    }
+  }
+  char host[256];
+  int port = 0;
+  const char *why = NULL;
+  if (!to)
+    why = "--to HOST:PORT is required";
+  else if (parse_to(to, host, sizeof host, &port) != 0)
+    why = "--to: expected HOST:PORT, like 127.0.0.1:2575 or [::1]:2575";
+  else if (nfiles == 0)
+    why = "no input: give one or more files, or - for stdin";
+  else if (!tls && (ca || cert || key || server_name || no_verify))
+    why = "--ca, --cert, --key, --server-name and --insecure-no-verify need --tls";
+  else if (!cert != !key)
+    why = "--cert and --key go together";
+  if (why) {
+    fprintf(stderr, "caduceus send: %s\n", why);
+    usage(stderr);
+    free(files);
+    return 2;
+  }
+
+  send_state_t st;
+  memset(&st, 0, sizeof st);
+  st.quiet = quiet;
+  cad_tls_ctx_t *ctx = NULL;
+  char err[300];
+  if (tls) {
+    cad_tls_client_opts_t to_ = {ca, cert, key, no_verify, NULL, CAD_TLS_V1_2};
+    if (cad_tls_client_ctx_new(&to_, &ctx, err, sizeof err) != 0) {
+      fprintf(stderr, "caduceus send: TLS: %s\n", err);
+      free(files);
+      return 1;
+    }
+  }
+  uv_loop_init(&st.loop);
+  uint64_t ms = (uint64_t)(timeout_s * 1000.0);
+  if (ms == 0) ms = 1;
+  cad_mllp_sender_opts_t so = {0};
+  so.host = host;
+  so.port = port;
+  so.connect_timeout_ms = ms;
+  so.ack_timeout_ms = ms;
+  so.ae_dead_letter = true; /* an AE/AR is an answer: report it, do not retry */
+  so.ar_dead_letter = true;
+  so.tls = ctx;
+  so.server_name = server_name;
+  so.verify_hostname = !no_verify;
+  int status = 0;
+  if (cad_mllp_sender_new(&st.loop, &so, &st.s, err, sizeof err) != 0) {
+    fprintf(stderr, "caduceus send: %s\n", err);
+    status = 1;
+  } else {
+    for (size_t i = 0; i < nfiles; i++) status |= send_file(&st, files[i]);
+    close_wait_t w = {&st.loop, 0};
+    cad_mllp_sender_close(st.s, on_closed, &w);
+    run_until(&st.loop, &w.closed);
+  }
+  uv_run(&st.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&st.loop);
+  cad_tls_ctx_unref(ctx);
+  free(files);
+  if (quiet || st.sent == 0)
+    printf("%llu sent, %llu accepted, %llu not accepted (AE/AR), %llu failed\n",
+           (unsigned long long)st.sent, (unsigned long long)st.accepted,
+           (unsigned long long)st.refused, (unsigned long long)st.failed);
+  if (st.sent == 0 && status == 0) status = 1; /* nothing was sent: the input was not HL7 */
+  return status || st.accepted != st.sent || st.failed ? 1 : 0;
+}

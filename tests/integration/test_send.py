@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""test_send.py - `caduceus send` end to end: against the real engine (a
+quickstart-like configuration on an ephemeral port: every message ACKed AA
+and written to a file), and against fake MLLP servers written here that
+answer AE, a wrong control id, or nothing; a refused port; usage errors.
+Usage: test_send.py CADUCEUS_BINARY [TEST]"""
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import (EB, CR, SB, Engine, adt, check_clean_stop, free_port,  # noqa: E402
+                         run_tests, wait_for)
+
+LINE = re.compile(r"^(\S+) (AA|AE|AR|CA|CE|CR) (\d+\.\d)ms$")
+
+
+def send(binary, *args, stdin=None, timeout=30):
+    p = subprocess.run([binary, "send"] + list(args), input=stdin, capture_output=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def write_messages(tmp, ids, name="in.hl7"):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as f:
+        f.write(b"\n".join(adt(ctl=c) for c in ids))
+    return path
+
+
+class FakeServer:
+    """An MLLP listener on 127.0.0.1 that answers each frame with
+    answer(msg_bytes, index) -> bytes to send (already framed) or None."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+        self.accepts = 0
+        self.stop = False
+        self.th = threading.Thread(target=self.run, daemon=True)
+        self.th.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.accepts += 1
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        c.settimeout(10)
+        buf = b""
+        try:
+            while not self.stop:
+                data = c.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while EB + CR in buf:
+                    i = buf.index(EB + CR)
+                    msg = buf[buf.index(SB) + 1:i]
+                    buf = buf[i + 2:]
+                    self.received.append(msg)
+                    out = self.answer(msg, len(self.received) - 1)
+                    if out:
+                        c.sendall(out)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+        self.th.join(5)
+
+
+def ack_for(msg, code, ctl=None):
+    fs = msg.decode("latin-1").split("\r")[0].split("|")
+    ctl = fs[9] if ctl is None else ctl
+    body = ("MSH|^~\\&|EHR|SOUTH|LAB|NORTH|20260101120000||ACK^A01^ACK|A%s|P|2.5.1\r"
+            "MSA|%s|%s\r" % (ctl, code, ctl)).encode()
+    return SB + body + EB + CR
+
+
+def test_send_to_engine(binary, tmp):
+    port = free_port()
+    out = os.path.join(tmp, "out")
+    eng = Engine(binary, tmp,
+                 "  quickstart:\n    listen: \"127.0.0.1:%d\"\n    to: [ files ]\n" % port,
+                 "  files:\n    type: file\n    dir: %s\n    name: \"${MSH-10}.hl7\"\n" % out)
+    eng.start(wait_ports=[port])
+    try:
+        path = write_messages(tmp, ["MSG00001", "MSG00002", "MSG00003"])
+        rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, path)
+        assert rc == 0, (rc, so, se)
+        lines = so.splitlines()
+        assert len(lines) == 3, so
+        for i, line in enumerate(lines):
+            m = LINE.match(line)
+            assert m, line
+            assert m.group(1) == "MSG0000%d" % (i + 1) and m.group(2) == "AA", line
+        wait_for(lambda: len(os.listdir(out)) == 3, what="3 files")
+        with open(os.path.join(out, "MSG00002.hl7"), "rb") as f:
+            assert f.read() == adt(ctl="MSG00002").rstrip(b"\r")
+        # stdin, --quiet: only the summary
+        rc, so, se = send(binary, "--quiet", "--to", "127.0.0.1:%d" % port, "-",
+                          stdin=adt(ctl="MSG00004"))
+        assert rc == 0, (rc, so, se)
+        assert so == "1 sent, 1 accepted, 0 not accepted (AE/AR), 0 failed\n", so
+        wait_for(lambda: os.path.exists(os.path.join(out, "MSG00004.hl7")), what="4th file")
+    finally:
+        check_clean_stop(eng)
+
+
+def test_send_reports_ae(binary, tmp):
+    srv = FakeServer(lambda msg, i: ack_for(msg, "AE" if b"|M2|" in msg else "AA"))
+    try:
+        path = write_messages(tmp, ["M1", "M2", "M3"])
+        rc, so, se = send(binary, "--to", "127.0.0.1:%d" % srv.port, path)
+        assert rc == 1, (rc, so, se)
+        lines = so.splitlines()
+        assert [LINE.match(x).group(1, 2) for x in lines] == \
+            [("M1", "AA"), ("M2", "AE"), ("M3", "AA")], so
+        assert srv.accepts == 1, "one connection for all messages"
+        assert len(srv.received) == 3, "an AE is an answer: the message is not resent"
+        rc, so, se = send(binary, "-q", "--to", "127.0.0.1:%d" % srv.port, path)
+        assert rc == 1 and so.strip() == "3 sent, 2 accepted, 1 not accepted (AE/AR), 0 failed", so
+    finally:
+        srv.close()
+
+
+def test_send_wrong_control_id_and_silence(binary, tmp):
+    srv = FakeServer(lambda msg, i: ack_for(msg, "AA", ctl="NOTYOURS") if i == 0 else None)
+    try:
+        path = write_messages(tmp, ["W1", "W2"])
+        rc, so, se = send(binary, "--timeout", "0.5", "--to", "127.0.0.1:%d" % srv.port, path)
+        assert rc == 1, (rc, so, se)
+        lines = so.splitlines()
+        assert len(lines) == 2, so
+        assert lines[0].startswith("W1 - error: ") and "another message" in lines[0], lines[0]
+        assert lines[1] == "W2 - error: no ACK within 500ms", lines[1]
+        # the wrong ACK closed the connection: the second message came on a new one
+        assert srv.accepts == 2, srv.accepts
+    finally:
+        srv.close()
+
+
+def test_send_refused_and_usage(binary, tmp):
+    port = free_port()
+    path = write_messages(tmp, ["R1"])
+    rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, path)
+    assert rc == 1, (rc, so, se)
+    assert so.startswith("R1 - error: connect to 127.0.0.1:%d failed: " % port), so
+    assert "ECONNREFUSED" in so, so
+    rc, so, se = send(binary, path)
+    assert rc == 2 and "--to HOST:PORT is required" in se, se
+    rc, so, se = send(binary, "--to", "127.0.0.1", path)
+    assert rc == 2 and "expected HOST:PORT" in se, se
+    rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, "--ca", "x.pem", path)
+    assert rc == 2 and "need --tls" in se, se
+    rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, os.path.join(tmp, "missing.hl7"))
+    assert rc == 1 and "missing.hl7" in se, se
+    rc, so, se = send(binary, "--help")
+    assert rc == 0 and "usage: caduceus send" in so
+
+
+def test_engine_mllp_destination(binary, tmp):
+    """Caduceus -> a downstream MLLP server of ours: AA, AE (retried), AR
+    (dead letter), a wrong control id and silence (both retried on a new
+    connection); delivered in order, nothing lost."""
+    seen = {}
+
+    def answer(msg, i):
+        ctl = msg.decode("latin-1").split("\r")[0].split("|")[9]
+        n = seen[ctl] = seen.get(ctl, 0) + 1
+        if ctl == "AE1" and n == 1:
+            return ack_for(msg, "AE")
+        if ctl == "AR1":
+            return ack_for(msg, "AR")
+        if ctl == "WRONG1" and n == 1:
+            return ack_for(msg, "AA", ctl="SOMEONEELSE")
+        if ctl == "SILENT1" and n == 1:
+            return None
+        return ack_for(msg, "AA")
+
+    down = FakeServer(answer)
+    port = free_port()
+    eng = Engine(binary, tmp,
+                 "  lab:\n    listen: \"127.0.0.1:%d\"\n    to: [ down ]\n" % port,
+                 "  down:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                 "    ack_timeout: 500ms\n    on_ae: retry\n    on_ar: dead_letter\n"
+                 "    retry: {initial: 20ms, max: 100ms, attempts: 5}\n"
+                 "    on_failure: dead_letter\n" % down.port)
+    eng.start(wait_ports=[port])
+    try:
+        ids = ["M1", "AE1", "M2", "AR1", "M3", "WRONG1", "SILENT1", "M4"]
+        path = write_messages(tmp, ids)
+        rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, path)
+        assert rc == 0, (rc, so, se)
+        wait_for(lambda: seen.get("M4", 0) >= 1, timeout=20, what="M4 downstream")
+        got = [m.decode("latin-1").split("\r")[0].split("|")[9] for m in down.received]
+        firsts = []
+        for c in got:
+            if c not in firsts:
+                firsts.append(c)
+        assert firsts == ids, got  # in order
+        assert seen["AE1"] == 2 and seen["WRONG1"] == 2 and seen["SILENT1"] == 2, seen
+        assert seen["AR1"] == 1, "AR goes to the dead letters at once: %r" % seen
+        for c in ("M1", "M2", "M3", "M4"):
+            assert seen[c] == 1, seen
+        # each retry came after its failure, never overtaken by the next message
+        assert got.index("M2") > max(i for i, c in enumerate(got) if c == "AE1"), got
+        assert down.accepts >= 3, "wrong id and silence closed the connection"
+    finally:
+        check_clean_stop(eng)
+        down.close()
+
+
+TESTS = [test_send_to_engine, test_engine_mllp_destination, test_send_reports_ae, test_send_wrong_control_id_and_silence,
+         test_send_refused_and_usage]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(TESTS, sys.argv))

@@ -1,0 +1,253 @@
+/* test_config_mllp.c - the configuration of MLLP destinations (type: mllp),
+ * TLS on destinations and channels, and channel allow-lists: values,
+ * defaults, and every error with its exact file:line:column text. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "cad_error.h"
+#include "harness.h"
+
+static char *errors_of(const char *yaml) {
+  cad_config_t *c = NULL;
+  char *err = NULL;
+  int rc = cad_config_load_mem("t.yaml", yaml, strlen(yaml), CAD_CONFIG_NO_INCLUDE, &c, &err);
+  cad_config_free(c);
+  if (rc == 0 && !err) err = strdup("");
+  if (rc != 0 && !err) err = strdup("(no error text)");
+  return err;
+}
+
+#define CHECK_ERRORS(yaml, want)                                                            \
+  do {                                                                                      \
+    char *e_ = errors_of(yaml);                                                             \
+    CHECK_STR(e_, want);                                                                    \
+    free(e_);                                                                               \
+  } while (0)
+
+static cad_config_t *load(const char *yaml) {
+  cad_config_t *c = NULL;
+  char *err = NULL;
+  int rc = cad_config_load_mem("t.yaml", yaml, strlen(yaml), CAD_CONFIG_NO_INCLUDE, &c, &err);
+  if (rc) fprintf(stderr, "  load failed: %s\n", err ? err : "?");
+  free(err);
+  return c;
+}
+
+#define LAB "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+#define EHR "destinations:\n  ehr: {type: mllp, host: 10.0.0.5, port: 2575}\n"
+
+TEST(mllp_destination_defaults) {
+  cad_config_t *c = load(EHR LAB);
+  REQUIRE(c);
+  REQUIRE(c->ndests == 1);
+  const cad_conf_dest_t *d = &c->dests[0];
+  CHECK_INT(d->type, CAD_DEST_MLLP);
+  CHECK_STR(d->host, "10.0.0.5");
+  CHECK_INT(d->port, 2575);
+  CHECK(d->persistent);
+  CHECK_INT(d->connect_timeout_ms, 10000);
+  CHECK_INT(d->ack_timeout_ms, 30000);
+  CHECK_INT(d->idle_close_ms, 0);
+  CHECK_INT(d->on_ae, CAD_NAK_RETRY);
+  CHECK_INT(d->on_ar, CAD_NAK_DEAD_LETTER);
+  CHECK(!d->new_control_id);
+  CHECK(!d->tls.enabled);
+  CHECK(d->tls.ca == NULL && d->tls.cert == NULL && d->tls.server_name == NULL);
+  CHECK(d->dir == NULL && d->append_path == NULL && d->name_tmpl == NULL);
+  CHECK_INT(d->retry_attempts, 10); /* the delivery keys apply to every type */
+  cad_config_free(c);
+}
+
+TEST(mllp_destination_every_key) {
+  const char *y = "destinations:\n"
+                  "  ehr:\n"
+                  "    type: mllp\n"
+                  "    host: ehr.example.org\n"
+                  "    port: 6661\n"
+                  "    persistent: false\n"
+                  "    connect_timeout: 2s\n"
+                  "    ack_timeout: 1m\n"
+                  "    idle_close: 5m\n"
+                  "    on_ae: dead_letter\n"
+                  "    on_ar: retry\n"
+                  "    new_control_id: yes\n"
+                  "    tls:\n"
+                  "      ca: tls/ca.crt\n"
+                  "      cert: tls/client.crt\n"
+                  "      key: tls/client.key\n"
+                  "      verify_hostname: false\n"
+                  "      server_name: ehr.internal\n"
+                  "    retry: {attempts: 3}\n"
+                  "  v6: {type: mllp, host: '[::1]', port: 2575, tls: {}}\n" LAB;
+  cad_config_t *c = load(y);
+  REQUIRE(c);
+  const cad_conf_dest_t *d = &c->dests[0];
+  CHECK_STR(d->host, "ehr.example.org");
+  CHECK_INT(d->port, 6661);
+  CHECK(!d->persistent);
+  CHECK_INT(d->connect_timeout_ms, 2000);
+  CHECK_INT(d->ack_timeout_ms, 60000);
+  CHECK_INT(d->idle_close_ms, 300000);
+  CHECK_INT(d->on_ae, CAD_NAK_DEAD_LETTER);
+  CHECK_INT(d->on_ar, CAD_NAK_RETRY);
+  CHECK(d->new_control_id);
+  CHECK(d->tls.enabled);
+  CHECK_STR(d->tls.ca, "tls/ca.crt");
+  CHECK_STR(d->tls.cert, "tls/client.crt");
+  CHECK_STR(d->tls.key, "tls/client.key");
+  CHECK(!d->tls.verify_hostname);
+  CHECK_STR(d->tls.server_name, "ehr.internal");
+  CHECK_INT(d->retry_attempts, 3);
+  const cad_conf_dest_t *v6 = &c->dests[1];
+  CHECK_STR(v6->host, "::1"); /* brackets dropped */
+  CHECK(v6->tls.enabled);     /* `tls: {}`: TLS with every default */
+  CHECK(v6->tls.verify_hostname);
+  CHECK(v6->tls.ca == NULL);
+  cad_config_free(c);
+}
+
+TEST(mllp_destination_errors) {
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp}\n" LAB,
+               "t.yaml:2:3: missing 'host' in destination 'ehr' (the receiver's host name or IP "
+               "address)\n"
+               "t.yaml:2:3: missing 'port' in destination 'ehr' (the receiver's port)\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: 'bad host!', port: 0, persistent: maybe, "
+               "on_ae: ignore, dir: x, ack_timeout: 0}\n" LAB,
+               "t.yaml:2:27: host: expected a host name or IP address like ehr.example.org or "
+               "10.0.0.5, got 'bad host!'\n"
+               "t.yaml:2:46: port: must be from 1 to 65535, got 0\n"
+               "t.yaml:2:61: persistent: expected true or false, got 'maybe'\n"
+               "t.yaml:2:75: on_ae: expected one of retry or dead_letter, got 'ignore'\n"
+               "t.yaml:2:83: unknown key 'dir' in destination 'ehr' (expected one of: type, host, "
+               "port, persistent, connect_timeout, ack_timeout, idle_close, on_ae, on_ar, "
+               "new_control_id, tls, retry, on_failure, max_backlog)\n"
+               "t.yaml:2:104: ack_timeout: must be from 100ms to 1h, got 0\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: '[::1]', port: 70000}\n" LAB,
+               "t.yaml:2:42: port: must be from 1 to 65535, got 70000\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: http}\n" LAB,
+               "t.yaml:2:15: type: expected one of file or mllp, got 'http'\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: ehr.local, port: 2575, tls: {cert: "
+               "c.crt}}\n" LAB,
+               "t.yaml:2:56: 'cert' and 'key' go together in tls of destination 'ehr': a client "
+               "certificate needs its key\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: h, port: 1, tls: true}\n" LAB,
+               "t.yaml:2:44: expected a mapping of tls settings in tls of destination 'ehr', got "
+               "'true'\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: h, port: 1, tls: {verify: no}}\n" LAB,
+               "t.yaml:2:45: unknown key 'verify' in tls of destination 'ehr' (expected one of: "
+               "ca, cert, key, verify_hostname, server_name)\n");
+}
+
+TEST(channel_tls_and_allow) {
+  const char *y = EHR "channels:\n"
+                      "  lab:\n"
+                      "    listen: 127.0.0.1:2576\n"
+                      "    to: ehr\n"
+                      "    tls:\n"
+                      "      cert: var/tls/server.crt\n"
+                      "      key: var/tls/server.key\n"
+                      "      ca: var/tls/ca.crt\n"
+                      "      require_client_cert: true\n"
+                      "      allowed_clients: [lab-analyzer-1, 10.1.2.3]\n"
+                      "      ciphers: ECDHE+AESGCM\n"
+                      "      min_version: 1.3\n"
+                      "    allow: [10.0.0.0/8, 127.0.0.1, 'fd00::/8']\n"
+                      "  plain:\n"
+                      "    listen: 127.0.0.1:2577\n"
+                      "    to: ehr\n";
+  cad_config_t *c = load(y);
+  REQUIRE(c);
+  const cad_conf_channel_t *ch = &c->channels[0];
+  CHECK(ch->tls.enabled);
+  CHECK_STR(ch->tls.cert, "var/tls/server.crt");
+  CHECK_STR(ch->tls.key, "var/tls/server.key");
+  CHECK_STR(ch->tls.ca, "var/tls/ca.crt");
+  CHECK(ch->tls.require_client_cert);
+  REQUIRE(ch->tls.nallowed == 2);
+  CHECK_STR(ch->tls.allowed_clients[0], "lab-analyzer-1");
+  CHECK_STR(ch->tls.allowed_clients[1], "10.1.2.3");
+  CHECK_STR(ch->tls.ciphers, "ECDHE+AESGCM");
+  CHECK_INT(ch->tls.min_version, CAD_TLS_MIN_1_3);
+  REQUIRE(ch->nallow == 3);
+  CHECK_INT(ch->allow[0].family, AF_INET);
+  CHECK_INT(ch->allow[0].prefix, 8);
+  CHECK_INT(ch->allow[0].addr[0], 10);
+  CHECK_INT(ch->allow[1].prefix, 32);
+  CHECK_INT(ch->allow[1].addr[3], 1);
+  CHECK_INT(ch->allow[2].family, AF_INET6);
+  CHECK_INT(ch->allow[2].prefix, 8);
+  CHECK_INT(ch->allow[2].addr[0], 0xfd);
+  const cad_conf_channel_t *pl = &c->channels[1];
+  CHECK(!pl->tls.enabled);
+  CHECK(pl->tls.cert == NULL);
+  CHECK(pl->allow == NULL && pl->nallow == 0);
+  cad_config_free(c);
+
+  /* defaults of a minimal tls: */
+  c = load(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2576\n    to: ehr\n"
+               "    tls: {cert: s.crt, key: s.key}\n");
+  REQUIRE(c);
+  CHECK(c->channels[0].tls.enabled);
+  CHECK(!c->channels[0].tls.require_client_cert);
+  CHECK(c->channels[0].tls.ca == NULL);
+  CHECK_INT(c->channels[0].tls.min_version, CAD_TLS_MIN_1_2);
+  cad_config_free(c);
+}
+
+TEST(channel_tls_errors) {
+  CHECK_ERRORS(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+                   "    tls: {key: s.key, require_client_cert: true, allowed_clients: [a], "
+                   "min_version: '1.1', ciphers: ''}\n"
+                   "    allow: [10.0.0.0/33, 'lab.local', 10.1.0.0/16, '::1/129', '10.0.0.0/']\n",
+               "t.yaml:7:85: min_version: expected one of 1.2 or 1.3, got '1.1'\n"
+               "t.yaml:7:101: ciphers: expected an OpenSSL cipher list like \"ECDHE+AESGCM\", "
+               "got ''\n"
+               "t.yaml:7:5: missing 'cert' in tls of channel 'lab' (the server certificate, PEM)\n"
+               "t.yaml:7:23: require_client_cert needs 'ca' in tls of channel 'lab': the CA that "
+               "client certificates must chain to\n"
+               "t.yaml:7:50: allowed_clients needs 'ca' in tls of channel 'lab': the CA that "
+               "client certificates must chain to\n"
+               "t.yaml:8:13: allow: '10.0.0.0/33': the prefix length must be from 0 to 32\n"
+               "t.yaml:8:26: allow: 'lab.local': not a numeric IP address (names are not "
+               "allowed here)\n"
+               "t.yaml:8:52: allow: '::1/129': the prefix length must be from 0 to 128\n"
+               "t.yaml:8:63: allow: '10.0.0.0/': the prefix length is missing after '/'\n");
+  CHECK_ERRORS(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+                   "    tls:\n    allow: {a: b}\n",
+               "t.yaml:7:5: missing 'cert' in tls of channel 'lab' (the server certificate, PEM)\n"
+               "t.yaml:7:5: missing 'key' in tls of channel 'lab' (the server certificate's key, "
+               "PEM)\n"
+               "t.yaml:8:12: allow: expected an address range like 10.0.0.0/8 or a list of "
+               "them, got a mapping\n");
+  CHECK_ERRORS(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+                   "    tls: {cert: a, key: b, ca: c, allowed_clients: []}\n",
+               "t.yaml:7:52: allowed_clients: expected 1 to 256 names\n");
+}
+
+TEST(mixed_file_and_mllp_destinations) {
+  const char *y = "destinations:\n"
+                  "  files: {type: file, dir: var/out}\n"
+                  "  ehr: {type: mllp, host: 127.0.0.1, port: 2575, on_ae: dead_letter}\n"
+                  "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: [files, ehr]\n";
+  cad_config_t *c = load(y);
+  REQUIRE(c);
+  REQUIRE(c->ndests == 2);
+  CHECK_INT(c->dests[0].type, CAD_DEST_FILE);
+  CHECK(c->dests[0].host == NULL);
+  CHECK_INT(c->dests[1].type, CAD_DEST_MLLP);
+  CHECK_INT(c->dests[1].on_ae, CAD_NAK_DEAD_LETTER);
+  CHECK_INT(c->channels[0].nto, 2);
+  cad_config_free(c);
+  /* a file destination does not take MLLP keys */
+  CHECK_ERRORS("destinations:\n  ehr: {type: file, dir: x, host: h}\n" LAB,
+               "t.yaml:2:29: unknown key 'host' in destination 'ehr' (expected one of: type, "
+               "dir, append, name, retry, on_failure, max_backlog)\n");
+}
+
+TEST_MAIN()
