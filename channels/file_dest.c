@@ -38,6 +38,7 @@ struct cad_file_dest {
   piece_t pieces[MAX_PIECES];
   int npieces;
   int dirfd;    /* dir mode */
+  char *dir;    /* its path, to reopen it when it was removed */
   int appendfd; /* append mode */
   uint32_t max_batch, max_queue;
   item_t *qhead, *qtail; /* waiting */
@@ -115,6 +116,7 @@ static void dest_free(cad_file_dest_t *d) {
   for (int i = 0; i < d->npieces; i++) free(d->pieces[i].lit);
   if (d->dirfd >= 0) close(d->dirfd);
   if (d->appendfd >= 0) close(d->appendfd);
+  free(d->dir);
   free(d);
 }
 
@@ -145,7 +147,12 @@ int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_
       snprintf(err, errcap, "cannot create %s: %s", o->dir, strerror(-rc));
       goto fail;
     }
+    d->dir = strdup(o->dir);
     d->dirfd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!d->dir) {
+      rc = CAD_E_NOMEM;
+      goto fail;
+    }
     if (d->dirfd < 0) {
       rc = -errno;
       snprintf(err, errcap, "cannot open %s: %s", o->dir, strerror(errno));
@@ -262,6 +269,16 @@ static int writev_all(int fd, struct iovec *iov, int n) {
  * commit instead of one per file), rename each into place, then fsync the
  * directory once so the new names are durable too. */
 static void work_dir(cad_file_dest_t *d) {
+  /* A directory removed under us (st_nlink 0) is created and opened again,
+   * so the delivery worker's retries succeed once the path is usable. */
+  struct stat st;
+  if (fstat(d->dirfd, &st) == 0 && st.st_nlink == 0 && make_dirs(d->dir) == 0) {
+    int fd = open(d->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+      close(d->dirfd);
+      d->dirfd = fd;
+    }
+  }
   int nok = 0;
   bool synced_one = false; /* a batch of one: fdatasync'd already */
   for (item_t *it = d->batch; it; it = it->next) {

@@ -79,6 +79,7 @@ typedef struct loader {
   const char *where;  /* "in channel 'lab'": the section being applied */
   size_t kept_refs;   /* ${HL7-path} references the last expand() left */
   struct dest_ref *by_name; /* c->dests sorted by name, for `to:` */
+  const cad_yaml_node_t *tables; /* top-level `tables:` (main file), or NULL */
 } loader_t;
 
 typedef struct dest_ref {
@@ -514,25 +515,41 @@ static void set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
   free(s);
 }
 
-static void set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                    const cad_yaml_node_t *v, void *obj) {
+/* A whole number within the key's range; false after reporting. */
+static bool whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, uint64_t max, uint64_t *out) {
   static const char what[] = "a whole number";
   char *s = scalar(L, k, key, v, what);
-  if (!s) return;
+  if (!s) return false;
   uint64_t x = 0;
   bool ok = *s != 0;
   for (const char *p = s; *p && ok; p++) {
-    if (*p < '0' || *p > '9' || x > UINT32_MAX)
+    if (*p < '0' || *p > '9' || x > max / 10)
       ok = false;
     else
       x = x * 10 + (uint64_t)(*p - '0');
   }
   char q[QBUF];
+  bool good = false;
   if (!ok)
     err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
   else if (in_range(L, k, v, x, fmt_number, s))
-    *FIELD(obj, k, uint32_t) = (uint32_t)x;
+    good = true;
   free(s);
+  *out = x;
+  return good;
+}
+
+static void set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                    const cad_yaml_node_t *v, void *obj) {
+  uint64_t x;
+  if (whole_number(L, k, key, v, UINT32_MAX, &x)) *FIELD(obj, k, uint32_t) = (uint32_t)x;
+}
+
+static void set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
+  uint64_t x;
+  if (whole_number(L, k, key, v, UINT64_MAX / 10, &x)) *FIELD(obj, k, uint64_t) = x;
 }
 
 static void apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml_node_t *key,
@@ -616,6 +633,20 @@ static const enum_arg_t log_level_arg = {log_levels, CAD_LOG_DEBUG, "debug, info
 static const char *const log_formats[] = {"kv", "json", NULL};
 static const enum_arg_t log_format_arg = {log_formats, CAD_LOG_KV, "kv or json"};
 
+static const conf_key_t queue_keys[] = {
+    {"segment_size", set_size, offsetof(cad_config_t, queue_segment_bytes), 0, "64MiB",
+     (uint64_t)1 << 16, (uint64_t)1 << 32, NULL, "the size of one journal segment file"},
+    {"retain", set_duration, offsetof(cad_config_t, queue_retain_ms), 0, "7d", MS_SECOND,
+     3650 * MS_DAY, NULL, "how long delivered messages are kept as an archive"},
+    {"retain_size", set_size, offsetof(cad_config_t, queue_retain_bytes), K_ZERO_OK, "0",
+     (uint64_t)1 << 20, (uint64_t)1 << 50, NULL,
+     "the most bytes of delivered messages kept (0 = no limit)"},
+    {"max_pending", set_size, offsetof(cad_config_t, queue_max_pending), 0, "64MiB",
+     (uint64_t)1 << 20, (uint64_t)1 << 34, NULL, "bytes waiting to be written to disk"},
+};
+static const conf_section_t queue_section = {"queue", queue_keys,
+                                             sizeof queue_keys / sizeof queue_keys[0], NULL};
+
 static const conf_key_t engine_keys[] = {
     {"data_dir", set_path, offsetof(cad_config_t, data_dir), 0, "var/data", 0, 0, NULL,
      "the directory for the engine's state"},
@@ -625,14 +656,15 @@ static const conf_key_t engine_keys[] = {
      "kv or json"},
     {"stats_interval", set_duration, offsetof(cad_config_t, stats_interval_ms), K_ZERO_OK, "60s",
      MS_SECOND, 7 * MS_DAY, NULL, "how often counters are logged"},
+    {"queue", set_section, 0, 0, NULL, 0, 0, &queue_section, "the durable queue"},
 };
 static const conf_section_t engine_section = {"engine", engine_keys,
                                               sizeof engine_keys / sizeof engine_keys[0], NULL};
 
 /* ---- destinations ---------------------------------------------------- */
 
-static const char *const dest_types[] = {"file", NULL};
-static const enum_arg_t dest_type_arg = {dest_types, CAD_DEST_FILE, "file"};
+static const char *const dest_types[] = {"file", "mllp", NULL};
+static const enum_arg_t dest_type_arg = {dest_types, CAD_DEST_FILE, "file or mllp"};
 
 static void check_file_dest(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
                             void *obj, const bool *seen) {
@@ -664,19 +696,182 @@ static void check_file_dest(loader_t *L, const cad_yaml_node_t *key, const cad_y
   }
 }
 
+/* Delivery keys every destination type has (appended to each type's table). */
+static const char *const on_failures[] = {"block", "dead_letter", NULL};
+static const enum_arg_t on_failure_arg = {on_failures, CAD_ON_FAILURE_BLOCK, "block or dead_letter"};
+
+static const conf_key_t retry_keys[] = {
+    {"initial", set_duration, offsetof(cad_conf_dest_t, retry_initial_ms), 0, "1s", 10,
+     MS_DAY, NULL, "the first wait before a retry"},
+    {"max", set_duration, offsetof(cad_conf_dest_t, retry_max_ms), 0, "60s", 10, MS_DAY, NULL,
+     "the longest wait between retries"},
+    {"attempts", set_u32, offsetof(cad_conf_dest_t, retry_attempts), 0, "10", 1, 1000000, NULL,
+     "attempts before on_failure applies"},
+};
+static const conf_section_t retry_section = {"retry", retry_keys,
+                                             sizeof retry_keys / sizeof retry_keys[0], NULL};
+
+#define DELIVERY_KEYS                                                                          \
+  {"retry", set_section, 0, 0, NULL, 0, 0, &retry_section, "retries with exponential backoff"}, \
+      {"on_failure", set_enum, offsetof(cad_conf_dest_t, on_failure), 0, "block", 0, 0,        \
+       &on_failure_arg, "block or dead_letter"},                                              \
+      {"max_backlog", set_u32_64, offsetof(cad_conf_dest_t, max_backlog), K_ZERO_OK, "0", 1,  \
+       (uint64_t)1 << 40, NULL, "messages allowed to wait (0 = no limit)"}
+
 static const conf_key_t file_dest_keys[] = {
     {"type", set_enum, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0, &dest_type_arg,
-     "one of: file"},
+     "one of: file or mllp"},
     {"dir", set_path, offsetof(cad_conf_dest_t, dir), 0, NULL, 0, 0, NULL,
      "the directory for one file per message"},
     {"append", set_path, offsetof(cad_conf_dest_t, append_path), 0, NULL, 0, 0, NULL,
      "the one file every message is appended to"},
     {"name", set_template, offsetof(cad_conf_dest_t, name_tmpl), 0, NULL, 0, 0, NULL,
      "the file name template, default \"${MSH-10}.hl7\""},
+    DELIVERY_KEYS,
 };
 static const conf_section_t file_dest_section = {
     "destination", file_dest_keys, sizeof file_dest_keys / sizeof file_dest_keys[0],
     check_file_dest};
+
+/* ---- MLLP destinations (type: mllp) and TLS settings ------------------ */
+
+_Static_assert(sizeof(cad_nak_action_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(cad_tls_min_t) == sizeof(int), "enum size");
+
+/* The key node `name` of a mapping (for the position of an error). */
+static const cad_yaml_node_t *key_node(const cad_yaml_node_t *map, const char *name) {
+  for (size_t i = 0; i < map->n; i++)
+    if (strcmp(map->pairs[i].key->str, name) == 0) return map->pairs[i].key;
+  return map;
+}
+
+/* true or false (also yes / no and on / off, which YAML 1.1 reads as booleans). */
+static void set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  static const char what[] = "true or false";
+  static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+  char *s = scalar(L, k, key, v, what);
+  if (!s) return;
+  int val = -1;
+  for (size_t i = 0; i < 3; i++) {
+    if (strcasecmp(s, yes[i]) == 0) val = 1;
+    if (strcasecmp(s, no[i]) == 0) val = 0;
+  }
+  char q[QBUF];
+  if (val < 0)
+    err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
+  else
+    *FIELD(obj, k, bool) = val == 1;
+  free(s);
+}
+
+/* A host to connect to: an IP address ([v6] brackets are dropped) or a DNS
+ * name of letters, digits, '-', '_' and '.' (resolved when connecting). */
+static void set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  static const char what[] = "a host name or IP address like ehr.example.org or 10.0.0.5";
+  char *s = scalar(L, k, key, v, what);
+  if (!s) return;
+  size_t n = strlen(s);
+  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+    memmove(s, s + 1, n - 2);
+    s[n -= 2] = 0;
+  }
+  unsigned char bin[16];
+  bool ok = n > 0 && n <= 253;
+  if (ok && inet_pton(AF_INET6, s, bin) != 1)
+    for (size_t i = 0; i < n && ok; i++)
+      ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+           (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.' || s[i] == '_';
+  if (!ok) {
+    char q[QBUF];
+    err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, n));
+    free(s);
+    return;
+  }
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = s;
+}
+
+/* A non-empty string, used as is (a cipher list). */
+static void set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  char *s = scalar(L, k, key, v, k->doc);
+  if (!s) return;
+  if (*s == 0 || L->kept_refs) {
+    err_at(L, v, "%s: expected %s, got '%s'", k->name, k->doc, s);
+    free(s);
+    return;
+  }
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = s;
+}
+
+static void check_tls_client(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                             void *obj, const bool *seen) {
+  (void)key;
+  (void)obj;
+  /* indexes in tls_client_keys: 1 cert, 2 key */
+  if (seen[1] != seen[2])
+    err_at(L, key_node(map, seen[1] ? "cert" : "key"),
+           "'cert' and 'key' go together %s: a client certificate needs its key", L->where);
+}
+
+static const conf_key_t tls_client_keys[] = {
+    {"ca", set_path, offsetof(cad_conf_dest_t, tls.ca), 0, NULL, 0, 0, NULL,
+     "the CAs the receiver's certificate must chain to (default: the system's)"},
+    {"cert", set_path, offsetof(cad_conf_dest_t, tls.cert), 0, NULL, 0, 0, NULL,
+     "our client certificate, for receivers that ask for one"},
+    {"key", set_path, offsetof(cad_conf_dest_t, tls.key), 0, NULL, 0, 0, NULL,
+     "the key of the client certificate"},
+    {"verify_hostname", set_flag, offsetof(cad_conf_dest_t, tls.verify_hostname), 0, "true", 0,
+     0, NULL, "check that the receiver's certificate names the host"},
+    {"server_name", set_host, offsetof(cad_conf_dest_t, tls.server_name), 0, NULL, 0, 0, NULL,
+     "the name to verify and send (SNI), default the host"},
+};
+static const conf_section_t tls_client_section = {
+    "tls", tls_client_keys, sizeof tls_client_keys / sizeof tls_client_keys[0], check_tls_client};
+
+/* `tls:` of a destination: present means TLS (`tls: {}` takes every default). */
+static void set_tls_client(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                           const cad_yaml_node_t *v, void *obj) {
+  ((cad_conf_dest_t *)obj)->tls.enabled = true;
+  set_section(L, k, key, v, obj);
+}
+
+static const char *const nak_actions[] = {"retry", "dead_letter", NULL};
+static const enum_arg_t nak_action_arg = {nak_actions, CAD_NAK_RETRY, "retry or dead_letter"};
+
+#define MS_HOUR (UINT64_C(3600) * MS_SECOND)
+
+static const conf_key_t mllp_dest_keys[] = {
+    {"type", set_enum, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0, &dest_type_arg,
+     "one of: file or mllp"},
+    {"host", set_host, offsetof(cad_conf_dest_t, host), K_REQUIRED, NULL, 0, 0, NULL,
+     "the receiver's host name or IP address"},
+    {"port", set_u32, offsetof(cad_conf_dest_t, port), K_REQUIRED, NULL, 1, 65535, NULL,
+     "the receiver's port"},
+    {"persistent", set_flag, offsetof(cad_conf_dest_t, persistent), 0, "true", 0, 0, NULL,
+     "keep the connection open between messages"},
+    {"connect_timeout", set_duration, offsetof(cad_conf_dest_t, connect_timeout_ms), 0, "10s",
+     100, MS_HOUR, NULL, "the longest wait for a connection (and TLS handshake)"},
+    {"ack_timeout", set_duration, offsetof(cad_conf_dest_t, ack_timeout_ms), 0, "30s", 100,
+     MS_HOUR, NULL, "the longest wait for an ACK"},
+    {"idle_close", set_duration, offsetof(cad_conf_dest_t, idle_close_ms), K_ZERO_OK, "0",
+     MS_SECOND, 7 * MS_DAY, NULL, "close a connection unused this long"},
+    {"on_ae", set_enum, offsetof(cad_conf_dest_t, on_ae), 0, "retry", 0, 0, &nak_action_arg,
+     "retry or dead_letter"},
+    {"on_ar", set_enum, offsetof(cad_conf_dest_t, on_ar), 0, "dead_letter", 0, 0,
+     &nak_action_arg, "retry or dead_letter"},
+    {"new_control_id", set_flag, offsetof(cad_conf_dest_t, new_control_id), 0, "false", 0, 0,
+     NULL, "a new MSH-10 for every attempt"},
+    {"tls", set_tls_client, 0, 0, NULL, 0, 0, &tls_client_section, "MLLP over TLS"},
+    DELIVERY_KEYS,
+};
+static const conf_section_t mllp_dest_section = {
+    "destination", mllp_dest_keys, sizeof mllp_dest_keys / sizeof mllp_dest_keys[0], NULL};
 
 /* One line per destination type: its `type:` value and its table. */
 static const struct {
@@ -684,6 +879,7 @@ static const struct {
   const conf_section_t *sec;
 } dest_kinds[] = {
     {CAD_DEST_FILE, &file_dest_section},
+    {CAD_DEST_MLLP, &mllp_dest_section},
 };
 
 static void apply_dest(loader_t *L, cad_conf_dest_t *d, const named_t *e) {
@@ -713,9 +909,15 @@ static void apply_dest(loader_t *L, cad_conf_dest_t *d, const named_t *e) {
 static const char *const ack_modes[] = {"auto", "original", "enhanced", NULL};
 static const enum_arg_t ack_mode_arg = {ack_modes, CAD_ACK_AUTO, "auto, original or enhanced"};
 
+static const char *const ack_policies[] = {"persisted", "received", "delivered", NULL};
+static const enum_arg_t ack_policy_arg = {ack_policies, CAD_ACK_PERSISTED,
+                                          "persisted, received or delivered"};
+
 static const conf_key_t ack_keys[] = {
     {"mode", set_enum, offsetof(cad_conf_channel_t, ack_mode), 0, "auto", 0, 0, &ack_mode_arg,
      "auto, original or enhanced"},
+    {"policy", set_enum, offsetof(cad_conf_channel_t, ack_policy), 0, "persisted", 0, 0,
+     &ack_policy_arg, "persisted, received or delivered"},
 };
 static const conf_section_t ack_section = {"ack", ack_keys, sizeof ack_keys / sizeof ack_keys[0],
                                            NULL};
@@ -887,6 +1089,183 @@ static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_
   ch->nto = m;
 }
 
+/* ---- channel TLS and address allow-lists ------------------------------- */
+
+#define MAX_LIST 256 /* allowed_clients, allow */
+
+/* A list of names (allowed_clients): one or a sequence of non-empty strings. */
+static void set_names(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                      const cad_yaml_node_t *v, void *obj) {
+  cad_conf_channel_t *ch = obj;
+  char d[QBUF + 2];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    err_at(L, at(key, v), "%s: expected a name or a list of names, got %s", k->name,
+           describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = as_list(v, &n, &one);
+  if (n == 0 || n > MAX_LIST) {
+    err_at(L, v, "%s: expected 1 to %d names", k->name, MAX_LIST);
+    return;
+  }
+  char **names = calloc(n, sizeof *names);
+  if (!names) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = scalar(L, k, NULL, items[i], "a certificate name (subject CN or SAN)");
+    if (!s) continue;
+    if (*s == 0) {
+      err_at(L, items[i], "%s: expected a certificate name, got an empty string", k->name);
+      free(s);
+      continue;
+    }
+    names[m++] = s;
+  }
+  for (size_t i = 0; i < ch->tls.nallowed; i++) free(ch->tls.allowed_clients[i]);
+  free(ch->tls.allowed_clients);
+  ch->tls.allowed_clients = names;
+  ch->tls.nallowed = m;
+}
+
+/* "10.0.0.0/8", "127.0.0.1" (one address), "fd00::/8".  NULL or why not. */
+static const char *parse_cidr(const char *s, cad_conf_cidr_t *out) {
+  char host[64];
+  const char *slash = strchr(s, '/');
+  size_t hl = slash ? (size_t)(slash - s) : strlen(s);
+  if (hl == 0 || hl >= sizeof host) return "expected an address or a range like 10.0.0.0/8";
+  memcpy(host, s, hl);
+  host[hl] = 0;
+  memset(out, 0, sizeof *out);
+  int max = 32;
+  if (inet_pton(AF_INET, host, out->addr) == 1) {
+    out->family = AF_INET;
+  } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+    out->family = AF_INET6;
+    max = 128;
+  } else {
+    return "not a numeric IP address (names are not allowed here)";
+  }
+  out->prefix = max;
+  if (slash) {
+    const char *p = slash + 1;
+    int v = 0;
+    if (!*p) return "the prefix length is missing after '/'";
+    for (; *p; p++) {
+      if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > max)
+        return max == 32 ? "the prefix length must be from 0 to 32"
+                         : "the prefix length must be from 0 to 128";
+    }
+    out->prefix = v;
+  }
+  return NULL;
+}
+
+static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                      const cad_yaml_node_t *v, void *obj) {
+  cad_conf_channel_t *ch = obj;
+  char d[QBUF + 2], q[QBUF];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    err_at(L, at(key, v), "%s: expected an address range like 10.0.0.0/8 or a list of them, got %s",
+           k->name, describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = as_list(v, &n, &one);
+  if (n == 0 || n > MAX_LIST) {
+    err_at(L, v, "%s: expected 1 to %d address ranges", k->name, MAX_LIST);
+    return;
+  }
+  cad_conf_cidr_t *list = calloc(n, sizeof *list);
+  if (!list) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = scalar(L, k, NULL, items[i], "an address range like 10.0.0.0/8");
+    if (!s) continue;
+    const char *why = parse_cidr(s, &list[m]);
+    if (why)
+      err_at(L, items[i], "%s: '%s': %s", k->name, quote(q, s, strlen(s)), why);
+    else
+      m++;
+    free(s);
+  }
+  free(ch->allow);
+  ch->allow = list;
+  ch->nallow = m;
+}
+
+static void check_tls_server(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                             void *obj, const bool *seen) {
+  (void)key;
+  const cad_conf_channel_t *ch = obj;
+  /* indexes in tls_server_keys: 2 ca, 3 require_client_cert, 4 allowed_clients */
+  if (ch->tls.require_client_cert && !seen[2])
+    err_at(L, key_node(map, "require_client_cert"),
+           "require_client_cert needs 'ca' %s: the CA that client certificates must chain to",
+           L->where);
+  if (seen[4] && !seen[2])
+    err_at(L, key_node(map, "allowed_clients"),
+           "allowed_clients needs 'ca' %s: the CA that client certificates must chain to",
+           L->where);
+}
+
+static const char *const tls_versions[] = {"1.2", "1.3", NULL};
+static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_MIN_1_2, "1.2 or 1.3"};
+
+static const conf_key_t tls_server_keys[] = {
+    {"cert", set_path, offsetof(cad_conf_channel_t, tls.cert), K_REQUIRED, NULL, 0, 0, NULL,
+     "the server certificate, PEM"},
+    {"key", set_path, offsetof(cad_conf_channel_t, tls.key), K_REQUIRED, NULL, 0, 0, NULL,
+     "the server certificate's key, PEM"},
+    {"ca", set_path, offsetof(cad_conf_channel_t, tls.ca), 0, NULL, 0, 0, NULL,
+     "the CAs client certificates must chain to"},
+    {"require_client_cert", set_flag, offsetof(cad_conf_channel_t, tls.require_client_cert), 0,
+     "false", 0, 0, NULL, "mutual TLS: refuse clients without a valid certificate"},
+    {"allowed_clients", set_names, 0, 0, NULL, 0, 0, NULL,
+     "the client certificate names (subject CN or SAN) accepted"},
+    {"ciphers", set_text, offsetof(cad_conf_channel_t, tls.ciphers), 0, NULL, 0, 0, NULL,
+     "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
+    {"min_version", set_enum, offsetof(cad_conf_channel_t, tls.min_version), 0, "1.2", 0, 0,
+     &tls_version_arg, "1.2 or 1.3"},
+};
+static const conf_section_t tls_server_section = {
+    "tls", tls_server_keys, sizeof tls_server_keys / sizeof tls_server_keys[0], check_tls_server};
+
+static void set_tls_server(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                           const cad_yaml_node_t *v, void *obj) {
+  ((cad_conf_channel_t *)obj)->tls.enabled = true;
+  set_section(L, k, key, v, obj);
+}
+
+/* Keys read by routes/ (cad_routes_compile checks them, with positions). */
+static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj) {
+  (void)L, (void)k, (void)key, (void)v, (void)obj;
+}
+
+static const conf_section_t channel_section;
+
+static void check_channel(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                          void *obj, const bool *seen) {
+  (void)obj;
+  (void)map;
+  size_t to = 0, routes = 0;
+  for (size_t i = 0; i < channel_section.nkeys; i++) {
+    if (strcmp(channel_section.keys[i].name, "to") == 0) to = i;
+    if (strcmp(channel_section.keys[i].name, "routes") == 0) routes = i;
+  }
+  if (!seen[to] && !seen[routes])
+    err_at(L, key, "missing 'to' or 'routes' %s (where accepted messages go)", L->where);
+}
+
 static const conf_key_t channel_keys[] = {
     {"listen", set_listen, 0, K_REQUIRED, NULL, 0, 0, NULL,
      "the addresses to accept MLLP connections on, like 127.0.0.1:2575"},
@@ -899,11 +1278,17 @@ static const conf_key_t channel_keys[] = {
      MS_DAY, NULL, "close a connection that stalls mid-message this long"},
     {"max_connections", set_u32, offsetof(cad_conf_channel_t, max_connections), 0, "4096", 1,
      1000000, NULL, "connections accepted at once"},
-    {"to", set_dest_refs, 0, K_REQUIRED, NULL, 0, 0, NULL,
+    {"to", set_dest_refs, 0, 0, NULL, 0, 0, NULL,
      "the destinations every accepted message goes to"},
+    {"tls", set_tls_server, 0, 0, NULL, 0, 0, &tls_server_section, "MLLP over TLS"},
+    {"allow", set_allow, 0, 0, NULL, 0, 0, NULL, "the client addresses accepted (CIDR)"},
+    {"routes", set_by_routes, 0, 0, NULL, 0, 0, NULL, "filters, transforms and destinations"},
+    {"unrouted", set_by_routes, 0, 0, NULL, 0, 0, NULL, "what happens to a message no route takes"},
+    {"on_error", set_by_routes, 0, 0, NULL, 0, 0, NULL, "what happens when a transform fails"},
+    {"tests", set_by_routes, 0, 0, NULL, 0, 0, NULL, "route test cases (caduceus test)"},
 };
 static const conf_section_t channel_section = {
-    "channel", channel_keys, sizeof channel_keys / sizeof channel_keys[0], NULL};
+    "channel", channel_keys, sizeof channel_keys / sizeof channel_keys[0], check_channel};
 
 /* Two channels (or one, twice) listening on the same address, or on one
  * address and the wildcard of its family with the same port. */
@@ -1106,11 +1491,18 @@ static void set_include(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
   }
 }
 
+static void set_tables(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
+  (void)k, (void)key, (void)obj;
+  L->tables = v; /* loaded in build(), relative to the main file */
+}
+
 static const conf_key_t top_keys[] = {
     {"include", set_include, 0, 0, NULL, 0, 0, NULL, "other files to read"},
     {"engine", set_section, 0, K_MAIN_ONLY, NULL, 0, 0, &engine_section, "engine settings"},
     {"destinations", set_dests, 0, 0, NULL, 0, 0, NULL, "where messages are written"},
     {"channels", set_channels, 0, 0, NULL, 0, 0, NULL, "where messages come in"},
+    {"tables", set_tables, 0, K_MAIN_ONLY, NULL, 0, 0, NULL, "lookup tables for routes"},
 };
 static const conf_section_t top_section = {"top-level", top_keys,
                                            sizeof top_keys / sizeof top_keys[0], NULL};
@@ -1160,7 +1552,7 @@ static void apply_file(loader_t *L, size_t idx, const char *data, size_t len) {
   if (root->type != CAD_YAML_MAPPING) {
     char d[QBUF + 2];
     err_at(L, root, "expected a mapping at the top level (with include, engine, destinations, "
-           "channels), got %s", describe(d, root));
+           "channels, tables), got %s", describe(d, root));
     return;
   }
   bool was_main = L->in_main;
@@ -1297,25 +1689,58 @@ static void build(loader_t *L) {
     for (size_t i = 0; i < c->ndests; i++) L->by_name[i] = (dest_ref_t){c->dests[i].name, i};
     qsort(L->by_name, c->ndests, sizeof *L->by_name, dest_ref_cmp); /* names are distinct */
   }
-  if (L->nchans) {
-    c->channels = calloc(L->nchans, sizeof *c->channels);
-    if (!c->channels) {
+  /* Lookup tables, relative to the main file's directory. */
+  cad_buf_t rerr = CAD_BUF_INIT;
+  if (L->tables && !cad_yaml_is_null(L->tables)) {
+    const char *main = c->files[0];
+    const char *slash = strrchr(main, '/');
+    char *base = slash ? strndup(main, (size_t)(slash - main)) : NULL;
+    if (slash && !base) {
       L->nomem = true;
       return;
     }
+    if (cad_tables_load(L->tables, base, &c->tables, &rerr) == CAD_E_NOMEM) L->nomem = true;
+    free(base);
   }
-  for (size_t i = 0; i < L->nchans; i++) {
+  const char **names = calloc(c->ndests ? c->ndests : 1, sizeof *names);
+  if (!names) {
+    L->nomem = true;
+    cad_buf_free(&rerr);
+    return;
+  }
+  for (size_t i = 0; i < c->ndests; i++) names[i] = c->dests[i].name;
+  if (L->nchans && !(c->channels = calloc(L->nchans, sizeof *c->channels))) L->nomem = true;
+  for (size_t i = 0; c->channels && i < L->nchans; i++) {
     cad_conf_channel_t *ch = &c->channels[c->nchannels];
     if (!(ch->name = strdup(L->chans[i].key->str))) {
       L->nomem = true;
-      return;
+      break;
     }
     ch->pos = pos_of(L->chans[i].key);
     c->nchannels++;
     char where[160];
     snprintf(where, sizeof where, "in channel '%s'", ch->name);
+    int before = L->nerr + L->dropped;
     apply_section(L, &channel_section, L->chans[i].key, L->chans[i].val, ch, where);
+    if (cad_yaml_is_null(L->chans[i].val)) /* "lab:" alone: the section check did not run */
+      err_at(L, L->chans[i].key, "missing 'to' or 'routes' %s (where accepted messages go)", where);
+    /* A channel with only `to:` becomes one route; its `to:` problems were
+     * reported above, so the routes' own report would repeat them. */
+    const cad_yaml_node_t *cv = L->chans[i].val;
+    bool has_routes = cv->type == CAD_YAML_MAPPING && cad_yaml_get(cv, "routes");
+    if (cv->type == CAD_YAML_MAPPING && (has_routes || L->nerr + L->dropped == before)) {
+      if (cad_routes_compile(cv, c->tables, names, c->ndests, &ch->routes, &rerr) == CAD_E_NOMEM)
+        L->nomem = true;
+    }
   }
+  free(names);
+  /* The routes module's lines are already "file:line:column: problem". */
+  if (rerr.len && cad_buf_cstr(&rerr)) {
+    char *save = NULL;
+    for (char *line = strtok_r(rerr.data, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+      add_raw(L, line);
+  }
+  cad_buf_free(&rerr);
   check_listen_conflicts(L);
   if (c->nchannels == 0 && L->nerr == 0)
     err_pos(L, c->files[0], 0, 0, "no channels: define at least one under 'channels:'");
@@ -1399,6 +1824,11 @@ void cad_config_free(cad_config_t *c) {
     free(c->dests[i].dir);
     free(c->dests[i].name_tmpl);
     free(c->dests[i].append_path);
+    free(c->dests[i].host);
+    free(c->dests[i].tls.ca);
+    free(c->dests[i].tls.cert);
+    free(c->dests[i].tls.key);
+    free(c->dests[i].tls.server_name);
   }
   free(c->dests);
   for (size_t i = 0; i < c->nchannels; i++) {
@@ -1407,8 +1837,17 @@ void cad_config_free(cad_config_t *c) {
     for (size_t j = 0; j < ch->nlisten; j++) free(ch->listen[j].host);
     free(ch->listen);
     free(ch->to);
+    cad_routes_free(ch->routes);
+    free(ch->tls.cert);
+    free(ch->tls.key);
+    free(ch->tls.ca);
+    free(ch->tls.ciphers);
+    for (size_t j = 0; j < ch->tls.nallowed; j++) free(ch->tls.allowed_clients[j]);
+    free(ch->tls.allowed_clients);
+    free(ch->allow);
   }
   free(c->channels);
+  cad_tables_free(c->tables);
   for (size_t i = 0; i < c->nfiles; i++) free(c->files[i]);
   free(c->files);
   free(c->data_dir);

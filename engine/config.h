@@ -18,6 +18,19 @@
  *       dir: var/out              # one file per message, named by `name`
  *       name: "${MSH-7}_${MSH-10}.hl7"
  *       # or  append: var/out/all.hl7   (one file, messages appended)
+ *     <name>:
+ *       type: mllp                # an MLLP receiver downstream
+ *       host: ehr.example.org     # IP address or DNS name
+ *       port: 2575
+ *       persistent: true          # false: one connection per message
+ *       connect_timeout: 10s
+ *       ack_timeout: 30s
+ *       idle_close: 0             # close an idle connection after this; 0 = never
+ *       on_ae: retry              # AE/CE: retry | dead_letter
+ *       on_ar: dead_letter        # AR/CR: retry | dead_letter
+ *       new_control_id: false     # a new MSH-10 for every attempt
+ *       tls: { ca: ca.crt, cert: c.crt, key: c.key, verify_hostname: true,
+ *              server_name: ehr.example.org }   # all optional; `tls: {}` = TLS
  *   channels:
  *     <name>:
  *       listen: [ "127.0.0.1:2575", "[::1]:2575" ]
@@ -28,8 +41,20 @@
  *       frame_timeout: 30s         # close one that stalls mid-frame this long
  *       max_connections: 4096
  *       to: [ <destination>, ... ] # every accepted message goes to these
+ *       tls:                       # MLLP over TLS (TLS 1.2 minimum)
+ *         cert: server.crt         # required
+ *         key: server.key          # required
+ *         ca: clients-ca.crt       # CAs for client certificates
+ *         require_client_cert: false  # true: mutual TLS (needs ca)
+ *         allowed_clients: [ lab-analyzer-1 ]  # subject CN or SAN names
+ *         ciphers: "ECDHE+AESGCM"  # OpenSSL cipher list for TLS 1.2
+ *         min_version: "1.2"       # 1.2 | 1.3
+ *       allow: [ 10.0.0.0/8, 127.0.0.1 ]  # client addresses accepted (CIDR)
  *
- * Routes (a later issue) will add `routes:` to a channel beside `to:`.
+ * A channel has either `to:` (every accepted message goes to those
+ * destinations) or `routes:` (filters and transforms per destination, see
+ * routes/README.md), compiled by routes/routes.h into cad_conf_channel_t.routes;
+ * top-level `tables:` are the lookup tables the routes use.
  *
  * Memory: a cad_config_t and everything it points to belong to it and are
  * released by cad_config_free().  Strings are NUL-terminated and owned.
@@ -41,10 +66,49 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "routes.h"
+
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
 typedef enum { CAD_LOG_KV = 0, CAD_LOG_JSON } cad_log_format_t;
 typedef enum { CAD_ACK_AUTO = 0, CAD_ACK_ORIGINAL, CAD_ACK_ENHANCED } cad_ack_mode_t;
-typedef enum { CAD_DEST_FILE = 1 } cad_dest_type_t;
+typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
+/* What an MLLP destination does with an AE/CE or AR/CR acknowledgment. */
+typedef enum { CAD_NAK_RETRY = 0, CAD_NAK_DEAD_LETTER } cad_nak_action_t;
+typedef enum { CAD_TLS_MIN_1_2 = 0, CAD_TLS_MIN_1_3 } cad_tls_min_t;
+
+/* `tls:` of an MLLP destination (a TLS client). */
+typedef struct cad_conf_tls_client {
+  bool enabled;        /* `tls:` was written */
+  char *ca;            /* CA bundle, NULL = the system's store */
+  char *cert, *key;    /* client certificate and key (both or neither) */
+  bool verify_hostname;/* default true */
+  char *server_name;   /* name to verify and send as SNI, NULL = host */
+} cad_conf_tls_client_t;
+
+/* `tls:` of a channel (a TLS listener). */
+typedef struct cad_conf_tls_server {
+  bool enabled;             /* `tls:` was written */
+  char *cert, *key;         /* required */
+  char *ca;                 /* CAs client certificates must chain to, or NULL */
+  bool require_client_cert; /* mutual TLS (needs ca); default false */
+  char **allowed_clients;   /* subject CN / SAN names, or NULL (any) */
+  size_t nallowed;
+  char *ciphers;            /* OpenSSL cipher list (TLS 1.2), NULL = default */
+  cad_tls_min_t min_version;/* default 1.2 */
+} cad_conf_tls_server_t;
+
+/* One entry of a channel's `allow:` (a client address range). */
+typedef struct cad_conf_cidr {
+  int family;              /* AF_INET or AF_INET6 */
+  unsigned char addr[16];  /* network byte order */
+  int prefix;              /* bits */
+} cad_conf_cidr_t;
+/* When to send the ACK: after the message is on disk (default), on receipt
+ * (faster, can lose messages on a crash), or after the destination took it. */
+typedef enum { CAD_ACK_PERSISTED = 0, CAD_ACK_RECEIVED, CAD_ACK_DELIVERED } cad_ack_policy_t;
+/* After the last delivery attempt: keep retrying and hold the queue, or move
+ * the message to the dead-letter queue and go on. */
+typedef enum { CAD_ON_FAILURE_BLOCK = 0, CAD_ON_FAILURE_DEAD_LETTER } cad_on_failure_t;
 
 /* Where a configuration item was written, for error messages at run time. */
 typedef struct cad_conf_pos {
@@ -65,6 +129,23 @@ typedef struct cad_conf_dest {
   char *dir;          /* one file per message in this directory, or NULL */
   char *name_tmpl;    /* file name template (default "${MSH-10}.hl7") */
   char *append_path;  /* append every message to this one file, or NULL */
+  /* type: mllp */
+  char *host;                  /* IP literal or DNS name */
+  uint32_t port;               /* 1..65535 */
+  bool persistent;             /* default true; false = a connection per message */
+  uint64_t connect_timeout_ms; /* default 10000 */
+  uint64_t ack_timeout_ms;     /* default 30000 */
+  uint64_t idle_close_ms;      /* default 0 = keep an idle connection */
+  cad_nak_action_t on_ae;      /* AE/CE: default retry */
+  cad_nak_action_t on_ar;      /* AR/CR: default dead_letter */
+  bool new_control_id;         /* a new MSH-10 per attempt; default false */
+  cad_conf_tls_client_t tls;
+  /* delivery (every type): retries, then dead letter or block */
+  uint64_t retry_initial_ms;  /* default 1000 */
+  uint64_t retry_max_ms;      /* default 60000 */
+  uint32_t retry_attempts;    /* default 10 */
+  cad_on_failure_t on_failure;/* default CAD_ON_FAILURE_BLOCK */
+  uint64_t max_backlog;       /* messages waiting; 0 = no limit (default) */
   cad_conf_pos_t pos;
 } cad_conf_dest_t;
 
@@ -73,12 +154,17 @@ typedef struct cad_conf_channel {
   cad_conf_listen_t *listen;
   size_t nlisten;
   cad_ack_mode_t ack_mode;
+  cad_ack_policy_t ack_policy; /* ack.policy, default persisted */
   size_t max_message_size; /* bytes, default 4 MiB */
   uint64_t idle_timeout_ms;   /* default 300000; 0 = none */
   uint64_t frame_timeout_ms;  /* default 30000 */
   uint32_t max_connections;   /* default 4096 */
+  cad_conf_tls_server_t tls;  /* `tls:`; tls.enabled false = plain TCP */
+  cad_conf_cidr_t *allow;     /* `allow:` client ranges; NULL = everyone */
+  size_t nallow;
   size_t *to;                 /* indexes into cad_config_t.dests */
   size_t nto;
+  cad_routes_t *routes;       /* compiled routes (from `routes:` or `to:`), owned */
   cad_conf_pos_t pos;
 } cad_conf_channel_t;
 
@@ -88,10 +174,16 @@ typedef struct cad_config {
   cad_log_level_t log_level;
   cad_log_format_t log_format;
   uint64_t stats_interval_ms; /* default 60000; 0 = off */
+  /* engine.queue */
+  uint64_t queue_segment_bytes;  /* default 64 MiB */
+  uint64_t queue_retain_ms;      /* keep delivered messages this long, default 7 days */
+  uint64_t queue_retain_bytes;   /* and at most this much of them, 0 = no limit */
+  uint64_t queue_max_pending;    /* bytes waiting for the disk, default 64 MiB */
   cad_conf_dest_t *dests;
   size_t ndests;
   cad_conf_channel_t *channels;
   size_t nchannels;
+  cad_tables_t *tables;    /* lookup tables (`tables:`), owned; NULL = none */
   char **files;            /* every file read (main + includes), owned */
   size_t nfiles;
 } cad_config_t;

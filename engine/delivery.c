@@ -1,4 +1,16 @@
-/* delivery.c - the per-destination delivery state machine. */
+/* delivery.c - the per-destination delivery state machine.
+ *
+ * The worker reads a batch of messages (up to CAD_QUEUE_READ_BATCH) from its
+ * FIFO, submits them to the driver in order with at most `window` in flight
+ * (drivers complete them in submission order), and once the whole batch is
+ * delivered records one DONE for its last message.  While that DONE commits
+ * the next batch is already read and delivered; a new DONE waits for the
+ * previous one, so at most two batches are ever unrecorded.  On a failure the
+ * worker stops submitting, lets the in-flight ones finish, records progress
+ * up to the message before the failed one, and retries the failed message
+ * with backoff; the messages after it follow only once it is delivered or
+ * given up.
+ */
 #include "delivery.h"
 
 #include <stdio.h>
@@ -15,7 +27,14 @@ typedef struct waiter {
   void *ud;
 } waiter_t;
 
-typedef enum { ST_IDLE, ST_READING, ST_WAITING, ST_SENDING, ST_BACKOFF, ST_MARKING } state_t;
+typedef enum {
+  ST_IDLE,     /* nothing in hand */
+  ST_READING,  /* a batch read is on the thread pool */
+  ST_WAITING,  /* the FIFO is empty: waiting for the commit hook */
+  ST_SENDING,  /* delivering the batch */
+  ST_BACKOFF,  /* waiting before a retry */
+  ST_DEAD,     /* recording a dead letter */
+} state_t;
 
 struct cad_delivery {
   uv_loop_t *loop;
@@ -24,16 +43,28 @@ struct cad_delivery {
   char *name;
   cad_dest_driver_t drv;
   cad_delivery_opts_t o;
+  unsigned window;
   cad_queue_reader_t reader;
   uv_timer_t timer;
   state_t st;
   bool notified;          /* new records arrived while reading */
   bool stopping;
-  uint32_t attempts;      /* of the message in flight */
-  uint64_t seq;           /* the message in flight */
-  uint8_t mark_type;      /* DONE or DEAD being recorded */
-  char mark_reason[160];
+  /* the batch in hand: reader.recs[0..nrecs) */
+  size_t nrecs;
+  size_t next_submit;     /* next record to hand to the driver */
+  size_t completed;       /* records whose outcome came back */
+  size_t in_flight;
+  bool failing;           /* a failure: submit nothing more until retried */
+  size_t fail_idx;        /* the record that failed */
+  bool fail_permanent;    /* its failure was CAD_DELIVER_FAIL */
+  uint32_t attempts;      /* of the record at fail_idx (or being sent alone) */
   char last_err[96];
+  /* progress */
+  uint64_t delivered_seq; /* every message up to here is finished (in memory) */
+  uint64_t marked_seq;    /* DONE asked for up to here */
+  bool mark_busy;         /* a DONE is being committed */
+  uint64_t mark_want;     /* a DONE to ask for once the busy one is durable */
+  char dead_reason[160];
   waiter_t *waiters, *waiters_tail; /* in seq order */
   cad_delivery_stats_t stats;
   uint64_t rng;
@@ -41,25 +72,17 @@ struct cad_delivery {
   void *stop_arg;
 };
 
-static void next_message(cad_delivery_t *w);
-static void send_current(cad_delivery_t *w);
-static void start_mark(cad_delivery_t *w);
+static void next_batch(cad_delivery_t *w);
+static void submit_more(cad_delivery_t *w);
+static void request_mark(cad_delivery_t *w, uint64_t seq);
+static void on_backoff(uv_timer_t *t);
 
-static void on_read_retry(uv_timer_t *t) { next_message(t->data); }
-static void on_mark_retry(uv_timer_t *t) {
-  cad_delivery_t *w = t->data;
-  w->st = ST_MARKING;
-  start_mark(w);
-}
-
-static void log_ctx(const cad_delivery_t *w, cad_log_ctx_t *c, cad_log_num_t *nums, size_t *nn) {
+static void log_ctx(const cad_delivery_t *w, cad_log_ctx_t *c, cad_log_num_t nums[2], uint64_t seq) {
   *c = (cad_log_ctx_t)CAD_LOG_CTX_INIT;
-  c->channel = NULL;
-  nums[0] = (cad_log_num_t){"seq", w->seq};
+  nums[0] = (cad_log_num_t){"seq", seq};
   nums[1] = (cad_log_num_t){"attempt", w->attempts};
-  *nn = 2;
   c->nums = nums;
-  c->nnums = *nn;
+  c->nnums = 2;
 }
 
 static void resolve_waiters(cad_delivery_t *w, uint64_t upto, int status) {
@@ -92,75 +115,15 @@ static void on_timer_closed(uv_handle_t *h) {
   if (done) done(arg);
 }
 
-static void finish_stop(cad_delivery_t *w) {
-  fail_all_waiters(w);
-  uv_timer_stop(&w->timer);
-  uv_close((uv_handle_t *)&w->timer, on_timer_closed);
-}
-
-/* Is the worker allowed to end now? (called at every resting point) */
+/* Stop when nothing is under way any more (a resting point). */
 static bool maybe_stop(cad_delivery_t *w) {
   if (!w->stopping) return false;
-  if (w->st == ST_READING || w->st == ST_SENDING || w->st == ST_MARKING) return false;
-  finish_stop(w);
-  return true;
-}
-
-static void on_marked(void *ud, int status, const uint64_t *seqs, size_t n) {
-  (void)seqs;
-  (void)n;
-  cad_delivery_t *w = ud;
+  if (w->st == ST_READING || w->in_flight || w->mark_busy || w->st == ST_DEAD) return false;
+  if (w->st == ST_BACKOFF) uv_timer_stop(&w->timer);
   w->st = ST_IDLE;
-  if (status) {
-    /* The record could not be written (disk full?): the message stays
-     * unfinished; try the mark again after a pause. */
-    cad_log_ctx_t c;
-    cad_log_num_t nums[2];
-    size_t nn;
-    log_ctx(w, &c, nums, &nn);
-    c.error = cad_err_name(status);
-    CAD_LOG(CAD_LOG_ERROR, "dest.mark_failed", &c, "destination=%s; retrying in 1 s", w->name);
-    w->st = ST_BACKOFF;
-    if (maybe_stop(w)) return;
-    uv_timer_start(&w->timer, on_mark_retry, 1000, 0);
-    return;
-  }
-  w->reader.after = w->seq;
-  w->seq = 0;
-  w->stats.in_flight_seq = 0;
-  if (maybe_stop(w)) return;
-  next_message(w);
-}
-
-static void give_up(cad_delivery_t *w, const char *why) {
-  cad_log_ctx_t c;
-  cad_log_num_t nums[2];
-  size_t nn;
-  log_ctx(w, &c, nums, &nn);
-  c.outcome = "dead_letter";
-  CAD_LOG(CAD_LOG_WARN, "dest.dead_letter", &c, "destination=%s reason=%s", w->name, why);
-  w->stats.dead++;
-  w->st = ST_MARKING;
-  w->mark_type = CAD_JREC_DEAD;
-  snprintf(w->mark_reason, sizeof w->mark_reason, "%s after %u attempt(s)", why, w->attempts);
-  resolve_waiters(w, w->seq, CAD_E_IO);
-  start_mark(w);
-}
-
-static void start_mark(cad_delivery_t *w) {
-  int rc;
-  if (w->mark_type == CAD_JREC_DEAD)
-    rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DEAD, w->seq, w->mark_reason,
-                        w->reader.rec.payload.data, w->reader.rec.payload.len, on_marked, w);
-  else
-    rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DONE, w->seq, NULL, NULL, 0, on_marked, w);
-  if (rc) on_marked(w, rc, NULL, 0);
-}
-
-static void on_backoff(uv_timer_t *t) {
-  cad_delivery_t *w = t->data;
-  if (maybe_stop(w)) return;
-  send_current(w);
+  fail_all_waiters(w);
+  uv_close((uv_handle_t *)&w->timer, on_timer_closed);
+  return true;
 }
 
 static uint64_t rnd(cad_delivery_t *w) {
@@ -171,41 +134,137 @@ static uint64_t rnd(cad_delivery_t *w) {
   return w->rng;
 }
 
-static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *detail) {
-  cad_delivery_t *w = ctx;
-  if (outcome == CAD_DELIVER_OK) {
-    w->stats.delivered++;
-    if (w->stats.blocked) {
-      cad_log_ctx_t c;
-      cad_log_num_t nums[2];
-      size_t nn;
-      log_ctx(w, &c, nums, &nn);
-      CAD_LOG(CAD_LOG_WARN, "dest.unblocked", &c, "destination=%s", w->name);
-    }
-    w->stats.blocked = 0;
-    w->st = ST_MARKING;
-    w->mark_type = CAD_JREC_DONE;
-    resolve_waiters(w, w->seq, 0);
-    start_mark(w);
+/* ---- recording progress ---------------------------------------------------- */
+
+static void on_marked(void *ud, int status, const uint64_t *seqs, size_t n) {
+  (void)seqs;
+  (void)n;
+  cad_delivery_t *w = ud;
+  w->mark_busy = false;
+  if (status) {
+    /* The DONE could not be written (disk full?): nothing is lost, the
+     * messages are just not recorded yet; ask again with the next one. */
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.error = cad_err_name(status);
+    CAD_LOG(CAD_LOG_ERROR, "dest.mark_failed", &c, "destination=%s", w->name);
+    if (w->mark_want < w->marked_seq) w->mark_want = w->marked_seq;
+    w->marked_seq = 0;
+  }
+  if (w->mark_want) {
+    uint64_t s = w->mark_want;
+    w->mark_want = 0;
+    request_mark(w, s);
+  }
+  if (maybe_stop(w)) return;
+  /* A batch that finished while the mark was busy moves on now. */
+  if (w->st == ST_IDLE && !w->failing && w->nrecs == 0) next_batch(w);
+}
+
+static void request_mark(cad_delivery_t *w, uint64_t seq) {
+  if (seq <= w->marked_seq) return;
+  if (w->mark_busy) {
+    if (seq > w->mark_want) w->mark_want = seq;
     return;
   }
-  snprintf(w->last_err, sizeof w->last_err, "%s", detail ? detail : "failed");
-  bool permanent = outcome == CAD_DELIVER_FAIL;
-  bool exhausted = w->o.max_attempts && w->attempts >= w->o.max_attempts;
-  if (w->o.dead_letter && (permanent || exhausted)) {
-    give_up(w, w->last_err);
+  w->mark_busy = true;
+  w->marked_seq = seq;
+  int rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DONE, seq, NULL, NULL, 0, on_marked, w);
+  if (rc) {
+    w->mark_busy = false;
+    w->marked_seq = 0;
+    w->mark_want = seq;
+  }
+}
+
+/* ---- the batch ------------------------------------------------------------- */
+
+static void batch_done(cad_delivery_t *w) {
+  w->nrecs = 0;
+  w->st = ST_IDLE;
+  if (maybe_stop(w)) return;
+  /* At most two batches unrecorded: the next one waits for the busy mark. */
+  if (w->mark_busy && w->mark_want) return;
+  next_batch(w);
+}
+
+static void on_dead_marked(void *ud, int status, const uint64_t *seqs, size_t n) {
+  (void)seqs;
+  (void)n;
+  cad_delivery_t *w = ud;
+  const cad_jread_t *rec = &w->reader.recs[w->fail_idx];
+  w->st = ST_SENDING;
+  if (status) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.error = cad_err_name(status);
+    CAD_LOG(CAD_LOG_ERROR, "dest.dead_letter_failed", &c, "destination=%s; retrying in 1 s",
+            w->name);
+    /* Try the dead letter again after a pause (the message stays in hand). */
+    w->fail_permanent = true;
+    w->st = ST_BACKOFF;
+    if (maybe_stop(w)) return;
+    uv_timer_start(&w->timer, on_backoff, 1000, 0);
     return;
   }
+  w->stats.dead++;
+  w->delivered_seq = rec->seq;
+  w->marked_seq = rec->seq > w->marked_seq ? rec->seq : w->marked_seq;
+  resolve_waiters(w, rec->seq, CAD_E_IO);
+  w->failing = false;
+  w->fail_permanent = false;
+  w->attempts = 0;
+  w->completed = w->fail_idx + 1;
+  w->next_submit = w->fail_idx + 1;
+  if (maybe_stop(w)) return;
+  if (w->completed == w->nrecs)
+    batch_done(w);
+  else
+    submit_more(w);
+}
+
+static void give_up(cad_delivery_t *w) {
+  const cad_jread_t *rec = &w->reader.recs[w->fail_idx];
   cad_log_ctx_t c;
   cad_log_num_t nums[2];
-  size_t nn;
-  log_ctx(w, &c, nums, &nn);
-  c.outcome = permanent ? "failed" : "retry";
-  if ((permanent || exhausted) && !w->stats.blocked) {
+  log_ctx(w, &c, nums, rec->seq);
+  c.outcome = "dead_letter";
+  CAD_LOG(CAD_LOG_WARN, "dest.dead_letter", &c, "destination=%s reason=%s", w->name, w->last_err);
+  snprintf(w->dead_reason, sizeof w->dead_reason, "%s after %u attempt(s)", w->last_err,
+           w->attempts);
+  w->st = ST_DEAD;
+  int rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DEAD, rec->seq, w->dead_reason,
+                          rec->payload.data, rec->payload.len, on_dead_marked, w);
+  if (rc) on_dead_marked(w, rc, NULL, 0);
+}
+
+static void on_backoff(uv_timer_t *t) {
+  cad_delivery_t *w = t->data;
+  w->st = ST_SENDING;
+  if (maybe_stop(w)) return;
+  bool exhausted = w->o.max_attempts && w->attempts >= w->o.max_attempts;
+  if (w->o.dead_letter && (exhausted || w->fail_permanent)) {
+    give_up(w);
+    return;
+  }
+  /* Retry from the failed record, alone first: the window opens again once
+   * it is through. */
+  w->failing = false;
+  w->next_submit = w->fail_idx;
+  w->completed = w->fail_idx;
+  submit_more(w);
+}
+
+static void schedule_retry(cad_delivery_t *w) {
+  const cad_jread_t *rec = &w->reader.recs[w->fail_idx];
+  bool exhausted = w->o.max_attempts && w->attempts >= w->o.max_attempts;
+  cad_log_ctx_t c;
+  cad_log_num_t nums[2];
+  log_ctx(w, &c, nums, rec->seq);
+  c.outcome = "retry";
+  if (exhausted && !w->stats.blocked) {
     w->stats.blocked = 1;
     CAD_LOG(CAD_LOG_ERROR, "dest.blocked", &c,
-            "destination=%s reason=%s: queue blocked on this message; keeps retrying", w->name,
-            w->last_err);
+            "destination=%s reason=%s: the queue waits on this message and keeps retrying",
+            w->name, w->last_err);
   } else {
     CAD_LOG(CAD_LOG_WARN, "dest.retry", &c, "destination=%s reason=%s", w->name, w->last_err);
   }
@@ -219,13 +278,73 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
   uv_timer_start(&w->timer, on_backoff, delay, 0);
 }
 
-static void send_current(cad_delivery_t *w) {
-  w->attempts++;
-  w->stats.attempts++;
+/* Every record submitted before the failure has come back: decide. */
+static void handle_failure(cad_delivery_t *w, bool permanent) {
+  if (w->fail_idx > 0) request_mark(w, w->reader.recs[w->fail_idx - 1].seq);
+  bool exhausted = w->o.max_attempts && w->attempts >= w->o.max_attempts;
+  if (w->o.dead_letter && (permanent || exhausted)) {
+    give_up(w);
+    return;
+  }
+  schedule_retry(w);
+}
+
+static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *detail) {
+  cad_delivery_t *w = ctx;
+  size_t idx = w->completed++;
+  w->in_flight--;
+  const cad_jread_t *rec = &w->reader.recs[idx];
+  if (w->failing) {
+    /* Submitted before the failure was known: retried with it (a record
+     * after the failed one may arrive twice: at-least-once). */
+    if (w->in_flight == 0) handle_failure(w, w->fail_permanent);
+    return;
+  }
+  if (outcome == CAD_DELIVER_OK) {
+    w->stats.delivered++;
+    if (w->stats.blocked) {
+      cad_log_ctx_t c;
+      cad_log_num_t nums[2];
+      log_ctx(w, &c, nums, rec->seq);
+      CAD_LOG(CAD_LOG_WARN, "dest.unblocked", &c, "destination=%s", w->name);
+      w->stats.blocked = 0;
+    }
+    w->attempts = 0;
+    w->delivered_seq = rec->seq;
+    resolve_waiters(w, rec->seq, 0);
+    if (w->completed == w->nrecs) {
+      request_mark(w, rec->seq);
+      batch_done(w);
+    } else {
+      submit_more(w);
+    }
+    return;
+  }
+  snprintf(w->last_err, sizeof w->last_err, "%s", detail ? detail : "failed");
+  w->failing = true;
+  w->fail_idx = idx;
+  w->fail_permanent = outcome == CAD_DELIVER_FAIL;
+  if (w->in_flight == 0) handle_failure(w, w->fail_permanent);
+}
+
+static void submit_more(cad_delivery_t *w) {
   w->st = ST_SENDING;
-  int rc = w->drv.deliver(w->drv.impl, w->reader.rec.payload.data, w->reader.rec.payload.len,
-                          w->seq, on_delivered, w);
-  if (rc) on_delivered(w, CAD_DELIVER_RETRY, cad_err_name(rc));
+  /* After a failure the failed record goes alone until it is through. */
+  unsigned window = w->attempts ? 1 : w->window;
+  while (!w->failing && !w->stopping && w->in_flight < window && w->next_submit < w->nrecs) {
+    size_t i = w->next_submit++;
+    const cad_jread_t *rec = &w->reader.recs[i];
+    w->in_flight++;
+    if (i == w->completed) {
+      w->attempts++;
+    }
+    w->stats.attempts++;
+    w->stats.in_flight_seq = rec->seq;
+    int rc = w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len, rec->seq,
+                            on_delivered, w);
+    if (rc) on_delivered(w, CAD_DELIVER_RETRY, cad_err_name(rc));
+  }
+  if (w->stopping && w->in_flight == 0) maybe_stop(w);
 }
 
 static void on_read(void *ud, int status) {
@@ -233,15 +352,15 @@ static void on_read(void *ud, int status) {
   w->st = ST_IDLE;
   if (maybe_stop(w)) return;
   if (status == 1) {
-    w->seq = w->reader.rec.seq;
-    w->stats.in_flight_seq = w->seq;
+    w->nrecs = w->reader.nrecs;
+    w->next_submit = w->completed = 0;
     w->attempts = 0;
-    send_current(w);
+    submit_more(w);
     return;
   }
   if (status == 0) {
     if (w->notified) {
-      next_message(w);
+      next_batch(w);
       return;
     }
     w->st = ST_WAITING;
@@ -250,13 +369,13 @@ static void on_read(void *ud, int status) {
   cad_log_ctx_t c = CAD_LOG_CTX_INIT;
   c.error = cad_err_name(status);
   CAD_LOG(CAD_LOG_ERROR, "dest.read_failed", &c, "destination=%s", w->name);
-  w->st = ST_BACKOFF;
-  uv_timer_start(&w->timer, on_read_retry, 1000, 0);
+  w->st = ST_WAITING; /* the next commit wakes it up */
 }
 
-static void next_message(cad_delivery_t *w) {
+static void next_batch(cad_delivery_t *w) {
   if (maybe_stop(w)) return;
   w->notified = false;
+  w->nrecs = 0;
   w->st = ST_READING;
   int rc = cad_queue_read(&w->reader, on_read, w);
   if (rc) on_read(w, rc);
@@ -264,7 +383,7 @@ static void next_message(cad_delivery_t *w) {
 
 void cad_delivery_notify(cad_delivery_t *w) {
   w->notified = true;
-  if (w->st == ST_WAITING || w->st == ST_IDLE) next_message(w);
+  if (w->st == ST_WAITING) next_batch(w);
 }
 
 int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const char *name,
@@ -277,6 +396,8 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
   w->dest = dest;
   w->name = strdup(name);
   w->drv = *drv;
+  w->window = drv->window ? drv->window : 1;
+  if (w->window > CAD_QUEUE_READ_BATCH) w->window = CAD_QUEUE_READ_BATCH;
   w->o = *o;
   if (!w->o.retry_initial_ms) w->o.retry_initial_ms = 1000;
   if (!w->o.retry_max_ms) w->o.retry_max_ms = 60000;
@@ -289,16 +410,17 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
     free(w);
     return rc;
   }
+  w->delivered_seq = w->marked_seq = w->reader.after;
   uv_timer_init(loop, &w->timer);
   w->timer.data = w;
   *out = w;
-  next_message(w);
+  next_batch(w);
   return 0;
 }
 
 int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status),
                       void *ud) {
-  if (w->reader.after >= seq) {
+  if (w->delivered_seq >= seq) {
     cb(ud, 0);
     return 0;
   }
@@ -322,9 +444,5 @@ void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg) {
   w->stopping = true;
   w->stop_done = done;
   w->stop_arg = arg;
-  if (w->st == ST_BACKOFF || w->st == ST_WAITING || w->st == ST_IDLE) {
-    uv_timer_stop(&w->timer);
-    w->st = ST_IDLE;
-    finish_stop(w);
-  }
+  maybe_stop(w);
 }

@@ -7,10 +7,15 @@
  * or given up: head-of-line blocking, which is what receiving systems expect
  * (a result must not overtake the order it belongs to).
  *
- *   delivered   a DONE record is committed, then the next message is read.
- *               Because the next message is only sent after that record is
- *               durable, a crash can resend at most the one message that was
- *               in flight (at-least-once delivery).
+ *   delivered   messages are read in batches (up to 64) and handed over in
+ *               order, up to the driver's window at once; one DONE record is
+ *               committed per batch.  The next batch is delivered while that
+ *               record commits, but never a third before it is durable, so a
+ *               crash can resend at most the messages of the last two batches
+ *               (with the MLLP sender, whose window is 1: the messages sent
+ *               since the last DONE reached the disk).  Delivery is
+ *               at-least-once; receivers see a resent message with its
+ *               original control id.
  *   retry       the driver reported a transient failure (connection refused,
  *               no ACK, AE mapped to retry): wait initial * 2^(n-1), capped at
  *               max, with jitter (a random 50-100 % of it), then try again.
@@ -51,6 +56,10 @@ typedef struct cad_dest_driver {
   int (*deliver)(void *impl, const char *p, size_t len, uint64_t seq, cad_deliver_done_cb done,
                  void *ctx);
   void *impl;
+  /* Messages handed over before the first completes (their done callbacks
+   * must come in the order they were handed over); 0 = 1.  A file writer
+   * batches them into one disk sync; an MLLP sender takes one at a time. */
+  unsigned window;
 } cad_dest_driver_t;
 
 typedef struct cad_delivery_opts {

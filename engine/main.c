@@ -17,6 +17,9 @@ static const command_t commands[] = {
     {"check", cad_cli_check, "validate a configuration and summarise it"},
     {"parse", cad_cli_parse, "show every message of a file as a tree with paths"},
     {"get", cad_cli_get, "print the value at a path for every message of a file"},
+    {"queue", cad_cli_queue, "look into the durable queue: stats, list, show, requeue, purge"},
+    {"test", cad_cli_test, "run the route test cases of a configuration"},
+    {"send", cad_cli_send, "send the messages of files to an MLLP listener, report each ACK"},
 };
 
 static void usage(FILE *out) {

@@ -32,6 +32,7 @@ typedef struct req {
 typedef struct snap {
   uint64_t last_seq, done_seq, delivered, dead;
   uint64_t pending;       /* MSG records appended but not yet committed (loop view) */
+  uint64_t max_backlog;   /* 0 = the queue's default */
 } snap_t;
 
 struct cad_queue {
@@ -341,6 +342,13 @@ int cad_queue_dest(cad_queue_t *q, const char *name) {
   return id;
 }
 
+void cad_queue_set_backlog(cad_queue_t *q, uint16_t dest, uint64_t max) {
+  if (dest >= CAD_JOURNAL_MAX_DESTS) return;
+  uv_mutex_lock(&q->mu);
+  q->snap[dest].max_backlog = max;
+  uv_mutex_unlock(&q->mu);
+}
+
 static void enqueue(cad_queue_t *q, req_t *r) {
   uv_mutex_lock(&q->mu);
   q->pending_bytes += r->bytes;
@@ -363,11 +371,10 @@ int cad_queue_append(cad_queue_t *q, const cad_queue_item_t *items, size_t n,
   }
   uv_mutex_lock(&q->mu);
   bool full = q->pending_bytes + bytes > q->o.max_pending_bytes;
-  if (!full && q->o.max_backlog) {
-    for (size_t i = 0; i < n && !full; i++) {
-      const snap_t *s = &q->snap[items[i].dest];
-      full = s->last_seq + s->pending - s->done_seq >= q->o.max_backlog;
-    }
+  for (size_t i = 0; i < n && !full; i++) {
+    const snap_t *s = &q->snap[items[i].dest];
+    uint64_t max = s->max_backlog ? s->max_backlog : q->o.max_backlog;
+    full = max && s->last_seq + s->pending - s->done_seq >= max;
   }
   if (full) q->stats.refused_full++;
   uv_mutex_unlock(&q->mu);
@@ -444,12 +451,25 @@ static void read_work(uv_work_t *w) {
   uv_mutex_lock(&q->mu);
   cad_jpos_t end = q->end;
   uv_mutex_unlock(&q->mu);
-  for (;;) {
-    int rc = cad_jreader_next(&r->jr, &r->pos, end, r->dest, CAD_JREC_MSG, &r->rec);
-    if (rc == 1 && r->rec.seq <= r->after) continue; /* already finished */
-    r->status = rc;
-    return;
+  /* Memory stays bounded: a slot that once held a large message gives its
+   * buffer back. */
+  for (size_t i = 0; i < CAD_QUEUE_READ_BATCH; i++)
+    if (r->recs[i].payload.cap > 256 * 1024) cad_buf_free(&r->recs[i].payload);
+  r->nrecs = 0;
+  size_t bytes = 0;
+  r->status = 0;
+  while (r->nrecs < CAD_QUEUE_READ_BATCH && bytes < CAD_QUEUE_READ_BYTES) {
+    cad_jread_t *rec = &r->recs[r->nrecs];
+    int rc = cad_jreader_next(&r->jr, &r->pos, end, r->dest, CAD_JREC_MSG, rec);
+    if (rc == 1 && rec->seq <= r->after) continue; /* finished before the start */
+    if (rc != 1) {
+      if (rc < 0 && r->nrecs == 0) r->status = rc;
+      break;
+    }
+    bytes += rec->payload.len;
+    r->nrecs++;
   }
+  if (r->nrecs) r->status = 1;
 }
 
 static void read_after(uv_work_t *w, int status) {
@@ -485,7 +505,7 @@ int cad_queue_read(cad_queue_reader_t *r, cad_queue_read_cb cb, void *ud) {
 
 void cad_queue_reader_free(cad_queue_reader_t *r) {
   cad_jreader_free(&r->jr);
-  cad_buf_free(&r->rec.payload);
+  for (size_t i = 0; i < CAD_QUEUE_READ_BATCH; i++) cad_buf_free(&r->recs[i].payload);
 }
 
 void cad_queue_set_commit_hook(cad_queue_t *q, void (*fn)(void *ud, uint16_t dest), void *ud) {

@@ -68,6 +68,9 @@ void cad_queue_close(cad_queue_t *q, void (*done)(void *arg), void *arg);
 /* The id of a destination, created (durably, synchronously: call at start
  * or reload, not per message) when new.  Returns the id or a negative error. */
 int cad_queue_dest(cad_queue_t *q, const char *name);
+/* Limit one destination's backlog (messages appended and not finished);
+ * 0 = the queue's default (opts.max_backlog). */
+void cad_queue_set_backlog(cad_queue_t *q, uint16_t dest, uint64_t max);
 
 /* One record of an inbound message for one destination. */
 typedef struct cad_queue_item {
@@ -93,11 +96,16 @@ int cad_queue_append(cad_queue_t *q, const cad_queue_item_t *items, size_t n,
 int cad_queue_mark(cad_queue_t *q, uint16_t dest, uint8_t type, uint64_t seq, const char *reason,
                    const char *p, size_t len, cad_queue_append_cb cb, void *ud);
 
-/* Read the next MSG record of `dest` after sequence `after` at or after
- * *pos (a position the caller keeps; start with cad_queue_begin()), on the
- * thread pool.  cb runs on the loop: status 1 with the record (its payload
- * buffer is the caller's `rec`, reused), 0 when nothing is committed yet (call
- * again after the commit hook reports the destination), negative on error. */
+/* Read the next MSG records of `dest` after sequence `after`, at or after
+ * the reader's position (it starts at the journal's beginning), on the
+ * thread pool: up to CAD_QUEUE_READ_BATCH records and about
+ * CAD_QUEUE_READ_BYTES bytes at a time.  cb runs on the loop: status 1 with
+ * recs[0..nrecs) filled (payload buffers owned by the reader and reused by
+ * the next read), 0 when nothing is committed yet (call again after the
+ * commit hook reports the destination), negative on error. */
+#define CAD_QUEUE_READ_BATCH 64
+#define CAD_QUEUE_READ_BYTES (1u << 20)
+
 typedef void (*cad_queue_read_cb)(void *ud, int status);
 typedef struct cad_queue_reader {
   uv_work_t work;            /* internal */
@@ -105,8 +113,9 @@ typedef struct cad_queue_reader {
   cad_jreader_t jr;
   cad_jpos_t pos;            /* next position to look at */
   uint16_t dest;
-  uint64_t after;            /* skip MSG records with seq <= after */
-  cad_jread_t rec;           /* the record read (payload owned by the reader) */
+  uint64_t after;            /* skip MSG records with seq <= after (set at init) */
+  cad_jread_t recs[CAD_QUEUE_READ_BATCH]; /* what the last read gave */
+  size_t nrecs;
   int status;
   bool busy;
   cad_queue_read_cb cb;

@@ -1,9 +1,18 @@
 /* run.c - `caduceus run CONFIG`: the engine process.
  *
  * Wiring: one cad_mllp_listener per configured address; every frame is
- * parsed, written to the channel's destinations (file destinations on the
- * thread pool) and ACKed once every destination has it.  Parse failures are
- * answered at once with AR + ERR (when the header can be read).
+ * parsed, routed (routes/: filters and transforms give the bytes for each
+ * destination), appended to the durable queue (engine/queue.h) and ACKed
+ * according to the channel's ack.policy: `persisted` (default) once every
+ * record is on disk, `received` at once, `delivered` once the destinations
+ * took it.  One delivery worker per destination (engine/delivery.h) reads its
+ * FIFO from the queue and hands messages, in order, to the destination's
+ * driver (a file writer or an MLLP sender).  Parse failures are answered at
+ * once with AR + ERR (when the header can be read).
+ *
+ * The data directory is locked (data_dir/lock, flock) while the engine runs,
+ * so two engines never share a queue and `caduceus queue requeue|purge`
+ * refuse to change it underneath.
  *
  * Configuration lifecycle: a runtime (rt_t) holds one loaded configuration,
  * its open destinations and its channels.  Each message in flight holds a
@@ -23,19 +32,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include <fcntl.h>
+#include <sys/file.h>
+
 #include "ack.h"
 #include "cad_error.h"
 #include "cli.h"
 #include "config.h"
+#include "delivery.h"
 #include "file_dest.h"
 #include "hl7.h"
 #include "log.h"
 #include "mllp_listener.h"
+#include "mllp_sender.h"
+#include "queue.h"
+#include "routes.h"
 #include "stats.h"
 
 #define DRAIN_MS 10000
@@ -74,13 +91,29 @@ typedef struct chan {
   cad_chan_stats_t *st;
   cad_hl7_limits_t limits;
   cad_ack_style_t ack_style;
+  int dlq_qid;            /* queue id for routing dead letters, -1 = not yet */
 } chan_t;
+
+/* A destination of one runtime: its driver and, while it runs, its worker. */
+typedef struct dest {
+  rt_t *rt;
+  const cad_conf_dest_t *cd;
+  uint16_t qid;              /* its FIFO in the queue */
+  cad_file_dest_t *file;     /* type file */
+  cad_mllp_sender_t *mllp;   /* type mllp */
+  cad_tls_ctx_t *tls;        /* mllp over TLS */
+  cad_delivery_t *w;         /* the running worker, or NULL */
+  cad_arena_t arena;         /* parse of the message being delivered (file names) */
+  cad_deliver_done_cb done;  /* the worker's callback for every delivery */
+  void *done_ctx;
+} dest_t;
 
 struct rt {
   cad_config_t *cfg;
-  cad_file_dest_t **dests; /* one per cfg->dests */
+  dest_t *dests;           /* one per cfg->dests */
   chan_t *chans;           /* one per cfg->channels */
   int refs;
+  int workers;             /* delivery workers running */
 };
 
 typedef struct lsn {
@@ -95,6 +128,12 @@ typedef struct lsn {
 typedef struct engine {
   uv_loop_t *loop;
   const char *config_path;
+  char *data_dir;          /* the queue's, fixed for the life of the process */
+  int lockfd;              /* data_dir/lock, held */
+  cad_queue_t *q;
+  bool q_closing;
+  dest_t *by_qid[CAD_JOURNAL_MAX_DESTS]; /* running workers by queue id */
+  rt_t *rt_next;           /* a reloaded runtime waiting for the old workers to stop */
   rt_t *rt;
   lsn_t *lsns;
   int nclosing; /* listeners still draining */
@@ -106,11 +145,18 @@ typedef struct engine {
 
 static engine_t E;
 
+static void start_workers(rt_t *rt);
+
 static void rt_release(rt_t *rt) {
   if (!rt || --rt->refs > 0) return;
   if (rt->dests)
-    for (size_t i = 0; i < rt->cfg->ndests; i++)
-      if (rt->dests[i]) cad_file_dest_close(rt->dests[i]);
+    for (size_t i = 0; i < rt->cfg->ndests; i++) {
+      dest_t *d = &rt->dests[i];
+      if (d->file) cad_file_dest_close(d->file);
+      if (d->mllp) cad_mllp_sender_close(d->mllp, NULL, NULL);
+      cad_tls_ctx_unref(d->tls);
+      cad_arena_free(&d->arena);
+    }
   free(rt->dests);
   free(rt->chans);
   cad_config_free(rt->cfg);
@@ -129,6 +175,148 @@ static cad_mllp_listener_opts_t listener_opts(const cad_conf_channel_t *cc,
   return o;
 }
 
+/* ---- destinations: drivers and delivery workers --------------------------- */
+
+/* The worker's callback and context are the same for every message of a
+ * destination (several may be in flight: completions come in order). */
+static void file_written(int status, void *arg) {
+  dest_t *d = arg;
+  d->done(d->done_ctx, status == 0 ? CAD_DELIVER_OK : CAD_DELIVER_RETRY,
+          status == 0 ? NULL : cad_err_name(status));
+}
+
+static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
+                        cad_deliver_done_cb done, void *ctx) {
+  (void)seq;
+  dest_t *d = impl;
+  cad_arena_reset(&d->arena);
+  cad_hl7_msg_t m;
+  /* The tree is only used for the file name; a message that does not parse
+   * (it was accepted once, so this is rare) gets the template's fallbacks. */
+  if (cad_hl7_parse(&m, p, len, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
+  d->done = done;
+  d->done_ctx = ctx;
+  return cad_file_dest_write(d->file, &m, p, len, file_written, d);
+}
+
+static void mllp_sent(void *ctx, int outcome, const char *detail) {
+  dest_t *d = ctx;
+  d->done(d->done_ctx,
+       outcome == CAD_MLLP_SEND_OK     ? CAD_DELIVER_OK
+       : outcome == CAD_MLLP_SEND_FAIL ? CAD_DELIVER_FAIL
+                                       : CAD_DELIVER_RETRY,
+       detail);
+}
+
+static int mllp_deliver(void *impl, const char *p, size_t len, uint64_t seq,
+                        cad_deliver_done_cb done, void *ctx) {
+  dest_t *d = impl;
+  d->done = done;
+  d->done_ctx = ctx;
+  return cad_mllp_sender_deliver(d->mllp, p, len, seq, mllp_sent, d);
+}
+
+/* Open destination i of rt: its queue id and its driver (nothing runs yet). */
+static int dest_open(rt_t *rt, size_t i) {
+  const cad_conf_dest_t *cd = &rt->cfg->dests[i];
+  dest_t *d = &rt->dests[i];
+  d->rt = rt;
+  d->cd = cd;
+  cad_arena_init(&d->arena, 16384, 0);
+  int qid = cad_queue_dest(E.q, cd->name);
+  char err[256] = "";
+  int rc = qid;
+  if (qid >= 0) {
+    d->qid = (uint16_t)qid;
+    cad_queue_set_backlog(E.q, d->qid, cd->max_backlog);
+    if (cd->type == CAD_DEST_FILE) {
+      cad_file_dest_opts_t fo = {cd->dir, cd->name_tmpl, cd->append_path, 0, 0};
+      rc = cad_file_dest_open(E.loop, &fo, &d->file, err, sizeof err);
+    } else {
+      rc = 0;
+      if (cd->tls.enabled) {
+        cad_tls_client_opts_t to = {cd->tls.ca, cd->tls.cert, cd->tls.key, false, NULL, 0};
+        rc = cad_tls_client_ctx_new(&to, &d->tls, err, sizeof err);
+      }
+      if (rc == 0) {
+        cad_mllp_sender_opts_t mo = {0};
+        mo.host = cd->host;
+        mo.port = (int)cd->port;
+        mo.per_message = !cd->persistent;
+        mo.connect_timeout_ms = cd->connect_timeout_ms;
+        mo.ack_timeout_ms = cd->ack_timeout_ms;
+        mo.idle_close_ms = cd->idle_close_ms;
+        mo.ae_dead_letter = cd->on_ae == CAD_NAK_DEAD_LETTER;
+        mo.ar_dead_letter = cd->on_ar == CAD_NAK_DEAD_LETTER;
+        mo.new_control_id = cd->new_control_id;
+        mo.tls = d->tls;
+        mo.server_name = cd->tls.server_name;
+        mo.verify_hostname = cd->tls.verify_hostname;
+        rc = cad_mllp_sender_new(E.loop, &mo, &d->mllp, err, sizeof err);
+      }
+    }
+  } else {
+    snprintf(err, sizeof err, "cannot register it in the queue: %s", cad_strerror(qid));
+  }
+  if (rc < 0) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.error = cad_err_name(rc);
+    CAD_LOG(CAD_LOG_ERROR, "dest.open_failed", &c, "destination %s: %s", cd->name, err);
+  }
+  return rc < 0 ? rc : 0;
+}
+
+static void maybe_finish(void);
+
+static void worker_stopped(void *arg) {
+  dest_t *d = arg;
+  rt_t *rt = d->rt;
+  d->w = NULL;
+  if (E.by_qid[d->qid] == d) E.by_qid[d->qid] = NULL;
+  rt->workers--;
+  if (rt->workers == 0 && E.rt_next) {
+    rt_t *next = E.rt_next;
+    E.rt_next = NULL;
+    start_workers(next);
+    rt_release(next); /* the reference taken while it waited */
+  }
+  rt_release(rt);
+  maybe_finish();
+}
+
+static void start_workers(rt_t *rt) {
+  if (E.stopping) return;
+  for (size_t i = 0; i < rt->cfg->ndests; i++) {
+    dest_t *d = &rt->dests[i];
+    const cad_conf_dest_t *cd = d->cd;
+    cad_dest_driver_t drv = {d->file ? file_deliver : mllp_deliver, d, d->file ? 64u : 1u};
+    cad_delivery_opts_t o = {cd->retry_initial_ms, cd->retry_max_ms, cd->retry_attempts,
+                             cd->on_failure == CAD_ON_FAILURE_DEAD_LETTER};
+    int rc = cad_delivery_start(E.loop, E.q, d->qid, cd->name, &drv, &o, &d->w);
+    if (rc < 0) {
+      cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+      c.error = cad_err_name(rc);
+      CAD_LOG(CAD_LOG_ERROR, "dest.start_failed", &c, "destination %s: %s", cd->name,
+              cad_strerror(rc));
+      continue;
+    }
+    rt->refs++;
+    rt->workers++;
+    E.by_qid[d->qid] = d;
+  }
+}
+
+static void stop_workers(rt_t *rt) {
+  for (size_t i = 0; i < rt->cfg->ndests; i++)
+    if (rt->dests[i].w) cad_delivery_stop(rt->dests[i].w, worker_stopped, &rt->dests[i]);
+}
+
+static void on_commit(void *ud, uint16_t qid) {
+  (void)ud;
+  dest_t *d = E.by_qid[qid];
+  if (d && d->w) cad_delivery_notify(d->w);
+}
+
 /* Build a runtime from a loaded config (which it takes over). */
 static int rt_create(cad_config_t *cfg, rt_t **out) {
   rt_t *rt = calloc(1, sizeof *rt);
@@ -145,14 +333,8 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
     return CAD_E_NOMEM;
   }
   for (size_t i = 0; i < cfg->ndests; i++) {
-    const cad_conf_dest_t *cd = &cfg->dests[i];
-    cad_file_dest_opts_t fo = {cd->dir, cd->name_tmpl, cd->append_path, 0, 0};
-    char err[256];
-    int rc = cad_file_dest_open(E.loop, &fo, &rt->dests[i], err, sizeof err);
+    int rc = dest_open(rt, i);
     if (rc < 0) {
-      cad_log_ctx_t c = CAD_LOG_CTX_INIT;
-      c.error = cad_err_name(rc);
-      CAD_LOG(CAD_LOG_ERROR, "dest.open_failed", &c, "destination %s: %s", cd->name, err);
       rt_release(rt);
       return rc;
     }
@@ -167,6 +349,7 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
       return CAD_E_NOMEM;
     }
     ch->limits.max_bytes = ch->cc->max_message_size;
+    ch->dlq_qid = -1;
     ch->ack_style = ch->cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
                     : ch->cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
                                                            : CAD_ACK_STYLE_AUTO;
@@ -185,10 +368,12 @@ typedef struct job {
   cad_hl7_msg_t msg;
   char *bytes;
   size_t len;
-  int pending;  /* destinations not done */
-  int failure;  /* first destination error */
+  int waiting;  /* `delivered` policy: destinations that have not taken it yet */
+  int failure;  /* first error (queue write, delivery given up), 0 = none */
+  char fail_reason[80];
   uint64_t conn;
   char peer[64];
+  uint16_t *items_qid;  /* the queue ids appended (arena), for `delivered` */
 } job_t;
 
 static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci,
@@ -263,20 +448,67 @@ static void job_finish(job_t *j) {
     cad_hl7_diag_t dg = {0};
     dg.code = j->failure;
     dg.hl7_code = 207;
-    snprintf(dg.reason, sizeof dg.reason, "destination write failed: %s",
-             cad_err_name(j->failure));
+    snprintf(dg.reason, sizeof dg.reason, "%s: %s",
+             j->fail_reason[0] ? j->fail_reason : "queue write failed", cad_err_name(j->failure));
     outcome = send_ack(j->req, j->ch, &h, CAD_ACK_ERROR, &dg, 0);
     c.outcome = outcome;
     c.error = cad_err_name(j->failure);
-    CAD_LOG(CAD_LOG_ERROR, "msg.dest_failed", &c, NULL);
+    CAD_LOG(CAD_LOG_ERROR, "msg.not_accepted", &c, "%s", dg.reason);
   }
   job_free(j);
 }
 
-static void dest_done(int status, void *arg) {
-  job_t *j = arg;
-  if (status < 0 && j->failure == 0) j->failure = status;
-  if (--j->pending == 0) job_finish(j);
+static void job_fail(job_t *j, int err, const char *why) {
+  if (j->failure == 0) {
+    j->failure = err;
+    snprintf(j->fail_reason, sizeof j->fail_reason, "%s", why);
+  }
+}
+
+/* `delivered` policy: one destination finished the message. */
+static void job_delivered(void *ud, int status) {
+  job_t *j = ud;
+  if (status) job_fail(j, status, "not delivered (dead-lettered or engine stopping)");
+  if (--j->waiting == 0) job_finish(j);
+}
+
+/* The message's records are durable (status 0) or could not be written. */
+static void job_appended(void *ud, int status, const uint64_t *seqs, size_t n) {
+  job_t *j = ud;
+  if (status) {
+    job_fail(j, status, "queue write failed");
+    job_finish(j);
+    return;
+  }
+  j->ch->st->queued++;
+  if (j->ch->cc->ack_policy != CAD_ACK_DELIVERED || !seqs) {
+    job_finish(j);
+    return;
+  }
+  /* Hold the ACK until every destination has taken the message. */
+  j->waiting = 1;
+  for (size_t i = 0; i < n; i++) {
+    dest_t *d = j->items_qid ? E.by_qid[j->items_qid[i]] : NULL;
+    if (d && d->w && cad_delivery_wait(d->w, seqs[i], job_delivered, j) == 0) j->waiting++;
+  }
+  if (--j->waiting == 0) job_finish(j);
+}
+
+/* `received` policy: the ACK went out already; a failure here is a loss. */
+static void received_appended(void *ud, int status, const uint64_t *seqs, size_t n) {
+  (void)seqs;
+  (void)n;
+  cad_chan_stats_t *st = ud;
+  if (status == 0) {
+    st->queued++;
+    return;
+  }
+  st->errors++;
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.channel = st->name;
+  c.error = cad_err_name(status);
+  CAD_LOG(CAD_LOG_ERROR, "msg.lost", &c,
+          "ack.policy received: a message already ACKed could not be queued");
 }
 
 /* The HL7 table 0357 code for a parse failure. */
@@ -289,6 +521,8 @@ static int hl7_code_for(const cad_hl7_diag_t *dg) {
   default: return 207;
   }
 }
+
+static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci);
 
 static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
   lsn_t *ls = data;
@@ -380,19 +614,92 @@ static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *dat
     return;
   }
 
-  /* Hand the message to every destination; the ACK waits for all of them. */
+  route_and_queue(j, ch, ci);
+}
+
+/* Route a parsed message and queue what the routes give; answer it. */
+static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci) {
   const cad_conf_channel_t *cc = ch->cc;
-  j->pending = 1; /* held while submitting */
-  for (size_t i = 0; i < cc->nto; i++) {
-    cad_file_dest_t *d = j->rt->dests[cc->to[i]];
-    int wrc = cad_file_dest_write(d, &j->msg, j->bytes, j->len, dest_done, j);
-    if (wrc < 0) {
-      if (j->failure == 0) j->failure = wrc;
-    } else {
-      j->pending++;
-    }
+  cad_route_result_t res;
+  memset(&res, 0, sizeof res);
+  int rc = cc->routes ? cad_routes_eval(cc->routes, j->bytes, j->len, &j->msg, &j->arena, &res)
+                      : CAD_E_STATE;
+  cad_ack_msh_t h;
+  cad_ack_msh_from_msg(&j->msg, &h);
+  cad_log_ctx_t c;
+  log_ctx_for(&c, ch, ci, &h, j->len);
+  if (rc < 0 && res.disposition == CAD_ROUTE_DELIVER) {
+    res.disposition = CAD_ROUTE_ERROR;
+    res.diag.hl7_code = 207;
+    snprintf(res.diag.reason, sizeof res.diag.reason, "routing failed: %s", cad_err_name(rc));
   }
-  if (--j->pending == 0) job_finish(j);
+  switch (res.disposition) {
+  case CAD_ROUTE_FILTERED:
+    ch->st->filtered++;
+    ch->st->accepted++;
+    c.outcome = send_ack(j->req, ch, &h, CAD_ACK_ACCEPT, NULL, 0);
+    CAD_LOG(CAD_LOG_INFO, "msg.filtered", &c, "no route took it (unrouted: drop)");
+    job_free(j);
+    return;
+  case CAD_ROUTE_REJECTED:
+  case CAD_ROUTE_ERROR: {
+    bool reject = res.disposition == CAD_ROUTE_REJECTED;
+    if (reject)
+      ch->st->rejected++;
+    else
+      ch->st->errors++;
+    c.outcome = send_ack(j->req, ch, &h, reject ? CAD_ACK_REJECT : CAD_ACK_ERROR, &res.diag, 0);
+    CAD_LOG(CAD_LOG_WARN, reject ? "msg.unrouted" : "msg.route_error", &c,
+            "%s (HL7 %d)", res.diag.reason, res.diag.hl7_code);
+    job_free(j);
+    return;
+  }
+  case CAD_ROUTE_DEAD_LETTER: {
+    /* The original message goes to this channel's dead letters, then AA. */
+    if (ch->dlq_qid < 0) {
+      char name[96];
+      snprintf(name, sizeof name, "channel:%s", cc->name);
+      ch->dlq_qid = cad_queue_dest(E.q, name);
+    }
+    ch->st->dead_lettered++;
+    CAD_LOG(CAD_LOG_WARN, "msg.dead_letter", &c, "%s", res.diag.reason);
+    rc = ch->dlq_qid < 0 ? ch->dlq_qid
+                         : cad_queue_mark(E.q, (uint16_t)ch->dlq_qid, CAD_JREC_DEAD, 0,
+                                          res.diag.reason, j->bytes, j->len, job_appended, j);
+    if (rc < 0) {
+      job_fail(j, rc, "dead-letter write failed");
+      job_finish(j);
+    }
+    return;
+  }
+  case CAD_ROUTE_DELIVER:
+    break;
+  }
+  cad_queue_item_t *items = cad_arena_alloc(&j->arena, (res.nouts ? res.nouts : 1) * sizeof *items);
+  j->items_qid = cad_arena_alloc(&j->arena, (res.nouts ? res.nouts : 1) * sizeof *j->items_qid);
+  if (!items || !j->items_qid) {
+    job_fail(j, CAD_E_NOMEM, "out of memory");
+    job_finish(j);
+    return;
+  }
+  for (size_t i = 0; i < res.nouts; i++) {
+    uint16_t qid = j->rt->dests[res.outs[i].dest].qid;
+    items[i] = (cad_queue_item_t){qid, res.outs[i].bytes.p, res.outs[i].bytes.len};
+    j->items_qid[i] = qid;
+  }
+  if (cc->ack_policy == CAD_ACK_RECEIVED) {
+    rc = cad_queue_append(E.q, items, res.nouts, received_appended, ch->st);
+    if (rc < 0) {
+      job_fail(j, rc, rc == CAD_E_FULL ? "queue full" : "queue refused the message");
+    }
+    job_finish(j);
+    return;
+  }
+  rc = cad_queue_append(E.q, items, res.nouts, job_appended, j);
+  if (rc < 0) {
+    job_fail(j, rc, rc == CAD_E_FULL ? "queue full" : "queue refused the message");
+    job_finish(j);
+  }
 }
 
 static void on_event(const cad_mllp_event_t *ev, void *data) {
@@ -487,6 +794,7 @@ static void lsn_closed(void *arg) {
   rt_release(ls->ch->rt);
   free(ls);
   E.nclosing--;
+  maybe_finish();
 }
 
 static void lsn_close(lsn_t *ls) {
@@ -595,6 +903,8 @@ static void log_stats(void) {
         {"unanswered", s->unanswered},     {"bytes_in", s->bytes},
         {"conns_opened", s->conns_opened}, {"conns_refused", s->conns_refused},
         {"frame_errors", s->frame_errors}, {"skipped_bytes", s->skipped_bytes},
+        {"queued", s->queued},             {"filtered", s->filtered},
+        {"dead_lettered", s->dead_lettered},
     };
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     c.channel = s->name;
@@ -604,9 +914,43 @@ static void log_stats(void) {
   }
 }
 
+/* Per destination: the queue's view and the worker's counters. */
+static void log_dest_stats(void) {
+  if (!E.q) return;
+  cad_queue_stats_t qs;
+  cad_queue_get_stats(E.q, &qs);
+  cad_log_num_t qn[] = {
+      {"batches", qs.batches},           {"appends", qs.appends},
+      {"records", qs.records},           {"failed_batches", qs.failed_batches},
+      {"refused_full", qs.refused_full}, {"max_batch", qs.max_batch_appends},
+      {"journal_bytes", cad_queue_bytes(E.q)},
+  };
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.nums = qn;
+  c.nnums = sizeof qn / sizeof qn[0];
+  CAD_LOG(CAD_LOG_INFO, "stats.queue", &c, NULL);
+  for (size_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) {
+    dest_t *d = E.by_qid[i];
+    if (!d || !d->w) continue;
+    const cad_jdest_t *info = cad_queue_dest_info(E.q, d->qid);
+    cad_delivery_stats_t ds;
+    cad_delivery_get_stats(d->w, &ds);
+    uint64_t depth = info && info->last_seq > info->done_seq ? info->last_seq - info->done_seq : 0;
+    cad_log_num_t nums[] = {
+        {"depth", depth},         {"delivered", ds.delivered}, {"attempts", ds.attempts},
+        {"retries", ds.retries},  {"dead", ds.dead},           {"blocked", ds.blocked},
+    };
+    cad_log_ctx_t dc = CAD_LOG_CTX_INIT;
+    dc.nums = nums;
+    dc.nnums = sizeof nums / sizeof nums[0];
+    CAD_LOG(CAD_LOG_INFO, "stats.dest", &dc, "destination=%s", d->cd->name);
+  }
+}
+
 static void stats_tick(uv_timer_t *t) {
   (void)t;
   log_stats();
+  log_dest_stats();
 }
 
 static void stats_timer_apply(void) {
@@ -631,10 +975,34 @@ static void shutdown_engine(const char *why) {
   uv_close((uv_handle_t *)&E.sig_int, NULL);
   uv_close((uv_handle_t *)&E.sig_hup, NULL);
   uv_close((uv_handle_t *)&E.stats_timer, NULL);
+  /* Workers finish the message in flight; the queue closes once listeners
+   * (whose ACKs wait for it) and workers are done: see maybe_finish(). */
+  if (E.rt) stop_workers(E.rt);
+  if (E.rt_next) {
+    rt_release(E.rt_next);
+    E.rt_next = NULL;
+  }
   /* The runtime goes when the last message in flight releases it. */
   rt_t *rt = E.rt;
   E.rt = NULL;
   rt_release(rt);
+  maybe_finish();
+}
+
+static void queue_closed(void *arg) {
+  (void)arg;
+  E.q = NULL;
+  if (E.lockfd >= 0) close(E.lockfd);
+  E.lockfd = -1;
+}
+
+/* After shutdown: close the queue once nothing can append or deliver. */
+static void maybe_finish(void) {
+  if (!E.stopping || E.q_closing || !E.q || E.nclosing > 0) return;
+  for (size_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++)
+    if (E.by_qid[i]) return;
+  E.q_closing = true;
+  cad_queue_close(E.q, queue_closed, NULL);
 }
 
 static void log_config_errors(const char *event, const char *errors) {
@@ -660,6 +1028,13 @@ static void reload(void) {
     return;
   }
   free(errors);
+  if (strcmp(cfg->data_dir, E.data_dir) != 0) {
+    CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
+            "engine.data_dir changed (%s -> %s): the queue moves only with a restart; the "
+            "running configuration stays", E.data_dir, cfg->data_dir);
+    cad_config_free(cfg);
+    return;
+  }
   rt_t *rt = NULL;
   if ((rc = rt_create(cfg, &rt)) < 0 || (rc = listeners_apply(rt)) < 0) {
     if (rt) rt_release(rt);
@@ -670,6 +1045,17 @@ static void reload(void) {
   }
   rt_t *old = E.rt;
   E.rt = rt;
+  /* New workers start once the old ones have stopped, so one destination
+   * never has two messages in flight. */
+  if (E.rt_next) rt_release(E.rt_next);
+  E.rt_next = NULL;
+  if (old && old->workers) {
+    rt->refs++;
+    E.rt_next = rt;
+    stop_workers(old);
+  } else {
+    start_workers(rt);
+  }
   rt_release(old);
   cad_log_setup(rt->cfg->log_level, rt->cfg->log_format, -1);
   stats_timer_apply();
@@ -706,6 +1092,45 @@ static void usage(FILE *out) {
           "                   running configuration stays\n"
           "\n"
           "Logs go to stderr, one line per event (engine.log_format: kv | json).\n");
+}
+
+/* Lock the data directory and open the durable queue in it. */
+static int open_queue(const cad_config_t *cfg) {
+  E.data_dir = strdup(cfg->data_dir);
+  if (!E.data_dir) return CAD_E_NOMEM;
+  cad_queue_opts_t qo = {cfg->data_dir, cfg->queue_segment_bytes, cfg->queue_retain_ms,
+                         cfg->queue_retain_bytes, cfg->queue_max_pending, 0};
+  /* The queue creates data_dir; the lock file needs it first. */
+  char lock[4200];
+  snprintf(lock, sizeof lock, "%s/lock", cfg->data_dir);
+  for (char *p = E.data_dir + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = 0;
+    mkdir(E.data_dir, 0750);
+    *p = '/';
+  }
+  mkdir(E.data_dir, 0750);
+  E.lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (E.lockfd < 0 || flock(E.lockfd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    CAD_LOG(CAD_LOG_ERROR, "start.locked", NULL,
+            "%s: %s (is another engine running on this data_dir?)", lock, strerror(e));
+    if (E.lockfd >= 0) close(E.lockfd);
+    E.lockfd = -1;
+    return -e;
+  }
+  char report[600];
+  int rc = cad_queue_open(E.loop, &qo, &E.q, report, sizeof report);
+  if (rc < 0) {
+    CAD_LOG(CAD_LOG_ERROR, "start.queue_failed", NULL, "%s: %s", cfg->data_dir, cad_strerror(rc));
+    close(E.lockfd);
+    E.lockfd = -1;
+    return rc;
+  }
+  if (report[0])
+    CAD_LOG(CAD_LOG_WARN, "queue.recovered", NULL, "%s", report);
+  cad_queue_set_commit_hook(E.q, on_commit, NULL);
+  return 0;
 }
 
 int cad_cli_run(int argc, char **argv) {
@@ -757,7 +1182,16 @@ int cad_cli_run(int argc, char **argv) {
   uv_timer_init(&loop, &E.stats_timer);
 
   raise_fd_limit(cfg);
-  if ((rc = rt_create(cfg, &E.rt)) < 0 || (rc = listeners_apply(E.rt)) < 0) {
+  E.lockfd = -1;
+  if ((rc = open_queue(cfg)) < 0) {
+    cad_config_free(cfg);
+    E.exit_status = 1;
+    E.stopping = true;
+    uv_close((uv_handle_t *)&E.sig_term, NULL);
+    uv_close((uv_handle_t *)&E.sig_int, NULL);
+    uv_close((uv_handle_t *)&E.sig_hup, NULL);
+    uv_close((uv_handle_t *)&E.stats_timer, NULL);
+  } else if ((rc = rt_create(cfg, &E.rt)) < 0 || (rc = listeners_apply(E.rt)) < 0) {
     CAD_LOG(CAD_LOG_ERROR, "start.failed", NULL, "%s: %s", path, cad_strerror(rc));
     E.exit_status = 1;
     shutdown_engine("start failed");
@@ -766,11 +1200,13 @@ int cad_cli_run(int argc, char **argv) {
     uv_signal_start(&E.sig_int, on_signal, SIGINT);
     uv_signal_start(&E.sig_hup, on_signal, SIGHUP);
     stats_timer_apply();
+    start_workers(E.rt);
     CAD_LOG(CAD_LOG_INFO, "start", NULL, "%s: %zu channels, %zu destinations, pid %d", path,
             E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
   if (E.exit_status == 0) log_stats();
+  free(E.data_dir);
   rc = uv_loop_close(&loop);
   if (rc < 0) {
     uv_walk(&loop, walk_open, NULL);

@@ -71,6 +71,8 @@ def test_ack_fields_and_file(binary, tmp):
                 f = check_ack(send_recv(s, msg), ctl)
                 ids.add(field(f, "MSH", 10))
                 path = os.path.join(tmp, "out", "20260101120000_%s.hl7" % ctl)
+                # The ACK says the message is durable; delivery follows.
+                wait_for(lambda: os.path.exists(path), what="delivery of " + ctl)
                 with open(path, "rb") as fh:
                     assert fh.read() == msg, "file content differs from the message"
         assert len(ids) == 3
@@ -106,7 +108,8 @@ def test_enhanced_mode(binary, tmp):
             s.sendall(frame(adt("E4", extra_msh="|||ER|NE")))
             check_ack(send_recv(s, adt("E5", extra_msh="|||SU")), "E5", code="CA")
         for ctl in ("E1", "E2", "E3", "E4", "E5"):
-            assert os.path.exists(os.path.join(tmp, "out", "20260101120000_%s.hl7" % ctl))
+            p = os.path.join(tmp, "out", "20260101120000_%s.hl7" % ctl)
+            wait_for(lambda: os.path.exists(p), what="delivery of " + ctl)
         check_clean_stop(eng)
     finally:
         eng.kill()
@@ -177,7 +180,10 @@ def test_safe_file_names(binary, tmp):
                 msg = adt(ctl)
                 ack = send_recv(s, msg)
                 assert field(fields(ack), "MSA", 1) == "AA", ack
-        names = sorted(os.listdir(os.path.join(tmp, "out")))
+        out = os.path.join(tmp, "out")
+        wait_for(lambda: len([n for n in os.listdir(out) if not n.startswith(".")]) == 4,
+                 what="four files delivered")
+        names = sorted(os.listdir(out))
         assert len(names) == 4, names
         for n in names:
             assert "/" not in n and not n.startswith(".") and n.endswith("_12345.hl7"), n
@@ -204,9 +210,13 @@ def test_append_mode(binary, tmp):
         with connect(port) as s:
             for i, m in enumerate(msgs):
                 check_ack(send_recv(s, m), "AP%d" % i)
-        with open(os.path.join(tmp, "out", "all.hl7"), "rb") as fh:
-            data = fh.read()
         want = b"".join(m + b"\n" for m in msgs[:5]) + msgs[5] + b"\r\n"
+
+        def appended():
+            with open(os.path.join(tmp, "out", "all.hl7"), "rb") as fh:
+                return fh.read()
+        wait_for(lambda: len(appended()) >= len(want), what="all six appended")
+        data = appended()
         assert data == want, "append file differs"
         check_clean_stop(eng)
     finally:
@@ -229,7 +239,8 @@ def test_pipelined_order(binary, tmp):
                 buf += chunk
         acks = [a.lstrip(b"\x0b") for a in buf.split(b"\x1c\x0d") if a]
         assert [field(fields(a), "MSA", 2) for a in acks] == ["P%04d" % i for i in range(n)]
-        assert len(os.listdir(os.path.join(tmp, "out"))) == n
+        wait_for(lambda: len(os.listdir(os.path.join(tmp, "out"))) == n, timeout=20,
+                 what="%d files delivered" % n)
         check_clean_stop(eng)
     finally:
         eng.kill()
@@ -256,7 +267,8 @@ def test_reload(binary, tmp):
         check_ack(send_recv(s, adt("H3")), "H3")
         with connect(p2) as s2:
             check_ack(send_recv(s2, adt("H4")), "H4")
-        assert os.path.exists(os.path.join(tmp, "out2", "20260101120000_H4.hl7"))
+        wait_for(lambda: os.path.exists(os.path.join(tmp, "out2", "20260101120000_H4.hl7")),
+                 what="delivery of H4")
         # Remove the first listener: its connections close, the other stays.
         eng.write_config(channel(p2, name="lab", to="second"),
                          files_dest(tmp, dest="second", sub="out2"))
@@ -302,7 +314,8 @@ def test_reload_refused_when_it_cannot_apply(binary, tmp):
         wait_for(lambda: eng.log().count("event=reload.refused") >= 2, what="refusal 2")
         assert "event=dest.open_failed" in eng.log()
         check_ack(send_recv(s, adt("U3")), "U3")
-        assert os.path.exists(os.path.join(tmp, "out", "20260101120000_U3.hl7"))
+        wait_for(lambda: os.path.exists(os.path.join(tmp, "out", "20260101120000_U3.hl7")),
+                 what="delivery of U3")
         s.close()
         check_clean_stop(eng)
     finally:
@@ -310,29 +323,38 @@ def test_reload_refused_when_it_cannot_apply(binary, tmp):
         eng.kill()
 
 
-def test_destination_failure_gives_ae(binary, tmp):
+def test_destination_failure_is_retried(binary, tmp):
+    """A destination that fails does not lose what was ACKed: the message
+    waits in the queue, retried with backoff, and arrives once it works."""
     import shutil
     port = free_port()
-    eng = Engine(binary, tmp, channel(port), files_dest(tmp))
+    dest = files_dest(tmp) + "    retry: {initial: 100ms, max: 200ms}\n"
+    eng = Engine(binary, tmp, channel(port), dest)
     try:
         eng.start([port])
         with connect(port) as s:
             check_ack(send_recv(s, adt("D1")), "D1")
-            # The directory disappears under the engine: writes fail, the
-            # sender gets AE (207) and nothing is claimed as stored.
+            wait_for(lambda: os.path.exists(os.path.join(tmp, "out", "20260101120000_D1.hl7")),
+                     what="delivery of D1")
+            # The directory becomes a file: writes fail; the message is ACKed
+            # (it is durable) and retried.
             shutil.rmtree(os.path.join(tmp, "out"))
-            f = check_ack(send_recv(s, adt("D2")), "D2", code="AE")
-            assert field(f, "ERR", 3).startswith("207^") and field(f, "ERR", 4) == "E", f
-            # A reload opens the destination again (and recreates it).
-            eng.signal(signal.SIGHUP)
-            wait_for(lambda: "event=reload.done" in eng.log(), what="reload")
+            with open(os.path.join(tmp, "out"), "w") as f:
+                f.write("x")
+            check_ack(send_recv(s, adt("D2")), "D2")
+            wait_for(lambda: "event=dest.retry" in eng.log(), what="a retry")
+            # The destination comes back: D2 is delivered, then D3, in order.
+            os.unlink(os.path.join(tmp, "out"))
+            os.mkdir(os.path.join(tmp, "out"))
             check_ack(send_recv(s, adt("D3")), "D3")
-        assert os.path.exists(os.path.join(tmp, "out", "20260101120000_D3.hl7"))
+        for ctl in ("D2", "D3"):
+            p = os.path.join(tmp, "out", "20260101120000_%s.hl7" % ctl)
+            wait_for(lambda: os.path.exists(p), what="delivery of " + ctl)
         time.sleep(1.2)
         check_clean_stop(eng)
         log = eng.log()
-        assert "event=msg.dest_failed" in log and "outcome=AE" in log
-        assert re.search(r"received=3 accepted=2 rejected=0 errors=1", log), log
+        assert re.search(r"received=3 accepted=3 rejected=0 errors=0", log), log
+        assert re.search(r"event=stats.dest .*retries=[1-9]", log), log
     finally:
         eng.kill()
 
@@ -432,7 +454,7 @@ def test_sigint_stops_cleanly(binary, tmp):
 TESTS = [test_cli_usage_and_bad_config, test_port_in_use_fails_cleanly, test_sigint_stops_cleanly,
          test_ack_fields_and_file, test_enhanced_mode, test_forced_ack_modes,
          test_rejects_with_err, test_safe_file_names, test_append_mode, test_pipelined_order,
-         test_reload, test_reload_refused_when_it_cannot_apply, test_destination_failure_gives_ae, test_json_log, test_ipv6_listener]
+         test_reload, test_reload_refused_when_it_cannot_apply, test_destination_failure_is_retried, test_json_log, test_ipv6_listener]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))

@@ -353,7 +353,7 @@ TEST(empty_sections_take_defaults) {
   cad_config_free(c);
   /* An empty channel or destination lacks its required keys. */
   CHECK_ERRORS("destinations:\n  out:\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file)\n");
+               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file or mllp)\n");
 }
 
 TEST(every_setting) {
@@ -409,20 +409,21 @@ TEST(every_setting) {
 TEST(error_unknown_key) {
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    foo: 1\n    to: out\n",
                "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, ack, "
-               "max_message_size, idle_timeout, frame_timeout, max_connections, to)\n");
+               "max_message_size, idle_timeout, frame_timeout, max_connections, to, tls, allow, "
+               "routes, unrouted, on_error, tests)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
-               "log_level, log_format, stats_interval)\n");
+               "log_level, log_format, stats_interval, queue)\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    ack: {mode: auto, "
                      "strict: yes}\n    to: out\n",
                "t.yaml:6:23: unknown key 'strict' in ack of channel 'lab' (expected one of: "
-               "mode)\n");
+               "mode, policy)\n");
   CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
                "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
-               "dir, append, name)\n");
+               "dir, append, name, retry, on_failure, max_backlog)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
-               "engine, destinations, channels)\n");
+               "engine, destinations, channels, tables)\n");
 }
 
 TEST(error_wrong_types) {
@@ -451,7 +452,7 @@ TEST(error_wrong_types) {
                "t.yaml:1:22: log_format: expected one of kv or json, got 'xml'\n"
                "t.yaml:1:37: data_dir: expected a path, got a mapping\n");
   CHECK_ERRORS("[1, 2]\n", "t.yaml:1:1: expected a mapping at the top level (with include, "
-                           "engine, destinations, channels), got a sequence\n");
+                           "engine, destinations, channels, tables), got a sequence\n");
 }
 
 TEST(error_missing_required) {
@@ -459,10 +460,10 @@ TEST(error_missing_required) {
                "t.yaml:4:3: missing 'listen' in channel 'lab' (the addresses to accept MLLP "
                "connections on, like 127.0.0.1:2575)\n");
   CHECK_ERRORS(DESTS "channels:\n  lab: {listen: 127.0.0.1:2575}\n",
-               "t.yaml:4:3: missing 'to' in channel 'lab' (the destinations every accepted "
-               "message goes to)\n");
+               "t.yaml:4:3: missing 'to' or 'routes' in channel 'lab' (where accepted messages "
+               "go)\n");
   CHECK_ERRORS("destinations:\n  out: {dir: x}\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file)\n");
+               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file or mllp)\n");
   CHECK_ERRORS("", "t.yaml: no channels: define at least one under 'channels:'\n");
   CHECK_ERRORS("channels:\n", "t.yaml: no channels: define at least one under 'channels:'\n");
 }
@@ -537,7 +538,7 @@ TEST(error_file_destination) {
                "t.yaml:2:29: append: cannot use message fields like ${PID-3}: only a file "
                "destination's 'name' is a template\n");
   CHECK_ERRORS("destinations:\n  out: {type: [file], dir: x}\n" LAB,
-               "t.yaml:2:15: type: expected one of file, got a sequence\n");
+               "t.yaml:2:15: type: expected one of file or mllp, got a sequence\n");
 }
 
 TEST(error_names) {
