@@ -56,6 +56,12 @@ static void print_summary(const cad_config_t *c) {
          c->data_dir, level_name(c->log_level), c->log_format == CAD_LOG_JSON ? "json" : "kv",
          c->stats_interval_ms ? cad_config_format_duration(c->stats_interval_ms, a, sizeof a)
                               : "0 (off)");
+  printf("  queue       segments of %s, delivered messages kept %s",
+         cad_config_format_size(c->queue_segment_bytes, a, sizeof a),
+         cad_config_format_duration(c->queue_retain_ms, b, sizeof b));
+  if (c->queue_retain_bytes)
+    printf(" (at most %s)", cad_config_format_size(c->queue_retain_bytes, a, sizeof a));
+  printf("\n");
   for (size_t i = 0; i < c->nchannels; i++) {
     const cad_conf_channel_t *ch = &c->channels[i];
     printf("\nchannel '%s'  (%s:%d)\n", ch->name, ch->pos.file, ch->pos.line);
@@ -66,22 +72,34 @@ static void print_summary(const cad_config_t *c) {
     }
     nlisten += ch->nlisten;
     printf("  (MLLP)\n");
-    printf("  ack         %s\n", ack_name(ch->ack_mode));
+    static const char *const policies[] = {"persisted (after the disk)",
+                                           "received (before the disk: can lose messages)",
+                                           "delivered (after the destinations)"};
+    printf("  ack         %s; policy %s\n", ack_name(ch->ack_mode), policies[ch->ack_policy]);
     printf("  limits      max_message_size %s, max_connections %u\n",
            cad_config_format_size(ch->max_message_size, a, sizeof a), ch->max_connections);
     printf("  timeouts    idle %s, mid-frame %s\n",
            ch->idle_timeout_ms ? cad_config_format_duration(ch->idle_timeout_ms, a, sizeof a)
                                : "none",
            cad_config_format_duration(ch->frame_timeout_ms, b, sizeof b));
-    printf("  to          ");
-    for (size_t j = 0; j < ch->nto; j++) printf("%s%s", j ? ", " : "", c->dests[ch->to[j]].name);
-    printf("\n");
+    size_t nr = cad_routes_count(ch->routes);
+    if (ch->nto) {
+      printf("  to          ");
+      for (size_t j = 0; j < ch->nto; j++) printf("%s%s", j ? ", " : "", c->dests[ch->to[j]].name);
+      printf("\n");
+    } else {
+      printf("  routes      %zu:", nr);
+      for (size_t j = 0; j < nr; j++) printf("%s %s", j ? "," : "", cad_routes_name(ch->routes, j));
+      printf("\n");
+    }
   }
   for (size_t i = 0; i < c->ndests; i++) {
     const cad_conf_dest_t *d = &c->dests[i];
     bool used = false;
     for (size_t j = 0; j < c->nchannels && !used; j++)
       for (size_t k = 0; k < c->channels[j].nto; k++) used |= c->channels[j].to[k] == i;
+    /* Routes name their destinations themselves: only `to:` is checked here. */
+    for (size_t j = 0; j < c->nchannels && !used; j++) used |= c->channels[j].nto == 0;
     printf("\ndestination '%s'  (%s:%d)%s\n", d->name, d->pos.file, d->pos.line,
            used ? "" : "  -- not used by any channel");
     if (d->dir) {
@@ -90,7 +108,19 @@ static void print_summary(const cad_config_t *c) {
              n && d->dir[n - 1] == '/' ? "" : "/", d->name_tmpl);
     } else if (d->append_path) {
       printf("  writes      every message appended to %s\n", d->append_path);
+    } else if (d->type == CAD_DEST_MLLP) {
+      printf("  sends       MLLP%s to %s:%u, ACK timeout %s; AE: %s, AR: %s\n",
+             d->tls.enabled ? " over TLS" : "", d->host, d->port,
+             cad_config_format_duration(d->ack_timeout_ms, a, sizeof a),
+             d->on_ae == CAD_NAK_DEAD_LETTER ? "dead letter" : "retry",
+             d->on_ar == CAD_NAK_DEAD_LETTER ? "dead letter" : "retry");
     }
+    printf("  delivery    in order; retry from %s up to %s, %u attempts, then %s",
+           cad_config_format_duration(d->retry_initial_ms, a, sizeof a),
+           cad_config_format_duration(d->retry_max_ms, b, sizeof b), d->retry_attempts,
+           d->on_failure == CAD_ON_FAILURE_DEAD_LETTER ? "dead letter" : "block and keep retrying");
+    if (d->max_backlog) printf("; at most %llu waiting", (unsigned long long)d->max_backlog);
+    printf("\n");
   }
   printf("\n%zu channel%s, %zu listener%s, %zu destination%s\n", c->nchannels,
          c->nchannels == 1 ? "" : "s", nlisten, nlisten == 1 ? "" : "s", c->ndests,
