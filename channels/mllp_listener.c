@@ -51,13 +51,20 @@ struct conn {
   bool replies_closed; /* a closing reply was written: later replies are dropped */
   size_t discarded;
   bool closing;  /* handles are being closed */
+  cad_tls_session_t *tls; /* TLS connections: the session (plaintext in and out) */
+  bool tls_ready;         /* handshake done */
+  uint64_t accepted_at;   /* for the handshake timeout */
+  uint64_t tls_bytes_in;  /* ciphertext received */
 };
 
 struct cad_mllp_listener {
   uv_loop_t *loop;
   uv_tcp_t server;
   uv_timer_t drain_timer;
-  cad_mllp_listener_opts_t o;
+  cad_mllp_listener_opts_t o; /* o.tls and o.allow unused: see below */
+  cad_tls_ctx_t *tls;         /* referenced; NULL = plain MLLP */
+  cad_cidr_t *allow;          /* owned copy */
+  size_t nallow;
   char host[64];
   int port;
   cad_mllp_frame_cb on_frame;
@@ -85,13 +92,23 @@ static bool read_buf_busy;
 static void conn_close(conn_t *c, const char *reason, int err);
 static void conn_flush(conn_t *c);
 static void listener_maybe_done(cad_mllp_listener_t *l);
+static int conn_write_raw(conn_t *c, const char *p, size_t n);
 
 static void emit(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c, const char *reason,
                  int err, uint64_t count) {
   if (!l->on_event) return;
-  cad_mllp_event_t ev = {kind, c ? &c->info : NULL, reason, err, count};
+  cad_mllp_event_t ev = {kind, c ? &c->info : NULL, reason, err, count, NULL};
   l->on_event(&ev, l->data);
 }
+
+static void emit_detail(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c,
+                        int err, const char *detail) {
+  if (!l->on_event) return;
+  cad_mllp_event_t ev = {kind, c ? &c->info : NULL, NULL, err, 0, detail};
+  l->on_event(&ev, l->data);
+}
+
+#define DEFAULT_HANDSHAKE_MS 10000u
 
 static void apply_defaults(cad_mllp_listener_opts_t *o) {
   if (!o->max_frame) o->max_frame = DEFAULT_MAX_FRAME;
@@ -108,7 +125,12 @@ static void update_timer(conn_t *c) {
   if (c->closing || c->lingering) return;
   cad_mllp_listener_t *l = c->l;
   uint64_t now = uv_now(l->loop), deadline = UINT64_MAX;
-  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && c->nreq == 0)
+  if (c->tls && !c->tls_ready)
+    deadline = c->accepted_at +
+               (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS);
+  /* The mid-frame clock does not run while we stopped reading ourselves
+   * (backpressure): the stall is ours, not the peer's. */
+  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && !c->paused && c->nreq == 0)
     deadline = c->frame_start + l->o.frame_timeout_ms;
   /* Idle: nothing read or written for a while, and we are not the ones
    * keeping the peer waiting (requests being processed, nothing to write). */
@@ -131,7 +153,14 @@ static void timer_cb(uv_timer_t *t) {
     return;
   }
   uint64_t now = uv_now(l->loop);
-  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && c->nreq == 0 &&
+  if (c->tls && !c->tls_ready &&
+      now >= c->accepted_at +
+                 (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS)) {
+    emit_detail(l, CAD_MLLP_EV_TLS_FAILED, c, UV_ETIMEDOUT, "handshake timed out");
+    conn_close(c, "tls_error", UV_ETIMEDOUT);
+    return;
+  }
+  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && !c->paused && c->nreq == 0 &&
       now >= c->frame_start + l->o.frame_timeout_ms) {
     conn_close(c, "frame_timeout", 0);
     return;
@@ -177,6 +206,8 @@ static void check_pressure(conn_t *c) {
     emit(c->l, CAD_MLLP_EV_PAUSE, c, NULL, 0, c->nreq);
   } else if (c->paused && c->nreq <= o->max_inflight / 2 && c->unsent <= o->max_unsent / 2) {
     c->paused = false;
+    /* The peer gets a whole frame_timeout again from when we read again. */
+    if (c->in_frame) c->frame_start = uv_now(c->l->loop);
     start_reading(c);
     emit(c->l, CAD_MLLP_EV_RESUME, c, NULL, 0, c->nreq);
   }
@@ -193,6 +224,7 @@ static void conn_free_if_done(conn_t *c) {
     l->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   cad_mllp_free(&c->fr);
+  cad_tls_session_free(c->tls);
   free(c);
   listener_maybe_done(l);
 }
@@ -238,6 +270,11 @@ static void on_read_discard(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) 
 
 static void linger(conn_t *c) {
   if (c->lingering || c->closing) return;
+  if (c->tls && c->tls_ready) { /* our close_notify before the FIN */
+    cad_buf_t net = CAD_BUF_INIT;
+    if (cad_tls_session_close_notify(c->tls, &net) == 0) conn_write_raw(c, net.data, net.len);
+    cad_buf_free(&net);
+  }
   c->lingering = true;
   uv_timer_start(&c->timer, timer_cb, LINGER_MS, 0);
   if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0 ||
@@ -292,6 +329,25 @@ static void on_write(uv_write_t *w, int status) {
   update_timer(c);
 }
 
+/* Write bytes as they are (ciphertext of a TLS connection): copied. */
+static int conn_write_raw(conn_t *c, const char *p, size_t n) {
+  if (n == 0 || c->closing) return 0;
+  wreq_t *wr = malloc(sizeof *wr + n);
+  if (!wr) return CAD_E_NOMEM;
+  wr->c = c;
+  wr->len = n;
+  memcpy(wr->data, p, n);
+  uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
+  int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+  if (rc < 0) {
+    free(wr);
+    return rc;
+  }
+  c->unsent += n;
+  c->nwrites++;
+  return 0;
+}
+
 /* Write every answered request at the head of the FIFO, in order. */
 static void conn_flush(conn_t *c) {
   size_t total = 0;
@@ -328,6 +384,18 @@ static void conn_flush(conn_t *c) {
   if (wr && wr->len == 0) {
     free(wr);
     wr = NULL;
+  }
+  if (wr && c->tls) { /* replace the plaintext by its ciphertext */
+    cad_buf_t net = CAD_BUF_INIT;
+    int rc = cad_tls_session_encrypt(c->tls, wr->data, wr->len, &net);
+    if (rc == 0) rc = conn_write_raw(c, net.data, net.len);
+    cad_buf_free(&net);
+    free(wr);
+    wr = NULL;
+    if (rc < 0) {
+      conn_close(c, "write_error", rc);
+      return;
+    }
   }
   if (wr) {
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
@@ -408,10 +476,71 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(read_buf, sizeof read_buf);
 }
 
+static void on_plain(conn_t *c, const char *p, size_t n);
+
+/* TLS session callbacks (ud is the connection). */
+static void tls_ready_cb(void *ud) {
+  conn_t *c = ud;
+  c->tls_ready = true;
+  emit_detail(c->l, CAD_MLLP_EV_TLS_READY, c, 0, cad_tls_session_peer_name(c->tls));
+  update_timer(c);
+}
+
+static void tls_plain_cb(void *ud, const char *p, size_t n) {
+  conn_t *c = ud;
+  if (!c->closing && !c->lingering) on_plain(c, p, n);
+}
+
+static void tls_flush_cb(void *ud, cad_buf_t *net) {
+  conn_t *c = ud;
+  int rc = conn_write_raw(c, net->data, net->len);
+  cad_buf_clear(net);
+  if (rc < 0) conn_close(c, "write_error", rc);
+}
+
+static const cad_tls_session_cbs_t tls_cbs = {tls_ready_cb, tls_plain_cb, tls_flush_cb};
+
+static void tls_failed(conn_t *c, int err, const char *why) {
+  emit_detail(c->l, CAD_MLLP_EV_TLS_FAILED, c, err, why);
+  conn_close(c, "tls_error", err);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
   if (buf->base == read_buf) read_buf_busy = false;
   if (nread == 0) return;
+  if (nread < 0 && c->tls && !c->tls_ready && !c->closing) {
+    if (c->tls_bytes_in == 0) { /* connected and left: a probe, not a failed handshake */
+      conn_close(c, nread == UV_EOF ? "eof" : "reset", nread == UV_EOF ? 0 : (int)nread);
+      return;
+    }
+    tls_failed(c, UV_EPROTO, nread == UV_EOF ? "connection closed during the handshake"
+                                             : uv_strerror((int)nread));
+    return;
+  }
+  if (nread > 0 && c->tls) {
+    c->tls_bytes_in += (uint64_t)nread;
+    c->last_activity = uv_now(c->l->loop);
+    cad_buf_t net = CAD_BUF_INIT;
+    int rc = cad_tls_session_feed(c->tls, buf->base, (size_t)nread, &net);
+    if (!c->closing && net.len) conn_write_raw(c, net.data, net.len); /* alerts too */
+    cad_buf_free(&net);
+    if (c->closing) return;
+    if (rc == UV_EOF) {
+      conn_drain(c, "eof"); /* close_notify: answer what came, then close */
+    } else if (rc == UV_EPROTO) {
+      tls_failed(c, rc, cad_tls_session_reason_text(c->tls));
+    } else if (rc < 0) {
+      conn_close(c, "read_error", rc);
+    } else {
+      update_timer(c);
+    }
+    return;
+  }
+  if (nread > 0) {
+    on_plain(c, buf->base, (size_t)nread);
+    return;
+  }
   if (nread < 0) {
     if (nread == UV_EOF) {
       /* The peer finished sending: answer what it sent, then close. */
@@ -421,10 +550,14 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
+}
+
+/* Plaintext from the peer (as read, or decrypted). */
+static void on_plain(conn_t *c, const char *p, size_t n) {
   cad_mllp_listener_t *l = c->l;
   c->last_activity = uv_now(l->loop);
   uint64_t skipped0 = c->fr.skipped;
-  if (cad_mllp_feed(&c->fr, buf->base, (size_t)nread) < 0) {
+  if (cad_mllp_feed(&c->fr, p, n) < 0) {
     conn_close(c, "read_error", CAD_E_NOMEM);
     return;
   }
@@ -536,7 +669,8 @@ static void on_connection(uv_stream_t *server, int status) {
       cad_mllp_conn_info_t info = {0, ""};
       format_peer(t, info.peer, sizeof info.peer);
       if (l->on_event) {
-        cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns};
+        cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns,
+                              NULL};
         l->on_event(&ev, l->data);
       }
     }
@@ -571,6 +705,28 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   uv_tcp_nodelay(&c->tcp, 1);
   format_peer(&c->tcp, c->info.peer, sizeof c->info.peer);
+  if (l->nallow) {
+    struct sockaddr_storage ss;
+    int sl = sizeof ss;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0 ||
+        !cad_cidr_match(l->allow, l->nallow, (struct sockaddr *)&ss)) {
+      emit(l, CAD_MLLP_EV_DENIED, c, "not_allowed", 0, 0);
+      c->closing = true; /* no OPEN / CLOSE events */
+      l->nconns--;
+      uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+      uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+      return;
+    }
+  }
+  if (l->tls && cad_tls_session_new(l->tls, true, NULL, false, &tls_cbs, c, &c->tls) != 0) {
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, CAD_E_NOMEM, 0);
+    c->closing = true;
+    l->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    return;
+  }
+  c->accepted_at = uv_now(l->loop);
   c->last_activity = uv_now(l->loop);
   emit(l, CAD_MLLP_EV_OPEN, c, NULL, 0, l->nconns);
   start_reading(c);
@@ -597,6 +753,18 @@ int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opt
   l->on_frame = on_frame;
   l->on_event = on_event;
   l->data = data;
+  if (opts->nallow) {
+    l->allow = malloc(opts->nallow * sizeof *l->allow);
+    if (!l->allow) {
+      free(l);
+      return CAD_E_NOMEM;
+    }
+    memcpy(l->allow, opts->allow, opts->nallow * sizeof *l->allow);
+    l->nallow = opts->nallow;
+  }
+  l->tls = cad_tls_ctx_ref(opts->tls);
+  l->o.tls = NULL;
+  l->o.allow = NULL;
   uv_tcp_init(loop, &l->server);
   uv_timer_init(loop, &l->drain_timer);
   l->server.data = l;
@@ -625,16 +793,31 @@ int cad_mllp_listener_port(const cad_mllp_listener_t *l) { return l->port; }
 size_t cad_mllp_listener_nconns(const cad_mllp_listener_t *l) { return l->nconns; }
 void cad_mllp_listener_set_data(cad_mllp_listener_t *l, void *data) { l->data = data; }
 
-void cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opts_t *opts) {
+int cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opts_t *opts) {
+  cad_cidr_t *allow = NULL;
+  if (opts->nallow) {
+    allow = malloc(opts->nallow * sizeof *allow);
+    if (!allow) return CAD_E_NOMEM;
+    memcpy(allow, opts->allow, opts->nallow * sizeof *allow);
+  }
+  free(l->allow);
+  l->allow = allow;
+  l->nallow = opts->nallow;
+  cad_tls_ctx_t *old = l->tls; /* connections keep their own reference */
+  l->tls = cad_tls_ctx_ref(opts->tls);
+  cad_tls_ctx_unref(old);
   cad_mllp_listener_opts_t o = *opts;
   apply_defaults(&o);
   o.host = l->host;
   o.port = l->port;
+  o.tls = NULL;
+  o.allow = NULL;
   l->o = o;
   for (conn_t *c = l->conns; c; c = c->next) {
     check_pressure(c);
     update_timer(c);
   }
+  return 0;
 }
 
 /* ---- closing the listener ---------------------------------------------- */
@@ -654,6 +837,8 @@ static void listener_maybe_done(cad_mllp_listener_t *l) {
   if (l->open_handles > 0) return;
   void (*done)(void *) = l->done;
   void *arg = l->done_arg;
+  cad_tls_ctx_unref(l->tls);
+  free(l->allow);
   free(l);
   if (done) done(arg);
 }

@@ -30,6 +30,17 @@
  * A connection therefore holds at most max_frame + one read + max_unsent
  * bytes plus max_inflight requests.
  *
+ * TLS and access control: with opts.tls the listener runs a TLS session
+ * (transport.h) per connection on its own socket: ciphertext read is
+ * decrypted before the framer, replies are encrypted before they are
+ * written, a closing reply is followed by close_notify.  The handshake must
+ * finish within handshake_timeout_ms; a failure is reported with
+ * CAD_MLLP_EV_TLS_FAILED and its reason, then the connection closes
+ * ("tls_error").  A connection that sends nothing and closes is not a
+ * failure (a probe).  With opts.allow, a client whose address is in none of
+ * the ranges is closed at once (CAD_MLLP_EV_DENIED).  update() swaps both
+ * for new connections (certificate reload on SIGHUP).
+ *
  * Shutdown: cad_mllp_listener_close() stops accepting and reading, lets every
  * unanswered request be answered and written (or drops it after drain_ms),
  * closes every connection and finally calls `done`.
@@ -48,7 +59,8 @@
 #include <stdint.h>
 #include <uv.h>
 
-#include "hl7.h" /* cad_str_t */
+#include "hl7.h"       /* cad_str_t */
+#include "transport.h" /* TLS contexts, address allow-lists */
 
 typedef struct cad_mllp_listener cad_mllp_listener_t;
 typedef struct cad_mllp_req cad_mllp_req_t;
@@ -62,6 +74,14 @@ typedef struct cad_mllp_listener_opts {
   uint32_t max_connections;  /* 0 = 4096 */
   uint32_t max_inflight;     /* 0 = 64 */
   size_t max_unsent;         /* 0 = 1 MiB */
+  cad_tls_ctx_t *tls;        /* server TLS context (referenced), NULL = plain
+                                MLLP.  Each connection keeps the context it
+                                was accepted with; update() replaces it for
+                                new ones (certificate reload). */
+  uint64_t handshake_timeout_ms; /* TLS only; 0 = 10 s */
+  const cad_cidr_t *allow;   /* client address ranges accepted (copied);
+                                nallow 0 = everyone */
+  size_t nallow;
 } cad_mllp_listener_opts_t;
 
 /* What the engine needs to know about a connection (for logs). */
@@ -81,6 +101,13 @@ typedef enum {
   CAD_MLLP_EV_PAUSE,    /* backpressure: reading stopped */
   CAD_MLLP_EV_RESUME,   /* reading resumed */
   CAD_MLLP_EV_ACCEPT_ERROR, /* accept() failed; err set */
+  CAD_MLLP_EV_DENIED,   /* the client's address is not in `allow`: closed at
+                           once (no OPEN / CLOSE events) */
+  CAD_MLLP_EV_TLS_FAILED, /* the TLS handshake (or a record) failed: `detail`
+                           says why ("certificate expired (...)"); a CLOSE
+                           event with reason "tls_error" follows */
+  CAD_MLLP_EV_TLS_READY, /* handshake done; `detail` is the client
+                           certificate's subject CN ("" without one) */
 } cad_mllp_event_kind_t;
 
 typedef struct cad_mllp_event {
@@ -92,6 +119,7 @@ typedef struct cad_mllp_event {
   int err;            /* libuv / CAD_E_* code when relevant, else 0 */
   uint64_t count;     /* SKIPPED: bytes; CLOSE: bytes skipped on the connection
                          in all; PAUSE: requests in flight */
+  const char *detail; /* TLS_FAILED / TLS_READY (valid during the call), else NULL */
 } cad_mllp_event_t;
 
 /* status 0: `frame` is a complete message (without SB/EB/CR);
@@ -113,9 +141,10 @@ size_t cad_mllp_listener_nconns(const cad_mllp_listener_t *l);
 /* Rebind the data pointer given to the callbacks (configuration reload). */
 void cad_mllp_listener_set_data(cad_mllp_listener_t *l, void *data);
 /* Apply new limits (host and port are ignored).  Timeouts, max_inflight,
- * max_unsent and max_connections apply at once; max_frame to connections
- * accepted from now on. */
-void cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opts_t *opts);
+ * max_unsent and max_connections apply at once; max_frame, tls and allow to
+ * connections accepted from now on.  Returns 0 or CAD_E_NOMEM (then nothing
+ * changed). */
+int cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opts_t *opts);
 
 /* Stop accepting, drain, close (see above).  `done` (may be NULL) is called
  * once everything is closed; the listener is freed just after it returns. */

@@ -205,8 +205,8 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
                  msa ? "MSA-1 is not AA/AE/AR/CA/CE/CR" : "no MSA segment");
     return;
   }
-  bool same = s->ctl_cut ? (ref.len == s->ctl_span.len && memcmp(ref.p, s->ctl_span.p, ref.len) == 0)
-                         : (ref.len == s->ctl_len && memcmp(ref.p, s->ctl, ref.len) == 0);
+  cad_str_t sent = s->ctl_cut ? s->ctl_span : (cad_str_t){s->ctl, s->ctl_len};
+  bool same = ref.len == sent.len && memcmp(ref.p, sent.p, ref.len) == 0;
   if (!same) {
     s->st.bad_acks++;
     fail_attempt(s, "ACK from %s is for another message (MSA-2 does not match MSH-10)",

@@ -41,7 +41,8 @@ struct cad_tls_ctx {
   size_t nallowed;
 };
 
-static void set_err(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void set_err(char *err, size_t cap, const char *fmt, ...) {
   if (!err || !cap) return;
   va_list ap;

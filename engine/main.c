@@ -20,6 +20,8 @@ static const command_t commands[] = {
     {"queue", cad_cli_queue, "look into the durable queue: stats, list, show, requeue, purge"},
     {"test", cad_cli_test, "run the route test cases of a configuration"},
     {"send", cad_cli_send, "send the messages of files to an MLLP listener, report each ACK"},
+    {"replay", cad_cli_replay, "re-send message archives at a controlled rate, resumable"},
+    {"preview", cad_cli_preview, "run an archive through a configuration's routes offline"},
 };
 
 static void usage(FILE *out) {

@@ -92,6 +92,8 @@ typedef struct chan {
   cad_hl7_limits_t limits;
   cad_ack_style_t ack_style;
   int dlq_qid;            /* queue id for routing dead letters, -1 = not yet */
+  cad_tls_ctx_t *tls;     /* `tls:` server context (read at start / reload), or NULL */
+  cad_cidr_t *allow;      /* `allow:` client ranges (cc->nallow), or NULL */
 } chan_t;
 
 /* A destination of one runtime: its driver and, while it runs, its worker. */
@@ -158,6 +160,11 @@ static void rt_release(rt_t *rt) {
       cad_arena_free(&d->arena);
     }
   free(rt->dests);
+  if (rt->chans)
+    for (size_t i = 0; i < rt->cfg->nchannels; i++) {
+      cad_tls_ctx_unref(rt->chans[i].tls);
+      free(rt->chans[i].allow);
+    }
   free(rt->chans);
   cad_config_free(rt->cfg);
   free(rt);
@@ -317,6 +324,43 @@ static void on_commit(void *ud, uint16_t qid) {
   if (d && d->w) cad_delivery_notify(d->w);
 }
 
+/* A channel's TLS context and address list.  The certificate files are read
+ * here, at start and at every reload: SIGHUP picks up renewed certificates
+ * (new connections get them), and a reload whose files cannot be used is
+ * refused, the running configuration staying. */
+static int chan_tls(chan_t *ch) {
+  const cad_conf_channel_t *cc = ch->cc;
+  if (cc->nallow) {
+    ch->allow = calloc(cc->nallow, sizeof *ch->allow);
+    if (!ch->allow) return CAD_E_NOMEM;
+    for (size_t i = 0; i < cc->nallow; i++) {
+      ch->allow[i].family = cc->allow[i].family;
+      memcpy(ch->allow[i].addr, cc->allow[i].addr, sizeof ch->allow[i].addr);
+      ch->allow[i].prefix = cc->allow[i].prefix;
+    }
+  }
+  if (!cc->tls.enabled) return 0;
+  cad_tls_server_opts_t o = {cc->tls.cert, cc->tls.key, cc->tls.ca, cc->tls.require_client_cert,
+                             (const char *const *)cc->tls.allowed_clients, cc->tls.nallowed,
+                             cc->tls.ciphers,
+                             cc->tls.min_version == CAD_TLS_MIN_1_3 ? CAD_TLS_V1_3 : CAD_TLS_V1_2};
+  char err[300] = "";
+  int rc = cad_tls_server_ctx_new(&o, &ch->tls, err, sizeof err);
+  if (rc < 0) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.channel = cc->name;
+    c.error = cad_err_name(rc);
+    CAD_LOG(CAD_LOG_ERROR, "tls.config_failed", &c, "%s", err);
+  }
+  return rc;
+}
+
+static void listener_tls(cad_mllp_listener_opts_t *o, const chan_t *ch) {
+  o->tls = ch->tls;
+  o->allow = ch->allow;
+  o->nallow = ch->cc->nallow;
+}
+
 /* Build a runtime from a loaded config (which it takes over). */
 static int rt_create(cad_config_t *cfg, rt_t **out) {
   rt_t *rt = calloc(1, sizeof *rt);
@@ -353,6 +397,11 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
     ch->ack_style = ch->cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
                     : ch->cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
                                                            : CAD_ACK_STYLE_AUTO;
+    int trc = chan_tls(ch);
+    if (trc < 0) {
+      rt_release(rt);
+      return trc;
+    }
   }
   *out = rt;
   return 0;
@@ -752,6 +801,21 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
     c.error = cad_err_name(ev->err);
     CAD_LOG(CAD_LOG_ERROR, "conn.accept_failed", &c, NULL);
     break;
+  case CAD_MLLP_EV_DENIED:
+    ch->st->conns_denied++;
+    c.outcome = "denied";
+    CAD_LOG(CAD_LOG_WARN, "conn.denied", &c, "address not in the channel's allow list");
+    break;
+  case CAD_MLLP_EV_TLS_FAILED:
+    ch->st->tls_failures++;
+    c.outcome = "tls_failed";
+    if (ev->err) c.error = cad_err_name(ev->err);
+    CAD_LOG(CAD_LOG_WARN, "tls.handshake_failed", &c, "%s", ev->detail ? ev->detail : "");
+    break;
+  case CAD_MLLP_EV_TLS_READY:
+    CAD_LOG(CAD_LOG_INFO, "tls.ready", &c, "client certificate: %s",
+            ev->detail && *ev->detail ? ev->detail : "(none)");
+    break;
   }
 }
 
@@ -771,6 +835,7 @@ static int lsn_start(chan_t *ch, const cad_conf_listen_t *ln, lsn_t **out) {
   ls->ch = ch;
   ch->rt->refs++; /* events may arrive until the listener is closed */
   cad_mllp_listener_opts_t o = listener_opts(ch->cc, ln);
+  listener_tls(&o, ch);
   int rc = cad_mllp_listener_start(E.loop, &o, on_frame, on_event, ls, &ls->l);
   cad_log_ctx_t c = CAD_LOG_CTX_INIT;
   c.channel = ch->cc->name;
@@ -854,6 +919,7 @@ static int listeners_apply(rt_t *rt) {
       lsn_t *ls = lsn_find(ln->host, ln->port);
       if (ls) {
         cad_mllp_listener_opts_t o = listener_opts(ch->cc, ln);
+        listener_tls(&o, ch);
         cad_mllp_listener_update(ls->l, &o);
         cad_mllp_listener_set_data(ls->l, ls);
         if (ls->ch->rt != ch->rt) {
@@ -905,6 +971,7 @@ static void log_stats(void) {
         {"frame_errors", s->frame_errors}, {"skipped_bytes", s->skipped_bytes},
         {"queued", s->queued},             {"filtered", s->filtered},
         {"dead_lettered", s->dead_lettered},
+        {"conns_denied", s->conns_denied}, {"tls_failures", s->tls_failures},
     };
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     c.channel = s->name;

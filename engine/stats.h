@@ -26,6 +26,8 @@ typedef struct cad_chan_stats {
   uint64_t dead_lettered;/* a transform failed and on_error is dead_letter */
   uint64_t conns_opened, conns_refused, frame_errors;
   uint64_t skipped_bytes; /* outside any frame; added when a connection closes */
+  uint64_t conns_denied;  /* closed at once: address not in `allow` */
+  uint64_t tls_failures;  /* TLS handshakes (or records) that failed */
 } cad_chan_stats_t;
 
 /* The counters of channel `name` (created at zero the first time), or NULL
