@@ -1,8 +1,14 @@
 #!/usr/bin/env python3
-"""test_send.py - `caduceus send` end to end: against the real engine (a
-quickstart-like configuration on an ephemeral port: every message ACKed AA
-and written to a file), and against fake MLLP servers written here that
-answer AE, a wrong control id, or nothing; a refused port; usage errors.
+"""test_send.py - outbound MLLP end to end.
+
+`caduceus send` against the real engine (a quickstart-like configuration on
+an ephemeral port: every message ACKed AA and written to a file), and
+against fake MLLP servers written here that answer AE, a wrong control id,
+or nothing; a refused port; usage errors.  The engine's MLLP destination
+against a downstream server of ours (AA, AE retried, AR dead-lettered, wrong
+control id and silence retried on a new connection; in order, nothing
+lost), and a chain client -> Caduceus A -> Caduceus B -> files with B
+killed and restarted mid-flow.
 Usage: test_send.py CADUCEUS_BINARY [TEST]"""
 import os
 import re
@@ -10,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import (EB, CR, SB, Engine, adt, check_clean_stop, free_port,  # noqa: E402
@@ -230,7 +237,52 @@ def test_engine_mllp_destination(binary, tmp):
         down.close()
 
 
-TESTS = [test_send_to_engine, test_engine_mllp_destination, test_send_reports_ae, test_send_wrong_control_id_and_silence,
+def test_chain_with_restart(binary, tmp):
+    """client -> Caduceus A -> (MLLP) -> Caduceus B -> files, with B killed
+    and restarted in the middle: every message A acknowledged reaches the
+    files (duplicates allowed: delivery is at least once)."""
+    ta, tb = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+    os.makedirs(ta)
+    os.makedirs(tb)
+    pa, pb = free_port(), free_port()
+    sink = os.path.join(tb, "out")
+    b = Engine(binary, tb, "  in:\n    listen: \"127.0.0.1:%d\"\n    to: [ files ]\n" % pb,
+               "  files:\n    type: file\n    dir: %s\n    name: \"${MSH-10}.hl7\"\n" % sink)
+    a = Engine(binary, ta, "  in:\n    listen: \"127.0.0.1:%d\"\n    to: [ b ]\n" % pa,
+               "  b:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+               "    connect_timeout: 1s\n    ack_timeout: 2s\n"
+               "    retry: {initial: 20ms, max: 200ms, attempts: 1000}\n" % pb)
+    b.start(wait_ports=[pb])
+    a.start(wait_ports=[pa])
+    try:
+        n = 3000
+        ids = ["CH%05d" % i for i in range(n)]
+        path = write_messages(tmp, ids)
+        proc = subprocess.Popen([binary, "send", "--quiet", "--to", "127.0.0.1:%d" % pa, path],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        wait_for(lambda: os.path.isdir(sink) and len(os.listdir(sink)) >= 50, timeout=20,
+                 what="50 messages through the chain")
+        b.kill()  # SIGKILL in the middle of the flow
+        at_kill = len(os.listdir(sink))
+        assert at_kill < n, "the flow was over before B was killed"
+        time.sleep(0.3)
+        b.start(wait_ports=[pb])
+        so, se = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (so, se)
+        assert so.decode().startswith("%d sent, %d accepted" % (n, n)), so
+        want = set(i + ".hl7" for i in ids)
+        wait_for(lambda: want <= set(os.listdir(sink)), timeout=30,
+                 what="every message A acknowledged at the sink")
+        with open(os.path.join(sink, "CH00123.hl7"), "rb") as f:
+            assert f.read() == adt(ctl="CH00123").rstrip(b"\r")
+    finally:
+        try:
+            check_clean_stop(a)
+        finally:
+            check_clean_stop(b)
+
+
+TESTS = [test_send_to_engine, test_engine_mllp_destination, test_chain_with_restart, test_send_reports_ae, test_send_wrong_control_id_and_silence,
          test_send_refused_and_usage]
 
 if __name__ == "__main__":

@@ -356,9 +356,8 @@ def test_listener_tls_reload_and_allow(binary, tmp):
         check_clean_stop(eng)
 
 
-TESTS = [test_send_tls_good_and_failures, test_send_tls_client_certificate]
-# The listener's TLS (channels/mllp_listener.c) is not in this tree yet.
-LISTENER_TESTS = [test_listener_tls_mutual, test_listener_tls_reload_and_allow]
+TESTS = [test_send_tls_good_and_failures, test_send_tls_client_certificate,
+         test_listener_tls_mutual, test_listener_tls_reload_and_allow]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))

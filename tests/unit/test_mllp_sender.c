@@ -3,8 +3,14 @@
  * mapping), a wrong control id, garbage, no answer (ACK timeout), the
  * connection closed mid-ACK, a refused connection, connection reuse and
  * per-message connections, a new control id per attempt, idle close, and
- * the transport's CIDR allow-lists.  Every test ends with the loop closed
- * and no handle left. */
+ * the transport's CIDR allow-lists.  Then TLS, with certificates made by
+ * the openssl command line before the tests fork: the sender against a
+ * server built on the transport (good handshake, unknown CA, hostname
+ * mismatch, mutual TLS with and without an allowed client certificate,
+ * expired and foreign client certificates, handshake timeout, plain MLLP
+ * to a TLS port, context errors) and against the MLLP listener (mutual TLS,
+ * reload of its context, address allow-list).  Every test ends with the
+ * loop closed and no handle left. */
 #include "mllp_sender.h"
 
 #include <arpa/inet.h>
@@ -19,6 +25,7 @@
 #include "cad_error.h"
 #include "harness.h"
 #include "mllp.h"
+#include "mllp_listener.h"
 
 /* ---- the fake downstream server --------------------------------------- */
 
@@ -626,8 +633,9 @@ static void ts_on_data(cad_transport_t *t, const char *p, size_t n) {
     msh10(msg, ctl, sizeof ctl);
     T.messages++;
     static char ack[256];
-    int k = snprintf(ack, sizeof ack, "\x0bMSH|^~\\&|B|B|A|A|20260101||ACK|X%s|P|2.5\rMSA|AA|%s\r\x1c\r",
-                     ctl, ctl);
+    int k = snprintf(ack, sizeof ack,
+                     "\x0bMSH|^~\\&|B|B|A|A|20260101||ACK|X%s|P|2.5\rMSA|AA|%s\r\x1c\r", ctl,
+                     ctl);
     uv_buf_t b = uv_buf_init(ack, (unsigned)k);
     cad_transport_write(t, &b, 1, NULL, NULL);
   }
@@ -832,7 +840,8 @@ TEST(tls_server_handshake_timeout_and_plain_client) {
   a.sin_port = htons((uint16_t)T.port);
   REQUIRE(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
   uint64_t t0 = uv_hrtime();
-  while (T.errors == 0 && uv_hrtime() - t0 < 3000000000ull) uv_run(&loop, UV_RUN_NOWAIT), usleep(1000);
+  while (T.errors == 0 && uv_hrtime() - t0 < 3000000000ull)
+    uv_run(&loop, UV_RUN_NOWAIT), usleep(1000);
   CHECK_INT(T.last_err, UV_ETIMEDOUT);
   CHECK(strstr(T.reason_text, "handshake timed out") != NULL);
   /* plain MLLP to the TLS port */
@@ -840,7 +849,8 @@ TEST(tls_server_handshake_timeout_and_plain_client) {
   REQUIRE(connect(fd2, (struct sockaddr *)&a, sizeof a) == 0);
   const char *m = "\x0bMSH|^~\\&|A|B|C|D|2026||ADT^A01|P1|P|2.5\r\x1c\r";
   CHECK(send(fd2, m, strlen(m), 0) > 0);
-  while (T.errors < 2 && uv_hrtime() - t0 < 3000000000ull) uv_run(&loop, UV_RUN_NOWAIT), usleep(1000);
+  while (T.errors < 2 && uv_hrtime() - t0 < 3000000000ull)
+    uv_run(&loop, UV_RUN_NOWAIT), usleep(1000);
   CHECK_INT(T.errors, 2);
   CHECK_INT(T.reason, CAD_TLS_NOT_TLS);
   close(fd);
@@ -877,6 +887,111 @@ TEST(tls_context_errors) {
   cad_tls_ctx_unref(c2);
   cad_tls_client_opts_t co = {pf("ca.crt"), pf("client.crt"), NULL, false, NULL, CAD_TLS_V1_2};
   CHECK_INT(cad_tls_client_ctx_new(&co, &c, err, sizeof err), CAD_E_INVAL);
+}
+
+/* ---- the MLLP listener over TLS (the sender as its client) ---------------- */
+
+
+typedef struct {
+  int frames, tls_failed, tls_ready, denied, opens;
+  char detail[200], peer_cn[128];
+} lt_t;
+
+static lt_t LT;
+
+static void lt_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
+  (void)data;
+  (void)status;
+  char msg[512], ctl[64], ack[300];
+  snprintf(msg, sizeof msg, "%.*s", (int)frame.len, frame.p);
+  msh10(msg, ctl, sizeof ctl);
+  LT.frames++;
+  int n = snprintf(ack, sizeof ack, "MSH|^~\\&|B|B|A|A|20260101||ACK|Y%s|P|2.5\rMSA|AA|%s\r", ctl,
+                   ctl);
+  cad_mllp_reply(req, ack, (size_t)n, 0);
+}
+
+static void lt_event(const cad_mllp_event_t *ev, void *data) {
+  (void)data;
+  if (ev->kind == CAD_MLLP_EV_OPEN) LT.opens++;
+  if (ev->kind == CAD_MLLP_EV_DENIED) LT.denied++;
+  if (ev->kind == CAD_MLLP_EV_TLS_FAILED) {
+    LT.tls_failed++;
+    snprintf(LT.detail, sizeof LT.detail, "%s", ev->detail ? ev->detail : "");
+  }
+  if (ev->kind == CAD_MLLP_EV_TLS_READY) {
+    LT.tls_ready++;
+    snprintf(LT.peer_cn, sizeof LT.peer_cn, "%s", ev->detail ? ev->detail : "");
+  }
+}
+
+static void lt_closed(void *arg) { *(int *)arg = 1; }
+
+TEST(listener_tls_allow_and_reload) {
+  REQUIRE(pki[0]);
+  memset(&LT, 0, sizeof LT);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char err[300];
+  cad_tls_ctx_t *mtls = NULL, *open_tls = NULL;
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), pf("ca.crt"), true, NULL, 0,
+                              NULL, CAD_TLS_V1_2};
+  REQUIRE(cad_tls_server_ctx_new(&so, &mtls, err, sizeof err) == 0);
+  so.ca_file = NULL;
+  so.require_client_cert = false;
+  REQUIRE(cad_tls_server_ctx_new(&so, &open_tls, err, sizeof err) == 0);
+  cad_cidr_t local;
+  cad_cidr_parse("127.0.0.0/8", &local);
+  cad_mllp_listener_opts_t lo = {0};
+  lo.host = "127.0.0.1";
+  lo.tls = mtls;
+  lo.allow = &local;
+  lo.nallow = 1;
+  cad_mllp_listener_t *l = NULL;
+  REQUIRE(cad_mllp_listener_start(&loop, &lo, lt_frame, lt_event, NULL, &l) == 0);
+  memset(&T, 0, sizeof T);
+  T.port = cad_mllp_listener_port(l);
+  /* with a client certificate: accepted, the client's name reported */
+  cad_mllp_sender_t *s = tls_sender(&loop, "ca.crt", "client.crt", "client.key", "127.0.0.1");
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("L1")).outcome, CAD_MLLP_SEND_OK);
+  CHECK_STR(LT.peer_cn, "lab-analyzer-1");
+  closed = 0;
+  cad_mllp_sender_close(s, on_closed, NULL);
+  run_until(&loop, &closed);
+  /* without: refused in the handshake, with the reason */
+  s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("L2")).outcome, CAD_MLLP_SEND_RETRY);
+  uint64_t t0 = uv_hrtime();
+  while (LT.tls_failed == 0 && uv_hrtime() - t0 < 2000000000ull) uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK(strncmp(LT.detail, "no client certificate", 21) == 0);
+  /* reload: a context without client certificates, for new connections */
+  lo.tls = open_tls;
+  CHECK_INT(cad_mllp_listener_update(l, &lo), 0);
+  CHECK_INT(deliver(&loop, s, MSG("L2")).outcome, CAD_MLLP_SEND_OK);
+  closed = 0;
+  cad_mllp_sender_close(s, on_closed, NULL);
+  run_until(&loop, &closed);
+  CHECK_INT(LT.frames, 2);
+  /* allow: 10.0.0.0/8 only: 127.0.0.1 is closed at once */
+  cad_cidr_parse("10.0.0.0/8", &local);
+  CHECK_INT(cad_mllp_listener_update(l, &lo), 0);
+  s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("L3")).outcome, CAD_MLLP_SEND_RETRY);
+  CHECK_INT(LT.denied, 1);
+  CHECK_INT(LT.frames, 2);
+  closed = 0;
+  cad_mllp_sender_close(s, on_closed, NULL);
+  run_until(&loop, &closed);
+  cad_tls_ctx_unref(mtls); /* the listener holds its own references */
+  cad_tls_ctx_unref(open_tls);
+  int lclosed = 0;
+  cad_mllp_listener_close(l, 1000, lt_closed, &lclosed);
+  run_until(&loop, &lclosed);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
 }
 
 TEST_MAIN()
