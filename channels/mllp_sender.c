@@ -181,6 +181,32 @@ static void timer_cb(uv_timer_t *t) {
 
 /* ---- the ACK ------------------------------------------------------------ */
 
+/* The receiver's reason in a negative ACK, decoded, into out (see
+ * cad_mllp_result_t.err_text). */
+static void ack_reason(cad_mllp_sender_t *s, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa,
+                       char *out, size_t cap) {
+  cad_str_t v = {NULL, 0};
+  int i = cad_hl7_find_seg(m, cad_hl7_segid("ERR"), 1, 0);
+  const cad_hl7_seg_t *err = i >= 0 ? cad_hl7_seg(m, (uint32_t)i) : NULL;
+  if (err) {
+    cad_str_t f, c;
+    if (cad_hl7_field(err, 8, &f) && f.len) v = f;
+    else if (cad_hl7_field(err, 3, &f) && cad_hl7_piece(f, err->d.comp, 2, &c) && c.len) v = c;
+    else if (cad_hl7_field(err, 1, &f) && cad_hl7_piece(f, err->d.comp, 4, &c) &&
+             cad_hl7_piece(c, err->d.sub ? err->d.sub : '&', 2, &f) && f.len)
+      v = f;
+  }
+  if (!v.len && msa) cad_hl7_field(msa, 3, &v);
+  cad_str_t d = v;
+  if (v.len && !cad_hl7_decode(err ? &err->d : &m->d, v, &s->arena, &d)) d = v;
+  size_t n = 0;
+  for (size_t k = 0; k < d.len && n + 1 < cap; k++) {
+    unsigned char ch = (unsigned char)d.p[k];
+    out[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+  }
+  out[n] = 0;
+}
+
 static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   cad_hl7_msg_t m;
   cad_hl7_diag_t diag;
@@ -217,6 +243,7 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   s->last.ack_code[2] = 0;
   s->last.latency_us = (uv_hrtime() - s->t_sent) / 1000;
   char c = code.p[1];
+  if (c != 'A') ack_reason(s, &m, msa, s->last.err_text, sizeof s->last.err_text);
   if (c == 'A') {
     s->st.acks_ok++;
     finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);

@@ -77,6 +77,10 @@ typedef struct cad_mllp_result {
   char ack_code[3];      /* "AA", "AE", ... or "" without a valid ACK */
   char control_id[64];   /* MSH-10 as sent (truncated to 63 bytes) */
   uint64_t latency_us;   /* from the write to the ACK (0 without one) */
+  char err_text[128];    /* AE/AR/CE/CR: the receiver's reason: ERR-8, else
+                            ERR-3.2, else the text of ERR-1 (v2.1-2.4), else
+                            MSA-3; control bytes as spaces, "" when none.
+                            Receiver text: for reports, not for logs. */
 } cad_mllp_result_t;
 
 typedef struct cad_mllp_sender_stats {

@@ -12,6 +12,7 @@
 
 #include "cad_error.h"
 #include "cli.h"
+#include "cli_mllp.h"
 #include "hl7_stream.h"
 #include "mllp_sender.h"
 #include "transport.h"
@@ -25,20 +26,12 @@ static void usage(FILE *out) {
           "and wait for each ACK.  Prints one line per message: its control id\n"
           "(MSH-10), the ACK code (MSA-1) and the time the ACK took.\n"
           "\n"
-          "  --to HOST:PORT          the listener (an IP address or a name; [v6]:port)\n"
-          "  --timeout S             seconds to wait for a connection and for each ACK\n"
-          "                          (default 10)\n"
-          "  --tls                   use TLS (verifies the server certificate and name)\n"
-          "  --ca FILE               CA certificates to verify the server with\n"
-          "                          (default: the system's)\n"
-          "  --cert FILE --key FILE  a client certificate, for mutual TLS\n"
-          "  --server-name NAME      the name the server certificate must carry\n"
-          "                          (default: HOST)\n"
-          "  --insecure-no-verify    do not verify the server at all (testing only)\n"
+          "%s"
           "  -q, --quiet             print only a summary\n"
           "  -h, --help              show this help\n"
           "\n"
-          "Exit status: 0 every message was accepted (AA or CA), 1 otherwise, 2 usage error.\n");
+          "Exit status: 0 every message was accepted (AA or CA), 1 otherwise, 2 usage error.\n",
+          cad_cli_mllp_help);
 }
 
 typedef struct send_state {
@@ -139,71 +132,27 @@ static int send_file(send_state_t *st, const char *path) {
   return status;
 }
 
-/* "host:port" or "[v6]:port" into host (copied into buf) and port. */
-static int parse_to(const char *s, char *host, size_t cap, int *port) {
-  const char *colon;
-  const char *h = s;
-  size_t hl;
-  if (*s == '[') {
-    const char *rb = strchr(s, ']');
-    if (!rb || rb[1] != ':') return -1;
-    h = s + 1;
-    hl = (size_t)(rb - h);
-    colon = rb + 1;
-  } else {
-    colon = strrchr(s, ':');
-    if (!colon || memchr(s, ':', (size_t)(colon - s))) return -1;
-    hl = (size_t)(colon - s);
-  }
-  if (hl == 0 || hl >= cap) return -1;
-  memcpy(host, h, hl);
-  host[hl] = 0;
-  char *end = NULL;
-  long v = strtol(colon + 1, &end, 10);
-  if (!colon[1] || *end || v < 1 || v > 65535) return -1;
-  *port = (int)v;
-  return 0;
-}
-
 int cad_cli_send(int argc, char **argv) {
-  const char *to = NULL, *ca = NULL, *cert = NULL, *key = NULL, *server_name = NULL;
-  bool tls = false, no_verify = false, quiet = false, opts = true;
-  double timeout_s = 10;
+  cad_cli_mllp_t mo;
+  cad_cli_mllp_init(&mo);
+  bool quiet = false, opts = true;
   const char **files = calloc((size_t)argc + 1, sizeof *files);
   size_t nfiles = 0;
   if (!files) return 1;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    const char **val = NULL;
-    if (opts && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
+    int m = opts ? cad_cli_mllp_arg(&mo, "send", argc, argv, &i) : 0;
+    if (m < 0) {
+      free(files);
+      return 2;
+    } else if (m > 0) {
+      continue;
+    } else if (opts && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) {
       usage(stdout);
       free(files);
       return 0;
     } else if (opts && (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)) {
       quiet = true;
-    } else if (opts && strcmp(a, "--tls") == 0) {
-      tls = true;
-    } else if (opts && strcmp(a, "--insecure-no-verify") == 0) {
-      no_verify = true;
-    } else if (opts && strcmp(a, "--to") == 0) {
-      val = &to;
-    } else if (opts && strcmp(a, "--ca") == 0) {
-      val = &ca;
-    } else if (opts && strcmp(a, "--cert") == 0) {
-      val = &cert;
-    } else if (opts && strcmp(a, "--key") == 0) {
-      val = &key;
-    } else if (opts && strcmp(a, "--server-name") == 0) {
-      val = &server_name;
-    } else if (opts && strcmp(a, "--timeout") == 0) {
-      char *end = NULL;
-      if (i + 1 >= argc || (timeout_s = strtod(argv[i + 1], &end)) <= 0 || *end ||
-          timeout_s > 86400) {
-        fprintf(stderr, "caduceus send: --timeout needs a number of seconds (0 < S <= 86400)\n");
-        free(files);
-        return 2;
-      }
-      i++;
     } else if (opts && strcmp(a, "--") == 0) {
       opts = false;
     } else if (opts && a[0] == '-' && a[1]) {
@@ -214,28 +163,9 @@ int cad_cli_send(int argc, char **argv) {
     } else {
       files[nfiles++] = a;
     }
-    if (val) {
-      if (i + 1 >= argc) {
-        fprintf(stderr, "caduceus send: %s needs a value\n", a);
-        free(files);
-        return 2;
-      }
-      *val = argv[++i];
-    }
   }
-  char host[256];
-  int port = 0;
-  const char *why = NULL;
-  if (!to)
-    why = "--to HOST:PORT is required";
-  else if (parse_to(to, host, sizeof host, &port) != 0)
-    why = "--to: expected HOST:PORT, like 127.0.0.1:2575 or [::1]:2575";
-  else if (nfiles == 0)
-    why = "no input: give one or more files, or - for stdin";
-  else if (!tls && (ca || cert || key || server_name || no_verify))
-    why = "--ca, --cert, --key, --server-name and --insecure-no-verify need --tls";
-  else if (!cert != !key)
-    why = "--cert and --key go together";
+  const char *why = cad_cli_mllp_check(&mo);
+  if (!why && nfiles == 0) why = "no input: give one or more files, or - for stdin";
   if (why) {
     fprintf(stderr, "caduceus send: %s\n", why);
     usage(stderr);
@@ -248,27 +178,14 @@ int cad_cli_send(int argc, char **argv) {
   st.quiet = quiet;
   cad_tls_ctx_t *ctx = NULL;
   char err[300];
-  if (tls) {
-    cad_tls_client_opts_t to_ = {ca, cert, key, no_verify, NULL, CAD_TLS_V1_2};
-    if (cad_tls_client_ctx_new(&to_, &ctx, err, sizeof err) != 0) {
-      fprintf(stderr, "caduceus send: TLS: %s\n", err);
-      free(files);
-      return 1;
-    }
+  if (cad_cli_mllp_tls(&mo, &ctx, err, sizeof err) != 0) {
+    fprintf(stderr, "caduceus send: TLS: %s\n", err);
+    free(files);
+    return 1;
   }
   uv_loop_init(&st.loop);
-  uint64_t ms = (uint64_t)(timeout_s * 1000.0);
-  if (ms == 0) ms = 1;
-  cad_mllp_sender_opts_t so = {0};
-  so.host = host;
-  so.port = port;
-  so.connect_timeout_ms = ms;
-  so.ack_timeout_ms = ms;
-  so.ae_dead_letter = true; /* an AE/AR is an answer: report it, do not retry */
-  so.ar_dead_letter = true;
-  so.tls = ctx;
-  so.server_name = server_name;
-  so.verify_hostname = !no_verify;
+  cad_mllp_sender_opts_t so;
+  cad_cli_mllp_sender_opts(&mo, ctx, &so);
   int status = 0;
   if (cad_mllp_sender_new(&st.loop, &so, &st.s, err, sizeof err) != 0) {
     fprintf(stderr, "caduceus send: %s\n", err);

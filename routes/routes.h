@@ -142,4 +142,30 @@ const char *cad_route_disposition_name(cad_route_disposition_t d);
 /* Serialize a message into the arena (same bytes as cad_hl7_serialize). */
 int cad_routes_serialize(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out);
 
+/* ---- standalone conditions ----------------------------------------------
+ *
+ * One `when:` condition outside any route (`caduceus replay --where`): the
+ * same language and the same errors as a route's `when`.
+ *
+ * cad_route_cond_compile: from a YAML node (a mapping, or a list = all).
+ * cad_route_cond_parse: from a one-line text (routes_where.c):
+ *     MSH-9.1 = ORU and PID-3[*].4 != TEST
+ *     MSH-4 in (NORTH, SOUTH)   OBR-25 in F,C    MSH-9 ^= ORU   PID-8 exists
+ *     PID-8 empty   OBX-5 > 4.1   MSH-7 after 20240301   MSH-3 ~ '^LAB[0-9]+$'
+ *     not ( A or B )     (and binds tighter than or)
+ *   values are bare words or quoted with ' or "; text that starts with { or
+ *   [ is read as a YAML condition.  Errors name the column ("--where:1:9").
+ * Both return 0 and *out (free with cad_route_cond_free), or CAD_E_CONFIG /
+ * CAD_E_NOMEM with problem lines appended to `errors` (may be NULL).
+ * The condition holds a reference on `tables` (may be NULL).
+ * cad_route_cond_eval: 1 holds, 0 does not, negative CAD_E_* (out of arena);
+ * allocates only from `arena`. */
+typedef struct cad_route_cond cad_route_cond_t;
+int cad_route_cond_compile(const cad_yaml_node_t *node, const cad_tables_t *tables,
+                           cad_route_cond_t **out, cad_buf_t *errors);
+int cad_route_cond_parse(const char *text, const cad_tables_t *tables, cad_route_cond_t **out,
+                         cad_buf_t *errors);
+int cad_route_cond_eval(const cad_route_cond_t *c, const cad_hl7_msg_t *m, cad_arena_t *arena);
+void cad_route_cond_free(cad_route_cond_t *c);
+
 #endif

@@ -905,3 +905,41 @@ const char *cad_routes_name(const cad_routes_t *r, size_t i) {
 const char *cad_routes_dest_name(const cad_routes_t *r, size_t d) {
   return r && d < r->ndests ? r->dest_names[d] : NULL;
 }
+
+/* ---- standalone conditions (routes.h: cad_route_cond_*) ---------------- */
+
+int cad_route_cond_compile(const cad_yaml_node_t *node, const cad_tables_t *tables,
+                           cad_route_cond_t **out, cad_buf_t *errors) {
+  *out = NULL;
+  cad_route_cond_t *k = calloc(1, sizeof *k);
+  cad_routes_t *r = calloc(1, sizeof *r);
+  if (!k || !r) {
+    free(k);
+    free(r);
+    return CAD_E_NOMEM;
+  }
+  cad_arena_init(&r->arena, 4096, 0);
+  comp_t c = {r, {errors, 0}, tables, false};
+  r->unrouted = UNROUTED_DROP;
+  r->on_error = ON_ERROR_REJECT;
+  r->tables = tables;
+  cad__tables_ref(tables);
+  k->r = r;
+  if (!node || cad_yaml_is_null(node))
+    ERR(&c, node, "an empty condition (expected path with an operator, or all, any, not)");
+  else
+    k->when = compile_cond(&c, node, 0);
+  if (c.nomem || c.e.n || !k->when) {
+    int rc = c.nomem ? CAD_E_NOMEM : CAD_E_CONFIG;
+    cad_route_cond_free(k);
+    return rc;
+  }
+  *out = k;
+  return 0;
+}
+
+void cad_route_cond_free(cad_route_cond_t *k) {
+  if (!k) return;
+  cad_routes_free(k->r);
+  free(k);
+}

@@ -947,3 +947,12 @@ internal_err:
   snprintf(res->diag.reason, sizeof res->diag.reason, "out of memory while routing");
   return res->diag.code;
 }
+
+/* ---- standalone conditions (routes.h: cad_route_cond_*) ---------------- */
+
+int cad_route_cond_eval(const cad_route_cond_t *k, const cad_hl7_msg_t *m, cad_arena_t *arena) {
+  cad_route_result_t res;
+  memset(&res, 0, sizeof res);
+  ev_t e = {k->r, arena, (cad_hl7_msg_t *)m, &res, 0, 0};
+  return cond_eval(&e, k->when, &no_ctx);
+}

@@ -165,4 +165,10 @@ struct cad_routes {
   size_t nregexes, regexes_cap;
 };
 
+/* A standalone condition: a routes object that only owns the compiled tree. */
+struct cad_route_cond {
+  cad_routes_t *r;
+  cad__cond_t *when;
+};
+
 #endif

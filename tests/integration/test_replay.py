@@ -1,0 +1,579 @@
+#!/usr/bin/env python3
+"""test_replay.py - `caduceus replay` and `caduceus preview` end to end.
+
+replay runs against an MLLP sink written here (127.0.0.1, ephemeral port)
+that records every message with the time it arrived and answers AA, or AE
+with an ERR segment for the messages a test chooses.  Archives are generated
+in the test's temporary directory from our own messages: plain ER7 (CR, LF,
+CRLF with blank lines), MLLP captures, FHS/BHS batches, each also gzipped;
+a gzip file whose members split a message; a truncated gzip file.
+preview runs two configurations over an archive and checks counts and the
+differences by path.
+Usage: test_replay.py CADUCEUS_BINARY [TEST]"""
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import (CR, EB, SB, Engine, check_clean_stop, free_port,  # noqa: E402
+                         run_tests, wait_for)
+
+
+def msg(i, trigger="A01", ts=None, code="ADT"):
+    """Message number i (control id R%06d), MSH-7 one minute apart from
+    2026-01-01 00:00 unless given."""
+    if ts is None:
+        ts = "2026%02d%02d%02d%02d00" % (1, 1 + i // 1440, (i // 60) % 24, i % 60)
+    return ("MSH|^~\\&|LAB|NORTH|EHR|SOUTH|%s||%s^%s^%s_%s|R%06d|P|2.5.1\r"
+            "EVN|%s|%s\r"
+            "PID|1||%d^^^HOSP^MR||TEST^PATIENT%d||19700101|F\r"
+            "OBX|1|NM|GLU^Glucose||%d|mg/dL\r" % (ts, code, trigger, code, trigger, i, trigger,
+                                                ts, 1000 + i, i, 90 + i % 20)).encode()
+
+
+def ctl_of(m: bytes) -> str:
+    return m.split(b"\r")[0].split(b"|")[9].decode()
+
+
+class Sink:
+    """Records (time, message) per frame; answers AA, or AE + ERR when
+    reject(ctl) is true; `delay` seconds before each ACK."""
+
+    def __init__(self, reject=lambda c: False, delay=0.0):
+        self.reject = reject
+        self.delay = delay
+        self.got = []
+        self.lock = threading.Lock()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.stop = False
+        self.th = threading.Thread(target=self.run, daemon=True)
+        self.th.start()
+
+    def run(self):
+        while not self.stop:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        c.settimeout(30)
+        buf = b""
+        try:
+            while not self.stop:
+                data = c.recv(65536)
+                if not data:
+                    break
+                buf += data
+                while EB + CR in buf:
+                    i = buf.index(EB + CR)
+                    m = buf[buf.index(SB) + 1:i]
+                    buf = buf[i + 2:]
+                    with self.lock:
+                        self.got.append((time.monotonic(), m))
+                    ctl = ctl_of(m)
+                    code = "AE" if self.reject(ctl) else "AA"
+                    body = "MSH|^~\\&|EHR|SOUTH|LAB|NORTH|20260101120000||ACK^A01^ACK|A%s|P|2.5.1\r" \
+                           "MSA|%s|%s\r" % (ctl, code, ctl)
+                    if code == "AE":
+                        body += "ERR||PID^1^3|103^Table value not found^HL70357|E||||unknown MRN\r"
+                    if self.delay:
+                        time.sleep(self.delay)
+                    c.sendall(SB + body.encode() + EB + CR)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def ctls(self):
+        with self.lock:
+            return [ctl_of(m) for _, m in self.got]
+
+    def close(self):
+        self.stop = True
+        self.sock.close()
+        self.th.join(5)
+
+
+def replay(binary, *args, stdin=None, timeout=60):
+    p = subprocess.run([binary, "replay", "--quiet"] + list(args), input=stdin,
+                       capture_output=True, timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def write(path, data, gz=False):
+    if gz:
+        data = gzip.compress(data)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def formats(msgs):
+    """{name: bytes} of every plain archive format."""
+    out = {}
+    out["er7_cr"] = b"".join(msgs)  # segments end in \r, messages back to back
+    out["er7_lf"] = b"".join(m.replace(b"\r", b"\n") for m in msgs)
+    out["er7_crlf_blank"] = b"\r\n\r\n".join(m.replace(b"\r", b"\r\n") for m in msgs)
+    out["mllp"] = b"".join(SB + m + EB + CR for m in msgs)
+    out["batch"] = (b"FHS|^~\\&|LAB\rBHS|^~\\&|LAB\r" + b"".join(msgs) +
+                    b"BTS|%d\rFTS|1\r" % len(msgs))
+    return out
+
+
+# ---- archive formats ---------------------------------------------------------
+
+
+def test_every_format_plain_and_gzip(binary, tmp):
+    msgs = [msg(i) for i in range(1, 41)]
+    want = [ctl_of(m) for m in msgs]
+    sink = Sink()
+    try:
+        for name, data in formats(msgs).items():
+            for gz in (False, True):
+                path = write(os.path.join(tmp, name + (".hl7.gz" if gz else ".hl7")), data, gz)
+                before = len(sink.got)
+                rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, path)
+                assert rc == 0, (name, gz, rc, so, se)
+                got = sink.ctls()[before:]
+                assert got == want, (name, gz, got[:5], len(got))
+                assert "40 accepted" in so, so
+        # what arrives is the message itself (segments end in \r)
+        assert sink.got[0][1] == msgs[0].rstrip(b"\r"), sink.got[0][1]
+    finally:
+        sink.close()
+
+
+def test_gzip_members_split_a_message_directory_and_stdin(binary, tmp):
+    msgs = [msg(i) for i in range(1, 31)]
+    data = b"".join(msgs)
+    cut = len(data) // 2 + 7  # inside a message
+    d = os.path.join(tmp, "archive")
+    os.mkdir(d)
+    with open(os.path.join(d, "b.hl7.gz"), "wb") as f:
+        f.write(gzip.compress(data[:cut]) + gzip.compress(data[cut:]))
+    # a second file, read after (sorted by name), and a sub-directory (ignored)
+    write(os.path.join(d, "c.hl7"), b"".join(msg(i) for i in range(31, 36)))
+    os.mkdir(os.path.join(d, "zz-subdir"))
+    write(os.path.join(d, "zz-subdir", "x.hl7"), msg(99))
+    sink = Sink()
+    try:
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, d)
+        assert rc == 0, (rc, so, se)
+        assert sink.ctls() == ["R%06d" % i for i in range(1, 36)], sink.ctls()
+        assert sink.got[14][1] == msgs[14].rstrip(b"\r")
+        # stdin, gzip with three members
+        n = len(sink.got)
+        blob = gzip.compress(msgs[0]) + gzip.compress(msgs[1][:20]) + gzip.compress(msgs[1][20:])
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "-", stdin=blob)
+        assert rc == 0, (rc, so, se)
+        assert sink.ctls()[n:] == ["R000001", "R000002"], sink.ctls()[n:]
+    finally:
+        sink.close()
+
+
+def test_truncated_gzip(binary, tmp):
+    msgs = [msg(i) for i in range(1, 201)]
+    full = gzip.compress(b"".join(msgs))
+    path = write(os.path.join(tmp, "cut.hl7.gz"), full[:len(full) * 2 // 3])
+    sink = Sink()
+    try:
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, path)
+        assert rc == 1, (rc, so, se)
+        assert "truncated gzip" in se, se
+        got = [m for _, m in sink.got]
+        assert len(got) > 20, len(got)
+        # every message sent is complete and in order; the cut one is not sent
+        for i, m in enumerate(got):
+            assert m == msgs[i].rstrip(b"\r"), (i, m)
+        # corrupt data: a clear error too
+        bad = bytearray(full)
+        bad[len(bad) // 2] ^= 0xFF
+        bad[len(bad) // 2 + 1] ^= 0xFF
+        path2 = write(os.path.join(tmp, "bad.hl7.gz"), bytes(bad))
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, path2)
+        assert rc == 1 and ("corrupt gzip" in se or "truncated gzip" in se), (rc, se)
+    finally:
+        sink.close()
+
+
+def test_replay_into_the_engine(binary, tmp):
+    port = free_port()
+    out = os.path.join(tmp, "out")
+    eng = Engine(binary, tmp,
+                 "  lab:\n    listen: \"127.0.0.1:%d\"\n    to: [ files ]\n" % port,
+                 "  files:\n    type: file\n    dir: %s\n    name: \"${MSH-10}.hl7\"\n" % out)
+    eng.start(wait_ports=[port])
+    try:
+        msgs = [msg(i) for i in range(1, 26)]
+        path = write(os.path.join(tmp, "a.mllp.gz"), b"".join(SB + m + EB + CR for m in msgs), True)
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % port, "--connections", "4", path)
+        assert rc == 0 and "25 accepted" in so, (rc, so, se)
+        wait_for(lambda: len(os.listdir(out)) == 25, what="25 files")
+        with open(os.path.join(out, "R000007.hl7"), "rb") as f:
+            assert f.read() == msgs[6].rstrip(b"\r")
+    finally:
+        check_clean_stop(eng)
+
+
+# ---- selection ----------------------------------------------------------------
+
+
+def test_filters(binary, tmp):
+    msgs = []
+    for i in range(1, 61):
+        trig = ["A01", "A08", "A03"][i % 3]
+        msgs.append(msg(i, trigger=trig, code="ORU" if i % 10 == 0 else "ADT"))
+    path = write(os.path.join(tmp, "mixed.hl7.gz"), b"".join(msgs), gz=True)
+    sink = Sink()
+    to = ["--to", "127.0.0.1:%d" % sink.port]
+
+    def run(*a):
+        n = len(sink.got)
+        rc, so, se = replay(binary, *(to + list(a) + [path]))
+        assert rc == 0, (a, rc, so, se)
+        return sink.ctls()[n:]
+
+    def ids(pred):
+        return ["R%06d" % i for i in range(1, 61) if pred(i)]
+
+    try:
+        assert run("--where", "MSH-9.2 = A08") == ids(lambda i: i % 3 == 1)
+        assert run("--where", "MSH-9.1 = ADT and MSH-9.2 in (A01, A03)") == \
+            ids(lambda i: i % 10 and i % 3 != 1)
+        assert run("--where", "MSH-9.1 ^= OR or PID-3.1 = 1005") == \
+            ids(lambda i: i % 10 == 0 or i == 5)
+        assert run("--where", "not (MSH-9.1 = ADT) and OBX-5 exists") == ids(lambda i: i % 10 == 0)
+        assert run("--where", "{ path: MSH-9.1, equals: ORU }") == ids(lambda i: i % 10 == 0)
+        assert run("--type", "ADT^A03") == ids(lambda i: i % 3 == 2 and i % 10)
+        assert run("--type", "ORU", "--type", "ADT^A01") == \
+            ids(lambda i: i % 10 == 0 or i % 3 == 0)
+        # MSH-7 is 2026-01-01 00:i; since is inclusive, until exclusive
+        assert run("--since", "202601010010", "--until", "20260101002000") == \
+            ids(lambda i: 10 <= i < 20)
+        assert run("--since", "2026-01-01T00:50") == ids(lambda i: i >= 50)
+        assert run("--limit", "7", "--where", "MSH-9.2 = A01") == ids(lambda i: i % 3 == 0)[:7]
+        # errors in --where name the column
+        rc, so, se = replay(binary, *(to + ["--where", "MSH-9.1 = ORU and PID-3 %%", path]))
+        assert rc == 2 and "--where:1:" in se, (rc, se)
+        rc, so, se = replay(binary, *(to + ["--where", "MSH-99x = A", path]))
+        assert rc == 2 and "--where:1:7" in se and "MSH-99x" in se, (rc, se)
+        rc, so, se = replay(binary, *(to + ["--since", "yesterday", path]))
+        assert rc == 2, (rc, se)
+    finally:
+        sink.close()
+
+
+# ---- pacing ---------------------------------------------------------------------
+
+
+def test_rate_accuracy(binary, tmp):
+    n = 401  # 400 intervals at 200/s: 2.0 s
+    path = write(os.path.join(tmp, "rate.hl7"), b"".join(msg(i) for i in range(n)))
+    sink = Sink()
+    try:
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--rate", "200/s", path)
+        assert rc == 0, (rc, so, se)
+        assert len(sink.got) == n
+        span = sink.got[-1][0] - sink.got[0][0]
+        assert abs(span - 2.0) <= 0.1, "400 intervals at 200/s took %.3f s" % span
+        # 2 connections, same rate
+        sink.got.clear()
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--rate", "12000/min",
+                            "--connections", "2", path)
+        assert rc == 0, (rc, so, se)
+        span = sink.got[-1][0] - sink.got[0][0]
+        assert abs(span - 2.0) <= 0.1, "12000/min took %.3f s" % span
+        assert sorted(sink.ctls()) == ["R%06d" % i for i in range(n)]
+    finally:
+        sink.close()
+
+
+def test_keep_timing(binary, tmp):
+    stamps = ["20260101120000", "20260101120002", "20260101120003", "20260101120007"]
+    path = write(os.path.join(tmp, "t.hl7"), b"".join(msg(i, ts=t) for i, t in enumerate(stamps)))
+    sink = Sink()
+    try:
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--keep-timing",
+                            "--speed", "10x", path)
+        assert rc == 0, (rc, so, se)
+        t0 = sink.got[0][0]
+        offs = [t - t0 for t, _ in sink.got]
+        for got, want in zip(offs, [0, 0.2, 0.3, 0.7]):
+            assert abs(got - want) < 0.06, offs
+    finally:
+        sink.close()
+
+
+# ---- report and resume ------------------------------------------------------------
+
+
+def test_report_lists_refused_and_replays(binary, tmp):
+    msgs = [msg(i) for i in range(1, 51)]
+    path = write(os.path.join(tmp, "r.hl7.gz"), b"".join(msgs), gz=True)
+    rejected = {"R%06d" % i for i in range(5, 51, 5)}
+    sink = Sink(reject=lambda c: c in rejected)
+    report = os.path.join(tmp, "report.hl7")
+    try:
+        rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--report", report,
+                            "--connections", "3", path)
+        assert rc == 1, (rc, so, se)
+        assert "40 accepted, 10 not accepted" in so, so
+        with open(report, "rb") as f:
+            text = f.read()
+        heads = [ln for ln in text.split(b"\n") if ln.startswith(b"# source=")]
+        assert len(heads) == 10, text[:500]
+        seen = set()
+        for h in heads:
+            h = h.decode()
+            assert "ack=AE" in h and path in h, h
+            assert 'error="unknown MRN"' in h, h  # ERR-8 of the ACK
+            ctl = h.split("control_id=")[1].split()[0]
+            off = int(h.split("offset=")[1].split()[0])
+            i = int(ctl[1:])
+            assert off == sum(len(m) for m in msgs[:i - 1]), (h, off)
+            seen.add(ctl)
+        assert seen == rejected
+        # the report is an archive: replay it to a sink that accepts everything
+        sink2 = Sink()
+        try:
+            rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink2.port, report)
+            assert rc == 0, (rc, so, se)
+            assert set(sink2.ctls()) == rejected and len(sink2.got) == 10
+            for _, m in sink2.got:
+                assert m == msgs[int(ctl_of(m)[1:]) - 1].rstrip(b"\r")
+        finally:
+            sink2.close()
+    finally:
+        sink.close()
+
+
+def run_killed(binary, args, after):
+    p = subprocess.Popen([binary, "replay", "--quiet"] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    time.sleep(after)
+    p.send_signal(signal.SIGKILL)
+    p.wait(10)
+    return p
+
+
+def test_resume_after_sigkill_sends_each_once(binary, tmp):
+    n = 3000
+    d = os.path.join(tmp, "arch")
+    os.mkdir(d)
+    msgs = [msg(i) for i in range(n)]
+    write(os.path.join(d, "1.hl7.gz"), b"".join(msgs[:1500]), gz=True)
+    write(os.path.join(d, "2.mllp"), b"".join(SB + m + EB + CR for m in msgs[1500:]))
+    ck = os.path.join(tmp, "ck")
+    sink = Sink()
+    try:
+        for conns in ("1", "3"):
+            sink.got.clear()
+            for f in (ck, ck + ".log"):
+                if os.path.exists(f):
+                    os.unlink(f)
+            args = ["--to", "127.0.0.1:%d" % sink.port, "--rate", "1500/s", "--connections",
+                    conns, "--resume", ck, "--checkpoint-every", "100", d]
+            run_killed(binary, args, 0.8)
+            first = len(sink.got)
+            assert 100 < first < n, first
+            run_killed(binary, args, 0.6)  # killed twice
+            rc, so, se = replay(binary, *args)
+            assert rc == 0, (rc, so, se)
+            ids = sink.ctls()
+            missing = set("R%06d" % i for i in range(n)) - set(ids)
+            assert not missing, sorted(missing)[:5]
+            dups = len(ids) - len(set(ids))
+            print("  %s connection(s): %d messages received, %d duplicates" %
+                  (conns, len(ids), dups))
+            # only a message in flight at a kill may come twice: at most one
+            # per connection per kill
+            assert dups <= 2 * int(conns), (conns, dups)
+            assert "3000 finished in all runs" in so, so
+            # resuming a finished replay sends nothing
+            before = len(sink.got)
+            rc, so, se = replay(binary, *args)
+            assert rc == 0 and len(sink.got) == before, (rc, so, se)
+    finally:
+        sink.close()
+
+
+def test_resume_after_sigterm_is_exactly_once(binary, tmp):
+    n = 1500
+    path = write(os.path.join(tmp, "a.hl7"), b"".join(msg(i) for i in range(n)))
+    ck = os.path.join(tmp, "ck")
+    sink = Sink(delay=0.002)
+    try:
+        args = ["--to", "127.0.0.1:%d" % sink.port, "--rate", "1000/s", "--connections", "2",
+                "--resume", ck, path]
+        p = subprocess.Popen([binary, "replay", "--quiet"] + args, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        time.sleep(0.6)
+        p.send_signal(signal.SIGTERM)
+        so, se = p.communicate(timeout=20)
+        assert p.returncode == 3, (p.returncode, so, se)
+        assert b"interrupted" in so, so
+        rc, so, se = replay(binary, *args)
+        assert rc == 0, (rc, so, se)
+        ids = sink.ctls()
+        assert sorted(ids) == ["R%06d" % i for i in range(n)], (len(ids), len(set(ids)))
+    finally:
+        sink.close()
+
+
+def test_unreachable_and_usage(binary, tmp):
+    path = write(os.path.join(tmp, "a.hl7"), msg(1) + msg(2))
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    report = os.path.join(tmp, "rep")
+    rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % port, "--retries", "1", "--timeout",
+                        "1", "--report", report, path)
+    assert rc == 1 and "2 failed" in so, (rc, so, se)
+    with open(report) as f:
+        t = f.read()
+    assert t.count("# source=") == 2 and "ack=-" in t and "refused" in t, t
+    for bad in (["--rate", "fast"], ["--connections", "0"], ["--speed", "2"], [],
+                ["--keep-timing", "--rate", "5"], ["--limit", "0"], ["--bogus"]):
+        rc, so, se = replay(binary, *(["--to", "127.0.0.1:1"] + bad + ([path] if bad else [])))
+        assert rc == 2, (bad, rc, se)
+    rc, so, se = replay(binary, "--to", "127.0.0.1:1", os.path.join(tmp, "nope"))
+    assert rc == 1 and "nope" in se, (rc, se)
+
+
+# ---- preview ------------------------------------------------------------------------
+
+OLD = """\
+engine:
+  data_dir: %(tmp)s/data
+destinations:
+  ehr: { type: file, dir: %(tmp)s/out-ehr }
+  archive: { type: file, dir: %(tmp)s/out-archive }
+  legacy: { type: file, dir: %(tmp)s/out-legacy }
+tables:
+  loinc: { values: { GLU: "2345-7" } }
+channels:
+  lab:
+    listen: "127.0.0.1:%(port)d"
+    routes:
+      - name: results
+        when: { path: MSH-9.1, equals: ORU }
+        to: [ehr, archive]
+      - name: adt
+        when: { path: MSH-9.2, in: [A01, A08] }
+        to: [legacy]
+    unrouted: drop
+"""
+
+NEW = """\
+engine:
+  data_dir: %(tmp)s/data
+destinations:
+  ehr: { type: file, dir: %(tmp)s/out-ehr }
+  archive: { type: file, dir: %(tmp)s/out-archive }
+tables:
+  loinc: { values: { GLU: "2345-7" } }
+channels:
+  lab:
+    listen: "127.0.0.1:%(port)d"
+    routes:
+      - name: results
+        when: { path: MSH-9.1, equals: ORU }
+        transform:
+          - { map: "OBX[*]-3.1", table: loinc, default: keep }
+          - { set: MSH-5, value: EHR2 }
+        to: [ehr]
+        continue: true
+      - name: everything
+        to: [archive]
+      - name: never
+        when: { path: MSH-9.2, equals: ZZZ }
+        to: [ehr]
+    unrouted: reject
+"""
+
+
+def test_preview_counts_and_diffs(binary, tmp):
+    msgs = []
+    for i in range(1, 21):
+        code = "ORU" if i % 4 == 0 else "ADT"
+        trig = "R01" if code == "ORU" else ["A01", "A03"][i % 2]
+        msgs.append(msg(i, trigger=trig, code=code))
+    arch = write(os.path.join(tmp, "a.hl7.gz"), b"\n".join(msgs), gz=True)
+    old = os.path.join(tmp, "old.yaml")
+    new = os.path.join(tmp, "new.yaml")
+    with open(old, "w") as f:
+        f.write(OLD % {"tmp": tmp, "port": 1})
+    with open(new, "w") as f:
+        f.write(NEW % {"tmp": tmp, "port": 1})
+    p = subprocess.run([binary, "preview", "--config", new, "--baseline", old, arch],
+                       capture_output=True, timeout=30)
+    out = p.stdout.decode()
+    assert p.returncode == 0, (p.returncode, out, p.stderr)
+    assert 'ehr: OBX-3.1: "GLU" -> "2345-7"' in out, out
+    assert 'ehr: MSH-5: "EHR" -> "EHR2"' in out, out
+    assert "legacy: lost" in out and "archive: gained" in out, out
+    assert "20 messages would change" in out, out
+    p = subprocess.run([binary, "preview", "--json", "--config", new, "--baseline", old, arch],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["messages"] == 20
+    # ORU: 5 of 20 (i % 4 == 0); ADT^A01 (even i, not ORU): 5, to legacy in the old one
+    assert doc["destinations"]["ehr"] == {"sent": 5, "baseline_sent": 5}, doc["destinations"]
+    assert doc["destinations"]["archive"] == {"sent": 20, "baseline_sent": 5}
+    assert doc["destinations"]["legacy"]["baseline_sent"] == 5
+    assert doc["destinations"]["legacy"]["removed"] is True
+    assert doc["dispositions"]["deliver"] == {"new": 20, "old": 10}
+    assert doc["dispositions"]["filtered"] == {"new": 0, "old": 10}
+    assert doc["changed"] == 20
+    c0 = [c for c in doc["changes"] if c["control_id"] == "R000004"][0]
+    assert c0["offset"] == sum(len(m) + 1 for m in msgs[:3]), c0
+    paths = {(x["destination"], x.get("path")) for x in c0["changes"]}
+    assert ("ehr", "OBX-3.1") in paths and ("ehr", "MSH-5") in paths, c0
+    # no baseline: counts only; a config without routes for unknown messages rejects
+    p = subprocess.run([binary, "preview", "--json", "--config", new, arch], capture_output=True,
+                       timeout=30)
+    doc = json.loads(p.stdout)
+    assert doc["dispositions"]["deliver"] == 20 and "changed" not in doc, doc
+    p = subprocess.run([binary, "preview", "--config", new, arch, os.path.join(tmp, "missing")],
+                       capture_output=True, timeout=30)
+    assert p.returncode == 1 and b"missing" in p.stderr, p.stderr
+    p = subprocess.run([binary, "preview", arch], capture_output=True, timeout=30)
+    assert p.returncode == 2
+
+
+TESTS = [
+    test_every_format_plain_and_gzip,
+    test_gzip_members_split_a_message_directory_and_stdin,
+    test_truncated_gzip,
+    test_replay_into_the_engine,
+    test_filters,
+    test_rate_accuracy,
+    test_keep_timing,
+    test_report_lists_refused_and_replays,
+    test_resume_after_sigkill_sends_each_once,
+    test_resume_after_sigterm_is_exactly_once,
+    test_unreachable_and_usage,
+    test_preview_counts_and_diffs,
+]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(TESTS, sys.argv))
