@@ -2,7 +2,16 @@
  * messages in flight, until a total count is sent and ACKed.  Prints the
  * rate (messages/s) and the ACK latency percentiles.
  *
- *   mllp_load [-h HOST] -p PORT [-c CONNS] [-n TOTAL] [-w WINDOW] [-f FILE]
+ *   mllp_load [-h HOST] -p PORT [-c CONNS] [-n TOTAL] [-w WINDOW] [-f FILE] [-r RATE]
+ *
+ * -r RATE offers a fixed load of RATE messages/s in total, spread evenly over
+ * the connections (each sends on its own schedule, staggered): a message is
+ * not sent before its slot.  When the window was still full at its slot (the
+ * server is behind), its latency counts from the slot, not from when it could
+ * be sent, so a slow server shows in the percentiles (no coordinated
+ * omission); when the window had room, from the actual send (a late wake-up
+ * of this client's own thread is not the server's latency).  Without -r, as
+ * fast as the ACKs come back.
  *
  * Without -f, each message is a built-in ~1 KB ADT^A01 whose MSH-10 is
  * unique (L<conn>_<seq>), so a file destination keeps every one.  With -f,
@@ -28,6 +37,8 @@
 static const char *host = "127.0.0.1";
 static int port, conns = 1, window = 1;
 static long total = 10000;
+static double rate;      /* -r: messages/s offered in total, 0 = as fast as possible */
+static double start_at;  /* common start of every connection's schedule */
 static char *file_msg;
 static size_t file_len;
 
@@ -120,12 +131,25 @@ static void *run_worker(void *arg) {
   int in_frame = 0;
   while (w->nacks < w->count) {
     while (sent < w->count && sent - w->nacks < window) {
+      double slot = 0;
+      if (rate > 0) {
+        /* Connection id sends messages id, id + conns, id + 2 conns, ... of
+         * one schedule of `rate` per second. */
+        slot = start_at + ((double)sent * conns + w->id) / rate;
+        double wait = slot - now_s();
+        if (wait > 0) {
+          slot = 0; /* on time: measured from the send itself */
+          struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+          while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+          }
+        }
+      }
       size_t n = build_msg(msg, cap, w->id, sent);
       if (!n || write_all(fd, msg, n) < 0) {
         w->failed = 1;
         goto out;
       }
-      sent_at[sent % window] = now_s();
+      sent_at[sent % window] = slot > 0 ? slot : now_s();
       sent++;
     }
     ssize_t r = recv(fd, rbuf, 1 << 16, 0);
@@ -193,13 +217,14 @@ static char *read_msg_file(const char *path, size_t *len) {
 
 int main(int argc, char **argv) {
   int opt;
-  while ((opt = getopt(argc, argv, "h:p:c:n:w:f:")) != -1) {
+  while ((opt = getopt(argc, argv, "h:p:c:n:w:f:r:")) != -1) {
     switch (opt) {
     case 'h': host = optarg; break;
     case 'p': port = atoi(optarg); break;
     case 'c': conns = atoi(optarg); break;
     case 'n': total = atol(optarg); break;
     case 'w': window = atoi(optarg); break;
+    case 'r': rate = atof(optarg); break;
     case 'f':
       file_msg = read_msg_file(optarg, &file_len);
       if (!file_msg) {
@@ -209,12 +234,13 @@ int main(int argc, char **argv) {
       break;
     default:
       fprintf(stderr,
-              "usage: mllp_load [-h HOST] -p PORT [-c CONNS] [-n TOTAL] [-w WINDOW] [-f FILE]\n");
+              "usage: mllp_load [-h HOST] -p PORT [-c CONNS] [-n TOTAL] [-w WINDOW] [-f FILE] "
+              "[-r RATE]\n");
       return 2;
     }
   }
-  if (port <= 0 || conns <= 0 || total <= 0 || window <= 0 || conns > 4096) {
-    fprintf(stderr, "mllp_load: need -p PORT and positive -c/-n/-w (conns <= 4096)\n");
+  if (port <= 0 || conns <= 0 || total <= 0 || window <= 0 || conns > 4096 || rate < 0) {
+    fprintf(stderr, "mllp_load: need -p PORT and positive -c/-n/-w/-r (conns <= 4096)\n");
     return 2;
   }
   worker_t *ws = calloc((size_t)conns, sizeof *ws);
@@ -224,6 +250,7 @@ int main(int argc, char **argv) {
     ws[i].lat = malloc(sizeof(double) * (size_t)(ws[i].count ? ws[i].count : 1));
   }
   double t0 = now_s();
+  start_at = t0 + 0.01;
   for (int i = 0; i < conns; i++) pthread_create(&ws[i].th, NULL, run_worker, &ws[i]);
   for (int i = 0; i < conns; i++) pthread_join(ws[i].th, NULL);
   double el = now_s() - t0;
@@ -244,6 +271,7 @@ int main(int argc, char **argv) {
   }
   qsort(all, (size_t)nl, sizeof *all, cmp_d);
   double p50 = nl ? all[(size_t)(nl * 0.50)] : 0, p99 = nl ? all[(size_t)((nl - 1) * 0.99)] : 0;
+  if (rate > 0) printf("offered_per_s=%.0f ", rate);
   printf("conns=%d window=%d messages=%ld acked=%ld not_accepted=%ld seconds=%.3f "
          "msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f\n",
          conns, window, total, acks, bad, el, el > 0 ? (double)acks / el : 0, p50 * 1e3,

@@ -241,7 +241,7 @@ static void on_backoff(uv_timer_t *t) {
   w->st = ST_SENDING;
   if (maybe_stop(w)) return;
   bool exhausted = w->o.max_attempts && w->attempts >= w->o.max_attempts;
-  if (w->o.dead_letter && (exhausted || w->fail_permanent)) {
+  if (w->fail_permanent || (w->o.dead_letter && exhausted)) {
     give_up(w);
     return;
   }
@@ -282,7 +282,10 @@ static void schedule_retry(cad_delivery_t *w) {
 static void handle_failure(cad_delivery_t *w, bool permanent) {
   if (w->fail_idx > 0) request_mark(w, w->reader.recs[w->fail_idx - 1].seq);
   bool exhausted = w->o.max_attempts && w->attempts >= w->o.max_attempts;
-  if (w->o.dead_letter && (permanent || exhausted)) {
+  /* A permanent failure (the driver's own verdict, e.g. `on_ar:
+   * dead_letter`) is dead-lettered at once; retries running out follow
+   * on_failure. */
+  if (permanent || (w->o.dead_letter && exhausted)) {
     give_up(w);
     return;
   }

@@ -19,8 +19,10 @@
  *   retry       the driver reported a transient failure (connection refused,
  *               no ACK, AE mapped to retry): wait initial * 2^(n-1), capped at
  *               max, with jitter (a random 50-100 % of it), then try again.
- *   give up     after max_attempts (or at once for a failure the driver calls
- *               permanent), per configuration:
+ *   permanent   a failure the driver calls permanent (an MLLP destination's
+ *               `on_ae`/`on_ar: dead_letter`) goes to the dead-letter queue at
+ *               once, whatever on_failure says.
+ *   give up     after max_attempts, per configuration:
  *                 dead_letter  the message is copied to the destination's
  *                              dead-letter queue with the reason, a DEAD
  *                              record finishes it, and the worker goes on;

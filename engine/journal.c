@@ -263,8 +263,9 @@ static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
       /* Nothing valid after it: a torn tail. */
       size_t len = strlen(j->report);
       snprintf(j->report + len, sizeof j->report - len,
-               "segment %llu: cut %zu bytes of torn tail at offset %zu; ", (unsigned long long)no,
-               n - off, off);
+               last ? "segment %llu: cut %zu bytes of torn tail at offset %zu; "
+                    : "segment %llu: CORRUPT end, %zu bytes unreadable from offset %zu; ",
+               (unsigned long long)no, n - off, off);
       if (last) {
         j->stats.torn_bytes += n - off;
       } else {

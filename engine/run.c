@@ -1028,11 +1028,14 @@ static void stats_timer_apply(void) {
     uv_timer_stop(&E.stats_timer);
 }
 
+static void log_dest_stats(void);
+
 static void shutdown_engine(const char *why) {
   if (E.stopping) return;
   E.stopping = true;
   CAD_LOG(CAD_LOG_INFO, "shutdown", NULL, "%s: closing listeners, finishing messages in flight",
           why);
+  log_dest_stats(); /* the queue's and destinations' counters, while they run */
   while (E.lsns) {
     lsn_t *n = E.lsns->next;
     lsn_close(E.lsns);
