@@ -3,6 +3,7 @@
  *   build/bench/bench_parse [CORPUS_DIR]
  *
  * Workloads, each timed over several rounds (the median round is printed):
+ *   (0) parse alone (segments and fields indexed)
  *   (a) parse + read PID-5.1 (decoded) + every OBX-5 (decoded)
  *   (b) parse + serialize (unchanged message)
  *   (c) parse + set MSH-5 and serialize (a changed message)
@@ -60,6 +61,16 @@ static size_t work_read(const set_t *s, cad_arena_t *a, const cad_hl7_path_t *pi
   return acc;
 }
 
+static size_t work_parse(const set_t *s, cad_arena_t *a) {
+  size_t acc = 0;
+  for (size_t i = 0; i < s->n; i++) {
+    cad_hl7_msg_t m;
+    cad_arena_reset(a);
+    if (cad_hl7_parse(&m, s->msg[i], s->len[i], a, NULL, NULL) == 0) acc += m.nsegs;
+  }
+  return acc;
+}
+
 static size_t work_serialize(const set_t *s, cad_arena_t *a, cad_buf_t *out,
                              const cad_hl7_path_t *set) {
   size_t acc = 0;
@@ -84,19 +95,21 @@ static void run(const char *name, const set_t *s, size_t target_bytes) {
   cad_hl7_path_parse("OBX[*]-5", 8, &obx5, NULL, NULL);
   cad_hl7_path_parse("MSH-5", 5, &msh5, NULL, NULL);
   size_t reps = target_bytes / (s->bytes ? s->bytes : 1) + 1;
-  const char *labels[3] = {"(a) parse + PID-5.1 + OBX[*]-5", "(b) parse + serialize",
-                           "(c) parse + set MSH-5 + serialize"};
+  const char *labels[4] = {"(0) parse alone", "(a) parse + PID-5.1 + OBX[*]-5",
+                           "(b) parse + serialize", "(c) parse + set MSH-5 + serialize"};
   printf("%s: %zu messages, %zu bytes, x%zu per round, %d rounds\n", name, s->n, s->bytes, reps,
          ROUNDS);
-  for (int w = 0; w < 3; w++) {
+  for (int w = 0; w < 4; w++) {
     double t[ROUNDS];
     for (int r = 0; r < ROUNDS; r++) {
       double t0 = now_s();
       for (size_t k = 0; k < reps; k++) {
         if (w == 0)
+          sink += work_parse(s, &a);
+        else if (w == 1)
           sink += work_read(s, &a, &pid51, &obx5);
         else
-          sink += work_serialize(s, &a, &out, w == 2 ? &msh5 : NULL);
+          sink += work_serialize(s, &a, &out, w == 3 ? &msh5 : NULL);
       }
       t[r] = now_s() - t0;
     }

@@ -1,6 +1,11 @@
 /* mllp_sink.c - a bare MLLP acking sink, the yardstick for the engine.
  *
- *   mllp_sink [-h HOST] -p PORT
+ *   mllp_sink [-h HOST] -p PORT [-e]
+ *
+ * -e: echo mode.  The ACK's MSA-2 is the frame's own MSH-10 (read while the
+ * bytes pass, without buffering the message), so senders that check the
+ * control id (the engine's MLLP destination) accept it.  Without -e every
+ * ACK is the same fixed bytes (MSA-2 = 0).
  *
  * libuv, one loop thread.  Every end block (0x1C) received answers one frame
  * with the same fixed, minimal ACK; nothing is parsed, stored or logged.  It
@@ -21,7 +26,16 @@ static const char ACK[] = "\x0bMSH|^~\\&|SINK|BENCH|LOADGEN|BENCH|20260101120000
 typedef struct {
   uv_tcp_t tcp;
   int in_frame;
+  /* echo mode: where we are in the frame's first segment */
+  size_t pos;      /* bytes of the frame seen */
+  char fs;         /* field separator (MSH-1) */
+  int seps;        /* field separators seen in the first segment */
+  int done;        /* the first segment has ended */
+  char ctl[64];
+  size_t ctl_len;
 } client_t;
+
+static int echo;
 
 typedef struct {
   uv_write_t w;
@@ -46,10 +60,71 @@ static void on_write(uv_write_t *w, int status) {
   free(w);
 }
 
+static const char ACK_HEAD[] =
+    "\x0bMSH|^~\\&|SINK|BENCH|LOADGEN|BENCH|20260101120000||ACK^A01^ACK|S1|P|2.5.1\rMSA|AA|";
+
+static void on_read_echo(client_t *c, uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  char out[65536];
+  size_t o = 0;
+  for (ssize_t i = 0; i < n; i++) {
+    char ch = b->base[i];
+    if (ch == 0x0b) {
+      c->in_frame = 1;
+      c->pos = 0;
+      c->seps = 0;
+      c->done = 0;
+      c->ctl_len = 0;
+      continue;
+    }
+    if (!c->in_frame) continue;
+    if (ch == 0x1c) {
+      c->in_frame = 0;
+      size_t need = sizeof ACK_HEAD - 1 + c->ctl_len + 3;
+      if (o + need > sizeof out) {
+        uv_buf_t part = uv_buf_init(out, (unsigned)o);
+        uv_try_write(s, &part, 1); /* bench tool: a full kernel buffer drops ACKs */
+        o = 0;
+      }
+      memcpy(out + o, ACK_HEAD, sizeof ACK_HEAD - 1);
+      o += sizeof ACK_HEAD - 1;
+      memcpy(out + o, c->ctl, c->ctl_len);
+      o += c->ctl_len;
+      memcpy(out + o, "\r\x1c\r", 3);
+      o += 3;
+      continue;
+    }
+    size_t p = c->pos++;
+    if (c->done) continue;
+    if (p == 3) {
+      c->fs = ch;
+      c->seps = 1;
+      continue;
+    }
+    if (p < 3) continue;
+    if (ch == '\r' || ch == '\n') {
+      c->done = 1;
+    } else if (ch == c->fs) {
+      if (++c->seps > 9) c->done = 1;
+    } else if (c->seps == 9 && c->ctl_len < sizeof c->ctl) {
+      c->ctl[c->ctl_len++] = ch;
+    }
+  }
+  if (!o) return;
+  wreq_t *w = malloc(sizeof *w + o);
+  if (!w) return;
+  memcpy(w->data, out, o);
+  uv_buf_t buf = uv_buf_init(w->data, (unsigned)o);
+  if (uv_write(&w->w, s, &buf, 1, on_write) < 0) free(w);
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   client_t *c = (client_t *)s;
   if (n < 0) {
     uv_close((uv_handle_t *)s, on_closed);
+    return;
+  }
+  if (echo) {
+    on_read_echo(c, s, n, b);
     return;
   }
   size_t frames = 0;
@@ -100,13 +175,15 @@ static void on_signal(uv_signal_t *h, int sig) {
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1";
   int port = 0, opt;
-  while ((opt = getopt(argc, argv, "h:p:")) != -1) {
-    if (opt == 'h')
+  while ((opt = getopt(argc, argv, "h:p:e")) != -1) {
+    if (opt == 'e')
+      echo = 1;
+    else if (opt == 'h')
       host = optarg;
     else if (opt == 'p')
       port = atoi(optarg);
     else {
-      fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT\n");
+      fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT [-e]\n");
       return 2;
     }
   }
