@@ -69,10 +69,54 @@ static void add_regex(comp_t *c, regex_t *re) {
   r->regexes[r->nregexes++] = re;
 }
 
+/* glibc's regcomp can take gigabytes for patterns such as "a+++++" or
+ * many nested repetitions; a configuration must not be able to do that.
+ * Refused: patterns over 512 bytes, more than 32 repetition operators, and
+ * a repetition operator directly after another one.  Returns a reason or
+ * NULL. */
+static const char *regex_too_complex(const char *p, size_t n) {
+  if (n > 512) return "longer than 512 characters";
+  int quantifiers = 0;
+  bool prev_quant = false, in_bracket = false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = p[i];
+    if (ch == '\\' && i + 1 < n) {
+      i++;
+      prev_quant = false;
+      continue;
+    }
+    if (in_bracket) {
+      if (ch == ']') in_bracket = false;
+      continue;
+    }
+    if (ch == '[') {
+      in_bracket = true;
+      if (i + 1 < n && p[i + 1] == ']') i++; /* "[]...]" */
+      prev_quant = false;
+      continue;
+    }
+    bool quant = ch == '*' || ch == '+' || ch == '?' || ch == '{';
+    if (ch == '{') {
+      while (i < n && p[i] != '}') i++;
+    }
+    if (quant) {
+      if (prev_quant) return "a repetition operator right after another one";
+      if (++quantifiers > 32) return "more than 32 repetition operators";
+    }
+    prev_quant = quant;
+  }
+  return NULL;
+}
+
 static regex_t *compile_regex(comp_t *c, const cad_yaml_node_t *n, bool nosub) {
   if (!want_scalar(c, n, "a regular expression")) return NULL;
   if (strlen(n->str) != n->len) {
     ERR(c, n, "a regular expression cannot contain a NUL character");
+    return NULL;
+  }
+  const char *why = regex_too_complex(n->str, n->len);
+  if (why) {
+    ERR(c, n, "regular expression refused: %s (to keep compile time and memory bounded)", why);
     return NULL;
   }
   regex_t *re = alloc(c, sizeof *re);

@@ -706,6 +706,13 @@ TEST(errors_with_positions) {
   expect_error("channel:\n  routes: [ { to: a, transform: [ { replace: PID-7, pattern: \"[\", "
                "with: x } ] } ]\n",
                "invalid regular expression");
+  /* Patterns that would make regcomp take gigabytes are refused (a fuzzer
+   * finding: tests/fuzz/corpus/routes/regress-oom-nested-repetition.yaml). */
+  expect_error("channel:\n  routes: [ { to: a, when: { path: PID-8, matches: \"^[FM]+++$\" } } ]\n",
+               "regular expression refused: a repetition operator right after another one");
+  expect_error("channel:\n  routes: [ { to: a, when: { path: PID-8, matches: \"(a*b*c*d*e*f*g*h*i*j*){40}"
+               "k*l*m*n*o*p*q*r*s*t*u*v*w*x*y*z*A*B*C*D*E*F*G*\" } } ]\n",
+               "regular expression refused: more than 32 repetition operators");
   expect_error("channel:\n  routes: [ { to: a } ]\n  to: [b]\n",
                "t.yaml:3:7: a channel with 'routes' names its destinations in each route's 'to'");
   /* Several problems are all reported. */
