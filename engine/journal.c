@@ -211,6 +211,7 @@ static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
   }
   uint64_t created = 0;
   size_t off = SEG_HDR;
+  bool zero_tail = false;
   bool hdr_ok = n >= SEG_HDR && get32(b) == SEG_MAGIC && b[4] == VERSION && get64(b + 8) == no;
   if (hdr_ok) {
     uLong c = crc32(0L, b, 28);
@@ -258,6 +259,12 @@ static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
       off += (size_t)r;
       continue;
     }
+    size_t z = off;
+    while (z < n && b[z] == 0) z++;
+    if (z == n) { /* zero-filled ahead of the writes: not damage */
+      zero_tail = true;
+      break;
+    }
     size_t next = resync(b, n, off + 1);
     if (next >= n) {
       /* Nothing valid after it: a torn tail. */
@@ -283,7 +290,7 @@ static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
     off = next;
   }
   s->size = off < SEG_HDR ? SEG_HDR : off;
-  if (last && !j->readonly && s->size < n) {
+  if (!j->readonly && s->size < n && (last || zero_tail)) {
     if (ftruncate(fd, (off_t)s->size) != 0 || fdatasync(fd) != 0) {
       rc = -errno;
       goto out;
@@ -306,6 +313,7 @@ static int cmp_u64(const void *a, const void *b) {
 static int fsync_dir(cad_journal_t *j) { return fsync(j->dirfd) == 0 ? 0 : -errno; }
 
 static int write_dest_records(cad_journal_t *j, uint64_t now_ms);
+static void cut_padding(cad_journal_t *j);
 
 /* Create segment `no` and make it the active one. */
 static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
@@ -331,6 +339,7 @@ static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
     unlink(path);
     return rc;
   }
+  cut_padding(j);
   cad_jseg_t *s = seg_add(j, no, now_ms);
   if (!s) {
     close(fd);
@@ -339,6 +348,7 @@ static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
   s->size = SEG_HDR;
   if (j->fd >= 0) close(j->fd);
   j->fd = fd;
+  j->zeroed = SEG_HDR;
   /* Every segment restates the destinations, so deleting old segments never
    * loses a name or a position. */
   return write_dest_records(j, now_ms);
@@ -414,6 +424,7 @@ int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, 
 }
 
 void cad_journal_close(cad_journal_t *j) {
+  if (!j->readonly) cut_padding(j);
   if (j->fd >= 0) close(j->fd);
   if (j->dirfd >= 0) close(j->dirfd);
   for (size_t i = 0; i < j->nsegs; i++) free(j->segs[i].max_seq);
@@ -431,6 +442,32 @@ typedef struct {
 } enc_hdr_t;
 
 static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms, bool sync);
+
+#define ZERO_CHUNK ((uint64_t)1 << 20)
+
+/* Zero-fill the active segment ahead of `upto` (in whole chunks). Best
+ * effort: on failure (disk full) the write goes on without it. */
+static void zero_ahead(cad_journal_t *j, uint64_t upto) {
+  if (j->zeroed >= upto + ZERO_CHUNK / 4) return;
+  static const char zeros[65536];
+  uint64_t from = j->zeroed > upto ? j->zeroed : upto;
+  uint64_t to = (from / ZERO_CHUNK + 1) * ZERO_CHUNK;
+  if (to > j->segment_bytes + ZERO_CHUNK) to = j->segment_bytes + ZERO_CHUNK;
+  for (uint64_t o = from; o < to;) {
+    size_t n = (size_t)(to - o < sizeof zeros ? to - o : sizeof zeros);
+    ssize_t w = pwrite(j->fd, zeros, n, (off_t)o);
+    if (w <= 0) return;
+    o += (uint64_t)w;
+    j->zeroed = o;
+  }
+}
+
+/* A segment that is no longer written loses its zero padding. */
+static void cut_padding(cad_journal_t *j) {
+  if (j->fd < 0 || j->nsegs == 0) return;
+  if (ftruncate(j->fd, (off_t)j->segs[j->nsegs - 1].size) == 0) fdatasync(j->fd);
+  j->zeroed = 0;
+}
 
 static int write_dest_records(cad_journal_t *j, uint64_t now_ms) {
   if (j->ndests == 0) return 0;
@@ -479,6 +516,7 @@ static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_
   }
   int rc = 0;
   uint64_t off = s->size;
+  zero_ahead(j, off + total);
   size_t vi = 0, nv = 2 * n;
   while (vi < nv) {
     int cnt = (int)(nv - vi > IOV_MAX ? IOV_MAX : nv - vi);
@@ -508,6 +546,7 @@ static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_
     /* Nothing of this batch counts; drop what reached the file. */
     if (ftruncate(j->fd, (off_t)s->size) != 0) { /* next write overwrites it anyway */
     }
+    j->zeroed = s->size;
     return rc;
   }
   s->size += total;

@@ -22,7 +22,11 @@
  *   32     len   payload: MSG the message bytes; DEAD the reason (text);
  *                DEST the destination name
  *
- * All integers little-endian.  A record proves itself by its CRC: recovery
+ * All integers little-endian.  The active segment is zero-filled ahead of
+ * the writes, 1 MiB at a time, so that fdatasync has no file size or extent
+ * change to journal for most batches; zeros after the last record are that
+ * preallocation (cut silently at recovery and when a segment is closed), not
+ * damage.  A record proves itself by its CRC: recovery
  * keeps the valid prefix of the last segment and cuts the rest (a torn
  * write); an invalid record with valid data after it (corruption in the
  * middle) is reported with its segment and offset and skipped to the next
@@ -104,6 +108,7 @@ typedef struct cad_journal {
   cad_journal_stats_t stats;
   char report[512];        /* what recovery found, for the log */
   bool readonly;
+  uint64_t zeroed;         /* the active segment is zero-filled up to here */
 } cad_journal_t;
 
 /* Open (creating dir if needed and not readonly) and recover.  Returns 0 or

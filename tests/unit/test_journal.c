@@ -314,4 +314,44 @@ TEST(readonly_open_changes_nothing) {
   cleanup();
 }
 
+TEST(zero_padding_is_not_damage) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "ehr", true);
+  append_msgs(&j, a, 1, 5);
+  /* A crash now leaves the zero-filled space after the last record: copy
+   * the open segment as it is on disk and recover the copy. */
+  char seg[600], copydir[300], cmd[2000];
+  last_segment(seg, sizeof seg);
+  struct stat st;
+  REQUIRE(stat(seg, &st) == 0);
+  CHECK(st.st_size > (off_t)j.segs[j.nsegs - 1].size); /* padded ahead */
+  snprintf(copydir, sizeof copydir, "%s.copy", dir);
+  snprintf(cmd, sizeof cmd, "rm -rf %s && mkdir %s && cp %s %s/", copydir, copydir, seg, copydir);
+  REQUIRE(system(cmd) == 0);
+  cad_journal_close(&j);
+  cad_journal_t k;
+  REQUIRE(cad_journal_open(&k, copydir, 0, false) == 0);
+  CHECK_INT(k.stats.torn_bytes, 0);
+  CHECK_INT(k.stats.corrupt_records, 0);
+  CHECK_INT(k.report[0], 0);
+  CHECK_INT(k.dests[0].last_seq, 5);
+  CHECK_INT(read_all(&k, 0, 1), 5);
+  append_msgs(&k, 0, 6, 1);
+  CHECK_INT(read_all(&k, 0, 1), 6);
+  cad_journal_close(&k);
+  /* A closed segment has no padding left. */
+  REQUIRE(cad_journal_open(&k, copydir, 0, true) == 0);
+  uint64_t committed = k.segs[k.nsegs - 1].size;
+  cad_journal_close(&k);
+  char copyseg[700];
+  snprintf(copyseg, sizeof copyseg, "%s/%s", copydir, strrchr(seg, '/') + 1);
+  REQUIRE(stat(copyseg, &st) == 0);
+  CHECK_INT(st.st_size, committed);
+  snprintf(cmd, sizeof cmd, "rm -rf %s", copydir);
+  REQUIRE(system(cmd) == 0);
+  cleanup();
+}
+
 TEST_MAIN()
