@@ -10,12 +10,12 @@
  *   delivered   messages are read in batches (up to 64) and handed over in
  *               order, up to the driver's window at once; one DONE record is
  *               committed per batch.  The next batch is delivered while that
- *               record commits, but never a third before it is durable, so a
- *               crash can resend at most the messages of the last two batches
- *               (with the MLLP sender, whose window is 1: the messages sent
- *               since the last DONE reached the disk).  Delivery is
- *               at-least-once; receivers see a resent message with its
- *               original control id.
+ *               record commits, but never a third before it is written.  DONE
+ *               records are written without a sync of their own and reach the
+ *               disk with the next batch of appends or within 20 ms, so a
+ *               crash can resend the messages of the last two batches and
+ *               those delivered in the last 20 ms.  Delivery is at-least-once;
+ *               receivers see a resent message with its original control id.
  *   retry       the driver reported a transient failure (connection refused,
  *               no ACK, AE mapped to retry): wait initial * 2^(n-1), capped at
  *               max, with jitter (a random 50-100 % of it), then try again.

@@ -540,6 +540,7 @@ static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_
     }
   }
   if (rc == 0 && sync && fdatasync(j->fd) != 0) rc = -errno;
+  if (rc == 0) j->unsynced = !sync;
   free(hdrs);
   free(iov);
   if (rc) {
@@ -587,7 +588,8 @@ int cad_journal_dest(cad_journal_t *j, const char *name, bool create) {
   return id;
 }
 
-int cad_journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms) {
+static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms,
+                         bool sync) {
   if (j->readonly) return CAD_E_STATE;
   cad_jseg_t *s = &j->segs[j->nsegs - 1];
   uint64_t total = 0;
@@ -623,12 +625,27 @@ int cad_journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now
     for (uint16_t d = 0; d < j->ndests; d++) next[d] = j->dests[d].last_seq;
   for (size_t i = 0; i < n; i++)
     if (recs[i].type == CAD_JREC_MSG && recs[i].seq == 0) recs[i].seq = ++next[recs[i].dest];
-  int rc = write_raw(j, recs, n, now_ms, true);
+  int rc = write_raw(j, recs, n, now_ms, sync);
   if (rc) {
     for (size_t i = 0; i < n; i++)
       if (recs[i].type == CAD_JREC_MSG && recs[i].seq > saved[recs[i].dest]) recs[i].seq = 0;
   }
   return rc;
+}
+
+int cad_journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms) {
+  return journal_write(j, recs, n, now_ms, true);
+}
+
+int cad_journal_write_lazy(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms) {
+  return journal_write(j, recs, n, now_ms, false);
+}
+
+int cad_journal_sync(cad_journal_t *j) {
+  if (!j->unsynced || j->fd < 0) return 0;
+  if (fdatasync(j->fd) != 0) return -errno;
+  j->unsynced = false;
+  return 0;
 }
 
 cad_jpos_t cad_journal_end(const cad_journal_t *j) {

@@ -109,6 +109,7 @@ typedef struct cad_journal {
   char report[512];        /* what recovery found, for the log */
   bool readonly;
   uint64_t zeroed;         /* the active segment is zero-filled up to here */
+  bool unsynced;           /* a lazy write is not yet fdatasync'd */
 } cad_journal_t;
 
 /* Open (creating dir if needed and not readonly) and recover.  Returns 0 or
@@ -136,6 +137,14 @@ typedef struct cad_jrec {
  * MSG records with seq 0 get the destination's next sequence.  Returns 0 or
  * a negative errno. */
 int cad_journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms);
+
+/* The same without fdatasync: the records are written (readers see them)
+ * but reach the disk only with the next synced write or cad_journal_sync.
+ * For records whose loss in a crash costs a redelivery, not a message (DONE
+ * marks). */
+int cad_journal_write_lazy(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms);
+/* fdatasync what lazy writes left unsynced (0 when nothing is). */
+int cad_journal_sync(cad_journal_t *j);
 
 /* Committed end of the journal. */
 cad_jpos_t cad_journal_end(const cad_journal_t *j);
