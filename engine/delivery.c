@@ -298,8 +298,20 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
   w->in_flight--;
   const cad_jread_t *rec = &w->reader.recs[idx];
   if (w->failing) {
-    /* Submitted before the failure was known: retried with it (a record
-     * after the failed one may arrive twice: at-least-once). */
+    if (idx < w->fail_idx) {
+      /* Handed over before the failed one (completions come in order). */
+      if (outcome == CAD_DELIVER_OK) {
+        w->stats.delivered++;
+        w->delivered_seq = rec->seq;
+        resolve_waiters(w, rec->seq, 0);
+      } else {
+        snprintf(w->last_err, sizeof w->last_err, "%s", detail ? detail : "failed");
+        w->fail_idx = idx;
+        w->fail_permanent = outcome == CAD_DELIVER_FAIL;
+      }
+    }
+    /* Records after the failed one are retried with it (one may then arrive
+     * twice: at-least-once). */
     if (w->in_flight == 0) handle_failure(w, w->fail_permanent);
     return;
   }
@@ -345,7 +357,20 @@ static void submit_more(cad_delivery_t *w) {
     w->stats.in_flight_seq = rec->seq;
     int rc = w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len, rec->seq,
                             on_delivered, w);
-    if (rc) on_delivered(w, CAD_DELIVER_RETRY, cad_err_name(rc));
+    if (rc) {
+      /* Not handed over: no completion will come for it.  The ones before
+       * it still complete, in order; then the failure is handled. */
+      w->in_flight--;
+      w->next_submit = i;
+      if (!w->failing || i < w->fail_idx) {
+        w->failing = true;
+        w->fail_idx = i;
+        w->fail_permanent = false;
+        snprintf(w->last_err, sizeof w->last_err, "%s", cad_err_name(rc));
+      }
+      if (w->in_flight == 0) handle_failure(w, false);
+      return;
+    }
   }
   if (w->stopping && w->in_flight == 0) maybe_stop(w);
 }

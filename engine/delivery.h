@@ -60,7 +60,10 @@ typedef struct cad_dest_driver {
   void *impl;
   /* Messages handed over before the first completes (their done callbacks
    * must come in the order they were handed over); 0 = 1.  A file writer
-   * batches them into one disk sync; an MLLP sender takes one at a time. */
+   * batches them into one disk sync; an MLLP sender takes one at a time.
+   * With a window, a driver must not let a message through after one it
+   * failed in the same window (a file batch succeeds or fails as a whole):
+   * the worker retries from the failed message. */
   unsigned window;
 } cad_dest_driver_t;
 

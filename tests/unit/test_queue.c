@@ -367,4 +367,106 @@ TEST(backlog_limit_refuses_appends) {
   cleanup();
 }
 
+/* An asynchronous driver with a window: completions come later, in order.
+ * Message "m7" fails once when it completes, and what was handed over after
+ * it fails too (a destination that broke, as a file batch fails together);
+ * "m12" is refused once at hand over (deliver returns an error). */
+typedef struct {
+  uv_loop_t *loop;
+  uv_timer_t timer;
+  cad_deliver_done_cb done;
+  void *ctx;
+  char pending[64][32];
+  int npending;
+  int max_in_flight;
+  char got[256][32];
+  int ngot;
+  bool failed7, refused12, broken;
+} afake_t;
+
+static void afake_tick(uv_timer_t *t) {
+  afake_t *f = t->data;
+  if (f->npending == 0) return;
+  char m[32];
+  memcpy(m, f->pending[0], sizeof m);
+  memmove(f->pending[0], f->pending[1], (size_t)(f->npending - 1) * sizeof f->pending[0]);
+  f->npending--;
+  if ((strcmp(m, "MSH|^~\\&|m7") == 0 && !f->failed7) || f->broken) {
+    f->failed7 = true;
+    f->broken = f->npending > 0; /* the rest of this window fails too */
+    f->done(f->ctx, CAD_DELIVER_RETRY, "m7 fails once");
+  } else {
+    if (f->ngot < 256) memcpy(f->got[f->ngot++], m, sizeof m);
+    f->done(f->ctx, CAD_DELIVER_OK, NULL);
+  }
+}
+
+static int afake_deliver(void *impl, const char *p, size_t len, uint64_t seq,
+                         cad_deliver_done_cb done, void *ctx) {
+  (void)seq;
+  afake_t *f = impl;
+  char m[32];
+  size_t n = len < 31 ? len : 31;
+  memcpy(m, p, n);
+  m[n] = 0;
+  if (strcmp(m, "MSH|^~\\&|m12") == 0 && !f->refused12) {
+    f->refused12 = true;
+    return CAD_E_FULL;
+  }
+  if (f->npending >= 64) return CAD_E_FULL;
+  if (f->npending == 0) f->broken = false; /* a retry after the window drained */
+  memcpy(f->pending[f->npending++], m, sizeof m);
+  if (f->npending > f->max_in_flight) f->max_in_flight = f->npending;
+  f->done = done;
+  f->ctx = ctx;
+  return 0;
+}
+
+TEST(window_with_failures_keeps_order) {
+  fresh_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_t *q;
+  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
+  int d = cad_queue_dest(q, "files");
+  append_ctx_t c = {0, 0, 0, true};
+  append_n(q, d, 1, 20, &c);
+  afake_t f;
+  memset(&f, 0, sizeof f);
+  uv_timer_init(&loop, &f.timer);
+  f.timer.data = &f;
+  uv_timer_start(&f.timer, afake_tick, 1, 1);
+  cad_dest_driver_t drv = {afake_deliver, &f, 4};
+  cad_delivery_opts_t dopts = {5, 20, 10, true};
+  cad_delivery_t *w;
+  REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "files", &drv, &dopts, &w) == 0);
+  cad_queue_set_commit_hook(q, hook, w);
+  uint64_t end = uv_hrtime() + 5000000000ull;
+  while (cad_queue_dest_info(q, (uint16_t)d)->done_seq < 20 && uv_hrtime() < end) {
+    uv_run(&loop, UV_RUN_NOWAIT);
+    usleep(100);
+  }
+  CHECK_INT(cad_queue_dest_info(q, (uint16_t)d)->done_seq, 20);
+  CHECK(f.failed7 && f.refused12);
+  CHECK(f.max_in_flight > 1); /* the window was used */
+  /* Exactly 1..20, in order: the failed and refused ones were retried
+   * before anything after them. */
+  CHECK_INT(f.ngot, 20);
+  for (int i = 0; i < f.ngot; i++) {
+    char want[32];
+    snprintf(want, sizeof want, "MSH|^~\\&|m%d", i + 1);
+    CHECK_STR(f.got[i], want);
+  }
+  cad_delivery_stats_t st;
+  cad_delivery_get_stats(w, &st);
+  CHECK_INT(st.dead, 0);
+  CHECK(st.retries >= 2);
+  uv_timer_stop(&f.timer);
+  uv_close((uv_handle_t *)&f.timer, NULL);
+  close_all(&loop, q, w);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
 TEST_MAIN()
