@@ -54,6 +54,7 @@ struct cad_queue {
   cad_jpos_t end;         /* committed end */
   cad_queue_stats_t stats;
   uint64_t journal_bytes;
+  bool lazy_unsynced;     /* commit thread only: a DONE-only batch awaits a sync */
   uint64_t last_retain_ms;
   uv_thread_t thread;
   bool thread_started;
@@ -126,6 +127,7 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
       lazy = r->status == 0 && r->kind == REQ_MARK && r->recs[0].type == CAD_JREC_DONE;
     if (k) rc = lazy ? cad_journal_write_lazy(&q->j, all, k, now_ms())
                      : cad_journal_write(&q->j, all, k, now_ms());
+    if (k && rc == 0) q->lazy_unsynced = lazy;
   }
   size_t idx = 0;
   size_t appends = 0;
@@ -164,7 +166,7 @@ static void commit_thread(void *arg) {
   for (;;) {
     uv_mutex_lock(&q->mu);
     while (!q->pending && !q->stopping) {
-      if (!q->j.unsynced) {
+      if (!q->lazy_unsynced) {
         uv_cond_wait(&q->cond, &q->mu);
         continue;
       }
@@ -172,7 +174,7 @@ static void commit_thread(void *arg) {
       if (uv_cond_timedwait(&q->cond, &q->mu, 20 * 1000000ull) != 0 && !q->pending) {
         uv_mutex_unlock(&q->mu);
         uv_mutex_lock(&q->jmu);
-        cad_journal_sync(&q->j);
+        if (cad_journal_sync(&q->j) == 0) q->lazy_unsynced = false;
         uv_mutex_unlock(&q->jmu);
         uv_mutex_lock(&q->mu);
       }
