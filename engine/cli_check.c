@@ -71,11 +71,18 @@ static void print_summary(const cad_config_t *c) {
       print_listen(&ch->listen[j]);
     }
     nlisten += ch->nlisten;
-    printf("  (MLLP)\n");
+    if (ch->tls.enabled)
+      printf("  (MLLP over TLS %s%s, certificate %s%s)\n",
+             ch->tls.min_version == CAD_TLS_MIN_1_3 ? "1.3+" : "1.2+",
+             ch->tls.require_client_cert ? ", client certificates required" : "", ch->tls.cert,
+             ch->tls.nallowed ? ", named clients only" : "");
+    else
+      printf("  (MLLP)\n");
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
                                            "delivered (after the destinations)"};
     printf("  ack         %s; policy %s\n", ack_name(ch->ack_mode), policies[ch->ack_policy]);
+    if (ch->nallow) printf("  allow       %zu client address range(s); others are refused\n", ch->nallow);
     printf("  limits      max_message_size %s, max_connections %u\n",
            cad_config_format_size(ch->max_message_size, a, sizeof a), ch->max_connections);
     printf("  timeouts    idle %s, mid-frame %s\n",
