@@ -76,6 +76,7 @@ static void next_batch(cad_delivery_t *w);
 static void submit_more(cad_delivery_t *w);
 static void request_mark(cad_delivery_t *w, uint64_t seq);
 static void on_backoff(uv_timer_t *t);
+static void on_read_retry(uv_timer_t *t);
 
 static void log_ctx(const cad_delivery_t *w, cad_log_ctx_t *c, cad_log_num_t nums[2], uint64_t seq) {
   *c = (cad_log_ctx_t)CAD_LOG_CTX_INIT;
@@ -118,7 +119,11 @@ static void on_timer_closed(uv_handle_t *h) {
 /* Stop when nothing is under way any more (a resting point). */
 static bool maybe_stop(cad_delivery_t *w) {
   if (!w->stopping) return false;
-  if (w->st == ST_READING || w->in_flight || w->mark_busy || w->st == ST_DEAD) return false;
+  if (w->st == ST_READING || w->in_flight || w->st == ST_DEAD) return false;
+  /* Record what was delivered before going (a stop in the middle of a
+   * batch would otherwise resend it all). */
+  if (w->delivered_seq > w->marked_seq && !w->mark_busy) request_mark(w, w->delivered_seq);
+  if (w->mark_busy) return false;
   if (w->st == ST_BACKOFF) uv_timer_stop(&w->timer);
   w->st = ST_IDLE;
   fail_all_waiters(w);
@@ -396,8 +401,15 @@ static void on_read(void *ud, int status) {
   }
   cad_log_ctx_t c = CAD_LOG_CTX_INIT;
   c.error = cad_err_name(status);
-  CAD_LOG(CAD_LOG_ERROR, "dest.read_failed", &c, "destination=%s", w->name);
-  w->st = ST_WAITING; /* the next commit wakes it up */
+  CAD_LOG(CAD_LOG_ERROR, "dest.read_failed", &c, "destination=%s; retrying in 1 s", w->name);
+  w->st = ST_BACKOFF;
+  uv_timer_start(&w->timer, on_read_retry, 1000, 0);
+}
+
+static void on_read_retry(uv_timer_t *t) {
+  cad_delivery_t *w = t->data;
+  w->st = ST_IDLE;
+  next_batch(w);
 }
 
 static void next_batch(cad_delivery_t *w) {

@@ -350,8 +350,11 @@ static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
   j->fd = fd;
   j->zeroed = SEG_HDR;
   /* Every segment restates the destinations, so deleting old segments never
-   * loses a name or a position. */
-  return write_dest_records(j, now_ms);
+   * loses a name or a position; if that write fails it is retried before
+   * anything else goes into this segment. */
+  rc = write_dest_records(j, now_ms);
+  j->dests_pending = rc != 0;
+  return rc;
 }
 
 int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, bool readonly) {
@@ -591,6 +594,11 @@ int cad_journal_dest(cad_journal_t *j, const char *name, bool create) {
 static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms,
                          bool sync) {
   if (j->readonly) return CAD_E_STATE;
+  if (j->dests_pending) {
+    int rc = write_dest_records(j, now_ms);
+    if (rc) return rc;
+    j->dests_pending = false;
+  }
   cad_jseg_t *s = &j->segs[j->nsegs - 1];
   uint64_t total = 0;
   for (size_t i = 0; i < n; i++) total += CAD_JREC_HDR + recs[i].len;
@@ -820,11 +828,9 @@ int cad_jreader_next(cad_jreader_t *r, cad_jpos_t *pos, cad_jpos_t end, int want
     if (valid) {
       bool match = (want_dest < 0 || h.dest == want_dest) && (want_type == 0 || h.type == want_type);
       size_t total = CAD_JREC_HDR + h.len;
-      if (!match && r->corrupt_records == 0) {
-        /* Trust the header to skip (the CRC is checked when it matters). */
-        pos->off += total;
-        continue;
-      }
+      /* Every record's CRC is checked, also one skipped for another
+       * destination: a corrupt length must not make us jump over valid
+       * records. */
       const unsigned char *rb = reader_bytes(r, pos->seg, pos->off, total, limit, &err);
       if (!rb) return err;
       if (rec_crc(rb, rb + CAD_JREC_HDR, h.len) == h.crc) {

@@ -110,6 +110,7 @@ typedef struct cad_journal {
   bool readonly;
   uint64_t zeroed;         /* the active segment is zero-filled up to here */
   bool unsynced;           /* a lazy write is not yet fdatasync'd */
+  bool dests_pending;      /* the active segment still lacks its DEST records */
 } cad_journal_t;
 
 /* Open (creating dir if needed and not readonly) and recover.  Returns 0 or

@@ -136,6 +136,7 @@ typedef struct engine {
   bool q_closing;
   dest_t *by_qid[CAD_JOURNAL_MAX_DESTS]; /* running workers by queue id */
   rt_t *rt_next;           /* a reloaded runtime waiting for the old workers to stop */
+  int running_workers;     /* delivery workers of any runtime not yet stopped */
   rt_t *rt;
   lsn_t *lsns;
   int nclosing; /* listeners still draining */
@@ -281,7 +282,8 @@ static void worker_stopped(void *arg) {
   d->w = NULL;
   if (E.by_qid[d->qid] == d) E.by_qid[d->qid] = NULL;
   rt->workers--;
-  if (rt->workers == 0 && E.rt_next) {
+  E.running_workers--;
+  if (E.running_workers == 0 && E.rt_next) {
     rt_t *next = E.rt_next;
     E.rt_next = NULL;
     start_workers(next);
@@ -309,6 +311,7 @@ static void start_workers(rt_t *rt) {
     }
     rt->refs++;
     rt->workers++;
+    E.running_workers++;
     E.by_qid[d->qid] = d;
   }
 }
@@ -1117,12 +1120,14 @@ static void reload(void) {
   E.rt = rt;
   /* New workers start once the old ones have stopped, so one destination
    * never has two messages in flight. */
-  if (E.rt_next) rt_release(E.rt_next);
+  if (E.rt_next) rt_release(E.rt_next); /* a reload that never started: replaced */
   E.rt_next = NULL;
-  if (old && old->workers) {
+  /* Workers of any earlier runtime (this one's, or one still stopping from
+   * a previous reload) must all be gone first. */
+  if (E.running_workers > 0) {
     rt->refs++;
     E.rt_next = rt;
-    stop_workers(old);
+    if (old) stop_workers(old);
   } else {
     start_workers(rt);
   }

@@ -354,4 +354,42 @@ TEST(zero_padding_is_not_damage) {
   cleanup();
 }
 
+TEST(corrupt_length_of_another_destination_skips_nothing) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int a = cad_journal_dest(&j, "a", true), b = cad_journal_dest(&j, "b", true);
+  cad_jrec_t recs[4] = {{CAD_JREC_MSG, (uint16_t)a, 0, "MSH|a1", 6},
+                        {CAD_JREC_MSG, (uint16_t)b, 0, "MSH|b1", 6},
+                        {CAD_JREC_MSG, (uint16_t)b, 0, "MSH|b2", 6},
+                        {CAD_JREC_MSG, (uint16_t)a, 0, "MSH|a2", 6}};
+  REQUIRE(cad_journal_write(&j, recs, 4, 1) == 0);
+  cad_journal_close(&j);
+  char seg[600];
+  last_segment(seg, sizeof seg);
+  struct stat st;
+  REQUIRE(stat(seg, &st) == 0);
+  /* a1's length field claims it also covers b1 and b2. */
+  off_t a1 = st.st_size - 4 * (CAD_JREC_HDR + 6);
+  int fd = open(seg, O_RDWR);
+  REQUIRE(fd >= 0);
+  unsigned char len4[4] = {(unsigned char)(6 + 2 * (CAD_JREC_HDR + 6)), 0, 0, 0};
+  REQUIRE(pwrite(fd, len4, 4, a1 + 8) == 4);
+  close(fd);
+  REQUIRE(cad_journal_open(&j, dir, 0, true) == 0);
+  CHECK_INT(j.dests[b].last_seq, 2); /* recovery kept b1 and b2 */
+  cad_jreader_t r;
+  REQUIRE(cad_jreader_init(&r, j.dir) == 0);
+  cad_jpos_t pos = cad_journal_begin(&j), end = cad_journal_end(&j);
+  cad_jread_t rec;
+  memset(&rec, 0, sizeof rec);
+  int n = 0;
+  while (cad_jreader_next(&r, &pos, end, b, CAD_JREC_MSG, &rec) == 1) n++;
+  CHECK_INT(n, 2); /* the reader for b does not jump over them */
+  cad_buf_free(&rec.payload);
+  cad_jreader_free(&r);
+  cad_journal_close(&j);
+  cleanup();
+}
+
 TEST_MAIN()
