@@ -223,8 +223,8 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
     cad_hl7_field(msa, 1, &code);
     cad_hl7_field(msa, 2, &ref);
   }
-  static const char *const codes = "AA AE AR CA CE CR";
-  bool code_ok = code.len == 2 && strstr(codes, (char[3]){code.p[0], code.p[1], 0}) != NULL;
+  bool code_ok = code.len == 2 && (code.p[0] == 'A' || code.p[0] == 'C') &&
+                 (code.p[1] == 'A' || code.p[1] == 'E' || code.p[1] == 'R');
   if (!msa || !code_ok) {
     s->st.bad_acks++;
     fail_attempt(s, "reply from %s is not an ACK (%s)", s->hostport,

@@ -124,7 +124,9 @@ static int load_cert_key(cad_tls_ctx_t *c, const char *cert, const char *key, ch
 /* Does the certificate carry `name` as its subject CN, a DNS or IP SAN, or
  * an email address? */
 static bool cert_has_name(X509 *cert, const char *name) {
-  if (X509_check_host(cert, name, strlen(name), X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS, NULL) == 1)
+  /* A client is named exactly: a wildcard certificate does not stand for a
+   * specific allowed name. */
+  if (X509_check_host(cert, name, strlen(name), X509_CHECK_FLAG_NO_WILDCARDS, NULL) == 1)
     return true;
   if (X509_check_ip_asc(cert, name, 0) == 1) return true;
   if (X509_check_email(cert, name, strlen(name), 0) == 1) return true;
@@ -179,7 +181,11 @@ int cad_tls_server_ctx_new(const cad_tls_server_opts_t *o, cad_tls_ctx_t **out, 
     if (rc == 0) {
       STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->ca_file);
       if (names) SSL_CTX_set_client_CA_list(c->ctx, names);
-      int mode = SSL_VERIFY_PEER | (o->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
+      /* An allow-list of client names needs a certificate to check: without
+       * FAIL_IF_NO_PEER_CERT a client sending none would pass it. */
+      int mode = SSL_VERIFY_PEER | (o->require_client_cert || o->nallowed
+                                        ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                        : 0);
       SSL_CTX_set_verify(c->ctx, mode, verify_cb);
     }
   }

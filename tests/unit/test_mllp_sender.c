@@ -39,6 +39,7 @@ typedef enum {
   A_NONE,     /* read, answer nothing, keep the connection */
   A_CLOSE_MID,/* half an ACK frame, then close */
   A_CLOSE,    /* close without answering */
+  A_SPACE_A,  /* MSA| A|<ctl>: not an acknowledgment code */
 } action_t;
 
 #define MAXACT 16
@@ -114,6 +115,7 @@ static void *server_main(void *arg) {
       switch (a) {
       case A_AA: send_ack(fd, "AA", ctl); break;
       case A_AE: send_ack(fd, "AE", ctl); break;
+      case A_SPACE_A: send_ack(fd, " A", ctl); break;
       case A_AR: send_ack(fd, "AR", ctl); break;
       case A_CA: send_ack(fd, "CA", ctl); break;
       case A_WRONG: send_ack(fd, "AA", "SOMEOTHERID"); break;
@@ -318,6 +320,24 @@ TEST(wrong_control_id_is_no_ack) {
   server_stop();
   CHECK_INT(S.accepts, 2);
   CHECK_INT(S.nids, 2);
+}
+
+TEST(malformed_msa1_is_no_ack) {
+  action_t sc[] = {A_SPACE_A};
+  REQUIRE(server_start(sc, 1) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  result_t r = deliver(&loop, s, MSG("SA1"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY); /* " A" is not AA */
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.bad_acks, 1);
+  CHECK_INT(st.acks_ok, 0);
+  finish_loop(&loop, s);
+  server_stop();
 }
 
 TEST(garbage_is_no_ack) {
