@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (SB, Engine, adt, check_clean_stop, connect, field, fields,  # noqa: E402
+from engine_util import (SB, Engine, wait_for, adt, check_clean_stop, connect, field, fields,  # noqa: E402
                          free_port, run_tests, send_recv)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +52,10 @@ def test_mllp_send(binary, tmp):
         # mllp_send strips the final \r of each message; the file holds
         # exactly what it sent.
         for i, m in enumerate(msgs):
-            with open(os.path.join(tmp, "out", "LAB_MS%d.hl7" % i), "rb") as fh:
+            path = os.path.join(tmp, "out", "LAB_MS%d.hl7" % i)
+            # The ACK says durable; the file is written by delivery just after.
+            wait_for(lambda: os.path.exists(path), what="delivery of MS%d" % i)
+            with open(path, "rb") as fh:
                 assert fh.read() == m.rstrip(b"\r")
         with connect(port) as s:
             assert field(fields(send_recv(s, adt("MS-final"))), "MSA", 1) == "AA"
@@ -86,7 +89,9 @@ def test_node_hl7_client(binary, tmp):
         assert field(f, "MSH", 3) == "EHR" and field(f, "MSH", 4) == "SOUTH"
         assert field(f, "MSH", 5) == "NODEAPP" and field(f, "MSH", 6) == "NODEFAC"
         assert field(f, "MSH", 9) == "ACK^A04^ACK" and field(f, "MSH", 12) == "2.5"
-        with open(os.path.join(tmp, "out", "NODEAPP_NODE1.hl7"), "rb") as fh:
+        path = os.path.join(tmp, "out", "NODEAPP_NODE1.hl7")
+        wait_for(lambda: os.path.exists(path), what="delivery of NODE1")
+        with open(path, "rb") as fh:
             assert fh.read().startswith(b"MSH|^~\\&|NODEAPP|NODEFAC|")
         with connect(port) as s:
             assert field(fields(send_recv(s, adt("N-final"))), "MSA", 1) == "AA"

@@ -225,7 +225,8 @@ def test_replay_into_the_engine(binary, tmp):
         path = write(os.path.join(tmp, "a.mllp.gz"), b"".join(SB + m + EB + CR for m in msgs), True)
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % port, "--connections", "4", path)
         assert rc == 0 and "25 accepted" in so, (rc, so, se)
-        wait_for(lambda: len(os.listdir(out)) == 25, what="25 files")
+        wait_for(lambda: len([n for n in os.listdir(out) if not n.startswith(".")]) == 25,
+                 what="25 files")
         with open(os.path.join(out, "R000007.hl7"), "rb") as f:
             assert f.read() == msgs[6].rstrip(b"\r")
     finally:

@@ -120,7 +120,8 @@ def test_send_to_engine(binary, tmp):
             m = LINE.match(line)
             assert m, line
             assert m.group(1) == "MSG0000%d" % (i + 1) and m.group(2) == "AA", line
-        wait_for(lambda: len(os.listdir(out)) == 3, what="3 files")
+        wait_for(lambda: len([n for n in os.listdir(out) if not n.startswith(".")]) == 3,
+                 what="3 files")
         with open(os.path.join(out, "MSG00002.hl7"), "rb") as f:
             assert f.read() == adt(ctl="MSG00002").rstrip(b"\r")
         # stdin, --quiet: only the summary
