@@ -165,6 +165,13 @@ static int end_segment(tok_t *t, size_t end) {
              "too many fields in segment");
     return CAD_E_TOOBIG;
   }
+  if (id.len == 3 && is_header_id(id.p) && end - t->seg_start < 4 && m->nsegs > 0) {
+    /* A header segment carries the delimiters of what follows: a bare
+     * "MSH" (no field separator) is refused, as it is as a first segment. */
+    diag_set(t->diag, CAD_E_DELIM, 102, segno, id.p, id.len, 1, t->seg_start,
+             "header segment without a field separator (MSH-1)");
+    return CAD_E_DELIM;
+  }
   if (m->nsegs >= t->lim->max_segments) {
     diag_set(t->diag, CAD_E_TOOBIG, 207, segno, id.p, id.len, 0, t->seg_start, "too many segments");
     return CAD_E_TOOBIG;

@@ -1474,6 +1474,21 @@ TEST(error_empty) {
   cad_arena_free(&a);
 }
 
+TEST(error_bare_header_segment_later) {
+  /* A fuzzer finding: a trailing "MSH" without a field separator parsed,
+   * and broke the message once a segment was appended after it. */
+  cad_arena_t a;
+  cad_arena_init(&a, 0, 0);
+  cad_hl7_msg_t m;
+  cad_hl7_diag_t d;
+  memset(&d, 0, sizeof d);
+  CHECK_INT(parse_s(&m, "MSH|^~\\&|A|B\rPID|1\rMSH", &a, &d), CAD_E_DELIM);
+  CHECK_INT(d.segment, 3);
+  CHECK_INT(parse_s(&m, "MSH|^~\\&|A|B\rPID|1\rMSH\n", &a, &d), CAD_E_DELIM);
+  CHECK_INT(parse_s(&m, "MSH|^~\\&|A|B\rPID|1\rMSH\rPV1|1", &a, &d), CAD_E_DELIM);
+  cad_arena_free(&a);
+}
+
 TEST(error_no_msh) {
   cad_arena_t a;
   cad_arena_init(&a, 0, 0);
