@@ -18,21 +18,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_util.h"
 #include "cad_error.h"
 #include "hl7.h"
 
 #define ROUNDS 7
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
 
 typedef struct {
   char **msg;

@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 static const char *host = "127.0.0.1";
 static int port, conns = 1, window = 1;
 static long total = 10000;
@@ -51,12 +53,6 @@ typedef struct worker {
   long nacks, nbad;
   int failed;
 } worker_t;
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static size_t build_msg(char *out, size_t cap, int conn, long seq) {
   if (file_msg) {
@@ -184,11 +180,6 @@ out:
   free(rbuf);
   close(fd);
   return NULL;
-}
-
-static int cmp_d(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
 }
 
 static char *read_msg_file(const char *path, size_t *len) {

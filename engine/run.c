@@ -197,11 +197,15 @@ static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
                         cad_deliver_done_cb done, void *ctx) {
   (void)seq;
   dest_t *d = impl;
-  cad_arena_reset(&d->arena);
   cad_hl7_msg_t m;
-  /* The tree is only used for the file name; a message that does not parse
-   * (it was accepted once, so this is rare) gets the template's fallbacks. */
-  if (cad_hl7_parse(&m, p, len, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
+  memset(&m, 0, sizeof m);
+  /* The tree is only used for a per-message file name (dir mode); an
+   * append file needs none.  A message that does not parse (it was accepted
+   * once, so this is rare) gets the template's fallbacks. */
+  if (d->cd->dir) {
+    cad_arena_reset(&d->arena);
+    if (cad_hl7_parse(&m, p, len, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
+  }
   d->done = done;
   d->done_ctx = ctx;
   return cad_file_dest_write(d->file, &m, p, len, file_written, d);
@@ -426,6 +430,7 @@ typedef struct job {
   uint64_t conn;
   char peer[64];
   uint16_t *items_qid;  /* the queue ids appended (arena), for `delivered` */
+  cad_ack_msh_t h;      /* what the ACK needs from MSH, read once at parse (spans in bytes) */
 } job_t;
 
 static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci,
@@ -483,8 +488,7 @@ static void job_free(job_t *j) {
 }
 
 static void job_finish(job_t *j) {
-  cad_ack_msh_t h;
-  cad_ack_msh_from_msg(&j->msg, &h);
+  cad_ack_msh_t h = j->h;
   const char *outcome;
   cad_mllp_conn_info_t ci = {j->conn, ""};
   snprintf(ci.peer, sizeof ci.peer, "%s", j->peer);
@@ -666,6 +670,7 @@ static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *dat
     return;
   }
 
+  j->h = h;
   route_and_queue(j, ch, ci);
 }
 
@@ -676,8 +681,7 @@ static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci
   memset(&res, 0, sizeof res);
   int rc = cc->routes ? cad_routes_eval(cc->routes, j->bytes, j->len, &j->msg, &j->arena, &res)
                       : CAD_E_STATE;
-  cad_ack_msh_t h;
-  cad_ack_msh_from_msg(&j->msg, &h);
+  cad_ack_msh_t h = j->h;
   cad_log_ctx_t c;
   log_ctx_for(&c, ch, ci, &h, j->len);
   if (rc < 0 && res.disposition == CAD_ROUTE_DELIVER) {
