@@ -10,14 +10,19 @@
  * whose every OBX is mapped, so both routes fire and the EHR copy is
  * transformed and serialized.
  *
- * Workloads per message, each timed over ROUNDS rounds (median printed):
+ * Workloads per message, timed over ROUNDS rounds in which they take turns
+ * (medians printed; BENCH_ONLY=c runs only one, for a profiler):
  *   (a) parse
  *   (b) parse + serialize (cad_hl7_serialize of the unchanged message)
  *   (c) parse + cad_routes_eval (filters, transforms on a copy, serialization
  *       of every output into the arena)
+ *   (d) the same routes without their transforms
+ *   (e) (c) with cad_routes_set_stepwise(): every step applied on its own,
+ *       as before fused runs (routes_steps.c); (e)/(c) is what fusing gains
  * and the ratios: routing alone (c - a), and (c) against (b), the aim being
  * that routing adds at most 50% to parse-plus-serialize time.  One thread.
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +38,8 @@
 #define CAD_SOURCE_ROOT "."
 #endif
 
-#define ROUNDS 9
-#define ITERS 200000
+#define ROUNDS 15
+#define ITERS 50000
 
 static volatile size_t sink;
 
@@ -151,12 +156,23 @@ int main(int argc, char **argv) {
   printf("bench_routes: %s, channel %s: %zu routes, message %zu bytes, %d x %d messages\n",
          config, channel, cad_routes_count(routes), len, ROUNDS, ITERS);
 
-  const char *labels[4] = {"(a) parse", "(b) parse + serialize", "(c) parse + route (eval)",
-                           "(d) parse + route, no transforms"};
-  double med[4] = {0, 0, 0, 0};
-  for (int w = 0; w < (filters_only ? 4 : 3); w++) {
-    double t[ROUNDS];
-    for (int r = 0; r < ROUNDS; r++) {
+  /* Workloads are interleaved round by round, so that a busy machine slows
+   * them alike; medians of the rounds, and the median of per-round ratios. */
+  enum { NW = 5 };
+  const char *labels[NW] = {"(a) parse", "(b) parse + serialize", "(c) parse + route (eval)",
+                            "(d) parse + route, no transforms",
+                            "(e) parse + route, step by step"};
+  double t[NW][ROUNDS], ratio_cb[ROUNDS], ratio_ec[ROUNDS], med[NW] = {0};
+  /* BENCH_ONLY=a|b|c|d|e times one workload (for a profiler). */
+  const char *only = getenv("BENCH_ONLY");
+  bool run[NW];
+  for (int w = 0; w < NW; w++)
+    run[w] = (!only || !*only || *only == 'a' + w) && (w != 3 || filters_only);
+  for (int r = 0; r < ROUNDS; r++) {
+    for (int w = 0; w < NW; w++) {
+      if (!run[w]) continue;
+      const cad_routes_t *rr = w == 3 ? filters_only : routes;
+      cad_routes_set_stepwise(routes, w == 4);
       double t0 = now_s();
       for (int k = 0; k < ITERS; k++) {
         cad_hl7_msg_t m;
@@ -167,25 +183,39 @@ int main(int argc, char **argv) {
           cad_hl7_serialize(&m, &out);
           sink += out.len;
         } else if (w >= 2) {
-          cad_routes_eval(w == 2 ? routes : filters_only, msg, len, &m, &a, &res);
+          cad_routes_eval(rr, msg, len, &m, &a, &res);
           sink += res.outs[res.nouts - 1].bytes.len;
         } else {
           sink += m.nsegs;
         }
       }
-      t[r] = (now_s() - t0) / ITERS * 1e9;
+      t[w][r] = (now_s() - t0) / ITERS * 1e9;
     }
-    qsort(t, ROUNDS, sizeof t[0], cmp_d);
-    med[w] = t[ROUNDS / 2];
-    printf("  %-34s %6.0f ns/message  (min %.0f, max %.0f)\n", labels[w], med[w], t[0],
-           t[ROUNDS - 1]);
+    ratio_cb[r] = run[1] && run[2] ? t[2][r] / t[1][r] : 0;
+    ratio_ec[r] = run[2] && run[4] ? t[4][r] / t[2][r] : 0;
   }
-  printf("  routing alone (c - a): %.0f ns/message = %.2fx parse, %.0f%% of parse + serialize\n",
-         med[2] - med[0], (med[2] - med[0]) / med[0], 100.0 * (med[2] - med[0]) / med[1]);
-  printf("  (c) vs (b): %+.0f%% (aim: at most +50%%)\n", 100.0 * (med[2] - med[1]) / med[1]);
-  if (filters_only)
+  cad_routes_set_stepwise(routes, false);
+  for (int w = 0; w < NW; w++) {
+    if (!run[w]) continue;
+    qsort(t[w], ROUNDS, sizeof t[w][0], cmp_d);
+    med[w] = t[w][ROUNDS / 2];
+    printf("  %-34s %6.0f ns/message  (min %.0f, max %.0f)\n", labels[w], med[w], t[w][0],
+           t[w][ROUNDS - 1]);
+  }
+  qsort(ratio_cb, ROUNDS, sizeof ratio_cb[0], cmp_d);
+  qsort(ratio_ec, ROUNDS, sizeof ratio_ec[0], cmp_d);
+  if (run[0] && run[1] && run[2]) {
+    printf("  routing alone (c - a): %.0f ns/message = %.2fx parse\n", med[2] - med[0],
+           (med[2] - med[0]) / med[0]);
+    printf("  (c) vs (b): %+.0f%% (median of rounds; aim: at most +50%%)\n",
+           100.0 * (ratio_cb[ROUNDS / 2] - 1));
+  }
+  if (run[1] && run[3])
     printf("  (d) vs (b): %+.0f%% (filters and fan-out without transforms)\n",
            100.0 * (med[3] - med[1]) / med[1]);
+  if (run[2] && run[4])
+    printf("  fused runs: step by step (e) takes %.2fx the time of (c) (median of rounds)\n",
+           ratio_ec[ROUNDS / 2]);
   cad_routes_free(filters_only);
   cad_buf_free(&out);
   cad_arena_free(&a);

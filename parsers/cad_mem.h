@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct cad_arena_chunk cad_arena_chunk_t;
 
@@ -65,4 +66,23 @@ static inline void cad_buf_clear(cad_buf_t *b) { b->len = 0; }
 void cad_buf_consume(cad_buf_t *b, size_t n);
 void cad_buf_free(cad_buf_t *b);
 
+
+/* Copy n bytes (n may be 0, src then may be NULL); returns n.  The pieces of
+ * HL7 fields are a few bytes long, where a call to memcpy costs more than the
+ * copy: up to 16 bytes are moved with fixed-size (inlined) copies that read
+ * and write only within [src, src + n). */
+static inline size_t cad_copy_small(char *dst, const char *src, size_t n) {
+  if (n >= 8 && n <= 16) {
+    memcpy(dst, src, 8);
+    memcpy(dst + n - 8, src + n - 8, 8);
+  } else if (n >= 4 && n < 8) {
+    memcpy(dst, src, 4);
+    memcpy(dst + n - 4, src + n - 4, 4);
+  } else if (n > 16) {
+    memcpy(dst, src, n);
+  } else {
+    for (size_t i = 0; i < n; i++) dst[i] = src[i];
+  }
+  return n;
+}
 #endif

@@ -602,14 +602,49 @@ static int append_normalised(cad_buf_t *out, const char *p, size_t n) {
   return 0;
 }
 
-static int write_segment(const cad_hl7_seg_t *s, cad_buf_t *out) {
-  if (!s->dirty) return cad_buf_append(out, s->raw.p, s->raw.len);
-  int rc = 0;
-  for (uint32_t k = 0; k < s->nfields && !rc; k++) {
-    if (k && (rc = cad_buf_putc(out, s->d.field))) break;
-    rc = cad_buf_append(out, s->fields[k].p, s->fields[k].len);
+size_t cad_hl7_seg_size(const cad_hl7_seg_t *s) {
+  if (!s->dirty) return s->raw.len;
+  size_t n = s->nfields ? s->nfields - 1 : 0;
+  for (uint32_t k = 0; k < s->nfields; k++) n += s->fields[k].len;
+  return n;
+}
+
+static bool in_raw(const cad_hl7_seg_t *s, cad_str_t f) {
+  uintptr_t p = (uintptr_t)f.p, r = (uintptr_t)s->raw.p;
+  return p >= r && p + f.len <= r + s->raw.len;
+}
+
+size_t cad_hl7_seg_write(const cad_hl7_seg_t *s, char *out) {
+  if (!s->dirty) {
+    if (s->raw.len) memcpy(out, s->raw.p, s->raw.len);
+    return s->raw.len;
   }
-  return rc;
+  size_t o = 0;
+  for (uint32_t k = 0; k < s->nfields;) {
+    /* Fields still side by side in the segment as received, with a field
+     * separator between each, are copied as one piece: the same bytes. */
+    const char *start = s->fields[k].p;
+    size_t len = s->fields[k].len;
+    uint32_t j = k + 1;
+    if (in_raw(s, s->fields[k]))
+      while (j < s->nfields && s->fields[j].p == start + len + 1 && in_raw(s, s->fields[j]) &&
+             start[len] == s->d.field) {
+        len += 1 + s->fields[j].len;
+        j++;
+      }
+    if (k) out[o++] = s->d.field;
+    o += cad_copy_small(out + o, start, len);
+    k = j;
+  }
+  return o;
+}
+
+static int write_segment(const cad_hl7_seg_t *s, cad_buf_t *out) {
+  size_t n = cad_hl7_seg_size(s);
+  int rc = cad_buf_reserve(out, n);
+  if (rc) return rc;
+  out->len += cad_hl7_seg_write(s, out->data + out->len);
+  return 0;
 }
 
 int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out) {

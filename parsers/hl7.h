@@ -314,6 +314,11 @@ int cad_hl7_seg_rename(cad_hl7_msg_t *m, uint32_t i, const char id[3]);
  * each followed by \r (unchanged segments verbatim). */
 int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out);
 
+/* One segment's bytes without its terminator: how many, and writing them to
+ * out (which needs cad_hl7_seg_size() bytes; returns the count written). */
+size_t cad_hl7_seg_size(const cad_hl7_seg_t *s);
+size_t cad_hl7_seg_write(const cad_hl7_seg_t *s, char *out);
+
 /* Human readable name of an HL7 table 0357 code ("Segment sequence error"). */
 const char *cad_hl7_err_text(int hl7_code);
 

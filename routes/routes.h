@@ -142,6 +142,13 @@ const char *cad_route_disposition_name(cad_route_disposition_t d);
 /* Serialize a message into the arena (same bytes as cad_hl7_serialize). */
 int cad_routes_serialize(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out);
 
+/* Transforms are applied in order, as written; runs of steps that edit one
+ * segment's fields are applied one segment occurrence at a time, which gives
+ * the same bytes faster (routes_steps.c).  `on` switches that off so every
+ * step is applied on its own: the reference the tests and the fuzzer compare
+ * with.  Not for use while another thread evaluates with r. */
+void cad_routes_set_stepwise(cad_routes_t *r, bool on);
+
 /* ---- standalone conditions ----------------------------------------------
  *
  * One `when:` condition outside any route (`caduceus replay --where`): the

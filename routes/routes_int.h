@@ -135,6 +135,9 @@ typedef struct cad__step {
   bool has_after;
   cad__cond_t *when;     /* delete: per segment */
   char label[64];        /* "map OBX[*]-3.1" */
+  uint32_t fuse;         /* > 0: this step starts a run of `fuse` steps that
+                            edit one segment's fields and can be applied one
+                            segment occurrence at a time (see routes_steps.c) */
 } cad__step_t;
 
 typedef struct cad__route {
@@ -163,6 +166,8 @@ struct cad_routes {
   const cad_tables_t *tables; /* referenced */
   regex_t **regexes;          /* to regfree */
   size_t nregexes, regexes_cap;
+  bool stepwise;              /* apply transforms step by step, never fused
+                                 (cad_routes_set_stepwise; for tests) */
 };
 
 /* A standalone condition: a routes object that only owns the compiled tree. */
@@ -170,5 +175,68 @@ struct cad_route_cond {
   cad_routes_t *r;
   cad__cond_t *when;
 };
+
+/* ---- evaluation state (routes_eval.c, routes_steps.c) ---- */
+
+/* The segment a step is working on: relative paths (no [occ]) on its segment
+ * id mean that occurrence. */
+typedef struct cad__ctx {
+  uint32_t segid;
+  int occ; /* 0: no current segment */
+  int seg; /* its index in the message, -1 when unknown */
+} cad__ctx_t;
+
+/* No current segment. */
+#define CAD__NO_CTX ((cad__ctx_t){0, 0, -1})
+
+static inline cad_hl7_path_t cad__ctx_path(const cad__rpath_t *rp, const cad__ctx_t *cx) {
+  cad_hl7_path_t p = rp->p;
+  if (cx->occ && rp->relative && p.segid == cx->segid) p.occ = cx->occ;
+  return p;
+}
+
+/* ASCII without the escape character: cad_hl7_value() would return such a
+ * match's text as it is (nothing to decode, already UTF-8). */
+static inline bool cad__plain_ascii(cad_str_t raw, char esc) {
+  for (size_t i = 0; i < raw.len; i++) {
+    char c = raw.p[i];
+    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
+  }
+  return true;
+}
+
+struct cad__ws; /* routes_steps.c: one segment's fields being edited */
+
+typedef struct cad__ev {
+  const cad_routes_t *r;
+  cad_arena_t *a;
+  cad_hl7_msg_t *m;
+  cad_route_result_t *res;
+  int hl7_code; /* set when a step fails */
+  int rc;
+  struct cad__ws *ws; /* a fused run in progress, or NULL */
+} cad__ev_t;
+
+/* Fill res->diag for a failed step; returns rc. */
+int cad__step_fail(cad__ev_t *e, int rc, int hl7, const cad_hl7_match_t *mt,
+                   const cad_hl7_path_t *p, const char *why);
+/* An internal failure (207): out of memory or an edit that cannot be made. */
+int cad__internal(cad__ev_t *e, int rc);
+/* NUL-terminated copy of v in the arena, or NULL. */
+char *cad__cstr(cad__ev_t *e, cad_str_t v);
+/* 1 holds, 0 does not, < 0 failure. */
+int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx);
+
+/* Mark the runs of steps that can be fused (sets cad__step_t.fuse). */
+void cad__route_plan(cad__route_t *rt);
+/* Apply a route's steps to e->m (a private copy of the tree).  Returns 0, or
+ * < 0 with res->diag filled and *failed set to the 0-based index of the step
+ * that failed.  Fused runs give the same result as applying every step in
+ * order; whenever a fused run cannot finish (a step fails, a field has more
+ * components than the fused form holds) it returns CAD__REDO and the caller
+ * applies the steps one by one on a fresh copy, so errors are reported
+ * exactly as the step-by-step path reports them. */
+#define CAD__REDO 1
+int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed);
 
 #endif

@@ -1,6 +1,8 @@
 /* fuzz_routes.c - the route configuration reader: YAML bytes ->
  * cad_yaml_parse -> cad_tables_load -> cad_routes_compile, and when that
- * succeeds, cad_routes_eval over fixed messages in a bounded arena.
+ * succeeds, cad_routes_eval over fixed messages in a bounded arena, once with
+ * fused runs of steps and once step by step: both must give the same bytes,
+ * disposition and error (routes_steps.c).
  *
  * The input is a document with an optional top-level `tables:` and a
  * `channel:` (a channel mapping, or directly a list of routes).  Tables read
@@ -57,12 +59,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (cad_tables_load(tables, NULL, &t, &errors) == 0) {
     const cad_yaml_node_t *ch = cad_yaml_get(root, "channel");
     if (cad_routes_compile(ch ? ch : root, t, dests, 3, &r, &errors) == 0) {
-      cad_arena_t a;
+      cad_arena_t a, b;
       cad_arena_init(&a, 4096, 4u << 20);
+      cad_arena_init(&b, 4096, 4u << 20);
       for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
-        cad_route_result_t res;
+        cad_route_result_t res, ref;
         cad_arena_reset(&a);
-        cad_routes_eval(r, msgs[i], strlen(msgs[i]), NULL, &a, &res);
+        cad_arena_reset(&b);
+        cad_routes_set_stepwise(r, false);
+        int rc = cad_routes_eval(r, msgs[i], strlen(msgs[i]), NULL, &a, &res);
         for (size_t k = 0; k < res.nouts; k++) {
           /* Every output must parse again. */
           cad_hl7_msg_t m;
@@ -70,8 +75,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                                                       &a, NULL, NULL) == CAD_E_NOMSH)
             __builtin_trap();
         }
+        /* Fused runs of steps must give what applying each step does. */
+        cad_routes_set_stepwise(r, true);
+        int rc2 = cad_routes_eval(r, msgs[i], strlen(msgs[i]), NULL, &b, &ref);
+        if (rc || rc2) continue; /* out of arena budget: the fused try costs more */
+        if (res.disposition != ref.disposition || res.nouts != ref.nouts ||
+            res.step != ref.step || strcmp(res.diag.reason, ref.diag.reason) != 0)
+          __builtin_trap();
+        for (size_t k = 0; k < res.nouts; k++)
+          if (res.outs[k].dest != ref.outs[k].dest ||
+              res.outs[k].bytes.len != ref.outs[k].bytes.len ||
+              (res.outs[k].bytes.len &&
+               memcmp(res.outs[k].bytes.p, ref.outs[k].bytes.p, res.outs[k].bytes.len) != 0))
+            __builtin_trap();
       }
       cad_arena_free(&a);
+      cad_arena_free(&b);
       cad_routes_free(r);
     }
     cad_tables_free(t);

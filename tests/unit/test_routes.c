@@ -603,6 +603,158 @@ TEST(serialize_matches_hl7_serialize) {
   cad_arena_free(&a);
 }
 
+/* ---- fused runs against the step-by-step reference ----------------------
+ *
+ * routes_steps.c applies runs of steps on one segment's fields one occurrence
+ * at a time; cad_routes_set_stepwise() turns that off.  Random step lists from
+ * a pool that mixes fusable steps with ones that are not (move, clear, delete,
+ * reads of another occurrence, added segments, more components than a fused
+ * run holds, failing maps and dates) must give the same disposition, bytes,
+ * failing step and ERR text both ways, on messages with custom delimiters,
+ * escapes, non-UTF-8 bytes, repetitions and subcomponents. */
+
+static const char *const pool[] = {
+    "{ set: \"OBX[*]-3.4\", value: L }",
+    "{ set: OBX-3.2, value: \"a^b|c\" }",
+    "{ set: \"OBX[2]-5\", value: X }",
+    "{ set: \"OBX[1]-3.1\", value: first }",
+    "{ set: \"OBX[*]-5\", template: \"${OBX-3.1}^${PID-3.1}~${OBX-1}\" }",
+    "{ set: \"OBX[*]-3\", value: \"a&b\" }",
+    "{ set: \"OBX[*]-3\", template: \"${OBX-3.2}^${OBX-3.1}\" }",
+    "{ set: \"OBX[*]-3.1\", template: \"${OBX[2]-3.1}\" }",
+    "{ set: \"OBX[*]-40.2\", value: far }",
+    "{ set: \"OBX[*]-3.40\", value: many }",
+    "{ set: \"OBX[*]-3[1].2\", value: r1 }",
+    "{ copy: OBX-3.1, to: \"OBX[*]-3.4\" }",
+    "{ copy: OBX-3.2, to: \"OBX[*]-3.5\" }",
+    "{ copy: OBX-3, to: \"OBX[*]-9\" }",
+    "{ copy: OBX-3.1.2, to: \"OBX[*]-3.7\" }",
+    "{ copy: \"OBX-3[2]\", to: \"OBX[*]-6.1\" }",
+    "{ copy: MSH-10, to: \"OBX[*]-18\" }",
+    "{ copy: OBX-5, to: OBX-6 }",
+    "{ map: \"OBX[*]-3.1\", table: loinc }",
+    "{ map: \"OBX[*]-3.1\", table: loinc, default: reject }",
+    "{ map: \"OBX[*]-3.1\", table: loinc, default: empty }",
+    "{ map: \"OBX[*]-3\", table: loinc, default: { value: \"Z^Z\" } }",
+    "{ map: \"OBX[*]-3.2\", table: loinc, default: UNK }",
+    "{ upper: \"OBX[*]-3.2\" }",
+    "{ lower: OBX-5 }",
+    "{ trim: \"OBX[*]-5\" }",
+    "{ replace: \"OBX[*]-3.2\", pattern: \"[aeiou]\", with: \"_\" }",
+    "{ format_date: \"OBX[*]-14\", precision: minute }",
+    "{ format_date: OBR-7, format: \"%Y-%m-%d\" }",
+    "{ set: MSH-5, value: EHR }",
+    "{ set: MSH-6, template: \"${MSH-4}^x\" }",
+    "{ set: \"PID-3[1].4\", template: \"${MSH-4}\" }",
+    "{ upper: PID-5.1 }",
+    "{ clear: \"OBX[*]-3.2\" }",
+    "{ move: OBX-5, to: \"OBX[*]-7\" }",
+    "{ delete: NTE }",
+    "{ set: ZZZ-2, value: z }",
+    "{ set: \"ZZZ[*]-3.2\", template: \"${ZZZ-2}\" }",
+    "{ add: \"NTE|9||added\", after: OBX }",
+    "{ rename: NTE, to: ZNT }",
+};
+
+static const char *const diff_msgs[] = {
+    ORU,
+    /* escapes, a non-UTF-8 byte, a bad date, subcomponents, repetitions */
+    "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240305143000||ORU^R01|C2|P|2.5.1\n"
+    "PID|1||9^^^H||Ro\xe9^Ana\n"
+    "OBR|1|O|F|P|||2024030512\n"
+    "OBX|1|ST|GLU&x^Gl\\T\\u^L~K^Pot||  v \\F\\ ||||||F|||2024030513\n"
+    "OBX|2|ST|\\X4B\\^K^L||\"\"||||||F|||notadate\n"
+    "OBX|3|ST|||\n",
+    /* custom delimiters: field '$', component '%', repetition '~' */
+    "MSH$%~\\&$LIS$LAB$$$2024$$ORU%R01$C3$P$2.5\nPID$1$$77%%%H$$Doe%Jane\n"
+    "OBX$1$NM$GLU%Glucose%L$$98\nOBX$2$NM$K%Potassium$$4.1\n",
+    /* no subcomponent separator declared */
+    "MSH|^~\\|A|B|C|D|2024||ORU^R01|C4|P|2.5\nPID|1||1\nOBX|1|NM|GLU^G||1\n",
+    /* no OBX at all */
+    "MSH|^~\\&|A|B|C|D|2024||ADT^A08|C5|P|2.5\nPID|1||1^^^H||X^Y\n",
+    /* a field with 40 components and one with many repetitions */
+    "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C6|P|2.5\nPID|1||1\n"
+    "OBX|1|NM|K^a^b^c^d^e^f^g^h^i^j^k^l^m^n^o^p^q^r^s^t^u^v^w^x^y^z^1^2^3^4^5^6^7^8^9^0^x^y^z||1\n"
+    "OBX|2|NM|GLU~K~NA~CL||2\n",
+};
+
+static unsigned diff_rand(unsigned *s) {
+  *s ^= *s << 13;
+  *s ^= *s >> 17;
+  *s ^= *s << 5;
+  return *s;
+}
+
+/* Evaluate; a copy of what came out, for comparing. */
+typedef struct outcome {
+  int rc, disposition, step, hl7;
+  size_t nouts;
+  char reason[96];
+  char bytes[4096];
+  size_t len;
+} outcome_t;
+
+static void eval_into(fx_t *f, const char *msg, outcome_t *o) {
+  memset(o, 0, sizeof *o);
+  o->rc = fx_eval(f, msg);
+  o->disposition = (int)f->res.disposition;
+  o->step = f->res.step;
+  o->hl7 = f->res.diag.hl7_code;
+  o->nouts = f->res.nouts;
+  snprintf(o->reason, sizeof o->reason, "%s", f->res.diag.reason);
+  if (f->res.nouts) {
+    cad_str_t b = f->res.outs[0].bytes;
+    o->len = b.len < sizeof o->bytes ? b.len : sizeof o->bytes;
+    memcpy(o->bytes, b.p, o->len);
+  }
+}
+
+TEST(fused_runs_match_stepwise) {
+  const size_t npool = sizeof pool / sizeof pool[0], nmsg = sizeof diff_msgs / sizeof diff_msgs[0];
+  unsigned seed = 12345;
+  int compared = 0, changed = 0, errors = 0;
+  for (int round = 0; round < 400; round++) {
+    char steps[2048] = "[ ";
+    size_t o = 2;
+    int n = 1 + (int)(diff_rand(&seed) % 6);
+    for (int k = 0; k < n; k++)
+      o += (size_t)snprintf(steps + o, sizeof steps - o, "%s%s", k ? ", " : "",
+                            pool[diff_rand(&seed) % npool]);
+    snprintf(steps + o, sizeof steps - o, " ]");
+    fx_t f;
+    if (transform(&f, steps, ORU) == -100) {
+      fprintf(stderr, "  steps: %s\n", steps);
+      CHECK(0);
+      fx_free(&f);
+      continue;
+    }
+    for (size_t m = 0; m < nmsg; m++) {
+      outcome_t a, b;
+      cad_routes_set_stepwise(f.r, false);
+      eval_into(&f, diff_msgs[m], &a);
+      cad_routes_set_stepwise(f.r, true);
+      eval_into(&f, diff_msgs[m], &b);
+      bool same = a.rc == b.rc && a.disposition == b.disposition && a.step == b.step &&
+                  a.hl7 == b.hl7 && a.nouts == b.nouts && strcmp(a.reason, b.reason) == 0 &&
+                  a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0;
+      if (!same) {
+        fprintf(stderr, "  steps %s, message %zu:\n  fused    %d %s [%.*s]\n  stepwise %d %s [%.*s]\n",
+                steps, m, a.disposition, a.reason, (int)a.len, a.bytes, b.disposition, b.reason,
+                (int)b.len, b.bytes);
+        CHECK(same);
+      }
+      compared++;
+      if (a.disposition == CAD_ROUTE_DELIVER) changed++;
+      else errors++;
+    }
+    fx_free(&f);
+  }
+  /* Both outcomes must have been exercised. */
+  CHECK(changed > 1000);
+  CHECK(errors > 100);
+  fprintf(stderr, "  %d comparisons: %d delivered, %d errors\n", compared, changed, errors);
+}
+
 TEST(unrouted_drop_reject_destination) {
   fx_t f;
   REQUIRE(fx_compile(&f, "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"

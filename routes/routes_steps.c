@@ -1,0 +1,944 @@
+/* routes_steps.c - transforms: applying a route's steps to its copy of a message.
+ *
+ * Every step is defined by how it applies on its own, one after the other
+ * (step_* below, "stepwise").  Runs of steps that edit one segment's fields
+ * are applied faster, one segment occurrence at a time ("fused", at the end
+ * of this file), with the same result; the stepwise path stays the reference
+ * and reports every error.  Everything allocated here comes from the caller's
+ * arena; values are never changed in place (an edit writes a new buffer), so
+ * spans may be shared between fields.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cad_error.h"
+#include "routes_int.h"
+
+/* ---- templates ---------------------------------------------------------- */
+
+/* Translate literal template text written with the standard delimiters into
+ * the message's own; a '|' inside a field becomes the field escape. */
+static size_t put_literal(const cad_hl7_delims_t *d, cad_str_t t, bool seg_level, char *out) {
+  size_t o = 0;
+  for (size_t i = 0; i < t.len; i++) {
+    char c = t.p[i];
+    switch (c) {
+      case '|':
+        if (seg_level) out[o++] = d->field;
+        else if (d->esc) out[o++] = d->esc, out[o++] = 'F', out[o++] = d->esc;
+        else out[o++] = c;
+        break;
+      case '^': out[o++] = d->comp; break;
+      case '~': out[o++] = d->rep; break;
+      case '&': out[o++] = d->sub ? d->sub : c; break;
+      case '\\': out[o++] = d->esc ? d->esc : c; break;
+      default: out[o++] = c;
+    }
+  }
+  return o;
+}
+
+static int ws_read(cad__ev_t *e, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt);
+
+static int tpl_build(cad__ev_t *e, const cad__tpl_t *t, const cad__ctx_t *cx, bool seg_level,
+                     cad_str_t *out) {
+  size_t total = 0;
+  cad_str_t vals[32];
+  cad_str_t *v = t->n <= 32 ? vals : cad_arena_alloc(e->a, t->n * sizeof *v);
+  if (!v) return cad__internal(e, CAD_E_NOMEM);
+  for (size_t i = 0; i < t->n; i++) {
+    const cad__tpart_t *tp = &t->parts[i];
+    if (tp->is_path) {
+      const cad__rpath_t *rp = &tp->path;
+      if (cx->seg >= 0 && rp->relative && rp->p.segid == cx->segid && rp->p.field > 0) {
+        /* The segment being written: no search. */
+        int rep = rp->p.rep == CAD_HL7_ALL ? 1 : rp->p.rep;
+        if (e->ws) {
+          /* ... and its fields as the fused run has left them so far. */
+          cad_hl7_match_t mt;
+          int rc = ws_read(e, &rp->p, rep, &mt);
+          if (rc) return rc;
+          v[i] = mt.present ? mt.raw : (cad_str_t){"", 0};
+        } else if (!cad_hl7_resolve_in_seg(&e->m->segs[cx->seg], &rp->p, rep, &v[i])) {
+          v[i] = (cad_str_t){"", 0};
+        }
+      } else {
+        cad_hl7_path_t p = cad__ctx_path(rp, cx);
+        cad_hl7_match_t mt;
+        cad_hl7_get(e->m, &p, &mt);
+        v[i] = mt.present ? mt.raw : (cad_str_t){"", 0};
+      }
+      total += v[i].len;
+    } else {
+      total += tp->text.len * 3;
+    }
+  }
+  if (t->n == 1 && t->parts[0].is_path) {
+    /* A copy: the source's text as it is (values are never changed in
+     * place, so sharing it is safe). */
+    *out = v[0];
+    return 0;
+  }
+  char *buf = cad_arena_alloc(e->a, total + 1);
+  if (!buf) return cad__internal(e, CAD_E_NOMEM);
+  size_t o = 0;
+  for (size_t i = 0; i < t->n; i++) {
+    const cad__tpart_t *tp = &t->parts[i];
+    if (tp->is_path) {
+      if (v[i].len) memcpy(buf + o, v[i].p, v[i].len);
+      o += v[i].len;
+    } else {
+      o += put_literal(&e->m->d, tp->text, seg_level, buf + o);
+    }
+  }
+  out->p = buf;
+  out->len = o;
+  return 0;
+}
+
+/* ---- transforms --------------------------------------------------------- */
+
+/* Give segment s a private field array with room for `need` spans (the
+ * parse's array is shared and read-only; see hl7.h). */
+static int own_fields(cad__ev_t *e, cad_hl7_seg_t *s, uint32_t need) {
+  if (s->fields_cap != 0 && s->fields_cap >= need) return 0;
+  uint32_t cap = (need > s->nfields ? need : s->nfields) + 4;
+  cad_str_t *nf = cad_arena_alloc(e->a, (size_t)cap * sizeof *nf);
+  if (!nf) return CAD_E_NOMEM;
+  memcpy(nf, s->fields, (size_t)s->nfields * sizeof *nf);
+  s->fields = nf;
+  s->fields_cap = cap;
+  return 0;
+}
+
+/* The bounds [lo, hi) of the n-th piece of f[lo, hi) split on sep; false
+ * (and *have = pieces found) when there are fewer. */
+static bool piece_in(const char *f, size_t *lo, size_t *hi, char sep, int n, int *have) {
+  /* Fields are short: a plain loop beats memchr's call overhead here. */
+  size_t a = *lo, end = *hi, i = a;
+  int k = 1;
+  if (sep) {
+    for (; i < end && k < n; i++)
+      if (f[i] == sep) {
+        k++;
+        a = i + 1;
+      }
+  }
+  if (k < n) {
+    *have = k;
+    return false;
+  }
+  size_t b = a;
+  if (sep)
+    while (b < end && f[b] != sep) b++;
+  else
+    b = end;
+  *lo = a;
+  *hi = b;
+  return true;
+}
+
+/* New text of field f after setting its element (rep, comp, sub) to val
+ * (already encoded), adding separators where the element does not exist:
+ * the same result as cad_hl7_set, in one pass and one allocation. */
+static int rewrite(cad__ev_t *e, const cad_hl7_delims_t *d, cad_str_t f, int rep, int comp, int sub,
+                   cad_str_t val, cad_str_t *out) {
+  if (rep == 0 && comp == 0) {
+    *out = val;
+    return 0;
+  }
+  const char seps[3] = {d->rep, d->comp, d->sub};
+  int want[3] = {rep > 0 ? rep : 1, comp, sub};
+  size_t lo = 0, hi = f.len;
+  char pad[3];
+  int npad[3] = {0, 0, 0};
+  bool missing = false;
+  for (int l = 0; l < 3 && want[l] > 0; l++) {
+    pad[l] = seps[l];
+    if (missing) {
+      npad[l] = want[l] - 1;
+      continue;
+    }
+    int have = 0;
+    if (!piece_in(f.p, &lo, &hi, seps[l], want[l], &have)) {
+      missing = true;
+      lo = hi; /* insert at the end of the enclosing element */
+      npad[l] = want[l] - have;
+    }
+  }
+  for (int l = 0; l < 3; l++)
+    if (npad[l] && !pad[l]) return CAD_E_INVAL; /* the delimiter is not declared */
+  size_t total = lo + (size_t)npad[0] + (size_t)npad[1] + (size_t)npad[2] + val.len + (f.len - hi);
+  char *b = cad_arena_alloc(e->a, total + 1);
+  if (!b) return CAD_E_NOMEM;
+  size_t o = lo;
+  if (lo) memcpy(b, f.p, lo);
+  for (int l = 0; l < 3; l++)
+    for (int k = 0; k < npad[l]; k++) b[o++] = pad[l];
+  if (val.len) memcpy(b + o, val.p, val.len);
+  o += val.len;
+  if (f.len > hi) memcpy(b + o, f.p + hi, f.len - hi);
+  o += f.len - hi;
+  out->p = b;
+  out->len = o;
+  return 0;
+}
+
+/* Plain text as ER7 for a segment with delimiters d: escaped when it holds
+ * a delimiter or a line break, else itself. */
+static inline int encode(cad__ev_t *e, const cad_hl7_delims_t *d, cad_str_t *val) {
+  /* Characters to escape with | ^ ~ \ & (and # when it is the truncation
+   * character), looked up in a table: the usual case. */
+  static const unsigned char std[256] = {['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1,
+                                         ['~'] = 1,  ['\\'] = 1, ['&'] = 1, ['#'] = 2};
+  bool plain = true;
+  if (d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
+      (d->trunc == 0 || d->trunc == '#')) {
+    unsigned char hit = d->trunc ? 3 : 1;
+    for (size_t i = 0; i < val->len && plain; i++) plain = !(std[(unsigned char)val->p[i]] & hit);
+  } else {
+    for (size_t i = 0; i < val->len && plain; i++) {
+      char c = val->p[i];
+      plain = !(c == d->field || c == d->comp || c == d->rep || c == '\r' || c == '\n' ||
+                (d->esc && c == d->esc) || (d->sub && c == d->sub) || (d->trunc && c == d->trunc));
+    }
+  }
+  if (plain) return 0;
+  char *b = cad_arena_alloc(e->a, val->len * 5 + 1);
+  if (!b) return cad__internal(e, CAD_E_NOMEM);
+  val->len = cad_hl7_escape(d, val->p, val->len, b);
+  val->p = b;
+  return 0;
+}
+
+/* Set element (p->field, rep, p->comp, p->sub) of segment si to val, which
+ * is plain text (escaped here for the segment) or raw ER7. */
+static int seg_set(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, int rep, cad_str_t val,
+                   bool raw) {
+  cad_hl7_seg_t *s = &e->m->segs[si];
+  if (p->field <= 0 || (s->header && p->field <= 2)) return cad__internal(e, CAD_E_INVAL);
+  int rc;
+  if (!raw && (rc = encode(e, &s->d, &val))) return rc;
+  uint32_t idx = s->header ? (uint32_t)p->field - 1 : (uint32_t)p->field;
+  rc = own_fields(e, s, idx + 1);
+  if (rc) return cad__internal(e, rc);
+  while (s->nfields <= idx) s->fields[s->nfields++] = (cad_str_t){"", 0};
+  cad_str_t nf;
+  if ((rc = rewrite(e, &s->d, s->fields[idx], rep, p->comp, p->sub, val, &nf)))
+    return cad__internal(e, rc);
+  s->fields[idx] = nf;
+  s->dirty = true;
+  e->m->dirty = true;
+  return 0;
+}
+
+/* seg_set over every repetition when p->rep is [*]. */
+static int seg_set_all(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, cad_str_t val, bool raw) {
+  if (p->rep != CAD_HL7_ALL) return seg_set(e, si, p, p->rep, val, raw);
+  cad_str_t f;
+  int nrep = cad_hl7_field(&e->m->segs[si], p->field, &f) ? cad_hl7_npieces(f, e->m->segs[si].d.rep)
+                                                          : 1;
+  for (int r = 1; r <= nrep; r++) {
+    int rc = seg_set(e, si, p, r, val, raw);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* set (template), copy and move: per occurrence of the target segment, so
+ * `${OBX-3.1}` in a step on OBX[*] reads the OBX being written. */
+static int step_template(cad__ev_t *e, const cad__step_t *st) {
+  const cad_hl7_path_t *p = &st->path.p;
+  bool same_seg_from = st->kind == S_MOVE && st->from.relative && st->from.p.segid == p->segid &&
+                       st->from.p.occ != CAD_HL7_ALL;
+  int occ = 0;
+  bool any = false;
+  for (uint32_t i = 0; i < e->m->nsegs; i++) {
+    if (e->m->segs[i].id != p->segid) continue;
+    occ++;
+    if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
+    any = true;
+    cad__ctx_t cx = {p->segid, occ, (int)i};
+    cad_str_t v;
+    int rc = tpl_build(e, &st->tpl, &cx, false, &v);
+    if (rc) return rc;
+    if ((rc = seg_set_all(e, i, p, v, true))) return rc;
+    if (same_seg_from) {
+      cad_hl7_path_t f = cad__ctx_path(&st->from, &cx);
+      int c = cad_hl7_clear(e->m, &f);
+      if (c < 0) return cad__internal(e, c);
+    }
+    if (p->occ != CAD_HL7_ALL) break;
+  }
+  if (!any) {
+    /* The segment does not occur: cad_hl7_set appends it (occurrence 1). */
+    cad_str_t v;
+    int rc = tpl_build(e, &st->tpl, &CAD__NO_CTX, false, &v);
+    if (rc) return rc;
+    rc = cad_hl7_set(e->m, p, v.p, v.len, CAD_HL7_SET_RAW);
+    if (rc < 0 && rc != CAD_E_NOTFOUND) return cad__internal(e, rc);
+  }
+  if (st->kind == S_MOVE && !(same_seg_from && any)) {
+    int c = cad_hl7_clear(e->m, &st->from.p);
+    if (c < 0) return cad__internal(e, c);
+  }
+  return 0;
+}
+
+/* set with a literal value: escaped once per segment's delimiters. */
+static int step_set_value(cad__ev_t *e, const cad__step_t *st) {
+  const cad_hl7_path_t *p = &st->path.p;
+  int occ = 0;
+  bool any = false;
+  for (uint32_t i = 0; i < e->m->nsegs; i++) {
+    if (e->m->segs[i].id != p->segid) continue;
+    occ++;
+    if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
+    any = true;
+    int rc = seg_set_all(e, i, p, st->value, false);
+    if (rc) return rc;
+    if (p->occ != CAD_HL7_ALL) break;
+  }
+  if (!any) {
+    /* Absent: cad_hl7_set appends it when it may be the next occurrence. */
+    int rc = cad_hl7_set(e->m, p, st->value.p, st->value.len, 0);
+    if (rc < 0 && rc != CAD_E_NOTFOUND) return cad__internal(e, rc);
+  }
+  return 0;
+}
+
+/* Apply a regular-expression replacement to v (every match). */
+static int regex_replace(cad__ev_t *e, const cad__step_t *st, cad_str_t v, cad_str_t *out) {
+  char *s = cad__cstr(e, v);
+  if (!s) return cad__internal(e, CAD_E_NOMEM);
+  size_t cap = v.len + st->value.len * 4 + 64, o = 0;
+  char *buf = cad_arena_alloc(e->a, cap);
+  if (!buf) return cad__internal(e, CAD_E_NOMEM);
+  const char *p = s, *end = s + strlen(s);
+  regmatch_t g[10];
+  int eflags = 0;
+  while (p <= end) {
+    if (regexec(st->re, p, 10, g, eflags) != 0) break;
+    size_t need = (size_t)g[0].rm_so + st->value.len * 2 + 64;
+    for (size_t k = 0; k + 1 < st->value.len; k++)
+      if (st->value.p[k] == '\\' && st->value.p[k + 1] >= '1' && st->value.p[k + 1] <= '9') {
+        int gi = st->value.p[k + 1] - '0';
+        if (g[gi].rm_so >= 0) need += (size_t)(g[gi].rm_eo - g[gi].rm_so);
+      }
+    if (o + need > cap) {
+      size_t nc = (o + need) * 2;
+      if (nc > CAD__ROUTES_MAX_VALUE * 2)
+        return cad__step_fail(e, CAD_E_TOOBIG, 207, NULL, NULL, "replacement result too long");
+      char *nb = cad_arena_alloc(e->a, nc);
+      if (!nb) return cad__internal(e, CAD_E_NOMEM);
+      memcpy(nb, buf, o);
+      buf = nb;
+      cap = nc;
+    }
+    memcpy(buf + o, p, (size_t)g[0].rm_so);
+    o += (size_t)g[0].rm_so;
+    for (size_t k = 0; k < st->value.len; k++) {
+      char c = st->value.p[k];
+      if (c == '\\' && k + 1 < st->value.len) {
+        char d = st->value.p[k + 1];
+        if (d >= '0' && d <= '9') {
+          int gi = d - '0';
+          if (g[gi].rm_so >= 0) {
+            memcpy(buf + o, p + g[gi].rm_so, (size_t)(g[gi].rm_eo - g[gi].rm_so));
+            o += (size_t)(g[gi].rm_eo - g[gi].rm_so);
+          }
+          k++;
+          continue;
+        }
+        if (d == '\\') {
+          buf[o++] = '\\';
+          k++;
+          continue;
+        }
+      }
+      buf[o++] = c;
+    }
+    if (g[0].rm_eo == g[0].rm_so) {
+      /* An empty match: copy one character and move on. */
+      if (p + g[0].rm_eo >= end) {
+        p = end + 1;
+        break;
+      }
+      buf[o++] = p[g[0].rm_eo];
+      p += g[0].rm_eo + 1;
+    } else {
+      p += g[0].rm_eo;
+    }
+    eflags = REG_NOTBOL;
+  }
+  if (p < end) {
+    size_t rest = (size_t)(end - p);
+    if (o + rest > cap) {
+      char *nb = cad_arena_alloc(e->a, o + rest + 1);
+      if (!nb) return cad__internal(e, CAD_E_NOMEM);
+      memcpy(nb, buf, o);
+      buf = nb;
+    }
+    memcpy(buf + o, p, rest);
+    o += rest;
+  }
+  out->p = buf;
+  out->len = o;
+  return 0;
+}
+
+static size_t put_num(char *b, int v, int width) {
+  for (int k = width - 1; k >= 0; k--) {
+    b[k] = (char)('0' + v % 10);
+    v /= 10;
+  }
+  return (size_t)width;
+}
+
+static size_t put_tz(char *b, const cad__dtm_t *t) {
+  if (!t->has_tz) return 0;
+  int z = t->tz_min < 0 ? -t->tz_min : t->tz_min;
+  b[0] = t->tz_min < 0 ? '-' : '+';
+  put_num(b + 1, z / 60, 2);
+  put_num(b + 3, z % 60, 2);
+  return 5;
+}
+
+static int date_format(cad__ev_t *e, const cad__step_t *st, const cad__dtm_t *t, cad_str_t *out) {
+  size_t cap = st->date_mode == DATE_FORMAT ? strlen(st->fmt) * 6 + 32 : 40;
+  char *buf = cad_arena_alloc(e->a, cap);
+  if (!buf) return cad__internal(e, CAD_E_NOMEM);
+  size_t o = 0;
+  static const int w[6] = {4, 2, 2, 2, 2, 2};
+  if (st->date_mode == DATE_PRECISION) {
+    for (int k = 0; k < st->precision; k++) o += put_num(buf + o, t->v[k], w[k]);
+    if (st->precision >= 4) o += put_tz(buf + o, t);
+  } else {
+    for (const char *f = st->fmt; *f; f++) {
+      if (*f != '%') {
+        buf[o++] = *f;
+        continue;
+      }
+      f++;
+      const char *conv = "YmdHMS";
+      const char *at = *f ? strchr(conv, *f) : NULL;
+      if (at) {
+        int k = (int)(at - conv);
+        o += put_num(buf + o, t->v[k], w[k]);
+      } else if (*f == 'z') {
+        o += put_tz(buf + o, t);
+      } else {
+        buf[o++] = '%';
+        if (!*f) break;
+      }
+    }
+  }
+  out->p = buf;
+  out->len = o;
+  return 0;
+}
+
+/* map, replace, upper, lower, trim, format_date: the new value of one match
+ * (which holds a value).  Sets *set = false when nothing is to change, *raw
+ * when nv is ER7 already (otherwise it is plain text, to be escaped). */
+static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p,
+                    const cad_hl7_match_t *mt, cad_str_t *nvp, bool *setp, bool *rawp) {
+  /* A map writes plain text (or nothing, or empty) whatever the match held. */
+  bool leaf = st->kind == S_MAP || cad_hl7_is_leaf(p, mt);
+  cad_str_t v, nv = {"", 0};
+  if (mt->present && cad__plain_ascii(mt->raw, mt->d->esc)) v = mt->raw;
+  else if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+  bool set = true, raw = !leaf;
+  int rc;
+  switch (st->kind) {
+    case S_MAP:
+      if (cad__table_get(st->table, v.p, v.len, &nv)) {
+        raw = false;
+        break;
+      }
+      if (st->dflt == DFLT_KEEP) set = false;
+      else if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
+      else if (st->dflt == DFLT_VALUE) nv = st->value, raw = false;
+      else {
+        char where[96];
+        cad_hl7_path_t q = *p;
+        q.occ = mt->occ;
+        if (q.rep == CAD_HL7_ALL) q.rep = mt->rep;
+        cad_hl7_path_format(&q, where, sizeof where);
+        char tmp[200];
+        snprintf(tmp, sizeof tmp, "%s: code not in table '%s'", where, st->table->name);
+        return cad__step_fail(e, CAD_E_NOTFOUND, 103, mt, p, tmp);
+      }
+      break;
+    case S_REPLACE:
+      if ((rc = regex_replace(e, st, v, &nv))) return rc;
+      break;
+    case S_UPPER:
+    case S_LOWER: {
+      char *b = cad_arena_alloc(e->a, v.len + 1);
+      if (!b) return cad__internal(e, CAD_E_NOMEM);
+      for (size_t i = 0; i < v.len; i++) {
+        char c = v.p[i];
+        if (st->kind == S_UPPER && c >= 'a' && c <= 'z') c = (char)(c - 32);
+        if (st->kind == S_LOWER && c >= 'A' && c <= 'Z') c = (char)(c + 32);
+        b[i] = c;
+      }
+      nv = (cad_str_t){b, v.len};
+      break;
+    }
+    case S_TRIM: {
+      size_t i = 0, j = v.len;
+      while (i < j && (v.p[i] == ' ' || v.p[i] == '\t')) i++;
+      while (j > i && (v.p[j - 1] == ' ' || v.p[j - 1] == '\t')) j--;
+      if (i == 0 && j == v.len) set = false;
+      nv = (cad_str_t){v.p + i, j - i};
+      break;
+    }
+    case S_DATE: {
+      cad__dtm_t tm;
+      if (!leaf || !cad__dtm_parse(v.p, v.len, &tm)) {
+        char where[96], tmp[200];
+        cad_hl7_path_t q = *p;
+        q.occ = mt->occ;
+        if (q.rep == CAD_HL7_ALL) q.rep = mt->rep;
+        cad_hl7_path_format(&q, where, sizeof where);
+        snprintf(tmp, sizeof tmp, "%s: not an HL7 date/time", where);
+        return cad__step_fail(e, CAD_E_INVAL, 102, mt, p, tmp);
+      }
+      if ((rc = date_format(e, st, &tm, &nv))) return rc;
+      raw = false;
+      break;
+    }
+    default:
+      set = false;
+  }
+  *nvp = nv;
+  *setp = set;
+  *rawp = raw;
+  return 0;
+}
+
+/* map, replace, upper, lower, trim, format_date: one new value per match. */
+static int step_per_match(cad__ev_t *e, const cad__step_t *st) {
+  cad_hl7_path_t p = st->path.p;
+  cad_hl7_iter_t it;
+  cad_hl7_match_t mt;
+  cad_hl7_iter_init(&it, e->m, &p);
+  while (cad_hl7_iter_next(&it, &mt)) {
+    if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) continue; /* nothing to change */
+    cad_str_t nv;
+    bool set, raw;
+    int rc = value_op(e, st, &p, &mt, &nv, &set, &raw);
+    if (rc) return rc;
+    if (!set) continue;
+    if ((rc = seg_set(e, mt.seg_index, &p, p.rep == CAD_HL7_ALL ? mt.rep : p.rep, nv, raw)))
+      return rc;
+  }
+  return 0;
+}
+
+static int step_delete(cad__ev_t *e, const cad__step_t *st) {
+  cad_hl7_msg_t *m = e->m;
+  uint32_t *del = NULL;
+  uint32_t nd = 0;
+  int occ = 0;
+  for (uint32_t i = 0; i < m->nsegs; i++) {
+    if (m->segs[i].id != st->segid) continue;
+    occ++;
+    if (st->when) {
+      cad__ctx_t cx = {st->segid, occ, (int)i};
+      int h = cad__cond_eval(e, st->when, &cx);
+      if (h < 0) return h;
+      if (!h) continue;
+    }
+    if (!del) {
+      del = cad_arena_alloc(e->a, (size_t)m->nsegs * sizeof *del);
+      if (!del) return cad__internal(e, CAD_E_NOMEM);
+    }
+    del[nd++] = i;
+  }
+  while (nd > 0) {
+    int rc = cad_hl7_seg_delete(m, del[--nd]);
+    if (rc < 0) return cad__internal(e, rc);
+  }
+  return 0;
+}
+
+static int step_add(cad__ev_t *e, const cad__step_t *st) {
+  cad_str_t v;
+  int rc = tpl_build(e, &st->tpl, &CAD__NO_CTX, true, &v);
+  if (rc) return rc;
+  uint32_t pos = e->m->nsegs;
+  if (st->has_after) {
+    uint32_t id = cad_hl7_segid(st->to);
+    for (uint32_t i = e->m->nsegs; i-- > 0;)
+      if (e->m->segs[i].id == id) {
+        pos = i + 1;
+        break;
+      }
+  }
+  /* A substituted value may hold a line break of its own: refuse it. */
+  if (memchr(v.p, '\r', v.len) || memchr(v.p, '\n', v.len))
+    return cad__step_fail(e, CAD_E_INVAL, 207, NULL, NULL, "the new segment has a line break");
+  rc = cad_hl7_seg_insert(e->m, pos, v.p, v.len);
+  return rc < 0 ? cad__internal(e, rc) : 0;
+}
+
+static int step_rename(cad__ev_t *e, const cad__step_t *st) {
+  for (uint32_t i = 0; i < e->m->nsegs; i++) {
+    if (e->m->segs[i].id != st->segid) continue;
+    int rc = cad_hl7_seg_rename(e->m, i, st->to);
+    if (rc < 0) return cad__internal(e, rc);
+  }
+  return 0;
+}
+
+static int apply_step(cad__ev_t *e, const cad__step_t *st) {
+  switch (st->kind) {
+    case S_SET_VALUE: return step_set_value(e, st);
+    case S_SET_TEMPLATE:
+    case S_MOVE: return step_template(e, st);
+    case S_CLEAR: {
+      int rc = cad_hl7_clear(e->m, &st->path.p);
+      return rc < 0 ? cad__internal(e, rc) : 0;
+    }
+    case S_MAP:
+    case S_REPLACE:
+    case S_UPPER:
+    case S_LOWER:
+    case S_TRIM:
+    case S_DATE: return step_per_match(e, st);
+    case S_DELETE: return step_delete(e, st);
+    case S_ADD: return step_add(e, st);
+    case S_RENAME: return step_rename(e, st);
+  }
+  return 0;
+}
+
+
+/* ---- fused runs -----------------------------------------------------------
+ *
+ * A run of steps that all write one segment's fields (the same segment id and
+ * occurrence, e.g. five steps on OBX[*]-3.x) and read nothing of its other
+ * occurrences is applied one occurrence at a time: each field the run touches
+ * is taken apart into the components of its first repetition once, every step
+ * reads and replaces components, and the field is put together once at the
+ * end.  Step by step, each edit would scan and copy the whole field again.
+ *
+ * The result is the same because no step of such a run looks at another
+ * occurrence of its segment, and no step writes anything else: applying steps
+ * 1..n to occurrence 1, then to occurrence 2, ... leaves every occurrence as
+ * applying step 1 to all of them, then step 2, ... does.  cad__route_plan()
+ * decides which runs qualify; tests/unit/test_routes.c and the route fuzzer
+ * compare both paths.  Whatever a fused run cannot do (a step fails, a field
+ * with more components than held here, an occurrence that does not exist and
+ * must be added) makes it give up with CAD__REDO; the route is then applied
+ * step by step from a fresh copy. */
+
+#define WS_FIELDS 8 /* fields one occurrence may touch in a run */
+#define WS_COMPS 32 /* components of a field held apart */
+
+typedef struct wsf {
+  uint32_t idx;   /* span index in the segment's field array */
+  bool present;   /* the segment has this field (or a step wrote it) */
+  bool split;     /* comp[] and rest hold the field */
+  bool text_ok;   /* text holds the field */
+  bool dirty;     /* written: put back at the end */
+  cad_str_t text; /* raw ER7 of the whole field */
+  cad_str_t rest; /* split: from the first repetition separator on, or empty */
+  uint32_t ncomp;
+  cad_str_t comp[WS_COMPS]; /* split: the first repetition's components */
+} wsf_t;
+
+typedef struct cad__ws {
+  uint32_t seg; /* index of the occurrence in the message */
+  int occ;
+  size_t n;
+  wsf_t *last; /* the entry used last (steps of a run mostly share one field) */
+  wsf_t f[WS_FIELDS];
+} ws_t;
+
+/* The workspace entry of field `field` (standard numbering) of the current
+ * segment, added on first use. */
+static inline int ws_field(cad__ev_t *e, int field, wsf_t **out) {
+  ws_t *ws = e->ws;
+  const cad_hl7_seg_t *s = &e->m->segs[ws->seg];
+  uint32_t idx = s->header ? (uint32_t)field - 1 : (uint32_t)field;
+  if (ws->last && ws->last->idx == idx) {
+    *out = ws->last;
+    return 0;
+  }
+  for (size_t i = 0; i < ws->n; i++)
+    if (ws->f[i].idx == idx) {
+      *out = ws->last = &ws->f[i];
+      return 0;
+    }
+  if (ws->n == WS_FIELDS) return CAD__REDO;
+  wsf_t *f = &ws->f[ws->n++];
+  f->idx = idx;
+  f->present = idx < s->nfields;
+  f->text = f->present ? s->fields[idx] : (cad_str_t){"", 0};
+  f->text_ok = true;
+  f->split = false;
+  f->dirty = false;
+  *out = ws->last = f;
+  return 0;
+}
+
+static inline int ws_split(wsf_t *f, const cad_hl7_delims_t *d) {
+  if (f->split) return 0;
+  /* One pass: components up to the first repetition separator.  A separator
+   * that is not declared (0) splits nothing, as on the stepwise path. */
+  const char *p = f->text.p, *end = p + f->text.len, *a = p, *q = p;
+  const char cs = d->comp, rs = d->rep;
+  uint32_t n = 0;
+  for (; q < end; q++) {
+    if (*q == rs && rs) break;
+    if (*q != cs || !cs) continue;
+    if (n == WS_COMPS - 1) return CAD__REDO;
+    f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
+    a = q + 1;
+  }
+  f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
+  f->rest = (cad_str_t){q, (size_t)(end - q)};
+  f->ncomp = n;
+  f->split = true;
+  return 0;
+}
+
+/* Put a split field's text together (into the arena). */
+static int ws_join(cad__ev_t *e, wsf_t *f, const cad_hl7_delims_t *d) {
+  if (f->text_ok) return 0;
+  size_t total = f->ncomp - 1 + f->rest.len;
+  for (uint32_t k = 0; k < f->ncomp; k++) total += f->comp[k].len;
+  char *b = cad_arena_alloc(e->a, total + 1);
+  if (!b) return CAD_E_NOMEM;
+  size_t o = 0;
+  for (uint32_t k = 0; k < f->ncomp; k++) {
+    if (k) b[o++] = d->comp;
+    o += cad_copy_small(b + o, f->comp[k].p, f->comp[k].len);
+  }
+  o += cad_copy_small(b + o, f->rest.p, f->rest.len);
+  f->text = (cad_str_t){b, o};
+  f->text_ok = true;
+  return 0;
+}
+
+static bool comp_level(const cad_hl7_path_t *p, int rep) {
+  return p->comp > 0 && p->sub == 0 && (rep == 0 || rep == 1);
+}
+
+/* The match of path p (its field, repetition rep, component, subcomponent)
+ * in the current segment, as cad_hl7_iter_next() would give it. */
+static inline int ws_read(cad__ev_t *e, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt) {
+  const cad_hl7_seg_t *s = &e->m->segs[e->ws->seg];
+  wsf_t *f;
+  int rc = ws_field(e, p->field, &f);
+  if (rc) return rc;
+  mt->seg_index = e->ws->seg;
+  mt->occ = e->ws->occ;
+  mt->rep = rep;
+  mt->d = &s->d;
+  mt->raw = (cad_str_t){NULL, 0};
+  mt->present = false;
+  if (!f->present) return 0;
+  if (comp_level(p, rep)) {
+    if ((rc = ws_split(f, &s->d))) return rc;
+    if ((uint32_t)p->comp <= f->ncomp) {
+      mt->raw = f->comp[p->comp - 1];
+      mt->present = true;
+    }
+    return 0;
+  }
+  if ((rc = ws_join(e, f, &s->d))) return cad__internal(e, rc);
+  /* The field on its own, as field 1 of a one-field segment. */
+  cad_str_t spans[2] = {{"", 0}, f->text};
+  cad_hl7_seg_t one = {.fields = spans, .nfields = 2, .d = s->d};
+  cad_hl7_path_t q = *p;
+  q.field = 1;
+  mt->present = cad_hl7_resolve_in_seg(&one, &q, rep, &mt->raw);
+  if (!mt->present) mt->raw = (cad_str_t){NULL, 0};
+  return 0;
+}
+
+/* v holds a or b (values are short: a loop, not memchr). */
+static bool has_either(cad_str_t v, char a, char b) {
+  for (size_t i = 0; i < v.len; i++)
+    if ((v.p[i] == a && a) || (v.p[i] == b && b)) return true;
+  return false;
+}
+
+/* Write raw ER7 at p (a whole field, or a component of the first
+ * repetition: see fusable()). */
+static inline int ws_write(cad__ev_t *e, const cad_hl7_path_t *p, cad_str_t val) {
+  const cad_hl7_seg_t *s = &e->m->segs[e->ws->seg];
+  wsf_t *f;
+  int rc = ws_field(e, p->field, &f);
+  if (rc) return rc;
+  f->present = f->dirty = true;
+  if (p->comp == 0) {
+    f->text = val;
+    f->text_ok = true;
+    f->split = false;
+    return 0;
+  }
+  if ((rc = ws_split(f, &s->d))) return rc;
+  uint32_t c = (uint32_t)p->comp;
+  if (c > WS_COMPS || (c > f->ncomp && !s->d.comp)) return CAD__REDO;
+  while (f->ncomp < c) f->comp[f->ncomp++] = (cad_str_t){"", 0};
+  f->comp[c - 1] = val;
+  f->text_ok = false;
+  if (has_either(val, s->d.comp, s->d.rep)) {
+    /* ER7 with separators of its own: the field's structure changed, so
+     * later steps must see it taken apart anew (as the stepwise path does). */
+    if ((rc = ws_join(e, f, &s->d))) return cad__internal(e, rc);
+    f->split = false;
+  }
+  return 0;
+}
+
+/* Put every written field back into the segment. */
+static int ws_commit(cad__ev_t *e) {
+  ws_t *ws = e->ws;
+  cad_hl7_seg_t *s = &e->m->segs[ws->seg];
+  for (size_t i = 0; i < ws->n; i++) {
+    wsf_t *f = &ws->f[i];
+    if (!f->dirty) continue;
+    int rc = ws_join(e, f, &s->d);
+    if (!rc) rc = own_fields(e, s, f->idx + 1);
+    if (rc) return cad__internal(e, rc);
+    while (s->nfields <= f->idx) s->fields[s->nfields++] = (cad_str_t){"", 0};
+    s->fields[f->idx] = f->text;
+    s->dirty = true;
+    e->m->dirty = true;
+  }
+  return 0;
+}
+
+/* One step of a fused run on the current occurrence. */
+static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx) {
+  const cad_hl7_path_t *p = &st->path.p;
+  const cad_hl7_delims_t *d = &e->m->segs[e->ws->seg].d;
+  cad_str_t v;
+  int rc;
+  switch (st->kind) {
+    case S_SET_VALUE:
+      v = st->value;
+      if ((rc = encode(e, d, &v))) return rc;
+      return ws_write(e, p, v);
+    case S_SET_TEMPLATE:
+      if ((rc = tpl_build(e, &st->tpl, cx, false, &v))) return rc;
+      return ws_write(e, p, v);
+    default: {
+      cad_hl7_match_t mt;
+      if ((rc = ws_read(e, p, p->rep, &mt))) return rc;
+      if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) return 0;
+      bool set, raw;
+      if ((rc = value_op(e, st, p, &mt, &v, &set, &raw))) return rc;
+      if (!set) return 0;
+      if (!raw && (rc = encode(e, d, &v))) return rc;
+      return ws_write(e, p, v);
+    }
+  }
+}
+
+/* Steps st[0..n), a fused run: 0, or CAD__REDO. */
+static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
+  const cad_hl7_path_t *p = &st->path.p;
+  ws_t ws;
+  int occ = 0;
+  bool any = false;
+  for (uint32_t i = 0; i < e->m->nsegs; i++) {
+    if (e->m->segs[i].id != p->segid) continue;
+    occ++;
+    if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
+    any = true;
+    ws.seg = i;
+    ws.occ = occ;
+    ws.n = 0;
+    ws.last = NULL;
+    e->ws = &ws;
+    cad__ctx_t cx = {p->segid, occ, (int)i};
+    int rc = 0;
+    for (size_t k = 0; k < n && !rc; k++) rc = fused_step(e, &st[k], &cx);
+    if (!rc) rc = ws_commit(e);
+    e->ws = NULL;
+    if (rc) return CAD__REDO;
+    if (p->occ != CAD_HL7_ALL) break;
+  }
+  /* No occurrence: the first step may add the segment; step by step. */
+  return any ? 0 : CAD__REDO;
+}
+
+/* A target a fused run can write: a whole field, or a component of its first
+ * repetition; not MSH-1/MSH-2. */
+static bool fusable_target(const cad_hl7_path_t *p) {
+  bool header = p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
+                p->segid == cad_hl7_segid("FHS");
+  if (p->field <= 0 || (header && p->field <= 2) || p->sub != 0) return false;
+  if (p->comp == 0) return p->rep == 0;
+  return p->rep == 0 || p->rep == 1;
+}
+
+static bool fusable(const cad__step_t *st) {
+  switch (st->kind) {
+    case S_SET_VALUE:
+    case S_MAP:
+    case S_REPLACE:
+    case S_UPPER:
+    case S_LOWER:
+    case S_TRIM:
+    case S_DATE: return fusable_target(&st->path.p);
+    case S_SET_TEMPLATE:
+      if (!fusable_target(&st->path.p)) return false;
+      /* Its own segment only as the occurrence being written. */
+      for (size_t i = 0; i < st->tpl.n; i++) {
+        const cad__tpart_t *tp = &st->tpl.parts[i];
+        if (!tp->is_path || tp->path.p.segid != st->path.p.segid) continue;
+        if (!tp->path.relative || !fusable_target(&(cad_hl7_path_t){
+                                      .segid = tp->path.p.segid, .field = tp->path.p.field}))
+          return false;
+      }
+      return true;
+    default: return false;
+  }
+}
+
+void cad__route_plan(cad__route_t *rt) {
+  for (size_t i = 0; i < rt->nsteps; i++) rt->steps[i].fuse = 0;
+  for (size_t i = 0; i < rt->nsteps;) {
+    if (!fusable(&rt->steps[i])) {
+      i++;
+      continue;
+    }
+    const cad_hl7_path_t *p = &rt->steps[i].path.p;
+    size_t j = i + 1;
+    while (j < rt->nsteps && fusable(&rt->steps[j]) && rt->steps[j].path.p.segid == p->segid &&
+           rt->steps[j].path.p.occ == p->occ)
+      j++;
+    rt->steps[i].fuse = (uint32_t)(j - i);
+    i = j;
+  }
+}
+
+int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed) {
+  bool fused_any = false;
+  for (size_t s = 0; s < rt->nsteps;) {
+    const cad__step_t *st = &rt->steps[s];
+    if (fused && st->fuse) {
+      if (run_fused(e, st, st->fuse)) return CAD__REDO;
+      fused_any = true;
+      s += st->fuse;
+      continue;
+    }
+    if (apply_step(e, st) < 0) {
+      /* After a fused run, report the error as the stepwise path does. */
+      if (fused_any) return CAD__REDO;
+      *failed = s;
+      return e->rc < 0 ? e->rc : CAD_E_INVAL;
+    }
+    s++;
+  }
+  return 0;
+}
