@@ -6,15 +6,14 @@ skips, reports, and delivers the rest in order), a full disk (AE with ERR 207,
 nothing queued harmed, recovery without a restart; needs root for a tmpfs),
 and dead letters through `caduceus queue list/requeue`.
 
-Every downstream is a small MLLP sink written here (python, threads) on
-127.0.0.1; every wait is bounded.
+Every downstream is an engine_util.FakeReceiver on 127.0.0.1 (on the port
+the engine was given, so it can come and go); every wait is bounded.
 Usage: test_queue_faults.py CADUCEUS_BINARY [TEST]"""
 import glob
 import os
 import random
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -22,113 +21,10 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (EB, CR, SB, Engine, adt, check_clean_stop, connect, field,  # noqa: E402
-                         fields, free_port, run_tests, send_recv, wait_for)
+from engine_util import (Engine, FakeReceiver, adt, check_clean_stop, connect,  # noqa: E402
+                         field, fields, free_port, run_tests, send_recv, wait_for)
 
 DEST = "ehr"
-
-
-# ---- a downstream MLLP receiver --------------------------------------------
-
-class Sink:
-    """An MLLP receiver on 127.0.0.1:port.  Records the MSH-10 of every
-    message it receives, in order, and answers each with an ACK whose MSA-1
-    is policy(ctl) ('AA' by default) and MSA-2 the message's MSH-10."""
-
-    def __init__(self, port, policy=None):
-        self.port = port
-        self.policy = policy or (lambda ctl: "AA")
-        self.received = []       # every MSH-10, in arrival order (duplicates kept)
-        self.answers = []        # (ctl, code)
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.conns = []
-        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", port))
-        self.srv.listen(16)
-        self.srv.settimeout(0.2)
-        self.n_ack = 0
-        self.th = threading.Thread(target=self._accept, daemon=True)
-        self.th.start()
-
-    def _accept(self):
-        while not self.stopping.is_set():
-            try:
-                c, _ = self.srv.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.conns.append(c)
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
-        c.settimeout(0.2)
-        buf = b""
-        while not self.stopping.is_set():
-            try:
-                chunk = c.recv(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            while True:
-                i = buf.find(EB + CR)
-                if i < 0:
-                    break
-                j = buf.find(SB)
-                msg = buf[j + 1:i] if 0 <= j < i else buf[:i]
-                buf = buf[i + 2:]
-                f = fields(msg)
-                ctl = field(f, "MSH", 10)
-                code = self.policy(ctl)
-                with self.lock:
-                    self.received.append(ctl)
-                    self.answers.append((ctl, code))
-                    self.n_ack += 1
-                    n = self.n_ack
-                ack = ("MSH|^~\\&|EHR|SOUTH|%s|%s|%s||ACK^%s^ACK|SINK%06d|P|%s\r"
-                       "MSA|%s|%s\r") % (field(f, "MSH", 3), field(f, "MSH", 4),
-                                         time.strftime("%Y%m%d%H%M%S"),
-                                         field(f, "MSH", 9).split("^")[1]
-                                         if "^" in field(f, "MSH", 9) else "",
-                                         n, field(f, "MSH", 12) or "2.5.1", code, ctl)
-                try:
-                    c.sendall(SB + ack.encode() + EB + CR)
-                except OSError:
-                    break
-        c.close()
-
-    def got(self):
-        with self.lock:
-            return list(self.received)
-
-    def accepted(self):
-        """MSH-10 of the messages it answered AA, first arrival only, in order."""
-        seen, out = set(), []
-        with self.lock:
-            for ctl, code in self.answers:
-                if code == "AA" and ctl not in seen:
-                    seen.add(ctl)
-                    out.append(ctl)
-        return out
-
-    def stop(self):
-        self.stopping.set()
-        try:
-            self.srv.close()
-        except OSError:
-            pass
-        self.th.join(2)
-        for c in self.conns:
-            try:
-                c.close()
-            except OSError:
-                pass
 
 
 # ---- configuration and the queue tool ----------------------------------------
@@ -215,9 +111,10 @@ def test_outage_then_drain(binary, tmp):
         wait_for(lambda: log_has(eng, r"event=stats\.dest .*retries=[1-9]"), 10,
                  what="stats.dest with retries > 0")
         # The destination comes back: everything drains, in order.
-        sink = Sink(dport)
-        wait_for(lambda: len(set(sink.got())) >= 200, 30, what="200 messages at the sink")
-        dups = check_in_order(sink.got(), ctls, "outage drain")
+        sink = FakeReceiver(port=dport)
+        sink.wait(lambda msgs: len({m.ctl for m in msgs}) >= 200, 30,
+                  what="200 messages at the sink")
+        dups = check_in_order(sink.ctls(), ctls, "outage drain")
         wait_for(lambda: depth(binary, data) == 0, 10, what="depth back to 0")
         st, _ = queue_stats(binary, data)
         assert st[DEST]["last_seq"] == 200, st
@@ -270,20 +167,21 @@ def msg_records(data):
 
 def restart_and_deliver(binary, tmp, port, dport, expected, report_pat, what, extra=""):
     data = os.path.join(tmp, "data")
-    sink = Sink(dport)
+    sink = FakeReceiver(port=dport)
     eng = Engine(binary, tmp, channel(port), mllp_dest(dport), extra)
     try:
         eng.start([port])
         wait_for(lambda: log_has(eng, report_pat), 10, what="%s: %s" % (what, report_pat))
-        wait_for(lambda: len(set(sink.got())) >= len(expected), 20,
-                 what="%s: %d messages at the sink" % (what, len(expected)))
+        sink.wait(lambda msgs: len({m.ctl for m in msgs}) >= len(expected), 20,
+                  what="%s: %d messages at the sink" % (what, len(expected)))
         wait_for(lambda: depth(binary, data) == 0, 10, what="%s: depth 0" % what)
         time.sleep(0.3)  # nothing else may trickle in
-        check_in_order(sink.got(), expected, what)
+        check_in_order(sink.ctls(), expected, what)
         # New messages still queue and arrive after the recovered ones.
         send_all(port, ["NEW00001"])
-        wait_for(lambda: "NEW00001" in sink.got(), 10, what="%s: a new message" % what)
-        check_in_order(sink.got(), list(expected) + ["NEW00001"], what + " + new")
+        sink.wait(lambda msgs: any(m.ctl == "NEW00001" for m in msgs), 10,
+                  what="%s: a new message" % what)
+        check_in_order(sink.ctls(), list(expected) + ["NEW00001"], what + " + new")
         check_clean_stop(eng)
         line = [ln for ln in eng.log().splitlines() if "event=queue.recovered" in ln][0]
         return line
@@ -445,13 +343,14 @@ def test_disk_full(binary, tmp):
         assert listed == acked, "queue list differs from the ACKed messages: %d vs %d" % (
             len(listed), len(acked))
         # And they are delivered, in order, once the destination is up.
-        sink = Sink(dport)
+        sink = FakeReceiver(port=dport)
         eng2 = Engine(binary, tmp, channel(port), mllp_dest(dport))
         try:
             eng2.start([port])
             assert not log_has(eng2, r"CORRUPT"), eng2.log()[-2000:]
-            wait_for(lambda: len(set(sink.got())) >= len(acked), 30, what="delivery after full")
-            check_in_order(sink.got(), acked, "after disk full")
+            sink.wait(lambda msgs: len({m.ctl for m in msgs}) >= len(acked), 30,
+                      what="delivery after full")
+            check_in_order(sink.ctls(), acked, "after disk full")
             check_clean_stop(eng2)
         finally:
             eng2.kill()
@@ -473,7 +372,7 @@ def test_dead_letter_requeue(binary, tmp):
     port, dport = free_port(), free_port()
     data = os.path.join(tmp, "data")
     bad = "DEAD0004"
-    sink = Sink(dport, policy=lambda ctl: "AR" if ctl == bad else "AA")
+    sink = FakeReceiver(lambda m: "AR" if m.ctl == bad else "AA", port=dport)
     # on_ar: dead_letter makes an AR a permanent failure; what giving up means
     # is on_failure's (with the default `block` the rejected message is
     # retried forever and holds the queue: see delivery.h).
@@ -486,7 +385,7 @@ def test_dead_letter_requeue(binary, tmp):
         good = [c for c in ctls if c != bad]
         wait_for(lambda: len(sink.accepted()) >= len(good), 20, what="the 9 good messages")
         assert sink.accepted() == good, sink.accepted()
-        assert (bad, "AR") in sink.answers
+        assert (bad, "AR") in sink.answers()
         wait_for(lambda: depth(binary, data) == 0, 10, what="depth 0 (dead letter finished)")
         r = qtool(binary, "list", data, DEST, "--dead")
         assert r.returncode == 0, r.stderr
@@ -517,13 +416,13 @@ def test_dead_letter_requeue(binary, tmp):
         r = qtool(binary, "requeue", data, DEST, "1")
         assert r.returncode == 1, r.stdout
         # A receiver that accepts it now.
-        sink = Sink(dport)
+        sink = FakeReceiver(port=dport)
         eng2 = Engine(binary, tmp, channel(port), mllp_dest(dport, extra))
         try:
             eng2.start([port])
             wait_for(lambda: bad in sink.accepted(), 10, what="the requeued message")
             wait_for(lambda: depth(binary, data) == 0, 10, what="depth 0 after requeue")
-            check_in_order(sink.got(), [bad], "requeued")
+            check_in_order(sink.ctls(), [bad], "requeued")
             check_clean_stop(eng2)
         finally:
             eng2.kill()

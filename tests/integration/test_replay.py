@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """test_replay.py - `caduceus replay` and `caduceus preview` end to end.
 
-replay runs against an MLLP sink written here (127.0.0.1, ephemeral port)
-that records every message with the time it arrived and answers AA, or AE
-with an ERR segment for the messages a test chooses.  Archives are generated
+replay runs against a sink (engine_util.FakeReceiver: 127.0.0.1, ephemeral
+port) that records every message with the time it arrived and answers AA, or
+AE with an ERR segment for the messages a test chooses.  Archives are generated
 in the test's temporary directory from our own messages: plain ER7 (CR, LF,
 CRLF with blank lines), MLLP captures, FHS/BHS batches, each also gzipped;
 a gzip file whose members split a message; a truncated gzip file.
@@ -14,16 +14,14 @@ import gzip
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (CR, EB, SB, Engine, check_clean_stop, free_port,  # noqa: E402
-                         run_tests, wait_for)
+from engine_util import (CR, EB, SB, Engine, FakeReceiver, Reply, check_clean_stop,  # noqa: E402
+                         ctl_of, free_port, run_tests, wait_for)
 
 
 def msg(i, trigger="A01", ts=None, code="ADT"):
@@ -38,77 +36,14 @@ def msg(i, trigger="A01", ts=None, code="ADT"):
                                                 ts, 1000 + i, i, 90 + i % 20)).encode()
 
 
-def ctl_of(m: bytes) -> str:
-    return m.split(b"\r")[0].split(b"|")[9].decode()
+UNKNOWN_MRN = "ERR||PID^1^3|103^Table value not found^HL70357|E||||unknown MRN"
 
 
-class Sink:
-    """Records (time, message) per frame; answers AA, or AE + ERR when
-    reject(ctl) is true; `delay` seconds before each ACK."""
-
-    def __init__(self, reject=lambda c: False, delay=0.0):
-        self.reject = reject
-        self.delay = delay
-        self.got = []
-        self.lock = threading.Lock()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.stop = False
-        self.th = threading.Thread(target=self.run, daemon=True)
-        self.th.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        c.settimeout(30)
-        buf = b""
-        try:
-            while not self.stop:
-                data = c.recv(65536)
-                if not data:
-                    break
-                buf += data
-                while EB + CR in buf:
-                    i = buf.index(EB + CR)
-                    m = buf[buf.index(SB) + 1:i]
-                    buf = buf[i + 2:]
-                    with self.lock:
-                        self.got.append((time.monotonic(), m))
-                    ctl = ctl_of(m)
-                    code = "AE" if self.reject(ctl) else "AA"
-                    body = "MSH|^~\\&|EHR|SOUTH|LAB|NORTH|20260101120000||ACK^A01^ACK|A%s|P|2.5.1\r" \
-                           "MSA|%s|%s\r" % (ctl, code, ctl)
-                    if code == "AE":
-                        body += "ERR||PID^1^3|103^Table value not found^HL70357|E||||unknown MRN\r"
-                    if self.delay:
-                        time.sleep(self.delay)
-                    c.sendall(SB + body.encode() + EB + CR)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def ctls(self):
-        with self.lock:
-            return [ctl_of(m) for _, m in self.got]
-
-    def close(self):
-        self.stop = True
-        self.sock.close()
-        self.th.join(5)
+def Sink(reject=lambda c: False, delay=0.0):
+    """A FakeReceiver that answers AA, or AE + ERR when reject(MSH-10) is
+    true; `delay` seconds before each ACK."""
+    return FakeReceiver(lambda m: Reply("AE", err=UNKNOWN_MRN, delay=delay) if reject(m.ctl)
+                        else Reply("AA", delay=delay))
 
 
 def replay(binary, *args, stdin=None, timeout=60):
@@ -148,16 +83,16 @@ def test_every_format_plain_and_gzip(binary, tmp):
         for name, data in formats(msgs).items():
             for gz in (False, True):
                 path = write(os.path.join(tmp, name + (".hl7.gz" if gz else ".hl7")), data, gz)
-                before = len(sink.got)
+                before = sink.count()
                 rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, path)
                 assert rc == 0, (name, gz, rc, so, se)
                 got = sink.ctls()[before:]
                 assert got == want, (name, gz, got[:5], len(got))
                 assert "40 accepted" in so, so
         # what arrives is the message itself (segments end in \r)
-        assert sink.got[0][1] == msgs[0].rstrip(b"\r"), sink.got[0][1]
+        assert sink.messages()[0].data == msgs[0].rstrip(b"\r"), sink.messages()[0].data
     finally:
-        sink.close()
+        sink.stop()
 
 
 def test_gzip_members_split_a_message_directory_and_stdin(binary, tmp):
@@ -177,15 +112,15 @@ def test_gzip_members_split_a_message_directory_and_stdin(binary, tmp):
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, d)
         assert rc == 0, (rc, so, se)
         assert sink.ctls() == ["R%06d" % i for i in range(1, 36)], sink.ctls()
-        assert sink.got[14][1] == msgs[14].rstrip(b"\r")
+        assert sink.messages()[14].data == msgs[14].rstrip(b"\r")
         # stdin, gzip with three members
-        n = len(sink.got)
+        n = sink.count()
         blob = gzip.compress(msgs[0]) + gzip.compress(msgs[1][:20]) + gzip.compress(msgs[1][20:])
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "-", stdin=blob)
         assert rc == 0, (rc, so, se)
         assert sink.ctls()[n:] == ["R000001", "R000002"], sink.ctls()[n:]
     finally:
-        sink.close()
+        sink.stop()
 
 
 def test_truncated_gzip(binary, tmp):
@@ -197,7 +132,7 @@ def test_truncated_gzip(binary, tmp):
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, path)
         assert rc == 1, (rc, so, se)
         assert "truncated gzip" in se, se
-        got = [m for _, m in sink.got]
+        got = [m.data for m in sink.messages()]
         assert len(got) > 20, len(got)
         # every message sent is complete and in order; the cut one is not sent
         for i, m in enumerate(got):
@@ -210,7 +145,7 @@ def test_truncated_gzip(binary, tmp):
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, path2)
         assert rc == 1 and ("corrupt gzip" in se or "truncated gzip" in se), (rc, se)
     finally:
-        sink.close()
+        sink.stop()
 
 
 def test_replay_into_the_engine(binary, tmp):
@@ -246,7 +181,7 @@ def test_filters(binary, tmp):
     to = ["--to", "127.0.0.1:%d" % sink.port]
 
     def run(*a):
-        n = len(sink.got)
+        n = sink.count()
         rc, so, se = replay(binary, *(to + list(a) + [path]))
         assert rc == 0, (a, rc, so, se)
         return sink.ctls()[n:]
@@ -278,7 +213,7 @@ def test_filters(binary, tmp):
         rc, so, se = replay(binary, *(to + ["--since", "yesterday", path]))
         assert rc == 2, (rc, se)
     finally:
-        sink.close()
+        sink.stop()
 
 
 # ---- pacing ---------------------------------------------------------------------
@@ -291,19 +226,21 @@ def test_rate_accuracy(binary, tmp):
     try:
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--rate", "200/s", path)
         assert rc == 0, (rc, so, se)
-        assert len(sink.got) == n
-        span = sink.got[-1][0] - sink.got[0][0]
+        got = sink.messages()
+        assert len(got) == n
+        span = got[-1].time - got[0].time
         assert abs(span - 2.0) <= 0.1, "400 intervals at 200/s took %.3f s" % span
         # 2 connections, same rate
-        sink.got.clear()
+        sink.clear()
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--rate", "12000/min",
                             "--connections", "2", path)
         assert rc == 0, (rc, so, se)
-        span = sink.got[-1][0] - sink.got[0][0]
+        got = sink.messages()
+        span = got[-1].time - got[0].time
         assert abs(span - 2.0) <= 0.1, "12000/min took %.3f s" % span
         assert sorted(sink.ctls()) == ["R%06d" % i for i in range(n)]
     finally:
-        sink.close()
+        sink.stop()
 
 
 def test_keep_timing(binary, tmp):
@@ -314,12 +251,13 @@ def test_keep_timing(binary, tmp):
         rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink.port, "--keep-timing",
                             "--speed", "10x", path)
         assert rc == 0, (rc, so, se)
-        t0 = sink.got[0][0]
-        offs = [t - t0 for t, _ in sink.got]
+        got = sink.messages()
+        t0 = got[0].time
+        offs = [m.time - t0 for m in got]
         for got, want in zip(offs, [0, 0.2, 0.3, 0.7]):
             assert abs(got - want) < 0.06, offs
     finally:
-        sink.close()
+        sink.stop()
 
 
 # ---- report and resume ------------------------------------------------------------
@@ -356,13 +294,13 @@ def test_report_lists_refused_and_replays(binary, tmp):
         try:
             rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % sink2.port, report)
             assert rc == 0, (rc, so, se)
-            assert set(sink2.ctls()) == rejected and len(sink2.got) == 10
-            for _, m in sink2.got:
-                assert m == msgs[int(ctl_of(m)[1:]) - 1].rstrip(b"\r")
+            assert set(sink2.ctls()) == rejected and sink2.count() == 10
+            for m in sink2.messages():
+                assert m.data == msgs[int(m.ctl[1:]) - 1].rstrip(b"\r")
         finally:
-            sink2.close()
+            sink2.stop()
     finally:
-        sink.close()
+        sink.stop()
 
 
 def run_killed(binary, args, after):
@@ -385,14 +323,14 @@ def test_resume_after_sigkill_sends_each_once(binary, tmp):
     sink = Sink()
     try:
         for conns in ("1", "3"):
-            sink.got.clear()
+            sink.clear()
             for f in (ck, ck + ".log"):
                 if os.path.exists(f):
                     os.unlink(f)
             args = ["--to", "127.0.0.1:%d" % sink.port, "--rate", "1500/s", "--connections",
                     conns, "--resume", ck, "--checkpoint-every", "100", d]
             run_killed(binary, args, 0.8)
-            first = len(sink.got)
+            first = sink.count()
             assert 100 < first < n, first
             run_killed(binary, args, 0.6)  # killed twice
             rc, so, se = replay(binary, *args)
@@ -408,11 +346,11 @@ def test_resume_after_sigkill_sends_each_once(binary, tmp):
             assert dups <= 2 * int(conns), (conns, dups)
             assert "3000 finished in all runs" in so, so
             # resuming a finished replay sends nothing
-            before = len(sink.got)
+            before = sink.count()
             rc, so, se = replay(binary, *args)
-            assert rc == 0 and len(sink.got) == before, (rc, so, se)
+            assert rc == 0 and sink.count() == before, (rc, so, se)
     finally:
-        sink.close()
+        sink.stop()
 
 
 def test_resume_after_sigterm_is_exactly_once(binary, tmp):
@@ -435,15 +373,12 @@ def test_resume_after_sigterm_is_exactly_once(binary, tmp):
         ids = sink.ctls()
         assert sorted(ids) == ["R%06d" % i for i in range(n)], (len(ids), len(set(ids)))
     finally:
-        sink.close()
+        sink.stop()
 
 
 def test_unreachable_and_usage(binary, tmp):
     path = write(os.path.join(tmp, "a.hl7"), msg(1) + msg(2))
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()  # nothing listens there
+    port = free_port()  # nothing listens there
     report = os.path.join(tmp, "rep")
     rc, so, se = replay(binary, "--to", "127.0.0.1:%d" % port, "--retries", "1", "--timeout",
                         "1", "--report", report, path)

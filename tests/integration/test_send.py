@@ -3,24 +3,23 @@
 
 `caduceus send` against the real engine (a quickstart-like configuration on
 an ephemeral port: every message ACKed AA and written to a file), and
-against fake MLLP servers written here that answer AE, a wrong control id,
-or nothing; a refused port; usage errors.  The engine's MLLP destination
-against a downstream server of ours (AA, AE retried, AR dead-lettered, wrong
-control id and silence retried on a new connection; in order, nothing
+against fake MLLP receivers (engine_util.FakeReceiver) that answer AE, a
+wrong control id, or nothing; a refused port; usage errors.  The engine's
+MLLP destination against a fake receiver (AA, AE retried, AR dead-lettered,
+wrong control id and silence retried on a new connection; in order, nothing
 lost), and a chain client -> Caduceus A -> Caduceus B -> files with B
 killed and restarted mid-flow.
 Usage: test_send.py CADUCEUS_BINARY [TEST]"""
+import collections
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (EB, CR, SB, Engine, adt, check_clean_stop, free_port,  # noqa: E402
-                         run_tests, wait_for)
+from engine_util import (SILENCE, Engine, FakeReceiver, Reply, adt, check_clean_stop,  # noqa: E402
+                         free_port, run_tests, script, wait_for)
 
 LINE = re.compile(r"^(\S+) (AA|AE|AR|CA|CE|CR) (\d+\.\d)ms$")
 
@@ -36,71 +35,6 @@ def write_messages(tmp, ids, name="in.hl7"):
     with open(path, "wb") as f:
         f.write(b"\n".join(adt(ctl=c) for c in ids))
     return path
-
-
-class FakeServer:
-    """An MLLP listener on 127.0.0.1 that answers each frame with
-    answer(msg_bytes, index) -> bytes to send (already framed) or None."""
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.received = []
-        self.accepts = 0
-        self.stop = False
-        self.th = threading.Thread(target=self.run, daemon=True)
-        self.th.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.accepts += 1
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        c.settimeout(10)
-        buf = b""
-        try:
-            while not self.stop:
-                data = c.recv(65536)
-                if not data:
-                    break
-                buf += data
-                while EB + CR in buf:
-                    i = buf.index(EB + CR)
-                    msg = buf[buf.index(SB) + 1:i]
-                    buf = buf[i + 2:]
-                    self.received.append(msg)
-                    out = self.answer(msg, len(self.received) - 1)
-                    if out:
-                        c.sendall(out)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop = True
-        self.sock.close()
-        self.th.join(5)
-
-
-def ack_for(msg, code, ctl=None):
-    fs = msg.decode("latin-1").split("\r")[0].split("|")
-    ctl = fs[9] if ctl is None else ctl
-    body = ("MSH|^~\\&|EHR|SOUTH|LAB|NORTH|20260101120000||ACK^A01^ACK|A%s|P|2.5.1\r"
-            "MSA|%s|%s\r" % (ctl, code, ctl)).encode()
-    return SB + body + EB + CR
 
 
 def test_send_to_engine(binary, tmp):
@@ -135,7 +69,7 @@ def test_send_to_engine(binary, tmp):
 
 
 def test_send_reports_ae(binary, tmp):
-    srv = FakeServer(lambda msg, i: ack_for(msg, "AE" if b"|M2|" in msg else "AA"))
+    srv = FakeReceiver(lambda m: "AE" if m.ctl == "M2" else "AA")
     try:
         path = write_messages(tmp, ["M1", "M2", "M3"])
         rc, so, se = send(binary, "--to", "127.0.0.1:%d" % srv.port, path)
@@ -143,16 +77,16 @@ def test_send_reports_ae(binary, tmp):
         lines = so.splitlines()
         assert [LINE.match(x).group(1, 2) for x in lines] == \
             [("M1", "AA"), ("M2", "AE"), ("M3", "AA")], so
-        assert srv.accepts == 1, "one connection for all messages"
-        assert len(srv.received) == 3, "an AE is an answer: the message is not resent"
+        assert srv.connections == 1, "one connection for all messages"
+        assert srv.count() == 3, "an AE is an answer: the message is not resent"
         rc, so, se = send(binary, "-q", "--to", "127.0.0.1:%d" % srv.port, path)
         assert rc == 1 and so.strip() == "3 sent, 2 accepted, 1 not accepted (AE/AR), 0 failed", so
     finally:
-        srv.close()
+        srv.stop()
 
 
 def test_send_wrong_control_id_and_silence(binary, tmp):
-    srv = FakeServer(lambda msg, i: ack_for(msg, "AA", ctl="NOTYOURS") if i == 0 else None)
+    srv = FakeReceiver(script(Reply("AA", ctl="NOTYOURS"), then=SILENCE))
     try:
         path = write_messages(tmp, ["W1", "W2"])
         rc, so, se = send(binary, "--timeout", "0.5", "--to", "127.0.0.1:%d" % srv.port, path)
@@ -162,9 +96,9 @@ def test_send_wrong_control_id_and_silence(binary, tmp):
         assert lines[0].startswith("W1 - error: ") and "another message" in lines[0], lines[0]
         assert lines[1] == "W2 - error: no ACK within 500ms", lines[1]
         # the wrong ACK closed the connection: the second message came on a new one
-        assert srv.accepts == 2, srv.accepts
+        assert srv.connections == 2, srv.connections
     finally:
-        srv.close()
+        srv.stop()
 
 
 def test_send_refused_and_usage(binary, tmp):
@@ -190,22 +124,18 @@ def test_engine_mllp_destination(binary, tmp):
     """Caduceus -> a downstream MLLP server of ours: AA, AE (retried), AR
     (dead letter), a wrong control id and silence (both retried on a new
     connection); delivered in order, nothing lost."""
-    seen = {}
+    def decide(m):
+        if m.ctl == "AE1" and m.attempt == 1:
+            return "AE"
+        if m.ctl == "AR1":
+            return "AR"
+        if m.ctl == "WRONG1" and m.attempt == 1:
+            return Reply("AA", ctl="SOMEONEELSE")
+        if m.ctl == "SILENT1" and m.attempt == 1:
+            return SILENCE
+        return "AA"
 
-    def answer(msg, i):
-        ctl = msg.decode("latin-1").split("\r")[0].split("|")[9]
-        n = seen[ctl] = seen.get(ctl, 0) + 1
-        if ctl == "AE1" and n == 1:
-            return ack_for(msg, "AE")
-        if ctl == "AR1":
-            return ack_for(msg, "AR")
-        if ctl == "WRONG1" and n == 1:
-            return ack_for(msg, "AA", ctl="SOMEONEELSE")
-        if ctl == "SILENT1" and n == 1:
-            return None
-        return ack_for(msg, "AA")
-
-    down = FakeServer(answer)
+    down = FakeReceiver(decide)
     port = free_port()
     eng = Engine(binary, tmp,
                  "  lab:\n    listen: \"127.0.0.1:%d\"\n    to: [ down ]\n" % port,
@@ -219,8 +149,10 @@ def test_engine_mllp_destination(binary, tmp):
         path = write_messages(tmp, ids)
         rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, path)
         assert rc == 0, (rc, so, se)
-        wait_for(lambda: seen.get("M4", 0) >= 1, timeout=20, what="M4 downstream")
-        got = [m.decode("latin-1").split("\r")[0].split("|")[9] for m in down.received]
+        down.wait(lambda msgs: any(m.ctl == "M4" for m in msgs), timeout=20,
+                  what="M4 downstream")
+        got = down.ctls()
+        seen = collections.Counter(got)
         firsts = []
         for c in got:
             if c not in firsts:
@@ -232,10 +164,12 @@ def test_engine_mllp_destination(binary, tmp):
             assert seen[c] == 1, seen
         # each retry came after its failure, never overtaken by the next message
         assert got.index("M2") > max(i for i, c in enumerate(got) if c == "AE1"), got
-        assert down.accepts >= 3, "wrong id and silence closed the connection"
+        assert down.connections >= 3, "wrong id and silence closed the connection"
     finally:
-        check_clean_stop(eng)
-        down.close()
+        try:
+            check_clean_stop(eng)
+        finally:
+            down.stop()
 
 
 def test_chain_with_restart(binary, tmp):

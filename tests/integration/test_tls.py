@@ -5,7 +5,8 @@ certificate for 127.0.0.1 and localhost, a client certificate, an expired
 certificate, a certificate for another name, and a second CA.
 
 Client side: `caduceus send --tls` (the engine's sender and transport)
-against a TLS MLLP server built on python's ssl module: a good handshake,
+against a TLS MLLP server (engine_util.FakeReceiver with python's ssl
+module): a good handshake,
 wrong CA, expired certificate, hostname mismatch, a server that demands a
 client certificate, --insecure-no-verify.
 
@@ -21,12 +22,11 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (EB, CR, SB, Engine, adt, check_clean_stop, frame, free_port,  # noqa: E402
-                         read_frame, run_tests, fields, field, wait_for)
-from test_send import ack_for, send, write_messages  # noqa: E402
+from engine_util import (Engine, FakeReceiver, adt, check_clean_stop, frame,  # noqa: E402
+                         free_port, read_frame, run_tests, fields, field, wait_for)
+from test_send import send, write_messages  # noqa: E402
 
 LINE = re.compile(r"^(\S+) (AA|AE|AR|CA|CE|CR) (\d+\.\d)ms$")
 
@@ -72,68 +72,15 @@ def make_pki(tmp):
     return d
 
 
-class TlsServer:
-    """A TLS MLLP server on 127.0.0.1 that answers every frame AA."""
-
-    def __init__(self, cert, key, client_ca=None):
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(cert, key)
-        if client_ca:
-            self.ctx.verify_mode = ssl.CERT_REQUIRED
-            self.ctx.load_verify_locations(client_ca)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.received, self.errors, self.peers = [], [], []
-        self.stop = False
-        self.th = threading.Thread(target=self.run, daemon=True)
-        self.th.start()
-
-    def run(self):
-        while not self.stop:
-            try:
-                c, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
-
-    def serve(self, c):
-        c.settimeout(10)
-        try:
-            s = self.ctx.wrap_socket(c, server_side=True)
-        except (ssl.SSLError, OSError) as e:
-            self.errors.append(str(e))
-            c.close()
-            return
-        cert = s.getpeercert()
-        if cert:
-            self.peers.append(dict(x[0] for x in cert["subject"])["commonName"])
-        buf = b""
-        try:
-            while True:
-                data = s.recv(65536)
-                if not data:
-                    break
-                buf += data
-                while EB + CR in buf:
-                    i = buf.index(EB + CR)
-                    msg = buf[buf.index(SB) + 1:i]
-                    buf = buf[i + 2:]
-                    self.received.append(msg)
-                    s.sendall(ack_for(msg, "AA"))
-        except (ssl.SSLError, OSError) as e:
-            self.errors.append(str(e))
-        finally:
-            s.close()
-
-    def close(self):
-        self.stop = True
-        self.sock.close()
-        self.th.join(5)
+def TlsServer(cert, key, client_ca=None):
+    """A FakeReceiver speaking TLS with cert/key that answers every message
+    AA; with client_ca it demands a client certificate signed by that CA."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    if client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(client_ca)
+    return FakeReceiver(ssl_context=ctx)
 
 
 def p(d, name):
@@ -155,7 +102,7 @@ def test_send_tls_good_and_failures(binary, tmp):
         rc, so, se = send(binary, "--tls", "--ca", p(d, "ca.crt"), "--to", to, msgs)
         assert rc == 0, (rc, so, se)
         assert [LINE.match(x).group(1, 2) for x in so.splitlines()] == [("T1", "AA"), ("T2", "AA")]
-        assert len(good.received) == 2
+        assert good.count() == 2
         # localhost is in the certificate too
         rc, so, se = send(binary, "--tls", "--ca", p(d, "ca.crt"), "--to",
                           "localhost:%d" % good.port, one)
@@ -181,9 +128,9 @@ def test_send_tls_good_and_failures(binary, tmp):
         rc, so, se = send(binary, "--timeout", "1", "--to", to, one)
         assert rc == 1 and " - error: " in so, so
     finally:
-        good.close()
-        expired.close()
-        other.close()
+        good.stop()
+        expired.stop()
+        other.stop()
 
 
 def test_send_tls_client_certificate(binary, tmp):
@@ -198,7 +145,7 @@ def test_send_tls_client_certificate(binary, tmp):
         # Without an acceptable client certificate.  TLS 1.3: the server judges
         # it after our side of the handshake is done, so its alert may be
         # overtaken by its reset; either way nothing is accepted.
-        assert srv.peers == ["lab-analyzer-1"], srv.peers
+        assert srv.peers() == ["lab-analyzer-1"], srv.peers()
         rc, so, se = send(binary, "--tls", "--ca", p(d, "ca.crt"), "--to", to, one)
         assert rc == 1 and "C1 - error: " in so, so
         assert "TLS: peer rejected our certificate" in so or "ECONNRESET" in so, so
@@ -206,7 +153,7 @@ def test_send_tls_client_certificate(binary, tmp):
                           p(d, "client_ca2.crt"), "--key", p(d, "client_ca2.key"), "--to", to, one)
         assert rc == 1 and "C1 - error: " in so, so
         assert "TLS: peer rejected our certificate" in so or "ECONNRESET" in so, so
-        assert len(srv.received) == 1, "only the good client's message arrived"
+        assert srv.count() == 1, "only the good client's message arrived"
         # configuration errors are reported before connecting
         rc, so, se = send(binary, "--tls", "--ca", p(d, "nope.crt"), "--to", to, one)
         assert rc == 1 and "cannot read CA file" in se, se
@@ -214,7 +161,7 @@ def test_send_tls_client_certificate(binary, tmp):
                           p(d, "server.key"), "--to", to, one)
         assert rc == 1 and "does not belong to certificate" in se, se
     finally:
-        srv.close()
+        srv.stop()
 
 
 # ---- server side: the engine's listener over TLS ------------------------------
