@@ -17,17 +17,25 @@
 #include "cad_mem.h"
 #include "hl7.h"
 #include "mllp.h"
+#include "mllp_sender_int.h"
 
 #define DEFAULT_CONNECT_MS 10000u
 #define DEFAULT_ACK_MS 30000u
 #define DEFAULT_MAX_ACK ((size_t)1 << 20)
+#define MAX_ADDRS 16     /* addresses of one name tried per connect */
+#define MIN_ADDR_MS 2000u /* the least time one address gets, unless less is left */
 
 enum { TM_NONE = 0, TM_KICK, TM_CONNECT, TM_ACK, TM_IDLE };
 
+/* One name lookup, allocated apart from the sender: once the thread pool
+ * runs getaddrinfo nothing can stop it, so a sender that stops waiting
+ * (connect timeout, close) sets s to NULL, asks uv_cancel to drop the work
+ * if it has not started, and forgets the request.  The callback comes in
+ * every case (UV_EAI_CANCELED when the cancel worked) and then only frees
+ * the request and the answer: the sender may be gone by then. */
 typedef struct gai_req {
   uv_getaddrinfo_t req;
-  cad_mllp_sender_t *s;
-  uint64_t attempt;
+  cad_mllp_sender_t *s; /* NULL: abandoned */
 } gai_req_t;
 
 struct cad_mllp_sender {
@@ -41,9 +49,18 @@ struct cad_mllp_sender {
   bool tr_ready;
   cad_mllp_framer_t fr;
   cad_arena_t arena;         /* the ACK's parse tree */
+  /* connecting */
+  cad__getaddrinfo_fn resolve;  /* uv_getaddrinfo, or a test's */
+  gai_req_t *gai;            /* the lookup in flight (see gai_req_t), or NULL */
+  struct sockaddr_storage addrs[MAX_ADDRS]; /* this connect's, ports set */
+  int naddrs, next_addr;     /* how many; the next one to try */
+  bool fixed_addrs;          /* an IP literal (or a test's list): never resolved */
+  uint64_t deadline;         /* uv_now() at which this connect times out */
+  char conn_err[224];        /* why the last address failed */
   /* the message in flight */
   bool busy, sent;
   bool bad_msg;              /* no MSH header: finish with FAIL */
+  bool reused;               /* the connection was there before the message */
   const char *msg;
   size_t len;
   cad_buf_t rewritten;       /* the message with a new MSH-10 */
@@ -55,8 +72,7 @@ struct cad_mllp_sender {
   bool ctl_cut;              /* longer than ctl: compare the whole span instead */
   cad_str_t ctl_span;
   uint64_t t_sent;           /* uv_hrtime at the write */
-  uint64_t attempt;          /* bumps per connect: stale resolutions are ignored */
-  int pending_gai, pending_closes;
+  int pending_closes;
   bool closing, timer_closed;
   void (*close_done)(void *);
   void *close_arg;
@@ -104,11 +120,21 @@ static void drop_conn(cad_mllp_sender_t *s, bool graceful) {
   cad_mllp_init(&s->fr, s->o.max_ack);
 }
 
+/* Stop waiting for the lookup in flight (see gai_req_t). */
+static void abandon_lookup(cad_mllp_sender_t *s) {
+  gai_req_t *g = s->gai;
+  if (!g) return;
+  s->gai = NULL;
+  g->s = NULL;
+  uv_cancel((uv_req_t *)&g->req); /* UV_EBUSY: running; its callback frees g */
+}
+
 /* End the attempt: state first, the callback last (it may deliver again). */
 static void finish(cad_mllp_sender_t *s, int outcome, const char *detail) {
   if (!s->busy) return;
   s->busy = false;
   s->sent = false;
+  abandon_lookup(s);
   if (s->timer_kind != TM_IDLE) disarm(s);
   cad_mllp_send_cb done = s->done;
   void *ctx = s->ctx;
@@ -144,6 +170,8 @@ static void fmt_ms(char *buf, size_t cap, uint64_t ms) {
     snprintf(buf, cap, "%llums", (unsigned long long)ms);
 }
 
+static void connect_timer(cad_mllp_sender_t *s);
+
 static void timer_cb(uv_timer_t *t) {
   cad_mllp_sender_t *s = t->data;
   int kind = s->timer_kind;
@@ -156,17 +184,18 @@ static void timer_cb(uv_timer_t *t) {
       finish(s, CAD_MLLP_SEND_FAIL, "not an HL7 message (no MSH header)");
       return;
     }
-    if (s->tr && s->tr_ready)
-      send_now(s);
-    else
+    if (s->tr && s->tr_ready) {
+      /* Kept from an earlier message: a close (or anything else) that came
+       * while it was idle and the loop has not read yet shows now, before
+       * the message is written; on_error / on_data then reconnect. */
+      cad_transport_t *tr = s->tr;
+      cad_transport_read_pending(tr);
+      if (s->busy && !s->sent && s->tr == tr && s->tr_ready) send_now(s);
+    } else {
       connect_start(s);
+    }
     break;
-  case TM_CONNECT:
-    s->st.connect_failures++;
-    fmt_ms(d, sizeof d, s->o.connect_timeout_ms);
-    s->attempt++; /* a resolution still running is now stale */
-    fail_attempt(s, "connect to %s timed out after %s", s->hostport, d);
-    break;
+  case TM_CONNECT: connect_timer(s); break;
   case TM_ACK:
     s->st.no_ack++;
     fmt_ms(d, sizeof d, s->o.ack_timeout_ms);
@@ -260,6 +289,29 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
 
 /* ---- the connection ----------------------------------------------------- */
 
+static void try_next_addr(cad_mllp_sender_t *s);
+
+/* The connection kept from an earlier message turned out closed (or the
+ * peer spoke out of turn on it) before this message was written on it,
+ * whether the loop saw it first (the message just handed over, say from
+ * the callback of the one before) or the read in TM_KICK did: nothing of
+ * the message reached the peer, so connect again at once and send, without
+ * a failed attempt or a backoff.  The new connection is not `reused`, and
+ * it sends in on_ready anyway, so this happens at most once per message: a
+ * peer that closes every connection it accepts gets one immediate
+ * reconnect per message, then failures that go through the backoff. */
+static void reopen(cad_mllp_sender_t *s, const char *why) {
+  drop_conn(s, false);
+  if (!s->reused) { /* not expected (see above); never loop on it */
+    s->st.no_ack++;
+    fail_attempt(s, "connection to %s lost before the message was sent: %s", s->hostport, why);
+    return;
+  }
+  s->reused = false;
+  s->st.reopened++;
+  connect_start(s);
+}
+
 static void on_ready(cad_transport_t *tr) {
   cad_mllp_sender_t *s = cad_transport_data(tr);
   if (tr != s->tr) return;
@@ -274,8 +326,12 @@ static void on_ready(cad_transport_t *tr) {
 static void on_data(cad_transport_t *tr, const char *p, size_t n) {
   cad_mllp_sender_t *s = cad_transport_data(tr);
   if (tr != s->tr) return;
-  if (!s->busy || !s->sent) { /* nobody asked: the peer is confused */
+  if (!s->busy) { /* nobody asked: the peer is confused */
     drop_conn(s, false);
+    return;
+  }
+  if (!s->sent) { /* the same, seen just before a message goes out */
+    reopen(s, "unexpected data on an idle connection");
     return;
   }
   if (cad_mllp_feed(&s->fr, p, n) != 0) {
@@ -309,8 +365,16 @@ static void on_error(cad_transport_t *tr, int err) {
     return;
   }
   if (!s->tr_ready) {
-    s->st.connect_failures++;
+    if (!cad_transport_connected(tr)) { /* this address did not take it: the next one */
+      snprintf(s->conn_err, sizeof s->conn_err, "%s", why);
+      drop_conn(s, false);
+      try_next_addr(s);
+      return;
+    }
+    s->st.connect_failures++; /* TLS: the server answered, and that is its answer */
     fail_attempt(s, "connect to %s failed: %s", s->hostport, why);
+  } else if (!s->sent) {
+    reopen(s, why);
   } else {
     s->st.no_ack++;
     fail_attempt(s, "connection to %s lost before the ACK: %s", s->hostport, why);
@@ -319,82 +383,140 @@ static void on_error(cad_transport_t *tr, int err) {
 
 static const cad_transport_cbs_t tr_cbs = {on_ready, on_data, on_error};
 
-static void open_conn(cad_mllp_sender_t *s, const struct sockaddr *sa) {
+/* Start a connection to one address.  Returns 0 (on_ready or on_error
+ * follows), or an error with the reason in conn_err and no connection. */
+static int open_conn(cad_mllp_sender_t *s, const struct sockaddr *sa) {
   cad_transport_t *tr = NULL;
   int rc = cad_transport_new(s->loop, &tr_cbs, s, &tr);
   if (rc < 0) {
-    fail_attempt(s, "cannot create a connection to %s: %s", s->hostport, cad_strerror(rc));
-    return;
+    snprintf(s->conn_err, sizeof s->conn_err, "cannot create a connection: %s", cad_strerror(rc));
+    return rc;
   }
   s->tr = tr;
   s->tr_ready = false;
   rc = cad_transport_connect(tr, sa, s->o.tls, s->server_name ? s->server_name : s->host,
                              s->o.verify_hostname);
   if (rc < 0) {
-    s->st.connect_failures++;
-    fail_attempt(s, "connect to %s failed: %s", s->hostport, cad_strerror(rc));
+    snprintf(s->conn_err, sizeof s->conn_err, "%s (%s)", cad_strerror(rc), cad_err_name(rc));
+    drop_conn(s, false);
   }
+  return rc;
+}
+
+/* Connect to the next address of this connect; when none is left, every
+ * one failed and so did the connect.  Each address gets an even share of
+ * the time left before the deadline, but at least MIN_ADDR_MS (or all that
+ * is left): one that never answers cannot use up the time of those after
+ * it, and one slow SYN retransmission does not skip a good address (the
+ * rule of Go's net.Dialer). */
+static void try_next_addr(cad_mllp_sender_t *s) {
+  while (s->next_addr < s->naddrs) {
+    int i = s->next_addr++;
+    uint64_t now = uv_now(s->loop);
+    uint64_t left = s->deadline > now ? s->deadline - now : 0;
+    uint64_t share = left / (uint64_t)(s->naddrs - i);
+    if (share < MIN_ADDR_MS) share = left < MIN_ADDR_MS ? left : MIN_ADDR_MS;
+    arm(s, TM_CONNECT, share);
+    if (open_conn(s, (const struct sockaddr *)&s->addrs[i]) == 0) return;
+  }
+  s->st.connect_failures++;
+  if (s->naddrs > 1)
+    fail_attempt(s, "connect to %s failed (%d addresses, the last: %s)", s->hostport, s->naddrs,
+                 s->conn_err);
+  else
+    fail_attempt(s, "connect to %s failed: %s", s->hostport, s->conn_err);
+}
+
+/* TM_CONNECT: the deadline of the whole connect, or the end of one
+ * address's share. */
+static void connect_timer(cad_mllp_sender_t *s) {
+  if (!s->busy) return;
+  uint64_t now = uv_now(s->loop);
+  if (now < s->deadline) {
+    if (s->tr && !cad_transport_connected(s->tr) && s->next_addr < s->naddrs) {
+      snprintf(s->conn_err, sizeof s->conn_err, "no answer");
+      drop_conn(s, false);
+      try_next_addr(s);
+    } else { /* the last address, or the TLS handshake: all the time left */
+      arm(s, TM_CONNECT, s->deadline - now);
+    }
+    return;
+  }
+  char d[32];
+  fmt_ms(d, sizeof d, s->o.connect_timeout_ms);
+  s->st.connect_failures++;
+  if (s->gai)
+    fail_attempt(s, "cannot resolve %s: no answer within %s", s->host, d);
+  else
+    fail_attempt(s, "connect to %s timed out after %s", s->hostport, d);
+}
+
+static void set_port(struct sockaddr_storage *ss, int port) {
+  if (ss->ss_family == AF_INET)
+    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   gai_req_t *g = (gai_req_t *)req;
   cad_mllp_sender_t *s = g->s;
-  s->pending_gai--;
-  bool stale = g->attempt != s->attempt || s->closing || !s->busy;
   free(g);
-  if (stale) {
-    uv_freeaddrinfo(res);
-    maybe_free(s);
-    return;
-  }
-  if (status < 0 || !res) {
-    s->st.connect_failures++;
-    fail_attempt(s, "cannot resolve %s: %s", s->host, uv_strerror(status));
+  if (!s) { /* abandoned: s may be freed; UV_EAI_CANCELED or a late answer */
     uv_freeaddrinfo(res);
     return;
   }
-  struct sockaddr_storage ss;
-  memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  s->gai = NULL;
+  int n = 0;
+  for (struct addrinfo *ai = status == 0 ? res : NULL; ai && n < MAX_ADDRS; ai = ai->ai_next) {
+    if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+        ai->ai_addrlen > sizeof s->addrs[0])
+      continue;
+    memcpy(&s->addrs[n], ai->ai_addr, ai->ai_addrlen);
+    set_port(&s->addrs[n], s->o.port);
+    n++;
+  }
   uv_freeaddrinfo(res);
-  if (ss.ss_family == AF_INET)
-    ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->o.port);
-  else
-    ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)s->o.port);
-  open_conn(s, (const struct sockaddr *)&ss);
+  if (n == 0) {
+    s->st.connect_failures++;
+    fail_attempt(s, "cannot resolve %s: %s", s->host,
+                 status < 0 ? uv_strerror(status) : "no IPv4 or IPv6 address");
+    return;
+  }
+  s->naddrs = n;
+  s->next_addr = 0;
+  try_next_addr(s);
 }
 
+/* A new connection: resolve the host (unless its addresses are fixed),
+ * then try its addresses in order, all within connect_timeout. */
 static void connect_start(cad_mllp_sender_t *s) {
-  s->attempt++;
+  s->deadline = uv_now(s->loop) + s->o.connect_timeout_ms;
+  s->conn_err[0] = 0;
+  if (s->fixed_addrs) {
+    s->next_addr = 0;
+    try_next_addr(s);
+    return;
+  }
   arm(s, TM_CONNECT, s->o.connect_timeout_ms);
-  struct sockaddr_in6 a6;
-  struct sockaddr_in a4;
-  if (uv_ip4_addr(s->host, s->o.port, &a4) == 0) {
-    open_conn(s, (const struct sockaddr *)&a4);
-    return;
-  }
-  if (uv_ip6_addr(s->host, s->o.port, &a6) == 0) {
-    open_conn(s, (const struct sockaddr *)&a6);
-    return;
-  }
   gai_req_t *g = calloc(1, sizeof *g);
   if (!g) {
     fail_attempt(s, "out of memory resolving %s", s->host);
     return;
   }
   g->s = s;
-  g->attempt = s->attempt;
   struct addrinfo hints;
   memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  int rc = uv_getaddrinfo(s->loop, &g->req, on_resolved, s->host, NULL, &hints);
+  int rc = s->resolve(s->loop, &g->req, on_resolved, s->host, NULL, &hints);
   if (rc < 0) {
     free(g);
     s->st.connect_failures++;
     fail_attempt(s, "cannot resolve %s: %s", s->host, uv_strerror(rc));
     return;
   }
-  s->pending_gai++;
+  s->gai = g;
 }
 
 static void on_written(cad_transport_t *tr, int status, void *arg) {
@@ -461,6 +583,18 @@ int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o,
     snprintf(s->hostport, sizeof s->hostport, "[%s]:%d", s->host, o->port);
   else
     snprintf(s->hostport, sizeof s->hostport, "%s:%d", s->host, o->port);
+  s->resolve = uv_getaddrinfo;
+  struct sockaddr_in a4;
+  struct sockaddr_in6 a6;
+  if (uv_ip4_addr(s->host, o->port, &a4) == 0) {
+    memcpy(&s->addrs[0], &a4, sizeof a4);
+    s->naddrs = 1;
+    s->fixed_addrs = true;
+  } else if (uv_ip6_addr(s->host, o->port, &a6) == 0) {
+    memcpy(&s->addrs[0], &a6, sizeof a6);
+    s->naddrs = 1;
+    s->fixed_addrs = true;
+  }
   s->loop = loop;
   uv_timer_init(loop, &s->timer);
   s->timer.data = s;
@@ -523,6 +657,7 @@ int cad_mllp_sender_deliver(void *impl, const char *p, size_t len, uint64_t seq,
   snprintf(s->last.control_id, sizeof s->last.control_id, "%s", s->ctl);
   s->busy = true;
   s->sent = false;
+  s->reused = s->tr != NULL; /* when idle, a connection is ready or absent */
   s->done = done;
   s->ctx = ctx;
   arm(s, TM_KICK, 0); /* everything else happens from the loop */
@@ -542,7 +677,7 @@ static void on_timer_closed(uv_handle_t *h) {
 }
 
 static void maybe_free(cad_mllp_sender_t *s) {
-  if (!s->closing || !s->timer_closed || s->pending_closes || s->pending_gai) return;
+  if (!s->closing || !s->timer_closed || s->pending_closes) return;
   void (*done)(void *) = s->close_done;
   void *arg = s->close_arg;
   cad_mllp_free(&s->fr);
@@ -557,15 +692,30 @@ static void maybe_free(cad_mllp_sender_t *s) {
 
 void cad_mllp_sender_close(cad_mllp_sender_t *s, void (*done)(void *arg), void *arg) {
   if (s->closing) return;
-  s->attempt++;
   s->closing = true;
   if (s->busy) {
     drop_conn(s, false);
-    finish(s, CAD_MLLP_SEND_RETRY, "shutting down");
+    finish(s, CAD_MLLP_SEND_RETRY, "shutting down"); /* abandons a lookup in flight */
   }
   s->close_done = done;
   s->close_arg = arg;
   disarm(s);
   drop_conn(s, true);
   uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+/* ---- test seams (mllp_sender_int.h) ------------------------------------- */
+
+void cad__mllp_sender_set_resolver(cad_mllp_sender_t *s, cad__getaddrinfo_fn fn) {
+  s->resolve = fn ? fn : uv_getaddrinfo;
+}
+
+int cad__mllp_sender_set_addrs(cad_mllp_sender_t *s, const struct sockaddr_storage *addrs, int n) {
+  if (n < 1 || n > MAX_ADDRS) return CAD_E_INVAL;
+  for (int i = 0; i < n; i++)
+    if (addrs[i].ss_family != AF_INET && addrs[i].ss_family != AF_INET6) return CAD_E_INVAL;
+  memcpy(s->addrs, addrs, sizeof *addrs * (size_t)n);
+  s->naddrs = n;
+  s->fixed_addrs = true;
+  return 0;
 }

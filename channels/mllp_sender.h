@@ -11,10 +11,22 @@
  *
  * An attempt:
  *   1. connect when there is no connection: the host is an IP literal, or a
- *      name resolved with uv_getaddrinfo (on the thread pool, every connect);
- *      TCP connect and TLS handshake must finish within connect_timeout.
+ *      name resolved with uv_getaddrinfo (on the thread pool, every
+ *      connect).  Its addresses (at most 16) are tried in the order the
+ *      resolver gives them: one that refuses or does not answer the TCP
+ *      connect moves on to the next, and only when every one failed is the
+ *      connect a failure (the reason is the last address's).  Once a TCP
+ *      connection is made, a TLS failure on it is final.
+ *      connect_timeout bounds the whole connect: the lookup, every address
+ *      and the TLS handshake.  Each address gets an even share of the time
+ *      left (at least 2 s, or all that is left), so one that never answers
+ *      cannot use up the time of the others; the last address, and a TLS
+ *      handshake, may use all that is left.  A lookup still running at the
+ *      deadline is given up: uv_cancel() when the thread pool has not
+ *      started it, otherwise its answer is ignored when it comes.
  *      A failure is RETRY with the reason ("connection refused",
- *      "certificate expired", "connect timeout").
+ *      "certificate expired", "connect to ... timed out after 10s",
+ *      "cannot resolve ...: no answer within 10s").
  *   2. write the message in an MLLP frame; with new_control_id its MSH-10 is
  *      first replaced by a new random id (per attempt).
  *   3. wait at most ack_timeout for one frame and parse it as HL7: its MSA-2
@@ -23,14 +35,30 @@
  *   4. MSA-1 AA / CA: OK.  AE / CE: RETRY, or FAIL (dead letter) when
  *      ae_dead_letter.  AR / CR: RETRY, or FAIL when ar_dead_letter.
  *   5. per_message: close the connection (gracefully); otherwise keep it,
- *      and close it after idle_close without a message (when set).  A
- *      connection the peer closed while idle is reopened by the next message.
+ *      and close it after idle_close without a message (when set).
  * Backoff between attempts is the delivery worker's business, not ours.
+ *
+ * A kept connection the peer closed while it was idle (FIN or reset, seen
+ * by the loop while idle or only when the next message is due) is not a
+ * failed attempt: before writing on a kept connection the sender reads what
+ * the kernel already holds for it, and a close found then, or anything else
+ * that arrives before the message is written, makes it connect again at
+ * once and send there (stats.reopened), with no RETRY and no backoff.
+ * Nothing had been written on the closed connection, so nothing is sent
+ * twice.  A connection made for the message is never treated so: a peer
+ * that closes every connection gets one immediate reconnect per message,
+ * then ordinary failures.  A close after the message was written is a
+ * failure (RETRY): the peer may have read it.
  *
  * Memory: the sender owns its connection, timer, framer and a copy of the
  * options' strings; the TLS context is referenced.  The message bytes given
  * to deliver are borrowed until its callback runs.  The ACK is parsed in a
- * bounded arena (max_ack bytes, default 1 MiB).  Loop thread only.
+ * bounded arena (max_ack bytes, default 1 MiB).  A name lookup is owned by
+ * its own request, not by the sender: a sender that stops waiting for it
+ * (timeout, close) forgets it, and its callback, which libuv runs in every
+ * case, only frees the request.  So closing never waits for DNS, but the
+ * loop stays alive (an active request) until getaddrinfo returns.  Loop
+ * thread only.  Test seams: mllp_sender_int.h.
  */
 #ifndef CAD_MLLP_SENDER_H
 #define CAD_MLLP_SENDER_H
@@ -55,7 +83,7 @@ typedef struct cad_mllp_sender_opts {
   const char *host;            /* IP literal or DNS name (required) */
   int port;                    /* 1..65535 */
   bool per_message;            /* a connection per message (default: persistent) */
-  uint64_t connect_timeout_ms; /* 0 = 10 s: resolve + connect + TLS handshake */
+  uint64_t connect_timeout_ms; /* 0 = 10 s: lookup + every address + TLS handshake */
   uint64_t ack_timeout_ms;     /* 0 = 30 s */
   uint64_t idle_close_ms;      /* 0 = keep an idle connection open */
   bool ae_dead_letter;         /* AE/CE: FAIL instead of RETRY */
@@ -83,9 +111,11 @@ typedef struct cad_mllp_result {
                             Receiver text: for reports, not for logs. */
 } cad_mllp_result_t;
 
+/* connect_failures counts failed connects (all addresses), not addresses;
+ * reopened counts kept connections found closed and replaced at once. */
 typedef struct cad_mllp_sender_stats {
   uint64_t connects, connect_failures, sent, acks_ok, acks_error, acks_reject, no_ack,
-      bad_acks, closed;
+      bad_acks, closed, reopened;
 } cad_mllp_sender_stats_t;
 
 /* Check options and create the sender (no connection yet).  Returns 0 or
@@ -105,7 +135,8 @@ void cad_mllp_sender_get_stats(const cad_mllp_sender_t *s, cad_mllp_sender_stats
 
 /* Close: a message in flight finishes at once with RETRY "shutting down"
  * (its callback runs inside this call), the connection is closed, then
- * `done` (may be NULL) runs and the sender is freed. */
+ * `done` (may be NULL) runs and the sender is freed.  A name lookup in
+ * flight is given up, not waited for (see Memory). */
 void cad_mllp_sender_close(cad_mllp_sender_t *s, void (*done)(void *arg), void *arg);
 
 #endif

@@ -803,6 +803,29 @@ int cad_transport_read_start(cad_transport_t *t) {
   return start_reading(t);
 }
 
+int cad_transport_read_pending(cad_transport_t *t) {
+  if (!t->connected || !t->uv_reading || t->errored || t->closing) return 0;
+  uv_os_fd_t fd;
+  int rc = uv_fileno((const uv_handle_t *)&t->tcp, &fd);
+  if (rc < 0) return rc;
+  /* Bounded: an owner that reads an idle connection expects little or
+   * nothing (a FIN, an alert); the rest waits for the loop.  Not read_buf:
+   * this may run inside another transport's on_data. */
+  char buf[4096];
+  for (int i = 0; i < 4 && t->uv_reading && !t->errored && !t->closing; i++) {
+    ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    uv_buf_t b = uv_buf_init(buf, sizeof buf);
+    on_read((uv_stream_t *)&t->tcp, n < 0 ? uv_translate_sys_error(errno) : n == 0 ? UV_EOF : n,
+            &b);
+    if (n <= 0) break;
+  }
+  return 0;
+}
+
+bool cad_transport_connected(const cad_transport_t *t) { return t->connected; }
+
 static void on_handle_closed(uv_handle_t *h) {
   cad_transport_t *t = h->data;
   if (--t->open_handles > 0) return;

@@ -200,6 +200,20 @@ int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs
 void cad_transport_read_stop(cad_transport_t *t);
 int cad_transport_read_start(cad_transport_t *t);
 
+/* Read now, without waiting, what the kernel already holds for the
+ * connection (bytes, the peer's FIN, a reset) and handle it as the loop
+ * would: on_data and on_error run from inside this call.  For an owner
+ * about to reuse a connection that sat idle, so that a close which arrived
+ * meanwhile is seen before anything is written, not after.  Does nothing
+ * before the connection is made, while reading is stopped, or after
+ * on_error / close.  Returns 0, or a libuv error from the socket itself
+ * (then nothing was read and no callback ran). */
+int cad_transport_read_pending(cad_transport_t *t);
+
+/* True once the TCP connection exists (accepted, or connect succeeded),
+ * whether or not the TLS handshake has finished. */
+bool cad_transport_connected(const cad_transport_t *t);
+
 /* Close.  graceful: for TLS send close_notify, let pending writes finish and
  * send FIN (bounded: at most linger_ms, 0 = 2 s); otherwise close at once
  * (pending writes are cancelled, their callbacks run with UV_ECANCELED).

@@ -3,7 +3,13 @@
  * mapping), a wrong control id, garbage, no answer (ACK timeout), the
  * connection closed mid-ACK, a refused connection, connection reuse and
  * per-message connections, a new control id per attempt, idle close, and
- * the transport's CIDR allow-lists.  Then TLS, with certificates made by
+ * the transport's CIDR allow-lists.  Connecting: a name resolved for real,
+ * several addresses tried in order (through the test seam of
+ * mllp_sender_int.h), an address that never answers, a lookup that times
+ * out (queued behind a blocked thread pool, and one that cannot be
+ * cancelled and answers after the sender is gone).  A kept connection the
+ * peer closed while idle: replaced at once, never a message sent twice,
+ * never a tight reconnect loop.  Then TLS, with certificates made by
  * the openssl command line before the tests fork: the sender against a
  * server built on the transport (good handshake, unknown CA, hostname
  * mismatch, mutual TLS with and without an allowed client certificate,
@@ -26,6 +32,7 @@
 #include "harness.h"
 #include "mllp.h"
 #include "mllp_listener.h"
+#include "mllp_sender_int.h"
 
 /* ---- the fake downstream server --------------------------------------- */
 
@@ -40,6 +47,7 @@ typedef enum {
   A_CLOSE_MID,/* half an ACK frame, then close */
   A_CLOSE,    /* close without answering */
   A_SPACE_A,  /* MSA| A|<ctl>: not an acknowledgment code */
+  A_AA_CLOSE, /* MSA|AA|<ctl>, then close */
 } action_t;
 
 #define MAXACT 16
@@ -49,6 +57,7 @@ typedef struct {
   action_t script[MAXACT];
   int nscript, next;
   int accepts;
+  int slam_after;       /* > 0: connections after this many are closed at once, unread */
   char ids[MAXACT][64]; /* MSH-10 of each message received */
   int nids;
   pthread_t th;
@@ -103,6 +112,10 @@ static void *server_main(void *arg) {
     int fd = accept(S.lfd, NULL, NULL);
     if (fd < 0) break;
     S.accepts++;
+    if (S.slam_after && S.accepts > S.slam_after) {
+      close(fd);
+      continue;
+    }
     char buf[65536];
     int keep = 1;
     while (keep) {
@@ -126,6 +139,10 @@ static void *server_main(void *arg) {
         keep = 0;
         break;
       case A_CLOSE: keep = 0; break;
+      case A_AA_CLOSE:
+        send_ack(fd, "AA", ctl);
+        keep = 0;
+        break;
       }
     }
     close(fd);
@@ -211,7 +228,7 @@ static void finish_loop(uv_loop_t *loop, cad_mllp_sender_t *s) {
 static cad_mllp_sender_t *sender(uv_loop_t *loop, cad_mllp_sender_opts_t *o) {
   cad_mllp_sender_t *s = NULL;
   char err[200] = "";
-  o->host = "127.0.0.1";
+  if (!o->host) o->host = "127.0.0.1";
   if (!o->port) o->port = S.port;
   if (!o->ack_timeout_ms) o->ack_timeout_ms = 300;
   if (!o->connect_timeout_ms) o->connect_timeout_ms = 2000;
@@ -569,6 +586,465 @@ TEST(cidr_allow_lists) {
 }
 
 
+/* ---- connecting: names, several addresses, lookups that hang ------------ */
+
+static struct sockaddr_storage addr_of(const char *ip, int port) {
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  if (strchr(ip, ':'))
+    uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss);
+  else
+    uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss);
+  return ss;
+}
+
+/* A port on 127.0.0.1 where nothing listens (it was free a moment ago). */
+static int closed_port(void) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  int port = -1;
+  if (bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+      getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+    port = ntohs(a.sin_port);
+  close(fd);
+  return port;
+}
+
+/* A listener on 127.0.0.1 that never answers a connect: backlog 0, and its
+ * one queue place taken by a connection never accepted, so the kernel drops
+ * every further SYN.  fds[0] is the listener, fds[1] the held connection. */
+static int silent_port(int fds[2]) {
+  fds[0] = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t al = sizeof a;
+  if (bind(fds[0], (struct sockaddr *)&a, sizeof a) != 0 || listen(fds[0], 0) != 0 ||
+      getsockname(fds[0], (struct sockaddr *)&a, &al) != 0)
+    return -1;
+  fds[1] = socket(AF_INET, SOCK_STREAM, 0);
+  if (connect(fds[1], (struct sockaddr *)&a, sizeof a) != 0) return -1;
+  return ntohs(a.sin_port);
+}
+
+TEST(name_is_resolved) {
+  action_t sc[] = {A_AA};
+  REQUIRE(server_start(sc, 1) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  o.host = "localhost"; /* 127.0.0.1 (and ::1 first, where it has both) */
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  result_t r = deliver(&loop, s, MSG("N1"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_OK);
+  finish_loop(&loop, s);
+  server_stop();
+  CHECK_INT(S.nids, 1);
+}
+
+TEST(addresses_are_tried_in_order) {
+  action_t sc[] = {A_AA, A_AA};
+  REQUIRE(server_start(sc, 2) == 0);
+  int refused = closed_port();
+  REQUIRE(refused > 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  o.host = "db.example"; /* never resolved: the seam gives the addresses */
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  /* refused; refused or unreachable (no IPv6); the server */
+  struct sockaddr_storage a[3] = {addr_of("127.0.0.1", refused), addr_of("::1", S.port),
+                                  addr_of("127.0.0.1", S.port)};
+  REQUIRE(cad__mllp_sender_set_addrs(s, a, 3) == 0);
+  uint64_t t0 = uv_hrtime();
+  result_t r = deliver(&loop, s, MSG("A1"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_OK);
+  CHECK((uv_hrtime() - t0) / 1000000 < 1000); /* a refusal moves on at once */
+  CHECK_INT(deliver(&loop, s, MSG("A2")).outcome, CAD_MLLP_SEND_OK); /* kept */
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connects, 1);
+  CHECK_INT(st.connect_failures, 0);
+  CHECK_INT(st.closed, 2); /* the two that failed */
+  finish_loop(&loop, s);
+  server_stop();
+  CHECK_INT(S.accepts, 1);
+  CHECK_INT(S.nids, 2);
+
+  /* every address refused: one failed connect, with the last reason */
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o2 = {0};
+  o2.host = "db.example";
+  o2.port = 1;
+  s = sender(&loop, &o2);
+  REQUIRE(s);
+  struct sockaddr_storage b[2] = {addr_of("127.0.0.1", refused), addr_of("127.0.0.2", refused)};
+  REQUIRE(cad__mllp_sender_set_addrs(s, b, 2) == 0);
+  r = deliver(&loop, s, MSG("A3"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
+  CHECK(strstr(r.detail, "connect to db.example:1 failed (2 addresses, the last: ") != NULL);
+  CHECK(strstr(r.detail, "ECONNREFUSED") != NULL);
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connect_failures, 1);
+  CHECK_INT(st.connects, 0);
+  CHECK_INT(cad__mllp_sender_set_addrs(s, b, 0), CAD_E_INVAL);
+  finish_loop(&loop, s);
+}
+
+TEST(an_address_that_never_answers_gets_its_share) {
+  action_t sc[] = {A_AA};
+  REQUIRE(server_start(sc, 1) == 0);
+  int fds[2];
+  int silent = silent_port(fds);
+  REQUIRE(silent > 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  /* alone: the whole connect timeout, then a timeout */
+  cad_mllp_sender_opts_t o = {0};
+  o.connect_timeout_ms = 300;
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  struct sockaddr_storage a[2] = {addr_of("127.0.0.1", silent), addr_of("127.0.0.1", S.port)};
+  REQUIRE(cad__mllp_sender_set_addrs(s, a, 1) == 0);
+  uint64_t t0 = uv_hrtime();
+  result_t r = deliver(&loop, s, MSG("Q1"));
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
+  CHECK(strstr(r.detail, "timed out after 300ms") != NULL);
+  CHECK(ms >= 290 && ms < 1500);
+  finish_loop(&loop, s);
+  /* first of two, 3 s in all: it gets 2 s (the least share), the server
+   * the rest */
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o2 = {0};
+  o2.connect_timeout_ms = 3000;
+  s = sender(&loop, &o2);
+  REQUIRE(s);
+  REQUIRE(cad__mllp_sender_set_addrs(s, a, 2) == 0);
+  t0 = uv_hrtime();
+  r = deliver(&loop, s, MSG("Q2"));
+  ms = (uv_hrtime() - t0) / 1000000;
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_OK);
+  CHECK(ms >= 1990 && ms < 2900);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connect_failures, 0);
+  finish_loop(&loop, s);
+  close(fds[1]);
+  close(fds[0]);
+  server_stop();
+  CHECK_INT(S.nids, 1);
+}
+
+/* The thread pool, blocked: work queued behind these does not start until
+ * pool_release(). */
+#define MAX_BLOCKERS 128
+static uv_work_t blockers[MAX_BLOCKERS];
+static uv_sem_t pool_gate;
+
+static void block_work(uv_work_t *w) {
+  (void)w;
+  uv_sem_wait(&pool_gate);
+}
+
+static void block_done(uv_work_t *w, int status) {
+  (void)w;
+  (void)status;
+}
+
+static int pool_block(uv_loop_t *loop) {
+  const char *env = getenv("UV_THREADPOOL_SIZE"); /* as libuv sizes it */
+  int n = env && atoi(env) > 0 ? atoi(env) : 4;
+  if (n > MAX_BLOCKERS) return -1;
+  uv_sem_init(&pool_gate, 0);
+  for (int i = 0; i < n; i++) uv_queue_work(loop, &blockers[i], block_work, block_done);
+  return n;
+}
+
+static void pool_release(int n) {
+  for (int i = 0; i < n; i++) uv_sem_post(&pool_gate);
+}
+
+/* uv_getaddrinfo, watched: how each lookup ended. */
+typedef struct {
+  uv_getaddrinfo_cb cb[4];
+  uv_getaddrinfo_t *req[4];
+  int status[4];
+  int n, done;
+} spy_t;
+
+static spy_t SPY;
+
+static void spy_done(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  for (int i = 0; i < SPY.n; i++)
+    if (SPY.req[i] == req) {
+      SPY.status[i] = status;
+      SPY.done++;
+      SPY.cb[i](req, status, res);
+      return;
+    }
+}
+
+static int spy_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+                       const char *node, const char *service, const struct addrinfo *hints) {
+  if (SPY.n == 4) return UV_ENOMEM;
+  SPY.req[SPY.n] = req;
+  SPY.cb[SPY.n] = cb;
+  int rc = uv_getaddrinfo(loop, req, spy_done, node, service, hints);
+  if (rc == 0) SPY.n++;
+  return rc;
+}
+
+TEST(lookup_timeout_cancels_a_queued_lookup) {
+  memset(&SPY, 0, sizeof SPY);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  int n = pool_block(&loop);
+  REQUIRE(n > 0);
+  cad_mllp_sender_opts_t o = {0};
+  o.host = "localhost";
+  o.port = 1;
+  o.connect_timeout_ms = 150;
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  cad__mllp_sender_set_resolver(s, spy_resolve);
+  uint64_t t0 = uv_hrtime();
+  result_t r = deliver(&loop, s, MSG("D1"));
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
+  CHECK_STR(r.detail, "cannot resolve localhost: no answer within 150ms");
+  CHECK(ms >= 140 && ms < 1500);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connect_failures, 1);
+  /* another lookup, and the sender closed while it waits: closing does not
+   * wait for it */
+  result_t r2 = {0, -1, ""};
+  const char *m = MSG("D2");
+  CHECK_INT(cad_mllp_sender_deliver(s, m, strlen(m), 2, on_done, &r2), 0);
+  uv_run(&loop, UV_RUN_NOWAIT); /* the kick: the lookup is queued */
+  closed = 0;
+  cad_mllp_sender_close(s, on_closed, NULL);
+  CHECK_INT(r2.calls, 1);
+  CHECK_STR(r2.detail, "shutting down");
+  run_until(&loop, &closed);
+  /* the pool free again: both lookups were cancelled before they started,
+   * and their callbacks (UV_EAI_CANCELED) only free them */
+  pool_release(n);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  uv_sem_destroy(&pool_gate);
+  CHECK_INT(SPY.n, 2);
+  CHECK_INT(SPY.done, 2);
+  CHECK_INT(SPY.status[0], UV_EAI_CANCELED);
+  CHECK_INT(SPY.status[1], UV_EAI_CANCELED);
+}
+
+/* A resolver whose lookups hang, as if the thread pool were stuck inside
+ * getaddrinfo: uv_cancel cannot stop them (the request was never given to
+ * libuv, so it returns an error, as it does for running work).  answer()
+ * lets one finish, late, through the real uv_getaddrinfo. */
+typedef struct {
+  uv_getaddrinfo_t *req[4];
+  uv_getaddrinfo_cb cb[4];
+  int n;
+} hung_t;
+
+static hung_t H;
+
+static int hung_resolve(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+                        const char *node, const char *service, const struct addrinfo *hints) {
+  (void)loop;
+  (void)node;
+  (void)service;
+  (void)hints;
+  if (H.n == 4) return UV_ENOMEM;
+  H.req[H.n] = req;
+  H.cb[H.n++] = cb;
+  return 0;
+}
+
+static void answer(uv_loop_t *loop, int i) {
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  CHECK_INT(uv_getaddrinfo(loop, H.req[i], H.cb[i], "127.0.0.1", NULL, &hints), 0);
+}
+
+TEST(late_lookup_answers_are_harmless) {
+  action_t sc[] = {A_AA};
+  REQUIRE(server_start(sc, 1) == 0);
+  memset(&H, 0, sizeof H);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  o.host = "hangs.example";
+  o.connect_timeout_ms = 100;
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  cad__mllp_sender_set_resolver(s, hung_resolve);
+  result_t r = deliver(&loop, s, MSG("H1"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
+  CHECK_STR(r.detail, "cannot resolve hangs.example: no answer within 100ms");
+  REQUIRE(H.n == 1);
+  /* the next attempt: a new lookup; the old one answers meanwhile and is
+   * ignored (it names 127.0.0.1, where the server is: it must not connect) */
+  const char *m = MSG("H2");
+  result_t r2 = {0, -1, ""};
+  CHECK_INT(cad_mllp_sender_deliver(s, m, strlen(m), 2, on_done, &r2), 0);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  REQUIRE(H.n == 2);
+  answer(&loop, 0);
+  uint64_t t0 = uv_hrtime();
+  while (uv_hrtime() - t0 < 50000000ull) uv_run(&loop, UV_RUN_NOWAIT), usleep(1000);
+  CHECK_INT(r2.calls, 0);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connects, 0);
+  /* closed while the second one hangs: at once */
+  closed = 0;
+  cad_mllp_sender_close(s, on_closed, NULL);
+  CHECK_INT(r2.calls, 1);
+  CHECK_STR(r2.detail, "shutting down");
+  run_until(&loop, &closed);
+  /* the sender is freed; its lookup answers now (ASan: nothing touched) */
+  answer(&loop, 1);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  server_stop();
+  CHECK_INT(S.accepts, 0);
+}
+
+/* ---- a kept connection the peer closed while idle ------------------------ */
+
+TEST(idle_connection_closed_by_peer_is_replaced_at_once) {
+  action_t sc[] = {A_AA_CLOSE, A_AA_CLOSE, A_AA};
+  REQUIRE(server_start(sc, 3) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  o.ack_timeout_ms = 2000;
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("Z1")).outcome, CAD_MLLP_SEND_OK);
+  /* the FIN arrives while the loop does not run: it is found only when the
+   * next message is due, and must be found before that message is written */
+  usleep(50000);
+  uint64_t t0 = uv_hrtime();
+  result_t r = deliver(&loop, s, MSG("Z2"));
+  uint64_t ms = (uv_hrtime() - t0) / 1000000;
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_OK); /* one attempt, no RETRY */
+  CHECK(ms < 500);                         /* the delivery's first backoff is 1 s */
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.reopened, 1);
+  CHECK_INT(st.connect_failures, 0);
+  CHECK_INT(st.no_ack, 0);
+  CHECK_INT(st.sent, 2);
+  /* the same FIN, seen by the loop while idle: the next message connects */
+  t0 = uv_hrtime();
+  while (uv_hrtime() - t0 < 100000000ull) uv_run(&loop, UV_RUN_NOWAIT), usleep(1000);
+  CHECK_INT(deliver(&loop, s, MSG("Z3")).outcome, CAD_MLLP_SEND_OK);
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connects, 3);
+  CHECK_INT(st.reopened, 1);
+  CHECK_INT(st.connect_failures, 0);
+  finish_loop(&loop, s);
+  server_stop();
+  CHECK_INT(S.accepts, 3);
+  REQUIRE(S.nids == 3); /* each message once */
+  CHECK_STR(S.ids[0], "Z1");
+  CHECK_STR(S.ids[1], "Z2");
+  CHECK_STR(S.ids[2], "Z3");
+}
+
+/* A delivery worker hands over the next message from the callback of the
+ * one before; here the close arrives with the ACK, and is read either by
+ * the loop after the ACK or when the next message is due (with TLS, where
+ * close_notify comes in the same read as the ACK, always the former: see
+ * tls_close_notify_with_the_ack). */
+typedef struct {
+  cad_mllp_sender_t *s;
+  const char *next;
+  result_t first, second;
+} chain_t;
+
+static void on_done_then_next(void *ctx, int outcome, const char *detail) {
+  chain_t *c = ctx;
+  on_done(&c->first, outcome, detail);
+  CHECK_INT(cad_mllp_sender_deliver(c->s, c->next, strlen(c->next), 2, on_done, &c->second), 0);
+}
+
+TEST(close_read_with_the_ack_is_no_failure_for_the_next_message) {
+  action_t sc[] = {A_AA, A_AA_CLOSE, A_AA};
+  REQUIRE(server_start(sc, 3) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("F0")).outcome, CAD_MLLP_SEND_OK); /* connected */
+  chain_t c = {s, MSG("F2"), {0, -1, ""}, {0, -1, ""}};
+  const char *m = MSG("F1");
+  CHECK_INT(cad_mllp_sender_deliver(s, m, strlen(m), 1, on_done_then_next, &c), 0);
+  uint64_t t0 = uv_hrtime();
+  while (S.nids < 2 && uv_hrtime() - t0 < 2000000000ull) uv_run(&loop, UV_RUN_NOWAIT), usleep(500);
+  usleep(50000); /* the ACK and the FIN are both waiting now */
+  run_until(&loop, &c.second.calls);
+  CHECK_INT(c.first.outcome, CAD_MLLP_SEND_OK);
+  CHECK_INT(c.second.outcome, CAD_MLLP_SEND_OK);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.connect_failures, 0);
+  CHECK_INT(st.no_ack, 0);
+  CHECK_INT(st.reopened, 1);
+  finish_loop(&loop, s);
+  server_stop();
+  CHECK_INT(S.accepts, 2);
+  REQUIRE(S.nids == 3);
+  CHECK_STR(S.ids[1], "F1");
+  CHECK_STR(S.ids[2], "F2");
+}
+
+TEST(peer_closing_every_connection_is_no_tight_loop) {
+  action_t sc[] = {A_AA_CLOSE};
+  REQUIRE(server_start(sc, 1) == 0);
+  S.slam_after = 1; /* every later connection: closed at once, unread */
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_mllp_sender_opts_t o = {0};
+  o.ack_timeout_ms = 2000;
+  cad_mllp_sender_t *s = sender(&loop, &o);
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("Y1")).outcome, CAD_MLLP_SEND_OK);
+  usleep(50000);
+  /* the kept connection is found closed: one immediate reconnect, which the
+   * peer closes too: a real failure, RETRY (the backoff is the caller's) */
+  result_t r = deliver(&loop, s, MSG("Y2"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
+  CHECK(strstr(r.detail, "lost before the ACK") != NULL);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.reopened, 1);
+  CHECK_INT(st.connects, 2);
+  /* the retry: a new connection, no reconnect of its own */
+  r = deliver(&loop, s, MSG("Y2"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.reopened, 1);
+  CHECK_INT(st.connects, 3);
+  finish_loop(&loop, s);
+  server_stop();
+  CHECK_INT(S.accepts, 3);
+  CHECK_INT(S.nids, 1);
+}
+
 /* ---- TLS: the sender against a server built on the transport ------------ */
 
 static char pki[64]; /* certificates made once, before the tests fork */
@@ -632,6 +1108,7 @@ typedef struct {
   cad_transport_t *conn;
   cad_mllp_framer_t fr;
   int errors, last_err, messages, accepted;
+  int close_after;  /* > 0: close (gracefully) after the ACK of this message */
   cad_tls_reason_t reason;
   char reason_text[200];
   char peer[128];
@@ -658,6 +1135,11 @@ static void ts_on_data(cad_transport_t *t, const char *p, size_t n) {
                      ctl);
     uv_buf_t b = uv_buf_init(ack, (unsigned)k);
     cad_transport_write(t, &b, 1, NULL, NULL);
+    if (T.messages == T.close_after) { /* ACK and close_notify leave together */
+      cad_transport_close(t, true, 0, NULL, NULL);
+      if (T.conn == t) T.conn = NULL;
+      return;
+    }
   }
 }
 
@@ -767,6 +1249,66 @@ TEST(tls_good_handshake_and_reuse) {
   CHECK_INT(T.messages, 2);
   CHECK_INT(T.accepted, 1);
   CHECK_STR(T.peer, ""); /* no client certificate asked for */
+  tls_close(&loop, s);
+}
+
+TEST(tls_idle_connection_closed_by_peer_is_replaced_at_once) {
+  REQUIRE(pki[0]);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
+                              NULL, CAD_TLS_V1_2};
+  REQUIRE(ts_start(&loop, &so) == 0);
+  cad_mllp_sender_t *s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("V1")).outcome, CAD_MLLP_SEND_OK);
+  REQUIRE(T.conn);
+  /* the server closes the idle connection: its close_notify is written at
+   * once, and read by the sender only when the next message is due */
+  cad_transport_close(T.conn, true, 0, ts_conn_closed, NULL);
+  T.conn = NULL;
+  usleep(50000);
+  uint64_t t0 = uv_hrtime();
+  result_t r = deliver(&loop, s, MSG("V2"));
+  CHECK_INT(r.outcome, CAD_MLLP_SEND_OK);
+  CHECK((uv_hrtime() - t0) / 1000000 < 500);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.reopened, 1);
+  CHECK_INT(st.connects, 2);
+  CHECK_INT(st.connect_failures, 0);
+  CHECK_INT(T.messages, 2);
+  CHECK_INT(T.accepted, 2);
+  tls_close(&loop, s);
+}
+
+TEST(tls_close_notify_with_the_ack) {
+  REQUIRE(pki[0]);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
+                              NULL, CAD_TLS_V1_2};
+  REQUIRE(ts_start(&loop, &so) == 0);
+  T.close_after = 2;
+  cad_mllp_sender_t *s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
+  REQUIRE(s);
+  CHECK_INT(deliver(&loop, s, MSG("W0")).outcome, CAD_MLLP_SEND_OK);
+  /* W1's ACK and the close come in one read: the next message, handed
+   * over from W1's callback, finds its connection closed before it is
+   * written, and goes on a new one */
+  chain_t c = {s, MSG("W2"), {0, -1, ""}, {0, -1, ""}};
+  const char *m = MSG("W1");
+  CHECK_INT(cad_mllp_sender_deliver(s, m, strlen(m), 1, on_done_then_next, &c), 0);
+  run_until(&loop, &c.second.calls);
+  CHECK_INT(c.first.outcome, CAD_MLLP_SEND_OK);
+  CHECK_INT(c.second.outcome, CAD_MLLP_SEND_OK);
+  cad_mllp_sender_stats_t st;
+  cad_mllp_sender_get_stats(s, &st);
+  CHECK_INT(st.reopened, 1);
+  CHECK_INT(st.connect_failures, 0);
+  CHECK_INT(st.no_ack, 0);
+  CHECK_INT(T.messages, 3);
+  CHECK_INT(T.accepted, 2);
   tls_close(&loop, s);
 }
 

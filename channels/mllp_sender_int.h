@@ -1,0 +1,34 @@
+/* mllp_sender_int.h - test seams of the MLLP sender (mllp_sender.h).  For
+ * unit tests only: the engine never calls these.
+ *
+ * Both replace how a connect finds its addresses, so that what a loopback
+ * machine cannot produce (a name with several addresses, a lookup that
+ * hangs) can still be tested through the same code paths.  Call them after
+ * cad_mllp_sender_new() and before the first deliver. */
+#ifndef CAD_MLLP_SENDER_INT_H
+#define CAD_MLLP_SENDER_INT_H
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "mllp_sender.h"
+
+/* The signature and contract of uv_getaddrinfo: 0 and the callback exactly
+ * once, later, on the loop; or an error and no callback.  The sender may
+ * call uv_cancel() on the request, and ignores what it returns. */
+typedef int (*cad__getaddrinfo_fn)(uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb,
+                                   const char *node, const char *service,
+                                   const struct addrinfo *hints);
+
+/* Resolve the host with fn instead of uv_getaddrinfo (NULL: uv_getaddrinfo
+ * again).  Ignored when the host is an IP literal or after set_addrs. */
+void cad__mllp_sender_set_resolver(cad_mllp_sender_t *s, cad__getaddrinfo_fn fn);
+
+/* Connect to these n addresses (AF_INET / AF_INET6, ports as given), in
+ * this order, instead of resolving the host; the host still names the
+ * destination in reasons and TLS.  They are copied.  Returns 0 or
+ * CAD_E_INVAL (n outside 1..16, or another family). */
+int cad__mllp_sender_set_addrs(cad_mllp_sender_t *s, const struct sockaddr_storage *addrs, int n);
+
+#endif
