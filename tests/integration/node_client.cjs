@@ -1,11 +1,13 @@
 // node_client.cjs - send one message with npm's node-hl7-client and print
 // its ACK as JSON: {"raw": "...", "msa1": "AA", "msa2": "..."}.
-// Usage: node node_client.cjs PORT CONTROL_ID
+// Usage: node node_client.cjs PORT CONTROL_ID [PACKAGE_DIR]
+// PACKAGE_DIR under node_modules: node-hl7-client (3.x, the default) or
+// node-hl7-client-v1 (1.1.3, the one that runs on Node 18).
 "use strict";
 const path = require("path");
 let lib;
 try {
-  lib = require(path.join(__dirname, "node_modules", "node-hl7-client"));
+  lib = require(path.join(__dirname, "node_modules", process.argv[4] || "node-hl7-client"));
 } catch (e) {
   console.log(JSON.stringify({ skip: "node-hl7-client is not installed (run npm ci in tests/integration)" }));
   process.exit(0);
@@ -25,10 +27,20 @@ const timer = setTimeout(() => {
 
 async function main() {
   const client = new Client({ host: "127.0.0.1", ipv4: true });
-  const conn = client.createConnection({ port, waitAck: true }, async (res) => {
-    const msg = res.getMessage();
+  // 3.x calls it createConnection, 1.x createOutbound; same arguments.
+  const create = (client.createConnection || client.createOutbound).bind(client);
+  const conn = create({ port, waitAck: true }, async (res) => {
+    let msg = res.getMessage();
+    let raw = msg.toString();
+    if (!client.createConnection) {
+      // 1.1.3 cannot read a message whose last segment ends with a CR (as
+      // every HL7 segment does; 3.x can): read the ACK it received again
+      // without the final CR.
+      raw = String(msg._opt.text);
+      msg = new Message({ text: raw.replace(/\r+$/, "") });
+    }
     const out = {
-      raw: msg.toString(),
+      raw,
       msa1: msg.get("MSA.1").toString(),
       msa2: msg.get("MSA.2").toString(),
       msh9: msg.get("MSH.9").toString(),

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """test_clients.py - third-party MLLP clients against `caduceus run`:
-Debian's python3-hl7 `mllp_send` and npm's node-hl7-client.  Each sends a
-message; the ACK fields and the file written are checked.
+Debian's python3-hl7 `mllp_send` and npm's node-hl7-client (1.1.3 on any
+Node, 3.2.0 where Node >= 20.15).  Each sends a message; the ACK fields and
+the file written are checked.
 Usage: test_clients.py CADUCEUS_BINARY [TEST]"""
 import json
 import os
@@ -64,40 +65,51 @@ def test_mllp_send(binary, tmp):
         eng.kill()
 
 
-def test_node_hl7_client(binary, tmp):
-    node = shutil.which("node")
-    if not node or not os.path.isdir(os.path.join(HERE, "node_modules", "node-hl7-client")):
-        print("  SKIP: node or tests/integration/node_modules/node-hl7-client is absent "
-              "(dev.sh runs npm ci there)")
-        return
-    ver = subprocess.run([node, "--version"], capture_output=True, timeout=10).stdout.decode()
-    nums = tuple(int(x) for x in ver.strip().lstrip("v").split(".")[:2])
-    if nums < (20, 15):
-        # node-hl7-client 3.x declares node >= 20.15 (Debian 12's nodejs is 18).
-        print("  SKIP: node %s is older than the 20.15 node-hl7-client needs" % ver.strip())
-        return
+def node_client_case(binary, tmp, node, package, ctl):
+    """One message through npm's node-hl7-client (the copy installed under
+    node_modules/PACKAGE): its ACK and the delivered file are checked."""
+    os.makedirs(tmp, exist_ok=True)
     eng, port = start(binary, tmp)
     try:
-        out = subprocess.run([node, os.path.join(HERE, "node_client.cjs"), str(port), "NODE1"],
+        out = subprocess.run([node, os.path.join(HERE, "node_client.cjs"), str(port), ctl, package],
                              capture_output=True, timeout=30)
         lines = [ln for ln in out.stdout.decode().splitlines() if ln.startswith("{")]
         assert out.returncode == 0 and lines, out
         r = json.loads(lines[-1])
         assert "error" not in r and "skip" not in r, r
-        assert r["msa1"] == "AA" and r["msa2"] == "NODE1", r
+        assert r["msa1"] == "AA" and r["msa2"] == ctl, r
         f = fields(r["raw"].encode())
         assert field(f, "MSH", 3) == "EHR" and field(f, "MSH", 4) == "SOUTH"
         assert field(f, "MSH", 5) == "NODEAPP" and field(f, "MSH", 6) == "NODEFAC"
         assert field(f, "MSH", 9) == "ACK^A04^ACK" and field(f, "MSH", 12) == "2.5"
-        path = os.path.join(tmp, "out", "NODEAPP_NODE1.hl7")
-        wait_for(lambda: os.path.exists(path), what="delivery of NODE1")
+        path = os.path.join(tmp, "out", "NODEAPP_%s.hl7" % ctl)
+        wait_for(lambda: os.path.exists(path), what="delivery of " + ctl)
         with open(path, "rb") as fh:
             assert fh.read().startswith(b"MSH|^~\\&|NODEAPP|NODEFAC|")
         with connect(port) as s:
-            assert field(fields(send_recv(s, adt("N-final"))), "MSA", 1) == "AA"
+            assert field(fields(send_recv(s, adt(ctl + "-final"))), "MSA", 1) == "AA"
         check_clean_stop(eng)
     finally:
         eng.kill()
+
+
+def test_node_hl7_client(binary, tmp):
+    """npm's node-hl7-client: 1.1.3 on any Node (Debian 12 has 18), and the
+    current 3.x where Node is new enough for it (>= 20.15)."""
+    node = shutil.which("node")
+    mods = os.path.join(HERE, "node_modules")
+    if not node or not os.path.isdir(os.path.join(mods, "node-hl7-client-v1")):
+        print("  SKIP: node or tests/integration/node_modules is absent "
+              "(dev.sh runs npm ci there)")
+        return
+    node_client_case(binary, os.path.join(tmp, "v1"), node, "node-hl7-client-v1", "NODEV1")
+    ver = subprocess.run([node, "--version"], capture_output=True, timeout=10).stdout.decode()
+    nums = tuple(int(x) for x in ver.strip().lstrip("v").split(".")[:2])
+    if nums < (20, 15):
+        print("  SKIP (3.x only): node %s is older than the 20.15 node-hl7-client 3.x needs; "
+              "1.1.3 ran" % ver.strip())
+        return
+    node_client_case(binary, os.path.join(tmp, "v3"), node, "node-hl7-client", "NODEV3")
 
 
 TESTS = [test_mllp_send, test_node_hl7_client]
