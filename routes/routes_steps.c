@@ -246,30 +246,48 @@ static int seg_set_all(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, cad_s
   return 0;
 }
 
+/* The occurrences of a path's segment that it addresses ([*]: every one;
+ * [n] or none written: the n-th), in order.  The loop body may edit the
+ * segments but not add or remove any. */
+typedef struct occ_it {
+  uint32_t next;
+  int occ;
+  bool done;
+} occ_it_t;
+
+static int occ_next(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, occ_it_t *it) {
+  for (uint32_t i = it->next; !it->done && i < m->nsegs; i++) {
+    if (m->segs[i].id != p->segid) continue;
+    it->occ++;
+    if (p->occ != CAD_HL7_ALL && it->occ != p->occ) continue;
+    it->next = i + 1;
+    it->done = p->occ != CAD_HL7_ALL;
+    return (int)i;
+  }
+  it->done = true;
+  return -1;
+}
+
 /* set (template), copy and move: per occurrence of the target segment, so
  * `${OBX-3.1}` in a step on OBX[*] reads the OBX being written. */
 static int step_template(cad__ev_t *e, const cad__step_t *st) {
   const cad_hl7_path_t *p = &st->path.p;
   bool same_seg_from = st->kind == S_MOVE && st->from.relative && st->from.p.segid == p->segid &&
                        st->from.p.occ != CAD_HL7_ALL;
-  int occ = 0;
+  occ_it_t it = {0, 0, false};
   bool any = false;
-  for (uint32_t i = 0; i < e->m->nsegs; i++) {
-    if (e->m->segs[i].id != p->segid) continue;
-    occ++;
-    if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
+  for (int i; (i = occ_next(e->m, p, &it)) >= 0;) {
     any = true;
-    cad__ctx_t cx = {p->segid, occ, (int)i};
+    cad__ctx_t cx = {p->segid, it.occ, i};
     cad_str_t v;
     int rc = tpl_build(e, &st->tpl, &cx, false, &v);
     if (rc) return rc;
-    if ((rc = seg_set_all(e, i, p, v, true))) return rc;
+    if ((rc = seg_set_all(e, (uint32_t)i, p, v, true))) return rc;
     if (same_seg_from) {
       cad_hl7_path_t f = cad__ctx_path(&st->from, &cx);
       int c = cad_hl7_clear(e->m, &f);
       if (c < 0) return cad__internal(e, c);
     }
-    if (p->occ != CAD_HL7_ALL) break;
   }
   if (!any) {
     /* The segment does not occur: cad_hl7_set appends it (occurrence 1). */
@@ -289,16 +307,12 @@ static int step_template(cad__ev_t *e, const cad__step_t *st) {
 /* set with a literal value: escaped once per segment's delimiters. */
 static int step_set_value(cad__ev_t *e, const cad__step_t *st) {
   const cad_hl7_path_t *p = &st->path.p;
-  int occ = 0;
+  occ_it_t it = {0, 0, false};
   bool any = false;
-  for (uint32_t i = 0; i < e->m->nsegs; i++) {
-    if (e->m->segs[i].id != p->segid) continue;
-    occ++;
-    if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
+  for (int i; (i = occ_next(e->m, p, &it)) >= 0;) {
     any = true;
-    int rc = seg_set_all(e, i, p, st->value, false);
+    int rc = seg_set_all(e, (uint32_t)i, p, st->value, false);
     if (rc) return rc;
-    if (p->occ != CAD_HL7_ALL) break;
   }
   if (!any) {
     /* Absent: cad_hl7_set appends it when it may be the next occurrence. */
@@ -847,25 +861,21 @@ static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx)
 static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
   const cad_hl7_path_t *p = &st->path.p;
   ws_t ws;
-  int occ = 0;
+  occ_it_t it = {0, 0, false};
   bool any = false;
-  for (uint32_t i = 0; i < e->m->nsegs; i++) {
-    if (e->m->segs[i].id != p->segid) continue;
-    occ++;
-    if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
+  for (int i; (i = occ_next(e->m, p, &it)) >= 0;) {
     any = true;
-    ws.seg = i;
-    ws.occ = occ;
+    ws.seg = (uint32_t)i;
+    ws.occ = it.occ;
     ws.n = 0;
     ws.last = NULL;
     e->ws = &ws;
-    cad__ctx_t cx = {p->segid, occ, (int)i};
+    cad__ctx_t cx = {p->segid, it.occ, i};
     int rc = 0;
     for (size_t k = 0; k < n && !rc; k++) rc = fused_step(e, &st[k], &cx);
     if (!rc) rc = ws_commit(e);
     e->ws = NULL;
     if (rc) return CAD__REDO;
-    if (p->occ != CAD_HL7_ALL) break;
   }
   /* No occurrence: the first step may add the segment; step by step. */
   return any ? 0 : CAD__REDO;
