@@ -53,6 +53,17 @@ char *cad_arena_dup(cad_arena_t *a, const void *p, size_t n) {
   return d;
 }
 
+void cad_arena_rewind(cad_arena_t *a, cad_arena_mark_t m) {
+  while (a->head && a->head != m.head) {
+    cad_arena_chunk_t *c = a->head;
+    a->head = c->next;
+    free(c);
+  }
+  a->cur = m.cur;
+  a->end = m.end;
+  a->used = m.used;
+}
+
 void cad_arena_reset(cad_arena_t *a) {
   /* Keep the oldest chunk (the list tail) so steady-state use mallocs nothing. */
   cad_arena_chunk_t *keep = NULL;

@@ -36,6 +36,20 @@ void cad_arena_init(cad_arena_t *a, size_t chunk_size, size_t limit);
 void *cad_arena_alloc(cad_arena_t *a, size_t n);
 /* Copy n bytes into the arena; NULL on failure. */
 char *cad_arena_dup(cad_arena_t *a, const void *p, size_t n);
+/* A point in an arena's life to go back to: cad_arena_rewind() gives back
+ * everything allocated after cad_arena_mark() (chunks added since are
+ * freed), so a computation that is abandoned and redone does not pay twice
+ * against the budget.  Pointers into what was given back become invalid. */
+typedef struct cad_arena_mark {
+  cad_arena_chunk_t *head;
+  char *cur, *end;
+  size_t used;
+} cad_arena_mark_t;
+
+static inline cad_arena_mark_t cad_arena_mark(const cad_arena_t *a) {
+  return (cad_arena_mark_t){a->head, a->cur, a->end, a->used};
+}
+void cad_arena_rewind(cad_arena_t *a, cad_arena_mark_t m);
 /* Release everything but keep the first (largest-needed) chunk for reuse. */
 void cad_arena_reset(cad_arena_t *a);
 /* Release everything. The arena may be re-initialised afterwards. */

@@ -315,12 +315,15 @@ int cad_routes_eval(const cad_routes_t *r, const char *bytes, size_t len,
     cad_str_t out;
     if (rt->nsteps) {
       cad_hl7_msg_t copy;
+      cad_arena_mark_t mark = cad_arena_mark(arena);
       if (clone_msg(parsed, arena, &copy)) goto nomem;
       e.m = &copy;
       size_t failed = 0;
       int rc = cad__steps_apply(&e, rt, !r->stepwise, &failed);
       if (rc == CAD__REDO) {
-        /* A fused run gave up: step by step, from the message as it was. */
+        /* A fused run gave up: step by step, from the message as it was,
+         * with the memory the attempt took given back. */
+        cad_arena_rewind(arena, mark);
         if (clone_msg(parsed, arena, &copy)) goto nomem;
         memset(&res->diag, 0, sizeof res->diag);
         e.rc = e.hl7_code = 0;

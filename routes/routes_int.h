@@ -233,9 +233,10 @@ void cad__route_plan(cad__route_t *rt);
  * < 0 with res->diag filled and *failed set to the 0-based index of the step
  * that failed.  Fused runs give the same result as applying every step in
  * order; whenever a fused run cannot finish (a step fails, a field has more
- * components than the fused form holds) it returns CAD__REDO and the caller
- * applies the steps one by one on a fresh copy, so errors are reported
- * exactly as the step-by-step path reports them. */
+ * components or a segment more touched fields than the fused form holds) it
+ * returns CAD__REDO and the caller rewinds the arena and applies the steps
+ * one by one on a fresh copy, so errors are reported exactly as the
+ * step-by-step path reports them. */
 #define CAD__REDO 1
 int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed);
 

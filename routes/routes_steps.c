@@ -645,10 +645,12 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
  * 1..n to occurrence 1, then to occurrence 2, ... leaves every occurrence as
  * applying step 1 to all of them, then step 2, ... does.  cad__route_plan()
  * decides which runs qualify; tests/unit/test_routes.c and the route fuzzer
- * compare both paths.  Whatever a fused run cannot do (a step fails, a field
- * with more components than held here, an occurrence that does not exist and
- * must be added) makes it give up with CAD__REDO; the route is then applied
- * step by step from a fresh copy. */
+ * compare both paths.  A run on a segment the message does not have is
+ * applied step by step in place (a `set` may add the segment).  Whatever a
+ * fused run cannot do (a step fails, a field with more than WS_COMPS
+ * components, more than WS_FIELDS fields touched in one occurrence) makes it
+ * give up with CAD__REDO; the route is then applied step by step from a fresh
+ * copy, with the arena rewound to before the attempt. */
 
 #define WS_FIELDS 8 /* fields one occurrence may touch in a run */
 #define WS_COMPS 32 /* components of a field held apart */
@@ -877,8 +879,13 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
     e->ws = NULL;
     if (rc) return CAD__REDO;
   }
-  /* No occurrence: the first step may add the segment; step by step. */
-  return any ? 0 : CAD__REDO;
+  if (any) return 0;
+  /* No occurrence: a `set` may add the segment, and the steps after it
+   * then apply to the new one.  Nothing was done in the fused form, so the
+   * steps one by one here are exactly the stepwise path. */
+  for (size_t k = 0; k < n; k++)
+    if (apply_step(e, &st[k]) < 0) return CAD__REDO;
+  return 0;
 }
 
 /* A target a fused run can write: a whole field, or a component of its first

@@ -1667,6 +1667,35 @@ TEST(arena_budget_is_respected) {
   cad_arena_free(&a);
 }
 
+TEST(arena_rewind_gives_memory_back) {
+  cad_arena_t a;
+  cad_arena_init(&a, 256, 4096);
+  char *keep = cad_arena_dup(&a, "kept", 4);
+  REQUIRE(keep);
+  cad_arena_mark_t m = cad_arena_mark(&a);
+  size_t used = a.used;
+  /* fill the budget, across several new chunks */
+  int n = 0;
+  while (cad_arena_alloc(&a, 200)) n++;
+  CHECK(n > 5);
+  CHECK(a.used > used);
+  cad_arena_rewind(&a, m);
+  CHECK(a.used == used);
+  CHECK_STR(keep, "kept");
+  /* all of it can be taken again */
+  int again = 0;
+  while (cad_arena_alloc(&a, 200)) again++;
+  CHECK_INT(again, n);
+  /* a mark of an empty arena gives everything back */
+  cad_arena_free(&a);
+  cad_arena_init(&a, 256, 0);
+  m = cad_arena_mark(&a);
+  REQUIRE(cad_arena_alloc(&a, 1000));
+  cad_arena_rewind(&a, m);
+  CHECK(a.head == NULL && a.used == 0);
+  cad_arena_free(&a);
+}
+
 /* ---- over-reads: input placed right before an unreadable page ---------------- */
 
 static void walk_message(const cad_hl7_msg_t *m, cad_arena_t *a) {

@@ -676,6 +676,12 @@ static const char *const diff_msgs[] = {
     "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C6|P|2.5\nPID|1||1\n"
     "OBX|1|NM|K^a^b^c^d^e^f^g^h^i^j^k^l^m^n^o^p^q^r^s^t^u^v^w^x^y^z^1^2^3^4^5^6^7^8^9^0^x^y^z||1\n"
     "OBX|2|NM|GLU~K~NA~CL||2\n",
+    /* a batch whose second message has other delimiters */
+    "FHS|^~\\&|A\nBHS|^~\\&|A\nMSH|^~\\&|A|B|C|D|2024||ORU^R01|C7|P|2.5\n"
+    "OBX|1|NM|GLU^G||1\nMSH$%~\\&$A$B$C$D$2024$$ORU%R01$C8$P$2.5\nOBX$1$NM$K%P$$2\n"
+    "BTS|1\nFTS|1\n",
+    /* MSH-2 declares only a component separator */
+    "MSH|^|A|B|C|D|2024||ORU^R01|C9|P|2.5\nPID|1||5\nOBX|1|NM|GLU^G~X||1\n",
 };
 
 static unsigned diff_rand(unsigned *s) {
@@ -687,10 +693,12 @@ static unsigned diff_rand(unsigned *s) {
 
 /* Evaluate; a copy of what came out, for comparing. */
 typedef struct outcome {
-  int rc, disposition, step, hl7;
+  int rc, disposition, step, route, hl7;
+  uint32_t segment, field;
+  char seg_id[4];
   size_t nouts;
   char reason[96];
-  char bytes[4096];
+  char bytes[16384]; /* every output: destination index, then its bytes */
   size_t len;
 } outcome_t;
 
@@ -699,13 +707,19 @@ static void eval_into(fx_t *f, const char *msg, outcome_t *o) {
   o->rc = fx_eval(f, msg);
   o->disposition = (int)f->res.disposition;
   o->step = f->res.step;
+  o->route = f->res.route;
   o->hl7 = f->res.diag.hl7_code;
+  o->segment = f->res.diag.segment;
+  o->field = f->res.diag.field;
+  memcpy(o->seg_id, f->res.diag.seg_id, 4);
   o->nouts = f->res.nouts;
   snprintf(o->reason, sizeof o->reason, "%s", f->res.diag.reason);
-  if (f->res.nouts) {
-    cad_str_t b = f->res.outs[0].bytes;
-    o->len = b.len < sizeof o->bytes ? b.len : sizeof o->bytes;
-    memcpy(o->bytes, b.p, o->len);
+  for (size_t i = 0; i < f->res.nouts; i++) {
+    cad_str_t b = f->res.outs[i].bytes;
+    REQUIRE(o->len + b.len + 1 <= sizeof o->bytes);
+    o->bytes[o->len++] = (char)('0' + f->res.outs[i].dest);
+    memcpy(o->bytes + o->len, b.p, b.len);
+    o->len += b.len;
   }
 }
 
@@ -714,16 +728,28 @@ TEST(fused_runs_match_stepwise) {
   unsigned seed = 12345;
   int compared = 0, changed = 0, errors = 0;
   for (int round = 0; round < 400; round++) {
-    char steps[2048] = "[ ";
-    size_t o = 2;
-    int n = 1 + (int)(diff_rand(&seed) % 6);
-    for (int k = 0; k < n; k++)
-      o += (size_t)snprintf(steps + o, sizeof steps - o, "%s%s", k ? ", " : "",
-                            pool[diff_rand(&seed) % npool]);
-    snprintf(steps + o, sizeof steps - o, " ]");
+    /* Two routes: the first goes on to the second (its own copy), so a
+     * route that starts again step by step follows one that did not. */
+    char steps[2][2048];
+    for (int r = 0; r < 2; r++) {
+      size_t o = (size_t)snprintf(steps[r], sizeof steps[r], "[ ");
+      int n = 1 + (int)(diff_rand(&seed) % 6);
+      for (int k = 0; k < n; k++)
+        o += (size_t)snprintf(steps[r] + o, sizeof steps[r] - o, "%s%s", k ? ", " : "",
+                              pool[diff_rand(&seed) % npool]);
+      snprintf(steps[r] + o, sizeof steps[r] - o, " ]");
+    }
+    char yaml[5120];
+    snprintf(yaml, sizeof yaml,
+             "tables:\n  loinc: { values: { GLU: 2345-7, K: 2823-3 } }\n"
+             "channel:\n  routes:\n"
+             "    - { transform: %s, to: a, continue: true }\n"
+             "    - { transform: %s, to: b }\n",
+             steps[0], steps[1]);
     fx_t f;
-    if (transform(&f, steps, ORU) == -100) {
-      fprintf(stderr, "  steps: %s\n", steps);
+    if (fx_compile(&f, yaml) != 0) {
+      fprintf(stderr, "  compile failed:\n%s  steps: %s / %s\n", fx_errors(&f), steps[0],
+              steps[1]);
       CHECK(0);
       fx_free(&f);
       continue;
@@ -735,12 +761,16 @@ TEST(fused_runs_match_stepwise) {
       cad_routes_set_stepwise(f.r, true);
       eval_into(&f, diff_msgs[m], &b);
       bool same = a.rc == b.rc && a.disposition == b.disposition && a.step == b.step &&
-                  a.hl7 == b.hl7 && a.nouts == b.nouts && strcmp(a.reason, b.reason) == 0 &&
-                  a.len == b.len && memcmp(a.bytes, b.bytes, a.len) == 0;
+                  a.route == b.route && a.hl7 == b.hl7 && a.segment == b.segment &&
+                  a.field == b.field && memcmp(a.seg_id, b.seg_id, 4) == 0 &&
+                  a.nouts == b.nouts && strcmp(a.reason, b.reason) == 0 && a.len == b.len &&
+                  memcmp(a.bytes, b.bytes, a.len) == 0;
       if (!same) {
-        fprintf(stderr, "  steps %s, message %zu:\n  fused    %d %s [%.*s]\n  stepwise %d %s [%.*s]\n",
-                steps, m, a.disposition, a.reason, (int)a.len, a.bytes, b.disposition, b.reason,
-                (int)b.len, b.bytes);
+        fprintf(stderr,
+                "  steps %s / %s, message %zu:\n  fused    %d %s [%.*s]\n"
+                "  stepwise %d %s [%.*s]\n",
+                steps[0], steps[1], m, a.disposition, a.reason, (int)a.len, a.bytes,
+                b.disposition, b.reason, (int)b.len, b.bytes);
         CHECK(same);
       }
       compared++;
@@ -801,6 +831,42 @@ TEST(arena_budget_exhausted_is_an_error) {
   CHECK_INT(res.disposition, CAD_ROUTE_ERROR);
   CHECK_INT(res.diag.hl7_code, 207);
   cad_arena_free(&small);
+  fx_free(&f);
+}
+
+TEST(fused_attempt_costs_no_extra_budget) {
+  /* A fused run that gives up (a field of more than 32 components) makes
+   * the route start again step by step: the attempt's memory is given back,
+   * so a budget that suffices step by step suffices. */
+  fx_t f;
+  char yaml[2048] = "channel:\n  routes:\n    - transform:\n";
+  for (int i = 0; i < 20; i++) strcat(yaml, "        - { clear: \"PID-3.2\" }\n");
+  strcat(yaml, "        - { set: \"PID-5.40\", value: x }\n      to: a\n");
+  REQUIRE(fx_compile(&f, yaml) == 0);
+  cad_buf_t msg = CAD_BUF_INIT;
+  REQUIRE(cad_buf_puts(&msg, "MSH|^~\\&|A|B|C|D|2024||ADT^A08|C1|P|2.5\rPID|1||") == 0);
+  for (int i = 0; i < 10000; i++) REQUIRE(cad_buf_putc(&msg, 'A') == 0);
+  REQUIRE(cad_buf_puts(&msg, "^x^y||Doe^J\r") == 0);
+  size_t need[2];
+  for (int stepwise = 1; stepwise >= 0; stepwise--) {
+    cad_arena_t a;
+    cad_arena_init(&a, 4096, 0);
+    cad_route_result_t res;
+    cad_routes_set_stepwise(f.r, stepwise);
+    CHECK_INT(cad_routes_eval(f.r, msg.data, msg.len, NULL, &a, &res), 0);
+    CHECK_INT(res.disposition, CAD_ROUTE_DELIVER);
+    need[stepwise] = a.used;
+    cad_arena_free(&a);
+  }
+  CHECK(need[0] <= need[1] + 4096); /* fused <= stepwise, up to one chunk */
+  cad_arena_t tight;
+  cad_arena_init(&tight, 4096, need[1]);
+  cad_route_result_t res;
+  cad_routes_set_stepwise(f.r, false);
+  CHECK_INT(cad_routes_eval(f.r, msg.data, msg.len, NULL, &tight, &res), 0);
+  CHECK_INT(res.disposition, CAD_ROUTE_DELIVER);
+  cad_arena_free(&tight);
+  cad_buf_free(&msg);
   fx_free(&f);
 }
 
