@@ -355,6 +355,17 @@ int cad_hl7_find_seg(const cad_hl7_msg_t *m, uint32_t segid, int occ, uint32_t f
   return -1;
 }
 
+/* byte_values[c] == c: a stable place for a one-byte value. */
+static const char byte_values[256] = {
+#define B4(n) (char)(n), (char)((n) + 1), (char)((n) + 2), (char)((n) + 3)
+#define B16(n) B4(n), B4((n) + 4), B4((n) + 8), B4((n) + 12)
+#define B64(n) B16(n), B16((n) + 16), B16((n) + 32), B16((n) + 48)
+    B64(0), B64(64), B64(128), B64(192)
+#undef B64
+#undef B16
+#undef B4
+};
+
 bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out) {
   out->p = NULL;
   out->len = 0;
@@ -362,8 +373,10 @@ bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out) {
   uint32_t idx;
   if (s->header) {
     if (n == 1) {
-      /* MSH-1 is the separator itself, right after the id. */
-      out->p = s->raw.len >= 4 ? s->raw.p + 3 : &s->d.field;
+      /* MSH-1 is the separator itself, right after the id (or, for a
+       * header too short to hold it, a byte with its value that does not
+       * move with the segment array). */
+      out->p = s->raw.len >= 4 ? s->raw.p + 3 : &byte_values[(unsigned char)s->d.field];
       out->len = 1;
       return true;
     }
