@@ -21,6 +21,11 @@
 #define VERSION 1
 #define SEG_HDR 32
 #define MAX_PAYLOAD (256u << 20)
+/* Sequences (and a DEST record's finished position) stay below 2^62: at a
+ * million messages a second that is 146,000 years, so a larger one is damage
+ * that happens to have a valid CRC, and taking it would make the next
+ * sequence wrap. */
+#define MAX_SEQ ((uint64_t)1 << 62)
 
 /* ---- little-endian helpers ---------------------------------------------- */
 
@@ -77,6 +82,15 @@ static uint32_t rec_crc(const unsigned char *hdr, const void *payload, size_t le
 
 /* Is there a valid record at b[0..avail)?  Returns its total size, 0 when
  * invalid, or -1 when the header says more bytes than avail. */
+/* What a record with a valid CRC must also hold (recovery and the reader
+ * apply the same rules, so they agree on which records exist). */
+static bool rec_sane(const hdr_t *h, const unsigned char *payload) {
+  if (h->type < CAD_JREC_MSG || h->type > CAD_JREC_PURGE || h->len > MAX_PAYLOAD ||
+      h->dest >= CAD_JOURNAL_MAX_DESTS || h->seq >= MAX_SEQ)
+    return false;
+  return !(h->type == CAD_JREC_DEST && h->len >= 8 && get64(payload) >= MAX_SEQ);
+}
+
 static long long rec_check(const unsigned char *b, size_t avail, hdr_t *h) {
   if (avail < CAD_JREC_HDR) return -1;
   if (get32(b) != REC_MAGIC || b[4] != VERSION) return 0;
@@ -91,6 +105,7 @@ static long long rec_check(const unsigned char *b, size_t avail, hdr_t *h) {
     return 0;
   if (avail < CAD_JREC_HDR + (size_t)h->len) return -1;
   if (rec_crc(b, b + CAD_JREC_HDR, h->len) != h->crc) return 0;
+  if (!rec_sane(h, b + CAD_JREC_HDR)) return 0;
   return (long long)(CAD_JREC_HDR + h->len);
 }
 
@@ -155,6 +170,7 @@ static int apply(cad_journal_t *j, cad_jseg_t *s, const hdr_t *h, const unsigned
       if (h->seq > d->last_seq) d->last_seq = h->seq;
       uint64_t done = get64(payload);
       if (done > d->done_seq) d->done_seq = done;
+      if (s && s->no > d->dest_seg) d->dest_seg = s->no;
       break;
     }
     case CAD_JREC_MSG:
@@ -414,10 +430,32 @@ int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, 
   for (size_t i = 0; i < nn && rc == 0; i++) rc = scan_segment(j, nos[i], i == nn - 1);
   uint64_t next_no = nn ? nos[nn - 1] + 1 : 1;
   free(nos);
+  for (uint16_t i = 0; rc == 0 && i < j->ndests; i++) {
+    cad_jdest_t *jd = &j->dests[i];
+    if (jd->done_seq <= jd->last_seq) continue;
+    /* Its newest messages were unreadable but a later DONE mark was not:
+     * new messages must go on after the finished position, or they would
+     * count as finished on arrival. */
+    size_t len = strlen(j->report);
+    snprintf(j->report + len, sizeof j->report - len,
+             "destination %u: finished up to %llu but messages end at %llu; ", i,
+             (unsigned long long)jd->done_seq, (unsigned long long)jd->last_seq);
+    jd->last_seq = jd->done_seq;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
   if (rc == 0 && !readonly && j->fd < 0) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    rc = new_segment(j, next_no, (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+    rc = new_segment(j, next_no, now_ms);
+  } else if (rc == 0 && !readonly) {
+    /* The segment we go on writing must name every destination (deleting
+     * older ones must never lose a name): a crash between creating it and
+     * writing its DEST records leaves it without them. */
+    uint64_t active = j->segs[j->nsegs - 1].no;
+    bool missing = false;
+    for (uint16_t i = 0; i < j->ndests; i++)
+      missing |= j->dests[i].name && j->dests[i].dest_seg != active;
+    if (missing) rc = write_dest_records(j, now_ms);
   }
   if (rc) {
     cad_journal_close(j);
@@ -633,6 +671,13 @@ static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t 
     for (uint16_t d = 0; d < j->ndests; d++) next[d] = j->dests[d].last_seq;
   for (size_t i = 0; i < n; i++)
     if (recs[i].type == CAD_JREC_MSG && recs[i].seq == 0) recs[i].seq = ++next[recs[i].dest];
+  for (size_t i = 0; i < n; i++)
+    if (recs[i].seq >= MAX_SEQ) {
+      /* A record recovery would refuse must not be written. */
+      for (size_t k = 0; k < n; k++)
+        if (recs[k].type == CAD_JREC_MSG && recs[k].seq > saved[recs[k].dest]) recs[k].seq = 0;
+      return CAD_E_FULL;
+    }
   int rc = write_raw(j, recs, n, now_ms, sync);
   if (rc) {
     for (size_t i = 0; i < n; i++)
@@ -822,8 +867,11 @@ int cad_jreader_next(cad_jreader_t *r, cad_jpos_t *pos, cad_jpos_t end, int want
       h.crc = get32(b + 12);
       h.seq = get64(b + 16);
       h.time_ms = get64(b + 24);
+      /* The same rules as rec_check (recovery), so both agree on which
+       * records exist. */
       valid = h.len <= MAX_PAYLOAD && pos->off + CAD_JREC_HDR + h.len <= limit &&
-              h.type >= CAD_JREC_MSG && h.type <= CAD_JREC_PURGE;
+              h.type >= CAD_JREC_MSG && h.type <= CAD_JREC_PURGE &&
+              h.dest < CAD_JOURNAL_MAX_DESTS;
     }
     if (valid) {
       bool match = (want_dest < 0 || h.dest == want_dest) && (want_type == 0 || h.type == want_type);
@@ -833,7 +881,7 @@ int cad_jreader_next(cad_jreader_t *r, cad_jpos_t *pos, cad_jpos_t end, int want
        * records. */
       const unsigned char *rb = reader_bytes(r, pos->seg, pos->off, total, limit, &err);
       if (!rb) return err;
-      if (rec_crc(rb, rb + CAD_JREC_HDR, h.len) == h.crc) {
+      if (rec_crc(rb, rb + CAD_JREC_HDR, h.len) == h.crc && rec_sane(&h, rb + CAD_JREC_HDR)) {
         cad_jpos_t here = *pos;
         pos->off += total;
         if (!match) continue;

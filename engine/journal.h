@@ -17,7 +17,8 @@
  *   8      4     payload length
  *   12     4     CRC32 (zlib) of bytes 0..31 with this field zero, then payload
  *   16     8     sequence: MSG its per-destination number (1, 2, ...);
- *                DONE/DEAD/PURGE the MSG sequence they refer to
+ *                DONE/DEAD/PURGE the MSG sequence they refer to; always
+ *                below 2^62 (a record claiming more is treated as corrupt)
  *   24     8     time, milliseconds since the epoch
  *   32     len   payload: MSG the message bytes; DEAD the reason (text);
  *                DEST the destination name
@@ -77,6 +78,7 @@ typedef struct cad_jdest {
   uint64_t dead;           /* DEAD records seen (dead letters ever) */
   uint64_t delivered;      /* DONE records seen */
   uint64_t oldest_undone_ms; /* time of the first unfinished MSG, 0 = none (after recovery) */
+  uint64_t dest_seg;       /* newest segment holding its DEST record (recovery) */
 } cad_jdest_t;
 
 typedef struct cad_jseg {

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "cad_error.h"
 #include "harness.h"
@@ -388,6 +389,91 @@ TEST(corrupt_length_of_another_destination_skips_nothing) {
   CHECK_INT(n, 2); /* the reader for b does not jump over them */
   cad_buf_free(&rec.payload);
   cad_jreader_free(&r);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+static size_t read_file(const char *path, unsigned char *buf, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f) return 0;
+  size_t n = fread(buf, 1, cap, f);
+  fclose(f);
+  return n;
+}
+
+static void write_file(const char *path, const unsigned char *buf, size_t n) {
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(buf, 1, n, f) != n) abort();
+  fclose(f);
+}
+
+TEST(a_segment_left_without_names_names_them_at_open) {
+  /* A crash between creating a segment (header synced) and writing its DEST
+   * records leaves the newest segment without names; once retention deletes
+   * the older ones, the names must still be known. */
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int d = cad_journal_dest(&j, "ehr", true);
+  REQUIRE(d >= 0);
+  append_msgs(&j, d, 1, 3);
+  cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)d, 3, NULL, 0};
+  CHECK_INT(cad_journal_write(&j, &done, 1, 2000), 0);
+  uint64_t no = j.segs[j.nsegs - 1].no;
+  cad_journal_close(&j);
+  /* The next segment as the crash left it: a valid header, nothing else. */
+  char path[600], next[600];
+  last_segment(path, sizeof path);
+  unsigned char h[32];
+  REQUIRE(read_file(path, h, sizeof h) == sizeof h);
+  for (int i = 0; i < 8; i++) h[8 + i] = (unsigned char)((no + 1) >> (8 * i));
+  uLong c = crc32(0L, h, 28);
+  for (int i = 0; i < 4; i++) h[28 + i] = (unsigned char)(c >> (8 * i));
+  snprintf(next, sizeof next, "%s/%016llu.seg", dir, (unsigned long long)(no + 1));
+  write_file(next, h, sizeof h);
+
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(j.segs[j.nsegs - 1].no, no + 1);
+  /* Everything in the older segment is finished: retention deletes it. */
+  CHECK(cad_journal_retain(&j, 0, 1, 0, cad_journal_end(&j)) >= 1);
+  CHECK_INT(j.nsegs, 1);
+  cad_journal_close(&j);
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(cad_journal_dest(&j, "ehr", false), d);
+  CHECK_INT(j.dests[d].last_seq, 3);
+  CHECK_INT(j.dests[d].done_seq, 3);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(finished_beyond_the_last_readable_message) {
+  /* The last MSG of a destination is damaged, its DONE mark is not: the next
+   * message must go after the finished position, not count as finished. */
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  int d = cad_journal_dest(&j, "ehr", true);
+  append_msgs(&j, d, 1, 2);
+  cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)d, 2, NULL, 0};
+  CHECK_INT(cad_journal_write(&j, &done, 1, 2000), 0);
+  cad_journal_close(&j);
+  char path[600];
+  last_segment(path, sizeof path);
+  static unsigned char b[1 << 16];
+  size_t n = read_file(path, b, sizeof b);
+  unsigned char *m2 = memmem(b, n, "msg-2", 5);
+  REQUIRE(m2);
+  m2[4] ^= 1; /* bit rot in MSG 2's payload: its CRC no longer holds */
+  write_file(path, b, n);
+
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK(strstr(j.report, "finished up to 2") != NULL);
+  CHECK_INT(j.dests[d].last_seq, 2);
+  char p[] = "MSH|^~\\&|msg-3";
+  cad_jrec_t r = {CAD_JREC_MSG, (uint16_t)d, 0, p, strlen(p)};
+  CHECK_INT(cad_journal_write(&j, &r, 1, 3000), 0);
+  CHECK_INT(r.seq, 3);
+  CHECK(r.seq > j.dests[d].done_seq);
   cad_journal_close(&j);
   cleanup();
 }
