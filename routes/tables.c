@@ -272,7 +272,7 @@ static int load_csv(const char *path, const char *shown, bool header, char delim
   char *field = NULL;
   if (!rc && n) field = malloc(n * 2 + 2);
   if (!rc && n && !field) rc = CAD_E_NOMEM;
-  const char *p = buf, *end = buf + n;
+  const char *p = buf, *end = buf ? buf + n : NULL; /* an empty file has no buffer */
   if (!rc && n >= 3 && memcmp(buf, "\xEF\xBB\xBF", 3) == 0) p += 3; /* UTF-8 BOM */
   int line = 0;
   bool first = true;
