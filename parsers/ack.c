@@ -53,7 +53,9 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
   if (len > max_scan) len = max_scan;
   if (len < 4 || memcmp(p, "MSH", 3) != 0) return CAD_E_NOMSH;
   char fs = p[3];
-  if (bad_delim((unsigned char)fs)) return CAD_E_DELIM;
+  /* A space is no field separator for the parser either (hl7.c): an ACK
+   * written with one could not be read back. */
+  if (bad_delim((unsigned char)fs) || fs == ' ') return CAD_E_DELIM;
   /* End of the first segment. */
   size_t end = 4;
   while (end < len && p[end] != '\r' && p[end] != '\n') end++;
@@ -64,7 +66,8 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
     i++;
   }
   size_t nenc = i - 4;
-  if (nenc < 1) return CAD_E_DELIM;
+  /* The parser refuses a space as the component separator (hl7.c). */
+  if (nenc < 1 || p[4] == ' ') return CAD_E_DELIM;
   const char *enc = p + 4;
   for (size_t a = 0; a < nenc; a++)
     for (size_t b = a + 1; b < nenc; b++)

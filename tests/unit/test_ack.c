@@ -239,6 +239,8 @@ TEST(scan_refuses_unreadable_headers) {
   CHECK_INT(cad_ack_msh_scan("PID|1|", 6, 0, &h), CAD_E_NOMSH);
   CHECK_INT(cad_ack_msh_scan("MSHA^~\\&|", 9, 0, &h), CAD_E_DELIM);
   CHECK_INT(cad_ack_msh_scan("MSH||", 5, 0, &h), CAD_E_DELIM);
+  CHECK_INT(cad_ack_msh_scan("MSH +", 5, 0, &h), CAD_E_DELIM); /* as the parser: no ACK */
+  CHECK_INT(cad_ack_msh_scan("MSH# +", 6, 0, &h), CAD_E_DELIM);
   CHECK_INT(cad_ack_msh_scan("MSH|^^|", 7, 0, &h), CAD_E_DELIM);
   CHECK_INT(cad_ack_msh_scan("MSH|\r", 5, 0, &h), CAD_E_DELIM);
   CHECK_INT(cad_ack_msh_scan("MSH|^~\\&x|", 10, 0, &h), CAD_E_DELIM);
