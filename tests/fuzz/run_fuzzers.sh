@@ -28,6 +28,9 @@ if [ ! -d "$fuzzdir" ]; then
   exit 2
 fi
 
+# An UndefinedBehaviorSanitizer report is a finding like a crash.
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+
 work=$(mktemp -d "${TMPDIR:-/tmp}/cad-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
