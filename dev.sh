@@ -8,6 +8,7 @@
 #                           the same under ASan+UBSan, and bounded libFuzzer runs
 #   ./dev.sh deps           only install the system packages
 #   ./dev.sh build [DIR]    only build (default build/)
+#   ./dev.sh format         clang-format (.clang-format) every C file in place
 #
 # Environment: FUZZ_SECONDS (per fuzz target, default 30), CAD_SKIP_FUZZ=1,
 # CAD_SKIP_ASAN=1 (both for quick local runs; CI runs everything).
@@ -76,6 +77,9 @@ PY
 cmd=${1:-help}
 case "$cmd" in
   deps) need_pkgs ;;
+  format)
+    PKGS=(clang-format); need_pkgs
+    git ls-files '*.c' '*.h' | xargs clang-format -i ;;
   build) need_pkgs; shift; build "${1:-build}" ;;
   run)
     need_pkgs

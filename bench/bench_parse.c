@@ -94,12 +94,9 @@ static void run(const char *name, const set_t *s, size_t target_bytes) {
     for (int r = 0; r < ROUNDS; r++) {
       double t0 = now_s();
       for (size_t k = 0; k < reps; k++) {
-        if (w == 0)
-          sink += work_parse(s, &a);
-        else if (w == 1)
-          sink += work_read(s, &a, &pid51, &obx5);
-        else
-          sink += work_serialize(s, &a, &out, w == 3 ? &msh5 : NULL);
+        if (w == 0) sink += work_parse(s, &a);
+        else if (w == 1) sink += work_read(s, &a, &pid51, &obx5);
+        else sink += work_serialize(s, &a, &out, w == 3 ? &msh5 : NULL);
       }
       t[r] = now_s() - t0;
     }
@@ -138,11 +135,11 @@ static void oru(set_t *s) {
                         "20261125090000|||||||20261125091500||1234^WELBY^MARCUS|||||"
                         "20261125101000|||F\r");
   static const char *tests[10][4] = {
-      {"2345-7", "Glucose", "95", "mg/dL"},       {"3094-0", "Urea nitrogen", "14", "mg/dL"},
-      {"2160-0", "Creatinine", "0.9", "mg/dL"},   {"2951-2", "Sodium", "140", "mmol/L"},
-      {"2823-3", "Potassium", "4.1", "mmol/L"},   {"2075-0", "Chloride", "103", "mmol/L"},
+      {"2345-7", "Glucose", "95", "mg/dL"},         {"3094-0", "Urea nitrogen", "14", "mg/dL"},
+      {"2160-0", "Creatinine", "0.9", "mg/dL"},     {"2951-2", "Sodium", "140", "mmol/L"},
+      {"2823-3", "Potassium", "4.1", "mmol/L"},     {"2075-0", "Chloride", "103", "mmol/L"},
       {"2028-9", "Carbon dioxide", "25", "mmol/L"}, {"17861-6", "Calcium", "9.4", "mg/dL"},
-      {"2885-2", "Protein", "7.1", "g/dL"},       {"1751-7", "Albumin", "4.3", "g/dL"}};
+      {"2885-2", "Protein", "7.1", "g/dL"},         {"1751-7", "Albumin", "4.3", "g/dL"}};
   for (int i = 0; i < 10; i++)
     n += (size_t)snprintf(buf + n, sizeof buf - n,
                           "OBX|%d|NM|%s^%s^LN||%s|%s^^UCUM|70-99|N|||F|||20261125100000|"
@@ -177,10 +174,8 @@ int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "../shared/corpus";
   set_t c = {0};
   corpus(&c, dir);
-  if (c.n)
-    run("shared corpus (top-level files)", &c, 100u << 20);
-  else
-    printf("corpus: skipped (%s not found)\n", dir);
+  if (c.n) run("shared corpus (top-level files)", &c, 100u << 20);
+  else printf("corpus: skipped (%s not found)\n", dir);
   printf("checksum %zu\n", (size_t)sink);
   return 0;
 }

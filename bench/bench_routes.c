@@ -59,8 +59,9 @@ static char *read_all(const char *path, size_t *len) {
 
 static void build_message(char *out, size_t cap, size_t *len) {
   static const char *const codes[][3] = {
-      {"GLU", "Glucose", "mg/dL"}, {"K", "Potassium", "mmol/L"}, {"NA", "Sodium", "mmol/L"},
-      {"CL", "Chloride", "mmol/L"}, {"CREA", "Creatinine", "mg/dL"}, {"BUN", "Urea nitrogen", "mg/dL"},
+      {"GLU", "Glucose", "mg/dL"},     {"K", "Potassium", "mmol/L"},
+      {"NA", "Sodium", "mmol/L"},      {"CL", "Chloride", "mmol/L"},
+      {"CREA", "Creatinine", "mg/dL"}, {"BUN", "Urea nitrogen", "mg/dL"},
       {"HGB", "Hemoglobin", "g/dL"}};
   size_t o = (size_t)snprintf(
       out, cap,
@@ -150,18 +151,17 @@ int main(int argc, char **argv) {
   if (cad_routes_eval(routes, msg, len, NULL, &a, &res) || res.disposition != CAD_ROUTE_DELIVER ||
       res.nouts < 2) {
     fprintf(stderr, "bench_routes: the message was not routed to two destinations (%s: %s)\n",
-                  cad_route_disposition_name(res.disposition), res.diag.reason);
+            cad_route_disposition_name(res.disposition), res.diag.reason);
     return 1;
   }
-  printf("bench_routes: %s, channel %s: %zu routes, message %zu bytes, %d x %d messages\n",
-         config, channel, cad_routes_count(routes), len, ROUNDS, ITERS);
+  printf("bench_routes: %s, channel %s: %zu routes, message %zu bytes, %d x %d messages\n", config,
+         channel, cad_routes_count(routes), len, ROUNDS, ITERS);
 
   /* Workloads are interleaved round by round, so that a busy machine slows
    * them alike; medians of the rounds, and the median of per-round ratios. */
   enum { NW = 5 };
   const char *labels[NW] = {"(a) parse", "(b) parse + serialize", "(c) parse + route (eval)",
-                            "(d) parse + route, no transforms",
-                            "(e) parse + route, step by step"};
+                            "(d) parse + route, no transforms", "(e) parse + route, step by step"};
   double t[NW][ROUNDS], ratio_cb[ROUNDS], ratio_ec[ROUNDS], med[NW] = {0};
   /* BENCH_ONLY=a|b|c|d|e times one workload (for a profiler). */
   const char *only = getenv("BENCH_ONLY");

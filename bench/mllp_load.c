@@ -39,16 +39,16 @@
 static const char *host = "127.0.0.1";
 static int port, conns = 1, window = 1;
 static long total = 10000;
-static double rate;      /* -r: messages/s offered in total, 0 = as fast as possible */
-static double start_at;  /* common start of every connection's schedule */
+static double rate;     /* -r: messages/s offered in total, 0 = as fast as possible */
+static double start_at; /* common start of every connection's schedule */
 static char *file_msg;
 static size_t file_len;
 
 typedef struct worker {
   pthread_t th;
   int id;
-  long count;       /* messages this connection sends */
-  double *lat;      /* latency of each, seconds */
+  long count;  /* messages this connection sends */
+  double *lat; /* latency of each, seconds */
   long nlat;
   long nacks, nbad;
   int failed;
@@ -167,7 +167,8 @@ static void *run_worker(void *arg) {
         w->nacks++;
         ack[ack_len] = 0;
         const char *msa = strstr(ack, "\rMSA");
-        if (!msa || msa[4] == 0 || (strncmp(msa + 5, "AA", 2) != 0 && strncmp(msa + 5, "CA", 2) != 0))
+        if (!msa || msa[4] == 0 ||
+            (strncmp(msa + 5, "AA", 2) != 0 && strncmp(msa + 5, "CA", 2) != 0))
           w->nbad++;
       } else if (in_frame && ack_len + 1 < sizeof ack) {
         ack[ack_len++] = c == 0 ? ' ' : c;
@@ -210,24 +211,24 @@ int main(int argc, char **argv) {
   int opt;
   while ((opt = getopt(argc, argv, "h:p:c:n:w:f:r:")) != -1) {
     switch (opt) {
-    case 'h': host = optarg; break;
-    case 'p': port = atoi(optarg); break;
-    case 'c': conns = atoi(optarg); break;
-    case 'n': total = atol(optarg); break;
-    case 'w': window = atoi(optarg); break;
-    case 'r': rate = atof(optarg); break;
-    case 'f':
-      file_msg = read_msg_file(optarg, &file_len);
-      if (!file_msg) {
-        perror(optarg);
+      case 'h': host = optarg; break;
+      case 'p': port = atoi(optarg); break;
+      case 'c': conns = atoi(optarg); break;
+      case 'n': total = atol(optarg); break;
+      case 'w': window = atoi(optarg); break;
+      case 'r': rate = atof(optarg); break;
+      case 'f':
+        file_msg = read_msg_file(optarg, &file_len);
+        if (!file_msg) {
+          perror(optarg);
+          return 2;
+        }
+        break;
+      default:
+        fprintf(stderr,
+                "usage: mllp_load [-h HOST] -p PORT [-c CONNS] [-n TOTAL] [-w WINDOW] [-f FILE] "
+                "[-r RATE]\n");
         return 2;
-      }
-      break;
-    default:
-      fprintf(stderr,
-              "usage: mllp_load [-h HOST] -p PORT [-c CONNS] [-n TOTAL] [-w WINDOW] [-f FILE] "
-              "[-r RATE]\n");
-      return 2;
     }
   }
   if (port <= 0 || conns <= 0 || total <= 0 || window <= 0 || conns > 4096 || rate < 0) {
@@ -263,10 +264,10 @@ int main(int argc, char **argv) {
   qsort(all, (size_t)nl, sizeof *all, cmp_d);
   double p50 = nl ? all[(size_t)(nl * 0.50)] : 0, p99 = nl ? all[(size_t)((nl - 1) * 0.99)] : 0;
   if (rate > 0) printf("offered_per_s=%.0f ", rate);
-  printf("conns=%d window=%d messages=%ld acked=%ld not_accepted=%ld seconds=%.3f "
-         "msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f\n",
-         conns, window, total, acks, bad, el, el > 0 ? (double)acks / el : 0, p50 * 1e3,
-         p99 * 1e3);
+  printf(
+      "conns=%d window=%d messages=%ld acked=%ld not_accepted=%ld seconds=%.3f "
+      "msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f\n",
+      conns, window, total, acks, bad, el, el > 0 ? (double)acks / el : 0, p50 * 1e3, p99 * 1e3);
   free(all);
   free(ws);
   free(file_msg);

@@ -20,17 +20,18 @@
 #include <unistd.h>
 #include <uv.h>
 
-static const char ACK[] = "\x0bMSH|^~\\&|SINK|BENCH|LOADGEN|BENCH|20260101120000||ACK^A01^ACK|"
-                          "S1|P|2.5.1\rMSA|AA|0\r\x1c\x0d";
+static const char ACK[] =
+    "\x0bMSH|^~\\&|SINK|BENCH|LOADGEN|BENCH|20260101120000||ACK^A01^ACK|"
+    "S1|P|2.5.1\rMSA|AA|0\r\x1c\x0d";
 
 typedef struct {
   uv_tcp_t tcp;
   int in_frame;
   /* echo mode: where we are in the frame's first segment */
-  size_t pos;      /* bytes of the frame seen */
-  char fs;         /* field separator (MSH-1) */
-  int seps;        /* field separators seen in the first segment */
-  int done;        /* the first segment has ended */
+  size_t pos; /* bytes of the frame seen */
+  char fs;    /* field separator (MSH-1) */
+  int seps;   /* field separators seen in the first segment */
+  int done;   /* the first segment has ended */
   char ctl[64];
   size_t ctl_len;
 } client_t;
@@ -160,10 +161,8 @@ static void on_conn(uv_stream_t *srv, int status) {
 static void close_any(uv_handle_t *h, void *arg) {
   (void)arg;
   if (uv_is_closing(h)) return;
-  if (h->type == UV_TCP && h != (uv_handle_t *)&server)
-    uv_close(h, on_closed);
-  else
-    uv_close(h, NULL);
+  if (h->type == UV_TCP && h != (uv_handle_t *)&server) uv_close(h, on_closed);
+  else uv_close(h, NULL);
 }
 
 static void on_signal(uv_signal_t *h, int sig) {
@@ -176,12 +175,9 @@ int main(int argc, char **argv) {
   const char *host = "127.0.0.1";
   int port = 0, opt;
   while ((opt = getopt(argc, argv, "h:p:e")) != -1) {
-    if (opt == 'e')
-      echo = 1;
-    else if (opt == 'h')
-      host = optarg;
-    else if (opt == 'p')
-      port = atoi(optarg);
+    if (opt == 'e') echo = 1;
+    else if (opt == 'h') host = optarg;
+    else if (opt == 'p') port = atoi(optarg);
     else {
       fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT [-e]\n");
       return 2;

@@ -18,7 +18,7 @@
 #define NAME_MAX_BYTES 200
 
 typedef struct piece {
-  char *lit;         /* literal text, or NULL for a path */
+  char *lit; /* literal text, or NULL for a path */
   cad_hl7_path_t path;
 } piece_t;
 
@@ -177,7 +177,8 @@ int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_
       goto fail;
     }
     /* A new file: make its directory entry durable too. */
-    int pfd = open(slash ? (slash == parent ? "/" : parent) : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int pfd =
+        open(slash ? (slash == parent ? "/" : parent) : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (pfd >= 0) {
       fsync(pfd);
       close(pfd);
@@ -201,8 +202,7 @@ static size_t put_safe(char *out, size_t n, size_t cap, const char *v, size_t le
   return n;
 }
 
-size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out,
-                          size_t cap) {
+size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out, size_t cap) {
   size_t n = 0;
   if (cap > NAME_MAX_BYTES + 1) cap = NAME_MAX_BYTES + 1;
   for (int i = 0; i < d->npieces; i++) {
@@ -217,7 +217,8 @@ size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char
       }
     } else if (m) {
       cad_hl7_match_t mt;
-      if (cad_hl7_get(m, &pc->path, &mt) && mt.raw.len) n = put_safe(out, n, cap, mt.raw.p, mt.raw.len);
+      if (cad_hl7_get(m, &pc->path, &mt) && mt.raw.len)
+        n = put_safe(out, n, cap, mt.raw.p, mt.raw.len);
     }
   }
   if (n == 0 && cap >= 2) out[n++] = '_';
@@ -345,10 +346,8 @@ static void work_append(cad_file_dest_t *d) {
 
 static void work_cb(uv_work_t *w) {
   cad_file_dest_t *d = w->data;
-  if (d->dirfd >= 0)
-    work_dir(d);
-  else
-    work_append(d);
+  if (d->dirfd >= 0) work_dir(d);
+  else work_append(d);
 }
 
 static void start_batch(cad_file_dest_t *d);
@@ -398,8 +397,8 @@ static void start_batch(cad_file_dest_t *d) {
   d->busy = true;
 }
 
-int cad_file_dest_write(cad_file_dest_t *d, const cad_hl7_msg_t *m, const char *bytes,
-                        size_t len, cad_file_dest_cb cb, void *arg) {
+int cad_file_dest_write(cad_file_dest_t *d, const cad_hl7_msg_t *m, const char *bytes, size_t len,
+                        cad_file_dest_cb cb, void *arg) {
   if (d->closing) return CAD_E_STATE;
   if (d->nqueued >= d->max_queue) return CAD_E_FULL;
   item_t *it = malloc(sizeof *it);
@@ -417,10 +416,8 @@ int cad_file_dest_write(cad_file_dest_t *d, const cad_hl7_msg_t *m, const char *
   } else {
     it->name[0] = it->tmp[0] = 0;
   }
-  if (d->qtail)
-    d->qtail->next = it;
-  else
-    d->qhead = it;
+  if (d->qtail) d->qtail->next = it;
+  else d->qhead = it;
   d->qtail = it;
   d->nqueued++;
   start_batch(d);

@@ -67,14 +67,13 @@ int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_
 
 /* The file name the template gives for message m (dir mode), NUL-terminated
  * in out (cap >= 2).  Returns its length. */
-size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out,
-                          size_t cap);
+size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out, size_t cap);
 
 /* Queue one message.  `m` is used only during the call (for the name).
  * Returns 0 (cb will be called exactly once, later), CAD_E_FULL,
  * CAD_E_NOMEM or CAD_E_STATE (closing); cb is not called on error. */
-int cad_file_dest_write(cad_file_dest_t *d, const cad_hl7_msg_t *m, const char *bytes,
-                        size_t len, cad_file_dest_cb cb, void *arg);
+int cad_file_dest_write(cad_file_dest_t *d, const cad_hl7_msg_t *m, const char *bytes, size_t len,
+                        cad_file_dest_cb cb, void *arg);
 
 /* Messages queued or being written. */
 size_t cad_file_dest_pending(const cad_file_dest_t *d);

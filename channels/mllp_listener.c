@@ -34,23 +34,23 @@ struct conn {
   cad_mllp_framer_t fr;
   cad_mllp_conn_info_t info;
   cad_mllp_req_t *head, *tail;
-  uint32_t nreq;       /* requests in the FIFO (unanswered or waiting for the head) */
-  size_t unsent;       /* bytes handed to uv_write and not yet completed */
-  uint32_t nwrites;    /* uv_write calls not yet completed */
+  uint32_t nreq;    /* requests in the FIFO (unanswered or waiting for the head) */
+  size_t unsent;    /* bytes handed to uv_write and not yet completed */
+  uint32_t nwrites; /* uv_write calls not yet completed */
   uint64_t last_activity, frame_start;
   uint64_t skipped_mark; /* fr.skipped at the last good frame */
   bool skip_reported;
   int open_handles;
   const char *close_reason; /* set when closing after the last write */
   bool reading, paused, in_frame;
-  bool pulling;     /* inside pull_frames (no re-entry) */
-  bool more_frames; /* complete frames may wait in the framer (max_inflight reached) */
-  bool stop_frames; /* hand no more frames over (oversized frame, shutdown) */
-  bool draining; /* no more reading: close once everything is written */
-  bool lingering; /* our FIN is sent; discarding input until the peer's (bounded) */
+  bool pulling;        /* inside pull_frames (no re-entry) */
+  bool more_frames;    /* complete frames may wait in the framer (max_inflight reached) */
+  bool stop_frames;    /* hand no more frames over (oversized frame, shutdown) */
+  bool draining;       /* no more reading: close once everything is written */
+  bool lingering;      /* our FIN is sent; discarding input until the peer's (bounded) */
   bool replies_closed; /* a closing reply was written: later replies are dropped */
   size_t discarded;
-  bool closing;  /* handles are being closed */
+  bool closing;           /* handles are being closed */
   cad_tls_session_t *tls; /* TLS connections: the session (plaintext in and out) */
   bool tls_ready;         /* handshake done */
   uint64_t accepted_at;   /* for the handshake timeout */
@@ -101,8 +101,8 @@ static void emit(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c, 
   l->on_event(&ev, l->data);
 }
 
-static void emit_detail(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c,
-                        int err, const char *detail) {
+static void emit_detail(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c, int err,
+                        const char *detail) {
   if (!l->on_event) return;
   cad_mllp_event_t ev = {kind, c ? &c->info : NULL, NULL, err, 0, detail};
   l->on_event(&ev, l->data);
@@ -218,10 +218,8 @@ static void check_pressure(conn_t *c) {
 static void conn_free_if_done(conn_t *c) {
   if (c->open_handles > 0 || c->nreq > 0) return;
   cad_mllp_listener_t *l = c->l;
-  if (c->prev)
-    c->prev->next = c->next;
-  else
-    l->conns = c->next;
+  if (c->prev) c->prev->next = c->next;
+  else l->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   cad_mllp_free(&c->fr);
   cad_tls_session_free(c->tls);
@@ -454,10 +452,8 @@ static cad_mllp_req_t *new_req(conn_t *c) {
   cad_mllp_req_t *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->c = c;
-  if (c->tail)
-    c->tail->next = r;
-  else
-    c->head = r;
+  if (c->tail) c->tail->next = r;
+  else c->head = r;
   c->tail = r;
   c->nreq++;
   return r;
@@ -514,8 +510,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       conn_close(c, nread == UV_EOF ? "eof" : "reset", nread == UV_EOF ? 0 : (int)nread);
       return;
     }
-    tls_failed(c, UV_EPROTO, nread == UV_EOF ? "connection closed during the handshake"
-                                             : uv_strerror((int)nread));
+    tls_failed(
+        c, UV_EPROTO,
+        nread == UV_EOF ? "connection closed during the handshake" : uv_strerror((int)nread));
     return;
   }
   if (nread > 0 && c->tls) {
@@ -669,8 +666,7 @@ static void on_connection(uv_stream_t *server, int status) {
       cad_mllp_conn_info_t info = {0, ""};
       format_peer(t, info.peer, sizeof info.peer);
       if (l->on_event) {
-        cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns,
-                              NULL};
+        cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns, NULL};
         l->on_event(&ev, l->data);
       }
     }
@@ -736,8 +732,7 @@ static void on_connection(uv_stream_t *server, int status) {
 int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opts,
                             cad_mllp_frame_cb on_frame, cad_mllp_event_cb on_event, void *data,
                             cad_mllp_listener_t **out) {
-  if (!opts || !opts->host || !on_frame || opts->port < 0 || opts->port > 65535)
-    return UV_EINVAL;
+  if (!opts || !opts->host || !on_frame || opts->port < 0 || opts->port > 65535) return UV_EINVAL;
   struct sockaddr_storage ss;
   bool v6 = strchr(opts->host, ':') != NULL;
   int rc = v6 ? uv_ip6_addr(opts->host, opts->port, (struct sockaddr_in6 *)&ss)

@@ -66,20 +66,20 @@ typedef struct cad_mllp_listener cad_mllp_listener_t;
 typedef struct cad_mllp_req cad_mllp_req_t;
 
 typedef struct cad_mllp_listener_opts {
-  const char *host;          /* IP literal: "127.0.0.1", "::1", "0.0.0.0", "::" */
-  int port;                  /* 0 = ephemeral (see cad_mllp_listener_port) */
-  size_t max_frame;          /* 0 = 4 MiB */
-  uint64_t idle_timeout_ms;  /* 0 = none */
-  uint64_t frame_timeout_ms; /* 0 = none */
-  uint32_t max_connections;  /* 0 = 4096 */
-  uint32_t max_inflight;     /* 0 = 64 */
-  size_t max_unsent;         /* 0 = 1 MiB */
-  cad_tls_ctx_t *tls;        /* server TLS context (referenced), NULL = plain
+  const char *host;              /* IP literal: "127.0.0.1", "::1", "0.0.0.0", "::" */
+  int port;                      /* 0 = ephemeral (see cad_mllp_listener_port) */
+  size_t max_frame;              /* 0 = 4 MiB */
+  uint64_t idle_timeout_ms;      /* 0 = none */
+  uint64_t frame_timeout_ms;     /* 0 = none */
+  uint32_t max_connections;      /* 0 = 4096 */
+  uint32_t max_inflight;         /* 0 = 64 */
+  size_t max_unsent;             /* 0 = 1 MiB */
+  cad_tls_ctx_t *tls;            /* server TLS context (referenced), NULL = plain
                                 MLLP.  Each connection keeps the context it
                                 was accepted with; update() replaces it for
                                 new ones (certificate reload). */
   uint64_t handshake_timeout_ms; /* TLS only; 0 = 10 s */
-  const cad_cidr_t *allow;   /* client address ranges accepted (copied);
+  const cad_cidr_t *allow;       /* client address ranges accepted (copied);
                                 nallow 0 = everyone */
   size_t nallow;
 } cad_mllp_listener_opts_t;
@@ -91,35 +91,35 @@ typedef struct cad_mllp_conn_info {
 } cad_mllp_conn_info_t;
 
 typedef enum {
-  CAD_MLLP_EV_OPEN = 1, /* a connection was accepted */
-  CAD_MLLP_EV_REFUSED,  /* over max_connections: closed at once */
-  CAD_MLLP_EV_CLOSE,    /* a connection closed; `reason` says why */
-  CAD_MLLP_EV_BADFRAME, /* a frame was cut by a new start block and dropped */
-  CAD_MLLP_EV_SKIPPED,  /* bytes outside any frame: reported once per connection
+  CAD_MLLP_EV_OPEN = 1,     /* a connection was accepted */
+  CAD_MLLP_EV_REFUSED,      /* over max_connections: closed at once */
+  CAD_MLLP_EV_CLOSE,        /* a connection closed; `reason` says why */
+  CAD_MLLP_EV_BADFRAME,     /* a frame was cut by a new start block and dropped */
+  CAD_MLLP_EV_SKIPPED,      /* bytes outside any frame: reported once per connection
                            (the first time, `count` = bytes so far); the total
                            comes with CLOSE */
-  CAD_MLLP_EV_PAUSE,    /* backpressure: reading stopped */
-  CAD_MLLP_EV_RESUME,   /* reading resumed */
+  CAD_MLLP_EV_PAUSE,        /* backpressure: reading stopped */
+  CAD_MLLP_EV_RESUME,       /* reading resumed */
   CAD_MLLP_EV_ACCEPT_ERROR, /* accept() failed; err set */
-  CAD_MLLP_EV_DENIED,   /* the client's address is not in `allow`: closed at
+  CAD_MLLP_EV_DENIED,       /* the client's address is not in `allow`: closed at
                            once (no OPEN / CLOSE events) */
-  CAD_MLLP_EV_TLS_FAILED, /* the TLS handshake (or a record) failed: `detail`
+  CAD_MLLP_EV_TLS_FAILED,   /* the TLS handshake (or a record) failed: `detail`
                            says why ("certificate expired (...)"); a CLOSE
                            event with reason "tls_error" follows */
-  CAD_MLLP_EV_TLS_READY, /* handshake done; `detail` is the client
+  CAD_MLLP_EV_TLS_READY,    /* handshake done; `detail` is the client
                            certificate's subject CN ("" without one) */
 } cad_mllp_event_kind_t;
 
 typedef struct cad_mllp_event {
   cad_mllp_event_kind_t kind;
   const cad_mllp_conn_info_t *conn; /* NULL for listener-level events */
-  const char *reason; /* CLOSE: "eof", "reset", "idle_timeout", "frame_timeout",
+  const char *reason;               /* CLOSE: "eof", "reset", "idle_timeout", "frame_timeout",
                          "too_big", "garbage", "write_error", "read_error",
                          "shutdown", "closed_by_reply" */
-  int err;            /* libuv / CAD_E_* code when relevant, else 0 */
-  uint64_t count;     /* SKIPPED: bytes; CLOSE: bytes skipped on the connection
+  int err;                          /* libuv / CAD_E_* code when relevant, else 0 */
+  uint64_t count;                   /* SKIPPED: bytes; CLOSE: bytes skipped on the connection
                          in all; PAUSE: requests in flight */
-  const char *detail; /* TLS_FAILED / TLS_READY (valid during the call), else NULL */
+  const char *detail;               /* TLS_FAILED / TLS_READY (valid during the call), else NULL */
 } cad_mllp_event_t;
 
 /* status 0: `frame` is a complete message (without SB/EB/CR);
@@ -131,8 +131,8 @@ typedef void (*cad_mllp_event_cb)(const cad_mllp_event_t *ev, void *data);
 /* Bind and listen.  Returns 0, or a libuv error (UV_EADDRINUSE, UV_EINVAL for
  * a host that is not an IP literal, ...); on error nothing is left open. */
 int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opts,
-                            cad_mllp_frame_cb on_frame, cad_mllp_event_cb on_event,
-                            void *data, cad_mllp_listener_t **out);
+                            cad_mllp_frame_cb on_frame, cad_mllp_event_cb on_event, void *data,
+                            cad_mllp_listener_t **out);
 
 /* The port actually bound (useful with port 0). */
 int cad_mllp_listener_port(const cad_mllp_listener_t *l);
@@ -148,8 +148,8 @@ int cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opt
 
 /* Stop accepting, drain, close (see above).  `done` (may be NULL) is called
  * once everything is closed; the listener is freed just after it returns. */
-void cad_mllp_listener_close(cad_mllp_listener_t *l, uint64_t drain_ms,
-                             void (*done)(void *arg), void *arg);
+void cad_mllp_listener_close(cad_mllp_listener_t *l, uint64_t drain_ms, void (*done)(void *arg),
+                             void *arg);
 
 enum {
   CAD_MLLP_REPLY_CLOSE = 1, /* close the connection after this reply is written */

@@ -22,7 +22,7 @@
 #define DEFAULT_CONNECT_MS 10000u
 #define DEFAULT_ACK_MS 30000u
 #define DEFAULT_MAX_ACK ((size_t)1 << 20)
-#define MAX_ADDRS 16     /* addresses of one name tried per connect */
+#define MAX_ADDRS 16      /* addresses of one name tried per connect */
 #define MIN_ADDR_MS 2000u /* the least time one address gets, unless less is left */
 
 enum { TM_NONE = 0, TM_KICK, TM_CONNECT, TM_ACK, TM_IDLE };
@@ -40,38 +40,38 @@ typedef struct gai_req {
 
 struct cad_mllp_sender {
   uv_loop_t *loop;
-  cad_mllp_sender_opts_t o;  /* strings below are owned copies */
+  cad_mllp_sender_opts_t o; /* strings below are owned copies */
   char *host, *server_name;
-  char hostport[300];        /* "host:port" for reasons */
+  char hostport[300]; /* "host:port" for reasons */
   uv_timer_t timer;
   int timer_kind;
-  cad_transport_t *tr;       /* the current connection, or NULL */
+  cad_transport_t *tr; /* the current connection, or NULL */
   bool tr_ready;
   cad_mllp_framer_t fr;
-  cad_arena_t arena;         /* the ACK's parse tree */
+  cad_arena_t arena; /* the ACK's parse tree */
   /* connecting */
-  cad__getaddrinfo_fn resolve;  /* uv_getaddrinfo, or a test's */
-  gai_req_t *gai;            /* the lookup in flight (see gai_req_t), or NULL */
+  cad__getaddrinfo_fn resolve;              /* uv_getaddrinfo, or a test's */
+  gai_req_t *gai;                           /* the lookup in flight (see gai_req_t), or NULL */
   struct sockaddr_storage addrs[MAX_ADDRS]; /* this connect's, ports set */
-  int naddrs, next_addr;     /* how many; the next one to try */
-  bool fixed_addrs;          /* an IP literal (or a test's list): never resolved */
-  uint64_t deadline;         /* uv_now() at which this connect times out */
-  char conn_err[224];        /* why the last address failed */
+  int naddrs, next_addr;                    /* how many; the next one to try */
+  bool fixed_addrs;                         /* an IP literal (or a test's list): never resolved */
+  uint64_t deadline;                        /* uv_now() at which this connect times out */
+  char conn_err[224];                       /* why the last address failed */
   /* the message in flight */
   bool busy, sent;
-  bool bad_msg;              /* no MSH header: finish with FAIL */
-  bool reused;               /* the connection was there before the message */
+  bool bad_msg; /* no MSH header: finish with FAIL */
+  bool reused;  /* the connection was there before the message */
   const char *msg;
   size_t len;
-  cad_buf_t rewritten;       /* the message with a new MSH-10 */
+  cad_buf_t rewritten; /* the message with a new MSH-10 */
   uint64_t seq;
   cad_mllp_send_cb done;
   void *ctx;
-  char ctl[64];              /* MSH-10 sent (raw) */
+  char ctl[64]; /* MSH-10 sent (raw) */
   size_t ctl_len;
-  bool ctl_cut;              /* longer than ctl: compare the whole span instead */
+  bool ctl_cut; /* longer than ctl: compare the whole span instead */
   cad_str_t ctl_span;
-  uint64_t t_sent;           /* uv_hrtime at the write */
+  uint64_t t_sent; /* uv_hrtime at the write */
   int pending_closes;
   bool closing, timer_closed;
   void (*close_done)(void *);
@@ -142,10 +142,8 @@ static void finish(cad_mllp_sender_t *s, int outcome, const char *detail) {
   s->msg = NULL;
   if (detail != s->detail) snprintf(s->detail, sizeof s->detail, "%s", detail);
   if (s->tr && s->tr_ready && !s->closing) {
-    if (s->o.per_message)
-      drop_conn(s, true);
-    else if (s->o.idle_close_ms)
-      arm(s, TM_IDLE, s->o.idle_close_ms);
+    if (s->o.per_message) drop_conn(s, true);
+    else if (s->o.idle_close_ms) arm(s, TM_IDLE, s->o.idle_close_ms);
   }
   cad_buf_clear(&s->rewritten);
   done(ctx, outcome, s->detail);
@@ -164,10 +162,8 @@ static void fail_attempt(cad_mllp_sender_t *s, const char *fmt, ...) {
 }
 
 static void fmt_ms(char *buf, size_t cap, uint64_t ms) {
-  if (ms % 1000 == 0)
-    snprintf(buf, cap, "%llus", (unsigned long long)(ms / 1000));
-  else
-    snprintf(buf, cap, "%llums", (unsigned long long)ms);
+  if (ms % 1000 == 0) snprintf(buf, cap, "%llus", (unsigned long long)(ms / 1000));
+  else snprintf(buf, cap, "%llums", (unsigned long long)ms);
 }
 
 static void connect_timer(cad_mllp_sender_t *s);
@@ -178,33 +174,33 @@ static void timer_cb(uv_timer_t *t) {
   s->timer_kind = TM_NONE;
   char d[32];
   switch (kind) {
-  case TM_KICK:
-    if (!s->busy) return;
-    if (s->bad_msg) {
-      finish(s, CAD_MLLP_SEND_FAIL, "not an HL7 message (no MSH header)");
-      return;
-    }
-    if (s->tr && s->tr_ready) {
-      /* Kept from an earlier message: a close (or anything else) that came
+    case TM_KICK:
+      if (!s->busy) return;
+      if (s->bad_msg) {
+        finish(s, CAD_MLLP_SEND_FAIL, "not an HL7 message (no MSH header)");
+        return;
+      }
+      if (s->tr && s->tr_ready) {
+        /* Kept from an earlier message: a close (or anything else) that came
        * while it was idle and the loop has not read yet shows now, before
        * the message is written; on_error / on_data then reconnect. */
-      cad_transport_t *tr = s->tr;
-      cad_transport_read_pending(tr);
-      if (s->busy && !s->sent && s->tr == tr && s->tr_ready) send_now(s);
-    } else {
-      connect_start(s);
-    }
-    break;
-  case TM_CONNECT: connect_timer(s); break;
-  case TM_ACK:
-    s->st.no_ack++;
-    fmt_ms(d, sizeof d, s->o.ack_timeout_ms);
-    fail_attempt(s, "no ACK within %s", d);
-    break;
-  case TM_IDLE:
-    if (!s->busy) drop_conn(s, true);
-    break;
-  default: break;
+        cad_transport_t *tr = s->tr;
+        cad_transport_read_pending(tr);
+        if (s->busy && !s->sent && s->tr == tr && s->tr_ready) send_now(s);
+      } else {
+        connect_start(s);
+      }
+      break;
+    case TM_CONNECT: connect_timer(s); break;
+    case TM_ACK:
+      s->st.no_ack++;
+      fmt_ms(d, sizeof d, s->o.ack_timeout_ms);
+      fail_attempt(s, "no ACK within %s", d);
+      break;
+    case TM_IDLE:
+      if (!s->busy) drop_conn(s, true);
+      break;
+    default: break;
   }
 }
 
@@ -358,8 +354,7 @@ static void on_error(cad_transport_t *tr, int err) {
   char why[224];
   if (err == UV_EPROTO || (err == UV_ETIMEDOUT && cad_transport_reason(tr)[0]))
     snprintf(why, sizeof why, "TLS: %s", cad_transport_reason(tr));
-  else
-    snprintf(why, sizeof why, "%s (%s)", uv_strerror(err), uv_err_name(err));
+  else snprintf(why, sizeof why, "%s (%s)", uv_strerror(err), uv_err_name(err));
   if (!s->busy) { /* idle connection went away: the next message reconnects */
     drop_conn(s, false);
     return;
@@ -423,8 +418,7 @@ static void try_next_addr(cad_mllp_sender_t *s) {
   if (s->naddrs > 1)
     fail_attempt(s, "connect to %s failed (%d addresses, the last: %s)", s->hostport, s->naddrs,
                  s->conn_err);
-  else
-    fail_attempt(s, "connect to %s failed: %s", s->hostport, s->conn_err);
+  else fail_attempt(s, "connect to %s failed: %s", s->hostport, s->conn_err);
 }
 
 /* TM_CONNECT: the deadline of the whole connect, or the end of one
@@ -445,17 +439,13 @@ static void connect_timer(cad_mllp_sender_t *s) {
   char d[32];
   fmt_ms(d, sizeof d, s->o.connect_timeout_ms);
   s->st.connect_failures++;
-  if (s->gai)
-    fail_attempt(s, "cannot resolve %s: no answer within %s", s->host, d);
-  else
-    fail_attempt(s, "connect to %s timed out after %s", s->hostport, d);
+  if (s->gai) fail_attempt(s, "cannot resolve %s: no answer within %s", s->host, d);
+  else fail_attempt(s, "connect to %s timed out after %s", s->hostport, d);
 }
 
 static void set_port(struct sockaddr_storage *ss, int port) {
-  if (ss->ss_family == AF_INET)
-    ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
-  else
-    ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+  if (ss->ss_family == AF_INET) ((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+  else ((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
@@ -551,8 +541,8 @@ static void send_now(cad_mllp_sender_t *s) {
 
 /* ---- public ------------------------------------------------------------- */
 
-int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o,
-                        cad_mllp_sender_t **out, char *err, size_t errcap) {
+int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o, cad_mllp_sender_t **out,
+                        char *err, size_t errcap) {
   *out = NULL;
   if (!o->host || !*o->host || strlen(o->host) > 253) {
     set_err(err, errcap, "the host must be an IP address or a name of at most 253 bytes");
@@ -579,10 +569,8 @@ int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o,
   if (!s->o.ack_timeout_ms) s->o.ack_timeout_ms = DEFAULT_ACK_MS;
   if (!s->o.max_ack) s->o.max_ack = DEFAULT_MAX_ACK;
   s->o.tls = cad_tls_ctx_ref(o->tls);
-  if (strchr(s->host, ':'))
-    snprintf(s->hostport, sizeof s->hostport, "[%s]:%d", s->host, o->port);
-  else
-    snprintf(s->hostport, sizeof s->hostport, "%s:%d", s->host, o->port);
+  if (strchr(s->host, ':')) snprintf(s->hostport, sizeof s->hostport, "[%s]:%d", s->host, o->port);
+  else snprintf(s->hostport, sizeof s->hostport, "%s:%d", s->host, o->port);
   s->resolve = uv_getaddrinfo;
   struct sockaddr_in a4;
   struct sockaddr_in6 a6;
@@ -610,8 +598,8 @@ static int rewrite_control_id(cad_mllp_sender_t *s, const cad_ack_msh_t *h) {
   unsigned char r[8];
   if (RAND_bytes(r, sizeof r) != 1) return CAD_E_IO;
   char id[24];
-  int n = snprintf(id, sizeof id, "C%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3],
-                   r[4], r[5], r[6], r[7]);
+  int n = snprintf(id, sizeof id, "C%02x%02x%02x%02x%02x%02x%02x%02x", r[0], r[1], r[2], r[3], r[4],
+                   r[5], r[6], r[7]);
   size_t before = (size_t)(h->control_id.p - s->msg);
   size_t after = before + h->control_id.len;
   cad_buf_clear(&s->rewritten);

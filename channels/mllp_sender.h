@@ -102,10 +102,10 @@ typedef void (*cad_mllp_send_cb)(void *ctx, int outcome, const char *detail);
 
 /* What the last finished attempt saw (for `caduceus send` and logs). */
 typedef struct cad_mllp_result {
-  char ack_code[3];      /* "AA", "AE", ... or "" without a valid ACK */
-  char control_id[64];   /* MSH-10 as sent (truncated to 63 bytes) */
-  uint64_t latency_us;   /* from the write to the ACK (0 without one) */
-  char err_text[128];    /* AE/AR/CE/CR: the receiver's reason: ERR-8, else
+  char ack_code[3];    /* "AA", "AE", ... or "" without a valid ACK */
+  char control_id[64]; /* MSH-10 as sent (truncated to 63 bytes) */
+  uint64_t latency_us; /* from the write to the ACK (0 without one) */
+  char err_text[128];  /* AE/AR/CE/CR: the receiver's reason: ERR-8, else
                             ERR-3.2, else the text of ERR-1 (v2.1-2.4), else
                             MSA-3; control bytes as spaces, "" when none.
                             Receiver text: for reports, not for logs. */
@@ -114,14 +114,14 @@ typedef struct cad_mllp_result {
 /* connect_failures counts failed connects (all addresses), not addresses;
  * reopened counts kept connections found closed and replaced at once. */
 typedef struct cad_mllp_sender_stats {
-  uint64_t connects, connect_failures, sent, acks_ok, acks_error, acks_reject, no_ack,
-      bad_acks, closed, reopened;
+  uint64_t connects, connect_failures, sent, acks_ok, acks_error, acks_reject, no_ack, bad_acks,
+      closed, reopened;
 } cad_mllp_sender_stats_t;
 
 /* Check options and create the sender (no connection yet).  Returns 0 or
  * CAD_E_INVAL (the reason in err) / CAD_E_NOMEM. */
-int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o,
-                        cad_mllp_sender_t **out, char *err, size_t errcap);
+int cad_mllp_sender_new(uv_loop_t *loop, const cad_mllp_sender_opts_t *o, cad_mllp_sender_t **out,
+                        char *err, size_t errcap);
 
 /* Send one message (the signature of cad_dest_driver_t.deliver, with `impl`
  * the sender).  Returns 0 when started (done runs exactly once, later, on

@@ -83,8 +83,8 @@ static cad_tls_ctx_t *ctx_alloc(const SSL_METHOD *m, bool server) {
   return c;
 }
 
-static int common_setup(cad_tls_ctx_t *c, cad_tls_version_t minv, const char *ciphers,
-                        char *err, size_t cap) {
+static int common_setup(cad_tls_ctx_t *c, cad_tls_version_t minv, const char *ciphers, char *err,
+                        size_t cap) {
   int v = minv == CAD_TLS_V1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
   if (!SSL_CTX_set_min_proto_version(c->ctx, v)) {
     set_err(err, cap, "cannot set the minimum TLS version: %s", ossl_reason());
@@ -110,8 +110,7 @@ static int load_cert_key(cad_tls_ctx_t *c, const char *cert, const char *key, ch
     unsigned long e = ERR_peek_last_error();
     if (ERR_GET_LIB(e) == ERR_LIB_X509 && ERR_GET_REASON(e) == X509_R_KEY_VALUES_MISMATCH)
       set_err(err, cap, "key '%s' does not belong to certificate '%s'", key, cert);
-    else
-      set_err(err, cap, "key '%s': %s", key, ossl_reason());
+    else set_err(err, cap, "key '%s': %s", key, ossl_reason());
     return CAD_E_INVAL;
   }
   if (SSL_CTX_check_private_key(c->ctx) != 1) {
@@ -183,9 +182,8 @@ int cad_tls_server_ctx_new(const cad_tls_server_opts_t *o, cad_tls_ctx_t **out, 
       if (names) SSL_CTX_set_client_CA_list(c->ctx, names);
       /* An allow-list of client names needs a certificate to check: without
        * FAIL_IF_NO_PEER_CERT a client sending none would pass it. */
-      int mode = SSL_VERIFY_PEER | (o->require_client_cert || o->nallowed
-                                        ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                                        : 0);
+      int mode = SSL_VERIFY_PEER |
+                 (o->require_client_cert || o->nallowed ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0);
       SSL_CTX_set_verify(c->ctx, mode, verify_cb);
     }
   }
@@ -260,18 +258,18 @@ void cad_tls_ctx_unref(cad_tls_ctx_t *c) {
 
 const char *cad_tls_reason_name(cad_tls_reason_t r) {
   switch (r) {
-  case CAD_TLS_OK: return "ok";
-  case CAD_TLS_EXPIRED: return "certificate expired";
-  case CAD_TLS_NOT_YET_VALID: return "certificate not yet valid";
-  case CAD_TLS_UNKNOWN_CA: return "unknown CA";
-  case CAD_TLS_HOSTNAME_MISMATCH: return "hostname mismatch";
-  case CAD_TLS_NO_CLIENT_CERT: return "no client certificate";
-  case CAD_TLS_CLIENT_NOT_ALLOWED: return "client not allowed";
-  case CAD_TLS_BAD_CERT: return "bad certificate";
-  case CAD_TLS_PEER_REJECTED: return "peer rejected our certificate";
-  case CAD_TLS_VERSION: return "no common TLS version or cipher";
-  case CAD_TLS_NOT_TLS: return "peer does not speak TLS";
-  case CAD_TLS_PROTOCOL: return "TLS protocol error";
+    case CAD_TLS_OK: return "ok";
+    case CAD_TLS_EXPIRED: return "certificate expired";
+    case CAD_TLS_NOT_YET_VALID: return "certificate not yet valid";
+    case CAD_TLS_UNKNOWN_CA: return "unknown CA";
+    case CAD_TLS_HOSTNAME_MISMATCH: return "hostname mismatch";
+    case CAD_TLS_NO_CLIENT_CERT: return "no client certificate";
+    case CAD_TLS_CLIENT_NOT_ALLOWED: return "client not allowed";
+    case CAD_TLS_BAD_CERT: return "bad certificate";
+    case CAD_TLS_PEER_REJECTED: return "peer rejected our certificate";
+    case CAD_TLS_VERSION: return "no common TLS version or cipher";
+    case CAD_TLS_NOT_TLS: return "peer does not speak TLS";
+    case CAD_TLS_PROTOCOL: return "TLS protocol error";
   }
   return "TLS error";
 }
@@ -282,7 +280,7 @@ const char *cad_tls_reason_name(cad_tls_reason_t r) {
 
 struct cad_tls_session {
   SSL *ssl;
-  BIO *rbio, *wbio; /* owned by ssl */
+  BIO *rbio, *wbio;   /* owned by ssl */
   cad_tls_ctx_t *ctx; /* referenced */
   cad_tls_session_cbs_t cbs;
   void *ud;
@@ -296,8 +294,7 @@ void cad_tls_session_set_reason(cad_tls_session_t *s, cad_tls_reason_t r, const 
   s->reason = r;
   if (detail && *detail)
     snprintf(s->reason_text, sizeof s->reason_text, "%s (%s)", cad_tls_reason_name(r), detail);
-  else
-    snprintf(s->reason_text, sizeof s->reason_text, "%s", cad_tls_reason_name(r));
+  else snprintf(s->reason_text, sizeof s->reason_text, "%s", cad_tls_reason_name(r));
 }
 
 /* Why the handshake or a record failed: our verification of the peer first,
@@ -312,44 +309,44 @@ static void classify(cad_tls_session_t *s) {
   if (vr != X509_V_OK) {
     cad_tls_reason_t r;
     switch (vr) {
-    case X509_V_ERR_CERT_HAS_EXPIRED: r = CAD_TLS_EXPIRED; break;
-    case X509_V_ERR_CERT_NOT_YET_VALID: r = CAD_TLS_NOT_YET_VALID; break;
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
-    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
-    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
-    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
-    case X509_V_ERR_CERT_SIGNATURE_FAILURE: r = CAD_TLS_UNKNOWN_CA; break;
-    case X509_V_ERR_HOSTNAME_MISMATCH:
-    case X509_V_ERR_IP_ADDRESS_MISMATCH: r = CAD_TLS_HOSTNAME_MISMATCH; break;
-    case X509_V_ERR_APPLICATION_VERIFICATION: r = CAD_TLS_CLIENT_NOT_ALLOWED; break;
-    default: r = CAD_TLS_BAD_CERT; break;
+      case X509_V_ERR_CERT_HAS_EXPIRED: r = CAD_TLS_EXPIRED; break;
+      case X509_V_ERR_CERT_NOT_YET_VALID: r = CAD_TLS_NOT_YET_VALID; break;
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+      case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+      case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+      case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+      case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+      case X509_V_ERR_CERT_SIGNATURE_FAILURE: r = CAD_TLS_UNKNOWN_CA; break;
+      case X509_V_ERR_HOSTNAME_MISMATCH:
+      case X509_V_ERR_IP_ADDRESS_MISMATCH: r = CAD_TLS_HOSTNAME_MISMATCH; break;
+      case X509_V_ERR_APPLICATION_VERIFICATION: r = CAD_TLS_CLIENT_NOT_ALLOWED; break;
+      default: r = CAD_TLS_BAD_CERT; break;
     }
     cad_tls_session_set_reason(s, r, X509_verify_cert_error_string(vr));
     return;
   }
   cad_tls_reason_t r = CAD_TLS_PROTOCOL;
   switch (why) {
-  case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE: r = CAD_TLS_NO_CLIENT_CERT; break;
-  case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
-  case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
-  case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
-  case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
-  case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
-  case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
-  case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
-  case SSL_R_TLSV1_ALERT_ACCESS_DENIED: r = CAD_TLS_PEER_REJECTED; break;
-  case SSL_R_UNSUPPORTED_PROTOCOL:
-  case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
-  case SSL_R_NO_SHARED_CIPHER:
-  case SSL_R_NO_PROTOCOLS_AVAILABLE:
-  case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE: r = CAD_TLS_VERSION; break;
-  case SSL_R_WRONG_VERSION_NUMBER:
-  case SSL_R_HTTP_REQUEST:
-  case SSL_R_HTTPS_PROXY_REQUEST:
-  case SSL_R_PACKET_LENGTH_TOO_LONG:
-  case SSL_R_UNKNOWN_PROTOCOL: r = CAD_TLS_NOT_TLS; break;
-  default: break;
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE: r = CAD_TLS_NO_CLIENT_CERT; break;
+    case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_REVOKED:
+    case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
+    case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
+    case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
+    case SSL_R_TLSV1_ALERT_UNKNOWN_CA:
+    case SSL_R_TLSV1_ALERT_ACCESS_DENIED: r = CAD_TLS_PEER_REJECTED; break;
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_PROTOCOLS_AVAILABLE:
+    case SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE: r = CAD_TLS_VERSION; break;
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_UNKNOWN_PROTOCOL: r = CAD_TLS_NOT_TLS; break;
+    default: break;
   }
   cad_tls_session_set_reason(s, r, text);
 }
@@ -367,9 +364,8 @@ static int drain_out(cad_tls_session_t *s, cad_buf_t *net) {
   return 0;
 }
 
-int cad_tls_session_new(cad_tls_ctx_t *ctx, bool server, const char *server_name,
-                        bool verify_host, const cad_tls_session_cbs_t *cbs, void *ud,
-                        cad_tls_session_t **out) {
+int cad_tls_session_new(cad_tls_ctx_t *ctx, bool server, const char *server_name, bool verify_host,
+                        const cad_tls_session_cbs_t *cbs, void *ud, cad_tls_session_t **out) {
   *out = NULL;
   cad_tls_session_t *s = calloc(1, sizeof *s);
   if (!s) return CAD_E_NOMEM;
@@ -398,8 +394,8 @@ int cad_tls_session_new(cad_tls_ctx_t *ctx, bool server, const char *server_name
   SSL_set_connect_state(s->ssl);
   if (server_name && *server_name) {
     unsigned char bin[16];
-    bool is_ip = inet_pton(AF_INET, server_name, bin) == 1 ||
-                 inet_pton(AF_INET6, server_name, bin) == 1;
+    bool is_ip =
+        inet_pton(AF_INET, server_name, bin) == 1 || inet_pton(AF_INET6, server_name, bin) == 1;
     bool ok = is_ip || SSL_set_tlsext_host_name(s->ssl, server_name) == 1;
     if (ok && verify_host && !ctx->no_verify)
       ok = (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s->ssl), server_name)
@@ -523,11 +519,11 @@ struct cad_transport {
   cad_tls_session_t *tls; /* NULL: plain TCP */
   int timer_mode;
   int open_handles;
-  bool connected;     /* accepted, or connect succeeded */
-  bool ready;         /* on_ready delivered */
-  bool want_read;     /* the owner wants on_data */
+  bool connected; /* accepted, or connect succeeded */
+  bool ready;     /* on_ready delivered */
+  bool want_read; /* the owner wants on_data */
   bool uv_reading;
-  bool errored;       /* on_error delivered */
+  bool errored; /* on_error delivered */
   bool closing;
   bool handles_closing;
   void (*done)(void *);
@@ -631,9 +627,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
     if (t->tls && !t->ready) {
       /* The peer hung up in the middle of the handshake: usually it did
        * not like what it saw and did not say so with an alert. */
-      cad_tls_session_set_reason(t->tls, CAD_TLS_PROTOCOL,
-                                 nread == UV_EOF ? "connection closed during the handshake"
-                                                 : uv_strerror((int)nread));
+      cad_tls_session_set_reason(
+          t->tls, CAD_TLS_PROTOCOL,
+          nread == UV_EOF ? "connection closed during the handshake" : uv_strerror((int)nread));
       fail(t, UV_EPROTO);
       return;
     }
@@ -817,7 +813,10 @@ int cad_transport_read_pending(cad_transport_t *t) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
     uv_buf_t b = uv_buf_init(buf, sizeof buf);
-    on_read((uv_stream_t *)&t->tcp, n < 0 ? uv_translate_sys_error(errno) : n == 0 ? UV_EOF : n,
+    on_read((uv_stream_t *)&t->tcp,
+            n < 0    ? uv_translate_sys_error(errno)
+            : n == 0 ? UV_EOF
+                     : n,
             &b);
     if (n <= 0) break;
   }

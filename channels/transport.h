@@ -52,27 +52,27 @@ typedef enum {
 } cad_tls_version_t;
 
 typedef struct cad_tls_server_opts {
-  const char *cert_file;   /* PEM certificate chain (required) */
-  const char *key_file;    /* PEM private key (required) */
-  const char *ca_file;     /* CAs that client certificates must chain to;
+  const char *cert_file;              /* PEM certificate chain (required) */
+  const char *key_file;               /* PEM private key (required) */
+  const char *ca_file;                /* CAs that client certificates must chain to;
                               NULL = no client certificates asked for */
-  bool require_client_cert;/* mutual TLS: a client without a valid
+  bool require_client_cert;           /* mutual TLS: a client without a valid
                               certificate is refused (needs ca_file) */
   const char *const *allowed_clients; /* subject CN or SAN (DNS, IP, email)
                               names a client certificate must carry one
                               of; NULL / 0 = any certificate from ca_file */
   size_t nallowed;
-  const char *ciphers;     /* OpenSSL cipher list for TLS 1.2; NULL = default */
+  const char *ciphers;           /* OpenSSL cipher list for TLS 1.2; NULL = default */
   cad_tls_version_t min_version; /* default (0) TLS 1.2 */
 } cad_tls_server_opts_t;
 
 typedef struct cad_tls_client_opts {
-  const char *ca_file;     /* CAs the server certificate must chain to;
+  const char *ca_file;   /* CAs the server certificate must chain to;
                               NULL = the system's default CA store */
-  const char *cert_file;   /* client certificate for mutual TLS, or NULL */
-  const char *key_file;    /* its key (required with cert_file) */
-  bool no_verify;          /* do not verify the server at all (testing only) */
-  const char *ciphers;     /* NULL = default */
+  const char *cert_file; /* client certificate for mutual TLS, or NULL */
+  const char *key_file;  /* its key (required with cert_file) */
+  bool no_verify;        /* do not verify the server at all (testing only) */
+  const char *ciphers;   /* NULL = default */
   cad_tls_version_t min_version;
 } cad_tls_client_opts_t;
 
@@ -89,17 +89,17 @@ void cad_tls_ctx_unref(cad_tls_ctx_t *c); /* NULL is ignored */
 /* Why a TLS connection failed (or CAD_TLS_OK). */
 typedef enum {
   CAD_TLS_OK = 0,
-  CAD_TLS_EXPIRED,          /* the peer's certificate has expired */
-  CAD_TLS_NOT_YET_VALID,    /* the peer's certificate is not valid yet */
-  CAD_TLS_UNKNOWN_CA,       /* the peer's certificate is not signed by a trusted CA */
-  CAD_TLS_HOSTNAME_MISMATCH,/* the server certificate does not name the host */
-  CAD_TLS_NO_CLIENT_CERT,   /* mutual TLS: the client sent no certificate */
+  CAD_TLS_EXPIRED,            /* the peer's certificate has expired */
+  CAD_TLS_NOT_YET_VALID,      /* the peer's certificate is not valid yet */
+  CAD_TLS_UNKNOWN_CA,         /* the peer's certificate is not signed by a trusted CA */
+  CAD_TLS_HOSTNAME_MISMATCH,  /* the server certificate does not name the host */
+  CAD_TLS_NO_CLIENT_CERT,     /* mutual TLS: the client sent no certificate */
   CAD_TLS_CLIENT_NOT_ALLOWED, /* mutual TLS: the certificate names no allowed client */
-  CAD_TLS_BAD_CERT,         /* the peer's certificate is unusable for another reason */
-  CAD_TLS_PEER_REJECTED,    /* the peer refused our certificate (its alert says why) */
-  CAD_TLS_VERSION,          /* no common protocol version or cipher */
-  CAD_TLS_NOT_TLS,          /* the peer does not speak TLS */
-  CAD_TLS_PROTOCOL,         /* any other TLS failure */
+  CAD_TLS_BAD_CERT,           /* the peer's certificate is unusable for another reason */
+  CAD_TLS_PEER_REJECTED,      /* the peer refused our certificate (its alert says why) */
+  CAD_TLS_VERSION,            /* no common protocol version or cipher */
+  CAD_TLS_NOT_TLS,            /* the peer does not speak TLS */
+  CAD_TLS_PROTOCOL,           /* any other TLS failure */
 } cad_tls_reason_t;
 
 /* "certificate expired", "unknown CA", ... (static text). */
@@ -119,8 +119,8 @@ const char *cad_tls_reason_name(cad_tls_reason_t r);
 typedef struct cad_tls_session cad_tls_session_t;
 
 typedef struct cad_tls_session_cbs {
-  void (*on_ready)(void *ud);                            /* handshake done */
-  void (*on_plain)(void *ud, const char *p, size_t n);   /* application data */
+  void (*on_ready)(void *ud);                          /* handshake done */
+  void (*on_plain)(void *ud, const char *p, size_t n); /* application data */
   /* Write out (and empty) what net holds now: called before on_ready and
    * on_plain, so that bytes the owner writes from them follow ours. */
   void (*flush)(void *ud, cad_buf_t *net);
@@ -129,9 +129,8 @@ typedef struct cad_tls_session_cbs {
 /* A server session (server_name NULL) or a client one (see
  * cad_transport_connect for server_name and verify_host).  Returns 0 or
  * CAD_E_NOMEM / CAD_E_INVAL. */
-int cad_tls_session_new(cad_tls_ctx_t *ctx, bool server, const char *server_name,
-                        bool verify_host, const cad_tls_session_cbs_t *cbs, void *ud,
-                        cad_tls_session_t **out);
+int cad_tls_session_new(cad_tls_ctx_t *ctx, bool server, const char *server_name, bool verify_host,
+                        const cad_tls_session_cbs_t *cbs, void *ud, cad_tls_session_t **out);
 /* Client: append the first handshake message to net.  0 or an error. */
 int cad_tls_session_start(cad_tls_session_t *s, cad_buf_t *net);
 /* Ciphertext from the peer: runs the handshake (on_ready once it is done),
@@ -150,7 +149,7 @@ void cad_tls_session_set_reason(cad_tls_session_t *s, cad_tls_reason_t r, const 
 cad_tls_reason_t cad_tls_session_reason(const cad_tls_session_t *s);
 const char *cad_tls_session_reason_text(const cad_tls_session_t *s); /* "" when none */
 const char *cad_tls_session_peer_name(const cad_tls_session_t *s);   /* subject CN or "" */
-void cad_tls_session_free(cad_tls_session_t *s); /* NULL is ignored */
+void cad_tls_session_free(cad_tls_session_t *s);                     /* NULL is ignored */
 
 /* ---- transports --------------------------------------------------------- */
 
@@ -236,9 +235,9 @@ size_t cad_transport_write_queue_size(const cad_transport_t *t);
 /* ---- address allow-lists ------------------------------------------------ */
 
 typedef struct cad_cidr {
-  int family;              /* AF_INET or AF_INET6 */
-  unsigned char addr[16];  /* network bytes (first 4 for IPv4) */
-  int prefix;              /* 0..32 or 0..128 */
+  int family;             /* AF_INET or AF_INET6 */
+  unsigned char addr[16]; /* network bytes (first 4 for IPv4) */
+  int prefix;             /* 0..32 or 0..128 */
 } cad_cidr_t;
 
 /* Parse "10.0.0.0/8", "127.0.0.1" (= /32), "::1", "fd00::/8".  Returns 0 or

@@ -9,14 +9,14 @@
 
 #include <stddef.h>
 
-int cad_cli_parse(int argc, char **argv); /* cli_parse.c */
-int cad_cli_get(int argc, char **argv);   /* cli_parse.c */
-int cad_cli_check(int argc, char **argv); /* cli_check.c */
-int cad_cli_run(int argc, char **argv);   /* run.c */
-int cad_cli_queue(int argc, char **argv); /* cli_queue.c */
-int cad_cli_test(int argc, char **argv);  /* cli_test.c */
-int cad_cli_send(int argc, char **argv);  /* cli_send.c */
-int cad_cli_replay(int argc, char **argv); /* cli_replay.c */
+int cad_cli_parse(int argc, char **argv);   /* cli_parse.c */
+int cad_cli_get(int argc, char **argv);     /* cli_parse.c */
+int cad_cli_check(int argc, char **argv);   /* cli_check.c */
+int cad_cli_run(int argc, char **argv);     /* run.c */
+int cad_cli_queue(int argc, char **argv);   /* cli_queue.c */
+int cad_cli_test(int argc, char **argv);    /* cli_test.c */
+int cad_cli_send(int argc, char **argv);    /* cli_send.c */
+int cad_cli_replay(int argc, char **argv);  /* cli_replay.c */
 int cad_cli_preview(int argc, char **argv); /* cli_preview.c */
 
 /* Shared helper: read a whole file ("-" = stdin) into a malloc'd buffer.

@@ -103,7 +103,6 @@ bool cad__msh_field(const char *p, size_t len, int n, cad_str_t *out) {
 
 /* ---- sources ------------------------------------------------------------ */
 
-
 static int cmp_str(const void *a, const void *b) {
   return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -291,7 +290,6 @@ static int reader_fill(cad__archive_t *r, const char **p, size_t *n) {
   }
 }
 
-
 /* The next message of all sources: 1 (*it valid until the next call), 0 at
  * the end of the last source, negative on a fatal error (out of memory). */
 int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it) {
@@ -352,7 +350,6 @@ int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it) {
     }
   }
 }
-
 
 int cad__archive_init(cad__archive_t *r, const char *cmd) {
   memset(r, 0, sizeof *r);

@@ -28,11 +28,11 @@
 #include "hl7_stream.h"
 
 typedef struct cad__archive {
-  const char *cmd;     /* "replay": for messages */
-  char **src;          /* expanded paths (owned); "-" = stdin */
+  const char *cmd; /* "replay": for messages */
+  char **src;      /* expanded paths (owned); "-" = stdin */
   size_t nsrc, cur;
-  uint64_t bytes_read; /* file bytes read, all sources (progress) */
-  uint64_t bytes_total;/* sum of the regular files' sizes; 0 = unknown */
+  uint64_t bytes_read;   /* file bytes read, all sources (progress) */
+  uint64_t bytes_total;  /* sum of the regular files' sizes; 0 = unknown */
   uint64_t decompressed; /* bytes given to the splitter, all sources */
   uint64_t read_errors, skipped_items, messages;
   /* internal */
@@ -49,10 +49,10 @@ typedef struct cad__archive {
 } cad__archive_t;
 
 typedef struct cad__archive_item {
-  const char *p;  /* the message (borrowed, see above) */
+  const char *p; /* the message (borrowed, see above) */
   size_t len;
-  uint32_t src;   /* index into src[] */
-  uint64_t off;   /* byte offset in the (decompressed) source */
+  uint32_t src; /* index into src[] */
+  uint64_t off; /* byte offset in the (decompressed) source */
 } cad__archive_item_t;
 
 /* 0 or CAD_E_NOMEM.  `cmd` is borrowed. */

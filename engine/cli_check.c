@@ -24,9 +24,9 @@ static void usage(FILE *out) {
 
 static const char *ack_name(cad_ack_mode_t m) {
   switch (m) {
-  case CAD_ACK_AUTO: return "auto (original or enhanced, as each message's MSH-15/MSH-16 ask)";
-  case CAD_ACK_ORIGINAL: return "original (MSA-1 AA / AE / AR)";
-  case CAD_ACK_ENHANCED: return "enhanced (MSA-1 CA / CE / CR)";
+    case CAD_ACK_AUTO: return "auto (original or enhanced, as each message's MSH-15/MSH-16 ask)";
+    case CAD_ACK_ORIGINAL: return "original (MSA-1 AA / AE / AR)";
+    case CAD_ACK_ENHANCED: return "enhanced (MSA-1 CA / CE / CR)";
   }
   return "?";
 }
@@ -37,10 +37,8 @@ static const char *level_name(cad_log_level_t l) {
 }
 
 static void print_listen(const cad_conf_listen_t *l) {
-  if (strchr(l->host, ':'))
-    printf("[%s]:%d", l->host, l->port);
-  else
-    printf("%s:%d", l->host, l->port);
+  if (strchr(l->host, ':')) printf("[%s]:%d", l->host, l->port);
+  else printf("%s:%d", l->host, l->port);
 }
 
 static void print_summary(const cad_config_t *c) {
@@ -52,8 +50,8 @@ static void print_summary(const cad_config_t *c) {
     for (size_t i = 0; i < c->nfiles; i++) printf("%s%s", i ? ", " : "", c->files[i]);
     printf("\n");
   }
-  printf("  engine      data_dir %s, log_level %s, log_format %s, stats_interval %s\n",
-         c->data_dir, level_name(c->log_level), c->log_format == CAD_LOG_JSON ? "json" : "kv",
+  printf("  engine      data_dir %s, log_level %s, log_format %s, stats_interval %s\n", c->data_dir,
+         level_name(c->log_level), c->log_format == CAD_LOG_JSON ? "json" : "kv",
          c->stats_interval_ms ? cad_config_format_duration(c->stats_interval_ms, a, sizeof a)
                               : "0 (off)");
   printf("  queue       segments of %s, delivered messages kept %s",
@@ -76,19 +74,19 @@ static void print_summary(const cad_config_t *c) {
              ch->tls.min_version == CAD_TLS_MIN_1_3 ? "1.3+" : "1.2+",
              ch->tls.require_client_cert ? ", client certificates required" : "", ch->tls.cert,
              ch->tls.nallowed ? ", named clients only" : "");
-    else
-      printf("  (MLLP)\n");
+    else printf("  (MLLP)\n");
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
                                            "delivered (after the destinations)"};
     printf("  ack         %s; policy %s\n", ack_name(ch->ack_mode), policies[ch->ack_policy]);
-    if (ch->nallow) printf("  allow       %zu client address range(s); others are refused\n", ch->nallow);
+    if (ch->nallow)
+      printf("  allow       %zu client address range(s); others are refused\n", ch->nallow);
     printf("  limits      max_message_size %s, max_connections %u\n",
            cad_config_format_size(ch->max_message_size, a, sizeof a), ch->max_connections);
-    printf("  timeouts    idle %s, mid-frame %s\n",
-           ch->idle_timeout_ms ? cad_config_format_duration(ch->idle_timeout_ms, a, sizeof a)
-                               : "none",
-           cad_config_format_duration(ch->frame_timeout_ms, b, sizeof b));
+    printf(
+        "  timeouts    idle %s, mid-frame %s\n",
+        ch->idle_timeout_ms ? cad_config_format_duration(ch->idle_timeout_ms, a, sizeof a) : "none",
+        cad_config_format_duration(ch->frame_timeout_ms, b, sizeof b));
     size_t nr = cad_routes_count(ch->routes);
     if (ch->nto) {
       printf("  to          ");
@@ -151,8 +149,8 @@ int cad_cli_check(int argc, char **argv) {
       usage(stderr);
       return 2;
     } else if (path) {
-      fprintf(stderr, "caduceus check: one configuration file at a time ('%s' and '%s')\n",
-              path, a);
+      fprintf(stderr, "caduceus check: one configuration file at a time ('%s' and '%s')\n", path,
+              a);
       usage(stderr);
       return 2;
     } else {
@@ -169,10 +167,8 @@ int cad_cli_check(int argc, char **argv) {
   int rc = cad_config_load(path, &c, &errors);
   if (rc != 0) {
     if (errors) fputs(errors, stderr);
-    if (rc == CAD_E_CONFIG)
-      fprintf(stderr, "caduceus check: %s is not valid\n", path);
-    else if (!errors)
-      fprintf(stderr, "caduceus check: %s: %s\n", path, cad_strerror(rc));
+    if (rc == CAD_E_CONFIG) fprintf(stderr, "caduceus check: %s is not valid\n", path);
+    else if (!errors) fprintf(stderr, "caduceus check: %s: %s\n", path, cad_strerror(rc));
     free(errors);
     return 1;
   }

@@ -41,14 +41,12 @@ int cad_cli_mllp_arg(cad_cli_mllp_t *o, const char *cmd, int argc, char **argv, 
     char *end = NULL;
     if (*i + 1 >= argc || (o->timeout_s = strtod(argv[*i + 1], &end)) <= 0 || *end ||
         o->timeout_s > 86400) {
-      fprintf(stderr, "caduceus %s: --timeout needs a number of seconds (0 < S <= 86400)\n",
-              cmd);
+      fprintf(stderr, "caduceus %s: --timeout needs a number of seconds (0 < S <= 86400)\n", cmd);
       return -1;
     }
     (*i)++;
     return 1;
-  } else
-    return 0;
+  } else return 0;
   if (*i + 1 >= argc) {
     fprintf(stderr, "caduceus %s: %s needs a value\n", cmd, a);
     return -1;

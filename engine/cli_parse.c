@@ -16,10 +16,8 @@
 static void put_text(FILE *out, cad_str_t s) {
   for (size_t i = 0; i < s.len; i++) {
     unsigned char c = (unsigned char)s.p[i];
-    if (c < 0x20 || c == 0x7f)
-      fprintf(out, "\\x%02x", c);
-    else
-      fputc(c, out);
+    if (c < 0x20 || c == 0x7f) fprintf(out, "\\x%02x", c);
+    else fputc(c, out);
   }
 }
 
@@ -34,10 +32,8 @@ static void put_json_str(FILE *out, cad_str_t s) {
       case '\r': fputs("\\r", out); break;
       case '\t': fputs("\\t", out); break;
       default:
-        if (c < 0x20 || c == 0x7f)
-          fprintf(out, "\\u%04x", c);
-        else
-          fputc(c, out); /* bytes >= 0x80 pass through (UTF-8 input stays UTF-8) */
+        if (c < 0x20 || c == 0x7f) fprintf(out, "\\u%04x", c);
+        else fputc(c, out); /* bytes >= 0x80 pass through (UTF-8 input stays UTF-8) */
     }
   }
   fputc('"', out);
@@ -105,11 +101,14 @@ static int for_each_message(const char *path, size_t max_msg, msg_fn on_msg, env
 static void report_parse_error(const char *path, uint64_t index, uint64_t offset,
                                const cad_hl7_diag_t *dg) {
   fprintf(stderr, "%s: message %llu (offset %llu): %s", path, (unsigned long long)index,
-          (unsigned long long)(offset + dg->offset), dg->reason[0] ? dg->reason : cad_strerror(dg->code));
-  if (dg->segment) fprintf(stderr, " [segment %u%s%s", dg->segment, dg->seg_id[0] ? " " : "", dg->seg_id);
+          (unsigned long long)(offset + dg->offset),
+          dg->reason[0] ? dg->reason : cad_strerror(dg->code));
+  if (dg->segment)
+    fprintf(stderr, " [segment %u%s%s", dg->segment, dg->seg_id[0] ? " " : "", dg->seg_id);
   if (dg->segment && dg->field) fprintf(stderr, ", field %u", dg->field);
   if (dg->segment) fputc(']', stderr);
-  if (dg->hl7_code) fprintf(stderr, " (HL7 error %d: %s)", dg->hl7_code, cad_hl7_err_text(dg->hl7_code));
+  if (dg->hl7_code)
+    fprintf(stderr, " (HL7 error %d: %s)", dg->hl7_code, cad_hl7_err_text(dg->hl7_code));
   fputc('\n', stderr);
 }
 
@@ -124,10 +123,8 @@ typedef struct {
 } parse_ctx_t;
 
 static void seg_path(char *buf, size_t cap, const cad_hl7_seg_t *s, int occ) {
-  if (occ > 1)
-    snprintf(buf, cap, "%s[%d]", s->name, occ);
-  else
-    snprintf(buf, cap, "%s", s->name);
+  if (occ > 1) snprintf(buf, cap, "%s[%d]", s->name, occ);
+  else snprintf(buf, cap, "%s", s->name);
 }
 
 /* Text tree: one line per non-empty node, children indented. */
@@ -152,8 +149,8 @@ static void text_field(parse_ctx_t *c, const cad_hl7_seg_t *s, const char *sp, i
     return;
   }
   int nrep = cad_hl7_npieces(f, d->rep);
-  bool structured = nrep > 1 || memchr(f.p, d->comp, f.len) ||
-                    (d->sub && memchr(f.p, d->sub, f.len));
+  bool structured =
+      nrep > 1 || memchr(f.p, d->comp, f.len) || (d->sub && memchr(f.p, d->sub, f.len));
   if (!structured) {
     tree_leaf(c, 1, path, d, f, true);
     return;
@@ -166,10 +163,8 @@ static void text_field(parse_ctx_t *c, const cad_hl7_seg_t *s, const char *sp, i
     cad_hl7_piece(f, d->rep, r, &rv);
     if (rv.len == 0) continue;
     char rpath[112];
-    if (nrep > 1)
-      snprintf(rpath, sizeof rpath, "%s[%d]", path, r);
-    else
-      snprintf(rpath, sizeof rpath, "%s", path);
+    if (nrep > 1) snprintf(rpath, sizeof rpath, "%s[%d]", path, r);
+    else snprintf(rpath, sizeof rpath, "%s", path);
     int depth = 2;
     int ncomp = cad_hl7_npieces(rv, d->comp);
     if (nrep > 1) {
@@ -225,10 +220,8 @@ static void json_children(parse_ctx_t *c, const char *path, const cad_hl7_delims
     cad_hl7_piece(raw, sep, k, &v);
     if (v.len == 0) continue;
     char p[160];
-    if (level == 0)
-      snprintf(p, sizeof p, "%s[%d]", path, k);
-    else
-      snprintf(p, sizeof p, "%s.%d", path, k);
+    if (level == 0) snprintf(p, sizeof p, "%s[%d]", path, k);
+    else snprintf(p, sizeof p, "%s.%d", path, k);
     if (!first) putchar(',');
     first = false;
     json_node(c, p, d, v, level + 1, false);
@@ -273,10 +266,11 @@ static int on_parse_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t byt
     if (c->json) {
       if (!c->first) puts(",");
       c->first = false;
-      printf("{\"message\":%llu,\"offset\":%llu,\"error\":{\"code\":\"%s\",\"hl7_code\":%d,"
-             "\"segment\":%u,\"field\":%u,\"offset\":%llu,\"reason\":",
-             (unsigned long long)index, (unsigned long long)offset, cad_err_name(dg.code),
-             dg.hl7_code, dg.segment, dg.field, (unsigned long long)(offset + dg.offset));
+      printf(
+          "{\"message\":%llu,\"offset\":%llu,\"error\":{\"code\":\"%s\",\"hl7_code\":%d,"
+          "\"segment\":%u,\"field\":%u,\"offset\":%llu,\"reason\":",
+          (unsigned long long)index, (unsigned long long)offset, cad_err_name(dg.code), dg.hl7_code,
+          dg.segment, dg.field, (unsigned long long)(offset + dg.offset));
       put_json_str(stdout, (cad_str_t){dg.reason, strlen(dg.reason)});
       fputs("}}", stdout);
     }
@@ -318,10 +312,8 @@ static int on_parse_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t byt
       for (int fno = 1; fno <= nf; fno++) text_field(c, s, sp, fno);
     }
   }
-  if (c->json)
-    fputs("]}", stdout);
-  else
-    putchar('\n');
+  if (c->json) fputs("]}", stdout);
+  else putchar('\n');
   return 0;
 }
 
@@ -417,10 +409,8 @@ static int on_get_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t bytes
   int n = 0;
   while (cad_hl7_iter_next(&it, &mt)) {
     cad_str_t v;
-    if (c->raw)
-      v = mt.raw;
-    else if (!cad_hl7_value(&c->path, &mt, &c->arena, &v))
-      v = mt.raw;
+    if (c->raw) v = mt.raw;
+    else if (!cad_hl7_value(&c->path, &mt, &c->arena, &v)) v = mt.raw;
     if (c->number) printf("%llu\t", (unsigned long long)index);
     put_text(stdout, v);
     putchar('\n');
@@ -434,26 +424,27 @@ static int on_get_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t bytes
 }
 
 static void get_usage(FILE *out) {
-  fprintf(out,
-          "usage: caduceus get [-n] [--raw] PATH FILE|-\n"
-          "\n"
-          "Prints the value at PATH for every message in FILE (or standard input), one\n"
-          "value per line; a message without the element prints an empty line, so the\n"
-          "output lines up with the messages.  Wildcards ([*]) print one line per match.\n"
-          "\n"
-          "PATH: SEG[occurrence]-field[repetition].component.subcomponent, 1-based;\n"
-          "  PID-5.1  PID-3[2].1  OBX[*]-5  PID-3[*].4  MSH-9.2  PID-5.1.2\n"
-          "MSH-1 is the field separator and MSH-2 the encoding characters.\n"
-          "\n"
-          "A leaf is decoded (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\ resolved; formatting escapes such\n"
-          "as \\.br\\ kept); an element that still has components or repetitions is\n"
-          "printed as its raw encoded text.  Control characters print as \\xHH.\n"
-          "\n"
-          "  -n, --number   prefix each line with the message number and a TAB\n"
-          "  --raw          print raw encoded text, never decoded\n"
-          "\n"
-          "Exit status: 0 success, 1 some message could not be parsed or the file could\n"
-          "not be read, 2 usage error or invalid path.\n");
+  fprintf(
+      out,
+      "usage: caduceus get [-n] [--raw] PATH FILE|-\n"
+      "\n"
+      "Prints the value at PATH for every message in FILE (or standard input), one\n"
+      "value per line; a message without the element prints an empty line, so the\n"
+      "output lines up with the messages.  Wildcards ([*]) print one line per match.\n"
+      "\n"
+      "PATH: SEG[occurrence]-field[repetition].component.subcomponent, 1-based;\n"
+      "  PID-5.1  PID-3[2].1  OBX[*]-5  PID-3[*].4  MSH-9.2  PID-5.1.2\n"
+      "MSH-1 is the field separator and MSH-2 the encoding characters.\n"
+      "\n"
+      "A leaf is decoded (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\ resolved; formatting escapes such\n"
+      "as \\.br\\ kept); an element that still has components or repetitions is\n"
+      "printed as its raw encoded text.  Control characters print as \\xHH.\n"
+      "\n"
+      "  -n, --number   prefix each line with the message number and a TAB\n"
+      "  --raw          print raw encoded text, never decoded\n"
+      "\n"
+      "Exit status: 0 success, 1 some message could not be parsed or the file could\n"
+      "not be read, 2 usage error or invalid path.\n");
 }
 
 int cad_cli_get(int argc, char **argv) {

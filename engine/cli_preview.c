@@ -108,8 +108,7 @@ static void json_buf_str(cad_buf_t *b, const char *p, size_t n) {
   cad_buf_putc(b, '"');
 }
 
-static void emit_value(pv_t *pv, const char *dest, const char *path, cad_str_t was,
-                       cad_str_t now) {
+static void emit_value(pv_t *pv, const char *dest, const char *path, cad_str_t was, cad_str_t now) {
   part_begin(pv);
   if (pv->json) {
     cad_buf_puts(&pv->line, "{\"destination\":");
@@ -175,8 +174,7 @@ static void diff_value(pv_t *pv, const char *dest, const char *path, cad_str_t a
   }
 }
 
-static void diff_msgs(pv_t *pv, const char *dest, cad_str_t was, cad_str_t now,
-                      cad_arena_t *a) {
+static void diff_msgs(pv_t *pv, const char *dest, cad_str_t was, cad_str_t now, cad_arena_t *a) {
   cad_hl7_msg_t ma, mb;
   if (cad_hl7_parse(&ma, was.p, was.len, a, NULL, NULL) != 0 ||
       cad_hl7_parse(&mb, now.p, now.len, a, NULL, NULL) != 0) {
@@ -229,8 +227,7 @@ static void diff_msgs(pv_t *pv, const char *dest, cad_str_t was, cad_str_t now,
 static const cad_route_out_t *find_out(const cad_route_result_t *r, const side_t *s,
                                        const char *name) {
   for (size_t i = 0; i < r->nouts; i++)
-    if (strcmp(cad_routes_dest_name(s->ch->routes, r->outs[i].dest), name) == 0)
-      return &r->outs[i];
+    if (strcmp(cad_routes_dest_name(s->ch->routes, r->outs[i].dest), name) == 0) return &r->outs[i];
   return NULL;
 }
 
@@ -324,8 +321,7 @@ static int load_side(side_t *s, const char *path, const char *channel, const cha
   if (!channel && s->cfg->nchannels > 1) {
     fprintf(stderr, "caduceus preview: %s has %zu channels; choose one with --channel:", path,
             s->cfg->nchannels);
-    for (size_t i = 0; i < s->cfg->nchannels; i++)
-      fprintf(stderr, " %s", s->cfg->channels[i].name);
+    for (size_t i = 0; i < s->cfg->nchannels; i++) fprintf(stderr, " %s", s->cfg->channels[i].name);
     fputc('\n', stderr);
     return -1;
   }
@@ -369,8 +365,7 @@ static void print_summary(pv_t *pv, const cad__archive_t *ar, const char *cfg_pa
       if (pv->have_base)
         printf("{\"new\": %llu, \"old\": %llu}", (unsigned long long)pv->now.disp[k],
                (unsigned long long)pv->base.disp[k]);
-      else
-        printf("%llu", (unsigned long long)pv->now.disp[k]);
+      else printf("%llu", (unsigned long long)pv->now.disp[k]);
     }
     printf("},\n  \"destinations\": {");
     int nd = 0;
@@ -383,8 +378,7 @@ static void print_summary(pv_t *pv, const cad__archive_t *ar, const char *cfg_pa
       if (pv->have_base)
         printf(": {\"sent\": %llu, \"baseline_sent\": %llu}", (unsigned long long)pv->now.sent[d],
                (unsigned long long)old);
-      else
-        printf(": {\"sent\": %llu}", (unsigned long long)pv->now.sent[d]);
+      else printf(": {\"sent\": %llu}", (unsigned long long)pv->now.sent[d]);
     }
     for (size_t d = 0; pv->have_base && d < pv->base.cfg->ndests; d++) {
       const char *name = cad_routes_dest_name(pv->base.ch->routes, d);
@@ -422,8 +416,7 @@ static void print_summary(pv_t *pv, const cad__archive_t *ar, const char *cfg_pa
   }
   printf("  by disposition\n");
   for (int k = 0; k < NDISP; k++) {
-    printf("  %-24s %12llu", k == 0 ? "delivered" : dnames[k],
-           (unsigned long long)pv->now.disp[k]);
+    printf("  %-24s %12llu", k == 0 ? "delivered" : dnames[k], (unsigned long long)pv->now.disp[k]);
     if (pv->have_base) printf(" %12llu", (unsigned long long)pv->base.disp[k]);
     printf("\n");
   }
@@ -434,8 +427,8 @@ static void print_summary(pv_t *pv, const cad__archive_t *ar, const char *cfg_pa
       printf(" (%llu shown; --max-changes to see more)", (unsigned long long)pv->printed);
     printf("\n");
   }
-  if (ar->read_errors) printf("  %llu source(s) could not be read completely\n",
-                              (unsigned long long)ar->read_errors);
+  if (ar->read_errors)
+    printf("  %llu source(s) could not be read completely\n", (unsigned long long)ar->read_errors);
 }
 
 int cad_cli_preview(int argc, char **argv) {

@@ -65,14 +65,10 @@ static void fmt_time(uint64_t ms, char *buf, size_t cap) {
 
 static void fmt_age(uint64_t ms, char *buf, size_t cap) {
   uint64_t s = ms / 1000;
-  if (s < 120)
-    snprintf(buf, cap, "%llus", (unsigned long long)s);
-  else if (s < 7200)
-    snprintf(buf, cap, "%llum", (unsigned long long)(s / 60));
-  else if (s < 172800)
-    snprintf(buf, cap, "%lluh", (unsigned long long)(s / 3600));
-  else
-    snprintf(buf, cap, "%llud", (unsigned long long)(s / 86400));
+  if (s < 120) snprintf(buf, cap, "%llus", (unsigned long long)s);
+  else if (s < 7200) snprintf(buf, cap, "%llum", (unsigned long long)(s / 60));
+  else if (s < 172800) snprintf(buf, cap, "%lluh", (unsigned long long)(s / 3600));
+  else snprintf(buf, cap, "%llud", (unsigned long long)(s / 86400));
 }
 
 /* MSH-9 and MSH-10 of a message, for listings (identifiers, not PHI). */
@@ -196,7 +192,8 @@ static int cmd_stats(qctx_t *c, const char *only) {
 
 static int dest_id(qctx_t *c, const char *name, cad_journal_t *j) {
   int id = cad_journal_dest(j, name, false);
-  if (id < 0 && j == &c->j) fprintf(stderr, "caduceus queue: no destination '%s' in %s\n", name, c->jdir);
+  if (id < 0 && j == &c->j)
+    fprintf(stderr, "caduceus queue: no destination '%s' in %s\n", name, c->jdir);
   return id;
 }
 
@@ -258,13 +255,15 @@ static int cmd_show(qctx_t *c, const char *dest, uint64_t seq, bool dead) {
   cad_journal_t *j = dead ? &c->dlq : &c->j;
   int id = dest_id(c, dest, j);
   if (id < 0) {
-    fprintf(stderr, "caduceus queue: no %s for '%s'\n", dead ? "dead letters" : "destination", dest);
+    fprintf(stderr, "caduceus queue: no %s for '%s'\n", dead ? "dead letters" : "destination",
+            dest);
     return 1;
   }
   cad_jread_t rec;
   memset(&rec, 0, sizeof rec);
   if (find_msg(c, j, dead ? c->dlqdir : c->jdir, id, seq, &rec)) {
-    fprintf(stderr, "caduceus queue: %s has no message %llu%s (it may have been removed by retention)\n",
+    fprintf(stderr,
+            "caduceus queue: %s has no message %llu%s (it may have been removed by retention)\n",
             dest, (unsigned long long)seq, dead ? " in its dead letters" : "");
     cad_buf_free(&rec.payload);
     return 1;
@@ -281,8 +280,9 @@ static int cmd_show(qctx_t *c, const char *dest, uint64_t seq, bool dead) {
             (int)reason.len, reason.p);
   } else {
     const cad_jdest_t *jd = &c->j.dests[id];
-    fprintf(stderr, "state: %s\n", seq <= jd->done_seq ? "finished (delivered, dead-lettered or purged)"
-                                                       : "waiting for delivery");
+    fprintf(stderr, "state: %s\n",
+            seq <= jd->done_seq ? "finished (delivered, dead-lettered or purged)"
+                                : "waiting for delivery");
   }
   /* The message itself on stdout, byte for byte (pipe it to `caduceus parse -`). */
   fwrite(msg.p, 1, msg.len, stdout);
@@ -444,8 +444,8 @@ int cad_cli_queue(int argc, char **argv) {
   const char *cmd = argv[optind], *data_dir = argv[optind + 1];
   const char *dest = npos > 2 ? argv[optind + 2] : NULL;
   bool changing = strcmp(cmd, "requeue") == 0 || strcmp(cmd, "purge") == 0;
-  bool known = changing || strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0 ||
-               strcmp(cmd, "show") == 0;
+  bool known =
+      changing || strcmp(cmd, "stats") == 0 || strcmp(cmd, "list") == 0 || strcmp(cmd, "show") == 0;
   if (!known) {
     fprintf(stderr, "caduceus queue: unknown command '%s'\n", cmd);
     usage(stderr);
@@ -473,16 +473,11 @@ int cad_cli_queue(int argc, char **argv) {
     return 1;
   }
   int rc;
-  if (strcmp(cmd, "stats") == 0)
-    rc = cmd_stats(&c, dest);
-  else if (strcmp(cmd, "list") == 0)
-    rc = cmd_list(&c, dest, dead, limit);
-  else if (strcmp(cmd, "show") == 0)
-    rc = cmd_show(&c, dest, seq, dead);
-  else if (strcmp(cmd, "requeue") == 0)
-    rc = cmd_requeue(&c, dest, seq, all);
-  else
-    rc = cmd_purge(&c, dest, dead);
+  if (strcmp(cmd, "stats") == 0) rc = cmd_stats(&c, dest);
+  else if (strcmp(cmd, "list") == 0) rc = cmd_list(&c, dest, dead, limit);
+  else if (strcmp(cmd, "show") == 0) rc = cmd_show(&c, dest, seq, dead);
+  else if (strcmp(cmd, "requeue") == 0) rc = cmd_requeue(&c, dest, seq, all);
+  else rc = cmd_purge(&c, dest, dead);
   close_dirs(&c);
   if (lockfd >= 0) close(lockfd);
   return rc;

@@ -178,9 +178,9 @@ struct replay {
   double pending_time;
   bool pending_has_time;
   uint64_t selected, skipped_done, filtered;
-  counts_t c;            /* this run and earlier runs (from the checkpoint) */
+  counts_t c; /* this run and earlier runs (from the checkpoint) */
   counts_t c_prev;
-  uint64_t sent_now;     /* finished in this run */
+  uint64_t sent_now; /* finished in this run */
   uint64_t t_start, next_due;
   double first_time;
   bool have_first_time;
@@ -191,8 +191,8 @@ struct replay {
   /* checkpoint */
   ring_ent_t *ring;
   uint64_t ring_head, ring_tail, window;
-  pos_t resume_next;     /* from the checkpoint: all before is done */
-  pos_t *resume_done;    /* sorted */
+  pos_t resume_next;  /* from the checkpoint: all before is done */
+  pos_t *resume_done; /* sorted */
   size_t nresume_done;
   pos_t last_dispatched;
   bool any_dispatched;
@@ -317,8 +317,7 @@ static int write_snapshot(replay_t *rp) {
                      (unsigned long long)rp->resume_done[i].off);
   for (uint64_t s = rp->ring_tail; s != rp->ring_head; s++) {
     const ring_ent_t *e = &rp->ring[s % rp->window];
-    if (e->done)
-      cad_buf_printf(&b, "done %u %llu\n", e->pos.src, (unsigned long long)e->pos.off);
+    if (e->done) cad_buf_printf(&b, "done %u %llu\n", e->pos.src, (unsigned long long)e->pos.off);
   }
   cad_buf_printf(&b, "finished %llu accepted %llu refused %llu failed %llu\n",
                  (unsigned long long)rp->c.finished, (unsigned long long)rp->c.accepted,
@@ -372,8 +371,7 @@ static void log_finished(replay_t *rp, pos_t p, char kind) {
   uLong crc = crc32(0L, (const Bytef *)body, (uInt)bn);
   int n = snprintf(line, sizeof line, "%s %08lx\n", body, (unsigned long)crc);
   if (write(rp->log_fd, line, (size_t)n) != n)
-    fprintf(stderr, "caduceus replay: cannot append to the checkpoint log: %s\n",
-            strerror(errno));
+    fprintf(stderr, "caduceus replay: cannot append to the checkpoint log: %s\n", strerror(errno));
 }
 
 static int add_resume_done(replay_t *rp, size_t *cap, pos_t p) {
@@ -476,8 +474,7 @@ static int load_checkpoint(replay_t *rp) {
     }
     fclose(f);
   }
-  if (rp->nresume_done)
-    qsort(rp->resume_done, rp->nresume_done, sizeof *rp->resume_done, pos_qcmp);
+  if (rp->nresume_done) qsort(rp->resume_done, rp->nresume_done, sizeof *rp->resume_done, pos_qcmp);
   rp->c_prev = rp->c;
   return 0;
 }
@@ -496,8 +493,8 @@ static void report(replay_t *rp, const slot_t *sl, const char *code, const char 
   }
   cbuf[cl] = 0;
   fprintf(rp->report, "# source=%s offset=%llu control_id=%s ack=%s error=\"",
-          rp->rd.src[sl->pos.src],
-          (unsigned long long)sl->pos.off, cl ? cbuf : "-", code[0] ? code : "-");
+          rp->rd.src[sl->pos.src], (unsigned long long)sl->pos.off, cl ? cbuf : "-",
+          code[0] ? code : "-");
   for (const char *q = why; *q; q++) {
     unsigned char ch = (unsigned char)*q;
     if (ch == '"' || ch == '\\') fputc('\\', rp->report);
@@ -781,8 +778,8 @@ int cad_cli_replay(int argc, char **argv) {
       continue;
     }
     /* options with a value */
-    static const char *const valued[] = {"--where",  "--type",   "--since",  "--until",
-                                         "--limit",  "--rate",   "--speed",  "--connections",
+    static const char *const valued[] = {"--where",  "--type",   "--since",   "--until",
+                                         "--limit",  "--rate",   "--speed",   "--connections",
                                          "--report", "--resume", "--retries", "--checkpoint-every"};
     bool known = false;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
@@ -895,9 +892,10 @@ int cad_cli_replay(int argc, char **argv) {
       goto out;
     }
     if (!resuming || ftell(rp->report) == 0)
-      fputs("# caduceus replay report: messages not accepted; this file is itself an archive "
-            "that caduceus replay can send again\n",
-            rp->report);
+      fputs(
+          "# caduceus replay report: messages not accepted; this file is itself an archive "
+          "that caduceus replay can send again\n",
+          rp->report);
   }
   cad_tls_ctx_t *ctx = NULL;
   char err[300];
@@ -961,29 +959,29 @@ int cad_cli_replay(int argc, char **argv) {
   cad_tls_ctx_unref(ctx);
   if (rp->resume_path) write_snapshot(rp);
   bool interrupted = rp->stopping || rp->hard_stop;
-  printf("replay: %llu read, %llu selected, %llu filtered out, %llu already done (resume); "
-         "%llu finished: %llu accepted, %llu not accepted (AE/AR), %llu failed; "
-         "%.2f s, %.1f msg/s%s\n",
-         (unsigned long long)rp->rd.messages, (unsigned long long)rp->selected,
-         (unsigned long long)rp->filtered, (unsigned long long)rp->skipped_done,
-         (unsigned long long)rp->sent_now,
-         (unsigned long long)(rp->c.accepted - rp->c_prev.accepted),
-         (unsigned long long)(rp->c.refused - rp->c_prev.refused),
-         (unsigned long long)(rp->c.failed - rp->c_prev.failed), elapsed,
-         elapsed > 0 ? (double)rp->sent_now / elapsed : 0.0,
-         interrupted ? " (interrupted)" : "");
+  printf(
+      "replay: %llu read, %llu selected, %llu filtered out, %llu already done (resume); "
+      "%llu finished: %llu accepted, %llu not accepted (AE/AR), %llu failed; "
+      "%.2f s, %.1f msg/s%s\n",
+      (unsigned long long)rp->rd.messages, (unsigned long long)rp->selected,
+      (unsigned long long)rp->filtered, (unsigned long long)rp->skipped_done,
+      (unsigned long long)rp->sent_now, (unsigned long long)(rp->c.accepted - rp->c_prev.accepted),
+      (unsigned long long)(rp->c.refused - rp->c_prev.refused),
+      (unsigned long long)(rp->c.failed - rp->c_prev.failed), elapsed,
+      elapsed > 0 ? (double)rp->sent_now / elapsed : 0.0, interrupted ? " (interrupted)" : "");
   if (rp->resume_path)
-    printf("replay: checkpoint %s: %llu finished in all runs (%llu accepted, %llu not "
-           "accepted, %llu failed)%s\n",
-           rp->resume_path, (unsigned long long)rp->c.finished,
-           (unsigned long long)rp->c.accepted, (unsigned long long)rp->c.refused,
-           (unsigned long long)rp->c.failed,
-           interrupted ? "; run again with the same arguments to continue" : "");
+    printf(
+        "replay: checkpoint %s: %llu finished in all runs (%llu accepted, %llu not "
+        "accepted, %llu failed)%s\n",
+        rp->resume_path, (unsigned long long)rp->c.finished, (unsigned long long)rp->c.accepted,
+        (unsigned long long)rp->c.refused, (unsigned long long)rp->c.failed,
+        interrupted ? "; run again with the same arguments to continue" : "");
   fflush(stdout);
   if (interrupted) status = 3;
   else if (rp->fatal || rp->rd.read_errors || rp->c.refused != rp->c_prev.refused ||
-           rp->c.failed != rp->c_prev.failed || (rp->sent_now == 0 && rp->skipped_done == 0 &&
-                                                  rp->selected == 0 && rp->rd.messages == 0))
+           rp->c.failed != rp->c_prev.failed ||
+           (rp->sent_now == 0 && rp->skipped_done == 0 && rp->selected == 0 &&
+            rp->rd.messages == 0))
     status = 1;
   else status = 0;
 out:

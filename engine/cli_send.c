@@ -82,12 +82,10 @@ static void send_one(send_state_t *st, const char *p, size_t len) {
   const char *ctl = r->control_id[0] ? r->control_id : "-";
   if (st->outcome == CAD_MLLP_SEND_OK) {
     st->accepted++;
-    if (!st->quiet)
-      printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
+    if (!st->quiet) printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
   } else if (r->ack_code[0]) {
     st->refused++;
-    if (!st->quiet)
-      printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
+    if (!st->quiet) printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
   } else {
     st->failed++;
     if (!st->quiet) printf("%s - error: %s\n", ctl, st->detail);

@@ -146,8 +146,8 @@ static void diff_elem(run_t *r, const char *dest, const char *path, cad_str_t e,
   }
 }
 
-static void diff_messages(run_t *r, const char *dest, const char *ep, size_t elen,
-                          const char *gp, size_t glen) {
+static void diff_messages(run_t *r, const char *dest, const char *ep, size_t elen, const char *gp,
+                          size_t glen) {
   cad_arena_t a;
   cad_arena_init(&a, 65536, 0);
   cad_hl7_msg_t em, gm;
@@ -201,8 +201,8 @@ static void diff_messages(run_t *r, const char *dest, const char *ep, size_t ele
       if (es->header && f <= 2) {
         if (!same(ef, gf)) {
           char b1[256], b2[256];
-          fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path,
-                    show(b1, sizeof b1, ef), show(b2, sizeof b2, gf));
+          fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path, show(b1, sizeof b1, ef),
+                    show(b2, sizeof b2, gf));
         }
         continue;
       }
@@ -211,8 +211,9 @@ static void diff_messages(run_t *r, const char *dest, const char *ep, size_t ele
     }
   }
   if (r->lines == before)
-    fail_line(r, "%s: same values by path, but the bytes differ (expected %zu bytes, got %zu): "
-                 "trailing delimiters or encoding",
+    fail_line(r,
+              "%s: same values by path, but the bytes differ (expected %zu bytes, got %zu): "
+              "trailing delimiters or encoding",
               dest, elen, glen);
   cad_arena_free(&a);
 }
@@ -239,8 +240,7 @@ static int load_message(run_t *r, const cad_yaml_node_t *n, char **data, size_t 
   *data = NULL;
   *len = 0;
   if (n->type == CAD_YAML_SCALAR) {
-    if (allow_none && !n->quoted && (strcmp(n->str, "none") == 0 || cad_yaml_is_null(n)))
-      return 1;
+    if (allow_none && !n->quoted && (strcmp(n->str, "none") == 0 || cad_yaml_is_null(n))) return 1;
     if (n->len == 0) return errorf(n, "an empty message");
     *data = malloc(n->len + 1);
     if (!*data) return errorf(n, "out of memory");
@@ -301,7 +301,8 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
   if (!input) bad = true, errorf(t, "test '%s' needs 'input', the message to route", name);
   if (!expect) bad = true, errorf(t, "test '%s' needs 'expect'", name);
   else if (expect->type != CAD_YAML_MAPPING)
-    bad = true, errorf(expect, "'expect' must be a mapping of destinations (and disposition, error)");
+    bad = true,
+    errorf(expect, "'expect' must be a mapping of destinations (and disposition, error)");
   char *in = NULL;
   size_t inlen = 0;
   if (!bad && load_message(r, input, &in, &inlen, false) != 0) bad = true;
@@ -395,8 +396,9 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
     for (size_t o = 0; o < res.nouts; o++)
       if (res.outs[o].dest == d) got++;
     if (got)
-      fail_line(r, "%s: got %zu message%s, but the test does not expect any (add '%s: ...' or "
-                   "'%s: none' to expect)",
+      fail_line(r,
+                "%s: got %zu message%s, but the test does not expect any (add '%s: ...' or "
+                "'%s: none' to expect)",
                 r->dests[d], got, got > 1 ? "s" : "", r->dests[d], r->dests[d]);
   }
   free(named);
@@ -411,10 +413,12 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
                 cad_route_disposition_name(res.disposition), res.diag.reason[0] ? " — " : "",
                 res.diag.reason);
     if (err) {
-      const cad_yaml_node_t *code = cad_yaml_get(err, "code"), *reason = cad_yaml_get(err, "reason");
+      const cad_yaml_node_t *code = cad_yaml_get(err, "code"),
+                            *reason = cad_yaml_get(err, "reason");
       if (err->type != CAD_YAML_MAPPING || (!code && !reason)) {
-        errorf(err, "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
-                    "substring)");
+        errorf(err,
+               "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
+               "substring)");
         bad = true;
       } else {
         if (res.disposition == CAD_ROUTE_DELIVER || res.disposition == CAD_ROUTE_FILTERED)

@@ -36,14 +36,14 @@
 #include "yaml_doc.h"
 
 #define MAX_ERRORS 50
-#define MAX_FILES 64            /* main file + includes */
+#define MAX_FILES 64 /* main file + includes */
 #define MAX_INCLUDE_DEPTH 16
 #define MAX_TOTAL_BYTES ((size_t)64 << 20)
-#define MAX_NAMED 4096          /* channels, and destinations */
+#define MAX_NAMED 4096 /* channels, and destinations */
 #define MAX_NAME_LEN 64
-#define MAX_LISTEN 16           /* per channel */
-#define MAX_TO 256              /* per channel */
-#define QBUF 200                /* a quoted value in a message */
+#define MAX_LISTEN 16 /* per channel */
+#define MAX_TO 256    /* per channel */
+#define QBUF 200      /* a quoted value in a message */
 
 #define MS_SECOND UINT64_C(1000)
 #define MS_DAY (UINT64_C(86400) * MS_SECOND)
@@ -63,22 +63,22 @@ typedef struct named {
 typedef struct loader {
   cad_config_t *c;
   unsigned flags;
-  cad_buf_t err;      /* the error lines */
-  int nerr, dropped;  /* lines written, lines beyond MAX_ERRORS */
-  bool nomem, io;     /* out of memory; the main file cannot be read */
+  cad_buf_t err;         /* the error lines */
+  int nerr, dropped;     /* lines written, lines beyond MAX_ERRORS */
+  bool nomem, io;        /* out of memory; the main file cannot be read */
   cad_yaml_doc_t **docs; /* every parsed file, alive until the end */
   size_t ndocs, docs_cap;
-  char **real;        /* realpath() of c->files[i], or NULL (in memory) */
+  char **real; /* realpath() of c->files[i], or NULL (in memory) */
   size_t files_cap;
   size_t stack[MAX_INCLUDE_DEPTH + 1]; /* c->files indexes being read */
   size_t depth;
   size_t total_bytes;
-  bool in_main;       /* applying the main file's top level */
+  bool in_main; /* applying the main file's top level */
   named_t *dests, *chans;
   size_t ndests, nchans, dests_cap, chans_cap;
-  const char *where;  /* "in channel 'lab'": the section being applied */
-  size_t kept_refs;   /* ${HL7-path} references the last expand() left */
-  struct dest_ref *by_name; /* c->dests sorted by name, for `to:` */
+  const char *where;             /* "in channel 'lab'": the section being applied */
+  size_t kept_refs;              /* ${HL7-path} references the last expand() left */
+  struct dest_ref *by_name;      /* c->dests sorted by name, for `to:` */
   const cad_yaml_node_t *tables; /* top-level `tables:` (main file), or NULL */
 } loader_t;
 
@@ -91,8 +91,8 @@ static int dest_ref_cmp(const void *pa, const void *pb) {
   return strcmp(((const dest_ref_t *)pa)->name, ((const dest_ref_t *)pb)->name);
 }
 
-static void add_line(loader_t *L, const char *file, int line, int col, const char *fmt,
-                     va_list ap) __attribute__((format(printf, 5, 0)));
+static void add_line(loader_t *L, const char *file, int line, int col, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
 static void add_line(loader_t *L, const char *file, int line, int col, const char *fmt,
                      va_list ap) {
   if (L->nerr >= MAX_ERRORS) {
@@ -147,10 +147,8 @@ static const char *quote(char *out, const char *s, size_t len) {
       o += 3;
       break;
     }
-    if ((ch >= 0x20 && ch < 0x7f && ch != '\\') || ch >= 0x80)
-      out[o++] = (char)ch;
-    else
-      o += (size_t)snprintf(out + o, QBUF - o, "\\x%02x", ch);
+    if ((ch >= 0x20 && ch < 0x7f && ch != '\\') || ch >= 0x80) out[o++] = (char)ch;
+    else o += (size_t)snprintf(out + o, QBUF - o, "\\x%02x", ch);
   }
   out[o] = 0;
   return out;
@@ -196,10 +194,10 @@ static int utf8_chars(const char *s, size_t n) {
 static int scalar_col(const cad_yaml_node_t *v, size_t off) {
   int q;
   switch (v->style) {
-  case CAD_YAML_PLAIN: q = 0; break;
-  case CAD_YAML_SINGLE:
-  case CAD_YAML_DOUBLE: q = 1; break;
-  default: return v->col;
+    case CAD_YAML_PLAIN: q = 0; break;
+    case CAD_YAML_SINGLE:
+    case CAD_YAML_DOUBLE: q = 1; break;
+    default: return v->col;
   }
   if (v->end_line != v->line || v->end_col - v->col != utf8_chars(v->str, v->len) + 2 * q)
     return v->col;
@@ -275,8 +273,8 @@ static char *expand(loader_t *L, const cad_yaml_node_t *v) {
         var[nl] = 0;
         const char *val = getenv(var);
         if (!val) {
-          err_pos(L, v->file, v->line, scalar_col(v, i),
-                  "environment variable '%s' is not set", var);
+          err_pos(L, v->file, v->line, scalar_col(v, i), "environment variable '%s' is not set",
+                  var);
           goto fail;
         }
         rc = cad_buf_puts(&b, val);
@@ -331,12 +329,12 @@ enum {
 struct conf_key {
   const char *name;
   conf_set_fn set;
-  size_t off;        /* offsetof the field in obj */
+  size_t off; /* offsetof the field in obj */
   unsigned flags;
-  const char *def;   /* default, as YAML would write it; NULL = none */
-  uint64_t lo, hi;   /* range: ms for durations, bytes for sizes */
-  const void *arg;   /* setter-specific (enum names, a sub-section) */
-  const char *doc;   /* what it is, for "missing 'x'" messages */
+  const char *def; /* default, as YAML would write it; NULL = none */
+  uint64_t lo, hi; /* range: ms for durations, bytes for sizes */
+  const void *arg; /* setter-specific (enum names, a sub-section) */
+  const char *doc; /* what it is, for "missing 'x'" messages */
 };
 
 struct conf_section {
@@ -345,8 +343,8 @@ struct conf_section {
   size_t nkeys;
   /* Rules between keys, after every key is applied (seen[i]: keys[i] was
    * written). May be NULL. */
-  void (*check)(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
-                void *obj, const bool *seen);
+  void (*check)(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map, void *obj,
+                const bool *seen);
 };
 
 #define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->off))
@@ -380,7 +378,8 @@ static void set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
   } else if (ref) {
     const char *end = strchr(ref, '}');
     char q[QBUF];
-    err_at(L, v, "%s: cannot use message fields like %s: only a file destination's 'name' is a template",
+    err_at(L, v,
+           "%s: cannot use message fields like %s: only a file destination's 'name' is a template",
            k->name, quote(q, ref, end ? (size_t)(end - ref) + 1 : strlen(ref)));
   } else {
     char **dst = FIELD(obj, k, char *);
@@ -410,8 +409,10 @@ static void set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
       i = (size_t)(close - s); /* expand() checked the references it left */
       refs++;
     } else if (s[i] == '/' || s[i] == '\\') {
-      err_at(L, v, "%s: '%c' is not allowed in a file name template: the name stays inside the destination's 'dir'",
-             k->name, s[i]);
+      err_at(
+          L, v,
+          "%s: '%c' is not allowed in a file name template: the name stays inside the destination's 'dir'",
+          k->name, s[i]);
       ok = false;
     } else if (s[i] == '.' && s[i + 1] == '.') {
       err_at(L, v, "%s: '..' is not allowed in a file name template", k->name);
@@ -426,8 +427,10 @@ static void set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
     ok = false;
   }
   if (ok && refs == 0) {
-    err_at(L, v, "%s: a template without ${...} gives every message the same file name "
-           "(use 'append' to write all messages to one file)", k->name);
+    err_at(L, v,
+           "%s: a template without ${...} gives every message the same file name "
+           "(use 'append' to write all messages to one file)",
+           k->name);
     ok = false;
   }
   if (!ok) {
@@ -442,7 +445,7 @@ static void set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
 typedef struct enum_arg {
   const char *const *names; /* NULL-terminated; value = base + index */
   int base;
-  const char *doc;          /* "debug, info, warn or error" */
+  const char *doc; /* "debug, info, warn or error" */
 } enum_arg_t;
 
 static void set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -496,8 +499,7 @@ static void set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
   char q[QBUF];
   if (cad_config_parse_duration(s, &ms) != 0)
     err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
-  else if (in_range(L, k, v, ms, fmt_duration, s))
-    *FIELD(obj, k, uint64_t) = ms;
+  else if (in_range(L, k, v, ms, fmt_duration, s)) *FIELD(obj, k, uint64_t) = ms;
   free(s);
 }
 
@@ -510,8 +512,7 @@ static void set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
   char q[QBUF];
   if (cad_config_parse_size(s, &bytes) != 0)
     err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
-  else if (in_range(L, k, v, bytes, fmt_size, s))
-    *FIELD(obj, k, size_t) = bytes;
+  else if (in_range(L, k, v, bytes, fmt_size, s)) *FIELD(obj, k, size_t) = bytes;
   free(s);
 }
 
@@ -524,17 +525,13 @@ static bool whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
   uint64_t x = 0;
   bool ok = *s != 0;
   for (const char *p = s; *p && ok; p++) {
-    if (*p < '0' || *p > '9' || x > max / 10)
-      ok = false;
-    else
-      x = x * 10 + (uint64_t)(*p - '0');
+    if (*p < '0' || *p > '9' || x > max / 10) ok = false;
+    else x = x * 10 + (uint64_t)(*p - '0');
   }
   char q[QBUF];
   bool good = false;
-  if (!ok)
-    err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
-  else if (in_range(L, k, v, x, fmt_number, s))
-    good = true;
+  if (!ok) err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
+  else if (in_range(L, k, v, x, fmt_number, s)) good = true;
   free(s);
   *out = x;
   return good;
@@ -563,8 +560,7 @@ static void set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
   /* "in channel 'lab'" -> "in ack of channel 'lab'"; "at the top level" -> "in engine" */
   if (strncmp(outer, "in ", 3) == 0)
     snprintf(where, sizeof where, "in %s of %s", k->name, outer + 3);
-  else
-    snprintf(where, sizeof where, "in %s", k->name);
+  else snprintf(where, sizeof where, "in %s", k->name);
   apply_section(L, k->arg, key, v, obj, where);
 }
 
@@ -595,10 +591,9 @@ static void apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml
       size_t o = 0;
       list[0] = 0;
       for (size_t m = 0; m < sec->nkeys && o < sizeof list; m++)
-        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", m ? ", " : "",
-                              sec->keys[m].name);
-      err_at(L, kn, "unknown key '%s' %s (expected one of: %s)", quote(q, kn->str, kn->len),
-             where, list);
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", m ? ", " : "", sec->keys[m].name);
+      err_at(L, kn, "unknown key '%s' %s (expected one of: %s)", quote(q, kn->str, kn->len), where,
+             list);
       continue;
     }
     const conf_key_t *k = &sec->keys[j];
@@ -617,8 +612,12 @@ static void apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml
     } else if (k->set == set_section && (!(k->flags & K_MAIN_ONLY) || L->in_main)) {
       k->set(L, k, NULL, NULL, obj); /* the sub-section's defaults */
     } else if (k->def) {
-      cad_yaml_node_t d = {.type = CAD_YAML_SCALAR, .file = "(default)", .str = k->def,
-                           .len = strlen(k->def), .quoted = true, .style = CAD_YAML_DOUBLE};
+      cad_yaml_node_t d = {.type = CAD_YAML_SCALAR,
+                           .file = "(default)",
+                           .str = k->def,
+                           .len = strlen(k->def),
+                           .quoted = true,
+                           .style = CAD_YAML_DOUBLE};
       k->set(L, k, NULL, &d, obj);
     }
   }
@@ -671,18 +670,22 @@ static void check_file_dest(loader_t *L, const cad_yaml_node_t *key, const cad_y
   cad_conf_dest_t *d = obj;
   /* indexes in file_dest_keys: 1 dir, 2 append, 3 name */
   if (!seen[1] && !seen[2]) {
-    err_at(L, key, "missing 'dir' or 'append' %s (dir: one file per message in a directory; "
-           "append: every message appended to one file)", L->where);
+    err_at(L, key,
+           "missing 'dir' or 'append' %s (dir: one file per message in a directory; "
+           "append: every message appended to one file)",
+           L->where);
   } else if (seen[1] && seen[2]) {
     const cad_yaml_node_t *dir = NULL, *app = NULL;
     for (size_t i = 0; i < map->n; i++) {
       if (strcmp(map->pairs[i].key->str, "dir") == 0) dir = map->pairs[i].key;
       if (strcmp(map->pairs[i].key->str, "append") == 0) app = map->pairs[i].key;
     }
-    const cad_yaml_node_t *second = (dir->line > app->line ||
-                                     (dir->line == app->line && dir->col > app->col)) ? dir : app;
-    err_at(L, second, "'dir' and 'append' cannot both be set %s: choose one file per message "
-           "(dir) or one file for all (append)", L->where);
+    const cad_yaml_node_t *second =
+        (dir->line > app->line || (dir->line == app->line && dir->col > app->col)) ? dir : app;
+    err_at(L, second,
+           "'dir' and 'append' cannot both be set %s: choose one file per message "
+           "(dir) or one file for all (append)",
+           L->where);
   } else if (seen[2] && seen[3]) {
     const cad_yaml_node_t *nm = NULL;
     for (size_t i = 0; i < map->n; i++)
@@ -698,11 +701,12 @@ static void check_file_dest(loader_t *L, const cad_yaml_node_t *key, const cad_y
 
 /* Delivery keys every destination type has (appended to each type's table). */
 static const char *const on_failures[] = {"block", "dead_letter", NULL};
-static const enum_arg_t on_failure_arg = {on_failures, CAD_ON_FAILURE_BLOCK, "block or dead_letter"};
+static const enum_arg_t on_failure_arg = {on_failures, CAD_ON_FAILURE_BLOCK,
+                                          "block or dead_letter"};
 
 static const conf_key_t retry_keys[] = {
-    {"initial", set_duration, offsetof(cad_conf_dest_t, retry_initial_ms), 0, "1s", 10,
-     MS_DAY, NULL, "the first wait before a retry"},
+    {"initial", set_duration, offsetof(cad_conf_dest_t, retry_initial_ms), 0, "1s", 10, MS_DAY,
+     NULL, "the first wait before a retry"},
     {"max", set_duration, offsetof(cad_conf_dest_t, retry_max_ms), 0, "60s", 10, MS_DAY, NULL,
      "the longest wait between retries"},
     {"attempts", set_u32, offsetof(cad_conf_dest_t, retry_attempts), 0, "10", 1, 1000000, NULL,
@@ -711,12 +715,21 @@ static const conf_key_t retry_keys[] = {
 static const conf_section_t retry_section = {"retry", retry_keys,
                                              sizeof retry_keys / sizeof retry_keys[0], NULL};
 
-#define DELIVERY_KEYS                                                                          \
+#define DELIVERY_KEYS                                                                           \
   {"retry", set_section, 0, 0, NULL, 0, 0, &retry_section, "retries with exponential backoff"}, \
-      {"on_failure", set_enum, offsetof(cad_conf_dest_t, on_failure), 0, "block", 0, 0,        \
-       &on_failure_arg, "block or dead_letter"},                                              \
-      {"max_backlog", set_u32_64, offsetof(cad_conf_dest_t, max_backlog), K_ZERO_OK, "0", 1,  \
-       (uint64_t)1 << 40, NULL, "messages allowed to wait (0 = no limit)"}
+      {"on_failure",                                                                            \
+       set_enum,                                                                                \
+       offsetof(cad_conf_dest_t, on_failure),                                                   \
+       0,                                                                                       \
+       "block",                                                                                 \
+       0,                                                                                       \
+       0,                                                                                       \
+       &on_failure_arg,                                                                         \
+       "block or dead_letter"},                                                                 \
+  {                                                                                             \
+    "max_backlog", set_u32_64, offsetof(cad_conf_dest_t, max_backlog), K_ZERO_OK, "0", 1,       \
+        (uint64_t)1 << 40, NULL, "messages allowed to wait (0 = no limit)"                      \
+  }
 
 static const conf_key_t file_dest_keys[] = {
     {"type", set_enum, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0, &dest_type_arg,
@@ -729,9 +742,9 @@ static const conf_key_t file_dest_keys[] = {
      "the file name template, default \"${MSH-10}.hl7\""},
     DELIVERY_KEYS,
 };
-static const conf_section_t file_dest_section = {
-    "destination", file_dest_keys, sizeof file_dest_keys / sizeof file_dest_keys[0],
-    check_file_dest};
+static const conf_section_t file_dest_section = {"destination", file_dest_keys,
+                                                 sizeof file_dest_keys / sizeof file_dest_keys[0],
+                                                 check_file_dest};
 
 /* ---- MLLP destinations (type: mllp) and TLS settings ------------------ */
 
@@ -758,10 +771,8 @@ static void set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
     if (strcasecmp(s, no[i]) == 0) val = 0;
   }
   char q[QBUF];
-  if (val < 0)
-    err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
-  else
-    *FIELD(obj, k, bool) = val == 1;
+  if (val < 0) err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
+  else *FIELD(obj, k, bool) = val == 1;
   free(s);
 }
 
@@ -826,8 +837,8 @@ static const conf_key_t tls_client_keys[] = {
      "our client certificate, for receivers that ask for one"},
     {"key", set_path, offsetof(cad_conf_dest_t, tls.key), 0, NULL, 0, 0, NULL,
      "the key of the client certificate"},
-    {"verify_hostname", set_flag, offsetof(cad_conf_dest_t, tls.verify_hostname), 0, "true", 0,
-     0, NULL, "check that the receiver's certificate names the host"},
+    {"verify_hostname", set_flag, offsetof(cad_conf_dest_t, tls.verify_hostname), 0, "true", 0, 0,
+     NULL, "check that the receiver's certificate names the host"},
     {"server_name", set_host, offsetof(cad_conf_dest_t, tls.server_name), 0, NULL, 0, 0, NULL,
      "the name to verify and send (SNI), default the host"},
 };
@@ -855,19 +866,18 @@ static const conf_key_t mllp_dest_keys[] = {
      "the receiver's port"},
     {"persistent", set_flag, offsetof(cad_conf_dest_t, persistent), 0, "true", 0, 0, NULL,
      "keep the connection open between messages"},
-    {"connect_timeout", set_duration, offsetof(cad_conf_dest_t, connect_timeout_ms), 0, "10s",
-     100, MS_HOUR, NULL,
-     "the longest wait for a connection: DNS lookup, every address, TLS handshake"},
-    {"ack_timeout", set_duration, offsetof(cad_conf_dest_t, ack_timeout_ms), 0, "30s", 100,
-     MS_HOUR, NULL, "the longest wait for an ACK"},
+    {"connect_timeout", set_duration, offsetof(cad_conf_dest_t, connect_timeout_ms), 0, "10s", 100,
+     MS_HOUR, NULL, "the longest wait for a connection: DNS lookup, every address, TLS handshake"},
+    {"ack_timeout", set_duration, offsetof(cad_conf_dest_t, ack_timeout_ms), 0, "30s", 100, MS_HOUR,
+     NULL, "the longest wait for an ACK"},
     {"idle_close", set_duration, offsetof(cad_conf_dest_t, idle_close_ms), K_ZERO_OK, "0",
      MS_SECOND, 7 * MS_DAY, NULL, "close a connection unused this long"},
     {"on_ae", set_enum, offsetof(cad_conf_dest_t, on_ae), 0, "retry", 0, 0, &nak_action_arg,
      "retry or dead_letter"},
-    {"on_ar", set_enum, offsetof(cad_conf_dest_t, on_ar), 0, "dead_letter", 0, 0,
-     &nak_action_arg, "retry or dead_letter"},
-    {"new_control_id", set_flag, offsetof(cad_conf_dest_t, new_control_id), 0, "false", 0, 0,
-     NULL, "a new MSH-10 for every attempt"},
+    {"on_ar", set_enum, offsetof(cad_conf_dest_t, on_ar), 0, "dead_letter", 0, 0, &nak_action_arg,
+     "retry or dead_letter"},
+    {"new_control_id", set_flag, offsetof(cad_conf_dest_t, new_control_id), 0, "false", 0, 0, NULL,
+     "a new MSH-10 for every attempt"},
     {"tls", set_tls_client, 0, 0, NULL, 0, 0, &tls_client_section, "MLLP over TLS"},
     DELIVERY_KEYS,
 };
@@ -1080,8 +1090,7 @@ static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_
       for (size_t x = 0; x < m; x++) dup |= to[x] == j;
       if (dup)
         err_at(L, items[i], "destination '%s' is listed twice %s", c->dests[j].name, L->where);
-      else
-        to[m++] = j;
+      else to[m++] = j;
     }
     free(s);
   }
@@ -1192,10 +1201,8 @@ static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
     char *s = scalar(L, k, NULL, items[i], "an address range like 10.0.0.0/8");
     if (!s) continue;
     const char *why = parse_cidr(s, &list[m]);
-    if (why)
-      err_at(L, items[i], "%s: '%s': %s", k->name, quote(q, s, strlen(s)), why);
-    else
-      m++;
+    if (why) err_at(L, items[i], "%s: '%s': %s", k->name, quote(q, s, strlen(s)), why);
+    else m++;
     free(s);
   }
   free(ch->allow);
@@ -1271,10 +1278,10 @@ static const conf_key_t channel_keys[] = {
     {"listen", set_listen, 0, K_REQUIRED, NULL, 0, 0, NULL,
      "the addresses to accept MLLP connections on, like 127.0.0.1:2575"},
     {"ack", set_section, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
-    {"max_message_size", set_size, offsetof(cad_conf_channel_t, max_message_size), 0, "4MiB",
-     1024, (uint64_t)1 << 30, NULL, "the largest message accepted"},
-    {"idle_timeout", set_duration, offsetof(cad_conf_channel_t, idle_timeout_ms), K_ZERO_OK,
-     "300s", MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
+    {"max_message_size", set_size, offsetof(cad_conf_channel_t, max_message_size), 0, "4MiB", 1024,
+     (uint64_t)1 << 30, NULL, "the largest message accepted"},
+    {"idle_timeout", set_duration, offsetof(cad_conf_channel_t, idle_timeout_ms), K_ZERO_OK, "300s",
+     MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
     {"frame_timeout", set_duration, offsetof(cad_conf_channel_t, frame_timeout_ms), 0, "30s", 100,
      MS_DAY, NULL, "close a connection that stalls mid-message this long"},
     {"max_connections", set_u32, offsetof(cad_conf_channel_t, max_connections), 0, "4096", 1,
@@ -1322,10 +1329,8 @@ static int clash_cmp(const void *pa, const void *pb) {
 }
 
 static void format_listen(char *buf, size_t cap, const cad_conf_listen_t *l) {
-  if (strchr(l->host, ':'))
-    snprintf(buf, cap, "[%s]:%d", l->host, l->port);
-  else
-    snprintf(buf, cap, "%s:%d", l->host, l->port);
+  if (strchr(l->host, ':')) snprintf(buf, cap, "[%s]:%d", l->host, l->port);
+  else snprintf(buf, cap, "%s:%d", l->host, l->port);
 }
 
 static void check_listen_conflicts(loader_t *L) {
@@ -1483,10 +1488,8 @@ static void set_include(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
     if (s[0] != '/') rc = cad_buf_append(&path, cur, dirlen);
     if (rc == 0) rc = cad_buf_puts(&path, s);
     const char *p = rc == 0 ? cad_buf_cstr(&path) : NULL;
-    if (p)
-      load_file(L, p, items[i]);
-    else
-      L->nomem = true;
+    if (p) load_file(L, p, items[i]);
+    else L->nomem = true;
     cad_buf_free(&path);
     free(s);
   }
@@ -1552,8 +1555,10 @@ static void apply_file(loader_t *L, size_t idx, const char *data, size_t len) {
   if (!root || cad_yaml_is_null(root)) return; /* an empty file */
   if (root->type != CAD_YAML_MAPPING) {
     char d[QBUF + 2];
-    err_at(L, root, "expected a mapping at the top level (with include, engine, destinations, "
-           "channels, tables), got %s", describe(d, root));
+    err_at(L, root,
+           "expected a mapping at the top level (with include, engine, destinations, "
+           "channels, tables), got %s",
+           describe(d, root));
     return;
   }
   bool was_main = L->in_main;
@@ -1591,8 +1596,7 @@ static void load_file(loader_t *L, const char *path, const cad_yaml_node_t *from
     const char *r = L->real[L->stack[i]];
     if (r && strcmp(r, real) == 0) {
       cad_buf_t chain = CAD_BUF_INIT;
-      for (size_t j = i; j < L->depth; j++)
-        cad_buf_printf(&chain, "%s -> ", c->files[L->stack[j]]);
+      for (size_t j = i; j < L->depth; j++) cad_buf_printf(&chain, "%s -> ", c->files[L->stack[j]]);
       cad_buf_puts(&chain, path);
       const char *txt = cad_buf_cstr(&chain);
       err_at(L, from, "include cycle: %s", txt ? txt : path);
@@ -1644,8 +1648,7 @@ static void load_file(loader_t *L, const char *path, const cad_yaml_node_t *from
     if (from)
       err_at(L, from, "cannot read included file '%s': %s", quote(q, path, strlen(path)),
              why ? why : strerror(e));
-    else
-      err_pos(L, path, 0, 0, "cannot read: %s", why ? why : strerror(e));
+    else err_pos(L, path, 0, 0, "cannot read: %s", why ? why : strerror(e));
     if (!from) L->io = true;
     free(real);
     free(data);
@@ -1747,8 +1750,8 @@ static void build(loader_t *L) {
     err_pos(L, c->files[0], 0, 0, "no channels: define at least one under 'channels:'");
 }
 
-static int load(const char *path, const char *data, size_t len, unsigned flags,
-                cad_config_t **out, char **errors) {
+static int load(const char *path, const char *data, size_t len, unsigned flags, cad_config_t **out,
+                char **errors) {
   loader_t L;
   memset(&L, 0, sizeof L);
   L.flags = flags;

@@ -78,11 +78,11 @@ typedef enum { CAD_TLS_MIN_1_2 = 0, CAD_TLS_MIN_1_3 } cad_tls_min_t;
 
 /* `tls:` of an MLLP destination (a TLS client). */
 typedef struct cad_conf_tls_client {
-  bool enabled;        /* `tls:` was written */
-  char *ca;            /* CA bundle, NULL = the system's store */
-  char *cert, *key;    /* client certificate and key (both or neither) */
-  bool verify_hostname;/* default true */
-  char *server_name;   /* name to verify and send as SNI, NULL = host */
+  bool enabled;         /* `tls:` was written */
+  char *ca;             /* CA bundle, NULL = the system's store */
+  char *cert, *key;     /* client certificate and key (both or neither) */
+  bool verify_hostname; /* default true */
+  char *server_name;    /* name to verify and send as SNI, NULL = host */
 } cad_conf_tls_client_t;
 
 /* `tls:` of a channel (a TLS listener). */
@@ -93,15 +93,15 @@ typedef struct cad_conf_tls_server {
   bool require_client_cert; /* mutual TLS (needs ca); default false */
   char **allowed_clients;   /* subject CN / SAN names, or NULL (any) */
   size_t nallowed;
-  char *ciphers;            /* OpenSSL cipher list (TLS 1.2), NULL = default */
-  cad_tls_min_t min_version;/* default 1.2 */
+  char *ciphers;             /* OpenSSL cipher list (TLS 1.2), NULL = default */
+  cad_tls_min_t min_version; /* default 1.2 */
 } cad_conf_tls_server_t;
 
 /* One entry of a channel's `allow:` (a client address range). */
 typedef struct cad_conf_cidr {
-  int family;              /* AF_INET or AF_INET6 */
-  unsigned char addr[16];  /* network byte order */
-  int prefix;              /* bits */
+  int family;             /* AF_INET or AF_INET6 */
+  unsigned char addr[16]; /* network byte order */
+  int prefix;             /* bits */
 } cad_conf_cidr_t;
 /* When to send the ACK: after the message is on disk (default), on receipt
  * (faster, can lose messages on a crash), or after the destination took it. */
@@ -117,8 +117,8 @@ typedef struct cad_conf_pos {
 } cad_conf_pos_t;
 
 typedef struct cad_conf_listen {
-  char *host;        /* "127.0.0.1", "::1", "0.0.0.0" (brackets removed) */
-  int port;          /* 1..65535 */
+  char *host; /* "127.0.0.1", "::1", "0.0.0.0" (brackets removed) */
+  int port;   /* 1..65535 */
   cad_conf_pos_t pos;
 } cad_conf_listen_t;
 
@@ -126,9 +126,9 @@ typedef struct cad_conf_dest {
   char *name;
   cad_dest_type_t type;
   /* type: file */
-  char *dir;          /* one file per message in this directory, or NULL */
-  char *name_tmpl;    /* file name template (default "${MSH-10}.hl7") */
-  char *append_path;  /* append every message to this one file, or NULL */
+  char *dir;         /* one file per message in this directory, or NULL */
+  char *name_tmpl;   /* file name template (default "${MSH-10}.hl7") */
+  char *append_path; /* append every message to this one file, or NULL */
   /* type: mllp */
   char *host;                  /* IP literal or DNS name */
   uint32_t port;               /* 1..65535 */
@@ -141,11 +141,11 @@ typedef struct cad_conf_dest {
   bool new_control_id;         /* a new MSH-10 per attempt; default false */
   cad_conf_tls_client_t tls;
   /* delivery (every type): retries, then dead letter or block */
-  uint64_t retry_initial_ms;  /* default 1000 */
-  uint64_t retry_max_ms;      /* default 60000 */
-  uint32_t retry_attempts;    /* default 10 */
-  cad_on_failure_t on_failure;/* default CAD_ON_FAILURE_BLOCK */
-  uint64_t max_backlog;       /* messages waiting; 0 = no limit (default) */
+  uint64_t retry_initial_ms;   /* default 1000 */
+  uint64_t retry_max_ms;       /* default 60000 */
+  uint32_t retry_attempts;     /* default 10 */
+  cad_on_failure_t on_failure; /* default CAD_ON_FAILURE_BLOCK */
+  uint64_t max_backlog;        /* messages waiting; 0 = no limit (default) */
   cad_conf_pos_t pos;
 } cad_conf_dest_t;
 
@@ -155,36 +155,36 @@ typedef struct cad_conf_channel {
   size_t nlisten;
   cad_ack_mode_t ack_mode;
   cad_ack_policy_t ack_policy; /* ack.policy, default persisted */
-  size_t max_message_size; /* bytes, default 4 MiB */
-  uint64_t idle_timeout_ms;   /* default 300000; 0 = none */
-  uint64_t frame_timeout_ms;  /* default 30000 */
-  uint32_t max_connections;   /* default 4096 */
-  cad_conf_tls_server_t tls;  /* `tls:`; tls.enabled false = plain TCP */
-  cad_conf_cidr_t *allow;     /* `allow:` client ranges; NULL = everyone */
+  size_t max_message_size;     /* bytes, default 4 MiB */
+  uint64_t idle_timeout_ms;    /* default 300000; 0 = none */
+  uint64_t frame_timeout_ms;   /* default 30000 */
+  uint32_t max_connections;    /* default 4096 */
+  cad_conf_tls_server_t tls;   /* `tls:`; tls.enabled false = plain TCP */
+  cad_conf_cidr_t *allow;      /* `allow:` client ranges; NULL = everyone */
   size_t nallow;
-  size_t *to;                 /* indexes into cad_config_t.dests */
+  size_t *to; /* indexes into cad_config_t.dests */
   size_t nto;
-  cad_routes_t *routes;       /* compiled routes (from `routes:` or `to:`), owned */
+  cad_routes_t *routes; /* compiled routes (from `routes:` or `to:`), owned */
   cad_conf_pos_t pos;
 } cad_conf_channel_t;
 
 typedef struct cad_config {
-  char *path;              /* the main file as given */
-  char *data_dir;          /* default "var/data" */
+  char *path;     /* the main file as given */
+  char *data_dir; /* default "var/data" */
   cad_log_level_t log_level;
   cad_log_format_t log_format;
   uint64_t stats_interval_ms; /* default 60000; 0 = off */
   /* engine.queue */
-  uint64_t queue_segment_bytes;  /* default 64 MiB */
-  uint64_t queue_retain_ms;      /* keep delivered messages this long, default 7 days */
-  uint64_t queue_retain_bytes;   /* and at most this much of them, 0 = no limit */
-  uint64_t queue_max_pending;    /* bytes waiting for the disk, default 64 MiB */
+  uint64_t queue_segment_bytes; /* default 64 MiB */
+  uint64_t queue_retain_ms;     /* keep delivered messages this long, default 7 days */
+  uint64_t queue_retain_bytes;  /* and at most this much of them, 0 = no limit */
+  uint64_t queue_max_pending;   /* bytes waiting for the disk, default 64 MiB */
   cad_conf_dest_t *dests;
   size_t ndests;
   cad_conf_channel_t *channels;
   size_t nchannels;
-  cad_tables_t *tables;    /* lookup tables (`tables:`), owned; NULL = none */
-  char **files;            /* every file read (main + includes), owned */
+  cad_tables_t *tables; /* lookup tables (`tables:`), owned; NULL = none */
+  char **files;         /* every file read (main + includes), owned */
   size_t nfiles;
 } cad_config_t;
 

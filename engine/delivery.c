@@ -28,12 +28,12 @@ typedef struct waiter {
 } waiter_t;
 
 typedef enum {
-  ST_IDLE,     /* nothing in hand */
-  ST_READING,  /* a batch read is on the thread pool */
-  ST_WAITING,  /* the FIFO is empty: waiting for the commit hook */
-  ST_SENDING,  /* delivering the batch */
-  ST_BACKOFF,  /* waiting before a retry */
-  ST_DEAD,     /* recording a dead letter */
+  ST_IDLE,    /* nothing in hand */
+  ST_READING, /* a batch read is on the thread pool */
+  ST_WAITING, /* the FIFO is empty: waiting for the commit hook */
+  ST_SENDING, /* delivering the batch */
+  ST_BACKOFF, /* waiting before a retry */
+  ST_DEAD,    /* recording a dead letter */
 } state_t;
 
 struct cad_delivery {
@@ -47,17 +47,17 @@ struct cad_delivery {
   cad_queue_reader_t reader;
   uv_timer_t timer;
   state_t st;
-  bool notified;          /* new records arrived while reading */
+  bool notified; /* new records arrived while reading */
   bool stopping;
   /* the batch in hand: reader.recs[0..nrecs) */
   size_t nrecs;
-  size_t next_submit;     /* next record to hand to the driver */
-  size_t completed;       /* records whose outcome came back */
+  size_t next_submit; /* next record to hand to the driver */
+  size_t completed;   /* records whose outcome came back */
   size_t in_flight;
-  bool failing;           /* a failure: submit nothing more until retried */
-  size_t fail_idx;        /* the record that failed */
-  bool fail_permanent;    /* its failure was CAD_DELIVER_FAIL */
-  uint32_t attempts;      /* of the record at fail_idx (or being sent alone) */
+  bool failing;        /* a failure: submit nothing more until retried */
+  size_t fail_idx;     /* the record that failed */
+  bool fail_permanent; /* its failure was CAD_DELIVER_FAIL */
+  uint32_t attempts;   /* of the record at fail_idx (or being sent alone) */
   char last_err[96];
   /* progress */
   uint64_t delivered_seq; /* every message up to here is finished (in memory) */
@@ -78,7 +78,8 @@ static void request_mark(cad_delivery_t *w, uint64_t seq);
 static void on_backoff(uv_timer_t *t);
 static void on_read_retry(uv_timer_t *t);
 
-static void log_ctx(const cad_delivery_t *w, cad_log_ctx_t *c, cad_log_num_t nums[2], uint64_t seq) {
+static void log_ctx(const cad_delivery_t *w, cad_log_ctx_t *c, cad_log_num_t nums[2],
+                    uint64_t seq) {
   *c = (cad_log_ctx_t)CAD_LOG_CTX_INIT;
   nums[0] = (cad_log_num_t){"seq", seq};
   nums[1] = (cad_log_num_t){"attempt", w->attempts};
@@ -220,10 +221,8 @@ static void on_dead_marked(void *ud, int status, const uint64_t *seqs, size_t n)
   w->completed = w->fail_idx + 1;
   w->next_submit = w->fail_idx + 1;
   if (maybe_stop(w)) return;
-  if (w->completed == w->nrecs)
-    batch_done(w);
-  else
-    submit_more(w);
+  if (w->completed == w->nrecs) batch_done(w);
+  else submit_more(w);
 }
 
 static void give_up(cad_delivery_t *w) {
@@ -236,8 +235,8 @@ static void give_up(cad_delivery_t *w) {
   snprintf(w->dead_reason, sizeof w->dead_reason, "%s after %u attempt(s)", w->last_err,
            w->attempts);
   w->st = ST_DEAD;
-  int rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DEAD, rec->seq, w->dead_reason,
-                          rec->payload.data, rec->payload.len, on_dead_marked, w);
+  int rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DEAD, rec->seq, w->dead_reason, rec->payload.data,
+                          rec->payload.len, on_dead_marked, w);
   if (rc) on_dead_marked(w, rc, NULL, 0);
 }
 
@@ -268,8 +267,8 @@ static void schedule_retry(cad_delivery_t *w) {
   if (exhausted && !w->stats.blocked) {
     w->stats.blocked = 1;
     CAD_LOG(CAD_LOG_ERROR, "dest.blocked", &c,
-            "destination=%s reason=%s: the queue waits on this message and keeps retrying",
-            w->name, w->last_err);
+            "destination=%s reason=%s: the queue waits on this message and keeps retrying", w->name,
+            w->last_err);
   } else {
     CAD_LOG(CAD_LOG_WARN, "dest.retry", &c, "destination=%s reason=%s", w->name, w->last_err);
   }
@@ -360,8 +359,8 @@ static void submit_more(cad_delivery_t *w) {
     }
     w->stats.attempts++;
     w->stats.in_flight_seq = rec->seq;
-    int rc = w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len, rec->seq,
-                            on_delivered, w);
+    int rc =
+        w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len, rec->seq, on_delivered, w);
     if (rc) {
       /* Not handed over: no completion will come for it.  The ones before
        * it still complete, in order; then the failure is handled. */
@@ -458,8 +457,7 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
   return 0;
 }
 
-int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status),
-                      void *ud) {
+int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status), void *ud) {
   if (w->delivered_seq >= seq) {
     cb(ud, 0);
     return 0;
@@ -470,10 +468,8 @@ int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int 
   x->seq = seq;
   x->cb = cb;
   x->ud = ud;
-  if (w->waiters_tail)
-    w->waiters_tail->next = x;
-  else
-    w->waiters = x;
+  if (w->waiters_tail) w->waiters_tail->next = x;
+  else w->waiters = x;
   w->waiters_tail = x;
   return 0;
 }

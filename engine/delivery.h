@@ -76,8 +76,8 @@ typedef struct cad_delivery_opts {
 
 typedef struct cad_delivery_stats {
   uint64_t delivered, attempts, retries, dead;
-  uint64_t blocked;          /* 1 while blocked on a message past max_attempts */
-  uint64_t in_flight_seq;    /* 0 = none */
+  uint64_t blocked;       /* 1 while blocked on a message past max_attempts */
+  uint64_t in_flight_seq; /* 0 = none */
 } cad_delivery_stats_t;
 
 typedef struct cad_delivery cad_delivery_t;
@@ -90,8 +90,7 @@ void cad_delivery_notify(cad_delivery_t *w);
 /* Wait for message `seq` to be finished: cb(ud, 0) when delivered, cb(ud,
  * CAD_E_IO) when dead-lettered or the worker stops first.  For the
  * `delivered` ACK policy.  Returns 0 or CAD_E_NOMEM. */
-int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status),
-                      void *ud);
+int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status), void *ud);
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out);
 /* Stop: the message in flight finishes (its outcome is recorded), waiters
  * are failed, then `done` runs and the worker is freed. */

@@ -299,8 +299,8 @@ static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
     }
     size_t len = strlen(j->report);
     snprintf(j->report + len, sizeof j->report - len,
-             "segment %llu: CORRUPT record at offset %zu, %zu bytes skipped; ", (unsigned long long)no,
-             off, next - off);
+             "segment %llu: CORRUPT record at offset %zu, %zu bytes skipped; ",
+             (unsigned long long)no, off, next - off);
     j->stats.corrupt_records++;
     j->stats.corrupt_bytes += next - off;
     off = next;
@@ -314,10 +314,8 @@ static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
   }
 out:
   if (b) munmap(b, n);
-  if (rc == 0 && last && !j->readonly)
-    j->fd = fd;
-  else
-    close(fd);
+  if (rc == 0 && last && !j->readonly) j->fd = fd;
+  else close(fd);
   return rc;
 }
 
@@ -629,8 +627,7 @@ int cad_journal_dest(cad_journal_t *j, const char *name, bool create) {
   return id;
 }
 
-static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms,
-                         bool sync) {
+static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_ms, bool sync) {
   if (j->readonly) return CAD_E_STATE;
   if (j->dests_pending) {
     int rc = write_dest_records(j, now_ms);
@@ -655,10 +652,8 @@ static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t 
     bool seen = false;
     for (size_t k = 0; k < nt; k++) seen |= touched[k] == d;
     if (!seen) {
-      if (nt < 64)
-        touched[nt++] = d;
-      else
-        overflow = true;
+      if (nt < 64) touched[nt++] = d;
+      else overflow = true;
       saved[d] = j->dests[d].last_seq;
     }
   }
@@ -870,11 +865,11 @@ int cad_jreader_next(cad_jreader_t *r, cad_jpos_t *pos, cad_jpos_t end, int want
       /* The same rules as rec_check (recovery), so both agree on which
        * records exist. */
       valid = h.len <= MAX_PAYLOAD && pos->off + CAD_JREC_HDR + h.len <= limit &&
-              h.type >= CAD_JREC_MSG && h.type <= CAD_JREC_PURGE &&
-              h.dest < CAD_JOURNAL_MAX_DESTS;
+              h.type >= CAD_JREC_MSG && h.type <= CAD_JREC_PURGE && h.dest < CAD_JOURNAL_MAX_DESTS;
     }
     if (valid) {
-      bool match = (want_dest < 0 || h.dest == want_dest) && (want_type == 0 || h.type == want_type);
+      bool match =
+          (want_dest < 0 || h.dest == want_dest) && (want_type == 0 || h.type == want_type);
       size_t total = CAD_JREC_HDR + h.len;
       /* Every record's CRC is checked, also one skipped for another
        * destination: a corrupt length must not make us jump over valid

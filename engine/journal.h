@@ -65,54 +65,54 @@ enum {
 };
 
 typedef struct cad_jpos {
-  uint64_t seg;    /* segment number */
-  uint64_t off;    /* byte offset in it */
+  uint64_t seg; /* segment number */
+  uint64_t off; /* byte offset in it */
 } cad_jpos_t;
 
 /* What the journal knows of one destination (rebuilt by recovery). */
 typedef struct cad_jdest {
-  char *name;              /* owned */
-  uint64_t last_seq;       /* highest MSG sequence appended */
-  uint64_t done_seq;       /* every MSG with seq <= done_seq is finished
+  char *name;                /* owned */
+  uint64_t last_seq;         /* highest MSG sequence appended */
+  uint64_t done_seq;         /* every MSG with seq <= done_seq is finished
                               (delivered, dead-lettered or purged) */
-  uint64_t dead;           /* DEAD records seen (dead letters ever) */
-  uint64_t delivered;      /* DONE records seen */
+  uint64_t dead;             /* DEAD records seen (dead letters ever) */
+  uint64_t delivered;        /* DONE records seen */
   uint64_t oldest_undone_ms; /* time of the first unfinished MSG, 0 = none (after recovery) */
-  uint64_t dest_seg;       /* newest segment holding its DEST record (recovery) */
+  uint64_t dest_seg;         /* newest segment holding its DEST record (recovery) */
 } cad_jdest_t;
 
 typedef struct cad_jseg {
   uint64_t no;
-  uint64_t size;           /* committed bytes */
+  uint64_t size; /* committed bytes */
   uint64_t created_ms;
-  uint64_t last_ms;        /* time of the newest record */
-  uint64_t *max_seq;       /* per destination id: highest MSG seq in this
+  uint64_t last_ms;  /* time of the newest record */
+  uint64_t *max_seq; /* per destination id: highest MSG seq in this
                               segment (0 = none); owned, ndest_cap entries */
 } cad_jseg_t;
 
 typedef struct cad_journal_stats {
-  uint64_t torn_bytes;     /* cut from the tail at recovery */
-  uint64_t corrupt_records;/* invalid records skipped in the middle */
+  uint64_t torn_bytes;      /* cut from the tail at recovery */
+  uint64_t corrupt_records; /* invalid records skipped in the middle */
   uint64_t corrupt_bytes;
-  uint64_t records;        /* valid records seen at recovery */
+  uint64_t records; /* valid records seen at recovery */
 } cad_journal_stats_t;
 
 typedef struct cad_journal {
-  char *dir;               /* owned: data_dir/journal */
+  char *dir; /* owned: data_dir/journal */
   int dirfd;
-  int fd;                  /* active (last) segment, open for writing */
-  uint64_t segment_bytes;  /* roll over after this size */
-  cad_jseg_t *segs;        /* owned, oldest first */
+  int fd;                 /* active (last) segment, open for writing */
+  uint64_t segment_bytes; /* roll over after this size */
+  cad_jseg_t *segs;       /* owned, oldest first */
   size_t nsegs, segs_cap;
   cad_jdest_t dests[CAD_JOURNAL_MAX_DESTS];
   uint16_t ndests;
-  uint32_t ndest_cap;      /* entries in every cad_jseg_t.max_seq */
+  uint32_t ndest_cap; /* entries in every cad_jseg_t.max_seq */
   cad_journal_stats_t stats;
-  char report[512];        /* what recovery found, for the log */
+  char report[512]; /* what recovery found, for the log */
   bool readonly;
-  uint64_t zeroed;         /* the active segment is zero-filled up to here */
-  bool unsynced;           /* a lazy write is not yet fdatasync'd */
-  bool dests_pending;      /* the active segment still lacks its DEST records */
+  uint64_t zeroed;    /* the active segment is zero-filled up to here */
+  bool unsynced;      /* a lazy write is not yet fdatasync'd */
+  bool dests_pending; /* the active segment still lacks its DEST records */
 } cad_journal_t;
 
 /* Open (creating dir if needed and not readonly) and recover.  Returns 0 or
@@ -129,7 +129,7 @@ int cad_journal_dest(cad_journal_t *j, const char *name, bool create);
 typedef struct cad_jrec {
   uint8_t type;
   uint16_t dest;
-  uint64_t seq;            /* MSG: 0 = assign the next one (written back) */
+  uint64_t seq; /* MSG: 0 = assign the next one (written back) */
   const void *payload;
   size_t len;
 } cad_jrec_t;
@@ -160,22 +160,22 @@ typedef struct cad_jread {
   uint16_t dest;
   uint64_t seq;
   uint64_t time_ms;
-  cad_jpos_t pos;          /* where the record starts */
-  cad_jpos_t next;         /* where the next one starts */
-  cad_buf_t payload;       /* caller-owned buffer, filled (MSG/DEAD/DEST) */
+  cad_jpos_t pos;    /* where the record starts */
+  cad_jpos_t next;   /* where the next one starts */
+  cad_buf_t payload; /* caller-owned buffer, filled (MSG/DEAD/DEST) */
 } cad_jread_t;
 
 /* A sequential reader with its own read-ahead buffer.  Safe to use from any
  * one thread while the commit thread writes (it only reads below `end`). */
 typedef struct cad_jreader {
-  char *dir;               /* owned copy */
-  int fd;                  /* open segment or -1 */
+  char *dir; /* owned copy */
+  int fd;    /* open segment or -1 */
   uint64_t fd_seg;
-  char *chunk;             /* owned read-ahead buffer */
+  char *chunk; /* owned read-ahead buffer */
   size_t chunk_cap;
   uint64_t chunk_seg, chunk_off;
   size_t chunk_len;
-  uint64_t corrupt_records;/* invalid records skipped */
+  uint64_t corrupt_records; /* invalid records skipped */
 } cad_jreader_t;
 
 int cad_jreader_init(cad_jreader_t *r, const char *dir);

@@ -41,10 +41,10 @@ static void putf(line_t *l, const char *fmt, ...) {
 
 const char *cad_log_level_name(cad_log_level_t lv) {
   switch (lv) {
-  case CAD_LOG_DEBUG: return "debug";
-  case CAD_LOG_INFO: return "info";
-  case CAD_LOG_WARN: return "warn";
-  case CAD_LOG_ERROR: return "error";
+    case CAD_LOG_DEBUG: return "debug";
+    case CAD_LOG_INFO: return "info";
+    case CAD_LOG_WARN: return "warn";
+    case CAD_LOG_ERROR: return "error";
   }
   return "info";
 }
@@ -71,10 +71,8 @@ static void put_value(line_t *l, const char *p, size_t n) {
       char e[2] = {'\\', (char)c};
       put(l, e, 2);
     } else if (c < 0x20 || c == 0x7f || (!json && c >= 0x80)) {
-      if (json)
-        putf(l, "\\u%04x", c);
-      else
-        putf(l, "\\x%02x", c);
+      if (json) putf(l, "\\u%04x", c);
+      else putf(l, "\\x%02x", c);
     } else {
       put(l, (const char *)&c, 1);
     }
@@ -126,8 +124,8 @@ void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t 
   time_t sec = tv.tv_sec;
   gmtime_r(&sec, &tm);
   char ts[96];
-  snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
+  snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000));
   first_key = true;
   if (log_format == CAD_LOG_JSON) {
     put(&l, "{", 1);

@@ -35,19 +35,20 @@ typedef struct cad_log_num {
 } cad_log_num_t;
 
 typedef struct cad_log_ctx {
-  const char *channel;  /* may be NULL */
-  const char *peer;     /* "127.0.0.1:40122", may be NULL */
-  uint64_t conn;        /* connection id, 0 = none */
-  cad_str_t ctl;        /* inbound control id (MSH-10), untrusted */
-  cad_str_t type;       /* message type (MSH-9), untrusted */
-  int64_t bytes;        /* size, < 0 = none */
-  const char *outcome;  /* "AA", "AR", "closed", ... may be NULL */
-  const char *error;    /* error name ("ECONNRESET"), may be NULL */
+  const char *channel;       /* may be NULL */
+  const char *peer;          /* "127.0.0.1:40122", may be NULL */
+  uint64_t conn;             /* connection id, 0 = none */
+  cad_str_t ctl;             /* inbound control id (MSH-10), untrusted */
+  cad_str_t type;            /* message type (MSH-9), untrusted */
+  int64_t bytes;             /* size, < 0 = none */
+  const char *outcome;       /* "AA", "AR", "closed", ... may be NULL */
+  const char *error;         /* error name ("ECONNRESET"), may be NULL */
   const cad_log_num_t *nums; /* extra counters */
   size_t nnums;
 } cad_log_ctx_t;
 
-#define CAD_LOG_CTX_INIT {NULL, NULL, 0, {NULL, 0}, {NULL, 0}, -1, NULL, NULL, NULL, 0}
+#define CAD_LOG_CTX_INIT \
+  { NULL, NULL, 0, {NULL, 0}, {NULL, 0}, -1, NULL, NULL, NULL, 0 }
 
 extern cad_log_level_t cad_log_min_level;
 
@@ -60,9 +61,9 @@ void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t 
                   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
 #define CAD_LOG_ON(lvl) ((lvl) >= cad_log_min_level)
-#define CAD_LOG(lvl, event, ctx, ...)                                                      \
-  do {                                                                                     \
-    if (CAD_LOG_ON(lvl)) cad_log_emit((lvl), (event), (ctx), __VA_ARGS__);                 \
+#define CAD_LOG(lvl, event, ctx, ...)                                      \
+  do {                                                                     \
+    if (CAD_LOG_ON(lvl)) cad_log_emit((lvl), (event), (ctx), __VA_ARGS__); \
   } while (0)
 
 /* Names: "debug" ... "error"; parse returns -1 when unknown. */

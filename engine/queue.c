@@ -18,21 +18,21 @@ typedef struct req {
   int kind;
   int status;
   size_t n;
-  cad_jrec_t *recs;       /* n records; payloads point into mem */
-  char *mem;              /* owned copy of the payloads */
-  size_t bytes;           /* for the pending-bytes bound */
+  cad_jrec_t *recs; /* n records; payloads point into mem */
+  char *mem;        /* owned copy of the payloads */
+  size_t bytes;     /* for the pending-bytes bound */
   /* MARK DEAD: what goes to the dead-letter journal first */
   char *dlq_payload;
   size_t dlq_len;
   cad_queue_append_cb cb;
   void *ud;
-  uint64_t seqs[];        /* n entries */
+  uint64_t seqs[]; /* n entries */
 } req_t;
 
 typedef struct snap {
   uint64_t last_seq, done_seq, delivered, dead;
-  uint64_t pending;       /* MSG records appended but not yet committed (loop view) */
-  uint64_t max_backlog;   /* 0 = the queue's default */
+  uint64_t pending;     /* MSG records appended but not yet committed (loop view) */
+  uint64_t max_backlog; /* 0 = the queue's default */
 } snap_t;
 
 struct cad_queue {
@@ -40,10 +40,10 @@ struct cad_queue {
   cad_queue_opts_t o;
   char *data_dir;
   char *jdir, *dlqdir;
-  cad_journal_t j;        /* guarded by jmu */
-  cad_journal_t dlq;      /* commit thread only (and jmu) */
+  cad_journal_t j;   /* guarded by jmu */
+  cad_journal_t dlq; /* commit thread only (and jmu) */
   uv_mutex_t jmu;
-  uv_mutex_t mu;          /* guards everything below */
+  uv_mutex_t mu; /* guards everything below */
   uv_cond_t cond;
   req_t *pending, *pending_tail;
   req_t *done, *done_tail;
@@ -51,10 +51,10 @@ struct cad_queue {
   uint64_t pending_bytes;
   snap_t snap[CAD_JOURNAL_MAX_DESTS];
   cad_jdest_t info[CAD_JOURNAL_MAX_DESTS]; /* loop-thread copies (name borrowed) */
-  cad_jpos_t end;         /* committed end */
+  cad_jpos_t end;                          /* committed end */
   cad_queue_stats_t stats;
   uint64_t journal_bytes;
-  bool lazy_unsynced;     /* commit thread only: a DONE-only batch awaits a sync */
+  bool lazy_unsynced; /* commit thread only: a DONE-only batch awaits a sync */
   uint64_t last_retain_ms;
   uv_thread_t thread;
   bool thread_started;
@@ -125,8 +125,9 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
     bool lazy = true;
     for (req_t *r = batch; r && lazy; r = r->next)
       lazy = r->status == 0 && r->kind == REQ_MARK && r->recs[0].type == CAD_JREC_DONE;
-    if (k) rc = lazy ? cad_journal_write_lazy(&q->j, all, k, now_ms())
-                     : cad_journal_write(&q->j, all, k, now_ms());
+    if (k)
+      rc = lazy ? cad_journal_write_lazy(&q->j, all, k, now_ms())
+                : cad_journal_write(&q->j, all, k, now_ms());
     if (k && rc == 0) q->lazy_unsynced = lazy;
   }
   size_t idx = 0;
@@ -190,10 +191,8 @@ static void commit_thread(void *arg) {
       req_t *next = r->next;
       q->pending_bytes -= r->bytes;
       r->next = NULL;
-      if (q->done_tail)
-        q->done_tail->next = r;
-      else
-        q->done = r;
+      if (q->done_tail) q->done_tail->next = r;
+      else q->done = r;
       q->done_tail = r;
       r = next;
     }
@@ -374,10 +373,8 @@ void cad_queue_set_backlog(cad_queue_t *q, uint16_t dest, uint64_t max) {
 static void enqueue(cad_queue_t *q, req_t *r) {
   uv_mutex_lock(&q->mu);
   q->pending_bytes += r->bytes;
-  if (q->pending_tail)
-    q->pending_tail->next = r;
-  else
-    q->pending = r;
+  if (q->pending_tail) q->pending_tail->next = r;
+  else q->pending = r;
   q->pending_tail = r;
   uv_cond_signal(&q->cond);
   uv_mutex_unlock(&q->mu);

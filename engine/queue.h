@@ -46,11 +46,11 @@ typedef struct cad_queue_opts {
 } cad_queue_opts_t;
 
 typedef struct cad_queue_stats {
-  uint64_t batches;           /* fdatasyncs of the journal */
-  uint64_t records;           /* records committed */
-  uint64_t appends;           /* append requests committed (inbound messages) */
-  uint64_t failed_batches;    /* batches whose write failed */
-  uint64_t refused_full;      /* appends refused: pending bytes or backlog */
+  uint64_t batches;        /* fdatasyncs of the journal */
+  uint64_t records;        /* records committed */
+  uint64_t appends;        /* append requests committed (inbound messages) */
+  uint64_t failed_batches; /* batches whose write failed */
+  uint64_t refused_full;   /* appends refused: pending bytes or backlog */
   uint64_t pending_bytes;
   uint64_t max_batch_appends; /* largest batch seen */
 } cad_queue_stats_t;
@@ -108,12 +108,12 @@ int cad_queue_mark(cad_queue_t *q, uint16_t dest, uint8_t type, uint64_t seq, co
 
 typedef void (*cad_queue_read_cb)(void *ud, int status);
 typedef struct cad_queue_reader {
-  uv_work_t work;            /* internal */
+  uv_work_t work; /* internal */
   cad_queue_t *q;
   cad_jreader_t jr;
-  cad_jpos_t pos;            /* next position to look at */
+  cad_jpos_t pos; /* next position to look at */
   uint16_t dest;
-  uint64_t after;            /* skip MSG records with seq <= after (set at init) */
+  uint64_t after;                         /* skip MSG records with seq <= after (set at init) */
   cad_jread_t recs[CAD_QUEUE_READ_BATCH]; /* what the last read gave */
   size_t nrecs;
   int status;

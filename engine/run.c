@@ -91,31 +91,31 @@ typedef struct chan {
   cad_chan_stats_t *st;
   cad_hl7_limits_t limits;
   cad_ack_style_t ack_style;
-  int dlq_qid;            /* queue id for routing dead letters, -1 = not yet */
-  cad_tls_ctx_t *tls;     /* `tls:` server context (read at start / reload), or NULL */
-  cad_cidr_t *allow;      /* `allow:` client ranges (cc->nallow), or NULL */
+  int dlq_qid;        /* queue id for routing dead letters, -1 = not yet */
+  cad_tls_ctx_t *tls; /* `tls:` server context (read at start / reload), or NULL */
+  cad_cidr_t *allow;  /* `allow:` client ranges (cc->nallow), or NULL */
 } chan_t;
 
 /* A destination of one runtime: its driver and, while it runs, its worker. */
 typedef struct dest {
   rt_t *rt;
   const cad_conf_dest_t *cd;
-  uint16_t qid;              /* its FIFO in the queue */
-  cad_file_dest_t *file;     /* type file */
-  cad_mllp_sender_t *mllp;   /* type mllp */
-  cad_tls_ctx_t *tls;        /* mllp over TLS */
-  cad_delivery_t *w;         /* the running worker, or NULL */
-  cad_arena_t arena;         /* parse of the message being delivered (file names) */
-  cad_deliver_done_cb done;  /* the worker's callback for every delivery */
+  uint16_t qid;             /* its FIFO in the queue */
+  cad_file_dest_t *file;    /* type file */
+  cad_mllp_sender_t *mllp;  /* type mllp */
+  cad_tls_ctx_t *tls;       /* mllp over TLS */
+  cad_delivery_t *w;        /* the running worker, or NULL */
+  cad_arena_t arena;        /* parse of the message being delivered (file names) */
+  cad_deliver_done_cb done; /* the worker's callback for every delivery */
   void *done_ctx;
 } dest_t;
 
 struct rt {
   cad_config_t *cfg;
-  dest_t *dests;           /* one per cfg->dests */
-  chan_t *chans;           /* one per cfg->channels */
+  dest_t *dests; /* one per cfg->dests */
+  chan_t *chans; /* one per cfg->channels */
   int refs;
-  int workers;             /* delivery workers running */
+  int workers; /* delivery workers running */
 };
 
 typedef struct lsn {
@@ -130,13 +130,13 @@ typedef struct lsn {
 typedef struct engine {
   uv_loop_t *loop;
   const char *config_path;
-  char *data_dir;          /* the queue's, fixed for the life of the process */
-  int lockfd;              /* data_dir/lock, held */
+  char *data_dir; /* the queue's, fixed for the life of the process */
+  int lockfd;     /* data_dir/lock, held */
   cad_queue_t *q;
   bool q_closing;
   dest_t *by_qid[CAD_JOURNAL_MAX_DESTS]; /* running workers by queue id */
-  rt_t *rt_next;           /* a reloaded runtime waiting for the old workers to stop */
-  int running_workers;     /* delivery workers of any runtime not yet stopped */
+  rt_t *rt_next;       /* a reloaded runtime waiting for the old workers to stop */
+  int running_workers; /* delivery workers of any runtime not yet stopped */
   rt_t *rt;
   lsn_t *lsns;
   int nclosing; /* listeners still draining */
@@ -214,10 +214,10 @@ static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
 static void mllp_sent(void *ctx, int outcome, const char *detail) {
   dest_t *d = ctx;
   d->done(d->done_ctx,
-       outcome == CAD_MLLP_SEND_OK     ? CAD_DELIVER_OK
-       : outcome == CAD_MLLP_SEND_FAIL ? CAD_DELIVER_FAIL
-                                       : CAD_DELIVER_RETRY,
-       detail);
+          outcome == CAD_MLLP_SEND_OK     ? CAD_DELIVER_OK
+          : outcome == CAD_MLLP_SEND_FAIL ? CAD_DELIVER_FAIL
+                                          : CAD_DELIVER_RETRY,
+          detail);
 }
 
 static int mllp_deliver(void *impl, const char *p, size_t len, uint64_t seq,
@@ -347,8 +347,12 @@ static int chan_tls(chan_t *ch) {
     }
   }
   if (!cc->tls.enabled) return 0;
-  cad_tls_server_opts_t o = {cc->tls.cert, cc->tls.key, cc->tls.ca, cc->tls.require_client_cert,
-                             (const char *const *)cc->tls.allowed_clients, cc->tls.nallowed,
+  cad_tls_server_opts_t o = {cc->tls.cert,
+                             cc->tls.key,
+                             cc->tls.ca,
+                             cc->tls.require_client_cert,
+                             (const char *const *)cc->tls.allowed_clients,
+                             cc->tls.nallowed,
                              cc->tls.ciphers,
                              cc->tls.min_version == CAD_TLS_MIN_1_3 ? CAD_TLS_V1_3 : CAD_TLS_V1_2};
   char err[300] = "";
@@ -424,13 +428,13 @@ typedef struct job {
   cad_hl7_msg_t msg;
   char *bytes;
   size_t len;
-  int waiting;  /* `delivered` policy: destinations that have not taken it yet */
-  int failure;  /* first error (queue write, delivery given up), 0 = none */
+  int waiting; /* `delivered` policy: destinations that have not taken it yet */
+  int failure; /* first error (queue write, delivery given up), 0 = none */
   char fail_reason[80];
   uint64_t conn;
   char peer[64];
-  uint16_t *items_qid;  /* the queue ids appended (arena), for `delivered` */
-  cad_ack_msh_t h;      /* what the ACK needs from MSH, read once at parse (spans in bytes) */
+  uint16_t *items_qid; /* the queue ids appended (arena), for `delivered` */
+  cad_ack_msh_t h;     /* what the ACK needs from MSH, read once at parse (spans in bytes) */
 } job_t;
 
 static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci,
@@ -571,10 +575,10 @@ static void received_appended(void *ud, int status, const uint64_t *seqs, size_t
 static int hl7_code_for(const cad_hl7_diag_t *dg) {
   if (dg->hl7_code) return dg->hl7_code;
   switch (dg->code) {
-  case CAD_E_NOMSH:
-  case CAD_E_SEGMENT: return 100;
-  case CAD_E_DELIM: return 102;
-  default: return 207;
+    case CAD_E_NOMSH:
+    case CAD_E_SEGMENT: return 100;
+    case CAD_E_DELIM: return 102;
+    default: return 207;
   }
 }
 
@@ -645,8 +649,8 @@ static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *dat
       int missing = h.msg_type.len == 0 ? 9 : h.control_id.len == 0 ? 10 : 0;
       if (missing) {
         rc = CAD_E_INVAL;
-        dg = (cad_hl7_diag_t){.code = rc, .hl7_code = 101, .segment = 1, .seg_id = "MSH",
-                              .field = (uint32_t)missing};
+        dg = (cad_hl7_diag_t){
+            .code = rc, .hl7_code = 101, .segment = 1, .seg_id = "MSH", .field = (uint32_t)missing};
         snprintf(dg.reason, sizeof dg.reason, "MSH-%d is required", missing);
       }
     }
@@ -690,46 +694,43 @@ static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci
     snprintf(res.diag.reason, sizeof res.diag.reason, "routing failed: %s", cad_err_name(rc));
   }
   switch (res.disposition) {
-  case CAD_ROUTE_FILTERED:
-    ch->st->filtered++;
-    ch->st->accepted++;
-    c.outcome = send_ack(j->req, ch, &h, CAD_ACK_ACCEPT, NULL, 0);
-    CAD_LOG(CAD_LOG_INFO, "msg.filtered", &c, "no route took it (unrouted: drop)");
-    job_free(j);
-    return;
-  case CAD_ROUTE_REJECTED:
-  case CAD_ROUTE_ERROR: {
-    bool reject = res.disposition == CAD_ROUTE_REJECTED;
-    if (reject)
-      ch->st->rejected++;
-    else
-      ch->st->errors++;
-    c.outcome = send_ack(j->req, ch, &h, reject ? CAD_ACK_REJECT : CAD_ACK_ERROR, &res.diag, 0);
-    CAD_LOG(CAD_LOG_WARN, reject ? "msg.unrouted" : "msg.route_error", &c,
-            "%s (HL7 %d)", res.diag.reason, res.diag.hl7_code);
-    job_free(j);
-    return;
-  }
-  case CAD_ROUTE_DEAD_LETTER: {
-    /* The original message goes to this channel's dead letters, then AA. */
-    if (ch->dlq_qid < 0) {
-      char name[96];
-      snprintf(name, sizeof name, "channel:%s", cc->name);
-      ch->dlq_qid = cad_queue_dest(E.q, name);
+    case CAD_ROUTE_FILTERED:
+      ch->st->filtered++;
+      ch->st->accepted++;
+      c.outcome = send_ack(j->req, ch, &h, CAD_ACK_ACCEPT, NULL, 0);
+      CAD_LOG(CAD_LOG_INFO, "msg.filtered", &c, "no route took it (unrouted: drop)");
+      job_free(j);
+      return;
+    case CAD_ROUTE_REJECTED:
+    case CAD_ROUTE_ERROR: {
+      bool reject = res.disposition == CAD_ROUTE_REJECTED;
+      if (reject) ch->st->rejected++;
+      else ch->st->errors++;
+      c.outcome = send_ack(j->req, ch, &h, reject ? CAD_ACK_REJECT : CAD_ACK_ERROR, &res.diag, 0);
+      CAD_LOG(CAD_LOG_WARN, reject ? "msg.unrouted" : "msg.route_error", &c, "%s (HL7 %d)",
+              res.diag.reason, res.diag.hl7_code);
+      job_free(j);
+      return;
     }
-    ch->st->dead_lettered++;
-    CAD_LOG(CAD_LOG_WARN, "msg.dead_letter", &c, "%s", res.diag.reason);
-    rc = ch->dlq_qid < 0 ? ch->dlq_qid
-                         : cad_queue_mark(E.q, (uint16_t)ch->dlq_qid, CAD_JREC_DEAD, 0,
-                                          res.diag.reason, j->bytes, j->len, job_appended, j);
-    if (rc < 0) {
-      job_fail(j, rc, "dead-letter write failed");
-      job_finish(j);
+    case CAD_ROUTE_DEAD_LETTER: {
+      /* The original message goes to this channel's dead letters, then AA. */
+      if (ch->dlq_qid < 0) {
+        char name[96];
+        snprintf(name, sizeof name, "channel:%s", cc->name);
+        ch->dlq_qid = cad_queue_dest(E.q, name);
+      }
+      ch->st->dead_lettered++;
+      CAD_LOG(CAD_LOG_WARN, "msg.dead_letter", &c, "%s", res.diag.reason);
+      rc = ch->dlq_qid < 0 ? ch->dlq_qid
+                           : cad_queue_mark(E.q, (uint16_t)ch->dlq_qid, CAD_JREC_DEAD, 0,
+                                            res.diag.reason, j->bytes, j->len, job_appended, j);
+      if (rc < 0) {
+        job_fail(j, rc, "dead-letter write failed");
+        job_finish(j);
+      }
+      return;
     }
-    return;
-  }
-  case CAD_ROUTE_DELIVER:
-    break;
+    case CAD_ROUTE_DELIVER: break;
   }
   cad_queue_item_t *items = cad_arena_alloc(&j->arena, (res.nouts ? res.nouts : 1) * sizeof *items);
   j->items_qid = cad_arena_alloc(&j->arena, (res.nouts ? res.nouts : 1) * sizeof *j->items_qid);
@@ -765,64 +766,62 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
   log_ctx_for(&c, ch, ev->conn, NULL, 0);
   c.bytes = -1;
   switch (ev->kind) {
-  case CAD_MLLP_EV_OPEN:
-    ch->st->conns_opened++;
-    CAD_LOG(CAD_LOG_INFO, "conn.open", &c, NULL);
-    break;
-  case CAD_MLLP_EV_REFUSED:
-    ch->st->conns_refused++;
-    c.outcome = "refused";
-    CAD_LOG(CAD_LOG_WARN, "conn.refused", &c, "max_connections reached");
-    break;
-  case CAD_MLLP_EV_CLOSE: {
-    cad_log_num_t skipped = {"skipped_bytes", ev->count};
-    ch->st->skipped_bytes += ev->count;
-    c.outcome = ev->reason;
-    if (ev->err) c.error = cad_err_name(ev->err);
-    if (ev->count) {
-      c.nums = &skipped;
-      c.nnums = 1;
+    case CAD_MLLP_EV_OPEN:
+      ch->st->conns_opened++;
+      CAD_LOG(CAD_LOG_INFO, "conn.open", &c, NULL);
+      break;
+    case CAD_MLLP_EV_REFUSED:
+      ch->st->conns_refused++;
+      c.outcome = "refused";
+      CAD_LOG(CAD_LOG_WARN, "conn.refused", &c, "max_connections reached");
+      break;
+    case CAD_MLLP_EV_CLOSE: {
+      cad_log_num_t skipped = {"skipped_bytes", ev->count};
+      ch->st->skipped_bytes += ev->count;
+      c.outcome = ev->reason;
+      if (ev->err) c.error = cad_err_name(ev->err);
+      if (ev->count) {
+        c.nums = &skipped;
+        c.nnums = 1;
+      }
+      CAD_LOG(CAD_LOG_INFO, "conn.close", &c, NULL);
+      break;
     }
-    CAD_LOG(CAD_LOG_INFO, "conn.close", &c, NULL);
-    break;
-  }
-  case CAD_MLLP_EV_BADFRAME:
-    ch->st->frame_errors++;
-    c.bytes = (int64_t)ev->count;
-    c.error = cad_err_name(ev->err);
-    CAD_LOG(CAD_LOG_WARN, "frame.dropped", &c, "start block inside an unfinished frame");
-    break;
-  case CAD_MLLP_EV_SKIPPED:
-    c.bytes = (int64_t)ev->count;
-    CAD_LOG(CAD_LOG_WARN, "frame.skipped", &c,
-            "bytes outside any frame (reported once; the total comes with conn.close)");
-    break;
-  case CAD_MLLP_EV_PAUSE:
-    CAD_LOG(CAD_LOG_DEBUG, "conn.pause", &c, "backpressure, %llu in flight",
-            (unsigned long long)ev->count);
-    break;
-  case CAD_MLLP_EV_RESUME:
-    CAD_LOG(CAD_LOG_DEBUG, "conn.resume", &c, NULL);
-    break;
-  case CAD_MLLP_EV_ACCEPT_ERROR:
-    c.error = cad_err_name(ev->err);
-    CAD_LOG(CAD_LOG_ERROR, "conn.accept_failed", &c, NULL);
-    break;
-  case CAD_MLLP_EV_DENIED:
-    ch->st->conns_denied++;
-    c.outcome = "denied";
-    CAD_LOG(CAD_LOG_WARN, "conn.denied", &c, "address not in the channel's allow list");
-    break;
-  case CAD_MLLP_EV_TLS_FAILED:
-    ch->st->tls_failures++;
-    c.outcome = "tls_failed";
-    if (ev->err) c.error = cad_err_name(ev->err);
-    CAD_LOG(CAD_LOG_WARN, "tls.handshake_failed", &c, "%s", ev->detail ? ev->detail : "");
-    break;
-  case CAD_MLLP_EV_TLS_READY:
-    CAD_LOG(CAD_LOG_INFO, "tls.ready", &c, "client certificate: %s",
-            ev->detail && *ev->detail ? ev->detail : "(none)");
-    break;
+    case CAD_MLLP_EV_BADFRAME:
+      ch->st->frame_errors++;
+      c.bytes = (int64_t)ev->count;
+      c.error = cad_err_name(ev->err);
+      CAD_LOG(CAD_LOG_WARN, "frame.dropped", &c, "start block inside an unfinished frame");
+      break;
+    case CAD_MLLP_EV_SKIPPED:
+      c.bytes = (int64_t)ev->count;
+      CAD_LOG(CAD_LOG_WARN, "frame.skipped", &c,
+              "bytes outside any frame (reported once; the total comes with conn.close)");
+      break;
+    case CAD_MLLP_EV_PAUSE:
+      CAD_LOG(CAD_LOG_DEBUG, "conn.pause", &c, "backpressure, %llu in flight",
+              (unsigned long long)ev->count);
+      break;
+    case CAD_MLLP_EV_RESUME: CAD_LOG(CAD_LOG_DEBUG, "conn.resume", &c, NULL); break;
+    case CAD_MLLP_EV_ACCEPT_ERROR:
+      c.error = cad_err_name(ev->err);
+      CAD_LOG(CAD_LOG_ERROR, "conn.accept_failed", &c, NULL);
+      break;
+    case CAD_MLLP_EV_DENIED:
+      ch->st->conns_denied++;
+      c.outcome = "denied";
+      CAD_LOG(CAD_LOG_WARN, "conn.denied", &c, "address not in the channel's allow list");
+      break;
+    case CAD_MLLP_EV_TLS_FAILED:
+      ch->st->tls_failures++;
+      c.outcome = "tls_failed";
+      if (ev->err) c.error = cad_err_name(ev->err);
+      CAD_LOG(CAD_LOG_WARN, "tls.handshake_failed", &c, "%s", ev->detail ? ev->detail : "");
+      break;
+    case CAD_MLLP_EV_TLS_READY:
+      CAD_LOG(CAD_LOG_INFO, "tls.ready", &c, "client certificate: %s",
+              ev->detail && *ev->detail ? ev->detail : "(none)");
+      break;
   }
 }
 
@@ -971,14 +970,21 @@ static void raise_fd_limit(const cad_config_t *cfg) {
 static void log_stats(void) {
   for (cad_chan_stats_t *s = cad_stats_first(); s; s = s->next) {
     cad_log_num_t nums[] = {
-        {"received", s->received},         {"accepted", s->accepted},
-        {"rejected", s->rejected},         {"errors", s->errors},
-        {"unanswered", s->unanswered},     {"bytes_in", s->bytes},
-        {"conns_opened", s->conns_opened}, {"conns_refused", s->conns_refused},
-        {"frame_errors", s->frame_errors}, {"skipped_bytes", s->skipped_bytes},
-        {"queued", s->queued},             {"filtered", s->filtered},
+        {"received", s->received},
+        {"accepted", s->accepted},
+        {"rejected", s->rejected},
+        {"errors", s->errors},
+        {"unanswered", s->unanswered},
+        {"bytes_in", s->bytes},
+        {"conns_opened", s->conns_opened},
+        {"conns_refused", s->conns_refused},
+        {"frame_errors", s->frame_errors},
+        {"skipped_bytes", s->skipped_bytes},
+        {"queued", s->queued},
+        {"filtered", s->filtered},
         {"dead_lettered", s->dead_lettered},
-        {"conns_denied", s->conns_denied}, {"tls_failures", s->tls_failures},
+        {"conns_denied", s->conns_denied},
+        {"tls_failures", s->tls_failures},
     };
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     c.channel = s->name;
@@ -994,9 +1000,12 @@ static void log_dest_stats(void) {
   cad_queue_stats_t qs;
   cad_queue_get_stats(E.q, &qs);
   cad_log_num_t qn[] = {
-      {"batches", qs.batches},           {"appends", qs.appends},
-      {"records", qs.records},           {"failed_batches", qs.failed_batches},
-      {"refused_full", qs.refused_full}, {"max_batch", qs.max_batch_appends},
+      {"batches", qs.batches},
+      {"appends", qs.appends},
+      {"records", qs.records},
+      {"failed_batches", qs.failed_batches},
+      {"refused_full", qs.refused_full},
+      {"max_batch", qs.max_batch_appends},
       {"journal_bytes", cad_queue_bytes(E.q)},
   };
   cad_log_ctx_t c = CAD_LOG_CTX_INIT;
@@ -1011,8 +1020,8 @@ static void log_dest_stats(void) {
     cad_delivery_get_stats(d->w, &ds);
     uint64_t depth = info && info->last_seq > info->done_seq ? info->last_seq - info->done_seq : 0;
     cad_log_num_t nums[] = {
-        {"depth", depth},         {"delivered", ds.delivered}, {"attempts", ds.attempts},
-        {"retries", ds.retries},  {"dead", ds.dead},           {"blocked", ds.blocked},
+        {"depth", depth},        {"delivered", ds.delivered}, {"attempts", ds.attempts},
+        {"retries", ds.retries}, {"dead", ds.dead},           {"blocked", ds.blocked},
     };
     cad_log_ctx_t dc = CAD_LOG_CTX_INIT;
     dc.nums = nums;
@@ -1029,10 +1038,8 @@ static void stats_tick(uv_timer_t *t) {
 
 static void stats_timer_apply(void) {
   uint64_t iv = E.rt->cfg->stats_interval_ms;
-  if (iv)
-    uv_timer_start(&E.stats_timer, stats_tick, iv, iv);
-  else
-    uv_timer_stop(&E.stats_timer);
+  if (iv) uv_timer_start(&E.stats_timer, stats_tick, iv, iv);
+  else uv_timer_stop(&E.stats_timer);
 }
 
 static void log_dest_stats(void);
@@ -1108,7 +1115,8 @@ static void reload(void) {
   if (strcmp(cfg->data_dir, E.data_dir) != 0) {
     CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
             "engine.data_dir changed (%s -> %s): the queue moves only with a restart; the "
-            "running configuration stays", E.data_dir, cfg->data_dir);
+            "running configuration stays",
+            E.data_dir, cfg->data_dir);
     cad_config_free(cfg);
     return;
   }
@@ -1177,8 +1185,8 @@ static void usage(FILE *out) {
 static int open_queue(const cad_config_t *cfg) {
   E.data_dir = strdup(cfg->data_dir);
   if (!E.data_dir) return CAD_E_NOMEM;
-  cad_queue_opts_t qo = {cfg->data_dir, cfg->queue_segment_bytes, cfg->queue_retain_ms,
-                         cfg->queue_retain_bytes, cfg->queue_max_pending, 0};
+  cad_queue_opts_t qo = {cfg->data_dir,           cfg->queue_segment_bytes, cfg->queue_retain_ms,
+                         cfg->queue_retain_bytes, cfg->queue_max_pending,   0};
   /* The queue creates data_dir; the lock file needs it first. */
   char lock[4200];
   snprintf(lock, sizeof lock, "%s/lock", cfg->data_dir);
@@ -1206,8 +1214,7 @@ static int open_queue(const cad_config_t *cfg) {
     E.lockfd = -1;
     return rc;
   }
-  if (report[0])
-    CAD_LOG(CAD_LOG_WARN, "queue.recovered", NULL, "%s", report);
+  if (report[0]) CAD_LOG(CAD_LOG_WARN, "queue.recovered", NULL, "%s", report);
   cad_queue_set_commit_hook(E.q, on_commit, NULL);
   return 0;
 }
@@ -1238,10 +1245,8 @@ int cad_cli_run(int argc, char **argv) {
   char *errors = NULL;
   int rc = cad_config_load(path, &cfg, &errors);
   if (rc < 0) {
-    if (errors && *errors)
-      fputs(errors, stderr);
-    else
-      fprintf(stderr, "caduceus run: %s: %s\n", path, cad_strerror(rc));
+    if (errors && *errors) fputs(errors, stderr);
+    else fprintf(stderr, "caduceus run: %s: %s\n", path, cad_strerror(rc));
     if (errors && *errors && errors[strlen(errors) - 1] != '\n') fputc('\n', stderr);
     free(errors);
     return 1;

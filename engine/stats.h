@@ -15,15 +15,15 @@
 typedef struct cad_chan_stats {
   struct cad_chan_stats *next;
   char name[64];
-  uint64_t received;     /* frames received (including refused ones) */
-  uint64_t accepted;     /* ACKed AA/CA: on every destination */
-  uint64_t rejected;     /* answered AR/CR: could not be parsed, or too big */
-  uint64_t errors;       /* answered AE/CE: a destination failed */
-  uint64_t unanswered;   /* no header could be read: no ACK possible */
-  uint64_t bytes;        /* message bytes received */
-  uint64_t queued;       /* messages whose records reached the durable queue */
-  uint64_t filtered;     /* accepted but taken by no route (unrouted: drop) */
-  uint64_t dead_lettered;/* a transform failed and on_error is dead_letter */
+  uint64_t received;      /* frames received (including refused ones) */
+  uint64_t accepted;      /* ACKed AA/CA: on every destination */
+  uint64_t rejected;      /* answered AR/CR: could not be parsed, or too big */
+  uint64_t errors;        /* answered AE/CE: a destination failed */
+  uint64_t unanswered;    /* no header could be read: no ACK possible */
+  uint64_t bytes;         /* message bytes received */
+  uint64_t queued;        /* messages whose records reached the durable queue */
+  uint64_t filtered;      /* accepted but taken by no route (unrouted: drop) */
+  uint64_t dead_lettered; /* a transform failed and on_error is dead_letter */
   uint64_t conns_opened, conns_refused, frame_errors;
   uint64_t skipped_bytes; /* outside any frame; added when a connection closes */
   uint64_t conns_denied;  /* closed at once: address not in `allow` */

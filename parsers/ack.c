@@ -14,10 +14,8 @@ static cad_str_t field_of(const cad_hl7_seg_t *s, int n) {
 
 static void fill_trigger(cad_ack_msh_t *o) {
   cad_str_t t;
-  if (o->d.comp && cad_hl7_piece(o->msg_type, o->d.comp, 2, &t))
-    o->trigger = t;
-  else
-    o->trigger = (cad_str_t){"", 0};
+  if (o->d.comp && cad_hl7_piece(o->msg_type, o->d.comp, 2, &t)) o->trigger = t;
+  else o->trigger = (cad_str_t){"", 0};
   /* MSH-9.2 may itself hold subcomponents in odd messages: keep the first. */
   if (o->d.sub && cad_hl7_piece(o->trigger, o->d.sub, 1, &t)) o->trigger = t;
 }
@@ -162,9 +160,9 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
   const cad_hl7_delims_t *d = &in->d;
   size_t mark = out->len;
   int rc = 0;
-#define PUT(x)                                                                             \
-  do {                                                                                     \
-    if ((rc = (x)) < 0) goto fail;                                                         \
+#define PUT(x)                     \
+  do {                             \
+    if ((rc = (x)) < 0) goto fail; \
   } while (0)
 #define PUTS(s) PUT(cad_buf_append(out, (s).p, (s).len))
 #define PUTC(ch) PUT(cad_buf_putc(out, (ch)))

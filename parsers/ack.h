@@ -95,10 +95,10 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
 typedef struct cad_ack_opts {
   cad_ack_style_t style;
   cad_ack_status_t status;
-  const char *control_id;   /* the ACK's own MSH-10 (NUL-terminated, plain
+  const char *control_id;     /* the ACK's own MSH-10 (NUL-terminated, plain
                                [A-Za-z0-9]; written as is) */
-  time_t now;               /* MSH-7, seconds since the epoch */
-  int utc_offset_min;       /* MSH-7's offset from UTC, minutes (e.g. +60) */
+  time_t now;                 /* MSH-7, seconds since the epoch */
+  int utc_offset_min;         /* MSH-7's offset from UTC, minutes (e.g. +60) */
   const cad_hl7_diag_t *diag; /* for the ERR segment when status != ACCEPT;
                                may be NULL (then 207 without a location) */
 } cad_ack_opts_t;

@@ -62,15 +62,15 @@ typedef struct cad_buf {
   size_t limit; /* budget in bytes; 0 = unlimited */
 } cad_buf_t;
 
-#define CAD_BUF_INIT {NULL, 0, 0, 0}
+#define CAD_BUF_INIT \
+  { NULL, 0, 0, 0 }
 
 /* Make room for n more bytes. 0 or CAD_E_NOMEM / CAD_E_TOOBIG. */
 int cad_buf_reserve(cad_buf_t *b, size_t n);
 int cad_buf_append(cad_buf_t *b, const void *p, size_t n);
 int cad_buf_putc(cad_buf_t *b, char c);
 int cad_buf_puts(cad_buf_t *b, const char *s);
-int cad_buf_printf(cad_buf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+int cad_buf_printf(cad_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A NUL-terminated view of the contents (the NUL is not counted in len).
  * Returns NULL on allocation failure. Valid until the next change. */
 const char *cad_buf_cstr(cad_buf_t *b);
@@ -79,7 +79,6 @@ static inline void cad_buf_clear(cad_buf_t *b) { b->len = 0; }
 /* Remove the first n bytes (n <= len), moving the rest down. */
 void cad_buf_consume(cad_buf_t *b, size_t n);
 void cad_buf_free(cad_buf_t *b);
-
 
 /* Copy n bytes (n may be 0, src then may be NULL); returns n.  The pieces of
  * HL7 fields are a few bytes long, where a call to memcpy costs more than the

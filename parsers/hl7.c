@@ -42,8 +42,7 @@ static void diag_set(cad_hl7_diag_t *dg, int code, int hl7, uint32_t seg, const 
 
 static inline bool is_header_id(const char *p) {
   return (p[0] == 'M' && p[1] == 'S' && p[2] == 'H') ||
-         (p[0] == 'B' && p[1] == 'H' && p[2] == 'S') ||
-         (p[0] == 'F' && p[1] == 'H' && p[2] == 'S');
+         (p[0] == 'B' && p[1] == 'H' && p[2] == 'S') || (p[0] == 'F' && p[1] == 'H' && p[2] == 'S');
 }
 
 static inline bool is_id_char(unsigned char c) {
@@ -100,10 +99,10 @@ typedef struct {
   size_t len;
   cad_str_t *fields;
   uint32_t nfields, fields_cap;
-  uint32_t seg_first;   /* index of the current segment's first field */
-  size_t seg_start;     /* offset of the current segment */
-  size_t field_start;   /* offset of the current field */
-  cad_hl7_delims_t d;   /* delimiters in force */
+  uint32_t seg_first; /* index of the current segment's first field */
+  size_t seg_start;   /* offset of the current segment */
+  size_t field_start; /* offset of the current field */
+  cad_hl7_delims_t d; /* delimiters in force */
   const cad_hl7_limits_t *lim;
   cad_hl7_diag_t *diag;
   int err;
@@ -340,7 +339,8 @@ int cad_hl7_parse(cad_hl7_msg_t *m, const char *p, size_t len, cad_arena_t *aren
     m->segs[k].fields = t.fields + (uintptr_t)m->segs[k].fields;
   return 0;
 fail:
-  if (rc == CAD_E_NOMEM) diag_set(diag, CAD_E_NOMEM, 207, m->nsegs + 1, NULL, 0, 0, i, "out of memory");
+  if (rc == CAD_E_NOMEM)
+    diag_set(diag, CAD_E_NOMEM, 207, m->nsegs + 1, NULL, 0, 0, i, "out of memory");
   m->nsegs = 0;
   return rc;
 }
@@ -475,8 +475,8 @@ void cad_hl7_iter_init(cad_hl7_iter_t *it, const cad_hl7_msg_t *m, const cad_hl7
   it->cur_seg = -1;
 }
 
-static void fill_match(cad_hl7_match_t *out, const cad_hl7_msg_t *m, uint32_t si, int occ,
-                       int rep, bool present, cad_str_t raw) {
+static void fill_match(cad_hl7_match_t *out, const cad_hl7_msg_t *m, uint32_t si, int occ, int rep,
+                       bool present, cad_str_t raw) {
   out->raw = raw;
   out->present = present;
   out->seg_index = si;

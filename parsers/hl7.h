@@ -61,49 +61,49 @@ extern const cad_hl7_delims_t cad_hl7_default_delims;
  * characters (MSH-2), so field n >= 2 is span n-1; for other segments field n
  * is span n.  Use cad_hl7_field() rather than indexing by hand. */
 typedef struct cad_hl7_seg {
-  cad_str_t raw;          /* whole segment without terminator */
-  cad_str_t *fields;      /* spans (arena or shared field array) */
-  uint32_t nfields;       /* number of spans, including the id */
-  uint32_t fields_cap;    /* 0: fields is shared with the parse (read-only);
+  cad_str_t raw;       /* whole segment without terminator */
+  cad_str_t *fields;   /* spans (arena or shared field array) */
+  uint32_t nfields;    /* number of spans, including the id */
+  uint32_t fields_cap; /* 0: fields is shared with the parse (read-only);
                              otherwise a private arena copy with this room */
-  uint32_t id;            /* the 3-character id packed as 'A'<<16|'B'<<8|'C' */
-  char name[4];           /* NUL-terminated id */
-  cad_hl7_delims_t d;     /* delimiters in force for this segment */
-  uint32_t offset;        /* byte offset of the segment in the input */
-  bool header;            /* MSH, BHS or FHS */
-  bool dirty;             /* fields changed: serialize from fields, not raw */
+  uint32_t id;         /* the 3-character id packed as 'A'<<16|'B'<<8|'C' */
+  char name[4];        /* NUL-terminated id */
+  cad_hl7_delims_t d;  /* delimiters in force for this segment */
+  uint32_t offset;     /* byte offset of the segment in the input */
+  bool header;         /* MSH, BHS or FHS */
+  bool dirty;          /* fields changed: serialize from fields, not raw */
 } cad_hl7_seg_t;
 
 /* Limits on untrusted input; zero means the default given. */
 typedef struct cad_hl7_limits {
-  size_t max_bytes;       /* default 16 MiB */
-  uint32_t max_segments;  /* default 100000 */
-  uint32_t max_fields;    /* per segment, default 1000 */
+  size_t max_bytes;      /* default 16 MiB */
+  uint32_t max_segments; /* default 100000 */
+  uint32_t max_fields;   /* per segment, default 1000 */
 } cad_hl7_limits_t;
 
 /* What went wrong, precisely enough to build an ERR segment. */
 typedef struct cad_hl7_diag {
-  int code;          /* CAD_E_* */
-  int hl7_code;      /* HL7 table 0357: 100 segment sequence, 101 required
+  int code;         /* CAD_E_* */
+  int hl7_code;     /* HL7 table 0357: 100 segment sequence, 101 required
                         field missing, 102 data type, 103 table value not
                         found, 200 unsupported message type, 203 unsupported
                         version, 207 application internal error, 0 = none */
-  uint32_t segment;  /* 1-based segment number, 0 = not applicable */
-  char seg_id[4];    /* segment id when known */
-  uint32_t field;    /* field number, 0 = not applicable */
-  size_t offset;     /* byte offset in the input */
-  char reason[96];   /* short, PHI-free text */
+  uint32_t segment; /* 1-based segment number, 0 = not applicable */
+  char seg_id[4];   /* segment id when known */
+  uint32_t field;   /* field number, 0 = not applicable */
+  size_t offset;    /* byte offset in the input */
+  char reason[96];  /* short, PHI-free text */
 } cad_hl7_diag_t;
 
 typedef struct cad_hl7_msg {
-  cad_str_t input;        /* borrowed input bytes */
-  cad_hl7_seg_t *segs;    /* arena */
+  cad_str_t input;     /* borrowed input bytes */
+  cad_hl7_seg_t *segs; /* arena */
   uint32_t nsegs;
   uint32_t segs_cap;
-  cad_hl7_delims_t d;     /* delimiters of the first header segment */
-  cad_arena_t *arena;     /* borrowed: where the tree and edits live */
-  bool dirty;             /* any change since parse */
-  bool final_terminator;  /* input ended with a segment terminator */
+  cad_hl7_delims_t d;    /* delimiters of the first header segment */
+  cad_arena_t *arena;    /* borrowed: where the tree and edits live */
+  bool dirty;            /* any change since parse */
+  bool final_terminator; /* input ended with a segment terminator */
 } cad_hl7_msg_t;
 
 /* Parse `len` bytes at `p` into `m`.  The first segment must be MSH, BHS or
@@ -131,13 +131,13 @@ int cad_hl7_parse(cad_hl7_msg_t *m, const char *p, size_t len, cad_arena_t *aren
 #define CAD_HL7_ALL (-1) /* the [*] wildcard */
 
 typedef struct cad_hl7_path {
-  char seg[4];   /* segment id */
-  uint32_t segid;/* packed id, as cad_hl7_seg_t.id */
-  int occ;       /* segment occurrence, 1-based; CAD_HL7_ALL */
-  int field;     /* 0 = the whole segment */
-  int rep;       /* 0 = whole field; CAD_HL7_ALL */
-  int comp;      /* 0 = whole repetition */
-  int sub;       /* 0 = whole component */
+  char seg[4];    /* segment id */
+  uint32_t segid; /* packed id, as cad_hl7_seg_t.id */
+  int occ;        /* segment occurrence, 1-based; CAD_HL7_ALL */
+  int field;      /* 0 = the whole segment */
+  int rep;        /* 0 = whole field; CAD_HL7_ALL */
+  int comp;       /* 0 = whole repetition */
+  int sub;        /* 0 = whole component */
 } cad_hl7_path_t;
 
 /* Parse a path. Returns 0, or CAD_E_PATH with *errpos (may be NULL) set to

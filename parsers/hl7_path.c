@@ -112,10 +112,8 @@ done:
 
 static size_t put_index(char *buf, size_t cap, size_t n, int v, bool brackets) {
   char tmp[16];
-  if (v == CAD_HL7_ALL)
-    snprintf(tmp, sizeof tmp, brackets ? "[*]" : "*");
-  else
-    snprintf(tmp, sizeof tmp, brackets ? "[%d]" : "%d", v);
+  if (v == CAD_HL7_ALL) snprintf(tmp, sizeof tmp, brackets ? "[*]" : "*");
+  else snprintf(tmp, sizeof tmp, brackets ? "[%d]" : "%d", v);
   size_t l = strlen(tmp);
   if (n < cap) {
     size_t room = cap - n - 1;

@@ -43,16 +43,15 @@
 #define SB 0x0B
 #define EB 0x1C
 
-enum { S_OUT = 0, S_MSG, S_JUNK, S_SKIP };              /* state */
-enum { PH_LEAD = 0, PH_CLASS, PH_DISPATCH, PH_BODY };    /* phase */
+enum { S_OUT = 0, S_MSG, S_JUNK, S_SKIP };                 /* state */
+enum { PH_LEAD = 0, PH_CLASS, PH_DISPATCH, PH_BODY };      /* phase */
 enum { K_OTHER = 0, K_MSH, K_ENV, K_COMMENT, K_SKIPLINE }; /* kind */
-enum { F_NONE = 0, F_OUT, F_IN };                        /* frame */
-enum { FI_CR = 0, FI_LF, FI_SB, FI_EB };                 /* find[] */
+enum { F_NONE = 0, F_OUT, F_IN };                          /* frame */
+enum { FI_CR = 0, FI_LF, FI_SB, FI_EB };                   /* find[] */
 /* How the region being scanned ends. */
 enum { END_NONE = 0, END_EOF, END_EB, END_SB, END_EOF_IN_FRAME };
 
-void cad_hl7_stream_init(cad_hl7_stream_t *s, cad_hl7_stream_format_t format,
-                         size_t max_message) {
+void cad_hl7_stream_init(cad_hl7_stream_t *s, cad_hl7_stream_format_t format, size_t max_message) {
   memset(s, 0, sizeof *s);
   s->buf = (cad_buf_t)CAD_BUF_INIT;
   s->format = format;
@@ -84,13 +83,10 @@ static size_t keep_index(const cad_hl7_stream_t *s) {
   if (s->format == CAD_HL7_STREAM_AUTO || s->frame == F_OUT) return s->scan;
   if (s->state == S_MSG || s->state == S_JUNK) return s->msg_start;
   switch (s->phase) {
-  case PH_CLASS:
-  case PH_DISPATCH:
-    return s->nb;
-  case PH_BODY:
-    return s->kind == K_ENV ? s->nb : s->scan;
-  default:
-    return s->scan;
+    case PH_CLASS:
+    case PH_DISPATCH: return s->nb;
+    case PH_BODY: return s->kind == K_ENV ? s->nb : s->scan;
+    default: return s->scan;
   }
 }
 
@@ -125,8 +121,8 @@ static void squeeze(cad_hl7_stream_t *s) {
   if (hi - s->msg_start <= s->max_message) return;
   compact(s); /* folds an older hole into base; indices shift */
   hi = s->phase == PH_LEAD ? s->scan : s->nb;
-  size_t lo = s->msg_end - s->msg_start >= s->max_message ? s->msg_end
-                                                           : s->msg_start + s->max_message;
+  size_t lo =
+      s->msg_end - s->msg_start >= s->max_message ? s->msg_end : s->msg_start + s->max_message;
   if (hi <= lo) return;
   assert(s->hole == 0 || s->hole_at == lo);
   size_t cut = hi - lo;
@@ -163,8 +159,8 @@ static size_t find_byte(cad_hl7_stream_t *s, int which, char c, size_t from) {
   return *cache;
 }
 
-static int put(cad_hl7_stream_t *s, cad_hl7_item_t *item, cad_hl7_item_kind_t kind,
-               size_t start, size_t len, int err) {
+static int put(cad_hl7_stream_t *s, cad_hl7_item_t *item, cad_hl7_item_kind_t kind, size_t start,
+               size_t len, int err) {
   item->kind = kind;
   item->bytes.p = s->buf.data + start;
   item->bytes.len = len;
@@ -210,19 +206,18 @@ static int classify(const char *p, size_t m) {
 /* The end of the current line is at e (exclusive of its terminator). */
 static int line_end(cad_hl7_stream_t *s, cad_hl7_item_t *item, size_t e) {
   switch (s->kind) {
-  case K_MSH:
-  case K_OTHER:
-    if (s->state == S_MSG || s->state == S_JUNK) {
-      s->msg_end = e;
-      if (e - s->msg_start > s->max_message) return overflow(s, item);
-    }
-    return 0;
-  case K_ENV:
-    if (e - s->nb > s->max_message)
-      return put(s, item, CAD_HL7_ITEM_ERROR, s->nb, s->max_message, CAD_E_TOOBIG);
-    return put(s, item, CAD_HL7_ITEM_ENVELOPE, s->nb, e - s->nb, 0);
-  default:
-    return 0;
+    case K_MSH:
+    case K_OTHER:
+      if (s->state == S_MSG || s->state == S_JUNK) {
+        s->msg_end = e;
+        if (e - s->msg_start > s->max_message) return overflow(s, item);
+      }
+      return 0;
+    case K_ENV:
+      if (e - s->nb > s->max_message)
+        return put(s, item, CAD_HL7_ITEM_ERROR, s->nb, s->max_message, CAD_E_TOOBIG);
+      return put(s, item, CAD_HL7_ITEM_ENVELOPE, s->nb, e - s->nb, 0);
+    default: return 0;
   }
 }
 
@@ -247,67 +242,67 @@ static int scan_er7(cad_hl7_stream_t *s, cad_hl7_item_t *item, size_t rend, int 
   for (;;) {
     const char *b = s->buf.data;
     switch (s->phase) {
-    case PH_LEAD: {
-      size_t i = s->scan;
-      while (i < rend && is_ws(b[i])) i++;
-      s->scan = i;
-      if (i < rend) {
-        s->nb = i;
-        s->phase = PH_CLASS;
-        continue;
-      }
-      if (!final) return 0;
-      /* End of the region: whatever is being assembled is complete. */
-      int r = emit_pending(s, item, end == END_SB || end == END_EOF_IN_FRAME);
-      s->state = S_OUT;
-      return r;
-    }
-    case PH_CLASS: {
-      size_t m = 0, avail = rend - s->nb;
-      while (m < 4 && m < avail && b[s->nb + m] != '\r' && b[s->nb + m] != '\n') m++;
-      if (m == avail && m < 4 && !final) return 0;
-      s->kind = (unsigned char)classify(b + s->nb, m);
-      s->scan = s->nb + m;
-      s->phase = PH_DISPATCH;
-      continue;
-    }
-    case PH_DISPATCH: {
-      bool boundary = s->kind != K_OTHER;
-      switch (s->state) {
-      case S_MSG:
-      case S_JUNK:
-        if (boundary) return emit_pending(s, item, false);
-        break;
-      case S_SKIP:
-        if (boundary) {
-          s->state = S_OUT;
+      case PH_LEAD: {
+        size_t i = s->scan;
+        while (i < rend && is_ws(b[i])) i++;
+        s->scan = i;
+        if (i < rend) {
+          s->nb = i;
+          s->phase = PH_CLASS;
           continue;
         }
-        break;
-      default:
-        if (s->kind == K_MSH || s->kind == K_OTHER) {
-          s->msg_start = s->msg_end = s->nb;
-          s->state = s->kind == K_MSH ? S_MSG : S_JUNK;
+        if (!final) return 0;
+        /* End of the region: whatever is being assembled is complete. */
+        int r = emit_pending(s, item, end == END_SB || end == END_EOF_IN_FRAME);
+        s->state = S_OUT;
+        return r;
+      }
+      case PH_CLASS: {
+        size_t m = 0, avail = rend - s->nb;
+        while (m < 4 && m < avail && b[s->nb + m] != '\r' && b[s->nb + m] != '\n') m++;
+        if (m == avail && m < 4 && !final) return 0;
+        s->kind = (unsigned char)classify(b + s->nb, m);
+        s->scan = s->nb + m;
+        s->phase = PH_DISPATCH;
+        continue;
+      }
+      case PH_DISPATCH: {
+        bool boundary = s->kind != K_OTHER;
+        switch (s->state) {
+          case S_MSG:
+          case S_JUNK:
+            if (boundary) return emit_pending(s, item, false);
+            break;
+          case S_SKIP:
+            if (boundary) {
+              s->state = S_OUT;
+              continue;
+            }
+            break;
+          default:
+            if (s->kind == K_MSH || s->kind == K_OTHER) {
+              s->msg_start = s->msg_end = s->nb;
+              s->state = s->kind == K_MSH ? S_MSG : S_JUNK;
+            }
+            break;
         }
-        break;
+        s->phase = PH_BODY;
+        continue;
       }
-      s->phase = PH_BODY;
-      continue;
-    }
-    default: { /* PH_BODY */
-      size_t cr = find_byte(s, FI_CR, '\r', s->scan);
-      size_t lf = find_byte(s, FI_LF, '\n', s->scan);
-      size_t e = cr < lf ? cr : lf;
-      if (e >= rend) {
-        s->scan = rend;
-        if (!final) return line_too_long(s, item);
-        e = rend;
+      default: { /* PH_BODY */
+        size_t cr = find_byte(s, FI_CR, '\r', s->scan);
+        size_t lf = find_byte(s, FI_LF, '\n', s->scan);
+        size_t e = cr < lf ? cr : lf;
+        if (e >= rend) {
+          s->scan = rend;
+          if (!final) return line_too_long(s, item);
+          e = rend;
+        }
+        s->scan = e;
+        s->phase = PH_LEAD;
+        if (line_end(s, item, e)) return 1;
+        continue;
       }
-      s->scan = e;
-      s->phase = PH_LEAD;
-      if (line_end(s, item, e)) return 1;
-      continue;
-    }
     }
   }
 }
@@ -354,20 +349,17 @@ static int step(cad_hl7_stream_t *s, cad_hl7_item_t *item) {
     }
     if (scan_er7(s, item, rend, end)) return 1;
     switch (end) {
-    case END_NONE:
-      squeeze(s);
-      return 0;
-    case END_EB: /* the frame is done; what follows is outside frames */
-      s->scan = rend + 1;
-      s->frame = F_OUT;
-      continue;
-    case END_SB: /* a new frame starts inside the unfinished one */
-      s->scan = rend + 1;
-      s->state = S_OUT;
-      s->phase = PH_LEAD;
-      continue;
-    default:
-      return 0;
+      case END_NONE: squeeze(s); return 0;
+      case END_EB: /* the frame is done; what follows is outside frames */
+        s->scan = rend + 1;
+        s->frame = F_OUT;
+        continue;
+      case END_SB: /* a new frame starts inside the unfinished one */
+        s->scan = rend + 1;
+        s->state = S_OUT;
+        s->phase = PH_LEAD;
+        continue;
+      default: return 0;
     }
   }
 }

@@ -87,40 +87,39 @@ typedef enum {
 
 typedef struct cad_hl7_item {
   cad_hl7_item_kind_t kind;
-  cad_str_t bytes;  /* see above; valid until the next stream call */
-  uint64_t offset;  /* byte offset of bytes.p in the whole stream */
-  uint64_t index;   /* 1-based number of this message in the stream
+  cad_str_t bytes; /* see above; valid until the next stream call */
+  uint64_t offset; /* byte offset of bytes.p in the whole stream */
+  uint64_t index;  /* 1-based number of this message in the stream
                        (MESSAGE items only) */
-  int err;          /* ERROR items: a CAD_E_* code */
+  int err;         /* ERROR items: a CAD_E_* code */
 } cad_hl7_item_t;
 
 typedef struct cad_hl7_stream {
   cad_hl7_stream_format_t format;
-  size_t max_message;   /* default 16 MiB when 0 at init */
-  cad_buf_t buf;        /* owned: bytes not yet returned */
-  size_t scan;          /* internal scanning position in buf */
-  uint64_t base;        /* stream offset of buf.data[0] */
-  uint64_t messages;    /* MESSAGE items returned so far */
-  int state;            /* internal */
-  size_t msg_start;     /* internal */
-  bool eof;             /* finish() was called */
-  bool skipping;        /* internal: discarding an oversized message */
+  size_t max_message;     /* default 16 MiB when 0 at init */
+  cad_buf_t buf;          /* owned: bytes not yet returned */
+  size_t scan;            /* internal scanning position in buf */
+  uint64_t base;          /* stream offset of buf.data[0] */
+  uint64_t messages;      /* MESSAGE items returned so far */
+  int state;              /* internal */
+  size_t msg_start;       /* internal */
+  bool eof;               /* finish() was called */
+  bool skipping;          /* internal: discarding an oversized message */
   uint64_t skipped_bytes; /* bytes in no MESSAGE or ENVELOPE item (framing,
                              blank and comment lines, terminators, errors) */
   /* internal scanner state; do not touch */
-  size_t nb;            /* first non-blank byte of the current line */
-  size_t msg_end;       /* end of the last non-blank line of the message */
-  size_t hole_at;       /* where bytes were cut out of buf, when hole > 0 */
-  uint64_t hole;        /* bytes cut out (a long blank run after a message) */
-  uint64_t kept;        /* bytes returned in MESSAGE and ENVELOPE items */
-  size_t find[4];       /* search caches for \r, \n, 0x0B, 0x1C */
-  unsigned char phase;  /* where in the current line the scanner is */
-  unsigned char kind;   /* class of the current line */
-  unsigned char frame;  /* MLLP: outside or inside a frame */
+  size_t nb;           /* first non-blank byte of the current line */
+  size_t msg_end;      /* end of the last non-blank line of the message */
+  size_t hole_at;      /* where bytes were cut out of buf, when hole > 0 */
+  uint64_t hole;       /* bytes cut out (a long blank run after a message) */
+  uint64_t kept;       /* bytes returned in MESSAGE and ENVELOPE items */
+  size_t find[4];      /* search caches for \r, \n, 0x0B, 0x1C */
+  unsigned char phase; /* where in the current line the scanner is */
+  unsigned char kind;  /* class of the current line */
+  unsigned char frame; /* MLLP: outside or inside a frame */
 } cad_hl7_stream_t;
 
-void cad_hl7_stream_init(cad_hl7_stream_t *s, cad_hl7_stream_format_t format,
-                         size_t max_message);
+void cad_hl7_stream_init(cad_hl7_stream_t *s, cad_hl7_stream_format_t format, size_t max_message);
 /* Append input. Returns 0, CAD_E_NOMEM, or CAD_E_STATE after finish(). */
 int cad_hl7_stream_feed(cad_hl7_stream_t *s, const char *p, size_t n);
 /* Say there is no more input, so the last message can be returned. */

@@ -76,72 +76,70 @@ int cad_mllp_next(cad_mllp_framer_t *f, cad_str_t *frame) {
     const char *b = f->buf.data;
     size_t len = f->buf.len;
     switch (f->state) {
-    case ST_AFTER_EB:
-      if (f->pos >= len) return 0;
-      if (b[f->pos] == (char)CAD_MLLP_CR) f->pos++;
-      f->state = ST_OUT;
-      continue;
+      case ST_AFTER_EB:
+        if (f->pos >= len) return 0;
+        if (b[f->pos] == (char)CAD_MLLP_CR) f->pos++;
+        f->state = ST_OUT;
+        continue;
 
-    case ST_OUT: {
-      if (f->pos >= len) return 0;
-      const char *sb = memchr(b + f->pos, CAD_MLLP_SB, len - f->pos);
-      if (!sb) {
-        f->skipped += len - f->pos;
-        f->pos = len;
-        return 0;
-      }
-      size_t s = (size_t)(sb - b);
-      f->skipped += s - f->pos;
-      f->pos = f->start = s + 1;
-      f->discarding = false;
-      f->state = ST_IN;
-      continue;
-    }
-
-    case ST_IN: {
-      size_t e = find_eb(f);
-      size_t lim = e < len ? e : len;
-      const char *sb = lim > f->pos ? memchr(b + f->pos, CAD_MLLP_SB, lim - f->pos) : NULL;
-      if (sb) {
-        /* A start block inside an unfinished frame: that frame is dropped and
-         * a new one begins right after the start block. */
-        size_t s = (size_t)(sb - b), old = f->start;
-        bool was_discarding = f->discarding;
+      case ST_OUT: {
+        if (f->pos >= len) return 0;
+        const char *sb = memchr(b + f->pos, CAD_MLLP_SB, len - f->pos);
+        if (!sb) {
+          f->skipped += len - f->pos;
+          f->pos = len;
+          return 0;
+        }
+        size_t s = (size_t)(sb - b);
+        f->skipped += s - f->pos;
         f->pos = f->start = s + 1;
         f->discarding = false;
-        if (was_discarding) continue;
-        if (s - old > f->max_frame) return too_big(f, old, frame);
-        frame->p = b + old;
-        frame->len = s - old;
-        f->errors++;
-        return CAD_E_FRAME;
+        f->state = ST_IN;
+        continue;
       }
-      if (e < len) {
-        size_t old = f->start;
-        bool was_discarding = f->discarding;
-        f->pos = e + 1;
-        f->discarding = false;
-        f->state = ST_AFTER_EB;
-        if (was_discarding) continue;
-        if (e - old > f->max_frame) return too_big(f, old, frame);
-        frame->p = b + old;
-        frame->len = e - old;
-        f->frames++;
-        return 1;
-      }
-      /* Neither block in [pos, len): nothing before len needs a new look. */
-      f->pos = len;
-      if (!f->discarding && len - f->start > f->max_frame) {
-        /* Report now (the caller may NAK early) and stop keeping the bytes:
+
+      case ST_IN: {
+        size_t e = find_eb(f);
+        size_t lim = e < len ? e : len;
+        const char *sb = lim > f->pos ? memchr(b + f->pos, CAD_MLLP_SB, lim - f->pos) : NULL;
+        if (sb) {
+          /* A start block inside an unfinished frame: that frame is dropped and
+         * a new one begins right after the start block. */
+          size_t s = (size_t)(sb - b), old = f->start;
+          bool was_discarding = f->discarding;
+          f->pos = f->start = s + 1;
+          f->discarding = false;
+          if (was_discarding) continue;
+          if (s - old > f->max_frame) return too_big(f, old, frame);
+          frame->p = b + old;
+          frame->len = s - old;
+          f->errors++;
+          return CAD_E_FRAME;
+        }
+        if (e < len) {
+          size_t old = f->start;
+          bool was_discarding = f->discarding;
+          f->pos = e + 1;
+          f->discarding = false;
+          f->state = ST_AFTER_EB;
+          if (was_discarding) continue;
+          if (e - old > f->max_frame) return too_big(f, old, frame);
+          frame->p = b + old;
+          frame->len = e - old;
+          f->frames++;
+          return 1;
+        }
+        /* Neither block in [pos, len): nothing before len needs a new look. */
+        f->pos = len;
+        if (!f->discarding && len - f->start > f->max_frame) {
+          /* Report now (the caller may NAK early) and stop keeping the bytes:
          * the next feed drops them. */
-        f->discarding = true;
-        return too_big(f, f->start, frame);
+          f->discarding = true;
+          return too_big(f, f->start, frame);
+        }
+        return 0;
       }
-      return 0;
-    }
-    default:
-      f->state = ST_OUT;
-      continue;
+      default: f->state = ST_OUT; continue;
     }
   }
 }

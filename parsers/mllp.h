@@ -41,18 +41,18 @@
 #define CAD_MLLP_CR 0x0D
 
 typedef struct cad_mllp_framer {
-  cad_buf_t buf;          /* owned: unconsumed input */
-  size_t pos;             /* internal scan position in buf */
-  size_t max_frame;       /* largest accepted message, bytes */
-  int state;              /* internal */
-  bool discarding;        /* internal: skipping an oversized frame */
-  uint64_t skipped;       /* bytes outside any frame, skipped (not the 0x0D
+  cad_buf_t buf;    /* owned: unconsumed input */
+  size_t pos;       /* internal scan position in buf */
+  size_t max_frame; /* largest accepted message, bytes */
+  int state;        /* internal */
+  bool discarding;  /* internal: skipping an oversized frame */
+  uint64_t skipped; /* bytes outside any frame, skipped (not the 0x0D
                              after an end block, nor the content of a
                              dropped or oversized frame) */
-  uint64_t frames;        /* frames returned */
-  uint64_t errors;        /* framing errors reported */
-  size_t start;           /* internal: first content byte of the frame in buf */
-  size_t eb_from;         /* internal: no end block in buf[pos, eb_from) */
+  uint64_t frames;  /* frames returned */
+  uint64_t errors;  /* framing errors reported */
+  size_t start;     /* internal: first content byte of the frame in buf */
+  size_t eb_from;   /* internal: no end block in buf[pos, eb_from) */
 } cad_mllp_framer_t;
 
 /* max_frame 0 means the default, 4 MiB.  (A frame of exactly max_frame

@@ -43,12 +43,9 @@ static void quote_into(char *out, size_t cap, const char *s, size_t len) {
       o += (size_t)snprintf(out + o, cap - o, "...");
       break;
     }
-    if (c >= 0x20 && c < 0x7f && c != '\\')
-      out[o++] = (char)c;
-    else if (c >= 0x80)
-      out[o++] = (char)c; /* UTF-8 passes through */
-    else
-      o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
+    if (c >= 0x20 && c < 0x7f && c != '\\') out[o++] = (char)c;
+    else if (c >= 0x80) out[o++] = (char)c; /* UTF-8 passes through */
+    else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
   }
   out[o < cap ? o : cap - 1] = 0;
 }
@@ -59,10 +56,8 @@ static int fail_at(builder_t *b, int rc, size_t line, size_t col, const char *fm
 static int fail_at(builder_t *b, int rc, size_t line, size_t col, const char *fmt, ...) {
   if (!b->err || b->errlen == 0) return rc;
   int n;
-  if (line)
-    n = snprintf(b->err, b->errlen, "%s:%zu:%zu: ", b->file, line, col);
-  else
-    n = snprintf(b->err, b->errlen, "%s: ", b->file);
+  if (line) n = snprintf(b->err, b->errlen, "%s:%zu:%zu: ", b->file, line, col);
+  else n = snprintf(b->err, b->errlen, "%s: ", b->file);
   if (n < 0 || (size_t)n >= b->errlen) return rc;
   va_list ap;
   va_start(ap, fmt);
@@ -104,8 +99,7 @@ static int parser_error(builder_t *b, yaml_parser_t *p) {
   if (p->context && p->context_mark.line + 1 != line)
     return fail_at(b, CAD_E_CONFIG, line, col, "%s (%s at line %zu)", problem, p->context,
                    p->context_mark.line + 1);
-  if (p->context)
-    return fail_at(b, CAD_E_CONFIG, line, col, "%s (%s)", problem, p->context);
+  if (p->context) return fail_at(b, CAD_E_CONFIG, line, col, "%s (%s)", problem, p->context);
   return fail_at(b, CAD_E_CONFIG, line, col, "%s", problem);
 }
 
@@ -198,8 +192,8 @@ static size_t find_duplicate(const cad_yaml_pair_t *pairs, size_t n, size_t *fir
   /* In each run of equal keys (sorted by position) the second is the first
    * repetition; keep the earliest over all runs. */
   for (size_t i = 1; i < n; i++) {
-    if (key_cmp(r[i - 1].key, r[i].key) == 0 &&
-        (i < 2 || key_cmp(r[i - 2].key, r[i].key) != 0) && r[i].idx < best) {
+    if (key_cmp(r[i - 1].key, r[i].key) == 0 && (i < 2 || key_cmp(r[i - 2].key, r[i].key) != 0) &&
+        r[i].idx < best) {
       best = r[i].idx;
       *first = r[i - 1].idx;
     }
@@ -240,8 +234,7 @@ static int close_frame(builder_t *b, const yaml_event_t *ev) {
         const cad_yaml_node_t *k = n->pairs[dup].key;
         quote_into(q, sizeof q, k->str, k->len);
         return fail_at(b, CAD_E_CONFIG, (size_t)k->line, (size_t)k->col,
-                       "duplicate key '%s' (first at line %d)", q,
-                       n->pairs[first].key->line);
+                       "duplicate key '%s' (first at line %d)", q, n->pairs[first].key->line);
       }
     }
   }
@@ -274,67 +267,64 @@ static int on_event(builder_t *b, const yaml_event_t *ev, int *ndocs, bool *done
   int rc = 0;
   cad_yaml_node_t *n;
   switch (ev->type) {
-  case YAML_NO_EVENT:
-  case YAML_STREAM_START_EVENT:
-  case YAML_DOCUMENT_END_EVENT:
-    return 0;
-  case YAML_STREAM_END_EVENT:
-    *done = true;
-    return 0;
-  case YAML_DOCUMENT_START_EVENT:
-    if ((*ndocs)++ > 0)
+    case YAML_NO_EVENT:
+    case YAML_STREAM_START_EVENT:
+    case YAML_DOCUMENT_END_EVENT: return 0;
+    case YAML_STREAM_END_EVENT: *done = true; return 0;
+    case YAML_DOCUMENT_START_EVENT:
+      if ((*ndocs)++ > 0)
+        return fail_at(b, CAD_E_CONFIG, ev->start_mark.line + 1, ev->start_mark.column + 1,
+                       "a second YAML document: one file holds one document (remove '---')");
+      return 0;
+    case YAML_ALIAS_EVENT: {
+      char q[200];
+      const char *a = (const char *)ev->data.alias.anchor;
+      quote_into(q, sizeof q, a, strlen(a));
       return fail_at(b, CAD_E_CONFIG, ev->start_mark.line + 1, ev->start_mark.column + 1,
-                     "a second YAML document: one file holds one document (remove '---')");
-    return 0;
-  case YAML_ALIAS_EVENT: {
-    char q[200];
-    const char *a = (const char *)ev->data.alias.anchor;
-    quote_into(q, sizeof q, a, strlen(a));
-    return fail_at(b, CAD_E_CONFIG, ev->start_mark.line + 1, ev->start_mark.column + 1,
-                   "YAML aliases (*%s) are not supported: write the value out", q);
-  }
-  case YAML_SCALAR_EVENT:
-    if ((rc = check_props(b, ev, ev->data.scalar.anchor, ev->data.scalar.tag, true))) return rc;
-    if (!(n = new_node(b, CAD_YAML_SCALAR, ev, &rc))) return rc;
-    n->len = ev->data.scalar.length;
-    n->str = cad_arena_dup(&b->doc->arena, ev->data.scalar.value, n->len);
-    if (!n->str) return fail_at(b, CAD_E_NOMEM, 0, 0, "out of memory while reading YAML");
-    switch (ev->data.scalar.style) {
-    case YAML_SINGLE_QUOTED_SCALAR_STYLE: n->style = CAD_YAML_SINGLE; break;
-    case YAML_DOUBLE_QUOTED_SCALAR_STYLE: n->style = CAD_YAML_DOUBLE; break;
-    case YAML_LITERAL_SCALAR_STYLE: n->style = CAD_YAML_LITERAL; break;
-    case YAML_FOLDED_SCALAR_STYLE: n->style = CAD_YAML_FOLDED; break;
-    default: n->style = CAD_YAML_PLAIN; break;
+                     "YAML aliases (*%s) are not supported: write the value out", q);
     }
-    n->quoted = n->style != CAD_YAML_PLAIN || ev->data.scalar.tag != NULL;
-    return attach(b, n);
-  case YAML_SEQUENCE_START_EVENT:
-  case YAML_MAPPING_START_EVENT: {
-    bool seq = ev->type == YAML_SEQUENCE_START_EVENT;
-    const yaml_char_t *anchor = seq ? ev->data.sequence_start.anchor : ev->data.mapping_start.anchor;
-    const yaml_char_t *tag = seq ? ev->data.sequence_start.tag : ev->data.mapping_start.tag;
-    if ((rc = check_props(b, ev, anchor, tag, false))) return rc;
-    if (b->depth >= b->lim.max_depth)
-      return fail_at(b, CAD_E_TOOBIG, ev->start_mark.line + 1, ev->start_mark.column + 1,
-                     "YAML nested too deeply (more than %zu levels)", b->lim.max_depth);
-    if (!(n = new_node(b, seq ? CAD_YAML_SEQUENCE : CAD_YAML_MAPPING, ev, &rc))) return rc;
-    if ((rc = attach(b, n))) return rc;
-    b->frames[b->depth].node = n;
-    b->frames[b->depth].start = b->npending;
-    b->depth++;
-    return 0;
-  }
-  case YAML_SEQUENCE_END_EVENT:
-  case YAML_MAPPING_END_EVENT:
-    if (b->depth == 0) return 0; /* cannot happen: libyaml balances events */
-    return close_frame(b, ev);
+    case YAML_SCALAR_EVENT:
+      if ((rc = check_props(b, ev, ev->data.scalar.anchor, ev->data.scalar.tag, true))) return rc;
+      if (!(n = new_node(b, CAD_YAML_SCALAR, ev, &rc))) return rc;
+      n->len = ev->data.scalar.length;
+      n->str = cad_arena_dup(&b->doc->arena, ev->data.scalar.value, n->len);
+      if (!n->str) return fail_at(b, CAD_E_NOMEM, 0, 0, "out of memory while reading YAML");
+      switch (ev->data.scalar.style) {
+        case YAML_SINGLE_QUOTED_SCALAR_STYLE: n->style = CAD_YAML_SINGLE; break;
+        case YAML_DOUBLE_QUOTED_SCALAR_STYLE: n->style = CAD_YAML_DOUBLE; break;
+        case YAML_LITERAL_SCALAR_STYLE: n->style = CAD_YAML_LITERAL; break;
+        case YAML_FOLDED_SCALAR_STYLE: n->style = CAD_YAML_FOLDED; break;
+        default: n->style = CAD_YAML_PLAIN; break;
+      }
+      n->quoted = n->style != CAD_YAML_PLAIN || ev->data.scalar.tag != NULL;
+      return attach(b, n);
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT: {
+      bool seq = ev->type == YAML_SEQUENCE_START_EVENT;
+      const yaml_char_t *anchor =
+          seq ? ev->data.sequence_start.anchor : ev->data.mapping_start.anchor;
+      const yaml_char_t *tag = seq ? ev->data.sequence_start.tag : ev->data.mapping_start.tag;
+      if ((rc = check_props(b, ev, anchor, tag, false))) return rc;
+      if (b->depth >= b->lim.max_depth)
+        return fail_at(b, CAD_E_TOOBIG, ev->start_mark.line + 1, ev->start_mark.column + 1,
+                       "YAML nested too deeply (more than %zu levels)", b->lim.max_depth);
+      if (!(n = new_node(b, seq ? CAD_YAML_SEQUENCE : CAD_YAML_MAPPING, ev, &rc))) return rc;
+      if ((rc = attach(b, n))) return rc;
+      b->frames[b->depth].node = n;
+      b->frames[b->depth].start = b->npending;
+      b->depth++;
+      return 0;
+    }
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+      if (b->depth == 0) return 0; /* cannot happen: libyaml balances events */
+      return close_frame(b, ev);
   }
   return 0;
 }
 
-int cad_yaml_parse(const char *file, const char *data, size_t len,
-                   const cad_yaml_limits_t *limits, cad_yaml_doc_t **out, char *err,
-                   size_t errlen) {
+int cad_yaml_parse(const char *file, const char *data, size_t len, const cad_yaml_limits_t *limits,
+                   cad_yaml_doc_t **out, char *err, size_t errlen) {
   builder_t b;
   memset(&b, 0, sizeof b);
   b.file = file;
@@ -414,9 +404,9 @@ bool cad_yaml_is_null(const cad_yaml_node_t *n) {
 const char *cad_yaml_type_name(const cad_yaml_node_t *n) {
   if (!n) return "nothing";
   switch (n->type) {
-  case CAD_YAML_MAPPING: return "a mapping";
-  case CAD_YAML_SEQUENCE: return "a sequence";
-  case CAD_YAML_SCALAR: return cad_yaml_is_null(n) ? "nothing" : "a string";
+    case CAD_YAML_MAPPING: return "a mapping";
+    case CAD_YAML_SEQUENCE: return "a sequence";
+    case CAD_YAML_SCALAR: return cad_yaml_is_null(n) ? "nothing" : "a string";
   }
   return "nothing";
 }

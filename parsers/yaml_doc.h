@@ -51,15 +51,15 @@ typedef struct cad_yaml_pair {
 
 struct cad_yaml_node {
   cad_yaml_type_t type;
-  const char *file;     /* borrowed: the name passed to cad_yaml_parse */
-  int line, col;        /* where the node starts, 1-based */
-  int end_line, end_col;/* just past its end, 1-based */
+  const char *file;      /* borrowed: the name passed to cad_yaml_parse */
+  int line, col;         /* where the node starts, 1-based */
+  int end_line, end_col; /* just past its end, 1-based */
   /* CAD_YAML_SCALAR: the value after YAML unquoting and escapes, NUL-
    * terminated (it may contain a NUL of its own from "\0": check len). */
   const char *str;
   size_t len;
   cad_yaml_style_t style;
-  bool quoted;          /* style is not CAD_YAML_PLAIN, or tagged !!str */
+  bool quoted; /* style is not CAD_YAML_PLAIN, or tagged !!str */
   /* CAD_YAML_SEQUENCE: items[0..n); CAD_YAML_MAPPING: pairs[0..n), in the
    * order written, keys distinct. */
   cad_yaml_node_t **items;
@@ -90,9 +90,8 @@ typedef struct cad_yaml_doc {
  * (the input is wrong), CAD_E_TOOBIG (a limit was passed) or CAD_E_NOMEM,
  * and `err` (errlen bytes, may be NULL) holds one line without a newline:
  * "file:line:column: problem" (or "file: problem" without a position). */
-int cad_yaml_parse(const char *file, const char *data, size_t len,
-                   const cad_yaml_limits_t *limits, cad_yaml_doc_t **out, char *err,
-                   size_t errlen);
+int cad_yaml_parse(const char *file, const char *data, size_t len, const cad_yaml_limits_t *limits,
+                   cad_yaml_doc_t **out, char *err, size_t errlen);
 
 /* Release a document and all its nodes. NULL is accepted. */
 void cad_yaml_free(cad_yaml_doc_t *doc);

@@ -64,8 +64,8 @@ typedef struct cad_tables cad_tables_t;
  * without two fields is an error.  Returns 0 and *out (free with
  * cad_tables_free), or CAD_E_CONFIG / CAD_E_NOMEM with one line per problem
  * appended to `errors` (may be NULL). */
-int cad_tables_load(const cad_yaml_node_t *tables_node, const char *base_dir,
-                    cad_tables_t **out, cad_buf_t *errors);
+int cad_tables_load(const cad_yaml_node_t *tables_node, const char *base_dir, cad_tables_t **out,
+                    cad_buf_t *errors);
 /* Drop the caller's reference (routes compiled with it keep their own). */
 void cad_tables_free(cad_tables_t *t);
 /* Look a key up in a table; *value (borrowed from the tables) is set when
@@ -108,9 +108,9 @@ typedef enum {
 } cad_route_disposition_t;
 
 typedef struct cad_route_out {
-  size_t dest;       /* index into the dest_names given to cad_routes_compile */
-  size_t route;      /* index of the route that produced it */
-  cad_str_t bytes;   /* the message to enqueue, segments ending in \r; in the
+  size_t dest;     /* index into the dest_names given to cad_routes_compile */
+  size_t route;    /* index of the route that produced it */
+  cad_str_t bytes; /* the message to enqueue, segments ending in \r; in the
                         arena, or borrowed from the input bytes when the route
                         changed nothing and the input already ends its
                         segments with \r */
@@ -120,10 +120,10 @@ typedef struct cad_route_result {
   cad_route_disposition_t disposition;
   cad_route_out_t *outs; /* arena */
   size_t nouts;
-  bool unrouted;         /* DELIVER to the `unrouted:` destination */
-  int route;             /* the failing route (ERROR/DEAD_LETTER), else -1 */
-  int step;              /* its failing transform step, 1-based, else 0 */
-  cad_hl7_diag_t diag;   /* REJECTED/ERROR/DEAD_LETTER: HL7 0357 code, location,
+  bool unrouted;       /* DELIVER to the `unrouted:` destination */
+  int route;           /* the failing route (ERROR/DEAD_LETTER), else -1 */
+  int step;            /* its failing transform step, 1-based, else 0 */
+  cad_hl7_diag_t diag; /* REJECTED/ERROR/DEAD_LETTER: HL7 0357 code, location,
                             PHI-free reason; ready for cad_ack_build() */
 } cad_route_result_t;
 

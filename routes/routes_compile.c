@@ -153,15 +153,15 @@ static bool want_segid(comp_t *c, const cad_yaml_node_t *n, const char *what, ch
 }
 
 /* Parse path text (at byte `off` of scalar `n`, for error columns). */
-static bool parse_rpath(comp_t *c, const cad_yaml_node_t *n, const char *s, size_t len,
-                        size_t off, cad__rpath_t *out) {
+static bool parse_rpath(comp_t *c, const cad_yaml_node_t *n, const char *s, size_t len, size_t off,
+                        cad__rpath_t *out) {
   size_t epos = 0;
   const char *emsg = NULL;
   char q[CAD__QBUF];
   memset(out, 0, sizeof *out);
   if (cad_hl7_path_parse(s, len, &out->p, &epos, &emsg) != 0) {
-    cad__err_at(&c->e, n->file, n->line, scalar_col(n, off + epos),
-                "invalid path '%s': %s", cad__quote(q, s, len), emsg ? emsg : "syntax error");
+    cad__err_at(&c->e, n->file, n->line, scalar_col(n, off + epos), "invalid path '%s': %s",
+                cad__quote(q, s, len), emsg ? emsg : "syntax error");
     return false;
   }
   const char *dash = memchr(s, '-', len);
@@ -254,11 +254,11 @@ static bool want_template(comp_t *c, const cad_yaml_node_t *n, cad__tpl_t *out) 
 
 /* ---- conditions --------------------------------------------------------- */
 
-static const char *const op_names[] = {NULL,   "equals", "not_equals", "in",    "in_table",
-                                       "matches", "exists", "empty",   "prefix", "lt",
-                                       "le",     "gt",     "ge",       "before", "after"};
+static const char *const op_names[] = {NULL,      "equals", "not_equals", "in",     "in_table",
+                                       "matches", "exists", "empty",      "prefix", "lt",
+                                       "le",      "gt",     "ge",         "before", "after"};
 #define NOPS ((int)(sizeof op_names / sizeof op_names[0]))
-#define OPS_LIST                                                                             \
+#define OPS_LIST                                                                               \
   "equals, not_equals, in, in_table, matches, exists, empty, prefix, lt, le, gt, ge, before, " \
   "after"
 
@@ -301,10 +301,8 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
       }
       op->nlist = v->n;
       return true;
-    case OP_IN_TABLE:
-      return (op->table = want_table(c, v)) != NULL;
-    case OP_MATCHES:
-      return (op->re = compile_regex(c, v, true)) != NULL;
+    case OP_IN_TABLE: return (op->table = want_table(c, v)) != NULL;
+    case OP_MATCHES: return (op->re = compile_regex(c, v, true)) != NULL;
     case OP_EXISTS:
     case OP_EMPTY: {
       int b = want_bool(c, v, op_names[kind]);
@@ -374,8 +372,9 @@ static bool leaf_ops(comp_t *c, const cad_yaml_node_t *m, cad__cond_t *k, bool s
       continue;
     int kind = op_kind(key->str);
     if (!kind) {
-      ERR(c, key, "unknown key '%s' in a condition (expected path with one of: " OPS_LIST
-                  "; or all, any, not)",
+      ERR(c, key,
+          "unknown key '%s' in a condition (expected path with one of: " OPS_LIST
+          "; or all, any, not)",
           cad__quote(q, key->str, key->len));
       ok = false;
       continue;
@@ -409,11 +408,9 @@ static cad__cond_t *compile_cond(comp_t *c, const cad_yaml_node_t *n, int depth)
         ERR(c, n, "a condition with '%s' needs a 'path'", n->pairs[0].key->str);
       else if (nk == 0) {
         char q[CAD__QBUF];
-        ERR(c, n->pairs[0].key,
-            "unknown key '%s' in a condition (expected path, all, any or not)",
+        ERR(c, n->pairs[0].key, "unknown key '%s' in a condition (expected path, all, any or not)",
             cad__quote(q, n->pairs[0].key->str, n->pairs[0].key->len));
-      } else
-        ERR(c, n, "a combinator condition has exactly one key: all, any or not");
+      } else ERR(c, n, "a combinator condition has exactly one key: all, any or not");
       return NULL;
     }
     if (all) return compile_list(c, all, C_ALL, depth, "all");
@@ -456,8 +453,7 @@ static cad__cond_t *compile_cond(comp_t *c, const cad_yaml_node_t *n, int depth)
     return NULL;
   }
   if (k->nops == 0) {
-    ERR(c, q ? q : n, "a condition on '%s' needs an operator (one of: " OPS_LIST ")",
-        k->path.text);
+    ERR(c, q ? q : n, "a condition on '%s' needs an operator (one of: " OPS_LIST ")", k->path.text);
     return NULL;
   }
   return k;
@@ -488,7 +484,7 @@ static const action_t actions[] = {
     {"version", S_SET_VALUE, ""},
 };
 #define NACTIONS (sizeof actions / sizeof actions[0])
-#define ACTIONS_LIST                                                                         \
+#define ACTIONS_LIST                                                                             \
   "set, copy, move, clear, map, replace, upper, lower, trim, format_date, delete, add, rename, " \
   "version"
 
@@ -561,8 +557,9 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
       {
         const cad_yaml_node_t *val = cad_yaml_get(n, "value"), *tpl = cad_yaml_get(n, "template");
         if (!!val == !!tpl) {
-          ERR(c, n, "'set' needs exactly one of 'value' (a literal, escaped when written) or "
-                    "'template' (ER7 text with ${PATH} references)");
+          ERR(c, n,
+              "'set' needs exactly one of 'value' (a literal, escaped when written) or "
+              "'template' (ER7 text with ${PATH} references)");
           return false;
         }
         if (val) {
@@ -606,8 +603,7 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
     case S_CLEAR:
     case S_UPPER:
     case S_LOWER:
-    case S_TRIM:
-      return want_target(c, av, &st->path);
+    case S_TRIM: return want_target(c, av, &st->path);
     case S_MAP:
       if (!want_target(c, av, &st->path)) return false;
       o = cad_yaml_get(n, "table");
@@ -619,7 +615,8 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
       st->dflt = DFLT_KEEP;
       o = cad_yaml_get(n, "default");
       if (o) {
-        if (o->type == CAD_YAML_MAPPING && o->n == 1 && strcmp(o->pairs[0].key->str, "value") == 0 &&
+        if (o->type == CAD_YAML_MAPPING && o->n == 1 &&
+            strcmp(o->pairs[0].key->str, "value") == 0 &&
             o->pairs[0].value->type == CAD_YAML_SCALAR) {
           st->dflt = DFLT_VALUE;
           st->value.p = dupn(c, o->pairs[0].value->str, o->pairs[0].value->len);
@@ -665,8 +662,9 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
       if (!want_target(c, av, &st->path)) return false;
       const cad_yaml_node_t *pr = cad_yaml_get(n, "precision"), *fm = cad_yaml_get(n, "format");
       if (!!pr == !!fm) {
-        ERR(c, n, "'format_date' needs exactly one of 'precision' (year, month, day, hour, "
-                  "minute, second) or 'format' (like \"%%Y-%%m-%%d\")");
+        ERR(c, n,
+            "'format_date' needs exactly one of 'precision' (year, month, day, hour, "
+            "minute, second) or 'format' (like \"%%Y-%%m-%%d\")");
         return false;
       }
       if (pr) {
@@ -720,8 +718,8 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
       }
       for (size_t i = 0; i < st->tpl.n; i++) {
         const cad__tpart_t *tp = &st->tpl.parts[i];
-        if (!tp->is_path && (memchr(tp->text.p, '\r', tp->text.len) ||
-                             memchr(tp->text.p, '\n', tp->text.len))) {
+        if (!tp->is_path &&
+            (memchr(tp->text.p, '\r', tp->text.len) || memchr(tp->text.p, '\n', tp->text.len))) {
           ERR(c, av, "'add' adds one segment: no line breaks");
           return false;
         }
@@ -752,8 +750,7 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
         return false;
       }
       return true;
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -831,8 +828,9 @@ static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt,
     } else if (strcmp(k->str, "continue") == 0) {
       rt->cont = want_bool(c, v, "'continue'") == 1;
     } else {
-      ERR(c, k, "unknown key '%s' in a route (expected one of: name, when, transform, to, "
-                "continue)",
+      ERR(c, k,
+          "unknown key '%s' in a route (expected one of: name, when, transform, to, "
+          "continue)",
           cad__quote(q, k->str, k->len));
     }
   }
@@ -907,8 +905,9 @@ int cad_routes_compile(const cad_yaml_node_t *channel, const cad_tables_t *table
           r->unrouted_dest = d;
         } else {
           char q[CAD__QBUF];
-          ERR(&c, unrouted, "'unrouted' must be drop, reject or a destination name; '%s' is "
-                            "none of these",
+          ERR(&c, unrouted,
+              "'unrouted' must be drop, reject or a destination name; '%s' is "
+              "none of these",
               cad__quote(q, unrouted->str, unrouted->len));
         }
       }
@@ -917,8 +916,7 @@ int cad_routes_compile(const cad_yaml_node_t *channel, const cad_tables_t *table
   if (on_error && want_scalar(&c, on_error, "'on_error'")) {
     if (strcmp(on_error->str, "reject") == 0) r->on_error = ON_ERROR_REJECT;
     else if (strcmp(on_error->str, "dead_letter") == 0) r->on_error = ON_ERROR_DEAD_LETTER;
-    else
-      ERR(&c, on_error, "'on_error' must be reject (ACK AE with an ERR segment) or dead_letter");
+    else ERR(&c, on_error, "'on_error' must be reject (ACK AE with an ERR segment) or dead_letter");
   }
   for (size_t i = 0; i < r->nroutes; i++) r->max_outs += r->routes[i].nto;
   if (r->max_outs == 0) r->max_outs = 1;
@@ -972,8 +970,7 @@ int cad_route_cond_compile(const cad_yaml_node_t *node, const cad_tables_t *tabl
   k->r = r;
   if (!node || cad_yaml_is_null(node))
     ERR(&c, node, "an empty condition (expected path with an operator, or all, any, not)");
-  else
-    k->when = compile_cond(&c, node, 0);
+  else k->when = compile_cond(&c, node, 0);
   if (c.nomem || c.e.n || !k->when) {
     int rc = c.nomem ? CAD_E_NOMEM : CAD_E_CONFIG;
     cad_route_cond_free(k);

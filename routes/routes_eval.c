@@ -16,7 +16,7 @@
 /* ---- failures ----------------------------------------------------------- */
 
 int cad__step_fail(cad__ev_t *e, int rc, int hl7, const cad_hl7_match_t *mt,
-                     const cad_hl7_path_t *p, const char *why) {
+                   const cad_hl7_path_t *p, const char *why) {
   cad_hl7_diag_t *d = &e->res->diag;
   memset(d, 0, sizeof *d);
   d->code = rc;
@@ -35,8 +35,9 @@ int cad__step_fail(cad__ev_t *e, int rc, int hl7, const cad_hl7_match_t *mt,
 }
 
 int cad__internal(cad__ev_t *e, int rc) {
-  return cad__step_fail(e, rc, 207, NULL, NULL,
-                   rc == CAD_E_NOMEM ? "out of memory while routing" : "cannot apply the change");
+  return cad__step_fail(
+      e, rc, 207, NULL, NULL,
+      rc == CAD_E_NOMEM ? "out of memory while routing" : "cannot apply the change");
 }
 
 /* ---- values ------------------------------------------------------------- */
@@ -366,9 +367,7 @@ int cad_routes_eval(const cad_routes_t *r, const char *bytes, size_t len,
       res->diag.hl7_code = 200;
       snprintf(res->diag.reason, sizeof res->diag.reason, "no route accepts this message");
       return 0;
-    default:
-      res->disposition = CAD_ROUTE_FILTERED;
-      return 0;
+    default: res->disposition = CAD_ROUTE_FILTERED; return 0;
   }
 nomem:
   e.rc = CAD_E_NOMEM;
@@ -381,9 +380,7 @@ internal_err:
   return res->diag.code;
 }
 
-void cad_routes_set_stepwise(cad_routes_t *r, bool on) {
-  r->stepwise = on;
-}
+void cad_routes_set_stepwise(cad_routes_t *r, bool on) { r->stepwise = on; }
 
 /* ---- standalone conditions (routes.h: cad_route_cond_*) ---------------- */
 

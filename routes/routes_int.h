@@ -9,8 +9,8 @@
 
 #include "routes.h"
 
-#define CAD__ROUTES_MAX_DEPTH 16   /* nesting of all/any/not */
-#define CAD__ROUTES_MAX_ERRORS 100 /* error lines per compile */
+#define CAD__ROUTES_MAX_DEPTH 16    /* nesting of all/any/not */
+#define CAD__ROUTES_MAX_ERRORS 100  /* error lines per compile */
 #define CAD__ROUTES_MAX_VALUE 65536 /* a transformed value, bytes */
 
 /* ---- error lines ---- */
@@ -49,8 +49,8 @@ void cad__tables_ref(const cad_tables_t *t);
 
 /* ---- HL7 date/time ---- */
 typedef struct cad__dtm {
-  int v[7];   /* year, month, day, hour, minute, second, 1e-4 seconds */
-  int prec;   /* how many of v[] were given: 1 (year) .. 7 */
+  int v[7]; /* year, month, day, hour, minute, second, 1e-4 seconds */
+  int prec; /* how many of v[] were given: 1 (year) .. 7 */
   bool has_tz;
   int tz_min; /* offset from UTC in minutes */
 } cad__dtm_t;
@@ -70,8 +70,20 @@ typedef struct cad__rpath {
 
 /* ---- conditions ---- */
 typedef enum {
-  OP_EQUALS = 1, OP_NOT_EQUALS, OP_IN, OP_IN_TABLE, OP_MATCHES, OP_EXISTS, OP_EMPTY,
-  OP_PREFIX, OP_LT, OP_LE, OP_GT, OP_GE, OP_BEFORE, OP_AFTER,
+  OP_EQUALS = 1,
+  OP_NOT_EQUALS,
+  OP_IN,
+  OP_IN_TABLE,
+  OP_MATCHES,
+  OP_EXISTS,
+  OP_EMPTY,
+  OP_PREFIX,
+  OP_LT,
+  OP_LE,
+  OP_GT,
+  OP_GE,
+  OP_BEFORE,
+  OP_AFTER,
 } cad__op_kind_t;
 
 typedef struct cad__op {
@@ -90,8 +102,8 @@ typedef enum { C_LEAF = 1, C_ALL, C_ANY, C_NOT } cad__cond_kind_t;
 
 typedef struct cad__cond {
   cad__cond_kind_t kind;
-  cad__rpath_t path;  /* C_LEAF */
-  bool quant_all;     /* C_LEAF: every match must hold */
+  cad__rpath_t path; /* C_LEAF */
+  bool quant_all;    /* C_LEAF: every match must hold */
   cad__op_t *ops;
   size_t nops;
   struct cad__cond **kids; /* C_ALL / C_ANY / C_NOT (1) */
@@ -101,7 +113,7 @@ typedef struct cad__cond {
 /* ---- templates ---- */
 typedef struct cad__tpart {
   bool is_path;
-  cad_str_t text;     /* literal ER7 in standard delimiters */
+  cad_str_t text; /* literal ER7 in standard delimiters */
   cad__rpath_t path;
 } cad__tpart_t;
 
@@ -112,8 +124,19 @@ typedef struct cad__tpl {
 
 /* ---- transforms ---- */
 typedef enum {
-  S_SET_VALUE = 1, S_SET_TEMPLATE, S_MOVE, S_CLEAR, S_MAP, S_REPLACE, S_UPPER, S_LOWER, S_TRIM,
-  S_DATE, S_DELETE, S_ADD, S_RENAME,
+  S_SET_VALUE = 1,
+  S_SET_TEMPLATE,
+  S_MOVE,
+  S_CLEAR,
+  S_MAP,
+  S_REPLACE,
+  S_UPPER,
+  S_LOWER,
+  S_TRIM,
+  S_DATE,
+  S_DELETE,
+  S_ADD,
+  S_RENAME,
 } cad__step_kind_t;
 
 enum { DFLT_KEEP = 1, DFLT_EMPTY, DFLT_REJECT, DFLT_VALUE };
@@ -121,21 +144,21 @@ enum { DATE_PRECISION = 1, DATE_FORMAT };
 
 typedef struct cad__step {
   cad__step_kind_t kind;
-  cad__rpath_t path;     /* target */
-  cad__rpath_t from;     /* move: the source (copy is a template "${from}") */
-  cad_str_t value;       /* set value; map default value; replace `with` */
-  cad__tpl_t tpl;        /* set template / copy / add */
+  cad__rpath_t path; /* target */
+  cad__rpath_t from; /* move: the source (copy is a template "${from}") */
+  cad_str_t value;   /* set value; map default value; replace `with` */
+  cad__tpl_t tpl;    /* set template / copy / add */
   const cad__table_t *table;
   int dflt;
   regex_t *re;
   int date_mode, precision;
   const char *fmt;
-  char seg[4], to[4];    /* delete / rename / add after */
+  char seg[4], to[4]; /* delete / rename / add after */
   uint32_t segid;
   bool has_after;
-  cad__cond_t *when;     /* delete: per segment */
-  char label[64];        /* "map OBX[*]-3.1" */
-  uint32_t fuse;         /* > 0: this step starts a run of `fuse` steps that
+  cad__cond_t *when; /* delete: per segment */
+  char label[64];    /* "map OBX[*]-3.1" */
+  uint32_t fuse;     /* > 0: this step starts a run of `fuse` steps that
                             edit one segment's fields and can be applied one
                             segment occurrence at a time (see routes_steps.c) */
 } cad__step_t;
@@ -166,7 +189,7 @@ struct cad_routes {
   const cad_tables_t *tables; /* referenced */
   regex_t **regexes;          /* to regfree */
   size_t nregexes, regexes_cap;
-  bool stepwise;              /* apply transforms step by step, never fused
+  bool stepwise; /* apply transforms step by step, never fused
                                  (cad_routes_set_stepwise; for tests) */
 };
 

@@ -132,8 +132,7 @@ static bool piece_in(const char *f, size_t *lo, size_t *hi, char sep, int n, int
   size_t b = a;
   if (sep)
     while (b < end && f[b] != sep) b++;
-  else
-    b = end;
+  else b = end;
   *lo = a;
   *hi = b;
   return true;
@@ -190,8 +189,8 @@ static int rewrite(cad__ev_t *e, const cad_hl7_delims_t *d, cad_str_t f, int rep
 static inline int encode(cad__ev_t *e, const cad_hl7_delims_t *d, cad_str_t *val) {
   /* Characters to escape with | ^ ~ \ & (and # when it is the truncation
    * character), looked up in a table: the usual case. */
-  static const unsigned char std[256] = {['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1,
-                                         ['~'] = 1,  ['\\'] = 1, ['&'] = 1, ['#'] = 2};
+  static const unsigned char std[256] = {
+      ['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1, ['~'] = 1, ['\\'] = 1, ['&'] = 1, ['#'] = 2};
   bool plain = true;
   if (d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
       (d->trunc == 0 || d->trunc == '#')) {
@@ -234,11 +233,12 @@ static int seg_set(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, int rep, 
 }
 
 /* seg_set over every repetition when p->rep is [*]. */
-static int seg_set_all(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, cad_str_t val, bool raw) {
+static int seg_set_all(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, cad_str_t val,
+                       bool raw) {
   if (p->rep != CAD_HL7_ALL) return seg_set(e, si, p, p->rep, val, raw);
   cad_str_t f;
-  int nrep = cad_hl7_field(&e->m->segs[si], p->field, &f) ? cad_hl7_npieces(f, e->m->segs[si].d.rep)
-                                                          : 1;
+  int nrep =
+      cad_hl7_field(&e->m->segs[si], p->field, &f) ? cad_hl7_npieces(f, e->m->segs[si].d.rep) : 1;
   for (int r = 1; r <= nrep; r++) {
     int rc = seg_set(e, si, p, r, val, raw);
     if (rc) return rc;
@@ -524,8 +524,7 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
       raw = false;
       break;
     }
-    default:
-      set = false;
+    default: set = false;
   }
   *nvp = nv;
   *setp = set;
@@ -629,7 +628,6 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
   }
   return 0;
 }
-
 
 /* ---- fused runs -----------------------------------------------------------
  *
@@ -913,8 +911,8 @@ static bool fusable(const cad__step_t *st) {
       for (size_t i = 0; i < st->tpl.n; i++) {
         const cad__tpart_t *tp = &st->tpl.parts[i];
         if (!tp->is_path || tp->path.p.segid != st->path.p.segid) continue;
-        if (!tp->path.relative || !fusable_target(&(cad_hl7_path_t){
-                                      .segid = tp->path.p.segid, .field = tp->path.p.field}))
+        if (!tp->path.relative || !fusable_target(&(cad_hl7_path_t){.segid = tp->path.p.segid,
+                                                                    .field = tp->path.p.field}))
           return false;
       }
       return true;

@@ -141,13 +141,11 @@ static cad_yaml_node_t *value(wp_t *w, const char *after) {
 
 static const struct {
   const char *sym, *op;
-} symbols[] = {{"==", "equals"}, {"!=", "not_equals"}, {"^=", "prefix"}, {"<=", "le"},
-               {">=", "ge"},     {"=", "equals"},      {"~", "matches"},  {"<", "lt"},
-               {">", "gt"}};
+} symbols[] = {{"==", "equals"}, {"!=", "not_equals"}, {"^=", "prefix"}, {"<=", "le"}, {">=", "ge"},
+               {"=", "equals"},  {"~", "matches"},     {"<", "lt"},      {">", "gt"}};
 
-static const char *const words[] = {"equals", "not_equals", "prefix", "matches", "in_table",
-                                    "lt",     "le",         "gt",     "ge",      "before",
-                                    "after"};
+static const char *const words[] = {"equals", "not_equals", "prefix", "matches", "in_table", "lt",
+                                    "le",     "gt",         "ge",     "before",  "after"};
 
 static cad_yaml_node_t *leaf(wp_t *w) {
   skip_blank(w);

@@ -21,10 +21,8 @@ void cad__err_at(cad__errs_t *e, const char *file, int line, int col, const char
     cad_buf_printf(e->buf, "%s: too many errors, stopping here\n", file ? file : "?");
     return;
   }
-  if (line > 0)
-    cad_buf_printf(e->buf, "%s:%d:%d: ", file ? file : "?", line, col);
-  else
-    cad_buf_printf(e->buf, "%s: ", file ? file : "?");
+  if (line > 0) cad_buf_printf(e->buf, "%s:%d:%d: ", file ? file : "?", line, col);
+  else cad_buf_printf(e->buf, "%s: ", file ? file : "?");
   va_list ap;
   va_start(ap, fmt);
   char tmp[1024];
@@ -52,10 +50,8 @@ const char *cad__quote(char *out, const char *s, size_t len) {
       o += 3;
       break;
     }
-    if ((ch >= 0x20 && ch < 0x7f) || ch >= 0x80)
-      out[o++] = (char)ch;
-    else
-      o += (size_t)snprintf(out + o, CAD__QBUF - o, "\\x%02x", ch);
+    if ((ch >= 0x20 && ch < 0x7f) || ch >= 0x80) out[o++] = (char)ch;
+    else o += (size_t)snprintf(out + o, CAD__QBUF - o, "\\x%02x", ch);
   }
   out[o] = 0;
   return out;
@@ -120,8 +116,8 @@ typedef struct rows {
   size_t n, cap;
 } rows_t;
 
-static int rows_push(rows_t *r, cad_arena_t *a, const char *k, size_t kl, const char *v,
-                     size_t vl, int line) {
+static int rows_push(rows_t *r, cad_arena_t *a, const char *k, size_t kl, const char *v, size_t vl,
+                     int line) {
   if (r->n == r->cap) {
     size_t nc = r->cap ? r->cap * 2 : 16;
     char **nk = realloc(r->k, nc * sizeof *nk), **nv;
@@ -204,8 +200,8 @@ static int build(cad__table_t *t, cad_arena_t *a, rows_t *r, cad__errs_t *e, con
 
 /* One CSV field starting at p (< end); quoted or not.  Writes the unquoted
  * text into out (room for the line) and returns the position after it. */
-static const char *csv_field(const char *p, const char *end, char delim, char *out,
-                             size_t *olen, bool *bad) {
+static const char *csv_field(const char *p, const char *end, char delim, char *out, size_t *olen,
+                             bool *bad) {
   size_t o = 0;
   *bad = false;
   if (p < end && *p == '"') {
@@ -370,8 +366,9 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
       else if (strcmp(k2->str, "header") == 0) header = v->pairs[j].value;
       else if (strcmp(k2->str, "delimiter") == 0) delim = v->pairs[j].value;
       else {
-        cad__err_node(&e, k2, "unknown key '%s' in table '%s' (expected one of: values, file, "
-                              "header, delimiter)",
+        cad__err_node(&e, k2,
+                      "unknown key '%s' in table '%s' (expected one of: values, file, "
+                      "header, delimiter)",
                       cad__quote(q, k2->str, k2->len), tb->name);
         ok = false;
       }
@@ -432,8 +429,7 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
       char path[4096];
       if (file->str[0] == '/' || !base_dir || !*base_dir)
         snprintf(path, sizeof path, "%s", file->str);
-      else
-        snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
+      else snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
       src_file = cad_arena_dup(&t->arena, path, strlen(path) + 1);
       if (!src_file) {
         rc = CAD_E_NOMEM;
@@ -541,8 +537,8 @@ static void civil_from_days(long z, int *y, int *m, int *d) {
 }
 
 static void to_utc(cad__dtm_t *t) {
-  long mins = days_from_civil(t->v[0], t->v[1], t->v[2]) * 1440L + t->v[3] * 60L + t->v[4] -
-              t->tz_min;
+  long mins =
+      days_from_civil(t->v[0], t->v[1], t->v[2]) * 1440L + t->v[3] * 60L + t->v[4] - t->tz_min;
   long days = mins >= 0 ? mins / 1440 : -((-mins + 1439) / 1440);
   long rem = mins - days * 1440;
   civil_from_days(days, &t->v[0], &t->v[1], &t->v[2]);

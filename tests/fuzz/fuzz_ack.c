@@ -19,19 +19,27 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                 \
-  do {                                            \
-    fprintf(stderr, "fuzz_ack: " __VA_ARGS__);    \
-    fputc('\n', stderr);                          \
-    abort();                                      \
+#define FAIL(...)                              \
+  do {                                         \
+    fprintf(stderr, "fuzz_ack: " __VA_ARGS__); \
+    fputc('\n', stderr);                       \
+    abort();                                   \
   } while (0)
 
 static void check_ack(const cad_ack_msh_t *h, cad_ack_status_t st, cad_ack_style_t style,
                       cad_arena_t *a) {
-  cad_hl7_diag_t dg = {.code = CAD_E_SEGMENT, .hl7_code = 102, .segment = 2, .field = 3,
-                       .seg_id = "PID", .reason = "fuzz"};
-  cad_ack_opts_t o = {.style = style, .status = st, .control_id = "CAD1", .now = 1700000000,
-                      .utc_offset_min = 60, .diag = &dg};
+  cad_hl7_diag_t dg = {.code = CAD_E_SEGMENT,
+                       .hl7_code = 102,
+                       .segment = 2,
+                       .field = 3,
+                       .seg_id = "PID",
+                       .reason = "fuzz"};
+  cad_ack_opts_t o = {.style = style,
+                      .status = st,
+                      .control_id = "CAD1",
+                      .now = 1700000000,
+                      .utc_offset_min = 60,
+                      .diag = &dg};
   cad_buf_t out = CAD_BUF_INIT;
   int rc = cad_ack_build(h, &o, &out);
   if (rc < 0 && rc != CAD_E_NOMEM) FAIL("cad_ack_build: %s", cad_strerror(rc));
@@ -54,7 +62,8 @@ static void check_ack(const cad_ack_msh_t *h, cad_ack_status_t st, cad_ack_style
       FAIL("MSA-2 is not the inbound MSH-10");
     bool err = false;
     for (uint32_t i = 2; i < m.nsegs; i++) err |= strcmp(m.segs[i].name, "ERR") == 0;
-    if (err != (st != CAD_ACK_ACCEPT)) FAIL("ERR segment %s for status %d", err ? "present" : "absent", (int)st);
+    if (err != (st != CAD_ACK_ACCEPT))
+      FAIL("ERR segment %s for status %d", err ? "present" : "absent", (int)st);
   }
 done:
   cad_buf_free(&out);

@@ -53,8 +53,8 @@ static void check_units(const uint8_t *data, size_t size) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cad_config_t *c = NULL;
   char *err = NULL;
-  int rc = cad_config_load_mem("fuzz.yaml", (const char *)data, size, CAD_CONFIG_NO_INCLUDE, &c,
-                               &err);
+  int rc =
+      cad_config_load_mem("fuzz.yaml", (const char *)data, size, CAD_CONFIG_NO_INCLUDE, &c, &err);
   if (rc == 0) {
     if (!c || err) abort();
     check_config(c);

@@ -18,11 +18,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                                          \
-  do {                                                                                     \
-    fprintf(stderr, "fuzz_hl7: " __VA_ARGS__);                                             \
-    fputc('\n', stderr);                                                                   \
-    abort();                                                                               \
+#define FAIL(...)                              \
+  do {                                         \
+    fprintf(stderr, "fuzz_hl7: " __VA_ARGS__); \
+    fputc('\n', stderr);                       \
+    abort();                                   \
   } while (0)
 
 static bool within(cad_str_t inner, cad_str_t outer) {
@@ -39,8 +39,7 @@ static void check_leaf(const cad_hl7_delims_t *d, cad_str_t v, cad_arena_t *a) {
   char small[64];
   if (v.len <= sizeof small) {
     size_t n = cad_hl7_unescape(d, v, small);
-    if (n != dec.len || (n && memcmp(small, dec.p, n) != 0))
-      FAIL("unescape and decode disagree");
+    if (n != dec.len || (n && memcmp(small, dec.p, n) != 0)) FAIL("unescape and decode disagree");
   }
 }
 
@@ -99,8 +98,8 @@ static bool sane_delims(const cad_hl7_delims_t *d) {
   for (int i = 0; i < 6; i++) {
     if (i == 5 && cs[i] == 0) continue;
     unsigned char c = (unsigned char)cs[i];
-    if (c == 0 || c == '\r' || c == '\n' || (c >= '0' && c <= '9') ||
-        (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))
+    if (c == 0 || c == '\r' || c == '\n' || (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') ||
+        (c >= 'a' && c <= 'z'))
       return false;
     for (int j = 0; j < i; j++)
       if (cs[j] == cs[i]) return false;
@@ -189,8 +188,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   memset(&d2, 0, sizeof d2);
   rc = cad_hl7_parse(&m2, out.data, out.len, &a2, NULL, &d2);
   if (rc != 0)
-    FAIL("edited output does not parse: %s at segment %u of %u (%s)", cad_err_name(rc),
-         d2.segment, m.nsegs, d2.reason);
+    FAIL("edited output does not parse: %s at segment %u of %u (%s)", cad_err_name(rc), d2.segment,
+         m.nsegs, d2.reason);
   if (m2.nsegs != m.nsegs) FAIL("edited re-parse: %u segments, expected %u", m2.nsegs, m.nsegs);
   cad_arena_free(&a2);
   cad_buf_free(&out);

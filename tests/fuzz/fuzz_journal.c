@@ -43,12 +43,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static char dir[512]; /* this input's journal directory, "" when none */
 static void remove_dir(void);
 
-#define FAIL(...)                                                                          \
-  do {                                                                                     \
-    fprintf(stderr, "fuzz_journal: " __VA_ARGS__);                                         \
-    fputc('\n', stderr);                                                                   \
-    remove_dir();                                                                          \
-    abort();                                                                               \
+#define FAIL(...)                                  \
+  do {                                             \
+    fprintf(stderr, "fuzz_journal: " __VA_ARGS__); \
+    fputc('\n', stderr);                           \
+    remove_dir();                                  \
+    abort();                                       \
   } while (0)
 
 #define MAX_FILES 8

@@ -21,11 +21,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                                          \
-  do {                                                                                     \
-    fprintf(stderr, "fuzz_mllp: " __VA_ARGS__);                                            \
-    fputc('\n', stderr);                                                                   \
-    abort();                                                                               \
+#define FAIL(...)                               \
+  do {                                          \
+    fprintf(stderr, "fuzz_mllp: " __VA_ARGS__); \
+    fputc('\n', stderr);                        \
+    abort();                                    \
   } while (0)
 
 /* One event as a record: kind byte, 8-byte length, content. */
@@ -110,16 +110,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   while (pos < n) {
     size_t k = n - pos, lim;
     switch (ctl & 3) {
-    case 0: lim = 1; break;
-    case 1: lim = 8; break;
-    case 2: lim = 64; break;
-    default: lim = n; break;
+      case 0: lim = 1; break;
+      case 1: lim = 8; break;
+      case 2: lim = 64; break;
+      default: lim = n; break;
     }
     seed = seed * 1103515245u + 12345u;
     size_t want_k = 1 + (seed >> 8) % lim;
     if (want_k < k) k = want_k;
     if (cad_mllp_feed(&f, in + pos, k) != 0) FAIL("feed failed");
-    if (f.buf.len > max + 1 + k) FAIL("buffer holds %zu bytes (max %zu, feed %zu)", f.buf.len, max, k);
+    if (f.buf.len > max + 1 + k)
+      FAIL("buffer holds %zu bytes (max %zu, feed %zu)", f.buf.len, max, k);
     pos += k;
     cad_str_t fr;
     int rc;
@@ -129,14 +130,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FAIL("frame holds a block byte");
       if (fr.len && (fr.p < f.buf.data || fr.p + fr.len > f.buf.data + f.buf.len))
         FAIL("frame outside the buffer");
-      if (rc == 1)
-        rec(&got, 'F', fr.p, fr.len);
-      else if (rc == CAD_E_FRAME)
-        rec(&got, 'E', fr.p, fr.len);
-      else if (rc == CAD_E_TOOBIG)
-        rec(&got, 'T', fr.p, fr.len);
-      else
-        FAIL("unexpected return %d", rc);
+      if (rc == 1) rec(&got, 'F', fr.p, fr.len);
+      else if (rc == CAD_E_FRAME) rec(&got, 'E', fr.p, fr.len);
+      else if (rc == CAD_E_TOOBIG) rec(&got, 'T', fr.p, fr.len);
+      else FAIL("unexpected return %d", rc);
     }
   }
 
@@ -148,8 +145,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
   if (got.len != want.len || (got.len && memcmp(got.data, want.data, got.len) != 0))
     FAIL("events differ from the model");
-  if (f.skipped != m.skipped) FAIL("skipped %llu, model %llu", (unsigned long long)f.skipped,
-                                    (unsigned long long)m.skipped);
+  if (f.skipped != m.skipped)
+    FAIL("skipped %llu, model %llu", (unsigned long long)f.skipped, (unsigned long long)m.skipped);
   if (f.frames != m.frames || f.errors != m.errors) FAIL("counters differ from the model");
   if (cad_mllp_in_frame(&f) != (m.state == 1)) FAIL("in_frame differs from the model");
 

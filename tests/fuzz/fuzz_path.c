@@ -17,11 +17,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                                          \
-  do {                                                                                     \
-    fprintf(stderr, "fuzz_path: " __VA_ARGS__);                                            \
-    fputc('\n', stderr);                                                                   \
-    abort();                                                                               \
+#define FAIL(...)                               \
+  do {                                          \
+    fprintf(stderr, "fuzz_path: " __VA_ARGS__); \
+    fputc('\n', stderr);                        \
+    abort();                                    \
   } while (0)
 
 static const char SAMPLE[] =
@@ -34,8 +34,8 @@ static const char SAMPLE[] =
 
 static bool same_path(const cad_hl7_path_t *a, const cad_hl7_path_t *b) {
   return memcmp(a->seg, b->seg, 3) == 0 && a->seg[3] == 0 && b->seg[3] == 0 &&
-         a->segid == b->segid && a->occ == b->occ && a->field == b->field &&
-         a->rep == b->rep && a->comp == b->comp && a->sub == b->sub;
+         a->segid == b->segid && a->occ == b->occ && a->field == b->field && a->rep == b->rep &&
+         a->comp == b->comp && a->sub == b->sub;
 }
 
 static bool bounded(int v) { return v == CAD_HL7_ALL || (v >= 0 && v <= 2000); }
@@ -90,14 +90,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   int count = 0;
   while (cad_hl7_iter_next(&it, &mt)) {
     if (++count > 10000) FAIL("iterator does not end");
-    if (mt.present && mt.raw.len && (mt.raw.p < SAMPLE || mt.raw.p + mt.raw.len > SAMPLE + sizeof SAMPLE))
+    if (mt.present && mt.raw.len &&
+        (mt.raw.p < SAMPLE || mt.raw.p + mt.raw.len > SAMPLE + sizeof SAMPLE))
       FAIL("match outside the message");
     if (!mt.present && mt.raw.len) FAIL("absent match with text");
     if (mt.seg_index >= m.nsegs) FAIL("match in a segment that does not exist");
   }
   /* fields up to the parser's default limit (1000), so the output re-parses */
-  if (bounded(p.occ) && p.field <= 1000 && bounded(p.rep) && bounded(p.comp) &&
-      bounded(p.sub)) {
+  if (bounded(p.occ) && p.field <= 1000 && bounded(p.rep) && bounded(p.comp) && bounded(p.sub)) {
     rc = cad_hl7_set(&m, &p, "v|^", 3, 0);
     if (rc > 0 && !m.dirty) FAIL("set changed %d elements but the message is clean", rc);
     cad_buf_t out = CAD_BUF_INIT;

@@ -78,7 +78,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
           /* Every output must parse again. */
           cad_hl7_msg_t m;
           if (res.outs[k].bytes.len && cad_hl7_parse(&m, res.outs[k].bytes.p, res.outs[k].bytes.len,
-                                                      &a, NULL, NULL) == CAD_E_NOMSH)
+                                                     &a, NULL, NULL) == CAD_E_NOMSH)
             __builtin_trap();
         }
         /* Fused runs of steps must give what applying each step does. */
@@ -87,10 +87,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         /* Out of arena budget: the two forms allocate differently, so one
          * may run out where the other does not. */
         if (rc || rc2) continue;
-        if (res.disposition != ref.disposition || res.nouts != ref.nouts ||
-            res.step != ref.step || res.route != ref.route ||
-            res.diag.hl7_code != ref.diag.hl7_code || res.diag.segment != ref.diag.segment ||
-            res.diag.field != ref.diag.field || strcmp(res.diag.reason, ref.diag.reason) != 0)
+        if (res.disposition != ref.disposition || res.nouts != ref.nouts || res.step != ref.step ||
+            res.route != ref.route || res.diag.hl7_code != ref.diag.hl7_code ||
+            res.diag.segment != ref.diag.segment || res.diag.field != ref.diag.field ||
+            strcmp(res.diag.reason, ref.diag.reason) != 0)
           __builtin_trap();
         for (size_t k = 0; k < res.nouts; k++)
           if (res.outs[k].dest != ref.outs[k].dest ||

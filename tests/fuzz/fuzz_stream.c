@@ -24,11 +24,11 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FAIL(...)                                                                          \
-  do {                                                                                     \
-    fprintf(stderr, "fuzz_stream: " __VA_ARGS__);                                          \
-    fputc('\n', stderr);                                                                   \
-    abort();                                                                               \
+#define FAIL(...)                                 \
+  do {                                            \
+    fprintf(stderr, "fuzz_stream: " __VA_ARGS__); \
+    fputc('\n', stderr);                          \
+    abort();                                      \
   } while (0)
 
 typedef struct rec {
@@ -48,38 +48,37 @@ static bool id_is(const char *p, const char *id) { return memcmp(p, id, 3) == 0;
 static void check_item(ctx_t *c, const cad_hl7_stream_t *s, const cad_hl7_item_t *it) {
   const char *p = it->bytes.p;
   size_t len = it->bytes.len;
-  if (it->offset < c->end) FAIL("item at %llu overlaps the previous one", (unsigned long long)it->offset);
+  if (it->offset < c->end)
+    FAIL("item at %llu overlaps the previous one", (unsigned long long)it->offset);
   if (it->offset + len > c->n) FAIL("item past the input");
   if (len && memcmp(c->in + it->offset, p, len) != 0) FAIL("item bytes are not the input's");
   if (len > c->max) FAIL("item of %zu bytes > max %zu", len, c->max);
   bool mllp = s->format == CAD_HL7_STREAM_MLLP;
   switch (it->kind) {
-  case CAD_HL7_ITEM_MESSAGE:
-    if (len < 4 || !id_is(p, "MSH")) FAIL("message without MSH");
-    if (p[3] == '\r' || p[3] == '\n' || (p[3] >= '0' && p[3] <= '9') ||
-        ((p[3] | 0x20) >= 'a' && (p[3] | 0x20) <= 'z'))
-      FAIL("message without a field separator");
-    if (p[len - 1] == '\r' || p[len - 1] == '\n') FAIL("message ends with a terminator");
-    if (it->index != ++c->msgs) FAIL("index %llu", (unsigned long long)it->index);
-    c->kept += len;
-    break;
-  case CAD_HL7_ITEM_ENVELOPE:
-    if (len < 3 || !(id_is(p, "FHS") || id_is(p, "BHS") || id_is(p, "BTS") || id_is(p, "FTS")))
-      FAIL("envelope that is not FHS/BHS/BTS/FTS");
-    if (memchr(p, '\r', len) || memchr(p, '\n', len)) FAIL("envelope spans lines");
-    c->kept += len;
-    break;
-  case CAD_HL7_ITEM_ERROR:
-    if (it->err != CAD_E_NOMSH && it->err != CAD_E_TOOBIG && it->err != CAD_E_FRAME)
-      FAIL("error item with code %d", it->err);
-    if (it->err == CAD_E_FRAME && !mllp) FAIL("FRAME error in ER7");
-    if (len == 0) FAIL("empty error item");
-    break;
-  default:
-    FAIL("item kind %d", (int)it->kind);
+    case CAD_HL7_ITEM_MESSAGE:
+      if (len < 4 || !id_is(p, "MSH")) FAIL("message without MSH");
+      if (p[3] == '\r' || p[3] == '\n' || (p[3] >= '0' && p[3] <= '9') ||
+          ((p[3] | 0x20) >= 'a' && (p[3] | 0x20) <= 'z'))
+        FAIL("message without a field separator");
+      if (p[len - 1] == '\r' || p[len - 1] == '\n') FAIL("message ends with a terminator");
+      if (it->index != ++c->msgs) FAIL("index %llu", (unsigned long long)it->index);
+      c->kept += len;
+      break;
+    case CAD_HL7_ITEM_ENVELOPE:
+      if (len < 3 || !(id_is(p, "FHS") || id_is(p, "BHS") || id_is(p, "BTS") || id_is(p, "FTS")))
+        FAIL("envelope that is not FHS/BHS/BTS/FTS");
+      if (memchr(p, '\r', len) || memchr(p, '\n', len)) FAIL("envelope spans lines");
+      c->kept += len;
+      break;
+    case CAD_HL7_ITEM_ERROR:
+      if (it->err != CAD_E_NOMSH && it->err != CAD_E_TOOBIG && it->err != CAD_E_FRAME)
+        FAIL("error item with code %d", it->err);
+      if (it->err == CAD_E_FRAME && !mllp) FAIL("FRAME error in ER7");
+      if (len == 0) FAIL("empty error item");
+      break;
+    default: FAIL("item kind %d", (int)it->kind);
   }
-  if (mllp && it->kind != CAD_HL7_ITEM_ERROR &&
-      (memchr(p, 0x0B, len) || memchr(p, 0x1C, len)))
+  if (mllp && it->kind != CAD_HL7_ITEM_ERROR && (memchr(p, 0x0B, len) || memchr(p, 0x1C, len)))
     FAIL("MLLP item holds a block byte");
   c->end = it->offset + len;
   rec_t r = {(int)it->kind, it->err, it->offset, len, it->index};
@@ -101,10 +100,10 @@ static void split(ctx_t *c, int fmt, size_t max, unsigned mode, uint32_t seed) {
   while (pos < c->n) {
     size_t k = c->n - pos, lim;
     switch (mode) {
-    case 0: lim = 1; break;
-    case 1: lim = 8; break;
-    case 2: lim = 64; break;
-    default: lim = c->n; break;
+      case 0: lim = 1; break;
+      case 1: lim = 8; break;
+      case 2: lim = 64; break;
+      default: lim = c->n; break;
     }
     seed = seed * 1103515245u + 12345u;
     size_t want = 1 + (seed >> 8) % lim;

@@ -31,12 +31,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char path[512]; /* this input's CSV file, "" when none */
 
-#define FAIL(...)                                                                          \
-  do {                                                                                     \
-    fprintf(stderr, "fuzz_tables: " __VA_ARGS__);                                          \
-    fputc('\n', stderr);                                                                   \
-    if (path[0]) unlink(path);                                                             \
-    abort();                                                                               \
+#define FAIL(...)                                 \
+  do {                                            \
+    fprintf(stderr, "fuzz_tables: " __VA_ARGS__); \
+    fputc('\n', stderr);                          \
+    if (path[0]) unlink(path);                    \
+    abort();                                      \
   } while (0)
 
 #define MAX_ERROR_LINES 100 /* routes_int.h: CAD__ROUTES_MAX_ERRORS */
@@ -161,10 +161,8 @@ static bool model_has(const model_t *m, const char *k, size_t kl) {
     const mrow_t *r = &m->rows[m->order[mid]];
     int c = key_cmp(r->k, r->kl, k, kl);
     if (c == 0) return true;
-    if (c < 0)
-      lo = mid + 1;
-    else
-      hi = mid;
+    if (c < 0) lo = mid + 1;
+    else hi = mid;
   }
   return false;
 }
@@ -209,12 +207,9 @@ static size_t check_errors(const cad_buf_t *errors, int *line1, int *col1) {
 
 static void load(const char *csv, size_t n, bool header, int delim) {
   char yaml[700], q[8];
-  if (delim == '\t')
-    snprintf(q, sizeof q, "\"\\t\"");
-  else if (delim == '\'')
-    snprintf(q, sizeof q, "''''");
-  else if (delim)
-    snprintf(q, sizeof q, "'%c'", delim);
+  if (delim == '\t') snprintf(q, sizeof q, "\"\\t\"");
+  else if (delim == '\'') snprintf(q, sizeof q, "''''");
+  else if (delim) snprintf(q, sizeof q, "'%c'", delim);
   int yl = snprintf(yaml, sizeof yaml, "t:\n  file: '%s'\n  header: %s\n%s%s%s", path,
                     header ? "true" : "false", delim ? "  delimiter: " : "", delim ? q : "",
                     delim ? "\n" : "");

@@ -32,58 +32,58 @@ static struct cad_test cad_tests[CAD_TEST_MAX];
 static int cad_ntests;
 static int cad_test_failures; /* within the current test (child) */
 
-#define TEST(name)                                                                      \
-  static void test_##name(void);                                                        \
-  __attribute__((constructor)) static void register_##name(void) {                      \
-    if (cad_ntests < CAD_TEST_MAX) cad_tests[cad_ntests++] = (struct cad_test){#name, test_##name}; \
-  }                                                                                     \
+#define TEST(name)                                                     \
+  static void test_##name(void);                                       \
+  __attribute__((constructor)) static void register_##name(void) {     \
+    if (cad_ntests < CAD_TEST_MAX)                                     \
+      cad_tests[cad_ntests++] = (struct cad_test){#name, test_##name}; \
+  }                                                                    \
   static void test_##name(void)
 
-#define CHECK(cond)                                                                     \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);        \
-      cad_test_failures++;                                                              \
-    }                                                                                   \
+#define CHECK(cond)                                                              \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+      cad_test_failures++;                                                       \
+    }                                                                            \
   } while (0)
 
 /* Like CHECK, but stops the test (for conditions later checks depend on). */
-#define REQUIRE(cond)                                                                   \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      fprintf(stderr, "  %s:%d: REQUIRE(%s) failed\n", __FILE__, __LINE__, #cond);      \
-      cad_test_failures++;                                                              \
-      return;                                                                           \
-    }                                                                                   \
+#define REQUIRE(cond)                                                              \
+  do {                                                                             \
+    if (!(cond)) {                                                                 \
+      fprintf(stderr, "  %s:%d: REQUIRE(%s) failed\n", __FILE__, __LINE__, #cond); \
+      cad_test_failures++;                                                         \
+      return;                                                                      \
+    }                                                                              \
   } while (0)
 
-#define CHECK_INT(got, want)                                                            \
-  do {                                                                                  \
-    long long g_ = (long long)(got), w_ = (long long)(want);                            \
-    if (g_ != w_) {                                                                     \
-      fprintf(stderr, "  %s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #got, \
-              g_, w_);                                                                  \
-      cad_test_failures++;                                                              \
-    }                                                                                   \
+#define CHECK_INT(got, want)                                                                     \
+  do {                                                                                           \
+    long long g_ = (long long)(got), w_ = (long long)(want);                                     \
+    if (g_ != w_) {                                                                              \
+      fprintf(stderr, "  %s:%d: %s == %lld, expected %lld\n", __FILE__, __LINE__, #got, g_, w_); \
+      cad_test_failures++;                                                                       \
+    }                                                                                            \
   } while (0)
 
 /* Compare a (pointer, length) string with a NUL-terminated expectation. */
-#define CHECK_STRN(p, n, want)                                                          \
-  do {                                                                                  \
-    const char *p_ = (const char *)(p);                                                 \
-    size_t n_ = (size_t)(n);                                                            \
-    const char *w_ = (want);                                                            \
-    if (n_ != strlen(w_) || (n_ && memcmp(p_, w_, n_) != 0)) {                          \
-      fprintf(stderr, "  %s:%d: %s is \"%.*s\", expected \"%s\"\n", __FILE__, __LINE__, \
-              #p, (int)n_, p_ ? p_ : "", w_);                                           \
-      cad_test_failures++;                                                              \
-    }                                                                                   \
+#define CHECK_STRN(p, n, want)                                                              \
+  do {                                                                                      \
+    const char *p_ = (const char *)(p);                                                     \
+    size_t n_ = (size_t)(n);                                                                \
+    const char *w_ = (want);                                                                \
+    if (n_ != strlen(w_) || (n_ && memcmp(p_, w_, n_) != 0)) {                              \
+      fprintf(stderr, "  %s:%d: %s is \"%.*s\", expected \"%s\"\n", __FILE__, __LINE__, #p, \
+              (int)n_, p_ ? p_ : "", w_);                                                   \
+      cad_test_failures++;                                                                  \
+    }                                                                                       \
   } while (0)
 
-#define CHECK_STR(got, want)                                                            \
-  do {                                                                                  \
-    const char *g_ = (got);                                                             \
-    CHECK_STRN(g_, g_ ? strlen(g_) : 0, want);                                          \
+#define CHECK_STR(got, want)                   \
+  do {                                         \
+    const char *g_ = (got);                    \
+    CHECK_STRN(g_, g_ ? strlen(g_) : 0, want); \
   } while (0)
 
 static int cad_test_run_one(const struct cad_test *t, int nofork, unsigned timeout) {
@@ -128,16 +128,14 @@ static int cad_test_main(int argc, char **argv) {
     if (argc > 1 && !strstr(cad_tests[i].name, argv[1])) continue;
     int ok = cad_test_run_one(&cad_tests[i], nofork, timeout);
     printf("%s - %s\n", ok ? "ok" : "FAIL", cad_tests[i].name);
-    if (ok)
-      passed++;
-    else
-      failed++;
+    if (ok) passed++;
+    else failed++;
   }
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;
 }
 
-#define TEST_MAIN()                                                                     \
+#define TEST_MAIN() \
   int main(int argc, char **argv) { return cad_test_main(argc, argv); }
 
 /* Read a whole file into a malloc'd buffer (caller frees). NULL on error. */

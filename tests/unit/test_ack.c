@@ -49,10 +49,10 @@ static int nsegs(const char *p, size_t n) {
   return k;
 }
 
-#define CHECK_F(buf, seg, n, want)                                                         \
-  do {                                                                                     \
-    cad_str_t v_ = ack_field((buf).data, (buf).len, seg, n);                               \
-    CHECK_STRN(v_.p, v_.len, want);                                                        \
+#define CHECK_F(buf, seg, n, want)                           \
+  do {                                                       \
+    cad_str_t v_ = ack_field((buf).data, (buf).len, seg, n); \
+    CHECK_STRN(v_.p, v_.len, want);                          \
   } while (0)
 
 static int build(const char *msg, cad_ack_style_t style, cad_ack_status_t st,
@@ -60,8 +60,12 @@ static int build(const char *msg, cad_ack_style_t style, cad_ack_status_t st,
   cad_ack_msh_t h;
   int rc = cad_ack_msh_scan(msg, strlen(msg), 0, &h);
   if (rc < 0) return rc;
-  cad_ack_opts_t o = {.style = style, .status = st, .control_id = "CAD0001", .now = T0,
-                      .utc_offset_min = off, .diag = dg};
+  cad_ack_opts_t o = {.style = style,
+                      .status = st,
+                      .control_id = "CAD0001",
+                      .now = T0,
+                      .utc_offset_min = off,
+                      .diag = dg};
   return cad_ack_build(&h, &o, out);
 }
 
@@ -121,8 +125,12 @@ TEST(v27_truncation_character_copied) {
 }
 
 TEST(reject_v25_err_layout) {
-  cad_hl7_diag_t dg = {.code = CAD_E_INVAL, .hl7_code = 101, .segment = 3, .seg_id = "PID",
-                       .field = 3, .reason = "PID-3 is required"};
+  cad_hl7_diag_t dg = {.code = CAD_E_INVAL,
+                       .hl7_code = 101,
+                       .segment = 3,
+                       .seg_id = "PID",
+                       .field = 3,
+                       .reason = "PID-3 is required"};
   cad_buf_t b = CAD_BUF_INIT;
   REQUIRE(build(ADT, CAD_ACK_STYLE_AUTO, CAD_ACK_REJECT, &dg, 0, &b) == 1);
   CHECK_INT(nsegs(b.data, b.len), 3);
@@ -268,8 +276,8 @@ TEST(from_parsed_message_matches_scan) {
 }
 
 TEST(reason_is_escaped) {
-  cad_hl7_diag_t dg = {.hl7_code = 102, .segment = 1, .seg_id = "MSH", .field = 7,
-                       .reason = "bad|value^here"};
+  cad_hl7_diag_t dg = {
+      .hl7_code = 102, .segment = 1, .seg_id = "MSH", .field = 7, .reason = "bad|value^here"};
   cad_buf_t b = CAD_BUF_INIT;
   REQUIRE(build(ADT, CAD_ACK_STYLE_AUTO, CAD_ACK_REJECT, &dg, 0, &b) == 1);
   CHECK_INT(nsegs(b.data, b.len), 3);

@@ -43,11 +43,11 @@ static char *errors_of(const char *yaml) {
   return err;
 }
 
-#define CHECK_ERRORS(yaml, want)                                                            \
-  do {                                                                                      \
-    char *e_ = errors_of(yaml);                                                             \
-    CHECK_STR(e_, want);                                                                    \
-    free(e_);                                                                               \
+#define CHECK_ERRORS(yaml, want) \
+  do {                           \
+    char *e_ = errors_of(yaml);  \
+    CHECK_STR(e_, want);         \
+    free(e_);                    \
   } while (0)
 
 /* A valid base to which tests add or change one thing. */
@@ -76,8 +76,21 @@ TEST(duration_parse) {
   CHECK_INT(ms, 45000);
   CHECK_INT(cad_config_parse_duration("0", &ms), 0);
   CHECK_INT(ms, 0);
-  const char *bad[] = {"", "s", "30", "x", "30 s", "30S", "1.5s", "-1s", "30m1h", "1s1s",
-                       "10sec", "1m1", "99999999999999999999s", "18446744073709552s", NULL};
+  const char *bad[] = {"",
+                       "s",
+                       "30",
+                       "x",
+                       "30 s",
+                       "30S",
+                       "1.5s",
+                       "-1s",
+                       "30m1h",
+                       "1s1s",
+                       "10sec",
+                       "1m1",
+                       "99999999999999999999s",
+                       "18446744073709552s",
+                       NULL};
   bad[2] = "30q";
   for (int i = 0; bad[i]; i++) {
     ms = 7;
@@ -108,8 +121,18 @@ TEST(size_parse) {
   CHECK_INT(b, 4 << 20);
   CHECK_INT(cad_config_parse_size("2mib", &b), 0);
   CHECK_INT(b, 2 << 20);
-  const char *bad[] = {"", "MiB", "4M", "4 megs", "-1", "1.5MiB", "4MiB ", " 4MiB", "4  MiB",
-                       "99999999999999999999", "16777216TiB", NULL};
+  const char *bad[] = {"",
+                       "MiB",
+                       "4M",
+                       "4 megs",
+                       "-1",
+                       "1.5MiB",
+                       "4MiB ",
+                       " 4MiB",
+                       "4  MiB",
+                       "99999999999999999999",
+                       "16777216TiB",
+                       NULL};
   for (int i = 0; bad[i]; i++) {
     b = 7;
     if (cad_config_parse_size(bad[i], &b) != CAD_E_INVAL)
@@ -130,7 +153,8 @@ TEST(format_back) {
   CHECK_STR(cad_config_format_size(3072, buf, sizeof buf), "3KiB");
   /* Formatting is the inverse of parsing. */
   uint64_t ms;
-  CHECK_INT(cad_config_parse_duration(cad_config_format_duration(93784005, buf, sizeof buf), &ms), 0);
+  CHECK_INT(cad_config_parse_duration(cad_config_format_duration(93784005, buf, sizeof buf), &ms),
+            0);
   CHECK_INT(ms, 93784005);
 }
 
@@ -144,8 +168,8 @@ static cad_yaml_doc_t *yparse(const char *text, char *err, size_t errlen) {
 
 TEST(yaml_tree_positions) {
   char err[256] = "";
-  cad_yaml_doc_t *d = yparse("# c\na: 1\nb:\n  - 'x'\n  - \"y\"\n  - z\nc: {k: v}\nd:\n", err,
-                             sizeof err);
+  cad_yaml_doc_t *d =
+      yparse("# c\na: 1\nb:\n  - 'x'\n  - \"y\"\n  - z\nc: {k: v}\nd:\n", err, sizeof err);
   REQUIRE(d != NULL);
   const cad_yaml_node_t *r = d->root;
   REQUIRE(r && r->type == CAD_YAML_MAPPING && r->n == 4);
@@ -200,31 +224,36 @@ TEST(yaml_empty_document) {
   cad_yaml_free(NULL);
 }
 
-#define CHECK_YAML_ERROR(text, want_rc, want)                                               \
-  do {                                                                                      \
-    char e_[512] = "";                                                                      \
-    cad_yaml_doc_t *d_ = (cad_yaml_doc_t *)1;                                               \
-    int rc_ = cad_yaml_parse("y.yaml", text, strlen(text), NULL, &d_, e_, sizeof e_);       \
-    CHECK_INT(rc_, want_rc);                                                                \
-    CHECK(d_ == NULL);                                                                      \
-    CHECK_STR(e_, want);                                                                    \
+#define CHECK_YAML_ERROR(text, want_rc, want)                                         \
+  do {                                                                                \
+    char e_[512] = "";                                                                \
+    cad_yaml_doc_t *d_ = (cad_yaml_doc_t *)1;                                         \
+    int rc_ = cad_yaml_parse("y.yaml", text, strlen(text), NULL, &d_, e_, sizeof e_); \
+    CHECK_INT(rc_, want_rc);                                                          \
+    CHECK(d_ == NULL);                                                                \
+    CHECK_STR(e_, want);                                                              \
   } while (0)
 
 TEST(yaml_errors) {
-  CHECK_YAML_ERROR("a: 1\nb: [1, 2\n", CAD_E_CONFIG,
-                   "y.yaml:3:1: did not find expected ',' or ']' (while parsing a flow sequence at line 2)");
-  CHECK_YAML_ERROR("a:\n\tb: 1\n", CAD_E_CONFIG,
-                   "y.yaml:2:1: found character that cannot start any token (while scanning for the next token)");
-  CHECK_YAML_ERROR("a: 1\nb: 2\na: 3\n", CAD_E_CONFIG, "y.yaml:3:1: duplicate key 'a' (first at line 1)");
-  CHECK_YAML_ERROR("x: {a: 1, a: 2}\n", CAD_E_CONFIG, "y.yaml:1:11: duplicate key 'a' (first at line 1)");
+  CHECK_YAML_ERROR(
+      "a: 1\nb: [1, 2\n", CAD_E_CONFIG,
+      "y.yaml:3:1: did not find expected ',' or ']' (while parsing a flow sequence at line 2)");
+  CHECK_YAML_ERROR(
+      "a:\n\tb: 1\n", CAD_E_CONFIG,
+      "y.yaml:2:1: found character that cannot start any token (while scanning for the next token)");
+  CHECK_YAML_ERROR("a: 1\nb: 2\na: 3\n", CAD_E_CONFIG,
+                   "y.yaml:3:1: duplicate key 'a' (first at line 1)");
+  CHECK_YAML_ERROR("x: {a: 1, a: 2}\n", CAD_E_CONFIG,
+                   "y.yaml:1:11: duplicate key 'a' (first at line 1)");
   CHECK_YAML_ERROR("a: &x 1\n", CAD_E_CONFIG,
                    "y.yaml:1:4: YAML anchors (&x) are not supported: write the value out");
   CHECK_YAML_ERROR("a: *x\n", CAD_E_CONFIG,
                    "y.yaml:1:4: YAML aliases (*x) are not supported: write the value out");
   CHECK_YAML_ERROR("a: !!int 1\n", CAD_E_CONFIG, "y.yaml:1:4: YAML tag !!int is not supported");
   CHECK_YAML_ERROR("a: !mine 1\n", CAD_E_CONFIG, "y.yaml:1:4: YAML tag '!mine' is not supported");
-  CHECK_YAML_ERROR("a: 1\n---\nb: 2\n", CAD_E_CONFIG,
-                   "y.yaml:2:1: a second YAML document: one file holds one document (remove '---')");
+  CHECK_YAML_ERROR(
+      "a: 1\n---\nb: 2\n", CAD_E_CONFIG,
+      "y.yaml:2:1: a second YAML document: one file holds one document (remove '---')");
   CHECK_YAML_ERROR("? [a]\n: 1\n", CAD_E_CONFIG,
                    "y.yaml:1:3: a mapping key must be a plain string, not a sequence");
   CHECK_YAML_ERROR("a: 1\nb: \xff\n", CAD_E_CONFIG,
@@ -343,7 +372,8 @@ TEST(defaults) {
 }
 
 TEST(empty_sections_take_defaults) {
-  const char *y = "engine:\n" DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n"
+  const char *y = "engine:\n" DESTS
+                  "channels:\n  lab:\n    listen: 127.0.0.1:2575\n"
                   "    ack:\n    to: out\n";
   cad_config_t *c = NULL;
   char *err = NULL;
@@ -414,8 +444,9 @@ TEST(error_unknown_key) {
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
                "log_level, log_format, stats_interval, queue)\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    ack: {mode: auto, "
-                     "strict: yes}\n    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    ack: {mode: auto, "
+               "strict: yes}\n    to: out\n",
                "t.yaml:6:23: unknown key 'strict' in ack of channel 'lab' (expected one of: "
                "mode, policy)\n");
   CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
@@ -427,32 +458,42 @@ TEST(error_unknown_key) {
 }
 
 TEST(error_wrong_types) {
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout: 30 s\n"
-                     "    to: out\n",
-               "t.yaml:6:19: idle_timeout: expected a duration like 30s, 250ms or 5m, got '30 s'\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout: [30s]\n"
-                     "    to: out\n",
-               "t.yaml:6:19: idle_timeout: expected a duration like 30s, 250ms or 5m, got a sequence\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout:\n"
-                     "    to: out\n",
-               "t.yaml:6:5: idle_timeout: expected a duration like 30s, 250ms or 5m, got nothing\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_message_size: 2GB\n"
-                     "    max_connections: 0\n    to: out\n",
+  CHECK_ERRORS(
+      DESTS
+      "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout: 30 s\n"
+      "    to: out\n",
+      "t.yaml:6:19: idle_timeout: expected a duration like 30s, 250ms or 5m, got '30 s'\n");
+  CHECK_ERRORS(
+      DESTS
+      "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout: [30s]\n"
+      "    to: out\n",
+      "t.yaml:6:19: idle_timeout: expected a duration like 30s, 250ms or 5m, got a sequence\n");
+  CHECK_ERRORS(
+      DESTS
+      "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout:\n"
+      "    to: out\n",
+      "t.yaml:6:5: idle_timeout: expected a duration like 30s, 250ms or 5m, got nothing\n");
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_message_size: 2GB\n"
+               "    max_connections: 0\n    to: out\n",
                "t.yaml:6:23: max_message_size: must be from 1KiB to 1GiB, got 2GB\n"
                "t.yaml:7:22: max_connections: must be from 1 to 1000000, got 0\n");
   CHECK_ERRORS("engine:\n  stats_interval: 10ms\n" DESTS LAB,
                "t.yaml:2:19: stats_interval: must be from 1s to 7d (or 0 for none), got 10ms\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_connections: 99999999999\n"
-                     "    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_connections: 99999999999\n"
+               "    to: out\n",
                "t.yaml:6:22: max_connections: expected a whole number, got '99999999999'\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    ack: original\n    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    ack: original\n    to: out\n",
                "t.yaml:6:10: expected a mapping of ack settings in ack of channel 'lab', got "
                "'original'\n");
   CHECK_ERRORS("engine: {log_format: xml, data_dir: {a: b}}\n" DESTS LAB,
                "t.yaml:1:22: log_format: expected one of kv or json, got 'xml'\n"
                "t.yaml:1:37: data_dir: expected a path, got a mapping\n");
-  CHECK_ERRORS("[1, 2]\n", "t.yaml:1:1: expected a mapping at the top level (with include, "
-                           "engine, destinations, channels, tables), got a sequence\n");
+  CHECK_ERRORS("[1, 2]\n",
+               "t.yaml:1:1: expected a mapping at the top level (with include, "
+               "engine, destinations, channels, tables), got a sequence\n");
 }
 
 TEST(error_missing_required) {
@@ -485,8 +526,9 @@ TEST(error_references) {
 }
 
 TEST(error_listen) {
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:65536\n    to: out\n",
-               "t.yaml:5:13: listen: '127.0.0.1:65536': the port must be a number from 1 to 65535\n");
+  CHECK_ERRORS(
+      DESTS "channels:\n  lab:\n    listen: 127.0.0.1:65536\n    to: out\n",
+      "t.yaml:5:13: listen: '127.0.0.1:65536': the port must be a number from 1 to 65535\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: '127.0.0.1:'\n    to: out\n",
                "t.yaml:5:13: listen: '127.0.0.1:': the port is missing, like 127.0.0.1:2575\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:25x\n    to: out\n",
@@ -499,20 +541,23 @@ TEST(error_listen) {
                "IPv4 interface\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: '[::g]:2575'\n    to: out\n",
                "t.yaml:5:13: listen: '[::g]:2575': not a valid IPv6 address\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: '[::1:2575'\n    to: out\n",
-               "t.yaml:5:13: listen: '[::1:2575': an IPv6 address needs a closing ']', like [::1]:2575\n");
+  CHECK_ERRORS(
+      DESTS "channels:\n  lab:\n    listen: '[::1:2575'\n    to: out\n",
+      "t.yaml:5:13: listen: '[::1:2575': an IPv6 address needs a closing ']', like [::1]:2575\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: []\n    to: out\n",
                "t.yaml:5:13: listen: needs at least one address, like 127.0.0.1:2575\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: {host: x}\n    to: out\n",
                "t.yaml:5:13: listen: expected an address like 127.0.0.1:2575 or a list of "
                "them, got a mapping\n");
-  CHECK_ERRORS(DESTS "channels:\n  a:\n    listen: ['[::]:1', '[::1]:1']\n    to: out\n"
-                     "  b:\n    listen: '[::]:1'\n    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  a:\n    listen: ['[::]:1', '[::1]:1']\n    to: out\n"
+               "  b:\n    listen: '[::]:1'\n    to: out\n",
                "t.yaml:5:24: listen address [::1]:1 overlaps [::]:1 of channel 'a' (t.yaml:5:14)\n"
                "t.yaml:8:13: listen address [::]:1 is already used by channel 'a' (t.yaml:5:14)\n");
   /* The same port on different families or hosts is fine. */
-  CHECK_ERRORS(DESTS "channels:\n  a:\n    listen: ['0.0.0.0:1', '[::1]:1']\n    to: out\n"
-                     "  b:\n    listen: ['127.0.0.1:2', '127.0.0.2:2']\n    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  a:\n    listen: ['0.0.0.0:1', '[::1]:1']\n    to: out\n"
+               "  b:\n    listen: ['127.0.0.1:2', '127.0.0.2:2']\n    to: out\n",
                "");
 }
 
@@ -542,9 +587,11 @@ TEST(error_file_destination) {
 }
 
 TEST(error_names) {
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: out\n"
-                     "  lab2:\n    listen: 127.0.0.1:2576\n    to: out\n  x/y: {}\n",
-               "t.yaml:10:3: channel name 'x/y' must be 1 to 64 letters, digits, '_', '-' or '.'\n");
+  CHECK_ERRORS(
+      DESTS
+      "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: out\n"
+      "  lab2:\n    listen: 127.0.0.1:2576\n    to: out\n  x/y: {}\n",
+      "t.yaml:10:3: channel name 'x/y' must be 1 to 64 letters, digits, '_', '-' or '.'\n");
   CHECK_ERRORS("destinations: out\n" LAB,
                "t.yaml:1:15: destinations: expected a mapping of destination names to their "
                "settings, got 'out'\n"
@@ -572,10 +619,11 @@ TEST(error_value_quoting) {
   CHECK_ERRORS("engine: {log_level: \"a\\x01\\tb\"}\n" DESTS LAB,
                "t.yaml:1:21: log_level: expected one of debug, info, warn or error, got "
                "'a\\x01\\x09b'\n");
-  CHECK_ERRORS("engine: {log_level: "
-               "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\n" DESTS LAB,
-               "t.yaml:1:21: log_level: expected one of debug, info, warn or error, got "
-               "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'\n");
+  CHECK_ERRORS(
+      "engine: {log_level: "
+      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\n" DESTS LAB,
+      "t.yaml:1:21: log_level: expected one of debug, info, warn or error, got "
+      "'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...'\n");
   CHECK_ERRORS("engine: {data_dir: \"a\\0b\"}\n" DESTS LAB,
                "t.yaml:1:20: a value cannot contain a NUL character\n");
 }
@@ -654,8 +702,9 @@ TEST(include_errors_name_their_file) {
   char *err = NULL;
   CHECK_INT(cad_config_load("config/bad-include-cycle.yaml", &c, &err), CAD_E_CONFIG);
   CHECK(c == NULL);
-  CHECK_STR(err, "config/inc-cycle-b.yaml:3:10: include cycle: config/bad-include-cycle.yaml -> "
-                 "config/inc-cycle-b.yaml -> config/bad-include-cycle.yaml\n");
+  CHECK_STR(err,
+            "config/inc-cycle-b.yaml:3:10: include cycle: config/bad-include-cycle.yaml -> "
+            "config/inc-cycle-b.yaml -> config/bad-include-cycle.yaml\n");
   free(err);
   /* A file that includes itself. */
   char dir[] = "/tmp/cad-config-XXXXXX";
@@ -695,8 +744,10 @@ TEST(include_errors_name_their_file) {
   fclose(f);
   err = NULL;
   CHECK_INT(cad_config_load("main.yaml", &c, &err), CAD_E_CONFIG);
-  CHECK_STR(err, "d.yaml:3:1: did not find expected ',' or '}' (while parsing a flow mapping at line 2)\n"
-                 "main.yaml:5:9: unknown destination 'out' in channel 'lab' (no destinations are defined)\n");
+  CHECK_STR(
+      err,
+      "d.yaml:3:1: did not find expected ',' or '}' (while parsing a flow mapping at line 2)\n"
+      "main.yaml:5:9: unknown destination 'out' in channel 'lab' (no destinations are defined)\n");
   free(err);
   /* A directory, and an empty include entry. */
   REQUIRE(mkdir("sub", 0700) == 0);
@@ -706,9 +757,10 @@ TEST(include_errors_name_their_file) {
   fclose(f);
   err = NULL;
   CHECK_INT(cad_config_load("main.yaml", &c, &err), CAD_E_CONFIG);
-  CHECK_STR(err, "main.yaml:1:11: cannot read included file 'sub': not a regular file\n"
-                 "main.yaml:1:16: include: expected a file name, got an empty string\n"
-                 "main.yaml:1:20: include: expected a file name, got a mapping\n");
+  CHECK_STR(err,
+            "main.yaml:1:11: cannot read included file 'sub': not a regular file\n"
+            "main.yaml:1:16: include: expected a file name, got an empty string\n"
+            "main.yaml:1:20: include: expected a file name, got a mapping\n");
   free(err);
   unlink("main.yaml");
   unlink("d.yaml");
@@ -782,8 +834,7 @@ TEST(fixtures_bad_and_good) {
         bad++;
         char *want = expectations(text);
         if (rc != CAD_E_CONFIG || !err || strcmp(err, want) != 0 || want[0] == 0) {
-          fprintf(stderr, "  %s: rc %d, got:\n%s  expected:\n%s", name, rc, err ? err : "",
-                  want);
+          fprintf(stderr, "  %s: rc %d, got:\n%s  expected:\n%s", name, rc, err ? err : "", want);
           cad_test_failures++;
         }
         free(want);

@@ -23,11 +23,11 @@ static char *errors_of(const char *yaml) {
   return err;
 }
 
-#define CHECK_ERRORS(yaml, want)                                                            \
-  do {                                                                                      \
-    char *e_ = errors_of(yaml);                                                             \
-    CHECK_STR(e_, want);                                                                    \
-    free(e_);                                                                               \
+#define CHECK_ERRORS(yaml, want) \
+  do {                           \
+    char *e_ = errors_of(yaml);  \
+    CHECK_STR(e_, want);         \
+    free(e_);                    \
   } while (0)
 
 static cad_config_t *load(const char *yaml) {
@@ -65,26 +65,27 @@ TEST(mllp_destination_defaults) {
 }
 
 TEST(mllp_destination_every_key) {
-  const char *y = "destinations:\n"
-                  "  ehr:\n"
-                  "    type: mllp\n"
-                  "    host: ehr.example.org\n"
-                  "    port: 6661\n"
-                  "    persistent: false\n"
-                  "    connect_timeout: 2s\n"
-                  "    ack_timeout: 1m\n"
-                  "    idle_close: 5m\n"
-                  "    on_ae: dead_letter\n"
-                  "    on_ar: retry\n"
-                  "    new_control_id: yes\n"
-                  "    tls:\n"
-                  "      ca: tls/ca.crt\n"
-                  "      cert: tls/client.crt\n"
-                  "      key: tls/client.key\n"
-                  "      verify_hostname: false\n"
-                  "      server_name: ehr.internal\n"
-                  "    retry: {attempts: 3}\n"
-                  "  v6: {type: mllp, host: '[::1]', port: 2575, tls: {}}\n" LAB;
+  const char *y =
+      "destinations:\n"
+      "  ehr:\n"
+      "    type: mllp\n"
+      "    host: ehr.example.org\n"
+      "    port: 6661\n"
+      "    persistent: false\n"
+      "    connect_timeout: 2s\n"
+      "    ack_timeout: 1m\n"
+      "    idle_close: 5m\n"
+      "    on_ae: dead_letter\n"
+      "    on_ar: retry\n"
+      "    new_control_id: yes\n"
+      "    tls:\n"
+      "      ca: tls/ca.crt\n"
+      "      cert: tls/client.crt\n"
+      "      key: tls/client.key\n"
+      "      verify_hostname: false\n"
+      "      server_name: ehr.internal\n"
+      "    retry: {attempts: 3}\n"
+      "  v6: {type: mllp, host: '[::1]', port: 2575, tls: {}}\n" LAB;
   cad_config_t *c = load(y);
   REQUIRE(c);
   const cad_conf_dest_t *d = &c->dests[0];
@@ -117,25 +118,27 @@ TEST(mllp_destination_errors) {
                "t.yaml:2:3: missing 'host' in destination 'ehr' (the receiver's host name or IP "
                "address)\n"
                "t.yaml:2:3: missing 'port' in destination 'ehr' (the receiver's port)\n");
-  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: 'bad host!', port: 0, persistent: maybe, "
-               "on_ae: ignore, dir: x, ack_timeout: 0}\n" LAB,
-               "t.yaml:2:27: host: expected a host name or IP address like ehr.example.org or "
-               "10.0.0.5, got 'bad host!'\n"
-               "t.yaml:2:46: port: must be from 1 to 65535, got 0\n"
-               "t.yaml:2:61: persistent: expected true or false, got 'maybe'\n"
-               "t.yaml:2:75: on_ae: expected one of retry or dead_letter, got 'ignore'\n"
-               "t.yaml:2:83: unknown key 'dir' in destination 'ehr' (expected one of: type, host, "
-               "port, persistent, connect_timeout, ack_timeout, idle_close, on_ae, on_ar, "
-               "new_control_id, tls, retry, on_failure, max_backlog)\n"
-               "t.yaml:2:104: ack_timeout: must be from 100ms to 1h, got 0\n");
+  CHECK_ERRORS(
+      "destinations:\n  ehr: {type: mllp, host: 'bad host!', port: 0, persistent: maybe, "
+      "on_ae: ignore, dir: x, ack_timeout: 0}\n" LAB,
+      "t.yaml:2:27: host: expected a host name or IP address like ehr.example.org or "
+      "10.0.0.5, got 'bad host!'\n"
+      "t.yaml:2:46: port: must be from 1 to 65535, got 0\n"
+      "t.yaml:2:61: persistent: expected true or false, got 'maybe'\n"
+      "t.yaml:2:75: on_ae: expected one of retry or dead_letter, got 'ignore'\n"
+      "t.yaml:2:83: unknown key 'dir' in destination 'ehr' (expected one of: type, host, "
+      "port, persistent, connect_timeout, ack_timeout, idle_close, on_ae, on_ar, "
+      "new_control_id, tls, retry, on_failure, max_backlog)\n"
+      "t.yaml:2:104: ack_timeout: must be from 100ms to 1h, got 0\n");
   CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: '[::1]', port: 70000}\n" LAB,
                "t.yaml:2:42: port: must be from 1 to 65535, got 70000\n");
   CHECK_ERRORS("destinations:\n  ehr: {type: http}\n" LAB,
                "t.yaml:2:15: type: expected one of file or mllp, got 'http'\n");
-  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: ehr.local, port: 2575, tls: {cert: "
-               "c.crt}}\n" LAB,
-               "t.yaml:2:56: 'cert' and 'key' go together in tls of destination 'ehr': a client "
-               "certificate needs its key\n");
+  CHECK_ERRORS(
+      "destinations:\n  ehr: {type: mllp, host: ehr.local, port: 2575, tls: {cert: "
+      "c.crt}}\n" LAB,
+      "t.yaml:2:56: 'cert' and 'key' go together in tls of destination 'ehr': a client "
+      "certificate needs its key\n");
   CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: h, port: 1, tls: true}\n" LAB,
                "t.yaml:2:44: expected a mapping of tls settings in tls of destination 'ehr', got "
                "'true'\n");
@@ -145,22 +148,23 @@ TEST(mllp_destination_errors) {
 }
 
 TEST(channel_tls_and_allow) {
-  const char *y = EHR "channels:\n"
-                      "  lab:\n"
-                      "    listen: 127.0.0.1:2576\n"
-                      "    to: ehr\n"
-                      "    tls:\n"
-                      "      cert: var/tls/server.crt\n"
-                      "      key: var/tls/server.key\n"
-                      "      ca: var/tls/ca.crt\n"
-                      "      require_client_cert: true\n"
-                      "      allowed_clients: [lab-analyzer-1, 10.1.2.3]\n"
-                      "      ciphers: ECDHE+AESGCM\n"
-                      "      min_version: 1.3\n"
-                      "    allow: [10.0.0.0/8, 127.0.0.1, 'fd00::/8']\n"
-                      "  plain:\n"
-                      "    listen: 127.0.0.1:2577\n"
-                      "    to: ehr\n";
+  const char *y = EHR
+      "channels:\n"
+      "  lab:\n"
+      "    listen: 127.0.0.1:2576\n"
+      "    to: ehr\n"
+      "    tls:\n"
+      "      cert: var/tls/server.crt\n"
+      "      key: var/tls/server.key\n"
+      "      ca: var/tls/ca.crt\n"
+      "      require_client_cert: true\n"
+      "      allowed_clients: [lab-analyzer-1, 10.1.2.3]\n"
+      "      ciphers: ECDHE+AESGCM\n"
+      "      min_version: 1.3\n"
+      "    allow: [10.0.0.0/8, 127.0.0.1, 'fd00::/8']\n"
+      "  plain:\n"
+      "    listen: 127.0.0.1:2577\n"
+      "    to: ehr\n";
   cad_config_t *c = load(y);
   REQUIRE(c);
   const cad_conf_channel_t *ch = &c->channels[0];
@@ -190,8 +194,9 @@ TEST(channel_tls_and_allow) {
   cad_config_free(c);
 
   /* defaults of a minimal tls: */
-  c = load(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2576\n    to: ehr\n"
-               "    tls: {cert: s.crt, key: s.key}\n");
+  c = load(EHR
+           "channels:\n  lab:\n    listen: 127.0.0.1:2576\n    to: ehr\n"
+           "    tls: {cert: s.crt, key: s.key}\n");
   REQUIRE(c);
   CHECK(c->channels[0].tls.enabled);
   CHECK(!c->channels[0].tls.require_client_cert);
@@ -201,10 +206,11 @@ TEST(channel_tls_and_allow) {
 }
 
 TEST(channel_tls_errors) {
-  CHECK_ERRORS(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
-                   "    tls: {key: s.key, require_client_cert: true, allowed_clients: [a], "
-                   "min_version: '1.1', ciphers: ''}\n"
-                   "    allow: [10.0.0.0/33, 'lab.local', 10.1.0.0/16, '::1/129', '10.0.0.0/']\n",
+  CHECK_ERRORS(EHR
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+               "    tls: {key: s.key, require_client_cert: true, allowed_clients: [a], "
+               "min_version: '1.1', ciphers: ''}\n"
+               "    allow: [10.0.0.0/33, 'lab.local', 10.1.0.0/16, '::1/129', '10.0.0.0/']\n",
                "t.yaml:7:85: min_version: expected one of 1.2 or 1.3, got '1.1'\n"
                "t.yaml:7:101: ciphers: expected an OpenSSL cipher list like \"ECDHE+AESGCM\", "
                "got ''\n"
@@ -218,23 +224,26 @@ TEST(channel_tls_errors) {
                "allowed here)\n"
                "t.yaml:8:52: allow: '::1/129': the prefix length must be from 0 to 128\n"
                "t.yaml:8:63: allow: '10.0.0.0/': the prefix length is missing after '/'\n");
-  CHECK_ERRORS(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
-                   "    tls:\n    allow: {a: b}\n",
+  CHECK_ERRORS(EHR
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+               "    tls:\n    allow: {a: b}\n",
                "t.yaml:7:5: missing 'cert' in tls of channel 'lab' (the server certificate, PEM)\n"
                "t.yaml:7:5: missing 'key' in tls of channel 'lab' (the server certificate's key, "
                "PEM)\n"
                "t.yaml:8:12: allow: expected an address range like 10.0.0.0/8 or a list of "
                "them, got a mapping\n");
-  CHECK_ERRORS(EHR "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
-                   "    tls: {cert: a, key: b, ca: c, allowed_clients: []}\n",
+  CHECK_ERRORS(EHR
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+               "    tls: {cert: a, key: b, ca: c, allowed_clients: []}\n",
                "t.yaml:7:52: allowed_clients: expected 1 to 256 names\n");
 }
 
 TEST(mixed_file_and_mllp_destinations) {
-  const char *y = "destinations:\n"
-                  "  files: {type: file, dir: var/out}\n"
-                  "  ehr: {type: mllp, host: 127.0.0.1, port: 2575, on_ae: dead_letter}\n"
-                  "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: [files, ehr]\n";
+  const char *y =
+      "destinations:\n"
+      "  files: {type: file, dir: var/out}\n"
+      "  ehr: {type: mllp, host: 127.0.0.1, port: 2575, on_ae: dead_letter}\n"
+      "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: [files, ehr]\n";
   cad_config_t *c = load(y);
   REQUIRE(c);
   REQUIRE(c->ndests == 2);

@@ -50,16 +50,11 @@ static bool corpus_missing(void) {
 static void put_esc(FILE *f, const char *p, size_t n, size_t max) {
   for (size_t i = 0; i < n && i < max; i++) {
     unsigned char c = (unsigned char)p[i];
-    if (c == '\r')
-      fputs("\\r", f);
-    else if (c == '\n')
-      fputs("\\n", f);
-    else if (c == '\t')
-      fputs("\\t", f);
-    else if (c < 0x20 || c >= 0x7f)
-      fprintf(f, "\\x%02x", c);
-    else
-      fputc(c, f);
+    if (c == '\r') fputs("\\r", f);
+    else if (c == '\n') fputs("\\n", f);
+    else if (c == '\t') fputs("\\t", f);
+    else if (c < 0x20 || c >= 0x7f) fprintf(f, "\\x%02x", c);
+    else fputc(c, f);
   }
   if (n > max) fputs("...", f);
 }
@@ -171,9 +166,10 @@ static bool round_trips(const char *label, const cad_hl7_msg_t *m, const char *i
       size_t i = 0;
       while (i < nl && i < b.len && b.data[i] == want[i]) i++;
       size_t from = i > 20 ? i - 20 : 0;
-      printf("  round-trip %s: output %zu bytes, normalised input %zu; first difference at %zu:"
-             "\n    input  \"",
-             label, b.len, nl, i);
+      printf(
+          "  round-trip %s: output %zu bytes, normalised input %zu; first difference at %zu:"
+          "\n    input  \"",
+          label, b.len, nl, i);
       put_esc(stdout, want + from, nl - from, 60);
       printf("\"\n    output \"");
       put_esc(stdout, b.data + from, b.len - from, 60);
@@ -319,10 +315,10 @@ static bool json_string(const char *s, cad_buf_t *out) {
         unsigned long cp = 0;
         for (int i = 0; i < 4; i++) {
           char h = *s++;
-          int v = h >= '0' && h <= '9' ? h - '0'
+          int v = h >= '0' && h <= '9'   ? h - '0'
                   : h >= 'a' && h <= 'f' ? h - 'a' + 10
                   : h >= 'A' && h <= 'F' ? h - 'A' + 10
-                  : -1;
+                                         : -1;
           if (v < 0) return false;
           cp = cp * 16 + (unsigned long)v;
         }
@@ -357,8 +353,7 @@ static bool json_string(const char *s, cad_buf_t *out) {
         cad_buf_append(out, u, (size_t)n);
         break;
       }
-      default:
-        return false;
+      default: return false;
     }
   }
   return *s == '"' && s[1] == 0;
@@ -397,12 +392,9 @@ static bool eval_path(loaded_t *L, const char *path, cad_buf_t *got, cad_arena_t
         if (m->segs[k].id == cad_hl7_segid("BHS")) bhs++;
       }
     }
-    if (strcmp(path, "#segments") == 0)
-      put_num(got, segs);
-    else if (strcmp(path, "#messages") == 0)
-      put_num(got, L->stream ? L->nmsgs : msh);
-    else if (strcmp(path, "#batches") == 0)
-      put_num(got, bhs);
+    if (strcmp(path, "#segments") == 0) put_num(got, segs);
+    else if (strcmp(path, "#messages") == 0) put_num(got, L->stream ? L->nmsgs : msh);
+    else if (strcmp(path, "#batches") == 0) put_num(got, bhs);
     else {
       *why = "unknown special path";
       return false;
@@ -487,10 +479,8 @@ TEST(corpus_expectations) {
     const char *file = col[0], *path = col[1];
     cad_buf_t want = CAD_BUF_INIT, got = CAD_BUF_INIT;
     bool want_ok = true;
-    if (strncmp(col[2], "json:", 5) == 0)
-      want_ok = json_string(col[2] + 5, &want);
-    else
-      cad_buf_append(&want, col[2], strlen(col[2]));
+    if (strncmp(col[2], "json:", 5) == 0) want_ok = json_string(col[2] + 5, &want);
+    else cad_buf_append(&want, col[2], strlen(col[2]));
     if (!have || strcmp(L.name, file) != 0) {
       if (have) unload(&L);
       load(&L, file);
@@ -616,10 +606,8 @@ static bool documented_odd(const char *name) {
 }
 
 static void describe(int r, char *buf, size_t cap) {
-  if (r >= 0)
-    snprintf(buf, cap, "exit %d", r);
-  else
-    snprintf(buf, cap, "signal %d%s", -r, -r == SIGALRM ? " (hang)" : "");
+  if (r >= 0) snprintf(buf, cap, "exit %d", r);
+  else snprintf(buf, cap, "signal %d%s", -r, -r == SIGALRM ? " (hang)" : "");
 }
 
 TEST(corpus_files) {
@@ -647,9 +635,10 @@ TEST(corpus_files) {
       crashes++;
     }
   }
-  printf("files: %zu top-level, %d parse and round-trip, %d give errors (%d documented as "
-         "disputed), %d do not round-trip, %d crash or unclean\n",
-         n, ok, errors, allowed, mismatch, crashes);
+  printf(
+      "files: %zu top-level, %d parse and round-trip, %d give errors (%d documented as "
+      "disputed), %d do not round-trip, %d crash or unclean\n",
+      n, ok, errors, allowed, mismatch, crashes);
   CHECK(n > 0);
   CHECK_INT(errors - allowed, 0);
   CHECK_INT(mismatch, 0);
@@ -710,8 +699,8 @@ TEST(corpus_streams) {
       bad++;
     }
   }
-  printf("streams: %zu files, %d with every message parsed and round-tripped, %d failing\n", n,
-         ok, bad);
+  printf("streams: %zu files, %d with every message parsed and round-tripped, %d failing\n", n, ok,
+         bad);
   CHECK_INT(bad, 0);
   free_list(names, n);
 #endif
@@ -761,8 +750,8 @@ TEST(corpus_malformed) {
       cad_hl7_diag_t d;
       memset(&d, 0, sizeof d);
       int rc = p ? cad_hl7_parse(&m, p, len, &a, NULL, &d) : 0;
-      printf("  error   %s: %s segment %u offset %zu: %s\n", names[i], cad_err_name(rc),
-             d.segment, d.offset, d.reason);
+      printf("  error   %s: %s segment %u offset %zu: %s\n", names[i], cad_err_name(rc), d.segment,
+             d.offset, d.reason);
       cad_arena_free(&a);
       free(p);
     } else if (r == RES_MISMATCH) {
@@ -775,9 +764,10 @@ TEST(corpus_malformed) {
       crashes++;
     }
   }
-  printf("malformed: %zu files, %d parse (and round-trip), %d clean errors, %d parse but do not "
-         "round-trip, %d crash, hang or unclean error\n",
-         n, parsed, errors, mismatch, crashes);
+  printf(
+      "malformed: %zu files, %d parse (and round-trip), %d clean errors, %d parse but do not "
+      "round-trip, %d crash, hang or unclean error\n",
+      n, parsed, errors, mismatch, crashes);
   CHECK(n > 0);
   CHECK_INT(mismatch, 0);
   CHECK_INT(crashes, 0);

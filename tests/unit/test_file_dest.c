@@ -32,8 +32,7 @@ typedef struct {
 
 static int parse(msg_t *x, const char *ctl, const char *pid3) {
   snprintf(x->text, sizeof x->text,
-           "MSH|^~\\&|A|B|C|D|20260101120000||ADT^A01|%s|P|2.5\rPID|1||%s||DOE^JANE\r", ctl,
-           pid3);
+           "MSH|^~\\&|A|B|C|D|20260101120000||ADT^A01|%s|P|2.5\rPID|1||%s||DOE^JANE\r", ctl, pid3);
   cad_arena_init(&x->a, 0, 0);
   return cad_hl7_parse(&x->m, x->text, strlen(x->text), &x->a, NULL, NULL);
 }

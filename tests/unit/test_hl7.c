@@ -21,14 +21,10 @@
 static void put_esc(FILE *f, const char *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)p[i];
-    if (c == '\r')
-      fputs("\\r", f);
-    else if (c == '\n')
-      fputs("\\n", f);
-    else if (c < 0x20 || c >= 0x7f)
-      fprintf(f, "\\x%02x", c);
-    else
-      fputc(c, f);
+    if (c == '\r') fputs("\\r", f);
+    else if (c == '\n') fputs("\\n", f);
+    else if (c < 0x20 || c >= 0x7f) fprintf(f, "\\x%02x", c);
+    else fputc(c, f);
   }
 }
 
@@ -36,8 +32,7 @@ static bool same(const char *p, size_t n, const char *w, size_t wn) {
   return n == wn && (n == 0 || memcmp(p, w, n) == 0);
 }
 
-static void report(int line, const char *what, const char *p, size_t n, const char *w,
-                   size_t wn) {
+static void report(int line, const char *what, const char *p, size_t n, const char *w, size_t wn) {
   fprintf(stderr, "  %s:%d: %s is \"", __FILE__, line, what);
   put_esc(stderr, p, n);
   fputs("\", expected \"", stderr);
@@ -118,8 +113,8 @@ static void check_absent_at(int line, const cad_hl7_msg_t *m, const char *ps) {
   memset(&mt, 0, sizeof mt);
   bool got = cad_hl7_get(m, &p, &mt);
   if (got || mt.present) {
-    fail_at(line, "%s should be absent (get %d, present %d, raw \"%.*s\")", ps, got,
-            mt.present, (int)mt.raw.len, mt.raw.p ? mt.raw.p : "");
+    fail_at(line, "%s should be absent (get %d, present %d, raw \"%.*s\")", ps, got, mt.present,
+            (int)mt.raw.len, mt.raw.p ? mt.raw.p : "");
   } else if (mt.raw.len != 0) {
     fail_at(line, "%s absent but raw has length %zu", ps, mt.raw.len);
   }
@@ -129,10 +124,8 @@ static void check_absent_at(int line, const cad_hl7_msg_t *m, const char *ps) {
 static void check_ser_at(int line, const cad_hl7_msg_t *m, const char *want, size_t wn) {
   cad_buf_t b = CAD_BUF_INIT;
   int rc = cad_hl7_serialize(m, &b);
-  if (rc < 0)
-    fail_at(line, "serialize failed: %d", rc);
-  else if (!same(b.data, b.len, want, wn))
-    report(line, "serialized", b.data, b.len, want, wn);
+  if (rc < 0) fail_at(line, "serialize failed: %d", rc);
+  else if (!same(b.data, b.len, want, wn)) report(line, "serialized", b.data, b.len, want, wn);
   cad_buf_free(&b);
 }
 #define CHECK_SER(m, want) check_ser_at(__LINE__, (m), (want), strlen(want))
@@ -747,10 +740,10 @@ TEST(kind_absent_empty_null) {
     const char *path;
     cad_hl7_kind_t kind;
   } cases[] = {
-      {"PID-1", CAD_HL7_VALUE},  {"PID-2", CAD_HL7_EMPTY},  {"PID-3", CAD_HL7_NULL},
-      {"PID-4.1", CAD_HL7_NULL}, {"PID-4", CAD_HL7_VALUE},  {"PID-4.2", CAD_HL7_VALUE},
-      {"PID-5", CAD_HL7_VALUE},  {"PID-6", CAD_HL7_EMPTY},  {"PID-7", CAD_HL7_ABSENT},
-      {"PID-3.2", CAD_HL7_ABSENT}, {"PID-4.3", CAD_HL7_ABSENT}, {"ZZZ-1", CAD_HL7_ABSENT},
+      {"PID-1", CAD_HL7_VALUE},     {"PID-2", CAD_HL7_EMPTY},    {"PID-3", CAD_HL7_NULL},
+      {"PID-4.1", CAD_HL7_NULL},    {"PID-4", CAD_HL7_VALUE},    {"PID-4.2", CAD_HL7_VALUE},
+      {"PID-5", CAD_HL7_VALUE},     {"PID-6", CAD_HL7_EMPTY},    {"PID-7", CAD_HL7_ABSENT},
+      {"PID-3.2", CAD_HL7_ABSENT},  {"PID-4.3", CAD_HL7_ABSENT}, {"ZZZ-1", CAD_HL7_ABSENT},
       {"PID[2]-1", CAD_HL7_ABSENT},
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -776,18 +769,15 @@ static void check_unescape_at(int line, const cad_hl7_delims_t *d, const char *r
   char *out = malloc(n + 1);
   if (!out) return;
   size_t got = cad_hl7_unescape(d, (cad_str_t){raw, n}, out);
-  if (got > n)
-    fail_at(line, "unescape of \"%s\" lengthened it (%zu > %zu)", raw, got, n);
-  else if (!same(out, got, want, wn))
-    report(line, raw, out, got, want, wn);
+  if (got > n) fail_at(line, "unescape of \"%s\" lengthened it (%zu > %zu)", raw, got, n);
+  else if (!same(out, got, want, wn)) report(line, raw, out, got, want, wn);
   /* cad_hl7_decode agrees */
   cad_arena_t a;
   cad_arena_init(&a, 0, 0);
   cad_str_t dec = {NULL, 0};
   if (!cad_hl7_decode(d, (cad_str_t){raw, n}, &a, &dec))
     fail_at(line, "decode of \"%s\" failed", raw);
-  else if (!same(dec.p, dec.len, want, wn))
-    report(line, raw, dec.p, dec.len, want, wn);
+  else if (!same(dec.p, dec.len, want, wn)) report(line, raw, dec.p, dec.len, want, wn);
   cad_arena_free(&a);
   free(out);
 }
@@ -824,9 +814,27 @@ TEST(unescape_hex) {
 TEST(unescape_keeps_formatting_and_unknown) {
   const cad_hl7_delims_t *d = &cad_hl7_default_delims;
   const char *verbatim[] = {
-      "line1\\.br\\line2", "\\.sp2\\", "\\.in+4\\", "\\.ti-2\\", "\\.sk5\\", "\\.ce\\",
-      "\\.fi\\", "\\.nf\\", "\\H\\bold\\N\\", "\\C2842\\", "\\M244241\\", "\\Zvendor\\",
-      "\\a\\", "\\Q\\", "abc\\", "abc\\F", "\\X0\\", "\\XGG\\", "\\X0D", "\\", "a\\b",
+      "line1\\.br\\line2",
+      "\\.sp2\\",
+      "\\.in+4\\",
+      "\\.ti-2\\",
+      "\\.sk5\\",
+      "\\.ce\\",
+      "\\.fi\\",
+      "\\.nf\\",
+      "\\H\\bold\\N\\",
+      "\\C2842\\",
+      "\\M244241\\",
+      "\\Zvendor\\",
+      "\\a\\",
+      "\\Q\\",
+      "abc\\",
+      "abc\\F",
+      "\\X0\\",
+      "\\XGG\\",
+      "\\X0D",
+      "\\",
+      "a\\b",
   };
   for (size_t i = 0; i < sizeof verbatim / sizeof verbatim[0]; i++)
     CHECK_UNESC(d, verbatim[i], verbatim[i]);
@@ -895,8 +903,8 @@ TEST(escape_round_trip) {
     in[i] = (char)i;
     in[256 + i] = (char)(255 - i);
   }
-  cad_hl7_delims_t ds[3] = {cad_hl7_default_delims, cad_hl7_default_delims,
-                            {'$', '%', '!', '?', '*', '#'}};
+  cad_hl7_delims_t ds[3] = {
+      cad_hl7_default_delims, cad_hl7_default_delims, {'$', '%', '!', '?', '*', '#'}};
   ds[1].trunc = '#';
   for (int k = 0; k < 3; k++) {
     const cad_hl7_delims_t *d = &ds[k];
@@ -991,31 +999,31 @@ TEST(path_parse_errors) {
     const char *s;
     size_t pos;
   } bad[] = {
-      {"", 0},          /* empty */
-      {"PID-", 4},      /* missing field number */
-      {"PID-0", 4},     /* indexes are 1-based; the whole segment is "PID" */
-      {"PI-3", 2},      /* id of two characters */
-      {"P-D-3", 1},     /* '-' inside the id */
-      {"PIDX-3", 3},    /* id of four characters */
-      {"PI$-3", 2},     /* id character outside [A-Z0-9] */
-      {"PID-3[", 6},    /* unterminated index */
-      {"PID-3[x]", 6},  /* non-numeric index */
-      {"PID-3[2", 7},   /* missing ']' */
-      {"PID-3[0]", 6},  /* zero repetition */
-      {"PID[0]-3", 4},  /* zero occurrence */
-      {"PID[*", 5},     /* missing ']' after '*' */
-      {"PID-3..1", 6},  /* empty component */
-      {"PID-3.", 6},    /* trailing dot */
-      {"PID-3.0", 6},   /* zero component */
-      {"PID-3.1.0", 8}, /* zero subcomponent */
-      {"PID-3.*", 6},   /* no wildcard for components */
+      {"", 0},            /* empty */
+      {"PID-", 4},        /* missing field number */
+      {"PID-0", 4},       /* indexes are 1-based; the whole segment is "PID" */
+      {"PI-3", 2},        /* id of two characters */
+      {"P-D-3", 1},       /* '-' inside the id */
+      {"PIDX-3", 3},      /* id of four characters */
+      {"PI$-3", 2},       /* id character outside [A-Z0-9] */
+      {"PID-3[", 6},      /* unterminated index */
+      {"PID-3[x]", 6},    /* non-numeric index */
+      {"PID-3[2", 7},     /* missing ']' */
+      {"PID-3[0]", 6},    /* zero repetition */
+      {"PID[0]-3", 4},    /* zero occurrence */
+      {"PID[*", 5},       /* missing ']' after '*' */
+      {"PID-3..1", 6},    /* empty component */
+      {"PID-3.", 6},      /* trailing dot */
+      {"PID-3.0", 6},     /* zero component */
+      {"PID-3.1.0", 8},   /* zero subcomponent */
+      {"PID-3.*", 6},     /* no wildcard for components */
       {"PID-3.1.2.3", 9}, /* deeper than a subcomponent */
-      {"PID-3x", 5},    /* trailing garbage */
-      {"PID-3 ", 5},    /* trailing space */
-      {"PID-3]", 5},    /* stray bracket */
-      {"PID3", 3},      /* missing '-' */
-      {"PID-a", 4},     /* non-numeric field */
-      {"PID--3", 4},    /* negative-looking field */
+      {"PID-3x", 5},      /* trailing garbage */
+      {"PID-3 ", 5},      /* trailing space */
+      {"PID-3]", 5},      /* stray bracket */
+      {"PID3", 3},        /* missing '-' */
+      {"PID-a", 4},       /* non-numeric field */
+      {"PID--3", 4},      /* negative-looking field */
   };
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     cad_hl7_path_t p;
@@ -1028,8 +1036,8 @@ TEST(path_parse_errors) {
       continue;
     }
     if (pos != bad[i].pos) {
-      fprintf(stderr, "  path \"%s\": error at %zu, expected %zu (%s)\n", bad[i].s, pos,
-              bad[i].pos, msg ? msg : "(no message)");
+      fprintf(stderr, "  path \"%s\": error at %zu, expected %zu (%s)\n", bad[i].s, pos, bad[i].pos,
+              msg ? msg : "(no message)");
       cad_test_failures++;
     }
     if (!msg || !*msg) {
@@ -1038,8 +1046,8 @@ TEST(path_parse_errors) {
     }
   }
   /* an index too large for an int is an error, not a wrap-around */
-  static const char *huge[] = {"PID-99999999999999999999", "PID-3[4294967297]",
-                               "PID-2147483648", "OBX[99999999999]-5"};
+  static const char *huge[] = {"PID-99999999999999999999", "PID-3[4294967297]", "PID-2147483648",
+                               "OBX[99999999999]-5"};
   for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
     cad_hl7_path_t p;
     size_t pos = 9999;
@@ -1055,8 +1063,9 @@ TEST(path_parse_errors) {
 }
 
 TEST(path_format) {
-  static const char *canon[] = {"PID-3", "PID-3[2]", "PID-3[2].1", "OBX[3]-5", "OBX[*]-5",
-                                "PID-3[*].1", "OBX[*]-5[*]", "OBX[12]-5[3].2.1", "PID"};
+  static const char *canon[] = {"PID-3",       "PID-3[2]",         "PID-3[2].1",
+                                "OBX[3]-5",    "OBX[*]-5",         "PID-3[*].1",
+                                "OBX[*]-5[*]", "OBX[12]-5[3].2.1", "PID"};
   for (size_t i = 0; i < sizeof canon / sizeof canon[0]; i++) {
     cad_hl7_path_t p = PATH(canon[i]);
     char buf[64];
@@ -1065,8 +1074,9 @@ TEST(path_format) {
     CHECK_STR(buf, canon[i]);
   }
   /* every valid form formats to something that parses back to the same path */
-  static const char *forms[] = {"PID-5.1.2", "MSH-9.2", "pid-3[1]", "PID[2]", "Nk1-2.1",
-                                "IN1[10]-49[100].99.98", "PID-3[1].1", "OBX[1]-1"};
+  static const char *forms[] = {"PID-5.1.2",  "MSH-9.2", "pid-3[1]",
+                                "PID[2]",     "Nk1-2.1", "IN1[10]-49[100].99.98",
+                                "PID-3[1].1", "OBX[1]-1"};
   for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
     cad_hl7_path_t p = PATH(forms[i]), q;
     char buf[64];
@@ -1076,8 +1086,8 @@ TEST(path_format) {
     int rc = cad_hl7_path_parse(buf, n, &q, NULL, NULL);
     if (rc != 0 || memcmp(q.seg, p.seg, 4) != 0 || q.segid != p.segid || q.occ != p.occ ||
         q.field != p.field || q.rep != p.rep || q.comp != p.comp || q.sub != p.sub) {
-      fprintf(stderr, "  \"%s\" formats to \"%s\", which does not parse back the same\n",
-              forms[i], buf);
+      fprintf(stderr, "  \"%s\" formats to \"%s\", which does not parse back the same\n", forms[i],
+              buf);
       cad_test_failures++;
     }
   }
@@ -1111,11 +1121,12 @@ TEST(set_field_and_serialize) {
   CHECK_RAW(&m, "PID-7", "19800101"); /* neighbours untouched */
   /* the input bytes are not modified */
   CHECK(strstr(ADT, "DOE^JOHN") != NULL);
-  CHECK_SER(&m,
-            "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
-            "EVN|A01|20240101120000\r"
-            "PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||SMITH^JOHN^Q||19800101|M\r"
-            "PV1|1|I|W^389^1^UABH^^^^3\r");
+  CHECK_SER(
+      &m,
+      "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
+      "EVN|A01|20240101120000\r"
+      "PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||SMITH^JOHN^Q||19800101|M\r"
+      "PV1|1|I|W^389^1^UABH^^^^3\r");
   /* whole field, twice: the last value wins */
   CHECK_INT(SET(&m, "PID-7", "19700101"), 1);
   CHECK_INT(SET(&m, "PID-7", "19600101"), 1);
@@ -1147,11 +1158,12 @@ TEST(set_header_fields) {
   CHECK_RAW(&m, "MSH-3", "NEWAPP");
   CHECK_RAW(&m, "MSH-4", "SENDFAC");
   CHECK_RAW(&m, "MSH-9", "ADT^A08^ADT_A01");
-  CHECK_SER(&m,
-            "MSH|^~\\&|NEWAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A08^ADT_A01|MSG00001|P|2.5\r"
-            "EVN|A01|20240101120000\r"
-            "PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||DOE^JOHN^Q||19800101|M\r"
-            "PV1|1|I|W^389^1^UABH^^^^3\r");
+  CHECK_SER(
+      &m,
+      "MSH|^~\\&|NEWAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A08^ADT_A01|MSG00001|P|2.5\r"
+      "EVN|A01|20240101120000\r"
+      "PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||DOE^JOHN^Q||19800101|M\r"
+      "PV1|1|I|W^389^1^UABH^^^^3\r");
   /* MSH-1 and MSH-2 cannot be set */
   CHECK(SET(&m, "MSH-1", "#") < 0);
   CHECK(SET(&m, "MSH-2", "^~\\&#") < 0);
@@ -1166,11 +1178,11 @@ TEST(set_creates_missing_structure) {
   cad_arena_init(&a, 0, 0);
   cad_hl7_msg_t m;
   REQUIRE(parse_s(&m, ADT, &a, NULL) == 0);
-  CHECK_INT(SET(&m, "PID-8.4", "X"), 1);                /* component beyond the last */
-  CHECK_INT(SET(&m, "PID-3[4]", "R4"), 1);              /* repetition beyond the last */
-  CHECK_INT(SET(&m, "PID-3[1].4.2", "ISO"), 1);         /* subcomponent */
-  CHECK_INT(SET(&m, "PID-12", "Z"), 1);                 /* field beyond the last */
-  CHECK_INT(SET(&m, "PV1-5[2].3.2", "S"), 1);           /* all of it at once */
+  CHECK_INT(SET(&m, "PID-8.4", "X"), 1);        /* component beyond the last */
+  CHECK_INT(SET(&m, "PID-3[4]", "R4"), 1);      /* repetition beyond the last */
+  CHECK_INT(SET(&m, "PID-3[1].4.2", "ISO"), 1); /* subcomponent */
+  CHECK_INT(SET(&m, "PID-12", "Z"), 1);         /* field beyond the last */
+  CHECK_INT(SET(&m, "PV1-5[2].3.2", "S"), 1);   /* all of it at once */
   CHECK_RAW(&m, "PID-8", "M^^^X");
   CHECK_RAW(&m, "PID-3", "12345^^^HOSP&ISO^MR~67890^^^OTHER^PI~~R4");
   CHECK_RAW(&m, "PID-3[3]", "");
@@ -1179,11 +1191,12 @@ TEST(set_creates_missing_structure) {
   CHECK_RAW(&m, "PID-12", "Z");
   CHECK_RAW(&m, "PID-10", "");
   CHECK_RAW(&m, "PV1-5[2].3.2", "S");
-  CHECK_SER(&m,
-            "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
-            "EVN|A01|20240101120000\r"
-            "PID|1||12345^^^HOSP&ISO^MR~67890^^^OTHER^PI~~R4||DOE^JOHN^Q||19800101|M^^^X||||Z\r"
-            "PV1|1|I|W^389^1^UABH^^^^3||~^^&S\r");
+  CHECK_SER(
+      &m,
+      "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
+      "EVN|A01|20240101120000\r"
+      "PID|1||12345^^^HOSP&ISO^MR~67890^^^OTHER^PI~~R4||DOE^JOHN^Q||19800101|M^^^X||||Z\r"
+      "PV1|1|I|W^389^1^UABH^^^^3||~^^&S\r");
   cad_arena_free(&a);
 }
 
@@ -1240,11 +1253,12 @@ TEST(set_raw) {
   CHECK_RAW(&m, "PID-5.2", "Y");
   CHECK_RAW(&m, "PID-5[2]", "Z\\F\\");
   CHECK_VAL(&m, &a, "PID-5[2]", "Z|");
-  CHECK_SER(&m,
-            "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
-            "EVN|A01|20240101120000\r"
-            "PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||X^Y~Z\\F\\||19800101|M\r"
-            "PV1|1|I|W^389^1^UABH^^^^3\r");
+  CHECK_SER(
+      &m,
+      "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
+      "EVN|A01|20240101120000\r"
+      "PID|1||12345^^^HOSP^MR~67890^^^OTHER^PI||X^Y~Z\\F\\||19800101|M\r"
+      "PV1|1|I|W^389^1^UABH^^^^3\r");
   cad_arena_free(&a);
 }
 
@@ -1348,11 +1362,12 @@ TEST(clear) {
   CHECK(cad_hl7_clear(&m, &p) >= 0);
   CHECK_RAW(&m, "PID-3", "12345^^^HOSP^MR~");
   CHECK_RAW(&m, "PID-3[2]", "");
-  CHECK_SER(&m,
-            "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
-            "EVN|A01|20240101120000\r"
-            "PID|1||12345^^^HOSP^MR~||||19800101|M\r"
-            "PV1|1|I|W^389^1^UABH^^^^3\r");
+  CHECK_SER(
+      &m,
+      "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
+      "EVN|A01|20240101120000\r"
+      "PID|1||12345^^^HOSP^MR~||||19800101|M\r"
+      "PV1|1|I|W^389^1^UABH^^^^3\r");
   cad_arena_free(&a);
 }
 
@@ -1390,12 +1405,13 @@ TEST(segment_delete_insert_rename) {
   CHECK_INT(cad_hl7_find_seg(&m, cad_hl7_segid("PID"), 1, 0), -1);
   CHECK_RAW(&m, "ZPI-5.2", "JOHN");
   CHECK(cad_hl7_seg_rename(&m, 9, "ZPI") < 0);
-  CHECK_SER(&m,
-            "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
-            "NTE|1||hello^world\r"
-            "ZPI|1||12345^^^HOSP^MR~67890^^^OTHER^PI||DOE^JOHN^Q||19800101|M\r"
-            "PV1|1|I|W^389^1^UABH^^^^3\r"
-            "ZZ1|a\r");
+  CHECK_SER(
+      &m,
+      "MSH|^~\\&|SENDAPP|SENDFAC|RCVAPP|RCVFAC|20240101120000||ADT^A01^ADT_A01|MSG00001|P|2.5\r"
+      "NTE|1||hello^world\r"
+      "ZPI|1||12345^^^HOSP^MR~67890^^^OTHER^PI||DOE^JOHN^Q||19800101|M\r"
+      "PV1|1|I|W^389^1^UABH^^^^3\r"
+      "ZZ1|a\r");
   /* an inserted segment can be edited like the others */
   CHECK_INT(SET(&m, "NTE-3.1", "bye"), 1);
   CHECK_RAW(&m, "NTE-3", "bye^world");
@@ -1409,10 +1425,8 @@ static void check_roundtrip_at(int line, const char *in, const char *want) {
   cad_arena_init(&a, 0, 0);
   cad_hl7_msg_t m;
   int rc = parse_s(&m, in, &a, NULL);
-  if (rc != 0)
-    fail_at(line, "parse failed: %d", rc);
-  else
-    check_ser_at(line, &m, want, strlen(want));
+  if (rc != 0) fail_at(line, "parse failed: %d", rc);
+  else check_ser_at(line, &m, want, strlen(want));
   cad_arena_free(&a);
 }
 #define CHECK_ROUNDTRIP(in, want) check_roundtrip_at(__LINE__, (in), (want))
@@ -1422,10 +1436,8 @@ TEST(serialize_unchanged) {
   CHECK_ROUNDTRIP(ORU, ORU);
   CHECK_ROUNDTRIP("MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I", "MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I");
   CHECK_ROUNDTRIP("MSH|^~\\&|A|B\nPID|1||X^Y\nPV1|1|I\n", "MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I\r");
-  CHECK_ROUNDTRIP("MSH|^~\\&|A|B\r\nPID|1||X^Y\r\nPV1|1|I",
-                  "MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I");
-  CHECK_ROUNDTRIP("MSH|^~\\&|A|B\r\nPID|1||X^Y\nPV1|1|I\r",
-                  "MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I\r");
+  CHECK_ROUNDTRIP("MSH|^~\\&|A|B\r\nPID|1||X^Y\r\nPV1|1|I", "MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I");
+  CHECK_ROUNDTRIP("MSH|^~\\&|A|B\r\nPID|1||X^Y\nPV1|1|I\r", "MSH|^~\\&|A|B\rPID|1||X^Y\rPV1|1|I\r");
   CHECK_ROUNDTRIP("MSH$%~\\&$A\rPID$1\r", "MSH$%~\\&$A\rPID$1\r");
   CHECK_ROUNDTRIP("MSH|^~\\&", "MSH|^~\\&");
   CHECK_ROUNDTRIP("MSH|^~\\&|||||\rPID|||\r", "MSH|^~\\&|||||\rPID|||\r");
@@ -1511,8 +1523,8 @@ TEST(error_delimiters) {
   cad_arena_t a;
   cad_arena_init(&a, 0, 0);
   cad_hl7_msg_t m;
-  static const char *bad[] = {"MSH", "MSH|", "MSH||A|B\r", "MSH\rPID|1\r", "MSH\nPID|1\n",
-                              "BHS", "FHS|"};
+  static const char *bad[] = {"MSH",          "MSH|", "MSH||A|B\r", "MSH\rPID|1\r",
+                              "MSH\nPID|1\n", "BHS",  "FHS|"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
     cad_hl7_diag_t d;
     memset(&d, 0, sizeof d);
@@ -1737,16 +1749,35 @@ static void walk_message(const cad_hl7_msg_t *m, cad_arena_t *a) {
 
 TEST(no_read_past_the_end) {
   static const char *inputs[] = {
-      "MSH|^~\\&",          "MSH|^~\\&|",        "MSH|^~\\&|A\\",      "MSH|^~\\&|A\\X0",
-      "MSH|^~\\&|A\\X0D",    "MSH|^~\\&|A\\F",     "MSH|^~\\&|A^",       "MSH|^~\\&|A~",
-      "MSH|^~\\&|A&",        "MSH|^~\\&\rPID",     "MSH|^~\\&\rPID|",    "MSH|^~\\&\r",
-      "MSH|^~\\&\r\n",       "MSH|^~\\&\rPID|1\r\n\r", "MSH|^~\\&#",      "MSH|^~",
-      "MSH|^",              "MSH|",              "MSH",                "MS",
-      "M",                  "MSH|^~\\&|\"\"",     "PID|1",              "MSH|^~\\&|A\r\r\r",
+      "MSH|^~\\&",
+      "MSH|^~\\&|",
+      "MSH|^~\\&|A\\",
+      "MSH|^~\\&|A\\X0",
+      "MSH|^~\\&|A\\X0D",
+      "MSH|^~\\&|A\\F",
+      "MSH|^~\\&|A^",
+      "MSH|^~\\&|A~",
+      "MSH|^~\\&|A&",
+      "MSH|^~\\&\rPID",
+      "MSH|^~\\&\rPID|",
+      "MSH|^~\\&\r",
+      "MSH|^~\\&\r\n",
+      "MSH|^~\\&\rPID|1\r\n\r",
+      "MSH|^~\\&#",
+      "MSH|^~",
+      "MSH|^",
+      "MSH|",
+      "MSH",
+      "MS",
+      "M",
+      "MSH|^~\\&|\"\"",
+      "PID|1",
+      "MSH|^~\\&|A\r\r\r",
   };
   long pg = sysconf(_SC_PAGESIZE);
   REQUIRE(pg > 0);
-  char *map = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  char *map =
+      mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   REQUIRE(map != MAP_FAILED);
   REQUIRE(mprotect(map + pg, (size_t)pg, PROT_NONE) == 0);
   for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
@@ -1775,8 +1806,8 @@ TEST(no_read_past_the_end) {
     (void)cad_hl7_unescape(&cad_hl7_default_delims, (cad_str_t){p, n}, out);
     cad_arena_free(&a);
   }
-  static const char *paths[] = {"PID-3[", "PID-3[2", "PID-3.", "PID-", "PID", "PI", "OBX[*",
-                                "PID-3[*", "PID-3[2].1.", "PID-12"};
+  static const char *paths[] = {"PID-3[", "PID-3[2", "PID-3.",  "PID-",        "PID",
+                                "PI",     "OBX[*",   "PID-3[*", "PID-3[2].1.", "PID-12"};
   for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
     size_t n = strlen(paths[i]);
     char *p = map + pg - n;

@@ -72,7 +72,8 @@ static char *last_segment(char *buf, size_t cap) {
   struct dirent *e;
   char best[256] = "";
   while ((e = readdir(dd)) != NULL)
-    if (strstr(e->d_name, ".seg") && strcmp(e->d_name, best) > 0) snprintf(best, sizeof best, "%s", e->d_name);
+    if (strstr(e->d_name, ".seg") && strcmp(e->d_name, best) > 0)
+      snprintf(best, sizeof best, "%s", e->d_name);
   closedir(dd);
   snprintf(buf, cap, "%s/%s", jd, best);
   return buf;

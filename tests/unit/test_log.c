@@ -15,10 +15,8 @@ static char *capture(cad_log_level_t min, cad_log_format_t fmt, cad_log_level_t 
   int fd = mkstemp(path);
   if (fd < 0) return NULL;
   cad_log_setup(min, fmt, fd);
-  if (text)
-    CAD_LOG(lvl, "test.event", ctx, "%s", text);
-  else
-    CAD_LOG(lvl, "test.event", ctx, NULL);
+  if (text) CAD_LOG(lvl, "test.event", ctx, "%s", text);
+  else CAD_LOG(lvl, "test.event", ctx, NULL);
   cad_log_setup(min, fmt, 2);
   close(fd);
   size_t n = 0;
@@ -52,9 +50,10 @@ TEST(kv_line_with_context) {
   REQUIRE(s);
   /* 2026-01-01T00:00:00.000Z then the pairs, one line. */
   CHECK(strlen(s) > 25 && s[10] == 'T' && s[23] == 'Z');
-  CHECK(strstr(s, " level=info event=test.event channel=adt peer=127.0.0.1:4000 conn=12 "
-                  "ctl=\"MSG 1\\\"x\" type=ADT^A01 bytes=99 outcome=AA received=7 "
-                  "msg=\"hello world\"\n") != NULL);
+  CHECK(strstr(s,
+               " level=info event=test.event channel=adt peer=127.0.0.1:4000 conn=12 "
+               "ctl=\"MSG 1\\\"x\" type=ADT^A01 bytes=99 outcome=AA received=7 "
+               "msg=\"hello world\"\n") != NULL);
   CHECK(strchr(s, '\n') == s + strlen(s) - 1);
   free(s);
 }
@@ -85,8 +84,9 @@ TEST(json_line) {
   char *s = capture(CAD_LOG_INFO, CAD_LOG_JSON, CAD_LOG_WARN, &c, "x");
   REQUIRE(s);
   CHECK(s[0] == '{');
-  CHECK(strstr(s, "\"level\":\"warn\",\"event\":\"test.event\",\"channel\":\"lab\","
-                  "\"ctl\":\"a\\\"b\\\\c\\u000a\",\"bytes\":5,\"msg\":\"x\"}\n") != NULL);
+  CHECK(strstr(s,
+               "\"level\":\"warn\",\"event\":\"test.event\",\"channel\":\"lab\","
+               "\"ctl\":\"a\\\"b\\\\c\\u000a\",\"bytes\":5,\"msg\":\"x\"}\n") != NULL);
   free(s);
 }
 

@@ -34,14 +34,10 @@ static uint32_t rng(void) {
 static void sig_bytes(cad_buf_t *b, const char *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)p[i];
-    if (c == '\r')
-      cad_buf_puts(b, "\\r");
-    else if (c == '\n')
-      cad_buf_puts(b, "\\n");
-    else if (c < 0x20 || c >= 0x7f)
-      cad_buf_printf(b, "\\x%02X", c);
-    else
-      cad_buf_putc(b, (char)c);
+    if (c == '\r') cad_buf_puts(b, "\\r");
+    else if (c == '\n') cad_buf_puts(b, "\\n");
+    else if (c < 0x20 || c >= 0x7f) cad_buf_printf(b, "\\x%02X", c);
+    else cad_buf_putc(b, (char)c);
   }
 }
 
@@ -103,8 +99,8 @@ static int run_all(const char *in, size_t n, size_t max, run_t *whole) {
     run_t o;
     run_framer(in, n, max, c >= CHUNK_RANDOM ? CHUNK_RANDOM : c, &o);
     if (o.bad || strcmp(o.sig.data, whole->sig.data) != 0) {
-      fprintf(stderr, "  chunking %d differs:\n    whole: %s\n    other: %s\n", c,
-              whole->sig.data, o.sig.data);
+      fprintf(stderr, "  chunking %d differs:\n    whole: %s\n    other: %s\n", c, whole->sig.data,
+              o.sig.data);
       ok = 0;
     }
     cad_buf_free(&o.sig);
@@ -112,15 +108,17 @@ static int run_all(const char *in, size_t n, size_t max, run_t *whole) {
   return ok;
 }
 
-#define EXPECT_EVENTS(input, max, want)                                             \
-  do {                                                                              \
-    run_t r_;                                                                       \
-    CHECK(run_all((input), sizeof(input) - 1, (max), &r_));                         \
-    CHECK_STRN(r_.sig.data, r_.sig.len, (want));                                    \
-    cad_buf_free(&r_.sig);                                                          \
+#define EXPECT_EVENTS(input, max, want)                     \
+  do {                                                      \
+    run_t r_;                                               \
+    CHECK(run_all((input), sizeof(input) - 1, (max), &r_)); \
+    CHECK_STRN(r_.sig.data, r_.sig.len, (want));            \
+    cad_buf_free(&r_.sig);                                  \
   } while (0)
 
-TEST(one_frame) { EXPECT_EVENTS(VT "MSH|^~\\&|A\rPID|1\r" FS "\r", 0, "F[MSH|^~\\&|A\\rPID|1\\r]|s=0"); }
+TEST(one_frame) {
+  EXPECT_EVENTS(VT "MSH|^~\\&|A\rPID|1\r" FS "\r", 0, "F[MSH|^~\\&|A\\rPID|1\\r]|s=0");
+}
 
 TEST(many_frames_in_one_feed) {
   EXPECT_EVENTS(VT "MSH|1" FS "\r" VT "MSH|2" FS "\r" VT "MSH|3" FS "\r", 0,
@@ -177,7 +175,8 @@ TEST(frame_too_big) {
   EXPECT_EVENTS(VT "MSH|^~\\&|A\rPID|1" FS "\r" VT "MSH|2" FS "\r", 8,
                 "ETOOBIG[MSH|^~\\&]F[MSH|2]|s=0");
   /* exactly max is a frame */
-  EXPECT_EVENTS(VT "MSH|^~\\&" FS "\r" VT "MSH|^~\\&|" FS "\r", 8, "F[MSH|^~\\&]ETOOBIG[MSH|^~\\&]|s=0");
+  EXPECT_EVENTS(VT "MSH|^~\\&" FS "\r" VT "MSH|^~\\&|" FS "\r", 8,
+                "F[MSH|^~\\&]ETOOBIG[MSH|^~\\&]|s=0");
   /* a start block while skipping starts the next frame, no second error */
   EXPECT_EVENTS(VT "MSH|^~\\&|A\rPID|1" VT "MSH|2" FS "\r", 8, "ETOOBIG[MSH|^~\\&]F[MSH|2]|s=0");
   /* oversized and unfinished */
@@ -250,8 +249,8 @@ TEST(wrap_round_trip) {
 }
 
 TEST(generated_inputs_are_chunking_independent) {
-  static const char *tok[] = {VT, FS, "\r", FS "\r", "MSH|^~\\&|", "PID|1", "x", "\n",
-                              "0123456789"};
+  static const char *tok[] = {VT,      FS,  "\r", FS "\r",     "MSH|^~\\&|",
+                              "PID|1", "x", "\n", "0123456789"};
   int bad = 0;
   for (int round = 0; round < 2000; round++) {
     cad_buf_t in = CAD_BUF_INIT;

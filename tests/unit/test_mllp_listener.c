@@ -143,9 +143,19 @@ TEST(replies_written_in_arrival_order) {
   F.reply_order[0] = 2;
   F.reply_order[1] = 0;
   F.reply_order[2] = 1;
-  const char out[] = "\x0b" "m1\x1c\x0d\x0b" "m2\x1c\x0d\x0b" "m3\x1c\x0d";
-  const char want[] = "\x0b" "ACK-m1\x1c\x0d\x0b" "ACK-m2\x1c\x0d\x0b" "ACK-m3\x1c\x0d";
-  client_t c = {.port = cad_mllp_listener_port(F.l), .out = out, .outlen = sizeof out - 1,
+  const char out[] =
+      "\x0b"
+      "m1\x1c\x0d\x0b"
+      "m2\x1c\x0d\x0b"
+      "m3\x1c\x0d";
+  const char want[] =
+      "\x0b"
+      "ACK-m1\x1c\x0d\x0b"
+      "ACK-m2\x1c\x0d\x0b"
+      "ACK-m3\x1c\x0d";
+  client_t c = {.port = cad_mllp_listener_port(F.l),
+                .out = out,
+                .outlen = sizeof out - 1,
                 .want = sizeof want - 1};
   run_with_client(&c);
   CHECK_INT(F.nreq, 3);
@@ -180,8 +190,7 @@ TEST(oversized_frame_answered_then_closed) {
 TEST(half_frame_closed_by_frame_timeout) {
   cad_mllp_listener_opts_t o = {.host = "127.0.0.1", .port = 0, .frame_timeout_ms = 200};
   REQUIRE(start(&o, 99) == 0);
-  client_t c = {.port = cad_mllp_listener_port(F.l), .out = "\x0bhalf", .outlen = 5,
-                .want = 1000};
+  client_t c = {.port = cad_mllp_listener_port(F.l), .out = "\x0bhalf", .outlen = 5, .want = 1000};
   uint64_t t0 = uv_now(&F.loop);
   run_with_client(&c);
   uv_update_time(&F.loop);
@@ -238,8 +247,8 @@ TEST(backpressure_pauses_reading) {
 TEST(eof_waits_for_answers_and_shutdown_drops_late_ones) {
   cad_mllp_listener_opts_t o = {.host = "127.0.0.1", .port = 0};
   REQUIRE(start(&o, 99) == 0);
-  client_t c = {.port = cad_mllp_listener_port(F.l), .out = "\x0bz\x1c\x0d", .outlen = 4,
-                .want = 0};
+  client_t c = {
+      .port = cad_mllp_listener_port(F.l), .out = "\x0bz\x1c\x0d", .outlen = 4, .want = 0};
   run_with_client(&c); /* sends one frame and closes its side */
   for (int i = 0; i < 400 && F.nreq == 0; i++) {
     uv_run(&F.loop, UV_RUN_NOWAIT);
@@ -259,8 +268,8 @@ TEST(eof_waits_for_answers_and_shutdown_drops_late_ones) {
   CHECK_INT(F.closes, 1);
   /* A request still unanswered when the listener closes past its drain
    * time: the connection goes, the request stays valid, its reply is dropped. */
-  client_t c2 = {.port = cad_mllp_listener_port(F.l), .out = "\x0by\x1c\x0d", .outlen = 4,
-                 .want = 100};
+  client_t c2 = {
+      .port = cad_mllp_listener_port(F.l), .out = "\x0by\x1c\x0d", .outlen = 4, .want = 100};
   pthread_t th;
   pthread_create(&th, NULL, client_main, &c2);
   for (int i = 0; i < 800 && F.nreq < 2; i++) {

@@ -37,17 +37,17 @@
 /* ---- the fake downstream server --------------------------------------- */
 
 typedef enum {
-  A_AA = 1,   /* MSA|AA|<ctl> */
-  A_AE,       /* MSA|AE|<ctl> */
-  A_AR,       /* MSA|AR|<ctl> */
-  A_CA,       /* enhanced mode accept */
-  A_WRONG,    /* MSA|AA|<another id> */
-  A_GARBAGE,  /* a frame that is not HL7 */
-  A_NONE,     /* read, answer nothing, keep the connection */
-  A_CLOSE_MID,/* half an ACK frame, then close */
-  A_CLOSE,    /* close without answering */
-  A_SPACE_A,  /* MSA| A|<ctl>: not an acknowledgment code */
-  A_AA_CLOSE, /* MSA|AA|<ctl>, then close */
+  A_AA = 1,    /* MSA|AA|<ctl> */
+  A_AE,        /* MSA|AE|<ctl> */
+  A_AR,        /* MSA|AR|<ctl> */
+  A_CA,        /* enhanced mode accept */
+  A_WRONG,     /* MSA|AA|<another id> */
+  A_GARBAGE,   /* a frame that is not HL7 */
+  A_NONE,      /* read, answer nothing, keep the connection */
+  A_CLOSE_MID, /* half an ACK frame, then close */
+  A_CLOSE,     /* close without answering */
+  A_SPACE_A,   /* MSA| A|<ctl>: not an acknowledgment code */
+  A_AA_CLOSE,  /* MSA|AA|<ctl>, then close */
 } action_t;
 
 #define MAXACT 16
@@ -126,23 +126,23 @@ static void *server_main(void *arg) {
       if (S.nids < MAXACT) snprintf(S.ids[S.nids++], sizeof S.ids[0], "%s", ctl);
       action_t a = S.next < S.nscript ? S.script[S.next++] : A_AA;
       switch (a) {
-      case A_AA: send_ack(fd, "AA", ctl); break;
-      case A_AE: send_ack(fd, "AE", ctl); break;
-      case A_SPACE_A: send_ack(fd, " A", ctl); break;
-      case A_AR: send_ack(fd, "AR", ctl); break;
-      case A_CA: send_ack(fd, "CA", ctl); break;
-      case A_WRONG: send_ack(fd, "AA", "SOMEOTHERID"); break;
-      case A_GARBAGE: send(fd, "\x0bhello, this is not HL7\x1c\r", 25, MSG_NOSIGNAL); break;
-      case A_NONE: break;
-      case A_CLOSE_MID:
-        send(fd, "\x0bMSH|^~\\&|EHR|SOUTH|LAB|NO", 27, MSG_NOSIGNAL);
-        keep = 0;
-        break;
-      case A_CLOSE: keep = 0; break;
-      case A_AA_CLOSE:
-        send_ack(fd, "AA", ctl);
-        keep = 0;
-        break;
+        case A_AA: send_ack(fd, "AA", ctl); break;
+        case A_AE: send_ack(fd, "AE", ctl); break;
+        case A_SPACE_A: send_ack(fd, " A", ctl); break;
+        case A_AR: send_ack(fd, "AR", ctl); break;
+        case A_CA: send_ack(fd, "CA", ctl); break;
+        case A_WRONG: send_ack(fd, "AA", "SOMEOTHERID"); break;
+        case A_GARBAGE: send(fd, "\x0bhello, this is not HL7\x1c\r", 25, MSG_NOSIGNAL); break;
+        case A_NONE: break;
+        case A_CLOSE_MID:
+          send(fd, "\x0bMSH|^~\\&|EHR|SOUTH|LAB|NO", 27, MSG_NOSIGNAL);
+          keep = 0;
+          break;
+        case A_CLOSE: keep = 0; break;
+        case A_AA_CLOSE:
+          send_ack(fd, "AA", ctl);
+          keep = 0;
+          break;
       }
     }
     close(fd);
@@ -194,8 +194,9 @@ static void on_closed(void *arg) {
   closed = 1;
 }
 
-#define MSG(ctl)                                                                             \
-  "MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20260101120000||ADT^A01^ADT_A01|" ctl "|P|2.5.1\r"          \
+#define MSG(ctl)                                                       \
+  "MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20260101120000||ADT^A01^ADT_A01|" ctl \
+  "|P|2.5.1\r"                                                         \
   "PID|1||12345^^^HOSP^MR||DOE^JANE\r"
 
 /* Run the loop until *flag is set.  (UV_RUN_ONCE would block in the poll
@@ -585,16 +586,13 @@ TEST(cidr_allow_lists) {
   CHECK(!cad_cidr_match(c, 3, (struct sockaddr *)&a6));
 }
 
-
 /* ---- connecting: names, several addresses, lookups that hang ------------ */
 
 static struct sockaddr_storage addr_of(const char *ip, int port) {
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
-  if (strchr(ip, ':'))
-    uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss);
-  else
-    uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss);
+  if (strchr(ip, ':')) uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ss);
+  else uv_ip4_addr(ip, port, (struct sockaddr_in *)&ss);
   return ss;
 }
 
@@ -940,7 +938,7 @@ TEST(idle_connection_closed_by_peer_is_replaced_at_once) {
   result_t r = deliver(&loop, s, MSG("Z2"));
   uint64_t ms = (uv_hrtime() - t0) / 1000000;
   CHECK_INT(r.outcome, CAD_MLLP_SEND_OK); /* one attempt, no RETRY */
-  CHECK(ms < 500);                         /* the delivery's first backoff is 1 s */
+  CHECK(ms < 500);                        /* the delivery's first backoff is 1 s */
   cad_mllp_sender_stats_t st;
   cad_mllp_sender_get_stats(s, &st);
   CHECK_INT(st.reopened, 1);
@@ -1063,17 +1061,18 @@ static void make_cert(const char *name, const char *cn, const char *ca, const ch
            "-out %s.csr -subj /CN=%s && printf 'basicConstraints=CA:FALSE\\n"
            "extendedKeyUsage=%s\\n%s%s\\n' > %s.ext && openssl x509 -req -in %s.csr -CA %s.crt "
            "-CAkey %s.key -CAcreateserial -out %s.crt -days %s -extfile %s.ext",
-           name, name, cn, usage, san ? "subjectAltName=" : "", san ? san : "", name, name, ca,
-           ca, name, days, name);
+           name, name, cn, usage, san ? "subjectAltName=" : "", san ? san : "", name, name, ca, ca,
+           name, days, name);
   if (sh(cmd) != 0) fprintf(stderr, "  cannot make %s\n", name);
 }
 
 __attribute__((constructor)) static void make_pki(void) {
   snprintf(pki, sizeof pki, "/tmp/cad-ut-tls-XXXXXX");
   if (!mkdtemp(pki)) return;
-#define MAKE_CA(n, cn)                                                                      \
-  "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " n      \
-  ".key -out " n ".crt -days 30 -subj /CN=" cn " -addext basicConstraints=critical,CA:TRUE "  \
+#define MAKE_CA(n, cn)                                                                   \
+  "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " n \
+  ".key -out " n ".crt -days 30 -subj /CN=" cn                                           \
+  " -addext basicConstraints=critical,CA:TRUE "                                          \
   "-addext keyUsage=critical,keyCertSign,cRLSign"
   sh(MAKE_CA("ca", "TestCA"));
   sh(MAKE_CA("ca2", "OtherCA"));
@@ -1108,7 +1107,7 @@ typedef struct {
   cad_transport_t *conn;
   cad_mllp_framer_t fr;
   int errors, last_err, messages, accepted;
-  int close_after;  /* > 0: close (gracefully) after the ACK of this message */
+  int close_after; /* > 0: close (gracefully) after the ACK of this message */
   cad_tls_reason_t reason;
   char reason_text[200];
   char peer[128];
@@ -1131,8 +1130,7 @@ static void ts_on_data(cad_transport_t *t, const char *p, size_t n) {
     T.messages++;
     static char ack[256];
     int k = snprintf(ack, sizeof ack,
-                     "\x0bMSH|^~\\&|B|B|A|A|20260101||ACK|X%s|P|2.5\rMSA|AA|%s\r\x1c\r", ctl,
-                     ctl);
+                     "\x0bMSH|^~\\&|B|B|A|A|20260101||ACK|X%s|P|2.5\rMSA|AA|%s\r\x1c\r", ctl, ctl);
     uv_buf_t b = uv_buf_init(ack, (unsigned)k);
     cad_transport_write(t, &b, 1, NULL, NULL);
     if (T.messages == T.close_after) { /* ACK and close_notify leave together */
@@ -1143,9 +1141,7 @@ static void ts_on_data(cad_transport_t *t, const char *p, size_t n) {
   }
 }
 
-static void ts_conn_closed(void *arg) {
-  (void)arg;
-}
+static void ts_conn_closed(void *arg) { (void)arg; }
 
 static void ts_on_error(cad_transport_t *t, int err) {
   T.errors++;
@@ -1184,8 +1180,8 @@ static int ts_start(uv_loop_t *loop, const cad_tls_server_opts_t *o) {
   uv_tcp_init(loop, &T.server);
   struct sockaddr_in a;
   uv_ip4_addr("127.0.0.1", 0, &a);
-  if (uv_tcp_bind(&T.server, (struct sockaddr *)&a, 0) || uv_listen((uv_stream_t *)&T.server, 8,
-                                                                     ts_on_connection))
+  if (uv_tcp_bind(&T.server, (struct sockaddr *)&a, 0) ||
+      uv_listen((uv_stream_t *)&T.server, 8, ts_on_connection))
     return -1;
   int len = sizeof a;
   uv_tcp_getsockname(&T.server, (struct sockaddr *)&a, &len);
@@ -1204,8 +1200,8 @@ static void ts_stop(uv_loop_t *loop) {
 /* A sender with a client context; NULL cert = no client certificate. */
 static cad_mllp_sender_t *tls_sender(uv_loop_t *loop, const char *ca, const char *cert,
                                      const char *key, const char *host) {
-  cad_tls_client_opts_t co = {ca ? pf(ca) : NULL, cert ? pf(cert) : NULL, key ? pf(key) : NULL,
-                              false, NULL, CAD_TLS_V1_2};
+  cad_tls_client_opts_t co = {
+      ca ? pf(ca) : NULL, cert ? pf(cert) : NULL, key ? pf(key) : NULL, false, NULL, CAD_TLS_V1_2};
   cad_tls_ctx_t *ctx = NULL;
   char err[300];
   if (cad_tls_client_ctx_new(&co, &ctx, err, sizeof err) != 0) {
@@ -1237,8 +1233,8 @@ TEST(tls_good_handshake_and_reuse) {
   REQUIRE(pki[0]);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
-                              NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0, NULL,
+                              CAD_TLS_V1_2};
   REQUIRE(ts_start(&loop, &so) == 0);
   cad_mllp_sender_t *s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
   REQUIRE(s);
@@ -1256,8 +1252,8 @@ TEST(tls_idle_connection_closed_by_peer_is_replaced_at_once) {
   REQUIRE(pki[0]);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
-                              NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0, NULL,
+                              CAD_TLS_V1_2};
   REQUIRE(ts_start(&loop, &so) == 0);
   cad_mllp_sender_t *s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
   REQUIRE(s);
@@ -1286,8 +1282,8 @@ TEST(tls_close_notify_with_the_ack) {
   REQUIRE(pki[0]);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
-                              NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0, NULL,
+                              CAD_TLS_V1_2};
   REQUIRE(ts_start(&loop, &so) == 0);
   T.close_after = 2;
   cad_mllp_sender_t *s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.1");
@@ -1316,8 +1312,8 @@ TEST(tls_client_checks_the_server) {
   REQUIRE(pki[0]);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
-                              NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0, NULL,
+                              CAD_TLS_V1_2};
   REQUIRE(ts_start(&loop, &so) == 0);
   cad_mllp_sender_t *s = tls_sender(&loop, "ca2.crt", NULL, NULL, "127.0.0.1");
   REQUIRE(s);
@@ -1343,8 +1339,8 @@ static void mutual(const char *cert, const char *key, const char *const *allowed
                    int want_outcome, cad_tls_reason_t want_reason) {
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), pf("ca.crt"), true, allowed,
-                              nallowed, NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), pf("ca.crt"), true,
+                              allowed,          nallowed,         NULL,         CAD_TLS_V1_2};
   if (ts_start(&loop, &so) != 0) {
     cad_test_failures++;
     return;
@@ -1381,8 +1377,7 @@ TEST(tls_mutual_good) {
 TEST(tls_mutual_refusals) {
   const char *allowed[] = {"lab-analyzer-1"};
   mutual(NULL, NULL, NULL, 0, CAD_MLLP_SEND_RETRY, CAD_TLS_NO_CLIENT_CERT);
-  mutual("client2.crt", "client2.key", allowed, 1, CAD_MLLP_SEND_RETRY,
-         CAD_TLS_CLIENT_NOT_ALLOWED);
+  mutual("client2.crt", "client2.key", allowed, 1, CAD_MLLP_SEND_RETRY, CAD_TLS_CLIENT_NOT_ALLOWED);
   mutual("client_old.crt", "client_old.key", NULL, 0, CAD_MLLP_SEND_RETRY, CAD_TLS_EXPIRED);
   mutual("client_ca2.crt", "client_ca2.key", NULL, 0, CAD_MLLP_SEND_RETRY, CAD_TLS_UNKNOWN_CA);
 }
@@ -1391,8 +1386,8 @@ TEST(tls_server_handshake_timeout_and_plain_client) {
   REQUIRE(pki[0]);
   uv_loop_t loop;
   uv_loop_init(&loop);
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0,
-                              NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), NULL, false, NULL, 0, NULL,
+                              CAD_TLS_V1_2};
   REQUIRE(ts_start(&loop, &so) == 0);
   T.hs_timeout = 150;
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -1425,8 +1420,8 @@ TEST(tls_context_errors) {
   REQUIRE(pki[0]);
   char err[300];
   cad_tls_ctx_t *c = NULL;
-  cad_tls_server_opts_t so = {pf("nope.crt"), pf("server.key"), NULL, false, NULL, 0, NULL,
-                              CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("nope.crt"), pf("server.key"), NULL, false, NULL, 0,
+                              NULL,           CAD_TLS_V1_2};
   CHECK_INT(cad_tls_server_ctx_new(&so, &c, err, sizeof err), CAD_E_IO);
   CHECK(strstr(err, "cannot read certificate") != NULL);
   so.cert_file = pf("server.crt");
@@ -1453,7 +1448,6 @@ TEST(tls_context_errors) {
 
 /* ---- the MLLP listener over TLS (the sender as its client) ---------------- */
 
-
 typedef struct {
   int frames, tls_failed, tls_ready, denied, opens;
   char detail[200], peer_cn[128];
@@ -1468,8 +1462,8 @@ static void lt_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *dat
   snprintf(msg, sizeof msg, "%.*s", (int)frame.len, frame.p);
   msh10(msg, ctl, sizeof ctl);
   LT.frames++;
-  int n = snprintf(ack, sizeof ack, "MSH|^~\\&|B|B|A|A|20260101||ACK|Y%s|P|2.5\rMSA|AA|%s\r", ctl,
-                   ctl);
+  int n =
+      snprintf(ack, sizeof ack, "MSH|^~\\&|B|B|A|A|20260101||ACK|Y%s|P|2.5\rMSA|AA|%s\r", ctl, ctl);
   cad_mllp_reply(req, ack, (size_t)n, 0);
 }
 
@@ -1496,8 +1490,8 @@ TEST(listener_tls_allow_and_reload) {
   uv_loop_init(&loop);
   char err[300];
   cad_tls_ctx_t *mtls = NULL, *open_tls = NULL;
-  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), pf("ca.crt"), true, NULL, 0,
-                              NULL, CAD_TLS_V1_2};
+  cad_tls_server_opts_t so = {pf("server.crt"), pf("server.key"), pf("ca.crt"), true, NULL, 0, NULL,
+                              CAD_TLS_V1_2};
   REQUIRE(cad_tls_server_ctx_new(&so, &mtls, err, sizeof err) == 0);
   so.ca_file = NULL;
   so.require_client_cert = false;

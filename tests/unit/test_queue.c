@@ -61,7 +61,7 @@ static void on_append(void *ud, int status, const uint64_t *seqs, size_t n) {
 /* The fake destination. */
 typedef struct {
   uv_loop_t *loop;
-  int fail_first;     /* fail this many attempts */
+  int fail_first; /* fail this many attempts */
   cad_deliver_outcome_t fail_how;
   int calls;
   int got;

@@ -103,14 +103,14 @@ static bool has_error(fx_t *f, const char *needle) {
   return false;
 }
 
-#define ORU                                                                   \
-  "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240305143000||ORU^R01|C1|P|2.5.1\n"          \
-  "PID|1||123^^^HOSP^MR~QA7^^^TEST^PT||Doe^Jane||19800412|F\n"                \
-  "OBR|1|O1|F1|BMP|||20240305121045\n"                                        \
-  "OBX|1|NM|GLU^Glucose^L||98|mg/dL|||||F\n"                                  \
-  "NTE|1||first note\n"                                                       \
-  "OBX|2|NM|K^Potassium^L||4.1|mmol/L|||||D\n"                                \
-  "OBX|3|ST|XYZ^Other^L||  text  ||||||F\n"                                    \
+#define ORU                                                         \
+  "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240305143000||ORU^R01|C1|P|2.5.1\n" \
+  "PID|1||123^^^HOSP^MR~QA7^^^TEST^PT||Doe^Jane||19800412|F\n"      \
+  "OBR|1|O1|F1|BMP|||20240305121045\n"                              \
+  "OBX|1|NM|GLU^Glucose^L||98|mg/dL|||||F\n"                        \
+  "NTE|1||first note\n"                                             \
+  "OBX|2|NM|K^Potassium^L||4.1|mmol/L|||||D\n"                      \
+  "OBX|3|ST|XYZ^Other^L||  text  ||||||F\n"                         \
   "NTE|1||second note\n"
 
 /* A condition test: compile `when`, route ORU, expect delivered or not. */
@@ -149,17 +149,19 @@ TEST(filter_in_prefix) {
 
 TEST(filter_in_table) {
   fx_t f;
-  REQUIRE(fx_compile(&f, "tables:\n  codes: { values: { GLU: x, NA: y } }\n"
-                         "channel:\n  routes:\n"
-                         "    - when: { path: \"OBX[*]-3.1\", in_table: codes }\n      to: a\n"
-                         "    - when: { path: \"OBX[*]-3.1\", all: { in_table: codes } }\n"
-                         "      to: b\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "tables:\n  codes: { values: { GLU: x, NA: y } }\n"
+                     "channel:\n  routes:\n"
+                     "    - when: { path: \"OBX[*]-3.1\", in_table: codes }\n      to: a\n"
+                     "    - when: { path: \"OBX[*]-3.1\", all: { in_table: codes } }\n"
+                     "      to: b\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_DELIVER);
   CHECK(fx_out(&f, 0, 0) != NULL);
   fx_free(&f);
-  REQUIRE(fx_compile(&f, "tables:\n  codes: { values: { NA: y } }\n"
-                         "channel:\n  routes:\n"
-                         "    - when: { path: \"OBX[*]-3.1\", in_table: codes }\n      to: a\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "tables:\n  codes: { values: { NA: y } }\n"
+                     "channel:\n  routes:\n"
+                     "    - when: { path: \"OBX[*]-3.1\", in_table: codes }\n      to: a\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_FILTERED);
   fx_free(&f);
 }
@@ -169,8 +171,9 @@ TEST(filter_matches_regex) {
   CHECK_INT(when_holds("{ path: MSH-10, matches: \"^X\" }"), 0);
   CHECK_INT(when_holds("{ path: \"PID-3[*].4\", matches: \"^TE\" }"), 1);
   fx_t f;
-  CHECK_INT(fx_compile(&f, "channel:\n  routes:\n    - when: { path: MSH-10, matches: \"a(b\" }\n"
-                           "      to: a\n"),
+  CHECK_INT(fx_compile(&f,
+                       "channel:\n  routes:\n    - when: { path: MSH-10, matches: \"a(b\" }\n"
+                       "      to: a\n"),
             CAD_E_CONFIG);
   CHECK(has_error(&f, "t.yaml:3:38: invalid regular expression"));
   fx_free(&f);
@@ -178,7 +181,7 @@ TEST(filter_matches_regex) {
 
 TEST(filter_exists_empty) {
   CHECK_INT(when_holds("{ path: PID-5, exists: true }"), 1);
-  CHECK_INT(when_holds("{ path: PID-4, exists: true }"), 0);  /* empty field */
+  CHECK_INT(when_holds("{ path: PID-4, exists: true }"), 0);   /* empty field */
   CHECK_INT(when_holds("{ path: PID-40, exists: false }"), 1); /* beyond the last field */
   CHECK_INT(when_holds("{ path: ZZZ-1, exists: false }"), 1);  /* missing segment */
   CHECK_INT(when_holds("{ path: ZZZ-1, empty: true }"), 1);
@@ -187,8 +190,9 @@ TEST(filter_exists_empty) {
   CHECK_INT(when_holds("{ path: PID-5, empty: false }"), 1);
   /* The HL7 null "" counts as empty. */
   fx_t f;
-  REQUIRE(fx_compile(&f, "channel:\n  routes:\n    - when: { path: PID-8, empty: true }\n"
-                         "      to: a\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes:\n    - when: { path: PID-8, empty: true }\n"
+                     "      to: a\n") == 0);
   CHECK_INT(fx_eval(&f, "MSH|^~\\&|A|B\nPID|1||1||X||1|\"\"\n"), CAD_ROUTE_DELIVER);
   CHECK_INT(fx_eval(&f, "MSH|^~\\&|A|B\nPID|1||1||X||1|F\n"), CAD_ROUTE_FILTERED);
   fx_free(&f);
@@ -200,13 +204,14 @@ TEST(filter_numeric) {
   CHECK_INT(when_holds("{ path: OBX-5, le: 98 }"), 1);
   CHECK_INT(when_holds("{ path: OBX-5, gt: 97.5 }"), 1);
   CHECK_INT(when_holds("{ path: OBX-5, ge: 98.01 }"), 0);
-  CHECK_INT(when_holds("{ path: OBX-5, ge: 90, lt: 99 }"), 1); /* both on the same value */
-  CHECK_INT(when_holds("{ path: \"OBX[3]-5\", lt: 1000 }"), 0);    /* text is not a number */
+  CHECK_INT(when_holds("{ path: OBX-5, ge: 90, lt: 99 }"), 1);  /* both on the same value */
+  CHECK_INT(when_holds("{ path: \"OBX[3]-5\", lt: 1000 }"), 0); /* text is not a number */
   CHECK_INT(when_holds("{ path: \"OBX[*]-5\", all: { gt: 1 } }"), 0);
   CHECK_INT(when_holds("{ path: \"OBX[*]-5\", any: { lt: 5 } }"), 1); /* 4.1 */
   fx_t f;
-  CHECK_INT(fx_compile(&f, "channel:\n  routes:\n    - when: { path: OBX-5, lt: ten }\n"
-                           "      to: a\n"),
+  CHECK_INT(fx_compile(&f,
+                       "channel:\n  routes:\n    - when: { path: OBX-5, lt: ten }\n"
+                       "      to: a\n"),
             CAD_E_CONFIG);
   CHECK(has_error(&f, "t.yaml:3:32: 'lt' needs a decimal number, not 'ten'"));
   fx_free(&f);
@@ -221,15 +226,17 @@ TEST(filter_dates) {
   CHECK_INT(when_holds("{ path: PID-5, before: \"2030\" }"), 0); /* not a date */
   /* Time zones: 12:00+0100 is 11:00 UTC, before 11:30+0000. */
   fx_t f;
-  REQUIRE(fx_compile(&f, "channel:\n  routes:\n"
-                         "    - when: { path: MSH-7, before: \"202401011130+0000\" }\n"
-                         "      to: a\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes:\n"
+                     "    - when: { path: MSH-7, before: \"202401011130+0000\" }\n"
+                     "      to: a\n") == 0);
   CHECK_INT(fx_eval(&f, "MSH|^~\\&|A|B|C|D|202401011200+0100\n"), CAD_ROUTE_DELIVER);
   CHECK_INT(fx_eval(&f, "MSH|^~\\&|A|B|C|D|202401011200+0000\n"), CAD_ROUTE_FILTERED);
   CHECK_INT(fx_eval(&f, "MSH|^~\\&|A|B|C|D|202401010000-0100\n"), CAD_ROUTE_DELIVER);
   fx_free(&f);
-  CHECK_INT(fx_compile(&f, "channel:\n  routes:\n    - when: { path: MSH-7, before: 2024-01-01 }\n"
-                           "      to: a\n"),
+  CHECK_INT(fx_compile(&f,
+                       "channel:\n  routes:\n    - when: { path: MSH-7, before: 2024-01-01 }\n"
+                       "      to: a\n"),
             CAD_E_CONFIG);
   CHECK(has_error(&f, "t.yaml:3:36: 'before' needs an HL7 date/time"));
   fx_free(&f);
@@ -295,8 +302,9 @@ TEST(set_value_is_escaped) {
 
 TEST(set_msh5_msh6_and_version) {
   fx_t f;
-  REQUIRE(transform(&f, "[ { set: MSH-5, value: X }, { set: MSH-6, value: Y }, "
-                        "{ version: \"2.3\" } ]",
+  REQUIRE(transform(&f,
+                    "[ { set: MSH-5, value: X }, { set: MSH-6, value: Y }, "
+                    "{ version: \"2.3\" } ]",
                     ORU) == 0);
   CHECK_STR(seg_of(&f, "MSH"), "MSH|^~\\&|LIS|LAB|X|Y|20240305143000||ORU^R01|C1|P|2.3");
   fx_free(&f);
@@ -313,9 +321,10 @@ TEST(set_creates_missing_parts_and_segments) {
 
 TEST(set_template_with_repetitions_and_segments) {
   fx_t f;
-  REQUIRE(transform(&f, "[ { set: \"PID-3[1].4\", template: \"${MSH-4}\" },"
-                        "  { set: PID-18, template: \"${PID-3.1}^^^${MSH-4}&x\" },"
-                        "  { set: \"OBX[*]-4\", template: \"${OBX-1}:${OBX-3.1}\" } ]",
+  REQUIRE(transform(&f,
+                    "[ { set: \"PID-3[1].4\", template: \"${MSH-4}\" },"
+                    "  { set: PID-18, template: \"${PID-3.1}^^^${MSH-4}&x\" },"
+                    "  { set: \"OBX[*]-4\", template: \"${OBX-1}:${OBX-3.1}\" } ]",
                     ORU) == 0);
   CHECK_STR(seg_of(&f, "PID"),
             "PID|1||123^^^LAB^MR~QA7^^^TEST^PT||Doe^Jane||19800412|F||||||||||123^^^LAB&x");
@@ -331,9 +340,10 @@ TEST(template_with_custom_delimiters) {
   fx_t f;
   /* Field '$', component '%', repetition '~', escape '\', subcomponent '&'. */
   const char *msg = "MSH$%~\\&$LIS$LAB$$$2024$$ORU%R01$C1$P$2.5\nPID$1$$77%%%H$$Doe%Jane\n";
-  REQUIRE(transform(&f, "[ { set: PID-19, template: \"${PID-3.1}^^^${MSH-4}\" },"
-                        "  { set: PID-5.2, value: \"A$B%C|^\" },"
-                        "  { set: MSH-5, value: EHR } ]",
+  REQUIRE(transform(&f,
+                    "[ { set: PID-19, template: \"${PID-3.1}^^^${MSH-4}\" },"
+                    "  { set: PID-5.2, value: \"A$B%C|^\" },"
+                    "  { set: MSH-5, value: EHR } ]",
                     msg) == 0);
   CHECK_STR(seg_of(&f, "PID"), "PID$1$$77%%%H$$Doe%A\\F\\B\\S\\C|^$$$$$$$$$$$$$$77%%%LAB");
   CHECK_STR(seg_of(&f, "MSH"), "MSH$%~\\&$LIS$LAB$EHR$$2024$$ORU%R01$C1$P$2.5");
@@ -360,8 +370,9 @@ TEST(set_every_repetition_and_missing_subcomponent_delimiter) {
 
 TEST(copy_move_clear) {
   fx_t f;
-  REQUIRE(transform(&f, "[ { copy: PID-5, to: PID-9 }, { move: PID-7, to: PID-29 },"
-                        "  { clear: \"PID-3[2]\" }, { copy: OBX-3.1, to: \"OBX[*]-3.4\" } ]",
+  REQUIRE(transform(&f,
+                    "[ { copy: PID-5, to: PID-9 }, { move: PID-7, to: PID-29 },"
+                    "  { clear: \"PID-3[2]\" }, { copy: OBX-3.1, to: \"OBX[*]-3.4\" } ]",
                     ORU) == 0);
   CHECK_STR(seg_of(&f, "PID"),
             "PID|1||123^^^HOSP^MR~||Doe^Jane|||F|Doe^Jane||||||||||||||||||||19800412");
@@ -403,8 +414,9 @@ TEST(map_defaults) {
   CHECK(strstr(o, "OBX|3|ST|keep^Other^L|") != NULL);
   fx_free(&f);
   /* reject: AE, ERR 103 at the OBX, no output at all. */
-  CHECK_INT(transform(&f, "[ { set: MSH-5, value: X }, { map: \"OBX[*]-3.1\", table: loinc, "
-                          "default: reject } ]",
+  CHECK_INT(transform(&f,
+                      "[ { set: MSH-5, value: X }, { map: \"OBX[*]-3.1\", table: loinc, "
+                      "default: reject } ]",
                       ORU),
             CAD_ROUTE_ERROR);
   CHECK_INT(f.res.nouts, 0);
@@ -449,12 +461,14 @@ TEST(map_from_csv_table) {
 
 TEST(replace_upper_lower_trim) {
   fx_t f;
-  REQUIRE(transform(&f, "[ { replace: \"PID-3[1].1\", pattern: \"([0-9])\", with: \"<\\\\1>\" },"
-                        "  { upper: PID-5.2 }, { lower: PID-5.1 }, { trim: \"OBX[3]-5\" },"
-                        "  { replace: MSH-3, pattern: \"^L\", with: \"&|\" } ]",
+  REQUIRE(transform(&f,
+                    "[ { replace: \"PID-3[1].1\", pattern: \"([0-9])\", with: \"<\\\\1>\" },"
+                    "  { upper: PID-5.2 }, { lower: PID-5.1 }, { trim: \"OBX[3]-5\" },"
+                    "  { replace: MSH-3, pattern: \"^L\", with: \"&|\" } ]",
                     ORU) == 0);
   CHECK_STR(seg_of(&f, "PID"), "PID|1||<1><2><3>^^^HOSP^MR~QA7^^^TEST^PT||doe^JANE||19800412|F");
-  CHECK_STR(seg_of(&f, "MSH"), "MSH|^~\\&|\\T\\\\F\\IS|LAB|EHR|HOSP|20240305143000||ORU^R01|C1|P|2.5.1");
+  CHECK_STR(seg_of(&f, "MSH"),
+            "MSH|^~\\&|\\T\\\\F\\IS|LAB|EHR|HOSP|20240305143000||ORU^R01|C1|P|2.5.1");
   const char *o = fx_out(&f, 0, 0);
   REQUIRE(o);
   CHECK(strstr(o, "OBX|3|ST|XYZ^Other^L||text|") != NULL);
@@ -463,9 +477,10 @@ TEST(replace_upper_lower_trim) {
 
 TEST(format_date) {
   fx_t f;
-  REQUIRE(transform(&f, "[ { format_date: OBR-7, precision: minute },"
-                        "  { format_date: PID-7, format: \"%Y-%m-%d\" },"
-                        "  { format_date: MSH-7, precision: second } ]",
+  REQUIRE(transform(&f,
+                    "[ { format_date: OBR-7, precision: minute },"
+                    "  { format_date: PID-7, format: \"%Y-%m-%d\" },"
+                    "  { format_date: MSH-7, precision: second } ]",
                     "MSH|^~\\&|A|B|C|D|202401021530+0100\nPID|1||1||X||19800412\n"
                     "OBR|1|||||| 20240305121045\nOBR|2||||||20240305121045\n") == CAD_ROUTE_ERROR);
   /* " 2024..." is not a date: error 102 at OBR-7. */
@@ -473,9 +488,10 @@ TEST(format_date) {
   CHECK_STR(f.res.diag.seg_id, "OBR");
   CHECK_INT(f.res.diag.field, 7);
   fx_free(&f);
-  REQUIRE(transform(&f, "[ { format_date: \"OBR[*]-7\", precision: minute },"
-                        "  { format_date: PID-7, format: \"%Y-%m-%d\" },"
-                        "  { format_date: MSH-7, precision: second } ]",
+  REQUIRE(transform(&f,
+                    "[ { format_date: \"OBR[*]-7\", precision: minute },"
+                    "  { format_date: PID-7, format: \"%Y-%m-%d\" },"
+                    "  { format_date: MSH-7, precision: second } ]",
                     "MSH|^~\\&|A|B|C|D|202401021530+0100\nPID|1||1||X||19800412\n"
                     "OBR|1||||||20240305121045\nOBR|2||||||2024\n") == 0);
   CHECK_STR(seg_of(&f, "MSH"), "MSH|^~\\&|A|B|C|D|20240102153000+0100");
@@ -489,10 +505,11 @@ TEST(format_date) {
 
 TEST(dead_letter_on_error) {
   fx_t f;
-  REQUIRE(fx_compile(&f, "tables:\n  t: { values: { A: B } }\n"
-                         "channel:\n  on_error: dead_letter\n  routes:\n"
-                         "    - transform: [ { map: MSH-3, table: t, default: reject } ]\n"
-                         "      to: a\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "tables:\n  t: { values: { A: B } }\n"
+                     "channel:\n  on_error: dead_letter\n  routes:\n"
+                     "    - transform: [ { map: MSH-3, table: t, default: reject } ]\n"
+                     "      to: a\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_DEAD_LETTER);
   CHECK_INT(f.res.nouts, 0);
   CHECK(strstr(f.res.diag.reason, "MSH-3: code not in table 't'") != NULL);
@@ -518,9 +535,10 @@ TEST(delete_segments) {
 
 TEST(add_and_rename_segments) {
   fx_t f;
-  REQUIRE(transform(&f, "[ { add: \"ZPI|${PID-3.1}|a^b\", after: PID },"
-                        "  { add: \"ZEN|end\" }, { add: \"ZOB|x\", after: OBX },"
-                        "  { rename: NTE, to: ZNT } ]",
+  REQUIRE(transform(&f,
+                    "[ { add: \"ZPI|${PID-3.1}|a^b\", after: PID },"
+                    "  { add: \"ZEN|end\" }, { add: \"ZOB|x\", after: OBX },"
+                    "  { rename: NTE, to: ZNT } ]",
                     ORU) == 0);
   CHECK_STR(fx_out(&f, 0, 0),
             "MSH|^~\\&|LIS|LAB|EHR|HOSP|20240305143000||ORU^R01|C1|P|2.5.1\n"
@@ -541,13 +559,14 @@ TEST(add_and_rename_segments) {
 
 TEST(fanout_shapes_per_route) {
   fx_t f;
-  REQUIRE(fx_compile(&f, "channel:\n  routes:\n"
-                         "    - { name: one, transform: [ { set: MSH-5, value: ONE } ], to: [a, c],"
-                         " continue: true }\n"
-                         "    - { name: two, transform: [ { delete: NTE } ], to: b, continue: true }\n"
-                         "    - { name: three, when: { path: PID-8, equals: M }, to: c }\n"
-                         "    - { name: four, to: c }\n"
-                         "    - { name: five, to: a }\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes:\n"
+                     "    - { name: one, transform: [ { set: MSH-5, value: ONE } ], to: [a, c],"
+                     " continue: true }\n"
+                     "    - { name: two, transform: [ { delete: NTE } ], to: b, continue: true }\n"
+                     "    - { name: three, when: { path: PID-8, equals: M }, to: c }\n"
+                     "    - { name: four, to: c }\n"
+                     "    - { name: five, to: a }\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_DELIVER);
   CHECK_INT(f.res.nouts, 4); /* a, c from one; b from two; c from four; stops at four */
   const char *a = fx_out(&f, 0, 0);
@@ -748,8 +767,7 @@ TEST(fused_runs_match_stepwise) {
              steps[0], steps[1]);
     fx_t f;
     if (fx_compile(&f, yaml) != 0) {
-      fprintf(stderr, "  compile failed:\n%s  steps: %s / %s\n", fx_errors(&f), steps[0],
-              steps[1]);
+      fprintf(stderr, "  compile failed:\n%s  steps: %s / %s\n", fx_errors(&f), steps[0], steps[1]);
       CHECK(0);
       fx_free(&f);
       continue;
@@ -762,15 +780,15 @@ TEST(fused_runs_match_stepwise) {
       eval_into(&f, diff_msgs[m], &b);
       bool same = a.rc == b.rc && a.disposition == b.disposition && a.step == b.step &&
                   a.route == b.route && a.hl7 == b.hl7 && a.segment == b.segment &&
-                  a.field == b.field && memcmp(a.seg_id, b.seg_id, 4) == 0 &&
-                  a.nouts == b.nouts && strcmp(a.reason, b.reason) == 0 && a.len == b.len &&
+                  a.field == b.field && memcmp(a.seg_id, b.seg_id, 4) == 0 && a.nouts == b.nouts &&
+                  strcmp(a.reason, b.reason) == 0 && a.len == b.len &&
                   memcmp(a.bytes, b.bytes, a.len) == 0;
       if (!same) {
         fprintf(stderr,
                 "  steps %s / %s, message %zu:\n  fused    %d %s [%.*s]\n"
                 "  stepwise %d %s [%.*s]\n",
-                steps[0], steps[1], m, a.disposition, a.reason, (int)a.len, a.bytes,
-                b.disposition, b.reason, (int)b.len, b.bytes);
+                steps[0], steps[1], m, a.disposition, a.reason, (int)a.len, a.bytes, b.disposition,
+                b.reason, (int)b.len, b.bytes);
         CHECK(same);
       }
       compared++;
@@ -787,18 +805,21 @@ TEST(fused_runs_match_stepwise) {
 
 TEST(unrouted_drop_reject_destination) {
   fx_t f;
-  REQUIRE(fx_compile(&f, "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"
-                         "  unrouted: drop\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"
+                     "  unrouted: drop\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_FILTERED);
   CHECK_INT(f.res.nouts, 0);
   fx_free(&f);
-  REQUIRE(fx_compile(&f, "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"
-                         "  unrouted: reject\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"
+                     "  unrouted: reject\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_REJECTED);
   CHECK_INT(f.res.diag.hl7_code, 200);
   fx_free(&f);
-  REQUIRE(fx_compile(&f, "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"
-                         "  unrouted: c\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes: [ { when: { path: MSH-9.1, equals: ADT }, to: a } ]\n"
+                     "  unrouted: c\n") == 0);
   CHECK_INT(fx_eval(&f, ORU), CAD_ROUTE_DELIVER);
   CHECK(f.res.unrouted);
   CHECK_INT(f.res.nouts, 1);
@@ -821,8 +842,9 @@ TEST(unparsable_message_is_rejected) {
 
 TEST(arena_budget_exhausted_is_an_error) {
   fx_t f;
-  REQUIRE(fx_compile(&f, "channel:\n  routes: [ { transform: [ { set: PID-5, value: X } ], "
-                         "to: a } ]\n") == 0);
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes: [ { transform: [ { set: PID-5, value: X } ], "
+                     "to: a } ]\n") == 0);
   cad_arena_t small;
   cad_arena_init(&small, 256, 512);
   cad_route_result_t res;
@@ -894,9 +916,10 @@ TEST(errors_with_positions) {
                "t.yaml:3:41: 'in' needs a list of values");
   expect_error("channel:\n  routes:\n    - { to: a, when: { path: \"PID-3[x]\", equals: x } }\n",
                "t.yaml:3:37: invalid path 'PID-3[x]'");
-  expect_error("channel:\n  routes:\n    - { to: a, transform: [ { set: PID-3, value: x, "
-               "colour: y } ] }\n",
-               "t.yaml:3:53: unknown key 'colour' in a 'set' step (expected: value template)");
+  expect_error(
+      "channel:\n  routes:\n    - { to: a, transform: [ { set: PID-3, value: x, "
+      "colour: y } ] }\n",
+      "t.yaml:3:53: unknown key 'colour' in a 'set' step (expected: value template)");
   expect_error("channel:\n  routes:\n    - { to: a, transform: [ { frobnicate: PID-3 } ] }\n",
                "t.yaml:3:29: a transform step needs an action");
   expect_error("channel:\n  routes:\n    - { to: a, transform: { set: PID-3 } }\n",
@@ -911,26 +934,30 @@ TEST(errors_with_positions) {
                "t.yaml:3:13: 'on_error' must be reject");
   expect_error("channel:\n  routes: [ { to: a, transform: [ { set: MSH-2, value: x } ] } ]\n",
                "MSH-1 and MSH-2 (the delimiters) cannot be changed");
-  expect_error("channel:\n  routes: [ { to: a, transform: [ { set: PID-3, template: \"a${PID-4\" "
-               "} ] } ]\n",
-               "t.yaml:2:61: '${' without a closing '}'");
+  expect_error(
+      "channel:\n  routes: [ { to: a, transform: [ { set: PID-3, template: \"a${PID-4\" "
+      "} ] } ]\n",
+      "t.yaml:2:61: '${' without a closing '}'");
   expect_error("channel:\n  routes: [ { to: a, transform: [ { delete: nte } ] } ]\n",
                "'delete' must be a segment id of 3 capital letters or digits");
   expect_error("channel:\n  routes: [ { to: a, transform: [ { add: \"no segment\" } ] } ]\n",
                "'add' needs a segment in ER7");
-  expect_error("channel:\n  routes: [ { to: a, transform: [ { format_date: PID-7, format: \"%q\" "
-               "} ] } ]\n",
-               "unknown conversion in 'format'");
-  expect_error("channel:\n  routes: [ { to: a, transform: [ { replace: PID-7, pattern: \"[\", "
-               "with: x } ] } ]\n",
-               "invalid regular expression");
+  expect_error(
+      "channel:\n  routes: [ { to: a, transform: [ { format_date: PID-7, format: \"%q\" "
+      "} ] } ]\n",
+      "unknown conversion in 'format'");
+  expect_error(
+      "channel:\n  routes: [ { to: a, transform: [ { replace: PID-7, pattern: \"[\", "
+      "with: x } ] } ]\n",
+      "invalid regular expression");
   /* Patterns that would make regcomp take gigabytes are refused (a fuzzer
    * finding: tests/fuzz/corpus/routes/regress-oom-nested-repetition.yaml). */
   expect_error("channel:\n  routes: [ { to: a, when: { path: PID-8, matches: \"^[FM]+++$\" } } ]\n",
                "regular expression refused: a repetition operator right after another one");
-  expect_error("channel:\n  routes: [ { to: a, when: { path: PID-8, matches: \"(a*b*c*d*e*f*g*h*i*j*){40}"
-               "k*l*m*n*o*p*q*r*s*t*u*v*w*x*y*z*A*B*C*D*E*F*G*\" } } ]\n",
-               "regular expression refused: more than 32 repetition operators");
+  expect_error(
+      "channel:\n  routes: [ { to: a, when: { path: PID-8, matches: \"(a*b*c*d*e*f*g*h*i*j*){40}"
+      "k*l*m*n*o*p*q*r*s*t*u*v*w*x*y*z*A*B*C*D*E*F*G*\" } } ]\n",
+      "regular expression refused: more than 32 repetition operators");
   expect_error("channel:\n  routes: [ { to: a } ]\n  to: [b]\n",
                "t.yaml:3:7: a channel with 'routes' names its destinations in each route's 'to'");
   /* Several problems are all reported. */

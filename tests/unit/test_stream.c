@@ -28,12 +28,12 @@
 enum { CHUNK_WHOLE = 0, CHUNK_ONE = 1, CHUNK_RANDOM = 2 };
 
 typedef struct run {
-  cad_buf_t sig;     /* signature of the items */
+  cad_buf_t sig; /* signature of the items */
   int nmsg, nenv, nerr;
   uint64_t skipped;
-  size_t max_cap;    /* largest internal buffer capacity seen */
-  int format;        /* format after the run */
-  int bad;           /* invariant violations */
+  size_t max_cap; /* largest internal buffer capacity seen */
+  int format;     /* format after the run */
+  int bad;        /* invariant violations */
 } run_t;
 
 static uint32_t rng_state = 12345;
@@ -45,31 +45,25 @@ static uint32_t rng(void) {
 static void sig_bytes(cad_buf_t *b, const char *p, size_t n) {
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)p[i];
-    if (c == '\r')
-      cad_buf_puts(b, "\\r");
-    else if (c == '\n')
-      cad_buf_puts(b, "\\n");
-    else if (c == '\t')
-      cad_buf_puts(b, "\\t");
-    else if (c < 0x20 || c >= 0x7f)
-      cad_buf_printf(b, "\\x%02X", c);
-    else
-      cad_buf_putc(b, (char)c);
+    if (c == '\r') cad_buf_puts(b, "\\r");
+    else if (c == '\n') cad_buf_puts(b, "\\n");
+    else if (c == '\t') cad_buf_puts(b, "\\t");
+    else if (c < 0x20 || c >= 0x7f) cad_buf_printf(b, "\\x%02X", c);
+    else cad_buf_putc(b, (char)c);
   }
 }
 
 static const char *err_tag(int err) {
   switch (err) {
-  case CAD_E_NOMSH: return "NOMSH";
-  case CAD_E_TOOBIG: return "TOOBIG";
-  case CAD_E_FRAME: return "FRAME";
-  default: return "?";
+    case CAD_E_NOMSH: return "NOMSH";
+    case CAD_E_TOOBIG: return "TOOBIG";
+    case CAD_E_FRAME: return "FRAME";
+    default: return "?";
   }
 }
 
 /* Take every item out; check each against the input. */
-static void drain(cad_hl7_stream_t *s, run_t *r, const char *in, size_t total_fed,
-                  uint64_t *kept) {
+static void drain(cad_hl7_stream_t *s, run_t *r, const char *in, size_t total_fed, uint64_t *kept) {
   cad_hl7_item_t it;
   int rc;
   while ((rc = cad_hl7_stream_next(s, &it)) == 1) {
@@ -81,24 +75,24 @@ static void drain(cad_hl7_stream_t *s, run_t *r, const char *in, size_t total_fe
     }
     if (it.bytes.len > s->max_message) r->bad++;
     switch (it.kind) {
-    case CAD_HL7_ITEM_MESSAGE:
-      r->nmsg++;
-      if (it.bytes.len < 4 || memcmp(it.bytes.p, "MSH", 3) != 0) r->bad++;
-      if (it.bytes.p[it.bytes.len - 1] == '\r' || it.bytes.p[it.bytes.len - 1] == '\n') r->bad++;
-      if (it.index != (uint64_t)r->nmsg) r->bad++;
-      *kept += it.bytes.len;
-      cad_buf_printf(&r->sig, "M%llu@%llu[", (unsigned long long)it.index,
-                     (unsigned long long)it.offset);
-      break;
-    case CAD_HL7_ITEM_ENVELOPE:
-      r->nenv++;
-      *kept += it.bytes.len;
-      cad_buf_printf(&r->sig, "V@%llu[", (unsigned long long)it.offset);
-      break;
-    default:
-      r->nerr++;
-      cad_buf_printf(&r->sig, "E%s@%llu[", err_tag(it.err), (unsigned long long)it.offset);
-      break;
+      case CAD_HL7_ITEM_MESSAGE:
+        r->nmsg++;
+        if (it.bytes.len < 4 || memcmp(it.bytes.p, "MSH", 3) != 0) r->bad++;
+        if (it.bytes.p[it.bytes.len - 1] == '\r' || it.bytes.p[it.bytes.len - 1] == '\n') r->bad++;
+        if (it.index != (uint64_t)r->nmsg) r->bad++;
+        *kept += it.bytes.len;
+        cad_buf_printf(&r->sig, "M%llu@%llu[", (unsigned long long)it.index,
+                       (unsigned long long)it.offset);
+        break;
+      case CAD_HL7_ITEM_ENVELOPE:
+        r->nenv++;
+        *kept += it.bytes.len;
+        cad_buf_printf(&r->sig, "V@%llu[", (unsigned long long)it.offset);
+        break;
+      default:
+        r->nerr++;
+        cad_buf_printf(&r->sig, "E%s@%llu[", err_tag(it.err), (unsigned long long)it.offset);
+        break;
     }
     sig_bytes(&r->sig, it.bytes.p, it.bytes.len);
     cad_buf_puts(&r->sig, "]");
@@ -161,12 +155,12 @@ static int run_all(const char *in, size_t n, int fmt, size_t max, run_t *whole) 
 }
 
 /* Check a fixture's signature under every chunking. */
-#define EXPECT_ITEMS(input, fmt, max, want)                                         \
-  do {                                                                              \
-    run_t r_;                                                                       \
-    CHECK(run_all((input), strlen(input), (fmt), (max), &r_));                       \
-    CHECK_STRN(r_.sig.data, r_.sig.len, (want));                                    \
-    run_free(&r_);                                                                  \
+#define EXPECT_ITEMS(input, fmt, max, want)                    \
+  do {                                                         \
+    run_t r_;                                                  \
+    CHECK(run_all((input), strlen(input), (fmt), (max), &r_)); \
+    CHECK_STRN(r_.sig.data, r_.sig.len, (want));               \
+    run_free(&r_);                                             \
   } while (0)
 
 #define ER7 CAD_HL7_STREAM_ER7
@@ -215,8 +209,7 @@ TEST(er7_leading_blanks_before_msh_are_not_in_the_message) {
 }
 
 TEST(er7_blank_lines_inside_a_message_stay_trailing_ones_go) {
-  EXPECT_ITEMS("MSH|^~\\&|A\r\r  \rPID|1\r \t \r\r\n", ER7, 0,
-               "M1@0[MSH|^~\\&|A\\r\\r  \\rPID|1]");
+  EXPECT_ITEMS("MSH|^~\\&|A\r\r  \rPID|1\r \t \r\r\n", ER7, 0, "M1@0[MSH|^~\\&|A\\r\\r  \\rPID|1]");
 }
 
 TEST(er7_continuation_line_keeps_its_leading_blanks) {
@@ -252,8 +245,7 @@ TEST(er7_msh_needs_a_field_separator) {
 }
 
 TEST(er7_batch_envelopes) {
-  EXPECT_ITEMS("FHS|^~\\&|F\rBHS|^~\\&|B\rMSH|^~\\&|1\rPID|1\rMSH|^~\\&|2\rBTS|2\rFTS|1",
-               ER7, 0,
+  EXPECT_ITEMS("FHS|^~\\&|F\rBHS|^~\\&|B\rMSH|^~\\&|1\rPID|1\rMSH|^~\\&|2\rBTS|2\rFTS|1", ER7, 0,
                "V@0[FHS|^~\\&|F]V@11[BHS|^~\\&|B]M1@22[MSH|^~\\&|1\\rPID|1]"
                "M2@39[MSH|^~\\&|2]V@50[BTS|2]V@56[FTS|1]");
   /* BTS/FTS without fields; FHS/BHS need a separator */
@@ -281,7 +273,8 @@ TEST(er7_message_too_big_is_reported_and_skipped) {
   EXPECT_ITEMS("MSH|^~\\&|A\rPID|1\r", ER7, 16, "M1@0[MSH|^~\\&|A\\rPID|1]");
   EXPECT_ITEMS("MSH|^~\\&|A\rPID|12\r", ER7, 16, "ETOOBIG@0[MSH|^~\\&|A\\rPID|1]");
   /* the blank lines inside count, the trailing ones do not */
-  EXPECT_ITEMS("MSH|^~\\&|A\r\r\r\r\r\rPID|1\r", ER7, 16, "ETOOBIG@0[MSH|^~\\&|A\\r\\r\\r\\r\\r\\r]");
+  EXPECT_ITEMS("MSH|^~\\&|A\r\r\r\r\r\rPID|1\r", ER7, 16,
+               "ETOOBIG@0[MSH|^~\\&|A\\r\\r\\r\\r\\r\\r]");
   EXPECT_ITEMS("MSH|^~\\&|A\r\r\r\r\r\r\r\r\r\r\rMSH|^~\\&|B", ER7, 16,
                "M1@0[MSH|^~\\&|A]M2@21[MSH|^~\\&|B]");
 }
@@ -359,10 +352,11 @@ TEST(er7_long_blank_run_after_a_message_keeps_offsets) {
   run_t r;
   CHECK(run_all(in.data, in.len, ER7, 40, &r));
   cad_buf_cstr(&r.sig);
-  CHECK_STRN(r.sig.data, r.sig.len,
-             "M1@0[MSH|^~\\&|A\\rPID|1]V@1218[BHS|^]"
-             "ETOOBIG@1224[MSH|^~\\&|B\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n]"
-             "M2@2140[MSH|^~\\&|C]");
+  CHECK_STRN(
+      r.sig.data, r.sig.len,
+      "M1@0[MSH|^~\\&|A\\rPID|1]V@1218[BHS|^]"
+      "ETOOBIG@1224[MSH|^~\\&|B\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n\\r \\n]"
+      "M2@2140[MSH|^~\\&|C]");
   run_free(&r);
   cad_buf_free(&in);
 }
@@ -401,11 +395,12 @@ TEST(mllp_bytes_outside_frames_are_skipped) {
 
 TEST(mllp_frame_content_split_as_er7) {
   /* a batch in one frame, LF terminators, junk and a comment inside */
-  EXPECT_ITEMS("\x0b"
-               "BHS|^~\\&\nMSH|^~\\&|1\nPID|1\n\nMSH|^~\\&|2\n#c\nzz\nBTS|2\n\x1c\r",
-               MLLP, 0,
-               "V@1[BHS|^~\\&]M1@10[MSH|^~\\&|1\\nPID|1]M2@28[MSH|^~\\&|2]ENOMSH@42[zz]"
-               "V@45[BTS|2]");
+  EXPECT_ITEMS(
+      "\x0b"
+      "BHS|^~\\&\nMSH|^~\\&|1\nPID|1\n\nMSH|^~\\&|2\n#c\nzz\nBTS|2\n\x1c\r",
+      MLLP, 0,
+      "V@1[BHS|^~\\&]M1@10[MSH|^~\\&|1\\nPID|1]M2@28[MSH|^~\\&|2]ENOMSH@42[zz]"
+      "V@45[BTS|2]");
   /* empty and blank frames give nothing */
   EXPECT_ITEMS("\x0b\x1c\r\x0b \r\n\x1c\r\x0bMSH|^\x1c\r", AUTO, 0, "M1@10[MSH|^]");
 }
@@ -438,9 +433,24 @@ TEST(er7_forced_with_mllp_bytes) {
 /* ---- properties over generated inputs ------------------------------------ */
 
 TEST(generated_inputs_are_chunking_independent) {
-  static const char *tok[] = {"MSH|^~\\&|", "PID|1", "\r", "\n", "\r\n", " ", "\t", "#c",
-                              "BHS|^", "BTS", "FTS|1", "junk", "\x0b", "\x1c", "\x1c\r",
-                              "MSH", "OBX|1|TX|abcdefghij", "x"};
+  static const char *tok[] = {"MSH|^~\\&|",
+                              "PID|1",
+                              "\r",
+                              "\n",
+                              "\r\n",
+                              " ",
+                              "\t",
+                              "#c",
+                              "BHS|^",
+                              "BTS",
+                              "FTS|1",
+                              "junk",
+                              "\x0b",
+                              "\x1c",
+                              "\x1c\r",
+                              "MSH",
+                              "OBX|1|TX|abcdefghij",
+                              "x"};
   int bad = 0;
   for (int round = 0; round < 400; round++) {
     cad_buf_t in = CAD_BUF_INIT;
@@ -577,10 +587,9 @@ static int walk(const char *dir, const char *sub, int *files, int *checked) {
       fprintf(stderr, "  %s: chunkings differ or an invariant broke\n", fp);
       ok = 0;
     }
-    printf("  %s/%s: %d messages, %d envelopes, %d errors, %llu bytes skipped\n", sub,
-           e->d_name, r.nmsg, r.nenv, r.nerr, (unsigned long long)r.skipped);
-    if (!strcmp(sub, "streams") && !check_expectations(dir, e->d_name, in, n, &r, checked))
-      ok = 0;
+    printf("  %s/%s: %d messages, %d envelopes, %d errors, %llu bytes skipped\n", sub, e->d_name,
+           r.nmsg, r.nenv, r.nerr, (unsigned long long)r.skipped);
+    if (!strcmp(sub, "streams") && !check_expectations(dir, e->d_name, in, n, &r, checked)) ok = 0;
     run_free(&r);
     free(in);
   }
