@@ -257,7 +257,8 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
     return;
   }
   cad_str_t sent = s->ctl_cut ? s->ctl_span : (cad_str_t){s->ctl, s->ctl_len};
-  bool same = ref.len == sent.len && memcmp(ref.p, sent.p, ref.len) == 0;
+  /* (an absent MSA-2 is a NULL span: no memcmp on it) */
+  bool same = ref.len == sent.len && (ref.len == 0 || memcmp(ref.p, sent.p, ref.len) == 0);
   if (!same) {
     s->st.bad_acks++;
     fail_attempt(s, "ACK from %s is for another message (MSA-2 does not match MSH-10)",
