@@ -208,8 +208,8 @@ static void timer_cb(uv_timer_t *t) {
 
 /* The receiver's reason in a negative ACK, decoded, into out (see
  * cad_mllp_result_t.err_text). */
-static void ack_reason(cad_mllp_sender_t *s, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa,
-                       char *out, size_t cap) {
+static void ack_reason(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa, char *out,
+                       size_t cap) {
   cad_str_t v = {NULL, 0};
   int i = cad_hl7_find_seg(m, cad_hl7_segid("ERR"), 1, 0);
   const cad_hl7_seg_t *err = i >= 0 ? cad_hl7_seg(m, (uint32_t)i) : NULL;
@@ -223,7 +223,7 @@ static void ack_reason(cad_mllp_sender_t *s, const cad_hl7_msg_t *m, const cad_h
   }
   if (!v.len && msa) cad_hl7_field(msa, 3, &v);
   cad_str_t d = v;
-  if (v.len && !cad_hl7_decode(err ? &err->d : &m->d, v, &s->arena, &d)) d = v;
+  if (v.len && !cad_hl7_decode(err ? &err->d : &m->d, v, a, &d)) d = v;
   size_t n = 0;
   for (size_t k = 0; k < d.len && n + 1 < cap; k++) {
     unsigned char ch = (unsigned char)d.p[k];
@@ -232,14 +232,14 @@ static void ack_reason(cad_mllp_sender_t *s, const cad_hl7_msg_t *m, const cad_h
   out[n] = 0;
 }
 
-static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
+int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad__mllp_ack_t *out) {
+  memset(out, 0, sizeof *out);
   cad_hl7_msg_t m;
   cad_hl7_diag_t diag;
-  cad_arena_reset(&s->arena);
-  if (cad_hl7_parse(&m, frame.p, frame.len, &s->arena, NULL, &diag) != 0) {
-    s->st.bad_acks++;
-    fail_attempt(s, "unparseable ACK from %s: %s", s->hostport, diag.reason);
-    return;
+  if (cad_hl7_parse(&m, frame.p, frame.len, a, NULL, &diag) != 0) {
+    out->verdict = CAD__ACK_UNPARSEABLE;
+    snprintf(out->why, sizeof out->why, "%s", diag.reason);
+    return out->verdict;
   }
   int i = cad_hl7_find_seg(&m, cad_hl7_segid("MSA"), 1, 0);
   cad_str_t code = {NULL, 0}, ref = {NULL, 0};
@@ -251,29 +251,52 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   bool code_ok = code.len == 2 && (code.p[0] == 'A' || code.p[0] == 'C') &&
                  (code.p[1] == 'A' || code.p[1] == 'E' || code.p[1] == 'R');
   if (!msa || !code_ok) {
-    s->st.bad_acks++;
-    fail_attempt(s, "reply from %s is not an ACK (%s)", s->hostport,
-                 msa ? "MSA-1 is not AA/AE/AR/CA/CE/CR" : "no MSA segment");
-    return;
+    out->verdict = CAD__ACK_NOT_AN_ACK;
+    snprintf(out->why, sizeof out->why, "%s",
+             msa ? "MSA-1 is not AA/AE/AR/CA/CE/CR" : "no MSA segment");
+    return out->verdict;
   }
-  cad_str_t sent = s->ctl_cut ? s->ctl_span : (cad_str_t){s->ctl, s->ctl_len};
   /* (an absent MSA-2 is a NULL span: no memcmp on it) */
-  bool same = ref.len == sent.len && (ref.len == 0 || memcmp(ref.p, sent.p, ref.len) == 0);
-  if (!same) {
-    s->st.bad_acks++;
-    fail_attempt(s, "ACK from %s is for another message (MSA-2 does not match MSH-10)",
-                 s->hostport);
-    return;
+  if (ref.len != sent_ctl.len || (ref.len && memcmp(ref.p, sent_ctl.p, ref.len) != 0)) {
+    out->verdict = CAD__ACK_OTHER_MESSAGE;
+    snprintf(out->why, sizeof out->why, "MSA-2 does not match MSH-10");
+    return out->verdict;
   }
-  memcpy(s->last.ack_code, code.p, 2);
-  s->last.ack_code[2] = 0;
+  memcpy(out->code, code.p, 2);
+  out->verdict = code.p[1] == 'A'   ? CAD__ACK_ACCEPT
+                 : code.p[1] == 'E' ? CAD__ACK_ERROR
+                                    : CAD__ACK_REJECT;
+  if (out->verdict != CAD__ACK_ACCEPT) ack_reason(a, &m, msa, out->reason, sizeof out->reason);
+  return out->verdict;
+}
+
+static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
+  cad_arena_reset(&s->arena);
+  cad_str_t sent = s->ctl_cut ? s->ctl_span : (cad_str_t){s->ctl, s->ctl_len};
+  cad__mllp_ack_t v;
+  switch (cad__mllp_ack_read(frame, sent, &s->arena, &v)) {
+    case CAD__ACK_UNPARSEABLE:
+      s->st.bad_acks++;
+      fail_attempt(s, "unparseable ACK from %s: %s", s->hostport, v.why);
+      return;
+    case CAD__ACK_NOT_AN_ACK:
+      s->st.bad_acks++;
+      fail_attempt(s, "reply from %s is not an ACK (%s)", s->hostport, v.why);
+      return;
+    case CAD__ACK_OTHER_MESSAGE:
+      s->st.bad_acks++;
+      fail_attempt(s, "ACK from %s is for another message (MSA-2 does not match MSH-10)",
+                   s->hostport);
+      return;
+    default: break;
+  }
+  memcpy(s->last.ack_code, v.code, 3);
   s->last.latency_us = (uv_hrtime() - s->t_sent) / 1000;
-  char c = code.p[1];
-  if (c != 'A') ack_reason(s, &m, msa, s->last.err_text, sizeof s->last.err_text);
-  if (c == 'A') {
+  snprintf(s->last.err_text, sizeof s->last.err_text, "%s", v.reason);
+  if (v.verdict == CAD__ACK_ACCEPT) {
     s->st.acks_ok++;
     finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);
-  } else if (c == 'E') {
+  } else if (v.verdict == CAD__ACK_ERROR) {
     s->st.acks_error++;
     snprintf(s->detail, sizeof s->detail, "%s from receiver", s->last.ack_code);
     finish(s, s->o.ae_dead_letter ? CAD_MLLP_SEND_FAIL : CAD_MLLP_SEND_RETRY, s->detail);

@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "cad_mem.h"
+#include "hl7.h"
 #include "mllp_sender.h"
 
 /* The signature and contract of uv_getaddrinfo: 0 and the callback exactly
@@ -30,5 +32,28 @@ void cad__mllp_sender_set_resolver(cad_mllp_sender_t *s, cad__getaddrinfo_fn fn)
  * destination in reasons and TLS.  They are copied.  Returns 0 or
  * CAD_E_INVAL (n outside 1..16, or another family). */
 int cad__mllp_sender_set_addrs(cad_mllp_sender_t *s, const struct sockaddr_storage *addrs, int n);
+
+/* How the sender reads a reply frame (check_ack), on its own so that it can
+ * be tested and fuzzed without a connection.  `sent_ctl` is the MSH-10 the
+ * message went out with; everything allocated comes from `a`. */
+typedef enum {
+  CAD__ACK_ACCEPT = 1,   /* AA / CA */
+  CAD__ACK_ERROR,        /* AE / CE */
+  CAD__ACK_REJECT,       /* AR / CR */
+  CAD__ACK_UNPARSEABLE,  /* not an HL7 message */
+  CAD__ACK_NOT_AN_ACK,   /* no MSA, or MSA-1 none of the six codes */
+  CAD__ACK_OTHER_MESSAGE /* MSA-2 is not sent_ctl */
+} cad__ack_verdict_t;
+
+typedef struct cad__mllp_ack {
+  cad__ack_verdict_t verdict;
+  char code[3];     /* MSA-1 when it is one of the six codes, else "" */
+  char reason[128]; /* AE/AR: the receiver's text (ERR-8, ERR-3.2, the
+                        v2.3 ERR-1.4.2, else MSA-3), control bytes as spaces */
+  char why[96];     /* the other verdicts: what was wrong (no message text) */
+} cad__mllp_ack_t;
+
+/* Returns out->verdict. */
+int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad__mllp_ack_t *out);
 
 #endif
