@@ -89,7 +89,8 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
 void cad_delivery_notify(cad_delivery_t *w);
 /* Wait for message `seq` to be finished: cb(ud, 0) when delivered, cb(ud,
  * CAD_E_IO) when dead-lettered or the worker stops first.  For the
- * `delivered` ACK policy.  Returns 0 or CAD_E_NOMEM. */
+ * `delivered` ACK policy.  Returns 0 or CAD_E_NOMEM (then cb never runs).
+ * A message delivered already gets cb(ud, 0) inside this call. */
 int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status), void *ud);
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out);
 /* Stop: the message in flight finishes (its outcome is recorded), waiters

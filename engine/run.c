@@ -545,11 +545,16 @@ static void job_appended(void *ud, int status, const uint64_t *seqs, size_t n) {
     job_finish(j);
     return;
   }
-  /* Hold the ACK until every destination has taken the message. */
+  /* Hold the ACK until every destination has taken the message.  The
+   * count is raised before each wait, because a message delivered already
+   * calls job_delivered inside cad_delivery_wait; the 1 held for the loop
+   * keeps j alive until it ends. */
   j->waiting = 1;
   for (size_t i = 0; i < n; i++) {
     dest_t *d = j->items_qid ? E.by_qid[j->items_qid[i]] : NULL;
-    if (d && d->w && cad_delivery_wait(d->w, seqs[i], job_delivered, j) == 0) j->waiting++;
+    if (!d || !d->w) continue;
+    j->waiting++;
+    if (cad_delivery_wait(d->w, seqs[i], job_delivered, j) != 0) j->waiting--;
   }
   if (--j->waiting == 0) job_finish(j);
 }
