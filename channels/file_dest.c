@@ -37,9 +37,10 @@ struct cad_file_dest {
   uv_loop_t *loop;
   piece_t pieces[MAX_PIECES];
   int npieces;
-  int dirfd;    /* dir mode */
-  char *dir;    /* its path, to reopen it when it was removed */
-  int appendfd; /* append mode */
+  bool msh_only; /* the template reads only fields of the first MSH */
+  int dirfd;     /* dir mode */
+  char *dir;     /* its path, to reopen it when it was removed */
+  int appendfd;  /* append mode */
   uint32_t max_batch, max_queue;
   item_t *qhead, *qtail; /* waiting */
   size_t nqueued;
@@ -68,6 +69,7 @@ static int make_dirs(const char *path) {
 }
 
 static int parse_template(cad_file_dest_t *d, const char *t, char *err, size_t errcap) {
+  d->msh_only = true;
   const char *p = t;
   if (!*t) {
     snprintf(err, errcap, "the name template is empty");
@@ -93,6 +95,8 @@ static int parse_template(cad_file_dest_t *d, const char *t, char *err, size_t e
         return CAD_E_INVAL;
       }
       pc->lit = NULL;
+      if (pc->path.segid != cad_hl7_segid("MSH") || pc->path.occ != 1 || pc->path.field == 0)
+        d->msh_only = false;
       p = e + 1;
     } else {
       const char *e = strstr(p, "${");
@@ -200,6 +204,13 @@ static size_t put_safe(char *out, size_t n, size_t cap, const char *v, size_t le
     out[n++] = ok ? (char)c : '_';
   }
   return n;
+}
+
+size_t cad_file_dest_name_input(const cad_file_dest_t *d, const char *bytes, size_t len) {
+  if (!d->msh_only) return len;
+  for (size_t i = 0; i < len; i++)
+    if (bytes[i] == '\r' || bytes[i] == '\n') return i;
+  return len;
 }
 
 size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out, size_t cap) {

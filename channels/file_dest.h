@@ -69,6 +69,11 @@ int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_
  * in out (cap >= 2).  Returns its length. */
 size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out, size_t cap);
 
+/* The bytes of a message that its file name depends on: its first segment
+ * when the template reads only the first MSH (the default ${MSH-10}.hl7),
+ * otherwise all of it.  So the caller parses no more than the name needs. */
+size_t cad_file_dest_name_input(const cad_file_dest_t *d, const char *bytes, size_t len);
+
 /* Queue one message.  `m` is used only during the call (for the name).
  * Returns 0 (cb will be called exactly once, later), CAD_E_FULL,
  * CAD_E_NOMEM or CAD_E_STATE (closing); cb is not called on error. */

@@ -199,12 +199,14 @@ static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
   dest_t *d = impl;
   cad_hl7_msg_t m;
   memset(&m, 0, sizeof m);
-  /* The tree is only used for a per-message file name (dir mode); an
-   * append file needs none.  A message that does not parse (it was accepted
-   * once, so this is rare) gets the template's fallbacks. */
+  /* The tree is only used for a per-message file name (dir mode), and only
+   * as much of the message as the name reads (usually just MSH); an append
+   * file needs none.  A message that does not parse (it was accepted once,
+   * so this is rare) gets the template's fallbacks. */
   if (d->cd->dir) {
     cad_arena_reset(&d->arena);
-    if (cad_hl7_parse(&m, p, len, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
+    size_t n = cad_file_dest_name_input(d->file, p, len);
+    if (cad_hl7_parse(&m, p, n, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
   }
   d->done = done;
   d->done_ctx = ctx;

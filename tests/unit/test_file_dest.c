@@ -90,6 +90,39 @@ TEST(names_are_sanitised) {
   rm_rf(tmpdir);
 }
 
+TEST(name_needs_only_the_header_when_the_template_reads_only_msh) {
+  make_tmp();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  static const char msg[] = "MSH|^~\\&|A|B|C|D|2026||ADT^A01|M1|P|2.5\rPID|1||7\r";
+  const size_t len = sizeof msg - 1, msh = (size_t)(strchr(msg, '\r') - msg);
+  const char *tmpls[] = {NULL, "${MSH-7}_${MSH-10}.hl7", "${PID-3.1}.hl7", "${MSH[2]-10}", "x.hl7"};
+  const size_t want[] = {msh, msh, len, len, msh};
+  for (size_t i = 0; i < sizeof tmpls / sizeof tmpls[0]; i++) {
+    cad_file_dest_t *d = open_dir(&loop, tmpls[i]);
+    REQUIRE(d);
+    CHECK_INT(cad_file_dest_name_input(d, msg, len), want[i]);
+    cad_file_dest_close(d);
+  }
+  /* The name from that much is the name from the whole message. */
+  cad_file_dest_t *d = open_dir(&loop, NULL);
+  REQUIRE(d);
+  char a[64], b[64];
+  cad_arena_t ar;
+  cad_arena_init(&ar, 0, 0);
+  cad_hl7_msg_t m;
+  REQUIRE(cad_hl7_parse(&m, msg, len, &ar, NULL, NULL) == 0);
+  cad_file_dest_name(d, &m, a, sizeof a);
+  REQUIRE(cad_hl7_parse(&m, msg, cad_file_dest_name_input(d, msg, len), &ar, NULL, NULL) == 0);
+  cad_file_dest_name(d, &m, b, sizeof b);
+  CHECK_STR(b, a);
+  CHECK_STR(a, "M1.hl7");
+  cad_arena_free(&ar);
+  cad_file_dest_close(d);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  rm_rf(tmpdir);
+}
+
 TEST(template_errors) {
   make_tmp();
   uv_loop_t loop;
