@@ -7,7 +7,7 @@
  *   (a) parse + read PID-5.1 (decoded) + every OBX-5 (decoded)
  *   (b) parse + serialize (unchanged message)
  *   (c) parse + set MSH-5 and serialize (a changed message)
- * over a typical ~1.5 KB ORU^R01 (MSH PID PV1 ORC OBR + 10 OBX), and over
+ * over a typical 1.4 KB ORU^R01 (MSH PID PV1 ORC OBR + 10 OBX), and over
  * every top-level message of the shared corpus when its directory is given
  * (default ../shared/corpus; skipped when absent).  One thread, one core.
  * Figures are MB/s of input (1 MB = 1e6 bytes) and messages/s.

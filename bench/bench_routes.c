@@ -6,7 +6,7 @@
  * channel `lab`): an archive route without filters plus the EHR route with
  * 5 filters and 8 transforms (MSH-5/6, two copies and a set over OBX[*],
  * a LOINC mapping over OBX[*] from a CSV table, a set over OBX[*], a date
- * reformat).  The message is a ~1.5 KB ORU^R01 (MSH PID PV1 OBR + 10 OBX + NTE)
+ * reformat).  The message is a 1.1 KB ORU^R01 (MSH PID PV1 OBR + 10 OBX + NTE)
  * whose every OBX is mapped, so both routes fire and the EHR copy is
  * transformed and serialized.
  *

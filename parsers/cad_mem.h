@@ -34,7 +34,8 @@ typedef struct cad_arena {
 void cad_arena_init(cad_arena_t *a, size_t chunk_size, size_t limit);
 /* Allocate n bytes aligned to 16; NULL when out of memory or over budget. */
 void *cad_arena_alloc(cad_arena_t *a, size_t n);
-/* Copy n bytes into the arena; NULL on failure. */
+/* Copy n bytes into the arena, followed by a NUL (not counted); NULL on
+ * failure. */
 char *cad_arena_dup(cad_arena_t *a, const void *p, size_t n);
 /* A point in an arena's life to go back to: cad_arena_rewind() gives back
  * everything allocated after cad_arena_mark() (chunks added since are

@@ -40,10 +40,7 @@ static void diag_set(cad_hl7_diag_t *dg, int code, int hl7, uint32_t seg, const 
   dg->reason[n] = 0;
 }
 
-static inline bool is_header_id(const char *p) {
-  return (p[0] == 'M' && p[1] == 'S' && p[2] == 'H') ||
-         (p[0] == 'B' && p[1] == 'H' && p[2] == 'S') || (p[0] == 'F' && p[1] == 'H' && p[2] == 'S');
-}
+static inline bool is_header_id(const char *p) { return cad_hl7_is_header_id(cad_hl7_segid(p)); }
 
 static inline bool is_id_char(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z');
@@ -105,7 +102,6 @@ typedef struct {
   cad_hl7_delims_t d; /* delimiters in force */
   const cad_hl7_limits_t *lim;
   cad_hl7_diag_t *diag;
-  int err;
 } tok_t;
 
 static int grow_fields(tok_t *t) {
@@ -536,6 +532,19 @@ bool cad_hl7_iter_next(cad_hl7_iter_t *it, cad_hl7_match_t *out) {
 }
 
 bool cad_hl7_get(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_match_t *out) {
+  if (p->occ != CAD_HL7_ALL && p->rep != CAD_HL7_ALL) {
+    /* One match at most: what the iterator gives, without it. */
+    int i = cad_hl7_find_seg(m, p->segid, p->occ, 0);
+    if (i < 0) {
+      memset(out, 0, sizeof *out);
+      return false;
+    }
+    cad_str_t v;
+    bool present = cad_hl7_resolve_in_seg(&m->segs[i], p, p->rep, &v);
+    if (!present) v.p = NULL, v.len = 0;
+    fill_match(out, m, (uint32_t)i, p->occ, p->rep, present, v);
+    return present;
+  }
   cad_hl7_iter_t it;
   cad_hl7_iter_init(&it, m, p);
   if (!cad_hl7_iter_next(&it, out)) {
@@ -556,9 +565,7 @@ bool cad_hl7_is_leaf(const cad_hl7_path_t *p, const cad_hl7_match_t *mt) {
   if (!mt->present || mt->raw.len == 0) return true;
   const cad_hl7_delims_t *d = mt->d;
   if (p->field == 0) return false;
-  if (p->field <= 2 && (p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
-                        p->segid == cad_hl7_segid("FHS")))
-    return true;
+  if (p->field <= 2 && cad_hl7_is_header_id(p->segid)) return true;
   char deeper[3] = {0, 0, 0};
   if (p->sub > 0) return true;
   if (p->comp > 0) {
@@ -583,12 +590,20 @@ bool cad_hl7_value(const cad_hl7_path_t *p, const cad_hl7_match_t *mt, cad_arena
     out->len = 0;
     return true;
   }
-  if (!cad_hl7_is_leaf(p, mt)) return cad_hl7_text(mt->raw, a, out);
-  if (p->field <= 2 && p->field > 0 && cad_hl7_is_leaf(p, mt) &&
-      (p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
-       p->segid == cad_hl7_segid("FHS"))) {
-    return cad_hl7_text(mt->raw, a, out); /* MSH-1 and MSH-2 are not decoded */
+  /* ASCII without the escape character: nothing to decode and already UTF-8,
+   * whatever the element is (the usual case, so looked at first). */
+  bool plain = true;
+  for (size_t i = 0; i < mt->raw.len && plain; i++) {
+    char c = mt->raw.p[i];
+    plain = (unsigned char)c < 0x80 && !(c == mt->d->esc && c);
   }
+  if (plain) {
+    *out = mt->raw;
+    return true;
+  }
+  if (!cad_hl7_is_leaf(p, mt)) return cad_hl7_text(mt->raw, a, out);
+  if (p->field <= 2 && p->field > 0 && cad_hl7_is_header_id(p->segid))
+    return cad_hl7_text(mt->raw, a, out); /* MSH-1 and MSH-2 are not decoded */
   cad_str_t dec;
   if (!cad_hl7_decode(mt->d, mt->raw, a, &dec)) return false;
   return cad_hl7_text(dec, a, out);

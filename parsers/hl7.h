@@ -165,6 +165,12 @@ static inline uint32_t cad_hl7_segid(const char *s) {
          (uint32_t)(unsigned char)s[2];
 }
 
+/* A header segment id (MSH, BHS, FHS), packed as cad_hl7_segid() does. */
+static inline bool cad_hl7_is_header_id(uint32_t id) {
+  return id == (('M' << 16) | ('S' << 8) | 'H') || id == (('B' << 16) | ('H' << 8) | 'S') ||
+         id == (('F' << 16) | ('H' << 8) | 'S');
+}
+
 /* Raw text of field n (1-based, standard numbering) of a segment.  MSH-1 is
  * the one-character field separator (pointing into the input); MSH-2 the
  * encoding characters.  Returns false (and an empty span) when the segment

@@ -159,9 +159,7 @@ int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size
   if (!any) {
     if (occ > 0 || (p->occ != 1 && p->occ != CAD_HL7_ALL)) return CAD_E_NOTFOUND;
     /* A header segment carries the delimiters: it is never made up. */
-    if (p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
-        p->segid == cad_hl7_segid("FHS"))
-      return CAD_E_NOTFOUND;
+    if (cad_hl7_is_header_id(p->segid)) return CAD_E_NOTFOUND;
     int rc = append_segment(m, p->seg);
     if (rc < 0) return rc;
     cad_str_t enc = v;
@@ -245,8 +243,7 @@ int cad_hl7_seg_insert(cad_hl7_msg_t *m, uint32_t i, const char *raw, size_t len
   s->id = cad_hl7_segid(s->name);
   s->d = dd;
   s->offset = UINT32_MAX; /* not from the input */
-  s->header = (s->id == cad_hl7_segid("MSH") || s->id == cad_hl7_segid("BHS") ||
-               s->id == cad_hl7_segid("FHS"));
+  s->header = cad_hl7_is_header_id(s->id);
   s->dirty = true;
   m->nsegs++;
   m->dirty = true;

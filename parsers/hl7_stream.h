@@ -104,7 +104,6 @@ typedef struct cad_hl7_stream {
   int state;              /* internal */
   size_t msg_start;       /* internal */
   bool eof;               /* finish() was called */
-  bool skipping;          /* internal: discarding an oversized message */
   uint64_t skipped_bytes; /* bytes in no MESSAGE or ENVELOPE item (framing,
                              blank and comment lines, terminators, errors) */
   /* internal scanner state; do not touch */

@@ -178,9 +178,10 @@ static bool want_path(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) {
   return parse_rpath(c, n, n->str, n->len, 0, out);
 }
 
-static bool is_header_seg(const cad_hl7_path_t *p) {
-  return strcmp(p->seg, "MSH") == 0 || strcmp(p->seg, "BHS") == 0 || strcmp(p->seg, "FHS") == 0;
-}
+static bool is_header_seg(const cad_hl7_path_t *p) { return cad_hl7_is_header_id(p->segid); }
+
+/* A header id (MSH, BHS, FHS) written as text, at least 3 characters. */
+static bool is_header_text(const char *s) { return cad_hl7_is_header_id(cad_hl7_segid(s)); }
 
 /* A path that a transform writes to. */
 static bool want_target(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) {
@@ -540,8 +541,6 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
   }
   if (!ok) return false;
   st->kind = act->kind;
-  snprintf(st->label, sizeof st->label, "step %zu (%s %.40s)", idx + 1, act->name,
-           av && av->type == CAD_YAML_SCALAR ? av->str : "");
   const cad_yaml_node_t *o;
   switch (act->kind) {
     case S_SET_VALUE:
@@ -695,8 +694,10 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
     }
     case S_DELETE:
       if (!want_segid(c, av, "'delete'", st->seg)) return false;
-      if (strcmp(st->seg, "MSH") == 0) {
-        ERR(c, av, "the MSH segment cannot be deleted");
+      if (is_header_text(st->seg)) {
+        /* cad_hl7_seg_delete refuses every header segment (the segments
+         * after it are written in its delimiters). */
+        ERR(c, av, "a header segment (MSH, BHS, FHS) cannot be deleted");
         return false;
       }
       st->segid = cad_hl7_segid(st->seg);
@@ -711,8 +712,7 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
         ERR(c, av, "'add' needs a segment in ER7, starting with its id: \"ZPI|1|...\"");
         return false;
       }
-      if (memcmp(p0->text.p, "MSH", 3) == 0 || memcmp(p0->text.p, "BHS", 3) == 0 ||
-          memcmp(p0->text.p, "FHS", 3) == 0) {
+      if (is_header_text(p0->text.p)) {
         ERR(c, av, "'add' cannot add a header segment");
         return false;
       }
@@ -733,8 +733,7 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
     }
     case S_RENAME:
       if (!want_segid(c, av, "'rename'", st->seg)) return false;
-      if (strcmp(st->seg, "MSH") == 0 || strcmp(st->seg, "BHS") == 0 ||
-          strcmp(st->seg, "FHS") == 0) {
+      if (is_header_text(st->seg)) {
         ERR(c, av, "a header segment cannot be renamed");
         return false;
       }
@@ -745,7 +744,7 @@ static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, s
         return false;
       }
       if (!want_segid(c, o, "'to'", st->to)) return false;
-      if (strcmp(st->to, "MSH") == 0 || strcmp(st->to, "BHS") == 0 || strcmp(st->to, "FHS") == 0) {
+      if (is_header_text(st->to)) {
         ERR(c, o, "a segment cannot be renamed to a header segment");
         return false;
       }

@@ -46,15 +46,6 @@ static bool str_eq(cad_str_t a, cad_str_t b) {
   return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
 }
 
-/* NUL-terminated copy of v in the arena. */
-char *cad__cstr(cad__ev_t *e, cad_str_t v) {
-  char *s = cad_arena_alloc(e->a, v.len + 1);
-  if (!s) return NULL;
-  if (v.len) memcpy(s, v.p, v.len);
-  s[v.len] = 0;
-  return s;
-}
-
 static bool parse_number(cad_str_t v, double *out) {
   char buf[64];
   size_t i = 0, j = v.len;
@@ -92,7 +83,7 @@ static int op_holds(cad__ev_t *e, const cad__op_t *op, cad_hl7_kind_t kind, cad_
       return 0;
     case OP_IN_TABLE: return cad__table_get(op->table, v.p, v.len, NULL);
     case OP_MATCHES: {
-      char *s = cad__cstr(e, v);
+      char *s = cad_arena_dup(e->a, v.p, v.len);
       if (!s) return cad__internal(e, CAD_E_NOMEM);
       if (strlen(s) != v.len) return 0; /* an embedded NUL never matches */
       return regexec(op->re, s, 0, NULL, 0) == 0;
@@ -127,8 +118,7 @@ static int ops_hold(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p,
   for (size_t i = 0; i < k->nops; i++) {
     const cad__op_t *op = &k->ops[i];
     if (!have && op->kind != OP_EXISTS && op->kind != OP_EMPTY) {
-      if (mt->present && cad__plain_ascii(mt->raw, mt->d->esc)) v = mt->raw; /* as it is */
-      else if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+      if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
       have = true;
     }
     int h = op_holds(e, op, kind, v);
@@ -158,17 +148,9 @@ int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx) {
     case C_LEAF: {
       cad_hl7_path_t p = cad__ctx_path(&k->path, cx);
       if (p.occ != CAD_HL7_ALL && p.rep != CAD_HL7_ALL) {
-        /* One match at most (what the iterator below would give). */
-        cad_hl7_match_t mt = {.d = &e->m->d};
-        int si = cad_hl7_find_seg(e->m, p.segid, p.occ, 0);
-        if (si >= 0) {
-          mt.seg_index = (uint32_t)si;
-          mt.occ = p.occ;
-          mt.rep = p.rep;
-          mt.d = &e->m->segs[si].d;
-          mt.present = cad_hl7_resolve_in_seg(&e->m->segs[si], &p, p.rep, &mt.raw);
-          if (!mt.present) mt.raw = (cad_str_t){NULL, 0};
-        }
+        /* One match at most (or none: an absent value), as the loop below. */
+        cad_hl7_match_t mt;
+        cad_hl7_get(e->m, &p, &mt);
         return ops_hold(e, k, &p, &mt);
       }
       cad_hl7_iter_t it;

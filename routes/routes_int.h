@@ -157,7 +157,6 @@ typedef struct cad__step {
   uint32_t segid;
   bool has_after;
   cad__cond_t *when; /* delete: per segment */
-  char label[64];    /* "map OBX[*]-3.1" */
   uint32_t fuse;     /* > 0: this step starts a run of `fuse` steps that
                             edit one segment's fields and can be applied one
                             segment occurrence at a time (see routes_steps.c) */
@@ -218,16 +217,6 @@ static inline cad_hl7_path_t cad__ctx_path(const cad__rpath_t *rp, const cad__ct
   return p;
 }
 
-/* ASCII without the escape character: cad_hl7_value() would return such a
- * match's text as it is (nothing to decode, already UTF-8). */
-static inline bool cad__plain_ascii(cad_str_t raw, char esc) {
-  for (size_t i = 0; i < raw.len; i++) {
-    char c = raw.p[i];
-    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
-  }
-  return true;
-}
-
 struct cad__ws; /* routes_steps.c: one segment's fields being edited */
 
 typedef struct cad__ev {
@@ -245,8 +234,6 @@ int cad__step_fail(cad__ev_t *e, int rc, int hl7, const cad_hl7_match_t *mt,
                    const cad_hl7_path_t *p, const char *why);
 /* An internal failure (207): out of memory or an edit that cannot be made. */
 int cad__internal(cad__ev_t *e, int rc);
-/* NUL-terminated copy of v in the arena, or NULL. */
-char *cad__cstr(cad__ev_t *e, cad_str_t v);
 /* 1 holds, 0 does not, < 0 failure. */
 int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx);
 

@@ -324,7 +324,7 @@ static int step_set_value(cad__ev_t *e, const cad__step_t *st) {
 
 /* Apply a regular-expression replacement to v (every match). */
 static int regex_replace(cad__ev_t *e, const cad__step_t *st, cad_str_t v, cad_str_t *out) {
-  char *s = cad__cstr(e, v);
+  char *s = cad_arena_dup(e->a, v.p, v.len);
   if (!s) return cad__internal(e, CAD_E_NOMEM);
   size_t cap = v.len + st->value.len * 4 + 64, o = 0;
   char *buf = cad_arena_alloc(e->a, cap);
@@ -461,8 +461,7 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
   /* A map writes plain text (or nothing, or empty) whatever the match held. */
   bool leaf = st->kind == S_MAP || cad_hl7_is_leaf(p, mt);
   cad_str_t v, nv = {"", 0};
-  if (mt->present && cad__plain_ascii(mt->raw, mt->d->esc)) v = mt->raw;
-  else if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+  if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
   bool set = true, raw = !leaf;
   int rc;
   switch (st->kind) {
@@ -889,8 +888,7 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
 /* A target a fused run can write: a whole field, or a component of its first
  * repetition; not MSH-1/MSH-2. */
 static bool fusable_target(const cad_hl7_path_t *p) {
-  bool header = p->segid == cad_hl7_segid("MSH") || p->segid == cad_hl7_segid("BHS") ||
-                p->segid == cad_hl7_segid("FHS");
+  bool header = cad_hl7_is_header_id(p->segid);
   if (p->field <= 0 || (header && p->field <= 2) || p->sub != 0) return false;
   if (p->comp == 0) return p->rep == 0;
   return p->rep == 0 || p->rep == 1;

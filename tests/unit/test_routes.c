@@ -924,6 +924,8 @@ TEST(errors_with_positions) {
                "t.yaml:3:29: a transform step needs an action");
   expect_error("channel:\n  routes:\n    - { to: a, transform: { set: PID-3 } }\n",
                "t.yaml:3:27: 'transform' must be a list of steps, not a mapping");
+  expect_error("channel:\n  routes:\n    - { to: a, transform: [ { delete: BHS } ] }\n",
+               "t.yaml:3:39: a header segment (MSH, BHS, FHS) cannot be deleted");
   expect_error("channel:\n  routes:\n    - { to: a, continue: maybe }\n",
                "t.yaml:3:26: 'continue' must be true or false");
   expect_error("channel:\n  routes:\n    - { when: { path: PID-3, exists: true } }\n",
