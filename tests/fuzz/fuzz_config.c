@@ -19,12 +19,16 @@ static void check_config(const cad_config_t *c) {
   if (!c->data_dir || c->nchannels == 0 || c->nfiles != 1) abort();
   for (size_t i = 0; i < c->ndests; i++) {
     const cad_conf_dest_t *d = &c->dests[i];
-    if (!d->name || (!d->dir == !d->append_path)) abort();
-    if (d->dir && !d->name_tmpl) abort();
+    if (!d->name) abort();
+    if (d->type == CAD_DEST_FILE) {
+      if (!d->dir == !d->append_path || (d->dir && !d->name_tmpl)) abort();
+    } else if (d->type != CAD_DEST_MLLP || !d->host || d->port < 1 || d->port > 65535) {
+      abort();
+    }
   }
   for (size_t i = 0; i < c->nchannels; i++) {
     const cad_conf_channel_t *ch = &c->channels[i];
-    if (ch->nlisten == 0 || ch->nto == 0) abort();
+    if (ch->nlisten == 0 || (ch->nto == 0 && !ch->routes)) abort();
     for (size_t j = 0; j < ch->nlisten; j++)
       if (ch->listen[j].port < 1 || ch->listen[j].port > 65535 || !ch->listen[j].host) abort();
     for (size_t j = 0; j < ch->nto; j++)

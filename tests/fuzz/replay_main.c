@@ -72,6 +72,7 @@ int main(int argc, char **argv) {
   int total = 0;
   for (int i = 1; i < argc; i++) total += run_path(argv[i], 0);
   printf("replayed %d inputs\n", total);
+  if (total == 0) return 77; /* nothing to replay: meson records a skip, not a pass */
   printf("%d passed, 0 failed\n", total);
   return 0;
 }

@@ -131,9 +131,10 @@ channels:
     kills = 0
     for _ in range(ROUNDS):
         time.sleep(rng.uniform(0.2, 1.0))
+        alive = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        kills += 1
+        if proc.wait() == -signal.SIGKILL and alive:
+            kills += 1
         proc = start()
     time.sleep(1.0)
     stop.set()

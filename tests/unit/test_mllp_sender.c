@@ -1198,8 +1198,11 @@ static void ts_stop(uv_loop_t *loop) {
 }
 
 /* A sender with a client context; NULL cert = no client certificate. */
-static cad_mllp_sender_t *tls_sender(uv_loop_t *loop, const char *ca, const char *cert,
-                                     const char *key, const char *host) {
+/* A TLS sender to the test server at `host`, checking the certificate names
+ * server_name (NULL: host). */
+static cad_mllp_sender_t *tls_sender_named(uv_loop_t *loop, const char *ca, const char *cert,
+                                           const char *key, const char *host,
+                                           const char *server_name) {
   cad_tls_client_opts_t co = {
       ca ? pf(ca) : NULL, cert ? pf(cert) : NULL, key ? pf(key) : NULL, false, NULL, CAD_TLS_V1_2};
   cad_tls_ctx_t *ctx = NULL;
@@ -1213,12 +1216,18 @@ static cad_mllp_sender_t *tls_sender(uv_loop_t *loop, const char *ca, const char
   o.port = T.port;
   o.tls = ctx;
   o.verify_hostname = true;
+  o.server_name = server_name;
   o.ack_timeout_ms = 2000;
   o.connect_timeout_ms = 2000;
   cad_mllp_sender_t *s = NULL;
   cad_mllp_sender_new(loop, &o, &s, err, sizeof err);
   cad_tls_ctx_unref(ctx); /* the sender holds its own reference */
   return s;
+}
+
+static cad_mllp_sender_t *tls_sender(uv_loop_t *loop, const char *ca, const char *cert,
+                                     const char *key, const char *host) {
+  return tls_sender_named(loop, ca, cert, key, host, NULL);
 }
 
 static void tls_close(uv_loop_t *loop, cad_mllp_sender_t *s) {
@@ -1325,12 +1334,13 @@ TEST(tls_client_checks_the_server) {
   uint64_t t0 = uv_hrtime();
   while (T.errors == 0 && uv_hrtime() - t0 < 2000000000ull) uv_run(&loop, UV_RUN_NOWAIT);
   CHECK_INT(T.reason, CAD_TLS_PEER_REJECTED);
-  /* a name the certificate does not carry */
-  s = tls_sender(&loop, "ca.crt", NULL, NULL, "127.0.0.2");
+  /* a name the certificate does not carry (the server it reaches is the
+   * right one: only the name differs) */
+  s = tls_sender_named(&loop, "ca.crt", NULL, NULL, "127.0.0.1", "other.example");
   REQUIRE(s);
   r = deliver(&loop, s, MSG("U2"));
   CHECK_INT(r.outcome, CAD_MLLP_SEND_RETRY);
-  CHECK(strstr(r.detail, "TLS: hostname mismatch") != NULL || strstr(r.detail, "refused"));
+  CHECK(strstr(r.detail, "TLS: hostname mismatch") != NULL);
   CHECK_INT(T.messages, 0);
   tls_close(&loop, s);
 }
