@@ -641,7 +641,7 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
  * occurrence of its segment, and no step writes anything else: applying steps
  * 1..n to occurrence 1, then to occurrence 2, ... leaves every occurrence as
  * applying step 1 to all of them, then step 2, ... does.  cad__route_plan()
- * decides which runs qualify; tests/unit/test_routes.c and the route fuzzer
+ * decides which runs qualify; tests/unit/routes/test_routes.c and the route fuzzer
  * compare both paths.  A run on a segment the message does not have is
  * applied step by step in place (a `set` may add the segment).  Whatever a
  * fused run cannot do (a step fails, a field with more than WS_COMPS

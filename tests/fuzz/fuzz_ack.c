@@ -1,4 +1,4 @@
-/* fuzz_ack.c - the ACK builder's reader of untrusted headers (parsers/ack.h).
+/* fuzz_ack.c - the ACK builder's reader of untrusted headers (parsers/hl7/ack.h).
  *
  * For any input: cad_ack_msh_scan() (the tolerant reader used when the parser
  * refused a message) and, when the input parses, cad_ack_msh_from_msg(); for

@@ -1,5 +1,5 @@
 /* fuzz_config.c - arbitrary bytes through the YAML reader and the
- * configuration checker (engine/config.c), in memory, without includes.
+ * configuration checker (engine/config/config.c), in memory, without includes.
  *
  * Beyond "no crash, no leak, no undefined behaviour" it checks the contract
  * of cad_config_load_mem: success gives a config and no error text, every

@@ -1,4 +1,4 @@
-/* fuzz_hl7.c - libFuzzer target for the HL7 v2 message tree (parsers/hl7.h).
+/* fuzz_hl7.c - libFuzzer target for the HL7 v2 message tree (parsers/hl7/hl7.h).
  *
  * For any input: parse with small limits; when it parses, read every
  * segment / field / repetition / component / subcomponent through the API

@@ -1,4 +1,4 @@
-/* fuzz_journal.c - the durable queue's journal recovery (engine/journal.c):
+/* fuzz_journal.c - the durable queue's journal recovery (engine/store/journal.c):
  * arbitrary bytes as the segment files of a journal directory, opened as
  * the engine does after a crash.
  *

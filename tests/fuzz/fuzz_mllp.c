@@ -1,4 +1,4 @@
-/* fuzz_mllp.c - libFuzzer target for the MLLP framer (parsers/mllp.h).
+/* fuzz_mllp.c - libFuzzer target for the MLLP framer (parsers/hl7/mllp.h).
  *
  * The first input byte chooses how the rest is cut into feeds (bits 0-1:
  * one byte, 1..8, 1..64 or 1..all, with a generator seeded by the byte) and

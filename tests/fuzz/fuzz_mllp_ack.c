@@ -1,5 +1,5 @@
 /* fuzz_mllp_ack.c - how the outbound MLLP sender reads a receiver's reply
- * (cad__mllp_ack_read, channels/mllp_sender_int.h): any bytes a receiver may
+ * (cad__mllp_ack_read, channels/mllp/mllp_sender_int.h): any bytes a receiver may
  * send back.
  *
  * The input is CONTROL_ID NUL FRAME (no NUL: the whole input is the frame

@@ -1,5 +1,5 @@
 /* fuzz_stream.c - libFuzzer target for the HL7 stream splitter
- * (parsers/hl7_stream.h).
+ * (parsers/hl7/hl7_stream.h).
  *
  * The first input byte chooses the chunking of the rest (bits 0-1: one byte,
  * 1..8, 1..64 or 1..all, from a generator seeded by the byte), the format

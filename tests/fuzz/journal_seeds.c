@@ -1,5 +1,5 @@
 /* journal_seeds.c - writes the seed corpus of fuzz_journal with the real
- * journal writer (engine/journal.c), so the seeds follow the format as the
+ * journal writer (engine/store/journal.c), so the seeds follow the format as the
  * engine writes it, then damages copies the way a crash or a bad disk does.
  *
  *   build/tests/fuzz/journal_seeds tests/fuzz/corpus/journal

@@ -2,10 +2,10 @@
  *
  * Wiring: one cad_mllp_listener per configured address; every frame is
  * parsed, routed (routes/: filters and transforms give the bytes for each
- * destination), appended to the durable queue (engine/queue.h) and ACKed
+ * destination), appended to the durable queue (engine/store/queue.h) and ACKed
  * according to the channel's ack.policy: `persisted` (default) once every
  * record is on disk, `received` at once, `delivered` once the destinations
- * took it.  One delivery worker per destination (engine/delivery.h) reads its
+ * took it.  One delivery worker per destination (engine/store/delivery.h) reads its
  * FIFO from the queue and hands messages, in order, to the destination's
  * driver (a file writer or an MLLP sender).  Parse failures are answered at
  * once with AR + ERR (when the header can be read).

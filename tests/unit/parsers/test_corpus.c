@@ -677,7 +677,7 @@ static int stream_child(const char *dir, const char *name) {
 TEST(corpus_streams) {
   if (corpus_missing()) return;
 #ifndef CAD_HAVE_HL7_STREAM
-  printf("skip: streams/ needs parsers/hl7_stream.c, which this build does not have\n");
+  printf("skip: streams/ needs parsers/hl7/hl7_stream.c, which this build does not have\n");
 #else
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/streams", corpus_root());

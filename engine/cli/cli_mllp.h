@@ -1,6 +1,6 @@
 /* cli_mllp.h - what `caduceus send` and `caduceus replay` share: the
  * destination options (--to, --timeout, TLS) and building an MLLP sender
- * (channels/mllp_sender.h) from them.
+ * (channels/mllp/mllp_sender.h) from them.
  *
  * Memory: the option strings point into argv (borrowed for the process'
  * life); host is copied into the struct.  cad_cli_mllp_tls() gives a TLS

@@ -3,7 +3,7 @@
  *
  * One sender talks to one downstream listener (host:port, plain TCP or TLS
  * through transport.h) and carries one message at a time: the delivery
- * worker (engine/delivery.h) calls cad_mllp_sender_deliver() with the next
+ * worker (engine/store/delivery.h) calls cad_mllp_sender_deliver() with the next
  * message of its FIFO and waits for the outcome before the next one.  So
  * the same message is never in flight twice: every attempt that does not
  * end with a matching ACK closes the connection before RETRY is reported,
@@ -72,7 +72,7 @@
 
 typedef struct cad_mllp_sender cad_mllp_sender_t;
 
-/* The same values as engine/delivery.h's cad_deliver_outcome_t. */
+/* The same values as engine/store/delivery.h's cad_deliver_outcome_t. */
 enum {
   CAD_MLLP_SEND_OK = 0,
   CAD_MLLP_SEND_RETRY = 1,

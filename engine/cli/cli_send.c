@@ -1,7 +1,7 @@
 /* cli_send.c - `caduceus send`: send the messages of files to an MLLP
  * listener, one at a time, and report each ACK.
  *
- * It is the engine's own MLLP sender (channels/mllp_sender.h) on a libuv
+ * It is the engine's own MLLP sender (channels/mllp/mllp_sender.h) on a libuv
  * loop, so it checks ACKs exactly as a destination does (MSA-2 must match
  * the MSH-10 sent) and speaks TLS through the same transport code. */
 #include <stdbool.h>

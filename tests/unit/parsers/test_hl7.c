@@ -1,4 +1,4 @@
-/* test_hl7.c - unit tests of the HL7 v2 message tree (parsers/hl7.h).
+/* test_hl7.c - unit tests of the HL7 v2 message tree (parsers/hl7/hl7.h).
  *
  * Written against the contract in hl7.h: parsing, delimiters, terminators,
  * paths, reading, escapes, editing, serialization, limits and diagnostics.

@@ -23,8 +23,8 @@
  * and dropping trailing ones; a difference is printed by path:
  *   OBX[2]-3.1: expected "2345-7", got "GLU"
  *
- * This file reads the YAML itself (parsers/yaml_doc.h) and compiles each
- * channel with routes/routes.h, so it does not depend on engine/config.c.
+ * This file reads the YAML itself (parsers/base/yaml_doc.h) and compiles each
+ * channel with routes/routes.h, so it does not depend on engine/config/config.c.
  * File paths (tables, inputs, expectations) are relative to the directory of
  * the configuration file.
  */

@@ -1,7 +1,7 @@
 /* config.c - load, check and model the YAML configuration (see config.h).
  *
  * How it works:
- *   1. Each file is read into a tree (parsers/yaml_doc.h).  The top level is
+ *   1. Each file is read into a tree (parsers/base/yaml_doc.h).  The top level is
  *      checked against `top_keys`; `include:` loads other files on the spot,
  *      and the entries of `destinations:` and `channels:` of every file are
  *      collected by name (a name defined twice is an error).

@@ -5,7 +5,7 @@
  * name) and "-" (stdin).  Each is read in 64 KiB chunks; a source that
  * starts with the gzip magic (1f 8b) is inflated in 256 KiB chunks, member
  * after member (concatenated gzip; zero padding between members is
- * skipped).  The bytes go through parsers/hl7_stream.h (ER7 text, FHS/BHS
+ * skipped).  The bytes go through parsers/hl7/hl7_stream.h (ER7 text, FHS/BHS
  * batches, MLLP captures), so memory is bounded by the largest message, not
  * by the archive.
  *

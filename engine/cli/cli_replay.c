@@ -8,7 +8,7 @@
  *     -> inflate in 256 KiB chunks -> hl7_stream (ER7, batches, MLLP)
  *     -> selection (--where, --type, --since/--until, --limit)
  *     -> pacing (--rate token schedule, or --keep-timing from MSH-7)
- *     -> N slots, each an MLLP sender (channels/mllp_sender.h) carrying one
+ *     -> N slots, each an MLLP sender (channels/mllp/mllp_sender.h) carrying one
  *        message at a time; a message goes to the next idle slot.
  *
  * Memory does not depend on the archive: one input chunk, one inflate
