@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cad_error.h"
+#include "cad_io.h"
 #include "cli.h"
 #include "hl7.h"
 #include "journal.h"
@@ -48,12 +49,6 @@ static int open_dirs(qctx_t *c, const char *data_dir, bool writable) {
 static void close_dirs(qctx_t *c) {
   cad_journal_close(&c->j);
   if (c->have_dlq) cad_journal_close(&c->dlq);
-}
-
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void fmt_time(uint64_t ms, char *buf, size_t cap) {
@@ -144,7 +139,7 @@ static bool dlq_split(const cad_buf_t *pl, cad_str_t *reason, uint64_t *orig, ca
 }
 
 static int cmd_stats(qctx_t *c, const char *only) {
-  uint64_t now = now_ms();
+  uint64_t now = cad_now_ms();
   printf("%-20s %10s %12s %8s %10s %10s\n", "destination", "depth", "delivered", "dead", "oldest",
          "last_seq");
   for (uint16_t d = 0; d < c->j.ndests; d++) {
@@ -333,10 +328,10 @@ static int cmd_requeue(qctx_t *c, const char *dest, uint64_t seq, bool all) {
     if (!dlq_split(&rec.payload, &reason, &orig, &msg)) continue;
     /* Back at the tail of the destination's FIFO, then marked as requeued. */
     cad_jrec_t m = {CAD_JREC_MSG, (uint16_t)did, 0, msg.p, msg.len};
-    int rc = cad_journal_write(&c->j, &m, 1, now_ms());
+    int rc = cad_journal_write(&c->j, &m, 1, cad_now_ms());
     if (rc == 0) {
       cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)lid, rec.seq, NULL, 0};
-      rc = cad_journal_write(&c->dlq, &done, 1, now_ms());
+      rc = cad_journal_write(&c->dlq, &done, 1, cad_now_ms());
     }
     if (rc) {
       fprintf(stderr, "caduceus queue: requeue of dead letter %llu failed: %s\n",
@@ -372,7 +367,7 @@ static int cmd_purge(qctx_t *c, const char *dest, bool dead) {
     for (uint64_t s = 1; s <= c->dlq.dests[lid].last_seq; s++) {
       if (seq_in(&gone, s)) continue;
       cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)lid, s, NULL, 0};
-      if (cad_journal_write(&c->dlq, &done, 1, now_ms()) != 0) break;
+      if (cad_journal_write(&c->dlq, &done, 1, cad_now_ms()) != 0) break;
       n++;
     }
     free(gone.done);
@@ -384,7 +379,7 @@ static int cmd_purge(qctx_t *c, const char *dest, bool dead) {
   const cad_jdest_t *jd = &c->j.dests[did];
   uint64_t depth = jd->last_seq - jd->done_seq;
   cad_jrec_t p = {CAD_JREC_PURGE, (uint16_t)did, jd->last_seq, NULL, 0};
-  int rc = cad_journal_write(&c->j, &p, 1, now_ms());
+  int rc = cad_journal_write(&c->j, &p, 1, cad_now_ms());
   if (rc) {
     fprintf(stderr, "caduceus queue: purge failed: %s\n", cad_strerror(rc));
     return 1;

@@ -43,6 +43,7 @@
 
 #include "ack.h"
 #include "cad_error.h"
+#include "cad_io.h"
 #include "cli.h"
 #include "config.h"
 #include "delivery.h"
@@ -65,15 +66,9 @@
  * unique across restarts and within a run. */
 static uint64_t ctl_prefix, ctl_counter;
 
-static uint64_t now_ms(void) {
-  struct timeval tv;
-  gettimeofday(&tv, NULL);
-  return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
-}
-
 static void ctl_next(char out[24]) {
   if (ctl_prefix == 0 || ctl_counter > 0xFFFFFFFFu) {
-    uint64_t t = now_ms();
+    uint64_t t = cad_now_ms();
     ctl_prefix = t > ctl_prefix ? t : ctl_prefix + 1;
     ctl_counter = 0;
   }

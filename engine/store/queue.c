@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cad_error.h"
+#include "cad_io.h"
 
 enum { REQ_APPEND = 1, REQ_MARK = 2 };
 
@@ -65,12 +66,6 @@ struct cad_queue {
   void *close_arg;
 };
 
-static uint64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static void snapshot_locked(cad_queue_t *q) {
   for (uint16_t d = 0; d < q->j.ndests; d++) {
     q->snap[d].last_seq = q->j.dests[d].last_seq;
@@ -101,7 +96,7 @@ static void write_dead_letters(cad_queue_t *q, req_t *batch) {
       continue;
     }
     cad_jrec_t rec = {CAD_JREC_MSG, (uint16_t)id, 0, r->dlq_payload, r->dlq_len};
-    int rc = cad_journal_write(&q->dlq, &rec, 1, now_ms());
+    int rc = cad_journal_write(&q->dlq, &rec, 1, cad_now_ms());
     if (rc) r->status = rc;
   }
 }
@@ -126,8 +121,8 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
     for (req_t *r = batch; r && lazy; r = r->next)
       lazy = r->status == 0 && r->kind == REQ_MARK && r->recs[0].type == CAD_JREC_DONE;
     if (k)
-      rc = lazy ? cad_journal_write_lazy(&q->j, all, k, now_ms())
-                : cad_journal_write(&q->j, all, k, now_ms());
+      rc = lazy ? cad_journal_write_lazy(&q->j, all, k, cad_now_ms())
+                : cad_journal_write(&q->j, all, k, cad_now_ms());
     if (k && rc == 0) q->lazy_unsynced = lazy;
   }
   size_t idx = 0;
@@ -142,7 +137,7 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
     if (r->kind == REQ_APPEND) appends++;
   }
   free(all);
-  uint64_t t = now_ms();
+  uint64_t t = cad_now_ms();
   bool retain = rc == 0 && t - q->last_retain_ms > 5000;
   if (retain) {
     q->last_retain_ms = t;
@@ -295,7 +290,7 @@ int cad_queue_open(uv_loop_t *loop, const cad_queue_opts_t *o, cad_queue_t **out
   for (uint16_t d = 0; d < q->j.ndests; d++) {
     q->info[d] = q->j.dests[d];
   }
-  q->last_retain_ms = now_ms();
+  q->last_retain_ms = cad_now_ms();
   rc = uv_async_init(loop, &q->async, on_async);
   if (rc) goto fail;
   q->async.data = q;
