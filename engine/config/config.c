@@ -731,6 +731,25 @@ static const conf_section_t retry_section = {"retry", retry_keys,
         (uint64_t)1 << 40, NULL, "messages allowed to wait (0 = no limit)"                      \
   }
 
+/* Permission bits in octal ("0640", "640"): 0 to 0777. */
+static void set_mode(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  char *s = scalar(L, k, key, v, "permission bits in octal, like 0640");
+  if (!s) return;
+  uint32_t x = 0;
+  bool ok = *s != 0 && strlen(s) <= 4;
+  for (const char *p = s; *p && ok; p++) {
+    if (*p < '0' || *p > '7') ok = false;
+    else x = x * 8 + (uint32_t)(*p - '0');
+  }
+  char q[QBUF];
+  if (!ok || x > 0777)
+    err_at(L, v, "%s: expected permission bits in octal from 0000 to 0777, like 0640, got '%s'",
+           k->name, quote(q, s, strlen(s)));
+  else *FIELD(obj, k, uint32_t) = x;
+  free(s);
+}
+
 static const conf_key_t file_dest_keys[] = {
     {"type", set_enum, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0, &dest_type_arg,
      "one of: file or mllp"},
@@ -740,6 +759,10 @@ static const conf_key_t file_dest_keys[] = {
      "the one file every message is appended to"},
     {"name", set_template, offsetof(cad_conf_dest_t, name_tmpl), 0, NULL, 0, 0, NULL,
      "the file name template, default \"${MSH-10}.hl7\""},
+    {"mode", set_mode, offsetof(cad_conf_dest_t, file_mode), 0, "0600", 0, 0, NULL,
+     "permissions of the files it creates"},
+    {"dir_mode", set_mode, offsetof(cad_conf_dest_t, dir_mode), 0, "0700", 0, 0, NULL,
+     "permissions of the directories it creates"},
     DELIVERY_KEYS,
 };
 static const conf_section_t file_dest_section = {"destination", file_dest_keys,

@@ -129,6 +129,9 @@ typedef struct cad_conf_dest {
   char *dir;         /* one file per message in this directory, or NULL */
   char *name_tmpl;   /* file name template (default "${MSH-10}.hl7") */
   char *append_path; /* append every message to this one file, or NULL */
+  /* permissions (less the umask) */
+  uint32_t file_mode; /* `mode:` of created files, default 0600 */
+  uint32_t dir_mode;  /* `dir_mode:` of created directories, default 0700 */
   /* type: mllp */
   char *host;                  /* IP literal or DNS name */
   uint32_t port;               /* 1..65535 */

@@ -392,7 +392,8 @@ TEST(every_setting) {
       "  stats_interval: 0\n"
       "destinations:\n"
       "  all: {type: file, append: var/all.hl7}\n"
-      "  each: {type: file, dir: var/each, name: 'lab-${PID-3[1].1}-${MSH-10}.hl7'}\n"
+      "  each: {type: file, dir: var/each, name: 'lab-${PID-3[1].1}-${MSH-10}.hl7',\n"
+      "         mode: 0640, dir_mode: '750'}\n"
       "channels:\n"
       "  lab:\n"
       "    listen: ['0.0.0.0:2575', '[::]:2575', '[2001:DB8::1]:6661']\n"
@@ -413,6 +414,10 @@ TEST(every_setting) {
   CHECK_STR(c->dests[0].append_path, "var/all.hl7");
   CHECK(c->dests[0].dir == NULL && c->dests[0].name_tmpl == NULL);
   CHECK_STR(c->dests[1].name_tmpl, "lab-${PID-3[1].1}-${MSH-10}.hl7");
+  CHECK_INT(c->dests[0].file_mode, 0600); /* private unless configured */
+  CHECK_INT(c->dests[0].dir_mode, 0700);
+  CHECK_INT(c->dests[1].file_mode, 0640);
+  CHECK_INT(c->dests[1].dir_mode, 0750);
   REQUIRE(c->nchannels == 2);
   const cad_conf_channel_t *ch = &c->channels[0];
   REQUIRE(ch->nlisten == 3);
@@ -451,7 +456,7 @@ TEST(error_unknown_key) {
                "mode, policy)\n");
   CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
                "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
-               "dir, append, name, retry, on_failure, max_backlog)\n");
+               "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
                "engine, destinations, channels, tables)\n");
@@ -582,6 +587,12 @@ TEST(error_file_destination) {
   CHECK_ERRORS("destinations:\n  out: {type: file, append: '${PID-3}.hl7'}\n" LAB,
                "t.yaml:2:29: append: cannot use message fields like ${PID-3}: only a file "
                "destination's 'name' is a template\n");
+  CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, mode: 0648}\n" LAB,
+               "t.yaml:2:35: mode: expected permission bits in octal from 0000 to 0777, like "
+               "0640, got '0648'\n");
+  CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, dir_mode: 1777}\n" LAB,
+               "t.yaml:2:39: dir_mode: expected permission bits in octal from 0000 to 0777, "
+               "like 0640, got '1777'\n");
   CHECK_ERRORS("destinations:\n  out: {type: [file], dir: x}\n" LAB,
                "t.yaml:2:15: type: expected one of file or mllp, got a sequence\n");
 }

@@ -256,7 +256,7 @@ TEST(mixed_file_and_mllp_destinations) {
   /* a file destination does not take MLLP keys */
   CHECK_ERRORS("destinations:\n  ehr: {type: file, dir: x, host: h}\n" LAB,
                "t.yaml:2:29: unknown key 'host' in destination 'ehr' (expected one of: type, "
-               "dir, append, name, retry, on_failure, max_backlog)\n");
+               "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog)\n");
 }
 
 TEST_MAIN()
