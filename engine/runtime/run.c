@@ -239,7 +239,11 @@ static int dest_open(rt_t *rt, size_t i) {
     d->qid = (uint16_t)qid;
     cad_queue_set_backlog(E.q, d->qid, cd->max_backlog);
     if (cd->type == CAD_DEST_FILE) {
-      cad_file_dest_opts_t fo = {cd->dir, cd->name_tmpl, cd->append_path, 0, 0};
+      cad_file_dest_opts_t fo = {.dir = cd->dir,
+                                 .name_tmpl = cd->name_tmpl,
+                                 .append_path = cd->append_path,
+                                 .mode = cd->file_mode,
+                                 .dir_mode = cd->dir_mode};
       rc = cad_file_dest_open(E.loop, &fo, &d->file, err, sizeof err);
     } else {
       rc = 0;

@@ -73,6 +73,21 @@ static int sys_mkdirat(void *c, int d, const char *p, mode_t m) {
   return mkdirat(d, p, m) == 0 ? 0 : -errno;
 }
 
+static int sys_renameat2(void *c, int od, const char *op, int nd, const char *np, unsigned fl) {
+  (void)c;
+  if (!(fl & CAD_IO_RENAME_NOREPLACE)) return renameat(od, op, nd, np) == 0 ? 0 : -errno;
+  if (renameat2(od, op, nd, np, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return -errno;
+  /* No RENAME_NOREPLACE here: a hard link never replaces either. */
+  if (linkat(od, op, nd, np, 0) < 0) return -errno;
+  unlinkat(od, op, 0);
+  return 0;
+}
+static int sys_syncfs(void *c, int fd) {
+  (void)c;
+  return syncfs(fd) == 0 ? 0 : -errno;
+}
+
 static const cad_io_t sys_io = {
   .ctx = NULL,
   .openat = sys_openat,
@@ -88,6 +103,8 @@ static const cad_io_t sys_io = {
   .renameat = sys_renameat,
   .unlinkat = sys_unlinkat,
   .mkdirat = sys_mkdirat,
+  .renameat2 = sys_renameat2,
+  .syncfs = sys_syncfs,
 };
 
 const cad_io_t *cad_io_default(void) { return &sys_io; }

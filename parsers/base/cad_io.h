@@ -43,7 +43,15 @@ struct cad_io {
   int (*renameat)(void *ctx, int olddir, const char *oldp, int newdir, const char *newp);
   int (*unlinkat)(void *ctx, int dirfd, const char *path, int flags);
   int (*mkdirat)(void *ctx, int dirfd, const char *path, mode_t mode);
+  /* renameat2(2): flags CAD_IO_RENAME_NOREPLACE fails with -EEXIST instead
+   * of replacing newp; a filesystem without it gives -EINVAL (the default
+   * table then falls back to link + unlink, which is also no-replace). */
+  int (*renameat2)(void *ctx, int olddir, const char *oldp, int newdir, const char *newp,
+                   unsigned flags);
+  int (*syncfs)(void *ctx, int fd); /* the whole filesystem that holds fd */
 };
+
+#define CAD_IO_RENAME_NOREPLACE 1u
 
 /* The system's table.  Never NULL. */
 const cad_io_t *cad_io_default(void);
