@@ -232,6 +232,51 @@ static void ack_reason(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg
   out[n] = 0;
 }
 
+/* Append "LABEL: text" (decoded, control bytes as spaces) to out. */
+static void add_part(cad_arena_t *a, const cad_hl7_delims_t *dl, const char *label, cad_str_t v,
+                     cad_str_t v2, char *out, size_t cap) {
+  if (!v.len && !v2.len) return;
+  size_t n = strlen(out);
+  int k = snprintf(out + n, cap - n, "%s%s: ", n ? "; " : "", label);
+  if (k < 0 || (size_t)k >= cap - n) return;
+  n += (size_t)k;
+  for (int i = 0; i < 2; i++) {
+    cad_str_t raw = i ? v2 : v, d = raw;
+    if (!raw.len) continue;
+    if (i && v.len && n + 1 < cap) out[n++] = ' ';
+    if (!cad_hl7_decode(dl, raw, a, &d)) d = raw;
+    for (size_t j = 0; j < d.len && n + 1 < cap; j++) {
+      unsigned char ch = (unsigned char)d.p[j];
+      out[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+    }
+  }
+  out[n] = 0;
+}
+
+/* Every reason a negative ACK gives (cad__mllp_ack_t.full). */
+static void ack_full(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa, char *out,
+                     size_t cap) {
+  cad_str_t none = {NULL, 0}, f, c1 = none, c2 = none;
+  out[0] = 0;
+  if (msa && cad_hl7_field(msa, 3, &f)) add_part(a, &m->d, "MSA-3", f, none, out, cap);
+  int i = cad_hl7_find_seg(m, cad_hl7_segid("ERR"), 1, 0);
+  const cad_hl7_seg_t *err = i >= 0 ? cad_hl7_seg(m, (uint32_t)i) : NULL;
+  if (!err) return;
+  size_t before = strlen(out);
+  if (cad_hl7_field(err, 3, &f)) {
+    if (!cad_hl7_piece(f, err->d.comp, 1, &c1)) c1 = none;
+    if (!cad_hl7_piece(f, err->d.comp, 2, &c2)) c2 = none;
+    add_part(a, &err->d, "ERR-3", c1, c2, out, cap);
+  }
+  if (cad_hl7_field(err, 8, &f)) add_part(a, &err->d, "ERR-8", f, none, out, cap);
+  if (strlen(out) == before && cad_hl7_field(err, 1, &f) && cad_hl7_piece(f, err->d.comp, 4, &f)) {
+    char sub = err->d.sub ? err->d.sub : '&';
+    if (!cad_hl7_piece(f, sub, 1, &c1)) c1 = none;
+    if (!cad_hl7_piece(f, sub, 2, &c2)) c2 = none;
+    add_part(a, &err->d, "ERR-1", c1, c2, out, cap);
+  }
+}
+
 int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad__mllp_ack_t *out) {
   memset(out, 0, sizeof *out);
   cad_hl7_msg_t m;
@@ -266,7 +311,10 @@ int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad_
   out->verdict = code.p[1] == 'A'   ? CAD__ACK_ACCEPT
                  : code.p[1] == 'E' ? CAD__ACK_ERROR
                                     : CAD__ACK_REJECT;
-  if (out->verdict != CAD__ACK_ACCEPT) ack_reason(a, &m, msa, out->reason, sizeof out->reason);
+  if (out->verdict != CAD__ACK_ACCEPT) {
+    ack_reason(a, &m, msa, out->reason, sizeof out->reason);
+    ack_full(a, &m, msa, out->full, sizeof out->full);
+  }
   return out->verdict;
 }
 
@@ -296,14 +344,14 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   if (v.verdict == CAD__ACK_ACCEPT) {
     s->st.acks_ok++;
     finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);
-  } else if (v.verdict == CAD__ACK_ERROR) {
-    s->st.acks_error++;
-    snprintf(s->detail, sizeof s->detail, "%s from receiver", s->last.ack_code);
-    finish(s, s->o.ae_dead_letter ? CAD_MLLP_SEND_FAIL : CAD_MLLP_SEND_RETRY, s->detail);
   } else {
-    s->st.acks_reject++;
-    snprintf(s->detail, sizeof s->detail, "%s from receiver", s->last.ack_code);
-    finish(s, s->o.ar_dead_letter ? CAD_MLLP_SEND_FAIL : CAD_MLLP_SEND_RETRY, s->detail);
+    bool ae = v.verdict == CAD__ACK_ERROR;
+    if (ae) s->st.acks_error++;
+    else s->st.acks_reject++;
+    snprintf(s->detail, sizeof s->detail, "%s from receiver%s%.*s", s->last.ack_code,
+             v.full[0] ? ": " : "", (int)(sizeof s->detail - 20), v.full);
+    bool dead = ae ? s->o.ae_dead_letter : s->o.ar_dead_letter;
+    finish(s, dead ? CAD_MLLP_SEND_FAIL : CAD_MLLP_SEND_RETRY, s->detail);
   }
 }
 

@@ -95,9 +95,12 @@ typedef struct cad_mllp_sender_opts {
   size_t max_ack;              /* largest ACK accepted; 0 = 1 MiB */
 } cad_mllp_sender_opts_t;
 
-/* outcome: CAD_MLLP_SEND_*; detail: a short PHI-free reason, valid during
- * the call ("AA", "AE from receiver", "no ACK within 30s", "connection
- * refused (ECONNREFUSED)"). */
+/* outcome: CAD_MLLP_SEND_*; detail: a short reason, valid during the call
+ * ("AA", "no ACK within 30s", "connection refused (ECONNREFUSED)"; for AE
+ * and AR the receiver's own reasons, labelled: "AE from receiver: MSA-3:
+ * Unknown patient; ERR-3: 204 Unknown key identifier; ERR-8: ...", at most
+ * 255 bytes).  The receiver's text is what an operator needs to fix the
+ * message; it is written to the dead letter and the log line. */
 typedef void (*cad_mllp_send_cb)(void *ctx, int outcome, const char *detail);
 
 /* What the last finished attempt saw (for `caduceus send` and logs). */

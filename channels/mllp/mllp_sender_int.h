@@ -51,6 +51,9 @@ typedef struct cad__mllp_ack {
   char reason[128]; /* AE/AR: the receiver's text (ERR-8, ERR-3.2, the
                         v2.3 ERR-1.4.2, else MSA-3), control bytes as spaces */
   char why[96];     /* the other verdicts: what was wrong (no message text) */
+  char full[256];   /* AE/AR: every reason present, labelled: "MSA-3: ...; ERR-3:
+                       CODE TEXT; ERR-8: ..." (ERR-1.4 when ERR-3 and ERR-8
+                       are absent), decoded, control bytes as spaces, "" when none */
 } cad__mllp_ack_t;
 
 /* Returns out->verdict. */

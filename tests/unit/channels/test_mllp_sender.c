@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cad_error.h"
+#include "mllp_sender_int.h"
 #include "harness.h"
 #include "mllp.h"
 #include "mllp_listener.h"
@@ -317,6 +318,36 @@ TEST(ae_and_ar_follow_configuration) {
   CHECK_INT(r.outcome, CAD_MLLP_SEND_OK);
   finish_loop(&loop, s);
   server_stop();
+}
+
+/* The receiver's reasons in a negative ACK: MSA-3 and the ERR segment's
+ * ERR-3 (code and text) and ERR-8, or the v2.3 ERR-1.4 when those are absent. */
+static const char *ack_full_of(const char *frame) {
+  static cad__mllp_ack_t v;
+  cad_arena_t a;
+  cad_arena_init(&a, 0, 0);
+  cad_str_t f = {frame, strlen(frame)}, ctl = {"C1", 2};
+  cad__mllp_ack_read(f, ctl, &a, &v);
+  cad_arena_free(&a);
+  return v.full;
+}
+
+TEST(negative_ack_keeps_msa3_and_err_text) {
+  const char *h = "MSH|^~\\&|EHR|S|LAB|N|20260101||ACK|A1|P|2.5.1\r";
+  char b[512];
+  snprintf(b, sizeof b,
+           "%sMSA|AE|C1|Patient not found\rERR|||204^Unknown key identifier^HL70357|E||||"
+           "PID-3 \\T\\ MRN 7 not on file\r",
+           h);
+  CHECK_STR(ack_full_of(b),
+            "MSA-3: Patient not found; ERR-3: 204 Unknown key identifier; "
+            "ERR-8: PID-3 & MRN 7 not on file");
+  snprintf(b, sizeof b, "%sMSA|AR|C1\rERR|PID^1^3^204&Unknown key\r", h);
+  CHECK_STR(ack_full_of(b), "ERR-1: 204 Unknown key");
+  snprintf(b, sizeof b, "%sMSA|AE|C1|Busy\x01 now\r", h);
+  CHECK_STR(ack_full_of(b), "MSA-3: Busy  now");
+  snprintf(b, sizeof b, "%sMSA|AE|C1\r", h);
+  CHECK_STR(ack_full_of(b), "");
 }
 
 TEST(wrong_control_id_is_no_ack) {
