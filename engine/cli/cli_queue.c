@@ -138,6 +138,32 @@ static bool dlq_split(const cad_buf_t *pl, cad_str_t *reason, uint64_t *orig, ca
   return true;
 }
 
+/* The dead letters of `name` still there (not requeued or purged): their
+ * count, and with `each` a call per number.  A dead letter's number is
+ * its message's queue sequence, so numbers need not be contiguous. */
+static uint64_t dlq_live(qctx_t *c, const char *name, int (*each)(qctx_t *, int, uint64_t)) {
+  int id = c->have_dlq ? cad_journal_dest(&c->dlq, name, false) : -1;
+  if (id < 0) return 0;
+  seqset_t gone;
+  dlq_done_set(c, id, &gone);
+  cad_jreader_t r;
+  uint64_t n = 0;
+  if (cad_jreader_init(&r, c->dlqdir) == 0) {
+    cad_jpos_t pos = cad_journal_begin(&c->dlq), end = cad_journal_end(&c->dlq);
+    cad_jread_t rec;
+    memset(&rec, 0, sizeof rec);
+    while (cad_jreader_next(&r, &pos, end, id, CAD_JREC_MSG, &rec) == 1) {
+      if (seq_in(&gone, rec.seq)) continue;
+      if (each && each(c, id, rec.seq) != 0) break;
+      n++;
+    }
+    cad_buf_free(&rec.payload);
+    cad_jreader_free(&r);
+  }
+  free(gone.done);
+  return n;
+}
+
 static int cmd_stats(qctx_t *c, const char *only) {
   uint64_t now = cad_now_ms();
   printf("%-20s %10s %12s %8s %10s %10s\n", "destination", "depth", "delivered", "dead", "oldest",
@@ -163,16 +189,7 @@ static int cmd_stats(qctx_t *c, const char *only) {
         cad_jreader_free(&r);
       }
     }
-    uint64_t dead = 0;
-    if (c->have_dlq) {
-      int id = cad_journal_dest(&c->dlq, jd->name, false);
-      if (id >= 0) {
-        seqset_t s;
-        dlq_done_set(c, id, &s);
-        dead = c->dlq.dests[id].last_seq - s.n;
-        free(s.done);
-      }
-    }
+    uint64_t dead = dlq_live(c, jd->name, NULL);
     printf("%-20s %10llu %12llu %8llu %10s %10llu\n", jd->name, (unsigned long long)depth,
            (unsigned long long)jd->delivered, (unsigned long long)dead, oldest,
            (unsigned long long)jd->last_seq);
@@ -246,6 +263,72 @@ static int find_msg(qctx_t *c, cad_journal_t *j, const char *dir, int id, uint64
   return rc == 1 ? 0 : CAD_E_NOTFOUND;
 }
 
+/* What became of message `seq` of destination `id`, from the DONE, DEAD and
+ * PURGE records: a DONE finishes every message up to its sequence, a DEAD
+ * exactly its own (and comes after the ones before it were delivered, their
+ * DONE possibly later), a PURGE every waiting one. */
+typedef struct {
+  const char *state; /* queued, delivered, dead, purged */
+  uint64_t time_ms;  /* when it was recorded, 0 = unknown */
+} fate_t;
+
+static fate_t find_fate(qctx_t *c, int id, uint64_t seq) {
+  fate_t f = {"queued", 0};
+  if (seq > c->j.dests[id].done_seq) return f;
+  f.state = "finished"; /* no record of how: retention removed it */
+  cad_jreader_t r;
+  if (cad_jreader_init(&r, c->jdir)) return f;
+  cad_jpos_t pos = cad_journal_begin(&c->j), end = cad_journal_end(&c->j);
+  cad_jread_t rec;
+  memset(&rec, 0, sizeof rec);
+  uint64_t done = 0;
+  while (cad_jreader_next(&r, &pos, end, id, 0, &rec) == 1) {
+    if (rec.type == CAD_JREC_DEST && rec.payload.len >= 8) {
+      /* Each segment restates how far the destination was finished. */
+      const unsigned char *p = (const unsigned char *)rec.payload.data;
+      uint64_t d0 = 0;
+      for (int i = 7; i >= 0; i--) d0 = (d0 << 8) | p[i];
+      if (d0 >= seq && done < seq) {
+        f = (fate_t){"finished before the oldest journal segment", 0};
+        break;
+      }
+      if (d0 > done) done = d0;
+    }
+    if (rec.type != CAD_JREC_DONE && rec.type != CAD_JREC_DEAD && rec.type != CAD_JREC_PURGE)
+      continue;
+    if (rec.type == CAD_JREC_DEAD && rec.seq == seq) {
+      f = (fate_t){"dead", rec.time_ms};
+      break;
+    }
+    if (rec.seq >= seq && done < seq) {
+      f = (fate_t){rec.type == CAD_JREC_PURGE ? "purged" : "delivered", rec.time_ms};
+      break;
+    }
+    if (rec.seq > done) done = rec.seq;
+  }
+  cad_buf_free(&rec.payload);
+  cad_jreader_free(&r);
+  return f;
+}
+
+static void show_fate(qctx_t *c, int id, uint64_t seq) {
+  fate_t f = find_fate(c, id, seq);
+  char when[32] = "";
+  if (f.time_ms) fmt_time(f.time_ms, when, sizeof when);
+  fprintf(stderr, "state: %s\n", f.state);
+  if (!strcmp(f.state, "delivered")) {
+    fprintf(stderr, "delivered: %s\n", when);
+    /* The journal records that a batch was delivered, not the receiver's
+     * answer to each message. */
+    fprintf(stderr, "ack: not recorded (the journal keeps no ACK per message)\n");
+  } else if (!strcmp(f.state, "dead")) {
+    fprintf(stderr, "dead-lettered: %s (queue show %s %llu --dead has the reason)\n", when,
+            c->j.dests[id].name, (unsigned long long)seq);
+  } else if (!strcmp(f.state, "purged")) {
+    fprintf(stderr, "purged: %s\n", when);
+  }
+}
+
 static int cmd_show(qctx_t *c, const char *dest, uint64_t seq, bool dead) {
   cad_journal_t *j = dead ? &c->dlq : &c->j;
   int id = dest_id(c, dest, j);
@@ -274,10 +357,7 @@ static int cmd_show(qctx_t *c, const char *dest, uint64_t seq, bool dead) {
     fprintf(stderr, "original sequence: %llu\nreason: %.*s\n", (unsigned long long)orig,
             (int)reason.len, reason.p);
   } else {
-    const cad_jdest_t *jd = &c->j.dests[id];
-    fprintf(stderr, "state: %s\n",
-            seq <= jd->done_seq ? "finished (delivered, dead-lettered or purged)"
-                                : "waiting for delivery");
+    show_fate(c, id, seq);
   }
   /* The message itself on stdout, byte for byte (pipe it to `caduceus parse -`). */
   fwrite(msg.p, 1, msg.len, stdout);
@@ -326,8 +406,12 @@ static int cmd_requeue(qctx_t *c, const char *dest, uint64_t seq, bool all) {
     cad_str_t reason, msg;
     uint64_t orig;
     if (!dlq_split(&rec.payload, &reason, &orig, &msg)) continue;
-    /* Back at the tail of the destination's FIFO, then marked as requeued. */
-    cad_jrec_t m = {CAD_JREC_MSG, (uint16_t)did, 0, msg.p, msg.len};
+    /* Back at the tail of the destination's FIFO, then marked as requeued.
+     * Its new sequence is above every dead-letter number of the name too,
+     * so the number it gets if it dies again is new. */
+    uint64_t top = c->j.dests[did].last_seq;
+    if (c->dlq.dests[lid].last_seq > top) top = c->dlq.dests[lid].last_seq;
+    cad_jrec_t m = {CAD_JREC_MSG, (uint16_t)did, top + 1, msg.p, msg.len};
     int rc = cad_journal_write(&c->j, &m, 1, cad_now_ms());
     if (rc == 0) {
       cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)lid, rec.seq, NULL, 0};
@@ -354,6 +438,11 @@ static int cmd_requeue(qctx_t *c, const char *dest, uint64_t seq, bool all) {
   return status;
 }
 
+static int purge_one(qctx_t *c, int lid, uint64_t no) {
+  cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)lid, no, NULL, 0};
+  return cad_journal_write(&c->dlq, &done, 1, cad_now_ms());
+}
+
 static int cmd_purge(qctx_t *c, const char *dest, bool dead) {
   if (dead) {
     int lid = c->have_dlq ? cad_journal_dest(&c->dlq, dest, false) : -1;
@@ -361,17 +450,8 @@ static int cmd_purge(qctx_t *c, const char *dest, bool dead) {
       printf("no dead letters for %s\n", dest);
       return 0;
     }
-    seqset_t gone;
-    dlq_done_set(c, lid, &gone);
-    int n = 0;
-    for (uint64_t s = 1; s <= c->dlq.dests[lid].last_seq; s++) {
-      if (seq_in(&gone, s)) continue;
-      cad_jrec_t done = {CAD_JREC_DONE, (uint16_t)lid, s, NULL, 0};
-      if (cad_journal_write(&c->dlq, &done, 1, cad_now_ms()) != 0) break;
-      n++;
-    }
-    free(gone.done);
-    printf("purged %d dead letter(s) of %s\n", n, dest);
+    uint64_t n = dlq_live(c, dest, purge_one);
+    printf("purged %llu dead letter(s) of %s\n", (unsigned long long)n, dest);
     return 0;
   }
   int did = dest_id(c, dest, &c->j);

@@ -53,6 +53,7 @@
 #include "mllp_listener.h"
 #include "mllp_sender.h"
 #include "queue.h"
+#include "reroute.h"
 #include "routes.h"
 #include "stats.h"
 
@@ -103,11 +104,16 @@ typedef struct dest {
   cad_arena_t arena;        /* parse of the message being delivered (file names) */
   cad_deliver_done_cb done; /* the worker's callback for every delivery */
   void *done_ctx;
+  /* A channel's requeued dead letters ("channel:NAME"), routed again: */
+  cad_reroute_t *rr;
+  cad_conf_dest_t rr_cd; /* its settings (name in rr_name) */
+  char rr_name[80];
 } dest_t;
 
 struct rt {
   cad_config_t *cfg;
-  dest_t *dests; /* one per cfg->dests */
+  dest_t *dests; /* one per cfg->dests, then one rerouter per channel */
+  size_t ndests; /* cfg->ndests + cfg->nchannels */
   chan_t *chans; /* one per cfg->channels */
   int refs;
   int workers; /* delivery workers running */
@@ -130,6 +136,9 @@ typedef struct engine {
   cad_queue_t *q;
   bool q_closing;
   dest_t *by_qid[CAD_JOURNAL_MAX_DESTS]; /* running workers by queue id */
+  /* Their counters by queue id (a name's id is fixed for the process), so
+   * a reload does not reset them. */
+  cad_delivery_stats_t dest_counters[CAD_JOURNAL_MAX_DESTS];
   rt_t *rt_next;       /* a reloaded runtime waiting for the old workers to stop */
   int running_workers; /* delivery workers of any runtime not yet stopped */
   rt_t *rt;
@@ -148,8 +157,9 @@ static void start_workers(rt_t *rt);
 static void rt_release(rt_t *rt) {
   if (!rt || --rt->refs > 0) return;
   if (rt->dests)
-    for (size_t i = 0; i < rt->cfg->ndests; i++) {
+    for (size_t i = 0; i < rt->ndests; i++) {
       dest_t *d = &rt->dests[i];
+      cad_reroute_free(d->rr);
       if (d->file) cad_file_dest_close(d->file);
       if (d->mllp) cad_mllp_sender_close(d->mllp, NULL, NULL);
       cad_tls_ctx_unref(d->tls);
@@ -300,12 +310,14 @@ static void worker_stopped(void *arg) {
 
 static void start_workers(rt_t *rt) {
   if (E.stopping) return;
-  for (size_t i = 0; i < rt->cfg->ndests; i++) {
+  for (size_t i = 0; i < rt->ndests; i++) {
     dest_t *d = &rt->dests[i];
     const cad_conf_dest_t *cd = d->cd;
     cad_dest_driver_t drv = {d->file ? file_deliver : mllp_deliver, d, d->file ? 64u : 1u};
+    if (d->rr) drv = (cad_dest_driver_t){cad_reroute_deliver, d->rr, 1};
     cad_delivery_opts_t o = {cd->retry_initial_ms, cd->retry_max_ms, cd->retry_attempts,
-                             cd->on_failure == CAD_ON_FAILURE_DEAD_LETTER};
+                             cd->on_failure == CAD_ON_FAILURE_DEAD_LETTER,
+                             &E.dest_counters[d->qid]};
     int rc = cad_delivery_start(E.loop, E.q, d->qid, cd->name, &drv, &o, &d->w);
     if (rc < 0) {
       cad_log_ctx_t c = CAD_LOG_CTX_INIT;
@@ -322,7 +334,7 @@ static void start_workers(rt_t *rt) {
 }
 
 static void stop_workers(rt_t *rt) {
-  for (size_t i = 0; i < rt->cfg->ndests; i++)
+  for (size_t i = 0; i < rt->ndests; i++)
     if (rt->dests[i].w) cad_delivery_stop(rt->dests[i].w, worker_stopped, &rt->dests[i]);
 }
 
@@ -373,6 +385,32 @@ static void listener_tls(cad_mllp_listener_opts_t *o, const chan_t *ch) {
   o->nallow = ch->cc->nallow;
 }
 
+/* The channel's dead letters' queue destination, registered at start, with
+ * the worker that routes requeued ones again (reroute.h): on_failure
+ * dead_letter, so a message that still fails goes back to the dead letters. */
+static int rerouter_open(rt_t *rt, chan_t *ch, dest_t *d) {
+  d->rt = rt;
+  d->cd = &d->rr_cd;
+  cad_arena_init(&d->arena, 1024, 0);
+  snprintf(d->rr_name, sizeof d->rr_name, "channel:%s", ch->cc->name);
+  d->rr_cd.name = d->rr_name;
+  d->rr_cd.retry_initial_ms = 1000;
+  d->rr_cd.retry_max_ms = 60000;
+  d->rr_cd.retry_attempts = 10;
+  d->rr_cd.on_failure = CAD_ON_FAILURE_DEAD_LETTER;
+  int qid = cad_queue_dest(E.q, d->rr_name);
+  if (qid < 0) return qid;
+  d->qid = (uint16_t)qid;
+  ch->dlq_qid = qid;
+  size_t n = rt->cfg->ndests;
+  uint16_t *qids = calloc(n ? n : 1, sizeof *qids);
+  if (!qids) return CAD_E_NOMEM;
+  for (size_t i = 0; i < n; i++) qids[i] = rt->dests[i].qid;
+  int rc = cad_reroute_new(E.q, ch->cc->routes, &ch->limits, qids, n, &d->rr);
+  free(qids);
+  return rc;
+}
+
 /* Build a runtime from a loaded config (which it takes over). */
 static int rt_create(cad_config_t *cfg, rt_t **out) {
   rt_t *rt = calloc(1, sizeof *rt);
@@ -382,7 +420,8 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
   }
   rt->cfg = cfg;
   rt->refs = 1;
-  rt->dests = calloc(cfg->ndests ? cfg->ndests : 1, sizeof *rt->dests);
+  rt->ndests = cfg->ndests + cfg->nchannels;
+  rt->dests = calloc(rt->ndests ? rt->ndests : 1, sizeof *rt->dests);
   rt->chans = calloc(cfg->nchannels ? cfg->nchannels : 1, sizeof *rt->chans);
   if (!rt->dests || !rt->chans) {
     rt_release(rt);
@@ -410,6 +449,11 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
                     : ch->cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
                                                            : CAD_ACK_STYLE_AUTO;
     int trc = chan_tls(ch);
+    if (trc < 0) {
+      rt_release(rt);
+      return trc;
+    }
+    trc = rerouter_open(rt, ch, &rt->dests[cfg->ndests + i]);
     if (trc < 0) {
       rt_release(rt);
       return trc;

@@ -58,15 +58,15 @@ struct cad_delivery {
   size_t fail_idx;     /* the record that failed */
   bool fail_permanent; /* its failure was CAD_DELIVER_FAIL */
   uint32_t attempts;   /* of the record at fail_idx (or being sent alone) */
-  char last_err[96];
+  char last_err[256];
   /* progress */
   uint64_t delivered_seq; /* every message up to here is finished (in memory) */
   uint64_t marked_seq;    /* DONE asked for up to here */
   bool mark_busy;         /* a DONE is being committed */
   uint64_t mark_want;     /* a DONE to ask for once the busy one is durable */
-  char dead_reason[160];
-  waiter_t *waiters, *waiters_tail; /* in seq order */
-  cad_delivery_stats_t stats;
+  char dead_reason[320];
+  waiter_t *waiters, *waiters_tail;     /* in seq order */
+  cad_delivery_stats_t own_stats, *ctr; /* ctr: opts.counters or own_stats */
   uint64_t rng;
   void (*stop_done)(void *);
   void *stop_arg;
@@ -211,7 +211,7 @@ static void on_dead_marked(void *ud, int status, const uint64_t *seqs, size_t n)
     uv_timer_start(&w->timer, on_backoff, 1000, 0);
     return;
   }
-  w->stats.dead++;
+  w->ctr->dead++;
   w->delivered_seq = rec->seq;
   w->marked_seq = rec->seq > w->marked_seq ? rec->seq : w->marked_seq;
   resolve_waiters(w, rec->seq, CAD_E_IO);
@@ -264,18 +264,18 @@ static void schedule_retry(cad_delivery_t *w) {
   cad_log_num_t nums[2];
   log_ctx(w, &c, nums, rec->seq);
   c.outcome = "retry";
-  if (exhausted && !w->stats.blocked) {
-    w->stats.blocked = 1;
+  if (exhausted && !w->ctr->blocked) {
+    w->ctr->blocked = 1;
     CAD_LOG(CAD_LOG_ERROR, "dest.blocked", &c,
             "destination=%s reason=%s: the queue waits on this message and keeps retrying", w->name,
             w->last_err);
   } else {
     CAD_LOG(CAD_LOG_WARN, "dest.retry", &c, "destination=%s reason=%s", w->name, w->last_err);
   }
-  w->stats.retries++;
+  w->ctr->retries++;
   uint64_t delay = w->o.retry_initial_ms;
   for (uint32_t i = 1; i < w->attempts && delay < w->o.retry_max_ms; i++) delay *= 2;
-  if (delay > w->o.retry_max_ms || w->stats.blocked) delay = w->o.retry_max_ms;
+  if (delay > w->o.retry_max_ms || w->ctr->blocked) delay = w->o.retry_max_ms;
   delay = delay / 2 + rnd(w) % (delay / 2 + 1);
   w->st = ST_BACKOFF;
   if (maybe_stop(w)) return;
@@ -305,7 +305,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
     if (idx < w->fail_idx) {
       /* Handed over before the failed one (completions come in order). */
       if (outcome == CAD_DELIVER_OK) {
-        w->stats.delivered++;
+        w->ctr->delivered++;
         w->delivered_seq = rec->seq;
         resolve_waiters(w, rec->seq, 0);
       } else {
@@ -320,13 +320,13 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
     return;
   }
   if (outcome == CAD_DELIVER_OK) {
-    w->stats.delivered++;
-    if (w->stats.blocked) {
+    w->ctr->delivered++;
+    if (w->ctr->blocked) {
       cad_log_ctx_t c;
       cad_log_num_t nums[2];
       log_ctx(w, &c, nums, rec->seq);
       CAD_LOG(CAD_LOG_WARN, "dest.unblocked", &c, "destination=%s", w->name);
-      w->stats.blocked = 0;
+      w->ctr->blocked = 0;
     }
     w->attempts = 0;
     w->delivered_seq = rec->seq;
@@ -357,8 +357,8 @@ static void submit_more(cad_delivery_t *w) {
     if (i == w->completed) {
       w->attempts++;
     }
-    w->stats.attempts++;
-    w->stats.in_flight_seq = rec->seq;
+    w->ctr->attempts++;
+    w->ctr->in_flight_seq = rec->seq;
     int rc =
         w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len, rec->seq, on_delivered, w);
     if (rc) {
@@ -438,6 +438,9 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
   w->window = drv->window ? drv->window : 1;
   if (w->window > CAD_QUEUE_READ_BATCH) w->window = CAD_QUEUE_READ_BATCH;
   w->o = *o;
+  w->ctr = o->counters ? o->counters : &w->own_stats;
+  w->ctr->blocked = 0;
+  w->ctr->in_flight_seq = 0;
   if (!w->o.retry_initial_ms) w->o.retry_initial_ms = 1000;
   if (!w->o.retry_max_ms) w->o.retry_max_ms = 60000;
   if (w->o.retry_max_ms < w->o.retry_initial_ms) w->o.retry_max_ms = w->o.retry_initial_ms;
@@ -474,7 +477,7 @@ int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int 
   return 0;
 }
 
-void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out) { *out = w->stats; }
+void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out) { *out = *w->ctr; }
 
 void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg) {
   w->stopping = true;

@@ -67,18 +67,22 @@ typedef struct cad_dest_driver {
   unsigned window;
 } cad_dest_driver_t;
 
+typedef struct cad_delivery_stats {
+  uint64_t delivered, attempts, retries, dead; /* messages, not batches */
+  uint64_t blocked;                            /* 1 while blocked on a message past max_attempts */
+  uint64_t in_flight_seq;                      /* 0 = none */
+} cad_delivery_stats_t;
+
 typedef struct cad_delivery_opts {
   uint64_t retry_initial_ms; /* default 1000 */
   uint64_t retry_max_ms;     /* default 60000 */
   uint32_t max_attempts;     /* default 10; then dead_letter or block */
   bool dead_letter;          /* give up into the dead-letter queue (else block) */
+  /* Where the worker counts (borrowed, must outlive it), so a worker that
+   * replaces another (a reload) goes on counting where it stopped; its
+   * blocked and in_flight_seq are reset at start.  NULL = its own, from 0. */
+  cad_delivery_stats_t *counters;
 } cad_delivery_opts_t;
-
-typedef struct cad_delivery_stats {
-  uint64_t delivered, attempts, retries, dead;
-  uint64_t blocked;       /* 1 while blocked on a message past max_attempts */
-  uint64_t in_flight_seq; /* 0 = none */
-} cad_delivery_stats_t;
 
 typedef struct cad_delivery cad_delivery_t;
 

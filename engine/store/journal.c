@@ -180,8 +180,13 @@ static int apply(cad_journal_t *j, cad_jseg_t *s, const hdr_t *h, const unsigned
     case CAD_JREC_DONE:
     case CAD_JREC_DEAD:
     case CAD_JREC_PURGE:
+      /* `delivered` counts messages: a DONE finishes every one up to its
+       * seq; a DEAD comes only after the ones before it were delivered
+       * (their DONE may follow it), so those count too; a PURGE counts
+       * none. */
+      if (h->seq > d->done_seq && h->type != CAD_JREC_PURGE)
+        d->delivered += h->seq - d->done_seq - (h->type == CAD_JREC_DEAD);
       if (h->seq > d->done_seq) d->done_seq = h->seq;
-      if (h->type == CAD_JREC_DONE) d->delivered++;
       if (h->type == CAD_JREC_DEAD) d->dead++;
       break;
   }

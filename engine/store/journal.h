@@ -76,7 +76,7 @@ typedef struct cad_jdest {
   uint64_t done_seq;         /* every MSG with seq <= done_seq is finished
                               (delivered, dead-lettered or purged) */
   uint64_t dead;             /* DEAD records seen (dead letters ever) */
-  uint64_t delivered;        /* DONE records seen */
+  uint64_t delivered;        /* messages DONE finished (see apply() in journal.c) */
   uint64_t oldest_undone_ms; /* time of the first unfinished MSG, 0 = none (after recovery) */
   uint64_t dest_seg;         /* newest segment holding its DEST record (recovery) */
 } cad_jdest_t;

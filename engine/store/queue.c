@@ -95,7 +95,12 @@ static void write_dead_letters(cad_queue_t *q, req_t *batch) {
       r->status = id;
       continue;
     }
-    cad_jrec_t rec = {CAD_JREC_MSG, (uint16_t)id, 0, r->dlq_payload, r->dlq_len};
+    /* A dead letter's number is its message's queue sequence (the `seq` of
+     * the log lines); one without (a route's dead letter) gets a number
+     * above every one used on either side for that name. */
+    uint64_t no = r->recs[0].seq, top = q->j.dests[r->recs[0].dest].last_seq;
+    if (!no) no = (q->dlq.dests[id].last_seq > top ? q->dlq.dests[id].last_seq : top) + 1;
+    cad_jrec_t rec = {CAD_JREC_MSG, (uint16_t)id, no, r->dlq_payload, r->dlq_len};
     int rc = cad_journal_write(&q->dlq, &rec, 1, cad_now_ms());
     if (rc) r->status = rc;
   }

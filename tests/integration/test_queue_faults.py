@@ -391,20 +391,24 @@ def test_dead_letter_requeue(binary, tmp):
         assert r.returncode == 0, r.stderr
         rows = [ln for ln in r.stdout.splitlines()[1:] if ln.strip()]
         assert len(rows) == 1 and bad in rows[0] and "AR from receiver" in rows[0], r.stdout
+        # Its number is its queue sequence, the `seq` of the log line.
+        no = rows[0].split()[0]
+        assert no == "5", r.stdout
+        assert log_has(eng, r"event=dest\.dead_letter.*seq=5\b"), "no seq=5 on dest.dead_letter"
         st, out = queue_stats(binary, data)
         assert st[DEST]["dead"] == 1, out
         assert log_has(eng, r"event=dest\.dead_letter"), "no dest.dead_letter in the log"
         # Changing commands refuse while the engine holds the lock.
-        r = qtool(binary, "requeue", data, DEST, "1")
+        r = qtool(binary, "requeue", data, DEST, no)
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
         assert "engine is running" in r.stderr and "holds" in r.stderr and "lock" in r.stderr, \
             r.stderr
         check_clean_stop(eng)
         sink.stop()
         sink = None
-        r = qtool(binary, "requeue", data, DEST, "1")
+        r = qtool(binary, "requeue", data, DEST, no)
         assert r.returncode == 0, (r.stdout, r.stderr)
-        assert "requeued dead letter 1" in r.stdout, r.stdout
+        assert "requeued dead letter 5" in r.stdout, r.stdout
         r = qtool(binary, "list", data, DEST, "--dead")
         assert [ln for ln in r.stdout.splitlines()[1:] if ln.strip()] == [], r.stdout
         r = qtool(binary, "list", data, DEST)
@@ -413,7 +417,7 @@ def test_dead_letter_requeue(binary, tmp):
         st, out = queue_stats(binary, data)
         assert st[DEST]["depth"] == 1 and st[DEST]["dead"] == 0, out
         # Twice is refused: that dead letter is gone.
-        r = qtool(binary, "requeue", data, DEST, "1")
+        r = qtool(binary, "requeue", data, DEST, no)
         assert r.returncode == 1, r.stdout
         # A receiver that accepts it now.
         sink = FakeReceiver(port=dport)

@@ -170,7 +170,7 @@ TEST(delivery_in_order_and_survives_restart) {
   fake_t f;
   memset(&f, 0, sizeof f);
   cad_dest_driver_t drv = {fake_deliver, &f, 8};
-  cad_delivery_opts_t dopts = {10, 100, 5, true};
+  cad_delivery_opts_t dopts = {10, 100, 5, true, NULL};
   cad_delivery_t *w;
   REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "ehr", &drv, &dopts, &w) == 0);
   cad_queue_set_commit_hook(q, hook, w);
@@ -232,7 +232,7 @@ TEST(retry_then_deliver) {
   f.fail_first = 3;
   f.fail_how = CAD_DELIVER_RETRY;
   cad_dest_driver_t drv = {fake_deliver, &f, 1};
-  cad_delivery_opts_t dopts = {5, 20, 10, true};
+  cad_delivery_opts_t dopts = {5, 20, 10, true, NULL};
   cad_delivery_t *w;
   REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "lis", &drv, &dopts, &w) == 0);
   cad_queue_set_commit_hook(q, hook, w);
@@ -267,7 +267,7 @@ TEST(permanent_failure_goes_to_dead_letter_and_the_queue_moves_on) {
   f.fail_first = 1; /* the first message fails for good */
   f.fail_how = CAD_DELIVER_FAIL;
   cad_dest_driver_t drv = {fake_deliver, &f, 1};
-  cad_delivery_opts_t dopts = {5, 20, 10, true};
+  cad_delivery_opts_t dopts = {5, 20, 10, true, NULL};
   cad_delivery_t *w;
   REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "pharmacy", &drv, &dopts, &w) == 0);
   cad_queue_set_commit_hook(q, hook, w);
@@ -323,7 +323,7 @@ TEST(block_policy_holds_the_queue_until_the_destination_recovers) {
   f.fail_first = 5;
   f.fail_how = CAD_DELIVER_RETRY;
   cad_dest_driver_t drv = {fake_deliver, &f, 1};
-  cad_delivery_opts_t dopts = {2, 10, 2, false}; /* block after 2 attempts */
+  cad_delivery_opts_t dopts = {2, 10, 2, false, NULL}; /* block after 2 attempts */
   cad_delivery_t *w;
   REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "ehr", &drv, &dopts, &w) == 0);
   cad_queue_set_commit_hook(q, hook, w);
@@ -438,7 +438,7 @@ TEST(window_with_failures_keeps_order) {
   f.timer.data = &f;
   uv_timer_start(&f.timer, afake_tick, 1, 1);
   cad_dest_driver_t drv = {afake_deliver, &f, 4};
-  cad_delivery_opts_t dopts = {5, 20, 10, true};
+  cad_delivery_opts_t dopts = {5, 20, 10, true, NULL};
   cad_delivery_t *w;
   REQUIRE(cad_delivery_start(&loop, q, (uint16_t)d, "files", &drv, &dopts, &w) == 0);
   cad_queue_set_commit_hook(q, hook, w);
