@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cad_error.h"
@@ -143,8 +144,11 @@ static bool is_tmp_name(const char *n) {
   return k == TMP_HEX && n[k] == 0;
 }
 
-/* Remove temp files a crash left behind (only names of our exact shape;
- * unlinkat never follows a symlink). */
+/* Remove temp files a crash left behind: names of our exact shape, not
+ * changed for STALE_TMP_S (a destination of the configuration a reload is
+ * replacing may still be writing its own); unlinkat never follows a
+ * symlink. */
+#define STALE_TMP_S 60
 static void remove_stale_tmps(cad_file_dest_t *d) {
   int fd = dup(d->dirfd);
   DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
@@ -153,8 +157,12 @@ static void remove_stale_tmps(cad_file_dest_t *d) {
     return;
   }
   struct dirent *e;
+  time_t now = time(NULL);
+  struct stat st;
   while ((e = readdir(dir)))
-    if (is_tmp_name(e->d_name)) d->io->unlinkat(d->io->ctx, d->dirfd, e->d_name, 0);
+    if (is_tmp_name(e->d_name) && fstatat(d->dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        st.st_mtime + STALE_TMP_S < now)
+      d->io->unlinkat(d->io->ctx, d->dirfd, e->d_name, 0);
   closedir(dir);
 }
 

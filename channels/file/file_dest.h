@@ -31,7 +31,7 @@
  * descriptor (openat) with O_NOFOLLOW; temp files are ".tmp." followed by 24
  * random hex digits (getrandom), created O_CREAT|O_EXCL, so a planted file or
  * symlink is never followed or overwritten.  Leftover temp files of a crash
- * (that exact shape) are removed at open.  The append target must be a
+ * (that exact shape, unchanged for a minute) are removed at open.  The append target must be a
  * regular file: a symlink, FIFO, socket or device is refused at open with a
  * clear error (it is opened O_NONBLOCK|O_NOFOLLOW and checked with fstat, so
  * a FIFO never blocks the engine).

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cad_error.h"
@@ -319,6 +320,34 @@ TEST(colliding_names_get_a_suffix_and_redelivery_no_duplicate) {
   cad_file_dest_close(d);
   CHECK_INT(uv_loop_close(&loop), 0);
   for (int i = 0; i < 5; i++) cad_arena_free(&x[i].a);
+  rm_rf(tmpdir);
+}
+
+TEST(stale_temp_files_are_removed_at_open_fresh_ones_kept) {
+  make_tmp();
+  REQUIRE(mkdir(outdir, 0700) == 0);
+  const char *names[] = {".tmp.0123456789abcdef01234567", ".tmp.76543210fedcba9876543210",
+                         ".tmp.notours", "keep.hl7"};
+  char p[4][500];
+  for (int i = 0; i < 4; i++) {
+    snprintf(p[i], sizeof p[i], "%s/%s", outdir, names[i]);
+    put_file(p[i], "x");
+  }
+  /* The first and the last two are an hour old; the second is fresh. */
+  struct timespec old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+  REQUIRE(utimensat(AT_FDCWD, p[0], old, 0) == 0);
+  REQUIRE(utimensat(AT_FDCWD, p[2], old, 0) == 0);
+  REQUIRE(utimensat(AT_FDCWD, p[3], old, 0) == 0);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_file_dest_t *d = open_out(&loop, NULL, NULL, 0);
+  REQUIRE(d);
+  CHECK(access(p[0], F_OK) != 0);
+  CHECK(access(p[1], F_OK) == 0); /* maybe another destination's, being written */
+  CHECK(access(p[2], F_OK) == 0);
+  CHECK(access(p[3], F_OK) == 0);
+  cad_file_dest_close(d);
+  CHECK_INT(uv_loop_close(&loop), 0);
   rm_rf(tmpdir);
 }
 
