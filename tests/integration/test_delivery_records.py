@@ -126,6 +126,22 @@ def test_show_tells_state_and_delivery_time(binary, tmp):
     finally:
         eng.kill()
         sink.stop()
+    # A receiver that is not there: the next message waits; purged, it says so.
+    eng = Engine(binary, tmp, channel(port, "ehr"), mllp_dest("ehr", free_port()))
+    try:
+        eng.start([port])
+        send_all(port, ["WAIT0004"])
+        r = qtool(binary, "show", data, "ehr", "4")
+        assert r.returncode == 0 and "state: queued" in r.stderr, r.stderr
+        check_clean_stop(eng)
+        r = qtool(binary, "purge", data, "ehr")
+        assert r.returncode == 0, r.stderr
+        r = qtool(binary, "show", data, "ehr", "4")
+        assert "state: purged" in r.stderr and re.search(r"purged: 20\d\d-", r.stderr), r.stderr
+        r = qtool(binary, "show", data, "ehr", "1")
+        assert "state: delivered" in r.stderr, r.stderr
+    finally:
+        eng.kill()
 
 
 # ---- item 15: delivered counts, and SIGHUP ----------------------------------
@@ -195,6 +211,20 @@ def test_requeue_of_route_error_dead_letter_is_routed_again(binary, tmp):
         assert len(rows) == 1 and "R0000001" in rows[0], r.stdout
         no = rows[0].split()[0]
         check_clean_stop(eng)
+        # Requeued with the table unchanged: routed again, it fails again and
+        # is a dead letter again, under a new number.
+        r = qtool(binary, "requeue", data, "channel:lab", no)
+        assert r.returncode == 0 and "requeued" in r.stdout, (r.stdout, r.stderr)
+        eng.start([port])
+        wait_for(lambda: stats(binary, data)[0]["channel:lab"]["depth"] == 0, 10,
+                 what="the requeued message finished")
+        check_clean_stop(eng)
+        r = qtool(binary, "list", data, "channel:lab", "--dead")
+        rows = [ln for ln in r.stdout.splitlines()[1:] if ln.strip()]
+        assert len(rows) == 1 and "R0000001" in rows[0] and "routes:" in rows[0], r.stdout
+        assert rows[0].split()[0] != no, r.stdout
+        no = rows[0].split()[0]
+        assert not os.path.isdir(out) or not os.listdir(out)
         # The table is fixed; the dead letter is requeued and must now be routed.
         routed_config(eng, port, out, "M: male, F: female")
         r = qtool(binary, "requeue", data, "channel:lab", no)
