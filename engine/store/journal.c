@@ -652,7 +652,8 @@ static int journal_write(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t 
   size_t nt = 0;
   bool overflow = false;
   for (size_t i = 0; i < n; i++) {
-    if (recs[i].type != CAD_JREC_MSG || recs[i].seq != 0) continue;
+    /* (explicit sequences too: the undo below compares every MSG's dest) */
+    if (recs[i].type != CAD_JREC_MSG) continue;
     uint16_t d = recs[i].dest;
     bool seen = false;
     for (size_t k = 0; k < nt; k++) seen |= touched[k] == d;
