@@ -354,8 +354,11 @@ static int cmd_show(qctx_t *c, const char *dest, uint64_t seq, bool dead) {
   fprintf(stderr, "destination: %s\nsequence: %llu\n%s: %s\nbytes: %zu\n", dest,
           (unsigned long long)seq, dead ? "dead-lettered" : "queued", when, msg.len);
   if (dead) {
-    fprintf(stderr, "original sequence: %llu\nreason: %.*s\n", (unsigned long long)orig,
-            (int)reason.len, reason.p);
+    /* Older dead letters were numbered apart from their queue sequence. */
+    if (orig && orig != seq) fprintf(stderr, "queue sequence: %llu\n", (unsigned long long)orig);
+    else if (!orig)
+      fprintf(stderr, "queue sequence: none (the channel's routes failed before queueing)\n");
+    fprintf(stderr, "reason: %.*s\n", (int)reason.len, reason.p);
   } else {
     show_fate(c, id, seq);
   }

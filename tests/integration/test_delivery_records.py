@@ -210,6 +210,9 @@ def test_requeue_of_route_error_dead_letter_is_routed_again(binary, tmp):
         rows = [ln for ln in r.stdout.splitlines()[1:] if ln.strip()]
         assert len(rows) == 1 and "R0000001" in rows[0], r.stdout
         no = rows[0].split()[0]
+        r = qtool(binary, "show", data, "channel:lab", no, "--dead")
+        assert "queue sequence: none" in r.stderr and "reason: route sex step 1" in r.stderr, \
+            r.stderr
         check_clean_stop(eng)
         # Requeued with the table unchanged: routed again, it fails again and
         # is a dead letter again, under a new number.
