@@ -478,8 +478,9 @@ typedef struct job {
   char fail_reason[80];
   uint64_t conn;
   char peer[64];
-  uint16_t *items_qid; /* the queue ids appended (arena), for `delivered` */
-  cad_ack_msh_t h;     /* what the ACK needs from MSH, read once at parse (spans in bytes) */
+  uint16_t *items_qid;   /* the queue ids appended (arena), for `delivered` */
+  cad_ack_msh_t h;       /* what the ACK needs from MSH, read once at parse (spans in bytes) */
+  const char *dl_reason; /* a route's dead letter: its reason (arena) */
 } job_t;
 
 static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci,
@@ -728,6 +729,23 @@ static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *dat
   route_and_queue(j, ch, ci);
 }
 
+/* A route's dead letter is written: its log line carries its number (the
+ * one `queue list/show/requeue channel:NAME` take). */
+static void route_dead_written(void *ud, int status, const uint64_t *seqs, size_t n) {
+  job_t *j = ud;
+  if (status == 0) {
+    cad_mllp_conn_info_t ci = {j->conn, ""};
+    snprintf(ci.peer, sizeof ci.peer, "%s", j->peer);
+    cad_log_ctx_t c;
+    log_ctx_for(&c, j->ch, &ci, &j->h, j->len);
+    cad_log_num_t num = {"seq", n ? seqs[0] : 0};
+    c.nums = &num;
+    c.nnums = 1;
+    CAD_LOG(CAD_LOG_WARN, "msg.dead_letter", &c, "%s", j->dl_reason);
+  }
+  job_appended(ud, status, seqs, n);
+}
+
 /* Route a parsed message and queue what the routes give; answer it. */
 static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci) {
   const cad_conf_channel_t *cc = ch->cc;
@@ -770,10 +788,14 @@ static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci
         ch->dlq_qid = cad_queue_dest(E.q, name);
       }
       ch->st->dead_lettered++;
-      CAD_LOG(CAD_LOG_WARN, "msg.dead_letter", &c, "%s", res.diag.reason);
-      rc = ch->dlq_qid < 0 ? ch->dlq_qid
-                           : cad_queue_mark(E.q, (uint16_t)ch->dlq_qid, CAD_JREC_DEAD, 0,
-                                            res.diag.reason, j->bytes, j->len, job_appended, j);
+      size_t rl = strlen(res.diag.reason);
+      char *why = cad_arena_alloc(&j->arena, rl + 1);
+      if (why) memcpy(why, res.diag.reason, rl + 1);
+      j->dl_reason = why ? why : "";
+      rc = ch->dlq_qid < 0
+               ? ch->dlq_qid
+               : cad_queue_mark(E.q, (uint16_t)ch->dlq_qid, CAD_JREC_DEAD, 0, res.diag.reason,
+                                j->bytes, j->len, route_dead_written, j);
       if (rc < 0) {
         job_fail(j, rc, "dead-letter write failed");
         job_finish(j);

@@ -25,6 +25,7 @@ typedef struct req {
   /* MARK DEAD: what goes to the dead-letter journal first */
   char *dlq_payload;
   size_t dlq_len;
+  uint64_t dlq_no; /* its number in the dead-letter journal, once written */
   cad_queue_append_cb cb;
   void *ud;
   uint64_t seqs[]; /* n entries */
@@ -103,6 +104,7 @@ static void write_dead_letters(cad_queue_t *q, req_t *batch) {
     cad_jrec_t rec = {CAD_JREC_MSG, (uint16_t)id, no, r->dlq_payload, r->dlq_len};
     int rc = cad_journal_write(&q->dlq, &rec, 1, cad_now_ms());
     if (rc) r->status = rc;
+    else r->dlq_no = rec.seq;
   }
 }
 
@@ -139,6 +141,7 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
       continue;
     }
     for (size_t i = 0; i < r->n; i++) r->seqs[i] = all[idx++].seq;
+    if (r->kind == REQ_MARK && r->recs[0].type == CAD_JREC_DEAD) r->seqs[0] = r->dlq_no;
     if (r->kind == REQ_APPEND) appends++;
   }
   free(all);

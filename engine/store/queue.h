@@ -92,7 +92,9 @@ int cad_queue_append(cad_queue_t *q, const cad_queue_item_t *items, size_t n,
 /* Record that `seq` of `dest` is finished: type CAD_JREC_DONE (delivered) or
  * CAD_JREC_DEAD (moved to the dead-letter journal first, with `reason` and
  * the message bytes `p`/`len`), or CAD_JREC_PURGE (everything up to seq is
- * dropped).  cb(ud, status, NULL, 0) runs when durable. */
+ * dropped).  cb runs when durable; for DEAD with status 0, seqs[0] is the
+ * dead letter's number (its queue sequence `seq`, or for seq 0 a new number
+ * above every one used for that name). */
 int cad_queue_mark(cad_queue_t *q, uint16_t dest, uint8_t type, uint64_t seq, const char *reason,
                    const char *p, size_t len, cad_queue_append_cb cb, void *ud);
 

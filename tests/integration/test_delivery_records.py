@@ -210,6 +210,9 @@ def test_requeue_of_route_error_dead_letter_is_routed_again(binary, tmp):
         rows = [ln for ln in r.stdout.splitlines()[1:] if ln.strip()]
         assert len(rows) == 1 and "R0000001" in rows[0], r.stdout
         no = rows[0].split()[0]
+        # One number: the log line's seq is the dead letter's number.
+        m = re.search(r"event=msg\.dead_letter[^\n]*", eng.log())
+        assert m and re.search(r"\bseq=%s\b" % no, m.group(0)), (no, eng.log()[-1500:])
         r = qtool(binary, "show", data, "channel:lab", no, "--dead")
         assert "queue sequence: none" in r.stderr and "reason: route sex step 1" in r.stderr, \
             r.stderr
