@@ -233,6 +233,23 @@ TEST(planted_symlink_at_final_name_is_kept_and_not_followed) {
   REQUIRE(got);
   CHECK_STRN(got, n, x.text);
   free(got);
+  /* A FIFO at the name is looked at without blocking, and kept. */
+  msg_t y;
+  REQUIRE(parse(&y, "M2", "two") == 0);
+  snprintf(p, sizeof p, "%s/M2.hl7", outdir);
+  REQUIRE(mkfifo(p, 0600) == 0);
+  alarm(5);
+  write_all(&loop, d, &y, 1);
+  alarm(0);
+  CHECK_INT(last_status, 0);
+  struct stat fst;
+  CHECK(lstat(p, &fst) == 0 && S_ISFIFO(fst.st_mode));
+  snprintf(p, sizeof p, "%s/M2~2.hl7", outdir);
+  got = slurp(p, &n);
+  REQUIRE(got);
+  CHECK_STRN(got, n, y.text);
+  free(got);
+  cad_arena_free(&y.a);
   cad_file_dest_close(d);
   CHECK_INT(uv_loop_close(&loop), 0);
   cad_arena_free(&x.a);
