@@ -661,15 +661,13 @@ static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *dat
   }
   if (rc < 0) {
     dg.hl7_code = hl7_code_for(&dg);
+    /* No readable header: answer all the same, from a stand-in header
+     * (default delimiters, empty MSA-2), or the sender resends forever. */
+    if (!have_h) cad_ack_msh_salvage(j->bytes, j->len, 0, &h);
     log_ctx_for(&c, ch, ci, have_h ? &h : NULL, j->len);
     c.error = cad_err_name(rc);
-    if (have_h) {
-      ch->st->rejected++;
-      c.outcome = send_ack(req, ch, &h, CAD_ACK_REJECT, &dg, 0);
-    } else {
-      ch->st->unanswered++;
-      c.outcome = send_ack(req, ch, NULL, CAD_ACK_REJECT, &dg, 0);
-    }
+    ch->st->rejected++;
+    c.outcome = send_ack(req, ch, &h, CAD_ACK_REJECT, &dg, 0);
     CAD_LOG(CAD_LOG_WARN, "msg.rejected", &c, "%s (HL7 %d, segment %u field %u)", dg.reason,
             dg.hl7_code, dg.segment, dg.field);
     job_free(j);

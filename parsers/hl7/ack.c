@@ -105,6 +105,23 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
   return 0;
 }
 
+int cad_ack_msh_salvage(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *out) {
+  if (cad_ack_msh_scan(p, len, max_scan, out) == 0) return 0;
+  static const char enc[] = "^~\\&";
+  static const char seps[] = "|!#$%*+,-./:;<=>?@_`{}";
+  memset(out, 0, sizeof *out);
+  out->d = cad_hl7_default_delims;
+  /* Keep the sender's field separator when it is a plain punctuation mark
+   * the parser would also take (so a reader that splits on it finds MSA). */
+  if (len >= 4 && memcmp(p, "MSH", 3) == 0 && p[3] && strchr(seps, p[3])) out->d.field = p[3];
+  out->enc = (cad_str_t){enc, 4};
+  cad_str_t empty = {"", 0};
+  out->send_app = out->send_fac = out->recv_app = out->recv_fac = empty;
+  out->msg_type = out->trigger = out->control_id = out->proc_id = empty;
+  out->version = out->accept_ack = out->app_ack = empty;
+  return 1;
+}
+
 int cad_ack_version(cad_str_t v) {
   /* Only the first component counts ("2.5.1^..."). */
   size_t i = 0;
