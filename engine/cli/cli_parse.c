@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "cad_json.h"
 #include "cli.h"
 #include "hl7.h"
 #include "hl7_stream.h"
@@ -21,23 +22,7 @@ static void put_text(FILE *out, cad_str_t s) {
   }
 }
 
-static void put_json_str(FILE *out, cad_str_t s) {
-  fputc('"', out);
-  for (size_t i = 0; i < s.len; i++) {
-    unsigned char c = (unsigned char)s.p[i];
-    switch (c) {
-      case '"': fputs("\\\"", out); break;
-      case '\\': fputs("\\\\", out); break;
-      case '\n': fputs("\\n", out); break;
-      case '\r': fputs("\\r", out); break;
-      case '\t': fputs("\\t", out); break;
-      default:
-        if (c < 0x20 || c == 0x7f) fprintf(out, "\\u%04x", c);
-        else fputc(c, out); /* bytes >= 0x80 pass through (UTF-8 input stays UTF-8) */
-    }
-  }
-  fputc('"', out);
-}
+static void put_json_str(FILE *out, cad_str_t s) { cad_json_fput(out, s.p, s.len); }
 
 /* ---- reading the input as messages --------------------------------------- */
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "cad_json.h"
 #include "cli.h"
 #include "cli_archive.h"
 #include "config.h"
@@ -67,16 +68,7 @@ typedef struct pv {
 
 /* ---- output helpers ------------------------------------------------------ */
 
-static void json_str(FILE *f, const char *p, size_t n) {
-  fputc('"', f);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
+static void json_str(FILE *f, const char *p, size_t n) { cad_json_fput(f, p, n); }
 
 static void text_str(cad_buf_t *b, cad_str_t v) {
   cad_buf_putc(b, '"');
@@ -97,16 +89,7 @@ static void part_begin(pv_t *pv) {
   pv->nparts++;
 }
 
-static void json_buf_str(cad_buf_t *b, const char *p, size_t n) {
-  cad_buf_putc(b, '"');
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '"' || c == '\\') cad_buf_printf(b, "\\%c", c);
-    else if (c < 0x20 || c == 0x7f) cad_buf_printf(b, "\\u%04x", c);
-    else cad_buf_putc(b, (char)c);
-  }
-  cad_buf_putc(b, '"');
-}
+static void json_buf_str(cad_buf_t *b, const char *p, size_t n) { cad_json_str(b, p, n); }
 
 static void emit_value(pv_t *pv, const char *dest, const char *path, cad_str_t was, cad_str_t now) {
   part_begin(pv);
