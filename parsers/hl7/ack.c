@@ -248,13 +248,16 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
 
   if (st != 0) {
     const cad_hl7_diag_t *dg = o->diag;
-    bool loc = dg && dg->seg_id[0] && dg->segment > 0;
+    /* ERR-2 / ERR-1 location: segment id (escaped: a bad id may hold a
+     * delimiter) ^ sequence ^ field; the id may be empty (unreadable). */
+    bool loc = dg && dg->segment > 0;
+    size_t idlen = dg ? strnlen(dg->seg_id, sizeof dg->seg_id) : 0;
     PUT(cad_buf_append(out, "ERR", 3));
     PUTC(f);
     if (old_layout) {
       /* ERR-1 (ELD): SEG^seq^field^code&text&HL70357 */
       if (loc) {
-        PUT(cad_buf_puts(out, dg->seg_id));
+        PUT(put_escaped(out, d, dg->seg_id, idlen));
         PUTC(c);
         PUT(put_num(out, dg->segment));
         PUTC(c);
@@ -275,7 +278,7 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
       /* ERR-1 empty; ERR-2 (ERL) SEG^seq^field; ERR-3 (CWE); ERR-4 E; ERR-8. */
       PUTC(f);
       if (loc) {
-        PUT(cad_buf_puts(out, dg->seg_id));
+        PUT(put_escaped(out, d, dg->seg_id, idlen));
         PUTC(c);
         PUT(put_num(out, dg->segment));
         if (dg->field) {

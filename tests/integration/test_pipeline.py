@@ -185,7 +185,8 @@ def test_too_big_says_the_size(binary, tmp):
         eng.kill()
 
 
-TESTS = [test_broken_header_gets_a_nak, test_json_log_is_valid_utf8, test_kv_log_is_valid_utf8]
+TESTS = [test_broken_header_gets_a_nak, test_json_log_is_valid_utf8, test_kv_log_is_valid_utf8,
+         test_bad_segment_id_located_in_err2]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
