@@ -423,7 +423,9 @@ static void conclude_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_fr
                            cad_pipe_outcome_t which, const cad_hl7_diag_t *dg) {
   cad_ack_msh_t h;
   cad_ack_msh_salvage(f->bytes.p, f->bytes.len, 0, &h);
-  origin_t o = {f->req, f->conn, f->peer, &h, f->bytes.len, f->cut};
+  size_t size =
+      f->status == CAD_E_TOOBIG && f->size > f->bytes.len ? (size_t)f->size : f->bytes.len;
+  origin_t o = {f->req, f->conn, f->peer, &h, size, f->cut};
   conclude(p, ch, &o, which, dg);
 }
 

@@ -130,8 +130,9 @@ typedef struct cad_pipe_chan {
 typedef struct cad_pipe_frame {
   void *req;       /* the connection's request, given back to io->reply */
   int status;      /* 0, or CAD_E_TOOBIG: over max_message_size */
-  cad_str_t bytes; /* the message (borrowed for the call); TOOBIG: what was received of it */
-  bool cut;        /* TOOBIG: its end was not seen, so it is at least bytes.len long */
+  cad_str_t bytes; /* the message (borrowed for the call); TOOBIG: its first bytes */
+  uint64_t size;   /* TOOBIG: its size, or the bytes received so far when `cut` */
+  bool cut;        /* TOOBIG: its end was not seen, so it is at least `size` long */
   uint64_t conn;   /* connection id, for logs */
   const char *peer;
 } cad_pipe_frame_t;

@@ -442,7 +442,8 @@ static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_d
 static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
   lsn_t *ls = data;
   const cad_mllp_conn_info_t *ci = cad_mllp_req_conn(req);
-  cad_pipe_frame_t f = {req, status, frame, status == CAD_E_TOOBIG, ci->id, ci->peer};
+  cad_pipe_frame_t f = {req, status, frame, 0, false, ci->id, ci->peer};
+  if (status == CAD_E_TOOBIG) f.size = cad_mllp_req_size(req, &f.cut);
   cad_pipe_frame(&E.pipe, &ls->ch->pc, &f);
 }
 

@@ -170,23 +170,32 @@ def test_too_big_says_the_size(binary, tmp):
     try:
         eng.start([port])
         big = adt("B1") + b"NTE|1||" + b"A" * 6000 + b"\r"
+        # Whole in one write: its exact size.
         with connect(port) as s:
             s.sendall(frame(big))
             f = fields(read_frame(s, 5))
             assert field(f, "MSA", 1) == "AR" and field(f, "MSA", 2) == "B1", f
+        # Cut off: the engine answers before the end, with what it has seen.
+        with connect(port) as s:
+            s.sendall(b"\x0b" + big.replace(b"B1", b"B2")[:5000])
+            f = fields(read_frame(s, 5))
+            assert field(f, "MSA", 1) == "AR" and field(f, "MSA", 2) == "B2", f
         check_clean_stop(eng)
         log = eng.log()
-        line = [ln for ln in log.splitlines() if "event=msg.too_big" in ln]
-        assert len(line) == 1, log
+        lines = [ln for ln in log.splitlines() if "event=msg.too_big" in ln]
+        assert len(lines) == 2, log
+        assert ("msg=\"message of %d bytes, larger than max_message_size (4096 bytes)\"" %
+                len(big)) in lines[0], lines[0]
+        assert "bytes=%d " % len(big) in lines[0], lines[0]
         m = re.search(r"msg=\"message of at least (\d+) bytes, larger than max_message_size "
-                      r"\(4096 bytes\)\"", line[0])
-        assert m and int(m.group(1)) > 4096, line[0]
+                      r"\(4096 bytes\)\"", lines[1])
+        assert m and 4096 < int(m.group(1)) <= 5000, lines[1]
     finally:
         eng.kill()
 
 
 TESTS = [test_broken_header_gets_a_nak, test_json_log_is_valid_utf8, test_kv_log_is_valid_utf8,
-         test_bad_segment_id_located_in_err2]
+         test_bad_segment_id_located_in_err2, test_too_big_says_the_size]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
