@@ -232,6 +232,45 @@ static void ack_reason(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg
   out[n] = 0;
 }
 
+/* Decode v in the delimiters d into out (control bytes as spaces). */
+static void put_text(cad_arena_t *a, const cad_hl7_delims_t *d, cad_str_t v, char *out,
+                     size_t cap) {
+  cad_str_t t = v;
+  if (v.len && !cad_hl7_decode(d, v, a, &t)) t = v;
+  size_t n = strlen(out);
+  for (size_t k = 0; k < t.len && n + 1 < cap; k++) {
+    unsigned char ch = (unsigned char)t.p[k];
+    out[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
+  }
+  out[n] = 0;
+}
+
+/* MSA-3 and the ERR segment, each alone, for reports (`caduceus send`). */
+static void ack_texts(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa,
+                      cad__mllp_ack_t *out) {
+  cad_str_t v;
+  if (msa && cad_hl7_field(msa, 3, &v)) put_text(a, &msa->d, v, out->msa3, sizeof out->msa3);
+  int i = cad_hl7_find_seg(m, cad_hl7_segid("ERR"), 1, 0);
+  const cad_hl7_seg_t *err = i >= 0 ? cad_hl7_seg(m, (uint32_t)i) : NULL;
+  if (!err) return;
+  cad_str_t f, code = {NULL, 0}, text = {NULL, 0}, c;
+  char sub = err->d.sub ? err->d.sub : '&';
+  if (cad_hl7_field(err, 3, &f) && f.len) { /* v2.5+: ERR-3 code^text */
+    cad_hl7_piece(f, err->d.comp, 1, &code);
+    cad_hl7_piece(f, err->d.comp, 2, &text);
+  } else if (cad_hl7_field(err, 1, &f) && cad_hl7_piece(f, err->d.comp, 4, &c)) {
+    cad_hl7_piece(c, sub, 1, &code); /* v2.1-2.4: ERR-1.4 code&text */
+    cad_hl7_piece(c, sub, 2, &text);
+  }
+  put_text(a, &err->d, code, out->err, sizeof out->err);
+  if (code.len && text.len) put_text(a, &err->d, (cad_str_t){" ", 1}, out->err, sizeof out->err);
+  put_text(a, &err->d, text, out->err, sizeof out->err);
+  if (cad_hl7_field(err, 8, &f) && f.len) {
+    if (out->err[0]) put_text(a, &err->d, (cad_str_t){": ", 2}, out->err, sizeof out->err);
+    put_text(a, &err->d, f, out->err, sizeof out->err);
+  }
+}
+
 int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad__mllp_ack_t *out) {
   memset(out, 0, sizeof *out);
   cad_hl7_msg_t m;
@@ -266,7 +305,10 @@ int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad_
   out->verdict = code.p[1] == 'A'   ? CAD__ACK_ACCEPT
                  : code.p[1] == 'E' ? CAD__ACK_ERROR
                                     : CAD__ACK_REJECT;
-  if (out->verdict != CAD__ACK_ACCEPT) ack_reason(a, &m, msa, out->reason, sizeof out->reason);
+  if (out->verdict != CAD__ACK_ACCEPT) {
+    ack_reason(a, &m, msa, out->reason, sizeof out->reason);
+    ack_texts(a, &m, msa, out);
+  }
   return out->verdict;
 }
 
@@ -293,6 +335,8 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   memcpy(s->last.ack_code, v.code, 3);
   s->last.latency_us = (uv_hrtime() - s->t_sent) / 1000;
   snprintf(s->last.err_text, sizeof s->last.err_text, "%s", v.reason);
+  snprintf(s->last.msa3, sizeof s->last.msa3, "%s", v.msa3);
+  snprintf(s->last.err, sizeof s->last.err, "%s", v.err);
   if (v.verdict == CAD__ACK_ACCEPT) {
     s->st.acks_ok++;
     finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);

@@ -51,6 +51,9 @@ typedef struct cad__mllp_ack {
   char reason[128]; /* AE/AR: the receiver's text (ERR-8, ERR-3.2, the
                         v2.3 ERR-1.4.2, else MSA-3), control bytes as spaces */
   char why[96];     /* the other verdicts: what was wrong (no message text) */
+  char msa3[96];    /* AE/AR: MSA-3 decoded, "" when empty */
+  char err[160];    /* AE/AR: the ERR segment alone: "CODE text: reason"
+                        (ERR-3 or ERR-1.4, then ERR-8), "" without ERR */
 } cad__mllp_ack_t;
 
 /* Returns out->verdict. */
