@@ -152,6 +152,19 @@ with tempfile.TemporaryDirectory() as td:
     rc, out, _ = run("get", "MSH-10", p)
     check("MLLP-framed file", rc == 0 and out == "LAB0001\nLAB0002\n", repr(out))
 
+# parse --json is valid UTF-8 JSON whatever bytes the fields hold (each
+# byte that is not UTF-8 written as \u00XX of the byte).
+bad = (b"MSH|^~\\&|A\xff|B\xed\xa0\x80|C\xc0\xaf|D\"x\x01|2026||ADT^A01|U1|P|2.5\r"
+       b"PID|1||\xf4\x90\x80\x80^\xe2\x82||caf\xc3\xa9\r")
+p = subprocess.run([BIN, "parse", "--json", "-"], input=bad, capture_output=True, timeout=60)
+try:
+    doc = json.loads(p.stdout.decode("utf-8"))  # strict UTF-8, strict JSON
+    vals = json.dumps(doc, ensure_ascii=False)
+    ok = "A\u00ff" in vals and "B\u00ed\u00a0\u0080" in vals and "caf\u00e9" in vals
+except (UnicodeDecodeError, ValueError) as e:
+    ok, vals = False, repr(e)
+check("parse --json: invalid UTF-8 escaped, valid kept", p.returncode == 0 and ok, vals[:300])
+
 # get reaches batch headers and trailers (FHS BHS BTS FTS) like any segment:
 # one line per such segment, BHS-1/BHS-2 the delimiters as for MSH.
 rc, out, err = run("get", "BHS-4", f("batch_headers.hl7"))
