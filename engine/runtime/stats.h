@@ -19,7 +19,8 @@ typedef struct cad_chan_stats {
   uint64_t accepted;      /* ACKed AA/CA: on every destination */
   uint64_t rejected;      /* answered AR/CR: could not be parsed, or too big */
   uint64_t errors;        /* answered AE/CE: a destination failed */
-  uint64_t unanswered;    /* no header could be read: no ACK possible */
+  uint64_t unanswered;    /* the ACK could not be built (a broken header is
+                             answered all the same, from a stand-in) */
   uint64_t bytes;         /* message bytes received */
   uint64_t queued;        /* messages whose records reached the durable queue */
   uint64_t filtered;      /* accepted but taken by no route (unrouted: drop) */
