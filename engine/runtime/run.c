@@ -663,33 +663,6 @@ static void raise_fd_limit(const cad_config_t *cfg) {
 
 /* ---- stats, signals, shutdown ------------------------------------------- */
 
-static void log_stats(void) {
-  for (cad_chan_stats_t *s = cad_stats_first(); s; s = s->next) {
-    cad_log_num_t nums[] = {
-        {"received", s->received},
-        {"accepted", s->accepted},
-        {"rejected", s->rejected},
-        {"errors", s->errors},
-        {"unanswered", s->unanswered},
-        {"bytes_in", s->bytes},
-        {"conns_opened", s->conns_opened},
-        {"conns_refused", s->conns_refused},
-        {"frame_errors", s->frame_errors},
-        {"skipped_bytes", s->skipped_bytes},
-        {"queued", s->queued},
-        {"filtered", s->filtered},
-        {"dead_lettered", s->dead_lettered},
-        {"conns_denied", s->conns_denied},
-        {"tls_failures", s->tls_failures},
-    };
-    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
-    c.channel = s->name;
-    c.nums = nums;
-    c.nnums = sizeof nums / sizeof nums[0];
-    CAD_LOG(CAD_LOG_INFO, "stats", &c, NULL);
-  }
-}
-
 /* Per destination: the queue's view and the worker's counters. */
 static void log_dest_stats(void) {
   if (!E.q) return;
@@ -728,7 +701,7 @@ static void log_dest_stats(void) {
 
 static void stats_tick(uv_timer_t *t) {
   (void)t;
-  log_stats();
+  cad_stats_log();
   log_dest_stats();
 }
 
@@ -737,8 +710,6 @@ static void stats_timer_apply(void) {
   if (iv) uv_timer_start(&E.stats_timer, stats_tick, iv, iv);
   else uv_timer_stop(&E.stats_timer);
 }
-
-static void log_dest_stats(void);
 
 static void shutdown_engine(const char *why) {
   if (E.stopping) return;
@@ -986,7 +957,7 @@ int cad_cli_run(int argc, char **argv) {
             E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
-  if (E.exit_status == 0) log_stats();
+  if (E.exit_status == 0) cad_stats_log();
   free(E.data_dir);
   rc = uv_loop_close(&loop);
   if (rc < 0) {

@@ -14,7 +14,7 @@
 
 typedef struct cad_chan_stats {
   struct cad_chan_stats *next;
-  char name[64];
+  char name[65];          /* a channel name: at most 64 bytes (config) */
   uint64_t received;      /* frames received (including refused ones) */
   uint64_t accepted;      /* ACKed AA/CA: on every destination */
   uint64_t rejected;      /* answered AR/CR: could not be parsed, or too big */
@@ -37,5 +37,7 @@ cad_chan_stats_t *cad_stats_get(const char *name);
 /* First entry of the registry (iterate with ->next). */
 cad_chan_stats_t *cad_stats_first(void);
 void cad_stats_free_all(void);
+/* One "stats" log line per channel, at info level. */
+void cad_stats_log(void);
 
 #endif

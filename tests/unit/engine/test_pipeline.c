@@ -546,4 +546,20 @@ TEST(control_ids_are_unique) {
   CHECK(strncmp(a, c, 11) < 0);
 }
 
+TEST(stats_tell_64_byte_channel_names_apart) {
+  /* Config allows 64-byte names; two that differ only in the last byte
+   * are two channels with their own counters. */
+  char a[65], b[65];
+  memset(a, 'x', 64);
+  a[64] = 0;
+  memcpy(b, a, sizeof b);
+  b[63] = 'y';
+  cad_chan_stats_t *sa = cad_stats_get(a), *sb = cad_stats_get(b);
+  REQUIRE(sa && sb);
+  CHECK(sa != sb);
+  CHECK(cad_stats_get(a) == sa);
+  CHECK_STR(sb->name, b);
+  cad_stats_free_all();
+}
+
 TEST_MAIN()
