@@ -336,12 +336,13 @@ static int parse_message(job_t *j, cad_hl7_diag_t *dg) {
 
 /* The channel's dead-letter queue id, registered on first use. */
 static int dlq_of(cad_pipe_t *p, cad_pipe_chan_t *ch) {
-  if (ch->dlq_qid < 0 && p->io.dest) {
-    char name[96];
-    snprintf(name, sizeof name, "channel:%s", ch->cc->name);
-    ch->dlq_qid = p->io.dest(p->io.ud, name);
-  }
-  return ch->dlq_qid < 0 ? (ch->dlq_qid == -1 ? CAD_E_STATE : ch->dlq_qid) : ch->dlq_qid;
+  if (ch->dlq_qid >= 0) return ch->dlq_qid;
+  if (!p->io.dest) return CAD_E_STATE;
+  char name[96];
+  snprintf(name, sizeof name, "channel:%s", ch->cc->name);
+  int qid = p->io.dest(p->io.ud, name);
+  if (qid >= 0) ch->dlq_qid = qid; /* a failure is tried again with the next one */
+  return qid;
 }
 
 /* The original message goes to this channel's dead letters, then AA. */

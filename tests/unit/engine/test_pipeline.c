@@ -435,6 +435,25 @@ TEST(dead_letter) {
   teardown(&w);
 }
 
+TEST(dead_letter_queue_that_cannot_be_registered) {
+  world_t w;
+  REQUIRE(setup(&w, "dl"));
+  F.dest_rc = CAD_E_IO;
+  SEND(&w, ADT);
+  CHECK_INT(F.nappends, 0);
+  REQUIRE(F.nreplies == 1);
+  CHECK_STR(ack_field("MSA", 1), "AE");
+  CHECK_STR(F.event, "msg.not_accepted");
+  CHECK(strstr(F.text, "dead-letter write failed") != NULL);
+  F.dest_rc = 0; /* tried again with the next message */
+  SEND(&w, ADT);
+  CHECK_INT(F.ndests, 1);
+  CHECK_INT(F.nappends, 1);
+  complete(0, 0);
+  CHECK_STR(ack_field("MSA", 1), "AA");
+  teardown(&w);
+}
+
 TEST(too_big) {
   world_t w;
   REQUIRE(setup(&w, "acc"));
