@@ -23,6 +23,8 @@ struct cad_mllp_req {
   size_t len;
   unsigned flags;
   bool done;
+  bool cut;      /* CAD_E_TOOBIG: cut off before its end */
+  uint64_t size; /* CAD_E_TOOBIG: bytes of the frame seen */
 };
 
 struct conn {
@@ -448,6 +450,11 @@ int cad_mllp_reply(cad_mllp_req_t *r, const char *ack, size_t len, unsigned flag
 
 const cad_mllp_conn_info_t *cad_mllp_req_conn(const cad_mllp_req_t *r) { return &r->c->info; }
 
+uint64_t cad_mllp_req_size(const cad_mllp_req_t *r, bool *cut) {
+  if (cut) *cut = r->cut;
+  return r->size;
+}
+
 static cad_mllp_req_t *new_req(conn_t *c) {
   cad_mllp_req_t *r = calloc(1, sizeof *r);
   if (!r) return NULL;
@@ -606,6 +613,8 @@ static void pull_frames(conn_t *c) {
       if (rc == CAD_E_TOOBIG) {
         /* Answer it (a NAK when its header can be read), then close. */
         r->flags |= CAD_MLLP_REPLY_CLOSE;
+        r->size = c->fr.oversize;
+        r->cut = c->fr.oversize_cut;
         c->stop_frames = true;
         if (!c->draining) {
           c->draining = true;

@@ -164,4 +164,8 @@ int cad_mllp_reply(cad_mllp_req_t *req, const char *ack, size_t len, unsigned fl
 /* The connection a request came from (valid until the reply). */
 const cad_mllp_conn_info_t *cad_mllp_req_conn(const cad_mllp_req_t *req);
 
+/* For a CAD_E_TOOBIG request: the frame's size, and whether it was cut off
+ * before its end (then the size is the bytes received so far, at least). */
+uint64_t cad_mllp_req_size(const cad_mllp_req_t *req, bool *cut);
+
 #endif

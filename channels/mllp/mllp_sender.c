@@ -232,49 +232,67 @@ static void ack_reason(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg
   out[n] = 0;
 }
 
-/* Append "LABEL: text" (decoded, control bytes as spaces) to out. */
-static void add_part(cad_arena_t *a, const cad_hl7_delims_t *dl, const char *label, cad_str_t v,
-                     cad_str_t v2, char *out, size_t cap) {
-  if (!v.len && !v2.len) return;
+/* Append v decoded in the delimiters d to out (control bytes as spaces). */
+static void put_text(cad_arena_t *a, const cad_hl7_delims_t *d, cad_str_t v, char *out,
+                     size_t cap) {
+  cad_str_t t = v;
+  if (v.len && !cad_hl7_decode(d, v, a, &t)) t = v;
   size_t n = strlen(out);
-  int k = snprintf(out + n, cap - n, "%s%s: ", n ? "; " : "", label);
-  if (k < 0 || (size_t)k >= cap - n) return;
-  n += (size_t)k;
-  for (int i = 0; i < 2; i++) {
-    cad_str_t raw = i ? v2 : v, d = raw;
-    if (!raw.len) continue;
-    if (i && v.len && n + 1 < cap) out[n++] = ' ';
-    if (!cad_hl7_decode(dl, raw, a, &d)) d = raw;
-    for (size_t j = 0; j < d.len && n + 1 < cap; j++) {
-      unsigned char ch = (unsigned char)d.p[j];
-      out[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
-    }
+  for (size_t k = 0; k < t.len && n + 1 < cap; k++) {
+    unsigned char ch = (unsigned char)t.p[k];
+    out[n++] = ch < 0x20 || ch == 0x7f ? ' ' : (char)ch;
   }
   out[n] = 0;
 }
 
-/* Every reason a negative ACK gives (cad__mllp_ack_t.full). */
-static void ack_full(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa, char *out,
-                     size_t cap) {
-  cad_str_t none = {NULL, 0}, f, c1 = none, c2 = none;
-  out[0] = 0;
-  if (msa && cad_hl7_field(msa, 3, &f)) add_part(a, &m->d, "MSA-3", f, none, out, cap);
+/* Append "; LABEL: x y" (y only when present) to out. */
+static void put_part(cad_arena_t *a, const cad_hl7_delims_t *d, const char *label, cad_str_t x,
+                     cad_str_t y, char *out, size_t cap) {
+  if (!x.len && !y.len) return;
+  size_t n = strlen(out);
+  snprintf(out + n, cap - n, "%s%s: ", n ? "; " : "", label);
+  put_text(a, d, x, out, cap);
+  if (x.len && y.len) put_text(a, d, (cad_str_t){" ", 1}, out, cap);
+  put_text(a, d, y, out, cap);
+}
+
+/* The receiver's reasons in a negative ACK, read once: MSA-3, and the ERR
+ * segment's code and text (ERR-3, or the v2.1-2.4 ERR-1.4 when ERR-3 and
+ * ERR-8 are absent) and ERR-8.  Fills msa3 and err (each alone, for
+ * `caduceus send`) and full (labelled, for dead letters and logs). */
+static void ack_texts(cad_arena_t *a, const cad_hl7_msg_t *m, const cad_hl7_seg_t *msa,
+                      cad__mllp_ack_t *out) {
+  cad_str_t none = {NULL, 0}, f, c, code = none, text = none, why = none;
+  out->full[0] = 0;
+  if (msa && cad_hl7_field(msa, 3, &f)) {
+    put_text(a, &msa->d, f, out->msa3, sizeof out->msa3);
+    put_part(a, &msa->d, "MSA-3", f, none, out->full, sizeof out->full);
+  }
   int i = cad_hl7_find_seg(m, cad_hl7_segid("ERR"), 1, 0);
   const cad_hl7_seg_t *err = i >= 0 ? cad_hl7_seg(m, (uint32_t)i) : NULL;
   if (!err) return;
-  size_t before = strlen(out);
-  if (cad_hl7_field(err, 3, &f)) {
-    if (!cad_hl7_piece(f, err->d.comp, 1, &c1)) c1 = none;
-    if (!cad_hl7_piece(f, err->d.comp, 2, &c2)) c2 = none;
-    add_part(a, &err->d, "ERR-3", c1, c2, out, cap);
+  char sub = err->d.sub ? err->d.sub : '&';
+  const char *label = "ERR-3";
+  if (cad_hl7_field(err, 3, &f) && f.len) { /* v2.5+: ERR-3 code^text */
+    if (!cad_hl7_piece(f, err->d.comp, 1, &code)) code = none;
+    if (!cad_hl7_piece(f, err->d.comp, 2, &text)) text = none;
   }
-  if (cad_hl7_field(err, 8, &f)) add_part(a, &err->d, "ERR-8", f, none, out, cap);
-  if (strlen(out) == before && cad_hl7_field(err, 1, &f) && cad_hl7_piece(f, err->d.comp, 4, &f)) {
-    char sub = err->d.sub ? err->d.sub : '&';
-    if (!cad_hl7_piece(f, sub, 1, &c1)) c1 = none;
-    if (!cad_hl7_piece(f, sub, 2, &c2)) c2 = none;
-    add_part(a, &err->d, "ERR-1", c1, c2, out, cap);
+  if (!cad_hl7_field(err, 8, &why)) why = none;
+  if (!code.len && !text.len && !why.len && cad_hl7_field(err, 1, &f) &&
+      cad_hl7_piece(f, err->d.comp, 4, &c)) { /* v2.1-2.4: ERR-1.4 code&text */
+    if (!cad_hl7_piece(c, sub, 1, &code)) code = none;
+    if (!cad_hl7_piece(c, sub, 2, &text)) text = none;
+    label = "ERR-1";
   }
+  put_text(a, &err->d, code, out->err, sizeof out->err);
+  if (code.len && text.len) put_text(a, &err->d, (cad_str_t){" ", 1}, out->err, sizeof out->err);
+  put_text(a, &err->d, text, out->err, sizeof out->err);
+  if (why.len) {
+    if (out->err[0]) put_text(a, &err->d, (cad_str_t){": ", 2}, out->err, sizeof out->err);
+    put_text(a, &err->d, why, out->err, sizeof out->err);
+  }
+  put_part(a, &err->d, label, code, text, out->full, sizeof out->full);
+  put_part(a, &err->d, "ERR-8", why, none, out->full, sizeof out->full);
 }
 
 int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad__mllp_ack_t *out) {
@@ -313,7 +331,7 @@ int cad__mllp_ack_read(cad_str_t frame, cad_str_t sent_ctl, cad_arena_t *a, cad_
                                     : CAD__ACK_REJECT;
   if (out->verdict != CAD__ACK_ACCEPT) {
     ack_reason(a, &m, msa, out->reason, sizeof out->reason);
-    ack_full(a, &m, msa, out->full, sizeof out->full);
+    ack_texts(a, &m, msa, out);
   }
   return out->verdict;
 }
@@ -341,6 +359,8 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   memcpy(s->last.ack_code, v.code, 3);
   s->last.latency_us = (uv_hrtime() - s->t_sent) / 1000;
   snprintf(s->last.err_text, sizeof s->last.err_text, "%s", v.reason);
+  snprintf(s->last.msa3, sizeof s->last.msa3, "%s", v.msa3);
+  snprintf(s->last.err, sizeof s->last.err, "%s", v.err);
   if (v.verdict == CAD__ACK_ACCEPT) {
     s->st.acks_ok++;
     finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);

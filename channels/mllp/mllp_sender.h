@@ -112,6 +112,9 @@ typedef struct cad_mllp_result {
                             ERR-3.2, else the text of ERR-1 (v2.1-2.4), else
                             MSA-3; control bytes as spaces, "" when none.
                             Receiver text: for reports, not for logs. */
+  char msa3[96];       /* AE/AR...: MSA-3 decoded ("" when empty); report only */
+  char err[160];       /* AE/AR...: the ERR segment: "CODE text: ERR-8" ("" without
+                            one); report only */
 } cad_mllp_result_t;
 
 /* connect_failures counts failed connects (all addresses), not addresses;

@@ -54,6 +54,9 @@ typedef struct cad__mllp_ack {
   char full[256];   /* AE/AR: every reason present, labelled: "MSA-3: ...; ERR-3:
                        CODE TEXT; ERR-8: ..." (ERR-1.4 when ERR-3 and ERR-8
                        are absent), decoded, control bytes as spaces, "" when none */
+  char msa3[96];    /* AE/AR: MSA-3 decoded, "" when empty */
+  char err[160];    /* AE/AR: the ERR segment alone: "CODE text: reason"
+                        (ERR-3 or ERR-1.4, then ERR-8), "" without ERR */
 } cad__mllp_ack_t;
 
 /* Returns out->verdict. */

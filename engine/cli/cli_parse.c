@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "cad_json.h"
 #include "cli.h"
 #include "hl7.h"
 #include "hl7_stream.h"
@@ -21,23 +22,7 @@ static void put_text(FILE *out, cad_str_t s) {
   }
 }
 
-static void put_json_str(FILE *out, cad_str_t s) {
-  fputc('"', out);
-  for (size_t i = 0; i < s.len; i++) {
-    unsigned char c = (unsigned char)s.p[i];
-    switch (c) {
-      case '"': fputs("\\\"", out); break;
-      case '\\': fputs("\\\\", out); break;
-      case '\n': fputs("\\n", out); break;
-      case '\r': fputs("\\r", out); break;
-      case '\t': fputs("\\t", out); break;
-      default:
-        if (c < 0x20 || c == 0x7f) fprintf(out, "\\u%04x", c);
-        else fputc(c, out); /* bytes >= 0x80 pass through (UTF-8 input stays UTF-8) */
-    }
-  }
-  fputc('"', out);
-}
+static void put_json_str(FILE *out, cad_str_t s) { cad_json_fput(out, s.p, s.len); }
 
 /* ---- reading the input as messages --------------------------------------- */
 
@@ -387,12 +372,73 @@ typedef struct {
   cad_hl7_path_t path;
   bool number;
   bool raw;
+  bool envelope;     /* the path is in a batch header or trailer (FHS BHS BTS FTS) */
+  uint64_t messages; /* messages read so far */
+  char delims[8];    /* "|^~\\&": separator + encoding characters in force */
+  size_t ndelims;
   cad_arena_t arena;
   cad_hl7_limits_t limits;
 } get_ctx_t;
 
+static void print_matches(get_ctx_t *c, const cad_hl7_msg_t *m, uint64_t index);
+
+/* A path into FHS, BHS, BTS or FTS: those segments come between messages
+ * (stream ENVELOPE items), not in them. */
+static bool is_envelope_seg(const char *id) {
+  return strcmp(id, "FHS") == 0 || strcmp(id, "BHS") == 0 || strcmp(id, "BTS") == 0 ||
+         strcmp(id, "FTS") == 0;
+}
+
+/* Remember the delimiters a header segment (MSH, BHS, FHS) declares: a
+ * trailer (BTS, FTS) is read with the last ones. */
+static void note_delims(get_ctx_t *c, cad_str_t seg) {
+  if (seg.len < 5) return;
+  size_t n = 4;
+  while (n < seg.len && n < sizeof c->delims - 1 && seg.p[n] != seg.p[3] && seg.p[n] != '\r' &&
+         seg.p[n] != '\n')
+    n++;
+  memcpy(c->delims, seg.p + 3, n - 3);
+  c->ndelims = n - 3;
+}
+
+/* `get` on a batch header or trailer: one line per such segment; with -n
+ * its number is the count of messages read before it. */
+static int on_get_env(void *ud, uint64_t offset, cad_str_t bytes) {
+  get_ctx_t *c = ud;
+  bool header =
+      bytes.len >= 4 && (memcmp(bytes.p, "BHS", 3) == 0 || memcmp(bytes.p, "FHS", 3) == 0);
+  if (header) note_delims(c, bytes);
+  if (bytes.len < 3 || memcmp(bytes.p, c->path.seg, 3) != 0) return 0;
+  /* A trailer is parsed behind a header line that carries the delimiters. */
+  cad_buf_t b = CAD_BUF_INIT;
+  if (!header) {
+    cad_buf_puts(&b, "BHS");
+    cad_buf_append(&b, c->ndelims ? c->delims : "|^~\\&", c->ndelims ? c->ndelims : 5);
+    cad_buf_putc(&b, '\r');
+  }
+  int rc = cad_buf_append(&b, bytes.p, bytes.len);
+  cad_hl7_msg_t m;
+  cad_hl7_diag_t dg;
+  cad_arena_reset(&c->arena);
+  if (rc == 0) rc = cad_hl7_parse(&m, b.data, b.len, &c->arena, &c->limits, &dg);
+  if (rc) {
+    report_parse_error(c->file, c->messages, offset, &dg);
+    if (c->number) printf("%llu\t", (unsigned long long)c->messages);
+    putchar('\n');
+  } else {
+    print_matches(c, &m, c->messages);
+  }
+  cad_buf_free(&b);
+  return rc ? 1 : 0;
+}
+
 static int on_get_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t bytes) {
   get_ctx_t *c = ud;
+  c->messages = index;
+  if (c->envelope) {
+    note_delims(c, bytes);
+    return 0;
+  }
   cad_hl7_msg_t m;
   cad_hl7_diag_t dg;
   cad_arena_reset(&c->arena);
@@ -403,9 +449,15 @@ static int on_get_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t bytes
     putchar('\n'); /* keep the output aligned with the messages */
     return 1;
   }
+  print_matches(c, &m, index);
+  return 0;
+}
+
+/* Print every match of the path in m (an empty line when none). */
+static void print_matches(get_ctx_t *c, const cad_hl7_msg_t *m, uint64_t index) {
   cad_hl7_iter_t it;
   cad_hl7_match_t mt;
-  cad_hl7_iter_init(&it, &m, &c->path);
+  cad_hl7_iter_init(&it, m, &c->path);
   int n = 0;
   while (cad_hl7_iter_next(&it, &mt)) {
     cad_str_t v;
@@ -420,7 +472,6 @@ static int on_get_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t bytes
     if (c->number) printf("%llu\t", (unsigned long long)index);
     putchar('\n');
   }
-  return 0;
 }
 
 static void get_usage(FILE *out) {
@@ -435,6 +486,10 @@ static void get_usage(FILE *out) {
       "PATH: SEG[occurrence]-field[repetition].component.subcomponent, 1-based;\n"
       "  PID-5.1  PID-3[2].1  OBX[*]-5  PID-3[*].4  MSH-9.2  PID-5.1.2\n"
       "MSH-1 is the field separator and MSH-2 the encoding characters.\n"
+      "Batch headers and trailers (FHS, BHS, BTS, FTS) sit between messages: a\n"
+      "path into one prints one line per such segment (BHS-1/BHS-2 and FHS-1/FHS-2\n"
+      "are the delimiters, as for MSH); with -n, its number is the count of\n"
+      "messages before it.\n"
       "\n"
       "A leaf is decoded (\\F\\ \\S\\ \\T\\ \\R\\ \\E\\ \\Xhh\\ resolved; formatting escapes such\n"
       "as \\.br\\ kept); an element that still has components or repetitions is\n"
@@ -480,7 +535,8 @@ int cad_cli_get(int argc, char **argv) {
   c.file = argv[optind + 1];
   cad_arena_init(&c.arena, 64 * 1024, 0);
   int io = 0;
-  int st = for_each_message(c.file, 16u << 20, on_get_msg, NULL, &c, &io);
+  c.envelope = is_envelope_seg(c.path.seg);
+  int st = for_each_message(c.file, 16u << 20, on_get_msg, c.envelope ? on_get_env : NULL, &c, &io);
   cad_arena_free(&c.arena);
   return st ? 1 : 0;
 }

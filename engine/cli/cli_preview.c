@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "cad_json.h"
 #include "cli.h"
 #include "cli_archive.h"
 #include "config.h"
@@ -32,6 +33,8 @@ static void usage(FILE *out) {
           "dead-lettered.  With --baseline, also which messages change and how: the\n"
           "disposition, the destinations gained and lost, and every value that differs\n"
           "in what a destination receives, by path (OBX[2]-3.1: \"GLU\" -> \"2345-7\").\n"
+          "A message that would fail (rejected, error, dead letter) is listed with\n"
+          "the reason (and its HL7 error code), with or without --baseline.\n"
           "\n"
           "  --config FILE        the configuration to preview (required)\n"
           "  --baseline FILE      the configuration it replaces, to compare with\n"
@@ -67,16 +70,7 @@ typedef struct pv {
 
 /* ---- output helpers ------------------------------------------------------ */
 
-static void json_str(FILE *f, const char *p, size_t n) {
-  fputc('"', f);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-    else if (c < 0x20 || c == 0x7f) fprintf(f, "\\u%04x", c);
-    else fputc(c, f);
-  }
-  fputc('"', f);
-}
+static void json_str(FILE *f, const char *p, size_t n) { cad_json_fput(f, p, n); }
 
 static void text_str(cad_buf_t *b, cad_str_t v) {
   cad_buf_putc(b, '"');
@@ -97,16 +91,7 @@ static void part_begin(pv_t *pv) {
   pv->nparts++;
 }
 
-static void json_buf_str(cad_buf_t *b, const char *p, size_t n) {
-  cad_buf_putc(b, '"');
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '"' || c == '\\') cad_buf_printf(b, "\\%c", c);
-    else if (c < 0x20 || c == 0x7f) cad_buf_printf(b, "\\u%04x", c);
-    else cad_buf_putc(b, (char)c);
-  }
-  cad_buf_putc(b, '"');
-}
+static void json_buf_str(cad_buf_t *b, const char *p, size_t n) { cad_json_str(b, p, n); }
 
 static void emit_value(pv_t *pv, const char *dest, const char *path, cad_str_t was, cad_str_t now) {
   part_begin(pv);
@@ -231,7 +216,22 @@ static const cad_route_out_t *find_out(const cad_route_result_t *r, const side_t
   return NULL;
 }
 
-static void flush_change(pv_t *pv, const char *dnow, const char *dwas) {
+static bool is_failure(cad_route_disposition_t d) {
+  return d == CAD_ROUTE_REJECTED || d == CAD_ROUTE_ERROR || d == CAD_ROUTE_DEAD_LETTER;
+}
+
+/* Why a message fails (rejected, error, dead letter): the routes' or the
+ * parser's PHI-free reason and its HL7 table 0357 code. */
+static void fail_reason(const cad_route_result_t *r, char *out, size_t cap) {
+  snprintf(out, cap, "%s (HL7 %d)", r->diag.reason[0] ? r->diag.reason : "no reason given",
+           r->diag.hl7_code ? r->diag.hl7_code : 207);
+}
+
+/* One line (or JSON entry) for a message that changes, or (no baseline)
+ * that fails; `reason` (may be NULL) says why its new disposition fails. */
+static void flush_change(pv_t *pv, const char *dnow, const char *dwas, const char *reason) {
+  if (!pv->have_base && !pv->json && pv->changed == 0)
+    printf("failed messages (source @offset control id: disposition: reason):\n");
   pv->changed++;
   if (pv->printed >= pv->max_changes) return;
   pv->printed++;
@@ -244,11 +244,17 @@ static void flush_change(pv_t *pv, const char *dnow, const char *dwas) {
     json_str(stdout, pv->src, strlen(pv->src));
     printf(",\"offset\":%llu,\"control_id\":", (unsigned long long)pv->off);
     json_str(stdout, ctl, cl);
-    printf(",\"disposition\":{\"old\":\"%s\",\"new\":\"%s\"},\"changes\":[%s]}", dwas, dnow,
-           cad_buf_cstr(&pv->line) ? cad_buf_cstr(&pv->line) : "");
+    printf(",\"disposition\":{\"old\":\"%s\",\"new\":\"%s\"}", dwas, dnow);
+    if (reason) {
+      printf(",\"reason\":");
+      json_str(stdout, reason, strlen(reason));
+    }
+    printf(",\"changes\":[%s]}", cad_buf_cstr(&pv->line) ? cad_buf_cstr(&pv->line) : "");
   } else {
     printf("  %s @%llu %s", pv->src, (unsigned long long)pv->off, cl ? ctl : "-");
     if (strcmp(dnow, dwas) != 0) printf(": %s -> %s", dwas, dnow);
+    else if (reason) printf(": %s", dnow);
+    if (reason) printf(": %s", reason);
     printf("%s\n", cad_buf_cstr(&pv->line) ? cad_buf_cstr(&pv->line) : "");
   }
   pv->first_change = false;
@@ -263,7 +269,20 @@ static int one_message(pv_t *pv, const cad__archive_t *ar, const cad__archive_it
   if (rc < 0 && rc != CAD_E_NOMEM) return rc;
   pv->now.disp[rn.disposition]++;
   for (size_t i = 0; i < rn.nouts; i++) pv->now.sent[rn.outs[i].dest]++;
-  if (!pv->have_base) return 0;
+  char why[160];
+  fail_reason(&rn, why, sizeof why);
+  const char *reason = is_failure(rn.disposition) ? why : NULL;
+  if (!pv->have_base) {
+    if (reason) {
+      cad_buf_clear(&pv->line);
+      pv->src = ar->src[it->src];
+      pv->off = it->off;
+      cad__msh_field(it->p, it->len, 10, &pv->ctl);
+      const char *d = cad_route_disposition_name(rn.disposition);
+      flush_change(pv, d, d, reason);
+    }
+    return 0;
+  }
   rc = cad_routes_eval(pv->base.ch->routes, it->p, it->len, NULL, a, &rb);
   if (rc < 0 && rc != CAD_E_NOMEM) return rc;
   pv->base.disp[rb.disposition]++;
@@ -302,7 +321,7 @@ static int one_message(pv_t *pv, const cad__archive_t *ar, const cad__archive_it
     emit_note(pv, name, "lost (received the message before, not now)");
     changed = true;
   }
-  if (changed) flush_change(pv, dn, db);
+  if (changed) flush_change(pv, dn, db, reason);
   return 0;
 }
 
@@ -391,7 +410,8 @@ static void print_summary(pv_t *pv, const cad__archive_t *ar, const char *cfg_pa
              (unsigned long long)pv->base.sent[d]);
     }
     printf("\n  }");
-    if (pv->have_base) printf(",\n  \"changed\": %llu", (unsigned long long)pv->changed);
+    printf(",\n  \"%s\": %llu", pv->have_base ? "changed" : "failed",
+           (unsigned long long)pv->changed);
     printf("\n}\n");
     return;
   }
@@ -420,9 +440,9 @@ static void print_summary(pv_t *pv, const cad__archive_t *ar, const char *cfg_pa
     if (pv->have_base) printf(" %12llu", (unsigned long long)pv->base.disp[k]);
     printf("\n");
   }
-  if (pv->have_base) {
-    printf("  %llu message%s would change", (unsigned long long)pv->changed,
-           pv->changed == 1 ? "" : "s");
+  if (pv->have_base || pv->changed) {
+    printf("  %llu message%s %s", (unsigned long long)pv->changed, pv->changed == 1 ? "" : "s",
+           pv->have_base ? "would change" : "would fail");
     if (pv->changed > pv->printed)
       printf(" (%llu shown; --max-changes to see more)", (unsigned long long)pv->printed);
     printf("\n");

@@ -24,7 +24,8 @@ static void usage(FILE *out) {
           "Send every HL7 v2 message of the files (plain ER7, batches or MLLP captures;\n"
           "'-' reads stdin) to an MLLP listener, one at a time over one connection,\n"
           "and wait for each ACK.  Prints one line per message: its control id\n"
-          "(MSH-10), the ACK code (MSA-1) and the time the ACK took.\n"
+          "(MSH-10), the ACK code (MSA-1) and the time the ACK took; for AE/AR also\n"
+          "the receiver's MSA-3=\"text\" and ERR=\"code text: reason\" when present.\n"
           "\n"
           "%s"
           "  -q, --quiet             print only a summary\n"
@@ -67,6 +68,17 @@ static void run_until(uv_loop_t *loop, const int *flag) {
   while (!*flag) uv_run(loop, UV_RUN_ONCE);
 }
 
+/* ` KEY="text"` (quotes and backslashes escaped), nothing when text is "". */
+static void put_reason(const char *key, const char *text) {
+  if (!text[0]) return;
+  printf(" %s=\"", key);
+  for (const char *q = text; *q; q++) {
+    if (*q == '"' || *q == '\\') putchar('\\');
+    putchar(*q);
+  }
+  putchar('"');
+}
+
 /* Send one message and print its line. */
 static void send_one(send_state_t *st, const char *p, size_t len) {
   st->done = 0;
@@ -85,7 +97,12 @@ static void send_one(send_state_t *st, const char *p, size_t len) {
     if (!st->quiet) printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
   } else if (r->ack_code[0]) {
     st->refused++;
-    if (!st->quiet) printf("%s %s %.1fms\n", ctl, r->ack_code, (double)r->latency_us / 1000.0);
+    if (!st->quiet) {
+      printf("%s %s %.1fms", ctl, r->ack_code, (double)r->latency_us / 1000.0);
+      put_reason("MSA-3", r->msa3);
+      put_reason("ERR", r->err);
+      putchar('\n');
+    }
   } else {
     st->failed++;
     if (!st->quiet) printf("%s - error: %s\n", ctl, st->detail);

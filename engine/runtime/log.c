@@ -1,6 +1,8 @@
 /* log.c - one line per event, key=value or JSON (log.h). */
 #include "log.h"
 
+#include "cad_json.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -17,26 +19,33 @@ static int log_fd = 2;
 #define LINE_MAX_BYTES 4096
 #define UNTRUSTED_MAX 64
 
+/* A line is built in a fixed buffer.  Every piece is written whole or not
+ * at all (an escape, a key with its separator, a number), so a line cut at
+ * LINE_MAX_BYTES is still one valid JSON object / kv line: RESERVE bytes
+ * are kept for the closing quote of the value being written, the closing
+ * brace and the newline. */
+#define RESERVE 3
+
 typedef struct {
   char b[LINE_MAX_BYTES];
   size_t n;
+  bool full; /* a piece did not fit: what follows is dropped */
 } line_t;
 
-static void put(line_t *l, const char *p, size_t n) {
-  if (l->n + n > sizeof l->b - 2) n = sizeof l->b - 2 - l->n; /* keep room for \n */
+static bool put(line_t *l, const char *p, size_t n) {
+  if (l->full || l->n + n > sizeof l->b - RESERVE) {
+    l->full = true;
+    return false;
+  }
   memcpy(l->b + l->n, p, n);
   l->n += n;
+  return true;
 }
-static void puts_(line_t *l, const char *s) { put(l, s, strlen(s)); }
+static bool puts_(line_t *l, const char *s) { return put(l, s, strlen(s)); }
 
-static void putf(line_t *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(line_t *l, const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  size_t room = sizeof l->b - 2 - l->n;
-  int k = vsnprintf(l->b + l->n, room + 1, fmt, ap);
-  va_end(ap);
-  if (k > 0) l->n += (size_t)k < room ? (size_t)k : room;
+/* Into the reserve: only for the closers that RESERVE counts. */
+static void put_closer(line_t *l, char c) {
+  if (l->n < sizeof l->b) l->b[l->n++] = c;
 }
 
 const char *cad_log_level_name(cad_log_level_t lv) {
@@ -55,68 +64,82 @@ void cad_log_setup(cad_log_level_t level, cad_log_format_t format, int fd) {
   if (fd >= 0) log_fd = fd;
 }
 
-/* A value, quoted and escaped as the format needs. */
-static void put_value(line_t *l, const char *p, size_t n) {
-  bool json = log_format == CAD_LOG_JSON;
-  bool quote = json || n == 0;
-  if (!json)
-    for (size_t i = 0; i < n && !quote; i++) {
-      unsigned char c = (unsigned char)p[i];
-      if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) quote = true;
-    }
-  if (quote) put(l, "\"", 1);
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c == '"' || c == '\\') {
-      char e[2] = {'\\', (char)c};
-      put(l, e, 2);
-    } else if (c < 0x20 || c == 0x7f || (!json && c >= 0x80)) {
-      if (json) putf(l, "\\u%04x", c);
-      else putf(l, "\\x%02x", c);
-    } else {
-      put(l, (const char *)&c, 1);
-    }
+/* The escaper's sink: an escape whole or not at all; verbatim UTF-8 cut
+ * only before a lead byte (cad_json.h). */
+static int line_sink(void *ud, const char *p, size_t n) {
+  line_t *l = ud;
+  if (put(l, p, n)) return 0;
+  if (p[0] != '\\') {
+    size_t room = sizeof l->b - RESERVE - l->n;
+    while (room > 0 && room < n && ((unsigned char)p[room] & 0xC0) == 0x80) room--;
+    memcpy(l->b + l->n, p, room);
+    l->n += room;
   }
-  if (quote) put(l, "\"", 1);
+  return -1;
 }
 
 static bool first_key;
 
-static void put_key(line_t *l, const char *k) {
-  if (log_format == CAD_LOG_JSON) {
-    if (!first_key) put(l, ",", 1);
-    put(l, "\"", 1);
-    puts_(l, k);
-    put(l, "\":", 2);
-  } else {
-    if (!first_key) put(l, " ", 1);
-    puts_(l, k);
-    put(l, "=", 1);
-  }
+/* The separator, the key and what opens its value, as one piece: false when
+ * it does not fit (the pair is then left out). */
+static bool put_key(line_t *l, const char *k, bool quote) {
+  char tmp[96];
+  bool json = log_format == CAD_LOG_JSON;
+  int n = snprintf(tmp, sizeof tmp, json ? "%s\"%s\":%s" : "%s%s=%s",
+                   first_key ? ""
+                   : json    ? ","
+                             : " ",
+                   k, quote ? "\"" : "");
+  if (n < 0 || (size_t)n >= sizeof tmp || !put(l, tmp, (size_t)n)) return false;
   first_key = false;
+  return true;
+}
+
+/* A pair whose value is untrusted text, quoted and escaped as the format
+ * needs.  A value cut at the end of the line is still closed. */
+static void kv_text(line_t *l, const char *k, const char *p, size_t n) {
+  bool json = log_format == CAD_LOG_JSON;
+  bool quote = json || n == 0;
+  for (size_t i = 0; i < n && !quote; i++) {
+    unsigned char c = (unsigned char)p[i];
+    if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c >= 0x7f) quote = true;
+  }
+  if (!put_key(l, k, quote)) return;
+  cad_text_escape(json ? CAD_ESC_JSON : CAD_ESC_KV, p, n, line_sink, l);
+  if (quote) put_closer(l, '"');
 }
 
 static void kv_str(line_t *l, const char *k, const char *v) {
-  if (!v) return;
-  put_key(l, k);
-  put_value(l, v, strlen(v));
+  if (v) kv_text(l, k, v, strlen(v));
 }
 
 static void kv_span(line_t *l, const char *k, cad_str_t v) {
   if (!v.p || !v.len) return;
-  put_key(l, k);
-  put_value(l, v.p, v.len < UNTRUSTED_MAX ? v.len : UNTRUSTED_MAX);
+  size_t n = v.len;
+  if (n > UNTRUSTED_MAX) { /* cut before a character, not inside one */
+    n = UNTRUSTED_MAX;
+    while (n > UNTRUSTED_MAX - 3 && ((unsigned char)v.p[n] & 0xC0) == 0x80) n--;
+  }
+  kv_text(l, k, v.p, n);
 }
 
 static void kv_num(line_t *l, const char *k, uint64_t v) {
-  put_key(l, k);
-  putf(l, "%llu", (unsigned long long)v);
+  char num[24];
+  int n = snprintf(num, sizeof num, "%llu", (unsigned long long)v);
+  size_t mark = l->n;
+  bool was_first = first_key;
+  if (!put_key(l, k, false)) return;
+  if (!put(l, num, (size_t)n)) { /* no key without its value */
+    l->n = mark;
+    first_key = was_first;
+  }
 }
 
 void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t *ctx,
                   const char *fmt, ...) {
   line_t l;
   l.n = 0;
+  l.full = false;
   int saved_errno = errno;
   struct timeval tv;
   gettimeofday(&tv, NULL);
@@ -153,13 +176,10 @@ void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t 
     va_start(ap, fmt);
     int k = vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
-    if (k > 0) {
-      put_key(&l, "msg");
-      put_value(&l, text, (size_t)k < sizeof text ? (size_t)k : sizeof text - 1);
-    }
+    if (k > 0) kv_text(&l, "msg", text, (size_t)k < sizeof text ? (size_t)k : sizeof text - 1);
   }
-  if (log_format == CAD_LOG_JSON) l.b[l.n++] = '}';
-  l.b[l.n++] = '\n';
+  if (log_format == CAD_LOG_JSON) put_closer(&l, '}');
+  put_closer(&l, '\n');
   size_t off = 0;
   while (off < l.n) {
     ssize_t w = write(log_fd, l.b + off, l.n - off);

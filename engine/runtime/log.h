@@ -11,7 +11,14 @@
  * PHI: the context carries only identifiers and sizes.  Message contents
  * (field values) may be logged only at debug level, by the caller, in the
  * free text; control id and message type come from the message and are
- * sanitised (control characters escaped, truncated to 64 bytes).
+ * truncated to 64 bytes.
+ *
+ * Every value goes through the one escaper (parsers/base/cad_json.h): valid
+ * UTF-8 passes, every other byte is written as \u00XX (JSON) or \xXX (kv),
+ * control bytes, quotes and backslashes are escaped, so each line is valid
+ * UTF-8, a JSON line is one valid JSON object, and no value can forge a
+ * line or a key.  A line is at most 4 KiB: a value cut there keeps whole
+ * escapes and is still closed.
  *
  * Each line is written with a single write(2) to the configured fd (stderr
  * by default), so lines from different events never interleave.

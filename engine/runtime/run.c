@@ -7,8 +7,9 @@
  * record is on disk, `received` at once, `delivered` once the destinations
  * took it.  One delivery worker per destination (engine/store/delivery.h) reads its
  * FIFO from the queue and hands messages, in order, to the destination's
- * driver (a file writer or an MLLP sender).  Parse failures are answered at
- * once with AR + ERR (when the header can be read).
+ * driver (a file writer or an MLLP sender).  The message path itself (parse,
+ * route, queue, ACK, counters, log line) is pipeline.c, with an explicit
+ * context; this file wires it to the listeners, the queue and the workers.
  *
  * The data directory is locked (data_dir/lock, flock) while the engine runs,
  * so two engines never share a queue and `caduceus queue requeue|purge`
@@ -52,30 +53,13 @@
 #include "log.h"
 #include "mllp_listener.h"
 #include "mllp_sender.h"
+#include "pipeline.h"
 #include "queue.h"
 #include "reroute.h"
 #include "routes.h"
 #include "stats.h"
 
 #define DRAIN_MS 10000
-#define MSG_ARENA_CHUNK 8192
-
-/* ---- control ids --------------------------------------------------------
- * 11 hex digits of the start time in milliseconds, then 8 of a counter: 19
- * characters, within MSH-10's 20.  When the counter wraps the prefix moves to
- * the current time (always later than the previous prefix), so ids stay
- * unique across restarts and within a run. */
-static uint64_t ctl_prefix, ctl_counter;
-
-static void ctl_next(char out[24]) {
-  if (ctl_prefix == 0 || ctl_counter > 0xFFFFFFFFu) {
-    uint64_t t = cad_now_ms();
-    ctl_prefix = t > ctl_prefix ? t : ctl_prefix + 1;
-    ctl_counter = 0;
-  }
-  snprintf(out, 24, "%011llX%08llX", (unsigned long long)(ctl_prefix & 0xFFFFFFFFFFFull),
-           (unsigned long long)ctl_counter++);
-}
 
 /* ---- runtime ------------------------------------------------------------ */
 
@@ -85,9 +69,7 @@ typedef struct chan {
   rt_t *rt;
   const cad_conf_channel_t *cc;
   cad_chan_stats_t *st;
-  cad_hl7_limits_t limits;
-  cad_ack_style_t ack_style;
-  int dlq_qid;        /* queue id for routing dead letters, -1 = not yet */
+  cad_pipe_chan_t pc; /* the message path's view (pipeline.h); owner = rt */
   cad_tls_ctx_t *tls; /* `tls:` server context (read at start / reload), or NULL */
   cad_cidr_t *allow;  /* `allow:` client ranges (cc->nallow), or NULL */
 } chan_t;
@@ -142,6 +124,7 @@ typedef struct engine {
   rt_t *rt_next;       /* a reloaded runtime waiting for the old workers to stop */
   int running_workers; /* delivery workers of any runtime not yet stopped */
   rt_t *rt;
+  cad_pipe_t pipe; /* the message path, wired to the queue and listeners below */
   lsn_t *lsns;
   int nclosing; /* listeners still draining */
   uv_signal_t sig_term, sig_int, sig_hup;
@@ -401,12 +384,12 @@ static int rerouter_open(rt_t *rt, chan_t *ch, dest_t *d) {
   int qid = cad_queue_dest(E.q, d->rr_name);
   if (qid < 0) return qid;
   d->qid = (uint16_t)qid;
-  ch->dlq_qid = qid;
+  ch->pc.dlq_qid = qid;
   size_t n = rt->cfg->ndests;
   uint16_t *qids = calloc(n ? n : 1, sizeof *qids);
   if (!qids) return CAD_E_NOMEM;
   for (size_t i = 0; i < n; i++) qids[i] = rt->dests[i].qid;
-  int rc = cad_reroute_new(E.q, ch->cc->routes, &ch->limits, qids, n, &d->rr);
+  int rc = cad_reroute_new(E.q, ch->cc->routes, &ch->pc.limits, qids, n, &d->rr);
   free(qids);
   return rc;
 }
@@ -443,11 +426,7 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
       rt_release(rt);
       return CAD_E_NOMEM;
     }
-    ch->limits.max_bytes = ch->cc->max_message_size;
-    ch->dlq_qid = -1;
-    ch->ack_style = ch->cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
-                    : ch->cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
-                                                           : CAD_ACK_STYLE_AUTO;
+    cad_pipe_chan_init(&ch->pc, ch->cc, ch->st, rt);
     int trc = chan_tls(ch);
     if (trc < 0) {
       rt_release(rt);
@@ -463,371 +442,65 @@ static int rt_create(cad_config_t *cfg, rt_t **out) {
   return 0;
 }
 
-/* ---- one message -------------------------------------------------------- */
+/* ---- one message: the pipeline (pipeline.h), wired here ------------------- */
 
-typedef struct job {
-  cad_mllp_req_t *req;
-  chan_t *ch;
-  rt_t *rt;
-  cad_arena_t arena;
-  cad_hl7_msg_t msg;
-  char *bytes;
-  size_t len;
-  int waiting; /* `delivered` policy: destinations that have not taken it yet */
-  int failure; /* first error (queue write, delivery given up), 0 = none */
-  char fail_reason[80];
-  uint64_t conn;
-  char peer[64];
-  uint16_t *items_qid;   /* the queue ids appended (arena), for `delivered` */
-  cad_ack_msh_t h;       /* what the ACK needs from MSH, read once at parse (spans in bytes) */
-  const char *dl_reason; /* a route's dead letter: its reason (arena) */
-} job_t;
+static int io_append(void *ud, const cad_queue_item_t *items, size_t n, cad_queue_append_cb cb,
+                     void *cb_ud) {
+  (void)ud;
+  return cad_queue_append(E.q, items, n, cb, cb_ud);
+}
 
-static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci,
-                        const cad_ack_msh_t *h, size_t bytes) {
+static int io_dead_letter(void *ud, uint16_t qid, const char *reason, const char *p, size_t len,
+                          cad_queue_append_cb cb, void *cb_ud) {
+  (void)ud;
+  return cad_queue_mark(E.q, qid, CAD_JREC_DEAD, 0, reason, p, len, cb, cb_ud);
+}
+
+static int io_dest(void *ud, const char *name) {
+  (void)ud;
+  return cad_queue_dest(E.q, name);
+}
+
+static uint16_t io_dest_qid(void *ud, void *owner, size_t index) {
+  (void)ud;
+  return ((rt_t *)owner)->dests[index].qid;
+}
+
+static int io_wait(void *ud, uint16_t qid, uint64_t seq, void (*cb)(void *, int), void *cb_ud) {
+  (void)ud;
+  dest_t *d = E.by_qid[qid];
+  if (!d || !d->w) return 1;
+  return cad_delivery_wait(d->w, seq, cb, cb_ud);
+}
+
+static void io_reply(void *ud, void *req, const char *ack, size_t len, unsigned flags) {
+  (void)ud;
+  cad_mllp_reply(req, ack, len, (flags & CAD_PIPE_REPLY_CLOSE) ? CAD_MLLP_REPLY_CLOSE : 0);
+}
+
+static void io_hold(void *ud, void *owner, int delta) {
+  (void)ud;
+  if (delta > 0) ((rt_t *)owner)->refs++;
+  else rt_release(owner);
+}
+
+static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_dest, io_dest_qid,
+                                        io_wait, io_reply,  NULL,           io_hold};
+
+static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
+  lsn_t *ls = data;
+  const cad_mllp_conn_info_t *ci = cad_mllp_req_conn(req);
+  cad_pipe_frame_t f = {req, status, frame, 0, false, ci->id, ci->peer};
+  if (status == CAD_E_TOOBIG) f.size = cad_mllp_req_size(req, &f.cut);
+  cad_pipe_frame(&E.pipe, &ls->ch->pc, &f);
+}
+
+static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_info_t *ci) {
   *c = (cad_log_ctx_t)CAD_LOG_CTX_INIT;
   c->channel = ch ? ch->cc->name : NULL;
   if (ci) {
     c->peer = ci->peer;
     c->conn = ci->id;
-  }
-  if (h) {
-    c->ctl = h->control_id;
-    c->type = h->msg_type;
-  }
-  c->bytes = (int64_t)bytes;
-}
-
-static int local_offset_min(time_t t) {
-  struct tm tm;
-  if (!localtime_r(&t, &tm)) return 0;
-  return (int)(tm.tm_gmtoff / 60);
-}
-
-/* Build and send the ACK for `h` (NULL: nothing can be addressed). */
-static const char *send_ack(cad_mllp_req_t *req, const chan_t *ch, const cad_ack_msh_t *h,
-                            cad_ack_status_t st, const cad_hl7_diag_t *dg, unsigned flags) {
-  static const char *const names[2][3] = {{"AA", "AE", "AR"}, {"CA", "CE", "CR"}};
-  if (!h) {
-    cad_mllp_reply(req, NULL, 0, flags);
-    return "no_ack";
-  }
-  char ctl[24];
-  ctl_next(ctl);
-  time_t now = time(NULL);
-  cad_ack_opts_t o = {ch->ack_style, st, ctl, now, local_offset_min(now), dg};
-  cad_buf_t b = CAD_BUF_INIT;
-  int rc = cad_ack_build(h, &o, &b);
-  const char *outcome;
-  if (rc == 1) {
-    cad_mllp_reply(req, b.data, b.len, flags);
-    outcome = names[cad_ack_is_enhanced(h, ch->ack_style) ? 1 : 0][st];
-  } else {
-    cad_mllp_reply(req, NULL, 0, flags);
-    outcome = rc == 0 ? "no_ack_msh15" : "ack_failed";
-  }
-  cad_buf_free(&b);
-  return outcome;
-}
-
-static void job_free(job_t *j) {
-  cad_arena_free(&j->arena);
-  free(j->bytes);
-  rt_release(j->rt);
-  free(j);
-}
-
-static void job_finish(job_t *j) {
-  cad_ack_msh_t h = j->h;
-  const char *outcome;
-  cad_mllp_conn_info_t ci = {j->conn, ""};
-  snprintf(ci.peer, sizeof ci.peer, "%s", j->peer);
-  cad_log_ctx_t c;
-  log_ctx_for(&c, j->ch, &ci, &h, j->len);
-  if (j->failure == 0) {
-    j->ch->st->accepted++;
-    outcome = send_ack(j->req, j->ch, &h, CAD_ACK_ACCEPT, NULL, 0);
-    c.outcome = outcome;
-    CAD_LOG(CAD_LOG_INFO, "msg.accepted", &c, NULL);
-  } else {
-    j->ch->st->errors++;
-    cad_hl7_diag_t dg = {0};
-    dg.code = j->failure;
-    dg.hl7_code = 207;
-    snprintf(dg.reason, sizeof dg.reason, "%s: %s",
-             j->fail_reason[0] ? j->fail_reason : "queue write failed", cad_err_name(j->failure));
-    outcome = send_ack(j->req, j->ch, &h, CAD_ACK_ERROR, &dg, 0);
-    c.outcome = outcome;
-    c.error = cad_err_name(j->failure);
-    CAD_LOG(CAD_LOG_ERROR, "msg.not_accepted", &c, "%s", dg.reason);
-  }
-  job_free(j);
-}
-
-static void job_fail(job_t *j, int err, const char *why) {
-  if (j->failure == 0) {
-    j->failure = err;
-    snprintf(j->fail_reason, sizeof j->fail_reason, "%s", why);
-  }
-}
-
-/* `delivered` policy: one destination finished the message. */
-static void job_delivered(void *ud, int status) {
-  job_t *j = ud;
-  if (status) job_fail(j, status, "not delivered (dead-lettered or engine stopping)");
-  if (--j->waiting == 0) job_finish(j);
-}
-
-/* The message's records are durable (status 0) or could not be written. */
-static void job_appended(void *ud, int status, const uint64_t *seqs, size_t n) {
-  job_t *j = ud;
-  if (status) {
-    job_fail(j, status, "queue write failed");
-    job_finish(j);
-    return;
-  }
-  j->ch->st->queued++;
-  if (j->ch->cc->ack_policy != CAD_ACK_DELIVERED || !seqs) {
-    job_finish(j);
-    return;
-  }
-  /* Hold the ACK until every destination has taken the message.  The
-   * count is raised before each wait, because a message delivered already
-   * calls job_delivered inside cad_delivery_wait; the 1 held for the loop
-   * keeps j alive until it ends. */
-  j->waiting = 1;
-  for (size_t i = 0; i < n; i++) {
-    dest_t *d = j->items_qid ? E.by_qid[j->items_qid[i]] : NULL;
-    if (!d || !d->w) continue;
-    j->waiting++;
-    if (cad_delivery_wait(d->w, seqs[i], job_delivered, j) != 0) j->waiting--;
-  }
-  if (--j->waiting == 0) job_finish(j);
-}
-
-/* `received` policy: the ACK went out already; a failure here is a loss. */
-static void received_appended(void *ud, int status, const uint64_t *seqs, size_t n) {
-  (void)seqs;
-  (void)n;
-  cad_chan_stats_t *st = ud;
-  if (status == 0) {
-    st->queued++;
-    return;
-  }
-  st->errors++;
-  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
-  c.channel = st->name;
-  c.error = cad_err_name(status);
-  CAD_LOG(CAD_LOG_ERROR, "msg.lost", &c,
-          "ack.policy received: a message already ACKed could not be queued");
-}
-
-/* The HL7 table 0357 code for a parse failure. */
-static int hl7_code_for(const cad_hl7_diag_t *dg) {
-  if (dg->hl7_code) return dg->hl7_code;
-  switch (dg->code) {
-    case CAD_E_NOMSH:
-    case CAD_E_SEGMENT: return 100;
-    case CAD_E_DELIM: return 102;
-    default: return 207;
-  }
-}
-
-static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci);
-
-static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
-  lsn_t *ls = data;
-  chan_t *ch = ls->ch;
-  const cad_mllp_conn_info_t *ci = cad_mllp_req_conn(req);
-  ch->st->received++;
-  ch->st->bytes += frame.len;
-  cad_ack_msh_t h;
-  cad_log_ctx_t c;
-
-  if (status == CAD_E_TOOBIG) {
-    bool ok = cad_ack_msh_scan(frame.p, frame.len, 0, &h) == 0;
-    cad_hl7_diag_t dg = {0};
-    dg.code = CAD_E_TOOBIG;
-    dg.hl7_code = 207;
-    snprintf(dg.reason, sizeof dg.reason, "message larger than max_message_size (%zu bytes)",
-             ch->cc->max_message_size);
-    ch->st->rejected++;
-    log_ctx_for(&c, ch, ci, ok ? &h : NULL, frame.len);
-    c.outcome = send_ack(req, ch, ok ? &h : NULL, CAD_ACK_REJECT, &dg, CAD_MLLP_REPLY_CLOSE);
-    c.error = "CAD_E_TOOBIG";
-    CAD_LOG(CAD_LOG_WARN, "msg.too_big", &c, NULL);
-    return;
-  }
-
-  job_t *j = calloc(1, sizeof *j);
-  char *bytes = j ? malloc(frame.len ? frame.len : 1) : NULL;
-  if (!j || !bytes) {
-    free(j);
-    ch->st->errors++;
-    bool ok = cad_ack_msh_scan(frame.p, frame.len, 0, &h) == 0;
-    cad_hl7_diag_t dg = {.code = CAD_E_NOMEM, .hl7_code = 207, .reason = "out of memory"};
-    log_ctx_for(&c, ch, ci, ok ? &h : NULL, frame.len);
-    c.outcome = send_ack(req, ch, ok ? &h : NULL, CAD_ACK_ERROR, &dg, 0);
-    CAD_LOG(CAD_LOG_ERROR, "msg.nomem", &c, NULL);
-    return;
-  }
-  if (frame.len) memcpy(bytes, frame.p, frame.len);
-  j->bytes = bytes;
-  j->len = frame.len;
-  j->req = req;
-  j->ch = ch;
-  j->rt = ch->rt;
-  j->rt->refs++;
-  j->conn = ci->id;
-  snprintf(j->peer, sizeof j->peer, "%s", ci->peer);
-  /* The tree needs at most a few dozen bytes per input byte (spans of
-   * segments and fields); the budget bounds it all the same. */
-  cad_arena_init(&j->arena, MSG_ARENA_CHUNK, 64 * (j->len + 1024));
-
-  cad_hl7_diag_t dg;
-  memset(&dg, 0, sizeof dg);
-  int rc = cad_hl7_parse(&j->msg, j->bytes, j->len, &j->arena, &ch->limits, &dg);
-  bool have_h = false;
-  if (rc == 0) {
-    have_h = cad_ack_msh_from_msg(&j->msg, &h) == 0;
-    if (!have_h) {
-      rc = CAD_E_NOMSH;
-      dg.code = rc;
-      snprintf(dg.reason, sizeof dg.reason, "the message does not start with MSH");
-      have_h = cad_ack_msh_scan(j->bytes, j->len, 0, &h) == 0;
-    } else {
-      /* What every message needs to be ACKed and routed. */
-      int missing = h.msg_type.len == 0 ? 9 : h.control_id.len == 0 ? 10 : 0;
-      if (missing) {
-        rc = CAD_E_INVAL;
-        dg = (cad_hl7_diag_t){
-            .code = rc, .hl7_code = 101, .segment = 1, .seg_id = "MSH", .field = (uint32_t)missing};
-        snprintf(dg.reason, sizeof dg.reason, "MSH-%d is required", missing);
-      }
-    }
-  } else {
-    have_h = cad_ack_msh_scan(j->bytes, j->len, 0, &h) == 0;
-  }
-  if (rc < 0) {
-    dg.hl7_code = hl7_code_for(&dg);
-    log_ctx_for(&c, ch, ci, have_h ? &h : NULL, j->len);
-    c.error = cad_err_name(rc);
-    if (have_h) {
-      ch->st->rejected++;
-      c.outcome = send_ack(req, ch, &h, CAD_ACK_REJECT, &dg, 0);
-    } else {
-      ch->st->unanswered++;
-      c.outcome = send_ack(req, ch, NULL, CAD_ACK_REJECT, &dg, 0);
-    }
-    CAD_LOG(CAD_LOG_WARN, "msg.rejected", &c, "%s (HL7 %d, segment %u field %u)", dg.reason,
-            dg.hl7_code, dg.segment, dg.field);
-    job_free(j);
-    return;
-  }
-
-  j->h = h;
-  route_and_queue(j, ch, ci);
-}
-
-/* A route's dead letter is written: its log line carries its number (the
- * one `queue list/show/requeue channel:NAME` take). */
-static void route_dead_written(void *ud, int status, const uint64_t *seqs, size_t n) {
-  job_t *j = ud;
-  if (status == 0) {
-    cad_mllp_conn_info_t ci = {j->conn, ""};
-    snprintf(ci.peer, sizeof ci.peer, "%s", j->peer);
-    cad_log_ctx_t c;
-    log_ctx_for(&c, j->ch, &ci, &j->h, j->len);
-    cad_log_num_t num = {"seq", n ? seqs[0] : 0};
-    c.nums = &num;
-    c.nnums = 1;
-    CAD_LOG(CAD_LOG_WARN, "msg.dead_letter", &c, "%s", j->dl_reason);
-  }
-  job_appended(ud, status, seqs, n);
-}
-
-/* Route a parsed message and queue what the routes give; answer it. */
-static void route_and_queue(job_t *j, chan_t *ch, const cad_mllp_conn_info_t *ci) {
-  const cad_conf_channel_t *cc = ch->cc;
-  cad_route_result_t res;
-  memset(&res, 0, sizeof res);
-  int rc = cc->routes ? cad_routes_eval(cc->routes, j->bytes, j->len, &j->msg, &j->arena, &res)
-                      : CAD_E_STATE;
-  cad_ack_msh_t h = j->h;
-  cad_log_ctx_t c;
-  log_ctx_for(&c, ch, ci, &h, j->len);
-  if (rc < 0 && res.disposition == CAD_ROUTE_DELIVER) {
-    res.disposition = CAD_ROUTE_ERROR;
-    res.diag.hl7_code = 207;
-    snprintf(res.diag.reason, sizeof res.diag.reason, "routing failed: %s", cad_err_name(rc));
-  }
-  switch (res.disposition) {
-    case CAD_ROUTE_FILTERED:
-      ch->st->filtered++;
-      ch->st->accepted++;
-      c.outcome = send_ack(j->req, ch, &h, CAD_ACK_ACCEPT, NULL, 0);
-      CAD_LOG(CAD_LOG_INFO, "msg.filtered", &c, "no route took it (unrouted: drop)");
-      job_free(j);
-      return;
-    case CAD_ROUTE_REJECTED:
-    case CAD_ROUTE_ERROR: {
-      bool reject = res.disposition == CAD_ROUTE_REJECTED;
-      if (reject) ch->st->rejected++;
-      else ch->st->errors++;
-      c.outcome = send_ack(j->req, ch, &h, reject ? CAD_ACK_REJECT : CAD_ACK_ERROR, &res.diag, 0);
-      CAD_LOG(CAD_LOG_WARN, reject ? "msg.unrouted" : "msg.route_error", &c, "%s (HL7 %d)",
-              res.diag.reason, res.diag.hl7_code);
-      job_free(j);
-      return;
-    }
-    case CAD_ROUTE_DEAD_LETTER: {
-      /* The original message goes to this channel's dead letters, then AA. */
-      if (ch->dlq_qid < 0) {
-        char name[96];
-        snprintf(name, sizeof name, "channel:%s", cc->name);
-        ch->dlq_qid = cad_queue_dest(E.q, name);
-      }
-      ch->st->dead_lettered++;
-      size_t rl = strlen(res.diag.reason);
-      char *why = cad_arena_alloc(&j->arena, rl + 1);
-      if (why) memcpy(why, res.diag.reason, rl + 1);
-      j->dl_reason = why ? why : "";
-      rc = ch->dlq_qid < 0
-               ? ch->dlq_qid
-               : cad_queue_mark(E.q, (uint16_t)ch->dlq_qid, CAD_JREC_DEAD, 0, res.diag.reason,
-                                j->bytes, j->len, route_dead_written, j);
-      if (rc < 0) {
-        job_fail(j, rc, "dead-letter write failed");
-        job_finish(j);
-      }
-      return;
-    }
-    case CAD_ROUTE_DELIVER: break;
-  }
-  cad_queue_item_t *items = cad_arena_alloc(&j->arena, (res.nouts ? res.nouts : 1) * sizeof *items);
-  j->items_qid = cad_arena_alloc(&j->arena, (res.nouts ? res.nouts : 1) * sizeof *j->items_qid);
-  if (!items || !j->items_qid) {
-    job_fail(j, CAD_E_NOMEM, "out of memory");
-    job_finish(j);
-    return;
-  }
-  for (size_t i = 0; i < res.nouts; i++) {
-    uint16_t qid = j->rt->dests[res.outs[i].dest].qid;
-    items[i] = (cad_queue_item_t){qid, res.outs[i].bytes.p, res.outs[i].bytes.len};
-    j->items_qid[i] = qid;
-  }
-  if (cc->ack_policy == CAD_ACK_RECEIVED) {
-    rc = cad_queue_append(E.q, items, res.nouts, received_appended, ch->st);
-    if (rc < 0) {
-      job_fail(j, rc, rc == CAD_E_FULL ? "queue full" : "queue refused the message");
-    }
-    job_finish(j);
-    return;
-  }
-  rc = cad_queue_append(E.q, items, res.nouts, job_appended, j);
-  if (rc < 0) {
-    job_fail(j, rc, rc == CAD_E_FULL ? "queue full" : "queue refused the message");
-    job_finish(j);
   }
 }
 
@@ -835,8 +508,7 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
   lsn_t *ls = data;
   chan_t *ch = ls->ch;
   cad_log_ctx_t c;
-  log_ctx_for(&c, ch, ev->conn, NULL, 0);
-  c.bytes = -1;
+  log_ctx_for(&c, ch, ev->conn);
   switch (ev->kind) {
     case CAD_MLLP_EV_OPEN:
       ch->st->conns_opened++;
@@ -1039,33 +711,6 @@ static void raise_fd_limit(const cad_config_t *cfg) {
 
 /* ---- stats, signals, shutdown ------------------------------------------- */
 
-static void log_stats(void) {
-  for (cad_chan_stats_t *s = cad_stats_first(); s; s = s->next) {
-    cad_log_num_t nums[] = {
-        {"received", s->received},
-        {"accepted", s->accepted},
-        {"rejected", s->rejected},
-        {"errors", s->errors},
-        {"unanswered", s->unanswered},
-        {"bytes_in", s->bytes},
-        {"conns_opened", s->conns_opened},
-        {"conns_refused", s->conns_refused},
-        {"frame_errors", s->frame_errors},
-        {"skipped_bytes", s->skipped_bytes},
-        {"queued", s->queued},
-        {"filtered", s->filtered},
-        {"dead_lettered", s->dead_lettered},
-        {"conns_denied", s->conns_denied},
-        {"tls_failures", s->tls_failures},
-    };
-    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
-    c.channel = s->name;
-    c.nums = nums;
-    c.nnums = sizeof nums / sizeof nums[0];
-    CAD_LOG(CAD_LOG_INFO, "stats", &c, NULL);
-  }
-}
-
 /* Per destination: the queue's view and the worker's counters. */
 static void log_dest_stats(void) {
   if (!E.q) return;
@@ -1104,7 +749,7 @@ static void log_dest_stats(void) {
 
 static void stats_tick(uv_timer_t *t) {
   (void)t;
-  log_stats();
+  cad_stats_log();
   log_dest_stats();
 }
 
@@ -1113,8 +758,6 @@ static void stats_timer_apply(void) {
   if (iv) uv_timer_start(&E.stats_timer, stats_tick, iv, iv);
   else uv_timer_stop(&E.stats_timer);
 }
-
-static void log_dest_stats(void);
 
 static void shutdown_engine(const char *why) {
   if (E.stopping) return;
@@ -1329,6 +972,7 @@ int cad_cli_run(int argc, char **argv) {
 
   memset(&E, 0, sizeof E);
   E.config_path = path;
+  cad_pipe_init(&E.pipe, &engine_io);
   uv_loop_t loop;
   uv_loop_init(&loop);
   E.loop = &loop;
@@ -1361,7 +1005,7 @@ int cad_cli_run(int argc, char **argv) {
             E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
-  if (E.exit_status == 0) log_stats();
+  if (E.exit_status == 0) cad_stats_log();
   free(E.data_dir);
   rc = uv_loop_close(&loop);
   if (rc < 0) {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
+
 static cad_chan_stats_t *registry;
 
 cad_chan_stats_t *cad_stats_get(const char *name) {
@@ -26,5 +28,32 @@ void cad_stats_free_all(void) {
     cad_chan_stats_t *n = registry->next;
     free(registry);
     registry = n;
+  }
+}
+
+void cad_stats_log(void) {
+  for (cad_chan_stats_t *s = cad_stats_first(); s; s = s->next) {
+    cad_log_num_t nums[] = {
+        {"received", s->received},
+        {"accepted", s->accepted},
+        {"rejected", s->rejected},
+        {"errors", s->errors},
+        {"unanswered", s->unanswered},
+        {"bytes_in", s->bytes},
+        {"conns_opened", s->conns_opened},
+        {"conns_refused", s->conns_refused},
+        {"frame_errors", s->frame_errors},
+        {"skipped_bytes", s->skipped_bytes},
+        {"queued", s->queued},
+        {"filtered", s->filtered},
+        {"dead_lettered", s->dead_lettered},
+        {"conns_denied", s->conns_denied},
+        {"tls_failures", s->tls_failures},
+    };
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.channel = s->name;
+    c.nums = nums;
+    c.nnums = sizeof nums / sizeof nums[0];
+    CAD_LOG(CAD_LOG_INFO, "stats", &c, NULL);
   }
 }

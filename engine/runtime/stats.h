@@ -14,12 +14,13 @@
 
 typedef struct cad_chan_stats {
   struct cad_chan_stats *next;
-  char name[64];
+  char name[65];          /* a channel name: at most 64 bytes (config) */
   uint64_t received;      /* frames received (including refused ones) */
   uint64_t accepted;      /* ACKed AA/CA: on every destination */
   uint64_t rejected;      /* answered AR/CR: could not be parsed, or too big */
   uint64_t errors;        /* answered AE/CE: a destination failed */
-  uint64_t unanswered;    /* no header could be read: no ACK possible */
+  uint64_t unanswered;    /* the ACK could not be built (a broken header is
+                             answered all the same, from a stand-in) */
   uint64_t bytes;         /* message bytes received */
   uint64_t queued;        /* messages whose records reached the durable queue */
   uint64_t filtered;      /* accepted but taken by no route (unrouted: drop) */
@@ -36,5 +37,7 @@ cad_chan_stats_t *cad_stats_get(const char *name);
 /* First entry of the registry (iterate with ->next). */
 cad_chan_stats_t *cad_stats_first(void);
 void cad_stats_free_all(void);
+/* One "stats" log line per channel, at info level. */
+void cad_stats_log(void);
 
 #endif

@@ -105,6 +105,23 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
   return 0;
 }
 
+int cad_ack_msh_salvage(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *out) {
+  if (cad_ack_msh_scan(p, len, max_scan, out) == 0) return 0;
+  static const char enc[] = "^~\\&";
+  static const char seps[] = "|!#$%*+,-./:;<=>?@_`{}";
+  memset(out, 0, sizeof *out);
+  out->d = cad_hl7_default_delims;
+  /* Keep the sender's field separator when it is a plain punctuation mark
+   * the parser would also take (so a reader that splits on it finds MSA). */
+  if (len >= 4 && memcmp(p, "MSH", 3) == 0 && p[3] && strchr(seps, p[3])) out->d.field = p[3];
+  out->enc = (cad_str_t){enc, 4};
+  cad_str_t empty = {"", 0};
+  out->send_app = out->send_fac = out->recv_app = out->recv_fac = empty;
+  out->msg_type = out->trigger = out->control_id = out->proc_id = empty;
+  out->version = out->accept_ack = out->app_ack = empty;
+  return 1;
+}
+
 int cad_ack_version(cad_str_t v) {
   /* Only the first component counts ("2.5.1^..."). */
   size_t i = 0;
@@ -231,13 +248,16 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
 
   if (st != 0) {
     const cad_hl7_diag_t *dg = o->diag;
-    bool loc = dg && dg->seg_id[0] && dg->segment > 0;
+    /* ERR-2 / ERR-1 location: segment id (escaped: a bad id may hold a
+     * delimiter) ^ sequence ^ field; the id may be empty (unreadable). */
+    bool loc = dg && dg->segment > 0;
+    size_t idlen = dg ? strnlen(dg->seg_id, sizeof dg->seg_id) : 0;
     PUT(cad_buf_append(out, "ERR", 3));
     PUTC(f);
     if (old_layout) {
       /* ERR-1 (ELD): SEG^seq^field^code&text&HL70357 */
       if (loc) {
-        PUT(cad_buf_puts(out, dg->seg_id));
+        PUT(put_escaped(out, d, dg->seg_id, idlen));
         PUTC(c);
         PUT(put_num(out, dg->segment));
         PUTC(c);
@@ -258,7 +278,7 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
       /* ERR-1 empty; ERR-2 (ERL) SEG^seq^field; ERR-3 (CWE); ERR-4 E; ERR-8. */
       PUTC(f);
       if (loc) {
-        PUT(cad_buf_puts(out, dg->seg_id));
+        PUT(put_escaped(out, d, dg->seg_id, idlen));
         PUTC(c);
         PUT(put_num(out, dg->segment));
         if (dg->field) {

@@ -92,6 +92,17 @@ int cad_ack_msh_from_msg(const cad_hl7_msg_t *m, cad_ack_msh_t *out);
  * CAD_E_DELIM when no header can be read (then no ACK can be addressed). */
 int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *out);
 
+/* A header to answer with when cad_ack_msh_scan() cannot read one (no MSH,
+ * unreadable MSH-1/MSH-2), so a broken message still gets a NAK instead of
+ * silence (a sender without an answer resends forever).  Returns 0 when the
+ * header was read (the same as cad_ack_msh_scan), or 1 when `out` holds a
+ * stand-in: the field separator of "MSH" + MSH-1 when that one is usable
+ * and distinct from the defaults' encoding characters, else '|'; encoding
+ * characters ^~\&; every other field empty (MSA-2 is then empty: no control
+ * id could be read).  `out` is always usable by cad_ack_build(); its spans
+ * point into `p` or to static storage. */
+int cad_ack_msh_salvage(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *out);
+
 typedef struct cad_ack_opts {
   cad_ack_style_t style;
   cad_ack_status_t status;

@@ -151,7 +151,11 @@ static int end_segment(tok_t *t, size_t end) {
   bool id_ok = id.len >= 1 && id.len <= 3;
   for (size_t k = 0; id_ok && k < id.len; k++) id_ok = is_id_char((unsigned char)id.p[k]);
   if (!id_ok) {
-    diag_set(t->diag, CAD_E_SEGMENT, 100, segno, NULL, 0, 0, t->seg_start,
+    /* The ERR segment locates it (ERR-2: id ^ sequence): the id as sent
+     * when it is at most 3 printable characters, else the sequence alone. */
+    bool printable = id.len <= 3;
+    for (size_t k = 0; printable && k < id.len; k++) printable = id.p[k] > ' ' && id.p[k] < 0x7f;
+    diag_set(t->diag, CAD_E_SEGMENT, 100, segno, printable ? id.p : NULL, id.len, 0, t->seg_start,
              "segment id is not 3 letters or digits");
     return CAD_E_SEGMENT;
   }

@@ -61,10 +61,13 @@ static size_t find_eb(cad_mllp_framer_t *f) {
   return f->eb_from;
 }
 
-/* Report an oversized frame: its first max_frame bytes. */
-static int too_big(cad_mllp_framer_t *f, size_t start, cad_str_t *frame) {
+/* Report an oversized frame: its first max_frame bytes; `end` is where it
+ * ends (an end or start block) or, `cut`, the end of what was received. */
+static int too_big(cad_mllp_framer_t *f, size_t start, size_t end, bool cut, cad_str_t *frame) {
   frame->p = f->buf.data + start;
   frame->len = f->max_frame;
+  f->oversize = end - start;
+  f->oversize_cut = cut;
   f->errors++;
   return CAD_E_TOOBIG;
 }
@@ -110,7 +113,7 @@ int cad_mllp_next(cad_mllp_framer_t *f, cad_str_t *frame) {
           f->pos = f->start = s + 1;
           f->discarding = false;
           if (was_discarding) continue;
-          if (s - old > f->max_frame) return too_big(f, old, frame);
+          if (s - old > f->max_frame) return too_big(f, old, s, false, frame);
           frame->p = b + old;
           frame->len = s - old;
           f->errors++;
@@ -123,7 +126,7 @@ int cad_mllp_next(cad_mllp_framer_t *f, cad_str_t *frame) {
           f->discarding = false;
           f->state = ST_AFTER_EB;
           if (was_discarding) continue;
-          if (e - old > f->max_frame) return too_big(f, old, frame);
+          if (e - old > f->max_frame) return too_big(f, old, e, false, frame);
           frame->p = b + old;
           frame->len = e - old;
           f->frames++;
@@ -135,7 +138,7 @@ int cad_mllp_next(cad_mllp_framer_t *f, cad_str_t *frame) {
           /* Report now (the caller may NAK early) and stop keeping the bytes:
          * the next feed drops them. */
           f->discarding = true;
-          return too_big(f, f->start, frame);
+          return too_big(f, f->start, len, true, frame);
         }
         return 0;
       }

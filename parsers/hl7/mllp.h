@@ -51,8 +51,12 @@ typedef struct cad_mllp_framer {
                              dropped or oversized frame) */
   uint64_t frames;  /* frames returned */
   uint64_t errors;  /* framing errors reported */
-  size_t start;     /* internal: first content byte of the frame in buf */
-  size_t eb_from;   /* internal: no end block in buf[pos, eb_from) */
+  /* The last CAD_E_TOOBIG frame: its bytes received so far, and whether it
+   * was reported before its end came (then it is at least that long). */
+  uint64_t oversize;
+  bool oversize_cut;
+  size_t start;   /* internal: first content byte of the frame in buf */
+  size_t eb_from; /* internal: no end block in buf[pos, eb_from) */
 } cad_mllp_framer_t;
 
 /* max_frame 0 means the default, 4 MiB.  (A frame of exactly max_frame

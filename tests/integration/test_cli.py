@@ -152,5 +152,56 @@ with tempfile.TemporaryDirectory() as td:
     rc, out, _ = run("get", "MSH-10", p)
     check("MLLP-framed file", rc == 0 and out == "LAB0001\nLAB0002\n", repr(out))
 
+# parse --json is valid UTF-8 JSON whatever bytes the fields hold (each
+# byte that is not UTF-8 written as \u00XX of the byte).
+bad = (b"MSH|^~\\&|A\xff|B\xed\xa0\x80|C\xc0\xaf|D\"x\x01|2026||ADT^A01|U1|P|2.5\r"
+       b"PID|1||\xf4\x90\x80\x80^\xe2\x82||caf\xc3\xa9\r")
+p = subprocess.run([BIN, "parse", "--json", "-"], input=bad, capture_output=True, timeout=60)
+try:
+    doc = json.loads(p.stdout.decode("utf-8"))  # strict UTF-8, strict JSON
+    vals = json.dumps(doc, ensure_ascii=False)
+    ok = "A\u00ff" in vals and "B\u00ed\u00a0\u0080" in vals and "caf\u00e9" in vals
+except (UnicodeDecodeError, ValueError) as e:
+    ok, vals = False, repr(e)
+check("parse --json: invalid UTF-8 escaped, valid kept", p.returncode == 0 and ok, vals[:300])
+
+# get reaches batch headers and trailers (FHS BHS BTS FTS) like any segment:
+# one line per such segment, BHS-1/BHS-2 the delimiters as for MSH.
+rc, out, err = run("get", "BHS-4", f("batch_headers.hl7"))
+check("get BHS-4 prints each batch header", rc == 0 and out == "BFAC\nBFAC2\n", repr((rc, out, err)))
+rc, out, _ = run("get", "-n", "BHS-1", f("batch_headers.hl7"))
+check("get -n BHS-1: separator, message count before it", out == "0\t#\n2\t|\n", repr(out))
+rc, out, _ = run("get", "BHS-2", f("batch_headers.hl7"))
+check("get BHS-2 is the encoding characters", out == "^~\\&\n^~\\&\n", repr(out))
+rc, out, _ = run("get", "BHS-9.2", f("batch_headers.hl7"))
+check("get BHS-9.2 with the batch's own delimiters", out == "two\n\n", repr(out))
+rc, out, _ = run("get", "-n", "BTS-2", f("batch_headers.hl7"))
+check("get BTS-2", out == "2\tfirst batch\n3\tsecond\n", repr(out))
+rc, out, _ = run("get", "FHS-9", f("batch_headers.hl7"))
+check("get FHS-9", out == "file1.hl7\n", repr(out))
+rc, out, _ = run("get", "FTS-1", f("batch_headers.hl7"))
+check("get FTS-1", out == "2\n", repr(out))
+rc, out, _ = run("get", "MSH-10", f("batch_headers.hl7"))
+check("get MSH-10 still one line per message", out == "M1\nM2\nM3\n", repr(out))
+rc, out, _ = run("get", "BHS-3", f("adt_batch.hl7"))
+check("get BHS-3 on adt_batch", rc == 0 and out == "SENDER\n", repr(out))
+CORPUS = os.environ.get("CAD_CORPUS", os.path.join(os.path.dirname(__file__), "..", "..", "..",
+                                                   "shared", "corpus"))
+if os.path.isdir(CORPUS):
+    def c(name):
+        return os.path.join(CORPUS, name)
+    rc, out, _ = run("get", "BHS-4", c("pythonhl7__batch_bhs_bts_2msg.hl7"))
+    check("corpus: BHS-4", rc == 0 and out == "ABCHS\n", repr(out))
+    rc, out, _ = run("get", "BHS-11", c("pythonhl7__batch_bhs_bts_2msg.hl7"))
+    check("corpus: BHS-11", out == "abchs20070101123401-1\n", repr(out))
+    rc, out, _ = run("get", "-n", "BTS-1", c("pythonhl7__file_2batches_3msg.hl7"))
+    check("corpus: BTS-1 of two batches", out == "2\t2\n3\t1\n", repr(out))
+    rc, out, _ = run("get", "BTS-1", c("pythonhl7__batch_bts_no_bhs.hl7"))
+    check("corpus: a trailer without a header", rc == 0 and out == "1\n", repr(out))
+    rc, out, _ = run("get", "BHS-1", c("nodehl7client__batch_bhs_colon_msh_pipe.hl7"))
+    check("corpus: BHS-1 is the batch's own separator", out == ":\n", repr(out))
+else:
+    print("# corpus not found at %s: corpus checks skipped" % CORPUS)
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)

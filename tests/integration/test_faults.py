@@ -64,9 +64,11 @@ def test_garbage_bytes(binary, tmp):
             s.sendall(b"\x0b" + adt("CUT1")[:30])
             ack = send_recv(s, adt("G1b"))
             assert field(fields(ack), "MSA", 2) == "G1b"
-        # A frame whose body is garbage: no MSH, no ACK; the connection goes on.
+        # A frame whose body is garbage: no MSH, a NAK with an empty MSA-2;
+        # the connection goes on.
         with connect(port) as s:
-            s.sendall(frame(b"\x00\x01\x02garbage|||\r"))
+            nak = fields(send_recv(s, b"\x00\x01\x02garbage|||\r"))
+            assert field(nak, "MSA", 1) == "AR" and field(nak, "MSA", 2) == "", nak
             ack = send_recv(s, adt("G2"))
             assert field(fields(ack), "MSA", 2) == "G2"
         good_client(port, "G3")

@@ -13,6 +13,7 @@ Usage: test_replay.py CADUCEUS_BINARY [TEST]"""
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -496,6 +497,59 @@ def test_preview_counts_and_diffs(binary, tmp):
     assert p.returncode == 2
 
 
+FAILING = """\
+engine:
+  data_dir: %(tmp)s/data
+destinations:
+  ehr: { type: file, dir: %(tmp)s/out-ehr }
+tables:
+  sexes: { values: { M: male } }
+channels:
+  lab:
+    listen: "127.0.0.1:1"
+    routes:
+      - name: results
+        when: { path: MSH-9.1, equals: ORU }
+        transform:
+          - { map: PID-8, table: sexes, default: reject }
+        to: [ehr]
+    unrouted: reject
+"""
+
+
+def test_preview_says_why_a_message_fails(binary, tmp):
+    """Every failing message is listed with its reason, with or without a
+    baseline (issue 13 item 18)."""
+    msgs = [msg(1, code="ORU", trigger="R01"), msg(2), b"MSH|^~\\&|A|B|C|D|2026||ADT^A01|R9|P|2.5\rP!1|x"]
+    arch = write(os.path.join(tmp, "a.hl7"), b"\n".join(msgs))
+    cfg = os.path.join(tmp, "c.yaml")
+    with open(cfg, "w") as f:
+        f.write(FAILING % {"tmp": tmp})
+    p = subprocess.run([binary, "preview", "--config", cfg, arch], capture_output=True, timeout=30)
+    out = p.stdout.decode()
+    assert p.returncode == 0, (p.returncode, out, p.stderr)
+    assert re.search(r"R000001: error: route results step 1: PID-8: .*not in table 'sexes' "
+                     r"\(HL7 103\)", out), out
+    assert "R000002: rejected: no route accepts this message (HL7 200)" in out, out
+    assert "R9: rejected: segment id is not 3 letters or digits (HL7 100)" in out, out
+    assert "3 messages would fail" in out, out
+    p = subprocess.run([binary, "preview", "--json", "--config", cfg, arch], capture_output=True,
+                       timeout=30)
+    doc = json.loads(p.stdout)
+    assert doc["failed"] == 3, doc
+    by = {c["control_id"]: c for c in doc["changes"]}
+    assert by["R000002"]["reason"] == "no route accepts this message (HL7 200)", by
+    assert by["R000001"]["disposition"] == {"old": "error", "new": "error"}, by
+    # Against a baseline that delivers them: the change carries the reason.
+    with open(os.path.join(tmp, "base.yaml"), "w") as f:
+        f.write((FAILING % {"tmp": tmp}).replace("unrouted: reject", "unrouted: ehr")
+                .replace("default: reject", "default: keep"))
+    p = subprocess.run([binary, "preview", "--config", cfg, "--baseline",
+                        os.path.join(tmp, "base.yaml"), arch], capture_output=True, timeout=30)
+    out = p.stdout.decode()
+    assert "R000002: deliver -> rejected: no route accepts this message (HL7 200)" in out, out
+
+
 TESTS = [
     test_every_format_plain_and_gzip,
     test_gzip_members_split_a_message_directory_and_stdin,
@@ -509,6 +563,7 @@ TESTS = [
     test_resume_after_sigterm_is_exactly_once,
     test_unreachable_and_usage,
     test_preview_counts_and_diffs,
+    test_preview_says_why_a_message_fails,
 ]
 
 if __name__ == "__main__":

@@ -101,6 +101,38 @@ def test_send_wrong_control_id_and_silence(binary, tmp):
         srv.stop()
 
 
+def test_send_prints_the_receivers_reason(binary, tmp):
+    """AE/AR lines carry MSA-3 and the ERR segment's code, text and reason."""
+    port = free_port()
+    eng = Engine(binary, tmp,
+                 "  quickstart:\n    listen: \"127.0.0.1:%d\"\n    to: [ files ]\n" % port,
+                 "  files:\n    type: file\n    dir: %s/out\n" % tmp)
+    eng.start(wait_ports=[port])
+    srv = FakeReceiver(script(Reply("AE", err="ERR||PID^1^3|207^Application internal error"
+                                              "^HL70357|E||||db \"down\"")))
+    try:
+        path = os.path.join(tmp, "bad.hl7")
+        with open(path, "wb") as f:
+            f.write(adt(ctl="B25").replace(b"\rPV1|", b"\rP!1|") + b"\n" +
+                    adt(ctl="B23", version="2.3").replace(b"\rPV1|", b"\rP!1|"))
+        rc, so, se = send(binary, "--to", "127.0.0.1:%d" % port, path)
+        assert rc == 1, (rc, so, se)
+        lines = so.splitlines()
+        assert len(lines) == 2, so
+        assert re.match(r'^B25 AR \d+\.\dms ERR="100 Segment sequence error: segment id is not '
+                        r'3 letters or digits"$', lines[0]), lines[0]
+        assert re.match(r'^B23 AR \d+\.\dms MSA-3="Segment sequence error" '
+                        r'ERR="100 Segment sequence error"$', lines[1]), lines[1]
+        rc, so, se = send(binary, "--to", "127.0.0.1:%d" % srv.port,
+                          write_messages(tmp, ["F1"]))
+        assert rc == 1, (rc, so, se)
+        assert re.match(r'^F1 AE \d+\.\dms ERR="207 Application internal error: db \\"down\\""$',
+                        so.strip()), so
+    finally:
+        srv.stop()
+        check_clean_stop(eng)
+
+
 def test_send_refused_and_usage(binary, tmp):
     port = free_port()
     path = write_messages(tmp, ["R1"])
@@ -219,6 +251,7 @@ def test_chain_with_restart(binary, tmp):
 
 TESTS = [test_send_to_engine, test_engine_mllp_destination, test_chain_with_restart, test_send_reports_ae, test_send_wrong_control_id_and_silence,
          test_send_refused_and_usage]
+TESTS.append(test_send_prints_the_receivers_reason)
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))

@@ -86,7 +86,42 @@ TEST(json_line) {
   CHECK(s[0] == '{');
   CHECK(strstr(s,
                "\"level\":\"warn\",\"event\":\"test.event\",\"channel\":\"lab\","
-               "\"ctl\":\"a\\\"b\\\\c\\u000a\",\"bytes\":5,\"msg\":\"x\"}\n") != NULL);
+               "\"ctl\":\"a\\\"b\\\\c\\n\",\"bytes\":5,\"msg\":\"x\"}\n") != NULL);
+  free(s);
+}
+
+/* Each line is valid UTF-8 and one JSON object, whatever the bytes and
+ * however long: a value cut at the end of the line keeps whole escapes and
+ * is closed. */
+TEST(bad_utf8_and_long_lines_stay_valid) {
+  char text[1100];
+  for (size_t i = 0; i < sizeof text - 1; i++) text[i] = (char)(i % 3 ? 0xff : '"');
+  text[sizeof text - 1] = 0;
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.ctl = (cad_str_t){"\xed\xa0\x80\xc0\xaf\xf5\n\"x\":1", 12};
+  char chan[600];
+  memset(chan, 'c', sizeof chan - 1);
+  chan[sizeof chan - 1] = 0;
+  c.channel = chan;
+  char *s = capture(CAD_LOG_INFO, CAD_LOG_JSON, CAD_LOG_INFO, &c, text);
+  REQUIRE(s);
+  size_t n = strlen(s);
+  CHECK(n <= 4096);
+  CHECK(strstr(s, "\"ctl\":\"\\u00ed\\u00a0\\u0080\\u00c0\\u00af\\u00f5\\n\\\"x\\\":1\"") != NULL);
+  CHECK(n > 3 && strcmp(s + n - 3, "\"}\n") == 0);
+  for (size_t i = 0; i < n; i++) CHECK((unsigned char)s[i] < 0x80 && (s[i] >= 0x20 || i == n - 1));
+  /* The cut value ends on a whole escape: \\u00ff or \\" before the quote. */
+  const char *m = strstr(s, "\"msg\":\"");
+  REQUIRE(m);
+  const char *end = s + n - 3;
+  CHECK((end - 6 > m && memcmp(end - 6, "\\u00ff", 6) == 0) ||
+        (end - 2 > m && memcmp(end - 2, "\\\"", 2) == 0));
+  free(s);
+  /* The same in key=value: no raw byte >= 0x80 that is not UTF-8. */
+  s = capture(CAD_LOG_INFO, CAD_LOG_KV, CAD_LOG_INFO, &c, "\xff ok");
+  REQUIRE(s);
+  CHECK(strstr(s, "ctl=\"\\xed\\xa0\\x80\\xc0\\xaf\\xf5\\x0a\\\"x\\\":1\"") != NULL);
+  CHECK(strstr(s, "msg=\"\\xff ok\"\n") != NULL);
   free(s);
 }
 

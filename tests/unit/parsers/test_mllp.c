@@ -183,6 +183,24 @@ TEST(frame_too_big) {
   EXPECT_EVENTS("ab" VT "MSH|^~\\&|A\rPID|1", 8, "ETOOBIG[MSH|^~\\&]|s=2|open");
 }
 
+TEST(oversize_is_measured) {
+  cad_mllp_framer_t f;
+  cad_str_t fr;
+  cad_mllp_init(&f, 8);
+  /* Whole in one feed: its exact size, not cut. */
+  CHECK_INT(cad_mllp_feed(&f, VT "MSH|^~\\&|ABCDEFGH" FS "\r", 21), 0);
+  CHECK_INT(cad_mllp_next(&f, &fr), CAD_E_TOOBIG);
+  CHECK_INT(fr.len, 8);
+  CHECK_INT((int)f.oversize, 17);
+  CHECK(!f.oversize_cut);
+  /* Reported before its end: what was received, cut. */
+  CHECK_INT(cad_mllp_feed(&f, VT "MSH|^~\\&|ABCDEFGHIJ", 20), 0);
+  CHECK_INT(cad_mllp_next(&f, &fr), CAD_E_TOOBIG);
+  CHECK_INT((int)f.oversize, 19);
+  CHECK(f.oversize_cut);
+  cad_mllp_free(&f);
+}
+
 TEST(memory_stays_bounded) {
   cad_mllp_framer_t f;
   cad_str_t fr;
