@@ -274,65 +274,99 @@ static void print_outputs(const cad_routes_t *routes, const cad_route_result_t *
   }
 }
 
-/* Run one test case. Returns 1 passed, 0 failed. */
-static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
-                    const cad_yaml_node_t *t, size_t idx) {
-  r->out.len = 0;
-  r->lines = 0;
-  char name[256];
-  snprintf(name, sizeof name, "test %zu", idx + 1);
+/* The keys of a test case: its name, input (loaded) and expect.  Returns
+ * true when the case is well formed (errors printed otherwise). */
+static bool read_case(run_t *r, const cad_yaml_node_t *t, char *name, size_t cap,
+                      const cad_yaml_node_t **expect, char **in, size_t *inlen) {
   if (t->type != CAD_YAML_MAPPING) {
     errorf(t, "a test case is a mapping with name, input and expect");
-    return 0;
+    return false;
   }
-  const cad_yaml_node_t *input = NULL, *expect = NULL;
+  const cad_yaml_node_t *input = NULL;
   bool bad = false;
+  *expect = NULL;
   for (size_t i = 0; i < t->n; i++) {
     const cad_yaml_node_t *k = t->pairs[i].key, *v = t->pairs[i].value;
     if (strcmp(k->str, "name") == 0 && v->type == CAD_YAML_SCALAR)
-      snprintf(name, sizeof name, "%s", v->str);
+      snprintf(name, cap, "%s", v->str);
     else if (strcmp(k->str, "input") == 0) input = v;
-    else if (strcmp(k->str, "expect") == 0) expect = v;
+    else if (strcmp(k->str, "expect") == 0) *expect = v;
     else {
       errorf(k, "unknown key '%s' in a test case (expected one of: name, input, expect)", k->str);
       bad = true;
     }
   }
   if (!input) bad = true, errorf(t, "test '%s' needs 'input', the message to route", name);
-  if (!expect) bad = true, errorf(t, "test '%s' needs 'expect'", name);
-  else if (expect->type != CAD_YAML_MAPPING)
+  if (!*expect) bad = true, errorf(t, "test '%s' needs 'expect'", name);
+  else if ((*expect)->type != CAD_YAML_MAPPING)
     bad = true,
-    errorf(expect, "'expect' must be a mapping of destinations (and disposition, error)");
-  char *in = NULL;
-  size_t inlen = 0;
-  if (!bad && load_message(r, input, &in, &inlen, false) != 0) bad = true;
-  if (bad) {
-    free(in);
-    printf("FAIL %s / %s (the test case is wrong, see above)\n", channel, name);
-    return 0;
-  }
+    errorf(*expect, "'expect' must be a mapping of destinations (and disposition, error)");
+  if (!bad && load_message(r, input, in, inlen, false) != 0) bad = true;
+  return !bad;
+}
 
-  cad_arena_t arena;
-  cad_arena_init(&arena, 65536, 64u << 20);
-  cad_route_result_t res;
-  int erc = cad_routes_eval(routes, in, inlen, NULL, &arena, &res);
+static size_t count_outs(const cad_route_result_t *res, size_t d) {
+  size_t got = 0;
+  for (size_t o = 0; o < res->nouts; o++)
+    if (res->outs[o].dest == d) got++;
+  return got;
+}
 
-  /* What the test expects. */
-  const cad_yaml_node_t *disp = cad_yaml_get(expect, "disposition");
-  const cad_yaml_node_t *err = cad_yaml_get(expect, "error");
-  int want_disp = -1;
-  if (disp) {
-    for (int i = 0; i < 5; i++)
-      if (disp->type == CAD_YAML_SCALAR && strcmp(disp->str, dispositions[i]) == 0) want_disp = i;
-    if (want_disp < 0) {
-      errorf(disp, "'disposition' must be one of: deliver, filtered, rejected, error, dead_letter");
-      bad = true;
+/* What destination d (named by key k) must receive, given by v: one
+ * message, none, or a list.  Sets *any_dest when a message is expected.
+ * Returns false when the expectation itself is wrong (printed). */
+static bool check_dest(run_t *r, const cad_route_result_t *res, size_t d, const cad_yaml_node_t *k,
+                       const cad_yaml_node_t *v, bool *any_dest) {
+  size_t nexp = v->type == CAD_YAML_SEQUENCE ? v->n : 1;
+  size_t got = count_outs(res, d);
+  size_t seen = 0;
+  for (size_t e = 0; e < nexp; e++) {
+    const cad_yaml_node_t *item = v->type == CAD_YAML_SEQUENCE ? v->items[e] : v;
+    char *exp = NULL;
+    size_t elen = 0;
+    int lr = load_message(r, item, &exp, &elen, v->type != CAD_YAML_SEQUENCE);
+    if (lr < 0) return false;
+    if (lr == 1) {
+      if (got) fail_line(r, "%s: expected no message, got %zu", k->str, got);
+      return true;
     }
+    *any_dest = true;
+    /* The e-th output to this destination. */
+    const cad_route_out_t *out = NULL;
+    for (size_t o = 0, c = 0; o < res->nouts; o++)
+      if (res->outs[o].dest == d && c++ == e) out = &res->outs[o];
+    seen++;
+    if (!out && nexp > 1) {
+      fail_line(r, "%s: expected %zu messages, got %zu", k->str, nexp, got);
+      free(exp);
+      return true;
+    } else if (!out) {
+      fail_line(r, "%s: expected a message, got none (disposition %s%s%s)", k->str,
+                cad_route_disposition_name(res->disposition), res->diag.reason[0] ? ": " : "",
+                res->diag.reason);
+    } else {
+      size_t nl1, nl2;
+      char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);
+      if (ne && ng && (nl1 != nl2 || memcmp(ne, ng, nl1) != 0))
+        diff_messages(r, k->str, ne, nl1, ng, nl2);
+      free(ne);
+      free(ng);
+    }
+    free(exp);
   }
-  bool any_dest = false;
+  if (v->type == CAD_YAML_SEQUENCE && got > seen)
+    fail_line(r, "%s: expected %zu messages, got %zu", k->str, seen, got);
+  return true;
+}
+
+/* Every destination the expectation names, then those it does not (which
+ * must receive nothing).  Returns false when the expectation is wrong. */
+static bool check_dests(run_t *r, const cad_route_result_t *res, const cad_yaml_node_t *expect,
+                        bool *any_dest) {
   bool *named = calloc(r->ndests + 1, sizeof *named);
-  if (!named) bad = true;
-  for (size_t i = 0; !bad && i < expect->n; i++) {
+  if (!named) return false;
+  bool ok = true;
+  for (size_t i = 0; ok && i < expect->n; i++) {
     const cad_yaml_node_t *k = expect->pairs[i].key, *v = expect->pairs[i].value;
     if (strcmp(k->str, "disposition") == 0 || strcmp(k->str, "error") == 0) continue;
     size_t d = r->ndests;
@@ -341,60 +375,14 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
     if (d == r->ndests) {
       errorf(k, "'%s' is not a destination (expected a destination name, disposition or error)",
              k->str);
-      bad = true;
+      ok = false;
       break;
     }
     named[d] = true;
-    /* One message, none, or a list of messages (several routes to one destination). */
-    size_t nexp = v->type == CAD_YAML_SEQUENCE ? v->n : 1;
-    size_t got = 0;
-    for (size_t o = 0; o < res.nouts; o++)
-      if (res.outs[o].dest == d) got++;
-    size_t seen = 0;
-    for (size_t e = 0; e < nexp && !bad; e++) {
-      const cad_yaml_node_t *item = v->type == CAD_YAML_SEQUENCE ? v->items[e] : v;
-      char *exp = NULL;
-      size_t elen = 0;
-      int lr = load_message(r, item, &exp, &elen, v->type != CAD_YAML_SEQUENCE);
-      if (lr < 0) {
-        bad = true;
-        break;
-      }
-      if (lr == 1) {
-        if (got) fail_line(r, "%s: expected no message, got %zu", k->str, got);
-        break;
-      }
-      any_dest = true;
-      /* The e-th output to this destination. */
-      const cad_route_out_t *out = NULL;
-      for (size_t o = 0, c = 0; o < res.nouts; o++)
-        if (res.outs[o].dest == d && c++ == e) out = &res.outs[o];
-      seen++;
-      if (!out && nexp > 1) {
-        fail_line(r, "%s: expected %zu messages, got %zu", k->str, nexp, got);
-        break;
-      } else if (!out) {
-        fail_line(r, "%s: expected a message, got none (disposition %s%s%s)", k->str,
-                  cad_route_disposition_name(res.disposition), res.diag.reason[0] ? ": " : "",
-                  res.diag.reason);
-      } else {
-        size_t nl1, nl2;
-        char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);
-        if (ne && ng && (nl1 != nl2 || memcmp(ne, ng, nl1) != 0))
-          diff_messages(r, k->str, ne, nl1, ng, nl2);
-        free(ne);
-        free(ng);
-      }
-      free(exp);
-    }
-    if (!bad && v->type == CAD_YAML_SEQUENCE && got > seen)
-      fail_line(r, "%s: expected %zu messages, got %zu", k->str, seen, got);
+    ok = check_dest(r, res, d, k, v, any_dest);
   }
-  for (size_t d = 0; !bad && d < r->ndests; d++) {
-    if (named[d]) continue;
-    size_t got = 0;
-    for (size_t o = 0; o < res.nouts; o++)
-      if (res.outs[o].dest == d) got++;
+  for (size_t d = 0; ok && d < r->ndests; d++) {
+    size_t got = named[d] ? 0 : count_outs(res, d);
     if (got)
       fail_line(r,
                 "%s: got %zu message%s, but the test does not expect any (add '%s: ...' or "
@@ -402,40 +390,84 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
                 r->dests[d], got, got > 1 ? "s" : "", r->dests[d], r->dests[d]);
   }
   free(named);
-  if (!bad) {
-    if (want_disp < 0 && any_dest) want_disp = CAD_ROUTE_DELIVER;
-    if (want_disp < 0 && !err && res.disposition != CAD_ROUTE_DELIVER &&
-        res.disposition != CAD_ROUTE_FILTERED)
-      fail_line(r, "disposition: got %s (%s) but the test expects messages or nothing",
-                cad_route_disposition_name(res.disposition), res.diag.reason);
-    if (want_disp >= 0 && (int)res.disposition != want_disp)
-      fail_line(r, "disposition: expected %s, got %s%s%s", dispositions[want_disp],
-                cad_route_disposition_name(res.disposition), res.diag.reason[0] ? " — " : "",
-                res.diag.reason);
-    if (err) {
-      const cad_yaml_node_t *code = cad_yaml_get(err, "code"),
-                            *reason = cad_yaml_get(err, "reason");
-      if (err->type != CAD_YAML_MAPPING || (!code && !reason)) {
-        errorf(err,
-               "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
-               "substring)");
-        bad = true;
-      } else {
-        if (res.disposition == CAD_ROUTE_DELIVER || res.disposition == CAD_ROUTE_FILTERED)
-          fail_line(r, "error: expected an error, got disposition %s",
-                    cad_route_disposition_name(res.disposition));
-        else {
-          if (code && (code->type != CAD_YAML_SCALAR || atoi(code->str) != res.diag.hl7_code))
-            fail_line(r, "error: expected code %s, got %d (%s)",
-                      code->type == CAD_YAML_SCALAR ? code->str : "?", res.diag.hl7_code,
-                      cad_hl7_err_text(res.diag.hl7_code));
-          if (reason && (reason->type != CAD_YAML_SCALAR || !strstr(res.diag.reason, reason->str)))
-            fail_line(r, "error: expected a reason containing \"%s\", got \"%s\"",
-                      reason->type == CAD_YAML_SCALAR ? reason->str : "?", res.diag.reason);
-        }
-      }
-    }
+  return ok;
+}
+
+/* 'error: { code, reason }' against the result.  False when it is wrong. */
+static bool check_error(run_t *r, const cad_route_result_t *res, const cad_yaml_node_t *err) {
+  const cad_yaml_node_t *code = cad_yaml_get(err, "code"), *reason = cad_yaml_get(err, "reason");
+  if (err->type != CAD_YAML_MAPPING || (!code && !reason)) {
+    errorf(err,
+           "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
+           "substring)");
+    return false;
   }
+  if (res->disposition == CAD_ROUTE_DELIVER || res->disposition == CAD_ROUTE_FILTERED) {
+    fail_line(r, "error: expected an error, got disposition %s",
+              cad_route_disposition_name(res->disposition));
+    return true;
+  }
+  if (code && (code->type != CAD_YAML_SCALAR || atoi(code->str) != res->diag.hl7_code))
+    fail_line(r, "error: expected code %s, got %d (%s)",
+              code->type == CAD_YAML_SCALAR ? code->str : "?", res->diag.hl7_code,
+              cad_hl7_err_text(res->diag.hl7_code));
+  if (reason && (reason->type != CAD_YAML_SCALAR || !strstr(res->diag.reason, reason->str)))
+    fail_line(r, "error: expected a reason containing \"%s\", got \"%s\"",
+              reason->type == CAD_YAML_SCALAR ? reason->str : "?", res->diag.reason);
+  return true;
+}
+
+/* The disposition the test names: -1 none, -2 wrong (printed), else the
+ * index in dispositions[]. */
+static int want_disposition(const cad_yaml_node_t *expect) {
+  const cad_yaml_node_t *disp = cad_yaml_get(expect, "disposition");
+  if (!disp) return -1;
+  for (int i = 0; i < 5; i++)
+    if (disp->type == CAD_YAML_SCALAR && strcmp(disp->str, dispositions[i]) == 0) return i;
+  errorf(disp, "'disposition' must be one of: deliver, filtered, rejected, error, dead_letter");
+  return -2;
+}
+
+/* The disposition the test wants (explicit, or implied by the messages it
+ * expects), and its error.  False when the expectation is wrong. */
+static bool check_outcome(run_t *r, const cad_route_result_t *res, const cad_yaml_node_t *expect,
+                          int want_disp, bool any_dest) {
+  const cad_yaml_node_t *err = cad_yaml_get(expect, "error");
+  if (want_disp < 0 && any_dest) want_disp = CAD_ROUTE_DELIVER;
+  if (want_disp < 0 && !err && res->disposition != CAD_ROUTE_DELIVER &&
+      res->disposition != CAD_ROUTE_FILTERED)
+    fail_line(r, "disposition: got %s (%s) but the test expects messages or nothing",
+              cad_route_disposition_name(res->disposition), res->diag.reason);
+  if (want_disp >= 0 && (int)res->disposition != want_disp)
+    fail_line(r, "disposition: expected %s, got %s%s%s", dispositions[want_disp],
+              cad_route_disposition_name(res->disposition), res->diag.reason[0] ? " — " : "",
+              res->diag.reason);
+  return err ? check_error(r, res, err) : true;
+}
+
+/* Run one test case. Returns 1 passed, 0 failed. */
+static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
+                    const cad_yaml_node_t *t, size_t idx) {
+  r->out.len = 0;
+  r->lines = 0;
+  char name[256];
+  snprintf(name, sizeof name, "test %zu", idx + 1);
+  const cad_yaml_node_t *expect = NULL;
+  char *in = NULL;
+  size_t inlen = 0;
+  if (!read_case(r, t, name, sizeof name, &expect, &in, &inlen)) {
+    free(in);
+    printf("FAIL %s / %s (the test case is wrong, see above)\n", channel, name);
+    return 0;
+  }
+  cad_arena_t arena;
+  cad_arena_init(&arena, 65536, 64u << 20);
+  cad_route_result_t res;
+  int erc = cad_routes_eval(routes, in, inlen, NULL, &arena, &res);
+  bool any_dest = false;
+  int want_disp = want_disposition(expect);
+  bool bad = want_disp == -2 || !check_dests(r, &res, expect, &any_dest);
+  if (!bad) bad = !check_outcome(r, &res, expect, want_disp, any_dest);
   if (erc && !bad) fail_line(r, "evaluation failed: %s", cad_strerror(erc));
   bool ok = !bad && r->lines == 0;
   printf("%s %s / %s\n", ok ? "ok  " : "FAIL", channel, name);
