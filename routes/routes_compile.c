@@ -310,7 +310,7 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
     case OP_BEFORE:
     case OP_AFTER:
       if (!cad__comp_want_scalar(c, v, "an HL7 date/time")) return false;
-      if (!cad__dtm_parse(v->str, v->len, &op->dtm)) {
+      if (!cad_hl7_dtm_parse(v->str, v->len, &op->dtm)) {
         ERR(c, v, "'%s' needs an HL7 date/time like 20240131 or 202401311200+0100, not '%s'",
             op_names[kind], cad__quote(q, v->str, v->len));
         return false;
@@ -319,7 +319,6 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
   }
   return false;
 }
-
 
 static cad__cond_t *compile_list(comp_t *c, const cad_yaml_node_t *n, cad__cond_kind_t kind,
                                  int depth, const char *what) {

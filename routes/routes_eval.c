@@ -101,9 +101,9 @@ static int op_holds(cad__ev_t *e, const cad__op_t *op, cad_hl7_kind_t kind, cad_
     }
     case OP_BEFORE:
     case OP_AFTER: {
-      cad__dtm_t t;
-      if (!cad__dtm_parse(v.p, v.len, &t)) return 0;
-      int c = cad__dtm_cmp(&t, &op->dtm);
+      cad_hl7_dtm_t t;
+      if (!cad_hl7_dtm_parse(v.p, v.len, &t)) return 0;
+      int c = cad_hl7_dtm_cmp(&t, &op->dtm);
       return op->kind == OP_BEFORE ? c < 0 : c > 0;
     }
   }

@@ -47,19 +47,6 @@ const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, si
 bool cad__table_get(const cad__table_t *t, const char *key, size_t klen, cad_str_t *value);
 void cad__tables_ref(const cad_tables_t *t);
 
-/* ---- HL7 date/time ---- */
-typedef struct cad__dtm {
-  int v[7]; /* year, month, day, hour, minute, second, 1e-4 seconds */
-  int prec; /* how many of v[] were given: 1 (year) .. 7 */
-  bool has_tz;
-  int tz_min; /* offset from UTC in minutes */
-} cad__dtm_t;
-
-/* Parse YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]. */
-bool cad__dtm_parse(const char *p, size_t len, cad__dtm_t *out);
-/* <0, 0, >0 comparing at the precision both have (UTC when both have a zone). */
-int cad__dtm_cmp(const cad__dtm_t *a, const cad__dtm_t *b);
-
 /* ---- paths ---- */
 typedef struct cad__rpath {
   cad_hl7_path_t p;
@@ -95,7 +82,7 @@ typedef struct cad__op {
   const cad__table_t *table;
   regex_t *re;
   double num;
-  cad__dtm_t dtm;
+  cad_hl7_dtm_t dtm;
 } cad__op_t;
 
 typedef enum { C_LEAF = 1, C_ALL, C_ANY, C_NOT } cad__cond_kind_t;

@@ -410,7 +410,7 @@ static size_t put_num(char *b, int v, int width) {
   return (size_t)width;
 }
 
-static size_t put_tz(char *b, const cad__dtm_t *t) {
+static size_t put_tz(char *b, const cad_hl7_dtm_t *t) {
   if (!t->has_tz) return 0;
   int z = t->tz_min < 0 ? -t->tz_min : t->tz_min;
   b[0] = t->tz_min < 0 ? '-' : '+';
@@ -419,7 +419,8 @@ static size_t put_tz(char *b, const cad__dtm_t *t) {
   return 5;
 }
 
-static int date_format(cad__ev_t *e, const cad__step_t *st, const cad__dtm_t *t, cad_str_t *out) {
+static int date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t,
+                       cad_str_t *out) {
   size_t cap = st->date_mode == DATE_FORMAT ? strlen(st->fmt) * 6 + 32 : 40;
   char *buf = cad_arena_alloc(e->a, cap);
   if (!buf) return cad__internal(e, CAD_E_NOMEM);
@@ -509,8 +510,8 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
       break;
     }
     case S_DATE: {
-      cad__dtm_t tm;
-      if (!leaf || !cad__dtm_parse(v.p, v.len, &tm)) {
+      cad_hl7_dtm_t tm;
+      if (!leaf || !cad_hl7_dtm_parse(v.p, v.len, &tm)) {
         char where[96], tmp[200];
         cad_hl7_path_t q = *p;
         q.occ = mt->occ;

@@ -17,61 +17,30 @@
 
 /* ---- HL7 time ------------------------------------------------------------ */
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = (unsigned)(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + (int64_t)doe - 719468;
-}
-
-/* YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+-ZZZZ] into seconds since the epoch (UTC;
- * no zone: as if UTC).  Separators - : T and blanks are ignored, so
- * 2024-03-01T12:00 works for the options.  False when it is not a time. */
+/* An HL7 DTM into seconds since the epoch, by the one DTM parser
+ * (cad_hl7_dtm_parse).  For the options, the separators - : T and blanks
+ * are dropped first (a '-' after the date is a zone), so 2024-03-01T12:00
+ * works.  False when it is not a time. */
 bool cad__dtm_seconds(const char *p, size_t len, double *out) {
-  char d[32];
-  size_t n = 0, i = 0;
-  int sign = 0;
-  int tz = 0;
-  double frac = 0;
-  for (; i < len; i++) {
+  char d[40];
+  size_t n = 0, digits = 0;
+  for (size_t i = 0; i < len; i++) {
     char c = p[i];
-    if (c >= '0' && c <= '9') {
-      if (n >= 14) return false;
-      d[n++] = c;
-    } else if (c == '.') {
-      double scale = 0.1;
-      for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, scale /= 10)
-        frac += (p[i] - '0') * scale;
-      i--;
-    } else if (c == '+' || (c == '-' && n >= 8)) {
-      sign = c == '+' ? 1 : -1;
-      i++;
+    bool zone = c == '+' || (c == '-' && digits >= 8);
+    if (!zone && (c == '-' || c == ':' || c == 'T' || c == ' ')) continue;
+    if (n == sizeof d) return false;
+    d[n++] = c;
+    if (zone) { /* the rest is the zone, as it is */
+      if (len - i - 1 > sizeof d - n) return false;
+      memcpy(d + n, p + i + 1, len - i - 1);
+      n += len - i - 1;
       break;
-    } else if (c == '-' || c == ':' || c == 'T' || c == ' ') {
-      continue;
-    } else {
-      return false;
     }
+    if (c >= '0' && c <= '9') digits++;
   }
-  if (sign) {
-    int z = 0, k = 0;
-    for (; i < len && k < 4; i++, k++) {
-      if (p[i] < '0' || p[i] > '9') return false;
-      z = z * 10 + (p[i] - '0');
-    }
-    if (k != 4 || i != len) return false;
-    tz = sign * ((z / 100) * 60 + z % 100);
-  }
-  if (n < 4 || n % 2) return false;
-  int v[6] = {0, 1, 1, 0, 0, 0};
-  v[0] = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
-  for (size_t k = 4, f = 1; k < n; k += 2, f++) v[f] = (d[k] - '0') * 10 + (d[k + 1] - '0');
-  if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60)
-    return false;
-  int64_t days = days_from_civil(v[0], (unsigned)v[1], (unsigned)v[2]);
-  *out = (double)days * 86400.0 + v[3] * 3600.0 + v[4] * 60.0 + v[5] + frac - tz * 60.0;
+  cad_hl7_dtm_t t;
+  if (!cad_hl7_dtm_parse(d, n, &t)) return false;
+  *out = cad_hl7_dtm_seconds(&t);
   return true;
 }
 

@@ -65,7 +65,7 @@ int cad__archive_add_sources(cad__archive_t *r, const char *const *args, size_t 
 int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it);
 void cad__archive_free(cad__archive_t *r);
 
-/* HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+-ZZZZ]; - : T and blanks ignored)
+/* HL7 DTM (cad_hl7_dtm_parse; for the options - : T and blanks are ignored)
  * into seconds since the epoch; without a zone, read as UTC. */
 bool cad__dtm_seconds(const char *p, size_t len, double *out);
 /* Field n (>= 3) of the first segment, which must be MSH; raw text. */

@@ -105,45 +105,28 @@ static char *normalise(const char *p, size_t n, size_t *out_len) {
 
 /* ---- difference by path ------------------------------------------------- */
 
-static bool same(cad_str_t a, cad_str_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
+typedef struct diff_ctx {
+  run_t *r;
+  const char *dest;
+} diff_ctx_t;
 
-static bool has_sep(cad_str_t s, char sep) { return s.len && memchr(s.p, sep, s.len); }
-
-/* Compare two element texts, going down through the separators in `seps`
- * (repetition, component, subcomponent) to the smallest part that differs. */
-static void diff_elem(run_t *r, const char *dest, const char *path, cad_str_t e, cad_str_t g,
-                      const char *seps, int level) {
-  if (same(e, g)) return;
-  bool deeper = false;
-  for (const char *s = seps; *s; s++)
-    if (has_sep(e, *s) || has_sep(g, *s)) deeper = true;
-  if (!deeper) {
-    char b1[256], b2[256];
-    fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path, show(b1, sizeof b1, e),
-              show(b2, sizeof b2, g));
+static void on_diff(void *ctx, const cad_hl7_diff_t *d) {
+  diff_ctx_t *dc = ctx;
+  if (!d->path) {
+    if (!d->b_seg)
+      fail_line(dc->r, "%s: segment %u: expected %s, got nothing (message too short)", dc->dest,
+                d->seg, d->a_seg->name);
+    else if (!d->a_seg)
+      fail_line(dc->r, "%s: segment %u: expected nothing, got %s", dc->dest, d->seg,
+                d->b_seg->name);
+    else
+      fail_line(dc->r, "%s: segment %u: expected %s, got %s", dc->dest, d->seg, d->a_seg->name,
+                d->b_seg->name);
     return;
   }
-  char sep = seps[0];
-  char sub[160];
-  if (!has_sep(e, sep) && !has_sep(g, sep)) {
-    /* One piece at this level: name it only where a path needs it. */
-    snprintf(sub, sizeof sub, "%s%s", path, level == 1 ? ".1" : "");
-    diff_elem(r, dest, sub, e, g, seps + 1, level + 1);
-    return;
-  }
-  int ne = cad_hl7_npieces(e, sep), ng = cad_hl7_npieces(g, sep);
-  int n = ne > ng ? ne : ng;
-  for (int k = 1; k <= n; k++) {
-    cad_str_t pe = {"", 0}, pg = {"", 0};
-    if (!cad_hl7_piece(e, sep, k, &pe)) pe = (cad_str_t){"", 0};
-    if (!cad_hl7_piece(g, sep, k, &pg)) pg = (cad_str_t){"", 0};
-    if (same(pe, pg)) continue;
-    if (level == 0) snprintf(sub, sizeof sub, "%s[%d]", path, k);
-    else snprintf(sub, sizeof sub, "%s.%d", path, k);
-    diff_elem(r, dest, sub, pe, pg, seps + 1, level + 1);
-  }
+  char b1[256], b2[256];
+  fail_line(dc->r, "%s: %s: expected \"%s\", got \"%s\"", dc->dest, d->path,
+            show(b1, sizeof b1, d->a), show(b2, sizeof b2, d->b));
 }
 
 static void diff_messages(run_t *r, const char *dest, const char *ep, size_t elen, const char *gp,
@@ -154,63 +137,14 @@ static void diff_messages(run_t *r, const char *dest, const char *ep, size_t ele
   cad_hl7_diag_t dg;
   int rc1 = cad_hl7_parse(&em, ep, elen, &a, NULL, &dg);
   int rc2 = cad_hl7_parse(&gm, gp, glen, &a, NULL, &dg);
-  int before = r->lines;
   if (rc1 || rc2) {
     fail_line(r, "%s: the %s message does not parse (%s); bytes differ", dest,
               rc1 ? "expected" : "produced", cad_strerror(rc1 ? rc1 : rc2));
     cad_arena_free(&a);
     return;
   }
-  uint32_t n = em.nsegs > gm.nsegs ? em.nsegs : gm.nsegs;
-  for (uint32_t i = 0; i < n; i++) {
-    const cad_hl7_seg_t *es = i < em.nsegs ? &em.segs[i] : NULL;
-    const cad_hl7_seg_t *gs = i < gm.nsegs ? &gm.segs[i] : NULL;
-    if (!gs) {
-      fail_line(r, "%s: segment %u: expected %s, got nothing (message too short)", dest, i + 1,
-                es->name);
-      continue;
-    }
-    if (!es) {
-      fail_line(r, "%s: segment %u: expected nothing, got %s", dest, i + 1, gs->name);
-      continue;
-    }
-    if (es->id != gs->id) {
-      fail_line(r, "%s: segment %u: expected %s, got %s", dest, i + 1, es->name, gs->name);
-      continue;
-    }
-    /* Name the segment as a path: with [occurrence] when it repeats. */
-    int occ = 0, total = 0;
-    for (uint32_t k = 0; k < em.nsegs; k++)
-      if (em.segs[k].id == es->id) {
-        total++;
-        if (k <= i) occ++;
-      }
-    char segname[32];
-    if (total > 1) snprintf(segname, sizeof segname, "%s[%d]", es->name, occ);
-    else snprintf(segname, sizeof segname, "%s", es->name);
-    int nf = cad_hl7_nfields(es), ng = cad_hl7_nfields(gs);
-    int maxf = nf > ng ? nf : ng;
-    for (int f = 1; f <= maxf; f++) {
-      cad_str_t ef = {"", 0}, gf = {"", 0};
-      cad_hl7_field(es, f, &ef);
-      cad_hl7_field(gs, f, &gf);
-      if (!ef.p) ef.p = "";
-      if (!gf.p) gf.p = "";
-      char path[64];
-      snprintf(path, sizeof path, "%s-%d", segname, f);
-      if (es->header && f <= 2) {
-        if (!same(ef, gf)) {
-          char b1[256], b2[256];
-          fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path, show(b1, sizeof b1, ef),
-                    show(b2, sizeof b2, gf));
-        }
-        continue;
-      }
-      char seps[4] = {es->d.rep, es->d.comp, es->d.sub, 0};
-      diff_elem(r, dest, path, ef, gf, seps, 0);
-    }
-  }
-  if (r->lines == before)
+  diff_ctx_t dc = {r, dest};
+  if (cad_hl7_diff(&em, &gm, on_diff, &dc) == 0)
     fail_line(r,
               "%s: same values by path, but the bytes differ (expected %zu bytes, got %zu): "
               "trailing delimiters or encoding",

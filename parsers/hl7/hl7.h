@@ -325,6 +325,49 @@ int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out);
 size_t cad_hl7_seg_size(const cad_hl7_seg_t *s);
 size_t cad_hl7_seg_write(const cad_hl7_seg_t *s, char *out);
 
+/* ---- dates and times (hl7_dtm.c) -----------------------------------------
+ *
+ * An HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ].  Nothing else
+ * is accepted (no separators, fractions only after the seconds, at most four
+ * digits).  The one parser of the project: routes, replay and preview use it. */
+typedef struct cad_hl7_dtm {
+  int v[7]; /* year, month, day, hour, minute, second, 1e-4 seconds */
+  int prec; /* how many of v[] were given: 1 (year) .. 7 */
+  bool has_tz;
+  int tz_min; /* offset from UTC in minutes */
+} cad_hl7_dtm_t;
+
+bool cad_hl7_dtm_parse(const char *p, size_t len, cad_hl7_dtm_t *out);
+/* <0, 0, >0 comparing at the precision both have (in UTC when both have a
+ * zone and say the hour at least). */
+int cad_hl7_dtm_cmp(const cad_hl7_dtm_t *a, const cad_hl7_dtm_t *b);
+/* Seconds since the epoch; a value without a zone is read as UTC, missing
+ * parts as their first value (month 1, day 1, 00:00:00). */
+double cad_hl7_dtm_seconds(const cad_hl7_dtm_t *t);
+
+/* ---- difference by path (hl7_diff.c) -------------------------------------
+ *
+ * Compare two parsed messages segment by segment and report each smallest
+ * element that differs, by path: OBX[2]-3.1, PID-3[2].1, ZPI-4.1.2.  A
+ * field is split into repetitions, components and subcomponents only where
+ * either side has them; a segment that repeats is named with [occurrence]
+ * (counted in `a`).  Values are raw (still escaped).  Used by `caduceus test`
+ * (expected against got) and `caduceus preview` (before against after). */
+typedef struct cad_hl7_diff {
+  uint32_t seg;               /* 1-based segment number */
+  const cad_hl7_seg_t *a_seg; /* NULL when `a` has no segment there */
+  const cad_hl7_seg_t *b_seg; /* NULL when `b` has no segment there */
+  const char *path;           /* the element; NULL when the segments differ
+                                  (one is missing, or their ids differ) */
+  cad_str_t a, b;             /* the element's raw values (empty when absent) */
+} cad_hl7_diff_t;
+
+typedef void (*cad_hl7_diff_fn)(void *ctx, const cad_hl7_diff_t *d);
+
+/* Calls fn once per difference (d and its strings are valid during the
+ * call).  Returns the number of differences reported. */
+size_t cad_hl7_diff(const cad_hl7_msg_t *a, const cad_hl7_msg_t *b, cad_hl7_diff_fn fn, void *ctx);
+
 /* Human readable name of an HL7 table 0357 code ("Segment sequence error"). */
 const char *cad_hl7_err_text(int hl7_code);
 
