@@ -128,9 +128,9 @@ bool cad__comp_is_segid(const char *s, size_t n) {
 bool cad__comp_want_segid(comp_t *c, const cad_yaml_node_t *n, const char *what, char out[4]) {
   if (!cad__comp_want_scalar(c, n, what)) return false;
   if (!cad__comp_is_segid(n->str, n->len)) {
-    char q[CAD__QBUF];
+    char q[CAD_YAML_QUOTE_CAP];
     ERR(c, n, "%s must be a segment id of 3 capital letters or digits, like NTE, not '%s'", what,
-        cad__quote(q, n->str, n->len));
+        cad_yaml_quote(q, sizeof q, n->str, n->len));
     return false;
   }
   memcpy(out, n->str, 3);
@@ -143,11 +143,11 @@ static bool parse_rpath(comp_t *c, const cad_yaml_node_t *n, const char *s, size
                         cad__rpath_t *out) {
   size_t epos = 0;
   const char *emsg = NULL;
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   memset(out, 0, sizeof *out);
   if (cad_hl7_path_parse(s, len, &out->p, &epos, &emsg) != 0) {
     cad__err_at(&c->e, n->file, n->line, scalar_col(n, off + epos), "invalid path '%s': %s",
-                cad__quote(q, s, len), emsg ? emsg : "syntax error");
+                cad_yaml_quote(q, sizeof q, s, len), emsg ? emsg : "syntax error");
     return false;
   }
   const char *dash = memchr(s, '-', len);
@@ -185,12 +185,12 @@ const cad__table_t *cad__comp_want_table(comp_t *c, const cad_yaml_node_t *n) {
   if (!cad__comp_want_scalar(c, n, "a table name")) return NULL;
   const cad__table_t *t = cad__tables_find(c->tables, n->str, n->len);
   if (!t) {
-    char q[CAD__QBUF], list[512] = "";
+    char q[CAD_YAML_QUOTE_CAP], list[512] = "";
     size_t o = 0;
     for (size_t i = 0; c->tables && i < c->tables->n && o < sizeof list - 64; i++)
       o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", c->tables->t[i].name);
-    ERR(c, n, "unknown table '%s' (tables defined: %s)", cad__quote(q, n->str, n->len),
-        o ? list : "none");
+    ERR(c, n, "unknown table '%s' (tables defined: %s)",
+        cad_yaml_quote(q, sizeof q, n->str, n->len), o ? list : "none");
   }
   return t;
 }
@@ -254,7 +254,7 @@ static int op_kind(const char *k) {
 
 static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t *op) {
   op->kind = (cad__op_kind_t)kind;
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   switch (kind) {
     case OP_EQUALS:
     case OP_NOT_EQUALS:
@@ -302,7 +302,7 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
       op->num = strtod(v->str, &end);
       if (end == v->str || *end) {
         ERR(c, v, "'%s' needs a decimal number, not '%s'", op_names[kind],
-            cad__quote(q, v->str, v->len));
+            cad_yaml_quote(q, sizeof q, v->str, v->len));
         return false;
       }
       return true;
@@ -312,7 +312,7 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
       if (!cad__comp_want_scalar(c, v, "an HL7 date/time")) return false;
       if (!cad_hl7_dtm_parse(v->str, v->len, &op->dtm)) {
         ERR(c, v, "'%s' needs an HL7 date/time like 20240131 or 202401311200+0100, not '%s'",
-            op_names[kind], cad__quote(q, v->str, v->len));
+            op_names[kind], cad_yaml_quote(q, sizeof q, v->str, v->len));
         return false;
       }
       return true;
@@ -343,7 +343,7 @@ static cad__cond_t *compile_list(comp_t *c, const cad_yaml_node_t *n, cad__cond_
 
 /* The operators of a leaf: the keys of `m` other than path/any/all. */
 static bool leaf_ops(comp_t *c, const cad_yaml_node_t *m, cad__cond_t *k, bool skip_path) {
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   k->ops = cad__comp_alloc(c, (m->n + 1) * sizeof *k->ops);
   if (!k->ops) return false;
   bool ok = true;
@@ -357,7 +357,7 @@ static bool leaf_ops(comp_t *c, const cad_yaml_node_t *m, cad__cond_t *k, bool s
       ERR(c, key,
           "unknown key '%s' in a condition (expected path with one of: " OPS_LIST
           "; or all, any, not)",
-          cad__quote(q, key->str, key->len));
+          cad_yaml_quote(q, sizeof q, key->str, key->len));
       ok = false;
       continue;
     }
@@ -389,9 +389,9 @@ cad__cond_t *cad__comp_cond(comp_t *c, const cad_yaml_node_t *n, int depth) {
       else if (nk == 0 && op_kind(n->pairs[0].key->str))
         ERR(c, n, "a condition with '%s' needs a 'path'", n->pairs[0].key->str);
       else if (nk == 0) {
-        char q[CAD__QBUF];
+        char q[CAD_YAML_QUOTE_CAP];
         ERR(c, n->pairs[0].key, "unknown key '%s' in a condition (expected path, all, any or not)",
-            cad__quote(q, n->pairs[0].key->str, n->pairs[0].key->len));
+            cad_yaml_quote(q, sizeof q, n->pairs[0].key->str, n->pairs[0].key->len));
       } else ERR(c, n, "a combinator condition has exactly one key: all, any or not");
       return NULL;
     }
@@ -450,12 +450,12 @@ static bool find_dest(comp_t *c, const cad_yaml_node_t *n, size_t *out) {
       *out = i;
       return true;
     }
-  char q[CAD__QBUF], list[512] = "";
+  char q[CAD_YAML_QUOTE_CAP], list[512] = "";
   size_t o = 0;
   for (size_t i = 0; i < c->r->ndests && o < sizeof list - 64; i++)
     o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", c->r->dest_names[i]);
-  ERR(c, n, "unknown destination '%s' (destinations defined: %s)", cad__quote(q, n->str, n->len),
-      o ? list : "none");
+  ERR(c, n, "unknown destination '%s' (destinations defined: %s)",
+      cad_yaml_quote(q, sizeof q, n->str, n->len), o ? list : "none");
   return false;
 }
 
@@ -484,7 +484,7 @@ static bool compile_to(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt) {
 }
 
 static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt, size_t idx) {
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   if (n->type != CAD_YAML_MAPPING) {
     ERR(c, n, "a route must be a mapping with name, when, transform, to, continue; not %s",
         cad_yaml_type_name(n));
@@ -518,7 +518,7 @@ static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt,
       ERR(c, k,
           "unknown key '%s' in a route (expected one of: name, when, transform, to, "
           "continue)",
-          cad__quote(q, k->str, k->len));
+          cad_yaml_quote(q, sizeof q, k->str, k->len));
     }
   }
   if (!to) {
@@ -591,11 +591,11 @@ int cad_routes_compile(const cad_yaml_node_t *channel, const cad_tables_t *table
           r->unrouted = UNROUTED_DEST;
           r->unrouted_dest = d;
         } else {
-          char q[CAD__QBUF];
+          char q[CAD_YAML_QUOTE_CAP];
           ERR(&c, unrouted,
               "'unrouted' must be drop, reject or a destination name; '%s' is "
               "none of these",
-              cad__quote(q, unrouted->str, unrouted->len));
+              cad_yaml_quote(q, sizeof q, unrouted->str, unrouted->len));
         }
       }
     }

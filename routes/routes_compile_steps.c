@@ -54,7 +54,7 @@ static const char *const precisions[] = {"year", "month", "day", "hour", "minute
  * Returns NULL (reported) when the step is wrong. */
 static const action_t *find_action(comp_t *c, const cad_yaml_node_t *n,
                                    const cad_yaml_node_t **av) {
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   if (n->type != CAD_YAML_MAPPING) {
     ERR(c, n, "a transform step must be a mapping like { set: MSH-5, value: EHR }, not %s",
         cad_yaml_type_name(n));
@@ -83,8 +83,9 @@ static const action_t *find_action(comp_t *c, const cad_yaml_node_t *n,
     const cad_yaml_node_t *k = n->pairs[i].key;
     if (strcmp(k->str, act->name) == 0) continue;
     if (!has_word(act->opts, k->str)) {
-      ERR(c, k, "unknown key '%s' in a '%s' step (expected%s%s)", cad__quote(q, k->str, k->len),
-          act->name, *act->opts ? ": " : " no other key", act->opts);
+      ERR(c, k, "unknown key '%s' in a '%s' step (expected%s%s)",
+          cad_yaml_quote(q, sizeof q, k->str, k->len), act->name,
+          *act->opts ? ": " : " no other key", act->opts);
       ok = false;
     }
   }

@@ -23,9 +23,6 @@ void cad__err_at(cad__errs_t *e, const char *file, int line, int col, const char
     __attribute__((format(printf, 5, 6)));
 void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Up to 40 characters of s, control bytes as \xNN, into out (>= 200 bytes). */
-const char *cad__quote(char *out, const char *s, size_t len);
-#define CAD__QBUF 200
 
 /* ---- tables ---- */
 typedef struct cad__table {

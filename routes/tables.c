@@ -41,22 +41,6 @@ void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ..
   cad__err_at(e, n ? n->file : "?", n ? n->line : 0, n ? n->col : 0, "%s", tmp);
 }
 
-const char *cad__quote(char *out, const char *s, size_t len) {
-  size_t o = 0;
-  for (size_t i = 0; i < len && o + 8 < CAD__QBUF; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (i == 40) {
-      memcpy(out + o, "...", 3);
-      o += 3;
-      break;
-    }
-    if ((ch >= 0x20 && ch < 0x7f) || ch >= 0x80) out[o++] = (char)ch;
-    else o += (size_t)snprintf(out + o, CAD__QBUF - o, "\\x%02x", ch);
-  }
-  out[o] = 0;
-  return out;
-}
-
 /* ---- tables ------------------------------------------------------------- */
 
 static uint64_t hash(const char *p, size_t n) {
@@ -178,9 +162,9 @@ static int build(cad__table_t *t, cad_arena_t *a, rows_t *r, cad__errs_t *e, con
     for (; t->slots[j]; j = (j + 1) & mask) {
       size_t k = t->slots[j] - 1;
       if (t->klen[k] == r->kl[i] && memcmp(t->keys[k], r->k[i], r->kl[i]) == 0) {
-        char q[CAD__QBUF];
+        char q[CAD_YAML_QUOTE_CAP];
         cad__err_at(e, file, r->line[i], 1, "duplicate key '%s' in table '%s' (first at line %d)",
-                    cad__quote(q, r->k[i], r->kl[i]), what, r->line[k]);
+                    cad_yaml_quote(q, sizeof q, r->k[i], r->kl[i]), what, r->line[k]);
         dup = true;
         rc = CAD_E_CONFIG;
         break;
@@ -344,7 +328,7 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
   }
   for (size_t i = 0; i < node->n && !rc; i++) {
     const cad_yaml_node_t *kn = node->pairs[i].key, *v = node->pairs[i].value;
-    char q[CAD__QBUF];
+    char q[CAD_YAML_QUOTE_CAP];
     cad__table_t *tb = &t->t[t->n];
     memset(tb, 0, sizeof *tb);
     tb->name = cad_arena_dup(&t->arena, kn->str, kn->len + 1);
@@ -354,7 +338,7 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
     }
     if (v->type != CAD_YAML_MAPPING) {
       cad__err_node(&e, v, "table '%s' must be a mapping with 'values' or 'file', not %s",
-                    cad__quote(q, kn->str, kn->len), cad_yaml_type_name(v));
+                    cad_yaml_quote(q, sizeof q, kn->str, kn->len), cad_yaml_type_name(v));
       continue;
     }
     const cad_yaml_node_t *values = NULL, *file = NULL, *header = NULL, *delim = NULL;
@@ -369,7 +353,7 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
         cad__err_node(&e, k2,
                       "unknown key '%s' in table '%s' (expected one of: values, file, "
                       "header, delimiter)",
-                      cad__quote(q, k2->str, k2->len), tb->name);
+                      cad_yaml_quote(q, sizeof q, k2->str, k2->len), tb->name);
         ok = false;
       }
     }
@@ -414,7 +398,7 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
         const cad_yaml_node_t *vk = values->pairs[j].key, *vv = values->pairs[j].value;
         if (vv->type != CAD_YAML_SCALAR) {
           cad__err_node(&e, vv, "the value of '%s' must be a string, not %s",
-                        cad__quote(q, vk->str, vk->len), cad_yaml_type_name(vv));
+                        cad_yaml_quote(q, sizeof q, vk->str, vk->len), cad_yaml_type_name(vv));
           continue;
         }
         lrc = rows_push(&rows, &t->arena, vk->str, vk->len, vv->str,
