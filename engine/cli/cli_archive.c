@@ -1,5 +1,4 @@
-/* cli_archive.c - reading message archives for `replay` and `preview`
- * (cli_archive.h). */
+/* cli_archive.c - reading files of HL7 messages (cli_archive.h). */
 #include "cli_archive.h"
 
 #include <dirent.h>
@@ -91,6 +90,11 @@ static int add_src(cad__archive_t *r, size_t *cap, const char *path) {
   return 0;
 }
 
+int cad__archive_add_file(cad__archive_t *r, const char *path) {
+  size_t cap = r->nsrc; /* add_src grows from a full array */
+  return add_src(r, &cap, path);
+}
+
 /* Expand the SOURCE arguments: files as they are, directories into their
  * regular files in name order.  Sums the sizes for the progress line. */
 int cad__archive_add_sources(cad__archive_t *r, const char *const *args, size_t nargs) {
@@ -165,11 +169,11 @@ static int reader_open_src(cad__archive_t *r) {
   r->open = true;
   r->gz = r->member = r->file_eof = r->truncated = false;
   r->fed = 0;
-  cad_hl7_stream_init(&r->hs, CAD_HL7_STREAM_AUTO, 0);
+  cad_hl7_stream_init(&r->hs, CAD_HL7_STREAM_AUTO, r->max_message);
   r->in_len = fread(r->in, 1, IN_CHUNK, r->f);
   r->bytes_read += r->in_len;
   if (r->in_len < IN_CHUNK) {
-    if (ferror(r->f)) return CAD_E_IO;
+    if (ferror(r->f)) return errno ? -errno : CAD_E_IO;
     r->file_eof = true;
   }
   if (r->in_len >= 2 && r->in[0] == 0x1f && r->in[1] == 0x8b) {
@@ -267,7 +271,8 @@ int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it) {
       if (r->cur >= r->nsrc) return 0;
       int rc = reader_open_src(r);
       if (rc) {
-        fprintf(stderr, "caduceus %s: %s: %s\n", r->cmd, r->src[r->cur], cad_strerror(rc));
+        fprintf(stderr, "caduceus %s: cannot open %s: %s\n", r->cmd, r->src[r->cur],
+                cad_strerror(rc));
         r->read_errors++;
         close_src(r);
         r->cur++;
@@ -278,20 +283,22 @@ int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it) {
     int rc = cad_hl7_stream_next(&r->hs, &hi);
     if (rc < 0) return rc;
     if (rc == 1) {
-      if (hi.kind == CAD_HL7_ITEM_MESSAGE) {
-        r->messages++;
-        it->p = hi.bytes.p;
-        it->len = hi.bytes.len;
-        it->src = (uint32_t)r->cur;
-        it->off = hi.offset;
-        return 1;
-      }
+      if (hi.kind == CAD_HL7_ITEM_MESSAGE) r->messages++;
       if (hi.kind == CAD_HL7_ITEM_ERROR) {
         r->skipped_items++;
-        fprintf(stderr, "caduceus %s: %s: byte %llu: skipped: %s\n", r->cmd, r->src[r->cur],
-                (unsigned long long)hi.offset, cad_strerror(hi.err));
+        if (!r->all_items)
+          fprintf(stderr, "caduceus %s: %s: byte %llu: skipped: %s\n", r->cmd, r->src[r->cur],
+                  (unsigned long long)hi.offset, cad_strerror(hi.err));
       }
-      continue;
+      if (hi.kind != CAD_HL7_ITEM_MESSAGE && !r->all_items) continue;
+      it->p = hi.bytes.p;
+      it->len = hi.bytes.len;
+      it->src = (uint32_t)r->cur;
+      it->off = hi.offset;
+      it->kind = hi.kind;
+      it->index = hi.index;
+      it->err = hi.err;
+      return 1;
     }
     if (r->hs.eof || r->truncated) {
       /* after a read error the stream was never finish()ed: the message it

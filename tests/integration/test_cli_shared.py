@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""`caduceus test` and `caduceus preview` report differences by path with
-the one HL7 diff (parsers/hl7/hl7_diff.c): the same element gets the same
-path in both commands, down to a subcomponent (PID-3[1].1.2), and the
-preview's time filter reads MSH-7 with the one DTM parser.
-Usage: test_cli_diff.py CADUCEUS"""
+"""Helpers the commands share, one each:
+- `caduceus test` and `caduceus preview` report differences by path with
+  the one HL7 diff (parsers/hl7/hl7_diff.c): the same element gets the same
+  path in both commands, down to a subcomponent (PID-3[1].1.2);
+- `parse`, `get` and `send` read message files with the reader of `replay`
+  and `preview` (engine/cli/cli_archive.c), so a gzip file works in each.
+Usage: test_cli_shared.py CADUCEUS"""
+import gzip
 import os
 import subprocess
 import sys
@@ -92,6 +95,17 @@ with tempfile.TemporaryDirectory() as d:
           '    out: PID-3[1].1.2: "" -> "SUB"' in out.split("C2")[1], out)
     check("preview: a segment gained", "    out: segment 5: (none) -> ZZZ" in out, out)
     check("preview: every message counted", "2 messages would change" in out, out)
+
+    # one reader of message files: parse and get read gzip like replay
+    with gzip.open(os.path.join(d, "msgs.hl7.gz"), "wb") as f:
+        f.write(open(os.path.join(d, "msgs.hl7"), "rb").read())
+    rc, out, err = run("get", "-n", "MSH-10", "msgs.hl7.gz", cwd=d)
+    check("get reads a gzip file", rc == 0 and out == "1\tC1\n2\tC2\n", (rc, out, err))
+    rc, out, err = run("parse", "msgs.hl7.gz", cwd=d)
+    check("parse reads a gzip file", rc == 0 and "C2" in out, (rc, out, err))
+    rc, out, err = run("parse", "nosuch.hl7", cwd=d)
+    check("parse: a missing file exits 1 with the reason",
+          rc == 1 and "cannot open nosuch.hl7" in err, (rc, err))
 
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)
