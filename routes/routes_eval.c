@@ -42,10 +42,6 @@ int cad__internal(cad__ev_t *e, int rc) {
 
 /* ---- values ------------------------------------------------------------- */
 
-static bool str_eq(cad_str_t a, cad_str_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
-
 static bool parse_number(cad_str_t v, double *out) {
   char buf[64];
   size_t i = 0, j = v.len;
@@ -74,12 +70,12 @@ static int op_holds(cad__ev_t *e, const cad__op_t *op, cad_hl7_kind_t kind, cad_
   switch (op->kind) {
     case OP_EXISTS: return (kind == CAD_HL7_VALUE) == op->flag;
     case OP_EMPTY: return (kind != CAD_HL7_VALUE) == op->flag;
-    case OP_EQUALS: return str_eq(v, op->s);
-    case OP_NOT_EQUALS: return !str_eq(v, op->s);
+    case OP_EQUALS: return cad_str_eq(v, op->s);
+    case OP_NOT_EQUALS: return !cad_str_eq(v, op->s);
     case OP_PREFIX: return v.len >= op->s.len && memcmp(v.p, op->s.p, op->s.len) == 0;
     case OP_IN:
       for (size_t i = 0; i < op->nlist; i++)
-        if (str_eq(v, op->list[i])) return 1;
+        if (cad_str_eq(v, op->list[i])) return 1;
       return 0;
     case OP_IN_TABLE: return cad__table_get(op->table, v.p, v.len, NULL);
     case OP_MATCHES: {

@@ -188,6 +188,21 @@ static int reader_open_src(cad__archive_t *r) {
   return 0;
 }
 
+/* The next chunk of the file into r->in: 0 (*got bytes; r->file_eof set
+ * at its end) or CAD_E_IO (r->errbuf says what). */
+static int read_chunk(cad__archive_t *r, size_t *got) {
+  *got = fread(r->in, 1, IN_CHUNK, r->f);
+  r->bytes_read += *got;
+  if (*got < IN_CHUNK) {
+    if (ferror(r->f)) {
+      snprintf(r->errbuf, sizeof r->errbuf, "read error: %s", strerror(errno));
+      return CAD_E_IO;
+    }
+    r->file_eof = true;
+  }
+  return 0;
+}
+
 /* The next bytes of the current source: 1 (*p, *n set), 0 at its end, or
  * negative (r->errbuf says what; the bytes before were delivered). */
 static int reader_fill(cad__archive_t *r, const char **p, size_t *n) {
@@ -199,30 +214,16 @@ static int reader_fill(cad__archive_t *r, const char **p, size_t *n) {
       return 1;
     }
     if (r->file_eof) return 0;
-    size_t got = fread(r->in, 1, IN_CHUNK, r->f);
-    r->bytes_read += got;
-    if (got < IN_CHUNK) {
-      if (ferror(r->f)) {
-        snprintf(r->errbuf, sizeof r->errbuf, "read error: %s", strerror(errno));
-        return CAD_E_IO;
-      }
-      r->file_eof = true;
-    }
+    size_t got;
+    if (read_chunk(r, &got) != 0) return CAD_E_IO;
     *p = (const char *)r->in;
     *n = got;
     return got ? 1 : 0;
   }
   for (;;) {
     if (r->z.avail_in == 0 && !r->file_eof) {
-      size_t got = fread(r->in, 1, IN_CHUNK, r->f);
-      r->bytes_read += got;
-      if (got < IN_CHUNK) {
-        if (ferror(r->f)) {
-          snprintf(r->errbuf, sizeof r->errbuf, "read error: %s", strerror(errno));
-          return CAD_E_IO;
-        }
-        r->file_eof = true;
-      }
+      size_t got;
+      if (read_chunk(r, &got) != 0) return CAD_E_IO;
       r->z.next_in = r->in;
       r->z.avail_in = (uInt)got;
     }

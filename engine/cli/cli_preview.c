@@ -128,10 +128,6 @@ static void emit_note(pv_t *pv, const char *dest, const char *what) {
 
 /* ---- differences by path ------------------------------------------------- */
 
-static bool same(cad_str_t a, cad_str_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
-
 typedef struct diff_ctx {
   pv_t *pv;
   const char *dest;
@@ -261,7 +257,7 @@ static int one_message(pv_t *pv, const cad__archive_t *ar, const cad__archive_it
     if (!ob) {
       emit_note(pv, name, "gained (receives the message now, not before)");
       changed = true;
-    } else if (!same(ob->bytes, rn.outs[i].bytes)) {
+    } else if (!cad_str_eq(ob->bytes, rn.outs[i].bytes)) {
       diff_msgs(pv, name, ob->bytes, rn.outs[i].bytes, a);
       changed = true;
     }

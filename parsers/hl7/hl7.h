@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cad_mem.h"
 
@@ -43,6 +44,11 @@ typedef struct cad_str {
   const char *p;
   size_t len;
 } cad_str_t;
+
+/* Same bytes. */
+static inline bool cad_str_eq(cad_str_t a, cad_str_t b) {
+  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
 
 typedef struct cad_hl7_delims {
   char field; /* MSH-1, '|' */

@@ -13,10 +13,6 @@ typedef struct differ {
   size_t n;
 } differ_t;
 
-static bool same(cad_str_t a, cad_str_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
-
 static bool has_sep(cad_str_t s, char sep) { return sep && s.len && memchr(s.p, sep, s.len); }
 
 static void report(differ_t *df, const char *path, cad_str_t a, cad_str_t b) {
@@ -33,7 +29,7 @@ static void report(differ_t *df, const char *path, cad_str_t a, cad_str_t b) {
  * where a path needs it, between a component and its subcomponents. */
 static void diff_elem(differ_t *df, const char *path, cad_str_t a, cad_str_t b, const char *seps,
                       int level) {
-  if (same(a, b)) return;
+  if (cad_str_eq(a, b)) return;
   bool deeper = false;
   for (const char *s = seps; *s; s++)
     if (has_sep(a, *s) || has_sep(b, *s)) deeper = true;
@@ -54,7 +50,7 @@ static void diff_elem(differ_t *df, const char *path, cad_str_t a, cad_str_t b, 
     cad_str_t pa = {"", 0}, pb = {"", 0};
     if (!cad_hl7_piece(a, sep, k, &pa)) pa = (cad_str_t){"", 0};
     if (!cad_hl7_piece(b, sep, k, &pb)) pb = (cad_str_t){"", 0};
-    if (same(pa, pb)) continue;
+    if (cad_str_eq(pa, pb)) continue;
     if (level == 0) snprintf(sub, sizeof sub, "%s[%d]", path, k);
     else snprintf(sub, sizeof sub, "%s.%d", path, k);
     diff_elem(df, sub, pa, pb, seps + 1, level + 1);
@@ -89,7 +85,7 @@ static void diff_seg(differ_t *df, const cad_hl7_msg_t *a, uint32_t i) {
     char path[64];
     snprintf(path, sizeof path, "%s-%d", segname, f);
     if (sa->header && f <= 2) { /* the delimiters themselves: never split */
-      if (!same(fa, fb)) report(df, path, fa, fb);
+      if (!cad_str_eq(fa, fb)) report(df, path, fa, fb);
       continue;
     }
     char seps[4] = {sa->d.rep, sa->d.comp, sa->d.sub, 0};
