@@ -182,7 +182,12 @@ struct cad_route_cond {
   cad__cond_t *when;
 };
 
-/* ---- evaluation state (routes_eval.c, routes_steps.c) ---- */
+/* ---- evaluation state ----
+ *
+ * Three files, dependencies one way: routes_eval.c (the routes of one
+ * message) calls routes_steps.c (transforms) and routes_cond.c (conditions,
+ * failures); routes_steps.c calls routes_cond.c; routes_cond.c calls
+ * neither.  Messages are edited only through parsers/hl7's public API. */
 
 /* The segment a step is working on: relative paths (no [occ]) on its segment
  * id mean that occurrence. */
@@ -213,7 +218,7 @@ typedef struct cad__ev {
   struct cad__ws *ws; /* a fused run in progress, or NULL */
 } cad__ev_t;
 
-/* Fill res->diag for a failed step; returns rc. */
+/* routes_cond.c: fill res->diag for a failed step; returns rc. */
 int cad__step_fail(cad__ev_t *e, int rc, int hl7, const cad_hl7_match_t *mt,
                    const cad_hl7_path_t *p, const char *why);
 /* An internal failure (207): out of memory or an edit that cannot be made. */
@@ -221,7 +226,8 @@ int cad__internal(cad__ev_t *e, int rc);
 /* 1 holds, 0 does not, < 0 failure. */
 int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx);
 
-/* Mark the runs of steps that can be fused (sets cad__step_t.fuse). */
+/* routes_steps.c: mark the runs of steps that can be fused (sets
+ * cad__step_t.fuse). */
 void cad__route_plan(cad__route_t *rt);
 /* Apply a route's steps to e->m (a private copy of the tree).  Returns 0, or
  * < 0 with res->diag filled and *failed set to the 0-based index of the step

@@ -9,6 +9,8 @@
  */
 #include "hl7.h"
 
+#include "hl7_int.h"
+
 #include <string.h>
 
 #include "cad_error.h"
@@ -114,8 +116,8 @@ static int grow_fields(tok_t *t) {
   return 0;
 }
 
-static int grow_segs(cad_hl7_msg_t *m) {
-  uint32_t ncap = m->segs_cap * 2 + 16;
+int cad__hl7_grow_segs(cad_hl7_msg_t *m, uint32_t extra) {
+  uint32_t ncap = m->segs_cap * 2 + (extra > 16 ? extra : 16);
   cad_hl7_seg_t *ns = cad_arena_alloc(m->arena, (size_t)ncap * sizeof *ns);
   if (!ns) return CAD_E_NOMEM;
   if (m->nsegs) memcpy(ns, m->segs, (size_t)m->nsegs * sizeof *ns);
@@ -176,7 +178,7 @@ static int end_segment(tok_t *t, size_t end) {
     return CAD_E_TOOBIG;
   }
   if (m->nsegs == m->segs_cap) {
-    rc = grow_segs(m);
+    rc = cad__hl7_grow_segs(m, 16);
     if (rc) return rc;
   }
   cad_hl7_seg_t *s = &m->segs[m->nsegs++];
@@ -449,23 +451,30 @@ bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int
     *out = f;
     return true;
   }
+  return cad_hl7_resolve_in_field(f, &s->d, p, rep, out);
+}
+
+bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                              int rep, cad_str_t *out) {
+  out->p = NULL;
+  out->len = 0;
   if (rep == 0 && p->comp == 0) {
     *out = f;
     return true;
   }
   if (rep <= 0) rep = 1;
   cad_str_t r, c;
-  if (!cad_hl7_piece(f, s->d.rep, rep, &r)) return false;
+  if (!cad_hl7_piece(f, d->rep, rep, &r)) return false;
   if (p->comp == 0) {
     *out = r;
     return true;
   }
-  if (!cad_hl7_piece(r, s->d.comp, p->comp, &c)) return false;
+  if (!cad_hl7_piece(r, d->comp, p->comp, &c)) return false;
   if (p->sub == 0) {
     *out = c;
     return true;
   }
-  return cad_hl7_piece(c, s->d.sub, p->sub, out);
+  return cad_hl7_piece(c, d->sub, p->sub, out);
 }
 
 void cad_hl7_iter_init(cad_hl7_iter_t *it, const cad_hl7_msg_t *m, const cad_hl7_path_t *p) {
@@ -687,6 +696,38 @@ int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out) {
     if (!rc) rc = cad_buf_putc(out, '\r');
   }
   return rc;
+}
+
+int cad_hl7_serialize_span(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out) {
+  if (!m->dirty && !memchr(m->input.p, '\n', m->input.len)) {
+    *out = m->input; /* already as cad_hl7_serialize would write it */
+    return 0;
+  }
+  size_t total = 0;
+  if (!m->dirty) total = m->input.len;
+  else
+    for (uint32_t i = 0; i < m->nsegs; i++) total += cad_hl7_seg_size(&m->segs[i]) + 1;
+  char *buf = cad_arena_alloc(a, total + 1);
+  if (!buf) return CAD_E_NOMEM;
+  size_t o = 0;
+  if (!m->dirty) {
+    const char *p = m->input.p;
+    for (size_t i = 0; i < m->input.len; i++) {
+      if (p[i] == '\n') {
+        if (!(i > 0 && p[i - 1] == '\r')) buf[o++] = '\r';
+      } else {
+        buf[o++] = p[i];
+      }
+    }
+  } else {
+    for (uint32_t i = 0; i < m->nsegs; i++) {
+      o += cad_hl7_seg_write(&m->segs[i], buf + o);
+      buf[o++] = '\r';
+    }
+  }
+  out->p = buf;
+  out->len = o;
+  return 0;
 }
 
 const char *cad_hl7_err_text(int code) {

@@ -198,6 +198,11 @@ int cad_hl7_npieces(cad_str_t in, char sep);
 bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int rep,
                             cad_str_t *out);
 
+/* The same inside one field's raw text `f` (of a segment with delimiters d,
+ * not MSH-1/MSH-2): the repetition, component and subcomponent of p. */
+bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                              int rep, cad_str_t *out);
+
 /* One match of a path. */
 typedef struct cad_hl7_match {
   cad_str_t raw;      /* raw text; empty when absent */
@@ -306,6 +311,26 @@ enum {
  * changed (>= 0) or a negative CAD_E_*. */
 int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size_t len,
                 unsigned flags);
+/* Set one element of segment i (0-based): field p->field, repetition rep
+ * (0 = the whole field when p->comp is 0; wildcards are not expanded),
+ * component p->comp, subcomponent p->sub; p->seg and p->occ are ignored.
+ * `val` is text, escaped for the segment's delimiters only when it holds one
+ * of them or a line break, or ER7 as it is with CAD_HL7_SET_RAW.  Missing
+ * fields, repetitions and components are created.  0, CAD_E_NOTFOUND (no
+ * segment i), CAD_E_INVAL (field 0, MSH-1/MSH-2, or a separator to add that
+ * the message does not declare) or CAD_E_NOMEM.  The path for editors that
+ * have found the segment already (routes' transforms). */
+int cad_hl7_seg_set(cad_hl7_msg_t *m, uint32_t i, const cad_hl7_path_t *p, int rep, const char *val,
+                    size_t len, unsigned flags);
+/* `text` as ER7 for delimiters d: itself (no copy) when it holds no
+ * delimiter and no line break, else escaped into the arena.  0 or
+ * CAD_E_NOMEM. */
+int cad_hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out);
+/* A copy of src to edit: a segment array of its own in arena `a` (where its
+ * edits are recorded too); fields and values stay shared with src until
+ * written (copy on write), so editing dst never changes src.  src (and its
+ * input and arena) must outlive dst.  0 or CAD_E_NOMEM. */
+int cad_hl7_clone(const cad_hl7_msg_t *src, cad_arena_t *a, cad_hl7_msg_t *dst);
 /* Set to empty (the element stays, with no content). */
 int cad_hl7_clear(cad_hl7_msg_t *m, const cad_hl7_path_t *p);
 /* Delete segment i (0-based).  A header segment (MSH, BHS, FHS) cannot be
@@ -325,6 +350,11 @@ int cad_hl7_seg_rename(cad_hl7_msg_t *m, uint32_t i, const char id[3]);
  * with a terminator is kept.  A changed message is written segment by segment,
  * each followed by \r (unchanged segments verbatim). */
 int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out);
+
+/* The bytes cad_hl7_serialize() writes, as one span: the input itself (no
+ * copy) when the message is unchanged and has only \r terminators, else a
+ * copy in arena `a`.  0 or CAD_E_NOMEM. */
+int cad_hl7_serialize_span(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out);
 
 /* One segment's bytes without its terminator: how many, and writing them to
  * out (which needs cad_hl7_seg_size() bytes; returns the count written). */
