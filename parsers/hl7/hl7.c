@@ -368,26 +368,12 @@ static const char byte_values[256] = {
 #undef B4
 };
 
-bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out) {
-  out->p = NULL;
-  out->len = 0;
-  if (n < 1) return false;
-  uint32_t idx;
-  if (s->header) {
-    if (n == 1) {
-      /* MSH-1 is the separator itself, right after the id (or, for a
-       * header too short to hold it, a byte with its value that does not
-       * move with the segment array). */
-      out->p = s->raw.len >= 4 ? s->raw.p + 3 : &byte_values[(unsigned char)s->d.field];
-      out->len = 1;
-      return true;
-    }
-    idx = (uint32_t)n - 1;
-  } else {
-    idx = (uint32_t)n;
-  }
-  if (idx >= s->nfields) return false;
-  *out = s->fields[idx];
+bool cad__hl7_field_sep(const cad_hl7_seg_t *s, cad_str_t *out) {
+  /* MSH-1 is the separator itself, right after the id (or, for a header
+   * too short to hold it, a byte with its value that does not move with
+   * the segment array). */
+  out->p = s->raw.len >= 4 ? s->raw.p + 3 : &byte_values[(unsigned char)s->d.field];
+  out->len = 1;
   return true;
 }
 
@@ -435,27 +421,9 @@ int cad_hl7_npieces(cad_str_t in, char sep) {
   return n;
 }
 
-bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int rep,
-                            cad_str_t *out) {
-  out->p = NULL;
-  out->len = 0;
-  if (p->field == 0) {
-    *out = s->raw;
-    return true;
-  }
-  cad_str_t f;
-  if (!cad_hl7_field(s, p->field, &f)) return false;
-  if (s->header && p->field <= 2) {
-    /* MSH-1 and MSH-2 are never split. */
-    if ((rep > 1) || p->comp > 1 || p->sub > 1) return false;
-    *out = f;
-    return true;
-  }
-  return cad_hl7_resolve_in_field(f, &s->d, p, rep, out);
-}
-
-bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
-                              int rep, cad_str_t *out) {
+/* Path p inside one field (not MSH-1/MSH-2). */
+static inline bool resolve_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                                 int rep, cad_str_t *out) {
   out->p = NULL;
   out->len = 0;
   if (rep == 0 && p->comp == 0) {
@@ -475,6 +443,30 @@ bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_
     return true;
   }
   return cad_hl7_piece(c, d->sub, p->sub, out);
+}
+
+bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int rep,
+                            cad_str_t *out) {
+  out->p = NULL;
+  out->len = 0;
+  if (p->field == 0) {
+    *out = s->raw;
+    return true;
+  }
+  cad_str_t f;
+  if (!cad_hl7_field(s, p->field, &f)) return false;
+  if (s->header && p->field <= 2) {
+    /* MSH-1 and MSH-2 are never split. */
+    if ((rep > 1) || p->comp > 1 || p->sub > 1) return false;
+    *out = f;
+    return true;
+  }
+  return resolve_field(f, &s->d, p, rep, out);
+}
+
+bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                              int rep, cad_str_t *out) {
+  return resolve_field(f, d, p, rep, out);
 }
 
 void cad_hl7_iter_init(cad_hl7_iter_t *it, const cad_hl7_msg_t *m, const cad_hl7_path_t *p) {

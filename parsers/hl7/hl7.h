@@ -181,7 +181,20 @@ static inline bool cad_hl7_is_header_id(uint32_t id) {
  * the one-character field separator (pointing into the input); MSH-2 the
  * encoding characters.  Returns false (and an empty span) when the segment
  * has fewer fields. */
-bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out);
+bool cad__hl7_field_sep(const cad_hl7_seg_t *s, cad_str_t *out); /* MSH-1: hl7.c */
+static inline bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out) {
+  out->p = NULL;
+  out->len = 0;
+  if (n < 1) return false;
+  uint32_t idx = (uint32_t)n;
+  if (s->header) {
+    if (n == 1) return cad__hl7_field_sep(s, out);
+    idx--;
+  }
+  if (idx >= s->nfields) return false;
+  *out = s->fields[idx];
+  return true;
+}
 
 /* Number of fields (standard numbering: for MSH this counts MSH-1). */
 int cad_hl7_nfields(const cad_hl7_seg_t *s);
@@ -325,7 +338,27 @@ int cad_hl7_seg_set(cad_hl7_msg_t *m, uint32_t i, const cad_hl7_path_t *p, int r
 /* `text` as ER7 for delimiters d: itself (no copy) when it holds no
  * delimiter and no line break, else escaped into the arena.  0 or
  * CAD_E_NOMEM. */
-int cad_hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out);
+/* The general case of cad_hl7_encode (hl7_edit.c). */
+int cad__hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out);
+static inline int cad_hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a,
+                                 cad_str_t *out) {
+  /* The usual case inline: standard delimiters and nothing to escape.
+   * Bit 1: a delimiter or line break; bit 2: '#', the truncation character
+   * when the message declares one. */
+  static const unsigned char std[256] = {
+      ['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1, ['~'] = 1, ['\\'] = 1, ['&'] = 1, ['#'] = 2};
+  if (d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
+      (d->trunc == 0 || d->trunc == '#')) {
+    unsigned char hit = d->trunc ? 3 : 1;
+    bool plain = true;
+    for (size_t i = 0; i < text.len && plain; i++) plain = !(std[(unsigned char)text.p[i]] & hit);
+    if (plain) {
+      *out = text;
+      return 0;
+    }
+  }
+  return cad__hl7_encode(d, text, a, out);
+}
 /* A copy of src to edit: a segment array of its own in arena `a` (where its
  * edits are recorded too); fields and values stay shared with src until
  * written (copy on write), so editing dst never changes src.  src (and its

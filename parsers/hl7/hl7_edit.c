@@ -13,8 +13,7 @@
 /* Give segment s a private field array with room for at least `need` spans. */
 static int seg_own_fields(cad_hl7_msg_t *m, cad_hl7_seg_t *s, uint32_t need) {
   if (s->fields_cap >= need && s->fields_cap != 0) return 0;
-  uint32_t cap = need < s->nfields ? s->nfields : need;
-  cap = cap + cap / 2 + 4;
+  uint32_t cap = (need < s->nfields ? s->nfields : need) + 4;
   cad_str_t *nf = cad_arena_alloc(m->arena, (size_t)cap * sizeof *nf);
   if (!nf) return CAD_E_NOMEM;
   memcpy(nf, s->fields, (size_t)s->nfields * sizeof *nf);
@@ -96,22 +95,12 @@ static int rewrite(cad_arena_t *a, const cad_hl7_delims_t *d, cad_str_t f, int r
   return 0;
 }
 
-int cad_hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out) {
-  /* Characters to escape with | ^ ~ \ & (and # when it is the truncation
-   * character), looked up in a table: the usual case. */
-  static const unsigned char std[256] = {
-      ['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1, ['~'] = 1, ['\\'] = 1, ['&'] = 1, ['#'] = 2};
+int cad__hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out) {
   bool plain = true;
-  if (d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
-      (d->trunc == 0 || d->trunc == '#')) {
-    unsigned char hit = d->trunc ? 3 : 1;
-    for (size_t i = 0; i < text.len && plain; i++) plain = !(std[(unsigned char)text.p[i]] & hit);
-  } else {
-    for (size_t i = 0; i < text.len && plain; i++) {
-      char c = text.p[i];
-      plain = !(c == d->field || c == d->comp || c == d->rep || c == '\r' || c == '\n' ||
-                (d->esc && c == d->esc) || (d->sub && c == d->sub) || (d->trunc && c == d->trunc));
-    }
+  for (size_t i = 0; i < text.len && plain; i++) {
+    char c = text.p[i];
+    plain = !(c == d->field || c == d->comp || c == d->rep || c == '\r' || c == '\n' ||
+              (d->esc && c == d->esc) || (d->sub && c == d->sub) || (d->trunc && c == d->trunc));
   }
   if (plain) {
     *out = text;
