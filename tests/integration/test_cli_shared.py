@@ -12,18 +12,11 @@ import subprocess
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import Checks  # noqa: E402
+
 BIN = sys.argv[1]
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok - " + name)
-    else:
-        failed += 1
-        print("FAIL - %s %s" % (name, detail))
+check = Checks()
 
 
 MSG = ("MSH|^~\\\\&|LAB|X|Y|Z|20240301120000||ORU^R01|C1|P|2.5\\r"
@@ -107,5 +100,4 @@ with tempfile.TemporaryDirectory() as d:
     check("parse: a missing file exits 1 with the reason",
           rc == 1 and "cannot open nosuch.hl7" in err, (rc, err))
 
-print("%d passed, %d failed" % (passed, failed))
-sys.exit(1 if failed else 0)
+check.finish()

@@ -33,23 +33,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import free_port  # noqa: E402
+from engine_util import Checks, free_port  # noqa: E402
 
 BIN = os.path.abspath(sys.argv[1])
 ROOT = os.environ.get("CAD_SOURCE_ROOT",
                       os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 MARK = re.compile(r"^<!-- readme-test(?::\s*(.*?))?\s*-->$")
-passed = failed = 0
-
-
-def check(name, cond, detail=""):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("ok - " + name)
-    else:
-        failed += 1
-        print("FAIL - %s %s" % (name, detail))
+check = Checks()
 
 
 def blocks(text):
@@ -201,8 +191,7 @@ def main():
         check("some README blocks ran with the engine",
               any("engine" in b[1] for b in runnable))
 
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    check.finish()
 
 
 main()
