@@ -306,6 +306,107 @@ static int load_csv(const char *path, const char *shown, bool header, char delim
   return rc;
 }
 
+/* One table `kn: v` into tb.  Returns 1 (loaded: count it), 0 (an error,
+ * reported in e) or CAD_E_NOMEM. */
+static int load_table(cad_tables_t *t, cad__table_t *tb, cad__errs_t *e, const cad_yaml_node_t *kn,
+                      const cad_yaml_node_t *v, const char *base_dir, const char *file_of_values) {
+  char q[CAD_YAML_QUOTE_CAP];
+  memset(tb, 0, sizeof *tb);
+  tb->name = cad_arena_dup(&t->arena, kn->str, kn->len + 1);
+  if (!tb->name) return CAD_E_NOMEM;
+  if (v->type != CAD_YAML_MAPPING) {
+    cad__err_node(e, v, "table '%s' must be a mapping with 'values' or 'file', not %s",
+                  cad_yaml_quote(q, sizeof q, kn->str, kn->len), cad_yaml_type_name(v));
+    return 0;
+  }
+  const cad_yaml_node_t *values = NULL, *file = NULL, *header = NULL, *delim = NULL;
+  bool ok = true;
+  for (size_t j = 0; j < v->n; j++) {
+    const cad_yaml_node_t *k2 = v->pairs[j].key;
+    if (strcmp(k2->str, "values") == 0) values = v->pairs[j].value;
+    else if (strcmp(k2->str, "file") == 0) file = v->pairs[j].value;
+    else if (strcmp(k2->str, "header") == 0) header = v->pairs[j].value;
+    else if (strcmp(k2->str, "delimiter") == 0) delim = v->pairs[j].value;
+    else {
+      cad__err_node(e, k2,
+                    "unknown key '%s' in table '%s' (expected one of: values, file, "
+                    "header, delimiter)",
+                    cad_yaml_quote(q, sizeof q, k2->str, k2->len), tb->name);
+      ok = false;
+    }
+  }
+  if (!ok) return 0;
+  if (!!values == !!file) {
+    cad__err_node(e, v, "table '%s' needs exactly one of 'values' (inline) or 'file' (CSV)",
+                  tb->name);
+    return 0;
+  }
+  bool hdr = false;
+  char dch = ',';
+  if (header) {
+    if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "true") == 0) hdr = true;
+    else if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "false") == 0) hdr = false;
+    else {
+      cad__err_node(e, header, "'header' must be true or false");
+      return 0;
+    }
+  }
+  if (delim) {
+    if (delim->type != CAD_YAML_SCALAR || delim->len != 1 || delim->str[0] == '"' ||
+        delim->str[0] == '\n' || delim->str[0] == '\r') {
+      cad__err_node(e, delim, "'delimiter' must be one character, like \",\" or \";\"");
+      return 0;
+    }
+    dch = delim->str[0];
+  }
+  rows_t rows = {0};
+  const char *src_file = NULL;
+  int lrc = 0;
+  if (values) {
+    if (header || delim) {
+      cad__err_node(e, header ? header : delim, "'header' and 'delimiter' apply to 'file' only");
+      return 0;
+    }
+    if (values->type != CAD_YAML_MAPPING) {
+      cad__err_node(e, values, "'values' must be a mapping of KEY: VALUE, not %s",
+                    cad_yaml_type_name(values));
+      return 0;
+    }
+    for (size_t j = 0; j < values->n && !lrc; j++) {
+      const cad_yaml_node_t *vk = values->pairs[j].key, *vv = values->pairs[j].value;
+      if (vv->type != CAD_YAML_SCALAR) {
+        cad__err_node(e, vv, "the value of '%s' must be a string, not %s",
+                      cad_yaml_quote(q, sizeof q, vk->str, vk->len), cad_yaml_type_name(vv));
+        continue;
+      }
+      lrc = rows_push(&rows, &t->arena, vk->str, vk->len, vv->str,
+                      cad_yaml_is_null(vv) ? 0 : vv->len, vk->line);
+    }
+    src_file = file_of_values;
+  } else {
+    if (file->type != CAD_YAML_SCALAR || file->len == 0) {
+      cad__err_node(e, file, "'file' must be a path to a CSV file");
+      return 0;
+    }
+    char path[4096];
+    if (file->str[0] == '/' || !base_dir || !*base_dir)
+      snprintf(path, sizeof path, "%s", file->str);
+    else snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
+    src_file = cad_arena_dup(&t->arena, path, strlen(path) + 1);
+    if (!src_file) return CAD_E_NOMEM;
+    lrc = load_csv(path, src_file, hdr, dch, &rows, &t->arena, e, file);
+  }
+  if (lrc == CAD_E_NOMEM) {
+    rows_free(&rows);
+    return lrc;
+  }
+  int rc = 0;
+  if (lrc == 0 && build(tb, &t->arena, &rows, e, src_file, tb->name) == CAD_E_NOMEM)
+    rc = CAD_E_NOMEM;
+  rows_free(&rows);
+  return rc < 0 ? rc : 1;
+}
+
 int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_tables_t **out,
                     cad_buf_t *errors) {
   cad__errs_t e = {errors, 0};
@@ -327,111 +428,10 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
     goto done;
   }
   for (size_t i = 0; i < node->n && !rc; i++) {
-    const cad_yaml_node_t *kn = node->pairs[i].key, *v = node->pairs[i].value;
-    char q[CAD_YAML_QUOTE_CAP];
     cad__table_t *tb = &t->t[t->n];
-    memset(tb, 0, sizeof *tb);
-    tb->name = cad_arena_dup(&t->arena, kn->str, kn->len + 1);
-    if (!tb->name) {
-      rc = CAD_E_NOMEM;
-      break;
-    }
-    if (v->type != CAD_YAML_MAPPING) {
-      cad__err_node(&e, v, "table '%s' must be a mapping with 'values' or 'file', not %s",
-                    cad_yaml_quote(q, sizeof q, kn->str, kn->len), cad_yaml_type_name(v));
-      continue;
-    }
-    const cad_yaml_node_t *values = NULL, *file = NULL, *header = NULL, *delim = NULL;
-    bool ok = true;
-    for (size_t j = 0; j < v->n; j++) {
-      const cad_yaml_node_t *k2 = v->pairs[j].key;
-      if (strcmp(k2->str, "values") == 0) values = v->pairs[j].value;
-      else if (strcmp(k2->str, "file") == 0) file = v->pairs[j].value;
-      else if (strcmp(k2->str, "header") == 0) header = v->pairs[j].value;
-      else if (strcmp(k2->str, "delimiter") == 0) delim = v->pairs[j].value;
-      else {
-        cad__err_node(&e, k2,
-                      "unknown key '%s' in table '%s' (expected one of: values, file, "
-                      "header, delimiter)",
-                      cad_yaml_quote(q, sizeof q, k2->str, k2->len), tb->name);
-        ok = false;
-      }
-    }
-    if (!ok) continue;
-    if (!!values == !!file) {
-      cad__err_node(&e, v, "table '%s' needs exactly one of 'values' (inline) or 'file' (CSV)",
-                    tb->name);
-      continue;
-    }
-    bool hdr = false;
-    char dch = ',';
-    if (header) {
-      if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "true") == 0) hdr = true;
-      else if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "false") == 0) hdr = false;
-      else {
-        cad__err_node(&e, header, "'header' must be true or false");
-        continue;
-      }
-    }
-    if (delim) {
-      if (delim->type != CAD_YAML_SCALAR || delim->len != 1 || delim->str[0] == '"' ||
-          delim->str[0] == '\n' || delim->str[0] == '\r') {
-        cad__err_node(&e, delim, "'delimiter' must be one character, like \",\" or \";\"");
-        continue;
-      }
-      dch = delim->str[0];
-    }
-    rows_t rows = {0};
-    const char *src_file = NULL;
-    int lrc = 0;
-    if (values) {
-      if (header || delim) {
-        cad__err_node(&e, header ? header : delim, "'header' and 'delimiter' apply to 'file' only");
-        continue;
-      }
-      if (values->type != CAD_YAML_MAPPING) {
-        cad__err_node(&e, values, "'values' must be a mapping of KEY: VALUE, not %s",
-                      cad_yaml_type_name(values));
-        continue;
-      }
-      for (size_t j = 0; j < values->n && !lrc; j++) {
-        const cad_yaml_node_t *vk = values->pairs[j].key, *vv = values->pairs[j].value;
-        if (vv->type != CAD_YAML_SCALAR) {
-          cad__err_node(&e, vv, "the value of '%s' must be a string, not %s",
-                        cad_yaml_quote(q, sizeof q, vk->str, vk->len), cad_yaml_type_name(vv));
-          continue;
-        }
-        lrc = rows_push(&rows, &t->arena, vk->str, vk->len, vv->str,
-                        cad_yaml_is_null(vv) ? 0 : vv->len, vk->line);
-      }
-      src_file = node->file;
-    } else {
-      if (file->type != CAD_YAML_SCALAR || file->len == 0) {
-        cad__err_node(&e, file, "'file' must be a path to a CSV file");
-        continue;
-      }
-      char path[4096];
-      if (file->str[0] == '/' || !base_dir || !*base_dir)
-        snprintf(path, sizeof path, "%s", file->str);
-      else snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
-      src_file = cad_arena_dup(&t->arena, path, strlen(path) + 1);
-      if (!src_file) {
-        rc = CAD_E_NOMEM;
-        break;
-      }
-      lrc = load_csv(path, src_file, hdr, dch, &rows, &t->arena, &e, file);
-    }
-    if (lrc == CAD_E_NOMEM) {
-      rows_free(&rows);
-      rc = lrc;
-      break;
-    }
-    if (lrc == 0) {
-      int brc = build(tb, &t->arena, &rows, &e, src_file, tb->name);
-      if (brc == CAD_E_NOMEM) rc = brc;
-    }
-    rows_free(&rows);
-    t->n++;
+    int lr = load_table(t, tb, &e, node->pairs[i].key, node->pairs[i].value, base_dir, node->file);
+    if (lr < 0) rc = lr;
+    else if (lr == 1) t->n++;
   }
 done:
   if (!rc && e.n) rc = CAD_E_CONFIG;
