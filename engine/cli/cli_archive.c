@@ -137,7 +137,9 @@ int cad__archive_add_sources(cad__archive_t *r, const char *const *args, size_t 
         rc = CAD_E_NOMEM;
         break;
       }
-      snprintf(p, need, "%s/%s", args[i], de->d_name);
+      size_t al = strlen(args[i]);
+      bool slash = al > 0 && args[i][al - 1] == '/'; /* "dir/" names "dir/x", not "dir//x" */
+      snprintf(p, need, "%s%s%s", args[i], slash ? "" : "/", de->d_name);
       if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
         r->bytes_total += (uint64_t)st.st_size;
         rc = add_src(r, &cap, p);

@@ -100,4 +100,12 @@ with tempfile.TemporaryDirectory() as d:
     check("parse: a missing file exits 1 with the reason",
           rc == 1 and "cannot open nosuch.hl7" in err, (rc, err))
 
+    # a directory given with a trailing slash names its files dir/x, not dir//x
+    os.mkdir(os.path.join(d, "arch"))
+    os.replace(os.path.join(d, "msgs.hl7"), os.path.join(d, "arch", "msgs.hl7"))
+    rc, out, err = run("preview", "--config", "new.yaml", "--baseline", "old.yaml", "arch/",
+                       cwd=d)
+    check("preview: files of dir/ are named dir/x", rc == 0 and "arch/msgs.hl7 @0" in out and
+          "//" not in out, (rc, out, err))
+
 check.finish()
