@@ -6,23 +6,17 @@
 #include "routes.h"
 #include "cad_error.h"
 #include "routes_int.h"
+#include "routes_compile_int.h"
 
-typedef struct comp {
-  cad_routes_t *r;
-  cad__errs_t e;
-  const cad_tables_t *tables;
-  bool nomem;
-} comp_t;
-
-static void *alloc(comp_t *c, size_t n) {
+void *cad__comp_alloc(comp_t *c, size_t n) {
   void *p = cad_arena_alloc(&c->r->arena, n ? n : 1);
   if (!p) c->nomem = true;
   else memset(p, 0, n ? n : 1);
   return p;
 }
 
-static char *dupn(comp_t *c, const char *s, size_t n) {
-  char *p = alloc(c, n + 1);
+char *cad__comp_dupn(comp_t *c, const char *s, size_t n) {
+  char *p = cad__comp_alloc(c, n + 1);
   if (p) {
     memcpy(p, s, n);
     p[n] = 0;
@@ -30,15 +24,7 @@ static char *dupn(comp_t *c, const char *s, size_t n) {
   return p;
 }
 
-#define ERR(c, node, ...) cad__err_node(&(c)->e, (node), __VA_ARGS__)
-
-/* Column of byte `off` inside a scalar (quotes shift by one). */
-static int scalar_col(const cad_yaml_node_t *n, size_t off) {
-  int q = (n->style == CAD_YAML_SINGLE || n->style == CAD_YAML_DOUBLE) ? 1 : 0;
-  return n->col + q + (int)off;
-}
-
-static bool want_scalar(comp_t *c, const cad_yaml_node_t *n, const char *what) {
+bool cad__comp_want_scalar(comp_t *c, const cad_yaml_node_t *n, const char *what) {
   if (n && n->type == CAD_YAML_SCALAR && !cad_yaml_is_null(n)) return true;
   if (n) ERR(c, n, "%s must be a string, not %s", what, cad_yaml_type_name(n));
   return false;
@@ -108,8 +94,8 @@ static const char *regex_too_complex(const char *p, size_t n) {
   return NULL;
 }
 
-static regex_t *compile_regex(comp_t *c, const cad_yaml_node_t *n, bool nosub) {
-  if (!want_scalar(c, n, "a regular expression")) return NULL;
+regex_t *cad__comp_regex(comp_t *c, const cad_yaml_node_t *n, bool nosub) {
+  if (!cad__comp_want_scalar(c, n, "a regular expression")) return NULL;
   if (strlen(n->str) != n->len) {
     ERR(c, n, "a regular expression cannot contain a NUL character");
     return NULL;
@@ -119,7 +105,7 @@ static regex_t *compile_regex(comp_t *c, const cad_yaml_node_t *n, bool nosub) {
     ERR(c, n, "regular expression refused: %s (to keep compile time and memory bounded)", why);
     return NULL;
   }
-  regex_t *re = alloc(c, sizeof *re);
+  regex_t *re = cad__comp_alloc(c, sizeof *re);
   if (!re) return NULL;
   int rc = regcomp(re, n->str, REG_EXTENDED | (nosub ? REG_NOSUB : 0));
   if (rc) {
@@ -132,19 +118,19 @@ static regex_t *compile_regex(comp_t *c, const cad_yaml_node_t *n, bool nosub) {
   return re;
 }
 
-static bool is_segid(const char *s, size_t n) {
+bool cad__comp_is_segid(const char *s, size_t n) {
   if (n != 3) return false;
   for (int k = 0; k < 3; k++)
     if (!((s[k] >= 'A' && s[k] <= 'Z') || (s[k] >= '0' && s[k] <= '9'))) return false;
   return true;
 }
 
-static bool want_segid(comp_t *c, const cad_yaml_node_t *n, const char *what, char out[4]) {
-  if (!want_scalar(c, n, what)) return false;
-  if (!is_segid(n->str, n->len)) {
-    char q[CAD__QBUF];
+bool cad__comp_want_segid(comp_t *c, const cad_yaml_node_t *n, const char *what, char out[4]) {
+  if (!cad__comp_want_scalar(c, n, what)) return false;
+  if (!cad__comp_is_segid(n->str, n->len)) {
+    char q[CAD_YAML_QUOTE_CAP];
     ERR(c, n, "%s must be a segment id of 3 capital letters or digits, like NTE, not '%s'", what,
-        cad__quote(q, n->str, n->len));
+        cad_yaml_quote(q, sizeof q, n->str, n->len));
     return false;
   }
   memcpy(out, n->str, 3);
@@ -157,11 +143,11 @@ static bool parse_rpath(comp_t *c, const cad_yaml_node_t *n, const char *s, size
                         cad__rpath_t *out) {
   size_t epos = 0;
   const char *emsg = NULL;
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   memset(out, 0, sizeof *out);
   if (cad_hl7_path_parse(s, len, &out->p, &epos, &emsg) != 0) {
     cad__err_at(&c->e, n->file, n->line, scalar_col(n, off + epos), "invalid path '%s': %s",
-                cad__quote(q, s, len), emsg ? emsg : "syntax error");
+                cad_yaml_quote(q, sizeof q, s, len), emsg ? emsg : "syntax error");
     return false;
   }
   const char *dash = memchr(s, '-', len);
@@ -173,19 +159,16 @@ static bool parse_rpath(comp_t *c, const cad_yaml_node_t *n, const char *s, size
   return true;
 }
 
-static bool want_path(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) {
-  if (!want_scalar(c, n, "a path")) return false;
+bool cad__comp_want_path(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) {
+  if (!cad__comp_want_scalar(c, n, "a path")) return false;
   return parse_rpath(c, n, n->str, n->len, 0, out);
 }
 
-static bool is_header_seg(const cad_hl7_path_t *p) { return cad_hl7_is_header_id(p->segid); }
-
 /* A header id (MSH, BHS, FHS) written as text, at least 3 characters. */
-static bool is_header_text(const char *s) { return cad_hl7_is_header_id(cad_hl7_segid(s)); }
 
 /* A path that a transform writes to. */
-static bool want_target(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) {
-  if (!want_path(c, n, out)) return false;
+bool cad__comp_want_target(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) {
+  if (!cad__comp_want_path(c, n, out)) return false;
   if (out->p.field == 0) {
     ERR(c, n, "'%s' names a whole segment; a transform needs a field, like %s-3", out->text,
         out->p.seg);
@@ -198,30 +181,30 @@ static bool want_target(comp_t *c, const cad_yaml_node_t *n, cad__rpath_t *out) 
   return true;
 }
 
-static const cad__table_t *want_table(comp_t *c, const cad_yaml_node_t *n) {
-  if (!want_scalar(c, n, "a table name")) return NULL;
+const cad__table_t *cad__comp_want_table(comp_t *c, const cad_yaml_node_t *n) {
+  if (!cad__comp_want_scalar(c, n, "a table name")) return NULL;
   const cad__table_t *t = cad__tables_find(c->tables, n->str, n->len);
   if (!t) {
-    char q[CAD__QBUF], list[512] = "";
+    char q[CAD_YAML_QUOTE_CAP], list[512] = "";
     size_t o = 0;
     for (size_t i = 0; c->tables && i < c->tables->n && o < sizeof list - 64; i++)
       o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", c->tables->t[i].name);
-    ERR(c, n, "unknown table '%s' (tables defined: %s)", cad__quote(q, n->str, n->len),
-        o ? list : "none");
+    ERR(c, n, "unknown table '%s' (tables defined: %s)",
+        cad_yaml_quote(q, sizeof q, n->str, n->len), o ? list : "none");
   }
   return t;
 }
 
-static bool want_template(comp_t *c, const cad_yaml_node_t *n, cad__tpl_t *out) {
+bool cad__comp_want_template(comp_t *c, const cad_yaml_node_t *n, cad__tpl_t *out) {
   if (!n || n->type != CAD_YAML_SCALAR) {
-    want_scalar(c, n, "a template");
+    cad__comp_want_scalar(c, n, "a template");
     return false;
   }
   const char *s = n->str;
   size_t len = n->len, i = 0, np = 0;
   for (size_t k = 0; k + 1 < len; k++)
     if (s[k] == '$' && s[k + 1] == '{') np++;
-  out->parts = alloc(c, (2 * np + 1) * sizeof *out->parts);
+  out->parts = cad__comp_alloc(c, (2 * np + 1) * sizeof *out->parts);
   if (!out->parts) return false;
   out->n = 0;
   size_t lit = 0;
@@ -231,7 +214,7 @@ static bool want_template(comp_t *c, const cad_yaml_node_t *n, cad__tpl_t *out) 
         cad__tpart_t *tp = &out->parts[out->n++];
         tp->text.p = s + lit;
         tp->text.len = i - lit;
-        tp->text.p = dupn(c, tp->text.p, tp->text.len);
+        tp->text.p = cad__comp_dupn(c, tp->text.p, tp->text.len);
         if (!tp->text.p) return false;
       }
       if (i == len) break;
@@ -271,7 +254,7 @@ static int op_kind(const char *k) {
 
 static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t *op) {
   op->kind = (cad__op_kind_t)kind;
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   switch (kind) {
     case OP_EQUALS:
     case OP_NOT_EQUALS:
@@ -281,14 +264,14 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
         return false;
       }
       op->s.len = cad_yaml_is_null(v) && !v->quoted ? 0 : v->len;
-      op->s.p = dupn(c, v->str, op->s.len);
+      op->s.p = cad__comp_dupn(c, v->str, op->s.len);
       return op->s.p != NULL;
     case OP_IN:
       if (!v || v->type != CAD_YAML_SEQUENCE) {
         ERR(c, v, "'in' needs a list of values, like [F, C], not %s", cad_yaml_type_name(v));
         return false;
       }
-      op->list = alloc(c, (v->n + 1) * sizeof *op->list);
+      op->list = cad__comp_alloc(c, (v->n + 1) * sizeof *op->list);
       if (!op->list) return false;
       for (size_t i = 0; i < v->n; i++) {
         const cad_yaml_node_t *it = v->items[i];
@@ -297,13 +280,13 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
           return false;
         }
         op->list[i].len = cad_yaml_is_null(it) && !it->quoted ? 0 : it->len;
-        op->list[i].p = dupn(c, it->str, op->list[i].len);
+        op->list[i].p = cad__comp_dupn(c, it->str, op->list[i].len);
         if (!op->list[i].p) return false;
       }
       op->nlist = v->n;
       return true;
-    case OP_IN_TABLE: return (op->table = want_table(c, v)) != NULL;
-    case OP_MATCHES: return (op->re = compile_regex(c, v, true)) != NULL;
+    case OP_IN_TABLE: return (op->table = cad__comp_want_table(c, v)) != NULL;
+    case OP_MATCHES: return (op->re = cad__comp_regex(c, v, true)) != NULL;
     case OP_EXISTS:
     case OP_EMPTY: {
       int b = want_bool(c, v, op_names[kind]);
@@ -314,30 +297,28 @@ static bool compile_op(comp_t *c, int kind, const cad_yaml_node_t *v, cad__op_t 
     case OP_LE:
     case OP_GT:
     case OP_GE: {
-      if (!want_scalar(c, v, "a number")) return false;
+      if (!cad__comp_want_scalar(c, v, "a number")) return false;
       char *end = NULL;
       op->num = strtod(v->str, &end);
       if (end == v->str || *end) {
         ERR(c, v, "'%s' needs a decimal number, not '%s'", op_names[kind],
-            cad__quote(q, v->str, v->len));
+            cad_yaml_quote(q, sizeof q, v->str, v->len));
         return false;
       }
       return true;
     }
     case OP_BEFORE:
     case OP_AFTER:
-      if (!want_scalar(c, v, "an HL7 date/time")) return false;
-      if (!cad__dtm_parse(v->str, v->len, &op->dtm)) {
+      if (!cad__comp_want_scalar(c, v, "an HL7 date/time")) return false;
+      if (!cad_hl7_dtm_parse(v->str, v->len, &op->dtm)) {
         ERR(c, v, "'%s' needs an HL7 date/time like 20240131 or 202401311200+0100, not '%s'",
-            op_names[kind], cad__quote(q, v->str, v->len));
+            op_names[kind], cad_yaml_quote(q, sizeof q, v->str, v->len));
         return false;
       }
       return true;
   }
   return false;
 }
-
-static cad__cond_t *compile_cond(comp_t *c, const cad_yaml_node_t *n, int depth);
 
 static cad__cond_t *compile_list(comp_t *c, const cad_yaml_node_t *n, cad__cond_kind_t kind,
                                  int depth, const char *what) {
@@ -346,14 +327,14 @@ static cad__cond_t *compile_list(comp_t *c, const cad_yaml_node_t *n, cad__cond_
         n->type == CAD_YAML_SEQUENCE ? "an empty list" : cad_yaml_type_name(n));
     return NULL;
   }
-  cad__cond_t *k = alloc(c, sizeof *k);
+  cad__cond_t *k = cad__comp_alloc(c, sizeof *k);
   if (!k) return NULL;
   k->kind = kind;
-  k->kids = alloc(c, n->n * sizeof *k->kids);
+  k->kids = cad__comp_alloc(c, n->n * sizeof *k->kids);
   if (!k->kids) return NULL;
   bool ok = true;
   for (size_t i = 0; i < n->n; i++) {
-    k->kids[i] = compile_cond(c, n->items[i], depth + 1);
+    k->kids[i] = cad__comp_cond(c, n->items[i], depth + 1);
     if (!k->kids[i]) ok = false;
   }
   k->nkids = n->n;
@@ -362,8 +343,8 @@ static cad__cond_t *compile_list(comp_t *c, const cad_yaml_node_t *n, cad__cond_
 
 /* The operators of a leaf: the keys of `m` other than path/any/all. */
 static bool leaf_ops(comp_t *c, const cad_yaml_node_t *m, cad__cond_t *k, bool skip_path) {
-  char q[CAD__QBUF];
-  k->ops = alloc(c, (m->n + 1) * sizeof *k->ops);
+  char q[CAD_YAML_QUOTE_CAP];
+  k->ops = cad__comp_alloc(c, (m->n + 1) * sizeof *k->ops);
   if (!k->ops) return false;
   bool ok = true;
   for (size_t i = 0; i < m->n; i++) {
@@ -376,7 +357,7 @@ static bool leaf_ops(comp_t *c, const cad_yaml_node_t *m, cad__cond_t *k, bool s
       ERR(c, key,
           "unknown key '%s' in a condition (expected path with one of: " OPS_LIST
           "; or all, any, not)",
-          cad__quote(q, key->str, key->len));
+          cad_yaml_quote(q, sizeof q, key->str, key->len));
       ok = false;
       continue;
     }
@@ -386,7 +367,7 @@ static bool leaf_ops(comp_t *c, const cad_yaml_node_t *m, cad__cond_t *k, bool s
   return ok;
 }
 
-static cad__cond_t *compile_cond(comp_t *c, const cad_yaml_node_t *n, int depth) {
+cad__cond_t *cad__comp_cond(comp_t *c, const cad_yaml_node_t *n, int depth) {
   if (depth > CAD__ROUTES_MAX_DEPTH) {
     ERR(c, n, "conditions nested deeper than %d levels", CAD__ROUTES_MAX_DEPTH);
     return NULL;
@@ -408,27 +389,27 @@ static cad__cond_t *compile_cond(comp_t *c, const cad_yaml_node_t *n, int depth)
       else if (nk == 0 && op_kind(n->pairs[0].key->str))
         ERR(c, n, "a condition with '%s' needs a 'path'", n->pairs[0].key->str);
       else if (nk == 0) {
-        char q[CAD__QBUF];
+        char q[CAD_YAML_QUOTE_CAP];
         ERR(c, n->pairs[0].key, "unknown key '%s' in a condition (expected path, all, any or not)",
-            cad__quote(q, n->pairs[0].key->str, n->pairs[0].key->len));
+            cad_yaml_quote(q, sizeof q, n->pairs[0].key->str, n->pairs[0].key->len));
       } else ERR(c, n, "a combinator condition has exactly one key: all, any or not");
       return NULL;
     }
     if (all) return compile_list(c, all, C_ALL, depth, "all");
     if (any) return compile_list(c, any, C_ANY, depth, "any");
-    cad__cond_t *k = alloc(c, sizeof *k);
+    cad__cond_t *k = cad__comp_alloc(c, sizeof *k);
     if (!k) return NULL;
     k->kind = C_NOT;
-    k->kids = alloc(c, sizeof *k->kids);
+    k->kids = cad__comp_alloc(c, sizeof *k->kids);
     if (!k->kids) return NULL;
     k->nkids = 1;
-    k->kids[0] = compile_cond(c, not_, depth + 1);
+    k->kids[0] = cad__comp_cond(c, not_, depth + 1);
     return k->kids[0] ? k : NULL;
   }
-  cad__cond_t *k = alloc(c, sizeof *k);
+  cad__cond_t *k = cad__comp_alloc(c, sizeof *k);
   if (!k) return NULL;
   k->kind = C_LEAF;
-  if (!want_path(c, path, &k->path)) return NULL;
+  if (!cad__comp_want_path(c, path, &k->path)) return NULL;
   if (all && any) {
     ERR(c, any, "a condition takes 'all' or 'any', not both");
     return NULL;
@@ -460,314 +441,21 @@ static cad__cond_t *compile_cond(comp_t *c, const cad_yaml_node_t *n, int depth)
   return k;
 }
 
-/* ---- transforms --------------------------------------------------------- */
-
-typedef struct {
-  const char *name;
-  cad__step_kind_t kind;
-  const char *opts; /* allowed option keys, space separated */
-} action_t;
-
-static const action_t actions[] = {
-    {"set", S_SET_VALUE, "value template"},
-    {"copy", S_SET_TEMPLATE, "to"},
-    {"move", S_MOVE, "to"},
-    {"clear", S_CLEAR, ""},
-    {"map", S_MAP, "table default"},
-    {"replace", S_REPLACE, "pattern with"},
-    {"upper", S_UPPER, ""},
-    {"lower", S_LOWER, ""},
-    {"trim", S_TRIM, ""},
-    {"format_date", S_DATE, "precision format"},
-    {"delete", S_DELETE, "when"},
-    {"add", S_ADD, "after"},
-    {"rename", S_RENAME, "to"},
-    {"version", S_SET_VALUE, ""},
-};
-#define NACTIONS (sizeof actions / sizeof actions[0])
-#define ACTIONS_LIST                                                                             \
-  "set, copy, move, clear, map, replace, upper, lower, trim, format_date, delete, add, rename, " \
-  "version"
-
-static bool has_word(const char *list, const char *w) {
-  size_t n = strlen(w);
-  for (const char *p = list; *p;) {
-    const char *sp = strchr(p, ' ');
-    size_t l = sp ? (size_t)(sp - p) : strlen(p);
-    if (l == n && memcmp(p, w, n) == 0) return true;
-    p += l;
-    if (*p) p++;
-  }
-  return false;
-}
-
-static const char *const precisions[] = {"year", "month", "day", "hour", "minute", "second"};
-
-static bool compile_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, size_t idx) {
-  char q[CAD__QBUF];
-  if (n->type != CAD_YAML_MAPPING) {
-    ERR(c, n, "a transform step must be a mapping like { set: MSH-5, value: EHR }, not %s",
-        cad_yaml_type_name(n));
-    return false;
-  }
-  const action_t *act = NULL;
-  const cad_yaml_node_t *av = NULL;
-  for (size_t i = 0; i < n->n; i++) {
-    for (size_t a = 0; a < NACTIONS; a++) {
-      if (strcmp(n->pairs[i].key->str, actions[a].name) == 0) {
-        if (act) {
-          ERR(c, n->pairs[i].key, "one action per step: '%s' and '%s' are both here", act->name,
-              actions[a].name);
-          return false;
-        }
-        act = &actions[a];
-        av = n->pairs[i].value;
-      }
-    }
-  }
-  if (!act) {
-    ERR(c, n, "a transform step needs an action (one of: " ACTIONS_LIST ")");
-    return false;
-  }
-  bool ok = true;
-  for (size_t i = 0; i < n->n; i++) {
-    const cad_yaml_node_t *k = n->pairs[i].key;
-    if (strcmp(k->str, act->name) == 0) continue;
-    if (!has_word(act->opts, k->str)) {
-      ERR(c, k, "unknown key '%s' in a '%s' step (expected%s%s)", cad__quote(q, k->str, k->len),
-          act->name, *act->opts ? ": " : " no other key", act->opts);
-      ok = false;
-    }
-  }
-  if (!ok) return false;
-  st->kind = act->kind;
-  const cad_yaml_node_t *o;
-  switch (act->kind) {
-    case S_SET_VALUE:
-      if (strcmp(act->name, "version") == 0) {
-        if (!want_scalar(c, av, "'version'")) return false;
-        cad_hl7_path_parse("MSH-12", 6, &st->path.p, NULL, NULL);
-        strcpy(st->path.text, "MSH-12");
-        st->value.p = dupn(c, av->str, av->len);
-        st->value.len = av->len;
-        return st->value.p != NULL;
-      }
-      if (!want_target(c, av, &st->path)) return false;
-      {
-        const cad_yaml_node_t *val = cad_yaml_get(n, "value"), *tpl = cad_yaml_get(n, "template");
-        if (!!val == !!tpl) {
-          ERR(c, n,
-              "'set' needs exactly one of 'value' (a literal, escaped when written) or "
-              "'template' (ER7 text with ${PATH} references)");
-          return false;
-        }
-        if (val) {
-          if (val->type != CAD_YAML_SCALAR) {
-            ERR(c, val, "'value' must be a string, not %s", cad_yaml_type_name(val));
-            return false;
-          }
-          st->value.len = cad_yaml_is_null(val) && !val->quoted ? 0 : val->len;
-          st->value.p = dupn(c, val->str, st->value.len);
-          return st->value.p != NULL;
-        }
-        st->kind = S_SET_TEMPLATE;
-        return want_template(c, tpl, &st->tpl);
-      }
-    case S_SET_TEMPLATE: /* copy: FROM, to: PATH */
-    case S_MOVE: {
-      cad__rpath_t from;
-      if (!want_path(c, av, &from)) return false;
-      if (from.p.field == 0) {
-        ERR(c, av, "'%s' copies a field or a part of one, not a whole segment", act->name);
-        return false;
-      }
-      o = cad_yaml_get(n, "to");
-      if (!o) {
-        ERR(c, n, "'%s' needs 'to', the path to write", act->name);
-        return false;
-      }
-      if (!want_target(c, o, &st->path)) return false;
-      st->from = from;
-      st->tpl.parts = alloc(c, sizeof *st->tpl.parts);
-      if (!st->tpl.parts) return false;
-      st->tpl.parts[0].is_path = true;
-      st->tpl.parts[0].path = from;
-      st->tpl.n = 1;
-      if (act->kind == S_MOVE && is_header_seg(&from.p) && from.p.field <= 2) {
-        ERR(c, av, "%s-1 and %s-2 cannot be moved", from.p.seg, from.p.seg);
-        return false;
-      }
-      return true;
-    }
-    case S_CLEAR:
-    case S_UPPER:
-    case S_LOWER:
-    case S_TRIM: return want_target(c, av, &st->path);
-    case S_MAP:
-      if (!want_target(c, av, &st->path)) return false;
-      o = cad_yaml_get(n, "table");
-      if (!o) {
-        ERR(c, n, "'map' needs 'table', the name of a table under the top-level 'tables'");
-        return false;
-      }
-      if (!(st->table = want_table(c, o))) return false;
-      st->dflt = DFLT_KEEP;
-      o = cad_yaml_get(n, "default");
-      if (o) {
-        if (o->type == CAD_YAML_MAPPING && o->n == 1 &&
-            strcmp(o->pairs[0].key->str, "value") == 0 &&
-            o->pairs[0].value->type == CAD_YAML_SCALAR) {
-          st->dflt = DFLT_VALUE;
-          st->value.p = dupn(c, o->pairs[0].value->str, o->pairs[0].value->len);
-          st->value.len = o->pairs[0].value->len;
-          return st->value.p != NULL;
-        }
-        if (o->type != CAD_YAML_SCALAR) {
-          ERR(c, o, "'default' must be keep, empty, reject, a value, or { value: TEXT }");
-          return false;
-        }
-        if (!o->quoted && strcmp(o->str, "keep") == 0) st->dflt = DFLT_KEEP;
-        else if (!o->quoted && strcmp(o->str, "empty") == 0) st->dflt = DFLT_EMPTY;
-        else if (!o->quoted && strcmp(o->str, "reject") == 0) st->dflt = DFLT_REJECT;
-        else {
-          st->dflt = DFLT_VALUE;
-          st->value.len = cad_yaml_is_null(o) && !o->quoted ? 0 : o->len;
-          st->value.p = dupn(c, o->str, st->value.len);
-          return st->value.p != NULL;
-        }
-      }
-      return true;
-    case S_REPLACE:
-      if (!want_target(c, av, &st->path)) return false;
-      o = cad_yaml_get(n, "pattern");
-      if (!o) {
-        ERR(c, n, "'replace' needs 'pattern' (a POSIX extended regular expression)");
-        return false;
-      }
-      if (!(st->re = compile_regex(c, o, false))) return false;
-      o = cad_yaml_get(n, "with");
-      if (!o) {
-        ERR(c, n, "'replace' needs 'with' (the replacement; \\1..\\9 insert groups)");
-        return false;
-      }
-      if (o->type != CAD_YAML_SCALAR) {
-        ERR(c, o, "'with' must be a string, not %s", cad_yaml_type_name(o));
-        return false;
-      }
-      st->value.len = cad_yaml_is_null(o) && !o->quoted ? 0 : o->len;
-      st->value.p = dupn(c, o->str, st->value.len);
-      return st->value.p != NULL;
-    case S_DATE: {
-      if (!want_target(c, av, &st->path)) return false;
-      const cad_yaml_node_t *pr = cad_yaml_get(n, "precision"), *fm = cad_yaml_get(n, "format");
-      if (!!pr == !!fm) {
-        ERR(c, n,
-            "'format_date' needs exactly one of 'precision' (year, month, day, hour, "
-            "minute, second) or 'format' (like \"%%Y-%%m-%%d\")");
-        return false;
-      }
-      if (pr) {
-        if (!want_scalar(c, pr, "'precision'")) return false;
-        for (int i = 0; i < 6; i++)
-          if (strcmp(pr->str, precisions[i]) == 0) st->precision = i + 1;
-        if (!st->precision) {
-          ERR(c, pr, "'precision' must be one of: year, month, day, hour, minute, second");
-          return false;
-        }
-        st->date_mode = DATE_PRECISION;
-        return true;
-      }
-      if (!want_scalar(c, fm, "'format'")) return false;
-      for (size_t i = 0; i < fm->len; i++) {
-        if (fm->str[i] != '%') continue;
-        char f = i + 1 < fm->len ? fm->str[i + 1] : 0;
-        if (!f || !strchr("YmdHMSz%", f)) {
-          cad__err_at(&c->e, fm->file, fm->line, scalar_col(fm, i),
-                      "unknown conversion in 'format' (expected %%Y %%m %%d %%H %%M %%S %%z %%%%)");
-          return false;
-        }
-        i++;
-      }
-      st->date_mode = DATE_FORMAT;
-      st->fmt = dupn(c, fm->str, fm->len);
-      return st->fmt != NULL;
-    }
-    case S_DELETE:
-      if (!want_segid(c, av, "'delete'", st->seg)) return false;
-      if (is_header_text(st->seg)) {
-        /* cad_hl7_seg_delete refuses every header segment (the segments
-         * after it are written in its delimiters). */
-        ERR(c, av, "a header segment (MSH, BHS, FHS) cannot be deleted");
-        return false;
-      }
-      st->segid = cad_hl7_segid(st->seg);
-      o = cad_yaml_get(n, "when");
-      if (o && !(st->when = compile_cond(c, o, 1))) return false;
-      return true;
-    case S_ADD: {
-      if (!want_template(c, av, &st->tpl)) return false;
-      const cad__tpart_t *p0 = st->tpl.n ? &st->tpl.parts[0] : NULL;
-      if (!p0 || p0->is_path || p0->text.len < 3 || !is_segid(p0->text.p, 3) ||
-          (p0->text.len > 3 && p0->text.p[3] != '|')) {
-        ERR(c, av, "'add' needs a segment in ER7, starting with its id: \"ZPI|1|...\"");
-        return false;
-      }
-      if (is_header_text(p0->text.p)) {
-        ERR(c, av, "'add' cannot add a header segment");
-        return false;
-      }
-      for (size_t i = 0; i < st->tpl.n; i++) {
-        const cad__tpart_t *tp = &st->tpl.parts[i];
-        if (!tp->is_path &&
-            (memchr(tp->text.p, '\r', tp->text.len) || memchr(tp->text.p, '\n', tp->text.len))) {
-          ERR(c, av, "'add' adds one segment: no line breaks");
-          return false;
-        }
-      }
-      o = cad_yaml_get(n, "after");
-      if (o) {
-        if (!want_segid(c, o, "'after'", st->to)) return false;
-        st->has_after = true;
-      }
-      return true;
-    }
-    case S_RENAME:
-      if (!want_segid(c, av, "'rename'", st->seg)) return false;
-      if (is_header_text(st->seg)) {
-        ERR(c, av, "a header segment cannot be renamed");
-        return false;
-      }
-      st->segid = cad_hl7_segid(st->seg);
-      o = cad_yaml_get(n, "to");
-      if (!o) {
-        ERR(c, n, "'rename' needs 'to', the new segment id");
-        return false;
-      }
-      if (!want_segid(c, o, "'to'", st->to)) return false;
-      if (is_header_text(st->to)) {
-        ERR(c, o, "a segment cannot be renamed to a header segment");
-        return false;
-      }
-      return true;
-    default: return false;
-  }
-}
-
 /* ---- routes ------------------------------------------------------------- */
 
 static bool find_dest(comp_t *c, const cad_yaml_node_t *n, size_t *out) {
-  if (!want_scalar(c, n, "a destination name")) return false;
+  if (!cad__comp_want_scalar(c, n, "a destination name")) return false;
   for (size_t i = 0; i < c->r->ndests; i++)
     if (strlen(c->r->dest_names[i]) == n->len && memcmp(c->r->dest_names[i], n->str, n->len) == 0) {
       *out = i;
       return true;
     }
-  char q[CAD__QBUF], list[512] = "";
+  char q[CAD_YAML_QUOTE_CAP], list[512] = "";
   size_t o = 0;
   for (size_t i = 0; i < c->r->ndests && o < sizeof list - 64; i++)
     o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", c->r->dest_names[i]);
-  ERR(c, n, "unknown destination '%s' (destinations defined: %s)", cad__quote(q, n->str, n->len),
-      o ? list : "none");
+  ERR(c, n, "unknown destination '%s' (destinations defined: %s)",
+      cad_yaml_quote(q, sizeof q, n->str, n->len), o ? list : "none");
   return false;
 }
 
@@ -785,7 +473,7 @@ static bool compile_to(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt) {
     ERR(c, n, "'to' must be a destination name or a list of them, not %s", cad_yaml_type_name(n));
     return false;
   }
-  rt->to = alloc(c, cnt * sizeof *rt->to);
+  rt->to = cad__comp_alloc(c, cnt * sizeof *rt->to);
   if (!rt->to) return false;
   bool ok = true;
   for (size_t i = 0; i < cnt; i++) {
@@ -796,7 +484,7 @@ static bool compile_to(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt) {
 }
 
 static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt, size_t idx) {
-  char q[CAD__QBUF];
+  char q[CAD_YAML_QUOTE_CAP];
   if (n->type != CAD_YAML_MAPPING) {
     ERR(c, n, "a route must be a mapping with name, when, transform, to, continue; not %s",
         cad_yaml_type_name(n));
@@ -805,21 +493,21 @@ static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt,
   const cad_yaml_node_t *to = NULL;
   char defname[32];
   snprintf(defname, sizeof defname, "route-%zu", idx + 1);
-  rt->name = dupn(c, defname, strlen(defname));
+  rt->name = cad__comp_dupn(c, defname, strlen(defname));
   for (size_t i = 0; i < n->n; i++) {
     const cad_yaml_node_t *k = n->pairs[i].key, *v = n->pairs[i].value;
     if (strcmp(k->str, "name") == 0) {
-      if (want_scalar(c, v, "'name'")) rt->name = dupn(c, v->str, v->len);
+      if (cad__comp_want_scalar(c, v, "'name'")) rt->name = cad__comp_dupn(c, v->str, v->len);
     } else if (strcmp(k->str, "when") == 0) {
-      rt->when = compile_cond(c, v, 1);
+      rt->when = cad__comp_cond(c, v, 1);
     } else if (strcmp(k->str, "transform") == 0) {
       if (v->type != CAD_YAML_SEQUENCE) {
         ERR(c, v, "'transform' must be a list of steps, not %s", cad_yaml_type_name(v));
         continue;
       }
-      rt->steps = alloc(c, (v->n + 1) * sizeof *rt->steps);
+      rt->steps = cad__comp_alloc(c, (v->n + 1) * sizeof *rt->steps);
       if (!rt->steps) return;
-      for (size_t s = 0; s < v->n; s++) compile_step(c, v->items[s], &rt->steps[s], s);
+      for (size_t s = 0; s < v->n; s++) cad__comp_step(c, v->items[s], &rt->steps[s], s);
       rt->nsteps = v->n;
       cad__route_plan(rt);
     } else if (strcmp(k->str, "to") == 0) {
@@ -830,7 +518,7 @@ static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt,
       ERR(c, k,
           "unknown key '%s' in a route (expected one of: name, when, transform, to, "
           "continue)",
-          cad__quote(q, k->str, k->len));
+          cad_yaml_quote(q, sizeof q, k->str, k->len));
     }
   }
   if (!to) {
@@ -852,9 +540,9 @@ int cad_routes_compile(const cad_yaml_node_t *channel, const cad_tables_t *table
   r->on_error = ON_ERROR_REJECT;
   r->tables = tables;
   cad__tables_ref(tables);
-  r->dest_names = alloc(&c, (ndests + 1) * sizeof *r->dest_names);
+  r->dest_names = cad__comp_alloc(&c, (ndests + 1) * sizeof *r->dest_names);
   for (size_t i = 0; r->dest_names && i < ndests; i++)
-    r->dest_names[i] = dupn(&c, dest_names[i], strlen(dest_names[i]));
+    r->dest_names[i] = cad__comp_dupn(&c, dest_names[i], strlen(dest_names[i]));
   r->ndests = ndests;
   if (c.nomem) goto done;
 
@@ -877,21 +565,21 @@ int cad_routes_compile(const cad_yaml_node_t *channel, const cad_tables_t *table
     if (routes->type != CAD_YAML_SEQUENCE) {
       ERR(&c, routes, "'routes' must be a list of routes, not %s", cad_yaml_type_name(routes));
     } else {
-      r->routes = alloc(&c, (routes->n + 1) * sizeof *r->routes);
+      r->routes = cad__comp_alloc(&c, (routes->n + 1) * sizeof *r->routes);
       if (!r->routes) goto done;
       for (size_t i = 0; i < routes->n; i++) compile_route(&c, routes->items[i], &r->routes[i], i);
       r->nroutes = routes->n;
     }
   } else if (to) {
     /* No routes: every message goes to the channel's `to`. */
-    r->routes = alloc(&c, sizeof *r->routes);
+    r->routes = cad__comp_alloc(&c, sizeof *r->routes);
     if (!r->routes) goto done;
     r->routes[0].name = "to";
     compile_to(&c, to, &r->routes[0]);
     r->nroutes = 1;
   }
   if (unrouted) {
-    if (want_scalar(&c, unrouted, "'unrouted'")) {
+    if (cad__comp_want_scalar(&c, unrouted, "'unrouted'")) {
       if (strcmp(unrouted->str, "drop") == 0) r->unrouted = UNROUTED_DROP;
       else if (strcmp(unrouted->str, "reject") == 0) r->unrouted = UNROUTED_REJECT;
       else {
@@ -903,16 +591,16 @@ int cad_routes_compile(const cad_yaml_node_t *channel, const cad_tables_t *table
           r->unrouted = UNROUTED_DEST;
           r->unrouted_dest = d;
         } else {
-          char q[CAD__QBUF];
+          char q[CAD_YAML_QUOTE_CAP];
           ERR(&c, unrouted,
               "'unrouted' must be drop, reject or a destination name; '%s' is "
               "none of these",
-              cad__quote(q, unrouted->str, unrouted->len));
+              cad_yaml_quote(q, sizeof q, unrouted->str, unrouted->len));
         }
       }
     }
   }
-  if (on_error && want_scalar(&c, on_error, "'on_error'")) {
+  if (on_error && cad__comp_want_scalar(&c, on_error, "'on_error'")) {
     if (strcmp(on_error->str, "reject") == 0) r->on_error = ON_ERROR_REJECT;
     else if (strcmp(on_error->str, "dead_letter") == 0) r->on_error = ON_ERROR_DEAD_LETTER;
     else ERR(&c, on_error, "'on_error' must be reject (ACK AE with an ERR segment) or dead_letter");
@@ -969,7 +657,7 @@ int cad_route_cond_compile(const cad_yaml_node_t *node, const cad_tables_t *tabl
   k->r = r;
   if (!node || cad_yaml_is_null(node))
     ERR(&c, node, "an empty condition (expected path with an operator, or all, any, not)");
-  else k->when = compile_cond(&c, node, 0);
+  else k->when = cad__comp_cond(&c, node, 0);
   if (c.nomem || c.e.n || !k->when) {
     int rc = c.nomem ? CAD_E_NOMEM : CAD_E_CONFIG;
     cad_route_cond_free(k);

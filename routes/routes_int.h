@@ -23,9 +23,6 @@ void cad__err_at(cad__errs_t *e, const char *file, int line, int col, const char
     __attribute__((format(printf, 5, 6)));
 void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Up to 40 characters of s, control bytes as \xNN, into out (>= 200 bytes). */
-const char *cad__quote(char *out, const char *s, size_t len);
-#define CAD__QBUF 200
 
 /* ---- tables ---- */
 typedef struct cad__table {
@@ -46,19 +43,6 @@ struct cad_tables {
 const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len);
 bool cad__table_get(const cad__table_t *t, const char *key, size_t klen, cad_str_t *value);
 void cad__tables_ref(const cad_tables_t *t);
-
-/* ---- HL7 date/time ---- */
-typedef struct cad__dtm {
-  int v[7]; /* year, month, day, hour, minute, second, 1e-4 seconds */
-  int prec; /* how many of v[] were given: 1 (year) .. 7 */
-  bool has_tz;
-  int tz_min; /* offset from UTC in minutes */
-} cad__dtm_t;
-
-/* Parse YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]. */
-bool cad__dtm_parse(const char *p, size_t len, cad__dtm_t *out);
-/* <0, 0, >0 comparing at the precision both have (UTC when both have a zone). */
-int cad__dtm_cmp(const cad__dtm_t *a, const cad__dtm_t *b);
 
 /* ---- paths ---- */
 typedef struct cad__rpath {
@@ -95,7 +79,7 @@ typedef struct cad__op {
   const cad__table_t *table;
   regex_t *re;
   double num;
-  cad__dtm_t dtm;
+  cad_hl7_dtm_t dtm;
 } cad__op_t;
 
 typedef enum { C_LEAF = 1, C_ALL, C_ANY, C_NOT } cad__cond_kind_t;
@@ -198,7 +182,12 @@ struct cad_route_cond {
   cad__cond_t *when;
 };
 
-/* ---- evaluation state (routes_eval.c, routes_steps.c) ---- */
+/* ---- evaluation state ----
+ *
+ * Three files, dependencies one way: routes_eval.c (the routes of one
+ * message) calls routes_steps.c (transforms) and routes_cond.c (conditions,
+ * failures); routes_steps.c calls routes_cond.c; routes_cond.c calls
+ * neither.  Messages are edited only through parsers/hl7's public API. */
 
 /* The segment a step is working on: relative paths (no [occ]) on its segment
  * id mean that occurrence. */
@@ -229,7 +218,7 @@ typedef struct cad__ev {
   struct cad__ws *ws; /* a fused run in progress, or NULL */
 } cad__ev_t;
 
-/* Fill res->diag for a failed step; returns rc. */
+/* routes_cond.c: fill res->diag for a failed step; returns rc. */
 int cad__step_fail(cad__ev_t *e, int rc, int hl7, const cad_hl7_match_t *mt,
                    const cad_hl7_path_t *p, const char *why);
 /* An internal failure (207): out of memory or an edit that cannot be made. */
@@ -237,7 +226,8 @@ int cad__internal(cad__ev_t *e, int rc);
 /* 1 holds, 0 does not, < 0 failure. */
 int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx);
 
-/* Mark the runs of steps that can be fused (sets cad__step_t.fuse). */
+/* routes_steps.c: mark the runs of steps that can be fused (sets
+ * cad__step_t.fuse). */
 void cad__route_plan(cad__route_t *rt);
 /* Apply a route's steps to e->m (a private copy of the tree).  Returns 0, or
  * < 0 with res->diag filled and *failed set to the 0-based index of the step

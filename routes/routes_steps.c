@@ -6,7 +6,8 @@
  * of this file), with the same result; the stepwise path stays the reference
  * and reports every error.  Everything allocated here comes from the caller's
  * arena; values are never changed in place (an edit writes a new buffer), so
- * spans may be shared between fields.
+ * spans may be shared between fields.  The message is changed only through
+ * parsers/hl7's editing API (cad_hl7_seg_set, cad_hl7_set, ...).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,137 +100,18 @@ static int tpl_build(cad__ev_t *e, const cad__tpl_t *t, const cad__ctx_t *cx, bo
 
 /* ---- transforms --------------------------------------------------------- */
 
-/* Give segment s a private field array with room for `need` spans (the
- * parse's array is shared and read-only; see hl7.h). */
-static int own_fields(cad__ev_t *e, cad_hl7_seg_t *s, uint32_t need) {
-  if (s->fields_cap != 0 && s->fields_cap >= need) return 0;
-  uint32_t cap = (need > s->nfields ? need : s->nfields) + 4;
-  cad_str_t *nf = cad_arena_alloc(e->a, (size_t)cap * sizeof *nf);
-  if (!nf) return CAD_E_NOMEM;
-  memcpy(nf, s->fields, (size_t)s->nfields * sizeof *nf);
-  s->fields = nf;
-  s->fields_cap = cap;
-  return 0;
-}
-
-/* The bounds [lo, hi) of the n-th piece of f[lo, hi) split on sep; false
- * (and *have = pieces found) when there are fewer. */
-static bool piece_in(const char *f, size_t *lo, size_t *hi, char sep, int n, int *have) {
-  /* Fields are short: a plain loop beats memchr's call overhead here. */
-  size_t a = *lo, end = *hi, i = a;
-  int k = 1;
-  if (sep) {
-    for (; i < end && k < n; i++)
-      if (f[i] == sep) {
-        k++;
-        a = i + 1;
-      }
-  }
-  if (k < n) {
-    *have = k;
-    return false;
-  }
-  size_t b = a;
-  if (sep)
-    while (b < end && f[b] != sep) b++;
-  else b = end;
-  *lo = a;
-  *hi = b;
-  return true;
-}
-
-/* New text of field f after setting its element (rep, comp, sub) to val
- * (already encoded), adding separators where the element does not exist:
- * the same result as cad_hl7_set, in one pass and one allocation. */
-static int rewrite(cad__ev_t *e, const cad_hl7_delims_t *d, cad_str_t f, int rep, int comp, int sub,
-                   cad_str_t val, cad_str_t *out) {
-  if (rep == 0 && comp == 0) {
-    *out = val;
-    return 0;
-  }
-  const char seps[3] = {d->rep, d->comp, d->sub};
-  int want[3] = {rep > 0 ? rep : 1, comp, sub};
-  size_t lo = 0, hi = f.len;
-  char pad[3];
-  int npad[3] = {0, 0, 0};
-  bool missing = false;
-  for (int l = 0; l < 3 && want[l] > 0; l++) {
-    pad[l] = seps[l];
-    if (missing) {
-      npad[l] = want[l] - 1;
-      continue;
-    }
-    int have = 0;
-    if (!piece_in(f.p, &lo, &hi, seps[l], want[l], &have)) {
-      missing = true;
-      lo = hi; /* insert at the end of the enclosing element */
-      npad[l] = want[l] - have;
-    }
-  }
-  for (int l = 0; l < 3; l++)
-    if (npad[l] && !pad[l]) return CAD_E_INVAL; /* the delimiter is not declared */
-  size_t total = lo + (size_t)npad[0] + (size_t)npad[1] + (size_t)npad[2] + val.len + (f.len - hi);
-  char *b = cad_arena_alloc(e->a, total + 1);
-  if (!b) return CAD_E_NOMEM;
-  size_t o = lo;
-  if (lo) memcpy(b, f.p, lo);
-  for (int l = 0; l < 3; l++)
-    for (int k = 0; k < npad[l]; k++) b[o++] = pad[l];
-  if (val.len) memcpy(b + o, val.p, val.len);
-  o += val.len;
-  if (f.len > hi) memcpy(b + o, f.p + hi, f.len - hi);
-  o += f.len - hi;
-  out->p = b;
-  out->len = o;
-  return 0;
-}
-
-/* Plain text as ER7 for a segment with delimiters d: escaped when it holds
- * a delimiter or a line break, else itself. */
+/* Plain text as ER7 for a segment with delimiters d (cad_hl7_encode). */
 static inline int encode(cad__ev_t *e, const cad_hl7_delims_t *d, cad_str_t *val) {
-  /* Characters to escape with | ^ ~ \ & (and # when it is the truncation
-   * character), looked up in a table: the usual case. */
-  static const unsigned char std[256] = {
-      ['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1, ['~'] = 1, ['\\'] = 1, ['&'] = 1, ['#'] = 2};
-  bool plain = true;
-  if (d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
-      (d->trunc == 0 || d->trunc == '#')) {
-    unsigned char hit = d->trunc ? 3 : 1;
-    for (size_t i = 0; i < val->len && plain; i++) plain = !(std[(unsigned char)val->p[i]] & hit);
-  } else {
-    for (size_t i = 0; i < val->len && plain; i++) {
-      char c = val->p[i];
-      plain = !(c == d->field || c == d->comp || c == d->rep || c == '\r' || c == '\n' ||
-                (d->esc && c == d->esc) || (d->sub && c == d->sub) || (d->trunc && c == d->trunc));
-    }
-  }
-  if (plain) return 0;
-  char *b = cad_arena_alloc(e->a, val->len * 5 + 1);
-  if (!b) return cad__internal(e, CAD_E_NOMEM);
-  val->len = cad_hl7_escape(d, val->p, val->len, b);
-  val->p = b;
-  return 0;
+  int rc = cad_hl7_encode(d, *val, e->a, val);
+  return rc ? cad__internal(e, rc) : 0;
 }
 
 /* Set element (p->field, rep, p->comp, p->sub) of segment si to val, which
  * is plain text (escaped here for the segment) or raw ER7. */
 static int seg_set(cad__ev_t *e, uint32_t si, const cad_hl7_path_t *p, int rep, cad_str_t val,
                    bool raw) {
-  cad_hl7_seg_t *s = &e->m->segs[si];
-  if (p->field <= 0 || (s->header && p->field <= 2)) return cad__internal(e, CAD_E_INVAL);
-  int rc;
-  if (!raw && (rc = encode(e, &s->d, &val))) return rc;
-  uint32_t idx = s->header ? (uint32_t)p->field - 1 : (uint32_t)p->field;
-  rc = own_fields(e, s, idx + 1);
-  if (rc) return cad__internal(e, rc);
-  while (s->nfields <= idx) s->fields[s->nfields++] = (cad_str_t){"", 0};
-  cad_str_t nf;
-  if ((rc = rewrite(e, &s->d, s->fields[idx], rep, p->comp, p->sub, val, &nf)))
-    return cad__internal(e, rc);
-  s->fields[idx] = nf;
-  s->dirty = true;
-  e->m->dirty = true;
-  return 0;
+  int rc = cad_hl7_seg_set(e->m, si, p, rep, val.p, val.len, raw ? CAD_HL7_SET_RAW : 0);
+  return rc < 0 ? cad__internal(e, rc) : 0;
 }
 
 /* seg_set over every repetition when p->rep is [*]. */
@@ -410,7 +292,7 @@ static size_t put_num(char *b, int v, int width) {
   return (size_t)width;
 }
 
-static size_t put_tz(char *b, const cad__dtm_t *t) {
+static size_t put_tz(char *b, const cad_hl7_dtm_t *t) {
   if (!t->has_tz) return 0;
   int z = t->tz_min < 0 ? -t->tz_min : t->tz_min;
   b[0] = t->tz_min < 0 ? '-' : '+';
@@ -419,7 +301,8 @@ static size_t put_tz(char *b, const cad__dtm_t *t) {
   return 5;
 }
 
-static int date_format(cad__ev_t *e, const cad__step_t *st, const cad__dtm_t *t, cad_str_t *out) {
+static int date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t,
+                       cad_str_t *out) {
   size_t cap = st->date_mode == DATE_FORMAT ? strlen(st->fmt) * 6 + 32 : 40;
   char *buf = cad_arena_alloc(e->a, cap);
   if (!buf) return cad__internal(e, CAD_E_NOMEM);
@@ -509,8 +392,8 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
       break;
     }
     case S_DATE: {
-      cad__dtm_t tm;
-      if (!leaf || !cad__dtm_parse(v.p, v.len, &tm)) {
+      cad_hl7_dtm_t tm;
+      if (!leaf || !cad_hl7_dtm_parse(v.p, v.len, &tm)) {
         char where[96], tmp[200];
         cad_hl7_path_t q = *p;
         q.occ = mt->occ;
@@ -653,7 +536,7 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
 #define WS_COMPS 32 /* components of a field held apart */
 
 typedef struct wsf {
-  uint32_t idx;   /* span index in the segment's field array */
+  int field;      /* field number (standard numbering) */
   bool present;   /* the segment has this field (or a step wrote it) */
   bool split;     /* comp[] and rest hold the field */
   bool text_ok;   /* text holds the field */
@@ -676,22 +559,20 @@ typedef struct cad__ws {
  * segment, added on first use. */
 static inline int ws_field(cad__ev_t *e, int field, wsf_t **out) {
   ws_t *ws = e->ws;
-  const cad_hl7_seg_t *s = &e->m->segs[ws->seg];
-  uint32_t idx = s->header ? (uint32_t)field - 1 : (uint32_t)field;
-  if (ws->last && ws->last->idx == idx) {
+  if (ws->last && ws->last->field == field) {
     *out = ws->last;
     return 0;
   }
   for (size_t i = 0; i < ws->n; i++)
-    if (ws->f[i].idx == idx) {
+    if (ws->f[i].field == field) {
       *out = ws->last = &ws->f[i];
       return 0;
     }
   if (ws->n == WS_FIELDS) return CAD__REDO;
   wsf_t *f = &ws->f[ws->n++];
-  f->idx = idx;
-  f->present = idx < s->nfields;
-  f->text = f->present ? s->fields[idx] : (cad_str_t){"", 0};
+  f->field = field;
+  f->present = cad_hl7_field(&e->m->segs[ws->seg], field, &f->text);
+  if (!f->present) f->text = (cad_str_t){"", 0};
   f->text_ok = true;
   f->split = false;
   f->dirty = false;
@@ -765,12 +646,7 @@ static inline int ws_read(cad__ev_t *e, const cad_hl7_path_t *p, int rep, cad_hl
     return 0;
   }
   if ((rc = ws_join(e, f, &s->d))) return cad__internal(e, rc);
-  /* The field on its own, as field 1 of a one-field segment. */
-  cad_str_t spans[2] = {{"", 0}, f->text};
-  cad_hl7_seg_t one = {.fields = spans, .nfields = 2, .d = s->d};
-  cad_hl7_path_t q = *p;
-  q.field = 1;
-  mt->present = cad_hl7_resolve_in_seg(&one, &q, rep, &mt->raw);
+  mt->present = cad_hl7_resolve_in_field(f->text, &s->d, p, rep, &mt->raw);
   if (!mt->present) mt->raw = (cad_str_t){NULL, 0};
   return 0;
 }
@@ -814,17 +690,15 @@ static inline int ws_write(cad__ev_t *e, const cad_hl7_path_t *p, cad_str_t val)
 /* Put every written field back into the segment. */
 static int ws_commit(cad__ev_t *e) {
   ws_t *ws = e->ws;
-  cad_hl7_seg_t *s = &e->m->segs[ws->seg];
+  const cad_hl7_delims_t *d = &e->m->segs[ws->seg].d;
   for (size_t i = 0; i < ws->n; i++) {
     wsf_t *f = &ws->f[i];
     if (!f->dirty) continue;
-    int rc = ws_join(e, f, &s->d);
-    if (!rc) rc = own_fields(e, s, f->idx + 1);
+    int rc = ws_join(e, f, d);
+    cad_hl7_path_t whole = {.field = f->field};
+    if (!rc)
+      rc = cad_hl7_seg_set(e->m, ws->seg, &whole, 0, f->text.p, f->text.len, CAD_HL7_SET_RAW);
     if (rc) return cad__internal(e, rc);
-    while (s->nfields <= f->idx) s->fields[s->nfields++] = (cad_str_t){"", 0};
-    s->fields[f->idx] = f->text;
-    s->dirty = true;
-    e->m->dirty = true;
   }
   return 0;
 }

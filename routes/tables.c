@@ -1,4 +1,4 @@
-/* tables.c - lookup tables (inline or CSV), HL7 date/time values, error lines. */
+/* tables.c - lookup tables (inline or CSV), error lines. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,22 +39,6 @@ void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ..
   vsnprintf(tmp, sizeof tmp, fmt, ap);
   va_end(ap);
   cad__err_at(e, n ? n->file : "?", n ? n->line : 0, n ? n->col : 0, "%s", tmp);
-}
-
-const char *cad__quote(char *out, const char *s, size_t len) {
-  size_t o = 0;
-  for (size_t i = 0; i < len && o + 8 < CAD__QBUF; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (i == 40) {
-      memcpy(out + o, "...", 3);
-      o += 3;
-      break;
-    }
-    if ((ch >= 0x20 && ch < 0x7f) || ch >= 0x80) out[o++] = (char)ch;
-    else o += (size_t)snprintf(out + o, CAD__QBUF - o, "\\x%02x", ch);
-  }
-  out[o] = 0;
-  return out;
 }
 
 /* ---- tables ------------------------------------------------------------- */
@@ -178,9 +162,9 @@ static int build(cad__table_t *t, cad_arena_t *a, rows_t *r, cad__errs_t *e, con
     for (; t->slots[j]; j = (j + 1) & mask) {
       size_t k = t->slots[j] - 1;
       if (t->klen[k] == r->kl[i] && memcmp(t->keys[k], r->k[i], r->kl[i]) == 0) {
-        char q[CAD__QBUF];
+        char q[CAD_YAML_QUOTE_CAP];
         cad__err_at(e, file, r->line[i], 1, "duplicate key '%s' in table '%s' (first at line %d)",
-                    cad__quote(q, r->k[i], r->kl[i]), what, r->line[k]);
+                    cad_yaml_quote(q, sizeof q, r->k[i], r->kl[i]), what, r->line[k]);
         dup = true;
         rc = CAD_E_CONFIG;
         break;
@@ -322,6 +306,107 @@ static int load_csv(const char *path, const char *shown, bool header, char delim
   return rc;
 }
 
+/* One table `kn: v` into tb.  Returns 1 (loaded: count it), 0 (an error,
+ * reported in e) or CAD_E_NOMEM. */
+static int load_table(cad_tables_t *t, cad__table_t *tb, cad__errs_t *e, const cad_yaml_node_t *kn,
+                      const cad_yaml_node_t *v, const char *base_dir, const char *file_of_values) {
+  char q[CAD_YAML_QUOTE_CAP];
+  memset(tb, 0, sizeof *tb);
+  tb->name = cad_arena_dup(&t->arena, kn->str, kn->len + 1);
+  if (!tb->name) return CAD_E_NOMEM;
+  if (v->type != CAD_YAML_MAPPING) {
+    cad__err_node(e, v, "table '%s' must be a mapping with 'values' or 'file', not %s",
+                  cad_yaml_quote(q, sizeof q, kn->str, kn->len), cad_yaml_type_name(v));
+    return 0;
+  }
+  const cad_yaml_node_t *values = NULL, *file = NULL, *header = NULL, *delim = NULL;
+  bool ok = true;
+  for (size_t j = 0; j < v->n; j++) {
+    const cad_yaml_node_t *k2 = v->pairs[j].key;
+    if (strcmp(k2->str, "values") == 0) values = v->pairs[j].value;
+    else if (strcmp(k2->str, "file") == 0) file = v->pairs[j].value;
+    else if (strcmp(k2->str, "header") == 0) header = v->pairs[j].value;
+    else if (strcmp(k2->str, "delimiter") == 0) delim = v->pairs[j].value;
+    else {
+      cad__err_node(e, k2,
+                    "unknown key '%s' in table '%s' (expected one of: values, file, "
+                    "header, delimiter)",
+                    cad_yaml_quote(q, sizeof q, k2->str, k2->len), tb->name);
+      ok = false;
+    }
+  }
+  if (!ok) return 0;
+  if (!!values == !!file) {
+    cad__err_node(e, v, "table '%s' needs exactly one of 'values' (inline) or 'file' (CSV)",
+                  tb->name);
+    return 0;
+  }
+  bool hdr = false;
+  char dch = ',';
+  if (header) {
+    if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "true") == 0) hdr = true;
+    else if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "false") == 0) hdr = false;
+    else {
+      cad__err_node(e, header, "'header' must be true or false");
+      return 0;
+    }
+  }
+  if (delim) {
+    if (delim->type != CAD_YAML_SCALAR || delim->len != 1 || delim->str[0] == '"' ||
+        delim->str[0] == '\n' || delim->str[0] == '\r') {
+      cad__err_node(e, delim, "'delimiter' must be one character, like \",\" or \";\"");
+      return 0;
+    }
+    dch = delim->str[0];
+  }
+  rows_t rows = {0};
+  const char *src_file = NULL;
+  int lrc = 0;
+  if (values) {
+    if (header || delim) {
+      cad__err_node(e, header ? header : delim, "'header' and 'delimiter' apply to 'file' only");
+      return 0;
+    }
+    if (values->type != CAD_YAML_MAPPING) {
+      cad__err_node(e, values, "'values' must be a mapping of KEY: VALUE, not %s",
+                    cad_yaml_type_name(values));
+      return 0;
+    }
+    for (size_t j = 0; j < values->n && !lrc; j++) {
+      const cad_yaml_node_t *vk = values->pairs[j].key, *vv = values->pairs[j].value;
+      if (vv->type != CAD_YAML_SCALAR) {
+        cad__err_node(e, vv, "the value of '%s' must be a string, not %s",
+                      cad_yaml_quote(q, sizeof q, vk->str, vk->len), cad_yaml_type_name(vv));
+        continue;
+      }
+      lrc = rows_push(&rows, &t->arena, vk->str, vk->len, vv->str,
+                      cad_yaml_is_null(vv) ? 0 : vv->len, vk->line);
+    }
+    src_file = file_of_values;
+  } else {
+    if (file->type != CAD_YAML_SCALAR || file->len == 0) {
+      cad__err_node(e, file, "'file' must be a path to a CSV file");
+      return 0;
+    }
+    char path[4096];
+    if (file->str[0] == '/' || !base_dir || !*base_dir)
+      snprintf(path, sizeof path, "%s", file->str);
+    else snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
+    src_file = cad_arena_dup(&t->arena, path, strlen(path) + 1);
+    if (!src_file) return CAD_E_NOMEM;
+    lrc = load_csv(path, src_file, hdr, dch, &rows, &t->arena, e, file);
+  }
+  if (lrc == CAD_E_NOMEM) {
+    rows_free(&rows);
+    return lrc;
+  }
+  int rc = 0;
+  if (lrc == 0 && build(tb, &t->arena, &rows, e, src_file, tb->name) == CAD_E_NOMEM)
+    rc = CAD_E_NOMEM;
+  rows_free(&rows);
+  return rc < 0 ? rc : 1;
+}
+
 int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_tables_t **out,
                     cad_buf_t *errors) {
   cad__errs_t e = {errors, 0};
@@ -343,111 +428,10 @@ int cad_tables_load(const cad_yaml_node_t *node, const char *base_dir, cad_table
     goto done;
   }
   for (size_t i = 0; i < node->n && !rc; i++) {
-    const cad_yaml_node_t *kn = node->pairs[i].key, *v = node->pairs[i].value;
-    char q[CAD__QBUF];
     cad__table_t *tb = &t->t[t->n];
-    memset(tb, 0, sizeof *tb);
-    tb->name = cad_arena_dup(&t->arena, kn->str, kn->len + 1);
-    if (!tb->name) {
-      rc = CAD_E_NOMEM;
-      break;
-    }
-    if (v->type != CAD_YAML_MAPPING) {
-      cad__err_node(&e, v, "table '%s' must be a mapping with 'values' or 'file', not %s",
-                    cad__quote(q, kn->str, kn->len), cad_yaml_type_name(v));
-      continue;
-    }
-    const cad_yaml_node_t *values = NULL, *file = NULL, *header = NULL, *delim = NULL;
-    bool ok = true;
-    for (size_t j = 0; j < v->n; j++) {
-      const cad_yaml_node_t *k2 = v->pairs[j].key;
-      if (strcmp(k2->str, "values") == 0) values = v->pairs[j].value;
-      else if (strcmp(k2->str, "file") == 0) file = v->pairs[j].value;
-      else if (strcmp(k2->str, "header") == 0) header = v->pairs[j].value;
-      else if (strcmp(k2->str, "delimiter") == 0) delim = v->pairs[j].value;
-      else {
-        cad__err_node(&e, k2,
-                      "unknown key '%s' in table '%s' (expected one of: values, file, "
-                      "header, delimiter)",
-                      cad__quote(q, k2->str, k2->len), tb->name);
-        ok = false;
-      }
-    }
-    if (!ok) continue;
-    if (!!values == !!file) {
-      cad__err_node(&e, v, "table '%s' needs exactly one of 'values' (inline) or 'file' (CSV)",
-                    tb->name);
-      continue;
-    }
-    bool hdr = false;
-    char dch = ',';
-    if (header) {
-      if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "true") == 0) hdr = true;
-      else if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "false") == 0) hdr = false;
-      else {
-        cad__err_node(&e, header, "'header' must be true or false");
-        continue;
-      }
-    }
-    if (delim) {
-      if (delim->type != CAD_YAML_SCALAR || delim->len != 1 || delim->str[0] == '"' ||
-          delim->str[0] == '\n' || delim->str[0] == '\r') {
-        cad__err_node(&e, delim, "'delimiter' must be one character, like \",\" or \";\"");
-        continue;
-      }
-      dch = delim->str[0];
-    }
-    rows_t rows = {0};
-    const char *src_file = NULL;
-    int lrc = 0;
-    if (values) {
-      if (header || delim) {
-        cad__err_node(&e, header ? header : delim, "'header' and 'delimiter' apply to 'file' only");
-        continue;
-      }
-      if (values->type != CAD_YAML_MAPPING) {
-        cad__err_node(&e, values, "'values' must be a mapping of KEY: VALUE, not %s",
-                      cad_yaml_type_name(values));
-        continue;
-      }
-      for (size_t j = 0; j < values->n && !lrc; j++) {
-        const cad_yaml_node_t *vk = values->pairs[j].key, *vv = values->pairs[j].value;
-        if (vv->type != CAD_YAML_SCALAR) {
-          cad__err_node(&e, vv, "the value of '%s' must be a string, not %s",
-                        cad__quote(q, vk->str, vk->len), cad_yaml_type_name(vv));
-          continue;
-        }
-        lrc = rows_push(&rows, &t->arena, vk->str, vk->len, vv->str,
-                        cad_yaml_is_null(vv) ? 0 : vv->len, vk->line);
-      }
-      src_file = node->file;
-    } else {
-      if (file->type != CAD_YAML_SCALAR || file->len == 0) {
-        cad__err_node(&e, file, "'file' must be a path to a CSV file");
-        continue;
-      }
-      char path[4096];
-      if (file->str[0] == '/' || !base_dir || !*base_dir)
-        snprintf(path, sizeof path, "%s", file->str);
-      else snprintf(path, sizeof path, "%s/%s", base_dir, file->str);
-      src_file = cad_arena_dup(&t->arena, path, strlen(path) + 1);
-      if (!src_file) {
-        rc = CAD_E_NOMEM;
-        break;
-      }
-      lrc = load_csv(path, src_file, hdr, dch, &rows, &t->arena, &e, file);
-    }
-    if (lrc == CAD_E_NOMEM) {
-      rows_free(&rows);
-      rc = lrc;
-      break;
-    }
-    if (lrc == 0) {
-      int brc = build(tb, &t->arena, &rows, &e, src_file, tb->name);
-      if (brc == CAD_E_NOMEM) rc = brc;
-    }
-    rows_free(&rows);
-    t->n++;
+    int lr = load_table(t, tb, &e, node->pairs[i].key, node->pairs[i].value, base_dir, node->file);
+    if (lr < 0) rc = lr;
+    else if (lr == 1) t->n++;
   }
 done:
   if (!rc && e.n) rc = CAD_E_CONFIG;
@@ -456,106 +440,5 @@ done:
     return rc;
   }
   *out = t;
-  return 0;
-}
-
-/* ---- HL7 date/time ------------------------------------------------------ */
-
-static bool digits(const char *p, int n, int *v) {
-  int x = 0;
-  for (int i = 0; i < n; i++) {
-    if (p[i] < '0' || p[i] > '9') return false;
-    x = x * 10 + (p[i] - '0');
-  }
-  *v = x;
-  return true;
-}
-
-bool cad__dtm_parse(const char *p, size_t len, cad__dtm_t *out) {
-  memset(out, 0, sizeof *out);
-  out->v[1] = out->v[2] = 1;
-  size_t i = 0;
-  static const int width[6] = {4, 2, 2, 2, 2, 2};
-  static const int lo[6] = {0, 1, 1, 0, 0, 0}, hi[6] = {9999, 12, 31, 23, 59, 59};
-  for (int k = 0; k < 6; k++) {
-    if (i >= len || p[i] == '+' || p[i] == '-' || p[i] == '.') break;
-    if (i + (size_t)width[k] > len) return false;
-    int v;
-    if (!digits(p + i, width[k], &v) || v < lo[k] || v > hi[k]) return false;
-    out->v[k] = v;
-    out->prec = k + 1;
-    i += (size_t)width[k];
-  }
-  if (out->prec == 0) return false;
-  if (i < len && p[i] == '.') {
-    if (out->prec != 6) return false;
-    i++;
-    int nd = 0, f = 0;
-    while (i < len && p[i] >= '0' && p[i] <= '9') {
-      if (nd < 4) f = f * 10 + (p[i] - '0');
-      nd++;
-      i++;
-    }
-    if (nd == 0 || nd > 4) return false;
-    for (int k = nd; k < 4; k++) f *= 10;
-    out->v[6] = f;
-    out->prec = 7;
-  }
-  if (i < len && (p[i] == '+' || p[i] == '-')) {
-    int hh, mm;
-    if (len - i != 5 || !digits(p + i + 1, 2, &hh) || !digits(p + i + 3, 2, &mm) || hh > 23 ||
-        mm > 59)
-      return false;
-    out->has_tz = true;
-    out->tz_min = (p[i] == '-' ? -1 : 1) * (hh * 60 + mm);
-    i = len;
-  }
-  return i == len;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date. */
-static long days_from_civil(long y, int m, int d) {
-  y -= m <= 2;
-  long era = (y >= 0 ? y : y - 399) / 400;
-  long yoe = y - era * 400;
-  long doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(long z, int *y, int *m, int *d) {
-  z += 719468;
-  long era = (z >= 0 ? z : z - 146096) / 146097;
-  long doe = z - era * 146097;
-  long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-  long yy = yoe + era * 400;
-  long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-  long mp = (5 * doy + 2) / 153;
-  *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-  *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-  *y = (int)(yy + (*m <= 2));
-}
-
-static void to_utc(cad__dtm_t *t) {
-  long mins =
-      days_from_civil(t->v[0], t->v[1], t->v[2]) * 1440L + t->v[3] * 60L + t->v[4] - t->tz_min;
-  long days = mins >= 0 ? mins / 1440 : -((-mins + 1439) / 1440);
-  long rem = mins - days * 1440;
-  civil_from_days(days, &t->v[0], &t->v[1], &t->v[2]);
-  t->v[3] = (int)(rem / 60);
-  t->v[4] = (int)(rem % 60);
-  t->tz_min = 0;
-}
-
-int cad__dtm_cmp(const cad__dtm_t *a, const cad__dtm_t *b) {
-  cad__dtm_t x = *a, y = *b;
-  int prec = x.prec < y.prec ? x.prec : y.prec;
-  /* Zones matter only when both sides say to the hour at least. */
-  if (x.has_tz && y.has_tz && prec >= 4 && x.tz_min != y.tz_min) {
-    to_utc(&x);
-    to_utc(&y);
-  }
-  for (int k = 0; k < prec; k++)
-    if (x.v[k] != y.v[k]) return x.v[k] < y.v[k] ? -1 : 1;
   return 0;
 }

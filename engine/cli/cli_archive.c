@@ -1,5 +1,4 @@
-/* cli_archive.c - reading message archives for `replay` and `preview`
- * (cli_archive.h). */
+/* cli_archive.c - reading files of HL7 messages (cli_archive.h). */
 #include "cli_archive.h"
 
 #include <dirent.h>
@@ -17,61 +16,30 @@
 
 /* ---- HL7 time ------------------------------------------------------------ */
 
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-  y -= m <= 2;
-  const int64_t era = (y >= 0 ? y : y - 399) / 400;
-  const unsigned yoe = (unsigned)(y - era * 400);
-  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + (int64_t)doe - 719468;
-}
-
-/* YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+-ZZZZ] into seconds since the epoch (UTC;
- * no zone: as if UTC).  Separators - : T and blanks are ignored, so
- * 2024-03-01T12:00 works for the options.  False when it is not a time. */
+/* An HL7 DTM into seconds since the epoch, by the one DTM parser
+ * (cad_hl7_dtm_parse).  For the options, the separators - : T and blanks
+ * are dropped first (a '-' after the date is a zone), so 2024-03-01T12:00
+ * works.  False when it is not a time. */
 bool cad__dtm_seconds(const char *p, size_t len, double *out) {
-  char d[32];
-  size_t n = 0, i = 0;
-  int sign = 0;
-  int tz = 0;
-  double frac = 0;
-  for (; i < len; i++) {
+  char d[40];
+  size_t n = 0, digits = 0;
+  for (size_t i = 0; i < len; i++) {
     char c = p[i];
-    if (c >= '0' && c <= '9') {
-      if (n >= 14) return false;
-      d[n++] = c;
-    } else if (c == '.') {
-      double scale = 0.1;
-      for (i++; i < len && p[i] >= '0' && p[i] <= '9'; i++, scale /= 10)
-        frac += (p[i] - '0') * scale;
-      i--;
-    } else if (c == '+' || (c == '-' && n >= 8)) {
-      sign = c == '+' ? 1 : -1;
-      i++;
+    bool zone = c == '+' || (c == '-' && digits >= 8);
+    if (!zone && (c == '-' || c == ':' || c == 'T' || c == ' ')) continue;
+    if (n == sizeof d) return false;
+    d[n++] = c;
+    if (zone) { /* the rest is the zone, as it is */
+      if (len - i - 1 > sizeof d - n) return false;
+      memcpy(d + n, p + i + 1, len - i - 1);
+      n += len - i - 1;
       break;
-    } else if (c == '-' || c == ':' || c == 'T' || c == ' ') {
-      continue;
-    } else {
-      return false;
     }
+    if (c >= '0' && c <= '9') digits++;
   }
-  if (sign) {
-    int z = 0, k = 0;
-    for (; i < len && k < 4; i++, k++) {
-      if (p[i] < '0' || p[i] > '9') return false;
-      z = z * 10 + (p[i] - '0');
-    }
-    if (k != 4 || i != len) return false;
-    tz = sign * ((z / 100) * 60 + z % 100);
-  }
-  if (n < 4 || n % 2) return false;
-  int v[6] = {0, 1, 1, 0, 0, 0};
-  v[0] = (d[0] - '0') * 1000 + (d[1] - '0') * 100 + (d[2] - '0') * 10 + (d[3] - '0');
-  for (size_t k = 4, f = 1; k < n; k += 2, f++) v[f] = (d[k] - '0') * 10 + (d[k + 1] - '0');
-  if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60)
-    return false;
-  int64_t days = days_from_civil(v[0], (unsigned)v[1], (unsigned)v[2]);
-  *out = (double)days * 86400.0 + v[3] * 3600.0 + v[4] * 60.0 + v[5] + frac - tz * 60.0;
+  cad_hl7_dtm_t t;
+  if (!cad_hl7_dtm_parse(d, n, &t)) return false;
+  *out = cad_hl7_dtm_seconds(&t);
   return true;
 }
 
@@ -122,6 +90,11 @@ static int add_src(cad__archive_t *r, size_t *cap, const char *path) {
   return 0;
 }
 
+int cad__archive_add_file(cad__archive_t *r, const char *path) {
+  size_t cap = r->nsrc; /* add_src grows from a full array */
+  return add_src(r, &cap, path);
+}
+
 /* Expand the SOURCE arguments: files as they are, directories into their
  * regular files in name order.  Sums the sizes for the progress line. */
 int cad__archive_add_sources(cad__archive_t *r, const char *const *args, size_t nargs) {
@@ -164,7 +137,9 @@ int cad__archive_add_sources(cad__archive_t *r, const char *const *args, size_t 
         rc = CAD_E_NOMEM;
         break;
       }
-      snprintf(p, need, "%s/%s", args[i], de->d_name);
+      size_t al = strlen(args[i]);
+      bool slash = al > 0 && args[i][al - 1] == '/'; /* "dir/" names "dir/x", not "dir//x" */
+      snprintf(p, need, "%s%s%s", args[i], slash ? "" : "/", de->d_name);
       if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) {
         r->bytes_total += (uint64_t)st.st_size;
         rc = add_src(r, &cap, p);
@@ -196,11 +171,11 @@ static int reader_open_src(cad__archive_t *r) {
   r->open = true;
   r->gz = r->member = r->file_eof = r->truncated = false;
   r->fed = 0;
-  cad_hl7_stream_init(&r->hs, CAD_HL7_STREAM_AUTO, 0);
+  cad_hl7_stream_init(&r->hs, CAD_HL7_STREAM_AUTO, r->max_message);
   r->in_len = fread(r->in, 1, IN_CHUNK, r->f);
   r->bytes_read += r->in_len;
   if (r->in_len < IN_CHUNK) {
-    if (ferror(r->f)) return CAD_E_IO;
+    if (ferror(r->f)) return errno ? -errno : CAD_E_IO;
     r->file_eof = true;
   }
   if (r->in_len >= 2 && r->in[0] == 0x1f && r->in[1] == 0x8b) {
@@ -211,6 +186,21 @@ static int reader_open_src(cad__archive_t *r) {
     r->z.next_in = r->in;
     r->z.avail_in = (uInt)r->in_len;
     r->in_len = 0;
+  }
+  return 0;
+}
+
+/* The next chunk of the file into r->in: 0 (*got bytes; r->file_eof set
+ * at its end) or CAD_E_IO (r->errbuf says what). */
+static int read_chunk(cad__archive_t *r, size_t *got) {
+  *got = fread(r->in, 1, IN_CHUNK, r->f);
+  r->bytes_read += *got;
+  if (*got < IN_CHUNK) {
+    if (ferror(r->f)) {
+      snprintf(r->errbuf, sizeof r->errbuf, "read error: %s", strerror(errno));
+      return CAD_E_IO;
+    }
+    r->file_eof = true;
   }
   return 0;
 }
@@ -226,30 +216,16 @@ static int reader_fill(cad__archive_t *r, const char **p, size_t *n) {
       return 1;
     }
     if (r->file_eof) return 0;
-    size_t got = fread(r->in, 1, IN_CHUNK, r->f);
-    r->bytes_read += got;
-    if (got < IN_CHUNK) {
-      if (ferror(r->f)) {
-        snprintf(r->errbuf, sizeof r->errbuf, "read error: %s", strerror(errno));
-        return CAD_E_IO;
-      }
-      r->file_eof = true;
-    }
+    size_t got;
+    if (read_chunk(r, &got) != 0) return CAD_E_IO;
     *p = (const char *)r->in;
     *n = got;
     return got ? 1 : 0;
   }
   for (;;) {
     if (r->z.avail_in == 0 && !r->file_eof) {
-      size_t got = fread(r->in, 1, IN_CHUNK, r->f);
-      r->bytes_read += got;
-      if (got < IN_CHUNK) {
-        if (ferror(r->f)) {
-          snprintf(r->errbuf, sizeof r->errbuf, "read error: %s", strerror(errno));
-          return CAD_E_IO;
-        }
-        r->file_eof = true;
-      }
+      size_t got;
+      if (read_chunk(r, &got) != 0) return CAD_E_IO;
       r->z.next_in = r->in;
       r->z.avail_in = (uInt)got;
     }
@@ -298,7 +274,8 @@ int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it) {
       if (r->cur >= r->nsrc) return 0;
       int rc = reader_open_src(r);
       if (rc) {
-        fprintf(stderr, "caduceus %s: %s: %s\n", r->cmd, r->src[r->cur], cad_strerror(rc));
+        fprintf(stderr, "caduceus %s: cannot open %s: %s\n", r->cmd, r->src[r->cur],
+                cad_strerror(rc));
         r->read_errors++;
         close_src(r);
         r->cur++;
@@ -309,20 +286,22 @@ int cad__archive_next(cad__archive_t *r, cad__archive_item_t *it) {
     int rc = cad_hl7_stream_next(&r->hs, &hi);
     if (rc < 0) return rc;
     if (rc == 1) {
-      if (hi.kind == CAD_HL7_ITEM_MESSAGE) {
-        r->messages++;
-        it->p = hi.bytes.p;
-        it->len = hi.bytes.len;
-        it->src = (uint32_t)r->cur;
-        it->off = hi.offset;
-        return 1;
-      }
+      if (hi.kind == CAD_HL7_ITEM_MESSAGE) r->messages++;
       if (hi.kind == CAD_HL7_ITEM_ERROR) {
         r->skipped_items++;
-        fprintf(stderr, "caduceus %s: %s: byte %llu: skipped: %s\n", r->cmd, r->src[r->cur],
-                (unsigned long long)hi.offset, cad_strerror(hi.err));
+        if (!r->all_items)
+          fprintf(stderr, "caduceus %s: %s: byte %llu: skipped: %s\n", r->cmd, r->src[r->cur],
+                  (unsigned long long)hi.offset, cad_strerror(hi.err));
       }
-      continue;
+      if (hi.kind != CAD_HL7_ITEM_MESSAGE && !r->all_items) continue;
+      it->p = hi.bytes.p;
+      it->len = hi.bytes.len;
+      it->src = (uint32_t)r->cur;
+      it->off = hi.offset;
+      it->kind = hi.kind;
+      it->index = hi.index;
+      it->err = hi.err;
+      return 1;
     }
     if (r->hs.eof || r->truncated) {
       /* after a read error the stream was never finish()ed: the message it

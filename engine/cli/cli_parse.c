@@ -9,6 +9,7 @@
 #include "cad_json.h"
 #include "cli.h"
 #include "hl7.h"
+#include "cli_archive.h"
 #include "hl7_stream.h"
 
 /* ---- output helpers ------------------------------------------------------ */
@@ -29,57 +30,37 @@ static void put_json_str(FILE *out, cad_str_t s) { cad_json_fput(out, s.p, s.len
 typedef int (*msg_fn)(void *ud, uint64_t index, uint64_t offset, cad_str_t bytes);
 typedef int (*env_fn)(void *ud, uint64_t offset, cad_str_t bytes);
 
-/* Feed a file through the stream splitter in chunks (constant memory).
- * Returns 0, or 1 when some item was an error (reported on stderr). */
+/* Each message (and envelope) of a file, through the one reader of message
+ * files (cli_archive.h: chunks, constant memory, gzip).  Returns 0, or 1
+ * when some item was an error (reported on stderr). */
 static int for_each_message(const char *path, size_t max_msg, msg_fn on_msg, env_fn on_env,
                             void *ud, int *io_error) {
-  FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "caduceus: cannot open %s: %s\n", path, strerror(errno));
-    *io_error = 1;
-    return 1;
-  }
-  cad_hl7_stream_t s;
-  cad_hl7_stream_init(&s, CAD_HL7_STREAM_AUTO, max_msg);
-  char chunk[1 << 16];
+  cad__archive_t ar;
+  int rc = cad__archive_init(&ar, "parse");
+  if (!rc) rc = cad__archive_add_file(&ar, path);
+  ar.all_items = true;
+  ar.max_message = max_msg;
   int status = 0;
-  bool eof = false;
-  while (!eof) {
-    size_t n = fread(chunk, 1, sizeof chunk, f);
-    if (n == 0) {
-      if (ferror(f)) {
-        fprintf(stderr, "caduceus: error reading %s: %s\n", path, strerror(errno));
-        *io_error = 1;
-        status = 1;
-      }
-      cad_hl7_stream_finish(&s);
-      eof = true;
-    } else if (cad_hl7_stream_feed(&s, chunk, n) != 0) {
-      fprintf(stderr, "caduceus: out of memory reading %s\n", path);
+  cad__archive_item_t it;
+  while (!rc && (rc = cad__archive_next(&ar, &it)) == 1) {
+    rc = 0;
+    cad_str_t bytes = {it.p, it.len};
+    if (it.kind == CAD_HL7_ITEM_MESSAGE) {
+      if (on_msg(ud, it.index, it.off, bytes)) status = 1;
+    } else if (it.kind == CAD_HL7_ITEM_ENVELOPE) {
+      if (on_env && on_env(ud, it.off, bytes)) status = 1;
+    } else {
+      fprintf(stderr, "%s: offset %llu: %s (%zu bytes skipped)\n", path, (unsigned long long)it.off,
+              cad_strerror(it.err), it.len);
       status = 1;
-      break;
-    }
-    cad_hl7_item_t item;
-    int rc;
-    while ((rc = cad_hl7_stream_next(&s, &item)) == 1) {
-      if (item.kind == CAD_HL7_ITEM_MESSAGE) {
-        if (on_msg(ud, item.index, item.offset, item.bytes)) status = 1;
-      } else if (item.kind == CAD_HL7_ITEM_ENVELOPE) {
-        if (on_env && on_env(ud, item.offset, item.bytes)) status = 1;
-      } else {
-        fprintf(stderr, "%s: offset %llu: %s (%zu bytes skipped)\n", path,
-                (unsigned long long)item.offset, cad_strerror(item.err), item.bytes.len);
-        status = 1;
-      }
-    }
-    if (rc < 0) {
-      fprintf(stderr, "caduceus: %s\n", cad_strerror(rc));
-      status = 1;
-      break;
     }
   }
-  cad_hl7_stream_free(&s);
-  if (f != stdin) fclose(f);
+  if (rc < 0) {
+    fprintf(stderr, "caduceus: %s\n", cad_strerror(rc));
+    status = 1;
+  }
+  if (ar.read_errors) *io_error = status = 1;
+  cad__archive_free(&ar);
   return status;
 }
 

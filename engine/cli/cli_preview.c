@@ -128,35 +128,21 @@ static void emit_note(pv_t *pv, const char *dest, const char *what) {
 
 /* ---- differences by path ------------------------------------------------- */
 
-static bool same(cad_str_t a, cad_str_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
+typedef struct diff_ctx {
+  pv_t *pv;
+  const char *dest;
+} diff_ctx_t;
 
-static bool contains(cad_str_t s, char c) { return c && s.len && memchr(s.p, c, s.len); }
-
-/* Walk down repetition (level 0), component (1), subcomponent (2) while
- * either side has structure at that level; report the smallest parts that
- * differ.  The path gets [r] for a repetition, .c and .s below. */
-static void diff_value(pv_t *pv, const char *dest, const char *path, cad_str_t a, cad_str_t b,
-                       const char seps[3], int level) {
-  if (same(a, b)) return;
-  while (level < 3 && !contains(a, seps[level]) && !contains(b, seps[level])) level++;
-  if (level >= 3) {
-    emit_value(pv, dest, path, a, b);
+static void on_diff(void *ctx, const cad_hl7_diff_t *d) {
+  diff_ctx_t *dc = ctx;
+  if (d->path) {
+    emit_value(dc->pv, dc->dest, d->path, d->a, d->b);
     return;
   }
-  int na = cad_hl7_npieces(a, seps[level]), nb = cad_hl7_npieces(b, seps[level]);
-  int n = na > nb ? na : nb;
-  for (int k = 1; k <= n; k++) {
-    cad_str_t pa = {"", 0}, pb = {"", 0};
-    if (!cad_hl7_piece(a, seps[level], k, &pa)) pa = (cad_str_t){"", 0};
-    if (!cad_hl7_piece(b, seps[level], k, &pb)) pb = (cad_str_t){"", 0};
-    if (same(pa, pb)) continue;
-    char sub[192];
-    if (level == 0) snprintf(sub, sizeof sub, "%s[%d]", path, k);
-    else snprintf(sub, sizeof sub, "%s.%d", path, k);
-    diff_value(pv, dest, sub, pa, pb, seps, level + 1);
-  }
+  char what[96];
+  snprintf(what, sizeof what, "segment %u: %s -> %s", d->seg, d->a_seg ? d->a_seg->name : "(none)",
+           d->b_seg ? d->b_seg->name : "(none)");
+  emit_note(dc->pv, dc->dest, what);
 }
 
 static void diff_msgs(pv_t *pv, const char *dest, cad_str_t was, cad_str_t now, cad_arena_t *a) {
@@ -166,45 +152,9 @@ static void diff_msgs(pv_t *pv, const char *dest, cad_str_t was, cad_str_t now, 
     emit_note(pv, dest, "the bytes differ (a version does not parse)");
     return;
   }
-  int before = pv->nparts;
-  uint32_t n = ma.nsegs > mb.nsegs ? ma.nsegs : mb.nsegs;
-  for (uint32_t i = 0; i < n; i++) {
-    const cad_hl7_seg_t *sa = i < ma.nsegs ? &ma.segs[i] : NULL;
-    const cad_hl7_seg_t *sb = i < mb.nsegs ? &mb.segs[i] : NULL;
-    char what[96];
-    if (!sa || !sb || sa->id != sb->id) {
-      snprintf(what, sizeof what, "segment %u: %s -> %s", i + 1, sa ? sa->name : "(none)",
-               sb ? sb->name : "(none)");
-      emit_note(pv, dest, what);
-      continue;
-    }
-    int occ = 0, total = 0;
-    for (uint32_t k = 0; k < mb.nsegs; k++)
-      if (mb.segs[k].id == sb->id) {
-        total++;
-        if (k <= i) occ++;
-      }
-    char seg[16];
-    if (total > 1) snprintf(seg, sizeof seg, "%s[%d]", sb->name, occ);
-    else snprintf(seg, sizeof seg, "%s", sb->name);
-    int nf = cad_hl7_nfields(sa) > cad_hl7_nfields(sb) ? cad_hl7_nfields(sa) : cad_hl7_nfields(sb);
-    for (int f = 1; f <= nf; f++) {
-      cad_str_t fa = {"", 0}, fb = {"", 0};
-      cad_hl7_field(sa, f, &fa);
-      cad_hl7_field(sb, f, &fb);
-      if (!fa.p) fa = (cad_str_t){"", 0};
-      if (!fb.p) fb = (cad_str_t){"", 0};
-      char path[64];
-      snprintf(path, sizeof path, "%s-%d", seg, f);
-      if (sb->header && f <= 2) {
-        if (!same(fa, fb)) emit_value(pv, dest, path, fa, fb);
-        continue;
-      }
-      const char seps[3] = {sb->d.rep, sb->d.comp, sb->d.sub};
-      diff_value(pv, dest, path, fa, fb, seps, 0);
-    }
-  }
-  if (pv->nparts == before) emit_note(pv, dest, "the bytes differ (same values by path)");
+  diff_ctx_t dc = {pv, dest};
+  if (cad_hl7_diff(&ma, &mb, on_diff, &dc) == 0)
+    emit_note(pv, dest, "the bytes differ (same values by path)");
 }
 
 /* ---- per message ---------------------------------------------------------- */
@@ -307,7 +257,7 @@ static int one_message(pv_t *pv, const cad__archive_t *ar, const cad__archive_it
     if (!ob) {
       emit_note(pv, name, "gained (receives the message now, not before)");
       changed = true;
-    } else if (!same(ob->bytes, rn.outs[i].bytes)) {
+    } else if (!cad_str_eq(ob->bytes, rn.outs[i].bytes)) {
       diff_msgs(pv, name, ob->bytes, rn.outs[i].bytes, a);
       changed = true;
     }

@@ -57,6 +57,7 @@
 #include "cli.h"
 #include "cli_archive.h"
 #include "cli_mllp.h"
+#include "cli_replay_int.h"
 #include "hl7.h"
 #include "hl7_stream.h"
 #include "mllp_sender.h"
@@ -112,98 +113,6 @@ static void usage(FILE *out) {
           "could not be read completely), 2 usage error, 3 interrupted (resumable).\n",
           cad_cli_mllp_help);
 }
-
-/* ---- positions and the checkpoint ---------------------------------------- */
-
-typedef struct pos {
-  uint32_t src;
-  uint64_t off;
-} pos_t;
-
-static int pos_cmp(pos_t a, pos_t b) {
-  if (a.src != b.src) return a.src < b.src ? -1 : 1;
-  return a.off < b.off ? -1 : a.off > b.off ? 1 : 0;
-}
-
-static int pos_qcmp(const void *a, const void *b) {
-  return pos_cmp(*(const pos_t *)a, *(const pos_t *)b);
-}
-
-typedef struct ring_ent {
-  pos_t pos;
-  bool done;
-} ring_ent_t;
-
-typedef struct counts {
-  uint64_t finished, accepted, refused, failed;
-} counts_t;
-
-/* ---- the replay ---------------------------------------------------------- */
-
-typedef struct replay replay_t;
-
-typedef struct slot {
-  replay_t *rp;
-  cad_mllp_sender_t *s;
-  uv_timer_t retry;
-  cad_buf_t msg;
-  pos_t pos;
-  uint64_t ring_seq;
-  int attempts;
-  bool busy;
-} slot_t;
-
-struct replay {
-  uv_loop_t loop;
-  cad__archive_t rd;
-  /* options */
-  cad_route_cond_t *where;
-  char **types;
-  size_t ntypes;
-  bool have_since, have_until;
-  double since, until;
-  uint64_t limit;
-  double rate;
-  bool keep_timing;
-  double speed;
-  int nconn, retries;
-  bool quiet, progress;
-  const char *report_path, *resume_path;
-  uint64_t ckpt_every;
-  /* state */
-  slot_t *slots;
-  cad_buf_t pending;
-  bool have_pending, input_done, stopping, hard_stop, fatal;
-  pos_t pending_pos;
-  double pending_time;
-  bool pending_has_time;
-  uint64_t selected, skipped_done, filtered;
-  counts_t c; /* this run and earlier runs (from the checkpoint) */
-  counts_t c_prev;
-  uint64_t sent_now; /* finished in this run */
-  uint64_t t_start, next_due;
-  double first_time;
-  bool have_first_time;
-  uv_timer_t pace, tick;
-  uv_signal_t sigint, sigterm;
-  cad_arena_t arena;
-  FILE *report;
-  /* checkpoint */
-  ring_ent_t *ring;
-  uint64_t ring_head, ring_tail, window;
-  pos_t resume_next;  /* from the checkpoint: all before is done */
-  pos_t *resume_done; /* sorted */
-  size_t nresume_done;
-  pos_t last_dispatched;
-  bool any_dispatched;
-  uint64_t gen;
-  int log_fd;
-  uint64_t since_snapshot;
-  /* progress */
-  uint64_t prog_last_t, prog_last_n;
-  double prog_rate;
-  bool prog_drawn;
-};
 
 static void pump(replay_t *rp);
 
@@ -274,209 +183,6 @@ static int fetch(replay_t *rp) {
     rp->pending_has_time = has_t;
     return 1;
   }
-}
-
-/* ---- checkpoint files ---------------------------------------------------- */
-
-static int fsync_dir_of(const char *path) {
-  char dir[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) *(slash == dir ? slash + 1 : slash) = 0;
-  else snprintf(dir, sizeof dir, ".");
-  int fd = open(dir, O_RDONLY | O_DIRECTORY);
-  if (fd < 0) return -errno;
-  int rc = fsync(fd) == 0 ? 0 : -errno;
-  close(fd);
-  return rc;
-}
-
-/* The position before which every message is finished. */
-static pos_t watermark(const replay_t *rp) {
-  if (rp->ring_tail != rp->ring_head) return rp->ring[rp->ring_tail % rp->window].pos;
-  if (rp->any_dispatched) {
-    pos_t p = rp->last_dispatched;
-    p.off++;
-    return pos_cmp(p, rp->resume_next) > 0 ? p : rp->resume_next;
-  }
-  return rp->resume_next;
-}
-
-static int write_snapshot(replay_t *rp) {
-  if (!rp->resume_path) return 0;
-  cad_buf_t b = CAD_BUF_INIT;
-  pos_t wm = watermark(rp);
-  uint64_t gen = rp->gen + 1;
-  cad_buf_printf(&b, "caduceus-replay-checkpoint 1\ngen %llu\nsources %zu\n",
-                 (unsigned long long)gen, rp->rd.nsrc);
-  for (size_t i = 0; i < rp->rd.nsrc; i++) cad_buf_printf(&b, "source %zu %s\n", i, rp->rd.src[i]);
-  cad_buf_printf(&b, "next %u %llu\n", wm.src, (unsigned long long)wm.off);
-  for (size_t i = 0; i < rp->nresume_done; i++)
-    if (pos_cmp(rp->resume_done[i], wm) >= 0)
-      cad_buf_printf(&b, "done %u %llu\n", rp->resume_done[i].src,
-                     (unsigned long long)rp->resume_done[i].off);
-  for (uint64_t s = rp->ring_tail; s != rp->ring_head; s++) {
-    const ring_ent_t *e = &rp->ring[s % rp->window];
-    if (e->done) cad_buf_printf(&b, "done %u %llu\n", e->pos.src, (unsigned long long)e->pos.off);
-  }
-  cad_buf_printf(&b, "finished %llu accepted %llu refused %llu failed %llu\n",
-                 (unsigned long long)rp->c.finished, (unsigned long long)rp->c.accepted,
-                 (unsigned long long)rp->c.refused, (unsigned long long)rp->c.failed);
-  uLong crc = crc32(0L, (const Bytef *)b.data, (uInt)b.len);
-  cad_buf_printf(&b, "crc %08lx\n", (unsigned long)crc);
-  if (!b.data) return CAD_E_NOMEM;
-  char tmp[PATH_MAX];
-  snprintf(tmp, sizeof tmp, "%s.tmp", rp->resume_path);
-  int rc = 0;
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) rc = -errno;
-  if (!rc) {
-    size_t off = 0;
-    while (off < b.len) {
-      ssize_t w = write(fd, b.data + off, b.len - off);
-      if (w < 0 && errno == EINTR) continue;
-      if (w < 0) {
-        rc = -errno;
-        break;
-      }
-      off += (size_t)w;
-    }
-    if (!rc && fsync(fd) != 0) rc = -errno;
-    close(fd);
-  }
-  if (!rc && rename(tmp, rp->resume_path) != 0) rc = -errno;
-  if (!rc) rc = fsync_dir_of(rp->resume_path);
-  cad_buf_free(&b);
-  if (rc) {
-    fprintf(stderr, "caduceus replay: cannot write the checkpoint %s: %s\n", rp->resume_path,
-            cad_strerror(rc));
-    return rc;
-  }
-  rp->gen = gen;
-  /* A fresh log for this generation (records of the old one are in the
-   * snapshot now). */
-  if (rp->log_fd >= 0 && ftruncate(rp->log_fd, 0) == 0) {
-    char hdr[64];
-    int n = snprintf(hdr, sizeof hdr, "gen %llu\n", (unsigned long long)gen);
-    if (pwrite(rp->log_fd, hdr, (size_t)n, 0) != n) rc = CAD_E_IO;
-  }
-  rp->since_snapshot = 0;
-  return rc;
-}
-
-static void log_finished(replay_t *rp, pos_t p, char kind) {
-  if (rp->log_fd < 0) return;
-  char line[96], body[64];
-  int bn = snprintf(body, sizeof body, "%c %u %llu", kind, p.src, (unsigned long long)p.off);
-  uLong crc = crc32(0L, (const Bytef *)body, (uInt)bn);
-  int n = snprintf(line, sizeof line, "%s %08lx\n", body, (unsigned long)crc);
-  if (write(rp->log_fd, line, (size_t)n) != n)
-    fprintf(stderr, "caduceus replay: cannot append to the checkpoint log: %s\n", strerror(errno));
-}
-
-static int add_resume_done(replay_t *rp, size_t *cap, pos_t p) {
-  if (rp->nresume_done == *cap) {
-    size_t nc = *cap ? *cap * 2 : 64;
-    pos_t *n = realloc(rp->resume_done, nc * sizeof *n);
-    if (!n) return CAD_E_NOMEM;
-    rp->resume_done = n;
-    *cap = nc;
-  }
-  rp->resume_done[rp->nresume_done++] = p;
-  return 0;
-}
-
-/* Load FILE (when it exists) and the records of FILE.log of the same
- * generation.  Returns 0, 1 (no checkpoint yet) or -1 (printed). */
-static int load_checkpoint(replay_t *rp) {
-  FILE *f = fopen(rp->resume_path, "rb");
-  if (!f) {
-    if (errno == ENOENT) return 1;
-    fprintf(stderr, "caduceus replay: %s: %s\n", rp->resume_path, strerror(errno));
-    return -1;
-  }
-  char line[PATH_MAX + 64];
-  uLong crc = crc32(0L, Z_NULL, 0);
-  bool crc_ok = false, bad = false;
-  size_t nsrc = 0, cap = 0, srcs_seen = 0;
-  unsigned long long a, b2, c2, d2;
-  unsigned u;
-  while (fgets(line, sizeof line, f)) {
-    size_t l = strlen(line);
-    if (strncmp(line, "crc ", 4) == 0) {
-      unsigned long want = strtoul(line + 4, NULL, 16);
-      crc_ok = want == crc;
-      break;
-    }
-    crc = crc32(crc, (const Bytef *)line, (uInt)l);
-    if (l && line[l - 1] == '\n') line[--l] = 0;
-    if (sscanf(line, "gen %llu", &a) == 1) {
-      rp->gen = a;
-    } else if (sscanf(line, "sources %zu", &nsrc) == 1) {
-      if (nsrc != rp->rd.nsrc) bad = true;
-    } else if (strncmp(line, "source ", 7) == 0) {
-      char *sp = strchr(line + 7, ' ');
-      size_t idx = strtoul(line + 7, NULL, 10);
-      if (!sp || idx >= rp->rd.nsrc || strcmp(sp + 1, rp->rd.src[idx]) != 0) bad = true;
-      srcs_seen++;
-    } else if (sscanf(line, "next %u %llu", &u, &a) == 2) {
-      rp->resume_next.src = u;
-      rp->resume_next.off = a;
-    } else if (sscanf(line, "done %u %llu", &u, &a) == 2) {
-      if (add_resume_done(rp, &cap, (pos_t){u, a})) bad = true;
-    } else if (sscanf(line, "finished %llu accepted %llu refused %llu failed %llu", &a, &b2, &c2,
-                      &d2) == 4) {
-      rp->c.finished = a;
-      rp->c.accepted = b2;
-      rp->c.refused = c2;
-      rp->c.failed = d2;
-    }
-  }
-  fclose(f);
-  if (!crc_ok) {
-    fprintf(stderr, "caduceus replay: %s: not a valid checkpoint (damaged or incomplete)\n",
-            rp->resume_path);
-    return -1;
-  }
-  if (bad || srcs_seen != rp->rd.nsrc) {
-    fprintf(stderr,
-            "caduceus replay: %s: the checkpoint is for other sources; give the same SOURCE "
-            "arguments (and directory contents) as the replay it comes from\n",
-            rp->resume_path);
-    return -1;
-  }
-  /* The log of this generation: messages finished after the snapshot. */
-  char logp[PATH_MAX];
-  snprintf(logp, sizeof logp, "%s.log", rp->resume_path);
-  f = fopen(logp, "rb");
-  if (f) {
-    bool gen_ok = false;
-    if (fgets(line, sizeof line, f) && sscanf(line, "gen %llu", &a) == 1 && a == rp->gen)
-      gen_ok = true;
-    while (gen_ok && fgets(line, sizeof line, f)) {
-      char kind;
-      unsigned long want;
-      size_t l = strlen(line);
-      if (!l || line[l - 1] != '\n') break; /* torn last line */
-      char *sp = strrchr(line, ' ');
-      if (!sp) break;
-      *sp = 0;
-      want = strtoul(sp + 1, NULL, 16);
-      if (crc32(0L, (const Bytef *)line, (uInt)strlen(line)) != want) break;
-      if (sscanf(line, "%c %u %llu", &kind, &u, &a) != 3) break;
-      pos_t p = {u, a};
-      if (pos_cmp(p, rp->resume_next) < 0) continue;
-      if (add_resume_done(rp, &cap, p)) break;
-      rp->c.finished++;
-      if (kind == 'A') rp->c.accepted++;
-      else if (kind == 'R') rp->c.refused++;
-      else rp->c.failed++;
-    }
-    fclose(f);
-  }
-  if (rp->nresume_done) qsort(rp->resume_done, rp->nresume_done, sizeof *rp->resume_done, pos_qcmp);
-  rp->c_prev = rp->c;
-  return 0;
 }
 
 /* ---- report -------------------------------------------------------------- */
@@ -564,9 +270,9 @@ static void finish_msg(replay_t *rp, slot_t *sl, char kind) {
   if (kind == 'A') rp->c.accepted++;
   else if (kind == 'R') rp->c.refused++;
   else rp->c.failed++;
-  log_finished(rp, sl->pos, kind);
+  cad__replay_log_finished(rp, sl->pos, kind);
   sl->busy = false;
-  if (rp->resume_path && ++rp->since_snapshot >= rp->ckpt_every) write_snapshot(rp);
+  if (rp->resume_path && ++rp->since_snapshot >= rp->ckpt_every) cad__replay_write_snapshot(rp);
 }
 
 static void deliver(slot_t *sl);
@@ -730,34 +436,86 @@ typedef struct close_wait {
 
 static void on_sender_closed(void *arg) { ((close_wait_t *)arg)->left--; }
 
-int cad_cli_replay(int argc, char **argv) {
-  replay_t *rp = calloc(1, sizeof *rp);
-  const char **args = calloc((size_t)argc + 1, sizeof *args);
-  if (!rp || !args) {
-    free(rp);
-    free(args);
-    return 1;
+/* One option with a value: 0, or 2 (usage error, printed). */
+static int set_valued(replay_t *rp, const char *a, const char *v, const char **where) {
+  uint64_t u;
+  const char *bad = NULL;
+  if (strcmp(a, "--where") == 0) *where = v;
+  else if (strcmp(a, "--type") == 0) {
+    if (!*v || strchr(v, '^') != strrchr(v, '^')) bad = "CODE or CODE^TRIGGER, like ADT^A01";
+    else rp->types[rp->ntypes++] = (char *)v;
+  } else if (strcmp(a, "--since") == 0) {
+    if (!cad__dtm_seconds(v, strlen(v), &rp->since)) bad = DTM_HINT;
+    rp->have_since = true;
+  } else if (strcmp(a, "--until") == 0) {
+    if (!cad__dtm_seconds(v, strlen(v), &rp->until)) bad = DTM_HINT;
+    rp->have_until = true;
+  } else if (strcmp(a, "--limit") == 0) {
+    if (!parse_u64(v, &u, UINT64_MAX / 2) || u == 0) bad = "a count of at least 1";
+    rp->limit = u;
+  } else if (strcmp(a, "--rate") == 0) {
+    if (!parse_rate(v, &rp->rate)) bad = "a rate like 200, 200/s, 6000/min or 10/h";
+  } else if (strcmp(a, "--speed") == 0) {
+    char *end = NULL;
+    rp->speed = strtod(v, &end);
+    if (end == v || (*end && strcmp(end, "x") != 0) || !(rp->speed > 0) || rp->speed > 1e6)
+      bad = "a factor like 10 or 10x";
+  } else if (strcmp(a, "--connections") == 0) {
+    if (!parse_u64(v, &u, MAX_CONNECTIONS) || u == 0) bad = "a number from 1 to 256";
+    rp->nconn = (int)u;
+  } else if (strcmp(a, "--retries") == 0) {
+    if (!parse_u64(v, &u, 100)) bad = "a number from 0 to 100";
+    rp->retries = (int)u;
+  } else if (strcmp(a, "--checkpoint-every") == 0) {
+    if (!parse_u64(v, &u, 1000000000) || u == 0) bad = "a count of at least 1";
+    rp->ckpt_every = u;
+  } else if (strcmp(a, "--report") == 0) rp->report_path = v;
+  else if (strcmp(a, "--resume") == 0) rp->resume_path = v;
+  if (!bad) return 0;
+  fprintf(stderr, "caduceus replay: %s: expected %s\n", a, bad);
+  return 2;
+}
+
+/* The options that go together, and --where compiled.  0 or 2 (printed). */
+static int check_options(replay_t *rp, cad_cli_mllp_t *mo, size_t nargs, const char *where) {
+  const char *why = cad_cli_mllp_check(mo);
+  if (!why && nargs == 0) why = "no input: give one or more files, directories, or - for stdin";
+  if (!why && rp->rate > 0 && rp->keep_timing) why = "--rate and --keep-timing exclude each other";
+  if (!why && rp->speed != 1 && !rp->keep_timing) why = "--speed goes with --keep-timing";
+  if (!why && rp->have_since && rp->have_until && rp->until <= rp->since)
+    why = "--until must be after --since";
+  if (why) {
+    fprintf(stderr, "caduceus replay: %s\n", why);
+    usage(stderr);
+    return 2;
   }
-  size_t nargs = 0;
-  cad_cli_mllp_t mo;
-  cad_cli_mllp_init(&mo);
-  rp->nconn = 1;
-  rp->retries = 2;
-  rp->speed = 1;
-  rp->ckpt_every = 1000;
-  rp->log_fd = -1;
+  if (!where) return 0;
+  cad_buf_t errs = CAD_BUF_INIT;
+  int rc = cad_route_cond_parse(where, NULL, &rp->where, &errs);
+  if (rc) {
+    const char *e = cad_buf_cstr(&errs);
+    fprintf(stderr, "caduceus replay: --where: %s\n%s", cad_strerror(rc), e ? e : "");
+  }
+  cad_buf_free(&errs);
+  return rc ? 2 : 0;
+}
+
+/* The command line into rp, mo and args.  Returns -1 to go on, or the exit
+ * status (0 after --help, 2 on a usage error, printed). */
+static int parse_options(replay_t *rp, cad_cli_mllp_t *mo, int argc, char **argv, const char **args,
+                         size_t *nargs) {
+  static const char *const valued[] = {"--where",  "--type",   "--since",   "--until",
+                                       "--limit",  "--rate",   "--speed",   "--connections",
+                                       "--report", "--resume", "--retries", "--checkpoint-every"};
   const char *where = NULL;
-  int status = 2;
   bool opts = true;
-  rp->types = calloc((size_t)argc + 1, sizeof *rp->types);
-  if (!rp->types) goto out;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-    int m = opts ? cad_cli_mllp_arg(&mo, "replay", argc, argv, &i) : 0;
-    if (m < 0) goto out;
+    int m = opts ? cad_cli_mllp_arg(mo, "replay", argc, argv, &i) : 0;
+    if (m < 0) return 2;
     if (m > 0) continue;
     if (!opts || a[0] != '-' || !a[1]) {
-      args[nargs++] = a;
+      args[(*nargs)++] = a;
       continue;
     }
     if (strcmp(a, "--") == 0) {
@@ -766,8 +524,7 @@ int cad_cli_replay(int argc, char **argv) {
     }
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       usage(stdout);
-      status = 0;
-      goto out;
+      return 0;
     }
     if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) {
       rp->quiet = true;
@@ -777,136 +534,78 @@ int cad_cli_replay(int argc, char **argv) {
       rp->keep_timing = true;
       continue;
     }
-    /* options with a value */
-    static const char *const valued[] = {"--where",  "--type",   "--since",   "--until",
-                                         "--limit",  "--rate",   "--speed",   "--connections",
-                                         "--report", "--resume", "--retries", "--checkpoint-every"};
     bool known = false;
     for (size_t k = 0; k < sizeof valued / sizeof valued[0]; k++)
       if (strcmp(a, valued[k]) == 0) known = true;
     if (!known) {
       fprintf(stderr, "caduceus replay: unknown option '%s'\n", a);
       usage(stderr);
-      goto out;
+      return 2;
     }
     if (i + 1 >= argc) {
       fprintf(stderr, "caduceus replay: %s needs a value\n", a);
-      goto out;
+      return 2;
     }
-    const char *v = argv[++i];
-    uint64_t u;
-    const char *bad = NULL;
-    if (strcmp(a, "--where") == 0) where = v;
-    else if (strcmp(a, "--type") == 0) {
-      if (!*v || strchr(v, '^') != strrchr(v, '^')) bad = "CODE or CODE^TRIGGER, like ADT^A01";
-      else rp->types[rp->ntypes++] = (char *)v;
-    } else if (strcmp(a, "--since") == 0) {
-      if (!cad__dtm_seconds(v, strlen(v), &rp->since)) bad = DTM_HINT;
-      rp->have_since = true;
-    } else if (strcmp(a, "--until") == 0) {
-      if (!cad__dtm_seconds(v, strlen(v), &rp->until)) bad = DTM_HINT;
-      rp->have_until = true;
-    } else if (strcmp(a, "--limit") == 0) {
-      if (!parse_u64(v, &u, UINT64_MAX / 2) || u == 0) bad = "a count of at least 1";
-      rp->limit = u;
-    } else if (strcmp(a, "--rate") == 0) {
-      if (!parse_rate(v, &rp->rate)) bad = "a rate like 200, 200/s, 6000/min or 10/h";
-    } else if (strcmp(a, "--speed") == 0) {
-      char *end = NULL;
-      rp->speed = strtod(v, &end);
-      if (end == v || (*end && strcmp(end, "x") != 0) || !(rp->speed > 0) || rp->speed > 1e6)
-        bad = "a factor like 10 or 10x";
-    } else if (strcmp(a, "--connections") == 0) {
-      if (!parse_u64(v, &u, MAX_CONNECTIONS) || u == 0) bad = "a number from 1 to 256";
-      rp->nconn = (int)u;
-    } else if (strcmp(a, "--retries") == 0) {
-      if (!parse_u64(v, &u, 100)) bad = "a number from 0 to 100";
-      rp->retries = (int)u;
-    } else if (strcmp(a, "--checkpoint-every") == 0) {
-      if (!parse_u64(v, &u, 1000000000) || u == 0) bad = "a count of at least 1";
-      rp->ckpt_every = u;
-    } else if (strcmp(a, "--report") == 0) rp->report_path = v;
-    else if (strcmp(a, "--resume") == 0) rp->resume_path = v;
-    if (bad) {
-      fprintf(stderr, "caduceus replay: %s: expected %s\n", a, bad);
-      goto out;
-    }
+    if (set_valued(rp, a, argv[++i], &where) != 0) return 2;
   }
-  const char *why = cad_cli_mllp_check(&mo);
-  if (!why && nargs == 0) why = "no input: give one or more files, directories, or - for stdin";
-  if (!why && rp->rate > 0 && rp->keep_timing) why = "--rate and --keep-timing exclude each other";
-  if (!why && rp->speed != 1 && !rp->keep_timing) why = "--speed goes with --keep-timing";
-  if (!why && rp->have_since && rp->have_until && rp->until <= rp->since)
-    why = "--until must be after --since";
-  if (why) {
-    fprintf(stderr, "caduceus replay: %s\n", why);
-    usage(stderr);
-    goto out;
-  }
-  if (where) {
-    cad_buf_t errs = CAD_BUF_INIT;
-    int rc = cad_route_cond_parse(where, NULL, &rp->where, &errs);
-    if (rc) {
-      const char *e = cad_buf_cstr(&errs);
-      fprintf(stderr, "caduceus replay: --where: %s\n%s", cad_strerror(rc), e ? e : "");
-      cad_buf_free(&errs);
-      goto out;
-    }
-    cad_buf_free(&errs);
-  }
+  int rc = check_options(rp, mo, *nargs, where);
+  return rc ? rc : -1;
+}
 
-  status = 1;
+/* Sources, the window, the checkpoint and the report file.  0 or -1
+ * (printed). */
+static int setup_files(replay_t *rp, const char **args, size_t nargs) {
   if (cad__archive_init(&rp->rd, "replay") != 0 ||
       cad__archive_add_sources(&rp->rd, args, nargs) != 0)
-    goto out;
+    return -1;
   if (rp->rd.nsrc == 0) {
     fprintf(stderr, "caduceus replay: no files in the given directories\n");
-    goto out;
+    return -1;
   }
   rp->window = (uint64_t)rp->nconn * 16 < 256 ? 256 : (uint64_t)rp->nconn * 16;
   rp->ring = calloc(rp->window, sizeof *rp->ring);
   rp->slots = calloc((size_t)rp->nconn, sizeof *rp->slots);
-  if (!rp->ring || !rp->slots) goto out;
+  if (!rp->ring || !rp->slots) return -1;
   bool resuming = false;
   if (rp->resume_path) {
-    int lr = load_checkpoint(rp);
-    if (lr < 0) goto out;
+    int lr = cad__replay_load_checkpoint(rp);
+    if (lr < 0) return -1;
     resuming = lr == 0;
     char logp[PATH_MAX];
     snprintf(logp, sizeof logp, "%s.log", rp->resume_path);
     rp->log_fd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (rp->log_fd < 0) {
       fprintf(stderr, "caduceus replay: %s: %s\n", logp, strerror(errno));
-      goto out;
+      return -1;
     }
     /* fold the old log into a snapshot at once: from here on, the log is ours */
-    if (write_snapshot(rp) != 0) goto out;
+    if (cad__replay_write_snapshot(rp) != 0) return -1;
     if (resuming)
       fprintf(stderr, "caduceus replay: resuming: %llu messages finished before\n",
               (unsigned long long)rp->c.finished);
   }
-  if (rp->report_path) {
-    rp->report = fopen(rp->report_path, resuming ? "ab" : "wb");
-    if (!rp->report) {
-      fprintf(stderr, "caduceus replay: %s: %s\n", rp->report_path, strerror(errno));
-      goto out;
-    }
-    if (!resuming || ftell(rp->report) == 0)
-      fputs(
-          "# caduceus replay report: messages not accepted; this file is itself an archive "
-          "that caduceus replay can send again\n",
-          rp->report);
+  if (!rp->report_path) return 0;
+  rp->report = fopen(rp->report_path, resuming ? "ab" : "wb");
+  if (!rp->report) {
+    fprintf(stderr, "caduceus replay: %s: %s\n", rp->report_path, strerror(errno));
+    return -1;
   }
-  cad_tls_ctx_t *ctx = NULL;
+  if (!resuming || ftell(rp->report) == 0)
+    fputs(
+        "# caduceus replay report: messages not accepted; this file is itself an archive "
+        "that caduceus replay can send again\n",
+        rp->report);
+  return 0;
+}
+
+/* The loop, one sender per slot, the timers and the signals.  Returns how
+ * many senders were made (rp->fatal is set when not all). */
+static int setup_loop(replay_t *rp, const cad_cli_mllp_t *mo, cad_tls_ctx_t *ctx) {
   char err[300];
-  if (cad_cli_mllp_tls(&mo, &ctx, err, sizeof err) != 0) {
-    fprintf(stderr, "caduceus replay: TLS: %s\n", err);
-    goto out;
-  }
   uv_loop_init(&rp->loop);
   cad_arena_init(&rp->arena, 65536, (size_t)64 << 20);
   cad_mllp_sender_opts_t so;
-  cad_cli_mllp_sender_opts(&mo, ctx, &so);
+  cad_cli_mllp_sender_opts(mo, ctx, &so);
   int made = 0;
   for (; made < rp->nconn; made++) {
     slot_t *sl = &rp->slots[made];
@@ -930,18 +629,12 @@ int cad_cli_replay(int argc, char **argv) {
   uv_signal_start(&rp->sigterm, on_signal, SIGTERM);
   rp->progress = !rp->quiet && isatty(2);
   if (rp->progress) uv_timer_start(&rp->tick, on_tick, 250, 250);
-  rp->t_start = uv_hrtime();
-  if (!rp->fatal) {
-    pump(rp);
-    if (!(rp->input_done || rp->stopping || rp->fatal) || !all_idle(rp))
-      uv_run(&rp->loop, UV_RUN_DEFAULT);
-  }
-  double elapsed = (double)(uv_hrtime() - rp->t_start) / 1e9;
-  if (rp->progress) {
-    draw_progress(rp);
-    fputc('\n', stderr);
-  }
-  /* close everything; a message still in flight (hard stop) ends as RETRY */
+  return made;
+}
+
+/* Close every handle of the loop; a message still in flight (hard stop)
+ * ends as RETRY. */
+static void close_loop(replay_t *rp, int made) {
   close_wait_t cw = {0};
   for (int i = 0; i < made; i++) {
     cw.left++;
@@ -956,8 +649,10 @@ int cad_cli_replay(int argc, char **argv) {
   while (uv_run(&rp->loop, UV_RUN_DEFAULT) != 0) {
   }
   if (uv_loop_close(&rp->loop) != 0) fprintf(stderr, "caduceus replay: handles left open\n");
-  cad_tls_ctx_unref(ctx);
-  if (rp->resume_path) write_snapshot(rp);
+}
+
+/* The summary lines on stdout; returns the exit status. */
+static int print_summary(const replay_t *rp, double elapsed) {
   bool interrupted = rp->stopping || rp->hard_stop;
   printf(
       "replay: %llu read, %llu selected, %llu filtered out, %llu already done (resume); "
@@ -977,14 +672,41 @@ int cad_cli_replay(int argc, char **argv) {
         (unsigned long long)rp->c.refused, (unsigned long long)rp->c.failed,
         interrupted ? "; run again with the same arguments to continue" : "");
   fflush(stdout);
-  if (interrupted) status = 3;
-  else if (rp->fatal || rp->rd.read_errors || rp->c.refused != rp->c_prev.refused ||
-           rp->c.failed != rp->c_prev.failed ||
-           (rp->sent_now == 0 && rp->skipped_done == 0 && rp->selected == 0 &&
-            rp->rd.messages == 0))
-    status = 1;
-  else status = 0;
-out:
+  if (interrupted) return 3;
+  if (rp->fatal || rp->rd.read_errors || rp->c.refused != rp->c_prev.refused ||
+      rp->c.failed != rp->c_prev.failed ||
+      (rp->sent_now == 0 && rp->skipped_done == 0 && rp->selected == 0 && rp->rd.messages == 0))
+    return 1;
+  return 0;
+}
+
+/* Send until the input ends or a signal stops it; returns the exit status. */
+static int run_replay(replay_t *rp, const cad_cli_mllp_t *mo) {
+  cad_tls_ctx_t *ctx = NULL;
+  char err[300];
+  if (cad_cli_mllp_tls(mo, &ctx, err, sizeof err) != 0) {
+    fprintf(stderr, "caduceus replay: TLS: %s\n", err);
+    return 1;
+  }
+  int made = setup_loop(rp, mo, ctx);
+  rp->t_start = uv_hrtime();
+  if (!rp->fatal) {
+    pump(rp);
+    if (!(rp->input_done || rp->stopping || rp->fatal) || !all_idle(rp))
+      uv_run(&rp->loop, UV_RUN_DEFAULT);
+  }
+  double elapsed = (double)(uv_hrtime() - rp->t_start) / 1e9;
+  if (rp->progress) {
+    draw_progress(rp);
+    fputc('\n', stderr);
+  }
+  close_loop(rp, made);
+  cad_tls_ctx_unref(ctx);
+  if (rp->resume_path) cad__replay_write_snapshot(rp);
+  return print_summary(rp, elapsed);
+}
+
+static void free_replay(replay_t *rp) {
   for (int i = 0; rp->slots && i < rp->nconn; i++) cad_buf_free(&rp->slots[i].msg);
   free(rp->slots);
   cad_buf_free(&rp->pending);
@@ -997,6 +719,29 @@ out:
   cad_route_cond_free(rp->where);
   free(rp->types);
   free(rp);
+}
+
+int cad_cli_replay(int argc, char **argv) {
+  replay_t *rp = calloc(1, sizeof *rp);
+  const char **args = calloc((size_t)argc + 1, sizeof *args);
+  if (rp) rp->types = calloc((size_t)argc + 1, sizeof *rp->types);
+  if (!rp || !args || !rp->types) {
+    if (rp) free(rp->types);
+    free(rp);
+    free(args);
+    return 1;
+  }
+  size_t nargs = 0;
+  cad_cli_mllp_t mo;
+  cad_cli_mllp_init(&mo);
+  rp->nconn = 1;
+  rp->retries = 2;
+  rp->speed = 1;
+  rp->ckpt_every = 1000;
+  rp->log_fd = -1;
+  int status = parse_options(rp, &mo, argc, argv, args, &nargs);
+  if (status < 0) status = setup_files(rp, args, nargs) != 0 ? 1 : run_replay(rp, &mo);
+  free_replay(rp);
   free(args);
   return status;
 }

@@ -13,6 +13,7 @@
 #include "cad_error.h"
 #include "cli.h"
 #include "cli_mllp.h"
+#include "cli_archive.h"
 #include "hl7_stream.h"
 #include "mllp_sender.h"
 #include "transport.h"
@@ -110,40 +111,21 @@ static void send_one(send_state_t *st, const char *p, size_t len) {
   fflush(stdout);
 }
 
+/* Every message of a file, through the one reader of message files
+ * (cli_archive.h); an unreadable stretch counts as failed. */
 static int send_file(send_state_t *st, const char *path) {
-  char *data = NULL;
-  size_t len = 0;
-  int rc = cad_cli_read_file(path, &data, &len);
-  if (rc) {
-    fprintf(stderr, "caduceus send: %s: %s\n", path, cad_strerror(rc));
-    return 1;
+  cad__archive_t ar;
+  int rc = cad__archive_init(&ar, "send");
+  if (!rc) rc = cad__archive_add_file(&ar, path);
+  cad__archive_item_t it;
+  while (!rc && (rc = cad__archive_next(&ar, &it)) == 1) {
+    rc = 0;
+    send_one(st, it.p, it.len); /* the item stays valid until the next call */
   }
-  cad_hl7_stream_t hs;
-  cad_hl7_stream_init(&hs, CAD_HL7_STREAM_AUTO, 0);
-  int status = 0;
-  if (cad_hl7_stream_feed(&hs, data, len) != 0) {
-    fprintf(stderr, "caduceus send: %s: out of memory\n", path);
-    status = 1;
-  } else {
-    cad_hl7_stream_finish(&hs);
-    cad_hl7_item_t it;
-    int r;
-    while ((r = cad_hl7_stream_next(&hs, &it)) == 1) {
-      if (it.kind == CAD_HL7_ITEM_MESSAGE) {
-        send_one(st, it.bytes.p, it.bytes.len); /* the item stays valid: no stream call */
-      } else if (it.kind == CAD_HL7_ITEM_ERROR) {
-        fprintf(stderr, "caduceus send: %s: byte %llu: skipped: %s\n", path,
-                (unsigned long long)it.offset, cad_strerror(it.err));
-        st->failed++;
-      }
-    }
-    if (r < 0) {
-      fprintf(stderr, "caduceus send: %s: %s\n", path, cad_strerror(r));
-      status = 1;
-    }
-  }
-  cad_hl7_stream_free(&hs);
-  free(data);
+  if (rc < 0) fprintf(stderr, "caduceus send: %s: %s\n", path, cad_strerror(rc));
+  st->failed += ar.skipped_items;
+  int status = rc < 0 || ar.read_errors ? 1 : 0;
+  cad__archive_free(&ar);
   return status;
 }
 

@@ -105,45 +105,28 @@ static char *normalise(const char *p, size_t n, size_t *out_len) {
 
 /* ---- difference by path ------------------------------------------------- */
 
-static bool same(cad_str_t a, cad_str_t b) {
-  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
-}
+typedef struct diff_ctx {
+  run_t *r;
+  const char *dest;
+} diff_ctx_t;
 
-static bool has_sep(cad_str_t s, char sep) { return s.len && memchr(s.p, sep, s.len); }
-
-/* Compare two element texts, going down through the separators in `seps`
- * (repetition, component, subcomponent) to the smallest part that differs. */
-static void diff_elem(run_t *r, const char *dest, const char *path, cad_str_t e, cad_str_t g,
-                      const char *seps, int level) {
-  if (same(e, g)) return;
-  bool deeper = false;
-  for (const char *s = seps; *s; s++)
-    if (has_sep(e, *s) || has_sep(g, *s)) deeper = true;
-  if (!deeper) {
-    char b1[256], b2[256];
-    fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path, show(b1, sizeof b1, e),
-              show(b2, sizeof b2, g));
+static void on_diff(void *ctx, const cad_hl7_diff_t *d) {
+  diff_ctx_t *dc = ctx;
+  if (!d->path) {
+    if (!d->b_seg)
+      fail_line(dc->r, "%s: segment %u: expected %s, got nothing (message too short)", dc->dest,
+                d->seg, d->a_seg->name);
+    else if (!d->a_seg)
+      fail_line(dc->r, "%s: segment %u: expected nothing, got %s", dc->dest, d->seg,
+                d->b_seg->name);
+    else
+      fail_line(dc->r, "%s: segment %u: expected %s, got %s", dc->dest, d->seg, d->a_seg->name,
+                d->b_seg->name);
     return;
   }
-  char sep = seps[0];
-  char sub[160];
-  if (!has_sep(e, sep) && !has_sep(g, sep)) {
-    /* One piece at this level: name it only where a path needs it. */
-    snprintf(sub, sizeof sub, "%s%s", path, level == 1 ? ".1" : "");
-    diff_elem(r, dest, sub, e, g, seps + 1, level + 1);
-    return;
-  }
-  int ne = cad_hl7_npieces(e, sep), ng = cad_hl7_npieces(g, sep);
-  int n = ne > ng ? ne : ng;
-  for (int k = 1; k <= n; k++) {
-    cad_str_t pe = {"", 0}, pg = {"", 0};
-    if (!cad_hl7_piece(e, sep, k, &pe)) pe = (cad_str_t){"", 0};
-    if (!cad_hl7_piece(g, sep, k, &pg)) pg = (cad_str_t){"", 0};
-    if (same(pe, pg)) continue;
-    if (level == 0) snprintf(sub, sizeof sub, "%s[%d]", path, k);
-    else snprintf(sub, sizeof sub, "%s.%d", path, k);
-    diff_elem(r, dest, sub, pe, pg, seps + 1, level + 1);
-  }
+  char b1[256], b2[256];
+  fail_line(dc->r, "%s: %s: expected \"%s\", got \"%s\"", dc->dest, d->path,
+            show(b1, sizeof b1, d->a), show(b2, sizeof b2, d->b));
 }
 
 static void diff_messages(run_t *r, const char *dest, const char *ep, size_t elen, const char *gp,
@@ -154,63 +137,14 @@ static void diff_messages(run_t *r, const char *dest, const char *ep, size_t ele
   cad_hl7_diag_t dg;
   int rc1 = cad_hl7_parse(&em, ep, elen, &a, NULL, &dg);
   int rc2 = cad_hl7_parse(&gm, gp, glen, &a, NULL, &dg);
-  int before = r->lines;
   if (rc1 || rc2) {
     fail_line(r, "%s: the %s message does not parse (%s); bytes differ", dest,
               rc1 ? "expected" : "produced", cad_strerror(rc1 ? rc1 : rc2));
     cad_arena_free(&a);
     return;
   }
-  uint32_t n = em.nsegs > gm.nsegs ? em.nsegs : gm.nsegs;
-  for (uint32_t i = 0; i < n; i++) {
-    const cad_hl7_seg_t *es = i < em.nsegs ? &em.segs[i] : NULL;
-    const cad_hl7_seg_t *gs = i < gm.nsegs ? &gm.segs[i] : NULL;
-    if (!gs) {
-      fail_line(r, "%s: segment %u: expected %s, got nothing (message too short)", dest, i + 1,
-                es->name);
-      continue;
-    }
-    if (!es) {
-      fail_line(r, "%s: segment %u: expected nothing, got %s", dest, i + 1, gs->name);
-      continue;
-    }
-    if (es->id != gs->id) {
-      fail_line(r, "%s: segment %u: expected %s, got %s", dest, i + 1, es->name, gs->name);
-      continue;
-    }
-    /* Name the segment as a path: with [occurrence] when it repeats. */
-    int occ = 0, total = 0;
-    for (uint32_t k = 0; k < em.nsegs; k++)
-      if (em.segs[k].id == es->id) {
-        total++;
-        if (k <= i) occ++;
-      }
-    char segname[32];
-    if (total > 1) snprintf(segname, sizeof segname, "%s[%d]", es->name, occ);
-    else snprintf(segname, sizeof segname, "%s", es->name);
-    int nf = cad_hl7_nfields(es), ng = cad_hl7_nfields(gs);
-    int maxf = nf > ng ? nf : ng;
-    for (int f = 1; f <= maxf; f++) {
-      cad_str_t ef = {"", 0}, gf = {"", 0};
-      cad_hl7_field(es, f, &ef);
-      cad_hl7_field(gs, f, &gf);
-      if (!ef.p) ef.p = "";
-      if (!gf.p) gf.p = "";
-      char path[64];
-      snprintf(path, sizeof path, "%s-%d", segname, f);
-      if (es->header && f <= 2) {
-        if (!same(ef, gf)) {
-          char b1[256], b2[256];
-          fail_line(r, "%s: %s: expected \"%s\", got \"%s\"", dest, path, show(b1, sizeof b1, ef),
-                    show(b2, sizeof b2, gf));
-        }
-        continue;
-      }
-      char seps[4] = {es->d.rep, es->d.comp, es->d.sub, 0};
-      diff_elem(r, dest, path, ef, gf, seps, 0);
-    }
-  }
-  if (r->lines == before)
+  diff_ctx_t dc = {r, dest};
+  if (cad_hl7_diff(&em, &gm, on_diff, &dc) == 0)
     fail_line(r,
               "%s: same values by path, but the bytes differ (expected %zu bytes, got %zu): "
               "trailing delimiters or encoding",
@@ -274,65 +208,99 @@ static void print_outputs(const cad_routes_t *routes, const cad_route_result_t *
   }
 }
 
-/* Run one test case. Returns 1 passed, 0 failed. */
-static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
-                    const cad_yaml_node_t *t, size_t idx) {
-  r->out.len = 0;
-  r->lines = 0;
-  char name[256];
-  snprintf(name, sizeof name, "test %zu", idx + 1);
+/* The keys of a test case: its name, input (loaded) and expect.  Returns
+ * true when the case is well formed (errors printed otherwise). */
+static bool read_case(run_t *r, const cad_yaml_node_t *t, char *name, size_t cap,
+                      const cad_yaml_node_t **expect, char **in, size_t *inlen) {
   if (t->type != CAD_YAML_MAPPING) {
     errorf(t, "a test case is a mapping with name, input and expect");
-    return 0;
+    return false;
   }
-  const cad_yaml_node_t *input = NULL, *expect = NULL;
+  const cad_yaml_node_t *input = NULL;
   bool bad = false;
+  *expect = NULL;
   for (size_t i = 0; i < t->n; i++) {
     const cad_yaml_node_t *k = t->pairs[i].key, *v = t->pairs[i].value;
     if (strcmp(k->str, "name") == 0 && v->type == CAD_YAML_SCALAR)
-      snprintf(name, sizeof name, "%s", v->str);
+      snprintf(name, cap, "%s", v->str);
     else if (strcmp(k->str, "input") == 0) input = v;
-    else if (strcmp(k->str, "expect") == 0) expect = v;
+    else if (strcmp(k->str, "expect") == 0) *expect = v;
     else {
       errorf(k, "unknown key '%s' in a test case (expected one of: name, input, expect)", k->str);
       bad = true;
     }
   }
   if (!input) bad = true, errorf(t, "test '%s' needs 'input', the message to route", name);
-  if (!expect) bad = true, errorf(t, "test '%s' needs 'expect'", name);
-  else if (expect->type != CAD_YAML_MAPPING)
+  if (!*expect) bad = true, errorf(t, "test '%s' needs 'expect'", name);
+  else if ((*expect)->type != CAD_YAML_MAPPING)
     bad = true,
-    errorf(expect, "'expect' must be a mapping of destinations (and disposition, error)");
-  char *in = NULL;
-  size_t inlen = 0;
-  if (!bad && load_message(r, input, &in, &inlen, false) != 0) bad = true;
-  if (bad) {
-    free(in);
-    printf("FAIL %s / %s (the test case is wrong, see above)\n", channel, name);
-    return 0;
-  }
+    errorf(*expect, "'expect' must be a mapping of destinations (and disposition, error)");
+  if (!bad && load_message(r, input, in, inlen, false) != 0) bad = true;
+  return !bad;
+}
 
-  cad_arena_t arena;
-  cad_arena_init(&arena, 65536, 64u << 20);
-  cad_route_result_t res;
-  int erc = cad_routes_eval(routes, in, inlen, NULL, &arena, &res);
+static size_t count_outs(const cad_route_result_t *res, size_t d) {
+  size_t got = 0;
+  for (size_t o = 0; o < res->nouts; o++)
+    if (res->outs[o].dest == d) got++;
+  return got;
+}
 
-  /* What the test expects. */
-  const cad_yaml_node_t *disp = cad_yaml_get(expect, "disposition");
-  const cad_yaml_node_t *err = cad_yaml_get(expect, "error");
-  int want_disp = -1;
-  if (disp) {
-    for (int i = 0; i < 5; i++)
-      if (disp->type == CAD_YAML_SCALAR && strcmp(disp->str, dispositions[i]) == 0) want_disp = i;
-    if (want_disp < 0) {
-      errorf(disp, "'disposition' must be one of: deliver, filtered, rejected, error, dead_letter");
-      bad = true;
+/* What destination d (named by key k) must receive, given by v: one
+ * message, none, or a list.  Sets *any_dest when a message is expected.
+ * Returns false when the expectation itself is wrong (printed). */
+static bool check_dest(run_t *r, const cad_route_result_t *res, size_t d, const cad_yaml_node_t *k,
+                       const cad_yaml_node_t *v, bool *any_dest) {
+  size_t nexp = v->type == CAD_YAML_SEQUENCE ? v->n : 1;
+  size_t got = count_outs(res, d);
+  size_t seen = 0;
+  for (size_t e = 0; e < nexp; e++) {
+    const cad_yaml_node_t *item = v->type == CAD_YAML_SEQUENCE ? v->items[e] : v;
+    char *exp = NULL;
+    size_t elen = 0;
+    int lr = load_message(r, item, &exp, &elen, v->type != CAD_YAML_SEQUENCE);
+    if (lr < 0) return false;
+    if (lr == 1) {
+      if (got) fail_line(r, "%s: expected no message, got %zu", k->str, got);
+      return true;
     }
+    *any_dest = true;
+    /* The e-th output to this destination. */
+    const cad_route_out_t *out = NULL;
+    for (size_t o = 0, c = 0; o < res->nouts; o++)
+      if (res->outs[o].dest == d && c++ == e) out = &res->outs[o];
+    seen++;
+    if (!out && nexp > 1) {
+      fail_line(r, "%s: expected %zu messages, got %zu", k->str, nexp, got);
+      free(exp);
+      return true;
+    } else if (!out) {
+      fail_line(r, "%s: expected a message, got none (disposition %s%s%s)", k->str,
+                cad_route_disposition_name(res->disposition), res->diag.reason[0] ? ": " : "",
+                res->diag.reason);
+    } else {
+      size_t nl1, nl2;
+      char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);
+      if (ne && ng && (nl1 != nl2 || memcmp(ne, ng, nl1) != 0))
+        diff_messages(r, k->str, ne, nl1, ng, nl2);
+      free(ne);
+      free(ng);
+    }
+    free(exp);
   }
-  bool any_dest = false;
+  if (v->type == CAD_YAML_SEQUENCE && got > seen)
+    fail_line(r, "%s: expected %zu messages, got %zu", k->str, seen, got);
+  return true;
+}
+
+/* Every destination the expectation names, then those it does not (which
+ * must receive nothing).  Returns false when the expectation is wrong. */
+static bool check_dests(run_t *r, const cad_route_result_t *res, const cad_yaml_node_t *expect,
+                        bool *any_dest) {
   bool *named = calloc(r->ndests + 1, sizeof *named);
-  if (!named) bad = true;
-  for (size_t i = 0; !bad && i < expect->n; i++) {
+  if (!named) return false;
+  bool ok = true;
+  for (size_t i = 0; ok && i < expect->n; i++) {
     const cad_yaml_node_t *k = expect->pairs[i].key, *v = expect->pairs[i].value;
     if (strcmp(k->str, "disposition") == 0 || strcmp(k->str, "error") == 0) continue;
     size_t d = r->ndests;
@@ -341,60 +309,14 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
     if (d == r->ndests) {
       errorf(k, "'%s' is not a destination (expected a destination name, disposition or error)",
              k->str);
-      bad = true;
+      ok = false;
       break;
     }
     named[d] = true;
-    /* One message, none, or a list of messages (several routes to one destination). */
-    size_t nexp = v->type == CAD_YAML_SEQUENCE ? v->n : 1;
-    size_t got = 0;
-    for (size_t o = 0; o < res.nouts; o++)
-      if (res.outs[o].dest == d) got++;
-    size_t seen = 0;
-    for (size_t e = 0; e < nexp && !bad; e++) {
-      const cad_yaml_node_t *item = v->type == CAD_YAML_SEQUENCE ? v->items[e] : v;
-      char *exp = NULL;
-      size_t elen = 0;
-      int lr = load_message(r, item, &exp, &elen, v->type != CAD_YAML_SEQUENCE);
-      if (lr < 0) {
-        bad = true;
-        break;
-      }
-      if (lr == 1) {
-        if (got) fail_line(r, "%s: expected no message, got %zu", k->str, got);
-        break;
-      }
-      any_dest = true;
-      /* The e-th output to this destination. */
-      const cad_route_out_t *out = NULL;
-      for (size_t o = 0, c = 0; o < res.nouts; o++)
-        if (res.outs[o].dest == d && c++ == e) out = &res.outs[o];
-      seen++;
-      if (!out && nexp > 1) {
-        fail_line(r, "%s: expected %zu messages, got %zu", k->str, nexp, got);
-        break;
-      } else if (!out) {
-        fail_line(r, "%s: expected a message, got none (disposition %s%s%s)", k->str,
-                  cad_route_disposition_name(res.disposition), res.diag.reason[0] ? ": " : "",
-                  res.diag.reason);
-      } else {
-        size_t nl1, nl2;
-        char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);
-        if (ne && ng && (nl1 != nl2 || memcmp(ne, ng, nl1) != 0))
-          diff_messages(r, k->str, ne, nl1, ng, nl2);
-        free(ne);
-        free(ng);
-      }
-      free(exp);
-    }
-    if (!bad && v->type == CAD_YAML_SEQUENCE && got > seen)
-      fail_line(r, "%s: expected %zu messages, got %zu", k->str, seen, got);
+    ok = check_dest(r, res, d, k, v, any_dest);
   }
-  for (size_t d = 0; !bad && d < r->ndests; d++) {
-    if (named[d]) continue;
-    size_t got = 0;
-    for (size_t o = 0; o < res.nouts; o++)
-      if (res.outs[o].dest == d) got++;
+  for (size_t d = 0; ok && d < r->ndests; d++) {
+    size_t got = named[d] ? 0 : count_outs(res, d);
     if (got)
       fail_line(r,
                 "%s: got %zu message%s, but the test does not expect any (add '%s: ...' or "
@@ -402,40 +324,84 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
                 r->dests[d], got, got > 1 ? "s" : "", r->dests[d], r->dests[d]);
   }
   free(named);
-  if (!bad) {
-    if (want_disp < 0 && any_dest) want_disp = CAD_ROUTE_DELIVER;
-    if (want_disp < 0 && !err && res.disposition != CAD_ROUTE_DELIVER &&
-        res.disposition != CAD_ROUTE_FILTERED)
-      fail_line(r, "disposition: got %s (%s) but the test expects messages or nothing",
-                cad_route_disposition_name(res.disposition), res.diag.reason);
-    if (want_disp >= 0 && (int)res.disposition != want_disp)
-      fail_line(r, "disposition: expected %s, got %s%s%s", dispositions[want_disp],
-                cad_route_disposition_name(res.disposition), res.diag.reason[0] ? " — " : "",
-                res.diag.reason);
-    if (err) {
-      const cad_yaml_node_t *code = cad_yaml_get(err, "code"),
-                            *reason = cad_yaml_get(err, "reason");
-      if (err->type != CAD_YAML_MAPPING || (!code && !reason)) {
-        errorf(err,
-               "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
-               "substring)");
-        bad = true;
-      } else {
-        if (res.disposition == CAD_ROUTE_DELIVER || res.disposition == CAD_ROUTE_FILTERED)
-          fail_line(r, "error: expected an error, got disposition %s",
-                    cad_route_disposition_name(res.disposition));
-        else {
-          if (code && (code->type != CAD_YAML_SCALAR || atoi(code->str) != res.diag.hl7_code))
-            fail_line(r, "error: expected code %s, got %d (%s)",
-                      code->type == CAD_YAML_SCALAR ? code->str : "?", res.diag.hl7_code,
-                      cad_hl7_err_text(res.diag.hl7_code));
-          if (reason && (reason->type != CAD_YAML_SCALAR || !strstr(res.diag.reason, reason->str)))
-            fail_line(r, "error: expected a reason containing \"%s\", got \"%s\"",
-                      reason->type == CAD_YAML_SCALAR ? reason->str : "?", res.diag.reason);
-        }
-      }
-    }
+  return ok;
+}
+
+/* 'error: { code, reason }' against the result.  False when it is wrong. */
+static bool check_error(run_t *r, const cad_route_result_t *res, const cad_yaml_node_t *err) {
+  const cad_yaml_node_t *code = cad_yaml_get(err, "code"), *reason = cad_yaml_get(err, "reason");
+  if (err->type != CAD_YAML_MAPPING || (!code && !reason)) {
+    errorf(err,
+           "'error' must be a mapping with 'code' (HL7 table 0357) and/or 'reason' (a "
+           "substring)");
+    return false;
   }
+  if (res->disposition == CAD_ROUTE_DELIVER || res->disposition == CAD_ROUTE_FILTERED) {
+    fail_line(r, "error: expected an error, got disposition %s",
+              cad_route_disposition_name(res->disposition));
+    return true;
+  }
+  if (code && (code->type != CAD_YAML_SCALAR || atoi(code->str) != res->diag.hl7_code))
+    fail_line(r, "error: expected code %s, got %d (%s)",
+              code->type == CAD_YAML_SCALAR ? code->str : "?", res->diag.hl7_code,
+              cad_hl7_err_text(res->diag.hl7_code));
+  if (reason && (reason->type != CAD_YAML_SCALAR || !strstr(res->diag.reason, reason->str)))
+    fail_line(r, "error: expected a reason containing \"%s\", got \"%s\"",
+              reason->type == CAD_YAML_SCALAR ? reason->str : "?", res->diag.reason);
+  return true;
+}
+
+/* The disposition the test names: -1 none, -2 wrong (printed), else the
+ * index in dispositions[]. */
+static int want_disposition(const cad_yaml_node_t *expect) {
+  const cad_yaml_node_t *disp = cad_yaml_get(expect, "disposition");
+  if (!disp) return -1;
+  for (int i = 0; i < 5; i++)
+    if (disp->type == CAD_YAML_SCALAR && strcmp(disp->str, dispositions[i]) == 0) return i;
+  errorf(disp, "'disposition' must be one of: deliver, filtered, rejected, error, dead_letter");
+  return -2;
+}
+
+/* The disposition the test wants (explicit, or implied by the messages it
+ * expects), and its error.  False when the expectation is wrong. */
+static bool check_outcome(run_t *r, const cad_route_result_t *res, const cad_yaml_node_t *expect,
+                          int want_disp, bool any_dest) {
+  const cad_yaml_node_t *err = cad_yaml_get(expect, "error");
+  if (want_disp < 0 && any_dest) want_disp = CAD_ROUTE_DELIVER;
+  if (want_disp < 0 && !err && res->disposition != CAD_ROUTE_DELIVER &&
+      res->disposition != CAD_ROUTE_FILTERED)
+    fail_line(r, "disposition: got %s (%s) but the test expects messages or nothing",
+              cad_route_disposition_name(res->disposition), res->diag.reason);
+  if (want_disp >= 0 && (int)res->disposition != want_disp)
+    fail_line(r, "disposition: expected %s, got %s%s%s", dispositions[want_disp],
+              cad_route_disposition_name(res->disposition), res->diag.reason[0] ? " — " : "",
+              res->diag.reason);
+  return err ? check_error(r, res, err) : true;
+}
+
+/* Run one test case. Returns 1 passed, 0 failed. */
+static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
+                    const cad_yaml_node_t *t, size_t idx) {
+  r->out.len = 0;
+  r->lines = 0;
+  char name[256];
+  snprintf(name, sizeof name, "test %zu", idx + 1);
+  const cad_yaml_node_t *expect = NULL;
+  char *in = NULL;
+  size_t inlen = 0;
+  if (!read_case(r, t, name, sizeof name, &expect, &in, &inlen)) {
+    free(in);
+    printf("FAIL %s / %s (the test case is wrong, see above)\n", channel, name);
+    return 0;
+  }
+  cad_arena_t arena;
+  cad_arena_init(&arena, 65536, 64u << 20);
+  cad_route_result_t res;
+  int erc = cad_routes_eval(routes, in, inlen, NULL, &arena, &res);
+  bool any_dest = false;
+  int want_disp = want_disposition(expect);
+  bool bad = want_disp == -2 || !check_dests(r, &res, expect, &any_dest);
+  if (!bad) bad = !check_outcome(r, &res, expect, want_disp, any_dest);
   if (erc && !bad) fail_line(r, "evaluation failed: %s", cad_strerror(erc));
   bool ok = !bad && r->lines == 0;
   printf("%s %s / %s\n", ok ? "ok  " : "FAIL", channel, name);

@@ -139,19 +139,7 @@ static void add_raw(loader_t *L, const char *line) {
 /* Up to 40 characters of s for a message: printable ASCII and UTF-8 as is,
  * control bytes as \xNN, so that hostile input cannot garble a terminal. */
 static const char *quote(char *out, const char *s, size_t len) {
-  size_t o = 0;
-  for (size_t i = 0; i < len && o + 8 < QBUF; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (i == 40) {
-      memcpy(out + o, "...", 3);
-      o += 3;
-      break;
-    }
-    if ((ch >= 0x20 && ch < 0x7f && ch != '\\') || ch >= 0x80) out[o++] = (char)ch;
-    else o += (size_t)snprintf(out + o, QBUF - o, "\\x%02x", ch);
-  }
-  out[o] = 0;
-  return out;
+  return cad_yaml_quote(out, QBUF, s, len); /* yaml_doc.h */
 }
 
 /* "'text'" for a scalar, else "a mapping" / "a sequence" / "nothing". */

@@ -33,21 +33,22 @@ typedef struct builder {
   size_t errlen;
 } builder_t;
 
-/* Write at most 40 characters of s into out, printable ASCII as is, other
- * bytes as \xNN, so that hostile input cannot garble a terminal. */
-static void quote_into(char *out, size_t cap, const char *s, size_t len) {
+/* yaml_doc.h. */
+const char *cad_yaml_quote(char *out, size_t cap, const char *s, size_t len) {
   size_t o = 0;
-  for (size_t i = 0; i < len && o + 5 < cap; i++) {
+  if (cap == 0) return out;
+  for (size_t i = 0; i < len && o + 8 < cap; i++) {
     unsigned char c = (unsigned char)s[i];
     if (i == 40) {
-      o += (size_t)snprintf(out + o, cap - o, "...");
+      memcpy(out + o, "...", 3);
+      o += 3;
       break;
     }
-    if (c >= 0x20 && c < 0x7f && c != '\\') out[o++] = (char)c;
-    else if (c >= 0x80) out[o++] = (char)c; /* UTF-8 passes through */
+    if ((c >= 0x20 && c < 0x7f && c != '\\') || c >= 0x80) out[o++] = (char)c;
     else o += (size_t)snprintf(out + o, cap - o, "\\x%02x", c);
   }
   out[o < cap ? o : cap - 1] = 0;
+  return out;
 }
 
 static int fail_at(builder_t *b, int rc, size_t line, size_t col, const char *fmt, ...)
@@ -232,7 +233,7 @@ static int close_frame(builder_t *b, const yaml_event_t *ev) {
       if (dup < n->n) {
         char q[200];
         const cad_yaml_node_t *k = n->pairs[dup].key;
-        quote_into(q, sizeof q, k->str, k->len);
+        cad_yaml_quote(q, sizeof q, k->str, k->len);
         return fail_at(b, CAD_E_CONFIG, (size_t)k->line, (size_t)k->col,
                        "duplicate key '%s' (first at line %d)", q, n->pairs[first].key->line);
       }
@@ -247,17 +248,17 @@ static int check_props(builder_t *b, const yaml_event_t *ev, const yaml_char_t *
   size_t line = ev->start_mark.line + 1, col = ev->start_mark.column + 1;
   char q[200];
   if (anchor) {
-    quote_into(q, sizeof q, (const char *)anchor, strlen((const char *)anchor));
+    cad_yaml_quote(q, sizeof q, (const char *)anchor, strlen((const char *)anchor));
     return fail_at(b, CAD_E_CONFIG, line, col,
                    "YAML anchors (&%s) are not supported: write the value out", q);
   }
   if (tag && !(scalar && strcmp((const char *)tag, STR_TAG) == 0)) {
     const char *t = (const char *)tag;
     if (strncmp(t, "tag:yaml.org,2002:", 18) == 0) {
-      quote_into(q, sizeof q, t + 18, strlen(t + 18));
+      cad_yaml_quote(q, sizeof q, t + 18, strlen(t + 18));
       return fail_at(b, CAD_E_CONFIG, line, col, "YAML tag !!%s is not supported", q);
     }
-    quote_into(q, sizeof q, t, strlen(t));
+    cad_yaml_quote(q, sizeof q, t, strlen(t));
     return fail_at(b, CAD_E_CONFIG, line, col, "YAML tag '%s' is not supported", q);
   }
   return 0;
@@ -279,7 +280,7 @@ static int on_event(builder_t *b, const yaml_event_t *ev, int *ndocs, bool *done
     case YAML_ALIAS_EVENT: {
       char q[200];
       const char *a = (const char *)ev->data.alias.anchor;
-      quote_into(q, sizeof q, a, strlen(a));
+      cad_yaml_quote(q, sizeof q, a, strlen(a));
       return fail_at(b, CAD_E_CONFIG, ev->start_mark.line + 1, ev->start_mark.column + 1,
                      "YAML aliases (*%s) are not supported: write the value out", q);
     }

@@ -105,4 +105,12 @@ bool cad_yaml_is_null(const cad_yaml_node_t *n);
 /* "a mapping", "a sequence", "a string" or "nothing" (null): for messages. */
 const char *cad_yaml_type_name(const cad_yaml_node_t *n);
 
+/* Up to 40 bytes of s for an error message, NUL-terminated in out (cap
+ * bytes; CAD_YAML_QUOTE_CAP holds the longest): printable ASCII and bytes
+ * >= 0x80 (UTF-8) as they are, control bytes and the backslash as \xNN,
+ * "..." when cut, so that hostile input cannot garble a terminal.  The one
+ * quoting of values in messages (YAML, configuration, routes).  Returns out. */
+#define CAD_YAML_QUOTE_CAP 200
+const char *cad_yaml_quote(char *out, size_t cap, const char *s, size_t len);
+
 #endif

@@ -9,6 +9,8 @@
  */
 #include "hl7.h"
 
+#include "hl7_int.h"
+
 #include <string.h>
 
 #include "cad_error.h"
@@ -114,8 +116,8 @@ static int grow_fields(tok_t *t) {
   return 0;
 }
 
-static int grow_segs(cad_hl7_msg_t *m) {
-  uint32_t ncap = m->segs_cap * 2 + 16;
+int cad__hl7_grow_segs(cad_hl7_msg_t *m, uint32_t extra) {
+  uint32_t ncap = m->segs_cap * 2 + (extra > 16 ? extra : 16);
   cad_hl7_seg_t *ns = cad_arena_alloc(m->arena, (size_t)ncap * sizeof *ns);
   if (!ns) return CAD_E_NOMEM;
   if (m->nsegs) memcpy(ns, m->segs, (size_t)m->nsegs * sizeof *ns);
@@ -176,7 +178,7 @@ static int end_segment(tok_t *t, size_t end) {
     return CAD_E_TOOBIG;
   }
   if (m->nsegs == m->segs_cap) {
-    rc = grow_segs(m);
+    rc = cad__hl7_grow_segs(m, 16);
     if (rc) return rc;
   }
   cad_hl7_seg_t *s = &m->segs[m->nsegs++];
@@ -366,26 +368,12 @@ static const char byte_values[256] = {
 #undef B4
 };
 
-bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out) {
-  out->p = NULL;
-  out->len = 0;
-  if (n < 1) return false;
-  uint32_t idx;
-  if (s->header) {
-    if (n == 1) {
-      /* MSH-1 is the separator itself, right after the id (or, for a
-       * header too short to hold it, a byte with its value that does not
-       * move with the segment array). */
-      out->p = s->raw.len >= 4 ? s->raw.p + 3 : &byte_values[(unsigned char)s->d.field];
-      out->len = 1;
-      return true;
-    }
-    idx = (uint32_t)n - 1;
-  } else {
-    idx = (uint32_t)n;
-  }
-  if (idx >= s->nfields) return false;
-  *out = s->fields[idx];
+bool cad__hl7_field_sep(const cad_hl7_seg_t *s, cad_str_t *out) {
+  /* MSH-1 is the separator itself, right after the id (or, for a header
+   * too short to hold it, a byte with its value that does not move with
+   * the segment array). */
+  out->p = s->raw.len >= 4 ? s->raw.p + 3 : &byte_values[(unsigned char)s->d.field];
+  out->len = 1;
   return true;
 }
 
@@ -433,6 +421,30 @@ int cad_hl7_npieces(cad_str_t in, char sep) {
   return n;
 }
 
+/* Path p inside one field (not MSH-1/MSH-2). */
+static inline bool resolve_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                                 int rep, cad_str_t *out) {
+  out->p = NULL;
+  out->len = 0;
+  if (rep == 0 && p->comp == 0) {
+    *out = f;
+    return true;
+  }
+  if (rep <= 0) rep = 1;
+  cad_str_t r, c;
+  if (!cad_hl7_piece(f, d->rep, rep, &r)) return false;
+  if (p->comp == 0) {
+    *out = r;
+    return true;
+  }
+  if (!cad_hl7_piece(r, d->comp, p->comp, &c)) return false;
+  if (p->sub == 0) {
+    *out = c;
+    return true;
+  }
+  return cad_hl7_piece(c, d->sub, p->sub, out);
+}
+
 bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int rep,
                             cad_str_t *out) {
   out->p = NULL;
@@ -449,23 +461,12 @@ bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int
     *out = f;
     return true;
   }
-  if (rep == 0 && p->comp == 0) {
-    *out = f;
-    return true;
-  }
-  if (rep <= 0) rep = 1;
-  cad_str_t r, c;
-  if (!cad_hl7_piece(f, s->d.rep, rep, &r)) return false;
-  if (p->comp == 0) {
-    *out = r;
-    return true;
-  }
-  if (!cad_hl7_piece(r, s->d.comp, p->comp, &c)) return false;
-  if (p->sub == 0) {
-    *out = c;
-    return true;
-  }
-  return cad_hl7_piece(c, s->d.sub, p->sub, out);
+  return resolve_field(f, &s->d, p, rep, out);
+}
+
+bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                              int rep, cad_str_t *out) {
+  return resolve_field(f, d, p, rep, out);
 }
 
 void cad_hl7_iter_init(cad_hl7_iter_t *it, const cad_hl7_msg_t *m, const cad_hl7_path_t *p) {
@@ -687,6 +688,38 @@ int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out) {
     if (!rc) rc = cad_buf_putc(out, '\r');
   }
   return rc;
+}
+
+int cad_hl7_serialize_span(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out) {
+  if (!m->dirty && !memchr(m->input.p, '\n', m->input.len)) {
+    *out = m->input; /* already as cad_hl7_serialize would write it */
+    return 0;
+  }
+  size_t total = 0;
+  if (!m->dirty) total = m->input.len;
+  else
+    for (uint32_t i = 0; i < m->nsegs; i++) total += cad_hl7_seg_size(&m->segs[i]) + 1;
+  char *buf = cad_arena_alloc(a, total + 1);
+  if (!buf) return CAD_E_NOMEM;
+  size_t o = 0;
+  if (!m->dirty) {
+    const char *p = m->input.p;
+    for (size_t i = 0; i < m->input.len; i++) {
+      if (p[i] == '\n') {
+        if (!(i > 0 && p[i - 1] == '\r')) buf[o++] = '\r';
+      } else {
+        buf[o++] = p[i];
+      }
+    }
+  } else {
+    for (uint32_t i = 0; i < m->nsegs; i++) {
+      o += cad_hl7_seg_write(&m->segs[i], buf + o);
+      buf[o++] = '\r';
+    }
+  }
+  out->p = buf;
+  out->len = o;
+  return 0;
 }
 
 const char *cad_hl7_err_text(int code) {

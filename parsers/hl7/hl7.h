@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "cad_mem.h"
 
@@ -43,6 +44,11 @@ typedef struct cad_str {
   const char *p;
   size_t len;
 } cad_str_t;
+
+/* Same bytes. */
+static inline bool cad_str_eq(cad_str_t a, cad_str_t b) {
+  return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
 
 typedef struct cad_hl7_delims {
   char field; /* MSH-1, '|' */
@@ -175,7 +181,20 @@ static inline bool cad_hl7_is_header_id(uint32_t id) {
  * the one-character field separator (pointing into the input); MSH-2 the
  * encoding characters.  Returns false (and an empty span) when the segment
  * has fewer fields. */
-bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out);
+bool cad__hl7_field_sep(const cad_hl7_seg_t *s, cad_str_t *out); /* MSH-1: hl7.c */
+static inline bool cad_hl7_field(const cad_hl7_seg_t *s, int n, cad_str_t *out) {
+  out->p = NULL;
+  out->len = 0;
+  if (n < 1) return false;
+  uint32_t idx = (uint32_t)n;
+  if (s->header) {
+    if (n == 1) return cad__hl7_field_sep(s, out);
+    idx--;
+  }
+  if (idx >= s->nfields) return false;
+  *out = s->fields[idx];
+  return true;
+}
 
 /* Number of fields (standard numbering: for MSH this counts MSH-1). */
 int cad_hl7_nfields(const cad_hl7_seg_t *s);
@@ -191,6 +210,11 @@ int cad_hl7_npieces(cad_str_t in, char sep);
  * false (and an empty span) when absent.  MSH-1 and MSH-2 are never split. */
 bool cad_hl7_resolve_in_seg(const cad_hl7_seg_t *s, const cad_hl7_path_t *p, int rep,
                             cad_str_t *out);
+
+/* The same inside one field's raw text `f` (of a segment with delimiters d,
+ * not MSH-1/MSH-2): the repetition, component and subcomponent of p. */
+bool cad_hl7_resolve_in_field(cad_str_t f, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                              int rep, cad_str_t *out);
 
 /* One match of a path. */
 typedef struct cad_hl7_match {
@@ -300,6 +324,46 @@ enum {
  * changed (>= 0) or a negative CAD_E_*. */
 int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size_t len,
                 unsigned flags);
+/* Set one element of segment i (0-based): field p->field, repetition rep
+ * (0 = the whole field when p->comp is 0; wildcards are not expanded),
+ * component p->comp, subcomponent p->sub; p->seg and p->occ are ignored.
+ * `val` is text, escaped for the segment's delimiters only when it holds one
+ * of them or a line break, or ER7 as it is with CAD_HL7_SET_RAW.  Missing
+ * fields, repetitions and components are created.  0, CAD_E_NOTFOUND (no
+ * segment i), CAD_E_INVAL (field 0, MSH-1/MSH-2, or a separator to add that
+ * the message does not declare) or CAD_E_NOMEM.  The path for editors that
+ * have found the segment already (routes' transforms). */
+int cad_hl7_seg_set(cad_hl7_msg_t *m, uint32_t i, const cad_hl7_path_t *p, int rep, const char *val,
+                    size_t len, unsigned flags);
+/* `text` as ER7 for delimiters d: itself (no copy) when it holds no
+ * delimiter and no line break, else escaped into the arena.  0 or
+ * CAD_E_NOMEM. */
+/* The general case of cad_hl7_encode (hl7_edit.c). */
+int cad__hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out);
+static inline int cad_hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a,
+                                 cad_str_t *out) {
+  /* The usual case inline: standard delimiters and nothing to escape.
+   * Bit 1: a delimiter or line break; bit 2: '#', the truncation character
+   * when the message declares one. */
+  static const unsigned char std[256] = {
+      ['\r'] = 1, ['\n'] = 1, ['|'] = 1, ['^'] = 1, ['~'] = 1, ['\\'] = 1, ['&'] = 1, ['#'] = 2};
+  if (d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
+      (d->trunc == 0 || d->trunc == '#')) {
+    unsigned char hit = d->trunc ? 3 : 1;
+    bool plain = true;
+    for (size_t i = 0; i < text.len && plain; i++) plain = !(std[(unsigned char)text.p[i]] & hit);
+    if (plain) {
+      *out = text;
+      return 0;
+    }
+  }
+  return cad__hl7_encode(d, text, a, out);
+}
+/* A copy of src to edit: a segment array of its own in arena `a` (where its
+ * edits are recorded too); fields and values stay shared with src until
+ * written (copy on write), so editing dst never changes src.  src (and its
+ * input and arena) must outlive dst.  0 or CAD_E_NOMEM. */
+int cad_hl7_clone(const cad_hl7_msg_t *src, cad_arena_t *a, cad_hl7_msg_t *dst);
 /* Set to empty (the element stays, with no content). */
 int cad_hl7_clear(cad_hl7_msg_t *m, const cad_hl7_path_t *p);
 /* Delete segment i (0-based).  A header segment (MSH, BHS, FHS) cannot be
@@ -320,10 +384,58 @@ int cad_hl7_seg_rename(cad_hl7_msg_t *m, uint32_t i, const char id[3]);
  * each followed by \r (unchanged segments verbatim). */
 int cad_hl7_serialize(const cad_hl7_msg_t *m, cad_buf_t *out);
 
+/* The bytes cad_hl7_serialize() writes, as one span: the input itself (no
+ * copy) when the message is unchanged and has only \r terminators, else a
+ * copy in arena `a`.  0 or CAD_E_NOMEM. */
+int cad_hl7_serialize_span(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out);
+
 /* One segment's bytes without its terminator: how many, and writing them to
  * out (which needs cad_hl7_seg_size() bytes; returns the count written). */
 size_t cad_hl7_seg_size(const cad_hl7_seg_t *s);
 size_t cad_hl7_seg_write(const cad_hl7_seg_t *s, char *out);
+
+/* ---- dates and times (hl7_dtm.c) -----------------------------------------
+ *
+ * An HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ].  Nothing else
+ * is accepted (no separators, fractions only after the seconds, at most four
+ * digits).  The one parser of the project: routes, replay and preview use it. */
+typedef struct cad_hl7_dtm {
+  int v[7]; /* year, month, day, hour, minute, second, 1e-4 seconds */
+  int prec; /* how many of v[] were given: 1 (year) .. 7 */
+  bool has_tz;
+  int tz_min; /* offset from UTC in minutes */
+} cad_hl7_dtm_t;
+
+bool cad_hl7_dtm_parse(const char *p, size_t len, cad_hl7_dtm_t *out);
+/* <0, 0, >0 comparing at the precision both have (in UTC when both have a
+ * zone and say the hour at least). */
+int cad_hl7_dtm_cmp(const cad_hl7_dtm_t *a, const cad_hl7_dtm_t *b);
+/* Seconds since the epoch; a value without a zone is read as UTC, missing
+ * parts as their first value (month 1, day 1, 00:00:00). */
+double cad_hl7_dtm_seconds(const cad_hl7_dtm_t *t);
+
+/* ---- difference by path (hl7_diff.c) -------------------------------------
+ *
+ * Compare two parsed messages segment by segment and report each smallest
+ * element that differs, by path: OBX[2]-3.1, PID-3[2].1, ZPI-4.1.2.  A
+ * field is split into repetitions, components and subcomponents only where
+ * either side has them; a segment that repeats is named with [occurrence]
+ * (counted in `a`).  Values are raw (still escaped).  Used by `caduceus test`
+ * (expected against got) and `caduceus preview` (before against after). */
+typedef struct cad_hl7_diff {
+  uint32_t seg;               /* 1-based segment number */
+  const cad_hl7_seg_t *a_seg; /* NULL when `a` has no segment there */
+  const cad_hl7_seg_t *b_seg; /* NULL when `b` has no segment there */
+  const char *path;           /* the element; NULL when the segments differ
+                                  (one is missing, or their ids differ) */
+  cad_str_t a, b;             /* the element's raw values (empty when absent) */
+} cad_hl7_diff_t;
+
+typedef void (*cad_hl7_diff_fn)(void *ctx, const cad_hl7_diff_t *d);
+
+/* Calls fn once per difference (d and its strings are valid during the
+ * call).  Returns the number of differences reported. */
+size_t cad_hl7_diff(const cad_hl7_msg_t *a, const cad_hl7_msg_t *b, cad_hl7_diff_fn fn, void *ctx);
 
 /* Human readable name of an HL7 table 0357 code ("Segment sequence error"). */
 const char *cad_hl7_err_text(int hl7_code);

@@ -8,12 +8,12 @@
 
 #include "cad_error.h"
 #include "hl7.h"
+#include "hl7_int.h"
 
 /* Give segment s a private field array with room for at least `need` spans. */
 static int seg_own_fields(cad_hl7_msg_t *m, cad_hl7_seg_t *s, uint32_t need) {
   if (s->fields_cap >= need && s->fields_cap != 0) return 0;
-  uint32_t cap = need < s->nfields ? s->nfields : need;
-  cap = cap + cap / 2 + 4;
+  uint32_t cap = (need < s->nfields ? s->nfields : need) + 4;
   cad_str_t *nf = cad_arena_alloc(m->arena, (size_t)cap * sizeof *nf);
   if (!nf) return CAD_E_NOMEM;
   memcpy(nf, s->fields, (size_t)s->nfields * sizeof *nf);
@@ -22,71 +22,95 @@ static int seg_own_fields(cad_hl7_msg_t *m, cad_hl7_seg_t *s, uint32_t need) {
   return 0;
 }
 
-/* Replace piece n (1-based) of `in` split on `sep` with `repl`, adding
- * separators when `in` has fewer pieces.  With sep == 0 (the delimiter is
- * not declared) only piece 1 exists and is replaced whole. */
-static int splice(cad_arena_t *a, cad_str_t in, char sep, int n, cad_str_t repl, cad_str_t *out) {
-  if (sep == 0) {
-    if (n != 1) return CAD_E_INVAL;
-    *out = repl;
-    return 0;
+/* The bounds [lo, hi) of the n-th piece of f[lo, hi) split on sep; false
+ * (and *have = pieces found) when there are fewer. */
+static bool piece_in(const char *f, size_t *lo, size_t *hi, char sep, int n, int *have) {
+  /* Fields are short: a plain loop beats memchr's call overhead here. */
+  size_t a = *lo, end = *hi, i = a;
+  int k = 1;
+  if (sep) {
+    for (; i < end && k < n; i++)
+      if (f[i] == sep) {
+        k++;
+        a = i + 1;
+      }
   }
-  int have = cad_hl7_npieces(in, sep);
-  size_t pre, post_off;
-  size_t extra = 0;
-  if (n <= have) {
-    cad_str_t piece;
-    cad_hl7_piece(in, sep, n, &piece);
-    pre = (size_t)(piece.p - in.p);
-    post_off = pre + piece.len;
-  } else {
-    pre = in.len;
-    post_off = in.len;
-    extra = (size_t)(n - have);
+  if (k < n) {
+    *have = k;
+    return false;
   }
-  size_t total = pre + extra + repl.len + (in.len - post_off);
-  char *buf = cad_arena_alloc(a, total + 1);
-  if (!buf) return CAD_E_NOMEM;
-  size_t k = 0;
-  memcpy(buf, in.p, pre);
-  k = pre;
-  memset(buf + k, sep, extra);
-  k += extra;
-  if (repl.len) memcpy(buf + k, repl.p, repl.len);
-  k += repl.len;
-  memcpy(buf + k, in.p + post_off, in.len - post_off);
-  k += in.len - post_off;
-  buf[k] = 0;
-  out->p = buf;
-  out->len = k;
-  return 0;
+  size_t b = a;
+  if (sep)
+    while (b < end && f[b] != sep) b++;
+  else b = end;
+  *lo = a;
+  *hi = b;
+  return true;
 }
 
-/* New text of a field after setting the element (rep, comp, sub) to val. */
-static int compose(cad_arena_t *a, const cad_hl7_delims_t *d, cad_str_t field, int rep, int comp,
+/* New text of field f after setting its element (rep, comp, sub) to val
+ * (already encoded), adding separators where the element does not exist, in
+ * one pass and one allocation.  CAD_E_INVAL when a separator it must add is
+ * not declared. */
+static int rewrite(cad_arena_t *a, const cad_hl7_delims_t *d, cad_str_t f, int rep, int comp,
                    int sub, cad_str_t val, cad_str_t *out) {
   if (rep == 0 && comp == 0) {
     *out = val;
     return 0;
   }
-  if (rep <= 0) rep = 1;
-  cad_str_t r = {field.p, 0}, c = {field.p, 0};
-  cad_hl7_piece(field, d->rep, rep, &r);
-  cad_str_t newrep = val;
-  int rc;
-  if (comp > 0) {
-    cad_hl7_piece(r, d->comp, comp, &c);
-    cad_str_t newcomp = val;
-    if (sub > 0) {
-      if ((rc = splice(a, c, d->sub, sub, val, &newcomp))) return rc;
+  const char seps[3] = {d->rep, d->comp, d->sub};
+  int want[3] = {rep > 0 ? rep : 1, comp, comp > 0 ? sub : 0};
+  size_t lo = 0, hi = f.len;
+  char pad[3] = {0, 0, 0};
+  int npad[3] = {0, 0, 0};
+  bool missing = false;
+  for (int l = 0; l < 3 && want[l] > 0; l++) {
+    pad[l] = seps[l];
+    if (missing) {
+      npad[l] = want[l] - 1;
+      continue;
     }
-    if ((rc = splice(a, r, d->comp, comp, newcomp, &newrep))) return rc;
+    int have = 0;
+    if (!piece_in(f.p, &lo, &hi, seps[l], want[l], &have)) {
+      missing = true;
+      lo = hi; /* insert at the end of the enclosing element */
+      npad[l] = want[l] - have;
+    }
   }
-  if (d->rep == 0 && rep == 1) {
-    *out = newrep;
+  for (int l = 0; l < 3; l++)
+    if (npad[l] && !pad[l]) return CAD_E_INVAL; /* the delimiter is not declared */
+  size_t total = lo + (size_t)npad[0] + (size_t)npad[1] + (size_t)npad[2] + val.len + (f.len - hi);
+  char *b = cad_arena_alloc(a, total + 1);
+  if (!b) return CAD_E_NOMEM;
+  size_t o = lo;
+  if (lo) memcpy(b, f.p, lo);
+  for (int l = 0; l < 3; l++)
+    for (int k = 0; k < npad[l]; k++) b[o++] = pad[l];
+  if (val.len) memcpy(b + o, val.p, val.len);
+  o += val.len;
+  if (f.len > hi) memcpy(b + o, f.p + hi, f.len - hi);
+  o += f.len - hi;
+  out->p = b;
+  out->len = o;
+  return 0;
+}
+
+int cad__hl7_encode(const cad_hl7_delims_t *d, cad_str_t text, cad_arena_t *a, cad_str_t *out) {
+  bool plain = true;
+  for (size_t i = 0; i < text.len && plain; i++) {
+    char c = text.p[i];
+    plain = !(c == d->field || c == d->comp || c == d->rep || c == '\r' || c == '\n' ||
+              (d->esc && c == d->esc) || (d->sub && c == d->sub) || (d->trunc && c == d->trunc));
+  }
+  if (plain) {
+    *out = text;
     return 0;
   }
-  return splice(a, field, d->rep, rep, newrep, out);
+  char *b = cad_arena_alloc(a, text.len * 5 + 1);
+  if (!b) return CAD_E_NOMEM;
+  out->len = cad_hl7_escape(d, text.p, text.len, b);
+  out->p = b;
+  return 0;
 }
 
 /* The delimiters in force for a segment placed at index i: those of the
@@ -100,34 +124,46 @@ static int append_segment(cad_hl7_msg_t *m, const char *id) {
   return cad_hl7_seg_insert(m, m->nsegs, raw, 3);
 }
 
-static int set_in_seg(cad_hl7_msg_t *m, uint32_t si, const cad_hl7_path_t *p, cad_str_t val) {
+/* Set element (p->field, rep, p->comp, p->sub) of segment si to val (ER7). */
+static int set_one(cad_hl7_msg_t *m, uint32_t si, const cad_hl7_path_t *p, int rep, cad_str_t val) {
   cad_hl7_seg_t *s = &m->segs[si];
-  if (p->field == 0) return CAD_E_INVAL;
-  if (s->header && p->field <= 2) return CAD_E_INVAL;
+  if (p->field <= 0 || (s->header && p->field <= 2)) return CAD_E_INVAL;
   uint32_t idx = s->header ? (uint32_t)p->field - 1 : (uint32_t)p->field;
   int rc = seg_own_fields(m, s, idx + 1);
   if (rc) return rc;
-  while (s->nfields <= idx) {
-    s->fields[s->nfields].p = s->raw.p + s->raw.len;
-    s->fields[s->nfields].len = 0;
-    s->nfields++;
-  }
-  cad_str_t field = s->fields[idx];
-  int changed = 0;
-  if (p->rep == CAD_HL7_ALL) {
-    int nrep = cad_hl7_npieces(field, s->d.rep);
-    for (int r = 1; r <= nrep; r++) {
-      if ((rc = compose(m->arena, &s->d, field, r, p->comp, p->sub, val, &field))) return rc;
-      changed++;
-    }
-  } else {
-    if ((rc = compose(m->arena, &s->d, field, p->rep, p->comp, p->sub, val, &field))) return rc;
-    changed = 1;
-  }
-  s->fields[idx] = field;
+  while (s->nfields <= idx) s->fields[s->nfields++] = (cad_str_t){"", 0};
+  cad_str_t nf;
+  if ((rc = rewrite(m->arena, &s->d, s->fields[idx], rep, p->comp, p->sub, val, &nf))) return rc;
+  s->fields[idx] = nf;
   s->dirty = true;
   m->dirty = true;
-  return changed;
+  return 0;
+}
+
+int cad_hl7_seg_set(cad_hl7_msg_t *m, uint32_t si, const cad_hl7_path_t *p, int rep,
+                    const char *val, size_t len, unsigned flags) {
+  if (si >= m->nsegs) return CAD_E_NOTFOUND;
+  cad_str_t v = {val, len};
+  if (!(flags & CAD_HL7_SET_RAW)) {
+    int rc = cad_hl7_encode(&m->segs[si].d, v, m->arena, &v);
+    if (rc) return rc;
+  }
+  return set_one(m, si, p, rep, v);
+}
+
+/* Every repetition when p->rep is [*], else the one p names: the count. */
+static int set_in_seg(cad_hl7_msg_t *m, uint32_t si, const cad_hl7_path_t *p, cad_str_t val) {
+  if (p->rep != CAD_HL7_ALL) {
+    int rc = set_one(m, si, p, p->rep, val);
+    return rc < 0 ? rc : 1;
+  }
+  cad_str_t f;
+  int nrep = cad_hl7_field(&m->segs[si], p->field, &f) ? cad_hl7_npieces(f, m->segs[si].d.rep) : 1;
+  for (int r = 1; r <= nrep; r++) {
+    int rc = set_one(m, si, p, r, val);
+    if (rc < 0) return rc;
+  }
+  return nrep;
 }
 
 int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size_t len,
@@ -145,13 +181,8 @@ int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size
     if (p->occ != CAD_HL7_ALL && occ != p->occ) continue;
     any = true;
     cad_str_t enc = v;
-    if (!(flags & CAD_HL7_SET_RAW) && len) {
-      char *buf = cad_arena_alloc(m->arena, len * 5 + 1);
-      if (!buf) return CAD_E_NOMEM;
-      enc.len = cad_hl7_escape(&m->segs[i].d, val, len, buf);
-      enc.p = buf;
-    }
-    int rc = set_in_seg(m, i, p, enc);
+    int rc = flags & CAD_HL7_SET_RAW ? 0 : cad_hl7_encode(&m->segs[i].d, v, m->arena, &enc);
+    if (!rc) rc = set_in_seg(m, i, p, enc);
     if (rc < 0) return rc;
     total += rc;
     if (p->occ != CAD_HL7_ALL) break;
@@ -163,13 +194,9 @@ int cad_hl7_set(cad_hl7_msg_t *m, const cad_hl7_path_t *p, const char *val, size
     int rc = append_segment(m, p->seg);
     if (rc < 0) return rc;
     cad_str_t enc = v;
-    if (!(flags & CAD_HL7_SET_RAW) && len) {
-      char *buf = cad_arena_alloc(m->arena, len * 5 + 1);
-      if (!buf) return CAD_E_NOMEM;
-      enc.len = cad_hl7_escape(delims_at(m, m->nsegs - 1), val, len, buf);
-      enc.p = buf;
-    }
-    rc = set_in_seg(m, m->nsegs - 1, p, enc);
+    if (!(flags & CAD_HL7_SET_RAW))
+      rc = cad_hl7_encode(delims_at(m, m->nsegs - 1), v, m->arena, &enc);
+    if (!rc) rc = set_in_seg(m, m->nsegs - 1, p, enc);
     if (rc < 0) return rc;
     total += rc;
   }
@@ -222,14 +249,7 @@ int cad_hl7_seg_insert(cad_hl7_msg_t *m, uint32_t i, const char *raw, size_t len
   if (!fields) return CAD_E_NOMEM;
   for (uint32_t k = 0; k < nf; k++)
     cad_hl7_piece((cad_str_t){copy, len}, dd.field, (int)k + 1, &fields[k]);
-  if (m->nsegs == m->segs_cap) {
-    uint32_t ncap = m->segs_cap * 2 + 8;
-    cad_hl7_seg_t *ns = cad_arena_alloc(m->arena, (size_t)ncap * sizeof *ns);
-    if (!ns) return CAD_E_NOMEM;
-    if (m->nsegs) memcpy(ns, m->segs, (size_t)m->nsegs * sizeof *ns);
-    m->segs = ns;
-    m->segs_cap = ncap;
-  }
+  if (m->nsegs == m->segs_cap && cad__hl7_grow_segs(m, 8) != 0) return CAD_E_NOMEM;
   memmove(&m->segs[i + 1], &m->segs[i], (size_t)(m->nsegs - i) * sizeof m->segs[0]);
   cad_hl7_seg_t *s = &m->segs[i];
   memset(s, 0, sizeof *s);
@@ -268,5 +288,18 @@ int cad_hl7_seg_rename(cad_hl7_msg_t *m, uint32_t i, const char id[3]) {
   s->id = cad_hl7_segid(s->name);
   s->dirty = true;
   m->dirty = true;
+  return 0;
+}
+
+int cad_hl7_clone(const cad_hl7_msg_t *src, cad_arena_t *a, cad_hl7_msg_t *dst) {
+  *dst = *src;
+  dst->arena = a;
+  uint32_t cap = src->nsegs + 4;
+  dst->segs = cad_arena_alloc(a, (size_t)cap * sizeof *dst->segs);
+  if (!dst->segs) return CAD_E_NOMEM;
+  if (src->nsegs) memcpy(dst->segs, src->segs, (size_t)src->nsegs * sizeof *dst->segs);
+  dst->segs_cap = cap;
+  /* Field arrays stay shared until written: copy on write. */
+  for (uint32_t i = 0; i < dst->nsegs; i++) dst->segs[i].fields_cap = 0;
   return 0;
 }

@@ -587,3 +587,25 @@ def run_tests(tests, argv):
                 sys.stdout.flush()
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
+
+
+class Checks:
+    """For scripts that check many things in one run: check(name, cond,
+    detail) prints 'ok - name' or 'FAIL - name detail'; finish() prints the
+    closing 'N passed, N failed' and exits 1 when any failed."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def __call__(self, name, cond, detail=""):
+        if cond:
+            self.passed += 1
+            print("ok - " + name, flush=True)
+        else:
+            self.failed += 1
+            print("FAIL - %s %s" % (name, detail), flush=True)
+        return bool(cond)
+
+    def finish(self):
+        print("%d passed, %d failed" % (self.passed, self.failed))
+        sys.exit(1 if self.failed else 0)
