@@ -31,11 +31,9 @@ bool cad__comp_want_scalar(comp_t *c, const cad_yaml_node_t *n, const char *what
 }
 
 static int want_bool(comp_t *c, const cad_yaml_node_t *n, const char *what) {
-  if (n && n->type == CAD_YAML_SCALAR) {
-    if (strcmp(n->str, "true") == 0) return 1;
-    if (strcmp(n->str, "false") == 0) return 0;
-  }
-  ERR(c, n, "%s must be true or false", what);
+  int b = cad_yaml_bool(n);
+  if (b >= 0) return b;
+  ERR(c, n, "%s must be " CAD_YAML_BOOL_WORDS, what);
   return -1;
 }
 

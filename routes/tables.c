@@ -7,6 +7,7 @@
 
 #include "routes.h"
 #include "cad_error.h"
+#include "cad_io.h"
 #include "routes_int.h"
 
 #define MAX_TABLE_FILE ((size_t)64 << 20)
@@ -216,39 +217,19 @@ static const char *csv_field(const char *p, const char *end, char delim, char *o
 
 static int load_csv(const char *path, const char *shown, bool header, char delim, rows_t *r,
                     cad_arena_t *a, cad__errs_t *e, const cad_yaml_node_t *at) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    cad__err_node(e, at, "cannot read table file '%s': %s", shown, strerror(errno));
+  char *buf = NULL;
+  size_t n = 0;
+  const char *why = NULL;
+  int rc = cad_io_read_regular(path, MAX_TABLE_FILE, &buf, &n, &why);
+  if (rc == CAD_E_TOOBIG) {
+    cad__err_node(e, at, "table file '%s' is larger than 64 MiB", shown);
     return CAD_E_CONFIG;
   }
-  char *buf = NULL;
-  size_t n = 0, cap = 0, got;
-  int rc = 0;
-  char chunk[65536];
-  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) {
-    if (n + got > MAX_TABLE_FILE) {
-      cad__err_node(e, at, "table file '%s' is larger than 64 MiB", shown);
-      rc = CAD_E_CONFIG;
-      break;
-    }
-    if (n + got > cap) {
-      size_t nc = (n + got) * 2;
-      char *nb = realloc(buf, nc);
-      if (!nb) {
-        rc = CAD_E_NOMEM;
-        break;
-      }
-      buf = nb;
-      cap = nc;
-    }
-    memcpy(buf + n, chunk, got);
-    n += got;
+  if (rc == CAD_E_NOMEM) return rc;
+  if (rc) {
+    cad__err_node(e, at, "cannot read table file '%s': %s", shown, why);
+    return CAD_E_CONFIG;
   }
-  if (ferror(f) && !rc) {
-    cad__err_node(e, at, "cannot read table file '%s': %s", shown, strerror(errno));
-    rc = CAD_E_CONFIG;
-  }
-  fclose(f);
   char *field = NULL;
   if (!rc && n) field = malloc(n * 2 + 2);
   if (!rc && n && !field) rc = CAD_E_NOMEM;
@@ -344,10 +325,10 @@ static int load_table(cad_tables_t *t, cad__table_t *tb, cad__errs_t *e, const c
   bool hdr = false;
   char dch = ',';
   if (header) {
-    if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "true") == 0) hdr = true;
-    else if (header->type == CAD_YAML_SCALAR && strcmp(header->str, "false") == 0) hdr = false;
+    int b = cad_yaml_bool(header);
+    if (b >= 0) hdr = b == 1;
     else {
-      cad__err_node(e, header, "'header' must be true or false");
+      cad__err_node(e, header, "'header' must be " CAD_YAML_BOOL_WORDS);
       return 0;
     }
   }

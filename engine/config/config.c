@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 
 #include "cad_error.h"
+#include "cad_io.h"
 #include "cad_mem.h"
 #include "hl7.h"
 #include "yaml_doc.h"
@@ -40,7 +41,7 @@
 #define MAX_INCLUDE_DEPTH 16
 #define MAX_TOTAL_BYTES ((size_t)64 << 20)
 #define MAX_NAMED 4096 /* channels, and destinations */
-#define MAX_NAME_LEN 64
+#define MAX_NAME_LEN CAD_CONF_NAME_MAX
 #define MAX_LISTEN 16 /* per channel */
 #define MAX_TO 256    /* per channel */
 #define QBUF 200      /* a quoted value in a message */
@@ -354,6 +355,26 @@ static char *scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key
   return expand(L, v);
 }
 
+/* `s` (malloc'd, taken) resolved against the directory of `file`, the
+ * configuration file that wrote it: every relative path of a configuration
+ * is relative to the file it is written in (an included file's paths to
+ * that file).  Returns the malloc'd result, or NULL (out of memory). */
+static char *resolve(loader_t *L, const char *file, char *s) {
+  const char *slash = strrchr(file, '/');
+  if (s[0] == '/' || !slash) return s;
+  size_t dl = (size_t)(slash - file) + 1, sl = strlen(s);
+  char *r = malloc(dl + sl + 1);
+  if (!r) {
+    L->nomem = true;
+    free(s);
+    return NULL;
+  }
+  memcpy(r, file, dl);
+  memcpy(r + dl, s, sl + 1);
+  free(s);
+  return r;
+}
+
 /* A file system path: not empty, and no ${HL7-path} (message fields only
  * make sense in a template). */
 static void set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -369,13 +390,29 @@ static void set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
     err_at(L, v,
            "%s: cannot use message fields like %s: only a file destination's 'name' is a template",
            k->name, quote(q, ref, end ? (size_t)(end - ref) + 1 : strlen(ref)));
-  } else {
+  } else if ((s = resolve(L, key ? v->file : L->c->files[0], s)) != NULL) {
     char **dst = FIELD(obj, k, char *);
     free(*dst);
     *dst = s;
     return;
   }
   free(s);
+}
+
+/* A file the engine reads (a TLS certificate, key or CA bundle): a path as
+ * set_path takes it, which must name a readable regular file now, so that
+ * `check` finds what `run` would fail on. */
+static void set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = NULL;
+  set_path(L, k, key, v, obj);
+  if (!*dst) return;
+  const char *why = NULL;
+  char q[QBUF];
+  if (cad_io_check_regular(*dst, &why) != 0)
+    err_at(L, at(key, v), "%s: cannot read '%s': %s", k->name, quote(q, *dst, strlen(*dst)), why);
 }
 
 /* A file name template: literal text and ${HL7-path} references; no '/' and
@@ -769,18 +806,13 @@ static const cad_yaml_node_t *key_node(const cad_yaml_node_t *map, const char *n
   return map;
 }
 
-/* true or false (also yes / no and on / off, which YAML 1.1 reads as booleans). */
+/* true or false: the one rule of cad_yaml_bool_text (YAML 1.2 core). */
 static void set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                      const cad_yaml_node_t *v, void *obj) {
-  static const char what[] = "true or false";
-  static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+  static const char what[] = CAD_YAML_BOOL_WORDS;
   char *s = scalar(L, k, key, v, what);
   if (!s) return;
-  int val = -1;
-  for (size_t i = 0; i < 3; i++) {
-    if (strcasecmp(s, yes[i]) == 0) val = 1;
-    if (strcasecmp(s, no[i]) == 0) val = 0;
-  }
+  int val = cad_yaml_bool_text(s, strlen(s));
   char q[QBUF];
   if (val < 0) err_at(L, v, "%s: expected %s, got '%s'", k->name, what, quote(q, s, strlen(s)));
   else *FIELD(obj, k, bool) = val == 1;
@@ -842,11 +874,11 @@ static void check_tls_client(loader_t *L, const cad_yaml_node_t *key, const cad_
 }
 
 static const conf_key_t tls_client_keys[] = {
-    {"ca", set_path, offsetof(cad_conf_dest_t, tls.ca), 0, NULL, 0, 0, NULL,
+    {"ca", set_file, offsetof(cad_conf_dest_t, tls.ca), 0, NULL, 0, 0, NULL,
      "the CAs the receiver's certificate must chain to (default: the system's)"},
-    {"cert", set_path, offsetof(cad_conf_dest_t, tls.cert), 0, NULL, 0, 0, NULL,
+    {"cert", set_file, offsetof(cad_conf_dest_t, tls.cert), 0, NULL, 0, 0, NULL,
      "our client certificate, for receivers that ask for one"},
-    {"key", set_path, offsetof(cad_conf_dest_t, tls.key), 0, NULL, 0, 0, NULL,
+    {"key", set_file, offsetof(cad_conf_dest_t, tls.key), 0, NULL, 0, 0, NULL,
      "the key of the client certificate"},
     {"verify_hostname", set_flag, offsetof(cad_conf_dest_t, tls.verify_hostname), 0, "true", 0, 0,
      NULL, "check that the receiver's certificate names the host"},
@@ -1240,11 +1272,11 @@ static const char *const tls_versions[] = {"1.2", "1.3", NULL};
 static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_MIN_1_2, "1.2 or 1.3"};
 
 static const conf_key_t tls_server_keys[] = {
-    {"cert", set_path, offsetof(cad_conf_channel_t, tls.cert), K_REQUIRED, NULL, 0, 0, NULL,
+    {"cert", set_file, offsetof(cad_conf_channel_t, tls.cert), K_REQUIRED, NULL, 0, 0, NULL,
      "the server certificate, PEM"},
-    {"key", set_path, offsetof(cad_conf_channel_t, tls.key), K_REQUIRED, NULL, 0, 0, NULL,
+    {"key", set_file, offsetof(cad_conf_channel_t, tls.key), K_REQUIRED, NULL, 0, 0, NULL,
      "the server certificate's key, PEM"},
-    {"ca", set_path, offsetof(cad_conf_channel_t, tls.ca), 0, NULL, 0, 0, NULL,
+    {"ca", set_file, offsetof(cad_conf_channel_t, tls.ca), 0, NULL, 0, 0, NULL,
      "the CAs client certificates must chain to"},
     {"require_client_cert", set_flag, offsetof(cad_conf_channel_t, tls.require_client_cert), 0,
      "false", 0, 0, NULL, "mutual TLS: refuse clients without a valid certificate"},
@@ -1627,52 +1659,70 @@ static void load_file(loader_t *L, const char *path, const cad_yaml_node_t *from
     free(real);
     return;
   }
-  FILE *f = fopen(path, "rb");
-  struct stat st;
-  const char *why = NULL;
-  int e = 0;
-  if (!f) {
-    e = errno;
-  } else if (fstat(fileno(f), &st) != 0) {
-    e = errno;
-  } else if (!S_ISREG(st.st_mode)) {
-    why = "not a regular file";
-  } else if ((uint64_t)st.st_size > CAD_YAML_MAX_BYTES) {
-    why = "file is larger than 16 MiB";
-  } else if (L->total_bytes + (size_t)st.st_size > MAX_TOTAL_BYTES) {
-    why = "the configuration files together are larger than 64 MiB";
-  }
   char *data = NULL;
   size_t len = 0;
-  if (!e && !why) {
-    len = (size_t)st.st_size;
-    data = malloc(len ? len : 1);
-    if (!data) {
-      L->nomem = true;
-    } else if (len && fread(data, 1, len, f) != len) {
-      e = ferror(f) ? EIO : 0;
-      why = e ? NULL : "the file changed while it was read";
-    }
+  const char *why = NULL;
+  int rrc = cad_io_read_regular(path, CAD_YAML_MAX_BYTES, &data, &len, &why);
+  if (rrc == CAD_E_TOOBIG) why = "file is larger than 16 MiB";
+  else if (rrc == 0 && L->total_bytes + len > MAX_TOTAL_BYTES)
+    why = "the configuration files together are larger than 64 MiB", rrc = CAD_E_TOOBIG;
+  if (rrc == CAD_E_NOMEM) {
+    L->nomem = true;
+    free(real);
+    return;
   }
-  if (f) fclose(f);
-  if (e || why) {
+  if (rrc) {
     if (from)
-      err_at(L, from, "cannot read included file '%s': %s", quote(q, path, strlen(path)),
-             why ? why : strerror(e));
-    else err_pos(L, path, 0, 0, "cannot read: %s", why ? why : strerror(e));
+      err_at(L, from, "cannot read included file '%s': %s", quote(q, path, strlen(path)), why);
+    else err_pos(L, path, 0, 0, "cannot read: %s", why);
     if (!from) L->io = true;
     free(real);
     free(data);
-    return;
-  }
-  if (!data) {
-    free(real);
     return;
   }
   L->total_bytes += len;
   long idx = add_file(L, path, real);
   if (idx >= 0) apply_file(L, (size_t)idx, data, len);
   free(data);
+}
+
+/* ---- route tests ----------------------------------------------------- */
+
+/* A message written as { file: PATH } in a route test: the file must be a
+ * readable regular file (relative to the file the test is written in). */
+static void check_message_file(loader_t *L, const cad_yaml_node_t *n) {
+  const cad_yaml_node_t *f = n->type == CAD_YAML_MAPPING ? cad_yaml_get(n, "file") : NULL;
+  if (!f || f->type != CAD_YAML_SCALAR || f->len == 0) return; /* `caduceus test` says why */
+  char *s = strdup(f->str);
+  if (!s || !(s = resolve(L, f->file, s))) {
+    L->nomem = true;
+    return;
+  }
+  const char *why = NULL;
+  char q[QBUF];
+  if (cad_io_check_regular(s, &why) != 0)
+    err_at(L, f, "file: cannot read test message '%s': %s", quote(q, s, strlen(s)), why);
+  free(s);
+}
+
+/* A channel's `tests:` (NULL = none): a list of cases whose input and
+ * expected messages may name files.  Returns the list, or NULL. */
+static const cad_yaml_node_t *check_tests(loader_t *L, const cad_yaml_node_t *tests) {
+  if (!tests || cad_yaml_is_null(tests)) return NULL;
+  if (tests->type != CAD_YAML_SEQUENCE) {
+    char d[QBUF + 2];
+    err_at(L, tests, "tests: expected a list of test cases, got %s", describe(d, tests));
+    return NULL;
+  }
+  for (size_t i = 0; i < tests->n; i++) {
+    const cad_yaml_node_t *t = tests->items[i];
+    if (t->type != CAD_YAML_MAPPING) continue;
+    const cad_yaml_node_t *in = cad_yaml_get(t, "input"), *ex = cad_yaml_get(t, "expect");
+    if (in) check_message_file(L, in);
+    for (size_t j = 0; ex && ex->type == CAD_YAML_MAPPING && j < ex->n; j++)
+      check_message_file(L, ex->pairs[j].value);
+  }
+  return tests;
 }
 
 /* ---- load ------------------------------------------------------------ */
@@ -1743,6 +1793,7 @@ static void build(loader_t *L) {
      * reported above, so the routes' own report would repeat them. */
     const cad_yaml_node_t *cv = L->chans[i].val;
     bool has_routes = cv->type == CAD_YAML_MAPPING && cad_yaml_get(cv, "routes");
+    if (cv->type == CAD_YAML_MAPPING) ch->tests = check_tests(L, cad_yaml_get(cv, "tests"));
     if (cv->type == CAD_YAML_MAPPING && (has_routes || L->nerr + L->dropped == before)) {
       if (cad_routes_compile(cv, c->tables, names, c->ndests, &ch->routes, &rerr) == CAD_E_NOMEM)
         L->nomem = true;
@@ -1801,8 +1852,8 @@ static int load(const char *path, const char *data, size_t len, unsigned flags, 
   if (L.dropped)
     cad_buf_printf(&L.err, "%s: %d more error%s not shown\n", path, L.dropped,
                    L.dropped == 1 ? "" : "s");
-  for (size_t i = 0; i < L.ndocs; i++) cad_yaml_free(L.docs[i]);
-  free(L.docs);
+  c->docs = L.docs; /* kept: channels' `tests` point into them */
+  c->ndocs = L.ndocs;
   for (size_t i = 0; i < c->nfiles; i++) free(L.real[i]);
   free(L.real);
   free(L.dests);
@@ -1863,6 +1914,8 @@ void cad_config_free(cad_config_t *c) {
   }
   free(c->channels);
   cad_tables_free(c->tables);
+  for (size_t i = 0; i < c->ndocs; i++) cad_yaml_free(c->docs[i]);
+  free(c->docs);
   for (size_t i = 0; i < c->nfiles; i++) free(c->files[i]);
   free(c->files);
   free(c->data_dir);

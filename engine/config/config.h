@@ -110,6 +110,10 @@ typedef enum { CAD_ACK_PERSISTED = 0, CAD_ACK_RECEIVED, CAD_ACK_DELIVERED } cad_
  * the message to the dead-letter queue and go on. */
 typedef enum { CAD_ON_FAILURE_BLOCK = 0, CAD_ON_FAILURE_DEAD_LETTER } cad_on_failure_t;
 
+/* The longest channel or destination name, in bytes (letters, digits, '_',
+ * '-', '.').  Everything that keeps a name (the stats registry) uses it. */
+#define CAD_CONF_NAME_MAX 64
+
 /* Where a configuration item was written, for error messages at run time. */
 typedef struct cad_conf_pos {
   const char *file; /* owned by the config (shared string) */
@@ -168,6 +172,11 @@ typedef struct cad_conf_channel {
   size_t *to; /* indexes into cad_config_t.dests */
   size_t nto;
   cad_routes_t *routes; /* compiled routes (from `routes:` or `to:`), owned */
+  /* `tests:` (route test cases, run by `caduceus test`), a sequence, or NULL.
+   * Borrowed from the config's documents: valid until cad_config_free.  Every
+   * `file:` in it was checked to be a readable regular file; a relative one
+   * is relative to the directory of the file it is written in (node->file). */
+  const cad_yaml_node_t *tests;
   cad_conf_pos_t pos;
 } cad_conf_channel_t;
 
@@ -189,6 +198,8 @@ typedef struct cad_config {
   cad_tables_t *tables; /* lookup tables (`tables:`), owned; NULL = none */
   char **files;         /* every file read (main + includes), owned */
   size_t nfiles;
+  cad_yaml_doc_t **docs; /* their parsed trees, owned (channels' `tests` point in) */
+  size_t ndocs;
 } cad_config_t;
 
 /* Load and check `path`.  On success returns 0 and *out is a new config (free
@@ -221,6 +232,20 @@ void cad_config_free(cad_config_t *c);
 #define CAD_CONFIG_NO_INCLUDE 1u
 int cad_config_load_mem(const char *name, const char *data, size_t len, unsigned flags,
                         cad_config_t **out, char **errors);
+
+/* Load `path` as cad_config_load does, on libuv's thread pool, so that
+ * reading and checking the files never stops the event loop (a reload).
+ * `cb` runs on the loop exactly once, unless this returns an error: with
+ * rc 0 and a new config (the callback owns it, and `errors`, both freed
+ * with cad_config_free / free()), with cad_config_load's error and `errors`,
+ * with UV_ECANCELED, or with UV_ETIMEDOUT when the load has not finished
+ * after `timeout_ms` (its result, if it ever comes, is dropped).  Returns 0,
+ * CAD_E_STATE while an earlier load is still running (even one that timed
+ * out), CAD_E_NOMEM, or a libuv error. */
+struct uv_loop_s;
+typedef void (*cad_config_loaded_cb)(void *ctx, int rc, cad_config_t *cfg, char *errors);
+int cad_config_load_async(struct uv_loop_s *loop, const char *path, uint64_t timeout_ms,
+                          cad_config_loaded_cb cb, void *ctx);
 
 /* Parse "30s", "250ms", "5m", "1h", or a bare number of seconds. */
 int cad_config_parse_duration(const char *s, uint64_t *ms);

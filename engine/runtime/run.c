@@ -815,14 +815,27 @@ static void log_config_errors(const char *event, const char *errors) {
   }
 }
 
-static void reload(void) {
-  cad_config_t *cfg = NULL;
-  char *errors = NULL;
-  int rc = cad_config_load(E.config_path, &cfg, &errors);
+/* SIGHUP: the files are read and checked on the thread pool (a slow or
+ * hostile file never stops the loop, and the wait is bounded); the new
+ * configuration is applied here, on the loop, by reload_apply(). */
+#define RELOAD_TIMEOUT_MS 30000
+
+static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
+  (void)ctx;
+  if (E.stopping) {
+    cad_config_free(cfg);
+    free(errors);
+    return;
+  }
   if (rc < 0) {
     log_config_errors("reload.refused", errors);
-    CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL, "%s is invalid; the running configuration stays",
-            E.config_path);
+    if (rc == UV_ETIMEDOUT)
+      CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
+              "%s: reading took longer than %ds; the running configuration stays", E.config_path,
+              RELOAD_TIMEOUT_MS / 1000);
+    else
+      CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
+              "%s is invalid; the running configuration stays", E.config_path);
     free(errors);
     return;
   }
@@ -869,7 +882,11 @@ static void on_signal(uv_signal_t *h, int signum) {
   (void)h;
   if (signum == SIGHUP) {
     CAD_LOG(CAD_LOG_INFO, "reload", NULL, "SIGHUP: re-reading %s", E.config_path);
-    reload();
+    int rc = cad_config_load_async(E.loop, E.config_path, RELOAD_TIMEOUT_MS, reload_apply, NULL);
+    if (rc < 0)
+      CAD_LOG(
+          CAD_LOG_ERROR, "reload.refused", NULL, "%s",
+          rc == CAD_E_STATE ? "the previous reload is still reading its files" : cad_strerror(rc));
     return;
   }
   shutdown_engine(signum == SIGTERM ? "SIGTERM" : "SIGINT");

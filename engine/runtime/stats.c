@@ -11,7 +11,7 @@ static cad_chan_stats_t *registry;
 
 cad_chan_stats_t *cad_stats_get(const char *name) {
   for (cad_chan_stats_t *s = registry; s; s = s->next)
-    if (strncmp(s->name, name, sizeof s->name - 1) == 0) return s;
+    if (strcmp(s->name, name) == 0) return s;
   cad_chan_stats_t *s = calloc(1, sizeof *s);
   if (!s) return NULL;
   snprintf(s->name, sizeof s->name, "%s", name);

@@ -12,9 +12,11 @@
 
 #include <stdint.h>
 
+#include "config.h" /* CAD_CONF_NAME_MAX */
+
 typedef struct cad_chan_stats {
   struct cad_chan_stats *next;
-  char name[65];          /* a channel name: at most 64 bytes (config) */
+  char name[CAD_CONF_NAME_MAX + 1]; /* a channel name, whole (config.h) */
   uint64_t received;      /* frames received (including refused ones) */
   uint64_t accepted;      /* ACKed AA/CA: on every destination */
   uint64_t rejected;      /* answered AR/CR: could not be parsed, or too big */

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -193,3 +194,84 @@ static uint64_t clock_ms(clockid_t id) {
 
 uint64_t cad_now_ms(void) { return clock_ms(CLOCK_REALTIME); }
 uint64_t cad_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
+
+/* ---- reading configuration files ----------------------------------------- */
+
+/* Open `path` for reading without waiting (a FIFO with no writer, a tty) and
+ * make sure it is a regular file.  Returns the fd, or -errno / CAD_E_INVAL
+ * with *why set. */
+static int open_regular(const char *path, struct stat *st, const char **why) {
+  int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    int e = errno;
+    *why = strerror(e);
+    return -e;
+  }
+  if (fstat(fd, st) != 0) {
+    int e = errno;
+    close(fd);
+    *why = strerror(e);
+    return -e;
+  }
+  if (!S_ISREG(st->st_mode)) {
+    close(fd);
+    *why = S_ISDIR(st->st_mode)                           ? "a directory, not a regular file"
+           : S_ISFIFO(st->st_mode)                        ? "a FIFO, not a regular file"
+           : S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) ? "a device, not a regular file"
+           : S_ISSOCK(st->st_mode)                        ? "a socket, not a regular file"
+                                                          : "not a regular file";
+    return CAD_E_INVAL;
+  }
+  return fd;
+}
+
+int cad_io_check_regular(const char *path, const char **why) {
+  struct stat st;
+  int fd = open_regular(path, &st, why);
+  if (fd < 0) return fd;
+  close(fd);
+  return 0;
+}
+
+int cad_io_read_regular(const char *path, size_t max, char **data, size_t *len, const char **why) {
+  struct stat st;
+  *data = NULL;
+  *len = 0;
+  int fd = open_regular(path, &st, why);
+  if (fd < 0) return fd;
+  if ((uint64_t)st.st_size > max) {
+    close(fd);
+    *why = "the file is too large";
+    return CAD_E_TOOBIG;
+  }
+  size_t n = (size_t)st.st_size, got = 0;
+  char *buf = malloc(n + 1);
+  if (!buf) {
+    close(fd);
+    *why = "out of memory";
+    return CAD_E_NOMEM;
+  }
+  while (got < n) {
+    ssize_t r = read(fd, buf + got, n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      int e = errno;
+      close(fd);
+      free(buf);
+      *why = strerror(e);
+      return -e;
+    }
+    if (r == 0) break;
+    got += (size_t)r;
+  }
+  close(fd);
+  if (got != n) {
+    free(buf);
+    *why = "the file changed while it was read";
+    return CAD_E_IO;
+  }
+  buf[n] = 0;
+  *data = buf;
+  *len = n;
+  return 0;
+}

@@ -77,6 +77,18 @@ int cad_io_fsync_dir(const cad_io_t *io, int dirfd, const char *path);
  * than PATH_MAX with CAD_E_INVAL. */
 int cad_io_mkdir_p(const cad_io_t *io, const char *path, mode_t mode);
 
+/* Configuration files (the YAML, its includes, lookup tables, TLS files,
+ * route test messages) must be regular files: a FIFO or a device would block
+ * the reader forever.  Both open with O_NONBLOCK and check fstat S_ISREG.
+ * cad_io_check_regular: 0 when `path` opens for reading and is a regular
+ * file.  cad_io_read_regular: 0 and *data (malloc'd, NUL-terminated, the
+ * caller frees it) of *len bytes; CAD_E_TOOBIG past `max` bytes.  On failure
+ * both return -errno, CAD_E_INVAL (not a regular file), CAD_E_TOOBIG,
+ * CAD_E_IO or CAD_E_NOMEM, and set *why to a static reason for a message
+ * ("a FIFO, not a regular file", strerror(errno), ...). */
+int cad_io_check_regular(const char *path, const char **why);
+int cad_io_read_regular(const char *path, size_t max, char **data, size_t *len, const char **why);
+
 /* Milliseconds since the epoch (CLOCK_REALTIME) and of a monotonic clock. */
 uint64_t cad_now_ms(void);
 uint64_t cad_mono_ms(void);

@@ -402,6 +402,20 @@ bool cad_yaml_is_null(const cad_yaml_node_t *n) {
          strcmp(n->str, "Null") == 0 || strcmp(n->str, "NULL") == 0;
 }
 
+int cad_yaml_bool_text(const char *s, size_t len) {
+  static const char *const t[] = {"true", "True", "TRUE"}, *const f[] = {"false", "False", "FALSE"};
+  for (size_t i = 0; i < 3; i++) {
+    if (len == strlen(t[i]) && memcmp(s, t[i], len) == 0) return 1;
+    if (len == strlen(f[i]) && memcmp(s, f[i], len) == 0) return 0;
+  }
+  return -1;
+}
+
+int cad_yaml_bool(const cad_yaml_node_t *n) {
+  if (!n || n->type != CAD_YAML_SCALAR) return -1;
+  return cad_yaml_bool_text(n->str, n->len);
+}
+
 const char *cad_yaml_type_name(const cad_yaml_node_t *n) {
   if (!n) return "nothing";
   switch (n->type) {

@@ -102,6 +102,15 @@ const cad_yaml_node_t *cad_yaml_get(const cad_yaml_node_t *map, const char *key)
 /* True for a scalar that YAML reads as null: an empty plain value, ~ or null. */
 bool cad_yaml_is_null(const cad_yaml_node_t *n);
 
+/* The one rule for a boolean in every configuration (engine, channels,
+ * routes, tables), YAML 1.2's core schema: 1 for true, True or TRUE, 0 for
+ * false, False or FALSE, -1 for anything else.  yes/no/on/off (YAML 1.1)
+ * are not booleans: a key that wants one refuses them. */
+int cad_yaml_bool_text(const char *s, size_t len);
+/* The same for a node: -1 when it is not a scalar. */
+int cad_yaml_bool(const cad_yaml_node_t *n);
+#define CAD_YAML_BOOL_WORDS "true or false"
+
 /* "a mapping", "a sequence", "a string" or "nothing" (null): for messages. */
 const char *cad_yaml_type_name(const cad_yaml_node_t *n);
 

@@ -6,14 +6,16 @@ examples/<x>/expected/<message>.<destination>.hl7.
 
 Destinations follow the examples' layout: a `dir:` destination writes into
 var/out/<example>/<destination>/, an `append:` one into
-var/out/<example>/<destination>.hl7 (relative to the engine's working
-directory, here a temporary one).  A destination with expected files must
+var/out/<example>/<destination>.hl7 (relative to the configuration's own
+directory: ../../var; the example is copied to a temporary tree first, so
+nothing is written into the source tree).  A destination with expected files must
 receive exactly those messages (per-message files: as a set; an append file:
 in order); a message whose route test (in the configuration's `tests:`)
 expects a disposition (rejected or error) must be refused (not AA).
 Usage: test_examples.py CADUCEUS"""
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,12 +66,14 @@ def listen_port(conf):
 
 
 def run_example(name):
-    exdir = os.path.join(ROOT, "examples", name)
+    work = tempfile.mkdtemp(prefix="cad_ex_")
+    exdir = os.path.join(work, "examples", name)
+    shutil.copytree(os.path.join(ROOT, "examples", name), exdir)
     conf = os.path.join(exdir, name + ".yaml")
     port = listen_port(conf)
-    work = tempfile.mkdtemp(prefix="cad_ex_")
     log = open(os.path.join(work, "engine.log"), "wb")
-    proc = subprocess.Popen([BIN, "run", conf], cwd=work, stdout=log, stderr=log)
+    # Started elsewhere: paths follow the configuration file, not the cwd.
+    proc = subprocess.Popen([BIN, "run", conf], cwd=exdir, stdout=log, stderr=log)
     try:
         wait_for(lambda: _can_connect(port) or proc.poll() is not None, what="listen")
         check("%s: engine started" % name, proc.poll() is None)

@@ -319,7 +319,8 @@ TEST(quickstart_loads) {
   REQUIRE(rc == 0 && c != NULL);
   CHECK(err == NULL);
   CHECK_STR(c->path, "examples/quickstart.yaml");
-  CHECK_STR(c->data_dir, "var/data");
+  /* Relative to the file (examples/), whatever the working directory. */
+  CHECK_STR(c->data_dir, "examples/../var/data");
   CHECK_INT(c->log_level, CAD_LOG_INFO);
   CHECK_INT(c->log_format, CAD_LOG_KV);
   CHECK_INT(c->stats_interval_ms, 60000);
@@ -328,7 +329,7 @@ TEST(quickstart_loads) {
   REQUIRE(c->ndests == 1 && c->nchannels == 1);
   const cad_conf_dest_t *d = &c->dests[0];
   CHECK_INT(d->type, CAD_DEST_FILE);
-  CHECK_STR(d->dir, "var/out");
+  CHECK_STR(d->dir, "examples/../var/out");
   CHECK_STR(d->name_tmpl, "${MSH-7}_${MSH-10}.hl7");
   CHECK(d->append_path == NULL);
   const cad_conf_channel_t *ch = &c->channels[0];
@@ -701,7 +702,8 @@ TEST(include_relative_to_including_file) {
   CHECK_STR(c->dests[0].name, "out");
   CHECK_STR(c->dests[0].pos.file, "config/inc-dests.yaml");
   CHECK_INT(c->dests[0].pos.line, 3);
-  CHECK_STR(c->dests[1].append_path, "var/out/archive.hl7");
+  /* An included file's paths are relative to that file. */
+  CHECK_STR(c->dests[1].append_path, "config/var/out/archive.hl7");
   REQUIRE(c->nchannels == 1 && c->channels[0].nto == 2);
   CHECK_STR(c->channels[0].listen[1].host, "::1");
   cad_config_free(c);
@@ -769,7 +771,7 @@ TEST(include_errors_name_their_file) {
   err = NULL;
   CHECK_INT(cad_config_load("main.yaml", &c, &err), CAD_E_CONFIG);
   CHECK_STR(err,
-            "main.yaml:1:11: cannot read included file 'sub': not a regular file\n"
+            "main.yaml:1:11: cannot read included file 'sub': a directory, not a regular file\n"
             "main.yaml:1:16: include: expected a file name, got an empty string\n"
             "main.yaml:1:20: include: expected a file name, got a mapping\n");
   free(err);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cad_error.h"
 #include "harness.h"
@@ -39,6 +41,32 @@ static cad_config_t *load(const char *yaml) {
   return c;
 }
 
+/* A configuration names TLS files that must exist (config.h): make them in
+ * a new directory and work there (each test runs in its own process). */
+static void tls_files_here(void) {
+  static const char *const files[] = {"tls/ca.crt",
+                                      "tls/client.crt",
+                                      "tls/client.key",
+                                      "var/tls/server.crt",
+                                      "var/tls/server.key",
+                                      "var/tls/ca.crt",
+                                      "s.crt",
+                                      "s.key",
+                                      "c.crt",
+                                      "a",
+                                      "b",
+                                      "c"};
+  char dir[] = "/tmp/cad_tls_XXXXXX";
+  if (!mkdtemp(dir) || chdir(dir) != 0) abort();
+  if (mkdir("tls", 0700) || mkdir("var", 0700) || mkdir("var/tls", 0700)) abort();
+  for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+    FILE *f = fopen(files[i], "w");
+    if (!f) abort();
+    fputs("not really PEM\n", f);
+    fclose(f);
+  }
+}
+
 #define LAB "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
 #define EHR "destinations:\n  ehr: {type: mllp, host: 10.0.0.5, port: 2575}\n"
 
@@ -65,6 +93,7 @@ TEST(mllp_destination_defaults) {
 }
 
 TEST(mllp_destination_every_key) {
+  tls_files_here();
   const char *y =
       "destinations:\n"
       "  ehr:\n"
@@ -77,7 +106,7 @@ TEST(mllp_destination_every_key) {
       "    idle_close: 5m\n"
       "    on_ae: dead_letter\n"
       "    on_ar: retry\n"
-      "    new_control_id: yes\n"
+      "    new_control_id: true\n"
       "    tls:\n"
       "      ca: tls/ca.crt\n"
       "      cert: tls/client.crt\n"
@@ -114,6 +143,7 @@ TEST(mllp_destination_every_key) {
 }
 
 TEST(mllp_destination_errors) {
+  tls_files_here();
   CHECK_ERRORS("destinations:\n  ehr: {type: mllp}\n" LAB,
                "t.yaml:2:3: missing 'host' in destination 'ehr' (the receiver's host name or IP "
                "address)\n"
@@ -148,6 +178,7 @@ TEST(mllp_destination_errors) {
 }
 
 TEST(channel_tls_and_allow) {
+  tls_files_here();
   const char *y = EHR
       "channels:\n"
       "  lab:\n"
@@ -206,6 +237,7 @@ TEST(channel_tls_and_allow) {
 }
 
 TEST(channel_tls_errors) {
+  tls_files_here();
   CHECK_ERRORS(EHR
                "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
                "    tls: {key: s.key, require_client_cert: true, allowed_clients: [a], "
@@ -257,6 +289,47 @@ TEST(mixed_file_and_mllp_destinations) {
   CHECK_ERRORS("destinations:\n  ehr: {type: file, dir: x, host: h}\n" LAB,
                "t.yaml:2:29: unknown key 'host' in destination 'ehr' (expected one of: type, "
                "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog)\n");
+}
+
+/* Every TLS file a configuration names must be a readable regular file when
+ * it is loaded (`check` finds what `run` would fail on), with the position
+ * of the key; a FIFO is refused at once instead of blocking. */
+TEST(tls_files_must_exist) {
+  tls_files_here();
+  if (mkfifo("fifo.crt", 0600) != 0) abort();
+  if (mkdir("dir.crt", 0700) != 0) abort();
+  CHECK_ERRORS(EHR
+               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    to: ehr\n"
+               "    tls: {cert: missing.crt, key: fifo.crt, ca: dir.crt}\n",
+               "t.yaml:7:17: cert: cannot read 'missing.crt': No such file or directory\n"
+               "t.yaml:7:35: key: cannot read 'fifo.crt': a FIFO, not a regular file\n"
+               "t.yaml:7:49: ca: cannot read 'dir.crt': a directory, not a regular file\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: h, port: 1, tls: {ca: nope.crt}}\n" LAB,
+               "t.yaml:2:49: ca: cannot read 'nope.crt': No such file or directory\n");
+}
+
+/* One rule for booleans (YAML 1.2 core): true/false in any of its three
+ * spellings; yes/no/on/off are refused like any other word. */
+TEST(booleans_yaml_1_2) {
+  static const char *const good[] = {"true", "True", "TRUE", "false", "False", "FALSE"};
+  static const char *const bad[] = {"yes", "no", "on", "off", "y", "1", "tRUE"};
+  char y[256];
+  for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+    snprintf(y, sizeof y,
+             "destinations:\n  ehr: {type: mllp, host: h, port: 1, persistent: %s}\n" LAB, good[i]);
+    cad_config_t *c = load(y);
+    REQUIRE(c);
+    CHECK_INT(c->dests[0].persistent, good[i][0] == 't' || good[i][0] == 'T');
+    cad_config_free(c);
+  }
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    snprintf(y, sizeof y,
+             "destinations:\n  ehr: {type: mllp, host: h, port: 1, persistent: %s}\n" LAB, bad[i]);
+    char want[200];
+    snprintf(want, sizeof want, "t.yaml:2:51: persistent: expected true or false, got '%s'\n",
+             bad[i]);
+    CHECK_ERRORS(y, want);
+  }
 }
 
 TEST_MAIN()
