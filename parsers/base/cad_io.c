@@ -200,7 +200,25 @@ uint64_t cad_mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 /* Open `path` for reading without waiting (a FIFO with no writer, a tty) and
  * make sure it is a regular file.  Returns the fd, or -errno / CAD_E_INVAL
  * with *why set. */
+static const char *not_regular(const struct stat *st) {
+  if (S_ISDIR(st->st_mode)) return "a directory, not a regular file";
+  if (S_ISFIFO(st->st_mode)) return "a FIFO, not a regular file";
+  if (S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode)) return "a device, not a regular file";
+  if (S_ISSOCK(st->st_mode)) return "a socket, not a regular file";
+  return "not a regular file";
+}
+
 static int open_regular(const char *path, struct stat *st, const char **why) {
+  /* stat first: a device is never opened (opening some has effects). */
+  if (stat(path, st) != 0) {
+    int e = errno;
+    *why = strerror(e);
+    return -e;
+  }
+  if (!S_ISREG(st->st_mode)) {
+    *why = not_regular(st);
+    return CAD_E_INVAL;
+  }
   int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
     int e = errno;
@@ -213,13 +231,9 @@ static int open_regular(const char *path, struct stat *st, const char **why) {
     *why = strerror(e);
     return -e;
   }
-  if (!S_ISREG(st->st_mode)) {
+  if (!S_ISREG(st->st_mode)) { /* replaced since the stat */
     close(fd);
-    *why = S_ISDIR(st->st_mode)                           ? "a directory, not a regular file"
-           : S_ISFIFO(st->st_mode)                        ? "a FIFO, not a regular file"
-           : S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) ? "a device, not a regular file"
-           : S_ISSOCK(st->st_mode)                        ? "a socket, not a regular file"
-                                                          : "not a regular file";
+    *why = not_regular(st);
     return CAD_E_INVAL;
   }
   return fd;

@@ -16,7 +16,10 @@
 
 #include "cad_error.h"
 #include "harness.h"
+#include "stats.h"
 #include "yaml_doc.h"
+
+#include <uv.h>
 
 static const char *source_root(void) {
   const char *s = getenv("CAD_SOURCE_ROOT");
@@ -867,6 +870,98 @@ TEST(fixtures_bad_and_good) {
   free(ents);
   CHECK(bad >= 15);
   CHECK(good >= 1);
+}
+
+/* ---- one name limit (config and the stats registry) ---------------------- */
+
+/* Names may be CAD_CONF_NAME_MAX bytes; the stats registry told apart only
+ * 63 of them, so two channels differing in the 64th byte shared counters. */
+TEST(name_limit_shared_with_stats) {
+  char a[CAD_CONF_NAME_MAX + 1], b[CAD_CONF_NAME_MAX + 1], y[512];
+  memset(a, 'c', CAD_CONF_NAME_MAX);
+  a[CAD_CONF_NAME_MAX] = 0;
+  memcpy(b, a, sizeof b);
+  b[CAD_CONF_NAME_MAX - 1] = 'd';
+  snprintf(
+      y, sizeof y,
+      "destinations:\n  out: {type: file, dir: o}\n"
+      "channels:\n  %s: {listen: 127.0.0.1:1, to: out}\n  %s: {listen: 127.0.0.1:2, to: out}\n",
+      a, b);
+  cad_config_t *c = NULL;
+  char *err = NULL;
+  REQUIRE(cad_config_load_mem("t.yaml", y, strlen(y), 0, &c, &err) == 0);
+  REQUIRE(c->nchannels == 2);
+  cad_chan_stats_t *sa = cad_stats_get(c->channels[0].name);
+  cad_chan_stats_t *sb = cad_stats_get(c->channels[1].name);
+  REQUIRE(sa && sb);
+  CHECK(sa != sb);
+  CHECK_STR(sb->name, b);
+  CHECK(cad_stats_get(a) == sa);
+  cad_config_free(c);
+  cad_stats_free_all();
+  /* one byte more is refused */
+  snprintf(y, sizeof y,
+           "destinations:\n  out: {type: file, dir: o}\n"
+           "channels:\n  %sx: {listen: 127.0.0.1:1, to: out}\n",
+           a);
+  CHECK(cad_config_load_mem("t.yaml", y, strlen(y), 0, &c, &err) == CAD_E_CONFIG);
+  free(err);
+}
+
+/* ---- loading off the loop (a reload) -------------------------------------- */
+
+typedef struct got {
+  int calls, rc;
+  cad_config_t *cfg;
+  char *errors;
+} got_t;
+
+static void got_config(void *ctx, int rc, cad_config_t *cfg, char *errors) {
+  got_t *g = ctx;
+  g->calls++;
+  g->rc = rc;
+  g->cfg = cfg;
+  g->errors = errors;
+}
+
+TEST(load_async) {
+  char dir[] = "/tmp/cad_async_XXXXXX";
+  REQUIRE(mkdtemp(dir) != NULL && chdir(dir) == 0);
+  FILE *f = fopen("c.yaml", "w");
+  REQUIRE(f != NULL);
+  fputs(
+      "destinations:\n  out: {type: file, dir: o}\nchannels:\n  lab: {listen: 127.0.0.1:1, "
+      "to: out}\n",
+      f);
+  fclose(f);
+  REQUIRE(mkfifo("fifo.yaml", 0600) == 0);
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  got_t g = {0};
+  REQUIRE(cad_config_load_async(&loop, "c.yaml", 5000, got_config, &g) == 0);
+  /* One at a time: a second load waits for the first to finish. */
+  CHECK_INT(cad_config_load_async(&loop, "c.yaml", 5000, got_config, &g), CAD_E_STATE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(g.calls, 1);
+  CHECK_INT(g.rc, 0);
+  REQUIRE(g.cfg != NULL);
+  CHECK_STR(g.cfg->channels[0].name, "lab");
+  cad_config_free(g.cfg);
+  free(g.errors);
+  /* A FIFO is refused at once (the loop and the pool thread never block). */
+  memset(&g, 0, sizeof g);
+  REQUIRE(cad_config_load_async(&loop, "fifo.yaml", 5000, got_config, &g) == 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(g.calls, 1);
+  CHECK_INT(g.rc, CAD_E_IO);
+  CHECK(g.cfg == NULL);
+  CHECK_STR(g.errors, "fifo.yaml: cannot read: a FIFO, not a regular file\n");
+  free(g.errors);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  unlink("c.yaml");
+  unlink("fifo.yaml");
+  REQUIRE(chdir("/") == 0);
+  rmdir(dir);
 }
 
 TEST_MAIN()
