@@ -1,0 +1,530 @@
+/* config_channels.c - channels: listen addresses, `to:`, ack, TLS server
+ * settings, allow-lists, the listen-address clash check, and the files named
+ * by route tests.
+ */
+#include "config_int.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cad_error.h"
+#include "cad_io.h"
+#include "cad_mem.h"
+#include "hl7.h"
+
+/* ---- channels -------------------------------------------------------- */
+
+static const char *const ack_modes[] = {"auto", "original", "enhanced", NULL};
+static const enum_arg_t ack_mode_arg = {ack_modes, CAD_ACK_AUTO, "auto, original or enhanced"};
+
+static const char *const ack_policies[] = {"persisted", "received", "delivered", NULL};
+static const enum_arg_t ack_policy_arg = {ack_policies, CAD_ACK_PERSISTED,
+                                          "persisted, received or delivered"};
+
+static const conf_key_t ack_keys[] = {
+    {"mode", cad__conf_set_enum, offsetof(cad_conf_channel_t, ack_mode), 0, "auto", 0, 0,
+     &ack_mode_arg, "auto, original or enhanced"},
+    {"policy", cad__conf_set_enum, offsetof(cad_conf_channel_t, ack_policy), 0, "persisted", 0, 0,
+     &ack_policy_arg, "persisted, received or delivered"},
+};
+static const conf_section_t ack_section = {"ack", ack_keys, sizeof ack_keys / sizeof ack_keys[0],
+                                           NULL};
+
+/* Parse "host:port" or "[v6]:port" into a numeric host (canonical text) and
+ * a port. Returns NULL or the reason it is wrong. */
+static const char *parse_listen(const char *s, char *host, size_t hcap, int *family, int *port) {
+  const char *colon, *h = s;
+  size_t hl;
+  if (*s == '[') {
+    const char *rb = strchr(s, ']');
+    if (!rb) return "an IPv6 address needs a closing ']', like [::1]:2575";
+    h = s + 1;
+    hl = (size_t)(rb - h);
+    if (rb[1] != ':') return "expected ':' and a port after ']', like [::1]:2575";
+    colon = rb + 1;
+    *family = AF_INET6;
+  } else {
+    colon = strrchr(s, ':');
+    if (!colon) return "expected host:port, like 127.0.0.1:2575";
+    if (memchr(s, ':', (size_t)(colon - s)))
+      return "an IPv6 address needs brackets, like [::1]:2575";
+    hl = (size_t)(colon - s);
+    *family = AF_INET;
+  }
+  char tmp[64];
+  if (hl == 0) return "the host is missing: write 0.0.0.0 for every IPv4 interface";
+  if (hl >= sizeof tmp) return "the host is too long";
+  memcpy(tmp, h, hl);
+  tmp[hl] = 0;
+  unsigned char bin[16];
+  if (inet_pton(*family, tmp, bin) != 1)
+    return *family == AF_INET6
+               ? "not a valid IPv6 address"
+               : "the host must be a numeric IP address like 127.0.0.1 (names are not resolved)";
+  if (!inet_ntop(*family, bin, host, (socklen_t)hcap)) return "not a valid address";
+  const char *p = colon + 1;
+  long v = 0;
+  if (!*p) return "the port is missing, like 127.0.0.1:2575";
+  for (; *p; p++) {
+    if (*p < '0' || *p > '9') return "the port must be a number from 1 to 65535";
+    v = v * 10 + (*p - '0');
+    if (v > 65535) return "the port must be a number from 1 to 65535";
+  }
+  if (v < 1) return "the port must be a number from 1 to 65535";
+  *port = (int)v;
+  return NULL;
+}
+
+static void set_listen(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
+  cad_conf_channel_t *ch = obj;
+  char d[QBUF + 2];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    cad__conf_err_at(L, cad__conf_at(key, v),
+                     "%s: expected an address like 127.0.0.1:2575 or a list of them, got %s",
+                     k->name, cad__conf_describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  if (n == 0) {
+    cad__conf_err_at(L, v, "%s: needs at least one address, like 127.0.0.1:2575", k->name);
+    return;
+  }
+  if (n > MAX_LISTEN) {
+    cad__conf_err_at(L, v, "%s: at most %d addresses per channel", k->name, MAX_LISTEN);
+    return;
+  }
+  cad_conf_listen_t *ls = calloc(n, sizeof *ls);
+  if (!ls) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = cad__conf_scalar(L, k, NULL, items[i], "an address like 127.0.0.1:2575");
+    if (!s) continue;
+    char host[INET6_ADDRSTRLEN], q[QBUF];
+    int family, port;
+    const char *why = parse_listen(s, host, sizeof host, &family, &port);
+    if (why) {
+      cad__conf_err_at(L, items[i], "%s: '%s': %s", k->name, cad__conf_quote(q, s, strlen(s)), why);
+    } else if (!(ls[m].host = strdup(host))) {
+      L->nomem = true;
+    } else {
+      ls[m].port = port;
+      ls[m].pos = cad__conf_pos_of(items[i]);
+      m++;
+    }
+    free(s);
+  }
+  for (size_t i = 0; i < ch->nlisten; i++) free(ch->listen[i].host);
+  free(ch->listen);
+  ch->listen = ls;
+  ch->nlisten = m;
+}
+
+static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj) {
+  cad_conf_channel_t *ch = obj;
+  const cad_config_t *c = L->c;
+  char d[QBUF + 2], q[QBUF];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    cad__conf_err_at(L, cad__conf_at(key, v),
+                     "%s: expected a destination name or a list of them, got %s", k->name,
+                     cad__conf_describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  if (n == 0) {
+    cad__conf_err_at(L, v, "%s: needs at least one destination", k->name);
+    return;
+  }
+  if (n > MAX_TO) {
+    cad__conf_err_at(L, v, "%s: at most %d destinations", k->name, MAX_TO);
+    return;
+  }
+  size_t *to = calloc(n, sizeof *to);
+  if (!to) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = cad__conf_scalar(L, k, NULL, items[i], "a destination name");
+    if (!s) continue;
+    dest_ref_t want = {s, 0};
+    const dest_ref_t *found =
+        L->by_name ? bsearch(&want, L->by_name, c->ndests, sizeof want, cad__conf_dest_ref_cmp)
+                   : NULL;
+    size_t j = found ? found->idx : c->ndests;
+    if (j == c->ndests) {
+      char list[400];
+      size_t o = 0;
+      list[0] = 0;
+      for (size_t x = 0; x < c->ndests && o < sizeof list; x++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", x ? ", " : "", c->dests[x].name);
+      if (c->ndests)
+        cad__conf_err_at(L, items[i], "unknown destination '%s' %s (defined: %s)",
+                         cad__conf_quote(q, s, strlen(s)), L->where, list);
+      else
+        cad__conf_err_at(L, items[i], "unknown destination '%s' %s (no destinations are defined)",
+                         cad__conf_quote(q, s, strlen(s)), L->where);
+    } else {
+      bool dup = false;
+      for (size_t x = 0; x < m; x++) dup |= to[x] == j;
+      if (dup)
+        cad__conf_err_at(L, items[i], "destination '%s' is listed twice %s", c->dests[j].name,
+                         L->where);
+      else to[m++] = j;
+    }
+    free(s);
+  }
+  free(ch->to);
+  ch->to = to;
+  ch->nto = m;
+}
+
+/* ---- channel TLS and address allow-lists ------------------------------- */
+
+/* A list of names (allowed_clients): one or a sequence of non-empty strings. */
+static void set_names(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                      const cad_yaml_node_t *v, void *obj) {
+  cad_conf_channel_t *ch = obj;
+  char d[QBUF + 2];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    cad__conf_err_at(L, cad__conf_at(key, v), "%s: expected a name or a list of names, got %s",
+                     k->name, cad__conf_describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  if (n == 0 || n > MAX_LIST) {
+    cad__conf_err_at(L, v, "%s: expected 1 to %d names", k->name, MAX_LIST);
+    return;
+  }
+  char **names = calloc(n, sizeof *names);
+  if (!names) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = cad__conf_scalar(L, k, NULL, items[i], "a certificate name (subject CN or SAN)");
+    if (!s) continue;
+    if (*s == 0) {
+      cad__conf_err_at(L, items[i], "%s: expected a certificate name, got an empty string",
+                       k->name);
+      free(s);
+      continue;
+    }
+    names[m++] = s;
+  }
+  for (size_t i = 0; i < ch->tls.nallowed; i++) free(ch->tls.allowed_clients[i]);
+  free(ch->tls.allowed_clients);
+  ch->tls.allowed_clients = names;
+  ch->tls.nallowed = m;
+}
+
+/* "10.0.0.0/8", "127.0.0.1" (one address), "fd00::/8".  NULL or why not. */
+static const char *parse_cidr(const char *s, cad_conf_cidr_t *out) {
+  char host[64];
+  const char *slash = strchr(s, '/');
+  size_t hl = slash ? (size_t)(slash - s) : strlen(s);
+  if (hl == 0 || hl >= sizeof host) return "expected an address or a range like 10.0.0.0/8";
+  memcpy(host, s, hl);
+  host[hl] = 0;
+  memset(out, 0, sizeof *out);
+  int max = 32;
+  if (inet_pton(AF_INET, host, out->addr) == 1) {
+    out->family = AF_INET;
+  } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
+    out->family = AF_INET6;
+    max = 128;
+  } else {
+    return "not a numeric IP address (names are not allowed here)";
+  }
+  out->prefix = max;
+  if (slash) {
+    const char *p = slash + 1;
+    int v = 0;
+    if (!*p) return "the prefix length is missing after '/'";
+    for (; *p; p++) {
+      if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > max)
+        return max == 32 ? "the prefix length must be from 0 to 32"
+                         : "the prefix length must be from 0 to 128";
+    }
+    out->prefix = v;
+  }
+  return NULL;
+}
+
+static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                      const cad_yaml_node_t *v, void *obj) {
+  cad_conf_channel_t *ch = obj;
+  char d[QBUF + 2], q[QBUF];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    cad__conf_err_at(L, cad__conf_at(key, v),
+                     "%s: expected an address range like 10.0.0.0/8 or a list of them, got %s",
+                     k->name, cad__conf_describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  if (n == 0 || n > MAX_LIST) {
+    cad__conf_err_at(L, v, "%s: expected 1 to %d address ranges", k->name, MAX_LIST);
+    return;
+  }
+  cad_conf_cidr_t *list = calloc(n, sizeof *list);
+  if (!list) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = cad__conf_scalar(L, k, NULL, items[i], "an address range like 10.0.0.0/8");
+    if (!s) continue;
+    const char *why = parse_cidr(s, &list[m]);
+    if (why)
+      cad__conf_err_at(L, items[i], "%s: '%s': %s", k->name, cad__conf_quote(q, s, strlen(s)), why);
+    else m++;
+    free(s);
+  }
+  free(ch->allow);
+  ch->allow = list;
+  ch->nallow = m;
+}
+
+static void check_tls_server(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                             void *obj, const bool *seen) {
+  (void)key;
+  const cad_conf_channel_t *ch = obj;
+  /* indexes in tls_server_keys: 2 ca, 3 require_client_cert, 4 allowed_clients */
+  if (ch->tls.require_client_cert && !seen[2])
+    cad__conf_err_at(
+        L, cad__conf_key_node(map, "require_client_cert"),
+        "require_client_cert needs 'ca' %s: the CA that client certificates must chain to",
+        L->where);
+  if (seen[4] && !seen[2])
+    cad__conf_err_at(L, cad__conf_key_node(map, "allowed_clients"),
+                     "allowed_clients needs 'ca' %s: the CA that client certificates must chain to",
+                     L->where);
+}
+
+static const char *const tls_versions[] = {"1.2", "1.3", NULL};
+static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_MIN_1_2, "1.2 or 1.3"};
+
+static const conf_key_t tls_server_keys[] = {
+    {"cert", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.cert), K_REQUIRED, NULL, 0, 0,
+     NULL, "the server certificate, PEM"},
+    {"key", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.key), K_REQUIRED, NULL, 0, 0, NULL,
+     "the server certificate's key, PEM"},
+    {"ca", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.ca), 0, NULL, 0, 0, NULL,
+     "the CAs client certificates must chain to"},
+    {"require_client_cert", cad__conf_set_flag,
+     offsetof(cad_conf_channel_t, tls.require_client_cert), 0, "false", 0, 0, NULL,
+     "mutual TLS: refuse clients without a valid certificate"},
+    {"allowed_clients", set_names, 0, 0, NULL, 0, 0, NULL,
+     "the client certificate names (subject CN or SAN) accepted"},
+    {"ciphers", cad__conf_set_text, offsetof(cad_conf_channel_t, tls.ciphers), 0, NULL, 0, 0, NULL,
+     "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
+    {"min_version", cad__conf_set_enum, offsetof(cad_conf_channel_t, tls.min_version), 0, "1.2", 0,
+     0, &tls_version_arg, "1.2 or 1.3"},
+};
+static const conf_section_t tls_server_section = {
+    "tls", tls_server_keys, sizeof tls_server_keys / sizeof tls_server_keys[0], check_tls_server};
+
+static void set_tls_server(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                           const cad_yaml_node_t *v, void *obj) {
+  ((cad_conf_channel_t *)obj)->tls.enabled = true;
+  cad__conf_set_section(L, k, key, v, obj);
+}
+
+/* Keys read by routes/ (cad_routes_compile checks them, with positions). */
+static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj) {
+  (void)L, (void)k, (void)key, (void)v, (void)obj;
+}
+
+
+static void check_channel(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                          void *obj, const bool *seen) {
+  (void)obj;
+  (void)map;
+  size_t to = 0, routes = 0;
+  for (size_t i = 0; i < cad__conf_channel_section.nkeys; i++) {
+    if (strcmp(cad__conf_channel_section.keys[i].name, "to") == 0) to = i;
+    if (strcmp(cad__conf_channel_section.keys[i].name, "routes") == 0) routes = i;
+  }
+  if (!seen[to] && !seen[routes])
+    cad__conf_err_at(L, key, "missing 'to' or 'routes' %s (where accepted messages go)", L->where);
+}
+
+static const conf_key_t channel_keys[] = {
+    {"listen", set_listen, 0, K_REQUIRED, NULL, 0, 0, NULL,
+     "the addresses to accept MLLP connections on, like 127.0.0.1:2575"},
+    {"ack", cad__conf_set_section, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
+    {"max_message_size", cad__conf_set_size, offsetof(cad_conf_channel_t, max_message_size), 0,
+     "4MiB", 1024, (uint64_t)1 << 30, NULL, "the largest message accepted"},
+    {"idle_timeout", cad__conf_set_duration, offsetof(cad_conf_channel_t, idle_timeout_ms),
+     K_ZERO_OK, "300s", MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
+    {"frame_timeout", cad__conf_set_duration, offsetof(cad_conf_channel_t, frame_timeout_ms), 0,
+     "30s", 100, MS_DAY, NULL, "close a connection that stalls mid-message this long"},
+    {"max_connections", cad__conf_set_u32, offsetof(cad_conf_channel_t, max_connections), 0, "4096",
+     1, 1000000, NULL, "connections accepted at once"},
+    {"to", set_dest_refs, 0, 0, NULL, 0, 0, NULL,
+     "the destinations every accepted message goes to"},
+    {"tls", set_tls_server, 0, 0, NULL, 0, 0, &tls_server_section, "MLLP over TLS"},
+    {"allow", set_allow, 0, 0, NULL, 0, 0, NULL, "the client addresses accepted (CIDR)"},
+    {"routes", set_by_routes, 0, 0, NULL, 0, 0, NULL, "filters, transforms and destinations"},
+    {"unrouted", set_by_routes, 0, 0, NULL, 0, 0, NULL, "what happens to a message no route takes"},
+    {"on_error", set_by_routes, 0, 0, NULL, 0, 0, NULL, "what happens when a transform fails"},
+    {"tests", set_by_routes, 0, 0, NULL, 0, 0, NULL, "route test cases (caduceus test)"},
+};
+const conf_section_t cad__conf_channel_section = {
+    "channel", channel_keys, sizeof channel_keys / sizeof channel_keys[0], check_channel};
+
+/* Two channels (or one, twice) listening on the same address, or on one
+ * address and the wildcard of its family with the same port. */
+typedef struct listen_ref {
+  const cad_conf_listen_t *l;
+  const cad_conf_channel_t *ch;
+  int family;
+  bool wildcard;
+  size_t order;
+} listen_ref_t;
+
+static int listen_cmp(const void *pa, const void *pb) {
+  const listen_ref_t *a = pa, *b = pb;
+  if (a->family != b->family) return a->family < b->family ? -1 : 1;
+  if (a->l->port != b->l->port) return a->l->port < b->l->port ? -1 : 1;
+  if (a->wildcard != b->wildcard) return a->wildcard ? -1 : 1;
+  int c = strcmp(a->l->host, b->l->host);
+  if (c) return c;
+  return a->order < b->order ? -1 : a->order > b->order;
+}
+
+typedef struct clash {
+  const listen_ref_t *a, *b; /* a written before b */
+} clash_t;
+
+static int clash_cmp(const void *pa, const void *pb) {
+  const clash_t *a = pa, *b = pb;
+  if (a->b->order != b->b->order) return a->b->order < b->b->order ? -1 : 1;
+  return a->a->order < b->a->order ? -1 : a->a->order > b->a->order;
+}
+
+static void format_listen(char *buf, size_t cap, const cad_conf_listen_t *l) {
+  if (strchr(l->host, ':')) snprintf(buf, cap, "[%s]:%d", l->host, l->port);
+  else snprintf(buf, cap, "%s:%d", l->host, l->port);
+}
+
+void cad__conf_check_listen_conflicts(loader_t *L) {
+  const cad_config_t *c = L->c;
+  size_t n = 0;
+  for (size_t i = 0; i < c->nchannels; i++) n += c->channels[i].nlisten;
+  if (n < 2) return;
+  listen_ref_t *r = calloc(n, sizeof *r);
+  if (!r) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < c->nchannels; i++)
+    for (size_t j = 0; j < c->channels[i].nlisten; j++) {
+      const cad_conf_listen_t *l = &c->channels[i].listen[j];
+      bool v6 = strchr(l->host, ':') != NULL;
+      r[m] = (listen_ref_t){l, &c->channels[i], v6 ? AF_INET6 : AF_INET,
+                            strcmp(l->host, v6 ? "::" : "0.0.0.0") == 0, m};
+      m++;
+    }
+  qsort(r, n, sizeof *r, listen_cmp);
+  /* Within a run of one family and port, sorted wildcard first then by host:
+   * an equal neighbour is a duplicate; with a wildcard, all others clash.
+   * Each clash is reported at the later of the two, in document order. */
+  clash_t *cl = calloc(n, sizeof *cl);
+  size_t ncl = 0;
+  if (!cl) {
+    free(r);
+    L->nomem = true;
+    return;
+  }
+  for (size_t i = 1, s = 0; i < n; i++) {
+    if (r[s].family != r[i].family || r[s].l->port != r[i].l->port) s = i;
+    const listen_ref_t *other = NULL;
+    if (r[s].wildcard && s != i) other = &r[s];
+    if (i > s && strcmp(r[i - 1].l->host, r[i].l->host) == 0) other = &r[i - 1];
+    if (!other) continue;
+    bool first = other->order < r[i].order;
+    cl[ncl++] = (clash_t){first ? other : &r[i], first ? &r[i] : other};
+  }
+  qsort(cl, ncl, sizeof *cl, clash_cmp);
+  for (size_t i = 0; i < ncl && L->nerr < MAX_ERRORS; i++) {
+    const listen_ref_t *a = cl[i].a, *b = cl[i].b;
+    char aa[80], bb[80];
+    format_listen(aa, sizeof aa, a->l);
+    format_listen(bb, sizeof bb, b->l);
+    if (strcmp(aa, bb) == 0)
+      cad__conf_err_pos(L, b->l->pos.file, b->l->pos.line, b->l->pos.col,
+                        "listen address %s is already used by channel '%s' (%s:%d:%d)", bb,
+                        a->ch->name, a->l->pos.file, a->l->pos.line, a->l->pos.col);
+    else
+      cad__conf_err_pos(L, b->l->pos.file, b->l->pos.line, b->l->pos.col,
+                        "listen address %s overlaps %s of channel '%s' (%s:%d:%d)", bb, aa,
+                        a->ch->name, a->l->pos.file, a->l->pos.line, a->l->pos.col);
+  }
+  free(cl);
+  free(r);
+}
+
+/* ---- route tests ----------------------------------------------------- */
+
+/* A message written as { file: PATH } in a route test: the file must be a
+ * readable regular file (relative to the file the test is written in). */
+static void check_message_file(loader_t *L, const cad_yaml_node_t *n) {
+  const cad_yaml_node_t *f = n->type == CAD_YAML_MAPPING ? cad_yaml_get(n, "file") : NULL;
+  if (!f || f->type != CAD_YAML_SCALAR || f->len == 0) return; /* `caduceus test` says why */
+  char *s = strdup(f->str);
+  if (!s || !(s = cad__conf_resolve(L, f->file, s))) {
+    L->nomem = true;
+    return;
+  }
+  const char *why = NULL;
+  char q[QBUF];
+  if (cad_io_check_regular(s, &why) != 0)
+    cad__conf_err_at(L, f, "file: cannot read test message '%s': %s",
+                     cad__conf_quote(q, s, strlen(s)), why);
+  free(s);
+}
+
+/* A channel's `tests:` (NULL = none): a list of cases whose input and
+ * expected messages may name files.  Returns the list, or NULL. */
+const cad_yaml_node_t *cad__conf_check_tests(loader_t *L, const cad_yaml_node_t *tests) {
+  if (!tests || cad_yaml_is_null(tests)) return NULL;
+  if (tests->type != CAD_YAML_SEQUENCE) {
+    char d[QBUF + 2];
+    cad__conf_err_at(L, tests, "tests: expected a list of test cases, got %s",
+                     cad__conf_describe(d, tests));
+    return NULL;
+  }
+  for (size_t i = 0; i < tests->n; i++) {
+    const cad_yaml_node_t *t = tests->items[i];
+    if (t->type != CAD_YAML_MAPPING) continue;
+    const cad_yaml_node_t *in = cad_yaml_get(t, "input"), *ex = cad_yaml_get(t, "expect");
+    if (in) check_message_file(L, in);
+    for (size_t j = 0; ex && ex->type == CAD_YAML_MAPPING && j < ex->n; j++)
+      check_message_file(L, ex->pairs[j].value);
+  }
+  return tests;
+}

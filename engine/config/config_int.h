@@ -1,0 +1,185 @@
+/* config_int.h - what the files of engine/config share (private).
+ *
+ * The loader (loader_t) collects error lines and state while one
+ * configuration loads; a section of the configuration is a table of
+ * conf_key_t (nginx's command tables: name, setter, offsetof, default,
+ * range); apply_section() runs one over a YAML mapping.  Files:
+ *   config_load.c      files, include:, the top level, engine:, build, free
+ *   config_util.c      errors, ${ENV}, the generic setters, apply_section
+ *   config_dests.c     destination kinds and their key tables
+ *   config_channels.c  channel keys, TLS server, allow, listen clashes, tests
+ *   config_async.c     loading on the thread pool (reload)
+ */
+#ifndef CAD_CONFIG_INT_H
+#define CAD_CONFIG_INT_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cad_mem.h"
+#include "config.h"
+#include "yaml_doc.h"
+
+#define MAX_ERRORS 50
+#define MAX_FILES 64 /* main file + includes */
+#define MAX_INCLUDE_DEPTH 16
+#define MAX_TOTAL_BYTES ((size_t)64 << 20)
+#define MAX_NAMED 4096 /* channels, and destinations */
+#define MAX_NAME_LEN CAD_CONF_NAME_MAX
+#define MAX_LISTEN 16 /* per channel */
+#define MAX_TO 256    /* per channel */
+#define QBUF 200      /* a quoted value in a message */
+
+#define MS_SECOND UINT64_C(1000)
+#define MS_DAY (UINT64_C(86400) * MS_SECOND)
+
+/* Enums are stored through an int: that needs them to be int-sized. */
+_Static_assert(sizeof(cad_log_level_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(cad_log_format_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(cad_ack_mode_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(cad_dest_type_t) == sizeof(int), "enum size");
+#define MS_HOUR (UINT64_C(3600) * MS_SECOND)
+#define MAX_LIST 256 /* allowed_clients, allow */
+
+/* ---- the loader ------------------------------------------------------ */
+
+typedef struct named {
+  const cad_yaml_node_t *key, *val; /* "lab:" and its settings */
+} named_t;
+
+typedef struct loader {
+  cad_config_t *c;
+  unsigned flags;
+  cad_buf_t err;         /* the error lines */
+  int nerr, dropped;     /* lines written, lines beyond MAX_ERRORS */
+  bool nomem, io;        /* out of memory; the main file cannot be read */
+  cad_yaml_doc_t **docs; /* every parsed file, alive until the end */
+  size_t ndocs, docs_cap;
+  char **real; /* realpath() of c->files[i], or NULL (in memory) */
+  size_t files_cap;
+  size_t stack[MAX_INCLUDE_DEPTH + 1]; /* c->files indexes being read */
+  size_t depth;
+  size_t total_bytes;
+  bool in_main; /* applying the main file's top level */
+  named_t *dests, *chans;
+  size_t ndests, nchans, dests_cap, chans_cap;
+  const char *where;             /* "in channel 'lab'": the section being applied */
+  size_t kept_refs;              /* ${HL7-path} references the last cad__conf_expand() left */
+  struct dest_ref *by_name;      /* c->dests sorted by name, for `to:` */
+  const cad_yaml_node_t *tables; /* top-level `tables:` (main file), or NULL */
+} loader_t;
+
+typedef struct dest_ref {
+  const char *name;
+  size_t idx;
+} dest_ref_t;
+
+/* ---- the key tables -------------------------------------------------- */
+
+typedef struct conf_key conf_key_t;
+typedef struct conf_section conf_section_t;
+
+/* Apply value `v` (written after `key`; for a default, key is NULL) to the
+ * field of `obj` that `k` names.  Problems are reported, never returned. */
+typedef void (*conf_set_fn)(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, void *obj);
+
+enum {
+  K_REQUIRED = 1u << 0,  /* no default: the key must be written */
+  K_MAIN_ONLY = 1u << 1, /* only in the main file (not in an included one) */
+  K_ZERO_OK = 1u << 2,   /* 0 is allowed (means "off") even below `lo` */
+};
+
+struct conf_key {
+  const char *name;
+  conf_set_fn set;
+  size_t off; /* offsetof the field in obj */
+  unsigned flags;
+  const char *def; /* default, as YAML would write it; NULL = none */
+  uint64_t lo, hi; /* range: ms for durations, bytes for sizes */
+  const void *arg; /* setter-specific (enum names, a sub-section) */
+  const char *doc; /* what it is, for "missing 'x'" messages */
+};
+
+struct conf_section {
+  const char *what; /* "channel", ... for "expected a mapping of ... settings" */
+  const conf_key_t *keys;
+  size_t nkeys;
+  /* Rules between keys, after every key is applied (seen[i]: keys[i] was
+   * written). May be NULL. */
+  void (*check)(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map, void *obj,
+                const bool *seen);
+};
+
+#define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->off))
+
+typedef struct enum_arg {
+  const char *const *names; /* NULL-terminated; value = base + index */
+  int base;
+  const char *doc; /* "debug, info, warn or error" */
+} enum_arg_t;
+
+/* ---- shared functions (config_util.c unless said) ---- */
+
+void cad__conf_err_pos(loader_t *L, const char *file, int line, int col, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void cad__conf_err_at(loader_t *L, const cad_yaml_node_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void cad__conf_apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml_node_t *key,
+                             const cad_yaml_node_t *map, void *obj, const char *where);
+int cad__conf_dest_ref_cmp(const void *pa, const void *pb);
+void cad__conf_add_raw(loader_t *L, const char *line);
+const char *cad__conf_quote(char *out, const char *s, size_t len);
+const char *cad__conf_describe(char *out, const cad_yaml_node_t *v);
+cad_conf_pos_t cad__conf_pos_of(const cad_yaml_node_t *n);
+bool cad__conf_grow(void **arr, size_t *cap, size_t need, size_t elem);
+char *cad__conf_expand(loader_t *L, const cad_yaml_node_t *v);
+const cad_yaml_node_t *cad__conf_at(const cad_yaml_node_t *key, const cad_yaml_node_t *v);
+char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, const char *what);
+char *cad__conf_resolve(loader_t *L, const char *file, char *s);
+void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+bool cad__conf_in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v, uint64_t x,
+                        char *(*fmt)(uint64_t, char *, size_t), const char *text);
+char *cad__conf_fmt_duration(uint64_t x, char *buf, size_t cap);
+char *cad__conf_fmt_size(uint64_t x, char *buf, size_t cap);
+char *cad__conf_fmt_number(uint64_t x, char *buf, size_t cap);
+void cad__conf_set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+bool cad__conf_whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, uint64_t max, uint64_t *out);
+void cad__conf_set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                           const cad_yaml_node_t *v, void *obj);
+const cad_yaml_node_t *cad__conf_key_node(const cad_yaml_node_t *map, const char *name);
+void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+const cad_yaml_node_t *const *cad__conf_as_list(const cad_yaml_node_t *v, size_t *n,
+                                                const cad_yaml_node_t **one);
+/* config_dests.c: check one destination with its kind's table. */
+void cad__conf_apply_dest(loader_t *L, cad_conf_dest_t *d, const named_t *e);
+/* config_channels.c */
+void cad__conf_check_listen_conflicts(loader_t *L);
+const cad_yaml_node_t *cad__conf_check_tests(loader_t *L, const cad_yaml_node_t *tests);
+
+extern const conf_section_t cad__conf_channel_section; /* config_channels.c */
+
+#endif

@@ -1,0 +1,730 @@
+/* config_util.c - what every section of the configuration uses (config_int.h):
+ * error lines with positions, ${ENV} expansion, the generic setters of the
+ * key tables (paths, files, enums, durations, sizes, numbers, flags, hosts)
+ * and apply_section(), which runs a table over a mapping.
+ */
+#include "config_int.h"
+
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cad_error.h"
+#include "cad_io.h"
+#include "cad_mem.h"
+#include "hl7.h"
+
+int cad__conf_dest_ref_cmp(const void *pa, const void *pb) {
+  return strcmp(((const dest_ref_t *)pa)->name, ((const dest_ref_t *)pb)->name);
+}
+
+static void add_line(loader_t *L, const char *file, int line, int col, const char *fmt, va_list ap)
+    __attribute__((format(printf, 5, 0)));
+static void add_line(loader_t *L, const char *file, int line, int col, const char *fmt,
+                     va_list ap) {
+  if (L->nerr >= MAX_ERRORS) {
+    L->dropped++;
+    return;
+  }
+  L->nerr++;
+  int rc = line > 0 ? cad_buf_printf(&L->err, "%s:%d:%d: ", file, line, col)
+                    : cad_buf_printf(&L->err, "%s: ", file);
+  char msg[1024];
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  if (rc == 0) rc = cad_buf_puts(&L->err, msg);
+  if (rc == 0) rc = cad_buf_putc(&L->err, '\n');
+  if (rc) L->nomem = true;
+}
+
+void cad__conf_err_pos(loader_t *L, const char *file, int line, int col, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  add_line(L, file, line, col, fmt, ap);
+  va_end(ap);
+}
+
+void cad__conf_err_at(loader_t *L, const cad_yaml_node_t *n, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  add_line(L, n->file, n->line, n->col, fmt, ap);
+  va_end(ap);
+}
+
+void cad__conf_add_raw(loader_t *L, const char *line) {
+  if (L->nerr >= MAX_ERRORS) {
+    L->dropped++;
+    return;
+  }
+  L->nerr++;
+  if (cad_buf_puts(&L->err, line) || cad_buf_putc(&L->err, '\n')) L->nomem = true;
+}
+
+/* Up to 40 characters of s for a message: printable ASCII and UTF-8 as is,
+ * control bytes as \xNN, so that hostile input cannot garble a terminal. */
+const char *cad__conf_quote(char *out, const char *s, size_t len) {
+  return cad_yaml_quote(out, QBUF, s, len); /* yaml_doc.h */
+}
+
+/* "'text'" for a scalar, else "a mapping" / "a sequence" / "nothing". */
+const char *cad__conf_describe(char *out, const cad_yaml_node_t *v) {
+  if (v->type == CAD_YAML_SCALAR && !cad_yaml_is_null(v)) {
+    char q[QBUF];
+    cad__conf_quote(q, v->str, v->len);
+    snprintf(out, QBUF + 2, "'%s'", q);
+    return out;
+  }
+  snprintf(out, QBUF + 2, "%s", cad_yaml_type_name(v));
+  return out;
+}
+
+cad_conf_pos_t cad__conf_pos_of(const cad_yaml_node_t *n) {
+  return (cad_conf_pos_t){n->file, n->line, n->col};
+}
+
+bool cad__conf_grow(void **arr, size_t *cap, size_t need, size_t elem) {
+  if (need <= *cap) return true;
+  size_t nc = *cap ? *cap * 2 : 8;
+  while (nc < need) nc *= 2;
+  void *p = realloc(*arr, nc * elem);
+  if (!p) return false;
+  *arr = p;
+  *cap = nc;
+  return true;
+}
+
+/* Number of characters (not bytes) in s[0..n). */
+static int utf8_chars(const char *s, size_t n) {
+  int c = 0;
+  for (size_t i = 0; i < n; i++)
+    if (((unsigned char)s[i] & 0xc0) != 0x80) c++;
+  return c;
+}
+
+/* The column of byte `off` of a scalar's value, when the value is written on
+ * one line without escapes (so that it maps to the text); else its start. */
+static int scalar_col(const cad_yaml_node_t *v, size_t off) {
+  int q;
+  switch (v->style) {
+    case CAD_YAML_PLAIN: q = 0; break;
+    case CAD_YAML_SINGLE:
+    case CAD_YAML_DOUBLE: q = 1; break;
+    default: return v->col;
+  }
+  if (v->end_line != v->line || v->end_col - v->col != utf8_chars(v->str, v->len) + 2 * q)
+    return v->col;
+  return v->col + q + utf8_chars(v->str, off);
+}
+
+/* ---- ${...} in values ------------------------------------------------ */
+
+static bool is_env_name(const char *s, size_t n) {
+  if (n == 0 || (s[0] >= '0' && s[0] <= '9')) return false;
+  for (size_t i = 0; i < n; i++) {
+    char ch = s[i];
+    if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+          ch == '_'))
+      return false;
+  }
+  return true;
+}
+
+/* An HL7 path (SEG-N...) that the engine evaluates per message. */
+static bool is_hl7_path(const char *s, size_t n, size_t *errpos, const char **why) {
+  cad_hl7_path_t p;
+  if (cad_hl7_path_parse(s, n, &p, errpos, why) != 0) return false;
+  if (p.field == 0) {
+    *errpos = n;
+    *why = "expected '-' and a field number after the segment id";
+    return false;
+  }
+  return true;
+}
+
+/* The value of a scalar with ${ENV_VAR} replaced by the variable's value and
+ * $${ by a literal ${.  ${SEG-N...} (an HL7 path) is left as written, for the
+ * engine to fill from each message.  Returns a malloc'd string, or NULL after
+ * reporting the problem. */
+char *cad__conf_expand(loader_t *L, const cad_yaml_node_t *v) {
+  L->kept_refs = 0;
+  if (memchr(v->str, 0, v->len)) {
+    cad__conf_err_at(L, v, "a value cannot contain a NUL character");
+    return NULL;
+  }
+  if (!memchr(v->str, '$', v->len)) {
+    char *s = strdup(v->str);
+    if (!s) L->nomem = true;
+    return s;
+  }
+  cad_buf_t b = CAD_BUF_INIT;
+  const char *s = v->str;
+  size_t n = v->len, i = 0;
+  int rc = 0;
+  char q[QBUF];
+  while (i < n && rc == 0) {
+    if (s[i] == '$' && i + 2 < n && s[i + 1] == '$' && s[i + 2] == '{') {
+      rc = cad_buf_append(&b, "${", 2);
+      i += 3;
+    } else if (s[i] == '$' && i + 1 < n && s[i + 1] == '{') {
+      const char *close = memchr(s + i + 2, '}', n - i - 2);
+      if (!close) {
+        cad__conf_err_pos(L, v->file, v->line, scalar_col(v, i),
+                          "'${' without a closing '}' (write $${ for a literal ${)");
+        goto fail;
+      }
+      const char *name = s + i + 2;
+      size_t nl = (size_t)(close - name), errpos = 0;
+      const char *why = NULL;
+      if (is_env_name(name, nl)) {
+        char var[256];
+        if (nl >= sizeof var) {
+          cad__conf_err_pos(L, v->file, v->line, scalar_col(v, i),
+                            "environment variable name too long");
+          goto fail;
+        }
+        memcpy(var, name, nl);
+        var[nl] = 0;
+        const char *val = getenv(var);
+        if (!val) {
+          cad__conf_err_pos(L, v->file, v->line, scalar_col(v, i),
+                            "environment variable '%s' is not set", var);
+          goto fail;
+        }
+        rc = cad_buf_puts(&b, val);
+      } else if (is_hl7_path(name, nl, &errpos, &why)) {
+        rc = cad_buf_append(&b, s + i, nl + 3);
+        L->kept_refs++;
+      } else {
+        cad__conf_err_pos(
+            L, v->file, v->line, scalar_col(v, i),
+            "'${%s}' is neither an environment variable (letters, digits, '_') nor an "
+            "HL7 path like ${MSH-10}",
+            cad__conf_quote(q, name, nl));
+        goto fail;
+      }
+      i += nl + 3;
+    } else {
+      rc = cad_buf_putc(&b, s[i]);
+      i++;
+    }
+  }
+  if (rc == 0 && cad_buf_cstr(&b) == NULL) rc = CAD_E_NOMEM;
+  if (rc) {
+    L->nomem = true;
+    goto fail;
+  }
+  if (!b.data) {
+    char *e = strdup("");
+    if (!e) L->nomem = true;
+    return e;
+  }
+  return b.data; /* NUL-terminated by cad_buf_cstr; ownership passes on */
+fail:
+  cad_buf_free(&b);
+  return NULL;
+}
+
+/* For a null value, point at the key that introduced it: the value has no
+ * position of its own worth showing. */
+const cad_yaml_node_t *cad__conf_at(const cad_yaml_node_t *key, const cad_yaml_node_t *v) {
+  return (key && cad_yaml_is_null(v)) ? key : v;
+}
+
+/* A scalar's expanded text, or NULL after reporting "expected <what>". */
+char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, const char *what) {
+  char d[QBUF + 2];
+  if (v->type != CAD_YAML_SCALAR || cad_yaml_is_null(v)) {
+    cad__conf_err_at(L, cad__conf_at(key, v), "%s: expected %s, got %s", k->name, what,
+                     cad__conf_describe(d, v));
+    return NULL;
+  }
+  return cad__conf_expand(L, v);
+}
+
+/* `s` (malloc'd, taken) resolved against the directory of `file`, the
+ * configuration file that wrote it: every relative path of a configuration
+ * is relative to the file it is written in (an included file's paths to
+ * that file).  Returns the malloc'd result, or NULL (out of memory). */
+char *cad__conf_resolve(loader_t *L, const char *file, char *s) {
+  const char *slash = strrchr(file, '/');
+  if (s[0] == '/' || !slash) return s;
+  size_t dl = (size_t)(slash - file) + 1, sl = strlen(s);
+  char *r = malloc(dl + sl + 1);
+  if (!r) {
+    L->nomem = true;
+    free(s);
+    return NULL;
+  }
+  memcpy(r, file, dl);
+  memcpy(r + dl, s, sl + 1);
+  free(s);
+  return r;
+}
+
+/* A file system path: not empty, and no ${HL7-path} (message fields only
+ * make sense in a template). */
+void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  char *s = cad__conf_scalar(L, k, key, v, "a path");
+  if (!s) return;
+  const char *ref = L->kept_refs ? strstr(s, "${") : NULL;
+  if (*s == 0) {
+    cad__conf_err_at(L, v, "%s: expected a path, got an empty string", k->name);
+  } else if (ref) {
+    const char *end = strchr(ref, '}');
+    char q[QBUF];
+    cad__conf_err_at(
+        L, v,
+        "%s: cannot use message fields like %s: only a file destination's 'name' is a template",
+        k->name, cad__conf_quote(q, ref, end ? (size_t)(end - ref) + 1 : strlen(ref)));
+  } else if ((s = cad__conf_resolve(L, key ? v->file : L->c->files[0], s)) != NULL) {
+    char **dst = FIELD(obj, k, char *);
+    free(*dst);
+    *dst = s;
+    return;
+  }
+  free(s);
+}
+
+/* A file the engine reads (a TLS certificate, key or CA bundle): a path as
+ * set_path takes it, which must name a readable regular file now, so that
+ * `check` finds what `run` would fail on. */
+void cad__conf_set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = NULL;
+  cad__conf_set_path(L, k, key, v, obj);
+  if (!*dst) return;
+  const char *why = NULL;
+  char q[QBUF];
+  if (cad_io_check_regular(*dst, &why) != 0)
+    cad__conf_err_at(L, cad__conf_at(key, v), "%s: cannot read '%s': %s", k->name,
+                     cad__conf_quote(q, *dst, strlen(*dst)), why);
+}
+
+/* A file name template: literal text and ${HL7-path} references; no '/' and
+ * no '..' outside the references (the engine makes the field values safe). */
+void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, void *obj) {
+  char *s = cad__conf_scalar(L, k, key, v, "a file name template like \"${MSH-7}_${MSH-10}.hl7\"");
+  if (!s) return;
+  size_t n = strlen(s), refs = 0;
+  bool ok = true;
+  for (size_t i = 0; i < n && ok; i++) {
+    if (s[i] == '$' && s[i + 1] == '{') {
+      const char *close = strchr(s + i, '}');
+      if (!close) { /* only from an environment variable's value */
+        cad__conf_err_at(L, v, "%s: '${' without a closing '}'", k->name);
+        ok = false;
+        break;
+      }
+      i = (size_t)(close - s); /* cad__conf_expand() checked the references it left */
+      refs++;
+    } else if (s[i] == '/' || s[i] == '\\') {
+      cad__conf_err_at(
+          L, v,
+          "%s: '%c' is not allowed in a file name template: the name stays inside the destination's 'dir'",
+          k->name, s[i]);
+      ok = false;
+    } else if (s[i] == '.' && s[i + 1] == '.') {
+      cad__conf_err_at(L, v, "%s: '..' is not allowed in a file name template", k->name);
+      ok = false;
+    } else if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) {
+      cad__conf_err_at(L, v, "%s: control characters are not allowed in a file name template",
+                       k->name);
+      ok = false;
+    }
+  }
+  if (ok && n == 0) {
+    cad__conf_err_at(L, v, "%s: expected a file name template, got an empty string", k->name);
+    ok = false;
+  }
+  if (ok && refs == 0) {
+    cad__conf_err_at(L, v,
+                     "%s: a template without ${...} gives every message the same file name "
+                     "(use 'append' to write all messages to one file)",
+                     k->name);
+    ok = false;
+  }
+  if (!ok) {
+    free(s);
+    return;
+  }
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = s;
+}
+
+void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  const enum_arg_t *e = k->arg;
+  char what[160];
+  snprintf(what, sizeof what, "one of %s", e->doc);
+  char *s = cad__conf_scalar(L, k, key, v, what);
+  if (!s) return;
+  for (int i = 0; e->names[i]; i++) {
+    if (strcmp(s, e->names[i]) == 0) {
+      int val = e->base + i;
+      memcpy(FIELD(obj, k, int), &val, sizeof val);
+      free(s);
+      return;
+    }
+  }
+  char q[QBUF];
+  cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
+                   cad__conf_quote(q, s, strlen(s)));
+  free(s);
+}
+
+/* Check `x` against the key's range; report and return false if outside. */
+bool cad__conf_in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v, uint64_t x,
+                        char *(*fmt)(uint64_t, char *, size_t), const char *text) {
+  if ((x == 0 && (k->flags & K_ZERO_OK)) || (x >= k->lo && x <= k->hi)) return true;
+  char lo[32], hi[32], q[QBUF];
+  cad__conf_err_at(L, v, "%s: must be from %s to %s%s, got %s", k->name, fmt(k->lo, lo, sizeof lo),
+                   fmt(k->hi, hi, sizeof hi), (k->flags & K_ZERO_OK) ? " (or 0 for none)" : "",
+                   cad__conf_quote(q, text, strlen(text)));
+  return false;
+}
+
+char *cad__conf_fmt_duration(uint64_t x, char *buf, size_t cap) {
+  return cad_config_format_duration(x, buf, cap);
+}
+char *cad__conf_fmt_size(uint64_t x, char *buf, size_t cap) {
+  return cad_config_format_size((size_t)x, buf, cap);
+}
+char *cad__conf_fmt_number(uint64_t x, char *buf, size_t cap) {
+  snprintf(buf, cap, "%llu", (unsigned long long)x);
+  return buf;
+}
+
+void cad__conf_set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, void *obj) {
+  static const char what[] = "a duration like 30s, 250ms or 5m";
+  char *s = cad__conf_scalar(L, k, key, v, what);
+  if (!s) return;
+  uint64_t ms;
+  char q[QBUF];
+  if (cad_config_parse_duration(s, &ms) != 0)
+    cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
+                     cad__conf_quote(q, s, strlen(s)));
+  else if (cad__conf_in_range(L, k, v, ms, cad__conf_fmt_duration, s))
+    *FIELD(obj, k, uint64_t) = ms;
+  free(s);
+}
+
+void cad__conf_set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  static const char what[] = "a size like 4MiB, 64KiB or 1000000";
+  char *s = cad__conf_scalar(L, k, key, v, what);
+  if (!s) return;
+  size_t bytes;
+  char q[QBUF];
+  if (cad_config_parse_size(s, &bytes) != 0)
+    cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
+                     cad__conf_quote(q, s, strlen(s)));
+  else if (cad__conf_in_range(L, k, v, bytes, cad__conf_fmt_size, s))
+    *FIELD(obj, k, size_t) = bytes;
+  free(s);
+}
+
+/* A whole number within the key's range; false after reporting. */
+bool cad__conf_whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, uint64_t max, uint64_t *out) {
+  static const char what[] = "a whole number";
+  char *s = cad__conf_scalar(L, k, key, v, what);
+  if (!s) return false;
+  uint64_t x = 0;
+  bool ok = *s != 0;
+  for (const char *p = s; *p && ok; p++) {
+    if (*p < '0' || *p > '9' || x > max / 10) ok = false;
+    else x = x * 10 + (uint64_t)(*p - '0');
+  }
+  char q[QBUF];
+  bool good = false;
+  if (!ok)
+    cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
+                     cad__conf_quote(q, s, strlen(s)));
+  else if (cad__conf_in_range(L, k, v, x, cad__conf_fmt_number, s)) good = true;
+  free(s);
+  *out = x;
+  return good;
+}
+
+void cad__conf_set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
+  uint64_t x;
+  if (cad__conf_whole_number(L, k, key, v, UINT32_MAX, &x)) *FIELD(obj, k, uint32_t) = (uint32_t)x;
+}
+
+void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj) {
+  uint64_t x;
+  if (cad__conf_whole_number(L, k, key, v, UINT64_MAX / 10, &x)) *FIELD(obj, k, uint64_t) = x;
+}
+
+/* A nested mapping (`ack:`) whose keys set fields of the same object. */
+void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                           const cad_yaml_node_t *v, void *obj) {
+  char where[300];
+  const char *outer = L->where;
+  /* "in channel 'lab'" -> "in ack of channel 'lab'"; "at the top level" -> "in engine" */
+  if (strncmp(outer, "in ", 3) == 0)
+    snprintf(where, sizeof where, "in %s of %s", k->name, outer + 3);
+  else snprintf(where, sizeof where, "in %s", k->name);
+  cad__conf_apply_section(L, k->arg, key, v, obj, where);
+}
+
+/* Apply `sec` to `obj`: every key of `map` through its setter, then the
+ * defaults of the keys not written, then the section's own check.  With
+ * map == NULL only the defaults are applied. */
+void cad__conf_apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml_node_t *key,
+                             const cad_yaml_node_t *map, void *obj, const char *where) {
+  const char *saved = L->where;
+  L->where = where;
+  bool seen[32] = {false};
+  assert(sec->nkeys <= sizeof seen / sizeof seen[0]);
+  bool checkable = true;
+  if (map && cad_yaml_is_null(map)) map = NULL; /* "ack:" with nothing: the defaults */
+  if (map && map->type != CAD_YAML_MAPPING) {
+    char d[QBUF + 2];
+    cad__conf_err_at(L, cad__conf_at(key, map), "expected a mapping of %s settings %s, got %s",
+                     sec->what, where, cad__conf_describe(d, map));
+    map = NULL;
+    checkable = false;
+  }
+  for (size_t i = 0; map && i < map->n; i++) {
+    const cad_yaml_node_t *kn = map->pairs[i].key, *vn = map->pairs[i].value;
+    size_t j = 0;
+    while (j < sec->nkeys && strcmp(sec->keys[j].name, kn->str) != 0) j++;
+    if (j == sec->nkeys || memchr(kn->str, 0, kn->len)) {
+      char list[512], q[QBUF];
+      size_t o = 0;
+      list[0] = 0;
+      for (size_t m = 0; m < sec->nkeys && o < sizeof list; m++)
+        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", m ? ", " : "", sec->keys[m].name);
+      cad__conf_err_at(L, kn, "unknown key '%s' %s (expected one of: %s)",
+                       cad__conf_quote(q, kn->str, kn->len), where, list);
+      continue;
+    }
+    const conf_key_t *k = &sec->keys[j];
+    seen[j] = true;
+    if ((k->flags & K_MAIN_ONLY) && !L->in_main) {
+      cad__conf_err_at(L, kn, "'%s' may only be set in the main file (%s)", k->name,
+                       L->c->files[0]);
+      continue;
+    }
+    k->set(L, k, kn, vn, obj);
+  }
+  for (size_t j = 0; j < sec->nkeys; j++) {
+    const conf_key_t *k = &sec->keys[j];
+    if (seen[j]) continue;
+    if ((k->flags & K_REQUIRED) && checkable && key) {
+      cad__conf_err_at(L, key, "missing '%s' %s (%s)", k->name, where, k->doc);
+    } else if (k->set == cad__conf_set_section && (!(k->flags & K_MAIN_ONLY) || L->in_main)) {
+      k->set(L, k, NULL, NULL, obj); /* the sub-section's defaults */
+    } else if (k->def) {
+      cad_yaml_node_t d = {.type = CAD_YAML_SCALAR,
+                           .file = "(default)",
+                           .str = k->def,
+                           .len = strlen(k->def),
+                           .quoted = true,
+                           .style = CAD_YAML_DOUBLE};
+      k->set(L, k, NULL, &d, obj);
+    }
+  }
+  if (sec->check && checkable && map) sec->check(L, key, map, obj, seen);
+  L->where = saved;
+}
+
+/* The key node `name` of a mapping (for the position of an error). */
+const cad_yaml_node_t *cad__conf_key_node(const cad_yaml_node_t *map, const char *name) {
+  for (size_t i = 0; i < map->n; i++)
+    if (strcmp(map->pairs[i].key->str, name) == 0) return map->pairs[i].key;
+  return map;
+}
+
+/* true or false: the one rule of cad_yaml_bool_text (YAML 1.2 core). */
+void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  static const char what[] = CAD_YAML_BOOL_WORDS;
+  char *s = cad__conf_scalar(L, k, key, v, what);
+  if (!s) return;
+  int val = cad_yaml_bool_text(s, strlen(s));
+  char q[QBUF];
+  if (val < 0)
+    cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
+                     cad__conf_quote(q, s, strlen(s)));
+  else *FIELD(obj, k, bool) = val == 1;
+  free(s);
+}
+
+/* A host to connect to: an IP address ([v6] brackets are dropped) or a DNS
+ * name of letters, digits, '-', '_' and '.' (resolved when connecting). */
+void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  static const char what[] = "a host name or IP address like ehr.example.org or 10.0.0.5";
+  char *s = cad__conf_scalar(L, k, key, v, what);
+  if (!s) return;
+  size_t n = strlen(s);
+  if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+    memmove(s, s + 1, n - 2);
+    s[n -= 2] = 0;
+  }
+  unsigned char bin[16];
+  bool ok = n > 0 && n <= 253;
+  if (ok && inet_pton(AF_INET6, s, bin) != 1)
+    for (size_t i = 0; i < n && ok; i++)
+      ok = (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+           (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '.' || s[i] == '_';
+  if (!ok) {
+    char q[QBUF];
+    cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what, cad__conf_quote(q, s, n));
+    free(s);
+    return;
+  }
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = s;
+}
+
+/* A non-empty string, used as is (a cipher list). */
+void cad__conf_set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
+  char *s = cad__conf_scalar(L, k, key, v, k->doc);
+  if (!s) return;
+  if (*s == 0 || L->kept_refs) {
+    cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, k->doc, s);
+    free(s);
+    return;
+  }
+  char **dst = FIELD(obj, k, char *);
+  free(*dst);
+  *dst = s;
+}
+
+/* A scalar, or a sequence of scalars, as a list (for listen: and to:). */
+const cad_yaml_node_t *const *cad__conf_as_list(const cad_yaml_node_t *v, size_t *n,
+                                                const cad_yaml_node_t **one) {
+  if (v->type == CAD_YAML_SEQUENCE) {
+    *n = v->n;
+    return (const cad_yaml_node_t *const *)v->items;
+  }
+  *one = v;
+  *n = 1;
+  return one;
+}
+
+/* ---- durations and sizes --------------------------------------------- */
+
+static bool mul_add(uint64_t *acc, uint64_t v, uint64_t mult) {
+  if (v > (UINT64_MAX - *acc) / mult) return false;
+  *acc += v * mult;
+  return true;
+}
+
+int cad_config_parse_duration(const char *s, uint64_t *ms) {
+  static const struct {
+    const char *unit;
+    uint64_t ms;
+  } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+  if (!s || !*s) return CAD_E_INVAL;
+  uint64_t total = 0, last = UINT64_MAX;
+  const char *p = s;
+  while (*p) {
+    if (*p < '0' || *p > '9') return CAD_E_INVAL;
+    uint64_t v = 0;
+    for (; *p >= '0' && *p <= '9'; p++) {
+      if (v > (UINT64_MAX - 9) / 10) return CAD_E_INVAL;
+      v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (*p == 0 && p != s && total == 0 && last == UINT64_MAX) /* a bare number: seconds */
+      return mul_add(&total, v, 1000) ? (*ms = total, 0) : CAD_E_INVAL;
+    size_t u = 0;
+    while (u < sizeof units / sizeof units[0] &&
+           !(strncmp(p, units[u].unit, strlen(units[u].unit)) == 0 &&
+             !(units[u].unit[0] == 'm' && units[u].unit[1] == 0 && p[1] == 's')))
+      u++;
+    if (u == sizeof units / sizeof units[0]) return CAD_E_INVAL;
+    if (units[u].ms >= last) return CAD_E_INVAL; /* "1h30m", not "30m1h" or "1s1s" */
+    if (!mul_add(&total, v, units[u].ms)) return CAD_E_INVAL;
+    last = units[u].ms;
+    p += strlen(units[u].unit);
+  }
+  *ms = total;
+  return 0;
+}
+
+int cad_config_parse_size(const char *s, size_t *bytes) {
+  static const struct {
+    const char *unit;
+    uint64_t mult;
+  } units[] = {{"", 1},
+               {"b", 1},
+               {"kb", 1000},
+               {"mb", 1000000},
+               {"gb", 1000000000},
+               {"tb", UINT64_C(1000000000000)},
+               {"kib", UINT64_C(1) << 10},
+               {"mib", UINT64_C(1) << 20},
+               {"gib", UINT64_C(1) << 30},
+               {"tib", UINT64_C(1) << 40}};
+  if (!s || *s < '0' || *s > '9') return CAD_E_INVAL;
+  uint64_t v = 0;
+  const char *p = s;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    if (v > (UINT64_MAX - 9) / 10) return CAD_E_INVAL;
+    v = v * 10 + (uint64_t)(*p - '0');
+  }
+  if (*p == ' ' && p[1]) p++; /* "4 MiB" */
+  for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+    if (strcasecmp(p, units[u].unit) != 0) continue;
+    uint64_t total = 0;
+    if (!mul_add(&total, v, units[u].mult) || total > SIZE_MAX) return CAD_E_INVAL;
+    *bytes = (size_t)total;
+    return 0;
+  }
+  return CAD_E_INVAL;
+}
+
+char *cad_config_format_duration(uint64_t ms, char *buf, size_t cap) {
+  static const struct {
+    const char *unit;
+    uint64_t ms;
+  } units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+  size_t o = 0;
+  if (cap == 0) return buf;
+  buf[0] = 0;
+  if (ms == 0) {
+    snprintf(buf, cap, "0s");
+    return buf;
+  }
+  for (size_t u = 0; u < sizeof units / sizeof units[0] && ms; u++) {
+    uint64_t v = ms / units[u].ms;
+    if (!v) continue;
+    ms -= v * units[u].ms;
+    int n = snprintf(buf + o, cap - o, "%llu%s", (unsigned long long)v, units[u].unit);
+    if (n < 0 || (size_t)n >= cap - o) break;
+    o += (size_t)n;
+  }
+  return buf;
+}
+
+char *cad_config_format_size(size_t bytes, char *buf, size_t cap) {
+  static const char *const units[] = {"TiB", "GiB", "MiB", "KiB"};
+  for (int i = 0; i < 4; i++) {
+    uint64_t m = UINT64_C(1) << (10 * (4 - i));
+    if (bytes >= m && bytes % m == 0) {
+      snprintf(buf, cap, "%llu%s", (unsigned long long)(bytes / m), units[i]);
+      return buf;
+    }
+  }
+  snprintf(buf, cap, "%zuB", bytes);
+  return buf;
+}
