@@ -71,9 +71,9 @@ static void print_summary(const cad_config_t *c) {
     nlisten += ch->nlisten;
     if (ch->tls.enabled)
       printf("  (MLLP over TLS %s%s, certificate %s%s)\n",
-             ch->tls.min_version == CAD_TLS_MIN_1_3 ? "1.3+" : "1.2+",
-             ch->tls.require_client_cert ? ", client certificates required" : "", ch->tls.cert,
-             ch->tls.nallowed ? ", named clients only" : "");
+             ch->tls.opts.min_version == CAD_TLS_V1_3 ? "1.3+" : "1.2+",
+             ch->tls.opts.require_client_cert ? ", client certificates required" : "",
+             ch->tls.opts.cert_file, ch->tls.opts.nallowed ? ", named clients only" : "");
     else printf("  (MLLP)\n");
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
@@ -107,18 +107,19 @@ static void print_summary(const cad_config_t *c) {
     for (size_t j = 0; j < c->nchannels && !used; j++) used |= c->channels[j].nto == 0;
     printf("\ndestination '%s'  (%s:%d)%s\n", d->name, d->pos.file, d->pos.line,
            used ? "" : "  -- not used by any channel");
-    if (d->dir) {
-      size_t n = strlen(d->dir);
-      printf("  writes      one file per message in %s%s, named \"%s\"\n", d->dir,
-             n && d->dir[n - 1] == '/' ? "" : "/", d->name_tmpl);
-    } else if (d->append_path) {
-      printf("  writes      every message appended to %s\n", d->append_path);
+    const cad_file_dest_opts_t *fo = &d->file;
+    if (fo->dir) {
+      size_t n = strlen(fo->dir);
+      printf("  writes      one file per message in %s%s, named \"%s\"\n", fo->dir,
+             n && fo->dir[n - 1] == '/' ? "" : "/", fo->name_tmpl);
+    } else if (fo->append_path) {
+      printf("  writes      every message appended to %s\n", fo->append_path);
     } else if (d->type == CAD_DEST_MLLP) {
-      printf("  sends       MLLP%s to %s:%u, ACK timeout %s; AE: %s, AR: %s\n",
-             d->tls.enabled ? " over TLS" : "", d->host, d->port,
-             cad_config_format_duration(d->ack_timeout_ms, a, sizeof a),
-             d->on_ae == CAD_NAK_DEAD_LETTER ? "dead letter" : "retry",
-             d->on_ar == CAD_NAK_DEAD_LETTER ? "dead letter" : "retry");
+      printf("  sends       MLLP%s to %s:%d, ACK timeout %s; AE: %s, AR: %s\n",
+             d->tls.enabled ? " over TLS" : "", d->mllp.host, d->mllp.port,
+             cad_config_format_duration(d->mllp.ack_timeout_ms, a, sizeof a),
+             d->mllp.ae_dead_letter ? "dead letter" : "retry",
+             d->mllp.ar_dead_letter ? "dead letter" : "retry");
     }
     printf("  delivery    in order; retry from %s up to %s, %u attempts, then %s",
            cad_config_format_duration(d->retry_initial_ms, a, sizeof a),

@@ -66,43 +66,36 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "file_dest.h"   /* channels/file: cad_file_dest_opts_t */
+#include "mllp_sender.h" /* channels/mllp: cad_mllp_sender_opts_t */
 #include "routes.h"
+#include "transport.h" /* channels/net: TLS options, cad_cidr_t */
 
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
 typedef enum { CAD_LOG_KV = 0, CAD_LOG_JSON } cad_log_format_t;
 typedef enum { CAD_ACK_AUTO = 0, CAD_ACK_ORIGINAL, CAD_ACK_ENHANCED } cad_ack_mode_t;
 typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
-/* What an MLLP destination does with an AE/CE or AR/CR acknowledgment. */
-typedef enum { CAD_NAK_RETRY = 0, CAD_NAK_DEAD_LETTER } cad_nak_action_t;
-typedef enum { CAD_TLS_MIN_1_2 = 0, CAD_TLS_MIN_1_3 } cad_tls_min_t;
 
-/* `tls:` of an MLLP destination (a TLS client). */
+/* The options of a channel kind are the channel's own types (channels/):
+ * the configuration fills them, and the engine hands them over as they are.
+ * Every string in them is owned by the config (freed by cad_config_free),
+ * even where the channel's type says `const char *`. */
+
+/* `tls:` of an MLLP destination (a TLS client): opts.ca_file (NULL = the
+ * system's store), opts.cert_file and opts.key_file (both or neither).  The
+ * name to verify (SNI) and verify_hostname are in cad_conf_dest_t.mllp. */
 typedef struct cad_conf_tls_client {
-  bool enabled;         /* `tls:` was written */
-  char *ca;             /* CA bundle, NULL = the system's store */
-  char *cert, *key;     /* client certificate and key (both or neither) */
-  bool verify_hostname; /* default true */
-  char *server_name;    /* name to verify and send as SNI, NULL = host */
+  bool enabled; /* `tls:` was written */
+  cad_tls_client_opts_t opts;
 } cad_conf_tls_client_t;
 
-/* `tls:` of a channel (a TLS listener). */
+/* `tls:` of a channel (a TLS listener): cert_file and key_file required;
+ * ca_file, require_client_cert (needs ca), allowed_clients (nallowed
+ * strings), ciphers, min_version as channels/net/transport.h says. */
 typedef struct cad_conf_tls_server {
-  bool enabled;             /* `tls:` was written */
-  char *cert, *key;         /* required */
-  char *ca;                 /* CAs client certificates must chain to, or NULL */
-  bool require_client_cert; /* mutual TLS (needs ca); default false */
-  char **allowed_clients;   /* subject CN / SAN names, or NULL (any) */
-  size_t nallowed;
-  char *ciphers;             /* OpenSSL cipher list (TLS 1.2), NULL = default */
-  cad_tls_min_t min_version; /* default 1.2 */
+  bool enabled; /* `tls:` was written */
+  cad_tls_server_opts_t opts;
 } cad_conf_tls_server_t;
-
-/* One entry of a channel's `allow:` (a client address range). */
-typedef struct cad_conf_cidr {
-  int family;             /* AF_INET or AF_INET6 */
-  unsigned char addr[16]; /* network byte order */
-  int prefix;             /* bits */
-} cad_conf_cidr_t;
 /* When to send the ACK: after the message is on disk (default), on receipt
  * (faster, can lose messages on a crash), or after the destination took it. */
 typedef enum { CAD_ACK_PERSISTED = 0, CAD_ACK_RECEIVED, CAD_ACK_DELIVERED } cad_ack_policy_t;
@@ -129,23 +122,16 @@ typedef struct cad_conf_listen {
 typedef struct cad_conf_dest {
   char *name;
   cad_dest_type_t type;
-  /* type: file */
-  char *dir;         /* one file per message in this directory, or NULL */
-  char *name_tmpl;   /* file name template (default "${MSH-10}.hl7") */
-  char *append_path; /* append every message to this one file, or NULL */
-  /* permissions (less the umask) */
-  uint32_t file_mode; /* `mode:` of created files, default 0600 */
-  uint32_t dir_mode;  /* `dir_mode:` of created directories, default 0700 */
-  /* type: mllp */
-  char *host;                  /* IP literal or DNS name */
-  uint32_t port;               /* 1..65535 */
-  bool persistent;             /* default true; false = a connection per message */
-  uint64_t connect_timeout_ms; /* default 10000 */
-  uint64_t ack_timeout_ms;     /* default 30000 */
-  uint64_t idle_close_ms;      /* default 0 = keep an idle connection */
-  cad_nak_action_t on_ae;      /* AE/CE: default retry */
-  cad_nak_action_t on_ar;      /* AR/CR: default dead_letter */
-  bool new_control_id;         /* a new MSH-10 per attempt; default false */
+  /* type: file.  file.dir (one file per message, named by file.name_tmpl,
+   * default "${MSH-10}.hl7") or file.append_path (one file for all);
+   * file.mode / file.dir_mode (`mode:`, `dir_mode:`), default 0600 / 0700. */
+  cad_file_dest_opts_t file;
+  /* type: mllp.  `persistent: false` is mllp.per_message; on_ae / on_ar
+   * `dead_letter` are mllp.ae_dead_letter / ar_dead_letter (defaults: AE
+   * retried, AR dead-lettered); connect_timeout 10s, ack_timeout 30s,
+   * idle_close 0 (never), verify_hostname true.  mllp.tls stays NULL: the
+   * engine builds the context from `tls`. */
+  cad_mllp_sender_opts_t mllp;
   cad_conf_tls_client_t tls;
   /* delivery (every type): retries, then dead letter or block */
   uint64_t retry_initial_ms;   /* default 1000 */
@@ -167,7 +153,7 @@ typedef struct cad_conf_channel {
   uint64_t frame_timeout_ms;   /* default 30000 */
   uint32_t max_connections;    /* default 4096 */
   cad_conf_tls_server_t tls;   /* `tls:`; tls.enabled false = plain TCP */
-  cad_conf_cidr_t *allow;      /* `allow:` client ranges; NULL = everyone */
+  cad_cidr_t *allow;           /* `allow:` client ranges; NULL = everyone */
   size_t nallow;
   size_t *to; /* indexes into cad_config_t.dests */
   size_t nto;
@@ -215,9 +201,9 @@ void cad_config_free(cad_config_t *c);
  *    twice); hosts are numeric, in inet_ntop's canonical form ("::1"); no
  *    address is used twice, nor beside the wildcard (0.0.0.0 / ::) of its
  *    family on the same port;
- *  - a file destination has exactly one of dir and append_path; with dir,
- *    name_tmpl is set (default "${MSH-10}.hl7"), with append_path it is NULL;
- *    every ${...} in name_tmpl is an HL7 path that cad_hl7_path_parse()
+ *  - a file destination has exactly one of file.dir and file.append_path;
+ *    with dir, file.name_tmpl is set (default "${MSH-10}.hl7"), with
+ *    append_path it is NULL; every ${...} in name_tmpl is an HL7 path that cad_hl7_path_parse()
  *    accepts, and outside them there is no '/', '\', '..' or control byte;
  *  - ranges: max_message_size 1KiB..1GiB; idle_timeout 0 or 1s..7d;
  *    frame_timeout 100ms..1d; max_connections 1..1000000; stats_interval 0

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -230,14 +231,15 @@ static void set_names(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
     }
     names[m++] = s;
   }
-  for (size_t i = 0; i < ch->tls.nallowed; i++) free(ch->tls.allowed_clients[i]);
-  free(ch->tls.allowed_clients);
-  ch->tls.allowed_clients = names;
-  ch->tls.nallowed = m;
+  cad_tls_server_opts_t *t = &ch->tls.opts; /* strings owned by the config */
+  for (size_t i = 0; i < t->nallowed; i++) free((void *)(uintptr_t)t->allowed_clients[i]);
+  free((void *)(uintptr_t)t->allowed_clients);
+  t->allowed_clients = (const char *const *)names;
+  t->nallowed = m;
 }
 
 /* "10.0.0.0/8", "127.0.0.1" (one address), "fd00::/8".  NULL or why not. */
-static const char *parse_cidr(const char *s, cad_conf_cidr_t *out) {
+static const char *parse_cidr(const char *s, cad_cidr_t *out) {
   char host[64];
   const char *slash = strchr(s, '/');
   size_t hl = slash ? (size_t)(slash - s) : strlen(s);
@@ -286,7 +288,7 @@ static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
     cad__conf_err_at(L, v, "%s: expected 1 to %d address ranges", k->name, MAX_LIST);
     return;
   }
-  cad_conf_cidr_t *list = calloc(n, sizeof *list);
+  cad_cidr_t *list = calloc(n, sizeof *list);
   if (!list) {
     L->nomem = true;
     return;
@@ -311,7 +313,7 @@ static void check_tls_server(loader_t *L, const cad_yaml_node_t *key, const cad_
   (void)key;
   const cad_conf_channel_t *ch = obj;
   /* indexes in tls_server_keys: 2 ca, 3 require_client_cert, 4 allowed_clients */
-  if (ch->tls.require_client_cert && !seen[2])
+  if (ch->tls.opts.require_client_cert && !seen[2])
     cad__conf_err_at(
         L, cad__conf_key_node(map, "require_client_cert"),
         "require_client_cert needs 'ca' %s: the CA that client certificates must chain to",
@@ -323,24 +325,25 @@ static void check_tls_server(loader_t *L, const cad_yaml_node_t *key, const cad_
 }
 
 static const char *const tls_versions[] = {"1.2", "1.3", NULL};
-static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_MIN_1_2, "1.2 or 1.3"};
+static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_V1_2, "1.2 or 1.3"};
+_Static_assert(sizeof(cad_tls_version_t) == sizeof(int), "enum size");
 
 static const conf_key_t tls_server_keys[] = {
-    {"cert", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.cert), K_REQUIRED, NULL, 0, 0,
-     NULL, "the server certificate, PEM"},
-    {"key", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.key), K_REQUIRED, NULL, 0, 0, NULL,
-     "the server certificate's key, PEM"},
-    {"ca", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.ca), 0, NULL, 0, 0, NULL,
+    {"cert", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.opts.cert_file), K_REQUIRED, NULL,
+     0, 0, NULL, "the server certificate, PEM"},
+    {"key", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.opts.key_file), K_REQUIRED, NULL,
+     0, 0, NULL, "the server certificate's key, PEM"},
+    {"ca", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.opts.ca_file), 0, NULL, 0, 0, NULL,
      "the CAs client certificates must chain to"},
     {"require_client_cert", cad__conf_set_flag,
-     offsetof(cad_conf_channel_t, tls.require_client_cert), 0, "false", 0, 0, NULL,
+     offsetof(cad_conf_channel_t, tls.opts.require_client_cert), 0, "false", 0, 0, NULL,
      "mutual TLS: refuse clients without a valid certificate"},
     {"allowed_clients", set_names, 0, 0, NULL, 0, 0, NULL,
      "the client certificate names (subject CN or SAN) accepted"},
-    {"ciphers", cad__conf_set_text, offsetof(cad_conf_channel_t, tls.ciphers), 0, NULL, 0, 0, NULL,
-     "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
-    {"min_version", cad__conf_set_enum, offsetof(cad_conf_channel_t, tls.min_version), 0, "1.2", 0,
-     0, &tls_version_arg, "1.2 or 1.3"},
+    {"ciphers", cad__conf_set_text, offsetof(cad_conf_channel_t, tls.opts.ciphers), 0, NULL, 0, 0,
+     NULL, "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
+    {"min_version", cad__conf_set_enum, offsetof(cad_conf_channel_t, tls.opts.min_version), 0,
+     "1.2", 0, 0, &tls_version_arg, "1.2 or 1.3"},
 };
 static const conf_section_t tls_server_section = {
     "tls", tls_server_keys, sizeof tls_server_keys / sizeof tls_server_keys[0], check_tls_server};
@@ -356,7 +359,6 @@ static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_
                           const cad_yaml_node_t *v, void *obj) {
   (void)L, (void)k, (void)key, (void)v, (void)obj;
 }
-
 
 static void check_channel(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
                           void *obj, const bool *seen) {

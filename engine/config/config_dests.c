@@ -52,9 +52,9 @@ static void check_file_dest(loader_t *L, const cad_yaml_node_t *key, const cad_y
                      "'name' applies only with 'dir' (one file per message), not with 'append' %s",
                      L->where);
   }
-  if (d->dir && !d->name_tmpl && !seen[3]) {
-    d->name_tmpl = strdup("${MSH-10}.hl7");
-    if (!d->name_tmpl) L->nomem = true;
+  if (d->file.dir && !d->file.name_tmpl && !seen[3]) {
+    d->file.name_tmpl = strdup("${MSH-10}.hl7");
+    if (!d->file.name_tmpl) L->nomem = true;
   }
 }
 
@@ -121,15 +121,15 @@ static void set_mode(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
 static const conf_key_t file_dest_keys[] = {
     {"type", cad__conf_set_enum, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0,
      &dest_type_arg, "one of: file or mllp"},
-    {"dir", cad__conf_set_path, offsetof(cad_conf_dest_t, dir), 0, NULL, 0, 0, NULL,
+    {"dir", cad__conf_set_path, offsetof(cad_conf_dest_t, file.dir), 0, NULL, 0, 0, NULL,
      "the directory for one file per message"},
-    {"append", cad__conf_set_path, offsetof(cad_conf_dest_t, append_path), 0, NULL, 0, 0, NULL,
+    {"append", cad__conf_set_path, offsetof(cad_conf_dest_t, file.append_path), 0, NULL, 0, 0, NULL,
      "the one file every message is appended to"},
-    {"name", cad__conf_set_template, offsetof(cad_conf_dest_t, name_tmpl), 0, NULL, 0, 0, NULL,
+    {"name", cad__conf_set_template, offsetof(cad_conf_dest_t, file.name_tmpl), 0, NULL, 0, 0, NULL,
      "the file name template, default \"${MSH-10}.hl7\""},
-    {"mode", set_mode, offsetof(cad_conf_dest_t, file_mode), 0, "0600", 0, 0, NULL,
+    {"mode", set_mode, offsetof(cad_conf_dest_t, file.mode), 0, "0600", 0, 0, NULL,
      "permissions of the files it creates"},
-    {"dir_mode", set_mode, offsetof(cad_conf_dest_t, dir_mode), 0, "0700", 0, 0, NULL,
+    {"dir_mode", set_mode, offsetof(cad_conf_dest_t, file.dir_mode), 0, "0700", 0, 0, NULL,
      "permissions of the directories it creates"},
     DELIVERY_KEYS,
 };
@@ -138,9 +138,6 @@ static const conf_section_t file_dest_section = {"destination", file_dest_keys,
                                                  check_file_dest};
 
 /* ---- MLLP destinations (type: mllp) and TLS settings ------------------ */
-
-_Static_assert(sizeof(cad_nak_action_t) == sizeof(int), "enum size");
-_Static_assert(sizeof(cad_tls_min_t) == sizeof(int), "enum size");
 
 static void check_tls_client(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
                              void *obj, const bool *seen) {
@@ -154,15 +151,15 @@ static void check_tls_client(loader_t *L, const cad_yaml_node_t *key, const cad_
 }
 
 static const conf_key_t tls_client_keys[] = {
-    {"ca", cad__conf_set_file, offsetof(cad_conf_dest_t, tls.ca), 0, NULL, 0, 0, NULL,
+    {"ca", cad__conf_set_file, offsetof(cad_conf_dest_t, tls.opts.ca_file), 0, NULL, 0, 0, NULL,
      "the CAs the receiver's certificate must chain to (default: the system's)"},
-    {"cert", cad__conf_set_file, offsetof(cad_conf_dest_t, tls.cert), 0, NULL, 0, 0, NULL,
+    {"cert", cad__conf_set_file, offsetof(cad_conf_dest_t, tls.opts.cert_file), 0, NULL, 0, 0, NULL,
      "our client certificate, for receivers that ask for one"},
-    {"key", cad__conf_set_file, offsetof(cad_conf_dest_t, tls.key), 0, NULL, 0, 0, NULL,
+    {"key", cad__conf_set_file, offsetof(cad_conf_dest_t, tls.opts.key_file), 0, NULL, 0, 0, NULL,
      "the key of the client certificate"},
-    {"verify_hostname", cad__conf_set_flag, offsetof(cad_conf_dest_t, tls.verify_hostname), 0,
+    {"verify_hostname", cad__conf_set_flag, offsetof(cad_conf_dest_t, mllp.verify_hostname), 0,
      "true", 0, 0, NULL, "check that the receiver's certificate names the host"},
-    {"server_name", cad__conf_set_host, offsetof(cad_conf_dest_t, tls.server_name), 0, NULL, 0, 0,
+    {"server_name", cad__conf_set_host, offsetof(cad_conf_dest_t, mllp.server_name), 0, NULL, 0, 0,
      NULL, "the name to verify and send (SNI), default the host"},
 };
 static const conf_section_t tls_client_section = {
@@ -176,30 +173,31 @@ static void set_tls_client(loader_t *L, const conf_key_t *k, const cad_yaml_node
 }
 
 static const char *const nak_actions[] = {"retry", "dead_letter", NULL};
-static const enum_arg_t nak_action_arg = {nak_actions, CAD_NAK_RETRY, "retry or dead_letter"};
+/* Stored as the sender's bool: dead_letter = true (K_BOOL). */
+static const enum_arg_t nak_action_arg = {nak_actions, 0, "retry or dead_letter"};
 
 static const conf_key_t mllp_dest_keys[] = {
     {"type", cad__conf_set_enum, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0,
      &dest_type_arg, "one of: file or mllp"},
-    {"host", cad__conf_set_host, offsetof(cad_conf_dest_t, host), K_REQUIRED, NULL, 0, 0, NULL,
+    {"host", cad__conf_set_host, offsetof(cad_conf_dest_t, mllp.host), K_REQUIRED, NULL, 0, 0, NULL,
      "the receiver's host name or IP address"},
-    {"port", cad__conf_set_u32, offsetof(cad_conf_dest_t, port), K_REQUIRED, NULL, 1, 65535, NULL,
-     "the receiver's port"},
-    {"persistent", cad__conf_set_flag, offsetof(cad_conf_dest_t, persistent), 0, "true", 0, 0, NULL,
-     "keep the connection open between messages"},
-    {"connect_timeout", cad__conf_set_duration, offsetof(cad_conf_dest_t, connect_timeout_ms), 0,
-     "10s", 100, MS_HOUR, NULL,
+    {"port", cad__conf_set_int, offsetof(cad_conf_dest_t, mllp.port), K_REQUIRED, NULL, 1, 65535,
+     NULL, "the receiver's port"},
+    {"persistent", cad__conf_set_flag, offsetof(cad_conf_dest_t, mllp.per_message), K_INVERT,
+     "true", 0, 0, NULL, "keep the connection open between messages"},
+    {"connect_timeout", cad__conf_set_duration, offsetof(cad_conf_dest_t, mllp.connect_timeout_ms),
+     0, "10s", 100, MS_HOUR, NULL,
      "the longest wait for a connection: DNS lookup, every address, TLS handshake"},
-    {"ack_timeout", cad__conf_set_duration, offsetof(cad_conf_dest_t, ack_timeout_ms), 0, "30s",
-     100, MS_HOUR, NULL, "the longest wait for an ACK"},
-    {"idle_close", cad__conf_set_duration, offsetof(cad_conf_dest_t, idle_close_ms), K_ZERO_OK, "0",
-     MS_SECOND, 7 * MS_DAY, NULL, "close a connection unused this long"},
-    {"on_ae", cad__conf_set_enum, offsetof(cad_conf_dest_t, on_ae), 0, "retry", 0, 0,
-     &nak_action_arg, "retry or dead_letter"},
-    {"on_ar", cad__conf_set_enum, offsetof(cad_conf_dest_t, on_ar), 0, "dead_letter", 0, 0,
-     &nak_action_arg, "retry or dead_letter"},
-    {"new_control_id", cad__conf_set_flag, offsetof(cad_conf_dest_t, new_control_id), 0, "false", 0,
-     0, NULL, "a new MSH-10 for every attempt"},
+    {"ack_timeout", cad__conf_set_duration, offsetof(cad_conf_dest_t, mllp.ack_timeout_ms), 0,
+     "30s", 100, MS_HOUR, NULL, "the longest wait for an ACK"},
+    {"idle_close", cad__conf_set_duration, offsetof(cad_conf_dest_t, mllp.idle_close_ms), K_ZERO_OK,
+     "0", MS_SECOND, 7 * MS_DAY, NULL, "close a connection unused this long"},
+    {"on_ae", cad__conf_set_enum, offsetof(cad_conf_dest_t, mllp.ae_dead_letter), K_BOOL, "retry",
+     0, 0, &nak_action_arg, "retry or dead_letter"},
+    {"on_ar", cad__conf_set_enum, offsetof(cad_conf_dest_t, mllp.ar_dead_letter), K_BOOL,
+     "dead_letter", 0, 0, &nak_action_arg, "retry or dead_letter"},
+    {"new_control_id", cad__conf_set_flag, offsetof(cad_conf_dest_t, mllp.new_control_id), 0,
+     "false", 0, 0, NULL, "a new MSH-10 for every attempt"},
     {"tls", set_tls_client, 0, 0, NULL, 0, 0, &tls_client_section, "MLLP over TLS"},
     DELIVERY_KEYS,
 };

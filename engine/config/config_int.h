@@ -90,6 +90,8 @@ enum {
   K_REQUIRED = 1u << 0,  /* no default: the key must be written */
   K_MAIN_ONLY = 1u << 1, /* only in the main file (not in an included one) */
   K_ZERO_OK = 1u << 2,   /* 0 is allowed (means "off") even below `lo` */
+  K_INVERT = 1u << 3,    /* set_flag: store the opposite (persistent -> per_message) */
+  K_BOOL = 1u << 4,      /* set_enum: store a bool, true for any name but the first */
 };
 
 struct conf_key {
@@ -161,6 +163,10 @@ bool cad__conf_whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_nod
                             const cad_yaml_node_t *v, uint64_t max, uint64_t *out);
 void cad__conf_set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_int(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj);
+void cad__conf_store_str(void *obj, const conf_key_t *k, char *s);
+const char *cad__conf_load_str(const void *obj, const conf_key_t *k);
 void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *v, void *obj);
 void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -488,35 +489,42 @@ int cad_config_load_mem(const char *name, const char *data, size_t len, unsigned
   return load(name, data ? data : "", len, flags, out, errors);
 }
 
+/* The channels' option types hold `const char *`: the config owns them. */
+#define FREE_OWNED(p) free((void *)(uintptr_t)(p))
+
+static void free_dest(cad_conf_dest_t *d) {
+  free(d->name);
+  FREE_OWNED(d->file.dir);
+  FREE_OWNED(d->file.name_tmpl);
+  FREE_OWNED(d->file.append_path);
+  FREE_OWNED(d->mllp.host);
+  FREE_OWNED(d->mllp.server_name);
+  FREE_OWNED(d->tls.opts.ca_file);
+  FREE_OWNED(d->tls.opts.cert_file);
+  FREE_OWNED(d->tls.opts.key_file);
+}
+
+static void free_channel(cad_conf_channel_t *ch) {
+  free(ch->name);
+  for (size_t j = 0; j < ch->nlisten; j++) free(ch->listen[j].host);
+  free(ch->listen);
+  free(ch->to);
+  cad_routes_free(ch->routes);
+  cad_tls_server_opts_t *t = &ch->tls.opts;
+  FREE_OWNED(t->cert_file);
+  FREE_OWNED(t->key_file);
+  FREE_OWNED(t->ca_file);
+  FREE_OWNED(t->ciphers);
+  for (size_t j = 0; j < t->nallowed; j++) FREE_OWNED(t->allowed_clients[j]);
+  FREE_OWNED(t->allowed_clients);
+  free(ch->allow);
+}
+
 void cad_config_free(cad_config_t *c) {
   if (!c) return;
-  for (size_t i = 0; i < c->ndests; i++) {
-    free(c->dests[i].name);
-    free(c->dests[i].dir);
-    free(c->dests[i].name_tmpl);
-    free(c->dests[i].append_path);
-    free(c->dests[i].host);
-    free(c->dests[i].tls.ca);
-    free(c->dests[i].tls.cert);
-    free(c->dests[i].tls.key);
-    free(c->dests[i].tls.server_name);
-  }
+  for (size_t i = 0; i < c->ndests; i++) free_dest(&c->dests[i]);
   free(c->dests);
-  for (size_t i = 0; i < c->nchannels; i++) {
-    cad_conf_channel_t *ch = &c->channels[i];
-    free(ch->name);
-    for (size_t j = 0; j < ch->nlisten; j++) free(ch->listen[j].host);
-    free(ch->listen);
-    free(ch->to);
-    cad_routes_free(ch->routes);
-    free(ch->tls.cert);
-    free(ch->tls.key);
-    free(ch->tls.ca);
-    free(ch->tls.ciphers);
-    for (size_t j = 0; j < ch->tls.nallowed; j++) free(ch->tls.allowed_clients[j]);
-    free(ch->tls.allowed_clients);
-    free(ch->allow);
-  }
+  for (size_t i = 0; i < c->nchannels; i++) free_channel(&c->channels[i]);
   free(c->channels);
   cad_tables_free(c->tables);
   for (size_t i = 0; i < c->ndocs; i++) cad_yaml_free(c->docs[i]);

@@ -234,6 +234,22 @@ const cad_yaml_node_t *cad__conf_at(const cad_yaml_node_t *key, const cad_yaml_n
   return (key && cad_yaml_is_null(v)) ? key : v;
 }
 
+/* The string field `k` names (a `char *` of the config, or a `const char *`
+ * of a channel's options: both owned by the config).  Bytes are copied, so
+ * either declaration works; the old value is freed. */
+void cad__conf_store_str(void *obj, const conf_key_t *k, char *s) {
+  char *old;
+  memcpy(&old, FIELD(obj, k, char), sizeof old);
+  free(old);
+  memcpy(FIELD(obj, k, char), &s, sizeof s);
+}
+
+const char *cad__conf_load_str(const void *obj, const conf_key_t *k) {
+  const char *s;
+  memcpy(&s, (const char *)obj + k->off, sizeof s);
+  return s;
+}
+
 /* A scalar's expanded text, or NULL after reporting "expected <what>". */
 char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *v, const char *what) {
@@ -283,9 +299,7 @@ void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
         "%s: cannot use message fields like %s: only a file destination's 'name' is a template",
         k->name, cad__conf_quote(q, ref, end ? (size_t)(end - ref) + 1 : strlen(ref)));
   } else if ((s = cad__conf_resolve(L, key ? v->file : L->c->files[0], s)) != NULL) {
-    char **dst = FIELD(obj, k, char *);
-    free(*dst);
-    *dst = s;
+    cad__conf_store_str(obj, k, s);
     return;
   }
   free(s);
@@ -296,16 +310,15 @@ void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
  * `check` finds what `run` would fail on. */
 void cad__conf_set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                         const cad_yaml_node_t *v, void *obj) {
-  char **dst = FIELD(obj, k, char *);
-  free(*dst);
-  *dst = NULL;
+  cad__conf_store_str(obj, k, NULL);
   cad__conf_set_path(L, k, key, v, obj);
-  if (!*dst) return;
+  const char *path = cad__conf_load_str(obj, k);
+  if (!path) return;
   const char *why = NULL;
   char q[QBUF];
-  if (cad_io_check_regular(*dst, &why) != 0)
+  if (cad_io_check_regular(path, &why) != 0)
     cad__conf_err_at(L, cad__conf_at(key, v), "%s: cannot read '%s': %s", k->name,
-                     cad__conf_quote(q, *dst, strlen(*dst)), why);
+                     cad__conf_quote(q, path, strlen(path)), why);
 }
 
 /* A file name template: literal text and ${HL7-path} references; no '/' and
@@ -356,9 +369,7 @@ void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_nod
     free(s);
     return;
   }
-  char **dst = FIELD(obj, k, char *);
-  free(*dst);
-  *dst = s;
+  cad__conf_store_str(obj, k, s);
 }
 
 void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -371,7 +382,8 @@ void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
   for (int i = 0; e->names[i]; i++) {
     if (strcmp(s, e->names[i]) == 0) {
       int val = e->base + i;
-      memcpy(FIELD(obj, k, int), &val, sizeof val);
+      if (k->flags & K_BOOL) *FIELD(obj, k, bool) = i > 0;
+      else memcpy(FIELD(obj, k, int), &val, sizeof val);
       free(s);
       return;
     }
@@ -461,6 +473,12 @@ void cad__conf_set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *
                        const cad_yaml_node_t *v, void *obj) {
   uint64_t x;
   if (cad__conf_whole_number(L, k, key, v, UINT32_MAX, &x)) *FIELD(obj, k, uint32_t) = (uint32_t)x;
+}
+
+void cad__conf_set_int(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
+  uint64_t x;
+  if (cad__conf_whole_number(L, k, key, v, INT32_MAX, &x)) *FIELD(obj, k, int) = (int)x;
 }
 
 void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -561,7 +579,7 @@ void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
   if (val < 0)
     cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
                      cad__conf_quote(q, s, strlen(s)));
-  else *FIELD(obj, k, bool) = val == 1;
+  else *FIELD(obj, k, bool) = (val == 1) != ((k->flags & K_INVERT) != 0);
   free(s);
 }
 
@@ -589,9 +607,7 @@ void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
     free(s);
     return;
   }
-  char **dst = FIELD(obj, k, char *);
-  free(*dst);
-  *dst = s;
+  cad__conf_store_str(obj, k, s);
 }
 
 /* A non-empty string, used as is (a cipher list). */
@@ -604,9 +620,7 @@ void cad__conf_set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
     free(s);
     return;
   }
-  char **dst = FIELD(obj, k, char *);
-  free(*dst);
-  *dst = s;
+  cad__conf_store_str(obj, k, s);
 }
 
 /* A scalar, or a sequence of scalars, as a list (for listen: and to:). */

@@ -71,7 +71,6 @@ typedef struct chan {
   cad_chan_stats_t *st;
   cad_pipe_chan_t pc; /* the message path's view (pipeline.h); owner = rt */
   cad_tls_ctx_t *tls; /* `tls:` server context (read at start / reload), or NULL */
-  cad_cidr_t *allow;  /* `allow:` client ranges (cc->nallow), or NULL */
 } chan_t;
 
 /* A destination of one runtime: its driver and, while it runs, its worker. */
@@ -150,10 +149,7 @@ static void rt_release(rt_t *rt) {
     }
   free(rt->dests);
   if (rt->chans)
-    for (size_t i = 0; i < rt->cfg->nchannels; i++) {
-      cad_tls_ctx_unref(rt->chans[i].tls);
-      free(rt->chans[i].allow);
-    }
+    for (size_t i = 0; i < rt->cfg->nchannels; i++) cad_tls_ctx_unref(rt->chans[i].tls);
   free(rt->chans);
   cad_config_free(rt->cfg);
   free(rt);
@@ -191,7 +187,7 @@ static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
    * as much of the message as the name reads (usually just MSH); an append
    * file needs none.  A message that does not parse (it was accepted once,
    * so this is rare) gets the template's fallbacks. */
-  if (d->cd->dir) {
+  if (d->cd->file.dir) {
     cad_arena_reset(&d->arena);
     size_t n = cad_file_dest_name_input(d->file, p, len);
     if (cad_hl7_parse(&m, p, n, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
@@ -231,33 +227,15 @@ static int dest_open(rt_t *rt, size_t i) {
   if (qid >= 0) {
     d->qid = (uint16_t)qid;
     cad_queue_set_backlog(E.q, d->qid, cd->max_backlog);
+    /* The config holds each channel kind's own options: passed as they are. */
     if (cd->type == CAD_DEST_FILE) {
-      cad_file_dest_opts_t fo = {.dir = cd->dir,
-                                 .name_tmpl = cd->name_tmpl,
-                                 .append_path = cd->append_path,
-                                 .mode = cd->file_mode,
-                                 .dir_mode = cd->dir_mode};
-      rc = cad_file_dest_open(E.loop, &fo, &d->file, err, sizeof err);
+      rc = cad_file_dest_open(E.loop, &cd->file, &d->file, err, sizeof err);
     } else {
       rc = 0;
-      if (cd->tls.enabled) {
-        cad_tls_client_opts_t to = {cd->tls.ca, cd->tls.cert, cd->tls.key, false, NULL, 0};
-        rc = cad_tls_client_ctx_new(&to, &d->tls, err, sizeof err);
-      }
+      if (cd->tls.enabled) rc = cad_tls_client_ctx_new(&cd->tls.opts, &d->tls, err, sizeof err);
       if (rc == 0) {
-        cad_mllp_sender_opts_t mo = {0};
-        mo.host = cd->host;
-        mo.port = (int)cd->port;
-        mo.per_message = !cd->persistent;
-        mo.connect_timeout_ms = cd->connect_timeout_ms;
-        mo.ack_timeout_ms = cd->ack_timeout_ms;
-        mo.idle_close_ms = cd->idle_close_ms;
-        mo.ae_dead_letter = cd->on_ae == CAD_NAK_DEAD_LETTER;
-        mo.ar_dead_letter = cd->on_ar == CAD_NAK_DEAD_LETTER;
-        mo.new_control_id = cd->new_control_id;
+        cad_mllp_sender_opts_t mo = cd->mllp;
         mo.tls = d->tls;
-        mo.server_name = cd->tls.server_name;
-        mo.verify_hostname = cd->tls.verify_hostname;
         rc = cad_mllp_sender_new(E.loop, &mo, &d->mllp, err, sizeof err);
       }
     }
@@ -333,26 +311,9 @@ static void on_commit(void *ud, uint16_t qid) {
  * refused, the running configuration staying. */
 static int chan_tls(chan_t *ch) {
   const cad_conf_channel_t *cc = ch->cc;
-  if (cc->nallow) {
-    ch->allow = calloc(cc->nallow, sizeof *ch->allow);
-    if (!ch->allow) return CAD_E_NOMEM;
-    for (size_t i = 0; i < cc->nallow; i++) {
-      ch->allow[i].family = cc->allow[i].family;
-      memcpy(ch->allow[i].addr, cc->allow[i].addr, sizeof ch->allow[i].addr);
-      ch->allow[i].prefix = cc->allow[i].prefix;
-    }
-  }
   if (!cc->tls.enabled) return 0;
-  cad_tls_server_opts_t o = {cc->tls.cert,
-                             cc->tls.key,
-                             cc->tls.ca,
-                             cc->tls.require_client_cert,
-                             (const char *const *)cc->tls.allowed_clients,
-                             cc->tls.nallowed,
-                             cc->tls.ciphers,
-                             cc->tls.min_version == CAD_TLS_MIN_1_3 ? CAD_TLS_V1_3 : CAD_TLS_V1_2};
   char err[300] = "";
-  int rc = cad_tls_server_ctx_new(&o, &ch->tls, err, sizeof err);
+  int rc = cad_tls_server_ctx_new(&cc->tls.opts, &ch->tls, err, sizeof err);
   if (rc < 0) {
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     c.channel = cc->name;
@@ -364,7 +325,7 @@ static int chan_tls(chan_t *ch) {
 
 static void listener_tls(cad_mllp_listener_opts_t *o, const chan_t *ch) {
   o->tls = ch->tls;
-  o->allow = ch->allow;
+  o->allow = ch->cc->allow; /* the listener copies the list */
   o->nallow = ch->cc->nallow;
 }
 

@@ -21,8 +21,9 @@ static void check_config(const cad_config_t *c) {
     const cad_conf_dest_t *d = &c->dests[i];
     if (!d->name) abort();
     if (d->type == CAD_DEST_FILE) {
-      if (!d->dir == !d->append_path || (d->dir && !d->name_tmpl)) abort();
-    } else if (d->type != CAD_DEST_MLLP || !d->host || d->port < 1 || d->port > 65535) {
+      if (!d->file.dir == !d->file.append_path || (d->file.dir && !d->file.name_tmpl)) abort();
+    } else if (d->type != CAD_DEST_MLLP || !d->mllp.host || d->mllp.port < 1 ||
+               d->mllp.port > 65535) {
       abort();
     }
   }

@@ -332,9 +332,9 @@ TEST(quickstart_loads) {
   REQUIRE(c->ndests == 1 && c->nchannels == 1);
   const cad_conf_dest_t *d = &c->dests[0];
   CHECK_INT(d->type, CAD_DEST_FILE);
-  CHECK_STR(d->dir, "examples/../var/out");
-  CHECK_STR(d->name_tmpl, "${MSH-7}_${MSH-10}.hl7");
-  CHECK(d->append_path == NULL);
+  CHECK_STR(d->file.dir, "examples/../var/out");
+  CHECK_STR(d->file.name_tmpl, "${MSH-7}_${MSH-10}.hl7");
+  CHECK(d->file.append_path == NULL);
   const cad_conf_channel_t *ch = &c->channels[0];
   REQUIRE(ch->nlisten == 1);
   CHECK_STR(ch->listen[0].host, "127.0.0.1");
@@ -361,7 +361,7 @@ TEST(defaults) {
   CHECK_INT(c->log_format, CAD_LOG_KV);
   CHECK_INT(c->stats_interval_ms, 60000);
   CHECK_STR(c->dests[0].name, "out");
-  CHECK_STR(c->dests[0].name_tmpl, "${MSH-10}.hl7");
+  CHECK_STR(c->dests[0].file.name_tmpl, "${MSH-10}.hl7");
   CHECK_INT(c->dests[0].pos.line, 2);
   CHECK_INT(c->dests[0].pos.col, 3);
   const cad_conf_channel_t *ch = &c->channels[0];
@@ -415,13 +415,13 @@ TEST(every_setting) {
   CHECK_INT(c->log_format, CAD_LOG_JSON);
   CHECK_INT(c->stats_interval_ms, 0);
   REQUIRE(c->ndests == 2);
-  CHECK_STR(c->dests[0].append_path, "var/all.hl7");
-  CHECK(c->dests[0].dir == NULL && c->dests[0].name_tmpl == NULL);
-  CHECK_STR(c->dests[1].name_tmpl, "lab-${PID-3[1].1}-${MSH-10}.hl7");
-  CHECK_INT(c->dests[0].file_mode, 0600); /* private unless configured */
-  CHECK_INT(c->dests[0].dir_mode, 0700);
-  CHECK_INT(c->dests[1].file_mode, 0640);
-  CHECK_INT(c->dests[1].dir_mode, 0750);
+  CHECK_STR(c->dests[0].file.append_path, "var/all.hl7");
+  CHECK(c->dests[0].file.dir == NULL && c->dests[0].file.name_tmpl == NULL);
+  CHECK_STR(c->dests[1].file.name_tmpl, "lab-${PID-3[1].1}-${MSH-10}.hl7");
+  CHECK_INT(c->dests[0].file.mode, 0600); /* private unless configured */
+  CHECK_INT(c->dests[0].file.dir_mode, 0700);
+  CHECK_INT(c->dests[1].file.mode, 0640);
+  CHECK_INT(c->dests[1].file.dir_mode, 0750);
   REQUIRE(c->nchannels == 2);
   const cad_conf_channel_t *ch = &c->channels[0];
   REQUIRE(ch->nlisten == 3);
@@ -662,8 +662,8 @@ TEST(env_substitution) {
   if (err) fprintf(stderr, "%s", err);
   REQUIRE(rc == 0);
   CHECK_STR(c->data_dir, "/data/cad/state${x}");
-  CHECK_STR(c->dests[0].dir, "/data/cad");
-  CHECK_STR(c->dests[0].name_tmpl, "2599_${MSH-10}");
+  CHECK_STR(c->dests[0].file.dir, "/data/cad");
+  CHECK_STR(c->dests[0].file.name_tmpl, "2599_${MSH-10}");
   CHECK_INT(c->channels[0].listen[0].port, 2599);
   CHECK_INT(c->channels[0].idle_timeout_ms, 90000);
   cad_config_free(c);
@@ -706,7 +706,7 @@ TEST(include_relative_to_including_file) {
   CHECK_STR(c->dests[0].pos.file, "config/inc-dests.yaml");
   CHECK_INT(c->dests[0].pos.line, 3);
   /* An included file's paths are relative to that file. */
-  CHECK_STR(c->dests[1].append_path, "config/var/out/archive.hl7");
+  CHECK_STR(c->dests[1].file.append_path, "config/var/out/archive.hl7");
   REQUIRE(c->nchannels == 1 && c->channels[0].nto == 2);
   CHECK_STR(c->channels[0].listen[1].host, "::1");
   cad_config_free(c);

@@ -76,18 +76,19 @@ TEST(mllp_destination_defaults) {
   REQUIRE(c->ndests == 1);
   const cad_conf_dest_t *d = &c->dests[0];
   CHECK_INT(d->type, CAD_DEST_MLLP);
-  CHECK_STR(d->host, "10.0.0.5");
-  CHECK_INT(d->port, 2575);
-  CHECK(d->persistent);
-  CHECK_INT(d->connect_timeout_ms, 10000);
-  CHECK_INT(d->ack_timeout_ms, 30000);
-  CHECK_INT(d->idle_close_ms, 0);
-  CHECK_INT(d->on_ae, CAD_NAK_RETRY);
-  CHECK_INT(d->on_ar, CAD_NAK_DEAD_LETTER);
-  CHECK(!d->new_control_id);
+  CHECK_STR(d->mllp.host, "10.0.0.5");
+  CHECK_INT(d->mllp.port, 2575);
+  CHECK(!d->mllp.per_message);
+  CHECK_INT(d->mllp.connect_timeout_ms, 10000);
+  CHECK_INT(d->mllp.ack_timeout_ms, 30000);
+  CHECK_INT(d->mllp.idle_close_ms, 0);
+  CHECK(!d->mllp.ae_dead_letter);
+  CHECK(d->mllp.ar_dead_letter);
+  CHECK(!d->mllp.new_control_id);
   CHECK(!d->tls.enabled);
-  CHECK(d->tls.ca == NULL && d->tls.cert == NULL && d->tls.server_name == NULL);
-  CHECK(d->dir == NULL && d->append_path == NULL && d->name_tmpl == NULL);
+  CHECK(d->tls.opts.ca_file == NULL && d->tls.opts.cert_file == NULL &&
+        d->mllp.server_name == NULL);
+  CHECK(d->file.dir == NULL && d->file.append_path == NULL && d->file.name_tmpl == NULL);
   CHECK_INT(d->retry_attempts, 10); /* the delivery keys apply to every type */
   cad_config_free(c);
 }
@@ -118,27 +119,27 @@ TEST(mllp_destination_every_key) {
   cad_config_t *c = load(y);
   REQUIRE(c);
   const cad_conf_dest_t *d = &c->dests[0];
-  CHECK_STR(d->host, "ehr.example.org");
-  CHECK_INT(d->port, 6661);
-  CHECK(!d->persistent);
-  CHECK_INT(d->connect_timeout_ms, 2000);
-  CHECK_INT(d->ack_timeout_ms, 60000);
-  CHECK_INT(d->idle_close_ms, 300000);
-  CHECK_INT(d->on_ae, CAD_NAK_DEAD_LETTER);
-  CHECK_INT(d->on_ar, CAD_NAK_RETRY);
-  CHECK(d->new_control_id);
+  CHECK_STR(d->mllp.host, "ehr.example.org");
+  CHECK_INT(d->mllp.port, 6661);
+  CHECK(d->mllp.per_message);
+  CHECK_INT(d->mllp.connect_timeout_ms, 2000);
+  CHECK_INT(d->mllp.ack_timeout_ms, 60000);
+  CHECK_INT(d->mllp.idle_close_ms, 300000);
+  CHECK(d->mllp.ae_dead_letter);
+  CHECK(!d->mllp.ar_dead_letter);
+  CHECK(d->mllp.new_control_id);
   CHECK(d->tls.enabled);
-  CHECK_STR(d->tls.ca, "tls/ca.crt");
-  CHECK_STR(d->tls.cert, "tls/client.crt");
-  CHECK_STR(d->tls.key, "tls/client.key");
-  CHECK(!d->tls.verify_hostname);
-  CHECK_STR(d->tls.server_name, "ehr.internal");
+  CHECK_STR(d->tls.opts.ca_file, "tls/ca.crt");
+  CHECK_STR(d->tls.opts.cert_file, "tls/client.crt");
+  CHECK_STR(d->tls.opts.key_file, "tls/client.key");
+  CHECK(!d->mllp.verify_hostname);
+  CHECK_STR(d->mllp.server_name, "ehr.internal");
   CHECK_INT(d->retry_attempts, 3);
   const cad_conf_dest_t *v6 = &c->dests[1];
-  CHECK_STR(v6->host, "::1"); /* brackets dropped */
-  CHECK(v6->tls.enabled);     /* `tls: {}`: TLS with every default */
-  CHECK(v6->tls.verify_hostname);
-  CHECK(v6->tls.ca == NULL);
+  CHECK_STR(v6->mllp.host, "::1"); /* brackets dropped */
+  CHECK(v6->tls.enabled);          /* `tls: {}`: TLS with every default */
+  CHECK(v6->mllp.verify_hostname);
+  CHECK(v6->tls.opts.ca_file == NULL);
   cad_config_free(c);
 }
 
@@ -200,15 +201,15 @@ TEST(channel_tls_and_allow) {
   REQUIRE(c);
   const cad_conf_channel_t *ch = &c->channels[0];
   CHECK(ch->tls.enabled);
-  CHECK_STR(ch->tls.cert, "var/tls/server.crt");
-  CHECK_STR(ch->tls.key, "var/tls/server.key");
-  CHECK_STR(ch->tls.ca, "var/tls/ca.crt");
-  CHECK(ch->tls.require_client_cert);
-  REQUIRE(ch->tls.nallowed == 2);
-  CHECK_STR(ch->tls.allowed_clients[0], "lab-analyzer-1");
-  CHECK_STR(ch->tls.allowed_clients[1], "10.1.2.3");
-  CHECK_STR(ch->tls.ciphers, "ECDHE+AESGCM");
-  CHECK_INT(ch->tls.min_version, CAD_TLS_MIN_1_3);
+  CHECK_STR(ch->tls.opts.cert_file, "var/tls/server.crt");
+  CHECK_STR(ch->tls.opts.key_file, "var/tls/server.key");
+  CHECK_STR(ch->tls.opts.ca_file, "var/tls/ca.crt");
+  CHECK(ch->tls.opts.require_client_cert);
+  REQUIRE(ch->tls.opts.nallowed == 2);
+  CHECK_STR(ch->tls.opts.allowed_clients[0], "lab-analyzer-1");
+  CHECK_STR(ch->tls.opts.allowed_clients[1], "10.1.2.3");
+  CHECK_STR(ch->tls.opts.ciphers, "ECDHE+AESGCM");
+  CHECK_INT(ch->tls.opts.min_version, CAD_TLS_V1_3);
   REQUIRE(ch->nallow == 3);
   CHECK_INT(ch->allow[0].family, AF_INET);
   CHECK_INT(ch->allow[0].prefix, 8);
@@ -220,7 +221,7 @@ TEST(channel_tls_and_allow) {
   CHECK_INT(ch->allow[2].addr[0], 0xfd);
   const cad_conf_channel_t *pl = &c->channels[1];
   CHECK(!pl->tls.enabled);
-  CHECK(pl->tls.cert == NULL);
+  CHECK(pl->tls.opts.cert_file == NULL);
   CHECK(pl->allow == NULL && pl->nallow == 0);
   cad_config_free(c);
 
@@ -230,9 +231,9 @@ TEST(channel_tls_and_allow) {
            "    tls: {cert: s.crt, key: s.key}\n");
   REQUIRE(c);
   CHECK(c->channels[0].tls.enabled);
-  CHECK(!c->channels[0].tls.require_client_cert);
-  CHECK(c->channels[0].tls.ca == NULL);
-  CHECK_INT(c->channels[0].tls.min_version, CAD_TLS_MIN_1_2);
+  CHECK(!c->channels[0].tls.opts.require_client_cert);
+  CHECK(c->channels[0].tls.opts.ca_file == NULL);
+  CHECK_INT(c->channels[0].tls.opts.min_version, CAD_TLS_V1_2);
   cad_config_free(c);
 }
 
@@ -280,9 +281,9 @@ TEST(mixed_file_and_mllp_destinations) {
   REQUIRE(c);
   REQUIRE(c->ndests == 2);
   CHECK_INT(c->dests[0].type, CAD_DEST_FILE);
-  CHECK(c->dests[0].host == NULL);
+  CHECK(c->dests[0].mllp.host == NULL);
   CHECK_INT(c->dests[1].type, CAD_DEST_MLLP);
-  CHECK_INT(c->dests[1].on_ae, CAD_NAK_DEAD_LETTER);
+  CHECK(c->dests[1].mllp.ae_dead_letter);
   CHECK_INT(c->channels[0].nto, 2);
   cad_config_free(c);
   /* a file destination does not take MLLP keys */
@@ -319,7 +320,7 @@ TEST(booleans_yaml_1_2) {
              "destinations:\n  ehr: {type: mllp, host: h, port: 1, persistent: %s}\n" LAB, good[i]);
     cad_config_t *c = load(y);
     REQUIRE(c);
-    CHECK_INT(c->dests[0].persistent, good[i][0] == 't' || good[i][0] == 'T');
+    CHECK_INT(!c->dests[0].mllp.per_message, good[i][0] == 't' || good[i][0] == 'T');
     cad_config_free(c);
   }
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
