@@ -116,10 +116,10 @@ static void print_summary(const cad_config_t *c) {
       printf("  writes      every message appended to %s\n", fo->append_path);
     } else if (d->type == CAD_DEST_MLLP) {
       printf("  sends       MLLP%s to %s:%d, ACK timeout %s; AE: %s, AR: %s\n",
-             d->tls.enabled ? " over TLS" : "", d->mllp.host, d->mllp.port,
-             cad_config_format_duration(d->mllp.ack_timeout_ms, a, sizeof a),
-             d->mllp.ae_dead_letter ? "dead letter" : "retry",
-             d->mllp.ar_dead_letter ? "dead letter" : "retry");
+             d->mllp.tls_enabled ? " over TLS" : "", d->mllp.sender.host, d->mllp.sender.port,
+             cad_config_format_duration(d->mllp.sender.ack_timeout_ms, a, sizeof a),
+             d->mllp.sender.ae_dead_letter ? "dead letter" : "retry",
+             d->mllp.sender.ar_dead_letter ? "dead letter" : "retry");
     }
     printf("  delivery    in order; retry from %s up to %s, %u attempts, then %s",
            cad_config_format_duration(d->retry_initial_ms, a, sizeof a),

@@ -66,8 +66,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "file_dest.h"   /* channels/file: cad_file_dest_opts_t */
-#include "mllp_sender.h" /* channels/mllp: cad_mllp_sender_opts_t */
+#include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
+#include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t */
 #include "routes.h"
 #include "transport.h" /* channels/net: TLS options, cad_cidr_t */
 
@@ -80,14 +80,6 @@ typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
  * the configuration fills them, and the engine hands them over as they are.
  * Every string in them is owned by the config (freed by cad_config_free),
  * even where the channel's type says `const char *`. */
-
-/* `tls:` of an MLLP destination (a TLS client): opts.ca_file (NULL = the
- * system's store), opts.cert_file and opts.key_file (both or neither).  The
- * name to verify (SNI) and verify_hostname are in cad_conf_dest_t.mllp. */
-typedef struct cad_conf_tls_client {
-  bool enabled; /* `tls:` was written */
-  cad_tls_client_opts_t opts;
-} cad_conf_tls_client_t;
 
 /* `tls:` of a channel (a TLS listener): cert_file and key_file required;
  * ca_file, require_client_cert (needs ca), allowed_clients (nallowed
@@ -122,17 +114,15 @@ typedef struct cad_conf_listen {
 typedef struct cad_conf_dest {
   char *name;
   cad_dest_type_t type;
-  /* type: file.  file.dir (one file per message, named by file.name_tmpl,
-   * default "${MSH-10}.hl7") or file.append_path (one file for all);
-   * file.mode / file.dir_mode (`mode:`, `dir_mode:`), default 0600 / 0700. */
+  /* Each kind's own struct, filled by the kind's key table (channels/):
+   * type file: file.dir (one file per message, named by file.name_tmpl,
+   * default "${MSH-10}.hl7") or file.append_path (one file for all),
+   * file.mode / file.dir_mode (`mode:`, `dir_mode:`, default 0600 / 0700);
+   * type mllp: mllp.sender (`persistent: false` is per_message, on_ae /
+   * on_ar `dead_letter` are ae_dead_letter / ar_dead_letter), mllp.tls and
+   * mllp.tls_enabled (channels/mllp/mllp_conf.h). */
   cad_file_dest_opts_t file;
-  /* type: mllp.  `persistent: false` is mllp.per_message; on_ae / on_ar
-   * `dead_letter` are mllp.ae_dead_letter / ar_dead_letter (defaults: AE
-   * retried, AR dead-lettered); connect_timeout 10s, ack_timeout 30s,
-   * idle_close 0 (never), verify_hostname true.  mllp.tls stays NULL: the
-   * engine builds the context from `tls`. */
-  cad_mllp_sender_opts_t mllp;
-  cad_conf_tls_client_t tls;
+  cad_mllp_dest_conf_t mllp;
   /* delivery (every type): retries, then dead letter or block */
   uint64_t retry_initial_ms;   /* default 1000 */
   uint64_t retry_max_ms;       /* default 60000 */

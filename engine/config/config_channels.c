@@ -29,9 +29,9 @@ static const enum_arg_t ack_policy_arg = {ack_policies, CAD_ACK_PERSISTED,
                                           "persisted, received or delivered"};
 
 static const conf_key_t ack_keys[] = {
-    {"mode", cad__conf_set_enum, offsetof(cad_conf_channel_t, ack_mode), 0, "auto", 0, 0,
-     &ack_mode_arg, "auto, original or enhanced"},
-    {"policy", cad__conf_set_enum, offsetof(cad_conf_channel_t, ack_policy), 0, "persisted", 0, 0,
+    {"mode", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, ack_mode), 0, "auto", 0, 0, &ack_mode_arg,
+     "auto, original or enhanced"},
+    {"policy", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, ack_policy), 0, "persisted", 0, 0,
      &ack_policy_arg, "persisted, received or delivered"},
 };
 static const conf_section_t ack_section = {"ack", ack_keys, sizeof ack_keys / sizeof ack_keys[0],
@@ -308,20 +308,22 @@ static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
   ch->nallow = m;
 }
 
-static void check_tls_server(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
-                             void *obj, const bool *seen) {
+static const conf_section_t tls_server_section;
+
+static void check_tls_server(const cad_conf_report_t *r, const cad_yaml_node_t *key,
+                             const cad_yaml_node_t *map, void *obj, const bool *seen) {
   (void)key;
   const cad_conf_channel_t *ch = obj;
-  /* indexes in tls_server_keys: 2 ca, 3 require_client_cert, 4 allowed_clients */
-  if (ch->tls.opts.require_client_cert && !seen[2])
-    cad__conf_err_at(
-        L, cad__conf_key_node(map, "require_client_cert"),
+  bool ca = cad_conf_seen(&tls_server_section, seen, "ca");
+  if (ch->tls.opts.require_client_cert && !ca)
+    cad_conf_errf(
+        r, cad_conf_key_node(map, "require_client_cert"),
         "require_client_cert needs 'ca' %s: the CA that client certificates must chain to",
-        L->where);
-  if (seen[4] && !seen[2])
-    cad__conf_err_at(L, cad__conf_key_node(map, "allowed_clients"),
-                     "allowed_clients needs 'ca' %s: the CA that client certificates must chain to",
-                     L->where);
+        r->where);
+  if (cad_conf_seen(&tls_server_section, seen, "allowed_clients") && !ca)
+    cad_conf_errf(r, cad_conf_key_node(map, "allowed_clients"),
+                  "allowed_clients needs 'ca' %s: the CA that client certificates must chain to",
+                  r->where);
 }
 
 static const char *const tls_versions[] = {"1.2", "1.3", NULL};
@@ -329,30 +331,24 @@ static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_V1_2, "1.2 or 1
 _Static_assert(sizeof(cad_tls_version_t) == sizeof(int), "enum size");
 
 static const conf_key_t tls_server_keys[] = {
-    {"cert", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.opts.cert_file), K_REQUIRED, NULL,
-     0, 0, NULL, "the server certificate, PEM"},
-    {"key", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.opts.key_file), K_REQUIRED, NULL,
-     0, 0, NULL, "the server certificate's key, PEM"},
-    {"ca", cad__conf_set_file, offsetof(cad_conf_channel_t, tls.opts.ca_file), 0, NULL, 0, 0, NULL,
+    {"cert", CAD_CONF_FILE, offsetof(cad_conf_channel_t, tls.opts.cert_file), K_REQUIRED, NULL, 0,
+     0, NULL, "the server certificate, PEM"},
+    {"key", CAD_CONF_FILE, offsetof(cad_conf_channel_t, tls.opts.key_file), K_REQUIRED, NULL, 0, 0,
+     NULL, "the server certificate's key, PEM"},
+    {"ca", CAD_CONF_FILE, offsetof(cad_conf_channel_t, tls.opts.ca_file), 0, NULL, 0, 0, NULL,
      "the CAs client certificates must chain to"},
-    {"require_client_cert", cad__conf_set_flag,
+    {"require_client_cert", CAD_CONF_FLAG,
      offsetof(cad_conf_channel_t, tls.opts.require_client_cert), 0, "false", 0, 0, NULL,
      "mutual TLS: refuse clients without a valid certificate"},
-    {"allowed_clients", set_names, 0, 0, NULL, 0, 0, NULL,
-     "the client certificate names (subject CN or SAN) accepted"},
-    {"ciphers", cad__conf_set_text, offsetof(cad_conf_channel_t, tls.opts.ciphers), 0, NULL, 0, 0,
-     NULL, "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
-    {"min_version", cad__conf_set_enum, offsetof(cad_conf_channel_t, tls.opts.min_version), 0,
-     "1.2", 0, 0, &tls_version_arg, "1.2 or 1.3"},
+    CUSTOM_KEY("allowed_clients", set_names, 0,
+               "the client certificate names (subject CN or SAN) accepted"),
+    {"ciphers", CAD_CONF_TEXT, offsetof(cad_conf_channel_t, tls.opts.ciphers), 0, NULL, 0, 0, NULL,
+     "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
+    {"min_version", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, tls.opts.min_version), 0, "1.2", 0,
+     0, &tls_version_arg, "1.2 or 1.3"},
 };
 static const conf_section_t tls_server_section = {
     "tls", tls_server_keys, sizeof tls_server_keys / sizeof tls_server_keys[0], check_tls_server};
-
-static void set_tls_server(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                           const cad_yaml_node_t *v, void *obj) {
-  ((cad_conf_channel_t *)obj)->tls.enabled = true;
-  cad__conf_set_section(L, k, key, v, obj);
-}
 
 /* Keys read by routes/ (cad_routes_compile checks them, with positions). */
 static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -360,39 +356,35 @@ static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_
   (void)L, (void)k, (void)key, (void)v, (void)obj;
 }
 
-static void check_channel(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map,
-                          void *obj, const bool *seen) {
+static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *map, void *obj, const bool *seen) {
   (void)obj;
   (void)map;
-  size_t to = 0, routes = 0;
-  for (size_t i = 0; i < cad__conf_channel_section.nkeys; i++) {
-    if (strcmp(cad__conf_channel_section.keys[i].name, "to") == 0) to = i;
-    if (strcmp(cad__conf_channel_section.keys[i].name, "routes") == 0) routes = i;
-  }
-  if (!seen[to] && !seen[routes])
-    cad__conf_err_at(L, key, "missing 'to' or 'routes' %s (where accepted messages go)", L->where);
+  if (!cad_conf_seen(&cad__conf_channel_section, seen, "to") &&
+      !cad_conf_seen(&cad__conf_channel_section, seen, "routes"))
+    cad_conf_errf(r, key, "missing 'to' or 'routes' %s (where accepted messages go)", r->where);
 }
 
 static const conf_key_t channel_keys[] = {
-    {"listen", set_listen, 0, K_REQUIRED, NULL, 0, 0, NULL,
-     "the addresses to accept MLLP connections on, like 127.0.0.1:2575"},
-    {"ack", cad__conf_set_section, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
-    {"max_message_size", cad__conf_set_size, offsetof(cad_conf_channel_t, max_message_size), 0,
-     "4MiB", 1024, (uint64_t)1 << 30, NULL, "the largest message accepted"},
-    {"idle_timeout", cad__conf_set_duration, offsetof(cad_conf_channel_t, idle_timeout_ms),
-     K_ZERO_OK, "300s", MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
-    {"frame_timeout", cad__conf_set_duration, offsetof(cad_conf_channel_t, frame_timeout_ms), 0,
-     "30s", 100, MS_DAY, NULL, "close a connection that stalls mid-message this long"},
-    {"max_connections", cad__conf_set_u32, offsetof(cad_conf_channel_t, max_connections), 0, "4096",
-     1, 1000000, NULL, "connections accepted at once"},
-    {"to", set_dest_refs, 0, 0, NULL, 0, 0, NULL,
-     "the destinations every accepted message goes to"},
-    {"tls", set_tls_server, 0, 0, NULL, 0, 0, &tls_server_section, "MLLP over TLS"},
-    {"allow", set_allow, 0, 0, NULL, 0, 0, NULL, "the client addresses accepted (CIDR)"},
-    {"routes", set_by_routes, 0, 0, NULL, 0, 0, NULL, "filters, transforms and destinations"},
-    {"unrouted", set_by_routes, 0, 0, NULL, 0, 0, NULL, "what happens to a message no route takes"},
-    {"on_error", set_by_routes, 0, 0, NULL, 0, 0, NULL, "what happens when a transform fails"},
-    {"tests", set_by_routes, 0, 0, NULL, 0, 0, NULL, "route test cases (caduceus test)"},
+    CUSTOM_KEY("listen", set_listen, K_REQUIRED,
+               "the addresses to accept MLLP connections on, like 127.0.0.1:2575"),
+    {"ack", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
+    {"max_message_size", CAD_CONF_SIZE, offsetof(cad_conf_channel_t, max_message_size), 0, "4MiB",
+     1024, (uint64_t)1 << 30, NULL, "the largest message accepted"},
+    {"idle_timeout", CAD_CONF_DURATION, offsetof(cad_conf_channel_t, idle_timeout_ms), K_ZERO_OK,
+     "300s", MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
+    {"frame_timeout", CAD_CONF_DURATION, offsetof(cad_conf_channel_t, frame_timeout_ms), 0, "30s",
+     100, MS_DAY, NULL, "close a connection that stalls mid-message this long"},
+    {"max_connections", CAD_CONF_U32, offsetof(cad_conf_channel_t, max_connections), 0, "4096", 1,
+     1000000, NULL, "connections accepted at once"},
+    CUSTOM_KEY("to", set_dest_refs, 0, "the destinations every accepted message goes to"),
+    {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls.enabled), CAD_CONF_PRESENCE, NULL, 0,
+     0, &tls_server_section, "MLLP over TLS"},
+    CUSTOM_KEY("allow", set_allow, 0, "the client addresses accepted (CIDR)"),
+    CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
+    CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),
+    CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),
+    CUSTOM_KEY("tests", set_by_routes, 0, "route test cases (caduceus test)"),
 };
 const conf_section_t cad__conf_channel_section = {
     "channel", channel_keys, sizeof channel_keys / sizeof channel_keys[0], check_channel};

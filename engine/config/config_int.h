@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cad_conf.h"
 #include "cad_mem.h"
 #include "config.h"
 #include "yaml_doc.h"
@@ -78,50 +79,42 @@ typedef struct dest_ref {
 
 /* ---- the key tables -------------------------------------------------- */
 
-typedef struct conf_key conf_key_t;
-typedef struct conf_section conf_section_t;
+/* A section is a key table (parsers/base/cad_conf.h): the engine's own
+ * sections here, the channel kinds' in channels/.  Each key's type picks
+ * its setter (setter_of in config_util.c); CAD_CONF_CUSTOM keys carry the
+ * engine's own setter in a conf_custom_t. */
+typedef cad_conf_key_t conf_key_t;
+typedef cad_conf_section_t conf_section_t;
+typedef cad_conf_enum_t enum_arg_t;
+
+#define K_REQUIRED CAD_CONF_REQUIRED
+#define K_MAIN_ONLY CAD_CONF_MAIN_ONLY
+#define K_ZERO_OK CAD_CONF_ZERO_OK
+#define K_INVERT CAD_CONF_INVERT
+#define K_BOOL CAD_CONF_AS_BOOL
 
 /* Apply value `v` (written after `key`; for a default, key is NULL) to the
  * field of `obj` that `k` names.  Problems are reported, never returned. */
 typedef void (*conf_set_fn)(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                             const cad_yaml_node_t *v, void *obj);
+typedef struct conf_custom {
+  conf_set_fn fn;
+} conf_custom_t;
+/* A key the engine applies with its own setter (listen:, to:, include:, ...). */
+#define CUSTOM_KEY(name, fn, flags, doc) \
+  { name, CAD_CONF_CUSTOM, 0, flags, NULL, 0, 0, &(const conf_custom_t){fn}, doc }
 
-enum {
-  K_REQUIRED = 1u << 0,  /* no default: the key must be written */
-  K_MAIN_ONLY = 1u << 1, /* only in the main file (not in an included one) */
-  K_ZERO_OK = 1u << 2,   /* 0 is allowed (means "off") even below `lo` */
-  K_INVERT = 1u << 3,    /* set_flag: store the opposite (persistent -> per_message) */
-  K_BOOL = 1u << 4,      /* set_enum: store a bool, true for any name but the first */
-};
+/* One table applied to one struct; a mapping may be checked against several
+ * at once (a destination: its type, its kind's keys, the delivery keys). */
+typedef struct conf_part {
+  const conf_section_t *sec;
+  void *obj;
+} conf_part_t;
 
-struct conf_key {
-  const char *name;
-  conf_set_fn set;
-  size_t off; /* offsetof the field in obj */
-  unsigned flags;
-  const char *def; /* default, as YAML would write it; NULL = none */
-  uint64_t lo, hi; /* range: ms for durations, bytes for sizes */
-  const void *arg; /* setter-specific (enum names, a sub-section) */
-  const char *doc; /* what it is, for "missing 'x'" messages */
-};
-
-struct conf_section {
-  const char *what; /* "channel", ... for "expected a mapping of ... settings" */
-  const conf_key_t *keys;
-  size_t nkeys;
-  /* Rules between keys, after every key is applied (seen[i]: keys[i] was
-   * written). May be NULL. */
-  void (*check)(loader_t *L, const cad_yaml_node_t *key, const cad_yaml_node_t *map, void *obj,
-                const bool *seen);
-};
+/* The report a section's check gets: errors go to L at L->where. */
+cad_conf_report_t cad__conf_report(loader_t *L);
 
 #define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->off))
-
-typedef struct enum_arg {
-  const char *const *names; /* NULL-terminated; value = base + index */
-  int base;
-  const char *doc; /* "debug, info, warn or error" */
-} enum_arg_t;
 
 /* ---- shared functions (config_util.c unless said) ---- */
 
@@ -131,6 +124,9 @@ void cad__conf_err_at(loader_t *L, const cad_yaml_node_t *n, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 void cad__conf_apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml_node_t *key,
                              const cad_yaml_node_t *map, void *obj, const char *where);
+void cad__conf_apply_parts(loader_t *L, const conf_part_t *parts, size_t nparts,
+                           const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                           const char *where);
 int cad__conf_dest_ref_cmp(const void *pa, const void *pb);
 void cad__conf_add_raw(loader_t *L, const char *line);
 const char *cad__conf_quote(char *out, const char *s, size_t len);
@@ -171,7 +167,6 @@ void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_
                           const cad_yaml_node_t *v, void *obj);
 void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                            const cad_yaml_node_t *v, void *obj);
-const cad_yaml_node_t *cad__conf_key_node(const cad_yaml_node_t *map, const char *name);
 void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                         const cad_yaml_node_t *v, void *obj);
 void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,

@@ -44,29 +44,29 @@ static const char *const log_formats[] = {"kv", "json", NULL};
 static const enum_arg_t log_format_arg = {log_formats, CAD_LOG_KV, "kv or json"};
 
 static const conf_key_t queue_keys[] = {
-    {"segment_size", cad__conf_set_size, offsetof(cad_config_t, queue_segment_bytes), 0, "64MiB",
+    {"segment_size", CAD_CONF_SIZE, offsetof(cad_config_t, queue_segment_bytes), 0, "64MiB",
      (uint64_t)1 << 16, (uint64_t)1 << 32, NULL, "the size of one journal segment file"},
-    {"retain", cad__conf_set_duration, offsetof(cad_config_t, queue_retain_ms), 0, "7d", MS_SECOND,
+    {"retain", CAD_CONF_DURATION, offsetof(cad_config_t, queue_retain_ms), 0, "7d", MS_SECOND,
      3650 * MS_DAY, NULL, "how long delivered messages are kept as an archive"},
-    {"retain_size", cad__conf_set_size, offsetof(cad_config_t, queue_retain_bytes), K_ZERO_OK, "0",
+    {"retain_size", CAD_CONF_SIZE, offsetof(cad_config_t, queue_retain_bytes), K_ZERO_OK, "0",
      (uint64_t)1 << 20, (uint64_t)1 << 50, NULL,
      "the most bytes of delivered messages kept (0 = no limit)"},
-    {"max_pending", cad__conf_set_size, offsetof(cad_config_t, queue_max_pending), 0, "64MiB",
+    {"max_pending", CAD_CONF_SIZE, offsetof(cad_config_t, queue_max_pending), 0, "64MiB",
      (uint64_t)1 << 20, (uint64_t)1 << 34, NULL, "bytes waiting to be written to disk"},
 };
 static const conf_section_t queue_section = {"queue", queue_keys,
                                              sizeof queue_keys / sizeof queue_keys[0], NULL};
 
 static const conf_key_t engine_keys[] = {
-    {"data_dir", cad__conf_set_path, offsetof(cad_config_t, data_dir), 0, "var/data", 0, 0, NULL,
+    {"data_dir", CAD_CONF_PATH, offsetof(cad_config_t, data_dir), 0, "var/data", 0, 0, NULL,
      "the directory for the engine's state"},
-    {"log_level", cad__conf_set_enum, offsetof(cad_config_t, log_level), 0, "info", 0, 0,
-     &log_level_arg, "debug, info, warn or error"},
-    {"log_format", cad__conf_set_enum, offsetof(cad_config_t, log_format), 0, "kv", 0, 0,
+    {"log_level", CAD_CONF_ENUM, offsetof(cad_config_t, log_level), 0, "info", 0, 0, &log_level_arg,
+     "debug, info, warn or error"},
+    {"log_format", CAD_CONF_ENUM, offsetof(cad_config_t, log_format), 0, "kv", 0, 0,
      &log_format_arg, "kv or json"},
-    {"stats_interval", cad__conf_set_duration, offsetof(cad_config_t, stats_interval_ms), K_ZERO_OK,
+    {"stats_interval", CAD_CONF_DURATION, offsetof(cad_config_t, stats_interval_ms), K_ZERO_OK,
      "60s", MS_SECOND, 7 * MS_DAY, NULL, "how often counters are logged"},
-    {"queue", cad__conf_set_section, 0, 0, NULL, 0, 0, &queue_section, "the durable queue"},
+    {"queue", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &queue_section, "the durable queue"},
 };
 static const conf_section_t engine_section = {"engine", engine_keys,
                                               sizeof engine_keys / sizeof engine_keys[0], NULL};
@@ -183,12 +183,11 @@ static void set_tables(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *
 }
 
 static const conf_key_t top_keys[] = {
-    {"include", set_include, 0, 0, NULL, 0, 0, NULL, "other files to read"},
-    {"engine", cad__conf_set_section, 0, K_MAIN_ONLY, NULL, 0, 0, &engine_section,
-     "engine settings"},
-    {"destinations", set_dests, 0, 0, NULL, 0, 0, NULL, "where messages are written"},
-    {"channels", set_channels, 0, 0, NULL, 0, 0, NULL, "where messages come in"},
-    {"tables", set_tables, 0, K_MAIN_ONLY, NULL, 0, 0, NULL, "lookup tables for routes"},
+    CUSTOM_KEY("include", set_include, 0, "other files to read"),
+    {"engine", CAD_CONF_SECTION, 0, K_MAIN_ONLY, NULL, 0, 0, &engine_section, "engine settings"},
+    CUSTOM_KEY("destinations", set_dests, 0, "where messages are written"),
+    CUSTOM_KEY("channels", set_channels, 0, "where messages come in"),
+    CUSTOM_KEY("tables", set_tables, K_MAIN_ONLY, "lookup tables for routes"),
 };
 static const conf_section_t top_section = {"top-level", top_keys,
                                            sizeof top_keys / sizeof top_keys[0], NULL};
@@ -497,11 +496,11 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->file.dir);
   FREE_OWNED(d->file.name_tmpl);
   FREE_OWNED(d->file.append_path);
-  FREE_OWNED(d->mllp.host);
-  FREE_OWNED(d->mllp.server_name);
-  FREE_OWNED(d->tls.opts.ca_file);
-  FREE_OWNED(d->tls.opts.cert_file);
-  FREE_OWNED(d->tls.opts.key_file);
+  FREE_OWNED(d->mllp.sender.host);
+  FREE_OWNED(d->mllp.sender.server_name);
+  FREE_OWNED(d->mllp.tls.ca_file);
+  FREE_OWNED(d->mllp.tls.cert_file);
+  FREE_OWNED(d->mllp.tls.key_file);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {

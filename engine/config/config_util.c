@@ -487,11 +487,14 @@ void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_
   if (cad__conf_whole_number(L, k, key, v, UINT64_MAX / 10, &x)) *FIELD(obj, k, uint64_t) = x;
 }
 
-/* A nested mapping (`ack:`) whose keys set fields of the same object. */
+/* A nested mapping (`ack:`) whose keys set fields of the same object; with
+ * CAD_CONF_PRESENCE (`tls:`) the bool at k->off records that it was written
+ * (`tls: {}` takes every default; no `tls:` applies none). */
 void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                            const cad_yaml_node_t *v, void *obj) {
   char where[300];
   const char *outer = L->where;
+  if (k->flags & CAD_CONF_PRESENCE) *FIELD(obj, k, bool) = true;
   /* "in channel 'lab'" -> "in ack of channel 'lab'"; "at the top level" -> "in engine" */
   if (strncmp(outer, "in ", 3) == 0)
     snprintf(where, sizeof where, "in %s of %s", k->name, outer + 3);
@@ -499,54 +502,95 @@ void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node
   cad__conf_apply_section(L, k->arg, key, v, obj, where);
 }
 
-/* Apply `sec` to `obj`: every key of `map` through its setter, then the
- * defaults of the keys not written, then the section's own check.  With
- * map == NULL only the defaults are applied. */
+static void set_custom(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
+  ((const conf_custom_t *)k->arg)->fn(L, k, key, v, obj);
+}
+
+/* Permission bits in octal ("0640", "640"): 0 to 0777. */
+static void set_mode(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  char *s = cad__conf_scalar(L, k, key, v, "permission bits in octal, like 0640");
+  if (!s) return;
+  uint32_t x = 0;
+  bool ok = *s != 0 && strlen(s) <= 4;
+  for (const char *p = s; *p && ok; p++) {
+    if (*p < '0' || *p > '7') ok = false;
+    else x = x * 8 + (uint32_t)(*p - '0');
+  }
+  char q[QBUF];
+  if (!ok || x > 0777)
+    cad__conf_err_at(L, v,
+                     "%s: expected permission bits in octal from 0000 to 0777, like 0640, got '%s'",
+                     k->name, cad__conf_quote(q, s, strlen(s)));
+  else *FIELD(obj, k, uint32_t) = x;
+  free(s);
+}
+
+/* The setter of a key's type (cad_conf.h). */
+static conf_set_fn setter_of(const conf_key_t *k) {
+  switch (k->type) {
+    case CAD_CONF_PATH: return cad__conf_set_path;
+    case CAD_CONF_FILE: return cad__conf_set_file;
+    case CAD_CONF_TEMPLATE: return cad__conf_set_template;
+    case CAD_CONF_ENUM: return cad__conf_set_enum;
+    case CAD_CONF_DURATION: return cad__conf_set_duration;
+    case CAD_CONF_SIZE: return cad__conf_set_size;
+    case CAD_CONF_U32: return cad__conf_set_u32;
+    case CAD_CONF_U64: return cad__conf_set_u32_64;
+    case CAD_CONF_INT: return cad__conf_set_int;
+    case CAD_CONF_FLAG: return cad__conf_set_flag;
+    case CAD_CONF_HOST: return cad__conf_set_host;
+    case CAD_CONF_MODE: return set_mode;
+    case CAD_CONF_TEXT: return cad__conf_set_text;
+    case CAD_CONF_SECTION: return cad__conf_set_section;
+    case CAD_CONF_CUSTOM: return set_custom;
+  }
+  assert(!"a key table names an unknown type");
+  return set_custom;
+}
+
+static void report_err(void *ctx, const cad_yaml_node_t *at, const char *msg) {
+  cad__conf_err_at(ctx, at, "%s", msg);
+}
+
+cad_conf_report_t cad__conf_report(loader_t *L) {
+  return (cad_conf_report_t){report_err, L, L->where, &L->nomem};
+}
+
 void cad__conf_apply_section(loader_t *L, const conf_section_t *sec, const cad_yaml_node_t *key,
                              const cad_yaml_node_t *map, void *obj, const char *where) {
-  const char *saved = L->where;
-  L->where = where;
-  bool seen[32] = {false};
-  assert(sec->nkeys <= sizeof seen / sizeof seen[0]);
-  bool checkable = true;
-  if (map && cad_yaml_is_null(map)) map = NULL; /* "ack:" with nothing: the defaults */
-  if (map && map->type != CAD_YAML_MAPPING) {
-    char d[QBUF + 2];
-    cad__conf_err_at(L, cad__conf_at(key, map), "expected a mapping of %s settings %s, got %s",
-                     sec->what, where, cad__conf_describe(d, map));
-    map = NULL;
-    checkable = false;
-  }
-  for (size_t i = 0; map && i < map->n; i++) {
-    const cad_yaml_node_t *kn = map->pairs[i].key, *vn = map->pairs[i].value;
-    size_t j = 0;
-    while (j < sec->nkeys && strcmp(sec->keys[j].name, kn->str) != 0) j++;
-    if (j == sec->nkeys || memchr(kn->str, 0, kn->len)) {
-      char list[512], q[QBUF];
-      size_t o = 0;
-      list[0] = 0;
-      for (size_t m = 0; m < sec->nkeys && o < sizeof list; m++)
-        o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", m ? ", " : "", sec->keys[m].name);
-      cad__conf_err_at(L, kn, "unknown key '%s' %s (expected one of: %s)",
-                       cad__conf_quote(q, kn->str, kn->len), where, list);
-      continue;
-    }
-    const conf_key_t *k = &sec->keys[j];
-    seen[j] = true;
-    if ((k->flags & K_MAIN_ONLY) && !L->in_main) {
-      cad__conf_err_at(L, kn, "'%s' may only be set in the main file (%s)", k->name,
-                       L->c->files[0]);
-      continue;
-    }
-    k->set(L, k, kn, vn, obj);
-  }
-  for (size_t j = 0; j < sec->nkeys; j++) {
-    const conf_key_t *k = &sec->keys[j];
+  conf_part_t part = {sec, obj};
+  cad__conf_apply_parts(L, &part, 1, key, map, where);
+}
+
+#define MAX_PARTS 4
+
+/* "unknown key 'x' in ... (expected one of: a, b, ...)": every part's keys. */
+static void unknown_key(loader_t *L, const conf_part_t *parts, size_t nparts,
+                        const cad_yaml_node_t *kn, const char *where) {
+  char list[512], q[QBUF];
+  size_t o = 0;
+  list[0] = 0;
+  for (size_t p = 0; p < nparts; p++)
+    for (size_t m = 0; m < parts[p].sec->nkeys && o < sizeof list; m++)
+      o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "",
+                            parts[p].sec->keys[m].name);
+  cad__conf_err_at(L, kn, "unknown key '%s' %s (expected one of: %s)",
+                   cad__conf_quote(q, kn->str, kn->len), where, list);
+}
+
+/* The defaults of the keys of one part that were not written. */
+static void apply_defaults(loader_t *L, const conf_part_t *pt, const bool *seen, bool checkable,
+                           const cad_yaml_node_t *key, const char *where) {
+  for (size_t j = 0; j < pt->sec->nkeys; j++) {
+    const conf_key_t *k = &pt->sec->keys[j];
     if (seen[j]) continue;
     if ((k->flags & K_REQUIRED) && checkable && key) {
       cad__conf_err_at(L, key, "missing '%s' %s (%s)", k->name, where, k->doc);
-    } else if (k->set == cad__conf_set_section && (!(k->flags & K_MAIN_ONLY) || L->in_main)) {
-      k->set(L, k, NULL, NULL, obj); /* the sub-section's defaults */
+    } else if (k->type == CAD_CONF_SECTION && !(k->flags & CAD_CONF_PRESENCE) &&
+               (!(k->flags & K_MAIN_ONLY) || L->in_main)) {
+      cad__conf_set_section(L, k, NULL, NULL, pt->obj); /* the sub-section's defaults */
     } else if (k->def) {
       cad_yaml_node_t d = {.type = CAD_YAML_SCALAR,
                            .file = "(default)",
@@ -554,18 +598,59 @@ void cad__conf_apply_section(loader_t *L, const conf_section_t *sec, const cad_y
                            .len = strlen(k->def),
                            .quoted = true,
                            .style = CAD_YAML_DOUBLE};
-      k->set(L, k, NULL, &d, obj);
+      setter_of(k)(L, k, NULL, &d, pt->obj);
     }
   }
-  if (sec->check && checkable && map) sec->check(L, key, map, obj, seen);
-  L->where = saved;
 }
 
-/* The key node `name` of a mapping (for the position of an error). */
-const cad_yaml_node_t *cad__conf_key_node(const cad_yaml_node_t *map, const char *name) {
-  for (size_t i = 0; i < map->n; i++)
-    if (strcmp(map->pairs[i].key->str, name) == 0) return map->pairs[i].key;
-  return map;
+/* Apply the parts' tables to their structs: every key of `map` through its
+ * setter (a key belongs to the first part that has it), then the defaults
+ * of the keys not written, then each section's own check.  With map ==
+ * NULL only the defaults are applied. */
+void cad__conf_apply_parts(loader_t *L, const conf_part_t *parts, size_t nparts,
+                           const cad_yaml_node_t *key, const cad_yaml_node_t *map,
+                           const char *where) {
+  const char *saved = L->where;
+  L->where = where;
+  bool seen[MAX_PARTS][32] = {{false}};
+  assert(nparts <= MAX_PARTS);
+  for (size_t p = 0; p < nparts; p++) assert(parts[p].sec->nkeys <= sizeof seen[0]);
+  bool checkable = true;
+  if (map && cad_yaml_is_null(map)) map = NULL; /* "ack:" with nothing: the defaults */
+  if (map && map->type != CAD_YAML_MAPPING) {
+    char d[QBUF + 2];
+    cad__conf_err_at(L, cad__conf_at(key, map), "expected a mapping of %s settings %s, got %s",
+                     parts[0].sec->what, where, cad__conf_describe(d, map));
+    map = NULL;
+    checkable = false;
+  }
+  for (size_t i = 0; map && i < map->n; i++) {
+    const cad_yaml_node_t *kn = map->pairs[i].key, *vn = map->pairs[i].value;
+    size_t p = 0, j = 0;
+    for (; p < nparts; p++) {
+      const conf_section_t *sec = parts[p].sec;
+      for (j = 0; j < sec->nkeys && strcmp(sec->keys[j].name, kn->str) != 0; j++) continue;
+      if (j < sec->nkeys) break;
+    }
+    if (p == nparts || memchr(kn->str, 0, kn->len)) {
+      unknown_key(L, parts, nparts, kn, where);
+      continue;
+    }
+    const conf_key_t *k = &parts[p].sec->keys[j];
+    seen[p][j] = true;
+    if ((k->flags & K_MAIN_ONLY) && !L->in_main) {
+      cad__conf_err_at(L, kn, "'%s' may only be set in the main file (%s)", k->name,
+                       L->c->files[0]);
+      continue;
+    }
+    setter_of(k)(L, k, kn, vn, parts[p].obj);
+  }
+  for (size_t p = 0; p < nparts; p++) apply_defaults(L, &parts[p], seen[p], checkable, key, where);
+  cad_conf_report_t r = cad__conf_report(L);
+  for (size_t p = 0; p < nparts; p++)
+    if (parts[p].sec->check && checkable && map)
+      parts[p].sec->check(&r, key, map, parts[p].obj, seen[p]);
+  L->where = saved;
 }
 
 /* true or false: the one rule of cad_yaml_bool_text (YAML 1.2 core). */

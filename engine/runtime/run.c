@@ -232,9 +232,10 @@ static int dest_open(rt_t *rt, size_t i) {
       rc = cad_file_dest_open(E.loop, &cd->file, &d->file, err, sizeof err);
     } else {
       rc = 0;
-      if (cd->tls.enabled) rc = cad_tls_client_ctx_new(&cd->tls.opts, &d->tls, err, sizeof err);
+      if (cd->mllp.tls_enabled)
+        rc = cad_tls_client_ctx_new(&cd->mllp.tls, &d->tls, err, sizeof err);
       if (rc == 0) {
-        cad_mllp_sender_opts_t mo = cd->mllp;
+        cad_mllp_sender_opts_t mo = cd->mllp.sender;
         mo.tls = d->tls;
         rc = cad_mllp_sender_new(E.loop, &mo, &d->mllp, err, sizeof err);
       }

@@ -22,8 +22,8 @@ static void check_config(const cad_config_t *c) {
     if (!d->name) abort();
     if (d->type == CAD_DEST_FILE) {
       if (!d->file.dir == !d->file.append_path || (d->file.dir && !d->file.name_tmpl)) abort();
-    } else if (d->type != CAD_DEST_MLLP || !d->mllp.host || d->mllp.port < 1 ||
-               d->mllp.port > 65535) {
+    } else if (d->type != CAD_DEST_MLLP || !d->mllp.sender.host || d->mllp.sender.port < 1 ||
+               d->mllp.sender.port > 65535) {
       abort();
     }
   }

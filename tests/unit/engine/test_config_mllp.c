@@ -76,18 +76,18 @@ TEST(mllp_destination_defaults) {
   REQUIRE(c->ndests == 1);
   const cad_conf_dest_t *d = &c->dests[0];
   CHECK_INT(d->type, CAD_DEST_MLLP);
-  CHECK_STR(d->mllp.host, "10.0.0.5");
-  CHECK_INT(d->mllp.port, 2575);
-  CHECK(!d->mllp.per_message);
-  CHECK_INT(d->mllp.connect_timeout_ms, 10000);
-  CHECK_INT(d->mllp.ack_timeout_ms, 30000);
-  CHECK_INT(d->mllp.idle_close_ms, 0);
-  CHECK(!d->mllp.ae_dead_letter);
-  CHECK(d->mllp.ar_dead_letter);
-  CHECK(!d->mllp.new_control_id);
-  CHECK(!d->tls.enabled);
-  CHECK(d->tls.opts.ca_file == NULL && d->tls.opts.cert_file == NULL &&
-        d->mllp.server_name == NULL);
+  CHECK_STR(d->mllp.sender.host, "10.0.0.5");
+  CHECK_INT(d->mllp.sender.port, 2575);
+  CHECK(!d->mllp.sender.per_message);
+  CHECK_INT(d->mllp.sender.connect_timeout_ms, 10000);
+  CHECK_INT(d->mllp.sender.ack_timeout_ms, 30000);
+  CHECK_INT(d->mllp.sender.idle_close_ms, 0);
+  CHECK(!d->mllp.sender.ae_dead_letter);
+  CHECK(d->mllp.sender.ar_dead_letter);
+  CHECK(!d->mllp.sender.new_control_id);
+  CHECK(!d->mllp.tls_enabled);
+  CHECK(d->mllp.tls.ca_file == NULL && d->mllp.tls.cert_file == NULL &&
+        d->mllp.sender.server_name == NULL);
   CHECK(d->file.dir == NULL && d->file.append_path == NULL && d->file.name_tmpl == NULL);
   CHECK_INT(d->retry_attempts, 10); /* the delivery keys apply to every type */
   cad_config_free(c);
@@ -119,27 +119,27 @@ TEST(mllp_destination_every_key) {
   cad_config_t *c = load(y);
   REQUIRE(c);
   const cad_conf_dest_t *d = &c->dests[0];
-  CHECK_STR(d->mllp.host, "ehr.example.org");
-  CHECK_INT(d->mllp.port, 6661);
-  CHECK(d->mllp.per_message);
-  CHECK_INT(d->mllp.connect_timeout_ms, 2000);
-  CHECK_INT(d->mllp.ack_timeout_ms, 60000);
-  CHECK_INT(d->mllp.idle_close_ms, 300000);
-  CHECK(d->mllp.ae_dead_letter);
-  CHECK(!d->mllp.ar_dead_letter);
-  CHECK(d->mllp.new_control_id);
-  CHECK(d->tls.enabled);
-  CHECK_STR(d->tls.opts.ca_file, "tls/ca.crt");
-  CHECK_STR(d->tls.opts.cert_file, "tls/client.crt");
-  CHECK_STR(d->tls.opts.key_file, "tls/client.key");
-  CHECK(!d->mllp.verify_hostname);
-  CHECK_STR(d->mllp.server_name, "ehr.internal");
+  CHECK_STR(d->mllp.sender.host, "ehr.example.org");
+  CHECK_INT(d->mllp.sender.port, 6661);
+  CHECK(d->mllp.sender.per_message);
+  CHECK_INT(d->mllp.sender.connect_timeout_ms, 2000);
+  CHECK_INT(d->mllp.sender.ack_timeout_ms, 60000);
+  CHECK_INT(d->mllp.sender.idle_close_ms, 300000);
+  CHECK(d->mllp.sender.ae_dead_letter);
+  CHECK(!d->mllp.sender.ar_dead_letter);
+  CHECK(d->mllp.sender.new_control_id);
+  CHECK(d->mllp.tls_enabled);
+  CHECK_STR(d->mllp.tls.ca_file, "tls/ca.crt");
+  CHECK_STR(d->mllp.tls.cert_file, "tls/client.crt");
+  CHECK_STR(d->mllp.tls.key_file, "tls/client.key");
+  CHECK(!d->mllp.sender.verify_hostname);
+  CHECK_STR(d->mllp.sender.server_name, "ehr.internal");
   CHECK_INT(d->retry_attempts, 3);
   const cad_conf_dest_t *v6 = &c->dests[1];
-  CHECK_STR(v6->mllp.host, "::1"); /* brackets dropped */
-  CHECK(v6->tls.enabled);          /* `tls: {}`: TLS with every default */
-  CHECK(v6->mllp.verify_hostname);
-  CHECK(v6->tls.opts.ca_file == NULL);
+  CHECK_STR(v6->mllp.sender.host, "::1"); /* brackets dropped */
+  CHECK(v6->mllp.tls_enabled);            /* `tls: {}`: TLS with every default */
+  CHECK(v6->mllp.sender.verify_hostname);
+  CHECK(v6->mllp.tls.ca_file == NULL);
   cad_config_free(c);
 }
 
@@ -281,9 +281,9 @@ TEST(mixed_file_and_mllp_destinations) {
   REQUIRE(c);
   REQUIRE(c->ndests == 2);
   CHECK_INT(c->dests[0].type, CAD_DEST_FILE);
-  CHECK(c->dests[0].mllp.host == NULL);
+  CHECK(c->dests[0].mllp.sender.host == NULL);
   CHECK_INT(c->dests[1].type, CAD_DEST_MLLP);
-  CHECK(c->dests[1].mllp.ae_dead_letter);
+  CHECK(c->dests[1].mllp.sender.ae_dead_letter);
   CHECK_INT(c->channels[0].nto, 2);
   cad_config_free(c);
   /* a file destination does not take MLLP keys */
@@ -320,7 +320,7 @@ TEST(booleans_yaml_1_2) {
              "destinations:\n  ehr: {type: mllp, host: h, port: 1, persistent: %s}\n" LAB, good[i]);
     cad_config_t *c = load(y);
     REQUIRE(c);
-    CHECK_INT(!c->dests[0].mllp.per_message, good[i][0] == 't' || good[i][0] == 'T');
+    CHECK_INT(!c->dests[0].mllp.sender.per_message, good[i][0] == 't' || good[i][0] == 'T');
     cad_config_free(c);
   }
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
