@@ -69,6 +69,7 @@
 #include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
 #include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t */
 #include "routes.h"
+#include "tls_conf.h"  /* channels/net: cad_tls_server_conf_t */
 #include "transport.h" /* channels/net: TLS options, cad_cidr_t */
 
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
@@ -81,13 +82,8 @@ typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
  * Every string in them is owned by the config (freed by cad_config_free),
  * even where the channel's type says `const char *`. */
 
-/* `tls:` of a channel (a TLS listener): cert_file and key_file required;
- * ca_file, require_client_cert (needs ca), allowed_clients (nallowed
- * strings), ciphers, min_version as channels/net/transport.h says. */
-typedef struct cad_conf_tls_server {
-  bool enabled; /* `tls:` was written */
-  cad_tls_server_opts_t opts;
-} cad_conf_tls_server_t;
+/* `tls:` of a channel (a TLS listener): channels/net/tls_conf.h. */
+typedef cad_tls_server_conf_t cad_conf_tls_server_t;
 /* When to send the ACK: after the message is on disk (default), on receipt
  * (faster, can lose messages on a crash), or after the destination took it. */
 typedef enum { CAD_ACK_PERSISTED = 0, CAD_ACK_RECEIVED, CAD_ACK_DELIVERED } cad_ack_policy_t;

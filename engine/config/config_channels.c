@@ -18,6 +18,7 @@
 #include "cad_io.h"
 #include "cad_mem.h"
 #include "hl7.h"
+#include "tls_conf.h"
 
 /* ---- channels -------------------------------------------------------- */
 
@@ -197,47 +198,6 @@ static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_
 
 /* ---- channel TLS and address allow-lists ------------------------------- */
 
-/* A list of names (allowed_clients): one or a sequence of non-empty strings. */
-static void set_names(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                      const cad_yaml_node_t *v, void *obj) {
-  cad_conf_channel_t *ch = obj;
-  char d[QBUF + 2];
-  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
-    cad__conf_err_at(L, cad__conf_at(key, v), "%s: expected a name or a list of names, got %s",
-                     k->name, cad__conf_describe(d, v));
-    return;
-  }
-  const cad_yaml_node_t *one;
-  size_t n;
-  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
-  if (n == 0 || n > MAX_LIST) {
-    cad__conf_err_at(L, v, "%s: expected 1 to %d names", k->name, MAX_LIST);
-    return;
-  }
-  char **names = calloc(n, sizeof *names);
-  if (!names) {
-    L->nomem = true;
-    return;
-  }
-  size_t m = 0;
-  for (size_t i = 0; i < n; i++) {
-    char *s = cad__conf_scalar(L, k, NULL, items[i], "a certificate name (subject CN or SAN)");
-    if (!s) continue;
-    if (*s == 0) {
-      cad__conf_err_at(L, items[i], "%s: expected a certificate name, got an empty string",
-                       k->name);
-      free(s);
-      continue;
-    }
-    names[m++] = s;
-  }
-  cad_tls_server_opts_t *t = &ch->tls.opts; /* strings owned by the config */
-  for (size_t i = 0; i < t->nallowed; i++) free((void *)(uintptr_t)t->allowed_clients[i]);
-  free((void *)(uintptr_t)t->allowed_clients);
-  t->allowed_clients = (const char *const *)names;
-  t->nallowed = m;
-}
-
 /* "10.0.0.0/8", "127.0.0.1" (one address), "fd00::/8".  NULL or why not. */
 static const char *parse_cidr(const char *s, cad_cidr_t *out) {
   char host[64];
@@ -308,48 +268,6 @@ static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
   ch->nallow = m;
 }
 
-static const conf_section_t tls_server_section;
-
-static void check_tls_server(const cad_conf_report_t *r, const cad_yaml_node_t *key,
-                             const cad_yaml_node_t *map, void *obj, const bool *seen) {
-  (void)key;
-  const cad_conf_channel_t *ch = obj;
-  bool ca = cad_conf_seen(&tls_server_section, seen, "ca");
-  if (ch->tls.opts.require_client_cert && !ca)
-    cad_conf_errf(
-        r, cad_conf_key_node(map, "require_client_cert"),
-        "require_client_cert needs 'ca' %s: the CA that client certificates must chain to",
-        r->where);
-  if (cad_conf_seen(&tls_server_section, seen, "allowed_clients") && !ca)
-    cad_conf_errf(r, cad_conf_key_node(map, "allowed_clients"),
-                  "allowed_clients needs 'ca' %s: the CA that client certificates must chain to",
-                  r->where);
-}
-
-static const char *const tls_versions[] = {"1.2", "1.3", NULL};
-static const enum_arg_t tls_version_arg = {tls_versions, CAD_TLS_V1_2, "1.2 or 1.3"};
-_Static_assert(sizeof(cad_tls_version_t) == sizeof(int), "enum size");
-
-static const conf_key_t tls_server_keys[] = {
-    {"cert", CAD_CONF_FILE, offsetof(cad_conf_channel_t, tls.opts.cert_file), K_REQUIRED, NULL, 0,
-     0, NULL, "the server certificate, PEM"},
-    {"key", CAD_CONF_FILE, offsetof(cad_conf_channel_t, tls.opts.key_file), K_REQUIRED, NULL, 0, 0,
-     NULL, "the server certificate's key, PEM"},
-    {"ca", CAD_CONF_FILE, offsetof(cad_conf_channel_t, tls.opts.ca_file), 0, NULL, 0, 0, NULL,
-     "the CAs client certificates must chain to"},
-    {"require_client_cert", CAD_CONF_FLAG,
-     offsetof(cad_conf_channel_t, tls.opts.require_client_cert), 0, "false", 0, 0, NULL,
-     "mutual TLS: refuse clients without a valid certificate"},
-    CUSTOM_KEY("allowed_clients", set_names, 0,
-               "the client certificate names (subject CN or SAN) accepted"),
-    {"ciphers", CAD_CONF_TEXT, offsetof(cad_conf_channel_t, tls.opts.ciphers), 0, NULL, 0, 0, NULL,
-     "an OpenSSL cipher list like \"ECDHE+AESGCM\""},
-    {"min_version", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, tls.opts.min_version), 0, "1.2", 0,
-     0, &tls_version_arg, "1.2 or 1.3"},
-};
-static const conf_section_t tls_server_section = {
-    "tls", tls_server_keys, sizeof tls_server_keys / sizeof tls_server_keys[0], check_tls_server};
-
 /* Keys read by routes/ (cad_routes_compile checks them, with positions). */
 static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *v, void *obj) {
@@ -378,8 +296,8 @@ static const conf_key_t channel_keys[] = {
     {"max_connections", CAD_CONF_U32, offsetof(cad_conf_channel_t, max_connections), 0, "4096", 1,
      1000000, NULL, "connections accepted at once"},
     CUSTOM_KEY("to", set_dest_refs, 0, "the destinations every accepted message goes to"),
-    {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls.enabled), CAD_CONF_PRESENCE, NULL, 0,
-     0, &tls_server_section, "MLLP over TLS"},
+    {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_tls_server_conf, "MLLP over TLS"},
     CUSTOM_KEY("allow", set_allow, 0, "the client addresses accepted (CIDR)"),
     CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),

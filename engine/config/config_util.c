@@ -495,11 +495,55 @@ void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node
   char where[300];
   const char *outer = L->where;
   if (k->flags & CAD_CONF_PRESENCE) *FIELD(obj, k, bool) = true;
+  if (k->flags & CAD_CONF_NESTED) obj = FIELD(obj, k, char);
   /* "in channel 'lab'" -> "in ack of channel 'lab'"; "at the top level" -> "in engine" */
   if (strncmp(outer, "in ", 3) == 0)
     snprintf(where, sizeof where, "in %s of %s", k->name, outer + 3);
   else snprintf(where, sizeof where, "in %s", k->name);
   cad__conf_apply_section(L, k->arg, key, v, obj, where);
+}
+
+/* One name or a list of non-empty names (allowed_clients), count in lo..hi. */
+static void set_names(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                      const cad_yaml_node_t *v, void *obj) {
+  const cad_conf_names_t *a = k->arg;
+  char d[QBUF + 2];
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    cad__conf_err_at(L, cad__conf_at(key, v), "%s: expected a name or a list of names, got %s",
+                     k->name, cad__conf_describe(d, v));
+    return;
+  }
+  const cad_yaml_node_t *one;
+  size_t n;
+  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  if (n < k->lo || n > k->hi) {
+    cad__conf_err_at(L, v, "%s: expected %llu to %llu names", k->name, (unsigned long long)k->lo,
+                     (unsigned long long)k->hi);
+    return;
+  }
+  char **names = calloc(n, sizeof *names);
+  if (!names) {
+    L->nomem = true;
+    return;
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    char *s = cad__conf_scalar(L, k, NULL, items[i], a->item);
+    if (s && *s == 0) {
+      cad__conf_err_at(L, items[i], "%s: expected %s, got an empty string", k->name, a->item);
+      free(s);
+    } else if (s) {
+      names[m++] = s;
+    }
+  }
+  /* The array and its strings are owned by the config (freed with it). */
+  char **old;
+  memcpy(&old, FIELD(obj, k, char), sizeof old);
+  size_t *count = (size_t *)(void *)((char *)obj + a->count_off);
+  for (size_t i = 0; old && i < *count; i++) free(old[i]);
+  free(old);
+  memcpy(FIELD(obj, k, char), &names, sizeof names);
+  *count = m;
 }
 
 static void set_custom(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -543,6 +587,7 @@ static conf_set_fn setter_of(const conf_key_t *k) {
     case CAD_CONF_HOST: return cad__conf_set_host;
     case CAD_CONF_MODE: return set_mode;
     case CAD_CONF_TEXT: return cad__conf_set_text;
+    case CAD_CONF_NAMES: return set_names;
     case CAD_CONF_SECTION: return cad__conf_set_section;
     case CAD_CONF_CUSTOM: return set_custom;
   }

@@ -39,9 +39,14 @@ typedef enum {
   CAD_CONF_HOST,     /* char *: a DNS name or an IP address ([v6] brackets dropped) */
   CAD_CONF_MODE,     /* uint32_t: permission bits in octal ("0640", "640"), 0 to 0777 */
   CAD_CONF_TEXT,     /* char *: a non-empty string */
+  CAD_CONF_NAMES,    /* one or a list of non-empty strings: `const char *const *` at
+                        off, their count (size_t) at arg's count_off; arg:
+                        cad_conf_names_t */
   CAD_CONF_SECTION,  /* a nested mapping; arg: cad_conf_section_t, applied to the same
-                        struct (its keys' offsets are the struct's); with
-                        CAD_CONF_PRESENCE, the bool at `off` is set when written */
+                        struct (its keys' offsets are the struct's), or with
+                        CAD_CONF_NESTED to the struct at `off`; with
+                        CAD_CONF_PRESENCE, the bool at `off` is set when written
+                        (a nested struct then begins with that bool) */
   CAD_CONF_CUSTOM,   /* the owner's own setter (engine/config only); arg: its data */
 } cad_conf_type_t;
 
@@ -52,6 +57,7 @@ enum {
   CAD_CONF_INVERT = 1u << 3,    /* FLAG: store the opposite (persistent -> per_message) */
   CAD_CONF_AS_BOOL = 1u << 4,   /* ENUM: a bool, true for any name but the first */
   CAD_CONF_PRESENCE = 1u << 5,  /* SECTION: `off` is a bool set when the key is written */
+  CAD_CONF_NESTED = 1u << 6,    /* SECTION: its keys are relative to the struct at `off` */
 };
 
 typedef struct cad_conf_enum {
@@ -59,6 +65,11 @@ typedef struct cad_conf_enum {
   int base;
   const char *doc; /* "debug, info, warn or error" */
 } cad_conf_enum_t;
+
+typedef struct cad_conf_names {
+  size_t count_off; /* offsetof the size_t count */
+  const char *item; /* "a certificate name (subject CN or SAN)" */
+} cad_conf_names_t;
 
 typedef struct cad_conf_key {
   const char *name;
