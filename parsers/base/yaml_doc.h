@@ -3,7 +3,7 @@
  * cad_yaml_parse() runs libyaml over a buffer and builds a tree in which every
  * node knows where it was written (file, line, column, 1-based, columns in
  * characters as an editor counts them).  It knows nothing about Caduceus'
- * configuration schema: the engine's config.c walks the tree.
+ * configuration schema: engine/config walks the tree.
  *
  * What is refused, each with one "file:line:column: problem" line:
  *   - YAML syntax errors (libyaml's own description of the problem);

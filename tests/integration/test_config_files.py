@@ -123,15 +123,14 @@ def relative_paths_follow_the_file(binary, tmp):
           "channels:\n  lab:\n    listen: 127.0.0.1:%d\n    to: [a, b]\n" % port)
     write(os.path.join(conf, "sub", "more.yaml"),
           "destinations:\n  b: {type: file, append: out-b.hl7}\n")
-    elsewhere = os.path.join(tmp, "elsewhere")
-    os.mkdir(elsewhere)
-    rc, out, err, _ = run(binary, "check", os.path.join(conf, "main.yaml"), cwd=elsewhere)
+    rc, out, err, _ = run(binary, "check", os.path.join(conf, "main.yaml"), cwd=tmp)
     assert rc == 0, err
-    log = open(os.path.join(tmp, "engine.log"), "wb")
-    proc = subprocess.Popen([binary, "run", os.path.join(conf, "main.yaml")], cwd=elsewhere,
-                            stdout=log, stderr=log)
+    # Started in tmp (the Engine's cwd) on conf/main.yaml.
+    eng = Engine(binary, tmp, "", "")
+    os.unlink(eng.conf)
+    eng.conf = os.path.join(conf, "main.yaml")
+    eng.start(wait_ports=[port])
     try:
-        wait_for(lambda: _listening(port) or proc.poll() is not None, what="listen")
         with connect(port) as s:
             s.sendall(frame(adt("REL1")))
             assert field(fields(read_frame(s, timeout=5)), "MSA", 1) == "AA"
@@ -139,25 +138,10 @@ def relative_paths_follow_the_file(binary, tmp):
                  os.listdir(os.path.join(conf, "out-a")), what="out-a")
         wait_for(lambda: os.path.exists(os.path.join(conf, "sub", "out-b.hl7")), what="out-b")
         assert os.path.isdir(os.path.join(conf, "state")), os.listdir(conf)
-        assert os.listdir(elsewhere) == [], os.listdir(elsewhere)
+        assert sorted(os.listdir(tmp)) == ["conf", "engine.log"], os.listdir(tmp)
+        check_clean_stop(eng)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
-
-def _listening(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        time.sleep(0.05)
-        return False
+        eng.kill()
 
 
 MSG = "MSH|^~\\&|LAB|HOSP|EHR|HOSP|20240105083000||ADT^A01|CTL1|P|2.5.1\\rPID|1||12345\\r"
