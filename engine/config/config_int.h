@@ -111,9 +111,6 @@ typedef struct conf_part {
   void *obj;
 } conf_part_t;
 
-/* The report a section's check gets: errors go to L at L->where. */
-cad_conf_report_t cad__conf_report(loader_t *L);
-
 #define FIELD(obj, k, type) ((type *)(void *)((char *)(obj) + (k)->off))
 
 /* ---- shared functions (config_util.c unless said) ---- */
@@ -133,45 +130,11 @@ const char *cad__conf_quote(char *out, const char *s, size_t len);
 const char *cad__conf_describe(char *out, const cad_yaml_node_t *v);
 cad_conf_pos_t cad__conf_pos_of(const cad_yaml_node_t *n);
 bool cad__conf_grow(void **arr, size_t *cap, size_t need, size_t elem);
-char *cad__conf_expand(loader_t *L, const cad_yaml_node_t *v);
 const cad_yaml_node_t *cad__conf_at(const cad_yaml_node_t *key, const cad_yaml_node_t *v);
 char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *v, const char *what);
 char *cad__conf_resolve(loader_t *L, const char *file, char *s);
-void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                            const cad_yaml_node_t *v, void *obj);
 void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj);
-bool cad__conf_in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v, uint64_t x,
-                        char *(*fmt)(uint64_t, char *, size_t), const char *text);
-char *cad__conf_fmt_duration(uint64_t x, char *buf, size_t cap);
-char *cad__conf_fmt_size(uint64_t x, char *buf, size_t cap);
-char *cad__conf_fmt_number(uint64_t x, char *buf, size_t cap);
-void cad__conf_set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                            const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj);
-bool cad__conf_whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                            const cad_yaml_node_t *v, uint64_t max, uint64_t *out);
-void cad__conf_set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                       const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_int(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                       const cad_yaml_node_t *v, void *obj);
-void cad__conf_store_str(void *obj, const conf_key_t *k, char *s);
-const char *cad__conf_load_str(const void *obj, const conf_key_t *k);
-void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                          const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                           const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj);
-void cad__conf_set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                         const cad_yaml_node_t *v, void *obj);
 const cad_yaml_node_t *const *cad__conf_as_list(const cad_yaml_node_t *v, size_t *n,
                                                 const cad_yaml_node_t **one);

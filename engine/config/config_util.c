@@ -19,6 +19,43 @@
 #include "cad_mem.h"
 #include "hl7.h"
 
+/* Setters and helpers used before their definition. */
+static char *expand(loader_t *L, const cad_yaml_node_t *v);
+static char *fmt_duration(uint64_t x, char *buf, size_t cap);
+static char *fmt_number(uint64_t x, char *buf, size_t cap);
+static char *fmt_size(uint64_t x, char *buf, size_t cap);
+static bool in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v, uint64_t x,
+                     char *(*fmt)(uint64_t, char *, size_t), const char *text);
+static const char *load_str(const void *obj, const conf_key_t *k);
+static cad_conf_report_t report(loader_t *L);
+static void set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, void *obj);
+static void set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj);
+static void set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj);
+static void set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj);
+static void set_int(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                    const cad_yaml_node_t *v, void *obj);
+static void set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj);
+static void set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+static void set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj);
+static void set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, void *obj);
+static void set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj);
+static void set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                    const cad_yaml_node_t *v, void *obj);
+static void set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj);
+static void store_str(void *obj, const conf_key_t *k, char *s);
+static bool whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, uint64_t max, uint64_t *out);
+
 int cad__conf_dest_ref_cmp(const void *pa, const void *pb) {
   return strcmp(((const dest_ref_t *)pa)->name, ((const dest_ref_t *)pb)->name);
 }
@@ -149,7 +186,7 @@ static bool is_hl7_path(const char *s, size_t n, size_t *errpos, const char **wh
  * $${ by a literal ${.  ${SEG-N...} (an HL7 path) is left as written, for the
  * engine to fill from each message.  Returns a malloc'd string, or NULL after
  * reporting the problem. */
-char *cad__conf_expand(loader_t *L, const cad_yaml_node_t *v) {
+static char *expand(loader_t *L, const cad_yaml_node_t *v) {
   L->kept_refs = 0;
   if (memchr(v->str, 0, v->len)) {
     cad__conf_err_at(L, v, "a value cannot contain a NUL character");
@@ -237,14 +274,14 @@ const cad_yaml_node_t *cad__conf_at(const cad_yaml_node_t *key, const cad_yaml_n
 /* The string field `k` names (a `char *` of the config, or a `const char *`
  * of a channel's options: both owned by the config).  Bytes are copied, so
  * either declaration works; the old value is freed. */
-void cad__conf_store_str(void *obj, const conf_key_t *k, char *s) {
+static void store_str(void *obj, const conf_key_t *k, char *s) {
   char *old;
   memcpy(&old, FIELD(obj, k, char), sizeof old);
   free(old);
   memcpy(FIELD(obj, k, char), &s, sizeof s);
 }
 
-const char *cad__conf_load_str(const void *obj, const conf_key_t *k) {
+static const char *load_str(const void *obj, const conf_key_t *k) {
   const char *s;
   memcpy(&s, (const char *)obj + k->off, sizeof s);
   return s;
@@ -259,7 +296,7 @@ char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *
                      cad__conf_describe(d, v));
     return NULL;
   }
-  return cad__conf_expand(L, v);
+  return expand(L, v);
 }
 
 /* `s` (malloc'd, taken) resolved against the directory of `file`, the
@@ -284,8 +321,8 @@ char *cad__conf_resolve(loader_t *L, const char *file, char *s) {
 
 /* A file system path: not empty, and no ${HL7-path} (message fields only
  * make sense in a template). */
-void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj) {
+static void set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
   char *s = cad__conf_scalar(L, k, key, v, "a path");
   if (!s) return;
   const char *ref = L->kept_refs ? strstr(s, "${") : NULL;
@@ -299,7 +336,7 @@ void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
         "%s: cannot use message fields like %s: only a file destination's 'name' is a template",
         k->name, cad__conf_quote(q, ref, end ? (size_t)(end - ref) + 1 : strlen(ref)));
   } else if ((s = cad__conf_resolve(L, key ? v->file : L->c->files[0], s)) != NULL) {
-    cad__conf_store_str(obj, k, s);
+    store_str(obj, k, s);
     return;
   }
   free(s);
@@ -308,11 +345,11 @@ void cad__conf_set_path(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
 /* A file the engine reads (a TLS certificate, key or CA bundle): a path as
  * set_path takes it, which must name a readable regular file now, so that
  * `check` finds what `run` would fail on. */
-void cad__conf_set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj) {
-  cad__conf_store_str(obj, k, NULL);
-  cad__conf_set_path(L, k, key, v, obj);
-  const char *path = cad__conf_load_str(obj, k);
+static void set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
+  store_str(obj, k, NULL);
+  set_path(L, k, key, v, obj);
+  const char *path = load_str(obj, k);
   if (!path) return;
   const char *why = NULL;
   char q[QBUF];
@@ -323,8 +360,8 @@ void cad__conf_set_file(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
 
 /* A file name template: literal text and ${HL7-path} references; no '/' and
  * no '..' outside the references (the engine makes the field values safe). */
-void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                            const cad_yaml_node_t *v, void *obj) {
+static void set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, void *obj) {
   char *s = cad__conf_scalar(L, k, key, v, "a file name template like \"${MSH-7}_${MSH-10}.hl7\"");
   if (!s) return;
   size_t n = strlen(s), refs = 0;
@@ -337,7 +374,7 @@ void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_nod
         ok = false;
         break;
       }
-      i = (size_t)(close - s); /* cad__conf_expand() checked the references it left */
+      i = (size_t)(close - s); /* expand() checked the references it left */
       refs++;
     } else if (s[i] == '/' || s[i] == '\\') {
       cad__conf_err_at(
@@ -369,7 +406,7 @@ void cad__conf_set_template(loader_t *L, const conf_key_t *k, const cad_yaml_nod
     free(s);
     return;
   }
-  cad__conf_store_str(obj, k, s);
+  store_str(obj, k, s);
 }
 
 void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -395,8 +432,8 @@ void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
 }
 
 /* Check `x` against the key's range; report and return false if outside. */
-bool cad__conf_in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v, uint64_t x,
-                        char *(*fmt)(uint64_t, char *, size_t), const char *text) {
+static bool in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v, uint64_t x,
+                     char *(*fmt)(uint64_t, char *, size_t), const char *text) {
   if ((x == 0 && (k->flags & K_ZERO_OK)) || (x >= k->lo && x <= k->hi)) return true;
   char lo[32], hi[32], q[QBUF];
   cad__conf_err_at(L, v, "%s: must be from %s to %s%s, got %s", k->name, fmt(k->lo, lo, sizeof lo),
@@ -405,19 +442,19 @@ bool cad__conf_in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
   return false;
 }
 
-char *cad__conf_fmt_duration(uint64_t x, char *buf, size_t cap) {
+static char *fmt_duration(uint64_t x, char *buf, size_t cap) {
   return cad_config_format_duration(x, buf, cap);
 }
-char *cad__conf_fmt_size(uint64_t x, char *buf, size_t cap) {
+static char *fmt_size(uint64_t x, char *buf, size_t cap) {
   return cad_config_format_size((size_t)x, buf, cap);
 }
-char *cad__conf_fmt_number(uint64_t x, char *buf, size_t cap) {
+static char *fmt_number(uint64_t x, char *buf, size_t cap) {
   snprintf(buf, cap, "%llu", (unsigned long long)x);
   return buf;
 }
 
-void cad__conf_set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                            const cad_yaml_node_t *v, void *obj) {
+static void set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, void *obj) {
   static const char what[] = "a duration like 30s, 250ms or 5m";
   char *s = cad__conf_scalar(L, k, key, v, what);
   if (!s) return;
@@ -426,13 +463,12 @@ void cad__conf_set_duration(loader_t *L, const conf_key_t *k, const cad_yaml_nod
   if (cad_config_parse_duration(s, &ms) != 0)
     cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
                      cad__conf_quote(q, s, strlen(s)));
-  else if (cad__conf_in_range(L, k, v, ms, cad__conf_fmt_duration, s))
-    *FIELD(obj, k, uint64_t) = ms;
+  else if (in_range(L, k, v, ms, fmt_duration, s)) *FIELD(obj, k, uint64_t) = ms;
   free(s);
 }
 
-void cad__conf_set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj) {
+static void set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
   static const char what[] = "a size like 4MiB, 64KiB or 1000000";
   char *s = cad__conf_scalar(L, k, key, v, what);
   if (!s) return;
@@ -441,14 +477,13 @@ void cad__conf_set_size(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
   if (cad_config_parse_size(s, &bytes) != 0)
     cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
                      cad__conf_quote(q, s, strlen(s)));
-  else if (cad__conf_in_range(L, k, v, bytes, cad__conf_fmt_size, s))
-    *FIELD(obj, k, size_t) = bytes;
+  else if (in_range(L, k, v, bytes, fmt_size, s)) *FIELD(obj, k, size_t) = bytes;
   free(s);
 }
 
 /* A whole number within the key's range; false after reporting. */
-bool cad__conf_whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                            const cad_yaml_node_t *v, uint64_t max, uint64_t *out) {
+static bool whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, uint64_t max, uint64_t *out) {
   static const char what[] = "a whole number";
   char *s = cad__conf_scalar(L, k, key, v, what);
   if (!s) return false;
@@ -463,35 +498,35 @@ bool cad__conf_whole_number(loader_t *L, const conf_key_t *k, const cad_yaml_nod
   if (!ok)
     cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, what,
                      cad__conf_quote(q, s, strlen(s)));
-  else if (cad__conf_in_range(L, k, v, x, cad__conf_fmt_number, s)) good = true;
+  else if (in_range(L, k, v, x, fmt_number, s)) good = true;
   free(s);
   *out = x;
   return good;
 }
 
-void cad__conf_set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                       const cad_yaml_node_t *v, void *obj) {
+static void set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                    const cad_yaml_node_t *v, void *obj) {
   uint64_t x;
-  if (cad__conf_whole_number(L, k, key, v, UINT32_MAX, &x)) *FIELD(obj, k, uint32_t) = (uint32_t)x;
+  if (whole_number(L, k, key, v, UINT32_MAX, &x)) *FIELD(obj, k, uint32_t) = (uint32_t)x;
 }
 
-void cad__conf_set_int(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                       const cad_yaml_node_t *v, void *obj) {
+static void set_int(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                    const cad_yaml_node_t *v, void *obj) {
   uint64_t x;
-  if (cad__conf_whole_number(L, k, key, v, INT32_MAX, &x)) *FIELD(obj, k, int) = (int)x;
+  if (whole_number(L, k, key, v, INT32_MAX, &x)) *FIELD(obj, k, int) = (int)x;
 }
 
-void cad__conf_set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                          const cad_yaml_node_t *v, void *obj) {
+static void set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                       const cad_yaml_node_t *v, void *obj) {
   uint64_t x;
-  if (cad__conf_whole_number(L, k, key, v, UINT64_MAX / 10, &x)) *FIELD(obj, k, uint64_t) = x;
+  if (whole_number(L, k, key, v, UINT64_MAX / 10, &x)) *FIELD(obj, k, uint64_t) = x;
 }
 
 /* A nested mapping (`ack:`) whose keys set fields of the same object; with
  * CAD_CONF_PRESENCE (`tls:`) the bool at k->off records that it was written
  * (`tls: {}` takes every default; no `tls:` applies none). */
-void cad__conf_set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                           const cad_yaml_node_t *v, void *obj) {
+static void set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj) {
   char where[300];
   const char *outer = L->where;
   if (k->flags & CAD_CONF_PRESENCE) *FIELD(obj, k, bool) = true;
@@ -574,21 +609,21 @@ static void set_mode(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
 /* The setter of a key's type (cad_conf.h). */
 static conf_set_fn setter_of(const conf_key_t *k) {
   switch (k->type) {
-    case CAD_CONF_PATH: return cad__conf_set_path;
-    case CAD_CONF_FILE: return cad__conf_set_file;
-    case CAD_CONF_TEMPLATE: return cad__conf_set_template;
+    case CAD_CONF_PATH: return set_path;
+    case CAD_CONF_FILE: return set_file;
+    case CAD_CONF_TEMPLATE: return set_template;
     case CAD_CONF_ENUM: return cad__conf_set_enum;
-    case CAD_CONF_DURATION: return cad__conf_set_duration;
-    case CAD_CONF_SIZE: return cad__conf_set_size;
-    case CAD_CONF_U32: return cad__conf_set_u32;
-    case CAD_CONF_U64: return cad__conf_set_u32_64;
-    case CAD_CONF_INT: return cad__conf_set_int;
-    case CAD_CONF_FLAG: return cad__conf_set_flag;
-    case CAD_CONF_HOST: return cad__conf_set_host;
+    case CAD_CONF_DURATION: return set_duration;
+    case CAD_CONF_SIZE: return set_size;
+    case CAD_CONF_U32: return set_u32;
+    case CAD_CONF_U64: return set_u32_64;
+    case CAD_CONF_INT: return set_int;
+    case CAD_CONF_FLAG: return set_flag;
+    case CAD_CONF_HOST: return set_host;
     case CAD_CONF_MODE: return set_mode;
-    case CAD_CONF_TEXT: return cad__conf_set_text;
+    case CAD_CONF_TEXT: return set_text;
     case CAD_CONF_NAMES: return set_names;
-    case CAD_CONF_SECTION: return cad__conf_set_section;
+    case CAD_CONF_SECTION: return set_section;
     case CAD_CONF_CUSTOM: return set_custom;
   }
   assert(!"a key table names an unknown type");
@@ -599,7 +634,7 @@ static void report_err(void *ctx, const cad_yaml_node_t *at, const char *msg) {
   cad__conf_err_at(ctx, at, "%s", msg);
 }
 
-cad_conf_report_t cad__conf_report(loader_t *L) {
+static cad_conf_report_t report(loader_t *L) {
   return (cad_conf_report_t){report_err, L, L->where, &L->nomem};
 }
 
@@ -635,7 +670,7 @@ static void apply_defaults(loader_t *L, const conf_part_t *pt, const bool *seen,
       cad__conf_err_at(L, key, "missing '%s' %s (%s)", k->name, where, k->doc);
     } else if (k->type == CAD_CONF_SECTION && !(k->flags & CAD_CONF_PRESENCE) &&
                (!(k->flags & K_MAIN_ONLY) || L->in_main)) {
-      cad__conf_set_section(L, k, NULL, NULL, pt->obj); /* the sub-section's defaults */
+      set_section(L, k, NULL, NULL, pt->obj); /* the sub-section's defaults */
     } else if (k->def) {
       cad_yaml_node_t d = {.type = CAD_YAML_SCALAR,
                            .file = "(default)",
@@ -691,7 +726,7 @@ void cad__conf_apply_parts(loader_t *L, const conf_part_t *parts, size_t nparts,
     setter_of(k)(L, k, kn, vn, parts[p].obj);
   }
   for (size_t p = 0; p < nparts; p++) apply_defaults(L, &parts[p], seen[p], checkable, key, where);
-  cad_conf_report_t r = cad__conf_report(L);
+  cad_conf_report_t r = report(L);
   for (size_t p = 0; p < nparts; p++)
     if (parts[p].sec->check && checkable && map)
       parts[p].sec->check(&r, key, map, parts[p].obj, seen[p]);
@@ -699,8 +734,8 @@ void cad__conf_apply_parts(loader_t *L, const conf_part_t *parts, size_t nparts,
 }
 
 /* true or false: the one rule of cad_yaml_bool_text (YAML 1.2 core). */
-void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj) {
+static void set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
   static const char what[] = CAD_YAML_BOOL_WORDS;
   char *s = cad__conf_scalar(L, k, key, v, what);
   if (!s) return;
@@ -715,8 +750,8 @@ void cad__conf_set_flag(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
 
 /* A host to connect to: an IP address ([v6] brackets are dropped) or a DNS
  * name of letters, digits, '-', '_' and '.' (resolved when connecting). */
-void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj) {
+static void set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
   static const char what[] = "a host name or IP address like ehr.example.org or 10.0.0.5";
   char *s = cad__conf_scalar(L, k, key, v, what);
   if (!s) return;
@@ -737,12 +772,12 @@ void cad__conf_set_host(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
     free(s);
     return;
   }
-  cad__conf_store_str(obj, k, s);
+  store_str(obj, k, s);
 }
 
 /* A non-empty string, used as is (a cipher list). */
-void cad__conf_set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
-                        const cad_yaml_node_t *v, void *obj) {
+static void set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                     const cad_yaml_node_t *v, void *obj) {
   char *s = cad__conf_scalar(L, k, key, v, k->doc);
   if (!s) return;
   if (*s == 0 || L->kept_refs) {
@@ -750,7 +785,7 @@ void cad__conf_set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
     free(s);
     return;
   }
-  cad__conf_store_str(obj, k, s);
+  store_str(obj, k, s);
 }
 
 /* A scalar, or a sequence of scalars, as a list (for listen: and to:). */
