@@ -924,6 +924,11 @@ static void got_config(void *ctx, int rc, cad_config_t *cfg, char *errors) {
   g->errors = errors;
 }
 
+static void sleep_400ms(uv_work_t *w) {
+  (void)w;
+  usleep(400 * 1000);
+}
+
 TEST(load_async) {
   char dir[] = "/tmp/cad_async_XXXXXX";
   REQUIRE(mkdtemp(dir) != NULL && chdir(dir) == 0);
@@ -956,6 +961,27 @@ TEST(load_async) {
   CHECK_INT(g.rc, CAD_E_IO);
   CHECK(g.cfg == NULL);
   CHECK_STR(g.errors, "fifo.yaml: cannot read: a FIFO, not a regular file\n");
+  free(g.errors);
+  /* The time bound: with every pool thread busy for 400 ms the load cannot
+   * finish within its 20 ms, so the answer is UV_ETIMEDOUT; the late result
+   * is freed by the loader, and the next load waits until it has come. */
+  const char *tp = getenv("UV_THREADPOOL_SIZE");
+  int nbusy = tp && atoi(tp) > 0 ? atoi(tp) : 4;
+  uv_work_t busy[128];
+  for (int i = 0; i < nbusy && i < 128; i++)
+    REQUIRE(uv_queue_work(&loop, &busy[i], sleep_400ms, NULL) == 0);
+  memset(&g, 0, sizeof g);
+  REQUIRE(cad_config_load_async(&loop, "c.yaml", 20, got_config, &g) == 0);
+  CHECK_INT(cad_config_load_async(&loop, "c.yaml", 20, got_config, &g), CAD_E_STATE);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(g.calls, 1);
+  CHECK_INT(g.rc, UV_ETIMEDOUT);
+  CHECK(g.cfg == NULL && g.errors == NULL);
+  memset(&g, 0, sizeof g);
+  REQUIRE(cad_config_load_async(&loop, "c.yaml", 5000, got_config, &g) == 0);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK_INT(g.rc, 0);
+  cad_config_free(g.cfg);
   free(g.errors);
   CHECK_INT(uv_loop_close(&loop), 0);
   unlink("c.yaml");
