@@ -1,13 +1,16 @@
 /* config_int.h - what the files of engine/config share (private).
  *
  * The loader (loader_t) collects error lines and state while one
- * configuration loads; a section of the configuration is a table of
- * conf_key_t (nginx's command tables: name, setter, offsetof, default,
- * range); apply_section() runs one over a YAML mapping.  Files:
+ * configuration loads; a section of the configuration is a key table
+ * (parsers/base/cad_conf.h, nginx's command tables: name, type, offsetof,
+ * default, range); apply_section() / apply_parts() run tables over a YAML
+ * mapping, each key through the setter of its type.  The channel kinds
+ * declare their own tables (channels/file/file_conf.c,
+ * channels/mllp/mllp_conf.c, channels/net/tls_conf.c).  Files:
  *   config_load.c      files, include:, the top level, engine:, build, free
- *   config_util.c      errors, ${ENV}, the generic setters, apply_section
- *   config_dests.c     destination kinds and their key tables
- *   config_channels.c  channel keys, TLS server, allow, listen clashes, tests
+ *   config_util.c      errors, ${ENV}, the setters by type, apply_parts
+ *   config_dests.c     the destination kinds (one line each), delivery keys
+ *   config_channels.c  channel keys, allow, listen clashes, route tests
  *   config_async.c     loading on the thread pool (reload)
  */
 #ifndef CAD_CONFIG_INT_H
