@@ -340,14 +340,22 @@ def test_destination_failure_is_retried(binary, tmp):
                      what="delivery of D1")
             # The directory becomes a file: writes fail; the message is ACKed
             # (it is durable) and retried.
-            shutil.rmtree(os.path.join(tmp, "out"))
-            with open(os.path.join(tmp, "out"), "w") as f:
-                f.write("x")
+            # (The engine's own retry may recreate the directory between the
+            # two steps: try again until the file is in place.)
+            def plant_file():
+                shutil.rmtree(os.path.join(tmp, "out"), ignore_errors=True)
+                try:
+                    with open(os.path.join(tmp, "out"), "x") as f:
+                        f.write("x")
+                    return True
+                except (FileExistsError, IsADirectoryError):
+                    return False
+            wait_for(plant_file, what="a file where the output directory was")
             check_ack(send_recv(s, adt("D2")), "D2")
             wait_for(lambda: "event=dest.retry" in eng.log(), what="a retry")
             # The destination comes back: D2 is delivered, then D3, in order.
             os.unlink(os.path.join(tmp, "out"))
-            os.mkdir(os.path.join(tmp, "out"))
+            os.makedirs(os.path.join(tmp, "out"), exist_ok=True)  # the engine may be first
             check_ack(send_recv(s, adt("D3")), "D3")
         for ctl in ("D2", "D3"):
             p = os.path.join(tmp, "out", "20260101120000_%s.hl7" % ctl)
