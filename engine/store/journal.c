@@ -1,116 +1,54 @@
-/* journal.c - segment files, group writes with fdatasync, recovery, reading. */
+/* journal.c - segment files, group writes with fdatasync, recovery. */
 #include "journal.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "cad_error.h"
+#include "journal_int.h"
 
-#define REC_MAGIC 0x51444143u /* "CADQ" */
-#define SEG_MAGIC 0x4a444143u /* "CADJ" */
-#define VERSION 1
-#define SEG_HDR 32
-#define MAX_PAYLOAD (256u << 20)
-/* Sequences (and a DEST record's finished position) stay below 2^62: at a
- * million messages a second that is 146,000 years, so a larger one is damage
- * that happens to have a valid CRC, and taking it would make the next
- * sequence wrap. */
-#define MAX_SEQ ((uint64_t)1 << 62)
+#define SEG_HDR CAD_JSEG_HDR
+#define MAX_SEQ CAD__JMAX_SEQ
+#define put64 cad__jput64
+#define get64 cad__jget64
+#define CLEAN_NAME "clean"
+#define CLEAN_MAGIC 0x53444143u /* "CADS" */
+#define CLEAN_LEN 32
 
-/* ---- little-endian helpers ---------------------------------------------- */
+typedef cad__jhdr_t hdr_t;
 
-static void put16(unsigned char *p, uint16_t v) {
-  p[0] = (unsigned char)v;
-  p[1] = (unsigned char)(v >> 8);
-}
-static void put32(unsigned char *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put64(unsigned char *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint16_t get16(const unsigned char *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t get32(const unsigned char *p) {
-  return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static uint64_t get64(const unsigned char *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-  return v;
+/* Append to the recovery report (truncated when full). */
+static void say(cad_journal_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(cad_journal_t *j, const char *fmt, ...) {
+  size_t len = strlen(j->report);
+  if (len + 1 >= sizeof j->report) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(j->report + len, sizeof j->report - len, fmt, ap);
+  va_end(ap);
 }
 
-typedef struct {
-  uint8_t type;
-  uint16_t dest;
-  uint32_t len;
-  uint32_t crc;
-  uint64_t seq;
-  uint64_t time_ms;
-} hdr_t;
-
-static void hdr_encode(unsigned char *b, const hdr_t *h) {
-  put32(b, REC_MAGIC);
-  b[4] = VERSION;
-  b[5] = h->type;
-  put16(b + 6, h->dest);
-  put32(b + 8, h->len);
-  put32(b + 12, 0);
-  put64(b + 16, h->seq);
-  put64(b + 24, h->time_ms);
-}
-
-static uint32_t rec_crc(const unsigned char *hdr, const void *payload, size_t len) {
-  unsigned char tmp[CAD_JREC_HDR];
-  memcpy(tmp, hdr, CAD_JREC_HDR);
-  put32(tmp + 12, 0);
-  uLong c = crc32(0L, Z_NULL, 0);
-  c = crc32(c, tmp, CAD_JREC_HDR);
-  /* zlib's length is uInt; payloads are bounded by MAX_PAYLOAD. */
-  if (len) c = crc32(c, payload, (uInt)len);
-  return (uint32_t)c;
-}
-
-/* Is there a valid record at b[0..avail)?  Returns its total size, 0 when
- * invalid, or -1 when the header says more bytes than avail. */
-/* What a record with a valid CRC must also hold (recovery and the reader
- * apply the same rules, so they agree on which records exist). */
-static bool rec_sane(const hdr_t *h, const unsigned char *payload) {
-  if (h->type < CAD_JREC_MSG || h->type > CAD_JREC_PURGE || h->len > MAX_PAYLOAD ||
-      h->dest >= CAD_JOURNAL_MAX_DESTS || h->seq >= MAX_SEQ)
-    return false;
-  return !(h->type == CAD_JREC_DEST && h->len >= 8 && get64(payload) >= MAX_SEQ);
-}
-
-static long long rec_check(const unsigned char *b, size_t avail, hdr_t *h) {
-  if (avail < CAD_JREC_HDR) return -1;
-  if (get32(b) != REC_MAGIC || b[4] != VERSION) return 0;
-  h->type = b[5];
-  h->dest = get16(b + 6);
-  h->len = get32(b + 8);
-  h->crc = get32(b + 12);
-  h->seq = get64(b + 16);
-  h->time_ms = get64(b + 24);
-  if (h->type < CAD_JREC_MSG || h->type > CAD_JREC_PURGE || h->len > MAX_PAYLOAD ||
-      h->dest >= CAD_JOURNAL_MAX_DESTS)
-    return 0;
-  if (avail < CAD_JREC_HDR + (size_t)h->len) return -1;
-  if (rec_crc(b, b + CAD_JREC_HDR, h->len) != h->crc) return 0;
-  if (!rec_sane(h, b + CAD_JREC_HDR)) return 0;
-  return (long long)(CAD_JREC_HDR + h->len);
-}
-
-static void seg_name(char *buf, size_t cap, const char *dir, uint64_t no) {
-  snprintf(buf, cap, "%s/%016llu.seg", dir, (unsigned long long)no);
+/* 64 random bits whose low 32 are not zero (a zero tag would look like the
+ * zero padding). */
+static uint64_t new_salt(void) {
+  uint64_t s = 0;
+  while ((uint32_t)s == 0) {
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) {
+      /* No entropy source: still unpredictable enough to a sender. */
+      s ^= cad_now_ms() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&s;
+    }
+  }
+  return s;
 }
 
 /* ---- segment list ------------------------------------------------------- */
@@ -194,133 +132,279 @@ static int apply(cad_journal_t *j, cad_jseg_t *s, const hdr_t *h, const unsigned
   return 0;
 }
 
-/* Find the next valid record at or after `from` in b[0..n). Returns its
- * offset or n. */
-static size_t resync(const unsigned char *b, size_t n, size_t from) {
-  static const unsigned char m[4] = {0x43, 0x41, 0x44, 0x51};
-  while (from + CAD_JREC_HDR <= n) {
-    const unsigned char *q = memmem(b + from, n - from, m, 4);
-    if (!q) return n;
-    size_t off = (size_t)(q - b);
-    hdr_t h;
-    if (rec_check(b + off, n - off, &h) > 0) return off;
-    from = off + 1;
+/* ---- keeping damage aside ------------------------------------------------ */
+
+/* Copy b[0..n) (found at `off` of segment `no`) to DIR/damaged/ for an
+ * operator: 0 when copied (or all zeros, or copied by an earlier open), else
+ * -errno.  A read-only open copies nothing. */
+static int keep_aside(cad_journal_t *j, uint64_t no, size_t off, const unsigned char *b, size_t n) {
+  while (n && b[n - 1] == 0) n--; /* trailing zero padding is not damage */
+  if (j->readonly || n == 0) return 0;
+  const cad_io_t *io = j->io;
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/damaged", j->dir);
+  int rc = io->mkdirat(io->ctx, AT_FDCWD, path, 0700);
+  if (rc == 0) rc = cad_io_fsync_dir(io, j->dirfd, NULL);
+  if (rc < 0 && rc != -EEXIST) return rc;
+  snprintf(path, sizeof path, "%s/damaged/%016llu-%zu.bin", j->dir, (unsigned long long)no, off);
+  int fd = io->openat(io->ctx, AT_FDCWD, path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (fd == -EEXIST) return 0; /* the same damage, seen by an earlier open */
+  if (fd < 0) return fd;
+  rc = cad_io_pwrite_all(io, fd, b, n, 0);
+  if (rc == 0) rc = io->fsync(io->ctx, fd);
+  io->close(io->ctx, fd);
+  if (rc == 0) rc = cad_io_fsync_dir(io, -1, path);
+  if (rc) {
+    io->unlinkat(io->ctx, AT_FDCWD, path, 0);
+    return rc;
   }
-  return n;
+  j->stats.kept_aside++;
+  say(j, "kept in damaged/%016llu-%zu.bin; ", (unsigned long long)no, off);
+  return 0;
 }
 
-static int scan_segment(cad_journal_t *j, uint64_t no, bool last) {
-  char path[PATH_MAX];
-  seg_name(path, sizeof path, j->dir, no);
-  int fd = open(path, (j->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-  if (fd < 0) return -errno;
+/* What a damaged record's header still says, for the report. */
+static void say_damaged(cad_journal_t *j, const unsigned char *b, size_t avail,
+                        const cad__jkey_t *k) {
+  hdr_t h;
+  static const char *const types[] = {"?", "MSG", "DONE", "DEAD", "DEST", "PURGE"};
+  if (avail < CAD_JREC_HDR || !cad__jrec_parse(b, k, &h)) {
+    say(j, "(header unreadable) ");
+    return;
+  }
+  say(j, "(%s of destination %u, sequence %llu) ", types[h.type], h.dest,
+      (unsigned long long)h.seq);
+}
+
+/* ---- recovery ------------------------------------------------------------ */
+
+/* Read a whole file through the seam into *out (malloc'd, caller frees). */
+static int slurp(const cad_io_t *io, int fd, unsigned char **out, size_t *n) {
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = -errno;
-    close(fd);
-    return e;
-  }
-  size_t n = (size_t)st.st_size;
-  unsigned char *b = NULL;
-  if (n) {
-    b = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (b == MAP_FAILED) {
-      int e = -errno;
-      close(fd);
-      return e;
+  *out = NULL;
+  *n = 0;
+  int rc = io->fstat(io->ctx, fd, &st);
+  if (rc) return rc;
+  size_t want = (size_t)st.st_size;
+  unsigned char *b = malloc(want ? want : 1);
+  if (!b) return CAD_E_NOMEM;
+  size_t got = 0;
+  while (got < want) {
+    ssize_t r = io->pread(io->ctx, fd, b + got, want - got, (off_t)got);
+    if (r == -EINTR) continue;
+    if (r < 0) {
+      free(b);
+      return (int)r;
     }
+    if (r == 0) break;
+    got += (size_t)r;
   }
-  uint64_t created = 0;
-  size_t off = SEG_HDR;
-  bool zero_tail = false;
-  bool hdr_ok = n >= SEG_HDR && get32(b) == SEG_MAGIC && b[4] == VERSION && get64(b + 8) == no;
-  if (hdr_ok) {
-    uLong c = crc32(0L, b, 28);
-    hdr_ok = get32(b + 28) == (uint32_t)c;
-    created = get64(b + 16);
+  *out = b;
+  *n = got;
+  return 0;
+}
+
+/* The last segment of a clean shutdown and its committed size, from
+ * DIR/clean: 1 when present and valid, 0 when not. */
+static int read_clean(cad_journal_t *j, uint64_t *seg, uint64_t *size) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", j->dir, CLEAN_NAME);
+  int fd = j->io->openat(j->io->ctx, AT_FDCWD, path, O_RDONLY, 0);
+  if (fd < 0) return 0;
+  unsigned char b[CLEAN_LEN];
+  ssize_t r = j->io->pread(j->io->ctx, fd, b, sizeof b, 0);
+  j->io->close(j->io->ctx, fd);
+  if (r != CLEAN_LEN || cad__jget32(b) != CLEAN_MAGIC ||
+      cad__jget32(b + 28) != (uint32_t)crc32(0L, b, 28))
+    return 0;
+  *seg = get64(b + 8);
+  *size = get64(b + 16);
+  return 1;
+}
+
+static int write_clean(cad_journal_t *j) {
+  const cad_io_t *io = j->io;
+  const cad_jseg_t *s = &j->segs[j->nsegs - 1];
+  unsigned char b[CLEAN_LEN] = {0};
+  cad__jput32(b, CLEAN_MAGIC);
+  b[4] = 1;
+  put64(b + 8, s->no);
+  put64(b + 16, s->size);
+  cad__jput32(b + 28, (uint32_t)crc32(0L, b, 28));
+  char tmp[PATH_MAX], path[PATH_MAX];
+  snprintf(tmp, sizeof tmp, "%s/%s.tmp", j->dir, CLEAN_NAME);
+  snprintf(path, sizeof path, "%s/%s", j->dir, CLEAN_NAME);
+  int fd = io->openat(io->ctx, AT_FDCWD, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0) return fd;
+  int rc = cad_io_pwrite_all(io, fd, b, sizeof b, 0);
+  if (rc == 0) rc = io->fsync(io->ctx, fd);
+  io->close(io->ctx, fd);
+  if (rc == 0) rc = io->renameat(io->ctx, AT_FDCWD, tmp, AT_FDCWD, path);
+  if (rc == 0) rc = cad_io_fsync_dir(io, j->dirfd, NULL);
+  return rc;
+}
+
+/* Remove the marker before anything is written (a crash from now on is not a
+ * clean shutdown). */
+static int remove_clean(cad_journal_t *j) {
+  char path[PATH_MAX];
+  snprintf(path, sizeof path, "%s/%s", j->dir, CLEAN_NAME);
+  int rc = j->io->unlinkat(j->io->ctx, AT_FDCWD, path, 0);
+  if (rc == -ENOENT) return 0;
+  if (rc == 0) rc = cad_io_fsync_dir(j->io, j->dirfd, NULL);
+  return rc;
+}
+
+typedef struct scan {
+  cad_journal_t *j;
+  cad_jseg_t *s;
+  const unsigned char *b;
+  size_t n;
+  bool last;
+  uint64_t clean_end; /* last segment after a clean shutdown: its size then; else 0 */
+} scan_t;
+
+/* An invalid region from `off` with nothing valid after it. */
+static int scan_bad_end(scan_t *c, size_t off) {
+  cad_journal_t *j = c->j;
+  uint64_t no = c->s->no;
+  size_t len = c->n - off;
+  if (c->last && off >= c->clean_end) {
+    say(j, "segment %llu: cut %zu bytes of torn tail at offset %zu ", (unsigned long long)no, len,
+        off);
+    say_damaged(j, c->b + off, len, &c->s->key);
+    j->stats.torn_bytes += len;
+  } else {
+    say(j, "segment %llu: CORRUPT end%s, %zu bytes unreadable from offset %zu ",
+        (unsigned long long)no, c->last ? " after a clean shutdown" : "", len, off);
+    say_damaged(j, c->b + off, len, &c->s->key);
+    j->stats.corrupt_bytes += len;
+    j->stats.corrupt_records++;
   }
-  int rc = 0;
-  cad_jseg_t *s = seg_add(j, no, created);
-  if (!s) {
-    rc = CAD_E_NOMEM;
-    goto out;
-  }
-  if (!hdr_ok) {
-    /* A segment whose header did not reach the disk: the crash came while
-     * it was being created (nothing was committed to it yet). */
-    size_t len = strlen(j->report);
-    snprintf(j->report + len, sizeof j->report - len, "segment %llu: invalid header (%zu bytes); ",
-             (unsigned long long)no, n);
-    if (n == 0 || resync(b, n, 0) == n) {
-      j->stats.torn_bytes += n;
-      s->size = SEG_HDR;
-      if (!j->readonly && last) {
-        /* Rewrite the header. */
-        unsigned char h[SEG_HDR] = {0};
-        put32(h, SEG_MAGIC);
-        h[4] = VERSION;
-        put64(h + 8, no);
-        put64(h + 16, created);
-        put32(h + 28, (uint32_t)crc32(0L, h, 28));
-        if (ftruncate(fd, 0) != 0 || pwrite(fd, h, SEG_HDR, 0) != SEG_HDR || fdatasync(fd) != 0) {
-          rc = -errno;
-          goto out;
-        }
-      }
-      goto out;
-    }
-    j->stats.corrupt_bytes += SEG_HDR;
-  }
-  while (off < n) {
+  int rc = keep_aside(j, no, off, c->b + off, len);
+  if (rc) say(j, "COULD NOT keep it aside: %s; ", cad_strerror(rc));
+  /* Only what is cut from the file needs its copy first. */
+  return c->last ? rc : 0;
+}
+
+/* Walk the records of one segment from `off`: apply the valid ones, report
+ * and keep aside the damage.  Returns the end of the valid data or a
+ * negative error. */
+static long long scan_records(scan_t *c, size_t off, bool *zero_tail) {
+  cad_journal_t *j = c->j;
+  const cad__jkey_t *k = &c->s->key;
+  while (off < c->n) {
     hdr_t h;
-    long long r = rec_check(b + off, n - off, &h);
+    long long r = cad__jrec_check(c->b + off, c->n - off, k, &h);
     if (r > 0) {
-      if ((rc = apply(j, s, &h, b + off + CAD_JREC_HDR))) goto out;
+      int rc = apply(j, c->s, &h, c->b + off + CAD_JREC_HDR);
+      if (rc) return rc;
       j->stats.records++;
       off += (size_t)r;
       continue;
     }
     size_t z = off;
-    while (z < n && b[z] == 0) z++;
-    if (z == n) { /* zero-filled ahead of the writes: not damage */
-      zero_tail = true;
+    while (z < c->n && c->b[z] == 0) z++;
+    if (z == c->n && !(c->last && off < c->clean_end)) {
+      *zero_tail = true; /* zero-filled ahead of the writes: not damage */
       break;
     }
-    size_t next = resync(b, n, off + 1);
-    if (next >= n) {
-      /* Nothing valid after it: a torn tail. */
-      size_t len = strlen(j->report);
-      snprintf(j->report + len, sizeof j->report - len,
-               last ? "segment %llu: cut %zu bytes of torn tail at offset %zu; "
-                    : "segment %llu: CORRUPT end, %zu bytes unreadable from offset %zu; ",
-               (unsigned long long)no, n - off, off);
-      if (last) {
-        j->stats.torn_bytes += n - off;
-      } else {
-        j->stats.corrupt_bytes += n - off;
-        j->stats.corrupt_records++;
-      }
-      break;
+    size_t next = cad__jresync(c->b, c->n, off + 1, k);
+    if (next >= c->n) {
+      int rc = scan_bad_end(c, off);
+      return rc ? rc : (long long)off;
     }
-    size_t len = strlen(j->report);
-    snprintf(j->report + len, sizeof j->report - len,
-             "segment %llu: CORRUPT record at offset %zu, %zu bytes skipped; ",
-             (unsigned long long)no, off, next - off);
+    say(j, "segment %llu: CORRUPT record at offset %zu, %zu bytes skipped ",
+        (unsigned long long)c->s->no, off, next - off);
+    say_damaged(j, c->b + off, next - off, k);
     j->stats.corrupt_records++;
     j->stats.corrupt_bytes += next - off;
+    int rc = keep_aside(j, c->s->no, off, c->b + off, next - off);
+    if (rc) say(j, "COULD NOT keep it aside: %s; ", cad_strerror(rc));
     off = next;
   }
-  s->size = off < SEG_HDR ? SEG_HDR : off;
+  return (long long)off;
+}
+
+/* A segment whose header does not prove itself.  Returns where its records
+ * start (the first valid one), or 0 when none is valid (*rc set when the
+ * open must fail). */
+static size_t scan_bad_header(scan_t *c, int fd, int *rc) {
+  cad_journal_t *j = c->j;
+  cad_jseg_t *s = c->s;
+  say(j, "segment %llu: invalid header (%zu bytes); ", (unsigned long long)s->no, c->n);
+  size_t first = c->n > s->key.hdr ? cad__jresync(c->b, c->n, s->key.hdr, &s->key) : c->n;
+  if (first < c->n) {
+    /* The records prove the salt right: only the header is damaged (what
+     * lies between it and the first record is reported by the scan). */
+    j->stats.corrupt_bytes += s->key.hdr;
+    return s->key.hdr;
+  }
+  s->size = SEG_HDR;
+  if (!c->last) {
+    j->stats.corrupt_bytes += c->n;
+    j->stats.corrupt_records++;
+    (void)keep_aside(j, s->no, 0, c->b, c->n); /* nothing is cut from an older segment */
+    return 0;
+  }
+  /* The crash came while the segment was being created (nothing was
+   * committed to it): start it again with a fresh header. */
+  j->stats.torn_bytes += c->n;
+  if ((*rc = keep_aside(j, s->no, 0, c->b, c->n)) != 0 || j->readonly) return 0;
+  s->key = (cad__jkey_t){CAD_JOURNAL_VERSION, 0, new_salt(), SEG_HDR};
+  s->key.tag = (uint32_t)s->key.salt;
+  unsigned char h[SEG_HDR];
+  cad__jseg_encode(h, s->no, s->created_ms, s->key.salt);
+  const cad_io_t *io = j->io;
+  *rc = io->ftruncate(io->ctx, fd, 0);
+  if (!*rc) *rc = cad_io_pwrite_all(io, fd, h, SEG_HDR, 0);
+  if (!*rc) *rc = io->fdatasync(io->ctx, fd);
+  return 0;
+}
+
+static int scan_segment(cad_journal_t *j, uint64_t no, bool last, uint64_t clean_end) {
+  const cad_io_t *io = j->io;
+  char path[PATH_MAX];
+  cad__jseg_name(path, sizeof path, j->dir, no);
+  int fd = io->openat(io->ctx, AT_FDCWD, path, j->readonly ? O_RDONLY : O_RDWR, 0);
+  if (fd < 0) return fd;
+  unsigned char *b = NULL;
+  size_t n = 0;
+  int rc = slurp(io, fd, &b, &n);
+  if (rc) goto out;
+  cad__jkey_t key;
+  uint64_t created;
+  bool hdr_ok = cad__jseg_decode(b, n, no, &key, &created) == 1;
+  cad_jseg_t *s = seg_add(j, no, created);
+  if (!s) {
+    rc = CAD_E_NOMEM;
+    goto out;
+  }
+  s->key = key;
+  scan_t c = {j, s, b, n, last, last ? clean_end : 0};
+  if (last && clean_end > n) {
+    say(j, "segment %llu: CORRUPT, %llu bytes shorter than at its clean shutdown; ",
+        (unsigned long long)no, (unsigned long long)(clean_end - n));
+    j->stats.corrupt_records++;
+    j->stats.corrupt_bytes += clean_end - n;
+  }
+  size_t off = key.hdr;
+  if (!hdr_ok && (off = scan_bad_header(&c, fd, &rc)) == 0) goto out;
+  bool zero_tail = false;
+  long long end = scan_records(&c, off, &zero_tail);
+  if (end < 0) {
+    rc = (int)end;
+    goto out;
+  }
+  s->size = (uint64_t)end < key.hdr ? key.hdr : (uint64_t)end;
   if (!j->readonly && s->size < n && (last || zero_tail)) {
-    if (ftruncate(fd, (off_t)s->size) != 0 || fdatasync(fd) != 0) {
-      rc = -errno;
-      goto out;
-    }
+    rc = io->ftruncate(io->ctx, fd, (off_t)s->size);
+    if (!rc) rc = io->fdatasync(io->ctx, fd);
   }
 out:
-  if (b) munmap(b, n);
+  free(b);
   if (rc == 0 && last && !j->readonly) j->fd = fd;
-  else close(fd);
+  else io->close(io->ctx, fd);
   return rc;
 }
 
@@ -329,43 +413,38 @@ static int cmp_u64(const void *a, const void *b) {
   return (x > y) - (x < y);
 }
 
-static int fsync_dir(cad_journal_t *j) { return fsync(j->dirfd) == 0 ? 0 : -errno; }
+static int fsync_dir(cad_journal_t *j) { return cad_io_fsync_dir(j->io, j->dirfd, NULL); }
 
 static int write_dest_records(cad_journal_t *j, uint64_t now_ms);
-static void cut_padding(cad_journal_t *j);
+static int cut_padding(cad_journal_t *j);
 
-/* Create segment `no` and make it the active one. */
+/* Create segment `no` (version 2, a fresh salt) and make it the active one. */
 static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
+  const cad_io_t *io = j->io;
   char path[PATH_MAX];
-  seg_name(path, sizeof path, j->dir, no);
-  int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-  if (fd < 0) return -errno;
-  unsigned char h[SEG_HDR] = {0};
-  put32(h, SEG_MAGIC);
-  h[4] = VERSION;
-  put64(h + 8, no);
-  put64(h + 16, now_ms);
-  put32(h + 28, (uint32_t)crc32(0L, h, 28));
-  if (pwrite(fd, h, SEG_HDR, 0) != SEG_HDR || fdatasync(fd) != 0) {
-    int e = errno ? -errno : CAD_E_IO;
-    close(fd);
-    unlink(path);
-    return e;
-  }
-  int rc = fsync_dir(j);
+  cad__jseg_name(path, sizeof path, j->dir, no);
+  int fd = io->openat(io->ctx, AT_FDCWD, path, O_RDWR | O_CREAT | O_EXCL, 0640);
+  if (fd < 0) return fd;
+  uint64_t salt = new_salt();
+  unsigned char h[SEG_HDR];
+  cad__jseg_encode(h, no, now_ms, salt);
+  int rc = cad_io_pwrite_all(io, fd, h, SEG_HDR, 0);
+  if (rc == 0) rc = io->fdatasync(io->ctx, fd);
+  if (rc == 0) rc = fsync_dir(j);
   if (rc) {
-    close(fd);
-    unlink(path);
+    io->close(io->ctx, fd);
+    io->unlinkat(io->ctx, AT_FDCWD, path, 0);
     return rc;
   }
   cut_padding(j);
   cad_jseg_t *s = seg_add(j, no, now_ms);
   if (!s) {
-    close(fd);
+    io->close(io->ctx, fd);
     return CAD_E_NOMEM;
   }
+  s->key = (cad__jkey_t){CAD_JOURNAL_VERSION, (uint32_t)salt, salt, SEG_HDR};
   s->size = SEG_HDR;
-  if (j->fd >= 0) close(j->fd);
+  if (j->fd >= 0) io->close(io->ctx, j->fd);
   j->fd = fd;
   j->zeroed = SEG_HDR;
   /* Every segment restates the destinations, so deleting old segments never
@@ -376,35 +455,12 @@ static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
   return rc;
 }
 
-int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, bool readonly) {
-  memset(j, 0, sizeof *j);
-  j->fd = -1;
-  j->dirfd = -1;
-  j->readonly = readonly;
-  j->segment_bytes = segment_bytes ? segment_bytes : (64u << 20);
-  j->dir = strdup(dir);
-  if (!j->dir) return CAD_E_NOMEM;
-  if (!readonly && mkdir(dir, 0750) != 0 && errno != EEXIST) {
-    int e = -errno;
-    cad_journal_close(j);
-    return e;
-  }
-  j->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (j->dirfd < 0) {
-    int e = -errno;
-    cad_journal_close(j);
-    return e;
-  }
-  if (grow_dest_cap(j, 8)) {
-    cad_journal_close(j);
-    return CAD_E_NOMEM;
-  }
+/* The segment numbers in the directory, sorted. */
+static int list_segments(const char *dir, uint64_t **out, size_t *count) {
+  *out = NULL;
+  *count = 0;
   DIR *d = opendir(dir);
-  if (!d) {
-    int e = -errno;
-    cad_journal_close(j);
-    return e;
-  }
+  if (!d) return -errno;
   uint64_t *nos = NULL;
   size_t nn = 0, cap = 0;
   struct dirent *e;
@@ -420,7 +476,6 @@ int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, 
       if (!nv) {
         free(nos);
         closedir(d);
-        cad_journal_close(j);
         return CAD_E_NOMEM;
       }
       nos = nv;
@@ -429,8 +484,60 @@ int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, 
   }
   closedir(d);
   if (nn) qsort(nos, nn, sizeof *nos, cmp_u64);
-  int rc = 0;
-  for (size_t i = 0; i < nn && rc == 0; i++) rc = scan_segment(j, nos[i], i == nn - 1);
+  *out = nos;
+  *count = nn;
+  return 0;
+}
+
+/* After the scan: where writing goes on (a new segment when there is none
+ * or the last one is version 1), and every destination named in it. */
+static int open_for_writing(cad_journal_t *j, uint64_t next_no) {
+  uint64_t now_ms = cad_now_ms();
+  if (j->fd >= 0 && j->segs[j->nsegs - 1].key.version != CAD_JOURNAL_VERSION) {
+    cut_padding(j);
+    j->io->close(j->io->ctx, j->fd);
+    j->fd = -1;
+  }
+  if (j->fd < 0) return new_segment(j, next_no, now_ms);
+  /* The segment we go on writing must name every destination (deleting
+   * older ones must never lose a name): a crash between creating it and
+   * writing its DEST records leaves it without them. */
+  uint64_t active = j->segs[j->nsegs - 1].no;
+  bool missing = false;
+  for (uint16_t i = 0; i < j->ndests; i++)
+    missing |= j->dests[i].name && j->dests[i].dest_seg != active;
+  return missing ? write_dest_records(j, now_ms) : 0;
+}
+
+static int open_dir(cad_journal_t *j, const char *dir) {
+  const cad_io_t *io = j->io;
+  if (!j->readonly) {
+    int rc = io->mkdirat(io->ctx, AT_FDCWD, dir, 0750);
+    /* A new directory's name must be durable before anything in it counts. */
+    if (rc == 0) rc = cad_io_fsync_dir(io, -1, dir);
+    if (rc < 0 && rc != -EEXIST) return rc;
+  }
+  j->dirfd = io->openat(io->ctx, AT_FDCWD, dir, O_RDONLY | O_DIRECTORY, 0);
+  return j->dirfd < 0 ? j->dirfd : 0;
+}
+
+int cad_journal_open_opts(cad_journal_t *j, const char *dir, const cad_journal_opts_t *o) {
+  memset(j, 0, sizeof *j);
+  j->fd = -1;
+  j->dirfd = -1;
+  j->io = cad_io_or_default(o->io);
+  j->readonly = o->readonly;
+  j->segment_bytes = o->segment_bytes ? o->segment_bytes : (64u << 20);
+  j->dir = strdup(dir);
+  int rc = j->dir ? open_dir(j, dir) : CAD_E_NOMEM;
+  if (!rc && grow_dest_cap(j, 8)) rc = CAD_E_NOMEM;
+  uint64_t *nos = NULL;
+  size_t nn = 0;
+  if (!rc) rc = list_segments(dir, &nos, &nn);
+  uint64_t clean_seg = 0, clean_end = 0;
+  j->stats.clean = !rc && read_clean(j, &clean_seg, &clean_end) && nn && clean_seg == nos[nn - 1];
+  if (!j->stats.clean) clean_end = 0;
+  for (size_t i = 0; i < nn && rc == 0; i++) rc = scan_segment(j, nos[i], i == nn - 1, clean_end);
   uint64_t next_no = nn ? nos[nn - 1] + 1 : 1;
   free(nos);
   for (uint16_t i = 0; rc == 0 && i < j->ndests; i++) {
@@ -439,38 +546,28 @@ int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, 
     /* Its newest messages were unreadable but a later DONE mark was not:
      * new messages must go on after the finished position, or they would
      * count as finished on arrival. */
-    size_t len = strlen(j->report);
-    snprintf(j->report + len, sizeof j->report - len,
-             "destination %u: finished up to %llu but messages end at %llu; ", i,
-             (unsigned long long)jd->done_seq, (unsigned long long)jd->last_seq);
+    say(j, "destination %u: finished up to %llu but messages end at %llu; ", i,
+        (unsigned long long)jd->done_seq, (unsigned long long)jd->last_seq);
     jd->last_seq = jd->done_seq;
   }
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  uint64_t now_ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-  if (rc == 0 && !readonly && j->fd < 0) {
-    rc = new_segment(j, next_no, now_ms);
-  } else if (rc == 0 && !readonly) {
-    /* The segment we go on writing must name every destination (deleting
-     * older ones must never lose a name): a crash between creating it and
-     * writing its DEST records leaves it without them. */
-    uint64_t active = j->segs[j->nsegs - 1].no;
-    bool missing = false;
-    for (uint16_t i = 0; i < j->ndests; i++)
-      missing |= j->dests[i].name && j->dests[i].dest_seg != active;
-    if (missing) rc = write_dest_records(j, now_ms);
-  }
-  if (rc) {
-    cad_journal_close(j);
-    return rc;
-  }
-  return 0;
+  if (rc == 0 && !j->readonly) rc = remove_clean(j);
+  if (rc == 0 && !j->readonly) rc = open_for_writing(j, next_no);
+  if (rc) cad_journal_close(j);
+  return rc;
+}
+
+int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, bool readonly) {
+  cad_journal_opts_t o = {segment_bytes, readonly, NULL};
+  return cad_journal_open_opts(j, dir, &o);
 }
 
 void cad_journal_close(cad_journal_t *j) {
-  if (!j->readonly) cut_padding(j);
-  if (j->fd >= 0) close(j->fd);
-  if (j->dirfd >= 0) close(j->dirfd);
+  const cad_io_t *io = cad_io_or_default(j->io);
+  /* Clean only when everything written is synced and the marker is safe. */
+  if (!j->readonly && j->fd >= 0 && j->nsegs && !j->dests_pending && cut_padding(j) == 0)
+    write_clean(j);
+  if (j->fd >= 0) io->close(io->ctx, j->fd);
+  if (j->dirfd >= 0) io->close(io->ctx, j->dirfd);
   for (size_t i = 0; i < j->nsegs; i++) free(j->segs[i].max_seq);
   free(j->segs);
   for (uint32_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) free(j->dests[i].name);
@@ -499,7 +596,7 @@ static void zero_ahead(cad_journal_t *j, uint64_t upto) {
   if (to > j->segment_bytes + ZERO_CHUNK) to = j->segment_bytes + ZERO_CHUNK;
   for (uint64_t o = from; o < to;) {
     size_t n = (size_t)(to - o < sizeof zeros ? to - o : sizeof zeros);
-    ssize_t w = pwrite(j->fd, zeros, n, (off_t)o);
+    ssize_t w = j->io->pwrite(j->io->ctx, j->fd, zeros, n, (off_t)o);
     if (w <= 0) return;
     o += (uint64_t)w;
     j->zeroed = o;
@@ -507,10 +604,13 @@ static void zero_ahead(cad_journal_t *j, uint64_t upto) {
 }
 
 /* A segment that is no longer written loses its zero padding. */
-static void cut_padding(cad_journal_t *j) {
-  if (j->fd < 0 || j->nsegs == 0) return;
-  if (ftruncate(j->fd, (off_t)j->segs[j->nsegs - 1].size) == 0) fdatasync(j->fd);
+static int cut_padding(cad_journal_t *j) {
+  if (j->fd < 0 || j->nsegs == 0) return 0;
+  int rc = j->io->ftruncate(j->io->ctx, j->fd, (off_t)j->segs[j->nsegs - 1].size);
+  if (rc == 0) rc = j->io->fdatasync(j->io->ctx, j->fd);
+  if (rc == 0) j->unsynced = false;
   j->zeroed = 0;
+  return rc;
 }
 
 static int write_dest_records(cad_journal_t *j, uint64_t now_ms) {
@@ -550,8 +650,7 @@ static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_
   uint64_t total = 0;
   for (size_t i = 0; i < n; i++) {
     hdr_t h = {recs[i].type, recs[i].dest, (uint32_t)recs[i].len, 0, recs[i].seq, now_ms};
-    hdr_encode(hdrs[i].hdr, &h);
-    put32(hdrs[i].hdr + 12, rec_crc(hdrs[i].hdr, recs[i].payload, recs[i].len));
+    cad__jrec_encode(hdrs[i].hdr, &s->key, &h, recs[i].payload);
     iov[2 * i].iov_base = hdrs[i].hdr;
     iov[2 * i].iov_len = CAD_JREC_HDR;
     iov[2 * i + 1].iov_base = (void *)recs[i].payload;
@@ -564,10 +663,10 @@ static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_
   size_t vi = 0, nv = 2 * n;
   while (vi < nv) {
     int cnt = (int)(nv - vi > IOV_MAX ? IOV_MAX : nv - vi);
-    ssize_t w = pwritev(j->fd, iov + vi, cnt, (off_t)off);
+    ssize_t w = j->io->pwritev(j->io->ctx, j->fd, iov + vi, cnt, (off_t)off);
+    if (w == -EINTR) continue;
     if (w < 0) {
-      if (errno == EINTR) continue;
-      rc = -errno;
+      rc = (int)w;
       break;
     }
     if (w == 0) {
@@ -583,14 +682,14 @@ static int write_raw(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_t now_
       iov[vi].iov_len -= left;
     }
   }
-  if (rc == 0 && sync && fdatasync(j->fd) != 0) rc = -errno;
+  if (rc == 0 && sync) rc = j->io->fdatasync(j->io->ctx, j->fd);
   if (rc == 0) j->unsynced = !sync;
   free(hdrs);
   free(iov);
   if (rc) {
     /* Nothing of this batch counts; drop what reached the file. */
-    if (ftruncate(j->fd, (off_t)s->size) != 0) { /* next write overwrites it anyway */
-    }
+    (void)j->io->ftruncate(j->io->ctx, j->fd,
+                           (off_t)s->size); /* else the next write overwrites it */
     j->zeroed = s->size;
     return rc;
   }
@@ -697,7 +796,8 @@ int cad_journal_write_lazy(cad_journal_t *j, cad_jrec_t *recs, size_t n, uint64_
 
 int cad_journal_sync(cad_journal_t *j) {
   if (!j->unsynced || j->fd < 0) return 0;
-  if (fdatasync(j->fd) != 0) return -errno;
+  int rc = j->io->fdatasync(j->io->ctx, j->fd);
+  if (rc) return rc;
   j->unsynced = false;
   return 0;
 }
@@ -709,7 +809,7 @@ cad_jpos_t cad_journal_end(const cad_journal_t *j) {
 
 cad_jpos_t cad_journal_begin(const cad_journal_t *j) {
   if (j->nsegs == 0) return (cad_jpos_t){1, SEG_HDR};
-  return (cad_jpos_t){j->segs[0].no, SEG_HDR};
+  return (cad_jpos_t){j->segs[0].no, j->segs[0].key.hdr};
 }
 
 uint64_t cad_journal_bytes(const cad_journal_t *j) {
@@ -734,8 +834,9 @@ int cad_journal_retain(cad_journal_t *j, uint64_t max_age_ms, uint64_t max_bytes
     bool big = max_bytes && bytes > max_bytes;
     if (!old && !big) break;
     char path[PATH_MAX];
-    seg_name(path, sizeof path, j->dir, s->no);
-    if (unlink(path) != 0 && errno != ENOENT) break;
+    cad__jseg_name(path, sizeof path, j->dir, s->no);
+    int rc = j->io->unlinkat(j->io->ctx, AT_FDCWD, path, 0);
+    if (rc != 0 && rc != -ENOENT) break;
     bytes -= s->size;
     free(s->max_seq);
     memmove(&j->segs[0], &j->segs[1], (j->nsegs - 1) * sizeof j->segs[0]);
@@ -744,179 +845,4 @@ int cad_journal_retain(cad_journal_t *j, uint64_t max_age_ms, uint64_t max_bytes
   }
   if (deleted) fsync_dir(j);
   return deleted;
-}
-
-/* ---- reading ------------------------------------------------------------ */
-
-int cad_jreader_init(cad_jreader_t *r, const char *dir) {
-  memset(r, 0, sizeof *r);
-  r->fd = -1;
-  r->dir = strdup(dir);
-  r->chunk_cap = 256 * 1024;
-  r->chunk = malloc(r->chunk_cap);
-  if (!r->dir || !r->chunk) {
-    cad_jreader_free(r);
-    return CAD_E_NOMEM;
-  }
-  return 0;
-}
-
-void cad_jreader_free(cad_jreader_t *r) {
-  if (r->fd >= 0) close(r->fd);
-  free(r->dir);
-  free(r->chunk);
-  memset(r, 0, sizeof *r);
-  r->fd = -1;
-}
-
-static int reader_open(cad_jreader_t *r, uint64_t seg) {
-  if (r->fd >= 0 && r->fd_seg == seg) return 0;
-  if (r->fd >= 0) close(r->fd);
-  r->fd = -1;
-  r->chunk_len = 0;
-  char path[PATH_MAX];
-  seg_name(path, sizeof path, r->dir, seg);
-  r->fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (r->fd < 0) return -errno;
-  r->fd_seg = seg;
-  return 0;
-}
-
-/* Make bytes [off, off+need) of segment seg available in the chunk, reading
- * no further than limit. Returns a pointer or NULL (with *err). */
-static const unsigned char *reader_bytes(cad_jreader_t *r, uint64_t seg, uint64_t off, size_t need,
-                                         uint64_t limit, int *err) {
-  if (r->chunk_len && r->chunk_seg == seg && off >= r->chunk_off &&
-      off + need <= r->chunk_off + r->chunk_len)
-    return (const unsigned char *)r->chunk + (off - r->chunk_off);
-  if ((*err = reader_open(r, seg))) return NULL;
-  if (need > r->chunk_cap) {
-    char *nc = realloc(r->chunk, need);
-    if (!nc) {
-      *err = CAD_E_NOMEM;
-      return NULL;
-    }
-    r->chunk = nc;
-    r->chunk_cap = need;
-  }
-  size_t want = r->chunk_cap;
-  if (off + want > limit) want = (size_t)(limit - off);
-  if (want < need) {
-    *err = CAD_E_IO;
-    return NULL;
-  }
-  size_t got = 0;
-  while (got < want) {
-    ssize_t n = pread(r->fd, r->chunk + got, want - got, (off_t)(off + got));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      *err = -errno;
-      return NULL;
-    }
-    if (n == 0) break;
-    got += (size_t)n;
-  }
-  r->chunk_seg = seg;
-  r->chunk_off = off;
-  r->chunk_len = got;
-  if (got < need) {
-    *err = CAD_E_IO;
-    return NULL;
-  }
-  return (const unsigned char *)r->chunk;
-}
-
-int cad_jreader_next(cad_jreader_t *r, cad_jpos_t *pos, cad_jpos_t end, int want_dest,
-                     uint8_t want_type, cad_jread_t *out) {
-  for (;;) {
-    if (pos->seg > end.seg || (pos->seg == end.seg && pos->off >= end.off)) {
-      *pos = end;
-      return 0;
-    }
-    uint64_t limit;
-    if (pos->seg == end.seg) {
-      limit = end.off;
-    } else {
-      /* An older segment: its committed size is its file size. */
-      int e = reader_open(r, pos->seg);
-      if (e == -ENOENT) {
-        /* Deleted by retention or a gap in numbering: go on. */
-        pos->seg++;
-        pos->off = SEG_HDR;
-        continue;
-      }
-      if (e) return e;
-      struct stat st;
-      if (fstat(r->fd, &st) != 0) return -errno;
-      limit = (uint64_t)st.st_size;
-    }
-    if (pos->off < SEG_HDR) pos->off = SEG_HDR;
-    if (pos->off + CAD_JREC_HDR > limit) {
-      pos->seg++;
-      pos->off = SEG_HDR;
-      continue;
-    }
-    int err = 0;
-    const unsigned char *b = reader_bytes(r, pos->seg, pos->off, CAD_JREC_HDR, limit, &err);
-    if (!b) return err;
-    hdr_t h;
-    bool valid = get32(b) == REC_MAGIC && b[4] == VERSION;
-    if (valid) {
-      h.type = b[5];
-      h.dest = get16(b + 6);
-      h.len = get32(b + 8);
-      h.crc = get32(b + 12);
-      h.seq = get64(b + 16);
-      h.time_ms = get64(b + 24);
-      /* The same rules as rec_check (recovery), so both agree on which
-       * records exist. */
-      valid = h.len <= MAX_PAYLOAD && pos->off + CAD_JREC_HDR + h.len <= limit &&
-              h.type >= CAD_JREC_MSG && h.type <= CAD_JREC_PURGE && h.dest < CAD_JOURNAL_MAX_DESTS;
-    }
-    if (valid) {
-      bool match =
-          (want_dest < 0 || h.dest == want_dest) && (want_type == 0 || h.type == want_type);
-      size_t total = CAD_JREC_HDR + h.len;
-      /* Every record's CRC is checked, also one skipped for another
-       * destination: a corrupt length must not make us jump over valid
-       * records. */
-      const unsigned char *rb = reader_bytes(r, pos->seg, pos->off, total, limit, &err);
-      if (!rb) return err;
-      if (rec_crc(rb, rb + CAD_JREC_HDR, h.len) == h.crc && rec_sane(&h, rb + CAD_JREC_HDR)) {
-        cad_jpos_t here = *pos;
-        pos->off += total;
-        if (!match) continue;
-        out->type = h.type;
-        out->dest = h.dest;
-        out->seq = h.seq;
-        out->time_ms = h.time_ms;
-        out->pos = here;
-        out->next = *pos;
-        cad_buf_clear(&out->payload);
-        if (h.len && cad_buf_append(&out->payload, rb + CAD_JREC_HDR, h.len)) return CAD_E_NOMEM;
-        return 1;
-      }
-    }
-    /* Invalid record: search forward for the next valid one in this segment. */
-    r->corrupt_records++;
-    uint64_t from = pos->off + 1;
-    bool found = false;
-    while (from + CAD_JREC_HDR <= limit && !found) {
-      size_t span = (size_t)(limit - from);
-      if (span > r->chunk_cap) span = r->chunk_cap;
-      const unsigned char *cb = reader_bytes(r, pos->seg, from, span, limit, &err);
-      if (!cb) return err;
-      size_t k = resync(cb, span, 0);
-      if (k < span) {
-        pos->off = from + k;
-        found = true;
-      } else {
-        from += span > CAD_JREC_HDR ? span - CAD_JREC_HDR : span;
-      }
-    }
-    if (!found) {
-      pos->seg++;
-      pos->off = SEG_HDR;
-    }
-  }
 }

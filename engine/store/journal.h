@@ -6,16 +6,27 @@
  * delivered position.  One journal means one fdatasync per group commit
  * however many destinations a batch touches.
  *
- * A segment file starts with a 32-byte header (magic "CADJ", version,
- * segment number, creation time, CRC) and holds records:
+ * A segment file starts with a 48-byte header and holds records (format
+ * version 2):
  *
+ *   segment header
+ *   0      4     magic "CADJ"
+ *   4      1     version (2)
+ *   8      8     segment number
+ *   16     8     creation time, milliseconds since the epoch
+ *   24     8     salt: 64 random bits drawn when the segment is created
+ *   32     12    zero
+ *   44     4     CRC32 (zlib) of bytes 0..43
+ *
+ *   record
  *   offset size  field
- *   0      4     magic 0x51444143 ("CADQ" little-endian)
- *   4      1     version (1)
+ *   0      4     tag: the low 32 bits of the segment's salt
+ *   4      1     version (2)
  *   5      1     type: 1 MSG, 2 DONE, 3 DEAD, 4 DEST (id <-> name), 5 PURGE
  *   6      2     destination id
  *   8      4     payload length
- *   12     4     CRC32 (zlib) of bytes 0..31 with this field zero, then payload
+ *   12     4     CRC32 (zlib) of the salt (8 bytes), then bytes 0..31 with
+ *                this field zero, then the payload
  *   16     8     sequence: MSG its per-destination number (1, 2, ...);
  *                DONE/DEAD/PURGE the MSG sequence they refer to; always
  *                below 2^62 (a record claiming more is treated as corrupt)
@@ -23,15 +34,37 @@
  *   32     len   payload: MSG the message bytes; DEAD the reason (text);
  *                DEST the destination name
  *
- * All integers little-endian.  The active segment is zero-filled ahead of
- * the writes, 1 MiB at a time, so that fdatasync has no file size or extent
- * change to journal for most batches; zeros after the last record are that
- * preallocation (cut silently at recovery and when a segment is closed), not
- * damage.  A record proves itself by its CRC: recovery
- * keeps the valid prefix of the last segment and cuts the rest (a torn
- * write); an invalid record with valid data after it (corruption in the
- * middle) is reported with its segment and offset and skipped to the next
- * valid record, never silently.
+ * All integers little-endian.  Framing cannot be forged by what senders
+ * send: a message body may hold bytes shaped like a record, but the sender
+ * does not know the segment's salt, so its tag and CRC do not hold (a
+ * random guess passes with odds of 2^-64).  Recovery and the reader only
+ * ever resynchronise onto a record that proves itself with the salt.
+ *
+ * Version 1 (32-byte segment header without a salt, records tagged "CADQ"
+ * with a CRC without salt) is still read, with version 1's weaker framing,
+ * so that an upgrade keeps its queue; it is never appended to: the first
+ * read-write open by this version starts a new version-2 segment, and
+ * retention deletes the old ones once finished.
+ *
+ * The active segment is zero-filled ahead of the writes, 1 MiB at a time,
+ * so that fdatasync has no file size or extent change to journal for most
+ * batches; zeros after the last record are that preallocation (cut silently
+ * at recovery and when a segment is closed), not damage.  A record proves
+ * itself by its CRC: recovery keeps the valid prefix of the last segment
+ * and cuts the rest (a torn write).  An invalid record with valid data
+ * after it (corruption in the middle), a damaged end of an older segment,
+ * and any damaged end after a clean shutdown are damage: each is reported
+ * (with the type, destination and sequence its header gives, when it is
+ * readable) and skipped, never silently.  A read-write open copies every
+ * cut or skipped region that is not all zeros (damage and torn tails)
+ * aside for an operator, to DIR/damaged/<segment>-<offset>.bin (mode 0600),
+ * before it cuts anything; the journal never deletes those.
+ *
+ * Clean shutdown: cad_journal_close (read-write) writes DIR/clean (the last
+ * segment's number and committed size, with a CRC; temp, fsync, rename,
+ * directory fsync) and the next read-write open removes it before writing.
+ * With it present, the last segment's end is known, so a damaged last
+ * record is damage (reported, kept aside), not a torn tail.
  *
  * Threads: the journal itself is not thread safe.  The queue (queue.h) calls
  * the write side from its commit thread and the read side (cad_journal_read)
@@ -51,9 +84,12 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "cad_io.h"
 #include "cad_mem.h"
 
 #define CAD_JOURNAL_MAX_DESTS 1024
+#define CAD_JOURNAL_VERSION 2
+#define CAD_JSEG_HDR 48 /* segment header (version 2) */
 #define CAD_JREC_HDR 32
 
 enum {
@@ -81,8 +117,18 @@ typedef struct cad_jdest {
   uint64_t dest_seg;         /* newest segment holding its DEST record (recovery) */
 } cad_jdest_t;
 
+/* How the records of one segment are framed: its format version, the
+ * 4-byte tag every record starts with and the salt in every record's CRC. */
+typedef struct cad_jkey {
+  uint8_t version; /* 1 or 2 */
+  uint32_t tag;    /* v1: "CADQ"; v2: the low 32 bits of the salt */
+  uint64_t salt;   /* v2 only */
+  uint32_t hdr;    /* segment header size: where the first record starts */
+} cad_jkey_t;
+
 typedef struct cad_jseg {
   uint64_t no;
+  cad_jkey_t key;
   uint64_t size; /* committed bytes */
   uint64_t created_ms;
   uint64_t last_ms;  /* time of the newest record */
@@ -94,11 +140,14 @@ typedef struct cad_journal_stats {
   uint64_t torn_bytes;      /* cut from the tail at recovery */
   uint64_t corrupt_records; /* invalid records skipped in the middle */
   uint64_t corrupt_bytes;
-  uint64_t records; /* valid records seen at recovery */
+  uint64_t records;    /* valid records seen at recovery */
+  uint64_t kept_aside; /* regions copied to DIR/damaged/ by this open */
+  bool clean;          /* the last session ended with a clean shutdown */
 } cad_journal_stats_t;
 
 typedef struct cad_journal {
-  char *dir; /* owned: data_dir/journal */
+  const cad_io_t *io; /* borrowed: every file operation goes through it */
+  char *dir;          /* owned: data_dir/journal */
   int dirfd;
   int fd;                 /* active (last) segment, open for writing */
   uint64_t segment_bytes; /* roll over after this size */
@@ -115,9 +164,21 @@ typedef struct cad_journal {
   bool dests_pending; /* the active segment still lacks its DEST records */
 } cad_journal_t;
 
+typedef struct cad_journal_opts {
+  uint64_t segment_bytes; /* roll over after this size; 0 = 64 MiB */
+  bool readonly;          /* recover in memory only: change no file */
+  const cad_io_t *io;     /* NULL = cad_io_default(); must outlive the journal */
+} cad_journal_opts_t;
+
 /* Open (creating dir if needed and not readonly) and recover.  Returns 0 or
- * a negative error; on error *j is closed.  segment_bytes 0 = 64 MiB. */
+ * a negative error; on error *j is closed.  A read-write open fails with
+ * CAD_E_IO when a damaged region cannot be copied aside (nothing is cut
+ * without its copy). */
+int cad_journal_open_opts(cad_journal_t *j, const char *dir, const cad_journal_opts_t *o);
+/* The same with the system's I/O. */
 int cad_journal_open(cad_journal_t *j, const char *dir, uint64_t segment_bytes, bool readonly);
+/* Cut the zero padding, sync, and (read-write) write the clean-shutdown
+ * marker; free everything. */
 void cad_journal_close(cad_journal_t *j);
 
 /* Find or create a destination id by name (creating appends a DEST record
@@ -168,10 +229,12 @@ typedef struct cad_jread {
 /* A sequential reader with its own read-ahead buffer.  Safe to use from any
  * one thread while the commit thread writes (it only reads below `end`). */
 typedef struct cad_jreader {
-  char *dir; /* owned copy */
-  int fd;    /* open segment or -1 */
+  const cad_io_t *io; /* borrowed */
+  char *dir;          /* owned copy */
+  int fd;             /* open segment or -1 */
   uint64_t fd_seg;
-  char *chunk; /* owned read-ahead buffer */
+  cad_jkey_t fd_key; /* framing of the open segment */
+  char *chunk;       /* owned read-ahead buffer */
   size_t chunk_cap;
   uint64_t chunk_seg, chunk_off;
   size_t chunk_len;
@@ -179,6 +242,8 @@ typedef struct cad_jreader {
 } cad_jreader_t;
 
 int cad_jreader_init(cad_jreader_t *r, const char *dir);
+/* The same with an I/O table (NULL = the system's). */
+int cad_jreader_init_io(cad_jreader_t *r, const char *dir, const cad_io_t *io);
 void cad_jreader_free(cad_jreader_t *r);
 
 /* Read the first record at or after *pos and below `end` whose destination

@@ -89,6 +89,11 @@ static int sys_syncfs(void *c, int fd) {
   return syncfs(fd) == 0 ? 0 : -errno;
 }
 
+static int sys_fstat(void *c, int fd, struct stat *st) {
+  (void)c;
+  return fstat(fd, st) == 0 ? 0 : -errno;
+}
+
 static const cad_io_t sys_io = {
   .ctx = NULL,
   .openat = sys_openat,
@@ -106,6 +111,7 @@ static const cad_io_t sys_io = {
   .mkdirat = sys_mkdirat,
   .renameat2 = sys_renameat2,
   .syncfs = sys_syncfs,
+  .fstat = sys_fstat,
 };
 
 const cad_io_t *cad_io_default(void) { return &sys_io; }

@@ -24,6 +24,7 @@
 #define CAD_IO_H
 
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
 
@@ -49,6 +50,7 @@ struct cad_io {
   int (*renameat2)(void *ctx, int olddir, const char *oldp, int newdir, const char *newp,
                    unsigned flags);
   int (*syncfs)(void *ctx, int fd); /* the whole filesystem that holds fd */
+  int (*fstat)(void *ctx, int fd, struct stat *st); /* for a file's size */
 };
 
 #define CAD_IO_RENAME_NOREPLACE 1u

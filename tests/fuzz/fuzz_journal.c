@@ -37,6 +37,7 @@
 #include "cad_error.h"
 #include "cad_mem.h"
 #include "journal.h"
+#include "journal_int.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -53,10 +54,8 @@ static void remove_dir(void);
 
 #define MAX_FILES 8
 #define MAX_APPEND 8 /* named destinations that get a message, besides "fuzz" */
-#define SEG_HDR 32   /* journal.h: segment header */
 
 static const unsigned char seg_magic[4] = {'C', 'A', 'D', 'J'};
-static const unsigned char rec_magic[4] = {'C', 'A', 'D', 'Q'};
 
 static uint32_t get32(const unsigned char *p) {
   return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -97,29 +96,31 @@ static size_t split(const unsigned char *b, size_t n, piece_t *out) {
   return np;
 }
 
-/* Make every CRC in one segment file right (journal.h has the layout).
+/* Make every CRC in one segment file right (journal.h has the layout, of
+ * either version; records are framed with the salt the header gives).
  * Returns whether anything changed. */
-static bool fix_crcs(unsigned char *b, size_t n) {
+static bool fix_crcs(unsigned char *b, size_t n, uint64_t no) {
   bool changed = false;
-  if (n >= SEG_HDR && memcmp(b, seg_magic, 4) == 0) {
-    uint32_t c = (uint32_t)crc32(0L, b, 28);
-    changed |= get32(b + 28) != c;
-    put32(b + 28, c);
+  cad__jkey_t k;
+  uint64_t created;
+  cad__jseg_decode(b, n, no, &k, &created);
+  if (n >= k.hdr && memcmp(b, seg_magic, 4) == 0) {
+    uint32_t c = (uint32_t)crc32(0L, b, k.hdr - 4);
+    changed |= get32(b + k.hdr - 4) != c;
+    put32(b + k.hdr - 4, c);
   }
-  size_t off = SEG_HDR;
+  size_t off = k.hdr;
   while (off + CAD_JREC_HDR <= n) {
     unsigned char *h = b + off;
-    if (memcmp(h, rec_magic, 4) != 0 || h[4] != 1 || get32(h + 8) > n - off - CAD_JREC_HDR) {
+    cad__jhdr_t rh;
+    if (!cad__jrec_parse(h, &k, &rh) || rh.len > n - off - CAD_JREC_HDR) {
       off++;
       continue;
     }
-    uint32_t len = get32(h + 8), old = get32(h + 12);
-    put32(h + 12, 0);
-    uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, h, CAD_JREC_HDR + len);
-    put32(h + 12, (uint32_t)c);
-    changed |= old != (uint32_t)c;
-    off += CAD_JREC_HDR + len;
+    uint32_t old = get32(h + 12);
+    cad__jrec_encode(h, &k, &rh, h + CAD_JREC_HDR);
+    changed |= old != get32(h + 12);
+    off += CAD_JREC_HDR + rh.len;
   }
   return changed;
 }
@@ -163,7 +164,18 @@ static void empty_dir(void) {
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.') continue;
     snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    unlink(path);
+    if (unlink(path) == 0) continue;
+    /* damaged/: what recovery kept aside */
+    DIR *sd = opendir(path);
+    struct dirent *se;
+    char sub[1200];
+    while (sd && (se = readdir(sd)) != NULL) {
+      if (se->d_name[0] == '.') continue;
+      snprintf(sub, sizeof sub, "%s/%s", path, se->d_name);
+      unlink(sub);
+    }
+    if (sd) closedir(sd);
+    rmdir(path);
   }
   closedir(d);
 }
@@ -199,7 +211,9 @@ static uint64_t read_all(const cad_journal_t *j, const piece_t *pc, size_t np, b
     if (rec.pos.seg < last.seg || (rec.pos.seg == last.seg && rec.pos.off < last.off))
       FAIL("record at %llu:%llu before the one read last", (unsigned long long)rec.pos.seg,
            (unsigned long long)rec.pos.off);
-    if (restate_seg && rec.pos.seg == restate_seg && rec.pos.off >= restate_off) {
+    /* (In a new segment when the last one is of format version 1.) */
+    if (restate_seg &&
+        (rec.pos.seg > restate_seg || (rec.pos.seg == restate_seg && rec.pos.off >= restate_off))) {
       if (rec.type != CAD_JREC_DEST)
         FAIL("record of type %d written by the open at %llu:%llu", rec.type,
              (unsigned long long)rec.pos.seg, (unsigned long long)rec.pos.off);
@@ -404,7 +418,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   bool changed = false;
   for (size_t i = 0; i < np; i++) {
     pc[i].p = copy + (pc[i].p - data);
-    changed |= fix_crcs((unsigned char *)pc[i].p, pc[i].len);
+    changed |= fix_crcs((unsigned char *)pc[i].p, pc[i].len, pc[i].no);
   }
   if (changed) {
     empty_dir();

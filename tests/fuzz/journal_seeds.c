@@ -17,8 +17,9 @@
 
 #include "cad_error.h"
 #include "journal.h"
+#include "journal_int.h"
 
-#define SEG_HDR 32
+#define SEG_HDR CAD_JSEG_HDR
 
 static char work[256];
 
@@ -35,7 +36,7 @@ static void empty_work(void) {
   while ((e = readdir(d)) != NULL) {
     if (e->d_name[0] == '.') continue;
     snprintf(path, sizeof path, "%s/%s", work, e->d_name);
-    unlink(path);
+    if (unlink(path) != 0) rmdir(path);
   }
   closedir(d);
 }
@@ -170,9 +171,7 @@ int main(int argc, char **argv) {
   b = realloc(b, n + SEG_HDR);
   if (!b) die("realloc", CAD_E_NOMEM);
   memcpy(b + n, b, SEG_HDR);
-  b[n + 8] = 2;
-  uint32_t c = (uint32_t)crc32(0L, b + n, 28);
-  for (int i = 0; i < 4; i++) b[n + 28 + i] = (unsigned char)(c >> (8 * i));
+  cad__jseg_encode(b + n, 2, cad__jget64(b + 16), cad__jget64(b + 24));
   put(out, "regress-new-segment-without-dests", b, n + SEG_HDR);
   free(b);
 
@@ -187,6 +186,34 @@ int main(int argc, char **argv) {
   n = slurp(&b);
   *at(b, n, "|C1|") ^= 0x01;
   put(out, "regress-done-beyond-last-seq", b, n);
+  free(b);
+
+  /* A message whose body carries records shaped like the journal's own (a
+   * DONE for every message, in version 1's framing and in version 2's with a
+   * guessed salt), after a message whose header is damaged: recovery must
+   * not resynchronise onto them. */
+  open_work(&j, 0);
+  ehr = dest(&j, "ehr");
+  for (int i = 1; i <= 3; i++) msg(&j, ehr, i, 0);
+  {
+    unsigned char body[160];
+    size_t bl = (size_t)snprintf((char *)body, sizeof body,
+                                 "MSH|^~\\&|X|Y|Z|W|1||ORU^R01|F4|P|2.5\rOBX|1|ED|||");
+    cad__jhdr_t h = {CAD_JREC_DONE, 0, 0, 0, 5, 1};
+    cad__jkey_t v1 = {1, CAD__JREC_MAGIC1, 0, 32}, v2 = {2, 0x55667788u, 0x1122334455667788ull, 48};
+    cad__jrec_encode(body + bl, &v1, &h, NULL);
+    cad__jrec_encode(body + bl + CAD_JREC_HDR, &v2, &h, NULL);
+    bl += 2 * CAD_JREC_HDR;
+    cad_jrec_t r = {CAD_JREC_MSG, (uint16_t)ehr, 0, body, bl};
+    int rc = cad_journal_write(&j, &r, 1, 1700000000004u);
+    if (rc) die("write", rc);
+  }
+  msg(&j, ehr, 5, 0);
+  cad_journal_close(&j);
+  n = slurp(&b);
+  put(out, "forged-in-body", b, n);
+  at(b, n, "|C3|")[-60] ^= 0xff; /* inside the 3rd message's record header */
+  put(out, "forged-in-body-damaged", b, n);
   free(b);
 
   /* No file at all, and a header alone. */

@@ -129,17 +129,19 @@ def test_outage_then_drain(binary, tmp):
 
 # ---- b. torn write and corruption ------------------------------------------------
 
-SEG_HDR, REC_HDR = 32, 32
+SEG_HDR, REC_HDR = 48, 32  # journal format version 2 (engine/store/journal.h)
 
 
 def journal_records(path):
-    """[(offset, size, type, dest, seq)] of the records in one segment file."""
+    """[(offset, size, type, dest, seq)] of the records in one segment file:
+    each record starts with the low 32 bits of the segment's salt."""
     with open(path, "rb") as f:
         b = f.read()
+    tag = struct.unpack_from("<I", b, 24)[0]
     out, off = [], SEG_HDR
     while off + REC_HDR <= len(b):
         magic, ver, typ, dest, ln, _crc, seq = struct.unpack_from("<IBBHIIQ", b, off)
-        if magic != 0x51444143:
+        if magic != tag or ver != 2:
             break
         out.append((off, REC_HDR + ln, typ, dest, seq))
         off += REC_HDR + ln
@@ -206,6 +208,8 @@ def test_torn_tail(binary, tmp):
         off, size = recs[k][0], recs[k][1]
         cut = off + rng.randrange(1, size)           # inside record k
         os.truncate(seg, cut)
+        # A torn write is what a crash leaves: no clean-shutdown marker.
+        os.unlink(os.path.join(work, "data", "journal", "clean"))
         line = restart_and_deliver(binary, work, port, dport, ctls[:k],
                                    r"event=queue\.recovered.*torn tail", "torn run %d" % run)
         print("  torn: cut at byte %d (record %d of 60, %d bytes in): %d delivered; %s"

@@ -15,6 +15,7 @@
 
 #include "cad_error.h"
 #include "harness.h"
+#include "journal_int.h"
 
 static char dir[256];
 
@@ -144,9 +145,13 @@ TEST(torn_tail_is_cut_at_every_offset) {
   REQUIRE(stat(seg, &st) == 0);
   size_t full = (size_t)st.st_size;
   size_t reclen = CAD_JREC_HDR + strlen("MSH|^~\\&|msg-1");
-  /* Cut inside the last record at every byte: 4 messages survive. */
+  /* Cut inside the last record at every byte: 4 messages survive.  A torn
+   * tail is what a crash leaves: no clean-shutdown marker. */
+  char clean[400];
+  snprintf(clean, sizeof clean, "%s/clean", dir);
   for (size_t cut = full - reclen + 1; cut < full; cut += 3) {
     REQUIRE(truncate(seg, (off_t)cut) == 0);
+    REQUIRE(unlink(clean) == 0);
     REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
     CHECK_INT(j.dests[0].last_seq, 4);
     CHECK(j.stats.torn_bytes > 0);
@@ -425,11 +430,8 @@ TEST(a_segment_left_without_names_names_them_at_open) {
   /* The next segment as the crash left it: a valid header, nothing else. */
   char path[600], next[600];
   last_segment(path, sizeof path);
-  unsigned char h[32];
-  REQUIRE(read_file(path, h, sizeof h) == sizeof h);
-  for (int i = 0; i < 8; i++) h[8 + i] = (unsigned char)((no + 1) >> (8 * i));
-  uLong c = crc32(0L, h, 28);
-  for (int i = 0; i < 4; i++) h[28 + i] = (unsigned char)(c >> (8 * i));
+  unsigned char h[CAD_JSEG_HDR];
+  cad__jseg_encode(h, no + 1, 5000, 0x1122334455667788ull);
   snprintf(next, sizeof next, "%s/%016llu.seg", dir, (unsigned long long)(no + 1));
   write_file(next, h, sizeof h);
 
@@ -475,6 +477,163 @@ TEST(finished_beyond_the_last_readable_message) {
   CHECK_INT(cad_journal_write(&j, &r, 1, 3000), 0);
   CHECK_INT(r.seq, 3);
   CHECK(r.seq > j.dests[d].done_seq);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+/* Count the files in DIR/damaged and check each is 0600; returns how many. */
+static int damaged_files(void) {
+  char dd[400];
+  snprintf(dd, sizeof dd, "%s/damaged", dir);
+  DIR *d = opendir(dd);
+  if (!d) return 0;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    if (e->d_name[0] == '.') continue;
+    char p[800];
+    snprintf(p, sizeof p, "%s/%s", dd, e->d_name);
+    struct stat st;
+    CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0600);
+    n++;
+  }
+  closedir(d);
+  return n;
+}
+
+/* A message body carrying a byte-exact forged DONE record for `seq` of
+ * destination 0: once in version 1's framing (what fooled recovery before),
+ * once in version 2's with a guessed salt (a sender cannot know the real
+ * one). */
+static size_t forged_body(char *out, size_t cap, int i, uint64_t seq) {
+  size_t n = (size_t)snprintf(out, cap, "MSH|^~\\&|msg-%d\rOBX|1|ED|||", i);
+  cad__jhdr_t h = {CAD_JREC_DONE, 0, 0, 0, seq, 4242};
+  cad__jkey_t v1 = {1, CAD__JREC_MAGIC1, 0, 32};
+  cad__jkey_t v2 = {2, 0x55667788u, 0x1122334455667788ull, CAD_JSEG_HDR};
+  if (n + 2 * CAD_JREC_HDR + 2 > cap) abort();
+  cad__jrec_encode((unsigned char *)out + n, &v1, &h, NULL);
+  n += CAD_JREC_HDR;
+  cad__jrec_encode((unsigned char *)out + n, &v2, &h, NULL);
+  n += CAD_JREC_HDR;
+  out[n++] = '\r';
+  return n;
+}
+
+TEST(forged_record_in_a_body_is_not_taken_for_a_record) {
+  /* 60 messages; the 30th carries forged DONE records for seq 60; the
+   * header of the 29th is damaged.  Only the 29th may be lost. */
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  REQUIRE(cad_journal_dest(&j, "ehr", true) == 0);
+  off_t at29 = 0;
+  for (int i = 1; i <= 60; i++) {
+    char p[256];
+    size_t l = i == 30 ? forged_body(p, sizeof p, i, 60)
+                       : (size_t)snprintf(p, sizeof p, "MSH|^~\\&|msg-%d", i);
+    if (i == 29) at29 = (off_t)j.segs[j.nsegs - 1].size;
+    cad_jrec_t r = {CAD_JREC_MSG, 0, 0, p, l};
+    CHECK_INT(cad_journal_write(&j, &r, 1, 1000 + (uint64_t)i), 0);
+  }
+  cad_journal_close(&j);
+  char seg[600];
+  last_segment(seg, sizeof seg);
+  int fd = open(seg, O_RDWR);
+  REQUIRE(fd >= 0);
+  unsigned char junk[4] = {0xde, 0xad, 0xbe, 0xef};
+  REQUIRE(pwrite(fd, junk, 4, at29) == 4); /* the 29th record's tag */
+  close(fd);
+  for (int round = 0; round < 2; round++) { /* and again: the same answer */
+    REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+    CHECK_INT(j.dests[0].done_seq, 0);
+    CHECK_INT(j.dests[0].delivered, 0);
+    CHECK_INT(j.dests[0].last_seq, 60);
+    CHECK_INT(j.stats.corrupt_records, 1);
+    CHECK(strstr(j.report, "CORRUPT record") != NULL);
+    cad_jreader_t r;
+    REQUIRE(cad_jreader_init(&r, j.dir) == 0);
+    cad_jpos_t pos = cad_journal_begin(&j), end = cad_journal_end(&j);
+    cad_jread_t rec;
+    memset(&rec, 0, sizeof rec);
+    int n = 0;
+    bool only29 = true;
+    while (cad_jreader_next(&r, &pos, end, 0, 0, &rec) == 1) {
+      if (rec.type == CAD_JREC_DEST) continue;
+      CHECK_INT(rec.type, CAD_JREC_MSG);
+      n++;
+      only29 &= rec.seq != 29;
+    }
+    CHECK_INT(n, 59);
+    CHECK(only29);
+    cad_buf_free(&rec.payload);
+    cad_jreader_free(&r);
+    cad_journal_close(&j);
+  }
+  CHECK_INT(damaged_files(), 1); /* the 29th, kept aside once */
+  cleanup();
+}
+
+TEST(torn_forged_message_at_the_tail_loses_nothing_before_it) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  REQUIRE(cad_journal_dest(&j, "ehr", true) == 0);
+  append_msgs(&j, 0, 1, 40);
+  char p[256];
+  size_t l = forged_body(p, sizeof p, 41, 40);
+  off_t at41 = (off_t)j.segs[j.nsegs - 1].size;
+  cad_jrec_t r = {CAD_JREC_MSG, 0, 0, p, l};
+  CHECK_INT(cad_journal_write(&j, &r, 1, 5000), 0);
+  cad_journal_close(&j);
+  /* A power cut tore the 41st record after its forged records. */
+  char seg[600], clean[400];
+  last_segment(seg, sizeof seg);
+  REQUIRE(truncate(seg, at41 + CAD_JREC_HDR + (off_t)l - 1) == 0);
+  snprintf(clean, sizeof clean, "%s/clean", dir);
+  REQUIRE(unlink(clean) == 0);
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(j.dests[0].done_seq, 0);
+  CHECK_INT(j.dests[0].last_seq, 40);
+  CHECK(j.stats.torn_bytes > 0);
+  CHECK_INT(j.stats.corrupt_records, 0);
+  CHECK_INT(read_all(&j, 0, 1), 40);
+  cad_journal_close(&j);
+  cleanup();
+}
+
+TEST(after_a_clean_shutdown_a_damaged_last_record_is_damage) {
+  fresh_dir();
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  REQUIRE(cad_journal_dest(&j, "ehr", true) == 0);
+  append_msgs(&j, 0, 1, 5);
+  cad_journal_close(&j);
+  char seg[600];
+  last_segment(seg, sizeof seg);
+  struct stat st;
+  REQUIRE(stat(seg, &st) == 0);
+  REQUIRE(truncate(seg, st.st_size - 3) == 0);
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK(j.stats.clean);
+  CHECK_INT(j.stats.torn_bytes, 0);
+  CHECK(j.stats.corrupt_records >= 1);
+  CHECK(strstr(j.report, "after a clean shutdown") != NULL);
+  CHECK(strstr(j.report, "sequence 5") != NULL);
+  CHECK_INT(j.stats.kept_aside, 1);
+  CHECK_INT(read_all(&j, 0, 1), 4);
+  cad_journal_close(&j);
+  CHECK_INT(damaged_files(), 1);
+  /* The copy holds the damaged record's bytes as they were. */
+  char kept[800];
+  snprintf(kept, sizeof kept, "%s/damaged/%016llu-%lld.bin", dir,
+           (unsigned long long)strtoull(strrchr(seg, '/') + 1, NULL, 10),
+           (long long)(st.st_size - (off_t)(CAD_JREC_HDR + strlen("MSH|^~\\&|msg-5"))));
+  REQUIRE(stat(kept, &st) == 0);
+  CHECK_INT(st.st_size, CAD_JREC_HDR + strlen("MSH|^~\\&|msg-5") - 3);
+  /* A crash (no marker) with the same tail is a torn tail. */
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK(j.stats.clean);
+  CHECK_INT(j.stats.corrupt_records, 0);
   cad_journal_close(&j);
   cleanup();
 }
