@@ -21,6 +21,7 @@
 #include "cli.h"
 #include "hl7.h"
 #include "journal.h"
+#include "lock.h"
 
 typedef struct {
   char jdir[4096], dlqdir[4096];
@@ -371,22 +372,16 @@ static int cmd_show(qctx_t *c, const char *dest, uint64_t seq, bool dead) {
 }
 
 static int take_lock(const char *data_dir, int *fd) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/lock", data_dir);
-  *fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-  if (*fd < 0) {
-    fprintf(stderr, "caduceus queue: cannot open %s: %s\n", path, strerror(errno));
-    return 1;
-  }
-  if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+  char err[4400];
+  *fd = cad_store_lock(data_dir, err, sizeof err);
+  if (*fd >= 0) return 0;
+  if (*fd == -EWOULDBLOCK)
     fprintf(stderr,
-            "caduceus queue: the engine is running on %s (it holds %s); stop it first, then "
-            "run this again\n",
-            data_dir, path);
-    close(*fd);
-    return 1;
-  }
-  return 0;
+            "caduceus queue: the engine is running on %s (it holds the lock: %s); stop it "
+            "first, then run this again\n",
+            data_dir, err);
+  else fprintf(stderr, "caduceus queue: %s\n", err);
+  return 1;
 }
 
 static int cmd_requeue(qctx_t *c, const char *dest, uint64_t seq, bool all) {
@@ -494,7 +489,7 @@ static void usage(FILE *out) {
           "\n"
           "stats, list and show only read, and are safe while the engine runs.\n"
           "requeue and purge change the queue: they refuse to run while the engine holds\n"
-          "DATA_DIR/lock; stop the engine first.\n"
+          "DATA_DIR locked; stop the engine first.\n"
           "\n"
           "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }

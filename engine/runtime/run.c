@@ -11,9 +11,9 @@
  * route, queue, ACK, counters, log line) is pipeline.c, with an explicit
  * context; this file wires it to the listeners, the queue and the workers.
  *
- * The data directory is locked (data_dir/lock, flock) while the engine runs,
- * so two engines never share a queue and `caduceus queue requeue|purge`
- * refuse to change it underneath.
+ * The data directory itself is locked (engine/store/lock.h) while the engine
+ * runs, so two engines never share a queue and `caduceus queue
+ * requeue|purge` refuse to change it underneath.
  *
  * Configuration lifecycle: a runtime (rt_t) holds one loaded configuration,
  * its open destinations and its channels.  Each message in flight holds a
@@ -50,6 +50,7 @@
 #include "delivery.h"
 #include "file_dest.h"
 #include "hl7.h"
+#include "lock.h"
 #include "log.h"
 #include "mllp_listener.h"
 #include "mllp_sender.h"
@@ -881,24 +882,13 @@ static int open_queue(const cad_config_t *cfg) {
   if (!E.data_dir) return CAD_E_NOMEM;
   cad_queue_opts_t qo = {cfg->data_dir,           cfg->queue_segment_bytes, cfg->queue_retain_ms,
                          cfg->queue_retain_bytes, cfg->queue_max_pending,   0};
-  /* The queue creates data_dir; the lock file needs it first. */
-  char lock[4200];
-  snprintf(lock, sizeof lock, "%s/lock", cfg->data_dir);
-  for (char *p = E.data_dir + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = 0;
-    mkdir(E.data_dir, 0750);
-    *p = '/';
-  }
-  mkdir(E.data_dir, 0750);
-  E.lockfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-  if (E.lockfd < 0 || flock(E.lockfd, LOCK_EX | LOCK_NB) != 0) {
-    int e = errno;
-    CAD_LOG(CAD_LOG_ERROR, "start.locked", NULL,
-            "%s: %s (is another engine running on this data_dir?)", lock, strerror(e));
-    if (E.lockfd >= 0) close(E.lockfd);
+  char err[4400];
+  E.lockfd = cad_store_lock(cfg->data_dir, err, sizeof err);
+  if (E.lockfd < 0) {
+    int e = E.lockfd;
     E.lockfd = -1;
-    return -e;
+    CAD_LOG(CAD_LOG_ERROR, "start.locked", NULL, "%s", err);
+    return e;
   }
   char report[600];
   int rc = cad_queue_open(E.loop, &qo, &E.q, report, sizeof report);
