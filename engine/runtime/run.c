@@ -880,8 +880,12 @@ static void usage(FILE *out) {
 static int open_queue(const cad_config_t *cfg) {
   E.data_dir = strdup(cfg->data_dir);
   if (!E.data_dir) return CAD_E_NOMEM;
-  cad_queue_opts_t qo = {cfg->data_dir,           cfg->queue_segment_bytes, cfg->queue_retain_ms,
-                         cfg->queue_retain_bytes, cfg->queue_max_pending,   0};
+  cad_queue_opts_t qo = {.data_dir = cfg->data_dir,
+                         .segment_bytes = cfg->queue_segment_bytes,
+                         .retain_age_ms = cfg->queue_retain_ms,
+                         .retain_bytes = cfg->queue_retain_bytes,
+                         .max_pending_bytes = cfg->queue_max_pending,
+                         .io = NULL /* the system's */};
   char err[4400];
   E.lockfd = cad_store_lock(cfg->data_dir, err, sizeof err);
   if (E.lockfd < 0) {

@@ -146,7 +146,7 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
   }
   free(all);
   uint64_t t = cad_now_ms();
-  bool retain = rc == 0 && t - q->last_retain_ms > 5000;
+  bool retain = rc == 0 && t - q->last_retain_ms >= q->o.retain_every_ms;
   if (retain) {
     q->last_retain_ms = t;
     cad_journal_retain(&q->j, q->o.retain_age_ms, q->o.retain_bytes, t, cad_journal_end(&q->j));
@@ -251,22 +251,6 @@ static char *path_join(const char *a, const char *b) {
   return p;
 }
 
-static int mkdir_p(const char *path) {
-  char tmp[PATH_MAX];
-  size_t n = strlen(path);
-  if (n == 0 || n >= sizeof tmp) return CAD_E_INVAL;
-  memcpy(tmp, path, n + 1);
-  for (size_t i = 1; i <= n; i++) {
-    if (tmp[i] == '/' || tmp[i] == 0) {
-      char c = tmp[i];
-      tmp[i] = 0;
-      if (mkdir(tmp, 0750) != 0 && errno != EEXIST) return -errno;
-      tmp[i] = c;
-    }
-  }
-  return 0;
-}
-
 int cad_queue_open(uv_loop_t *loop, const cad_queue_opts_t *o, cad_queue_t **out, char *report,
                    size_t report_cap) {
   *out = NULL;
@@ -277,14 +261,18 @@ int cad_queue_open(uv_loop_t *loop, const cad_queue_opts_t *o, cad_queue_t **out
   q->o = *o;
   if (!q->o.retain_age_ms) q->o.retain_age_ms = 7ull * 24 * 3600 * 1000;
   if (!q->o.max_pending_bytes) q->o.max_pending_bytes = 64u << 20;
+  if (!q->o.retain_every_ms) q->o.retain_every_ms = 5000;
+  q->o.io = cad_io_or_default(o->io);
   q->data_dir = strdup(o->data_dir);
   q->jdir = path_join(o->data_dir, "journal");
   q->dlqdir = path_join(o->data_dir, "deadletter");
   int rc = (q->data_dir && q->jdir && q->dlqdir) ? 0 : CAD_E_NOMEM;
-  if (!rc) rc = mkdir_p(o->data_dir);
-  if (!rc) rc = cad_journal_open(&q->j, q->jdir, o->segment_bytes, false);
+  if (!rc) rc = cad_io_mkdir_p(q->o.io, o->data_dir, 0750);
+  cad_journal_opts_t jo = {o->segment_bytes, false, q->o.io};
+  if (!rc) rc = cad_journal_open_opts(&q->j, q->jdir, &jo);
   if (rc) goto fail_nojournal;
-  rc = cad_journal_open(&q->dlq, q->dlqdir, 0, false);
+  jo.segment_bytes = 0;
+  rc = cad_journal_open_opts(&q->dlq, q->dlqdir, &jo);
   if (rc) {
     cad_journal_close(&q->j);
     goto fail_nojournal;
@@ -356,6 +344,10 @@ void cad_queue_close(cad_queue_t *q, void (*done)(void *arg), void *arg) {
 int cad_queue_dest(cad_queue_t *q, const char *name) {
   uv_mutex_lock(&q->jmu);
   int id = cad_journal_dest(&q->j, name, true);
+  if (id >= 0) {
+    int did = cad_journal_dest(&q->dlq, name, true);
+    if (did < 0) id = did;
+  }
   if (id >= 0) {
     uv_mutex_lock(&q->mu);
     snapshot_locked(q);
@@ -505,7 +497,7 @@ int cad_queue_reader_init(cad_queue_t *q, cad_queue_reader_t *r, uint16_t dest) 
   memset(r, 0, sizeof *r);
   r->q = q;
   r->dest = dest;
-  int rc = cad_jreader_init(&r->jr, q->jdir);
+  int rc = cad_jreader_init_io(&r->jr, q->jdir, q->o.io);
   if (rc) return rc;
   uv_mutex_lock(&q->jmu);
   r->pos = cad_journal_begin(&q->j);

@@ -43,6 +43,9 @@ typedef struct cad_queue_opts {
   uint64_t retain_bytes;      /* and at most this many bytes of them; 0 = no limit */
   uint64_t max_pending_bytes; /* appends waiting for the disk; 0 = 64 MiB */
   uint64_t max_backlog;       /* per destination, messages; 0 = no limit */
+  uint64_t retain_every_ms;   /* run retention at most this often; 0 = 5 s */
+  const cad_io_t *io;         /* every file operation; NULL = cad_io_default() (must
+                                 outlive the queue) */
 } cad_queue_opts_t;
 
 typedef struct cad_queue_stats {
@@ -66,7 +69,9 @@ int cad_queue_open(uv_loop_t *loop, const cad_queue_opts_t *o, cad_queue_t **out
 void cad_queue_close(cad_queue_t *q, void (*done)(void *arg), void *arg);
 
 /* The id of a destination, created (durably, synchronously: call at start
- * or reload, not per message) when new.  Returns the id or a negative error. */
+ * or reload, not per message) when new, in the journal and in the
+ * dead-letter journal (so that no dead letter ever registers a name on the
+ * commit path).  Returns the id or a negative error. */
 int cad_queue_dest(cad_queue_t *q, const char *name);
 /* Limit one destination's backlog (messages appended and not finished);
  * 0 = the queue's default (opts.max_backlog). */

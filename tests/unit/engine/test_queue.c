@@ -125,7 +125,7 @@ TEST(append_commits_in_batches_and_in_order) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  cad_queue_opts_t o = {.data_dir = dir};
   char report[256];
   REQUIRE(cad_queue_open(&loop, &o, &q, report, sizeof report) == 0);
   int d = cad_queue_dest(q, "ehr");
@@ -162,7 +162,7 @@ TEST(delivery_in_order_and_survives_restart) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  cad_queue_opts_t o = {.data_dir = dir};
   REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
   int d = cad_queue_dest(q, "ehr");
   append_ctx_t c = {0, 0, 0, true};
@@ -222,7 +222,7 @@ TEST(retry_then_deliver) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  cad_queue_opts_t o = {.data_dir = dir};
   REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
   int d = cad_queue_dest(q, "lis");
   append_ctx_t c = {0, 0, 0, true};
@@ -257,7 +257,7 @@ TEST(permanent_failure_goes_to_dead_letter_and_the_queue_moves_on) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  cad_queue_opts_t o = {.data_dir = dir};
   REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
   int d = cad_queue_dest(q, "pharmacy");
   append_ctx_t c = {0, 0, 0, true};
@@ -313,7 +313,7 @@ TEST(block_policy_holds_the_queue_until_the_destination_recovers) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  cad_queue_opts_t o = {.data_dir = dir};
   REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
   int d = cad_queue_dest(q, "ehr");
   append_ctx_t c = {0, 0, 0, true};
@@ -349,7 +349,7 @@ TEST(backlog_limit_refuses_appends) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 10};
+  cad_queue_opts_t o = {.data_dir = dir, .max_backlog = 10};
   REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
   int d = cad_queue_dest(q, "ehr");
   append_ctx_t c = {0, 0, 0, true};
@@ -427,7 +427,7 @@ TEST(window_with_failures_keeps_order) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   cad_queue_t *q;
-  cad_queue_opts_t o = {dir, 0, 0, 0, 0, 0};
+  cad_queue_opts_t o = {.data_dir = dir};
   REQUIRE(cad_queue_open(&loop, &o, &q, NULL, 0) == 0);
   int d = cad_queue_dest(q, "files");
   append_ctx_t c = {0, 0, 0, true};
