@@ -268,6 +268,8 @@ int cad_queue_open(uv_loop_t *loop, const cad_queue_opts_t *o, cad_queue_t **out
   q->dlqdir = path_join(o->data_dir, "deadletter");
   int rc = (q->data_dir && q->jdir && q->dlqdir) ? 0 : CAD_E_NOMEM;
   if (!rc) rc = cad_io_mkdir_p(q->o.io, o->data_dir, 0750);
+  /* data_dir's own name must be durable before anything in it counts. */
+  if (!rc) rc = cad_io_fsync_dir(q->o.io, -1, o->data_dir);
   cad_journal_opts_t jo = {o->segment_bytes, false, q->o.io};
   if (!rc) rc = cad_journal_open_opts(&q->j, q->jdir, &jo);
   if (rc) goto fail_nojournal;
