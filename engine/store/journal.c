@@ -441,12 +441,14 @@ static int new_segment(cad_journal_t *j, uint64_t no, uint64_t now_ms) {
   int rc = cad_io_pwrite_all(io, fd, h, SEG_HDR, 0);
   if (rc == 0) rc = io->fdatasync(io->ctx, fd);
   if (rc == 0) rc = fsync_dir(j);
+  /* The segment we leave loses its padding for good (its records are
+   * synced already; a failure here fails the roll, which is retried). */
+  if (rc == 0) rc = cut_padding(j);
   if (rc) {
     io->close(io->ctx, fd);
     io->unlinkat(io->ctx, AT_FDCWD, path, 0);
     return rc;
   }
-  cut_padding(j);
   cad_jseg_t *s = seg_add(j, no, now_ms);
   if (!s) {
     io->close(io->ctx, fd);
