@@ -190,8 +190,8 @@ int main(int argc, char **argv) {
 
   /* A message whose body carries records shaped like the journal's own (a
    * DONE for every message, in version 1's framing and in version 2's with a
-   * guessed salt), after a message whose header is damaged: recovery must
-   * not resynchronise onto them. */
+   * guessed salt); then the same with that message's header damaged:
+   * recovery must not resynchronise onto them. */
   open_work(&j, 0);
   ehr = dest(&j, "ehr");
   for (int i = 1; i <= 3; i++) msg(&j, ehr, i, 0);
@@ -212,7 +212,7 @@ int main(int argc, char **argv) {
   cad_journal_close(&j);
   n = slurp(&b);
   put(out, "forged-in-body", b, n);
-  at(b, n, "|C3|")[-60] ^= 0xff; /* inside the 3rd message's record header */
+  at(b, n, "MSH|^~\\&|X|Y|")[-32] ^= 0xff; /* the forged message's own tag */
   put(out, "forged-in-body-damaged", b, n);
   free(b);
 

@@ -402,6 +402,9 @@ static const char *shm_or_tmp(void) {
 }
 
 TEST(power_loss_at_every_kind_of_step) {
+  /* This test's own time budget (the harness gives each test 60 s; under
+   * the sanitizers it takes about 40), bounded by meson's timeout. */
+  alarm(240);
   cad_log_setup(CAD_LOG_ERROR, CAD_LOG_KV, -1);
   memset(&W, 0, sizeof W);
   pthread_mutex_init(&W.mu, NULL);
