@@ -633,4 +633,31 @@ TEST(a_failed_dead_letter_or_rename_loses_nothing) {
   cleanup();
 }
 
+TEST(every_destination_is_registered_for_dead_letters_at_start) {
+  /* cad_queue_dest names the destination in the dead-letter journal too, so
+   * the first dead letter registers nothing on the commit path. */
+  fresh_fast_dir();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  cad_queue_opts_t o = {.data_dir = dir};
+  cad_queue_t *q = NULL;
+  char report[600];
+  REQUIRE(cad_queue_open(&loop, &o, &q, report, sizeof report) == 0);
+  REQUIRE(cad_queue_dest(q, "ehr") >= 0);
+  REQUIRE(cad_queue_dest(q, "channel:adt") >= 0);
+  char dlq[300];
+  snprintf(dlq, sizeof dlq, "%s/deadletter", dir);
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dlq, 0, true) == 0);
+  CHECK(cad_journal_dest(&j, "ehr", false) >= 0);
+  CHECK(cad_journal_dest(&j, "channel:adt", false) >= 0);
+  cad_journal_close(&j);
+  closed = false;
+  cad_queue_close(q, on_closed, NULL);
+  run_until(&loop, &closed, 5000);
+  uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  cleanup();
+}
+
 TEST_MAIN()
