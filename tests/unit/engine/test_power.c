@@ -22,6 +22,7 @@
  * reports no damage (a power cut may tear, never corrupt).  Prints
  *   power-loss: N cut points, M ACKed lost, R repairs
  * and fails unless N >= 1000, M == 0 and R == 0. */
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <pthread.h>
@@ -271,6 +272,7 @@ typedef struct live {
   uint64_t dead[64][2];      /* dead-lettered (dest, seq), for requeue */
   int ndead;
   int counter;
+  uint64_t segments; /* the highest segment number written */
 } live_t;
 
 static int live_open(live_t *l) {
@@ -379,15 +381,20 @@ static void requeue(live_t *l) {
   receive(l, copy, m.len, d);
 }
 
+/* Steps of each kind: receive, deliver, dead letter, requeue, purge, reopen. */
+static long kinds[6];
+
 static void step(live_t *l) {
   unsigned r = rnd(&W.rng) % 100;
   int d = (int)(rnd(&W.rng) % NDEST);
-  if (r < 45) receive(l, NULL, 0, -1);
-  else if (r < 75) finish(l, d, CAD_JREC_DONE);
-  else if (r < 83) finish(l, d, CAD_JREC_DEAD);
-  else if (r < 89) requeue(l);
-  else if (r < 91) finish(l, d, CAD_JREC_PURGE);
-  else if (r < 93) {
+  int k = r < 45 ? 0 : r < 75 ? 1 : r < 83 ? 2 : r < 89 ? 3 : r < 91 ? 4 : r < 93 ? 5 : -1;
+  if (k >= 0) kinds[k]++;
+  if (k == 0) receive(l, NULL, 0, -1);
+  else if (k == 1) finish(l, d, CAD_JREC_DONE);
+  else if (k == 2) finish(l, d, CAD_JREC_DEAD);
+  else if (k == 3) requeue(l);
+  else if (k == 4) finish(l, d, CAD_JREC_PURGE);
+  else if (k == 5) {
     live_close(l);
     if (live_open(l) != 0) abort();
   }
@@ -431,11 +438,25 @@ TEST(power_loss_at_every_kind_of_step) {
   }
   live_close(&l);
   io_power_set_hook(p, NULL, NULL);
+  char jdir[400];
+  snprintf(jdir, sizeof jdir, "%s/journal", W.data);
+  DIR *dd = opendir(jdir);
+  struct dirent *e;
+  while (dd && (e = readdir(dd)) != NULL) {
+    uint64_t no = strtoull(e->d_name, NULL, 10);
+    if (strstr(e->d_name, ".seg") && no > l.segments) l.segments = no;
+  }
+  if (dd) closedir(dd);
   uv_run(&loop, UV_RUN_NOWAIT);
   CHECK_INT(uv_loop_close(&loop), 0);
   printf("power-loss: %ld cut points, %ld ACKed lost, %ld repairs\n", W.cuts, W.lost, W.repairs);
   fflush(stdout);
-  fprintf(stderr, "  %ld workload steps, %ld duplicated sequences\n", steps, W.dups);
+  fprintf(
+      stderr,
+      "  %ld workload steps (%ld receive, %ld deliver, %ld dead letter, %ld requeue, %ld purge, "
+      "%ld reopen; %llu segments written), %ld duplicated sequences\n",
+      steps, kinds[0], kinds[1], kinds[2], kinds[3], kinds[4], kinds[5],
+      (unsigned long long)l.segments, W.dups);
   CHECK(W.cuts >= 1000);
   CHECK_INT(W.lost, 0);
   CHECK_INT(W.repairs, 0);
