@@ -38,14 +38,22 @@ static void say(cad_journal_t *j, const char *fmt, ...) {
   va_end(ap);
 }
 
-/* 64 random bits whose low 32 are not zero (a zero tag would look like the
- * zero padding). */
+/* 64 random bits whose low 32 (the record tag) have no zero byte: a record
+ * then never starts with a zero, so what is left of a torn one can never
+ * pass for the zero padding. */
+static bool tag_ok(uint64_t s) {
+  for (int i = 0; i < 4; i++)
+    if (((s >> (8 * i)) & 0xff) == 0) return false;
+  return true;
+}
+
 static uint64_t new_salt(void) {
   uint64_t s = 0;
-  while ((uint32_t)s == 0) {
+  while (!tag_ok(s)) {
     if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) {
       /* No entropy source: still unpredictable enough to a sender. */
       s ^= cad_now_ms() * 0x9e3779b97f4a7c15ull ^ (uint64_t)getpid() << 32 ^ (uintptr_t)&s;
+      s = s * 0xbf58476d1ce4e5b9ull + 0x94d049bb133111ebull;
     }
   }
   return s;

@@ -20,7 +20,7 @@
  *
  *   record
  *   offset size  field
- *   0      4     tag: the low 32 bits of the segment's salt
+ *   0      4     tag: the low 32 bits of the segment's salt (no zero byte)
  *   4      1     version (2)
  *   5      1     type: 1 MSG, 2 DONE, 3 DEAD, 4 DEST (id <-> name), 5 PURGE
  *   6      2     destination id
