@@ -640,4 +640,54 @@ TEST(after_a_clean_shutdown_a_damaged_last_record_is_damage) {
   cleanup();
 }
 
+TEST(version_1_segments_are_read_and_never_appended_to) {
+  /* A journal written by the previous format: a 32-byte segment header and
+   * records tagged "CADQ" whose CRC has no salt. */
+  fresh_dir();
+  REQUIRE(mkdir(dir, 0750) == 0);
+  unsigned char b[1024];
+  memset(b, 0, 32);
+  cad__jput32(b, CAD__JSEG_MAGIC);
+  b[4] = 1;
+  cad__jput64(b + 8, 7);
+  cad__jput64(b + 16, 1000);
+  cad__jput32(b + 28, (uint32_t)crc32(0L, b, 28));
+  size_t n = 32;
+  cad__jkey_t v1 = {1, CAD__JREC_MAGIC1, 0, 32};
+  unsigned char dest[8 + 3] = {0, 0, 0, 0, 0, 0, 0, 0, 'e', 'h', 'r'};
+  cad__jhdr_t h = {CAD_JREC_DEST, 0, sizeof dest, 0, 0, 1000};
+  cad__jrec_encode(b + n, &v1, &h, dest);
+  memcpy(b + n + CAD_JREC_HDR, dest, sizeof dest);
+  n += CAD_JREC_HDR + sizeof dest;
+  for (int i = 1; i <= 3; i++) {
+    char p[32];
+    int l = snprintf(p, sizeof p, "MSH|^~\\&|msg-%d", i);
+    h = (cad__jhdr_t){CAD_JREC_MSG, 0, (uint32_t)l, 0, (uint64_t)i, 1000};
+    cad__jrec_encode(b + n, &v1, &h, p);
+    memcpy(b + n + CAD_JREC_HDR, p, (size_t)l);
+    n += CAD_JREC_HDR + (size_t)l;
+  }
+  char path[400];
+  snprintf(path, sizeof path, "%s/%016d.seg", dir, 7);
+  write_file(path, b, n);
+  cad_journal_t j;
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(j.stats.corrupt_records, 0);
+  CHECK_INT(cad_journal_dest(&j, "ehr", false), 0);
+  CHECK_INT(j.dests[0].last_seq, 3);
+  CHECK_INT(j.nsegs, 2); /* writing goes on in a new, version-2 segment */
+  CHECK_INT(j.segs[0].key.version, 1);
+  CHECK_INT(j.segs[1].key.version, CAD_JOURNAL_VERSION);
+  append_msgs(&j, 0, 4, 2);
+  CHECK_INT(read_all(&j, 0, 1), 5);
+  cad_journal_close(&j);
+  struct stat st;
+  REQUIRE(stat(path, &st) == 0);
+  CHECK_INT(st.st_size, n); /* the old segment is as it was */
+  REQUIRE(cad_journal_open(&j, dir, 0, false) == 0);
+  CHECK_INT(read_all(&j, 0, 1), 5);
+  cad_journal_close(&j);
+  cleanup();
+}
+
 TEST_MAIN()
