@@ -5,7 +5,8 @@
  * max_frame (bits 2-4).  The framer's events are compared with a reference
  * model that reads one byte at a time, written from the rules in mllp.h:
  * same frames and errors with the same bytes, same counters.  Also checked:
- * no frame holds 0x0B or 0x1C or is longer than max_frame, every input byte
+ * no frame holds 0x0B, no clean frame holds 0x1C, none is longer than
+ * max_frame, every input byte
  * is accounted for (frame content + framing bytes + skipped + dropped +
  * still pending == input size), and the buffer stays within max_frame plus
  * one feed.  Any difference aborts.
@@ -36,25 +37,59 @@ static void rec(cad_buf_t *b, char kind, const char *p, size_t n) {
 }
 
 typedef struct model {
-  int state; /* 0 out, 1 in, 2 after end block */
-  bool toobig;
+  int state; /* 0 out, 1 in, 3 in, right after a 0x1C */
+  bool toobig, stray;
   cad_buf_t cur;
   uint64_t content, framing, skipped, dropped, frames, errors;
 } model_t;
 
+/* One content byte of the open frame. */
+static void model_content(model_t *m, size_t max, char c, cad_buf_t *ev) {
+  if (m->toobig) {
+    m->dropped++;
+    return;
+  }
+  if (cad_buf_putc(&m->cur, c)) FAIL("out of memory");
+  if (m->cur.len > max) {
+    rec(ev, 'T', m->cur.data, max);
+    m->errors++;
+    m->toobig = true;
+    m->dropped += m->cur.len;
+    m->cur.len = 0;
+  }
+}
+
+static void model_end(model_t *m, cad_buf_t *ev) {
+  m->framing++; /* the 0x1C */
+  if (!m->toobig) {
+    rec(ev, m->stray ? 'S' : 'F', m->cur.data, m->cur.len);
+    if (m->stray) m->errors++;
+    else m->frames++;
+    m->content += m->cur.len;
+  }
+  m->state = 0;
+}
+
 static void model_byte(model_t *m, size_t max, char c, cad_buf_t *ev) {
-  if (m->state == 2) {
-    m->state = 0;
+  if (m->state == 3) {
     if (c == CAD_MLLP_CR) {
+      model_end(m, ev);
       m->framing++;
       return;
+    }
+    if (c == CAD_MLLP_SB) {
+      model_end(m, ev); /* then the start block, below */
+    } else {
+      m->stray = true; /* the 0x1C was content */
+      m->state = 1;
+      model_content(m, max, CAD_MLLP_EB, ev);
     }
   }
   if (m->state == 0) {
     if (c == CAD_MLLP_SB) {
       m->framing++;
       m->state = 1;
-      m->toobig = false;
+      m->toobig = m->stray = false;
       m->cur.len = 0;
     } else {
       m->skipped++;
@@ -69,26 +104,11 @@ static void model_byte(model_t *m, size_t max, char c, cad_buf_t *ev) {
       m->dropped += m->cur.len;
     }
     m->cur.len = 0;
-    m->toobig = false;
+    m->toobig = m->stray = false;
   } else if (c == CAD_MLLP_EB) {
-    m->framing++;
-    m->state = 2;
-    if (!m->toobig) {
-      rec(ev, 'F', m->cur.data, m->cur.len);
-      m->frames++;
-      m->content += m->cur.len;
-    }
-  } else if (m->toobig) {
-    m->dropped++;
+    m->state = 3;
   } else {
-    if (cad_buf_putc(&m->cur, c)) FAIL("out of memory");
-    if (m->cur.len > max) {
-      rec(ev, 'T', m->cur.data, max);
-      m->errors++;
-      m->toobig = true;
-      m->dropped += m->cur.len;
-      m->cur.len = 0;
-    }
+    model_content(m, max, c, ev);
   }
 }
 
@@ -126,13 +146,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int rc;
     while ((rc = cad_mllp_next(&f, &fr)) != 0) {
       if (fr.len > max) FAIL("frame of %zu bytes > max %zu", fr.len, max);
-      if (fr.len && (memchr(fr.p, CAD_MLLP_SB, fr.len) || memchr(fr.p, CAD_MLLP_EB, fr.len)))
-        FAIL("frame holds a block byte");
+      if (fr.len && memchr(fr.p, CAD_MLLP_SB, fr.len)) FAIL("frame holds a start block");
+      if (rc == 1 && fr.len && memchr(fr.p, CAD_MLLP_EB, fr.len)) FAIL("frame holds an end block");
       if (fr.len && (fr.p < f.buf.data || fr.p + fr.len > f.buf.data + f.buf.len))
         FAIL("frame outside the buffer");
       if (rc == 1) rec(&got, 'F', fr.p, fr.len);
       else if (rc == CAD_E_FRAME) rec(&got, 'E', fr.p, fr.len);
       else if (rc == CAD_E_TOOBIG) rec(&got, 'T', fr.p, fr.len);
+      else if (rc == CAD_MLLP_STRAY_EB) rec(&got, 'S', fr.p, fr.len);
       else FAIL("unexpected return %d", rc);
     }
   }
@@ -140,7 +161,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   model_t m;
   memset(&m, 0, sizeof m);
   for (size_t i = 0; i < n; i++) model_byte(&m, max, in[i], &want);
-  uint64_t pending = (m.state == 1 && !m.toobig) ? m.cur.len : 0;
+  uint64_t pending = ((m.state == 1 || m.state == 3) && !m.toobig) ? m.cur.len : 0;
+  if (m.state == 3) pending++; /* the 0x1C whose next byte has not come */
   if (m.content + m.framing + m.skipped + m.dropped + pending != n) FAIL("model lost bytes");
 
   if (got.len != want.len || (got.len && memcmp(got.data, want.data, got.len) != 0))
@@ -148,7 +170,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (f.skipped != m.skipped)
     FAIL("skipped %llu, model %llu", (unsigned long long)f.skipped, (unsigned long long)m.skipped);
   if (f.frames != m.frames || f.errors != m.errors) FAIL("counters differ from the model");
-  if (cad_mllp_in_frame(&f) != (m.state == 1)) FAIL("in_frame differs from the model");
+  if (cad_mllp_in_frame(&f) != (m.state == 1 || m.state == 3))
+    FAIL("in_frame differs from the model");
+  if (cad_mllp_eb_pending(&f) != (m.state == 3)) FAIL("eb_pending differs from the model");
 
   /* wrap round trip of the first frame-sized piece */
   cad_buf_t w = CAD_BUF_INIT;
