@@ -12,6 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log_limit.h"
+
 cad_log_level_t cad_log_min_level = CAD_LOG_INFO;
 static cad_log_format_t log_format = CAD_LOG_KV;
 static int log_fd = 2;
@@ -137,6 +139,7 @@ static void kv_num(line_t *l, const char *k, uint64_t v) {
 
 void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t *ctx,
                   const char *fmt, ...) {
+  if (level >= CAD_LOG_WARN && !cad__log_limit_allow(event, ctx)) return;
   line_t l;
   l.n = 0;
   l.full = false;

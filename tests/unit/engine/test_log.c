@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "log_limit.h"
 
 /* Run one emit into a temp file and return what was written (malloc'd). */
 static char *capture(cad_log_level_t min, cad_log_format_t fmt, cad_log_level_t lvl,
@@ -134,6 +135,60 @@ TEST(level_check) {
   REQUIRE(s);
   CHECK(strstr(s, "level=error event=test.event msg=shown") != NULL);
   free(s);
+}
+
+static size_t count_of(const char *hay, const char *needle) {
+  size_t n = 0;
+  for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle)) n++;
+  return n;
+}
+
+/* 1,000 empty frames from one connection, then 200 from 40 connections of
+ * one peer: a bounded number of lines, and summaries saying how many were
+ * suppressed.  Another peer is not silenced by the first one. */
+TEST(repeated_warnings_are_rate_limited) {
+  char path[] = "/tmp/cad-log-XXXXXX";
+  int fd = mkstemp(path);
+  CHECK(fd >= 0);
+  cad__log_limit_flush();
+  cad_log_setup(CAD_LOG_INFO, CAD_LOG_KV, fd);
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.channel = "adt";
+  c.peer = "10.0.0.7:4100";
+  c.conn = 7;
+  for (int i = 0; i < 1000; i++) CAD_LOG(CAD_LOG_WARN, "rl.empty", &c, "empty frame");
+  for (int i = 0; i < 200; i++) {
+    c.conn = 100 + (uint64_t)(i % 40);
+    char port[32];
+    snprintf(port, sizeof port, "10.0.0.7:%d", 5000 + i % 40);
+    c.peer = port;
+    CAD_LOG(CAD_LOG_WARN, "rl.empty", &c, "empty frame");
+  }
+  cad_log_ctx_t o = CAD_LOG_CTX_INIT;
+  o.peer = "10.0.0.8:1";
+  o.conn = 900;
+  CAD_LOG(CAD_LOG_WARN, "rl.empty", &o, "empty frame");
+  CAD_LOG(CAD_LOG_INFO, "rl.info", &c, "info lines are never limited");
+  CAD_LOG(CAD_LOG_INFO, "rl.info", &c, "info lines are never limited");
+  cad__log_limit_flush();
+  cad_log_setup(CAD_LOG_INFO, CAD_LOG_KV, 2);
+  close(fd);
+  size_t n = 0;
+  char *out = cad_test_read_file(path, &n);
+  unlink(path);
+  CHECK(out != NULL);
+  char *z = realloc(out, n + 1);
+  CHECK(z != NULL);
+  z[n] = 0;
+  /* per connection 10 then the peer's 50 in all, + the other peer's line */
+  CHECK_INT(count_of(z, "event=rl.empty"), 51);
+  CHECK_INT(count_of(z, "event=rl.empty peer=10.0.0.8:1"), 1);
+  CHECK_INT(count_of(z, "event=rl.info"), 2);
+  CHECK(strstr(z, "event=log.suppressed peer=10.0.0.7 conn=7 suppressed=990 ") != NULL);
+  /* 1,200 lines of 10.0.0.7: 50 written, 990 counted on conn 7, the rest on
+   * the peer */
+  CHECK(strstr(z, "event=log.suppressed peer=10.0.0.7 suppressed=160 ") != NULL);
+  free(z);
 }
 
 TEST_MAIN()
