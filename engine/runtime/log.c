@@ -139,7 +139,7 @@ static void kv_num(line_t *l, const char *k, uint64_t v) {
 
 void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t *ctx,
                   const char *fmt, ...) {
-  if (level >= CAD_LOG_WARN && !cad__log_limit_allow(event, ctx)) return;
+  if (!cad__log_limit_allow(level, event, ctx)) return;
   line_t l;
   l.n = 0;
   l.full = false;

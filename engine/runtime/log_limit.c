@@ -2,6 +2,7 @@
 #include "log_limit.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cad_io.h" /* cad_mono_ms */
@@ -92,20 +93,24 @@ static slot_t *find(const char *event, const char *peer, uint64_t conn, uint64_t
   return free_k;
 }
 
-bool cad__log_limit_allow(const char *event, const cad_log_ctx_t *ctx) {
+static void flush_at_exit(void) { cad__log_limit_flush(); }
+
+bool cad__log_limit_allow(cad_log_level_t level, const char *event, const cad_log_ctx_t *ctx) {
   if (in_summary || !event) return true;
   uint64_t now = cad_mono_ms();
   if (now - last_sweep >= SWEEP_EVERY_MS) sweep(now, false);
+  if (level < CAD_LOG_WARN) return true;
   char host[64];
   peer_host(ctx ? ctx->peer : NULL, host, sizeof host);
   slot_t *kp = find(event, host, 0, now);
   slot_t *kc = ctx && ctx->conn ? find(event, host, ctx->conn, now) : NULL;
-  if (kc && kc->lines >= CAD_LOG_LIMIT_CONN) {
-    kc->suppressed++;
-    return false;
-  }
-  if (kp->lines >= CAD_LOG_LIMIT_PEER) {
-    kp->suppressed++;
+  static bool exit_hook;
+  slot_t *over = kc && kc->lines >= CAD_LOG_LIMIT_CONN ? kc
+                 : kp->lines >= CAD_LOG_LIMIT_PEER     ? kp
+                                                       : NULL;
+  if (over) {
+    over->suppressed++;
+    if (!exit_hook) exit_hook = atexit(flush_at_exit) == 0; /* no summary lost */
     return false;
   }
   kp->lines++;
