@@ -4,7 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 
+#include "ack.h"
 #include "cad_error.h"
 #include "mllp.h"
 
@@ -13,6 +16,9 @@
 #define DEFAULT_INFLIGHT 64u
 #define DEFAULT_UNSENT (1u << 20)
 #define READ_BUF_SIZE (64 * 1024)
+/* How long a 0x1C that is the last byte received waits for the byte after
+ * it before it is taken as the end of its frame (a sender without the CR). */
+#define EB_GRACE_MS 200u
 
 typedef struct conn conn_t;
 
@@ -40,17 +46,24 @@ struct conn {
   size_t unsent;    /* bytes handed to uv_write and not yet completed */
   uint32_t nwrites; /* uv_write calls not yet completed */
   uint64_t last_activity, frame_start;
-  uint64_t skipped_mark; /* fr.skipped at the last good frame */
+  bool eb_wait; /* a 0x1C is the last byte received, since eb_since */
+  uint64_t eb_since;
+  uint64_t nak_seq;        /* NAKs built here (stray end blocks) */
+  uint64_t content_frames; /* non-empty frames handed over or refused */
+  uint64_t skipped_mark;   /* fr.skipped at the last good frame */
   bool skip_reported;
   int open_handles;
   const char *close_reason; /* set when closing after the last write */
   bool reading, paused, in_frame;
-  bool pulling;        /* inside pull_frames (no re-entry) */
-  bool more_frames;    /* complete frames may wait in the framer (max_inflight reached) */
-  bool stop_frames;    /* hand no more frames over (oversized frame, shutdown) */
-  bool draining;       /* no more reading: close once everything is written */
-  bool lingering;      /* our FIN is sent; discarding input until the peer's (bounded) */
-  bool replies_closed; /* a closing reply was written: later replies are dropped */
+  bool mem_paused;           /* stopped by the process-wide buffer bound */
+  conn_t *mp_prev, *mp_next; /* in mem_paused_head's list while mem_paused */
+  size_t accounted;          /* framer capacity counted in buffered_total */
+  bool pulling;              /* inside pull_frames (no re-entry) */
+  bool more_frames;          /* complete frames may wait in the framer (max_inflight reached) */
+  bool stop_frames;          /* hand no more frames over (oversized frame, shutdown) */
+  bool draining;             /* no more reading: close once everything is written */
+  bool lingering;            /* our FIN is sent; discarding input until the peer's (bounded) */
+  bool replies_closed;       /* a closing reply was written: later replies are dropped */
   size_t discarded;
   bool closing;           /* handles are being closed */
   cad_tls_session_t *tls; /* TLS connections: the session (plaintext in and out) */
@@ -64,6 +77,7 @@ struct cad_mllp_listener {
   uv_tcp_t server;
   uv_timer_t drain_timer;
   cad_mllp_listener_opts_t o; /* o.tls and o.allow unused: see below */
+  uint64_t fd_limit;          /* soft RLIMIT_NOFILE when started / updated */
   cad_tls_ctx_t *tls;         /* referenced; NULL = plain MLLP */
   cad_cidr_t *allow;          /* owned copy */
   size_t nallow;
@@ -91,6 +105,12 @@ static uint64_t next_conn_id = 1;
 static char read_buf[READ_BUF_SIZE]; /* one loop thread: a read is consumed before the next */
 static bool read_buf_busy;
 
+/* Process-wide: framer bytes held by every connection of every listener,
+ * and the bound (cad_mllp_set_buffer_limit). */
+static size_t buffered_total;
+static size_t buffer_limit = CAD_MLLP_BUFFER_LIMIT;
+static conn_t *mem_paused_head; /* connections stopped by the bound */
+
 static void conn_close(conn_t *c, const char *reason, int err);
 static void conn_flush(conn_t *c);
 static void listener_maybe_done(cad_mllp_listener_t *l);
@@ -117,11 +137,13 @@ static void apply_defaults(cad_mllp_listener_opts_t *o) {
   if (!o->max_connections) o->max_connections = DEFAULT_MAX_CONNS;
   if (!o->max_inflight) o->max_inflight = DEFAULT_INFLIGHT;
   if (!o->max_unsent) o->max_unsent = DEFAULT_UNSENT;
+  if (!o->fd_reserve) o->fd_reserve = CAD_MLLP_FD_RESERVE;
 }
 
 /* ---- timers ----------------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t);
+static void check_pressure(conn_t *c);
 
 static void update_timer(conn_t *c) {
   if (c->closing || c->lingering) return;
@@ -130,9 +152,11 @@ static void update_timer(conn_t *c) {
   if (c->tls && !c->tls_ready)
     deadline = c->accepted_at +
                (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS);
+  if (c->eb_wait && c->eb_since + EB_GRACE_MS < deadline) deadline = c->eb_since + EB_GRACE_MS;
   /* The mid-frame clock does not run while we stopped reading ourselves
    * (backpressure): the stall is ours, not the peer's. */
-  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && !c->paused && c->nreq == 0)
+  if (l->o.frame_timeout_ms && c->in_frame && !c->draining && !c->paused && c->nreq == 0 &&
+      c->frame_start + l->o.frame_timeout_ms < deadline)
     deadline = c->frame_start + l->o.frame_timeout_ms;
   /* Idle: nothing read or written for a while, and we are not the ones
    * keeping the peer waiting (requests being processed, nothing to write). */
@@ -155,6 +179,15 @@ static void timer_cb(uv_timer_t *t) {
     return;
   }
   uint64_t now = uv_now(l->loop);
+  if (c->eb_wait && now >= c->eb_since + EB_GRACE_MS && !c->draining) {
+    /* The sender ended its frame with 0x1C alone and waits: take it. */
+    c->eb_wait = false;
+    cad_mllp_accept_eb(&c->fr);
+    c->more_frames = true;
+    check_pressure(c);
+    if (!c->closing) update_timer(c);
+    return;
+  }
   if (c->tls && !c->tls_ready &&
       now >= c->accepted_at +
                  (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS)) {
@@ -182,7 +215,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void linger(conn_t *c);
 
 static void start_reading(conn_t *c) {
-  if (c->reading || c->closing || c->draining) return;
+  if (c->reading || c->closing || c->draining || c->paused || c->mem_paused) return;
   if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
 }
 
@@ -193,6 +226,55 @@ static void stop_reading(conn_t *c) {
 }
 
 static void pull_frames(conn_t *c);
+
+/* ---- the process-wide bound on buffered bytes -------------------------- */
+
+static void mem_unlink(conn_t *c) {
+  if (!c->mem_paused) return;
+  if (c->mp_prev) c->mp_prev->mp_next = c->mp_next;
+  else mem_paused_head = c->mp_next;
+  if (c->mp_next) c->mp_next->mp_prev = c->mp_prev;
+  c->mp_prev = c->mp_next = NULL;
+  c->mem_paused = false;
+}
+
+/* Below half the bound again: every connection stopped by it reads again
+ * (and stops again at once if the bound is reached anew). */
+static void mem_resume_all(void) {
+  while (mem_paused_head && buffered_total <= buffer_limit / 2) {
+    conn_t *c = mem_paused_head;
+    mem_unlink(c);
+    start_reading(c);
+  }
+}
+
+static void mem_pause(conn_t *c) {
+  if (c->closing || c->mem_paused) return;
+  c->mem_paused = true;
+  c->mp_next = mem_paused_head;
+  if (mem_paused_head) mem_paused_head->mp_prev = c;
+  mem_paused_head = c;
+  stop_reading(c);
+}
+
+/* Compact the framer and count its capacity in the process-wide total;
+ * over the bound, this connection stops reading (no new frame starts). */
+static void account(conn_t *c) {
+  if (!c->closing) cad_mllp_feed(&c->fr, NULL, 0); /* compacts, never fails */
+  size_t cap = c->closing ? 0 : c->fr.buf.cap;
+  bool freed = cap < c->accounted;
+  buffered_total = buffered_total - c->accounted + cap;
+  c->accounted = cap;
+  if (buffered_total > buffer_limit) mem_pause(c);
+  if (freed) mem_resume_all();
+}
+
+void cad_mllp_set_buffer_limit(size_t bytes) {
+  buffer_limit = bytes ? bytes : CAD_MLLP_BUFFER_LIMIT;
+  mem_resume_all();
+}
+
+size_t cad_mllp_buffered(void) { return buffered_total; }
 
 static void check_pressure(conn_t *c) {
   if (c->closing || c->draining) return;
@@ -224,6 +306,7 @@ static void conn_free_if_done(conn_t *c) {
   else l->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   cad_mllp_free(&c->fr);
+  account(c); /* closing: counts 0 */
   cad_tls_session_free(c->tls);
   free(c);
   listener_maybe_done(l);
@@ -239,6 +322,7 @@ static void conn_close(conn_t *c, const char *reason, int err) {
   if (c->closing) return;
   c->closing = true;
   stop_reading(c);
+  mem_unlink(c);
   c->l->nconns--;
   emit(c->l, CAD_MLLP_EV_CLOSE, c, reason, err, c->fr.skipped);
   uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
@@ -294,6 +378,12 @@ static void conn_drain(conn_t *c, const char *reason) {
     stop_reading(c);
   }
   if (c->pulling) return; /* pull_frames checks again when it is done */
+  if (!c->stop_frames && cad_mllp_eb_pending(&c->fr)) {
+    /* The peer is done: a 0x1C it sent last ends its frame. */
+    c->eb_wait = false;
+    cad_mllp_accept_eb(&c->fr);
+    c->more_frames = true;
+  }
   /* After the peer's EOF, frames it sent before are still answered. */
   if (!c->stop_frames && c->more_frames && c->nreq < c->l->o.max_inflight) pull_frames(c);
   if (c->closing) return;
@@ -469,8 +559,13 @@ static cad_mllp_req_t *new_req(conn_t *c) {
 /* ---- reading ----------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)h;
   (void)suggested;
+  conn_t *c = h->data;
+  if (buffered_total > buffer_limit && !c->lingering) {
+    /* Over the process-wide bound: read nothing (UV_ENOBUFS follows). */
+    *buf = uv_buf_init(NULL, 0);
+    return;
+  }
   if (read_buf_busy) {
     *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS; cannot happen on one thread */
     return;
@@ -512,6 +607,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
   if (buf->base == read_buf) read_buf_busy = false;
   if (nread == 0) return;
+  if (nread == UV_ENOBUFS && buffered_total > buffer_limit) {
+    mem_pause(c); /* resumes below half the bound */
+    return;
+  }
   if (nread < 0 && c->tls && !c->tls_ready && !c->closing) {
     if (c->tls_bytes_in == 0) { /* connected and left: a probe, not a failed handshake */
       conn_close(c, nread == UV_EOF ? "eof" : "reset", nread == UV_EOF ? 0 : (int)nread);
@@ -524,7 +623,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (nread > 0 && c->tls) {
     c->tls_bytes_in += (uint64_t)nread;
-    c->last_activity = uv_now(c->l->loop);
     cad_buf_t net = CAD_BUF_INIT;
     int rc = cad_tls_session_feed(c->tls, buf->base, (size_t)nread, &net);
     if (!c->closing && net.len) conn_write_raw(c, net.data, net.len); /* alerts too */
@@ -559,13 +657,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* Plaintext from the peer (as read, or decrypted). */
 static void on_plain(conn_t *c, const char *p, size_t n) {
   cad_mllp_listener_t *l = c->l;
-  c->last_activity = uv_now(l->loop);
-  uint64_t skipped0 = c->fr.skipped;
+  uint64_t skipped0 = c->fr.skipped, content0 = c->content_frames;
   if (cad_mllp_feed(&c->fr, p, n) < 0) {
     conn_close(c, "read_error", CAD_E_NOMEM);
     return;
   }
   pull_frames(c);
+  if (c->closing) return;
+  /* Activity is what a frame carries: bytes skipped outside any frame and
+   * empty frames do not keep an idle connection open. */
+  if (c->in_frame || c->content_frames != content0) c->last_activity = uv_now(l->loop);
+  c->eb_wait = cad_mllp_eb_pending(&c->fr);
+  if (c->eb_wait) c->eb_since = uv_now(l->loop);
+  account(c);
   if (c->fr.skipped != skipped0 && !c->skip_reported) {
     c->skip_reported = true;
     emit(l, CAD_MLLP_EV_SKIPPED, c, NULL, 0, c->fr.skipped);
@@ -581,6 +685,49 @@ static void on_plain(conn_t *c, const char *p, size_t n) {
   }
   check_pressure(c);
   update_timer(c);
+}
+
+/* A frame holding a 0x1C not followed by 0x0D: refused here with one NAK
+ * (AR, ERR 102), in its place among the replies, so the sender's count of
+ * answers stays right and nothing truncated is ever accepted. */
+static void nak_stray(conn_t *c, cad_str_t frame) {
+  cad_mllp_listener_t *l = c->l;
+  cad_mllp_req_t *r = new_req(c);
+  if (!r) {
+    conn_close(c, "read_error", CAD_E_NOMEM);
+    return;
+  }
+  if (l->on_event) {
+    cad_mllp_event_t ev = {CAD_MLLP_EV_BADFRAME, &c->info,  "stray_end_block",
+                           CAD_E_FRAME,          frame.len, NULL};
+    l->on_event(&ev, l->data);
+  }
+  cad_ack_msh_t h;
+  if (cad_ack_msh_scan(frame.p, frame.len, 0, &h) != 0) {
+    memset(&h, 0, sizeof h); /* no header to answer: a NAK all the same */
+    h.d = cad_hl7_default_delims;
+    h.enc = (cad_str_t){"^~\\&", 4};
+  }
+  cad_hl7_diag_t dg = {.code = CAD_E_FRAME, .hl7_code = 102};
+  snprintf(dg.reason, sizeof dg.reason,
+           "0x1C (MLLP end block) inside the message, not followed by 0x0D");
+  char ctl[40];
+  snprintf(ctl, sizeof ctl, "MLLPNAK%llu%c%llu", (unsigned long long)c->info.id, 'N',
+           (unsigned long long)++c->nak_seq);
+  time_t now = time(NULL);
+  struct tm tm;
+  int off = localtime_r(&now, &tm) ? (int)(tm.tm_gmtoff / 60) : 0;
+  cad_ack_opts_t o = {l->o.ack_style, CAD_ACK_REJECT, ctl, now, off, &dg};
+  cad_buf_t b = CAD_BUF_INIT;
+  if (cad_ack_build(&h, &o, &b) == 1) {
+    /* Echoed header bytes must not frame anything. */
+    for (size_t i = 0; i < b.len; i++)
+      if (b.data[i] == (char)CAD_MLLP_SB || b.data[i] == (char)CAD_MLLP_EB) b.data[i] = ' ';
+    cad_mllp_reply(r, b.data, b.len, 0);
+  } else {
+    cad_mllp_reply(r, NULL, 0, 0);
+  }
+  cad_buf_free(&b);
 }
 
 /* Hand complete frames from the framer to the frame callback while fewer
@@ -601,8 +748,18 @@ static void pull_frames(conn_t *c) {
     cad_str_t frame = {NULL, 0};
     int rc = cad_mllp_next(&c->fr, &frame);
     if (rc == 0) break;
-    completed = true;
+    if (rc == CAD_MLLP_STRAY_EB) {
+      completed = true;
+      c->content_frames++;
+      c->skipped_mark = c->fr.skipped;
+      nak_stray(c, frame);
+      continue;
+    }
     if (rc == 1 || rc == CAD_E_TOOBIG) {
+      /* A frame ended: the next one gets a whole frame_timeout.  A frame
+       * cut by a start block does not (a 0x0B every second would). */
+      completed = true;
+      if (frame.len) c->content_frames++;
       c->skipped_mark = c->fr.skipped;
       cad_mllp_req_t *r = new_req(c);
       if (!r) {
@@ -660,6 +817,21 @@ static void format_peer(uv_tcp_t *t, char *out, size_t cap) {
   snprintf(out, cap, "%s:%d", ip, port);
 }
 
+/* Descriptors are handed out lowest first, so an accepted socket numbered
+ * v means at least v + 1 are open: refuse it when fewer than fd_reserve
+ * would be left below the soft limit. */
+static bool fd_reserve_touched(const cad_mllp_listener_t *l, uv_tcp_t *t) {
+  uv_os_fd_t fd;
+  if (!l->fd_limit || uv_fileno((uv_handle_t *)t, &fd) != 0 || fd < 0) return false;
+  return (uint64_t)fd + 1 + l->o.fd_reserve > l->fd_limit;
+}
+
+static uint64_t soft_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
+  return (uint64_t)rl.rlim_cur;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
   cad_mllp_listener_t *l = server->data;
   if (status < 0) {
@@ -703,6 +875,16 @@ static void on_connection(uv_stream_t *server, int status) {
   if (rc < 0) {
     emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, rc, 0);
     c->closing = true; /* no CLOSE event for a connection never opened */
+    l->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    return;
+  }
+  if (fd_reserve_touched(l, &c->tcp)) {
+    /* Descriptors left for the store and destinations come first: refuse
+     * this one (it is closed at once; others get in as descriptors free). */
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, "fd_reserve", UV_EMFILE, 0);
+    c->closing = true;
     l->nconns--;
     uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
@@ -752,6 +934,7 @@ int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opt
   l->loop = loop;
   l->o = *opts;
   apply_defaults(&l->o);
+  l->fd_limit = soft_fd_limit();
   snprintf(l->host, sizeof l->host, "%s", opts->host);
   l->o.host = l->host;
   l->on_frame = on_frame;
@@ -817,6 +1000,7 @@ int cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opt
   o.tls = NULL;
   o.allow = NULL;
   l->o = o;
+  l->fd_limit = soft_fd_limit();
   for (conn_t *c = l->conns; c; c = c->next) {
     check_pressure(c);
     update_timer(c);

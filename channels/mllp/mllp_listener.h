@@ -14,21 +14,52 @@
  *                     written we send FIN, discard what the peer still sends
  *                     (at most 2 s / 64 MiB, so our close does not reset the
  *                     connection under the NAK), then close.
- *   idle_timeout      closed after this long without reading or writing
- *                     anything, when no request is being processed.
+ *   idle_timeout      closed after this long without activity, when no
+ *                     request is being processed.  Activity is a frame's
+ *                     bytes or a write; bytes outside any frame (garbage)
+ *                     and empty frames are not activity.
  *   frame_timeout     closed when a frame stays unfinished this long since
- *                     its start block (slowloris), however slowly it grows.
+ *                     its start block (slowloris), however slowly it grows;
+ *                     a frame cut by a new start block does not restart the
+ *                     clock (only a frame that ends does).
  *   max_inflight      reading stops while this many requests are unanswered
  *                     or unsent, and resumes at half of it.
  *   max_unsent        reading stops while this many reply bytes wait for the
  *                     peer to read them (a client that never reads its ACKs
  *                     cannot grow our memory); resumes at half.
  *   max_connections   per listener; a connection over it is closed at once.
+ *   fd_reserve        process: an accepted socket that would leave fewer than
+ *                     this many descriptors free below the soft
+ *                     RLIMIT_NOFILE is closed at once (ACCEPT_ERROR,
+ *                     UV_EMFILE, reason "fd_reserve"), so the store and the
+ *                     destinations can always open their files; accepting
+ *                     resumes by itself as descriptors free up.
+ *   buffered bytes    process: the framers of all connections together hold
+ *                     at most cad_mllp_set_buffer_limit() bytes (default
+ *                     256 MiB), plus what the one read that crossed it
+ *                     added (at most 64 KiB, and that framer's doubling).
+ *                     Over it, no connection reads (each stops at its next
+ *                     read: no new frame is taken, nothing crashes); all
+ *                     resume below half of it.  The frame clock keeps
+ *                     running for them: a stalled half frame is closed at
+ *                     frame_timeout and gives its memory back.  A framer
+ *                     holds about what it was sent (it grows by doubling and
+ *                     shrinks after a large frame), not max_frame.
  *   garbage           more than max_frame bytes outside any frame since the
  *                     last good frame: the peer is not speaking MLLP, the
  *                     connection is closed ("garbage").
  * A connection therefore holds at most max_frame + one read + max_unsent
  * bytes plus max_inflight requests.
+ *
+ * Malformed frames: a frame holding a 0x1C that is not followed by 0x0D
+ * (mllp.h) is not handed to the frame callback.  The listener answers it in
+ * its place among the replies with a NAK (AR; ERR code 102 "0x1C (MLLP end
+ * block) inside the message ...", built from its MSH when that can be read,
+ * in ack_style) and reports CAD_MLLP_EV_BADFRAME with reason
+ * "stray_end_block"; the connection goes on and every later frame is
+ * answered as usual.  A 0x1C that is the last byte received is taken as a
+ * frame end after 200 ms without the next byte (a sender without the CR),
+ * or at the peer's EOF.
  *
  * TLS and access control: with opts.tls the listener runs a TLS session
  * (transport.h) per connection on its own socket: ciphertext read is
@@ -59,6 +90,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "ack.h"       /* cad_ack_style_t */
 #include "hl7.h"       /* cad_str_t */
 #include "transport.h" /* TLS contexts, address allow-lists */
 
@@ -82,7 +114,21 @@ typedef struct cad_mllp_listener_opts {
   const cad_cidr_t *allow;       /* client address ranges accepted (copied);
                                 nallow 0 = everyone */
   size_t nallow;
+  uint32_t fd_reserve;       /* descriptors kept free; 0 = CAD_MLLP_FD_RESERVE */
+  cad_ack_style_t ack_style; /* of the NAKs built here (stray 0x1C) */
 } cad_mllp_listener_opts_t;
+
+/* Descriptors kept free for the store and destinations (default). */
+#define CAD_MLLP_FD_RESERVE 64u
+/* Default process-wide bound on buffered inbound bytes. */
+#define CAD_MLLP_BUFFER_LIMIT ((size_t)256 << 20)
+
+/* The process-wide bound on bytes held by the framers of every connection
+ * of every listener (0 = the default, CAD_MLLP_BUFFER_LIMIT).  Applies at
+ * once.  Loop thread only. */
+void cad_mllp_set_buffer_limit(size_t bytes);
+/* Bytes held now by every connection's framer, in all listeners. */
+size_t cad_mllp_buffered(void);
 
 /* What the engine needs to know about a connection (for logs). */
 typedef struct cad_mllp_conn_info {
@@ -94,13 +140,17 @@ typedef enum {
   CAD_MLLP_EV_OPEN = 1,     /* a connection was accepted */
   CAD_MLLP_EV_REFUSED,      /* over max_connections: closed at once */
   CAD_MLLP_EV_CLOSE,        /* a connection closed; `reason` says why */
-  CAD_MLLP_EV_BADFRAME,     /* a frame was cut by a new start block and dropped */
+  CAD_MLLP_EV_BADFRAME,     /* a frame was cut by a new start block and dropped
+                           (reason NULL), or refused with a NAK for a stray
+                           0x1C (reason "stray_end_block") */
   CAD_MLLP_EV_SKIPPED,      /* bytes outside any frame: reported once per connection
                            (the first time, `count` = bytes so far); the total
                            comes with CLOSE */
   CAD_MLLP_EV_PAUSE,        /* backpressure: reading stopped */
   CAD_MLLP_EV_RESUME,       /* reading resumed */
-  CAD_MLLP_EV_ACCEPT_ERROR, /* accept() failed; err set */
+  CAD_MLLP_EV_ACCEPT_ERROR, /* accept() failed, or (reason "fd_reserve", err
+                           UV_EMFILE) a connection was refused to keep the
+                           descriptor reserve; err set */
   CAD_MLLP_EV_DENIED,       /* the client's address is not in `allow`: closed at
                            once (no OPEN / CLOSE events) */
   CAD_MLLP_EV_TLS_FAILED,   /* the TLS handshake (or a record) failed: `detail`

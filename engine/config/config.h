@@ -163,6 +163,9 @@ typedef struct cad_config {
   uint64_t queue_retain_ms;     /* keep delivered messages this long, default 7 days */
   uint64_t queue_retain_bytes;  /* and at most this much of them, 0 = no limit */
   uint64_t queue_max_pending;   /* bytes waiting for the disk, default 64 MiB */
+  uint64_t max_inbound_buffer;  /* engine.max_inbound_buffer: bytes all inbound
+                                   connections may hold in unfinished frames,
+                                   default 256 MiB (mllp_listener.h) */
   cad_conf_dest_t *dests;
   size_t ndests;
   cad_conf_channel_t *channels;

@@ -66,6 +66,9 @@ static const conf_key_t engine_keys[] = {
      &log_format_arg, "kv or json"},
     {"stats_interval", CAD_CONF_DURATION, offsetof(cad_config_t, stats_interval_ms), K_ZERO_OK,
      "60s", MS_SECOND, 7 * MS_DAY, NULL, "how often counters are logged"},
+    {"max_inbound_buffer", CAD_CONF_SIZE, offsetof(cad_config_t, max_inbound_buffer), 0, "256MiB",
+     (uint64_t)1 << 16, (uint64_t)1 << 40, NULL,
+     "bytes all inbound connections together may hold in unfinished frames"},
     {"queue", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &queue_section, "the durable queue"},
 };
 static const conf_section_t engine_section = {"engine", engine_keys,

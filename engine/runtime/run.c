@@ -165,6 +165,10 @@ static cad_mllp_listener_opts_t listener_opts(const cad_conf_channel_t *cc,
   o.idle_timeout_ms = cc->idle_timeout_ms;
   o.frame_timeout_ms = cc->frame_timeout_ms;
   o.max_connections = cc->max_connections;
+  o.fd_reserve = CAD_MLLP_FD_RESERVE;
+  o.ack_style = cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
+                : cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
+                                                   : CAD_ACK_STYLE_AUTO;
   return o;
 }
 
@@ -652,24 +656,40 @@ static int listeners_apply(rt_t *rt) {
   return 0;
 }
 
-/* Every connection is a descriptor: raise the soft RLIMIT_NOFILE towards
- * what the configured max_connections need (up to the hard limit), as
- * servers do, instead of failing accept() at the default 1024. */
-static void raise_fd_limit(const cad_config_t *cfg) {
-  uint64_t need = 64;
+/* Process limits at start.  Every connection is a descriptor: raise the
+ * soft RLIMIT_NOFILE to the hard one, as servers do, and refuse a
+ * configuration whose connections (max_connections of every listener), the
+ * descriptors already open and the reserve kept for the store and the
+ * destinations (the listeners refuse connections that would touch it) do
+ * not fit: better a clear error now than ACKed messages dead-lettered for
+ * want of a descriptor later.  Also sets the process-wide bound on
+ * buffered inbound bytes (engine.max_inbound_buffer).  0 or CAD_E_CONFIG. */
+static int raise_fd_limit(const cad_config_t *cfg) {
+  cad_mllp_set_buffer_limit(cfg->max_inbound_buffer);
+  uint64_t conns = 0;
   for (size_t i = 0; i < cfg->nchannels; i++)
-    need += (uint64_t)cfg->channels[i].max_connections * cfg->channels[i].nlisten;
+    conns += (uint64_t)cfg->channels[i].max_connections * cfg->channels[i].nlisten;
   struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= need) return;
-  rlim_t want = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need ? rl.rlim_max : (rlim_t)need;
-  if (want > rl.rlim_cur) {
-    rl.rlim_cur = want;
-    setrlimit(RLIMIT_NOFILE, &rl);
+  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return 0;
+  if (rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0) return 0;
   }
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
-    CAD_LOG(CAD_LOG_WARN, "start.fd_limit", NULL,
-            "open files limited to %llu, max_connections need %llu: raise the hard limit",
-            (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+  if (rl.rlim_cur == RLIM_INFINITY) return 0;
+  uint64_t open_now = 0; /* lowest free descriptor: a lower bound, enough here */
+  int probe = dup(0);
+  if (probe >= 0) {
+    open_now = (uint64_t)probe;
+    close(probe);
+  }
+  uint64_t need = conns + open_now + 16 + CAD_MLLP_FD_RESERVE;
+  if ((uint64_t)rl.rlim_cur >= need) return 0;
+  CAD_LOG(CAD_LOG_ERROR, "start.fd_limit", NULL,
+          "open files limited to %llu (hard limit) but max_connections of all listeners "
+          "need %llu plus %u kept for the store and destinations: lower max_connections "
+          "or raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+          (unsigned long long)rl.rlim_cur, (unsigned long long)conns, CAD_MLLP_FD_RESERVE + 16);
+  return CAD_E_CONFIG;
 }
 
 /* ---- stats, signals, shutdown ------------------------------------------- */
@@ -954,9 +974,8 @@ int cad_cli_run(int argc, char **argv) {
   uv_signal_init(&loop, &E.sig_hup);
   uv_timer_init(&loop, &E.stats_timer);
 
-  raise_fd_limit(cfg);
   E.lockfd = -1;
-  if ((rc = open_queue(cfg)) < 0) {
+  if ((rc = raise_fd_limit(cfg)) < 0 || (rc = open_queue(cfg)) < 0) {
     cad_config_free(cfg);
     E.exit_status = 1;
     E.stopping = true;
