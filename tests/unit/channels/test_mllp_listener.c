@@ -1,6 +1,7 @@
 /* test_mllp_listener.c - the MLLP listener on a real loopback socket: replies
  * given out of order are written in order, an oversized frame is answered
- * then the connection closed, a stalled half frame is closed after
+ * then the connection closed, a frame holding a stray 0x1C gets a NAK in
+ * its place, a stalled half frame is closed after
  * frame_timeout, backpressure stops reading at max_inflight, and closing the
  * listener drains and leaves no handle open. */
 #include "mllp_listener.h"
@@ -90,7 +91,8 @@ typedef struct {
   char in[8192];
   size_t inlen;
   int eof;
-  int hold_ms; /* keep the connection open this long after sending */
+  int hold_ms;       /* keep the connection open this long after sending */
+  const char *until; /* or stop reading once the input ends with this */
 } client_t;
 
 static void *client_main(void *arg) {
@@ -112,6 +114,8 @@ static void *client_main(void *arg) {
       break;
     }
     c->inlen += (size_t)r;
+    size_t k = c->until ? strlen(c->until) : 0;
+    if (k && c->inlen >= k && memcmp(c->in + c->inlen - k, c->until, k) == 0) break;
   }
   close(fd);
   return NULL;
@@ -161,6 +165,40 @@ TEST(replies_written_in_arrival_order) {
   CHECK_INT(F.nreq, 3);
   CHECK_STRN(c.in, c.inlen, want);
   CHECK_INT(F.opens, 1);
+  finish();
+}
+
+/* A 0x1C inside a message: that frame is not handed over but answered here
+ * with one NAK, in its place between the replies of its neighbours. */
+TEST(stray_end_block_answered_with_a_nak_in_order) {
+  cad_mllp_listener_opts_t o = {.host = "127.0.0.1", .port = 0};
+  REQUIRE(start(&o, 2) == 0);
+  F.reply_order[0] = 1;
+  F.reply_order[1] = 0;
+  const char out[] =
+      "\x0bm1\x1c\x0d"
+      "\x0bMSH|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5\rPID|1\x1cx\x1c\x0d"
+      "\x0bm3\x1c\x0d";
+  client_t c = {.port = cad_mllp_listener_port(F.l),
+                .out = out,
+                .outlen = sizeof out - 1,
+                .want = sizeof c.in,
+                .until = "ACK-m3\x1c\x0d"};
+  run_with_client(&c);
+  CHECK_INT(F.nreq, 2);
+  CHECK_STRN(F.ids[0], strlen(F.ids[0]), "m1");
+  CHECK_STRN(F.ids[1], strlen(F.ids[1]), "m3");
+  const char head[] =
+      "\x0b"
+      "ACK-m1\x1c\x0d\x0bMSH|^~\\&|C|D|A|B|";
+  CHECK(c.inlen > sizeof head);
+  CHECK_STRN(c.in, sizeof head - 1, head);
+  c.in[c.inlen < sizeof c.in ? c.inlen : sizeof c.in - 1] = 0;
+  CHECK(strstr(c.in, "\rMSA|AR|X1\r") != NULL);
+  CHECK(strstr(c.in, "0x1C (MLLP end block) inside the message") != NULL);
+  CHECK(strstr(c.in,
+               "\x1c\x0d\x0b"
+               "ACK-m3\x1c\x0d") != NULL);
   finish();
 }
 
