@@ -157,9 +157,9 @@ TEST(repeated_warnings_are_rate_limited) {
   c.peer = "10.0.0.7:4100";
   c.conn = 7;
   for (int i = 0; i < 1000; i++) CAD_LOG(CAD_LOG_WARN, "rl.empty", &c, "empty frame");
+  char port[32];
   for (int i = 0; i < 200; i++) {
     c.conn = 100 + (uint64_t)(i % 40);
-    char port[32];
     snprintf(port, sizeof port, "10.0.0.7:%d", 5000 + i % 40);
     c.peer = port;
     CAD_LOG(CAD_LOG_WARN, "rl.empty", &c, "empty frame");
