@@ -4,12 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
 
-#include "ack.h"
 #include "cad_error.h"
 #include "mllp.h"
+#include "mllp_listener_int.h"
 
 #define DEFAULT_MAX_FRAME (4u << 20)
 #define DEFAULT_MAX_CONNS 4096u
@@ -702,31 +700,10 @@ static void nak_stray(conn_t *c, cad_str_t frame) {
                            CAD_E_FRAME,          frame.len, NULL};
     l->on_event(&ev, l->data);
   }
-  cad_ack_msh_t h;
-  if (cad_ack_msh_scan(frame.p, frame.len, 0, &h) != 0) {
-    memset(&h, 0, sizeof h); /* no header to answer: a NAK all the same */
-    h.d = cad_hl7_default_delims;
-    h.enc = (cad_str_t){"^~\\&", 4};
-  }
-  cad_hl7_diag_t dg = {.code = CAD_E_FRAME, .hl7_code = 102};
-  snprintf(dg.reason, sizeof dg.reason,
-           "0x1C (MLLP end block) inside the message, not followed by 0x0D");
-  char ctl[40];
-  snprintf(ctl, sizeof ctl, "MLLPNAK%llu%c%llu", (unsigned long long)c->info.id, 'N',
-           (unsigned long long)++c->nak_seq);
-  time_t now = time(NULL);
-  struct tm tm;
-  int off = localtime_r(&now, &tm) ? (int)(tm.tm_gmtoff / 60) : 0;
-  cad_ack_opts_t o = {l->o.ack_style, CAD_ACK_REJECT, ctl, now, off, &dg};
   cad_buf_t b = CAD_BUF_INIT;
-  if (cad_ack_build(&h, &o, &b) == 1) {
-    /* Echoed header bytes must not frame anything. */
-    for (size_t i = 0; i < b.len; i++)
-      if (b.data[i] == (char)CAD_MLLP_SB || b.data[i] == (char)CAD_MLLP_EB) b.data[i] = ' ';
+  if (cad__mllp_stray_nak(frame, l->o.ack_style, c->info.id, ++c->nak_seq, &b) == 1)
     cad_mllp_reply(r, b.data, b.len, 0);
-  } else {
-    cad_mllp_reply(r, NULL, 0, 0);
-  }
+  else cad_mllp_reply(r, NULL, 0, 0);
   cad_buf_free(&b);
 }
 
@@ -797,41 +774,6 @@ static void pull_frames(conn_t *c) {
 
 static void refused_closed(uv_handle_t *h) { free(h); }
 
-static void format_peer(uv_tcp_t *t, char *out, size_t cap) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  char ip[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6) {
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-      uv_ip6_name(a, ip, sizeof ip);
-      port = ntohs(a->sin6_port);
-      snprintf(out, cap, "[%s]:%d", ip, port);
-      return;
-    }
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-    uv_ip4_name(a, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-  }
-  snprintf(out, cap, "%s:%d", ip, port);
-}
-
-/* Descriptors are handed out lowest first, so an accepted socket numbered
- * v means at least v + 1 are open: refuse it when fewer than fd_reserve
- * would be left below the soft limit. */
-static bool fd_reserve_touched(const cad_mllp_listener_t *l, uv_tcp_t *t) {
-  uv_os_fd_t fd;
-  if (!l->fd_limit || uv_fileno((uv_handle_t *)t, &fd) != 0 || fd < 0) return false;
-  return (uint64_t)fd + 1 + l->o.fd_reserve > l->fd_limit;
-}
-
-static uint64_t soft_fd_limit(void) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return 0;
-  return (uint64_t)rl.rlim_cur;
-}
-
 static void on_connection(uv_stream_t *server, int status) {
   cad_mllp_listener_t *l = server->data;
   if (status < 0) {
@@ -845,7 +787,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_tcp_init(l->loop, t);
     if (uv_accept(server, (uv_stream_t *)t) == 0) {
       cad_mllp_conn_info_t info = {0, ""};
-      format_peer(t, info.peer, sizeof info.peer);
+      cad__mllp_format_peer(t, info.peer, sizeof info.peer);
       if (l->on_event) {
         cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns, NULL};
         l->on_event(&ev, l->data);
@@ -880,7 +822,7 @@ static void on_connection(uv_stream_t *server, int status) {
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     return;
   }
-  if (fd_reserve_touched(l, &c->tcp)) {
+  if (cad__mllp_fd_reserve_touched(&c->tcp, l->fd_limit, l->o.fd_reserve)) {
     /* Descriptors left for the store and destinations come first: refuse
      * this one (it is closed at once; others get in as descriptors free). */
     emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, "fd_reserve", UV_EMFILE, 0);
@@ -891,7 +833,7 @@ static void on_connection(uv_stream_t *server, int status) {
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
-  format_peer(&c->tcp, c->info.peer, sizeof c->info.peer);
+  cad__mllp_format_peer(&c->tcp, c->info.peer, sizeof c->info.peer);
   if (l->nallow) {
     struct sockaddr_storage ss;
     int sl = sizeof ss;
@@ -934,7 +876,7 @@ int cad_mllp_listener_start(uv_loop_t *loop, const cad_mllp_listener_opts_t *opt
   l->loop = loop;
   l->o = *opts;
   apply_defaults(&l->o);
-  l->fd_limit = soft_fd_limit();
+  l->fd_limit = cad__mllp_soft_fd_limit();
   snprintf(l->host, sizeof l->host, "%s", opts->host);
   l->o.host = l->host;
   l->on_frame = on_frame;
@@ -1000,7 +942,7 @@ int cad_mllp_listener_update(cad_mllp_listener_t *l, const cad_mllp_listener_opt
   o.tls = NULL;
   o.allow = NULL;
   l->o = o;
-  l->fd_limit = soft_fd_limit();
+  l->fd_limit = cad__mllp_soft_fd_limit();
   for (conn_t *c = l->conns; c; c = c->next) {
     check_pressure(c);
     update_timer(c);

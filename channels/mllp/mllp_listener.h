@@ -118,8 +118,17 @@ typedef struct cad_mllp_listener_opts {
   cad_ack_style_t ack_style; /* of the NAKs built here (stray 0x1C) */
 } cad_mllp_listener_opts_t;
 
-/* Descriptors kept free for the store and destinations (default). */
+/* Descriptors kept free for the store and destinations (default), and a
+ * few more the start-up check counts for the process itself. */
 #define CAD_MLLP_FD_RESERVE 64u
+#define CAD_MLLP_FD_SLACK 16u
+
+/* At start: raise the soft RLIMIT_NOFILE to the hard one and check that
+ * `conns` connections (max_connections of every listener), the descriptors
+ * open now, CAD_MLLP_FD_SLACK and CAD_MLLP_FD_RESERVE fit it.  Returns 0, or
+ * CAD_E_FULL with *limit (the limit now) and *need set, for the error
+ * message.  An unlimited or unreadable limit is 0 (*limit 0). */
+int cad_mllp_raise_fd_limit(uint64_t conns, uint64_t *limit, uint64_t *need);
 /* Default process-wide bound on buffered inbound bytes. */
 #define CAD_MLLP_BUFFER_LIMIT ((size_t)256 << 20)
 

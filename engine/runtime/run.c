@@ -656,39 +656,21 @@ static int listeners_apply(rt_t *rt) {
   return 0;
 }
 
-/* Process limits at start.  Every connection is a descriptor: raise the
- * soft RLIMIT_NOFILE to the hard one, as servers do, and refuse a
- * configuration whose connections (max_connections of every listener), the
- * descriptors already open and the reserve kept for the store and the
- * destinations (the listeners refuse connections that would touch it) do
- * not fit: better a clear error now than ACKed messages dead-lettered for
- * want of a descriptor later.  Also sets the process-wide bound on
- * buffered inbound bytes (engine.max_inbound_buffer).  0 or CAD_E_CONFIG. */
+/* Process limits at start: the open-files limit must fit every
+ * connection plus the reserve the listeners keep for the store and the
+ * destinations (mllp_listener.h), or start is refused with a clear error;
+ * and the bound on buffered inbound bytes.  0 or CAD_E_CONFIG. */
 static int raise_fd_limit(const cad_config_t *cfg) {
   cad_mllp_set_buffer_limit(cfg->max_inbound_buffer);
-  uint64_t conns = 0;
+  uint64_t conns = 0, limit, need;
   for (size_t i = 0; i < cfg->nchannels; i++)
     conns += (uint64_t)cfg->channels[i].max_connections * cfg->channels[i].nlisten;
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) < 0) return 0;
-  if (rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0 || getrlimit(RLIMIT_NOFILE, &rl) < 0) return 0;
-  }
-  if (rl.rlim_cur == RLIM_INFINITY) return 0;
-  uint64_t open_now = 0; /* lowest free descriptor: a lower bound, enough here */
-  int probe = dup(0);
-  if (probe >= 0) {
-    open_now = (uint64_t)probe;
-    close(probe);
-  }
-  uint64_t need = conns + open_now + 16 + CAD_MLLP_FD_RESERVE;
-  if ((uint64_t)rl.rlim_cur >= need) return 0;
+  if (cad_mllp_raise_fd_limit(conns, &limit, &need) == 0) return 0;
   CAD_LOG(CAD_LOG_ERROR, "start.fd_limit", NULL,
-          "open files limited to %llu (hard limit) but max_connections of all listeners "
-          "need %llu plus %u kept for the store and destinations: lower max_connections "
-          "or raise the hard limit (ulimit -Hn, LimitNOFILE=)",
-          (unsigned long long)rl.rlim_cur, (unsigned long long)conns, CAD_MLLP_FD_RESERVE + 16);
+          "open files limited to %llu (hard limit) but max_connections of all listeners need "
+          "%llu with the descriptors kept for the store and destinations: lower "
+          "max_connections or raise the hard limit (ulimit -Hn, LimitNOFILE=)",
+          (unsigned long long)limit, (unsigned long long)need);
   return CAD_E_CONFIG;
 }
 
