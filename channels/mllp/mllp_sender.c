@@ -428,9 +428,15 @@ static void on_data(cad_transport_t *tr, const char *p, size_t n) {
   }
   cad_str_t frame;
   int r = cad_mllp_next(&s->fr, &frame);
+  if (r == 0 && cad_mllp_eb_pending(&s->fr)) {
+    /* An ACK ended by 0x1C alone: nothing else comes before our next
+     * message, so its end block ends it now. */
+    cad_mllp_accept_eb(&s->fr);
+    r = cad_mllp_next(&s->fr, &frame);
+  }
   if (r == 1) {
     check_ack(s, frame);
-  } else if (r < 0) {
+  } else if (r < 0 || r == CAD_MLLP_STRAY_EB) {
     s->st.bad_acks++;
     fail_attempt(s, "broken ACK frame from %s (%s)", s->hostport,
                  r == CAD_E_TOOBIG ? "too large" : "framing error");

@@ -13,8 +13,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-from engine_util import (Engine, adt, connect, field, fields, frame, free_port,  # noqa: E402
-                         rss_kib, run_tests, send_recv, wait_for)
+from engine_util import (SB, EB, Engine, FakeReceiver, Reply, adt, ack, connect,  # noqa: E402
+                         field, fields, frame, free_port, rss_kib, run_tests, send_recv,
+                         wait_for)
 
 
 def files_dest(tmp, extra=""):
@@ -325,13 +326,48 @@ def test_stray_end_block_gets_a_nak_and_the_next_frame_its_ack(binary, tmp):
         eng.kill()
 
 
+def test_receiver_ack_without_cr_is_taken_at_once(binary, tmp):
+    """The framer now waits for the byte after 0x1C; a downstream receiver
+    that ends its ACK with 0x1C alone must still be understood at once (not
+    after ack_timeout), and one whose ACK holds a stray 0x1C is a bad ACK."""
+    def decide(m):
+        body = ack(m.data)[1:-2]  # the ACK without its framing
+        if m.ctl == "BADACK" and m.attempt == 1:
+            return Reply(raw=SB + body[:20] + EB + body[20:] + EB + b"\r")
+        return Reply(raw=SB + body + EB)
+    with FakeReceiver(decide) as rx:
+        port = free_port()
+        dest = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                "    ack_timeout: 5s\n    retry: {initial: 100ms, max: 200ms}\n" % rx.port)
+        chan = "  adt:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ ehr ]\n" % port
+        eng = Engine(binary, tmp, chan, dest)
+        eng.start([port])
+        try:
+            t0 = time.monotonic()
+            with connect(port) as s:
+                for ctl in ("NOCR1", "NOCR2", "NOCR3"):
+                    send_recv(s, adt(ctl))
+            rx.wait(lambda ms: [m.ctl for m in ms][:3] == ["NOCR1", "NOCR2", "NOCR3"], 10)
+            wait_for(lambda: "delivered=3" in eng.log(), timeout=3, what="3 delivered")
+            assert time.monotonic() - t0 < 3, "ACKs without CR waited for ack_timeout"
+            with connect(port) as s:
+                send_recv(s, adt("BADACK"))
+            rx.wait(lambda ms: [m.ctl for m in ms].count("BADACK") >= 2, 10,
+                    "BADACK sent again after a broken ACK")
+            stop_clean(eng)
+            assert "broken ACK frame" in eng.log() or "bad_acks" in eng.log(), eng.log()[-2000:]
+        finally:
+            eng.kill()
+
+
 TESTS = [test_fd_limit_too_low_for_max_connections_refused_at_start,
          test_fd_reserve_keeps_acked_messages_deliverable,
          test_garbage_outside_frames_is_not_activity,
          test_frame_must_finish_within_frame_timeout_from_its_start,
          test_stalled_half_frames_memory_is_bounded,
          test_empty_frames_do_not_flood_the_log,
-         test_stray_end_block_gets_a_nak_and_the_next_frame_its_ack]
+         test_stray_end_block_gets_a_nak_and_the_next_frame_its_ack,
+         test_receiver_ack_without_cr_is_taken_at_once]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
