@@ -17,80 +17,9 @@
 /* How long a 0x1C that is the last byte received waits for the byte after
  * it before it is taken as the end of its frame (a sender without the CR). */
 #define EB_GRACE_MS 200u
-
-typedef struct conn conn_t;
-
-struct cad_mllp_req {
-  conn_t *c;
-  cad_mllp_req_t *next;
-  char *ack; /* framed reply, owned */
-  size_t len;
-  unsigned flags;
-  bool done;
-  bool cut;      /* CAD_E_TOOBIG: cut off before its end */
-  uint64_t size; /* CAD_E_TOOBIG: bytes of the frame seen */
-};
-
-struct conn {
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  uv_shutdown_t shut;
-  cad_mllp_listener_t *l;
-  conn_t *prev, *next;
-  cad_mllp_framer_t fr;
-  cad_mllp_conn_info_t info;
-  cad_mllp_req_t *head, *tail;
-  uint32_t nreq;    /* requests in the FIFO (unanswered or waiting for the head) */
-  size_t unsent;    /* bytes handed to uv_write and not yet completed */
-  uint32_t nwrites; /* uv_write calls not yet completed */
-  uint64_t last_activity, frame_start;
-  bool eb_wait; /* a 0x1C is the last byte received, since eb_since */
-  uint64_t eb_since;
-  uint64_t nak_seq;        /* NAKs built here (stray end blocks) */
-  uint64_t content_frames; /* non-empty frames handed over or refused */
-  uint64_t skipped_mark;   /* fr.skipped at the last good frame */
-  bool skip_reported;
-  int open_handles;
-  const char *close_reason; /* set when closing after the last write */
-  bool reading, paused, in_frame;
-  bool mem_paused;           /* stopped by the process-wide buffer bound */
-  conn_t *mp_prev, *mp_next; /* in mem_paused_head's list while mem_paused */
-  size_t accounted;          /* framer capacity counted in buffered_total */
-  bool pulling;              /* inside pull_frames (no re-entry) */
-  bool more_frames;          /* complete frames may wait in the framer (max_inflight reached) */
-  bool stop_frames;          /* hand no more frames over (oversized frame, shutdown) */
-  bool draining;             /* no more reading: close once everything is written */
-  bool lingering;            /* our FIN is sent; discarding input until the peer's (bounded) */
-  bool replies_closed;       /* a closing reply was written: later replies are dropped */
-  size_t discarded;
-  bool closing;           /* handles are being closed */
-  cad_tls_session_t *tls; /* TLS connections: the session (plaintext in and out) */
-  bool tls_ready;         /* handshake done */
-  uint64_t accepted_at;   /* for the handshake timeout */
-  uint64_t tls_bytes_in;  /* ciphertext received */
-};
-
-struct cad_mllp_listener {
-  uv_loop_t *loop;
-  uv_tcp_t server;
-  uv_timer_t drain_timer;
-  cad_mllp_listener_opts_t o; /* o.tls and o.allow unused: see below */
-  uint64_t fd_limit;          /* soft RLIMIT_NOFILE when started / updated */
-  cad_tls_ctx_t *tls;         /* referenced; NULL = plain MLLP */
-  cad_cidr_t *allow;          /* owned copy */
-  size_t nallow;
-  char host[64];
-  int port;
-  cad_mllp_frame_cb on_frame;
-  cad_mllp_event_cb on_event;
-  void *data;
-  conn_t *conns;
-  size_t nconns;
-  int open_handles;
-  bool closing;
-  void (*done)(void *);
-  void *done_arg;
-};
+/* A connection allowed past the buffer bound keeps that favour while it
+ * sends; after this long without a read another one may take it. */
+#define FAVOR_IDLE_MS 200u
 
 typedef struct {
   uv_write_t w;
@@ -108,6 +37,7 @@ static bool read_buf_busy;
 static size_t buffered_total;
 static size_t buffer_limit = CAD_MLLP_BUFFER_LIMIT;
 static conn_t *mem_paused_head; /* connections stopped by the bound */
+static conn_t *mem_favored;     /* may read past the bound to finish its frame */
 
 static void conn_close(conn_t *c, const char *reason, int err);
 static void conn_flush(conn_t *c);
@@ -142,6 +72,7 @@ static void apply_defaults(cad_mllp_listener_opts_t *o) {
 
 static void timer_cb(uv_timer_t *t);
 static void check_pressure(conn_t *c);
+static void mem_pass_favor(void);
 
 static void update_timer(conn_t *c) {
   if (c->closing || c->lingering) return;
@@ -151,6 +82,8 @@ static void update_timer(conn_t *c) {
     deadline = c->accepted_at +
                (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS);
   if (c->eb_wait && c->eb_since + EB_GRACE_MS < deadline) deadline = c->eb_since + EB_GRACE_MS;
+  if (c == mem_favored && c->last_read + FAVOR_IDLE_MS < deadline)
+    deadline = c->last_read + FAVOR_IDLE_MS;
   /* The mid-frame clock does not run while we stopped reading ourselves
    * (backpressure): the stall is ours, not the peer's. */
   if (l->o.frame_timeout_ms && c->in_frame && !c->draining && !c->paused && c->nreq == 0 &&
@@ -177,6 +110,11 @@ static void timer_cb(uv_timer_t *t) {
     return;
   }
   uint64_t now = uv_now(l->loop);
+  if (c == mem_favored && now >= c->last_read + FAVOR_IDLE_MS) {
+    mem_pass_favor(); /* it stalled: another frame in progress may go on */
+    update_timer(c);
+    return;
+  }
   if (c->eb_wait && now >= c->eb_since + EB_GRACE_MS && !c->draining) {
     /* The sender ended its frame with 0x1C alone and waits: take it. */
     c->eb_wait = false;
@@ -246,8 +184,33 @@ static void mem_resume_all(void) {
   }
 }
 
+/* The favoured connection stalled or finished: let every stopped one with
+ * a frame in progress read again; the first with bytes takes the favour,
+ * the others stop again at their next read. */
+static void mem_pass_favor(void) {
+  mem_favored = NULL;
+  for (conn_t *c = mem_paused_head, *n; c; c = n) {
+    n = c->mp_next;
+    if (!c->in_frame) continue;
+    mem_unlink(c);
+    start_reading(c);
+  }
+}
+
+/* Over the bound, one connection with a frame in progress (the first met)
+ * goes on until that frame ends, so a message of max_frame bytes always
+ * gets through even when the bound is smaller than a few of them. */
+static bool mem_exempt(conn_t *c) {
+  if (mem_favored && !mem_favored->in_frame) mem_pass_favor(); /* its frame ended */
+  if (!mem_favored && c->in_frame && !c->closing) {
+    mem_favored = c;
+    update_timer(c); /* watches that it keeps sending */
+  }
+  return mem_favored == c;
+}
+
 static void mem_pause(conn_t *c) {
-  if (c->closing || c->mem_paused) return;
+  if (c->closing || c->mem_paused || mem_exempt(c)) return;
   c->mem_paused = true;
   c->mp_next = mem_paused_head;
   if (mem_paused_head) mem_paused_head->mp_prev = c;
@@ -321,6 +284,7 @@ static void conn_close(conn_t *c, const char *reason, int err) {
   c->closing = true;
   stop_reading(c);
   mem_unlink(c);
+  if (mem_favored == c) mem_pass_favor();
   c->l->nconns--;
   emit(c->l, CAD_MLLP_EV_CLOSE, c, reason, err, c->fr.skipped);
   uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
@@ -559,7 +523,7 @@ static cad_mllp_req_t *new_req(conn_t *c) {
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   conn_t *c = h->data;
-  if (buffered_total > buffer_limit && !c->lingering) {
+  if (buffered_total > buffer_limit && !c->lingering && !mem_exempt(c)) {
     /* Over the process-wide bound: read nothing (UV_ENOBUFS follows). */
     *buf = uv_buf_init(NULL, 0);
     return;
@@ -605,6 +569,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn_t *c = s->data;
   if (buf->base == read_buf) read_buf_busy = false;
   if (nread == 0) return;
+  if (nread > 0) c->last_read = uv_now(c->l->loop);
   if (nread == UV_ENOBUFS && buffered_total > buffer_limit) {
     mem_pause(c); /* resumes below half the bound */
     return;

@@ -39,8 +39,10 @@
  *                     256 MiB), plus what the one read that crossed it
  *                     added (at most 64 KiB, and that framer's doubling).
  *                     Over it, no connection reads (each stops at its next
- *                     read: no new frame is taken, nothing crashes); all
- *                     resume below half of it.  The frame clock keeps
+ *                     read: no new frame is taken, nothing crashes) but one
+ *                     with a frame in progress, which may finish that frame
+ *                     (so a max_frame message always gets through: at most
+ *                     the bound + one max_frame); all resume below half.  The frame clock keeps
  *                     running for them: a stalled half frame is closed at
  *                     frame_timeout and gives its memory back.  A framer
  *                     holds about what it was sent (it grows by doubling and

@@ -1,5 +1,6 @@
-/* mllp_listener_int.h - pieces of the MLLP listener kept apart from the
- * connection machinery (mllp_limits.c).  Internal to channels/mllp. */
+/* mllp_listener_int.h - the MLLP listener's private types (a connection, a
+ * request, the listener) and the pieces kept apart from the connection
+ * machinery (mllp_limits.c).  Internal to channels/mllp. */
 #ifndef CAD_MLLP_LISTENER_INT_H
 #define CAD_MLLP_LISTENER_INT_H
 
@@ -11,6 +12,83 @@
 #include "ack.h"
 #include "cad_mem.h"
 #include "hl7.h"
+#include "mllp.h"
+#include "mllp_listener.h"
+
+typedef struct conn conn_t;
+
+struct cad_mllp_req {
+  conn_t *c;
+  cad_mllp_req_t *next;
+  char *ack; /* framed reply, owned */
+  size_t len;
+  unsigned flags;
+  bool done;
+  bool cut;      /* CAD_E_TOOBIG: cut off before its end */
+  uint64_t size; /* CAD_E_TOOBIG: bytes of the frame seen */
+};
+
+struct conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  uv_shutdown_t shut;
+  cad_mllp_listener_t *l;
+  conn_t *prev, *next;
+  cad_mllp_framer_t fr;
+  cad_mllp_conn_info_t info;
+  cad_mllp_req_t *head, *tail;
+  uint32_t nreq;    /* requests in the FIFO (unanswered or waiting for the head) */
+  size_t unsent;    /* bytes handed to uv_write and not yet completed */
+  uint32_t nwrites; /* uv_write calls not yet completed */
+  uint64_t last_activity, frame_start;
+  uint64_t last_read; /* when bytes last came */
+  bool eb_wait;       /* a 0x1C is the last byte received, since eb_since */
+  uint64_t eb_since;
+  uint64_t nak_seq;        /* NAKs built here (stray end blocks) */
+  uint64_t content_frames; /* non-empty frames handed over or refused */
+  uint64_t skipped_mark;   /* fr.skipped at the last good frame */
+  bool skip_reported;
+  int open_handles;
+  const char *close_reason; /* set when closing after the last write */
+  bool reading, paused, in_frame;
+  bool mem_paused;           /* stopped by the process-wide buffer bound */
+  conn_t *mp_prev, *mp_next; /* in mem_paused_head's list while mem_paused */
+  size_t accounted;          /* framer capacity counted in buffered_total */
+  bool pulling;              /* inside pull_frames (no re-entry) */
+  bool more_frames;          /* complete frames may wait in the framer (max_inflight reached) */
+  bool stop_frames;          /* hand no more frames over (oversized frame, shutdown) */
+  bool draining;             /* no more reading: close once everything is written */
+  bool lingering;            /* our FIN is sent; discarding input until the peer's (bounded) */
+  bool replies_closed;       /* a closing reply was written: later replies are dropped */
+  size_t discarded;
+  bool closing;           /* handles are being closed */
+  cad_tls_session_t *tls; /* TLS connections: the session (plaintext in and out) */
+  bool tls_ready;         /* handshake done */
+  uint64_t accepted_at;   /* for the handshake timeout */
+  uint64_t tls_bytes_in;  /* ciphertext received */
+};
+
+struct cad_mllp_listener {
+  uv_loop_t *loop;
+  uv_tcp_t server;
+  uv_timer_t drain_timer;
+  cad_mllp_listener_opts_t o; /* o.tls and o.allow unused: see below */
+  uint64_t fd_limit;          /* soft RLIMIT_NOFILE when started / updated */
+  cad_tls_ctx_t *tls;         /* referenced; NULL = plain MLLP */
+  cad_cidr_t *allow;          /* owned copy */
+  size_t nallow;
+  char host[64];
+  int port;
+  cad_mllp_frame_cb on_frame;
+  cad_mllp_event_cb on_event;
+  void *data;
+  conn_t *conns;
+  size_t nconns;
+  int open_handles;
+  bool closing;
+  void (*done)(void *);
+  void *done_arg;
+};
 
 /* The soft RLIMIT_NOFILE, 0 when unlimited or unknown. */
 uint64_t cad__mllp_soft_fd_limit(void);

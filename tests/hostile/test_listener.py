@@ -266,6 +266,56 @@ def test_stalled_half_frames_memory_is_bounded(binary, tmp):
         eng.kill()
 
 
+def test_frame_in_progress_finishes_past_the_bound(binary, tmp):
+    """A 2 MiB message being sent while 32 hogs stall on half frames past a
+    1 MiB bound: it is finished and ACKed (the bound refuses new frames, it
+    does not starve one in progress), well before the hogs' frame_timeout."""
+    import threading
+    eng, port = start(binary, tmp, chan_extra="    frame_timeout: 6s\n",
+                      engine_extra="  max_inbound_buffer: 1MiB\n", log_level="warn")
+    hogs, result = [], {}
+    try:
+        big = frame(adt("BIG") + b"OBX|1|TX|||" + b"A" * (2 << 20) + b"\r")
+        legit = connect(port)
+
+        def send_big():
+            try:
+                for i in range(0, len(big), 64 << 10):
+                    legit.sendall(big[i:i + (64 << 10)])
+                    time.sleep(0.01)
+                result["ack"] = Frames(legit).next(10)
+            except Exception as e:  # noqa: BLE001 - reported below
+                result["error"] = repr(e)
+        t0 = time.monotonic()
+        th = threading.Thread(target=send_big)
+        th.start()
+        time.sleep(0.1)
+        half = frame(adt("H") * 1000)[:128 * 1024]
+        for _ in range(32):
+            h = connect(port)
+            h.setblocking(False)
+            try:
+                h.send(half)
+            except BlockingIOError:
+                pass
+            hogs.append(h)
+        th.join(15)
+        took = time.monotonic() - t0
+        assert "ack" in result, result
+        a = fields(result["ack"])
+        assert field(a, "MSA", 1) == "AA" and field(a, "MSA", 2) == "BIG", a
+        assert took < 5, "the message in progress waited %.1fs (the hogs' timeout)" % took
+        legit.close()
+        for h in hogs:
+            h.close()
+        hogs = []
+        stop_clean(eng)
+    finally:
+        for h in hogs:
+            h.close()
+        eng.kill()
+
+
 # ---- item 8: floods of warnings ---------------------------------------------------
 
 def test_empty_frames_do_not_flood_the_log(binary, tmp):
@@ -365,6 +415,7 @@ TESTS = [test_fd_limit_too_low_for_max_connections_refused_at_start,
          test_garbage_outside_frames_is_not_activity,
          test_frame_must_finish_within_frame_timeout_from_its_start,
          test_stalled_half_frames_memory_is_bounded,
+         test_frame_in_progress_finishes_past_the_bound,
          test_empty_frames_do_not_flood_the_log,
          test_stray_end_block_gets_a_nak_and_the_next_frame_its_ack,
          test_receiver_ack_without_cr_is_taken_at_once]
