@@ -6,6 +6,7 @@
 #include "cad_error.h"
 #include "cli.h"
 #include "config.h"
+#include "mllp_listener.h"
 
 static void usage(FILE *out) {
   fprintf(out,
@@ -171,6 +172,19 @@ int cad_cli_check(int argc, char **argv) {
     if (rc == CAD_E_CONFIG) fprintf(stderr, "caduceus check: %s is not valid\n", path);
     else if (!errors) fprintf(stderr, "caduceus check: %s: %s\n", path, cad_strerror(rc));
     free(errors);
+    return 1;
+  }
+  /* As `run` would: every connection needs a descriptor (mllp_listener.h). */
+  uint64_t conns = 0, limit, need;
+  for (size_t i = 0; i < c->nchannels; i++)
+    conns += (uint64_t)c->channels[i].max_connections * c->channels[i].nlisten;
+  if (cad_mllp_raise_fd_limit(conns, &limit, &need) != 0) {
+    fprintf(stderr,
+            "%s: max_connections of all listeners need %llu open files with the descriptors "
+            "kept for the store and destinations, but the hard limit here is %llu: lower "
+            "max_connections or raise the limit (ulimit -Hn, LimitNOFILE=); `run` refuses it\n",
+            path, (unsigned long long)need, (unsigned long long)limit);
+    cad_config_free(c);
     return 1;
   }
   if (!quiet) print_summary(c);

@@ -110,6 +110,16 @@ def test_fd_limit_too_low_for_max_connections_refused_at_start(binary, tmp):
     assert rc == 1, (rc, log[-2000:])
     assert "event=start.fd_limit" in log and "max_connections" in log, log[-2000:]
     eng.kill()
+    # `check` says the same before anything runs ...
+    import subprocess
+    r = subprocess.run([binary, "check", eng.conf], capture_output=True, text=True, timeout=10,
+                       preexec_fn=low_fd_limit)
+    assert r.returncode == 1 and "max_connections" in r.stderr, (r.returncode, r.stderr)
+    # ... and passes once max_connections fits.
+    eng.write_config(channel(port, "    max_connections: 100\n"), files_dest(tmp))
+    r = subprocess.run([binary, "check", "-q", eng.conf], capture_output=True, text=True,
+                       timeout=10, preexec_fn=low_fd_limit)
+    assert r.returncode == 0, (r.returncode, r.stderr)
 
 
 def test_fd_reserve_keeps_acked_messages_deliverable(binary, tmp):
