@@ -891,38 +891,7 @@ void cad_transport_close(cad_transport_t *t, bool graceful, uint64_t linger_ms,
 /* ---- address allow-lists ------------------------------------------------ */
 
 int cad_cidr_parse(const char *s, cad_cidr_t *out) {
-  char host[64];
-  const char *slash = strchr(s, '/');
-  size_t hl = slash ? (size_t)(slash - s) : strlen(s);
-  if (hl == 0 || hl >= sizeof host) return CAD_E_INVAL;
-  memcpy(host, s, hl);
-  host[hl] = 0;
-  cad_cidr_t c;
-  memset(&c, 0, sizeof c);
-  int max;
-  if (inet_pton(AF_INET, host, c.addr) == 1) {
-    c.family = AF_INET;
-    max = 32;
-  } else if (inet_pton(AF_INET6, host, c.addr) == 1) {
-    c.family = AF_INET6;
-    max = 128;
-  } else {
-    return CAD_E_INVAL;
-  }
-  c.prefix = max;
-  if (slash) {
-    const char *p = slash + 1;
-    int v = 0;
-    if (!*p) return CAD_E_INVAL;
-    for (; *p; p++) {
-      if (*p < '0' || *p > '9') return CAD_E_INVAL;
-      v = v * 10 + (*p - '0');
-      if (v > max) return CAD_E_INVAL;
-    }
-    c.prefix = v;
-  }
-  *out = c;
-  return 0;
+  return cad_cidr_parse_why(s, out) ? CAD_E_INVAL : 0;
 }
 
 static bool prefix_equal(const unsigned char *a, const unsigned char *b, int bits) {

@@ -40,6 +40,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "net_addr.h"
+
 #include "cad_mem.h"
 
 /* ---- TLS contexts ----------------------------------------------------- */
@@ -234,14 +236,11 @@ size_t cad_transport_write_queue_size(const cad_transport_t *t);
 
 /* ---- address allow-lists ------------------------------------------------ */
 
-typedef struct cad_cidr {
-  int family;             /* AF_INET or AF_INET6 */
-  unsigned char addr[16]; /* network bytes (first 4 for IPv4) */
-  int prefix;             /* 0..32 or 0..128 */
-} cad_cidr_t;
+/* cad_cidr_t and the parsers with reasons: net_addr.h. */
 
 /* Parse "10.0.0.0/8", "127.0.0.1" (= /32), "::1", "fd00::/8".  Returns 0 or
- * CAD_E_INVAL.  Host bits beyond the prefix are ignored. */
+ * CAD_E_INVAL (cad_cidr_parse_why says why).  Host bits beyond the prefix
+ * are ignored. */
 int cad_cidr_parse(const char *s, cad_cidr_t *out);
 /* True when `sa` (AF_INET or AF_INET6; an IPv4-mapped IPv6 address counts
  * as IPv4) is inside one of the n ranges. n == 0: always true. */

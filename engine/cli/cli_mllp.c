@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net_addr.h"
+
 const char cad_cli_mllp_help[] =
     "  --to HOST:PORT          the listener (an IP address or a name; [v6]:port)\n"
     "  --timeout S             seconds to wait for a connection and for each ACK\n"
@@ -56,28 +58,8 @@ int cad_cli_mllp_arg(cad_cli_mllp_t *o, const char *cmd, int argc, char **argv, 
 }
 
 int cad_cli_parse_hostport(const char *s, char *host, size_t cap, int *port) {
-  const char *colon;
-  const char *h = s;
-  size_t hl;
-  if (*s == '[') {
-    const char *rb = strchr(s, ']');
-    if (!rb || rb[1] != ':') return -1;
-    h = s + 1;
-    hl = (size_t)(rb - h);
-    colon = rb + 1;
-  } else {
-    colon = strrchr(s, ':');
-    if (!colon || memchr(s, ':', (size_t)(colon - s))) return -1;
-    hl = (size_t)(colon - s);
-  }
-  if (hl == 0 || hl >= cap) return -1;
-  memcpy(host, h, hl);
-  host[hl] = 0;
-  char *end = NULL;
-  long v = strtol(colon + 1, &end, 10);
-  if (!colon[1] || *end || v < 1 || v > 65535) return -1;
-  *port = (int)v;
-  return 0;
+  int family;
+  return cad_hostport_parse(s, false, host, cap, &family, port) ? -1 : 0;
 }
 
 const char *cad_cli_mllp_check(cad_cli_mllp_t *o) {
