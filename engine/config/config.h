@@ -93,6 +93,11 @@ typedef enum { CAD_ON_FAILURE_BLOCK = 0, CAD_ON_FAILURE_DEAD_LETTER } cad_on_fai
 
 /* The longest channel or destination name, in bytes (letters, digits, '_',
  * '-', '.').  Everything that keeps a name (the stats registry) uses it. */
+/* max_connections when the configuration leaves it 0 and the open-files
+ * limit allows it; descriptors counted for the process itself beside the
+ * listeners' reserve (open files at start: logs, journal, tables). */
+#define CAD_CONF_AUTO_CONNECTIONS 4096u
+#define CAD_CONF_FD_OVERHEAD 64u
 #define CAD_CONF_NAME_MAX 64
 
 /* Where a configuration item was written, for error messages at run time. */

@@ -29,12 +29,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "cad_error.h"
 #include "cad_io.h"
 #include "cad_mem.h"
 #include "hl7.h"
+#include "mllp_listener.h"
 
 /* ---- engine ---------------------------------------------------------- */
 
@@ -420,6 +422,31 @@ static void build(loader_t *L) {
     cad__conf_err_pos(L, c->files[0], 0, 0, "no channels: define at least one under 'channels:'");
 }
 
+/* max_connections 0 ("auto"): CAD_CONF_AUTO_CONNECTIONS per listener, or
+ * as many as the hard open-files limit fits beside the explicit ones, the
+ * descriptors the listeners keep for the store and destinations
+ * (CAD_MLLP_FD_RESERVE, CAD_MLLP_FD_SLACK) and CAD_CONF_FD_OVERHEAD for the
+ * process itself; at least 1 (`run` and `check` then say what does not
+ * fit).  So the shipped default works on a host with a low limit. */
+static void fit_connections(cad_config_t *c) {
+  uint64_t fixed = 0, autos = 0;
+  for (size_t i = 0; i < c->nchannels; i++) {
+    const cad_conf_channel_t *ch = &c->channels[i];
+    if (ch->max_connections) fixed += (uint64_t)ch->max_connections * ch->nlisten;
+    else autos += ch->nlisten;
+  }
+  if (!autos) return;
+  uint64_t per = CAD_CONF_AUTO_CONNECTIONS;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_max != RLIM_INFINITY) {
+    uint64_t used = fixed + CAD_MLLP_FD_RESERVE + CAD_MLLP_FD_SLACK + CAD_CONF_FD_OVERHEAD;
+    uint64_t fit = (uint64_t)rl.rlim_max > used ? ((uint64_t)rl.rlim_max - used) / autos : 0;
+    if (fit < per) per = fit ? fit : 1;
+  }
+  for (size_t i = 0; i < c->nchannels; i++)
+    if (!c->channels[i].max_connections) c->channels[i].max_connections = (uint32_t)per;
+}
+
 static int load(const char *path, const char *data, size_t len, unsigned flags, cad_config_t **out,
                 char **errors) {
   loader_t L;
@@ -446,6 +473,7 @@ static int load(const char *path, const char *data, size_t len, unsigned flags, 
     load_file(&L, path, NULL);
   }
   if (!L.nomem && c->nfiles > 0) build(&L); /* after errors too: report them all */
+  if (!L.nerr) fit_connections(c);
 
   int rc = 0;
   if (L.nomem) {

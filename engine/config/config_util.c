@@ -437,7 +437,10 @@ static bool in_range(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *v,
   if ((x == 0 && (k->flags & K_ZERO_OK)) || (x >= k->lo && x <= k->hi)) return true;
   char lo[32], hi[32], q[QBUF];
   cad__conf_err_at(L, v, "%s: must be from %s to %s%s, got %s", k->name, fmt(k->lo, lo, sizeof lo),
-                   fmt(k->hi, hi, sizeof hi), (k->flags & K_ZERO_OK) ? " (or 0 for none)" : "",
+                   fmt(k->hi, hi, sizeof hi),
+                   !(k->flags & K_ZERO_OK)           ? ""
+                   : (k->flags & CAD_CONF_ZERO_AUTO) ? " (or 0 for the default)"
+                                                     : " (or 0 for none)",
                    cad__conf_quote(q, text, strlen(text)));
   return false;
 }

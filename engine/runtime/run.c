@@ -502,7 +502,10 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
       ch->st->frame_errors++;
       c.bytes = (int64_t)ev->count;
       c.error = cad_err_name(ev->err);
-      CAD_LOG(CAD_LOG_WARN, "frame.dropped", &c, "start block inside an unfinished frame");
+      CAD_LOG(CAD_LOG_WARN, "frame.dropped", &c, "%s",
+              ev->reason && !strcmp(ev->reason, "stray_end_block")
+                  ? "end block not followed by a carriage return inside a frame (NAKed)"
+                  : "start block inside an unfinished frame");
       break;
     case CAD_MLLP_EV_SKIPPED:
       c.bytes = (int64_t)ev->count;

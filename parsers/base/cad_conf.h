@@ -58,6 +58,7 @@ enum {
   CAD_CONF_AS_BOOL = 1u << 4,   /* ENUM: a bool, true for any name but the first */
   CAD_CONF_PRESENCE = 1u << 5,  /* SECTION: `off` is a bool set when the key is written */
   CAD_CONF_NESTED = 1u << 6,    /* SECTION: its keys are relative to the struct at `off` */
+  CAD_CONF_ZERO_AUTO = 1u << 7, /* with ZERO_OK: 0 means "chosen at load", not "off" */
 };
 
 typedef struct cad_conf_enum {

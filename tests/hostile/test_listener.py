@@ -96,10 +96,10 @@ def low_fd_limit():
 
 
 def test_fd_limit_too_low_for_max_connections_refused_at_start(binary, tmp):
-    """4,096 connections cannot fit 256 descriptors: a clear error at start
-    instead of ACKed messages dead-lettered later."""
+    """An explicit 4,096 connections cannot fit 256 descriptors: a clear
+    error at start instead of ACKed messages dead-lettered later."""
     port = free_port()
-    eng = Engine(binary, tmp, channel(port), files_dest(tmp))
+    eng = Engine(binary, tmp, channel(port, "    max_connections: 4096\n"), files_dest(tmp))
     eng.start([], preexec_fn=low_fd_limit)
     try:
         rc = eng.proc.wait(10)
@@ -120,6 +120,29 @@ def test_fd_limit_too_low_for_max_connections_refused_at_start(binary, tmp):
     r = subprocess.run([binary, "check", "-q", eng.conf], capture_output=True, text=True,
                        timeout=10, preexec_fn=low_fd_limit)
     assert r.returncode == 0, (r.returncode, r.stderr)
+
+
+def test_default_max_connections_fits_the_fd_limit(binary, tmp):
+    """Left unset, max_connections is what the limit fits (at most 4,096):
+    the shipped default starts on a host with 256 descriptors, and `check`
+    shows the number it took."""
+    import subprocess
+    port = free_port()
+    eng = Engine(binary, tmp, channel(port), files_dest(tmp))
+    r = subprocess.run([binary, "check", eng.conf], capture_output=True, text=True, timeout=10,
+                       preexec_fn=low_fd_limit)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    m = re.search(r"max_connections (\d+)", r.stdout)
+    assert m and 0 < int(m.group(1)) < FD_LIMIT - 64, r.stdout
+    r = subprocess.run([binary, "check", eng.conf], capture_output=True, text=True, timeout=10)
+    assert "max_connections 4096" in r.stdout, r.stdout  # the usual limit fits the default
+    eng.start([port], preexec_fn=low_fd_limit)
+    try:
+        with connect(port) as s:
+            reply = send_recv(s, adt("F1"))
+            assert b"MSA|AA|F1" in reply, reply
+    finally:
+        assert eng.stop() == 0, eng.log()[-2000:]
 
 
 def test_fd_reserve_keeps_acked_messages_deliverable(binary, tmp):
@@ -421,6 +444,7 @@ def test_receiver_ack_without_cr_is_taken_at_once(binary, tmp):
 
 
 TESTS = [test_fd_limit_too_low_for_max_connections_refused_at_start,
+         test_default_max_connections_fits_the_fd_limit,
          test_fd_reserve_keeps_acked_messages_deliverable,
          test_garbage_outside_frames_is_not_activity,
          test_frame_must_finish_within_frame_timeout_from_its_start,

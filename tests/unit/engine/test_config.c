@@ -484,9 +484,10 @@ TEST(error_wrong_types) {
       "t.yaml:6:5: idle_timeout: expected a duration like 30s, 250ms or 5m, got nothing\n");
   CHECK_ERRORS(DESTS
                "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_message_size: 2GB\n"
-               "    max_connections: 0\n    to: out\n",
+               "    max_connections: 1000001\n    to: out\n",
                "t.yaml:6:23: max_message_size: must be from 1KiB to 1GiB, got 2GB\n"
-               "t.yaml:7:22: max_connections: must be from 1 to 1000000, got 0\n");
+               "t.yaml:7:22: max_connections: must be from 1 to 1000000 (or 0 for the default), got "
+               "1000001\n");
   CHECK_ERRORS("engine:\n  stats_interval: 10ms\n" DESTS LAB,
                "t.yaml:2:19: stats_interval: must be from 1s to 7d (or 0 for none), got 10ms\n");
   CHECK_ERRORS(DESTS
