@@ -18,6 +18,7 @@
 
 #include "cad_error.h"
 #include "cad_io.h"
+#include "cad_json.h"
 #include "cli.h"
 #include "hl7.h"
 #include "journal.h"
@@ -271,10 +272,25 @@ static int find_msg(qctx_t *c, cad_journal_t *j, const char *dir, int id, uint64
 typedef struct {
   const char *state; /* queued, delivered, dead, purged */
   uint64_t time_ms;  /* when it was recorded, 0 = unknown */
+  char ack[128];     /* delivered: the receiver's answer, when its DONE names it */
 } fate_t;
 
+/* Escaped receiver text into fate_t.ack, whole escapes only, cut at the end. */
+static int into_ack(void *ud, const char *p, size_t n) {
+  char *out = ud;
+  size_t have = strlen(out), cap = sizeof((fate_t *)0)->ack;
+  if (have + n >= cap) {
+    if (p[0] == '\\') return -1;
+    n = cap - 1 - have;
+    while (n > 0 && ((unsigned char)p[n] & 0xC0) == 0x80) n--; /* never split a character */
+  }
+  memcpy(out + have, p, n);
+  out[have + n] = 0;
+  return have + n + 1 >= cap ? -1 : 0;
+}
+
 static fate_t find_fate(qctx_t *c, int id, uint64_t seq) {
-  fate_t f = {"queued", 0};
+  fate_t f = {"queued", 0, ""};
   if (seq > c->j.dests[id].done_seq) return f;
   f.state = "finished"; /* no record of how: retention removed it */
   cad_jreader_t r;
@@ -290,7 +306,7 @@ static fate_t find_fate(qctx_t *c, int id, uint64_t seq) {
       uint64_t d0 = 0;
       for (int i = 7; i >= 0; i--) d0 = (d0 << 8) | p[i];
       if (d0 >= seq && done < seq) {
-        f = (fate_t){"finished before the oldest journal segment", 0};
+        f = (fate_t){"finished before the oldest journal segment", 0, ""};
         break;
       }
       if (d0 > done) done = d0;
@@ -298,11 +314,13 @@ static fate_t find_fate(qctx_t *c, int id, uint64_t seq) {
     if (rec.type != CAD_JREC_DONE && rec.type != CAD_JREC_DEAD && rec.type != CAD_JREC_PURGE)
       continue;
     if (rec.type == CAD_JREC_DEAD && rec.seq == seq) {
-      f = (fate_t){"dead", rec.time_ms};
+      f = (fate_t){"dead", rec.time_ms, ""};
       break;
     }
     if (rec.seq >= seq && done < seq) {
-      f = (fate_t){rec.type == CAD_JREC_PURGE ? "purged" : "delivered", rec.time_ms};
+      f = (fate_t){rec.type == CAD_JREC_PURGE ? "purged" : "delivered", rec.time_ms, ""};
+      if (rec.type == CAD_JREC_DONE && rec.seq == seq)
+        cad_text_escape(CAD_ESC_KV, rec.payload.data, rec.payload.len, into_ack, f.ack);
       break;
     }
     if (rec.seq > done) done = rec.seq;
@@ -319,9 +337,10 @@ static void show_fate(qctx_t *c, int id, uint64_t seq) {
   fprintf(stderr, "state: %s\n", f.state);
   if (!strcmp(f.state, "delivered")) {
     fprintf(stderr, "delivered: %s\n", when);
-    /* The journal records that a batch was delivered, not the receiver's
-     * answer to each message. */
-    fprintf(stderr, "ack: not recorded (the journal keeps no ACK per message)\n");
+    /* A DONE names the last message of a batch and keeps its answer; the
+     * others of a batch (file destinations: up to 64) have none. */
+    if (f.ack[0]) fprintf(stderr, "ack: %s\n", f.ack);
+    else fprintf(stderr, "ack: none recorded (a file destination, or not the last of its batch)\n");
   } else if (!strcmp(f.state, "dead")) {
     fprintf(stderr, "dead-lettered: %s (queue show %s %llu --dead has the reason)\n", when,
             c->j.dests[id].name, (unsigned long long)seq);

@@ -59,6 +59,8 @@ struct cad_delivery {
   bool fail_permanent; /* its failure was CAD_DELIVER_FAIL */
   uint32_t attempts;   /* of the record at fail_idx (or being sent alone) */
   char last_err[256];
+  char last_ok[128];    /* the answer (ACK code) for the record at last_ok_seq */
+  uint64_t last_ok_seq; /* 0 = none */
   /* progress */
   uint64_t delivered_seq; /* every message up to here is finished (in memory) */
   uint64_t marked_seq;    /* DONE asked for up to here */
@@ -174,7 +176,9 @@ static void request_mark(cad_delivery_t *w, uint64_t seq) {
   }
   w->mark_busy = true;
   w->marked_seq = seq;
-  int rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DONE, seq, NULL, NULL, 0, on_marked, w);
+  /* The DONE keeps the answer to the message it names (`queue show`). */
+  const char *ack = seq == w->last_ok_seq && w->last_ok[0] ? w->last_ok : NULL;
+  int rc = cad_queue_mark(w->q, w->dest, CAD_JREC_DONE, seq, ack, NULL, 0, on_marked, w);
   if (rc) {
     w->mark_busy = false;
     w->marked_seq = 0;
@@ -296,6 +300,13 @@ static void handle_failure(cad_delivery_t *w, bool permanent) {
   schedule_retry(w);
 }
 
+/* What the destination answered for a delivered record (an MLLP ACK code),
+ * kept for the DONE record that names it. */
+static void note_answer(cad_delivery_t *w, uint64_t seq, const char *detail) {
+  w->last_ok_seq = seq;
+  snprintf(w->last_ok, sizeof w->last_ok, "%s", detail ? detail : "");
+}
+
 static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *detail) {
   cad_delivery_t *w = ctx;
   size_t idx = w->completed++;
@@ -306,6 +317,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
       /* Handed over before the failed one (completions come in order). */
       if (outcome == CAD_DELIVER_OK) {
         w->ctr->delivered++;
+        note_answer(w, rec->seq, detail);
         w->delivered_seq = rec->seq;
         resolve_waiters(w, rec->seq, 0);
       } else {
@@ -321,6 +333,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
   }
   if (outcome == CAD_DELIVER_OK) {
     w->ctr->delivered++;
+    note_answer(w, rec->seq, detail);
     if (w->ctr->blocked) {
       cad_log_ctx_t c;
       cad_log_num_t nums[2];

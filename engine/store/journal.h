@@ -32,7 +32,9 @@
  *                below 2^62 (a record claiming more is treated as corrupt)
  *   24     8     time, milliseconds since the epoch
  *   32     len   payload: MSG the message bytes; DEAD the reason (text);
- *                DEST the destination name
+ *                DEST the destination name; DONE the receiver's answer to
+ *                the message it names (an ACK code, text, may be empty:
+ *                readers of format v2 before it ignored DONE payloads)
  *
  * All integers little-endian.  Framing cannot be forged by what senders
  * send: a message body may hold bytes shaped like a record, but the sender

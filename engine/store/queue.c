@@ -434,7 +434,10 @@ int cad_queue_mark(cad_queue_t *q, uint16_t dest, uint8_t type, uint64_t seq, co
     return CAD_E_NOMEM;
   }
   if (rl) memcpy(r->mem, reason, rl);
-  r->recs[0] = (cad_jrec_t){type, dest, seq, r->mem, type == CAD_JREC_DEAD ? rl : 0};
+  /* DEAD: the reason; DONE: what the destination answered for `seq` (the
+   * receiver's ACK), "" when nothing is known. */
+  r->recs[0] = (cad_jrec_t){type, dest, seq, r->mem,
+                            type == CAD_JREC_DEAD || type == CAD_JREC_DONE ? rl : 0};
   if (type == CAD_JREC_DEAD) {
     /* Dead-letter record: [u16 reason length][reason][u64 original seq][message]. */
     r->dlq_len = 2 + rl + 8 + len;
