@@ -18,6 +18,7 @@
 #include "cad_io.h"
 #include "cad_mem.h"
 #include "hl7.h"
+#include "net_addr.h"
 #include "tls_conf.h"
 
 /* ---- channels -------------------------------------------------------- */
@@ -37,51 +38,6 @@ static const conf_key_t ack_keys[] = {
 };
 static const conf_section_t ack_section = {"ack", ack_keys, sizeof ack_keys / sizeof ack_keys[0],
                                            NULL};
-
-/* Parse "host:port" or "[v6]:port" into a numeric host (canonical text) and
- * a port. Returns NULL or the reason it is wrong. */
-static const char *parse_listen(const char *s, char *host, size_t hcap, int *family, int *port) {
-  const char *colon, *h = s;
-  size_t hl;
-  if (*s == '[') {
-    const char *rb = strchr(s, ']');
-    if (!rb) return "an IPv6 address needs a closing ']', like [::1]:2575";
-    h = s + 1;
-    hl = (size_t)(rb - h);
-    if (rb[1] != ':') return "expected ':' and a port after ']', like [::1]:2575";
-    colon = rb + 1;
-    *family = AF_INET6;
-  } else {
-    colon = strrchr(s, ':');
-    if (!colon) return "expected host:port, like 127.0.0.1:2575";
-    if (memchr(s, ':', (size_t)(colon - s)))
-      return "an IPv6 address needs brackets, like [::1]:2575";
-    hl = (size_t)(colon - s);
-    *family = AF_INET;
-  }
-  char tmp[64];
-  if (hl == 0) return "the host is missing: write 0.0.0.0 for every IPv4 interface";
-  if (hl >= sizeof tmp) return "the host is too long";
-  memcpy(tmp, h, hl);
-  tmp[hl] = 0;
-  unsigned char bin[16];
-  if (inet_pton(*family, tmp, bin) != 1)
-    return *family == AF_INET6
-               ? "not a valid IPv6 address"
-               : "the host must be a numeric IP address like 127.0.0.1 (names are not resolved)";
-  if (!inet_ntop(*family, bin, host, (socklen_t)hcap)) return "not a valid address";
-  const char *p = colon + 1;
-  long v = 0;
-  if (!*p) return "the port is missing, like 127.0.0.1:2575";
-  for (; *p; p++) {
-    if (*p < '0' || *p > '9') return "the port must be a number from 1 to 65535";
-    v = v * 10 + (*p - '0');
-    if (v > 65535) return "the port must be a number from 1 to 65535";
-  }
-  if (v < 1) return "the port must be a number from 1 to 65535";
-  *port = (int)v;
-  return NULL;
-}
 
 static void set_listen(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *v, void *obj) {
@@ -113,9 +69,9 @@ static void set_listen(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *
   for (size_t i = 0; i < n; i++) {
     char *s = cad__conf_scalar(L, k, NULL, items[i], "an address like 127.0.0.1:2575");
     if (!s) continue;
-    char host[INET6_ADDRSTRLEN], q[QBUF];
+    char host[64], q[QBUF]; /* 64: a longer host is "too long", a shorter bad one says why */
     int family, port;
-    const char *why = parse_listen(s, host, sizeof host, &family, &port);
+    const char *why = cad_hostport_parse(s, true, host, sizeof host, &family, &port);
     if (why) {
       cad__conf_err_at(L, items[i], "%s: '%s': %s", k->name, cad__conf_quote(q, s, strlen(s)), why);
     } else if (!(ls[m].host = strdup(host))) {
@@ -198,39 +154,6 @@ static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_
 
 /* ---- channel TLS and address allow-lists ------------------------------- */
 
-/* "10.0.0.0/8", "127.0.0.1" (one address), "fd00::/8".  NULL or why not. */
-static const char *parse_cidr(const char *s, cad_cidr_t *out) {
-  char host[64];
-  const char *slash = strchr(s, '/');
-  size_t hl = slash ? (size_t)(slash - s) : strlen(s);
-  if (hl == 0 || hl >= sizeof host) return "expected an address or a range like 10.0.0.0/8";
-  memcpy(host, s, hl);
-  host[hl] = 0;
-  memset(out, 0, sizeof *out);
-  int max = 32;
-  if (inet_pton(AF_INET, host, out->addr) == 1) {
-    out->family = AF_INET;
-  } else if (inet_pton(AF_INET6, host, out->addr) == 1) {
-    out->family = AF_INET6;
-    max = 128;
-  } else {
-    return "not a numeric IP address (names are not allowed here)";
-  }
-  out->prefix = max;
-  if (slash) {
-    const char *p = slash + 1;
-    int v = 0;
-    if (!*p) return "the prefix length is missing after '/'";
-    for (; *p; p++) {
-      if (*p < '0' || *p > '9' || (v = v * 10 + (*p - '0')) > max)
-        return max == 32 ? "the prefix length must be from 0 to 32"
-                         : "the prefix length must be from 0 to 128";
-    }
-    out->prefix = v;
-  }
-  return NULL;
-}
-
 static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                       const cad_yaml_node_t *v, void *obj) {
   cad_conf_channel_t *ch = obj;
@@ -257,7 +180,7 @@ static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
   for (size_t i = 0; i < n; i++) {
     char *s = cad__conf_scalar(L, k, NULL, items[i], "an address range like 10.0.0.0/8");
     if (!s) continue;
-    const char *why = parse_cidr(s, &list[m]);
+    const char *why = cad_cidr_parse_why(s, &list[m]);
     if (why)
       cad__conf_err_at(L, items[i], "%s: '%s': %s", k->name, cad__conf_quote(q, s, strlen(s)), why);
     else m++;

@@ -482,12 +482,13 @@ TEST(error_wrong_types) {
       "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    idle_timeout:\n"
       "    to: out\n",
       "t.yaml:6:5: idle_timeout: expected a duration like 30s, 250ms or 5m, got nothing\n");
-  CHECK_ERRORS(DESTS
-               "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_message_size: 2GB\n"
-               "    max_connections: 1000001\n    to: out\n",
-               "t.yaml:6:23: max_message_size: must be from 1KiB to 1GiB, got 2GB\n"
-               "t.yaml:7:22: max_connections: must be from 1 to 1000000 (or 0 for the default), got "
-               "1000001\n");
+  CHECK_ERRORS(
+      DESTS
+      "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    max_message_size: 2GB\n"
+      "    max_connections: 1000001\n    to: out\n",
+      "t.yaml:6:23: max_message_size: must be from 1KiB to 1GiB, got 2GB\n"
+      "t.yaml:7:22: max_connections: must be from 1 to 1000000 (or 0 for the default), got "
+      "1000001\n");
   CHECK_ERRORS("engine:\n  stats_interval: 10ms\n" DESTS LAB,
                "t.yaml:2:19: stats_interval: must be from 1s to 7d (or 0 for none), got 10ms\n");
   CHECK_ERRORS(DESTS
@@ -554,6 +555,24 @@ TEST(error_listen) {
   CHECK_ERRORS(
       DESTS "channels:\n  lab:\n    listen: '[::1:2575'\n    to: out\n",
       "t.yaml:5:13: listen: '[::1:2575': an IPv6 address needs a closing ']', like [::1]:2575\n");
+  /* Hosts longer than any address but under 64 bytes say why they are not
+   * one; from 64 bytes on they are too long (the texts config always gave). */
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: '[1111:2222:3333:4444:5555:6666:7777:8888:"
+               "9999:aaaa]:1'\n    to: out\n",
+               "t.yaml:5:13: listen: '[1111:2222:3333:4444:5555:6666:7777:8888...': not a valid "
+               "IPv6 address\n");
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: "
+               "'a123456789b123456789c123456789d123456789e123456789:1'\n    to: out\n",
+               "t.yaml:5:13: listen: 'a123456789b123456789c123456789d123456789...': the host "
+               "must be a numeric IP address like 127.0.0.1 (names are not resolved)\n");
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen: "
+               "'a123456789b123456789c123456789d123456789e123456789f123456789g123:1'\n"
+               "    to: out\n",
+               "t.yaml:5:13: listen: 'a123456789b123456789c123456789d123456789...': the host is "
+               "too long\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: []\n    to: out\n",
                "t.yaml:5:13: listen: needs at least one address, like 127.0.0.1:2575\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: {host: x}\n    to: out\n",
