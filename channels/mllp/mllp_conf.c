@@ -1,4 +1,4 @@
-/* mllp_conf.c - the key table of an MLLP destination (mllp_conf.h). */
+/* mllp_conf.c - the key tables of MLLP destinations and listeners (mllp_conf.h). */
 #include "mllp_conf.h"
 
 #include <stddef.h>
@@ -6,6 +6,7 @@
 #define MS_SECOND UINT64_C(1000)
 #define MS_HOUR (UINT64_C(3600) * MS_SECOND)
 #define MS_DAY (UINT64_C(86400) * MS_SECOND)
+#define MAX_FRAME_HI ((uint64_t)1 << 30)
 
 static const cad_conf_section_t tls_client_conf;
 
@@ -66,3 +67,20 @@ static const cad_conf_key_t mllp_keys[] = {
 
 const cad_conf_section_t cad_mllp_dest_conf = {"destination", mllp_keys, CAD_CONF_NKEYS(mllp_keys),
                                                NULL};
+
+#define LISTEN_KEY(f) offsetof(cad_mllp_listener_opts_t, f)
+
+static const cad_conf_key_t listen_keys[] = {
+    {"max_message_size", CAD_CONF_SIZE, LISTEN_KEY(max_frame), 0, "4MiB", 1024, MAX_FRAME_HI, NULL,
+     "the largest message accepted"},
+    {"idle_timeout", CAD_CONF_DURATION, LISTEN_KEY(idle_timeout_ms), CAD_CONF_ZERO_OK, "300s",
+     MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
+    {"frame_timeout", CAD_CONF_DURATION, LISTEN_KEY(frame_timeout_ms), 0, "30s", 100, MS_DAY, NULL,
+     "close a connection that stalls mid-message this long"},
+    {"max_connections", CAD_CONF_U32, LISTEN_KEY(max_connections),
+     CAD_CONF_ZERO_OK | CAD_CONF_ZERO_AUTO, "0", 1, 1000000, NULL,
+     "connections accepted at once (0, the default: 4096, or what the open-files limit fits)"},
+};
+
+const cad_conf_section_t cad_mllp_listen_conf = {"channel", listen_keys,
+                                                 CAD_CONF_NKEYS(listen_keys), NULL};

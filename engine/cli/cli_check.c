@@ -23,11 +23,12 @@ static void usage(FILE *out) {
           "Exit status: 0 valid, 1 invalid or unreadable, 2 usage error.\n");
 }
 
-static const char *ack_name(cad_ack_mode_t m) {
+static const char *ack_name(cad_ack_style_t m) {
   switch (m) {
-    case CAD_ACK_AUTO: return "auto (original or enhanced, as each message's MSH-15/MSH-16 ask)";
-    case CAD_ACK_ORIGINAL: return "original (MSA-1 AA / AE / AR)";
-    case CAD_ACK_ENHANCED: return "enhanced (MSA-1 CA / CE / CR)";
+    case CAD_ACK_STYLE_AUTO:
+      return "auto (original or enhanced, as each message's MSH-15/MSH-16 ask)";
+    case CAD_ACK_STYLE_ORIGINAL: return "original (MSA-1 AA / AE / AR)";
+    case CAD_ACK_STYLE_ENHANCED: return "enhanced (MSA-1 CA / CE / CR)";
   }
   return "?";
 }
@@ -79,15 +80,19 @@ static void print_summary(const cad_config_t *c) {
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
                                            "delivered (after the destinations)"};
-    printf("  ack         %s; policy %s\n", ack_name(ch->ack_mode), policies[ch->ack_policy]);
-    if (ch->nallow)
-      printf("  allow       %zu client address range(s); others are refused\n", ch->nallow);
+    printf("  ack         %s; policy %s\n", ack_name(ch->listener.ack_style),
+           policies[ch->ack_policy]);
+    if (ch->listener.nallow)
+      printf("  allow       %zu client address range(s); others are refused\n",
+             ch->listener.nallow);
     printf("  limits      max_message_size %s, max_connections %u\n",
-           cad_config_format_size(ch->max_message_size, a, sizeof a), ch->max_connections);
-    printf(
-        "  timeouts    idle %s, mid-frame %s\n",
-        ch->idle_timeout_ms ? cad_config_format_duration(ch->idle_timeout_ms, a, sizeof a) : "none",
-        cad_config_format_duration(ch->frame_timeout_ms, b, sizeof b));
+           cad_config_format_size(ch->listener.max_frame, a, sizeof a),
+           ch->listener.max_connections);
+    printf("  timeouts    idle %s, mid-frame %s\n",
+           ch->listener.idle_timeout_ms
+               ? cad_config_format_duration(ch->listener.idle_timeout_ms, a, sizeof a)
+               : "none",
+           cad_config_format_duration(ch->listener.frame_timeout_ms, b, sizeof b));
     size_t nr = cad_routes_count(ch->routes);
     if (ch->nto) {
       printf("  to          ");
@@ -175,10 +180,8 @@ int cad_cli_check(int argc, char **argv) {
     return 1;
   }
   /* As `run` would: every connection needs a descriptor (mllp_listener.h). */
-  uint64_t conns = 0, limit, need;
-  for (size_t i = 0; i < c->nchannels; i++)
-    conns += (uint64_t)c->channels[i].max_connections * c->channels[i].nlisten;
-  if (cad_mllp_raise_fd_limit(conns, &limit, &need) != 0) {
+  uint64_t limit, need;
+  if (cad_mllp_raise_fd_limit(cad_config_connections(c), &limit, &need) != 0) {
     fprintf(stderr,
             "%s: max_connections of all listeners need %llu open files with the descriptors "
             "kept for the store and destinations, but the hard limit here is %llu: lower "

@@ -67,14 +67,13 @@
 #include <stdint.h>
 
 #include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
-#include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t */
+#include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t, listener options */
 #include "routes.h"
 #include "tls_conf.h"  /* channels/net: cad_tls_server_conf_t */
 #include "transport.h" /* channels/net: TLS options, cad_cidr_t */
 
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
 typedef enum { CAD_LOG_KV = 0, CAD_LOG_JSON } cad_log_format_t;
-typedef enum { CAD_ACK_AUTO = 0, CAD_ACK_ORIGINAL, CAD_ACK_ENHANCED } cad_ack_mode_t;
 typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
 
 /* The options of a channel kind are the channel's own types (channels/):
@@ -137,16 +136,17 @@ typedef struct cad_conf_channel {
   char *name;
   cad_conf_listen_t *listen;
   size_t nlisten;
-  cad_ack_mode_t ack_mode;
+  /* The listeners' own options (channels/mllp/mllp_conf.h), as each listen
+   * address gets them (the runtime sets host, port and tls):
+   * listener.max_frame (`max_message_size`, default 4 MiB),
+   * idle_timeout_ms (default 300000; 0 = none), frame_timeout_ms (default
+   * 30000), max_connections (`0` in the file is resolved at load: never 0
+   * here), ack_style (`ack.mode`, default CAD_ACK_STYLE_AUTO), allow /
+   * nallow (`allow:` client ranges, owned; NULL = everyone). */
+  cad_mllp_listener_opts_t listener;
   cad_ack_policy_t ack_policy; /* ack.policy, default persisted */
-  size_t max_message_size;     /* bytes, default 4 MiB */
-  uint64_t idle_timeout_ms;    /* default 300000; 0 = none */
-  uint64_t frame_timeout_ms;   /* default 30000 */
-  uint32_t max_connections;    /* default 4096 */
   cad_conf_tls_server_t tls;   /* `tls:`; tls.enabled false = plain TCP */
-  cad_cidr_t *allow;           /* `allow:` client ranges; NULL = everyone */
-  size_t nallow;
-  size_t *to; /* indexes into cad_config_t.dests */
+  size_t *to;                  /* indexes into cad_config_t.dests */
   size_t nto;
   cad_routes_t *routes; /* compiled routes (from `routes:` or `to:`), owned */
   /* `tests:` (route test cases, run by `caduceus test`), a sequence, or NULL.
@@ -199,9 +199,9 @@ void cad_config_free(cad_config_t *c);
  *    with dir, file.name_tmpl is set (default "${MSH-10}.hl7"), with
  *    append_path it is NULL; every ${...} in name_tmpl is an HL7 path that cad_hl7_path_parse()
  *    accepts, and outside them there is no '/', '\', '..' or control byte;
- *  - ranges: max_message_size 1KiB..1GiB; idle_timeout 0 or 1s..7d;
- *    frame_timeout 100ms..1d; max_connections 1..1000000; stats_interval 0
- *    or 1s..7d;
+ *  - ranges (listener.*): max_frame 1KiB..1GiB; idle_timeout_ms 0 or
+ *    1s..7d; frame_timeout_ms 100ms..1d; max_connections 1..1000000;
+ *    stats_interval 0 or 1s..7d;
  *  - ${ENV_VAR} references are already replaced; $${ became ${.
  * cad_config_parse_duration / _size return 0, or CAD_E_INVAL (*out unchanged). */
 
@@ -226,6 +226,11 @@ struct uv_loop_s;
 typedef void (*cad_config_loaded_cb)(void *ctx, int rc, cad_config_t *cfg, char *errors);
 int cad_config_load_async(struct uv_loop_s *loop, const char *path, uint64_t timeout_ms,
                           cad_config_loaded_cb cb, void *ctx);
+
+/* The connections every listener may hold together: each channel's
+ * max_connections times its listen addresses (what the open-files limit
+ * must fit, mllp_listener.h cad_mllp_raise_fd_limit). */
+uint64_t cad_config_connections(const cad_config_t *c);
 
 /* Parse "30s", "250ms", "5m", "1h", or a bare number of seconds. */
 int cad_config_parse_duration(const char *s, uint64_t *ms);

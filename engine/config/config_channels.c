@@ -1,6 +1,7 @@
 /* config_channels.c - channels: listen addresses, `to:`, ack, TLS server
  * settings, allow-lists, the listen-address clash check, and the files named
- * by route tests.
+ * by route tests.  The listeners' own keys are channels/mllp's
+ * (cad_mllp_listen_conf), applied beside these to the same mapping.
  */
 #include "config_int.h"
 
@@ -18,21 +19,23 @@
 #include "cad_io.h"
 #include "cad_mem.h"
 #include "hl7.h"
+#include "mllp_conf.h"
 #include "net_addr.h"
 #include "tls_conf.h"
 
 /* ---- channels -------------------------------------------------------- */
 
 static const char *const ack_modes[] = {"auto", "original", "enhanced", NULL};
-static const enum_arg_t ack_mode_arg = {ack_modes, CAD_ACK_AUTO, "auto, original or enhanced"};
+static const enum_arg_t ack_mode_arg = {ack_modes, CAD_ACK_STYLE_AUTO,
+                                        "auto, original or enhanced"};
 
 static const char *const ack_policies[] = {"persisted", "received", "delivered", NULL};
 static const enum_arg_t ack_policy_arg = {ack_policies, CAD_ACK_PERSISTED,
                                           "persisted, received or delivered"};
 
 static const conf_key_t ack_keys[] = {
-    {"mode", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, ack_mode), 0, "auto", 0, 0, &ack_mode_arg,
-     "auto, original or enhanced"},
+    {"mode", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, listener.ack_style), 0, "auto", 0, 0,
+     &ack_mode_arg, "auto, original or enhanced"},
     {"policy", CAD_CONF_ENUM, offsetof(cad_conf_channel_t, ack_policy), 0, "persisted", 0, 0,
      &ack_policy_arg, "persisted, received or delivered"},
 };
@@ -186,9 +189,9 @@ static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *k
     else m++;
     free(s);
   }
-  free(ch->allow);
-  ch->allow = list;
-  ch->nallow = m;
+  free((void *)(uintptr_t)ch->listener.allow);
+  ch->listener.allow = list;
+  ch->listener.nallow = m;
 }
 
 /* Keys read by routes/ (cad_routes_compile checks them, with positions). */
@@ -197,28 +200,29 @@ static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_
   (void)L, (void)k, (void)key, (void)v, (void)obj;
 }
 
+static const conf_section_t channel_tail;
+
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *map, void *obj, const bool *seen) {
   (void)obj;
   (void)map;
-  if (!cad_conf_seen(&cad__conf_channel_section, seen, "to") &&
-      !cad_conf_seen(&cad__conf_channel_section, seen, "routes"))
+  if (!cad_conf_seen(&channel_tail, seen, "to") && !cad_conf_seen(&channel_tail, seen, "routes"))
     cad_conf_errf(r, key, "missing 'to' or 'routes' %s (where accepted messages go)", r->where);
 }
 
-static const conf_key_t channel_keys[] = {
+/* A channel's keys are the engine's (listen, ack, to, routes, ...) and its
+ * listeners' (channels/mllp/mllp_conf.h); the engine's come in two tables
+ * around the listeners' so that "expected one of" lists them in the order
+ * the documentation does. */
+static const conf_key_t channel_head_keys[] = {
     CUSTOM_KEY("listen", set_listen, K_REQUIRED,
                "the addresses to accept MLLP connections on, like 127.0.0.1:2575"),
     {"ack", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
-    {"max_message_size", CAD_CONF_SIZE, offsetof(cad_conf_channel_t, max_message_size), 0, "4MiB",
-     1024, (uint64_t)1 << 30, NULL, "the largest message accepted"},
-    {"idle_timeout", CAD_CONF_DURATION, offsetof(cad_conf_channel_t, idle_timeout_ms), K_ZERO_OK,
-     "300s", MS_SECOND, 7 * MS_DAY, NULL, "close a connection idle this long"},
-    {"frame_timeout", CAD_CONF_DURATION, offsetof(cad_conf_channel_t, frame_timeout_ms), 0, "30s",
-     100, MS_DAY, NULL, "close a connection that stalls mid-message this long"},
-    {"max_connections", CAD_CONF_U32, offsetof(cad_conf_channel_t, max_connections),
-     K_ZERO_OK | CAD_CONF_ZERO_AUTO, "0", 1, 1000000, NULL,
-     "connections accepted at once (0, the default: 4096, or what the open-files limit fits)"},
+};
+static const conf_section_t channel_head = {"channel", channel_head_keys,
+                                            CAD_CONF_NKEYS(channel_head_keys), NULL};
+
+static const conf_key_t channel_tail_keys[] = {
     CUSTOM_KEY("to", set_dest_refs, 0, "the destinations every accepted message goes to"),
     {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls),
      CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_tls_server_conf, "MLLP over TLS"},
@@ -228,8 +232,15 @@ static const conf_key_t channel_keys[] = {
     CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),
     CUSTOM_KEY("tests", set_by_routes, 0, "route test cases (caduceus test)"),
 };
-const conf_section_t cad__conf_channel_section = {
-    "channel", channel_keys, sizeof channel_keys / sizeof channel_keys[0], check_channel};
+static const conf_section_t channel_tail = {"channel", channel_tail_keys,
+                                            CAD_CONF_NKEYS(channel_tail_keys), check_channel};
+
+void cad__conf_apply_channel(loader_t *L, cad_conf_channel_t *ch, const named_t *e,
+                             const char *where) {
+  conf_part_t parts[] = {
+      {&channel_head, ch}, {&cad_mllp_listen_conf, &ch->listener}, {&channel_tail, ch}};
+  cad__conf_apply_parts(L, parts, CAD_CONF_NKEYS(parts), e->key, e->val, where);
+}
 
 /* Two channels (or one, twice) listening on the same address, or on one
  * address and the wildcard of its family with the same port. */

@@ -10,7 +10,8 @@
  *   config_load.c      files, include:, the top level, engine:, build, free
  *   config_util.c      errors, ${ENV}, the setters by type, apply_parts
  *   config_dests.c     the destination kinds (one line each), delivery keys
- *   config_channels.c  channel keys, allow, listen clashes, route tests
+ *   config_channels.c  channel keys (beside the listeners' from channels/mllp),
+ *                      allow, listen clashes, route tests
  *   config_async.c     loading on the thread pool (reload)
  */
 #ifndef CAD_CONFIG_INT_H
@@ -42,7 +43,7 @@
 /* Enums are stored through an int: that needs them to be int-sized. */
 _Static_assert(sizeof(cad_log_level_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(cad_log_format_t) == sizeof(int), "enum size");
-_Static_assert(sizeof(cad_ack_mode_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(cad_ack_style_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(cad_dest_type_t) == sizeof(int), "enum size");
 #define MS_HOUR (UINT64_C(3600) * MS_SECOND)
 #define MAX_LIST 256 /* allowed_clients, allow */
@@ -144,9 +145,9 @@ const cad_yaml_node_t *const *cad__conf_as_list(const cad_yaml_node_t *v, size_t
 /* config_dests.c: check one destination with its kind's table. */
 void cad__conf_apply_dest(loader_t *L, cad_conf_dest_t *d, const named_t *e);
 /* config_channels.c */
+void cad__conf_apply_channel(loader_t *L, cad_conf_channel_t *ch, const named_t *e,
+                             const char *where);
 void cad__conf_check_listen_conflicts(loader_t *L);
 const cad_yaml_node_t *cad__conf_check_tests(loader_t *L, const cad_yaml_node_t *tests);
-
-extern const conf_section_t cad__conf_channel_section; /* config_channels.c */
 
 #endif

@@ -393,8 +393,7 @@ static void build(loader_t *L) {
     char where[160];
     snprintf(where, sizeof where, "in channel '%s'", ch->name);
     int before = L->nerr + L->dropped;
-    cad__conf_apply_section(L, &cad__conf_channel_section, L->chans[i].key, L->chans[i].val, ch,
-                            where);
+    cad__conf_apply_channel(L, ch, &L->chans[i], where);
     if (cad_yaml_is_null(L->chans[i].val)) /* "lab:" alone: the section check did not run */
       cad__conf_err_at(L, L->chans[i].key,
                        "missing 'to' or 'routes' %s (where accepted messages go)", where);
@@ -429,12 +428,9 @@ static void build(loader_t *L) {
  * process itself; at least 1 (`run` and `check` then say what does not
  * fit).  So the shipped default works on a host with a low limit. */
 static void fit_connections(cad_config_t *c) {
-  uint64_t fixed = 0, autos = 0;
-  for (size_t i = 0; i < c->nchannels; i++) {
-    const cad_conf_channel_t *ch = &c->channels[i];
-    if (ch->max_connections) fixed += (uint64_t)ch->max_connections * ch->nlisten;
-    else autos += ch->nlisten;
-  }
+  uint64_t fixed = cad_config_connections(c), autos = 0;
+  for (size_t i = 0; i < c->nchannels; i++)
+    if (!c->channels[i].listener.max_connections) autos += c->channels[i].nlisten;
   if (!autos) return;
   uint64_t per = CAD_CONF_AUTO_CONNECTIONS;
   struct rlimit rl;
@@ -444,7 +440,15 @@ static void fit_connections(cad_config_t *c) {
     if (fit < per) per = fit ? fit : 1;
   }
   for (size_t i = 0; i < c->nchannels; i++)
-    if (!c->channels[i].max_connections) c->channels[i].max_connections = (uint32_t)per;
+    if (!c->channels[i].listener.max_connections)
+      c->channels[i].listener.max_connections = (uint32_t)per;
+}
+
+uint64_t cad_config_connections(const cad_config_t *c) {
+  uint64_t n = 0;
+  for (size_t i = 0; i < c->nchannels; i++)
+    n += (uint64_t)c->channels[i].listener.max_connections * c->channels[i].nlisten;
+  return n;
 }
 
 static int load(const char *path, const char *data, size_t len, unsigned flags, cad_config_t **out,
@@ -547,7 +551,7 @@ static void free_channel(cad_conf_channel_t *ch) {
   FREE_OWNED(t->ciphers);
   for (size_t j = 0; j < t->nallowed; j++) FREE_OWNED(t->allowed_clients[j]);
   FREE_OWNED(t->allowed_clients);
-  free(ch->allow);
+  FREE_OWNED(ch->listener.allow);
 }
 
 void cad_config_free(cad_config_t *c) {

@@ -89,7 +89,7 @@ typedef struct origin {
   const char *peer;
   const cad_ack_msh_t *h; /* never NULL: a stand-in when none could be read */
   size_t bytes;
-  bool cut;    /* TOO_BIG: at least `bytes` */
+  bool cut;     /* TOO_BIG: at least `bytes` */
   uint64_t seq; /* DEAD_LETTER: the dead letter's number (0 = none) */
 } origin_t;
 
@@ -180,7 +180,7 @@ static void conclude(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
     case TEXT_SIZE:
       snprintf(text, sizeof text,
                "message of %s%zu bytes, larger than max_message_size (%zu bytes)",
-               o->cut ? "at least " : "", o->bytes, ch->cc->max_message_size);
+               o->cut ? "at least " : "", o->bytes, ch->cc->listener.max_frame);
       break;
   }
   log_line(p, row->level, row->event, &c, text[0] ? text : NULL);
@@ -444,7 +444,7 @@ void cad_pipe_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_frame_t *
   if (f->status == CAD_E_TOOBIG) {
     cad_hl7_diag_t dg = {.code = CAD_E_TOOBIG, .hl7_code = 207};
     snprintf(dg.reason, sizeof dg.reason, "message larger than max_message_size (%zu bytes)",
-             ch->cc->max_message_size);
+             ch->cc->listener.max_frame);
     conclude_frame(p, ch, f, CAD_PIPE_TOO_BIG, &dg);
     return;
   }
@@ -489,9 +489,7 @@ void cad_pipe_chan_init(cad_pipe_chan_t *ch, const cad_conf_channel_t *cc, cad_c
   ch->cc = cc;
   ch->st = st;
   ch->owner = owner;
-  ch->limits.max_bytes = cc->max_message_size;
+  ch->limits.max_bytes = cc->listener.max_frame;
   ch->dlq_qid = -1;
-  ch->ack_style = cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
-                  : cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
-                                                     : CAD_ACK_STYLE_AUTO;
+  ch->ack_style = cc->listener.ack_style;
 }

@@ -158,17 +158,10 @@ static void rt_release(rt_t *rt) {
 
 static cad_mllp_listener_opts_t listener_opts(const cad_conf_channel_t *cc,
                                               const cad_conf_listen_t *ln) {
-  cad_mllp_listener_opts_t o = {0};
+  cad_mllp_listener_opts_t o = cc->listener; /* the channel's, as loaded */
   o.host = ln->host;
   o.port = ln->port;
-  o.max_frame = cc->max_message_size;
-  o.idle_timeout_ms = cc->idle_timeout_ms;
-  o.frame_timeout_ms = cc->frame_timeout_ms;
-  o.max_connections = cc->max_connections;
   o.fd_reserve = CAD_MLLP_FD_RESERVE;
-  o.ack_style = cc->ack_mode == CAD_ACK_ORIGINAL   ? CAD_ACK_STYLE_ORIGINAL
-                : cc->ack_mode == CAD_ACK_ENHANCED ? CAD_ACK_STYLE_ENHANCED
-                                                   : CAD_ACK_STYLE_AUTO;
   return o;
 }
 
@@ -330,9 +323,7 @@ static int chan_tls(chan_t *ch) {
 }
 
 static void listener_tls(cad_mllp_listener_opts_t *o, const chan_t *ch) {
-  o->tls = ch->tls;
-  o->allow = ch->cc->allow; /* the listener copies the list */
-  o->nallow = ch->cc->nallow;
+  o->tls = ch->tls; /* allow is the channel's already (the listener copies it) */
 }
 
 /* The channel's dead letters' queue destination, registered at start, with
@@ -665,10 +656,8 @@ static int listeners_apply(rt_t *rt) {
  * and the bound on buffered inbound bytes.  0 or CAD_E_CONFIG. */
 static int raise_fd_limit(const cad_config_t *cfg) {
   cad_mllp_set_buffer_limit(cfg->max_inbound_buffer);
-  uint64_t conns = 0, limit, need;
-  for (size_t i = 0; i < cfg->nchannels; i++)
-    conns += (uint64_t)cfg->channels[i].max_connections * cfg->channels[i].nlisten;
-  if (cad_mllp_raise_fd_limit(conns, &limit, &need) == 0) return 0;
+  uint64_t limit, need;
+  if (cad_mllp_raise_fd_limit(cad_config_connections(cfg), &limit, &need) == 0) return 0;
   CAD_LOG(CAD_LOG_ERROR, "start.fd_limit", NULL,
           "open files limited to %llu (hard limit) but max_connections of all listeners need "
           "%llu with the descriptors kept for the store and destinations: lower "

@@ -34,7 +34,7 @@ static void check_config(const cad_config_t *c) {
       if (ch->listen[j].port < 1 || ch->listen[j].port > 65535 || !ch->listen[j].host) abort();
     for (size_t j = 0; j < ch->nto; j++)
       if (ch->to[j] >= c->ndests) abort();
-    if (ch->max_message_size < 1024 || ch->max_connections < 1) abort();
+    if (ch->listener.max_frame < 1024 || ch->listener.max_connections < 1) abort();
   }
 }
 

@@ -3,6 +3,7 @@
  * kind's table (a name twice, a required key with a default, an enum whose
  * default is not one of its names, a section without its table) is caught
  * here rather than at a user's configuration. */
+#include <stddef.h>
 #include <string.h>
 
 #include "cad_conf.h"
@@ -40,6 +41,30 @@ static void check_section(const cad_conf_section_t *sec, int depth) {
 TEST(file_destination_table) { check_section(&cad_file_dest_conf, 0); }
 TEST(mllp_destination_table) { check_section(&cad_mllp_dest_conf, 0); }
 TEST(tls_listener_table) { check_section(&cad_tls_server_conf, 0); }
+
+/* An inbound channel's listener keys write the listener's own options, each
+ * to the field the listener reads (the engine hands the struct over as is). */
+TEST(mllp_listener_table) {
+  const cad_conf_section_t *sec = &cad_mllp_listen_conf;
+  check_section(sec, 0);
+  static const struct {
+    const char *name;
+    size_t off;
+    const char *def;
+  } want[] = {
+      {"max_message_size", offsetof(cad_mllp_listener_opts_t, max_frame), "4MiB"},
+      {"idle_timeout", offsetof(cad_mllp_listener_opts_t, idle_timeout_ms), "300s"},
+      {"frame_timeout", offsetof(cad_mllp_listener_opts_t, frame_timeout_ms), "30s"},
+      {"max_connections", offsetof(cad_mllp_listener_opts_t, max_connections), "0"},
+  };
+  REQUIRE(sec->nkeys == sizeof want / sizeof want[0]);
+  for (size_t i = 0; i < sec->nkeys; i++) {
+    CHECK_STR(sec->keys[i].name, want[i].name);
+    CHECK_INT(sec->keys[i].off, want[i].off);
+    CHECK_STR(sec->keys[i].def, want[i].def);
+  }
+  CHECK(sec->keys[3].flags & CAD_CONF_ZERO_AUTO); /* 0: resolved at load */
+}
 
 TEST(seen_and_key_node) {
   bool seen[32] = {false};

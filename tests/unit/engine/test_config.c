@@ -340,11 +340,11 @@ TEST(quickstart_loads) {
   CHECK_STR(ch->listen[0].host, "127.0.0.1");
   CHECK_INT(ch->listen[0].port, 2575);
   CHECK_STR(ch->listen[0].pos.file, "examples/quickstart.yaml");
-  CHECK_INT(ch->ack_mode, CAD_ACK_AUTO);
-  CHECK_INT(ch->max_message_size, 4 << 20);
-  CHECK_INT(ch->idle_timeout_ms, 300000);
-  CHECK_INT(ch->frame_timeout_ms, 30000);
-  CHECK_INT(ch->max_connections, 4096);
+  CHECK_INT(ch->listener.ack_style, CAD_ACK_STYLE_AUTO);
+  CHECK_INT(ch->listener.max_frame, 4 << 20);
+  CHECK_INT(ch->listener.idle_timeout_ms, 300000);
+  CHECK_INT(ch->listener.frame_timeout_ms, 30000);
+  CHECK_INT(ch->listener.max_connections, 4096);
   REQUIRE(ch->nto == 1);
   CHECK_INT(ch->to[0], 0);
   cad_config_free(c);
@@ -367,11 +367,11 @@ TEST(defaults) {
   const cad_conf_channel_t *ch = &c->channels[0];
   CHECK_STR(ch->name, "lab");
   CHECK_INT(ch->pos.line, 4);
-  CHECK_INT(ch->ack_mode, CAD_ACK_AUTO);
-  CHECK_INT(ch->max_message_size, 4 << 20);
-  CHECK_INT(ch->idle_timeout_ms, 300000);
-  CHECK_INT(ch->frame_timeout_ms, 30000);
-  CHECK_INT(ch->max_connections, 4096);
+  CHECK_INT(ch->listener.ack_style, CAD_ACK_STYLE_AUTO);
+  CHECK_INT(ch->listener.max_frame, 4 << 20);
+  CHECK_INT(ch->listener.idle_timeout_ms, 300000);
+  CHECK_INT(ch->listener.frame_timeout_ms, 30000);
+  CHECK_INT(ch->listener.max_connections, 4096);
   cad_config_free(c);
 }
 
@@ -383,7 +383,7 @@ TEST(empty_sections_take_defaults) {
   char *err = NULL;
   REQUIRE(cad_config_load_mem("t.yaml", y, strlen(y), 0, &c, &err) == 0);
   CHECK_STR(c->data_dir, "var/data");
-  CHECK_INT(c->channels[0].ack_mode, CAD_ACK_AUTO);
+  CHECK_INT(c->channels[0].listener.ack_style, CAD_ACK_STYLE_AUTO);
   cad_config_free(c);
   /* An empty channel or destination lacks its required keys. */
   CHECK_ERRORS("destinations:\n  out:\n" LAB,
@@ -429,15 +429,15 @@ TEST(every_setting) {
   CHECK_STR(ch->listen[2].host, "2001:db8::1"); /* canonical form */
   CHECK_INT(ch->listen[2].port, 6661);
   CHECK_INT(ch->listen[2].pos.col, 43);
-  CHECK_INT(ch->ack_mode, CAD_ACK_ENHANCED);
-  CHECK_INT(ch->max_message_size, 65536);
-  CHECK_INT(ch->idle_timeout_ms, 0);
-  CHECK_INT(ch->frame_timeout_ms, 250);
-  CHECK_INT(ch->max_connections, 10);
+  CHECK_INT(ch->listener.ack_style, CAD_ACK_STYLE_ENHANCED);
+  CHECK_INT(ch->listener.max_frame, 65536);
+  CHECK_INT(ch->listener.idle_timeout_ms, 0);
+  CHECK_INT(ch->listener.frame_timeout_ms, 250);
+  CHECK_INT(ch->listener.max_connections, 10);
   REQUIRE(ch->nto == 2);
   CHECK_INT(ch->to[0], 1);
   CHECK_INT(ch->to[1], 0);
-  CHECK_INT(c->channels[1].ack_mode, CAD_ACK_ORIGINAL);
+  CHECK_INT(c->channels[1].listener.ack_style, CAD_ACK_STYLE_ORIGINAL);
   REQUIRE(c->channels[1].nto == 1);
   CHECK_INT(c->channels[1].to[0], 0);
   cad_config_free(c);
@@ -685,7 +685,7 @@ TEST(env_substitution) {
   CHECK_STR(c->dests[0].file.dir, "/data/cad");
   CHECK_STR(c->dests[0].file.name_tmpl, "2599_${MSH-10}");
   CHECK_INT(c->channels[0].listen[0].port, 2599);
-  CHECK_INT(c->channels[0].idle_timeout_ms, 90000);
+  CHECK_INT(c->channels[0].listener.idle_timeout_ms, 90000);
   cad_config_free(c);
 
   /* The column of the reference inside the value, plain or quoted. */

@@ -210,19 +210,19 @@ TEST(channel_tls_and_allow) {
   CHECK_STR(ch->tls.opts.allowed_clients[1], "10.1.2.3");
   CHECK_STR(ch->tls.opts.ciphers, "ECDHE+AESGCM");
   CHECK_INT(ch->tls.opts.min_version, CAD_TLS_V1_3);
-  REQUIRE(ch->nallow == 3);
-  CHECK_INT(ch->allow[0].family, AF_INET);
-  CHECK_INT(ch->allow[0].prefix, 8);
-  CHECK_INT(ch->allow[0].addr[0], 10);
-  CHECK_INT(ch->allow[1].prefix, 32);
-  CHECK_INT(ch->allow[1].addr[3], 1);
-  CHECK_INT(ch->allow[2].family, AF_INET6);
-  CHECK_INT(ch->allow[2].prefix, 8);
-  CHECK_INT(ch->allow[2].addr[0], 0xfd);
+  REQUIRE(ch->listener.nallow == 3);
+  CHECK_INT(ch->listener.allow[0].family, AF_INET);
+  CHECK_INT(ch->listener.allow[0].prefix, 8);
+  CHECK_INT(ch->listener.allow[0].addr[0], 10);
+  CHECK_INT(ch->listener.allow[1].prefix, 32);
+  CHECK_INT(ch->listener.allow[1].addr[3], 1);
+  CHECK_INT(ch->listener.allow[2].family, AF_INET6);
+  CHECK_INT(ch->listener.allow[2].prefix, 8);
+  CHECK_INT(ch->listener.allow[2].addr[0], 0xfd);
   const cad_conf_channel_t *pl = &c->channels[1];
   CHECK(!pl->tls.enabled);
   CHECK(pl->tls.opts.cert_file == NULL);
-  CHECK(pl->allow == NULL && pl->nallow == 0);
+  CHECK(pl->listener.allow == NULL && pl->listener.nallow == 0);
   cad_config_free(c);
 
   /* defaults of a minimal tls: */
