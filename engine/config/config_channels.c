@@ -45,16 +45,11 @@ static const conf_section_t ack_section = {"ack", ack_keys, sizeof ack_keys / si
 static void set_listen(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *v, void *obj) {
   cad_conf_channel_t *ch = obj;
-  char d[QBUF + 2];
-  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
-    cad__conf_err_at(L, cad__conf_at(key, v),
-                     "%s: expected an address like 127.0.0.1:2575 or a list of them, got %s",
-                     k->name, cad__conf_describe(d, v));
-    return;
-  }
   const cad_yaml_node_t *one;
   size_t n;
-  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  const cad_yaml_node_t *const *items =
+      cad__conf_list(L, k, key, v, "an address like 127.0.0.1:2575 or a list of them", &n, &one);
+  if (!items) return;
   if (n == 0) {
     cad__conf_err_at(L, v, "%s: needs at least one address, like 127.0.0.1:2575", k->name);
     return;
@@ -96,16 +91,12 @@ static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_
                           const cad_yaml_node_t *v, void *obj) {
   cad_conf_channel_t *ch = obj;
   const cad_config_t *c = L->c;
-  char d[QBUF + 2], q[QBUF];
-  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
-    cad__conf_err_at(L, cad__conf_at(key, v),
-                     "%s: expected a destination name or a list of them, got %s", k->name,
-                     cad__conf_describe(d, v));
-    return;
-  }
+  char q[QBUF];
   const cad_yaml_node_t *one;
   size_t n;
-  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  const cad_yaml_node_t *const *items =
+      cad__conf_list(L, k, key, v, "a destination name or a list of them", &n, &one);
+  if (!items) return;
   if (n == 0) {
     cad__conf_err_at(L, v, "%s: needs at least one destination", k->name);
     return;
@@ -160,16 +151,12 @@ static void set_dest_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_
 static void set_allow(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                       const cad_yaml_node_t *v, void *obj) {
   cad_conf_channel_t *ch = obj;
-  char d[QBUF + 2], q[QBUF];
-  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
-    cad__conf_err_at(L, cad__conf_at(key, v),
-                     "%s: expected an address range like 10.0.0.0/8 or a list of them, got %s",
-                     k->name, cad__conf_describe(d, v));
-    return;
-  }
+  char q[QBUF];
   const cad_yaml_node_t *one;
   size_t n;
-  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  const cad_yaml_node_t *const *items =
+      cad__conf_list(L, k, key, v, "an address range like 10.0.0.0/8 or a list of them", &n, &one);
+  if (!items) return;
   if (n == 0 || n > MAX_LIST) {
     cad__conf_err_at(L, v, "%s: expected 1 to %d address ranges", k->name, MAX_LIST);
     return;

@@ -140,8 +140,13 @@ char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *
 char *cad__conf_resolve(loader_t *L, const char *file, char *s);
 void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                         const cad_yaml_node_t *v, void *obj);
-const cad_yaml_node_t *const *cad__conf_as_list(const cad_yaml_node_t *v, size_t *n,
-                                                const cad_yaml_node_t **one);
+/* A key written as one scalar or a list of them (listen:, to:, allow:,
+ * include:, names): its items (*n; a single value is *one), or NULL after
+ * reporting a mapping or nothing as "<key>: expected <what>, got ...". */
+const cad_yaml_node_t *const *cad__conf_list(loader_t *L, const conf_key_t *k,
+                                             const cad_yaml_node_t *key, const cad_yaml_node_t *v,
+                                             const char *what, size_t *n,
+                                             const cad_yaml_node_t **one);
 /* config_dests.c: check one destination with its kind's table. */
 void cad__conf_apply_dest(loader_t *L, cad_conf_dest_t *d, const named_t *e);
 /* config_channels.c */

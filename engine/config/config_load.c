@@ -144,20 +144,15 @@ static void set_channels(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
 static void set_include(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                         const cad_yaml_node_t *v, void *obj) {
   (void)obj;
-  char d[QBUF + 2];
   if (L->flags & CAD_CONFIG_NO_INCLUDE) {
     cad__conf_err_at(L, key, "'include' is not allowed here");
     return;
   }
-  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
-    cad__conf_err_at(L, cad__conf_at(key, v),
-                     "include: expected a file name or a list of them, got %s",
-                     cad__conf_describe(d, v));
-    return;
-  }
   const cad_yaml_node_t *one;
   size_t n;
-  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  const cad_yaml_node_t *const *items =
+      cad__conf_list(L, k, key, v, "a file name or a list of them", &n, &one);
+  if (!items) return;
   const char *cur = L->c->files[L->stack[L->depth - 1]];
   const char *slash = strrchr(cur, '/');
   size_t dirlen = slash ? (size_t)(slash - cur) + 1 : 0;

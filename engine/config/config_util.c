@@ -545,15 +545,11 @@ static void set_section(loader_t *L, const conf_key_t *k, const cad_yaml_node_t 
 static void set_names(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                       const cad_yaml_node_t *v, void *obj) {
   const cad_conf_names_t *a = k->arg;
-  char d[QBUF + 2];
-  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
-    cad__conf_err_at(L, cad__conf_at(key, v), "%s: expected a name or a list of names, got %s",
-                     k->name, cad__conf_describe(d, v));
-    return;
-  }
   const cad_yaml_node_t *one;
   size_t n;
-  const cad_yaml_node_t *const *items = cad__conf_as_list(v, &n, &one);
+  const cad_yaml_node_t *const *items =
+      cad__conf_list(L, k, key, v, "a name or a list of names", &n, &one);
+  if (!items) return;
   if (n < k->lo || n > k->hi) {
     cad__conf_err_at(L, v, "%s: expected %llu to %llu names", k->name, (unsigned long long)k->lo,
                      (unsigned long long)k->hi);
@@ -791,14 +787,21 @@ static void set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
   store_str(obj, k, s);
 }
 
-/* A scalar, or a sequence of scalars, as a list (for listen: and to:). */
-const cad_yaml_node_t *const *cad__conf_as_list(const cad_yaml_node_t *v, size_t *n,
-                                                const cad_yaml_node_t **one) {
-  if (v->type == CAD_YAML_SEQUENCE) {
-    *n = v->n;
-    return (const cad_yaml_node_t *const *)v->items;
+const cad_yaml_node_t *const *cad__conf_list(loader_t *L, const conf_key_t *k,
+                                             const cad_yaml_node_t *key, const cad_yaml_node_t *v,
+                                             const char *what, size_t *n,
+                                             const cad_yaml_node_t **one) {
+  if (v->type == CAD_YAML_MAPPING || cad_yaml_is_null(v)) {
+    char d[QBUF + 2];
+    cad__conf_err_at(L, cad__conf_at(key, v), "%s: expected %s, got %s", k->name, what,
+                     cad__conf_describe(d, v));
+    return NULL;
   }
   *one = v;
+  if (v->type == CAD_YAML_SEQUENCE) {
+    *n = v->n; /* `[]`: 0 items, not NULL (the caller says what is missing) */
+    return v->n ? (const cad_yaml_node_t *const *)v->items : one;
+  }
   *n = 1;
   return one;
 }
