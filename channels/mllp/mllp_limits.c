@@ -38,20 +38,18 @@ int cad_mllp_raise_fd_limit(uint64_t conns, uint64_t *limit, uint64_t *need) {
   return *limit >= *need ? 0 : CAD_E_FULL;
 }
 
-void cad__mllp_format_peer(uv_tcp_t *t, char *out, size_t cap) {
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
+void cad__mllp_format_peer(const struct sockaddr_storage *ss, char *out, size_t cap) {
   char ip[INET6_ADDRSTRLEN] = "?";
   int port = 0;
-  if (uv_tcp_getpeername(t, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6) {
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+  if (ss) {
+    if (ss->ss_family == AF_INET6) {
+      const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
       uv_ip6_name(a, ip, sizeof ip);
       port = ntohs(a->sin6_port);
       snprintf(out, cap, "[%s]:%d", ip, port);
       return;
     }
-    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
     uv_ip4_name(a, ip, sizeof ip);
     port = ntohs(a->sin_port);
   }
@@ -60,9 +58,9 @@ void cad__mllp_format_peer(uv_tcp_t *t, char *out, size_t cap) {
 
 /* Descriptors are handed out lowest first, so an accepted socket numbered
  * v means at least v + 1 are open. */
-bool cad__mllp_fd_reserve_touched(uv_tcp_t *t, uint64_t limit, uint64_t reserve) {
+bool cad__mllp_fd_reserve_touched(uv_stream_t *s, uint64_t limit, uint64_t reserve) {
   uv_os_fd_t fd;
-  if (!limit || uv_fileno((uv_handle_t *)t, &fd) != 0 || fd < 0) return false;
+  if (!limit || uv_fileno((uv_handle_t *)s, &fd) != 0 || fd < 0) return false;
   return (uint64_t)fd + 1 + reserve > limit;
 }
 

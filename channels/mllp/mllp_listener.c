@@ -13,7 +13,6 @@
 #define DEFAULT_MAX_CONNS 4096u
 #define DEFAULT_INFLIGHT 64u
 #define DEFAULT_UNSENT (1u << 20)
-#define READ_BUF_SIZE (64 * 1024)
 /* How long a 0x1C that is the last byte received waits for the byte after
  * it before it is taken as the end of its frame (a sender without the CR). */
 #define EB_GRACE_MS 200u
@@ -22,15 +21,12 @@
 #define FAVOR_IDLE_MS 200u
 
 typedef struct {
-  uv_write_t w;
   conn_t *c;
   size_t len;
   char data[];
 } wreq_t;
 
 static uint64_t next_conn_id = 1;
-static char read_buf[READ_BUF_SIZE]; /* one loop thread: a read is consumed before the next */
-static bool read_buf_busy;
 
 /* Process-wide: framer bytes held by every connection of every listener,
  * and the bound (cad_mllp_set_buffer_limit). */
@@ -42,7 +38,6 @@ static conn_t *mem_favored;     /* may read past the bound to finish its frame *
 static void conn_close(conn_t *c, const char *reason, int err);
 static void conn_flush(conn_t *c);
 static void listener_maybe_done(cad_mllp_listener_t *l);
-static int conn_write_raw(conn_t *c, const char *p, size_t n);
 
 static void emit(cad_mllp_listener_t *l, cad_mllp_event_kind_t kind, conn_t *c, const char *reason,
                  int err, uint64_t count) {
@@ -78,9 +73,6 @@ static void update_timer(conn_t *c) {
   if (c->closing || c->lingering) return;
   cad_mllp_listener_t *l = c->l;
   uint64_t now = uv_now(l->loop), deadline = UINT64_MAX;
-  if (c->tls && !c->tls_ready)
-    deadline = c->accepted_at +
-               (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS);
   if (c->eb_wait && c->eb_since + EB_GRACE_MS < deadline) deadline = c->eb_since + EB_GRACE_MS;
   if (c == mem_favored && c->last_read + FAVOR_IDLE_MS < deadline)
     deadline = c->last_read + FAVOR_IDLE_MS;
@@ -105,10 +97,7 @@ static void update_timer(conn_t *c) {
 static void timer_cb(uv_timer_t *t) {
   conn_t *c = t->data;
   cad_mllp_listener_t *l = c->l;
-  if (c->lingering) {
-    conn_close(c, c->close_reason, 0);
-    return;
-  }
+  if (c->lingering) return; /* the transport's lingering close ends it */
   uint64_t now = uv_now(l->loop);
   if (c == mem_favored && now >= c->last_read + FAVOR_IDLE_MS) {
     mem_pass_favor(); /* it stalled: another frame in progress may go on */
@@ -122,13 +111,6 @@ static void timer_cb(uv_timer_t *t) {
     c->more_frames = true;
     check_pressure(c);
     if (!c->closing) update_timer(c);
-    return;
-  }
-  if (c->tls && !c->tls_ready &&
-      now >= c->accepted_at +
-                 (l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS)) {
-    emit_detail(l, CAD_MLLP_EV_TLS_FAILED, c, UV_ETIMEDOUT, "handshake timed out");
-    conn_close(c, "tls_error", UV_ETIMEDOUT);
     return;
   }
   if (l->o.frame_timeout_ms && c->in_frame && !c->draining && !c->paused && c->nreq == 0 &&
@@ -146,18 +128,16 @@ static void timer_cb(uv_timer_t *t) {
 
 /* ---- backpressure ------------------------------------------------------ */
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void linger(conn_t *c);
 
 static void start_reading(conn_t *c) {
-  if (c->reading || c->closing || c->draining || c->paused || c->mem_paused) return;
-  if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0) c->reading = true;
+  if (c->reading || c->closing || c->draining || c->paused || c->mem_paused || !c->t) return;
+  if (cad_transport_read_start(c->t) == 0) c->reading = true;
 }
 
 static void stop_reading(conn_t *c) {
   if (!c->reading) return;
-  uv_read_stop((uv_stream_t *)&c->tcp);
+  if (c->t) cad_transport_read_stop(c->t);
   c->reading = false;
 }
 
@@ -268,7 +248,6 @@ static void conn_free_if_done(conn_t *c) {
   if (c->next) c->next->prev = c->prev;
   cad_mllp_free(&c->fr);
   account(c); /* closing: counts 0 */
-  cad_tls_session_free(c->tls);
   free(c);
   listener_maybe_done(l);
 }
@@ -279,6 +258,22 @@ static void conn_handle_closed(uv_handle_t *h) {
   conn_free_if_done(c);
 }
 
+/* The transport is closed and freed (its write callbacks have run). */
+static void conn_transport_closed(void *arg) {
+  conn_t *c = arg;
+  c->t = NULL;
+  c->open_handles--;
+  conn_free_if_done(c);
+}
+
+/* Close a connection that never opened (no OPEN / CLOSE events). */
+static void conn_abort(conn_t *c) {
+  c->closing = true;
+  c->l->nconns--;
+  cad_transport_close(c->t, false, 0, conn_transport_closed, c);
+  uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+}
+
 static void conn_close(conn_t *c, const char *reason, int err) {
   if (c->closing) return;
   c->closing = true;
@@ -287,48 +282,33 @@ static void conn_close(conn_t *c, const char *reason, int err) {
   if (mem_favored == c) mem_pass_favor();
   c->l->nconns--;
   emit(c->l, CAD_MLLP_EV_CLOSE, c, reason, err, c->fr.skipped);
-  uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
+  if (c->t) cad_transport_close(c->t, false, 0, conn_transport_closed, c);
   uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
   /* Drop replies already answered but waiting behind nothing. */
   conn_flush(c);
 }
 
 /* After a closing reply (a NAK for an oversized frame) the peer may still be
- * sending: closing with unread input would make the kernel send RST, which
- * can destroy the NAK before the peer reads it.  So send our FIN, read and
- * discard until the peer's EOF, at most 64 MiB or LINGER_MS, then
- * close (what web servers call a lingering close). */
+ * sending: the transport's lingering close (our FIN, then input discarded
+ * until the peer's, at most 64 MiB or LINGER_MS) keeps a reset from
+ * destroying the NAK before the peer reads it.  The CLOSE event follows. */
 #define LINGER_MS 2000
 #define LINGER_MAX_BYTES ((size_t)64 << 20)
 
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)req;
-  (void)status; /* nothing to do: the read side or the timer ends it */
-}
-
-static void on_read_discard(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  conn_t *c = s->data;
-  if (buf->base == read_buf) read_buf_busy = false;
-  if (nread == 0) return;
-  if (nread < 0 || (c->discarded += (size_t)nread) > LINGER_MAX_BYTES)
-    conn_close(c, c->close_reason, 0);
+static void linger_done(void *arg) {
+  conn_t *c = arg;
+  c->t = NULL;
+  c->open_handles--;
+  if (c->closing) conn_free_if_done(c); /* cut short by conn_close */
+  else conn_close(c, c->close_reason, 0);
 }
 
 static void linger(conn_t *c) {
   if (c->lingering || c->closing) return;
-  if (c->tls && c->tls_ready) { /* our close_notify before the FIN */
-    cad_buf_t net = CAD_BUF_INIT;
-    if (cad_tls_session_close_notify(c->tls, &net) == 0) conn_write_raw(c, net.data, net.len);
-    cad_buf_free(&net);
-  }
   c->lingering = true;
-  uv_timer_start(&c->timer, timer_cb, LINGER_MS, 0);
-  if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, on_shutdown) < 0 ||
-      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read_discard) < 0) {
-    conn_close(c, c->close_reason, 0);
-    return;
-  }
-  c->reading = true;
+  c->reading = false;
+  uv_timer_stop(&c->timer);
+  cad_transport_close_linger(c->t, LINGER_MS, LINGER_MAX_BYTES, linger_done, c);
 }
 
 /* Stop reading and close once every request is answered and written. */
@@ -358,8 +338,9 @@ static void conn_drain(conn_t *c, const char *reason) {
   }
 }
 
-static void on_write(uv_write_t *w, int status) {
-  wreq_t *wr = (wreq_t *)w;
+static void on_write(cad_transport_t *t, int status, void *arg) {
+  (void)t;
+  wreq_t *wr = arg;
   conn_t *c = wr->c;
   c->unsent -= wr->len;
   c->nwrites--;
@@ -379,25 +360,6 @@ static void on_write(uv_write_t *w, int status) {
   }
   check_pressure(c);
   update_timer(c);
-}
-
-/* Write bytes as they are (ciphertext of a TLS connection): copied. */
-static int conn_write_raw(conn_t *c, const char *p, size_t n) {
-  if (n == 0 || c->closing) return 0;
-  wreq_t *wr = malloc(sizeof *wr + n);
-  if (!wr) return CAD_E_NOMEM;
-  wr->c = c;
-  wr->len = n;
-  memcpy(wr->data, p, n);
-  uv_buf_t b = uv_buf_init(wr->data, (unsigned)n);
-  int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-  if (rc < 0) {
-    free(wr);
-    return rc;
-  }
-  c->unsent += n;
-  c->nwrites++;
-  return 0;
 }
 
 /* Write every answered request at the head of the FIFO, in order. */
@@ -437,21 +399,9 @@ static void conn_flush(conn_t *c) {
     free(wr);
     wr = NULL;
   }
-  if (wr && c->tls) { /* replace the plaintext by its ciphertext */
-    cad_buf_t net = CAD_BUF_INIT;
-    int rc = cad_tls_session_encrypt(c->tls, wr->data, wr->len, &net);
-    if (rc == 0) rc = conn_write_raw(c, net.data, net.len);
-    cad_buf_free(&net);
-    free(wr);
-    wr = NULL;
-    if (rc < 0) {
-      conn_close(c, "write_error", rc);
-      return;
-    }
-  }
-  if (wr) {
+  if (wr) { /* the transport encrypts it (TLS) or keeps it until on_write */
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    int rc = cad_transport_write(c->t, &b, 1, on_write, wr);
     if (rc < 0) {
       free(wr);
       conn_close(c, "write_error", rc);
@@ -518,104 +468,59 @@ static cad_mllp_req_t *new_req(conn_t *c) {
   return r;
 }
 
-/* ---- reading ----------------------------------------------------------- */
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  (void)suggested;
-  conn_t *c = h->data;
-  if (buffered_total > buffer_limit && !c->lingering && !mem_exempt(c)) {
-    /* Over the process-wide bound: read nothing (UV_ENOBUFS follows). */
-    *buf = uv_buf_init(NULL, 0);
-    return;
-  }
-  if (read_buf_busy) {
-    *buf = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS; cannot happen on one thread */
-    return;
-  }
-  read_buf_busy = true;
-  *buf = uv_buf_init(read_buf, sizeof read_buf);
-}
+/* ---- reading (transport callbacks) ----------------------------------- */
 
 static void on_plain(conn_t *c, const char *p, size_t n);
 
-/* TLS session callbacks (ud is the connection). */
-static void tls_ready_cb(void *ud) {
-  conn_t *c = ud;
-  c->tls_ready = true;
-  emit_detail(c->l, CAD_MLLP_EV_TLS_READY, c, 0, cad_tls_session_peer_name(c->tls));
+/* Over the process-wide bound, read nothing (one connection with a frame in
+ * progress excepted); then mem_pause stops reading until mem_resume_all. */
+static bool conn_may_read(cad_transport_t *t) {
+  conn_t *c = cad_transport_data(t);
+  return buffered_total <= buffer_limit || mem_exempt(c);
+}
+
+static void conn_read_refused(cad_transport_t *t) {
+  conn_t *c = cad_transport_data(t);
+  if (buffered_total > buffer_limit) mem_pause(c);
+}
+
+static void conn_on_ready(cad_transport_t *t) {
+  conn_t *c = cad_transport_data(t);
+  if (!cad_transport_is_tls(t)) return; /* plain TCP: from inside accept */
+  emit_detail(c->l, CAD_MLLP_EV_TLS_READY, c, 0, cad_transport_peer_name(t));
   update_timer(c);
 }
 
-static void tls_plain_cb(void *ud, const char *p, size_t n) {
-  conn_t *c = ud;
+static void conn_on_data(cad_transport_t *t, const char *p, size_t n) {
+  conn_t *c = cad_transport_data(t);
+  c->last_read = uv_now(c->l->loop);
   if (!c->closing && !c->lingering) on_plain(c, p, n);
 }
-
-static void tls_flush_cb(void *ud, cad_buf_t *net) {
-  conn_t *c = ud;
-  int rc = conn_write_raw(c, net->data, net->len);
-  cad_buf_clear(net);
-  if (rc < 0) conn_close(c, "write_error", rc);
-}
-
-static const cad_tls_session_cbs_t tls_cbs = {tls_ready_cb, tls_plain_cb, tls_flush_cb};
 
 static void tls_failed(conn_t *c, int err, const char *why) {
   emit_detail(c->l, CAD_MLLP_EV_TLS_FAILED, c, err, why);
   conn_close(c, "tls_error", err);
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  conn_t *c = s->data;
-  if (buf->base == read_buf) read_buf_busy = false;
-  if (nread == 0) return;
-  if (nread > 0) c->last_read = uv_now(c->l->loop);
-  if (nread == UV_ENOBUFS && buffered_total > buffer_limit) {
-    mem_pause(c); /* resumes below half the bound */
-    return;
-  }
-  if (nread < 0 && c->tls && !c->tls_ready && !c->closing) {
-    if (c->tls_bytes_in == 0) { /* connected and left: a probe, not a failed handshake */
-      conn_close(c, nread == UV_EOF ? "eof" : "reset", nread == UV_EOF ? 0 : (int)nread);
-      return;
-    }
-    tls_failed(
-        c, UV_EPROTO,
-        nread == UV_EOF ? "connection closed during the handshake" : uv_strerror((int)nread));
-    return;
-  }
-  if (nread > 0 && c->tls) {
-    c->tls_bytes_in += (uint64_t)nread;
-    cad_buf_t net = CAD_BUF_INIT;
-    int rc = cad_tls_session_feed(c->tls, buf->base, (size_t)nread, &net);
-    if (!c->closing && net.len) conn_write_raw(c, net.data, net.len); /* alerts too */
-    cad_buf_free(&net);
-    if (c->closing) return;
-    if (rc == UV_EOF) {
-      conn_drain(c, "eof"); /* close_notify: answer what came, then close */
-    } else if (rc == UV_EPROTO) {
-      tls_failed(c, rc, cad_tls_session_reason_text(c->tls));
-    } else if (rc < 0) {
-      conn_close(c, "read_error", rc);
-    } else {
-      update_timer(c);
-    }
-    return;
-  }
-  if (nread > 0) {
-    on_plain(c, buf->base, (size_t)nread);
-    return;
-  }
-  if (nread < 0) {
-    if (nread == UV_EOF) {
-      /* The peer finished sending: answer what it sent, then close. */
-      conn_drain(c, "eof");
-    } else {
-      conn_close(c, nread == UV_ECONNRESET ? "reset" : "read_error", (int)nread);
-    }
-    return;
+/* The stream ended for reading (the transport has stopped reading). */
+static void conn_on_error(cad_transport_t *t, int err) {
+  conn_t *c = cad_transport_data(t);
+  c->reading = false;
+  if (c->closing || c->lingering) return;
+  if (err == UV_EOF) {
+    /* The peer finished sending (FIN or close_notify; or a port probe that
+     * connected and left): answer what it sent, then close. */
+    conn_drain(c, "eof");
+  } else if (err == UV_ETIMEDOUT) {
+    tls_failed(c, UV_ETIMEDOUT, "handshake timed out");
+  } else if (err == UV_EPROTO) {
+    tls_failed(c, UV_EPROTO, cad_transport_reason(t));
+  } else {
+    conn_close(c, err == UV_ECONNRESET ? "reset" : "read_error", err);
   }
 }
+
+static const cad_transport_cbs_t conn_cbs = {conn_on_ready, conn_on_data, conn_on_error};
 
 /* Plaintext from the peer (as read, or decrypted). */
 static void on_plain(conn_t *c, const char *p, size_t n) {
@@ -737,7 +642,42 @@ static void pull_frames(conn_t *c) {
 
 /* ---- accepting --------------------------------------------------------- */
 
-static void refused_closed(uv_handle_t *h) { free(h); }
+/* Over max_connections: accept (to say who it was) and close at once. */
+static void refuse_over_limit(cad_mllp_listener_t *l, uv_stream_t *server) {
+  cad_transport_t *t = NULL;
+  if (cad_transport_new(l->loop, &conn_cbs, NULL, &t) != 0) return;
+  if (uv_accept(server, cad_transport_stream(t)) == 0) {
+    cad_mllp_conn_info_t info = {0, ""};
+    struct sockaddr_storage ss;
+    bool have = cad_transport_peer_addr(t, &ss) == 0;
+    cad__mllp_format_peer(have ? &ss : NULL, info.peer, sizeof info.peer);
+    if (l->on_event) {
+      cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns, NULL};
+      l->on_event(&ev, l->data);
+    }
+  }
+  cad_transport_close(t, false, 0, NULL, NULL);
+}
+
+/* Accepted: refused by the descriptor reserve or the allow-list (events
+ * emitted), else 0. */
+static int screen(conn_t *c) {
+  cad_mllp_listener_t *l = c->l;
+  if (cad__mllp_fd_reserve_touched(cad_transport_stream(c->t), l->fd_limit, l->o.fd_reserve)) {
+    /* Descriptors left for the store and destinations come first: refuse
+     * this one (it is closed at once; others get in as descriptors free). */
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, "fd_reserve", UV_EMFILE, 0);
+    return UV_EMFILE;
+  }
+  struct sockaddr_storage ss;
+  bool have = cad_transport_peer_addr(c->t, &ss) == 0;
+  cad__mllp_format_peer(have ? &ss : NULL, c->info.peer, sizeof c->info.peer);
+  if (l->nallow && (!have || !cad_cidr_match(l->allow, l->nallow, (struct sockaddr *)&ss))) {
+    emit(l, CAD_MLLP_EV_DENIED, c, "not_allowed", 0, 0);
+    return UV_EACCES;
+  }
+  return 0;
+}
 
 static void on_connection(uv_stream_t *server, int status) {
   cad_mllp_listener_t *l = server->data;
@@ -747,29 +687,19 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   if (l->closing) return;
   if (l->nconns >= l->o.max_connections) {
-    uv_tcp_t *t = malloc(sizeof *t);
-    if (!t) return;
-    uv_tcp_init(l->loop, t);
-    if (uv_accept(server, (uv_stream_t *)t) == 0) {
-      cad_mllp_conn_info_t info = {0, ""};
-      cad__mllp_format_peer(t, info.peer, sizeof info.peer);
-      if (l->on_event) {
-        cad_mllp_event_t ev = {CAD_MLLP_EV_REFUSED, &info, "max_connections", 0, l->nconns, NULL};
-        l->on_event(&ev, l->data);
-      }
-    }
-    uv_close((uv_handle_t *)t, refused_closed);
+    refuse_over_limit(l, server);
     return;
   }
   conn_t *c = calloc(1, sizeof *c);
-  if (!c) {
-    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, CAD_E_NOMEM, 0);
+  int rc = c ? cad_transport_new(l->loop, &conn_cbs, c, &c->t) : CAD_E_NOMEM;
+  if (rc < 0) {
+    free(c);
+    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, rc, 0);
     return;
   }
+  cad_transport_set_read_gate(c->t, conn_may_read, conn_read_refused);
   c->l = l;
-  uv_tcp_init(l->loop, &c->tcp);
   uv_timer_init(l->loop, &c->timer);
-  c->tcp.data = c;
   c->timer.data = c;
   c->open_handles = 2;
   c->next = l->conns;
@@ -778,52 +708,22 @@ static void on_connection(uv_stream_t *server, int status) {
   l->nconns++;
   cad_mllp_init(&c->fr, l->o.max_frame);
   c->info.id = next_conn_id++;
-  int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
+  rc = uv_accept(server, cad_transport_stream(c->t));
+  if (rc < 0) emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, rc, 0);
+  if (rc < 0 || screen(c) < 0) {
+    conn_abort(c); /* no OPEN / CLOSE events for it */
+    return;
+  }
+  uint64_t hs = l->o.handshake_timeout_ms ? l->o.handshake_timeout_ms : DEFAULT_HANDSHAKE_MS;
+  rc = cad_transport_accept(c->t, l->tls, hs); /* reading starts */
   if (rc < 0) {
     emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, rc, 0);
-    c->closing = true; /* no CLOSE event for a connection never opened */
-    l->nconns--;
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    conn_abort(c);
     return;
   }
-  if (cad__mllp_fd_reserve_touched(&c->tcp, l->fd_limit, l->o.fd_reserve)) {
-    /* Descriptors left for the store and destinations come first: refuse
-     * this one (it is closed at once; others get in as descriptors free). */
-    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, "fd_reserve", UV_EMFILE, 0);
-    c->closing = true;
-    l->nconns--;
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    return;
-  }
-  uv_tcp_nodelay(&c->tcp, 1);
-  cad__mllp_format_peer(&c->tcp, c->info.peer, sizeof c->info.peer);
-  if (l->nallow) {
-    struct sockaddr_storage ss;
-    int sl = sizeof ss;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &sl) != 0 ||
-        !cad_cidr_match(l->allow, l->nallow, (struct sockaddr *)&ss)) {
-      emit(l, CAD_MLLP_EV_DENIED, c, "not_allowed", 0, 0);
-      c->closing = true; /* no OPEN / CLOSE events */
-      l->nconns--;
-      uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-      uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-      return;
-    }
-  }
-  if (l->tls && cad_tls_session_new(l->tls, true, NULL, false, &tls_cbs, c, &c->tls) != 0) {
-    emit(l, CAD_MLLP_EV_ACCEPT_ERROR, NULL, NULL, CAD_E_NOMEM, 0);
-    c->closing = true;
-    l->nconns--;
-    uv_close((uv_handle_t *)&c->tcp, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
-    return;
-  }
-  c->accepted_at = uv_now(l->loop);
+  c->reading = true;
   c->last_activity = uv_now(l->loop);
   emit(l, CAD_MLLP_EV_OPEN, c, NULL, 0, l->nconns);
-  start_reading(c);
   update_timer(c);
 }
 

@@ -63,10 +63,11 @@
  * frame end after 200 ms without the next byte (a sender without the CR),
  * or at the peer's EOF.
  *
- * TLS and access control: with opts.tls the listener runs a TLS session
- * (transport.h) per connection on its own socket: ciphertext read is
- * decrypted before the framer, replies are encrypted before they are
- * written, a closing reply is followed by close_notify.  The handshake must
+ * TLS and access control: every accepted connection is a cad_transport_t
+ * (transport.h, the same TCP+TLS stack the sender uses); with opts.tls it
+ * runs the TLS handshake: ciphertext read is decrypted before the framer,
+ * replies are encrypted before they are written, a closing reply is
+ * followed by close_notify (the transport's lingering close).  The handshake must
  * finish within handshake_timeout_ms; a failure is reported with
  * CAD_MLLP_EV_TLS_FAILED and its reason, then the connection closes
  * ("tls_error").  A connection that sends nothing and closes is not a

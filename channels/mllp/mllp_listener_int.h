@@ -14,6 +14,7 @@
 #include "hl7.h"
 #include "mllp.h"
 #include "mllp_listener.h"
+#include "transport.h"
 
 typedef struct conn conn_t;
 
@@ -29,9 +30,8 @@ struct cad_mllp_req {
 };
 
 struct conn {
-  uv_tcp_t tcp;
+  cad_transport_t *t; /* the socket (TLS or not); NULL once it is closed */
   uv_timer_t timer;
-  uv_shutdown_t shut;
   cad_mllp_listener_t *l;
   conn_t *prev, *next;
   cad_mllp_framer_t fr;
@@ -48,7 +48,7 @@ struct conn {
   uint64_t content_frames; /* non-empty frames handed over or refused */
   uint64_t skipped_mark;   /* fr.skipped at the last good frame */
   bool skip_reported;
-  int open_handles;
+  int open_handles;         /* the timer and the transport */
   const char *close_reason; /* set when closing after the last write */
   bool reading, paused, in_frame;
   bool mem_paused;           /* stopped by the process-wide buffer bound */
@@ -58,14 +58,9 @@ struct conn {
   bool more_frames;          /* complete frames may wait in the framer (max_inflight reached) */
   bool stop_frames;          /* hand no more frames over (oversized frame, shutdown) */
   bool draining;             /* no more reading: close once everything is written */
-  bool lingering;            /* our FIN is sent; discarding input until the peer's (bounded) */
+  bool lingering;            /* the transport's lingering close runs (our FIN is sent) */
   bool replies_closed;       /* a closing reply was written: later replies are dropped */
-  size_t discarded;
-  bool closing;           /* handles are being closed */
-  cad_tls_session_t *tls; /* TLS connections: the session (plaintext in and out) */
-  bool tls_ready;         /* handshake done */
-  uint64_t accepted_at;   /* for the handshake timeout */
-  uint64_t tls_bytes_in;  /* ciphertext received */
+  bool closing;              /* handles are being closed */
 };
 
 struct cad_mllp_listener {
@@ -93,11 +88,11 @@ struct cad_mllp_listener {
 /* The soft RLIMIT_NOFILE, 0 when unlimited or unknown. */
 uint64_t cad__mllp_soft_fd_limit(void);
 
-/* "127.0.0.1:40122" or "[::1]:40122" ("?:0" when unknown). */
-void cad__mllp_format_peer(uv_tcp_t *t, char *out, size_t cap);
-/* True when the accepted socket `t` leaves fewer than `reserve` descriptors
+/* "127.0.0.1:40122" or "[::1]:40122" ("?:0" when ss is NULL). */
+void cad__mllp_format_peer(const struct sockaddr_storage *ss, char *out, size_t cap);
+/* True when the accepted socket `s` leaves fewer than `reserve` descriptors
  * free below `limit` (0 = no limit): it must be refused. */
-bool cad__mllp_fd_reserve_touched(uv_tcp_t *t, uint64_t limit, uint64_t reserve);
+bool cad__mllp_fd_reserve_touched(uv_stream_t *s, uint64_t limit, uint64_t reserve);
 
 /* Append to `out` the NAK (AR, ERR 102) of a frame holding a stray 0x1C:
  * built from its MSH when that can be read, else with standard delimiters

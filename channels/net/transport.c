@@ -28,6 +28,7 @@
 #define READ_BUF_SIZE (64 * 1024)
 #define DEFAULT_HANDSHAKE_MS 30000u
 #define DEFAULT_LINGER_MS 2000u
+#define DEFAULT_DISCARD ((size_t)64 << 20)
 #define MAX_ALLOWED 256
 
 /* ---- TLS contexts ----------------------------------------------------- */
@@ -515,16 +516,24 @@ struct cad_transport {
   uv_shutdown_t shut;
   uv_loop_t *loop;
   cad_transport_cbs_t cbs;
+  bool (*may_read)(cad_transport_t *t);
+  void (*refused_cb)(cad_transport_t *t);
   void *data;
   cad_tls_session_t *tls; /* NULL: plain TCP */
   int timer_mode;
   int open_handles;
+  bool server;    /* accepted (not connected) */
   bool connected; /* accepted, or connect succeeded */
   bool ready;     /* on_ready delivered */
   bool want_read; /* the owner wants on_data */
   bool uv_reading;
   bool errored; /* on_error delivered */
+  int err;      /* what on_error was given */
+  bool refused; /* may_read said no: the UV_ENOBUFS that follows is ours */
   bool closing;
+  bool lingering;      /* closing: discarding input until the peer's FIN */
+  size_t discard_left; /* while lingering */
+  uint64_t bytes_in, bytes_out;
   bool handles_closing;
   void (*done)(void *);
   void *done_arg;
@@ -546,6 +555,7 @@ static _Thread_local char read_buf[READ_BUF_SIZE];
 static void fail(cad_transport_t *t, int err) {
   if (t->errored || t->closing) return;
   t->errored = true;
+  t->err = err;
   if (t->uv_reading) uv_read_stop((uv_stream_t *)&t->tcp);
   t->uv_reading = false;
   uv_timer_stop(&t->timer);
@@ -582,6 +592,7 @@ static int write_net(cad_transport_t *t, cad_buf_t *net, cad_transport_write_cb 
   wr->arg = arg;
   wr->owned = net->data;
   uv_buf_t b = uv_buf_init(net->data, (unsigned)net->len);
+  t->bytes_out += net->len;
   *net = (cad_buf_t)CAD_BUF_INIT;
   int rc = uv_write(&wr->w, (uv_stream_t *)&t->tcp, &b, 1, on_write);
   if (rc < 0) {
@@ -614,19 +625,38 @@ static void sess_flush(void *ud, cad_buf_t *net) {
 static const cad_tls_session_cbs_t sess_cbs = {sess_ready, sess_plain, sess_flush};
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
-  (void)h;
+  cad_transport_t *t = h->data;
   (void)hint;
+  if (!t->closing && t->may_read && !t->may_read(t)) {
+    t->refused = true;         /* no read_stop here: libuv calls on_read next */
+    *b = uv_buf_init(NULL, 0); /* libuv reports UV_ENOBUFS */
+    return;
+  }
   b->base = read_buf;
   b->len = sizeof read_buf;
 }
 
+static void close_handles(cad_transport_t *t);
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   cad_transport_t *t = st->data;
+  if (nread > 0) t->bytes_in += (uint64_t)nread;
+  if (t->lingering) {
+    if (nread < 0 || (size_t)nread > t->discard_left) close_handles(t);
+    else t->discard_left -= (size_t)nread;
+    return;
+  }
+  if (nread == UV_ENOBUFS && t->refused) {
+    t->refused = false;
+    if (t->refused_cb && !t->errored && !t->closing) t->refused_cb(t);
+    return;
+  }
   if (t->errored || t->closing) return;
   if (nread < 0) {
-    if (t->tls && !t->ready) {
+    if (t->tls && !t->ready && !(t->server && t->bytes_in == 0)) {
       /* The peer hung up in the middle of the handshake: usually it did
-       * not like what it saw and did not say so with an alert. */
+       * not like what it saw and did not say so with an alert.  (A client
+       * that sent nothing at all is a probe: plain EOF / error below.) */
       cad_tls_session_set_reason(
           t->tls, CAD_TLS_PROTOCOL,
           nread == UV_EOF ? "connection closed during the handshake" : uv_strerror((int)nread));
@@ -688,12 +718,23 @@ int cad_transport_new(uv_loop_t *loop, const cad_transport_cbs_t *cbs, void *dat
 
 uv_stream_t *cad_transport_stream(cad_transport_t *t) { return (uv_stream_t *)&t->tcp; }
 void *cad_transport_data(const cad_transport_t *t) { return t->data; }
+void cad_transport_set_read_gate(cad_transport_t *t, bool (*may_read)(cad_transport_t *t),
+                                 void (*refused)(cad_transport_t *t)) {
+  t->may_read = may_read;
+  t->refused_cb = refused;
+}
 void cad_transport_set_data(cad_transport_t *t, void *data) { t->data = data; }
 cad_tls_reason_t cad_transport_tls_reason(const cad_transport_t *t) { return t->reason; }
 const char *cad_transport_reason(const cad_transport_t *t) { return t->reason_text; }
 bool cad_transport_is_tls(const cad_transport_t *t) { return t->tls != NULL; }
 const char *cad_transport_peer_name(const cad_transport_t *t) {
   return t->tls ? cad_tls_session_peer_name(t->tls) : "";
+}
+uint64_t cad_transport_bytes_in(const cad_transport_t *t) { return t->bytes_in; }
+uint64_t cad_transport_bytes_out(const cad_transport_t *t) { return t->bytes_out; }
+int cad_transport_peer_addr(const cad_transport_t *t, struct sockaddr_storage *out) {
+  int len = sizeof *out;
+  return uv_tcp_getpeername(&t->tcp, (struct sockaddr *)out, &len);
 }
 size_t cad_transport_write_queue_size(const cad_transport_t *t) {
   return uv_stream_get_write_queue_size((const uv_stream_t *)&t->tcp);
@@ -706,6 +747,8 @@ int cad_transport_accept(cad_transport_t *t, cad_tls_ctx_t *tls, uint64_t handsh
     if (rc) return rc;
   }
   t->connected = true;
+  t->server = true;
+  uv_tcp_nodelay(&t->tcp, 1);
   int rc = start_reading(t);
   if (rc < 0) return rc;
   if (tls) {
@@ -759,7 +802,7 @@ int cad_transport_connect(cad_transport_t *t, const struct sockaddr *addr, cad_t
 
 int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs,
                         cad_transport_write_cb cb, void *arg) {
-  if (!t->ready || t->closing || t->errored) return UV_ENOTCONN;
+  if (!t->ready || t->closing || (t->errored && t->err != UV_EOF)) return UV_ENOTCONN;
   size_t total = 0;
   for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
   if (total == 0) return UV_EINVAL;
@@ -772,6 +815,7 @@ int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs
     wr->owned = NULL;
     int rc = uv_write(&wr->w, (uv_stream_t *)&t->tcp, bufs, nbufs, on_write);
     if (rc < 0) free(wr);
+    else t->bytes_out += total;
     return rc;
   }
   cad_buf_t net = CAD_BUF_INIT;
@@ -844,8 +888,9 @@ static void close_handles(cad_transport_t *t) {
 }
 
 static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)status;
-  close_handles(req->data);
+  cad_transport_t *t = req->data;
+  /* Lingering: the peer's FIN (on_read) or the timer ends it. */
+  if (!t->lingering || status < 0) close_handles(t);
 }
 
 static void timer_cb(uv_timer_t *tm) {
@@ -864,7 +909,10 @@ static void timer_cb(uv_timer_t *tm) {
 
 void cad_transport_close(cad_transport_t *t, bool graceful, uint64_t linger_ms,
                          void (*done)(void *arg), void *arg) {
-  if (t->closing) return;
+  if (t->closing) {
+    if (t->lingering && !graceful) close_handles(t); /* cut a lingering close short */
+    return;
+  }
   t->closing = true;
   t->done = done;
   t->done_arg = arg;
@@ -872,7 +920,7 @@ void cad_transport_close(cad_transport_t *t, bool graceful, uint64_t linger_ms,
   t->timer_mode = TIMER_NONE;
   if (t->uv_reading) uv_read_stop((uv_stream_t *)&t->tcp);
   t->uv_reading = false;
-  if (graceful && t->connected && !t->errored) {
+  if (graceful && t->connected && (!t->errored || t->err == UV_EOF)) {
     if (t->tls && t->ready) {
       cad_buf_t net = CAD_BUF_INIT;
       if (cad_tls_session_close_notify(t->tls, &net) == 0) write_net(t, &net, NULL, NULL);
@@ -886,6 +934,20 @@ void cad_transport_close(cad_transport_t *t, bool graceful, uint64_t linger_ms,
     }
   }
   close_handles(t);
+}
+
+void cad_transport_close_linger(cad_transport_t *t, uint64_t linger_ms, size_t max_discard,
+                                void (*done)(void *arg), void *arg) {
+  if (t->closing) return;
+  cad_transport_close(t, true, linger_ms, done, arg);
+  if (t->handles_closing) return; /* no FIN could be sent: closed at once */
+  t->lingering = true;
+  t->discard_left = max_discard ? max_discard : DEFAULT_DISCARD;
+  if (uv_read_start((uv_stream_t *)&t->tcp, on_alloc, on_read) < 0) {
+    close_handles(t);
+    return;
+  }
+  t->uv_reading = true;
 }
 
 /* ---- address allow-lists ------------------------------------------------ */

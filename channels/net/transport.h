@@ -111,8 +111,8 @@ const char *cad_tls_reason_name(cad_tls_reason_t r);
  *
  * The TLS engine of one connection without a socket (OpenSSL on memory
  * BIOs): ciphertext in, plaintext out, and the reverse.  A transport runs
- * one; a channel that keeps its own socket code (the MLLP listener) can run
- * one directly.  Everything is synchronous and never blocks.
+ * one (channels use transports, not sessions directly).  Everything is
+ * synchronous and never blocks.
  *
  * Memory: the session references its context; `net` buffers are the
  * caller's (bytes are appended).  Plaintext handed to on_plain is valid only
@@ -169,15 +169,30 @@ typedef struct cad_transport_cbs {
 int cad_transport_new(uv_loop_t *loop, const cad_transport_cbs_t *cbs, void *data,
                       cad_transport_t **out);
 
+/* Optional gate on reading, for an owner bounding the memory of many
+ * connections together.  may_read (NULL = always) is asked before each
+ * read from the socket, from inside libuv's allocation: it must not stop or
+ * start reading on this transport.  When it says false nothing is read, and
+ * `refused` runs next (outside the allocation): the owner stops reading
+ * there (cad_transport_read_stop) until it wants bytes again, or the loop
+ * asks again at its next turn. */
+void cad_transport_set_read_gate(cad_transport_t *t, bool (*may_read)(cad_transport_t *t),
+                                 void (*refused)(cad_transport_t *t));
+
 /* The TCP stream, for uv_accept() (before cad_transport_accept). */
 uv_stream_t *cad_transport_stream(cad_transport_t *t);
 void *cad_transport_data(const cad_transport_t *t);
 void cad_transport_set_data(cad_transport_t *t, void *data);
 
-/* Server side, after uv_accept: start reading; with `tls` (a server
- * context, referenced until the transport is freed) run the handshake,
- * failing with UV_ETIMEDOUT if it takes longer than handshake_timeout_ms
- * (0 = 30 s).  Returns 0 or a libuv error (then no callback runs). */
+/* Server side, after uv_accept (the owner may look at the peer with
+ * cad_transport_peer_addr and refuse it by closing first): set TCP_NODELAY
+ * and start reading; with `tls` (a server context, referenced until the
+ * transport is freed) run the handshake, failing with UV_ETIMEDOUT if it
+ * takes longer than handshake_timeout_ms (0 = 30 s).  A peer that hangs up
+ * before sending a single byte did not try TLS at all (a port probe):
+ * on_error then gets UV_EOF or the socket's error, not UV_EPROTO.  Plain
+ * TCP: on_ready runs from inside this call.  Returns 0 or a libuv error
+ * (then no callback runs). */
 int cad_transport_accept(cad_transport_t *t, cad_tls_ctx_t *tls, uint64_t handshake_timeout_ms);
 
 /* Client side: connect to `addr`; with `tls` (a client context) run the
@@ -191,7 +206,8 @@ int cad_transport_connect(cad_transport_t *t, const struct sockaddr *addr, cad_t
 
 /* Write plaintext (see Memory above).  cb (may be NULL) runs once with 0
  * when the bytes were handed to the kernel, or an error.  Returns 0 (cb
- * will run) or an error (cb will not run).  Only after on_ready. */
+ * will run) or an error (cb will not run).  Only after on_ready; still
+ * allowed after on_error(UV_EOF): the peer finished sending, not reading. */
 typedef void (*cad_transport_write_cb)(cad_transport_t *t, int status, void *arg);
 int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs,
                         cad_transport_write_cb cb, void *arg);
@@ -219,9 +235,21 @@ bool cad_transport_connected(const cad_transport_t *t);
  * send FIN (bounded: at most linger_ms, 0 = 2 s); otherwise close at once
  * (pending writes are cancelled, their callbacks run with UV_ECANCELED).
  * `done` (may be NULL) runs after every handle is closed, then the
- * transport is freed.  Calling close twice is a no-op. */
+ * transport is freed.  Calling close twice is a no-op, except that a
+ * non-graceful close ends a lingering one at once.  No callback but
+ * write callbacks and `done` runs after close is called. */
 void cad_transport_close(cad_transport_t *t, bool graceful, uint64_t linger_ms,
                          void (*done)(void *arg), void *arg);
+
+/* A lingering close, for a server whose last reply must reach a peer that
+ * may still be sending: as a graceful close (close_notify, pending writes,
+ * FIN), then read and discard what the peer sends until its FIN or an
+ * error, at most max_discard bytes (0 = 64 MiB) and linger_ms (0 = 2 s),
+ * then close.  Closing with unread input would make the kernel send a
+ * reset, which can destroy the reply before the peer reads it.  `done` as
+ * for cad_transport_close. */
+void cad_transport_close_linger(cad_transport_t *t, uint64_t linger_ms, size_t max_discard,
+                                void (*done)(void *arg), void *arg);
 
 /* After on_error(UV_EPROTO): why (CAD_TLS_OK otherwise), and a one-line
  * text ("certificate expired", "unknown CA (unable to get local issuer
@@ -233,6 +261,11 @@ bool cad_transport_is_tls(const cad_transport_t *t);
 const char *cad_transport_peer_name(const cad_transport_t *t);
 /* Bytes given to the kernel and not yet written (uv write queue). */
 size_t cad_transport_write_queue_size(const cad_transport_t *t);
+/* Bytes read from / handed to the socket so far (ciphertext for TLS). */
+uint64_t cad_transport_bytes_in(const cad_transport_t *t);
+uint64_t cad_transport_bytes_out(const cad_transport_t *t);
+/* The peer's address (after accept or connect).  0 or a libuv error. */
+int cad_transport_peer_addr(const cad_transport_t *t, struct sockaddr_storage *out);
 
 /* ---- address allow-lists ------------------------------------------------ */
 
