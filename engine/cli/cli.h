@@ -8,6 +8,7 @@
 #define CAD_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 int cad_cli_parse(int argc, char **argv);   /* cli_parse.c */
 int cad_cli_get(int argc, char **argv);     /* cli_parse.c */
@@ -18,6 +19,25 @@ int cad_cli_test(int argc, char **argv);    /* cli_test.c */
 int cad_cli_send(int argc, char **argv);    /* cli_send.c */
 int cad_cli_replay(int argc, char **argv);  /* cli_replay.c */
 int cad_cli_preview(int argc, char **argv); /* cli_preview.c */
+int cad_cli_search(int argc, char **argv);  /* cli_search.c */
+int cad_cli_show(int argc, char **argv);    /* cli_search.c */
+int cad_cli_archive(int argc, char **argv); /* cli_archive_cmd.c */
+
+/* The data directory named by `arg`: a directory itself, or a
+ * configuration file's engine.data_dir (then limits, when not NULL, gets
+ * its archive retain_ms and max_bytes).  Prints the error and returns 1 on
+ * failure, else 0.  cli_archive_cmd.c */
+int cad_cli_archive_dir(const char *cmd, const char *arg, char *dir, size_t cap,
+                        uint64_t limits[2]);
+
+/* A time argument: "2h", "30m", "7d", "45s" (before now_ms) or
+ * "YYYY-MM-DD[THH:MM[:SS]][Z]" (UTC).  Returns ms since the epoch or -1.
+ * cli_search.c */
+int64_t cad_cli_parse_time(const char *s, int64_t now_ms);
+
+/* Print the message p/len as `caduceus parse` does (a tree with paths) to
+ * stdout.  Returns 0 or the parse error (nothing printed). */
+int cad_cli_print_tree(const char *p, size_t len); /* cli_parse.c */
 
 /* Shared helper: read a whole file ("-" = stdin) into a malloc'd buffer.
  * Returns 0 or -errno; *data is owned by the caller. */

@@ -283,6 +283,26 @@ static int on_parse_msg(void *ud, uint64_t index, uint64_t offset, cad_str_t byt
   return 0;
 }
 
+int cad_cli_print_tree(const char *p, size_t len) {
+  parse_ctx_t c = {.path = "archive"};
+  cad_arena_init(&c.arena, 8192, 64 * (len + 1024));
+  cad_hl7_msg_t m;
+  cad_hl7_diag_t dg;
+  int rc = cad_hl7_parse(&m, p, len, &c.arena, &c.limits, &dg);
+  for (uint32_t i = 0; rc == 0 && i < m.nsegs; i++) {
+    const cad_hl7_seg_t *s = &m.segs[i];
+    int occ = 0;
+    for (uint32_t k = 0; k <= i; k++)
+      if (m.segs[k].id == s->id) occ++;
+    char sp[16];
+    seg_path(sp, sizeof sp, s, occ);
+    printf("%s\n", sp);
+    for (int fno = 1; fno <= cad_hl7_nfields(s); fno++) text_field(&c, s, sp, fno);
+  }
+  cad_arena_free(&c.arena);
+  return rc;
+}
+
 static int on_parse_env(void *ud, uint64_t offset, cad_str_t bytes) {
   parse_ctx_t *c = ud;
   if (c->json) return 0;

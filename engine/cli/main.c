@@ -22,6 +22,9 @@ static const command_t commands[] = {
     {"send", cad_cli_send, "send the messages of files to an MLLP listener, report each ACK"},
     {"replay", cad_cli_replay, "re-send message archives at a controlled rate, resumable"},
     {"preview", cad_cli_preview, "run an archive through a configuration's routes offline"},
+    {"search", cad_cli_search, "find messages in the message archive (patient, id, type, ...)"},
+    {"show", cad_cli_show, "one archived message: record, ACK, tree, delivery journey"},
+    {"archive", cad_cli_archive, "the message archive: stats, prune, check, reindex"},
 };
 
 static void usage(FILE *out) {

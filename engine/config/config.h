@@ -12,6 +12,7 @@
  *     log_level: info             # debug | info | warn | error
  *     log_format: kv              # kv | json
  *     stats_interval: 60s         # counters in the log; 0 = never
+ *     archive: { enabled: true, retain: 7d, max_bytes: 0 }  # caduceus search / show
  *   destinations:
  *     <name>:
  *       type: file
@@ -171,6 +172,10 @@ typedef struct cad_config {
   uint64_t max_inbound_buffer;  /* engine.max_inbound_buffer: bytes all inbound
                                    connections may hold in unfinished frames,
                                    default 256 MiB (mllp_listener.h) */
+  /* engine.archive (engine/store/archive.h) */
+  bool archive_enabled;       /* default true */
+  uint64_t archive_retain_ms; /* whole days, default 7 days */
+  uint64_t archive_max_bytes; /* 0 = no limit */
   cad_conf_dest_t *dests;
   size_t ndests;
   cad_conf_channel_t *channels;

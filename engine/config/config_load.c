@@ -59,6 +59,18 @@ static const conf_key_t queue_keys[] = {
 static const conf_section_t queue_section = {"queue", queue_keys,
                                              sizeof queue_keys / sizeof queue_keys[0], NULL};
 
+static const conf_key_t archive_keys[] = {
+    {"enabled", CAD_CONF_FLAG, offsetof(cad_config_t, archive_enabled), 0, "true", 0, 0, NULL,
+     "record every message and delivery in data_dir/archive (caduceus search/show)"},
+    {"retain", CAD_CONF_DURATION, offsetof(cad_config_t, archive_retain_ms), 0, "7d", MS_DAY,
+     3650 * MS_DAY, NULL, "keep whole days of the archive this long"},
+    {"max_bytes", CAD_CONF_SIZE, offsetof(cad_config_t, archive_max_bytes), K_ZERO_OK, "0",
+     (uint64_t)1 << 20, (uint64_t)1 << 50, NULL,
+     "delete the oldest days while the archive is larger (0 = no limit)"},
+};
+static const conf_section_t archive_section = {"archive", archive_keys,
+                                               sizeof archive_keys / sizeof archive_keys[0], NULL};
+
 static const conf_key_t engine_keys[] = {
     {"data_dir", CAD_CONF_PATH, offsetof(cad_config_t, data_dir), 0, "var/data", 0, 0, NULL,
      "the directory for the engine's state"},
@@ -72,6 +84,7 @@ static const conf_key_t engine_keys[] = {
      (uint64_t)1 << 16, (uint64_t)1 << 40, NULL,
      "bytes all inbound connections together may hold in unfinished frames"},
     {"queue", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &queue_section, "the durable queue"},
+    {"archive", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &archive_section, "the message archive"},
 };
 static const conf_section_t engine_section = {"engine", engine_keys,
                                               sizeof engine_keys / sizeof engine_keys[0], NULL};

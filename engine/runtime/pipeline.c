@@ -78,6 +78,15 @@ static const outcome_row_t outcomes[CAD_PIPE_NOUTCOMES] = {
         {"msg.nomem", CAD_LOG_ERROR, CAD_ACK_ERROR, {COUNT(errors), NO_COUNT}, 0, TEXT_REASON},
 };
 
+/* Each outcome's status in the archive (archive.h). */
+static const char *const statuses[CAD_PIPE_NOUTCOMES] = {
+    [CAD_PIPE_ACCEPTED] = "accepted", [CAD_PIPE_FILTERED] = "filtered",
+    [CAD_PIPE_DEAD_LETTER] = "dead",  [CAD_PIPE_REJECTED] = "unparseable",
+    [CAD_PIPE_UNROUTED] = "rejected", [CAD_PIPE_ROUTE_ERROR] = "error",
+    [CAD_PIPE_TOO_BIG] = "too_big",   [CAD_PIPE_NOT_ACCEPTED] = "error",
+    [CAD_PIPE_NOMEM] = "error",
+};
+
 const char *cad_pipe_outcome_event(cad_pipe_outcome_t o) {
   return o < CAD_PIPE_NOUTCOMES ? outcomes[o].event : "msg.unknown";
 }
@@ -89,8 +98,12 @@ typedef struct origin {
   const char *peer;
   const cad_ack_msh_t *h; /* never NULL: a stand-in when none could be read */
   size_t bytes;
-  bool cut;     /* TOO_BIG: at least `bytes` */
-  uint64_t seq; /* DEAD_LETTER: the dead letter's number (0 = none) */
+  bool cut;             /* TOO_BIG: at least `bytes` */
+  uint64_t seq;         /* DEAD_LETTER: the dead letter's number (0 = none) */
+  cad_str_t raw;        /* the frame (TOO_BIG: its first bytes), for the archive */
+  const uint16_t *qids; /* records queued: queue id and sequence */
+  const uint64_t *seqs;
+  size_t nq;
 } origin_t;
 
 void cad_pipe_next_ctl(cad_pipe_t *p, char out[24]) {
@@ -155,15 +168,15 @@ static void conclude(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
   c.ctl = o->h->control_id;
   c.type = o->h->msg_type;
   c.bytes = (int64_t)o->bytes;
-  cad_log_num_t num = {"seq", o->seq};
-  if (o->seq) {
-    c.nums = &num;
-    c.nnums = 1;
-  }
+  cad_log_num_t nums[2];
+  uint64_t id = p->io.archive ? cad_archive_next_id(&p->last_id) : 0;
+  if (id) nums[c.nnums++] = (cad_log_num_t){"id", id};
+  if (o->seq) nums[c.nnums++] = (cad_log_num_t){"seq", o->seq};
+  c.nums = c.nnums ? nums : NULL;
   if (row->ack != CAD_ACK_ACCEPT && dg && dg->code) c.error = cad_err_name(dg->code);
   c.outcome =
       send_ack(p, ch, o, row->ack, row->ack == CAD_ACK_ACCEPT ? NULL : dg, row->reply_flags);
-  if (!CAD_LOG_ON(row->level) && !p->io.log) return;
+  if (!CAD_LOG_ON(row->level) && !p->io.log && !id) return;
   char text[256];
   const char *reason = dg && dg->reason[0] ? dg->reason : "";
   switch (row->text) {
@@ -183,7 +196,15 @@ static void conclude(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
                o->cut ? "at least " : "", o->bytes, ch->cc->listener.max_frame);
       break;
   }
-  log_line(p, row->level, row->event, &c, text[0] ? text : NULL);
+  if (id) {
+    cad_archive_in_t rec = {
+        id,        ch->cc->name, o->peer,    o->conn,  statuses[which], text[0] ? text : NULL,
+        c.outcome, o->raw.p,     o->raw.len, o->bytes, o->qids,         o->seqs,
+        o->nq,     o->seq};
+    p->io.archive(p->io.ud, &rec);
+  }
+  if (CAD_LOG_ON(row->level) || p->io.log)
+    log_line(p, row->level, row->event, &c, text[0] ? text : NULL);
 }
 
 /* ---- one message in flight -------------------------------------------------- */
@@ -204,11 +225,15 @@ typedef struct job {
   uint64_t conn;
   char peer[64];
   uint16_t *items_qid; /* the queue ids appended (arena), for `delivered` */
-  cad_ack_msh_t h;     /* what the ACK needs from MSH (spans in bytes) */
+  uint64_t *seqs;      /* and their sequences once durable (arena), for the archive */
+  size_t nseqs;
+  cad_ack_msh_t h; /* what the ACK needs from MSH (spans in bytes) */
 } job_t;
 
 static origin_t job_origin(const job_t *j) {
-  return (origin_t){j->req, j->conn, j->peer, &j->h, j->len, false, j->dl_seq};
+  return (origin_t){j->req,       j->conn, j->peer,   &j->h,
+                    j->len,       false,   j->dl_seq, {j->bytes, j->len},
+                    j->items_qid, j->seqs, j->nseqs};
 }
 
 static void job_free(job_t *j) {
@@ -257,6 +282,10 @@ static void job_appended(void *ud, int status, const uint64_t *seqs, size_t n) {
     return;
   }
   if (j->dead_letter && n) j->dl_seq = seqs[0];
+  if (!j->dead_letter && n && j->items_qid && (j->seqs = cad_arena_alloc(&j->arena, n * 8))) {
+    memcpy(j->seqs, seqs, n * sizeof *seqs);
+    j->nseqs = n;
+  }
   j->ch->st->queued++;
   if (j->ch->cc->ack_policy != CAD_ACK_DELIVERED || !seqs || !j->p->io.wait) {
     job_finish(j);
@@ -434,7 +463,7 @@ static void conclude_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_fr
   cad_ack_msh_salvage(f->bytes.p, f->bytes.len, 0, &h);
   size_t size =
       f->status == CAD_E_TOOBIG && f->size > f->bytes.len ? (size_t)f->size : f->bytes.len;
-  origin_t o = {f->req, f->conn, f->peer, &h, size, f->cut, 0};
+  origin_t o = {f->req, f->conn, f->peer, &h, size, f->cut, 0, f->bytes, NULL, NULL, 0};
   conclude(p, ch, &o, which, dg);
 }
 

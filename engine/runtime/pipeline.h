@@ -33,7 +33,10 @@
  * cad_ack_msh_salvage: default delimiters, empty MSA-2).
  *
  * Log lines carry channel, peer, connection, control id, type, size,
- * outcome and a PHI-free reason; never field values.
+ * outcome and a PHI-free reason; never field values.  With an archive
+ * (io->archive) every outcome is also archived, under a new message id that
+ * the log line shows as id=N (`caduceus show DATA_DIR N`); the archive
+ * never changes the ACK.
  *
  * Memory: the pipeline copies each frame (the caller's bytes are borrowed
  * for the call only) and frees its copy when the message is answered.  The
@@ -49,6 +52,7 @@
 #include <stdint.h>
 
 #include "ack.h"
+#include "archive.h"
 #include "config.h"
 #include "hl7.h"
 #include "log.h"
@@ -107,12 +111,17 @@ typedef struct cad_pipe_io {
   /* Take (+1) or drop (-1) a hold on a channel's owner (the runtime it
    * belongs to) while a message of it is in flight.  May be NULL. */
   void (*hold)(void *ud, void *owner, int delta);
+  /* Archive the record of a message that has ended (cad_archive_inbound:
+   * borrowed for the call).  May be NULL: no archive, and no id= in the
+   * log line. */
+  void (*archive)(void *ud, const cad_archive_in_t *rec);
 } cad_pipe_io_t;
 
 /* The context: the io table and the ACK control-id generator. */
 typedef struct cad_pipe {
   cad_pipe_io_t io;
   uint64_t ctl_prefix, ctl_counter;
+  uint64_t last_id; /* the last archive id given (cad_archive_next_id) */
 } cad_pipe_t;
 
 /* One channel as the pipeline sees it (the caller's; fields set by

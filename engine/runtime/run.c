@@ -116,6 +116,7 @@ typedef struct engine {
   char *data_dir; /* the queue's, fixed for the life of the process */
   int lockfd;     /* data_dir/lock, held */
   cad_queue_t *q;
+  cad_archive_t *arch; /* the message archive, NULL when off */
   bool q_closing;
   dest_t *by_qid[CAD_JOURNAL_MAX_DESTS]; /* running workers by queue id */
   /* Their counters by queue id (a name's id is fixed for the process), so
@@ -286,6 +287,7 @@ static void start_workers(rt_t *rt) {
               cad_strerror(rc));
       continue;
     }
+    cad_delivery_set_archive(d->w, E.arch);
     rt->refs++;
     rt->workers++;
     E.running_workers++;
@@ -442,8 +444,13 @@ static void io_hold(void *ud, void *owner, int delta) {
   else rt_release(owner);
 }
 
+static void io_archive(void *ud, const cad_archive_in_t *rec) {
+  (void)ud;
+  cad_archive_inbound(E.arch, rec);
+}
+
 static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_dest, io_dest_qid,
-                                        io_wait, io_reply,  NULL,           io_hold};
+                                        io_wait, io_reply,  NULL,           io_hold, io_archive};
 
 static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
   lsn_t *ls = data;
@@ -940,6 +947,7 @@ int cad_cli_run(int argc, char **argv) {
   memset(&E, 0, sizeof E);
   E.config_path = path;
   cad_pipe_init(&E.pipe, &engine_io);
+  if (!cfg->archive_enabled) E.pipe.io.archive = NULL;
   uv_loop_t loop;
   uv_loop_init(&loop);
   E.loop = &loop;
@@ -966,11 +974,17 @@ int cad_cli_run(int argc, char **argv) {
     uv_signal_start(&E.sig_int, on_signal, SIGINT);
     uv_signal_start(&E.sig_hup, on_signal, SIGHUP);
     stats_timer_apply();
+    cad_archive_opts_t ao = {.data_dir = cfg->data_dir,
+                             .retain_ms = cfg->archive_retain_ms,
+                             .max_bytes = cfg->archive_max_bytes,
+                             .rebuild = true};
+    if (cfg->archive_enabled && cad_archive_open(&ao, &E.arch) < 0) E.pipe.io.archive = NULL;
     start_workers(E.rt);
     CAD_LOG(CAD_LOG_INFO, "start", NULL, "%s: %zu channels, %zu destinations, pid %d", path,
             E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
+  cad_archive_close(E.arch); /* writes what is queued */
   if (E.exit_status == 0) cad_stats_log();
   free(E.data_dir);
   rc = uv_loop_close(&loop);

@@ -70,6 +70,7 @@ struct cad_delivery {
   waiter_t *waiters, *waiters_tail;     /* in seq order */
   cad_delivery_stats_t own_stats, *ctr; /* ctr: opts.counters or own_stats */
   uint64_t rng;
+  cad_archive_t *archive; /* borrowed, NULL = none */
   void (*stop_done)(void *);
   void *stop_arg;
 };
@@ -79,6 +80,7 @@ static void submit_more(cad_delivery_t *w);
 static void request_mark(cad_delivery_t *w, uint64_t seq);
 static void on_backoff(uv_timer_t *t);
 static void on_read_retry(uv_timer_t *t);
+static void archive_att(cad_delivery_t *w, uint64_t seq, cad_archive_att_t what, const char *why);
 
 static void log_ctx(const cad_delivery_t *w, cad_log_ctx_t *c, cad_log_num_t nums[2],
                     uint64_t seq) {
@@ -216,6 +218,7 @@ static void on_dead_marked(void *ud, int status, const uint64_t *seqs, size_t n)
     return;
   }
   w->ctr->dead++;
+  archive_att(w, rec->seq, CAD_ARCH_DEAD, w->dead_reason);
   w->delivered_seq = rec->seq;
   w->marked_seq = rec->seq > w->marked_seq ? rec->seq : w->marked_seq;
   resolve_waiters(w, rec->seq, CAD_E_IO);
@@ -307,11 +310,17 @@ static void note_answer(cad_delivery_t *w, uint64_t seq, const char *detail) {
   snprintf(w->last_ok, sizeof w->last_ok, "%s", detail ? detail : "");
 }
 
+/* The archive's record of one attempt (or dead letter) of `seq`. */
+static void archive_att(cad_delivery_t *w, uint64_t seq, cad_archive_att_t what, const char *why) {
+  if (w->archive) cad_archive_attempt(w->archive, w->dest, seq, what, why);
+}
+
 static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *detail) {
   cad_delivery_t *w = ctx;
   size_t idx = w->completed++;
   w->in_flight--;
   const cad_jread_t *rec = &w->reader.recs[idx];
+  archive_att(w, rec->seq, (cad_archive_att_t)outcome, detail);
   if (w->failing) {
     if (idx < w->fail_idx) {
       /* Handed over before the failed one (completions come in order). */
@@ -379,6 +388,7 @@ static void submit_more(cad_delivery_t *w) {
        * it still complete, in order; then the failure is handled. */
       w->in_flight--;
       w->next_submit = i;
+      archive_att(w, rec->seq, CAD_ARCH_RETRY, cad_err_name(rc));
       if (!w->failing || i < w->fail_idx) {
         w->failing = true;
         w->fail_idx = i;
@@ -491,6 +501,11 @@ int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int 
 }
 
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out) { *out = *w->ctr; }
+
+void cad_delivery_set_archive(cad_delivery_t *w, cad_archive_t *a) {
+  w->archive = a;
+  if (a) cad_archive_dest_name(a, w->dest, w->name);
+}
 
 void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg) {
   w->stopping = true;

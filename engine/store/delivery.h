@@ -40,6 +40,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "archive.h"
 #include "queue.h"
 
 typedef enum {
@@ -97,6 +98,9 @@ void cad_delivery_notify(cad_delivery_t *w);
  * A message delivered already gets cb(ud, 0) inside this call. */
 int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status), void *ud);
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out);
+/* Record every attempt and dead letter in `a` (archive.h; borrowed, must
+ * outlive the worker; NULL = stop recording).  Call right after start. */
+void cad_delivery_set_archive(cad_delivery_t *w, cad_archive_t *a);
 /* Stop: the message in flight finishes (its outcome is recorded), waiters
  * are failed, then `done` runs and the worker is freed. */
 void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg);

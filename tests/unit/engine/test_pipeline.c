@@ -44,6 +44,13 @@ typedef struct fake {
   int64_t bytes;
   int nlogs;
   int holds;
+  /* the last archive record */
+  int narch;
+  uint64_t arch_id, arch_last_id, arch_seqs[4], arch_size;
+  uint16_t arch_qids[4];
+  size_t arch_nq, arch_len;
+  char arch_status[16], arch_ack[16], arch_reason[256];
+  int log_id_seen; /* the log line carried id= the archive's id */
 } fake_t;
 
 static fake_t F;
@@ -120,6 +127,26 @@ static void f_log(void *ud, cad_log_level_t level, const char *event, const cad_
   copy_str(F.text, sizeof F.text, text, text ? strlen(text) : 0);
   copy_str(F.ctl, sizeof F.ctl, c->ctl.p, c->ctl.len);
   F.bytes = c->bytes;
+  F.log_id_seen = 0;
+  for (size_t i = 0; i < c->nnums; i++)
+    if (strcmp(c->nums[i].key, "id") == 0) F.log_id_seen = c->nums[i].val != 0;
+}
+
+static void f_archive(void *ud, const cad_archive_in_t *r) {
+  (void)ud;
+  F.narch++;
+  F.arch_last_id = F.arch_id;
+  F.arch_id = r->id;
+  copy_str(F.arch_status, sizeof F.arch_status, r->status, strlen(r->status));
+  copy_str(F.arch_ack, sizeof F.arch_ack, r->ack, r->ack ? strlen(r->ack) : 0);
+  copy_str(F.arch_reason, sizeof F.arch_reason, r->reason, r->reason ? strlen(r->reason) : 0);
+  F.arch_nq = r->nq;
+  for (size_t i = 0; i < r->nq && i < 4; i++) {
+    F.arch_qids[i] = r->qids[i];
+    F.arch_seqs[i] = r->seqs[i];
+  }
+  F.arch_len = r->len;
+  F.arch_size = r->size;
 }
 
 static void f_hold(void *ud, void *owner, int delta) {
@@ -129,7 +156,7 @@ static void f_hold(void *ud, void *owner, int delta) {
 }
 
 static const cad_pipe_io_t fake_io = {NULL,   f_append, f_dead_letter, f_dest, f_dest_qid,
-                                      f_wait, f_reply,  f_log,         f_hold};
+                                      f_wait, f_reply,  f_log,         f_hold, f_archive};
 
 /* Complete pending write i (status 0: durable). */
 static void complete(int i, int status) {
@@ -579,6 +606,62 @@ TEST(stats_tell_64_byte_channel_names_apart) {
   CHECK(cad_stats_get(a) == sa);
   CHECK_STR(sb->name, b);
   cad_stats_free_all();
+}
+
+/* Every outcome is archived once, after its ACK, with the status, the ACK
+ * code, the queue records and an id that the log line also carries. */
+TEST(every_outcome_is_archived) {
+  world_t w;
+  REQUIRE(setup(&w, "acc"));
+  SEND(&w, ADT);
+  CHECK_INT(F.narch, 0); /* not before it is concluded */
+  complete(0, 0);
+  REQUIRE(F.narch == 1);
+  CHECK_STR(F.arch_status, "accepted");
+  CHECK_STR(F.arch_ack, "AA");
+  CHECK_INT((int)F.arch_nq, 2);
+  CHECK_INT(F.arch_qids[0], 10);
+  CHECK_INT(F.arch_qids[1], 11);
+  CHECK_INT((int)F.arch_seqs[0], 7);
+  CHECK_INT((int)F.arch_seqs[1], 8);
+  CHECK_INT((int)F.arch_len, (int)strlen(ADT));
+  CHECK(F.arch_id != 0);
+  CHECK_INT(F.log_id_seen, 1);
+  /* Unparseable: AR, the raw bytes kept. */
+  SEND(&w, "NOT HL7 AT ALL");
+  REQUIRE(F.narch == 2);
+  CHECK_STR(F.arch_status, "unparseable");
+  CHECK_STR(F.arch_ack, "AR");
+  CHECK_INT((int)F.arch_len, 14);
+  CHECK_INT((int)F.arch_nq, 0);
+  CHECK(F.arch_id > F.arch_last_id); /* ids grow */
+  /* Too big: the first bytes and the full size. */
+  cad_pipe_frame_t f = {NULL, CAD_E_TOOBIG, {ADT, 20}, 5000, false, 3, "p"};
+  cad_pipe_frame(&w.p, &w.ch, &f);
+  REQUIRE(F.narch == 3);
+  CHECK_STR(F.arch_status, "too_big");
+  CHECK_INT((int)F.arch_len, 20);
+  CHECK_INT((int)F.arch_size, 5000);
+  /* A queue refusing the message: error, AE. */
+  F.append_rc = CAD_E_FULL;
+  SEND(&w, ADT);
+  REQUIRE(F.narch == 4);
+  CHECK_STR(F.arch_status, "error");
+  CHECK_STR(F.arch_ack, "AE");
+  CHECK(strstr(F.arch_reason, "queue full") != NULL);
+  teardown(&w);
+  const char *chans[] = {"flt", "unr", "err", "dl"};
+  const char *want[] = {"filtered", "rejected", "error", "dead"};
+  const char *ack[] = {"AA", "AR", "AE", "AA"};
+  for (int i = 0; i < 4; i++) {
+    REQUIRE(setup(&w, chans[i]));
+    SEND(&w, ADT);
+    if (F.nappends) complete(0, 0);
+    REQUIRE(F.narch == 1);
+    CHECK_STR(F.arch_status, want[i]);
+    CHECK_STR(F.arch_ack, ack[i]);
+    teardown(&w);
+  }
 }
 
 TEST_MAIN()

@@ -1,0 +1,249 @@
+/* cli_search.c - `caduceus search` and `caduceus show`: the message archive
+ * (engine/store/archive.h) from the command line. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "archive.h"
+#include "cad_error.h"
+#include "cad_io.h"
+#include "cad_json.h"
+#include "cli.h"
+
+/* ---- time arguments --------------------------------------------------------- */
+
+int64_t cad_cli_parse_time(const char *s, int64_t now_ms) {
+  char *end;
+  double v = strtod(s, &end);
+  if (end != s && end[0] && !end[1] && v >= 0 && strchr("smhd", end[0])) {
+    static const int64_t unit[] = {1000, 60000, 3600000, 86400000};
+    return now_ms - (int64_t)(v * (double)unit[strchr("smhd", end[0]) - "smhd"]);
+  }
+  struct tm tm = {0};
+  int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
+  if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3) return -1;
+  const char *t = s + n;
+  if (*t == 'T' || *t == ' ') {
+    int m2 = 0;
+    if (sscanf(t + 1, "%2d:%2d%n", &h, &mi, &m2) != 2) return -1;
+    t += 1 + m2;
+    if (*t == ':') {
+      int m3 = 0;
+      if (sscanf(t + 1, "%2d%n", &sec, &m3) != 1) return -1;
+      t += 1 + m3;
+    }
+  }
+  if (*t == 'Z') t++;
+  if (*t) return -1;
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  time_t e = timegm(&tm);
+  return e < 0 ? -1 : (int64_t)e * 1000;
+}
+
+static void fmt_time(int64_t ms, char out[32]) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* ---- search ----------------------------------------------------------------- */
+
+static void search_usage(FILE *out) {
+  fprintf(out,
+          "usage: caduceus search CONFIG|DATA_DIR [filters] [--limit N] [--json]\n"
+          "\n"
+          "Finds messages in the archive (DATA_DIR/archive), newest first.\n"
+          "\n"
+          "  --patient ID[^AUTH]  a PID-3 identifier (any repetition), optionally with its\n"
+          "                       assigning authority\n"
+          "  --control-id ID      MSH-10\n"
+          "  --type T[^TRIGGER]   MSH-9: ORU, or ORU^R01\n"
+          "  --channel NAME       the inbound channel\n"
+          "  --dest NAME          a destination the message was queued for\n"
+          "  --status S           accepted, filtered, rejected (also unparseable and\n"
+          "                       too_big), unparseable, too_big, error, dead (dead-lettered\n"
+          "                       by a route or a destination), queued, retrying, delivered,\n"
+          "                       failed\n"
+          "  --sender FAC         MSH-4;  --receiver FAC  MSH-6\n"
+          "  --since T, --until T received at or after / before T: 2h, 30m, 7d (ago) or\n"
+          "                       2026-12-05[T14:00[:00]] (UTC)\n"
+          "  --limit N            at most N rows (default 50)\n"
+          "  --json               one JSON object per line instead of the table\n"
+          "\n"
+          "'caduceus show ID' prints one message and its journey.\n"
+          "Exit status: 0 (also when nothing matched), 1 failure, 2 usage error.\n");
+}
+
+typedef struct {
+  bool json;
+  int rows;
+} out_ctx_t;
+
+static void json_field(const char *k, const char *v, bool comma) {
+  printf("%s\"%s\":", comma ? "," : "", k);
+  cad_json_fput(stdout, v, strlen(v));
+}
+
+static int print_row(void *ud, const cad_archive_row_t *r) {
+  out_ctx_t *c = ud;
+  char t[32];
+  fmt_time(r->t_ms, t);
+  if (c->json) {
+    printf("{\"id\":\"%llu\"", (unsigned long long)r->id);
+    json_field("time", t, true);
+    json_field("channel", r->channel, true);
+    json_field("peer", r->peer, true);
+    json_field("status", r->status, true);
+    json_field("reason", r->reason, true);
+    json_field("ack", r->ack, true);
+    json_field("type", r->type, true);
+    json_field("control_id", r->control_id, true);
+    json_field("sender", r->sender, true);
+    json_field("receiver", r->receiver, true);
+    printf(",\"size\":%llu", (unsigned long long)r->size);
+    json_field("destinations", r->dests, true);
+    printf("}\n");
+  } else {
+    if (c->rows == 0)
+      printf("%-19s %-20s %-12s %-11s %-4s %-10s %-20s %s\n", "ID", "RECEIVED", "CHANNEL", "STATUS",
+             "ACK", "TYPE", "CONTROL ID", "DESTINATIONS");
+    printf("%-19llu %-20s %-12s %-11s %-4s %-10s %-20.*s %s\n", (unsigned long long)r->id, t,
+           r->channel, r->status, r->ack, r->type, 20, r->control_id, r->dests);
+  }
+  c->rows++;
+  return 0;
+}
+
+static int time_arg(const char *what, const char *v, int64_t *out) {
+  *out = cad_cli_parse_time(v, (int64_t)cad_now_ms());
+  if (*out < 0) {
+    fprintf(stderr, "caduceus search: %s '%s': expected 2h, 30m, 7d or 2026-12-05T14:00\n", what,
+            v);
+    return 2;
+  }
+  return 0;
+}
+
+int cad_cli_search(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"patient", required_argument, 0, 'p'}, {"control-id", required_argument, 0, 'c'},
+      {"type", required_argument, 0, 't'},    {"channel", required_argument, 0, 'C'},
+      {"dest", required_argument, 0, 'd'},    {"status", required_argument, 0, 's'},
+      {"since", required_argument, 0, 'S'},   {"until", required_argument, 0, 'U'},
+      {"limit", required_argument, 0, 'l'},   {"json", no_argument, 0, 'j'},
+      {"sender", required_argument, 0, 'f'},  {"receiver", required_argument, 0, 'r'},
+      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  cad_archive_query_t q = {0};
+  out_ctx_t c = {0};
+  int o;
+  char *end;
+  optind = 1;
+  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (o) {
+      case 'p': q.patient = optarg; break;
+      case 'c': q.control_id = optarg; break;
+      case 't': q.type = optarg; break;
+      case 'C': q.channel = optarg; break;
+      case 'd': q.dest = optarg; break;
+      case 's': q.status = optarg; break;
+      case 'f': q.sender = optarg; break;
+      case 'r': q.receiver = optarg; break;
+      case 'S':
+        if (time_arg("--since", optarg, &q.since_ms)) return 2;
+        break;
+      case 'U':
+        if (time_arg("--until", optarg, &q.until_ms)) return 2;
+        break;
+      case 'l':
+        q.limit = strtoull(optarg, &end, 10);
+        if (!*optarg || *end || q.limit == 0) {
+          fprintf(stderr, "caduceus search: --limit '%s': expected a positive number\n", optarg);
+          return 2;
+        }
+        break;
+      case 'j': c.json = true; break;
+      case 'h': search_usage(stdout); return 0;
+      default: search_usage(stderr); return 2;
+    }
+  }
+  if (argc - optind != 1) {
+    search_usage(stderr);
+    return 2;
+  }
+  char dir[4200], err[512] = "";
+  if (cad_cli_archive_dir("search", argv[optind], dir, sizeof dir, NULL)) return 1;
+  int rc = cad_archive_search(dir, &q, print_row, &c, err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "caduceus search: %s\n", err[0] ? err : cad_strerror(rc));
+    return 1;
+  }
+  if (!c.json && c.rows == 0) fprintf(stderr, "no message matched\n");
+  return 0;
+}
+
+/* ---- show ------------------------------------------------------------------- */
+
+static void show_usage(FILE *out) {
+  fprintf(out,
+          "usage: caduceus show CONFIG|DATA_DIR ID [--raw]\n"
+          "\n"
+          "Prints one archived message (its id is the first column of 'caduceus search' and\n"
+          "the id= of its log line): where it came from, its status and the ACK we sent, the\n"
+          "message as a tree with paths (as 'caduceus parse'), and its journey: every\n"
+          "destination with each delivery attempt and the receiver's answer.\n"
+          "\n"
+          "  --raw   the message bytes only (segments ended by CR), nothing else\n"
+          "\n"
+          "Exit status: 0, 1 not found or failure, 2 usage error.\n");
+}
+
+static void body_tree(void *ud, const char *p, size_t len) {
+  (void)ud;
+  if (cad_cli_print_tree(p, len) != 0) {
+    /* Not a message (unparseable, too big): the bytes as text. */
+    for (size_t i = 0; i < len; i++) putchar(p[i] == '\r' ? '\n' : p[i]);
+    putchar('\n');
+  }
+}
+
+static void body_raw(void *ud, const char *p, size_t len) {
+  (void)ud;
+  fwrite(p, 1, len, stdout);
+}
+
+int cad_cli_show(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"raw", no_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+  bool raw = false;
+  int o;
+  optind = 1;
+  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (o) {
+      case 'r': raw = true; break;
+      case 'h': show_usage(stdout); return 0;
+      default: show_usage(stderr); return 2;
+    }
+  }
+  char *end;
+  unsigned long long id = 0;
+  if (argc - optind != 2 || (id = strtoull(argv[optind + 1], &end, 10)) == 0 || *end) {
+    show_usage(stderr);
+    return 2;
+  }
+  char dir[4200], err[512] = "";
+  if (cad_cli_archive_dir("show", argv[optind], dir, sizeof dir, NULL)) return 1;
+  int rc = cad_archive_show(dir, id, raw, raw ? body_raw : body_tree, NULL, err, sizeof err);
+  if (rc < 0) {
+    fprintf(stderr, "caduceus show: %s\n", err[0] ? err : cad_strerror(rc));
+    return 1;
+  }
+  return 0;
+}

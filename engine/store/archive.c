@@ -1,0 +1,447 @@
+/* archive.c - the archive's writer: the bounded queue and the writer thread
+ * (archive.h).  Reading is in archive_query.c, the schema and the day files
+ * in archive_db.c. */
+#include "archive.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+
+#include "archive_int.h"
+#include "cad_error.h"
+#include "cad_io.h"
+#include "log.h"
+
+#define DAY_MS 86400000LL
+#define NCACHE 2 /* open day files: today and the one before */
+
+typedef enum { REC_IN, REC_ATT } rec_kind_t;
+
+typedef struct rec {
+  struct rec *next;
+  rec_kind_t kind;
+  size_t cost; /* bytes counted against the bound */
+  int64_t t_ms;
+  /* REC_IN */
+  uint64_t id, conn, size, dl_seq;
+  char *channel, *peer, *status, *reason, *ack;
+  char *bytes;
+  size_t len;
+  uint16_t *qids;
+  uint64_t *seqs;
+  size_t nq;
+  /* REC_ATT */
+  uint16_t qid;
+  uint64_t seq;
+  cad_archive_att_t what;
+  char *detail;
+} rec_t;
+
+struct cad_archive {
+  cad_archive_opts_t o;
+  char dir[4096];
+  char *data_dir; /* owned copy of o.data_dir */
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;      /* records queued, or stop */
+  pthread_cond_t done_cv; /* a batch was written */
+  rec_t *head, *tail;
+  uint64_t pending, pending_bytes;
+  uint64_t submitted, completed; /* records handed over / finished */
+  bool stop;
+  cad_archive_stats_t st;
+  char *names[CAD_ARCHIVE_MAX_DESTS];
+  cad__arch_db_t *cache[NCACHE]; /* writer thread only */
+  int64_t last_prune_ms;
+  int64_t opened_ms;
+};
+
+uint64_t cad_archive_next_id(uint64_t *last) {
+  uint64_t id = cad_now_ms() << 20;
+  if (id <= *last) id = *last + 1;
+  *last = id;
+  return id;
+}
+
+static void rec_free(rec_t *r) {
+  if (!r) return;
+  free(r->channel);
+  free(r->peer);
+  free(r->status);
+  free(r->reason);
+  free(r->ack);
+  free(r->bytes);
+  free(r->qids);
+  free(r->seqs);
+  free(r->detail);
+  free(r);
+}
+
+static char *dup_or_null(const char *s, bool *bad) {
+  if (!s) return NULL;
+  char *d = strdup(s);
+  if (!d) *bad = true;
+  return d;
+}
+
+/* Queue r, or drop it when over a bound.  Takes r. */
+static int enqueue(cad_archive_t *a, rec_t *r) {
+  pthread_mutex_lock(&a->mu);
+  bool full = a->stop || a->pending + 1 > a->o.max_queue ||
+              a->pending_bytes + r->cost > a->o.max_queue_bytes;
+  if (full) {
+    uint64_t n = ++a->st.dropped;
+    pthread_mutex_unlock(&a->mu);
+    rec_free(r);
+    /* The first drop and then one line per 1000, so a stuck disk does not
+     * flood the log. */
+    if (n == 1 || n % 1000 == 0) {
+      cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+      cad_log_num_t num = {"dropped", n};
+      c.nums = &num;
+      c.nnums = 1;
+      CAD_LOG(CAD_LOG_WARN, "archive.dropped", &c,
+              "archive queue full: record not archived (the message itself is unaffected)");
+    }
+    return CAD_E_FULL;
+  }
+  if (a->tail) a->tail->next = r;
+  else a->head = r;
+  a->tail = r;
+  a->pending++;
+  a->pending_bytes += r->cost;
+  a->submitted++;
+  a->st.queued++;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+int cad_archive_inbound(cad_archive_t *a, const cad_archive_in_t *in) {
+  rec_t *r = calloc(1, sizeof *r);
+  if (!r) return CAD_E_NOMEM;
+  bool bad = false;
+  size_t keep = in->len;
+  if (strcmp(in->status, "unparseable") == 0 || strcmp(in->status, "too_big") == 0)
+    keep = keep > a->o.max_raw ? a->o.max_raw : keep;
+  r->kind = REC_IN;
+  r->t_ms = (int64_t)(in->id >> 20);
+  r->id = in->id;
+  r->conn = in->conn;
+  r->size = in->size;
+  r->dl_seq = in->dl_seq;
+  r->channel = dup_or_null(in->channel, &bad);
+  r->peer = dup_or_null(in->peer, &bad);
+  r->status = dup_or_null(in->status, &bad);
+  r->reason = dup_or_null(in->reason, &bad);
+  r->ack = dup_or_null(in->ack, &bad);
+  r->bytes = malloc(keep ? keep : 1);
+  r->len = keep;
+  if (r->bytes && keep) memcpy(r->bytes, in->bytes, keep);
+  r->nq = in->nq;
+  if (in->nq) {
+    r->qids = malloc(in->nq * sizeof *r->qids);
+    r->seqs = malloc(in->nq * sizeof *r->seqs);
+    if (r->qids && r->seqs) {
+      memcpy(r->qids, in->qids, in->nq * sizeof *r->qids);
+      memcpy(r->seqs, in->seqs, in->nq * sizeof *r->seqs);
+    } else {
+      bad = true;
+    }
+  }
+  if (bad || !r->bytes) {
+    rec_free(r);
+    return CAD_E_NOMEM;
+  }
+  r->cost = sizeof *r + keep + in->nq * 10 + 256;
+  return enqueue(a, r);
+}
+
+int cad_archive_attempt(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
+                        const char *detail) {
+  rec_t *r = calloc(1, sizeof *r);
+  if (!r) return CAD_E_NOMEM;
+  bool bad = false;
+  r->kind = REC_ATT;
+  r->t_ms = (int64_t)cad_now_ms();
+  r->qid = qid;
+  r->seq = seq;
+  r->what = what;
+  r->detail = dup_or_null(detail, &bad);
+  if (bad) {
+    rec_free(r);
+    return CAD_E_NOMEM;
+  }
+  r->cost = sizeof *r + 64;
+  return enqueue(a, r);
+}
+
+void cad_archive_dest_name(cad_archive_t *a, uint16_t qid, const char *name) {
+  if (qid >= CAD_ARCHIVE_MAX_DESTS) return;
+  char *d = strdup(name);
+  if (!d) return;
+  pthread_mutex_lock(&a->mu);
+  free(a->names[qid]);
+  a->names[qid] = d;
+  pthread_mutex_unlock(&a->mu);
+}
+
+/* ---- the writer thread ------------------------------------------------------ */
+
+/* The open file of `day` (opened or created, and cached). */
+static cad__arch_db_t *db_for_day(cad_archive_t *a, int64_t day, bool create) {
+  for (int i = 0; i < NCACHE; i++)
+    if (a->cache[i] && a->cache[i]->day == day) return a->cache[i];
+  cad__arch_db_t *db = NULL;
+  if (cad__arch_db_open(a->dir, day, create, false, &db) < 0) return NULL;
+  /* Replace the oldest. */
+  int slot = 0;
+  for (int i = 0; i < NCACHE; i++) {
+    if (!a->cache[i]) {
+      slot = i;
+      break;
+    }
+    if (a->cache[i]->day < a->cache[slot]->day) slot = i;
+  }
+  if (a->cache[slot]) cad__arch_db_close(a->cache[slot]);
+  a->cache[slot] = db;
+  return db;
+}
+
+static void close_cache(cad_archive_t *a, bool all, int64_t today) {
+  for (int i = 0; i < NCACHE; i++) {
+    if (a->cache[i] && (all || a->cache[i]->day != today)) {
+      cad__arch_db_close(a->cache[i]);
+      a->cache[i] = NULL;
+    }
+  }
+}
+
+static int write_in(cad_archive_t *a, const rec_t *r) {
+  cad__arch_db_t *db = db_for_day(a, r->t_ms / DAY_MS, true);
+  if (!db) return CAD_E_IO;
+  cad__arch_fields_t f;
+  cad__arch_fields(r->bytes, r->len, &f);
+  uLongf clen = compressBound((uLong)r->len);
+  unsigned char *z = malloc(clen ? clen : 1);
+  if (!z) return CAD_E_NOMEM;
+  if (compress2(z, &clen, (const Bytef *)r->bytes, (uLong)r->len, 6) != Z_OK) clen = 0;
+  const char *names[CAD_ARCHIVE_MAX_DESTS > 64 ? 64 : CAD_ARCHIVE_MAX_DESTS];
+  size_t nq = r->nq > 64 ? 64 : r->nq;
+  pthread_mutex_lock(&a->mu);
+  for (size_t i = 0; i < nq; i++)
+    names[i] = r->qids[i] < CAD_ARCHIVE_MAX_DESTS ? a->names[r->qids[i]] : NULL;
+  cad__arch_msg_t m = {r->id,     r->t_ms,   r->channel, r->peer,   r->conn, r->size,
+                       r->status, r->reason, r->ack,     r->dl_seq, &f,      z,
+                       clen,      r->len,    r->qids,    r->seqs,   names,   nq};
+  int rc = cad__arch_db_insert(db, &m);
+  pthread_mutex_unlock(&a->mu);
+  free(z);
+  return rc;
+}
+
+static int write_att(cad_archive_t *a, const rec_t *r) {
+  int64_t today = r->t_ms / DAY_MS;
+  /* The delivery row lives in its message's file: today's or the day
+   * before's as a rule; otherwise a row of its own in today's file. */
+  for (int64_t d = today; d >= today - 1; d--) {
+    cad__arch_db_t *db = db_for_day(a, d, d == today);
+    if (!db) continue;
+    int rc = cad__arch_db_attempt(db, r->qid, r->seq, r->what, r->detail, r->t_ms, NULL, false);
+    if (rc != CAD_E_NOTFOUND) return rc;
+  }
+  cad__arch_db_t *db = db_for_day(a, today, true);
+  if (!db) return CAD_E_IO;
+  pthread_mutex_lock(&a->mu);
+  const char *name = r->qid < CAD_ARCHIVE_MAX_DESTS ? a->names[r->qid] : NULL;
+  int rc = cad__arch_db_attempt(db, r->qid, r->seq, r->what, r->detail, r->t_ms, name, true);
+  pthread_mutex_unlock(&a->mu);
+  return rc;
+}
+
+static void write_batch(cad_archive_t *a, rec_t *batch, size_t n) {
+  /* One transaction per day file touched (as a rule one). */
+  int64_t day = -1;
+  cad__arch_db_t *open_tx = NULL;
+  size_t failed = 0;
+  for (rec_t *r = batch; r; r = r->next) {
+    int64_t d = r->t_ms / DAY_MS;
+    if (d != day) {
+      if (open_tx) cad__arch_db_commit(open_tx);
+      open_tx = db_for_day(a, d, true);
+      if (open_tx) cad__arch_db_begin(open_tx);
+      day = d;
+    }
+    int rc = r->kind == REC_IN ? write_in(a, r) : write_att(a, r);
+    if (rc < 0) failed++;
+  }
+  if (open_tx && cad__arch_db_commit(open_tx) < 0) failed = n;
+  pthread_mutex_lock(&a->mu);
+  a->st.written += n - failed;
+  a->st.failed += failed;
+  a->st.batches++;
+  pthread_mutex_unlock(&a->mu);
+  if (failed) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    cad_log_num_t num = {"failed", failed};
+    c.nums = &num;
+    c.nnums = 1;
+    CAD_LOG(CAD_LOG_ERROR, "archive.write_failed", &c, "archive records not written in %s", a->dir);
+  }
+}
+
+static void maybe_prune(cad_archive_t *a, int64_t now) {
+  if (now - a->last_prune_ms < 3600000 && a->last_prune_ms / DAY_MS == now / DAY_MS) return;
+  a->last_prune_ms = now;
+  close_cache(a, false, now / DAY_MS);
+  uint64_t freed = 0;
+  int n = cad_archive_prune(a->dir, now, a->o.retain_ms, a->o.max_bytes, &freed);
+  if (n > 0) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    cad_log_num_t nums[2] = {{"files", (uint64_t)n}, {"bytes", freed}};
+    c.nums = nums;
+    c.nnums = 2;
+    CAD_LOG(CAD_LOG_INFO, "archive.pruned", &c, "expired day files deleted");
+  }
+}
+
+/* After a crash: what the journal holds and the writer lost. */
+static void rebuild(cad_archive_t *a) {
+  int64_t now = a->opened_ms, from = cad_archive_newest(a->dir) - 300000;
+  if (from < now - (int64_t)a->o.retain_ms) from = now - (int64_t)a->o.retain_ms;
+  uint64_t checked, missing, rebuilt;
+  int rc = cad_archive_reindex(a->o.data_dir, from, now, true, &checked, &missing, &rebuilt);
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  cad_log_num_t nums[3] = {{"checked", checked}, {"missing", missing}, {"rebuilt", rebuilt}};
+  c.nums = nums;
+  c.nnums = 3;
+  if (rc < 0) c.error = cad_err_name(rc);
+  if (rc < 0 || missing)
+    CAD_LOG(rc < 0 ? CAD_LOG_ERROR : CAD_LOG_WARN, "archive.rebuilt", &c,
+            "queue records missing from the archive rebuilt from the journal");
+}
+
+static void *writer_main(void *arg) {
+  cad_archive_t *a = arg;
+  if (a->o.rebuild) rebuild(a);
+  pthread_mutex_lock(&a->mu);
+  for (;;) {
+    while (!a->head && !a->stop) {
+      struct timespec ts;
+      clock_gettime(CLOCK_REALTIME, &ts);
+      ts.tv_sec += 1;
+      pthread_cond_timedwait(&a->cv, &a->mu, &ts);
+      if (!a->head) break;
+    }
+    if (!a->head && a->stop) break;
+    rec_t *batch = a->head, *last = a->head;
+    size_t n = 0, bytes = 0;
+    if (batch) {
+      n = 1;
+      bytes = last->cost;
+      while (last->next && n < a->o.batch) {
+        last = last->next;
+        bytes += last->cost;
+        n++;
+      }
+      a->head = last->next;
+      if (!a->head) a->tail = NULL;
+      last->next = NULL;
+      a->pending -= n;
+      a->pending_bytes -= bytes;
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (n) write_batch(a, batch, n);
+    while (batch) {
+      rec_t *x = batch->next;
+      rec_free(batch);
+      batch = x;
+    }
+    maybe_prune(a, (int64_t)cad_now_ms());
+    pthread_mutex_lock(&a->mu);
+    a->completed += n;
+    pthread_cond_broadcast(&a->done_cv);
+  }
+  pthread_mutex_unlock(&a->mu);
+  close_cache(a, true, 0);
+  return NULL;
+}
+
+int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
+  cad_archive_t *a = calloc(1, sizeof *a);
+  if (!a) return CAD_E_NOMEM;
+  a->o = *o;
+  if (!a->o.retain_ms) a->o.retain_ms = 7 * DAY_MS;
+  if (!a->o.max_queue) a->o.max_queue = 65536;
+  if (!a->o.max_queue_bytes) a->o.max_queue_bytes = 64u << 20;
+  if (!a->o.max_raw) a->o.max_raw = 64u << 10;
+  if (!a->o.batch) a->o.batch = 512;
+  snprintf(a->dir, sizeof a->dir, "%s/archive", o->data_dir);
+  a->data_dir = strdup(o->data_dir);
+  a->o.data_dir = a->data_dir;
+  /* Open today's file now, so a directory that cannot be written is one
+   * error at start rather than a stream of failed records. */
+  int64_t now = a->opened_ms = (int64_t)cad_now_ms();
+  cad__arch_db_t *db = NULL;
+  int rc = cad_io_mkdir_p(NULL, a->dir, 0700);
+  if (rc == 0) rc = cad__arch_db_open(a->dir, now / DAY_MS, true, false, &db);
+  if (rc < 0) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    c.error = cad_err_name(rc);
+    CAD_LOG(CAD_LOG_ERROR, "archive.open_failed", &c, "%s: %s (running without the archive)",
+            a->dir, cad_strerror(rc));
+    free(a->data_dir);
+    free(a);
+    return rc;
+  }
+  a->cache[0] = db;
+  pthread_mutex_init(&a->mu, NULL);
+  pthread_cond_init(&a->cv, NULL);
+  pthread_cond_init(&a->done_cv, NULL);
+  if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
+    cad__arch_db_close(db);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    pthread_cond_destroy(&a->done_cv);
+    free(a->data_dir);
+    free(a);
+    return CAD_E_NOMEM;
+  }
+  *out = a;
+  return 0;
+}
+
+int cad_archive_flush(cad_archive_t *a) {
+  pthread_mutex_lock(&a->mu);
+  uint64_t want = a->submitted;
+  pthread_cond_signal(&a->cv);
+  while (a->completed < want) pthread_cond_wait(&a->done_cv, &a->mu);
+  pthread_mutex_unlock(&a->mu);
+  return 0;
+}
+
+void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out) {
+  pthread_mutex_lock(&a->mu);
+  *out = a->st;
+  out->pending = a->pending;
+  out->pending_bytes = a->pending_bytes;
+  pthread_mutex_unlock(&a->mu);
+}
+
+void cad_archive_close(cad_archive_t *a) {
+  if (!a) return;
+  pthread_mutex_lock(&a->mu);
+  a->stop = true;
+  pthread_cond_signal(&a->cv);
+  pthread_mutex_unlock(&a->mu);
+  pthread_join(a->thread, NULL);
+  for (size_t i = 0; i < CAD_ARCHIVE_MAX_DESTS; i++) free(a->names[i]);
+  free(a->data_dir);
+  pthread_mutex_destroy(&a->mu);
+  pthread_cond_destroy(&a->cv);
+  pthread_cond_destroy(&a->done_cv);
+  free(a);
+}

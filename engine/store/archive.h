@@ -1,0 +1,159 @@
+/* archive.h - the message archive: every inbound message (whatever its
+ * outcome) and every delivery attempt, recorded in SQLite and searchable.
+ *
+ * Writing (the engine).  The loop thread hands records to a bounded queue
+ * in memory (cad_archive_inbound, cad_archive_attempt: they copy and return
+ * at once); one writer thread parses the header fields, compresses the body
+ * (zlib) and inserts records in batched transactions.  When the queue is
+ * over its bounds (records or bytes) the record is dropped, counted and
+ * logged: the archive never blocks the listener and never changes what is
+ * ACKed.  It is a record, not a second queue: the journal holds what is
+ * delivered.
+ *
+ * Storage: data_dir/archive/YYYY-MM-DD.db (UTC day of the message's id),
+ * one SQLite database per day in WAL mode (synchronous=NORMAL: a power cut
+ * may lose the last transactions, never corrupt the file); directory 0700,
+ * files 0600.  Retention deletes whole day files (older than `retain`, then
+ * the oldest while over `max_bytes`; never today's), so the space really
+ * comes back.  A message id is ms_since_epoch << 20 | counter: it orders
+ * by time and names its day file.
+ *
+ * Per file (ARCHIVE_SCHEMA in archive.c): msg (one row per inbound frame:
+ * id, time, channel, peer, connection, size, status, reason, ACK code,
+ * MSH-3..12, body zlib-compressed), pid (every PID-3 repetition: value and
+ * assigning authority), dlv (one row per destination record: queue id,
+ * sequence, name, state, attempts, last detail), att (every attempt).
+ *
+ * Statuses of a message: accepted, filtered, dead (dead-lettered by a
+ * route), rejected (a route rejected it), unparseable, too_big, error; of a
+ * delivery: queued, delivered, retrying, dead.
+ */
+#ifndef CAD_ARCHIVE_H
+#define CAD_ARCHIVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct cad_archive cad_archive_t;
+
+typedef struct cad_archive_opts {
+  const char *data_dir;   /* archive/ goes under it */
+  uint64_t retain_ms;     /* keep day files this long; 0 = 7 days */
+  uint64_t max_bytes;     /* and at most this many bytes; 0 = no limit */
+  bool rebuild;           /* at open, rebuild (on the writer thread) what the
+                              journal has and the archive lost: from 5 minutes
+                              before the newest archived message until now */
+  size_t max_queue;       /* records waiting for the writer; 0 = 65536 */
+  size_t max_queue_bytes; /* their bytes; 0 = 64 MiB */
+  size_t max_raw;         /* bytes kept of a frame that is not a message; 0 = 64 KiB */
+  unsigned batch;         /* records per transaction at most; 0 = 512 */
+} cad_archive_opts_t;
+
+/* One inbound frame and what became of it.  Everything is borrowed for
+ * the call (copied). */
+typedef struct cad_archive_in {
+  uint64_t id; /* cad_archive_next_id */
+  const char *channel;
+  const char *peer; /* may be NULL */
+  uint64_t conn;
+  const char *status; /* see above */
+  const char *reason; /* PHI-free, may be NULL */
+  const char *ack;    /* "AA", "CR", "no_ack_msh15", ... may be NULL */
+  const char *bytes;  /* the frame (or its first bytes when too big) */
+  size_t len;
+  uint64_t size;        /* its full size */
+  const uint16_t *qids; /* destination records written: queue id and seq */
+  const uint64_t *seqs;
+  size_t nq;
+  uint64_t dl_seq; /* a route dead letter's number (status dead), 0 = none */
+} cad_archive_in_t;
+
+typedef enum {
+  CAD_ARCH_DELIVERED = 0,
+  CAD_ARCH_RETRY = 1,  /* the attempt failed, another follows */
+  CAD_ARCH_FAILED = 2, /* the attempt failed permanently */
+  CAD_ARCH_DEAD = 3,   /* the record was moved to the dead letters (no attempt) */
+} cad_archive_att_t;
+
+typedef struct cad_archive_stats {
+  uint64_t queued, written, dropped, failed, batches; /* records */
+  uint64_t pending, pending_bytes;
+} cad_archive_stats_t;
+
+/* Open data_dir/archive (creating it), apply retention, start the writer. */
+int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out);
+/* Write what is queued, stop the writer, close.  NULL is a no-op. */
+void cad_archive_close(cad_archive_t *a);
+
+/* A new message id (loop thread; unique while the clock does not go back). */
+uint64_t cad_archive_next_id(uint64_t *last);
+
+/* Queue a record.  Returns 0, or CAD_E_FULL (dropped, counted and logged)
+ * or CAD_E_NOMEM.  Loop thread (or any one thread). */
+int cad_archive_inbound(cad_archive_t *a, const cad_archive_in_t *in);
+int cad_archive_attempt(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
+                        const char *detail);
+/* The name of queue id `qid` (for the records of that destination). */
+void cad_archive_dest_name(cad_archive_t *a, uint16_t qid, const char *name);
+/* Block until every record queued before the call is written (tests,
+ * benchmarks, shutdown).  Returns 0. */
+int cad_archive_flush(cad_archive_t *a);
+void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out);
+
+/* ---- reading (the CLI; archive_query.c) -------------------------------- */
+
+typedef struct cad_archive_query {
+  const char *patient;    /* PID-3 value, or value^authority */
+  const char *control_id; /* MSH-10 */
+  const char *type;       /* MSH-9: "ORU" or "ORU^R01" */
+  const char *channel, *dest, *status;
+  const char *sender, *receiver; /* MSH-4, MSH-6 */
+  int64_t since_ms, until_ms;    /* 0 = open */
+  uint64_t limit;                /* 0 = 50 */
+} cad_archive_query_t;
+
+typedef struct cad_archive_row {
+  uint64_t id;
+  int64_t t_ms;
+  const char *channel, *peer, *status, *reason, *ack, *type, *control_id, *sender, *receiver;
+  uint64_t size;
+  const char *dests; /* "name:state,..." or "" */
+} cad_archive_row_t;
+
+typedef int (*cad_archive_row_cb)(void *ud, const cad_archive_row_t *row);
+
+/* Search the day files of `dir` (data_dir/archive) in range, newest first;
+ * cb per row (its strings valid for the call; nonzero stops).  Returns the
+ * number of rows or a negative error; `err` gets a message. */
+int cad_archive_search(const char *dir, const cad_archive_query_t *q, cad_archive_row_cb cb,
+                       void *ud, char *err, size_t errcap);
+
+/* Print message `id` to stdout: its record, the ACK we sent, the body
+ * (through `body`, which prints it as it likes), then the journey per
+ * destination with every attempt.  Returns 0, CAD_E_NOTFOUND or an error
+ * (`err` says why).  body_only: only the body, through `body`. */
+typedef void (*cad_archive_body_fn)(void *ud, const char *p, size_t len);
+int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_body_fn body,
+                     void *ud, char *err, size_t errcap);
+
+/* The day file name of a time (YYYY-MM-DD.db) and the day of a name (days
+ * since the epoch, or -1). */
+void cad_archive_day_name(int64_t ms, char out[16]);
+int64_t cad_archive_day_of(const char *name);
+
+/* Compare the journal's queue records (MSG, time in [from_ms, until_ms),
+ * until 0 = open) of data_dir/journal with the archive: *missing counts the
+ * ones it has no delivery row for; with `fix` they are rebuilt (status
+ * accepted, reason "rebuilt from the journal", the routed bytes as body, no
+ * channel: the journal does not know it).  Safe while the engine runs. */
+int cad_archive_reindex(const char *data_dir, int64_t from_ms, int64_t until_ms, bool fix,
+                        uint64_t *checked, uint64_t *missing, uint64_t *rebuilt);
+/* The receive time of the newest archived message of dir (0 = none). */
+int64_t cad_archive_newest(const char *dir);
+
+/* Delete expired day files of `dir` as of `now_ms`; returns how many. */
+int cad_archive_prune(const char *dir, int64_t now_ms, uint64_t retain_ms, uint64_t max_bytes,
+                      uint64_t *freed);
+
+#endif

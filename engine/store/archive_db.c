@@ -1,0 +1,413 @@
+/* archive_db.c - one day file of the archive: schema, writes, header
+ * fields, the list of day files and retention (archive_int.h). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "archive_int.h"
+#include "cad_error.h"
+
+#define DAY_MS 86400000LL
+
+/* The message id (primary key) orders by time, so it is the time index:
+ * a time range is a range of ids. */
+static const char SCHEMA[] =
+    "CREATE TABLE IF NOT EXISTS msg(id INTEGER PRIMARY KEY, t INTEGER NOT NULL, channel TEXT,"
+    " peer TEXT, conn INTEGER, size INTEGER, status TEXT NOT NULL, reason TEXT, ack TEXT,"
+    " dl_seq INTEGER, msh3 TEXT, msh4 TEXT, msh5 TEXT, msh6 TEXT, msh7 TEXT, type TEXT,"
+    " msh10 TEXT, msh11 TEXT, msh12 TEXT, body BLOB, body_len INTEGER);"
+    "CREATE INDEX IF NOT EXISTS msg_channel ON msg(channel, id);"
+    "CREATE INDEX IF NOT EXISTS msg_status ON msg(status, id);"
+    "CREATE INDEX IF NOT EXISTS msg_type ON msg(type, id);"
+    "CREATE INDEX IF NOT EXISTS msg_ctl ON msg(msh10);"
+    "CREATE INDEX IF NOT EXISTS msg_msh4 ON msg(msh4, id);"
+    "CREATE INDEX IF NOT EXISTS msg_msh6 ON msg(msh6, id);"
+    "CREATE TABLE IF NOT EXISTS pid(msg INTEGER NOT NULL, value TEXT NOT NULL, auth TEXT);"
+    "CREATE INDEX IF NOT EXISTS pid_value ON pid(value, auth);"
+    "CREATE TABLE IF NOT EXISTS dlv(id INTEGER PRIMARY KEY, msg INTEGER, qid INTEGER NOT NULL,"
+    " seq INTEGER NOT NULL, dest TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
+    " t INTEGER, detail TEXT, UNIQUE(qid, seq));"
+    "CREATE INDEX IF NOT EXISTS dlv_msg ON dlv(msg);"
+    "CREATE INDEX IF NOT EXISTS dlv_dest ON dlv(dest, state);"
+    "CREATE TABLE IF NOT EXISTS att(dlv INTEGER NOT NULL, t INTEGER NOT NULL,"
+    " outcome TEXT NOT NULL, detail TEXT);"
+    "CREATE INDEX IF NOT EXISTS att_dlv ON att(dlv);";
+
+/* ---- header fields ---------------------------------------------------------- */
+
+/* The n-th (0-based) piece of [p, p+len) split on sep. */
+static cad__arch_span_t piece(const char *p, size_t len, char sep, int n) {
+  size_t i = 0;
+  for (int k = 0; k < n; k++) {
+    while (i < len && p[i] != sep) i++;
+    if (i >= len) return (cad__arch_span_t){NULL, 0};
+    i++;
+  }
+  size_t s = i;
+  while (i < len && p[i] != sep) i++;
+  return (cad__arch_span_t){p + s, i - s};
+}
+
+static size_t seg_end(const char *p, size_t len, size_t from) {
+  while (from < len && p[from] != '\r' && p[from] != '\n') from++;
+  return from;
+}
+
+static void read_pid(const char *p, size_t len, char fs, const char enc[4],
+                     cad__arch_fields_t *out) {
+  size_t i = 0;
+  while (i < len) {
+    size_t e = seg_end(p, len, i);
+    if (e - i > 4 && memcmp(p + i, "PID", 3) == 0 && p[i + 3] == fs) {
+      cad__arch_span_t f = piece(p + i, e - i, fs, 3);
+      for (int r = 0; f.len && out->npid < CAD_ARCH_MAX_PIDS; r++) {
+        cad__arch_span_t rep = piece(f.p, f.len, enc[1], r);
+        if (!rep.p) break;
+        cad__arch_span_t v = piece(rep.p, rep.len, enc[0], 0);
+        cad__arch_span_t auth = piece(rep.p, rep.len, enc[0], 3);
+        /* CX.4 is an HD: its first subcomponent names the authority. */
+        if (auth.len) auth = piece(auth.p, auth.len, enc[3], 0);
+        if (!v.len) continue;
+        out->pid_value[out->npid] = v;
+        out->pid_auth[out->npid++] = auth;
+      }
+      return;
+    }
+    i = e + 1;
+  }
+}
+
+void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out) {
+  memset(out, 0, sizeof *out);
+  if (len < 8 || memcmp(p, "MSH", 3) != 0) return;
+  char fs = p[3];
+  char enc[4] = {'^', '~', '\\', '&'};
+  size_t e = seg_end(p, len, 0);
+  cad__arch_span_t msh2 = piece(p, e, fs, 1);
+  for (size_t k = 0; k < 4 && k < msh2.len; k++) enc[k] = msh2.p[k];
+  /* MSH-n (n >= 2) is piece n-1: MSH-1 is the separator itself. */
+  for (int n = 3; n <= 12; n++) out->msh[n] = piece(p, e, fs, n - 1);
+  cad__arch_span_t t = out->msh[9];
+  cad__arch_span_t t1 = piece(t.p, t.len, enc[0], 0), t2 = piece(t.p, t.len, enc[0], 1);
+  if (t1.len) {
+    snprintf(out->type, sizeof out->type, "%.*s%s%.*s", (int)(t1.len < 20 ? t1.len : 20), t1.p,
+             t2.len ? "^" : "", (int)(t2.len < 20 ? t2.len : 20), t2.len ? t2.p : "");
+  }
+  read_pid(p, len, fs, enc, out);
+}
+
+/* ---- one day file --------------------------------------------------------- */
+
+static int sql_err(sqlite3 *db) {
+  int e = db ? sqlite3_errcode(db) : SQLITE_ERROR;
+  return e == SQLITE_NOMEM ? CAD_E_NOMEM : e == SQLITE_FULL ? -ENOSPC : CAD_E_IO;
+}
+
+static void day_path(const char *dir, int64_t day, char *out, size_t cap) {
+  char name[16];
+  cad_archive_day_name(day * DAY_MS, name);
+  snprintf(out, cap, "%s/%s", dir, name);
+}
+
+static int prepare_all(cad__arch_db_t *d) {
+  struct {
+    sqlite3_stmt **st;
+    const char *sql;
+  } q[] = {
+      {&d->ins_msg,
+       "INSERT OR REPLACE INTO msg(id,t,channel,peer,conn,size,status,reason,ack,dl_seq,msh3,"
+       "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
+       "?,?,?,?,?,?,?,?,?,?)"},
+      {&d->ins_pid, "INSERT INTO pid(msg,value,auth) VALUES(?,?,?)"},
+      {&d->ins_dlv,
+       "INSERT INTO dlv(msg,qid,seq,dest,state) VALUES(?,?,?,?,'queued') ON CONFLICT(qid,seq)"
+       " DO UPDATE SET msg=excluded.msg, dest=coalesce(dlv.dest, excluded.dest)"},
+      {&d->find_dlv, "SELECT id FROM dlv WHERE qid=? AND seq=?"},
+      {&d->upd_dlv,
+       "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=?, dest=coalesce(dest,?)"
+       " WHERE id=?"},
+      {&d->ins_att, "INSERT INTO att(dlv,t,outcome,detail) VALUES(?,?,?,?)"},
+      {&d->new_dlv, "INSERT INTO dlv(qid,seq,dest,state) VALUES(?,?,?,'queued')"},
+  };
+  for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
+    if (sqlite3_prepare_v3(d->db, q[i].sql, -1, SQLITE_PREPARE_PERSISTENT, q[i].st, NULL) !=
+        SQLITE_OK)
+      return sql_err(d->db);
+  return 0;
+}
+
+int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
+                      cad__arch_db_t **out) {
+  char path[4200];
+  day_path(dir, day, path, sizeof path);
+  if (create) {
+    /* Create it 0600 first: SQLite gives its -wal and -shm files the
+     * permissions of the database file. */
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) return -errno;
+    close(fd);
+  } else if (access(path, F_OK) != 0) {
+    return CAD_E_NOTFOUND;
+  }
+  cad__arch_db_t *d = calloc(1, sizeof *d);
+  if (!d) return CAD_E_NOMEM;
+  d->day = day;
+  int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE;
+  int rc = 0;
+  if (sqlite3_open_v2(path, &d->db, flags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+    rc = sql_err(d->db);
+    goto fail;
+  }
+  sqlite3_busy_timeout(d->db, 5000);
+  if (!readonly) {
+    const char *setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    if (sqlite3_exec(d->db, setup, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = prepare_all(d)) < 0) {
+      rc = rc ? rc : sql_err(d->db);
+      goto fail;
+    }
+  }
+  *out = d;
+  return 0;
+fail:
+  cad__arch_db_close(d);
+  return rc;
+}
+
+void cad__arch_db_close(cad__arch_db_t *d) {
+  if (!d) return;
+  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv,
+                         d->upd_dlv, d->ins_att, d->new_dlv};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
+  sqlite3_close_v2(d->db);
+  free(d);
+}
+
+int cad__arch_db_begin(cad__arch_db_t *d) {
+  return sqlite3_exec(d->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : sql_err(d->db);
+}
+
+int cad__arch_db_commit(cad__arch_db_t *d) {
+  if (sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) return 0;
+  int rc = sql_err(d->db);
+  sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
+  return rc;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *p) {
+  if (p) sqlite3_bind_text(s, i, p, -1, SQLITE_TRANSIENT);
+  else sqlite3_bind_null(s, i);
+}
+
+static void bind_span(sqlite3_stmt *s, int i, cad__arch_span_t v) {
+  if (v.len) sqlite3_bind_text(s, i, v.p, (int)v.len, SQLITE_STATIC);
+  else sqlite3_bind_null(s, i);
+}
+
+static int step_done(sqlite3 *db, sqlite3_stmt *s) {
+  int rc = sqlite3_step(s);
+  sqlite3_reset(s);
+  sqlite3_clear_bindings(s);
+  return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : sql_err(db);
+}
+
+int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
+  sqlite3_stmt *s = d->ins_msg;
+  const cad__arch_fields_t *f = m->f;
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)m->id);
+  sqlite3_bind_int64(s, 2, m->t_ms);
+  bind_text(s, 3, m->channel);
+  bind_text(s, 4, m->peer);
+  sqlite3_bind_int64(s, 5, (sqlite3_int64)m->conn);
+  sqlite3_bind_int64(s, 6, (sqlite3_int64)m->size);
+  bind_text(s, 7, m->status);
+  bind_text(s, 8, m->reason);
+  bind_text(s, 9, m->ack);
+  if (m->dl_seq) sqlite3_bind_int64(s, 10, (sqlite3_int64)m->dl_seq);
+  for (int n = 3; n <= 7; n++) bind_span(s, 11 + n - 3, f->msh[n]); /* msh3..msh7: 11..15 */
+  bind_text(s, 16, f->type[0] ? f->type : NULL);
+  bind_span(s, 17, f->msh[10]);
+  bind_span(s, 18, f->msh[11]);
+  bind_span(s, 19, f->msh[12]);
+  sqlite3_bind_blob(s, 20, m->z, (int)m->zlen, SQLITE_STATIC);
+  sqlite3_bind_int64(s, 21, (sqlite3_int64)m->rawlen);
+  int rc = step_done(d->db, s);
+  for (size_t i = 0; rc == 0 && i < f->npid; i++) {
+    sqlite3_bind_int64(d->ins_pid, 1, (sqlite3_int64)m->id);
+    bind_span(d->ins_pid, 2, f->pid_value[i]);
+    bind_span(d->ins_pid, 3, f->pid_auth[i]);
+    rc = step_done(d->db, d->ins_pid);
+  }
+  for (size_t i = 0; rc == 0 && i < m->nq; i++) {
+    sqlite3_bind_int64(d->ins_dlv, 1, (sqlite3_int64)m->id);
+    sqlite3_bind_int(d->ins_dlv, 2, m->qids[i]);
+    sqlite3_bind_int64(d->ins_dlv, 3, (sqlite3_int64)m->seqs[i]);
+    bind_text(d->ins_dlv, 4, m->names[i]);
+    rc = step_done(d->db, d->ins_dlv);
+  }
+  return rc;
+}
+
+int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_archive_att_t what,
+                         const char *detail, int64_t t_ms, const char *name, bool create) {
+  static const char *const state[] = {"delivered", "retrying", "failed", "dead"};
+  static const char *const outcome[] = {"delivered", "retry", "failed", "dead"};
+  sqlite3_bind_int(d->find_dlv, 1, qid);
+  sqlite3_bind_int64(d->find_dlv, 2, (sqlite3_int64)seq);
+  int64_t id = -1;
+  if (sqlite3_step(d->find_dlv) == SQLITE_ROW) id = sqlite3_column_int64(d->find_dlv, 0);
+  sqlite3_reset(d->find_dlv);
+  if (id < 0) {
+    if (!create) return CAD_E_NOTFOUND;
+    sqlite3_bind_int(d->new_dlv, 1, qid);
+    sqlite3_bind_int64(d->new_dlv, 2, (sqlite3_int64)seq);
+    bind_text(d->new_dlv, 3, name);
+    int rc = step_done(d->db, d->new_dlv);
+    if (rc < 0) return rc;
+    id = sqlite3_last_insert_rowid(d->db);
+  }
+  sqlite3_bind_text(d->upd_dlv, 1, state[what], -1, SQLITE_STATIC);
+  sqlite3_bind_int(d->upd_dlv, 2, what == CAD_ARCH_DEAD ? 0 : 1);
+  sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
+  bind_text(d->upd_dlv, 4, detail);
+  bind_text(d->upd_dlv, 5, name);
+  sqlite3_bind_int64(d->upd_dlv, 6, id);
+  int rc = step_done(d->db, d->upd_dlv);
+  if (rc < 0) return rc;
+  sqlite3_bind_int64(d->ins_att, 1, id);
+  sqlite3_bind_int64(d->ins_att, 2, t_ms);
+  sqlite3_bind_text(d->ins_att, 3, outcome[what], -1, SQLITE_STATIC);
+  bind_text(d->ins_att, 4, detail);
+  return step_done(d->db, d->ins_att);
+}
+
+/* ---- day files and retention ----------------------------------------------- */
+
+void cad_archive_day_name(int64_t ms, char out[16]) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  /* Years 0..9999: a 13-character name. */
+  unsigned y = (unsigned)(tm.tm_year + 1900) % 10000u, mo = (unsigned)(tm.tm_mon + 1) % 100u,
+           d = (unsigned)tm.tm_mday % 100u;
+  snprintf(out, 16, "%04u-%02u-%02u.db", y, mo, d);
+}
+
+int64_t cad_archive_day_of(const char *name) {
+  int y, mo, d;
+  char tail[8];
+  if (strlen(name) != 13 || sscanf(name, "%4d-%2d-%2d%3s", &y, &mo, &d, tail) != 4 ||
+      strcmp(tail, ".db") != 0)
+    return -1;
+  struct tm tm = {0};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  time_t t = timegm(&tm);
+  return t < 0 ? -1 : (int64_t)t / 86400;
+}
+
+static int cmp_str(const void *a, const void *b) {
+  return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int cad__arch_list(const char *dir, char ***out, size_t *n) {
+  *out = NULL;
+  *n = 0;
+  DIR *dp = opendir(dir);
+  if (!dp) return errno == ENOENT ? 0 : -errno;
+  size_t cap = 0;
+  struct dirent *e;
+  int rc = 0;
+  while ((e = readdir(dp))) {
+    if (cad_archive_day_of(e->d_name) < 0) continue;
+    if (*n == cap) {
+      cap = cap ? cap * 2 : 16;
+      char **g = realloc(*out, cap * sizeof *g);
+      if (!g) {
+        rc = CAD_E_NOMEM;
+        break;
+      }
+      *out = g;
+    }
+    if (!((*out)[*n] = strdup(e->d_name))) {
+      rc = CAD_E_NOMEM;
+      break;
+    }
+    (*n)++;
+  }
+  closedir(dp);
+  if (rc < 0) {
+    cad__arch_list_free(*out, *n);
+    *out = NULL;
+    *n = 0;
+    return rc;
+  }
+  if (*n) qsort(*out, *n, sizeof **out, cmp_str);
+  return 0;
+}
+
+void cad__arch_list_free(char **names, size_t n) {
+  for (size_t i = 0; i < n; i++) free(names[i]);
+  free(names);
+}
+
+/* Bytes of a day file with its -wal and -shm. */
+static uint64_t file_bytes(const char *dir, const char *name) {
+  static const char *const sfx[] = {"", "-wal", "-shm"};
+  uint64_t sum = 0;
+  for (int i = 0; i < 3; i++) {
+    char p[4200];
+    struct stat st;
+    snprintf(p, sizeof p, "%s/%s%s", dir, name, sfx[i]);
+    if (stat(p, &st) == 0) sum += (uint64_t)st.st_size;
+  }
+  return sum;
+}
+
+static void remove_day(const char *dir, const char *name) {
+  static const char *const sfx[] = {"-wal", "-shm", ""};
+  for (int i = 0; i < 3; i++) {
+    char p[4200];
+    snprintf(p, sizeof p, "%s/%s%s", dir, name, sfx[i]);
+    unlink(p);
+  }
+}
+
+int cad_archive_prune(const char *dir, int64_t now_ms, uint64_t retain_ms, uint64_t max_bytes,
+                      uint64_t *freed) {
+  char **names;
+  size_t n;
+  int rc = cad__arch_list(dir, &names, &n);
+  if (rc < 0) return rc;
+  int64_t today = now_ms / DAY_MS;
+  int64_t keep_from = today - (int64_t)((retain_ms + DAY_MS - 1) / DAY_MS);
+  uint64_t total = 0, *sizes = calloc(n ? n : 1, sizeof *sizes);
+  if (!sizes) {
+    cad__arch_list_free(names, n);
+    return CAD_E_NOMEM;
+  }
+  for (size_t i = 0; i < n; i++) total += sizes[i] = file_bytes(dir, names[i]);
+  int deleted = 0;
+  *freed = 0;
+  for (size_t i = 0; i < n; i++) {
+    int64_t day = cad_archive_day_of(names[i]);
+    if (day >= today) break; /* never today's (nor a later one) */
+    bool expired = day < keep_from;
+    bool over = max_bytes && total > max_bytes;
+    if (!expired && !over) continue;
+    remove_day(dir, names[i]);
+    total -= sizes[i];
+    *freed += sizes[i];
+    deleted++;
+  }
+  free(sizes);
+  cad__arch_list_free(names, n);
+  return deleted;
+}

@@ -1,0 +1,74 @@
+/* archive_int.h - shared between archive.c (writer), archive_db.c (one day
+ * file) and archive_query.c (reading).  Not a public interface. */
+#ifndef CAD_ARCHIVE_INT_H
+#define CAD_ARCHIVE_INT_H
+
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "archive.h"
+
+#define CAD_ARCHIVE_MAX_DESTS 4096
+#define CAD_ARCH_MAX_PIDS 16
+
+typedef struct {
+  const char *p;
+  size_t len;
+} cad__arch_span_t;
+
+/* The indexed header fields of a message, as spans into its bytes (raw,
+ * still escaped).  type is MSH-9.1^MSH-9.2 (a copy). */
+typedef struct cad__arch_fields {
+  cad__arch_span_t msh[13]; /* [3..12] used */
+  char type[64];
+  cad__arch_span_t pid_value[CAD_ARCH_MAX_PIDS], pid_auth[CAD_ARCH_MAX_PIDS];
+  size_t npid;
+} cad__arch_fields_t;
+
+/* Read MSH-3..12 and every PID-3 repetition of the first PID, tolerantly
+ * (a frame that is not a message gives empty fields). */
+void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out);
+
+/* One day file, with its prepared statements (writer) or read-only. */
+typedef struct cad__arch_db {
+  int64_t day;
+  sqlite3 *db;
+  sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *find_dlv, *upd_dlv, *ins_att, *new_dlv;
+} cad__arch_db_t;
+
+int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
+                      cad__arch_db_t **out);
+void cad__arch_db_close(cad__arch_db_t *db);
+int cad__arch_db_begin(cad__arch_db_t *db);
+int cad__arch_db_commit(cad__arch_db_t *db);
+
+typedef struct cad__arch_msg {
+  uint64_t id;
+  int64_t t_ms;
+  const char *channel, *peer;
+  uint64_t conn, size;
+  const char *status, *reason, *ack;
+  uint64_t dl_seq;
+  const cad__arch_fields_t *f;
+  const void *z; /* the zlib-compressed body */
+  size_t zlen, rawlen;
+  const uint16_t *qids;
+  const uint64_t *seqs;
+  const char *const *names;
+  size_t nq;
+} cad__arch_msg_t;
+
+int cad__arch_db_insert(cad__arch_db_t *db, const cad__arch_msg_t *m);
+/* Record an attempt on (qid, seq): CAD_E_NOTFOUND when this file has no
+ * such delivery row and `create` is false. */
+int cad__arch_db_attempt(cad__arch_db_t *db, uint16_t qid, uint64_t seq, cad_archive_att_t what,
+                         const char *detail, int64_t t_ms, const char *name, bool create);
+
+/* The day files of dir, oldest first (names: "YYYY-MM-DD.db"); *out owned
+ * by the caller (free each and the array). */
+int cad__arch_list(const char *dir, char ***out, size_t *n);
+void cad__arch_list_free(char **names, size_t n);
+
+#endif

@@ -1,0 +1,343 @@
+/* archive_query.c - reading the archive: search across day files, show one
+ * message with its journey (archive.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+
+#include "archive_int.h"
+#include "cad_error.h"
+#include "cad_mem.h"
+
+#define DAY_MS 86400000LL
+#define MAX_BINDS 16
+
+typedef struct {
+  char sql[2048];
+  size_t n;
+  struct {
+    const char *s;
+    int64_t i;
+  } b[MAX_BINDS];
+  int nb;
+  char lo[80], hi[80];
+} query_t;
+
+static void add(query_t *q, const char *clause) {
+  size_t l = strlen(clause);
+  if (q->n + l + 1 >= sizeof q->sql) return;
+  memcpy(q->sql + q->n, clause, l + 1);
+  q->n += l;
+}
+
+static void bind_s(query_t *q, const char *s) {
+  if (q->nb < MAX_BINDS) q->b[q->nb++].s = s;
+}
+
+static void bind_i(query_t *q, int64_t v) {
+  if (q->nb < MAX_BINDS) {
+    q->b[q->nb].s = NULL;
+    q->b[q->nb++].i = v;
+  }
+}
+
+/* Delivery states live on dlv rows, message statuses on msg. */
+static bool is_delivery_state(const char *s) {
+  return !strcmp(s, "delivered") || !strcmp(s, "retrying") || !strcmp(s, "queued") ||
+         !strcmp(s, "failed");
+}
+
+static void status_clause(query_t *q, const char *st) {
+  if (is_delivery_state(st)) {
+    add(q, " AND EXISTS(SELECT 1 FROM dlv WHERE dlv.msg=m.id AND dlv.state=?)");
+    bind_s(q, st);
+  } else if (!strcmp(st, "dead")) {
+    add(q,
+        " AND (m.status='dead' OR EXISTS(SELECT 1 FROM dlv WHERE dlv.msg=m.id AND "
+        "dlv.state='dead'))");
+  } else if (!strcmp(st, "rejected")) {
+    /* Everything answered AR: a route's reject, an unreadable frame, too big. */
+    add(q, " AND m.status IN ('rejected','unparseable','too_big')");
+  } else {
+    add(q, " AND m.status=?");
+    bind_s(q, st);
+  }
+}
+
+static void build(query_t *q, const cad_archive_query_t *f, char *auth_buf, size_t auth_cap) {
+  memset(q, 0, sizeof *q);
+  add(q,
+      "SELECT m.id, m.t, m.channel, m.peer, m.status, m.reason, m.ack, m.type, m.msh10,"
+      " m.msh4, m.msh6, m.size, (SELECT group_concat(coalesce(d.dest, '#' || d.qid) || ':' ||"
+      " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1");
+  if (f->since_ms) {
+    add(q, " AND m.id >= ?");
+    bind_i(q, f->since_ms * (1LL << 20));
+  }
+  if (f->until_ms) {
+    add(q, " AND m.id < ?");
+    bind_i(q, f->until_ms * (1LL << 20));
+  }
+  if (f->control_id) {
+    add(q, " AND m.msh10 = ?");
+    bind_s(q, f->control_id);
+  }
+  if (f->channel) {
+    add(q, " AND m.channel = ?");
+    bind_s(q, f->channel);
+  }
+  if (f->sender) {
+    add(q, " AND m.msh4 = ?");
+    bind_s(q, f->sender);
+  }
+  if (f->receiver) {
+    add(q, " AND m.msh6 = ?");
+    bind_s(q, f->receiver);
+  }
+  if (f->type && strchr(f->type, '^')) {
+    add(q, " AND m.type = ?");
+    bind_s(q, f->type);
+  } else if (f->type) {
+    /* "ORU": ORU alone or ORU^anything ('_' follows '^'), on the index. */
+    snprintf(q->lo, sizeof q->lo, "%s^", f->type);
+    snprintf(q->hi, sizeof q->hi, "%s_", f->type);
+    add(q, " AND (m.type = ? OR (m.type > ? AND m.type < ?))");
+    bind_s(q, f->type);
+    bind_s(q, q->lo);
+    bind_s(q, q->hi);
+  }
+  if (f->status) status_clause(q, f->status);
+  if (f->dest) {
+    add(q, " AND EXISTS(SELECT 1 FROM dlv WHERE dlv.msg=m.id AND dlv.dest=?)");
+    bind_s(q, f->dest);
+  }
+  if (f->patient) {
+    const char *caret = strchr(f->patient, '^');
+    if (caret) {
+      snprintf(auth_buf, auth_cap, "%.*s", (int)(caret - f->patient), f->patient);
+      add(q, " AND m.id IN (SELECT msg FROM pid WHERE value=? AND auth=?)");
+      bind_s(q, auth_buf);
+      bind_s(q, caret + 1);
+    } else {
+      add(q, " AND m.id IN (SELECT msg FROM pid WHERE value=?)");
+      bind_s(q, f->patient);
+    }
+  }
+  add(q, " ORDER BY m.id DESC LIMIT ?");
+}
+
+static const char *col(sqlite3_stmt *s, int i) {
+  const unsigned char *t = sqlite3_column_text(s, i);
+  return t ? (const char *)t : "";
+}
+
+/* One file: rows into cb, at most `left`.  Returns rows, or < 0. */
+static int search_file(sqlite3 *db, const query_t *q, uint64_t left, cad_archive_row_cb cb,
+                       void *ud, bool *stop) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, q->sql, -1, &s, NULL) != SQLITE_OK) return CAD_E_IO;
+  int k = 1;
+  for (int i = 0; i < q->nb; i++, k++) {
+    if (q->b[i].s) sqlite3_bind_text(s, k, q->b[i].s, -1, SQLITE_STATIC);
+    else sqlite3_bind_int64(s, k, q->b[i].i);
+  }
+  sqlite3_bind_int64(s, k, (sqlite3_int64)left);
+  int n = 0, rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    cad_archive_row_t r = {(uint64_t)sqlite3_column_int64(s, 0),
+                           sqlite3_column_int64(s, 1),
+                           col(s, 2),
+                           col(s, 3),
+                           col(s, 4),
+                           col(s, 5),
+                           col(s, 6),
+                           col(s, 7),
+                           col(s, 8),
+                           col(s, 9),
+                           col(s, 10),
+                           (uint64_t)sqlite3_column_int64(s, 11),
+                           col(s, 12)};
+    n++;
+    if (cb(ud, &r)) {
+      *stop = true;
+      break;
+    }
+  }
+  int bad = rc != SQLITE_ROW && rc != SQLITE_DONE;
+  sqlite3_finalize(s);
+  return bad ? CAD_E_IO : n;
+}
+
+int cad_archive_search(const char *dir, const cad_archive_query_t *f, cad_archive_row_cb cb,
+                       void *ud, char *err, size_t errcap) {
+  char **names;
+  size_t n;
+  int rc = cad__arch_list(dir, &names, &n);
+  if (rc < 0) {
+    snprintf(err, errcap, "%s: %s", dir, cad_strerror(rc));
+    return rc;
+  }
+  query_t q;
+  char auth[256];
+  build(&q, f, auth, sizeof auth);
+  uint64_t left = f->limit ? f->limit : 50;
+  int total = 0;
+  bool stop = false;
+  for (size_t i = n; i-- > 0 && left > 0 && !stop;) {
+    int64_t day = cad_archive_day_of(names[i]);
+    if (f->since_ms && (day + 1) * DAY_MS <= f->since_ms) break;
+    if (f->until_ms && day * DAY_MS >= f->until_ms) continue;
+    cad__arch_db_t *db;
+    if ((rc = cad__arch_db_open(dir, day, false, true, &db)) < 0) {
+      snprintf(err, errcap, "%s/%s: %s", dir, names[i], cad_strerror(rc));
+      break;
+    }
+    rc = search_file(db->db, &q, left, cb, ud, &stop);
+    if (rc < 0) snprintf(err, errcap, "%s/%s: %s", dir, names[i], sqlite3_errmsg(db->db));
+    cad__arch_db_close(db);
+    if (rc < 0) break;
+    total += rc;
+    left -= (uint64_t)rc;
+  }
+  cad__arch_list_free(names, n);
+  return rc < 0 ? rc : total;
+}
+
+/* ---- show ------------------------------------------------------------------- */
+
+static void fmt_time(int64_t ms, char out[40]) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  size_t l = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + l, 40 - l, ".%03dZ", (int)(ms % 1000));
+}
+
+/* The attempts of delivery row `dlv` in db. */
+static void print_attempts(sqlite3 *db, int64_t dlv) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, "SELECT t, outcome, detail FROM att WHERE dlv=? ORDER BY rowid", -1,
+                         &s, NULL) != SQLITE_OK)
+    return;
+  sqlite3_bind_int64(s, 1, dlv);
+  for (int k = 1; sqlite3_step(s) == SQLITE_ROW; k++) {
+    char t[40];
+    fmt_time(sqlite3_column_int64(s, 0), t);
+    printf("    attempt %-3d %s  %-9s %s\n", k, t, col(s, 1), col(s, 2));
+  }
+  sqlite3_finalize(s);
+}
+
+/* A delivery whose attempts were recorded in a later day's file (the
+ * message was received shortly before midnight). */
+static void print_later(const char *dir, int64_t day, int qid, int64_t seq) {
+  for (int64_t d = day + 1; d <= day + 2; d++) {
+    cad__arch_db_t *x;
+    if (cad__arch_db_open(dir, d, false, true, &x) < 0) continue;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(x->db, "SELECT id, state FROM dlv WHERE qid=? AND seq=?", -1, &s,
+                           NULL) == SQLITE_OK) {
+      sqlite3_bind_int(s, 1, qid);
+      sqlite3_bind_int64(s, 2, seq);
+      if (sqlite3_step(s) == SQLITE_ROW) {
+        printf("    (continued in a later day file: %s)\n", col(s, 1));
+        print_attempts(x->db, sqlite3_column_int64(s, 0));
+      }
+      sqlite3_finalize(s);
+    }
+    cad__arch_db_close(x);
+  }
+}
+
+static void print_journey(const char *dir, cad__arch_db_t *db, uint64_t id) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db->db,
+                         "SELECT id, qid, seq, coalesce(dest, '#' || qid), state, attempts, t,"
+                         " detail FROM dlv WHERE msg=? ORDER BY id",
+                         -1, &s, NULL) != SQLITE_OK)
+    return;
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+  int n = 0;
+  while (sqlite3_step(s) == SQLITE_ROW) {
+    if (n++ == 0) printf("\njourney\n");
+    printf("  %s (queue record %lld): %s after %d attempt(s)%s%s\n", col(s, 3),
+           (long long)sqlite3_column_int64(s, 2), col(s, 4), sqlite3_column_int(s, 5),
+           sqlite3_column_text(s, 7) ? ", last: " : "", col(s, 7));
+    print_attempts(db->db, sqlite3_column_int64(s, 0));
+    if (!strcmp(col(s, 4), "queued"))
+      print_later(dir, db->day, sqlite3_column_int(s, 1), sqlite3_column_int64(s, 2));
+  }
+  if (n == 0) printf("\njourney\n  (no destination records)\n");
+  sqlite3_finalize(s);
+}
+
+/* The body of row s (columns 19, 20), decompressed, through body. */
+static int put_body(sqlite3_stmt *s, bool header, cad_archive_body_fn body, void *ud) {
+  const void *z = sqlite3_column_blob(s, 19);
+  uLongf zlen = (uLongf)sqlite3_column_bytes(s, 19);
+  uLongf len = (uLongf)sqlite3_column_int64(s, 20);
+  char *raw = malloc(len ? len : 1);
+  if (!raw) return CAD_E_NOMEM;
+  int rc = 0;
+  if (len && (!z || uncompress((Bytef *)raw, &len, z, zlen) != Z_OK)) {
+    rc = CAD_E_IO;
+  } else {
+    if (header) printf("\nmessage (%lu bytes)\n", (unsigned long)len);
+    body(ud, raw, len);
+  }
+  free(raw);
+  return rc;
+}
+
+static int print_msg(sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
+  char t[40];
+  fmt_time(sqlite3_column_int64(s, 1), t);
+  printf("id          %llu\n", (unsigned long long)sqlite3_column_int64(s, 0));
+  printf("received    %s\n", t);
+  printf("channel     %s\n", col(s, 2));
+  printf("peer        %s (connection %lld)\n", col(s, 3), (long long)sqlite3_column_int64(s, 4));
+  printf("size        %lld bytes\n", (long long)sqlite3_column_int64(s, 5));
+  printf("status      %s%s%s\n", col(s, 6), sqlite3_column_text(s, 7) ? ": " : "", col(s, 7));
+  if (sqlite3_column_type(s, 9) != SQLITE_NULL)
+    printf("dead letter %lld\n", (long long)sqlite3_column_int64(s, 9));
+  printf("ack sent    %s\n", col(s, 8));
+  printf("header      MSH-3 %s  MSH-4 %s  MSH-5 %s  MSH-6 %s\n", col(s, 10), col(s, 11), col(s, 12),
+         col(s, 13));
+  printf("            MSH-7 %s  MSH-9 %s  MSH-10 %s  MSH-11 %s  MSH-12 %s\n", col(s, 14),
+         col(s, 15), col(s, 16), col(s, 17), col(s, 18));
+  return put_body(s, true, body, ud);
+}
+
+int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_body_fn body,
+                     void *ud, char *err, size_t errcap) {
+  int64_t day = (int64_t)(id >> 20) / DAY_MS;
+  cad__arch_db_t *db;
+  int rc = cad__arch_db_open(dir, day, false, true, &db);
+  if (rc < 0) {
+    snprintf(err, errcap, "message %llu: not in the archive", (unsigned long long)id);
+    return rc;
+  }
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db->db,
+                         "SELECT id, t, channel, peer, conn, size, status, reason, ack, dl_seq,"
+                         " msh3, msh4, msh5, msh6, msh7, type, msh10, msh11, msh12, body, body_len"
+                         " FROM msg WHERE id=?",
+                         -1, &s, NULL) != SQLITE_OK) {
+    snprintf(err, errcap, "%s", sqlite3_errmsg(db->db));
+    cad__arch_db_close(db);
+    return CAD_E_IO;
+  }
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+  if (sqlite3_step(s) != SQLITE_ROW) {
+    snprintf(err, errcap, "message %llu: not in the archive", (unsigned long long)id);
+    rc = CAD_E_NOTFOUND;
+  } else {
+    rc = body_only ? put_body(s, false, body, ud) : print_msg(s, body, ud);
+    if (rc < 0) snprintf(err, errcap, "message %llu: body unreadable", (unsigned long long)id);
+  }
+  sqlite3_finalize(s);
+  if (rc == 0 && !body_only) print_journey(dir, db, id);
+  cad__arch_db_close(db);
+  return rc;
+}
