@@ -178,8 +178,9 @@ int cad_cli_search(int argc, char **argv) {
     search_usage(stderr);
     return 2;
   }
-  char dir[4200], err[512] = "";
-  if (cad_cli_archive_dir("search", argv[optind], dir, sizeof dir, NULL)) return 1;
+  char data_dir[4096], dir[4200], err[512] = "";
+  if (cad_cli_archive_dir("search", argv[optind], data_dir, sizeof data_dir, NULL)) return 1;
+  snprintf(dir, sizeof dir, "%s/archive", data_dir);
   int rc = cad_archive_search(dir, &q, print_row, &c, err, sizeof err);
   if (rc < 0) {
     fprintf(stderr, "caduceus search: %s\n", err[0] ? err : cad_strerror(rc));
@@ -238,8 +239,9 @@ int cad_cli_show(int argc, char **argv) {
     show_usage(stderr);
     return 2;
   }
-  char dir[4200], err[512] = "";
-  if (cad_cli_archive_dir("show", argv[optind], dir, sizeof dir, NULL)) return 1;
+  char data_dir[4096], dir[4200], err[512] = "";
+  if (cad_cli_archive_dir("show", argv[optind], data_dir, sizeof data_dir, NULL)) return 1;
+  snprintf(dir, sizeof dir, "%s/archive", data_dir);
   int rc = cad_archive_show(dir, id, raw, raw ? body_raw : body_tree, NULL, err, sizeof err);
   if (rc < 0) {
     fprintf(stderr, "caduceus show: %s\n", err[0] ? err : cad_strerror(rc));
