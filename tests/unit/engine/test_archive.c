@@ -1,0 +1,320 @@
+/* test_archive.c - the message archive's store (engine/store/archive.h):
+ * batched writes, the bounded queue that drops instead of blocking,
+ * retention that deletes whole day files, reopening, delivery attempts
+ * before and after their message, and the header fields it indexes. */
+#include "archive.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "archive_int.h"
+#include "cad_error.h"
+#include "cad_io.h"
+#include "harness.h"
+
+#define DAY_MS 86400000LL
+
+static char DATA[256], DIR_[300];
+
+static void fresh_dir(void) {
+  snprintf(DATA, sizeof DATA, "/tmp/cad-test-archive-XXXXXX");
+  REQUIRE(mkdtemp(DATA) != NULL);
+  snprintf(DIR_, sizeof DIR_, "%s/archive", DATA);
+}
+
+static void rm_dir(void) {
+  char cmd[400];
+  snprintf(cmd, sizeof cmd, "rm -rf '%s'", DATA);
+  CHECK(system(cmd) == 0);
+}
+
+#define MSG_FMT                                                                     \
+  "MSH|^~\\&|LIS|LABFAC|EHR|EHRFAC|20260101120000||ORU^R01^ORU_R01|CTL%d|P|2.5.1\r" \
+  "PID|1||MRN%d^^^HOSP^MR~SSN%d^^^SSA^SS||DOE^JANE\r"                               \
+  "OBX|1|NM|WBC||7.5\r"
+
+static uint64_t last_id;
+
+/* Queue message number n (accepted, one record for queue 3, seq n). */
+static int put(cad_archive_t *a, int n) {
+  char msg[512];
+  int len = snprintf(msg, sizeof msg, MSG_FMT, n, n, n);
+  uint16_t qid = 3;
+  uint64_t seq = (uint64_t)n;
+  cad_archive_in_t in = {cad_archive_next_id(&last_id),
+                         "lab",
+                         "127.0.0.1:1",
+                         1,
+                         "accepted",
+                         NULL,
+                         "AA",
+                         msg,
+                         (size_t)len,
+                         (uint64_t)len,
+                         &qid,
+                         &seq,
+                         1,
+                         0};
+  return cad_archive_inbound(a, &in);
+}
+
+static int count_cb(void *ud, const cad_archive_row_t *r) {
+  (void)r;
+  (*(int *)ud)++;
+  return 0;
+}
+
+static int count(const cad_archive_query_t *q) {
+  int n = 0;
+  char err[256] = "";
+  int rc = cad_archive_search(DIR_, q, count_cb, &n, err, sizeof err);
+  if (rc < 0) fprintf(stderr, "search: %s\n", err);
+  CHECK_INT(rc, n);
+  return n;
+}
+
+/* Open the archive of DATA (exits the test's child when it cannot). */
+static cad_archive_t *open_with(size_t max_queue, size_t max_bytes, unsigned batch) {
+  cad_archive_opts_t o = {
+      .data_dir = DATA, .max_queue = max_queue, .max_queue_bytes = max_bytes, .batch = batch};
+  cad_archive_t *a = NULL;
+  if (cad_archive_open(&o, &a) != 0) {
+    fprintf(stderr, "cad_archive_open failed\n");
+    exit(1);
+  }
+  return a;
+}
+
+TEST(batches_and_search) {
+  fresh_dir();
+  cad_archive_t *a = open_with(0, 0, 8);
+  for (int i = 1; i <= 100; i++) CHECK_INT(put(a, i), 0);
+  cad_archive_flush(a);
+  cad_archive_stats_t st;
+  cad_archive_get_stats(a, &st);
+  CHECK_INT((int)st.written, 100);
+  CHECK_INT((int)st.dropped, 0);
+  CHECK(st.batches >= 13); /* at most 8 per transaction */
+  CHECK_INT((int)st.pending, 0);
+  cad_archive_close(a);
+  cad_archive_query_t q = {.limit = 1000};
+  CHECK_INT(count(&q), 100);
+  q.control_id = "CTL42";
+  CHECK_INT(count(&q), 1);
+  q = (cad_archive_query_t){.patient = "SSN42^SSA"}; /* the second repetition */
+  CHECK_INT(count(&q), 1);
+  q = (cad_archive_query_t){.patient = "MRN42^SSA"}; /* the wrong authority */
+  CHECK_INT(count(&q), 0);
+  q = (cad_archive_query_t){.type = "ORU", .limit = 1000};
+  CHECK_INT(count(&q), 100);
+  q = (cad_archive_query_t){.type = "OR", .limit = 1000}; /* not a prefix match */
+  CHECK_INT(count(&q), 0);
+  q = (cad_archive_query_t){.sender = "LABFAC", .receiver = "EHRFAC", .limit = 7};
+  CHECK_INT(count(&q), 7);
+  q = (cad_archive_query_t){.status = "queued", .dest = NULL, .limit = 1000};
+  CHECK_INT(count(&q), 100); /* no attempt yet: queued */
+  rm_dir();
+}
+
+/* With the writer stuck (another connection holds the write lock), a full
+ * queue drops records at once instead of blocking the caller. */
+TEST(full_queue_drops_without_blocking) {
+  fresh_dir();
+  cad_archive_t *a = open_with(10, 0, 4);
+  char path[400], name[16];
+  cad_archive_day_name((int64_t)cad_now_ms(), name);
+  snprintf(path, sizeof path, "%s/%s", DIR_, name);
+  sqlite3 *db;
+  REQUIRE(sqlite3_open(path, &db) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK);
+  uint64_t t0 = cad_mono_ms();
+  int full = 0;
+  for (int i = 1; i <= 200; i++)
+    if (put(a, i) == CAD_E_FULL) full++;
+  CHECK(cad_mono_ms() - t0 < 1000); /* never waited for the disk */
+  CHECK(full >= 200 - 10 - 4);      /* queue bound + one batch in the writer's hands */
+  sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  sqlite3_close(db);
+  cad_archive_flush(a);
+  cad_archive_stats_t st;
+  cad_archive_get_stats(a, &st);
+  CHECK_INT((int)st.dropped, full);
+  CHECK_INT((int)(st.written + st.failed + st.dropped), 200);
+  cad_archive_close(a);
+  rm_dir();
+}
+
+TEST(byte_bound) {
+  fresh_dir();
+  cad_archive_t *a = open_with(0, 1, 4); /* 1 byte: every record is over it */
+  CHECK_INT(put(a, 1), CAD_E_FULL);
+  cad_archive_stats_t st;
+  cad_archive_get_stats(a, &st);
+  CHECK_INT((int)st.dropped, 1);
+  cad_archive_close(a);
+  rm_dir();
+}
+
+static void make_day(int64_t day) {
+  cad__arch_db_t *db;
+  REQUIRE(cad_io_mkdir_p(NULL, DIR_, 0700) == 0);
+  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  cad__arch_db_close(db);
+}
+
+static bool day_exists(int64_t day) {
+  char name[16], path[400];
+  cad_archive_day_name(day * DAY_MS, name);
+  snprintf(path, sizeof path, "%s/%s", DIR_, name);
+  return access(path, F_OK) == 0;
+}
+
+TEST(retention_deletes_whole_days) {
+  fresh_dir();
+  int64_t now = (int64_t)cad_now_ms(), today = now / DAY_MS;
+  make_day(today - 10);
+  make_day(today - 8);
+  make_day(today - 3);
+  make_day(today);
+  uint64_t freed = 0;
+  CHECK_INT(cad_archive_prune(DIR_, now, 7 * DAY_MS, 0, &freed), 2);
+  CHECK(freed > 0);
+  CHECK(!day_exists(today - 10));
+  CHECK(!day_exists(today - 8));
+  CHECK(day_exists(today - 3));
+  CHECK(day_exists(today));
+  /* By size: the oldest go first, never today's. */
+  CHECK_INT(cad_archive_prune(DIR_, now, 30 * DAY_MS, 1, &freed), 1);
+  CHECK(!day_exists(today - 3));
+  CHECK(day_exists(today));
+  CHECK_INT(cad_archive_prune(DIR_, now, 30 * DAY_MS, 1, &freed), 0);
+  /* And the engine prunes at start. */
+  make_day(today - 30);
+  cad_archive_t *a = open_with(0, 0, 0);
+  CHECK_INT(put(a, 1), 0);
+  cad_archive_flush(a);
+  cad_archive_close(a);
+  CHECK(!day_exists(today - 30));
+  rm_dir();
+}
+
+TEST(reopen_keeps_and_adds) {
+  fresh_dir();
+  for (int round = 0; round < 3; round++) {
+    cad_archive_t *a = open_with(0, 0, 0);
+    for (int i = 1; i <= 10; i++) CHECK_INT(put(a, round * 10 + i), 0);
+    cad_archive_close(a); /* writes what is queued */
+  }
+  cad_archive_query_t q = {.limit = 1000};
+  CHECK_INT(count(&q), 30);
+  struct stat st;
+  REQUIRE(stat(DIR_, &st) == 0);
+  CHECK_INT((int)(st.st_mode & 0777), 0700);
+  char name[16], path[400];
+  cad_archive_day_name((int64_t)cad_now_ms(), name);
+  snprintf(path, sizeof path, "%s/%s", DIR_, name);
+  REQUIRE(stat(path, &st) == 0);
+  CHECK_INT((int)(st.st_mode & 0777), 0600);
+  rm_dir();
+}
+
+typedef struct {
+  char dests[256];
+  char status[32];
+} row_t;
+
+static int row_cb(void *ud, const cad_archive_row_t *r) {
+  row_t *x = ud;
+  snprintf(x->dests, sizeof x->dests, "%s", r->dests);
+  snprintf(x->status, sizeof x->status, "%s", r->status);
+  return 0;
+}
+
+/* Attempts land on their message's delivery row, whichever comes first
+ * (the `delivered` ACK policy archives the message after its delivery). */
+TEST(attempts_before_and_after_the_message) {
+  fresh_dir();
+  cad_archive_t *a = open_with(0, 0, 0);
+  cad_archive_dest_name(a, 3, "ehr");
+  CHECK_INT(put(a, 1), 0);
+  CHECK_INT(cad_archive_attempt(a, 3, 1, CAD_ARCH_RETRY, "ECONNREFUSED"), 0);
+  CHECK_INT(cad_archive_attempt(a, 3, 1, CAD_ARCH_DELIVERED, "AA"), 0);
+  CHECK_INT(cad_archive_attempt(a, 3, 2, CAD_ARCH_FAILED, "AR from receiver"), 0);
+  CHECK_INT(cad_archive_attempt(a, 3, 2, CAD_ARCH_DEAD, "AR after 1 attempt(s)"), 0);
+  CHECK_INT(put(a, 2), 0);
+  cad_archive_close(a);
+  row_t r = {"", ""};
+  char err[256];
+  cad_archive_query_t q = {.control_id = "CTL1"};
+  CHECK_INT(cad_archive_search(DIR_, &q, row_cb, &r, err, sizeof err), 1);
+  CHECK_STR(r.dests, "ehr:delivered");
+  q.control_id = "CTL2";
+  CHECK_INT(cad_archive_search(DIR_, &q, row_cb, &r, err, sizeof err), 1);
+  CHECK_STR(r.dests, "ehr:dead");
+  q = (cad_archive_query_t){.status = "dead"};
+  CHECK_INT(count(&q), 1);
+  q = (cad_archive_query_t){.status = "delivered", .dest = "ehr"};
+  CHECK_INT(count(&q), 1);
+  q = (cad_archive_query_t){.dest = "other"};
+  CHECK_INT(count(&q), 0);
+  rm_dir();
+}
+
+TEST(time_range_spans_day_files) {
+  fresh_dir();
+  int64_t now = (int64_t)cad_now_ms();
+  cad_archive_t *a = open_with(0, 0, 0);
+  /* Ids of two and of five days ago: each goes to its own day file. */
+  for (int back = 0; back < 3; back++) {
+    int64_t ms = now - (int64_t)(back == 0 ? 0 : back == 1 ? 2 : 5) * DAY_MS;
+    char msg[512];
+    int len = snprintf(msg, sizeof msg, MSG_FMT, back, back, back);
+    cad_archive_in_t in = {(uint64_t)ms << 20, "lab", NULL, 1,    "accepted", NULL, "AA", msg,
+                           (size_t)len,        0,     NULL, NULL, 0,          0};
+    CHECK_INT(cad_archive_inbound(a, &in), 0);
+  }
+  cad_archive_close(a);
+  char name[16];
+  cad_archive_day_name(now - 5 * DAY_MS, name);
+  CHECK(cad_archive_day_of(name) == (now - 5 * DAY_MS) / DAY_MS);
+  cad_archive_query_t q = {.limit = 100};
+  CHECK_INT(count(&q), 3);
+  q.since_ms = now - 3 * DAY_MS;
+  CHECK_INT(count(&q), 2);
+  q.until_ms = now - DAY_MS;
+  CHECK_INT(count(&q), 1);
+  q = (cad_archive_query_t){.limit = 2};
+  CHECK_INT(count(&q), 2); /* the limit holds across files */
+  rm_dir();
+}
+
+TEST(header_fields) {
+  cad__arch_fields_t f;
+  const char *m =
+      "MSH#@%$*#A#B#C#D#20260101##ORU@R01@X#CTL#P#2.3\r"
+      "PID#1##111@@@AUTH1*x%222@@@AUTH2*y%%333\r";
+  cad__arch_fields(m, strlen(m), &f);
+  CHECK_STRN(f.msh[3].p, f.msh[3].len, "A");
+  CHECK_STRN(f.msh[6].p, f.msh[6].len, "D");
+  CHECK_STRN(f.msh[10].p, f.msh[10].len, "CTL");
+  CHECK_STRN(f.msh[12].p, f.msh[12].len, "2.3");
+  CHECK_STR(f.type, "ORU^R01");  // normalised to ^
+  REQUIRE(f.npid == 3);
+  CHECK_STRN(f.pid_value[0].p, f.pid_value[0].len, "111");
+  CHECK_STRN(f.pid_auth[0].p, f.pid_auth[0].len, "AUTH1");
+  CHECK_STRN(f.pid_value[1].p, f.pid_value[1].len, "222");
+  CHECK_STRN(f.pid_auth[1].p, f.pid_auth[1].len, "AUTH2");
+  CHECK_STRN(f.pid_value[2].p, f.pid_value[2].len, "333");
+  CHECK_INT((int)f.pid_auth[2].len, 0);
+  /* Not a message: nothing, no crash. */
+  cad__arch_fields("HELLO", 5, &f);
+  CHECK_INT((int)f.npid, 0);
+  CHECK_STR(f.type, "");
+}
+
+TEST_MAIN()
