@@ -220,6 +220,18 @@ static void close_cache(cad_archive_t *a, bool all, int64_t today) {
   }
 }
 
+/* The name of queue id qid copied into buf[96], or NULL when unknown. */
+static const char *dest_name(cad_archive_t *a, uint16_t qid, char *buf) {
+  const char *out = NULL;
+  pthread_mutex_lock(&a->mu);
+  if (qid < CAD_ARCHIVE_MAX_DESTS && a->names[qid]) {
+    snprintf(buf, 96, "%s", a->names[qid]);
+    out = buf;
+  }
+  pthread_mutex_unlock(&a->mu);
+  return out;
+}
+
 static int write_in(cad_archive_t *a, const rec_t *r) {
   cad__arch_db_t *db = db_for_day(a, r->t_ms / DAY_MS, true);
   if (!db) return CAD_E_IO;
@@ -229,16 +241,24 @@ static int write_in(cad_archive_t *a, const rec_t *r) {
   unsigned char *z = malloc(clen ? clen : 1);
   if (!z) return CAD_E_NOMEM;
   if (compress2(z, &clen, (const Bytef *)r->bytes, (uLong)r->len, 6) != Z_OK) clen = 0;
-  const char *names[CAD_ARCHIVE_MAX_DESTS > 64 ? 64 : CAD_ARCHIVE_MAX_DESTS];
-  size_t nq = r->nq > 64 ? 64 : r->nq;
-  pthread_mutex_lock(&a->mu);
-  for (size_t i = 0; i < nq; i++)
-    names[i] = r->qids[i] < CAD_ARCHIVE_MAX_DESTS ? a->names[r->qids[i]] : NULL;
+  /* The names are copied under the lock, never held across the insert:
+   * the loop thread takes the same lock to queue records. */
+  size_t nq = r->nq;
+  char(*names_buf)[96] = malloc((nq ? nq : 1) * sizeof *names_buf);
+  const char **names = malloc((nq ? nq : 1) * sizeof *names);
+  if (!names_buf || !names) {
+    free(names_buf);
+    free(names);
+    free(z);
+    return CAD_E_NOMEM;
+  }
+  for (size_t i = 0; i < nq; i++) names[i] = dest_name(a, r->qids[i], names_buf[i]);
   cad__arch_msg_t m = {r->id,     r->t_ms,   r->channel, r->peer,   r->conn, r->size,
                        r->status, r->reason, r->ack,     r->dl_seq, &f,      z,
                        clen,      r->len,    r->qids,    r->seqs,   names,   nq};
   int rc = cad__arch_db_insert(db, &m);
-  pthread_mutex_unlock(&a->mu);
+  free(names_buf);
+  free(names);
   free(z);
   return rc;
 }
@@ -255,11 +275,9 @@ static int write_att(cad_archive_t *a, const rec_t *r) {
   }
   cad__arch_db_t *db = db_for_day(a, today, true);
   if (!db) return CAD_E_IO;
-  pthread_mutex_lock(&a->mu);
-  const char *name = r->qid < CAD_ARCHIVE_MAX_DESTS ? a->names[r->qid] : NULL;
-  int rc = cad__arch_db_attempt(db, r->qid, r->seq, r->what, r->detail, r->t_ms, name, true);
-  pthread_mutex_unlock(&a->mu);
-  return rc;
+  char buf[96];
+  const char *name = dest_name(a, r->qid, buf);
+  return cad__arch_db_attempt(db, r->qid, r->seq, r->what, r->detail, r->t_ms, name, true);
 }
 
 static void write_batch(cad_archive_t *a, rec_t *batch, size_t n) {

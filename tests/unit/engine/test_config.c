@@ -452,7 +452,7 @@ TEST(error_unknown_key) {
                "routes, unrouted, on_error, tests)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
-               "log_level, log_format, stats_interval, max_inbound_buffer, queue)\n");
+               "log_level, log_format, stats_interval, max_inbound_buffer, queue, archive)\n");
   CHECK_ERRORS(DESTS
                "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    ack: {mode: auto, "
                "strict: yes}\n    to: out\n",
