@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -66,6 +67,14 @@ static uint64_t rnd(void) {
   rnd_state ^= rnd_state >> 7;
   rnd_state ^= rnd_state << 17;
   return rnd_state;
+}
+
+/* CPU seconds of the process (user + system). */
+static double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 static uint64_t dir_bytes(const char *dir) {
@@ -154,7 +163,7 @@ int main(int argc, char **argv) {
   char msg[4096];
   uint16_t qid = 1;
   uint64_t last = 0, bytes = 0, waits = 0;
-  double t = now_s();
+  double t = now_s(), cpu0 = cpu_s();
   for (uint64_t i = 0; i < n; i++) {
     uint64_t p = rnd() % npat;
     int len = make_msg(msg, sizeof msg, i, p, TYPES[i % 4]);
@@ -174,7 +183,7 @@ int main(int argc, char **argv) {
     if (rc < 0) return 1;
   }
   cad_archive_flush(a);
-  double wt = now_s() - t;
+  double wt = now_s() - t, cpu = cpu_s() - cpu0;
   cad_archive_stats_t st;
   cad_archive_get_stats(a, &st);
   cad_archive_close(a);
@@ -189,6 +198,7 @@ int main(int argc, char **argv) {
       " producer waits)\n",
       (double)n / wt, (unsigned long long)st.batches, (unsigned long long)st.dropped,
       (unsigned long long)waits);
+  printf("cpu: %.1f us per message (writer thread and producer together)\n", cpu * 1e6 / (double)n);
   printf("disk: %llu bytes, %.0f bytes per message (body zlib + index)\n", (unsigned long long)disk,
          (double)disk / (double)n);
   run_queries(dir, Q_PATIENT, nq, n, npat, t0, span);

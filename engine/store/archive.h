@@ -48,6 +48,8 @@ typedef struct cad_archive_opts {
   size_t max_queue_bytes; /* their bytes; 0 = 64 MiB */
   size_t max_raw;         /* bytes kept of a frame that is not a message; 0 = 64 KiB */
   unsigned batch;         /* records per transaction at most; 0 = 512 */
+  int nice;               /* the writer thread's nice value (Linux: per thread), 0 = the
+               process's; the engine uses 10: ACKs before the archive */
 } cad_archive_opts_t;
 
 /* One inbound frame and what became of it.  Everything is borrowed for

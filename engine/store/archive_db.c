@@ -16,7 +16,8 @@
 #define DAY_MS 86400000LL
 
 /* The message id (primary key) orders by time, so it is the time index:
- * a time range is a range of ids. */
+ * a time range is a range of ids.  pid, dlv and att are clustered on their
+ * keys (WITHOUT ROWID): one b-tree each, the fewest the writer must touch. */
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS msg(id INTEGER PRIMARY KEY, t INTEGER NOT NULL, channel TEXT,"
     " peer TEXT, conn INTEGER, size INTEGER, status TEXT NOT NULL, reason TEXT, ack TEXT,"
@@ -28,16 +29,15 @@ static const char SCHEMA[] =
     "CREATE INDEX IF NOT EXISTS msg_ctl ON msg(msh10);"
     "CREATE INDEX IF NOT EXISTS msg_msh4 ON msg(msh4, id);"
     "CREATE INDEX IF NOT EXISTS msg_msh6 ON msg(msh6, id);"
-    "CREATE TABLE IF NOT EXISTS pid(msg INTEGER NOT NULL, value TEXT NOT NULL, auth TEXT);"
-    "CREATE INDEX IF NOT EXISTS pid_value ON pid(value, auth);"
-    "CREATE TABLE IF NOT EXISTS dlv(id INTEGER PRIMARY KEY, msg INTEGER, qid INTEGER NOT NULL,"
-    " seq INTEGER NOT NULL, dest TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,"
-    " t INTEGER, detail TEXT, UNIQUE(qid, seq));"
+    "CREATE TABLE IF NOT EXISTS pid(value TEXT NOT NULL, auth TEXT NOT NULL, msg INTEGER NOT NULL,"
+    " PRIMARY KEY(value, auth, msg)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS dlv(qid INTEGER NOT NULL, seq INTEGER NOT NULL, msg INTEGER,"
+    " dest TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, t INTEGER,"
+    " detail TEXT, PRIMARY KEY(qid, seq)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS dlv_msg ON dlv(msg);"
-    "CREATE INDEX IF NOT EXISTS dlv_dest ON dlv(dest, state);"
-    "CREATE TABLE IF NOT EXISTS att(dlv INTEGER NOT NULL, t INTEGER NOT NULL,"
-    " outcome TEXT NOT NULL, detail TEXT);"
-    "CREATE INDEX IF NOT EXISTS att_dlv ON att(dlv);";
+    "CREATE TABLE IF NOT EXISTS att(qid INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " n INTEGER NOT NULL, t INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT,"
+    " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;";
 
 /* ---- header fields ---------------------------------------------------------- */
 
@@ -124,15 +124,15 @@ static int prepare_all(cad__arch_db_t *d) {
        "INSERT OR REPLACE INTO msg(id,t,channel,peer,conn,size,status,reason,ack,dl_seq,msh3,"
        "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
        "?,?,?,?,?,?,?,?,?,?)"},
-      {&d->ins_pid, "INSERT INTO pid(msg,value,auth) VALUES(?,?,?)"},
+      {&d->ins_pid, "INSERT OR IGNORE INTO pid(value,auth,msg) VALUES(?,?,?)"},
       {&d->ins_dlv,
-       "INSERT INTO dlv(msg,qid,seq,dest,state) VALUES(?,?,?,?,'queued') ON CONFLICT(qid,seq)"
+       "INSERT INTO dlv(qid,seq,msg,dest,state) VALUES(?,?,?,?,'queued') ON CONFLICT(qid,seq)"
        " DO UPDATE SET msg=excluded.msg, dest=coalesce(dlv.dest, excluded.dest)"},
-      {&d->find_dlv, "SELECT id FROM dlv WHERE qid=? AND seq=?"},
+      {&d->find_dlv, "SELECT attempts FROM dlv WHERE qid=? AND seq=?"},
       {&d->upd_dlv,
        "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=?, dest=coalesce(dest,?)"
-       " WHERE id=?"},
-      {&d->ins_att, "INSERT INTO att(dlv,t,outcome,detail) VALUES(?,?,?,?)"},
+       " WHERE qid=? AND seq=?"},
+      {&d->ins_att, "INSERT OR REPLACE INTO att(qid,seq,n,t,outcome,detail) VALUES(?,?,?,?,?,?)"},
       {&d->new_dlv, "INSERT INTO dlv(qid,seq,dest,state) VALUES(?,?,?,'queued')"},
   };
   for (size_t i = 0; i < sizeof q / sizeof q[0]; i++)
@@ -166,7 +166,11 @@ int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
   }
   sqlite3_busy_timeout(d->db, 5000);
   if (!readonly) {
-    const char *setup = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    /* WAL with synchronous=NORMAL: a commit is not an fsync (a power cut
+     * may lose the last transactions, never corrupt the file); the cache
+     * holds the hot ends of the indexes. */
+    const char *setup =
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768;";
     if (sqlite3_exec(d->db, setup, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = prepare_all(d)) < 0) {
       rc = rc ? rc : sql_err(d->db);
@@ -239,15 +243,17 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
   sqlite3_bind_int64(s, 21, (sqlite3_int64)m->rawlen);
   int rc = step_done(d->db, s);
   for (size_t i = 0; rc == 0 && i < f->npid; i++) {
-    sqlite3_bind_int64(d->ins_pid, 1, (sqlite3_int64)m->id);
-    bind_span(d->ins_pid, 2, f->pid_value[i]);
-    bind_span(d->ins_pid, 3, f->pid_auth[i]);
+    bind_span(d->ins_pid, 1, f->pid_value[i]);
+    /* No authority: '' (a key column is never NULL). */
+    sqlite3_bind_text(d->ins_pid, 2, f->pid_auth[i].len ? f->pid_auth[i].p : "",
+                      (int)f->pid_auth[i].len, SQLITE_STATIC);
+    sqlite3_bind_int64(d->ins_pid, 3, (sqlite3_int64)m->id);
     rc = step_done(d->db, d->ins_pid);
   }
   for (size_t i = 0; rc == 0 && i < m->nq; i++) {
-    sqlite3_bind_int64(d->ins_dlv, 1, (sqlite3_int64)m->id);
-    sqlite3_bind_int(d->ins_dlv, 2, m->qids[i]);
-    sqlite3_bind_int64(d->ins_dlv, 3, (sqlite3_int64)m->seqs[i]);
+    sqlite3_bind_int(d->ins_dlv, 1, m->qids[i]);
+    sqlite3_bind_int64(d->ins_dlv, 2, (sqlite3_int64)m->seqs[i]);
+    sqlite3_bind_int64(d->ins_dlv, 3, (sqlite3_int64)m->id);
     bind_text(d->ins_dlv, 4, m->names[i]);
     rc = step_done(d->db, d->ins_dlv);
   }
@@ -260,30 +266,33 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
   static const char *const outcome[] = {"delivered", "retry", "failed", "dead"};
   sqlite3_bind_int(d->find_dlv, 1, qid);
   sqlite3_bind_int64(d->find_dlv, 2, (sqlite3_int64)seq);
-  int64_t id = -1;
-  if (sqlite3_step(d->find_dlv) == SQLITE_ROW) id = sqlite3_column_int64(d->find_dlv, 0);
+  int64_t before = -1; /* attempts recorded so far */
+  if (sqlite3_step(d->find_dlv) == SQLITE_ROW) before = sqlite3_column_int64(d->find_dlv, 0);
   sqlite3_reset(d->find_dlv);
-  if (id < 0) {
+  int rc;
+  if (before < 0) {
     if (!create) return CAD_E_NOTFOUND;
     sqlite3_bind_int(d->new_dlv, 1, qid);
     sqlite3_bind_int64(d->new_dlv, 2, (sqlite3_int64)seq);
     bind_text(d->new_dlv, 3, name);
-    int rc = step_done(d->db, d->new_dlv);
-    if (rc < 0) return rc;
-    id = sqlite3_last_insert_rowid(d->db);
+    if ((rc = step_done(d->db, d->new_dlv)) < 0) return rc;
+    before = 0;
   }
   sqlite3_bind_text(d->upd_dlv, 1, state[what], -1, SQLITE_STATIC);
   sqlite3_bind_int(d->upd_dlv, 2, what == CAD_ARCH_DEAD ? 0 : 1);
   sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
   bind_text(d->upd_dlv, 4, detail);
   bind_text(d->upd_dlv, 5, name);
-  sqlite3_bind_int64(d->upd_dlv, 6, id);
-  int rc = step_done(d->db, d->upd_dlv);
-  if (rc < 0) return rc;
-  sqlite3_bind_int64(d->ins_att, 1, id);
-  sqlite3_bind_int64(d->ins_att, 2, t_ms);
-  sqlite3_bind_text(d->ins_att, 3, outcome[what], -1, SQLITE_STATIC);
-  bind_text(d->ins_att, 4, detail);
+  sqlite3_bind_int(d->upd_dlv, 6, qid);
+  sqlite3_bind_int64(d->upd_dlv, 7, (sqlite3_int64)seq);
+  if ((rc = step_done(d->db, d->upd_dlv)) < 0) return rc;
+  /* Attempt n is row n; a dead letter is the row after the last attempt. */
+  sqlite3_bind_int(d->ins_att, 1, qid);
+  sqlite3_bind_int64(d->ins_att, 2, (sqlite3_int64)seq);
+  sqlite3_bind_int64(d->ins_att, 3, before + 1);
+  sqlite3_bind_int64(d->ins_att, 4, t_ms);
+  sqlite3_bind_text(d->ins_att, 5, outcome[what], -1, SQLITE_STATIC);
+  bind_text(d->ins_att, 6, detail);
   return step_done(d->db, d->ins_att);
 }
 

@@ -214,13 +214,14 @@ static void fmt_time(int64_t ms, char out[40]) {
   snprintf(out + l, 40 - l, ".%03dZ", (int)(ms % 1000));
 }
 
-/* The attempts of delivery row `dlv` in db. */
-static void print_attempts(sqlite3 *db, int64_t dlv) {
+/* The attempts of delivery (qid, seq) in db. */
+static void print_attempts(sqlite3 *db, int qid, int64_t seq) {
   sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db, "SELECT t, outcome, detail FROM att WHERE dlv=? ORDER BY rowid", -1,
-                         &s, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db, "SELECT t, outcome, detail FROM att WHERE qid=? AND seq=? ORDER BY n",
+                         -1, &s, NULL) != SQLITE_OK)
     return;
-  sqlite3_bind_int64(s, 1, dlv);
+  sqlite3_bind_int(s, 1, qid);
+  sqlite3_bind_int64(s, 2, seq);
   for (int k = 1; sqlite3_step(s) == SQLITE_ROW; k++) {
     char t[40];
     fmt_time(sqlite3_column_int64(s, 0), t);
@@ -236,13 +237,13 @@ static void print_later(const char *dir, int64_t day, int qid, int64_t seq) {
     cad__arch_db_t *x;
     if (cad__arch_db_open(dir, d, false, true, &x) < 0) continue;
     sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(x->db, "SELECT id, state FROM dlv WHERE qid=? AND seq=?", -1, &s,
+    if (sqlite3_prepare_v2(x->db, "SELECT qid, state FROM dlv WHERE qid=? AND seq=?", -1, &s,
                            NULL) == SQLITE_OK) {
       sqlite3_bind_int(s, 1, qid);
       sqlite3_bind_int64(s, 2, seq);
       if (sqlite3_step(s) == SQLITE_ROW) {
         printf("    (continued in a later day file: %s)\n", col(s, 1));
-        print_attempts(x->db, sqlite3_column_int64(s, 0));
+        print_attempts(x->db, qid, seq);
       }
       sqlite3_finalize(s);
     }
@@ -253,8 +254,8 @@ static void print_later(const char *dir, int64_t day, int qid, int64_t seq) {
 static void print_journey(const char *dir, cad__arch_db_t *db, uint64_t id) {
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(db->db,
-                         "SELECT id, qid, seq, coalesce(dest, '#' || qid), state, attempts, t,"
-                         " detail FROM dlv WHERE msg=? ORDER BY id",
+                         "SELECT qid, qid, seq, coalesce(dest, '#' || qid), state, attempts, t,"
+                         " detail FROM dlv WHERE msg=? ORDER BY qid, seq",
                          -1, &s, NULL) != SQLITE_OK)
     return;
   sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
@@ -264,7 +265,7 @@ static void print_journey(const char *dir, cad__arch_db_t *db, uint64_t id) {
     printf("  %s (queue record %lld): %s after %d attempt(s)%s%s\n", col(s, 3),
            (long long)sqlite3_column_int64(s, 2), col(s, 4), sqlite3_column_int(s, 5),
            sqlite3_column_text(s, 7) ? ", last: " : "", col(s, 7));
-    print_attempts(db->db, sqlite3_column_int64(s, 0));
+    print_attempts(db->db, sqlite3_column_int(s, 1), sqlite3_column_int64(s, 2));
     if (!strcmp(col(s, 4), "queued"))
       print_later(dir, db->day, sqlite3_column_int(s, 1), sqlite3_column_int64(s, 2));
   }
