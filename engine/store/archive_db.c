@@ -170,7 +170,8 @@ int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
      * may lose the last transactions, never corrupt the file); the cache
      * holds the hot ends of the indexes. */
     const char *setup =
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768;";
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768;"
+        " PRAGMA wal_autocheckpoint=16384;";
     if (sqlite3_exec(d->db, setup, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = prepare_all(d)) < 0) {
       rc = rc ? rc : sql_err(d->db);
