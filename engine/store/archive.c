@@ -437,7 +437,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
   a->o = *o;
   if (!a->o.retain_ms) a->o.retain_ms = 7 * DAY_MS;
   if (!a->o.max_queue) a->o.max_queue = 65536;
-  if (!a->o.max_queue_bytes) a->o.max_queue_bytes = 64u << 20;
+  if (!a->o.max_queue_bytes) a->o.max_queue_bytes = 32u << 20;
   if (!a->o.max_raw) a->o.max_raw = 64u << 10;
   if (!a->o.batch) a->o.batch = 512;
   snprintf(a->dir, sizeof a->dir, "%s/archive", o->data_dir);

@@ -10,6 +10,10 @@
  * ACKed.  It is a record, not a second queue: the journal holds what is
  * delivered.
  *
+ * Memory: at most max_queue_bytes of waiting records (32 MiB by default)
+ * and a 2 MiB SQLite page cache per open day file (two at most), whatever
+ * the backlog.
+ *
  * Storage: data_dir/archive/YYYY-MM-DD.db (UTC day of the message's id),
  * one SQLite database per day in WAL mode (synchronous=NORMAL: a power cut
  * may lose the last transactions, never corrupt the file); directory 0700,
@@ -45,7 +49,7 @@ typedef struct cad_archive_opts {
                               journal has and the archive lost: from 5 minutes
                               before the newest archived message until now */
   size_t max_queue;       /* records waiting for the writer; 0 = 65536 */
-  size_t max_queue_bytes; /* their bytes; 0 = 64 MiB */
+  size_t max_queue_bytes; /* their bytes; 0 = 32 MiB */
   size_t max_raw;         /* bytes kept of a frame that is not a message; 0 = 64 KiB */
   unsigned batch;         /* records per transaction at most; 0 = 512 */
   int nice;               /* the writer thread's nice value (Linux: per thread), 0 = the
