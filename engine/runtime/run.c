@@ -693,6 +693,7 @@ static void log_dest_stats(void) {
   c.nums = qn;
   c.nnums = sizeof qn / sizeof qn[0];
   CAD_LOG(CAD_LOG_INFO, "stats.queue", &c, NULL);
+  if (E.arch) cad_archive_log_stats(E.arch);
   for (size_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) {
     dest_t *d = E.by_qid[i];
     if (!d || !d->w) continue;

@@ -492,6 +492,19 @@ void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out) {
   pthread_mutex_unlock(&a->mu);
 }
 
+void cad_archive_log_stats(cad_archive_t *a) {
+  if (!CAD_LOG_ON(CAD_LOG_INFO)) return;
+  cad_archive_stats_t st;
+  cad_archive_get_stats(a, &st);
+  cad_log_num_t nums[] = {{"written", st.written}, {"dropped", st.dropped},
+                          {"failed", st.failed},   {"batches", st.batches},
+                          {"pending", st.pending}, {"pending_bytes", st.pending_bytes}};
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.nums = nums;
+  c.nnums = sizeof nums / sizeof nums[0];
+  CAD_LOG(CAD_LOG_INFO, "stats.archive", &c, NULL);
+}
+
 void cad_archive_close(cad_archive_t *a) {
   if (!a) return;
   pthread_mutex_lock(&a->mu);

@@ -106,6 +106,8 @@ void cad_archive_dest_name(cad_archive_t *a, uint16_t qid, const char *name);
  * benchmarks, shutdown).  Returns 0. */
 int cad_archive_flush(cad_archive_t *a);
 void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out);
+/* One info line "stats.archive" with those counters (level-checked). */
+void cad_archive_log_stats(cad_archive_t *a);
 
 /* ---- reading (the CLI; archive_query.c) -------------------------------- */
 

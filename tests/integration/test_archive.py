@@ -175,6 +175,9 @@ def test_every_outcome_is_searchable(binary, tmp):
             assert r.returncode == 0 and "0 missing" in r.stdout, r.stdout + r.stderr
             r = tool(binary, "archive", "stats", data)
             assert r.returncode == 0 and "7 messages" in r.stdout, r.stdout + r.stderr
+            # The engine's counters (stats_interval 1s in the test config).
+            wait_for(lambda: re.search(r"event=stats.archive written=\d+ dropped=0 failed=0",
+                                       eng.log()), what="a stats.archive line")
         finally:
             check_clean_stop(eng)
 
