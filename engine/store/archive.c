@@ -60,7 +60,8 @@ struct cad_archive {
   cad__arch_db_t *cache[NCACHE]; /* writer thread only */
   int64_t last_prune_ms;
   int64_t opened_ms;
-  z_stream zs; /* writer thread: the body compressor, reset per message */
+  uint64_t failed_batches; /* writer thread */
+  z_stream zs;             /* writer thread: the body compressor, reset per message */
   bool z_ready;
   unsigned char *zbuf;
   size_t zcap;
@@ -337,7 +338,9 @@ static void write_batch(cad_archive_t *a, rec_t *batch, size_t n) {
   a->st.failed += failed;
   a->st.batches++;
   pthread_mutex_unlock(&a->mu);
-  if (failed) {
+  /* One line for the first failed batch and one per 100 after it, so a
+   * full or read-only disk does not flood the log. */
+  if (failed && (a->failed_batches++ % 100) == 0) {
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     cad_log_num_t num = {"failed", failed};
     c.nums = &num;

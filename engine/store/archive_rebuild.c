@@ -99,6 +99,14 @@ int cad_archive_reindex(const char *data_dir, int64_t from_ms, int64_t until_ms,
   }
   days_t d = {adir, {NULL, NULL, NULL}, -1};
   cad_jpos_t pos = cad_journal_begin(&j), end = cad_journal_end(&j);
+  /* Whole segments older than from_ms are skipped unread (a week of journal
+   * is not read back at every start); a segment begins where the first one
+   * does, after its header. */
+  size_t first = 0;
+  while (first < j.nsegs && j.segs[first].last_ms && (int64_t)j.segs[first].last_ms < from_ms)
+    first++;
+  if (first == j.nsegs) pos = end;
+  else pos.seg = j.segs[first].no;
   cad_jread_t r;
   memset(&r, 0, sizeof r);
   while ((rc = cad_jreader_next(&rd, &pos, end, -1, CAD_JREC_MSG, &r)) == 1) {
