@@ -8,7 +8,8 @@
  *
  * Messages are spread evenly over the last DAYS days (default 2: that many
  * day files, so queries span files), with N/4 distinct patients (two PID-3
- * repetitions each), unique control ids and four message types.  -k keeps
+ * repetitions each), unique control ids and four message types; each
+ * message is followed by its delivery attempt, as in the engine.  -k keeps
  * DATA_DIR (default: a new /tmp directory, deleted at the end). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "archive.h"
+#include "archive_int.h"
 #include "bench_util.h"
 #include "cad_error.h"
 #include "cad_io.h"
@@ -180,6 +182,13 @@ int main(int argc, char **argv) {
     int rc;
     while ((rc = cad_archive_inbound(a, &in)) == CAD_E_FULL) {
       /* The bench is its own backpressure: wait for the writer. */
+      waits++;
+      usleep(2000);
+    }
+    if (rc < 0) return 1;
+    /* Its delivery, as a destination worker records it. */
+    while ((rc = cad__archive_attempt_at(a, qid, seq, CAD_ARCH_DELIVERED, "AA", (int64_t)ms + 5)) ==
+           CAD_E_FULL) {
       waits++;
       usleep(2000);
     }

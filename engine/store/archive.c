@@ -172,11 +172,16 @@ int cad_archive_inbound(cad_archive_t *a, const cad_archive_in_t *in) {
 
 int cad_archive_attempt(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
                         const char *detail) {
+  return cad__archive_attempt_at(a, qid, seq, what, detail, (int64_t)cad_now_ms());
+}
+
+int cad__archive_attempt_at(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
+                            const char *detail, int64_t t_ms) {
   rec_t *r = calloc(1, sizeof *r);
   if (!r) return CAD_E_NOMEM;
   bool bad = false;
   r->kind = REC_ATT;
-  r->t_ms = (int64_t)cad_now_ms();
+  r->t_ms = t_ms;
   r->qid = qid;
   r->seq = seq;
   r->what = what;

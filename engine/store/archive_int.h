@@ -66,6 +66,10 @@ int cad__arch_db_insert(cad__arch_db_t *db, const cad__arch_msg_t *m);
 int cad__arch_db_attempt(cad__arch_db_t *db, uint16_t qid, uint64_t seq, cad_archive_att_t what,
                          const char *detail, int64_t t_ms, const char *name, bool create);
 
+/* cad_archive_attempt at a given time (benchmarks write history). */
+int cad__archive_attempt_at(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
+                            const char *detail, int64_t t_ms);
+
 /* The day files of dir, oldest first (names: "YYYY-MM-DD.db"); *out owned
  * by the caller (free each and the array). */
 int cad__arch_list(const char *dir, char ***out, size_t *n);
