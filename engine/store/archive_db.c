@@ -35,6 +35,7 @@ static const char SCHEMA[] =
     " dest TEXT, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, t INTEGER,"
     " detail TEXT, PRIMARY KEY(qid, seq)) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS dlv_msg ON dlv(msg);"
+    "CREATE INDEX IF NOT EXISTS dlv_dest ON dlv(dest, msg);"
     "CREATE TABLE IF NOT EXISTS att(qid INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " n INTEGER NOT NULL, t INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT,"
     " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;";

@@ -109,7 +109,7 @@ static void build(query_t *q, const cad_archive_query_t *f, char *auth_buf, size
   }
   if (f->status) status_clause(q, f->status);
   if (f->dest) {
-    add(q, " AND EXISTS(SELECT 1 FROM dlv WHERE dlv.msg=m.id AND dlv.dest=?)");
+    add(q, " AND m.id IN (SELECT msg FROM dlv WHERE dlv.dest=?)");
     bind_s(q, f->dest);
   }
   if (f->patient) {
