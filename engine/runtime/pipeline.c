@@ -169,7 +169,7 @@ static void conclude(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
   c.type = o->h->msg_type;
   c.bytes = (int64_t)o->bytes;
   cad_log_num_t nums[2];
-  uint64_t id = p->io.archive ? cad_archive_next_id(&p->last_id) : 0;
+  uint64_t id = p->archive || p->io.archive ? cad_archive_next_id(&p->last_id) : 0;
   if (id) nums[c.nnums++] = (cad_log_num_t){"id", id};
   if (o->seq) nums[c.nnums++] = (cad_log_num_t){"seq", o->seq};
   c.nums = c.nnums ? nums : NULL;
@@ -201,7 +201,8 @@ static void conclude(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
         id,        ch->cc->name, o->peer,    o->conn,  statuses[which], text[0] ? text : NULL,
         c.outcome, o->raw.p,     o->raw.len, o->bytes, o->qids,         o->seqs,
         o->nq,     o->seq};
-    p->io.archive(p->io.ud, &rec);
+    if (p->archive) cad_archive_inbound(p->archive, &rec);
+    if (p->io.archive) p->io.archive(p->io.ud, &rec);
   }
   if (CAD_LOG_ON(row->level) || p->io.log)
     log_line(p, row->level, row->event, &c, text[0] ? text : NULL);
@@ -510,6 +511,22 @@ void cad_pipe_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_frame_t *
 void cad_pipe_init(cad_pipe_t *p, const cad_pipe_io_t *io) {
   memset(p, 0, sizeof *p);
   p->io = *io;
+}
+
+int cad_pipe_archive_open(cad_pipe_t *p, const cad_config_t *cfg) {
+  if (!cfg->archive_enabled) return 0;
+  cad_archive_opts_t o = {.data_dir = cfg->data_dir,
+                          .retain_ms = cfg->archive_retain_ms,
+                          .max_bytes = cfg->archive_max_bytes,
+                          .rebuild = true,
+                          .nice = 10,
+                          .stats_ms = cfg->stats_interval_ms};
+  return cad_archive_open(&o, &p->archive);
+}
+
+void cad_pipe_archive_close(cad_pipe_t *p) {
+  cad_archive_close(p->archive);
+  p->archive = NULL;
 }
 
 void cad_pipe_chan_init(cad_pipe_chan_t *ch, const cad_conf_channel_t *cc, cad_chan_stats_t *st,

@@ -34,7 +34,7 @@
  *
  * Log lines carry channel, peer, connection, control id, type, size,
  * outcome and a PHI-free reason; never field values.  With an archive
- * (io->archive) every outcome is also archived, under a new message id that
+ * (cad_pipe_archive_open, or io->archive) every outcome is also archived, under a new message id that
  * the log line shows as id=N (`caduceus show DATA_DIR N`); the archive
  * never changes the ACK.
  *
@@ -121,7 +121,8 @@ typedef struct cad_pipe_io {
 typedef struct cad_pipe {
   cad_pipe_io_t io;
   uint64_t ctl_prefix, ctl_counter;
-  uint64_t last_id; /* the last archive id given (cad_archive_next_id) */
+  uint64_t last_id;       /* the last archive id given (cad_archive_next_id) */
+  cad_archive_t *archive; /* owned (cad_pipe_archive_open), NULL = none */
 } cad_pipe_t;
 
 /* One channel as the pipeline sees it (the caller's; fields set by
@@ -147,6 +148,15 @@ typedef struct cad_pipe_frame {
 } cad_pipe_frame_t;
 
 void cad_pipe_init(cad_pipe_t *p, const cad_pipe_io_t *io);
+
+/* Open the message archive the configuration asks for (engine.archive:
+ * data_dir/archive, retention, counters every stats_interval; the writer
+ * rebuilds at start what the journal has and it lost, runs at nice 10) and
+ * archive every outcome there from now on.  0 (also when disabled) or a
+ * negative error, logged: the engine then runs without it. */
+int cad_pipe_archive_open(cad_pipe_t *p, const cad_config_t *cfg);
+/* Write what is queued and close it (after the loop has stopped). */
+void cad_pipe_archive_close(cad_pipe_t *p);
 void cad_pipe_chan_init(cad_pipe_chan_t *ch, const cad_conf_channel_t *cc, cad_chan_stats_t *st,
                         void *owner);
 

@@ -116,7 +116,6 @@ typedef struct engine {
   char *data_dir; /* the queue's, fixed for the life of the process */
   int lockfd;     /* data_dir/lock, held */
   cad_queue_t *q;
-  cad_archive_t *arch; /* the message archive, NULL when off */
   bool q_closing;
   dest_t *by_qid[CAD_JOURNAL_MAX_DESTS]; /* running workers by queue id */
   /* Their counters by queue id (a name's id is fixed for the process), so
@@ -287,7 +286,7 @@ static void start_workers(rt_t *rt) {
               cad_strerror(rc));
       continue;
     }
-    cad_delivery_set_archive(d->w, E.arch);
+    cad_delivery_set_archive(d->w, E.pipe.archive);
     rt->refs++;
     rt->workers++;
     E.running_workers++;
@@ -444,13 +443,8 @@ static void io_hold(void *ud, void *owner, int delta) {
   else rt_release(owner);
 }
 
-static void io_archive(void *ud, const cad_archive_in_t *rec) {
-  (void)ud;
-  cad_archive_inbound(E.arch, rec);
-}
-
 static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_dest, io_dest_qid,
-                                        io_wait, io_reply,  NULL,           io_hold, io_archive};
+                                        io_wait, io_reply,  NULL,           io_hold, NULL};
 
 static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
   lsn_t *ls = data;
@@ -693,7 +687,6 @@ static void log_dest_stats(void) {
   c.nums = qn;
   c.nnums = sizeof qn / sizeof qn[0];
   CAD_LOG(CAD_LOG_INFO, "stats.queue", &c, NULL);
-  if (E.arch) cad_archive_log_stats(E.arch);
   for (size_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) {
     dest_t *d = E.by_qid[i];
     if (!d || !d->w) continue;
@@ -948,7 +941,6 @@ int cad_cli_run(int argc, char **argv) {
   memset(&E, 0, sizeof E);
   E.config_path = path;
   cad_pipe_init(&E.pipe, &engine_io);
-  if (!cfg->archive_enabled) E.pipe.io.archive = NULL;
   uv_loop_t loop;
   uv_loop_init(&loop);
   E.loop = &loop;
@@ -975,17 +967,13 @@ int cad_cli_run(int argc, char **argv) {
     uv_signal_start(&E.sig_int, on_signal, SIGINT);
     uv_signal_start(&E.sig_hup, on_signal, SIGHUP);
     stats_timer_apply();
-    cad_archive_opts_t ao = {.data_dir = cfg->data_dir,
-                             .retain_ms = cfg->archive_retain_ms,
-                             .max_bytes = cfg->archive_max_bytes,
-                             .rebuild = true};
-    if (cfg->archive_enabled && cad_archive_open(&ao, &E.arch) < 0) E.pipe.io.archive = NULL;
+    cad_pipe_archive_open(&E.pipe, cfg); /* failure: logged, the engine runs without it */
     start_workers(E.rt);
     CAD_LOG(CAD_LOG_INFO, "start", NULL, "%s: %zu channels, %zu destinations, pid %d", path,
             E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
-  cad_archive_close(E.arch); /* writes what is queued */
+  cad_pipe_archive_close(&E.pipe); /* writes what is queued */
   if (E.exit_status == 0) cad_stats_log();
   free(E.data_dir);
   rc = uv_loop_close(&loop);

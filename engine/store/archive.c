@@ -61,6 +61,7 @@ struct cad_archive {
   int64_t last_prune_ms;
   int64_t opened_ms;
   uint64_t failed_batches; /* writer thread */
+  int64_t last_stats_ms;   /* writer thread */
   z_stream zs;             /* writer thread: the body compressor, reset per message */
   bool z_ready;
   unsigned char *zbuf;
@@ -426,7 +427,12 @@ static void *writer_main(void *arg) {
       rec_free(batch);
       batch = x;
     }
-    maybe_prune(a, (int64_t)cad_now_ms());
+    int64_t now = (int64_t)cad_now_ms();
+    maybe_prune(a, now);
+    if (a->o.stats_ms && now - a->last_stats_ms >= (int64_t)a->o.stats_ms) {
+      a->last_stats_ms = now;
+      cad_archive_log_stats(a);
+    }
     pthread_mutex_lock(&a->mu);
     a->completed += n;
     pthread_cond_broadcast(&a->done_cv);

@@ -54,6 +54,7 @@ typedef struct cad_archive_opts {
   unsigned batch;         /* records per transaction at most; 0 = 512 */
   int nice;               /* the writer thread's nice value (Linux: per thread), 0 = the
                process's; the engine uses 10: ACKs before the archive */
+  uint64_t stats_ms;      /* log the counters (stats.archive) this often; 0 = never */
 } cad_archive_opts_t;
 
 /* One inbound frame and what became of it.  Everything is borrowed for
@@ -106,7 +107,8 @@ void cad_archive_dest_name(cad_archive_t *a, uint16_t qid, const char *name);
  * benchmarks, shutdown).  Returns 0. */
 int cad_archive_flush(cad_archive_t *a);
 void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out);
-/* One info line "stats.archive" with those counters (level-checked). */
+/* One info line "stats.archive" with those counters (level-checked); the
+ * writer also logs it every opts.stats_ms. */
 void cad_archive_log_stats(cad_archive_t *a);
 
 /* ---- reading (the CLI; archive_query.c) -------------------------------- */
