@@ -62,7 +62,9 @@ struct cad_archive {
   int64_t opened_ms;
   uint64_t failed_batches; /* writer thread */
   int64_t last_stats_ms;   /* writer thread */
-  z_stream zs;             /* writer thread: the body compressor, reset per message */
+  cad__arch_db_t *tx_db;   /* writer thread: the file with an open transaction */
+  size_t tx_records, tx_failed;
+  z_stream zs; /* writer thread: the body compressor, reset per message */
   bool z_ready;
   unsigned char *zbuf;
   size_t zcap;
@@ -207,6 +209,8 @@ void cad_archive_dest_name(cad_archive_t *a, uint16_t qid, const char *name) {
 
 /* ---- the writer thread ------------------------------------------------------ */
 
+static void end_tx(cad_archive_t *a);
+
 /* The open file of `day` (opened or created, and cached). */
 static cad__arch_db_t *db_for_day(cad_archive_t *a, int64_t day, bool create) {
   for (int i = 0; i < NCACHE; i++)
@@ -222,6 +226,7 @@ static cad__arch_db_t *db_for_day(cad_archive_t *a, int64_t day, bool create) {
     }
     if (a->cache[i]->day < a->cache[slot]->day) slot = i;
   }
+  if (a->cache[slot] && a->cache[slot] == a->tx_db) end_tx(a);
   if (a->cache[slot]) cad__arch_db_close(a->cache[slot]);
   a->cache[slot] = db;
   return db;
@@ -321,23 +326,33 @@ static int write_att(cad_archive_t *a, const rec_t *r) {
   return cad__arch_db_attempt(db, r->qid, r->seq, r->what, r->detail, r->t_ms, name, true);
 }
 
+/* Commit the open transaction; its records count as failed if it fails. */
+static void end_tx(cad_archive_t *a) {
+  if (!a->tx_db) return;
+  if (cad__arch_db_commit(a->tx_db) < 0) a->tx_failed += a->tx_records;
+  a->tx_db = NULL;
+  a->tx_records = 0;
+}
+
 static void write_batch(cad_archive_t *a, rec_t *batch, size_t n) {
-  /* One transaction per day file touched (as a rule one). */
-  int64_t day = -1;
-  cad__arch_db_t *open_tx = NULL;
+  /* One transaction per day file touched (as a rule one).  A day file
+   * evicted from the cache meanwhile commits first (db_for_day). */
   size_t failed = 0;
+  a->tx_failed = 0;
   for (rec_t *r = batch; r; r = r->next) {
     int64_t d = r->t_ms / DAY_MS;
-    if (d != day) {
-      if (open_tx) cad__arch_db_commit(open_tx);
-      open_tx = db_for_day(a, d, true);
-      if (open_tx) cad__arch_db_begin(open_tx);
-      day = d;
+    if (!a->tx_db || a->tx_db->day != d) {
+      end_tx(a);
+      cad__arch_db_t *db = db_for_day(a, d, true);
+      if (db && cad__arch_db_begin(db) == 0) a->tx_db = db;
     }
     int rc = r->kind == REC_IN ? write_in(a, r) : write_att(a, r);
     if (rc < 0) failed++;
+    else a->tx_records++;
   }
-  if (open_tx && cad__arch_db_commit(open_tx) < 0) failed = n;
+  end_tx(a);
+  failed += a->tx_failed;
+  if (failed > n) failed = n;
   pthread_mutex_lock(&a->mu);
   a->st.written += n - failed;
   a->st.failed += failed;
