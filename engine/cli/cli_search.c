@@ -122,6 +122,15 @@ static int print_row(void *ud, const cad_archive_row_t *r) {
   return 0;
 }
 
+static bool known_status(const char *s) {
+  static const char *const all[] = {"accepted", "filtered",  "rejected", "unparseable",
+                                    "too_big",  "error",     "dead",     "queued",
+                                    "retrying", "delivered", "failed"};
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    if (strcmp(s, all[i]) == 0) return true;
+  return false;
+}
+
 static int time_arg(const char *what, const char *v, int64_t *out) {
   *out = cad_cli_parse_time(v, (int64_t)cad_now_ms());
   if (*out < 0) {
@@ -176,6 +185,13 @@ int cad_cli_search(int argc, char **argv) {
   }
   if (argc - optind != 1) {
     search_usage(stderr);
+    return 2;
+  }
+  if (q.status && !known_status(q.status)) {
+    fprintf(stderr,
+            "caduceus search: --status '%s': expected accepted, filtered, rejected, unparseable, "
+            "too_big, error, dead, queued, retrying, delivered or failed\n",
+            q.status);
     return 2;
   }
   char data_dir[4096], dir[4200], err[512] = "";

@@ -163,6 +163,10 @@ def test_every_outcome_is_searchable(binary, tmp):
             out = tool(binary, "show", data, did).stdout
             assert "ehr (queue record" in out and ": dead after 1 attempt(s)" in out, out
             assert re.search(r"attempt 1 .* failed ", out) and "attempt 2" in out, out
+            r = tool(binary, "search", data, "--status", "deliverd")
+            assert r.returncode == 2 and "expected accepted" in r.stderr, r
+            r = tool(binary, "search", data, "--since", "yesterday")
+            assert r.returncode == 2 and "--since" in r.stderr, r
             r = tool(binary, "show", data, "12345")
             assert r.returncode == 1 and "not in the archive" in r.stderr, r
 
