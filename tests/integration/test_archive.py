@@ -179,6 +179,14 @@ def test_every_outcome_is_searchable(binary, tmp):
             assert r.returncode == 0 and "0 missing" in r.stdout, r.stdout + r.stderr
             r = tool(binary, "archive", "stats", data)
             assert r.returncode == 0 and "7 messages" in r.stdout, r.stdout + r.stderr
+            # prune: a day file past retention goes whole; today's stays.
+            import shutil
+            today = [n for n in os.listdir(adir) if n.endswith(".db")][0]
+            shutil.copy(os.path.join(adir, today), os.path.join(adir, "2020-01-01.db"))
+            r = tool(binary, "archive", "prune", data, "--retain", "7d")
+            assert r.returncode == 0 and "deleted 1 day file(s)" in r.stdout, r.stdout + r.stderr
+            assert sorted(n for n in os.listdir(adir) if n.endswith(".db")) == [today]
+            assert len(search(binary, data, "--since", "10m")) == 7
             # The engine's counters (stats_interval 1s in the test config).
             wait_for(lambda: re.search(r"event=stats.archive written=\d+ dropped=0 failed=0",
                                        eng.log()), what="a stats.archive line")
