@@ -25,6 +25,7 @@ static const command_t commands[] = {
     {"search", cad_cli_search, "find messages in the message archive (patient, id, type, ...)"},
     {"show", cad_cli_show, "one archived message: record, ACK, tree, delivery journey"},
     {"archive", cad_cli_archive, "the message archive: stats, prune, check, reindex"},
+    {"token", cad_cli_token, "make an admin API token: token new NAME --role ROLE"},
 };
 
 static void usage(FILE *out) {

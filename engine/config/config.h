@@ -158,6 +158,37 @@ typedef struct cad_conf_channel {
   cad_conf_pos_t pos;
 } cad_conf_channel_t;
 
+/* `admin:` - the admin HTTP listener (engine/runtime/admin.h):
+ *   admin:
+ *     listen: "127.0.0.1:8765"   # required to turn it on
+ *     open_metrics: false        # /metrics, /healthz, /readyz without a token
+ *     tokens:
+ *       - { name: ops, role: operator, hash: "sha256:<64 hex>" }
+ *       - { name: ci, role: viewer, env: CAD_CI_TOKEN }   # hashed at load
+ * Roles, each allowed what the one before is: viewer < analyst < operator
+ * < admin. */
+typedef enum {
+  CAD_ROLE_VIEWER = 1,
+  CAD_ROLE_ANALYST,
+  CAD_ROLE_OPERATOR,
+  CAD_ROLE_ADMIN
+} cad_role_t;
+typedef struct cad_conf_token {
+  char *name; /* owned */
+  cad_role_t role;
+  unsigned char sha256[32]; /* of the token (from `hash:`, or of `env:`'s value) */
+  char *hash_text, *env;    /* owned: as written (one of them), for the loader */
+} cad_conf_token_t;
+typedef struct cad_conf_admin {
+  bool enabled; /* first: `admin:` was written */
+  char *host;   /* owned, numeric */
+  int port;
+  bool open_metrics;
+  cad_conf_token_t *tokens; /* owned, ntokens */
+  size_t ntokens;
+  cad_conf_pos_t pos;
+} cad_conf_admin_t;
+
 typedef struct cad_config {
   char *path;     /* the main file as given */
   char *data_dir; /* default "var/data" */
@@ -180,8 +211,9 @@ typedef struct cad_config {
   size_t ndests;
   cad_conf_channel_t *channels;
   size_t nchannels;
-  cad_tables_t *tables; /* lookup tables (`tables:`), owned; NULL = none */
-  char **files;         /* every file read (main + includes), owned */
+  cad_tables_t *tables;   /* lookup tables (`tables:`), owned; NULL = none */
+  cad_conf_admin_t admin; /* `admin:`; admin.enabled false = no admin listener */
+  char **files;           /* every file read (main + includes), owned */
   size_t nfiles;
   cad_yaml_doc_t **docs; /* their parsed trees, owned (channels' `tests` point in) */
   size_t ndocs;

@@ -155,4 +155,9 @@ void cad__conf_apply_channel(loader_t *L, cad_conf_channel_t *ch, const named_t 
 void cad__conf_check_listen_conflicts(loader_t *L);
 const cad_yaml_node_t *cad__conf_check_tests(loader_t *L, const cad_yaml_node_t *tests);
 
+/* config_admin.c: the top-level `admin:` */
+void cad__conf_set_admin(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, void *obj);
+void cad__conf_admin_free(cad_conf_admin_t *a);
+
 #endif

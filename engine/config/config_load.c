@@ -201,6 +201,7 @@ static const conf_key_t top_keys[] = {
     CUSTOM_KEY("destinations", set_dests, 0, "where messages are written"),
     CUSTOM_KEY("channels", set_channels, 0, "where messages come in"),
     CUSTOM_KEY("tables", set_tables, K_MAIN_ONLY, "lookup tables for routes"),
+    CUSTOM_KEY("admin", cad__conf_set_admin, K_MAIN_ONLY, "the admin HTTP API and metrics"),
 };
 static const conf_section_t top_section = {"top-level", top_keys,
                                            sizeof top_keys / sizeof top_keys[0], NULL};
@@ -569,6 +570,7 @@ void cad_config_free(cad_config_t *c) {
   for (size_t i = 0; i < c->nchannels; i++) free_channel(&c->channels[i]);
   free(c->channels);
   cad_tables_free(c->tables);
+  cad__conf_admin_free(&c->admin);
   for (size_t i = 0; i < c->ndocs; i++) cad_yaml_free(c->docs[i]);
   free(c->docs);
   for (size_t i = 0; i < c->nfiles; i++) free(c->files[i]);

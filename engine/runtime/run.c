@@ -43,6 +43,7 @@
 #include <sys/file.h>
 
 #include "ack.h"
+#include "admin.h"
 #include "cad_error.h"
 #include "cad_io.h"
 #include "cli.h"
@@ -129,6 +130,8 @@ typedef struct engine {
   int nclosing; /* listeners still draining */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t stats_timer;
+  cad_admin_t *admin; /* the admin API (`admin:`, fixed for the process), or NULL */
+  cad_admin_view_t admin_view;
   bool stopping;
   int exit_status;
 } engine_t;
@@ -470,7 +473,7 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
   log_ctx_for(&c, ch, ev->conn);
   switch (ev->kind) {
     case CAD_MLLP_EV_OPEN:
-      ch->st->conns_opened++;
+      ch->st->conns_opened++, ch->st->conns_open++;
       CAD_LOG(CAD_LOG_INFO, "conn.open", &c, NULL);
       break;
     case CAD_MLLP_EV_REFUSED:
@@ -481,6 +484,7 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
     case CAD_MLLP_EV_CLOSE: {
       cad_log_num_t skipped = {"skipped_bytes", ev->count};
       ch->st->skipped_bytes += ev->count;
+      if (ch->st->conns_open) ch->st->conns_open--;
       c.outcome = ev->reason;
       if (ev->err) c.error = cad_err_name(ev->err);
       if (ev->count) {
@@ -671,38 +675,9 @@ static int raise_fd_limit(const cad_config_t *cfg) {
 
 /* Per destination: the queue's view and the worker's counters. */
 static void log_dest_stats(void) {
-  if (!E.q) return;
-  cad_queue_stats_t qs;
-  cad_queue_get_stats(E.q, &qs);
-  cad_log_num_t qn[] = {
-      {"batches", qs.batches},
-      {"appends", qs.appends},
-      {"records", qs.records},
-      {"failed_batches", qs.failed_batches},
-      {"refused_full", qs.refused_full},
-      {"max_batch", qs.max_batch_appends},
-      {"journal_bytes", cad_queue_bytes(E.q)},
-  };
-  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
-  c.nums = qn;
-  c.nnums = sizeof qn / sizeof qn[0];
-  CAD_LOG(CAD_LOG_INFO, "stats.queue", &c, NULL);
-  for (size_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) {
-    dest_t *d = E.by_qid[i];
-    if (!d || !d->w) continue;
-    const cad_jdest_t *info = cad_queue_dest_info(E.q, d->qid);
-    cad_delivery_stats_t ds;
-    cad_delivery_get_stats(d->w, &ds);
-    uint64_t depth = info && info->last_seq > info->done_seq ? info->last_seq - info->done_seq : 0;
-    cad_log_num_t nums[] = {
-        {"depth", depth},        {"delivered", ds.delivered}, {"attempts", ds.attempts},
-        {"retries", ds.retries}, {"dead", ds.dead},           {"blocked", ds.blocked},
-    };
-    cad_log_ctx_t dc = CAD_LOG_CTX_INIT;
-    dc.nums = nums;
-    dc.nnums = sizeof nums / sizeof nums[0];
-    CAD_LOG(CAD_LOG_INFO, "stats.dest", &dc, "destination=%s", d->cd->name);
-  }
+  bool running[CAD_JOURNAL_MAX_DESTS];
+  for (size_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) running[i] = E.by_qid[i] && E.by_qid[i]->w;
+  if (E.q) cad_stats_log_queue(E.q, E.dest_counters, running);
 }
 
 static void stats_tick(uv_timer_t *t) {
@@ -717,6 +692,14 @@ static void stats_timer_apply(void) {
   else uv_timer_stop(&E.stats_timer);
 }
 
+static void close_handles(void) {
+  uv_close((uv_handle_t *)&E.sig_term, NULL);
+  uv_close((uv_handle_t *)&E.sig_int, NULL);
+  uv_close((uv_handle_t *)&E.sig_hup, NULL);
+  uv_close((uv_handle_t *)&E.stats_timer, NULL);
+  cad_admin_close(E.admin);
+}
+
 static void shutdown_engine(const char *why) {
   if (E.stopping) return;
   E.stopping = true;
@@ -728,10 +711,7 @@ static void shutdown_engine(const char *why) {
     lsn_close(E.lsns);
     E.lsns = n;
   }
-  uv_close((uv_handle_t *)&E.sig_term, NULL);
-  uv_close((uv_handle_t *)&E.sig_int, NULL);
-  uv_close((uv_handle_t *)&E.sig_hup, NULL);
-  uv_close((uv_handle_t *)&E.stats_timer, NULL);
+  close_handles();
   /* Workers finish the message in flight; the queue closes once listeners
    * (whose ACKs wait for it) and workers are done: see maybe_finish(). */
   if (E.rt) stop_workers(E.rt);
@@ -940,6 +920,7 @@ int cad_cli_run(int argc, char **argv) {
 
   memset(&E, 0, sizeof E);
   E.config_path = path;
+  E.admin_view = (cad_admin_view_t){&E.q, E.dest_counters, &E.stopping};
   cad_pipe_init(&E.pipe, &engine_io);
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -954,11 +935,9 @@ int cad_cli_run(int argc, char **argv) {
     cad_config_free(cfg);
     E.exit_status = 1;
     E.stopping = true;
-    uv_close((uv_handle_t *)&E.sig_term, NULL);
-    uv_close((uv_handle_t *)&E.sig_int, NULL);
-    uv_close((uv_handle_t *)&E.sig_hup, NULL);
-    uv_close((uv_handle_t *)&E.stats_timer, NULL);
-  } else if ((rc = rt_create(cfg, &E.rt)) < 0 || (rc = listeners_apply(E.rt)) < 0) {
+    close_handles();
+  } else if ((rc = rt_create(cfg, &E.rt)) < 0 || (rc = listeners_apply(E.rt)) < 0 ||
+             (rc = cad_admin_start(E.loop, &cfg->admin, &E.admin_view, &E.admin)) < 0) {
     CAD_LOG(CAD_LOG_ERROR, "start.failed", NULL, "%s: %s", path, cad_strerror(rc));
     E.exit_status = 1;
     shutdown_engine("start failed");

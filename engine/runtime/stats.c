@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "delivery.h"
+#include "journal.h"
 #include "log.h"
+#include "queue.h"
 
 static cad_chan_stats_t *registry;
 
@@ -55,5 +58,38 @@ void cad_stats_log(void) {
     c.nums = nums;
     c.nnums = sizeof nums / sizeof nums[0];
     CAD_LOG(CAD_LOG_INFO, "stats", &c, NULL);
+  }
+}
+
+void cad_stats_log_queue(const cad_queue_t *q, const cad_delivery_stats_t *counters,
+                         const bool *running) {
+  cad_queue_stats_t qs;
+  cad_queue_get_stats(q, &qs);
+  cad_log_num_t qn[] = {
+      {"batches", qs.batches},
+      {"appends", qs.appends},
+      {"records", qs.records},
+      {"failed_batches", qs.failed_batches},
+      {"refused_full", qs.refused_full},
+      {"max_batch", qs.max_batch_appends},
+      {"journal_bytes", cad_queue_bytes(q)},
+  };
+  cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+  c.nums = qn;
+  c.nnums = sizeof qn / sizeof qn[0];
+  CAD_LOG(CAD_LOG_INFO, "stats.queue", &c, NULL);
+  for (uint16_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) {
+    const cad_jdest_t *info = cad_queue_dest_info(q, i);
+    if (!running[i] || !info || !info->name) continue;
+    const cad_delivery_stats_t *ds = &counters[i];
+    uint64_t depth = info->last_seq > info->done_seq ? info->last_seq - info->done_seq : 0;
+    cad_log_num_t nums[] = {
+        {"depth", depth},         {"delivered", ds->delivered}, {"attempts", ds->attempts},
+        {"retries", ds->retries}, {"dead", ds->dead},           {"blocked", ds->blocked},
+    };
+    cad_log_ctx_t dc = CAD_LOG_CTX_INIT;
+    dc.nums = nums;
+    dc.nnums = sizeof nums / sizeof nums[0];
+    CAD_LOG(CAD_LOG_INFO, "stats.dest", &dc, "destination=%s", info->name);
   }
 }

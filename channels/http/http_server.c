@@ -1,0 +1,200 @@
+/* http_server.c - HTTP/1.1 through libh2o on the engine's loop (http_server.h). */
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <h2o.h>
+#include <h2o/socket/uv-binding.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cad_error.h"
+
+#define DEFAULT_MAX_BODY ((size_t)64 << 10)
+#define DEFAULT_REQ_TIMEOUT_MS 10000
+
+typedef struct conn {
+  uv_tcp_t tcp; /* first: h2o's close callback gets this handle */
+  cad_http_server_t *s;
+} conn_t;
+
+/* h2o calls our handler with its own struct; ours carries the server. */
+typedef struct handler {
+  h2o_handler_t super;
+  cad_http_server_t *s;
+} handler_t;
+
+struct cad_http_server {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  h2o_globalconf_t config;
+  h2o_context_t ctx;
+  h2o_accept_ctx_t accept;
+  cad_http_handler_fn fn;
+  void *ud;
+  size_t nconns;
+  bool closing, listener_closed;
+  void (*done)(void *);
+  void *done_arg;
+};
+
+static void maybe_free(cad_http_server_t *s) {
+  if (!s->closing || !s->listener_closed || s->nconns > 0) return;
+  h2o_context_dispose(&s->ctx);
+  h2o_config_dispose(&s->config);
+  void (*done)(void *) = s->done;
+  void *arg = s->done_arg;
+  free(s);
+  if (done) done(arg);
+}
+
+static void peer_of(h2o_req_t *req, char *out, size_t cap) {
+  struct sockaddr_storage ss;
+  snprintf(out, cap, "?");
+  socklen_t n = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
+  if (n == 0) return;
+  if (ss.ss_family == AF_INET)
+    inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)cap);
+  else if (ss.ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)cap);
+}
+
+static const char *reason_of(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
+    case 503: return "Service Unavailable";
+    default: return status < 500 ? "Client Error" : "Server Error";
+  }
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req) {
+  cad_http_server_t *s = ((handler_t *)self)->s;
+  char peer[INET6_ADDRSTRLEN + 1];
+  peer_of(req, peer, sizeof peer);
+  cad_http_req_t r = {0};
+  r.method = req->method.base;
+  r.method_len = req->method.len;
+  r.path = req->path.base;
+  r.path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+  if (req->query_at != SIZE_MAX) {
+    r.query = req->path.base + req->query_at + 1;
+    r.query_len = req->path.len - req->query_at - 1;
+  }
+  ssize_t h = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+  if (h >= 0) {
+    r.authorization = req->headers.entries[h].value.base;
+    r.authorization_len = req->headers.entries[h].value.len;
+  }
+  r.peer = peer;
+  cad_http_res_t res = {500, "application/json", NULL, 0, NULL};
+  s->fn(s->ud, &r, &res);
+  /* Copy into the request's pool: h2o sends it after we return. */
+  h2o_iovec_t body = h2o_strdup(&req->pool, res.body ? res.body : "", res.body ? res.len : 0);
+  free(res.body);
+  req->res.status = res.status;
+  req->res.reason = reason_of(res.status);
+  req->http1_is_persistent = 0;
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, res.content_type,
+                 strlen(res.content_type));
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                 H2O_STRLIT("no-store"));
+  if (res.www_authenticate)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   res.www_authenticate, strlen(res.www_authenticate));
+  h2o_send_inline(req, body.base, body.len);
+  return 0;
+}
+
+static void conn_closed(uv_handle_t *h) {
+  conn_t *c = (conn_t *)h;
+  cad_http_server_t *s = c->s;
+  free(c);
+  s->nconns--;
+  maybe_free(s);
+}
+
+static void on_accept(uv_stream_t *l, int status) {
+  cad_http_server_t *s = l->data;
+  if (status < 0 || s->closing) return;
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) return;
+  c->s = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  s->nconns++;
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+    uv_close((uv_handle_t *)&c->tcp, conn_closed);
+    return;
+  }
+  h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_closed);
+  h2o_accept(&s->accept, sock);
+}
+
+static int bind_listener(cad_http_server_t *s, const char *host, int port) {
+  struct sockaddr_storage ss;
+  int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss)
+                             : uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
+  if (rc < 0) return rc;
+  if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0)) < 0) return rc;
+  return uv_listen((uv_stream_t *)&s->listener, 64, on_accept);
+}
+
+static void listener_closed(uv_handle_t *h) {
+  cad_http_server_t *s = h->data;
+  s->listener_closed = true;
+  maybe_free(s);
+}
+
+int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
+                          cad_http_server_t **out) {
+  if (!o->handler || !o->host) return CAD_E_INVAL;
+  cad_http_server_t *s = calloc(1, sizeof *s);
+  if (!s) return CAD_E_NOMEM;
+  s->loop = loop;
+  s->fn = o->handler;
+  s->ud = o->ud;
+  h2o_config_init(&s->config);
+  s->config.max_request_entity_size = o->max_body ? o->max_body : DEFAULT_MAX_BODY;
+  s->config.http1.req_timeout = o->req_timeout_ms ? o->req_timeout_ms : DEFAULT_REQ_TIMEOUT_MS;
+  s->config.server_name = h2o_iovec_init(H2O_STRLIT("caduceus"));
+  h2o_hostconf_t *host =
+      h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+  h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+  handler_t *hd = (handler_t *)h2o_create_handler(path, sizeof *hd);
+  hd->super.on_req = on_req;
+  hd->s = s;
+  h2o_context_init(&s->ctx, loop, &s->config);
+  s->accept.ctx = &s->ctx;
+  s->accept.hosts = s->config.hosts;
+  uv_tcp_init(loop, &s->listener);
+  s->listener.data = s;
+  int rc = bind_listener(s, o->host, o->port);
+  if (rc < 0) {
+    cad_http_server_close(s, NULL, NULL);
+    return rc;
+  }
+  *out = s;
+  return 0;
+}
+
+int cad_http_server_port(const cad_http_server_t *s) {
+  struct sockaddr_storage ss;
+  int n = sizeof ss;
+  if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&ss, &n) < 0) return -1;
+  if (ss.ss_family == AF_INET6) return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+  return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+void cad_http_server_close(cad_http_server_t *s, void (*done)(void *arg), void *arg) {
+  if (!s || s->closing) return;
+  s->closing = true;
+  s->done = done;
+  s->done_arg = arg;
+  uv_close((uv_handle_t *)&s->listener, listener_closed);
+}

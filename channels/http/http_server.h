@@ -1,0 +1,68 @@
+/* http_server.h - a small HTTP/1.1 server on the engine's libuv loop.
+ *
+ * The transport of the admin API (engine/runtime/admin.h): it listens on one
+ * address, parses requests with Debian's libh2o (the libuv flavour, so it
+ * shares the engine's loop), and hands each request, reduced to the few
+ * fields the admin API reads, to one synchronous handler.  Bodies beyond
+ * `max_body` are refused by h2o (413) before the handler runs.  Every
+ * response closes the connection (admin traffic is a scrape a second), so
+ * nothing lingers at shutdown but a connection that has not sent its
+ * request yet, which h2o closes after `req_timeout_ms`.
+ *
+ * TLS is not wired yet (the admin listener is meant for loopback until it is).
+ *
+ * Memory: the server owns its h2o state; a request's spans are borrowed
+ * from h2o's per-request pool, valid during the handler only.  The handler
+ * fills a cad_http_res_t whose `body` it malloc'd; the server frees it.
+ */
+#ifndef CAD_HTTP_SERVER_H
+#define CAD_HTTP_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* One request, as the handler sees it.  Spans, not NUL-terminated. */
+typedef struct cad_http_req {
+  const char *method;
+  size_t method_len;
+  const char *path; /* without the query, as sent (not decoded) */
+  size_t path_len;
+  const char *query; /* after '?', or NULL */
+  size_t query_len;
+  const char *authorization; /* the Authorization header's value, or NULL */
+  size_t authorization_len;
+  const char *peer; /* the client's address ("127.0.0.1"), NUL-terminated */
+} cad_http_req_t;
+
+typedef struct cad_http_res {
+  int status;               /* 200, 401, ... */
+  const char *content_type; /* static string */
+  char *body;               /* malloc'd by the handler, freed by the server; may be NULL */
+  size_t len;
+  const char *www_authenticate; /* static string, or NULL: a WWW-Authenticate header */
+} cad_http_res_t;
+
+typedef void (*cad_http_handler_fn)(void *ud, const cad_http_req_t *req, cad_http_res_t *res);
+
+typedef struct cad_http_server_opts {
+  const char *host;        /* numeric address */
+  int port;                /* 0 = any free port (see cad_http_server_port) */
+  size_t max_body;         /* bytes of request body accepted; default 64 KiB */
+  uint64_t req_timeout_ms; /* idle connection before a request; default 10 s */
+  cad_http_handler_fn handler;
+  void *ud;
+} cad_http_server_opts_t;
+
+typedef struct cad_http_server cad_http_server_t;
+
+/* Bind and listen.  Returns 0 and *out, or a negative (libuv / cad) error. */
+int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
+                          cad_http_server_t **out);
+/* The port bound (useful with port 0). */
+int cad_http_server_port(const cad_http_server_t *s);
+/* Stop listening and free once every open connection has closed; `done`
+ * (may be NULL) then runs on the loop. */
+void cad_http_server_close(cad_http_server_t *s, void (*done)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,77 @@
+/* admin.h - the admin HTTP API: metrics, health, tokens and roles.
+ *
+ * Served by channels/http (libh2o on the engine's loop) at the `admin:`
+ * address of the configuration (config.h, cad_conf_admin_t):
+ *   GET /metrics           Prometheus text exposition 0.0.4
+ *   GET /healthz           200 while the process runs
+ *   GET /readyz            200, or 503 with {"ready":false,"reason":...}
+ *   GET /api/v1/channels   channels and destinations with their counters
+ * /metrics, /healthz and /readyz need no token when open_metrics is set;
+ * everything else needs `Authorization: Bearer TOKEN` of a configured
+ * token with a role high enough (401 without a valid one, 403 for a weak
+ * one).  Failed attempts are counted per client address: after
+ * CAD_ADMIN_MAX_FAILS in CAD_ADMIN_FAIL_WINDOW_MS the address gets 429
+ * until the window ends.  Every answer is JSON (or the exposition).
+ *
+ * The counters are read where they are kept: per channel the stats
+ * registry (stats.h), per destination the queue (cad_queue_dest_info) and
+ * the delivery counters the engine keeps by queue id; nothing counts twice.
+ *
+ * Memory: cad_admin_t copies what it needs of the configuration; the view's
+ * pointers are borrowed and must outlive it.  Loop thread only.
+ */
+#ifndef CAD_ADMIN_H
+#define CAD_ADMIN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "delivery.h"
+#include "http_server.h"
+#include "queue.h"
+
+#define CAD_ADMIN_MAX_FAILS 10
+#define CAD_ADMIN_FAIL_WINDOW_MS 60000u
+#define CAD_ADMIN_MAX_PEERS 256 /* addresses tracked for failures (oldest replaced) */
+
+/* What the admin API reads of the running engine (borrowed). */
+typedef struct cad_admin_view {
+  cad_queue_t *const *q;                /* the queue; *q NULL once closed */
+  const cad_delivery_stats_t *counters; /* CAD_JOURNAL_MAX_DESTS, by queue id */
+  const bool *stopping;                 /* shutting down: not ready */
+} cad_admin_view_t;
+
+typedef struct cad_admin cad_admin_t;
+
+/* A new admin API (not listening yet).  0, or CAD_E_NOMEM. */
+int cad_admin_new(const cad_conf_admin_t *conf, const cad_admin_view_t *view, cad_admin_t **out);
+/* Listen at the configured address.  0 or a negative (libuv) error. */
+int cad_admin_listen(cad_admin_t *a, uv_loop_t *loop);
+/* Both, when conf->enabled (else 0 and *out NULL).  On a listen error *out
+ * is set all the same (close it). */
+int cad_admin_start(uv_loop_t *loop, const cad_conf_admin_t *conf, const cad_admin_view_t *view,
+                    cad_admin_t **out);
+/* The port listened on (-1 when not listening). */
+int cad_admin_port(const cad_admin_t *a);
+/* Answer one request (the HTTP server's handler; the fuzz target's entry).
+ * res->body is malloc'd (the caller frees it). */
+void cad_admin_handle(void *admin, const cad_http_req_t *req, cad_http_res_t *res);
+/* Stop listening and free (after open connections closed). NULL ignored. */
+void cad_admin_close(cad_admin_t *a);
+
+/* Render the Prometheus exposition into *out (malloc'd, *len bytes).
+ * 0 or CAD_E_NOMEM.  (admin_metrics.c) */
+int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **out, size_t *len);
+
+/* A new random token (43 URL-safe characters, NUL-terminated, into tok of
+ * at least CAD_ADMIN_TOKEN_LEN + 1) and its "sha256:<hex>" form (into hash,
+ * at least CAD_ADMIN_HASH_LEN + 1).  0 or CAD_E_IO.  (admin_token.c) */
+#define CAD_ADMIN_TOKEN_LEN 43
+#define CAD_ADMIN_HASH_LEN (7 + 64)
+int cad_admin_token_new(char *tok, char *hash);
+/* SHA-256 of a token. 0 or CAD_E_NOMEM. */
+int cad_admin_token_hash(const char *tok, size_t len, unsigned char out[32]);
+
+#endif

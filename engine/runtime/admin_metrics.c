@@ -1,0 +1,195 @@
+/* admin_metrics.c - the Prometheus text exposition (format 0.0.4) of the
+ * counters the engine already keeps (admin.h). */
+#include <dirent.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "cad_error.h"
+#include "cad_mem.h"
+#include "journal.h"
+#include "stats.h"
+
+#ifndef CAD_VERSION
+#define CAD_VERSION "unknown"
+#endif
+
+/* The exposition being written; err sticks at the first failed append. */
+typedef struct out {
+  cad_buf_t b;
+  int err;
+} out_t;
+
+static void o_puts(out_t *o, const char *s) {
+  if (!o->err && cad_buf_puts(&o->b, s) < 0) o->err = CAD_E_NOMEM;
+}
+
+static void o_putc(out_t *o, char c) {
+  if (!o->err && cad_buf_putc(&o->b, c) < 0) o->err = CAD_E_NOMEM;
+}
+
+__attribute__((format(printf, 2, 3))) static void o_printf(out_t *o, const char *fmt, ...) {
+  char line[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof line, fmt, ap); /* names and numbers: always short */
+  va_end(ap);
+  o_puts(o, line);
+}
+
+/* A label value with \, " and newline escaped. */
+static void put_label(out_t *b, const char *v) {
+  for (; *v; v++) {
+    if (*v == '\\') o_puts(b, "\\\\");
+    else if (*v == '"') o_puts(b, "\\\"");
+    else if (*v == '\n') o_puts(b, "\\n");
+    else o_putc(b, *v);
+  }
+}
+
+static void family(out_t *b, const char *name, const char *type, const char *help) {
+  o_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(out_t *b, const char *name, const char *label, const char *value, uint64_t x) {
+  o_puts(b, name);
+  if (label) {
+    o_printf(b, "{%s=\"", label);
+    put_label(b, value);
+    o_puts(b, "\"}");
+  }
+  o_printf(b, " %llu\n", (unsigned long long)x);
+}
+
+typedef struct chan_metric {
+  const char *name, *type, *help;
+  size_t off; /* of a uint64_t in cad_chan_stats_t */
+} chan_metric_t;
+
+#define CM(n, t, h, f) \
+  { "caduceus_channel_" n, t, h, offsetof(cad_chan_stats_t, f) }
+static const chan_metric_t chan_metrics[] = {
+    CM("received_total", "counter", "Frames received, refused ones included.", received),
+    CM("accepted_total", "counter", "Messages answered AA/CA.", accepted),
+    CM("rejected_total", "counter", "Messages answered AR/CR.", rejected),
+    CM("filtered_total", "counter", "Messages accepted that no route took.", filtered),
+    CM("errors_total", "counter", "Messages answered AE/CE.", errors),
+    CM("received_bytes_total", "counter", "Message bytes received.", bytes),
+    CM("dead_letters_total", "counter", "Messages a failed transform dead-lettered.",
+       dead_lettered),
+    CM("connections_total", "counter", "Connections accepted.", conns_opened),
+    CM("open_connections", "gauge", "Connections open now.", conns_open),
+};
+
+static void channels(out_t *b) {
+  for (size_t m = 0; m < sizeof chan_metrics / sizeof chan_metrics[0]; m++) {
+    const chan_metric_t *cm = &chan_metrics[m];
+    family(b, cm->name, cm->type, cm->help);
+    for (const cad_chan_stats_t *s = cad_stats_first(); s; s = s->next)
+      sample(b, cm->name, "channel", s->name, *(const uint64_t *)((const char *)s + cm->off));
+  }
+}
+
+typedef struct dest_metric {
+  const char *name, *type, *help;
+  int which;
+} dest_metric_t;
+
+static const dest_metric_t dest_metrics[] = {
+    {"caduceus_destination_depth", "gauge", "Messages waiting.", 0},
+    {"caduceus_destination_delivered_total", "counter", "Messages delivered.", 1},
+    {"caduceus_destination_attempts_total", "counter", "Delivery attempts.", 2},
+    {"caduceus_destination_retries_total", "counter", "Attempts after a failure.", 3},
+    {"caduceus_destination_dead_letters_total", "counter", "Messages dead-lettered.", 4},
+    {"caduceus_destination_blocked", "gauge", "1 while blocked on a message.", 5},
+};
+
+static uint64_t dest_value(const cad_jdest_t *d, const cad_delivery_stats_t *c, int which) {
+  switch (which) {
+    case 0: return d->last_seq > d->done_seq ? d->last_seq - d->done_seq : 0;
+    case 1: return c->delivered;
+    case 2: return c->attempts;
+    case 3: return c->retries;
+    case 4: return c->dead;
+    default: return c->blocked ? 1 : 0;
+  }
+}
+
+static void destinations(out_t *b, const cad_admin_view_t *v, cad_queue_t *q) {
+  for (size_t m = 0; m < sizeof dest_metrics / sizeof dest_metrics[0]; m++) {
+    family(b, dest_metrics[m].name, dest_metrics[m].type, dest_metrics[m].help);
+    for (uint16_t i = 0; q && i < CAD_JOURNAL_MAX_DESTS; i++) {
+      const cad_jdest_t *d = cad_queue_dest_info(q, i);
+      if (d && d->name)
+        sample(b, dest_metrics[m].name, "destination", d->name,
+               dest_value(d, &v->counters[i], dest_metrics[m].which));
+    }
+  }
+}
+
+static void journal(out_t *b, cad_queue_t *q) {
+  if (!q) return;
+  cad_queue_stats_t qs;
+  cad_queue_get_stats(q, &qs);
+  family(b, "caduceus_journal_batches_total", "counter",
+         "Journal writes made durable (fdatasync).");
+  sample(b, "caduceus_journal_batches_total", NULL, NULL, qs.batches);
+  family(b, "caduceus_journal_records_total", "counter", "Journal records committed.");
+  sample(b, "caduceus_journal_records_total", NULL, NULL, qs.records);
+  family(b, "caduceus_journal_failed_batches_total", "counter", "Journal writes that failed.");
+  sample(b, "caduceus_journal_failed_batches_total", NULL, NULL, qs.failed_batches);
+  family(b, "caduceus_journal_bytes", "gauge", "Bytes of the journal on disk.");
+  sample(b, "caduceus_journal_bytes", NULL, NULL, cad_queue_bytes(q));
+}
+
+static uint64_t open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (!d) return 0;
+  uint64_t n = 0;
+  for (struct dirent *e; (e = readdir(d));)
+    if (e->d_name[0] != '.') n++;
+  closedir(d);
+  return n > 0 ? n - 1 : 0; /* not the one opendir holds */
+}
+
+static uint64_t rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  unsigned long long size = 0, res = 0;
+  if (!f) return 0;
+  if (fscanf(f, "%llu %llu", &size, &res) != 2) res = 0;
+  fclose(f);
+  return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static void process(out_t *b, uint64_t start_ms) {
+  family(b, "process_start_time_seconds", "gauge", "Start time of the process (Unix seconds).");
+  o_printf(b, "process_start_time_seconds %llu.%03u\n", (unsigned long long)(start_ms / 1000),
+           (unsigned)(start_ms % 1000));
+  family(b, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  sample(b, "process_resident_memory_bytes", NULL, NULL, rss_bytes());
+  family(b, "process_open_fds", "gauge", "Open file descriptors.");
+  sample(b, "process_open_fds", NULL, NULL, open_fds());
+  family(b, "caduceus_build_info", "gauge", "The version of caduceus running (always 1).");
+  o_puts(b, "caduceus_build_info{version=\"");
+  put_label(b, CAD_VERSION);
+  o_puts(b, "\"} 1\n");
+}
+
+int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **out, size_t *len) {
+  out_t o = {CAD_BUF_INIT, 0};
+  cad_queue_t *q = *view->q;
+  channels(&o);
+  destinations(&o, view, q);
+  journal(&o, q);
+  process(&o, start_ms);
+  if (o.err || !cad_buf_cstr(&o.b)) {
+    cad_buf_free(&o.b);
+    return CAD_E_NOMEM;
+  }
+  *len = o.b.len;
+  *out = o.b.data; /* handed over, NUL-terminated */
+  return 0;
+}
