@@ -211,12 +211,13 @@ typedef struct cad_config {
   size_t ndests;
   cad_conf_channel_t *channels;
   size_t nchannels;
-  cad_tables_t *tables;   /* lookup tables (`tables:`), owned; NULL = none */
-  cad_conf_admin_t admin; /* `admin:`; admin.enabled false = no admin listener */
-  char **files;           /* every file read (main + includes), owned */
+  cad_tables_t *tables; /* lookup tables (`tables:`), owned; NULL = none */
+  char **files;         /* every file read (main + includes), owned */
   size_t nfiles;
   cad_yaml_doc_t **docs; /* their parsed trees, owned (channels' `tests` point in) */
   size_t ndocs;
+
+  cad_conf_admin_t admin; /* `admin:`; admin.enabled false = no admin listener */
 } cad_config_t;
 
 /* Load and check `path`.  On success returns 0 and *out is a new config (free
