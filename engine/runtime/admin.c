@@ -190,6 +190,21 @@ static void get_channels(cad_admin_t *a, cad_http_res_t *res) {
       json_pack("{s:o?, s:o?}", "channels", channels_json(), "destinations", dests_json(a)));
 }
 
+/* The configured tokens' names and roles (never their hashes). */
+static void get_tokens(cad_admin_t *a, cad_http_res_t *res) {
+  static const char *const role_names[] = {"", "viewer", "analyst", "operator", "admin"};
+  json_t *arr = json_array();
+  for (size_t i = 0; arr && i < a->ntokens; i++) {
+    json_t *o = json_pack("{s:s, s:s}", "name", a->tokens[i].name, "role",
+                          role_names[a->tokens[i].role <= CAD_ROLE_ADMIN ? a->tokens[i].role : 0]);
+    if (!o || json_array_append_new(arr, o) < 0) {
+      json_decref(arr);
+      arr = NULL;
+    }
+  }
+  answer_json(res, 200, json_pack("{s:o?}", "tokens", arr));
+}
+
 typedef struct route {
   const char *method, *path;
   cad_role_t role; /* the least role */
@@ -202,6 +217,7 @@ static const route_t routes[] = {
     {"GET", "/healthz", CAD_ROLE_VIEWER, true, get_healthz},
     {"GET", "/readyz", CAD_ROLE_VIEWER, true, get_readyz},
     {"GET", "/api/v1/channels", CAD_ROLE_VIEWER, false, get_channels},
+    {"GET", "/api/v1/tokens", CAD_ROLE_ADMIN, false, get_tokens},
 };
 
 static bool span_is(const char *p, size_t n, const char *s) {

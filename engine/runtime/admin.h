@@ -6,6 +6,7 @@
  *   GET /healthz           200 while the process runs
  *   GET /readyz            200, or 503 with {"ready":false,"reason":...}
  *   GET /api/v1/channels   channels and destinations with their counters
+ *   GET /api/v1/tokens     the tokens' names and roles (role admin)
  * /metrics, /healthz and /readyz need no token when open_metrics is set;
  * everything else needs `Authorization: Bearer TOKEN` of a configured
  * token with a role high enough (401 without a valid one, 403 for a weak

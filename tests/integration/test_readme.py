@@ -94,8 +94,11 @@ def commands(kind, body):
     return out
 
 
+ADMIN_PORT = free_port()  # the quickstart's admin port 8765, replaced like 2575
+
+
 def run_cmd(cmd, cwd, port):
-    cmd = cmd.replace("2575", str(port))
+    cmd = cmd.replace("2575", str(port)).replace("8765", str(ADMIN_PORT))
     p = subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True, timeout=60)
     return p.returncode, p.stdout, p.stderr
 
@@ -167,7 +170,7 @@ def main():
             conf = f.read()
         check("quickstart listens on 2575", "127.0.0.1:2575" in conf)
         with open(qs, "w") as f:
-            f.write(conf.replace("2575", str(port)))
+            f.write(conf.replace("2575", str(port)).replace("8765", str(ADMIN_PORT)))
 
         def run_block(line, marker, kind, body):
             compare = "output not compared" not in marker
