@@ -463,7 +463,7 @@ TEST(error_unknown_key) {
                "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
-               "engine, destinations, channels, tables)\n");
+               "engine, destinations, channels, tables, admin)\n");
 }
 
 TEST(error_wrong_types) {
@@ -504,7 +504,7 @@ TEST(error_wrong_types) {
                "t.yaml:1:37: data_dir: expected a path, got a mapping\n");
   CHECK_ERRORS("[1, 2]\n",
                "t.yaml:1:1: expected a mapping at the top level (with include, "
-               "engine, destinations, channels, tables), got a sequence\n");
+               "engine, destinations, channels, tables, admin), got a sequence\n");
 }
 
 TEST(error_missing_required) {
