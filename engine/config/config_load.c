@@ -252,7 +252,7 @@ static void apply_file(loader_t *L, size_t idx, const char *data, size_t len) {
     char d[QBUF + 2];
     cad__conf_err_at(L, root,
                      "expected a mapping at the top level (with include, engine, destinations, "
-                     "channels, tables), got %s",
+                     "channels, tables, admin), got %s",
                      cad__conf_describe(d, root));
     return;
   }
