@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "transport.h"
 
 #define DEFAULT_MAX_BODY ((size_t)64 << 10)
 #define DEFAULT_REQ_TIMEOUT_MS 10000
@@ -33,6 +34,7 @@ struct cad_http_server {
   cad_http_handler_fn fn;
   void *ud;
   size_t nconns;
+  cad_tls_ctx_t *tls; /* a reference, or NULL */
   bool closing, listener_closed;
   void (*done)(void *);
   void *done_arg;
@@ -42,6 +44,7 @@ static void maybe_free(cad_http_server_t *s) {
   if (!s->closing || !s->listener_closed || s->nconns > 0) return;
   h2o_context_dispose(&s->ctx);
   h2o_config_dispose(&s->config);
+  cad_tls_ctx_unref(s->tls);
   void (*done)(void *) = s->done;
   void *arg = s->done_arg;
   free(s);
@@ -172,6 +175,10 @@ int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
   h2o_context_init(&s->ctx, loop, &s->config);
   s->accept.ctx = &s->ctx;
   s->accept.hosts = s->config.hosts;
+  if (o->tls) {
+    s->tls = cad_tls_ctx_ref(o->tls);
+    s->accept.ssl_ctx = cad_tls_ctx_ssl(s->tls);
+  }
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   int rc = bind_listener(s, o->host, o->port);

@@ -9,7 +9,9 @@
  * nothing lingers at shutdown but a connection that has not sent its
  * request yet, which h2o closes after `req_timeout_ms`.
  *
- * TLS is not wired yet (the admin listener is meant for loopback until it is).
+ * TLS: with `tls` (channels/net/transport.h, a server context) the server
+ * speaks HTTPS only, through h2o's TLS on that context's SSL_CTX (so its
+ * versions, ciphers and client certificate rules apply as on MLLP).
  *
  * Memory: the server owns its h2o state; a request's spans are borrowed
  * from h2o's per-request pool, valid during the handler only.  The handler
@@ -50,6 +52,7 @@ typedef struct cad_http_server_opts {
   int port;                /* 0 = any free port (see cad_http_server_port) */
   size_t max_body;         /* bytes of request body accepted; default 64 KiB */
   uint64_t req_timeout_ms; /* idle connection before a request; default 10 s */
+  struct cad_tls_ctx *tls; /* HTTPS when set; referenced while the server lives */
   cad_http_handler_fn handler;
   void *ud;
 } cad_http_server_opts_t;

@@ -244,6 +244,8 @@ int cad_tls_client_ctx_new(const cad_tls_client_opts_t *o, cad_tls_ctx_t **out, 
   return 0;
 }
 
+SSL_CTX *cad_tls_ctx_ssl(cad_tls_ctx_t *c) { return c->ctx; }
+
 cad_tls_ctx_t *cad_tls_ctx_ref(cad_tls_ctx_t *c) {
   if (c) c->refs++;
   return c;

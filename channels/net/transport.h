@@ -86,6 +86,10 @@ int cad_tls_server_ctx_new(const cad_tls_server_opts_t *o, cad_tls_ctx_t **out, 
 int cad_tls_client_ctx_new(const cad_tls_client_opts_t *o, cad_tls_ctx_t **out, char *err,
                            size_t errcap);
 cad_tls_ctx_t *cad_tls_ctx_ref(cad_tls_ctx_t *c);
+/* The OpenSSL context inside (borrowed: valid while c is referenced), for
+ * a server with its own TLS stack (channels/http, libh2o).  Its verify
+ * callback still applies allowed_clients. */
+struct ssl_ctx_st *cad_tls_ctx_ssl(cad_tls_ctx_t *c);
 void cad_tls_ctx_unref(cad_tls_ctx_t *c); /* NULL is ignored */
 
 /* Why a TLS connection failed (or CAD_TLS_OK). */

@@ -162,6 +162,7 @@ typedef struct cad_conf_channel {
  *   admin:
  *     listen: "127.0.0.1:8765"   # required to turn it on
  *     open_metrics: false        # /metrics, /healthz, /readyz without a token
+ *     tls: { cert: a.crt, key: a.key }   # HTTPS; the keys of a channel's tls:
  *     tokens:
  *       - { name: ops, role: operator, hash: "sha256:<64 hex>" }
  *       - { name: ci, role: viewer, env: CAD_CI_TOKEN }   # hashed at load
@@ -184,7 +185,8 @@ typedef struct cad_conf_admin {
   char *host;   /* owned, numeric */
   int port;
   bool open_metrics;
-  cad_conf_token_t *tokens; /* owned, ntokens */
+  cad_tls_server_conf_t tls; /* `tls:` as a channel's; tls.enabled false = plain HTTP */
+  cad_conf_token_t *tokens;  /* owned, ntokens */
   size_t ntokens;
   cad_conf_pos_t pos;
 } cad_conf_admin_t;

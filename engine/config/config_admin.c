@@ -6,6 +6,7 @@
  */
 #include <arpa/inet.h>
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +137,8 @@ static const conf_key_t admin_keys[] = {
     {"open_metrics", CAD_CONF_FLAG, offsetof(cad_conf_admin_t, open_metrics), 0, "false", 0, 0,
      NULL, "serve /metrics, /healthz and /readyz without a token"},
     CUSTOM_KEY("tokens", set_tokens, 0, "the API tokens and their roles"),
+    {"tls", CAD_CONF_SECTION, offsetof(cad_conf_admin_t, tls), CAD_CONF_PRESENCE | CAD_CONF_NESTED,
+     NULL, 0, 0, &cad_tls_server_conf, "HTTPS for the admin API"},
 };
 static const conf_section_t admin_section = {"admin", admin_keys, CAD_CONF_NKEYS(admin_keys),
                                              check_admin};
@@ -156,4 +159,11 @@ void cad__conf_admin_free(cad_conf_admin_t *a) {
   }
   free(a->tokens);
   free(a->host);
+  cad_tls_server_opts_t *t = &a->tls.opts;
+  free((void *)(uintptr_t)t->cert_file);
+  free((void *)(uintptr_t)t->key_file);
+  free((void *)(uintptr_t)t->ca_file);
+  free((void *)(uintptr_t)t->ciphers);
+  for (size_t j = 0; j < t->nallowed; j++) free((void *)(uintptr_t)t->allowed_clients[j]);
+  free((void *)(uintptr_t)t->allowed_clients);
 }

@@ -37,6 +37,7 @@ struct cad_admin {
   uint64_t start_ms;
   uint64_t failed_seen, batches_at_failure; /* journal writability (readyz) */
   cad_http_server_t *http;
+  cad_tls_ctx_t *tls; /* `tls:`, or NULL */
 };
 
 /* ---- answers ---------------------------------------------------------- */
@@ -275,6 +276,14 @@ void cad_admin_handle(void *admin, const cad_http_req_t *req, cad_http_res_t *re
 
 /* ---- life ------------------------------------------------------------- */
 
+static void admin_free(void *arg) {
+  cad_admin_t *a = arg;
+  OPENSSL_cleanse(a->tokens, a->ntokens * sizeof *a->tokens);
+  free(a->tokens);
+  cad_tls_ctx_unref(a->tls);
+  free(a);
+}
+
 int cad_admin_new(const cad_conf_admin_t *conf, const cad_admin_view_t *view, cad_admin_t **out) {
   cad_admin_t *a = calloc(1, sizeof *a);
   if (!a) return CAD_E_NOMEM;
@@ -295,6 +304,15 @@ int cad_admin_new(const cad_conf_admin_t *conf, const cad_admin_view_t *view, ca
   a->port = conf->port;
   a->open_metrics = conf->open_metrics;
   a->start_ms = cad_now_ms();
+  if (conf->tls.enabled) {
+    char err[256];
+    int rc = cad_tls_server_ctx_new(&conf->tls.opts, &a->tls, err, sizeof err);
+    if (rc < 0) {
+      CAD_LOG(CAD_LOG_ERROR, "admin.tls", NULL, "%s", err);
+      admin_free(a);
+      return rc;
+    }
+  }
   *out = a;
   return 0;
 }
@@ -305,10 +323,12 @@ int cad_admin_listen(cad_admin_t *a, uv_loop_t *loop) {
   o.port = a->port;
   o.handler = cad_admin_handle;
   o.ud = a;
+  o.tls = a->tls;
   int rc = cad_http_server_start(loop, &o, &a->http);
   if (rc < 0) return rc;
-  CAD_LOG(CAD_LOG_INFO, "admin.listen", NULL, "%s port %d: metrics %s, %zu tokens", a->host,
-          cad_http_server_port(a->http), a->open_metrics ? "open" : "need a token", a->ntokens);
+  CAD_LOG(CAD_LOG_INFO, "admin.listen", NULL, "%s port %d (%s): metrics %s, %zu tokens", a->host,
+          cad_http_server_port(a->http), a->tls ? "https" : "http",
+          a->open_metrics ? "open" : "need a token", a->ntokens);
   return 0;
 }
 
@@ -321,13 +341,6 @@ int cad_admin_start(uv_loop_t *loop, const cad_conf_admin_t *conf, const cad_adm
 }
 
 int cad_admin_port(const cad_admin_t *a) { return a->http ? cad_http_server_port(a->http) : -1; }
-
-static void admin_free(void *arg) {
-  cad_admin_t *a = arg;
-  OPENSSL_cleanse(a->tokens, a->ntokens * sizeof *a->tokens);
-  free(a->tokens);
-  free(a);
-}
 
 void cad_admin_close(cad_admin_t *a) {
   if (!a) return;

@@ -290,6 +290,55 @@ def test_config_errors(binary, tmp):
             want, extra, p.stderr, p.stdout)
 
 
+def test_https(binary, tmp):
+    """tls: as on a channel: curl trusts the test's own CA; plain HTTP gets nothing."""
+    def openssl(*args):
+        p = subprocess.run(["openssl"] + list(args), cwd=tmp, capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr.decode()
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=test ca",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    with open(os.path.join(tmp, "srv.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "srv.crt", "-days", "30", "-extfile", "srv.ext")
+    vtok, vline = token_new(binary, "dash", "viewer")
+    eng, port, aport = start(binary, tmp, "  open_metrics: true\n  tls: { cert: %s, key: %s }\n"
+                             "  tokens:\n    %s\n" % (os.path.join(tmp, "srv.crt"),
+                                                      os.path.join(tmp, "srv.key"), vline))
+    try:
+        def https(path, tok=None, ca="ca.crt"):
+            args = ["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]
+            if ca:
+                args += ["--cacert", os.path.join(tmp, ca)]
+            if tok:
+                args += ["-H", "Authorization: Bearer " + tok]
+            p = subprocess.run(args + ["https://127.0.0.1:%d%s" % (aport, path)],
+                               capture_output=True, timeout=20)
+            return p.returncode, p.stdout.decode()
+        rc, out = https("/healthz")
+        assert rc == 0 and out.endswith("\n200"), (rc, out)
+        rc, out = https("/api/v1/channels", vtok)
+        assert rc == 0 and out.endswith("\n200") and '"name":"lab"' in out, (rc, out)
+        rc, out = https("/api/v1/channels")
+        assert rc == 0 and out.endswith("\n401"), (rc, out)
+        # not trusted (the system's CAs only): curl refuses the certificate
+        rc, out = https("/healthz", ca=None)
+        assert rc != 0, out
+        # plain HTTP on the HTTPS port: no answer, and the engine goes on
+        p = subprocess.run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:%d/healthz" % aport],
+                           capture_output=True, timeout=20)
+        assert p.returncode != 0 or b"alive" not in p.stdout, p.stdout
+        rc, out = https("/healthz")
+        assert rc == 0 and out.endswith("\n200"), (rc, out)
+        assert "(https)" in eng.log()
+    finally:
+        check_clean_stop(eng)
+
+
 def test_token_new(binary, tmp):
     tok, line = token_new(binary, "ops", "operator")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", tok), tok
@@ -304,7 +353,7 @@ def test_token_new(binary, tmp):
 
 TESTS = [test_endpoints_and_roles, test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
-         test_real_prometheus_scrapes, test_config_errors, test_token_new]
+         test_real_prometheus_scrapes, test_config_errors, test_https, test_token_new]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
