@@ -13,6 +13,7 @@
 
 #define DEFAULT_MAX_BODY ((size_t)64 << 10)
 #define DEFAULT_REQ_TIMEOUT_MS 10000
+#define MAX_CONNS 128 /* open at once; more are closed on accept */
 
 typedef struct conn {
   uv_tcp_t tcp; /* first: h2o's close callback gets this handle */
@@ -131,7 +132,7 @@ static void on_accept(uv_stream_t *l, int status) {
   c->s = s;
   uv_tcp_init(s->loop, &c->tcp);
   s->nconns++;
-  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || s->nconns > MAX_CONNS) {
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     return;
   }

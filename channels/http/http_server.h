@@ -7,7 +7,8 @@
  * `max_body` are refused by h2o (413) before the handler runs.  Every
  * response closes the connection (admin traffic is a scrape a second), so
  * nothing lingers at shutdown but a connection that has not sent its
- * request yet, which h2o closes after `req_timeout_ms`.
+ * request yet, which h2o closes after `req_timeout_ms`.  At most 128
+ * connections are open at once; more are closed as they are accepted.
  *
  * TLS: with `tls` (channels/net/transport.h, a server context) the server
  * speaks HTTPS only, through h2o's TLS on that context's SSL_CTX (so its
