@@ -339,6 +339,33 @@ def test_https(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_connections_bounded(binary, tmp):
+    """128 idle connections at most; more are closed at once; then it answers again."""
+    import socket
+    eng, port, aport = start(binary, tmp, "  open_metrics: true\n")
+    held = []
+    try:
+        for _ in range(128):
+            held.append(socket.create_connection(("127.0.0.1", aport), timeout=5))
+        time.sleep(0.5)
+        extra = socket.create_connection(("127.0.0.1", aport), timeout=5)
+        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            got = extra.recv(100)
+        except ConnectionResetError:
+            got = b""
+        assert got == b"", got
+        extra.close()
+        for c in held:
+            c.close()
+        held = []
+        wait_for(lambda: curl(aport, "/healthz")[0] == 200, what="answers after the flood")
+    finally:
+        for c in held:
+            c.close()
+        check_clean_stop(eng)
+
+
 def test_token_new(binary, tmp):
     tok, line = token_new(binary, "ops", "operator")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", tok), tok
@@ -353,7 +380,8 @@ def test_token_new(binary, tmp):
 
 TESTS = [test_endpoints_and_roles, test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
-         test_real_prometheus_scrapes, test_config_errors, test_https, test_token_new]
+         test_real_prometheus_scrapes, test_config_errors, test_https,
+         test_connections_bounded, test_token_new]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
