@@ -134,6 +134,12 @@ static void print_summary(const cad_config_t *c) {
     if (d->max_backlog) printf("; at most %llu waiting", (unsigned long long)d->max_backlog);
     printf("\n");
   }
+  if (c->admin.enabled)
+    printf("\nadmin API     %s://%s%s%s:%d  metrics %s, %zu token%s\n",
+           c->admin.tls.enabled ? "https" : "http", strchr(c->admin.host, ':') ? "[" : "",
+           c->admin.host, strchr(c->admin.host, ':') ? "]" : "", c->admin.port,
+           c->admin.open_metrics ? "open" : "need a token", c->admin.ntokens,
+           c->admin.ntokens == 1 ? "" : "s");
   printf("\n%zu channel%s, %zu listener%s, %zu destination%s\n", c->nchannels,
          c->nchannels == 1 ? "" : "s", nlisten, nlisten == 1 ? "" : "s", c->ndests,
          c->ndests == 1 ? "" : "s");

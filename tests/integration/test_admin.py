@@ -366,6 +366,18 @@ def test_connections_bounded(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_check_summary(binary, tmp):
+    conf = os.path.join(tmp, "c.yaml")
+    with open(conf, "w") as f:
+        f.write("destinations:\n  out: { type: file, dir: out }\n"
+                "channels:\n  lab: { listen: \"127.0.0.1:2575\", to: [ out ] }\n"
+                "admin: { listen: \"[::1]:8765\", tokens: [ { name: a, role: admin, "
+                "hash: \"sha256:%s\" } ] }\n" % ("ab" * 32))
+    p = subprocess.run([binary, "check", conf], capture_output=True, text=True, timeout=10)
+    assert p.returncode == 0, p.stderr
+    assert "admin API     http://[::1]:8765  metrics need a token, 1 token\n" in p.stdout, p.stdout
+
+
 def test_token_new(binary, tmp):
     tok, line = token_new(binary, "ops", "operator")
     assert re.fullmatch(r"[A-Za-z0-9_-]{43}", tok), tok
@@ -381,7 +393,7 @@ def test_token_new(binary, tmp):
 TESTS = [test_endpoints_and_roles, test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
          test_real_prometheus_scrapes, test_config_errors, test_https,
-         test_connections_bounded, test_token_new]
+         test_connections_bounded, test_check_summary, test_token_new]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
