@@ -167,6 +167,9 @@ int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
   s->config.max_request_entity_size = o->max_body ? o->max_body : DEFAULT_MAX_BODY;
   s->config.http1.req_timeout = o->req_timeout_ms ? o->req_timeout_ms : DEFAULT_REQ_TIMEOUT_MS;
   s->config.server_name = h2o_iovec_init(H2O_STRLIT("caduceus"));
+  /* HTTP/1.1 only: an h2c upgrade would keep connections open (and ALPN
+   * is not offered over TLS), so every connection ends with its answer. */
+  s->config.http1.upgrade_to_http2 = 0;
   h2o_hostconf_t *host =
       h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
