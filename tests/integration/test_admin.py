@@ -148,6 +148,30 @@ def test_endpoints_and_roles(binary, tmp):
         assert tok not in log, "a token in the log"
 
 
+def test_readyz_blocked_destination(binary, tmp):
+    """A destination blocked past its attempts makes /readyz 503 with the reason."""
+    port, aport, down = free_port(), free_port(), free_port()
+    chans = "  lab:\n    listen: \"127.0.0.1:%d\"\n    to: [ ehr ]\n" % port
+    dests = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+             "    connect_timeout: 1s\n    retry: { initial: 50ms, max: 100ms, attempts: 2 }\n"
+             "    on_failure: block\n" % down)
+    extra = "admin:\n  listen: \"127.0.0.1:%d\"\n  open_metrics: true\n" % aport
+    eng = Engine(binary, tmp, chans, dests, engine_extra=extra)
+    eng.start(wait_ports=(port, aport))
+    try:
+        st, ct, body = curl(aport, "/readyz")
+        assert st == 200, (st, body)
+        send_messages(port, 1)
+        wait_for(lambda: curl(aport, "/readyz")[0] == 503, timeout=20,
+                 what="/readyz 503 while ehr is blocked")
+        st, ct, body = curl(aport, "/readyz")
+        assert json_of(body) == {"ready": False, "reason": "a destination is blocked"}, body
+        assert 'caduceus_destination_blocked{destination="ehr"} 1' in curl(aport, "/metrics")[2]
+        assert curl(aport, "/healthz")[0] == 200
+    finally:
+        check_clean_stop(eng)
+
+
 def test_closed_metrics_need_a_token(binary, tmp):
     vtok, vline = token_new(binary, "dash", "viewer")
     eng, port, aport = start(binary, tmp, "  tokens:\n    %s\n" % vline)
@@ -390,7 +414,8 @@ def test_token_new(binary, tmp):
         assert p.returncode == 2, (bad, p.stdout, p.stderr)
 
 
-TESTS = [test_endpoints_and_roles, test_closed_metrics_need_a_token,
+TESTS = [test_endpoints_and_roles, test_readyz_blocked_destination,
+         test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
          test_real_prometheus_scrapes, test_config_errors, test_https,
          test_connections_bounded, test_check_summary, test_token_new]
