@@ -325,7 +325,11 @@ int cad_admin_listen(cad_admin_t *a, uv_loop_t *loop) {
   o.ud = a;
   o.tls = a->tls;
   int rc = cad_http_server_start(loop, &o, &a->http);
-  if (rc < 0) return rc;
+  if (rc < 0) {
+    CAD_LOG(CAD_LOG_ERROR, "admin.failed", NULL, "%s port %d: %s", a->host, a->port,
+            cad_strerror(rc));
+    return rc;
+  }
   CAD_LOG(CAD_LOG_INFO, "admin.listen", NULL, "%s port %d (%s): metrics %s, %zu tokens", a->host,
           cad_http_server_port(a->http), a->tls ? "https" : "http",
           a->open_metrics ? "open" : "need a token", a->ntokens);

@@ -390,6 +390,27 @@ def test_connections_bounded(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_admin_port_in_use_fails_start(binary, tmp):
+    import socket
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen(1)
+    aport = blocker.getsockname()[1]
+    port = free_port()
+    chans = "  lab:\n    listen: \"127.0.0.1:%d\"\n    to: [ out ]\n" % port
+    eng = Engine(binary, tmp, chans, DESTS,
+                 engine_extra="admin:\n  listen: \"127.0.0.1:%d\"\n" % aport)
+    try:
+        eng.start()
+        rc = eng.proc.wait(20)
+        assert rc == 1, rc
+        assert re.search(r"event=admin.failed msg=\"127.0.0.1 port %d: [Aa]ddress already in use" % aport, eng.log()), eng.log()
+        assert "shutdown.leak" not in eng.log()
+    finally:
+        eng.kill()
+        blocker.close()
+
+
 def test_check_summary(binary, tmp):
     conf = os.path.join(tmp, "c.yaml")
     with open(conf, "w") as f:
@@ -418,7 +439,8 @@ TESTS = [test_endpoints_and_roles, test_readyz_blocked_destination,
          test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
          test_real_prometheus_scrapes, test_config_errors, test_https,
-         test_connections_bounded, test_check_summary, test_token_new]
+         test_connections_bounded, test_admin_port_in_use_fails_start,
+         test_check_summary, test_token_new]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
