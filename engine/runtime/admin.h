@@ -16,7 +16,8 @@
  *
  * The counters are read where they are kept: per channel the stats
  * registry (stats.h), per destination the queue (cad_queue_dest_info) and
- * the delivery counters the engine keeps by queue id; nothing counts twice.
+ * the delivery counters the engine keeps by queue id, the archive's own
+ * (cad_archive_get_stats); nothing counts twice.
  *
  * Memory: cad_admin_t copies what it needs of the configuration; the view's
  * pointers are borrowed and must outlive it.  Loop thread only.
@@ -28,6 +29,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "archive.h"
 #include "config.h"
 #include "delivery.h"
 #include "http_server.h"
@@ -42,6 +44,7 @@ typedef struct cad_admin_view {
   cad_queue_t *const *q;                /* the queue; *q NULL once closed */
   const cad_delivery_stats_t *counters; /* CAD_JOURNAL_MAX_DESTS, by queue id */
   const bool *stopping;                 /* shutting down: not ready */
+  cad_archive_t *const *archive;        /* the message archive; NULL / *NULL = none */
 } cad_admin_view_t;
 
 typedef struct cad_admin cad_admin_t;

@@ -145,6 +145,36 @@ static void journal(out_t *b, cad_queue_t *q) {
   sample(b, "caduceus_journal_bytes", NULL, NULL, cad_queue_bytes(q));
 }
 
+typedef struct arch_metric {
+  const char *name, *type, *help;
+  size_t off; /* of a uint64_t in cad_archive_stats_t */
+} arch_metric_t;
+
+#define AM(n, t, h, f) \
+  { "caduceus_archive_" n, t, h, offsetof(cad_archive_stats_t, f) }
+static const arch_metric_t arch_metrics[] = {
+    AM("records_queued_total", "counter", "Records handed to the archive writer.", queued),
+    AM("records_written_total", "counter", "Records written to the archive.", written),
+    AM("records_dropped_total", "counter", "Records dropped: the writer's queue was full.",
+       dropped),
+    AM("records_failed_total", "counter", "Records whose write failed.", failed),
+    AM("batches_total", "counter", "Archive write transactions.", batches),
+    AM("pending_records", "gauge", "Records waiting for the writer (its lag).", pending),
+    AM("pending_bytes", "gauge", "Bytes waiting for the writer.", pending_bytes),
+};
+
+static void archive(out_t *b, const cad_admin_view_t *v) {
+  cad_archive_t *a = v->archive ? *v->archive : NULL;
+  if (!a) return;
+  cad_archive_stats_t st;
+  cad_archive_get_stats(a, &st);
+  for (size_t m = 0; m < sizeof arch_metrics / sizeof arch_metrics[0]; m++) {
+    family(b, arch_metrics[m].name, arch_metrics[m].type, arch_metrics[m].help);
+    sample(b, arch_metrics[m].name, NULL, NULL,
+           *(const uint64_t *)((const char *)&st + arch_metrics[m].off));
+  }
+}
+
 static uint64_t open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
   if (!d) return 0;
@@ -184,6 +214,7 @@ int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **ou
   channels(&o);
   destinations(&o, view, q);
   journal(&o, q);
+  archive(&o, view);
   process(&o, start_ms);
   if (o.err || !cad_buf_cstr(&o.b)) {
     cad_buf_free(&o.b);

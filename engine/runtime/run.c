@@ -920,7 +920,7 @@ int cad_cli_run(int argc, char **argv) {
 
   memset(&E, 0, sizeof E);
   E.config_path = path;
-  E.admin_view = (cad_admin_view_t){&E.q, E.dest_counters, &E.stopping};
+  E.admin_view = (cad_admin_view_t){&E.q, E.dest_counters, &E.stopping, &E.pipe.archive};
   cad_pipe_init(&E.pipe, &engine_io);
   uv_loop_t loop;
   uv_loop_init(&loop);

@@ -216,6 +216,10 @@ def test_metrics_exposition_promtool(binary, tmp):
                      "process_resident_memory_bytes ", "process_start_time_seconds ",
                      "# TYPE caduceus_journal_batches_total counter"):
             assert want in body, want + "\n" + body
+        wait_for(lambda: re.search(r"^caduceus_archive_records_written_total ([1-9]\d*)$",
+                                   curl(aport, "/metrics")[2], re.M),
+                 what="archive records written in /metrics")
+        assert "# TYPE caduceus_archive_pending_records gauge" in body, body
         rec = re.search(r"^caduceus_journal_records_total (\d+)$", body, re.M)
         assert rec and int(rec.group(1)) >= 5, body
         # the rerouter queue's name holds a ':' (label values are quoted)
