@@ -55,6 +55,9 @@ struct cad_archive {
   uint64_t pending, pending_bytes;
   uint64_t submitted, completed; /* records handed over / finished */
   bool stop;
+  _Atomic bool closing;   /* close was asked: the start-up rebuild gives up */
+  uint64_t stop_by_ms;    /* close: monotonic time after which what waits is dropped */
+  uint64_t close_dropped; /* records dropped that way */
   cad_archive_stats_t st;
   char *names[CAD_ARCHIVE_MAX_DESTS];
   cad__arch_db_t *cache[NCACHE]; /* writer thread only */
@@ -389,7 +392,8 @@ static void rebuild(cad_archive_t *a) {
   int64_t now = a->opened_ms, from = cad_archive_newest(a->dir) - 300000;
   if (from < now - (int64_t)a->o.retain_ms) from = now - (int64_t)a->o.retain_ms;
   uint64_t checked, missing, rebuilt;
-  int rc = cad_archive_reindex(a->o.data_dir, from, now, true, &checked, &missing, &rebuilt);
+  int rc = cad_archive_reindex_until(a->o.data_dir, from, now, true, &a->closing, &checked,
+                                     &missing, &rebuilt);
   cad_log_ctx_t c = CAD_LOG_CTX_INIT;
   cad_log_num_t nums[3] = {{"checked", checked}, {"missing", missing}, {"rebuilt", rebuilt}};
   c.nums = nums;
@@ -419,6 +423,20 @@ static void *writer_main(void *arg) {
       if (!a->head) break;
     }
     if (!a->head && a->stop) break;
+    if (a->stop && cad_mono_ms() > a->stop_by_ms) {
+      /* Shutdown is bounded: what still waits is dropped and counted (the
+       * next start rebuilds queued messages' records from the journal). */
+      while (a->head) {
+        rec_t *x = a->head;
+        a->head = x->next;
+        rec_free(x);
+        a->close_dropped++;
+      }
+      a->tail = NULL;
+      a->pending = 0;
+      a->pending_bytes = 0;
+      break;
+    }
     rec_t *batch = a->head, *last = a->head;
     size_t n = 0, bytes = 0;
     if (batch) {
@@ -537,9 +555,20 @@ void cad_archive_close(cad_archive_t *a) {
   if (!a) return;
   pthread_mutex_lock(&a->mu);
   a->stop = true;
+  a->closing = true;
+  a->stop_by_ms = cad_mono_ms() + CAD_ARCHIVE_CLOSE_MS;
   pthread_cond_signal(&a->cv);
   pthread_mutex_unlock(&a->mu);
   pthread_join(a->thread, NULL);
+  if (a->close_dropped) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    cad_log_num_t num = {"dropped", a->close_dropped};
+    c.nums = &num;
+    c.nnums = 1;
+    CAD_LOG(CAD_LOG_WARN, "archive.close_dropped", &c,
+            "records still waiting at shutdown were not written (queued messages are rebuilt "
+            "from the journal at the next start)");
+  }
   for (size_t i = 0; i < CAD_ARCHIVE_MAX_DESTS; i++) free(a->names[i]);
   free(a->data_dir);
   pthread_mutex_destroy(&a->mu);

@@ -90,7 +90,11 @@ typedef struct cad_archive_stats {
 
 /* Open data_dir/archive (creating it), apply retention, start the writer. */
 int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out);
-/* Write what is queued, stop the writer, close.  NULL is a no-op. */
+/* How long close keeps writing what is queued before it drops the rest. */
+#define CAD_ARCHIVE_CLOSE_MS 3000u
+
+/* Write what is queued (for at most CAD_ARCHIVE_CLOSE_MS; the rest is
+ * dropped, counted and logged), stop the writer, close.  NULL is a no-op. */
 void cad_archive_close(cad_archive_t *a);
 
 /* A new message id (loop thread; unique while the clock does not go back). */
@@ -159,6 +163,11 @@ int64_t cad_archive_day_of(const char *name);
  * channel: the journal does not know it).  Safe while the engine runs. */
 int cad_archive_reindex(const char *data_dir, int64_t from_ms, int64_t until_ms, bool fix,
                         uint64_t *checked, uint64_t *missing, uint64_t *rebuilt);
+/* The same, in transactions of up to 256 rows, giving up (returning 0 with
+ * what it did so far) as soon as *stop is true (NULL: never). */
+int cad_archive_reindex_until(const char *data_dir, int64_t from_ms, int64_t until_ms, bool fix,
+                              const _Atomic bool *stop, uint64_t *checked, uint64_t *missing,
+                              uint64_t *rebuilt);
 /* The receive time of the newest archived message of dir (0 = none). */
 int64_t cad_archive_newest(const char *dir);
 

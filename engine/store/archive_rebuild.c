@@ -85,6 +85,19 @@ static int rebuild_one(cad__arch_db_t *db, const cad_jread_t *r, const cad_journ
 
 int cad_archive_reindex(const char *data_dir, int64_t from_ms, int64_t until_ms, bool fix,
                         uint64_t *checked, uint64_t *missing, uint64_t *rebuilt) {
+  return cad_archive_reindex_until(data_dir, from_ms, until_ms, fix, NULL, checked, missing,
+                                   rebuilt);
+}
+
+/* Commit the open transaction of the day being rebuilt, if any. */
+static void tx_end(days_t *d, size_t *in_tx) {
+  if (*in_tx && d->db[1]) cad__arch_db_commit(d->db[1]);
+  *in_tx = 0;
+}
+
+int cad_archive_reindex_until(const char *data_dir, int64_t from_ms, int64_t until_ms, bool fix,
+                              const _Atomic bool *stop, uint64_t *checked, uint64_t *missing,
+                              uint64_t *rebuilt) {
   char jdir[4200], adir[4200];
   snprintf(jdir, sizeof jdir, "%s/journal", data_dir);
   snprintf(adir, sizeof adir, "%s/archive", data_dir);
@@ -109,17 +122,25 @@ int cad_archive_reindex(const char *data_dir, int64_t from_ms, int64_t until_ms,
   else pos.seg = j.segs[first].no;
   cad_jread_t r;
   memset(&r, 0, sizeof r);
+  size_t in_tx = 0; /* rows in the open transaction of d.db[1] */
   while ((rc = cad_jreader_next(&rd, &pos, end, -1, CAD_JREC_MSG, &r)) == 1) {
+    if (stop && *stop) break;
     if ((int64_t)r.time_ms < from_ms || (until_ms && (int64_t)r.time_ms >= until_ms)) continue;
     /* Route dead letters ("channel:NAME") are archived with their message. */
     const char *name = j.dests[r.dest].name;
     if (name && strncmp(name, "channel:", 8) == 0) continue;
     (*checked)++;
+    if (d.base != (int64_t)r.time_ms / DAY_MS) tx_end(&d, &in_tx);
     days_at(&d, (int64_t)r.time_ms / DAY_MS, fix);
     if (known(&d, r.dest, r.seq)) continue;
     (*missing)++;
-    if (fix && d.db[1] && rebuild_one(d.db[1], &r, &j) == 0) (*rebuilt)++;
+    if (!fix || !d.db[1]) continue;
+    if (!in_tx && cad__arch_db_begin(d.db[1]) < 0) continue;
+    in_tx++;
+    if (rebuild_one(d.db[1], &r, &j) == 0) (*rebuilt)++;
+    if (in_tx >= 256) tx_end(&d, &in_tx);
   }
+  tx_end(&d, &in_tx);
   days_close(&d);
   cad_buf_free(&r.payload);
   cad_jreader_free(&rd);
