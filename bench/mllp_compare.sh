@@ -29,7 +29,7 @@ trap cleanup EXIT
 engine_conf() { # NAME PORT DEST_YAML
   cat > "$W/$1.yaml" <<EOF
 engine:
-  data_dir: $W/data
+  data_dir: $W/data-$1  # one per engine: a data_dir is locked by its engine
   log_level: warn
   stats_interval: 0
 destinations:
