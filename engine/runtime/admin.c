@@ -284,25 +284,41 @@ static void admin_free(void *arg) {
   free(a);
 }
 
+/* Take conf's tokens and open_metrics (the old tokens are wiped). */
+static int set_tokens(cad_admin_t *a, const cad_conf_admin_t *conf) {
+  token_t *t = calloc(conf->ntokens ? conf->ntokens : 1, sizeof *t);
+  if (!t) return CAD_E_NOMEM;
+  for (size_t i = 0; i < conf->ntokens; i++) {
+    snprintf(t[i].name, sizeof t[i].name, "%s", conf->tokens[i].name ? conf->tokens[i].name : "");
+    t[i].role = conf->tokens[i].role;
+    memcpy(t[i].sha256, conf->tokens[i].sha256, 32);
+  }
+  if (a->tokens) OPENSSL_cleanse(a->tokens, a->ntokens * sizeof *a->tokens);
+  free(a->tokens);
+  a->tokens = t;
+  a->ntokens = conf->ntokens;
+  a->open_metrics = conf->open_metrics;
+  return 0;
+}
+
+int cad_admin_reload(cad_admin_t *a, const cad_conf_admin_t *conf) {
+  bool same_listener = conf->enabled && conf->port == a->port && conf->tls.enabled == !!a->tls &&
+                       !strcmp(conf->host ? conf->host : "127.0.0.1", a->host);
+  int rc = set_tokens(a, conf);
+  if (rc < 0) return rc;
+  return same_listener ? 0 : 1;
+}
+
 int cad_admin_new(const cad_conf_admin_t *conf, const cad_admin_view_t *view, cad_admin_t **out) {
   cad_admin_t *a = calloc(1, sizeof *a);
   if (!a) return CAD_E_NOMEM;
-  a->tokens = calloc(conf->ntokens ? conf->ntokens : 1, sizeof *a->tokens);
-  if (!a->tokens) {
+  if (set_tokens(a, conf) < 0) {
     free(a);
     return CAD_E_NOMEM;
   }
-  for (size_t i = 0; i < conf->ntokens; i++) {
-    snprintf(a->tokens[i].name, sizeof a->tokens[i].name, "%s",
-             conf->tokens[i].name ? conf->tokens[i].name : "");
-    a->tokens[i].role = conf->tokens[i].role;
-    memcpy(a->tokens[i].sha256, conf->tokens[i].sha256, 32);
-  }
-  a->ntokens = conf->ntokens;
   a->view = *view;
   snprintf(a->host, sizeof a->host, "%s", conf->host ? conf->host : "127.0.0.1");
   a->port = conf->port;
-  a->open_metrics = conf->open_metrics;
   a->start_ms = cad_now_ms();
   if (conf->tls.enabled) {
     char err[256];

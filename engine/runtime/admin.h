@@ -53,6 +53,12 @@ typedef struct cad_admin cad_admin_t;
 int cad_admin_new(const cad_conf_admin_t *conf, const cad_admin_view_t *view, cad_admin_t **out);
 /* Listen at the configured address.  0 or a negative (libuv) error. */
 int cad_admin_listen(cad_admin_t *a, uv_loop_t *loop);
+
+/* At a reload: take conf's tokens and open_metrics at once (a removed token
+ * stops working).  Returns 0, 1 when the listener itself (address, TLS, on
+ * or off) changed, which applies only at the next start, or CAD_E_NOMEM
+ * (the old tokens stay). */
+int cad_admin_reload(cad_admin_t *a, const cad_conf_admin_t *conf);
 /* Both, when conf->enabled (else 0 and *out NULL).  On a listen error *out
  * is set all the same (close it). */
 int cad_admin_start(uv_loop_t *loop, const cad_conf_admin_t *conf, const cad_admin_view_t *view,

@@ -758,6 +758,24 @@ static void log_config_errors(const char *event, const char *errors) {
  * configuration is applied here, on the loop, by reload_apply(). */
 #define RELOAD_TIMEOUT_MS 30000
 
+/* At a reload: the admin API takes the new tokens at once; what is read
+ * only at start (the archive, the admin listener itself) says so. */
+static void reload_start_only(const cad_config_t *was, const cad_config_t *now) {
+  if (was && (was->archive_enabled != now->archive_enabled ||
+              was->archive_retain_ms != now->archive_retain_ms ||
+              was->archive_max_bytes != now->archive_max_bytes))
+    CAD_LOG(CAD_LOG_WARN, "reload.start_only", NULL,
+            "engine.archive changed: it applies at the next start; the archive keeps its settings");
+  int rc = E.admin ? cad_admin_reload(E.admin, &now->admin) : now->admin.enabled ? 1 : 0;
+  if (rc == 1)
+    CAD_LOG(CAD_LOG_WARN, "reload.start_only", NULL,
+            "admin: listener changed (address, TLS, on or off): it applies at the next start; "
+            "tokens and open_metrics are applied now");
+  else if (rc < 0)
+    CAD_LOG(CAD_LOG_ERROR, "reload.admin_failed", NULL,
+            "admin tokens not reloaded (%s): the previous tokens stay", cad_strerror(rc));
+}
+
 static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
   (void)ctx;
   if (E.stopping) {
@@ -796,6 +814,7 @@ static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
   }
   rt_t *old = E.rt;
   E.rt = rt;
+  reload_start_only(old ? old->cfg : NULL, rt->cfg);
   /* New workers start once the old ones have stopped, so one destination
    * never has two messages in flight. */
   if (E.rt_next) rt_release(E.rt_next); /* a reload that never started: replaced */

@@ -439,12 +439,40 @@ def test_token_new(binary, tmp):
         assert p.returncode == 2, (bad, p.stdout, p.stderr)
 
 
+def test_reload_applies_tokens(binary, tmp):
+    """A SIGHUP applies the tokens at once: a token removed from the file stops
+    working, a new one works; a changed admin listener says it waits for a
+    restart, and a reload that changes nothing of admin: says nothing."""
+    import signal
+    tok, line = token_new(binary, "gone", "viewer")
+    eng, port, aport = start(binary, tmp, "  tokens:\n    %s\n" % line)
+    chans = "  lab:\n    listen: \"127.0.0.1:%d\"\n    to: [ out ]\n" % port
+    try:
+        assert curl(aport, "/api/v1/channels", tok)[0] == 200
+        keep, kline = token_new(binary, "kept", "viewer")
+        eng.write_config(chans, DESTS, "admin:\n  listen: \"127.0.0.1:%d\"\n  tokens:\n    %s\n"
+                         % (aport, kline))
+        eng.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "event=reload.done" in eng.log(), what="the reload")
+        assert curl(aport, "/api/v1/channels", tok)[0] == 401
+        assert curl(aport, "/api/v1/channels", keep)[0] == 200
+        assert "event=reload.start_only" not in eng.log(), eng.log()
+        eng.write_config(chans, DESTS, "admin:\n  listen: \"127.0.0.1:%d\"\n  tokens:\n    %s\n"
+                         % (free_port(), kline))
+        eng.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: eng.log().count("event=reload.done") == 2, what="the second reload")
+        assert "event=reload.start_only" in eng.log() and "next start" in eng.log(), eng.log()
+        assert curl(aport, "/api/v1/channels", keep)[0] == 200  # still served where it was
+    finally:
+        check_clean_stop(eng)
+
 TESTS = [test_endpoints_and_roles, test_readyz_blocked_destination,
          test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
          test_real_prometheus_scrapes, test_config_errors, test_https,
          test_connections_bounded, test_admin_port_in_use_fails_start,
-         test_check_summary, test_token_new]
+         test_check_summary, test_token_new,
+         test_reload_applies_tokens]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
