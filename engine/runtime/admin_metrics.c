@@ -64,14 +64,30 @@ static void sample(out_t *b, const char *name, const char *label, const char *va
   o_printf(b, " %llu\n", (unsigned long long)x);
 }
 
-typedef struct chan_metric {
+/* A metric read from a uint64_t field of a stats struct. */
+typedef struct field_metric {
   const char *name, *type, *help;
-  size_t off; /* of a uint64_t in cad_chan_stats_t */
-} chan_metric_t;
+  size_t off; /* of a uint64_t in the stats struct */
+} field_metric_t;
+
+#define N_METRICS(t) (sizeof(t) / sizeof(t)[0])
+
+/* Every metric of table t, one sample per stats struct: `label` (NULL for
+ * none) valued by label_of(s), s from first(ctx) then next(s). */
+static void field_metrics(out_t *b, const field_metric_t *t, size_t n, const char *label,
+                          const void *(*first)(const void *ctx), const void *(*next)(const void *s),
+                          const char *(*label_of)(const void *s), const void *ctx) {
+  for (size_t m = 0; m < n; m++) {
+    family(b, t[m].name, t[m].type, t[m].help);
+    for (const void *s = first(ctx); s; s = next(s))
+      sample(b, t[m].name, label, label ? label_of(s) : NULL,
+             *(const uint64_t *)((const char *)s + t[m].off));
+  }
+}
 
 #define CM(n, t, h, f) \
   { "caduceus_channel_" n, t, h, offsetof(cad_chan_stats_t, f) }
-static const chan_metric_t chan_metrics[] = {
+static const field_metric_t chan_metrics[] = {
     CM("received_total", "counter", "Frames received, refused ones included.", received),
     CM("accepted_total", "counter", "Messages answered AA/CA.", accepted),
     CM("rejected_total", "counter", "Messages answered AR/CR.", rejected),
@@ -84,13 +100,16 @@ static const chan_metric_t chan_metrics[] = {
     CM("open_connections", "gauge", "Connections open now.", conns_open),
 };
 
+static const void *chan_first(const void *ctx) {
+  (void)ctx;
+  return cad_stats_first();
+}
+static const void *chan_next(const void *s) { return ((const cad_chan_stats_t *)s)->next; }
+static const char *chan_name(const void *s) { return ((const cad_chan_stats_t *)s)->name; }
+
 static void channels(out_t *b) {
-  for (size_t m = 0; m < sizeof chan_metrics / sizeof chan_metrics[0]; m++) {
-    const chan_metric_t *cm = &chan_metrics[m];
-    family(b, cm->name, cm->type, cm->help);
-    for (const cad_chan_stats_t *s = cad_stats_first(); s; s = s->next)
-      sample(b, cm->name, "channel", s->name, *(const uint64_t *)((const char *)s + cm->off));
-  }
+  field_metrics(b, chan_metrics, N_METRICS(chan_metrics), "channel", chan_first, chan_next,
+                chan_name, NULL);
 }
 
 typedef struct dest_metric {
@@ -145,14 +164,9 @@ static void journal(out_t *b, cad_queue_t *q) {
   sample(b, "caduceus_journal_bytes", NULL, NULL, cad_queue_bytes(q));
 }
 
-typedef struct arch_metric {
-  const char *name, *type, *help;
-  size_t off; /* of a uint64_t in cad_archive_stats_t */
-} arch_metric_t;
-
 #define AM(n, t, h, f) \
   { "caduceus_archive_" n, t, h, offsetof(cad_archive_stats_t, f) }
-static const arch_metric_t arch_metrics[] = {
+static const field_metric_t arch_metrics[] = {
     AM("records_queued_total", "counter", "Records handed to the archive writer.", queued),
     AM("records_written_total", "counter", "Records written to the archive.", written),
     AM("records_dropped_total", "counter", "Records dropped: the writer's queue was full.",
@@ -163,16 +177,18 @@ static const arch_metric_t arch_metrics[] = {
     AM("pending_bytes", "gauge", "Bytes waiting for the writer.", pending_bytes),
 };
 
+static const void *one_first(const void *ctx) { return ctx; }
+static const void *one_next(const void *s) {
+  (void)s;
+  return NULL;
+}
+
 static void archive(out_t *b, const cad_admin_view_t *v) {
   cad_archive_t *a = v->archive ? *v->archive : NULL;
   if (!a) return;
   cad_archive_stats_t st;
   cad_archive_get_stats(a, &st);
-  for (size_t m = 0; m < sizeof arch_metrics / sizeof arch_metrics[0]; m++) {
-    family(b, arch_metrics[m].name, arch_metrics[m].type, arch_metrics[m].help);
-    sample(b, arch_metrics[m].name, NULL, NULL,
-           *(const uint64_t *)((const char *)&st + arch_metrics[m].off));
-  }
+  field_metrics(b, arch_metrics, N_METRICS(arch_metrics), NULL, one_first, one_next, NULL, &st);
 }
 
 static uint64_t open_fds(void) {
