@@ -94,6 +94,7 @@ const char *cad_pipe_outcome_event(cad_pipe_outcome_t o) {
 /* Where a message came from and what its header says (for the answer). */
 typedef struct origin {
   void *req;
+  const cad_pipe_src_t *src; /* NULL: io->reply */
   uint64_t conn;
   const char *peer;
   const cad_ack_msh_t *h; /* never NULL: a stand-in when none could be read */
@@ -124,6 +125,11 @@ static int local_offset_min(time_t t) {
   return (int)(tm.tm_gmtoff / 60);
 }
 
+static void reply(cad_pipe_t *p, const origin_t *o, const char *ack, size_t len, unsigned flags) {
+  if (o->src) o->src->reply(o->req, ack, len, flags);
+  else p->io.reply(p->io.ud, o->req, ack, len, flags);
+}
+
 /* Build and send the ACK; returns the log's outcome ("AA", "no_ack_msh15"). */
 static const char *send_ack(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
                             cad_ack_status_t st, const cad_hl7_diag_t *dg, unsigned flags) {
@@ -136,10 +142,10 @@ static const char *send_ack(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *
   int rc = cad_ack_build(o->h, &ao, &b);
   const char *outcome;
   if (rc == 1) {
-    p->io.reply(p->io.ud, o->req, b.data, b.len, flags);
+    reply(p, o, b.data, b.len, flags);
     outcome = names[cad_ack_is_enhanced(o->h, ch->ack_style) ? 1 : 0][st];
   } else {
-    p->io.reply(p->io.ud, o->req, NULL, 0, flags);
+    reply(p, o, NULL, 0, flags);
     outcome = rc == 0 ? "no_ack_msh15" : "ack_failed";
     if (rc < 0) ch->st->unanswered++;
   }
@@ -214,6 +220,7 @@ typedef struct job {
   cad_pipe_t *p;
   cad_pipe_chan_t *ch;
   void *req;
+  const cad_pipe_src_t *src;
   cad_arena_t arena;
   cad_hl7_msg_t msg;
   char *bytes;
@@ -232,9 +239,9 @@ typedef struct job {
 } job_t;
 
 static origin_t job_origin(const job_t *j) {
-  return (origin_t){j->req,       j->conn, j->peer,   &j->h,
-                    j->len,       false,   j->dl_seq, {j->bytes, j->len},
-                    j->items_qid, j->seqs, j->nseqs};
+  return (origin_t){
+      j->req,       j->src,  j->conn, j->peer, &j->h, j->len, false, j->dl_seq, {j->bytes, j->len},
+      j->items_qid, j->seqs, j->nseqs};
 }
 
 static void job_free(job_t *j) {
@@ -464,7 +471,7 @@ static void conclude_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_fr
   cad_ack_msh_salvage(f->bytes.p, f->bytes.len, 0, &h);
   size_t size =
       f->status == CAD_E_TOOBIG && f->size > f->bytes.len ? (size_t)f->size : f->bytes.len;
-  origin_t o = {f->req, f->conn, f->peer, &h, size, f->cut, 0, f->bytes, NULL, NULL, 0};
+  origin_t o = {f->req, f->src, f->conn, f->peer, &h, size, f->cut, 0, f->bytes, NULL, NULL, 0};
   conclude(p, ch, &o, which, dg);
 }
 
@@ -490,6 +497,7 @@ void cad_pipe_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_frame_t *
   j->p = p;
   j->ch = ch;
   j->req = f->req;
+  j->src = f->src;
   j->bytes = bytes;
   j->len = f->bytes.len;
   j->conn = f->conn;

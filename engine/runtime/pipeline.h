@@ -136,6 +136,17 @@ typedef struct cad_pipe_chan {
   void *owner; /* given to io->hold / io->dest_qid */
 } cad_pipe_chan_t;
 
+/* A source of messages other than the engine's MLLP listeners (an HTTP
+ * endpoint, a watched directory, a Kafka topic): how its requests are
+ * answered.  A frame with a source is answered through src->reply instead
+ * of io->reply, exactly once, with the same arguments (the ACK, no MLLP
+ * framing, len 0 = nothing; flags CAD_PIPE_REPLY_*).  Borrowed: must
+ * outlive every frame of it in flight. */
+typedef struct cad_pipe_src {
+  const char *kind; /* "http", "dir", "kafka", ... for logs */
+  void (*reply)(void *req, const char *ack, size_t len, unsigned flags);
+} cad_pipe_src_t;
+
 /* One received frame. */
 typedef struct cad_pipe_frame {
   void *req;       /* the connection's request, given back to io->reply */
@@ -145,6 +156,7 @@ typedef struct cad_pipe_frame {
   bool cut;        /* TOOBIG: its end was not seen, so it is at least `size` long */
   uint64_t conn;   /* connection id, for logs */
   const char *peer;
+  const cad_pipe_src_t *src; /* NULL: an MLLP listener's (answered through io->reply) */
 } cad_pipe_frame_t;
 
 void cad_pipe_init(cad_pipe_t *p, const cad_pipe_io_t *io);

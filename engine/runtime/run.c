@@ -49,16 +49,16 @@
 #include "cli.h"
 #include "config.h"
 #include "delivery.h"
-#include "file_dest.h"
+#include "dest_kind.h"
 #include "hl7.h"
 #include "lock.h"
 #include "log.h"
 #include "mllp_listener.h"
-#include "mllp_sender.h"
 #include "pipeline.h"
 #include "queue.h"
 #include "reroute.h"
 #include "routes.h"
+#include "source.h"
 #include "stats.h"
 
 #define DRAIN_MS 10000
@@ -79,14 +79,9 @@ typedef struct chan {
 typedef struct dest {
   rt_t *rt;
   const cad_conf_dest_t *cd;
-  uint16_t qid;             /* its FIFO in the queue */
-  cad_file_dest_t *file;    /* type file */
-  cad_mllp_sender_t *mllp;  /* type mllp */
-  cad_tls_ctx_t *tls;       /* mllp over TLS */
-  cad_delivery_t *w;        /* the running worker, or NULL */
-  cad_arena_t arena;        /* parse of the message being delivered (file names) */
-  cad_deliver_done_cb done; /* the worker's callback for every delivery */
-  void *done_ctx;
+  uint16_t qid;      /* its FIFO in the queue */
+  cad_dest_t *dest;  /* its kind and payload steps (dest_kind.h); NULL for a rerouter */
+  cad_delivery_t *w; /* the running worker, or NULL */
   /* A channel's requeued dead letters ("channel:NAME"), routed again: */
   cad_reroute_t *rr;
   cad_conf_dest_t rr_cd; /* its settings (name in rr_name) */
@@ -127,7 +122,8 @@ typedef struct engine {
   rt_t *rt;
   cad_pipe_t pipe; /* the message path, wired to the queue and listeners below */
   lsn_t *lsns;
-  int nclosing; /* listeners still draining */
+  cad_sources_t *sources; /* sources other than MLLP listeners (source.h) */
+  int nclosing;           /* listeners and sources still draining */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t stats_timer;
   cad_admin_t *admin; /* the admin API (`admin:`, fixed for the process), or NULL */
@@ -146,10 +142,7 @@ static void rt_release(rt_t *rt) {
     for (size_t i = 0; i < rt->ndests; i++) {
       dest_t *d = &rt->dests[i];
       cad_reroute_free(d->rr);
-      if (d->file) cad_file_dest_close(d->file);
-      if (d->mllp) cad_mllp_sender_close(d->mllp, NULL, NULL);
-      cad_tls_ctx_unref(d->tls);
-      cad_arena_free(&d->arena);
+      cad_dest_close(d->dest);
     }
   free(rt->dests);
   if (rt->chans)
@@ -170,58 +163,12 @@ static cad_mllp_listener_opts_t listener_opts(const cad_conf_channel_t *cc,
 
 /* ---- destinations: drivers and delivery workers --------------------------- */
 
-/* The worker's callback and context are the same for every message of a
- * destination (several may be in flight: completions come in order). */
-static void file_written(int status, void *arg) {
-  dest_t *d = arg;
-  d->done(d->done_ctx, status == 0 ? CAD_DELIVER_OK : CAD_DELIVER_RETRY,
-          status == 0 ? NULL : cad_err_name(status));
-}
-
-static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
-                        cad_deliver_done_cb done, void *ctx) {
-  (void)seq;
-  dest_t *d = impl;
-  cad_hl7_msg_t m;
-  memset(&m, 0, sizeof m);
-  /* The tree is only used for a per-message file name (dir mode), and only
-   * as much of the message as the name reads (usually just MSH); an append
-   * file needs none.  A message that does not parse (it was accepted once,
-   * so this is rare) gets the template's fallbacks. */
-  if (d->cd->file.dir) {
-    cad_arena_reset(&d->arena);
-    size_t n = cad_file_dest_name_input(d->file, p, len);
-    if (cad_hl7_parse(&m, p, n, &d->arena, NULL, NULL) != 0) memset(&m, 0, sizeof m);
-  }
-  d->done = done;
-  d->done_ctx = ctx;
-  return cad_file_dest_write(d->file, &m, p, len, file_written, d);
-}
-
-static void mllp_sent(void *ctx, int outcome, const char *detail) {
-  dest_t *d = ctx;
-  d->done(d->done_ctx,
-          outcome == CAD_MLLP_SEND_OK     ? CAD_DELIVER_OK
-          : outcome == CAD_MLLP_SEND_FAIL ? CAD_DELIVER_FAIL
-                                          : CAD_DELIVER_RETRY,
-          detail);
-}
-
-static int mllp_deliver(void *impl, const char *p, size_t len, uint64_t seq,
-                        cad_deliver_done_cb done, void *ctx) {
-  dest_t *d = impl;
-  d->done = done;
-  d->done_ctx = ctx;
-  return cad_mllp_sender_deliver(d->mllp, p, len, seq, mllp_sent, d);
-}
-
 /* Open destination i of rt: its queue id and its driver (nothing runs yet). */
 static int dest_open(rt_t *rt, size_t i) {
   const cad_conf_dest_t *cd = &rt->cfg->dests[i];
   dest_t *d = &rt->dests[i];
   d->rt = rt;
   d->cd = cd;
-  cad_arena_init(&d->arena, 16384, 0);
   int qid = cad_queue_dest(E.q, cd->name);
   char err[256] = "";
   int rc = qid;
@@ -229,18 +176,7 @@ static int dest_open(rt_t *rt, size_t i) {
     d->qid = (uint16_t)qid;
     cad_queue_set_backlog(E.q, d->qid, cd->max_backlog);
     /* The config holds each channel kind's own options: passed as they are. */
-    if (cd->type == CAD_DEST_FILE) {
-      rc = cad_file_dest_open(E.loop, &cd->file, &d->file, err, sizeof err);
-    } else {
-      rc = 0;
-      if (cd->mllp.tls_enabled)
-        rc = cad_tls_client_ctx_new(&cd->mllp.tls, &d->tls, err, sizeof err);
-      if (rc == 0) {
-        cad_mllp_sender_opts_t mo = cd->mllp.sender;
-        mo.tls = d->tls;
-        rc = cad_mllp_sender_new(E.loop, &mo, &d->mllp, err, sizeof err);
-      }
-    }
+    rc = cad_dest_open(E.loop, cd, &d->dest, err, sizeof err);
   } else {
     snprintf(err, sizeof err, "cannot register it in the queue: %s", cad_strerror(qid));
   }
@@ -276,8 +212,8 @@ static void start_workers(rt_t *rt) {
   for (size_t i = 0; i < rt->ndests; i++) {
     dest_t *d = &rt->dests[i];
     const cad_conf_dest_t *cd = d->cd;
-    cad_dest_driver_t drv = {d->file ? file_deliver : mllp_deliver, d, d->file ? 64u : 1u};
-    if (d->rr) drv = (cad_dest_driver_t){cad_reroute_deliver, d->rr, 1};
+    cad_dest_driver_t drv =
+        d->rr ? (cad_dest_driver_t){cad_reroute_deliver, d->rr, 1} : cad_dest_driver(d->dest);
     cad_delivery_opts_t o = {cd->retry_initial_ms, cd->retry_max_ms, cd->retry_attempts,
                              cd->on_failure == CAD_ON_FAILURE_DEAD_LETTER,
                              &E.dest_counters[d->qid]};
@@ -336,7 +272,6 @@ static void listener_tls(cad_mllp_listener_opts_t *o, const chan_t *ch) {
 static int rerouter_open(rt_t *rt, chan_t *ch, dest_t *d) {
   d->rt = rt;
   d->cd = &d->rr_cd;
-  cad_arena_init(&d->arena, 1024, 0);
   snprintf(d->rr_name, sizeof d->rr_name, "channel:%s", ch->cc->name);
   d->rr_cd.name = d->rr_name;
   d->rr_cd.retry_initial_ms = 1000;
@@ -452,7 +387,7 @@ static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_d
 static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
   lsn_t *ls = data;
   const cad_mllp_conn_info_t *ci = cad_mllp_req_conn(req);
-  cad_pipe_frame_t f = {req, status, frame, 0, false, ci->id, ci->peer};
+  cad_pipe_frame_t f = {req, status, frame, 0, false, ci->id, ci->peer, NULL};
   if (status == CAD_E_TOOBIG) f.size = cad_mllp_req_size(req, &f.cut);
   cad_pipe_frame(&E.pipe, &ls->ch->pc, &f);
 }
@@ -655,6 +590,24 @@ static int listeners_apply(rt_t *rt) {
   return 0;
 }
 
+static void source_stopped(void *arg) {
+  (void)arg;
+  maybe_finish();
+}
+
+/* The channels' other sources (source.h) follow rt: 0 or the first error
+ * (logged by the source set). */
+static int sources_apply(rt_t *rt) {
+  cad_pipe_chan_t **pcs = calloc(rt->cfg->nchannels ? rt->cfg->nchannels : 1, sizeof *pcs);
+  if (!pcs) return CAD_E_NOMEM;
+  for (size_t i = 0; i < rt->cfg->nchannels; i++) pcs[i] = &rt->chans[i].pc;
+  cad_source_env_t env = {E.loop, &E.pipe};
+  int rc = cad_sources_apply(&E.sources, &env, pcs, rt->cfg->nchannels, &E.nclosing, source_stopped,
+                             NULL);
+  free(pcs);
+  return rc;
+}
+
 /* Process limits at start: the open-files limit must fit every
  * connection plus the reserve the listeners keep for the store and the
  * destinations (mllp_listener.h), or start is refused with a clear error;
@@ -711,6 +664,9 @@ static void shutdown_engine(const char *why) {
     lsn_close(E.lsns);
     E.lsns = n;
   }
+  cad_source_env_t env = {E.loop, &E.pipe};
+  cad_sources_stop_all(E.sources, &env, &E.nclosing, source_stopped, NULL);
+  E.sources = NULL;
   close_handles();
   /* Workers finish the message in flight; the queue closes once listeners
    * (whose ACKs wait for it) and workers are done: see maybe_finish(). */
@@ -812,6 +768,8 @@ static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
             cad_strerror(rc));
     return;
   }
+  /* A source that cannot start is logged; the channel runs without it. */
+  (void)sources_apply(rt);
   rt_t *old = E.rt;
   E.rt = rt;
   reload_start_only(old ? old->cfg : NULL, rt->cfg);
@@ -956,6 +914,7 @@ int cad_cli_run(int argc, char **argv) {
     E.stopping = true;
     close_handles();
   } else if ((rc = rt_create(cfg, &E.rt)) < 0 || (rc = listeners_apply(E.rt)) < 0 ||
+             (rc = sources_apply(E.rt)) < 0 ||
              (rc = cad_admin_start(E.loop, &cfg->admin, &E.admin_view, &E.admin)) < 0) {
     CAD_LOG(CAD_LOG_ERROR, "start.failed", NULL, "%s: %s", path, cad_strerror(rc));
     E.exit_status = 1;

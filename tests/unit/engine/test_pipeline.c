@@ -252,7 +252,7 @@ static void teardown(world_t *w) {
 }
 
 static void send_msg(world_t *w, const char *msg, size_t len) {
-  cad_pipe_frame_t f = {NULL, 0, {msg, len}, 0, false, 3, "127.0.0.1:999"};
+  cad_pipe_frame_t f = {NULL, 0, {msg, len}, 0, false, 3, "127.0.0.1:999", NULL};
   cad_pipe_frame(&w->p, &w->ch, &f);
 }
 
@@ -484,7 +484,7 @@ TEST(dead_letter_queue_that_cannot_be_registered) {
 TEST(too_big) {
   world_t w;
   REQUIRE(setup(&w, "acc"));
-  cad_pipe_frame_t f = {NULL, CAD_E_TOOBIG, {ADT, strlen(ADT)}, 5000, true, 3, "p"};
+  cad_pipe_frame_t f = {NULL, CAD_E_TOOBIG, {ADT, strlen(ADT)}, 5000, true, 3, "p", NULL};
   cad_pipe_frame(&w.p, &w.ch, &f);
   REQUIRE(F.nreplies == 1);
   CHECK_STR(ack_field("MSA", 1), "AR");
@@ -636,7 +636,7 @@ TEST(every_outcome_is_archived) {
   CHECK_INT((int)F.arch_nq, 0);
   CHECK(F.arch_id > F.arch_last_id); /* ids grow */
   /* Too big: the first bytes and the full size. */
-  cad_pipe_frame_t f = {NULL, CAD_E_TOOBIG, {ADT, 20}, 5000, false, 3, "p"};
+  cad_pipe_frame_t f = {NULL, CAD_E_TOOBIG, {ADT, 20}, 5000, false, 3, "p", NULL};
   cad_pipe_frame(&w.p, &w.ch, &f);
   REQUIRE(F.narch == 3);
   CHECK_STR(F.arch_status, "too_big");
