@@ -189,10 +189,20 @@ static void set_by_routes(loader_t *L, const conf_key_t *k, const cad_yaml_node_
 
 static const conf_section_t channel_tail;
 
+/* A channel takes messages from at least one source: `listen:` (MLLP) or
+ * another source kind's key (engine/runtime/source.h; a new kind adds its
+ * test here). */
+static bool has_source(const cad_conf_channel_t *ch) { return ch->nlisten > 0; }
+
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *map, void *obj, const bool *seen) {
-  (void)obj;
-  (void)map;
+  const cad_conf_channel_t *ch = obj;
+  /* (a `listen:` written but not valid has its own error already) */
+  if (!has_source(ch) && !cad_yaml_get(map, "listen"))
+    cad_conf_errf(r, key,
+                  "missing 'listen' %s (the addresses to accept MLLP connections on, like "
+                  "127.0.0.1:2575)",
+                  r->where);
   if (!cad_conf_seen(&channel_tail, seen, "to") && !cad_conf_seen(&channel_tail, seen, "routes"))
     cad_conf_errf(r, key, "missing 'to' or 'routes' %s (where accepted messages go)", r->where);
 }
@@ -202,7 +212,7 @@ static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key
  * around the listeners' so that "expected one of" lists them in the order
  * the documentation does. */
 static const conf_key_t channel_head_keys[] = {
-    CUSTOM_KEY("listen", set_listen, K_REQUIRED,
+    CUSTOM_KEY("listen", set_listen, 0,
                "the addresses to accept MLLP connections on, like 127.0.0.1:2575"),
     {"ack", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
 };

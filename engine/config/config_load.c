@@ -403,9 +403,14 @@ static void build(loader_t *L) {
     snprintf(where, sizeof where, "in channel '%s'", ch->name);
     int before = L->nerr + L->dropped;
     cad__conf_apply_channel(L, ch, &L->chans[i], where);
-    if (cad_yaml_is_null(L->chans[i].val)) /* "lab:" alone: the section check did not run */
+    if (cad_yaml_is_null(L->chans[i].val)) { /* "lab:" alone: the section check did not run */
+      cad__conf_err_at(L, L->chans[i].key,
+                       "missing 'listen' %s (the addresses to accept MLLP connections on, like "
+                       "127.0.0.1:2575)",
+                       where);
       cad__conf_err_at(L, L->chans[i].key,
                        "missing 'to' or 'routes' %s (where accepted messages go)", where);
+    }
     /* A channel with only `to:` becomes one route; its `to:` problems were
      * reported above, so the routes' own report would repeat them. */
     const cad_yaml_node_t *cv = L->chans[i].val;
