@@ -8,7 +8,7 @@
 # SECONDS, and write any crash artifact to tests/fuzz/findings/<name>/.
 # Prints one line per target; exits non-zero if any target failed.
 # Environment: CAD_CORPUS (shared corpus, default ../shared/corpus),
-# FUZZ_JOBS is not used: one process per target, one target at a time.
+# FUZZ_JOBS (targets run at once, default 2: one per core here).
 set -uo pipefail
 
 if [ $# -lt 2 ]; then
@@ -34,16 +34,16 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 work=$(mktemp -d "${TMPDIR:-/tmp}/cad-fuzz.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-status=0
-found=0
-for exe in "$fuzzdir"/fuzz_*; do
-  [ -f "$exe" ] && [ -x "$exe" ] || continue
-  name=${exe##*/fuzz_}
-  corpus=$work/$name
+njobs=${FUZZ_JOBS:-2}
+
+# One target: its result line in $work/<name>.result, its status in .rc.
+run_one() {
+  local exe=$1 name=${1##*/fuzz_}
+  local corpus=$work/$name seeds before after log rc runs cov
+  local args=()
   mkdir -p "$corpus" "$findings/$name"
   seeds=$here/corpus/$name
   [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/ 2>/dev/null
-  args=()
   case $name in
     hl7*|stream*)
       if [ -d "$shared" ]; then
@@ -67,14 +67,30 @@ for exe in "$fuzzdir"/fuzz_*; do
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
   cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
   if [ $rc -ne 0 ] || [ "$after" -gt "$before" ]; then
-    status=1
-    found=$((found + after - before))
-    echo "fuzz_$name: FAILED (exit $rc, ${runs:-?} runs, $((after - before)) new artifacts in tests/fuzz/findings/$name/)"
-    grep -m1 -E 'ERROR: |fuzz_[a-z0-9]*: |SUMMARY' "$log" | sed 's/^/    /'
+    echo 1 >"$work/$name.rc"
+    {
+      echo "fuzz_$name: FAILED (exit $rc, ${runs:-?} runs, $((after - before)) new artifacts in tests/fuzz/findings/$name/)"
+      grep -m1 -E 'ERROR: |fuzz_[a-z0-9]*: |SUMMARY' "$log" | sed 's/^/    /'
+    } >"$work/$name.result"
   else
-    echo "fuzz_$name: ok (${secs}s, ${runs:-?} runs, cov ${cov:-?})"
+    echo 0 >"$work/$name.rc"
+    echo "fuzz_$name: ok (${secs}s, ${runs:-?} runs, cov ${cov:-?})" >"$work/$name.result"
   fi
   rmdir "$findings/$name" 2>/dev/null
+}
+
+names=()
+for exe in "$fuzzdir"/fuzz_*; do
+  [ -f "$exe" ] && [ -x "$exe" ] || continue
+  names+=("${exe##*/fuzz_}")
+  while [ "$(jobs -rp | wc -l)" -ge "$njobs" ]; do wait -n; done
+  run_one "$exe" &
+done
+wait
+status=0
+for name in "${names[@]}"; do
+  cat "$work/$name.result" 2>/dev/null || echo "fuzz_$name: FAILED (no result)"
+  [ "$(cat "$work/$name.rc" 2>/dev/null)" = 0 ] || status=1
 done
 rmdir "$findings" 2>/dev/null
 exit $status
