@@ -131,6 +131,10 @@ typedef struct cad_conf_dest {
   cad_on_failure_t on_failure; /* default CAD_ON_FAILURE_BLOCK */
   uint64_t max_backlog;        /* messages waiting; 0 = no limit (default) */
   cad_conf_pos_t pos;
+  /* lanes (every type, docs/lanes.md): N FIFOs delivered in parallel, a
+   * message's lane chosen by order_by (engine/runtime/lanes.h) */
+  uint32_t lanes;  /* 1..64, default 1 */
+  char *order_by;  /* owned; NULL = none (required when lanes > 1) */
 } cad_conf_dest_t;
 
 typedef struct cad_conf_channel {

@@ -18,6 +18,7 @@
 #include "cad_mem.h"
 #include "file_conf.h"
 #include "hl7.h"
+#include "lanes.h"
 #include "mllp_conf.h"
 
 /* ---- destinations ---------------------------------------------------- */
@@ -66,8 +67,36 @@ static const conf_key_t retry_keys[] = {
 static const conf_section_t retry_section = {"retry", retry_keys,
                                              sizeof retry_keys / sizeof retry_keys[0], NULL};
 
+/* order_by: one HL7 path or a template of several, checked here
+ * (engine/runtime/lanes.h compiles it again when the destination opens). */
+static void set_order_by(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                         const cad_yaml_node_t *v, void *obj) {
+  char *s = cad__conf_scalar(L, k, key, v, "an HL7 path like PID-3.1 or a template like \"${PID-3.1}^${PID-3.4}\"");
+  if (!s) return;
+  cad_lanekey_t *lk = NULL;
+  char err[160] = "";
+  size_t at = 0;
+  int rc = cad_lanekey_compile(s, &lk, err, sizeof err, &at);
+  cad_lanekey_free(lk);
+  if (rc == CAD_E_NOMEM) L->nomem = true;
+  if (rc) {
+    if (rc != CAD_E_NOMEM)
+      cad__conf_err_at(L, v, "order_by: %s (at byte %zu); expected an HL7 path like PID-3.1 or a "
+                       "template like \"${PID-3.1}^${PID-3.4}\"", err, at);
+    free(s);
+    return;
+  }
+  cad_conf_dest_t *d = obj;
+  free(d->order_by);
+  d->order_by = s;
+}
+
 /* Keys every destination has, whatever its kind (the engine's delivery). */
 static const conf_key_t delivery_keys[] = {
+    {"lanes", CAD_CONF_U32, offsetof(cad_conf_dest_t, lanes), 0, "1", 1, CAD_LANES_MAX, NULL,
+     "FIFOs delivered in parallel, a message's lane chosen by order_by"},
+    CUSTOM_KEY("order_by", set_order_by, 0,
+               "the key whose messages stay in order (an HL7 path or a template)"),
     {"retry", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &retry_section,
      "retries with exponential backoff"},
     {"on_failure", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, on_failure), 0, "block", 0, 0,
@@ -77,6 +106,22 @@ static const conf_key_t delivery_keys[] = {
 };
 static const conf_section_t delivery_section = {"destination", delivery_keys,
                                                 CAD_CONF_NKEYS(delivery_keys), NULL};
+
+/* lanes and order_by go together; one append file has no lanes. */
+static void check_lanes(loader_t *L, const cad_conf_dest_t *d, const named_t *e) {
+  if (d->lanes <= 1) return;
+  const cad_yaml_node_t *at = cad_yaml_get(e->val, "lanes");
+  if (!d->order_by)
+    cad__conf_err_at(L, at ? at : e->key,
+                     "in destination '%s': lanes: %u needs order_by (the key whose messages stay "
+                     "in order, like PID-3.1); without it the destination is one FIFO",
+                     d->name, d->lanes);
+  else if (d->type == CAD_DEST_FILE && d->file.append_path)
+    cad__conf_err_at(L, at ? at : e->key,
+                     "in destination '%s': lanes need one file per message ('dir'); an 'append' "
+                     "file is written by one writer",
+                     d->name);
+}
 
 /* A destination's block: `type` first (it chooses the kind), then the
  * kind's keys and the delivery keys, checked as one mapping. */
@@ -105,4 +150,5 @@ void cad__conf_apply_dest(loader_t *L, cad_conf_dest_t *d, const named_t *e) {
                            {&delivery_section, d}};
     cad__conf_apply_parts(L, parts, 3, e->key, map, where);
   }
+  check_lanes(L, d, e);
 }

@@ -550,6 +550,7 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->mllp.tls.ca_file);
   FREE_OWNED(d->mllp.tls.cert_file);
   FREE_OWNED(d->mllp.tls.key_file);
+  free(d->order_by);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {

@@ -123,6 +123,10 @@ typedef struct cad_pipe {
   uint64_t ctl_prefix, ctl_counter;
   uint64_t last_id;       /* the last archive id given (cad_archive_next_id) */
   cad_archive_t *archive; /* owned (cad_pipe_archive_open), NULL = none */
+  /* Destinations with lanes (lanes.h): the queue id of the lane that output
+   * p/len for destination `index` of `owner` goes to; called with io.ud
+   * instead of io.dest_qid when set (after cad_pipe_init). */
+  uint16_t (*lane_qid)(void *ud, void *owner, size_t index, const char *p, size_t len);
 } cad_pipe_t;
 
 /* One channel as the pipeline sees it (the caller's; fields set by

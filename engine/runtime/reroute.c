@@ -17,7 +17,16 @@ struct cad_reroute {
   cad_deliver_done_cb done; /* of the message in flight */
   void *done_ctx;
   char reason[200];
+  uint16_t (*lane_fn)(void *ud, size_t i, const char *p, size_t len); /* NULL = qids */
+  void *lane_ud;
 };
+
+void cad_reroute_set_lanes(cad_reroute_t *r,
+                           uint16_t (*fn)(void *ud, size_t i, const char *p, size_t len),
+                           void *ud) {
+  r->lane_fn = fn;
+  r->lane_ud = ud;
+}
 
 int cad_reroute_new(cad_queue_t *q, const cad_routes_t *routes, const cad_hl7_limits_t *limits,
                     const uint16_t *dest_qids, size_t ndests, cad_reroute_t **out) {
@@ -92,7 +101,10 @@ static int route(cad_reroute_t *r, const char *p, size_t len, cad_deliver_outcom
       snprintf(r->reason, sizeof r->reason, "routes name an unknown destination");
       return 1;
     }
-    items[i] = (cad_queue_item_t){r->qids[di], res.outs[i].bytes.p, res.outs[i].bytes.len};
+    uint16_t qid = r->lane_fn
+                       ? r->lane_fn(r->lane_ud, di, res.outs[i].bytes.p, res.outs[i].bytes.len)
+                       : r->qids[di];
+    items[i] = (cad_queue_item_t){qid, res.outs[i].bytes.p, res.outs[i].bytes.len};
   }
   rc = cad_queue_append(r->q, items, res.nouts, appended, r);
   if (rc < 0) {

@@ -35,6 +35,12 @@ typedef struct cad_reroute cad_reroute_t;
 int cad_reroute_new(cad_queue_t *q, const cad_routes_t *routes, const cad_hl7_limits_t *limits,
                     const uint16_t *dest_qids, size_t ndests, cad_reroute_t **out);
 void cad_reroute_free(cad_reroute_t *r);
+/* Destinations with lanes (lanes.h): fn(ud, i, p, len) gives the queue id
+ * of the lane that output p/len for destination index i goes to (used
+ * instead of dest_qids).  ud is borrowed, as the queue ids are. */
+void cad_reroute_set_lanes(cad_reroute_t *r,
+                           uint16_t (*fn)(void *ud, size_t i, const char *p, size_t len),
+                           void *ud);
 
 /* The driver (cad_dest_driver_t.deliver with impl = the rerouter; window 1). */
 int cad_reroute_deliver(void *impl, const char *p, size_t len, uint64_t seq,

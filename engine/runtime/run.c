@@ -50,6 +50,7 @@
 #include "config.h"
 #include "delivery.h"
 #include "dest_kind.h"
+#include "lanes.h"
 #include "hl7.h"
 #include "lock.h"
 #include "log.h"
@@ -86,6 +87,15 @@ typedef struct dest {
   cad_reroute_t *rr;
   cad_conf_dest_t rr_cd; /* its settings (name in rr_name) */
   char rr_name[80];
+  /* Lanes (lanes.h): lane 0 is this dest_t; lanes 1.. are lane_dests[0..],
+   * each with its own queue id, kind instance (cad_dest_open once per
+   * lane) and worker.  nrun may pass the configured lanes while an old
+   * configuration's extra lanes drain (new messages only go to lanes below
+   * cd->lanes). */
+  struct dest *lane_dests; /* owned, nrun - 1 entries */
+  unsigned nrun;           /* lanes with a worker, >= 1 */
+  cad_lanekey_t *key;      /* order_by, owned (lane 0 only), NULL = one lane */
+  cad_arena_t key_arena;   /* parse for the key (lane 0 only) */
 } dest_t;
 
 struct rt {
@@ -136,14 +146,23 @@ static engine_t E;
 
 static void start_workers(rt_t *rt);
 
+static void dest_free(dest_t *d) {
+  cad_reroute_free(d->rr);
+  cad_dest_close(d->dest);
+  if (d->lane_dests)
+    for (unsigned k = 0; k + 1 < d->nrun; k++) dest_free(&d->lane_dests[k]);
+  free(d->lane_dests);
+  cad_lanekey_free(d->key);
+  cad_arena_free(&d->key_arena);
+}
+
+/* Lane k of destination d (0 = d itself). */
+static dest_t *lane_of(dest_t *d, unsigned k) { return k == 0 ? d : &d->lane_dests[k - 1]; }
+
 static void rt_release(rt_t *rt) {
   if (!rt || --rt->refs > 0) return;
   if (rt->dests)
-    for (size_t i = 0; i < rt->ndests; i++) {
-      dest_t *d = &rt->dests[i];
-      cad_reroute_free(d->rr);
-      cad_dest_close(d->dest);
-    }
+    for (size_t i = 0; i < rt->ndests; i++) dest_free(&rt->dests[i]);
   free(rt->dests);
   if (rt->chans)
     for (size_t i = 0; i < rt->cfg->nchannels; i++) cad_tls_ctx_unref(rt->chans[i].tls);
@@ -163,13 +182,12 @@ static cad_mllp_listener_opts_t listener_opts(const cad_conf_channel_t *cc,
 
 /* ---- destinations: drivers and delivery workers --------------------------- */
 
-/* Open destination i of rt: its queue id and its driver (nothing runs yet). */
-static int dest_open(rt_t *rt, size_t i) {
-  const cad_conf_dest_t *cd = &rt->cfg->dests[i];
-  dest_t *d = &rt->dests[i];
+/* Open one lane of a destination: queue `qname` and its own kind instance. */
+static int dest_open_lane(rt_t *rt, dest_t *d, const cad_conf_dest_t *cd, const char *qname) {
   d->rt = rt;
   d->cd = cd;
-  int qid = cad_queue_dest(E.q, cd->name);
+  d->nrun = 1;
+  int qid = cad_queue_dest(E.q, qname);
   char err[256] = "";
   int rc = qid;
   if (qid >= 0) {
@@ -183,9 +201,60 @@ static int dest_open(rt_t *rt, size_t i) {
   if (rc < 0) {
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     c.error = cad_err_name(rc);
-    CAD_LOG(CAD_LOG_ERROR, "dest.open_failed", &c, "destination %s: %s", cd->name, err);
+    CAD_LOG(CAD_LOG_ERROR, "dest.open_failed", &c, "destination %s: %s", qname, err);
   }
   return rc < 0 ? rc : 0;
+}
+
+/* Lanes a destination runs: its configured ones, and beyond them any lane
+ * an earlier configuration left with messages to deliver (drained, given
+ * no new ones). */
+static unsigned lanes_to_run(const cad_conf_dest_t *cd) {
+  unsigned n = cd->lanes > 1 ? cd->lanes : 1;
+  for (uint16_t id = 0; id < CAD_JOURNAL_MAX_DESTS; id++) {
+    const cad_jdest_t *jd = cad_queue_dest_info(E.q, id);
+    if (!jd) continue;
+    int k = cad_lanes_of(jd->name, cd->name);
+    if (k >= (int)n && jd->last_seq > jd->done_seq) n = (unsigned)k + 1;
+  }
+  return n;
+}
+
+/* Open destination i of rt: its queue ids and kind instances, one per lane
+ * (nothing runs yet). */
+static int dest_open(rt_t *rt, size_t i) {
+  const cad_conf_dest_t *cd = &rt->cfg->dests[i];
+  dest_t *d = &rt->dests[i];
+  int rc = dest_open_lane(rt, d, cd, cd->name);
+  if (rc < 0) return rc;
+  unsigned n = lanes_to_run(cd);
+  if (cd->lanes > 1 && cd->order_by) {
+    char err[160];
+    rc = cad_lanekey_compile(cd->order_by, &d->key, err, sizeof err, NULL);
+    if (rc < 0) return rc; /* checked at load: only out of memory */
+    cad_arena_init(&d->key_arena, 16384, 0);
+  }
+  if (n > 1) {
+    d->lane_dests = calloc(n - 1, sizeof *d->lane_dests);
+    if (!d->lane_dests) return CAD_E_NOMEM;
+    for (unsigned k = 1; k < n; k++) {
+      char qname[CAD_CONF_NAME_MAX + 8];
+      cad_lanes_qname(qname, sizeof qname, cd->name, k);
+      d->nrun = k + 1; /* what dest_free frees */
+      rc = dest_open_lane(rt, &d->lane_dests[k - 1], cd, qname);
+      if (rc < 0) return rc;
+    }
+  }
+  return 0;
+}
+
+/* The queue id a message for destination index `di` of runtime rt goes to:
+ * its lane's (lanes.h), computed from the bytes the destination will get. */
+static uint16_t lane_qid(rt_t *rt, size_t di, const char *p, size_t len) {
+  dest_t *d = &rt->dests[di];
+  if (!d->key) return d->qid;
+  cad_arena_reset(&d->key_arena);
+  return lane_of(d, cad_lanekey_lane(d->key, p, len, d->cd->lanes, &d->key_arena))->qid;
 }
 
 static void maybe_finish(void);
@@ -207,23 +276,32 @@ static void worker_stopped(void *arg) {
   maybe_finish();
 }
 
+static void start_worker(rt_t *rt, dest_t *d, unsigned lane);
+
 static void start_workers(rt_t *rt) {
   if (E.stopping) return;
-  for (size_t i = 0; i < rt->ndests; i++) {
-    dest_t *d = &rt->dests[i];
+  for (size_t i = 0; i < rt->ndests; i++)
+    for (unsigned k = 0; k < rt->dests[i].nrun; k++) start_worker(rt, lane_of(&rt->dests[i], k), k);
+}
+
+/* The worker of lane `lane` of a destination (d is that lane's dest_t). */
+static void start_worker(rt_t *rt, dest_t *d, unsigned lane) {
+  {
     const cad_conf_dest_t *cd = d->cd;
+    char qname[CAD_CONF_NAME_MAX + 8];
+    cad_lanes_qname(qname, sizeof qname, cd->name, lane);
     cad_dest_driver_t drv =
         d->rr ? (cad_dest_driver_t){cad_reroute_deliver, d->rr, 1} : cad_dest_driver(d->dest);
     cad_delivery_opts_t o = {cd->retry_initial_ms, cd->retry_max_ms, cd->retry_attempts,
                              cd->on_failure == CAD_ON_FAILURE_DEAD_LETTER,
                              &E.dest_counters[d->qid]};
-    int rc = cad_delivery_start(E.loop, E.q, d->qid, cd->name, &drv, &o, &d->w);
+    int rc = cad_delivery_start(E.loop, E.q, d->qid, qname, &drv, &o, &d->w);
     if (rc < 0) {
       cad_log_ctx_t c = CAD_LOG_CTX_INIT;
       c.error = cad_err_name(rc);
-      CAD_LOG(CAD_LOG_ERROR, "dest.start_failed", &c, "destination %s: %s", cd->name,
+      CAD_LOG(CAD_LOG_ERROR, "dest.start_failed", &c, "destination %s: %s", qname,
               cad_strerror(rc));
-      continue;
+      return;
     }
     cad_delivery_set_archive(d->w, E.pipe.archive);
     rt->refs++;
@@ -235,7 +313,10 @@ static void start_workers(rt_t *rt) {
 
 static void stop_workers(rt_t *rt) {
   for (size_t i = 0; i < rt->ndests; i++)
-    if (rt->dests[i].w) cad_delivery_stop(rt->dests[i].w, worker_stopped, &rt->dests[i]);
+    for (unsigned k = 0; k < rt->dests[i].nrun; k++) {
+      dest_t *d = lane_of(&rt->dests[i], k);
+      if (d->w) cad_delivery_stop(d->w, worker_stopped, d);
+    }
 }
 
 static void on_commit(void *ud, uint16_t qid) {
@@ -266,6 +347,10 @@ static void listener_tls(cad_mllp_listener_opts_t *o, const chan_t *ch) {
   o->tls = ch->tls; /* allow is the channel's already (the listener copies it) */
 }
 
+static uint16_t reroute_lane(void *ud, size_t i, const char *p, size_t len) {
+  return lane_qid(ud, i, p, len);
+}
+
 /* The channel's dead letters' queue destination, registered at start, with
  * the worker that routes requeued ones again (reroute.h): on_failure
  * dead_letter, so a message that still fails goes back to the dead letters. */
@@ -278,6 +363,7 @@ static int rerouter_open(rt_t *rt, chan_t *ch, dest_t *d) {
   d->rr_cd.retry_max_ms = 60000;
   d->rr_cd.retry_attempts = 10;
   d->rr_cd.on_failure = CAD_ON_FAILURE_DEAD_LETTER;
+  d->nrun = 1;
   int qid = cad_queue_dest(E.q, d->rr_name);
   if (qid < 0) return qid;
   d->qid = (uint16_t)qid;
@@ -288,6 +374,7 @@ static int rerouter_open(rt_t *rt, chan_t *ch, dest_t *d) {
   for (size_t i = 0; i < n; i++) qids[i] = rt->dests[i].qid;
   int rc = cad_reroute_new(E.q, ch->cc->routes, &ch->pc.limits, qids, n, &d->rr);
   free(qids);
+  if (rc == 0) cad_reroute_set_lanes(d->rr, reroute_lane, rt);
   return rc;
 }
 
@@ -379,6 +466,11 @@ static void io_hold(void *ud, void *owner, int delta) {
   (void)ud;
   if (delta > 0) ((rt_t *)owner)->refs++;
   else rt_release(owner);
+}
+
+static uint16_t io_lane_qid(void *ud, void *owner, size_t index, const char *p, size_t len) {
+  (void)ud;
+  return lane_qid(owner, index, p, len);
 }
 
 static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_dest, io_dest_qid,
@@ -899,6 +991,7 @@ int cad_cli_run(int argc, char **argv) {
   E.config_path = path;
   E.admin_view = (cad_admin_view_t){&E.q, E.dest_counters, &E.stopping, &E.pipe.archive};
   cad_pipe_init(&E.pipe, &engine_io);
+  E.pipe.lane_qid = io_lane_qid;
   uv_loop_t loop;
   uv_loop_init(&loop);
   E.loop = &loop;

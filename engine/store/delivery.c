@@ -71,6 +71,8 @@ struct cad_delivery {
   cad_delivery_stats_t own_stats, *ctr; /* ctr: opts.counters or own_stats */
   uint64_t rng;
   cad_archive_t *archive; /* borrowed, NULL = none */
+  unsigned lane;                     /* of its destination (cad_delivery_set_lane) */
+  cad_deliver_lane_fn deliver_lane;  /* NULL = drv.deliver */
   void (*stop_done)(void *);
   void *stop_arg;
 };
@@ -381,8 +383,10 @@ static void submit_more(cad_delivery_t *w) {
     }
     w->ctr->attempts++;
     w->ctr->in_flight_seq = rec->seq;
-    int rc =
-        w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len, rec->seq, on_delivered, w);
+    int rc = w->deliver_lane ? w->deliver_lane(w->drv.impl, w->lane, rec->payload.data,
+                                               rec->payload.len, rec->seq, on_delivered, w)
+                                 : w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len,
+                                                  rec->seq, on_delivered, w);
     if (rc) {
       /* Not handed over: no completion will come for it.  The ones before
        * it still complete, in order; then the failure is handled. */
@@ -501,6 +505,16 @@ int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int 
 }
 
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out) { *out = *w->ctr; }
+
+int cad_delivery_set_lane(cad_delivery_t *w, unsigned lane, unsigned lanes,
+                          cad_deliver_lane_fn deliver_lane) {
+  if (lane >= (lanes ? lanes : 1)) return CAD_E_INVAL;
+  w->lane = lane;
+  w->deliver_lane = deliver_lane;
+  return 0;
+}
+
+unsigned cad_delivery_lane(const cad_delivery_t *w) { return w->lane; }
 
 void cad_delivery_set_archive(cad_delivery_t *w, cad_archive_t *a) {
   w->archive = a;

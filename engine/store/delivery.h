@@ -29,8 +29,36 @@
  *                 block        keep retrying at the max interval, logging an
  *                              alert; nothing behind it moves.
  *
- * Memory: the worker owns its reader, timer and the one message in flight;
- * nothing else is held in memory whatever the backlog.  Loop thread only.
+ * Lanes (`lanes: N`, `order_by:`; docs/lanes.md, engine/runtime/lanes.h):
+ * a destination with N lanes has N queue FIFOs (lane 0 its own name, lane k
+ * "NAME#k") and one worker per lane, each as above: in order within its
+ * lane, lanes independent of each other.  So a message in retry holds only
+ * its own lane, and `on_failure: block` blocks only the lane of the message
+ * that exhausted its attempts (the other lanes go on; `blocked` is counted
+ * per lane).  Dead letters and requeue work per lane (the dead letters of
+ * lane k are those of queue "NAME#k"; a requeue puts them back in that
+ * lane).  Fairness: lanes do not share a send window or a connection, and
+ * every lane's batch reads are queued first come first served on the
+ * thread pool, so a hot key only delays the keys that hash to its lane,
+ * and within a lane messages go in arrival order (no key starves).
+ *
+ * The driver contract with lanes, two ways:
+ *   - a kind whose one instance can serve several independent channels
+ *     gives a cad_deliver_lane_fn and how many lanes it serves: every
+ *     worker of the destination gets the same impl, and each call carries
+ *     the worker's lane (0..lanes-1, cad_delivery_set_lane).  Calls of
+ *     one lane obey `window` and complete in order; calls of different
+ *     lanes are independent and may complete in any order;
+ *   - a kind that does not is opened once per
+ *     lane by the runtime, through the kind's ordinary open function: each
+ *     instance only ever sees one lane's calls, as with no lanes at all.
+ * MLLP and file destinations use the second way (one sender, one
+ * connection, per lane).
+ *
+ * Memory: the worker owns its reader, timer and the messages of one read
+ * batch (at most CAD_QUEUE_READ_BATCH records, about CAD_QUEUE_READ_BYTES);
+ * nothing else is held in memory whatever the backlog.  With lanes: N
+ * times that.  Loop thread only.
  */
 #ifndef CAD_DELIVERY_H
 #define CAD_DELIVERY_H
@@ -68,6 +96,14 @@ typedef struct cad_dest_driver {
   unsigned window;
 } cad_dest_driver_t;
 
+/* A driver whose one impl serves several lanes (see the top of this file):
+ * `lanes` is how many it serves; deliver_lane is called instead of
+ * cad_dest_driver_t.deliver, with the worker's lane.  (Kept out of
+ * cad_dest_driver_t so that drivers written before lanes, initialised by
+ * position, stay as they are.) */
+typedef int (*cad_deliver_lane_fn)(void *impl, unsigned lane, const char *p, size_t len,
+                                   uint64_t seq, cad_deliver_done_cb done, void *ctx);
+
 typedef struct cad_delivery_stats {
   uint64_t delivered, attempts, retries, dead; /* messages, not batches */
   uint64_t blocked;                            /* 1 while blocked on a message past max_attempts */
@@ -98,6 +134,14 @@ void cad_delivery_notify(cad_delivery_t *w);
  * A message delivered already gets cb(ud, 0) inside this call. */
 int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int status), void *ud);
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out);
+/* Make this worker lane `lane` of a driver that serves `lanes` lanes with
+ * one impl: its messages go to deliver_lane(impl, lane, ...).  Call right
+ * after start.  Returns 0, or CAD_E_INVAL when lane >= lanes (nothing
+ * changes). */
+int cad_delivery_set_lane(cad_delivery_t *w, unsigned lane, unsigned lanes,
+                          cad_deliver_lane_fn deliver_lane);
+/* This worker's lane (0 without lanes) and queue id. */
+unsigned cad_delivery_lane(const cad_delivery_t *w);
 /* Record every attempt and dead letter in `a` (archive.h; borrowed, must
  * outlive the worker; NULL = stop recording).  Call right after start. */
 void cad_delivery_set_archive(cad_delivery_t *w, cad_archive_t *a);

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Lanes: per-key order over many messages, a hostile receiver, and a crash.
+
+Clients send CAD_LANES_MSGS messages (default 100,000; fewer under ASan) with
+random patient ids (PID-3.1, 400 keys) to an engine whose MLLP destination has
+`lanes: 8` and `order_by: PID-3.1`.  Each key is sent by one client connection,
+one message after the other, so the order of a key's messages in the queue is
+the order they were numbered in.  The receiver, written here, answers with
+random delays, AE (the engine retries) and dropped connections (no answer).
+Midway the engine is killed with SIGKILL and started again on the same
+data_dir; clients resend a message whose ACK they did not get.
+
+Checks: every message the engine ACKed reaches the receiver (AA); per key, no
+message is first accepted before an earlier message of that key (no overtaking,
+through the crash too); the engine really delivered on several connections at
+once; duplicates (at-least-once: resends after AE timeouts, drops and the
+crash) are counted and reported.
+
+Usage: test_lanes.py CADUCEUS   (bounded: about 30-90 s)
+"""
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import Checks, Engine, free_port  # noqa: E402
+
+BIN = sys.argv[1]
+TOTAL = int(os.environ.get("CAD_LANES_MSGS", "100000"))
+KEYS = 400
+CONNS = 8
+LANES = 8
+SB, EB = b"\x0b", b"\x1c\x0d"
+
+
+def msg(key, n):
+    return ("MSH|^~\\&|LANES|TEST|EHR|TEST|20261205120000||ADT^A08^ADT_A01|K%d-%d|P|2.5\r"
+            "EVN|A08|20261205120000\rPID|1||%d^^^TEST^MR||LANE^TEST\r" % (key, n, key)).encode()
+
+
+def read_frame(sock, buf):
+    while True:
+        i = buf.find(EB)
+        if i >= 0:
+            j = buf.find(SB)
+            frame = bytes(buf[j + 1:i]) if 0 <= j < i else bytes(buf[:i])
+            del buf[:i + 2]
+            return frame
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed")
+        buf.extend(chunk)
+
+
+class Receiver:
+    """An MLLP receiver with random delays, AE answers and dropped connections."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.accepted = []     # (key, n) in the order AA was sent
+        self.ae = self.drops = self.delayed = 0
+        self.active = self.max_active = 0
+        self.conns = 0
+        self.stop = False
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(64)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        self.srv.settimeout(0.2)
+        while not self.stop:
+            try:
+                c, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.conns += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        rng = random.Random()
+        buf = bytearray()
+        c.settimeout(30)
+        try:
+            while not self.stop:
+                m = read_frame(c, buf)
+                segs = m.split(b"\r")
+                ctl = segs[0].split(b"|")[9]
+                key, n = (int(x) for x in ctl[1:].split(b"-"))
+                with self.lock:
+                    self.active += 1
+                    self.max_active = max(self.max_active, self.active)
+                r = rng.random()
+                if r < 0.03:
+                    with self.lock:
+                        self.delayed += 1
+                    time.sleep(rng.uniform(0.001, 0.02))
+                elif r < 0.3:
+                    time.sleep(0.0003)  # a little work, so that lanes overlap
+                with self.lock:
+                    self.active -= 1
+                r = rng.random()
+                if r < 0.002:
+                    with self.lock:
+                        self.drops += 1
+                    c.close()          # no answer: the engine retries on a new connection
+                    return
+                code = b"AE" if r < 0.012 else b"AA"
+                ack = (b"MSH|^~\\&|EHR|TEST|LANES|TEST|20261205120000||ACK|A" + ctl +
+                       b"|P|2.5\rMSA|" + code + b"|" + ctl + b"\r")
+                with self.lock:
+                    if code == b"AA":
+                        self.accepted.append((key, n))
+                    else:
+                        self.ae += 1
+                c.sendall(SB + ack + EB)
+        except (OSError, ConnectionError, ValueError, IndexError):
+            pass
+        finally:
+            c.close()
+
+
+class Client(threading.Thread):
+    """Sends its keys' messages one at a time; resends until AA (crash or not)."""
+
+    def __init__(self, cid, port, plan, stop):
+        super().__init__(daemon=True)
+        self.cid, self.port, self.plan, self.stop = cid, port, plan, stop
+        self.acked = set()
+        self.sent = 0
+
+    def run(self):
+        sock, buf = None, bytearray()
+        for key, n in self.plan:
+            while not self.stop.is_set():
+                try:
+                    if sock is None:
+                        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                        buf = bytearray()
+                    sock.sendall(SB + msg(key, n) + EB)
+                    a = read_frame(sock, buf)
+                    if b"MSA|AA" in a or b"MSA|CA" in a:
+                        self.acked.add((key, n))
+                        self.sent += 1
+                        break
+                    time.sleep(0.01)  # a refusal (queue full?): send again
+                except (OSError, ConnectionError):
+                    if sock:
+                        sock.close()
+                    sock = None
+                    time.sleep(0.05)
+        if sock:
+            sock.close()
+
+
+def main():
+    ck = Checks()
+    rx = Receiver()
+    port = free_port()
+    rng = random.Random(16)
+    # Numbered per key in sending order; each key belongs to one client.
+    counters = [0] * KEYS
+    plans = [[] for _ in range(CONNS)]
+    for _ in range(TOTAL):
+        k = rng.randrange(KEYS)
+        counters[k] += 1
+        plans[k % CONNS].append((k, counters[k]))
+    with tempfile.TemporaryDirectory() as tmp:
+        dests = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                 "    ack_timeout: 2s\n    lanes: %d\n    order_by: PID-3.1\n"
+                 "    retry: { initial: 10ms, max: 50ms, attempts: 1000 }\n"
+                 "    on_failure: block\n") % (rx.port, LANES)
+        chans = ("  lab:\n    listen: 127.0.0.1:%d\n"
+                 "    to: [ ehr ]\n") % port
+        eng = Engine(BIN, tmp, chans, dests, log_level="warn")
+        eng.start(wait_ports=[port])
+        stop = threading.Event()
+        clients = [Client(i, port, plans[i], stop) for i in range(CONNS)]
+        t0 = time.monotonic()
+        for c in clients:
+            c.start()
+        # SIGKILL once about 40 % is acknowledged, then start again.
+        deadline = time.monotonic() + 240
+        while sum(c.sent for c in clients) < TOTAL * 0.4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        before = len(rx.accepted)
+        eng.proc.send_signal(signal.SIGKILL)
+        eng.proc.wait()
+        eng.logf.close()
+        time.sleep(0.2)
+        eng.start(wait_ports=[port])
+        for c in clients:
+            c.join(max(1, deadline - time.monotonic()))
+        stop.set()
+        sent_all = all(not c.is_alive() for c in clients)
+        acked = set()
+        for c in clients:
+            acked |= c.acked
+        ck("every message was sent and ACKed by the engine", sent_all and len(acked) == TOTAL,
+           "%d of %d" % (len(acked), TOTAL))
+
+        def got_all():
+            with rx.lock:
+                return acked <= set(rx.accepted)
+        while not got_all() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        with rx.lock:
+            accepted = list(rx.accepted)
+        seen = set(accepted)
+        missing = acked - seen
+        ck("nothing lost: every ACKed message reached the receiver", not missing,
+           "%d missing, e.g. %s" % (len(missing), sorted(missing)[:5]))
+        # Per key: first acceptances in increasing number (no overtaking).
+        first = set()
+        last = {}
+        overtakes = []
+        for key, n in accepted:
+            if (key, n) in first:
+                continue
+            first.add((key, n))
+            if last.get(key, 0) > n:
+                overtakes.append((key, last[key], n))
+            last[key] = max(last.get(key, 0), n)
+        ck("per-key order holds through AE, drops and SIGKILL", not overtakes,
+           "%d overtakes, e.g. %s" % (len(overtakes), overtakes[:5]))
+        # Every key's numbers are contiguous from 1 (nothing skipped).
+        gaps = [k for k in range(KEYS) if counters[k] and
+                {n for (kk, n) in first if kk == k} != set(range(1, counters[k] + 1))]
+        ck("every key's messages all arrived", not gaps, "keys with gaps: %s" % gaps[:5])
+        ck("delivered in parallel on several connections", rx.max_active >= 2,
+           "at most %d at once" % rx.max_active)
+        ck("the crash happened mid-run", 0 < before < TOTAL, "%d accepted before" % before)
+        dups = len(accepted) - len(seen)
+        ck("the receiver misbehaved as planned", rx.ae > 0 and rx.drops > 0,
+           "AE %d, drops %d" % (rx.ae, rx.drops))
+        print("lanes: %d messages, %d keys, %d lanes in %.1f s; AE %d, drops %d, delayed %d, "
+              "connections %d, max parallel %d, duplicates %d (at-least-once)" %
+              (TOTAL, KEYS, LANES, took, rx.ae, rx.drops, rx.delayed, rx.conns, rx.max_active,
+               dups))
+        # queue stats shows the lanes.
+        import subprocess
+        eng.stop()
+        out = subprocess.run([BIN, "queue", "stats", os.path.join(tmp, "data")],
+                             capture_output=True, text=True, timeout=30)
+        ck("queue stats lists every lane", all(("ehr#%d" % k) in out.stdout
+                                               for k in range(1, LANES)),
+           out.stdout + out.stderr)
+        if ck.failed:
+            print(eng.log()[-3000:])
+    rx.stop = True
+    return ck.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
