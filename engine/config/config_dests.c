@@ -93,16 +93,16 @@ static void set_order_by(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
 
 /* Keys every destination has, whatever its kind (the engine's delivery). */
 static const conf_key_t delivery_keys[] = {
-    {"lanes", CAD_CONF_U32, offsetof(cad_conf_dest_t, lanes), 0, "1", 1, CAD_LANES_MAX, NULL,
-     "FIFOs delivered in parallel, a message's lane chosen by order_by"},
-    CUSTOM_KEY("order_by", set_order_by, 0,
-               "the key whose messages stay in order (an HL7 path or a template)"),
     {"retry", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &retry_section,
      "retries with exponential backoff"},
     {"on_failure", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, on_failure), 0, "block", 0, 0,
      &on_failure_arg, "block or dead_letter"},
     {"max_backlog", CAD_CONF_U64, offsetof(cad_conf_dest_t, max_backlog), K_ZERO_OK, "0", 1,
      (uint64_t)1 << 40, NULL, "messages allowed to wait (0 = no limit)"},
+    {"lanes", CAD_CONF_U32, offsetof(cad_conf_dest_t, lanes), 0, "1", 1, CAD_LANES_MAX, NULL,
+     "FIFOs delivered in parallel, a message's lane chosen by order_by"},
+    CUSTOM_KEY("order_by", set_order_by, 0,
+               "the key whose messages stay in order (an HL7 path or a template)"),
 };
 static const conf_section_t delivery_section = {"destination", delivery_keys,
                                                 CAD_CONF_NKEYS(delivery_keys), NULL};
