@@ -20,6 +20,7 @@
 #include "cad_io.h"
 #include "cad_json.h"
 #include "cli.h"
+#include "lanes.h"
 #include "hl7.h"
 #include "journal.h"
 #include "lock.h"
@@ -166,13 +167,38 @@ static uint64_t dlq_live(qctx_t *c, const char *name, int (*each)(qctx_t *, int,
   return n;
 }
 
+/* One line per destination with lanes: the sums over its lanes. */
+static void lane_totals(qctx_t *c, const char *only) {
+  for (uint16_t d = 0; d < c->j.ndests; d++) {
+    const cad_jdest_t *base = &c->j.dests[d];
+    if (!base->name || strchr(base->name, '#') || (only && strcmp(only, base->name) != 0))
+      continue;
+    unsigned lanes = 0;
+    uint64_t depth = 0, delivered = 0, dead = 0;
+    for (uint16_t e = 0; e < c->j.ndests; e++) {
+      const cad_jdest_t *jd = &c->j.dests[e];
+      if (!jd->name || cad_lanes_of(jd->name, base->name) < 0) continue;
+      lanes++;
+      depth += jd->last_seq > jd->done_seq ? jd->last_seq - jd->done_seq : 0;
+      delivered += jd->delivered;
+      dead += dlq_live(c, jd->name, NULL);
+    }
+    if (lanes < 2) continue;
+    char label[96];
+    snprintf(label, sizeof label, "%s (%u lanes)", base->name, lanes);
+    printf("%-20s %10llu %12llu %8llu\n", label, (unsigned long long)depth,
+           (unsigned long long)delivered, (unsigned long long)dead);
+  }
+}
+
 static int cmd_stats(qctx_t *c, const char *only) {
   uint64_t now = cad_now_ms();
   printf("%-20s %10s %12s %8s %10s %10s\n", "destination", "depth", "delivered", "dead", "oldest",
          "last_seq");
   for (uint16_t d = 0; d < c->j.ndests; d++) {
     const cad_jdest_t *jd = &c->j.dests[d];
-    if (!jd->name || (only && strcmp(only, jd->name) != 0)) continue;
+    /* `stats DATA ehr` shows ehr's lanes too (ehr#1, ...: lanes.h). */
+    if (!jd->name || (only && cad_lanes_of(jd->name, only) < 0)) continue;
     uint64_t depth = jd->last_seq > jd->done_seq ? jd->last_seq - jd->done_seq : 0;
     char oldest[32] = "-";
     if (depth) {
@@ -196,6 +222,7 @@ static int cmd_stats(qctx_t *c, const char *only) {
            (unsigned long long)jd->delivered, (unsigned long long)dead, oldest,
            (unsigned long long)jd->last_seq);
   }
+  lane_totals(c, only);
   printf("journal: %zu segment(s), %llu bytes", c->j.nsegs,
          (unsigned long long)cad_journal_bytes(&c->j));
   if (c->j.stats.corrupt_records || c->j.stats.torn_bytes)

@@ -256,6 +256,9 @@ def main():
         ck("queue stats lists every lane", all(("ehr#%d" % k) in out.stdout
                                                for k in range(1, LANES)),
            out.stdout + out.stderr)
+        tot = [ln.split() for ln in out.stdout.splitlines() if ln.startswith("ehr (8 lanes)")]
+        ck("queue stats sums the lanes: nothing waits, every message delivered",
+           len(tot) == 1 and tot[0][3] == "0" and int(tot[0][4]) >= TOTAL, out.stdout)
         if ck.failed:
             print(eng.log()[-3000:])
     rx.stop = True
