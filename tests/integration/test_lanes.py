@@ -60,7 +60,7 @@ def read_frame(sock, buf):
 class Receiver:
     """An MLLP receiver with random delays, AE answers and dropped connections."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.lock = threading.Lock()
         self.accepted = []     # (key, n) in the order AA was sent
         self.ae = self.drops = self.delayed = 0
@@ -69,7 +69,7 @@ class Receiver:
         self.stop = False
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
+        self.srv.bind(("127.0.0.1", port))
         self.srv.listen(64)
         self.port = self.srv.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -262,7 +262,37 @@ def main():
         if ck.failed:
             print(eng.log()[-3000:])
     rx.stop = True
+    fewer_lanes(ck)
     return ck.finish()
+
+
+def fewer_lanes(ck):
+    """Messages queued in 8 lanes, the engine restarted with 2: the old lanes drain."""
+    dport = free_port()
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        def conf(lanes):
+            return ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                    "    lanes: %d\n    order_by: PID-3.1\n"
+                    "    retry: { initial: 10ms, max: 50ms, attempts: 1000 }\n") % (dport, lanes)
+        chans = "  lab:\n    listen: 127.0.0.1:%d\n    to: [ ehr ]\n" % port
+        eng = Engine(BIN, tmp, chans, conf(8), log_level="error")
+        eng.start(wait_ports=[port])
+        stop = threading.Event()
+        plan = [(k, 1) for k in range(40)]
+        c = Client(0, port, plan, stop)
+        c.run()
+        eng.stop()
+        eng.write_config(chans, conf(2), log_level="error")
+        rx = Receiver(dport)
+        eng.start(wait_ports=[port])
+        deadline = time.monotonic() + 30
+        while len(set(rx.accepted)) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ck("lanes: 8 -> 2 with messages waiting: the old lanes still drain",
+           set(rx.accepted) >= set(plan), "%d of 40" % len(set(rx.accepted)))
+        eng.stop()
+        rx.stop = True
 
 
 if __name__ == "__main__":
