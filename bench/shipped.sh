@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# shipped.sh - the configurations a user starts with, beside the bare acking
+# sink in the same run (issue 16's aims):
+#   quickstart  examples/quickstart.yaml as shipped (info logs, archive, one
+#               file per message, persisted ACKs), only its ports and
+#               directories moved under WORK_DIR;
+#   relay       MLLP in, durable queue, MLLP out to a second bare sink (-e,
+#               echoing the control id), log_level info, nothing else set;
+#   sink        bench/mllp_sink itself.
+#
+#   bench/shipped.sh [BUILD_DIR] [WORK_DIR]
+#
+# For 1 and 16 connections (window 1): msgs/s and ACK p50/p99, RUNS rounds,
+# the median printed with the ratios to the sink; the disk's fdatasync rate
+# (1 KB append + fdatasync, what one message per sync costs) for the
+# one-connection aim; the ACK p99 of the relay at RATE msgs/s offered.
+# Environment: RUNS (3), N1 (3000), N16 (30000), RATE (5000), PERF (1: also
+# `perf record` the engine during one 16-connection run of each and print
+# its top symbols; needs perf).
+set -euo pipefail
+B=${1:-build}
+W=${2:-$(mktemp -d /tmp/cad-shipped-XXXXXX)}
+RUNS=${RUNS:-3}
+N1=${N1:-3000}
+N16=${N16:-30000}
+RATE=${RATE:-5000}
+PERF=${PERF:-0}
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+LOAD=$B/bench/mllp_load
+SINK=$B/bench/mllp_sink
+CAD=$B/engine/caduceus
+for x in "$LOAD" "$SINK" "$CAD"; do [ -x "$x" ] || { echo "missing $x (build first)" >&2; exit 2; }; done
+mkdir -p "$W"
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+field() { sed -n "s/.*[ ]*$1=\([0-9.]*\).*/\1/p" <<<"$2" | head -1; }
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+PS=$(port); "$SINK" -p "$PS" & pids+=($!); wait_port "$PS"
+PE=$(port); "$SINK" -p "$PE" -e & pids+=($!); wait_port "$PE"
+
+start_quickstart() { # DIR PORT -> sets eng_pid
+  local d=$1 p=$2
+  rm -rf "$d"; mkdir -p "$d"
+  sed -e "s#data_dir: ../var/data#data_dir: $d/data#" -e "s#dir: ../var/out#dir: $d/out#" \
+      -e "s#127.0.0.1:2575#127.0.0.1:$p#" -e "s#127.0.0.1:8765#127.0.0.1:$(port)#" \
+      "$SRC/examples/quickstart.yaml" > "$d/engine.yaml"
+  "$CAD" run "$d/engine.yaml" 2>"$d/engine.log" >/dev/null & eng_pid=$!
+  pids+=($eng_pid)
+  wait_port "$p"
+}
+start_relay() { # DIR PORT
+  local d=$1 p=$2
+  rm -rf "$d"; mkdir -p "$d"
+  cat > "$d/engine.yaml" <<EOF
+engine:
+  data_dir: $d/data
+destinations:
+  ehr:
+    type: mllp
+    host: 127.0.0.1
+    port: $PE
+channels:
+  relay:
+    listen: "127.0.0.1:$p"
+    to: [ ehr ]
+EOF
+  "$CAD" run "$d/engine.yaml" 2>"$d/engine.log" >/dev/null & eng_pid=$!
+  pids+=($eng_pid)
+  wait_port "$p"
+}
+stop_engine() { kill -TERM "$eng_pid"; wait "$eng_pid" 2>/dev/null || true; rm -rf "$1/data" "$1/out"; }
+
+RES=$W/results.txt; : > "$RES"
+for r in $(seq "$RUNS"); do
+  for c in 1 16; do
+    n=$N1; [ "$c" = 16 ] && n=$N16
+    out=$("$LOAD" -p "$PS" -c "$c" -n "$n"); echo "sink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
+    for what in quickstart relay; do
+      p=$(port); d=$W/$what-$c-$r
+      "start_$what" "$d" "$p"
+      if [ "$PERF" = 1 ] && [ "$c" = 16 ] && [ "$r" = 1 ]; then
+        perf record -g -o "$W/$what.perf" -p "$eng_pid" 2>/dev/null & perf_pid=$!
+        sleep 0.3
+      fi
+      out=$("$LOAD" -p "$p" -c "$c" -n "$n")
+      if [ "$PERF" = 1 ] && [ "$c" = 16 ] && [ "$r" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+      echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
+      stop_engine "$d"
+    done
+  done
+done
+# ACK latency of the relay at a fixed offered load.
+p=$(port); d=$W/relay-rate; start_relay "$d" "$p"
+out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
+echo "relay-rate 16 1 $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
+fsync=$(python3 - "$W/fsync-probe" <<'EOF'
+import os, sys, time
+p = sys.argv[1]
+fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+t0 = time.perf_counter()
+for i in range(500):
+    os.write(fd, b"x" * 1024)
+    os.fdatasync(fd)
+print("%.0f" % (500 / (time.perf_counter() - t0)))
+os.close(fd); os.unlink(p)
+EOF
+)
+python3 - "$RES" "$fsync" "$RATE" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+med = {}
+for what, c, r, rate, p50, p99 in rows:
+    med.setdefault((what, c), []).append((float(rate), float(p50), float(p99)))
+def m(what, c, i):
+    return statistics.median(x[i] for x in med[(what, c)])
+print("%-12s %5s %10s %8s %8s %8s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms", "x sink"))
+for what in ("sink", "quickstart", "relay"):
+    for c in ("1", "16"):
+        print("%-12s %5s %10.0f %8.3f %8.3f %8.2f" % (what, c, m(what, c, 0), m(what, c, 1),
+              m(what, c, 2), m(what, c, 0) / m("sink", c, 0)))
+fs = float(sys.argv[2])
+print("fdatasync rate of the disk: %.0f/s; relay at 1 connection: %.2f x of it (aim >= 0.8)"
+      % (fs, m("relay", "1", 0) / fs))
+print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms)"
+      % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2)))
+print("aims at 16 connections: relay >= 0.5 x sink (%.2f), quickstart >= 0.35 x sink (%.2f)"
+      % (m("relay", "16", 0) / m("sink", "16", 0), m("quickstart", "16", 0) / m("sink", "16", 0)))
+EOF
+if [ "$PERF" = 1 ]; then
+  for what in quickstart relay; do
+    echo "== perf top symbols: $what, 16 connections (self %)"
+    perf report -i "$W/$what.perf" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+  done
+fi
+echo "work dir: $W"
