@@ -12,7 +12,8 @@
 #
 # For 1 and 16 connections (window 1): msgs/s and ACK p50/p99, RUNS rounds,
 # the median printed with the ratios to the sink; the disk's fdatasync rate
-# (1 KB append + fdatasync, what one message per sync costs) for the
+# (1 KB write into a preallocated file + fdatasync, what one message per
+# sync costs) for the
 # one-connection aim; the ACK p99 of the relay at RATE msgs/s offered.
 # Environment: RUNS (3), N1 (3000), N16 (30000), RATE (5000), PERF (1: also
 # `perf record` the engine during one 16-connection run of each and print
@@ -100,6 +101,11 @@ fsync=$(python3 - "$W/fsync-probe" <<'EOF'
 import os, sys, time
 p = sys.argv[1]
 fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+# Zero-filled ahead and synced, as the journal's active segment: each
+# fdatasync then has only data to write, no size or extent change.
+os.write(fd, b"\0" * (1 << 20))
+os.fsync(fd)
+os.lseek(fd, 0, os.SEEK_SET)
 t0 = time.perf_counter()
 for i in range(500):
     os.write(fd, b"x" * 1024)
