@@ -250,7 +250,9 @@ def main():
                dups))
         # queue stats shows the lanes.
         import subprocess
-        eng.stop()
+        rc = eng.stop()
+        ck("the engine stops cleanly (exit 0: no leak or sanitizer report)", rc == 0,
+           "exit %r\n%s" % (rc, eng.log()[-2000:]))
         out = subprocess.run([BIN, "queue", "stats", os.path.join(tmp, "data")],
                              capture_output=True, text=True, timeout=30)
         ck("queue stats lists every lane", all(("ehr#%d" % k) in out.stdout
@@ -291,7 +293,8 @@ def fewer_lanes(ck):
             time.sleep(0.05)
         ck("lanes: 8 -> 2 with messages waiting: the old lanes still drain",
            set(rx.accepted) >= set(plan), "%d of 40" % len(set(rx.accepted)))
-        eng.stop()
+        rc = eng.stop()
+        ck("the engine with drained extra lanes stops cleanly", rc == 0, eng.log()[-2000:])
         rx.stop = True
 
 
