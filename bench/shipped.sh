@@ -17,7 +17,9 @@
 # one-connection aim; the ACK p99 of the relay at RATE msgs/s offered.
 # Environment: RUNS (3), N1 (3000), N16 (30000), RATE (5000), PERF (1: also
 # `perf record` the engine during one 16-connection run of each and print
-# its top symbols; needs perf).
+# its top symbols; needs perf), BASE (another caduceus binary, e.g. a build
+# of main: its quickstart and relay run too, interleaved with these, as
+# quickstart@base and relay@base: before and after in the same run).
 set -euo pipefail
 B=${1:-build}
 W=${2:-$(mktemp -d /tmp/cad-shipped-XXXXXX)}
@@ -48,7 +50,7 @@ start_quickstart() { # DIR PORT -> sets eng_pid
   sed -e "s#data_dir: ../var/data#data_dir: $d/data#" -e "s#dir: ../var/out#dir: $d/out#" \
       -e "s#127.0.0.1:2575#127.0.0.1:$p#" -e "s#127.0.0.1:8765#127.0.0.1:$(port)#" \
       "$SRC/examples/quickstart.yaml" > "$d/engine.yaml"
-  "$CAD" run "$d/engine.yaml" 2>"$d/engine.log" >/dev/null & eng_pid=$!
+  "$ENG" run "$d/engine.yaml" 2>"$d/engine.log" >/dev/null & eng_pid=$!
   pids+=($eng_pid)
   wait_port "$p"
 }
@@ -68,7 +70,7 @@ channels:
     listen: "127.0.0.1:$p"
     to: [ ehr ]
 EOF
-  "$CAD" run "$d/engine.yaml" 2>"$d/engine.log" >/dev/null & eng_pid=$!
+  "$ENG" run "$d/engine.yaml" 2>"$d/engine.log" >/dev/null & eng_pid=$!
   pids+=($eng_pid)
   wait_port "$p"
 }
@@ -79,9 +81,10 @@ for r in $(seq "$RUNS"); do
   for c in 1 16; do
     n=$N1; [ "$c" = 16 ] && n=$N16
     out=$("$LOAD" -p "$PS" -c "$c" -n "$n"); echo "sink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
-    for what in quickstart relay; do
+    for what in quickstart relay ${BASE:+quickstart@base relay@base}; do
       p=$(port); d=$W/$what-$c-$r
-      "start_$what" "$d" "$p"
+      ENG=$CAD; [ "${what#*@}" = base ] && ENG=$BASE
+      "start_${what%@*}" "$d" "$p"
       if [ "$PERF" = 1 ] && [ "$c" = 16 ] && [ "$r" = 1 ]; then
         perf record -g -o "$W/$what.perf" -p "$eng_pid" 2>/dev/null & perf_pid=$!
         sleep 0.3
@@ -94,7 +97,7 @@ for r in $(seq "$RUNS"); do
   done
 done
 # ACK latency of the relay at a fixed offered load.
-p=$(port); d=$W/relay-rate; start_relay "$d" "$p"
+p=$(port); d=$W/relay-rate; ENG=$CAD; start_relay "$d" "$p"
 out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
 echo "relay-rate 16 1 $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
 fsync=$(python3 - "$W/fsync-probe" <<'EOF'
@@ -123,7 +126,9 @@ for what, c, r, rate, p50, p99 in rows:
 def m(what, c, i):
     return statistics.median(x[i] for x in med[(what, c)])
 print("%-12s %5s %10s %8s %8s %8s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms", "x sink"))
-for what in ("sink", "quickstart", "relay"):
+for what in ("sink", "quickstart", "relay", "quickstart@base", "relay@base"):
+    if (what, "1") not in med:
+        continue
     for c in ("1", "16"):
         print("%-12s %5s %10.0f %8.3f %8.3f %8.2f" % (what, c, m(what, c, 0), m(what, c, 1),
               m(what, c, 2), m(what, c, 0) / m("sink", c, 0)))
@@ -138,7 +143,7 @@ EOF
 if [ "$PERF" = 1 ]; then
   for what in quickstart relay; do
     echo "== perf top symbols: $what, 16 connections (self %)"
-    perf report -i "$W/$what.perf" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -25
+    perf report -i "$W/$what.perf" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -25
   done
 fi
 echo "work dir: $W"
