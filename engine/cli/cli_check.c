@@ -133,6 +133,9 @@ static void print_summary(const cad_config_t *c) {
            d->on_failure == CAD_ON_FAILURE_DEAD_LETTER ? "dead letter" : "block and keep retrying");
     if (d->max_backlog) printf("; at most %llu waiting", (unsigned long long)d->max_backlog);
     printf("\n");
+    if (d->lanes > 1 && d->order_by)
+      printf("  lanes       %u in parallel, in order per key %s (docs/lanes.md)\n", d->lanes,
+             d->order_by);
   }
   if (c->admin.enabled)
     printf("\nadmin API     %s://%s%s%s:%d  metrics %s, %zu token%s\n",

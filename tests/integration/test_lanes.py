@@ -279,6 +279,11 @@ def fewer_lanes(ck):
                     "    retry: { initial: 10ms, max: 50ms, attempts: 1000 }\n") % (dport, lanes)
         chans = "  lab:\n    listen: 127.0.0.1:%d\n    to: [ ehr ]\n" % port
         eng = Engine(BIN, tmp, chans, conf(8), log_level="error")
+        import subprocess
+        out = subprocess.run([BIN, "check", eng.conf], capture_output=True, text=True, timeout=30)
+        ck("check shows the lanes and the key",
+           out.returncode == 0 and "8 in parallel, in order per key PID-3.1" in out.stdout,
+           out.stdout + out.stderr)
         eng.start(wait_ports=[port])
         stop = threading.Event()
         plan = [(k, 1) for k in range(40)]
