@@ -63,9 +63,10 @@ int main(int argc, char **argv) {
   }
   qsort(log_ns, 5, sizeof log_ns[0], cmp);
   qsort(wr_ns, 5, sizeof wr_ns[0], cmp);
-  printf("info line (msg.accepted, kv): %.0f ns/line; one write(2) of it alone: %.0f ns/line; "
-         "formatting: %.0f ns (%.2fx the write)\n",
-         log_ns[2], wr_ns[2], log_ns[2] - wr_ns[2], (log_ns[2] - wr_ns[2]) / wr_ns[2]);
+  printf(
+      "info line (msg.accepted, kv): %.0f ns/line; one write(2) of it alone: %.0f ns/line; "
+      "formatting: %.0f ns (%.2fx the write)\n",
+      log_ns[2], wr_ns[2], log_ns[2] - wr_ns[2], (log_ns[2] - wr_ns[2]) / wr_ns[2]);
   close(fd);
   return 0;
 }

@@ -171,8 +171,7 @@ static uint64_t dlq_live(qctx_t *c, const char *name, int (*each)(qctx_t *, int,
 static void lane_totals(qctx_t *c, const char *only) {
   for (uint16_t d = 0; d < c->j.ndests; d++) {
     const cad_jdest_t *base = &c->j.dests[d];
-    if (!base->name || strchr(base->name, '#') || (only && strcmp(only, base->name) != 0))
-      continue;
+    if (!base->name || strchr(base->name, '#') || (only && strcmp(only, base->name) != 0)) continue;
     unsigned lanes = 0;
     uint64_t depth = 0, delivered = 0, dead = 0;
     for (uint16_t e = 0; e < c->j.ndests; e++) {

@@ -71,7 +71,8 @@ static const conf_section_t retry_section = {"retry", retry_keys,
  * (engine/runtime/lanes.h compiles it again when the destination opens). */
 static void set_order_by(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                          const cad_yaml_node_t *v, void *obj) {
-  char *s = cad__conf_scalar(L, k, key, v, "an HL7 path like PID-3.1 or a template like \"${PID-3.1}^${PID-3.4}\"");
+  char *s = cad__conf_scalar(
+      L, k, key, v, "an HL7 path like PID-3.1 or a template like \"${PID-3.1}^${PID-3.4}\"");
   if (!s) return;
   cad_lanekey_t *lk = NULL;
   char err[160] = "";
@@ -81,8 +82,10 @@ static void set_order_by(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
   if (rc == CAD_E_NOMEM) L->nomem = true;
   if (rc) {
     if (rc != CAD_E_NOMEM)
-      cad__conf_err_at(L, v, "order_by: %s (at byte %zu); expected an HL7 path like PID-3.1 or a "
-                       "template like \"${PID-3.1}^${PID-3.4}\"", err, at);
+      cad__conf_err_at(L, v,
+                       "order_by: %s (at byte %zu); expected an HL7 path like PID-3.1 or a "
+                       "template like \"${PID-3.1}^${PID-3.4}\"",
+                       err, at);
     free(s);
     return;
   }

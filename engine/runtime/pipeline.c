@@ -418,8 +418,8 @@ static void enqueue(job_t *j, const cad_route_result_t *res) {
   }
   for (size_t i = 0; i < n; i++) {
     uint16_t qid = p->lane_qid ? p->lane_qid(p->io.ud, j->ch->owner, res->outs[i].dest,
-                                                   res->outs[i].bytes.p, res->outs[i].bytes.len)
-                                  : p->io.dest_qid(p->io.ud, j->ch->owner, res->outs[i].dest);
+                                             res->outs[i].bytes.p, res->outs[i].bytes.len)
+                               : p->io.dest_qid(p->io.ud, j->ch->owner, res->outs[i].dest);
     items[i] = (cad_queue_item_t){qid, res->outs[i].bytes.p, res->outs[i].bytes.len};
     j->items_qid[i] = qid;
   }

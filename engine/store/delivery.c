@@ -70,9 +70,9 @@ struct cad_delivery {
   waiter_t *waiters, *waiters_tail;     /* in seq order */
   cad_delivery_stats_t own_stats, *ctr; /* ctr: opts.counters or own_stats */
   uint64_t rng;
-  cad_archive_t *archive; /* borrowed, NULL = none */
-  unsigned lane;                     /* of its destination (cad_delivery_set_lane) */
-  cad_deliver_lane_fn deliver_lane;  /* NULL = drv.deliver */
+  cad_archive_t *archive;           /* borrowed, NULL = none */
+  unsigned lane;                    /* of its destination (cad_delivery_set_lane) */
+  cad_deliver_lane_fn deliver_lane; /* NULL = drv.deliver */
   void (*stop_done)(void *);
   void *stop_arg;
 };
@@ -385,8 +385,8 @@ static void submit_more(cad_delivery_t *w) {
     w->ctr->in_flight_seq = rec->seq;
     int rc = w->deliver_lane ? w->deliver_lane(w->drv.impl, w->lane, rec->payload.data,
                                                rec->payload.len, rec->seq, on_delivered, w)
-                                 : w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len,
-                                                  rec->seq, on_delivered, w);
+                             : w->drv.deliver(w->drv.impl, rec->payload.data, rec->payload.len,
+                                              rec->seq, on_delivered, w);
     if (rc) {
       /* Not handed over: no completion will come for it.  The ones before
        * it still complete, in order; then the failure is handled. */

@@ -24,9 +24,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
     abort();                                       \
   } while (0)
 
-static const char SAMPLE[] = "MSH|^~\\&|APP|FAC|||20240101||ORU^R01|1|P|2.5\r"
-                             "PID|1||A^^^H^MR~B^^^O^PI||DOE^JOHN||19800101|M\r"
-                             "OBX|1|NM|X||5\r";
+static const char SAMPLE[] =
+    "MSH|^~\\&|APP|FAC|||20240101||ORU^R01|1|P|2.5\r"
+    "PID|1||A^^^H^MR~B^^^O^PI||DOE^JOHN||19800101|M\r"
+    "OBX|1|NM|X||5\r";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *nl = memchr(data, '\n', size);
