@@ -10,6 +10,11 @@ random delays, AE (the engine retries) and dropped connections (no answer).
 Midway the engine is killed with SIGKILL and started again on the same
 data_dir; clients resend a message whose ACK they did not get.
 
+Also: lanes reduced with messages waiting still drain; a key always refused
+goes to its lane's dead letters without holding the other keys, and `queue
+requeue` puts it back in that lane, in order; `check` and `queue stats` show
+the lanes.
+
 Checks: every message the engine ACKed reaches the receiver (AA); per key, no
 message is first accepted before an earlier message of that key (no overtaking,
 through the crash too); the engine really delivered on several connections at
@@ -60,7 +65,9 @@ def read_frame(sock, buf):
 class Receiver:
     """An MLLP receiver with random delays, AE answers and dropped connections."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, calm=False):
+        self.calm = calm       # no random delays, AE or drops
+        self.reject = set()    # keys always answered AE
         self.lock = threading.Lock()
         self.accepted = []     # (key, n) in the order AA was sent
         self.ae = self.drops = self.delayed = 0
@@ -100,7 +107,7 @@ class Receiver:
                 with self.lock:
                     self.active += 1
                     self.max_active = max(self.max_active, self.active)
-                r = rng.random()
+                r = 1.0 if self.calm else rng.random()
                 if r < 0.03:
                     with self.lock:
                         self.delayed += 1
@@ -109,7 +116,9 @@ class Receiver:
                     time.sleep(0.0003)  # a little work, so that lanes overlap
                 with self.lock:
                     self.active -= 1
-                r = rng.random()
+                r = 1.0 if self.calm else rng.random()
+                if key in self.reject:
+                    r = 0.005  # AE
                 if r < 0.002:
                     with self.lock:
                         self.drops += 1
@@ -265,7 +274,66 @@ def main():
             print(eng.log()[-3000:])
     rx.stop = True
     fewer_lanes(ck)
+    dead_letters(ck)
     return ck.finish()
+
+
+def fnv_lane(key, n):
+    h = 0xcbf29ce484222325
+    for b in key.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h % n
+
+
+def dead_letters(ck):
+    """One key always refused: its messages go to its lane's dead letters,
+    the other keys (its lane's too) go on; requeued, they arrive in order."""
+    import subprocess
+    rx = Receiver(calm=True)
+    rx.reject.add(7)
+    port = free_port()
+    lane = fnv_lane("7", 4)
+    qname = "ehr" if lane == 0 else "ehr#%d" % lane
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        dests = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                 "    lanes: 4\n    order_by: PID-3.1\n"
+                 "    retry: { initial: 10ms, max: 20ms, attempts: 2 }\n"
+                 "    on_failure: dead_letter\n") % rx.port
+        chans = "  lab:\n    listen: 127.0.0.1:%d\n    to: [ ehr ]\n" % port
+        eng = Engine(BIN, tmp, chans, dests, log_level="error")
+        eng.start(wait_ports=[port])
+        plan = [(k, n) for n in (1, 2, 3) for k in range(20)]
+        Client(0, port, plan, threading.Event()).run()
+        want = {(k, n) for (k, n) in plan if k != 7}
+        deadline = time.monotonic() + 30
+        while not want <= set(rx.accepted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ck("a refused key, dead-lettered, does not hold the others (its lane's too)",
+           want <= set(rx.accepted), "%d of %d" % (len(want & set(rx.accepted)), len(want)))
+        out = ""
+        while time.monotonic() < deadline:
+            out = subprocess.run([BIN, "queue", "list", data, qname, "--dead"],
+                                 capture_output=True, text=True, timeout=30).stdout
+            if out.count("K7-") >= 3:
+                break
+            time.sleep(0.1)
+        ck("its messages are dead letters of its lane (%s)" % qname,
+           out.count("K7-") == 3, out)
+        eng.stop()
+        rx.reject.clear()
+        rq = subprocess.run([BIN, "queue", "requeue", data, qname, "--all"],
+                            capture_output=True, text=True, timeout=30)
+        ck("requeue puts them back in that lane", rq.returncode == 0, rq.stdout + rq.stderr)
+        eng.start(wait_ports=[port])
+        deadline = time.monotonic() + 30
+        while len([x for x in rx.accepted if x[0] == 7]) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got7 = [n for (k, n) in rx.accepted if k == 7]
+        ck("requeued, they arrive in their order", got7 == [1, 2, 3], str(got7))
+        rc = eng.stop()
+        ck("the engine stops cleanly after the requeue", rc == 0, eng.log()[-2000:])
+    rx.stop = True
 
 
 def fewer_lanes(ck):
