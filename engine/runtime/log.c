@@ -80,7 +80,7 @@ static int line_sink(void *ud, const char *p, size_t n) {
   return -1;
 }
 
-static bool first_key;
+static _Thread_local bool first_key; /* per line being built: per thread */
 
 /* The separator, the key and what opens its value, as one piece: false when
  * it does not fit (the pair is then left out). */
@@ -155,11 +155,11 @@ static void kv_num(line_t *l, const char *k, uint64_t v) {
 }
 
 /* "2026-11-25T11:07:03.123Z" into ts[80]: the date and time are formatted
- * once per second (loop thread only, as the logger), the milliseconds per
- * line. */
+ * once per second, the milliseconds per line.  The cache is per thread (the
+ * archive's thread logs too). */
 static void timestamp(char ts[80]) {
-  static time_t cached_sec = (time_t)-1;
-  static char cached[64]; /* "2026-11-25T11:07:03." */
+  static _Thread_local time_t cached_sec = (time_t)-1;
+  static _Thread_local char cached[64]; /* "2026-11-25T11:07:03." */
   struct timeval tv;
   gettimeofday(&tv, NULL);
   if (tv.tv_sec != cached_sec) {
