@@ -49,11 +49,13 @@
  *     the worker's lane (0..lanes-1, cad_delivery_set_lane).  Calls of
  *     one lane obey `window` and complete in order; calls of different
  *     lanes are independent and may complete in any order;
- *   - a kind that does not is opened once per
- *     lane by the runtime, through the kind's ordinary open function: each
+ *   - a kind that does not is opened once per lane by the runtime, through
+ *     the kind's ordinary open function (cad_dest_open, dest_kind.h): each
  *     instance only ever sees one lane's calls, as with no lanes at all.
- * MLLP and file destinations use the second way (one sender, one
- * connection, per lane).
+ * Every kind today (file, mllp) uses the second way: one instance, so one
+ * MLLP sender and one connection, per lane.  The first way is here for a
+ * kind with its own pool (an HTTP client with N requests in flight); the
+ * runtime gives it cad_delivery_set_lane once its kind table says so.
  *
  * Memory: the worker owns its reader, timer and the messages of one read
  * batch (at most CAD_QUEUE_READ_BATCH records, about CAD_QUEUE_READ_BYTES);
