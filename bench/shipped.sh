@@ -20,6 +20,9 @@
 # its top symbols; needs perf), BASE (another caduceus binary, e.g. a build
 # of main: its quickstart and relay run too, interleaved with these, as
 # quickstart@base and relay@base: before and after in the same run).
+# cpu_us/msg: the engine's CPU time (all its threads, /proc/PID/stat) per
+# message, read 0.5 s after the load ends: steadier than msgs/s on a shared
+# machine, where the rate depends on who else runs.
 set -euo pipefail
 B=${1:-build}
 W=${2:-$(mktemp -d /tmp/cad-shipped-XXXXXX)}
@@ -80,7 +83,7 @@ RES=$W/results.txt; : > "$RES"
 for r in $(seq "$RUNS"); do
   for c in 1 16; do
     n=$N1; [ "$c" = 16 ] && n=$N16
-    out=$("$LOAD" -p "$PS" -c "$c" -n "$n"); echo "sink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
+    out=$("$LOAD" -p "$PS" -c "$c" -n "$n"); echo "sink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
     for what in quickstart relay ${BASE:+quickstart@base relay@base}; do
       p=$(port); d=$W/$what-$c-$r
       ENG=$CAD; [ "${what#*@}" = base ] && ENG=$BASE
@@ -91,7 +94,9 @@ for r in $(seq "$RUNS"); do
       fi
       out=$("$LOAD" -p "$p" -c "$c" -n "$n")
       if [ "$PERF" = 1 ] && [ "$c" = 16 ] && [ "$r" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
-      echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
+      sleep 0.5 # what the engine still does for these messages (delivery, archive)
+      cpu=$(awk -v n="$n" '{printf "%.1f", ($14 + $15) * 1e6 / 100 / n}' "/proc/$eng_pid/stat")
+      echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") $cpu" >> "$RES"
       stop_engine "$d"
     done
   done
@@ -99,7 +104,7 @@ done
 # ACK latency of the relay at a fixed offered load.
 p=$(port); d=$W/relay-rate; ENG=$CAD; start_relay "$d" "$p"
 out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
-echo "relay-rate 16 1 $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out")" >> "$RES"
+echo "relay-rate 16 1 $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
 fsync=$(python3 - "$W/fsync-probe" <<'EOF'
 import os, sys, time
 p = sys.argv[1]
@@ -121,17 +126,19 @@ python3 - "$RES" "$fsync" "$RATE" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
-for what, c, r, rate, p50, p99 in rows:
-    med.setdefault((what, c), []).append((float(rate), float(p50), float(p99)))
+for what, c, r, rate, p50, p99, cpu in rows:
+    med.setdefault((what, c), []).append((float(rate), float(p50), float(p99),
+                                          float(cpu) if cpu != "-" else 0.0))
 def m(what, c, i):
     return statistics.median(x[i] for x in med[(what, c)])
-print("%-12s %5s %10s %8s %8s %8s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms", "x sink"))
+print("%-16s %5s %10s %8s %8s %8s %11s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms",
+                                          "x sink", "cpu_us/msg"))
 for what in ("sink", "quickstart", "relay", "quickstart@base", "relay@base"):
     if (what, "1") not in med:
         continue
     for c in ("1", "16"):
-        print("%-12s %5s %10.0f %8.3f %8.3f %8.2f" % (what, c, m(what, c, 0), m(what, c, 1),
-              m(what, c, 2), m(what, c, 0) / m("sink", c, 0)))
+        print("%-16s %5s %10.0f %8.3f %8.3f %8.2f %11.1f" % (what, c, m(what, c, 0), m(what, c, 1),
+              m(what, c, 2), m(what, c, 0) / m("sink", c, 0), m(what, c, 3)))
 fs = float(sys.argv[2])
 print("fdatasync rate of the disk: %.0f/s; relay at 1 connection: %.2f x of it (aim >= 0.8)"
       % (fs, m("relay", "1", 0) / fs))
