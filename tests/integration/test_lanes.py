@@ -12,7 +12,8 @@ data_dir; clients resend a message whose ACK they did not get.
 
 Also: lanes reduced with messages waiting still drain; a key always refused
 goes to its lane's dead letters without holding the other keys, and `queue
-requeue` puts it back in that lane, in order; `check` and `queue stats` show
+requeue` puts it back in that lane, in order; a hot, slow key does not hold
+the keys of other lanes; `check` and `queue stats` show
 the lanes.
 
 Checks: every message the engine ACKed reaches the receiver (AA); per key, no
@@ -68,6 +69,8 @@ class Receiver:
     def __init__(self, port=0, calm=False):
         self.calm = calm       # no random delays, AE or drops
         self.reject = set()    # keys always answered AE
+        self.slow = {}         # key -> seconds before answering it
+        self.when = {}         # (key, n) -> time of its first AA
         self.lock = threading.Lock()
         self.accepted = []     # (key, n) in the order AA was sent
         self.ae = self.drops = self.delayed = 0
@@ -107,6 +110,8 @@ class Receiver:
                 with self.lock:
                     self.active += 1
                     self.max_active = max(self.max_active, self.active)
+                if key in self.slow:
+                    time.sleep(self.slow[key])
                 r = 1.0 if self.calm else rng.random()
                 if r < 0.03:
                     with self.lock:
@@ -130,6 +135,7 @@ class Receiver:
                 with self.lock:
                     if code == b"AA":
                         self.accepted.append((key, n))
+                        self.when.setdefault((key, n), time.monotonic())
                     else:
                         self.ae += 1
                 c.sendall(SB + ack + EB)
@@ -275,6 +281,7 @@ def main():
     rx.stop = True
     fewer_lanes(ck)
     dead_letters(ck)
+    hot_key(ck)
     return ck.finish()
 
 
@@ -369,6 +376,49 @@ def fewer_lanes(ck):
         rc = eng.stop()
         ck("the engine with drained extra lanes stops cleanly", rc == 0, eng.log()[-2000:])
         rx.stop = True
+
+
+
+def hot_key(ck):
+    """One hot, slow key (300 messages, 5 ms each at the receiver) beside 60
+    keys of 3 messages: the keys in other lanes are all delivered long before
+    the hot key is through (its lane alone carries it)."""
+    rx = Receiver(calm=True)
+    rx.slow[0] = 0.005
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        dests = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                 "    lanes: 8\n    order_by: PID-3.1\n") % rx.port
+        chans = "  lab:\n    listen: 127.0.0.1:%d\n    to: [ ehr ]\n" % port
+        eng = Engine(BIN, tmp, chans, dests, log_level="error")
+        eng.start(wait_ports=[port])
+        hot = [(0, n) for n in range(1, 301)]
+        cold = [(k, n) for n in (1, 2, 3) for k in range(1, 61)]
+        a = Client(0, port, hot, threading.Event())
+        b = Client(1, port, cold, threading.Event())
+        a.start()
+        b.start()
+        a.join(60)
+        b.join(60)
+        want = set(hot) | set(cold)
+        deadline = time.monotonic() + 60
+        while not want <= set(rx.accepted) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        hot_lane = fnv_lane("0", 8)
+        others = [x for x in cold if fnv_lane(str(x[0]), 8) != hot_lane]
+        with rx.lock:
+            t_hot = max(rx.when.get(x, float("inf")) for x in hot)
+            t_others = max(rx.when.get(x, float("inf")) for x in others)
+            t0 = min(rx.when.values()) if rx.when else 0
+        print("hot key: other lanes done after %.2f s, the hot key after %.2f s" %
+              (t_others - t0, t_hot - t0))
+        ck("a hot key does not hold the keys of other lanes",
+           want <= set(rx.accepted) and (t_others - t0) < 0.5 * (t_hot - t0),
+           "other lanes done after %.2f s, the hot key after %.2f s" % (t_others - t0,
+                                                                        t_hot - t0))
+        rc = eng.stop()
+        ck("the engine stops cleanly after the hot key", rc == 0, eng.log()[-2000:])
+    rx.stop = True
 
 
 if __name__ == "__main__":
