@@ -94,6 +94,9 @@ void cad_routes_free(cad_routes_t *r);
 size_t cad_routes_count(const cad_routes_t *r);
 const char *cad_routes_name(const cad_routes_t *r, size_t i);
 const char *cad_routes_dest_name(const cad_routes_t *r, size_t dest);
+/* True when `on_error: dead_letter` (a failure goes to the channel's dead
+ * letters), false for `reject`. */
+bool cad_routes_dead_letters(const cad_routes_t *r);
 
 /* ---- evaluation --------------------------------------------------------- */
 

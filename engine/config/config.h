@@ -130,6 +130,12 @@ typedef struct cad_conf_dest {
   uint32_t retry_attempts;     /* default 10 */
   cad_on_failure_t on_failure; /* default CAD_ON_FAILURE_BLOCK */
   uint64_t max_backlog;        /* messages waiting; 0 = no limit (default) */
+  /* `encoding:` (every type): the character set this destination requires
+   * (parsers/hl7/hl7_charset.h id; CAD_CS_NONE = the message's own), and
+   * `unrepresentable:` what becomes of a character it cannot hold
+   * (cad_cs_policy_t: reject (default), replace, escape). */
+  int encoding;
+  int unrepresentable;
   cad_conf_pos_t pos;
 } cad_conf_dest_t;
 
@@ -155,6 +161,13 @@ typedef struct cad_conf_channel {
    * `file:` in it was checked to be a readable regular file; a relative one
    * is relative to the directory of the file it is written in (node->file). */
   const cad_yaml_node_t *tests;
+  /* `charset:` the character set of messages without MSH-18 (hl7_charset.h
+   * id; CAD_CS_NONE = undeclared: bytes left as they are). */
+  int charset;
+  /* The configuration's destinations (borrowed from cad_config_t.dests,
+   * the indexes of the routes' outputs), for their `encoding:`. */
+  const struct cad_conf_dest *dests;
+  size_t ndests;
   cad_conf_pos_t pos;
 } cad_conf_channel_t;
 

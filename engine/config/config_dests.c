@@ -66,6 +66,10 @@ static const conf_key_t retry_keys[] = {
 static const conf_section_t retry_section = {"retry", retry_keys,
                                              sizeof retry_keys / sizeof retry_keys[0], NULL};
 
+/* What `encoding:` does with a character the set cannot hold (hl7_charset.h). */
+static const char *const unrep_names[] = {"reject", "replace", "escape", NULL};
+static const enum_arg_t unrepresentable_arg = {unrep_names, 0, "reject, replace or escape"};
+
 /* Keys every destination has, whatever its kind (the engine's delivery). */
 static const conf_key_t delivery_keys[] = {
     {"retry", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &retry_section,
@@ -74,6 +78,10 @@ static const conf_key_t delivery_keys[] = {
      &on_failure_arg, "block or dead_letter"},
     {"max_backlog", CAD_CONF_U64, offsetof(cad_conf_dest_t, max_backlog), K_ZERO_OK, "0", 1,
      (uint64_t)1 << 40, NULL, "messages allowed to wait (0 = no limit)"},
+    CUSTOM_KEY("encoding", cad__conf_set_encoding, 0,
+               "the character set this destination requires, like 8859/1 or UNICODE UTF-8"),
+    {"unrepresentable", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, unrepresentable), 0, "reject", 0,
+     0, &unrepresentable_arg, "reject, replace or escape"},
 };
 static const conf_section_t delivery_section = {"destination", delivery_keys,
                                                 CAD_CONF_NKEYS(delivery_keys), NULL};
