@@ -266,52 +266,55 @@ int cad_charset_encode(int id, cad_str_t in, cad_cs_policy_t pol, char esc, cad_
 
 /* ---- MSH-18 in the raw bytes ------------------------------------------------ */
 
+/* The delimiters of the header of msg, as the parser reads them (so a
+ * rewrite and a later read agree on odd MSH-2 values). */
+static int header_of(cad_str_t msg, cad_arena_t *a, cad_hl7_msg_t *m, const cad_hl7_seg_t **s,
+                     bool msh) {
+  if (msg.len < 4 || (msh && memcmp(msg.p, "MSH", 3) != 0)) return CAD_E_NOMSH;
+  cad_hl7_limits_t lim = {.max_bytes = msg.len + 1};
+  int rc = cad_hl7_parse(m, msg.p, msg.len, a, &lim, NULL);
+  if (rc == CAD_E_NOMEM) return rc;
+  *s = rc == 0 ? cad_hl7_seg(m, 0) : NULL;
+  if (!*s || (msh ? strcmp((*s)->name, "MSH") != 0 : !(*s)->header)) return CAD_E_NOMSH;
+  return 0;
+}
+
 int cad_charset_set_msh18(cad_str_t msg, const char *label, cad_arena_t *a, cad_str_t *out) {
-  const char *p = msg.p;
-  if (msg.len < 8 || memcmp(p, "MSH", 3) != 0) return CAD_E_NOMSH;
-  char fs = p[3];
-  size_t end = 4;
-  while (end < msg.len && p[end] != '\r' && p[end] != '\n') end++;
-  size_t enc_end = 4;
-  while (enc_end < end && p[enc_end] != fs) enc_end++;
-  char rep = enc_end - 4 >= 2 ? p[5] : 0;
+  cad_hl7_msg_t m;
+  const cad_hl7_seg_t *s;
+  int rc = header_of(msg, a, &m, &s, true);
+  if (rc) return rc;
+  const cad_hl7_delims_t *d = &s->d;
   size_t llen = strlen(label);
-  for (size_t i = 0; i < llen; i++)
-    if (label[i] == fs || memchr(p + 4, label[i], enc_end - 4)) return CAD_E_INVAL;
-  /* Field n starts after the (n-1)-th separator (MSH-1 is the first). */
-  int field = 2;
-  size_t start = 4;
-  size_t i = 4;
-  while (field < 18 && i < end) {
-    if (p[i] == fs) {
-      field++;
-      start = i + 1;
-    }
-    i++;
+  for (size_t i = 0; i < llen; i++) {
+    char c = label[i];
+    if (c == d->field || c == d->comp || c == d->rep || c == d->esc || c == d->sub ||
+        (d->trunc && c == d->trunc))
+      return CAD_E_INVAL;
   }
+  cad_str_t f, r;
   size_t add = 0, from, to; /* replace [from, to) after `add` separators */
-  if (field < 18) {
-    add = (size_t)(18 - field);
-    from = to = end;
-  } else {
-    from = start;
-    to = start;
-    while (to < end && p[to] != fs && !(rep && p[to] == rep)) to++;
-    if (to - from == llen && memcmp(p + from, label, llen) == 0) {
+  if (cad_hl7_field(s, 18, &f)) {
+    if (!d->rep || !cad_hl7_piece(f, d->rep, 1, &r)) r = f;
+    from = (size_t)(r.p - msg.p);
+    to = from + r.len;
+    if (r.len == llen && memcmp(r.p, label, llen) == 0) {
       *out = msg;
       return 0;
     }
+  } else {
+    add = (size_t)(18 - cad_hl7_nfields(s));
+    from = to = (size_t)(s->raw.p - msg.p) + s->raw.len;
   }
   size_t n = msg.len - (to - from) + add + llen;
   char *buf = cad_arena_alloc(a, n ? n : 1);
   if (!buf) return CAD_E_NOMEM;
-  size_t o = 0;
-  memcpy(buf, p, from);
-  o = from;
-  for (size_t k = 0; k < add; k++) buf[o++] = fs;
+  memcpy(buf, msg.p, from);
+  size_t o = from;
+  for (size_t k = 0; k < add; k++) buf[o++] = d->field;
   memcpy(buf + o, label, llen);
   o += llen;
-  memcpy(buf + o, p + to, msg.len - to);
+  memcpy(buf + o, msg.p + to, msg.len - to);
   o += msg.len - to;
   *out = (cad_str_t){buf, o};
   return 0;
@@ -348,6 +351,22 @@ void cad_charset_locate(cad_str_t msg, size_t off, cad_hl7_diag_t *dg) {
 
 /* ---- a message's way through ------------------------------------------------ */
 
+/* A conversion keeps a message's structure only when its delimiters are
+ * ASCII (as HL7 requires): one byte, the same in every set here. */
+static bool delims_ascii(const cad_hl7_delims_t *d) {
+  const char c[] = {d->field, d->comp, d->rep, d->esc, d->sub, d->trunc};
+  for (size_t i = 0; i < sizeof c; i++)
+    if ((unsigned char)c[i] >= 0x80) return false;
+  return true;
+}
+
+static int refuse_delims(cad_hl7_diag_t *dg) {
+  *dg = (cad_hl7_diag_t){
+      .code = CAD_E_DELIM, .hl7_code = 102, .segment = 1, .seg_id = "MSH", .field = 2};
+  snprintf(dg->reason, sizeof dg->reason, "delimiters that are not ASCII: no conversion possible");
+  return CAD_E_DELIM;
+}
+
 int cad_charset_msg_in(const cad_hl7_msg_t *m, int fallback, cad_arena_t *a, cad_str_t *utf8,
                        int *src, cad_hl7_diag_t *dg) {
   cad_str_t label;
@@ -363,6 +382,8 @@ int cad_charset_msg_in(const cad_hl7_msg_t *m, int fallback, cad_arena_t *a, cad
   }
   if (id == CAD_CS_NONE) id = fallback;
   if (id == CAD_CS_NONE) return 0;
+  for (uint32_t i = 0; i < m->nsegs; i++)
+    if (m->segs[i].header && !delims_ascii(&m->segs[i].d)) return refuse_delims(dg);
   size_t bad = 0;
   int rc = cad_charset_decode(id, m->input, a, utf8, &bad);
   if (rc == CAD_E_INVAL) {
@@ -396,9 +417,12 @@ int cad_charset_msg_out(cad_str_t routed, int src, int want, cad_cs_policy_t pol
   if (rc == 0 && want) rc = cad_charset_set_msh18(text, sets[want].hl7, a, &text);
   char esc = 0;
   if (rc == 0) {
-    size_t e = 4;
-    while (e < text.len && text.p[e] != text.p[3] && e < 9) e++;
-    if (e - 4 >= 3) esc = text.p[6];
+    cad_hl7_msg_t hm;
+    const cad_hl7_seg_t *hs;
+    rc = header_of(text, a, &hm, &hs, false);
+    if (rc == 0 && !delims_ascii(&hs->d)) return refuse_delims(dg);
+    if (rc == 0) esc = hs->d.esc;
+    else if (rc == CAD_E_NOMSH) rc = 0; /* no header: nothing to escape with */
   }
   size_t bad = 0;
   if (rc == 0) rc = cad_charset_encode(target, text, pol, esc, a, out, &bad, NULL);
