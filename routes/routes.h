@@ -27,7 +27,7 @@
  *   ops:        equals not_equals in in_table matches exists empty prefix
  *               lt le gt ge (decimal numbers) before after (HL7 DTM)
  *   transforms: set (value | template) copy move clear map replace upper lower
- *               trim format_date delete add rename version
+ *               trim format_date delete add rename version select
  *
  * Filters read the message as received; each matching route transforms its
  * own copy, so one message fanned out to two destinations may be shaped
