@@ -62,10 +62,23 @@ def setup(binary, tmp, port, ehr_port):
     return Engine(binary, tmp, chans, dests)
 
 
+class running:
+    """The engine of setup(), stopped whatever the test does."""
+
+    def __init__(self, eng):
+        self.eng = eng
+
+    def __enter__(self):
+        return self.eng
+
+    def __exit__(self, *exc):
+        if self.eng.proc and self.eng.proc.poll() is None:
+            self.eng.stop()
+
+
 def test_latin1_over_mllp(binary, tmp):
     port = free_port()
-    with FakeReceiver() as ehr:
-        eng = setup(binary, tmp, port, ehr.port)
+    with FakeReceiver() as ehr, running(setup(binary, tmp, port, ehr.port)) as eng:
         eng.start([port])
         msg = cerner("Q150084616T145947960")
         with connect(port) as s:
@@ -92,8 +105,7 @@ def test_latin1_over_mllp(binary, tmp):
 
 def test_utf8_untouched_and_channel_default(binary, tmp):
     port = free_port()
-    with FakeReceiver() as ehr:
-        eng = setup(binary, tmp, port, ehr.port)
+    with FakeReceiver() as ehr, running(setup(binary, tmp, port, ehr.port)) as eng:
         eng.start([port])
         utf = ("MSH|^~\\&|A|B|C|D|20240305||ADT^A01|U1|P|2.5.1||||||UNICODE UTF-8\r"
                "PID|1||9^^^H^MR||\u5c71\u7530^\u592a\u90ce\r").encode()
@@ -115,8 +127,7 @@ def test_utf8_untouched_and_channel_default(binary, tmp):
 
 def test_refusals(binary, tmp):
     port = free_port()
-    with FakeReceiver() as ehr:
-        eng = setup(binary, tmp, port, ehr.port)
+    with FakeReceiver() as ehr, running(setup(binary, tmp, port, ehr.port)) as eng:
         eng.start([port])
         with connect(port) as s:
             # ASCII declared, a Latin-1 byte in PID-5: AR, 102, where it is.
