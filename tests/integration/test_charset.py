@@ -153,6 +153,28 @@ def test_refusals(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_archive_finds_latin1_ids_in_utf8(binary, tmp):
+    """The archive indexes PID-3 of a Latin-1 message in UTF-8: a search
+    typed in UTF-8 finds it (the body is kept as received)."""
+    import json
+    import subprocess
+    port = free_port()
+    with FakeReceiver() as ehr, running(setup(binary, tmp, port, ehr.port)) as eng:
+        eng.start([port])
+        msg = cerner("ARCH1").replace(b"1234567^^^MRN^MRN", b"K\xd6LN-77^^^H\xd4PITAL^MR")
+        with connect(port) as s:
+            assert field(fields(send_recv(s, msg)), "MSA", 1) == "AA"
+
+        def found():
+            r = subprocess.run([binary, "search", os.path.join(tmp, "data"), "--json",
+                                "--patient", "K\u00d6LN-77^H\u00d4PITAL"],
+                               capture_output=True, timeout=30)
+            rows = [json.loads(x) for x in r.stdout.decode().splitlines() if x.strip()]
+            return [x["control_id"] for x in rows] == ["ARCH1"]
+        wait_for(found, timeout=10, what="the archive to find the Latin-1 id")
+        check_clean_stop(eng)
+
+
 def test_check_refuses_bad_names(binary, tmp):
     import subprocess
     conf = os.path.join(tmp, "c.yaml")
@@ -172,4 +194,5 @@ def test_check_refuses_bad_names(binary, tmp):
 
 if __name__ == "__main__":
     sys.exit(run_tests([test_latin1_over_mllp, test_utf8_untouched_and_channel_default,
-                        test_refusals, test_check_refuses_bad_names], sys.argv))
+                        test_refusals, test_archive_finds_latin1_ids_in_utf8,
+                        test_check_refuses_bad_names], sys.argv))
