@@ -190,6 +190,14 @@ def test_check_refuses_bad_names(binary, tmp):
     assert "c.yaml:9:15: encoding: 'windows-1252' can be read but not written" in r.stderr
     assert "c.yaml:10:22:" in r.stderr and "reject, replace or escape" in r.stderr
     assert "c.yaml:14:14: charset: unknown character set 'KOI8'" in r.stderr, r.stderr
+    # A good one: check says what it will do.
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+    r = subprocess.run([binary, "check", os.path.join(root, "examples", "ehr", "oracle-health",
+                                                      "caduceus.yaml")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "charset     8859/1 for messages without MSH-18" in r.stdout, r.stdout
+    assert "encoding    8859/1, MSH-18 rewritten; a character it lacks: escaped" in r.stdout
 
 
 if __name__ == "__main__":
