@@ -30,6 +30,8 @@
  *       on_ae: retry              # AE/CE: retry | dead_letter
  *       on_ar: dead_letter        # AR/CR: retry | dead_letter
  *       new_control_id: false     # a new MSH-10 for every attempt
+ *       encoding: 8859/1          # (every type) the character set it requires
+ *       unrepresentable: reject   # reject | replace | escape (docs/charsets.md)
  *       tls: { ca: ca.crt, cert: c.crt, key: c.key, verify_hostname: true,
  *              server_name: ehr.example.org }   # all optional; `tls: {}` = TLS
  *   channels:
@@ -51,6 +53,7 @@
  *         ciphers: "ECDHE+AESGCM"  # OpenSSL cipher list for TLS 1.2
  *         min_version: "1.2"       # 1.2 | 1.3
  *       allow: [ 10.0.0.0/8, 127.0.0.1 ]  # client addresses accepted (CIDR)
+ *       charset: 8859/1            # the set of messages without MSH-18
  *
  * A channel has either `to:` (every accepted message goes to those
  * destinations) or `routes:` (filters and transforms per destination, see
