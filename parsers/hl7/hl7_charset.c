@@ -241,15 +241,16 @@ int cad_charset_encode(int id, cad_str_t in, cad_cs_policy_t pol, char esc, cad_
   iconv_t cd = iconv_open(sets[id].iconv, "UTF-8");
   if (cd == (iconv_t)-1) return CAD_E_NOTFOUND;
   /* Every set here writes a character in one byte, so the input's length is
-   * enough unless characters are escaped (at most 11 bytes for 4). */
+   * enough unless characters are escaped: 7 bytes for a 2-byte character
+   * (the worst ratio, 3.5), 9 for 3, 11 for 4; ASCII is never escaped. */
   int rc = 1;
   size_t len = 0;
   for (int pass = 0; pass < 2 && rc == 1; pass++) {
-    if (in.len > (SIZE_MAX - 16) / 3) {
+    if (in.len > (SIZE_MAX - 16) / 4) {
       rc = CAD_E_NOMEM;
       break;
     }
-    size_t cap = pass == 0 ? in.len + 16 : in.len * 3 + 16;
+    size_t cap = pass == 0 ? in.len + 16 : in.len * 4 + 16;
     cad_arena_mark_t mark = cad_arena_mark(a);
     char *buf = cad_arena_alloc(a, cap);
     if (!buf) {
