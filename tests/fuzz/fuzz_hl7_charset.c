@@ -39,11 +39,11 @@ static void round_trip(int id, cad_str_t in, cad_arena_t *a) {
     if (bad >= in.len) FAIL("decode: offset %zu outside %zu bytes", bad, in.len);
     return;
   }
-  if (rc == CAD_E_NOMEM) return;
+  /* The arena (64 MiB) holds any conversion of a 1 MiB input: out of
+   * memory is a sizing bug, not an outcome. */
   if (rc != 0) FAIL("decode: %s", cad_err_name(rc));
   if (!cad_hl7_is_utf8(u.p, u.len)) FAIL("decode: not UTF-8");
   rc = cad_charset_encode(id, u, CAD_CS_REJECT, '\\', a, &back, &bad, NULL);
-  if (rc == CAD_E_NOMEM) return;
   if (rc != 0) FAIL("encode back: %s", cad_err_name(rc));
   if (back.len != in.len || memcmp(back.p, in.p, in.len) != 0) FAIL("round trip differs");
 }
@@ -52,11 +52,12 @@ static void encode_any(int id, cad_str_t in, cad_arena_t *a) {
   bool utf8 = cad_hl7_is_utf8(in.p, in.len);
   for (int pol = CAD_CS_REJECT; pol <= CAD_CS_ESCAPE; pol++) {
     for (int e = 0; e < 2; e++) {
+      cad_arena_mark_t mark = cad_arena_mark(a); /* each try starts afresh */
       cad_str_t out;
       size_t bad = SIZE_MAX, changed = 0;
       int rc =
           cad_charset_encode(id, in, (cad_cs_policy_t)pol, e ? '\\' : 0, a, &out, &bad, &changed);
-      if (rc == CAD_E_NOMEM) continue;
+      if (rc == CAD_E_NOMEM) FAIL("encode: out of memory (sizing)");
       if (!utf8) {
         if (rc != CAD_E_INVAL || bad >= in.len) FAIL("non-UTF-8 input accepted");
         continue;
@@ -70,9 +71,10 @@ static void encode_any(int id, cad_str_t in, cad_arena_t *a) {
       /* What was written reads back in the set. */
       cad_str_t u;
       int r2 = cad_charset_decode(id, out, a, &u, NULL);
-      if (r2 != 0 && r2 != CAD_E_NOMEM) FAIL("encoded output does not decode");
-      if (changed == 0 && r2 == 0 && (u.len != in.len || memcmp(u.p, in.p, in.len) != 0))
+      if (r2 != 0) FAIL("encoded output does not decode: %s", cad_err_name(r2));
+      if (changed == 0 && (u.len != in.len || memcmp(u.p, in.p, in.len) != 0))
         FAIL("nothing replaced, yet the text changed");
+      cad_arena_rewind(a, mark);
     }
   }
 }
