@@ -407,6 +407,11 @@ int cad_charset_msg_out(cad_str_t routed, int src, int want, cad_cs_policy_t pol
   *out = routed;
   int target = want ? want : src;
   if (target == CAD_CS_NONE || (target == CAD_CS_UTF8 && !want)) return 0;
+  if (target == CAD_CS_ASCII && !want) { /* still ASCII: nothing to convert */
+    size_t i = 0;
+    while (i < routed.len && (unsigned char)routed.p[i] < 0x80) i++;
+    if (i == routed.len) return 0;
+  }
   cad_str_t text = routed;
   int rc = 0;
   /* Bytes of a message in no known set: what `caduceus parse` shows, UTF-8
