@@ -383,8 +383,7 @@ static bool check_outcome(run_t *r, const cad_route_result_t *res, const cad_yam
 }
 
 /* Run one test case. Returns 1 passed, 0 failed. */
-static int run_case(run_t *r, const cad_conf_channel_t *ch, const cad_yaml_node_t *t,
-                    size_t idx) {
+static int run_case(run_t *r, const cad_conf_channel_t *ch, const cad_yaml_node_t *t, size_t idx) {
   const char *channel = ch->name;
   const cad_routes_t *routes = ch->routes;
   r->out.len = 0;

@@ -458,9 +458,10 @@ TEST(error_unknown_key) {
                "strict: yes}\n    to: out\n",
                "t.yaml:6:23: unknown key 'strict' in ack of channel 'lab' (expected one of: "
                "mode, policy)\n");
-  CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
-               "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
-               "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog, encoding, unrepresentable)\n");
+  CHECK_ERRORS(
+      "destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
+      "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
+      "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog, encoding, unrepresentable)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
                "engine, destinations, channels, tables, admin)\n");

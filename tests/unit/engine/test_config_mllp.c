@@ -287,9 +287,10 @@ TEST(mixed_file_and_mllp_destinations) {
   CHECK_INT(c->channels[0].nto, 2);
   cad_config_free(c);
   /* a file destination does not take MLLP keys */
-  CHECK_ERRORS("destinations:\n  ehr: {type: file, dir: x, host: h}\n" LAB,
-               "t.yaml:2:29: unknown key 'host' in destination 'ehr' (expected one of: type, "
-               "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog, encoding, unrepresentable)\n");
+  CHECK_ERRORS(
+      "destinations:\n  ehr: {type: file, dir: x, host: h}\n" LAB,
+      "t.yaml:2:29: unknown key 'host' in destination 'ehr' (expected one of: type, "
+      "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog, encoding, unrepresentable)\n");
 }
 
 /* Every TLS file a configuration names must be a readable regular file when

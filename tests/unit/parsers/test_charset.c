@@ -157,8 +157,8 @@ TEST(unrepresentable_policies) {
   /* Two-byte characters only, escaped: the worst growth (3.5 times). */
   char twos[2000];
   for (int i = 0; i < 1000; i++) memcpy(twos + 2 * i, "\xC3\xA9", 2);
-  REQUIRE(cad_charset_encode(CAD_CS_ASCII, (cad_str_t){twos, 2000}, CAD_CS_ESCAPE, '\\', &a,
-                             &out, &bad, &changed) == 0);
+  REQUIRE(cad_charset_encode(CAD_CS_ASCII, (cad_str_t){twos, 2000}, CAD_CS_ESCAPE, '\\', &a, &out,
+                             &bad, &changed) == 0);
   CHECK(out.len == 7000 && changed == 1000 && memcmp(out.p, "\\XC3A9\\\\XC3A9\\", 14) == 0);
   /* A four-byte character to ASCII. */
   REQUIRE(cad_charset_encode(CAD_CS_ASCII, S("a\xF0\x9F\x98\x80"), CAD_CS_ESCAPE, '\\', &a, &out,
