@@ -27,7 +27,7 @@
  *   ops:        equals not_equals in in_table matches exists empty prefix
  *               lt le gt ge (decimal numbers) before after (HL7 DTM)
  *   transforms: set (value | template) copy move clear map replace upper lower
- *               trim format_date delete add rename version
+ *               trim format_date delete add rename version select
  *
  * Filters read the message as received; each matching route transforms its
  * own copy, so one message fanned out to two destinations may be shaped
@@ -94,6 +94,9 @@ void cad_routes_free(cad_routes_t *r);
 size_t cad_routes_count(const cad_routes_t *r);
 const char *cad_routes_name(const cad_routes_t *r, size_t i);
 const char *cad_routes_dest_name(const cad_routes_t *r, size_t dest);
+/* True when `on_error: dead_letter` (a failure goes to the channel's dead
+ * letters), false for `reject`. */
+bool cad_routes_dead_letters(const cad_routes_t *r);
 
 /* ---- evaluation --------------------------------------------------------- */
 

@@ -3,6 +3,7 @@
 #include "routes_compile_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cad_error.h"
@@ -30,11 +31,12 @@ static const action_t actions[] = {
     {"add", S_ADD, "after"},
     {"rename", S_RENAME, "to"},
     {"version", S_SET_VALUE, ""},
+    {"select", S_SELECT, "where missing"},
 };
 #define NACTIONS (sizeof actions / sizeof actions[0])
 #define ACTIONS_LIST                                                                             \
   "set, copy, move, clear, map, replace, upper, lower, trim, format_date, delete, add, rename, " \
-  "version"
+  "version, select"
 
 static bool has_word(const char *list, const char *w) {
   size_t n = strlen(w);
@@ -325,6 +327,72 @@ static bool step_rename(comp_t *c, const cad_yaml_node_t *n, const cad_yaml_node
   return true;
 }
 
+/* select: keep the repetitions of a field whose components hold the given
+ * values.  `where` maps component numbers to a value or a list of values. */
+static bool step_select(comp_t *c, const cad_yaml_node_t *n, const cad_yaml_node_t *av,
+                        cad__step_t *st) {
+  if (!cad__comp_want_target(c, av, &st->path)) return false;
+  const cad_hl7_path_t *p = &st->path.p;
+  if (p->field <= 0 || p->rep != 0 || p->comp != 0 || (is_header_seg(p) && p->field <= 2)) {
+    ERR(c, av, "'select' works on a whole field (like PID-3), not on a repetition or a part");
+    return false;
+  }
+  cad__select_t *sel = cad__comp_alloc(c, sizeof *sel);
+  if (!sel) return false;
+  st->sel = sel;
+  const cad_yaml_node_t *w = cad_yaml_get(n, "where");
+  if (!w || w->type != CAD_YAML_MAPPING || w->n == 0 || w->n > SELECT_MAX_CRIT) {
+    ERR(c, w ? w : n,
+        "'select' needs 'where', a mapping of 1 to %d component numbers to values, like "
+        "{ 4: EPI, 5: MR }",
+        SELECT_MAX_CRIT);
+    return false;
+  }
+  for (size_t i = 0; i < w->n; i++) {
+    const cad_yaml_node_t *k = w->pairs[i].key, *v = w->pairs[i].value;
+    char *end = NULL;
+    long comp = k->type == CAD_YAML_SCALAR ? strtol(k->str, &end, 10) : 0;
+    if (!end || *end || comp < 1 || comp > 100) {
+      ERR(c, k, "'where' keys are component numbers (1 to 100), like 4");
+      return false;
+    }
+    size_t nv = v->type == CAD_YAML_SEQUENCE ? v->n : 1;
+    if (nv == 0 || (v->type != CAD_YAML_SEQUENCE && v->type != CAD_YAML_SCALAR)) {
+      ERR(c, v, "a value of 'where' is a string or a list of strings");
+      return false;
+    }
+    cad_str_t *vals = cad__comp_alloc(c, nv * sizeof *vals);
+    if (!vals) return false;
+    for (size_t j = 0; j < nv; j++) {
+      const cad_yaml_node_t *x = v->type == CAD_YAML_SEQUENCE ? v->items[j] : v;
+      if (x->type != CAD_YAML_SCALAR) {
+        ERR(c, x, "a value of 'where' is a string, not %s", cad_yaml_type_name(x));
+        return false;
+      }
+      vals[j].len = cad_yaml_is_null(x) && !x->quoted ? 0 : x->len;
+      if (!(vals[j].p = cad__comp_dupn(c, x->str, vals[j].len))) return false;
+    }
+    sel->crit[i].comp = (int)comp;
+    sel->crit[i].vals = vals;
+    sel->crit[i].nvals = nv;
+  }
+  sel->ncrit = w->n;
+  sel->missing = MISSING_KEEP;
+  const cad_yaml_node_t *m = cad_yaml_get(n, "missing");
+  if (m) {
+    if (m->type == CAD_YAML_SCALAR && strcmp(m->str, "keep") == 0) sel->missing = MISSING_KEEP;
+    else if (m->type == CAD_YAML_SCALAR && strcmp(m->str, "clear") == 0)
+      sel->missing = MISSING_CLEAR;
+    else if (m->type == CAD_YAML_SCALAR && strcmp(m->str, "reject") == 0)
+      sel->missing = MISSING_REJECT;
+    else {
+      ERR(c, m, "'missing' must be keep (the field as it was), clear or reject");
+      return false;
+    }
+  }
+  return true;
+}
+
 bool cad__comp_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, size_t idx) {
   const cad_yaml_node_t *av = NULL;
   const action_t *act = find_action(c, n, &av);
@@ -344,6 +412,7 @@ bool cad__comp_step(comp_t *c, const cad_yaml_node_t *n, cad__step_t *st, size_t
     case S_DELETE: return step_delete(c, n, av, st);
     case S_ADD: return step_add(c, n, av, st);
     case S_RENAME: return step_rename(c, n, av, st);
+    case S_SELECT: return step_select(c, n, av, st);
     default: return false;
   }
 }

@@ -34,7 +34,7 @@ const char *cad_route_disposition_name(cad_route_disposition_t d) {
 }
 
 static void set_error(const cad_routes_t *r, cad_route_result_t *res, int route, int step) {
-  res->disposition = r->on_error == ON_ERROR_DEAD_LETTER ? CAD_ROUTE_DEAD_LETTER : CAD_ROUTE_ERROR;
+  res->disposition = cad_routes_dead_letters(r) ? CAD_ROUTE_DEAD_LETTER : CAD_ROUTE_ERROR;
   res->nouts = 0;
   res->unrouted = false;
   res->route = route;
@@ -161,4 +161,8 @@ int cad_route_cond_eval(const cad_route_cond_t *k, const cad_hl7_msg_t *m, cad_a
   memset(&res, 0, sizeof res);
   cad__ev_t e = {k->r, arena, (cad_hl7_msg_t *)m, &res, 0, 0, NULL};
   return cad__cond_eval(&e, k->when, &CAD__NO_CTX);
+}
+
+bool cad_routes_dead_letters(const cad_routes_t *r) {
+  return r && r->on_error == ON_ERROR_DEAD_LETTER;
 }

@@ -121,7 +121,23 @@ typedef enum {
   S_DELETE,
   S_ADD,
   S_RENAME,
+  S_SELECT,
 } cad__step_kind_t;
+
+/* select: the repetitions of a field whose components hold given values
+ * (`where: { 4: EPI, 5: MR }`: component 4 is EPI and component 5 is MR;
+ * a list is any of its values). */
+#define SELECT_MAX_CRIT 8
+enum { MISSING_KEEP = 1, MISSING_CLEAR, MISSING_REJECT };
+typedef struct cad__select {
+  size_t ncrit;
+  struct {
+    int comp;        /* 1-based component number */
+    cad_str_t *vals; /* decoded values, any of which matches */
+    size_t nvals;
+  } crit[SELECT_MAX_CRIT];
+  int missing; /* MISSING_*: when no repetition matches */
+} cad__select_t;
 
 enum { DFLT_KEEP = 1, DFLT_EMPTY, DFLT_REJECT, DFLT_VALUE };
 enum { DATE_PRECISION = 1, DATE_FORMAT };
@@ -140,8 +156,9 @@ typedef struct cad__step {
   char seg[4], to[4]; /* delete / rename / add after */
   uint32_t segid;
   bool has_after;
-  cad__cond_t *when; /* delete: per segment */
-  uint32_t fuse;     /* > 0: this step starts a run of `fuse` steps that
+  cad__cond_t *when;  /* delete: per segment */
+  cad__select_t *sel; /* select */
+  uint32_t fuse;      /* > 0: this step starts a run of `fuse` steps that
                             edit one segment's fields and can be applied one
                             segment occurrence at a time (see routes_steps.c) */
 } cad__step_t;

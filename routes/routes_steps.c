@@ -489,6 +489,65 @@ static int step_rename(cad__ev_t *e, const cad__step_t *st) {
   return 0;
 }
 
+/* Does repetition r (raw) of a segment with delimiters d hold every value
+ * the select asks for?  1, 0, or a negative error. */
+static int select_match(cad__ev_t *e, const cad__select_t *sel, const cad_hl7_delims_t *d,
+                        cad_str_t r) {
+  for (size_t i = 0; i < sel->ncrit; i++) {
+    cad_str_t raw, v;
+    if (!cad_hl7_piece(r, d->comp, sel->crit[i].comp, &raw)) raw = (cad_str_t){"", 0};
+    if (!cad_hl7_decode(d, raw, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+    bool any = false;
+    for (size_t j = 0; j < sel->crit[i].nvals && !any; j++)
+      any = cad_str_eq(v, sel->crit[i].vals[j]);
+    if (!any) return 0;
+  }
+  return 1;
+}
+
+/* select: per occurrence, the field keeps the repetitions that match, in
+ * their order; none matching: `missing` (keep, clear, reject). */
+static int step_select(cad__ev_t *e, const cad__step_t *st) {
+  const cad_hl7_path_t *p = &st->path.p;
+  const cad__select_t *sel = st->sel;
+  occ_it_t it = {0, 0, false};
+  for (int i; (i = occ_next(e->m, p, &it)) >= 0;) {
+    const cad_hl7_seg_t *s = &e->m->segs[i];
+    const cad_hl7_delims_t *d = &s->d;
+    cad_str_t f;
+    if (!cad_hl7_field(s, p->field, &f) || f.len == 0) f = (cad_str_t){"", 0};
+    int nrep = d->rep ? cad_hl7_npieces(f, d->rep) : 1;
+    char *buf = cad_arena_alloc(e->a, f.len + 1);
+    if (!buf) return cad__internal(e, CAD_E_NOMEM);
+    size_t o = 0;
+    int kept = 0;
+    for (int r = 1; r <= nrep; r++) {
+      cad_str_t rv;
+      if (!d->rep || !cad_hl7_piece(f, d->rep, r, &rv)) rv = f;
+      int h = select_match(e, sel, d, rv);
+      if (h < 0) return h;
+      if (!h) continue;
+      if (kept++) buf[o++] = d->rep;
+      memcpy(buf + o, rv.p, rv.len);
+      o += rv.len;
+    }
+    if (kept == nrep) continue; /* every repetition matches: unchanged */
+    if (kept == 0 && sel->missing == MISSING_KEEP) continue;
+    if (kept == 0 && sel->missing == MISSING_REJECT) {
+      char where[64], why[200];
+      cad_hl7_path_t q = *p;
+      q.occ = it.occ;
+      cad_hl7_path_format(&q, where, sizeof where);
+      snprintf(why, sizeof why, "%s: no repetition with the values 'select' asks for", where);
+      cad_hl7_match_t mt = {.seg_index = (uint32_t)i, .occ = it.occ, .present = true};
+      return cad__step_fail(e, CAD_E_NOTFOUND, 101, &mt, p, why);
+    }
+    int rc = seg_set(e, (uint32_t)i, p, 0, (cad_str_t){buf, o}, true);
+    if (rc) return rc;
+  }
+  return 0;
+}
+
 static int apply_step(cad__ev_t *e, const cad__step_t *st) {
   switch (st->kind) {
     case S_SET_VALUE: return step_set_value(e, st);
@@ -507,6 +566,7 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
     case S_DELETE: return step_delete(e, st);
     case S_ADD: return step_add(e, st);
     case S_RENAME: return step_rename(e, st);
+    case S_SELECT: return step_select(e, st);
   }
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "hl7_charset.h"
 #include "cli.h"
 #include "config.h"
 #include "mllp_listener.h"
@@ -93,6 +94,9 @@ static void print_summary(const cad_config_t *c) {
                ? cad_config_format_duration(ch->listener.idle_timeout_ms, a, sizeof a)
                : "none",
            cad_config_format_duration(ch->listener.frame_timeout_ms, b, sizeof b));
+    if (ch->charset)
+      printf("  charset     %s for messages without MSH-18 (routes see UTF-8)\n",
+             cad_charset_name(ch->charset));
     size_t nr = cad_routes_count(ch->routes);
     if (ch->nto) {
       printf("  to          ");
@@ -136,6 +140,13 @@ static void print_summary(const cad_config_t *c) {
     if (d->lanes > 1 && d->order_by)
       printf("  lanes       %u in parallel, in order per key %s (docs/lanes.md)\n", d->lanes,
              d->order_by);
+    if (d->encoding)
+      printf("  encoding    %s, MSH-18 rewritten; a character it lacks: %s\n",
+             cad_charset_name(d->encoding),
+             d->encoding == CAD_CS_UTF8             ? "none (UTF-8 holds every character)"
+             : d->unrepresentable == CAD_CS_ESCAPE  ? "escaped as \\Xhh\\"
+             : d->unrepresentable == CAD_CS_REPLACE ? "replaced by ?"
+                                                    : "the message is refused");
   }
   if (c->admin.enabled)
     printf("\nadmin API     %s://%s%s%s:%d  metrics %s, %zu token%s\n",

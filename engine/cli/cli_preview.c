@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "chan_route.h"
 #include "cad_json.h"
 #include "cli.h"
 #include "cli_archive.h"
@@ -215,7 +216,7 @@ static int one_message(pv_t *pv, const cad__archive_t *ar, const cad__archive_it
   cad_arena_reset(a);
   pv->messages++;
   cad_route_result_t rn, rb;
-  int rc = cad_routes_eval(pv->now.ch->routes, it->p, it->len, NULL, a, &rn);
+  int rc = cad_chan_route(pv->now.ch, it->p, it->len, NULL, a, &rn);
   if (rc < 0 && rc != CAD_E_NOMEM) return rc;
   pv->now.disp[rn.disposition]++;
   for (size_t i = 0; i < rn.nouts; i++) pv->now.sent[rn.outs[i].dest]++;
@@ -233,7 +234,7 @@ static int one_message(pv_t *pv, const cad__archive_t *ar, const cad__archive_it
     }
     return 0;
   }
-  rc = cad_routes_eval(pv->base.ch->routes, it->p, it->len, NULL, a, &rb);
+  rc = cad_chan_route(pv->base.ch, it->p, it->len, NULL, a, &rb);
   if (rc < 0 && rc != CAD_E_NOMEM) return rc;
   pv->base.disp[rb.disposition]++;
   for (size_t i = 0; i < rb.nouts; i++) pv->base.sent[rb.outs[i].dest]++;

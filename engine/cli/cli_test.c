@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "chan_route.h"
 #include "cli.h"
 #include "config.h"
 #include "hl7.h"
@@ -382,8 +383,9 @@ static bool check_outcome(run_t *r, const cad_route_result_t *res, const cad_yam
 }
 
 /* Run one test case. Returns 1 passed, 0 failed. */
-static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
-                    const cad_yaml_node_t *t, size_t idx) {
+static int run_case(run_t *r, const cad_conf_channel_t *ch, const cad_yaml_node_t *t, size_t idx) {
+  const char *channel = ch->name;
+  const cad_routes_t *routes = ch->routes;
   r->out.len = 0;
   r->lines = 0;
   char name[256];
@@ -399,7 +401,9 @@ static int run_case(run_t *r, const char *channel, const cad_routes_t *routes,
   cad_arena_t arena;
   cad_arena_init(&arena, 65536, 64u << 20);
   cad_route_result_t res;
-  int erc = cad_routes_eval(routes, in, inlen, NULL, &arena, &res);
+  /* With the channel's character sets, as the engine routes (chan_route.h). */
+  int erc = cad_chan_route(ch, in, inlen, NULL, &arena, &res);
+  if (erc == 1) erc = 0;
   bool any_dest = false;
   int want_disp = want_disposition(expect);
   bool bad = want_disp == -2 || !check_dests(r, &res, expect, &any_dest);
@@ -476,7 +480,7 @@ int cad_cli_test(int argc, char **argv) {
     if (only && strcmp(only, ch->name) != 0) continue;
     for (size_t t = 0; ch->tests && t < ch->tests->n; t++) {
       ntests++;
-      if (run_case(&r, ch->name, ch->routes, ch->tests->items[t], t)) r.passed++;
+      if (run_case(&r, ch, ch->tests->items[t], t)) r.passed++;
       else r.failed++;
     }
   }

@@ -30,6 +30,8 @@
  *       on_ae: retry              # AE/CE: retry | dead_letter
  *       on_ar: dead_letter        # AR/CR: retry | dead_letter
  *       new_control_id: false     # a new MSH-10 for every attempt
+ *       encoding: 8859/1          # (every type) the character set it requires
+ *       unrepresentable: reject   # reject | replace | escape (docs/charsets.md)
  *       tls: { ca: ca.crt, cert: c.crt, key: c.key, verify_hostname: true,
  *              server_name: ehr.example.org }   # all optional; `tls: {}` = TLS
  *   channels:
@@ -51,6 +53,7 @@
  *         ciphers: "ECDHE+AESGCM"  # OpenSSL cipher list for TLS 1.2
  *         min_version: "1.2"       # 1.2 | 1.3
  *       allow: [ 10.0.0.0/8, 127.0.0.1 ]  # client addresses accepted (CIDR)
+ *       charset: 8859/1            # the set of messages without MSH-18
  *
  * A channel has either `to:` (every accepted message goes to those
  * destinations) or `routes:` (filters and transforms per destination, see
@@ -130,6 +133,12 @@ typedef struct cad_conf_dest {
   uint32_t retry_attempts;     /* default 10 */
   cad_on_failure_t on_failure; /* default CAD_ON_FAILURE_BLOCK */
   uint64_t max_backlog;        /* messages waiting; 0 = no limit (default) */
+  /* `encoding:` (every type): the character set this destination requires
+   * (parsers/hl7/hl7_charset.h id; CAD_CS_NONE = the message's own), and
+   * `unrepresentable:` what becomes of a character it cannot hold
+   * (cad_cs_policy_t: reject (default), replace, escape). */
+  int encoding;
+  int unrepresentable;
   cad_conf_pos_t pos;
   /* lanes (every type, docs/lanes.md): N FIFOs delivered in parallel, a
    * message's lane chosen by order_by (engine/runtime/lanes.h) */
@@ -159,6 +168,13 @@ typedef struct cad_conf_channel {
    * `file:` in it was checked to be a readable regular file; a relative one
    * is relative to the directory of the file it is written in (node->file). */
   const cad_yaml_node_t *tests;
+  /* `charset:` the character set of messages without MSH-18 (hl7_charset.h
+   * id; CAD_CS_NONE = undeclared: bytes left as they are). */
+  int charset;
+  /* The configuration's destinations (borrowed from cad_config_t.dests,
+   * the indexes of the routes' outputs), for their `encoding:`. */
+  const struct cad_conf_dest *dests;
+  size_t ndests;
   cad_conf_pos_t pos;
 } cad_conf_channel_t;
 

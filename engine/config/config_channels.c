@@ -228,6 +228,8 @@ static const conf_key_t channel_tail_keys[] = {
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),
     CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),
     CUSTOM_KEY("tests", set_by_routes, 0, "route test cases (caduceus test)"),
+    CUSTOM_KEY("charset", cad__conf_set_charset, 0,
+               "the character set of messages without MSH-18, like 8859/1"),
 };
 static const conf_section_t channel_tail = {"channel", channel_tail_keys,
                                             CAD_CONF_NKEYS(channel_tail_keys), check_channel};

@@ -93,6 +93,9 @@ static void set_order_by(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
   free(d->order_by);
   d->order_by = s;
 }
+/* What `encoding:` does with a character the set cannot hold (hl7_charset.h). */
+static const char *const unrep_names[] = {"reject", "replace", "escape", NULL};
+static const enum_arg_t unrepresentable_arg = {unrep_names, 0, "reject, replace or escape"};
 
 /* Keys every destination has, whatever its kind (the engine's delivery). */
 static const conf_key_t delivery_keys[] = {
@@ -106,6 +109,10 @@ static const conf_key_t delivery_keys[] = {
      "FIFOs delivered in parallel, a message's lane chosen by order_by"},
     CUSTOM_KEY("order_by", set_order_by, 0,
                "the key whose messages stay in order (an HL7 path or a template)"),
+    CUSTOM_KEY("encoding", cad__conf_set_encoding, 0,
+               "the character set this destination requires, like 8859/1 or UNICODE UTF-8"),
+    {"unrepresentable", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, unrepresentable), 0, "reject", 0,
+     0, &unrepresentable_arg, "reject, replace or escape"},
 };
 static const conf_section_t delivery_section = {"destination", delivery_keys,
                                                 CAD_CONF_NKEYS(delivery_keys), NULL};

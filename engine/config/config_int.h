@@ -138,6 +138,12 @@ const cad_yaml_node_t *cad__conf_at(const cad_yaml_node_t *key, const cad_yaml_n
 char *cad__conf_scalar(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *v, const char *what);
 char *cad__conf_resolve(loader_t *L, const char *file, char *s);
+/* config_charset.c: a channel's `charset:` and a destination's `encoding:`
+ * (character set names, parsers/hl7/hl7_charset.h). */
+void cad__conf_set_charset(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                           const cad_yaml_node_t *v, void *obj);
+void cad__conf_set_encoding(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                            const cad_yaml_node_t *v, void *obj);
 void cad__conf_set_enum(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                         const cad_yaml_node_t *v, void *obj);
 /* A key written as one scalar or a list of them (listen:, to:, allow:,

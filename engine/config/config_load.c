@@ -398,6 +398,8 @@ static void build(loader_t *L) {
       break;
     }
     ch->pos = cad__conf_pos_of(L->chans[i].key);
+    ch->dests = c->dests;
+    ch->ndests = c->ndests;
     c->nchannels++;
     char where[160];
     snprintf(where, sizeof where, "in channel '%s'", ch->name);

@@ -9,6 +9,7 @@
 
 #include "cad_error.h"
 #include "cad_io.h"
+#include "chan_route.h"
 #include "routes.h"
 
 #define MSG_ARENA_CHUNK 8192
@@ -448,8 +449,14 @@ static void route_and_queue(job_t *j) {
   const cad_conf_channel_t *cc = j->ch->cc;
   cad_route_result_t res;
   memset(&res, 0, sizeof res);
-  int rc = cc->routes ? cad_routes_eval(cc->routes, j->bytes, j->len, &j->msg, &j->arena, &res)
-                      : CAD_E_STATE;
+  /* The routes with the channel's character sets (chan_route.h). */
+  int rc = cad_chan_route(cc, j->bytes, j->len, &j->msg, &j->arena, &res);
+  if (rc == 1) { /* refused for its character set before any route: AR */
+    origin_t o = job_origin(j);
+    conclude(j->p, j->ch, &o, CAD_PIPE_REJECTED, &res.diag);
+    job_free(j);
+    return;
+  }
   if (rc < 0 && res.disposition == CAD_ROUTE_DELIVER) {
     res.disposition = CAD_ROUTE_ERROR;
     res.diag.hl7_code = 207;

@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "chan_route.h"
 
 struct cad_reroute {
   cad_queue_t *q;
   const cad_routes_t *routes;
+  const cad_conf_channel_t *cc; /* NULL: routes alone, no character sets */
   const cad_hl7_limits_t *limits;
   uint16_t *qids; /* owned copy */
   size_t nqids;
@@ -75,7 +77,10 @@ static int route(cad_reroute_t *r, const char *p, size_t len, cad_deliver_outcom
   }
   cad_route_result_t res;
   memset(&res, 0, sizeof res);
-  int rc = r->routes ? cad_routes_eval(r->routes, p, len, &m, &r->arena, &res) : CAD_E_STATE;
+  int rc = r->cc && r->cc->routes == r->routes ? cad_chan_route(r->cc, p, len, &m, &r->arena, &res)
+           : r->routes ? cad_routes_eval(r->routes, p, len, &m, &r->arena, &res)
+                       : CAD_E_STATE;
+  if (rc == 1) rc = 0; /* refused for its character set: res says why */
   if (rc < 0 && res.disposition == CAD_ROUTE_DELIVER) {
     snprintf(r->reason, sizeof r->reason, "routing failed: %s", cad_err_name(rc));
     return 1;
@@ -126,3 +131,5 @@ int cad_reroute_deliver(void *impl, const char *p, size_t len, uint64_t seq,
   if (route(r, p, len, &now) != 0) done(ctx, now, now == CAD_DELIVER_OK ? NULL : r->reason);
   return 0;
 }
+
+void cad_reroute_set_channel(cad_reroute_t *r, const cad_conf_channel_t *cc) { r->cc = cc; }

@@ -32,6 +32,10 @@
 typedef struct cad_reroute cad_reroute_t;
 
 /* dest_qids[i]: the queue id of the routes' destination index i. */
+/* The channel whose routes these are (borrowed, as routes): requeued
+ * messages then go through its character sets too (chan_route.h). */
+struct cad_conf_channel;
+void cad_reroute_set_channel(cad_reroute_t *r, const struct cad_conf_channel *cc);
 int cad_reroute_new(cad_queue_t *q, const cad_routes_t *routes, const cad_hl7_limits_t *limits,
                     const uint16_t *dest_qids, size_t ndests, cad_reroute_t **out);
 void cad_reroute_free(cad_reroute_t *r);

@@ -373,6 +373,7 @@ static int rerouter_open(rt_t *rt, chan_t *ch, dest_t *d) {
   if (!qids) return CAD_E_NOMEM;
   for (size_t i = 0; i < n; i++) qids[i] = rt->dests[i].qid;
   int rc = cad_reroute_new(E.q, ch->cc->routes, &ch->pc.limits, qids, n, &d->rr);
+  if (rc == 0) cad_reroute_set_channel(d->rr, ch->cc);
   free(qids);
   if (rc == 0) cad_reroute_set_lanes(d->rr, reroute_lane, rt);
   return rc;

@@ -12,6 +12,7 @@
 
 #include "archive_int.h"
 #include "cad_error.h"
+#include "hl7_charset.h"
 
 #define DAY_MS 86400000LL
 
@@ -84,6 +85,32 @@ static void read_pid(const char *p, size_t len, char fs, const char enc[4],
   }
 }
 
+/* The indexed PID-3 values of a message whose MSH-18 names a set other than
+ * ASCII or UTF-8, in UTF-8 (a value too long for its buffer stays raw). */
+static void utf8_one(int cs, cad__arch_span_t *v, char *buf, size_t cap) {
+  bool ascii = true;
+  for (size_t i = 0; i < v->len && ascii; i++) ascii = (unsigned char)v->p[i] < 0x80;
+  if (ascii || v->len * 3 >= cap) return;
+  cad_arena_t a;
+  cad_arena_init(&a, 512, 4096);
+  cad_str_t out;
+  if (cad_charset_decode(cs, (cad_str_t){v->p, v->len}, &a, &out, NULL) == 0 && out.len < cap) {
+    memcpy(buf, out.p, out.len);
+    *v = (cad__arch_span_t){buf, out.len};
+  }
+  cad_arena_free(&a);
+}
+
+static void utf8_pids(cad__arch_span_t msh18, char rep, cad__arch_fields_t *out) {
+  cad__arch_span_t first = piece(msh18.p, msh18.len, rep, 0);
+  int cs = first.len ? cad_charset_find(first.p, first.len) : CAD_CS_NONE;
+  if (cs == CAD_CS_NONE || cs == CAD_CS_UTF8 || cs == CAD_CS_ASCII) return;
+  for (size_t i = 0; i < out->npid; i++) {
+    utf8_one(cs, &out->pid_value[i], out->utf8[2 * i], sizeof out->utf8[0]);
+    utf8_one(cs, &out->pid_auth[i], out->utf8[2 * i + 1], sizeof out->utf8[0]);
+  }
+}
+
 void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out) {
   memset(out, 0, sizeof *out);
   if (len < 8 || memcmp(p, "MSH", 3) != 0) return;
@@ -101,6 +128,7 @@ void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out) {
              t2.len ? "^" : "", (int)(t2.len < 20 ? t2.len : 20), t2.len ? t2.p : "");
   }
   read_pid(p, len, fs, enc, out);
+  utf8_pids(piece(p, e, fs, 17), enc[1], out);
 }
 
 /* ---- one day file --------------------------------------------------------- */

@@ -25,6 +25,10 @@ typedef struct cad__arch_fields {
   char type[64];
   cad__arch_span_t pid_value[CAD_ARCH_MAX_PIDS], pid_auth[CAD_ARCH_MAX_PIDS];
   size_t npid;
+  /* PID-3 values and authorities of a message in a single-byte set (MSH-18
+   * 8859/1, ...) converted to UTF-8, so a search in UTF-8 finds them; the
+   * spans above then point here.  (hl7_charset.h) */
+  char utf8[2 * CAD_ARCH_MAX_PIDS][96];
 } cad__arch_fields_t;
 
 /* Read MSH-3..12 and every PID-3 repetition of the first PID, tolerantly

@@ -36,6 +36,7 @@ int cad_ack_msh_from_msg(const cad_hl7_msg_t *m, cad_ack_msh_t *out) {
   out->version = field_of(s, 12);
   out->accept_ack = field_of(s, 15);
   out->app_ack = field_of(s, 16);
+  out->charset = field_of(s, 18);
   fill_trigger(out);
   return 0;
 }
@@ -78,7 +79,7 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
   out->d.trunc = nenc > 4 ? enc[4] : 0;
   out->enc = (cad_str_t){enc, nenc};
   /* Fields 3.. : field n starts after the (n-1)-th separator counting MSH-1. */
-  cad_str_t *slots[17] = {0};
+  cad_str_t *slots[19] = {0};
   slots[3] = &out->send_app;
   slots[4] = &out->send_fac;
   slots[5] = &out->recv_app;
@@ -89,11 +90,12 @@ int cad_ack_msh_scan(const char *p, size_t len, size_t max_scan, cad_ack_msh_t *
   slots[12] = &out->version;
   slots[15] = &out->accept_ack;
   slots[16] = &out->app_ack;
-  for (int n = 3; n <= 16; n++)
+  slots[18] = &out->charset;
+  for (int n = 3; n <= 18; n++)
     if (slots[n]) *slots[n] = (cad_str_t){"", 0};
   int n = 3;
   size_t start = i < end ? i + 1 : end; /* after the separator ending MSH-2 */
-  while (n <= 16 && start <= end && i < end) {
+  while (n <= 18 && start <= end && i < end) {
     size_t e = start;
     while (e < end && p[e] != fs) e++;
     if (slots[n]) *slots[n] = (cad_str_t){p + start, e - start};
@@ -118,7 +120,7 @@ int cad_ack_msh_salvage(const char *p, size_t len, size_t max_scan, cad_ack_msh_
   cad_str_t empty = {"", 0};
   out->send_app = out->send_fac = out->recv_app = out->recv_fac = empty;
   out->msg_type = out->trigger = out->control_id = out->proc_id = empty;
-  out->version = out->accept_ack = out->app_ack = empty;
+  out->version = out->accept_ack = out->app_ack = out->charset = empty;
   return 1;
 }
 
@@ -221,6 +223,10 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
   PUTS(in->proc_id); /* MSH-11 */
   PUTC(f);
   PUTS(in->version); /* MSH-12 */
+  if (in->charset.len) {
+    for (int k = 13; k <= 18; k++) PUTC(f); /* MSH-13..17 empty */
+    PUTS(in->charset);                      /* MSH-18 */
+  }
   PUTC('\r');
 
   static const char *const codes[2][3] = {{"AA", "AE", "AR"}, {"CA", "CE", "CR"}};

@@ -14,6 +14,7 @@
  *   MSH-9   = ACK^<inbound MSH-9.2>^ACK,
  *   MSH-10  = the new control id given by the caller,
  *   MSH-11  = inbound MSH-11, MSH-12 = inbound MSH-12,
+ *   MSH-18  = inbound MSH-18 when it has one (the ACK itself is ASCII),
  *   MSA-1   = AA/AE/AR (original mode) or CA/CE/CR (enhanced mode),
  *   MSA-2   = inbound MSH-10,
  * and, when the status is not "accept", an ERR segment:
@@ -79,6 +80,7 @@ typedef struct cad_ack_msh {
   cad_str_t version;    /* MSH-12 */
   cad_str_t accept_ack; /* MSH-15 */
   cad_str_t app_ack;    /* MSH-16 */
+  cad_str_t charset;    /* MSH-18 (echoed in the ACK when not empty) */
 } cad_ack_msh_t;
 
 /* Fill `out` from a message parsed by cad_hl7_parse (its first segment must

@@ -29,6 +29,10 @@ BIN = sys.argv[1]
 ROOT = os.environ.get("CAD_SOURCE_ROOT",
                       os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 EXAMPLES = ["lab-to-ehr", "pharmacy-orders", "adt-fanout"]
+# examples/ehr/<system>/caduceus.yaml, writing under var/out/ehr/<system>/;
+# their channels listen on several ports: each message goes to the channel
+# whose route tests name it (docs/ehr.md).
+EHR_EXAMPLES = ["epic", "oracle-health", "athenahealth", "meditech", "carecloud"]
 passed = failed = 0
 
 
@@ -65,12 +69,27 @@ def listen_port(conf):
     return int(m.group(1))
 
 
-def run_example(name):
+def message_ports(conf):
+    """{message file: port} from the route tests of each channel."""
+    with open(conf) as f:
+        text = f.read()
+    out = {}
+    for block in re.split(r"\n  (?=[\w-]+:\n    listen:)", text):
+        m = re.search(r'listen:\s*\[\s*"127\.0\.0\.1:(\d+)"', block)
+        if m:
+            for f in re.findall(r"input:\s*\{\s*file:\s*messages/([^\s}]+)", block):
+                out[f] = int(m.group(1))
+    return out
+
+
+def run_example(name, ehr=False):
     work = tempfile.mkdtemp(prefix="cad_ex_")
-    exdir = os.path.join(work, "examples", name)
-    shutil.copytree(os.path.join(ROOT, "examples", name), exdir)
-    conf = os.path.join(exdir, name + ".yaml")
+    rel = os.path.join("ehr", name) if ehr else name
+    exdir = os.path.join(work, "examples", rel)
+    shutil.copytree(os.path.join(ROOT, "examples", rel), exdir)
+    conf = os.path.join(exdir, "caduceus.yaml" if ehr else name + ".yaml")
     port = listen_port(conf)
+    ports = message_ports(conf)
     log = open(os.path.join(work, "engine.log"), "wb")
     # Started elsewhere: paths follow the configuration file, not the cwd.
     proc = subprocess.Popen([BIN, "run", conf], cwd=exdir, stdout=log, stderr=log)
@@ -84,17 +103,25 @@ def run_example(name):
             stem, dest, _ = e.rsplit(".", 2)
             with open(os.path.join(exdir, "expected", e), "rb") as f:
                 expected.setdefault(dest, {})[stem] = norm(f.read())
-        with connect(port) as s:
+        socks = {}
+        try:
             for m in msgs:
                 with open(os.path.join(exdir, "messages", m), "rb") as f:
                     data = norm(f.read()) + b"\r"
-                ack = fields(send_recv(s, data))
+                p = ports.get(m, port)
+                if p not in socks:
+                    wait_for(lambda: _can_connect(p), what="listen %d" % p)
+                    socks[p] = connect(p)
+                ack = fields(send_recv(socks[p], data))
                 code = field(ack, "MSA", 1)
                 if m in refused:
                     check("%s: %s refused (%s)" % (name, m, code), code in ("AE", "AR", "CE", "CR"))
                 else:
                     check("%s: %s accepted" % (name, m), code in ("AA", "CA"), code)
-        out = os.path.join(work, "var", "out", name)
+        finally:
+            for s in socks.values():
+                s.close()
+        out = os.path.join(work, "var", "out", rel)
         for dest, want in sorted(expected.items()):
             d = os.path.join(out, dest)
             order = [norm_stem(m) for m in msgs if norm_stem(m) in want]
@@ -157,5 +184,7 @@ def _can_connect(port):
 
 for ex in EXAMPLES:
     run_example(ex)
+for ex in EHR_EXAMPLES:
+    run_example(ex, ehr=True)
 print("%d passed, %d failed" % (passed, failed))
 sys.exit(1 if failed else 0)

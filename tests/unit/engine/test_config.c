@@ -449,7 +449,7 @@ TEST(error_unknown_key) {
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    foo: 1\n    to: out\n",
                "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, ack, "
                "max_message_size, idle_timeout, frame_timeout, max_connections, to, tls, allow, "
-               "routes, unrouted, on_error, tests)\n");
+               "routes, unrouted, on_error, tests, charset)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
                "log_level, log_format, stats_interval, max_inbound_buffer, queue, archive)\n");
@@ -458,9 +458,10 @@ TEST(error_unknown_key) {
                "strict: yes}\n    to: out\n",
                "t.yaml:6:23: unknown key 'strict' in ack of channel 'lab' (expected one of: "
                "mode, policy)\n");
-  CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
-               "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
-               "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog, lanes, order_by)\n");
+  CHECK_ERRORS(
+      "destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
+      "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
+      "dir, append, name, mode, dir_mode, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
                "engine, destinations, channels, tables, admin)\n");

@@ -22,6 +22,7 @@ typedef struct pending {
   size_t n;
   uint16_t qid;
   char reason[96];
+  char bytes[512]; /* the first record's bytes (truncated), NUL-terminated */
 } pending_t;
 
 typedef struct fake {
@@ -60,7 +61,12 @@ static int f_append(void *ud, const cad_queue_item_t *items, size_t n, cad_queue
   (void)ud;
   if (F.append_rc) return F.append_rc;
   pending_t *pe = &F.appends[F.nappends++];
-  *pe = (pending_t){cb, cb_ud, n, n ? items[0].dest : 0, ""};
+  *pe = (pending_t){cb, cb_ud, n, n ? items[0].dest : 0, "", ""};
+  if (n) {
+    size_t k = items[0].len < sizeof pe->bytes - 1 ? items[0].len : sizeof pe->bytes - 1;
+    memcpy(pe->bytes, items[0].p, k);
+    pe->bytes[k] = 0;
+  }
   return 0;
 }
 
@@ -71,7 +77,7 @@ static int f_dead_letter(void *ud, uint16_t qid, const char *reason, const char 
   (void)len;
   if (F.append_rc) return F.append_rc;
   pending_t *pe = &F.appends[F.nappends++];
-  *pe = (pending_t){cb, cb_ud, 0, qid, ""};
+  *pe = (pending_t){cb, cb_ud, 0, qid, "", ""};
   snprintf(pe->reason, sizeof pe->reason, "%s", reason);
   return 0;
 }
@@ -175,6 +181,8 @@ static const char *CONFIG =
     "destinations:\n"
     "  a: { type: file, dir: /tmp/cad-test-pipeline-a }\n"
     "  b: { type: file, dir: /tmp/cad-test-pipeline-b }\n"
+    "  u: { type: file, dir: /tmp/cad-test-pipeline-u, encoding: UNICODE UTF-8 }\n"
+    "  x: { type: file, dir: /tmp/cad-test-pipeline-x, encoding: ASCII }\n"
     "channels:\n"
     "  acc:\n"
     "    listen: [\"127.0.0.1:1\"]\n"
@@ -210,7 +218,18 @@ static const char *CONFIG =
     "  dlv:\n"
     "    listen: [\"127.0.0.1:7\"]\n"
     "    ack: { policy: delivered }\n"
-    "    to: [a, b]\n";
+    "    to: [a, b]\n"
+    "  l1:\n" /* character sets (chan_route.h) */
+    "    listen: [\"127.0.0.1:8\"]\n"
+    "    charset: 8859/1\n"
+    "    to: [u]\n"
+    "  asc:\n"
+    "    listen: [\"127.0.0.1:9\"]\n"
+    "    to: [x]\n"
+    "  ascdl:\n"
+    "    listen: [\"127.0.0.1:10\"]\n"
+    "    routes: [ { to: x } ]\n"
+    "    on_error: dead_letter\n";
 
 static const char *ADT =
     "MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20260101120000||ADT^A01^ADT_A01|C123|P|2.5.1\r"
@@ -662,6 +681,66 @@ TEST(every_outcome_is_archived) {
     CHECK_STR(F.arch_ack, ack[i]);
     teardown(&w);
   }
+}
+
+/* Character sets on the message path: a Latin-1 message is queued in the
+ * destination's UTF-8 and its ACK echoes MSH-18; bytes that are not valid
+ * in the declared set are AR 102 before any route; a character the
+ * destination cannot hold is AE 102 (or a dead letter), nothing queued. */
+TEST(character_sets) {
+  static const char L1[] =
+      "MSH|^~\\&|HNAM|CERNER|R|S|20240305||ADT^A08|Q1|P|2.3||||||8859/1\r"
+      "PID|1||1^^^MRN^MRN||M\xDCLLER^JOS\xC9\r";
+  world_t w;
+  REQUIRE(setup(&w, "l1"));
+  SEND(&w, L1);
+  REQUIRE(F.nappends == 1 && F.nreplies == 0);
+  CHECK(strstr(F.appends[0].bytes, "M\xC3\x9CLLER^JOS\xC3\x89") != NULL);
+  CHECK(strstr(F.appends[0].bytes, "|P|2.3||||||UNICODE UTF-8\r") != NULL);
+  complete(0, 0);
+  REQUIRE(F.nreplies == 1);
+  CHECK_STR(ack_field("MSA", 1), "AA");
+  CHECK_STR(ack_field("MSH", 18), "8859/1");
+  teardown(&w);
+
+  /* Declared ASCII, a Latin-1 byte in PID-5: AR 102 at PID-5. */
+  REQUIRE(setup(&w, "asc"));
+  static const char BAD[] =
+      "MSH|^~\\&|A|B|C|D|20240305||ADT^A08|Q2|P|2.5.1||||||ASCII\r"
+      "PID|1||1^^^MRN^MRN||M\xDCLLER\r";
+  SEND(&w, BAD);
+  CHECK_INT(F.nappends, 0);
+  REQUIRE(F.nreplies == 1);
+  CHECK_STR(ack_field("MSA", 1), "AR");
+  CHECK(prefix(ack_field("ERR", 3), "102^"));
+  CHECK_STR(ack_field("ERR", 2), "PID^2^5");
+  CHECK_STR(ack_field("MSH", 18), "ASCII");
+  CHECK_STR(F.event, "msg.rejected");
+  CHECK(strstr(F.text, "not valid ASCII") != NULL);
+  CHECK_INT((int)w.st.rejected, 1);
+  /* UTF-8 with a character ASCII lacks, to an `encoding: ASCII` destination. */
+  static const char UTF[] =
+      "MSH|^~\\&|A|B|C|D|20240305||ADT^A08|Q3|P|2.5.1||||||UNICODE UTF-8\r"
+      "PID|1||1^^^MRN^MRN||M\xC3\x9CLLER\r";
+  SEND(&w, UTF);
+  CHECK_INT(F.nappends, 0);
+  REQUIRE(F.nreplies == 2);
+  CHECK_STR(ack_field("MSA", 1), "AE");
+  CHECK(prefix(ack_field("ERR", 3), "102^"));
+  CHECK(strstr(ack_field("ERR", 8), "destination 'x'") != NULL);
+  CHECK_STR(F.event, "msg.route_error");
+  teardown(&w);
+
+  /* The same with on_error: dead_letter: the original goes to the dead letters. */
+  REQUIRE(setup(&w, "ascdl"));
+  SEND(&w, UTF);
+  REQUIRE(F.nappends == 1);
+  CHECK(strstr(F.appends[0].reason, "cannot represent") != NULL);
+  complete(0, 0);
+  REQUIRE(F.nreplies == 1);
+  CHECK_STR(ack_field("MSA", 1), "AA");
+  CHECK_STR(F.event, "msg.dead_letter");
+  teardown(&w);
 }
 
 TEST_MAIN()

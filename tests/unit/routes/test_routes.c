@@ -997,4 +997,81 @@ TEST(table_errors) {
   unlink(path);
 }
 
+/* select: PID-3 repetitions chosen by assigning authority and type, never
+ * by position (the Epic convention: enterprise id and facility MRN). */
+#define EPIC_ADT                                                                   \
+  "MSH|^~\\&|EPIC|EPICADT|RCV|SITE|20240305||ADT^A01|E1|P|2.5.1\n"                 \
+  "PID|1||E3866033^^^EPIC^MRN~900091282^^^EPI^MR~123-45-6789^^^SSA^SS||Doe^Jane\n" \
+  "PID|2||777^^^EPI^MR\n"
+
+TEST(select_repetitions_by_components) {
+  fx_t f;
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes:\n    - transform:\n"
+                     "        - { select: \"PID[*]-3\", where: { 4: EPI, 5: MR } }\n"
+                     "      to: a\n") == 0);
+  REQUIRE(fx_eval(&f, EPIC_ADT) == CAD_ROUTE_DELIVER);
+  CHECK(strstr(fx_out(&f, 0, 0), "PID|1||900091282^^^EPI^MR||Doe^Jane\nPID|2||777^^^EPI^MR") !=
+        NULL);
+  /* The order of the repetitions does not matter. */
+  REQUIRE(fx_eval(&f,
+                  "MSH|^~\\&|A|B|C|D|1||ADT^A01|E2|P|2.5.1\n"
+                  "PID|1||900091282^^^EPI^MR~E3866033^^^EPIC^MRN\n") == CAD_ROUTE_DELIVER);
+  CHECK(strcmp(seg_of(&f, "PID"), "PID|1||900091282^^^EPI^MR") == 0);
+  /* None matches: kept as it was (the default). */
+  REQUIRE(fx_eval(&f, "MSH|^~\\&|A|B|C|D|1||ADT^A01|E3|P|2.5.1\nPID|1||E1^^^EPIC^MRN\n") ==
+          CAD_ROUTE_DELIVER);
+  CHECK(strcmp(seg_of(&f, "PID"), "PID|1||E1^^^EPIC^MRN") == 0);
+  fx_free(&f);
+
+  /* A list of values; missing: reject names the field. */
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes:\n    - transform:\n"
+                     "        - { select: PID-3, where: { 4: [EPIC, SSA] }, missing: reject }\n"
+                     "      to: a\n") == 0);
+  REQUIRE(fx_eval(&f, EPIC_ADT) == CAD_ROUTE_DELIVER);
+  CHECK(strcmp(seg_of(&f, "PID"), "PID|1||E3866033^^^EPIC^MRN~123-45-6789^^^SSA^SS||Doe^Jane") ==
+        0);
+  REQUIRE(fx_eval(&f, "MSH|^~\\&|A|B|C|D|1||ADT^A01|E4|P|2.5.1\nPID|1||9^^^EPI^MR\n") ==
+          CAD_ROUTE_ERROR);
+  CHECK(f.res.diag.hl7_code == 101 && strcmp(f.res.diag.seg_id, "PID") == 0 &&
+        f.res.diag.field == 3);
+  CHECK(strstr(f.res.diag.reason, "PID-3: no repetition") != NULL);
+  fx_free(&f);
+
+  /* missing: clear. */
+  REQUIRE(fx_compile(&f,
+                     "channel:\n  routes:\n    - transform:\n"
+                     "        - { select: PID-3, where: { 5: MR }, missing: clear }\n"
+                     "      to: a\n") == 0);
+  REQUIRE(fx_eval(&f, "MSH|^~\\&|A|B|C|D|1||ADT^A01|E5|P|2.5.1\nPID|1||9^^^X^PI||N\n") ==
+          CAD_ROUTE_DELIVER);
+  CHECK(strcmp(seg_of(&f, "PID"), "PID|1||||N") == 0);
+  fx_free(&f);
+}
+
+TEST(select_compile_errors) {
+  static const struct {
+    const char *step, *err;
+  } cases[] = {
+      {"{ select: PID-3.1, where: { 4: EPI } }", "t.yaml:4:21: 'select' works on a whole field"},
+      {"{ select: \"PID-3[2]\", where: { 4: EPI } }", "'select' works on a whole field"},
+      {"{ select: PID-3 }", "'select' needs 'where'"},
+      {"{ select: PID-3, where: { x: EPI } }", "t.yaml:4:37: 'where' keys are component numbers"},
+      {"{ select: PID-3, where: { 4: { a: b } } }", "a value of 'where' is a string"},
+      {"{ select: PID-3, where: { 4: EPI }, missing: drop }", "'missing' must be keep"},
+      {"{ select: MSH-2, where: { 1: x } }", "MSH-1 and MSH-2 (the delimiters) cannot be changed"},
+      {"{ select: PID-3, where: { 4: EPI }, to: x }", "unknown key 'to' in a 'select' step"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    char yaml[512];
+    snprintf(yaml, sizeof yaml,
+             "channel:\n  routes:\n    - transform:\n        - %s\n      to: a\n", cases[i].step);
+    fx_t f;
+    CHECK(fx_compile(&f, yaml) == CAD_E_CONFIG);
+    CHECK(has_error(&f, cases[i].err));
+    fx_free(&f);
+  }
+}
+
 TEST_MAIN()
