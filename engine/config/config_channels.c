@@ -228,6 +228,8 @@ static const conf_key_t channel_tail_keys[] = {
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),
     CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),
     CUSTOM_KEY("tests", set_by_routes, 0, "route test cases (caduceus test)"),
+    {"archive", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, archive), CAD_CONF_NESTED, NULL, 0,
+     0, &cad__conf_chan_archive, "the channel's archive settings (index, fts, retain)"},
 };
 static const conf_section_t channel_tail = {"channel", channel_tail_keys,
                                             CAD_CONF_NKEYS(channel_tail_keys), check_channel};

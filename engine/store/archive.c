@@ -71,6 +71,9 @@ struct cad_archive {
   bool z_ready;
   unsigned char *zbuf;
   size_t zcap;
+  cad__arch_chan_t *chans; /* opts.chans, copied */
+  size_t nchans;
+  cad_arena_t arena; /* writer thread: parsing a message for its fields */
 };
 
 uint64_t cad_archive_next_id(uint64_t *last) {
@@ -285,6 +288,14 @@ static const char *dest_name(cad_archive_t *a, uint16_t qid, char *buf) {
   return out;
 }
 
+/* The settings of channel `name` (NULL: none declared). */
+static const cad__arch_chan_t *chan_of(cad_archive_t *a, const char *name) {
+  if (!name) return NULL;
+  for (size_t i = 0; i < a->nchans; i++)
+    if (strcmp(a->chans[i].name, name) == 0) return &a->chans[i];
+  return NULL;
+}
+
 static int write_in(cad_archive_t *a, const rec_t *r) {
   cad__arch_db_t *db = db_for_day(a, r->t_ms / DAY_MS, true);
   if (!db) return CAD_E_IO;
@@ -309,6 +320,9 @@ static int write_in(cad_archive_t *a, const rec_t *r) {
   int rc = cad__arch_db_insert(db, &m);
   free(names_buf);
   free(names);
+  const cad__arch_chan_t *ch = chan_of(a, r->channel);
+  if (rc == 0 && ch && (ch->fts || ch->nfields))
+    rc = cad__arch_db_index(db, ch, r->id, r->bytes, r->len, &a->arena);
   return rc;
 }
 
@@ -474,6 +488,7 @@ static void *writer_main(void *arg) {
   close_cache(a, true, 0);
   if (a->z_ready) deflateEnd(&a->zs);
   free(a->zbuf);
+  cad_arena_free(&a->arena);
   return NULL;
 }
 
@@ -489,6 +504,14 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
   snprintf(a->dir, sizeof a->dir, "%s/archive", o->data_dir);
   a->data_dir = strdup(o->data_dir);
   a->o.data_dir = a->data_dir;
+  a->o.chans = NULL;
+  cad_arena_init(&a->arena, 64u << 10, 64u << 20);
+  if (!a->data_dir || cad__arch_chans_copy(o->chans, o->nchans, &a->chans) < 0) {
+    free(a->data_dir);
+    free(a);
+    return CAD_E_NOMEM;
+  }
+  a->nchans = o->nchans;
   /* Open today's file now, so a directory that cannot be written is one
    * error at start rather than a stream of failed records. */
   int64_t now = a->opened_ms = (int64_t)cad_now_ms();
@@ -500,6 +523,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
     c.error = cad_err_name(rc);
     CAD_LOG(CAD_LOG_ERROR, "archive.open_failed", &c, "%s: %s (running without the archive)",
             a->dir, cad_strerror(rc));
+    cad__arch_chans_free(a->chans, a->nchans);
     free(a->data_dir);
     free(a);
     return rc;
@@ -513,6 +537,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     pthread_cond_destroy(&a->done_cv);
+    cad__arch_chans_free(a->chans, a->nchans);
     free(a->data_dir);
     free(a);
     return CAD_E_NOMEM;
@@ -570,6 +595,7 @@ void cad_archive_close(cad_archive_t *a) {
             "from the journal at the next start)");
   }
   for (size_t i = 0; i < CAD_ARCHIVE_MAX_DESTS; i++) free(a->names[i]);
+  cad__arch_chans_free(a->chans, a->nchans);
   free(a->data_dir);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->cv);

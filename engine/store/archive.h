@@ -39,7 +39,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hl7.h"
+
 typedef struct cad_archive cad_archive_t;
+
+/* What a channel's messages get besides the fixed index (config.h:
+ * engine.archive and a channel's `archive:`).  Borrowed for
+ * cad_archive_open (copied). */
+typedef struct cad_archive_field {
+  const char *name; /* searched as --field NAME=VALUE (< 64 bytes, no '=') */
+  cad_hl7_path_t path;
+} cad_archive_field_t;
+#define CAD_ARCHIVE_MAX_FIELDS 32 /* per channel */
+typedef struct cad_archive_chan {
+  const char *name; /* the channel */
+  const cad_archive_field_t *fields;
+  size_t nfields;     /* at most CAD_ARCHIVE_MAX_FIELDS (more are ignored) */
+  bool fts;           /* full-text index of its bodies (FTS5) */
+  uint64_t retain_ms; /* 0 = opts.retain_ms */
+} cad_archive_chan_t;
 
 typedef struct cad_archive_opts {
   const char *data_dir;   /* archive/ goes under it */
@@ -55,6 +73,8 @@ typedef struct cad_archive_opts {
   int nice;               /* the writer thread's nice value (Linux: per thread), 0 = the
                process's; the engine uses 10: ACKs before the archive */
   uint64_t stats_ms;      /* log the counters (stats.archive) this often; 0 = never */
+  const cad_archive_chan_t *chans; /* per channel settings (copied); others: none */
+  size_t nchans;
 } cad_archive_opts_t;
 
 /* One inbound frame and what became of it.  Everything is borrowed for
@@ -117,6 +137,8 @@ void cad_archive_log_stats(cad_archive_t *a);
 
 /* ---- reading (the CLI; archive_query.c) -------------------------------- */
 
+#define CAD_ARCHIVE_MAX_QFIELDS 8
+#define CAD_ARCHIVE_MAX_TEXT 1024 /* bytes of cad_archive_query_t.text */
 typedef struct cad_archive_query {
   const char *patient;    /* PID-3 value, or value^authority */
   const char *control_id; /* MSH-10 */
@@ -125,6 +147,16 @@ typedef struct cad_archive_query {
   const char *sender, *receiver; /* MSH-4, MSH-6 */
   int64_t since_ms, until_ms;    /* 0 = open */
   uint64_t limit;                /* 0 = 50 */
+  /* Declared index fields, each "NAME=VALUE" (NAME: a declared name or an
+   * HL7 path, compared in canonical form: obr-4.1 is OBR-4.1); all must
+   * match.  The value is compared decoded and whole. */
+  const char *fields[CAD_ARCHIVE_MAX_QFIELDS];
+  size_t nfields;
+  /* Full text (channels with fts on): every whitespace-separated word must
+   * be in the body, each taken literally (FTS5 syntax in it is quoted,
+   * never interpreted); a word the tokenizer splits (GLU^Glucose) is a
+   * phrase.  Case-insensitive, whole tokens. */
+  const char *text;
 } cad_archive_query_t;
 
 typedef struct cad_archive_row {
@@ -142,6 +174,12 @@ typedef int (*cad_archive_row_cb)(void *ud, const cad_archive_row_t *row);
  * number of rows or a negative error; `err` gets a message. */
 int cad_archive_search(const char *dir, const cad_archive_query_t *q, cad_archive_row_cb cb,
                        void *ud, char *err, size_t errcap);
+
+/* How many messages match q (its limit ignored).  Returns 0 and *n, or a
+ * negative error (`err` says why).  A query that cannot be run (a --text
+ * with no word, a field without '=') is CAD_E_INVAL with `err` set. */
+int cad_archive_count(const char *dir, const cad_archive_query_t *q, uint64_t *n, char *err,
+                      size_t errcap);
 
 /* Print message `id` to stdout: its record, the ACK we sent, the body
  * (through `body`, which prints it as it likes), then the journey per

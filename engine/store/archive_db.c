@@ -38,7 +38,9 @@ static const char SCHEMA[] =
     "CREATE INDEX IF NOT EXISTS dlv_dest ON dlv(dest, msg);"
     "CREATE TABLE IF NOT EXISTS att(qid INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " n INTEGER NOT NULL, t INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT,"
-    " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;";
+    " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS fld(name TEXT NOT NULL, value TEXT NOT NULL, msg INTEGER NOT NULL,"
+    " PRIMARY KEY(name, value, msg)) WITHOUT ROWID;";
 
 /* ---- header fields ---------------------------------------------------------- */
 
@@ -188,8 +190,8 @@ fail:
 
 void cad__arch_db_close(cad__arch_db_t *d) {
   if (!d) return;
-  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv,
-                         d->upd_dlv, d->ins_att, d->new_dlv};
+  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv, d->upd_dlv,
+                         d->ins_att, d->new_dlv, d->ins_fld, d->ins_fts};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close_v2(d->db);
   free(d);

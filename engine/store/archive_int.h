@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "archive.h"
+#include "cad_mem.h"
 
 #define CAD_ARCHIVE_MAX_DESTS 4096
 #define CAD_ARCH_MAX_PIDS 16
@@ -36,6 +37,7 @@ typedef struct cad__arch_db {
   int64_t day;
   sqlite3 *db;
   sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *find_dlv, *upd_dlv, *ins_att, *new_dlv;
+  sqlite3_stmt *ins_fld, *ins_fts; /* prepared on first use (the fts table is created then) */
 } cad__arch_db_t;
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
@@ -65,6 +67,28 @@ int cad__arch_db_insert(cad__arch_db_t *db, const cad__arch_msg_t *m);
  * such delivery row and `create` is false. */
 int cad__arch_db_attempt(cad__arch_db_t *db, uint16_t qid, uint64_t seq, cad_archive_att_t what,
                          const char *detail, int64_t t_ms, const char *name, bool create);
+
+/* A channel's settings, as the writer keeps them (archive_index.c). */
+typedef struct cad__arch_chan {
+  char *name;
+  cad_archive_field_t *fields; /* names owned */
+  size_t nfields;
+  bool fts;
+  uint64_t retain_ms;
+} cad__arch_chan_t;
+
+int cad__arch_chans_copy(const cad_archive_chan_t *in, size_t n, cad__arch_chan_t **out);
+void cad__arch_chans_free(cad__arch_chan_t *c, size_t n);
+/* Index message `id` (bytes p/len) of channel ch in db: its declared
+ * fields (fld) and, with fts, its text.  `ar` is scratch (reset here). */
+int cad__arch_db_index(cad__arch_db_t *db, const cad__arch_chan_t *ch, uint64_t id, const char *p,
+                       size_t len, cad_arena_t *ar);
+/* The canonical name of a --field NAME (an HL7 path formatted, else as
+ * written) into out[64]; false when too long. */
+bool cad__arch_field_name(const char *name, size_t len, char out[64]);
+/* q->text as an FTS5 query of quoted words into out; false when it has no
+ * word or does not fit. */
+bool cad__arch_fts_query(const char *text, char *out, size_t cap);
 
 /* cad_archive_attempt at a given time (benchmarks write history). */
 int cad__archive_attempt_at(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,

@@ -1,0 +1,163 @@
+#!/usr/bin/env python3
+"""test_archive_index.py - the archive's declared fields and full text with
+the real binary: messages sent over MLLP are found by `caduceus search
+--field OBR-4.1=GLU` (engine.archive.index), by a channel's named field
+(`archive: {index: {visit: PV1-19}}`) and by `--text` (FTS5, on for one
+channel only); `--count` and `--json` agree; hostile --text (FTS5 syntax,
+SQL metacharacters, quotes) is taken literally: no error, no injection; a
+bad index path is refused with file:line:column; a damaged day file is
+reported by `archive check`.
+
+Usage: test_archive_index.py CADUCEUS_BINARY [TEST]"""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import (Engine, check_clean_stop, connect, field, fields,  # noqa: E402
+                         free_port, run_tests, send_recv, wait_for)
+
+
+def oru(ctl, test, visit, note):
+    return ("MSH|^~\\&|LIS|LABFAC|EHR|EHRFAC|20260101120000||ORU^R01^ORU_R01|%s|P|2.5.1\r"
+            "PID|1||P%s^^^HOSP^MR||ZZTEST^PATIENT\r"
+            "PV1|1|O|LAB||||||||||||||||%s\r"
+            "OBR|1||R1|%s^%s test^L\r"
+            "OBX|1|NM|%s||5.5|mmol/L|||||F\r"
+            "NTE|1||%s\r" % (ctl, ctl, visit, test, test.lower(), test, note)).encode()
+
+
+def tool(binary, *args, timeout=30):
+    return subprocess.run([binary] + list(args), capture_output=True, text=True, timeout=timeout)
+
+
+def search(binary, data, *args):
+    r = tool(binary, "search", data, "--json", "--limit", "1000", *args)
+    assert r.returncode == 0, "search %r: %s" % (args, r.stderr)
+    return sorted(json.loads(line)["control_id"] for line in r.stdout.splitlines() if line)
+
+
+def count(binary, data, *args):
+    r = tool(binary, "search", data, "--count", *args)
+    assert r.returncode == 0, "count %r: %s" % (args, r.stderr)
+    return int(r.stdout.strip())
+
+
+def start(binary, tmp):
+    p_lab, p_adt = free_port(), free_port()
+    dests = "  files:\n    type: file\n    dir: %s/out\n" % tmp
+    chans = ("  lab:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ files ]\n"
+             "    archive: { index: { visit: PV1-19 }, fts: true }\n"
+             "  adt:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ files ]\n") % (p_lab, p_adt)
+    extra = "  archive: { index: [ obr-4.1 ] }\n"
+    eng = Engine(binary, tmp, chans, dests, engine_extra=extra).start(wait_ports=(p_lab, p_adt))
+    return eng, p_lab, p_adt
+
+
+def test_fields_and_text(binary, tmp):
+    eng, p_lab, p_adt = start(binary, tmp)
+    data = os.path.join(tmp, "data")
+    try:
+        with connect(p_lab) as s:
+            for ctl, test, visit, note in (("L1", "GLU", "V100", "fasting sample"),
+                                           ("L2", "NA", "V200", "hemolyzed sample"),
+                                           ("L3", "GLU", "V300", "repeat \"quoted\" OR NOT")):
+                assert field(fields(send_recv(s, oru(ctl, test, visit, note))), "MSA", 1) == "AA"
+        with connect(p_adt) as s:
+            a = fields(send_recv(s, oru("A1", "GLU", "V100", "fasting sample")))
+            assert field(a, "MSA", 1) == "AA", a
+        wait_for(lambda: count(binary, data) == 4, what="4 messages archived")
+
+        # engine.archive.index (every channel), by path in any case.
+        assert search(binary, data, "--field", "OBR-4.1=GLU") == ["A1", "L1", "L3"]
+        assert search(binary, data, "--field", "obr-4.1=GLU") == ["A1", "L1", "L3"]
+        assert search(binary, data, "--field", "OBR-4.1=glu") == []  # values are exact
+        assert count(binary, data, "--field", "OBR-4.1=GLU") == 3
+        # The lab channel's own named field, and two fields together.
+        assert search(binary, data, "--field", "visit=V100") == ["L1"]
+        assert search(binary, data, "--field", "visit=V300", "--field", "OBR-4.1=GLU") == ["L3"]
+        assert search(binary, data, "--field", "visit=V300", "--field", "OBR-4.1=NA") == []
+        # Full text: only the lab channel has fts on.
+        assert search(binary, data, "--text", "fasting") == ["L1"]
+        assert search(binary, data, "--text", "SAMPLE") == ["L1", "L2"]
+        assert search(binary, data, "--text", "sample hemolyzed") == ["L2"]
+        assert search(binary, data, "--text", "GLU^glu") == ["L1", "L3"]  # a phrase
+        assert search(binary, data, "--text", "mmol/L", "--field", "visit=V200") == ["L2"]
+        assert count(binary, data, "--text", "sample", "--channel", "lab") == 2
+        r = tool(binary, "search", data, "--count", "--json", "--text", "sample")
+        assert r.returncode == 0 and json.loads(r.stdout) == {"count": 2}, r
+
+        # Hostile --text: FTS5 operators and SQL are words to look for.
+        for hostile in ('OR', 'NOT', '"quoted"', 'repeat "quoted" OR NOT', "x' OR '1'='1",
+                        "\"; DROP TABLE msg; --", "NEAR(a b)", "*", "body:GLU", "^", "(", ")",
+                        '""', "a\"b", "-sample", "sample*", "{body}: x", "'"):
+            r = tool(binary, "search", data, "--json", "--text", hostile)
+            assert r.returncode == 0, (hostile, r.stderr)
+            assert "error" not in r.stderr.lower(), (hostile, r.stderr)
+        assert search(binary, data, "--text", '"quoted"') == ["L3"]
+        assert search(binary, data, "--text", 'repeat "quoted" OR NOT') == ["L3"]
+        assert search(binary, data, "--text", "OR") == ["L3"]  # the word, not the operator
+        assert search(binary, data, "--text", "x' OR '1'='1") == []
+        assert count(binary, data) == 4  # nothing was dropped
+        for bad in ("", "   "):
+            r = tool(binary, "search", data, "--text", bad)
+            assert r.returncode == 2 and "--text" in r.stderr, r
+        r = tool(binary, "search", data, "--field", "nothing")
+        assert r.returncode == 2 and "--field" in r.stderr, r
+        r = tool(binary, "search", data, "--text", "x" * 2000)
+        assert r.returncode == 2 and "--text" in r.stderr, r
+        # SQL in a field value is a value.
+        assert search(binary, data, "--field", "OBR-4.1=GLU' OR 1=1 --") == []
+    finally:
+        check_clean_stop(eng)
+
+
+def test_bad_index_path_refused(binary, tmp):
+    conf = os.path.join(tmp, "bad.yaml")
+    with open(conf, "w") as f:
+        f.write("engine:\n  data_dir: %s/data\n  archive:\n    index: [ PV1-19, OBR-x ]\n"
+                "destinations:\n  files: { type: file, dir: %s/out }\n"
+                "channels:\n  lab:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ files ]\n"
+                "    archive: { index: { visit: PID }, fts: maybe, retain: 1h }\n"
+                % (tmp, tmp, free_port()))
+    r = tool(binary, "check", conf)
+    assert r.returncode != 0, r
+    err = r.stderr
+    assert "bad.yaml:4:22: index: 'OBR-x'" in err, err
+    assert "bad.yaml:11:32: index: 'PID': expected a field" in err, err
+    assert "bad.yaml:11:44: fts: expected one of true or false" in err, err
+    assert "bad.yaml:11:59: retain:" in err, err
+
+
+def test_damaged_day_file(binary, tmp):
+    eng, p_lab, _ = start(binary, tmp)
+    data = os.path.join(tmp, "data")
+    try:
+        with connect(p_lab) as s:
+            for i in range(50):
+                a = fields(send_recv(s, oru("D%d" % i, "GLU", "V%d" % i, "sample " * 40)))
+                assert field(a, "MSA", 1) == "AA", a
+        wait_for(lambda: count(binary, data) == 50, what="50 messages archived")
+    finally:
+        check_clean_stop(eng)
+    adir = os.path.join(data, "archive")
+    r = tool(binary, "archive", "check", data)
+    assert r.returncode == 0 and ": ok" in r.stdout, r.stdout + r.stderr
+    day = [n for n in os.listdir(adir) if n.endswith(".db")][0]
+    path = os.path.join(adir, day)
+    size = os.path.getsize(path)
+    assert size > 8 * 4096, size
+    with open(path, "r+b") as f:  # garbage over pages 3 and 4 (b-tree pages)
+        f.seek(2 * 4096)
+        f.write(b"\xA5" * 8192)
+    r = tool(binary, "archive", "check", data)
+    assert r.returncode == 1 and "DAMAGED" in r.stdout, r.stdout + r.stderr
+    # Searching a damaged file fails with a message, never a crash.
+    r = tool(binary, "search", data, "--text", "sample")
+    assert r.returncode in (0, 1) and r.returncode >= 0, r
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests([test_fields_and_text, test_bad_index_path_refused,
+                        test_damaged_day_file], sys.argv))
