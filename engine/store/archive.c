@@ -390,8 +390,25 @@ static void maybe_prune(cad_archive_t *a, int64_t now) {
   if (now - a->last_prune_ms < 3600000 && a->last_prune_ms / DAY_MS == now / DAY_MS) return;
   a->last_prune_ms = now;
   close_cache(a, false, now / DAY_MS);
-  uint64_t freed = 0;
-  int n = cad_archive_prune(a->dir, now, a->o.retain_ms, a->o.max_bytes, &freed);
+  uint64_t freed = 0, rows = 0;
+  /* Whole files past the longest retention, then the rows of channels
+   * whose own retention is shorter (or of the others, when a channel's
+   * is longer than the engine's). */
+  cad_archive_chan_t ch[64];
+  size_t nch = 0;
+  for (size_t i = 0; i < a->nchans && nch < 64; i++)
+    if (a->chans[i].retain_ms)
+      ch[nch++] = (cad_archive_chan_t){a->chans[i].name, NULL, 0, false, a->chans[i].retain_ms};
+  int n = cad_archive_prune(a->dir, now, cad_archive_longest_retain(a->o.retain_ms, ch, nch),
+                            a->o.max_bytes, &freed);
+  if (nch && cad_archive_prune_channels(a->dir, now, a->o.retain_ms, ch, nch, &rows) == 0 && rows) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    cad_log_num_t num = {"messages", rows};
+    c.nums = &num;
+    c.nnums = 1;
+    CAD_LOG(CAD_LOG_INFO, "archive.pruned_channels", &c,
+            "messages past their channel's retention deleted");
+  }
   if (n > 0) {
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     cad_log_num_t nums[2] = {{"files", (uint64_t)n}, {"bytes", freed}};

@@ -209,6 +209,16 @@ int cad_archive_reindex_until(const char *data_dir, int64_t from_ms, int64_t unt
 /* The receive time of the newest archived message of dir (0 = none). */
 int64_t cad_archive_newest(const char *dir);
 
+/* Retention per channel (archive_retain.c): in the day files that
+ * cad_archive_prune keeps (it is given the longest retention), delete the
+ * messages of every channel whose own retention (ch[i].retain_ms; 0 = the
+ * engine's `retain_ms`) has passed, with their deliveries, index rows and
+ * full-text words; *rows = messages deleted.  Safe while the engine runs. */
+int cad_archive_prune_channels(const char *dir, int64_t now_ms, uint64_t retain_ms,
+                               const cad_archive_chan_t *ch, size_t n, uint64_t *rows);
+/* The longest of retain_ms and the channels' own retentions. */
+uint64_t cad_archive_longest_retain(uint64_t retain_ms, const cad_archive_chan_t *ch, size_t n);
+
 /* Delete expired day files of `dir` as of `now_ms`; returns how many. */
 int cad_archive_prune(const char *dir, int64_t now_ms, uint64_t retain_ms, uint64_t max_bytes,
                       uint64_t *freed);

@@ -172,8 +172,10 @@ int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
     /* WAL with synchronous=NORMAL: a commit is not an fsync (a power cut
      * may lose the last transactions, never corrupt the file); the cache
      * holds the hot ends of the indexes (2 MiB: memory stays small). */
+    /* auto_vacuum (set before the first table; a no-op on an older file):
+     * rows deleted by retention per channel give their pages back. */
     const char *setup =
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048;"
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048;"
         " PRAGMA wal_autocheckpoint=16384;";
     if (sqlite3_exec(d->db, setup, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = prepare_all(d)) < 0) {
@@ -191,7 +193,7 @@ fail:
 void cad__arch_db_close(cad__arch_db_t *d) {
   if (!d) return;
   sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv, d->upd_dlv,
-                         d->ins_att, d->new_dlv, d->ins_fld, d->ins_fts};
+                         d->ins_att, d->new_dlv, d->ins_fld, d->ins_fts,  d->ins_ftsrow};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close_v2(d->db);
   free(d);

@@ -17,7 +17,7 @@
  * word the tokenizer splits (GLU^Glucose) is searched as a phrase. */
 #define FTS_SCHEMA                                                                    \
   "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(body, content='', columnsize=0," \
-  " detail=full)"
+  " detail=full); CREATE TABLE IF NOT EXISTS fts_rows(id INTEGER PRIMARY KEY)"
 
 int cad__arch_chans_copy(const cad_archive_chan_t *in, size_t n, cad__arch_chan_t **out) {
   *out = NULL;
@@ -92,15 +92,22 @@ static int index_fields(cad__arch_db_t *db, const cad__arch_chan_t *ch, uint64_t
 }
 
 static int index_text(cad__arch_db_t *db, uint64_t id, const char *p, size_t len) {
+  /* fts_rows lists the messages in fts: retention per channel removes
+   * their words (archive_retain.c). */
   if (!db->ins_fts) {
     if (sqlite3_exec(db->db, FTS_SCHEMA, NULL, NULL, NULL) != SQLITE_OK ||
         sqlite3_prepare_v3(db->db, "INSERT INTO fts(rowid, body) VALUES(?,?)", -1,
-                           SQLITE_PREPARE_PERSISTENT, &db->ins_fts, NULL) != SQLITE_OK)
+                           SQLITE_PREPARE_PERSISTENT, &db->ins_fts, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(db->db, "INSERT OR IGNORE INTO fts_rows(id) VALUES(?)", -1,
+                           SQLITE_PREPARE_PERSISTENT, &db->ins_ftsrow, NULL) != SQLITE_OK)
       return sql_rc(db->db);
   }
   sqlite3_bind_int64(db->ins_fts, 1, (sqlite3_int64)id);
   sqlite3_bind_text(db->ins_fts, 2, p, (int)len, SQLITE_STATIC);
-  return step(db->db, db->ins_fts);
+  int rc = step(db->db, db->ins_fts);
+  if (rc < 0) return rc;
+  sqlite3_bind_int64(db->ins_ftsrow, 1, (sqlite3_int64)id);
+  return step(db->db, db->ins_ftsrow);
 }
 
 int cad__arch_db_index(cad__arch_db_t *db, const cad__arch_chan_t *ch, uint64_t id, const char *p,

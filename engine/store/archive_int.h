@@ -37,7 +37,7 @@ typedef struct cad__arch_db {
   int64_t day;
   sqlite3 *db;
   sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *find_dlv, *upd_dlv, *ins_att, *new_dlv;
-  sqlite3_stmt *ins_fld, *ins_fts; /* prepared on first use (the fts table is created then) */
+  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow; /* prepared on first use (the fts table is created then) */
 } cad__arch_db_t;
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
