@@ -54,7 +54,9 @@ static void usage(FILE *out) {
           "\n"
           "  stats    per day file: messages by status, delivery records, bytes on disk\n"
           "  prune    delete the day files that retention expires [--retain 7d]\n"
-          "           [--max-bytes N] (defaults: the configuration's, else 7d)\n"
+          "           [--max-bytes N] (defaults: the configuration's, else 7d); given a\n"
+          "           configuration, also the messages of channels whose own\n"
+          "           archive.retain has passed\n"
           "  check    every file's integrity, and the journal's queue records against the\n"
           "           archive: how many the archive lacks [--since 2h] (default: retention)\n"
           "  reindex  rebuild the records the archive lacks from the journal (as at start\n"
@@ -191,6 +193,40 @@ static int cmd_check(const char *data_dir, const char *dir, int64_t since, bool 
   return bad || missing ? 1 : 0;
 }
 
+/* prune: whole day files past the longest retention, then (given a
+ * configuration, without --retain) the messages of channels whose own
+ * `archive.retain` has passed. */
+static int cmd_prune(const char *arg, const char *dir, int64_t now, const uint64_t limits[2],
+                     const char *retain_opt) {
+  cad_archive_chan_t ch[256];
+  size_t nch = 0;
+  cad_config_t *cfg = NULL;
+  struct stat st;
+  if (!retain_opt && stat(arg, &st) == 0 && !S_ISDIR(st.st_mode)) {
+    char *errors = NULL;
+    if (cad_config_load(arg, &cfg, &errors) == 0) {
+      for (size_t i = 0; i < cfg->nchannels && nch < 256; i++)
+        if (cfg->channels[i].archive.retain_ms)
+          ch[nch++] = (cad_archive_chan_t){cfg->channels[i].name, NULL, 0, false,
+                                           cfg->channels[i].archive.retain_ms};
+    }
+    free(errors);
+  }
+  uint64_t freed = 0, rows = 0;
+  int n = cad_archive_prune(dir, now, cad_archive_longest_retain(limits[0], ch, nch), limits[1],
+                            &freed);
+  int rc = n < 0 ? n : nch ? cad_archive_prune_channels(dir, now, limits[0], ch, nch, &rows) : 0;
+  cad_config_free(cfg);
+  if (rc < 0) {
+    fprintf(stderr, "caduceus archive: %s: %s\n", dir, cad_strerror(rc));
+    return 1;
+  }
+  printf("deleted %d day file(s), %llu bytes", n, (unsigned long long)freed);
+  if (nch) printf("; %llu message(s) past their channel's retention", (unsigned long long)rows);
+  printf("\n");
+  return 0;
+}
+
 int cad_cli_archive(int argc, char **argv) {
   static const struct option opts[] = {{"retain", required_argument, 0, 'r'},
                                        {"max-bytes", required_argument, 0, 'm'},
@@ -241,16 +277,7 @@ int cad_cli_archive(int argc, char **argv) {
   if (strcmp(cmd, "stats") == 0) return cmd_stats(dir);
   if (strcmp(cmd, "check") == 0) return cmd_check(data_dir, dir, from, false);
   if (strcmp(cmd, "reindex") == 0) return cmd_check(data_dir, dir, from, true);
-  if (strcmp(cmd, "prune") == 0) {
-    uint64_t freed = 0;
-    int n = cad_archive_prune(dir, now, limits[0], limits[1], &freed);
-    if (n < 0) {
-      fprintf(stderr, "caduceus archive: %s: %s\n", dir, cad_strerror(n));
-      return 1;
-    }
-    printf("deleted %d day file(s), %llu bytes\n", n, (unsigned long long)freed);
-    return 0;
-  }
+  if (strcmp(cmd, "prune") == 0) return cmd_prune(argv[optind + 1], dir, now, limits, retain);
   fprintf(stderr, "caduceus archive: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import (Engine, check_clean_stop, connect, field, fields,  # noqa: E402
@@ -44,12 +45,13 @@ def count(binary, data, *args):
     return int(r.stdout.strip())
 
 
-def start(binary, tmp):
+def start(binary, tmp, lab_extra=""):
     p_lab, p_adt = free_port(), free_port()
     dests = "  files:\n    type: file\n    dir: %s/out\n" % tmp
     chans = ("  lab:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ files ]\n"
-             "    archive: { index: { visit: PV1-19 }, fts: true }\n"
-             "  adt:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ files ]\n") % (p_lab, p_adt)
+             "    archive: { index: { visit: PV1-19 }, fts: true%s }\n"
+             "  adt:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ files ]\n") % (p_lab, lab_extra,
+                                                                         p_adt)
     extra = "  archive: { index: [ obr-4.1 ] }\n"
     eng = Engine(binary, tmp, chans, dests, engine_extra=extra).start(wait_ports=(p_lab, p_adt))
     return eng, p_lab, p_adt
@@ -158,6 +160,34 @@ def test_damaged_day_file(binary, tmp):
     assert r.returncode in (0, 1) and r.returncode >= 0, r
 
 
+def test_prune_per_channel(binary, tmp):
+    """lab keeps 1 day, adt the engine's 7: a day file of three days ago
+    loses lab's messages (and their words), keeps adt's."""
+    eng, p_lab, p_adt = start(binary, tmp, lab_extra=", retain: 1d")
+    data = os.path.join(tmp, "data")
+    try:
+        with connect(p_lab) as s:
+            assert field(fields(send_recv(s, oru("L1", "GLU", "V1", "labword"))), "MSA", 1) == "AA"
+        with connect(p_adt) as s:
+            assert field(fields(send_recv(s, oru("A1", "GLU", "V1", "adtword"))), "MSA", 1) == "AA"
+        wait_for(lambda: count(binary, data) == 2, what="2 messages archived")
+    finally:
+        check_clean_stop(eng)
+    adir = os.path.join(data, "archive")
+    today = [n for n in os.listdir(adir) if n.endswith(".db")][0]
+    old = time.strftime("%Y-%m-%d.db", time.gmtime(time.time() - 3 * 86400))
+    import shutil
+    shutil.copy(os.path.join(adir, today), os.path.join(adir, old))
+    assert count(binary, data, "--text", "labword") == 2  # today's and the copy
+    r = tool(binary, "archive", "prune", eng.conf)
+    assert r.returncode == 0 and "1 message(s) past their channel's retention" in r.stdout, \
+        r.stdout + r.stderr
+    assert count(binary, data, "--text", "labword") == 1
+    assert count(binary, data, "--channel", "adt") == 2
+    r = tool(binary, "archive", "check", data)
+    assert "DAMAGED" not in r.stdout, r.stdout
+
+
 if __name__ == "__main__":
     sys.exit(run_tests([test_fields_and_text, test_bad_index_path_refused,
-                        test_damaged_day_file], sys.argv))
+                        test_damaged_day_file, test_prune_per_channel], sys.argv))
