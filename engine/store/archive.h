@@ -26,7 +26,9 @@
  * id, time, channel, peer, connection, size, status, reason, ACK code,
  * MSH-3..12, body zlib-compressed), pid (every PID-3 repetition: value and
  * assigning authority), dlv (one row per destination record: queue id,
- * sequence, name, state, attempts, last detail), att (every attempt).
+ * sequence, name, state, attempts, last detail), att (every attempt), fld
+ * (declared index fields: name, value, message), and for channels with fts
+ * on, fts (FTS5, contentless, rowid = message id) and fts_rows.
  *
  * Statuses of a message: accepted, filtered, dead (dead-lettered by a
  * route), rejected (a route rejected it), unparseable, too_big, error; of a
