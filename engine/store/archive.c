@@ -21,7 +21,19 @@
 #define DAY_MS 86400000LL
 #define NCACHE 2 /* open day files: today and the one before */
 
+#define NBLK 8               /* channels with an open body block at once */
+#define BLK_MAX (64u << 10)  /* uncompressed bytes of a block */
+#define BLK_SOLO (16u << 10) /* a bigger message is compressed alone */
+
 typedef enum { REC_IN, REC_ATT } rec_kind_t;
+
+typedef struct blk {
+  char channel[128];
+  cad__arch_db_t *db; /* the file it goes to (NULL: unused) */
+  int64_t id;         /* the id of its first message */
+  char *buf;          /* owned: the bodies, one after the other */
+  size_t len, cap, n;
+} blk_t;
 
 typedef struct rec {
   struct rec *next;
@@ -74,7 +86,11 @@ struct cad_archive {
   cad__arch_chan_t *chans; /* opts.chans, copied */
   size_t nchans;
   cad_arena_t arena; /* writer thread: parsing a message for its fields */
+  blk_t blk[NBLK];   /* writer thread: body blocks being filled */
 };
+
+static void blk_flush(cad_archive_t *a, blk_t *b);
+static void blk_flush_all(cad_archive_t *a);
 
 uint64_t cad_archive_next_id(uint64_t *last) {
   uint64_t id = cad_now_ms() << 20;
@@ -83,24 +99,19 @@ uint64_t cad_archive_next_id(uint64_t *last) {
   return id;
 }
 
-static void rec_free(rec_t *r) {
-  if (!r) return;
-  free(r->channel);
-  free(r->peer);
-  free(r->status);
-  free(r->reason);
-  free(r->ack);
-  free(r->bytes);
-  free(r->qids);
-  free(r->seqs);
-  free(r->detail);
-  free(r);
-}
+/* A record and everything it holds are one allocation (the loop thread
+ * makes one malloc and one copy per message; the writer one free). */
+static void rec_free(rec_t *r) { free(r); }
 
-static char *dup_or_null(const char *s, bool *bad) {
+/* Bytes of s with its NUL (0 for NULL). */
+static size_t str_size(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+/* Copy s (of size n from str_size) to *at, advancing it; NULL for NULL. */
+static char *put_str(char **at, const char *s, size_t n) {
   if (!s) return NULL;
-  char *d = strdup(s);
-  if (!d) *bad = true;
+  char *d = *at;
+  memcpy(d, s, n);
+  *at += n;
   return d;
 }
 
@@ -140,42 +151,42 @@ static int enqueue(cad_archive_t *a, rec_t *r) {
 }
 
 int cad_archive_inbound(cad_archive_t *a, const cad_archive_in_t *in) {
-  rec_t *r = calloc(1, sizeof *r);
-  if (!r) return CAD_E_NOMEM;
-  bool bad = false;
   size_t keep = in->len;
   if (strcmp(in->status, "unparseable") == 0 || strcmp(in->status, "too_big") == 0)
     keep = keep > a->o.max_raw ? a->o.max_raw : keep;
+  size_t nc = str_size(in->channel), np = str_size(in->peer), ns = str_size(in->status),
+         nr = str_size(in->reason), na = str_size(in->ack);
+  /* The arrays first (aligned after the struct), then the strings, then the bytes. */
+  size_t total = sizeof(rec_t) + in->nq * (sizeof(uint64_t) + sizeof(uint16_t)) + nc + np + ns +
+                 nr + na + keep;
+  rec_t *r = malloc(total);
+  if (!r) return CAD_E_NOMEM;
+  memset(r, 0, sizeof *r);
+  char *at = (char *)(r + 1);
+  r->nq = in->nq;
+  if (in->nq) {
+    r->seqs = (uint64_t *)(void *)at;
+    memcpy(r->seqs, in->seqs, in->nq * sizeof *r->seqs);
+    at += in->nq * sizeof *r->seqs;
+    r->qids = (uint16_t *)(void *)at;
+    memcpy(r->qids, in->qids, in->nq * sizeof *r->qids);
+    at += in->nq * sizeof *r->qids;
+  }
+  r->channel = put_str(&at, in->channel, nc);
+  r->peer = put_str(&at, in->peer, np);
+  r->status = put_str(&at, in->status, ns);
+  r->reason = put_str(&at, in->reason, nr);
+  r->ack = put_str(&at, in->ack, na);
+  r->bytes = at;
+  if (keep) memcpy(at, in->bytes, keep);
+  r->len = keep;
   r->kind = REC_IN;
   r->t_ms = (int64_t)(in->id >> 20);
   r->id = in->id;
   r->conn = in->conn;
   r->size = in->size;
   r->dl_seq = in->dl_seq;
-  r->channel = dup_or_null(in->channel, &bad);
-  r->peer = dup_or_null(in->peer, &bad);
-  r->status = dup_or_null(in->status, &bad);
-  r->reason = dup_or_null(in->reason, &bad);
-  r->ack = dup_or_null(in->ack, &bad);
-  r->bytes = malloc(keep ? keep : 1);
-  r->len = keep;
-  if (r->bytes && keep) memcpy(r->bytes, in->bytes, keep);
-  r->nq = in->nq;
-  if (in->nq) {
-    r->qids = malloc(in->nq * sizeof *r->qids);
-    r->seqs = malloc(in->nq * sizeof *r->seqs);
-    if (r->qids && r->seqs) {
-      memcpy(r->qids, in->qids, in->nq * sizeof *r->qids);
-      memcpy(r->seqs, in->seqs, in->nq * sizeof *r->seqs);
-    } else {
-      bad = true;
-    }
-  }
-  if (bad || !r->bytes) {
-    rec_free(r);
-    return CAD_E_NOMEM;
-  }
-  r->cost = sizeof *r + keep + in->nq * 10 + 256;
+  r->cost = total + 64;
   return enqueue(a, r);
 }
 
@@ -186,20 +197,18 @@ int cad_archive_attempt(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archiv
 
 int cad__archive_attempt_at(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
                             const char *detail, int64_t t_ms) {
-  rec_t *r = calloc(1, sizeof *r);
+  size_t nd = str_size(detail);
+  rec_t *r = malloc(sizeof *r + nd);
   if (!r) return CAD_E_NOMEM;
-  bool bad = false;
+  memset(r, 0, sizeof *r);
+  char *at = (char *)(r + 1);
   r->kind = REC_ATT;
   r->t_ms = t_ms;
   r->qid = qid;
   r->seq = seq;
   r->what = what;
-  r->detail = dup_or_null(detail, &bad);
-  if (bad) {
-    rec_free(r);
-    return CAD_E_NOMEM;
-  }
-  r->cost = sizeof *r + 64;
+  r->detail = put_str(&at, detail, nd);
+  r->cost = sizeof *r + nd + 64;
   return enqueue(a, r);
 }
 
@@ -296,30 +305,107 @@ static const cad__arch_chan_t *chan_of(cad_archive_t *a, const char *name) {
   return NULL;
 }
 
+/* ---- body blocks: the bodies of one channel's messages in one batch,
+ * compressed together (one deflate stream for many messages: its fixed cost
+ * is paid once, and similar messages compress against each other).  A
+ * block lives in one day file and holds one channel's bodies only, so
+ * retention per channel deletes whole blocks.  Every block is written
+ * before its transaction commits (end_tx). */
+
+/* The open block of `channel` in `db`, or a new one (flushing the oldest
+ * when all are taken); NULL when none can be had. */
+static blk_t *blk_for(cad_archive_t *a, cad__arch_db_t *db, const char *channel) {
+  blk_t *free_one = NULL;
+  for (int i = 0; i < NBLK; i++) {
+    blk_t *b = &a->blk[i];
+    if (b->len && b->db == db && strcmp(b->channel, channel) == 0) return b;
+    if (!b->len && !free_one) free_one = b;
+  }
+  if (!free_one) {
+    blk_flush(a, &a->blk[0]);
+    free_one = &a->blk[0];
+  }
+  if (strlen(channel) >= sizeof free_one->channel) return NULL;
+  strcpy(free_one->channel, channel);
+  free_one->db = db;
+  return free_one;
+}
+
+static int blk_add(cad_archive_t *a, blk_t *b, const rec_t *r, uint64_t *off) {
+  if (b->len + r->len > b->cap) {
+    size_t cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + r->len) cap *= 2;
+    char *g = realloc(b->buf, cap);
+    if (!g) return CAD_E_NOMEM;
+    b->buf = g;
+    b->cap = cap;
+  }
+  if (!b->len) b->id = (int64_t)r->id;
+  *off = b->len;
+  memcpy(b->buf + b->len, r->bytes, r->len);
+  b->len += r->len;
+  b->n++;
+  (void)a;
+  return 0;
+}
+
+static void blk_flush(cad_archive_t *a, blk_t *b) {
+  if (!b->len) return;
+  size_t clen = 0;
+  const unsigned char *z = zip(a, b->buf, b->len, &clen);
+  if (!z || cad__arch_db_block(b->db, b->id, z, clen, b->len) < 0) a->tx_failed += b->n;
+  b->len = 0;
+  b->n = 0;
+  b->db = NULL;
+  /* A block that grew for one big batch does not keep its memory. */
+  if (b->cap > BLK_MAX * 2) {
+    free(b->buf);
+    b->buf = NULL;
+    b->cap = 0;
+  }
+}
+
+static void blk_flush_all(cad_archive_t *a) {
+  for (int i = 0; i < NBLK; i++) blk_flush(a, &a->blk[i]);
+}
+
 static int write_in(cad_archive_t *a, const rec_t *r) {
   cad__arch_db_t *db = db_for_day(a, r->t_ms / DAY_MS, true);
   if (!db) return CAD_E_IO;
   cad__arch_fields_t f;
   cad__arch_fields(r->bytes, r->len, &f);
   size_t clen = 0;
-  const unsigned char *z = zip(a, r->bytes, r->len, &clen); /* NULL: no body */
+  const unsigned char *z = NULL;
+  int64_t blk = 0;
+  uint64_t off = 0;
+  /* In a block: a channel's message that is not too big, in a transaction
+   * (the block is written at its end).  Otherwise compressed alone. */
+  blk_t *b = NULL;
+  if (r->channel && r->len && r->len <= BLK_SOLO && a->tx_db == db) b = blk_for(a, db, r->channel);
+  if (b && b->len + r->len > BLK_MAX) blk_flush(a, b), b = blk_for(a, db, r->channel);
+  if (b && blk_add(a, b, r, &off) == 0) blk = b->id;
+  else z = zip(a, r->bytes, r->len, &clen); /* NULL: no body */
   /* The names are copied under the lock, never held across the insert:
    * the loop thread takes the same lock to queue records. */
   size_t nq = r->nq;
-  char(*names_buf)[96] = malloc((nq ? nq : 1) * sizeof *names_buf);
-  const char **names = malloc((nq ? nq : 1) * sizeof *names);
+  char stack_names[4][96];
+  const char *stack_ptrs[4];
+  char(*names_buf)[96] = nq <= 4 ? stack_names : malloc(nq * sizeof *names_buf);
+  const char **names = nq <= 4 ? stack_ptrs : malloc(nq * sizeof *names);
+  int rc = 0;
   if (!names_buf || !names) {
+    rc = CAD_E_NOMEM;
+  } else {
+    for (size_t i = 0; i < nq; i++) names[i] = dest_name(a, r->qids[i], names_buf[i]);
+    cad__arch_msg_t m = {r->id,     r->t_ms, r->channel, r->peer, r->conn, r->size, r->status,
+                         r->reason, r->ack,  r->dl_seq,  &f,      z,       clen,    r->len,
+                         r->qids,   r->seqs, names,      nq,      blk,     off};
+    rc = cad__arch_db_insert(db, &m);
+  }
+  if (nq > 4) {
     free(names_buf);
     free(names);
-    return CAD_E_NOMEM;
   }
-  for (size_t i = 0; i < nq; i++) names[i] = dest_name(a, r->qids[i], names_buf[i]);
-  cad__arch_msg_t m = {r->id,     r->t_ms,   r->channel, r->peer,   r->conn, r->size,
-                       r->status, r->reason, r->ack,     r->dl_seq, &f,      z,
-                       clen,      r->len,    r->qids,    r->seqs,   names,   nq};
-  int rc = cad__arch_db_insert(db, &m);
-  free(names_buf);
-  free(names);
   const cad__arch_chan_t *ch = chan_of(a, r->channel);
   if (rc == 0 && ch && (ch->fts || ch->nfields))
     rc = cad__arch_db_index(db, ch, r->id, r->bytes, r->len, &a->arena);
@@ -345,6 +431,7 @@ static int write_att(cad_archive_t *a, const rec_t *r) {
 
 /* Commit the open transaction; its records count as failed if it fails. */
 static void end_tx(cad_archive_t *a) {
+  blk_flush_all(a);
   if (!a->tx_db) return;
   if (cad__arch_db_commit(a->tx_db) < 0) a->tx_failed += a->tx_records;
   a->tx_db = NULL;
@@ -506,6 +593,7 @@ static void *writer_main(void *arg) {
   if (a->z_ready) deflateEnd(&a->zs);
   free(a->zbuf);
   cad_arena_free(&a->arena);
+  for (int i = 0; i < NBLK; i++) free(a->blk[i].buf);
   return NULL;
 }
 

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "archive_int.h"
 #include "cad_error.h"
@@ -22,7 +23,9 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS msg(id INTEGER PRIMARY KEY, t INTEGER NOT NULL, channel TEXT,"
     " peer TEXT, conn INTEGER, size INTEGER, status TEXT NOT NULL, reason TEXT, ack TEXT,"
     " dl_seq INTEGER, msh3 TEXT, msh4 TEXT, msh5 TEXT, msh6 TEXT, msh7 TEXT, type TEXT,"
-    " msh10 TEXT, msh11 TEXT, msh12 TEXT, body BLOB, body_len INTEGER);"
+    " msh10 TEXT, msh11 TEXT, msh12 TEXT, body BLOB, body_len INTEGER, blk INTEGER,"
+    " blk_off INTEGER);"
+    "CREATE TABLE IF NOT EXISTS blk(id INTEGER PRIMARY KEY, z BLOB, raw_len INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS msg_channel ON msg(channel, id);"
     "CREATE INDEX IF NOT EXISTS msg_status ON msg(status, id);"
     "CREATE INDEX IF NOT EXISTS msg_type ON msg(type, id);"
@@ -118,6 +121,23 @@ static void day_path(const char *dir, int64_t day, char *out, size_t cap) {
   snprintf(out, cap, "%s/%s", dir, name);
 }
 
+/* A file of an earlier version: msg gets the block columns. */
+static int upgrade(sqlite3 *db) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('msg') WHERE name='blk'", -1, &s,
+                         NULL) != SQLITE_OK)
+    return sql_err(db);
+  bool has = sqlite3_step(s) == SQLITE_ROW;
+  sqlite3_finalize(s);
+  if (has) return 0;
+  return sqlite3_exec(
+             db,
+             "ALTER TABLE msg ADD COLUMN blk INTEGER; ALTER TABLE msg ADD COLUMN blk_off INTEGER;",
+             NULL, NULL, NULL) == SQLITE_OK
+             ? 0
+             : sql_err(db);
+}
+
 static int prepare_all(cad__arch_db_t *d) {
   struct {
     sqlite3_stmt **st;
@@ -125,8 +145,9 @@ static int prepare_all(cad__arch_db_t *d) {
   } q[] = {
       {&d->ins_msg,
        "INSERT OR REPLACE INTO msg(id,t,channel,peer,conn,size,status,reason,ack,dl_seq,msh3,"
-       "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
-       "?,?,?,?,?,?,?,?,?,?)"},
+       "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len,blk,blk_off) VALUES(?,?,?,?,?,"
+       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+      {&d->ins_blk, "INSERT OR REPLACE INTO blk(id,z,raw_len) VALUES(?,?,?)"},
       {&d->ins_pid, "INSERT OR IGNORE INTO pid(value,auth,msg) VALUES(?,?,?)"},
       {&d->ins_dlv,
        "INSERT INTO dlv(qid,seq,msg,dest,state) VALUES(?,?,?,?,'queued') ON CONFLICT(qid,seq)"
@@ -178,7 +199,8 @@ int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
         "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048;"
         " PRAGMA wal_autocheckpoint=16384;";
     if (sqlite3_exec(d->db, setup, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = prepare_all(d)) < 0) {
+        sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = upgrade(d->db)) < 0 ||
+        (rc = prepare_all(d)) < 0) {
       rc = rc ? rc : sql_err(d->db);
       goto fail;
     }
@@ -192,8 +214,8 @@ fail:
 
 void cad__arch_db_close(cad__arch_db_t *d) {
   if (!d) return;
-  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv, d->upd_dlv,
-                         d->ins_att, d->new_dlv, d->ins_fld, d->ins_fts,  d->ins_ftsrow};
+  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv,   d->upd_dlv, d->ins_att,
+                         d->new_dlv, d->ins_fld, d->ins_fts, d->ins_ftsrow, d->ins_blk};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close_v2(d->db);
   free(d);
@@ -245,8 +267,12 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
   bind_span(s, 17, f->msh[10]);
   bind_span(s, 18, f->msh[11]);
   bind_span(s, 19, f->msh[12]);
-  sqlite3_bind_blob(s, 20, m->z, (int)m->zlen, SQLITE_STATIC);
+  if (m->z) sqlite3_bind_blob(s, 20, m->z, (int)m->zlen, SQLITE_STATIC);
   sqlite3_bind_int64(s, 21, (sqlite3_int64)m->rawlen);
+  if (m->blk) {
+    sqlite3_bind_int64(s, 22, m->blk);
+    sqlite3_bind_int64(s, 23, (sqlite3_int64)m->blk_off);
+  }
   int rc = step_done(d->db, s);
   for (size_t i = 0; rc == 0 && i < f->npid; i++) {
     bind_span(d->ins_pid, 1, f->pid_value[i]);
@@ -263,6 +289,68 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
     bind_text(d->ins_dlv, 4, m->names[i]);
     rc = step_done(d->db, d->ins_dlv);
   }
+  return rc;
+}
+
+int cad__arch_db_block(cad__arch_db_t *d, int64_t id, const void *z, size_t zlen, size_t raw_len) {
+  sqlite3_bind_int64(d->ins_blk, 1, id);
+  sqlite3_bind_blob(d->ins_blk, 2, z, (int)zlen, SQLITE_STATIC);
+  sqlite3_bind_int64(d->ins_blk, 3, (sqlite3_int64)raw_len);
+  return step_done(d->db, d->ins_blk);
+}
+
+/* zlib stream z/zlen of raw_len bytes into a new buffer. */
+static int inflate_all(const void *z, size_t zlen, size_t raw_len, char **out) {
+  char *raw = malloc(raw_len ? raw_len : 1);
+  if (!raw) return CAD_E_NOMEM;
+  uLongf len = (uLongf)raw_len;
+  if (raw_len && (!z || uncompress((Bytef *)raw, &len, z, (uLong)zlen) != Z_OK || len != raw_len)) {
+    free(raw);
+    return CAD_E_IO;
+  }
+  *out = raw;
+  return 0;
+}
+
+int cad__arch_body(sqlite3 *db, uint64_t id, char **out, size_t *len) {
+  *out = NULL;
+  *len = 0;
+  sqlite3_stmt *s;
+  /* A file of an earlier version (opened read-only) has no block columns. */
+  if (sqlite3_prepare_v2(db, "SELECT body, body_len, blk, blk_off FROM msg WHERE id=?", -1, &s,
+                         NULL) != SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT body, body_len, NULL, NULL FROM msg WHERE id=?", -1, &s,
+                         NULL) != SQLITE_OK)
+    return CAD_E_IO;
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+  int rc = CAD_E_NOTFOUND;
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    size_t blen = (size_t)sqlite3_column_int64(s, 1);
+    if (sqlite3_column_type(s, 2) == SQLITE_NULL) {
+      rc = inflate_all(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), blen, out);
+    } else {
+      int64_t blk = sqlite3_column_int64(s, 2);
+      size_t off = (size_t)sqlite3_column_int64(s, 3);
+      sqlite3_stmt *b;
+      rc = CAD_E_IO;
+      if (sqlite3_prepare_v2(db, "SELECT z, raw_len FROM blk WHERE id=?", -1, &b, NULL) ==
+          SQLITE_OK) {
+        sqlite3_bind_int64(b, 1, blk);
+        char *all = NULL;
+        size_t raw_len;
+        if (sqlite3_step(b) == SQLITE_ROW &&
+            (raw_len = (size_t)sqlite3_column_int64(b, 1)) >= off + blen &&
+            (rc = inflate_all(sqlite3_column_blob(b, 0), (size_t)sqlite3_column_bytes(b, 0),
+                              raw_len, &all)) == 0) {
+          memmove(all, all + off, blen);
+          *out = all;
+        }
+        sqlite3_finalize(b);
+      }
+    }
+    if (rc == 0) *len = blen;
+  }
+  sqlite3_finalize(s);
   return rc;
 }
 

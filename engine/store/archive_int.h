@@ -37,7 +37,7 @@ typedef struct cad__arch_db {
   int64_t day;
   sqlite3 *db;
   sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *find_dlv, *upd_dlv, *ins_att, *new_dlv;
-  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow; /* prepared on first use (the fts table is created then) */
+  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow, *ins_blk; /* prepared on first use (the fts table is created then) */
 } cad__arch_db_t;
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
@@ -54,15 +54,26 @@ typedef struct cad__arch_msg {
   const char *status, *reason, *ack;
   uint64_t dl_seq;
   const cad__arch_fields_t *f;
-  const void *z; /* the zlib-compressed body */
+  const void *z; /* the zlib-compressed body, or NULL: in block `blk` */
   size_t zlen, rawlen;
   const uint16_t *qids;
   const uint64_t *seqs;
   const char *const *names;
   size_t nq;
+  int64_t blk;      /* the body's block (table blk; 0 = none), at byte blk_off */
+  uint64_t blk_off; /* of the block's uncompressed bytes */
 } cad__arch_msg_t;
 
 int cad__arch_db_insert(cad__arch_db_t *db, const cad__arch_msg_t *m);
+/* Store block `id`: the zlib stream z/zlen of raw_len bytes holding the
+ * bodies of messages whose rows name it (one channel's, in one file). */
+int cad__arch_db_block(cad__arch_db_t *db, int64_t id, const void *z, size_t zlen,
+                       size_t raw_len);
+/* The body of message `id` in db (in msg.body or in its block),
+ * decompressed into *out (malloc'd, the caller frees; *len bytes).
+ * CAD_E_NOTFOUND when there is no such message, CAD_E_IO when the body
+ * cannot be read. */
+int cad__arch_body(sqlite3 *db, uint64_t id, char **out, size_t *len);
 /* Record an attempt on (qid, seq): CAD_E_NOTFOUND when this file has no
  * such delivery row and `create` is false. */
 int cad__arch_db_attempt(cad__arch_db_t *db, uint16_t qid, uint64_t seq, cad_archive_att_t what,

@@ -352,25 +352,19 @@ static void print_journey(const char *dir, cad__arch_db_t *db, uint64_t id) {
   sqlite3_finalize(s);
 }
 
-/* The body of row s (columns 19, 20), decompressed, through body. */
-static int put_body(sqlite3_stmt *s, bool header, cad_archive_body_fn body, void *ud) {
-  const void *z = sqlite3_column_blob(s, 19);
-  uLongf zlen = (uLongf)sqlite3_column_bytes(s, 19);
-  uLongf len = (uLongf)sqlite3_column_int64(s, 20);
-  char *raw = malloc(len ? len : 1);
-  if (!raw) return CAD_E_NOMEM;
-  int rc = 0;
-  if (len && (!z || uncompress((Bytef *)raw, &len, z, zlen) != Z_OK)) {
-    rc = CAD_E_IO;
-  } else {
-    if (header) printf("\nmessage (%lu bytes)\n", (unsigned long)len);
-    body(ud, raw, len);
-  }
+/* The body of message id, decompressed, through body. */
+static int put_body(sqlite3 *db, uint64_t id, bool header, cad_archive_body_fn body, void *ud) {
+  char *raw;
+  size_t len;
+  int rc = cad__arch_body(db, id, &raw, &len);
+  if (rc < 0) return rc;
+  if (header) printf("\nmessage (%lu bytes)\n", (unsigned long)len);
+  body(ud, raw, len);
   free(raw);
-  return rc;
+  return 0;
 }
 
-static int print_msg(sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
+static int print_msg(sqlite3 *db, sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
   char t[40];
   fmt_time(sqlite3_column_int64(s, 1), t);
   printf("id          %llu\n", (unsigned long long)sqlite3_column_int64(s, 0));
@@ -386,7 +380,7 @@ static int print_msg(sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
          col(s, 13));
   printf("            MSH-7 %s  MSH-9 %s  MSH-10 %s  MSH-11 %s  MSH-12 %s\n", col(s, 14),
          col(s, 15), col(s, 16), col(s, 17), col(s, 18));
-  return put_body(s, true, body, ud);
+  return put_body(db, (uint64_t)sqlite3_column_int64(s, 0), true, body, ud);
 }
 
 int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_body_fn body,
@@ -413,7 +407,7 @@ int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_b
     snprintf(err, errcap, "message %llu: not in the archive", (unsigned long long)id);
     rc = CAD_E_NOTFOUND;
   } else {
-    rc = body_only ? put_body(s, false, body, ud) : print_msg(s, body, ud);
+    rc = body_only ? put_body(db->db, id, false, body, ud) : print_msg(db->db, s, body, ud);
     if (rc < 0) snprintf(err, errcap, "message %llu: body unreadable", (unsigned long long)id);
   }
   sqlite3_finalize(s);

@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
 #include "archive_int.h"
 #include "cad_error.h"
@@ -24,24 +23,16 @@ static int64_t keep_from(int64_t today, uint64_t retain_ms) {
 }
 
 /* Remove message `id`'s words from fts (its body decompressed). */
-static int fts_forget(sqlite3 *db, sqlite3_stmt *get, sqlite3_stmt *del, int64_t id) {
-  sqlite3_bind_int64(get, 1, id);
+static int fts_forget(sqlite3 *db, sqlite3_stmt *del, int64_t id) {
+  char *raw;
+  size_t len;
+  if (cad__arch_body(db, (uint64_t)id, &raw, &len) < 0) return 0; /* nothing to give back */
   int rc = 0;
-  if (sqlite3_step(get) == SQLITE_ROW) {
-    const void *z = sqlite3_column_blob(get, 0);
-    uLongf zlen = (uLongf)sqlite3_column_bytes(get, 0);
-    uLongf len = (uLongf)sqlite3_column_int64(get, 1);
-    char *raw = malloc(len ? len : 1);
-    if (!raw) rc = CAD_E_NOMEM;
-    else if (len && z && uncompress((Bytef *)raw, &len, z, zlen) == Z_OK) {
-      sqlite3_bind_int64(del, 1, id);
-      sqlite3_bind_text(del, 2, raw, (int)len, SQLITE_STATIC);
-      if (sqlite3_step(del) != SQLITE_DONE) rc = CAD_E_IO;
-      sqlite3_reset(del);
-    }
-    free(raw);
-  }
-  sqlite3_reset(get);
+  sqlite3_bind_int64(del, 1, id);
+  sqlite3_bind_text(del, 2, raw, (int)len, SQLITE_STATIC);
+  if (sqlite3_step(del) != SQLITE_DONE) rc = CAD_E_IO;
+  sqlite3_reset(del);
+  free(raw);
   return rc;
 }
 
@@ -63,18 +54,15 @@ static int drop_rows(sqlite3 *db, const char *drop, uint64_t *rows) {
     fts = sqlite3_step(s) == SQLITE_ROW;
   sqlite3_finalize(s);
   if (rc == 0 && fts) {
-    sqlite3_stmt *ids = NULL, *get = NULL, *del = NULL;
+    sqlite3_stmt *ids = NULL, *del = NULL;
     if (sqlite3_prepare_v2(db, "SELECT id FROM fts_rows WHERE id IN (SELECT id FROM gone)", -1,
                            &ids, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT body, body_len FROM msg WHERE id=?", -1, &get, NULL) !=
-            SQLITE_OK ||
         sqlite3_prepare_v2(db, "INSERT INTO fts(fts, rowid, body) VALUES('delete', ?, ?)", -1, &del,
                            NULL) != SQLITE_OK)
       rc = CAD_E_IO;
     while (rc == 0 && sqlite3_step(ids) == SQLITE_ROW)
-      rc = fts_forget(db, get, del, sqlite3_column_int64(ids, 0));
+      rc = fts_forget(db, del, sqlite3_column_int64(ids, 0));
     sqlite3_finalize(ids);
-    sqlite3_finalize(get);
     sqlite3_finalize(del);
     if (rc == 0 && sqlite3_exec(db, "DELETE FROM fts_rows WHERE id IN (SELECT id FROM gone)", NULL,
                                 NULL, NULL) != SQLITE_OK)
@@ -86,6 +74,7 @@ static int drop_rows(sqlite3 *db, const char *drop, uint64_t *rows) {
       "DELETE FROM dlv WHERE msg IN (SELECT id FROM gone);"
       "DELETE FROM pid WHERE msg IN (SELECT id FROM gone);"
       "DELETE FROM fld WHERE msg IN (SELECT id FROM gone);"
+      "DELETE FROM blk WHERE id IN (SELECT blk FROM msg WHERE id IN (SELECT id FROM gone));"
       "DELETE FROM msg WHERE id IN (SELECT id FROM gone);";
   if (rc == 0 && sqlite3_exec(db, DEL, NULL, NULL, NULL) != SQLITE_OK) rc = CAD_E_IO;
   if (rc == 0) *rows += (uint64_t)sqlite3_changes(db);

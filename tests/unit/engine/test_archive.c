@@ -539,4 +539,51 @@ TEST(retention_per_channel) {
   rm_dir();
 }
 
+/* Bodies of many messages of two channels, written in one batch: stored in
+ * blocks per channel, each read back exactly; a big one alone. */
+TEST(bodies_in_blocks_read_back) {
+  fresh_dir();
+  cad_archive_t *a = open_with(0, 0, 512);
+  int64_t now = (int64_t)cad_now_ms();
+  enum { N = 300 };
+  static char msgs[N + 1][40000];
+  uint64_t ids[N + 1];
+  for (int i = 0; i <= N; i++) {
+    int len = snprintf(msgs[i], sizeof msgs[i], LAB_FMT, "C", "V", "GLU", "GLU", "note");
+    if (i == N) { /* bigger than a block takes: alone */
+      memset(msgs[i] + len, 'x', 30000);
+      len += 30000;
+      msgs[i][len] = 0;
+    } else {
+      len += snprintf(msgs[i] + len, sizeof msgs[i] - (size_t)len, "NTE|2||%d\r", i);
+    }
+    ids[i] = ((uint64_t)(now - N + i) << 20) | 7;
+    cad_archive_in_t in = {
+        ids[i],  i % 2 ? "lab" : "adt", NULL,          1,    "accepted", NULL, "AA",
+        msgs[i], (size_t)len,           (uint64_t)len, NULL, NULL,       0,    0};
+    CHECK_INT(cad_archive_inbound(a, &in), 0);
+  }
+  cad_archive_close(a);
+  cad__arch_db_t *db = NULL;
+  REQUIRE(cad__arch_db_open(DIR_, now / DAY_MS, false, true, &db) == 0);
+  sqlite3_stmt *s;
+  REQUIRE(sqlite3_prepare_v2(db->db, "SELECT count(*) FROM blk", -1, &s, NULL) == SQLITE_OK);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  int nblk = sqlite3_column_int(s, 0);
+  sqlite3_finalize(s);
+  CHECK(nblk >= 2 && nblk < N / 4); /* shared, and per channel */
+  for (int i = 0; i <= N; i++) {
+    char *body = NULL;
+    size_t len = 0;
+    CHECK_INT(cad__arch_body(db->db, ids[i], &body, &len), 0);
+    CHECK(body && len == strlen(msgs[i]) && memcmp(body, msgs[i], len) == 0);
+    free(body);
+  }
+  char *body = NULL;
+  size_t len;
+  CHECK_INT(cad__arch_body(db->db, 12345, &body, &len), CAD_E_NOTFOUND);
+  cad__arch_db_close(db);
+  rm_dir();
+}
+
 TEST_MAIN()
