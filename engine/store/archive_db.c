@@ -155,7 +155,7 @@ static int prepare_all(cad__arch_db_t *d) {
       {&d->find_dlv, "SELECT attempts FROM dlv WHERE qid=? AND seq=?"},
       {&d->upd_dlv,
        "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=?, dest=coalesce(dest,?)"
-       " WHERE qid=? AND seq=?"},
+       " WHERE qid=? AND seq=? RETURNING attempts"},
       {&d->ins_att, "INSERT OR REPLACE INTO att(qid,seq,n,t,outcome,detail) VALUES(?,?,?,?,?,?)"},
       {&d->new_dlv, "INSERT INTO dlv(qid,seq,dest,state) VALUES(?,?,?,'queued')"},
   };
@@ -358,28 +358,36 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
                          const char *detail, int64_t t_ms, const char *name, bool create) {
   static const char *const state[] = {"delivered", "retrying", "failed", "dead"};
   static const char *const outcome[] = {"delivered", "retry", "failed", "dead"};
-  sqlite3_bind_int(d->find_dlv, 1, qid);
-  sqlite3_bind_int64(d->find_dlv, 2, (sqlite3_int64)seq);
+  int inc = what == CAD_ARCH_DEAD ? 0 : 1;
+  /* One statement finds and updates the delivery row (RETURNING gives its
+   * attempts); only a row not there yet takes the insert and a second try. */
   int64_t before = -1; /* attempts recorded so far */
-  if (sqlite3_step(d->find_dlv) == SQLITE_ROW) before = sqlite3_column_int64(d->find_dlv, 0);
-  sqlite3_reset(d->find_dlv);
   int rc;
-  if (before < 0) {
-    if (!create) return CAD_E_NOTFOUND;
-    sqlite3_bind_int(d->new_dlv, 1, qid);
-    sqlite3_bind_int64(d->new_dlv, 2, (sqlite3_int64)seq);
-    bind_text(d->new_dlv, 3, name);
-    if ((rc = step_done(d->db, d->new_dlv)) < 0) return rc;
-    before = 0;
+  for (int pass = 0; pass < 2 && before < 0; pass++) {
+    if (pass == 1) {
+      if (!create) return CAD_E_NOTFOUND;
+      sqlite3_bind_int(d->new_dlv, 1, qid);
+      sqlite3_bind_int64(d->new_dlv, 2, (sqlite3_int64)seq);
+      bind_text(d->new_dlv, 3, name);
+      if ((rc = step_done(d->db, d->new_dlv)) < 0) return rc;
+    }
+    sqlite3_bind_text(d->upd_dlv, 1, state[what], -1, SQLITE_STATIC);
+    sqlite3_bind_int(d->upd_dlv, 2, inc);
+    sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
+    bind_text(d->upd_dlv, 4, detail);
+    bind_text(d->upd_dlv, 5, name);
+    sqlite3_bind_int(d->upd_dlv, 6, qid);
+    sqlite3_bind_int64(d->upd_dlv, 7, (sqlite3_int64)seq);
+    int st = sqlite3_step(d->upd_dlv);
+    if (st == SQLITE_ROW) {
+      before = sqlite3_column_int64(d->upd_dlv, 0) - inc;
+      st = sqlite3_step(d->upd_dlv);
+    }
+    sqlite3_reset(d->upd_dlv);
+    sqlite3_clear_bindings(d->upd_dlv);
+    if (st != SQLITE_DONE) return sql_err(d->db);
   }
-  sqlite3_bind_text(d->upd_dlv, 1, state[what], -1, SQLITE_STATIC);
-  sqlite3_bind_int(d->upd_dlv, 2, what == CAD_ARCH_DEAD ? 0 : 1);
-  sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
-  bind_text(d->upd_dlv, 4, detail);
-  bind_text(d->upd_dlv, 5, name);
-  sqlite3_bind_int(d->upd_dlv, 6, qid);
-  sqlite3_bind_int64(d->upd_dlv, 7, (sqlite3_int64)seq);
-  if ((rc = step_done(d->db, d->upd_dlv)) < 0) return rc;
+  if (before < 0) return CAD_E_IO;
   /* Attempt n is row n; a dead letter is the row after the last attempt. */
   sqlite3_bind_int(d->ins_att, 1, qid);
   sqlite3_bind_int64(d->ins_att, 2, (sqlite3_int64)seq);
