@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include "archive.h"
 #include "cad_error.h"
@@ -46,6 +49,23 @@ int cad_cli_archive_dir(const char *cmd, const char *arg, char *dir, size_t cap,
   return 0;
 }
 
+void cad_cli_archive_note(const char *jdir, const char *kind, const char *dest, uint16_t qid,
+                          uint64_t seq, uint64_t new_seq, uint64_t count) {
+  char data_dir[4096], who[160];
+  snprintf(data_dir, sizeof data_dir, "%s", jdir);
+  char *slash = strrchr(data_dir, '/');
+  if (slash) *slash = 0;
+  struct passwd *pw = getpwuid(getuid());
+  snprintf(who, sizeof who, "%s (uid %u, caduceus queue)", pw ? pw->pw_name : "?",
+           (unsigned)getuid());
+  cad_archive_note_t n = {kind, who, dest, qid, seq, new_seq, count, NULL};
+  uint64_t touched = 0;
+  int rc = cad_archive_note(data_dir, &n, &touched);
+  if (rc < 0)
+    fprintf(stderr, "caduceus queue: not recorded in the archive (%s/archive): %s\n", data_dir,
+            cad_strerror(rc));
+}
+
 static void usage(FILE *out) {
   fprintf(out,
           "usage: caduceus archive COMMAND CONFIG|DATA_DIR [options]\n"
@@ -61,6 +81,8 @@ static void usage(FILE *out) {
           "           archive: how many the archive lacks [--since 2h] (default: retention)\n"
           "  reindex  rebuild the records the archive lacks from the journal (as at start\n"
           "           after a crash) [--since 2h]\n"
+          "  events   the queue changes operators made (requeue, purge): when, who, what\n"
+          "           [--since 2h]\n"
           "\n"
           "All are safe while the engine runs.  Exit status: 0 (check: consistent), 1\n"
           "failure or inconsistent, 2 usage error.\n");
@@ -227,6 +249,21 @@ static int cmd_prune(const char *arg, const char *dir, int64_t now, const uint64
   return 0;
 }
 
+static void print_event(void *ud, const cad_archive_event_t *e) {
+  (void)ud;
+  char t[40];
+  time_t sec = (time_t)(e->t_ms / 1000);
+  struct tm tm;
+  gmtime_r(&sec, &tm);
+  strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  printf("%s  %-10s %-16s by %s", t, e->kind, e->dest, e->who);
+  if (!strcmp(e->kind, "requeue"))
+    printf(": queue record %llu as %llu", (unsigned long long)e->seq,
+           (unsigned long long)e->new_seq);
+  else printf(": %llu message(s)", (unsigned long long)e->count);
+  printf("%s%s\n", e->detail[0] ? " - " : "", e->detail);
+}
+
 int cad_cli_archive(int argc, char **argv) {
   static const struct option opts[] = {{"retain", required_argument, 0, 'r'},
                                        {"max-bytes", required_argument, 0, 'm'},
@@ -275,6 +312,15 @@ int cad_cli_archive(int argc, char **argv) {
     return 2;
   }
   if (strcmp(cmd, "stats") == 0) return cmd_stats(dir);
+  if (strcmp(cmd, "events") == 0) {
+    int n = cad_archive_events(dir, since ? from : 0, print_event, NULL);
+    if (n < 0) {
+      fprintf(stderr, "caduceus archive: %s: %s\n", dir, cad_strerror(n));
+      return 1;
+    }
+    if (n == 0) fprintf(stderr, "no event recorded\n");
+    return 0;
+  }
   if (strcmp(cmd, "check") == 0) return cmd_check(data_dir, dir, from, false);
   if (strcmp(cmd, "reindex") == 0) return cmd_check(data_dir, dir, from, true);
   if (strcmp(cmd, "prune") == 0) return cmd_prune(argv[optind + 1], dir, now, limits, retain);

@@ -71,7 +71,8 @@ static void search_usage(FILE *out) {
           "  --status S           accepted, filtered, rejected (also unparseable and\n"
           "                       too_big), unparseable, too_big, error, dead (dead-lettered\n"
           "                       by a route or a destination), queued, retrying, delivered,\n"
-          "                       failed\n"
+          "                       failed, purged, requeued; refused before a message:\n"
+          "                       denied, tls_failed, bad_frame, frame_timeout, garbage\n"
           "  --sender FAC         MSH-4;  --receiver FAC  MSH-6\n"
           "  --since T, --until T received at or after / before T: 2h, 30m, 7d (ago) or\n"
           "                       2026-12-05[T14:00[:00]] (UTC)\n"
@@ -128,9 +129,10 @@ static int print_row(void *ud, const cad_archive_row_t *r) {
 }
 
 static bool known_status(const char *s) {
-  static const char *const all[] = {"accepted", "filtered",  "rejected", "unparseable",
-                                    "too_big",  "error",     "dead",     "queued",
-                                    "retrying", "delivered", "failed"};
+  static const char *const all[] = {
+      "accepted",   "filtered",  "rejected",      "unparseable", "too_big", "error",
+      "dead",       "queued",    "retrying",      "delivered",   "failed",  "denied",
+      "tls_failed", "bad_frame", "frame_timeout", "garbage",     "purged",  "requeued"};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     if (strcmp(s, all[i]) == 0) return true;
   return false;
@@ -215,7 +217,8 @@ int cad_cli_search(int argc, char **argv) {
   if (q.status && !known_status(q.status)) {
     fprintf(stderr,
             "caduceus search: --status '%s': expected accepted, filtered, rejected, unparseable, "
-            "too_big, error, dead, queued, retrying, delivered or failed\n",
+            "too_big, error, dead, queued, retrying, delivered, failed, purged, requeued, "
+            "denied, tls_failed, bad_frame, frame_timeout or garbage\n",
             q.status);
     return 2;
   }

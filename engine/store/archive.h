@@ -137,6 +137,45 @@ void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out);
  * writer also logs it every opts.stats_ms. */
 void cad_archive_log_stats(cad_archive_t *a);
 
+/* A connection or frame the listener refused before the pipeline had a
+ * message (archive_events.c): a record without a body, with `status`
+ * "denied" (allow list), "tls_failed", "bad_frame" (a frame cut by a new
+ * start block, a stray end block), "frame_timeout" or "garbage" (bytes
+ * outside frames past the bound), and a PHI-free reason.  `last_id` as for
+ * cad_archive_next_id.  a NULL: a no-op.  Loop thread. */
+int cad_archive_refused(cad_archive_t *a, uint64_t *last_id, const char *channel,
+                        const char *peer, uint64_t conn, const char *status, const char *reason);
+
+/* An operator's change to the queue, recorded (table evt of today's file)
+ * with who and when; the delivery rows it ends take its state: "requeue"
+ * (qid, seq: the dead letter's original queue record, new_seq its new one:
+ * state `requeued`), "purge" (every queued or retrying record of qid up to
+ * seq: `purged`), "purge_dead" (the dead records of dest: `purged`).
+ * Works with or without a running engine (SQLite's own locking).
+ * *touched = delivery rows changed. */
+typedef struct cad_archive_note {
+  const char *kind;   /* "requeue", "purge", "purge_dead" */
+  const char *who;    /* "alice (uid 1000)", an API token's name, ... */
+  const char *dest;   /* the destination's name */
+  uint16_t qid;       /* its queue id */
+  uint64_t seq;       /* see above */
+  uint64_t new_seq;   /* requeue */
+  uint64_t count;     /* messages concerned */
+  const char *detail; /* PHI-free, may be NULL */
+} cad_archive_note_t;
+int cad_archive_note(const char *data_dir, const cad_archive_note_t *n, uint64_t *touched);
+
+typedef struct cad_archive_event {
+  int64_t t_ms;
+  const char *kind, *who, *dest;
+  uint64_t seq, new_seq, count;
+  const char *detail;
+} cad_archive_event_t;
+typedef void (*cad_archive_event_cb)(void *ud, const cad_archive_event_t *e);
+/* The recorded operator events of dir (data_dir/archive) since since_ms,
+ * oldest first; returns how many, or a negative error. */
+int cad_archive_events(const char *dir, int64_t since_ms, cad_archive_event_cb cb, void *ud);
+
 /* ---- reading (the CLI; archive_query.c) -------------------------------- */
 
 #define CAD_ARCHIVE_MAX_QFIELDS 8

@@ -42,6 +42,8 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS att(qid INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " n INTEGER NOT NULL, t INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT,"
     " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS evt(t INTEGER NOT NULL, kind TEXT NOT NULL, who TEXT, dest TEXT,"
+    " seq INTEGER, new_seq INTEGER, n INTEGER, detail TEXT);"
     "CREATE TABLE IF NOT EXISTS fld(name TEXT NOT NULL, value TEXT NOT NULL, msg INTEGER NOT NULL,"
     " PRIMARY KEY(name, value, msg)) WITHOUT ROWID;";
 

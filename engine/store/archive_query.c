@@ -49,7 +49,7 @@ static void bind_i(query_t *q, int64_t v) {
 /* Delivery states live on dlv rows, message statuses on msg. */
 static bool is_delivery_state(const char *s) {
   return !strcmp(s, "delivered") || !strcmp(s, "retrying") || !strcmp(s, "queued") ||
-         !strcmp(s, "failed");
+         !strcmp(s, "failed") || !strcmp(s, "purged") || !strcmp(s, "requeued");
 }
 
 static void status_clause(query_t *q, const char *st) {

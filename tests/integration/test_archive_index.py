@@ -16,8 +16,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (Engine, check_clean_stop, connect, field, fields,  # noqa: E402
-                         free_port, run_tests, send_recv, wait_for)
+from engine_util import (SB, Engine, FakeReceiver, Reply, check_clean_stop,  # noqa: E402
+                         connect, field, fields, frame, free_port, read_frame, run_tests,
+                         send_recv, wait_for)
 
 
 def oru(ctl, test, visit, note):
@@ -188,6 +189,62 @@ def test_prune_per_channel(binary, tmp):
     assert "DAMAGED" not in r.stdout, r.stdout
 
 
+def test_refusals_and_queue_changes(binary, tmp):
+    """A client outside `allow:` and a frame cut by a new start block are
+    archive records (denied, bad_frame); `queue requeue` and `queue purge`
+    are recorded with who and when, and the delivery rows they end say so."""
+    p_lab, p_closed = free_port(), free_port()
+    with FakeReceiver(lambda m: Reply(code="AR", err="ERR|||207^x^HL70357")) as rcv:
+        dests = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                 "    on_ar: dead_letter\n") % rcv.port
+        chans = ("  lab:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ ehr ]\n"
+                 "  closed:\n    listen: [ \"127.0.0.1:%d\" ]\n    to: [ ehr ]\n"
+                 "    allow: [ 10.0.0.0/8 ]\n") % (p_lab, p_closed)
+        eng = Engine(binary, tmp, chans, dests).start(wait_ports=(p_lab,))
+        data = os.path.join(tmp, "data")
+        try:
+            with connect(p_lab) as s:
+                for ctl in ("Q1", "Q2"):
+                    a = fields(send_recv(s, oru(ctl, "GLU", "V1", "n")))
+                    assert field(a, "MSA", 1) == "AA", a
+                # A frame cut by a new start block: dropped by the listener.
+                s.sendall(SB + b"MSH|^~\\&|half")
+                s.sendall(frame(oru("Q3", "GLU", "V1", "n")))
+                assert field(fields(read_frame(s)), "MSA", 1) == "AA"
+            try:
+                with connect(p_closed) as s:
+                    s.recv(10)
+            except OSError:
+                pass
+            wait_for(lambda: search(binary, data, "--status", "dead") == ["Q1", "Q2", "Q3"],
+                     what="three dead letters in the archive")
+            wait_for(lambda: count(binary, data, "--status", "denied") == 1, what="denied")
+            wait_for(lambda: count(binary, data, "--status", "bad_frame") == 1, what="bad_frame")
+            r = tool(binary, "search", data, "--json", "--status", "denied")
+            row = json.loads(r.stdout.splitlines()[0])
+            assert row["channel"] == "closed" and row["peer"].startswith("127.0.0.1:"), row
+            assert "allow list" in row["reason"], row
+        finally:
+            check_clean_stop(eng)
+    r = tool(binary, "queue", "list", data, "ehr", "--dead")
+    assert r.returncode == 0, r.stderr
+    r = tool(binary, "queue", "requeue", data, "ehr", "--all")
+    assert r.returncode == 0 and r.stdout.count("requeued dead letter") == 3, r.stdout + r.stderr
+    r = tool(binary, "queue", "purge", data, "ehr")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert search(binary, data, "--status", "requeued") == ["Q1", "Q2", "Q3"]
+    r = tool(binary, "archive", "events", data)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(" requeue " in x for x in lines) == 3 and sum(" purge " in x for x in lines) == 1, \
+        r.stdout
+    assert all(" by " in x and "uid %d" % os.getuid() in x for x in lines), r.stdout
+    rid = tool(binary, "search", data, "--json", "--control-id", "Q1").stdout
+    out = tool(binary, "show", data, json.loads(rid)["id"]).stdout
+    assert "requeued after 1 attempt(s), last: requeued as queue record" in out, out
+
+
 if __name__ == "__main__":
     sys.exit(run_tests([test_fields_and_text, test_bad_index_path_refused,
-                        test_damaged_day_file, test_prune_per_channel], sys.argv))
+                        test_damaged_day_file, test_prune_per_channel,
+                        test_refusals_and_queue_changes], sys.argv))
