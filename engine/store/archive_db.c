@@ -154,10 +154,12 @@ static int prepare_all(cad__arch_db_t *d) {
       {&d->ins_dlv,
        "INSERT INTO dlv(qid,seq,msg,dest,state) VALUES(?,?,?,?,'queued') ON CONFLICT(qid,seq)"
        " DO UPDATE SET msg=excluded.msg, dest=coalesce(dlv.dest, excluded.dest)"},
-      {&d->find_dlv, "SELECT attempts FROM dlv WHERE qid=? AND seq=?"},
       {&d->upd_dlv,
-       "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=?, dest=coalesce(dest,?)"
-       " WHERE qid=? AND seq=? RETURNING attempts"},
+       "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=? WHERE qid=? AND seq=?"
+       " RETURNING attempts"},
+      /* dest apart: an UPDATE naming an indexed column rewrites its index
+       * entry, and the name is known at once but for rare rows. */
+      {&d->name_dlv, "UPDATE dlv SET dest=? WHERE qid=? AND seq=? AND dest IS NULL"},
       {&d->ins_att, "INSERT OR REPLACE INTO att(qid,seq,n,t,outcome,detail) VALUES(?,?,?,?,?,?)"},
       {&d->new_dlv, "INSERT INTO dlv(qid,seq,dest,state) VALUES(?,?,?,'queued')"},
   };
@@ -216,8 +218,11 @@ fail:
 
 void cad__arch_db_close(cad__arch_db_t *d) {
   if (!d) return;
-  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv,   d->upd_dlv, d->ins_att,
-                         d->new_dlv, d->ins_fld, d->ins_fts, d->ins_ftsrow, d->ins_blk};
+  /* Every statement of ours (one left would keep the file open and its WAL
+   * unchecked; FTS5's own statements are its to finalize). */
+  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv,    d->upd_dlv, d->ins_att, d->new_dlv,
+                         d->ins_fld, d->ins_fts, d->ins_ftsrow, d->ins_blk, d->name_dlv};
+  _Static_assert(sizeof all / sizeof all[0] == CAD__ARCH_NSTMT, "every statement finalized");
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close_v2(d->db);
   free(d);
@@ -377,9 +382,8 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
     sqlite3_bind_int(d->upd_dlv, 2, inc);
     sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
     bind_text(d->upd_dlv, 4, detail);
-    bind_text(d->upd_dlv, 5, name);
-    sqlite3_bind_int(d->upd_dlv, 6, qid);
-    sqlite3_bind_int64(d->upd_dlv, 7, (sqlite3_int64)seq);
+    sqlite3_bind_int(d->upd_dlv, 5, qid);
+    sqlite3_bind_int64(d->upd_dlv, 6, (sqlite3_int64)seq);
     int st = sqlite3_step(d->upd_dlv);
     if (st == SQLITE_ROW) {
       before = sqlite3_column_int64(d->upd_dlv, 0) - inc;
@@ -390,6 +394,12 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
     if (st != SQLITE_DONE) return sql_err(d->db);
   }
   if (before < 0) return CAD_E_IO;
+  if (name) {
+    sqlite3_bind_text(d->name_dlv, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(d->name_dlv, 2, qid);
+    sqlite3_bind_int64(d->name_dlv, 3, (sqlite3_int64)seq);
+    if ((rc = step_done(d->db, d->name_dlv)) < 0) return rc;
+  }
   /* Attempt n is row n; a dead letter is the row after the last attempt. */
   sqlite3_bind_int(d->ins_att, 1, qid);
   sqlite3_bind_int64(d->ins_att, 2, (sqlite3_int64)seq);

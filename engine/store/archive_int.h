@@ -33,11 +33,15 @@ typedef struct cad__arch_fields {
 void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out);
 
 /* One day file, with its prepared statements (writer) or read-only. */
+/* The prepared statements a day file holds (cad__arch_db_close finalizes
+ * each: keep this count in step with the fields below). */
+#define CAD__ARCH_NSTMT 11
 typedef struct cad__arch_db {
   int64_t day;
   sqlite3 *db;
-  sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *find_dlv, *upd_dlv, *ins_att, *new_dlv;
-  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow, *ins_blk; /* prepared on first use (the fts table is created then) */
+  sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *upd_dlv, *ins_att, *new_dlv;
+  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow, *ins_blk,
+      *name_dlv; /* prepared on first use (the fts table is created then) */
 } cad__arch_db_t;
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
@@ -67,8 +71,7 @@ typedef struct cad__arch_msg {
 int cad__arch_db_insert(cad__arch_db_t *db, const cad__arch_msg_t *m);
 /* Store block `id`: the zlib stream z/zlen of raw_len bytes holding the
  * bodies of messages whose rows name it (one channel's, in one file). */
-int cad__arch_db_block(cad__arch_db_t *db, int64_t id, const void *z, size_t zlen,
-                       size_t raw_len);
+int cad__arch_db_block(cad__arch_db_t *db, int64_t id, const void *z, size_t zlen, size_t raw_len);
 /* The body of message `id` in db (in msg.body or in its block),
  * decompressed into *out (malloc'd, the caller frees; *len bytes).
  * CAD_E_NOTFOUND when there is no such message, CAD_E_IO when the body
