@@ -27,7 +27,7 @@ static const char SCHEMA[] =
     " blk_off INTEGER);"
     "CREATE TABLE IF NOT EXISTS blk(id INTEGER PRIMARY KEY, z BLOB, raw_len INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS msg_channel ON msg(channel, id);"
-    "CREATE INDEX IF NOT EXISTS msg_status ON msg(status, id);"
+    "CREATE INDEX IF NOT EXISTS msg_rare ON msg(status, id) WHERE status <> 'accepted';"
     "CREATE INDEX IF NOT EXISTS msg_type ON msg(type, id);"
     "CREATE INDEX IF NOT EXISTS msg_ctl ON msg(msh10);"
     "CREATE INDEX IF NOT EXISTS msg_msh4 ON msg(msh4, id);"
@@ -132,6 +132,8 @@ static int upgrade(sqlite3 *db) {
   bool has = sqlite3_step(s) == SQLITE_ROW;
   sqlite3_finalize(s);
   if (has) return 0;
+  /* msg_status became the partial msg_rare. */
+  sqlite3_exec(db, "DROP INDEX IF EXISTS msg_status", NULL, NULL, NULL);
   return sqlite3_exec(
              db,
              "ALTER TABLE msg ADD COLUMN blk INTEGER; ALTER TABLE msg ADD COLUMN blk_off INTEGER;",
@@ -400,6 +402,9 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
     sqlite3_bind_int64(d->name_dlv, 3, (sqlite3_int64)seq);
     if ((rc = step_done(d->db, d->name_dlv)) < 0) return rc;
   }
+  /* The usual case, delivered at the first attempt, needs no att row: the
+   * delivery row holds its time and answer (show prints it as attempt 1). */
+  if (before == 0 && what == CAD_ARCH_DELIVERED) return 0;
   /* Attempt n is row n; a dead letter is the row after the last attempt. */
   sqlite3_bind_int(d->ins_att, 1, qid);
   sqlite3_bind_int64(d->ins_att, 2, (sqlite3_int64)seq);

@@ -11,6 +11,7 @@ reported by `archive check`.
 Usage: test_archive_index.py CADUCEUS_BINARY [TEST]"""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -110,6 +111,12 @@ def test_fields_and_text(binary, tmp):
         assert r.returncode == 2 and "--field" in r.stderr, r
         r = tool(binary, "search", data, "--text", "x" * 2000)
         assert r.returncode == 2 and "--text" in r.stderr, r
+        # Delivered at the first attempt: no attempt row, show still says it.
+        wait_for(lambda: count(binary, data, "--status", "delivered") == 4, what="4 delivered")
+        rid = json.loads(tool(binary, "search", data, "--json", "--control-id", "L1").stdout)["id"]
+        out = tool(binary, "show", data, rid).stdout
+        assert re.search(r"files \(queue record \d+\): delivered after 1 attempt", out), out
+        assert re.search(r"attempt 1 +\S+ +delivered", out), out
         # SQL in a field value is a value.
         assert search(binary, data, "--field", "OBR-4.1=GLU' OR 1=1 --") == []
     finally:
