@@ -21,6 +21,7 @@
 #define DAY_MS 86400000LL
 #define NCACHE 2 /* open day files: today and the one before */
 
+#define LINGER_MS 50         /* how long the first waiting record waits for more */
 #define NBLK 8               /* channels with an open body block at once */
 #define BLK_MAX (64u << 10)  /* uncompressed bytes of a block */
 #define BLK_SOLO (16u << 10) /* a bigger message is compressed alone */
@@ -67,6 +68,8 @@ struct cad_archive {
   uint64_t pending, pending_bytes;
   uint64_t submitted, completed; /* records handed over / finished */
   bool stop;
+  bool hurry;             /* a flush waits: no lingering */
+  uint64_t first_ms;      /* monotonic time of the oldest waiting record */
   _Atomic bool closing;   /* close was asked: the start-up rebuild gives up */
   uint64_t stop_by_ms;    /* close: monotonic time after which what waits is dropped */
   uint64_t close_dropped; /* records dropped that way */
@@ -143,9 +146,14 @@ static int enqueue(cad_archive_t *a, rec_t *r) {
   a->pending_bytes += r->cost;
   a->submitted++;
   a->st.queued++;
-  /* The writer sleeps only on an empty queue: wake it for the first record
-   * (no system call per record while it is busy). */
-  if (a->pending == 1) pthread_cond_signal(&a->cv);
+  /* The writer takes records in batches: it wakes by itself LINGER_MS after
+   * the first record (or is woken for a full batch, or half the bytes), so
+   * the loop thread makes no system call per record and the writer one
+   * transaction per batch rather than per record. */
+  if (a->pending == 1) a->first_ms = cad_mono_ms();
+  if (a->pending == a->o.batch || (a->pending_bytes >= a->o.max_queue_bytes / 2 &&
+                                   a->pending_bytes - r->cost < a->o.max_queue_bytes / 2))
+    pthread_cond_signal(&a->cv);
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
@@ -533,12 +541,23 @@ static void *writer_main(void *arg) {
   if (a->o.rebuild) rebuild(a);
   pthread_mutex_lock(&a->mu);
   for (;;) {
-    while (!a->head && !a->stop) {
+    /* Until a full batch, LINGER_MS after the first record, a flush or the
+     * end; at least once a second (retention, counters). */
+    for (;;) {
+      if (a->stop || a->hurry || a->pending >= a->o.batch ||
+          a->pending_bytes >= a->o.max_queue_bytes / 2)
+        break;
+      uint64_t wait_ms = 1000, now = cad_mono_ms();
+      if (a->head) {
+        if (now >= a->first_ms + LINGER_MS) break;
+        wait_ms = a->first_ms + LINGER_MS - now;
+      }
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
-      pthread_cond_timedwait(&a->cv, &a->mu, &ts);
-      if (!a->head) break;
+      ts.tv_sec += (time_t)(wait_ms / 1000);
+      ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+      if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) != 0 && !a->head) break;
     }
     if (!a->head && a->stop) break;
     if (a->stop && cad_mono_ms() > a->stop_by_ms) {
@@ -566,7 +585,8 @@ static void *writer_main(void *arg) {
         n++;
       }
       a->head = last->next;
-      if (!a->head) a->tail = NULL;
+      if (!a->head) a->tail = NULL, a->hurry = false;
+      else a->first_ms = cad_mono_ms();
       last->next = NULL;
       a->pending -= n;
       a->pending_bytes -= bytes;
@@ -654,6 +674,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
 int cad_archive_flush(cad_archive_t *a) {
   pthread_mutex_lock(&a->mu);
   uint64_t want = a->submitted;
+  a->hurry = true;
   pthread_cond_signal(&a->cv);
   while (a->completed < want) pthread_cond_wait(&a->done_cv, &a->mu);
   pthread_mutex_unlock(&a->mu);
