@@ -89,6 +89,13 @@ def test_fields_and_text(binary, tmp):
         assert search(binary, data, "--text", "GLU^glu") == ["L1", "L3"]  # a phrase
         assert search(binary, data, "--text", "mmol/L", "--field", "visit=V200") == ["L2"]
         assert count(binary, data, "--text", "sample", "--channel", "lab") == 2
+        # --json is stable: exactly these keys, id a string, size a number.
+        r = tool(binary, "search", data, "--json", "--control-id", "L1")
+        row = json.loads(r.stdout)
+        assert sorted(row) == sorted(["id", "time", "channel", "peer", "status", "reason", "ack",
+                                      "type", "control_id", "sender", "receiver", "size",
+                                      "destinations"]), row
+        assert isinstance(row["id"], str) and isinstance(row["size"], int), row
         r = tool(binary, "search", data, "--count", "--json", "--text", "sample")
         assert r.returncode == 0 and json.loads(r.stdout) == {"count": 2}, r
 
