@@ -39,14 +39,14 @@ static int fts_forget(sqlite3 *db, sqlite3_stmt *del, int64_t id) {
 /* Delete the messages of `day`'s file (open read-write) that `drop` (a
  * WHERE over msg m) selects; *rows += how many.  One transaction. */
 static int drop_rows(sqlite3 *db, const char *drop, uint64_t *rows) {
-  char sql[2048];
   int rc = 0;
   if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return CAD_E_IO;
-  snprintf(sql, sizeof sql,
-           "CREATE TEMP TABLE IF NOT EXISTS gone(id INTEGER PRIMARY KEY); DELETE FROM gone;"
-           " INSERT INTO gone SELECT id FROM msg m WHERE %s;",
-           drop);
-  if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) rc = CAD_E_IO;
+  char *sql = sqlite3_mprintf(
+      "CREATE TEMP TABLE IF NOT EXISTS gone(id INTEGER PRIMARY KEY); DELETE FROM gone;"
+      " INSERT INTO gone SELECT id FROM msg m WHERE %s;",
+      drop);
+  if (!sql || sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) rc = CAD_E_IO;
+  sqlite3_free(sql);
   bool fts = false;
   sqlite3_stmt *s = NULL;
   if (rc == 0 && sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name='fts_rows'", -1, &s,
@@ -86,37 +86,31 @@ static int drop_rows(sqlite3 *db, const char *drop, uint64_t *rows) {
 
 /* The WHERE selecting, in a file of `day`, the messages no retention keeps:
  * channels with their own retention are kept by it, the others (and
- * rebuilt records, which have no channel) by the engine's.  "" = none. */
-static void drop_clause(sqlite3 *db, int64_t day, int64_t today, uint64_t retain_ms,
-                        const cad_archive_chan_t *ch, size_t n, char *out, size_t cap) {
+ * rebuilt records, which have no channel) by the engine's.  NULL = none
+ * (or no memory: then nothing is deleted, never too much).  sqlite3_free. */
+static char *drop_clause(int64_t day, int64_t today, uint64_t retain_ms,
+                         const cad_archive_chan_t *ch, size_t n) {
   bool dflt_keeps = day >= keep_from(today, retain_ms);
-  size_t len = 0;
-  out[0] = 0;
   /* Channels with their own retention that passed this day: dropped (when
    * the engine's keeps the day); those that keep it: kept (when it does
-   * not). */
-  char list[1500];
-  size_t ll = 0;
+   * not).  Names quoted by SQLite (%Q). */
+  sqlite3_str *list = sqlite3_str_new(NULL);
   int k = 0;
   for (size_t i = 0; i < n; i++) {
     if (!ch[i].retain_ms) continue;
     bool keeps = day >= keep_from(today, ch[i].retain_ms);
     if (keeps == dflt_keeps) continue;
-    char *q = sqlite3_mprintf("%s%Q", k++ ? "," : "", ch[i].name);
-    if (!q) continue;
-    size_t ql = strlen(q);
-    if (ll + ql + 1 < sizeof list) {
-      memcpy(list + ll, q, ql + 1);
-      ll += ql;
-    }
-    sqlite3_free(q);
+    sqlite3_str_appendf(list, "%s%Q", k++ ? "," : "", ch[i].name);
   }
-  (void)db;
-  if (dflt_keeps && k) len = (size_t)snprintf(out, cap, "m.channel IN (%s)", list);
+  char *names = sqlite3_str_finish(list);
+  char *out = NULL;
+  if (k && !names) out = NULL; /* out of memory */
+  else if (dflt_keeps && k) out = sqlite3_mprintf("m.channel IN (%s)", names);
   else if (!dflt_keeps && k)
-    len = (size_t)snprintf(out, cap, "m.channel IS NULL OR m.channel NOT IN (%s)", list);
-  else if (!dflt_keeps) len = (size_t)snprintf(out, cap, "1");
-  if (len >= cap) out[0] = 0;
+    out = sqlite3_mprintf("m.channel IS NULL OR m.channel NOT IN (%s)", names);
+  else if (!dflt_keeps) out = sqlite3_mprintf("1");
+  sqlite3_free(names);
+  return out;
 }
 
 int cad_archive_prune_channels(const char *dir, int64_t now_ms, uint64_t retain_ms,
@@ -136,9 +130,9 @@ int cad_archive_prune_channels(const char *dir, int64_t now_ms, uint64_t retain_
     if (day >= today) break;
     cad__arch_db_t *db;
     if (cad__arch_db_open(dir, day, false, false, &db) < 0) continue;
-    char where[2048];
-    drop_clause(db->db, day, today, retain_ms, ch, n, where, sizeof where);
-    if (where[0]) rc = drop_rows(db->db, where, rows);
+    char *where = drop_clause(day, today, retain_ms, ch, n);
+    if (where) rc = drop_rows(db->db, where, rows);
+    sqlite3_free(where);
     cad__arch_db_close(db);
   }
   cad__arch_list_free(names, nn);
