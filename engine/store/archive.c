@@ -54,6 +54,9 @@ typedef struct rec {
   uint64_t seq;
   cad_archive_att_t what;
   char *detail;
+  /* writer thread */
+  uint32_t pos;  /* in its batch */
+  bool consumed; /* REC_ATT written with its message's delivery row */
 } rec_t;
 
 struct cad_archive {
@@ -90,6 +93,8 @@ struct cad_archive {
   size_t nchans;
   cad_arena_t arena; /* writer thread: parsing a message for its fields */
   blk_t blk[NBLK];   /* writer thread: body blocks being filled */
+  rec_t **att_slots; /* writer thread: the batch's first attempt per (qid, seq) */
+  size_t att_cap;    /* a power of two, or 0 */
 };
 
 static void blk_flush(cad_archive_t *a, blk_t *b);
@@ -313,6 +318,55 @@ static const cad__arch_chan_t *chan_of(cad_archive_t *a, const char *name) {
   return NULL;
 }
 
+/* ---- attempts known with their message ----------------------------------
+ * A delivery often ends (first attempt, delivered) before the writer takes
+ * its message: both are then in one batch, and the delivery row is written
+ * delivered at once instead of inserted and then updated. */
+
+static size_t slot_of(const cad_archive_t *a, uint16_t qid, uint64_t seq) {
+  uint64_t h = (seq * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)qid << 32);
+  size_t i = (size_t)(h >> 20) & (a->att_cap - 1);
+  while (a->att_slots[i] && (a->att_slots[i]->qid != qid || a->att_slots[i]->seq != seq))
+    i = (i + 1) & (a->att_cap - 1);
+  return i;
+}
+
+/* Index the batch's attempts (the first of each delivery record). */
+static void index_attempts(cad_archive_t *a, rec_t *batch, size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  if (cap > a->att_cap) {
+    rec_t **g = realloc(a->att_slots, cap * sizeof *g);
+    if (!g) {
+      a->att_cap = 0; /* nothing merged: every attempt the usual way */
+      free(a->att_slots);
+      a->att_slots = NULL;
+      return;
+    }
+    a->att_slots = g;
+    a->att_cap = cap;
+  }
+  memset(a->att_slots, 0, a->att_cap * sizeof *a->att_slots);
+  uint32_t pos = 0;
+  for (rec_t *r = batch; r; r = r->next) {
+    r->pos = pos++;
+    r->consumed = false;
+    if (r->kind != REC_ATT) continue;
+    size_t i = slot_of(a, r->qid, r->seq);
+    if (!a->att_slots[i]) a->att_slots[i] = r;
+  }
+}
+
+/* The attempt that delivered (qid, seq) at its first try, later in r's
+ * batch, taken; NULL when there is none. */
+static rec_t *take_first_delivery(cad_archive_t *a, const rec_t *r, uint16_t qid, uint64_t seq) {
+  if (!a->att_cap) return NULL;
+  rec_t *x = a->att_slots[slot_of(a, qid, seq)];
+  if (!x || x->pos < r->pos || x->consumed || x->what != CAD_ARCH_DELIVERED) return NULL;
+  x->consumed = true;
+  return x;
+}
+
 /* ---- body blocks: the bodies of one channel's messages in one batch,
  * compressed together (one deflate stream for many messages: its fixed cost
  * is paid once, and similar messages compress against each other).  A
@@ -397,22 +451,33 @@ static int write_in(cad_archive_t *a, const rec_t *r) {
    * the loop thread takes the same lock to queue records. */
   size_t nq = r->nq;
   char stack_names[4][96];
-  const char *stack_ptrs[4];
+  const char *stack_ptrs[4], *stack_det[4];
+  int64_t stack_t[4];
   char(*names_buf)[96] = nq <= 4 ? stack_names : malloc(nq * sizeof *names_buf);
   const char **names = nq <= 4 ? stack_ptrs : malloc(nq * sizeof *names);
+  const char **att_detail = nq <= 4 ? stack_det : malloc(nq * sizeof *att_detail);
+  int64_t *att_t = nq <= 4 ? stack_t : malloc(nq * sizeof *att_t);
   int rc = 0;
-  if (!names_buf || !names) {
+  if (!names_buf || !names || !att_detail || !att_t) {
     rc = CAD_E_NOMEM;
   } else {
-    for (size_t i = 0; i < nq; i++) names[i] = dest_name(a, r->qids[i], names_buf[i]);
-    cad__arch_msg_t m = {r->id,     r->t_ms, r->channel, r->peer, r->conn, r->size, r->status,
-                         r->reason, r->ack,  r->dl_seq,  &f,      z,       clen,    r->len,
-                         r->qids,   r->seqs, names,      nq,      blk,     off};
+    for (size_t i = 0; i < nq; i++) {
+      names[i] = dest_name(a, r->qids[i], names_buf[i]);
+      rec_t *x = take_first_delivery(a, r, r->qids[i], r->seqs[i]);
+      att_t[i] = x ? x->t_ms : 0;
+      att_detail[i] = x ? x->detail : NULL;
+    }
+    cad__arch_msg_t m = {r->id,     r->t_ms,   r->channel, r->peer,   r->conn, r->size,
+                         r->status, r->reason, r->ack,     r->dl_seq, &f,      z,
+                         clen,      r->len,    r->qids,    r->seqs,   names,   nq,
+                         blk,       off,       att_t,      att_detail};
     rc = cad__arch_db_insert(db, &m);
   }
   if (nq > 4) {
     free(names_buf);
     free(names);
+    free(att_detail);
+    free(att_t);
   }
   const cad__arch_chan_t *ch = chan_of(a, r->channel);
   if (rc == 0 && ch && (ch->fts || ch->nfields))
@@ -451,7 +516,12 @@ static void write_batch(cad_archive_t *a, rec_t *batch, size_t n) {
    * evicted from the cache meanwhile commits first (db_for_day). */
   size_t failed = 0;
   a->tx_failed = 0;
+  index_attempts(a, batch, n);
   for (rec_t *r = batch; r; r = r->next) {
+    if (r->consumed) { /* written with its message */
+      a->tx_records++;
+      continue;
+    }
     int64_t d = r->t_ms / DAY_MS;
     if (!a->tx_db || a->tx_db->day != d) {
       end_tx(a);
@@ -614,6 +684,7 @@ static void *writer_main(void *arg) {
   free(a->zbuf);
   cad_arena_free(&a->arena);
   for (int i = 0; i < NBLK; i++) free(a->blk[i].buf);
+  free(a->att_slots);
   return NULL;
 }
 

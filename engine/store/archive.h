@@ -62,19 +62,19 @@ typedef struct cad_archive_chan {
 } cad_archive_chan_t;
 
 typedef struct cad_archive_opts {
-  const char *data_dir;   /* archive/ goes under it */
-  uint64_t retain_ms;     /* keep day files this long; 0 = 7 days */
-  uint64_t max_bytes;     /* and at most this many bytes; 0 = no limit */
-  bool rebuild;           /* at open, rebuild (on the writer thread) what the
+  const char *data_dir;            /* archive/ goes under it */
+  uint64_t retain_ms;              /* keep day files this long; 0 = 7 days */
+  uint64_t max_bytes;              /* and at most this many bytes; 0 = no limit */
+  bool rebuild;                    /* at open, rebuild (on the writer thread) what the
                               journal has and the archive lost: from 5 minutes
                               before the newest archived message until now */
-  size_t max_queue;       /* records waiting for the writer; 0 = 65536 */
-  size_t max_queue_bytes; /* their bytes; 0 = 32 MiB */
-  size_t max_raw;         /* bytes kept of a frame that is not a message; 0 = 64 KiB */
-  unsigned batch;         /* records per transaction at most; 0 = 512 */
-  int nice;               /* the writer thread's nice value (Linux: per thread), 0 = the
+  size_t max_queue;                /* records waiting for the writer; 0 = 65536 */
+  size_t max_queue_bytes;          /* their bytes; 0 = 32 MiB */
+  size_t max_raw;                  /* bytes kept of a frame that is not a message; 0 = 64 KiB */
+  unsigned batch;                  /* records per transaction at most; 0 = 512 */
+  int nice;                        /* the writer thread's nice value (Linux: per thread), 0 = the
                process's; the engine uses 10: ACKs before the archive */
-  uint64_t stats_ms;      /* log the counters (stats.archive) this often; 0 = never */
+  uint64_t stats_ms;               /* log the counters (stats.archive) this often; 0 = never */
   const cad_archive_chan_t *chans; /* per channel settings (copied); others: none */
   size_t nchans;
 } cad_archive_opts_t;
@@ -143,8 +143,8 @@ void cad_archive_log_stats(cad_archive_t *a);
  * start block, a stray end block), "frame_timeout" or "garbage" (bytes
  * outside frames past the bound), and a PHI-free reason.  `last_id` as for
  * cad_archive_next_id.  a NULL: a no-op.  Loop thread. */
-int cad_archive_refused(cad_archive_t *a, uint64_t *last_id, const char *channel,
-                        const char *peer, uint64_t conn, const char *status, const char *reason);
+int cad_archive_refused(cad_archive_t *a, uint64_t *last_id, const char *channel, const char *peer,
+                        uint64_t conn, const char *status, const char *reason);
 
 /* An operator's change to the queue, recorded (table evt of today's file)
  * with who and when; the delivery rows it ends take its state: "requeue"

@@ -151,6 +151,9 @@ static int prepare_all(cad__arch_db_t *d) {
        "INSERT OR REPLACE INTO msg(id,t,channel,peer,conn,size,status,reason,ack,dl_seq,msh3,"
        "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len,blk,blk_off) VALUES(?,?,?,?,?,"
        "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+      {&d->done_dlv,
+       "INSERT INTO dlv(qid,seq,msg,dest,state,attempts,t,detail) VALUES(?,?,?,?,'delivered',1,?,"
+       "?)"},
       {&d->ins_blk, "INSERT OR REPLACE INTO blk(id,z,raw_len) VALUES(?,?,?)"},
       {&d->ins_pid, "INSERT OR IGNORE INTO pid(value,auth,msg) VALUES(?,?,?)"},
       {&d->ins_dlv,
@@ -222,8 +225,9 @@ void cad__arch_db_close(cad__arch_db_t *d) {
   if (!d) return;
   /* Every statement of ours (one left would keep the file open and its WAL
    * unchecked; FTS5's own statements are its to finalize). */
-  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv,    d->upd_dlv, d->ins_att, d->new_dlv,
-                         d->ins_fld, d->ins_fts, d->ins_ftsrow, d->ins_blk, d->name_dlv};
+  sqlite3_stmt *all[] = {d->ins_msg,    d->ins_pid, d->ins_dlv,  d->upd_dlv,
+                         d->ins_att,    d->new_dlv, d->ins_fld,  d->ins_fts,
+                         d->ins_ftsrow, d->ins_blk, d->name_dlv, d->done_dlv};
   _Static_assert(sizeof all / sizeof all[0] == CAD__ARCH_NSTMT, "every statement finalized");
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close_v2(d->db);
@@ -292,11 +296,34 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
     rc = step_done(d->db, d->ins_pid);
   }
   for (size_t i = 0; rc == 0 && i < m->nq; i++) {
+    if (m->att_t && m->att_t[i]) {
+      /* Delivered at its first attempt, known now: one insert.  A row
+       * already there (attempts recorded before the message) refuses it:
+       * then the usual way. */
+      sqlite3_stmt *s2 = d->done_dlv;
+      sqlite3_bind_int(s2, 1, m->qids[i]);
+      sqlite3_bind_int64(s2, 2, (sqlite3_int64)m->seqs[i]);
+      sqlite3_bind_int64(s2, 3, (sqlite3_int64)m->id);
+      bind_text(s2, 4, m->names[i]);
+      sqlite3_bind_int64(s2, 5, m->att_t[i]);
+      bind_text(s2, 6, m->att_detail[i]);
+      int st = sqlite3_step(s2);
+      sqlite3_reset(s2);
+      sqlite3_clear_bindings(s2);
+      if (st == SQLITE_DONE) continue;
+      if (st != SQLITE_CONSTRAINT) {
+        rc = sql_err(d->db);
+        break;
+      }
+    }
     sqlite3_bind_int(d->ins_dlv, 1, m->qids[i]);
     sqlite3_bind_int64(d->ins_dlv, 2, (sqlite3_int64)m->seqs[i]);
     sqlite3_bind_int64(d->ins_dlv, 3, (sqlite3_int64)m->id);
     bind_text(d->ins_dlv, 4, m->names[i]);
     rc = step_done(d->db, d->ins_dlv);
+    if (rc == 0 && m->att_t && m->att_t[i])
+      rc = cad__arch_db_attempt(d, m->qids[i], m->seqs[i], CAD_ARCH_DELIVERED, m->att_detail[i],
+                                m->att_t[i], NULL, false);
   }
   return rc;
 }

@@ -35,13 +35,14 @@ void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out);
 /* One day file, with its prepared statements (writer) or read-only. */
 /* The prepared statements a day file holds (cad__arch_db_close finalizes
  * each: keep this count in step with the fields below). */
-#define CAD__ARCH_NSTMT 11
+#define CAD__ARCH_NSTMT 12
 typedef struct cad__arch_db {
   int64_t day;
   sqlite3 *db;
-  sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *upd_dlv, *ins_att, *new_dlv;
-  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow, *ins_blk,
-      *name_dlv; /* prepared on first use (the fts table is created then) */
+  sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *upd_dlv, *ins_att, *new_dlv, *ins_blk, *name_dlv,
+      *done_dlv;
+  /* Prepared on first use (the fts table is created then). */
+  sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow;
 } cad__arch_db_t;
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
@@ -66,6 +67,12 @@ typedef struct cad__arch_msg {
   size_t nq;
   int64_t blk;      /* the body's block (table blk; 0 = none), at byte blk_off */
   uint64_t blk_off; /* of the block's uncompressed bytes */
+  /* Per destination record, its first attempt when it is already known to
+   * have delivered (the same batch): att_t[i] != 0, with att_detail[i].
+   * The row is then written delivered at once (no update after).  NULL =
+   * none. */
+  const int64_t *att_t;
+  const char *const *att_detail;
 } cad__arch_msg_t;
 
 int cad__arch_db_insert(cad__arch_db_t *db, const cad__arch_msg_t *m);

@@ -539,6 +539,48 @@ TEST(retention_per_channel) {
   rm_dir();
 }
 
+/* A first attempt that delivered, in the batch of its message: the row is
+ * written delivered at once; one before its message (an earlier batch),
+ * a retry, or a dead letter the usual way. */
+TEST(first_delivery_with_its_message) {
+  fresh_dir();
+  cad_archive_t *a = open_with(0, 0, 512);
+  cad_archive_dest_name(a, 3, "ehr");
+  CHECK_INT(cad_archive_attempt(a, 3, 99, CAD_ARCH_DELIVERED, "AA early"), 0);
+  cad_archive_flush(a); /* its own batch: no message yet */
+  for (int i = 1; i <= 40; i++) {
+    CHECK_INT(put(a, i), 0);
+    CHECK_INT(cad_archive_attempt(a, 3, (uint64_t)i, i == 7 ? CAD_ARCH_RETRY : CAD_ARCH_DELIVERED,
+                                  i == 7 ? "timeout" : "AA"),
+              0);
+  }
+  CHECK_INT(cad_archive_attempt(a, 3, 7, CAD_ARCH_DELIVERED, "AA"), 0);
+  CHECK_INT(put(a, 99), 0);
+  cad_archive_close(a);
+  cad_archive_query_t q = {.status = "delivered", .limit = 100};
+  CHECK_INT(count(&q), 41);
+  char name[16], path[400];
+  cad_archive_day_name((int64_t)cad_now_ms(), name);
+  snprintf(path, sizeof path, "%s/%s", DIR_, name);
+  sqlite3 *db;
+  REQUIRE(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+  sqlite3_stmt *s;
+  REQUIRE(sqlite3_prepare_v2(db,
+                             "SELECT (SELECT count(*) FROM att), (SELECT attempts FROM dlv WHERE"
+                             " seq=7), (SELECT sum(attempts) FROM dlv), (SELECT count(*) FROM dlv"
+                             " WHERE msg IS NULL), (SELECT detail FROM dlv WHERE seq=5)",
+                             -1, &s, NULL) == SQLITE_OK);
+  REQUIRE(sqlite3_step(s) == SQLITE_ROW);
+  CHECK_INT(sqlite3_column_int(s, 0), 2); /* only message 7's two attempts */
+  CHECK_INT(sqlite3_column_int(s, 1), 2);
+  CHECK_INT(sqlite3_column_int(s, 2), 42); /* 39 + 2 + 1 (the early one) */
+  CHECK_INT(sqlite3_column_int(s, 3), 0);  /* every row linked to its message */
+  CHECK_STR((const char *)sqlite3_column_text(s, 4), "AA");
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  rm_dir();
+}
+
 /* Bodies of many messages of two channels, written in one batch: stored in
  * blocks per channel, each read back exactly; a big one alone. */
 TEST(bodies_in_blocks_read_back) {
