@@ -3,6 +3,7 @@
  * before the pipeline sees a message, and operators' purges and requeues
  * (table evt, with who and when; the delivery rows they touch take the
  * state `purged` or `requeued`). */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,24 +42,24 @@ static int exec_bind(sqlite3 *db, const char *sql, const cad_archive_note_t *n, 
   /* Named parameters: whichever the statement uses. */
   struct {
     const char *name;
-    const char *text;
+    bool text;
+    const char *s;
     int64_t num;
-  } p[] = {{":t", NULL, now},
-           {":kind", n->kind, 0},
-           {":who", n->who, 0},
-           {":dest", n->dest, 0},
-           {":qid", NULL, n->qid},
-           {":seq", NULL, (int64_t)n->seq},
-           {":new", NULL, (int64_t)n->new_seq},
-           {":count", NULL, (int64_t)n->count},
-           {":detail", n->detail, 0}};
+  } p[] = {{":t", false, NULL, now},
+           {":kind", true, n->kind, 0},
+           {":who", true, n->who, 0},
+           {":dest", true, n->dest, 0},
+           {":qid", false, NULL, n->qid},
+           {":seq", false, NULL, (int64_t)n->seq},
+           {":new", false, NULL, (int64_t)n->new_seq},
+           {":count", false, NULL, (int64_t)n->count},
+           {":detail", true, n->detail, 0}};
   for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) {
     int k = sqlite3_bind_parameter_index(s, p[i].name);
     if (!k) continue;
-    if (p[i].text) sqlite3_bind_text(s, k, p[i].text, -1, SQLITE_STATIC);
-    else if (p[i].name[1] == 'd' || p[i].name[1] == 'w' || p[i].name[1] == 'k')
-      sqlite3_bind_null(s, k);
-    else sqlite3_bind_int64(s, k, p[i].num);
+    if (!p[i].text) sqlite3_bind_int64(s, k, p[i].num);
+    else if (p[i].s) sqlite3_bind_text(s, k, p[i].s, -1, SQLITE_STATIC);
+    else sqlite3_bind_null(s, k);
   }
   int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : CAD_E_IO;
   if (changed) *changed += sqlite3_changes(db);
