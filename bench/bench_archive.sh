@@ -8,7 +8,9 @@
 #     two alternating in the same run, RUNS rounds, the median of each; a
 #     1.5 KB ORU^R01 (bench/bench_archive.c's message) sent N times per run.
 #     For the "on" runs: archive records dropped (queue full) and the
-#     archive's bytes on disk per message.
+#     archive's bytes on disk per message.  Both: the engine's CPU per
+#     message (all threads, read from /proc, the writer's catching up
+#     included) and, with the archive, its writer thread's.
 # (b, c) bench_archive: MESSAGES 1.5 KB results written through the store's
 #     API, bytes per message on disk, search latency p50/p99 by patient id,
 #     by control id, by type within one hour (QUERIES random queries each).
@@ -36,6 +38,24 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 field() { sed -n "s/.*[ ]$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
+# CPU clock ticks of process $1's threads (named $2 only, when given).
+ticks() {
+  local t=0 f
+  for f in /proc/$1/task/*; do
+    [ -n "${2:-}" ] && [ "$(cat "$f/comm" 2>/dev/null)" != "$2" ] && continue
+    t=$((t + $(awk '{sub(/.*\) /, ""); print $12 + $13}' "$f/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+# Wait (at most 10 s) until the archive writer has written what the load
+# left (its CPU stops growing), so that the CPU figures include it.
+settle() {
+  local a b
+  for _ in $(seq 50); do
+    a=$(ticks "$1" cad-archive); sleep 0.2; b=$(ticks "$1" cad-archive)
+    [ "$a" = "$b" ] && return 0
+  done
+}
 
 # The 1.5 KB message: the one bench_archive writes, as a file.
 python3 - "$W/oru.hl7" <<'EOF'
@@ -78,13 +98,17 @@ EOF
   "$CAD" run "$d/engine.yaml" 2>"$d/engine.log" &
   eng_pid=$!
   wait_port "$p" || { echo "engine did not start: $d/engine.log" >&2; exit 1; }
+  local t0 w0 cpu wcpu
+  t0=$(ticks "$eng_pid"); w0=$(ticks "$eng_pid" cad-archive)
   out=$("$LOAD" -p "$p" -c "$CONNS" -n "$N" -f "$W/oru.hl7")
+  settle "$eng_pid"
+  cpu=$(( $(ticks "$eng_pid") - t0 )); wcpu=$(( $(ticks "$eng_pid" cad-archive) - w0 ))
   kill -TERM "$eng_pid"; wait "$eng_pid" || true; eng_pid=""
   dropped=$(grep -o 'event=archive.dropped dropped=[0-9]*' "$d/engine.log" | tail -1 | sed 's/.*=//' || true)
   bytes=0
   [ -d "$d/data/archive" ] && bytes=$(du -sb "$d/data/archive" | cut -f1)
-  echo "$mode $r $(field msgs_per_s " $out") $(field p99_ms " $out") ${dropped:-0} $bytes" >> "$RES"
-  echo "  archive $mode run $r: $out dropped=${dropped:-0} archive_bytes=$bytes" >&2
+  echo "$mode $r $(field msgs_per_s " $out") $(field p99_ms " $out") ${dropped:-0} $bytes $cpu $wcpu" >> "$RES"
+  echo "  archive $mode run $r: $out dropped=${dropped:-0} archive_bytes=$bytes cpu_ticks=$cpu writer_ticks=$wcpu" >&2
   rm -rf "$d/data" "$d/out.hl7"
 }
 
@@ -105,6 +129,12 @@ print("| off | %s | %.3f | | |" % (format(round(off), ","), med("off", 3)))
 print("| on | %s | %.3f | %d | %.0f |" % (format(round(on), ","), med("on", 3), med("on", 4),
                                         med("on", 5) / n))
 print("cost of the archive: %.1f %% of durable throughput" % (100.0 * (off - on) / off))
+# CPU (clock ticks of 10 ms) per message, less sensitive to what else runs.
+tick_us = 1e6 / 100
+c_off, c_on, w_on = med("off", 6), med("on", 6), med("on", 7)
+print("engine CPU per message: %.1f us without the archive, %.1f us with it (its writer thread: "
+      "%.1f us); the archive adds %.0f %% CPU" % (c_off * tick_us / n, c_on * tick_us / n,
+                                               w_on * tick_us / n, 100.0 * (c_on - c_off) / c_off))
 EOF
 if [ "${SKIP_API:-0}" != 1 ]; then
   echo "bench_archive (b, c): $MESSAGES messages through the store's API" >&2

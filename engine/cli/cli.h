@@ -28,6 +28,11 @@ int cad_cli_token(int argc, char **argv);   /* cli_token.c */
  * configuration file's engine.data_dir (then limits, when not NULL, gets
  * its archive retain_ms and max_bytes).  Prints the error and returns 1 on
  * failure, else 0.  cli_archive_cmd.c */
+/* Record a queue change (requeue, purge) in the archive of the data dir
+ * whose journal is `jdir`, with the user who ran it (cli_archive_cmd.c);
+ * a failure is said on stderr, never changes the command's result. */
+void cad_cli_archive_note(const char *jdir, const char *kind, const char *dest, uint16_t qid,
+                          uint64_t seq, uint64_t new_seq, uint64_t count);
 int cad_cli_archive_dir(const char *cmd, const char *arg, char *dir, size_t cap,
                         uint64_t limits[2]);
 

@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include "archive.h"
 #include "cad_error.h"
@@ -46,6 +49,23 @@ int cad_cli_archive_dir(const char *cmd, const char *arg, char *dir, size_t cap,
   return 0;
 }
 
+void cad_cli_archive_note(const char *jdir, const char *kind, const char *dest, uint16_t qid,
+                          uint64_t seq, uint64_t new_seq, uint64_t count) {
+  char data_dir[4096], who[160];
+  snprintf(data_dir, sizeof data_dir, "%s", jdir);
+  char *slash = strrchr(data_dir, '/');
+  if (slash) *slash = 0;
+  struct passwd *pw = getpwuid(getuid());
+  snprintf(who, sizeof who, "%s (uid %u, caduceus queue)", pw ? pw->pw_name : "?",
+           (unsigned)getuid());
+  cad_archive_note_t n = {kind, who, dest, qid, seq, new_seq, count, NULL};
+  uint64_t touched = 0;
+  int rc = cad_archive_note(data_dir, &n, &touched);
+  if (rc < 0)
+    fprintf(stderr, "caduceus queue: not recorded in the archive (%s/archive): %s\n", data_dir,
+            cad_strerror(rc));
+}
+
 static void usage(FILE *out) {
   fprintf(out,
           "usage: caduceus archive COMMAND CONFIG|DATA_DIR [options]\n"
@@ -54,11 +74,15 @@ static void usage(FILE *out) {
           "\n"
           "  stats    per day file: messages by status, delivery records, bytes on disk\n"
           "  prune    delete the day files that retention expires [--retain 7d]\n"
-          "           [--max-bytes N] (defaults: the configuration's, else 7d)\n"
+          "           [--max-bytes N] (defaults: the configuration's, else 7d); given a\n"
+          "           configuration, also the messages of channels whose own\n"
+          "           archive.retain has passed\n"
           "  check    every file's integrity, and the journal's queue records against the\n"
           "           archive: how many the archive lacks [--since 2h] (default: retention)\n"
           "  reindex  rebuild the records the archive lacks from the journal (as at start\n"
           "           after a crash) [--since 2h]\n"
+          "  events   the queue changes operators made (requeue, purge): when, who, what\n"
+          "           [--since 2h]\n"
           "\n"
           "All are safe while the engine runs.  Exit status: 0 (check: consistent), 1\n"
           "failure or inconsistent, 2 usage error.\n");
@@ -191,6 +215,55 @@ static int cmd_check(const char *data_dir, const char *dir, int64_t since, bool 
   return bad || missing ? 1 : 0;
 }
 
+/* prune: whole day files past the longest retention, then (given a
+ * configuration, without --retain) the messages of channels whose own
+ * `archive.retain` has passed. */
+static int cmd_prune(const char *arg, const char *dir, int64_t now, const uint64_t limits[2],
+                     const char *retain_opt) {
+  cad_archive_chan_t ch[256];
+  size_t nch = 0;
+  cad_config_t *cfg = NULL;
+  struct stat st;
+  if (!retain_opt && stat(arg, &st) == 0 && !S_ISDIR(st.st_mode)) {
+    char *errors = NULL;
+    if (cad_config_load(arg, &cfg, &errors) == 0) {
+      for (size_t i = 0; i < cfg->nchannels && nch < 256; i++)
+        if (cfg->channels[i].archive.retain_ms)
+          ch[nch++] = (cad_archive_chan_t){cfg->channels[i].name, NULL, 0, false,
+                                           cfg->channels[i].archive.retain_ms};
+    }
+    free(errors);
+  }
+  uint64_t freed = 0, rows = 0;
+  int n = cad_archive_prune(dir, now, cad_archive_longest_retain(limits[0], ch, nch), limits[1],
+                            &freed);
+  int rc = n < 0 ? n : nch ? cad_archive_prune_channels(dir, now, limits[0], ch, nch, &rows) : 0;
+  cad_config_free(cfg);
+  if (rc < 0) {
+    fprintf(stderr, "caduceus archive: %s: %s\n", dir, cad_strerror(rc));
+    return 1;
+  }
+  printf("deleted %d day file(s), %llu bytes", n, (unsigned long long)freed);
+  if (nch) printf("; %llu message(s) past their channel's retention", (unsigned long long)rows);
+  printf("\n");
+  return 0;
+}
+
+static void print_event(void *ud, const cad_archive_event_t *e) {
+  (void)ud;
+  char t[40];
+  time_t sec = (time_t)(e->t_ms / 1000);
+  struct tm tm;
+  gmtime_r(&sec, &tm);
+  strftime(t, sizeof t, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  printf("%s  %-10s %-16s by %s", t, e->kind, e->dest, e->who);
+  if (!strcmp(e->kind, "requeue"))
+    printf(": queue record %llu as %llu", (unsigned long long)e->seq,
+           (unsigned long long)e->new_seq);
+  else printf(": %llu message(s)", (unsigned long long)e->count);
+  printf("%s%s\n", e->detail[0] ? " - " : "", e->detail);
+}
+
 int cad_cli_archive(int argc, char **argv) {
   static const struct option opts[] = {{"retain", required_argument, 0, 'r'},
                                        {"max-bytes", required_argument, 0, 'm'},
@@ -239,18 +312,18 @@ int cad_cli_archive(int argc, char **argv) {
     return 2;
   }
   if (strcmp(cmd, "stats") == 0) return cmd_stats(dir);
-  if (strcmp(cmd, "check") == 0) return cmd_check(data_dir, dir, from, false);
-  if (strcmp(cmd, "reindex") == 0) return cmd_check(data_dir, dir, from, true);
-  if (strcmp(cmd, "prune") == 0) {
-    uint64_t freed = 0;
-    int n = cad_archive_prune(dir, now, limits[0], limits[1], &freed);
+  if (strcmp(cmd, "events") == 0) {
+    int n = cad_archive_events(dir, since ? from : 0, print_event, NULL);
     if (n < 0) {
       fprintf(stderr, "caduceus archive: %s: %s\n", dir, cad_strerror(n));
       return 1;
     }
-    printf("deleted %d day file(s), %llu bytes\n", n, (unsigned long long)freed);
+    if (n == 0) fprintf(stderr, "no event recorded\n");
     return 0;
   }
+  if (strcmp(cmd, "check") == 0) return cmd_check(data_dir, dir, from, false);
+  if (strcmp(cmd, "reindex") == 0) return cmd_check(data_dir, dir, from, true);
+  if (strcmp(cmd, "prune") == 0) return cmd_prune(argv[optind + 1], dir, now, limits, retain);
   fprintf(stderr, "caduceus archive: unknown command '%s'\n", cmd);
   usage(stderr);
   return 2;

@@ -468,6 +468,7 @@ static int cmd_requeue(qctx_t *c, const char *dest, uint64_t seq, bool all) {
     }
     printf("requeued dead letter %llu of %s as message %llu\n", (unsigned long long)rec.seq, dest,
            (unsigned long long)m.seq);
+    cad_cli_archive_note(c->jdir, "requeue", dest, (uint16_t)did, orig, m.seq, 1);
     moved++;
   }
   cad_buf_free(&rec.payload);
@@ -495,6 +496,7 @@ static int cmd_purge(qctx_t *c, const char *dest, bool dead) {
     }
     uint64_t n = dlq_live(c, dest, purge_one);
     printf("purged %llu dead letter(s) of %s\n", (unsigned long long)n, dest);
+    if (n) cad_cli_archive_note(c->jdir, "purge_dead", dest, (uint16_t)lid, 0, 0, n);
     return 0;
   }
   int did = dest_id(c, dest, &c->j);
@@ -508,6 +510,7 @@ static int cmd_purge(qctx_t *c, const char *dest, bool dead) {
     return 1;
   }
   printf("purged %llu waiting message(s) of %s\n", (unsigned long long)depth, dest);
+  cad_cli_archive_note(c->jdir, "purge", dest, (uint16_t)did, jd->last_seq, 0, depth);
   return 0;
 }
 

@@ -58,7 +58,7 @@ static void fmt_time(int64_t ms, char out[32]) {
 
 static void search_usage(FILE *out) {
   fprintf(out,
-          "usage: caduceus search CONFIG|DATA_DIR [filters] [--limit N] [--json]\n"
+          "usage: caduceus search CONFIG|DATA_DIR [filters] [--limit N] [--json] [--count]\n"
           "\n"
           "Finds messages in the archive (DATA_DIR/archive), newest first.\n"
           "\n"
@@ -71,12 +71,18 @@ static void search_usage(FILE *out) {
           "  --status S           accepted, filtered, rejected (also unparseable and\n"
           "                       too_big), unparseable, too_big, error, dead (dead-lettered\n"
           "                       by a route or a destination), queued, retrying, delivered,\n"
-          "                       failed\n"
+          "                       failed, purged, requeued; refused before a message:\n"
+          "                       denied, tls_failed, bad_frame, frame_timeout, garbage\n"
           "  --sender FAC         MSH-4;  --receiver FAC  MSH-6\n"
           "  --since T, --until T received at or after / before T: 2h, 30m, 7d (ago) or\n"
           "                       2026-12-05[T14:00[:00]] (UTC)\n"
+          "  --field NAME=VALUE   a field the channel declares (archive: {index: [OBR-4.1]}):\n"
+          "                       by its path (OBR-4.1=GLU) or its name; repeatable (all)\n"
+          "  --text WORDS         full text (channels with archive fts on): every word, as\n"
+          "                       written (no query syntax), case-insensitive\n"
           "  --limit N            at most N rows (default 50)\n"
           "  --json               one JSON object per line instead of the table\n"
+          "  --count              only the number of matching messages (no limit)\n"
           "\n"
           "'caduceus show ID' prints one message and its journey.\n"
           "Exit status: 0 (also when nothing matched), 1 failure, 2 usage error.\n");
@@ -123,9 +129,10 @@ static int print_row(void *ud, const cad_archive_row_t *r) {
 }
 
 static bool known_status(const char *s) {
-  static const char *const all[] = {"accepted", "filtered",  "rejected", "unparseable",
-                                    "too_big",  "error",     "dead",     "queued",
-                                    "retrying", "delivered", "failed"};
+  static const char *const all[] = {
+      "accepted",   "filtered",  "rejected",      "unparseable", "too_big", "error",
+      "dead",       "queued",    "retrying",      "delivered",   "failed",  "denied",
+      "tls_failed", "bad_frame", "frame_timeout", "garbage",     "purged",  "requeued"};
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
     if (strcmp(s, all[i]) == 0) return true;
   return false;
@@ -142,15 +149,25 @@ static int time_arg(const char *what, const char *v, int64_t *out) {
 }
 
 int cad_cli_search(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"patient", required_argument, 0, 'p'}, {"control-id", required_argument, 0, 'c'},
-      {"type", required_argument, 0, 't'},    {"channel", required_argument, 0, 'C'},
-      {"dest", required_argument, 0, 'd'},    {"status", required_argument, 0, 's'},
-      {"since", required_argument, 0, 'S'},   {"until", required_argument, 0, 'U'},
-      {"limit", required_argument, 0, 'l'},   {"json", no_argument, 0, 'j'},
-      {"sender", required_argument, 0, 'f'},  {"receiver", required_argument, 0, 'r'},
-      {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+  static const struct option opts[] = {{"patient", required_argument, 0, 'p'},
+                                       {"control-id", required_argument, 0, 'c'},
+                                       {"type", required_argument, 0, 't'},
+                                       {"channel", required_argument, 0, 'C'},
+                                       {"dest", required_argument, 0, 'd'},
+                                       {"status", required_argument, 0, 's'},
+                                       {"since", required_argument, 0, 'S'},
+                                       {"until", required_argument, 0, 'U'},
+                                       {"limit", required_argument, 0, 'l'},
+                                       {"json", no_argument, 0, 'j'},
+                                       {"sender", required_argument, 0, 'f'},
+                                       {"receiver", required_argument, 0, 'r'},
+                                       {"field", required_argument, 0, 'F'},
+                                       {"text", required_argument, 0, 'x'},
+                                       {"count", no_argument, 0, 'n'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
   cad_archive_query_t q = {0};
+  bool count = false;
   out_ctx_t c = {0};
   int o;
   char *end;
@@ -179,6 +196,16 @@ int cad_cli_search(int argc, char **argv) {
         }
         break;
       case 'j': c.json = true; break;
+      case 'n': count = true; break;
+      case 'x': q.text = optarg; break;
+      case 'F':
+        if (q.nfields == CAD_ARCHIVE_MAX_QFIELDS || !strchr(optarg, '=') || optarg[0] == '=') {
+          fprintf(stderr, "caduceus search: --field '%s': expected NAME=VALUE (at most %d)\n",
+                  optarg, CAD_ARCHIVE_MAX_QFIELDS);
+          return 2;
+        }
+        q.fields[q.nfields++] = optarg;
+        break;
       case 'h': search_usage(stdout); return 0;
       default: search_usage(stderr); return 2;
     }
@@ -190,17 +217,29 @@ int cad_cli_search(int argc, char **argv) {
   if (q.status && !known_status(q.status)) {
     fprintf(stderr,
             "caduceus search: --status '%s': expected accepted, filtered, rejected, unparseable, "
-            "too_big, error, dead, queued, retrying, delivered or failed\n",
+            "too_big, error, dead, queued, retrying, delivered, failed, purged, requeued, "
+            "denied, tls_failed, bad_frame, frame_timeout or garbage\n",
             q.status);
     return 2;
   }
   char data_dir[4096], dir[4200], err[512] = "";
   if (cad_cli_archive_dir("search", argv[optind], data_dir, sizeof data_dir, NULL)) return 1;
   snprintf(dir, sizeof dir, "%s/archive", data_dir);
+  if (count) {
+    uint64_t n = 0;
+    int rc = cad_archive_count(dir, &q, &n, err, sizeof err);
+    if (rc < 0) {
+      fprintf(stderr, "caduceus search: %s\n", err[0] ? err : cad_strerror(rc));
+      return rc == CAD_E_INVAL ? 2 : 1;
+    }
+    if (c.json) printf("{\"count\":%llu}\n", (unsigned long long)n);
+    else printf("%llu\n", (unsigned long long)n);
+    return 0;
+  }
   int rc = cad_archive_search(dir, &q, print_row, &c, err, sizeof err);
   if (rc < 0) {
     fprintf(stderr, "caduceus search: %s\n", err[0] ? err : cad_strerror(rc));
-    return 1;
+    return rc == CAD_E_INVAL ? 2 : 1;
   }
   if (!c.json && c.rows == 0) fprintf(stderr, "no message matched\n");
   return 0;

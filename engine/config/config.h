@@ -146,6 +146,27 @@ typedef struct cad_conf_dest {
   char *order_by;  /* owned; NULL = none (required when lanes > 1) */
 } cad_conf_dest_t;
 
+/* `archive:` settings (engine/store/archive.h).  An index field is
+ * searched with `caduceus search --field NAME=VALUE`; written as a list
+ * (`index: [OBR-4.1, PV1-3]`) its name is the path in canonical form, as a
+ * mapping (`index: {visit: PV1-19}`) the key.  Names owned. */
+typedef struct cad_conf_arch_field {
+  char *name;
+  cad_hl7_path_t path;
+} cad_conf_arch_field_t;
+#define CAD_CONF_ARCH_MAX_FIELDS 16
+typedef struct cad_conf_arch_index {
+  cad_conf_arch_field_t *f; /* owned */
+  size_t n;
+} cad_conf_arch_index_t;
+/* A channel's `archive: { index: [...], fts: true, retain: 30d }`: its
+ * fields add to engine.archive.index; fts and retain override the engine's. */
+typedef struct cad_conf_chan_archive {
+  cad_conf_arch_index_t index;
+  int fts;            /* 0 = engine.archive.fts, 1 = off, 2 = on */
+  uint64_t retain_ms; /* 0 = engine.archive.retain */
+} cad_conf_chan_archive_t;
+
 typedef struct cad_conf_channel {
   char *name;
   cad_conf_listen_t *listen;
@@ -176,6 +197,7 @@ typedef struct cad_conf_channel {
   const struct cad_conf_dest *dests;
   size_t ndests;
   cad_conf_pos_t pos;
+  cad_conf_chan_archive_t archive; /* `archive:` (index fields, fts, retain) */
 } cad_conf_channel_t;
 
 /* `admin:` - the admin HTTP listener (engine/runtime/admin.h):
@@ -229,6 +251,8 @@ typedef struct cad_config {
   bool archive_enabled;       /* default true */
   uint64_t archive_retain_ms; /* whole days, default 7 days */
   uint64_t archive_max_bytes; /* 0 = no limit */
+  cad_conf_arch_index_t archive_index; /* engine.archive.index: every channel's */
+  bool archive_fts;                    /* engine.archive.fts: full-text index of bodies */
   cad_conf_dest_t *dests;
   size_t ndests;
   cad_conf_channel_t *channels;

@@ -230,6 +230,8 @@ static const conf_key_t channel_tail_keys[] = {
     CUSTOM_KEY("tests", set_by_routes, 0, "route test cases (caduceus test)"),
     CUSTOM_KEY("charset", cad__conf_set_charset, 0,
                "the character set of messages without MSH-18, like 8859/1"),
+    {"archive", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, archive), CAD_CONF_NESTED, NULL, 0,
+     0, &cad__conf_chan_archive, "the channel's archive settings (index, fts, retain)"},
 };
 static const conf_section_t channel_tail = {"channel", channel_tail_keys,
                                             CAD_CONF_NKEYS(channel_tail_keys), check_channel};

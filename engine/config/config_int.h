@@ -161,6 +161,14 @@ void cad__conf_apply_channel(loader_t *L, cad_conf_channel_t *ch, const named_t 
 void cad__conf_check_listen_conflicts(loader_t *L);
 const cad_yaml_node_t *cad__conf_check_tests(loader_t *L, const cad_yaml_node_t *tests);
 
+/* config_archive.c: `index:` of engine.archive and of a channel's
+ * `archive:` (a cad_conf_arch_index_t at the key's offset), its free, and
+ * the channel's `archive:` section (a cad_conf_chan_archive_t). */
+void cad__conf_set_arch_index(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                              const cad_yaml_node_t *v, void *obj);
+void cad__conf_arch_index_free(cad_conf_arch_index_t *ix);
+extern const conf_section_t cad__conf_chan_archive;
+
 /* config_admin.c: the top-level `admin:` */
 void cad__conf_set_admin(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                          const cad_yaml_node_t *v, void *obj);

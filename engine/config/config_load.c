@@ -67,6 +67,11 @@ static const conf_key_t archive_keys[] = {
     {"max_bytes", CAD_CONF_SIZE, offsetof(cad_config_t, archive_max_bytes), K_ZERO_OK, "0",
      (uint64_t)1 << 20, (uint64_t)1 << 50, NULL,
      "delete the oldest days while the archive is larger (0 = no limit)"},
+    {"index", CAD_CONF_CUSTOM, offsetof(cad_config_t, archive_index), 0, NULL, 0, 0,
+     &(const conf_custom_t){cad__conf_set_arch_index},
+     "HL7 paths every channel indexes for caduceus search --field, like [OBR-4.1, PV1-19]"},
+    {"fts", CAD_CONF_FLAG, offsetof(cad_config_t, archive_fts), 0, "false", 0, 0, NULL,
+     "full-text index of the bodies (caduceus search --text)"},
 };
 static const conf_section_t archive_section = {"archive", archive_keys,
                                                sizeof archive_keys / sizeof archive_keys[0], NULL};
@@ -569,6 +574,7 @@ static void free_channel(cad_conf_channel_t *ch) {
   for (size_t j = 0; j < t->nallowed; j++) FREE_OWNED(t->allowed_clients[j]);
   FREE_OWNED(t->allowed_clients);
   FREE_OWNED(ch->listener.allow);
+  cad__conf_arch_index_free(&ch->archive.index);
 }
 
 void cad_config_free(cad_config_t *c) {
@@ -579,6 +585,7 @@ void cad_config_free(cad_config_t *c) {
   free(c->channels);
   cad_tables_free(c->tables);
   cad__conf_admin_free(&c->admin);
+  cad__conf_arch_index_free(&c->archive_index);
   for (size_t i = 0; i < c->ndocs; i++) cad_yaml_free(c->docs[i]);
   free(c->docs);
   for (size_t i = 0; i < c->nfiles; i++) free(c->files[i]);

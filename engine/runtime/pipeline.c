@@ -538,7 +538,33 @@ int cad_pipe_archive_open(cad_pipe_t *p, const cad_config_t *cfg) {
                           .rebuild = true,
                           .nice = 10,
                           .stats_ms = cfg->stats_interval_ms};
-  return cad_archive_open(&o, &p->archive);
+  /* Each channel's index fields (the engine's and its own), fts, retain. */
+  cad_archive_chan_t *ch = calloc(cfg->nchannels ? cfg->nchannels : 1, sizeof *ch);
+  cad_archive_field_t *fl =
+      calloc(cfg->nchannels ? cfg->nchannels : 1, CAD_ARCHIVE_MAX_FIELDS * sizeof *fl);
+  if (!ch || !fl) {
+    free(ch);
+    free(fl);
+    return CAD_E_NOMEM;
+  }
+  for (size_t i = 0; i < cfg->nchannels; i++) {
+    const cad_conf_channel_t *cc = &cfg->channels[i];
+    cad_archive_field_t *f = fl + i * CAD_ARCHIVE_MAX_FIELDS;
+    size_t n = 0;
+    for (size_t k = 0; k < cfg->archive_index.n && n < CAD_ARCHIVE_MAX_FIELDS; k++)
+      f[n++] = (cad_archive_field_t){cfg->archive_index.f[k].name, cfg->archive_index.f[k].path};
+    for (size_t k = 0; k < cc->archive.index.n && n < CAD_ARCHIVE_MAX_FIELDS; k++)
+      f[n++] = (cad_archive_field_t){cc->archive.index.f[k].name, cc->archive.index.f[k].path};
+    ch[i] = (cad_archive_chan_t){cc->name, f, n,
+                                 cc->archive.fts ? cc->archive.fts == 2 : cfg->archive_fts,
+                                 cc->archive.retain_ms};
+  }
+  o.chans = ch;
+  o.nchans = cfg->nchannels;
+  int rc = cad_archive_open(&o, &p->archive);
+  free(ch);
+  free(fl);
+  return rc;
 }
 
 void cad_pipe_archive_close(cad_pipe_t *p) {

@@ -494,6 +494,13 @@ static void log_ctx_for(cad_log_ctx_t *c, const chan_t *ch, const cad_mllp_conn_
   }
 }
 
+/* A refusal before the pipeline, as an archive record (archive.h). */
+static void archive_refused(const chan_t *ch, const cad_mllp_conn_info_t *ci, const char *status,
+                            const char *reason) {
+  cad_archive_refused(E.pipe.archive, &E.pipe.last_id, ch ? ch->cc->name : NULL,
+                      ci ? ci->peer : NULL, ci ? ci->id : 0, status, reason);
+}
+
 static void on_event(const cad_mllp_event_t *ev, void *data) {
   lsn_t *ls = data;
   chan_t *ch = ls->ch;
@@ -520,6 +527,11 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
         c.nnums = 1;
       }
       CAD_LOG(CAD_LOG_INFO, "conn.close", &c, NULL);
+      if (ev->reason && (!strcmp(ev->reason, "frame_timeout") || !strcmp(ev->reason, "garbage")))
+        archive_refused(ch, ev->conn, ev->reason,
+                        !strcmp(ev->reason, "garbage")
+                            ? "bytes outside any frame past the bound: connection closed"
+                            : "a frame was not finished in time: connection closed");
       break;
     }
     case CAD_MLLP_EV_BADFRAME:
@@ -530,6 +542,10 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
               ev->reason && !strcmp(ev->reason, "stray_end_block")
                   ? "end block not followed by a carriage return inside a frame (NAKed)"
                   : "start block inside an unfinished frame");
+      archive_refused(ch, ev->conn, "bad_frame",
+                      ev->reason && !strcmp(ev->reason, "stray_end_block")
+                          ? "end block not followed by a carriage return (NAKed)"
+                          : "start block inside an unfinished frame (dropped)");
       break;
     case CAD_MLLP_EV_SKIPPED:
       c.bytes = (int64_t)ev->count;
@@ -549,12 +565,14 @@ static void on_event(const cad_mllp_event_t *ev, void *data) {
       ch->st->conns_denied++;
       c.outcome = "denied";
       CAD_LOG(CAD_LOG_WARN, "conn.denied", &c, "address not in the channel's allow list");
+      archive_refused(ch, ev->conn, "denied", "address not in the channel's allow list");
       break;
     case CAD_MLLP_EV_TLS_FAILED:
       ch->st->tls_failures++;
       c.outcome = "tls_failed";
       if (ev->err) c.error = cad_err_name(ev->err);
       CAD_LOG(CAD_LOG_WARN, "tls.handshake_failed", &c, "%s", ev->detail ? ev->detail : "");
+      archive_refused(ch, ev->conn, "tls_failed", ev->detail ? ev->detail : "TLS failed");
       break;
     case CAD_MLLP_EV_TLS_READY:
       CAD_LOG(CAD_LOG_INFO, "tls.ready", &c, "client certificate: %s",

@@ -21,7 +21,20 @@
 #define DAY_MS 86400000LL
 #define NCACHE 2 /* open day files: today and the one before */
 
+#define LINGER_MS 50         /* how long the first waiting record waits for more */
+#define NBLK 8               /* channels with an open body block at once */
+#define BLK_MAX (64u << 10)  /* uncompressed bytes of a block */
+#define BLK_SOLO (16u << 10) /* a bigger message is compressed alone */
+
 typedef enum { REC_IN, REC_ATT } rec_kind_t;
+
+typedef struct blk {
+  char channel[128];
+  cad__arch_db_t *db; /* the file it goes to (NULL: unused) */
+  int64_t id;         /* the id of its first message */
+  char *buf;          /* owned: the bodies, one after the other */
+  size_t len, cap, n;
+} blk_t;
 
 typedef struct rec {
   struct rec *next;
@@ -41,6 +54,9 @@ typedef struct rec {
   uint64_t seq;
   cad_archive_att_t what;
   char *detail;
+  /* writer thread */
+  uint32_t pos;  /* in its batch */
+  bool consumed; /* REC_ATT written with its message's delivery row */
 } rec_t;
 
 struct cad_archive {
@@ -55,6 +71,8 @@ struct cad_archive {
   uint64_t pending, pending_bytes;
   uint64_t submitted, completed; /* records handed over / finished */
   bool stop;
+  bool hurry;             /* a flush waits: no lingering */
+  uint64_t first_ms;      /* monotonic time of the oldest waiting record */
   _Atomic bool closing;   /* close was asked: the start-up rebuild gives up */
   uint64_t stop_by_ms;    /* close: monotonic time after which what waits is dropped */
   uint64_t close_dropped; /* records dropped that way */
@@ -71,7 +89,16 @@ struct cad_archive {
   bool z_ready;
   unsigned char *zbuf;
   size_t zcap;
+  cad__arch_chan_t *chans; /* opts.chans, copied */
+  size_t nchans;
+  cad_arena_t arena; /* writer thread: parsing a message for its fields */
+  blk_t blk[NBLK];   /* writer thread: body blocks being filled */
+  rec_t **att_slots; /* writer thread: the batch's first attempt per (qid, seq) */
+  size_t att_cap;    /* a power of two, or 0 */
 };
+
+static void blk_flush(cad_archive_t *a, blk_t *b);
+static void blk_flush_all(cad_archive_t *a);
 
 uint64_t cad_archive_next_id(uint64_t *last) {
   uint64_t id = cad_now_ms() << 20;
@@ -80,24 +107,19 @@ uint64_t cad_archive_next_id(uint64_t *last) {
   return id;
 }
 
-static void rec_free(rec_t *r) {
-  if (!r) return;
-  free(r->channel);
-  free(r->peer);
-  free(r->status);
-  free(r->reason);
-  free(r->ack);
-  free(r->bytes);
-  free(r->qids);
-  free(r->seqs);
-  free(r->detail);
-  free(r);
-}
+/* A record and everything it holds are one allocation (the loop thread
+ * makes one malloc and one copy per message; the writer one free). */
+static void rec_free(rec_t *r) { free(r); }
 
-static char *dup_or_null(const char *s, bool *bad) {
+/* Bytes of s with its NUL (0 for NULL). */
+static size_t str_size(const char *s) { return s ? strlen(s) + 1 : 0; }
+
+/* Copy s (of size n from str_size) to *at, advancing it; NULL for NULL. */
+static char *put_str(char **at, const char *s, size_t n) {
   if (!s) return NULL;
-  char *d = strdup(s);
-  if (!d) *bad = true;
+  char *d = *at;
+  memcpy(d, s, n);
+  *at += n;
   return d;
 }
 
@@ -129,50 +151,55 @@ static int enqueue(cad_archive_t *a, rec_t *r) {
   a->pending_bytes += r->cost;
   a->submitted++;
   a->st.queued++;
-  /* The writer sleeps only on an empty queue: wake it for the first record
-   * (no system call per record while it is busy). */
-  if (a->pending == 1) pthread_cond_signal(&a->cv);
+  /* The writer takes records in batches: it wakes by itself LINGER_MS after
+   * the first record (or is woken for a full batch, or half the bytes), so
+   * the loop thread makes no system call per record and the writer one
+   * transaction per batch rather than per record. */
+  if (a->pending == 1) a->first_ms = cad_mono_ms();
+  if (a->pending == a->o.batch || (a->pending_bytes >= a->o.max_queue_bytes / 2 &&
+                                   a->pending_bytes - r->cost < a->o.max_queue_bytes / 2))
+    pthread_cond_signal(&a->cv);
   pthread_mutex_unlock(&a->mu);
   return 0;
 }
 
 int cad_archive_inbound(cad_archive_t *a, const cad_archive_in_t *in) {
-  rec_t *r = calloc(1, sizeof *r);
-  if (!r) return CAD_E_NOMEM;
-  bool bad = false;
   size_t keep = in->len;
   if (strcmp(in->status, "unparseable") == 0 || strcmp(in->status, "too_big") == 0)
     keep = keep > a->o.max_raw ? a->o.max_raw : keep;
+  size_t nc = str_size(in->channel), np = str_size(in->peer), ns = str_size(in->status),
+         nr = str_size(in->reason), na = str_size(in->ack);
+  /* The arrays first (aligned after the struct), then the strings, then the bytes. */
+  size_t total = sizeof(rec_t) + in->nq * (sizeof(uint64_t) + sizeof(uint16_t)) + nc + np + ns +
+                 nr + na + keep;
+  rec_t *r = malloc(total);
+  if (!r) return CAD_E_NOMEM;
+  memset(r, 0, sizeof *r);
+  char *at = (char *)(r + 1);
+  r->nq = in->nq;
+  if (in->nq) {
+    r->seqs = (uint64_t *)(void *)at;
+    memcpy(r->seqs, in->seqs, in->nq * sizeof *r->seqs);
+    at += in->nq * sizeof *r->seqs;
+    r->qids = (uint16_t *)(void *)at;
+    memcpy(r->qids, in->qids, in->nq * sizeof *r->qids);
+    at += in->nq * sizeof *r->qids;
+  }
+  r->channel = put_str(&at, in->channel, nc);
+  r->peer = put_str(&at, in->peer, np);
+  r->status = put_str(&at, in->status, ns);
+  r->reason = put_str(&at, in->reason, nr);
+  r->ack = put_str(&at, in->ack, na);
+  r->bytes = at;
+  if (keep) memcpy(at, in->bytes, keep);
+  r->len = keep;
   r->kind = REC_IN;
   r->t_ms = (int64_t)(in->id >> 20);
   r->id = in->id;
   r->conn = in->conn;
   r->size = in->size;
   r->dl_seq = in->dl_seq;
-  r->channel = dup_or_null(in->channel, &bad);
-  r->peer = dup_or_null(in->peer, &bad);
-  r->status = dup_or_null(in->status, &bad);
-  r->reason = dup_or_null(in->reason, &bad);
-  r->ack = dup_or_null(in->ack, &bad);
-  r->bytes = malloc(keep ? keep : 1);
-  r->len = keep;
-  if (r->bytes && keep) memcpy(r->bytes, in->bytes, keep);
-  r->nq = in->nq;
-  if (in->nq) {
-    r->qids = malloc(in->nq * sizeof *r->qids);
-    r->seqs = malloc(in->nq * sizeof *r->seqs);
-    if (r->qids && r->seqs) {
-      memcpy(r->qids, in->qids, in->nq * sizeof *r->qids);
-      memcpy(r->seqs, in->seqs, in->nq * sizeof *r->seqs);
-    } else {
-      bad = true;
-    }
-  }
-  if (bad || !r->bytes) {
-    rec_free(r);
-    return CAD_E_NOMEM;
-  }
-  r->cost = sizeof *r + keep + in->nq * 10 + 256;
+  r->cost = total + 64;
   return enqueue(a, r);
 }
 
@@ -183,20 +210,18 @@ int cad_archive_attempt(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archiv
 
 int cad__archive_attempt_at(cad_archive_t *a, uint16_t qid, uint64_t seq, cad_archive_att_t what,
                             const char *detail, int64_t t_ms) {
-  rec_t *r = calloc(1, sizeof *r);
+  size_t nd = str_size(detail);
+  rec_t *r = malloc(sizeof *r + nd);
   if (!r) return CAD_E_NOMEM;
-  bool bad = false;
+  memset(r, 0, sizeof *r);
+  char *at = (char *)(r + 1);
   r->kind = REC_ATT;
   r->t_ms = t_ms;
   r->qid = qid;
   r->seq = seq;
   r->what = what;
-  r->detail = dup_or_null(detail, &bad);
-  if (bad) {
-    rec_free(r);
-    return CAD_E_NOMEM;
-  }
-  r->cost = sizeof *r + 64;
+  r->detail = put_str(&at, detail, nd);
+  r->cost = sizeof *r + nd + 64;
   return enqueue(a, r);
 }
 
@@ -285,30 +310,178 @@ static const char *dest_name(cad_archive_t *a, uint16_t qid, char *buf) {
   return out;
 }
 
+/* The settings of channel `name` (NULL: none declared). */
+static const cad__arch_chan_t *chan_of(cad_archive_t *a, const char *name) {
+  if (!name) return NULL;
+  for (size_t i = 0; i < a->nchans; i++)
+    if (strcmp(a->chans[i].name, name) == 0) return &a->chans[i];
+  return NULL;
+}
+
+/* ---- attempts known with their message ----------------------------------
+ * A delivery often ends (first attempt, delivered) before the writer takes
+ * its message: both are then in one batch, and the delivery row is written
+ * delivered at once instead of inserted and then updated. */
+
+static size_t slot_of(const cad_archive_t *a, uint16_t qid, uint64_t seq) {
+  uint64_t h = (seq * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)qid << 32);
+  size_t i = (size_t)(h >> 20) & (a->att_cap - 1);
+  while (a->att_slots[i] && (a->att_slots[i]->qid != qid || a->att_slots[i]->seq != seq))
+    i = (i + 1) & (a->att_cap - 1);
+  return i;
+}
+
+/* Index the batch's attempts (the first of each delivery record). */
+static void index_attempts(cad_archive_t *a, rec_t *batch, size_t n) {
+  size_t cap = 16;
+  while (cap < 2 * n) cap *= 2;
+  if (cap > a->att_cap) {
+    rec_t **g = realloc(a->att_slots, cap * sizeof *g);
+    if (!g) {
+      a->att_cap = 0; /* nothing merged: every attempt the usual way */
+      free(a->att_slots);
+      a->att_slots = NULL;
+      return;
+    }
+    a->att_slots = g;
+    a->att_cap = cap;
+  }
+  memset(a->att_slots, 0, a->att_cap * sizeof *a->att_slots);
+  uint32_t pos = 0;
+  for (rec_t *r = batch; r; r = r->next) {
+    r->pos = pos++;
+    r->consumed = false;
+    if (r->kind != REC_ATT) continue;
+    size_t i = slot_of(a, r->qid, r->seq);
+    if (!a->att_slots[i]) a->att_slots[i] = r;
+  }
+}
+
+/* The attempt that delivered (qid, seq) at its first try, later in r's
+ * batch, taken; NULL when there is none. */
+static rec_t *take_first_delivery(cad_archive_t *a, const rec_t *r, uint16_t qid, uint64_t seq) {
+  if (!a->att_cap) return NULL;
+  rec_t *x = a->att_slots[slot_of(a, qid, seq)];
+  if (!x || x->pos < r->pos || x->consumed || x->what != CAD_ARCH_DELIVERED) return NULL;
+  x->consumed = true;
+  return x;
+}
+
+/* ---- body blocks: the bodies of one channel's messages in one batch,
+ * compressed together (one deflate stream for many messages: its fixed cost
+ * is paid once, and similar messages compress against each other).  A
+ * block lives in one day file and holds one channel's bodies only, so
+ * retention per channel deletes whole blocks.  Every block is written
+ * before its transaction commits (end_tx). */
+
+/* The open block of `channel` in `db`, or a new one (flushing the oldest
+ * when all are taken); NULL when none can be had. */
+static blk_t *blk_for(cad_archive_t *a, cad__arch_db_t *db, const char *channel) {
+  blk_t *free_one = NULL;
+  for (int i = 0; i < NBLK; i++) {
+    blk_t *b = &a->blk[i];
+    if (b->len && b->db == db && strcmp(b->channel, channel) == 0) return b;
+    if (!b->len && !free_one) free_one = b;
+  }
+  if (!free_one) {
+    blk_flush(a, &a->blk[0]);
+    free_one = &a->blk[0];
+  }
+  if (strlen(channel) >= sizeof free_one->channel) return NULL;
+  strcpy(free_one->channel, channel);
+  free_one->db = db;
+  return free_one;
+}
+
+static int blk_add(cad_archive_t *a, blk_t *b, const rec_t *r, uint64_t *off) {
+  if (b->len + r->len > b->cap) {
+    size_t cap = b->cap ? b->cap : 16384;
+    while (cap < b->len + r->len) cap *= 2;
+    char *g = realloc(b->buf, cap);
+    if (!g) return CAD_E_NOMEM;
+    b->buf = g;
+    b->cap = cap;
+  }
+  if (!b->len) b->id = (int64_t)r->id;
+  *off = b->len;
+  memcpy(b->buf + b->len, r->bytes, r->len);
+  b->len += r->len;
+  b->n++;
+  (void)a;
+  return 0;
+}
+
+static void blk_flush(cad_archive_t *a, blk_t *b) {
+  if (!b->len) return;
+  size_t clen = 0;
+  const unsigned char *z = zip(a, b->buf, b->len, &clen);
+  if (!z || cad__arch_db_block(b->db, b->id, z, clen, b->len) < 0) a->tx_failed += b->n;
+  b->len = 0;
+  b->n = 0;
+  b->db = NULL;
+  /* A block that grew for one big batch does not keep its memory. */
+  if (b->cap > BLK_MAX * 2) {
+    free(b->buf);
+    b->buf = NULL;
+    b->cap = 0;
+  }
+}
+
+static void blk_flush_all(cad_archive_t *a) {
+  for (int i = 0; i < NBLK; i++) blk_flush(a, &a->blk[i]);
+}
+
 static int write_in(cad_archive_t *a, const rec_t *r) {
   cad__arch_db_t *db = db_for_day(a, r->t_ms / DAY_MS, true);
   if (!db) return CAD_E_IO;
   cad__arch_fields_t f;
   cad__arch_fields(r->bytes, r->len, &f);
   size_t clen = 0;
-  const unsigned char *z = zip(a, r->bytes, r->len, &clen); /* NULL: no body */
+  const unsigned char *z = NULL;
+  int64_t blk = 0;
+  uint64_t off = 0;
+  /* In a block: a channel's message that is not too big, in a transaction
+   * (the block is written at its end).  Otherwise compressed alone. */
+  blk_t *b = NULL;
+  if (r->channel && r->len && r->len <= BLK_SOLO && a->tx_db == db) b = blk_for(a, db, r->channel);
+  if (b && b->len + r->len > BLK_MAX) blk_flush(a, b), b = blk_for(a, db, r->channel);
+  if (b && blk_add(a, b, r, &off) == 0) blk = b->id;
+  else z = zip(a, r->bytes, r->len, &clen); /* NULL: no body */
   /* The names are copied under the lock, never held across the insert:
    * the loop thread takes the same lock to queue records. */
   size_t nq = r->nq;
-  char(*names_buf)[96] = malloc((nq ? nq : 1) * sizeof *names_buf);
-  const char **names = malloc((nq ? nq : 1) * sizeof *names);
-  if (!names_buf || !names) {
+  char stack_names[4][96];
+  const char *stack_ptrs[4], *stack_det[4];
+  int64_t stack_t[4];
+  char(*names_buf)[96] = nq <= 4 ? stack_names : malloc(nq * sizeof *names_buf);
+  const char **names = nq <= 4 ? stack_ptrs : malloc(nq * sizeof *names);
+  const char **att_detail = nq <= 4 ? stack_det : malloc(nq * sizeof *att_detail);
+  int64_t *att_t = nq <= 4 ? stack_t : malloc(nq * sizeof *att_t);
+  int rc = 0;
+  if (!names_buf || !names || !att_detail || !att_t) {
+    rc = CAD_E_NOMEM;
+  } else {
+    for (size_t i = 0; i < nq; i++) {
+      names[i] = dest_name(a, r->qids[i], names_buf[i]);
+      rec_t *x = take_first_delivery(a, r, r->qids[i], r->seqs[i]);
+      att_t[i] = x ? x->t_ms : 0;
+      att_detail[i] = x ? x->detail : NULL;
+    }
+    cad__arch_msg_t m = {r->id,     r->t_ms,   r->channel, r->peer,   r->conn, r->size,
+                         r->status, r->reason, r->ack,     r->dl_seq, &f,      z,
+                         clen,      r->len,    r->qids,    r->seqs,   names,   nq,
+                         blk,       off,       att_t,      att_detail};
+    rc = cad__arch_db_insert(db, &m);
+  }
+  if (nq > 4) {
     free(names_buf);
     free(names);
-    return CAD_E_NOMEM;
+    free(att_detail);
+    free(att_t);
   }
-  for (size_t i = 0; i < nq; i++) names[i] = dest_name(a, r->qids[i], names_buf[i]);
-  cad__arch_msg_t m = {r->id,     r->t_ms,   r->channel, r->peer,   r->conn, r->size,
-                       r->status, r->reason, r->ack,     r->dl_seq, &f,      z,
-                       clen,      r->len,    r->qids,    r->seqs,   names,   nq};
-  int rc = cad__arch_db_insert(db, &m);
-  free(names_buf);
-  free(names);
+  const cad__arch_chan_t *ch = chan_of(a, r->channel);
+  if (rc == 0 && ch && (ch->fts || ch->nfields))
+    rc = cad__arch_db_index(db, ch, r->id, r->bytes, r->len, &a->arena);
   return rc;
 }
 
@@ -331,6 +504,7 @@ static int write_att(cad_archive_t *a, const rec_t *r) {
 
 /* Commit the open transaction; its records count as failed if it fails. */
 static void end_tx(cad_archive_t *a) {
+  blk_flush_all(a);
   if (!a->tx_db) return;
   if (cad__arch_db_commit(a->tx_db) < 0) a->tx_failed += a->tx_records;
   a->tx_db = NULL;
@@ -342,7 +516,12 @@ static void write_batch(cad_archive_t *a, rec_t *batch, size_t n) {
    * evicted from the cache meanwhile commits first (db_for_day). */
   size_t failed = 0;
   a->tx_failed = 0;
+  index_attempts(a, batch, n);
   for (rec_t *r = batch; r; r = r->next) {
+    if (r->consumed) { /* written with its message */
+      a->tx_records++;
+      continue;
+    }
     int64_t d = r->t_ms / DAY_MS;
     if (!a->tx_db || a->tx_db->day != d) {
       end_tx(a);
@@ -376,8 +555,25 @@ static void maybe_prune(cad_archive_t *a, int64_t now) {
   if (now - a->last_prune_ms < 3600000 && a->last_prune_ms / DAY_MS == now / DAY_MS) return;
   a->last_prune_ms = now;
   close_cache(a, false, now / DAY_MS);
-  uint64_t freed = 0;
-  int n = cad_archive_prune(a->dir, now, a->o.retain_ms, a->o.max_bytes, &freed);
+  uint64_t freed = 0, rows = 0;
+  /* Whole files past the longest retention, then the rows of channels
+   * whose own retention is shorter (or of the others, when a channel's
+   * is longer than the engine's). */
+  cad_archive_chan_t ch[64];
+  size_t nch = 0;
+  for (size_t i = 0; i < a->nchans && nch < 64; i++)
+    if (a->chans[i].retain_ms)
+      ch[nch++] = (cad_archive_chan_t){a->chans[i].name, NULL, 0, false, a->chans[i].retain_ms};
+  int n = cad_archive_prune(a->dir, now, cad_archive_longest_retain(a->o.retain_ms, ch, nch),
+                            a->o.max_bytes, &freed);
+  if (nch && cad_archive_prune_channels(a->dir, now, a->o.retain_ms, ch, nch, &rows) == 0 && rows) {
+    cad_log_ctx_t c = CAD_LOG_CTX_INIT;
+    cad_log_num_t num = {"messages", rows};
+    c.nums = &num;
+    c.nnums = 1;
+    CAD_LOG(CAD_LOG_INFO, "archive.pruned_channels", &c,
+            "messages past their channel's retention deleted");
+  }
   if (n > 0) {
     cad_log_ctx_t c = CAD_LOG_CTX_INIT;
     cad_log_num_t nums[2] = {{"files", (uint64_t)n}, {"bytes", freed}};
@@ -415,12 +611,23 @@ static void *writer_main(void *arg) {
   if (a->o.rebuild) rebuild(a);
   pthread_mutex_lock(&a->mu);
   for (;;) {
-    while (!a->head && !a->stop) {
+    /* Until a full batch, LINGER_MS after the first record, a flush or the
+     * end; at least once a second (retention, counters). */
+    for (;;) {
+      if (a->stop || a->hurry || a->pending >= a->o.batch ||
+          a->pending_bytes >= a->o.max_queue_bytes / 2)
+        break;
+      uint64_t wait_ms = 1000, now = cad_mono_ms();
+      if (a->head) {
+        if (now >= a->first_ms + LINGER_MS) break;
+        wait_ms = a->first_ms + LINGER_MS - now;
+      }
       struct timespec ts;
       clock_gettime(CLOCK_REALTIME, &ts);
-      ts.tv_sec += 1;
-      pthread_cond_timedwait(&a->cv, &a->mu, &ts);
-      if (!a->head) break;
+      ts.tv_sec += (time_t)(wait_ms / 1000);
+      ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+      if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+      if (pthread_cond_timedwait(&a->cv, &a->mu, &ts) != 0 && !a->head) break;
     }
     if (!a->head && a->stop) break;
     if (a->stop && cad_mono_ms() > a->stop_by_ms) {
@@ -448,7 +655,8 @@ static void *writer_main(void *arg) {
         n++;
       }
       a->head = last->next;
-      if (!a->head) a->tail = NULL;
+      if (!a->head) a->tail = NULL, a->hurry = false;
+      else a->first_ms = cad_mono_ms();
       last->next = NULL;
       a->pending -= n;
       a->pending_bytes -= bytes;
@@ -474,6 +682,9 @@ static void *writer_main(void *arg) {
   close_cache(a, true, 0);
   if (a->z_ready) deflateEnd(&a->zs);
   free(a->zbuf);
+  cad_arena_free(&a->arena);
+  for (int i = 0; i < NBLK; i++) free(a->blk[i].buf);
+  free(a->att_slots);
   return NULL;
 }
 
@@ -489,6 +700,14 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
   snprintf(a->dir, sizeof a->dir, "%s/archive", o->data_dir);
   a->data_dir = strdup(o->data_dir);
   a->o.data_dir = a->data_dir;
+  a->o.chans = NULL;
+  cad_arena_init(&a->arena, 64u << 10, 64u << 20);
+  if (!a->data_dir || cad__arch_chans_copy(o->chans, o->nchans, &a->chans) < 0) {
+    free(a->data_dir);
+    free(a);
+    return CAD_E_NOMEM;
+  }
+  a->nchans = o->nchans;
   /* Open today's file now, so a directory that cannot be written is one
    * error at start rather than a stream of failed records. */
   int64_t now = a->opened_ms = (int64_t)cad_now_ms();
@@ -500,6 +719,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
     c.error = cad_err_name(rc);
     CAD_LOG(CAD_LOG_ERROR, "archive.open_failed", &c, "%s: %s (running without the archive)",
             a->dir, cad_strerror(rc));
+    cad__arch_chans_free(a->chans, a->nchans);
     free(a->data_dir);
     free(a);
     return rc;
@@ -513,6 +733,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->cv);
     pthread_cond_destroy(&a->done_cv);
+    cad__arch_chans_free(a->chans, a->nchans);
     free(a->data_dir);
     free(a);
     return CAD_E_NOMEM;
@@ -524,6 +745,7 @@ int cad_archive_open(const cad_archive_opts_t *o, cad_archive_t **out) {
 int cad_archive_flush(cad_archive_t *a) {
   pthread_mutex_lock(&a->mu);
   uint64_t want = a->submitted;
+  a->hurry = true;
   pthread_cond_signal(&a->cv);
   while (a->completed < want) pthread_cond_wait(&a->done_cv, &a->mu);
   pthread_mutex_unlock(&a->mu);
@@ -570,6 +792,7 @@ void cad_archive_close(cad_archive_t *a) {
             "from the journal at the next start)");
   }
   for (size_t i = 0; i < CAD_ARCHIVE_MAX_DESTS; i++) free(a->names[i]);
+  cad__arch_chans_free(a->chans, a->nchans);
   free(a->data_dir);
   pthread_mutex_destroy(&a->mu);
   pthread_cond_destroy(&a->cv);

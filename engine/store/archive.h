@@ -26,7 +26,9 @@
  * id, time, channel, peer, connection, size, status, reason, ACK code,
  * MSH-3..12, body zlib-compressed), pid (every PID-3 repetition: value and
  * assigning authority), dlv (one row per destination record: queue id,
- * sequence, name, state, attempts, last detail), att (every attempt).
+ * sequence, name, state, attempts, last detail), att (every attempt), fld
+ * (declared index fields: name, value, message), and for channels with fts
+ * on, fts (FTS5, contentless, rowid = message id) and fts_rows.
  *
  * Statuses of a message: accepted, filtered, dead (dead-lettered by a
  * route), rejected (a route rejected it), unparseable, too_big, error; of a
@@ -39,22 +41,42 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hl7.h"
+
 typedef struct cad_archive cad_archive_t;
 
+/* What a channel's messages get besides the fixed index (config.h:
+ * engine.archive and a channel's `archive:`).  Borrowed for
+ * cad_archive_open (copied). */
+typedef struct cad_archive_field {
+  const char *name; /* searched as --field NAME=VALUE (< 64 bytes, no '=') */
+  cad_hl7_path_t path;
+} cad_archive_field_t;
+#define CAD_ARCHIVE_MAX_FIELDS 32 /* per channel */
+typedef struct cad_archive_chan {
+  const char *name; /* the channel */
+  const cad_archive_field_t *fields;
+  size_t nfields;     /* at most CAD_ARCHIVE_MAX_FIELDS (more are ignored) */
+  bool fts;           /* full-text index of its bodies (FTS5) */
+  uint64_t retain_ms; /* 0 = opts.retain_ms */
+} cad_archive_chan_t;
+
 typedef struct cad_archive_opts {
-  const char *data_dir;   /* archive/ goes under it */
-  uint64_t retain_ms;     /* keep day files this long; 0 = 7 days */
-  uint64_t max_bytes;     /* and at most this many bytes; 0 = no limit */
-  bool rebuild;           /* at open, rebuild (on the writer thread) what the
+  const char *data_dir;            /* archive/ goes under it */
+  uint64_t retain_ms;              /* keep day files this long; 0 = 7 days */
+  uint64_t max_bytes;              /* and at most this many bytes; 0 = no limit */
+  bool rebuild;                    /* at open, rebuild (on the writer thread) what the
                               journal has and the archive lost: from 5 minutes
                               before the newest archived message until now */
-  size_t max_queue;       /* records waiting for the writer; 0 = 65536 */
-  size_t max_queue_bytes; /* their bytes; 0 = 32 MiB */
-  size_t max_raw;         /* bytes kept of a frame that is not a message; 0 = 64 KiB */
-  unsigned batch;         /* records per transaction at most; 0 = 512 */
-  int nice;               /* the writer thread's nice value (Linux: per thread), 0 = the
+  size_t max_queue;                /* records waiting for the writer; 0 = 65536 */
+  size_t max_queue_bytes;          /* their bytes; 0 = 32 MiB */
+  size_t max_raw;                  /* bytes kept of a frame that is not a message; 0 = 64 KiB */
+  unsigned batch;                  /* records per transaction at most; 0 = 512 */
+  int nice;                        /* the writer thread's nice value (Linux: per thread), 0 = the
                process's; the engine uses 10: ACKs before the archive */
-  uint64_t stats_ms;      /* log the counters (stats.archive) this often; 0 = never */
+  uint64_t stats_ms;               /* log the counters (stats.archive) this often; 0 = never */
+  const cad_archive_chan_t *chans; /* per channel settings (copied); others: none */
+  size_t nchans;
 } cad_archive_opts_t;
 
 /* One inbound frame and what became of it.  Everything is borrowed for
@@ -115,8 +137,49 @@ void cad_archive_get_stats(cad_archive_t *a, cad_archive_stats_t *out);
  * writer also logs it every opts.stats_ms. */
 void cad_archive_log_stats(cad_archive_t *a);
 
+/* A connection or frame the listener refused before the pipeline had a
+ * message (archive_events.c): a record without a body, with `status`
+ * "denied" (allow list), "tls_failed", "bad_frame" (a frame cut by a new
+ * start block, a stray end block), "frame_timeout" or "garbage" (bytes
+ * outside frames past the bound), and a PHI-free reason.  `last_id` as for
+ * cad_archive_next_id.  a NULL: a no-op.  Loop thread. */
+int cad_archive_refused(cad_archive_t *a, uint64_t *last_id, const char *channel, const char *peer,
+                        uint64_t conn, const char *status, const char *reason);
+
+/* An operator's change to the queue, recorded (table evt of today's file)
+ * with who and when; the delivery rows it ends take its state: "requeue"
+ * (qid, seq: the dead letter's original queue record, new_seq its new one:
+ * state `requeued`), "purge" (every queued or retrying record of qid up to
+ * seq: `purged`), "purge_dead" (the dead records of dest: `purged`).
+ * Works with or without a running engine (SQLite's own locking).
+ * *touched = delivery rows changed. */
+typedef struct cad_archive_note {
+  const char *kind;   /* "requeue", "purge", "purge_dead" */
+  const char *who;    /* "alice (uid 1000)", an API token's name, ... */
+  const char *dest;   /* the destination's name */
+  uint16_t qid;       /* its queue id */
+  uint64_t seq;       /* see above */
+  uint64_t new_seq;   /* requeue */
+  uint64_t count;     /* messages concerned */
+  const char *detail; /* PHI-free, may be NULL */
+} cad_archive_note_t;
+int cad_archive_note(const char *data_dir, const cad_archive_note_t *n, uint64_t *touched);
+
+typedef struct cad_archive_event {
+  int64_t t_ms;
+  const char *kind, *who, *dest;
+  uint64_t seq, new_seq, count;
+  const char *detail;
+} cad_archive_event_t;
+typedef void (*cad_archive_event_cb)(void *ud, const cad_archive_event_t *e);
+/* The recorded operator events of dir (data_dir/archive) since since_ms,
+ * oldest first; returns how many, or a negative error. */
+int cad_archive_events(const char *dir, int64_t since_ms, cad_archive_event_cb cb, void *ud);
+
 /* ---- reading (the CLI; archive_query.c) -------------------------------- */
 
+#define CAD_ARCHIVE_MAX_QFIELDS 8
+#define CAD_ARCHIVE_MAX_TEXT 1024 /* bytes of cad_archive_query_t.text */
 typedef struct cad_archive_query {
   const char *patient;    /* PID-3 value, or value^authority */
   const char *control_id; /* MSH-10 */
@@ -125,6 +188,16 @@ typedef struct cad_archive_query {
   const char *sender, *receiver; /* MSH-4, MSH-6 */
   int64_t since_ms, until_ms;    /* 0 = open */
   uint64_t limit;                /* 0 = 50 */
+  /* Declared index fields, each "NAME=VALUE" (NAME: a declared name or an
+   * HL7 path, compared in canonical form: obr-4.1 is OBR-4.1); all must
+   * match.  The value is compared decoded and whole. */
+  const char *fields[CAD_ARCHIVE_MAX_QFIELDS];
+  size_t nfields;
+  /* Full text (channels with fts on): every whitespace-separated word must
+   * be in the body, each taken literally (FTS5 syntax in it is quoted,
+   * never interpreted); a word the tokenizer splits (GLU^Glucose) is a
+   * phrase.  Case-insensitive, whole tokens. */
+  const char *text;
 } cad_archive_query_t;
 
 typedef struct cad_archive_row {
@@ -142,6 +215,12 @@ typedef int (*cad_archive_row_cb)(void *ud, const cad_archive_row_t *row);
  * number of rows or a negative error; `err` gets a message. */
 int cad_archive_search(const char *dir, const cad_archive_query_t *q, cad_archive_row_cb cb,
                        void *ud, char *err, size_t errcap);
+
+/* How many messages match q (its limit ignored).  Returns 0 and *n, or a
+ * negative error (`err` says why).  A query that cannot be run (a --text
+ * with no word, a field without '=') is CAD_E_INVAL with `err` set. */
+int cad_archive_count(const char *dir, const cad_archive_query_t *q, uint64_t *n, char *err,
+                      size_t errcap);
 
 /* Print message `id` to stdout: its record, the ACK we sent, the body
  * (through `body`, which prints it as it likes), then the journey per
@@ -170,6 +249,16 @@ int cad_archive_reindex_until(const char *data_dir, int64_t from_ms, int64_t unt
                               uint64_t *rebuilt);
 /* The receive time of the newest archived message of dir (0 = none). */
 int64_t cad_archive_newest(const char *dir);
+
+/* Retention per channel (archive_retain.c): in the day files that
+ * cad_archive_prune keeps (it is given the longest retention), delete the
+ * messages of every channel whose own retention (ch[i].retain_ms; 0 = the
+ * engine's `retain_ms`) has passed, with their deliveries, index rows and
+ * full-text words; *rows = messages deleted.  Safe while the engine runs. */
+int cad_archive_prune_channels(const char *dir, int64_t now_ms, uint64_t retain_ms,
+                               const cad_archive_chan_t *ch, size_t n, uint64_t *rows);
+/* The longest of retain_ms and the channels' own retentions. */
+uint64_t cad_archive_longest_retain(uint64_t retain_ms, const cad_archive_chan_t *ch, size_t n);
 
 /* Delete expired day files of `dir` as of `now_ms`; returns how many. */
 int cad_archive_prune(const char *dir, int64_t now_ms, uint64_t retain_ms, uint64_t max_bytes,

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "archive_int.h"
 #include "cad_error.h"
@@ -23,9 +24,11 @@ static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS msg(id INTEGER PRIMARY KEY, t INTEGER NOT NULL, channel TEXT,"
     " peer TEXT, conn INTEGER, size INTEGER, status TEXT NOT NULL, reason TEXT, ack TEXT,"
     " dl_seq INTEGER, msh3 TEXT, msh4 TEXT, msh5 TEXT, msh6 TEXT, msh7 TEXT, type TEXT,"
-    " msh10 TEXT, msh11 TEXT, msh12 TEXT, body BLOB, body_len INTEGER);"
+    " msh10 TEXT, msh11 TEXT, msh12 TEXT, body BLOB, body_len INTEGER, blk INTEGER,"
+    " blk_off INTEGER);"
+    "CREATE TABLE IF NOT EXISTS blk(id INTEGER PRIMARY KEY, z BLOB, raw_len INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS msg_channel ON msg(channel, id);"
-    "CREATE INDEX IF NOT EXISTS msg_status ON msg(status, id);"
+    "CREATE INDEX IF NOT EXISTS msg_rare ON msg(status, id) WHERE status <> 'accepted';"
     "CREATE INDEX IF NOT EXISTS msg_type ON msg(type, id);"
     "CREATE INDEX IF NOT EXISTS msg_ctl ON msg(msh10);"
     "CREATE INDEX IF NOT EXISTS msg_msh4 ON msg(msh4, id);"
@@ -39,7 +42,11 @@ static const char SCHEMA[] =
     "CREATE INDEX IF NOT EXISTS dlv_dest ON dlv(dest, msg);"
     "CREATE TABLE IF NOT EXISTS att(qid INTEGER NOT NULL, seq INTEGER NOT NULL,"
     " n INTEGER NOT NULL, t INTEGER NOT NULL, outcome TEXT NOT NULL, detail TEXT,"
-    " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;";
+    " PRIMARY KEY(qid, seq, n)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS evt(t INTEGER NOT NULL, kind TEXT NOT NULL, who TEXT, dest TEXT,"
+    " seq INTEGER, new_seq INTEGER, n INTEGER, detail TEXT);"
+    "CREATE TABLE IF NOT EXISTS fld(name TEXT NOT NULL, value TEXT NOT NULL, msg INTEGER NOT NULL,"
+    " PRIMARY KEY(name, value, msg)) WITHOUT ROWID;";
 
 /* ---- header fields ---------------------------------------------------------- */
 
@@ -144,6 +151,25 @@ static void day_path(const char *dir, int64_t day, char *out, size_t cap) {
   snprintf(out, cap, "%s/%s", dir, name);
 }
 
+/* A file of an earlier version: msg gets the block columns. */
+static int upgrade(sqlite3 *db) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('msg') WHERE name='blk'", -1, &s,
+                         NULL) != SQLITE_OK)
+    return sql_err(db);
+  bool has = sqlite3_step(s) == SQLITE_ROW;
+  sqlite3_finalize(s);
+  if (has) return 0;
+  /* msg_status became the partial msg_rare. */
+  sqlite3_exec(db, "DROP INDEX IF EXISTS msg_status", NULL, NULL, NULL);
+  return sqlite3_exec(
+             db,
+             "ALTER TABLE msg ADD COLUMN blk INTEGER; ALTER TABLE msg ADD COLUMN blk_off INTEGER;",
+             NULL, NULL, NULL) == SQLITE_OK
+             ? 0
+             : sql_err(db);
+}
+
 static int prepare_all(cad__arch_db_t *d) {
   struct {
     sqlite3_stmt **st;
@@ -151,16 +177,22 @@ static int prepare_all(cad__arch_db_t *d) {
   } q[] = {
       {&d->ins_msg,
        "INSERT OR REPLACE INTO msg(id,t,channel,peer,conn,size,status,reason,ack,dl_seq,msh3,"
-       "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len) VALUES(?,?,?,?,?,?,?,?,?,?,?,"
-       "?,?,?,?,?,?,?,?,?,?)"},
+       "msh4,msh5,msh6,msh7,type,msh10,msh11,msh12,body,body_len,blk,blk_off) VALUES(?,?,?,?,?,"
+       "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"},
+      {&d->done_dlv,
+       "INSERT INTO dlv(qid,seq,msg,dest,state,attempts,t,detail) VALUES(?,?,?,?,'delivered',1,?,"
+       "?)"},
+      {&d->ins_blk, "INSERT OR REPLACE INTO blk(id,z,raw_len) VALUES(?,?,?)"},
       {&d->ins_pid, "INSERT OR IGNORE INTO pid(value,auth,msg) VALUES(?,?,?)"},
       {&d->ins_dlv,
        "INSERT INTO dlv(qid,seq,msg,dest,state) VALUES(?,?,?,?,'queued') ON CONFLICT(qid,seq)"
        " DO UPDATE SET msg=excluded.msg, dest=coalesce(dlv.dest, excluded.dest)"},
-      {&d->find_dlv, "SELECT attempts FROM dlv WHERE qid=? AND seq=?"},
       {&d->upd_dlv,
-       "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=?, dest=coalesce(dest,?)"
-       " WHERE qid=? AND seq=?"},
+       "UPDATE dlv SET state=?, attempts=attempts+?, t=?, detail=? WHERE qid=? AND seq=?"
+       " RETURNING attempts"},
+      /* dest apart: an UPDATE naming an indexed column rewrites its index
+       * entry, and the name is known at once but for rare rows. */
+      {&d->name_dlv, "UPDATE dlv SET dest=? WHERE qid=? AND seq=? AND dest IS NULL"},
       {&d->ins_att, "INSERT OR REPLACE INTO att(qid,seq,n,t,outcome,detail) VALUES(?,?,?,?,?,?)"},
       {&d->new_dlv, "INSERT INTO dlv(qid,seq,dest,state) VALUES(?,?,?,'queued')"},
   };
@@ -198,11 +230,14 @@ int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
     /* WAL with synchronous=NORMAL: a commit is not an fsync (a power cut
      * may lose the last transactions, never corrupt the file); the cache
      * holds the hot ends of the indexes (2 MiB: memory stays small). */
+    /* auto_vacuum (set before the first table; a no-op on an older file):
+     * rows deleted by retention per channel give their pages back. */
     const char *setup =
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048;"
+        "PRAGMA auto_vacuum=INCREMENTAL; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048;"
         " PRAGMA wal_autocheckpoint=16384;";
     if (sqlite3_exec(d->db, setup, NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = prepare_all(d)) < 0) {
+        sqlite3_exec(d->db, SCHEMA, NULL, NULL, NULL) != SQLITE_OK || (rc = upgrade(d->db)) < 0 ||
+        (rc = prepare_all(d)) < 0) {
       rc = rc ? rc : sql_err(d->db);
       goto fail;
     }
@@ -216,8 +251,12 @@ fail:
 
 void cad__arch_db_close(cad__arch_db_t *d) {
   if (!d) return;
-  sqlite3_stmt *all[] = {d->ins_msg, d->ins_pid, d->ins_dlv, d->find_dlv,
-                         d->upd_dlv, d->ins_att, d->new_dlv};
+  /* Every statement of ours (one left would keep the file open and its WAL
+   * unchecked; FTS5's own statements are its to finalize). */
+  sqlite3_stmt *all[] = {d->ins_msg,    d->ins_pid, d->ins_dlv,  d->upd_dlv,
+                         d->ins_att,    d->new_dlv, d->ins_fld,  d->ins_fts,
+                         d->ins_ftsrow, d->ins_blk, d->name_dlv, d->done_dlv};
+  _Static_assert(sizeof all / sizeof all[0] == CAD__ARCH_NSTMT, "every statement finalized");
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) sqlite3_finalize(all[i]);
   sqlite3_close_v2(d->db);
   free(d);
@@ -269,8 +308,12 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
   bind_span(s, 17, f->msh[10]);
   bind_span(s, 18, f->msh[11]);
   bind_span(s, 19, f->msh[12]);
-  sqlite3_bind_blob(s, 20, m->z, (int)m->zlen, SQLITE_STATIC);
+  if (m->z) sqlite3_bind_blob(s, 20, m->z, (int)m->zlen, SQLITE_STATIC);
   sqlite3_bind_int64(s, 21, (sqlite3_int64)m->rawlen);
+  if (m->blk) {
+    sqlite3_bind_int64(s, 22, m->blk);
+    sqlite3_bind_int64(s, 23, (sqlite3_int64)m->blk_off);
+  }
   int rc = step_done(d->db, s);
   for (size_t i = 0; rc == 0 && i < f->npid; i++) {
     bind_span(d->ins_pid, 1, f->pid_value[i]);
@@ -281,12 +324,97 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
     rc = step_done(d->db, d->ins_pid);
   }
   for (size_t i = 0; rc == 0 && i < m->nq; i++) {
+    if (m->att_t && m->att_t[i]) {
+      /* Delivered at its first attempt, known now: one insert.  A row
+       * already there (attempts recorded before the message) refuses it:
+       * then the usual way. */
+      sqlite3_stmt *s2 = d->done_dlv;
+      sqlite3_bind_int(s2, 1, m->qids[i]);
+      sqlite3_bind_int64(s2, 2, (sqlite3_int64)m->seqs[i]);
+      sqlite3_bind_int64(s2, 3, (sqlite3_int64)m->id);
+      bind_text(s2, 4, m->names[i]);
+      sqlite3_bind_int64(s2, 5, m->att_t[i]);
+      bind_text(s2, 6, m->att_detail[i]);
+      int st = sqlite3_step(s2);
+      sqlite3_reset(s2);
+      sqlite3_clear_bindings(s2);
+      if (st == SQLITE_DONE) continue;
+      if (st != SQLITE_CONSTRAINT) {
+        rc = sql_err(d->db);
+        break;
+      }
+    }
     sqlite3_bind_int(d->ins_dlv, 1, m->qids[i]);
     sqlite3_bind_int64(d->ins_dlv, 2, (sqlite3_int64)m->seqs[i]);
     sqlite3_bind_int64(d->ins_dlv, 3, (sqlite3_int64)m->id);
     bind_text(d->ins_dlv, 4, m->names[i]);
     rc = step_done(d->db, d->ins_dlv);
+    if (rc == 0 && m->att_t && m->att_t[i])
+      rc = cad__arch_db_attempt(d, m->qids[i], m->seqs[i], CAD_ARCH_DELIVERED, m->att_detail[i],
+                                m->att_t[i], NULL, false);
   }
+  return rc;
+}
+
+int cad__arch_db_block(cad__arch_db_t *d, int64_t id, const void *z, size_t zlen, size_t raw_len) {
+  sqlite3_bind_int64(d->ins_blk, 1, id);
+  sqlite3_bind_blob(d->ins_blk, 2, z, (int)zlen, SQLITE_STATIC);
+  sqlite3_bind_int64(d->ins_blk, 3, (sqlite3_int64)raw_len);
+  return step_done(d->db, d->ins_blk);
+}
+
+/* zlib stream z/zlen of raw_len bytes into a new buffer. */
+static int inflate_all(const void *z, size_t zlen, size_t raw_len, char **out) {
+  char *raw = malloc(raw_len ? raw_len : 1);
+  if (!raw) return CAD_E_NOMEM;
+  uLongf len = (uLongf)raw_len;
+  if (raw_len && (!z || uncompress((Bytef *)raw, &len, z, (uLong)zlen) != Z_OK || len != raw_len)) {
+    free(raw);
+    return CAD_E_IO;
+  }
+  *out = raw;
+  return 0;
+}
+
+int cad__arch_body(sqlite3 *db, uint64_t id, char **out, size_t *len) {
+  *out = NULL;
+  *len = 0;
+  sqlite3_stmt *s;
+  /* A file of an earlier version (opened read-only) has no block columns. */
+  if (sqlite3_prepare_v2(db, "SELECT body, body_len, blk, blk_off FROM msg WHERE id=?", -1, &s,
+                         NULL) != SQLITE_OK &&
+      sqlite3_prepare_v2(db, "SELECT body, body_len, NULL, NULL FROM msg WHERE id=?", -1, &s,
+                         NULL) != SQLITE_OK)
+    return CAD_E_IO;
+  sqlite3_bind_int64(s, 1, (sqlite3_int64)id);
+  int rc = CAD_E_NOTFOUND;
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    size_t blen = (size_t)sqlite3_column_int64(s, 1);
+    if (sqlite3_column_type(s, 2) == SQLITE_NULL) {
+      rc = inflate_all(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), blen, out);
+    } else {
+      int64_t blk = sqlite3_column_int64(s, 2);
+      size_t off = (size_t)sqlite3_column_int64(s, 3);
+      sqlite3_stmt *b;
+      rc = CAD_E_IO;
+      if (sqlite3_prepare_v2(db, "SELECT z, raw_len FROM blk WHERE id=?", -1, &b, NULL) ==
+          SQLITE_OK) {
+        sqlite3_bind_int64(b, 1, blk);
+        char *all = NULL;
+        size_t raw_len;
+        if (sqlite3_step(b) == SQLITE_ROW &&
+            (raw_len = (size_t)sqlite3_column_int64(b, 1)) >= off + blen &&
+            (rc = inflate_all(sqlite3_column_blob(b, 0), (size_t)sqlite3_column_bytes(b, 0),
+                              raw_len, &all)) == 0) {
+          memmove(all, all + off, blen);
+          *out = all;
+        }
+        sqlite3_finalize(b);
+      }
+    }
+    if (rc == 0) *len = blen;
+  }
+  sqlite3_finalize(s);
   return rc;
 }
 
@@ -294,28 +422,44 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
                          const char *detail, int64_t t_ms, const char *name, bool create) {
   static const char *const state[] = {"delivered", "retrying", "failed", "dead"};
   static const char *const outcome[] = {"delivered", "retry", "failed", "dead"};
-  sqlite3_bind_int(d->find_dlv, 1, qid);
-  sqlite3_bind_int64(d->find_dlv, 2, (sqlite3_int64)seq);
+  int inc = what == CAD_ARCH_DEAD ? 0 : 1;
+  /* One statement finds and updates the delivery row (RETURNING gives its
+   * attempts); only a row not there yet takes the insert and a second try. */
   int64_t before = -1; /* attempts recorded so far */
-  if (sqlite3_step(d->find_dlv) == SQLITE_ROW) before = sqlite3_column_int64(d->find_dlv, 0);
-  sqlite3_reset(d->find_dlv);
   int rc;
-  if (before < 0) {
-    if (!create) return CAD_E_NOTFOUND;
-    sqlite3_bind_int(d->new_dlv, 1, qid);
-    sqlite3_bind_int64(d->new_dlv, 2, (sqlite3_int64)seq);
-    bind_text(d->new_dlv, 3, name);
-    if ((rc = step_done(d->db, d->new_dlv)) < 0) return rc;
-    before = 0;
+  for (int pass = 0; pass < 2 && before < 0; pass++) {
+    if (pass == 1) {
+      if (!create) return CAD_E_NOTFOUND;
+      sqlite3_bind_int(d->new_dlv, 1, qid);
+      sqlite3_bind_int64(d->new_dlv, 2, (sqlite3_int64)seq);
+      bind_text(d->new_dlv, 3, name);
+      if ((rc = step_done(d->db, d->new_dlv)) < 0) return rc;
+    }
+    sqlite3_bind_text(d->upd_dlv, 1, state[what], -1, SQLITE_STATIC);
+    sqlite3_bind_int(d->upd_dlv, 2, inc);
+    sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
+    bind_text(d->upd_dlv, 4, detail);
+    sqlite3_bind_int(d->upd_dlv, 5, qid);
+    sqlite3_bind_int64(d->upd_dlv, 6, (sqlite3_int64)seq);
+    int st = sqlite3_step(d->upd_dlv);
+    if (st == SQLITE_ROW) {
+      before = sqlite3_column_int64(d->upd_dlv, 0) - inc;
+      st = sqlite3_step(d->upd_dlv);
+    }
+    sqlite3_reset(d->upd_dlv);
+    sqlite3_clear_bindings(d->upd_dlv);
+    if (st != SQLITE_DONE) return sql_err(d->db);
   }
-  sqlite3_bind_text(d->upd_dlv, 1, state[what], -1, SQLITE_STATIC);
-  sqlite3_bind_int(d->upd_dlv, 2, what == CAD_ARCH_DEAD ? 0 : 1);
-  sqlite3_bind_int64(d->upd_dlv, 3, t_ms);
-  bind_text(d->upd_dlv, 4, detail);
-  bind_text(d->upd_dlv, 5, name);
-  sqlite3_bind_int(d->upd_dlv, 6, qid);
-  sqlite3_bind_int64(d->upd_dlv, 7, (sqlite3_int64)seq);
-  if ((rc = step_done(d->db, d->upd_dlv)) < 0) return rc;
+  if (before < 0) return CAD_E_IO;
+  if (name) {
+    sqlite3_bind_text(d->name_dlv, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int(d->name_dlv, 2, qid);
+    sqlite3_bind_int64(d->name_dlv, 3, (sqlite3_int64)seq);
+    if ((rc = step_done(d->db, d->name_dlv)) < 0) return rc;
+  }
+  /* The usual case, delivered at the first attempt, needs no att row: the
+   * delivery row holds its time and answer (show prints it as attempt 1). */
+  if (before == 0 && what == CAD_ARCH_DELIVERED) return 0;
   /* Attempt n is row n; a dead letter is the row after the last attempt. */
   sqlite3_bind_int(d->ins_att, 1, qid);
   sqlite3_bind_int64(d->ins_att, 2, (sqlite3_int64)seq);

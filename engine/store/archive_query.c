@@ -11,10 +11,10 @@
 #include "cad_mem.h"
 
 #define DAY_MS 86400000LL
-#define MAX_BINDS 16
+#define MAX_BINDS 48
 
 typedef struct {
-  char sql[2048];
+  char sql[4096];
   size_t n;
   struct {
     const char *s;
@@ -22,6 +22,10 @@ typedef struct {
   } b[MAX_BINDS];
   int nb;
   char lo[80], hi[80];
+  char fname[CAD_ARCHIVE_MAX_QFIELDS][64];  /* canonical field names */
+  char match[4 * CAD_ARCHIVE_MAX_TEXT + 8]; /* the FTS5 query */
+  bool fts;                                 /* the query needs the fts table */
+  bool count;                               /* SELECT count(*), no order, no limit */
 } query_t;
 
 static void add(query_t *q, const char *clause) {
@@ -45,7 +49,7 @@ static void bind_i(query_t *q, int64_t v) {
 /* Delivery states live on dlv rows, message statuses on msg. */
 static bool is_delivery_state(const char *s) {
   return !strcmp(s, "delivered") || !strcmp(s, "retrying") || !strcmp(s, "queued") ||
-         !strcmp(s, "failed");
+         !strcmp(s, "failed") || !strcmp(s, "purged") || !strcmp(s, "requeued");
 }
 
 static void status_clause(query_t *q, const char *st) {
@@ -58,19 +62,56 @@ static void status_clause(query_t *q, const char *st) {
         "dlv.state='dead'))");
   } else if (!strcmp(st, "rejected")) {
     /* Everything answered AR: a route's reject, an unreadable frame, too big. */
-    add(q, " AND m.status IN ('rejected','unparseable','too_big')");
+    add(q, " AND m.status IN ('rejected','unparseable','too_big') AND m.status<>'accepted'");
+  } else if (!strcmp(st, "accepted")) {
+    /* Most messages: read newest first by id, no index (there is none). */
+    add(q, " AND m.status='accepted'");
   } else {
-    add(q, " AND m.status=?");
+    /* The status index is partial (every status but accepted, which most
+     * messages have: ACKs do not pay for an index entry each); this term,
+     * written as the index's is, lets the planner use it. */
+    add(q, " AND m.status=? AND m.status<>'accepted'");
     bind_s(q, st);
   }
 }
 
-static void build(query_t *q, const cad_archive_query_t *f, char *auth_buf, size_t auth_cap) {
+/* The declared fields and the full text of f; false (err set) when one
+ * cannot be run. */
+static bool extra_clauses(query_t *q, const cad_archive_query_t *f, char *err, size_t errcap) {
+  for (size_t i = 0; i < f->nfields && i < CAD_ARCHIVE_MAX_QFIELDS; i++) {
+    const char *eq = strchr(f->fields[i], '=');
+    if (!eq || !cad__arch_field_name(f->fields[i], (size_t)(eq - f->fields[i]), q->fname[i])) {
+      snprintf(err, errcap, "--field: expected NAME=VALUE (a declared name or an HL7 path)");
+      return false;
+    }
+    add(q, " AND m.id IN (SELECT msg FROM fld WHERE name=? AND value=?)");
+    bind_s(q, q->fname[i]);
+    bind_s(q, eq + 1);
+  }
+  if (f->text) {
+    if (strlen(f->text) > CAD_ARCHIVE_MAX_TEXT ||
+        !cad__arch_fts_query(f->text, q->match, sizeof q->match)) {
+      snprintf(err, errcap, "--text: expected 1 to %d bytes with at least one word",
+               CAD_ARCHIVE_MAX_TEXT);
+      return false;
+    }
+    add(q, " AND m.id IN (SELECT rowid FROM fts WHERE fts MATCH ?)");
+    bind_s(q, q->match);
+    q->fts = true;
+  }
+  return true;
+}
+
+static bool build(query_t *q, const cad_archive_query_t *f, bool count, char *auth_buf,
+                  size_t auth_cap, char *err, size_t errcap) {
   memset(q, 0, sizeof *q);
-  add(q,
-      "SELECT m.id, m.t, m.channel, m.peer, m.status, m.reason, m.ack, m.type, m.msh10,"
-      " m.msh4, m.msh6, m.size, (SELECT group_concat(coalesce(d.dest, '#' || d.qid) || ':' ||"
-      " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1");
+  q->count = count;
+  if (count) add(q, "SELECT count(*) FROM msg m WHERE 1");
+  else
+    add(q,
+        "SELECT m.id, m.t, m.channel, m.peer, m.status, m.reason, m.ack, m.type, m.msh10,"
+        " m.msh4, m.msh6, m.size, (SELECT group_concat(coalesce(d.dest, '#' || d.qid) || ':' ||"
+        " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1");
   if (f->since_ms) {
     add(q, " AND m.id >= ?");
     bind_i(q, f->since_ms * (1LL << 20));
@@ -124,7 +165,9 @@ static void build(query_t *q, const cad_archive_query_t *f, char *auth_buf, size
       bind_s(q, f->patient);
     }
   }
-  add(q, " ORDER BY m.id DESC LIMIT ?");
+  if (!extra_clauses(q, f, err, errcap)) return false;
+  if (!count) add(q, " ORDER BY m.id DESC LIMIT ?");
+  return true;
 }
 
 static const char *col(sqlite3_stmt *s, int i) {
@@ -133,8 +176,23 @@ static const char *col(sqlite3_stmt *s, int i) {
 }
 
 /* One file: rows into cb, at most `left`.  Returns rows, or < 0. */
+/* Whether db has the fts table (created with the first message of a
+ * channel with fts on). */
+static bool has_fts(sqlite3 *db) {
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name='fts'", -1, &s, NULL) !=
+      SQLITE_OK)
+    return false;
+  bool yes = sqlite3_step(s) == SQLITE_ROW;
+  sqlite3_finalize(s);
+  return yes;
+}
+
+/* One file: rows into cb, at most `left` (count: *counted += its count).
+ * Returns rows, or < 0. */
 static int search_file(sqlite3 *db, const query_t *q, uint64_t left, cad_archive_row_cb cb,
-                       void *ud, bool *stop) {
+                       void *ud, bool *stop, uint64_t *counted) {
+  if (q->fts && !has_fts(db)) return 0;
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(db, q->sql, -1, &s, NULL) != SQLITE_OK) return CAD_E_IO;
   int k = 1;
@@ -142,8 +200,15 @@ static int search_file(sqlite3 *db, const query_t *q, uint64_t left, cad_archive
     if (q->b[i].s) sqlite3_bind_text(s, k, q->b[i].s, -1, SQLITE_STATIC);
     else sqlite3_bind_int64(s, k, q->b[i].i);
   }
-  sqlite3_bind_int64(s, k, (sqlite3_int64)left);
+  if (!q->count) sqlite3_bind_int64(s, k, (sqlite3_int64)left);
   int n = 0, rc;
+  if (q->count) {
+    rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) *counted += (uint64_t)sqlite3_column_int64(s, 0);
+    int bad = rc != SQLITE_ROW;
+    sqlite3_finalize(s);
+    return bad ? CAD_E_IO : 0;
+  }
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     cad_archive_row_t r = {(uint64_t)sqlite3_column_int64(s, 0),
                            sqlite3_column_int64(s, 1),
@@ -169,19 +234,25 @@ static int search_file(sqlite3 *db, const query_t *q, uint64_t left, cad_archive
   return bad ? CAD_E_IO : n;
 }
 
-int cad_archive_search(const char *dir, const cad_archive_query_t *f, cad_archive_row_cb cb,
-                       void *ud, char *err, size_t errcap) {
+/* Search (count: count) the day files of dir in q's range, newest first. */
+static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_archive_row_cb cb,
+               void *ud, uint64_t *counted, char *err, size_t errcap) {
+  query_t *q = malloc(sizeof *q);
+  char auth[256];
+  if (!q) return CAD_E_NOMEM;
+  if (!build(q, f, count, auth, sizeof auth, err, errcap)) {
+    free(q);
+    return CAD_E_INVAL;
+  }
   char **names;
   size_t n;
   int rc = cad__arch_list(dir, &names, &n);
   if (rc < 0) {
     snprintf(err, errcap, "%s: %s", dir, cad_strerror(rc));
+    free(q);
     return rc;
   }
-  query_t q;
-  char auth[256];
-  build(&q, f, auth, sizeof auth);
-  uint64_t left = f->limit ? f->limit : 50;
+  uint64_t left = count ? UINT64_MAX : f->limit ? f->limit : 50;
   int total = 0;
   bool stop = false;
   for (size_t i = n; i-- > 0 && left > 0 && !stop;) {
@@ -193,7 +264,7 @@ int cad_archive_search(const char *dir, const cad_archive_query_t *f, cad_archiv
       snprintf(err, errcap, "%s/%s: %s", dir, names[i], cad_strerror(rc));
       break;
     }
-    rc = search_file(db->db, &q, left, cb, ud, &stop);
+    rc = search_file(db->db, q, left, cb, ud, &stop, counted);
     if (rc < 0) snprintf(err, errcap, "%s/%s: %s", dir, names[i], sqlite3_errmsg(db->db));
     cad__arch_db_close(db);
     if (rc < 0) break;
@@ -201,7 +272,21 @@ int cad_archive_search(const char *dir, const cad_archive_query_t *f, cad_archiv
     left -= (uint64_t)rc;
   }
   cad__arch_list_free(names, n);
+  free(q);
   return rc < 0 ? rc : total;
+}
+
+int cad_archive_search(const char *dir, const cad_archive_query_t *f, cad_archive_row_cb cb,
+                       void *ud, char *err, size_t errcap) {
+  uint64_t unused = 0;
+  return run(dir, f, false, cb, ud, &unused, err, errcap);
+}
+
+int cad_archive_count(const char *dir, const cad_archive_query_t *f, uint64_t *n, char *err,
+                      size_t errcap) {
+  *n = 0;
+  int rc = run(dir, f, true, NULL, NULL, n, err, errcap);
+  return rc < 0 ? rc : 0;
 }
 
 /* ---- show ------------------------------------------------------------------- */
@@ -217,15 +302,21 @@ static void fmt_time(int64_t ms, char out[40]) {
 /* The attempts of delivery (qid, seq) in db. */
 static void print_attempts(sqlite3 *db, int qid, int64_t seq) {
   sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db, "SELECT t, outcome, detail FROM att WHERE qid=? AND seq=? ORDER BY n",
+  /* A delivery done at its first attempt has no att row: the delivery
+   * row itself says when and what the receiver answered. */
+  if (sqlite3_prepare_v2(db,
+                         "SELECT n, t, outcome, detail FROM att WHERE qid=?1 AND seq=?2"
+                         " UNION ALL SELECT 1, t, 'delivered', detail FROM dlv WHERE qid=?1 AND"
+                         " seq=?2 AND state='delivered' AND attempts=1 AND NOT EXISTS(SELECT 1"
+                         " FROM att WHERE qid=?1 AND seq=?2) ORDER BY 1",
                          -1, &s, NULL) != SQLITE_OK)
     return;
   sqlite3_bind_int(s, 1, qid);
   sqlite3_bind_int64(s, 2, seq);
   for (int k = 1; sqlite3_step(s) == SQLITE_ROW; k++) {
     char t[40];
-    fmt_time(sqlite3_column_int64(s, 0), t);
-    printf("    attempt %-3d %s  %-9s %s\n", k, t, col(s, 1), col(s, 2));
+    fmt_time(sqlite3_column_int64(s, 1), t);
+    printf("    attempt %-3d %s  %-9s %s\n", k, t, col(s, 2), col(s, 3));
   }
   sqlite3_finalize(s);
 }
@@ -273,25 +364,19 @@ static void print_journey(const char *dir, cad__arch_db_t *db, uint64_t id) {
   sqlite3_finalize(s);
 }
 
-/* The body of row s (columns 19, 20), decompressed, through body. */
-static int put_body(sqlite3_stmt *s, bool header, cad_archive_body_fn body, void *ud) {
-  const void *z = sqlite3_column_blob(s, 19);
-  uLongf zlen = (uLongf)sqlite3_column_bytes(s, 19);
-  uLongf len = (uLongf)sqlite3_column_int64(s, 20);
-  char *raw = malloc(len ? len : 1);
-  if (!raw) return CAD_E_NOMEM;
-  int rc = 0;
-  if (len && (!z || uncompress((Bytef *)raw, &len, z, zlen) != Z_OK)) {
-    rc = CAD_E_IO;
-  } else {
-    if (header) printf("\nmessage (%lu bytes)\n", (unsigned long)len);
-    body(ud, raw, len);
-  }
+/* The body of message id, decompressed, through body. */
+static int put_body(sqlite3 *db, uint64_t id, bool header, cad_archive_body_fn body, void *ud) {
+  char *raw;
+  size_t len;
+  int rc = cad__arch_body(db, id, &raw, &len);
+  if (rc < 0) return rc;
+  if (header) printf("\nmessage (%lu bytes)\n", (unsigned long)len);
+  body(ud, raw, len);
   free(raw);
-  return rc;
+  return 0;
 }
 
-static int print_msg(sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
+static int print_msg(sqlite3 *db, sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
   char t[40];
   fmt_time(sqlite3_column_int64(s, 1), t);
   printf("id          %llu\n", (unsigned long long)sqlite3_column_int64(s, 0));
@@ -307,7 +392,7 @@ static int print_msg(sqlite3_stmt *s, cad_archive_body_fn body, void *ud) {
          col(s, 13));
   printf("            MSH-7 %s  MSH-9 %s  MSH-10 %s  MSH-11 %s  MSH-12 %s\n", col(s, 14),
          col(s, 15), col(s, 16), col(s, 17), col(s, 18));
-  return put_body(s, true, body, ud);
+  return put_body(db, (uint64_t)sqlite3_column_int64(s, 0), true, body, ud);
 }
 
 int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_body_fn body,
@@ -334,7 +419,7 @@ int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_b
     snprintf(err, errcap, "message %llu: not in the archive", (unsigned long long)id);
     rc = CAD_E_NOTFOUND;
   } else {
-    rc = body_only ? put_body(s, false, body, ud) : print_msg(s, body, ud);
+    rc = body_only ? put_body(db->db, id, false, body, ud) : print_msg(db->db, s, body, ud);
     if (rc < 0) snprintf(err, errcap, "message %llu: body unreadable", (unsigned long long)id);
   }
   sqlite3_finalize(s);

@@ -73,7 +73,9 @@ static int rebuild_one(cad__arch_db_t *db, const cad_jread_t *r, const cad_journ
                        &f,         z,
                        zlen,       r->payload.len,
                        &r->dest,   &r->seq,
-                       &name,      1};
+                       &name,      1,
+                       0,          0,
+                       NULL,       NULL};
   int rc = cad__arch_db_insert(db, &m);
   free(z);
   if (rc == 0 && r->seq <= j->dests[r->dest].done_seq)

@@ -449,7 +449,7 @@ TEST(error_unknown_key) {
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    foo: 1\n    to: out\n",
                "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, ack, "
                "max_message_size, idle_timeout, frame_timeout, max_connections, to, tls, allow, "
-               "routes, unrouted, on_error, tests, charset)\n");
+               "routes, unrouted, on_error, tests, charset, archive)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
                "log_level, log_format, stats_interval, max_inbound_buffer, queue, archive)\n");
