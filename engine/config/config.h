@@ -70,6 +70,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dir_conf.h"  /* channels/dir: cad_dir_source_opts_t (listen_dir:) */
 #include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
 #include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t, listener options */
 #include "routes.h"
@@ -196,6 +197,9 @@ typedef struct cad_conf_channel {
    * the indexes of the routes' outputs), for their `encoding:`. */
   const struct cad_conf_dest *dests;
   size_t ndests;
+  /* `listen_dir:` (channels/dir/dir_conf.h); listen_dir.enabled false = none.
+   * A channel has `listen:`, `listen_dir:` or both. */
+  cad_dir_source_opts_t listen_dir;
   cad_conf_pos_t pos;
   cad_conf_chan_archive_t archive; /* `archive:` (index fields, fts, retain) */
 } cad_conf_channel_t;

@@ -18,6 +18,7 @@
 #include "cad_error.h"
 #include "cad_io.h"
 #include "cad_mem.h"
+#include "dir_conf.h"
 #include "hl7.h"
 #include "mllp_conf.h"
 #include "net_addr.h"
@@ -192,7 +193,9 @@ static const conf_section_t channel_tail;
 /* A channel takes messages from at least one source: `listen:` (MLLP) or
  * another source kind's key (engine/runtime/source.h; a new kind adds its
  * test here). */
-static bool has_source(const cad_conf_channel_t *ch) { return ch->nlisten > 0; }
+static bool has_source(const cad_conf_channel_t *ch) {
+  return ch->nlisten > 0 || ch->listen_dir.enabled;
+}
 
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *map, void *obj, const bool *seen) {
@@ -201,7 +204,7 @@ static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key
   if (!has_source(ch) && !cad_yaml_get(map, "listen"))
     cad_conf_errf(r, key,
                   "missing 'listen' %s (the addresses to accept MLLP connections on, like "
-                  "127.0.0.1:2575)",
+                  "127.0.0.1:2575; or listen_dir: a directory to read message files from)",
                   r->where);
   if (!cad_conf_seen(&channel_tail, seen, "to") && !cad_conf_seen(&channel_tail, seen, "routes"))
     cad_conf_errf(r, key, "missing 'to' or 'routes' %s (where accepted messages go)", r->where);
@@ -224,6 +227,9 @@ static const conf_key_t channel_tail_keys[] = {
     {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls),
      CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_tls_server_conf, "MLLP over TLS"},
     CUSTOM_KEY("allow", set_allow, 0, "the client addresses accepted (CIDR)"),
+    {"listen_dir", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, listen_dir),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_dir_source_conf,
+     "a directory to read message files from"},
     CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),
     CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),

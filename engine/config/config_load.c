@@ -575,6 +575,10 @@ static void free_channel(cad_conf_channel_t *ch) {
   FREE_OWNED(t->allowed_clients);
   FREE_OWNED(ch->listener.allow);
   cad__conf_arch_index_free(&ch->archive.index);
+  FREE_OWNED(ch->listen_dir.dir);
+  FREE_OWNED(ch->listen_dir.pattern);
+  FREE_OWNED(ch->listen_dir.done_dir);
+  FREE_OWNED(ch->listen_dir.error_dir);
 }
 
 void cad_config_free(cad_config_t *c) {

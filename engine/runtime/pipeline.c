@@ -181,8 +181,8 @@ static void conclude(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *o,
   if (o->seq) nums[c.nnums++] = (cad_log_num_t){"seq", o->seq};
   c.nums = c.nnums ? nums : NULL;
   if (row->ack != CAD_ACK_ACCEPT && dg && dg->code) c.error = cad_err_name(dg->code);
-  c.outcome =
-      send_ack(p, ch, o, row->ack, row->ack == CAD_ACK_ACCEPT ? NULL : dg, row->reply_flags);
+  c.outcome = send_ack(p, ch, o, row->ack, row->ack == CAD_ACK_ACCEPT ? NULL : dg,
+                       row->reply_flags | CAD_PIPE_REPLY_OUTCOME_BITS(which));
   if (!CAD_LOG_ON(row->level) && !p->io.log && !id) return;
   char text[256];
   const char *reason = dg && dg->reason[0] ? dg->reason : "";

@@ -78,6 +78,13 @@ const char *cad_pipe_outcome_event(cad_pipe_outcome_t o);
 enum {
   CAD_PIPE_REPLY_CLOSE = 1, /* close the connection once this reply is written */
 };
+/* Every reply's flags also carry the message's outcome (bits 8-15, the
+ * outcome + 1), so a source that is not a connection (a directory, a
+ * topic) knows whether the message was taken, refused, or not accepted
+ * for a reason that may pass (NOT_ACCEPTED, NOMEM: try again later)
+ * without reading the ACK.  0 = not known. */
+#define CAD_PIPE_REPLY_OUTCOME_BITS(o) (((unsigned)(o) + 1u) << 8)
+#define CAD_PIPE_REPLY_OUTCOME(flags) ((int)(((flags) >> 8) & 0xffu) - 1)
 
 typedef struct cad_pipe_io {
   void *ud; /* given back to every function below */

@@ -8,10 +8,12 @@
 
 #include "cad_error.h"
 #include "log.h"
+#include "src_dir.h"
 
 /* The kinds, one line each. */
 static const cad_source_kind_t *const kinds[] = {
     NULL, /* placeholder so the table is never empty */
+    &cad_source_dir,
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 

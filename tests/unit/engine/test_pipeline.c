@@ -329,7 +329,8 @@ TEST(accepted_only_once_durable) {
   CHECK_STR(ack_field("MSH", 9), "ACK^A01^ACK");
   CHECK_STR(ack_field("ERR", 1), "");
   CHECK(strstr(F.replies[0], "\rERR") == NULL);
-  CHECK_INT(F.reply_flags[0], 0);
+  CHECK_INT(F.reply_flags[0] & 0xff, 0);
+  CHECK_INT(CAD_PIPE_REPLY_OUTCOME(F.reply_flags[0]), CAD_PIPE_ACCEPTED);
   CHECK_INT((int)w.st.received, 1);
   CHECK_INT((int)w.st.accepted, 1);
   CHECK_INT((int)w.st.queued, 1);
@@ -510,7 +511,8 @@ TEST(too_big) {
   CHECK_STR(ack_field("MSA", 2), "C123");
   CHECK(prefix(ack_field("ERR", 3), "207^"));
   CHECK_STR(ack_field("ERR", 8), "message larger than max_message_size (1024 bytes)");
-  CHECK_INT(F.reply_flags[0], CAD_PIPE_REPLY_CLOSE);
+  CHECK_INT(F.reply_flags[0] & 0xff, CAD_PIPE_REPLY_CLOSE);
+  CHECK_INT(CAD_PIPE_REPLY_OUTCOME(F.reply_flags[0]), CAD_PIPE_TOO_BIG);
   CHECK_INT((int)w.st.rejected, 1);
   CHECK_STR(F.event, "msg.too_big");
   CHECK_STR(F.error, "CAD_E_TOOBIG");
