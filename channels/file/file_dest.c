@@ -285,6 +285,20 @@ int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_
   return 0;
 }
 
+int cad_file_dest_namer(const char *name_tmpl, cad_file_dest_t **out, char *err, size_t errcap) {
+  cad_file_dest_t *d = calloc(1, sizeof *d);
+  if (!d) return CAD_E_NOMEM;
+  d->io = cad_io_default();
+  d->dirfd = d->appendfd = -1;
+  int rc = parse_template(d, name_tmpl ? name_tmpl : "${MSH-10}.hl7", err, errcap);
+  if (rc < 0) {
+    dest_free(d);
+    return rc;
+  }
+  *out = d;
+  return 0;
+}
+
 static size_t put_safe(char *out, size_t n, size_t cap, const char *v, size_t len) {
   if (len > VALUE_MAX) len = VALUE_MAX;
   for (size_t i = 0; i < len && n + 1 < cap; i++) {

@@ -95,6 +95,12 @@ typedef void (*cad_file_dest_cb)(int status, void *arg);
 int cad_file_dest_open(uv_loop_t *loop, const cad_file_dest_opts_t *o, cad_file_dest_t **out,
                        char *err, size_t errcap);
 
+/* A destination that only names files (no folder, nothing written): for
+ * another kind that names its files the same way (the SFTP destination).
+ * Use cad_file_dest_name / _name_input; free with cad_file_dest_close.
+ * 0, or CAD_E_INVAL with the template's problem in err. */
+int cad_file_dest_namer(const char *name_tmpl, cad_file_dest_t **out, char *err, size_t errcap);
+
 /* The file name the template gives for message m (dir mode), NUL-terminated
  * in out (cap >= 2).  Returns its length. */
 size_t cad_file_dest_name(const cad_file_dest_t *d, const cad_hl7_msg_t *m, char *out, size_t cap);

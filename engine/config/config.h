@@ -74,12 +74,13 @@
 #include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
 #include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t, listener options */
 #include "routes.h"
+#include "sftp_conf.h" /* channels/sftp: listen_sftp:, type: sftp */
 #include "tls_conf.h"  /* channels/net: cad_tls_server_conf_t */
 #include "transport.h" /* channels/net: TLS options, cad_cidr_t */
 
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
 typedef enum { CAD_LOG_KV = 0, CAD_LOG_JSON } cad_log_format_t;
-typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
+typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP, CAD_DEST_SFTP } cad_dest_type_t;
 
 /* The options of a channel kind are the channel's own types (channels/):
  * the configuration fills them, and the engine hands them over as they are.
@@ -128,6 +129,7 @@ typedef struct cad_conf_dest {
    * mllp.tls_enabled (channels/mllp/mllp_conf.h). */
   cad_file_dest_opts_t file;
   cad_mllp_dest_conf_t mllp;
+  cad_sftp_dest_opts_t sftp; /* type sftp (channels/sftp/sftp_conf.h) */
   /* delivery (every type): retries, then dead letter or block */
   uint64_t retry_initial_ms;   /* default 1000 */
   uint64_t retry_max_ms;       /* default 60000 */
@@ -200,6 +202,8 @@ typedef struct cad_conf_channel {
   /* `listen_dir:` (channels/dir/dir_conf.h); listen_dir.enabled false = none.
    * A channel has `listen:`, `listen_dir:` or both. */
   cad_dir_source_opts_t listen_dir;
+  /* `listen_sftp:` (channels/sftp/sftp_conf.h); listen_sftp.enabled false = none. */
+  cad_sftp_source_opts_t listen_sftp;
   cad_conf_pos_t pos;
   cad_conf_chan_archive_t archive; /* `archive:` (index fields, fts, retain) */
 } cad_conf_channel_t;

@@ -19,6 +19,7 @@
 #include "cad_io.h"
 #include "cad_mem.h"
 #include "dir_conf.h"
+#include "sftp_conf.h"
 #include "hl7.h"
 #include "mllp_conf.h"
 #include "net_addr.h"
@@ -194,7 +195,7 @@ static const conf_section_t channel_tail;
  * another source kind's key (engine/runtime/source.h; a new kind adds its
  * test here). */
 static bool has_source(const cad_conf_channel_t *ch) {
-  return ch->nlisten > 0 || ch->listen_dir.enabled;
+  return ch->nlisten > 0 || ch->listen_dir.enabled || ch->listen_sftp.enabled;
 }
 
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
@@ -230,6 +231,9 @@ static const conf_key_t channel_tail_keys[] = {
     {"listen_dir", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, listen_dir),
      CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_dir_source_conf,
      "a directory to read message files from"},
+    {"listen_sftp", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, listen_sftp),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_sftp_source_conf,
+     "a remote SFTP folder to read message files from"},
     CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),
     CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),

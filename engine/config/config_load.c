@@ -558,6 +558,15 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->mllp.tls.cert_file);
   FREE_OWNED(d->mllp.tls.key_file);
   free(d->order_by);
+  cad_sftp_opts_t *so = &d->sftp.conn;
+  FREE_OWNED(so->host);
+  FREE_OWNED(so->user);
+  FREE_OWNED(so->known_hosts);
+  FREE_OWNED(so->key);
+  FREE_OWNED(so->passphrase_env);
+  FREE_OWNED(so->password_env);
+  FREE_OWNED(d->sftp.dir);
+  FREE_OWNED(d->sftp.name_tmpl);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {
@@ -579,6 +588,17 @@ static void free_channel(cad_conf_channel_t *ch) {
   FREE_OWNED(ch->listen_dir.pattern);
   FREE_OWNED(ch->listen_dir.done_dir);
   FREE_OWNED(ch->listen_dir.error_dir);
+  const cad_sftp_source_opts_t *ls = &ch->listen_sftp;
+  FREE_OWNED(ls->conn.host);
+  FREE_OWNED(ls->conn.user);
+  FREE_OWNED(ls->conn.known_hosts);
+  FREE_OWNED(ls->conn.key);
+  FREE_OWNED(ls->conn.passphrase_env);
+  FREE_OWNED(ls->conn.password_env);
+  FREE_OWNED(ls->dir);
+  FREE_OWNED(ls->pattern);
+  FREE_OWNED(ls->move_to);
+  FREE_OWNED(ls->spool);
 }
 
 void cad_config_free(cad_config_t *c) {

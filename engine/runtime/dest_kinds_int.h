@@ -7,5 +7,6 @@
 
 extern const cad_dest_kind_t cad_dest_kind_file; /* dest_file.c */
 extern const cad_dest_kind_t cad_dest_kind_mllp; /* dest_mllp.c */
+extern const cad_dest_kind_t cad_dest_kind_sftp; /* dest_sftp.c */
 
 #endif

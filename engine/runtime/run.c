@@ -712,7 +712,7 @@ static int sources_apply(rt_t *rt) {
   cad_pipe_chan_t **pcs = calloc(rt->cfg->nchannels ? rt->cfg->nchannels : 1, sizeof *pcs);
   if (!pcs) return CAD_E_NOMEM;
   for (size_t i = 0; i < rt->cfg->nchannels; i++) pcs[i] = &rt->chans[i].pc;
-  cad_source_env_t env = {E.loop, &E.pipe};
+  cad_source_env_t env = {E.loop, &E.pipe, E.data_dir};
   int rc = cad_sources_apply(&E.sources, &env, pcs, rt->cfg->nchannels, &E.nclosing, source_stopped,
                              NULL);
   free(pcs);
@@ -775,7 +775,7 @@ static void shutdown_engine(const char *why) {
     lsn_close(E.lsns);
     E.lsns = n;
   }
-  cad_source_env_t env = {E.loop, &E.pipe};
+  cad_source_env_t env = {E.loop, &E.pipe, E.data_dir};
   cad_sources_stop_all(E.sources, &env, &E.nclosing, source_stopped, NULL);
   E.sources = NULL;
   close_handles();

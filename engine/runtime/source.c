@@ -9,11 +9,13 @@
 #include "cad_error.h"
 #include "log.h"
 #include "src_dir.h"
+#include "src_sftp.h"
 
 /* The kinds, one line each. */
 static const cad_source_kind_t *const kinds[] = {
     NULL, /* placeholder so the table is never empty */
     &cad_source_dir,
+    &cad_source_sftp,
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 

@@ -270,6 +270,7 @@ static void scan_dir(dsrc_t *s) {
     cand_t x;
     snprintf(x.name, sizeof x.name, "%s", e->d_name);
     x.st = st;
+    if (S_ISDIR(st.st_mode)) continue; /* done/, error/, a folder: never a file */
     if (!S_ISREG(st.st_mode)) {
       if (s->nskipped < sizeof s->skipped / sizeof s->skipped[0]) s->skipped[s->nskipped++] = x;
       continue;
@@ -815,8 +816,7 @@ static void after_work(uv_work_t *w, int status) {
         uint64_t h = fnv64(s->skipped[i].name) ^ (uint64_t)s->skipped[i].st.st_ino;
         if (warn_once(s, h))
           log_file(s, CAD_LOG_WARN, "dir.skipped", s->skipped[i].name, 0,
-                   "not a regular file (a symbolic link, FIFO, socket, device or folder): "
-                   "skipped");
+                   "not a regular file (a symbolic link, FIFO, socket or device): skipped");
       }
       break;
     case JOB_OPEN: after_open(s, f); break;
@@ -990,9 +990,8 @@ static void dsrc_free(dsrc_t *s) {
 
 static bool wanted(const cad_conf_channel_t *cc) { return cc->listen_dir.enabled; }
 
-static int dir_start(const cad_source_env_t *env, cad_pipe_chan_t *pc, void **out, char *err,
-                     size_t cap) {
-  const cad_dir_source_opts_t *o = &pc->cc->listen_dir;
+int cad__dir_source_start(const cad_source_env_t *env, cad_pipe_chan_t *pc,
+                          const cad_dir_source_opts_t *o, void **out, char *err, size_t cap) {
   dsrc_t *s = calloc(1, sizeof *s);
   if (!s) return CAD_E_NOMEM;
   s->dirfd = s->donefd = s->errfd = s->statefd = s->lockfd = -1;
@@ -1040,6 +1039,16 @@ static int dir_start(const cad_source_env_t *env, cad_pipe_chan_t *pc, void **ou
   return 0;
 }
 
+static int dir_start(const cad_source_env_t *env, cad_pipe_chan_t *pc, void **out, char *err,
+                     size_t cap) {
+  return cad__dir_source_start(env, pc, &pc->cc->listen_dir, out, err, cap);
+}
+
+void cad__dir_source_set_chan(void *impl, cad_pipe_chan_t *pc) {
+  dsrc_t *s = impl;
+  s->pc = pc;
+}
+
 static bool same_str(const char *a, const char *b) {
   return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
@@ -1076,7 +1085,7 @@ static void maybe_done(dsrc_t *s) {
   if (s->handles > 1) uv_close((uv_handle_t *)&s->ev, handle_closed);
 }
 
-static void dir_stop(void *impl, void (*done)(void *arg), void *arg) {
+void cad__dir_source_stop(void *impl, void (*done)(void *arg), void *arg) {
   dsrc_t *s = impl;
   s->stopping = true;
   s->done_cb = done;
@@ -1086,4 +1095,5 @@ static void dir_stop(void *impl, void (*done)(void *arg), void *arg) {
   pump(s);
 }
 
-const cad_source_kind_t cad_source_dir = {"dir", wanted, dir_start, dir_adopt, dir_stop};
+const cad_source_kind_t cad_source_dir = {"dir", wanted, dir_start, dir_adopt,
+                                          cad__dir_source_stop};

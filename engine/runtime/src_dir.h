@@ -64,4 +64,12 @@
 
 extern const cad_source_kind_t cad_source_dir;
 
+/* For a kind that reads a local folder of its own (listen_sftp's spool):
+ * start a directory source on options `o` (copied) for channel pc; feed
+ * another channel; stop (as the kind's functions). */
+int cad__dir_source_start(const cad_source_env_t *env, cad_pipe_chan_t *pc,
+                          const cad_dir_source_opts_t *o, void **out, char *err, size_t cap);
+void cad__dir_source_set_chan(void *impl, cad_pipe_chan_t *pc);
+void cad__dir_source_stop(void *impl, void (*done)(void *arg), void *arg);
+
 #endif
