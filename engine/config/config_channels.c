@@ -205,7 +205,7 @@ static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key
   if (!has_source(ch) && !cad_yaml_get(map, "listen"))
     cad_conf_errf(r, key,
                   "missing 'listen' %s (the addresses to accept MLLP connections on, like "
-                  "127.0.0.1:2575; or listen_dir: a directory to read message files from)",
+                  "127.0.0.1:2575)",
                   r->where);
   if (!cad_conf_seen(&channel_tail, seen, "to") && !cad_conf_seen(&channel_tail, seen, "routes"))
     cad_conf_errf(r, key, "missing 'to' or 'routes' %s (where accepted messages go)", r->where);

@@ -7,9 +7,11 @@
 #include <string.h>
 
 #include "cad_conf.h"
+#include "dir_conf.h"
 #include "file_conf.h"
 #include "harness.h"
 #include "mllp_conf.h"
+#include "sftp_conf.h"
 #include "tls_conf.h"
 
 static void check_section(const cad_conf_section_t *sec, int depth) {
@@ -41,6 +43,9 @@ static void check_section(const cad_conf_section_t *sec, int depth) {
 TEST(file_destination_table) { check_section(&cad_file_dest_conf, 0); }
 TEST(mllp_destination_table) { check_section(&cad_mllp_dest_conf, 0); }
 TEST(tls_listener_table) { check_section(&cad_tls_server_conf, 0); }
+TEST(dir_source_table) { check_section(&cad_dir_source_conf, 0); }
+TEST(sftp_source_table) { check_section(&cad_sftp_source_conf, 0); }
+TEST(sftp_destination_table) { check_section(&cad_sftp_dest_conf, 0); }
 
 /* An inbound channel's listener keys write the listener's own options, each
  * to the field the listener reads (the engine hands the struct over as is). */

@@ -387,7 +387,7 @@ TEST(empty_sections_take_defaults) {
   cad_config_free(c);
   /* An empty channel or destination lacks its required keys. */
   CHECK_ERRORS("destinations:\n  out:\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file or mllp)\n");
+               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp or sftp)\n");
 }
 
 TEST(every_setting) {
@@ -450,6 +450,7 @@ TEST(error_unknown_key) {
                "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, ack, "
                "max_message_size, idle_timeout, frame_timeout, max_connections, to, tls, allow, "
                "routes, unrouted, on_error, tests, charset, archive)\n");
+               "listen_dir, listen_sftp, routes, unrouted, on_error, tests)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
                "log_level, log_format, stats_interval, max_inbound_buffer, queue, archive)\n");
@@ -516,7 +517,7 @@ TEST(error_missing_required) {
                "t.yaml:4:3: missing 'to' or 'routes' in channel 'lab' (where accepted messages "
                "go)\n");
   CHECK_ERRORS("destinations:\n  out: {dir: x}\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file or mllp)\n");
+               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp or sftp)\n");
   CHECK_ERRORS("", "t.yaml: no channels: define at least one under 'channels:'\n");
   CHECK_ERRORS("channels:\n", "t.yaml: no channels: define at least one under 'channels:'\n");
 }
@@ -619,7 +620,30 @@ TEST(error_file_destination) {
                "t.yaml:2:39: dir_mode: expected permission bits in octal from 0000 to 0777, "
                "like 0640, got '1777'\n");
   CHECK_ERRORS("destinations:\n  out: {type: [file], dir: x}\n" LAB,
-               "t.yaml:2:15: type: expected one of file or mllp, got a sequence\n");
+               "t.yaml:2:15: type: expected one of file, mllp or sftp, got a sequence\n");
+}
+
+TEST(file_and_sftp_sources) {
+  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_dir: {dir: in, pattern: '*.hl7'}\n    to: out\n",
+               "");
+  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_dir: {pattern: '*.hl7'}\n    to: out\n",
+               "t.yaml:5:5: missing 'dir' in listen_dir of channel 'lab' (the directory to watch "
+               "for message files)\n");
+  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_dir: {dir: in, format: xml}\n    to: out\n",
+               "t.yaml:5:35: format: expected one of auto, er7 or mllp, got 'xml'\n");
+  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_sftp: {host: h, user: u, known_hosts: /etc/passwd, "
+                     "dir: /x}\n    to: out\n",
+               "t.yaml:5:5: missing 'key' or 'password_env' in listen_sftp of channel 'lab' (a "
+               "private key file, or the environment variable that holds the password)\n");
+  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_sftp: {host: h, user: u, dir: /x, "
+                     "password_env: P}\n    to: out\n",
+               "t.yaml:5:5: missing 'known_hosts' in listen_sftp of channel 'lab' (the "
+               "known_hosts file that holds the server's key (host keys are always checked))\n");
+  CHECK_ERRORS("destinations:\n  out: {type: sftp, host: h, user: u, known_hosts: /etc/passwd, "
+               "password_env: P, dir: /in, after: move}\n" LAB,
+               "t.yaml:2:92: unknown key 'after' in destination 'out' (expected one of: type, "
+               "host, port, user, known_hosts, key, passphrase_env, password_env, timeout, dir, "
+               "name, mode, retry, on_failure, max_backlog)\n");
 }
 
 TEST(error_names) {
