@@ -70,6 +70,7 @@
 #include <uv.h>
 
 #include "cad_io.h"
+#include "file_batch.h"
 #include "hl7.h"
 
 typedef struct cad_file_dest cad_file_dest_t;
@@ -83,6 +84,9 @@ typedef struct cad_file_dest_opts {
   uint32_t mode;           /* permissions of created files, 0 = 0600 */
   uint32_t dir_mode;       /* of created directories, 0 = 0700 */
   const cad_io_t *io;      /* borrowed, outlives the destination; NULL = system */
+  /* `batch:` with dir: messages collected into HL7 batch files instead of
+   * one file each (file_batch.h; engine/runtime/dest_file.c picks it). */
+  cad_file_batch_opts_t batch;
 } cad_file_dest_opts_t;
 
 /* status: 0 written and synced, or a negative errno / CAD_E_* code. */

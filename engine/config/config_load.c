@@ -552,6 +552,7 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->file.dir);
   FREE_OWNED(d->file.name_tmpl);
   FREE_OWNED(d->file.append_path);
+  FREE_OWNED(d->file.batch.name);
   FREE_OWNED(d->mllp.sender.host);
   FREE_OWNED(d->mllp.sender.server_name);
   FREE_OWNED(d->mllp.tls.ca_file);

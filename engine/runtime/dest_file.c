@@ -11,7 +11,8 @@
 typedef struct file_kind {
   const cad_conf_dest_t *cd;
   cad_file_dest_t *file;
-  cad_arena_t arena; /* parse of the message being written (its file name) */
+  cad_file_batch_t *batch; /* instead of file, with `batch:` */
+  cad_arena_t arena;       /* parse of the message being written (its file name) */
   /* The worker's callback: the same for every message of a destination
    * (several may be in flight; completions come in order). */
   cad_deliver_done_cb done;
@@ -24,7 +25,10 @@ static int file_open(uv_loop_t *loop, const cad_conf_dest_t *cd, void **impl, ch
   if (!f) return CAD_E_NOMEM;
   f->cd = cd;
   cad_arena_init(&f->arena, 16384, 0);
-  int rc = cad_file_dest_open(loop, &cd->file, &f->file, err, cap);
+  int rc = cd->file.batch.enabled && cd->file.dir
+               ? cad_file_batch_open(loop, cd->file.dir, &cd->file.batch, cd->file.mode,
+                                     cd->file.dir_mode, &f->batch, err, cap)
+               : cad_file_dest_open(loop, &cd->file, &f->file, err, cap);
   if (rc < 0) {
     cad_arena_free(&f->arena);
     free(f);
@@ -44,6 +48,11 @@ static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
                         cad_deliver_done_cb done, void *ctx) {
   (void)seq;
   file_kind_t *f = impl;
+  if (f->batch) {
+    f->done = done;
+    f->done_ctx = ctx;
+    return cad_file_batch_write(f->batch, p, len, file_written, f);
+  }
   cad_hl7_msg_t m;
   memset(&m, 0, sizeof m);
   /* The tree is only used for a per-message file name (dir mode), and only
@@ -63,7 +72,8 @@ static int file_deliver(void *impl, const char *p, size_t len, uint64_t seq,
 static void file_close(void *impl) {
   file_kind_t *f = impl;
   if (!f) return;
-  cad_file_dest_close(f->file);
+  if (f->batch) cad_file_batch_close(f->batch);
+  else cad_file_dest_close(f->file);
   cad_arena_free(&f->arena);
   free(f);
 }
