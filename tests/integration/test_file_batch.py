@@ -100,8 +100,9 @@ def case_crash(tmp):
     send_all(port, ids)
     stage = os.path.join(out, ".batch.stage")
     # Wait until the destination has staged them all (delivered, in the log's counters).
-    wait_for(lambda: os.path.exists(stage) and os.path.getsize(stage) >= 300 * len(adt()),
-             timeout=15, what="300 messages staged")
+    want = sum(len(adt(ctl=c, pid_name="DOE")) + 12 for c in ids)
+    wait_for(lambda: os.path.exists(stage) and os.path.getsize(stage) >= want,
+             timeout=60, what="300 messages staged (%d bytes)" % want)
     time.sleep(0.3)
     e.proc.send_signal(signal.SIGKILL)
     e.proc.wait()
