@@ -101,12 +101,12 @@ def case_crash(tmp):
     stage = os.path.join(out, ".batch.stage")
     # Wait until the destination has staged them all (delivered, in the log's counters).
     want = sum(len(adt(ctl=c, pid_name="DOE")) + 12 for c in ids)
-    wait_for(lambda: os.path.exists(stage) and os.path.getsize(stage) >= want,
-             timeout=60, what="300 messages staged (%d bytes)" % want)
-    time.sleep(0.3)
-    e.proc.send_signal(signal.SIGKILL)
-    e.proc.wait()
-    e.logf.close()
+    try:
+        wait_for(lambda: os.path.exists(stage) and os.path.getsize(stage) >= want,
+                 timeout=60, what="300 messages staged (%d bytes)" % want)
+        time.sleep(0.3)
+    finally:
+        e.kill()  # SIGKILL
     assert batches(out) == [], "published before the kill"
     e2 = engine(tmp, port, "{ max_messages: 100000, max_age: 1h }").start(wait_ports=[port])
     try:
