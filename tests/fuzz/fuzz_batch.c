@@ -31,8 +31,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *p = (const char *)data;
   char head[4096], tail[64], want[64];
   uint64_t count = size % 100000;
-  int rc = cad_file_batch_envelope(p, size, count, 1767225600, "b.hl7", "CTL1", head,
-                                   sizeof head, tail, sizeof tail);
+  int rc = cad_file_batch_envelope(p, size, count, 1767225600, "b.hl7", "CTL1", head, sizeof head,
+                                   tail, sizeof tail);
   if (rc == CAD_E_INVAL || rc == CAD_E_TOOBIG) return 0;
   if (rc != 0) FAIL("unexpected %d", rc);
   char fs = p[3];
