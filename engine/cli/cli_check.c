@@ -66,18 +66,29 @@ static void print_summary(const cad_config_t *c) {
   for (size_t i = 0; i < c->nchannels; i++) {
     const cad_conf_channel_t *ch = &c->channels[i];
     printf("\nchannel '%s'  (%s:%d)\n", ch->name, ch->pos.file, ch->pos.line);
-    printf("  listen      ");
-    for (size_t j = 0; j < ch->nlisten; j++) {
-      if (j) printf(", ");
-      print_listen(&ch->listen[j]);
+    if (ch->listen_dir.enabled)
+      printf("  listen_dir  %s, files matching \"%s\"%s\n", ch->listen_dir.dir,
+             ch->listen_dir.pattern ? ch->listen_dir.pattern : "*",
+             ch->listen_dir.stable_ms ? "" : ", taken at once");
+    if (ch->listen_sftp.enabled)
+      printf("  listen_sftp %s@%s:%d %s, every %llu ms, host key checked against %s\n",
+             ch->listen_sftp.conn.user, ch->listen_sftp.conn.host, ch->listen_sftp.conn.port,
+             ch->listen_sftp.dir, (unsigned long long)ch->listen_sftp.poll_ms,
+             ch->listen_sftp.conn.known_hosts);
+    if (ch->nlisten) {
+      printf("  listen      ");
+      for (size_t j = 0; j < ch->nlisten; j++) {
+        if (j) printf(", ");
+        print_listen(&ch->listen[j]);
+      }
+      nlisten += ch->nlisten;
+      if (ch->tls.enabled)
+        printf("  (MLLP over TLS %s%s, certificate %s%s)\n",
+               ch->tls.opts.min_version == CAD_TLS_V1_3 ? "1.3+" : "1.2+",
+               ch->tls.opts.require_client_cert ? ", client certificates required" : "",
+               ch->tls.opts.cert_file, ch->tls.opts.nallowed ? ", named clients only" : "");
+      else printf("  (MLLP)\n");
     }
-    nlisten += ch->nlisten;
-    if (ch->tls.enabled)
-      printf("  (MLLP over TLS %s%s, certificate %s%s)\n",
-             ch->tls.opts.min_version == CAD_TLS_V1_3 ? "1.3+" : "1.2+",
-             ch->tls.opts.require_client_cert ? ", client certificates required" : "",
-             ch->tls.opts.cert_file, ch->tls.opts.nallowed ? ", named clients only" : "");
-    else printf("  (MLLP)\n");
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
                                            "delivered (after the destinations)"};
@@ -118,10 +129,23 @@ static void print_summary(const cad_config_t *c) {
     printf("\ndestination '%s'  (%s:%d)%s\n", d->name, d->pos.file, d->pos.line,
            used ? "" : "  -- not used by any channel");
     const cad_file_dest_opts_t *fo = &d->file;
-    if (fo->dir) {
+    if (fo->dir && fo->batch.enabled) {
+      printf(
+          "  writes      HL7 batch files in %s named \"%s\" (UTC), each at most %u messages "
+          "or %s, written after %s\n",
+          fo->dir, fo->batch.name ? fo->batch.name : "", fo->batch.max_messages,
+          cad_config_format_size(fo->batch.max_bytes, a, sizeof a),
+          cad_config_format_duration(fo->batch.max_age_ms, b, sizeof b));
+    } else if (fo->dir) {
       size_t n = strlen(fo->dir);
       printf("  writes      one file per message in %s%s, named \"%s\"\n", fo->dir,
              n && fo->dir[n - 1] == '/' ? "" : "/", fo->name_tmpl);
+    } else if (d->type == CAD_DEST_SFTP) {
+      printf(
+          "  writes      one file per message over SFTP to %s@%s:%d %s, named \"%s\"; host "
+          "key checked against %s\n",
+          d->sftp.conn.user, d->sftp.conn.host, d->sftp.conn.port, d->sftp.dir, d->sftp.name_tmpl,
+          d->sftp.conn.known_hosts);
     } else if (fo->append_path) {
       printf("  writes      every message appended to %s\n", fo->append_path);
     } else if (d->type == CAD_DEST_MLLP) {
