@@ -918,8 +918,10 @@ static void pump(dsrc_t *s) {
     pump(s);
     return;
   }
+  /* The ring holds every message from the answered prefix on: a message
+   * slow to answer ahead of many quick ones must not let them wrap it. */
   if (!s->stopping && !f->transient && !f->eof && f->inflight < INFLIGHT_ITEMS &&
-      f->inflight_bytes < INFLIGHT_BYTES) {
+      f->inflight_bytes < INFLIGHT_BYTES && f->submitted - f->done_upto + BATCH_ITEMS < RING) {
     run_job(s, JOB_READ);
     return;
   }

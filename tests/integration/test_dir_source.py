@@ -275,7 +275,6 @@ def case_big(tmp):
                   % (size >> 20, n, secs, n / secs, size / secs / 1e6, base, peak_read,
                      peak_read - base))
             assert peak_read - base < 64 * 1024
-            e.kill()
             return
         wait_for(settled, timeout=60 + mb * 3, step=0.5, what="every message at the destination")
         peak = peak_rss_kib(e.proc.pid)
