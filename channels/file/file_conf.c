@@ -50,8 +50,8 @@ static const cad_conf_key_t batch_keys[] = {
     {"name", CAD_CONF_TEXT, B(name), 0, "batch_%Y%m%d_%H%M%S.hl7", 0, 0, NULL,
      "the batch file name, strftime in UTC (a taken name gets ~2, ~3...)"},
 };
-static const cad_conf_section_t batch_section = {"batch", batch_keys, CAD_CONF_NKEYS(batch_keys),
-                                                 NULL};
+const cad_conf_section_t cad_file_batch_conf = {"batch", batch_keys, CAD_CONF_NKEYS(batch_keys),
+                                                NULL};
 
 static const cad_conf_key_t file_keys[] = {
     {"dir", CAD_CONF_PATH, offsetof(cad_file_dest_opts_t, dir), 0, NULL, 0, 0, NULL,
@@ -65,7 +65,7 @@ static const cad_conf_key_t file_keys[] = {
     {"dir_mode", CAD_CONF_MODE, offsetof(cad_file_dest_opts_t, dir_mode), 0, "0700", 0, 0, NULL,
      "permissions of the directories it creates"},
     {"batch", CAD_CONF_SECTION, offsetof(cad_file_dest_opts_t, batch),
-     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &batch_section,
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_file_batch_conf,
      "collect messages into HL7 batch files (FHS/BHS ... BTS/FTS)"},
 };
 

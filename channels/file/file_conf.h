@@ -19,5 +19,8 @@
 
 /* Keys of `type: file`, applied to a cad_file_dest_opts_t. */
 extern const cad_conf_section_t cad_file_dest_conf;
+/* Keys of `batch:` (file_batch.h), applied to a cad_file_batch_opts_t; the
+ * sftp destination takes the same. */
+extern const cad_conf_section_t cad_file_batch_conf;
 
 #endif

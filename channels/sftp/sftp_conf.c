@@ -1,6 +1,8 @@
 /* sftp_conf.c - the key tables of SFTP (sftp_conf.h). */
 #include "sftp_conf.h"
 
+#include "file_conf.h"
+
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +74,16 @@ static void check_dest(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                        const cad_yaml_node_t *map, void *obj, const bool *seen) {
   cad_sftp_dest_opts_t *o = obj;
   check_conn(r, key, map, &cad_sftp_dest_conf, seen);
+  bool batch = cad_conf_seen(&cad_sftp_dest_conf, seen, "batch"),
+       stage = cad_conf_seen(&cad_sftp_dest_conf, seen, "stage_dir");
+  if (batch && !stage)
+    cad_conf_errf(r, cad_conf_key_node(map, "batch"),
+                  "'batch' needs 'stage_dir' %s (the local folder where batch files are made "
+                  "before they are uploaded)",
+                  r->where);
+  else if (stage && !batch)
+    cad_conf_errf(r, cad_conf_key_node(map, "stage_dir"),
+                  "'stage_dir' applies only with 'batch' %s", r->where);
   if (!o->name_tmpl && !cad_conf_seen(&cad_sftp_dest_conf, seen, "name")) {
     char *def = strdup("${MSH-10}.hl7"); /* owned by the configuration */
     if (!def) *r->nomem = true;
@@ -87,6 +99,11 @@ static const cad_conf_key_t dest_keys[] = {
      "the file name template, default \"${MSH-10}.hl7\""},
     {"mode", CAD_CONF_MODE, offsetof(cad_sftp_dest_opts_t, mode), 0, "0600", 0, 0, NULL,
      "permissions of the files it creates"},
+    {"batch", CAD_CONF_SECTION, offsetof(cad_sftp_dest_opts_t, batch),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_file_batch_conf,
+     "collect messages into HL7 batch files (FHS/BHS ... BTS/FTS) before upload"},
+    {"stage_dir", CAD_CONF_PATH, offsetof(cad_sftp_dest_opts_t, stage_dir), 0, NULL, 0, 0, NULL,
+     "with batch: the local folder where batch files are made"},
 };
 
 const cad_conf_section_t cad_sftp_dest_conf = {"destination", dest_keys, CAD_CONF_NKEYS(dest_keys),

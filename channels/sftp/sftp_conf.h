@@ -25,6 +25,8 @@
  *       dir: /inbound                 # the remote folder written to
  *       name: "${MSH-10}.hl7"         # as the file destination's
  *       mode: 0600
+ *       batch: { max_messages: 1000, max_age: 1m }   # batch files instead
+ *       stage_dir: var/sftp-out       # where batches are made (with batch)
  *
  * Strings stored in the structs are owned by the configuration that holds
  * them.
@@ -36,6 +38,7 @@
 #include <stdint.h>
 
 #include "cad_conf.h"
+#include "file_batch.h"
 #include "sftp_conn.h"
 
 typedef struct cad_sftp_dest_opts {
@@ -43,6 +46,10 @@ typedef struct cad_sftp_dest_opts {
   const char *dir;       /* remote folder */
   const char *name_tmpl; /* default "${MSH-10}.hl7" */
   uint32_t mode;         /* default 0600 */
+  /* `batch:` (as the file destination's): batch files are made in the
+   * local `stage_dir`, then uploaded (temporary name, rename) and removed. */
+  cad_file_batch_opts_t batch;
+  const char *stage_dir;
 } cad_sftp_dest_opts_t;
 
 enum { CAD_SFTP_AFTER_DELETE = 0, CAD_SFTP_AFTER_MOVE = 1 };

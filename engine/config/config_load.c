@@ -568,6 +568,8 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(so->password_env);
   FREE_OWNED(d->sftp.dir);
   FREE_OWNED(d->sftp.name_tmpl);
+  FREE_OWNED(d->sftp.batch.name);
+  FREE_OWNED(d->sftp.stage_dir);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {

@@ -10,6 +10,8 @@ subsystem forced), runs the engine against it, and stops it:
                 messages routed to a `type: sftp` destination that writes
                 one file per message into the server's inbound folder
   move          `after: move`: the remote file goes to move_to instead
+  batch         `batch:` on the sftp destination: FHS/BHS ... BTS/FTS files made
+                in the local stage_dir, uploaded, removed locally
   bad_message   a file with a bad message: the good one is delivered, the
                 file ends in the spool's error/ with its .reason
   mismatch      known_hosts holds another key for the server: the source
@@ -207,6 +209,39 @@ def refused(tmp, sshd, known, words):
         check_clean_stop(e)
 
 
+def case_batch(tmp, sshd):
+    """`batch:` on the sftp destination: batch files made locally, uploaded."""
+    e, out, inb = setup(tmp, sshd)
+    e.write_config(
+        ("  pull:\n    listen_sftp:\n" + conn_yaml(sshd) +
+         "      dir: %s\n      poll: 300ms\n    to: push\n") % out,
+        ("  push:\n    type: sftp\n" + conn_yaml(sshd, indent="    ") +
+         "    dir: %s\n    stage_dir: stage\n"
+         "    batch: { max_messages: 3, max_age: 700ms, name: \"cc_%%Y%%m%%d.hl7\" }\n") % inb)
+    e.start()
+    try:
+        drop(out, "seven.hl7", b"\r\n".join(msg("B%d" % i) for i in range(7)))
+        def got():
+            ids = []
+            for n in sorted(os.listdir(inb)):
+                if n.startswith("."):
+                    continue
+                segs = [x for x in open(os.path.join(inb, n), "rb").read().split(b"\r") if x]
+                assert segs[0].startswith(b"FHS|") and segs[1].startswith(b"BHS|"), segs[:2]
+                k = [x.split(b"|")[9].decode() for x in segs if x.startswith(b"MSH|")]
+                assert segs[-2] == b"BTS|%d" % len(k) and segs[-1] == b"FTS|1", segs[-2:]
+                ids += k
+            return ids
+        wait_for(lambda: len(got()) == 7, timeout=20, what="7 messages in uploaded batches")
+        assert sorted(got()) == ["B%d" % i for i in range(7)], got()
+        names = sorted(n for n in os.listdir(inb) if not n.startswith("."))
+        assert len(names) == 3 and names[0].startswith("cc_"), names
+        wait_for(lambda: [n for n in os.listdir(os.path.join(tmp, "stage"))
+                          if not n.startswith(".")] == [], what="the local batches removed")
+    finally:
+        check_clean_stop(e)
+
+
 def case_mismatch(tmp, sshd):
     refused(tmp, sshd, "wrong_known_hosts", ["host key mismatch", "refusing to connect"])
 
@@ -239,6 +274,7 @@ def case_dest_mismatch(tmp, sshd):
 CASES = {
     "roundtrip": case_roundtrip,
     "move": case_move,
+    "batch": case_batch,
     "bad_message": case_bad_message,
     "mismatch": case_mismatch,
     "unknown_host": case_unknown_host,
