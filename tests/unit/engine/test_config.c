@@ -627,26 +627,40 @@ TEST(error_file_destination) {
 }
 
 TEST(file_and_sftp_sources) {
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_dir: {dir: in, pattern: '*.hl7'}\n    to: out\n",
-               "");
+  CHECK_ERRORS(
+      DESTS "channels:\n  lab:\n    listen_dir: {dir: in, pattern: '*.hl7'}\n    to: out\n", "");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_dir: {pattern: '*.hl7'}\n    to: out\n",
                "t.yaml:5:5: missing 'dir' in listen_dir of channel 'lab' (the directory to watch "
                "for message files)\n");
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_dir: {dir: in, format: xml}\n    to: out\n",
                "t.yaml:5:35: format: expected one of auto, er7 or mllp, got 'xml'\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_sftp: {host: h, user: u, known_hosts: /etc/passwd, "
-                     "dir: /x}\n    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen_sftp: {host: h, user: u, known_hosts: /etc/passwd, "
+               "dir: /x}\n    to: out\n",
                "t.yaml:5:5: missing 'key' or 'password_env' in listen_sftp of channel 'lab' (a "
                "private key file, or the environment variable that holds the password)\n");
-  CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen_sftp: {host: h, user: u, dir: /x, "
-                     "password_env: P}\n    to: out\n",
+  CHECK_ERRORS(DESTS
+               "channels:\n  lab:\n    listen_sftp: {host: h, user: u, dir: /x, "
+               "password_env: P}\n    to: out\n",
                "t.yaml:5:5: missing 'known_hosts' in listen_sftp of channel 'lab' (the "
                "known_hosts file that holds the server's key (host keys are always checked))\n");
-  CHECK_ERRORS("destinations:\n  out: {type: sftp, host: h, user: u, known_hosts: /etc/passwd, "
-               "password_env: P, dir: /in, after: move}\n" LAB,
-               "t.yaml:2:92: unknown key 'after' in destination 'out' (expected one of: type, "
-               "host, port, user, known_hosts, key, passphrase_env, password_env, timeout, dir, "
-               "name, mode, retry, on_failure, max_backlog)\n");
+  CHECK_ERRORS(
+      "destinations:\n  out: {type: sftp, host: h, user: u, known_hosts: /etc/passwd, "
+      "password_env: P, dir: /in, after: move}\n" LAB,
+      "t.yaml:2:92: unknown key 'after' in destination 'out' (expected one of: type, "
+      "host, port, user, known_hosts, key, passphrase_env, password_env, timeout, dir, "
+      "name, mode, batch, stage_dir, retry, on_failure, max_backlog)\n");
+}
+
+TEST(sftp_batch_needs_a_stage) {
+  CHECK_ERRORS(
+      "destinations:\n  out: {type: sftp, host: h, user: u, known_hosts: /etc/passwd, "
+      "password_env: P, dir: /in, batch: {max_messages: 10}}\n" LAB,
+      "t.yaml:2:92: 'batch' needs 'stage_dir' in destination 'out' (the local folder "
+      "where batch files are made before they are uploaded)\n");
+  CHECK_ERRORS("destinations:\n  out: {type: file, append: a.hl7, batch: {max_messages: 10}}\n" LAB,
+               "t.yaml:2:36: 'batch' applies only with 'dir' (batch files in a folder), not with "
+               "'append' in destination 'out'\n");
 }
 
 TEST(error_names) {
