@@ -782,7 +782,7 @@ static void after_finish(dsrc_t *s, file_t *f) {
     s->retry_at = cad_mono_ms() + BACKOFF_MAX_MS;
     return;
   }
-  cad_log_level_t lvl = strcmp(f->outcome, "error") == 0 ? CAD_LOG_WARN : CAD_LOG_INFO;
+  cad_log_level_t lvl = strcmp(f->outcome, "done") == 0 ? CAD_LOG_INFO : CAD_LOG_WARN;
   char fin[200];
   safe_name(fin, sizeof fin, f->final);
   log_file(s, lvl,

@@ -12,6 +12,8 @@ append file, read back with hl7 control ids) and where each file ended
                  delivered, the file goes to error/ with a reason naming it
   hostile        a FIFO, a symlink, a folder and odd-byte names in the
                  folder: skipped (never opened, nothing blocks) or read
+  replaced       a file renamed over while it is read: the old one read to
+                 its end, the new one read on its own
   permissions    a file the engine cannot read (engine run as nobody when
                  root): left in place and warned about, the others go on
   big            a batch file of CAD_DIR_BIG_MB MB (default 20) in FHS/BHS
@@ -174,6 +176,38 @@ def case_hostile(tmp):
         check_clean_stop(e)
 
 
+def case_replaced(tmp):
+    """A file replaced (renamed over) while it is read: the old one is read to
+    its end through its open descriptor, the new one read on its own."""
+    e = engine(tmp, "      stable: 0\n", log_level="warn", archive=False).start()
+    try:
+        wait_for(lambda: os.path.isdir(in_dir(tmp, "done")), what="the source to start")
+        n = big_body(in_dir(tmp, "r.hl7.part"), 16 << 20, "O")
+        os.rename(in_dir(tmp, "r.hl7.part"), in_dir(tmp, "r.hl7"))
+        state = in_dir(tmp, ".caduceus")
+        wait_for(lambda: any(p.startswith("p-") for p in os.listdir(state)), timeout=60,
+                 step=0.01, what="a progress file")
+        write_file(in_dir(tmp, "r.hl7"), msg("NEW1"))
+        wait_for(lambda: "event=dir.file_replaced" in e.log(), timeout=60,
+                 what="the replaced file noticed")
+        wait_for(lambda: os.path.exists(in_dir(tmp, "done", "r.hl7")), timeout=30,
+                 what="the new r.hl7 in done/")
+        out = os.path.join(tmp, "out", "all.hl7")
+        last = [-1, time.monotonic()]
+
+        def settled():
+            sz = os.path.getsize(out) if os.path.exists(out) else 0
+            if sz != last[0]:
+                last[0], last[1] = sz, time.monotonic()
+            return time.monotonic() - last[1] > 2.0
+        wait_for(settled, timeout=120, step=0.5, what="delivery to settle")
+        ids = delivered(tmp)
+        assert "NEW1" in ids, "the new file was not read"
+        assert len(set(ids) - {"NEW1"}) == n, (len(set(ids)), n)
+    finally:
+        check_clean_stop(e)
+
+
 def case_permissions(tmp):
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -332,6 +366,7 @@ CASES = {
     "bad_message": case_bad_message,
     "hostile": case_hostile,
     "permissions": case_permissions,
+    "replaced": case_replaced,
     "big": case_big,
     "crash": case_crash,
 }
