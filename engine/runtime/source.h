@@ -37,8 +37,9 @@
 typedef struct cad_source_env {
   uv_loop_t *loop;
   cad_pipe_t *pipe; /* where messages go (cad_pipe_frame) */
-  const char *data_dir; /* the engine's state folder (a source's own state
-                           may live under it); borrowed, for the process */
+  /* The engine's state folder (a source's own state may live under it);
+   * borrowed, for the life of the process. */
+  const char *data_dir;
 } cad_source_env_t;
 
 typedef struct cad_source_kind {

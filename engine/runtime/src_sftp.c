@@ -211,7 +211,8 @@ static int take(ssrc_t *s, const seen_t *x, char *err, size_t cap) {
   }
   if (rc < 0) {
     unlinkat(s->spoolfd, tmp, 0);
-    if (!err[0]) snprintf(err, cap, "cannot copy %.300s into the spool: %s", remote, cad_strerror(rc));
+    if (!err[0])
+      snprintf(err, cap, "cannot copy %.300s into the spool: %s", remote, cad_strerror(rc));
     return rc;
   }
   fsync(s->spoolfd);
