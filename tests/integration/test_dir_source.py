@@ -39,6 +39,15 @@ from engine_util import Engine, PATIENT, check_clean_stop, wait_for  # noqa: E40
 BIN = os.path.abspath(sys.argv[1])
 
 
+def sanitized():
+    """ASan keeps freed memory in quarantine (256 MB): RSS says nothing there."""
+    try:
+        out = subprocess.run(["ldd", BIN], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libasan" in out
+
+
 def msg(ctl, pid_name="DOE^JOHN"):
     return ("MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20260101120000||ADT^A01^ADT_A01|%s|P|2.5.1\r"
             "EVN|A01|20260101120000\r"
@@ -308,7 +317,7 @@ def case_big(tmp):
                   "peak RSS %d KiB after the warm-up, %d KiB once the file was read (+%d KiB)"
                   % (size >> 20, n, secs, n / secs, size / secs / 1e6, base, peak_read,
                      peak_read - base))
-            assert peak_read - base < 64 * 1024
+            assert sanitized() or peak_read - base < 64 * 1024
             return
         wait_for(settled, timeout=60 + mb * 3, step=0.5, what="every message at the destination")
         peak = peak_rss_kib(e.proc.pid)
@@ -319,7 +328,8 @@ def case_big(tmp):
               "peak RSS %d KiB after the warm-up, %d KiB once the file was read, %d KiB once "
               "delivered (+%d KiB)" % (size >> 20, n, secs, n / secs, size / secs / 1e6, base,
                                        peak_read, peak, peak - base))
-        assert peak - base < 64 * 1024, "RSS grew by %d KiB reading %d MB" % (peak - base, mb)
+        if not sanitized():
+            assert peak - base < 64 * 1024, "RSS grew by %d KiB reading %d MB" % (peak - base, mb)
     finally:
         check_clean_stop(e)
 
