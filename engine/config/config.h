@@ -19,6 +19,10 @@
  *       dir: var/out              # one file per message, named by `name`
  *       name: "${MSH-7}_${MSH-10}.hl7"
  *       # or  append: var/out/all.hl7   (one file, messages appended)
+ *       # batch: { max_messages: 1000, max_bytes: 10MiB, max_age: 1m }  (HL7 batch files)
+ *     <name>:
+ *       type: sftp                # one file per message (or batch:) in a remote folder
+ *       host, port, user, known_hosts, key | password_env, dir, name, mode
  *     <name>:
  *       type: mllp                # an MLLP receiver downstream
  *       host: ehr.example.org     # IP address or DNS name
@@ -54,6 +58,9 @@
  *         min_version: "1.2"       # 1.2 | 1.3
  *       allow: [ 10.0.0.0/8, 127.0.0.1 ]  # client addresses accepted (CIDR)
  *       charset: 8859/1            # the set of messages without MSH-18
+ *       listen_dir: { dir: var/in, pattern: "*.hl7" }   # message files in a folder
+ *       listen_sftp: { host: h, user: u, known_hosts: kh, key: k, dir: /out }
+ *                                  # a remote SFTP folder (docs/files.md)
  *
  * A channel has either `to:` (every accepted message goes to those
  * destinations) or `routes:` (filters and transforms per destination, see
