@@ -337,65 +337,85 @@ static int write_progress(dsrc_t *s, file_t *f) {
 /* Read f's progress file: 1 when it is f's (same identity) and valid,
  * with f's counters and reasons set; 0 when there is none or it is
  * stale (removed). */
+int cad__dir_progress_parse(const char *buf, size_t n, cad_dir_progress_t *p) {
+  memset(p, 0, sizeof *p);
+  if (n == 0 || memchr(buf, 0, n)) return CAD_E_INVAL;
+  /* The last line, "crc XXXXXXXX\n", covers every byte before it. */
+  if (n < 14 || buf[n - 1] != '\n') return CAD_E_INVAL;
+  size_t c = n - 1;
+  while (c > 0 && buf[c - 1] != '\n') c--;
+  unsigned long want = 0;
+  char tailc[32];
+  if (n - c >= sizeof tailc) return CAD_E_INVAL;
+  memcpy(tailc, buf + c, n - c);
+  tailc[n - c] = 0;
+  if (sscanf(tailc, "crc %8lx\n", &want) != 1 || crc32(0, (const Bytef *)buf, (uInt)c) != want)
+    return CAD_E_INVAL;
+  /* The header, then reason lines up to the crc line. */
+  char head[1024];
+  size_t hn = c < sizeof head - 1 ? c : sizeof head - 1;
+  memcpy(head, buf, hn);
+  head[hn] = 0;
+  char hex[520] = "";
+  int used = 0;
+  if (sscanf(head,
+             "caduceus-dir-progress 1\nname %519[0-9a-f]\nfile %" SCNu64 " %" SCNu64 " %" SCNd64
+             " %" SCNd64 " %ld\nformat %d\ndone %" SCNu64 "\nresume %" SCNu64 " %" SCNu64
+             "\ncount %" SCNu64 " %" SCNu64 "\n%n",
+             hex, &p->dev, &p->ino, &p->size, &p->msec, &p->mns, &p->fmt, &p->done, &p->roff,
+             &p->rnum, &p->taken, &p->refused, &used) != 12 ||
+      used == 0)
+    return CAD_E_INVAL;
+  size_t hl = strlen(hex);
+  if (hl % 2 || hl / 2 >= sizeof p->name || p->fmt < 0 || p->fmt > 2 || p->rnum > p->done ||
+      p->size < 0 || p->roff > (uint64_t)p->size)
+    return CAD_E_INVAL;
+  for (size_t k = 0; k < hl / 2; k++) {
+    unsigned v;
+    if (sscanf(hex + 2 * k, "%2x", &v) != 1) return CAD_E_INVAL;
+    p->name[k] = (char)v;
+  }
+  p->name[hl / 2] = 0;
+  if (strlen(p->name) != hl / 2) return CAD_E_INVAL; /* a NUL inside */
+  p->reasons = buf + used;
+  p->reasons_len = (size_t)used <= c ? c - (size_t)used : 0;
+  return 0;
+}
+
 static int read_progress(dsrc_t *s, file_t *f) {
   char *buf = malloc(64 * 1024);
   if (!buf) return 0;
   int fd = openat(s->statefd, f->prog, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  ssize_t n = fd >= 0 ? read(fd, buf, 64 * 1024 - 1) : -1;
+  ssize_t n = fd >= 0 ? read(fd, buf, 64 * 1024) : -1;
   if (fd >= 0) close(fd);
   int ok = 0;
-  if (n > 0) {
-    buf[n] = 0;
-    char *crcl = strstr(buf, "crc ");
-    while (crcl && crcl != buf && crcl[-1] != '\n') crcl = strstr(crcl + 1, "crc ");
-    unsigned long want = 0;
-    char hexname[520] = "";
-    uint64_t dev, ino, done, roff, rnum, taken, refused;
-    int64_t size, msec;
-    long mns;
-    int fmt;
-    if (crcl && sscanf(crcl, "crc %lx", &want) == 1 &&
-        crc32(0, (const Bytef *)buf, (uInt)(crcl - buf)) == want &&
-        sscanf(buf,
-               "caduceus-dir-progress 1\nname %519s\nfile %" SCNu64 " %" SCNu64 " %" SCNd64
-               " %" SCNd64 " %ld\nformat %d\ndone %" SCNu64 "\nresume %" SCNu64 " %" SCNu64
-               "\ncount %" SCNu64 " %" SCNu64,
-               hexname, &dev, &ino, &size, &msec, &mns, &fmt, &done, &roff, &rnum, &taken,
-               &refused) == 12) {
-      char want_hex[520];
-      size_t k = 0;
-      for (const char *p = f->name; *p && k + 3 < sizeof want_hex; p++)
-        k += (size_t)snprintf(want_hex + k, sizeof want_hex - k, "%02x", (unsigned char)*p);
-      want_hex[k] = 0;
-      if (strcmp(hexname, want_hex) == 0 && dev == (uint64_t)f->st0.st_dev &&
-          ino == (uint64_t)f->st0.st_ino && size == (int64_t)f->st0.st_size &&
-          msec == (int64_t)f->st0.st_mtim.tv_sec && mns == (long)f->st0.st_mtim.tv_nsec &&
-          roff <= (uint64_t)size && rnum <= done) {
-        f->fmt = fmt;
-        f->done_upto = f->skip_upto = f->saved_upto = done;
-        f->resume_off = roff;
-        f->resume_num = rnum;
-        f->taken = taken;
-        f->refused = refused;
-        /* The reason lines of messages answered before the restart (a
-         * later one is answered again, and says so again). */
-        char *line = strstr(buf, "\ncount ");
-        line = line ? strchr(line + 1, '\n') : NULL;
-        for (line = line ? line + 1 : NULL; line && line < crcl;) {
-          char *nl = strchr(line, '\n');
-          if (!nl) break;
-          unsigned long long num = 0;
-          if (sscanf(line, "message %llu ", &num) != 1 || num <= done) {
-            cad_buf_append(&f->reasons, line, (size_t)(nl - line + 1));
-            f->nreasons++;
-          }
-          line = nl + 1;
-        }
-        ok = 1;
+  cad_dir_progress_t p;
+  if (n > 0 && cad__dir_progress_parse(buf, (size_t)n, &p) == 0 && strcmp(p.name, f->name) == 0 &&
+      p.dev == (uint64_t)f->st0.st_dev && p.ino == (uint64_t)f->st0.st_ino &&
+      p.size == (int64_t)f->st0.st_size && p.msec == (int64_t)f->st0.st_mtim.tv_sec &&
+      p.mns == (long)f->st0.st_mtim.tv_nsec) {
+    f->fmt = p.fmt;
+    f->done_upto = f->skip_upto = f->saved_upto = p.done;
+    f->resume_off = p.roff;
+    f->resume_num = p.rnum;
+    f->taken = p.taken;
+    f->refused = p.refused;
+    /* The reason lines of messages answered before the restart (a later
+     * one is answered again, and says so again). */
+    const char *line = p.reasons, *end = p.reasons + p.reasons_len;
+    while (line < end && f->nreasons < MAX_REASONS) {
+      const char *nl = memchr(line, '\n', (size_t)(end - line));
+      if (!nl) break;
+      unsigned long long num = 0;
+      if (sscanf(line, "message %llu ", &num) != 1 || num <= p.done) {
+        cad_buf_append(&f->reasons, line, (size_t)(nl - line + 1));
+        f->nreasons++;
       }
+      line = nl + 1;
     }
-    if (!ok) unlinkat(s->statefd, f->prog, 0);
+    ok = 1;
   }
+  if (n >= 0 && !ok) unlinkat(s->statefd, f->prog, 0);
   free(buf);
   return ok;
 }

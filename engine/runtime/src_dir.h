@@ -60,6 +60,9 @@
 #ifndef CAD_SRC_DIR_H
 #define CAD_SRC_DIR_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include "source.h"
 
 extern const cad_source_kind_t cad_source_dir;
@@ -71,5 +74,24 @@ int cad__dir_source_start(const cad_source_env_t *env, cad_pipe_chan_t *pc,
                           const cad_dir_source_opts_t *o, void **out, char *err, size_t cap);
 void cad__dir_source_set_chan(void *impl, cad_pipe_chan_t *pc);
 void cad__dir_source_stop(void *impl, void (*done)(void *arg), void *arg);
+
+/* A progress file's content, as read back (src_dir.c writes it: text lines
+ * "caduceus-dir-progress 1", "name <hex>", "file <dev> <ino> <size> <mtime
+ * s> <ns>", "format <n>", "done <n>", "resume <offset> <n>", "count <taken>
+ * <refused>", the reason lines, then "crc <crc32 of all before>"). */
+typedef struct cad_dir_progress {
+  char name[256];
+  uint64_t dev, ino;
+  int64_t size, msec;
+  long mns;
+  int fmt;
+  uint64_t done, roff, rnum, taken, refused;
+  const char *reasons; /* the reason lines, borrowed from the buffer */
+  size_t reasons_len;
+} cad_dir_progress_t;
+
+/* Parse n bytes of a progress file: 0, or CAD_E_INVAL when it does not
+ * prove itself (CRC, layout, ranges).  Never reads past buf[n). */
+int cad__dir_progress_parse(const char *buf, size_t n, cad_dir_progress_t *p);
 
 #endif
