@@ -366,7 +366,9 @@ def case_crash(tmp):
         assert "event=dir.resume" in log, log[-2000:]
         print("crash: %d messages, %d delivered before the kill, %d repeated after the "
               "restart" % (n, before, dups))
-        assert dups < 20000, "too many repeats: %d" % dups
+        # The repeats are what was answered in the last ~200 ms before the
+        # kill (and in flight): far less than the file, never all of it.
+        assert dups < n // 3, "too many repeats: %d of %d" % (dups, n)
     finally:
         check_clean_stop(e2)
 
