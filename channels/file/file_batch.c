@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -49,7 +50,10 @@ struct cad_file_batch {
   item_t *qhead, *qtail, *work_items;
   uv_work_t work;
   uv_timer_t timer;
-  bool busy, closing, roll_due, recover, timer_on;
+  uv_timer_t wait_timer; /* the stage is still another instance's: try again */
+  int handles;
+  bool busy, closing, roll_due, recover, timer_on, locked, lock_wait;
+  uint64_t wait_since;
   int work_rc;
   char *buf;
 };
@@ -305,9 +309,20 @@ static int recover(cad_file_batch_t *b) {
   return roll(b);
 }
 
+#define LOCK_WAIT 1 /* work_rc: the stage is locked by another instance */
+
 static void work_cb(uv_work_t *w) {
   cad_file_batch_t *b = w->data;
   int rc = 0;
+  /* One instance per stage: a reload opens the new destination while the
+   * old one may still be finishing; the new one waits for its lock. */
+  if (!b->locked) {
+    if (flock(b->stagefd, LOCK_EX | LOCK_NB) != 0) {
+      b->work_rc = LOCK_WAIT;
+      return;
+    }
+    b->locked = true;
+  }
   if (b->recover) {
     rc = recover(b);
     b->recover = false;
@@ -356,11 +371,40 @@ static void on_timer(uv_timer_t *t) {
   start(b);
 }
 
+static void on_wait(uv_timer_t *t) {
+  cad_file_batch_t *b = t->data;
+  start(b);
+}
+
 static void after_work(uv_work_t *w, int status) {
   cad_file_batch_t *b = w->data;
   b->busy = false;
-  int rc = status < 0 ? status : b->work_rc;
+  if (status == 0 && b->work_rc == LOCK_WAIT && !b->closing) {
+    /* Put the messages back in front and try again shortly. */
+    item_t *last = b->work_items;
+    while (last && last->next) last = last->next;
+    if (last) {
+      last->next = b->qhead;
+      if (!b->qhead) b->qtail = last;
+      b->qhead = b->work_items;
+    }
+    b->work_items = NULL;
+    uint64_t now = cad_mono_ms();
+    if (!b->wait_since) b->wait_since = now;
+    if (now - b->wait_since > 30000 && !b->lock_wait) {
+      b->lock_wait = true; /* said once by the caller's retries: fail them */
+    }
+    uv_timer_start(&b->wait_timer, on_wait, 50, 0);
+    if (!b->lock_wait) return;
+  }
+  b->wait_since = 0;
+  int rc = status < 0 ? status : b->work_rc == LOCK_WAIT ? CAD_E_STATE : b->work_rc;
   item_t *it = b->work_items;
+  if (b->work_rc == LOCK_WAIT && b->lock_wait) { /* 30 s: fail what waits (retried) */
+    it = b->qhead;
+    b->qhead = b->qtail = NULL;
+    b->lock_wait = false;
+  }
   b->work_items = NULL;
   while (it) {
     item_t *next = it->next;
@@ -393,7 +437,8 @@ static void start(cad_file_batch_t *b) {
 
 static void timer_closed(uv_handle_t *h) {
   cad_file_batch_t *b = h->data;
-  if (b->stagefd >= 0) close(b->stagefd);
+  if (--b->handles > 0) return;
+  if (b->stagefd >= 0) close(b->stagefd); /* and its lock */
   if (b->dirfd >= 0) close(b->dirfd);
   free(b->dir);
   free(b->name_fmt);
@@ -403,7 +448,9 @@ static void timer_closed(uv_handle_t *h) {
 
 static void batch_free(cad_file_batch_t *b) {
   uv_timer_stop(&b->timer);
+  uv_timer_stop(&b->wait_timer);
   uv_close((uv_handle_t *)&b->timer, timer_closed);
+  uv_close((uv_handle_t *)&b->wait_timer, timer_closed);
 }
 
 int cad_file_batch_open(uv_loop_t *loop, const char *dir, const cad_file_batch_opts_t *o,
@@ -439,6 +486,9 @@ int cad_file_batch_open(uv_loop_t *loop, const char *dir, const cad_file_batch_o
   fsync(b->dirfd);
   uv_timer_init(loop, &b->timer);
   b->timer.data = b;
+  uv_timer_init(loop, &b->wait_timer);
+  b->wait_timer.data = b;
+  b->handles = 2;
   b->recover = true;
   start(b);
   *out = b;

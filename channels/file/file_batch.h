@@ -30,6 +30,13 @@
  * is 1.  Segments end in \r; each message's last segment too.  A message
  * whose delimiters differ from the first one's starts a new batch.
  *
+ * One instance per folder: the stage is locked (flock) by the instance
+ * that uses it.  A reload opens the new destination while the old one may
+ * still be finishing; the new one waits for the lock (trying every 50 ms;
+ * after 30 s the messages waiting fail and are retried by the delivery
+ * worker), so a batch destination must run with `lanes: 1` (each lane is an
+ * instance) and two destinations must not share a folder.
+ *
  * Threads: appends and batch writes run on the libuv thread pool, one at a
  * time, in order; callbacks on the loop.  Memory: the queue of pending
  * messages (bounded by the delivery window) and a 64 KiB copy buffer.

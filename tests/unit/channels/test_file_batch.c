@@ -220,6 +220,51 @@ TEST(recovery_after_a_crash) {
   rm_rf(tmpdir);
 }
 
+/* A reload opens the new instance while the old one still runs: the new one
+ * waits for the stage until the old one is closed, then goes on. */
+static void close_later(uv_timer_t *t) { cad_file_batch_close(t->data); }
+
+TEST(one_instance_per_stage) {
+  make_tmp();
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  char dir[300], err[200] = "";
+  snprintf(dir, sizeof dir, "%s/out", tmpdir);
+  cad_file_batch_opts_t o = {true, 2, 1 << 20, 3600000, "b.hl7"};
+  cad_file_batch_t *old = NULL, *neu = NULL;
+  REQUIRE(cad_file_batch_open(&loop, dir, &o, 0600, 0700, &old, err, sizeof err) == 0);
+  static const char m1[] = "MSH|^~\\&|A|B|C|D|1||ADT^A01|O1|P|2.5";
+  static const char m2[] = "MSH|^~\\&|A|B|C|D|1||ADT^A01|N1|P|2.5";
+  done_count = done_errors = 0;
+  REQUIRE(cad_file_batch_write(old, m1, strlen(m1), on_done, NULL) == 0);
+  run_until(&loop, 1);
+  REQUIRE(cad_file_batch_open(&loop, dir, &o, 0600, 0700, &neu, err, sizeof err) == 0);
+  REQUIRE(cad_file_batch_write(neu, m2, strlen(m2), on_done, NULL) == 0);
+  for (int i = 0; i < 20; i++) uv_run(&loop, UV_RUN_NOWAIT);
+  CHECK_INT(done_count, 1); /* the new one waits */
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  t.data = old;
+  uv_timer_start(&t, close_later, 100, 0);
+  run_until(&loop, 2);
+  CHECK_INT(done_count, 2);
+  CHECK_INT(done_errors, 0);
+  /* O1, staged by the old one, is published when the new one takes the
+   * stage; N1 waits in it for its batch. */
+  CHECK_INT((int)cad_file_batch_count(neu), 1);
+  cad_file_batch_close(neu);
+  uv_close((uv_handle_t *)&t, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  char path[400];
+  snprintf(path, sizeof path, "%s/b.hl7", dir);
+  char *text = slurp(path);
+  REQUIRE(text);
+  CHECK(strstr(text, "|O1|") && !strstr(text, "|N1|") && strstr(text, "\rBTS|1\r"));
+  free(text);
+  CHECK_INT(uv_loop_close(&loop), 0);
+  rm_rf(tmpdir);
+}
+
 /* ---- sftp_bg: jobs run off the loop, in order, done on the loop ---- */
 
 typedef struct job {

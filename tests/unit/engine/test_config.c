@@ -466,6 +466,7 @@ TEST(error_unknown_key) {
   CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
                "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
                "dir, append, name, mode, dir_mode, batch, retry, on_failure, max_backlog, lanes, order_by)\n");
+      "dir, append, name, mode, dir_mode, batch, retry, on_failure, max_backlog, lanes, order_by)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
                "engine, destinations, channels, tables, admin)\n");
@@ -649,7 +650,7 @@ TEST(file_and_sftp_sources) {
       "password_env: P, dir: /in, after: move}\n" LAB,
       "t.yaml:2:92: unknown key 'after' in destination 'out' (expected one of: type, "
       "host, port, user, known_hosts, key, passphrase_env, password_env, timeout, dir, "
-      "name, mode, batch, stage_dir, retry, on_failure, max_backlog)\n");
+      "name, mode, batch, stage_dir, retry, on_failure, max_backlog, lanes, order_by)\n");
 }
 
 TEST(sftp_batch_needs_a_stage) {
