@@ -14,6 +14,7 @@ append file, read back with hl7 control ids) and where each file ended
                  folder: skipped (never opened, nothing blocks) or read
   replaced       a file renamed over while it is read: the old one read to
                  its end, the new one read on its own
+  reload         SIGHUP with the same settings, then with a new pattern
   permissions    a file the engine cannot read (engine run as nobody when
                  root): left in place and warned about, the others go on
   big            a batch file of CAD_DIR_BIG_MB MB (default 20) in FHS/BHS
@@ -217,6 +218,32 @@ def case_replaced(tmp):
         check_clean_stop(e)
 
 
+def case_reload(tmp):
+    """SIGHUP: the same settings keep the source running; a new pattern
+    restarts it (the new one waits for the old one's lock)."""
+    e = engine(tmp, "      stable: 0\n").start()
+    try:
+        wait_for(lambda: os.path.isdir(in_dir(tmp, "done")), what="the source to start")
+        write_file(in_dir(tmp, "a.hl7"), msg("RA"))
+        wait_for(lambda: os.path.exists(in_dir(tmp, "done", "a.hl7")), what="a.hl7 in done/")
+        e.signal(signal.SIGHUP)  # unchanged
+        wait_for(lambda: e.log().count("event=reload") >= 1 or "reload" in e.log(),
+                 what="the reload")
+        write_file(in_dir(tmp, "b.hl7"), msg("RB"))
+        wait_for(lambda: os.path.exists(in_dir(tmp, "done", "b.hl7")), what="b.hl7 in done/")
+        e.write_config(channel("      stable: 0\n").replace('"*.hl7"', '"*.txt"'), DESTS)
+        e.signal(signal.SIGHUP)
+        wait_for(lambda: e.log().count("dir source stopping") >= 1, what="the old source stopped")
+        write_file(in_dir(tmp, "c.txt"), msg("RC"))
+        write_file(in_dir(tmp, "d.hl7"), msg("RD"))
+        wait_for(lambda: os.path.exists(in_dir(tmp, "done", "c.txt")), what="c.txt in done/")
+        time.sleep(0.5)
+        assert os.path.exists(in_dir(tmp, "d.hl7")), "the old pattern still applies"
+        wait_for(lambda: delivered(tmp) == ["RA", "RB", "RC"], what="RA, RB, RC")
+    finally:
+        check_clean_stop(e)
+
+
 def case_permissions(tmp):
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
@@ -379,6 +406,7 @@ CASES = {
     "hostile": case_hostile,
     "permissions": case_permissions,
     "replaced": case_replaced,
+    "reload": case_reload,
     "big": case_big,
     "crash": case_crash,
 }

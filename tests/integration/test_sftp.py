@@ -14,6 +14,8 @@ subsystem forced), runs the engine against it, and stops it:
                 in the local stage_dir, uploaded, removed locally
   bad_message   a file with a bad message: the good one is delivered, the
                 file ends in the spool's error/ with its .reason
+  ledger        a crash between the durable local copy and the remote delete:
+                the next start deletes it without copying it again
   mismatch      known_hosts holds another key for the server: the source
                 and the destination refuse to connect, say so, and nothing
                 is copied or written
@@ -242,6 +244,33 @@ def case_batch(tmp, sshd):
         check_clean_stop(e)
 
 
+def fnv64(name):
+    h = 1469598103934665603
+    for c in name.encode():
+        h = ((h ^ c) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def case_ledger(tmp, sshd):
+    """A crash after the local copy was durable and before the remote file
+    was deleted: the ledger entry makes the next start delete it, not copy
+    it again."""
+    e, out, inb = setup(tmp, sshd)
+    drop(out, "done-before.hl7", msg("L1"))
+    state = os.path.join(tmp, "data", "sftp", "pull", ".caduceus")
+    os.makedirs(state, mode=0o700)
+    with open(os.path.join(state, "r-%016x" % fnv64("done-before.hl7")), "w") as f:
+        f.write("done-before.hl7")
+    e.start()
+    try:
+        wait_for(lambda: os.listdir(out) == [], timeout=20, what="the remote file deleted")
+        time.sleep(1.0)
+        assert os.listdir(inb) == [], "copied again: %s" % os.listdir(inb)
+        assert [n for n in os.listdir(state) if n.startswith("r-")] == []
+    finally:
+        check_clean_stop(e)
+
+
 def case_mismatch(tmp, sshd):
     refused(tmp, sshd, "wrong_known_hosts", ["host key mismatch", "refusing to connect"])
 
@@ -275,6 +304,7 @@ CASES = {
     "roundtrip": case_roundtrip,
     "move": case_move,
     "batch": case_batch,
+    "ledger": case_ledger,
     "bad_message": case_bad_message,
     "mismatch": case_mismatch,
     "unknown_host": case_unknown_host,
