@@ -97,7 +97,7 @@ def in_dir(tmp, *p):
 
 
 def case_appearing(tmp):
-    e = engine(tmp, "      stable: 700ms\n").start()
+    e = engine(tmp, "      stable: 1500ms\n").start()
     try:
         wait_for(lambda: os.path.isdir(in_dir(tmp, "done")), what="the source to start")
         write_file(in_dir(tmp, "a.hl7"), msg("A1") + b"\n" + msg("A2"))

@@ -2,9 +2,11 @@
 """The file destination's batch mode against the real binary.
 
   rolls     messages sent over MLLP land in FHS/BHS ... BTS/FTS files rolled
-            by count (max_messages), then by age (max_age) for the rest; BTS-1
-            is the number of messages in each file, every message is there
-            once, in order, files are 0600, no temporary file is left
+            by count (max_messages); BTS-1 is the number of messages in each
+            file, every message is there once, in order, files are 0600, no
+            temporary file is left; those staged at shutdown are published at
+            the next start
+  age       a batch that does not fill is written max_age after its first
   bytes     rolled by size (max_bytes): no batch over the limit
   crash     messages staged (and ACKed) but not yet in a batch when the
             engine is killed with SIGKILL: the next start publishes them as a
@@ -59,19 +61,44 @@ def send_all(port, ids, pad=0):
 
 
 def case_rolls(tmp):
+    """By count (max_age far away, so timing cannot roll a batch early)."""
     port = free_port()
-    e = engine(tmp, port, "{ max_messages: 10, max_age: 700ms }").start(wait_ports=[port])
+    e = engine(tmp, port, "{ max_messages: 10, max_age: 1h }").start(wait_ports=[port])
     out = os.path.join(tmp, "out")
     try:
         ids = ["R%03d" % i for i in range(25)]
         send_all(port, ids)
-        wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 25, timeout=15,
-                 what="25 messages in batch files")
+        wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 20, timeout=15,
+                 what="20 messages in batch files")
+        time.sleep(0.5)
         bs = batches(out)
-        assert [len(b[1]) for b in bs] == [10, 10, 5], [(b[0], len(b[1])) for b in bs]
+        assert [len(b[1]) for b in bs] == [10, 10], [(b[0], len(b[1])) for b in bs]
         assert all(b[2] == len(b[1]) for b in bs), "BTS-1 is not the message count"
-        assert [i for b in bs for i in b[1]] == ids
+        assert [i for b in bs for i in b[1]] == ids[:20]
         assert [n for n in os.listdir(out) if n.startswith(".batch-tmp")] == []
+        assert os.path.getsize(os.path.join(out, ".batch.stage")) > 0  # the 5 others
+    finally:
+        check_clean_stop(e)
+    # The 5 staged at shutdown are published at the next start.
+    e = engine(tmp, port, "{ max_messages: 10, max_age: 1h }").start(wait_ports=[port])
+    try:
+        wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 25, timeout=15,
+                 what="the 5 staged published")
+        assert [i for b in batches(out) for i in b[1]] == ids
+    finally:
+        check_clean_stop(e)
+
+
+def case_age(tmp):
+    """By age: a batch that does not fill is written max_age after its first message."""
+    port = free_port()
+    e = engine(tmp, port, "{ max_messages: 1000, max_age: 500ms }").start(wait_ports=[port])
+    out = os.path.join(tmp, "out")
+    try:
+        send_all(port, ["A1", "A2", "A3"])
+        wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 3, timeout=10,
+                 what="3 messages in a batch written by age")
+        assert all(b[2] == len(b[1]) for b in batches(out))
         assert os.path.getsize(os.path.join(out, ".batch.stage")) == 0
     finally:
         check_clean_stop(e)
@@ -80,14 +107,15 @@ def case_rolls(tmp):
 def case_bytes(tmp):
     port = free_port()
     size = len(adt(ctl="B000", pid_name="DOE" + "X" * 400))
-    e = engine(tmp, port, "{ max_bytes: %d, max_age: 500ms }" % (size * 4 + 10)).start(
+    e = engine(tmp, port, "{ max_bytes: %d, max_age: 1h }" % (size * 4 + 10)).start(
         wait_ports=[port])
     out = os.path.join(tmp, "out")
     try:
         send_all(port, ["B%03d" % i for i in range(9)], pad=400)
-        wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 9, timeout=15,
-                 what="9 messages in batch files")
-        assert [len(b[1]) for b in batches(out)] == [4, 4, 1]
+        wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 8, timeout=15,
+                 what="8 messages in batch files")
+        time.sleep(0.3)
+        assert [len(b[1]) for b in batches(out)] == [4, 4]
     finally:
         check_clean_stop(e)
 
@@ -121,7 +149,7 @@ def case_crash(tmp):
         check_clean_stop(e2)
 
 
-CASES = {"rolls": case_rolls, "bytes": case_bytes, "crash": case_crash}
+CASES = {"rolls": case_rolls, "age": case_age, "bytes": case_bytes, "crash": case_crash}
 
 
 def main():
