@@ -71,14 +71,16 @@
 #include <stdint.h>
 
 #include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
+#include "kafka_conf.h" /* channels/kafka: cad_kafka_dest_conf_t, cad_kafka_src_conf_t */
 #include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t, listener options */
+#include "pg_conf.h"    /* channels/postgres: cad_pg_dest_conf_t */
 #include "routes.h"
 #include "tls_conf.h"  /* channels/net: cad_tls_server_conf_t */
 #include "transport.h" /* channels/net: TLS options, cad_cidr_t */
 
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
 typedef enum { CAD_LOG_KV = 0, CAD_LOG_JSON } cad_log_format_t;
-typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP } cad_dest_type_t;
+typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP, CAD_DEST_KAFKA, CAD_DEST_POSTGRES } cad_dest_type_t;
 
 /* The options of a channel kind are the channel's own types (channels/):
  * the configuration fills them, and the engine hands them over as they are.
@@ -127,6 +129,8 @@ typedef struct cad_conf_dest {
    * mllp.tls_enabled (channels/mllp/mllp_conf.h). */
   cad_file_dest_opts_t file;
   cad_mllp_dest_conf_t mllp;
+  cad_kafka_dest_conf_t kafka; /* type kafka (channels/kafka/kafka_conf.h) */
+  cad_pg_dest_conf_t postgres; /* type postgres (channels/postgres/pg_conf.h) */
   /* delivery (every type): retries, then dead letter or block */
   uint64_t retry_initial_ms;   /* default 1000 */
   uint64_t retry_max_ms;       /* default 60000 */
@@ -181,6 +185,7 @@ typedef struct cad_conf_channel {
   cad_mllp_listener_opts_t listener;
   cad_ack_policy_t ack_policy; /* ack.policy, default persisted */
   cad_conf_tls_server_t tls;   /* `tls:`; tls.enabled false = plain TCP */
+  cad_kafka_src_conf_t kafka;  /* `listen_kafka:`; kafka.enabled false = none */
   size_t *to;                  /* indexes into cad_config_t.dests */
   size_t nto;
   cad_routes_t *routes; /* compiled routes (from `routes:` or `to:`), owned */

@@ -192,13 +192,15 @@ static const conf_section_t channel_tail;
 /* A channel takes messages from at least one source: `listen:` (MLLP) or
  * another source kind's key (engine/runtime/source.h; a new kind adds its
  * test here). */
-static bool has_source(const cad_conf_channel_t *ch) { return ch->nlisten > 0; }
+static bool has_source(const cad_conf_channel_t *ch) {
+  return ch->nlisten > 0 || ch->kafka.enabled;
+}
 
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *map, void *obj, const bool *seen) {
   const cad_conf_channel_t *ch = obj;
   /* (a `listen:` written but not valid has its own error already) */
-  if (!has_source(ch) && !cad_yaml_get(map, "listen"))
+  if (!has_source(ch) && !cad_yaml_get(map, "listen") && !cad_yaml_get(map, "listen_kafka"))
     cad_conf_errf(r, key,
                   "missing 'listen' %s (the addresses to accept MLLP connections on, like "
                   "127.0.0.1:2575)",
@@ -223,6 +225,9 @@ static const conf_key_t channel_tail_keys[] = {
     CUSTOM_KEY("to", set_dest_refs, 0, "the destinations every accepted message goes to"),
     {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls),
      CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_tls_server_conf, "MLLP over TLS"},
+    {"listen_kafka", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, kafka),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad__conf_kafka_src,
+     "a Kafka topic read by a consumer group"},
     CUSTOM_KEY("allow", set_allow, 0, "the client addresses accepted (CIDR)"),
     CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),

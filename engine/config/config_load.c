@@ -558,6 +558,7 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->mllp.tls.cert_file);
   FREE_OWNED(d->mllp.tls.key_file);
   free(d->order_by);
+  cad__conf_kafkapg_free_dest(d);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {
@@ -575,6 +576,7 @@ static void free_channel(cad_conf_channel_t *ch) {
   FREE_OWNED(t->allowed_clients);
   FREE_OWNED(ch->listener.allow);
   cad__conf_arch_index_free(&ch->archive.index);
+  cad__conf_kafkapg_free_channel(ch);
 }
 
 void cad_config_free(cad_config_t *c) {
