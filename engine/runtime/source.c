@@ -10,8 +10,10 @@
 #include "log.h"
 
 /* The kinds, one line each. */
+extern const cad_source_kind_t cad_source_kind_kafka; /* src_kafka.c */
 static const cad_source_kind_t *const kinds[] = {
     NULL, /* placeholder so the table is never empty */
+    &cad_source_kind_kafka,
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 

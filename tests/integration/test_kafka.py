@@ -164,8 +164,90 @@ def test_broker_down_then_up_nothing_lost_order_kept(binary, tmp):
         check_order(msgs, sent)
 
 
+def kcat_produce(bootstrap, topic, msgs):
+    """Produce with kcat (-P), one message per line, key before a tab."""
+    data = b"".join(k.encode() + b"\t" + m + b"\n" for k, m in msgs)
+    r = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-K", "\t"], input=data,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+SOURCE = """  in:
+    listen_kafka:
+      brokers: "%s"
+      topic: hl7.in
+      group: cad-test
+      max_in_flight: 16
+      # A killed member's partitions move after its session times out.
+      librdkafka: { session.timeout.ms: 6000, heartbeat.interval.ms: 500 }
+    to: [out]
+"""
+FILE_DEST = """  out:
+    type: file
+    dir: %s/out
+"""
+
+
+def out_ctls(tmp):
+    d = os.path.join(tmp, "out")
+    return {f[:-4] for f in os.listdir(d) if f.endswith(".hl7")} if os.path.isdir(d) else set()
+
+
+def test_kcat_produces_messages_flow_through_channel(binary, tmp):
+    with Mock(binary, 1, "hl7.in:2") as mock:
+        msgs = [("P%d" % (i % 4), oru("IN%04d" % i, "P%d" % (i % 4))) for i in range(50)]
+        msgs.insert(20, ("PX", b"this is not HL7 at all"))
+        kcat_produce(mock.bootstrap, "hl7.in", msgs)
+        eng = Engine(binary, tmp, SOURCE % mock.bootstrap, FILE_DEST % tmp).start()
+        try:
+            wait_for(lambda: len(out_ctls(tmp)) == 50, timeout=60,
+                     what="the 50 messages in the file destination")
+            r = None
+
+            def dead():
+                nonlocal r
+                r = subprocess.run([binary, "queue", "list", os.path.join(tmp, "data"),
+                                    "channel:in", "--dead"], capture_output=True, text=True,
+                                   timeout=30)
+                return "kafka:hl7.in/" in r.stdout
+            wait_for(dead, timeout=30, what="the unparseable message in the dead letters")
+        finally:
+            check_clean_stop(eng)
+        assert out_ctls(tmp) == {"IN%04d" % i for i in range(50)}
+        log = eng.log()
+        assert "kafka:hl7.in/" in log, log[-2000:]
+        # Offsets were committed: a second run reads nothing again.
+        shutil.rmtree(os.path.join(tmp, "out"))
+        eng2 = Engine(binary, tmp, SOURCE % mock.bootstrap, FILE_DEST % tmp).start()
+        try:
+            time.sleep(4)
+            assert out_ctls(tmp) == set(), sorted(out_ctls(tmp))[:5]
+        finally:
+            check_clean_stop(eng2)
+
+
+def test_sigkill_while_consuming_skips_nothing(binary, tmp):
+    with Mock(binary, 1, "hl7.in:3") as mock:
+        n = 400
+        kcat_produce(mock.bootstrap, "hl7.in",
+                     [("P%d" % (i % 7), oru("KL%04d" % i, "P%d" % (i % 7))) for i in range(n)])
+        eng = Engine(binary, tmp, SOURCE % mock.bootstrap, FILE_DEST % tmp).start()
+        wait_for(lambda: len(out_ctls(tmp)) >= 20, timeout=60, what="the first messages")
+        eng.kill()
+        got_before = len(out_ctls(tmp))
+        eng2 = Engine(binary, tmp, SOURCE % mock.bootstrap, FILE_DEST % tmp).start()
+        try:
+            wait_for(lambda: len(out_ctls(tmp)) == n, timeout=90,
+                     what="every message after the restart (had %d)" % got_before)
+        finally:
+            check_clean_stop(eng2)
+        assert out_ctls(tmp) == {"KL%04d" % i for i in range(n)}
+
+
 TESTS = [test_messages_keyed_and_in_order_per_patient,
-         test_broker_down_then_up_nothing_lost_order_kept]
+         test_broker_down_then_up_nothing_lost_order_kept,
+         test_kcat_produces_messages_flow_through_channel,
+         test_sigkill_while_consuming_skips_nothing]
 
 if __name__ == "__main__":
     if not shutil.which("kcat"):

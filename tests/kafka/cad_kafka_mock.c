@@ -46,12 +46,9 @@ int main(int argc, char **argv) {
   char line[128];
   while (fgets(line, sizeof line, stdin)) {
     int id;
-    if (sscanf(line, "down %d", &id) == 1)
-      rd_kafka_mock_broker_set_down(mc, id);
-    else if (sscanf(line, "up %d", &id) == 1)
-      rd_kafka_mock_broker_set_up(mc, id);
-    else if (strncmp(line, "quit", 4) == 0)
-      break;
+    if (sscanf(line, "down %d", &id) == 1) rd_kafka_mock_broker_set_down(mc, id);
+    else if (sscanf(line, "up %d", &id) == 1) rd_kafka_mock_broker_set_up(mc, id);
+    else if (strncmp(line, "quit", 4) == 0) break;
     printf("ok\n");
     fflush(stdout);
   }
