@@ -386,8 +386,9 @@ TEST(empty_sections_take_defaults) {
   CHECK_INT(c->channels[0].listener.ack_style, CAD_ACK_STYLE_AUTO);
   cad_config_free(c);
   /* An empty channel or destination lacks its required keys. */
-  CHECK_ERRORS("destinations:\n  out:\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file or mllp)\n");
+  CHECK_ERRORS(
+      "destinations:\n  out:\n" LAB,
+      "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp, kafka or postgres)\n");
 }
 
 TEST(every_setting) {
@@ -515,8 +516,9 @@ TEST(error_missing_required) {
   CHECK_ERRORS(DESTS "channels:\n  lab: {listen: 127.0.0.1:2575}\n",
                "t.yaml:4:3: missing 'to' or 'routes' in channel 'lab' (where accepted messages "
                "go)\n");
-  CHECK_ERRORS("destinations:\n  out: {dir: x}\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file or mllp)\n");
+  CHECK_ERRORS(
+      "destinations:\n  out: {dir: x}\n" LAB,
+      "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp, kafka or postgres)\n");
   CHECK_ERRORS("", "t.yaml: no channels: define at least one under 'channels:'\n");
   CHECK_ERRORS("channels:\n", "t.yaml: no channels: define at least one under 'channels:'\n");
 }
@@ -618,8 +620,9 @@ TEST(error_file_destination) {
   CHECK_ERRORS("destinations:\n  out: {type: file, dir: x, dir_mode: 1777}\n" LAB,
                "t.yaml:2:39: dir_mode: expected permission bits in octal from 0000 to 0777, "
                "like 0640, got '1777'\n");
-  CHECK_ERRORS("destinations:\n  out: {type: [file], dir: x}\n" LAB,
-               "t.yaml:2:15: type: expected one of file or mllp, got a sequence\n");
+  CHECK_ERRORS(
+      "destinations:\n  out: {type: [file], dir: x}\n" LAB,
+      "t.yaml:2:15: type: expected one of file, mllp, kafka or postgres, got a sequence\n");
 }
 
 TEST(error_names) {
