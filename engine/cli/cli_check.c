@@ -66,18 +66,25 @@ static void print_summary(const cad_config_t *c) {
   for (size_t i = 0; i < c->nchannels; i++) {
     const cad_conf_channel_t *ch = &c->channels[i];
     printf("\nchannel '%s'  (%s:%d)\n", ch->name, ch->pos.file, ch->pos.line);
-    printf("  listen      ");
-    for (size_t j = 0; j < ch->nlisten; j++) {
-      if (j) printf(", ");
-      print_listen(&ch->listen[j]);
+    if (ch->kafka.enabled)
+      printf("  kafka       topic %s, group %s, brokers %s; offsets committed once durable\n",
+             ch->kafka.topic, ch->kafka.group, ch->kafka.brokers);
+    if (ch->nlisten == 0 && ch->kafka.enabled) {
+      /* no MLLP listener */
+    } else {
+      printf("  listen      ");
+      for (size_t j = 0; j < ch->nlisten; j++) {
+        if (j) printf(", ");
+        print_listen(&ch->listen[j]);
+      }
+      nlisten += ch->nlisten;
+      if (ch->tls.enabled)
+        printf("  (MLLP over TLS %s%s, certificate %s%s)\n",
+               ch->tls.opts.min_version == CAD_TLS_V1_3 ? "1.3+" : "1.2+",
+               ch->tls.opts.require_client_cert ? ", client certificates required" : "",
+               ch->tls.opts.cert_file, ch->tls.opts.nallowed ? ", named clients only" : "");
+      else printf("  (MLLP)\n");
     }
-    nlisten += ch->nlisten;
-    if (ch->tls.enabled)
-      printf("  (MLLP over TLS %s%s, certificate %s%s)\n",
-             ch->tls.opts.min_version == CAD_TLS_V1_3 ? "1.3+" : "1.2+",
-             ch->tls.opts.require_client_cert ? ", client certificates required" : "",
-             ch->tls.opts.cert_file, ch->tls.opts.nallowed ? ", named clients only" : "");
-    else printf("  (MLLP)\n");
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
                                            "delivered (after the destinations)"};
@@ -130,6 +137,17 @@ static void print_summary(const cad_config_t *c) {
              cad_config_format_duration(d->mllp.sender.ack_timeout_ms, a, sizeof a),
              d->mllp.sender.ae_dead_letter ? "dead letter" : "retry",
              d->mllp.sender.ar_dead_letter ? "dead letter" : "retry");
+    } else if (d->type == CAD_DEST_KAFKA) {
+      printf("  produces    to topic %s on %s, key %s; idempotent, acks=all\n", d->kafka.topic,
+             d->kafka.brokers, d->kafka.key_path);
+    } else if (d->type == CAD_DEST_POSTGRES) {
+      printf(
+          "  runs        SQL on PostgreSQL (%s%s), %s, %zu parameter(s), up to %u messages per "
+          "transaction\n",
+          d->postgres.conninfo_env ? "connection string from $" : "libpq's environment",
+          d->postgres.conninfo_env ? d->postgres.conninfo_env : "",
+          d->postgres.rows ? "one row per segment" : "one row per message", d->postgres.nparams,
+          d->postgres.batch);
     }
     printf("  delivery    in order; retry from %s up to %s, %u attempts, then %s",
            cad_config_format_duration(d->retry_initial_ms, a, sizeof a),
