@@ -147,7 +147,7 @@ static int make_producer(cad_kafka_dest_t *d, char *err, size_t cap) {
   const char *set[][2] = {
       {"partitioner", "murmur2_random"},
       {"message.timeout.ms", "30000"},
-      {"linger.ms", "5"},
+      {"linger.ms", "1"},
   };
   for (size_t i = 0; i < sizeof set / sizeof set[0]; i++)
     rd_kafka_conf_set(kc, set[i][0], set[i][1], e, sizeof e);
