@@ -11,6 +11,7 @@ third-party consumer.
 
 Usage: test_kafka.py CADUCEUS_BINARY [TEST]"""
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -18,8 +19,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import (PATIENT, Engine, check_clean_stop, connect, field, fields,  # noqa: E402
-                         free_port, run_tests, send_recv, wait_for)
+from engine_util import (PATIENT, Engine, check_clean_stop, connect, field,  # noqa: E402
+                         fields, free_port, run_tests, send_recv, wait_for)
 
 
 def mock_path(binary):
@@ -244,10 +245,38 @@ def test_sigkill_while_consuming_skips_nothing(binary, tmp):
         assert out_ctls(tmp) == {"KL%04d" % i for i in range(n)}
 
 
+def test_backed_up_channel_pauses_reading_bounded(binary, tmp):
+    """ack.policy delivered to a receiver that is not there: the source holds
+    at most max_in_flight (16) messages (plus one poll turn) while 400 wait
+    in Kafka; when the receiver comes up every one arrives."""
+    from engine_util import FakeReceiver
+    with Mock(binary, 1, "hl7.in:2") as mock:
+        n = 400
+        kcat_produce(mock.bootstrap, "hl7.in",
+                     [("P%d" % (i % 5), oru("BP%04d" % i, "P%d" % (i % 5))) for i in range(n)])
+        rport = free_port()
+        src = SOURCE.replace("    to: [out]\n", "    ack: {policy: delivered}\n    to: [ehr]\n")
+        dest = ("  ehr:\n    type: mllp\n    host: 127.0.0.1\n    port: %d\n"
+                "    retry: {initial: 100ms, max: 300ms, attempts: 1000000}\n" % rport)
+        eng = Engine(binary, tmp, src % mock.bootstrap, dest).start()
+        try:
+            time.sleep(6)  # group join, then reading until paused
+            counts = [int(x) for x in re.findall(r"event=stats channel=in received=(\d+)", eng.log())]
+            assert counts, eng.log()[-2000:]
+            # max_in_flight 16, plus at most one poll turn (64) read while pausing.
+            assert max(counts) <= 16 + 64, counts
+            with FakeReceiver(port=rport) as rx:
+                rx.wait(lambda ms: len({m.ctl for m in ms}) >= n, timeout=120,
+                        what="every message at the receiver")
+        finally:
+            check_clean_stop(eng)
+
+
 TESTS = [test_messages_keyed_and_in_order_per_patient,
          test_broker_down_then_up_nothing_lost_order_kept,
          test_kcat_produces_messages_flow_through_channel,
-         test_sigkill_while_consuming_skips_nothing]
+         test_sigkill_while_consuming_skips_nothing,
+         test_backed_up_channel_pauses_reading_bounded]
 
 if __name__ == "__main__":
     if not shutil.which("kcat"):
