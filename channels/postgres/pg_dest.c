@@ -38,7 +38,6 @@ struct cad_pg_dest {
   uv_timer_t *timer; /* starts a batch on the next turn of the loop; malloc'd */
   state_t st;
   bool closing;
-  bool in_cb; /* answering deliveries: no batch starts inside */
   /* Deliveries in order: [0, nrun) belong to the running batch. */
   item_t items[MAX_BATCH];
   size_t n, nrun;
@@ -151,22 +150,17 @@ static int poll_want(cad_pg_dest_t *d, int events) {
   return 0;
 }
 
-/* Answer items [from, to) with outcome, in order, and drop them. */
-static void answer(cad_pg_dest_t *d, size_t from, size_t to, int outcome, const char *detail) {
-  (void)from;
-  /* Always from the head: callers answer a prefix. */
-  size_t cnt = to;
+/* Answer the first cnt items with outcome, in order, and drop them (they
+ * are copied out first: a callback may hand over the next delivery). */
+static void answer(cad_pg_dest_t *d, size_t cnt, int outcome, const char *detail) {
   item_t done[MAX_BATCH];
   memcpy(done, d->items, cnt * sizeof *done);
   memmove(d->items, d->items + cnt, (d->n - cnt) * sizeof *d->items);
   d->n -= cnt;
   d->nrun = d->nrun > cnt ? d->nrun - cnt : 0;
-  d->in_cb = true;
   for (size_t i = 0; i < cnt; i++) done[i].cb(done[i].ud, outcome, outcome ? detail : NULL);
-  d->in_cb = false;
 }
 
-/* Answer everything with RETRY after the first `ok` OK and one failed. */
 static void drop_conn(cad_pg_dest_t *d) {
   poll_drop(d);
   if (d->conn) PQfinish(d->conn);
@@ -176,7 +170,7 @@ static void drop_conn(cad_pg_dest_t *d) {
 
 static void fail_all(cad_pg_dest_t *d, const char *detail) {
   drop_conn(d);
-  answer(d, 0, d->n, CAD_PG_RETRY, detail);
+  answer(d, d->n, CAD_PG_RETRY, detail);
 }
 
 static void kick(cad_pg_dest_t *d);
@@ -216,7 +210,7 @@ static void start_connect(cad_pg_dest_t *d) {
   if (d->conf->conninfo_env) {
     ci = getenv(d->conf->conninfo_env);
     if (!ci) {
-      answer(d, 0, d->n, CAD_PG_RETRY, "conninfo_env variable not set");
+      answer(d, d->n, CAD_PG_RETRY, "conninfo_env variable not set");
       return;
     }
   }
@@ -273,7 +267,7 @@ static void pipeline_done(cad_pg_dest_t *d) {
   size_t nrun = d->nrun;
   if (!d->err_detail[0]) {
     d->cap_next = 0;
-    answer(d, 0, nrun, CAD_PG_OK, NULL);
+    answer(d, nrun, CAD_PG_OK, NULL);
   } else if (d->err_outcome == CAD_PG_FAIL && d->err_item > 0 && !d->err_committed_before) {
     /* Rolled back: the ones before the failed one go again on their own,
      * then the failed one alone, to be sure it is the one. */
@@ -283,10 +277,10 @@ static void pipeline_done(cad_pg_dest_t *d) {
     char detail[sizeof d->err_detail];
     memcpy(detail, d->err_detail, sizeof detail);
     d->cap_next = 0;
-    if (k > 0) answer(d, 0, k, CAD_PG_OK, NULL); /* committed before it */
-    answer(d, 0, 1, CAD_PG_FAIL, detail);
+    if (k > 0) answer(d, k, CAD_PG_OK, NULL); /* committed before it */
+    answer(d, 1, CAD_PG_FAIL, detail);
     /* The worker retries what follows a failed message. */
-    answer(d, 0, d->n, CAD_PG_RETRY, "after a failed message");
+    answer(d, d->n, CAD_PG_RETRY, "after a failed message");
   } else {
     char detail[sizeof d->err_detail];
     memcpy(detail, d->err_detail, sizeof detail);
@@ -464,7 +458,7 @@ void cad_pg_dest_close(cad_pg_dest_t *d) {
   if (!d) return;
   d->closing = true;
   drop_conn(d);
-  answer(d, 0, d->n, CAD_PG_RETRY, "closing");
+  answer(d, d->n, CAD_PG_RETRY, "closing");
   uv_close((uv_handle_t *)d->timer, timer_closed);
   cad_arena_free(&d->arena);
   free(d->owner);

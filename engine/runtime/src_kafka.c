@@ -220,31 +220,58 @@ static void on_reply(void *req, const char *ack, size_t len, unsigned flags) {
   if (rc < 0) dead_lettered(r, rc, NULL, 0);
 }
 
+/* Messages read past the bound (fetched before a pause took effect, or from
+ * a partition assigned since): the lowest offset per partition, to seek
+ * back to, so that they are read again once there is room. */
+static void put_back(ksrc_t *k, rd_kafka_topic_partition_list_t **back,
+                     const rd_kafka_message_t *m) {
+  if (!*back) *back = rd_kafka_topic_partition_list_new(4);
+  if (!rd_kafka_topic_partition_list_find(*back, k->topic, m->partition))
+    rd_kafka_topic_partition_list_add(*back, k->topic, m->partition)->offset = m->offset;
+}
+
+static void seek_back(ksrc_t *k, rd_kafka_topic_partition_list_t *back) {
+  if (!back) return;
+  rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, back, 0);
+  if (e) {
+    log_line(k, CAD_LOG_WARN, "kafka.error", NULL, rd_kafka_error_name(e));
+    rd_kafka_error_destroy(e);
+  }
+  rd_kafka_topic_partition_list_destroy(back);
+  /* Pause the whole assignment again (it may have grown). */
+  k->paused = false;
+  set_paused(k, true);
+}
+
 static void take(ksrc_t *k) {
   if (!k->rk || k->stopping) return;
+  rd_kafka_topic_partition_list_t *back = NULL;
   for (int i = 0; i < POLL_BATCH; i++) {
-    if (!k->paused && k->ninflight >= k->conf->max_in_flight) set_paused(k, true);
+    bool full = k->ninflight >= k->conf->max_in_flight;
+    if (full && !k->paused) set_paused(k, true);
+    /* Polled even when full: it serves the group's heartbeats and
+     * rebalances (max.poll.interval.ms). */
     rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, 0);
-    if (!m) return;
+    if (!m) break;
     if (m->err) {
       if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
         log_line(k, CAD_LOG_WARN, "kafka.error", NULL, rd_kafka_err2name(m->err));
       rd_kafka_message_destroy(m);
       continue;
     }
-    req_t *r = calloc(1, sizeof *r);
+    /* Once one message of a partition is put back, the ones after it are
+     * too: an offset is never committed past one not yet taken. */
+    if (back && rd_kafka_topic_partition_list_find(back, k->topic, m->partition)) full = true;
+    req_t *r = full ? NULL : calloc(1, sizeof *r);
     char *b = r ? malloc(m->len ? m->len : 1) : NULL;
     if (!b) {
-      /* Not taken: seek back so it is read again. */
+      /* Over the bound, or no memory: not taken, read again later. */
       free(r);
-      rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-      rd_kafka_topic_partition_list_add(l, k->topic, m->partition)->offset = m->offset;
-      rd_kafka_seek_partitions(k->rk, l, 0);
-      rd_kafka_topic_partition_list_destroy(l);
+      put_back(k, &back, m);
       rd_kafka_message_destroy(m);
-      return;
+      continue;
     }
-    memcpy(b, m->payload, m->len);
+    if (m->len) memcpy(b, m->payload, m->len);
     r->k = k;
     r->bytes = b;
     r->len = m->len;
@@ -259,6 +286,7 @@ static void take(ksrc_t *k) {
     k->ninflight++;
     feed(k, r);
   }
+  seek_back(k, back);
 }
 
 static void on_pipe(uv_poll_t *h, int status, int events) {
