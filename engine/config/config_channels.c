@@ -216,6 +216,9 @@ static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key
 static const conf_key_t channel_head_keys[] = {
     CUSTOM_KEY("listen", set_listen, 0,
                "the addresses to accept MLLP connections on, like 127.0.0.1:2575"),
+    {"listen_kafka", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, kafka),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad__conf_kafka_src,
+     "a Kafka topic read by a consumer group"},
     {"ack", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
 };
 static const conf_section_t channel_head = {"channel", channel_head_keys,
@@ -225,9 +228,6 @@ static const conf_key_t channel_tail_keys[] = {
     CUSTOM_KEY("to", set_dest_refs, 0, "the destinations every accepted message goes to"),
     {"tls", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, tls),
      CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_tls_server_conf, "MLLP over TLS"},
-    {"listen_kafka", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, kafka),
-     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad__conf_kafka_src,
-     "a Kafka topic read by a consumer group"},
     CUSTOM_KEY("allow", set_allow, 0, "the client addresses accepted (CIDR)"),
     CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),

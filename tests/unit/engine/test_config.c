@@ -448,7 +448,7 @@ TEST(every_setting) {
 
 TEST(error_unknown_key) {
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    foo: 1\n    to: out\n",
-               "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, ack, "
+               "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, listen_kafka, ack, "
                "max_message_size, idle_timeout, frame_timeout, max_connections, to, tls, allow, "
                "routes, unrouted, on_error, tests, charset, archive)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
