@@ -32,8 +32,9 @@ struct cad_kafka_dest {
   uv_timer_t timer;
   int open_handles; /* freed when both are closed */
   bool closing;
-  bool fatal;  /* the producer hit a fatal error: remade when idle */
-  bool failed; /* a message of the current window failed */
+  bool fatal;   /* the producer hit a fatal error: remade when idle */
+  bool failed;  /* a message of the current window failed */
+  bool refused; /* one was refused before it left: take no more until answered */
   /* Messages in flight, answered in order: ids [head, tail). */
   slot_t slots[CAD_KAFKA_WINDOW];
   uint64_t head, tail;
@@ -86,7 +87,7 @@ static void answer_head(cad_kafka_dest_t *d) {
       copy.outcome = CAD_KAFKA_RETRY;
       snprintf(copy.detail, sizeof copy.detail, "after a failed message");
     }
-    if (d->head == d->tail) d->failed = false;
+    if (d->head == d->tail) d->failed = d->refused = false;
     copy.cb(copy.ud, copy.outcome, copy.outcome ? copy.detail : NULL);
   }
 }
@@ -230,6 +231,9 @@ int cad_kafka_dest_deliver(cad_kafka_dest_t *d, const char *p, size_t len, cad_k
                            void *ud) {
   if (d->closing) return CAD_E_STATE;
   if (d->tail - d->head >= CAD_KAFKA_WINDOW) return CAD_E_FULL;
+  /* After a refused message the ones behind it wait for its answer (the
+   * worker hands them over again), so they are not sent twice. */
+  if (d->refused) return CAD_E_STATE;
   if (d->fatal) {
     if (d->head != d->tail) return CAD_E_STATE; /* the rest report first */
     drop_producer(d);
@@ -252,6 +256,7 @@ int cad_kafka_dest_deliver(cad_kafka_dest_t *d, const char *p, size_t len, cad_k
     s->done = true;
     s->outcome = CAD_KAFKA_FAIL;
     snprintf(s->detail, sizeof s->detail, "no topic (%s)", cad_err_name(tl));
+    d->refused = true;
     uv_timer_start(&d->timer, on_tick, 0, 100);
     return 0;
   }
@@ -280,7 +285,16 @@ int cad_kafka_dest_deliver(cad_kafka_dest_t *d, const char *p, size_t len, cad_k
       RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)id), RD_KAFKA_V_END);
   if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
     rd_kafka_headers_destroy(hdrs); /* not taken on failure */
-    return e == RD_KAFKA_RESP_ERR__QUEUE_FULL ? CAD_E_FULL : CAD_E_IO;
+    if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) return CAD_E_FULL;
+    /* Refused before it left (too large for message.max.bytes, an unknown
+     * topic, ...): answered like a delivery report, in order. */
+    d->tail++;
+    s->done = true;
+    s->outcome = permanent(e) ? CAD_KAFKA_FAIL : CAD_KAFKA_RETRY;
+    snprintf(s->detail, sizeof s->detail, "%s", rd_kafka_err2name(e));
+    d->refused = true;
+    uv_timer_start(&d->timer, on_tick, 0, 100);
+    return 0;
   }
   d->tail++;
   return 0;

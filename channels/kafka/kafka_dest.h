@@ -20,7 +20,10 @@
  *             message.timeout.ms, default here 30 s; not enough replicas;
  *             a fatal idempotence error) is RETRY.  Reports are answered in
  *             the order the messages were handed over; after one that
- *             failed, the rest of that window are RETRY.
+ *             failed, the rest of that window are RETRY.  A message librdkafka
+ *             refuses before it leaves (larger than message.max.bytes) is
+ *             answered the same way, and nothing more is taken until it is
+ *             (so the ones behind it are not sent twice).
  *
  * Memory: librdkafka copies each message (bounded by its own
  * queue.buffering.max.* settings and by the window of 64 in flight); the

@@ -165,6 +165,32 @@ def test_broker_down_then_up_nothing_lost_order_kept(binary, tmp):
         check_order(msgs, sent)
 
 
+def test_message_too_large_is_dead_lettered_others_delivered(binary, tmp):
+    with Mock(binary, 1, "hl7.ORU:1") as mock:
+        port = free_port()
+        dest = DEST.replace("linger.ms: 2", "linger.ms: 2, message.max.bytes: 1000") + \
+            "    on_failure: dead_letter\n"
+        eng = Engine(binary, tmp, "  lab:\n    listen: [\"127.0.0.1:%d\"]\n    to: [bus]\n" % port,
+                     dest % mock.bootstrap).start(wait_ports=[port])
+        try:
+            s = connect(port)
+            big = oru("BIG1", "P1").replace(b"OBX|1|NM|", b"NTE|1||" + b"x" * 1500 + b"\rOBX|1|NM|")
+            for ctl, m in (("S1", oru("S1", "P1")), ("BIG1", big), ("S2", oru("S2", "P1"))):
+                assert field(fields(send_recv(s, m)), "MSA", 1) == "AA"
+            s.close()
+            msgs = kcat_read(mock.bootstrap, "hl7.ORU", 2)
+            got = [field(fields(m["payload"].encode()), "MSH", 10) for m in msgs]
+            assert got == ["S1", "S2"], got
+
+            def dead():
+                r = subprocess.run([binary, "queue", "list", os.path.join(tmp, "data"), "bus",
+                                    "--dead"], capture_output=True, text=True, timeout=30)
+                return "BIG1" in r.stdout and "MSG_SIZE_TOO_LARGE" in r.stdout
+            wait_for(dead, timeout=20, what="the large message in the dead letters")
+        finally:
+            check_clean_stop(eng)
+
+
 def kcat_produce(bootstrap, topic, msgs):
     """Produce with kcat (-P), one message per line, key before a tab."""
     data = b"".join(k.encode() + b"\t" + m + b"\n" for k, m in msgs)
@@ -276,7 +302,8 @@ TESTS = [test_messages_keyed_and_in_order_per_patient,
          test_broker_down_then_up_nothing_lost_order_kept,
          test_kcat_produces_messages_flow_through_channel,
          test_sigkill_while_consuming_skips_nothing,
-         test_backed_up_channel_pauses_reading_bounded]
+         test_backed_up_channel_pauses_reading_bounded,
+         test_message_too_large_is_dead_lettered_others_delivered]
 
 if __name__ == "__main__":
     if not shutil.which("kcat"):
