@@ -253,6 +253,30 @@ def test_kcat_produces_messages_flow_through_channel(binary, tmp):
             check_clean_stop(eng2)
 
 
+def test_reload_keeps_the_consumer_and_a_changed_topic_restarts_it(binary, tmp):
+    import signal
+    with Mock(binary, 1, "hl7.in:1", "hl7.other:1") as mock:
+        kcat_produce(mock.bootstrap, "hl7.in", [("P1", oru("RL%04d" % i, "P1")) for i in range(5)])
+        eng = Engine(binary, tmp, SOURCE % mock.bootstrap, FILE_DEST % tmp).start()
+        try:
+            wait_for(lambda: len(out_ctls(tmp)) == 5, timeout=60, what="the first 5")
+            eng.signal(signal.SIGHUP)  # same configuration: the source is kept
+            kcat_produce(mock.bootstrap, "hl7.in",
+                         [("P1", oru("RL%04d" % i, "P1")) for i in range(5, 10)])
+            wait_for(lambda: len(out_ctls(tmp)) == 10, timeout=60, what="5 more after SIGHUP")
+            assert "kafka source stopping" not in eng.log()
+            eng.write_config(SOURCE.replace("topic: hl7.in", "topic: hl7.other") % mock.bootstrap,
+                             FILE_DEST % tmp)
+            eng.signal(signal.SIGHUP)  # its topic changed: stopped and started again
+            kcat_produce(mock.bootstrap, "hl7.other",
+                         [("P1", oru("RL%04d" % i, "P1")) for i in range(10, 15)])
+            wait_for(lambda: len(out_ctls(tmp)) == 15, timeout=60, what="the other topic's 5")
+            assert "kafka source stopping" in eng.log()
+        finally:
+            check_clean_stop(eng)
+        assert out_ctls(tmp) == {"RL%04d" % i for i in range(15)}
+
+
 def test_sigkill_while_consuming_skips_nothing(binary, tmp):
     with Mock(binary, 1, "hl7.in:3") as mock:
         n = 400
@@ -303,7 +327,8 @@ TESTS = [test_messages_keyed_and_in_order_per_patient,
          test_kcat_produces_messages_flow_through_channel,
          test_sigkill_while_consuming_skips_nothing,
          test_backed_up_channel_pauses_reading_bounded,
-         test_message_too_large_is_dead_lettered_others_delivered]
+         test_message_too_large_is_dead_lettered_others_delivered,
+         test_reload_keeps_the_consumer_and_a_changed_topic_restarts_it]
 
 if __name__ == "__main__":
     if not shutil.which("kcat"):
