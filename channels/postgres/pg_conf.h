@@ -18,6 +18,7 @@
  *         $3: OBX[*]-3.1
  *         $4: OBX[*]-5
  *       batch: 64                   # messages per transaction
+ *       timeout: 60s                # connect or batch longer than this: retry
  *
  * Without `rows:` the statement runs once per message and a `[*]` takes the
  * first match.  A parameter whose element is absent or empty is NULL.
@@ -38,8 +39,9 @@ typedef struct cad_pg_dest_conf {
   const char *sql;          /* the statement, required */
   char **params;            /* params[i] is $(i+1)'s HL7 path text; owned, nparams */
   size_t nparams;
-  const char *rows; /* a segment id: one row per occurrence; NULL = one per message */
-  uint32_t batch;   /* messages per transaction, default 64 */
+  const char *rows;    /* a segment id: one row per occurrence; NULL = one per message */
+  uint32_t batch;      /* messages per transaction, default 64 */
+  uint64_t timeout_ms; /* a connection or a batch not through by then is retried, default 60 s */
 } cad_pg_dest_conf_t;
 
 #endif

@@ -113,6 +113,7 @@ int cad_pg_rows(const cad_pg_dest_conf_t *conf, const char *p, size_t len, cad_a
 /* ---- the connection --------------------------------------------------- */
 
 static void on_poll(uv_poll_t *h, int status, int events);
+static void on_timer(uv_timer_t *t);
 static void start_batch(cad_pg_dest_t *d);
 
 static void poll_closed(uv_handle_t *h) { free(h); }
@@ -169,6 +170,7 @@ static void drop_conn(cad_pg_dest_t *d) {
 }
 
 static void fail_all(cad_pg_dest_t *d, const char *detail) {
+  uv_timer_stop(d->timer);
   drop_conn(d);
   answer(d, d->n, CAD_PG_RETRY, detail);
 }
@@ -220,6 +222,7 @@ static void start_connect(cad_pg_dest_t *d) {
     return;
   }
   d->st = ST_CONNECTING;
+  uv_timer_start(d->timer, on_timer, d->conf->timeout_ms ? d->conf->timeout_ms : 60000, 0);
   connect_step(d);
 }
 
@@ -250,6 +253,7 @@ static void note_error(cad_pg_dest_t *d, const PGresult *r) {
 }
 
 static void pipeline_done(cad_pg_dest_t *d) {
+  uv_timer_stop(d->timer);
   if (d->st == ST_PREPARING) {
     if (d->err_detail[0]) {
       /* The statement was refused (a syntax error, a missing table): no
@@ -402,6 +406,7 @@ static void start_batch(cad_pg_dest_t *d) {
     return;
   }
   d->st = ST_BATCH;
+  uv_timer_start(d->timer, on_timer, d->conf->timeout_ms ? d->conf->timeout_ms : 60000, 0);
   int fl = PQflush(d->conn);
   if (fl < 0 || poll_want(d, UV_READABLE | (fl == 1 ? UV_WRITABLE : 0)) < 0)
     fail_all(d, "connection lost");
@@ -409,7 +414,14 @@ static void start_batch(cad_pg_dest_t *d) {
 
 static void on_timer(uv_timer_t *t) {
   cad_pg_dest_t *d = t->data;
-  if (d->closing || d->n == 0) return;
+  if (d->closing) return;
+  if (d->st == ST_CONNECTING || d->st == ST_PREPARING || d->st == ST_BATCH) {
+    /* Not through in time (a server that stopped answering): the
+     * connection is dropped, the messages retried. */
+    fail_all(d, "timeout");
+    return;
+  }
+  if (d->n == 0) return;
   if (d->st == ST_DOWN) start_connect(d);
   else if (d->st == ST_IDLE) start_batch(d);
 }

@@ -315,6 +315,8 @@ static const conf_key_t pg_dest_keys[] = {
      "a segment id: one row per occurrence, like OBX"},
     {"batch", CAD_CONF_U32, offsetof(cad_pg_dest_conf_t, batch), 0, "64", 1, 1024, NULL,
      "messages per transaction"},
+    {"timeout", CAD_CONF_DURATION, offsetof(cad_pg_dest_conf_t, timeout_ms), 0, "60s", 1000,
+     3600000, NULL, "how long a connection or a batch may take before it is retried"},
 };
 const conf_section_t cad__conf_pg_dest = {"destination", pg_dest_keys, CAD_CONF_NKEYS(pg_dest_keys),
                                           check_pg_dest};

@@ -45,8 +45,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cad_arena_t a;
   cad_arena_init(&a, 4096, 8u << 20);
   char *params[] = {"MSH-10", "OBX[*]-1", "OBX[*]-3.1", "OBX[*]-5", "PID-3[*].1", "PID-5"};
-  cad_pg_dest_conf_t with_rows = {NULL, "x", params, 6, "OBX", 64};
-  cad_pg_dest_conf_t one_row = {NULL, "x", params, 6, NULL, 64};
+  cad_pg_dest_conf_t with_rows = {NULL, "x", params, 6, "OBX", 64, 60000};
+  cad_pg_dest_conf_t one_row = {NULL, "x", params, 6, NULL, 64, 60000};
   cad_hl7_msg_t m;
   bool parsed = cad_hl7_parse(&m, p, size, &a, NULL, NULL) == 0;
   size_t nobx = 0;

@@ -55,6 +55,32 @@ class PgServer:
         self._run([PGBIN + "/pg_ctl", "-D", self.data, "-w", "-t", "60", "-m", mode, "stop"],
                   timeout=90, check=False)
 
+    def pids(self):
+        """The server's processes: the postmaster (postmaster.pid) and its children."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            main = int(f.readline())
+        out = [main]
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open("/proc/%s/stat" % d) as f:
+                        st = f.read()
+                    if int(st.rsplit(")", 1)[1].split()[1]) == main:
+                        out.append(int(d))
+                except (OSError, ValueError, IndexError):
+                    pass
+        return out
+
+    def freeze(self, on):
+        """SIGSTOP (on) or SIGCONT the server's own processes: a server that
+        stops answering without closing its connections."""
+        import signal
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGSTOP if on else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def env(self):
         """libpq's environment for this server (what psql and the engine read)."""
         return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": self.user,

@@ -13,6 +13,8 @@ directory, 127.0.0.1, stopped at the end); rows are checked with psql.
   restart     the server stopped mid-stream and started again: every
               message arrives, none twice (the statements upsert), rows
               exactly as sent.
+  frozen      the server's processes stopped (SIGSTOP): the batch times
+              out (timeout: 1s) and is retried; all rows once it answers.
 
 Usage: test_postgres.py CADUCEUS_BINARY [TEST]"""
 import os
@@ -220,7 +222,36 @@ def test_server_stopped_mid_stream_nothing_lost_no_duplicates(binary, tmp):
         assert re.search(r"dest\.retry", eng.log()), "the outage was never seen"
 
 
+def test_server_that_stops_answering_times_out_and_recovers(binary, tmp):
+    with pg_util.PgServer() as pg:
+        pg.psql(TABLE)
+        os.environ["CAD_TEST_PG"] = pg.conninfo()
+        port = free_port()
+        dest = DEST_OBS + "    timeout: 1s\n"
+        eng = Engine(binary, tmp, channel(port), dest).start(wait_ports=[port])
+        try:
+            s = connect(port)
+            for i in range(5):
+                assert msa(send_recv(s, oru("T%03d" % i, nobx=1))) == "AA"
+            wait_for(lambda: pg.psql("select count(*) from obs") == "5", timeout=30,
+                     what="the first rows")
+            pg.freeze(True)
+            try:
+                for i in range(5, 10):
+                    assert msa(send_recv(s, oru("T%03d" % i, nobx=1))) == "AA"
+                wait_for(lambda: "reason=timeout" in eng.log(), timeout=20,
+                         what="a timeout retry in the log")
+            finally:
+                pg.freeze(False)
+            s.close()
+            wait_for(lambda: pg.psql("select count(*) from obs") == "10", timeout=60,
+                     what="every row once the server answers again")
+        finally:
+            check_clean_stop(eng)
+
+
 TESTS = [test_example_rows_through_libpq_environment,
+         test_server_that_stops_answering_times_out_and_recovers,
          test_constraint_violation_dead_letters_with_sqlstate,
          test_server_stopped_mid_stream_nothing_lost_no_duplicates]
 

@@ -38,7 +38,7 @@ static void collect(void *ud, const char *const *values, size_t n) {
 
 TEST(pg_rows_one_per_segment) {
   char *params[] = {"MSH-10", "OBX[*]-1", "OBX[*]-3.1", "OBX[*]-5", "OBX[*]-6", "PID-3.1"};
-  cad_pg_dest_conf_t c = {NULL, "x", params, 6, "OBX", 64};
+  cad_pg_dest_conf_t c = {NULL, "x", params, 6, "OBX", 64, 60000};
   cad_arena_t a;
   cad_arena_init(&a, 4096, 0);
   rows_t r = {0};
@@ -57,7 +57,7 @@ TEST(pg_rows_one_per_segment) {
 
 TEST(pg_rows_without_rows_takes_first) {
   char *params[] = {"PID-5.1", "OBX[*]-3.1", "ZZZ-1"};
-  cad_pg_dest_conf_t c = {NULL, "x", params, 3, NULL, 64};
+  cad_pg_dest_conf_t c = {NULL, "x", params, 3, NULL, 64, 60000};
   cad_arena_t a;
   cad_arena_init(&a, 4096, 0);
   rows_t r = {0};
@@ -69,7 +69,7 @@ TEST(pg_rows_without_rows_takes_first) {
 
 TEST(pg_rows_none_and_bad_input) {
   char *params[] = {"MSH-10"};
-  cad_pg_dest_conf_t c = {NULL, "x", params, 1, "NTE", 64};
+  cad_pg_dest_conf_t c = {NULL, "x", params, 1, "NTE", 64, 60000};
   cad_arena_t a;
   cad_arena_init(&a, 4096, 0);
   rows_t r = {0};
