@@ -5,7 +5,8 @@
  *
  * Checks: a row count that matches the OBX segments of the parsed message
  * (one row without `rows:`), every row with one value per parameter, each
- * NULL or a NUL-terminated string no longer than the message; a rendered
+ * NULL or valid UTF-8 text (what the server is sent: a message in another
+ * character set is converted), at most 3 bytes per byte of the message; a rendered
  * topic of topic characters only, within its buffer, or an error.
  */
 #include <stdint.h>
@@ -36,7 +37,12 @@ static void row(void *ud, const char *const *values, size_t n) {
   seen_t *s = ud;
   if (n != s->nparams) FAIL("row of %zu values, want %zu", n, s->nparams);
   for (size_t i = 0; i < n; i++)
-    if (values[i] && strlen(values[i]) > s->max) FAIL("value longer than the message");
+    if (values[i]) {
+      /* Text that is not UTF-8 is read as windows-1252: up to 3 bytes each. */
+      size_t vl = strlen(values[i]);
+      if (vl > 3 * s->max) FAIL("value longer than the message can give");
+      if (!cad_hl7_is_utf8(values[i], vl)) FAIL("a value that is not UTF-8");
+    }
   s->rows++;
 }
 
