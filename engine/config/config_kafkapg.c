@@ -267,7 +267,6 @@ static void set_params(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *
 static void check_pg_dest(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *map, void *obj, const bool *seen) {
   (void)key;
-  (void)seen;
   cad_pg_dest_conf_t *o = obj;
   if (o->rows) {
     size_t n = strlen(o->rows);
@@ -290,8 +289,10 @@ static void check_pg_dest(const cad_conf_report_t *r, const cad_yaml_node_t *key
                     "'_') that holds the connection string %s",
                     r->where);
   }
-  /* Every $n the statement uses must have a path. */
-  if (o->sql) {
+  /* Every $n the statement uses must have a path (not said again when
+   * `params:` itself was refused). */
+  bool params_refused = cad_conf_seen(&cad__conf_pg_dest, seen, "params") && o->nparams == 0;
+  if (o->sql && !params_refused) {
     for (const char *s = o->sql; (s = strchr(s, '$')) != NULL; s++) {
       if (s[1] < '1' || s[1] > '9') continue;
       long n = strtol(s + 1, NULL, 10);
