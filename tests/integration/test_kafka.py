@@ -165,6 +165,42 @@ def test_broker_down_then_up_nothing_lost_order_kept(binary, tmp):
         check_order(msgs, sent)
 
 
+def test_broker_down_past_message_timeout_retried_nothing_lost(binary, tmp):
+    """Down for longer than message.timeout.ms (1.5 s here): the reports come
+    back as errors, the worker retries, and once the broker is back every
+    message is on the topic, in order per key (a resend may repeat one)."""
+    with Mock(binary, 1, "hl7.ORU:2") as mock:
+        port = free_port()
+        dest = DEST.replace("linger.ms: 2", "linger.ms: 2, message.timeout.ms: 1500")
+        eng = Engine(binary, tmp, "  lab:\n    listen: [\"127.0.0.1:%d\"]\n    to: [bus]\n" % port,
+                     dest % mock.bootstrap).start(wait_ports=[port])
+        sent = []
+        try:
+            s = connect(port)
+            for i in range(5):
+                assert field(fields(send_recv(s, oru("T%04d" % i, "Q%d" % (i % 2)))), "MSA", 1) == "AA"
+                sent.append(("T%04d" % i, "Q%d" % (i % 2)))
+            kcat_read(mock.bootstrap, "hl7.ORU", 5)
+            mock.cmd("down 1")
+            for i in range(5, 20):
+                assert field(fields(send_recv(s, oru("T%04d" % i, "Q%d" % (i % 2)))), "MSA", 1) == "AA"
+                sent.append(("T%04d" % i, "Q%d" % (i % 2)))
+            wait_for(lambda: "dest.retry" in eng.log(), timeout=20, what="a retry after the timeout")
+            mock.cmd("up 1")
+            s.close()
+            deadline = time.monotonic() + 60
+            while True:
+                msgs = kcat_read(mock.bootstrap, "hl7.ORU", 20, timeout=60)
+                ctls = {field(fields(m["payload"].encode()), "MSH", 10) for m in msgs}
+                if ctls == {c for c, _ in sent} or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+        finally:
+            check_clean_stop(eng)
+        assert ctls == {c for c, _ in sent}, sorted(ctls)
+        check_order(msgs, sent)
+
+
 def test_message_too_large_is_dead_lettered_others_delivered(binary, tmp):
     with Mock(binary, 1, "hl7.ORU:1") as mock:
         port = free_port()
@@ -328,7 +364,8 @@ TESTS = [test_messages_keyed_and_in_order_per_patient,
          test_sigkill_while_consuming_skips_nothing,
          test_backed_up_channel_pauses_reading_bounded,
          test_message_too_large_is_dead_lettered_others_delivered,
-         test_reload_keeps_the_consumer_and_a_changed_topic_restarts_it]
+         test_reload_keeps_the_consumer_and_a_changed_topic_restarts_it,
+         test_broker_down_past_message_timeout_retried_nothing_lost]
 
 if __name__ == "__main__":
     if not shutil.which("kcat"):
