@@ -75,6 +75,9 @@ static void print_summary(const cad_config_t *c) {
              ch->listen_sftp.conn.user, ch->listen_sftp.conn.host, ch->listen_sftp.conn.port,
              ch->listen_sftp.dir, (unsigned long long)ch->listen_sftp.poll_ms,
              ch->listen_sftp.conn.known_hosts);
+    if (ch->kafka.enabled)
+      printf("  kafka       topic %s, group %s, brokers %s; offsets committed once durable\n",
+             ch->kafka.topic, ch->kafka.group, ch->kafka.brokers);
     if (ch->nlisten) {
       printf("  listen      ");
       for (size_t j = 0; j < ch->nlisten; j++) {
@@ -154,6 +157,17 @@ static void print_summary(const cad_config_t *c) {
              cad_config_format_duration(d->mllp.sender.ack_timeout_ms, a, sizeof a),
              d->mllp.sender.ae_dead_letter ? "dead letter" : "retry",
              d->mllp.sender.ar_dead_letter ? "dead letter" : "retry");
+    } else if (d->type == CAD_DEST_KAFKA) {
+      printf("  produces    to topic %s on %s, key %s; idempotent, acks=all\n", d->kafka.topic,
+             d->kafka.brokers, d->kafka.key_path);
+    } else if (d->type == CAD_DEST_POSTGRES) {
+      printf(
+          "  runs        SQL on PostgreSQL (%s%s), %s, %zu parameter(s), up to %u messages per "
+          "transaction\n",
+          d->postgres.conninfo_env ? "connection string from $" : "libpq's environment",
+          d->postgres.conninfo_env ? d->postgres.conninfo_env : "",
+          d->postgres.rows ? "one row per segment" : "one row per message", d->postgres.nparams,
+          d->postgres.batch);
     }
     printf("  delivery    in order; retry from %s up to %s, %u attempts, then %s",
            cad_config_format_duration(d->retry_initial_ms, a, sizeof a),

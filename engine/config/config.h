@@ -77,9 +77,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dir_conf.h"  /* channels/dir: cad_dir_source_opts_t (listen_dir:) */
-#include "file_dest.h" /* channels/file: cad_file_dest_opts_t */
-#include "mllp_conf.h" /* channels/mllp: cad_mllp_dest_conf_t, listener options */
+#include "dir_conf.h"   /* channels/dir: cad_dir_source_opts_t (listen_dir:) */
+#include "file_dest.h"  /* channels/file: cad_file_dest_opts_t */
+#include "kafka_conf.h" /* channels/kafka: cad_kafka_dest_conf_t, cad_kafka_src_conf_t */
+#include "mllp_conf.h"  /* channels/mllp: cad_mllp_dest_conf_t, listener options */
+#include "pg_conf.h"    /* channels/postgres: cad_pg_dest_conf_t */
 #include "routes.h"
 #include "sftp_conf.h" /* channels/sftp: listen_sftp:, type: sftp */
 #include "tls_conf.h"  /* channels/net: cad_tls_server_conf_t */
@@ -87,7 +89,13 @@
 
 typedef enum { CAD_LOG_DEBUG = 0, CAD_LOG_INFO, CAD_LOG_WARN, CAD_LOG_ERROR } cad_log_level_t;
 typedef enum { CAD_LOG_KV = 0, CAD_LOG_JSON } cad_log_format_t;
-typedef enum { CAD_DEST_FILE = 1, CAD_DEST_MLLP, CAD_DEST_SFTP } cad_dest_type_t;
+typedef enum {
+  CAD_DEST_FILE = 1,
+  CAD_DEST_MLLP,
+  CAD_DEST_SFTP,
+  CAD_DEST_KAFKA,
+  CAD_DEST_POSTGRES
+} cad_dest_type_t;
 
 /* The options of a channel kind are the channel's own types (channels/):
  * the configuration fills them, and the engine hands them over as they are.
@@ -136,7 +144,9 @@ typedef struct cad_conf_dest {
    * mllp.tls_enabled (channels/mllp/mllp_conf.h). */
   cad_file_dest_opts_t file;
   cad_mllp_dest_conf_t mllp;
-  cad_sftp_dest_opts_t sftp; /* type sftp (channels/sftp/sftp_conf.h) */
+  cad_sftp_dest_opts_t sftp;   /* type sftp (channels/sftp/sftp_conf.h) */
+  cad_kafka_dest_conf_t kafka; /* type kafka (channels/kafka/kafka_conf.h) */
+  cad_pg_dest_conf_t postgres; /* type postgres (channels/postgres/pg_conf.h) */
   /* delivery (every type): retries, then dead letter or block */
   uint64_t retry_initial_ms;   /* default 1000 */
   uint64_t retry_max_ms;       /* default 60000 */
@@ -152,8 +162,8 @@ typedef struct cad_conf_dest {
   cad_conf_pos_t pos;
   /* lanes (every type, docs/lanes.md): N FIFOs delivered in parallel, a
    * message's lane chosen by order_by (engine/runtime/lanes.h) */
-  uint32_t lanes;  /* 1..64, default 1 */
-  char *order_by;  /* owned; NULL = none (required when lanes > 1) */
+  uint32_t lanes; /* 1..64, default 1 */
+  char *order_by; /* owned; NULL = none (required when lanes > 1) */
 } cad_conf_dest_t;
 
 /* `archive:` settings (engine/store/archive.h).  An index field is
@@ -191,6 +201,7 @@ typedef struct cad_conf_channel {
   cad_mllp_listener_opts_t listener;
   cad_ack_policy_t ack_policy; /* ack.policy, default persisted */
   cad_conf_tls_server_t tls;   /* `tls:`; tls.enabled false = plain TCP */
+  cad_kafka_src_conf_t kafka;  /* `listen_kafka:`; kafka.enabled false = none */
   size_t *to;                  /* indexes into cad_config_t.dests */
   size_t nto;
   cad_routes_t *routes; /* compiled routes (from `routes:` or `to:`), owned */
@@ -263,9 +274,9 @@ typedef struct cad_config {
                                    connections may hold in unfinished frames,
                                    default 256 MiB (mllp_listener.h) */
   /* engine.archive (engine/store/archive.h) */
-  bool archive_enabled;       /* default true */
-  uint64_t archive_retain_ms; /* whole days, default 7 days */
-  uint64_t archive_max_bytes; /* 0 = no limit */
+  bool archive_enabled;                /* default true */
+  uint64_t archive_retain_ms;          /* whole days, default 7 days */
+  uint64_t archive_max_bytes;          /* 0 = no limit */
   cad_conf_arch_index_t archive_index; /* engine.archive.index: every channel's */
   bool archive_fts;                    /* engine.archive.fts: full-text index of bodies */
   cad_conf_dest_t *dests;

@@ -195,14 +195,15 @@ static const conf_section_t channel_tail;
  * another source kind's key (engine/runtime/source.h; a new kind adds its
  * test here). */
 static bool has_source(const cad_conf_channel_t *ch) {
-  return ch->nlisten > 0 || ch->listen_dir.enabled || ch->listen_sftp.enabled;
+  return ch->nlisten > 0 || ch->listen_dir.enabled || ch->listen_sftp.enabled || ch->kafka.enabled;
 }
 
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
                           const cad_yaml_node_t *map, void *obj, const bool *seen) {
   const cad_conf_channel_t *ch = obj;
   /* (a `listen:` written but not valid has its own error already) */
-  if (!has_source(ch) && !cad_yaml_get(map, "listen"))
+  if (!has_source(ch) && !cad_yaml_get(map, "listen") && !cad_yaml_get(map, "listen_kafka") &&
+      !cad_yaml_get(map, "listen_dir") && !cad_yaml_get(map, "listen_sftp"))
     cad_conf_errf(r, key,
                   "missing 'listen' %s (the addresses to accept MLLP connections on, like "
                   "127.0.0.1:2575)",
@@ -218,6 +219,9 @@ static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key
 static const conf_key_t channel_head_keys[] = {
     CUSTOM_KEY("listen", set_listen, 0,
                "the addresses to accept MLLP connections on, like 127.0.0.1:2575"),
+    {"listen_kafka", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, kafka),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad__conf_kafka_src,
+     "a Kafka topic read by a consumer group"},
     {"ack", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &ack_section, "how messages are acknowledged"},
 };
 static const conf_section_t channel_head = {"channel", channel_head_keys,

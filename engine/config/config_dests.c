@@ -40,16 +40,19 @@ static const dest_kind_t dest_kinds[] = {
     {"file", CAD_DEST_FILE, &cad_file_dest_conf, offsetof(cad_conf_dest_t, file)},
     {"mllp", CAD_DEST_MLLP, &cad_mllp_dest_conf, offsetof(cad_conf_dest_t, mllp)},
     {"sftp", CAD_DEST_SFTP, &cad_sftp_dest_conf, offsetof(cad_conf_dest_t, sftp)},
+    {"kafka", CAD_DEST_KAFKA, &cad__conf_kafka_dest, offsetof(cad_conf_dest_t, kafka)},
+    {"postgres", CAD_DEST_POSTGRES, &cad__conf_pg_dest, offsetof(cad_conf_dest_t, postgres)},
 };
 #define NKINDS (sizeof dest_kinds / sizeof dest_kinds[0])
 
-static const char *const dest_types[] = {"file", "mllp", "sftp", NULL};
-static const enum_arg_t dest_type_arg = {dest_types, CAD_DEST_FILE, "file, mllp or sftp"};
+static const char *const dest_types[] = {"file", "mllp", "sftp", "kafka", "postgres", NULL};
+static const enum_arg_t dest_type_arg = {dest_types, CAD_DEST_FILE,
+                                         "file, mllp, sftp, kafka or postgres"};
 _Static_assert(sizeof dest_types / sizeof dest_types[0] == NKINDS + 1, "one name per kind");
 
 static const conf_key_t type_keys[] = {
     {"type", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0, &dest_type_arg,
-     "one of: file, mllp or sftp"},
+     "one of: file, mllp, sftp, kafka or postgres"},
 };
 static const conf_section_t type_section = {"destination", type_keys, 1, NULL};
 

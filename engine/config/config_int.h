@@ -174,4 +174,10 @@ void cad__conf_set_admin(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
                          const cad_yaml_node_t *v, void *obj);
 void cad__conf_admin_free(cad_conf_admin_t *a);
 
+/* config_kafkapg.c: the key tables of `type: kafka`, `type: postgres` and a
+ * channel's `listen_kafka:`, and what they own. */
+extern const conf_section_t cad__conf_kafka_dest, cad__conf_pg_dest, cad__conf_kafka_src;
+void cad__conf_kafkapg_free_dest(cad_conf_dest_t *d);
+void cad__conf_kafkapg_free_channel(cad_conf_channel_t *ch);
+
 #endif

@@ -570,6 +570,7 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->sftp.name_tmpl);
   FREE_OWNED(d->sftp.batch.name);
   FREE_OWNED(d->sftp.stage_dir);
+  cad__conf_kafkapg_free_dest(d);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {
@@ -602,6 +603,7 @@ static void free_channel(cad_conf_channel_t *ch) {
   FREE_OWNED(ls->pattern);
   FREE_OWNED(ls->move_to);
   FREE_OWNED(ls->spool);
+  cad__conf_kafkapg_free_channel(ch);
 }
 
 void cad_config_free(cad_config_t *c) {

@@ -10,9 +10,8 @@
 #include "dest_kinds_int.h"
 
 static const cad_dest_kind_t *const kinds[] = {
-    &cad_dest_kind_file,
-    &cad_dest_kind_mllp,
-    &cad_dest_kind_sftp,
+    &cad_dest_kind_file,     &cad_dest_kind_mllp,  &cad_dest_kind_sftp,
+    &cad_dest_kind_postgres, &cad_dest_kind_kafka,
 };
 
 const cad_dest_kind_t *cad_dest_kind_find(cad_dest_type_t t) {

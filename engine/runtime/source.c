@@ -12,10 +12,12 @@
 #include "src_sftp.h"
 
 /* The kinds, one line each. */
+extern const cad_source_kind_t cad_source_kind_kafka; /* src_kafka.c */
 static const cad_source_kind_t *const kinds[] = {
     NULL, /* placeholder so the table is never empty */
     &cad_source_dir,
     &cad_source_sftp,
+    &cad_source_kind_kafka,
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
