@@ -143,6 +143,15 @@ static void print_summary(const cad_config_t *c) {
       size_t n = strlen(fo->dir);
       printf("  writes      one file per message in %s%s, named \"%s\"\n", fo->dir,
              n && fo->dir[n - 1] == '/' ? "" : "/", fo->name_tmpl);
+    } else if (d->type == CAD_DEST_SFTP && d->sftp.batch.enabled) {
+      printf(
+          "  writes      HL7 batch files over SFTP to %s@%s:%d %s named \"%s\" (UTC), each at "
+          "most %u messages or %s, closed after %s, made in %s; host key checked against %s\n",
+          d->sftp.conn.user, d->sftp.conn.host, d->sftp.conn.port, d->sftp.dir,
+          d->sftp.batch.name ? d->sftp.batch.name : "", d->sftp.batch.max_messages,
+          cad_config_format_size(d->sftp.batch.max_bytes, a, sizeof a),
+          cad_config_format_duration(d->sftp.batch.max_age_ms, b, sizeof b),
+          d->sftp.stage_dir ? d->sftp.stage_dir : "", d->sftp.conn.known_hosts);
     } else if (d->type == CAD_DEST_SFTP) {
       printf(
           "  writes      one file per message over SFTP to %s@%s:%d %s, named \"%s\"; host "

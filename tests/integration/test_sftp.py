@@ -300,7 +300,83 @@ def case_dest_mismatch(tmp, sshd):
         check_clean_stop(e)
 
 
+def case_carecloud(tmp, sshd):
+    """examples/ehr/carecloud/caduceus-sftp.yaml against a real sshd: the
+    example's messages go over MLLP and arrive as FHS/BHS batch files, one
+    folder per message type, with the charge codes mapped."""
+    root = os.environ.get("CAD_SOURCE_ROOT",
+                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+    ex = os.path.join(tmp, "examples", "ehr", "carecloud")
+    shutil.copytree(os.path.join(root, "examples", "ehr", "carecloud"), ex)
+    conf = os.path.join(ex, "caduceus-sftp.yaml")
+    with open(conf) as f:
+        text = f.read()
+    # The example closes a batch after 5 minutes: shorter here.
+    assert "max_age: 5m" in text
+    with open(conf, "w") as f:
+        f.write(text.replace("max_age: 5m", "max_age: 500ms"))
+    remote = os.path.join(tmp, "remote")
+    for kind in ("adt", "siu", "dft"):
+        os.makedirs(os.path.join(remote, kind))
+    env = dict(os.environ, CARECLOUD_SFTP_HOST="127.0.0.1", CARECLOUD_SFTP_PORT=str(sshd.port),
+               CARECLOUD_SFTP_USER=sshd.user, CARECLOUD_SFTP_DIR=remote,
+               CARECLOUD_KNOWN_HOSTS=os.path.join(sshd.tmp, "known_hosts"),
+               CARECLOUD_SFTP_KEY=os.path.join(sshd.tmp, "user_key"))
+    chk = subprocess.run([BIN, "check", conf], env=env, capture_output=True, text=True)
+    assert chk.returncode == 0, chk.stdout + chk.stderr
+    assert "HL7 batch files over SFTP" in chk.stdout, chk.stdout
+    log = open(os.path.join(tmp, "engine.log"), "wb")
+    proc = subprocess.Popen([BIN, "run", conf], env=env, cwd=tmp, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: _listening(2599) or proc.poll() is not None, what="listen 2599")
+        assert proc.poll() is None, "engine exited"
+        sent = {"a04_registration.hl7": "adt", "s12_appointment.hl7": "siu",
+                "p03_charges.hl7": "dft"}
+        for name in sorted(sent):
+            data = open(os.path.join(ex, "messages", name), "rb").read()
+            data = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+            with socket.create_connection(("127.0.0.1", 2599), timeout=10) as c:
+                c.sendall(b"\x0b" + data + b"\x1c\r")
+                ack = b""
+                while not ack.endswith(b"\x1c\r"):
+                    chunk = c.recv(4096)
+                    assert chunk, "connection closed before the ACK"
+                    ack += chunk
+            assert b"MSA|AA|" in ack, ack
+        def batches(kind):
+            d = os.path.join(remote, kind)
+            return [n for n in os.listdir(d) if not n.startswith(".")]
+        for kind in ("adt", "siu", "dft"):
+            wait_for(lambda: batches(kind), timeout=20, what="a %s batch file" % kind)
+            names = batches(kind)
+            assert len(names) == 1 and names[0].startswith(kind.upper() + "_"), names
+            segs = [x for x in open(os.path.join(remote, kind, names[0]), "rb").read()
+                    .split(b"\r") if x]
+            assert segs[0].startswith(b"FHS|") and segs[1].startswith(b"BHS|"), segs[:2]
+            assert segs[-2] == b"BTS|1" and segs[-1] == b"FTS|1", segs[-2:]
+            assert any(x.startswith(b"MSH|") and b"|CARECLOUD|" in x for x in segs), segs
+            want = open(os.path.join(ex, "expected", [e for e in os.listdir(
+                os.path.join(ex, "expected")) if e.endswith(".carecloud_%s.hl7" % kind)][0]),
+                "rb").read().replace(b"\r\n", b"\r").replace(b"\n", b"\r")
+            body = b"\r".join(segs[2:-2])
+            assert body == want.rstrip(b"\r"), (kind, body, want)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        log.close()
+        assert rc == 0, open(os.path.join(tmp, "engine.log")).read()[-3000:]
+
+
+def _listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 CASES = {
+    "carecloud": case_carecloud,
     "roundtrip": case_roundtrip,
     "move": case_move,
     "batch": case_batch,
