@@ -19,7 +19,8 @@ ROOT=$(pwd)
 PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libyaml-dev libssl-dev zlib1g-dev
       libsqlite3-dev clang libclang-rt-14-dev python3 python3-hl7 openssl nodejs
       libh2o-dev libjansson-dev curl prometheus
-      libssh-dev openssh-server openssh-client librdkafka-dev kcat libpq-dev postgresql)
+      libssh-dev openssh-server openssh-client librdkafka-dev kcat libpq-dev postgresql
+      libcurl4-openssl-dev)
 
 need_pkgs() {
   local missing=()

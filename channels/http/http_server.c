@@ -72,6 +72,9 @@ static const char *reason_of(int status) {
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Content";
+    case 500: return "Internal Server Error";
     case 429: return "Too Many Requests";
     case 503: return "Service Unavailable";
     default: return status < 500 ? "Client Error" : "Server Error";
@@ -96,24 +99,42 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
     r.authorization = req->headers.entries[h].value.base;
     r.authorization_len = req->headers.entries[h].value.len;
   }
+  h = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+  if (h >= 0) {
+    r.content_type = req->headers.entries[h].value.base;
+    r.content_type_len = req->headers.entries[h].value.len;
+  }
+  r.body = req->entity.base;
+  r.body_len = req->entity.base ? req->entity.len : 0;
+  r.pending = req;
   r.peer = peer;
-  cad_http_res_t res = {500, "application/json", NULL, 0, NULL};
+  cad_http_res_t res = {500, "application/json", NULL, 0, NULL, false, NULL};
   s->fn(s->ud, &r, &res);
+  if (res.defer) return 0;
+  cad_http_server_respond(req, &res);
+  return 0;
+}
+
+void cad_http_server_respond(void *pending, cad_http_res_t *res) {
+  h2o_req_t *req = pending;
   /* Copy into the request's pool: h2o sends it after we return. */
-  h2o_iovec_t body = h2o_strdup(&req->pool, res.body ? res.body : "", res.body ? res.len : 0);
-  free(res.body);
-  req->res.status = res.status;
-  req->res.reason = reason_of(res.status);
+  h2o_iovec_t body = h2o_strdup(&req->pool, res->body ? res->body : "", res->body ? res->len : 0);
+  free(res->body);
+  res->body = NULL;
+  req->res.status = res->status;
+  req->res.reason = reason_of(res->status);
   req->http1_is_persistent = 0;
-  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, res.content_type,
-                 strlen(res.content_type));
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, res->content_type,
+                 strlen(res->content_type));
   h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
                  H2O_STRLIT("no-store"));
-  if (res.www_authenticate)
+  if (res->www_authenticate)
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                   res.www_authenticate, strlen(res.www_authenticate));
+                   res->www_authenticate, strlen(res->www_authenticate));
+  if (res->allow)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, res->allow,
+                   strlen(res->allow));
   h2o_send_inline(req, body.base, body.len);
-  return 0;
 }
 
 static void conn_closed(uv_handle_t *h) {

@@ -21,6 +21,7 @@
 #ifndef CAD_HTTP_SERVER_H
 #define CAD_HTTP_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -36,6 +37,12 @@ typedef struct cad_http_req {
   const char *authorization; /* the Authorization header's value, or NULL */
   size_t authorization_len;
   const char *peer; /* the client's address ("127.0.0.1"), NUL-terminated */
+  /* Beside the admin API's fields, for a message source (src_http.c): */
+  const char *body; /* the request body (h2o caps it at max_body), or NULL */
+  size_t body_len;
+  const char *content_type; /* the Content-Type header's value, or NULL */
+  size_t content_type_len;
+  void *pending; /* the request, for cad_http_server_respond when deferred */
 } cad_http_req_t;
 
 typedef struct cad_http_res {
@@ -44,6 +51,11 @@ typedef struct cad_http_res {
   char *body;               /* malloc'd by the handler, freed by the server; may be NULL */
   size_t len;
   const char *www_authenticate; /* static string, or NULL: a WWW-Authenticate header */
+  /* Set by the handler: no answer now; the request stays open until
+   * cad_http_server_respond(req->pending, ...) is called, exactly once
+   * (status, content_type, body are then ignored). */
+  bool defer;
+  const char *allow; /* static string, or NULL: an Allow header (405) */
 } cad_http_res_t;
 
 typedef void (*cad_http_handler_fn)(void *ud, const cad_http_req_t *req, cad_http_res_t *res);
@@ -63,6 +75,11 @@ typedef struct cad_http_server cad_http_server_t;
 /* Bind and listen.  Returns 0 and *out, or a negative (libuv / cad) error. */
 int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
                           cad_http_server_t **out);
+/* Answer a request whose handler set res->defer (`pending` is
+ * req->pending).  res->body is freed here.  The server does not close
+ * (cad_http_server_close waits) while a deferred request is unanswered. */
+void cad_http_server_respond(void *pending, cad_http_res_t *res);
+
 /* The port bound (useful with port 0). */
 int cad_http_server_port(const cad_http_server_t *s);
 /* Stop listening and free once every open connection has closed; `done`

@@ -79,6 +79,7 @@
 
 #include "dir_conf.h"   /* channels/dir: cad_dir_source_opts_t (listen_dir:) */
 #include "file_dest.h"  /* channels/file: cad_file_dest_opts_t */
+#include "http_conf.h"  /* channels/http: cad_http_dest_conf_t, cad_http_listen_conf_t */
 #include "kafka_conf.h" /* channels/kafka: cad_kafka_dest_conf_t, cad_kafka_src_conf_t */
 #include "mllp_conf.h"  /* channels/mllp: cad_mllp_dest_conf_t, listener options */
 #include "pg_conf.h"    /* channels/postgres: cad_pg_dest_conf_t */
@@ -94,7 +95,8 @@ typedef enum {
   CAD_DEST_MLLP,
   CAD_DEST_SFTP,
   CAD_DEST_KAFKA,
-  CAD_DEST_POSTGRES
+  CAD_DEST_POSTGRES,
+  CAD_DEST_HTTP
 } cad_dest_type_t;
 
 /* The options of a channel kind are the channel's own types (channels/):
@@ -147,6 +149,7 @@ typedef struct cad_conf_dest {
   cad_sftp_dest_opts_t sftp;   /* type sftp (channels/sftp/sftp_conf.h) */
   cad_kafka_dest_conf_t kafka; /* type kafka (channels/kafka/kafka_conf.h) */
   cad_pg_dest_conf_t postgres; /* type postgres (channels/postgres/pg_conf.h) */
+  cad_http_dest_conf_t http;   /* type http (channels/http/http_conf.h) */
   /* delivery (every type): retries, then dead letter or block */
   uint64_t retry_initial_ms;   /* default 1000 */
   uint64_t retry_max_ms;       /* default 60000 */
@@ -202,6 +205,7 @@ typedef struct cad_conf_channel {
   cad_ack_policy_t ack_policy; /* ack.policy, default persisted */
   cad_conf_tls_server_t tls;   /* `tls:`; tls.enabled false = plain TCP */
   cad_kafka_src_conf_t kafka;  /* `listen_kafka:`; kafka.enabled false = none */
+  cad_http_listen_conf_t http; /* `listen_http:`; http.enabled false = none */
   size_t *to;                  /* indexes into cad_config_t.dests */
   size_t nto;
   cad_routes_t *routes; /* compiled routes (from `routes:` or `to:`), owned */

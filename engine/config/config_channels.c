@@ -195,7 +195,8 @@ static const conf_section_t channel_tail;
  * another source kind's key (engine/runtime/source.h; a new kind adds its
  * test here). */
 static bool has_source(const cad_conf_channel_t *ch) {
-  return ch->nlisten > 0 || ch->listen_dir.enabled || ch->listen_sftp.enabled || ch->kafka.enabled;
+  return ch->nlisten > 0 || ch->listen_dir.enabled || ch->listen_sftp.enabled ||
+         ch->kafka.enabled || ch->http.enabled;
 }
 
 static void check_channel(const cad_conf_report_t *r, const cad_yaml_node_t *key,
@@ -238,6 +239,9 @@ static const conf_key_t channel_tail_keys[] = {
     {"listen_sftp", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, listen_sftp),
      CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_sftp_source_conf,
      "a remote SFTP folder to read message files from"},
+    {"listen_http", CAD_CONF_SECTION, offsetof(cad_conf_channel_t, http),
+     CAD_CONF_PRESENCE | CAD_CONF_NESTED, NULL, 0, 0, &cad_http_listen_conf,
+     "an HTTP endpoint messages are POSTed to (docs/http.md)"},
     CUSTOM_KEY("routes", set_by_routes, 0, "filters, transforms and destinations"),
     CUSTOM_KEY("unrouted", set_by_routes, 0, "what happens to a message no route takes"),
     CUSTOM_KEY("on_error", set_by_routes, 0, "what happens when a transform fails"),

@@ -18,6 +18,7 @@
 #include "cad_mem.h"
 #include "file_conf.h"
 #include "hl7.h"
+#include "http_conf.h"
 #include "lanes.h"
 #include "mllp_conf.h"
 #include "sftp_conf.h"
@@ -42,17 +43,18 @@ static const dest_kind_t dest_kinds[] = {
     {"sftp", CAD_DEST_SFTP, &cad_sftp_dest_conf, offsetof(cad_conf_dest_t, sftp)},
     {"kafka", CAD_DEST_KAFKA, &cad__conf_kafka_dest, offsetof(cad_conf_dest_t, kafka)},
     {"postgres", CAD_DEST_POSTGRES, &cad__conf_pg_dest, offsetof(cad_conf_dest_t, postgres)},
+    {"http", CAD_DEST_HTTP, &cad_http_dest_conf, offsetof(cad_conf_dest_t, http)},
 };
 #define NKINDS (sizeof dest_kinds / sizeof dest_kinds[0])
 
-static const char *const dest_types[] = {"file", "mllp", "sftp", "kafka", "postgres", NULL};
+static const char *const dest_types[] = {"file", "mllp", "sftp", "kafka", "postgres", "http", NULL};
 static const enum_arg_t dest_type_arg = {dest_types, CAD_DEST_FILE,
-                                         "file, mllp, sftp, kafka or postgres"};
+                                         "file, mllp, sftp, kafka, postgres or http"};
 _Static_assert(sizeof dest_types / sizeof dest_types[0] == NKINDS + 1, "one name per kind");
 
 static const conf_key_t type_keys[] = {
     {"type", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, type), K_REQUIRED, NULL, 0, 0, &dest_type_arg,
-     "one of: file, mllp, sftp, kafka or postgres"},
+     "one of: file, mllp, sftp, kafka, postgres or http"},
 };
 static const conf_section_t type_section = {"destination", type_keys, 1, NULL};
 

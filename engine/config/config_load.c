@@ -571,6 +571,7 @@ static void free_dest(cad_conf_dest_t *d) {
   FREE_OWNED(d->sftp.batch.name);
   FREE_OWNED(d->sftp.stage_dir);
   cad__conf_kafkapg_free_dest(d);
+  cad_http_dest_conf_free(&d->http);
 }
 
 static void free_channel(cad_conf_channel_t *ch) {
@@ -604,6 +605,7 @@ static void free_channel(cad_conf_channel_t *ch) {
   FREE_OWNED(ls->move_to);
   FREE_OWNED(ls->spool);
   cad__conf_kafkapg_free_channel(ch);
+  cad_http_listen_conf_free(&ch->http);
 }
 
 void cad_config_free(cad_config_t *c) {

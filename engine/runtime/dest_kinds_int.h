@@ -10,5 +10,6 @@ extern const cad_dest_kind_t cad_dest_kind_mllp;     /* dest_mllp.c */
 extern const cad_dest_kind_t cad_dest_kind_sftp;     /* dest_sftp.c */
 extern const cad_dest_kind_t cad_dest_kind_postgres; /* dest_postgres.c */
 extern const cad_dest_kind_t cad_dest_kind_kafka;    /* dest_kafka.c */
+extern const cad_dest_kind_t cad_dest_kind_http;     /* dest_http.c */
 
 #endif

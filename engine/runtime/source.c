@@ -10,6 +10,7 @@
 #include "log.h"
 #include "src_dir.h"
 #include "src_sftp.h"
+#include "src_http.h"
 
 /* The kinds, one line each. */
 extern const cad_source_kind_t cad_source_kind_kafka; /* src_kafka.c */
@@ -18,6 +19,7 @@ static const cad_source_kind_t *const kinds[] = {
     &cad_source_dir,
     &cad_source_sftp,
     &cad_source_kind_kafka,
+    &cad__source_http,
 };
 #define NKINDS (sizeof kinds / sizeof kinds[0])
 
