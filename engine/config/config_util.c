@@ -48,6 +48,8 @@ static void set_template(loader_t *L, const conf_key_t *k, const cad_yaml_node_t
                          const cad_yaml_node_t *v, void *obj);
 static void set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                      const cad_yaml_node_t *v, void *obj);
+static void set_text_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj);
 static void set_u32(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                     const cad_yaml_node_t *v, void *obj);
 static void set_u32_64(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
@@ -624,6 +626,7 @@ static conf_set_fn setter_of(const conf_key_t *k) {
     case CAD_CONF_NAMES: return set_names;
     case CAD_CONF_SECTION: return set_section;
     case CAD_CONF_CUSTOM: return set_custom;
+    case CAD_CONF_TEXT_REFS: return set_text_refs;
   }
   assert(!"a key table names an unknown type");
   return set_custom;
@@ -781,6 +784,19 @@ static void set_text(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *ke
   if (!s) return;
   if (*s == 0 || L->kept_refs) {
     cad__conf_err_at(L, v, "%s: expected %s, got '%s'", k->name, k->doc, s);
+    free(s);
+    return;
+  }
+  store_str(obj, k, s);
+}
+
+/* A text whose ${HL7-path} references the kind fills per message. */
+static void set_text_refs(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                          const cad_yaml_node_t *v, void *obj) {
+  char *s = cad__conf_scalar(L, k, key, v, k->doc);
+  if (!s) return;
+  if (*s == 0) {
+    cad__conf_err_at(L, v, "%s: expected %s, got an empty string", k->name, k->doc);
     free(s);
     return;
   }

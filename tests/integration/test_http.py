@@ -1,0 +1,358 @@
+#!/usr/bin/env python3
+"""test_http.py - the HTTP destination and the listen_http source against the
+real binary.
+
+Destination: a local HTTP(S) server written for the tests (http_fake.py,
+python's http.server + ssl, a throwaway CA made with openssl): 2xx, 4xx
+(dead letter), 5xx (retried), 429 with Retry-After (honoured), slow answers
+and timeouts, connection refused, a server that requires a client
+certificate, OAuth2 tokens that expire mid-stream and a revoked token (401,
+one refresh); order per destination; nothing lost across SIGKILL.
+Source: curl and python's http.client as third-party clients: the ACK in the
+body with 200, 415 for a bad content type, 405, 404, 413 for an oversized
+body, 422 for an unparseable message; allow-list.
+Usage: test_http.py CADUCEUS_BINARY [TEST]"""
+import http.client
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from engine_util import (PATIENT, Engine, adt, check_clean_stop, connect, free_port,  # noqa: E402
+                         run_tests, send_recv, fields, field, wait_for)
+from http_fake import FakeHTTP  # noqa: E402
+from test_tls import make_ca, make_cert  # noqa: E402
+
+
+def channel(port, dests, extra=""):
+    return ("  lab:\n    listen: [\"127.0.0.1:%d\"]\n    to: [%s]\n%s" % (port, dests, extra))
+
+
+def http_dest(name, url, extra=""):
+    return ("  %s:\n    type: http\n    url: \"%s\"\n"
+            "    retry: {initial: 100ms, max: 500ms, attempts: 5}\n"
+            "    on_failure: dead_letter\n%s" % (name, url, extra))
+
+
+def send_all(port, msgs):
+    s = connect(port)
+    codes = []
+    for m in msgs:
+        a = send_recv(s, m)
+        codes.append(field(fields(a), "MSA", 1))
+    s.close()
+    return codes
+
+
+def ctl_of_body(b):
+    return b.split(b"\r")[0].split(b"|")[9].decode()
+
+
+def test_delivers_2xx_with_templates(binary, tmp):
+    with FakeHTTP(lambda r: (201, {"Content-Type": "application/json"}, b"{}", 0)) as srv:
+        port = free_port()
+        url = "http://127.0.0.1:%d/v2/${MSH-4}/${PID-3.1}" % srv.port
+        extra = ("    method: PUT\n    headers: [\"X-Msg: ${MSH-10}\", \"X-Src: caduceus\"]\n")
+        eng = Engine(binary, tmp, channel(port, "api"), http_dest("api", url, extra))
+        eng.start([port])
+        try:
+            msg = adt("C1").replace(b"12345^^^HOSP", b"12 3/4&?^^^HOSP")
+            assert send_all(port, [msg]) == ["AA"]
+            rs = srv.wait(lambda rs: len(rs) >= 1)
+            r = rs[0]
+            assert r.method == "PUT", r.method
+            assert r.path == "/v2/NORTH/12%203%2F4%26%3F", r.path
+            assert r.headers.get("Content-Type") == "x-application/hl7-v2+er7", r.headers
+            assert r.headers.get("X-Msg") == "C1" and r.headers.get("X-Src") == "caduceus"
+            assert r.body == msg, r.body
+            wait_for(lambda: "dest.delivered" in eng.log() or "delivered=1" in eng.log(), 5,
+                     what="delivered in the log")
+        finally:
+            check_clean_stop(eng)
+
+
+def test_4xx_dead_letter_5xx_retry_order(binary, tmp):
+    seen = {}
+
+    def decide(r):
+        c = ctl_of_body(r.body)
+        seen[c] = seen.get(c, 0) + 1
+        if c == "BAD":
+            return (422, {}, b'{"issue":"' + PATIENT.encode() + b'"}', 0)
+        if c == "FLAKY" and seen[c] < 3:
+            return 503
+        return 200
+    with FakeHTTP(decide) as srv:
+        port = free_port()
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port))
+        eng.start([port])
+        try:
+            ctls = ["M1", "BAD", "M2", "FLAKY", "M3"]
+            assert send_all(port, [adt(c) for c in ctls]) == ["AA"] * 5
+            srv.wait(lambda rs: "M3" in [ctl_of_body(r.body) for r in rs])
+            got = [ctl_of_body(r.body) for r in srv.requests()]
+            assert got == ["M1", "BAD", "M2", "FLAKY", "FLAKY", "FLAKY", "M3"], got
+            wait_for(lambda: "HTTP 422" in eng.log(), 5, what="the 422 in the log")
+            log = eng.log()
+            assert "dest.dead_letter" in log, log[-2000:]
+            out = subprocess.run([binary, "queue", "list", os.path.join(tmp, "data"), "api",
+                                  "--dead"], capture_output=True, text=True, timeout=30)
+            assert "HTTP 422" in out.stdout, out.stdout + out.stderr
+            assert "HTTP 503" in log
+        finally:
+            check_clean_stop(eng)
+
+
+def test_429_retry_after_honoured(binary, tmp):
+    def decide(r):
+        if len(srv.requests()) == 1:
+            return (429, {"Retry-After": "2"}, b"", 0)
+        return 200
+    with FakeHTTP(lambda r: decide(r)) as srv:
+        port = free_port()
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port))
+        eng.start([port])
+        try:
+            assert send_all(port, [adt("R1")]) == ["AA"]
+            rs = srv.wait(lambda rs: len(rs) >= 2)
+            gap = rs[1].t - rs[0].t
+            assert gap >= 1.9, "retried after %.2fs despite Retry-After: 2" % gap
+            assert "retry after 2s" in eng.log()
+        finally:
+            check_clean_stop(eng)
+
+
+def test_slow_answer_timeout_then_delivered(binary, tmp):
+    def decide(r):
+        return (200, {}, b"", 2.5) if len(srv.requests()) == 1 else 200
+    with FakeHTTP(lambda r: decide(r)) as srv:
+        port = free_port()
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port, "    timeout: 1s\n"))
+        eng.start([port])
+        try:
+            t0 = time.monotonic()
+            assert send_all(port, [adt("S1")]) == ["AA"]
+            rs = srv.wait(lambda rs: len(rs) >= 2)
+            assert rs[1].t - t0 < 2.4, "the timeout did not cut the slow answer"
+            wait_for(lambda: "imeout" in eng.log(), 5, what="a timeout in the log")
+        finally:
+            check_clean_stop(eng)
+
+
+def test_connection_refused_then_up(binary, tmp):
+    hport = free_port()
+    port = free_port()
+    eng = Engine(binary, tmp, channel(port, "api"),
+                 http_dest("api", "http://127.0.0.1:%d/in" % hport,
+                           "").replace("attempts: 5", "attempts: 1000"))
+    eng.start([port])
+    try:
+        assert send_all(port, [adt("U1"), adt("U2")]) == ["AA", "AA"]
+        wait_for(lambda: "onnect" in eng.log() and "dest.retry" in eng.log(), 5,
+                 what="a refused connection retried")
+        with FakeHTTP(port=hport) as srv:
+            rs = srv.wait(lambda rs: len(rs) >= 2)
+            assert [ctl_of_body(r.body) for r in rs] == ["U1", "U2"]
+    finally:
+        check_clean_stop(eng)
+
+
+def make_pki(tmp):
+    make_ca(tmp, "ca", "Test CA")
+    make_cert(tmp, "server", "localhost", san="IP:127.0.0.1,DNS:localhost")
+    make_cert(tmp, "client", "engine-client", usage="clientAuth")
+
+
+def test_https_client_cert_required(binary, tmp):
+    make_pki(tmp)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(tmp, "server.crt"), os.path.join(tmp, "server.key"))
+    ctx.load_verify_locations(os.path.join(tmp, "ca.crt"))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    with FakeHTTP(ssl_context=ctx) as srv:
+        port = free_port()
+        url = "https://127.0.0.1:%d/in" % srv.port
+        dests = (http_dest("nocert", url, "    tls: {ca: ca.crt}\n") +
+                 http_dest("mtls", url, "    tls: {ca: ca.crt, cert: client.crt, key: client.key}\n"))
+        eng = Engine(binary, tmp, channel(port, "nocert, mtls"), dests)
+        eng.start([port])
+        try:
+            assert send_all(port, [adt("T1")]) == ["AA"]
+            rs = srv.wait(lambda rs: len(rs) >= 1)
+            assert ctl_of_body(rs[0].body) == "T1"
+            wait_for(lambda: "destination=nocert" in eng.log() or "dest=nocert" in eng.log(), 5)
+            time.sleep(1.0)
+            assert len(srv.requests()) == 1, "a request without a client certificate got through"
+            assert "dest.retry" in eng.log()
+        finally:
+            check_clean_stop(eng)
+
+
+def test_oauth2_expiry_and_revocation(binary, tmp):
+    os.environ["CAD_TEST_SECRET"] = "s3cret"
+    with FakeHTTP(oauth=("engine", "s3cret"), token_ttl=2) as srv:
+        port = free_port()
+        extra = ("    oauth2: {token_url: \"http://127.0.0.1:%d/token\", client_id: engine,\n"
+                 "             client_secret_env: CAD_TEST_SECRET, scope: \"system/*.write\","
+                 " margin: 500ms}\n" % srv.port)
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port, extra))
+        eng.start([port])
+        try:
+            sent = []
+            for i in range(8):   # across ~4 s: tokens of 2 s expire mid-stream
+                c = "O%d" % i
+                sent.append(c)
+                assert send_all(port, [adt(c)]) == ["AA"]
+                if i == 4:
+                    srv.revoke_all()   # the next request gets 401 and must refresh once
+                time.sleep(0.5)
+            rs = srv.wait(lambda rs: len(rs) >= 8, what="8 authorised requests")
+            assert [ctl_of_body(r.body) for r in rs] == sent
+            assert srv.token_requests >= 3, srv.token_requests
+            assert srv.rejected_401 >= 1, "the revoked token was never refused"
+            log = eng.log()
+            assert "s3cret" not in log
+            for r in rs:
+                assert r.headers["Authorization"] not in log
+        finally:
+            check_clean_stop(eng)
+            del os.environ["CAD_TEST_SECRET"]
+
+
+def test_sigkill_nothing_lost_in_order(binary, tmp):
+    def decide(r):
+        time.sleep(0.002)
+        return 200
+    with FakeHTTP(decide) as srv:
+        port = free_port()
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port))
+        eng.start([port])
+        sent = ["K%04d" % i for i in range(300)]
+        s = connect(port)
+        for i, c in enumerate(sent):
+            a = send_recv(s, adt(c))
+            assert field(fields(a), "MSA", 1) == "AA"
+            if i == 150:
+                eng.proc.send_signal(signal.SIGKILL)
+                eng.proc.wait()
+                eng.logf.close()
+                eng.start([port])
+                s.close()
+                s = connect(port)
+        s.close()
+        try:
+            srv.wait(lambda rs: set(sent) <= {ctl_of_body(r.body) for r in rs}, 30,
+                     "every ACKed message")
+            first = []
+            for r in srv.requests():
+                c = ctl_of_body(r.body)
+                if c not in first:
+                    first.append(c)
+            assert first == sent, "order broken"
+        finally:
+            check_clean_stop(eng)
+
+
+# ---- the source -------------------------------------------------------------
+
+def source_engine(binary, tmp, extra=""):
+    hport = free_port()
+    mport = free_port()
+    chan = ("  lab:\n    listen_http: {listen: \"127.0.0.1:%d\", path: /hl7, max_body: 64KiB%s}\n"
+            "    to: [out]\n" % (hport, extra))
+    dests = "  out:\n    type: file\n    dir: out\n"
+    eng = Engine(binary, tmp, chan, dests)
+    eng.start([hport])
+    return eng, hport, mport
+
+
+def post(port, body, ctype="x-application/hl7-v2+er7", method="POST", path="/hl7"):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    hdrs = {"Content-Type": ctype} if ctype else {}
+    c.request(method, path, body=body, headers=hdrs)
+    r = c.getresponse()
+    out = (r.status, r.getheader("Content-Type"), r.read())
+    c.close()
+    return out
+
+
+def test_source_curl_and_http_client(binary, tmp):
+    eng, hport, _ = source_engine(binary, tmp)
+    try:
+        msg = os.path.join(tmp, "m.hl7")
+        with open(msg, "wb") as f:
+            f.write(adt("H1"))
+        p = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code} %{content_type}",
+                            "-H", "Content-Type: x-application/hl7-v2+er7", "--data-binary",
+                            "@" + msg, "http://127.0.0.1:%d/hl7" % hport],
+                           capture_output=True, timeout=30)
+        out = p.stdout.decode()
+        assert out.endswith("200 x-application/hl7-v2+er7"), out
+        assert "MSA|AA|H1" in out or "MSA|CA|H1" in out, out
+        st, ct, body = post(hport, adt("H2"))
+        assert st == 200 and b"MSA|AA|H2" in body, (st, body)
+        wait_for(lambda: len(os.listdir(os.path.join(tmp, "out"))) == 2, 5, what="2 files")
+        assert post(hport, adt("H3"), ctype="application/json")[0] == 415
+        assert post(hport, adt("H3"), ctype=None)[0] == 415
+        assert post(hport, None, method="GET")[0] == 405
+        assert post(hport, adt("H3"), path="/other")[0] == 404
+        assert post(hport, b"")[0] == 400
+        st, _, body = post(hport, b"this is not HL7")
+        assert st == 422 and b"MSA|AR" in body, (st, body)
+        big = adt("H4") + b"OBX|1|TX|||" + b"x" * (70 << 10) + b"\r"
+        try:
+            st = post(hport, big)[0]
+        except (ConnectionError, http.client.HTTPException):
+            st = 413   # h2o may close before the whole body is read
+        assert st == 413, st
+        assert post(hport, adt("H5"))[0] == 200   # still serving
+    finally:
+        check_clean_stop(eng)
+
+
+def test_source_allow_list(binary, tmp):
+    eng, hport, _ = source_engine(binary, tmp, ", allow: [10.0.0.0/8]")
+    try:
+        assert post(hport, adt("A1"))[0] == 403
+        assert "http.refused" in eng.log()
+    finally:
+        check_clean_stop(eng)
+
+
+def test_config_errors(binary, tmp):
+    conf = os.path.join(tmp, "c.yaml")
+    cases = [
+        ("url: \"ftp://x/\"", "http:// or https://"),
+        ("url: \"http://x/\"\n    headers: [\"Authorization: Bearer x\"]", "no Authorization"),
+        ("url: \"http://x/\"\n    retry_on: [\"6xx\"]", "not an HTTP status"),
+        ("url: \"http://x/\"\n    auth: {bearer_env: A, basic_user_env: B}", "auth: expected"),
+    ]
+    for body, want in cases:
+        with open(conf, "w") as f:
+            f.write("engine: {data_dir: d}\ndestinations:\n  api:\n    type: http\n    %s\n"
+                    "channels:\n  lab:\n    listen: [\"127.0.0.1:1\"]\n    to: [api]\n" % body)
+        p = subprocess.run([binary, "check", conf], capture_output=True, text=True, timeout=30)
+        assert p.returncode != 0 and want in p.stderr and "c.yaml:" in p.stderr, (want, p.stderr)
+
+
+TESTS = [test_delivers_2xx_with_templates, test_4xx_dead_letter_5xx_retry_order,
+         test_429_retry_after_honoured, test_slow_answer_timeout_then_delivered,
+         test_connection_refused_then_up, test_https_client_cert_required,
+         test_oauth2_expiry_and_revocation, test_sigkill_nothing_lost_in_order,
+         test_source_curl_and_http_client, test_source_allow_list, test_config_errors]
+
+if __name__ == "__main__":
+    if not shutil.which("curl") or not shutil.which("openssl"):
+        print("skip: curl or openssl not found")
+        sys.exit(0)
+    sys.exit(run_tests(TESTS, sys.argv))
