@@ -10,6 +10,7 @@
 #include "dir_conf.h"
 #include "file_conf.h"
 #include "harness.h"
+#include "http_conf.h"
 #include "mllp_conf.h"
 #include "sftp_conf.h"
 #include "tls_conf.h"
@@ -46,6 +47,8 @@ TEST(tls_listener_table) { check_section(&cad_tls_server_conf, 0); }
 TEST(dir_source_table) { check_section(&cad_dir_source_conf, 0); }
 TEST(sftp_source_table) { check_section(&cad_sftp_source_conf, 0); }
 TEST(sftp_destination_table) { check_section(&cad_sftp_dest_conf, 0); }
+TEST(http_destination_table) { check_section(&cad_http_dest_conf, 0); }
+TEST(http_source_table) { check_section(&cad_http_listen_conf, 0); }
 
 /* An inbound channel's listener keys write the listener's own options, each
  * to the field the listener reads (the engine hands the struct over as is). */
