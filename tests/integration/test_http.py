@@ -329,6 +329,28 @@ def test_source_allow_list(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_source_reload_keeps_port(binary, tmp):
+    eng, hport, _ = source_engine(binary, tmp)
+    try:
+        assert post(hport, adt("L1"))[0] == 200
+        eng.signal(signal.SIGHUP)   # the same configuration: the server stays
+        wait_for(lambda: eng.log().count("reload.done") == 1, 10, what="reload.done")
+        assert "source.stop" not in eng.log()
+        assert post(hport, adt("L2"))[0] == 200
+        with open(eng.conf) as f:
+            text = f.read()
+        with open(eng.conf, "w") as f:
+            f.write(text.replace("max_body: 64KiB", "max_body: 128KiB"))
+        eng.signal(signal.SIGHUP)   # changed: stopped and started again on the same port
+        wait_for(lambda: eng.log().count("reload.done") == 2, 10, what="second reload.done")
+        assert "source.stop" in eng.log()
+        wait_for(lambda: eng.log().count("source.start") == 2, 10, what="restarted source")
+        big = adt("L3") + b"NTE|1||" + b"y" * (90 << 10) + b"\r"
+        assert post(hport, big)[0] == 200   # the new limit applies
+    finally:
+        check_clean_stop(eng)
+
+
 def test_config_errors(binary, tmp):
     conf = os.path.join(tmp, "c.yaml")
     cases = [
@@ -349,7 +371,7 @@ TESTS = [test_delivers_2xx_with_templates, test_4xx_dead_letter_5xx_retry_order,
          test_429_retry_after_honoured, test_slow_answer_timeout_then_delivered,
          test_connection_refused_then_up, test_https_client_cert_required,
          test_oauth2_expiry_and_revocation, test_sigkill_nothing_lost_in_order,
-         test_source_curl_and_http_client, test_source_allow_list, test_config_errors]
+         test_source_curl_and_http_client, test_source_allow_list, test_source_reload_keeps_port, test_config_errors]
 
 if __name__ == "__main__":
     if not shutil.which("curl") or not shutil.which("openssl"):
