@@ -43,9 +43,9 @@ struct cad_http_dest {
   uv_loop_t *loop;
   const cad_http_dest_conf_t *c;
   CURLM *multi;
-  uv_timer_t timer; /* curl's timeouts */
-  uv_timer_t hold;  /* waiting for Retry-After */
-  size_t nhandles;  /* libuv handles open (timers + polls) */
+  uv_timer_t timer;  /* curl's timeouts */
+  uv_timer_t hold;   /* waiting for Retry-After */
+  size_t nhandles;   /* libuv handles open (timers + polls) */
   poll_ctx_t *polls; /* watched sockets */
   bool closing;
   char *content_type;
@@ -580,8 +580,8 @@ void cad_http_dest_answer(const cad_http_dest_t *d, cad_http_answer_t *out) {
   const xfer_t *x = d->last;
   *out = (cad_http_answer_t){0, "", "", "", "", 0, false};
   if (!x) return;
-  *out = (cad_http_answer_t){x->status, x->ctype, x->location, x->retry_after,
-                             x->body ? x->body : "", x->len, x->cut};
+  *out = (cad_http_answer_t){
+      x->status, x->ctype, x->location, x->retry_after, x->body ? x->body : "", x->len, x->cut};
 }
 
 void cad_http_dest_close(cad_http_dest_t *d) {

@@ -95,7 +95,7 @@ int cad_http_dest_send(cad_http_dest_t *d, const cad_hl7_msg_t *m, const char *b
 
 /* The last answer kept (borrowed until the next send). */
 typedef struct cad_http_answer {
-  long status; /* 0 = none (a connection error) */
+  long status;                                       /* 0 = none (a connection error) */
   const char *content_type, *location, *retry_after; /* "" when absent */
   const char *body;
   size_t body_len;

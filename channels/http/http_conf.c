@@ -30,8 +30,8 @@ bool cad_http_status_in(const char *const *list, size_t n, long status) {
   return false;
 }
 
-static void check_statuses(const cad_conf_report_t *r, const cad_yaml_node_t *map,
-                           const char *name, const char *const *list, size_t n) {
+static void check_statuses(const cad_conf_report_t *r, const cad_yaml_node_t *map, const char *name,
+                           const char *const *list, size_t n) {
   for (size_t i = 0; i < n; i++)
     if (!cad_http_status_valid(list[i]))
       cad_conf_errf(r, cad_conf_key_node(map, name),
@@ -46,8 +46,8 @@ static void check_dest(const cad_conf_report_t *r, const cad_yaml_node_t *key,
   (void)seen;
   const cad_http_dest_conf_t *c = obj;
   if (c->url && strncmp(c->url, "http://", 7) != 0 && strncmp(c->url, "https://", 8) != 0)
-    cad_conf_errf(r, cad_conf_key_node(map, "url"),
-                  "url: expected an http:// or https:// URL %s", r->where);
+    cad_conf_errf(r, cad_conf_key_node(map, "url"), "url: expected an http:// or https:// URL %s",
+                  r->where);
   for (size_t i = 0; i < c->nheaders; i++) {
     const char *h = c->headers[i], *colon = strchr(h, ':');
     bool ok = colon && colon > h;
@@ -83,8 +83,7 @@ static void check_dest(const cad_conf_report_t *r, const cad_yaml_node_t *key,
     cad_conf_errf(r, cad_conf_key_node(map, "tls"),
                   "'cert' and 'key' go together %s: a client certificate needs its key", r->where);
   if (c->tls_enabled && c->url && strncmp(c->url, "https://", 8) != 0)
-    cad_conf_errf(r, cad_conf_key_node(map, "tls"),
-                  "'tls' needs an https:// url %s", r->where);
+    cad_conf_errf(r, cad_conf_key_node(map, "tls"), "'tls' needs an https:// url %s", r->where);
   (void)key;
 }
 
@@ -193,10 +192,9 @@ static void check_listen(const cad_conf_report_t *r, const cad_yaml_node_t *key,
   const cad_http_listen_conf_t *c = obj;
   char host[64];
   int fam, port;
-  const char *why = c->listen ? cad_hostport_parse(c->listen, true, host, sizeof host, &fam, &port)
-                              : NULL;
-  if (why)
-    cad_conf_errf(r, cad_conf_key_node(map, "listen"), "listen: %s %s", why, r->where);
+  const char *why =
+      c->listen ? cad_hostport_parse(c->listen, true, host, sizeof host, &fam, &port) : NULL;
+  if (why) cad_conf_errf(r, cad_conf_key_node(map, "listen"), "listen: %s %s", why, r->where);
   if (c->path && c->path[0] != '/')
     cad_conf_errf(r, cad_conf_key_node(map, "path"), "path: expected a path starting with '/' %s",
                   r->where);

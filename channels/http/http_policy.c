@@ -30,8 +30,8 @@ int cad_http_classify(const cad_http_dest_conf_t *c, long status) {
 
 int64_t cad_http_retry_after(const char *v, size_t len, int64_t now_s) {
   while (len && (*v == ' ' || *v == '\t')) v++, len--;
-  while (len && (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' ||
-                 v[len - 1] == '\n'))
+  while (len &&
+         (v[len - 1] == ' ' || v[len - 1] == '\t' || v[len - 1] == '\r' || v[len - 1] == '\n'))
     len--;
   if (len == 0 || len > 64) return -1;
   char buf[65];

@@ -71,11 +71,11 @@ static char *signature(const cad_conf_channel_t *cc) {
   const cad_http_listen_conf_t *h = &cc->http;
   const cad_tls_server_opts_t *t = &h->tls.opts;
   cad_buf_t b = CAD_BUF_INIT;
-  int rc = cad_buf_printf(&b, "%s|%s|%zu|%d|%s|%s|%s|%d|%s|%d", h->listen, h->path ? h->path : "",
-                          h->max_body, h->tls.enabled, t->cert_file ? t->cert_file : "",
-                          t->key_file ? t->key_file : "", t->ca_file ? t->ca_file : "",
-                          t->require_client_cert, t->ciphers ? t->ciphers : "",
-                          (int)t->min_version);
+  int rc =
+      cad_buf_printf(&b, "%s|%s|%zu|%d|%s|%s|%s|%d|%s|%d", h->listen, h->path ? h->path : "",
+                     h->max_body, h->tls.enabled, t->cert_file ? t->cert_file : "",
+                     t->key_file ? t->key_file : "", t->ca_file ? t->ca_file : "",
+                     t->require_client_cert, t->ciphers ? t->ciphers : "", (int)t->min_version);
   for (size_t i = 0; rc == 0 && i < t->nallowed; i++)
     rc = cad_buf_printf(&b, "|c:%s", t->allowed_clients[i]);
   for (size_t i = 0; rc == 0 && i < h->nallow; i++) rc = cad_buf_printf(&b, "|a:%s", h->allow[i]);

@@ -29,6 +29,9 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        pass   # a client that went away (a killed engine, a refused handshake)
+
 
 class FakeHTTP:
     def __init__(self, decide=None, port=0, ssl_context=None, oauth=None, token_ttl=3600):

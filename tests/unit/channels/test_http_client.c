@@ -74,17 +74,22 @@ TEST(oauth_parse) {
   const char *noexp = "{\"access_token\":\"t\"}";
   CHECK_INT(cad_http_oauth_parse(noexp, strlen(noexp), tok, sizeof tok, &exp), 0);
   CHECK_INT(exp, 3600);
-  const char *bad[] = {"", "[]", "{\"access_token\":5}", "{\"access_token\":\"a b\"}",
+  const char *bad[] = {"",
+                       "[]",
+                       "{\"access_token\":5}",
+                       "{\"access_token\":\"a b\"}",
                        "{\"access_token\":\"t\",\"token_type\":\"mac\"}",
                        "{\"access_token\":\"0123456789012345678901234567890123456789\"}",
-                       "{\"access_token\":\"t\",\"expires_in\":\"x\"}", "{\"access_token\":\"t\""};
+                       "{\"access_token\":\"t\",\"expires_in\":\"x\"}",
+                       "{\"access_token\":\"t\""};
   for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
     CHECK_INT(cad_http_oauth_parse(bad[i], strlen(bad[i]), tok, sizeof tok, &exp), CAD_E_INVAL);
 }
 
 TEST(templates) {
-  const char *msg = "MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20260101||ADT^A01|C1|P|2.5\r"
-                    "PID|1||12 3/4\\T\\?^^^HOSP||\"\"\r";
+  const char *msg =
+      "MSH|^~\\&|LAB|NORTH|EHR|SOUTH|20260101||ADT^A01|C1|P|2.5\r"
+      "PID|1||12 3/4\\T\\?^^^HOSP||\"\"\r";
   cad_arena_t a;
   cad_arena_init(&a, 4096, 0);
   cad_hl7_msg_t m;
