@@ -12,6 +12,19 @@
 #define D(f) offsetof(cad_http_dest_conf_t, f)
 #define FREE(p) free((void *)(uintptr_t)(p))
 
+const char *cad_http_content_type_for(const char *format) {
+  static const struct {
+    const char *format, *type;
+  } types[] = {{"er7", "x-application/hl7-v2+er7"},
+               {"fhir", "application/fhir+json"},
+               {"json", "application/json"},
+               {"xml", "application/xml"}};
+  if (!format) return types[0].type;
+  for (size_t i = 0; i < sizeof types / sizeof *types; i++)
+    if (strcmp(format, types[i].format) == 0) return types[i].type;
+  return NULL;
+}
+
 bool cad_http_status_valid(const char *s) {
   if (strlen(s) != 3 || s[0] < '1' || s[0] > '5') return false;
   if (s[1] == 'x' && s[2] == 'x') return true;

@@ -84,6 +84,11 @@ typedef struct cad_http_listen_conf {
 extern const cad_conf_section_t cad_http_listen_conf;
 void cad_http_listen_conf_free(cad_http_listen_conf_t *c);
 
+/* The Content-Type of a payload format by its name ("er7", "fhir", "json",
+ * "xml"; NULL = er7): x-application/hl7-v2+er7, application/fhir+json,
+ * application/json, application/xml; NULL for an unknown name. */
+const char *cad_http_content_type_for(const char *format);
+
 /* Status lists: "429", "5xx" (a class).  Whether `status` is in the list. */
 bool cad_http_status_in(const char *const *list, size_t n, long status);
 /* Whether `s` is a valid entry ("100".."599" or "1xx".."5xx"). */

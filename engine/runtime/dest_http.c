@@ -17,12 +17,12 @@ typedef struct http_kind {
   void *done_ctx;
 } http_kind_t;
 
-/* The Content-Type: the destination's own, else er7's.  (When destinations
- * get a `format:`, fhir / json / xml map to application/fhir+json,
- * application/json and application/xml here.) */
+/* The Content-Type: the destination's own `content_type:`, else its
+ * format's (cad_http_content_type_for).  Destinations have no `format:` on
+ * this branch yet: when they do, pass its name here instead of NULL. */
 static const char *content_type_of(const cad_conf_dest_t *cd) {
   if (cd->http.content_type) return cd->http.content_type;
-  return "x-application/hl7-v2+er7";
+  return cad_http_content_type_for(NULL);
 }
 
 static int http_open(uv_loop_t *loop, const cad_conf_dest_t *cd, void **impl, char *err,

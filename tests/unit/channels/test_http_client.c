@@ -51,6 +51,15 @@ TEST(classify_lists) {
         !cad_http_status_valid("4x1") && !cad_http_status_valid("0xx"));
 }
 
+TEST(content_types) {
+  CHECK_STR(cad_http_content_type_for(NULL), "x-application/hl7-v2+er7");
+  CHECK_STR(cad_http_content_type_for("er7"), "x-application/hl7-v2+er7");
+  CHECK_STR(cad_http_content_type_for("fhir"), "application/fhir+json");
+  CHECK_STR(cad_http_content_type_for("json"), "application/json");
+  CHECK_STR(cad_http_content_type_for("xml"), "application/xml");
+  CHECK(cad_http_content_type_for("csv") == NULL);
+}
+
 TEST(retry_after) {
   CHECK_INT(cad_http_retry_after("5", 1, 0), 5000);
   CHECK_INT(cad_http_retry_after(" 120 \r\n", 7, 0), 120000);

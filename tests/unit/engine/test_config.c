@@ -387,7 +387,7 @@ TEST(empty_sections_take_defaults) {
   cad_config_free(c);
   /* An empty channel or destination lacks its required keys. */
   CHECK_ERRORS("destinations:\n  out:\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp, sftp, kafka or postgres)\n");
+               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp, sftp, kafka, postgres or http)\n");
 }
 
 TEST(every_setting) {
@@ -449,7 +449,7 @@ TEST(error_unknown_key) {
   CHECK_ERRORS(DESTS "channels:\n  lab:\n    listen: 127.0.0.1:2575\n    foo: 1\n    to: out\n",
                "t.yaml:6:5: unknown key 'foo' in channel 'lab' (expected one of: listen, listen_kafka, ack, "
                "max_message_size, idle_timeout, frame_timeout, max_connections, to, tls, allow, "
-               "listen_dir, listen_sftp, routes, unrouted, on_error, tests, charset, archive)\n");
+               "listen_dir, listen_sftp, listen_http, routes, unrouted, on_error, tests, charset, archive)\n");
   CHECK_ERRORS("engine: {colour: blue}\n" DESTS LAB,
                "t.yaml:1:10: unknown key 'colour' in engine (expected one of: data_dir, "
                "log_level, log_format, stats_interval, max_inbound_buffer, queue, archive)\n");
@@ -516,7 +516,7 @@ TEST(error_missing_required) {
                "t.yaml:4:3: missing 'to' or 'routes' in channel 'lab' (where accepted messages "
                "go)\n");
   CHECK_ERRORS("destinations:\n  out: {dir: x}\n" LAB,
-               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp, sftp, kafka or postgres)\n");
+               "t.yaml:2:3: missing 'type' in destination 'out' (one of: file, mllp, sftp, kafka, postgres or http)\n");
   CHECK_ERRORS("", "t.yaml: no channels: define at least one under 'channels:'\n");
   CHECK_ERRORS("channels:\n", "t.yaml: no channels: define at least one under 'channels:'\n");
 }
@@ -619,7 +619,7 @@ TEST(error_file_destination) {
                "t.yaml:2:39: dir_mode: expected permission bits in octal from 0000 to 0777, "
                "like 0640, got '1777'\n");
   CHECK_ERRORS("destinations:\n  out: {type: [file], dir: x}\n" LAB,
-               "t.yaml:2:15: type: expected one of file, mllp, sftp, kafka or postgres, got a sequence\n");
+               "t.yaml:2:15: type: expected one of file, mllp, sftp, kafka, postgres or http, got a sequence\n");
 }
 
 TEST(file_and_sftp_sources) {

@@ -163,8 +163,8 @@ TEST(mllp_destination_errors) {
       "t.yaml:2:104: ack_timeout: must be from 100ms to 1h, got 0\n");
   CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: '[::1]', port: 70000}\n" LAB,
                "t.yaml:2:42: port: must be from 1 to 65535, got 70000\n");
-  CHECK_ERRORS("destinations:\n  ehr: {type: http}\n" LAB,
-               "t.yaml:2:15: type: expected one of file, mllp, sftp, kafka or postgres, got 'http'\n");
+  CHECK_ERRORS("destinations:\n  ehr: {type: smtp}\n" LAB,
+               "t.yaml:2:15: type: expected one of file, mllp, sftp, kafka, postgres or http, got 'smtp'\n");
   CHECK_ERRORS(
       "destinations:\n  ehr: {type: mllp, host: ehr.local, port: 2575, tls: {cert: "
       "c.crt}}\n" LAB,
