@@ -6,10 +6,12 @@
 #
 # One engine, one channel, two destinations: `files` (type file, one file per
 # message) and `api` (type http, POST to bench/http_sink.py on 127.0.0.1,
-# keep-alive).  mllp_load sends N messages (16 connections); each
-# destination drains its queue on its own.  Printed per destination: the
-# time from the first message sent until its last delivery (from `caduceus
-# queue stats`), the rate, and the HTTP rate as a share of the file rate.
+# keep-alive, one request at a time).  Phase 1 queues N messages (mllp_load,
+# 16 connections) while both destinations are unreachable; phase 2 restarts
+# the engine with both reachable, and each drains the same N messages from
+# the journal at the same time.  Printed per destination: N over the time
+# from the engine's start to its last delivery, and the HTTP rate as a
+# share of the file rate.
 # Runs RUNS times (default 3) and prints the medians.  Environment: N
 # (default 5000), RUNS.
 set -euo pipefail
@@ -28,40 +30,48 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 now() { date +%s.%N; }
 
-rates_f=(); rates_h=(); ratios=()
+rates_f=(); rates_h=(); ratios=(); loads=()
+conf() { # DIR HTTP_PORT FILES_DESTINATION MLLP_PORT
+  cat > "$1/e.yaml" <<EOC
+engine: {data_dir: $1/data, log_level: warn, stats_interval: 0, archive: {enabled: false}}
+destinations:
+  files: {$3, retry: {initial: 60s, max: 60s}}
+  api: {type: http, url: "http://127.0.0.1:$2/fhir", retry: {initial: 60s, max: 60s}}
+channels:
+  lab:
+    listen: ["127.0.0.1:$4"]
+    to: [files, api]
+EOC
+}
 for run in $(seq "$RUNS"); do
   dir=$W/run$run; rm -rf "$dir"; mkdir -p "$dir"
   PH=$(port); PM=$(port)
-  python3 "$HERE/http_sink.py" "$PH" & pids+=($!); wait_port "$PH"
-  cat > "$dir/e.yaml" <<EOC
-engine: {data_dir: $dir/data, log_level: warn, stats_interval: 0, archive: {enabled: false}}
-destinations:
-  files: {type: file, dir: $dir/out}
-  api: {type: http, url: "http://127.0.0.1:$PH/fhir"}
-channels:
-  lab:
-    listen: ["127.0.0.1:$PM"]
-    to: [files, api]
-EOC
-  "$CAD" run "$dir/e.yaml" 2>"$dir/e.log" & epid=$!; pids+=($epid); wait_port "$PM"
-  t0=$(now)
+  # Phase 1: queue N messages while both destinations fail (nothing listens
+  # on PH; `files` is an HTTP destination to it for now), then stop.
+  conf "$dir" "$PH" "type: http, url: \"http://127.0.0.1:$PH/x\"" "$PM"
+  "$CAD" run "$dir/e.yaml" 2>"$dir/e1.log" & epid=$!; wait_port "$PM"
   "$LOAD" -p "$PM" -c 16 -n "$N" > "$dir/load.txt"
+  kill "$epid"; wait "$epid" 2>/dev/null || true
+  # Phase 2: both reachable; each drains the same N messages from the journal.
+  python3 "$HERE/http_sink.py" "$PH" & spid=$!; pids+=($spid); wait_port "$PH"
+  conf "$dir" "$PH" "type: file, dir: $dir/out" "$PM"
+  t0=$(now)
+  "$CAD" run "$dir/e.yaml" 2>"$dir/e2.log" & epid=$!; pids+=($epid)
   tf=""; th=""
   for _ in $(seq 6000); do
-    f=$(ls "$dir/out" | wc -l)
-    h=$(curl -s "http://127.0.0.1:$PH/count")
+    f=$( (find "$dir/out" -maxdepth 1 -name '*.hl7' 2>/dev/null || true) | wc -l)
+    h=$(curl -s "http://127.0.0.1:$PH/count" || echo 0)
     [ -z "$tf" ] && [ "$f" -ge "$N" ] && tf=$(now)
-    [ -z "$th" ] && [ "$h" -ge "$N" ] && th=$(now)
+    [ -z "$th" ] && [ "${h:-0}" -ge "$N" ] && th=$(now)
     [ -n "$tf" ] && [ -n "$th" ] && break
     sleep 0.05
   done
   [ -n "$tf" ] && [ -n "$th" ] || { echo "run $run: not everything was delivered" >&2; exit 1; }
   rf=$(python3 -c "print(round($N/($tf-$t0)))"); rh=$(python3 -c "print(round($N/($th-$t0)))")
   ra=$(python3 -c "print(round(100*$rh/$rf,1))")
-  echo "run $run: N=$N file ${rf} msgs/s, http ${rh} msgs/s (${ra} % of file); load: $(cat "$dir/load.txt")"
+  echo "run $run: N=$N drained: file ${rf} msgs/s, http ${rh} msgs/s (${ra} % of file)"
   rates_f+=("$rf"); rates_h+=("$rh"); ratios+=("$ra")
-  kill "$epid"; wait "$epid" 2>/dev/null || true
-  kill "${pids[0]}" 2>/dev/null || true; wait "${pids[0]}" 2>/dev/null || true; pids=()
+  kill "$epid" "$spid" 2>/dev/null || true; wait "$epid" "$spid" 2>/dev/null || true; pids=()
 done
 med() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END{print a[int((NR+1)/2)]}'; }
 echo "median: file $(med "${rates_f[@]}") msgs/s, http $(med "${rates_h[@]}") msgs/s, http/file $(med "${ratios[@]}") %"
