@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from engine_util import (PATIENT, Engine, adt, check_clean_stop, connect, free_port,  # noqa: E402
-                         run_tests, send_recv, fields, field, wait_for)
+                         rss_kib, run_tests, send_recv, fields, field, wait_for)
 from http_fake import FakeHTTP  # noqa: E402
 from test_tls import make_ca, make_cert  # noqa: E402
 
@@ -163,6 +163,27 @@ def test_connection_refused_then_up(binary, tmp):
             assert [ctl_of_body(r.body) for r in rs] == ["U1", "U2"]
     finally:
         check_clean_stop(eng)
+
+
+def test_hostile_huge_answer_bounded(binary, tmp):
+    """A server that answers with a 64 MiB body: read and dropped past
+    keep_body, so the engine's memory does not follow it."""
+    big = b"x" * (64 << 20)
+    with FakeHTTP(lambda r: (500 if len(srv.requests()) == 1 else 200, {}, big, 0)) as srv:
+        port = free_port()
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port, "    timeout: 20s\n"))
+        eng.start([port])
+        try:
+            before = rss_kib(eng.proc.pid)
+            assert send_all(port, [adt("B1"), adt("B2")]) == ["AA", "AA"]
+            srv.wait(lambda rs: len(rs) >= 3, 30)
+            wait_for(lambda: "HTTP 500" in eng.log(), 10, what="the 500 logged")
+            time.sleep(0.5)
+            grown = rss_kib(eng.proc.pid) - before
+            assert grown < 16 << 10, "RSS grew by %d KiB reading 64 MiB answers" % grown
+        finally:
+            check_clean_stop(eng)
 
 
 def make_pki(tmp):
@@ -369,7 +390,8 @@ def test_config_errors(binary, tmp):
 
 TESTS = [test_delivers_2xx_with_templates, test_4xx_dead_letter_5xx_retry_order,
          test_429_retry_after_honoured, test_slow_answer_timeout_then_delivered,
-         test_connection_refused_then_up, test_https_client_cert_required,
+         test_connection_refused_then_up, test_hostile_huge_answer_bounded,
+         test_https_client_cert_required,
          test_oauth2_expiry_and_revocation, test_sigkill_nothing_lost_in_order,
          test_source_curl_and_http_client, test_source_allow_list, test_source_reload_keeps_port, test_config_errors]
 
