@@ -8,7 +8,8 @@ python's http.server + ssl, a throwaway CA made with openssl): 2xx, 4xx
 and timeouts, connection refused, a server that requires a client
 certificate, OAuth2 tokens that expire mid-stream and a revoked token (401,
 one refresh); order per destination; nothing lost across SIGKILL.
-Source: curl and python's http.client as third-party clients: the ACK in the
+Source: curl and python's http.client as third-party clients (plain and HTTPS with a
+client certificate): the ACK in the
 body with 200, 415 for a bad content type, 405, 404, 413 for an oversized
 body, 422 for an unparseable message; allow-list.
 Usage: test_http.py CADUCEUS_BINARY [TEST]"""
@@ -372,6 +373,35 @@ def test_source_reload_keeps_port(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_source_https_client_cert(binary, tmp):
+    make_pki(tmp)
+    eng, hport, _ = source_engine(binary, tmp, ", tls: {cert: server.crt, key: server.key, "
+                                  "ca: ca.crt, require_client_cert: true}")
+    try:
+        msg = os.path.join(tmp, "m.hl7")
+        with open(msg, "wb") as f:
+            f.write(adt("S1"))
+        base = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert", "ca.crt", "-H",
+                "Content-Type: x-application/hl7-v2+er7", "--data-binary", "@m.hl7",
+                "https://127.0.0.1:%d/hl7" % hport]
+        p = subprocess.run(base[:1] + ["--cert", "client.crt", "--key", "client.key"] + base[1:],
+                           capture_output=True, timeout=30, cwd=tmp)
+        out = p.stdout.decode()
+        assert out.endswith("200") and "MSA|AA|S1" in out, (out, p.stderr)
+        p = subprocess.run(base, capture_output=True, timeout=30, cwd=tmp)
+        assert p.returncode != 0, "a client without a certificate was served"
+        ctx = ssl.create_default_context(cafile=os.path.join(tmp, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(tmp, "client.crt"), os.path.join(tmp, "client.key"))
+        c = http.client.HTTPSConnection("127.0.0.1", hport, context=ctx, timeout=10)
+        c.request("POST", "/hl7", body=adt("S2"),
+                  headers={"Content-Type": "x-application/hl7-v2+er7"})
+        r = c.getresponse()
+        assert r.status == 200 and b"MSA|AA|S2" in r.read()
+        c.close()
+    finally:
+        check_clean_stop(eng)
+
+
 def test_config_errors(binary, tmp):
     conf = os.path.join(tmp, "c.yaml")
     cases = [
@@ -393,7 +423,8 @@ TESTS = [test_delivers_2xx_with_templates, test_4xx_dead_letter_5xx_retry_order,
          test_connection_refused_then_up, test_hostile_huge_answer_bounded,
          test_https_client_cert_required,
          test_oauth2_expiry_and_revocation, test_sigkill_nothing_lost_in_order,
-         test_source_curl_and_http_client, test_source_allow_list, test_source_reload_keeps_port, test_config_errors]
+         test_source_curl_and_http_client, test_source_allow_list, test_source_reload_keeps_port,
+         test_source_https_client_cert, test_config_errors]
 
 if __name__ == "__main__":
     if not shutil.which("curl") or not shutil.which("openssl"):
