@@ -92,6 +92,12 @@ static void print_summary(const cad_config_t *c) {
                ch->tls.opts.cert_file, ch->tls.opts.nallowed ? ", named clients only" : "");
       else printf("  (MLLP)\n");
     }
+    if (ch->http.enabled)
+      printf("  listen_http %s://%s%s  (HL7 v2 POSTed, max_body %s%s%s)\n",
+             ch->http.tls.enabled ? "https" : "http", ch->http.listen, ch->http.path,
+             cad_config_format_size(ch->http.max_body, a, sizeof a),
+             ch->http.tls.opts.require_client_cert ? ", client certificates required" : "",
+             ch->http.nallow ? ", allow-listed addresses only" : "");
     static const char *const policies[] = {"persisted (after the disk)",
                                            "received (before the disk: can lose messages)",
                                            "delivered (after the destinations)"};
@@ -177,6 +183,14 @@ static void print_summary(const cad_config_t *c) {
           d->postgres.conninfo_env ? d->postgres.conninfo_env : "",
           d->postgres.rows ? "one row per segment" : "one row per message", d->postgres.nparams,
           d->postgres.batch);
+    } else if (d->type == CAD_DEST_HTTP) {
+      printf("  sends       HTTP %s to %s, timeout %s%s%s\n",
+             d->http.method == CAD_HTTP_PUT ? "PUT" : "POST", d->http.url,
+             cad_config_format_duration(d->http.timeout_ms, a, sizeof a),
+             d->http.oauth_enabled  ? ", OAuth2 client credentials"
+             : d->http.auth_enabled ? ", credentials from the environment"
+                                    : "",
+             d->http.tls_enabled && d->http.cert_file ? ", client certificate" : "");
     }
     printf("  delivery    in order; retry from %s up to %s, %u attempts, then %s",
            cad_config_format_duration(d->retry_initial_ms, a, sizeof a),
