@@ -14,6 +14,7 @@ body with 200, 415 for a bad content type, 405, 404, 413 for an oversized
 body, 422 for an unparseable message; allow-list.
 Usage: test_http.py CADUCEUS_BINARY [TEST]"""
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -106,6 +107,18 @@ def test_4xx_dead_letter_5xx_retry_order(binary, tmp):
                                   "--dead"], capture_output=True, text=True, timeout=30)
             assert "HTTP 422" in out.stdout, out.stdout + out.stderr
             assert "HTTP 503" in log
+            data = os.path.join(tmp, "data")
+
+            def archived():
+                p = subprocess.run([binary, "search", data, "--control-id", "FLAKY", "--json"],
+                                   capture_output=True, text=True, timeout=30)
+                ids = [json.loads(line)["id"] for line in p.stdout.splitlines() if line]
+                if not ids:
+                    return False
+                p = subprocess.run([binary, "show", data, ids[0]], capture_output=True,
+                                   text=True, timeout=30)
+                return "HTTP 503 Service Unavailable" in p.stdout + p.stderr
+            wait_for(archived, 15, step=0.5, what="the 503 attempts in the archive")
         finally:
             check_clean_stop(eng)
 
