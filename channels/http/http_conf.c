@@ -80,6 +80,10 @@ static void check_dest(const cad_conf_report_t *r, const cad_yaml_node_t *key,
   }
   check_statuses(r, map, "retry_on", c->retry_on, c->nretry_on);
   check_statuses(r, map, "dead_letter_on", c->dead_letter_on, c->ndead_letter_on);
+  if (c->oauth_enabled && c->token_url && strncmp(c->token_url, "http://", 7) != 0 &&
+      strncmp(c->token_url, "https://", 8) != 0)
+    cad_conf_errf(r, cad_conf_key_node(map, "oauth2"),
+                  "oauth2: token_url: expected an http:// or https:// URL %s", r->where);
   if (c->auth_enabled && c->oauth_enabled)
     cad_conf_errf(r, cad_conf_key_node(map, "oauth2"),
                   "'auth' and 'oauth2' cannot both be set %s: choose one", r->where);

@@ -1,7 +1,8 @@
 /* fuzz_http_answer.c - what the HTTP destination reads from a server it
  * does not trust (channels/http/http_client.h): OAuth2 token responses
  * (JSON through jansson), Retry-After values, and the ACK-to-status mapping
- * of the HTTP source's answers; plus URL templates filled from a message.
+ * of the HTTP source's answers (engine/runtime/src_http.h); plus URL
+ * templates filled from a message.
  *
  * Input: the first byte picks the part; the rest is copied into a buffer of
  * its exact size, so a read past it faults under ASan.
@@ -13,6 +14,7 @@
 #include "cad_mem.h"
 #include "hl7.h"
 #include "http_client.h"
+#include "src_http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -22,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char *p = malloc(n ? n : 1);
   if (!p) return 0;
   memcpy(p, data + 1, n);
-  switch (data[0] % 3) {
+  switch (data[0] % 4) {
     case 0: {
       char tok[64];
       int64_t exp = -1;
@@ -58,6 +60,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
       cad_http_tmpl_free(t);
       cad_arena_free(&a);
+      break;
+    }
+    case 3: {
+      /* the listen_http source's status for an ACK */
+      int st = cad__src_http_status(p, n);
+      if (st != 200 && st != 422 && st != 503 && st != 500) abort();
       break;
     }
   }

@@ -422,6 +422,9 @@ def test_config_errors(binary, tmp):
         ("url: \"http://x/\"\n    headers: [\"Authorization: Bearer x\"]", "no Authorization"),
         ("url: \"http://x/\"\n    retry_on: [\"6xx\"]", "not an HTTP status"),
         ("url: \"http://x/\"\n    auth: {bearer_env: A, basic_user_env: B}", "auth: expected"),
+        ("url: \"http://x/\"\n    oauth2: {token_url: x, client_id: c, client_secret_env: S}",
+         "token_url: expected"),
+        ("url: \"http://x/\"\n    tls: {ca: nothere.crt}", "nothere.crt"),
     ]
     for body, want in cases:
         with open(conf, "w") as f:
