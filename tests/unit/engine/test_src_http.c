@@ -24,17 +24,18 @@ TEST(ack_to_status) {
 }
 
 TEST(config_of_both) {
-  const char *y = "engine: {data_dir: d}\n"
-                  "destinations:\n"
-                  "  api:\n"
-                  "    type: http\n"
-                  "    url: \"http://127.0.0.1:9/p/${PID-3.1}\"\n"
-                  "    method: PUT\n"
-                  "    retry_on: [\"409\", \"5xx\"]\n"
-                  "channels:\n"
-                  "  lab:\n"
-                  "    listen_http: {listen: \"127.0.0.1:8080\", allow: [10.0.0.0/8]}\n"
-                  "    to: [api]\n";
+  const char *y =
+      "engine: {data_dir: d}\n"
+      "destinations:\n"
+      "  api:\n"
+      "    type: http\n"
+      "    url: \"http://127.0.0.1:9/p/${PID-3.1}\"\n"
+      "    method: PUT\n"
+      "    retry_on: [\"409\", \"5xx\"]\n"
+      "channels:\n"
+      "  lab:\n"
+      "    listen_http: {listen: \"127.0.0.1:8080\", allow: [10.0.0.0/8]}\n"
+      "    to: [api]\n";
   cad_config_t *c = NULL;
   char *err = NULL;
   int rc = cad_config_load_mem("t.yaml", y, strlen(y), CAD_CONFIG_NO_INCLUDE, &c, &err);
