@@ -148,7 +148,7 @@ static const cad_conf_names_t retry_names = {D(nretry_on), "an HTTP status or cl
 static const cad_conf_names_t dead_names = {D(ndead_letter_on), "an HTTP status or class (4xx)"};
 
 static const cad_conf_key_t dest_keys[] = {
-    {"url", CAD_CONF_TEXT_REFS, D(url), CAD_CONF_REQUIRED, NULL, 0, 0, NULL,
+    {"url", CAD_CONF_URL, D(url), CAD_CONF_REQUIRED, NULL, 0, 0, NULL,
      "the URL to send to (${HL7-path} references are filled per message, URL-encoded)"},
     {"method", CAD_CONF_ENUM, D(method), 0, "POST", 0, 0, &method_arg, "POST or PUT"},
     {"headers", CAD_CONF_NAMES, D(headers), 0, NULL, 1, 64, &header_names,

@@ -626,7 +626,7 @@ static conf_set_fn setter_of(const conf_key_t *k) {
     case CAD_CONF_NAMES: return set_names;
     case CAD_CONF_SECTION: return set_section;
     case CAD_CONF_CUSTOM: return set_custom;
-    case CAD_CONF_TEXT_REFS: return set_text_refs;
+    case CAD_CONF_URL: return set_text_refs;
   }
   assert(!"a key table names an unknown type");
   return set_custom;

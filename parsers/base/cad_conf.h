@@ -48,8 +48,8 @@ typedef enum {
                         CAD_CONF_PRESENCE, the bool at `off` is set when written
                         (a nested struct then begins with that bool) */
   CAD_CONF_CUSTOM,   /* the owner's own setter (engine/config only); arg: its data */
-  CAD_CONF_TEXT_REFS, /* char *: a non-empty string that may hold ${HL7-path} references
-                         (a URL template); ${ENV} is replaced as everywhere */
+  CAD_CONF_URL,      /* char *: a URL template: a non-empty string that may hold
+                        ${HL7-path} references ( ${ENV} is replaced as everywhere) */
 } cad_conf_type_t;
 
 enum {
