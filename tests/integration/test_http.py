@@ -200,6 +200,37 @@ def test_hostile_huge_answer_bounded(binary, tmp):
             check_clean_stop(eng)
 
 
+def test_lanes_parallel_in_order_per_key(binary, tmp):
+    """lanes: 4 opens the HTTP destination once per lane: requests of
+    different patients overlap, those of one patient stay in order."""
+    with FakeHTTP(lambda r: (200, {}, b"", 0.05)) as srv:   # the delay outside its lock
+        port = free_port()
+        eng = Engine(binary, tmp, channel(port, "api"),
+                     http_dest("api", "http://127.0.0.1:%d/in" % srv.port,
+                               "    lanes: 4\n    order_by: PID-3.1\n"))
+        eng.start([port])
+        try:
+            msgs, sent = [], {}
+            for i in range(40):
+                pid = "P%d" % (i % 8)
+                c = "L%03d" % i
+                sent.setdefault(pid, []).append(c)
+                msgs.append(adt(c).replace(b"12345^^^HOSP", pid.encode() + b"^^^HOSP"))
+            t0 = time.monotonic()
+            assert send_all(port, msgs) == ["AA"] * 40
+            rs = srv.wait(lambda rs: len(rs) >= 40, 30)
+            took = rs[-1].t - t0
+            assert took < 40 * 0.05 * 0.6, "no overlap: 40 requests of 50 ms took %.2fs" % took
+            got = {}
+            for r in rs:
+                b = r.body
+                pid = b.split(b"\rPID|")[1].split(b"|")[2].split(b"^")[0].decode()
+                got.setdefault(pid, []).append(ctl_of_body(b))
+            assert got == sent, "order per patient broken"
+        finally:
+            check_clean_stop(eng)
+
+
 def make_pki(tmp):
     make_ca(tmp, "ca", "Test CA")
     make_cert(tmp, "server", "localhost", san="IP:127.0.0.1,DNS:localhost")
@@ -439,6 +470,7 @@ TESTS = [test_delivers_2xx_with_templates, test_4xx_dead_letter_5xx_retry_order,
          test_connection_refused_then_up, test_hostile_huge_answer_bounded,
          test_https_client_cert_required,
          test_oauth2_expiry_and_revocation, test_sigkill_nothing_lost_in_order,
+         test_lanes_parallel_in_order_per_key,
          test_source_curl_and_http_client, test_source_allow_list, test_source_reload_keeps_port,
          test_source_https_client_cert, test_config_errors]
 
