@@ -152,10 +152,9 @@ def test_slow_answer_timeout_then_delivered(binary, tmp):
                      http_dest("api", "http://127.0.0.1:%d/in" % srv.port, "    timeout: 1s\n"))
         eng.start([port])
         try:
-            t0 = time.monotonic()
             assert send_all(port, [adt("S1")]) == ["AA"]
             rs = srv.wait(lambda rs: len(rs) >= 2)
-            assert rs[1].t - t0 < 2.4, "the timeout did not cut the slow answer"
+            assert rs[1].t - rs[0].t < 2.5, "the engine waited for the slow answer (2.5 s)"
             wait_for(lambda: "imeout" in eng.log(), 5, what="a timeout in the log")
         finally:
             check_clean_stop(eng)
@@ -220,7 +219,7 @@ def test_lanes_parallel_in_order_per_key(binary, tmp):
             assert send_all(port, msgs) == ["AA"] * 40
             rs = srv.wait(lambda rs: len(rs) >= 40, 30)
             took = rs[-1].t - t0
-            assert took < 40 * 0.05 * 0.6, "no overlap: 40 requests of 50 ms took %.2fs" % took
+            assert took < 40 * 0.05 * 0.8, "no overlap: 40 requests of 50 ms took %.2fs" % took
             got = {}
             for r in rs:
                 b = r.body
@@ -274,13 +273,14 @@ def test_oauth2_expiry_and_revocation(binary, tmp):
         eng.start([port])
         try:
             sent = []
-            for i in range(8):   # across ~4 s: tokens of 2 s expire mid-stream
-                c = "O%d" % i
+            for i in range(8):   # each delivered before the next; 0.6 s apart: tokens of 2 s
+                c = "O%d" % i    # (1.5 s with the margin) expire mid-stream
                 sent.append(c)
                 assert send_all(port, [adt(c)]) == ["AA"]
+                srv.wait(lambda rs: len(rs) >= i + 1, what="request %d" % (i + 1))
                 if i == 4:
                     srv.revoke_all()   # the next request gets 401 and must refresh once
-                time.sleep(0.5)
+                time.sleep(0.6)
             rs = srv.wait(lambda rs: len(rs) >= 8, what="8 authorised requests")
             assert [ctl_of_body(r.body) for r in rs] == sent
             assert srv.token_requests >= 3, srv.token_requests
