@@ -273,18 +273,28 @@ def test_oauth2_expiry_and_revocation(binary, tmp):
         eng.start([port])
         try:
             sent = []
-            for i in range(8):   # each delivered before the next; 0.6 s apart: tokens of 2 s
-                c = "O%d" % i    # (1.5 s with the margin) expire mid-stream
+
+            def one(c):
                 sent.append(c)
                 assert send_all(port, [adt(c)]) == ["AA"]
-                srv.wait(lambda rs: len(rs) >= i + 1, what="request %d" % (i + 1))
-                if i == 4:
-                    srv.revoke_all()   # the next request gets 401 and must refresh once
+                srv.wait(lambda rs: len(rs) >= len(sent), what="request %d" % len(sent))
+            for i in range(8):   # each delivered before the next, 0.6 s apart: tokens of
+                one("O%d" % i)   # 2 s (1.5 s with the margin) expire mid-stream
                 time.sleep(0.6)
-            rs = srv.wait(lambda rs: len(rs) >= 8, what="8 authorised requests")
-            assert [ctl_of_body(r.body) for r in rs] == sent
             assert srv.token_requests >= 3, srv.token_requests
+            # Revocation: right after a fresh token was fetched, revoke it; the next
+            # request gets 401, and the engine fetches another and sends again once.
+            for i in range(8, 14):
+                before = srv.token_requests
+                one("O%d" % i)
+                if srv.token_requests > before:
+                    srv.revoke_all()
+                    one("O%d" % (i + 100))
+                    break
+                time.sleep(0.3)
             assert srv.rejected_401 >= 1, "the revoked token was never refused"
+            rs = srv.requests()
+            assert [ctl_of_body(r.body) for r in rs] == sent
             log = eng.log()
             assert "s3cret" not in log
             for r in rs:
