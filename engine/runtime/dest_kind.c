@@ -11,8 +11,7 @@
 
 static const cad_dest_kind_t *const kinds[] = {
     &cad_dest_kind_file,     &cad_dest_kind_mllp,  &cad_dest_kind_sftp,
-    &cad_dest_kind_postgres, &cad_dest_kind_kafka,
-    &cad_dest_kind_http,
+    &cad_dest_kind_postgres, &cad_dest_kind_kafka, &cad_dest_kind_http,
 };
 
 const cad_dest_kind_t *cad_dest_kind_find(cad_dest_type_t t) {
