@@ -154,6 +154,7 @@ typedef struct cad_conf_dest {
   uint32_t retry_attempts;     /* default 10 */
   cad_on_failure_t on_failure; /* default CAD_ON_FAILURE_BLOCK */
   cad_format_t format;         /* `format:` er7 (default) | fhir | json | xml */
+  const cad_fhir_opts_t *fhir; /* the config's `fhir:` settings (borrowed) */
   uint64_t max_backlog;        /* messages waiting; 0 = no limit (default) */
   /* `encoding:` (every type): the character set this destination requires
    * (parsers/hl7/hl7_charset.h id; CAD_CS_NONE = the message's own), and

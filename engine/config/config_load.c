@@ -366,6 +366,7 @@ static void build(loader_t *L) {
     d->pos = cad__conf_pos_of(L->dests[i].key);
     c->ndests++;
     cad__conf_apply_dest(L, d, &L->dests[i]);
+    d->fhir = &c->fhir.opts;
   }
   if (c->ndests) {
     if (!(L->by_name = calloc(c->ndests, sizeof *L->by_name))) {

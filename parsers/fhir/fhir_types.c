@@ -80,6 +80,10 @@ const char *cad__fhir_id_system(fctx_t *c, cad_str_t ns, cad_str_t uid, cad_str_
   const char *t = table_uri(c, ns);
   if (!t) t = table_uri(c, uid);
   if (t) return t;
+  if (!uid.len && is_oid(ns) && ns.len < cap - 16) { /* an OID written as the namespace */
+    snprintf(buf, cap, "urn:oid:%.*s", (int)ns.len, ns.p);
+    return buf;
+  }
   if (uid.len && uid.len < cap - 16) {
     if ((uid_type.len == 0 || cad__fhir_is(uid_type, "ISO", true)) && is_oid(uid)) {
       snprintf(buf, cap, "urn:oid:%.*s", (int)uid.len, uid.p);

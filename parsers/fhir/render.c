@@ -198,7 +198,10 @@ static int xml_leaf(cad_buf_t *b, cad_arena_t *a, const char *name, const cad_hl
 /* One repetition of a field of type `type` (NULL: unknown). */
 static int xml_rep(cad_buf_t *b, cad_arena_t *a, const char *fname, const char *type,
                    const cad_hl7_delims_t *d, cad_str_t rep) {
-  if (!has_structure(d, rep, 1)) return xml_leaf(b, a, fname, d, rep, true);
+  /* a primitive (or unknown) type is text; a composite one has at least
+   * its first component's element (<PID.7><TS.1>1990</TS.1></PID.7>) */
+  if (!has_structure(d, rep, 1) && (!type || cad__xml_is_primitive(type)))
+    return xml_leaf(b, a, fname, d, rep, true);
   int rc = cad_buf_printf(b, "<%s>", fname) < 0 ? CAD_E_NOMEM : 0;
   int nc = cad_hl7_npieces(rep, d->comp);
   for (int k = 1; k <= nc && !rc; k++) {
@@ -208,16 +211,18 @@ static int xml_rep(cad_buf_t *b, cad_arena_t *a, const char *fname, const char *
     char cname[64];
     if (type) snprintf(cname, sizeof cname, "%s.%d", type, k);
     else snprintf(cname, sizeof cname, "%s.%d", fname, k);
-    if (!d->sub || !memchr(cv.p, d->sub, cv.len)) {
+    /* a component of a composite type nests its subcomponents' elements
+     * (<CX.4><HD.1>GH</HD.1></CX.4>) even when it has only the first */
+    const char *st = type ? cad__xml_comp_type(type, k) : NULL;
+    if (!st && (!d->sub || !memchr(cv.p, d->sub, cv.len))) {
       rc = xml_leaf(b, a, cname, d, cv, true);
       continue;
     }
-    const char *st = type ? cad__xml_comp_type(type, k) : NULL;
     rc = cad_buf_printf(b, "<%s>", cname) < 0 ? CAD_E_NOMEM : 0;
-    int ns = cad_hl7_npieces(cv, d->sub);
+    int ns = d->sub ? cad_hl7_npieces(cv, d->sub) : 1;
     for (int u = 1; u <= ns && !rc; u++) {
-      cad_str_t sv;
-      cad_hl7_piece(cv, d->sub, u, &sv);
+      cad_str_t sv = cv;
+      if (d->sub) cad_hl7_piece(cv, d->sub, u, &sv);
       if (!sv.len) continue;
       char sname[80];
       if (st) snprintf(sname, sizeof sname, "%s.%d", st, u);
@@ -316,6 +321,7 @@ int cad_render(cad_format_t f, const char *p, size_t len, const cad_fhir_opts_t 
   } else if (f == CAD_FORMAT_JSON) {
     json_t *j = cad_render_json_tree(&m, &a);
     rc = j ? cad_json_dump_buf(j, o && o->pretty, out) : CAD_E_NOMEM;
+    if (!rc) rc = cad_buf_putc(out, '\n'); /* one document a line (append files) */
     json_decref(j);
   } else {
     rc = render_xml(&m, &a, out);
@@ -340,6 +346,7 @@ int cad_fhir_bundle(const char *p, size_t len, const cad_fhir_opts_t *o, cad_buf
     json_t *b = NULL;
     rc = cad_fhir_convert(&m, o, &b, diag);
     if (!rc) rc = cad_json_dump_buf(b, o && o->pretty, out);
+    if (!rc) rc = cad_buf_putc(out, '\n');
     json_decref(b);
   }
   cad_arena_free(&a);

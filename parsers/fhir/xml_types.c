@@ -91,3 +91,11 @@ const char *cad__xml_canon_type(const char *name) {
     if (strcmp(known[i], name) == 0) return known[i];
   return NULL;
 }
+
+bool cad__xml_is_primitive(const char *type) {
+  static const char *const prim[] = {"ST", "ID", "IS", "NM", "SI", "DT", "DTM", "TM",
+                                     "FT", "TX", "GTS", "NUL", "varies", NULL};
+  for (size_t i = 0; prim[i]; i++)
+    if (strcmp(prim[i], type) == 0) return true;
+  return false;
+}

@@ -14,6 +14,8 @@ const char *cad__xml_field_type(const char *seg, int n);
 const char *cad__xml_comp_type(const char *type, int n);
 /* A type name this table knows (for OBX-2), and its canonical spelling. */
 bool cad__xml_is_type(const char *name);
+/* ST, ID, NM, DTM, ...: a type without components. */
+bool cad__xml_is_primitive(const char *type);
 const char *cad__xml_canon_type(const char *name);
 
 #endif
