@@ -140,6 +140,16 @@ int cad__fhir_new(fctx_t *c, const char *type, const char *key1, cad_str_t key2,
   if (!key1) parts[np] = c->msh10.p ? c->msh10.p : "", lens[np++] = c->msh10.len;
   char id[37];
   cad__fhir_uuid(parts, lens, np, id);
+  if (key1) {
+    /* the same key twice in one message (two PID of one patient): the
+     * second gets an id of its own, by position */
+    char url[FHIR_URL_MAX];
+    snprintf(url, sizeof url, "urn:uuid:%s", id);
+    for (size_t i = 0; i < json_array_size(c->entries); i++) {
+      const char *u = json_string_value(json_object_get(json_array_get(c->entries, i), "fullUrl"));
+      if (u && strcmp(u, url) == 0) return cad__fhir_new(c, type, NULL, key2, r);
+    }
+  }
   r->res = NULL;
   snprintf(r->url, sizeof r->url, "urn:uuid:%s", id);
   json_t *res = json_object(), *e = json_object(), *req = json_object();

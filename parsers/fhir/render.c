@@ -297,7 +297,7 @@ static int render_xml(const cad_hl7_msg_t *m, cad_arena_t *a, cad_buf_t *b) {
     }
     if (!rc) rc = cad_buf_printf(b, "</%s>", s->name) < 0 ? CAD_E_NOMEM : 0;
   }
-  if (!rc) rc = cad_buf_printf(b, "</%s>\n", root) < 0 ? CAD_E_NOMEM : 0;
+  if (!rc) rc = cad_buf_printf(b, "</%s>", root) < 0 ? CAD_E_NOMEM : 0;
   return rc;
 }
 
@@ -321,7 +321,6 @@ int cad_render(cad_format_t f, const char *p, size_t len, const cad_fhir_opts_t 
   } else if (f == CAD_FORMAT_JSON) {
     json_t *j = cad_render_json_tree(&m, &a);
     rc = j ? cad_json_dump_buf(j, o && o->pretty, out) : CAD_E_NOMEM;
-    if (!rc) rc = cad_buf_putc(out, '\n'); /* one document a line (append files) */
     json_decref(j);
   } else {
     rc = render_xml(&m, &a, out);
@@ -346,7 +345,6 @@ int cad_fhir_bundle(const char *p, size_t len, const cad_fhir_opts_t *o, cad_buf
     json_t *b = NULL;
     rc = cad_fhir_convert(&m, o, &b, diag);
     if (!rc) rc = cad_json_dump_buf(b, o && o->pretty, out);
-    if (!rc) rc = cad_buf_putc(out, '\n');
     json_decref(b);
   }
   cad_arena_free(&a);

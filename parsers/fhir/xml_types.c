@@ -47,7 +47,7 @@ static const struct {
     {"CX", 4, "HD"},   {"CX", 6, "HD"},   {"CX", 9, "CWE"},  {"CX", 10, "CWE"},
     {"XPN", 1, "FN"},  {"XAD", 1, "SAD"}, {"XAD", 12, "DR"}, {"XCN", 2, "FN"},
     {"XCN", 9, "HD"},  {"XCN", 13, "HD"}, {"XCN", 14, "HD"}, {"PL", 4, "HD"},
-    {"PL", 10, "EI"},  {"EIP", 1, "EI"},  {"EIP", 2, "EI"},  {"TS", 1, "DTM"},
+    {"PL", 10, "EI"},  {"EIP", 1, "EI"},  {"EIP", 2, "EI"},
     {"DR", 1, "TS"},   {"DR", 2, "TS"},   {"XON", 6, "HD"},  {"CQ", 2, "CE"},
     {"PPN", 2, "FN"},  {"PPN", 9, "HD"},  {"CP", 1, "MO"},   {"MSG", 0, NULL},
     {"SPS", 1, "CWE"}, {"SPS", 4, "CWE"}, {"NDL", 1, "CNN"}, {"MOC", 1, "MO"},
