@@ -108,6 +108,10 @@ int cad_render(cad_format_t f, const char *p, size_t len, const cad_fhir_opts_t 
  * caller owns it.  NULL on allocation failure. */
 json_t *cad_render_json_tree(const cad_hl7_msg_t *m, cad_arena_t *a);
 
+/* The id scheme (exposed for tests): a UUID-shaped (RFC 9562 version 8)
+ * hash of n byte strings, written to out (36 characters and a NUL). */
+void cad__fhir_uuid(const char *const *parts, const size_t *lens, size_t n, char out[37]);
+
 /* Write a jansson tree to out (compact, or indented by 2 when pretty),
  * keys in insertion order.  0 or CAD_E_NOMEM. */
 int cad_json_dump_buf(const json_t *j, bool pretty, cad_buf_t *out);
