@@ -34,6 +34,7 @@ typedef struct fctx {
 /* Piece n (1-based) of s split on sep (empty when absent or sep is 0). */
 static inline cad_str_t fpiece(cad_str_t s, char sep, int n) {
   cad_str_t out = {NULL, 0};
+  if (!s.p) return out; /* an absent element: nothing to split */
   if (!sep) return n == 1 ? s : out;
   cad_hl7_piece(s, sep, n, &out);
   return out;

@@ -238,7 +238,7 @@ static int xml_rep(cad_buf_t *b, cad_arena_t *a, const char *fname, const char *
 /* The root element: MSH-9.3 (the message structure) or type_event. */
 static void root_name(const cad_hl7_seg_t *msh, char *out, size_t cap) {
   cad_str_t m9, t, e, st;
-  cad_hl7_field(msh, 9, &m9);
+  if (!cad_hl7_field(msh, 9, &m9) || !m9.p) m9 = (cad_str_t){"", 0};
   cad_hl7_piece(m9, msh->d.comp, 1, &t);
   cad_hl7_piece(m9, msh->d.comp, 2, &e);
   cad_hl7_piece(m9, msh->d.comp, 3, &st);
