@@ -53,6 +53,29 @@ cad_str_t cad__fhir_text(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
     c->err = CAD_E_NOMEM;
     return none;
   }
+  /* FHIR strings hold no control character but tab, CR and LF: any other
+   * (a NUL from \X00\, an ESC) becomes U+FFFD */
+  size_t bad = 0;
+  for (size_t i = 0; i < u.len; i++) {
+    unsigned char ch = (unsigned char)u.p[i];
+    bad += (ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f;
+  }
+  if (bad) {
+    char *o = cad_arena_alloc(c->a, u.len + 2 * bad + 1);
+    if (!o) {
+      c->err = CAD_E_NOMEM;
+      return none;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < u.len; i++) {
+      unsigned char ch = (unsigned char)u.p[i];
+      if ((ch < 0x20 && ch != '\t' && ch != '\r' && ch != '\n') || ch == 0x7f)
+        o[n++] = (char)0xef, o[n++] = (char)0xbf, o[n++] = (char)0xbd;
+      else o[n++] = (char)ch;
+    }
+    u.p = o;
+    u.len = n;
+  }
   while (u.len && (u.p[0] == ' ' || u.p[0] == '\t')) u.p++, u.len--;
   while (u.len && (u.p[u.len - 1] == ' ' || u.p[u.len - 1] == '\t')) u.len--;
   return u.len ? u : none;

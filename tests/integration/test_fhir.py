@@ -97,6 +97,11 @@ def test_fixtures_validate(binary, tmp):
             docs.append(bundle(binary, os.path.basename(path), *extra))
         docs.append(json.loads(fhir(binary, path).stdout))
     assert len(docs) == 27
+    # and the example's expected Bundles (examples/lab-to-fhir)
+    for path in sorted(glob.glob(os.path.join(ROOT, "examples", "lab-to-fhir", "expected",
+                                              "*.json"))):
+        docs.append(json.load(open(path)))
+    assert len(docs) == 29
     errs = validate(docs, tmp)
     assert errs == [], errs[:20]
 
