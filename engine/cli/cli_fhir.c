@@ -73,8 +73,8 @@ static int convert_file(fhir_cli_t *f, const char *path) {
     if (it.kind == CAD_HL7_ITEM_MESSAGE) {
       if (on_message(f, path, &it)) status = 1;
     } else if (it.kind != CAD_HL7_ITEM_ENVELOPE) {
-      fprintf(stderr, "%s: offset %llu: %s (%zu bytes skipped)\n", path,
-              (unsigned long long)it.off, cad_strerror(it.err), it.len);
+      fprintf(stderr, "%s: offset %llu: %s (%zu bytes skipped)\n", path, (unsigned long long)it.off,
+              cad_strerror(it.err), it.len);
       status = 1;
     }
   }
@@ -119,12 +119,10 @@ static int add_system(fhir_cli_t *f, char *arg) {
 }
 
 int cad_cli_fhir(int argc, char **argv) {
-  static const struct option opts[] = {{"format", required_argument, 0, 'f'},
-                                       {"config", required_argument, 0, 'c'},
-                                       {"system", required_argument, 0, 's'},
-                                       {"timezone", required_argument, 0, 'z'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"format", required_argument, 0, 'f'}, {"config", required_argument, 0, 'c'},
+      {"system", required_argument, 0, 's'}, {"timezone", required_argument, 0, 'z'},
+      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
   static fhir_cli_t f;
   memset(&f, 0, sizeof f);
   f.format = CAD_FORMAT_FHIR;

@@ -302,8 +302,8 @@ static bool check_dest(run_t *r, const cad_route_result_t *res, size_t d, const 
     } else if (allow_fhir(item) || r->cfg->dests[d].format != CAD_FORMAT_ER7) {
       /* what the destination delivers after its format: compared as JSON */
       cad_format_t f = allow_fhir(item) ? CAD_FORMAT_FHIR : r->cfg->dests[d].format;
-      cad__test_compare_rendered(line_cb, r, k->str, f, &r->cfg->fhir.opts, exp, elen,
-                                 out->bytes.p, out->bytes.len);
+      cad__test_compare_rendered(line_cb, r, k->str, f, &r->cfg->fhir.opts, exp, elen, out->bytes.p,
+                                 out->bytes.len);
     } else {
       size_t nl1, nl2;
       char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);

@@ -66,9 +66,9 @@ static void diff(cad__test_line_fn line, void *ud, const char *dest, char *path,
   line(ud, "%s: %s: expected %s, got %s", dest, plen ? path : "(the document)", a, b);
 }
 
-void cad__test_compare_rendered(cad__test_line_fn line, void *ud, const char *dest,
-                                cad_format_t f, const cad_fhir_opts_t *o, const char *exp,
-                                size_t elen, const char *msg, size_t mlen) {
+void cad__test_compare_rendered(cad__test_line_fn line, void *ud, const char *dest, cad_format_t f,
+                                const cad_fhir_opts_t *o, const char *exp, size_t elen,
+                                const char *msg, size_t mlen) {
   cad_buf_t got = CAD_BUF_INIT;
   cad_fhir_diag_t dg;
   int rc = cad_render(f, msg, mlen, o, &got, &dg);
@@ -85,16 +85,18 @@ void cad__test_compare_rendered(cad__test_line_fn line, void *ud, const char *de
     bool same = (elen == got.len && i == elen) ||
                 (i == elen && got.len == elen + 1 && got.data[elen] == '\n') ||
                 (i == got.len && elen == got.len + 1 && exp[got.len] == '\n');
-    if (!same) line(ud, "%s: %s differs from the expected text at byte %zu (line %zu)", dest,
-                    cad_format_name(f), i, lineno);
+    if (!same)
+      line(ud, "%s: %s differs from the expected text at byte %zu (line %zu)", dest,
+           cad_format_name(f), i, lineno);
     cad_buf_free(&got);
     return;
   }
   json_error_t je;
   json_t *e = json_loadb(exp, elen, 0, &je);
   json_t *g = json_loadb(got.data ? got.data : "", got.len, 0, &je);
-  if (!e) line(ud, "%s: the expected %s is not JSON (line %d: %s)", dest, cad_format_name(f),
-               je.line, je.text);
+  if (!e)
+    line(ud, "%s: the expected %s is not JSON (line %d: %s)", dest, cad_format_name(f), je.line,
+         je.text);
   else if (!g) line(ud, "%s: the %s produced is not JSON", dest, cad_format_name(f));
   else {
     char path[1024] = "";

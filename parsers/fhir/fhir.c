@@ -85,8 +85,8 @@ static void encounter(conv_t *v, json_t *res) {
 
 /* ---- Patient (PID, PD1) -------------------------------------------------- */
 
-static const char *const genders[] = {"M", "male", "F", "female", "O", "other", "A", "other",
-                                      "U", "unknown", "N", "unknown", NULL};
+static const char *const genders[] = {"M",     "male", "F",       "female", "O",       "other", "A",
+                                      "other", "U",    "unknown", "N",      "unknown", NULL};
 
 static int patient(conv_t *v, const cad_hl7_seg_t *s) {
   fctx_t *c = &v->c;
@@ -162,8 +162,8 @@ static void pd1(conv_t *v, const cad_hl7_seg_t *s) {
 
 /* ---- Encounter (PV1, PV2) ------------------------------------------------ */
 
-static const char *const classes[] = {"E", "EMER", "I", "IMP", "O", "AMB", "P", "PRENC",
-                                      "R", "AMB",  "B", "IMP", NULL};
+static const char *const classes[] = {"E",     "EMER", "I",   "IMP", "O",   "AMB", "P",
+                                      "PRENC", "R",    "AMB", "B",   "IMP", NULL};
 
 static const char *enc_status(conv_t *v, const cad_hl7_seg_t *s) {
   const char *e = v->c.event;
@@ -286,9 +286,9 @@ static int nk1(conv_t *v, const cad_hl7_seg_t *s) {
   return c->err;
 }
 
-static const char *const allergy_cat[] = {"DA", "medication", "MA", "medication", "FA", "food",
-                                          "EA", "environment", "AA", "environment", "PA",
-                                          "environment", "LA", "environment", NULL};
+static const char *const allergy_cat[] = {
+    "DA", "medication",  "MA", "medication",  "FA", "food",        "EA", "environment",
+    "AA", "environment", "PA", "environment", "LA", "environment", NULL};
 static const char *const severities[] = {"SV", "severe", "MO", "moderate", "MI", "mild", NULL};
 
 static int al1(conv_t *v, const cad_hl7_seg_t *s) {
@@ -337,9 +337,9 @@ static int dg1(conv_t *v, const cad_hl7_seg_t *s) {
   int rc = cad__fhir_new(c, "Condition", NULL, (cad_str_t){NULL, 0}, &r);
   if (rc) return rc;
   json_t *k = r.res;
-  cad__fhir_push(
-      c, k, "category",
-      coding1(v, "http://terminology.hl7.org/CodeSystem/condition-category", "encounter-diagnosis"));
+  cad__fhir_push(c, k, "category",
+                 coding1(v, "http://terminology.hl7.org/CodeSystem/condition-category",
+                         "encounter-diagnosis"));
   json_t *code = first_rep(v, s, 3, cad__fhir_cwe), *desc = cad__fhir_str(c, d, REP(F(s, 4), 1));
   if (!code && desc) code = json_object();
   if (code && desc && !json_object_get(code, "text")) cad__fhir_set(c, code, "text", desc);
@@ -387,9 +387,9 @@ static int in1(conv_t *v, const cad_hl7_seg_t *s) {
     json_t *val = cad__fhir_str(c, d, COMP(REP(F(s, classes_[i].field), 1), 1));
     if (!val) continue;
     json_t *cl = json_object();
-    cad__fhir_set(c, cl, "type",
-                  coding1(v, "http://terminology.hl7.org/CodeSystem/coverage-class",
-                          classes_[i].type));
+    cad__fhir_set(
+        c, cl, "type",
+        coding1(v, "http://terminology.hl7.org/CodeSystem/coverage-class", classes_[i].type));
     cad__fhir_set(c, cl, "value", val);
     if (classes_[i].name_field)
       cad__fhir_set(c, cl, "name", cad__fhir_str(c, d, REP(F(s, classes_[i].name_field), 1)));
@@ -400,13 +400,12 @@ static int in1(conv_t *v, const cad_hl7_seg_t *s) {
 
 /* ---- orders and reports (ORC, OBR) --------------------------------------- */
 
-static const char *const report_status[] = {"F", "final",       "C", "corrected", "A", "partial",
-                                            "P", "preliminary", "R", "partial",   "S", "partial",
+static const char *const report_status[] = {"F", "final",       "C", "corrected",  "A", "partial",
+                                            "P", "preliminary", "R", "partial",    "S", "partial",
                                             "I", "registered",  "O", "registered", "X", "cancelled",
-                                            "Y", "unknown",     "Z", "unknown",   NULL};
+                                            "Y", "unknown",     "Z", "unknown",    NULL};
 
-static void identifiers_po(conv_t *v, json_t *res, const cad_hl7_seg_t *s, int placer,
-                           int filler) {
+static void identifiers_po(conv_t *v, json_t *res, const cad_hl7_seg_t *s, int placer, int filler) {
   fctx_t *c = &v->c;
   const cad_hl7_delims_t *d = &s->d;
   static const char *const types[2] = {"PLAC", "FILL"};
@@ -414,8 +413,8 @@ static void identifiers_po(conv_t *v, json_t *res, const cad_hl7_seg_t *s, int p
   for (int i = 0; i < 2; i++) {
     json_t *id = cad__fhir_ei(c, d, REP(F(s, fields[i]), 1));
     if (!id) continue;
-    cad__fhir_set(c, id, "type", coding1(v, "http://terminology.hl7.org/CodeSystem/v2-0203",
-                                         types[i]));
+    cad__fhir_set(c, id, "type",
+                  coding1(v, "http://terminology.hl7.org/CodeSystem/v2-0203", types[i]));
     cad__fhir_push(c, res, "identifier", id);
   }
 }
@@ -457,16 +456,14 @@ static int report(conv_t *v, const cad_hl7_seg_t *s) {
   return c->err;
 }
 
-static const char *const order_control[] = {"NW", "active", "CA", "revoked", "DC", "revoked",
-                                            "HD", "on-hold", "RL", "active", "XO", "active",
-                                            "SC", "active", "OC", "revoked", "CM", "completed",
-                                            NULL};
-static const char *const order_status[] = {"A",  "active",    "CA", "revoked", "CM", "completed",
-                                           "DC", "revoked",   "ER", "entered-in-error",
-                                           "HD", "on-hold",   "IP", "active",  "SC", "active",
-                                           NULL};
-static const char *const priorities[] = {"S", "stat", "A", "asap", "R", "routine", "P", "urgent",
-                                         "C", "urgent", "T", "urgent", NULL};
+static const char *const order_control[] = {
+    "NW", "active", "CA", "revoked", "DC", "revoked", "HD", "on-hold",   "RL", "active",
+    "XO", "active", "SC", "active",  "OC", "revoked", "CM", "completed", NULL};
+static const char *const order_status[] = {
+    "A",  "active",  "CA", "revoked", "CM", "completed", "DC", "revoked", "ER", "entered-in-error",
+    "HD", "on-hold", "IP", "active",  "SC", "active",    NULL};
+static const char *const priorities[] = {
+    "S", "stat", "A", "asap", "R", "routine", "P", "urgent", "C", "urgent", "T", "urgent", NULL};
 
 /* A ServiceRequest from the ORC in force and an OBR (or the ORC alone). */
 static int service_request(conv_t *v, const cad_hl7_seg_t *obr) {
@@ -507,19 +504,19 @@ static int service_request(conv_t *v, const cad_hl7_seg_t *obr) {
 
 /* ---- Observation (OBX) ---------------------------------------------------- */
 
-static const char *const obs_status[] = {"F", "final",       "C", "corrected", "P", "preliminary",
-                                         "R", "registered",  "I", "registered", "S", "preliminary",
-                                         "X", "cancelled",   "D", "entered-in-error",
-                                         "W", "entered-in-error", "U", "final", "A", "amended",
-                                         NULL};
+static const char *const obs_status[] = {
+    "F", "final",      "C", "corrected",        "P", "preliminary",
+    "R", "registered", "I", "registered",       "S", "preliminary",
+    "X", "cancelled",  "D", "entered-in-error", "W", "entered-in-error",
+    "U", "final",      "A", "amended",          NULL};
 
 /* A UCUM unit when OBX-6 names UCUM (or no system), else its text. */
 static void quantity_unit(conv_t *v, json_t *q, const cad_hl7_seg_t *s) {
   fctx_t *c = &v->c;
   cad_str_t code = text1(v, s, 6, 1), text = text1(v, s, 6, 2), sys = text1(v, s, 6, 3);
   if (!code.len && !text.len) return;
-  bool ucum = code.len && (sys.len == 0 || cad__fhir_is(sys, "UCUM", true) ||
-                           cad__fhir_is(sys, "ANS+", true));
+  bool ucum = code.len &&
+              (sys.len == 0 || cad__fhir_is(sys, "UCUM", true) || cad__fhir_is(sys, "ANS+", true));
   cad_str_t shown = text.len ? text : code;
   cad__fhir_set(c, q, "unit", json_stringn(shown.p, shown.len));
   if (ucum) {
@@ -657,9 +654,9 @@ static int observation(conv_t *v, const cad_hl7_seg_t *s) {
   const char *st = map_code(text1(v, s, 11, 1), obs_status);
   cad__fhir_set(c, o, "status", cad__fhir_cstr(c, st ? st : "unknown"));
   if (v->report.res && v->kind == K_ORU)
-    cad__fhir_push(c, o, "category",
-                   coding1(v, "http://terminology.hl7.org/CodeSystem/observation-category",
-                           "laboratory"));
+    cad__fhir_push(
+        c, o, "category",
+        coding1(v, "http://terminology.hl7.org/CodeSystem/observation-category", "laboratory"));
   cad__fhir_set(c, o, "code", code_or_unknown(v, s, 3));
   subject(v, o, "subject");
   encounter(v, o);
@@ -812,10 +809,9 @@ static void rxr(conv_t *v, const cad_hl7_seg_t *s) {
 
 /* ---- DocumentReference (TXA, OBX) ---------------------------------------- */
 
-static const char *const doc_status[] = {"AU", "final",       "LA", "final",
-                                         "DO", "final",       "IP", "preliminary",
-                                         "IN", "preliminary", "PA", "preliminary",
-                                         "DI", "preliminary", NULL};
+static const char *const doc_status[] = {
+    "AU", "final",       "LA", "final",       "DO", "final",       "IP", "preliminary",
+    "IN", "preliminary", "PA", "preliminary", "DI", "preliminary", NULL};
 
 static int document(conv_t *v, const cad_hl7_seg_t *s) {
   fctx_t *c = &v->c;

@@ -167,11 +167,12 @@ json_t *cad__fhir_xpn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
   }
   static const struct {
     const char *v2, *use;
-  } uses[] = {{"L", "official"}, {"D", "usual"},    {"M", "maiden"}, {"N", "nickname"},
-              {"A", "usual"},    {"S", "anonymous"}, {"T", "temp"}, {"BAD", "old"}};
+  } uses[] = {{"L", "official"}, {"D", "usual"},     {"M", "maiden"}, {"N", "nickname"},
+              {"A", "usual"},    {"S", "anonymous"}, {"T", "temp"},   {"BAD", "old"}};
   cad_str_t u = cad__fhir_text(c, d, COMP(rep, 7));
   for (size_t i = 0; u.len && i < sizeof uses / sizeof uses[0]; i++)
-    if (cad__fhir_is(u, uses[i].v2, false)) cad__fhir_set(c, n, "use", cad__fhir_cstr(c, uses[i].use));
+    if (cad__fhir_is(u, uses[i].v2, false))
+      cad__fhir_set(c, n, "use", cad__fhir_cstr(c, uses[i].use));
   cad__fhir_set(c, n, "family", cad__fhir_str(c, d, SUB(COMP(rep, 1), 1)));
   cad__fhir_push(c, n, "given", cad__fhir_str(c, d, COMP(rep, 2)));
   cad__fhir_push(c, n, "given", cad__fhir_str(c, d, COMP(rep, 3)));
@@ -241,7 +242,8 @@ json_t *cad__fhir_xtn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep,
     if (local.len && cc.len + area.len + local.len + ext.len + 16 < sizeof buf) {
       int n = 0;
       if (cc.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "+%.*s ", (int)cc.len, cc.p);
-      if (area.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "(%.*s) ", (int)area.len, area.p);
+      if (area.len)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "(%.*s) ", (int)area.len, area.p);
       n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s", (int)local.len, local.p);
       if (ext.len) n += snprintf(buf + n, sizeof buf - (size_t)n, " x%.*s", (int)ext.len, ext.p);
       value.p = buf;

@@ -21,9 +21,7 @@ int cad_format_parse(const char *name, cad_format_t *out) {
   return CAD_E_INVAL;
 }
 
-const char *cad_format_name(cad_format_t f) {
-  return (unsigned)f < 4 ? names[f] : "?";
-}
+const char *cad_format_name(cad_format_t f) { return (unsigned)f < 4 ? names[f] : "?"; }
 
 const char *cad_format_content_type(cad_format_t f) {
   switch (f) {
@@ -34,12 +32,11 @@ const char *cad_format_content_type(cad_format_t f) {
   }
 }
 
-static int dump_cb(const char *p, size_t n, void *ud) {
-  return cad_buf_append(ud, p, n) ? -1 : 0;
-}
+static int dump_cb(const char *p, size_t n, void *ud) { return cad_buf_append(ud, p, n) ? -1 : 0; }
 
 int cad_json_dump_buf(const json_t *j, bool pretty, cad_buf_t *out) {
-  size_t flags = JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | (pretty ? JSON_INDENT(2) : JSON_COMPACT);
+  size_t flags =
+      JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | (pretty ? JSON_INDENT(2) : JSON_COMPACT);
   return json_dump_callback(j, dump_cb, out, flags) ? CAD_E_NOMEM : 0;
 }
 
@@ -99,8 +96,8 @@ static bool has_structure(const cad_hl7_delims_t *d, cad_str_t raw, int level) {
   return false;
 }
 
-static json_t *node(jt_t *t, const char *path, const cad_hl7_delims_t *d, cad_str_t raw,
-                    int level, bool never_split) {
+static json_t *node(jt_t *t, const char *path, const cad_hl7_delims_t *d, cad_str_t raw, int level,
+                    bool never_split) {
   json_t *o = json_object();
   put(t, o, "path", json_string(path));
   if (never_split || level >= 3 || !has_structure(d, raw, level)) {
@@ -147,7 +144,8 @@ json_t *cad_render_json_tree(const cad_hl7_msg_t *m, cad_arena_t *a) {
       if (!cad_hl7_field(s, fno, &f) || f.len == 0) continue;
       char fp[64];
       snprintf(fp, sizeof fp, "%s-%d", sp, fno);
-      if (!fields || json_array_append_new(fields, node(&t, fp, &s->d, f, 0, s->header && fno <= 2)))
+      if (!fields ||
+          json_array_append_new(fields, node(&t, fp, &s->d, f, 0, s->header && fno <= 2)))
         t.ok = false;
     }
     put(&t, so, "fields", fields);
@@ -258,8 +256,9 @@ static void root_name(const cad_hl7_seg_t *msh, char *out, size_t cap) {
 static int render_xml(const cad_hl7_msg_t *m, cad_arena_t *a, cad_buf_t *b) {
   char root[40];
   root_name(&m->segs[0], root, sizeof root);
-  int rc = cad_buf_printf(b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<%s xmlns=\"urn:hl7-org:v2xml\">",
-                          root) < 0
+  int rc = cad_buf_printf(
+               b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<%s xmlns=\"urn:hl7-org:v2xml\">",
+               root) < 0
                ? CAD_E_NOMEM
                : 0;
   for (uint32_t i = 0; i < m->nsegs && !rc; i++) {
@@ -316,7 +315,8 @@ int cad_render(cad_format_t f, const char *p, size_t len, const cad_fhir_opts_t 
   if (rc) {
     if (diag) {
       diag->code = rc;
-      snprintf(diag->reason, sizeof diag->reason, "%s", hd.reason[0] ? hd.reason : cad_strerror(rc));
+      snprintf(diag->reason, sizeof diag->reason, "%s",
+               hd.reason[0] ? hd.reason : cad_strerror(rc));
     }
   } else if (f == CAD_FORMAT_JSON) {
     json_t *j = cad_render_json_tree(&m, &a);
@@ -339,7 +339,8 @@ int cad_fhir_bundle(const char *p, size_t len, const cad_fhir_opts_t *o, cad_buf
   if (rc) {
     if (diag) {
       diag->code = rc;
-      snprintf(diag->reason, sizeof diag->reason, "%s", hd.reason[0] ? hd.reason : cad_strerror(rc));
+      snprintf(diag->reason, sizeof diag->reason, "%s",
+               hd.reason[0] ? hd.reason : cad_strerror(rc));
     }
   } else {
     json_t *b = NULL;

@@ -52,7 +52,8 @@ static size_t count(json_t *b, const char *type) {
   return n;
 }
 
-static const cad_fhir_system_t systems[] = {{"GH", "urn:oid:1.2.3.4"}, {"SSA", "http://ssa.example"}};
+static const cad_fhir_system_t systems[] = {{"GH", "urn:oid:1.2.3.4"},
+                                            {"SSA", "http://ssa.example"}};
 static const cad_fhir_opts_t opts = {systems, 2, NULL, false};
 
 TEST(adt_identifiers_and_authorities) {
@@ -85,8 +86,8 @@ TEST(adt_every_event_and_no_pv1) {
   for (int i = 0; i < 9; i++) {
     char msg[512];
     snprintf(msg, sizeof msg,
-             "MSH|^~\\&|A|B|C|D|20260101||ADT^%s|C%d|P|2.5\rPID|1||9^^^GH||X^Y\r%s", events[i],
-             i, status[i] ? "PV1|1|I\r" : "PV1|1|N\r");
+             "MSH|^~\\&|A|B|C|D|20260101||ADT^%s|C%d|P|2.5\rPID|1||9^^^GH||X^Y\r%s", events[i], i,
+             status[i] ? "PV1|1|I\r" : "PV1|1|N\r");
     json_t *b = convert(msg, NULL);
     REQUIRE(b);
     CHECK_INT((int)count(b, "Encounter"), status[i] ? 1 : 0);
@@ -183,7 +184,8 @@ TEST(vxu_orders_mdm) {
       NULL);
   REQUIRE(b);
   CHECK_STR(str(b, "entry[1].resource.status"), "completed");
-  CHECK_STR(str(b, "entry[1].resource.vaccineCode.coding[0].system"), "http://hl7.org/fhir/sid/cvx");
+  CHECK_STR(str(b, "entry[1].resource.vaccineCode.coding[0].system"),
+            "http://hl7.org/fhir/sid/cvx");
   CHECK(!at(b, "entry[1].resource.doseQuantity"));
   CHECK_STR(str(b, "entry[1].resource.route.coding[0].code"), "IM");
   json_decref(b);
@@ -249,7 +251,11 @@ TEST(formats) {
   CHECK_INT(cad_render(CAD_FORMAT_XML, m, strlen(m), NULL, &out, NULL), 0);
   REQUIRE(cad_buf_cstr(&out));
   CHECK(strstr(out.data, "<ADT_A01 xmlns=\"urn:hl7-org:v2xml\">") != NULL);
-  CHECK(strstr(out.data, "<PID.3><CX.1>9</CX.1><CX.4><HD.1>GH</HD.1></CX.4></PID.3><PID.3><CX.1>8</CX.1></PID.3>") != NULL);
+  CHECK(
+      strstr(
+          out.data,
+          "<PID.3><CX.1>9</CX.1><CX.4><HD.1>GH</HD.1></CX.4></PID.3><PID.3><CX.1>8</CX.1></PID.3>") !=
+      NULL);
   CHECK(strstr(out.data, "<MSH.2>^~\\&amp;</MSH.2>") != NULL);
   out.len = 0;
   CHECK_INT(cad_render(CAD_FORMAT_JSON, m, strlen(m), NULL, &out, NULL), 0);
