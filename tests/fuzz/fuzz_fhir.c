@@ -1,8 +1,8 @@
 /* fuzz_fhir.c - libFuzzer target for HL7 v2 to FHIR (parsers/fhir/fhir.h)
  * and the json / xml delivery formats.
  *
- * For any input that parses (the first line may be forced to a supported
- * MSH-9 by the input's first byte, so that every mapping is reached): the
+ * For any input that parses (a first byte below 8 forces a supported
+ * MSH-9, so that every mapping is reached): the
  * conversion succeeds or refuses cleanly; a Bundle is valid JSON once
  * written, the same when converted twice, every entry has a urn:uuid
  * fullUrl, an id and a resourceType, every urn:uuid reference names an
@@ -85,15 +85,19 @@ static void check_xml(const cad_buf_t *b) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   static const char *const types[] = {"ADT^A01", "ADT^A08", "ADT^A28", "ORU^R01",
                                       "VXU^V04", "ORM^O01", "OML^O21", "MDM^T02"};
-  if (size < 1 || size > 65536) return 0;
-  /* byte 0 < 8: the message is given an MSH with that type, then the rest */
+  if (size < 1 || size > (1u << 20)) return 0;
+  /* byte 0 < 8: the message is given an MSH with that type, then the rest;
+   * any other input (a corpus message) is the message itself */
   cad_buf_t in = CAD_BUF_INIT;
-  if (data[0] < 8)
+  if (data[0] < 8) {
     cad_buf_printf(&in, "MSH|^~\\&|A|B|C|D|20260101120000+0100||%s|C1|P|2.5.1\r", types[data[0]]);
-  cad_buf_append(&in, data + 1, size - 1);
+    cad_buf_append(&in, data + 1, size - 1);
+  } else {
+    cad_buf_append(&in, data, size);
+  }
   const char *p = in.data ? in.data : "";
   cad_fhir_system_t sys[] = {{"GH", "urn:oid:1.2.3"}, {"LAB", "http://lab.example/id"}};
-  cad_fhir_opts_t o = {sys, 2, data[0] & 1 ? "+02:00" : NULL, false};
+  cad_fhir_opts_t o = {sys, 2, size & 1 ? "+02:00" : NULL, false};
 
   cad_arena_t a;
   cad_arena_init(&a, 16384, 64u << 20);
