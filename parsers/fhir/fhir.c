@@ -931,7 +931,12 @@ static kind_t message_kind(cad_str_t type, cad_str_t event) {
 /* The ORC in force gave no ServiceRequest: give it one alone. */
 static int flush_orc(conv_t *v) {
   if (v->kind != K_ORDER || v->orc < 0 || v->orc_used) return 0;
-  return service_request(v, NULL);
+  /* its id is keyed by the ORC's own position, whichever segment ends it */
+  uint32_t seg = v->c.seg;
+  v->c.seg = (uint32_t)v->orc;
+  int rc = service_request(v, NULL);
+  v->c.seg = seg;
+  return rc;
 }
 
 static int segment(conv_t *v, const cad_hl7_seg_t *s) {
