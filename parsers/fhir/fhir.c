@@ -1067,7 +1067,9 @@ int cad_fhir_convert(const cad_hl7_msg_t *m, const cad_fhir_opts_t *o, json_t **
   cad_arena_free(&arena);
   if (rc) {
     json_decref(bundle);
-    if (diag && !diag->code) set_reason(diag, rc, "conversion failed: ", cad_strerror(rc));
+    if (diag && !diag->code && rc == CAD_E_TOOBIG)
+      set_reason(diag, rc, "more resources than a Bundle may hold (CAD_FHIR_MAX_ENTRIES)", "");
+    else if (diag && !diag->code) set_reason(diag, rc, "conversion failed: ", cad_strerror(rc));
     return rc;
   }
   *out = bundle;

@@ -38,6 +38,12 @@
 #include "cad_mem.h"
 #include "hl7.h"
 
+/* The most entries one Bundle may have: a message that would give more is
+ * refused (CAD_E_TOOBIG), so that a hostile message cannot make the
+ * conversion hold more than about this many resources in memory (the
+ * jansson tree of one entry is ~1-3 KB, its JSON ~1 KB). */
+#define CAD_FHIR_MAX_ENTRIES 10000
+
 /* An identifier system: the assigning authority as written in the message
  * (CX-4.1, EI-2, or the universal id CX-4.2) and the URI to use. */
 typedef struct cad_fhir_system {
@@ -64,8 +70,8 @@ typedef struct cad_fhir_diag {
 } cad_fhir_diag_t;
 
 /* The Bundle for message m (which must have parsed).  0 and *out a new
- * tree, or CAD_E_INVAL (unsupported message type; diag says which) or
- * CAD_E_NOMEM.  `o` may be NULL (no systems table, no default zone). */
+ * tree, or CAD_E_INVAL (unsupported message type; diag says which),
+ * CAD_E_TOOBIG (more than CAD_FHIR_MAX_ENTRIES resources) or CAD_E_NOMEM.  `o` may be NULL (no systems table, no default zone). */
 int cad_fhir_convert(const cad_hl7_msg_t *m, const cad_fhir_opts_t *o, json_t **out,
                      cad_fhir_diag_t *diag);
 

@@ -155,6 +155,11 @@ void cad__fhir_uuid(const char *const *parts, const size_t *lens, size_t n, char
 }
 
 int cad__fhir_new(fctx_t *c, const char *type, const char *key1, cad_str_t key2, fres_t *r) {
+  r->res = NULL;
+  if (json_array_size(c->entries) >= CAD_FHIR_MAX_ENTRIES) {
+    c->err = CAD_E_TOOBIG;
+    return c->err;
+  }
   char pos[16];
   snprintf(pos, sizeof pos, "%u", c->seg);
   const char *parts[4] = {type, key1 ? key1 : pos, key2.p ? key2.p : "", NULL};

@@ -224,6 +224,22 @@ TEST(refusals) {
   cad_buf_free(&out);
 }
 
+TEST(entries_bounded) {
+  /* a hostile message with more OBX than a Bundle may hold is refused */
+  cad_buf_t in = CAD_BUF_INIT, out = CAD_BUF_INIT;
+  cad_buf_puts(&in, "MSH|^~\\&|A|B|C|D|20260101||ORU^R01|C1|P|2.5\rPID|1||9\rOBR|1\r");
+  for (int i = 0; i < CAD_FHIR_MAX_ENTRIES; i++) cad_buf_puts(&in, "OBX|1|NM|a||1\r");
+  cad_fhir_diag_t dg;
+  CHECK_INT(cad_fhir_bundle(in.data, in.len, NULL, &out, &dg), CAD_E_TOOBIG);
+  CHECK(strstr(dg.reason, "more resources") != NULL);
+  CHECK_INT((int)out.len, 0);
+  /* one fewer fits */
+  in.len -= strlen("OBX|1|NM|a||1\r") * 3;
+  CHECK_INT(cad_fhir_bundle(in.data, in.len, NULL, &out, &dg), 0);
+  cad_buf_free(&in);
+  cad_buf_free(&out);
+}
+
 TEST(deterministic_uuid) {
   const char *parts[2] = {"Observation", "MSG1"};
   size_t lens[2] = {11, 4};
