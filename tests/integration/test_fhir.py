@@ -106,6 +106,23 @@ def test_fixtures_validate(binary, tmp):
     assert errs == [], errs[:20]
 
 
+def test_unit_bundles_validate(binary, tmp):
+    """The Bundles the C unit tests make (tests/unit/parsers/test_fhir.c)
+    are valid R4 too."""
+    unit = os.path.join(os.path.dirname(binary), "..", "tests", "unit", "test_fhir")
+    if not os.path.exists(unit):
+        print("  SKIP: %s not built" % unit)
+        return
+    dump = os.path.join(tmp, "unit.ndjson")
+    env = dict(os.environ, CAD_FHIR_DUMP=dump)
+    p = subprocess.run([unit], env=env, capture_output=True, timeout=120)
+    assert p.returncode == 0, p.stdout.decode()[-2000:]
+    docs = [json.loads(x) for x in open(dump) if x.strip()]
+    assert len(docs) >= 20, len(docs)
+    errs = validate(docs, tmp)
+    assert errs == [], errs[:20]
+
+
 def test_adt_a01(binary, tmp):
     b = bundle(binary, "adt_a01.hl7")
     assert b["type"] == "transaction" and b["timestamp"] == "2026-12-01T08:30:00-05:00"
@@ -478,7 +495,8 @@ def test_corpus(binary, tmp):
     assert errs == [], errs[:20]
 
 
-TESTS = [test_validator_catches_errors, test_fixtures_validate, test_adt_a01,
+TESTS = [test_validator_catches_errors, test_fixtures_validate, test_unit_bundles_validate,
+         test_adt_a01,
          test_adt_null_and_missing_pv1, test_dates_keep_precision_and_zone, test_oru_r01,
          test_vxu_orders_mdm, test_deterministic_ids, test_errors, test_json_and_xml,
          test_route_tests_expect_fhir, test_config_refusals, test_corpus]

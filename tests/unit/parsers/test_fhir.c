@@ -3,6 +3,7 @@
  * small JSON paths ("entry[1].resource.status"). */
 #include "fhir.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "cad_error.h"
@@ -39,6 +40,15 @@ static json_t *convert(const char *msg, const cad_fhir_opts_t *o) {
   if (rc) fprintf(stderr, "  conversion failed: %s\n", dg.reason);
   json_error_t je;
   json_t *j = rc ? NULL : json_loadb(b.data, b.len, 0, &je);
+  /* CAD_FHIR_DUMP=FILE: every Bundle made here, one a line, for the R4
+   * validator (tests/integration/test_fhir.py runs this program so) */
+  const char *dump = getenv("CAD_FHIR_DUMP");
+  FILE *f = dump && !rc ? fopen(dump, "a") : NULL;
+  if (f) {
+    fwrite(b.data, 1, b.len, f);
+    fputc('\n', f);
+    fclose(f);
+  }
   cad_buf_free(&b);
   return j;
 }
