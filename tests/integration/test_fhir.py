@@ -344,6 +344,16 @@ def test_json_and_xml(binary, tmp):
                                        check=True, timeout=60).stdout)
     mine = json.loads(fhir(binary, "--format", "json", src).stdout)
     assert mine == {"segments": parsed[0]["segments"]}
+    # bytes that are not UTF-8 (Latin-1 é, a C1 byte) and an escaped NUL read the same
+    odd = os.path.join(tmp, "latin1.hl7")
+    with open(odd, "wb") as f:
+        f.write(b"MSH|^~\\&|A|B|C|D|20260101||ADT^A08|L1|P|2.5\rPID|1||9||REN\xe9^\x85X\\X00\\Y\r")
+    parsed = json.loads(subprocess.run([binary, "parse", "--json", odd], capture_output=True,
+                                       check=True, timeout=60).stdout)
+    assert json.loads(fhir(binary, "--format", "json", odd).stdout) == \
+        {"segments": parsed[0]["segments"]}
+    b = json.loads(fhir(binary, odd).stdout)
+    assert b["entry"][0]["resource"]["name"][0] == {"family": "REN\u00e9", "given": ["\u2026X\ufffdY"]}
     er7 = fhir(binary, "--format", "er7", src).stdout
     assert er7.rstrip(b"\n") == open(src, "rb").read().rstrip(b"\r")
     x = fhir(binary, "--format", "xml", src).stdout
