@@ -116,7 +116,7 @@ static int patient(conv_t *v, const cad_hl7_seg_t *s) {
     json_t *id = json_object();
     cad__fhir_set(c, id, "type", coding1(v, "http://terminology.hl7.org/CodeSystem/v2-0203", "SS"));
     cad__fhir_set(c, id, "system", cad__fhir_cstr(c, "http://hl7.org/fhir/sid/us-ssn"));
-    cad__fhir_set(c, id, "value", json_stringn(ssn.p, ssn.len));
+    cad__fhir_set(c, id, "value", json_stringn_nocheck(ssn.p, ssn.len));
     cad__fhir_push(c, p, "identifier", id);
   }
   each_rep(v, p, "name", s, 5, cad__fhir_xpn);
@@ -214,7 +214,7 @@ static int pv1(conv_t *v, const cad_hl7_seg_t *s) {
   } else if (cls.len) {
     cad__fhir_set(c, coding, "system",
                   cad__fhir_cstr(c, "http://terminology.hl7.org/CodeSystem/v2-0004"));
-    cad__fhir_set(c, coding, "code", json_stringn(cls.p, cls.len));
+    cad__fhir_set(c, coding, "code", json_stringn_nocheck(cls.p, cls.len));
   } else {
     cad__fhir_set(c, coding, "system",
                   cad__fhir_cstr(c, "http://terminology.hl7.org/CodeSystem/v3-NullFlavor"));
@@ -518,10 +518,10 @@ static void quantity_unit(conv_t *v, json_t *q, const cad_hl7_seg_t *s) {
   bool ucum = code.len &&
               (sys.len == 0 || cad__fhir_is(sys, "UCUM", true) || cad__fhir_is(sys, "ANS+", true));
   cad_str_t shown = text.len ? text : code;
-  cad__fhir_set(c, q, "unit", json_stringn(shown.p, shown.len));
+  cad__fhir_set(c, q, "unit", json_stringn_nocheck(shown.p, shown.len));
   if (ucum) {
     cad__fhir_set(c, q, "system", cad__fhir_cstr(c, "http://unitsofmeasure.org"));
-    cad__fhir_set(c, q, "code", json_stringn(code.p, code.len));
+    cad__fhir_set(c, q, "code", json_stringn_nocheck(code.p, code.len));
   }
 }
 
@@ -576,7 +576,7 @@ static json_t *joined_text(conv_t *v, const cad_hl7_seg_t *s, int field) {
   }
   size_t n = b.len;
   while (n && (b.data[n - 1] == '\n' || b.data[n - 1] == ' ')) n--;
-  json_t *j = n ? json_stringn(b.data, n) : NULL;
+  json_t *j = n ? json_stringn_nocheck(b.data, n) : NULL;
   cad_buf_free(&b);
   return j;
 }
@@ -639,7 +639,7 @@ static void ref_range(conv_t *v, json_t *o, const cad_hl7_seg_t *s) {
     json_decref(lo);
     json_decref(hi);
   }
-  cad__fhir_set(c, rr, "text", json_stringn(t.p, t.len));
+  cad__fhir_set(c, rr, "text", json_stringn_nocheck(t.p, t.len));
   cad__fhir_push(c, o, "referenceRange", rr);
 }
 
@@ -673,7 +673,7 @@ static int observation(conv_t *v, const cad_hl7_seg_t *s) {
     cad__fhir_set(
         c, k, "system",
         cad__fhir_cstr(c, "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"));
-    cad__fhir_set(c, k, "code", json_stringn(code.p, code.len));
+    cad__fhir_set(c, k, "code", json_stringn_nocheck(code.p, code.len));
     cad__fhir_push(c, cc, "coding", k);
     cad__fhir_push(c, o, "interpretation", cc);
   }
@@ -704,7 +704,7 @@ static int specimen(conv_t *v, const cad_hl7_seg_t *s) {
     const char *sys = cad__fhir_id_system(c, cad__fhir_text(c, d, ns), cad__fhir_text(c, d, uid),
                                           cad__fhir_text(c, d, uidt), buf, sizeof buf);
     if (sys) cad__fhir_set(c, id, "system", cad__fhir_cstr(c, sys));
-    cad__fhir_set(c, id, "value", json_stringn(t.p, t.len));
+    cad__fhir_set(c, id, "value", json_stringn_nocheck(t.p, t.len));
     cad__fhir_push(c, k, "identifier", id);
   }
   cad__fhir_set(c, k, "type", first_rep(v, s, 4, cad__fhir_cwe));
@@ -779,10 +779,10 @@ static int immunization(conv_t *v, const cad_hl7_seg_t *s) {
     cad__fhir_set(c, q, "value", n);
     cad_str_t u = text1(v, s, 7, 1), usys = text1(v, s, 7, 3);
     if (u.len) {
-      cad__fhir_set(c, q, "unit", json_stringn(u.p, u.len));
+      cad__fhir_set(c, q, "unit", json_stringn_nocheck(u.p, u.len));
       if (!usys.len || cad__fhir_is(usys, "UCUM", true)) {
         cad__fhir_set(c, q, "system", cad__fhir_cstr(c, "http://unitsofmeasure.org"));
-        cad__fhir_set(c, q, "code", json_stringn(u.p, u.len));
+        cad__fhir_set(c, q, "code", json_stringn_nocheck(u.p, u.len));
       }
     }
     cad__fhir_set(c, k, "doseQuantity", q);
@@ -882,7 +882,7 @@ static void doc_content(conv_t *v, const cad_hl7_seg_t *s) {
     json_decref(t);
     cad__fhir_set(c, att, "contentType", cad__fhir_cstr(c, "text/plain"));
   }
-  if (b.len) cad__fhir_set(c, att, "data", json_stringn(b.data, b.len));
+  if (b.len) cad__fhir_set(c, att, "data", json_stringn_nocheck(b.data, b.len));
   cad_buf_free(&b);
   if (!json_object_get(att, "data")) {
     json_decref(att);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "cad_error.h"
+#include "cad_json.h"
 
 #define COMP(r, n) fpiece((r), d->comp, (n))
 #define SUB(x, n) fpiece((x), d->sub, (n))
@@ -120,7 +121,7 @@ static json_t *identifier(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t value,
     json_t *cc = json_object(), *coding = json_object();
     cad__fhir_set(c, coding, "system",
                   cad__fhir_cstr(c, "http://terminology.hl7.org/CodeSystem/v2-0203"));
-    cad__fhir_set(c, coding, "code", json_stringn(tcode.p, tcode.len));
+    cad__fhir_set(c, coding, "code", json_stringn_nocheck(tcode.p, tcode.len));
     cad__fhir_push(c, cc, "coding", coding);
     cad__fhir_set(c, id, "type", cc);
   }
@@ -132,7 +133,7 @@ static json_t *identifier(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t value,
   cad__fhir_set(c, id, "value", v);
   if (!sys && nst.len) {
     json_t *as = json_object();
-    cad__fhir_set(c, as, "display", json_stringn(nst.p, nst.len));
+    cad__fhir_set(c, as, "display", json_stringn_nocheck(nst.p, nst.len));
     cad__fhir_set(c, id, "assigner", as);
   }
   return id;
@@ -254,7 +255,7 @@ json_t *cad__fhir_xtn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep,
   if (!value.len) return NULL;
   json_t *t = json_object();
   cad__fhir_set(c, t, "system", cad__fhir_cstr(c, system));
-  cad__fhir_set(c, t, "value", json_stringn(value.p, value.len));
+  cad__fhir_set(c, t, "value", json_stringn_nocheck(value.p, value.len));
   if (u) cad__fhir_set(c, t, "use", cad__fhir_cstr(c, u));
   return t;
 }
@@ -271,7 +272,7 @@ static json_t *coding(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t code, cad_
   const char *sys = cad__fhir_code_system(c, cad__fhir_text(c, d, sysname), buf, sizeof buf);
   if (sys) cad__fhir_set(c, k, "system", cad__fhir_cstr(c, sys));
   cad__fhir_set(c, k, "version", cad__fhir_str(c, d, version));
-  cad__fhir_set(c, k, "code", json_stringn(cv.p, cv.len));
+  cad__fhir_set(c, k, "code", json_stringn_nocheck(cv.p, cv.len));
   cad__fhir_set(c, k, "display", cad__fhir_str(c, d, display));
   return k;
 }
@@ -303,13 +304,25 @@ json_t *cad__fhir_table(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep, int
   snprintf(sys, sizeof sys, "http://terminology.hl7.org/CodeSystem/v2-%04d", table);
   json_t *cc = json_object(), *k = json_object();
   cad__fhir_set(c, k, "system", cad__fhir_cstr(c, sys));
-  cad__fhir_set(c, k, "code", json_stringn(code.p, code.len));
+  cad__fhir_set(c, k, "code", json_stringn_nocheck(code.p, code.len));
   cad__fhir_set(c, k, "display", cad__fhir_str(c, d, COMP(rep, 2)));
   cad__fhir_push(c, cc, "coding", k);
   return cc;
 }
 
 /* ---- references ---------------------------------------------------------- */
+
+/* The longest prefix of buf[0..n) that ends on a whole UTF-8 character (a
+ * fixed buffer may have cut the last one). */
+static size_t utf8_cut(const char *buf, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    size_t k = cad_utf8_seq(buf + i, n - i);
+    if (!k) break;
+    i += k;
+  }
+  return i;
+}
 
 json_t *cad__fhir_xcn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
   cad_str_t id = COMP(rep, 1), hd = COMP(rep, 9);
@@ -319,10 +332,13 @@ json_t *cad__fhir_xcn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
   json_t *ident = identifier(c, d, id, SUB(hd, 1), SUB(hd, 2), SUB(hd, 3), none);
   char buf[512];
   int n = 0;
+  /* each part only while there is room: snprintf returns what it wanted */
   if (pre.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s ", (int)pre.len, pre.p);
-  if (given.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s ", (int)given.len, given.p);
-  if (family.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s", (int)family.len, family.p);
-  if (n >= (int)sizeof buf) n = (int)sizeof buf - 1;
+  if (given.len && n < (int)sizeof buf)
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s ", (int)given.len, given.p);
+  if (family.len && n < (int)sizeof buf)
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s", (int)family.len, family.p);
+  if (n >= (int)sizeof buf) n = (int)utf8_cut(buf, sizeof buf - 1);
   while (n > 0 && buf[n - 1] == ' ') n--;
   if (!ident && n == 0) return NULL;
   json_t *r = json_object();
@@ -340,7 +356,7 @@ json_t *cad__fhir_pl(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
     if (v.len && n < (int)sizeof buf)
       n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%.*s", n ? " " : "", (int)v.len, v.p);
   }
-  if (n >= (int)sizeof buf) n = (int)sizeof buf - 1;
+  if (n >= (int)sizeof buf) n = (int)utf8_cut(buf, sizeof buf - 1);
   if (n == 0) return NULL;
   json_t *r = json_object();
   cad__fhir_set(c, r, "display", json_stringn(buf, (size_t)n));
@@ -386,7 +402,7 @@ static json_t *dtm(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw, int kind
     }
     n += snprintf(buf + n, sizeof buf - (size_t)n, "%s", zone);
   }
-  return json_stringn(buf, (size_t)n);
+  return json_stringn_nocheck(buf, (size_t)n);
 }
 
 json_t *cad__fhir_datetime(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {

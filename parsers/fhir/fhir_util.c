@@ -81,16 +81,19 @@ cad_str_t cad__fhir_text(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
   return u.len ? u : none;
 }
 
+/* Strings from cad__fhir_text are valid UTF-8 (cad_hl7_text guarantees it),
+ * so jansson's own check is skipped (_nocheck); a string put together in a
+ * fixed buffer that may cut a character keeps the checked call. */
 json_t *cad__fhir_str(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
   cad_str_t t = cad__fhir_text(c, d, raw);
   if (!t.len) return NULL;
-  json_t *j = json_stringn(t.p, t.len);
+  json_t *j = json_stringn_nocheck(t.p, t.len);
   if (!j) c->err = CAD_E_NOMEM;
   return j;
 }
 
 json_t *cad__fhir_cstr(fctx_t *c, const char *s) {
-  json_t *j = json_string(s);
+  json_t *j = json_string_nocheck(s); /* literals: ASCII */
   if (!j) c->err = CAD_E_NOMEM;
   return j;
 }
@@ -100,7 +103,7 @@ void cad__fhir_set(fctx_t *c, json_t *obj, const char *key, json_t *v) {
   if (!obj) {
     json_decref(v);
     c->err = CAD_E_NOMEM;
-  } else if (json_object_set_new(obj, key, v) != 0) {
+  } else if (json_object_set_new_nocheck(obj, key, v) != 0) {
     c->err = CAD_E_NOMEM; /* set_new released v */
   }
 }
@@ -110,7 +113,7 @@ void cad__fhir_push(fctx_t *c, json_t *obj, const char *key, json_t *v) {
   json_t *arr = obj ? json_object_get(obj, key) : NULL;
   if (obj && !arr) {
     arr = json_array();
-    if (arr && json_object_set_new(obj, key, arr) != 0) arr = NULL;
+    if (arr && json_object_set_new_nocheck(obj, key, arr) != 0) arr = NULL;
   }
   if (!arr || json_array_append_new(arr, v) != 0) {
     if (!arr) json_decref(v);

@@ -250,6 +250,28 @@ TEST(entries_bounded) {
   cad_buf_free(&out);
 }
 
+TEST(long_names_are_cut_whole) {
+  /* an XCN / PL longer than the display buffer: cut on a character */
+  cad_buf_t in = CAD_BUF_INIT;
+  cad_buf_puts(&in, "MSH|^~\\&|A|B|C|D|20260101||ADT^A01|C1|P|2.5\rPID|1||9\rPV1|1|I|");
+  for (int i = 0; i < 300; i++) cad_buf_puts(&in, "\xc3\xa9");
+  cad_buf_puts(&in, "|||||1^");
+  for (int i = 0; i < 300; i++) cad_buf_puts(&in, "\xc3\xa9");
+  cad_buf_puts(&in, "^");
+  for (int i = 0; i < 700; i++) cad_buf_puts(&in, "G");
+  cad_buf_puts(&in, "^^^");
+  for (int i = 0; i < 700; i++) cad_buf_puts(&in, "P");
+  cad_buf_puts(&in, "\r");
+  json_t *b = convert(cad_buf_cstr(&in), NULL);
+  REQUIRE(b);
+  const char *loc = str(b, "entry[1].resource.location[0].location.display");
+  CHECK(strlen(loc) == 510); /* 255 whole characters of 2 bytes */
+  const char *doc = str(b, "entry[1].resource.participant[0].individual.display");
+  CHECK(strlen(doc) == 511 && doc[0] == 'P');
+  json_decref(b);
+  cad_buf_free(&in);
+}
+
 TEST(deterministic_uuid) {
   const char *parts[2] = {"Observation", "MSG1"};
   size_t lens[2] = {11, 4};
