@@ -142,7 +142,10 @@ int cad_cli_fhir(int argc, char **argv) {
         break;
       case 'c': f.config = optarg; break;
       case 's':
-        if (ncli >= MAX_SYSTEMS) return add_system(&f, optarg) ? 2 : 2;
+        if (ncli >= MAX_SYSTEMS) {
+          fprintf(stderr, "caduceus fhir: at most %d --system options\n", MAX_SYSTEMS);
+          return 2;
+        }
         cli_systems[ncli++] = optarg;
         break;
       case 'z': f.opts.tz = optarg; break;
