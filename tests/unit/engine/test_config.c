@@ -645,7 +645,7 @@ TEST(file_and_sftp_sources) {
       "password_env: P, dir: /in, after: move}\n" LAB,
       "t.yaml:2:92: unknown key 'after' in destination 'out' (expected one of: type, "
       "host, port, user, known_hosts, key, passphrase_env, password_env, timeout, dir, "
-      "name, mode, batch, stage_dir, retry, on_failure, max_backlog, lanes, order_by, encoding, "
+      "name, mode, batch, stage_dir, format, retry, on_failure, max_backlog, lanes, order_by, encoding, "
       "unrepresentable)\n");
 }
 
