@@ -37,6 +37,7 @@
 #include "cad_error.h"
 #include "chan_route.h"
 #include "cli.h"
+#include "cli_test_int.h"
 #include "config.h"
 #include "hl7.h"
 #include "routes.h"
@@ -45,6 +46,7 @@
 #define MAX_DIFF_LINES 20
 
 typedef struct run {
+  const cad_config_t *cfg; /* destination formats and the fhir: settings */
   const char *const *dests;
   size_t ndests;
   int passed, failed;
@@ -66,6 +68,16 @@ static void fail_line(run_t *r, const char *fmt, ...) {
   vsnprintf(tmp, sizeof tmp, fmt, ap);
   va_end(ap);
   cad_buf_printf(&r->out, "    %s\n", tmp);
+}
+
+static void line_cb(void *ud, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void line_cb(void *ud, const char *fmt, ...) {
+  char tmp[1024];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  va_end(ap);
+  fail_line(ud, "%s", tmp);
 }
 
 /* Printable form of a value (at most 60 bytes, control bytes escaped). */
@@ -168,6 +180,11 @@ static int errorf(const cad_yaml_node_t *n, const char *fmt, ...) {
   return -1;
 }
 
+/* An expectation may be { fhir: PATH }: the FHIR Bundle of the output. */
+static bool allow_fhir(const cad_yaml_node_t *n) {
+  return n->type == CAD_YAML_MAPPING && cad_yaml_get(n, "fhir") != NULL;
+}
+
 /* A message given inline (a string) or as { file: PATH }.  *data is
  * malloc'd.  Returns 0, 1 for `none`, or -1 (error printed). */
 static int load_message(run_t *r, const cad_yaml_node_t *n, char **data, size_t *len,
@@ -184,9 +201,10 @@ static int load_message(run_t *r, const cad_yaml_node_t *n, char **data, size_t 
     return 0;
   }
   const cad_yaml_node_t *f = cad_yaml_get(n, "file");
+  if (!f && allow_fhir(n)) f = cad_yaml_get(n, "fhir"); /* a Bundle expected */
   if (n->type != CAD_YAML_MAPPING || n->n != 1 || !f || f->type != CAD_YAML_SCALAR)
     return errorf(n, "a message is written inline (a string), as { file: PATH }%s",
-                  allow_none ? " or none" : "");
+                  allow_none ? ", { fhir: PATH } or none" : "");
   /* Relative to the file the test is written in (as config.h says). */
   char path[4096];
   const char *slash = strrchr(f->file, '/');
@@ -281,6 +299,11 @@ static bool check_dest(run_t *r, const cad_route_result_t *res, size_t d, const 
       fail_line(r, "%s: expected a message, got none (disposition %s%s%s)", k->str,
                 cad_route_disposition_name(res->disposition), res->diag.reason[0] ? ": " : "",
                 res->diag.reason);
+    } else if (allow_fhir(item) || r->cfg->dests[d].format != CAD_FORMAT_ER7) {
+      /* what the destination delivers after its format: compared as JSON */
+      cad_format_t f = allow_fhir(item) ? CAD_FORMAT_FHIR : r->cfg->dests[d].format;
+      cad__test_compare_rendered(line_cb, r, k->str, f, &r->cfg->fhir.opts, exp, elen, out->bytes.p,
+                                 out->bytes.len);
     } else {
       size_t nl1, nl2;
       char *ne = normalise(exp, elen, &nl1), *ng = normalise(out->bytes.p, out->bytes.len, &nl2);
@@ -469,7 +492,7 @@ int cad_cli_test(int argc, char **argv) {
   free(cerr);
   int status = 1;
   const char **dests = calloc(cfg->ndests + 1, sizeof *dests);
-  run_t r = {NULL, 0, 0, 0, showflag, CAD_BUF_INIT, 0};
+  run_t r = {cfg, NULL, 0, 0, 0, showflag, CAD_BUF_INIT, 0};
   if (!dests) goto done;
   for (size_t i = 0; i < cfg->ndests; i++) dests[i] = cfg->dests[i].name;
   r.dests = dests;

@@ -78,6 +78,7 @@
 #include <stdint.h>
 
 #include "dir_conf.h"   /* channels/dir: cad_dir_source_opts_t (listen_dir:) */
+#include "fhir.h"       /* parsers/fhir: cad_fhir_opts_t, cad_format_t */
 #include "file_dest.h"  /* channels/file: cad_file_dest_opts_t */
 #include "http_conf.h"  /* channels/http: cad_http_dest_conf_t, cad_http_listen_conf_t */
 #include "kafka_conf.h" /* channels/kafka: cad_kafka_dest_conf_t, cad_kafka_src_conf_t */
@@ -155,6 +156,8 @@ typedef struct cad_conf_dest {
   uint64_t retry_max_ms;       /* default 60000 */
   uint32_t retry_attempts;     /* default 10 */
   cad_on_failure_t on_failure; /* default CAD_ON_FAILURE_BLOCK */
+  cad_format_t format;         /* `format:` er7 (default) | fhir | json | xml */
+  const cad_fhir_opts_t *fhir; /* the config's `fhir:` settings (borrowed) */
   uint64_t max_backlog;        /* messages waiting; 0 = no limit (default) */
   /* `encoding:` (every type): the character set this destination requires
    * (parsers/hl7/hl7_charset.h id; CAD_CS_NONE = the message's own), and
@@ -263,6 +266,15 @@ typedef struct cad_conf_admin {
   cad_conf_pos_t pos;
 } cad_conf_admin_t;
 
+/* `fhir:` (engine/config/config_fhir.c): the v2-to-FHIR settings.  opts
+ * points into the arrays here (owned). */
+typedef struct cad_conf_fhir {
+  cad_fhir_opts_t opts;
+  cad_fhir_system_t *systems; /* owned, and each string */
+  size_t nsystems;
+  char *tz; /* owned */
+} cad_conf_fhir_t;
+
 typedef struct cad_config {
   char *path;     /* the main file as given */
   char *data_dir; /* default "var/data" */
@@ -294,6 +306,7 @@ typedef struct cad_config {
   size_t ndocs;
 
   cad_conf_admin_t admin; /* `admin:`; admin.enabled false = no admin listener */
+  cad_conf_fhir_t fhir;   /* `fhir:` */
 } cad_config_t;
 
 /* Load and check `path`.  On success returns 0 and *out is a new config (free

@@ -360,6 +360,8 @@ void cad__conf_check_listen_conflicts(loader_t *L) {
  * readable regular file (relative to the file the test is written in). */
 static void check_message_file(loader_t *L, const cad_yaml_node_t *n) {
   const cad_yaml_node_t *f = n->type == CAD_YAML_MAPPING ? cad_yaml_get(n, "file") : NULL;
+  /* a route test may expect { fhir: FILE } (a FHIR Bundle) */
+  if (!f && n->type == CAD_YAML_MAPPING) f = cad_yaml_get(n, "fhir");
   if (!f || f->type != CAD_YAML_SCALAR || f->len == 0) return; /* `caduceus test` says why */
   char *s = strdup(f->str);
   if (!s || !(s = cad__conf_resolve(L, f->file, s))) {

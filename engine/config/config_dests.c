@@ -105,7 +105,12 @@ static const char *const unrep_names[] = {"reject", "replace", "escape", NULL};
 static const enum_arg_t unrepresentable_arg = {unrep_names, 0, "reject, replace or escape"};
 
 /* Keys every destination has, whatever its kind (the engine's delivery). */
+static const char *const formats[] = {"er7", "fhir", "json", "xml", NULL};
+static const enum_arg_t format_arg = {formats, CAD_FORMAT_ER7, "er7, fhir, json or xml"};
+
 static const conf_key_t delivery_keys[] = {
+    {"format", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, format), 0, "er7", 0, 0, &format_arg,
+     "what is delivered: er7 (the message), fhir (a FHIR R4 Bundle), json or xml"},
     {"retry", CAD_CONF_SECTION, 0, 0, NULL, 0, 0, &retry_section,
      "retries with exponential backoff"},
     {"on_failure", CAD_CONF_ENUM, offsetof(cad_conf_dest_t, on_failure), 0, "block", 0, 0,

@@ -45,6 +45,7 @@ _Static_assert(sizeof(cad_log_level_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(cad_log_format_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(cad_ack_style_t) == sizeof(int), "enum size");
 _Static_assert(sizeof(cad_dest_type_t) == sizeof(int), "enum size");
+_Static_assert(sizeof(cad_format_t) == sizeof(int), "enum size");
 #define MS_HOUR (UINT64_C(3600) * MS_SECOND)
 #define MAX_LIST 256 /* allowed_clients, allow */
 
@@ -173,6 +174,10 @@ extern const conf_section_t cad__conf_chan_archive;
 void cad__conf_set_admin(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
                          const cad_yaml_node_t *v, void *obj);
 void cad__conf_admin_free(cad_conf_admin_t *a);
+/* config_fhir.c: the top-level `fhir:` */
+void cad__conf_set_fhir(loader_t *L, const conf_key_t *k, const cad_yaml_node_t *key,
+                        const cad_yaml_node_t *v, void *obj);
+void cad__conf_fhir_free(cad_conf_fhir_t *f);
 
 /* config_kafkapg.c: the key tables of `type: kafka`, `type: postgres` and a
  * channel's `listen_kafka:`, and what they own. */

@@ -207,6 +207,7 @@ static const conf_key_t top_keys[] = {
     CUSTOM_KEY("channels", set_channels, 0, "where messages come in"),
     CUSTOM_KEY("tables", set_tables, K_MAIN_ONLY, "lookup tables for routes"),
     CUSTOM_KEY("admin", cad__conf_set_admin, K_MAIN_ONLY, "the admin HTTP API and metrics"),
+    CUSTOM_KEY("fhir", cad__conf_set_fhir, K_MAIN_ONLY, "HL7 v2 to FHIR conversion settings"),
 };
 static const conf_section_t top_section = {"top-level", top_keys,
                                            sizeof top_keys / sizeof top_keys[0], NULL};
@@ -365,6 +366,7 @@ static void build(loader_t *L) {
     d->pos = cad__conf_pos_of(L->dests[i].key);
     c->ndests++;
     cad__conf_apply_dest(L, d, &L->dests[i]);
+    d->fhir = &c->fhir.opts;
   }
   if (c->ndests) {
     if (!(L->by_name = calloc(c->ndests, sizeof *L->by_name))) {
@@ -617,6 +619,7 @@ void cad_config_free(cad_config_t *c) {
   cad_tables_free(c->tables);
   cad__conf_admin_free(&c->admin);
   cad__conf_arch_index_free(&c->archive_index);
+  cad__conf_fhir_free(&c->fhir);
   for (size_t i = 0; i < c->ndocs; i++) cad_yaml_free(c->docs[i]);
   free(c->docs);
   for (size_t i = 0; i < c->nfiles; i++) free(c->files[i]);

@@ -22,7 +22,9 @@ typedef struct http_kind {
  * this branch yet: when they do, pass its name here instead of NULL. */
 static const char *content_type_of(const cad_conf_dest_t *cd) {
   if (cd->http.content_type) return cd->http.content_type;
-  return cad_http_content_type_for(NULL);
+  /* The media type of the destination's `format:` (the payload step has
+   * converted the message before it reaches this kind). */
+  return cad_http_content_type_for(cad_format_name(cd->format));
 }
 
 static int http_open(uv_loop_t *loop, const cad_conf_dest_t *cd, void **impl, char *err,

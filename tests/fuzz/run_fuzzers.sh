@@ -45,7 +45,7 @@ run_one() {
   seeds=$here/corpus/$name
   [ -d "$seeds" ] && cp -r "$seeds"/. "$corpus"/ 2>/dev/null
   case $name in
-    hl7*|stream*)
+    hl7*|stream*|fhir*)
       if [ -d "$shared" ]; then
         # top level and the message subdirectories, one file each
         for sub in "" malformed streams mllp; do

@@ -461,10 +461,10 @@ TEST(error_unknown_key) {
   CHECK_ERRORS(
       "destinations:\n  out: {type: file, dir: x, path: y}\n" LAB,
       "t.yaml:2:29: unknown key 'path' in destination 'out' (expected one of: type, "
-      "dir, append, name, mode, dir_mode, batch, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n");
+      "dir, append, name, mode, dir_mode, batch, format, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n");
   CHECK_ERRORS(DESTS LAB "route: x\n",
                "t.yaml:7:1: unknown key 'route' at the top level (expected one of: include, "
-               "engine, destinations, channels, tables, admin)\n");
+               "engine, destinations, channels, tables, admin, fhir)\n");
 }
 
 TEST(error_wrong_types) {
@@ -645,7 +645,7 @@ TEST(file_and_sftp_sources) {
       "password_env: P, dir: /in, after: move}\n" LAB,
       "t.yaml:2:92: unknown key 'after' in destination 'out' (expected one of: type, "
       "host, port, user, known_hosts, key, passphrase_env, password_env, timeout, dir, "
-      "name, mode, batch, stage_dir, retry, on_failure, max_backlog, lanes, order_by, encoding, "
+      "name, mode, batch, stage_dir, format, retry, on_failure, max_backlog, lanes, order_by, encoding, "
       "unrepresentable)\n");
 }
 

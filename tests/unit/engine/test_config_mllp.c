@@ -159,7 +159,7 @@ TEST(mllp_destination_errors) {
       "t.yaml:2:75: on_ae: expected one of retry or dead_letter, got 'ignore'\n"
       "t.yaml:2:83: unknown key 'dir' in destination 'ehr' (expected one of: type, host, "
       "port, persistent, connect_timeout, ack_timeout, idle_close, on_ae, on_ar, "
-      "new_control_id, tls, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n"
+      "new_control_id, tls, format, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n"
       "t.yaml:2:104: ack_timeout: must be from 100ms to 1h, got 0\n");
   CHECK_ERRORS("destinations:\n  ehr: {type: mllp, host: '[::1]', port: 70000}\n" LAB,
                "t.yaml:2:42: port: must be from 1 to 65535, got 70000\n");
@@ -290,7 +290,7 @@ TEST(mixed_file_and_mllp_destinations) {
   CHECK_ERRORS(
       "destinations:\n  ehr: {type: file, dir: x, host: h}\n" LAB,
       "t.yaml:2:29: unknown key 'host' in destination 'ehr' (expected one of: type, "
-      "dir, append, name, mode, dir_mode, batch, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n");
+      "dir, append, name, mode, dir_mode, batch, format, retry, on_failure, max_backlog, lanes, order_by, encoding, unrepresentable)\n");
 }
 
 /* Every TLS file a configuration names must be a readable regular file when

@@ -1,0 +1,353 @@
+/* render.c - a message in the format a destination asks for (fhir.h):
+ * er7 as it is, the FHIR Bundle, the JSON tree of `caduceus parse --json`,
+ * or the HL7 v2 XML encoding. */
+#include "fhir.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cad_error.h"
+#include "cad_json.h"
+#include "xml_types.h"
+
+static const char *const names[] = {"er7", "fhir", "json", "xml"};
+
+int cad_format_parse(const char *name, cad_format_t *out) {
+  for (int i = 0; i < 4; i++)
+    if (strcmp(name, names[i]) == 0) {
+      *out = (cad_format_t)i;
+      return 0;
+    }
+  return CAD_E_INVAL;
+}
+
+const char *cad_format_name(cad_format_t f) { return (unsigned)f < 4 ? names[f] : "?"; }
+
+const char *cad_format_content_type(cad_format_t f) {
+  switch (f) {
+    case CAD_FORMAT_FHIR: return "application/fhir+json";
+    case CAD_FORMAT_JSON: return "application/json";
+    case CAD_FORMAT_XML: return "application/xml";
+    default: return "x-application/hl7-v2+er7";
+  }
+}
+
+static int dump_cb(const char *p, size_t n, void *ud) { return cad_buf_append(ud, p, n) ? -1 : 0; }
+
+int cad_json_dump_buf(const json_t *j, bool pretty, cad_buf_t *out) {
+  size_t flags =
+      JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | (pretty ? JSON_INDENT(2) : JSON_COMPACT);
+  return json_dump_callback(j, dump_cb, out, flags) ? CAD_E_NOMEM : 0;
+}
+
+/* Bytes as UTF-8 the way cad_json.h writes them: valid sequences as they
+ * are, any other byte as the Latin-1 character of its value.  Returns the
+ * text in the arena (or p itself when already valid). */
+static cad_str_t as_utf8(cad_arena_t *a, cad_str_t s, bool *ok) {
+  size_t i = 0;
+  while (i < s.len) {
+    size_t k = cad_utf8_seq(s.p + i, s.len - i);
+    if (!k) break;
+    i += k;
+  }
+  if (i == s.len) return s;
+  char *o = cad_arena_alloc(a, 2 * s.len + 1);
+  if (!o) {
+    *ok = false;
+    return s;
+  }
+  size_t n = 0;
+  for (i = 0; i < s.len;) {
+    size_t k = cad_utf8_seq(s.p + i, s.len - i);
+    if (k) {
+      memcpy(o + n, s.p + i, k);
+      n += k, i += k;
+    } else {
+      unsigned char b = (unsigned char)s.p[i++];
+      o[n++] = (char)(0xc0 | (b >> 6));
+      o[n++] = (char)(0x80 | (b & 0x3f));
+    }
+  }
+  return (cad_str_t){o, n};
+}
+
+/* ---- json: the tree of `caduceus parse --json` --------------------------- */
+
+typedef struct jt {
+  cad_arena_t *a;
+  bool ok;
+} jt_t;
+
+static json_t *jstr(jt_t *t, cad_str_t s) {
+  cad_str_t u = as_utf8(t->a, s, &t->ok);
+  json_t *j = json_stringn(u.p ? u.p : "", u.len);
+  if (!j) t->ok = false;
+  return j;
+}
+
+static void put(jt_t *t, json_t *o, const char *k, json_t *v) {
+  if (!o || !v || json_object_set_new(o, k, v)) t->ok = false;
+}
+
+static bool has_structure(const cad_hl7_delims_t *d, cad_str_t raw, int level) {
+  char seps[3] = {d->rep, d->comp, d->sub};
+  for (int k = level; k < 3; k++)
+    if (seps[k] && memchr(raw.p, seps[k], raw.len)) return true;
+  return false;
+}
+
+static json_t *node(jt_t *t, const char *path, const cad_hl7_delims_t *d, cad_str_t raw, int level,
+                    bool never_split) {
+  json_t *o = json_object();
+  put(t, o, "path", json_string(path));
+  if (never_split || level >= 3 || !has_structure(d, raw, level)) {
+    cad_str_t v = raw;
+    if (!never_split && !cad_hl7_decode(d, raw, t->a, &v)) t->ok = false;
+    put(t, o, "value", jstr(t, v));
+    if (raw.len == 2 && raw.p[0] == '"' && raw.p[1] == '"') put(t, o, "null", json_true());
+    return o;
+  }
+  put(t, o, "raw", jstr(t, raw));
+  json_t *kids = json_array();
+  char sep = level == 0 ? d->rep : level == 1 ? d->comp : d->sub;
+  int n = cad_hl7_npieces(raw, sep);
+  for (int k = 1; k <= n; k++) {
+    cad_str_t v;
+    cad_hl7_piece(raw, sep, k, &v);
+    if (v.len == 0) continue;
+    char p[160];
+    if (level == 0) snprintf(p, sizeof p, "%s[%d]", path, k);
+    else snprintf(p, sizeof p, "%s.%d", path, k);
+    if (!kids || json_array_append_new(kids, node(t, p, d, v, level + 1, false))) t->ok = false;
+  }
+  put(t, o, "children", kids);
+  return o;
+}
+
+json_t *cad_render_json_tree(const cad_hl7_msg_t *m, cad_arena_t *a) {
+  jt_t t = {a, true};
+  json_t *root = json_object(), *segs = json_array();
+  for (uint32_t i = 0; i < m->nsegs; i++) {
+    const cad_hl7_seg_t *s = &m->segs[i];
+    int occ = 0;
+    for (uint32_t k = 0; k <= i; k++)
+      if (m->segs[k].id == s->id) occ++;
+    char sp[16];
+    if (occ > 1) snprintf(sp, sizeof sp, "%s[%d]", s->name, occ);
+    else snprintf(sp, sizeof sp, "%s", s->name);
+    json_t *so = json_object(), *fields = json_array();
+    put(&t, so, "segment", json_string(s->name));
+    put(&t, so, "path", json_string(sp));
+    int nf = cad_hl7_nfields(s);
+    for (int fno = 1; fno <= nf; fno++) {
+      cad_str_t f;
+      if (!cad_hl7_field(s, fno, &f) || f.len == 0) continue;
+      char fp[64];
+      snprintf(fp, sizeof fp, "%s-%d", sp, fno);
+      if (!fields ||
+          json_array_append_new(fields, node(&t, fp, &s->d, f, 0, s->header && fno <= 2)))
+        t.ok = false;
+    }
+    put(&t, so, "fields", fields);
+    if (!segs || json_array_append_new(segs, so)) t.ok = false;
+  }
+  put(&t, root, "segments", segs);
+  if (!t.ok) {
+    json_decref(root);
+    return NULL;
+  }
+  return root;
+}
+
+/* ---- xml: the HL7 v2 XML encoding ----------------------------------------- */
+
+static int xml_text(cad_buf_t *b, cad_arena_t *a, cad_str_t s) {
+  bool ok = true;
+  cad_str_t u = as_utf8(a, s, &ok);
+  if (!ok) return CAD_E_NOMEM;
+  int rc = 0;
+  for (size_t i = 0; i < u.len && !rc; i++) {
+    unsigned char c = (unsigned char)u.p[i];
+    switch (c) {
+      case '&': rc = cad_buf_puts(b, "&amp;"); break;
+      case '<': rc = cad_buf_puts(b, "&lt;"); break;
+      case '>': rc = cad_buf_puts(b, "&gt;"); break;
+      case '\r': rc = cad_buf_puts(b, "&#13;"); break;
+      case '\n': rc = cad_buf_puts(b, "&#10;"); break;
+      case '\t': rc = cad_buf_puts(b, "&#9;"); break;
+      default:
+        /* XML 1.0 has no other control characters, not even escaped */
+        rc = cad_buf_putc(b, c < 0x20 ? '?' : (char)c);
+    }
+  }
+  return rc;
+}
+
+/* A leaf's decoded value between <name> and </name>. */
+static int xml_leaf(cad_buf_t *b, cad_arena_t *a, const char *name, const cad_hl7_delims_t *d,
+                    cad_str_t raw, bool decode) {
+  cad_str_t v = raw;
+  if (decode && !cad_hl7_decode(d, raw, a, &v)) return CAD_E_NOMEM;
+  cad_buf_printf(b, "<%s>", name);
+  int rc = xml_text(b, a, v);
+  return rc ? rc : cad_buf_printf(b, "</%s>", name) < 0 ? CAD_E_NOMEM : 0;
+}
+
+/* One repetition of a field of type `type` (NULL: unknown). */
+static int xml_rep(cad_buf_t *b, cad_arena_t *a, const char *fname, const char *type,
+                   const cad_hl7_delims_t *d, cad_str_t rep) {
+  /* a primitive (or unknown) type is text; a composite one has at least
+   * its first component's element (<PID.7><TS.1>1990</TS.1></PID.7>) */
+  if (!has_structure(d, rep, 1) && (!type || cad__xml_is_primitive(type)))
+    return xml_leaf(b, a, fname, d, rep, true);
+  int rc = cad_buf_printf(b, "<%s>", fname) < 0 ? CAD_E_NOMEM : 0;
+  int nc = cad_hl7_npieces(rep, d->comp);
+  for (int k = 1; k <= nc && !rc; k++) {
+    cad_str_t cv;
+    cad_hl7_piece(rep, d->comp, k, &cv);
+    if (!cv.len) continue;
+    char cname[64];
+    if (type) snprintf(cname, sizeof cname, "%s.%d", type, k);
+    else snprintf(cname, sizeof cname, "%s.%d", fname, k);
+    /* a component of a composite type nests its subcomponents' elements
+     * (<CX.4><HD.1>GH</HD.1></CX.4>) even when it has only the first */
+    const char *st = type ? cad__xml_comp_type(type, k) : NULL;
+    if (!st && (!d->sub || !memchr(cv.p, d->sub, cv.len))) {
+      rc = xml_leaf(b, a, cname, d, cv, true);
+      continue;
+    }
+    rc = cad_buf_printf(b, "<%s>", cname) < 0 ? CAD_E_NOMEM : 0;
+    int ns = d->sub ? cad_hl7_npieces(cv, d->sub) : 1;
+    for (int u = 1; u <= ns && !rc; u++) {
+      cad_str_t sv = cv;
+      if (d->sub) cad_hl7_piece(cv, d->sub, u, &sv);
+      if (!sv.len) continue;
+      char sname[80];
+      if (st) snprintf(sname, sizeof sname, "%s.%d", st, u);
+      else snprintf(sname, sizeof sname, "%s.%d", cname, u);
+      rc = xml_leaf(b, a, sname, d, sv, true);
+    }
+    if (!rc) rc = cad_buf_printf(b, "</%s>", cname) < 0 ? CAD_E_NOMEM : 0;
+  }
+  if (!rc) rc = cad_buf_printf(b, "</%s>", fname) < 0 ? CAD_E_NOMEM : 0;
+  return rc;
+}
+
+/* The root element: MSH-9.3 (the message structure) or type_event. */
+static void root_name(const cad_hl7_seg_t *msh, char *out, size_t cap) {
+  cad_str_t m9, t, e, st;
+  if (!cad_hl7_field(msh, 9, &m9) || !m9.p) m9 = (cad_str_t){"", 0};
+  cad_hl7_piece(m9, msh->d.comp, 1, &t);
+  cad_hl7_piece(m9, msh->d.comp, 2, &e);
+  cad_hl7_piece(m9, msh->d.comp, 3, &st);
+  if (st.len) snprintf(out, cap, "%.*s", (int)st.len, st.p);
+  else if (t.len && e.len) snprintf(out, cap, "%.*s_%.*s", (int)t.len, t.p, (int)e.len, e.p);
+  else snprintf(out, cap, "%.*s", (int)t.len, t.p);
+  /* an XML name: letters, digits and '_' only */
+  size_t n = 0;
+  for (char *q = out; *q; q++)
+    if ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') ||
+        *q == '_')
+      out[n++] = *q;
+  out[n] = 0;
+  if (n == 0 || (out[0] >= '0' && out[0] <= '9')) snprintf(out, cap, "HL7Message");
+}
+
+static int render_xml(const cad_hl7_msg_t *m, cad_arena_t *a, cad_buf_t *b) {
+  char root[40];
+  root_name(&m->segs[0], root, sizeof root);
+  int rc = cad_buf_printf(
+               b, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<%s xmlns=\"urn:hl7-org:v2xml\">",
+               root) < 0
+               ? CAD_E_NOMEM
+               : 0;
+  for (uint32_t i = 0; i < m->nsegs && !rc; i++) {
+    const cad_hl7_seg_t *s = &m->segs[i];
+    const cad_hl7_delims_t *d = &s->d;
+    if (i > 0 && s->header) break; /* one message */
+    rc = cad_buf_printf(b, "<%s>", s->name) < 0 ? CAD_E_NOMEM : 0;
+    int nf = cad_hl7_nfields(s);
+    /* OBX-5's type is OBX-2 */
+    char obx2[8] = "";
+    if (strcmp(s->name, "OBX") == 0) {
+      cad_str_t t;
+      if (cad_hl7_field(s, 2, &t) && t.len && t.len < sizeof obx2 && !has_structure(d, t, 0)) {
+        memcpy(obx2, t.p, t.len);
+        obx2[t.len] = 0;
+      }
+    }
+    for (int fno = 1; fno <= nf && !rc; fno++) {
+      cad_str_t f;
+      if (!cad_hl7_field(s, fno, &f) || f.len == 0) continue;
+      char fname[24];
+      snprintf(fname, sizeof fname, "%s.%d", s->name, fno);
+      if (s->header && fno <= 2) {
+        rc = xml_leaf(b, a, fname, d, f, false);
+        continue;
+      }
+      const char *type = cad__xml_field_type(s->name, fno);
+      if (fno == 5 && obx2[0] && cad__xml_is_type(obx2)) type = cad__xml_canon_type(obx2);
+      int nr = cad_hl7_npieces(f, d->rep);
+      for (int r = 1; r <= nr && !rc; r++) {
+        cad_str_t rv;
+        cad_hl7_piece(f, d->rep, r, &rv);
+        if (rv.len) rc = xml_rep(b, a, fname, type, d, rv);
+      }
+    }
+    if (!rc) rc = cad_buf_printf(b, "</%s>", s->name) < 0 ? CAD_E_NOMEM : 0;
+  }
+  if (!rc) rc = cad_buf_printf(b, "</%s>", root) < 0 ? CAD_E_NOMEM : 0;
+  return rc;
+}
+
+/* ---- the entry point -------------------------------------------------------- */
+
+int cad_render(cad_format_t f, const char *p, size_t len, const cad_fhir_opts_t *o, cad_buf_t *out,
+               cad_fhir_diag_t *diag) {
+  if (diag) memset(diag, 0, sizeof *diag);
+  if (f == CAD_FORMAT_ER7) return cad_buf_append(out, p, len);
+  if (f == CAD_FORMAT_FHIR) return cad_fhir_bundle(p, len, o, out, diag);
+  cad_arena_t a;
+  cad_arena_init(&a, 16384, 64u << 20);
+  cad_hl7_msg_t m;
+  cad_hl7_diag_t hd;
+  int rc = cad_hl7_parse(&m, p, len, &a, NULL, &hd);
+  if (rc) {
+    if (diag) {
+      diag->code = rc;
+      snprintf(diag->reason, sizeof diag->reason, "%s",
+               hd.reason[0] ? hd.reason : cad_strerror(rc));
+    }
+  } else if (f == CAD_FORMAT_JSON) {
+    json_t *j = cad_render_json_tree(&m, &a);
+    rc = j ? cad_json_dump_buf(j, o && o->pretty, out) : CAD_E_NOMEM;
+    json_decref(j);
+  } else {
+    rc = render_xml(&m, &a, out);
+  }
+  cad_arena_free(&a);
+  return rc;
+}
+
+int cad_fhir_bundle(const char *p, size_t len, const cad_fhir_opts_t *o, cad_buf_t *out,
+                    cad_fhir_diag_t *diag) {
+  cad_arena_t a;
+  cad_arena_init(&a, 16384, 64u << 20);
+  cad_hl7_msg_t m;
+  cad_hl7_diag_t hd;
+  int rc = cad_hl7_parse(&m, p, len, &a, NULL, &hd);
+  if (rc) {
+    if (diag) {
+      diag->code = rc;
+      snprintf(diag->reason, sizeof diag->reason, "%s",
+               hd.reason[0] ? hd.reason : cad_strerror(rc));
+    }
+  } else {
+    json_t *b = NULL;
+    rc = cad_fhir_convert(&m, o, &b, diag);
+    if (!rc) rc = cad_json_dump_buf(b, o && o->pretty, out);
+    json_decref(b);
+  }
+  cad_arena_free(&a);
+  return rc;
+}

@@ -1,0 +1,21 @@
+/* xml_types.h - HL7 v2.5.1 data types of the common segments' fields and of
+ * the composite types' components, for the element names of the v2 XML
+ * encoding (<PID.3><CX.1>, <CX.4><HD.1>). */
+#ifndef CAD_XML_TYPES_H
+#define CAD_XML_TYPES_H
+
+#include <stdbool.h>
+
+/* The data type of field n of segment seg ("CX"), or NULL when not known
+ * (a Z segment, a field past the table, a "varies" field). */
+const char *cad__xml_field_type(const char *seg, int n);
+/* The data type of component n of composite type `type` when that
+ * component has subcomponents of its own ("HD" for CX.4), else NULL. */
+const char *cad__xml_comp_type(const char *type, int n);
+/* A type name this table knows (for OBX-2), and its canonical spelling. */
+bool cad__xml_is_type(const char *name);
+/* ST, ID, NM, DTM, ...: a type without components. */
+bool cad__xml_is_primitive(const char *type);
+const char *cad__xml_canon_type(const char *name);
+
+#endif
