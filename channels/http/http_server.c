@@ -66,11 +66,13 @@ static void peer_of(h2o_req_t *req, char *out, size_t cap) {
 static const char *reason_of(int status) {
   switch (status) {
     case 200: return "OK";
+    case 202: return "Accepted";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Content";
@@ -79,6 +81,82 @@ static const char *reason_of(int status) {
     case 503: return "Service Unavailable";
     default: return status < 500 ? "Client Error" : "Server Error";
   }
+}
+
+/* A deferred answer: shared between the handler's owner (who answers) and
+ * the request's pool (disposed when the connection goes), freed by
+ * whichever lets go last. */
+struct cad_http_later {
+  h2o_req_t *req; /* NULL once the request is gone */
+  int refs;
+};
+
+typedef struct later_ref {
+  cad_http_later_t *l;
+} later_ref_t;
+
+/* What the handler sees of the request in flight (cad_http_req_t.priv). */
+typedef struct in_flight {
+  h2o_req_t *req;
+  cad_http_later_t *later; /* set by cad_http_defer */
+} in_flight_t;
+
+static void later_unref(cad_http_later_t *l) {
+  if (--l->refs == 0) free(l);
+}
+
+static void later_disposed(void *p) {
+  later_ref_t *r = p;
+  r->l->req = NULL;
+  later_unref(r->l);
+}
+
+cad_http_later_t *cad_http_defer(const cad_http_req_t *req) {
+  in_flight_t *f = req->priv;
+  if (!f || f->later) return NULL;
+  cad_http_later_t *l = calloc(1, sizeof *l);
+  if (!l) return NULL;
+  later_ref_t *r = h2o_mem_alloc_shared(&f->req->pool, sizeof *r, later_disposed);
+  r->l = l;
+  l->req = f->req;
+  l->refs = 2;
+  f->later = l;
+  return l;
+}
+
+static void send_res(h2o_req_t *req, cad_http_res_t *res) {
+  /* Copy into the request's pool: h2o sends it after we return. */
+  h2o_iovec_t body = h2o_strdup(&req->pool, res->body ? res->body : "", res->body ? res->len : 0);
+  free(res->body);
+  res->body = NULL;
+  const char *ct = res->content_type ? res->content_type : "application/json";
+  req->res.status = res->status;
+  req->res.reason = reason_of(res->status);
+  req->http1_is_persistent = 0;
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ct, strlen(ct));
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                 H2O_STRLIT("no-store"));
+  h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0,
+                        NULL, H2O_STRLIT("nosniff"));
+  h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-frame-options"), 0, NULL,
+                        H2O_STRLIT("DENY"));
+  if (res->csp)
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0,
+                          NULL, res->csp, strlen(res->csp));
+  if (res->www_authenticate)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   res->www_authenticate, strlen(res->www_authenticate));
+  if (res->allow)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, res->allow,
+                   strlen(res->allow));
+  h2o_send_inline(req, body.base, body.len);
+}
+
+void cad_http_answer(cad_http_later_t *l, cad_http_res_t *res) {
+  if (l->req) send_res(l->req, res);
+  free(res->body);
+  res->body = NULL;
+  later_unref(l);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
@@ -108,33 +186,21 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   r.body_len = req->entity.base ? req->entity.len : 0;
   r.pending = req;
   r.peer = peer;
-  cad_http_res_t res = {500, "application/json", NULL, 0, NULL, false, NULL};
+  in_flight_t f = {req, NULL};
+  r.priv = &f;
+  cad_http_res_t res = {500, "application/json", NULL, 0, NULL, false, NULL, NULL};
   s->fn(s->ud, &r, &res);
-  if (res.defer) return 0;
-  cad_http_server_respond(req, &res);
+  if (f.later) {
+    free(res.body); /* answered later through cad_http_answer */
+    return 0;
+  }
+  if (res.defer) return 0; /* answered later through cad_http_server_respond */
+  send_res(req, &res);
   return 0;
 }
 
 void cad_http_server_respond(void *pending, cad_http_res_t *res) {
-  h2o_req_t *req = pending;
-  /* Copy into the request's pool: h2o sends it after we return. */
-  h2o_iovec_t body = h2o_strdup(&req->pool, res->body ? res->body : "", res->body ? res->len : 0);
-  free(res->body);
-  res->body = NULL;
-  req->res.status = res->status;
-  req->res.reason = reason_of(res->status);
-  req->http1_is_persistent = 0;
-  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, res->content_type,
-                 strlen(res->content_type));
-  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                 H2O_STRLIT("no-store"));
-  if (res->www_authenticate)
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                   res->www_authenticate, strlen(res->www_authenticate));
-  if (res->allow)
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, res->allow,
-                   strlen(res->allow));
-  h2o_send_inline(req, body.base, body.len);
+  send_res(pending, res);
 }
 
 static void conn_closed(uv_handle_t *h) {

@@ -39,12 +39,29 @@
 #define CAD_ADMIN_FAIL_WINDOW_MS 60000u
 #define CAD_ADMIN_MAX_PEERS 256 /* addresses tracked for failures (oldest replaced) */
 
+/* What the admin API may ask of the running engine (run.c fills it; all
+ * calls on the loop thread). */
+typedef struct cad_admin_ctl {
+  void *ud;
+  /* Hold (or release) the running delivery worker of queue id `qid`; a
+   * no-op when none runs (cad_admin_dest_paused() is asked again when one
+   * starts). */
+  void (*dest_pause)(void *ud, uint16_t qid, bool paused);
+  /* Start a reload of the configuration file: 0, and later, exactly once
+   * on the loop, done(arg, status, errors) with status 0 (applied) or
+   * negative (refused; `errors` the loader's text or a reason, valid for
+   * the call); or a negative error (done is not called). */
+  int (*reload)(void *ud, void (*done)(void *arg, int status, const char *errors), void *arg);
+  const char *data_dir; /* the engine's: the audit trail and the archive are under it */
+} cad_admin_ctl_t;
+
 /* What the admin API reads of the running engine (borrowed). */
 typedef struct cad_admin_view {
   cad_queue_t *const *q;                /* the queue; *q NULL once closed */
   const cad_delivery_stats_t *counters; /* CAD_JOURNAL_MAX_DESTS, by queue id */
   const bool *stopping;                 /* shutting down: not ready */
   cad_archive_t *const *archive;        /* the message archive; NULL / *NULL = none */
+  const cad_admin_ctl_t *ctl;           /* engine control; NULL = read-only API */
 } cad_admin_view_t;
 
 typedef struct cad_admin cad_admin_t;
@@ -68,6 +85,14 @@ int cad_admin_port(const cad_admin_t *a);
 /* Answer one request (the HTTP server's handler; the fuzz target's entry).
  * res->body is malloc'd (the caller frees it). */
 void cad_admin_handle(void *admin, const cad_http_req_t *req, cad_http_res_t *res);
+/* Whether an operator paused channel `name` (its frames are then refused:
+ * the connection is closed without an ACK, so the sender resends later)
+ * or the delivery of queue id `qid`.  NULL admin: never. */
+bool cad_admin_channel_paused(const cad_admin_t *a, const char *name);
+bool cad_admin_dest_paused(const cad_admin_t *a, uint16_t qid);
+/* Count a frame refused because its channel is paused. */
+void cad_admin_channel_refused(cad_admin_t *a, const char *name);
+
 /* Stop listening and free (after open connections closed). NULL ignored. */
 void cad_admin_close(cad_admin_t *a);
 

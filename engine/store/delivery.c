@@ -49,6 +49,7 @@ struct cad_delivery {
   state_t st;
   bool notified; /* new records arrived while reading */
   bool stopping;
+  bool paused; /* cad_delivery_pause: read no further batch */
   /* the batch in hand: reader.recs[0..nrecs) */
   size_t nrecs;
   size_t next_submit; /* next record to hand to the driver */
@@ -380,6 +381,7 @@ static void submit_more(cad_delivery_t *w) {
     w->in_flight++;
     if (i == w->completed) {
       w->attempts++;
+      w->ctr->head_time_ms = rec->time_ms;
     }
     w->ctr->attempts++;
     w->ctr->in_flight_seq = rec->seq;
@@ -418,6 +420,7 @@ static void on_read(void *ud, int status) {
     return;
   }
   if (status == 0) {
+    w->ctr->head_time_ms = 0;
     if (w->notified) {
       next_batch(w);
       return;
@@ -440,6 +443,12 @@ static void on_read_retry(uv_timer_t *t) {
 
 static void next_batch(cad_delivery_t *w) {
   if (maybe_stop(w)) return;
+  if (w->paused) {
+    /* Held: cad_delivery_pause(w, false) reads on from here. */
+    w->notified = true;
+    w->st = ST_WAITING;
+    return;
+  }
   w->notified = false;
   w->nrecs = 0;
   w->st = ST_READING;
@@ -468,6 +477,7 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
   w->ctr = o->counters ? o->counters : &w->own_stats;
   w->ctr->blocked = 0;
   w->ctr->in_flight_seq = 0;
+  w->ctr->head_time_ms = 0;
   if (!w->o.retry_initial_ms) w->o.retry_initial_ms = 1000;
   if (!w->o.retry_max_ms) w->o.retry_max_ms = 60000;
   if (w->o.retry_max_ms < w->o.retry_initial_ms) w->o.retry_max_ms = w->o.retry_initial_ms;
@@ -527,3 +537,11 @@ void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg) {
   w->stop_arg = arg;
   maybe_stop(w);
 }
+
+void cad_delivery_pause(cad_delivery_t *w, bool paused) {
+  if (w->paused == paused) return;
+  w->paused = paused;
+  if (!paused && w->st == ST_WAITING) next_batch(w);
+}
+
+bool cad_delivery_paused(const cad_delivery_t *w) { return w->paused; }

@@ -12,7 +12,7 @@
 #include "cad_error.h"
 #include "cad_io.h"
 
-enum { REQ_APPEND = 1, REQ_MARK = 2 };
+enum { REQ_APPEND = 1, REQ_MARK = 2, REQ_EXEC = 3 };
 
 typedef struct req {
   struct req *next;
@@ -28,6 +28,9 @@ typedef struct req {
   uint64_t dlq_no; /* its number in the dead-letter journal, once written */
   cad_queue_append_cb cb;
   void *ud;
+  cad_queue_exec_fn exec; /* REQ_EXEC: run on the commit thread (cad_queue_exec) */
+  void *exec_ud;
+  int notify;      /* REQ_EXEC: a destination to report to the commit hook, -1 = none */
   uint64_t seqs[]; /* n entries */
 } req_t;
 
@@ -108,10 +111,22 @@ static void write_dead_letters(cad_queue_t *q, req_t *batch) {
   }
 }
 
+/* Operator actions (cad_queue_exec), before the batch's own records. */
+static void run_execs(cad_queue_t *q, req_t *batch) {
+  for (req_t *r = batch; r; r = r->next) {
+    if (r->kind != REQ_EXEC) continue;
+    cad_queue_journals_t js = {&q->j, &q->dlq, q->jdir, q->dlqdir, -1};
+    int rc = r->exec(r->exec_ud, &js);
+    r->status = rc < 0 ? rc : 0;
+    r->notify = js.notify;
+  }
+}
+
 static void commit_batch(cad_queue_t *q, req_t *batch) {
   size_t total = 0;
   for (req_t *r = batch; r; r = r->next) total += r->n;
   uv_mutex_lock(&q->jmu);
+  run_execs(q, batch);
   write_dead_letters(q, batch);
   cad_jrec_t *all = malloc((total ? total : 1) * sizeof *all);
   int rc = all ? 0 : CAD_E_NOMEM;
@@ -135,7 +150,7 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
   size_t idx = 0;
   size_t appends = 0;
   for (req_t *r = batch; r; r = r->next) {
-    if (r->status) continue;
+    if (r->status || r->kind == REQ_EXEC) continue;
     if (rc) {
       r->status = rc;
       continue;
@@ -231,7 +246,9 @@ static void deliver_done(cad_queue_t *q) {
         if (r->status == 0) touched[r->recs[i].dest] = true;
       }
     }
-    if (r->cb) r->cb(r->ud, r->status, r->status ? NULL : r->seqs, r->n);
+    if (r->kind == REQ_EXEC && r->notify >= 0 && r->notify < CAD_JOURNAL_MAX_DESTS)
+      touched[r->notify] = true;
+    if (r->cb) r->cb(r->ud, r->status, r->status || !r->n ? NULL : r->seqs, r->n);
     free_req(r);
   }
   if (q->hook)
@@ -456,6 +473,21 @@ int cad_queue_mark(cad_queue_t *q, uint16_t dest, uint8_t type, uint64_t seq, co
   r->kind = REQ_MARK;
   r->n = 1;
   r->bytes = rl + len;
+  r->cb = cb;
+  r->ud = ud;
+  enqueue(q, r);
+  return 0;
+}
+
+int cad_queue_exec(cad_queue_t *q, cad_queue_exec_fn fn, void *fn_ud, cad_queue_append_cb cb,
+                   void *ud) {
+  if (q->stopping) return CAD_E_STATE;
+  req_t *r = calloc(1, sizeof *r);
+  if (!r) return CAD_E_NOMEM;
+  r->kind = REQ_EXEC;
+  r->exec = fn;
+  r->exec_ud = fn_ud;
+  r->notify = -1;
   r->cb = cb;
   r->ud = ud;
   enqueue(q, r);

@@ -44,7 +44,7 @@ static cad_admin_t *make(bool open) {
   conf.open_metrics = open;
   conf.tokens = toks;
   conf.ntokens = 2;
-  cad_admin_view_t v = {&no_queue, counters, &not_stopping, NULL};
+  cad_admin_view_t v = {&no_queue, counters, &not_stopping, NULL, NULL};
   cad_admin_t *a = NULL;
   return cad_admin_new(&conf, &v, &a) == 0 ? a : NULL;
 }

@@ -26,7 +26,7 @@ static cad_admin_t *make(bool open) {
   conf.open_metrics = open;
   conf.tokens = toks;
   conf.ntokens = 2;
-  cad_admin_view_t v = {&no_queue, counters, &stopping, NULL};
+  cad_admin_view_t v = {&no_queue, counters, &stopping, NULL, NULL};
   cad_admin_t *a = NULL;
   if (cad_admin_new(&conf, &v, &a) != 0) abort();
   return a;
@@ -103,7 +103,7 @@ TEST(label_values_escaped) {
   cad_chan_stats_t *s = cad_stats_get("a\"b\\c\nd");
   REQUIRE(s != NULL);
   s->received = 7;
-  cad_admin_view_t v = {&no_queue, counters, &stopping, NULL};
+  cad_admin_view_t v = {&no_queue, counters, &stopping, NULL, NULL};
   char *out = NULL;
   size_t len = 0;
   CHECK_INT(cad_admin_metrics(&v, 1700000000123ull, &out, &len), 0);

@@ -1,0 +1,59 @@
+/* queue_dlq.h - dead letters and waiting messages of one destination, read
+ * and changed on the journal pair (journal/ and deadletter/ of a data_dir).
+ *
+ * A running engine calls these on its queue's commit thread through
+ * cad_queue_exec (queue.h), so that the engine's one writer does the change
+ * and no second process opens the journal for writing.  A dead letter is a
+ * MSG record of the dead-letter journal (payload: [u16 reason length]
+ * [reason][u64 original queue sequence][message]) that no DONE record of
+ * the same journal has finished: a requeue writes the message at the tail
+ * of the destination's FIFO, then that DONE; a purge writes only the DONE.
+ *
+ * Memory: nothing is kept; the caller owns every output array.  Not thread
+ * safe: one caller at a time per journal pair (the commit thread).
+ */
+#ifndef CAD_QUEUE_DLQ_H
+#define CAD_QUEUE_DLQ_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+#define CAD_DLQ_REASON_MAX 200
+
+/* One dead letter, without its message bytes (identifiers only: MSH-9 and
+ * MSH-10, which carry no patient data). */
+typedef struct cad_dlq_item {
+  uint64_t no;       /* its number (the original queue sequence, usually) */
+  uint64_t time_ms;  /* when it was dead-lettered */
+  uint64_t orig_seq; /* its queue sequence, 0 = a route's (never queued) */
+  uint64_t bytes;
+  char reason[CAD_DLQ_REASON_MAX + 1];
+  char type[48], control_id[72];
+} cad_dlq_item_t;
+
+/* The live dead letters of destination `name` with a number above `after`,
+ * oldest first: up to `max` into out[], *n of them; *total counts all
+ * live ones (above `after`).  0 or a negative error (CAD_E_NOTFOUND: no
+ * such destination). */
+int cad_dlq_list(cad_queue_journals_t *js, const char *name, uint64_t after, size_t max,
+                 cad_dlq_item_t *out, size_t *n, uint64_t *total);
+
+/* Move dead letter `no` (0 = every live one) of `name` back to the tail of
+ * the destination's FIFO; *moved says how many, *first_seq the queue
+ * sequence of the first.  Sets js->notify.  0, CAD_E_NOTFOUND (no such
+ * destination or dead letter) or an I/O error (the ones moved before it
+ * stay moved). */
+int cad_dlq_requeue(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *moved,
+                    uint64_t *first_seq);
+
+/* Drop dead letter `no` (0 = every live one) of `name`.  0, CAD_E_NOTFOUND
+ * or an I/O error. */
+int cad_dlq_purge(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *purged);
+
+/* The time of the oldest waiting (not finished) message of `name` in the
+ * journal, 0 when none.  0 or a negative error. */
+int cad_dlq_oldest_waiting(cad_queue_journals_t *js, const char *name, uint64_t *time_ms);
+
+#endif
