@@ -26,6 +26,7 @@ static const command_t commands[] = {
     {"show", cad_cli_show, "one archived message: record, ACK, tree, delivery journey"},
     {"archive", cad_cli_archive, "the message archive: stats, prune, check, reindex"},
     {"token", cad_cli_token, "make an admin API token: token new NAME --role ROLE"},
+    {"ctl", cad_cli_ctl, "operate a running engine through its admin API (CADUCEUS_TOKEN)"},
 };
 
 static void usage(FILE *out) {
