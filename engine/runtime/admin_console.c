@@ -13,7 +13,7 @@
 #include "admin_int.h"
 
 #define CSP                                                                                       \
-  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " \
+  "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; " \
   "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 static bool is(const cad_http_req_t *r, const char *s) {

@@ -215,6 +215,7 @@ let timer = null;
 async function route() {
   if (timer) { clearInterval(timer); timer = null; }
   if (!token()) { show('login'); return; }
+  say('');
   const h = location.hash.replace(/^#/, '') || 'channels';
   try {
     if (h.startsWith('message/')) {

@@ -1,0 +1,77 @@
+// console_driver.cjs - drives the web console (engine/runtime/console) in
+// Debian's headless Chromium through playwright-core (never a downloaded
+// browser).  Called by test_console.py with a running engine.
+//
+// usage: node console_driver.cjs URL TOKEN CONTROL_ID DEAD_DEST SHOTS_DIR PROFILE_DIR
+// Logs in, sees the channel, searches a message by control id, opens it
+// (journey), lists the dead letters of DEAD_DEST and requeues the first.
+// Exits 1 when an element is missing, an API call fails or the page logs a
+// JavaScript error; prints "console-ok" at the end.
+'use strict';
+const { chromium } = require('playwright-core');
+const path = require('path');
+
+const [url, token, ctl, deadDest, shots, profile] = process.argv.slice(2);
+const TIMEOUT = 10000;
+
+async function main() {
+  const ctx = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 30000,
+  });
+  const errors = [];
+  const page = ctx.pages()[0] || await ctx.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('pageerror', (e) => errors.push('pageerror: ' + e.message));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push('console: ' + m.text()); });
+  try {
+    await page.goto(url + '/');
+    await page.waitForSelector('#login:not([hidden])');
+    await page.fill('#token', token);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#channels-table tr[data-channel="lab"]');
+    const cookies = await ctx.cookies();
+    if (cookies.length) throw new Error('the console set a cookie: ' + JSON.stringify(cookies));
+    await page.screenshot({ path: path.join(shots, '1-channels.png') });
+
+    await page.click('#nav-messages');
+    await page.waitForSelector('#page-messages:not([hidden])');
+    await page.fill('#q-control', ctl);
+    await page.click('#search-button');
+    const link = page.locator('#results-table tbody tr a').first();
+    await link.waitFor();
+    await page.screenshot({ path: path.join(shots, '2-search.png') });
+    await link.click();
+    await page.waitForSelector('#page-message:not([hidden])');
+    await page.waitForSelector('#journey-table tbody tr');
+    const fields = await page.textContent('#msg-fields');
+    if (!fields.includes(ctl)) throw new Error('the message view lacks its control id');
+    await page.screenshot({ path: path.join(shots, '3-message.png') });
+
+    await page.click('#nav-destinations');
+    const row = page.locator('#dests-table tr[data-destination="' + deadDest + '"]');
+    await row.waitFor();
+    await row.locator('button', { hasText: 'Dead letters' }).click();
+    const dead = page.locator('#dead-table tbody tr').first();
+    await dead.waitFor();
+    await page.screenshot({ path: path.join(shots, '4-deadletters.png') });
+    await dead.locator('button', { hasText: 'Requeue' }).click();
+    // (a locator, not waitForFunction: the console's CSP forbids eval)
+    await page.locator('#status', { hasText: 'requeued 1' }).waitFor();
+    await page.screenshot({ path: path.join(shots, '5-requeued.png') });
+    const stored = await page.evaluate(() => sessionStorage.getItem('caduceus.token'));
+    if (stored !== token) throw new Error('the token is not in sessionStorage');
+  } finally {
+    await ctx.close();
+  }
+  if (errors.length) throw new Error('JavaScript errors:\n' + errors.join('\n'));
+  console.log('console-ok');
+}
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : String(e));
+  process.exit(1);
+});
