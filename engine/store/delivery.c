@@ -34,6 +34,7 @@ typedef enum {
   ST_SENDING, /* delivering the batch */
   ST_BACKOFF, /* waiting before a retry */
   ST_DEAD,    /* recording a dead letter */
+  ST_HELD,    /* paused with a batch read and not handed over (cad_delivery_pause) */
 } state_t;
 
 struct cad_delivery {
@@ -318,6 +319,12 @@ static void archive_att(cad_delivery_t *w, uint64_t seq, cad_archive_att_t what,
   if (w->archive) cad_archive_attempt(w->archive, w->dest, seq, what, why);
 }
 
+/* Queued (the record's time) to delivered (now), both wall clock. */
+static void observe_latency(cad_delivery_t *w, const cad_jread_t *rec) {
+  uint64_t now = cad_now_ms();
+  cad_hist_observe_us(&w->ctr->latency, now > rec->time_ms ? (now - rec->time_ms) * 1000 : 0);
+}
+
 static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *detail) {
   cad_delivery_t *w = ctx;
   size_t idx = w->completed++;
@@ -329,6 +336,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
       /* Handed over before the failed one (completions come in order). */
       if (outcome == CAD_DELIVER_OK) {
         w->ctr->delivered++;
+        observe_latency(w, rec);
         note_answer(w, rec->seq, detail);
         w->delivered_seq = rec->seq;
         resolve_waiters(w, rec->seq, 0);
@@ -345,6 +353,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
   }
   if (outcome == CAD_DELIVER_OK) {
     w->ctr->delivered++;
+    observe_latency(w, rec);
     note_answer(w, rec->seq, detail);
     if (w->ctr->blocked) {
       cad_log_ctx_t c;
@@ -372,6 +381,11 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
 }
 
 static void submit_more(cad_delivery_t *w) {
+  if (w->paused && !w->stopping && w->next_submit < w->nrecs) {
+    /* Held: what is with the driver completes; the rest waits. */
+    w->st = w->in_flight ? ST_SENDING : ST_HELD;
+    return;
+  }
   w->st = ST_SENDING;
   /* After a failure the failed record goes alone until it is through. */
   unsigned window = w->attempts ? 1 : w->window;
@@ -416,6 +430,12 @@ static void on_read(void *ud, int status) {
     w->nrecs = w->reader.nrecs;
     w->next_submit = w->completed = 0;
     w->attempts = 0;
+    /* The oldest waiting message is known even while held. */
+    w->ctr->head_time_ms = w->reader.recs[0].time_ms;
+    if (w->paused) {
+      w->st = ST_HELD; /* cad_delivery_pause(w, false) hands it over */
+      return;
+    }
     submit_more(w);
     return;
   }
@@ -443,12 +463,6 @@ static void on_read_retry(uv_timer_t *t) {
 
 static void next_batch(cad_delivery_t *w) {
   if (maybe_stop(w)) return;
-  if (w->paused) {
-    /* Held: cad_delivery_pause(w, false) reads on from here. */
-    w->notified = true;
-    w->st = ST_WAITING;
-    return;
-  }
   w->notified = false;
   w->nrecs = 0;
   w->st = ST_READING;
@@ -541,7 +555,7 @@ void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg) {
 void cad_delivery_pause(cad_delivery_t *w, bool paused) {
   if (w->paused == paused) return;
   w->paused = paused;
-  if (!paused && w->st == ST_WAITING) next_batch(w);
+  if (!paused && w->st == ST_HELD) submit_more(w);
 }
 
 bool cad_delivery_paused(const cad_delivery_t *w) { return w->paused; }

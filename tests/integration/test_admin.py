@@ -125,8 +125,9 @@ def test_endpoints_and_roles(binary, tmp):
         assert names == {"dash": "viewer", "ops": "operator", "root": "admin"}, names
         assert "sha256" not in body
         # unknown path, bad method: JSON, never HTML
+        # ("/" is the console's page: test_admin_ops.py checks it.)
         for path, tok, want in (("/nope", None, 404), ("/api/v1/nope", vtok, 404),
-                                ("/", None, 404), ("/metrics/../x", None, 404)):
+                                ("/console/x", None, 404), ("/metrics/../x", None, 404)):
             st, ct, body = curl(aport, path, token=tok)
             assert (st, ct) == (want, "application/json"), (path, st, ct, body)
             json_of(body)
