@@ -43,12 +43,13 @@ bool cad_admin_console(cad_admin_t *a, const cad_http_req_t *req, cad_http_res_t
   for (size_t i = 0; i < cad__console_nfiles; i++) {
     const cad__console_file_t *f = &cad__console_files[i];
     if (strcmp(f->name, name) != 0) continue;
-    res->body = malloc(f->len ? f->len : 1);
+    res->body = malloc(f->len + 1); /* NUL-terminated like every answer */
     if (!res->body) {
       cad__admin_error(res, 500, "internal", "out of memory");
       return true;
     }
     memcpy(res->body, f->data, f->len);
+    res->body[f->len] = 0;
     res->len = f->len;
     res->status = 200;
     res->content_type = f->content_type;
