@@ -285,7 +285,30 @@ def test_ctl_cli(binary, tmp):
             check_clean_stop(eng)
 
 
-TESTS = [test_control, test_errors_are_json, test_ctl_cli]
+def test_systemd_unit(binary, tmp):
+    """examples/systemd/caduceus.service is the unit docs/operations.md shows,
+    hardened, and systemd accepts it (with the built binary as ExecStart)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    unit = open(os.path.join(root, "examples", "systemd", "caduceus.service")).read()
+    doc = open(os.path.join(root, "docs", "operations.md")).read()
+    block = doc.split("```ini\n", 1)[1].split("```", 1)[0]
+    assert block == unit, "docs/operations.md and examples/systemd/caduceus.service differ"
+    for key in ("User=caduceus", "NoNewPrivileges=yes", "ProtectSystem=strict",
+                "ReadWritePaths=/var/lib/caduceus", "PrivateTmp=yes", "CapabilityBoundingSet=",
+                "UMask=0077", "SystemCallFilter=@system-service"):
+        assert ("\n" + key + "\n") in unit, key
+    analyze = "/usr/bin/systemd-analyze"
+    if not os.path.exists(analyze):
+        print("SKIP systemd-analyze verify: systemd-analyze absent")
+        return
+    local = os.path.join(tmp, "caduceus.service")
+    with open(local, "w") as f:
+        f.write(unit.replace("/usr/local/bin/caduceus", os.path.abspath(binary)))
+    r = subprocess.run([analyze, "verify", local], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "caduceus.service" not in r.stderr, r
+
+
+TESTS = [test_control, test_errors_are_json, test_ctl_cli, test_systemd_unit]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
