@@ -175,6 +175,7 @@ TEST(dead_letters_listed_requeued_and_purged_while_running) {
   stopped = false;
   cad_delivery_stop(w, on_stopped, NULL);
   run_until(&loop, is_stopped, NULL, 5000);
+  cad_queue_set_commit_hook(q, NULL, NULL);
   stopped = false;
   cad_queue_close(q, on_stopped, NULL);
   run_until(&loop, is_stopped, NULL, 5000);
@@ -237,6 +238,7 @@ TEST(a_paused_worker_holds_then_delivers) {
   cad_delivery_stop(w, on_stopped, NULL);
   run_until(&loop, is_stopped, NULL, 5000);
   CHECK(stopped);
+  cad_queue_set_commit_hook(q, NULL, NULL); /* the worker is gone */
   stopped = false;
   cad_queue_close(q, on_stopped, NULL);
   run_until(&loop, is_stopped, NULL, 5000);
