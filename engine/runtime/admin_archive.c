@@ -17,11 +17,13 @@
 #include "archive_int.h"
 #include "cad_error.h"
 #include "cad_io.h"
+#include "hl7.h"
 #include "log.h"
 
 #define SEARCH_MAX 500
 #define DAY_MS 86400000LL
 #define PARAM_MAX 256
+#define TREE_MAX 5000 /* leaves shown of one message */
 
 /* since / until: "2h" (s, m, h, d ago), milliseconds since the epoch, or
  * YYYY-MM-DD[THH:MM[:SS]][Z] in UTC.  -1 when malformed. */
@@ -275,6 +277,94 @@ static int message_id(cad__admin_call_t *c, uint64_t *id) {
   return 0;
 }
 
+/* ---- the message as a tree of paths ------------------------------------------ */
+
+typedef struct tree {
+  json_t *arr;
+  cad_arena_t *a;
+  size_t n;
+} tree_t;
+
+static void leaf(tree_t *t, const char *path, const cad_hl7_delims_t *d, cad_str_t raw) {
+  if (!raw.len || t->n >= TREE_MAX) return;
+  cad_str_t dec, txt;
+  if (!cad_hl7_decode(d, raw, t->a, &dec) || !cad_hl7_text(dec, t->a, &txt)) return;
+  json_t *v = json_stringn(txt.p, txt.len);
+  if (!v) return;
+  json_t *o = json_pack("{s:s, s:o}", "path", path, "value", v);
+  if (o && json_array_append_new(t->arr, o) == 0) t->n++;
+}
+
+/* Every non-empty leaf of a field: repetitions, components, subcomponents. */
+static void field_leaves(tree_t *t, const char *base, const cad_hl7_delims_t *d, cad_str_t f) {
+  int nrep = d->rep ? cad_hl7_npieces(f, d->rep) : 1;
+  for (int r = 1; r <= nrep && t->n < TREE_MAX; r++) {
+    cad_str_t rv = f;
+    if (nrep > 1) cad_hl7_piece(f, d->rep, r, &rv);
+    char rp[96];
+    if (nrep > 1) snprintf(rp, sizeof rp, "%s[%d]", base, r);
+    else snprintf(rp, sizeof rp, "%s", base);
+    int nc = cad_hl7_npieces(rv, d->comp);
+    for (int k = 1; k <= nc && t->n < TREE_MAX; k++) {
+      cad_str_t cv = rv;
+      if (nc > 1) cad_hl7_piece(rv, d->comp, k, &cv);
+      int ns = d->sub ? cad_hl7_npieces(cv, d->sub) : 1;
+      for (int u = 1; u <= ns && t->n < TREE_MAX; u++) {
+        cad_str_t sv = cv;
+        if (ns > 1) cad_hl7_piece(cv, d->sub, u, &sv);
+        char path[128];
+        if (nc == 1 && ns == 1) snprintf(path, sizeof path, "%s", rp);
+        else if (ns == 1) snprintf(path, sizeof path, "%s.%d", rp, k);
+        else snprintf(path, sizeof path, "%s.%d.%d", rp, k, u);
+        leaf(t, path, d, sv);
+      }
+    }
+  }
+}
+
+/* The body as [{path, value}] (values decoded, as UTF-8), at most TREE_MAX. */
+static json_t *tree_of(const char *p, size_t len) {
+  cad_arena_t a;
+  cad_arena_init(&a, 16384, 64 * (len + 1024));
+  cad_hl7_msg_t m;
+  json_t *arr = json_array();
+  if (!arr || cad_hl7_parse(&m, p, len, &a, NULL, NULL) != 0) {
+    cad_arena_free(&a);
+    json_decref(arr);
+    return json_null();
+  }
+  tree_t t = {arr, &a, 0};
+  int occ[64] = {0};
+  uint32_t ids[64];
+  int nids = 0;
+  for (uint32_t i = 0; i < m.nsegs && t.n < TREE_MAX; i++) {
+    const cad_hl7_seg_t *s = cad_hl7_seg(&m, i);
+    int k = 0;
+    while (k < nids && ids[k] != s->id) k++;
+    if (k == nids && nids < 64) ids[nids++] = s->id;
+    int o = k < 64 ? ++occ[k] : 1;
+    char seg[16];
+    if (o > 1) snprintf(seg, sizeof seg, "%s[%d]", s->name, o);
+    else snprintf(seg, sizeof seg, "%s", s->name);
+    int nf = cad_hl7_nfields(s);
+    for (int f = 1; f <= nf && t.n < TREE_MAX; f++) {
+      cad_str_t v;
+      if (!cad_hl7_field(s, f, &v)) continue;
+      char base[32];
+      snprintf(base, sizeof base, "%s-%d", seg, f);
+      if (s->header && f <= 2) {
+        /* MSH-1, MSH-2: the delimiters themselves, not split */
+        json_t *x = json_pack("{s:s, s:s#}", "path", base, "value", v.p, (int)v.len);
+        if (x && json_array_append_new(arr, x) == 0) t.n++;
+        continue;
+      }
+      field_leaves(&t, base, &s->d, v);
+    }
+  }
+  cad_arena_free(&a);
+  return arr;
+}
+
 void cad__admin_archive_show(cad__admin_call_t *c) {
   uint64_t id;
   if (message_id(c, &id) < 0) return;
@@ -304,11 +394,16 @@ void cad__admin_archive_show(cad__admin_call_t *c) {
     int rc = cad_archive_show(dir, id, true, take_body, &b, err, sizeof err);
     cad__admin_audit_call(c, "message.body", c->arg, rc == 0 && b.p ? "ok" : "unreadable");
     if (rc == 0 && b.p) {
-      /* The bytes as JSON text: segments end in \r; non-UTF-8 bytes would
-       * not survive, so such a body is given as null with a reason. */
-      json_t *t = json_stringn(b.p, b.len);
+      /* As JSON text (UTF-8: a legacy body is read as Windows-1252, as
+       * cad_hl7_text does), and as a tree of paths with decoded values. */
+      cad_arena_t ta;
+      cad_arena_init(&ta, 4096, 4 * (b.len + 64));
+      cad_str_t txt;
+      json_t *t =
+          cad_hl7_text((cad_str_t){b.p, b.len}, &ta, &txt) ? json_stringn(txt.p, txt.len) : NULL;
+      cad_arena_free(&ta);
       json_object_set_new(o, "body", t ? t : json_null());
-      if (!t) json_object_set_new(o, "body_note", json_string("not valid UTF-8"));
+      json_object_set_new(o, "tree", tree_of(b.p, b.len));
     }
     free(b.p);
   }

@@ -49,7 +49,11 @@ async function main() {
     await page.waitForSelector('#journey-table tbody tr');
     const fields = await page.textContent('#msg-fields');
     if (!fields.includes(ctl)) throw new Error('the message view lacks its control id');
-    await page.screenshot({ path: path.join(shots, '3-message.png') });
+    await page.click('#show-body');
+    await page.waitForSelector('#tree-table:not([hidden]) tbody tr');
+    const tree = await page.textContent('#tree-table');
+    if (!tree.includes('MSH-10') || !tree.includes(ctl)) throw new Error('no tree with MSH-10');
+    await page.screenshot({ path: path.join(shots, '3-message.png'), fullPage: true });
 
     await page.click('#nav-destinations');
     const row = page.locator('#dests-table tr[data-destination="' + deadDest + '"]');

@@ -153,6 +153,9 @@ def test_control(binary, tmp):
             assert st == 403, (st, doc)
             st, one = api(aport, "/api/v1/messages/%s?body=1" % m["id"], t["ana"])
             assert st == 200 and "AFTER1" in one["body"], one
+            tree = {x["path"]: x["value"] for x in one["tree"]}
+            assert tree["MSH-10"] == "AFTER1" and tree["MSH-9.1"] == "ADT", tree
+            assert tree["PID-3.1"] and tree["MSH-1"] == "|", tree
             st, doc = api(aport, "/api/v1/messages/123", t["view"])
             assert st == 404, (st, doc)
             st, doc = api(aport, "/api/v1/messages?status=nonsense", t["view"])

@@ -182,11 +182,21 @@ async function loadMessage(id) {
   }
   $('msg-body').hidden = true;
   $('msg-body').textContent = '';
+  $('tree-table').hidden = true;
+  clear('tree-table');
 }
 
 async function showBody() {
   const m = await api('GET', '/api/v1/messages/' + encodeURIComponent(shownId) + '?body=1');
-  $('msg-body').textContent = (m.body || m.body_note || '').replace(/\r/g, '\n');
+  const tb = clear('tree-table');
+  for (const leaf of (m.tree || [])) {
+    const tr = document.createElement('tr');
+    cell(tr, leaf.path);
+    cell(tr, leaf.value);
+    tb.appendChild(tr);
+  }
+  $('tree-table').hidden = false;
+  $('msg-body').textContent = (m.body || '').replace(/\r/g, '\n');
   $('msg-body').hidden = false;
 }
 
