@@ -238,6 +238,7 @@ static const route_t routes[] = {
     {"GET", "/api/v1/messages/*", CAD_ROLE_VIEWER, false, cad__admin_archive_show},
     {"POST", "/api/v1/messages/*/resend", CAD_ROLE_OPERATOR, false, cad__admin_archive_resend},
     {"GET", "/api/v1/audit", CAD_ROLE_ADMIN, false, cad__admin_audit_get},
+    {"GET", "/api/v1/rates", CAD_ROLE_VIEWER, false, cad__admin_rates_get},
 };
 
 static int hexv(char c) {
@@ -411,6 +412,10 @@ void cad__admin_job_answer(cad__admin_job_t *j, int status, json_t *doc) {
   free(j->errors);
   free(j->out);
   free(j);
+  cad__admin_job_done(a);
+}
+
+void cad__admin_job_done(cad_admin_t *a) {
   if (--a->jobs == 0 && a->closed) admin_free(a);
 }
 
@@ -517,6 +522,7 @@ int cad_admin_listen(cad_admin_t *a, uv_loop_t *loop) {
   o.ud = a;
   o.tls = a->tls;
   int rc = cad_http_server_start(loop, &o, &a->http);
+  if (rc == 0) rc = cad__admin_rates_start(a, loop);
   if (rc < 0) {
     CAD_LOG(CAD_LOG_ERROR, "admin.failed", NULL, "%s port %d: %s", a->host, a->port,
             cad_strerror(rc));
@@ -540,6 +546,7 @@ int cad_admin_port(const cad_admin_t *a) { return a->http ? cad_http_server_port
 
 void cad_admin_close(cad_admin_t *a) {
   if (!a) return;
+  cad__admin_rates_stop(a);
   if (a->http) cad_http_server_close(a->http, admin_free, a);
   else admin_free(a);
 }

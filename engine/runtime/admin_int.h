@@ -12,6 +12,9 @@
 
 #define CAD_ADMIN_MAX_PAUSED 256 /* channels paused at once */
 #define CAD_ADMIN_ARG_MAX 256    /* a decoded path segment */
+#define CAD_ADMIN_RATES_MAX 2048 /* names whose per-minute counts are kept */
+
+typedef struct cad__admin_rates cad__admin_rates_t;
 
 typedef struct cad__admin_peer {
   char addr[48];
@@ -48,8 +51,9 @@ struct cad_admin {
   size_t npaused_chans;
   bool paused_dests[CAD_JOURNAL_MAX_DESTS];
   int audit_fd; /* data_dir/audit.jsonl, -1 = not open (yet) */
-  int jobs;     /* answers still to come (deferred); the admin lives until 0 */
-  bool closed;  /* cad_admin_close ran and the server is gone */
+  int jobs;     /* answers still to come (deferred) and the rates timer; the admin lives until 0 */
+  cad__admin_rates_t *rates; /* per-minute counts (admin_rates.c), NULL until listening */
+  bool closed;               /* cad_admin_close ran and the server is gone */
 };
 
 /* One request being answered. */
@@ -84,6 +88,15 @@ void cad__admin_error(cad_http_res_t *res, int status, const char *error, const 
 void cad__admin_job_answer(cad__admin_job_t *j, int status, json_t *doc);
 /* A new job for c (NULL: answered 500 already). */
 cad__admin_job_t *cad__admin_job_new(cad__admin_call_t *c, const char *action, const char *target);
+
+/* One of a->jobs ended: the admin is freed when it was the last after close. */
+void cad__admin_job_done(cad_admin_t *a);
+
+/* The per-minute counts (admin_rates.c): started with the listener,
+ * stopped at close. */
+int cad__admin_rates_start(cad_admin_t *a, uv_loop_t *loop);
+void cad__admin_rates_stop(cad_admin_t *a);
+void cad__admin_rates_get(cad__admin_call_t *c);
 
 /* Query parameter `key` of the request, percent-decoded into out (cap
  * bytes, NUL-terminated): 1 found, 0 absent, -1 malformed or too long

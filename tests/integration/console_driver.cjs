@@ -32,7 +32,7 @@ async function main() {
     await page.waitForSelector('#login:not([hidden])');
     await page.fill('#token', token);
     await page.click('#login-form button[type=submit]');
-    await page.waitForSelector('#channels-table tr[data-channel="lab"]');
+    await page.waitForSelector('#channels-table tr[data-channel="lab"] svg.spark polyline');
     const cookies = await ctx.cookies();
     if (cookies.length) throw new Error('the console set a cookie: ' + JSON.stringify(cookies));
     await page.screenshot({ path: path.join(shots, '1-channels.png') });

@@ -123,6 +123,13 @@ def test_control(binary, tmp):
             assert send(port, "AFTER1") == "AA"
             rx.wait(lambda _m: "AFTER1" in rx.ctls(), what="AFTER1 delivered")
 
+            # ---- per-minute counts for the dashboard: 60 minutes + the one in progress
+            st, doc = api(aport, "/api/v1/rates", t["view"])
+            assert st == 200 and doc["minutes"] == 60, doc
+            lab = doc["channels"]["lab"]["received"]
+            assert len(lab) == 61 and lab[-1] == 3 and sum(lab[:-1]) == 0, lab  # DL1 DL2 AFTER1
+            assert len(doc["destinations"]["rx"]["delivered"]) == 61, doc
+
             # ---- destination pause: messages wait in the queue, then go
             st, doc = api(aport, "/api/v1/destinations/rx/pause", t["ops"], "POST")
             assert st == 200 and doc["paused"] is True, doc

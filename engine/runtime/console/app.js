@@ -60,8 +60,36 @@ function show(page) {
   for (const p of pages) $('page-' + p).hidden = p !== page;
 }
 
+const SVG = 'http://www.w3.org/2000/svg';
+
+/* A sparkline of per-minute counts (the last hour, then the minute in
+ * progress), built as SVG elements: no HTML strings. */
+function spark(td, values) {
+  const w = 122, h = 24;
+  const svg = document.createElementNS(SVG, 'svg');
+  svg.setAttribute('width', w);
+  svg.setAttribute('height', h);
+  svg.setAttribute('class', 'spark');
+  const max = Math.max(1, ...values);
+  const pts = values.map((v, i) => (i * 2 + 1) + ',' + (h - 2 - (v / max) * (h - 4)).toFixed(1));
+  const line = document.createElementNS(SVG, 'polyline');
+  line.setAttribute('points', pts.join(' '));
+  line.setAttribute('fill', 'none');
+  line.setAttribute('stroke', '#16324f');
+  svg.appendChild(line);
+  const title = document.createElementNS(SVG, 'title');
+  title.textContent = 'per minute, last hour: max ' + max + ', now ' + values[values.length - 1];
+  svg.appendChild(title);
+  td.appendChild(svg);
+}
+
+async function rates() {
+  try { return await api('GET', '/api/v1/rates'); } catch (e) { return null; }
+}
+
 async function loadChannels() {
   const doc = await api('GET', '/api/v1/channels');
+  const r = await rates();
   const tb = clear('channels-table');
   for (const c of doc.channels) {
     const tr = document.createElement('tr');
@@ -70,6 +98,8 @@ async function loadChannels() {
     cell(tr, c.paused ? 'paused' : 'running', c.paused ? 'paused' : '');
     cell(tr, c.received); cell(tr, c.accepted); cell(tr, c.rejected); cell(tr, c.errors);
     cell(tr, c.open_connections);
+    const sp = cell(tr, '');
+    if (r && r.channels[c.name]) spark(sp, r.channels[c.name].received);
     const td = cell(tr, '');
     const verb = c.paused ? 'resume' : 'pause';
     button(td, c.paused ? 'Resume' : 'Pause', async () => {
@@ -111,6 +141,7 @@ async function deadAction(verb, body) {
 
 async function loadDests() {
   const doc = await api('GET', '/api/v1/destinations');
+  const r = await rates();
   const tb = clear('dests-table');
   for (const d of doc.destinations) {
     const tr = document.createElement('tr');
@@ -119,6 +150,8 @@ async function loadDests() {
     cell(tr, d.paused ? 'paused' : d.blocked ? 'blocked' : 'running', d.paused ? 'paused' : '');
     cell(tr, d.depth); cell(tr, d.oldest_waiting_seconds.toFixed(1)); cell(tr, d.delivered);
     cell(tr, d.dead_letters);
+    const sp = cell(tr, '');
+    if (r && r.destinations[d.name]) spark(sp, r.destinations[d.name].delivered);
     const td = cell(tr, '');
     const verb = d.paused ? 'resume' : 'pause';
     button(td, d.paused ? 'Resume' : 'Pause', async () => {
