@@ -238,6 +238,7 @@ typedef struct cad_conf_channel {
  *     tokens:
  *       - { name: ops, role: operator, hash: "sha256:<64 hex>" }
  *       - { name: ci, role: viewer, env: CAD_CI_TOKEN }   # hashed at load
+ *     ready_max_age: 10m         # /readyz 503 when a message waits longer
  * Roles, each allowed what the one before is: viewer < analyst < operator
  * < admin. */
 typedef enum {
@@ -261,6 +262,8 @@ typedef struct cad_conf_admin {
   cad_conf_token_t *tokens;  /* owned, ntokens */
   size_t ntokens;
   cad_conf_pos_t pos;
+  uint64_t ready_max_age_ms; /* /readyz: 503 when a destination's oldest waiting message is
+                                older; 0 = no limit */
 } cad_conf_admin_t;
 
 typedef struct cad_config {

@@ -111,6 +111,9 @@ static const char *not_ready_reason(cad_admin_t *a) {
   for (uint16_t i = 0; i < CAD_JOURNAL_MAX_DESTS; i++) {
     const cad_jdest_t *d = cad_queue_dest_info(q, i);
     if (d && d->name && a->view.counters[i].blocked) return "a destination is blocked";
+    uint64_t t = d && d->name && d->last_seq > d->done_seq ? a->view.counters[i].head_time_ms : 0;
+    if (a->ready_max_age_ms && t && cad_now_ms() > t + a->ready_max_age_ms)
+      return "a destination's oldest waiting message is older than ready_max_age";
   }
   return NULL;
 }
@@ -478,6 +481,7 @@ static int set_tokens(cad_admin_t *a, const cad_conf_admin_t *conf) {
   a->tokens = t;
   a->ntokens = conf->ntokens;
   a->open_metrics = conf->open_metrics;
+  a->ready_max_age_ms = conf->ready_max_age_ms;
   return 0;
 }
 

@@ -38,6 +38,7 @@ struct cad_admin {
   char host[64];
   int port;
   bool open_metrics;
+  uint64_t ready_max_age_ms; /* admin.ready_max_age, 0 = none */
   cad__admin_token_t *tokens;
   size_t ntokens;
   cad__admin_peer_t peers[CAD_ADMIN_MAX_PEERS];

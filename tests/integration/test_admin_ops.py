@@ -35,7 +35,8 @@ def setup(binary, tmp, rx_port):
              "    connect_timeout: 1s\n    ack_timeout: 3s\n    on_ar: dead_letter\n"
              "    retry: {initial: 100ms, max: 300ms, attempts: 2}\n"
              "    on_failure: dead_letter\n" % rx_port)
-    extra = "admin:\n  listen: \"127.0.0.1:%d\"\n  tokens:\n%s\n" % (aport, "\n".join(lines))
+    extra = ("admin:\n  listen: \"127.0.0.1:%d\"\n  ready_max_age: 1s\n  tokens:\n%s\n" %
+             (aport, "\n".join(lines)))
     eng = Engine(binary, tmp, chans, dests, engine_extra=extra)
     eng.start(wait_ports=(port, aport))
     return eng, port, aport, toks, (chans, dests, extra)
@@ -140,10 +141,15 @@ def test_control(binary, tmp):
             assert q["paused"] is True and q["depth"] == 3, q
             assert q["oldest_waiting_seconds"] >= 0, q
             assert rx.count() == n0, "a paused destination must not deliver"
+            # held longer than ready_max_age: not ready, saying why
+            wait_for(lambda: api(aport, "/readyz", t["view"])[0] == 503, timeout=5,
+                     what="readyz 503 while messages wait too long")
+            assert "older than ready_max_age" in api(aport, "/readyz", t["view"])[1]["reason"]
             st, doc = api(aport, "/api/v1/destinations/rx/resume", t["ops"], "POST")
             assert st == 200, doc
             rx.wait(lambda _m: all("HELD%d" % i in rx.ctls() for i in range(3)),
                     what="held messages delivered after resume")
+            wait_for(lambda: api(aport, "/readyz", t["view"])[0] == 200, what="ready again")
 
             # ---- archive: search by control id, show, body by role
             def found():
