@@ -412,7 +412,7 @@ void cad__admin_job_answer(cad__admin_job_t *j, int status, json_t *doc) {
   answer_json(&res, status, doc);
   cad_http_answer(j->later, &res);
   cad_admin_t *a = j->a;
-  free(j->errors);
+  free(j->audit_target);
   free(j->out);
   free(j);
   cad__admin_job_done(a);

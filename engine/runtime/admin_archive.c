@@ -415,7 +415,7 @@ void cad__admin_archive_show(cad__admin_call_t *c) {
 static void resent(void *ud, int status, const uint64_t *seqs, size_t n) {
   cad__admin_job_t *j = ud;
   char result[64], target[CAD_ADMIN_ARG_MAX + 64];
-  snprintf(target, sizeof target, "message %llu -> %s", (unsigned long long)j->n, j->target);
+  snprintf(target, sizeof target, "%s", j->audit_target ? j->audit_target : j->target);
   if (status < 0 || n != 1) {
     cad__admin_audit(j->a, j->token, j->peer, "message.resend", target, cad_err_name(status));
     return cad__admin_job_answer(j, 500,
@@ -431,6 +431,59 @@ static void resent(void *ud, int status, const uint64_t *seqs, size_t n) {
                                   "queue_seq", (json_int_t)seqs[0]));
 }
 
+#define EDITS_MAX 32
+
+/* Apply `set` ({"PATH": "text", ...}) to the body in b (replaced by the
+ * edited bytes).  0, or -1 with *why (a PHI-free reason naming the path). */
+static int apply_edits(json_t *set, body_out_t *b, char *why, size_t cap, size_t *nedits) {
+  *nedits = 0;
+  if (!set) return 0;
+  if (!json_is_object(set) || json_object_size(set) > EDITS_MAX) {
+    snprintf(why, cap, "set: expected an object of at most %d \"PATH\": \"text\"", EDITS_MAX);
+    return -1;
+  }
+  cad_arena_t a;
+  cad_arena_init(&a, 16384, 64 * (b->len + 4096));
+  cad_hl7_msg_t m;
+  int rc = cad_hl7_parse(&m, b->p, b->len, &a, NULL, NULL);
+  if (rc < 0) {
+    snprintf(why, cap, "the archived message does not parse: it cannot be edited");
+    cad_arena_free(&a);
+    return -1;
+  }
+  const char *key;
+  json_t *val;
+  json_object_foreach(set, key, val) {
+    cad_hl7_path_t path;
+    if (!json_is_string(val) || cad_hl7_path_parse(key, strlen(key), &path, NULL, NULL) != 0) {
+      snprintf(why, cap, "set: '%.64s' is not a path with a text value", key);
+      rc = -1;
+      break;
+    }
+    int n = cad_hl7_set(&m, &path, json_string_value(val), json_string_length(val), 0);
+    if (n < 0) {
+      snprintf(why, cap, "set: %.64s: %s", key, cad_strerror(n));
+      rc = -1;
+      break;
+    }
+    (*nedits)++;
+  }
+  cad_buf_t out = CAD_BUF_INIT;
+  if (rc == 0 && cad_hl7_serialize(&m, &out) < 0) {
+    snprintf(why, cap, "out of memory");
+    rc = -1;
+  }
+  cad_arena_free(&a);
+  if (rc < 0) {
+    cad_buf_free(&out);
+    return -1;
+  }
+  free(b->p);
+  b->p = out.data; /* handed over */
+  b->len = out.len;
+  return 0;
+}
+
 void cad__admin_archive_resend(cad__admin_call_t *c) {
   uint64_t id;
   if (message_id(c, &id) < 0) return;
@@ -439,36 +492,65 @@ void cad__admin_archive_resend(cad__admin_call_t *c) {
                     ? json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &err)
                     : NULL;
   const char *dest = NULL;
+  json_t *set = NULL;
   char name[CAD_ADMIN_ARG_MAX];
-  if (doc && json_unpack_ex(doc, &err, JSON_STRICT, "{s:s}", "destination", &dest) == 0 &&
+  if (doc &&
+      json_unpack_ex(doc, &err, JSON_STRICT, "{s:s, s?o}", "destination", &dest, "set", &set) ==
+          0 &&
       strlen(dest) < sizeof name)
     snprintf(name, sizeof name, "%s", dest);
   else dest = NULL;
-  json_decref(doc);
-  if (!dest)
+  if (!dest) {
+    json_decref(doc);
     return cad__admin_error(c->res, 400, "bad_request",
-                            "expected a JSON body {\"destination\": NAME}");
+                            "expected a JSON body {\"destination\": NAME, \"set\": {PATH: text}}"
+                            " (set optional)");
+  }
   char target[CAD_ADMIN_ARG_MAX + 64];
   snprintf(target, sizeof target, "message %llu -> %s", (unsigned long long)id, name);
   cad_queue_t *q = *c->a->view.q;
   int qid = q ? cad__admin_qid(c->a, name) : -1;
   if (qid < 0) {
+    json_decref(doc);
     cad__admin_audit_call(c, "message.resend", target, "not_found");
     return cad__admin_error(c->res, q ? 404 : 503, q ? "not_found" : "unavailable",
                             q ? "no destination of that name" : "the queue is closed");
   }
   char dir[4200];
-  if (!archive_dir(c->a, dir, sizeof dir))
+  if (!archive_dir(c->a, dir, sizeof dir)) {
+    json_decref(doc);
     return cad__admin_error(c->res, 503, "unavailable", "no archive");
+  }
   body_out_t b = {0};
   char e[256];
   int rc = cad_archive_show(dir, id, true, take_body, &b, e, sizeof e);
   if (rc < 0 || !b.p) {
     free(b.p);
+    json_decref(doc);
     cad__admin_audit_call(c, "message.resend", target,
                           rc == CAD_E_NOTFOUND ? "not_found" : "unreadable");
     return cad__admin_error(c->res, rc == CAD_E_NOTFOUND || rc == CAD_E_IO ? 404 : 500, "not_found",
                             "no such message in the archive (or its body is unreadable)");
+  }
+  char why[160];
+  size_t nedits = 0;
+  rc = apply_edits(set, &b, why, sizeof why, &nedits);
+  /* The audit names the paths edited, never the values. */
+  if (rc == 0 && nedits) {
+    size_t l = strlen(target);
+    const char *key;
+    json_t *val;
+    snprintf(target + l, sizeof target - l, " edited");
+    json_object_foreach(set, key, val) {
+      l = strlen(target);
+      snprintf(target + l, sizeof target - l, " %.32s", key);
+    }
+  }
+  json_decref(doc);
+  if (rc < 0) {
+    free(b.p);
+    cad__admin_audit_call(c, "message.resend", target, "bad_edit");
+    return cad__admin_error(c->res, 400, "bad_request", why);
   }
   cad__admin_job_t *j = cad__admin_job_new(c, "message.resend", name);
   if (!j) {
@@ -477,6 +559,8 @@ void cad__admin_archive_resend(cad__admin_call_t *c) {
   }
   j->n = id;
   j->qid = (uint16_t)qid;
+  snprintf(j->action, sizeof j->action, "message.resend");
+  j->audit_target = strdup(target); /* the audit target, with the paths edited */
   cad_queue_item_t item = {(uint16_t)qid, b.p, b.len};
   rc = cad_queue_append(q, &item, 1, resent, j);
   free(b.p); /* copied by the queue */

@@ -76,7 +76,7 @@ typedef struct cad__admin_job {
   char target[CAD_ADMIN_ARG_MAX + 32];
   uint64_t n;   /* a number the action needs (dead letter, message id) */
   uint16_t qid; /* a destination */
-  char *errors; /* reload: the loader's text (owned) */
+  char *audit_target; /* what the audit line names, when not `target` (owned) */
   void *out;    /* the action's own results (owned) */
   size_t nout;
   uint64_t total;  /* dead letters counted */

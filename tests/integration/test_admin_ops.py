@@ -188,6 +188,18 @@ def test_control(binary, tmp):
             st, doc = api(aport, "/api/v1/messages/%s/resend" % m["id"], t["ops"], "POST",
                           {"destination": "nosuch"})
             assert st == 404, (st, doc)
+            # with edits: the receiver gets the edited copy; a bad path is refused
+            st, doc = api(aport, "/api/v1/messages/%s/resend" % m["id"], t["ops"], "POST",
+                          {"destination": "rx", "set": {"MSH-5": "OTHERAPP", "PID-3.1": "99"}})
+            assert st == 200, (st, doc)
+            msgs = rx.wait(lambda ms: any(b"OTHERAPP" in x.data for x in ms),
+                           what="the edited copy")
+            edited = [x.data for x in msgs if b"OTHERAPP" in x.data][0]
+            assert b"|AFTER1|" in edited and b"PID|1||99^" in edited, edited
+            for bad in ({"MSH-1": "x"}, {"NOPE!": "x"}, {"PID-3": 5}, ["MSH-5"]):
+                st, doc = api(aport, "/api/v1/messages/%s/resend" % m["id"], t["ops"], "POST",
+                              {"destination": "rx", "set": bad})
+                assert st == 400 and doc["error"] == "bad_request", (bad, st, doc)
 
             # ---- reload: a broken file is refused with its errors, then a good one
             good = open(eng.conf).read()
@@ -213,6 +225,8 @@ def test_control(binary, tmp):
                          ("ops", "reload", "ok")]:
                 assert want in acts, (want, acts)
             assert all(x["peer"] == "127.0.0.1" for x in lines), lines
+            assert any("edited MSH-5 PID-3.1" in x["target"] for x in lines), lines
+            assert "OTHERAPP" not in open(path).read(), "edit values stay out of the audit"
             assert "AFTER1" not in open(path).read(), "no message contents in the audit"
             st, doc = api(aport, "/api/v1/audit?limit=2", t["view"])
             assert st == 403, (st, doc)
