@@ -9,6 +9,7 @@
  * reached), 2 (usage).
  */
 #include <curl/curl.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,7 +61,9 @@ static void usage(FILE *out) {
           "                                   channel, destination, status, sender, receiver,\n"
           "                                   since, until, limit\n"
           "  show ID [--body]                 one archived message (--body: role analyst)\n"
-          "  resend ID DEST                   an archived message to DEST, as a new message\n"
+          "  resend ID DEST [--set PATH=TEXT]...\n"
+          "                                   an archived message to DEST, as a new message\n"
+          "                                   (with those elements set first)\n"
           "  reload                           re-read the configuration (errors are answered)\n"
           "  audit [--limit N]                the audit trail, newest first (role admin)\n"
           "\n"
@@ -134,15 +137,30 @@ static int build(CURL *c, int argc, char **argv, const char **method, char *path
     snprintf(path, cap, "/api/v1/messages/");
     ok = put(path, cap, c, argv[1], true) && (argc == 2 || put(path, cap, c, "?body=1", false));
   } else if (!strcmp(cmd, "resend")) {
-    if (argc != 3) return 2;
+    /* resend ID DEST [--set PATH=TEXT]... : the body through jansson */
+    if (argc < 3 || (argc - 3) % 2) return 2;
     *method = "POST";
     snprintf(path, cap, "/api/v1/messages/");
     ok = put(path, cap, c, argv[1], true) && put(path, cap, c, "/resend", false);
-    /* The name as a JSON string: printable ASCII without quotes or
-     * backslashes (configuration names are). */
-    for (const char *p = argv[2]; *p; p++)
-      if (*p < 0x20 || *p == '"' || *p == '\\' || (unsigned char)*p >= 0x7f) return 2;
-    if (ok && (size_t)snprintf(body, bcap, "{\"destination\":\"%s\"}", argv[2]) >= bcap) ok = false;
+    json_t *doc = json_pack("{s:s}", "destination", argv[2]), *set = json_object();
+    for (int i = 3; doc && set && i < argc; i += 2) {
+      const char *eq = strchr(argv[i + 1], '=');
+      if (strcmp(argv[i], "--set") || !eq || eq == argv[i + 1]) {
+        json_decref(doc);
+        json_decref(set);
+        return 2;
+      }
+      char key[64];
+      snprintf(key, sizeof key, "%.*s", (int)(eq - argv[i + 1]), argv[i + 1]);
+      json_object_set_new(set, key, json_string(eq + 1));
+    }
+    if (set && json_object_size(set)) json_object_set(doc, "set", set);
+    json_decref(set);
+    char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!text || strlen(text) >= bcap) ok = false;
+    else memcpy(body, text, strlen(text) + 1);
+    free(text);
   } else if (!strcmp(cmd, "audit")) {
     if (argc != 1 && !(argc == 3 && !strcmp(argv[1], "--limit"))) return 2;
     snprintf(path, cap, "/api/v1/audit");
@@ -190,7 +208,7 @@ int cad_cli_ctl(int argc, char **argv) {
     curl_global_cleanup();
     return 1;
   }
-  char path[4096], body[1024], full[8192];
+  char path[4096], body[16384], full[8192];
   const char *method;
   int rc = build(c, argc - i, argv + i, &method, path, sizeof path, body, sizeof body);
   if (rc) {

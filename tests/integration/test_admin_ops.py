@@ -325,6 +325,11 @@ def test_ctl_cli(binary, tmp):
             r = ctl("resend", mid, "rx")
             assert r.returncode == 0, r
             rx.wait(lambda _m: rx.ctls().count("CTL1") == 2, what="CTL1 resent")
+            r = ctl("resend", mid, "rx", "--set", 'MSH-10=CTL1-"again"')
+            assert r.returncode == 0, r
+            rx.wait(lambda _m: 'CTL1-"again"' in rx.ctls(), what="CTL1 resent with an edit")
+            r = ctl("resend", mid, "rx", "--set")
+            assert r.returncode == 2, r
             r = ctl("reload")
             assert r.returncode == 0 and json.loads(r.stdout)["reloaded"] is True, r
         finally:
