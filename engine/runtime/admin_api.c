@@ -89,19 +89,25 @@ void cad__admin_dest_resume(cad__admin_call_t *c) { dest_set(c, false); }
 
 /* ---- on the commit thread ------------------------------------------------ */
 
-static int exec_queue(void *ud, cad_queue_journals_t *js) {
+/* Reads (cad_queue_read_exec): the view with the journals held, then the
+ * scan on the thread pool without them. */
+static int snap_view(void *ud, cad_queue_journals_t *js) {
   cad__admin_job_t *j = ud;
-  const char *name = j->target;
-  int rc = cad_dlq_oldest_waiting(js, name, &j->r1);
+  return cad_dlq_view(js, j->target, &j->view);
+}
+
+static int scan_queue(void *ud, cad_queue_journals_t *js) {
+  cad__admin_job_t *j = ud;
+  int rc = cad_dlq_oldest_waiting(js, &j->view, &j->r1);
   cad_dlq_item_t none;
   size_t n;
-  if (rc == 0) rc = cad_dlq_list(js, name, 0, 0, &none, &n, &j->total);
+  if (rc == 0) rc = cad_dlq_list(js, &j->view, 0, 0, &none, &n, &j->total);
   return rc;
 }
 
-static int exec_dead(void *ud, cad_queue_journals_t *js) {
+static int scan_dead(void *ud, cad_queue_journals_t *js) {
   cad__admin_job_t *j = ud;
-  return cad_dlq_list(js, j->target, j->r2, j->nout, j->out, &j->nout, &j->total);
+  return cad_dlq_list(js, &j->view, j->r2, j->nout, j->out, &j->nout, &j->total);
 }
 
 static int exec_requeue(void *ud, cad_queue_journals_t *js) {
@@ -200,13 +206,20 @@ static void run(cad__admin_job_t *j, cad_queue_exec_fn fn, cad_queue_append_cb c
   if (rc < 0) fail(j, rc, audited);
 }
 
+/* Start a read of job j on the thread pool; on failure it is answered. */
+static void start_read(cad__admin_job_t *j, cad_queue_exec_fn scan, cad_queue_append_cb cb) {
+  cad_queue_t *q = *j->a->view.q;
+  int rc = q ? cad_queue_read_exec(q, snap_view, scan, j, cb) : CAD_E_STATE;
+  if (rc < 0) fail(j, rc, false);
+}
+
 void cad__admin_dest_queue(cad__admin_call_t *c) {
   int qid = dest_of(c, NULL);
   if (qid < 0) return;
   cad__admin_job_t *j = cad__admin_job_new(c, "queue", c->arg);
   if (!j) return;
   j->qid = (uint16_t)qid;
-  run(j, exec_queue, queue_done, false);
+  start_read(j, scan_queue, queue_done);
 }
 
 void cad__admin_dest_dead(cad__admin_call_t *c) {
@@ -232,7 +245,7 @@ void cad__admin_dest_dead(cad__admin_call_t *c) {
   j->out = items;
   j->nout = (size_t)limit;
   j->r2 = after;
-  run(j, exec_dead, dead_done, false);
+  start_read(j, scan_dead, dead_done);
 }
 
 /* The body of requeue and purge: {"number": N} or {"all": true}.  0 and

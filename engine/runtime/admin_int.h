@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "admin.h"
+#include "queue_dlq.h"
 
 #define CAD_ADMIN_MAX_PAUSED 256 /* channels paused at once */
 #define CAD_ADMIN_ARG_MAX 256    /* a decoded path segment */
@@ -74,13 +75,14 @@ typedef struct cad__admin_job {
   char peer[48];
   char action[32];
   char target[CAD_ADMIN_ARG_MAX + 32];
-  uint64_t n;   /* a number the action needs (dead letter, message id) */
-  uint16_t qid; /* a destination */
+  uint64_t n;         /* a number the action needs (dead letter, message id) */
+  uint16_t qid;       /* a destination */
   char *audit_target; /* what the audit line names, when not `target` (owned) */
-  void *out;    /* the action's own results (owned) */
+  void *out;          /* the action's own results (owned) */
   size_t nout;
-  uint64_t total;  /* dead letters counted */
-  uint64_t r1, r2; /* results */
+  uint64_t total;      /* dead letters counted */
+  uint64_t r1, r2;     /* results */
+  cad_dlq_view_t view; /* reads: what was taken of the journals */
 } cad__admin_job_t;
 
 void cad__admin_json(cad_http_res_t *res, int status, json_t *doc);

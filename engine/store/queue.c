@@ -68,6 +68,8 @@ struct cad_queue {
   void *hook_ud;
   void (*close_done)(void *);
   void *close_arg;
+  int read_execs;    /* cad_queue_read_exec works not finished (loop thread) */
+  bool async_closed; /* cad_queue_close is done but for those */
 };
 
 static void snapshot_locked(cad_queue_t *q) {
@@ -331,8 +333,15 @@ fail_nojournal:
   return rc;
 }
 
+static void queue_free(cad_queue_t *q);
+
 static void on_async_closed(uv_handle_t *h) {
   cad_queue_t *q = h->data;
+  q->async_closed = true;
+  if (q->read_execs == 0) queue_free(q); /* else the last read_exec_after does */
+}
+
+static void queue_free(cad_queue_t *q) {
   void (*done)(void *) = q->close_done;
   void *arg = q->close_arg;
   cad_journal_close(&q->j);
@@ -492,6 +501,52 @@ int cad_queue_exec(cad_queue_t *q, cad_queue_exec_fn fn, void *fn_ud, cad_queue_
   r->ud = ud;
   enqueue(q, r);
   return 0;
+}
+
+typedef struct read_exec {
+  uv_work_t work;
+  cad_queue_t *q;
+  cad_queue_exec_fn snap, scan;
+  void *ud;
+  cad_queue_append_cb cb;
+  int status;
+} read_exec_t;
+
+static void read_exec_work(uv_work_t *w) {
+  read_exec_t *r = w->data;
+  cad_queue_t *q = r->q;
+  cad_queue_journals_t js = {&q->j, &q->dlq, q->jdir, q->dlqdir, -1};
+  uv_mutex_lock(&q->jmu);
+  r->status = r->snap(r->ud, &js);
+  uv_mutex_unlock(&q->jmu);
+  if (r->status >= 0) {
+    cad_queue_journals_t free_js = {NULL, NULL, q->jdir, q->dlqdir, -1};
+    r->status = r->scan(r->ud, &free_js);
+  }
+}
+
+static void read_exec_after(uv_work_t *w, int status) {
+  read_exec_t *r = w->data;
+  cad_queue_t *q = r->q;
+  int st = status < 0 ? status : r->status;
+  cad_queue_append_cb cb = r->cb;
+  void *ud = r->ud;
+  free(r);
+  cb(ud, st < 0 ? st : 0, NULL, 0);
+  if (--q->read_execs == 0 && q->async_closed) queue_free(q);
+}
+
+int cad_queue_read_exec(cad_queue_t *q, cad_queue_exec_fn snap, cad_queue_exec_fn scan, void *ud,
+                        cad_queue_append_cb cb) {
+  if (q->stopping) return CAD_E_STATE;
+  read_exec_t *r = calloc(1, sizeof *r);
+  if (!r) return CAD_E_NOMEM;
+  *r = (read_exec_t){.q = q, .snap = snap, .scan = scan, .ud = ud, .cb = cb};
+  r->work.data = r;
+  int rc = uv_queue_work(q->loop, &r->work, read_exec_work, read_exec_after);
+  if (rc) free(r);
+  else q->read_execs++;
+  return rc;
 }
 
 /* ---- reading ------------------------------------------------------------ */

@@ -154,6 +154,16 @@ typedef int (*cad_queue_exec_fn)(void *ud, cad_queue_journals_t *js);
 int cad_queue_exec(cad_queue_t *q, cad_queue_exec_fn fn, void *fn_ud, cad_queue_append_cb cb,
                    void *ud);
 
+/* A read-only look at the journals, off both the loop and the commit
+ * thread: on the libuv thread pool, snap(ud, js) runs with the journals
+ * held (take what is needed: ids, sequences, positions; quick), then
+ * scan(ud, js) runs without them (js->j and js->dlq NULL: read through
+ * journal readers on the directories, below the positions snap took), then
+ * cb(ud, status, NULL, 0) on the loop with scan's status (or snap's when
+ * negative).  Returns 0 or a libuv error (cb is not called). */
+int cad_queue_read_exec(cad_queue_t *q, cad_queue_exec_fn snap, cad_queue_exec_fn scan,
+                        void *ud, cad_queue_append_cb cb);
+
 /* What the journal knows of a destination (last_seq, done_seq, ...), as of
  * the last commit.  NULL for an unknown id. Loop thread only. */
 const cad_jdest_t *cad_queue_dest_info(const cad_queue_t *q, uint16_t dest);

@@ -22,11 +22,12 @@ static bool seq_in(const seqset_t *s, uint64_t x) {
   return false;
 }
 
-static int finished_set(cad_queue_journals_t *js, int lid, seqset_t *out) {
+static int finished_set(const cad_queue_journals_t *js, const cad_dlq_view_t *v, seqset_t *out) {
   memset(out, 0, sizeof *out);
+  int lid = v->lid;
   cad_jreader_t r;
   if (cad_jreader_init(&r, js->dlqdir)) return CAD_E_NOMEM;
-  cad_jpos_t pos = cad_journal_begin(js->dlq), end = cad_journal_end(js->dlq);
+  cad_jpos_t pos = v->dbegin, end = v->dend;
   cad_jread_t rec;
   memset(&rec, 0, sizeof rec);
   int rc;
@@ -90,16 +91,18 @@ static void ids_of(const char *p, size_t len, cad_dlq_item_t *it) {
 typedef int (*each_fn)(void *ud, const cad_jread_t *rec, cad_str_t reason, uint64_t orig,
                        cad_str_t msg);
 
-static int each_live(cad_queue_journals_t *js, int lid, uint64_t after, each_fn fn, void *ud) {
+static int each_live(const cad_queue_journals_t *js, const cad_dlq_view_t *v, uint64_t after,
+                     each_fn fn, void *ud) {
+  int lid = v->lid;
   seqset_t gone;
-  int rc = finished_set(js, lid, &gone);
+  int rc = finished_set(js, v, &gone);
   if (rc < 0) return rc;
   cad_jreader_t r;
   if (cad_jreader_init(&r, js->dlqdir)) {
     free(gone.v);
     return CAD_E_NOMEM;
   }
-  cad_jpos_t pos = cad_journal_begin(js->dlq), end = cad_journal_end(js->dlq);
+  cad_jpos_t pos = v->dbegin, end = v->dend;
   cad_jread_t rec;
   memset(&rec, 0, sizeof rec);
   while ((rc = cad_jreader_next(&r, &pos, end, lid, CAD_JREC_MSG, &rec)) == 1) {
@@ -142,14 +145,38 @@ static int list_one(void *ud, const cad_jread_t *rec, cad_str_t reason, uint64_t
   return 0;
 }
 
-int cad_dlq_list(cad_queue_journals_t *js, const char *name, uint64_t after, size_t max,
-                 cad_dlq_item_t *out, size_t *n, uint64_t *total) {
+int cad_dlq_view(cad_queue_journals_t *js, const char *name, cad_dlq_view_t *v) {
+  memset(v, 0, sizeof *v);
+  v->did = cad_journal_dest(js->j, name, false);
+  v->lid = cad_journal_dest(js->dlq, name, false);
+  if (v->did < 0) return CAD_E_NOTFOUND;
+  const cad_jdest_t *d = &js->j->dests[v->did];
+  v->done_seq = d->done_seq;
+  v->last_seq = d->last_seq;
+  v->jend = cad_journal_end(js->j);
+  v->jfrom = v->jend;
+  /* Skip the segments whose messages of this destination are all finished. */
+  for (size_t i = 0; i < js->j->nsegs; i++) {
+    const cad_jseg_t *sg = &js->j->segs[i];
+    if ((uint32_t)v->did < js->j->ndest_cap && sg->max_seq && sg->max_seq[v->did] <= v->done_seq)
+      continue;
+    v->jfrom = (cad_jpos_t){sg->no, sg->key.hdr};
+    break;
+  }
+  if (v->lid >= 0) {
+    v->dbegin = cad_journal_begin(js->dlq);
+    v->dend = cad_journal_end(js->dlq);
+  }
+  return 0;
+}
+
+int cad_dlq_list(const cad_queue_journals_t *js, const cad_dlq_view_t *v, uint64_t after,
+                 size_t max, cad_dlq_item_t *out, size_t *n, uint64_t *total) {
   *n = 0;
   *total = 0;
-  int lid = cad_journal_dest(js->dlq, name, false);
-  if (lid < 0) return cad_journal_dest(js->j, name, false) < 0 ? CAD_E_NOTFOUND : 0;
+  if (v->lid < 0) return 0;
   list_ctx_t c = {out, max, 0, 0};
-  int rc = each_live(js, lid, after, list_one, &c);
+  int rc = each_live(js, v, after, list_one, &c);
   *n = c.n;
   *total = c.total;
   return rc;
@@ -191,11 +218,10 @@ static int move(cad_queue_journals_t *js, const char *name, uint64_t no, bool pu
                 uint64_t *moved, uint64_t *first) {
   *moved = 0;
   if (first) *first = 0;
-  int did = cad_journal_dest(js->j, name, false);
-  int lid = cad_journal_dest(js->dlq, name, false);
-  if (did < 0 || lid < 0) return CAD_E_NOTFOUND;
-  move_ctx_t c = {js, did, lid, no, 0, 0, purge};
-  int rc = each_live(js, lid, 0, move_one, &c);
+  cad_dlq_view_t v;
+  if (cad_dlq_view(js, name, &v) < 0 || v.lid < 0) return CAD_E_NOTFOUND;
+  move_ctx_t c = {js, v.did, v.lid, no, 0, 0, purge};
+  int rc = each_live(js, &v, 0, move_one, &c);
   *moved = c.moved;
   if (first) *first = c.first;
   if (rc == 0 && no && !c.moved) rc = CAD_E_NOTFOUND;
@@ -211,20 +237,18 @@ int cad_dlq_purge(cad_queue_journals_t *js, const char *name, uint64_t no, uint6
   return move(js, name, no, true, purged, NULL);
 }
 
-int cad_dlq_oldest_waiting(cad_queue_journals_t *js, const char *name, uint64_t *time_ms) {
+int cad_dlq_oldest_waiting(const cad_queue_journals_t *js, const cad_dlq_view_t *v,
+                           uint64_t *time_ms) {
   *time_ms = 0;
-  int did = cad_journal_dest(js->j, name, false);
-  if (did < 0) return CAD_E_NOTFOUND;
-  const cad_jdest_t *d = &js->j->dests[did];
-  if (d->last_seq <= d->done_seq) return 0;
+  if (v->last_seq <= v->done_seq) return 0;
   cad_jreader_t r;
   if (cad_jreader_init(&r, js->jdir)) return CAD_E_NOMEM;
-  cad_jpos_t pos = cad_journal_begin(js->j), end = cad_journal_end(js->j);
+  cad_jpos_t pos = v->jfrom;
   cad_jread_t rec;
   memset(&rec, 0, sizeof rec);
   int rc;
-  while ((rc = cad_jreader_next(&r, &pos, end, did, CAD_JREC_MSG, &rec)) == 1)
-    if (rec.seq > d->done_seq) {
+  while ((rc = cad_jreader_next(&r, &pos, v->jend, v->did, CAD_JREC_MSG, &rec)) == 1)
+    if (rec.seq > v->done_seq) {
       *time_ms = rec.time_ms;
       break;
     }

@@ -33,27 +33,41 @@ typedef struct cad_dlq_item {
   char type[48], control_id[72];
 } cad_dlq_item_t;
 
-/* The live dead letters of destination `name` with a number above `after`,
- * oldest first: up to `max` into out[], *n of them; *total counts all
- * live ones (above `after`).  0 or a negative error (CAD_E_NOTFOUND: no
- * such destination). */
-int cad_dlq_list(cad_queue_journals_t *js, const char *name, uint64_t after, size_t max,
-                 cad_dlq_item_t *out, size_t *n, uint64_t *total);
+/* What the reading functions need of the journals, taken while they are
+ * held (cad_dlq_view), so that the reading itself runs without them. */
+typedef struct cad_dlq_view {
+  int did, lid;            /* ids in the journal and the dead-letter journal, -1 = none */
+  uint64_t done_seq;       /* the destination's finished position */
+  uint64_t last_seq;       /* and its last message */
+  cad_jpos_t jfrom, jend;  /* the journal, from the first segment holding a waiting message */
+  cad_jpos_t dbegin, dend; /* the dead-letter journal */
+} cad_dlq_view_t;
+
+/* Fill v for destination `name` (journals held: the commit thread, or
+ * cad_queue_read_exec's snap).  0, or CAD_E_NOTFOUND (no such destination). */
+int cad_dlq_view(cad_queue_journals_t *js, const char *name, cad_dlq_view_t *v);
+
+/* The live dead letters of v with a number above `after`, oldest first: up
+ * to `max` into out[], *n of them; *total counts all live ones (above
+ * `after`).  Reads through readers on js's directories only.  0 or a
+ * negative error. */
+int cad_dlq_list(const cad_queue_journals_t *js, const cad_dlq_view_t *v, uint64_t after,
+                 size_t max, cad_dlq_item_t *out, size_t *n, uint64_t *total);
+
+/* The time of the oldest waiting (not finished) message of v, 0 when none.
+ * Readers only.  0 or a negative error. */
+int cad_dlq_oldest_waiting(const cad_queue_journals_t *js, const cad_dlq_view_t *v,
+                           uint64_t *time_ms);
 
 /* Move dead letter `no` (0 = every live one) of `name` back to the tail of
  * the destination's FIFO; *moved says how many, *first_seq the queue
- * sequence of the first.  Sets js->notify.  0, CAD_E_NOTFOUND (no such
- * destination or dead letter) or an I/O error (the ones moved before it
- * stay moved). */
+ * sequence of the first.  Sets js->notify.  Journals held, writable (the
+ * commit thread).  0, CAD_E_NOTFOUND (no such destination or dead letter)
+ * or an I/O error (the ones moved before it stay moved). */
 int cad_dlq_requeue(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *moved,
                     uint64_t *first_seq);
 
-/* Drop dead letter `no` (0 = every live one) of `name`.  0, CAD_E_NOTFOUND
- * or an I/O error. */
+/* Drop dead letter `no` (0 = every live one) of `name`.  As requeue. */
 int cad_dlq_purge(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *purged);
-
-/* The time of the oldest waiting (not finished) message of `name` in the
- * journal, 0 when none.  0 or a negative error. */
-int cad_dlq_oldest_waiting(cad_queue_journals_t *js, const char *name, uint64_t *time_ms);
 
 #endif

@@ -67,6 +67,7 @@ static void append(cad_queue_t *q, int d, const char *text) {
 
 typedef struct op {
   const char *name;
+  cad_dlq_view_t view;
   uint64_t no, moved, first, total;
   cad_dlq_item_t items[8];
   size_t n;
@@ -75,9 +76,24 @@ typedef struct op {
   int kind; /* 0 list, 1 requeue, 2 purge */
 } op_t;
 
+static int snap_op(void *ud, cad_queue_journals_t *js) {
+  op_t *o = ud;
+  return cad_dlq_view(js, o->name, &o->view);
+}
+
+static int scan_op(void *ud, cad_queue_journals_t *js) {
+  op_t *o = ud;
+  if (js->j || js->dlq) return CAD_E_STATE; /* the scan runs without the journals */
+  return cad_dlq_list(js, &o->view, 0, 8, o->items, &o->n, &o->total);
+}
+
+static int scan_oldest(void *ud, cad_queue_journals_t *js) {
+  op_t *o = ud;
+  return cad_dlq_oldest_waiting(js, &o->view, &o->first);
+}
+
 static int exec_op(void *ud, cad_queue_journals_t *js) {
   op_t *o = ud;
-  if (o->kind == 0) return cad_dlq_list(js, o->name, 0, 8, o->items, &o->n, &o->total);
   if (o->kind == 1) return cad_dlq_requeue(js, o->name, o->no, &o->moved, &o->first);
   return cad_dlq_purge(js, o->name, o->no, &o->moved);
 }
@@ -93,7 +109,8 @@ static bool op_finished(void *arg) { return ((op_t *)arg)->done; }
 
 static void run_op(uv_loop_t *loop, cad_queue_t *q, op_t *o) {
   o->done = false;
-  CHECK_INT(cad_queue_exec(q, exec_op, o, op_done, o), 0);
+  if (o->kind == 0) CHECK_INT(cad_queue_read_exec(q, snap_op, scan_op, o, op_done), 0);
+  else CHECK_INT(cad_queue_exec(q, exec_op, o, op_done, o), 0);
   run_until(loop, op_finished, o, 5000);
   CHECK(o->done);
 }
@@ -191,11 +208,14 @@ TEST(dead_letters_listed_requeued_and_purged_while_running) {
   cad_queue_journals_t js = {&j, &jd, jdir, dl, -1};
   size_t n;
   uint64_t total;
-  CHECK_INT(cad_dlq_list(&js, "lab", 0, 8, ls.items, &n, &total), 0);
+  cad_dlq_view_t v;
+  CHECK_INT(cad_dlq_view(&js, "lab", &v), 0);
+  CHECK_INT(cad_dlq_list(&js, &v, 0, 8, ls.items, &n, &total), 0);
   CHECK_INT(total, 0);
   uint64_t oldest;
-  CHECK_INT(cad_dlq_oldest_waiting(&js, "lab", &oldest), 0);
+  CHECK_INT(cad_dlq_oldest_waiting(&js, &v, &oldest), 0);
   CHECK_INT(oldest, 0);
+  CHECK_INT(cad_dlq_view(&js, "nosuch", &v), CAD_E_NOTFOUND);
   cad_journal_close(&j);
   cad_journal_close(&jd);
 }
@@ -223,6 +243,13 @@ TEST(a_paused_worker_holds_then_delivers) {
   run_until(&loop, got_enough, NULL, 300); /* nothing may arrive */
   CHECK_INT(f.got, 0);
   CHECK(ctr.head_time_ms > 0); /* the oldest waiting one is known while held */
+  /* and from the journal, off the loop: the first of the five */
+  op_t ow = {.name = "ehr", .kind = 3};
+  ow.done = false;
+  CHECK_INT(cad_queue_read_exec(q, snap_op, scan_oldest, &ow, op_done), 0);
+  run_until(&loop, op_finished, &ow, 5000);
+  CHECK_INT(ow.rc, 0);
+  CHECK(ow.first > 0 && ow.first == ctr.head_time_ms);
   const cad_jdest_t *info = cad_queue_dest_info(q, (uint16_t)d);
   CHECK_INT(info->last_seq - info->done_seq, 5);
   cad_delivery_pause(w, false);
