@@ -527,6 +527,7 @@ int cad_admin_listen(cad_admin_t *a, uv_loop_t *loop) {
   o.tls = a->tls;
   int rc = cad_http_server_start(loop, &o, &a->http);
   if (rc == 0) rc = cad__admin_rates_start(a, loop);
+  if (rc == 0) a->loop = loop;
   if (rc < 0) {
     CAD_LOG(CAD_LOG_ERROR, "admin.failed", NULL, "%s port %d: %s", a->host, a->port,
             cad_strerror(rc));

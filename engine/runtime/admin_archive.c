@@ -5,8 +5,9 @@
  *        ?body=1 the message too (role analyst; every body view is audited)
  *   POST /api/v1/messages/ID/resend     {"destination": NAME}: the archived
  *        body appended to that destination's queue as a new message
- * The archive is read with SQLite on the loop thread: a search is bounded
- * by its limit (at most 500 rows) and the day files it spans.
+ * The archive is read (SQLite) on the libuv thread pool; the answer, the
+ * audit line and a resend's queue append are made back on the loop.  A
+ * search is bounded by its limit (at most 500 rows).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #define SEARCH_MAX 500
 #define DAY_MS 86400000LL
 #define PARAM_MAX 256
+#define EDITS_MAX 32  /* paths a resend may set */
 #define TREE_MAX 5000 /* leaves shown of one message */
 
 /* since / until: "2h" (s, m, h, d ago), milliseconds since the epoch, or
@@ -112,51 +114,140 @@ static int add_row(void *ud, const cad_archive_row_t *r) {
   return json_array_append_new(arr, o) < 0;
 }
 
+typedef struct body_out {
+  char *p;
+  size_t len;
+  bool nomem;
+} body_out_t;
+
+/* ---- off the loop --------------------------------------------------------------
+ * SQLite reads (and a message's tree) run on the libuv thread pool; the
+ * answer, the audit line and any queue append are made back on the loop. */
+
+#define NKEYS 11
+
+typedef struct arch_work {
+  uv_work_t w;
+  cad__admin_job_t *j;
+  void (*run)(struct arch_work *x);  /* thread pool */
+  void (*done)(struct arch_work *x); /* loop; answers j */
+  char dir[4200];
+  char v[NKEYS][PARAM_MAX]; /* search: the parameters, which q points into */
+  cad_archive_query_t q;
+  uint64_t id;
+  bool want_body;
+  json_t *doc; /* the answer being built (owned) */
+  json_t *set; /* resend: the edits (a reference) */
+  int status, rc;
+  char err[512];
+  body_out_t b;
+  size_t nedits;
+  char why[160];
+  uint16_t qid;
+} arch_work_t;
+
+static void work_run(uv_work_t *w) {
+  arch_work_t *x = w->data;
+  x->run(x);
+}
+
+static void work_after(uv_work_t *w, int status) {
+  arch_work_t *x = w->data;
+  if (status < 0) x->rc = status; /* cancelled: answered as unavailable */
+  x->done(x);
+  json_decref(x->doc);
+  json_decref(x->set);
+  free(x->b.p);
+  free(x);
+}
+
+/* Start x for call c (a deferred answer); on failure c is answered and x freed. */
+static void offload(cad__admin_call_t *c, arch_work_t *x, const char *action, const char *target) {
+  if (!c->a->loop) {
+    free(x);
+    return cad__admin_error(c->res, 503, "unavailable", "the admin API is not running");
+  }
+  if (!(x->j = cad__admin_job_new(c, action, target))) {
+    json_decref(x->set);
+    free(x);
+    return;
+  }
+  x->w.data = x;
+  int rc = uv_queue_work(c->a->loop, &x->w, work_run, work_after);
+  if (rc < 0) {
+    cad__admin_job_answer(
+        x->j, 503,
+        json_pack("{s:s, s:s}", "error", "unavailable", "detail", "could not start the read"));
+    json_decref(x->set);
+    free(x);
+  }
+}
+
+static void run_search(arch_work_t *x) {
+  x->doc = json_array();
+  if (!x->doc) {
+    x->rc = CAD_E_NOMEM;
+    return;
+  }
+  x->rc = cad_archive_search(x->dir, &x->q, add_row, x->doc, x->err, sizeof x->err);
+}
+
+static void done_search(arch_work_t *x) {
+  if (x->rc < 0 && x->rc != CAD_E_NOTFOUND && (!x->doc || json_array_size(x->doc) == 0)) {
+    CAD_LOG(CAD_LOG_WARN, "admin.search_failed", NULL, "%s", x->err[0] ? x->err : "cancelled");
+    return cad__admin_job_answer(
+        x->j, 503,
+        json_pack("{s:s, s:s}", "error", "unavailable", "detail", "the archive could not be read"));
+  }
+  json_t *arr = x->doc;
+  x->doc = NULL;
+  cad__admin_job_answer(x->j, 200, json_pack("{s:o}", "messages", arr));
+}
+
 void cad__admin_archive_search(cad__admin_call_t *c) {
-  static const char *const keys[] = {"patient",     "control_id", "type",   "channel",
-                                     "destination", "status",     "sender", "receiver",
-                                     "since",       "until",      "limit"};
-  enum { NKEYS = sizeof keys / sizeof keys[0] };
-  char v[NKEYS][PARAM_MAX];
+  static const char *const keys[NKEYS] = {"patient",     "control_id", "type",   "channel",
+                                          "destination", "status",     "sender", "receiver",
+                                          "since",       "until",      "limit"};
+  arch_work_t *x = calloc(1, sizeof *x);
+  if (!x) return cad__admin_error(c->res, 500, "internal", "out of memory");
   bool have[NKEYS];
   for (size_t i = 0; i < NKEYS; i++) {
-    int q = cad__admin_query(c->req, keys[i], v[i], PARAM_MAX);
+    int q = cad__admin_query(c->req, keys[i], x->v[i], PARAM_MAX);
     if (q < 0) {
       char d[96];
       snprintf(d, sizeof d, "%s: malformed or longer than %d bytes", keys[i], PARAM_MAX - 1);
+      free(x);
       return cad__admin_error(c->res, 400, "bad_request", d);
     }
-    have[i] = q == 1 && v[i][0];
+    have[i] = q == 1 && x->v[i][0];
   }
-  cad_archive_query_t q = {0};
-  const char **slots[] = {&q.patient, &q.control_id, &q.type,   &q.channel,
-                          &q.dest,    &q.status,     &q.sender, &q.receiver};
+  cad_archive_query_t *q = &x->q;
+  const char **slots[] = {&q->patient, &q->control_id, &q->type,   &q->channel,
+                          &q->dest,    &q->status,     &q->sender, &q->receiver};
   for (size_t i = 0; i < 8; i++)
-    if (have[i]) *slots[i] = v[i];
-  if (q.status && !known_status(q.status))
-    return cad__admin_error(c->res, 400, "bad_request", "status: not a known status");
+    if (have[i]) *slots[i] = x->v[i];
+  const char *bad = NULL;
   int64_t now = (int64_t)cad_now_ms();
-  if (have[8] && (q.since_ms = parse_when(v[8], now)) < 0)
-    return cad__admin_error(c->res, 400, "bad_request", "since: expected 2h, 7d, ms or a date");
-  if (have[9] && (q.until_ms = parse_when(v[9], now)) < 0)
-    return cad__admin_error(c->res, 400, "bad_request", "until: expected 2h, 7d, ms or a date");
   uint64_t limit = 50;
-  if (have[10] && (cad__admin_u64(v[10], &limit) < 0 || limit == 0))
-    return cad__admin_error(c->res, 400, "bad_request", "limit: expected a positive number");
-  q.limit = limit > SEARCH_MAX ? SEARCH_MAX : limit;
-  char dir[4200];
-  if (!archive_dir(c->a, dir, sizeof dir))
-    return cad__admin_error(c->res, 503, "unavailable", "no archive");
-  json_t *arr = json_array();
-  if (!arr) return cad__admin_error(c->res, 500, "internal", "out of memory");
-  char err[512] = "";
-  int n = cad_archive_search(dir, &q, add_row, arr, err, sizeof err);
-  if (n < 0 && n != CAD_E_NOTFOUND && json_array_size(arr) == 0) {
-    json_decref(arr);
-    CAD_LOG(CAD_LOG_WARN, "admin.search_failed", NULL, "%s", err);
-    return cad__admin_error(c->res, 503, "unavailable", "the archive could not be read");
+  if (q->status && !known_status(q->status)) bad = "status: not a known status";
+  else if (have[8] && (q->since_ms = parse_when(x->v[8], now)) < 0)
+    bad = "since: expected 2h, 7d, ms or a date";
+  else if (have[9] && (q->until_ms = parse_when(x->v[9], now)) < 0)
+    bad = "until: expected 2h, 7d, ms or a date";
+  else if (have[10] && (cad__admin_u64(x->v[10], &limit) < 0 || limit == 0))
+    bad = "limit: expected a positive number";
+  if (bad) {
+    free(x);
+    return cad__admin_error(c->res, 400, "bad_request", bad);
   }
-  cad__admin_json(c->res, 200, json_pack("{s:o}", "messages", arr));
+  q->limit = limit > SEARCH_MAX ? SEARCH_MAX : limit;
+  if (!archive_dir(c->a, x->dir, sizeof x->dir)) {
+    free(x);
+    return cad__admin_error(c->res, 503, "unavailable", "no archive");
+  }
+  x->run = run_search;
+  x->done = done_search;
+  offload(c, x, "search", "archive");
 }
 
 /* ---- one message ------------------------------------------------------------ */
@@ -250,12 +341,6 @@ static json_t *message(const char *dir, uint64_t id, int *status) {
   cad__arch_db_close(db);
   return o;
 }
-
-typedef struct body_out {
-  char *p;
-  size_t len;
-  bool nomem;
-} body_out_t;
 
 static void take_body(void *ud, const char *p, size_t len) {
   body_out_t *b = ud;
@@ -365,6 +450,44 @@ static json_t *tree_of(const char *p, size_t len) {
   return arr;
 }
 
+static void run_show(arch_work_t *x) {
+  x->doc = message(x->dir, x->id, &x->status);
+  if (!x->doc || !x->want_body) return;
+  x->rc = cad_archive_show(x->dir, x->id, true, take_body, &x->b, x->err, sizeof x->err);
+  if (x->rc == 0 && x->b.p) {
+    /* As JSON text (UTF-8: a legacy body is read as Windows-1252, as
+     * cad_hl7_text does), and as a tree of paths with decoded values. */
+    cad_arena_t ta;
+    cad_arena_init(&ta, 4096, 4 * (x->b.len + 64));
+    cad_str_t txt;
+    json_t *t = cad_hl7_text((cad_str_t){x->b.p, x->b.len}, &ta, &txt)
+                    ? json_stringn(txt.p, txt.len)
+                    : NULL;
+    cad_arena_free(&ta);
+    json_object_set_new(x->doc, "body", t ? t : json_null());
+    json_object_set_new(x->doc, "tree", tree_of(x->b.p, x->b.len));
+  }
+}
+
+static void done_show(arch_work_t *x) {
+  cad__admin_job_t *j = x->j;
+  if (!x->doc) {
+    if (x->want_body)
+      cad__admin_audit(j->a, j->token, j->peer, "message.body", j->target, "not_found");
+    int st = x->status == 404 ? 404 : 503;
+    return cad__admin_job_answer(
+        j, st,
+        json_pack("{s:s, s:s}", "error", st == 404 ? "not_found" : "unavailable", "detail",
+                  st == 404 ? "no such message in the archive" : "the archive could not be read"));
+  }
+  if (x->want_body)
+    cad__admin_audit(j->a, j->token, j->peer, "message.body", j->target,
+                     x->rc == 0 && x->b.p ? "ok" : "unreadable");
+  json_t *o = x->doc;
+  x->doc = NULL;
+  cad__admin_job_answer(j, 200, o);
+}
+
 void cad__admin_archive_show(cad__admin_call_t *c) {
   uint64_t id;
   if (message_id(c, &id) < 0) return;
@@ -377,37 +500,17 @@ void cad__admin_archive_show(cad__admin_call_t *c) {
     cad__admin_audit_call(c, "message.body", c->arg, "forbidden");
     return cad__admin_error(c->res, 403, "forbidden", "message bodies need the analyst role");
   }
-  char dir[4200];
-  if (!archive_dir(c->a, dir, sizeof dir))
+  arch_work_t *x = calloc(1, sizeof *x);
+  if (!x) return cad__admin_error(c->res, 500, "internal", "out of memory");
+  if (!archive_dir(c->a, x->dir, sizeof x->dir)) {
+    free(x);
     return cad__admin_error(c->res, 503, "unavailable", "no archive");
-  int status;
-  json_t *o = message(dir, id, &status);
-  if (!o) {
-    if (want_body) cad__admin_audit_call(c, "message.body", c->arg, "not_found");
-    return cad__admin_error(
-        c->res, status, status == 404 ? "not_found" : "unavailable",
-        status == 404 ? "no such message in the archive" : "the archive could not be read");
   }
-  if (want_body) {
-    body_out_t b = {0};
-    char err[256];
-    int rc = cad_archive_show(dir, id, true, take_body, &b, err, sizeof err);
-    cad__admin_audit_call(c, "message.body", c->arg, rc == 0 && b.p ? "ok" : "unreadable");
-    if (rc == 0 && b.p) {
-      /* As JSON text (UTF-8: a legacy body is read as Windows-1252, as
-       * cad_hl7_text does), and as a tree of paths with decoded values. */
-      cad_arena_t ta;
-      cad_arena_init(&ta, 4096, 4 * (b.len + 64));
-      cad_str_t txt;
-      json_t *t =
-          cad_hl7_text((cad_str_t){b.p, b.len}, &ta, &txt) ? json_stringn(txt.p, txt.len) : NULL;
-      cad_arena_free(&ta);
-      json_object_set_new(o, "body", t ? t : json_null());
-      json_object_set_new(o, "tree", tree_of(b.p, b.len));
-    }
-    free(b.p);
-  }
-  cad__admin_json(c->res, 200, o);
+  x->id = id;
+  x->want_body = want_body;
+  x->run = run_show;
+  x->done = done_show;
+  offload(c, x, want_body ? "message.body" : "message", c->arg);
 }
 
 /* ---- resend ---------------------------------------------------------------- */
@@ -430,8 +533,6 @@ static void resent(void *ud, int status, const uint64_t *seqs, size_t n) {
                         json_pack("{s:s, s:s, s:I}", "id", ids, "destination", j->target,
                                   "queue_seq", (json_int_t)seqs[0]));
 }
-
-#define EDITS_MAX 32
 
 /* Apply `set` ({"PATH": "text", ...}) to the body in b (replaced by the
  * edited bytes).  0, or -1 with *why (a PHI-free reason naming the path). */
@@ -484,6 +585,49 @@ static int apply_edits(json_t *set, body_out_t *b, char *why, size_t cap, size_t
   return 0;
 }
 
+static int apply_edits(json_t *set, body_out_t *b, char *why, size_t cap, size_t *nedits);
+static void resent(void *ud, int status, const uint64_t *seqs, size_t n);
+
+static void run_resend(arch_work_t *x) {
+  x->rc = cad_archive_show(x->dir, x->id, true, take_body, &x->b, x->err, sizeof x->err);
+  if (x->rc == 0 && x->b.p && apply_edits(x->set, &x->b, x->why, sizeof x->why, &x->nedits) < 0)
+    x->rc = 1; /* a bad edit: x->why says which */
+}
+
+static void done_resend(arch_work_t *x) {
+  cad__admin_job_t *j = x->j;
+  char target[CAD_ADMIN_ARG_MAX + 64 + EDITS_MAX * 34];
+  snprintf(target, sizeof target, "message %llu -> %s", (unsigned long long)x->id, j->target);
+  /* The audit names the paths edited, never the values. */
+  if (x->rc == 0 && x->nedits) {
+    size_t l = strlen(target);
+    const char *key;
+    json_t *val;
+    snprintf(target + l, sizeof target - l, " edited");
+    json_object_foreach(x->set, key, val) {
+      l = strlen(target);
+      snprintf(target + l, sizeof target - l, " %.32s", key);
+    }
+  }
+  if (x->rc != 0 || !x->b.p) {
+    bool edit = x->rc == 1;
+    cad__admin_audit(j->a, j->token, j->peer, "message.resend", target,
+                     edit                      ? "bad_edit"
+                     : x->rc == CAD_E_NOTFOUND ? "not_found"
+                                               : "unreadable");
+    return cad__admin_job_answer(
+        j, edit ? 400 : 404,
+        json_pack("{s:s, s:s}", "error", edit ? "bad_request" : "not_found", "detail",
+                  edit ? x->why : "no such message in the archive (or its body is unreadable)"));
+  }
+  cad_queue_t *q = *j->a->view.q;
+  j->n = x->id;
+  j->audit_target = strdup(target);
+  cad_queue_item_t item = {x->qid, x->b.p, x->b.len};
+  int rc = q ? cad_queue_append(q, &item, 1, resent, j) : CAD_E_STATE;
+  if (rc < 0) resent(j, rc, NULL, 0); /* else resent answers once durable */
+}
+
 void cad__admin_archive_resend(cad__admin_call_t *c) {
   uint64_t id;
   if (message_id(c, &id) < 0) return;
@@ -497,72 +641,41 @@ void cad__admin_archive_resend(cad__admin_call_t *c) {
   if (doc &&
       json_unpack_ex(doc, &err, JSON_STRICT, "{s:s, s?o}", "destination", &dest, "set", &set) ==
           0 &&
-      strlen(dest) < sizeof name)
+      strlen(dest) < sizeof name &&
+      (!set || (json_is_object(set) && json_object_size(set) <= EDITS_MAX)))
     snprintf(name, sizeof name, "%s", dest);
   else dest = NULL;
   if (!dest) {
     json_decref(doc);
     return cad__admin_error(c->res, 400, "bad_request",
                             "expected a JSON body {\"destination\": NAME, \"set\": {PATH: text}}"
-                            " (set optional)");
+                            " (set optional, at most 32 paths)");
   }
-  char target[CAD_ADMIN_ARG_MAX + 64];
-  snprintf(target, sizeof target, "message %llu -> %s", (unsigned long long)id, name);
   cad_queue_t *q = *c->a->view.q;
   int qid = q ? cad__admin_qid(c->a, name) : -1;
   if (qid < 0) {
     json_decref(doc);
+    char target[CAD_ADMIN_ARG_MAX + 64];
+    snprintf(target, sizeof target, "message %llu -> %s", (unsigned long long)id, name);
     cad__admin_audit_call(c, "message.resend", target, "not_found");
     return cad__admin_error(c->res, q ? 404 : 503, q ? "not_found" : "unavailable",
                             q ? "no destination of that name" : "the queue is closed");
   }
-  char dir[4200];
-  if (!archive_dir(c->a, dir, sizeof dir)) {
+  arch_work_t *x = calloc(1, sizeof *x);
+  if (!x) {
     json_decref(doc);
+    return cad__admin_error(c->res, 500, "internal", "out of memory");
+  }
+  if (!archive_dir(c->a, x->dir, sizeof x->dir)) {
+    json_decref(doc);
+    free(x);
     return cad__admin_error(c->res, 503, "unavailable", "no archive");
   }
-  body_out_t b = {0};
-  char e[256];
-  int rc = cad_archive_show(dir, id, true, take_body, &b, e, sizeof e);
-  if (rc < 0 || !b.p) {
-    free(b.p);
-    json_decref(doc);
-    cad__admin_audit_call(c, "message.resend", target,
-                          rc == CAD_E_NOTFOUND ? "not_found" : "unreadable");
-    return cad__admin_error(c->res, rc == CAD_E_NOTFOUND || rc == CAD_E_IO ? 404 : 500, "not_found",
-                            "no such message in the archive (or its body is unreadable)");
-  }
-  char why[160];
-  size_t nedits = 0;
-  rc = apply_edits(set, &b, why, sizeof why, &nedits);
-  /* The audit names the paths edited, never the values. */
-  if (rc == 0 && nedits) {
-    size_t l = strlen(target);
-    const char *key;
-    json_t *val;
-    snprintf(target + l, sizeof target - l, " edited");
-    json_object_foreach(set, key, val) {
-      l = strlen(target);
-      snprintf(target + l, sizeof target - l, " %.32s", key);
-    }
-  }
+  x->id = id;
+  x->qid = (uint16_t)qid;
+  x->set = set ? json_incref(set) : NULL;
   json_decref(doc);
-  if (rc < 0) {
-    free(b.p);
-    cad__admin_audit_call(c, "message.resend", target, "bad_edit");
-    return cad__admin_error(c->res, 400, "bad_request", why);
-  }
-  cad__admin_job_t *j = cad__admin_job_new(c, "message.resend", name);
-  if (!j) {
-    free(b.p);
-    return;
-  }
-  j->n = id;
-  j->qid = (uint16_t)qid;
-  snprintf(j->action, sizeof j->action, "message.resend");
-  j->audit_target = strdup(target); /* the audit target, with the paths edited */
-  cad_queue_item_t item = {(uint16_t)qid, b.p, b.len};
-  rc = cad_queue_append(q, &item, 1, resent, j);
-  free(b.p); /* copied by the queue */
-  if (rc < 0) resent(j, rc, NULL, 0);
+  x->run = run_resend;
+  x->done = done_resend;
+  offload(c, x, "message.resend", name);
 }

@@ -47,6 +47,7 @@ struct cad_admin {
   uint64_t start_ms;
   uint64_t failed_seen, batches_at_failure; /* journal writability (readyz) */
   cad_http_server_t *http;
+  uv_loop_t *loop;    /* set by cad_admin_listen (NULL: no thread-pool work) */
   cad_tls_ctx_t *tls; /* `tls:`, or NULL */
   /* operator state */
   cad__admin_paused_t paused_chans[CAD_ADMIN_MAX_PAUSED];
