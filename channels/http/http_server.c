@@ -159,6 +159,56 @@ void cad_http_answer(cad_http_later_t *l, cad_http_res_t *res) {
   later_unref(l);
 }
 
+/* ---- h2o's own errors as JSON ------------------------------------------------
+ * h2o answers some requests itself, before any handler (413: a body over
+ * max_body; 400: a request it cannot read), with a text/plain body.  A filter
+ * on every path (and on the host's fallback path, used for those early
+ * errors) replaces such a body with {"error":..., "detail":...}. */
+
+typedef struct json_err {
+  h2o_ostream_t super;
+  h2o_iovec_t body;
+} json_err_t;
+
+static void json_err_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                          h2o_send_state_t state) {
+  (void)bufs, (void)bufcnt;
+  json_err_t *e = (json_err_t *)self;
+  if (h2o_send_state_is_in_progress(state)) {
+    h2o_ostream_send_next(self, req, NULL, 0, state); /* h2o's errors come in one piece */
+    return;
+  }
+  h2o_ostream_send_next(self, req, &e->body, 1, state);
+}
+
+static bool is_text_plain(const h2o_req_t *req) {
+  ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+  return i >= 0 && req->res.headers.entries[i].value.len >= 10 &&
+         memcmp(req->res.headers.entries[i].value.base, "text/plain", 10) == 0;
+}
+
+static void json_err_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot) {
+  (void)self;
+  if (req->res.status >= 400 && is_text_plain(req)) {
+    const char *code = req->res.status == 413   ? "payload_too_large"
+                       : req->res.status == 400 ? "bad_request"
+                       : req->res.status == 404 ? "not_found"
+                                                : "http_error";
+    char buf[256];
+    int n = snprintf(
+        buf, sizeof buf, "{\"error\":\"%s\",\"detail\":\"%s\"}", code,
+        req->res.status == 413 ? "the request body is too large" : "the request could not be read");
+    json_err_t *e = (json_err_t *)h2o_add_ostream(req, sizeof *e, slot);
+    e->super.do_send = json_err_send;
+    e->body = h2o_strdup(&req->pool, buf, (size_t)n);
+    req->res.content_length = (size_t)n;
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                   H2O_STRLIT("application/json"), 1);
+    slot = &e->super.next;
+  }
+  h2o_setup_next_ostream(req, slot);
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   cad_http_server_t *s = ((handler_t *)self)->s;
   char peer[INET6_ADDRSTRLEN + 1];
@@ -260,6 +310,8 @@ int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
   h2o_hostconf_t *host =
       h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+  h2o_create_filter(path, sizeof(h2o_filter_t))->on_setup_ostream = json_err_setup;
+  h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = json_err_setup;
   handler_t *hd = (handler_t *)h2o_create_handler(path, sizeof *hd);
   hd->super.on_req = on_req;
   hd->s = s;

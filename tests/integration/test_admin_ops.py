@@ -255,6 +255,11 @@ def test_errors_are_json(binary, tmp):
                 st, ct, text = curl(aport, "/api/v1/destinations/rx/deadletters/requeue",
                                     t["ops"], method="POST", data=body)
                 assert st == 400 and json.loads(text)["error"] == "bad_request", (body, st, text)
+            # a body over 64 KiB: h2o refuses it before the API, still as JSON
+            st, ct, text = curl(aport, "/api/v1/destinations/rx/deadletters/requeue", t["ops"],
+                                method="POST", data=b"{" + b" " * 70000 + b"}")
+            assert st == 413 and ct.startswith("application/json"), (st, ct, text)
+            assert json.loads(text)["error"] == "payload_too_large", text
             # clients that go away before a deferred answer (a reload, a queue
             # read on the commit thread): the engine drops the answer and goes on
             import struct
