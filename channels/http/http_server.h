@@ -3,8 +3,9 @@
  * The transport of the admin API (engine/runtime/admin.h): it listens on one
  * address, parses requests with Debian's libh2o (the libuv flavour, so it
  * shares the engine's loop), and hands each request, reduced to the few
- * fields the admin API reads, to one synchronous handler.  Bodies beyond
- * `max_body` are refused by h2o (413) before the handler runs.  Every
+ * fields the admin API reads, to one handler, which answers at once or
+ * later (cad_http_defer).  Bodies beyond `max_body` are refused by h2o (413)
+ * before the handler runs; a filter gives such answers of h2o's a JSON body.  Every
  * response closes the connection (admin traffic is a scrape a second), so
  * nothing lingers at shutdown but a connection that has not sent its
  * request yet, which h2o closes after `req_timeout_ms`.  At most 128
