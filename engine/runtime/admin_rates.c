@@ -31,7 +31,8 @@ struct cad__admin_rates {
   cad_admin_t *a;
   series_t *s;
   size_t n, cap;
-  unsigned head; /* the slot the next finished minute goes to */
+  unsigned head;                 /* the slot the next finished minute goes to */
+  json_t *out_chans, *out_dests; /* cad__admin_rates_get's answer while it is built */
 };
 
 static series_t *find(cad__admin_rates_t *r, const char *name, bool dest, bool create) {
@@ -129,33 +130,30 @@ static json_t *series_json(const cad__admin_rates_t *r, const series_t *x, int k
   return arr;
 }
 
-typedef struct out_ctx {
-  json_t *chans, *dests;
-} out_ctx_t;
-
-static out_ctx_t *g_out; /* set for the duration of cad__admin_rates_get only */
-
 static void put_one(cad__admin_rates_t *r, const char *name, bool dest, uint64_t c0, uint64_t c1) {
   seed_one(r, name, dest, c0, c1); /* new since the last tick: counts from now */
   series_t *x = find(r, name, dest, false);
-  if (!x || !g_out) return;
+  if (!x) return;
   json_t *o = dest ? json_pack("{s:o, s:o}", "delivered", series_json(r, x, 0, c0), "dead_letters",
                                series_json(r, x, 1, c1))
                    : json_pack("{s:o, s:o}", "received", series_json(r, x, 0, c0), "errors",
                                series_json(r, x, 1, c1));
-  if (o) json_object_set_new(dest ? g_out->dests : g_out->chans, name, o);
+  json_t *into = dest ? r->out_dests : r->out_chans;
+  if (o && into) json_object_set_new(into, name, o);
+  else json_decref(o);
 }
 
 /* GET /api/v1/rates */
 void cad__admin_rates_get(cad__admin_call_t *c) {
   cad__admin_rates_t *r = c->a->rates;
   if (!r) return cad__admin_error(c->res, 503, "unavailable", "no rates kept (not listening)");
-  out_ctx_t o = {json_object(), json_object()};
-  g_out = &o;
+  r->out_chans = json_object();
+  r->out_dests = json_object();
   each_counter(c->a, put_one, r);
-  g_out = NULL;
+  json_t *chans = r->out_chans, *dests = r->out_dests;
+  r->out_chans = r->out_dests = NULL;
   cad__admin_json(c->res, 200,
                   json_pack("{s:i, s:s, s:o?, s:o?}", "minutes", MINUTES, "order",
                             "oldest first; the last value is the minute in progress", "channels",
-                            o.chans, "destinations", o.dests));
+                            chans, "destinations", dests));
 }
