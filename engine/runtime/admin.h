@@ -1,26 +1,38 @@
-/* admin.h - the admin HTTP API: metrics, health, tokens and roles.
+/* admin.h - the admin HTTP API: metrics, health, engine control, the archive,
+ * the audit trail and the web console; tokens and roles.
  *
  * Served by channels/http (libh2o on the engine's loop) at the `admin:`
  * address of the configuration (config.h, cad_conf_admin_t):
- *   GET /metrics           Prometheus text exposition 0.0.4
- *   GET /healthz           200 while the process runs
- *   GET /readyz            200, or 503 with {"ready":false,"reason":...}
- *   GET /api/v1/channels   channels and destinations with their counters
- *   GET /api/v1/tokens     the tokens' names and roles (role admin)
- * /metrics, /healthz and /readyz need no token when open_metrics is set;
- * everything else needs `Authorization: Bearer TOKEN` of a configured
- * token with a role high enough (401 without a valid one, 403 for a weak
- * one).  Failed attempts are counted per client address: after
- * CAD_ADMIN_MAX_FAILS in CAD_ADMIN_FAIL_WINDOW_MS the address gets 429
- * until the window ends.  Every answer is JSON (or the exposition).
+ *   GET /metrics, /healthz, /readyz            (open with open_metrics)
+ *   GET /api/v1/channels, /destinations, /rates, /tokens, /audit
+ *   POST /api/v1/channels/NAME/pause|resume, /destinations/NAME/pause|resume
+ *   GET /api/v1/destinations/NAME/queue, /deadletters
+ *   POST /api/v1/destinations/NAME/deadletters/requeue|purge, /api/v1/reload
+ *   GET /api/v1/messages?..., /messages/ID; POST /messages/ID/resend
+ *   GET /, /console/FILE                         (the console's static files)
+ * docs/admin.md has each with its role and answer.  Everything but the open
+ * paths needs `Authorization: Bearer TOKEN` of a configured token with a
+ * role high enough (401 without a valid one, 403 for a weak one).  Failed
+ * attempts are counted per client address: after CAD_ADMIN_MAX_FAILS in
+ * CAD_ADMIN_FAIL_WINDOW_MS the address gets 429 until the window ends.
+ * Every answer is JSON (or the exposition, or a console file).
+ *
+ * Files: admin.c (routing, tokens, deferred answers), admin_api.c (engine
+ * control, dead letters), admin_archive.c (search, show, resend),
+ * admin_audit.c (the audit trail), admin_rates.c (per-minute counts),
+ * admin_console.c (the embedded console), admin_metrics.c, admin_token.c;
+ * what they share is admin_int.h.
  *
  * The counters are read where they are kept: per channel the stats
  * registry (stats.h), per destination the queue (cad_queue_dest_info) and
  * the delivery counters the engine keeps by queue id, the archive's own
- * (cad_archive_get_stats); nothing counts twice.
+ * (cad_archive_get_stats); nothing counts twice.  Journal work runs on the
+ * queue's commit thread (changes) or the thread pool (reads), archive reads
+ * on the thread pool: the loop only routes and answers.
  *
  * Memory: cad_admin_t copies what it needs of the configuration; the view's
- * pointers are borrowed and must outlive it.  Loop thread only.
+ * pointers are borrowed and must outlive it.  It lives until its listener
+ * is closed and every deferred answer is given.  Loop thread only.
  */
 #ifndef CAD_ADMIN_H
 #define CAD_ADMIN_H
