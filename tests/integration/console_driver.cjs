@@ -4,7 +4,8 @@
 //
 // usage: node console_driver.cjs URL TOKEN CONTROL_ID DEAD_DEST SHOTS_DIR PROFILE_DIR
 // Logs in, sees the channel, searches a message by control id, opens it
-// (journey), lists the dead letters of DEAD_DEST and requeues the first.
+// (journey, body as a tree), resends it to DEAD_DEST after the confirmation,
+// lists the dead letters of DEAD_DEST and requeues the first.
 // Exits 1 when an element is missing, an API call fails or the page logs a
 // JavaScript error; prints "console-ok" at the end.
 'use strict';
@@ -54,6 +55,11 @@ async function main() {
     const tree = await page.textContent('#tree-table');
     if (!tree.includes('MSH-10') || !tree.includes(ctl)) throw new Error('no tree with MSH-10');
     await page.screenshot({ path: path.join(shots, '3-message.png'), fullPage: true });
+    // resend it to the same destination, confirming the dialog
+    page.once('dialog', (d) => d.accept());
+    await page.fill('#resend-dest', deadDest);
+    await page.click('#resend-form button[type=submit]');
+    await page.locator('#status', { hasText: 'resent to ' + deadDest }).waitFor();
 
     await page.click('#nav-destinations');
     const row = page.locator('#dests-table tr[data-destination="' + deadDest + '"]');

@@ -3,8 +3,9 @@
 Chromium, driven by playwright-core (tests/integration/console_driver.cjs),
 against the real engine.  The receiver rejects the first message (a dead
 letter); the test logs in with an operator token, sees the channel, searches
-a message sent over MLLP by its control id, opens it with its journey, and
-requeues the dead letter from the console; the receiver then gets it.
+a message sent over MLLP by its control id, opens it with its journey and its
+body as a tree, resends it (confirming), and requeues the dead letter from the
+console; the receiver then gets both.
 Screenshots go to the test's directory (copied to $CAD_SCREENSHOTS when set).  Fails when an element is missing or
 the page logs a JavaScript error.
 
@@ -46,6 +47,7 @@ def test_console_in_chromium(binary, tmp):
                                 profile], capture_output=True, text=True, timeout=120, cwd=HERE)
             assert r.returncode == 0 and "console-ok" in r.stdout, (r.stdout, r.stderr)
             rx.wait(lambda m: rx.ctls().count("DEAD1") == 2, what="DEAD1 requeued from the console")
+            rx.wait(lambda m: rx.ctls().count("SEEN1") == 2, what="SEEN1 resent from the console")
             assert len(os.listdir(shots)) == 5, os.listdir(shots)
             keep = os.environ.get("CAD_SCREENSHOTS")  # where to keep them after the test
             if keep:
