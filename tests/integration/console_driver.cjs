@@ -72,6 +72,10 @@ async function main() {
     // (a locator, not waitForFunction: the console's CSP forbids eval)
     await page.locator('#status', { hasText: 'requeued 1' }).waitFor();
     await page.screenshot({ path: path.join(shots, '5-requeued.png') });
+    await page.click('#nav-audit');
+    await page.locator('#audit-table tbody tr', { hasText: 'deadletter.requeue' }).first().waitFor();
+    await page.locator('#audit-table tbody tr', { hasText: 'message.resend' }).first().waitFor();
+    await page.screenshot({ path: path.join(shots, '6-audit.png') });
     const stored = await page.evaluate(() => sessionStorage.getItem('caduceus.token'));
     if (stored !== token) throw new Error('the token is not in sessionStorage');
   } finally {

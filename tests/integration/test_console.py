@@ -48,7 +48,7 @@ def test_console_in_chromium(binary, tmp):
             assert r.returncode == 0 and "console-ok" in r.stdout, (r.stdout, r.stderr)
             rx.wait(lambda m: rx.ctls().count("DEAD1") == 2, what="DEAD1 requeued from the console")
             rx.wait(lambda m: rx.ctls().count("SEEN1") == 2, what="SEEN1 resent from the console")
-            assert len(os.listdir(shots)) == 5, os.listdir(shots)
+            assert len(os.listdir(shots)) == 6, os.listdir(shots)
             keep = os.environ.get("CAD_SCREENSHOTS")  # where to keep them after the test
             if keep:
                 shutil.copytree(shots, keep, dirs_exist_ok=True)
