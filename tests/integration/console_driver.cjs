@@ -2,7 +2,7 @@
 // Debian's headless Chromium through playwright-core (never a downloaded
 // browser).  Called by test_console.py with a running engine.
 //
-// usage: node console_driver.cjs URL TOKEN CONTROL_ID DEAD_DEST SHOTS_DIR PROFILE_DIR
+// usage: node console_driver.cjs URL TOKEN CONTROL_ID DEAD_DEST SHOTS_DIR PROFILE_DIR ADMIN_TOKEN
 // Logs in, sees the channel, searches a message by control id, opens it
 // (journey, body as a tree), resends it to DEAD_DEST after the confirmation,
 // lists the dead letters of DEAD_DEST and requeues the first.
@@ -12,7 +12,7 @@
 const { chromium } = require('playwright-core');
 const path = require('path');
 
-const [url, token, ctl, deadDest, shots, profile] = process.argv.slice(2);
+const [url, token, ctl, deadDest, shots, profile, adminToken] = process.argv.slice(2);
 const TIMEOUT = 10000;
 
 async function main() {
@@ -72,12 +72,24 @@ async function main() {
     // (a locator, not waitForFunction: the console's CSP forbids eval)
     await page.locator('#status', { hasText: 'requeued 1' }).waitFor();
     await page.screenshot({ path: path.join(shots, '5-requeued.png') });
+    // the audit trail needs the admin role: the operator sees the refusal,
+    // then logs out and in again as an admin
     await page.click('#nav-audit');
+    await page.locator('#status', { hasText: 'role' }).waitFor();
+    // the browser logs that refusal as a failed resource: expected, once
+    const i403 = errors.findIndex((e) => e.includes('status of 403'));
+    if (i403 < 0) throw new Error('the refusal was not seen');
+    errors.splice(i403, 1);
+    await page.click('#logout');
+    await page.waitForSelector('#login:not([hidden])');
+    await page.fill('#token', adminToken);
+    await page.click('#login-form button[type=submit]');
+    await page.waitForSelector('#page-audit:not([hidden])'); /* back where it was */
     await page.locator('#audit-table tbody tr', { hasText: 'deadletter.requeue' }).first().waitFor();
     await page.locator('#audit-table tbody tr', { hasText: 'message.resend' }).first().waitFor();
     await page.screenshot({ path: path.join(shots, '6-audit.png') });
     const stored = await page.evaluate(() => sessionStorage.getItem('caduceus.token'));
-    if (stored !== token) throw new Error('the token is not in sessionStorage');
+    if (stored !== adminToken) throw new Error('the token is not in sessionStorage');
   } finally {
     await ctx.close();
   }

@@ -44,7 +44,7 @@ def test_console_in_chromium(binary, tmp):
             # waits for the row (10 s) like a user pressing search again.
             r = subprocess.run(["node", os.path.join(HERE, "console_driver.cjs"),
                                 "http://127.0.0.1:%d" % aport, t["ops"], "SEEN1", "rx", shots,
-                                profile], capture_output=True, text=True, timeout=120, cwd=HERE)
+                                profile, t["root"]], capture_output=True, text=True, timeout=120, cwd=HERE)
             assert r.returncode == 0 and "console-ok" in r.stdout, (r.stdout, r.stderr)
             rx.wait(lambda m: rx.ctls().count("DEAD1") == 2, what="DEAD1 requeued from the console")
             rx.wait(lambda m: rx.ctls().count("SEEN1") == 2, what="SEEN1 resent from the console")
