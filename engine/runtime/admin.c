@@ -125,7 +125,7 @@ static void get_readyz(cad_admin_t *a, cad_http_res_t *res) {
 }
 
 static void get_metrics(cad_admin_t *a, cad_http_res_t *res) {
-  if (cad_admin_metrics(&a->view, a->start_ms, &res->body, &res->len) < 0) {
+  if (cad__admin_metrics_all(a, &res->body, &res->len) < 0) {
     answer_error(res, 500, "internal", "out of memory");
     return;
   }

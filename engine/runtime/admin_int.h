@@ -96,6 +96,10 @@ cad__admin_job_t *cad__admin_job_new(cad__admin_call_t *c, const char *action, c
 /* One of a->jobs ended: the admin is freed when it was the last after close. */
 void cad__admin_job_done(cad_admin_t *a);
 
+/* The exposition with what the admin API itself knows (paused channels and
+ * destinations) besides cad_admin_metrics's (admin_metrics.c). */
+int cad__admin_metrics_all(const cad_admin_t *a, char **out, size_t *len);
+
 /* The per-minute counts (admin_rates.c): started with the listener,
  * stopped at close. */
 int cad__admin_rates_start(cad_admin_t *a, uv_loop_t *loop);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "admin_int.h"
 #include "cad_error.h"
 #include "cad_io.h"
 #include "cad_mem.h"
@@ -118,8 +119,8 @@ static void hist(out_t *b, const char *name, const char *label, const char *valu
     cum += h->bucket[i];
     o_printf(b, "%s_bucket{%s=\"", name, label);
     put_label(b, value);
-    if (i < CAD_HIST_NBOUNDS) o_printf(b, "\",le=\"%g\"} %llu\n", (double)bounds[i] / 1e6,
-                                      (unsigned long long)cum);
+    if (i < CAD_HIST_NBOUNDS)
+      o_printf(b, "\",le=\"%g\"} %llu\n", (double)bounds[i] / 1e6, (unsigned long long)cum);
     else o_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
   }
   o_printf(b, "%s_sum{%s=\"", name, label);
@@ -278,12 +279,30 @@ static void process(out_t *b, uint64_t start_ms) {
   o_puts(b, "\"} 1\n");
 }
 
-int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **out, size_t *len) {
+/* What operators paused (admin_api.c): a gauge per channel and destination. */
+static void paused(out_t *b, const cad_admin_t *a, cad_queue_t *q) {
+  family(b, "caduceus_channel_paused", "gauge", "1 while an operator has paused the channel.");
+  for (const cad_chan_stats_t *s = cad_stats_first(); s; s = s->next)
+    sample(b, "caduceus_channel_paused", "channel", s->name,
+           cad_admin_channel_paused(a, s->name) ? 1 : 0);
+  family(b, "caduceus_destination_paused", "gauge",
+         "1 while an operator has paused the destination's delivery.");
+  for (uint16_t i = 0; q && i < CAD_JOURNAL_MAX_DESTS; i++) {
+    const cad_jdest_t *d = cad_queue_dest_info(q, i);
+    if (d && d->name)
+      sample(b, "caduceus_destination_paused", "destination", d->name,
+             cad_admin_dest_paused(a, i) ? 1 : 0);
+  }
+}
+
+static int render(const cad_admin_view_t *view, const cad_admin_t *a, uint64_t start_ms, char **out,
+                  size_t *len) {
   out_t o = {CAD_BUF_INIT, 0};
   cad_queue_t *q = *view->q;
   channels(&o);
   destinations(&o, view, q);
   dest_times(&o, view, q);
+  if (a) paused(&o, a, q);
   journal(&o, q);
   archive(&o, view);
   process(&o, start_ms);
@@ -294,4 +313,12 @@ int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **ou
   *len = o.b.len;
   *out = o.b.data; /* handed over, NUL-terminated */
   return 0;
+}
+
+int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **out, size_t *len) {
+  return render(view, NULL, start_ms, out, len);
+}
+
+int cad__admin_metrics_all(const cad_admin_t *a, char **out, size_t *len) {
+  return render(&a->view, a, a->start_ms, out, len);
 }

@@ -145,6 +145,12 @@ def test_control(binary, tmp):
             wait_for(lambda: api(aport, "/readyz", t["view"])[0] == 503, timeout=5,
                      what="readyz 503 while messages wait too long")
             assert "older than ready_max_age" in api(aport, "/readyz", t["view"])[1]["reason"]
+            st, _, text = curl(aport, "/metrics", t["view"])
+            assert 'caduceus_destination_paused{destination="rx"} 1' in text, text
+            assert 'caduceus_channel_paused{channel="lab"} 0' in text
+            assert 'caduceus_destination_depth{destination="rx"} 3' in text
+            age = text.split('caduceus_destination_oldest_waiting_seconds{destination="rx"} ')[1]
+            assert 1.0 <= float(age.split()[0]) < 60, age[:40]
             st, doc = api(aport, "/api/v1/destinations/rx/resume", t["ops"], "POST")
             assert st == 200, doc
             rx.wait(lambda _m: all("HELD%d" % i in rx.ctls() for i in range(3)),
