@@ -18,8 +18,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine_util import FakeReceiver, check_clean_stop, run_tests, script  # noqa: E402
-from test_admin_ops import send, setup  # noqa: E402
+from engine_util import FakeReceiver, check_clean_stop, run_tests, script, wait_for  # noqa: E402
+from test_admin_ops import api, send, setup  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,8 +40,10 @@ def test_console_in_chromium(binary, tmp):
             shots = os.path.join(tmp, "screenshots")
             os.makedirs(shots)
             profile = tempfile.mkdtemp(prefix="chromium-", dir=tmp)
-            # The archive is written by its own thread: the driver's search
-            # waits for the row (10 s) like a user pressing search again.
+            # The archive is written by its own thread: wait until the message
+            # is searchable, so the console's one search finds it.
+            wait_for(lambda: api(aport, "/api/v1/messages?control_id=SEEN1", t["view"])[1]
+                     ["messages"], what="SEEN1 in the archive")
             r = subprocess.run(["node", os.path.join(HERE, "console_driver.cjs"),
                                 "http://127.0.0.1:%d" % aport, t["ops"], "SEEN1", "rx", shots,
                                 profile, t["root"]], capture_output=True, text=True, timeout=120, cwd=HERE)
