@@ -3,7 +3,7 @@
 // browser).  Called by test_console.py with a running engine.
 //
 // usage: node console_driver.cjs URL TOKEN CONTROL_ID DEAD_DEST SHOTS_DIR PROFILE_DIR ADMIN_TOKEN
-// Logs in, sees the channel, searches a message by control id, opens it
+// Logs in, sees the channel, searches by patient id, opens the message CONTROL_ID
 // (journey, body as a tree), resends it to DEAD_DEST after the confirmation,
 // lists the dead letters of DEAD_DEST and requeues the first.
 // Exits 1 when an element is missing, an API call fails or the page logs a
@@ -40,9 +40,10 @@ async function main() {
 
     await page.click('#nav-messages');
     await page.waitForSelector('#page-messages:not([hidden])');
-    await page.fill('#q-control', ctl);
+    // by patient id (PID-3 of the test messages), then the row of our message
+    await page.fill('#q-patient', '12345');
     await page.click('#search-button');
-    const link = page.locator('#results-table tbody tr a').first();
+    const link = page.locator('#results-table tbody tr', { hasText: ctl }).locator('a').first();
     await link.waitFor();
     await page.screenshot({ path: path.join(shots, '2-search.png') });
     await link.click();
