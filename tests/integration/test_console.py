@@ -3,7 +3,7 @@
 Chromium, driven by playwright-core (tests/integration/console_driver.cjs),
 against the real engine.  The receiver rejects the first message (a dead
 letter); the test logs in with an operator token, sees the channel, searches
-a message sent over MLLP by its control id, opens it with its journey and its
+messages sent over MLLP by patient id, opens one with its journey and its
 body as a tree, resends it (confirming), and requeues the dead letter from the
 console; the receiver then gets both.
 Screenshots go to the test's directory (copied to $CAD_SCREENSHOTS when set).  Fails when an element is missing or
