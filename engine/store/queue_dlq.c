@@ -187,6 +187,8 @@ typedef struct move_ctx {
   int did, lid;
   uint64_t no, moved, first;
   bool purge;
+  void (*each)(void *ud, uint64_t no, uint64_t seq);
+  void *each_ud;
 } move_ctx_t;
 
 static int move_one(void *ud, const cad_jread_t *rec, cad_str_t reason, uint64_t orig,
@@ -211,16 +213,18 @@ static int move_one(void *ud, const cad_jread_t *rec, cad_str_t reason, uint64_t
   }
   if (rc) return rc < 0 ? rc : CAD_E_IO;
   c->moved++;
+  if (c->each) c->each(c->each_ud, rec->seq, c->purge ? 0 : c->js->j->dests[c->did].last_seq);
   return c->no ? 1 : 0;
 }
 
-static int move(cad_queue_journals_t *js, const char *name, uint64_t no, bool purge,
-                uint64_t *moved, uint64_t *first) {
+int cad_dlq_move(cad_queue_journals_t *js, const char *name, uint64_t no, bool purge,
+                 void (*each)(void *ud, uint64_t no, uint64_t seq), void *each_ud, uint64_t *moved,
+                 uint64_t *first) {
   *moved = 0;
   if (first) *first = 0;
   cad_dlq_view_t v;
   if (cad_dlq_view(js, name, &v) < 0 || v.lid < 0) return CAD_E_NOTFOUND;
-  move_ctx_t c = {js, v.did, v.lid, no, 0, 0, purge};
+  move_ctx_t c = {js, v.did, v.lid, no, 0, 0, purge, each, each_ud};
   int rc = each_live(js, &v, 0, move_one, &c);
   *moved = c.moved;
   if (first) *first = c.first;
@@ -230,11 +234,11 @@ static int move(cad_queue_journals_t *js, const char *name, uint64_t no, bool pu
 
 int cad_dlq_requeue(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *moved,
                     uint64_t *first_seq) {
-  return move(js, name, no, false, moved, first_seq);
+  return cad_dlq_move(js, name, no, false, NULL, NULL, moved, first_seq);
 }
 
 int cad_dlq_purge(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *purged) {
-  return move(js, name, no, true, purged, NULL);
+  return cad_dlq_move(js, name, no, true, NULL, NULL, purged, NULL);
 }
 
 int cad_dlq_oldest_waiting(const cad_queue_journals_t *js, const cad_dlq_view_t *v,

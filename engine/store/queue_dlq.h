@@ -15,6 +15,7 @@
 #ifndef CAD_QUEUE_DLQ_H
 #define CAD_QUEUE_DLQ_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -69,5 +70,12 @@ int cad_dlq_requeue(cad_queue_journals_t *js, const char *name, uint64_t no, uin
 
 /* Drop dead letter `no` (0 = every live one) of `name`.  As requeue. */
 int cad_dlq_purge(cad_queue_journals_t *js, const char *name, uint64_t no, uint64_t *purged);
+
+/* Both, with each(ud, number, queue sequence) after every dead letter moved
+ * (sequence 0 for a purge); each may be NULL.  For `caduceus queue`, which
+ * runs the same code on a stopped engine's journals. */
+int cad_dlq_move(cad_queue_journals_t *js, const char *name, uint64_t no, bool purge,
+                 void (*each)(void *ud, uint64_t no, uint64_t seq), void *each_ud, uint64_t *moved,
+                 uint64_t *first_seq);
 
 #endif
