@@ -272,7 +272,8 @@ static int decode(const char *p, size_t n, bool plus, char *out, size_t cap) {
   return 0;
 }
 
-int cad__admin_query(const cad_http_req_t *req, const char *key, char *out, size_t cap) {
+int cad__admin_query_nth(const cad_http_req_t *req, const char *key, unsigned nth, char *out,
+                         size_t cap) {
   const char *q = req->query, *end = q ? q + req->query_len : NULL;
   size_t kl = strlen(key);
   while (q && q < end) {
@@ -280,13 +281,17 @@ int cad__admin_query(const cad_http_req_t *req, const char *key, char *out, size
     const char *stop = amp ? amp : end;
     const char *eq = memchr(q, '=', (size_t)(stop - q));
     const char *kend = eq ? eq : stop;
-    if ((size_t)(kend - q) == kl && memcmp(q, key, kl) == 0) {
+    if ((size_t)(kend - q) == kl && memcmp(q, key, kl) == 0 && nth-- == 0) {
       const char *v = eq ? eq + 1 : stop;
       return decode(v, (size_t)(stop - v), true, out, cap) < 0 ? -1 : 1;
     }
     q = amp ? amp + 1 : end;
   }
   return 0;
+}
+
+int cad__admin_query(const cad_http_req_t *req, const char *key, char *out, size_t cap) {
+  return cad__admin_query_nth(req, key, 0, out, cap);
 }
 
 int cad__admin_u64(const char *s, uint64_t *out) {

@@ -1,6 +1,7 @@
 /* admin_archive.c - the archive through the admin API (admin_int.h):
  *   GET  /api/v1/messages?patient=&control_id=&type=&channel=&destination=
- *        &status=&sender=&receiver=&since=&until=&limit=   (cad_archive_search)
+ *        &status=&sender=&receiver=&since=&until=&limit=&field=NAME=VALUE...
+ *        &text=   (cad_archive_search; text needs the analyst role)
  *   GET  /api/v1/messages/ID            the record, ACK and journey; with
  *        ?body=1 the message too (role analyst; every body view is audited)
  *   POST /api/v1/messages/ID/resend     {"destination": NAME}: the archived
@@ -132,7 +133,9 @@ typedef struct arch_work {
   void (*run)(struct arch_work *x);  /* thread pool */
   void (*done)(struct arch_work *x); /* loop; answers j */
   char dir[4200];
-  char v[NKEYS][PARAM_MAX]; /* search: the parameters, which q points into */
+  char v[NKEYS][PARAM_MAX];                        /* search: the parameters, which q points into */
+  char fields[CAD_ARCHIVE_MAX_QFIELDS][PARAM_MAX]; /* field=NAME=VALUE, repeated */
+  char text[PARAM_MAX];                            /* text= (full text) */
   cad_archive_query_t q;
   uint64_t id;
   bool want_body;
@@ -241,6 +244,36 @@ void cad__admin_archive_search(cad__admin_call_t *c) {
     return cad__admin_error(c->res, 400, "bad_request", bad);
   }
   q->limit = limit > SEARCH_MAX ? SEARCH_MAX : limit;
+  /* field=NAME=VALUE (declared index fields, repeated) and text= (full
+   * text: it probes message bodies, so it needs the analyst role) */
+  char extra[PARAM_MAX]; /* a field beyond the last slot: read only to refuse it */
+  for (unsigned i = 0; !bad; i++) {
+    char *dst = q->nfields < CAD_ARCHIVE_MAX_QFIELDS ? x->fields[q->nfields] : extra;
+    int f = cad__admin_query_nth(c->req, "field", i, dst, PARAM_MAX);
+    if (f == 0) break;
+    if (f < 0 || !strchr(dst, '=') || dst[0] == '=') {
+      bad = "field: expected NAME=VALUE";
+    } else if (dst == extra) {
+      bad = "field: at most 8";
+    } else {
+      q->fields[q->nfields] = dst;
+      q->nfields++;
+    }
+  }
+  int tq = bad ? 0 : cad__admin_query(c->req, "text", x->text, sizeof x->text);
+  if (tq < 0) bad = "text: malformed or too long";
+  if (bad) {
+    free(x);
+    return cad__admin_error(c->res, 400, "bad_request", bad);
+  }
+  if (tq == 1 && x->text[0]) {
+    if (!c->tok || c->tok->role < CAD_ROLE_ANALYST) {
+      free(x);
+      return cad__admin_error(c->res, 403, "forbidden",
+                              "a full-text search reads bodies: it needs the analyst role");
+    }
+    q->text = x->text;
+  }
   if (!archive_dir(c->a, x->dir, sizeof x->dir)) {
     free(x);
     return cad__admin_error(c->res, 503, "unavailable", "no archive");

@@ -110,6 +110,9 @@ void cad__admin_rates_get(cad__admin_call_t *c);
  * bytes, NUL-terminated): 1 found, 0 absent, -1 malformed or too long
  * (NUL bytes and bad escapes are malformed). */
 int cad__admin_query(const cad_http_req_t *req, const char *key, char *out, size_t cap);
+/* The same for the nth (from 0) occurrence of a repeated key. */
+int cad__admin_query_nth(const cad_http_req_t *req, const char *key, unsigned nth, char *out,
+                         size_t cap);
 /* A decimal number: 0 and *out, or -1. */
 int cad__admin_u64(const char *s, uint64_t *out);
 

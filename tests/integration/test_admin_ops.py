@@ -35,7 +35,8 @@ def setup(binary, tmp, rx_port):
              "    connect_timeout: 1s\n    ack_timeout: 3s\n    on_ar: dead_letter\n"
              "    retry: {initial: 100ms, max: 300ms, attempts: 2}\n"
              "    on_failure: dead_letter\n" % rx_port)
-    extra = ("admin:\n  listen: \"127.0.0.1:%d\"\n  ready_max_age: 1s\n  tokens:\n%s\n" %
+    extra = ("  archive: { index: [ MSH-3 ], fts: true }\n"
+             "admin:\n  listen: \"127.0.0.1:%d\"\n  ready_max_age: 1s\n  tokens:\n%s\n" %
              (aport, "\n".join(lines)))
     eng = Engine(binary, tmp, chans, dests, engine_extra=extra)
     eng.start(wait_ports=(port, aport))
@@ -177,6 +178,18 @@ def test_control(binary, tmp):
             assert tree["PID-3.1"] and tree["MSH-1"] == "|", tree
             st, doc = api(aport, "/api/v1/messages/123", t["view"])
             assert st == 404, (st, doc)
+            # declared index fields and full text (text reads bodies: analyst)
+            st, doc = api(aport, "/api/v1/messages?field=MSH-3%3DLAB&control_id=AFTER1",
+                          t["view"])
+            assert st == 200 and len(doc["messages"]) == 1, (st, doc)
+            st, doc = api(aport, "/api/v1/messages?field=MSH-3%3DNOPE", t["view"])
+            assert st == 200 and doc["messages"] == [], (st, doc)
+            st, doc = api(aport, "/api/v1/messages?field=MSH-3", t["view"])
+            assert st == 400, (st, doc)
+            st, doc = api(aport, "/api/v1/messages?text=AFTER1", t["view"])
+            assert st == 403, (st, doc)
+            st, doc = api(aport, "/api/v1/messages?text=AFTER1", t["ana"])
+            assert st == 200 and [x["control_id"] for x in doc["messages"]] == ["AFTER1"], doc
             st, doc = api(aport, "/api/v1/messages?status=nonsense", t["view"])
             assert st == 400, (st, doc)
             st, doc = api(aport, "/api/v1/messages?since=%zz", t["view"])
