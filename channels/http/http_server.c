@@ -189,7 +189,10 @@ static bool is_text_plain(const h2o_req_t *req) {
 
 static void json_err_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot) {
   (void)self;
-  if (req->res.status >= 400 && is_text_plain(req)) {
+  /* Only h2o's own answers: every answer of a handler goes through send_res,
+   * which always sets Cache-Control (h2o's error path sets none). */
+  if (req->res.status >= 400 && is_text_plain(req) &&
+      h2o_find_header(&req->res.headers, H2O_TOKEN_CACHE_CONTROL, -1) < 0) {
     const char *code = req->res.status == 413   ? "payload_too_large"
                        : req->res.status == 400 ? "bad_request"
                        : req->res.status == 404 ? "not_found"
@@ -249,9 +252,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   return 0;
 }
 
-void cad_http_server_respond(void *pending, cad_http_res_t *res) {
-  send_res(pending, res);
-}
+void cad_http_server_respond(void *pending, cad_http_res_t *res) { send_res(pending, res); }
 
 static void conn_closed(uv_handle_t *h) {
   conn_t *c = (conn_t *)h;

@@ -44,7 +44,7 @@ typedef struct cad_http_req {
   const char *content_type; /* the Content-Type header's value, or NULL */
   size_t content_type_len;
   void *pending; /* the request, for cad_http_server_respond when deferred */
-  void *priv; /* the server's: cad_http_defer() reads it (NULL: cannot defer) */
+  void *priv;    /* the server's: cad_http_defer() reads it (NULL: cannot defer) */
 } cad_http_req_t;
 
 typedef struct cad_http_res {
@@ -58,7 +58,7 @@ typedef struct cad_http_res {
    * (status, content_type, body are then ignored). */
   bool defer;
   const char *allow; /* static string, or NULL: an Allow header (405) */
-  const char *csp;              /* static string, or NULL: a Content-Security-Policy header */
+  const char *csp;   /* static string, or NULL: a Content-Security-Policy header */
 } cad_http_res_t;
 
 typedef void (*cad_http_handler_fn)(void *ud, const cad_http_req_t *req, cad_http_res_t *res);
