@@ -21,6 +21,7 @@ PKGS=(meson ninja-build pkg-config gcc libc6-dev libuv1-dev libyaml-dev libssl-d
       libh2o-dev libjansson-dev curl prometheus
       libssh-dev openssh-server openssh-client librdkafka-dev kcat libpq-dev postgresql
       libcurl4-openssl-dev)
+PKGS+=(chromium chromium-driver) # the console test (ops)
 
 need_pkgs() {
   local missing=()

@@ -66,11 +66,13 @@ static void peer_of(h2o_req_t *req, char *out, size_t cap) {
 static const char *reason_of(int status) {
   switch (status) {
     case 200: return "OK";
+    case 202: return "Accepted";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
     case 413: return "Payload Too Large";
     case 415: return "Unsupported Media Type";
     case 422: return "Unprocessable Content";
@@ -79,6 +81,135 @@ static const char *reason_of(int status) {
     case 503: return "Service Unavailable";
     default: return status < 500 ? "Client Error" : "Server Error";
   }
+}
+
+/* A deferred answer: shared between the handler's owner (who answers) and
+ * the request's pool (disposed when the connection goes), freed by
+ * whichever lets go last. */
+struct cad_http_later {
+  h2o_req_t *req; /* NULL once the request is gone */
+  int refs;
+};
+
+typedef struct later_ref {
+  cad_http_later_t *l;
+} later_ref_t;
+
+/* What the handler sees of the request in flight (cad_http_req_t.priv). */
+typedef struct in_flight {
+  h2o_req_t *req;
+  cad_http_later_t *later; /* set by cad_http_defer */
+} in_flight_t;
+
+static void later_unref(cad_http_later_t *l) {
+  if (--l->refs == 0) free(l);
+}
+
+static void later_disposed(void *p) {
+  later_ref_t *r = p;
+  r->l->req = NULL;
+  later_unref(r->l);
+}
+
+cad_http_later_t *cad_http_defer(const cad_http_req_t *req) {
+  in_flight_t *f = req->priv;
+  if (!f || f->later) return NULL;
+  cad_http_later_t *l = calloc(1, sizeof *l);
+  if (!l) return NULL;
+  later_ref_t *r = h2o_mem_alloc_shared(&f->req->pool, sizeof *r, later_disposed);
+  r->l = l;
+  l->req = f->req;
+  l->refs = 2;
+  f->later = l;
+  return l;
+}
+
+static void send_res(h2o_req_t *req, cad_http_res_t *res) {
+  /* Copy into the request's pool: h2o sends it after we return. */
+  h2o_iovec_t body = h2o_strdup(&req->pool, res->body ? res->body : "", res->body ? res->len : 0);
+  free(res->body);
+  res->body = NULL;
+  const char *ct = res->content_type ? res->content_type : "application/json";
+  req->res.status = res->status;
+  req->res.reason = reason_of(res->status);
+  req->http1_is_persistent = 0;
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ct, strlen(ct));
+  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                 H2O_STRLIT("no-store"));
+  h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0,
+                        NULL, H2O_STRLIT("nosniff"));
+  h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-frame-options"), 0, NULL,
+                        H2O_STRLIT("DENY"));
+  if (res->csp)
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("content-security-policy"), 0,
+                          NULL, res->csp, strlen(res->csp));
+  if (res->www_authenticate)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                   res->www_authenticate, strlen(res->www_authenticate));
+  if (res->allow)
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, res->allow,
+                   strlen(res->allow));
+  h2o_send_inline(req, body.base, body.len);
+}
+
+void cad_http_answer(cad_http_later_t *l, cad_http_res_t *res) {
+  if (l->req) send_res(l->req, res);
+  free(res->body);
+  res->body = NULL;
+  later_unref(l);
+}
+
+/* ---- h2o's own errors as JSON ------------------------------------------------
+ * h2o answers some requests itself, before any handler (413: a body over
+ * max_body; 400: a request it cannot read), with a text/plain body.  A filter
+ * on every path (and on the host's fallback path, used for those early
+ * errors) replaces such a body with {"error":..., "detail":...}. */
+
+typedef struct json_err {
+  h2o_ostream_t super;
+  h2o_iovec_t body;
+} json_err_t;
+
+static void json_err_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t bufcnt,
+                          h2o_send_state_t state) {
+  (void)bufs, (void)bufcnt;
+  json_err_t *e = (json_err_t *)self;
+  if (h2o_send_state_is_in_progress(state)) {
+    h2o_ostream_send_next(self, req, NULL, 0, state); /* h2o's errors come in one piece */
+    return;
+  }
+  h2o_ostream_send_next(self, req, &e->body, 1, state);
+}
+
+static bool is_text_plain(const h2o_req_t *req) {
+  ssize_t i = h2o_find_header(&req->res.headers, H2O_TOKEN_CONTENT_TYPE, -1);
+  return i >= 0 && req->res.headers.entries[i].value.len >= 10 &&
+         memcmp(req->res.headers.entries[i].value.base, "text/plain", 10) == 0;
+}
+
+static void json_err_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot) {
+  (void)self;
+  /* Only h2o's own answers: every answer of a handler goes through send_res,
+   * which always sets Cache-Control (h2o's error path sets none). */
+  if (req->res.status >= 400 && is_text_plain(req) &&
+      h2o_find_header(&req->res.headers, H2O_TOKEN_CACHE_CONTROL, -1) < 0) {
+    const char *code = req->res.status == 413   ? "payload_too_large"
+                       : req->res.status == 400 ? "bad_request"
+                       : req->res.status == 404 ? "not_found"
+                                                : "http_error";
+    char buf[256];
+    int n = snprintf(
+        buf, sizeof buf, "{\"error\":\"%s\",\"detail\":\"%s\"}", code,
+        req->res.status == 413 ? "the request body is too large" : "the request could not be read");
+    json_err_t *e = (json_err_t *)h2o_add_ostream(req, sizeof *e, slot);
+    e->super.do_send = json_err_send;
+    e->body = h2o_strdup(&req->pool, buf, (size_t)n);
+    req->res.content_length = (size_t)n;
+    h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                   H2O_STRLIT("application/json"), 1);
+    slot = &e->super.next;
+  }
+  h2o_setup_next_ostream(req, slot);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req) {
@@ -108,34 +239,20 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
   r.body_len = req->entity.base ? req->entity.len : 0;
   r.pending = req;
   r.peer = peer;
-  cad_http_res_t res = {500, "application/json", NULL, 0, NULL, false, NULL};
+  in_flight_t f = {req, NULL};
+  r.priv = &f;
+  cad_http_res_t res = {500, "application/json", NULL, 0, NULL, false, NULL, NULL};
   s->fn(s->ud, &r, &res);
-  if (res.defer) return 0;
-  cad_http_server_respond(req, &res);
+  if (f.later) {
+    free(res.body); /* answered later through cad_http_answer */
+    return 0;
+  }
+  if (res.defer) return 0; /* answered later through cad_http_server_respond */
+  send_res(req, &res);
   return 0;
 }
 
-void cad_http_server_respond(void *pending, cad_http_res_t *res) {
-  h2o_req_t *req = pending;
-  /* Copy into the request's pool: h2o sends it after we return. */
-  h2o_iovec_t body = h2o_strdup(&req->pool, res->body ? res->body : "", res->body ? res->len : 0);
-  free(res->body);
-  res->body = NULL;
-  req->res.status = res->status;
-  req->res.reason = reason_of(res->status);
-  req->http1_is_persistent = 0;
-  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, res->content_type,
-                 strlen(res->content_type));
-  h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
-                 H2O_STRLIT("no-store"));
-  if (res->www_authenticate)
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
-                   res->www_authenticate, strlen(res->www_authenticate));
-  if (res->allow)
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, res->allow,
-                   strlen(res->allow));
-  h2o_send_inline(req, body.base, body.len);
-}
+void cad_http_server_respond(void *pending, cad_http_res_t *res) { send_res(pending, res); }
 
 static void conn_closed(uv_handle_t *h) {
   conn_t *c = (conn_t *)h;
@@ -194,6 +311,8 @@ int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
   h2o_hostconf_t *host =
       h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+  h2o_create_filter(path, sizeof(h2o_filter_t))->on_setup_ostream = json_err_setup;
+  h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = json_err_setup;
   handler_t *hd = (handler_t *)h2o_create_handler(path, sizeof *hd);
   hd->super.on_req = on_req;
   hd->s = s;

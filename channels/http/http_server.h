@@ -3,8 +3,9 @@
  * The transport of the admin API (engine/runtime/admin.h): it listens on one
  * address, parses requests with Debian's libh2o (the libuv flavour, so it
  * shares the engine's loop), and hands each request, reduced to the few
- * fields the admin API reads, to one synchronous handler.  Bodies beyond
- * `max_body` are refused by h2o (413) before the handler runs.  Every
+ * fields the admin API reads, to one handler, which answers at once or
+ * later (cad_http_defer).  Bodies beyond `max_body` are refused by h2o (413)
+ * before the handler runs; a filter gives such answers of h2o's a JSON body.  Every
  * response closes the connection (admin traffic is a scrape a second), so
  * nothing lingers at shutdown but a connection that has not sent its
  * request yet, which h2o closes after `req_timeout_ms`.  At most 128
@@ -43,6 +44,7 @@ typedef struct cad_http_req {
   const char *content_type; /* the Content-Type header's value, or NULL */
   size_t content_type_len;
   void *pending; /* the request, for cad_http_server_respond when deferred */
+  void *priv;    /* the server's: cad_http_defer() reads it (NULL: cannot defer) */
 } cad_http_req_t;
 
 typedef struct cad_http_res {
@@ -56,9 +58,20 @@ typedef struct cad_http_res {
    * (status, content_type, body are then ignored). */
   bool defer;
   const char *allow; /* static string, or NULL: an Allow header (405) */
+  const char *csp;   /* static string, or NULL: a Content-Security-Policy header */
 } cad_http_res_t;
 
 typedef void (*cad_http_handler_fn)(void *ud, const cad_http_req_t *req, cad_http_res_t *res);
+
+/* An answer given later, after the handler returned (a queue write, a
+ * reload).  The handler calls cad_http_defer() and leaves `res` alone;
+ * later, exactly once, cad_http_answer() sends the answer (its body taken
+ * over) or, when the client went away meanwhile, drops it.  Either way the
+ * handle is freed by that call.  NULL: the request cannot be deferred
+ * (no memory, or a caller without a server: answer in `res` then). */
+typedef struct cad_http_later cad_http_later_t;
+cad_http_later_t *cad_http_defer(const cad_http_req_t *req);
+void cad_http_answer(cad_http_later_t *l, cad_http_res_t *res);
 
 typedef struct cad_http_server_opts {
   const char *host;        /* numeric address */

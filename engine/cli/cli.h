@@ -24,6 +24,7 @@ int cad_cli_show(int argc, char **argv);    /* cli_search.c */
 int cad_cli_archive(int argc, char **argv); /* cli_archive_cmd.c */
 int cad_cli_token(int argc, char **argv);   /* cli_token.c */
 int cad_cli_fhir(int argc, char **argv);    /* cli_fhir.c */
+int cad_cli_ctl(int argc, char **argv);     /* cli_ctl.c */
 
 /* The data directory named by `arg`: a directory itself, or a
  * configuration file's engine.data_dir (then limits, when not NULL, gets

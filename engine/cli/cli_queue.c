@@ -423,7 +423,8 @@ static int take_lock(const char *data_dir, int *fd) {
   if (*fd == -EWOULDBLOCK)
     fprintf(stderr,
             "caduceus queue: the engine is running on %s (it holds the lock: %s); stop it "
-            "first, then run this again\n",
+            "first, then run this again, or do it through the running engine's admin API: "
+            "caduceus ctl requeue|purge DEST NUMBER|--all for dead letters (docs/admin.md)\n",
             data_dir, err);
   else fprintf(stderr, "caduceus queue: %s\n", err);
   return 1;

@@ -27,6 +27,7 @@ static const command_t commands[] = {
     {"archive", cad_cli_archive, "the message archive: stats, prune, check, reindex"},
     {"token", cad_cli_token, "make an admin API token: token new NAME --role ROLE"},
     {"fhir", cad_cli_fhir, "print each message of files as a FHIR R4 Bundle (or json, xml)"},
+    {"ctl", cad_cli_ctl, "operate a running engine through its admin API (CADUCEUS_TOKEN)"},
 };
 
 static void usage(FILE *out) {

@@ -241,6 +241,7 @@ typedef struct cad_conf_channel {
  *     tokens:
  *       - { name: ops, role: operator, hash: "sha256:<64 hex>" }
  *       - { name: ci, role: viewer, env: CAD_CI_TOKEN }   # hashed at load
+ *     ready_max_age: 10m         # /readyz 503 when a message waits longer
  * Roles, each allowed what the one before is: viewer < analyst < operator
  * < admin. */
 typedef enum {
@@ -264,6 +265,8 @@ typedef struct cad_conf_admin {
   cad_conf_token_t *tokens;  /* owned, ntokens */
   size_t ntokens;
   cad_conf_pos_t pos;
+  uint64_t ready_max_age_ms; /* /readyz: 503 when a destination's oldest waiting message is
+                                older; 0 = no limit */
 } cad_conf_admin_t;
 
 /* `fhir:` (engine/config/config_fhir.c): the v2-to-FHIR settings.  opts

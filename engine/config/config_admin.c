@@ -139,6 +139,9 @@ static const conf_key_t admin_keys[] = {
     CUSTOM_KEY("tokens", set_tokens, 0, "the API tokens and their roles"),
     {"tls", CAD_CONF_SECTION, offsetof(cad_conf_admin_t, tls), CAD_CONF_PRESENCE | CAD_CONF_NESTED,
      NULL, 0, 0, &cad_tls_server_conf, "HTTPS for the admin API"},
+    {"ready_max_age", CAD_CONF_DURATION, offsetof(cad_conf_admin_t, ready_max_age_ms), K_ZERO_OK,
+     "0", MS_SECOND, 30 * MS_DAY, NULL,
+     "/readyz answers 503 when a destination's oldest waiting message is older (0: no limit)"},
 };
 static const conf_section_t admin_section = {"admin", admin_keys, CAD_CONF_NKEYS(admin_keys),
                                              check_admin};

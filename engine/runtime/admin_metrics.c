@@ -8,7 +8,9 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "admin_int.h"
 #include "cad_error.h"
+#include "cad_io.h"
 #include "cad_mem.h"
 #include "journal.h"
 #include "stats.h"
@@ -107,9 +109,36 @@ static const void *chan_first(const void *ctx) {
 static const void *chan_next(const void *s) { return ((const cad_chan_stats_t *)s)->next; }
 static const char *chan_name(const void *s) { return ((const cad_chan_stats_t *)s)->name; }
 
+/* One histogram's samples (the family line is the caller's): cumulative
+ * buckets in seconds, then _sum and _count. */
+static void hist(out_t *b, const char *name, const char *label, const char *value,
+                 const cad_hist_t *h) {
+  static const uint64_t bounds[CAD_HIST_NBOUNDS] = CAD_HIST_BOUNDS_US;
+  uint64_t cum = 0;
+  for (unsigned i = 0; i <= CAD_HIST_NBOUNDS; i++) {
+    cum += h->bucket[i];
+    o_printf(b, "%s_bucket{%s=\"", name, label);
+    put_label(b, value);
+    if (i < CAD_HIST_NBOUNDS)
+      o_printf(b, "\",le=\"%g\"} %llu\n", (double)bounds[i] / 1e6, (unsigned long long)cum);
+    else o_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+  }
+  o_printf(b, "%s_sum{%s=\"", name, label);
+  put_label(b, value);
+  o_printf(b, "\"} %llu.%06llu\n", (unsigned long long)(h->sum_us / 1000000),
+           (unsigned long long)(h->sum_us % 1000000));
+  o_printf(b, "%s_count{%s=\"", name, label);
+  put_label(b, value);
+  o_printf(b, "\"} %llu\n", (unsigned long long)h->count);
+}
+
 static void channels(out_t *b) {
   field_metrics(b, chan_metrics, N_METRICS(chan_metrics), "channel", chan_first, chan_next,
                 chan_name, NULL);
+  static const char ack[] = "caduceus_channel_ack_latency_seconds";
+  family(b, ack, "histogram", "From a frame received to its ACK handed to the connection.");
+  for (const cad_chan_stats_t *s = cad_stats_first(); s; s = s->next)
+    hist(b, ack, "channel", s->name, &s->ack_latency);
 }
 
 typedef struct dest_metric {
@@ -146,6 +175,32 @@ static void destinations(out_t *b, const cad_admin_view_t *v, cad_queue_t *q) {
         sample(b, dest_metrics[m].name, "destination", d->name,
                dest_value(d, &v->counters[i], dest_metrics[m].which));
     }
+  }
+}
+
+/* Delivery latency and the age of the oldest waiting message. */
+static void dest_times(out_t *b, const cad_admin_view_t *v, cad_queue_t *q) {
+  static const char lat[] = "caduceus_destination_delivery_latency_seconds";
+  static const char age[] = "caduceus_destination_oldest_waiting_seconds";
+  family(b, lat, "histogram", "From a message queued to its delivery.");
+  for (uint16_t i = 0; q && i < CAD_JOURNAL_MAX_DESTS; i++) {
+    const cad_jdest_t *d = cad_queue_dest_info(q, i);
+    if (d && d->name) hist(b, lat, "destination", d->name, &v->counters[i].latency);
+  }
+  family(b, age, "gauge",
+         "Age of the oldest message waiting (the one the worker has in hand; 0 when none).");
+  uint64_t now = cad_now_ms();
+  for (uint16_t i = 0; q && i < CAD_JOURNAL_MAX_DESTS; i++) {
+    const cad_jdest_t *d = cad_queue_dest_info(q, i);
+    if (!d || !d->name) continue;
+    uint64_t t = v->counters[i].head_time_ms;
+    bool waiting = d->last_seq > d->done_seq;
+    uint64_t ms = waiting && t && now > t ? now - t : 0;
+    o_puts(b, age);
+    o_puts(b, "{destination=\"");
+    put_label(b, d->name);
+    o_printf(b, "\"} %llu.%03llu\n", (unsigned long long)(ms / 1000),
+             (unsigned long long)(ms % 1000));
   }
 }
 
@@ -224,11 +279,30 @@ static void process(out_t *b, uint64_t start_ms) {
   o_puts(b, "\"} 1\n");
 }
 
-int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **out, size_t *len) {
+/* What operators paused (admin_api.c): a gauge per channel and destination. */
+static void paused(out_t *b, const cad_admin_t *a, cad_queue_t *q) {
+  family(b, "caduceus_channel_paused", "gauge", "1 while an operator has paused the channel.");
+  for (const cad_chan_stats_t *s = cad_stats_first(); s; s = s->next)
+    sample(b, "caduceus_channel_paused", "channel", s->name,
+           cad_admin_channel_paused(a, s->name) ? 1 : 0);
+  family(b, "caduceus_destination_paused", "gauge",
+         "1 while an operator has paused the destination's delivery.");
+  for (uint16_t i = 0; q && i < CAD_JOURNAL_MAX_DESTS; i++) {
+    const cad_jdest_t *d = cad_queue_dest_info(q, i);
+    if (d && d->name)
+      sample(b, "caduceus_destination_paused", "destination", d->name,
+             cad_admin_dest_paused(a, i) ? 1 : 0);
+  }
+}
+
+static int render(const cad_admin_view_t *view, const cad_admin_t *a, uint64_t start_ms, char **out,
+                  size_t *len) {
   out_t o = {CAD_BUF_INIT, 0};
   cad_queue_t *q = *view->q;
   channels(&o);
   destinations(&o, view, q);
+  dest_times(&o, view, q);
+  if (a) paused(&o, a, q);
   journal(&o, q);
   archive(&o, view);
   process(&o, start_ms);
@@ -239,4 +313,12 @@ int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **ou
   *len = o.b.len;
   *out = o.b.data; /* handed over, NUL-terminated */
   return 0;
+}
+
+int cad_admin_metrics(const cad_admin_view_t *view, uint64_t start_ms, char **out, size_t *len) {
+  return render(view, NULL, start_ms, out, len);
+}
+
+int cad__admin_metrics_all(const cad_admin_t *a, char **out, size_t *len) {
+  return render(&a->view, a, a->start_ms, out, len);
 }

@@ -106,6 +106,7 @@ typedef struct origin {
   const uint16_t *qids; /* records queued: queue id and sequence */
   const uint64_t *seqs;
   size_t nq;
+  uint64_t t0_ns; /* when the frame was received (uv_hrtime), for the ACK latency */
 } origin_t;
 
 void cad_pipe_next_ctl(cad_pipe_t *p, char out[24]) {
@@ -142,6 +143,7 @@ static const char *send_ack(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *
   cad_buf_t b = CAD_BUF_INIT;
   int rc = cad_ack_build(o->h, &ao, &b);
   const char *outcome;
+  if (o->t0_ns) cad_hist_observe_us(&ch->st->ack_latency, (uv_hrtime() - o->t0_ns) / 1000);
   if (rc == 1) {
     reply(p, o, b.data, b.len, flags);
     outcome = names[cad_ack_is_enhanced(o->h, ch->ack_style) ? 1 : 0][st];
@@ -237,12 +239,14 @@ typedef struct job {
   uint64_t *seqs;      /* and their sequences once durable (arena), for the archive */
   size_t nseqs;
   cad_ack_msh_t h; /* what the ACK needs from MSH (spans in bytes) */
+  uint64_t t0_ns;  /* received (uv_hrtime) */
 } job_t;
 
 static origin_t job_origin(const job_t *j) {
-  return (origin_t){
-      j->req,       j->src,  j->conn, j->peer, &j->h, j->len, false, j->dl_seq, {j->bytes, j->len},
-      j->items_qid, j->seqs, j->nseqs};
+  return (origin_t){j->req,       j->src,  j->conn,  j->peer,
+                    &j->h,        j->len,  false,    j->dl_seq,
+                    {j->bytes, j->len}, j->items_qid, j->seqs, j->nseqs,
+                    j->t0_ns};
 }
 
 static void job_free(job_t *j) {
@@ -480,7 +484,8 @@ static void conclude_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_fr
   cad_ack_msh_salvage(f->bytes.p, f->bytes.len, 0, &h);
   size_t size =
       f->status == CAD_E_TOOBIG && f->size > f->bytes.len ? (size_t)f->size : f->bytes.len;
-  origin_t o = {f->req, f->src, f->conn, f->peer, &h, size, f->cut, 0, f->bytes, NULL, NULL, 0};
+  origin_t o = {f->req, f->src,   f->conn, f->peer, &h,   size, f->cut,
+                0,      f->bytes, NULL,    NULL,    0,    uv_hrtime()};
   conclude(p, ch, &o, which, dg);
 }
 
@@ -505,6 +510,7 @@ void cad_pipe_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_frame_t *
   if (f->bytes.len) memcpy(bytes, f->bytes.p, f->bytes.len);
   j->p = p;
   j->ch = ch;
+  j->t0_ns = uv_hrtime();
   j->req = f->req;
   j->src = f->src;
   j->bytes = bytes;

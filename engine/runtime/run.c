@@ -138,6 +138,10 @@ typedef struct engine {
   uv_timer_t stats_timer;
   cad_admin_t *admin; /* the admin API (`admin:`, fixed for the process), or NULL */
   cad_admin_view_t admin_view;
+  cad_admin_ctl_t admin_ctl; /* what the admin API may ask (admin_ctl_* below) */
+  /* A reload asked through the admin API: told how it ended. */
+  void (*reload_done)(void *arg, int status, const char *errors);
+  void *reload_arg;
   bool stopping;
   int exit_status;
 } engine_t;
@@ -304,6 +308,7 @@ static void start_worker(rt_t *rt, dest_t *d, unsigned lane) {
       return;
     }
     cad_delivery_set_archive(d->w, E.pipe.archive);
+    if (cad_admin_dest_paused(E.admin, d->qid)) cad_delivery_pause(d->w, true);
     rt->refs++;
     rt->workers++;
     E.running_workers++;
@@ -479,6 +484,13 @@ static const cad_pipe_io_t engine_io = {NULL,    io_append, io_dead_letter, io_d
 
 static void on_frame(cad_mllp_req_t *req, int status, cad_str_t frame, void *data) {
   lsn_t *ls = data;
+  if (cad_admin_channel_paused(E.admin, ls->ch->cc->name)) {
+    /* Paused by an operator: no ACK, the connection closes, the sender
+     * sends again later (MLLP's usual recovery). */
+    cad_admin_channel_refused(E.admin, ls->ch->cc->name);
+    cad_mllp_reply(req, NULL, 0, CAD_MLLP_REPLY_CLOSE);
+    return;
+  }
   const cad_mllp_conn_info_t *ci = cad_mllp_req_conn(req);
   cad_pipe_frame_t f = {req, status, frame, 0, false, ci->id, ci->peer, NULL};
   if (status == CAD_E_TOOBIG) f.size = cad_mllp_req_size(req, &f.cut);
@@ -843,12 +855,28 @@ static void reload_start_only(const cad_config_t *was, const cad_config_t *now) 
             "admin tokens not reloaded (%s): the previous tokens stay", cad_strerror(rc));
 }
 
+static int reload_apply_status(int rc, cad_config_t *cfg, char *errors);
+
+/* Tell the admin API's waiting reload (if any) how it ended. */
+static void reload_tell(int status, const char *errors) {
+  void (*done)(void *, int, const char *) = E.reload_done;
+  E.reload_done = NULL;
+  if (done) done(E.reload_arg, status, errors);
+}
+
 static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
   (void)ctx;
+  char *copy = E.reload_done && errors ? strdup(errors) : NULL;
+  int status = reload_apply_status(rc, cfg, errors);
+  reload_tell(status, status == 0 ? NULL : copy ? copy : "the running configuration stays (see the log)");
+  free(copy);
+}
+
+static int reload_apply_status(int rc, cad_config_t *cfg, char *errors) {
   if (E.stopping) {
     cad_config_free(cfg);
     free(errors);
-    return;
+    return CAD_E_STATE;
   }
   if (rc < 0) {
     log_config_errors("reload.refused", errors);
@@ -860,7 +888,7 @@ static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
       CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
               "%s is invalid; the running configuration stays", E.config_path);
     free(errors);
-    return;
+    return rc;
   }
   free(errors);
   if (strcmp(cfg->data_dir, E.data_dir) != 0) {
@@ -869,7 +897,7 @@ static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
             "running configuration stays",
             E.data_dir, cfg->data_dir);
     cad_config_free(cfg);
-    return;
+    return CAD_E_CONFIG;
   }
   rt_t *rt = NULL;
   if ((rc = rt_create(cfg, &rt)) < 0 || (rc = listeners_apply(rt)) < 0) {
@@ -877,7 +905,7 @@ static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
     CAD_LOG(CAD_LOG_ERROR, "reload.refused", NULL,
             "%s could not be applied (%s); the running configuration stays", E.config_path,
             cad_strerror(rc));
-    return;
+    return rc;
   }
   /* A source that cannot start is logged; the channel runs without it. */
   (void)sources_apply(rt);
@@ -902,6 +930,27 @@ static void reload_apply(void *ctx, int rc, cad_config_t *cfg, char *errors) {
   stats_timer_apply();
   CAD_LOG(CAD_LOG_INFO, "reload.done", NULL, "%s: %zu channels, %zu destinations", E.config_path,
           rt->cfg->nchannels, rt->cfg->ndests);
+  return 0;
+}
+
+/* ---- the admin API's engine control (admin.h, cad_admin_ctl_t) ------------ */
+
+static void admin_ctl_dest_pause(void *ud, uint16_t qid, bool paused) {
+  (void)ud;
+  dest_t *d = qid < CAD_JOURNAL_MAX_DESTS ? E.by_qid[qid] : NULL;
+  if (d && d->w) cad_delivery_pause(d->w, paused);
+}
+
+static int admin_ctl_reload(void *ud, void (*done)(void *, int, const char *), void *arg) {
+  (void)ud;
+  if (E.stopping) return CAD_E_STATE;
+  if (E.reload_done) return CAD_E_STATE; /* one asked through the API is still running */
+  CAD_LOG(CAD_LOG_INFO, "reload", NULL, "admin API: re-reading %s", E.config_path);
+  int rc = cad_config_load_async(E.loop, E.config_path, RELOAD_TIMEOUT_MS, reload_apply, NULL);
+  if (rc < 0) return rc;
+  E.reload_done = done;
+  E.reload_arg = arg;
+  return 0;
 }
 
 static void on_signal(uv_signal_t *h, int signum) {
@@ -943,6 +992,7 @@ static void usage(FILE *out) {
 static int open_queue(const cad_config_t *cfg) {
   E.data_dir = strdup(cfg->data_dir);
   if (!E.data_dir) return CAD_E_NOMEM;
+  E.admin_ctl.data_dir = E.data_dir; /* the audit trail and the archive are under it */
   cad_queue_opts_t qo = {.data_dir = cfg->data_dir,
                          .segment_bytes = cfg->queue_segment_bytes,
                          .retain_age_ms = cfg->queue_retain_ms,
@@ -1008,7 +1058,9 @@ int cad_cli_run(int argc, char **argv) {
 
   memset(&E, 0, sizeof E);
   E.config_path = path;
-  E.admin_view = (cad_admin_view_t){&E.q, E.dest_counters, &E.stopping, &E.pipe.archive};
+  E.admin_ctl = (cad_admin_ctl_t){NULL, admin_ctl_dest_pause, admin_ctl_reload, NULL};
+  E.admin_view =
+      (cad_admin_view_t){&E.q, E.dest_counters, &E.stopping, &E.pipe.archive, &E.admin_ctl};
   cad_pipe_init(&E.pipe, &engine_io);
   E.pipe.lane_qid = io_lane_qid;
   uv_loop_t loop;

@@ -10,6 +10,7 @@
 #ifndef CAD_STATS_H
 #define CAD_STATS_H
 
+#include "cad_hist.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -33,6 +34,7 @@ typedef struct cad_chan_stats {
   uint64_t conns_denied;  /* closed at once: address not in `allow` */
   uint64_t tls_failures;  /* TLS handshakes (or records) that failed */
   uint64_t conns_open;    /* connections open now (a gauge) */
+  cad_hist_t ack_latency; /* frame received -> ACK handed to the connection */
 } cad_chan_stats_t;
 
 /* The counters of channel `name` (created at zero the first time), or NULL

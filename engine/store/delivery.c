@@ -34,6 +34,7 @@ typedef enum {
   ST_SENDING, /* delivering the batch */
   ST_BACKOFF, /* waiting before a retry */
   ST_DEAD,    /* recording a dead letter */
+  ST_HELD,    /* paused with a batch read and not handed over (cad_delivery_pause) */
 } state_t;
 
 struct cad_delivery {
@@ -49,6 +50,7 @@ struct cad_delivery {
   state_t st;
   bool notified; /* new records arrived while reading */
   bool stopping;
+  bool paused; /* cad_delivery_pause: read no further batch */
   /* the batch in hand: reader.recs[0..nrecs) */
   size_t nrecs;
   size_t next_submit; /* next record to hand to the driver */
@@ -317,6 +319,12 @@ static void archive_att(cad_delivery_t *w, uint64_t seq, cad_archive_att_t what,
   if (w->archive) cad_archive_attempt(w->archive, w->dest, seq, what, why);
 }
 
+/* Queued (the record's time) to delivered (now), both wall clock. */
+static void observe_latency(cad_delivery_t *w, const cad_jread_t *rec) {
+  uint64_t now = cad_now_ms();
+  cad_hist_observe_us(&w->ctr->latency, now > rec->time_ms ? (now - rec->time_ms) * 1000 : 0);
+}
+
 static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *detail) {
   cad_delivery_t *w = ctx;
   size_t idx = w->completed++;
@@ -328,6 +336,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
       /* Handed over before the failed one (completions come in order). */
       if (outcome == CAD_DELIVER_OK) {
         w->ctr->delivered++;
+        observe_latency(w, rec);
         note_answer(w, rec->seq, detail);
         w->delivered_seq = rec->seq;
         resolve_waiters(w, rec->seq, 0);
@@ -344,6 +353,7 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
   }
   if (outcome == CAD_DELIVER_OK) {
     w->ctr->delivered++;
+    observe_latency(w, rec);
     note_answer(w, rec->seq, detail);
     if (w->ctr->blocked) {
       cad_log_ctx_t c;
@@ -371,6 +381,11 @@ static void on_delivered(void *ctx, cad_deliver_outcome_t outcome, const char *d
 }
 
 static void submit_more(cad_delivery_t *w) {
+  if (w->paused && !w->stopping && w->next_submit < w->nrecs) {
+    /* Held: what is with the driver completes; the rest waits. */
+    w->st = w->in_flight ? ST_SENDING : ST_HELD;
+    return;
+  }
   w->st = ST_SENDING;
   /* After a failure the failed record goes alone until it is through. */
   unsigned window = w->attempts ? 1 : w->window;
@@ -380,6 +395,7 @@ static void submit_more(cad_delivery_t *w) {
     w->in_flight++;
     if (i == w->completed) {
       w->attempts++;
+      w->ctr->head_time_ms = rec->time_ms;
     }
     w->ctr->attempts++;
     w->ctr->in_flight_seq = rec->seq;
@@ -414,10 +430,17 @@ static void on_read(void *ud, int status) {
     w->nrecs = w->reader.nrecs;
     w->next_submit = w->completed = 0;
     w->attempts = 0;
+    /* The oldest waiting message is known even while held. */
+    w->ctr->head_time_ms = w->reader.recs[0].time_ms;
+    if (w->paused) {
+      w->st = ST_HELD; /* cad_delivery_pause(w, false) hands it over */
+      return;
+    }
     submit_more(w);
     return;
   }
   if (status == 0) {
+    w->ctr->head_time_ms = 0;
     if (w->notified) {
       next_batch(w);
       return;
@@ -468,6 +491,7 @@ int cad_delivery_start(uv_loop_t *loop, cad_queue_t *q, uint16_t dest, const cha
   w->ctr = o->counters ? o->counters : &w->own_stats;
   w->ctr->blocked = 0;
   w->ctr->in_flight_seq = 0;
+  w->ctr->head_time_ms = 0;
   if (!w->o.retry_initial_ms) w->o.retry_initial_ms = 1000;
   if (!w->o.retry_max_ms) w->o.retry_max_ms = 60000;
   if (w->o.retry_max_ms < w->o.retry_initial_ms) w->o.retry_max_ms = w->o.retry_initial_ms;
@@ -527,3 +551,11 @@ void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg) {
   w->stop_arg = arg;
   maybe_stop(w);
 }
+
+void cad_delivery_pause(cad_delivery_t *w, bool paused) {
+  if (w->paused == paused) return;
+  w->paused = paused;
+  if (!paused && w->st == ST_HELD) submit_more(w);
+}
+
+bool cad_delivery_paused(const cad_delivery_t *w) { return w->paused; }

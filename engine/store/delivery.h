@@ -71,6 +71,7 @@
 #include <uv.h>
 
 #include "archive.h"
+#include "cad_hist.h"
 #include "queue.h"
 
 typedef enum {
@@ -110,6 +111,8 @@ typedef struct cad_delivery_stats {
   uint64_t delivered, attempts, retries, dead; /* messages, not batches */
   uint64_t blocked;                            /* 1 while blocked on a message past max_attempts */
   uint64_t in_flight_seq;                      /* 0 = none */
+  uint64_t head_time_ms; /* when the oldest message in hand was queued, 0 = none */
+  cad_hist_t latency;    /* queued -> delivered, per message delivered */
 } cad_delivery_stats_t;
 
 typedef struct cad_delivery_opts {
@@ -147,6 +150,12 @@ unsigned cad_delivery_lane(const cad_delivery_t *w);
 /* Record every attempt and dead letter in `a` (archive.h; borrowed, must
  * outlive the worker; NULL = stop recording).  Call right after start. */
 void cad_delivery_set_archive(cad_delivery_t *w, cad_archive_t *a);
+/* Hold (paused true) or go on: a held worker finishes the messages already
+ * handed to the driver (their retries included) and hands over no more:
+ * the next batch is read (so stats know the oldest waiting message) and
+ * kept until resumed.  New messages are still queued.  Loop thread. */
+void cad_delivery_pause(cad_delivery_t *w, bool paused);
+bool cad_delivery_paused(const cad_delivery_t *w);
 /* Stop: the message in flight finishes (its outcome is recorded), waiters
  * are failed, then `done` runs and the worker is freed. */
 void cad_delivery_stop(cad_delivery_t *w, void (*done)(void *arg), void *arg);

@@ -12,7 +12,7 @@
 #include "cad_error.h"
 #include "cad_io.h"
 
-enum { REQ_APPEND = 1, REQ_MARK = 2 };
+enum { REQ_APPEND = 1, REQ_MARK = 2, REQ_EXEC = 3 };
 
 typedef struct req {
   struct req *next;
@@ -28,6 +28,9 @@ typedef struct req {
   uint64_t dlq_no; /* its number in the dead-letter journal, once written */
   cad_queue_append_cb cb;
   void *ud;
+  cad_queue_exec_fn exec; /* REQ_EXEC: run on the commit thread (cad_queue_exec) */
+  void *exec_ud;
+  int notify;      /* REQ_EXEC: a destination to report to the commit hook, -1 = none */
   uint64_t seqs[]; /* n entries */
 } req_t;
 
@@ -65,6 +68,8 @@ struct cad_queue {
   void *hook_ud;
   void (*close_done)(void *);
   void *close_arg;
+  int read_execs;    /* cad_queue_read_exec works not finished (loop thread) */
+  bool async_closed; /* cad_queue_close is done but for those */
 };
 
 static void snapshot_locked(cad_queue_t *q) {
@@ -108,10 +113,22 @@ static void write_dead_letters(cad_queue_t *q, req_t *batch) {
   }
 }
 
+/* Operator actions (cad_queue_exec), before the batch's own records. */
+static void run_execs(cad_queue_t *q, req_t *batch) {
+  for (req_t *r = batch; r; r = r->next) {
+    if (r->kind != REQ_EXEC) continue;
+    cad_queue_journals_t js = {&q->j, &q->dlq, q->jdir, q->dlqdir, -1};
+    int rc = r->exec(r->exec_ud, &js);
+    r->status = rc < 0 ? rc : 0;
+    r->notify = js.notify;
+  }
+}
+
 static void commit_batch(cad_queue_t *q, req_t *batch) {
   size_t total = 0;
   for (req_t *r = batch; r; r = r->next) total += r->n;
   uv_mutex_lock(&q->jmu);
+  run_execs(q, batch);
   write_dead_letters(q, batch);
   cad_jrec_t *all = malloc((total ? total : 1) * sizeof *all);
   int rc = all ? 0 : CAD_E_NOMEM;
@@ -135,7 +152,7 @@ static void commit_batch(cad_queue_t *q, req_t *batch) {
   size_t idx = 0;
   size_t appends = 0;
   for (req_t *r = batch; r; r = r->next) {
-    if (r->status) continue;
+    if (r->status || r->kind == REQ_EXEC) continue;
     if (rc) {
       r->status = rc;
       continue;
@@ -231,7 +248,9 @@ static void deliver_done(cad_queue_t *q) {
         if (r->status == 0) touched[r->recs[i].dest] = true;
       }
     }
-    if (r->cb) r->cb(r->ud, r->status, r->status ? NULL : r->seqs, r->n);
+    if (r->kind == REQ_EXEC && r->notify >= 0 && r->notify < CAD_JOURNAL_MAX_DESTS)
+      touched[r->notify] = true;
+    if (r->cb) r->cb(r->ud, r->status, r->status || !r->n ? NULL : r->seqs, r->n);
     free_req(r);
   }
   if (q->hook)
@@ -314,8 +333,15 @@ fail_nojournal:
   return rc;
 }
 
+static void queue_free(cad_queue_t *q);
+
 static void on_async_closed(uv_handle_t *h) {
   cad_queue_t *q = h->data;
+  q->async_closed = true;
+  if (q->read_execs == 0) queue_free(q); /* else the last read_exec_after does */
+}
+
+static void queue_free(cad_queue_t *q) {
   void (*done)(void *) = q->close_done;
   void *arg = q->close_arg;
   cad_journal_close(&q->j);
@@ -460,6 +486,67 @@ int cad_queue_mark(cad_queue_t *q, uint16_t dest, uint8_t type, uint64_t seq, co
   r->ud = ud;
   enqueue(q, r);
   return 0;
+}
+
+int cad_queue_exec(cad_queue_t *q, cad_queue_exec_fn fn, void *fn_ud, cad_queue_append_cb cb,
+                   void *ud) {
+  if (q->stopping) return CAD_E_STATE;
+  req_t *r = calloc(1, sizeof *r);
+  if (!r) return CAD_E_NOMEM;
+  r->kind = REQ_EXEC;
+  r->exec = fn;
+  r->exec_ud = fn_ud;
+  r->notify = -1;
+  r->cb = cb;
+  r->ud = ud;
+  enqueue(q, r);
+  return 0;
+}
+
+typedef struct read_exec {
+  uv_work_t work;
+  cad_queue_t *q;
+  cad_queue_exec_fn snap, scan;
+  void *ud;
+  cad_queue_append_cb cb;
+  int status;
+} read_exec_t;
+
+static void read_exec_work(uv_work_t *w) {
+  read_exec_t *r = w->data;
+  cad_queue_t *q = r->q;
+  cad_queue_journals_t js = {&q->j, &q->dlq, q->jdir, q->dlqdir, -1};
+  uv_mutex_lock(&q->jmu);
+  r->status = r->snap(r->ud, &js);
+  uv_mutex_unlock(&q->jmu);
+  if (r->status >= 0) {
+    cad_queue_journals_t free_js = {NULL, NULL, q->jdir, q->dlqdir, -1};
+    r->status = r->scan(r->ud, &free_js);
+  }
+}
+
+static void read_exec_after(uv_work_t *w, int status) {
+  read_exec_t *r = w->data;
+  cad_queue_t *q = r->q;
+  int st = status < 0 ? status : r->status;
+  cad_queue_append_cb cb = r->cb;
+  void *ud = r->ud;
+  free(r);
+  cb(ud, st < 0 ? st : 0, NULL, 0);
+  if (--q->read_execs == 0 && q->async_closed) queue_free(q);
+}
+
+int cad_queue_read_exec(cad_queue_t *q, cad_queue_exec_fn snap, cad_queue_exec_fn scan, void *ud,
+                        cad_queue_append_cb cb) {
+  if (q->stopping) return CAD_E_STATE;
+  read_exec_t *r = calloc(1, sizeof *r);
+  if (!r) return CAD_E_NOMEM;
+  *r = (read_exec_t){.q = q, .snap = snap, .scan = scan, .ud = ud, .cb = cb};
+  r->work.data = r;
+  int rc = uv_queue_work(q->loop, &r->work, read_exec_work, read_exec_after);
+  if (rc) free(r);
+  else q->read_execs++;
+  return rc;
 }
 
 /* ---- reading ------------------------------------------------------------ */

@@ -137,6 +137,33 @@ void cad_queue_reader_free(cad_queue_reader_t *r);
  * destination (once per destination per batch). */
 void cad_queue_set_commit_hook(cad_queue_t *q, void (*fn)(void *ud, uint16_t dest), void *ud);
 
+/* Run fn on the commit thread, between batches, with both journals held
+ * (the journal and the dead-letter journal: nothing else writes them
+ * meanwhile), so that an operator's action (requeue, purge, listing the
+ * dead letters) goes through the one writer of a running engine.  fn's
+ * return value is the status cb gets on the loop (seqs NULL, n 0); fn
+ * sets js->notify to a destination id whose FIFO it appended to (the
+ * commit hook then runs for it), or leaves it -1.  Returns 0 (cb runs
+ * later, exactly once) or CAD_E_STATE / CAD_E_NOMEM (cb is not called). */
+typedef struct cad_queue_journals {
+  cad_journal_t *j, *dlq;
+  const char *jdir, *dlqdir;
+  int notify;
+} cad_queue_journals_t;
+typedef int (*cad_queue_exec_fn)(void *ud, cad_queue_journals_t *js);
+int cad_queue_exec(cad_queue_t *q, cad_queue_exec_fn fn, void *fn_ud, cad_queue_append_cb cb,
+                   void *ud);
+
+/* A read-only look at the journals, off both the loop and the commit
+ * thread: on the libuv thread pool, snap(ud, js) runs with the journals
+ * held (take what is needed: ids, sequences, positions; quick), then
+ * scan(ud, js) runs without them (js->j and js->dlq NULL: read through
+ * journal readers on the directories, below the positions snap took), then
+ * cb(ud, status, NULL, 0) on the loop with scan's status (or snap's when
+ * negative).  Returns 0 or a libuv error (cb is not called). */
+int cad_queue_read_exec(cad_queue_t *q, cad_queue_exec_fn snap, cad_queue_exec_fn scan,
+                        void *ud, cad_queue_append_cb cb);
+
 /* What the journal knows of a destination (last_seq, done_seq, ...), as of
  * the last commit.  NULL for an unknown id. Loop thread only. */
 const cad_jdest_t *cad_queue_dest_info(const cad_queue_t *q, uint16_t dest);

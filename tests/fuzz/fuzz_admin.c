@@ -5,9 +5,12 @@
  *
  * Input: the first byte picks open_metrics (bit 0); the rest is split at
  * '\n' into method, path (with an optional ?query), Authorization value
- * and peer.  Each part is copied into a buffer of its exact size, so a
- * read past a span faults under ASan.  Tokens configured: "fuzz-viewer"
- * (viewer) and "fuzz-admin" (admin).
+ * and peer; whatever follows the peer's line is the request body (the JSON
+ * of requeue, purge and resend).  Each part is copied into a buffer of its
+ * exact size, so a read past a span faults under ASan.  Tokens configured:
+ * "fuzz-viewer" (viewer), "fuzz-analyst", "fuzz-operator" and "fuzz-admin".
+ * There is no queue or archive: the routes parse their query and body,
+ * then answer 503/404 (the engine side is tests/integration).
  */
 #include <stdbool.h>
 #include <stdint.h>
@@ -32,19 +35,22 @@ static char *part(const uint8_t **p, const uint8_t *end, size_t *len) {
 }
 
 static cad_admin_t *make(bool open) {
-  static cad_conf_token_t toks[2];
-  static const char *const secrets[2] = {"fuzz-viewer", "fuzz-admin"};
-  for (int i = 0; i < 2; i++) {
+  static cad_conf_token_t toks[4];
+  static const char *const secrets[4] = {"fuzz-viewer", "fuzz-analyst", "fuzz-operator",
+                                         "fuzz-admin"};
+  static const cad_role_t roles[4] = {CAD_ROLE_VIEWER, CAD_ROLE_ANALYST, CAD_ROLE_OPERATOR,
+                                      CAD_ROLE_ADMIN};
+  for (int i = 0; i < 4; i++) {
     toks[i].name = (char *)(uintptr_t)secrets[i];
-    toks[i].role = i ? CAD_ROLE_ADMIN : CAD_ROLE_VIEWER;
+    toks[i].role = roles[i];
     cad_admin_token_hash(secrets[i], strlen(secrets[i]), toks[i].sha256);
   }
   cad_conf_admin_t conf = {0};
   conf.enabled = true;
   conf.open_metrics = open;
   conf.tokens = toks;
-  conf.ntokens = 2;
-  cad_admin_view_t v = {&no_queue, counters, &not_stopping, NULL};
+  conf.ntokens = 4;
+  cad_admin_view_t v = {&no_queue, counters, &not_stopping, NULL, NULL};
   cad_admin_t *a = NULL;
   return cad_admin_new(&conf, &v, &a) == 0 ? a : NULL;
 }
@@ -61,11 +67,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t ml, pl, al, peer_len;
   char *method = part(&p, end, &ml), *path = part(&p, end, &pl), *auth = part(&p, end, &al);
   char *peer_raw = part(&p, end, &peer_len);
+  size_t bl = (size_t)(end - p);
+  char *body = malloc(bl ? bl : 1);
+  if (body && bl) memcpy(body, p, bl);
   char peer[48];
   size_t n = peer_len < sizeof peer - 1 ? peer_len : sizeof peer - 1;
   if (peer_raw) memcpy(peer, peer_raw, n);
   peer[n] = 0;
-  if (method && path && auth) {
+  if (method && path && auth && body) {
     cad_http_req_t req = {0};
     req.method = method;
     req.method_len = ml;
@@ -79,6 +88,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     req.authorization = al ? auth : NULL;
     req.authorization_len = al;
     req.peer = peer;
+    req.body = bl ? body : NULL;
+    req.body_len = bl;
     cad_http_res_t res = {0};
     cad_admin_handle(admins[open], &req, &res);
     if (res.status < 200 || res.status > 599 || !res.content_type) abort();
@@ -89,5 +100,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   free(path);
   free(auth);
   free(peer_raw);
+  free(body);
   return 0;
 }

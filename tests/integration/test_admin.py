@@ -125,8 +125,9 @@ def test_endpoints_and_roles(binary, tmp):
         assert names == {"dash": "viewer", "ops": "operator", "root": "admin"}, names
         assert "sha256" not in body
         # unknown path, bad method: JSON, never HTML
+        # ("/" is the console's page: test_admin_ops.py checks it.)
         for path, tok, want in (("/nope", None, 404), ("/api/v1/nope", vtok, 404),
-                                ("/", None, 404), ("/metrics/../x", None, 404)):
+                                ("/console/x", None, 404), ("/metrics/../x", None, 404)):
             st, ct, body = curl(aport, path, token=tok)
             assert (st, ct) == (want, "application/json"), (path, st, ct, body)
             json_of(body)
@@ -363,6 +364,15 @@ def test_https(binary, tmp):
         rc, out = https("/healthz")
         assert rc == 0 and out.endswith("\n200"), (rc, out)
         assert "(https)" in eng.log()
+        # caduceus ctl over HTTPS, trusting the test's CA; refused without it
+        env = dict(os.environ, CADUCEUS_TOKEN=vtok, CADUCEUS_URL="https://127.0.0.1:%d" % aport)
+        p = subprocess.run([binary, "ctl", "--cacert", os.path.join(tmp, "ca.crt"), "channels"],
+                           capture_output=True, text=True, timeout=20, env=env)
+        assert p.returncode == 0 and json_of(p.stdout)["channels"][0]["name"] == "lab", p
+        env["SSL_CERT_FILE"] = os.path.join(tmp, "srv.key")  # no usable CA at all
+        p = subprocess.run([binary, "ctl", "channels"], capture_output=True, text=True,
+                           timeout=20, env=env)
+        assert p.returncode == 1 and "caduceus ctl" in p.stderr, p
     finally:
         check_clean_stop(eng)
 
