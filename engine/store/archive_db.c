@@ -52,6 +52,7 @@ static const char SCHEMA[] =
 
 /* The n-th (0-based) piece of [p, p+len) split on sep. */
 static cad__arch_span_t piece(const char *p, size_t len, char sep, int n) {
+  if (!p) return (cad__arch_span_t){NULL, 0}; /* an empty record has no bytes at all */
   size_t i = 0;
   for (int k = 0; k < n; k++) {
     while (i < len && p[i] != sep) i++;
