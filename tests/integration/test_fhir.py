@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -570,12 +571,67 @@ def test_example_lab_to_fhir_over_https(binary, tmp):
         assert rc == 0, open(os.path.join(tmp, "engine.log")).read()[-2000:]
 
 
+def test_example_drchrono_oauth2(binary, tmp):
+    """examples/ehr/drchrono as written: a final ORU^R01 over MLLP arrives at
+    a local FHIR endpoint as the example's Bundle, with a token fetched by
+    OAuth2 client credentials; an order status message is accepted and not
+    sent; the secret never reaches the log."""
+    import signal
+    from http_fake import FakeHTTP
+    ex = os.path.join(tmp, "examples", "ehr", "drchrono")
+    shutil.copytree(os.path.join(ROOT, "examples", "ehr", "drchrono"), ex)
+    conf = os.path.join(ex, "caduceus.yaml")
+    with FakeHTTP(oauth=("lab-interface", "dr-s3cret")) as srv:
+        env = dict(os.environ, DRCHRONO_FHIR_URL="http://127.0.0.1:%d/fhir/r4" % srv.port,
+                   DRCHRONO_TOKEN_URL="http://127.0.0.1:%d/token" % srv.port,
+                   DRCHRONO_CLIENT_ID="lab-interface", DRCHRONO_CLIENT_SECRET="dr-s3cret")
+        log = open(os.path.join(tmp, "engine.log"), "wb")
+        proc = subprocess.Popen([binary, "run", conf], env=env, cwd=tmp, stdout=log, stderr=log)
+        try:
+            def up():
+                try:
+                    connect(2597).close()
+                    return True
+                except OSError:
+                    return proc.poll() is not None
+            wait_for(up, what="listen 2597")
+            assert proc.poll() is None, open(os.path.join(tmp, "engine.log")).read()[-2000:]
+            for name in ("orm_status.hl7", "oru_a1c_final.hl7"):
+                data = open(os.path.join(ex, "messages", name), "rb").read()
+                s = connect(2597)
+                s.sendall(frame(data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")))
+                ack = read_frame(s)
+                s.close()
+                assert b"MSA|AA|" in ack or b"MSA|CA|" in ack, ack
+            rs = srv.wait(lambda rs: len(rs) >= 1, what="the Bundle")
+            time.sleep(0.5)
+            rs = srv.requests()
+            assert len(rs) == 1, [r.path for r in rs]
+            assert srv.token_requests >= 1
+            r = rs[0]
+            assert r.method == "POST" and r.path == "/fhir/r4", (r.method, r.path)
+            hdr = {k.lower(): v for k, v in r.headers.items()}
+            assert hdr.get("content-type", "").startswith("application/fhir+json"), hdr
+            assert hdr.get("authorization", "").startswith("Bearer "), hdr
+            got = json.loads(r.body)
+            want = json.load(open(os.path.join(ex, "expected", "oru_a1c_final.bundle.json")))
+            assert got == want
+            if validator():
+                assert validate([got], tmp) == []
+            assert "dr-s3cret" not in open(os.path.join(tmp, "engine.log")).read()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(20)
+            log.close()
+        assert rc == 0, open(os.path.join(tmp, "engine.log")).read()[-2000:]
+
+
 TESTS = [test_validator_catches_errors, test_fixtures_validate, test_unit_bundles_validate,
          test_adt_a01,
          test_adt_null_and_missing_pv1, test_dates_keep_precision_and_zone, test_oru_r01,
          test_vxu_orders_mdm, test_deterministic_ids, test_errors, test_json_and_xml,
          test_route_tests_expect_fhir, test_config_refusals, test_corpus,
-         test_example_lab_to_fhir_over_https]
+         test_example_lab_to_fhir_over_https, test_example_drchrono_oauth2]
 
 if __name__ == "__main__":
     sys.exit(run_tests(TESTS, sys.argv))
