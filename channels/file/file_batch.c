@@ -17,6 +17,7 @@
 
 #include "cad_error.h"
 #include "cad_io.h"
+#include "file_dest.h"
 
 #define STAGE ".batch.stage"
 #define TMP_PREFIX ".batch-tmp."
@@ -167,16 +168,6 @@ static int next_record(cad_file_batch_t *b, uint64_t *pos, rec_t *r) {
   return 1;
 }
 
-static void suffixed(const char *name, unsigned k, char *out, size_t cap) {
-  if (k == 1) {
-    snprintf(out, cap, "%s", name);
-    return;
-  }
-  const char *dot = strrchr(name, '.');
-  if (!dot || dot == name) dot = name + strlen(name);
-  snprintf(out, cap, "%.*s~%u%s", (int)(dot - name), name, k, dot);
-}
-
 static int write_all(int fd, const void *p, size_t n) {
   return cad_io_writev_all(cad_io_default(), fd, &(struct iovec){(void *)p, n}, 1);
 }
@@ -208,7 +199,7 @@ static int roll(cad_file_batch_t *b) {
   struct stat st;
   unsigned k = 1;
   for (;; k++) {
-    suffixed(base, k, name, sizeof name);
+    cad_file_name_suffixed(base, k, name, sizeof name);
     if (fstatat(b->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || k >= 9999) break;
   }
   unsigned char rnd[8];

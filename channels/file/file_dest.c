@@ -389,8 +389,7 @@ static bool same_content(cad_file_dest_t *d, const char *name, const char *p, si
   return same;
 }
 
-/* Candidate k of a name: "a.hl7", "a~2.hl7", ... ("x" -> "x~2"). */
-static void suffixed(const char *name, unsigned k, char *out, size_t cap) {
+void cad_file_name_suffixed(const char *name, unsigned k, char *out, size_t cap) {
   if (k == 1) {
     snprintf(out, cap, "%s", name);
     return;
@@ -407,7 +406,7 @@ static int publish(cad_file_dest_t *d, item_t *it) {
   const cad_io_t *io = d->io;
   char cand[NAME_MAX_BYTES + 16];
   for (unsigned k = 1; k <= MAX_SUFFIX; k++) {
-    suffixed(it->name, k, cand, sizeof cand);
+    cad_file_name_suffixed(it->name, k, cand, sizeof cand);
     int rc = io->renameat2(io->ctx, d->dirfd, it->tmp, d->dirfd, cand, CAD_IO_RENAME_NOREPLACE);
     if (rc == 0) {
       it->tmp[0] = 0;

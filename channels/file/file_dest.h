@@ -127,4 +127,11 @@ size_t cad_file_dest_pending(const cad_file_dest_t *d);
  * are closed and the destination freed. */
 void cad_file_dest_close(cad_file_dest_t *d);
 
+/* Candidate k (1-based) of a file name that must not replace another:
+ * k 1 is name itself, then "a~2.hl7", "a~3.hl7"... (the suffix before the
+ * last '.', or at the end: "x~2").  Used by every writer that never
+ * replaces a file (this destination, its batches, SFTP, the folder
+ * source's done/ and error/). */
+void cad_file_name_suffixed(const char *name, unsigned k, char *out, size_t cap);
+
 #endif

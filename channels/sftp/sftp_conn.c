@@ -13,6 +13,7 @@
 
 #include "cad_error.h"
 #include "cad_io.h"
+#include "file_dest.h"
 
 #define COPY_BUF (64 * 1024)
 #define MAX_SUFFIX 999
@@ -206,16 +207,6 @@ int cad_sftp_download(cad_sftp_t *c, const char *path, int fd, uint64_t *bytes, 
   return rc;
 }
 
-static void suffixed(const char *name, unsigned k, char *out, size_t cap) {
-  if (k == 1) {
-    snprintf(out, cap, "%s", name);
-    return;
-  }
-  const char *dot = strrchr(name, '.');
-  if (!dot || dot == name) dot = name + strlen(name);
-  snprintf(out, cap, "%.*s~%u%s", (int)(dot - name), name, k, dot);
-}
-
 int cad_sftp_put(cad_sftp_t *c, const char *dir, const char *name, uint32_t mode,
                  long (*read)(void *ud, char *buf, size_t cap), void *ud, char *final, size_t fcap,
                  char *err, size_t cap) {
@@ -244,7 +235,7 @@ int cad_sftp_put(cad_sftp_t *c, const char *dir, const char *name, uint32_t mode
   if (sftp_close(f) != 0 && rc == 0) rc = sftp_err(c, "cannot close", tmp, err, cap);
   for (unsigned k = 1; rc == 0 && k <= MAX_SUFFIX; k++) {
     char cand[512];
-    suffixed(name, k, cand, sizeof cand);
+    cad_file_name_suffixed(name, k, cand, sizeof cand);
     snprintf(path, sizeof path, "%s/%s", dir, cand);
     if (sftp_rename(c->sftp, tmp, path) == 0) {
       snprintf(final, fcap, "%s", cand);

@@ -19,6 +19,7 @@
 #include "cad_mem.h"
 #include "hl7_stream.h"
 #include "log.h"
+#include "file_dest.h"
 
 #define MAX_CANDIDATES 64
 #define CHUNK (256 * 1024)
@@ -489,17 +490,6 @@ static int read_batch(file_t *f) {
   return 0;
 }
 
-/* name, or name~2 / name~3 ... before its last '.'. */
-static void suffixed(const char *name, unsigned k, char *out, size_t cap) {
-  if (k == 1) {
-    snprintf(out, cap, "%s", name);
-    return;
-  }
-  const char *dot = strrchr(name, '.');
-  if (!dot || dot == name) dot = name + strlen(name);
-  snprintf(out, cap, "%.*s~%u%s", (int)(dot - name), name, k, dot);
-}
-
 static int write_reason(dsrc_t *s, file_t *f, const char *extra) {
   char nm[260], rname[320], tmp[340];
   safe_name(nm, sizeof nm, f->name);
@@ -556,7 +546,7 @@ static int finish_file(dsrc_t *s, file_t *f) {
   int tfd = bad ? s->errfd : s->donefd;
   rc = -EEXIST;
   for (unsigned k = 1; k <= MAX_SUFFIX && rc == -EEXIST; k++) {
-    suffixed(f->name, k, f->final, sizeof f->final);
+    cad_file_name_suffixed(f->name, k, f->final, sizeof f->final);
     /* error/: the reason's name must be free as well. */
     char rn[320];
     struct stat x;
