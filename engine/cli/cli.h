@@ -38,11 +38,6 @@ void cad_cli_archive_note(const char *jdir, const char *kind, const char *dest, 
 int cad_cli_archive_dir(const char *cmd, const char *arg, char *dir, size_t cap,
                         uint64_t limits[2]);
 
-/* A time argument: "2h", "30m", "7d", "45s" (before now_ms) or
- * "YYYY-MM-DD[THH:MM[:SS]][Z]" (UTC).  Returns ms since the epoch or -1.
- * cli_search.c */
-int64_t cad_cli_parse_time(const char *s, int64_t now_ms);
-
 /* Print the message p/len as `caduceus parse` does (a tree with paths) to
  * stdout.  Returns 0 or the parse error (nothing printed). */
 int cad_cli_print_tree(const char *p, size_t len); /* cli_parse.c */

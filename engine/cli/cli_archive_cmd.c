@@ -298,7 +298,7 @@ int cad_cli_archive(int argc, char **argv) {
   if (cad_cli_archive_dir("archive", argv[optind + 1], data_dir, sizeof data_dir, limits)) return 1;
   snprintf(dir, sizeof dir, "%s/archive", data_dir);
   if (retain) {
-    int64_t t = cad_cli_parse_time(retain, now);
+    int64_t t = cad_archive_parse_time(retain, now);
     if (t < 0 || t > now) {
       fprintf(stderr, "caduceus archive: --retain '%s': expected a duration like 7d\n", retain);
       return 2;
@@ -307,7 +307,7 @@ int cad_cli_archive(int argc, char **argv) {
   }
   if (have_max) limits[1] = max_bytes;
   int64_t from = now - (int64_t)limits[0];
-  if (since && (from = cad_cli_parse_time(since, now)) < 0) {
+  if (since && (from = cad_archive_parse_time(since, now)) < 0) {
     fprintf(stderr, "caduceus archive: --since '%s': expected 2h, 7d or a date\n", since);
     return 2;
   }

@@ -12,41 +12,6 @@
 #include "cad_json.h"
 #include "cli.h"
 
-/* ---- time arguments --------------------------------------------------------- */
-
-int64_t cad_cli_parse_time(const char *s, int64_t now_ms) {
-  char *end;
-  double v = strtod(s, &end);
-  if (end != s && end[0] && !end[1] && v >= 0 && strchr("smhd", end[0])) {
-    static const int64_t unit[] = {1000, 60000, 3600000, 86400000};
-    return now_ms - (int64_t)(v * (double)unit[strchr("smhd", end[0]) - "smhd"]);
-  }
-  struct tm tm = {0};
-  int y, mo, d, h = 0, mi = 0, sec = 0, n = 0;
-  if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &n) != 3) return -1;
-  const char *t = s + n;
-  if (*t == 'T' || *t == ' ') {
-    int m2 = 0;
-    if (sscanf(t + 1, "%2d:%2d%n", &h, &mi, &m2) != 2) return -1;
-    t += 1 + m2;
-    if (*t == ':') {
-      int m3 = 0;
-      if (sscanf(t + 1, "%2d%n", &sec, &m3) != 1) return -1;
-      t += 1 + m3;
-    }
-  }
-  if (*t == 'Z') t++;
-  if (*t) return -1;
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = sec;
-  time_t e = timegm(&tm);
-  return e < 0 ? -1 : (int64_t)e * 1000;
-}
-
 static void fmt_time(int64_t ms, char out[32]) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
@@ -139,7 +104,7 @@ static bool known_status(const char *s) {
 }
 
 static int time_arg(const char *what, const char *v, int64_t *out) {
-  *out = cad_cli_parse_time(v, (int64_t)cad_now_ms());
+  *out = cad_archive_parse_time(v, (int64_t)cad_now_ms());
   if (*out < 0) {
     fprintf(stderr, "caduceus search: %s '%s': expected 2h, 30m, 7d or 2026-12-05T14:00\n", what,
             v);

@@ -28,51 +28,6 @@
 #define EDITS_MAX 32  /* paths a resend may set */
 #define TREE_MAX 5000 /* leaves shown of one message */
 
-/* since / until: "2h" (s, m, h, d ago), milliseconds since the epoch, or
- * YYYY-MM-DD[THH:MM[:SS]][Z] in UTC.  -1 when malformed. */
-static int64_t parse_when(const char *s, int64_t now) {
-  size_t n = strlen(s);
-  if (n >= 2 && strchr("smhd", s[n - 1])) {
-    static const int64_t unit[] = {1000, 60000, 3600000, 86400000};
-    uint64_t v;
-    char num[24];
-    if (n - 1 >= sizeof num) return -1;
-    memcpy(num, s, n - 1);
-    num[n - 1] = 0;
-    if (cad__admin_u64(num, &v) < 0 || v > 100000000) return -1;
-    int64_t back = (int64_t)v * unit[strchr("smhd", s[n - 1]) - "smhd"];
-    return back > now ? 0 : now - back;
-  }
-  uint64_t ms;
-  if (cad__admin_u64(s, &ms) == 0) return ms > (uint64_t)INT64_MAX / 2 ? -1 : (int64_t)ms;
-  int y, mo, d, h = 0, mi = 0, sec = 0, k = 0;
-  if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &k) != 3) return -1;
-  const char *t = s + k;
-  if (*t == 'T') {
-    int k2 = 0;
-    if (sscanf(t + 1, "%2d:%2d%n", &h, &mi, &k2) != 2) return -1;
-    t += 1 + k2;
-    if (*t == ':') {
-      int k3 = 0;
-      if (sscanf(t + 1, "%2d%n", &sec, &k3) != 1) return -1;
-      t += 1 + k3;
-    }
-  }
-  if (*t == 'Z') t++;
-  if (*t || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-      sec > 60 || h < 0 || mi < 0 || sec < 0)
-    return -1;
-  struct tm tm = {0};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = sec;
-  time_t e = timegm(&tm);
-  return e < 0 ? -1 : (int64_t)e * 1000;
-}
-
 static void iso(int64_t ms, char out[40]) {
   time_t t = (time_t)(ms / 1000);
   struct tm tm;
@@ -233,9 +188,9 @@ void cad__admin_archive_search(cad__admin_call_t *c) {
   int64_t now = (int64_t)cad_now_ms();
   uint64_t limit = 50;
   if (q->status && !known_status(q->status)) bad = "status: not a known status";
-  else if (have[8] && (q->since_ms = parse_when(x->v[8], now)) < 0)
+  else if (have[8] && (q->since_ms = cad_archive_parse_time(x->v[8], now)) < 0)
     bad = "since: expected 2h, 7d, ms or a date";
-  else if (have[9] && (q->until_ms = parse_when(x->v[9], now)) < 0)
+  else if (have[9] && (q->until_ms = cad_archive_parse_time(x->v[9], now)) < 0)
     bad = "until: expected 2h, 7d, ms or a date";
   else if (have[10] && (cad__admin_u64(x->v[10], &limit) < 0 || limit == 0))
     bad = "limit: expected a positive number";

@@ -234,6 +234,11 @@ int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_b
  * since the epoch, or -1). */
 void cad_archive_day_name(int64_t ms, char out[16]);
 int64_t cad_archive_day_of(const char *name);
+/* A time given to search, show, prune or the admin API, in ms since the
+ * epoch: "90m" / "1.5h" / "2d" (s, m, h, d before now_ms, at most 10^8
+ * units), a plain number (ms since the epoch), or YYYY-MM-DD[(T| )HH:MM
+ * [:SS]][Z] in UTC.  -1 when malformed or out of range. */
+int64_t cad_archive_parse_time(const char *s, int64_t now_ms);
 
 /* Compare the journal's queue records (MSG, time in [from_ms, until_ms),
  * until 0 = open) of data_dir/journal with the archive: *missing counts the

@@ -1,5 +1,6 @@
 /* archive_query.c - reading the archive: search across day files, show one
  * message with its journey (archive.h). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -426,4 +427,48 @@ int cad_archive_show(const char *dir, uint64_t id, bool body_only, cad_archive_b
   if (rc == 0 && !body_only) print_journey(dir, db, id);
   cad__arch_db_close(db);
   return rc;
+}
+
+int64_t cad_archive_parse_time(const char *s, int64_t now_ms) {
+  char *end;
+  size_t n = strlen(s);
+  if (n >= 2 && strchr("smhd", s[n - 1])) {
+    static const int64_t unit[] = {1000, 60000, 3600000, 86400000};
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end != s + n - 1 || errno || !(v >= 0 && v <= 1e8)) return -1;
+    int64_t back = (int64_t)(v * (double)unit[strchr("smhd", s[n - 1]) - "smhd"]);
+    return back > now_ms ? 0 : now_ms - back;
+  }
+  if (n && strspn(s, "0123456789") == n) {
+    errno = 0;
+    unsigned long long ms = strtoull(s, &end, 10);
+    return errno || ms > (unsigned long long)INT64_MAX / 2 ? -1 : (int64_t)ms;
+  }
+  int y, mo, d, h = 0, mi = 0, sec = 0, k = 0;
+  if (sscanf(s, "%4d-%2d-%2d%n", &y, &mo, &d, &k) != 3) return -1;
+  const char *t = s + k;
+  if (*t == 'T' || *t == ' ') {
+    int k2 = 0;
+    if (sscanf(t + 1, "%2d:%2d%n", &h, &mi, &k2) != 2) return -1;
+    t += 1 + k2;
+    if (*t == ':') {
+      int k3 = 0;
+      if (sscanf(t + 1, "%2d%n", &sec, &k3) != 1) return -1;
+      t += 1 + k3;
+    }
+  }
+  if (*t == 'Z') t++;
+  if (*t || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 ||
+      mi < 0 || mi > 59 || sec < 0 || sec > 60)
+    return -1;
+  struct tm tm = {0};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = sec;
+  time_t e = timegm(&tm);
+  return e < 0 ? -1 : (int64_t)e * 1000;
 }

@@ -628,4 +628,22 @@ TEST(bodies_in_blocks_read_back) {
   rm_dir();
 }
 
+/* The one time parser of search, prune and the admin API. */
+TEST(parse_time_forms) {
+  int64_t now = 1700000000000;
+  CHECK(cad_archive_parse_time("2h", now) == now - 7200000);
+  CHECK(cad_archive_parse_time("1.5m", now) == now - 90000);
+  CHECK(cad_archive_parse_time("100000000d", 1000) == 0); /* before the epoch: clamped */
+  CHECK(cad_archive_parse_time("1e300h", now) == -1);       /* out of range, no overflow */
+  CHECK(cad_archive_parse_time("12345", now) == 12345);
+  CHECK(cad_archive_parse_time("2023-11-14", now) == 1699920000000);
+  CHECK(cad_archive_parse_time("2023-11-14T22:13:20Z", now) == 1700000000000);
+  CHECK(cad_archive_parse_time("2023-11-14 22:13", now) == 1699999980000);
+  CHECK(cad_archive_parse_time("2023-13-01", now) == -1);
+  CHECK(cad_archive_parse_time("2023-11-14T25:00", now) == -1);
+  CHECK(cad_archive_parse_time("h", now) == -1);
+  CHECK(cad_archive_parse_time("-2h", now) == -1);
+  CHECK(cad_archive_parse_time("", now) == -1);
+}
+
 TEST_MAIN()
