@@ -74,9 +74,15 @@ def delivered(tmp):
         return []
     ids = []
     with open(p, "rb") as f:
-        for line in f.read().replace(b"\n", b"\r").split(b"\r"):
-            if line.startswith(b"MSH|"):
-                ids.append(line.split(b"|")[9].decode())
+        lines = f.read().replace(b"\n", b"\r").split(b"\r")
+    for i, line in enumerate(lines):
+        if line.startswith(b"MSH|"):
+            fields = line.split(b"|")
+            # The engine may be writing the last message as we read: only
+            # the file's last line can be cut short.
+            if len(fields) < 10 and i == len(lines) - 1:
+                break
+            ids.append(fields[9].decode())
     return ids
 
 
