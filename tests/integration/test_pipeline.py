@@ -42,7 +42,7 @@ def test_broken_header_gets_a_nak(binary, tmp):
         cases = [
             (b"MSH|", "102"),                                        # MSH-2 missing
             (b"MSHX|^~\\&|A|B|C|D|20260101||ADT^A01|X1|P|2.5\r", "102"),  # MSH-1 unreadable
-            (b"PID|1||12345\rPV1|1|I\r", "100"),                     # no MSH at all
+            (b"PID|1||MRN7Q4ZX\rPV1|1|I\r", "100"),                     # no MSH at all
         ]
         with connect(port) as s:
             for msg, code in cases:
@@ -69,7 +69,7 @@ def test_broken_header_gets_a_nak(binary, tmp):
         assert "invalid field separator (MSH-1)" in rej[1], rej[1]
         assert "first segment is not MSH" in rej[2], rej[2]
         assert all("outcome=AR" in ln for ln in rej), rej
-        assert "12345" not in log, "message content in the log"
+        assert "MRN7Q4ZX" not in log, "message content in the log"
     finally:
         eng.kill()
 
