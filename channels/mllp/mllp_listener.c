@@ -399,6 +399,18 @@ static void conn_flush(conn_t *c) {
     free(wr);
     wr = NULL;
   }
+  if (wr) { /* what the socket takes at once is done; no on_write for it */
+    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
+    size_t now = cad_transport_try_write(c->t, &b, 1);
+    if (now == wr->len) {
+      free(wr);
+      wr = NULL;
+      c->last_activity = uv_now(c->l->loop);
+    } else if (now) {
+      memmove(wr->data, wr->data + now, wr->len - now);
+      wr->len -= now;
+    }
+  }
   if (wr) { /* the transport encrypts it (TLS) or keeps it until on_write */
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
     int rc = cad_transport_write(c->t, &b, 1, on_write, wr);

@@ -832,6 +832,14 @@ int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs
   return write_net(t, &net, cb, arg);
 }
 
+size_t cad_transport_try_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs) {
+  if (t->tls || !t->ready || t->closing || (t->errored && t->err != UV_EOF)) return 0;
+  int n = uv_try_write((uv_stream_t *)&t->tcp, bufs, nbufs);
+  if (n <= 0) return 0; /* UV_EAGAIN (queued writes, full buffer) or an error */
+  t->bytes_out += (uint64_t)n;
+  return (size_t)n;
+}
+
 void cad_transport_read_stop(cad_transport_t *t) {
   t->want_read = false;
   if (t->uv_reading) uv_read_stop((uv_stream_t *)&t->tcp);

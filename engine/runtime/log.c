@@ -4,6 +4,7 @@
 #include "cad_json.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -60,7 +61,42 @@ const char *cad_log_level_name(cad_log_level_t lv) {
   return "info";
 }
 
+/* Lines of the batching thread (the loop thread) wait here until
+ * cad_log_flush(); only that thread touches batch_buf and batch_len. */
+#define BATCH_BYTES (64 * 1024)
+static char batch_buf[BATCH_BYTES];
+static size_t batch_len;
+static _Thread_local bool batching;
+static bool atexit_set;
+
+static void write_all(const char *p, size_t n) {
+  size_t off = 0;
+  while (off < n) {
+    ssize_t w = write(log_fd, p + off, n - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+}
+
+void cad_log_flush(void) {
+  if (!batching || !batch_len) return;
+  int saved_errno = errno;
+  write_all(batch_buf, batch_len);
+  batch_len = 0;
+  errno = saved_errno;
+}
+
+static void flush_at_exit(void) { cad_log_flush(); }
+
+void cad_log_batch(bool on) {
+  if (on && !atexit_set) atexit_set = atexit(flush_at_exit) == 0;
+  if (!on) cad_log_flush();
+  batching = on;
+}
+
 void cad_log_setup(cad_log_level_t level, cad_log_format_t format, int fd) {
+  cad_log_flush(); /* what waits goes where it was meant to */
   cad_log_min_level = level;
   log_format = format;
   if (fd >= 0) log_fd = fd;
@@ -220,12 +256,13 @@ void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t 
   }
   if (log_format == CAD_LOG_JSON) put_closer(&l, '}');
   put_closer(&l, '\n');
-  size_t off = 0;
-  while (off < l.n) {
-    ssize_t w = write(log_fd, l.b + off, l.n - off);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) break;
-    off += (size_t)w;
+  if (batching && level < CAD_LOG_WARN) {
+    if (batch_len + l.n > sizeof batch_buf) cad_log_flush();
+    memcpy(batch_buf + batch_len, l.b, l.n);
+    batch_len += l.n;
+  } else {
+    cad_log_flush(); /* a warning or an error: after what came before it, at once */
+    write_all(l.b, l.n);
   }
   errno = saved_errno;
 }

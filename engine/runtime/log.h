@@ -21,7 +21,14 @@
  * escapes and is still closed.
  *
  * Each line is written with a single write(2) to the configured fd (stderr
- * by default), so lines from different events never interleave.
+ * by default), so lines from different events never interleave.  The loop
+ * thread batches (cad_log_batch): its debug and info lines wait in a 64 KiB
+ * buffer, whole, until cad_log_flush(), which the engine calls before the
+ * loop waits for events (a uv_prepare handle), so a busy loop writes its
+ * lines with one write(2) per iteration instead of one per message; a
+ * warning or an error flushes what waits and is written at once; exit()
+ * flushes.  Only a crash of the process loses what waits (at most one loop
+ * iteration).
  *
  * Memory: everything is borrowed for the duration of the call.  The logger's
  * state is global (one process, one loop thread); cad_log_setup() may be
@@ -30,6 +37,7 @@
 #ifndef CAD_LOG_H
 #define CAD_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -72,6 +80,13 @@ void cad_log_emit(cad_log_level_t level, const char *event, const cad_log_ctx_t 
   do {                                                                     \
     if (CAD_LOG_ON(lvl)) cad_log_emit((lvl), (event), (ctx), __VA_ARGS__); \
   } while (0)
+
+/* Batch the calling thread's debug and info lines (on) or write them at
+ * once again (off, after a flush).  One thread at most batches at a time:
+ * the loop thread.  cad_log_flush() writes what waits (only on that thread;
+ * elsewhere it does nothing). */
+void cad_log_batch(bool on);
+void cad_log_flush(void);
 
 /* Names: "debug" ... "error"; parse returns -1 when unknown. */
 const char *cad_log_level_name(cad_log_level_t l);

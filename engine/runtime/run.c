@@ -136,6 +136,7 @@ typedef struct engine {
   int nclosing;           /* listeners and sources still draining */
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t stats_timer;
+  uv_prepare_t log_prep; /* writes the loop's batched log lines before it waits */
   cad_admin_t *admin; /* the admin API (`admin:`, fixed for the process), or NULL */
   cad_admin_view_t admin_view;
   cad_admin_ctl_t admin_ctl; /* what the admin API may ask (admin_ctl_* below) */
@@ -768,11 +769,17 @@ static void stats_timer_apply(void) {
   else uv_timer_stop(&E.stats_timer);
 }
 
+static void log_prepare(uv_prepare_t *h) {
+  (void)h;
+  cad_log_flush();
+}
+
 static void close_handles(void) {
   uv_close((uv_handle_t *)&E.sig_term, NULL);
   uv_close((uv_handle_t *)&E.sig_int, NULL);
   uv_close((uv_handle_t *)&E.sig_hup, NULL);
   uv_close((uv_handle_t *)&E.stats_timer, NULL);
+  uv_close((uv_handle_t *)&E.log_prep, NULL);
   cad_admin_close(E.admin);
 }
 
@@ -1070,6 +1077,10 @@ int cad_cli_run(int argc, char **argv) {
   uv_signal_init(&loop, &E.sig_int);
   uv_signal_init(&loop, &E.sig_hup);
   uv_timer_init(&loop, &E.stats_timer);
+  uv_prepare_init(&loop, &E.log_prep);
+  uv_prepare_start(&E.log_prep, log_prepare);
+  uv_unref((uv_handle_t *)&E.log_prep); /* never what keeps the loop running */
+  cad_log_batch(true);
 
   E.lockfd = -1;
   if ((rc = raise_fd_limit(cfg)) < 0 || (rc = open_queue(cfg)) < 0) {
@@ -1094,6 +1105,7 @@ int cad_cli_run(int argc, char **argv) {
             E.rt->cfg->nchannels, E.rt->cfg->ndests, (int)getpid());
   }
   uv_run(&loop, UV_RUN_DEFAULT);
+  cad_log_batch(false);
   cad_pipe_archive_close(&E.pipe); /* writes what is queued */
   if (E.exit_status == 0) cad_stats_log();
   free(E.data_dir);

@@ -191,4 +191,64 @@ TEST(repeated_warnings_are_rate_limited) {
   free(z);
 }
 
+/* The loop thread's batch: info lines wait, whole and in order, until a
+ * flush; a warning writes what waits before itself at once; more than the
+ * buffer holds is written as it fills, never a line cut in two. */
+static size_t fd_size(int fd) {
+  off_t n = lseek(fd, 0, SEEK_END);
+  return n < 0 ? 0 : (size_t)n;
+}
+
+TEST(batched_lines_wait_for_the_flush_and_keep_their_order) {
+  char path[] = "/tmp/cad-log-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  cad_log_setup(CAD_LOG_INFO, CAD_LOG_KV, fd);
+  cad_log_batch(true);
+  CAD_LOG(CAD_LOG_INFO, "one", NULL, NULL);
+  CAD_LOG(CAD_LOG_INFO, "two", NULL, NULL);
+  CHECK_INT(fd_size(fd), 0); /* waiting */
+  cad_log_flush();
+  size_t after_flush = fd_size(fd);
+  CHECK(after_flush > 0);
+  CAD_LOG(CAD_LOG_INFO, "three", NULL, NULL);
+  CHECK_INT(fd_size(fd), after_flush);
+  CAD_LOG(CAD_LOG_WARN, "four", NULL, NULL); /* writes "three", then itself */
+  size_t after_warn = fd_size(fd);
+  CHECK(after_warn > after_flush);
+  /* ~200 KB of info lines: written as the 64 KiB buffer fills. */
+  for (int i = 0; i < 2000; i++) CAD_LOG(CAD_LOG_INFO, "many", NULL, "%0100d", i);
+  CHECK(fd_size(fd) > after_warn + 100000);
+  cad_log_batch(false); /* flushes */
+  CAD_LOG(CAD_LOG_INFO, "five", NULL, NULL);
+  cad_log_setup(CAD_LOG_INFO, CAD_LOG_KV, 2);
+  close(fd);
+  size_t n = 0;
+  char *out = cad_test_read_file(path, &n);
+  unlink(path);
+  REQUIRE(out);
+  const char *order[] = {"event=one", "event=two", "event=three", "event=four", "event=many",
+                         "event=five"};
+  const char *at = out;
+  for (size_t i = 0; i < sizeof order / sizeof *order; i++) {
+    const char *f = memmem(at, n - (size_t)(at - out), order[i], strlen(order[i]));
+    CHECK(f != NULL);
+    if (f) at = f;
+  }
+  /* Every line whole: 2000 "many" lines, each ending in its own newline. */
+  size_t lines = 0, many = 0;
+  for (const char *p = out, *e; p < out + n; p = e + 1) {
+    e = memchr(p, '\n', (size_t)(out + n - p));
+    REQUIRE(e);
+    lines++;
+    if (memmem(p, (size_t)(e - p), "event=many", 10)) {
+      many++;
+      CHECK(e - p > 100 && memmem(p, (size_t)(e - p), "msg=", 4));
+    }
+  }
+  CHECK_INT(many, 2000);
+  CHECK_INT(lines, 2005);
+  free(out);
+}
+
 TEST_MAIN()
