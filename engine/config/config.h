@@ -356,6 +356,8 @@ struct uv_loop_s;
 typedef void (*cad_config_loaded_cb)(void *ctx, int rc, cad_config_t *cfg, char *errors);
 int cad_config_load_async(struct uv_loop_s *loop, const char *path, uint64_t timeout_ms,
                           cad_config_loaded_cb cb, void *ctx);
+/* Jobs of cad_config_load_async not freed yet (loop thread; for tests). */
+int cad_config_async_jobs(void);
 
 /* The connections every listener may hold together: each channel's
  * max_connections times its listen addresses (what the open-files limit

@@ -24,14 +24,21 @@ typedef struct job {
   char *errors;
   bool answered; /* cb called (result, or timeout) */
   bool timer_closed;
+  bool on_pool; /* this job's work has not come back yet */
 } job_t;
 
 static bool running; /* a job is on the pool (loop thread only) */
+static int live;      /* jobs allocated and not freed (loop thread only) */
 
+int cad_config_async_jobs(void) { return live; }
+
+/* Freed once both its timer is closed and its work came back: per job, not
+ * `running`, which a later job may have set again by then. */
 static void job_free(job_t *j) {
-  if (!j->timer_closed || running) return;
+  if (!j->timer_closed || j->on_pool) return;
   free(j->path);
   free(j);
+  live--;
 }
 
 static void timer_closed(uv_handle_t *h) {
@@ -56,6 +63,7 @@ static void on_timeout(uv_timer_t *t) {
 static void loaded(uv_work_t *w, int status) {
   job_t *j = w->data;
   running = false;
+  j->on_pool = false;
   if (!j->answered) {
     j->answered = true;
     uv_close((uv_handle_t *)&j->timer, timer_closed);
@@ -77,6 +85,7 @@ int cad_config_load_async(uv_loop_t *loop, const char *path, uint64_t timeout_ms
     free(j);
     return CAD_E_NOMEM;
   }
+  live++;
   j->cb = cb;
   j->ctx = ctx;
   j->work.data = j;
@@ -85,6 +94,7 @@ int cad_config_load_async(uv_loop_t *loop, const char *path, uint64_t timeout_ms
   if (rc < 0) {
     free(j->path);
     free(j);
+    live--;
     return rc;
   }
   rc = uv_queue_work(loop, &j->work, do_load, loaded);
@@ -93,6 +103,7 @@ int cad_config_load_async(uv_loop_t *loop, const char *path, uint64_t timeout_ms
     return rc;
   }
   running = true;
+  j->on_pool = true;
   uv_timer_start(&j->timer, on_timeout, timeout_ms, 0);
   return 0;
 }
