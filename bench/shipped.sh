@@ -102,9 +102,11 @@ for r in $(seq "$RUNS"); do
   done
 done
 # ACK latency of the relay at a fixed offered load.
-p=$(port); d=$W/relay-rate; ENG=$CAD; start_relay "$d" "$p"
-out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
-echo "relay-rate 16 1 $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
+for r in $(seq "$RUNS"); do
+  p=$(port); d=$W/relay-rate; ENG=$CAD; start_relay "$d" "$p"
+  out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
+  echo "relay-rate 16 $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
+done
 fsync=$(python3 - "$W/fsync-probe" <<'EOF'
 import os, sys, time
 p = sys.argv[1]
@@ -115,14 +117,19 @@ os.write(fd, b"\0" * (1 << 20))
 os.fsync(fd)
 os.lseek(fd, 0, os.SEEK_SET)
 t0 = time.perf_counter()
+lat = []
 for i in range(500):
+    t = time.perf_counter()
     os.write(fd, b"x" * 1024)
     os.fdatasync(fd)
-print("%.0f" % (500 / (time.perf_counter() - t0)))
+    lat.append((time.perf_counter() - t) * 1000)
+lat.sort()
+print("%.0f %.3f %.3f" % (500 / (time.perf_counter() - t0), lat[250], lat[int(500 * 0.99)]))
 os.close(fd); os.unlink(p)
 EOF
 )
-python3 - "$RES" "$fsync" "$RATE" <<'EOF'
+read -r fsync fsync_p50 fsync_p99 <<<"$fsync"
+python3 - "$RES" "$fsync" "$RATE" "$fsync_p50" "$fsync_p99" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
@@ -142,8 +149,9 @@ for what in ("sink", "quickstart", "relay", "quickstart@base", "relay@base"):
 fs = float(sys.argv[2])
 print("fdatasync rate of the disk: %.0f/s; relay at 1 connection: %.2f x of it (aim >= 0.8)"
       % (fs, m("relay", "1", 0) / fs))
-print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms)"
-      % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2)))
+print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms); one 1 KB"
+      " write + fdatasync alone in this run: p50 %s ms, p99 %s ms"
+      % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2), sys.argv[4], sys.argv[5]))
 print("aims at 16 connections: relay >= 0.5 x sink (%.2f), quickstart >= 0.35 x sink (%.2f)"
       % (m("relay", "16", 0) / m("sink", "16", 0), m("quickstart", "16", 0) / m("sink", "16", 0)))
 EOF
