@@ -4,7 +4,9 @@
  *
  * Everything allocated here comes from the caller's arena.  Filters read the
  * message as received; every matching route with transforms works on its own
- * copy of the tree (cad_hl7_clone: fields are copied on first write), so routes never see each other's changes.
+ * copy of the tree (cad_hl7_clone: fields are copied on first write), or, when
+ * it only rewrites fields, on its own edits kept beside the message
+ * (routes_overlay.c), so routes never see each other's changes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,6 +54,31 @@ static void set_error(const cad_routes_t *r, cad_route_result_t *res, int route,
   res->diag.reason[have] = 0;
 }
 
+/* A route whose steps only rewrite fields (rt->overlay): its edits are kept
+ * beside the message as received (routes_overlay.c) and the output written
+ * from both.  0 and *out; anything else (a step that fails, a segment to add,
+ * out of memory) gives back what the attempt took and returns CAD__REDO: the
+ * caller then applies the route to a copy of the tree, which reports errors
+ * and allocates exactly as without the overlay. */
+static int apply_overlay(cad__ev_t *e, const cad__route_t *rt, cad_str_t *out) {
+  cad_arena_mark_t mark = cad_arena_mark(e->a);
+  cad__overlay_t ov;
+  size_t failed = 0;
+  const cad_hl7_msg_t *m = e->m;
+  int rc = cad__overlay_init(&ov, m, e->a);
+  if (!rc) {
+    e->ov = &ov;
+    rc = cad__steps_apply(e, rt, true, &failed);
+    e->ov = NULL;
+  }
+  if (!rc) rc = cad__overlay_serialize(&ov, e->a, out);
+  if (!rc) return 0;
+  cad_arena_rewind(e->a, mark);
+  memset(&e->res->diag, 0, sizeof e->res->diag);
+  e->rc = e->hl7_code = 0;
+  return CAD__REDO;
+}
+
 int cad_routes_eval(const cad_routes_t *r, const char *bytes, size_t len,
                     const cad_hl7_msg_t *parsed, cad_arena_t *arena, cad_route_result_t *res) {
   memset(res, 0, sizeof *res);
@@ -71,7 +98,7 @@ int cad_routes_eval(const cad_routes_t *r, const char *bytes, size_t len,
     }
     parsed = &local;
   }
-  cad__ev_t e = {r, arena, (cad_hl7_msg_t *)parsed, res, 0, 0, NULL};
+  cad__ev_t e = {r, arena, (cad_hl7_msg_t *)parsed, res, 0, 0, NULL, NULL};
   res->outs = cad_arena_alloc(arena, r->max_outs * sizeof *res->outs);
   if (!res->outs) goto nomem;
   bool matched = false;
@@ -86,7 +113,10 @@ int cad_routes_eval(const cad_routes_t *r, const char *bytes, size_t len,
     }
     matched = true;
     cad_str_t out;
-    if (rt->nsteps) {
+    if (rt->nsteps && rt->overlay && !r->stepwise && !parsed->dirty &&
+        apply_overlay(&e, rt, &out) == 0) {
+      /* Edits beside the message, no copy of its tree. */
+    } else if (rt->nsteps) {
       cad_hl7_msg_t copy;
       cad_arena_mark_t mark = cad_arena_mark(arena);
       if (cad_hl7_clone(parsed, arena, &copy)) goto nomem;
@@ -159,7 +189,7 @@ void cad_routes_set_stepwise(cad_routes_t *r, bool on) { r->stepwise = on; }
 int cad_route_cond_eval(const cad_route_cond_t *k, const cad_hl7_msg_t *m, cad_arena_t *arena) {
   cad_route_result_t res;
   memset(&res, 0, sizeof res);
-  cad__ev_t e = {k->r, arena, (cad_hl7_msg_t *)m, &res, 0, 0, NULL};
+  cad__ev_t e = {k->r, arena, (cad_hl7_msg_t *)m, &res, 0, 0, NULL, NULL};
   return cad__cond_eval(&e, k->when, &CAD__NO_CTX);
 }
 

@@ -99,6 +99,8 @@ typedef struct cad__tpart {
   bool is_path;
   cad_str_t text; /* literal ER7 in standard delimiters */
   cad__rpath_t path;
+  int slot; /* in a fused run, a field of the segment being written: its
+               workspace slot (routes_steps.c); else -1 */
 } cad__tpart_t;
 
 typedef struct cad__tpl {
@@ -161,6 +163,9 @@ typedef struct cad__step {
   uint32_t fuse;      /* > 0: this step starts a run of `fuse` steps that
                             edit one segment's fields and can be applied one
                             segment occurrence at a time (see routes_steps.c) */
+  int slot;           /* in a fused run: the workspace slot of its target field */
+  bool plain_out;     /* in a fused run: what it writes never holds the
+                            segment's component or repetition separator */
 } cad__step_t;
 
 typedef struct cad__route {
@@ -171,6 +176,9 @@ typedef struct cad__route {
   size_t *to;
   size_t nto;
   bool cont;
+  bool overlay; /* every step is in a fused run and none reads a segment an
+                   earlier run writes: applied as edits beside the message
+                   (routes_overlay.c), without copying its tree */
 } cad__route_t;
 
 enum { UNROUTED_DROP = 1, UNROUTED_REJECT, UNROUTED_DEST };
@@ -225,6 +233,50 @@ static inline cad_hl7_path_t cad__ctx_path(const cad__rpath_t *rp, const cad__ct
 
 struct cad__ws; /* routes_steps.c: one segment's fields being edited */
 
+/* ---- overlay (routes_overlay.c) ----
+ *
+ * The edits of a route whose steps only rewrite fields of segments the
+ * message has (cad__route_t.overlay), recorded beside the message as received
+ * instead of in a copy of its tree: per segment, the new text of each field
+ * it changed.  The output is then written once, as the message's own bytes
+ * with those fields replaced, which gives the bytes cad_hl7_serialize_span()
+ * gives for a tree edited the same way.  Everything is in the arena. */
+typedef struct cad__fedit {
+  int field;      /* standard numbering */
+  cad_str_t text; /* raw ER7 of the whole field */
+} cad__fedit_t;
+
+typedef struct cad__segedits {
+  uint32_t n, cap;
+  cad__fedit_t *f; /* sorted by field */
+} cad__segedits_t;
+
+typedef struct cad__overlay {
+  const cad_hl7_msg_t *m; /* the message as received (not changed) */
+  cad__segedits_t *segs;  /* m->nsegs entries */
+  size_t extra;           /* bound on the bytes the edits add */
+  bool any;               /* an edit was recorded */
+} cad__overlay_t;
+
+/* 0, or CAD_E_NOMEM. */
+int cad__overlay_init(cad__overlay_t *ov, const cad_hl7_msg_t *m, cad_arena_t *a);
+/* The edited text of field `field` of segment `seg`: true when there is one. */
+static inline bool cad__overlay_get(const cad__overlay_t *ov, uint32_t seg, int field,
+                                    cad_str_t *out) {
+  const cad__segedits_t *se = &ov->segs[seg];
+  for (uint32_t i = 0; i < se->n; i++)
+    if (se->f[i].field == field) {
+      *out = se->f[i].text;
+      return true;
+    }
+  return false;
+}
+/* Record (or replace) the text of a field: 0 or CAD_E_NOMEM. */
+int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field, cad_str_t text);
+/* The message with its edits, as cad_routes_serialize() writes an edited
+ * tree: 0 or CAD_E_NOMEM. */
+int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *out);
+
 typedef struct cad__ev {
   const cad_routes_t *r;
   cad_arena_t *a;
@@ -233,6 +285,7 @@ typedef struct cad__ev {
   int hl7_code; /* set when a step fails */
   int rc;
   struct cad__ws *ws; /* a fused run in progress, or NULL */
+  cad__overlay_t *ov; /* edits recorded beside e->m (read only), or NULL */
 } cad__ev_t;
 
 /* routes_cond.c: fill res->diag for a failed step; returns rc. */

@@ -40,10 +40,20 @@ static size_t put_literal(const cad_hl7_delims_t *d, cad_str_t t, bool seg_level
   return o;
 }
 
-static int ws_read(cad__ev_t *e, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt);
+static int ws_read(cad__ev_t *e, int slot, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt);
 
 static int tpl_build(cad__ev_t *e, const cad__tpl_t *t, const cad__ctx_t *cx, bool seg_level,
                      cad_str_t *out) {
+  if (e->ws && t->n == 1 && t->parts[0].slot >= 0) {
+    /* A copy inside a fused run: the field as the run has left it so far,
+     * its text as it is (values are never changed in place). */
+    const cad_hl7_path_t *p = &t->parts[0].path.p;
+    cad_hl7_match_t mt;
+    int rc = ws_read(e, t->parts[0].slot, p, p->rep == CAD_HL7_ALL ? 1 : p->rep, &mt);
+    if (rc) return rc;
+    *out = mt.present ? mt.raw : (cad_str_t){"", 0};
+    return 0;
+  }
   size_t total = 0;
   cad_str_t vals[32];
   cad_str_t *v = t->n <= 32 ? vals : cad_arena_alloc(e->a, t->n * sizeof *v);
@@ -58,7 +68,7 @@ static int tpl_build(cad__ev_t *e, const cad__tpl_t *t, const cad__ctx_t *cx, bo
         if (e->ws) {
           /* ... and its fields as the fused run has left them so far. */
           cad_hl7_match_t mt;
-          int rc = ws_read(e, &rp->p, rep, &mt);
+          int rc = ws_read(e, tp->slot, &rp->p, rep, &mt);
           if (rc) return rc;
           v[i] = mt.present ? mt.raw : (cad_str_t){"", 0};
         } else if (!cad_hl7_resolve_in_seg(&e->m->segs[cx->seg], &rp->p, rep, &v[i])) {
@@ -592,52 +602,47 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
  * give up with CAD__REDO; the route is then applied step by step from a fresh
  * copy, with the arena rewound to before the attempt. */
 
-#define WS_FIELDS 8 /* fields one occurrence may touch in a run */
+#define WS_FIELDS 8 /* fields one run may touch (a longer list ends the run) */
 #define WS_COMPS 32 /* components of a field held apart */
 
+/* One field of the occurrence being written. */
 typedef struct wsf {
-  int field;      /* field number (standard numbering) */
-  bool present;   /* the segment has this field (or a step wrote it) */
-  bool split;     /* comp[] and rest hold the field */
-  bool text_ok;   /* text holds the field */
-  bool dirty;     /* written: put back at the end */
-  cad_str_t text; /* raw ER7 of the whole field */
-  cad_str_t rest; /* split: from the first repetition separator on, or empty */
-  uint32_t ncomp;
+  bool present;             /* the segment has this field (or a step wrote it) */
+  bool split;               /* comp[] and rest hold the field */
+  bool text_ok;             /* text holds the field */
+  bool dirty;               /* written: put back at the end */
+  int field;                /* field number (standard numbering) */
+  uint32_t ncomp;           /* split: how many of comp[] */
+  cad_str_t text;           /* raw ER7 of the whole field */
+  cad_str_t rest;           /* split: from the first repetition separator on, or empty */
   cad_str_t comp[WS_COMPS]; /* split: the first repetition's components */
 } wsf_t;
 
+/* The occurrence being written: its fields by the slots cad__route_plan()
+ * gave them, taken from the segment on first use. */
 typedef struct cad__ws {
   uint32_t seg; /* index of the occurrence in the message */
   int occ;
-  size_t n;
-  wsf_t *last; /* the entry used last (steps of a run mostly share one field) */
+  const cad_hl7_seg_t *s; /* e->m->segs[seg] */
+  uint32_t loaded;        /* bit k: f[k] holds its field */
   wsf_t f[WS_FIELDS];
 } ws_t;
 
-/* The workspace entry of field `field` (standard numbering) of the current
- * segment, added on first use. */
-static inline int ws_field(cad__ev_t *e, int field, wsf_t **out) {
+/* Slot `slot`, holding field `field` of the current occurrence. */
+static inline wsf_t *ws_field(cad__ev_t *e, int slot, int field) {
   ws_t *ws = e->ws;
-  if (ws->last && ws->last->field == field) {
-    *out = ws->last;
-    return 0;
-  }
-  for (size_t i = 0; i < ws->n; i++)
-    if (ws->f[i].field == field) {
-      *out = ws->last = &ws->f[i];
-      return 0;
-    }
-  if (ws->n == WS_FIELDS) return CAD__REDO;
-  wsf_t *f = &ws->f[ws->n++];
+  wsf_t *f = &ws->f[slot];
+  if (ws->loaded & (1u << slot)) return f;
+  ws->loaded |= 1u << slot;
   f->field = field;
-  f->present = cad_hl7_field(&e->m->segs[ws->seg], field, &f->text);
+  /* As an earlier run left it (overlay), else as the segment has it. */
+  f->present = (e->ov && cad__overlay_get(e->ov, ws->seg, field, &f->text)) ||
+               cad_hl7_field(ws->s, field, &f->text);
   if (!f->present) f->text = (cad_str_t){"", 0};
   f->text_ok = true;
   f->split = false;
   f->dirty = false;
-  *out = ws->last = f;
-  return 0;
+  return f;
 }
 
 static inline int ws_split(wsf_t *f, const cad_hl7_delims_t *d) {
@@ -647,12 +652,25 @@ static inline int ws_split(wsf_t *f, const cad_hl7_delims_t *d) {
   const char *p = f->text.p, *end = p + f->text.len, *a = p, *q = p;
   const char cs = d->comp, rs = d->rep;
   uint32_t n = 0;
-  for (; q < end; q++) {
-    if (*q == rs && rs) break;
-    if (*q != cs || !cs) continue;
-    if (n == WS_COMPS - 1) return CAD__REDO;
-    f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
-    a = q + 1;
+  if (cs && rs) {
+    for (; q < end; q++) {
+      char c = *q;
+      if (c == cs) {
+        if (n == WS_COMPS - 1) return CAD__REDO;
+        f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
+        a = q + 1;
+      } else if (c == rs) {
+        break;
+      }
+    }
+  } else {
+    for (; q < end; q++) {
+      if (*q == rs && rs) break;
+      if (*q != cs || !cs) continue;
+      if (n == WS_COMPS - 1) return CAD__REDO;
+      f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
+      a = q + 1;
+    }
   }
   f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
   f->rest = (cad_str_t){q, (size_t)(end - q)};
@@ -668,45 +686,45 @@ static int ws_join(cad__ev_t *e, wsf_t *f, const cad_hl7_delims_t *d) {
   for (uint32_t k = 0; k < f->ncomp; k++) total += f->comp[k].len;
   char *b = cad_arena_alloc(e->a, total + 1);
   if (!b) return CAD_E_NOMEM;
-  size_t o = 0;
-  for (uint32_t k = 0; k < f->ncomp; k++) {
-    if (k) b[o++] = d->comp;
-    o += cad_copy_small(b + o, f->comp[k].p, f->comp[k].len);
+  char *o = b + cad_copy_small(b, f->comp[0].p, f->comp[0].len);
+  for (uint32_t k = 1; k < f->ncomp; k++) {
+    *o++ = d->comp;
+    o += cad_copy_small(o, f->comp[k].p, f->comp[k].len);
   }
-  o += cad_copy_small(b + o, f->rest.p, f->rest.len);
-  f->text = (cad_str_t){b, o};
+  o += cad_copy_small(o, f->rest.p, f->rest.len);
+  f->text = (cad_str_t){b, (size_t)(o - b)};
   f->text_ok = true;
   return 0;
 }
 
-static bool comp_level(const cad_hl7_path_t *p, int rep) {
+static inline bool comp_level(const cad_hl7_path_t *p, int rep) {
   return p->comp > 0 && p->sub == 0 && (rep == 0 || rep == 1);
 }
 
 /* The match of path p (its field, repetition rep, component, subcomponent)
- * in the current segment, as cad_hl7_iter_next() would give it. */
-static inline int ws_read(cad__ev_t *e, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt) {
-  const cad_hl7_seg_t *s = &e->m->segs[e->ws->seg];
-  wsf_t *f;
-  int rc = ws_field(e, p->field, &f);
-  if (rc) return rc;
-  mt->seg_index = e->ws->seg;
-  mt->occ = e->ws->occ;
+ * in the current occurrence, as cad_hl7_iter_next() would give it; the field
+ * is in slot `slot`. */
+static int ws_read(cad__ev_t *e, int slot, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt) {
+  ws_t *ws = e->ws;
+  wsf_t *f = ws_field(e, slot, p->field);
+  mt->seg_index = ws->seg;
+  mt->occ = ws->occ;
   mt->rep = rep;
-  mt->d = &s->d;
+  mt->d = &ws->s->d;
   mt->raw = (cad_str_t){NULL, 0};
   mt->present = false;
   if (!f->present) return 0;
+  int rc;
   if (comp_level(p, rep)) {
-    if ((rc = ws_split(f, &s->d))) return rc;
+    if ((rc = ws_split(f, mt->d))) return rc;
     if ((uint32_t)p->comp <= f->ncomp) {
       mt->raw = f->comp[p->comp - 1];
       mt->present = true;
     }
     return 0;
   }
-  if ((rc = ws_join(e, f, &s->d))) return cad__internal(e, rc);
-  mt->present = cad_hl7_resolve_in_field(f->text, &s->d, p, rep, &mt->raw);
+  if ((rc = ws_join(e, f, mt->d))) return cad__internal(e, rc);
+  mt->present = cad_hl7_resolve_in_field(f->text, mt->d, p, rep, &mt->raw);
   if (!mt->present) mt->raw = (cad_str_t){NULL, 0};
   return 0;
 }
@@ -718,13 +736,12 @@ static bool has_either(cad_str_t v, char a, char b) {
   return false;
 }
 
-/* Write raw ER7 at p (a whole field, or a component of the first
- * repetition: see fusable()). */
-static inline int ws_write(cad__ev_t *e, const cad_hl7_path_t *p, cad_str_t val) {
-  const cad_hl7_seg_t *s = &e->m->segs[e->ws->seg];
-  wsf_t *f;
-  int rc = ws_field(e, p->field, &f);
-  if (rc) return rc;
+/* Write raw ER7 at the target of step st (a whole field, or a component of
+ * its first repetition: see fusable()). */
+static inline int ws_write(cad__ev_t *e, const cad__step_t *st, cad_str_t val) {
+  const cad_hl7_path_t *p = &st->path.p;
+  const cad_hl7_delims_t *d = &e->ws->s->d;
+  wsf_t *f = ws_field(e, st->slot, p->field);
   f->present = f->dirty = true;
   if (p->comp == 0) {
     f->text = val;
@@ -732,32 +749,36 @@ static inline int ws_write(cad__ev_t *e, const cad_hl7_path_t *p, cad_str_t val)
     f->split = false;
     return 0;
   }
-  if ((rc = ws_split(f, &s->d))) return rc;
+  int rc;
+  if ((rc = ws_split(f, d))) return rc;
   uint32_t c = (uint32_t)p->comp;
-  if (c > WS_COMPS || (c > f->ncomp && !s->d.comp)) return CAD__REDO;
+  if (c > WS_COMPS || (c > f->ncomp && !d->comp)) return CAD__REDO;
   while (f->ncomp < c) f->comp[f->ncomp++] = (cad_str_t){"", 0};
   f->comp[c - 1] = val;
   f->text_ok = false;
-  if (has_either(val, s->d.comp, s->d.rep)) {
+  if (!st->plain_out && has_either(val, d->comp, d->rep)) {
     /* ER7 with separators of its own: the field's structure changed, so
      * later steps must see it taken apart anew (as the stepwise path does). */
-    if ((rc = ws_join(e, f, &s->d))) return cad__internal(e, rc);
+    if ((rc = ws_join(e, f, d))) return cad__internal(e, rc);
     f->split = false;
   }
   return 0;
 }
 
-/* Put every written field back into the segment. */
+/* Put every written field back: into the overlay, or the copy's tree. */
 static int ws_commit(cad__ev_t *e) {
   ws_t *ws = e->ws;
-  const cad_hl7_delims_t *d = &e->m->segs[ws->seg].d;
-  for (size_t i = 0; i < ws->n; i++) {
-    wsf_t *f = &ws->f[i];
-    if (!f->dirty) continue;
+  const cad_hl7_delims_t *d = &ws->s->d;
+  for (uint32_t k = 0; k < WS_FIELDS; k++) {
+    wsf_t *f = &ws->f[k];
+    if (!(ws->loaded & (1u << k)) || !f->dirty) continue;
     int rc = ws_join(e, f, d);
-    cad_hl7_path_t whole = {.field = f->field};
-    if (!rc)
+    if (!rc && e->ov) {
+      rc = cad__overlay_put(e->ov, e->a, ws->seg, f->field, f->text);
+    } else if (!rc) {
+      cad_hl7_path_t whole = {.field = f->field};
       rc = cad_hl7_seg_set(e->m, ws->seg, &whole, 0, f->text.p, f->text.len, CAD_HL7_SET_RAW);
+    }
     if (rc) return cad__internal(e, rc);
   }
   return 0;
@@ -766,26 +787,26 @@ static int ws_commit(cad__ev_t *e) {
 /* One step of a fused run on the current occurrence. */
 static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx) {
   const cad_hl7_path_t *p = &st->path.p;
-  const cad_hl7_delims_t *d = &e->m->segs[e->ws->seg].d;
+  const cad_hl7_delims_t *d = &e->ws->s->d;
   cad_str_t v;
   int rc;
   switch (st->kind) {
     case S_SET_VALUE:
       v = st->value;
       if ((rc = encode(e, d, &v))) return rc;
-      return ws_write(e, p, v);
+      return ws_write(e, st, v);
     case S_SET_TEMPLATE:
       if ((rc = tpl_build(e, &st->tpl, cx, false, &v))) return rc;
-      return ws_write(e, p, v);
+      return ws_write(e, st, v);
     default: {
       cad_hl7_match_t mt;
-      if ((rc = ws_read(e, p, p->rep, &mt))) return rc;
+      if ((rc = ws_read(e, st->slot, p, p->rep, &mt))) return rc;
       if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) return 0;
       bool set, raw;
       if ((rc = value_op(e, st, p, &mt, &v, &set, &raw))) return rc;
       if (!set) return 0;
       if (!raw && (rc = encode(e, d, &v))) return rc;
-      return ws_write(e, p, v);
+      return ws_write(e, st, v);
     }
   }
 }
@@ -800,8 +821,8 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
     any = true;
     ws.seg = (uint32_t)i;
     ws.occ = it.occ;
-    ws.n = 0;
-    ws.last = NULL;
+    ws.s = &e->m->segs[i];
+    ws.loaded = 0;
     e->ws = &ws;
     cad__ctx_t cx = {p->segid, it.occ, i};
     int rc = 0;
@@ -813,7 +834,9 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
   if (any) return 0;
   /* No occurrence: a `set` may add the segment, and the steps after it
    * then apply to the new one.  Nothing was done in the fused form, so the
-   * steps one by one here are exactly the stepwise path. */
+   * steps one by one here are exactly the stepwise path; edits beside the
+   * message (overlay) cannot add a segment: the tree is needed. */
+  if (e->ov) return CAD__REDO;
   for (size_t k = 0; k < n; k++)
     if (apply_step(e, &st[k]) < 0) return CAD__REDO;
   return 0;
@@ -852,21 +875,115 @@ static bool fusable(const cad__step_t *st) {
   }
 }
 
-void cad__route_plan(cad__route_t *rt) {
-  for (size_t i = 0; i < rt->nsteps; i++) rt->steps[i].fuse = 0;
+/* Does what step st writes (in a fused run) never hold the component or
+ * repetition separator of the segment written?  A `set` value and the
+ * results of `map` and `format_date` are escaped for the segment before they
+ * are written; a copy of a component of the same occurrence was cut at those
+ * separators.  Anything else is looked at when written (ws_write). */
+static bool plain_output(const cad__step_t *st) {
+  switch (st->kind) {
+    case S_SET_VALUE:
+    case S_MAP:
+    case S_DATE: return true;
+    case S_SET_TEMPLATE:
+      return st->tpl.n == 1 && st->tpl.parts[0].slot >= 0 &&
+             comp_level(&st->tpl.parts[0].path.p, st->tpl.parts[0].path.p.rep == CAD_HL7_ALL
+                                                      ? 1
+                                                      : st->tpl.parts[0].path.p.rep);
+    default: return false;
+  }
+}
+
+/* The slot of field `field` among slots[0..*n) of a run, added when new;
+ * -1 when the run has no room left. */
+static int slot_of(int *slots, size_t *n, int field) {
+  for (size_t k = 0; k < *n; k++)
+    if (slots[k] == field) return (int)k;
+  if (*n == WS_FIELDS) return -1;
+  slots[*n] = field;
+  return (int)(*n)++;
+}
+
+/* Give step st (of a run on segment segid) and the fields of that segment
+ * its template reads their slots; false (nothing changed) when the run has
+ * no room for them. */
+static bool assign_slots(cad__step_t *st, uint32_t segid, int *slots, size_t *n) {
+  int keep[WS_FIELDS];
+  size_t had = *n;
+  memcpy(keep, slots, sizeof keep);
+  int s = slot_of(slots, n, st->path.p.field);
+  bool ok = s >= 0;
+  for (size_t i = 0; ok && st->kind == S_SET_TEMPLATE && i < st->tpl.n; i++) {
+    const cad__tpart_t *tp = &st->tpl.parts[i];
+    if (tp->is_path && tp->path.p.segid == segid) ok = slot_of(slots, n, tp->path.p.field) >= 0;
+  }
+  if (!ok) {
+    memcpy(slots, keep, sizeof keep);
+    *n = had;
+    return false;
+  }
+  st->slot = s;
+  for (size_t i = 0; st->kind == S_SET_TEMPLATE && i < st->tpl.n; i++) {
+    cad__tpart_t *tp = &st->tpl.parts[i];
+    if (tp->is_path && tp->path.p.segid == segid) tp->slot = slot_of(slots, n, tp->path.p.field);
+  }
+  st->plain_out = plain_output(st);
+  return true;
+}
+
+/* Can the route's edits be kept beside the message (routes_overlay.c)?
+ * Every step must be in a fused run (they only rewrite fields of existing
+ * segments, one occurrence at a time), and a template may read another
+ * segment only when no earlier run writes that segment, since a run reads the
+ * message as received for any segment but its own. */
+static bool overlay_ok(const cad__route_t *rt) {
+  uint32_t written[64];
+  size_t nw = 0;
   for (size_t i = 0; i < rt->nsteps;) {
-    if (!fusable(&rt->steps[i])) {
+    const cad__step_t *st = &rt->steps[i];
+    if (!st->fuse) return false;
+    for (size_t k = i; k < i + st->fuse; k++) {
+      const cad__tpl_t *t = &rt->steps[k].tpl;
+      for (size_t j = 0; j < t->n; j++) {
+        const cad__tpart_t *tp = &t->parts[j];
+        if (!tp->is_path || tp->path.p.segid == st->path.p.segid) continue;
+        for (size_t w = 0; w < nw; w++)
+          if (written[w] == tp->path.p.segid) return false;
+      }
+    }
+    if (nw == sizeof written / sizeof written[0]) return false;
+    written[nw++] = st->path.p.segid;
+    i += st->fuse;
+  }
+  return rt->nsteps > 0;
+}
+
+void cad__route_plan(cad__route_t *rt) {
+  for (size_t i = 0; i < rt->nsteps; i++) {
+    cad__step_t *st = &rt->steps[i];
+    st->fuse = 0;
+    st->slot = 0;
+    st->plain_out = false;
+    for (size_t k = 0; k < st->tpl.n; k++) st->tpl.parts[k].slot = -1;
+  }
+  for (size_t i = 0; i < rt->nsteps;) {
+    cad__step_t *first = &rt->steps[i];
+    int slots[WS_FIELDS];
+    size_t nslots = 0;
+    if (!fusable(first) || !assign_slots(first, first->path.p.segid, slots, &nslots)) {
       i++;
       continue;
     }
-    const cad_hl7_path_t *p = &rt->steps[i].path.p;
+    const cad_hl7_path_t *p = &first->path.p;
     size_t j = i + 1;
     while (j < rt->nsteps && fusable(&rt->steps[j]) && rt->steps[j].path.p.segid == p->segid &&
-           rt->steps[j].path.p.occ == p->occ)
+           rt->steps[j].path.p.occ == p->occ &&
+           assign_slots(&rt->steps[j], p->segid, slots, &nslots))
       j++;
-    rt->steps[i].fuse = (uint32_t)(j - i);
+    first->fuse = (uint32_t)(j - i);
     i = j;
   }
+  rt->overlay = overlay_ok(rt);
 }
 
 int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed) {

@@ -1,0 +1,137 @@
+/* routes_overlay.c - a route's field edits kept beside the message as
+ * received, and the output written once from both (routes_int.h, "overlay").
+ *
+ * A route whose steps only rewrite fields of segments the message has
+ * (cad__route_plan() decides, routes_steps.c applies) does not need a copy
+ * of the message's tree: each segment occurrence it touches gets the new text
+ * of the fields it changed, and the output is the input's bytes with those
+ * fields replaced.  Untouched stretches of the input (whole segments and the
+ * parts of a segment around a changed field) are copied as one piece each,
+ * where a tree edited in place is written field by field.
+ *
+ * Same bytes as cad_hl7_serialize_span() of the tree edited with
+ * cad_hl7_seg_set(): every segment followed by \r, a field beyond the last
+ * one after empty fields, the rest as received.  The tests and the route
+ * fuzzer compare the two (cad_routes_set_stepwise).
+ */
+#include <string.h>
+
+#include "cad_error.h"
+#include "routes_int.h"
+
+int cad__overlay_init(cad__overlay_t *ov, const cad_hl7_msg_t *m, cad_arena_t *a) {
+  ov->m = m;
+  ov->extra = 0;
+  ov->any = false;
+  ov->segs = cad_arena_alloc(a, (size_t)(m->nsegs ? m->nsegs : 1) * sizeof *ov->segs);
+  if (!ov->segs) return CAD_E_NOMEM;
+  memset(ov->segs, 0, (size_t)m->nsegs * sizeof *ov->segs);
+  return 0;
+}
+
+int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field, cad_str_t text) {
+  cad__segedits_t *se = &ov->segs[seg];
+  uint32_t i = 0;
+  while (i < se->n && se->f[i].field < field) i++;
+  if (i < se->n && se->f[i].field == field) {
+    se->f[i].text = text;
+  } else {
+    if (se->n == se->cap) {
+      uint32_t cap = se->cap ? se->cap * 2 : 4;
+      cad__fedit_t *nf = cad_arena_alloc(a, cap * sizeof *nf);
+      if (!nf) return CAD_E_NOMEM;
+      if (se->n) memcpy(nf, se->f, se->n * sizeof *nf);
+      se->f = nf;
+      se->cap = cap;
+    }
+    memmove(&se->f[i + 1], &se->f[i], (se->n - i) * sizeof *se->f);
+    se->f[i].field = field;
+    se->f[i].text = text;
+    se->n++;
+  }
+  /* At most: the text, and one separator per field up to this one. */
+  ov->extra += text.len + (size_t)field;
+  ov->any = true;
+  return 0;
+}
+
+/* The output being written: bytes of the input that follow one another are
+ * gathered (cp, clen) and copied in one piece. */
+typedef struct wr {
+  char *buf;
+  size_t o;
+  const char *cp;
+  size_t clen;
+} wr_t;
+
+static inline void wr_flush(wr_t *w) {
+  if (w->clen) memcpy(w->buf + w->o, w->cp, w->clen);
+  w->o += w->clen;
+  w->cp = NULL;
+  w->clen = 0;
+}
+
+/* n bytes of the input at p. */
+static inline void wr_input(wr_t *w, const char *p, size_t n) {
+  if (w->cp && w->cp + w->clen == p) {
+    w->clen += n;
+    return;
+  }
+  wr_flush(w);
+  w->cp = p;
+  w->clen = n;
+}
+
+/* New bytes. */
+static inline void wr_new(wr_t *w, const char *p, size_t n) {
+  wr_flush(w);
+  w->o += cad_copy_small(w->buf + w->o, p, n);
+}
+
+/* Segment s with its edits se (sorted by field). */
+static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se) {
+  const char *pos = s->raw.p, *end = s->raw.p + s->raw.len;
+  uint32_t nf = s->nfields;
+  for (uint32_t k = 0; k < se->n; k++) {
+    const cad__fedit_t *f = &se->f[k];
+    /* Spans are numbered as stored: a header's field n is span n - 1. */
+    uint32_t idx = s->header ? (uint32_t)f->field - 1 : (uint32_t)f->field;
+    if (idx < s->nfields) {
+      cad_str_t sp = s->fields[idx];
+      wr_input(w, pos, (size_t)(sp.p - pos));
+      wr_new(w, f->text.p, f->text.len);
+      pos = sp.p + sp.len;
+      continue;
+    }
+    /* Beyond the segment's last field: empty fields up to it. */
+    wr_input(w, pos, (size_t)(end - pos));
+    pos = end;
+    wr_flush(w);
+    for (; nf <= idx; nf++) w->buf[w->o++] = s->d.field;
+    wr_new(w, f->text.p, f->text.len);
+  }
+  wr_input(w, pos, (size_t)(end - pos));
+}
+
+int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *out) {
+  const cad_hl7_msg_t *m = ov->m;
+  if (!ov->any) return cad_routes_serialize(m, a, out);
+  /* Every segment and its terminator come from distinct bytes of the input
+   * (the last may lack its terminator): input + 1, plus what edits add. */
+  size_t cap = m->input.len + 1 + ov->extra;
+  wr_t w = {cad_arena_alloc(a, cap + 1), 0, NULL, 0};
+  if (!w.buf) return CAD_E_NOMEM;
+  const char *in_end = m->input.p + m->input.len;
+  for (uint32_t i = 0; i < m->nsegs; i++) {
+    const cad_hl7_seg_t *s = &m->segs[i];
+    if (ov->segs[i].n) write_edited(&w, s, &ov->segs[i]);
+    else wr_input(&w, s->raw.p, s->raw.len);
+    const char *t = s->raw.p + s->raw.len;
+    if (t < in_end && *t == '\r') wr_input(&w, t, 1);
+    else wr_new(&w, "\r", 1);
+  }
+  wr_flush(&w);
+  out->p = w.buf;
+  out->len = w.o;
+  return 0;
+}
