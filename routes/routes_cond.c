@@ -62,16 +62,94 @@ static bool parse_number(cad_str_t v, double *out) {
 
 /* ---- conditions --------------------------------------------------------- */
 
+/* Same bytes (values are short: a loop, not memcmp). */
+static inline bool same(cad_str_t a, cad_str_t b) {
+  if (a.len != b.len) return false;
+  for (size_t i = 0; i < a.len; i++)
+    if (a.p[i] != b.p[i]) return false;
+  return true;
+}
+
+/* cad_hl7_piece() for the short texts of one field: a loop, not memchr. */
+static inline bool piece(cad_str_t in, char sep, int n, cad_str_t *out) {
+  if (sep == 0) {
+    *out = n == 1 ? in : (cad_str_t){in.p, 0};
+    return n == 1;
+  }
+  const char *p = in.p, *end = in.p + in.len;
+  for (int k = 1; k < n; k++) {
+    while (p < end && *p != sep) p++;
+    if (p == end) return false;
+    p++;
+  }
+  const char *q = p;
+  while (q < end && *q != sep) q++;
+  *out = (cad_str_t){p, (size_t)(q - p)};
+  return true;
+}
+
+/* cad_hl7_get() for a path without wildcards, with the field taken apart
+ * here (inline) rather than through memchr: the same match. */
+static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_match_t *out) {
+  int i = -1, seen = 0;
+  for (uint32_t k = 0; k < m->nsegs; k++)
+    if (m->segs[k].id == p->segid && ++seen == p->occ) {
+      i = (int)k;
+      break;
+    }
+  if (i < 0) {
+    memset(out, 0, sizeof *out);
+    return;
+  }
+  const cad_hl7_seg_t *s = &m->segs[i];
+  cad_str_t v = {NULL, 0}, f;
+  bool present;
+  if (p->field == 0 || (s->header && p->field <= 2)) {
+    present = cad_hl7_resolve_in_seg(s, p, p->rep, &v);
+  } else if (!cad_hl7_field(s, p->field, &f)) {
+    present = false;
+  } else if (p->rep == 0 && p->comp == 0) {
+    present = true;
+    v = f;
+  } else {
+    cad_str_t r, c;
+    present = piece(f, s->d.rep, p->rep <= 0 ? 1 : p->rep, &r);
+    if (present && p->comp == 0) v = r;
+    else if (present && (present = piece(r, s->d.comp, p->comp, &c)) && p->sub == 0) v = c;
+    else if (present) present = piece(c, s->d.sub, p->sub, &v);
+  }
+  if (!present) v = (cad_str_t){NULL, 0};
+  out->raw = v;
+  out->present = present;
+  out->seg_index = (uint32_t)i;
+  out->occ = p->occ;
+  out->rep = p->rep;
+  out->d = &s->d;
+}
+
+/* The value of a match that is ASCII without the escape character: its
+ * text as it is, as cad_hl7_value() gives it (the usual case, inline). */
+static inline bool plain_value(const cad_hl7_match_t *mt, cad_str_t *v) {
+  if (!mt->present) return false;
+  const char esc = mt->d->esc;
+  for (size_t i = 0; i < mt->raw.len; i++) {
+    char c = mt->raw.p[i];
+    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
+  }
+  *v = mt->raw;
+  return true;
+}
+
 static int op_holds(cad__ev_t *e, const cad__op_t *op, cad_hl7_kind_t kind, cad_str_t v) {
   switch (op->kind) {
     case OP_EXISTS: return (kind == CAD_HL7_VALUE) == op->flag;
     case OP_EMPTY: return (kind != CAD_HL7_VALUE) == op->flag;
-    case OP_EQUALS: return cad_str_eq(v, op->s);
-    case OP_NOT_EQUALS: return !cad_str_eq(v, op->s);
+    case OP_EQUALS: return same(v, op->s);
+    case OP_NOT_EQUALS: return !same(v, op->s);
     case OP_PREFIX: return v.len >= op->s.len && memcmp(v.p, op->s.p, op->s.len) == 0;
     case OP_IN:
       for (size_t i = 0; i < op->nlist; i++)
-        if (cad_str_eq(v, op->list[i])) return 1;
+        if (same(v, op->list[i])) return 1;
       return 0;
     case OP_IN_TABLE: return cad__table_get(op->table, v.p, v.len, NULL);
     case OP_MATCHES: {
@@ -110,7 +188,8 @@ static int ops_hold(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p,
   for (size_t i = 0; i < k->nops; i++) {
     const cad__op_t *op = &k->ops[i];
     if (!have && op->kind != OP_EXISTS && op->kind != OP_EMPTY) {
-      if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+      if (!plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v))
+        return cad__internal(e, CAD_E_NOMEM);
       have = true;
     }
     int h = op_holds(e, op, kind, v);
@@ -142,7 +221,7 @@ int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx) {
       if (p.occ != CAD_HL7_ALL && p.rep != CAD_HL7_ALL) {
         /* One match at most (or none: an absent value), as the loop below. */
         cad_hl7_match_t mt;
-        cad_hl7_get(e->m, &p, &mt);
+        get_one(e->m, &p, &mt);
         return ops_hold(e, k, &p, &mt);
       }
       cad_hl7_iter_t it;

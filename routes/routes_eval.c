@@ -18,7 +18,26 @@
 
 /* ---- messages in the arena ---------------------------------------------- */
 
+/* An unchanged message whose terminators are all \r is its own output.  A
+ * segment never holds a line break (the parser ends it there), so only the
+ * bytes between segments need looking at, not the whole input as
+ * cad_hl7_serialize_span() does. */
+static bool cr_only(const cad_hl7_msg_t *m) {
+  const char *at = m->input.p, *end = m->input.p + m->input.len;
+  for (uint32_t i = 0; i <= m->nsegs; i++) {
+    const char *to = i < m->nsegs ? m->segs[i].raw.p : end;
+    for (; at < to; at++)
+      if (*at == '\n') return false;
+    if (i < m->nsegs) at = m->segs[i].raw.p + m->segs[i].raw.len;
+  }
+  return true;
+}
+
 int cad_routes_serialize(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out) {
+  if (!m->dirty && cr_only(m)) {
+    *out = m->input;
+    return 0;
+  }
   return cad_hl7_serialize_span(m, a, out);
 }
 

@@ -41,7 +41,38 @@ struct cad_tables {
 };
 
 const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len);
-bool cad__table_get(const cad__table_t *t, const char *key, size_t klen, cad_str_t *value);
+/* FNV-1a: where a key goes in a table's slots. */
+static inline uint64_t cad__table_hash(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+/* Look a key up (inline: a transform may do it for every segment). */
+static inline bool cad__table_get(const cad__table_t *t, const char *key, size_t klen,
+                                  cad_str_t *value) {
+  if (!t || !t->nslots) return false;
+  size_t mask = t->nslots - 1;
+  for (size_t i = (size_t)cad__table_hash(key, klen) & mask;; i = (i + 1) & mask) {
+    uint32_t s = t->slots[i];
+    if (!s) return false;
+    size_t k = s - 1;
+    if (t->klen[k] != klen) continue;
+    const char *kk = t->keys[k];
+    size_t j = 0;
+    while (j < klen && kk[j] == key[j]) j++;
+    if (j == klen) {
+      if (value) {
+        value->p = t->vals[k];
+        value->len = t->vlen[k];
+      }
+      return true;
+    }
+  }
+}
 void cad__tables_ref(const cad_tables_t *t);
 
 /* ---- paths ---- */
@@ -166,6 +197,10 @@ typedef struct cad__step {
   int slot;           /* in a fused run: the workspace slot of its target field */
   bool plain_out;     /* in a fused run: what it writes never holds the
                             segment's component or repetition separator */
+  uint8_t cop;        /* in a fused run: a component-level form (COP_*,
+                            routes_steps.c), 0 when none */
+  bool comps_only;    /* first step of a fused run whose every step has a
+                            component-level form */
 } cad__step_t;
 
 typedef struct cad__route {

@@ -40,20 +40,12 @@ static size_t put_literal(const cad_hl7_delims_t *d, cad_str_t t, bool seg_level
   return o;
 }
 
-static int ws_read(cad__ev_t *e, int slot, const cad_hl7_path_t *p, int rep, cad_hl7_match_t *mt);
+#define CAD__INLINE __attribute__((always_inline))
+static inline CAD__INLINE int ws_read(cad__ev_t *e, int slot, const cad_hl7_path_t *p, int rep,
+                                      cad_hl7_match_t *mt);
 
 static int tpl_build(cad__ev_t *e, const cad__tpl_t *t, const cad__ctx_t *cx, bool seg_level,
                      cad_str_t *out) {
-  if (e->ws && t->n == 1 && t->parts[0].slot >= 0) {
-    /* A copy inside a fused run: the field as the run has left it so far,
-     * its text as it is (values are never changed in place). */
-    const cad_hl7_path_t *p = &t->parts[0].path.p;
-    cad_hl7_match_t mt;
-    int rc = ws_read(e, t->parts[0].slot, p, p->rep == CAD_HL7_ALL ? 1 : p->rep, &mt);
-    if (rc) return rc;
-    *out = mt.present ? mt.raw : (cad_str_t){"", 0};
-    return 0;
-  }
   size_t total = 0;
   cad_str_t vals[32];
   cad_str_t *v = t->n <= 32 ? vals : cad_arena_alloc(e->a, t->n * sizeof *v);
@@ -346,6 +338,19 @@ static int date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t 
   return 0;
 }
 
+/* The value of a match that is ASCII without the escape character: its
+ * text as it is, as cad_hl7_value() gives it (the usual case, inline). */
+static inline bool plain_value(const cad_hl7_match_t *mt, cad_str_t *v) {
+  if (!mt->present) return false;
+  const char esc = mt->d->esc;
+  for (size_t i = 0; i < mt->raw.len; i++) {
+    char c = mt->raw.p[i];
+    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
+  }
+  *v = mt->raw;
+  return true;
+}
+
 /* map, replace, upper, lower, trim, format_date: the new value of one match
  * (which holds a value).  Sets *set = false when nothing is to change, *raw
  * when nv is ER7 already (otherwise it is plain text, to be escaped). */
@@ -354,7 +359,8 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
   /* A map writes plain text (or nothing, or empty) whatever the match held. */
   bool leaf = st->kind == S_MAP || cad_hl7_is_leaf(p, mt);
   cad_str_t v, nv = {"", 0};
-  if (!cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+  if (!plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v))
+    return cad__internal(e, CAD_E_NOMEM);
   bool set = true, raw = !leaf;
   int rc;
   switch (st->kind) {
@@ -629,7 +635,7 @@ typedef struct cad__ws {
 } ws_t;
 
 /* Slot `slot`, holding field `field` of the current occurrence. */
-static inline wsf_t *ws_field(cad__ev_t *e, int slot, int field) {
+static inline CAD__INLINE wsf_t *ws_field(cad__ev_t *e, int slot, int field) {
   ws_t *ws = e->ws;
   wsf_t *f = &ws->f[slot];
   if (ws->loaded & (1u << slot)) return f;
@@ -645,7 +651,7 @@ static inline wsf_t *ws_field(cad__ev_t *e, int slot, int field) {
   return f;
 }
 
-static inline int ws_split(wsf_t *f, const cad_hl7_delims_t *d) {
+static inline CAD__INLINE int ws_split(wsf_t *f, const cad_hl7_delims_t *d) {
   if (f->split) return 0;
   /* One pass: components up to the first repetition separator.  A separator
    * that is not declared (0) splits nothing, as on the stepwise path. */
@@ -738,7 +744,7 @@ static bool has_either(cad_str_t v, char a, char b) {
 
 /* Write raw ER7 at the target of step st (a whole field, or a component of
  * its first repetition: see fusable()). */
-static inline int ws_write(cad__ev_t *e, const cad__step_t *st, cad_str_t val) {
+static inline CAD__INLINE int ws_write(cad__ev_t *e, const cad__step_t *st, cad_str_t val) {
   const cad_hl7_path_t *p = &st->path.p;
   const cad_hl7_delims_t *d = &e->ws->s->d;
   wsf_t *f = ws_field(e, st->slot, p->field);
@@ -796,6 +802,15 @@ static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx)
       if ((rc = encode(e, d, &v))) return rc;
       return ws_write(e, st, v);
     case S_SET_TEMPLATE:
+      if (st->tpl.n == 1 && st->tpl.parts[0].slot >= 0) {
+        /* A copy within the occurrence: the source as the run has left it,
+         * its text as it is (values are never changed in place). */
+        const cad_hl7_path_t *q = &st->tpl.parts[0].path.p;
+        cad_hl7_match_t mt;
+        if ((rc = ws_read(e, st->tpl.parts[0].slot, q, q->rep == CAD_HL7_ALL ? 1 : q->rep, &mt)))
+          return rc;
+        return ws_write(e, st, mt.present ? mt.raw : (cad_str_t){"", 0});
+      }
       if ((rc = tpl_build(e, &st->tpl, cx, false, &v))) return rc;
       return ws_write(e, st, v);
     default: {
@@ -808,6 +823,102 @@ static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx)
       if (!raw && (rc = encode(e, d, &v))) return rc;
       return ws_write(e, st, v);
     }
+  }
+}
+
+/* ---- component-level runs ----
+ *
+ * Most runs only set, copy and map components of their segment's fields
+ * (the five OBX steps of examples/lab-to-ehr).  Such steps have a form that
+ * works on the components directly (cad__step_t.cop): no match is built, no
+ * path is looked at again.  What they do is what fused_step() does:
+ *   COP_SET   `set` of a value to a component
+ *   COP_COPY  `set`/`copy` whose template is one component of the occurrence
+ *   COP_MAP   `map` of a component
+ * A field the occurrence lacks is read as empty text split into one empty
+ * component, which every one of these reads as fused_step() reads the absent
+ * field (an empty value: a copy writes it, a map leaves it). */
+enum { COP_SET = 1, COP_COPY, COP_MAP };
+
+/* Slot `slot` for field `field`, taken apart into components. */
+static inline CAD__INLINE int comps_of(cad__ev_t *e, int slot, int field, wsf_t **out) {
+  wsf_t *f = ws_field(e, slot, field);
+  *out = f;
+  return ws_split(f, &e->ws->s->d);
+}
+
+/* Component c (1-based) of split field f becomes v (raw ER7 without
+ * component or repetition separators). */
+static inline CAD__INLINE int comp_write(wsf_t *f, uint32_t c, cad_str_t v, char cs) {
+  if (c > WS_COMPS || (c > f->ncomp && !cs)) return CAD__REDO;
+  while (f->ncomp < c) f->comp[f->ncomp++] = (cad_str_t){"", 0};
+  f->comp[c - 1] = v;
+  f->text_ok = false;
+  f->present = f->dirty = true;
+  return 0;
+}
+
+/* `map` of component c of field f: 0 (written or left), or CAD__REDO. */
+static inline CAD__INLINE int comp_map(cad__ev_t *e, const cad__step_t *st, wsf_t *f, uint32_t c) {
+  if (c > f->ncomp) return 0; /* absent: nothing to map */
+  cad_hl7_match_t mt = {.raw = f->comp[c - 1], .present = true, .d = &e->ws->s->d};
+  if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) return 0;
+  cad_str_t v, nv;
+  if (!plain_value(&mt, &v) && !cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
+  if (!cad__table_get(st->table, v.p, v.len, &nv)) {
+    if (st->dflt == DFLT_KEEP) return 0;
+    if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
+    else if (st->dflt == DFLT_VALUE) nv = st->value;
+    else return CAD__REDO; /* reject: reported by the stepwise path */
+  }
+  if (encode(e, mt.d, &nv)) return CAD__REDO;
+  return comp_write(f, c, nv, mt.d->comp);
+}
+
+/* The steps of a component-level run on the current occurrence. */
+static int comps_steps(cad__ev_t *e, const cad__step_t *st, size_t n) {
+  const cad_hl7_delims_t *d = &e->ws->s->d;
+  for (size_t k = 0; k < n; k++, st++) {
+    const cad_hl7_path_t *p = &st->path.p;
+    wsf_t *f, *src;
+    cad_str_t v;
+    int rc = comps_of(e, st->slot, p->field, &f);
+    if (rc) return rc;
+    switch (st->cop) {
+      case COP_SET:
+        v = st->value;
+        if (encode(e, d, &v)) return CAD__REDO;
+        rc = comp_write(f, (uint32_t)p->comp, v, d->comp);
+        break;
+      case COP_COPY: {
+        const cad__tpart_t *tp = &st->tpl.parts[0];
+        uint32_t c = (uint32_t)tp->path.p.comp;
+        if ((rc = comps_of(e, tp->slot, tp->path.p.field, &src))) return rc;
+        v = c <= src->ncomp ? src->comp[c - 1] : (cad_str_t){"", 0};
+        rc = comp_write(f, (uint32_t)p->comp, v, d->comp);
+        break;
+      }
+      default: rc = comp_map(e, st, f, (uint32_t)p->comp);
+    }
+    if (rc) return rc;
+  }
+  return 0;
+}
+
+/* The component-level form of a step in a fused run, or 0. */
+static uint8_t comp_form(const cad__step_t *st) {
+  const cad_hl7_path_t *p = &st->path.p;
+  if (p->comp == 0) return 0; /* fusable(): a component of the first repetition */
+  switch (st->kind) {
+    case S_SET_VALUE: return COP_SET;
+    case S_MAP: return COP_MAP;
+    case S_SET_TEMPLATE: {
+      if (st->tpl.n != 1 || st->tpl.parts[0].slot < 0) return 0;
+      const cad_hl7_path_t *q = &st->tpl.parts[0].path.p;
+      int rep = q->rep == CAD_HL7_ALL ? 1 : q->rep;
+      return comp_level(q, rep) ? COP_COPY : 0;
+    }
+    default: return 0;
   }
 }
 
@@ -826,7 +937,9 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
     e->ws = &ws;
     cad__ctx_t cx = {p->segid, it.occ, i};
     int rc = 0;
-    for (size_t k = 0; k < n && !rc; k++) rc = fused_step(e, &st[k], &cx);
+    if (st->comps_only) rc = comps_steps(e, st, n);
+    else
+      for (size_t k = 0; k < n && !rc; k++) rc = fused_step(e, &st[k], &cx);
     if (!rc) rc = ws_commit(e);
     e->ws = NULL;
     if (rc) return CAD__REDO;
@@ -928,6 +1041,7 @@ static bool assign_slots(cad__step_t *st, uint32_t segid, int *slots, size_t *n)
     if (tp->is_path && tp->path.p.segid == segid) tp->slot = slot_of(slots, n, tp->path.p.field);
   }
   st->plain_out = plain_output(st);
+  st->cop = comp_form(st);
   return true;
 }
 
@@ -964,6 +1078,8 @@ void cad__route_plan(cad__route_t *rt) {
     st->fuse = 0;
     st->slot = 0;
     st->plain_out = false;
+    st->cop = 0;
+    st->comps_only = false;
     for (size_t k = 0; k < st->tpl.n; k++) st->tpl.parts[k].slot = -1;
   }
   for (size_t i = 0; i < rt->nsteps;) {
@@ -981,6 +1097,8 @@ void cad__route_plan(cad__route_t *rt) {
            assign_slots(&rt->steps[j], p->segid, slots, &nslots))
       j++;
     first->fuse = (uint32_t)(j - i);
+    first->comps_only = true;
+    for (size_t k = i; k < j; k++) first->comps_only &= rt->steps[k].cop != 0;
     i = j;
   }
   rt->overlay = overlay_ok(rt);

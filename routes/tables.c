@@ -44,32 +44,6 @@ void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ..
 
 /* ---- tables ------------------------------------------------------------- */
 
-static uint64_t hash(const char *p, size_t n) {
-  uint64_t h = 1469598103934665603ull; /* FNV-1a */
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)p[i];
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
-bool cad__table_get(const cad__table_t *t, const char *key, size_t klen, cad_str_t *value) {
-  if (!t || !t->nslots) return false;
-  size_t mask = t->nslots - 1;
-  for (size_t i = (size_t)hash(key, klen) & mask;; i = (i + 1) & mask) {
-    uint32_t s = t->slots[i];
-    if (!s) return false;
-    size_t k = s - 1;
-    if (t->klen[k] == klen && memcmp(t->keys[k], key, klen) == 0) {
-      if (value) {
-        value->p = t->vals[k];
-        value->len = t->vlen[k];
-      }
-      return true;
-    }
-  }
-}
-
 const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len) {
   if (!t) return NULL;
   for (size_t i = 0; i < t->n; i++)
@@ -158,7 +132,7 @@ static int build(cad__table_t *t, cad_arena_t *a, rows_t *r, cad__errs_t *e, con
   t->n = 0;
   int rc = 0;
   for (size_t i = 0; i < r->n; i++) {
-    size_t mask = ns - 1, j = (size_t)hash(r->k[i], r->kl[i]) & mask;
+    size_t mask = ns - 1, j = (size_t)cad__table_hash(r->k[i], r->kl[i]) & mask;
     bool dup = false;
     for (; t->slots[j]; j = (j + 1) & mask) {
       size_t k = t->slots[j] - 1;
