@@ -31,7 +31,32 @@ typedef struct cad__table {
   size_t *klen, *vlen;
   uint32_t *slots; /* open addressing: index+1, 0 = empty */
   size_t nslots, n;
+  bool vals_std_plain; /* no value holds a standard delimiter (| ^ ~ \ & #)
+                          or a line break: with standard delimiters, values
+                          are written as they are (cad__std_plain) */
 } cad__table_t;
+
+/* Text that cad_hl7_encode() leaves as it is in a message with the standard
+ * delimiters (| ^ ~ \ & and # when it declares a truncation character). */
+static inline bool cad__std_plain(const char *p, size_t n) {
+  for (size_t i = 0; i < n; i++) switch (p[i]) {
+      case '|':
+      case '^':
+      case '~':
+      case '\\':
+      case '&':
+      case '#':
+      case '\r':
+      case '\n': return false;
+    }
+  return true;
+}
+
+/* The standard delimiters (the case cad__std_plain is for). */
+static inline bool cad__std_delims(const cad_hl7_delims_t *d) {
+  return d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&
+         (d->trunc == 0 || d->trunc == '#');
+}
 
 struct cad_tables {
   int refs;
@@ -189,17 +214,18 @@ typedef struct cad__step {
   char seg[4], to[4]; /* delete / rename / add after */
   uint32_t segid;
   bool has_after;
-  cad__cond_t *when;  /* delete: per segment */
-  cad__select_t *sel; /* select */
-  uint32_t fuse;      /* > 0: this step starts a run of `fuse` steps that
+  cad__cond_t *when;    /* delete: per segment */
+  cad__select_t *sel;   /* select */
+  uint32_t fuse;        /* > 0: this step starts a run of `fuse` steps that
                             edit one segment's fields and can be applied one
                             segment occurrence at a time (see routes_steps.c) */
-  int slot;           /* in a fused run: the workspace slot of its target field */
-  bool plain_out;     /* in a fused run: what it writes never holds the
+  int slot;             /* in a fused run: the workspace slot of its target field */
+  bool value_std_plain; /* value needs no escaping with standard delimiters */
+  bool plain_out;       /* in a fused run: what it writes never holds the
                             segment's component or repetition separator */
-  uint8_t cop;        /* in a fused run: a component-level form (COP_*,
+  uint8_t cop;          /* in a fused run: a component-level form (COP_*,
                             routes_steps.c), 0 when none */
-  bool comps_only;    /* first step of a fused run whose every step has a
+  bool comps_only;      /* first step of a fused run whose every step has a
                             component-level form */
 } cad__step_t;
 
@@ -283,7 +309,8 @@ typedef struct cad__fedit {
 
 typedef struct cad__segedits {
   uint32_t n, cap;
-  cad__fedit_t *f; /* sorted by field */
+  cad__fedit_t *f;  /* sorted by field: &one, or an arena array */
+  cad__fedit_t one; /* room for the first edit (most segments have one) */
 } cad__segedits_t;
 
 typedef struct cad__overlay {

@@ -35,9 +35,14 @@ int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field
   while (i < se->n && se->f[i].field < field) i++;
   if (i < se->n && se->f[i].field == field) {
     se->f[i].text = text;
+  } else if (se->n == 0) {
+    se->one = (cad__fedit_t){field, text};
+    se->f = &se->one;
+    se->cap = 1;
+    se->n = 1;
   } else {
     if (se->n == se->cap) {
-      uint32_t cap = se->cap ? se->cap * 2 : 4;
+      uint32_t cap = se->cap * 4;
       cad__fedit_t *nf = cad_arena_alloc(a, cap * sizeof *nf);
       if (!nf) return CAD_E_NOMEM;
       if (se->n) memcpy(nf, se->f, se->n * sizeof *nf);

@@ -359,8 +359,7 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
   /* A map writes plain text (or nothing, or empty) whatever the match held. */
   bool leaf = st->kind == S_MAP || cad_hl7_is_leaf(p, mt);
   cad_str_t v, nv = {"", 0};
-  if (!plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v))
-    return cad__internal(e, CAD_E_NOMEM);
+  if (!plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
   bool set = true, raw = !leaf;
   int rc;
   switch (st->kind) {
@@ -630,6 +629,7 @@ typedef struct cad__ws {
   uint32_t seg; /* index of the occurrence in the message */
   int occ;
   const cad_hl7_seg_t *s; /* e->m->segs[seg] */
+  bool std;               /* s has the standard delimiters */
   uint32_t loaded;        /* bit k: f[k] holds its field */
   wsf_t f[WS_FIELDS];
 } ws_t;
@@ -775,9 +775,9 @@ static inline CAD__INLINE int ws_write(cad__ev_t *e, const cad__step_t *st, cad_
 static int ws_commit(cad__ev_t *e) {
   ws_t *ws = e->ws;
   const cad_hl7_delims_t *d = &ws->s->d;
-  for (uint32_t k = 0; k < WS_FIELDS; k++) {
-    wsf_t *f = &ws->f[k];
-    if (!(ws->loaded & (1u << k)) || !f->dirty) continue;
+  for (uint32_t m = ws->loaded; m; m &= m - 1) {
+    wsf_t *f = &ws->f[__builtin_ctz(m)];
+    if (!f->dirty) continue;
     int rc = ws_join(e, f, d);
     if (!rc && e->ov) {
       rc = cad__overlay_put(e->ov, e->a, ws->seg, f->field, f->text);
@@ -799,7 +799,7 @@ static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx)
   switch (st->kind) {
     case S_SET_VALUE:
       v = st->value;
-      if ((rc = encode(e, d, &v))) return rc;
+      if (!(st->value_std_plain && e->ws->std) && (rc = encode(e, d, &v))) return rc;
       return ws_write(e, st, v);
     case S_SET_TEMPLATE:
       if (st->tpl.n == 1 && st->tpl.parts[0].slot >= 0) {
@@ -850,8 +850,12 @@ static inline CAD__INLINE int comps_of(cad__ev_t *e, int slot, int field, wsf_t 
 /* Component c (1-based) of split field f becomes v (raw ER7 without
  * component or repetition separators). */
 static inline CAD__INLINE int comp_write(wsf_t *f, uint32_t c, cad_str_t v, char cs) {
-  if (c > WS_COMPS || (c > f->ncomp && !cs)) return CAD__REDO;
-  while (f->ncomp < c) f->comp[f->ncomp++] = (cad_str_t){"", 0};
+  uint32_t n = f->ncomp;
+  if (c > n) {
+    if (c > WS_COMPS || !cs) return CAD__REDO;
+    for (; n < c - 1; n++) f->comp[n] = (cad_str_t){"", 0};
+    f->ncomp = c;
+  }
   f->comp[c - 1] = v;
   f->text_ok = false;
   f->present = f->dirty = true;
@@ -871,7 +875,10 @@ static inline CAD__INLINE int comp_map(cad__ev_t *e, const cad__step_t *st, wsf_
     else if (st->dflt == DFLT_VALUE) nv = st->value;
     else return CAD__REDO; /* reject: reported by the stepwise path */
   }
-  if (encode(e, mt.d, &nv)) return CAD__REDO;
+  bool plain =
+      e->ws->std && (st->dflt == DFLT_VALUE ? st->value_std_plain && st->table->vals_std_plain
+                                            : st->table->vals_std_plain);
+  if (!plain && encode(e, mt.d, &nv)) return CAD__REDO;
   return comp_write(f, c, nv, mt.d->comp);
 }
 
@@ -887,7 +894,7 @@ static int comps_steps(cad__ev_t *e, const cad__step_t *st, size_t n) {
     switch (st->cop) {
       case COP_SET:
         v = st->value;
-        if (encode(e, d, &v)) return CAD__REDO;
+        if (!(st->value_std_plain && e->ws->std) && encode(e, d, &v)) return CAD__REDO;
         rc = comp_write(f, (uint32_t)p->comp, v, d->comp);
         break;
       case COP_COPY: {
@@ -933,6 +940,7 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
     ws.seg = (uint32_t)i;
     ws.occ = it.occ;
     ws.s = &e->m->segs[i];
+    ws.std = cad__std_delims(&ws.s->d);
     ws.loaded = 0;
     e->ws = &ws;
     cad__ctx_t cx = {p->segid, it.occ, i};
@@ -1042,6 +1050,7 @@ static bool assign_slots(cad__step_t *st, uint32_t segid, int *slots, size_t *n)
   }
   st->plain_out = plain_output(st);
   st->cop = comp_form(st);
+  st->value_std_plain = cad__std_plain(st->value.p, st->value.len);
   return true;
 }
 

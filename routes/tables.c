@@ -154,6 +154,8 @@ static int build(cad__table_t *t, cad_arena_t *a, rows_t *r, cad__errs_t *e, con
     t->slots[j] = (uint32_t)(t->n + 1);
     t->n++;
   }
+  t->vals_std_plain = true;
+  for (size_t i = 0; i < t->n; i++) t->vals_std_plain &= cad__std_plain(t->vals[i], t->vlen[i]);
   return rc;
 }
 
