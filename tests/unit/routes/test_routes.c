@@ -10,6 +10,7 @@
 #include "harness.h"
 #include "hl7.h"
 #include "routes.h"
+#include "routes_int.h"
 #include "yaml_doc.h"
 
 static const char *const dests[] = {"a", "b", "c"};
@@ -1072,6 +1073,253 @@ TEST(select_compile_errors) {
     CHECK(has_error(&f, cases[i].err));
     fx_free(&f);
   }
+}
+
+/* ---- edits kept beside the message (routes_overlay.c) ---------------------
+ *
+ * A route whose steps only rewrite fields of segments the message has is
+ * applied without a copy of the tree; these cases pin which routes take that
+ * form and that it gives, byte for byte, what applying each step does. */
+
+/* Does route i of `steps` (a transform list) take the overlay form? */
+static int overlay_planned(const char *steps) {
+  char yaml[2048];
+  snprintf(yaml, sizeof yaml,
+           "tables:\n  loinc: { values: { GLU: 2345-7, K: 2823-3 } }\n"
+           "channel:\n  routes:\n    - { transform: %s, to: a }\n",
+           steps);
+  fx_t f;
+  if (fx_compile(&f, yaml) != 0) {
+    fprintf(stderr, "  %s", fx_errors(&f));
+    fx_free(&f);
+    return -1;
+  }
+  int on = f.r->routes[0].overlay;
+  fx_free(&f);
+  return on;
+}
+
+TEST(overlay_planned_for_field_edits_only) {
+  /* The lab-to-ehr route: sets, copies, a map, a date. */
+  CHECK_INT(
+      overlay_planned("[ { set: MSH-5, value: EHR }, { copy: OBX-3.1, to: \"OBX[*]-3.4\" },"
+                      " { map: \"OBX[*]-3.1\", table: loinc }, { set: \"OBX[*]-3.3\", value: LN },"
+                      " { format_date: OBR-7, precision: minute } ]"),
+      1);
+  /* Another segment read that no earlier step writes: still beside. */
+  CHECK_INT(overlay_planned("[ { set: \"OBX[*]-18\", template: \"${MSH-10}\" } ]"), 1);
+  /* ... but one an earlier run wrote must be read from the edited tree. */
+  CHECK_INT(overlay_planned("[ { set: MSH-4, value: NEW }, { set: \"OBX[*]-4\", template: "
+                            "\"${MSH-4}\" } ]"),
+            0);
+  /* Segments added, deleted or renamed, moves, clears, selects: the tree. */
+  CHECK_INT(overlay_planned("[ { delete: NTE }, { set: \"OBX[*]-5\", value: x } ]"), 0);
+  CHECK_INT(overlay_planned("[ { add: \"ZPI|1\" } ]"), 0);
+  CHECK_INT(overlay_planned("[ { move: OBX-5, to: \"OBX[*]-7\" } ]"), 0);
+  CHECK_INT(overlay_planned("[ { clear: \"OBX[*]-3.2\" } ]"), 0);
+  CHECK_INT(overlay_planned("[ { set: \"PID-3[2].1\", value: x } ]"), 0);
+}
+
+/* Route `msg` (used as given: \n stays \n) with stepwise on or off. */
+static void eval_raw(fx_t *f, const char *msg, bool stepwise, outcome_t *o) {
+  memset(o, 0, sizeof *o);
+  cad_routes_set_stepwise(f->r, stepwise);
+  cad_arena_reset(&f->arena);
+  o->rc = cad_routes_eval(f->r, msg, strlen(msg), NULL, &f->arena, &f->res);
+  o->disposition = (int)f->res.disposition;
+  o->nouts = f->res.nouts;
+  snprintf(o->reason, sizeof o->reason, "%s", f->res.diag.reason);
+  for (size_t i = 0; i < f->res.nouts; i++) {
+    cad_str_t b = f->res.outs[i].bytes;
+    REQUIRE(o->len + b.len + 1 <= sizeof o->bytes);
+    o->bytes[o->len++] = (char)('0' + f->res.outs[i].dest);
+    memcpy(o->bytes + o->len, b.p, b.len);
+    o->len += b.len;
+  }
+}
+
+/* The routes in `routes_yaml` (a list) give `want` (every output: the
+ * destination index, then its bytes with \r shown as \n) both with the
+ * overlay (when planned) and step by step. */
+static void check_routes(const char *routes_yaml, const char *msg, const char *want) {
+  char yaml[4096];
+  snprintf(yaml, sizeof yaml,
+           "tables:\n  loinc: { values: { GLU: 2345-7, K: 2823-3, \"A&B\": \"x^y\" } }\n"
+           "channel:\n  routes: %s\n",
+           routes_yaml);
+  fx_t f;
+  if (fx_compile(&f, yaml) != 0) {
+    fprintf(stderr, "  %s", fx_errors(&f));
+    CHECK(0);
+    fx_free(&f);
+    return;
+  }
+  static outcome_t a, b;
+  eval_raw(&f, msg, false, &a);
+  eval_raw(&f, msg, true, &b);
+  bool same = a.rc == b.rc && a.disposition == b.disposition && a.len == b.len &&
+              memcmp(a.bytes, b.bytes, a.len) == 0;
+  if (!same)
+    fprintf(stderr, "  %s\n  fused    [%.*s]\n  stepwise [%.*s]\n", routes_yaml, (int)a.len,
+            a.bytes, (int)b.len, b.bytes);
+  CHECK(same);
+  for (size_t i = 0; i < a.len; i++)
+    if (a.bytes[i] == '\r') a.bytes[i] = '\n';
+  a.bytes[a.len] = 0;
+  if (strcmp(a.bytes, want) != 0)
+    fprintf(stderr, "  %s\n  got  [%s]\n  want [%s]\n", routes_yaml, a.bytes, want);
+  CHECK(strcmp(a.bytes, want) == 0);
+  fx_free(&f);
+}
+
+#define SMALL                                           \
+  "MSH|^~\\&|LIS|LAB|EHR|HOSP|2024||ORU^R01|C1|P|2.5\r" \
+  "OBR|1|O1|F1|BMP|||20240305121045\r"                  \
+  "OBX|1|NM|GLU^Glucose^L||98\r"                        \
+  "NTE|1||note\r"                                       \
+  "OBX|2|NM|A\\T\\B^Gl\\T\\u^L~K^Pot||4.1\r"
+
+TEST(overlay_edits_same_segment_twice) {
+  /* Two runs on OBX with one on MSH between them: the second OBX run reads
+   * the first one's edits. */
+  check_routes(
+      "[ { transform: [ { set: \"OBX[*]-5\", value: X }, { set: MSH-5, value: NEW },"
+      " { copy: OBX-5, to: \"OBX[*]-3.2\" }, { set: \"OBX[*]-3.3\", value: LN } ], to: a } ]",
+      SMALL,
+      "0MSH|^~\\&|LIS|LAB|NEW|HOSP|2024||ORU^R01|C1|P|2.5\nOBR|1|O1|F1|BMP|||20240305121045\n"
+      "OBX|1|NM|GLU^X^LN||X\nNTE|1||note\nOBX|2|NM|A\\T\\B^X^LN~K^Pot||X\n");
+}
+
+TEST(overlay_edit_then_filter_and_read) {
+  /* Filters read the message as received: the second route still sees
+   * MSH-5 EHR and makes its own copy. */
+  check_routes(
+      "[ { transform: [ { set: MSH-5, value: NEW } ], to: a, continue: true },"
+      "  { when: { path: MSH-5, equals: EHR }, transform: [ { set: MSH-6, value: H2 } ],"
+      " to: b } ]",
+      "MSH|^~\\&|A|B|EHR|HOSP|2024||ORU^R01|C1|P|2.5\rOBX|1|NM|GLU||1\r",
+      "0MSH|^~\\&|A|B|NEW|HOSP|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|GLU||1\n"
+      "1MSH|^~\\&|A|B|EHR|H2|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|GLU||1\n");
+  /* A later step reading a field an earlier one wrote, in another segment
+   * (the tree) and in its own (the overlay). */
+  check_routes(
+      "[ { transform: [ { set: MSH-4, value: NEW }, { set: \"OBX[*]-4\", template: "
+      "\"${MSH-4}\" } ], to: a } ]",
+      "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\rOBX|1|NM|GLU||1\r",
+      "0MSH|^~\\&|A|NEW|C|D|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|GLU|NEW|1\n");
+  check_routes(
+      "[ { transform: [ { map: \"OBX[*]-3.1\", table: loinc },"
+      " { copy: OBX-3.1, to: \"OBX[*]-3.4\" } ], to: a } ]",
+      "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\rOBX|1|NM|GLU^G||1\r",
+      "0MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|2345-7^G^^2345-7||1\n");
+}
+
+TEST(overlay_add_remove_then_edit) {
+  /* Deleting a segment, then editing: the tree. */
+  check_routes(
+      "[ { transform: [ { delete: NTE }, { set: \"OBX[*]-3.2\", value: g } ], to: a } ]", SMALL,
+      "0MSH|^~\\&|LIS|LAB|EHR|HOSP|2024||ORU^R01|C1|P|2.5\nOBR|1|O1|F1|BMP|||20240305121045\n"
+      "OBX|1|NM|GLU^g^L||98\nOBX|2|NM|A\\T\\B^g^L~K^Pot||4.1\n");
+  /* A field of a segment the message lacks: the overlay gives up, the set
+   * adds the segment, and the edit after it still applies. */
+  check_routes(
+      "[ { transform: [ { set: ZZZ-2, value: z }, { set: MSH-5, value: NEW },"
+      " { set: \"OBX[*]-5\", value: v } ], to: a } ]",
+      "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\rOBX|1|NM|GLU||1\r",
+      "0MSH|^~\\&|A|B|NEW|D|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|GLU||v\nZZZ||z\n");
+  /* A field after the segment's last one: empty fields up to it. */
+  check_routes(
+      "[ { transform: [ { set: \"OBX[*]-9.2\", value: far }, { set: MSH-13, value: q } ],"
+      " to: a } ]",
+      "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\rOBX|1|NM|GLU||1\r",
+      "0MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5|q\nOBX|1|NM|GLU||1||||^far\n");
+}
+
+TEST(overlay_repetitions_escapes_terminators) {
+  /* Components of the first repetition only; values escaped for the
+   * message; an escaped key decoded before the lookup, the mapped value
+   * escaped when written. */
+  check_routes(
+      "[ { transform: [ { set: \"OBX[*]-3.2\", value: \"a&b\" },"
+      " { map: \"OBX[*]-3.1\", table: loinc } ], to: a } ]",
+      SMALL,
+      "0MSH|^~\\&|LIS|LAB|EHR|HOSP|2024||ORU^R01|C1|P|2.5\nOBR|1|O1|F1|BMP|||20240305121045\n"
+      "OBX|1|NM|2345-7^a\\T\\b^L||98\nNTE|1||note\nOBX|2|NM|x\\S\\y^a\\T\\b^L~K^Pot||4.1\n");
+  /* Other delimiters: field $, component %. */
+  check_routes(
+      "[ { transform: [ { set: \"OBX[*]-3.3\", value: \"L%1\" },"
+      " { copy: OBX-3.1, to: \"OBX[*]-3.4\" } ], to: a } ]",
+      "MSH$%~\\&$A$B$$$2024$$ORU%R01$C3$P$2.5\rOBX$1$NM$GLU%Glucose$$98\r",
+      "0MSH$%~\\&$A$B$$$2024$$ORU%R01$C3$P$2.5\nOBX$1$NM$GLU%Glucose%L\\S\\1%GLU$$98\n");
+  /* \n and \r\n terminators, no final terminator: every segment ends
+   * with \r, as an edited tree is written. */
+  check_routes("[ { transform: [ { set: \"OBX[*]-5\", value: v } ], to: a } ]",
+               "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\r\nOBX|1|NM|GLU||1\nNTE|1||n",
+               "0MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|GLU||v\nNTE|1||n\n");
+  /* Nothing changed (a map that keeps an unknown code): the input itself. */
+  check_routes("[ { transform: [ { map: \"OBX[*]-3.1\", table: loinc } ], to: a } ]",
+               "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\rOBX|1|NM|NA||1",
+               "0MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|NA||1");
+}
+
+/* A condition on a path without wildcards is resolved inline
+ * (routes_cond.c): it must read what cad_hl7_get() reads, for every kind of
+ * path, absent elements and other delimiters included. */
+TEST(condition_paths_read_as_hl7_get) {
+  static const char *const msgs[] = {
+      "MSH|^~\\&|A|B|C|D|2024||ORU^R01^X|C1|P|2.5\rPID|1||1^^^H&x&y^MR~2^^^Q||Do\\T\\e^J\r"
+      "OBX|1|NM|GLU^G||98\rOBX|2||K\r",
+      "MSH$%~\\&$A$B$C$D$2024$$ORU%R01$C2$P$2.5\rPID$1$$7%%%H&u~8\r",
+      "MSH|^|A|B|C|D|2024||ORU^R01|C3|P|2.5\rPID|1||5^6~7\r",
+  };
+  static const char *const paths[] = {
+      "MSH-1",    "MSH-2",    "MSH-2.1",  "MSH-9",        "MSH-9.2",   "MSH-9.3",   "MSH-9.4",
+      "PID-3",    "PID-3.1",  "PID-3.4",  "PID-3.4.2",    "PID-3.4.3", "PID-3.4.4", "PID-3[2].1",
+      "PID-3[3]", "PID-5.1",  "PID-9",    "OBX[2]-3",     "OBX[2]-4",  "OBX[3]-1",  "ZZZ-1",
+      "PID",      "PID-3[1]", "PID-3[2]", "OBX[2]-3.1.1",
+  };
+  cad_arena_t a;
+  cad_arena_init(&a, 4096, 0);
+  int checked = 0;
+  for (size_t i = 0; i < sizeof msgs / sizeof msgs[0]; i++) {
+    for (size_t k = 0; k < sizeof paths / sizeof paths[0]; k++) {
+      cad_arena_reset(&a);
+      cad_hl7_msg_t m;
+      REQUIRE(cad_hl7_parse(&m, msgs[i], strlen(msgs[i]), &a, NULL, NULL) == 0);
+      cad_hl7_path_t p;
+      if (cad_hl7_path_parse(paths[k], strlen(paths[k]), &p, NULL, NULL) != 0) continue;
+      cad_hl7_match_t mt;
+      cad_hl7_get(&m, &p, &mt);
+      cad_str_t v;
+      REQUIRE(cad_hl7_value(&p, &mt, &a, &v));
+      /* equals the value cad_hl7_get() gives, and exists as its kind says */
+      char text[512];
+      size_t n = 0;
+      for (size_t j = 0; j < v.len && n + 2 < sizeof text - 64; j++) {
+        if (v.p[j] == '\'') text[n++] = '\''; /* 'it''s' */
+        text[n++] = v.p[j];
+      }
+      text[n] = 0;
+      char cond[768];
+      snprintf(cond, sizeof cond, "%s = '%s' and %s %s", paths[k], text, paths[k],
+               cad_hl7_kind(&mt) == CAD_HL7_VALUE ? "exists" : "empty");
+      cad_route_cond_t *c = NULL;
+      cad_buf_t err = CAD_BUF_INIT;
+      if (cad_route_cond_parse(cond, NULL, &c, &err) != 0) {
+        fprintf(stderr, "  %s: %s\n", cond, cad_buf_cstr(&err));
+        CHECK(0);
+      } else {
+        int h = cad_route_cond_eval(c, &m, &a);
+        if (h != 1) fprintf(stderr, "  message %zu: %s does not hold\n", i, cond);
+        CHECK_INT(h, 1);
+        checked++;
+      }
+      cad_route_cond_free(c);
+      cad_buf_free(&err);
+    }
+  }
+  CHECK(checked > 60);
+  cad_arena_free(&a);
 }
 
 TEST_MAIN()
