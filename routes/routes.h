@@ -146,10 +146,12 @@ const char *cad_route_disposition_name(cad_route_disposition_t d);
 int cad_routes_serialize(const cad_hl7_msg_t *m, cad_arena_t *a, cad_str_t *out);
 
 /* Transforms are applied in order, as written; runs of steps that edit one
- * segment's fields are applied one segment occurrence at a time, which gives
- * the same bytes faster (routes_steps.c).  `on` switches that off so every
- * step is applied on its own: the reference the tests and the fuzzer compare
- * with.  Not for use while another thread evaluates with r. */
+ * segment's fields are applied one segment occurrence at a time, and a route
+ * that only rewrites fields keeps its edits beside the message instead of in a
+ * copy of its tree (routes_overlay.c), which give the same bytes faster.  `on`
+ * switches both off so every step is applied on its own: the reference the
+ * tests and the fuzzer compare with.  Not for use while another thread
+ * evaluates with r. */
 void cad_routes_set_stepwise(cad_routes_t *r, bool on);
 
 /* ---- standalone conditions ----------------------------------------------
