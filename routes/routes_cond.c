@@ -88,6 +88,23 @@ static inline bool piece(cad_str_t in, char sep, int n, cad_str_t *out) {
   return true;
 }
 
+/* The component and subcomponent of p in repetition r (as
+ * cad_hl7_resolve_in_field() reads them). */
+static inline bool below_rep(cad_str_t r, const cad_hl7_delims_t *d, const cad_hl7_path_t *p,
+                             cad_str_t *v) {
+  cad_str_t c;
+  if (p->comp == 0) {
+    *v = r;
+    return true;
+  }
+  if (!piece(r, d->comp, p->comp, &c)) return false;
+  if (p->sub == 0) {
+    *v = c;
+    return true;
+  }
+  return piece(c, d->sub, p->sub, v);
+}
+
 /* cad_hl7_get() for a path without wildcards, with the field taken apart
  * here (inline) rather than through memchr: the same match. */
 static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_match_t *out) {
@@ -112,11 +129,8 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
     present = true;
     v = f;
   } else {
-    cad_str_t r, c;
-    present = piece(f, s->d.rep, p->rep <= 0 ? 1 : p->rep, &r);
-    if (present && p->comp == 0) v = r;
-    else if (present && (present = piece(r, s->d.comp, p->comp, &c)) && p->sub == 0) v = c;
-    else if (present) present = piece(c, s->d.sub, p->sub, &v);
+    cad_str_t r;
+    present = piece(f, s->d.rep, p->rep <= 0 ? 1 : p->rep, &r) && below_rep(r, &s->d, p, &v);
   }
   if (!present) v = (cad_str_t){NULL, 0};
   out->raw = v;
@@ -182,7 +196,7 @@ static int op_holds(cad__ev_t *e, const cad__op_t *op, cad_hl7_kind_t kind, cad_
 
 static int ops_hold(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p,
                     const cad_hl7_match_t *mt) {
-  cad_hl7_kind_t kind = cad_hl7_kind(mt);
+  cad_hl7_kind_t kind = cad__kind(mt);
   cad_str_t v = {"", 0};
   bool have = false;
   for (size_t i = 0; i < k->nops; i++) {
@@ -196,6 +210,51 @@ static int ops_hold(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p,
     if (h <= 0) return h;
   }
   return 1;
+}
+
+/* A leaf on every repetition of one occurrence's field (PID-3[*].4): the
+ * matches cad_hl7_iter_next() gives, one per repetition, without it. */
+static int leaf_reps(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p) {
+  const cad_hl7_msg_t *m = e->m;
+  cad_hl7_match_t mt;
+  int i = -1, seen = 0;
+  for (uint32_t j = 0; j < m->nsegs; j++)
+    if (m->segs[j].id == p->segid && ++seen == p->occ) {
+      i = (int)j;
+      break;
+    }
+  if (i < 0) {
+    /* The segment does not occur: the operators judge an absent value. */
+    memset(&mt, 0, sizeof mt);
+    mt.d = &m->d;
+    return ops_hold(e, k, p, &mt);
+  }
+  const cad_hl7_seg_t *s = &m->segs[i];
+  cad_str_t f;
+  bool have = cad_hl7_field(s, p->field, &f);
+  bool whole = s->header && p->field <= 2; /* MSH-1, MSH-2: never split */
+  const char *at = f.p, *end = f.p + f.len;
+  for (int r = 1;; r++) {
+    cad_str_t rv = f, v = {NULL, 0};
+    bool last = true;
+    if (have && !whole && s->d.rep) {
+      const char *q = at;
+      while (q < end && *q != s->d.rep) q++;
+      rv = (cad_str_t){at, (size_t)(q - at)};
+      last = q == end;
+      at = q + 1;
+    }
+    bool present =
+        have && (whole ? cad_hl7_resolve_in_seg(s, p, r, &v) : below_rep(rv, &s->d, p, &v));
+    if (!present) v = (cad_str_t){NULL, 0};
+    mt = (cad_hl7_match_t){v, present, (uint32_t)i, p->occ, r, &s->d};
+    int h = ops_hold(e, k, p, &mt);
+    if (h < 0) return h;
+    if (k->quant_all && !h) return 0;
+    if (!k->quant_all && h) return 1;
+    if (last) break;
+  }
+  return k->quant_all ? 1 : 0;
 }
 
 int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx) {
@@ -224,6 +283,7 @@ int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx) {
         get_one(e->m, &p, &mt);
         return ops_hold(e, k, &p, &mt);
       }
+      if (p.occ != CAD_HL7_ALL && p.field > 0) return leaf_reps(e, k, &p);
       cad_hl7_iter_t it;
       cad_hl7_match_t mt;
       cad_hl7_iter_init(&it, e->m, &p);

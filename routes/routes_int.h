@@ -52,6 +52,14 @@ static inline bool cad__std_plain(const char *p, size_t n) {
   return true;
 }
 
+/* cad_hl7_kind() inline (conditions and transforms ask it for every match). */
+static inline cad_hl7_kind_t cad__kind(const cad_hl7_match_t *mt) {
+  if (!mt->present) return CAD_HL7_ABSENT;
+  if (mt->raw.len == 0) return CAD_HL7_EMPTY;
+  if (mt->raw.len == 2 && mt->raw.p[0] == '"' && mt->raw.p[1] == '"') return CAD_HL7_NULL;
+  return CAD_HL7_VALUE;
+}
+
 /* The standard delimiters (the case cad__std_plain is for). */
 static inline bool cad__std_delims(const cad_hl7_delims_t *d) {
   return d->field == '|' && d->comp == '^' && d->rep == '~' && d->esc == '\\' && d->sub == '&' &&

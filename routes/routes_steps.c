@@ -436,7 +436,7 @@ static int step_per_match(cad__ev_t *e, const cad__step_t *st) {
   cad_hl7_match_t mt;
   cad_hl7_iter_init(&it, e->m, &p);
   while (cad_hl7_iter_next(&it, &mt)) {
-    if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) continue; /* nothing to change */
+    if (cad__kind(&mt) != CAD_HL7_VALUE) continue; /* nothing to change */
     cad_str_t nv;
     bool set, raw;
     int rc = value_op(e, st, &p, &mt, &nv, &set, &raw);
@@ -816,7 +816,7 @@ static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx)
     default: {
       cad_hl7_match_t mt;
       if ((rc = ws_read(e, st->slot, p, p->rep, &mt))) return rc;
-      if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) return 0;
+      if (cad__kind(&mt) != CAD_HL7_VALUE) return 0;
       bool set, raw;
       if ((rc = value_op(e, st, p, &mt, &v, &set, &raw))) return rc;
       if (!set) return 0;
@@ -866,7 +866,7 @@ static inline CAD__INLINE int comp_write(wsf_t *f, uint32_t c, cad_str_t v, char
 static inline CAD__INLINE int comp_map(cad__ev_t *e, const cad__step_t *st, wsf_t *f, uint32_t c) {
   if (c > f->ncomp) return 0; /* absent: nothing to map */
   cad_hl7_match_t mt = {.raw = f->comp[c - 1], .present = true, .d = &e->ws->s->d};
-  if (cad_hl7_kind(&mt) != CAD_HL7_VALUE) return 0;
+  if (cad__kind(&mt) != CAD_HL7_VALUE) return 0;
   cad_str_t v, nv;
   if (!plain_value(&mt, &v) && !cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
   if (!cad__table_get(st->table, v.p, v.len, &nv)) {

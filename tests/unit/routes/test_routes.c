@@ -1262,9 +1262,10 @@ TEST(overlay_repetitions_escapes_terminators) {
                "0MSH|^~\\&|A|B|C|D|2024||ORU^R01|C1|P|2.5\nOBX|1|NM|NA||1");
 }
 
-/* A condition on a path without wildcards is resolved inline
- * (routes_cond.c): it must read what cad_hl7_get() reads, for every kind of
- * path, absent elements and other delimiters included. */
+/* A condition on a path without wildcards, or with [*] on the repetitions
+ * of one occurrence, is resolved inline (routes_cond.c): it must read what
+ * cad_hl7_get() and cad_hl7_iter_next() read, for every kind of path, absent
+ * elements and other delimiters included. */
 TEST(condition_paths_read_as_hl7_get) {
   static const char *const msgs[] = {
       "MSH|^~\\&|A|B|C|D|2024||ORU^R01^X|C1|P|2.5\rPID|1||1^^^H&x&y^MR~2^^^Q||Do\\T\\e^J\r"
@@ -1273,10 +1274,12 @@ TEST(condition_paths_read_as_hl7_get) {
       "MSH|^|A|B|C|D|2024||ORU^R01|C3|P|2.5\rPID|1||5^6~7\r",
   };
   static const char *const paths[] = {
-      "MSH-1",    "MSH-2",    "MSH-2.1",  "MSH-9",        "MSH-9.2",   "MSH-9.3",   "MSH-9.4",
-      "PID-3",    "PID-3.1",  "PID-3.4",  "PID-3.4.2",    "PID-3.4.3", "PID-3.4.4", "PID-3[2].1",
-      "PID-3[3]", "PID-5.1",  "PID-9",    "OBX[2]-3",     "OBX[2]-4",  "OBX[3]-1",  "ZZZ-1",
-      "PID",      "PID-3[1]", "PID-3[2]", "OBX[2]-3.1.1",
+      "MSH-1",        "MSH-2",      "MSH-2.1",      "MSH-9",    "MSH-9.2",   "MSH-9.3",
+      "MSH-9.4",      "PID-3",      "PID-3.1",      "PID-3.4",  "PID-3.4.2", "PID-3.4.3",
+      "PID-3.4.4",    "PID-3[2].1", "PID-3[3]",     "PID-5.1",  "PID-9",     "OBX[2]-3",
+      "OBX[2]-4",     "OBX[3]-1",   "ZZZ-1",        "PID",      "PID-3[1]",  "PID-3[2]",
+      "OBX[2]-3.1.1", "PID-3[*].4", "PID-3[*].4.2", "PID-3[*]", "MSH-2[*]",  "MSH-9[*].2",
+      "PID-9[*].1",   "ZZZ-3[*].1", "PID-5[*]",
   };
   cad_arena_t a;
   cad_arena_init(&a, 4096, 0);
@@ -1288,37 +1291,43 @@ TEST(condition_paths_read_as_hl7_get) {
       REQUIRE(cad_hl7_parse(&m, msgs[i], strlen(msgs[i]), &a, NULL, NULL) == 0);
       cad_hl7_path_t p;
       if (cad_hl7_path_parse(paths[k], strlen(paths[k]), &p, NULL, NULL) != 0) continue;
+      /* Every match the iterator gives (none: the absent value). */
+      cad_hl7_iter_t it;
       cad_hl7_match_t mt;
-      cad_hl7_get(&m, &p, &mt);
-      cad_str_t v;
-      REQUIRE(cad_hl7_value(&p, &mt, &a, &v));
-      /* equals the value cad_hl7_get() gives, and exists as its kind says */
-      char text[512];
-      size_t n = 0;
-      for (size_t j = 0; j < v.len && n + 2 < sizeof text - 64; j++) {
-        if (v.p[j] == '\'') text[n++] = '\''; /* 'it''s' */
-        text[n++] = v.p[j];
-      }
-      text[n] = 0;
-      char cond[768];
-      snprintf(cond, sizeof cond, "%s = '%s' and %s %s", paths[k], text, paths[k],
-               cad_hl7_kind(&mt) == CAD_HL7_VALUE ? "exists" : "empty");
-      cad_route_cond_t *c = NULL;
-      cad_buf_t err = CAD_BUF_INIT;
-      if (cad_route_cond_parse(cond, NULL, &c, &err) != 0) {
-        fprintf(stderr, "  %s: %s\n", cond, cad_buf_cstr(&err));
-        CHECK(0);
-      } else {
-        int h = cad_route_cond_eval(c, &m, &a);
-        if (h != 1) fprintf(stderr, "  message %zu: %s does not hold\n", i, cond);
-        CHECK_INT(h, 1);
-        checked++;
-      }
-      cad_route_cond_free(c);
-      cad_buf_free(&err);
+      cad_hl7_iter_init(&it, &m, &p);
+      bool more = cad_hl7_iter_next(&it, &mt);
+      if (!more) cad_hl7_get(&m, &p, &mt);
+      do {
+        cad_str_t v;
+        REQUIRE(cad_hl7_value(&p, &mt, &a, &v));
+        /* equals that value, and exists or is empty as its kind says */
+        char text[512];
+        size_t n = 0;
+        for (size_t j = 0; j < v.len && n + 2 < sizeof text - 64; j++) {
+          if (v.p[j] == '\'') text[n++] = '\''; /* 'it''s' */
+          text[n++] = v.p[j];
+        }
+        text[n] = 0;
+        char cond[768];
+        snprintf(cond, sizeof cond, "%s = '%s' and %s %s", paths[k], text, paths[k],
+                 cad_hl7_kind(&mt) == CAD_HL7_VALUE ? "exists" : "empty");
+        cad_route_cond_t *c = NULL;
+        cad_buf_t err = CAD_BUF_INIT;
+        if (cad_route_cond_parse(cond, NULL, &c, &err) != 0) {
+          fprintf(stderr, "  %s: %s\n", cond, cad_buf_cstr(&err));
+          CHECK(0);
+        } else {
+          int h = cad_route_cond_eval(c, &m, &a);
+          if (h != 1) fprintf(stderr, "  message %zu: %s does not hold\n", i, cond);
+          CHECK_INT(h, 1);
+          checked++;
+        }
+        cad_route_cond_free(c);
+        cad_buf_free(&err);
+      } while (more && cad_hl7_iter_next(&it, &mt));
     }
   }
-  CHECK(checked > 60);
+  CHECK(checked > 90);
   cad_arena_free(&a);
 }
 
