@@ -117,19 +117,28 @@ os.write(fd, b"\0" * (1 << 20))
 os.fsync(fd)
 os.lseek(fd, 0, os.SEEK_SET)
 t0 = time.perf_counter()
-lat = []
 for i in range(500):
+    os.write(fd, b"x" * 1024)
+    os.fdatasync(fd)
+rate = 500 / (time.perf_counter() - t0)
+# Latency over as long as one fixed-rate run (3 s), one sync every ~0.2 ms:
+# a stall of the disk delays every message committed behind it, so the
+# engine's ACK p99 follows the disk's worst stalls, not its p99.
+lat = []
+end = time.perf_counter() + 3
+while time.perf_counter() < end:
     t = time.perf_counter()
     os.write(fd, b"x" * 1024)
     os.fdatasync(fd)
     lat.append((time.perf_counter() - t) * 1000)
+    time.sleep(0.0002)
 lat.sort()
-print("%.0f %.3f %.3f" % (500 / (time.perf_counter() - t0), lat[250], lat[int(500 * 0.99)]))
+print("%.0f %.3f %.3f %.3f" % (rate, lat[len(lat) // 2], lat[int(len(lat) * 0.99)], lat[-1]))
 os.close(fd); os.unlink(p)
 EOF
 )
-read -r fsync fsync_p50 fsync_p99 <<<"$fsync"
-python3 - "$RES" "$fsync" "$RATE" "$fsync_p50" "$fsync_p99" <<'EOF'
+read -r fsync fsync_p50 fsync_p99 fsync_max <<<"$fsync"
+python3 - "$RES" "$fsync" "$RATE" "$fsync_p50" "$fsync_p99" "$fsync_max" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
@@ -150,8 +159,9 @@ fs = float(sys.argv[2])
 print("fdatasync rate of the disk: %.0f/s; relay at 1 connection: %.2f x of it (aim >= 0.8)"
       % (fs, m("relay", "1", 0) / fs))
 print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms); one 1 KB"
-      " write + fdatasync alone in this run: p50 %s ms, p99 %s ms"
-      % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2), sys.argv[4], sys.argv[5]))
+      " write + fdatasync alone for 3 s in this run: p50 %s ms, p99 %s ms, max %s ms"
+      % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2), sys.argv[4], sys.argv[5],
+         sys.argv[6]))
 print("aims at 16 connections: relay >= 0.5 x sink (%.2f), quickstart >= 0.35 x sink (%.2f)"
       % (m("relay", "16", 0) / m("sink", "16", 0), m("quickstart", "16", 0) / m("sink", "16", 0)))
 EOF
