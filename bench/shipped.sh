@@ -102,11 +102,16 @@ for r in $(seq "$RUNS"); do
   done
 done
 # ACK latency of the relay at a fixed offered load.
+# The hypervisor's share (/proc/stat steal) during these runs: a vCPU taken
+# away for a few ms stalls whichever engine thread it ran, as a disk stall.
+steal() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+steal0=$(steal)
 for r in $(seq "$RUNS"); do
   p=$(port); d=$W/relay-rate; ENG=$CAD; start_relay "$d" "$p"
   out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
   echo "relay-rate 16 $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
 done
+steal_pct=$(echo "$steal0 $(steal)" | awk '{d = $4 - $2; printf "%.1f", d > 0 ? ($3 - $1) * 100 / d : 0}')
 fsync=$(python3 - "$W/fsync-probe" <<'EOF'
 import os, sys, time
 p = sys.argv[1]
@@ -138,7 +143,7 @@ os.close(fd); os.unlink(p)
 EOF
 )
 read -r fsync fsync_p50 fsync_p99 fsync_max <<<"$fsync"
-python3 - "$RES" "$fsync" "$RATE" "$fsync_p50" "$fsync_p99" "$fsync_max" <<'EOF'
+python3 - "$RES" "$fsync" "$RATE" "$fsync_p50" "$fsync_p99" "$fsync_max" "$steal_pct" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
@@ -162,6 +167,7 @@ print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms
       " write + fdatasync alone for 3 s in this run: p50 %s ms, p99 %s ms, max %s ms"
       % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2), sys.argv[4], sys.argv[5],
          sys.argv[6]))
+print("CPU time the hypervisor took (steal) during those runs: %s %%" % sys.argv[7])
 print("aims at 16 connections: relay >= 0.5 x sink (%.2f), quickstart >= 0.35 x sink (%.2f)"
       % (m("relay", "16", 0) / m("sink", "16", 0), m("quickstart", "16", 0) / m("sink", "16", 0)))
 EOF
