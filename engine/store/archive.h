@@ -11,7 +11,7 @@
  * delivered.
  *
  * Memory: at most max_queue_bytes of waiting records (32 MiB by default)
- * and a 2 MiB SQLite page cache per open day file (two at most), whatever
+ * and an 8 MiB SQLite page cache per open day file (two at most), whatever
  * the backlog.
  *
  * Storage: data_dir/archive/YYYY-MM-DD.db (UTC day of the message's id),
