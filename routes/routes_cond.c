@@ -141,19 +141,6 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
   out->d = &s->d;
 }
 
-/* The value of a match that is ASCII without the escape character: its
- * text as it is, as cad_hl7_value() gives it (the usual case, inline). */
-static inline bool plain_value(const cad_hl7_match_t *mt, cad_str_t *v) {
-  if (!mt->present) return false;
-  const char esc = mt->d->esc;
-  for (size_t i = 0; i < mt->raw.len; i++) {
-    char c = mt->raw.p[i];
-    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
-  }
-  *v = mt->raw;
-  return true;
-}
-
 static int op_holds(cad__ev_t *e, const cad__op_t *op, cad_hl7_kind_t kind, cad_str_t v) {
   switch (op->kind) {
     case OP_EXISTS: return (kind == CAD_HL7_VALUE) == op->flag;
@@ -202,7 +189,7 @@ static int ops_hold(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p,
   for (size_t i = 0; i < k->nops; i++) {
     const cad__op_t *op = &k->ops[i];
     if (!have && op->kind != OP_EXISTS && op->kind != OP_EMPTY) {
-      if (!plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v))
+      if (!cad__plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v))
         return cad__internal(e, CAD_E_NOMEM);
       have = true;
     }

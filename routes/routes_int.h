@@ -380,4 +380,18 @@ void cad__route_plan(cad__route_t *rt);
 #define CAD__REDO 1
 int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed);
 
+/* The value of a match that is ASCII without the escape character: its
+ * text as it is, as cad_hl7_value() gives it (the usual case, inline; conditions and
+ * transforms). */
+static inline bool cad__plain_value(const cad_hl7_match_t *mt, cad_str_t *v) {
+  if (!mt->present) return false;
+  const char esc = mt->d->esc;
+  for (size_t i = 0; i < mt->raw.len; i++) {
+    char c = mt->raw.p[i];
+    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
+  }
+  *v = mt->raw;
+  return true;
+}
+
 #endif

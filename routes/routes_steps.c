@@ -338,19 +338,6 @@ static int date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t 
   return 0;
 }
 
-/* The value of a match that is ASCII without the escape character: its
- * text as it is, as cad_hl7_value() gives it (the usual case, inline). */
-static inline bool plain_value(const cad_hl7_match_t *mt, cad_str_t *v) {
-  if (!mt->present) return false;
-  const char esc = mt->d->esc;
-  for (size_t i = 0; i < mt->raw.len; i++) {
-    char c = mt->raw.p[i];
-    if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
-  }
-  *v = mt->raw;
-  return true;
-}
-
 /* map, replace, upper, lower, trim, format_date: the new value of one match
  * (which holds a value).  Sets *set = false when nothing is to change, *raw
  * when nv is ER7 already (otherwise it is plain text, to be escaped). */
@@ -359,7 +346,7 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
   /* A map writes plain text (or nothing, or empty) whatever the match held. */
   bool leaf = st->kind == S_MAP || cad_hl7_is_leaf(p, mt);
   cad_str_t v, nv = {"", 0};
-  if (!plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+  if (!cad__plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
   bool set = true, raw = !leaf;
   int rc;
   switch (st->kind) {
@@ -868,7 +855,7 @@ static inline CAD__INLINE int comp_map(cad__ev_t *e, const cad__step_t *st, wsf_
   cad_hl7_match_t mt = {.raw = f->comp[c - 1], .present = true, .d = &e->ws->s->d};
   if (cad__kind(&mt) != CAD_HL7_VALUE) return 0;
   cad_str_t v, nv;
-  if (!plain_value(&mt, &v) && !cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
+  if (!cad__plain_value(&mt, &v) && !cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
   if (!cad__table_get(st->table, v.p, v.len, &nv)) {
     if (st->dflt == DFLT_KEEP) return 0;
     if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
