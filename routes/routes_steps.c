@@ -346,7 +346,8 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
   /* A map writes plain text (or nothing, or empty) whatever the match held. */
   bool leaf = st->kind == S_MAP || cad_hl7_is_leaf(p, mt);
   cad_str_t v, nv = {"", 0};
-  if (!cad__plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v)) return cad__internal(e, CAD_E_NOMEM);
+  if (!cad__plain_value(mt, &v) && !cad_hl7_value(p, mt, e->a, &v))
+    return cad__internal(e, CAD_E_NOMEM);
   bool set = true, raw = !leaf;
   int rc;
   switch (st->kind) {
