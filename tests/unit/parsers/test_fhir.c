@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "../../../bench/bench_msgs.h"
 #include "cad_error.h"
 #include "harness.h"
 
@@ -317,6 +318,78 @@ TEST(formats) {
   CHECK_INT(cad_render(CAD_FORMAT_ER7, m, strlen(m), NULL, &out, NULL), 0);
   CHECK_STRN(out.data, out.len, m);
   cad_buf_free(&out);
+}
+
+/* ---- pinned outputs ---------------------------------------------------------
+ *
+ * The exact bytes of every format for the benchmark ORU^R01 (bench_msgs.h)
+ * and of the Bundle of each message of tests/fixtures/fhir, kept in
+ * tests/fixtures/fhir/pinned/: any change to the output, even of white
+ * space or key order, shows here.  CAD_PIN_WRITE=1 rewrites the files (only
+ * after checking that the change is meant). */
+
+static const cad_fhir_system_t bench_systems[] = {{"GH", "urn:oid:2.16.840.1.113883.3.72"}};
+
+static void pin_check(const char *name, cad_format_t f, const char *msg, size_t len,
+                      const cad_fhir_opts_t *o) {
+  const char *fx = getenv("CAD_FIXTURES");
+  char path[4096];
+  snprintf(path, sizeof path, "%s/fhir/pinned/%s", fx && *fx ? fx : "tests/fixtures", name);
+  cad_buf_t got = CAD_BUF_INIT;
+  cad_fhir_diag_t dg;
+  CHECK_INT(cad_render(f, msg, len, o, &got, &dg), 0);
+  if (getenv("CAD_PIN_WRITE")) {
+    FILE *w = fopen(path, "wb");
+    REQUIRE(w);
+    fwrite(got.data, 1, got.len, w);
+    fclose(w);
+  }
+  FILE *r = fopen(path, "rb");
+  if (!r) fprintf(stderr, "  missing %s\n", path);
+  REQUIRE(r);
+  cad_buf_t want = CAD_BUF_INIT;
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof chunk, r)) > 0) cad_buf_append(&want, chunk, n);
+  fclose(r);
+  size_t at = 0;
+  while (at < got.len && at < want.len && got.data[at] == want.data[at]) at++;
+  if (got.len != want.len || at != got.len)
+    fprintf(stderr, "  %s: differs at byte %zu (got %zu bytes, want %zu)\n", name, at, got.len,
+            want.len);
+  CHECK(got.len == want.len && at == got.len);
+  cad_buf_free(&got);
+  cad_buf_free(&want);
+}
+
+TEST(pinned_benchmark_message) {
+  char msg[4096];
+  size_t len = bench_oru_r01(msg, sizeof msg);
+  cad_fhir_opts_t o = {bench_systems, 1, NULL, false};
+  pin_check("bench_oru_r01.fhir.json", CAD_FORMAT_FHIR, msg, len, &o);
+  pin_check("bench_oru_r01.json", CAD_FORMAT_JSON, msg, len, &o);
+  pin_check("bench_oru_r01.xml", CAD_FORMAT_XML, msg, len, &o);
+  o.pretty = true;
+  pin_check("bench_oru_r01.pretty.fhir.json", CAD_FORMAT_FHIR, msg, len, &o);
+  pin_check("bench_oru_r01.pretty.json", CAD_FORMAT_JSON, msg, len, &o);
+}
+
+TEST(pinned_fixture_bundles) {
+  static const char *const names[] = {"adt_a01", "adt_a03", "adt_a08_nopv1", "adt_a28", "mdm_t02",
+                                      "oml_o21", "orm_o01", "oru_r01",       "vxu_v04"};
+  const char *fx = getenv("CAD_FIXTURES");
+  cad_fhir_opts_t o = {systems, 2, "-05:00", false};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    char path[4096], out[64];
+    snprintf(path, sizeof path, "%s/fhir/%s.hl7", fx && *fx ? fx : "tests/fixtures", names[i]);
+    FILE *r = fopen(path, "rb");
+    REQUIRE(r);
+    char msg[8192];
+    size_t len = fread(msg, 1, sizeof msg, r);
+    fclose(r);
+    snprintf(out, sizeof out, "%s.fhir.json", names[i]);
+    pin_check(out, CAD_FORMAT_FHIR, msg, len, &o);
+  }
 }
 
 TEST_MAIN()
