@@ -16,7 +16,6 @@
 #define F(s, n) cad__fhir_field((s), (n))
 #define REP(f, n) fpiece((f), d->rep, (n))
 #define COMP(r, n) fpiece((r), d->comp, (n))
-#define NREP(f) ((f).len ? cad_hl7_npieces((f), d->rep) : 0)
 
 typedef enum { K_ADT = 1, K_ORU, K_VXU, K_ORDER, K_MDM } kind_t;
 
@@ -39,8 +38,9 @@ typedef struct conv {
 static void each_rep(conv_t *v, json_t *res, const char *key, const cad_hl7_seg_t *s, int field,
                      json_t *(*fn)(fctx_t *, const cad_hl7_delims_t *, cad_str_t)) {
   const cad_hl7_delims_t *d = &s->d;
-  cad_str_t f = F(s, field);
-  for (int r = 1; r <= NREP(f); r++) cad__fhir_push(&v->c, res, key, fn(&v->c, d, REP(f, r)));
+  fcur_t it = fcur(F(s, field), d->rep);
+  cad_str_t r;
+  while (fnext(&it, &r)) cad__fhir_push(&v->c, res, key, fn(&v->c, d, r));
 }
 
 static json_t *first_rep(conv_t *v, const cad_hl7_seg_t *s, int field,
@@ -79,6 +79,16 @@ static void subject(conv_t *v, json_t *res, const char *key) {
   cad__fhir_set(&v->c, res, key, cad__fhir_ref(&v->c, &v->c.patient));
 }
 
+/* ContactPoints of a home and a work XTN field, every repetition. */
+static void telecoms(conv_t *v, json_t *res, const cad_hl7_seg_t *s, int home, int work) {
+  const cad_hl7_delims_t *d = &s->d;
+  cad_str_t r;
+  fcur_t it = fcur(F(s, home), d->rep);
+  while (fnext(&it, &r)) cad__fhir_push(&v->c, res, "telecom", cad__fhir_xtn(&v->c, d, r, "home"));
+  it = fcur(F(s, work), d->rep);
+  while (fnext(&it, &r)) cad__fhir_push(&v->c, res, "telecom", cad__fhir_xtn(&v->c, d, r, "work"));
+}
+
 static void encounter(conv_t *v, json_t *res) {
   cad__fhir_set(&v->c, res, "encounter", cad__fhir_ref(&v->c, &v->c.encounter));
 }
@@ -95,16 +105,25 @@ static int patient(conv_t *v, const cad_hl7_seg_t *s) {
    * every message about the patient updates one Patient. */
   cad_str_t pid3 = F(s, 3), key = {NULL, 0};
   char keybuf[512];
-  for (int r = 1; r <= NREP(pid3) && !key.len; r++) {
-    cad_str_t rep = REP(pid3, r), val = cad__fhir_text(c, d, COMP(rep, 1));
-    cad_str_t hd = COMP(rep, 4);
+  fcur_t it = fcur(pid3, d->rep);
+  cad_str_t rep;
+  while (!key.len && fnext(&it, &rep)) {
+    cad_str_t k[4];
+    fsplit(rep, d->comp, k, 4);
+    cad_str_t val = cad__fhir_text(c, d, k[0]), hd = k[3];
     cad_str_t ns = cad__fhir_text(c, d, fpiece(hd, d->sub, 1));
     cad_str_t uid = cad__fhir_text(c, d, fpiece(hd, d->sub, 2));
     if (!val.len) continue;
-    int n = snprintf(keybuf, sizeof keybuf, "%.*s|%.*s|%.*s", (int)ns.len, ns.p, (int)uid.len,
-                     uid.p, (int)val.len, val.p);
+    /* ns|uid|value, cut to the buffer (as snprintf would) */
+    const cad_str_t kp[5] = {ns, {"|", 1}, uid, {"|", 1}, val};
+    size_t n = 0;
+    for (int i = 0; i < 5 && n < sizeof keybuf - 1; i++) {
+      size_t take = kp[i].len < sizeof keybuf - 1 - n ? kp[i].len : sizeof keybuf - 1 - n;
+      if (take) memcpy(keybuf + n, kp[i].p, take);
+      n += take;
+    }
     key.p = keybuf;
-    key.len = n < (int)sizeof keybuf ? (size_t)n : sizeof keybuf - 1;
+    key.len = n;
   }
   int rc = cad__fhir_new(c, "Patient", key.len ? "id" : NULL, key, &c->patient);
   if (rc) return rc;
@@ -120,12 +139,7 @@ static int patient(conv_t *v, const cad_hl7_seg_t *s) {
     cad__fhir_push(c, p, "identifier", id);
   }
   each_rep(v, p, "name", s, 5, cad__fhir_xpn);
-  cad_str_t tel = F(s, 13);
-  for (int r = 1; r <= NREP(tel); r++)
-    cad__fhir_push(c, p, "telecom", cad__fhir_xtn(c, d, REP(tel, r), "home"));
-  tel = F(s, 14);
-  for (int r = 1; r <= NREP(tel); r++)
-    cad__fhir_push(c, p, "telecom", cad__fhir_xtn(c, d, REP(tel, r), "work"));
+  telecoms(v, p, s, 13, 14);
   const char *g = map_code(text1(v, s, 8, 1), genders);
   if (g) cad__fhir_set(c, p, "gender", cad__fhir_cstr(c, g));
   cad__fhir_set(c, p, "birthDate", first_rep(v, s, 7, cad__fhir_date));
@@ -181,9 +195,10 @@ static const char *enc_status(conv_t *v, const cad_hl7_seg_t *s) {
 static void participant(conv_t *v, json_t *enc, const cad_hl7_seg_t *s, int field,
                         const char *type) {
   const cad_hl7_delims_t *d = &s->d;
-  cad_str_t f = F(s, field);
-  for (int r = 1; r <= NREP(f); r++) {
-    json_t *who = cad__fhir_xcn(&v->c, d, REP(f, r));
+  fcur_t it = fcur(F(s, field), d->rep);
+  cad_str_t r;
+  while (fnext(&it, &r)) {
+    json_t *who = cad__fhir_xcn(&v->c, d, r);
     if (!who) continue;
     json_t *p = json_object();
     cad__fhir_push(&v->c, p, "type",
@@ -262,7 +277,6 @@ static void pv2(conv_t *v, const cad_hl7_seg_t *s) {
 
 static int nk1(conv_t *v, const cad_hl7_seg_t *s) {
   fctx_t *c = &v->c;
-  const cad_hl7_delims_t *d = &s->d;
   fres_t r;
   if (!c->patient.res) return 0;
   int rc = cad__fhir_new(c, "RelatedPerson", NULL, (cad_str_t){NULL, 0}, &r);
@@ -273,12 +287,7 @@ static int nk1(conv_t *v, const cad_hl7_seg_t *s) {
   cad__fhir_push(c, p, "relationship", first_rep(v, s, 3, cad__fhir_cwe));
   cad__fhir_push(c, p, "relationship", first_rep(v, s, 7, cad__fhir_cwe));
   each_rep(v, p, "name", s, 2, cad__fhir_xpn);
-  cad_str_t tel = F(s, 5);
-  for (int k = 1; k <= NREP(tel); k++)
-    cad__fhir_push(c, p, "telecom", cad__fhir_xtn(c, d, REP(tel, k), "home"));
-  tel = F(s, 6);
-  for (int k = 1; k <= NREP(tel); k++)
-    cad__fhir_push(c, p, "telecom", cad__fhir_xtn(c, d, REP(tel, k), "work"));
+  telecoms(v, p, s, 5, 6);
   const char *g = map_code(text1(v, s, 15, 1), genders);
   if (g) cad__fhir_set(c, p, "gender", cad__fhir_cstr(c, g));
   cad__fhir_set(c, p, "birthDate", first_rep(v, s, 16, cad__fhir_date));
@@ -309,10 +318,12 @@ static int al1(conv_t *v, const cad_hl7_seg_t *s) {
   cad__fhir_set(c, a, "onsetDateTime", first_rep(v, s, 6, cad__fhir_datetime));
   cad_str_t reac = F(s, 5);
   const char *sev = map_code(text1(v, s, 4, 1), severities);
-  if (NREP(reac) || sev) {
+  if (reac.len || sev) {
     json_t *re = json_object();
-    for (int k = 1; k <= NREP(reac); k++) {
-      json_t *t = cad__fhir_str(c, d, REP(reac, k));
+    fcur_t it = fcur(reac, d->rep);
+    cad_str_t rv;
+    while (fnext(&it, &rv)) {
+      json_t *t = cad__fhir_str(c, d, rv);
       if (!t) continue;
       json_t *cc = json_object();
       cad__fhir_set(c, cc, "text", t);
@@ -567,10 +578,11 @@ static void value_sn(conv_t *v, json_t *o, const cad_hl7_seg_t *s, cad_str_t rep
 static json_t *joined_text(conv_t *v, const cad_hl7_seg_t *s, int field) {
   fctx_t *c = &v->c;
   const cad_hl7_delims_t *d = &s->d;
-  cad_str_t f = F(s, field);
+  fcur_t it = fcur(F(s, field), d->rep);
   cad_buf_t b = CAD_BUF_INIT;
-  for (int r = 1; r <= NREP(f); r++) {
-    cad_str_t t = cad__fhir_text(c, d, REP(f, r));
+  cad_str_t rv;
+  for (int r = 1; fnext(&it, &rv); r++) {
+    cad_str_t t = cad__fhir_text(c, d, rv);
     if (r > 1) cad_buf_putc(&b, '\n');
     cad_buf_append(&b, t.p, t.len);
   }
@@ -665,9 +677,10 @@ static int observation(conv_t *v, const cad_hl7_seg_t *s) {
   cad__fhir_set(c, o, "effectiveDateTime", eff);
   each_rep(v, o, "performer", s, 16, cad__fhir_xcn);
   obs_value(v, o, s);
-  cad_str_t interp = F(s, 8);
-  for (int r = 1; r <= NREP(interp); r++) {
-    cad_str_t code = cad__fhir_text(c, d, COMP(REP(interp, r), 1));
+  fcur_t it = fcur(F(s, 8), d->rep);
+  cad_str_t iv;
+  while (fnext(&it, &iv)) {
+    cad_str_t code = cad__fhir_text(c, d, COMP(iv, 1));
     if (!code.len) continue;
     json_t *cc = json_object(), *k = json_object();
     cad__fhir_set(
@@ -787,9 +800,10 @@ static int immunization(conv_t *v, const cad_hl7_seg_t *s) {
     }
     cad__fhir_set(c, k, "doseQuantity", q);
   }
-  cad_str_t prov = F(s, 10);
-  for (int r = 1; r <= NREP(prov); r++) {
-    json_t *who = cad__fhir_xcn(c, d, REP(prov, r));
+  fcur_t it = fcur(F(s, 10), d->rep);
+  cad_str_t pv;
+  while (fnext(&it, &pv)) {
+    json_t *who = cad__fhir_xcn(c, d, pv);
     if (!who) continue;
     json_t *p = json_object();
     cad__fhir_set(c, p, "function",

@@ -5,6 +5,10 @@
 
 #include "fhir.h"
 
+#include <string.h>
+
+#include "cad_error.h"
+
 /* "urn:uuid:" + 36 + NUL */
 #define FHIR_URL_MAX 48
 
@@ -27,6 +31,9 @@ typedef struct fctx {
   fres_t patient; /* the current PID */
   fres_t encounter;
   int err; /* first allocation failure */
+  /* the ids of the entries so far, a hash set in the arena (fhir_util.c) */
+  const char **ids;
+  uint32_t ids_cap, nids;
 } fctx_t;
 
 /* ---- reading values ------------------------------------------------------ */
@@ -38,6 +45,54 @@ static inline cad_str_t fpiece(cad_str_t s, char sep, int n) {
   if (!sep) return n == 1 ? s : out;
   cad_hl7_piece(s, sep, n, &out);
   return out;
+}
+/* The pieces of s split on sep, one after the other, each found once (a
+ * field of n repetitions is read in O(length), not O(n * length)):
+ *
+ *   fcur_t it = fcur(f, d->rep);  cad_str_t rep;
+ *   while (fnext(&it, &rep)) ...
+ *
+ * An absent or empty s has no piece (as NREP counts repetitions); "a~" has
+ * two, "a" and "".  sep 0: s is the one piece. */
+typedef struct fcur {
+  const char *p, *end;
+  char sep;
+  bool more;
+} fcur_t;
+static inline fcur_t fcur(cad_str_t s, char sep) {
+  fcur_t it = {s.p, s.p ? s.p + s.len : NULL, sep, s.p != NULL && s.len > 0};
+  return it;
+}
+static inline bool fnext(fcur_t *it, cad_str_t *out) {
+  if (!it->more) return false;
+  const char *q = it->sep ? memchr(it->p, it->sep, (size_t)(it->end - it->p)) : NULL;
+  out->p = it->p;
+  out->len = (size_t)((q ? q : it->end) - it->p);
+  if (q) it->p = q + 1;
+  else it->more = false;
+  return true;
+}
+/* The first n pieces of s split on sep in one pass: out[k] is what
+ * fpiece(s, sep, k + 1) gives, for k < n. */
+static inline void fsplit(cad_str_t s, char sep, cad_str_t *out, int n) {
+  int k = 0;
+  if (s.p && !sep && n > 0) out[k++] = s;
+  else if (s.p) {
+    const char *p = s.p, *end = s.p + s.len;
+    for (; k < n; k++) {
+      const char *q = memchr(p, sep, (size_t)(end - p));
+      out[k].p = p;
+      out[k].len = (size_t)((q ? q : end) - p);
+      if (!q) {
+        k++;
+        break;
+      }
+      p = q + 1;
+    }
+    /* the pieces past the last: empty at the end, as cad_hl7_piece says */
+    for (; k < n; k++) out[k] = (cad_str_t){end, 0};
+  }
+  for (; k < n; k++) out[k] = (cad_str_t){NULL, 0};
 }
 /* Field n of segment s, all repetitions. */
 cad_str_t cad__fhir_field(const cad_hl7_seg_t *s, int n);
@@ -51,11 +106,52 @@ bool cad__fhir_is(cad_str_t s, const char *lit, bool nocase);
 
 /* ---- building JSON ------------------------------------------------------- */
 
+/* Keys and literals are ASCII: jansson's UTF-8 check is skipped (_nocheck),
+ * and, these being inline, the compiler counts a literal's length (jansson
+ * 2.14's *n calls take it; older ones count it themselves). */
+#if JANSSON_VERSION_HEX >= 0x020e00
+#define FHIR_SETN(obj, key, v) json_object_setn_new_nocheck((obj), (key), strlen(key), (v))
+#define FHIR_GETN(obj, key) json_object_getn((obj), (key), strlen(key))
+#else
+#define FHIR_SETN(obj, key, v) json_object_set_new_nocheck((obj), (key), (v))
+#define FHIR_GETN(obj, key) json_object_get((obj), (key))
+#endif
+
 /* obj[key] = v when v is not NULL (v's reference is taken). */
-void cad__fhir_set(fctx_t *c, json_t *obj, const char *key, json_t *v);
+static inline void cad__fhir_set(fctx_t *c, json_t *obj, const char *key, json_t *v) {
+  if (!v) return;
+  if (!obj) {
+    json_decref(v);
+    c->err = CAD_E_NOMEM;
+  } else if (FHIR_SETN(obj, key, v) != 0) {
+    c->err = CAD_E_NOMEM; /* set_new released v */
+  }
+}
 /* Append v to the array obj[key] (created when missing); v NULL: nothing. */
-void cad__fhir_push(fctx_t *c, json_t *obj, const char *key, json_t *v);
-json_t *cad__fhir_cstr(fctx_t *c, const char *s);
+static inline void cad__fhir_push(fctx_t *c, json_t *obj, const char *key, json_t *v) {
+  if (!v) return;
+  json_t *arr = obj ? FHIR_GETN(obj, key) : NULL;
+  if (obj && !arr) {
+    arr = json_array();
+    if (arr && FHIR_SETN(obj, key, arr) != 0) arr = NULL;
+  }
+  if (!arr || json_array_append_new(arr, v) != 0) {
+    if (!arr) json_decref(v);
+    c->err = CAD_E_NOMEM;
+  }
+}
+/* A JSON string of an ASCII literal (or of text known to be UTF-8). */
+static inline json_t *cad__fhir_cstr(fctx_t *c, const char *s) {
+  json_t *j = json_stringn_nocheck(s, strlen(s));
+  if (!j) c->err = CAD_E_NOMEM;
+  return j;
+}
+/* The same from n bytes. */
+static inline json_t *cad__fhir_strn(fctx_t *c, const char *s, size_t n) {
+  json_t *j = json_stringn_nocheck(s, n);
+  if (!j) c->err = CAD_E_NOMEM;
+  return j;
+}
 /* {"reference": url} */
 json_t *cad__fhir_ref(fctx_t *c, const fres_t *r);
 /* A new entry (fullUrl, resource, request PUT) for a resource of `type`

@@ -92,35 +92,6 @@ json_t *cad__fhir_str(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
   return j;
 }
 
-json_t *cad__fhir_cstr(fctx_t *c, const char *s) {
-  json_t *j = json_string_nocheck(s); /* literals: ASCII */
-  if (!j) c->err = CAD_E_NOMEM;
-  return j;
-}
-
-void cad__fhir_set(fctx_t *c, json_t *obj, const char *key, json_t *v) {
-  if (!v) return;
-  if (!obj) {
-    json_decref(v);
-    c->err = CAD_E_NOMEM;
-  } else if (json_object_set_new_nocheck(obj, key, v) != 0) {
-    c->err = CAD_E_NOMEM; /* set_new released v */
-  }
-}
-
-void cad__fhir_push(fctx_t *c, json_t *obj, const char *key, json_t *v) {
-  if (!v) return;
-  json_t *arr = obj ? json_object_get(obj, key) : NULL;
-  if (obj && !arr) {
-    arr = json_array();
-    if (arr && json_object_set_new_nocheck(obj, key, arr) != 0) arr = NULL;
-  }
-  if (!arr || json_array_append_new(arr, v) != 0) {
-    if (!arr) json_decref(v);
-    c->err = CAD_E_NOMEM;
-  }
-}
-
 json_t *cad__fhir_ref(fctx_t *c, const fres_t *r) {
   if (!r->res) return NULL;
   json_t *j = json_object();
@@ -157,6 +128,58 @@ void cad__fhir_uuid(const char *const *parts, const size_t *lens, size_t n, char
   out[o] = 0;
 }
 
+/* The set of the ids given so far (fctx_t.ids): open addressing in the
+ * arena, doubled at half full, so that looking for a keyed id among the
+ * entries is O(1) (it was a scan of every entry: quadratic in the PIDs). */
+static uint32_t id_hash(const char *id) {
+  uint32_t h = 2166136261u;
+  for (int i = 0; i < 36; i++) h = (h ^ (unsigned char)id[i]) * 16777619u;
+  return h;
+}
+
+static bool id_known(const fctx_t *c, const char *id) {
+  if (!c->nids) return false;
+  for (uint32_t i = id_hash(id) & (c->ids_cap - 1);; i = (i + 1) & (c->ids_cap - 1)) {
+    if (!c->ids[i]) return false;
+    if (memcmp(c->ids[i], id, 36) == 0) return true;
+  }
+}
+
+static int id_add(fctx_t *c, const char *id) {
+  if (2 * (c->nids + 1) > c->ids_cap) {
+    uint32_t cap = c->ids_cap ? 2 * c->ids_cap : 64;
+    const char **t = cad_arena_alloc(c->a, cap * sizeof *t);
+    if (!t) return CAD_E_NOMEM;
+    memset(t, 0, cap * sizeof *t);
+    for (uint32_t k = 0; k < c->ids_cap; k++) {
+      if (!c->ids[k]) continue;
+      uint32_t i = id_hash(c->ids[k]) & (cap - 1);
+      while (t[i]) i = (i + 1) & (cap - 1);
+      t[i] = c->ids[k];
+    }
+    c->ids = t;
+    c->ids_cap = cap;
+  }
+  char *copy = cad_arena_alloc(c->a, 36);
+  if (!copy) return CAD_E_NOMEM;
+  memcpy(copy, id, 36);
+  uint32_t i = id_hash(id) & (c->ids_cap - 1);
+  while (c->ids[i]) i = (i + 1) & (c->ids_cap - 1);
+  c->ids[i] = copy;
+  c->nids++;
+  return 0;
+}
+
+/* The decimal digits of v into out (no NUL); their number. */
+static size_t put_u32(char *out, uint32_t v) {
+  char t[10];
+  size_t n = 0;
+  do t[n++] = (char)('0' + v % 10);
+  while (v /= 10);
+  for (size_t i = 0; i < n; i++) out[i] = t[n - 1 - i];
+  return n;
+}
+
 int cad__fhir_new(fctx_t *c, const char *type, const char *key1, cad_str_t key2, fres_t *r) {
   r->res = NULL;
   if (json_array_size(c->entries) >= CAD_FHIR_MAX_ENTRIES) {
@@ -164,36 +187,33 @@ int cad__fhir_new(fctx_t *c, const char *type, const char *key1, cad_str_t key2,
     return c->err;
   }
   char pos[16];
-  snprintf(pos, sizeof pos, "%u", c->seg);
+  pos[put_u32(pos, c->seg)] = 0;
   const char *parts[4] = {type, key1 ? key1 : pos, key2.p ? key2.p : "", NULL};
   size_t lens[4] = {strlen(type), strlen(parts[1]), key2.len, 0};
   size_t np = 3;
   if (!key1) parts[np] = c->msh10.p ? c->msh10.p : "", lens[np++] = c->msh10.len;
   char id[37];
   cad__fhir_uuid(parts, lens, np, id);
-  if (key1) {
-    /* the same key twice in one message (two PID of one patient): the
-     * second gets an id of its own, by position */
-    char url[FHIR_URL_MAX];
-    snprintf(url, sizeof url, "urn:uuid:%s", id);
-    for (size_t i = 0; i < json_array_size(c->entries); i++) {
-      const char *u = json_string_value(json_object_get(json_array_get(c->entries, i), "fullUrl"));
-      if (u && strcmp(u, url) == 0) return cad__fhir_new(c, type, NULL, key2, r);
-    }
-  }
-  r->res = NULL;
-  snprintf(r->url, sizeof r->url, "urn:uuid:%s", id);
+  /* the same key twice in one message (two PID of one patient): the second
+   * gets an id of its own, by position */
+  if (key1 && id_known(c, id)) return cad__fhir_new(c, type, NULL, key2, r);
+  memcpy(r->url, "urn:uuid:", 9);
+  memcpy(r->url + 9, id, 37);
+  size_t tl = lens[0];
+  char url[80]; /* type "/" id: the types are short literals */
+  memcpy(url, type, tl);
+  url[tl] = '/';
+  memcpy(url + tl + 1, id, 36);
   json_t *res = json_object(), *e = json_object(), *req = json_object();
-  char url[80];
-  snprintf(url, sizeof url, "%s/%s", type, id);
-  cad__fhir_set(c, res, "resourceType", cad__fhir_cstr(c, type));
-  cad__fhir_set(c, res, "id", cad__fhir_cstr(c, id));
+  cad__fhir_set(c, res, "resourceType", cad__fhir_strn(c, type, tl));
+  cad__fhir_set(c, res, "id", cad__fhir_strn(c, id, 36));
   cad__fhir_set(c, req, "method", cad__fhir_cstr(c, "PUT"));
-  cad__fhir_set(c, req, "url", cad__fhir_cstr(c, url));
-  cad__fhir_set(c, e, "fullUrl", cad__fhir_cstr(c, r->url));
+  cad__fhir_set(c, req, "url", cad__fhir_strn(c, url, tl + 37));
+  cad__fhir_set(c, e, "fullUrl", cad__fhir_strn(c, r->url, 45));
   cad__fhir_set(c, e, "resource", res);
   cad__fhir_set(c, e, "request", req);
-  if (c->err || !e || json_array_append_new(c->entries, e) != 0) {
+  if (c->err || !e || json_array_append_new(c->entries, e) != 0 || id_add(c, id) != 0) {
+    if (c->err) json_decref(e); /* not appended */
     c->err = CAD_E_NOMEM;
     return c->err;
   }
