@@ -14,6 +14,35 @@
 #define COMP(r, n) fpiece((r), d->comp, (n))
 #define SUB(x, n) fpiece((x), d->sub, (n))
 
+/* ---- small writers (what snprintf did, without its cost) ------------------ */
+
+/* Text into a fixed buffer: bytes past cap - 1 are dropped, n counts every
+ * byte asked for (so n >= cap says it was cut), as chained snprintf calls. */
+typedef struct capw {
+  char *b;
+  size_t cap, n;
+} capw_t;
+
+static void capw_put(capw_t *w, const char *p, size_t len) {
+  if (w->n < w->cap - 1) {
+    size_t room = w->cap - 1 - w->n, k = len < room ? len : room;
+    if (k) memcpy(w->b + w->n, p, k);
+  }
+  w->n += len;
+}
+
+/* v in decimal, at least `width` digits (zeros in front), as "%0*d"; v >= 0. */
+static size_t put_int(char *out, int v, int width) {
+  char t[12];
+  size_t n = 0;
+  unsigned u = (unsigned)v;
+  do t[n++] = (char)('0' + u % 10);
+  while (u /= 10);
+  while (n < (size_t)width) t[n++] = '0';
+  for (size_t i = 0; i < n; i++) out[i] = t[n - 1 - i];
+  return n;
+}
+
 /* ---- code systems -------------------------------------------------------- */
 
 static const struct {
@@ -61,8 +90,11 @@ const char *cad__fhir_code_system(fctx_t *c, cad_str_t name, char *buf, size_t c
   if (name.len >= 7 && name.len <= 8 && strncmp(name.p, "HL7", 3) == 0) {
     for (size_t i = 3; i < name.len; i++)
       if (name.p[i] < '0' || name.p[i] > '9') return NULL;
-    snprintf(buf, cap, "http://terminology.hl7.org/CodeSystem/v2-%.*s", (int)(name.len - 3),
-             name.p + 3);
+    static const char pre[] = "http://terminology.hl7.org/CodeSystem/v2-";
+    capw_t w = {buf, cap, 0};
+    capw_put(&w, pre, sizeof pre - 1);
+    capw_put(&w, name.p + 3, name.len - 3);
+    buf[w.n < cap ? w.n : cap - 1] = 0;
     return buf;
   }
   return NULL;
@@ -81,25 +113,23 @@ const char *cad__fhir_id_system(fctx_t *c, cad_str_t ns, cad_str_t uid, cad_str_
   const char *t = table_uri(c, ns);
   if (!t) t = table_uri(c, uid);
   if (t) return t;
+  /* (the lengths checked leave room: nothing is cut) */
+  const char *pre = NULL;
+  cad_str_t v = uid;
   if (!uid.len && is_oid(ns) && ns.len < cap - 16) { /* an OID written as the namespace */
-    snprintf(buf, cap, "urn:oid:%.*s", (int)ns.len, ns.p);
-    return buf;
+    pre = "urn:oid:";
+    v = ns;
+  } else if (uid.len && uid.len < cap - 16) {
+    if ((uid_type.len == 0 || cad__fhir_is(uid_type, "ISO", true)) && is_oid(uid)) pre = "urn:oid:";
+    else if (cad__fhir_is(uid_type, "UUID", true)) pre = "urn:uuid:";
+    else if (cad__fhir_is(uid_type, "URI", true)) pre = "";
   }
-  if (uid.len && uid.len < cap - 16) {
-    if ((uid_type.len == 0 || cad__fhir_is(uid_type, "ISO", true)) && is_oid(uid)) {
-      snprintf(buf, cap, "urn:oid:%.*s", (int)uid.len, uid.p);
-      return buf;
-    }
-    if (cad__fhir_is(uid_type, "UUID", true)) {
-      snprintf(buf, cap, "urn:uuid:%.*s", (int)uid.len, uid.p);
-      return buf;
-    }
-    if (cad__fhir_is(uid_type, "URI", true)) {
-      snprintf(buf, cap, "%.*s", (int)uid.len, uid.p);
-      return buf;
-    }
-  }
-  return NULL;
+  if (!pre) return NULL;
+  size_t pl = strlen(pre);
+  memcpy(buf, pre, pl);
+  memcpy(buf + pl, v.p, v.len);
+  buf[pl + v.len] = 0;
+  return buf;
 }
 
 /* ---- identifiers --------------------------------------------------------- */
@@ -140,10 +170,12 @@ static json_t *identifier(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t value,
 }
 
 json_t *cad__fhir_cx(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
-  cad_str_t hd = COMP(rep, 4);
-  json_t *id = identifier(c, d, COMP(rep, 1), SUB(hd, 1), SUB(hd, 2), SUB(hd, 3), COMP(rep, 5));
+  cad_str_t k[8], h[3];
+  fsplit(rep, d->comp, k, 8);
+  fsplit(k[3], d->sub, h, 3);
+  json_t *id = identifier(c, d, k[0], h[0], h[1], h[2], k[4]);
   if (!id) return NULL;
-  json_t *start = cad__fhir_date(c, d, COMP(rep, 7)), *end = cad__fhir_date(c, d, COMP(rep, 8));
+  json_t *start = cad__fhir_date(c, d, k[6]), *end = cad__fhir_date(c, d, k[7]);
   if (start || end) {
     json_t *p = json_object();
     cad__fhir_set(c, p, "start", start);
@@ -154,8 +186,9 @@ json_t *cad__fhir_cx(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
 }
 
 json_t *cad__fhir_ei(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
-  cad_str_t none = {NULL, 0};
-  return identifier(c, d, COMP(rep, 1), COMP(rep, 2), COMP(rep, 3), COMP(rep, 4), none);
+  cad_str_t none = {NULL, 0}, k[4];
+  fsplit(rep, d->comp, k, 4);
+  return identifier(c, d, k[0], k[1], k[2], k[3], none);
 }
 
 /* ---- names, addresses, telecoms ------------------------------------------ */
@@ -170,16 +203,18 @@ json_t *cad__fhir_xpn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
     const char *v2, *use;
   } uses[] = {{"L", "official"}, {"D", "usual"},     {"M", "maiden"}, {"N", "nickname"},
               {"A", "usual"},    {"S", "anonymous"}, {"T", "temp"},   {"BAD", "old"}};
-  cad_str_t u = cad__fhir_text(c, d, COMP(rep, 7));
+  cad_str_t k[7];
+  fsplit(rep, d->comp, k, 7);
+  cad_str_t u = cad__fhir_text(c, d, k[6]);
   for (size_t i = 0; u.len && i < sizeof uses / sizeof uses[0]; i++)
     if (cad__fhir_is(u, uses[i].v2, false))
       cad__fhir_set(c, n, "use", cad__fhir_cstr(c, uses[i].use));
-  cad__fhir_set(c, n, "family", cad__fhir_str(c, d, SUB(COMP(rep, 1), 1)));
-  cad__fhir_push(c, n, "given", cad__fhir_str(c, d, COMP(rep, 2)));
-  cad__fhir_push(c, n, "given", cad__fhir_str(c, d, COMP(rep, 3)));
-  cad__fhir_push(c, n, "prefix", cad__fhir_str(c, d, COMP(rep, 5)));
-  cad__fhir_push(c, n, "suffix", cad__fhir_str(c, d, COMP(rep, 4)));
-  cad__fhir_push(c, n, "suffix", cad__fhir_str(c, d, COMP(rep, 6)));
+  cad__fhir_set(c, n, "family", cad__fhir_str(c, d, SUB(k[0], 1)));
+  cad__fhir_push(c, n, "given", cad__fhir_str(c, d, k[1]));
+  cad__fhir_push(c, n, "given", cad__fhir_str(c, d, k[2]));
+  cad__fhir_push(c, n, "prefix", cad__fhir_str(c, d, k[4]));
+  cad__fhir_push(c, n, "suffix", cad__fhir_str(c, d, k[3]));
+  cad__fhir_push(c, n, "suffix", cad__fhir_str(c, d, k[5]));
   if (!json_object_get(n, "family") && !json_object_get(n, "given")) {
     json_decref(n);
     return NULL;
@@ -193,7 +228,9 @@ json_t *cad__fhir_xad(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
     c->err = CAD_E_NOMEM;
     return NULL;
   }
-  cad_str_t t = cad__fhir_text(c, d, COMP(rep, 7));
+  cad_str_t k[9];
+  fsplit(rep, d->comp, k, 9);
+  cad_str_t t = cad__fhir_text(c, d, k[6]);
   if (cad__fhir_is(t, "H", false) || cad__fhir_is(t, "P", false))
     cad__fhir_set(c, a, "use", cad__fhir_cstr(c, "home"));
   else if (cad__fhir_is(t, "B", false) || cad__fhir_is(t, "O", false))
@@ -201,13 +238,13 @@ json_t *cad__fhir_xad(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
   else if (cad__fhir_is(t, "C", false)) cad__fhir_set(c, a, "use", cad__fhir_cstr(c, "temp"));
   else if (cad__fhir_is(t, "BA", false)) cad__fhir_set(c, a, "use", cad__fhir_cstr(c, "old"));
   else if (cad__fhir_is(t, "M", false)) cad__fhir_set(c, a, "type", cad__fhir_cstr(c, "postal"));
-  cad__fhir_push(c, a, "line", cad__fhir_str(c, d, SUB(COMP(rep, 1), 1)));
-  cad__fhir_push(c, a, "line", cad__fhir_str(c, d, COMP(rep, 2)));
-  cad__fhir_set(c, a, "city", cad__fhir_str(c, d, COMP(rep, 3)));
-  cad__fhir_set(c, a, "district", cad__fhir_str(c, d, COMP(rep, 9)));
-  cad__fhir_set(c, a, "state", cad__fhir_str(c, d, COMP(rep, 4)));
-  cad__fhir_set(c, a, "postalCode", cad__fhir_str(c, d, COMP(rep, 5)));
-  cad__fhir_set(c, a, "country", cad__fhir_str(c, d, COMP(rep, 6)));
+  cad__fhir_push(c, a, "line", cad__fhir_str(c, d, SUB(k[0], 1)));
+  cad__fhir_push(c, a, "line", cad__fhir_str(c, d, k[1]));
+  cad__fhir_set(c, a, "city", cad__fhir_str(c, d, k[2]));
+  cad__fhir_set(c, a, "district", cad__fhir_str(c, d, k[8]));
+  cad__fhir_set(c, a, "state", cad__fhir_str(c, d, k[3]));
+  cad__fhir_set(c, a, "postalCode", cad__fhir_str(c, d, k[4]));
+  cad__fhir_set(c, a, "country", cad__fhir_str(c, d, k[5]));
   if (json_object_size(a) == 0 ||
       (json_object_size(a) <= 2 && !json_object_get(a, "line") && !json_object_get(a, "city") &&
        !json_object_get(a, "state") && !json_object_get(a, "postalCode") &&
@@ -220,7 +257,9 @@ json_t *cad__fhir_xad(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
 
 json_t *cad__fhir_xtn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep,
                       const char *use_default) {
-  cad_str_t use = cad__fhir_text(c, d, COMP(rep, 2)), eq = cad__fhir_text(c, d, COMP(rep, 3));
+  cad_str_t k[8];
+  fsplit(rep, d->comp, k, 8);
+  cad_str_t use = cad__fhir_text(c, d, k[1]), eq = cad__fhir_text(c, d, k[2]);
   const char *system = "phone", *u = use_default;
   if (cad__fhir_is(eq, "FX", false)) system = "fax";
   else if (cad__fhir_is(eq, "BP", false)) system = "pager";
@@ -236,22 +275,22 @@ json_t *cad__fhir_xtn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep,
   char buf[256];
   cad_str_t value = {NULL, 0};
   if (strcmp(system, "email") == 0) {
-    value = cad__fhir_text(c, d, COMP(rep, 4));
+    value = cad__fhir_text(c, d, k[3]);
   } else {
-    cad_str_t cc = cad__fhir_text(c, d, COMP(rep, 5)), area = cad__fhir_text(c, d, COMP(rep, 6));
-    cad_str_t local = cad__fhir_text(c, d, COMP(rep, 7)), ext = cad__fhir_text(c, d, COMP(rep, 8));
+    cad_str_t cc = cad__fhir_text(c, d, k[4]), area = cad__fhir_text(c, d, k[5]);
+    cad_str_t local = cad__fhir_text(c, d, k[6]), ext = cad__fhir_text(c, d, k[7]);
     if (local.len && cc.len + area.len + local.len + ext.len + 16 < sizeof buf) {
-      int n = 0;
-      if (cc.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "+%.*s ", (int)cc.len, cc.p);
-      if (area.len)
-        n += snprintf(buf + n, sizeof buf - (size_t)n, "(%.*s) ", (int)area.len, area.p);
-      n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s", (int)local.len, local.p);
-      if (ext.len) n += snprintf(buf + n, sizeof buf - (size_t)n, " x%.*s", (int)ext.len, ext.p);
+      /* "+cc (area) local xext": the room was checked */
+      capw_t w = {buf, sizeof buf, 0};
+      if (cc.len) capw_put(&w, "+", 1), capw_put(&w, cc.p, cc.len), capw_put(&w, " ", 1);
+      if (area.len) capw_put(&w, "(", 1), capw_put(&w, area.p, area.len), capw_put(&w, ") ", 2);
+      capw_put(&w, local.p, local.len);
+      if (ext.len) capw_put(&w, " x", 2), capw_put(&w, ext.p, ext.len);
       value.p = buf;
-      value.len = (size_t)n;
+      value.len = w.n;
     }
   }
-  if (!value.len) value = cad__fhir_text(c, d, COMP(rep, 1));
+  if (!value.len) value = cad__fhir_text(c, d, k[0]);
   if (!value.len) return NULL;
   json_t *t = json_object();
   cad__fhir_set(c, t, "system", cad__fhir_cstr(c, system));
@@ -283,12 +322,12 @@ json_t *cad__fhir_cwe(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
     c->err = CAD_E_NOMEM;
     return NULL;
   }
-  cad__fhir_push(c, cc, "coding",
-                 coding(c, d, COMP(rep, 1), COMP(rep, 2), COMP(rep, 3), COMP(rep, 7)));
-  cad__fhir_push(c, cc, "coding",
-                 coding(c, d, COMP(rep, 4), COMP(rep, 5), COMP(rep, 6), COMP(rep, 8)));
-  json_t *text = cad__fhir_str(c, d, COMP(rep, 9));
-  if (!text && !json_object_get(cc, "coding")) text = cad__fhir_str(c, d, COMP(rep, 2));
+  cad_str_t k[9]; /* each component found once */
+  fsplit(rep, d->comp, k, 9);
+  cad__fhir_push(c, cc, "coding", coding(c, d, k[0], k[1], k[2], k[6]));
+  cad__fhir_push(c, cc, "coding", coding(c, d, k[3], k[4], k[5], k[7]));
+  json_t *text = cad__fhir_str(c, d, k[8]);
+  if (!text && !FHIR_GETN(cc, "coding")) text = cad__fhir_str(c, d, k[1]);
   cad__fhir_set(c, cc, "text", text);
   if (json_object_size(cc) == 0) {
     json_decref(cc);
@@ -325,20 +364,20 @@ static size_t utf8_cut(const char *buf, size_t n) {
 }
 
 json_t *cad__fhir_xcn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
-  cad_str_t id = COMP(rep, 1), hd = COMP(rep, 9);
-  cad_str_t family = cad__fhir_text(c, d, SUB(COMP(rep, 2), 1));
-  cad_str_t given = cad__fhir_text(c, d, COMP(rep, 3)), pre = cad__fhir_text(c, d, COMP(rep, 6));
+  cad_str_t k[9], h[3];
+  fsplit(rep, d->comp, k, 9);
+  fsplit(k[8], d->sub, h, 3);
+  cad_str_t family = cad__fhir_text(c, d, SUB(k[1], 1));
+  cad_str_t given = cad__fhir_text(c, d, k[2]), pre = cad__fhir_text(c, d, k[5]);
   cad_str_t none = {NULL, 0};
-  json_t *ident = identifier(c, d, id, SUB(hd, 1), SUB(hd, 2), SUB(hd, 3), none);
+  json_t *ident = identifier(c, d, k[0], h[0], h[1], h[2], none);
   char buf[512];
-  int n = 0;
-  /* each part only while there is room: snprintf returns what it wanted */
-  if (pre.len) n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s ", (int)pre.len, pre.p);
-  if (given.len && n < (int)sizeof buf)
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s ", (int)given.len, given.p);
-  if (family.len && n < (int)sizeof buf)
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "%.*s", (int)family.len, family.p);
-  if (n >= (int)sizeof buf) n = (int)utf8_cut(buf, sizeof buf - 1);
+  /* "prefix given family", cut to the buffer on a whole character */
+  capw_t w = {buf, sizeof buf, 0};
+  if (pre.len) capw_put(&w, pre.p, pre.len), capw_put(&w, " ", 1);
+  if (given.len) capw_put(&w, given.p, given.len), capw_put(&w, " ", 1);
+  if (family.len) capw_put(&w, family.p, family.len);
+  int n = (int)(w.n >= sizeof buf ? utf8_cut(buf, sizeof buf - 1) : w.n);
   while (n > 0 && buf[n - 1] == ' ') n--;
   if (!ident && n == 0) return NULL;
   json_t *r = json_object();
@@ -349,14 +388,18 @@ json_t *cad__fhir_xcn(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
 
 json_t *cad__fhir_pl(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
   char buf[512];
-  int n = 0;
+  capw_t w = {buf, sizeof buf, 0};
   static const int parts[] = {1, 2, 3, 4, 7, 8};
+  cad_str_t k[8];
+  fsplit(rep, d->comp, k, 8);
   for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-    cad_str_t v = cad__fhir_text(c, d, SUB(COMP(rep, parts[i]), 1));
-    if (v.len && n < (int)sizeof buf)
-      n += snprintf(buf + n, sizeof buf - (size_t)n, "%s%.*s", n ? " " : "", (int)v.len, v.p);
+    cad_str_t v = cad__fhir_text(c, d, SUB(k[parts[i] - 1], 1));
+    if (v.len && w.n < sizeof buf) {
+      if (w.n) capw_put(&w, " ", 1);
+      capw_put(&w, v.p, v.len);
+    }
   }
-  if (n >= (int)sizeof buf) n = (int)utf8_cut(buf, sizeof buf - 1);
+  int n = (int)(w.n >= sizeof buf ? utf8_cut(buf, sizeof buf - 1) : w.n);
   if (n == 0) return NULL;
   json_t *r = json_object();
   cad__fhir_set(c, r, "display", json_stringn(buf, (size_t)n));
@@ -369,8 +412,15 @@ json_t *cad__fhir_pl(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t rep) {
 static bool fhir_zone(int tz_min, char out[8]) {
   int a = tz_min < 0 ? -tz_min : tz_min;
   if (a > 14 * 60) return false;
-  if (tz_min == 0) snprintf(out, 8, "Z");
-  else snprintf(out, 8, "%c%02d:%02d", tz_min < 0 ? '-' : '+', a / 60, a % 60);
+  if (tz_min == 0) {
+    out[0] = 'Z', out[1] = 0;
+  } else {
+    out[0] = tz_min < 0 ? '-' : '+';
+    put_int(out + 1, a / 60, 2); /* a <= 14 * 60: two digits each */
+    out[3] = ':';
+    put_int(out + 4, a % 60, 2);
+    out[6] = 0;
+  }
   return true;
 }
 
@@ -381,28 +431,40 @@ static json_t *dtm(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw, int kind
   if (!s.len || !cad_hl7_dtm_parse(s.p, s.len, &t) || t.v[0] < 1) return NULL;
   char zone[8] = "";
   if (t.has_tz && !fhir_zone(t.tz_min, zone)) return NULL;
-  if (!t.has_tz) snprintf(zone, sizeof zone, "%s", c->tz);
+  if (!t.has_tz) memcpy(zone, c->tz, sizeof zone); /* c->tz is NUL-terminated, 8 bytes */
   int prec = t.prec;
   if (kind == 1 && prec > 3) prec = 3;
   if (prec >= 4 && !zone[0]) prec = 3; /* a time needs a zone in FHIR */
   if (kind == 2 && prec < 6) return NULL;
+  /* written by hand: YYYY-MM-DDThh:mm:ss.ffff+zz:zz at most (the parts are
+   * in range: cad_hl7_dtm_parse read them from at most 4 and 2 digits) */
   char buf[48];
-  int n = snprintf(buf, sizeof buf, "%04d", t.v[0]);
-  if (prec >= 2) n += snprintf(buf + n, sizeof buf - (size_t)n, "-%02d", t.v[1]);
-  if (prec >= 3) n += snprintf(buf + n, sizeof buf - (size_t)n, "-%02d", t.v[2]);
+  size_t n = put_int(buf, t.v[0], 4);
+  if (prec >= 2) buf[n++] = '-', n += put_int(buf + n, t.v[1], 2);
+  if (prec >= 3) buf[n++] = '-', n += put_int(buf + n, t.v[2], 2);
   if (prec >= 4) {
     /* FHIR needs seconds once there is a time: a minute precision gets :00 */
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "T%02d:%02d:%02d", t.v[3], t.v[4], t.v[5]);
+    buf[n++] = 'T', n += put_int(buf + n, t.v[3], 2);
+    buf[n++] = ':', n += put_int(buf + n, t.v[4], 2);
+    buf[n++] = ':', n += put_int(buf + n, t.v[5], 2);
     if (prec == 7) {
       /* keep the digits given (1..4) */
       const char *dot = memchr(s.p, '.', s.len);
       size_t nd = 0;
-      while (dot && dot + 1 + nd < s.p + s.len && dot[1 + nd] >= '0' && dot[1 + nd] <= '9') nd++;
-      n += snprintf(buf + n, sizeof buf - (size_t)n, ".%.*s", (int)nd, dot ? dot + 1 : "");
+      while (dot && dot + 1 + nd < s.p + s.len && dot[1 + nd] >= '0' && dot[1 + nd] <= '9' &&
+             nd < 8)
+        nd++;
+      buf[n++] = '.';
+      if (nd) memcpy(buf + n, dot + 1, nd);
+      n += nd;
     }
-    n += snprintf(buf + n, sizeof buf - (size_t)n, "%s", zone);
+    size_t zl = strlen(zone);
+    memcpy(buf + n, zone, zl);
+    n += zl;
   }
-  return json_stringn_nocheck(buf, (size_t)n);
+  json_t *j = json_stringn_nocheck(buf, n);
+  if (!j) c->err = CAD_E_NOMEM;
+  return j;
 }
 
 json_t *cad__fhir_datetime(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
