@@ -8,6 +8,7 @@
 
 #include "cad_error.h"
 #include "cad_json.h"
+#include "fhir_int.h"
 #include "xml_types.h"
 
 static const char *const names[] = {"er7", "fhir", "json", "xml"};
@@ -32,9 +33,24 @@ const char *cad_format_content_type(cad_format_t f) {
   }
 }
 
-static int dump_cb(const char *p, size_t n, void *ud) { return cad_buf_append(ud, p, n) ? -1 : 0; }
+/* jansson hands its output over in small pieces (a quote, a key, a comma):
+ * each is copied straight in while the buffer has room, which is what
+ * json_dumpb's own callback does, and the buffer grows when it has not (so
+ * the tree is written once, whatever its size; json_dumpb into a buffer too
+ * small would have to write it twice). */
+static int dump_cb(const char *p, size_t n, void *ud) {
+  cad_buf_t *b = ud;
+  if (n <= b->cap - b->len) {
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+  }
+  return cad_buf_append(b, p, n) ? -1 : 0;
+}
 
 int cad_json_dump_buf(const json_t *j, bool pretty, cad_buf_t *out) {
+  /* insertion order (JSON_PRESERVE_ORDER is what jansson >= 2.8 always
+   * does), no JSON_SORT_KEYS: the FHIR output keeps its writing order */
   size_t flags =
       JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15) | (pretty ? JSON_INDENT(2) : JSON_COMPACT);
   return json_dump_callback(j, dump_cb, out, flags) ? CAD_E_NOMEM : 0;
@@ -78,15 +94,39 @@ typedef struct jt {
   bool ok;
 } jt_t;
 
+/* as_utf8 leaves valid UTF-8 only (cad_utf8_seq refuses what jansson's own
+ * check refuses: overlongs, surrogates, past U+10FFFF), so jansson's check
+ * is skipped */
 static json_t *jstr(jt_t *t, cad_str_t s) {
   cad_str_t u = as_utf8(t->a, s, &t->ok);
-  json_t *j = json_stringn(u.p ? u.p : "", u.len);
+  json_t *j = json_stringn_nocheck(u.p ? u.p : "", u.len);
   if (!j) t->ok = false;
   return j;
 }
 
+/* The keys are ASCII literals. */
 static void put(jt_t *t, json_t *o, const char *k, json_t *v) {
-  if (!o || !v || json_object_set_new(o, k, v)) t->ok = false;
+  if (!o || !v || FHIR_SETN(o, k, v)) {
+    if (o && v) t->ok = false; /* set_new released v */
+    else json_decref(v), t->ok = false;
+  }
+}
+
+/* base, then the decimal digits of k (k >= 0) after `sep` ("[" adds "]"). */
+static size_t path_num(char *out, size_t cap, const char *base, size_t bl, char sep, int k) {
+  char digits[12];
+  size_t nd = 0;
+  unsigned u = (unsigned)k;
+  do digits[nd++] = (char)('0' + u % 10);
+  while (u /= 10);
+  if (bl + nd + 3 > cap) return 0; /* not reached: the paths are short */
+  memcpy(out, base, bl);
+  size_t n = bl;
+  out[n++] = sep;
+  while (nd) out[n++] = digits[--nd];
+  if (sep == '[') out[n++] = ']';
+  out[n] = 0;
+  return n;
 }
 
 static bool has_structure(const cad_hl7_delims_t *d, cad_str_t raw, int level) {
@@ -96,10 +136,10 @@ static bool has_structure(const cad_hl7_delims_t *d, cad_str_t raw, int level) {
   return false;
 }
 
-static json_t *node(jt_t *t, const char *path, const cad_hl7_delims_t *d, cad_str_t raw, int level,
-                    bool never_split) {
+static json_t *node(jt_t *t, const char *path, size_t plen, const cad_hl7_delims_t *d, cad_str_t raw,
+                    int level, bool never_split) {
   json_t *o = json_object();
-  put(t, o, "path", json_string(path));
+  put(t, o, "path", json_stringn(path, plen));
   if (never_split || level >= 3 || !has_structure(d, raw, level)) {
     cad_str_t v = raw;
     if (!never_split && !cad_hl7_decode(d, raw, t->a, &v)) t->ok = false;
@@ -110,42 +150,64 @@ static json_t *node(jt_t *t, const char *path, const cad_hl7_delims_t *d, cad_st
   put(t, o, "raw", jstr(t, raw));
   json_t *kids = json_array();
   char sep = level == 0 ? d->rep : level == 1 ? d->comp : d->sub;
-  int n = cad_hl7_npieces(raw, sep);
-  for (int k = 1; k <= n; k++) {
-    cad_str_t v;
-    cad_hl7_piece(raw, sep, k, &v);
+  /* each piece found once, after the one before (not counted, then each
+   * looked for from the start: quadratic in the repetitions) */
+  fcur_t it = fcur(raw, sep);
+  cad_str_t v;
+  for (int k = 1; fnext(&it, &v); k++) {
     if (v.len == 0) continue;
     char p[160];
-    if (level == 0) snprintf(p, sizeof p, "%s[%d]", path, k);
-    else snprintf(p, sizeof p, "%s.%d", path, k);
-    if (!kids || json_array_append_new(kids, node(t, p, d, v, level + 1, false))) t->ok = false;
+    size_t pl = path_num(p, sizeof p, path, plen, level == 0 ? '[' : '.', k);
+    if (!kids || json_array_append_new(kids, node(t, p, pl, d, v, level + 1, false))) t->ok = false;
   }
   put(t, o, "children", kids);
   return o;
 }
 
+/* Occurrences of each segment id so far: open addressing in the arena, one
+ * slot per id (the count was a scan of every segment before: quadratic). */
+typedef struct occ_slot {
+  uint32_t id;
+  int n; /* 0: free */
+} occ_slot_t;
+
+static int occ_next(occ_slot_t *tab, uint32_t mask, uint32_t id) {
+  for (uint32_t i = (id * 2654435761u) & mask;; i = (i + 1) & mask) {
+    if (!tab[i].n) {
+      tab[i].id = id;
+      return tab[i].n = 1;
+    }
+    if (tab[i].id == id) return ++tab[i].n;
+  }
+}
+
 json_t *cad_render_json_tree(const cad_hl7_msg_t *m, cad_arena_t *a) {
   jt_t t = {a, true};
+  uint32_t cap = 16;
+  while (cap < 2 * m->nsegs) cap *= 2;
+  occ_slot_t *occs = cad_arena_alloc(a, cap * sizeof *occs);
+  if (!occs) return NULL;
+  memset(occs, 0, cap * sizeof *occs);
   json_t *root = json_object(), *segs = json_array();
   for (uint32_t i = 0; i < m->nsegs; i++) {
     const cad_hl7_seg_t *s = &m->segs[i];
-    int occ = 0;
-    for (uint32_t k = 0; k <= i; k++)
-      if (m->segs[k].id == s->id) occ++;
+    int occ = occ_next(occs, cap - 1, s->id);
+    size_t nl = strlen(s->name);
     char sp[16];
-    if (occ > 1) snprintf(sp, sizeof sp, "%s[%d]", s->name, occ);
-    else snprintf(sp, sizeof sp, "%s", s->name);
+    size_t spl = nl;
+    if (occ > 1) spl = path_num(sp, sizeof sp, s->name, nl, '[', occ);
+    else memcpy(sp, s->name, nl + 1);
     json_t *so = json_object(), *fields = json_array();
-    put(&t, so, "segment", json_string(s->name));
-    put(&t, so, "path", json_string(sp));
+    put(&t, so, "segment", json_stringn(s->name, nl));
+    put(&t, so, "path", json_stringn(sp, spl));
     int nf = cad_hl7_nfields(s);
     for (int fno = 1; fno <= nf; fno++) {
       cad_str_t f;
       if (!cad_hl7_field(s, fno, &f) || f.len == 0) continue;
       char fp[64];
-      snprintf(fp, sizeof fp, "%s-%d", sp, fno);
+      size_t fpl = path_num(fp, sizeof fp, sp, spl, '-', fno);
       if (!fields ||
-          json_array_append_new(fields, node(&t, fp, &s->d, f, 0, s->header && fno <= 2)))
+          json_array_append_new(fields, node(&t, fp, fpl, &s->d, f, 0, s->header && fno <= 2)))
         t.ok = false;
     }
     put(&t, so, "fields", fields);
