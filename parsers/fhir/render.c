@@ -223,75 +223,115 @@ json_t *cad_render_json_tree(const cad_hl7_msg_t *m, cad_arena_t *a) {
 
 /* ---- xml: the HL7 v2 XML encoding ----------------------------------------- */
 
+/* Text between tags: runs of plain bytes copied whole, the characters
+ * XML gives a meaning escaped. */
 static int xml_text(cad_buf_t *b, cad_arena_t *a, cad_str_t s) {
   bool ok = true;
   cad_str_t u = as_utf8(a, s, &ok);
   if (!ok) return CAD_E_NOMEM;
   int rc = 0;
+  size_t run = 0;
   for (size_t i = 0; i < u.len && !rc; i++) {
     unsigned char c = (unsigned char)u.p[i];
+    if (c >= 0x20 && c != '&' && c != '<' && c != '>') continue;
+    if (i > run) rc = cad_buf_append(b, u.p + run, i - run);
+    run = i + 1;
+    if (rc) break;
     switch (c) {
-      case '&': rc = cad_buf_puts(b, "&amp;"); break;
-      case '<': rc = cad_buf_puts(b, "&lt;"); break;
-      case '>': rc = cad_buf_puts(b, "&gt;"); break;
-      case '\r': rc = cad_buf_puts(b, "&#13;"); break;
-      case '\n': rc = cad_buf_puts(b, "&#10;"); break;
-      case '\t': rc = cad_buf_puts(b, "&#9;"); break;
+      case '&': rc = cad_buf_append(b, "&amp;", 5); break;
+      case '<': rc = cad_buf_append(b, "&lt;", 4); break;
+      case '>': rc = cad_buf_append(b, "&gt;", 4); break;
+      case '\r': rc = cad_buf_append(b, "&#13;", 5); break;
+      case '\n': rc = cad_buf_append(b, "&#10;", 5); break;
+      case '\t': rc = cad_buf_append(b, "&#9;", 4); break;
       default:
         /* XML 1.0 has no other control characters, not even escaped */
-        rc = cad_buf_putc(b, c < 0x20 ? '?' : (char)c);
+        rc = cad_buf_putc(b, '?');
     }
   }
+  if (!rc && u.len > run) rc = cad_buf_append(b, u.p + run, u.len - run);
   return rc;
 }
 
-/* A leaf's decoded value between <name> and </name>. */
-static int xml_leaf(cad_buf_t *b, cad_arena_t *a, const char *name, const cad_hl7_delims_t *d,
-                    cad_str_t raw, bool decode) {
-  cad_str_t v = raw;
-  if (decode && !cad_hl7_decode(d, raw, a, &v)) return CAD_E_NOMEM;
-  cad_buf_printf(b, "<%s>", name);
-  int rc = xml_text(b, a, v);
-  return rc ? rc : cad_buf_printf(b, "</%s>", name) < 0 ? CAD_E_NOMEM : 0;
+/* <name> (close: </name>), written by hand. */
+static int xml_tag(cad_buf_t *b, const char *name, size_t n, bool close) {
+  if (cad_buf_reserve(b, n + 3)) return CAD_E_NOMEM;
+  char *o = b->data + b->len;
+  *o++ = '<';
+  if (close) *o++ = '/';
+  memcpy(o, name, n);
+  o += n;
+  *o++ = '>';
+  b->len = (size_t)(o - b->data);
+  return 0;
 }
 
-/* One repetition of a field of type `type` (NULL: unknown). */
-static int xml_rep(cad_buf_t *b, cad_arena_t *a, const char *fname, const char *type,
+/* A leaf's decoded value between <name> and </name>. */
+static int xml_leaf(cad_buf_t *b, cad_arena_t *a, const char *name, size_t nl,
+                    const cad_hl7_delims_t *d, cad_str_t raw, bool decode) {
+  cad_str_t v = raw;
+  if (decode && !cad_hl7_decode(d, raw, a, &v)) return CAD_E_NOMEM;
+  int rc = xml_tag(b, name, nl, false);
+  if (!rc) rc = xml_text(b, a, v);
+  return rc ? rc : xml_tag(b, name, nl, true);
+}
+
+/* What a field's data type says of its elements, looked up once per field
+ * (not per repetition and component). */
+typedef struct xtype {
+  const char *type; /* NULL: unknown */
+  size_t tl;
+  bool primitive;
+  bool subs_read;
+  const char *subs[16]; /* subs[k]: the type of component k when it has subcomponents */
+} xtype_t;
+
+static void xtype_init(xtype_t *t, const char *type) {
+  t->type = type;
+  t->tl = type ? strlen(type) : 0;
+  t->primitive = !type || cad__xml_is_primitive(type);
+  t->subs_read = false;
+}
+
+/* One repetition of a field of type t. */
+static int xml_rep(cad_buf_t *b, cad_arena_t *a, const char *fname, size_t fl, xtype_t *t,
                    const cad_hl7_delims_t *d, cad_str_t rep) {
   /* a primitive (or unknown) type is text; a composite one has at least
    * its first component's element (<PID.7><TS.1>1990</TS.1></PID.7>) */
-  if (!has_structure(d, rep, 1) && (!type || cad__xml_is_primitive(type)))
-    return xml_leaf(b, a, fname, d, rep, true);
-  int rc = cad_buf_printf(b, "<%s>", fname) < 0 ? CAD_E_NOMEM : 0;
-  int nc = cad_hl7_npieces(rep, d->comp);
-  for (int k = 1; k <= nc && !rc; k++) {
-    cad_str_t cv;
-    cad_hl7_piece(rep, d->comp, k, &cv);
+  if (t->primitive && !has_structure(d, rep, 1)) return xml_leaf(b, a, fname, fl, d, rep, true);
+  if (t->type && !t->subs_read) {
+    cad__xml_comp_types(t->type, t->subs, 16);
+    t->subs_read = true;
+  }
+  int rc = xml_tag(b, fname, fl, false);
+  fcur_t ci = fcur(rep, d->comp);
+  cad_str_t cv;
+  for (int k = 1; !rc && fnext(&ci, &cv); k++) {
     if (!cv.len) continue;
     char cname[64];
-    if (type) snprintf(cname, sizeof cname, "%s.%d", type, k);
-    else snprintf(cname, sizeof cname, "%s.%d", fname, k);
+    size_t cl = t->type ? path_num(cname, sizeof cname, t->type, t->tl, '.', k)
+                        : path_num(cname, sizeof cname, fname, fl, '.', k);
     /* a component of a composite type nests its subcomponents' elements
      * (<CX.4><HD.1>GH</HD.1></CX.4>) even when it has only the first */
-    const char *st = type ? cad__xml_comp_type(type, k) : NULL;
+    const char *st = t->type && k < 16 ? t->subs[k] : NULL;
     if (!st && (!d->sub || !memchr(cv.p, d->sub, cv.len))) {
-      rc = xml_leaf(b, a, cname, d, cv, true);
+      rc = xml_leaf(b, a, cname, cl, d, cv, true);
       continue;
     }
-    rc = cad_buf_printf(b, "<%s>", cname) < 0 ? CAD_E_NOMEM : 0;
-    int ns = d->sub ? cad_hl7_npieces(cv, d->sub) : 1;
-    for (int u = 1; u <= ns && !rc; u++) {
-      cad_str_t sv = cv;
-      if (d->sub) cad_hl7_piece(cv, d->sub, u, &sv);
+    rc = xml_tag(b, cname, cl, false);
+    size_t stl = st ? strlen(st) : 0;
+    fcur_t si = fcur(cv, d->sub);
+    cad_str_t sv;
+    for (int u = 1; !rc && fnext(&si, &sv); u++) {
       if (!sv.len) continue;
       char sname[80];
-      if (st) snprintf(sname, sizeof sname, "%s.%d", st, u);
-      else snprintf(sname, sizeof sname, "%s.%d", cname, u);
-      rc = xml_leaf(b, a, sname, d, sv, true);
+      size_t sl = st ? path_num(sname, sizeof sname, st, stl, '.', u)
+                     : path_num(sname, sizeof sname, cname, cl, '.', u);
+      rc = xml_leaf(b, a, sname, sl, d, sv, true);
     }
-    if (!rc) rc = cad_buf_printf(b, "</%s>", cname) < 0 ? CAD_E_NOMEM : 0;
+    if (!rc) rc = xml_tag(b, cname, cl, true);
   }
-  if (!rc) rc = cad_buf_printf(b, "</%s>", fname) < 0 ? CAD_E_NOMEM : 0;
+  if (!rc) rc = xml_tag(b, fname, fl, true);
   return rc;
 }
 
@@ -315,6 +355,12 @@ static void root_name(const cad_hl7_seg_t *msh, char *out, size_t cap) {
   if (n == 0 || (out[0] >= '0' && out[0] <= '9')) snprintf(out, cap, "HL7Message");
 }
 
+/* The next type of a comma-separated row (NULL past the last). */
+static const char *next_type(const char *tp) {
+  const char *q = tp ? strchr(tp, ',') : NULL;
+  return q ? q + 1 : NULL;
+}
+
 static int render_xml(const cad_hl7_msg_t *m, cad_arena_t *a, cad_buf_t *b) {
   char root[40];
   root_name(&m->segs[0], root, sizeof root);
@@ -327,7 +373,8 @@ static int render_xml(const cad_hl7_msg_t *m, cad_arena_t *a, cad_buf_t *b) {
     const cad_hl7_seg_t *s = &m->segs[i];
     const cad_hl7_delims_t *d = &s->d;
     if (i > 0 && s->header) break; /* one message */
-    rc = cad_buf_printf(b, "<%s>", s->name) < 0 ? CAD_E_NOMEM : 0;
+    size_t nl = strlen(s->name);
+    rc = xml_tag(b, s->name, nl, false);
     int nf = cad_hl7_nfields(s);
     /* OBX-5's type is OBX-2 */
     char obx2[8] = "";
@@ -338,25 +385,34 @@ static int render_xml(const cad_hl7_msg_t *m, cad_arena_t *a, cad_buf_t *b) {
         obx2[t.len] = 0;
       }
     }
-    for (int fno = 1; fno <= nf && !rc; fno++) {
+    /* the segment's row of field types, read along with the fields */
+    const char *tp = cad__xml_seg_types(s->name);
+    for (int fno = 1; fno <= nf && !rc; fno++, tp = next_type(tp)) {
       cad_str_t f;
       if (!cad_hl7_field(s, fno, &f) || f.len == 0) continue;
       char fname[24];
-      snprintf(fname, sizeof fname, "%s.%d", s->name, fno);
+      size_t fl = path_num(fname, sizeof fname, s->name, nl, '.', fno);
       if (s->header && fno <= 2) {
-        rc = xml_leaf(b, a, fname, d, f, false);
+        rc = xml_leaf(b, a, fname, fl, d, f, false);
         continue;
       }
-      const char *type = cad__xml_field_type(s->name, fno);
-      if (fno == 5 && obx2[0] && cad__xml_is_type(obx2)) type = cad__xml_canon_type(obx2);
-      int nr = cad_hl7_npieces(f, d->rep);
-      for (int r = 1; r <= nr && !rc; r++) {
-        cad_str_t rv;
-        cad_hl7_piece(f, d->rep, r, &rv);
-        if (rv.len) rc = xml_rep(b, a, fname, type, d, rv);
+      char tbuf[8];
+      const char *type = NULL;
+      size_t tl = tp ? strcspn(tp, ",") : 0;
+      if (tl > 0 && tl < sizeof tbuf) {
+        memcpy(tbuf, tp, tl);
+        tbuf[tl] = 0;
+        type = tbuf;
       }
+      if (fno == 5 && obx2[0] && cad__xml_is_type(obx2)) type = cad__xml_canon_type(obx2);
+      xtype_t xt;
+      xtype_init(&xt, type);
+      fcur_t ri = fcur(f, d->rep);
+      cad_str_t rv;
+      while (!rc && fnext(&ri, &rv))
+        if (rv.len) rc = xml_rep(b, a, fname, fl, &xt, d, rv);
     }
-    if (!rc) rc = cad_buf_printf(b, "</%s>", s->name) < 0 ? CAD_E_NOMEM : 0;
+    if (!rc) rc = xml_tag(b, s->name, nl, true);
   }
   if (!rc) rc = cad_buf_printf(b, "</%s>", root) < 0 ? CAD_E_NOMEM : 0;
   return rc;

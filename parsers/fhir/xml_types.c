@@ -66,6 +66,12 @@ static const char *const known[] = {"AD",  "CE",  "CF",  "CK",  "CN",  "CNE", "C
                                     "NM",  "PN",  "RP",  "SN",  "ST",  "TM",  "TN", "TS",  "TX",
                                     "XAD", "XCN", "XON", "XPN", "XTN", NULL};
 
+const char *cad__xml_seg_types(const char *seg) {
+  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
+    if (strcmp(fields[i].seg, seg) == 0) return fields[i].types;
+  return NULL;
+}
+
 const char *cad__xml_field_type(const char *seg, int n) {
   static __thread char out[8];
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
@@ -89,6 +95,14 @@ const char *cad__xml_comp_type(const char *type, int n) {
   for (size_t i = 0; i < sizeof comps / sizeof comps[0]; i++)
     if (comps[i].n == n && strcmp(comps[i].type, type) == 0) return comps[i].sub;
   return NULL;
+}
+
+void cad__xml_comp_types(const char *type, const char **out, int n) {
+  for (int k = 0; k < n; k++) out[k] = NULL;
+  /* the first entry of a (type, n) wins, as in cad__xml_comp_type */
+  for (size_t i = sizeof comps / sizeof comps[0]; i-- > 0;)
+    if (comps[i].n >= 0 && comps[i].n < n && strcmp(comps[i].type, type) == 0)
+      out[comps[i].n] = comps[i].sub;
 }
 
 bool cad__xml_is_type(const char *name) { return cad__xml_canon_type(name) != NULL; }
