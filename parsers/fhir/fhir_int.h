@@ -12,6 +12,9 @@
 /* "urn:uuid:" + 36 + NUL */
 #define FHIR_URL_MAX 48
 
+/* Entries whose ids are compared one by one before a hash set is made. */
+#define FHIR_IDS_INLINE 32
+
 /* One resource being built: its JSON (owned by the Bundle's entry) and the
  * fullUrl others reference it by. */
 typedef struct fres {
@@ -31,9 +34,14 @@ typedef struct fctx {
   fres_t patient; /* the current PID */
   fres_t encounter;
   int err; /* first allocation failure */
-  /* the ids of the entries so far, a hash set in the arena (fhir_util.c) */
-  const char **ids;
-  uint32_t ids_cap, nids;
+  /* The ids of the entries so far (fhir_util.c): the first FHIR_IDS_INLINE
+   * here, looked for one by one; past that, in the arena with a hash set
+   * over them (a typical message touches no heap for them). */
+  char (*ids)[36]; /* ids0, then the arena; NULL = ids0 */
+  uint32_t nids, ids_cap;
+  uint32_t *slots; /* index + 1 into ids, 0 = free; NULL while inline */
+  uint32_t slots_cap;
+  char ids0[FHIR_IDS_INLINE][36];
 } fctx_t;
 
 /* ---- reading values ------------------------------------------------------ */

@@ -128,9 +128,10 @@ void cad__fhir_uuid(const char *const *parts, const size_t *lens, size_t n, char
   out[o] = 0;
 }
 
-/* The set of the ids given so far (fctx_t.ids): open addressing in the
- * arena, doubled at half full, so that looking for a keyed id among the
- * entries is O(1) (it was a scan of every entry: quadratic in the PIDs). */
+/* The ids given so far (fctx_t.ids): a keyed id is looked for among them
+ * (it was a scan of every entry's JSON: quadratic in the PIDs).  Up to
+ * FHIR_IDS_INLINE they are compared one by one; past that a hash set
+ * (open addressing in the arena, doubled at half full) finds them. */
 static uint32_t id_hash(const char *id) {
   uint32_t h = 2166136261u;
   for (int i = 0; i < 36; i++) h = (h ^ (unsigned char)id[i]) * 16777619u;
@@ -138,35 +139,51 @@ static uint32_t id_hash(const char *id) {
 }
 
 static bool id_known(const fctx_t *c, const char *id) {
-  if (!c->nids) return false;
-  for (uint32_t i = id_hash(id) & (c->ids_cap - 1);; i = (i + 1) & (c->ids_cap - 1)) {
-    if (!c->ids[i]) return false;
-    if (memcmp(c->ids[i], id, 36) == 0) return true;
+  const char (*ids)[36] = c->ids ? (const char (*)[36])c->ids : c->ids0;
+  if (!c->slots) {
+    for (uint32_t i = 0; i < c->nids; i++)
+      if (memcmp(ids[i], id, 36) == 0) return true;
+    return false;
+  }
+  for (uint32_t i = id_hash(id) & (c->slots_cap - 1);; i = (i + 1) & (c->slots_cap - 1)) {
+    if (!c->slots[i]) return false;
+    if (memcmp(ids[c->slots[i] - 1], id, 36) == 0) return true;
   }
 }
 
+static void slot_put(uint32_t *slots, uint32_t cap, const char *id, uint32_t idx) {
+  uint32_t i = id_hash(id) & (cap - 1);
+  while (slots[i]) i = (i + 1) & (cap - 1);
+  slots[i] = idx + 1;
+}
+
 static int id_add(fctx_t *c, const char *id) {
-  if (2 * (c->nids + 1) > c->ids_cap) {
-    uint32_t cap = c->ids_cap ? 2 * c->ids_cap : 64;
-    const char **t = cad_arena_alloc(c->a, cap * sizeof *t);
+  if (!c->ids) {
+    c->ids = c->ids0;
+    c->ids_cap = FHIR_IDS_INLINE;
+  }
+  if (c->nids == c->ids_cap) {
+    uint32_t cap = 2 * c->ids_cap;
+    char(*t)[36] = cad_arena_alloc(c->a, (size_t)cap * 36);
     if (!t) return CAD_E_NOMEM;
-    memset(t, 0, cap * sizeof *t);
-    for (uint32_t k = 0; k < c->ids_cap; k++) {
-      if (!c->ids[k]) continue;
-      uint32_t i = id_hash(c->ids[k]) & (cap - 1);
-      while (t[i]) i = (i + 1) & (cap - 1);
-      t[i] = c->ids[k];
-    }
+    memcpy(t, c->ids, (size_t)c->nids * 36);
     c->ids = t;
     c->ids_cap = cap;
   }
-  char *copy = cad_arena_alloc(c->a, 36);
-  if (!copy) return CAD_E_NOMEM;
-  memcpy(copy, id, 36);
-  uint32_t i = id_hash(id) & (c->ids_cap - 1);
-  while (c->ids[i]) i = (i + 1) & (c->ids_cap - 1);
-  c->ids[i] = copy;
-  c->nids++;
+  memcpy(c->ids[c->nids], id, 36);
+  uint32_t idx = c->nids++;
+  if (c->nids <= FHIR_IDS_INLINE) return 0;
+  if (2 * c->nids > c->slots_cap) {
+    uint32_t cap = c->slots_cap ? 2 * c->slots_cap : 4 * FHIR_IDS_INLINE;
+    uint32_t *t = cad_arena_alloc(c->a, (size_t)cap * sizeof *t);
+    if (!t) return CAD_E_NOMEM;
+    memset(t, 0, (size_t)cap * sizeof *t);
+    for (uint32_t k = 0; k < c->nids; k++) slot_put(t, cap, c->ids[k], k);
+    c->slots = t;
+    c->slots_cap = cap;
+  } else {
+    slot_put(c->slots, c->slots_cap, id, idx);
+  }
   return 0;
 }
 
