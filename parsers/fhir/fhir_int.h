@@ -6,6 +6,7 @@
 #include "fhir.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "cad_error.h"
 
@@ -109,8 +110,14 @@ cad_str_t cad__fhir_field(const cad_hl7_seg_t *s, int n);
 cad_str_t cad__fhir_text(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw);
 /* The same as a JSON string, or NULL when empty. */
 json_t *cad__fhir_str(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw);
-/* Text equal to a C string (case-insensitive when nocase). */
-bool cad__fhir_is(cad_str_t s, const char *lit, bool nocase);
+/* Text equal to a C string (case-insensitive when nocase); inline, so a
+ * literal's length is counted by the compiler. */
+static inline bool cad__fhir_is(cad_str_t s, const char *lit, bool nocase) {
+  size_t n = strlen(lit);
+  if (s.len != n) return false;
+  if (n == 0) return true;
+  return nocase ? strncasecmp(s.p, lit, n) == 0 : memcmp(s.p, lit, n) == 0;
+}
 
 /* ---- building JSON ------------------------------------------------------- */
 

@@ -13,11 +13,6 @@ cad_str_t cad__fhir_field(const cad_hl7_seg_t *s, int n) {
   return f;
 }
 
-bool cad__fhir_is(cad_str_t s, const char *lit, bool nocase) {
-  size_t n = strlen(lit);
-  if (s.len != n) return false;
-  return nocase ? strncasecmp(s.p, lit, n) == 0 : memcmp(s.p, lit, n) == 0;
-}
 
 /* \.br\ (a line break in FT/TX) becomes \X0A\ so that decoding gives "\n". */
 static cad_str_t breaks(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
