@@ -13,7 +13,6 @@ cad_str_t cad__fhir_field(const cad_hl7_seg_t *s, int n) {
   return f;
 }
 
-
 /* \.br\ (a line break in FT/TX) becomes \X0A\ so that decoding gives "\n". */
 static cad_str_t breaks(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
   char e = d->esc;
@@ -134,7 +133,7 @@ static uint32_t id_hash(const char *id) {
 }
 
 static bool id_known(const fctx_t *c, const char *id) {
-  const char (*ids)[36] = c->ids ? (const char (*)[36])c->ids : c->ids0;
+  const char(*ids)[36] = c->ids ? (const char(*)[36])c->ids : c->ids0;
   if (!c->slots) {
     for (uint32_t i = 0; i < c->nids; i++)
       if (memcmp(ids[i], id, 36) == 0) return true;

@@ -136,8 +136,8 @@ static bool has_structure(const cad_hl7_delims_t *d, cad_str_t raw, int level) {
   return false;
 }
 
-static json_t *node(jt_t *t, const char *path, size_t plen, const cad_hl7_delims_t *d, cad_str_t raw,
-                    int level, bool never_split) {
+static json_t *node(jt_t *t, const char *path, size_t plen, const cad_hl7_delims_t *d,
+                    cad_str_t raw, int level, bool never_split) {
   json_t *o = json_object();
   put(t, o, "path", json_stringn(path, plen));
   if (never_split || level >= 3 || !has_structure(d, raw, level)) {

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "../../../bench/bench_msgs.h"
 #include "cad_error.h"
@@ -318,6 +319,143 @@ TEST(formats) {
   CHECK_INT(cad_render(CAD_FORMAT_ER7, m, strlen(m), NULL, &out, NULL), 0);
   CHECK_STRN(out.data, out.len, m);
   cad_buf_free(&out);
+}
+
+/* ---- hostile sizes: linear time ---------------------------------------------
+ *
+ * A field of a million empty repetitions, tens of thousands of segments, the
+ * same patient thousands of times: every format reads each piece once (no
+ * count of the repetitions and a scan from the start for each one, no count
+ * of a segment's occurrences by a scan of those before it, no scan of every
+ * entry for a repeated id), so each conversion below takes well under a
+ * second; the quadratic reading took hours for the first, seconds for the
+ * others.  The bound is loose (a busy machine, a sanitizer build). */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define HOSTILE_BOUND_S 20.0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define HOSTILE_BOUND_S 20.0
+#endif
+#endif
+#ifndef HOSTILE_BOUND_S
+#define HOSTILE_BOUND_S 2.0
+#endif
+
+static double mono_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Render msg in format f; the rendering's wall time, its rc in *rc. */
+static double timed_render(cad_format_t f, const cad_buf_t *msg, int *rc, size_t *outlen) {
+  cad_buf_t out = CAD_BUF_INIT;
+  cad_fhir_diag_t dg;
+  double t0 = mono_s();
+  *rc = cad_render(f, msg->data, msg->len, &opts, &out, &dg);
+  double t = mono_s() - t0;
+  if (*rc) fprintf(stderr, "  render %d: %s\n", (int)f, dg.reason);
+  *outlen = out.len;
+  cad_buf_free(&out);
+  return t;
+}
+
+static void put_many(cad_buf_t *b, const char *s, size_t times) {
+  size_t n = strlen(s);
+  REQUIRE(cad_buf_reserve(b, n * times) == 0);
+  for (size_t i = 0; i < times; i++) cad_buf_append(b, s, n);
+}
+
+TEST(hostile_sizes_take_linear_time) {
+  static const cad_format_t formats[3] = {CAD_FORMAT_FHIR, CAD_FORMAT_JSON, CAD_FORMAT_XML};
+  static const char *const fnames[3] = {"fhir", "json", "xml"};
+  int rc;
+  size_t len;
+  /* 1: a million empty repetitions in PID-3, PID-13, OBX-5 (ST) and OBX-8,
+   * and a million empty components in PID-5 */
+  cad_buf_t m = CAD_BUF_INIT;
+  cad_buf_puts(&m, "MSH|^~\\&|A|B|C|D|20260101||ORU^R01|C1|P|2.5\rPID|1||9^^^GH");
+  put_many(&m, "~", 1000000);
+  cad_buf_puts(&m, "||DOE^JANE");
+  put_many(&m, "^", 1000000);
+  cad_buf_puts(&m, "||||||||^PRN^PH^^1^217^5551234");
+  put_many(&m, "~", 1000000);
+  cad_buf_puts(&m, "\rOBR|1\rOBX|1|ST|1^a^LN||text");
+  put_many(&m, "~", 1000000);
+  cad_buf_puts(&m, "|||H");
+  put_many(&m, "~", 1000000);
+  cad_buf_puts(&m, "\r");
+  for (int k = 0; k < 3; k++) {
+    double t = timed_render(formats[k], &m, &rc, &len);
+    fprintf(stderr, "  %s, 10^6 repetitions x 4: %.3f s, %zu bytes out\n", fnames[k], t, len);
+    CHECK_INT(rc, 0);
+    CHECK(t < HOSTILE_BOUND_S);
+  }
+  /* the Bundle holds what the values said, once each */
+  cad_buf_t out = CAD_BUF_INIT;
+  REQUIRE(cad_render(CAD_FORMAT_FHIR, m.data, m.len, &opts, &out, NULL) == 0);
+  json_error_t je;
+  json_t *b = json_loadb(out.data, out.len, 0, &je);
+  REQUIRE(b);
+  CHECK_INT((int)json_array_size(at(b, "entry[0].resource.identifier")), 1);
+  CHECK_INT((int)json_array_size(at(b, "entry[0].resource.telecom")), 1);
+  CHECK_STR(str(b, "entry[2].resource.valueString"), "text");
+  CHECK_INT((int)json_array_size(at(b, "entry[2].resource.interpretation")), 1);
+  json_decref(b);
+  /* 2: 60,000 segments: NTE after an OBX (notes), and Z segments (the
+   * json and xml formats) */
+  m.len = 0;
+  cad_buf_puts(&m,
+               "MSH|^~\\&|A|B|C|D|20260101||ORU^R01|C1|P|2.5\rPID|1||9^^^GH\rOBR|1\r"
+               "OBX|1|NM|1^a^LN||5\r");
+  put_many(&m, "NTE|1||n\r", 40000);
+  put_many(&m, "ZXA|1|a~b^c&d\r", 20000);
+  for (int k = 0; k < 3; k++) {
+    double t = timed_render(formats[k], &m, &rc, &len);
+    fprintf(stderr, "  %s, 60,000 segments: %.3f s, %zu bytes out\n", fnames[k], t, len);
+    CHECK_INT(rc, 0);
+    CHECK(t < HOSTILE_BOUND_S);
+  }
+  out.len = 0;
+  REQUIRE(cad_render(CAD_FORMAT_JSON, m.data, m.len, &opts, &out, NULL) == 0);
+  b = json_loadb(out.data, out.len, 0, &je);
+  REQUIRE(b);
+  CHECK_STR(str(b, "segments[40003].path"), "NTE[40000]");
+  CHECK_STR(str(b, "segments[40004].path"), "ZXA");
+  CHECK_STR(str(b, "segments[60003].path"), "ZXA[20000]");
+  CHECK_STR(str(b, "segments[60003].fields[1].children[1].children[1].path"), "ZXA[20000]-2[2].2");
+  json_decref(b);
+  out.len = 0;
+  REQUIRE(cad_render(CAD_FORMAT_FHIR, m.data, m.len, &opts, &out, NULL) == 0);
+  b = json_loadb(out.data, out.len, 0, &je);
+  REQUIRE(b);
+  CHECK_INT((int)json_array_size(at(b, "entry[2].resource.note")), 40000);
+  json_decref(b);
+  /* 3: the same patient 9,000 times (each but the first gets an id of its
+   * own, found among the ids so far without a scan of every entry) */
+  m.len = 0;
+  cad_buf_puts(&m, "MSH|^~\\&|A|B|C|D|20260101||ADT^A08|C1|P|2.5\r");
+  put_many(&m, "PID|1||MRN1^^^GH||DOE^JANE\r", 9000);
+  double t = timed_render(CAD_FORMAT_FHIR, &m, &rc, &len);
+  fprintf(stderr, "  fhir, 9,000 PID of one patient: %.3f s, %zu bytes out\n", t, len);
+  CHECK_INT(rc, 0);
+  CHECK(t < HOSTILE_BOUND_S);
+  out.len = 0;
+  REQUIRE(cad_render(CAD_FORMAT_FHIR, m.data, m.len, &opts, &out, NULL) == 0);
+  b = json_loadb(out.data, out.len, 0, &je);
+  REQUIRE(b);
+  CHECK_INT((int)json_array_size(at(b, "entry")), 9000);
+  json_t *seen = json_object();
+  size_t i;
+  json_t *e;
+  json_array_foreach(at(b, "entry"), i, e)
+      json_object_set_new(seen, str(e, "fullUrl"), json_true());
+  CHECK_INT((int)json_object_size(seen), 9000); /* every id its own */
+  json_decref(seen);
+  json_decref(b);
+  cad_buf_free(&out);
+  cad_buf_free(&m);
 }
 
 /* ---- pinned outputs ---------------------------------------------------------
