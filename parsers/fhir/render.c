@@ -61,6 +61,7 @@ int cad_json_dump_buf(const json_t *j, bool pretty, cad_buf_t *out) {
  * text in the arena (or p itself when already valid). */
 static cad_str_t as_utf8(cad_arena_t *a, cad_str_t s, bool *ok) {
   size_t i = 0;
+  while (i < s.len && (unsigned char)s.p[i] < 0x80) i++; /* ASCII: the usual case */
   while (i < s.len) {
     size_t k = cad_utf8_seq(s.p + i, s.len - i);
     if (!k) break;
