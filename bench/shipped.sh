@@ -111,7 +111,7 @@ for r in $(seq "$RUNS"); do
   out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
   echo "relay-rate 16 $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
 done
-steal_pct=$(echo "$steal0 $(steal)" | awk '{d = $4 - $2; printf "%.1f", d > 0 ? ($3 - $1) * 100 / d : 0}')
+steal_pct=$(echo "$steal0 $(steal)" | awk '{d = $4 - $2; s = 0; if (d > 0) s = ($3 - $1) * 100 / d; printf "%.1f", s}')
 fsync=$(python3 - "$W/fsync-probe" <<'EOF'
 import os, sys, time
 p = sys.argv[1]
