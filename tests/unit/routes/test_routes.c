@@ -1268,8 +1268,8 @@ TEST(overlay_repetitions_escapes_terminators) {
  * elements and other delimiters included. */
 TEST(condition_paths_read_as_hl7_get) {
   static const char *const msgs[] = {
-      "MSH|^~\\&|A|B|C|D|2024||ORU^R01^X|C1|P|2.5\rPID|1||1^^^H&x&y^MR~2^^^Q||Do\\T\\e^J\r"
-      "OBX|1|NM|GLU^G||98\rOBX|2||K\r",
+      ("MSH|^~\\&|A|B|C|D|2024||ORU^R01^X|C1|P|2.5\rPID|1||1^^^H&x&y^MR~2^^^Q||Do\\T\\e^J\r"
+       "OBX|1|NM|GLU^G||98\rOBX|2||K\r"),
       "MSH$%~\\&$A$B$C$D$2024$$ORU%R01$C2$P$2.5\rPID$1$$7%%%H&u~8\r",
       "MSH|^|A|B|C|D|2024||ORU^R01|C3|P|2.5\rPID|1||5^6~7\r",
   };
