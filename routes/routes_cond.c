@@ -76,7 +76,7 @@ static inline bool piece(cad_str_t in, char sep, int n, cad_str_t *out) {
     *out = n == 1 ? in : (cad_str_t){in.p, 0};
     return n == 1;
   }
-  const char *p = in.p, *end = in.p + in.len;
+  const char *p = in.p, *end = in.p ? in.p + in.len : NULL;
   for (int k = 1; k < n; k++) {
     while (p < end && *p != sep) p++;
     if (p == end) return false;
@@ -219,8 +219,8 @@ static int leaf_reps(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p
   const cad_hl7_seg_t *s = &m->segs[i];
   cad_str_t f;
   bool have = cad_hl7_field(s, p->field, &f);
-  bool whole = s->header && p->field <= 2; /* MSH-1, MSH-2: never split */
-  const char *at = f.p, *end = f.p + f.len;
+  bool whole = s->header && p->field <= 2;               /* MSH-1, MSH-2: never split */
+  const char *at = f.p, *end = f.p ? f.p + f.len : NULL; /* no offset on NULL */
   for (int r = 1;; r++) {
     cad_str_t rv = f, v = {NULL, 0};
     bool last = true;
