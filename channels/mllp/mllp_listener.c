@@ -399,19 +399,7 @@ static void conn_flush(conn_t *c) {
     free(wr);
     wr = NULL;
   }
-  if (wr) { /* what the socket takes at once is done; no on_write for it */
-    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-    size_t now = cad_transport_try_write(c->t, &b, 1);
-    if (now == wr->len) {
-      free(wr);
-      wr = NULL;
-      c->last_activity = uv_now(c->l->loop);
-    } else if (now) {
-      memmove(wr->data, wr->data + now, wr->len - now);
-      wr->len -= now;
-    }
-  }
-  if (wr) { /* the transport encrypts it (TLS) or keeps it until on_write */
+  if (wr) { /* written at once, or kept by the transport until on_write */
     uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
     int rc = cad_transport_write(c->t, &b, 1, on_write, wr);
     if (rc < 0) {
@@ -419,8 +407,13 @@ static void conn_flush(conn_t *c) {
       conn_close(c, "write_error", rc);
       return;
     }
-    c->unsent += wr->len;
-    c->nwrites++;
+    if (rc == CAD_TRANSPORT_WRITTEN) {
+      free(wr);
+      c->last_activity = uv_now(c->l->loop);
+    } else {
+      c->unsent += wr->len;
+      c->nwrites++;
+    }
   }
   if (close_after) {
     c->stop_frames = true;

@@ -626,14 +626,8 @@ static void send_now(cad_mllp_sender_t *s) {
   cad_mllp_init(&s->fr, s->o.max_ack);
   uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
   s->t_sent = uv_hrtime();
-  size_t now = cad_transport_try_write(s->tr, &b, 1);
-  int rc = 0;
-  if (now == out.len) {
-    cad_buf_free(&out);
-  } else {
-    b = uv_buf_init(out.data + now, (unsigned)(out.len - now));
-    rc = cad_transport_write(s->tr, &b, 1, on_written, out.data); /* frees out.data */
-  }
+  int rc = cad_transport_write(s->tr, &b, 1, on_written, out.data); /* on_written frees it */
+  if (rc == CAD_TRANSPORT_WRITTEN) cad_buf_free(&out);
   if (rc < 0) {
     cad_buf_free(&out);
     fail_attempt(s, "write to %s failed: %s", s->hostport, cad_strerror(rc));

@@ -802,6 +802,9 @@ int cad_transport_connect(cad_transport_t *t, const struct sockaddr *addr, cad_t
   return uv_tcp_connect(&t->connect_req, &t->tcp, addr, on_connect);
 }
 
+/* Buffers a write may hand to the kernel at once (the callers write one). */
+#define WRITE_NOW_BUFS 4
+
 int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs,
                         cad_transport_write_cb cb, void *arg) {
   if (!t->ready || t->closing || (t->errored && t->err != UV_EOF)) return UV_ENOTCONN;
@@ -809,6 +812,24 @@ int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs
   for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
   if (total == 0) return UV_EINVAL;
   if (!t->tls) {
+    /* At once when nothing is queued (uv_try_write says UV_EAGAIN behind a
+     * queued write, so order holds); the rest, if any, queued. */
+    int n = nbufs <= WRITE_NOW_BUFS ? uv_try_write((uv_stream_t *)&t->tcp, bufs, nbufs) : 0;
+    uv_buf_t rest[WRITE_NOW_BUFS];
+    if (n > 0) {
+      t->bytes_out += (size_t)n;
+      if ((size_t)n == total) return CAD_TRANSPORT_WRITTEN;
+      size_t skip = (size_t)n;
+      unsigned k = 0;
+      for (unsigned i = 0; i < nbufs; i++) {
+        size_t s = skip < bufs[i].len ? skip : bufs[i].len;
+        skip -= s;
+        if (s < bufs[i].len) rest[k++] = uv_buf_init(bufs[i].base + s, (unsigned)(bufs[i].len - s));
+      }
+      bufs = rest;
+      nbufs = k;
+      total -= (size_t)n;
+    }
     wreq_t *wr = malloc(sizeof *wr);
     if (!wr) return CAD_E_NOMEM;
     wr->t = t;
@@ -830,14 +851,6 @@ int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs
     }
   }
   return write_net(t, &net, cb, arg);
-}
-
-size_t cad_transport_try_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs) {
-  if (t->tls || !t->ready || t->closing || (t->errored && t->err != UV_EOF)) return 0;
-  int n = uv_try_write((uv_stream_t *)&t->tcp, bufs, nbufs);
-  if (n <= 0) return 0; /* UV_EAGAIN (queued writes, full buffer) or an error */
-  t->bytes_out += (uint64_t)n;
-  return (size_t)n;
 }
 
 void cad_transport_read_stop(cad_transport_t *t) {

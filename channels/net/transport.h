@@ -208,19 +208,16 @@ int cad_transport_accept(cad_transport_t *t, cad_tls_ctx_t *tls, uint64_t handsh
 int cad_transport_connect(cad_transport_t *t, const struct sockaddr *addr, cad_tls_ctx_t *tls,
                           const char *server_name, bool verify_host);
 
-/* Write what the kernel takes at once, without queueing, when nothing is
- * queued before it (plain TCP only): returns how many leading bytes of bufs
- * were handed to the kernel (0: none, e.g. TLS, a write still queued, a
- * full socket buffer, an error; cad_transport_write then reports errors).
- * No callback runs; the caller writes the rest with cad_transport_write.
- * Saves libuv's deferred write completion, which costs an epoll_ctl per
- * write on Linux. */
-size_t cad_transport_try_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs);
-
-/* Write plaintext (see Memory above).  cb (may be NULL) runs once with 0
- * when the bytes were handed to the kernel, or an error.  Returns 0 (cb
- * will run) or an error (cb will not run).  Only after on_ready; still
- * allowed after on_error(UV_EOF): the peer finished sending, not reading. */
+/* Write plaintext (see Memory above).  Plain TCP with nothing queued: what
+ * the socket takes at once is written now, and when that is everything the
+ * call returns CAD_TRANSPORT_WRITTEN and cb does NOT run (the buffers are
+ * free again at once; this saves libuv's deferred completion, which costs
+ * an epoll_ctl per write on Linux).  Otherwise cb (may be NULL) runs once
+ * with 0 when the bytes were handed to the kernel, or an error, and the
+ * call returns 0; or it returns an error (cb will not run).  Only after
+ * on_ready; still allowed after on_error(UV_EOF): the peer finished
+ * sending, not reading. */
+#define CAD_TRANSPORT_WRITTEN 1
 typedef void (*cad_transport_write_cb)(cad_transport_t *t, int status, void *arg);
 int cad_transport_write(cad_transport_t *t, const uv_buf_t *bufs, unsigned nbufs,
                         cad_transport_write_cb cb, void *arg);
