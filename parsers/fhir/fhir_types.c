@@ -495,6 +495,12 @@ json_t *cad__fhir_number(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
     long long v = strtoll(buf, NULL, 10);
     return json_integer(neg ? -v : v);
   }
+  /* The value the Bundle carries is the one it prints: JSON is written with
+   * 15 significant digits (render.c), so a longer decimal is rounded here,
+   * not only in the output (the tree and its text then agree). */
   double v = strtod(buf, NULL);
+  char t[32];
+  snprintf(t, sizeof t, "%.15g", v);
+  v = strtod(t, NULL);
   return json_real(neg ? -v : v);
 }
