@@ -1,8 +1,9 @@
 /* bench_archive.c - the message archive through its own API (no network):
  * how fast the writer takes 1.5 KB ORU^R01 messages, how many bytes one
  * costs on disk (body and index together), and how long searches take on
- * the archive it built: by patient id, by control id, and by type within a
- * one-hour time range, p50/p99/max over Q random queries each.
+ * the archive it built: by patient id, by control id, by type within a
+ * one-hour time range and by sender (MSH-4, newest first: header
+ * combinations merged), p50/p99/max over Q random queries each.
  *
  *   bench_archive [-n MESSAGES] [-q QUERIES] [-d DATA_DIR] [-D DAYS] [-k] [-F] [-I]
  *
@@ -100,11 +101,12 @@ static int count_cb(void *ud, const cad_archive_row_t *r) {
   return 0;
 }
 
-typedef enum { Q_PATIENT, Q_CONTROL, Q_TYPE_TIME } qkind_t;
+typedef enum { Q_PATIENT, Q_CONTROL, Q_TYPE_TIME, Q_SENDER } qkind_t;
 
 static void run_queries(const char *dir, qkind_t kind, int nq, uint64_t n, uint64_t npat,
                         int64_t t0, int64_t span) {
-  static const char *const names[] = {"patient id", "control id", "type + 1 h range"};
+  static const char *const names[] = {"patient id", "control id", "type + 1 h range",
+                                      "sender, newest"};
   double *lat = malloc((size_t)nq * sizeof *lat);
   if (!lat) return;
   long rows = 0;
@@ -117,6 +119,10 @@ static void run_queries(const char *dir, qkind_t kind, int nq, uint64_t n, uint6
     } else if (kind == Q_CONTROL) {
       snprintf(buf, sizeof buf, "C%llu", (unsigned long long)(rnd() % n));
       q.control_id = buf;
+    } else if (kind == Q_SENDER) {
+      /* MSH-4 of every message: three header combinations (one per type)
+       * merged, newest first, no time range. */
+      q.sender = "LABFAC";
     } else {
       q.type = rnd() % 2 ? "ORU^R01" : "ADT";
       q.since_ms = t0 + (int64_t)(rnd() % (uint64_t)(span - 3600000));
@@ -231,6 +237,7 @@ int main(int argc, char **argv) {
   run_queries(dir, Q_PATIENT, nq, n, npat, t0, span);
   run_queries(dir, Q_CONTROL, nq, n, npat, t0, span);
   run_queries(dir, Q_TYPE_TIME, nq, n, npat, t0, span);
+  run_queries(dir, Q_SENDER, nq, n, npat, t0, span);
   if (!keep) {
     char cmd[4300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", data);

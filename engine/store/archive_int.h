@@ -39,20 +39,32 @@ void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out);
 /* One day file, with its prepared statements (writer) or read-only. */
 /* The prepared statements a day file holds (cad__arch_db_close finalizes
  * each: keep this count in step with the fields below). */
-#define CAD__ARCH_NSTMT 12
+#define CAD__ARCH_NSTMT 14
+/* The header combinations the writer has met (archive_db.c). */
+typedef struct cad__arch_hslot cad__arch_hslot_t;
 typedef struct cad__arch_db {
   int64_t day;
   sqlite3 *db;
   sqlite3_stmt *ins_msg, *ins_pid, *ins_dlv, *upd_dlv, *ins_att, *new_dlv, *ins_blk, *name_dlv,
-      *done_dlv;
+      *done_dlv, *sel_hdr, *ins_hdr;
   /* Prepared on first use (the fts table is created then). */
   sqlite3_stmt *ins_fld, *ins_fts, *ins_ftsrow;
+  /* The file indexes channel, type, MSH-4 and MSH-6 through the hdr table
+   * alone (msg_hdr): a file created by this version.  A file of an earlier
+   * version keeps its four indexes (msg_channel, msg_type, msg_msh4,
+   * msg_msh6), which cover its every row, and is searched through them. */
+  bool hdr_only;
+  /* Writer: hdr ids by combination, CAD__ARCH_HSLOTS slots (owned, calloc'd
+   * on first use, freed by cad__arch_db_close); forgotten when a
+   * transaction fails (its new ids were rolled back). */
+  cad__arch_hslot_t *hcache;
 } cad__arch_db_t;
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
                       cad__arch_db_t **out);
 void cad__arch_db_close(cad__arch_db_t *db);
 int cad__arch_db_begin(cad__arch_db_t *db);
+/* On failure the transaction is rolled back (and the hdr cache forgotten). */
 int cad__arch_db_commit(cad__arch_db_t *db);
 
 typedef struct cad__arch_msg {

@@ -12,39 +12,59 @@
 #include "cad_mem.h"
 
 #define DAY_MS 86400000LL
-#define MAX_BINDS 48
+#define MAX_BINDS 24
+/* A search by channel, type, MSH-4 or MSH-6 in a file indexed through hdr
+ * (archive_db.c) matching at most this many combinations reads each one's
+ * newest messages in order and merges them; beyond it SQLite sorts what
+ * matches (HDR_BRANCHES is also the bound of the statement's size). */
+#define HDR_BRANCHES 16
 
 typedef struct {
-  char sql[4096];
+  const char *s; /* NULL: i */
+  int64_t i;
+} bind_t;
+
+/* A clause list with its parameters. */
+typedef struct {
+  char sql[2048];
   size_t n;
-  struct {
-    const char *s;
-    int64_t i;
-  } b[MAX_BINDS];
+  bool full; /* did not fit: the search is refused */
+  bind_t b[MAX_BINDS];
   int nb;
+} part_t;
+
+typedef struct {
+  part_t hdr;  /* channel, type, MSH-4, MSH-6: columns of both msg and hdr */
+  part_t rest; /* every other filter, on msg m */
   char lo[80], hi[80];
   char fname[CAD_ARCHIVE_MAX_QFIELDS][64];  /* canonical field names */
   char match[4 * CAD_ARCHIVE_MAX_TEXT + 8]; /* the FTS5 query */
   bool fts;                                 /* the query needs the fts table */
   bool count;                               /* SELECT count(*), no order, no limit */
+  /* rest has a filter with an index of its own that finds few rows
+   * (control id, patient, declared field, text, a rare status): msg_hdr
+   * must not be preferred to it. */
+  bool selective;
 } query_t;
 
-static void add(query_t *q, const char *clause) {
+static void add(part_t *q, const char *clause) {
   size_t l = strlen(clause);
-  if (q->n + l + 1 >= sizeof q->sql) return;
+  if (q->n + l + 1 >= sizeof q->sql) {
+    q->full = true;
+    return;
+  }
   memcpy(q->sql + q->n, clause, l + 1);
   q->n += l;
 }
 
-static void bind_s(query_t *q, const char *s) {
-  if (q->nb < MAX_BINDS) q->b[q->nb++].s = s;
+static void bind_s(part_t *q, const char *s) {
+  if (q->nb < MAX_BINDS) q->b[q->nb++] = (bind_t){s, 0};
+  else q->full = true;
 }
 
-static void bind_i(query_t *q, int64_t v) {
-  if (q->nb < MAX_BINDS) {
-    q->b[q->nb].s = NULL;
-    q->b[q->nb++].i = v;
-  }
+static void bind_i(part_t *q, int64_t v) {
+  if (q->nb < MAX_BINDS) q->b[q->nb++] = (bind_t){NULL, v};
+  else q->full = true;
 }
 
 /* Delivery states live on dlv rows, message statuses on msg. */
@@ -53,7 +73,8 @@ static bool is_delivery_state(const char *s) {
          !strcmp(s, "failed") || !strcmp(s, "purged") || !strcmp(s, "requeued");
 }
 
-static void status_clause(query_t *q, const char *st) {
+static void status_clause(query_t *qq, const char *st) {
+  part_t *q = &qq->rest;
   if (is_delivery_state(st)) {
     add(q, " AND EXISTS(SELECT 1 FROM dlv WHERE dlv.msg=m.id AND dlv.state=?)");
     bind_s(q, st);
@@ -64,6 +85,7 @@ static void status_clause(query_t *q, const char *st) {
   } else if (!strcmp(st, "rejected")) {
     /* Everything answered AR: a route's reject, an unreadable frame, too big. */
     add(q, " AND m.status IN ('rejected','unparseable','too_big') AND m.status<>'accepted'");
+    qq->selective = true;
   } else if (!strcmp(st, "accepted")) {
     /* Most messages: read newest first by id, no index (there is none). */
     add(q, " AND m.status='accepted'");
@@ -73,46 +95,58 @@ static void status_clause(query_t *q, const char *st) {
      * written as the index's is, lets the planner use it. */
     add(q, " AND m.status=? AND m.status<>'accepted'");
     bind_s(q, st);
+    qq->selective = true;
   }
 }
 
 /* The declared fields and the full text of f; false (err set) when one
  * cannot be run. */
-static bool extra_clauses(query_t *q, const cad_archive_query_t *f, char *err, size_t errcap) {
+static bool extra_clauses(query_t *qq, const cad_archive_query_t *f, char *err, size_t errcap) {
+  part_t *q = &qq->rest;
   for (size_t i = 0; i < f->nfields && i < CAD_ARCHIVE_MAX_QFIELDS; i++) {
     const char *eq = strchr(f->fields[i], '=');
-    if (!eq || !cad__arch_field_name(f->fields[i], (size_t)(eq - f->fields[i]), q->fname[i])) {
+    if (!eq || !cad__arch_field_name(f->fields[i], (size_t)(eq - f->fields[i]), qq->fname[i])) {
       snprintf(err, errcap, "--field: expected NAME=VALUE (a declared name or an HL7 path)");
       return false;
     }
     add(q, " AND m.id IN (SELECT msg FROM fld WHERE name=? AND value=?)");
-    bind_s(q, q->fname[i]);
+    bind_s(q, qq->fname[i]);
     bind_s(q, eq + 1);
+    qq->selective = true;
   }
   if (f->text) {
     if (strlen(f->text) > CAD_ARCHIVE_MAX_TEXT ||
-        !cad__arch_fts_query(f->text, q->match, sizeof q->match)) {
+        !cad__arch_fts_query(f->text, qq->match, sizeof qq->match)) {
       snprintf(err, errcap, "--text: expected 1 to %d bytes with at least one word",
                CAD_ARCHIVE_MAX_TEXT);
       return false;
     }
     add(q, " AND m.id IN (SELECT rowid FROM fts WHERE fts MATCH ?)");
-    bind_s(q, q->match);
-    q->fts = true;
+    bind_s(q, qq->match);
+    qq->fts = true;
+    qq->selective = true;
   }
   return true;
 }
 
-static bool build(query_t *q, const cad_archive_query_t *f, bool count, char *auth_buf,
+/* col = v on hdr or msg. */
+static void hdr_eq(part_t *h, const char *col, const char *v) {
+  char c[48];
+  if (!v[0]) {
+    snprintf(c, sizeof c, " AND ifnull(%s, '') = ''", col);
+    add(h, c);
+    return;
+  }
+  snprintf(c, sizeof c, " AND %s = ?", col);
+  add(h, c);
+  bind_s(h, v);
+}
+
+static bool build(query_t *qq, const cad_archive_query_t *f, bool count, char *auth_buf,
                   size_t auth_cap, char *err, size_t errcap) {
-  memset(q, 0, sizeof *q);
-  q->count = count;
-  if (count) add(q, "SELECT count(*) FROM msg m WHERE 1");
-  else
-    add(q,
-        "SELECT m.id, m.t, m.channel, m.peer, m.status, m.reason, m.ack, m.type, m.msh10,"
-        " m.msh4, m.msh6, m.size, (SELECT group_concat(coalesce(d.dest, '#' || d.qid) || ':' ||"
-        " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1");
+  memset(qq, 0, sizeof *qq);
+  qq->count = count;
+  part_t *h = &qq->hdr, *q = &qq->rest;
   if (f->since_ms) {
     add(q, " AND m.id >= ?");
     bind_i(q, f->since_ms * (1LL << 20));
@@ -124,32 +158,25 @@ static bool build(query_t *q, const cad_archive_query_t *f, bool count, char *au
   if (f->control_id) {
     add(q, " AND m.msh10 = ?");
     bind_s(q, f->control_id);
+    qq->selective = true;
   }
-  if (f->channel) {
-    add(q, " AND m.channel = ?");
-    bind_s(q, f->channel);
-  }
-  if (f->sender) {
-    add(q, " AND m.msh4 = ?");
-    bind_s(q, f->sender);
-  }
-  if (f->receiver) {
-    add(q, " AND m.msh6 = ?");
-    bind_s(q, f->receiver);
-  }
-  if (f->type && strchr(f->type, '^')) {
-    add(q, " AND m.type = ?");
-    bind_s(q, f->type);
+  /* Unqualified: the same clauses read hdr and msg (archive_db.c).  An
+   * empty value finds the messages without one (hdr holds '', msg NULL). */
+  if (f->channel) hdr_eq(h, "channel", f->channel);
+  if (f->sender) hdr_eq(h, "msh4", f->sender);
+  if (f->receiver) hdr_eq(h, "msh6", f->receiver);
+  if (f->type && (strchr(f->type, '^') || !f->type[0])) {
+    hdr_eq(h, "type", f->type);
   } else if (f->type) {
     /* "ORU": ORU alone or ORU^anything ('_' follows '^'), on the index. */
-    snprintf(q->lo, sizeof q->lo, "%s^", f->type);
-    snprintf(q->hi, sizeof q->hi, "%s_", f->type);
-    add(q, " AND (m.type = ? OR (m.type > ? AND m.type < ?))");
-    bind_s(q, f->type);
-    bind_s(q, q->lo);
-    bind_s(q, q->hi);
+    snprintf(qq->lo, sizeof qq->lo, "%s^", f->type);
+    snprintf(qq->hi, sizeof qq->hi, "%s_", f->type);
+    add(h, " AND (type = ? OR (type > ? AND type < ?))");
+    bind_s(h, f->type);
+    bind_s(h, qq->lo);
+    bind_s(h, qq->hi);
   }
-  if (f->status) status_clause(q, f->status);
+  if (f->status) status_clause(qq, f->status);
   if (f->dest) {
     add(q, " AND m.id IN (SELECT msg FROM dlv WHERE dlv.dest=?)");
     bind_s(q, f->dest);
@@ -165,9 +192,13 @@ static bool build(query_t *q, const cad_archive_query_t *f, bool count, char *au
       add(q, " AND m.id IN (SELECT msg FROM pid WHERE value=?)");
       bind_s(q, f->patient);
     }
+    qq->selective = true;
   }
-  if (!extra_clauses(q, f, err, errcap)) return false;
-  if (!count) add(q, " ORDER BY m.id DESC LIMIT ?");
+  if (!extra_clauses(qq, f, err, errcap)) return false;
+  if (h->full || q->full) {
+    snprintf(err, errcap, "search: too many filters");
+    return false;
+  }
   return true;
 }
 
@@ -176,7 +207,6 @@ static const char *col(sqlite3_stmt *s, int i) {
   return t ? (const char *)t : "";
 }
 
-/* One file: rows into cb, at most `left`.  Returns rows, or < 0. */
 /* Whether db has the fts table (created with the first message of a
  * channel with fts on). */
 static bool has_fts(sqlite3 *db) {
@@ -189,20 +219,141 @@ static bool has_fts(sqlite3 *db) {
   return yes;
 }
 
+/* The statement being put together for one file. */
+typedef struct {
+  char *sql; /* owned (malloc'd), cap bytes */
+  size_t n, cap;
+  bool full;
+  bind_t b[MAX_BINDS * (HDR_BRANCHES + 2)];
+  int nb;
+} stmt_t;
+
+static void put(stmt_t *st, const char *s) {
+  size_t l = strlen(s);
+  if (st->n + l + 1 > st->cap) {
+    st->full = true;
+    return;
+  }
+  memcpy(st->sql + st->n, s, l + 1);
+  st->n += l;
+}
+
+static void put_part(stmt_t *st, const part_t *p) {
+  put(st, p->sql);
+  for (int i = 0; i < p->nb; i++) {
+    if (st->nb >= (int)(sizeof st->b / sizeof st->b[0])) {
+      st->full = true;
+      return;
+    }
+    st->b[st->nb++] = p->b[i];
+  }
+}
+
+static void put_limit(stmt_t *st, uint64_t left) {
+  put(st, " ORDER BY m.id DESC LIMIT ?");
+  if (st->nb < (int)(sizeof st->b / sizeof st->b[0]))
+    st->b[st->nb++] = (bind_t){NULL, (int64_t)left};
+  else st->full = true;
+}
+
+static const char SELECT_ROWS[] =
+    "SELECT m.id, m.t, m.channel, m.peer, m.status, m.reason, m.ack, m.type, m.msh10,"
+    " m.msh4, m.msh6, m.size, (SELECT group_concat(coalesce(d.dest, '#' || d.qid) || ':' ||"
+    " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1";
+static const char SELECT_COUNT[] = "SELECT count(*) FROM msg m WHERE 1";
+
+/* The hdr ids of db matching q's header filters: at most max into ids;
+ * returns how many matched (up to max + 1), or < 0. */
+static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max) {
+  char sql[sizeof q->hdr.sql + 64];
+  snprintf(sql, sizeof sql, "SELECT id FROM hdr WHERE 1%s LIMIT %d", q->hdr.sql, max + 1);
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) return CAD_E_IO;
+  for (int i = 0; i < q->hdr.nb; i++) sqlite3_bind_text(s, i + 1, q->hdr.b[i].s, -1, SQLITE_STATIC);
+  int n = 0, rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if (n < max) ids[n] = sqlite3_column_int64(s, 0);
+    n++;
+  }
+  sqlite3_finalize(s);
+  return rc == SQLITE_DONE ? n : CAD_E_IO;
+}
+
+/* The statement for one file into st; false when nothing can match.
+ *
+ * A file of an earlier version (or a search without header filters) reads
+ * the columns, on their own indexes.  A file indexed through hdr: the
+ * matching combinations first; one: msg_hdr in id order, LIMIT stops it;
+ * a few: each one's newest `left` (msg_hdr in order) merged, so nothing
+ * is sorted but those; many, a count, or a filter that finds few rows
+ * on its own index (selective): the combinations as a set, msg_hdr kept
+ * from being preferred to that index with a unary + (it would read every
+ * message of the combination). */
+static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left, stmt_t *st) {
+  put(st, q->count ? SELECT_COUNT : SELECT_ROWS);
+  if (!q->hdr.n) {
+    put_part(st, &q->rest);
+  } else if (!hdr_only) {
+    put_part(st, &q->hdr);
+    put_part(st, &q->rest);
+  } else {
+    int64_t ids[HDR_BRANCHES];
+    int k = hdr_ids(db, q, ids, HDR_BRANCHES);
+    if (k <= 0) return k; /* no combination: no message */
+    char t[128];
+    if (k == 1 && !q->selective) {
+      snprintf(t, sizeof t, " AND m.hdr = %lld", (long long)ids[0]);
+      put(st, t);
+      put_part(st, &q->rest);
+    } else if (k <= HDR_BRANCHES && !q->selective && !q->count) {
+      put(st, " AND m.id IN (");
+      for (int i = 0; i < k; i++) {
+        snprintf(t, sizeof t, "%sSELECT id FROM (SELECT m.id FROM msg m WHERE m.hdr = %lld",
+                 i ? " UNION ALL " : "", (long long)ids[i]);
+        put(st, t);
+        put_part(st, &q->rest);
+        put_limit(st, left);
+        put(st, ")");
+      }
+      put(st, ")");
+    } else {
+      put(st, q->selective ? " AND +m.hdr IN (SELECT id FROM hdr WHERE 1"
+                           : " AND m.hdr IN (SELECT id FROM hdr WHERE 1");
+      put_part(st, &q->hdr);
+      put(st, ")");
+      put_part(st, &q->rest);
+    }
+  }
+  if (!q->count) put_limit(st, left);
+  return st->full ? CAD_E_INVAL : 1;
+}
+
 /* One file: rows into cb, at most `left` (count: *counted += its count).
  * Returns rows, or < 0. */
-static int search_file(sqlite3 *db, const query_t *q, uint64_t left, cad_archive_row_cb cb,
+static int search_file(cad__arch_db_t *d, const query_t *q, uint64_t left, cad_archive_row_cb cb,
                        void *ud, bool *stop, uint64_t *counted) {
+  sqlite3 *db = d->db;
   if (q->fts && !has_fts(db)) return 0;
-  sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db, q->sql, -1, &s, NULL) != SQLITE_OK) return CAD_E_IO;
-  int k = 1;
-  for (int i = 0; i < q->nb; i++, k++) {
-    if (q->b[i].s) sqlite3_bind_text(s, k, q->b[i].s, -1, SQLITE_STATIC);
-    else sqlite3_bind_int64(s, k, q->b[i].i);
+  stmt_t *st = calloc(1, sizeof *st);
+  if (!st) return CAD_E_NOMEM;
+  st->cap = 24 * 1024;
+  if (!(st->sql = malloc(st->cap))) {
+    free(st);
+    return CAD_E_NOMEM;
   }
-  if (!q->count) sqlite3_bind_int64(s, k, (sqlite3_int64)left);
-  int n = 0, rc;
+  st->sql[0] = '\0';
+  int rc = assemble(db, d->hdr_only, q, left, st);
+  sqlite3_stmt *s = NULL;
+  if (rc > 0 && sqlite3_prepare_v2(db, st->sql, -1, &s, NULL) != SQLITE_OK) rc = CAD_E_IO;
+  if (rc > 0)
+    for (int i = 0; i < st->nb; i++) {
+      if (st->b[i].s) sqlite3_bind_text(s, i + 1, st->b[i].s, -1, SQLITE_STATIC);
+      else sqlite3_bind_int64(s, i + 1, st->b[i].i);
+    }
+  free(st->sql);
+  free(st);
+  if (rc <= 0) return rc;
+  int n = 0;
   if (q->count) {
     rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) *counted += (uint64_t)sqlite3_column_int64(s, 0);
@@ -265,7 +416,7 @@ static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_ar
       snprintf(err, errcap, "%s/%s: %s", dir, names[i], cad_strerror(rc));
       break;
     }
-    rc = search_file(db->db, q, left, cb, ud, &stop, counted);
+    rc = search_file(db, q, left, cb, ud, &stop, counted);
     if (rc < 0) snprintf(err, errcap, "%s/%s: %s", dir, names[i], sqlite3_errmsg(db->db));
     cad__arch_db_close(db);
     if (rc < 0) break;

@@ -89,7 +89,7 @@ static int drop_rows(sqlite3 *db, const char *drop, uint64_t *rows) {
  * rebuilt records, which have no channel) by the engine's.  NULL = none
  * (or no memory: then nothing is deleted, never too much).  sqlite3_free. */
 static char *drop_clause(int64_t day, int64_t today, uint64_t retain_ms,
-                         const cad_archive_chan_t *ch, size_t n) {
+                         const cad_archive_chan_t *ch, size_t n, bool hdr_only) {
   bool dflt_keeps = day >= keep_from(today, retain_ms);
   /* Channels with their own retention that passed this day: dropped (when
    * the engine's keeps the day); those that keep it: kept (when it does
@@ -105,7 +105,13 @@ static char *drop_clause(int64_t day, int64_t today, uint64_t retain_ms,
   char *names = sqlite3_str_finish(list);
   char *out = NULL;
   if (k && !names) out = NULL; /* out of memory */
+  /* A file indexed through hdr finds a channel's rows on msg_hdr (its
+   * hdr rows hold '' for no channel); an older one on msg_channel. */
+  else if (dflt_keeps && k && hdr_only)
+    out = sqlite3_mprintf("m.hdr IN (SELECT id FROM hdr WHERE channel IN (%s))", names);
   else if (dflt_keeps && k) out = sqlite3_mprintf("m.channel IN (%s)", names);
+  else if (!dflt_keeps && k && hdr_only)
+    out = sqlite3_mprintf("m.hdr IN (SELECT id FROM hdr WHERE channel NOT IN (%s))", names);
   else if (!dflt_keeps && k)
     out = sqlite3_mprintf("m.channel IS NULL OR m.channel NOT IN (%s)", names);
   else if (!dflt_keeps) out = sqlite3_mprintf("1");
@@ -130,7 +136,7 @@ int cad_archive_prune_channels(const char *dir, int64_t now_ms, uint64_t retain_
     if (day >= today) break;
     cad__arch_db_t *db;
     if (cad__arch_db_open(dir, day, false, false, &db) < 0) continue;
-    char *where = drop_clause(day, today, retain_ms, ch, n);
+    char *where = drop_clause(day, today, retain_ms, ch, n, db->hdr_only);
     if (where) rc = drop_rows(db->db, where, rows);
     sqlite3_free(where);
     cad__arch_db_close(db);
