@@ -5,9 +5,12 @@
  * (CAD_E_INVAL: no word, no '=', too long) or runs: an SQL or FTS5 error
  * (CAD_E_IO) means the input reached the query language, and aborts.
  *
- * Input: up to the first '\n' the text, then up to the next the first
- * field, the rest a second field.  The archive is built once, in a new
- * directory under /tmp, removed at exit.
+ * Input: '\n'-separated parts: the text, two fields, then the header
+ * filters (channel, type, MSH-4 sender, MSH-6 receiver: searched through
+ * the table of header combinations, archive_query.c); an empty part is no
+ * filter.  Both the count and the search (newest five) run.  The archive
+ * is built once, in a new directory under /tmp, removed at exit: messages
+ * of several header combinations, so one, a few merged and none match.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -47,13 +50,15 @@ static void build(void) {
   static const char *const notes[] = {"fasting \"sample\" OR NOT", "NEAR(a b) * col:x ^ (",
                                       "repeat'; DROP TABLE msg; --"};
   uint64_t last = 0;
+  static const char *const types[] = {"ORU^R01", "ORU^R30", "ADT^A08"};
+  static const char *const facs[] = {"LAB", "LAB", "LAB2"};
   for (int i = 0; i < 3; i++) {
     char msg[512];
     int len = snprintf(msg, sizeof msg,
-                       "MSH|^~\\&|LIS|LAB|EHR|EHR|20260101120000||ORU^R01|C%d|P|2.5.1\r"
+                       "MSH|^~\\&|LIS|%s|EHR|EHR|20260101120000||%s|C%d|P|2.5.1\r"
                        "PID|1||M%d^^^HOSP^MR\rPV1|1|O|||||||||||||||||V%d\r"
                        "OBR|1||R1|GLU^Glucose^L\rNTE|1||%s\r",
-                       i, i, i, notes[i]);
+                       facs[i], types[i], i, i, i, notes[i]);
     cad_archive_in_t in = {cad_archive_next_id(&last), "lab", NULL, 1, "accepted", NULL, "AA",
                            msg, (size_t)len, (uint64_t)len, NULL, NULL, 0, 0};
     if (cad_archive_inbound(a, &in) != 0) abort();
@@ -74,15 +79,27 @@ static char *part(const uint8_t **p, const uint8_t *end) {
   return s;
 }
 
+static int count_row(void *ud, const cad_archive_row_t *r) {
+  (void)r;
+  (*(int *)ud)++;
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n);
 int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   if (!dir[0]) build();
   const uint8_t *p = d, *end = d + n;
   char *text = part(&p, end), *f1 = part(&p, end), *f2 = part(&p, end);
+  char *hdr[4];
+  for (int i = 0; i < 4; i++) hdr[i] = part(&p, end);
   cad_archive_query_t q = {.limit = 5};
   if (text[0]) q.text = text;
   if (f1[0]) q.fields[q.nfields++] = f1;
   if (f2[0]) q.fields[q.nfields++] = f2;
+  if (hdr[0][0]) q.channel = hdr[0];
+  if (hdr[1][0]) q.type = hdr[1];
+  if (hdr[2][0]) q.sender = hdr[2];
+  if (hdr[3][0]) q.receiver = hdr[3];
   uint64_t count = 0;
   char err[256] = "";
   int rc = cad_archive_count(dir, &q, &count, err, sizeof err);
@@ -91,8 +108,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
     abort();
   }
   if (rc == 0 && count > 3) abort();
+  /* The search agrees with the count (at most five rows asked). */
+  int rows = 0;
+  int rs = cad_archive_search(dir, &q, count_row, &rows, err, sizeof err);
+  if (rs != rc && !(rc == 0 && rs >= 0)) {
+    fprintf(stderr, "search and count disagree (%d, %d): %s\n", rs, rc, err);
+    abort();
+  }
+  if (rc == 0 && (uint64_t)rows != (count < 5 ? count : 5)) abort();
   free(text);
   free(f1);
   free(f2);
+  for (int i = 0; i < 4; i++) free(hdr[i]);
   return 0;
 }
