@@ -358,9 +358,9 @@ static void check_ack(cad_mllp_sender_t *s, cad_str_t frame) {
   }
   memcpy(s->last.ack_code, v.code, 3);
   s->last.latency_us = (uv_hrtime() - s->t_sent) / 1000;
-  snprintf(s->last.err_text, sizeof s->last.err_text, "%s", v.reason);
-  snprintf(s->last.msa3, sizeof s->last.msa3, "%s", v.msa3);
-  snprintf(s->last.err, sizeof s->last.err, "%s", v.err);
+  cad_str_copy(s->last.err_text, sizeof s->last.err_text, v.reason);
+  cad_str_copy(s->last.msa3, sizeof s->last.msa3, v.msa3);
+  cad_str_copy(s->last.err, sizeof s->last.err, v.err);
   if (v.verdict == CAD__ACK_ACCEPT) {
     s->st.acks_ok++;
     finish(s, CAD_MLLP_SEND_OK, s->last.ack_code);

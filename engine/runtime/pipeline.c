@@ -117,8 +117,12 @@ void cad_pipe_next_ctl(cad_pipe_t *p, char out[24]) {
     p->ctl_prefix = t > p->ctl_prefix ? t : p->ctl_prefix + 1;
     p->ctl_counter = 0;
   }
-  snprintf(out, 24, "%011llX%08llX", (unsigned long long)(p->ctl_prefix & 0xFFFFFFFFFFFull),
-           (unsigned long long)p->ctl_counter++);
+  /* 11 + 8 upper-case hex digits (the prefix's low 44 bits, the counter). */
+  static const char hex[] = "0123456789ABCDEF";
+  uint64_t a = p->ctl_prefix & 0xFFFFFFFFFFFull, b = p->ctl_counter++;
+  for (int i = 10; i >= 0; i--, a >>= 4) out[i] = hex[a & 15];
+  for (int i = 18; i >= 11; i--, b >>= 4) out[i] = hex[b & 15];
+  out[19] = '\0';
 }
 
 static int local_offset_min(time_t t) {
@@ -139,7 +143,11 @@ static const char *send_ack(cad_pipe_t *p, cad_pipe_chan_t *ch, const origin_t *
   char ctl[24];
   cad_pipe_next_ctl(p, ctl);
   time_t now = time(NULL);
-  cad_ack_opts_t ao = {ch->ack_style, st, ctl, now, local_offset_min(now), dg};
+  if ((int64_t)now != p->off_at) {
+    p->off_at = (int64_t)now;
+    p->off_min = local_offset_min(now);
+  }
+  cad_ack_opts_t ao = {ch->ack_style, st, ctl, now, p->off_min, dg};
   cad_buf_t b = CAD_BUF_INIT;
   int rc = cad_ack_build(o->h, &ao, &b);
   const char *outcome;
@@ -516,7 +524,7 @@ void cad_pipe_frame(cad_pipe_t *p, cad_pipe_chan_t *ch, const cad_pipe_frame_t *
   j->bytes = bytes;
   j->len = f->bytes.len;
   j->conn = f->conn;
-  snprintf(j->peer, sizeof j->peer, "%s", f->peer ? f->peer : "");
+  cad_str_copy(j->peer, sizeof j->peer, f->peer);
   if (p->io.hold) p->io.hold(p->io.ud, ch->owner, +1);
   /* The tree needs at most a few dozen bytes per input byte (spans of
    * segments and fields); the budget bounds it all the same. */

@@ -128,6 +128,10 @@ typedef struct cad_pipe_io {
 typedef struct cad_pipe {
   cad_pipe_io_t io;
   uint64_t ctl_prefix, ctl_counter;
+  /* The UTC offset of the local time zone, in minutes, at second
+   * off_at (an ACK's MSH-7: looked up once a second, not per ACK). */
+  int64_t off_at;
+  int off_min;
   uint64_t last_id;       /* the last archive id given (cad_archive_next_id) */
   cad_archive_t *archive; /* owned (cad_pipe_archive_open), NULL = none */
   /* Destinations with lanes (lanes.h): the queue id of the lane that output

@@ -311,7 +311,7 @@ static void handle_failure(cad_delivery_t *w, bool permanent) {
  * kept for the DONE record that names it. */
 static void note_answer(cad_delivery_t *w, uint64_t seq, const char *detail) {
   w->last_ok_seq = seq;
-  snprintf(w->last_ok, sizeof w->last_ok, "%s", detail ? detail : "");
+  cad_str_copy(w->last_ok, sizeof w->last_ok, detail);
 }
 
 /* The archive's record of one attempt (or dead letter) of `seq`. */

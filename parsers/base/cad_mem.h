@@ -81,6 +81,16 @@ static inline void cad_buf_clear(cad_buf_t *b) { b->len = 0; }
 void cad_buf_consume(cad_buf_t *b, size_t n);
 void cad_buf_free(cad_buf_t *b);
 
+/* src (NULL: "") into dst[cap], cut to cap - 1 bytes, always terminated
+ * (cap > 0); returns the bytes copied.  snprintf(dst, cap, "%s", src)
+ * without the format interpreter, for the per-message paths. */
+static inline size_t cad_str_copy(char *dst, size_t cap, const char *src) {
+  size_t n = src ? strnlen(src, cap - 1) : 0;
+  if (n) memcpy(dst, src, n);
+  dst[n] = '\0';
+  return n;
+}
+
 /* Copy n bytes (n may be 0, src then may be NULL); returns n.  The pieces of
  * HL7 fields are a few bytes long, where a call to memcpy costs more than the
  * copy: up to 16 bytes are moved with fixed-size (inlined) copies that read

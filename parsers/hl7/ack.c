@@ -166,6 +166,13 @@ static int put_escaped(cad_buf_t *b, const cad_hl7_delims_t *d, const char *v, s
 
 static int put_num(cad_buf_t *b, unsigned long v) { return cad_buf_printf(b, "%lu", v); }
 
+/* v (0 <= v < 10^w) as exactly w decimal digits into out; returns w. */
+static size_t put_digits(char *out, int v, int w) {
+  if (v < 0) v = 0;
+  for (int i = w - 1; i >= 0; i--, v /= 10) out[i] = (char)('0' + v % 10);
+  return (size_t)w;
+}
+
 int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *out) {
   if (!in || !o || !out || !o->control_id || !in->d.field || !in->d.comp) return CAD_E_INVAL;
   bool enhanced = cad_ack_is_enhanced(in, o->style);
@@ -193,9 +200,16 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
   int off = o->utc_offset_min;
   char sign = off < 0 ? '-' : '+';
   if (off < 0) off = -off;
-  char ts[96];
-  snprintf(ts, sizeof ts, "%04d%02d%02d%02d%02d%02d%c%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-           tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, sign, (off / 60) % 100, off % 60);
+  /* YYYYMMDDHHMMSS+ZZZZ, each part its fixed count of digits. */
+  char ts[20];
+  int parts[] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
+  static const int width[] = {4, 2, 2, 2, 2, 2};
+  size_t tl = 0;
+  for (int i = 0; i < 6; i++) tl += put_digits(ts + tl, parts[i], width[i]);
+  ts[tl++] = sign;
+  tl += put_digits(ts + tl, (off / 60) % 100, 2);
+  tl += put_digits(ts + tl, off % 60, 2);
+  ts[tl] = '\0';
 
   PUT(cad_buf_append(out, "MSH", 3));
   PUTC(f);

@@ -611,6 +611,13 @@ TEST(control_ids_are_unique) {
   char c[24];
   cad_pipe_next_ctl(&p, c);
   CHECK(strncmp(a, c, 11) < 0);
+  /* The prefix's low 44 bits in 11 hex digits, the counter in 8. */
+  p.ctl_prefix = 0xF123456789ABull;
+  p.ctl_counter = 0xCDEF;
+  cad_pipe_next_ctl(&p, c);
+  CHECK_STR(c, "123456789AB0000CDEF");
+  cad_pipe_next_ctl(&p, c);
+  CHECK_STR(c, "123456789AB0000CDF0");
 }
 
 TEST(stats_tell_64_byte_channel_names_apart) {
