@@ -5,7 +5,7 @@
  * one-hour time range and by sender (MSH-4, newest first: header
  * combinations merged), p50/p99/max over Q random queries each.
  *
- *   bench_archive [-n MESSAGES] [-q QUERIES] [-d DATA_DIR] [-D DAYS] [-k] [-F] [-I]
+ *   bench_archive [-n MESSAGES] [-q QUERIES] [-d DATA_DIR] [-D DAYS] [-k] [-F] [-I] [-U]
  *
  * Messages are spread evenly over the last DAYS days (default 2: that many
  * day files, so queries span files), with N/4 distinct patients (two PID-3
@@ -13,7 +13,10 @@
  * message is followed by its delivery attempt, as in the engine.  -k keeps
  * DATA_DIR (default: a new /tmp directory, deleted at the end).  -F turns
  * the full-text index (FTS5) on for the channel, -I declares two index
- * fields (OBR-4.1, PV1-19): their cost shows in cpu and disk. */
+ * fields (OBR-4.1, PV1-19): their cost shows in cpu and disk.  -U: a
+ * sender that puts a value of its own in MSH-4 of every message (a header
+ * combination per message, the archive's worst case for its hdr table):
+ * the sender queries then ask for one message's MSH-4. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,16 +37,20 @@ static const char *const TYPES[] = {"ORU^R01^ORU_R01", "ORU^R01^ORU_R01", "ADT^A
                                     "ORM^O01^ORM_O01"};
 
 /* A ~1.5 KB result for patient p, control id i. */
+static bool unique_sender;
+
 static int make_msg(char *out, size_t cap, uint64_t i, uint64_t p, const char *type) {
+  char fac[32] = "LABFAC";
+  if (unique_sender) snprintf(fac, sizeof fac, "LAB%llu", (unsigned long long)i);
   int n = snprintf(out, cap,
-                   "MSH|^~\\&|LIS|LABFAC|EHR|EHRFAC|20260101120000||%s|C%llu|P|2.5.1\r"
+                   "MSH|^~\\&|LIS|%s|EHR|EHRFAC|20260101120000||%s|C%llu|P|2.5.1\r"
                    "PID|1||M%llu^^^HOSP^MR~S%llu^^^SSA^SS||PATIENT%llu^TEST^Q||19700101|F|||"
                    "%llu MAIN ST^^SPRINGFIELD^IL^62701||555-%04llu\r"
                    "PV1|1|O|LAB^^^MAIN||||1234^ORDERING^DOCTOR|||||||||||V%llu\r"
                    "ORC|RE|O%llu|F%llu||CM\r"
                    "OBR|1|O%llu|F%llu|CBC^COMPLETE BLOOD COUNT^L|||20260101110000|||||||"
                    "20260101111500||1234^ORDERING^DOCTOR||||||20260101120000|||F\r",
-                   type, (unsigned long long)i, (unsigned long long)p, (unsigned long long)p,
+                   fac, type, (unsigned long long)i, (unsigned long long)p, (unsigned long long)p,
                    (unsigned long long)p, (unsigned long long)(p % 9000),
                    (unsigned long long)(p % 10000), (unsigned long long)i, (unsigned long long)i,
                    (unsigned long long)i, (unsigned long long)i, (unsigned long long)i);
@@ -123,6 +130,10 @@ static void run_queries(const char *dir, qkind_t kind, int nq, uint64_t n, uint6
       /* MSH-4 of every message: three header combinations (one per type)
        * merged, newest first, no time range. */
       q.sender = "LABFAC";
+      if (unique_sender) {
+        snprintf(buf, sizeof buf, "LAB%llu", (unsigned long long)(rnd() % n));
+        q.sender = buf;
+      }
     } else {
       q.type = rnd() % 2 ? "ORU^R01" : "ADT";
       q.since_ms = t0 + (int64_t)(rnd() % (uint64_t)(span - 3600000));
@@ -147,7 +158,7 @@ int main(int argc, char **argv) {
   int nq = 1000, days = 2, opt;
   bool keep = false, fts = false, fields = false;
   char data[4096] = "";
-  while ((opt = getopt(argc, argv, "n:q:d:D:kFI")) != -1) {
+  while ((opt = getopt(argc, argv, "n:q:d:D:kFIU")) != -1) {
     switch (opt) {
       case 'n': n = strtoull(optarg, NULL, 10); break;
       case 'q': nq = atoi(optarg); break;
@@ -156,9 +167,12 @@ int main(int argc, char **argv) {
       case 'k': keep = true; break;
       case 'F': fts = true; break;
       case 'I': fields = true; break;
+      case 'U': unique_sender = true; break;
       default:
-        fprintf(stderr,
-                "usage: bench_archive [-n MESSAGES] [-q QUERIES] [-d DATA_DIR] [-D DAYS] [-k]\n");
+        fprintf(
+            stderr,
+            "usage: bench_archive [-n MESSAGES] [-q QUERIES] [-d DATA_DIR] [-D DAYS] [-k] [-F] [-I]"
+            " [-U]\n");
         return 2;
     }
   }

@@ -15,9 +15,10 @@
 #define MAX_BINDS 24
 /* A search by channel, type, MSH-4 or MSH-6 in a file indexed through hdr
  * (archive_db.c) matching at most this many combinations reads each one's
- * newest messages in order and merges them; beyond it SQLite sorts what
- * matches (HDR_BRANCHES is also the bound of the statement's size). */
-#define HDR_BRANCHES 16
+ * newest messages in order and merges them; beyond it, messages are read
+ * newest first and each one's combination checked (HDR_BRANCHES is also
+ * the bound of the statement's size). */
+#define HDR_BRANCHES 64
 
 typedef struct {
   const char *s; /* NULL: i */
@@ -285,10 +286,14 @@ static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max) {
  * the columns, on their own indexes.  A file indexed through hdr: the
  * matching combinations first; one: msg_hdr in id order, LIMIT stops it;
  * a few: each one's newest `left` (msg_hdr in order) merged, so nothing
- * is sorted but those; many, a count, or a filter that finds few rows
- * on its own index (selective): the combinations as a set, msg_hdr kept
- * from being preferred to that index with a unary + (it would read every
- * message of the combination). */
+ * is sorted but those; a count: msg_hdr for the set of combinations; many
+ * (a sender that makes a combination of nearly every message), or a filter
+ * that finds few rows on its own index (selective): the messages newest
+ * first (or those of the other index), each one's combination looked up
+ * (one row of hdr by its key), so neither every message of every
+ * combination is read and sorted nor the set of combinations built.  Many
+ * combinations of a value that few messages have are then found by
+ * reading the file (or the time range) newest first until the limit. */
 static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left, stmt_t *st) {
   put(st, q->count ? SELECT_COUNT : SELECT_ROWS);
   if (!q->hdr.n) {
@@ -317,8 +322,9 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
       }
       put(st, ")");
     } else {
-      put(st, q->selective ? " AND +m.hdr IN (SELECT id FROM hdr WHERE 1"
-                           : " AND m.hdr IN (SELECT id FROM hdr WHERE 1");
+      /* The unqualified columns of q->hdr name hdr's inside the subquery. */
+      put(st, q->count ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
+                       : " AND EXISTS(SELECT 1 FROM hdr WHERE hdr.id = m.hdr");
       put_part(st, &q->hdr);
       put(st, ")");
       put_part(st, &q->rest);
@@ -336,7 +342,7 @@ static int search_file(cad__arch_db_t *d, const query_t *q, uint64_t left, cad_a
   if (q->fts && !has_fts(db)) return 0;
   stmt_t *st = calloc(1, sizeof *st);
   if (!st) return CAD_E_NOMEM;
-  st->cap = 24 * 1024;
+  st->cap = 64 * 1024;
   if (!(st->sql = malloc(st->cap))) {
     free(st);
     return CAD_E_NOMEM;

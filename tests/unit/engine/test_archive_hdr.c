@@ -168,7 +168,7 @@ static void every_query(const char *tag, int64_t day) {
       {"type exact", {.type = "ORU^R01", .limit = 7}},
       {"type prefix (several combinations merged)", {.type = "ORU", .limit = 120}},
       {"type alone without trigger", {.type = "ORU^"}},
-      {"sender (many combinations: sorted)", {.sender = "LABFAC", .limit = 500}},
+      {"sender (dozens of combinations merged)", {.sender = "LABFAC", .limit = 500}},
       {"sender of one message", {.sender = fac7}},
       {"receiver empty is no filter", {.receiver = "EHRFAC", .limit = 30}},
       {"channel and type", {.channel = "rad", .type = "ADT", .limit = 1000}},
@@ -334,7 +334,8 @@ TEST(values_the_cache_cannot_hold_or_could_confuse) {
   CHECK_INT(agree("split AB|C", (cad_archive_query_t){.receiver = "C"}), 1);
   CHECK_INT(agree("split type", (cad_archive_query_t){.type = "ORU^R01", .receiver = "BC"}), 1);
   CHECK_INT(agree("evicted combination", (cad_archive_query_t){.sender = "F3"}), 2);
-  agree("600 combinations, sorted", (cad_archive_query_t){.channel = "adt", .limit = 700});
+  agree("600 combinations: newest first, each checked",
+        (cad_archive_query_t){.channel = "adt", .limit = 700});
   rm_dir();
 }
 
