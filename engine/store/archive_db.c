@@ -212,6 +212,16 @@ static int upgrade(sqlite3 *db) {
   if (!has &&
       sqlite3_exec(db, "ALTER TABLE msg ADD COLUMN hdr INTEGER", NULL, NULL, NULL) != SQLITE_OK)
     return sql_err(db);
+  /* msg_hdr only in a file without the four header indexes (a new one): an
+   * older file is searched through those, and building msg_hdr there would
+   * read its every row for an index never used. */
+  sqlite3_stmt *s;
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name='msg_type'", -1, &s, NULL) !=
+      SQLITE_OK)
+    return sql_err(db);
+  bool older = sqlite3_step(s) == SQLITE_ROW;
+  sqlite3_finalize(s);
+  if (older) return 0;
   return sqlite3_exec(db, "CREATE INDEX IF NOT EXISTS msg_hdr ON msg(hdr, id)", NULL, NULL, NULL) ==
                  SQLITE_OK
              ? 0
@@ -329,17 +339,36 @@ void cad__arch_db_close(cad__arch_db_t *d) {
   free(d);
 }
 
+/* The hdr ids learned since the last commit may be gone: forget them all. */
+static void forget_hdr(cad__arch_db_t *d) {
+  if (d->hcache) memset(d->hcache, 0, CAD__ARCH_HSLOTS * sizeof *d->hcache);
+}
+
+/* IMMEDIATE: the write lock is taken here, waiting (busy timeout) for
+ * another writer of the file (`caduceus archive reindex`); a transaction
+ * whose first statement reads (the hdr lookup) would get SQLITE_BUSY at
+ * its first write at once, without waiting. */
 int cad__arch_db_begin(cad__arch_db_t *d) {
-  return sqlite3_exec(d->db, "BEGIN", NULL, NULL, NULL) == SQLITE_OK ? 0 : sql_err(d->db);
+  if (sqlite3_exec(d->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) return sql_err(d->db);
+  d->in_tx = true;
+  return 0;
 }
 
 int cad__arch_db_commit(cad__arch_db_t *d) {
+  d->in_tx = false;
   if (sqlite3_exec(d->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK) return 0;
   int rc = sql_err(d->db);
   sqlite3_exec(d->db, "ROLLBACK", NULL, NULL, NULL);
   /* The ids hdr rows got in it are gone with it. */
-  if (d->hcache) memset(d->hcache, 0, CAD__ARCH_HSLOTS * sizeof *d->hcache);
+  forget_hdr(d);
   return rc;
+}
+
+/* Before a write: is the transaction the caller opened still there? */
+static int tx_alive(cad__arch_db_t *d) {
+  if (!d->in_tx || !sqlite3_get_autocommit(d->db)) return 0;
+  forget_hdr(d);
+  return CAD_E_IO;
 }
 
 static void bind_text(sqlite3_stmt *s, int i, const char *p) {
@@ -390,8 +419,10 @@ static int hdr_id(cad__arch_db_t *d, const char *channel, const char *type, cad_
   uint32_t h = cacheable ? hkey_hash(key, n) : 0;
   struct cad__arch_hslot *slot = NULL;
   if (cacheable) {
-    if (!d->hcache && !(d->hcache = calloc(CAD__ARCH_HSLOTS, sizeof *d->hcache)))
-      return CAD_E_NOMEM;
+    if (!d->hcache) d->hcache = calloc(CAD__ARCH_HSLOTS, sizeof *d->hcache);
+    cacheable = d->hcache != NULL; /* no memory for it: looked up each time */
+  }
+  if (cacheable) {
     /* Four places to look; a full neighbourhood gives up its first. */
     for (uint32_t k = 0; k < 4; k++) {
       struct cad__arch_hslot *x = &d->hcache[(h + k) & (CAD__ARCH_HSLOTS - 1)];
@@ -415,7 +446,8 @@ static int hdr_id(cad__arch_db_t *d, const char *channel, const char *type, cad_
     else if (i == 1 && st == SQLITE_DONE) id = sqlite3_last_insert_rowid(d->db);
     sqlite3_reset(q[i]);
     sqlite3_clear_bindings(q[i]);
-    if (i == 1 && st != SQLITE_DONE) return sql_err(d->db);
+    if ((i == 0 && st != SQLITE_ROW && st != SQLITE_DONE) || (i == 1 && st != SQLITE_DONE))
+      return sql_err(d->db);
   }
   if (slot) {
     slot->id = id;
@@ -452,9 +484,11 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
     sqlite3_bind_int64(s, 23, (sqlite3_int64)m->blk_off);
   }
   int64_t hid;
-  int rc = hdr_id(d, m->channel, f->type, f->msh[4], f->msh[6], &hid);
+  int rc = tx_alive(d);
+  if (rc == 0) rc = hdr_id(d, m->channel, f->type, f->msh[4], f->msh[6], &hid);
   if (rc < 0) {
     sqlite3_clear_bindings(s);
+    forget_hdr(d);
     return rc;
   }
   sqlite3_bind_int64(s, 24, hid);
@@ -497,10 +531,13 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
       rc = cad__arch_db_attempt(d, m->qids[i], m->seqs[i], CAD_ARCH_DELIVERED, m->att_detail[i],
                                 m->att_t[i], NULL, false);
   }
+  if (rc < 0) forget_hdr(d);
   return rc;
 }
 
 int cad__arch_db_block(cad__arch_db_t *d, int64_t id, const void *z, size_t zlen, size_t raw_len) {
+  int rc = tx_alive(d);
+  if (rc < 0) return rc;
   sqlite3_bind_int64(d->ins_blk, 1, id);
   sqlite3_bind_blob(d->ins_blk, 2, z, (int)zlen, SQLITE_STATIC);
   sqlite3_bind_int64(d->ins_blk, 3, (sqlite3_int64)raw_len);
@@ -566,6 +603,7 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
                          const char *detail, int64_t t_ms, const char *name, bool create) {
   static const char *const state[] = {"delivered", "retrying", "failed", "dead"};
   static const char *const outcome[] = {"delivered", "retry", "failed", "dead"};
+  if (tx_alive(d) < 0) return CAD_E_IO;
   int inc = what == CAD_ARCH_DEAD ? 0 : 1;
   /* One statement finds and updates the delivery row (RETURNING gives its
    * attempts); only a row not there yet takes the insert and a second try. */

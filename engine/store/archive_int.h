@@ -54,6 +54,11 @@ typedef struct cad__arch_db {
    * version keeps its four indexes (msg_channel, msg_type, msg_msh4,
    * msg_msh6), which cover its every row, and is searched through them. */
   bool hdr_only;
+  /* Writer: cad__arch_db_begin opened a transaction not yet committed.
+   * SQLite ends a transaction by itself on some errors (I/O, no memory,
+   * disk full): the writes that follow would then each commit alone, with
+   * hdr ids the rollback took back, so they are refused instead. */
+  bool in_tx;
   /* Writer: hdr ids by combination, CAD__ARCH_HSLOTS slots (owned, calloc'd
    * on first use, freed by cad__arch_db_close); forgotten when a
    * transaction fails (its new ids were rolled back). */

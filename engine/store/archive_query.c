@@ -263,11 +263,11 @@ static const char SELECT_ROWS[] =
     " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1";
 static const char SELECT_COUNT[] = "SELECT count(*) FROM msg m WHERE 1";
 
-/* The hdr ids of db matching q's header filters: at most max into ids;
- * returns how many matched (up to max + 1), or < 0. */
-static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max) {
+/* The hdr ids of db matching q's header filters: the first `max` into ids;
+ * returns how many matched, counted up to `upto` + 1, or < 0. */
+static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max, int upto) {
   char sql[sizeof q->hdr.sql + 64];
-  snprintf(sql, sizeof sql, "SELECT id FROM hdr WHERE 1%s LIMIT %d", q->hdr.sql, max + 1);
+  snprintf(sql, sizeof sql, "SELECT id FROM hdr WHERE 1%s LIMIT %d", q->hdr.sql, upto + 1);
   sqlite3_stmt *s;
   if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) return CAD_E_IO;
   for (int i = 0; i < q->hdr.nb; i++) sqlite3_bind_text(s, i + 1, q->hdr.b[i].s, -1, SQLITE_STATIC);
@@ -280,20 +280,74 @@ static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max) {
   return rc == SQLITE_DONE ? n : CAD_E_IO;
 }
 
-/* The statement for one file into st; false when nothing can match.
+static stmt_t *stmt_new(size_t cap) {
+  stmt_t *st = calloc(1, sizeof *st);
+  if (st && !(st->sql = malloc(cap))) {
+    free(st);
+    return NULL;
+  }
+  if (st) {
+    st->cap = cap;
+    st->sql[0] = '\0';
+  }
+  return st;
+}
+
+static void stmt_free(stmt_t *st) {
+  if (!st) return;
+  free(st->sql);
+  free(st);
+}
+
+/* st prepared on db with its parameters bound into *out. */
+static int stmt_prepare(sqlite3 *db, const stmt_t *st, sqlite3_stmt **out) {
+  if (st->full) return CAD_E_INVAL;
+  if (sqlite3_prepare_v2(db, st->sql, -1, out, NULL) != SQLITE_OK) return CAD_E_IO;
+  for (int i = 0; i < st->nb; i++) {
+    if (st->b[i].s) sqlite3_bind_text(*out, i + 1, st->b[i].s, -1, SQLITE_STATIC);
+    else sqlite3_bind_int64(*out, i + 1, st->b[i].i);
+  }
+  return 0;
+}
+
+/* How many messages match q in db, counted up to `upto` (msg_hdr over the
+ * set of combinations). */
+static int64_t count_upto(sqlite3 *db, const query_t *q, int64_t upto) {
+  stmt_t *st = stmt_new(8 * 1024);
+  if (!st) return CAD_E_NOMEM;
+  put(st, "SELECT count(*) FROM (SELECT 1 FROM msg m WHERE m.hdr IN (SELECT id FROM hdr WHERE 1");
+  put_part(st, &q->hdr);
+  put(st, ")");
+  put_part(st, &q->rest);
+  char t[48];
+  snprintf(t, sizeof t, " LIMIT %lld)", (long long)upto);
+  put(st, t);
+  sqlite3_stmt *s = NULL;
+  int64_t n = stmt_prepare(db, st, &s);
+  stmt_free(st);
+  if (n < 0) return n;
+  n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : CAD_E_IO;
+  sqlite3_finalize(s);
+  return n;
+}
+
+/* The statement for one file into st; 0 when nothing can match.
  *
  * A file of an earlier version (or a search without header filters) reads
  * the columns, on their own indexes.  A file indexed through hdr: the
  * matching combinations first; one: msg_hdr in id order, LIMIT stops it;
- * a few: each one's newest `left` (msg_hdr in order) merged, so nothing
- * is sorted but those; a count: msg_hdr for the set of combinations; many
- * (a sender that makes a combination of nearly every message), or a filter
- * that finds few rows on its own index (selective): the messages newest
- * first (or those of the other index), each one's combination looked up
- * (one row of hdr by its key), so neither every message of every
- * combination is read and sorted nor the set of combinations built.  Many
- * combinations of a value that few messages have are then found by
- * reading the file (or the time range) newest first until the limit. */
+ * up to HDR_BRANCHES: each one's newest `left` (msg_hdr in order) merged,
+ * so nothing is sorted but those; a count: msg_hdr for the set of
+ * combinations.  More combinations: when fewer than SORT_MAX messages
+ * match (a value spread over many combinations that few messages have),
+ * those are read through msg_hdr and sorted; when more match, or more than
+ * MANY_COMBOS combinations do (a sender that makes a combination of nearly
+ * every message), or another filter finds few rows on its own index
+ * (selective): the messages newest first (or those of that index), each
+ * one's combination looked up (one row of hdr), so neither every match is
+ * read and sorted nor the set of combinations built. */
+#define SORT_MAX 20000
+#define MANY_COMBOS 4096
 static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left, stmt_t *st) {
   put(st, q->count ? SELECT_COUNT : SELECT_ROWS);
   if (!q->hdr.n) {
@@ -303,8 +357,14 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
     put_part(st, &q->rest);
   } else {
     int64_t ids[HDR_BRANCHES];
-    int k = hdr_ids(db, q, ids, HDR_BRANCHES);
+    int k = hdr_ids(db, q, ids, HDR_BRANCHES, MANY_COMBOS);
     if (k <= 0) return k; /* no combination: no message */
+    bool sort = false;
+    if (k > HDR_BRANCHES && k <= MANY_COMBOS && !q->selective && !q->count) {
+      int64_t n = count_upto(db, q, SORT_MAX);
+      if (n < 0) return (int)n;
+      sort = n < SORT_MAX;
+    }
     char t[128];
     if (k == 1 && !q->selective) {
       snprintf(t, sizeof t, " AND m.hdr = %lld", (long long)ids[0]);
@@ -323,8 +383,8 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
       put(st, ")");
     } else {
       /* The unqualified columns of q->hdr name hdr's inside the subquery. */
-      put(st, q->count ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
-                       : " AND EXISTS(SELECT 1 FROM hdr WHERE hdr.id = m.hdr");
+      put(st, q->count || sort ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
+                               : " AND EXISTS(SELECT 1 FROM hdr WHERE hdr.id = m.hdr");
       put_part(st, &q->hdr);
       put(st, ")");
       put_part(st, &q->rest);
@@ -334,62 +394,57 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
   return st->full ? CAD_E_INVAL : 1;
 }
 
-/* One file: rows into cb, at most `left` (count: *counted += its count).
- * Returns rows, or < 0. */
+/* One file, in one read transaction (the combinations and the messages
+ * read from the same snapshot): rows into cb, at most `left` (count:
+ * *counted += its count).  Returns rows, or < 0 (CAD_E_INVAL: too long a
+ * query, in err). */
 static int search_file(cad__arch_db_t *d, const query_t *q, uint64_t left, cad_archive_row_cb cb,
                        void *ud, bool *stop, uint64_t *counted) {
   sqlite3 *db = d->db;
   if (q->fts && !has_fts(db)) return 0;
-  stmt_t *st = calloc(1, sizeof *st);
+  stmt_t *st = stmt_new(64 * 1024);
   if (!st) return CAD_E_NOMEM;
-  st->cap = 64 * 1024;
-  if (!(st->sql = malloc(st->cap))) {
-    free(st);
-    return CAD_E_NOMEM;
+  if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+    stmt_free(st);
+    return CAD_E_IO;
   }
-  st->sql[0] = '\0';
   int rc = assemble(db, d->hdr_only, q, left, st);
   sqlite3_stmt *s = NULL;
-  if (rc > 0 && sqlite3_prepare_v2(db, st->sql, -1, &s, NULL) != SQLITE_OK) rc = CAD_E_IO;
-  if (rc > 0)
-    for (int i = 0; i < st->nb; i++) {
-      if (st->b[i].s) sqlite3_bind_text(s, i + 1, st->b[i].s, -1, SQLITE_STATIC);
-      else sqlite3_bind_int64(s, i + 1, st->b[i].i);
-    }
-  free(st->sql);
-  free(st);
-  if (rc <= 0) return rc;
+  if (rc > 0) {
+    int prc = stmt_prepare(db, st, &s);
+    if (prc < 0) rc = prc;
+  }
+  stmt_free(st);
   int n = 0;
-  if (q->count) {
-    rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) *counted += (uint64_t)sqlite3_column_int64(s, 0);
-    int bad = rc != SQLITE_ROW;
-    sqlite3_finalize(s);
-    return bad ? CAD_E_IO : 0;
-  }
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    cad_archive_row_t r = {(uint64_t)sqlite3_column_int64(s, 0),
-                           sqlite3_column_int64(s, 1),
-                           col(s, 2),
-                           col(s, 3),
-                           col(s, 4),
-                           col(s, 5),
-                           col(s, 6),
-                           col(s, 7),
-                           col(s, 8),
-                           col(s, 9),
-                           col(s, 10),
-                           (uint64_t)sqlite3_column_int64(s, 11),
-                           col(s, 12)};
-    n++;
-    if (cb(ud, &r)) {
-      *stop = true;
-      break;
+  if (rc > 0 && q->count) {
+    rc = sqlite3_step(s) == SQLITE_ROW ? 0 : CAD_E_IO;
+    if (rc == 0) *counted += (uint64_t)sqlite3_column_int64(s, 0);
+  } else if (rc > 0) {
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      cad_archive_row_t r = {(uint64_t)sqlite3_column_int64(s, 0),
+                             sqlite3_column_int64(s, 1),
+                             col(s, 2),
+                             col(s, 3),
+                             col(s, 4),
+                             col(s, 5),
+                             col(s, 6),
+                             col(s, 7),
+                             col(s, 8),
+                             col(s, 9),
+                             col(s, 10),
+                             (uint64_t)sqlite3_column_int64(s, 11),
+                             col(s, 12)};
+      n++;
+      if (cb(ud, &r)) {
+        *stop = true;
+        break;
+      }
     }
+    rc = rc != SQLITE_ROW && rc != SQLITE_DONE ? CAD_E_IO : n;
   }
-  int bad = rc != SQLITE_ROW && rc != SQLITE_DONE;
   sqlite3_finalize(s);
-  return bad ? CAD_E_IO : n;
+  sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+  return rc;
 }
 
 /* Search (count: count) the day files of dir in q's range, newest first. */
@@ -423,7 +478,9 @@ static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_ar
       break;
     }
     rc = search_file(db, q, left, cb, ud, &stop, counted);
-    if (rc < 0) snprintf(err, errcap, "%s/%s: %s", dir, names[i], sqlite3_errmsg(db->db));
+    if (rc == CAD_E_INVAL)
+      snprintf(err, errcap, "search: the query is too long (fewer or shorter filters)");
+    else if (rc < 0) snprintf(err, errcap, "%s/%s: %s", dir, names[i], sqlite3_errmsg(db->db));
     cad__arch_db_close(db);
     if (rc < 0) break;
     total += rc;

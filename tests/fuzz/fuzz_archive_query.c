@@ -7,8 +7,9 @@
  *
  * Input: '\n'-separated parts: the text, two fields, then the header
  * filters (channel, type, MSH-4 sender, MSH-6 receiver: searched through
- * the table of header combinations, archive_query.c); an empty part is no
- * filter.  Both the count and the search (newest five) run.  The archive
+ * the table of header combinations, archive_query.c), then a status; an
+ * empty part is no filter, a part "=" the empty value (messages without
+ * one).  Both the count and the search (newest five) run.  The archive
  * is built once, in a new directory under /tmp, removed at exit: messages
  * of several header combinations, so one, a few merged and none match.
  */
@@ -90,16 +91,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   if (!dir[0]) build();
   const uint8_t *p = d, *end = d + n;
   char *text = part(&p, end), *f1 = part(&p, end), *f2 = part(&p, end);
-  char *hdr[4];
-  for (int i = 0; i < 4; i++) hdr[i] = part(&p, end);
+  char *hdr[5];
+  for (int i = 0; i < 5; i++) hdr[i] = part(&p, end);
   cad_archive_query_t q = {.limit = 5};
   if (text[0]) q.text = text;
   if (f1[0]) q.fields[q.nfields++] = f1;
   if (f2[0]) q.fields[q.nfields++] = f2;
-  if (hdr[0][0]) q.channel = hdr[0];
-  if (hdr[1][0]) q.type = hdr[1];
-  if (hdr[2][0]) q.sender = hdr[2];
-  if (hdr[3][0]) q.receiver = hdr[3];
+  const char **hf[5] = {&q.channel, &q.type, &q.sender, &q.receiver, &q.status};
+  for (int i = 0; i < 5; i++)
+    if (hdr[i][0]) *hf[i] = strcmp(hdr[i], "=") ? hdr[i] : "";
   uint64_t count = 0;
   char err[256] = "";
   int rc = cad_archive_count(dir, &q, &count, err, sizeof err);
@@ -119,6 +119,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *d, size_t n) {
   free(text);
   free(f1);
   free(f2);
-  for (int i = 0; i < 4; i++) free(hdr[i]);
+  for (int i = 0; i < 5; i++) free(hdr[i]);
   return 0;
 }

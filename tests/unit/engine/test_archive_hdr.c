@@ -6,7 +6,10 @@
  * selective filters, time ranges and limits; a file of the earlier version
  * (four indexes of its own) upgraded in place and searched; values the
  * writer's cache does not hold (long), values whose bytes could be split
- * two ways, more combinations than the cache has slots. */
+ * two ways, more combinations than the cache has slots; a transaction
+ * SQLite rolled back by itself (disk full) forgets the ids learned in it;
+ * a second writer of the file is waited for. */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,7 +23,7 @@
 #include "harness.h"
 
 #define DAY_MS 86400000LL
-#define MAXM 1400
+#define MAXM 6000
 
 static char DATA[256], DIR_[300];
 
@@ -170,7 +173,7 @@ static void every_query(const char *tag, int64_t day) {
       {"type alone without trigger", {.type = "ORU^"}},
       {"sender (dozens of combinations merged)", {.sender = "LABFAC", .limit = 500}},
       {"sender of one message", {.sender = fac7}},
-      {"receiver empty is no filter", {.receiver = "EHRFAC", .limit = 30}},
+      {"receiver", {.receiver = "EHRFAC", .limit = 30}},
       {"channel and type", {.channel = "rad", .type = "ADT", .limit = 1000}},
       {"channel, type, sender, receiver",
        {.channel = "lab", .type = "ORU^R01", .sender = "LABFAC", .receiver = "EHRFAC"}},
@@ -334,8 +337,118 @@ TEST(values_the_cache_cannot_hold_or_could_confuse) {
   CHECK_INT(agree("split AB|C", (cad_archive_query_t){.receiver = "C"}), 1);
   CHECK_INT(agree("split type", (cad_archive_query_t){.type = "ORU^R01", .receiver = "BC"}), 1);
   CHECK_INT(agree("evicted combination", (cad_archive_query_t){.sender = "F3"}), 2);
+  /* More combinations than are counted (MANY_COMBOS): newest first, each
+   * message's combination looked up. */
+  REQUIRE(cad__arch_db_open(DIR_, day, false, false, &db) == 0);
+  CHECK_INT(cad__arch_db_begin(db), 0);
+  for (int k = 0; k < 4200; k++) {
+    snprintf(fac, sizeof fac, "R%d", k);
+    write_one(db, day, 2000 + k, "rad", k % 2 ? "ORU^R01" : "ADT^A08", fac, "EHR", "accepted");
+  }
+  CHECK_INT(cad__arch_db_commit(db), 0);
+  cad__arch_db_close(db);
+  agree("4,200 combinations", (cad_archive_query_t){.channel = "rad", .type = "ORU", .limit = 30});
+  agree("4,200 combinations, a time range",
+        (cad_archive_query_t){.channel = "rad",
+                              .since_ms = day * DAY_MS + 1000 + 3000,
+                              .until_ms = day * DAY_MS + 1000 + 3100,
+                              .limit = 1000});
   agree("600 combinations: newest first, each checked",
         (cad_archive_query_t){.channel = "adt", .limit = 700});
+  rm_dir();
+}
+
+TEST(a_rollback_by_sqlite_forgets_its_ids) {
+  fresh_dir();
+  nref = 0;
+  int64_t day = (int64_t)(cad_now_ms() / DAY_MS);
+  cad__arch_db_t *db;
+  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  CHECK_INT(cad__arch_db_begin(db), 0);
+  write_one(db, day, 0, "lab", "ORU^R01", "FIRST", "EHR", "accepted");
+  CHECK_INT(cad__arch_db_commit(db), 0);
+  /* The file may not grow: a message too big for it fills the "disk"; SQLite
+   * then rolls the whole transaction back, the new combination AAA (its hdr
+   * id, in the writer's cache) with it. */
+  int64_t pages = count_sql(db, "PRAGMA page_count");
+  char pragma[64];
+  snprintf(pragma, sizeof pragma, "PRAGMA max_page_count=%lld", (long long)pages + 1);
+  REQUIRE(sqlite3_exec(db->db, pragma, NULL, NULL, NULL) == SQLITE_OK);
+  CHECK_INT(cad__arch_db_begin(db), 0);
+  write_one(db, day, 1, "lab", "ORU^R01", "AAA", "EHR", "accepted");
+  static char big[200000];
+  memset(big, 'Z', sizeof big - 1);
+  char msg[256];
+  int len = snprintf(msg, sizeof msg, "MSH|^~\\&|APP|X|EHR|EHR|20260101||ADT^A08|CBIG|P|2.5.1\r");
+  cad__arch_fields_t f;
+  cad__arch_fields(msg, (size_t)len, &f);
+  f.msh[4] = (cad__arch_span_t){big, sizeof big - 1};
+  cad__arch_msg_t m = {.id = ((uint64_t)(day * DAY_MS + 5000) << 20),
+                       .t_ms = day * DAY_MS + 5000,
+                       .channel = "lab",
+                       .status = "accepted",
+                       .f = &f};
+  CHECK(cad__arch_db_insert(db, &m) < 0);
+  /* What follows is refused, not written alone without the transaction. */
+  cad__arch_msg_t m2 = m;
+  m2.id += 1;
+  f.msh[4] = (cad__arch_span_t){"AAA", 3};
+  CHECK(cad__arch_db_insert(db, &m2) < 0);
+  CHECK(cad__arch_db_commit(db) < 0);
+  nref = 1; /* AAA's message is gone with the transaction */
+  snprintf(pragma, sizeof pragma, "PRAGMA max_page_count=1073741823");
+  REQUIRE(sqlite3_exec(db->db, pragma, NULL, NULL, NULL) == SQLITE_OK);
+  /* Again: AAA gets its row anew, BBB one of its own. */
+  CHECK_INT(cad__arch_db_begin(db), 0);
+  write_one(db, day, 2, "lab", "ORU^R01", "AAA", "EHR", "accepted");
+  write_one(db, day, 3, "lab", "ORU^R01", "BBB", "EHR", "accepted");
+  CHECK_INT(cad__arch_db_commit(db), 0);
+  CHECK_INT((int)count_sql(db,
+                           "SELECT count(*) FROM msg m JOIN hdr h ON h.id = m.hdr"
+                           " WHERE h.msh4 <> ifnull(m.msh4, '')"),
+            0);
+  cad__arch_db_close(db);
+  CHECK_INT(agree("AAA after the rollback", (cad_archive_query_t){.sender = "AAA"}), 1);
+  CHECK_INT(agree("BBB after the rollback", (cad_archive_query_t){.sender = "BBB"}), 1);
+  rm_dir();
+}
+
+/* The other writer: holds the file's write lock a while, with a hdr row of
+ * its own, then commits. */
+static void *other_writer(void *arg) {
+  sqlite3 *o = arg;
+  usleep(300 * 1000);
+  if (sqlite3_exec(o, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) abort();
+  return NULL;
+}
+
+TEST(a_second_writer_is_waited_for) {
+  fresh_dir();
+  nref = 0;
+  int64_t day = (int64_t)(cad_now_ms() / DAY_MS);
+  cad__arch_db_t *db;
+  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  char name[16], path[400];
+  cad_archive_day_name(day * DAY_MS, name);
+  snprintf(path, sizeof path, "%s/%s", DIR_, name);
+  sqlite3 *o;
+  REQUIRE(sqlite3_open(path, &o) == SQLITE_OK);
+  REQUIRE(sqlite3_exec(o,
+                       "BEGIN IMMEDIATE; INSERT INTO hdr(channel,type,msh4,msh6)"
+                       " VALUES('lab','ORU^R01','OTHER','EHR')",
+                       NULL, NULL, NULL) == SQLITE_OK);
+  pthread_t t;
+  REQUIRE(pthread_create(&t, NULL, other_writer, o) == 0);
+  /* Waits for the other's commit (busy timeout), then sees its row. */
+  CHECK_INT(cad__arch_db_begin(db), 0);
+  write_one(db, day, 0, "lab", "ORU^R01", "OTHER", "EHR", "accepted");
+  write_one(db, day, 1, "lab", "ORU^R01", "MINE", "EHR", "accepted");
+  CHECK_INT(cad__arch_db_commit(db), 0);
+  pthread_join(t, NULL);
+  sqlite3_close(o);
+  CHECK_INT((int)count_sql(db, "SELECT count(*) FROM hdr"), 2);
+  cad__arch_db_close(db);
+  CHECK_INT(agree("the other writer's combination", (cad_archive_query_t){.sender = "OTHER"}), 1);
   rm_dir();
 }
 
