@@ -201,12 +201,19 @@ static int64_t count_sql(cad__arch_db_t *db, const char *sql) {
   return n;
 }
 
-TEST(searches_agree_with_brute_force) {
+/* A new directory with today's file open for writing; nothing written. */
+static cad__arch_db_t *start_today(int64_t *day) {
   fresh_dir();
   nref = 0;
-  int64_t day = (int64_t)(cad_now_ms() / DAY_MS);
-  cad__arch_db_t *db;
-  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  *day = (int64_t)(cad_now_ms() / DAY_MS);
+  cad__arch_db_t *db = NULL;
+  if (cad__arch_db_open(DIR_, *day, true, false, &db) != 0) abort();
+  return db;
+}
+
+TEST(searches_agree_with_brute_force) {
+  int64_t day;
+  cad__arch_db_t *db = start_today(&day);
   CHECK(db->hdr_only);
   CHECK_INT(cad__arch_db_begin(db), 0);
   write_mix(db, day, 0, 800);
@@ -305,11 +312,8 @@ TEST(a_file_of_the_earlier_version) {
 }
 
 TEST(values_the_cache_cannot_hold_or_could_confuse) {
-  fresh_dir();
-  nref = 0;
-  int64_t day = (int64_t)(cad_now_ms() / DAY_MS);
-  cad__arch_db_t *db;
-  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  int64_t day;
+  cad__arch_db_t *db = start_today(&day);
   CHECK_INT(cad__arch_db_begin(db), 0);
   /* A MSH-4 of 300 bytes (not cached): the same combination each time. */
   char big[301];
@@ -359,11 +363,8 @@ TEST(values_the_cache_cannot_hold_or_could_confuse) {
 }
 
 TEST(a_rollback_by_sqlite_forgets_its_ids) {
-  fresh_dir();
-  nref = 0;
-  int64_t day = (int64_t)(cad_now_ms() / DAY_MS);
-  cad__arch_db_t *db;
-  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  int64_t day;
+  cad__arch_db_t *db = start_today(&day);
   CHECK_INT(cad__arch_db_begin(db), 0);
   write_one(db, day, 0, "lab", "ORU^R01", "FIRST", "EHR", "accepted");
   CHECK_INT(cad__arch_db_commit(db), 0);
@@ -423,11 +424,8 @@ static void *other_writer(void *arg) {
 }
 
 TEST(a_second_writer_is_waited_for) {
-  fresh_dir();
-  nref = 0;
-  int64_t day = (int64_t)(cad_now_ms() / DAY_MS);
-  cad__arch_db_t *db;
-  REQUIRE(cad__arch_db_open(DIR_, day, true, false, &db) == 0);
+  int64_t day;
+  cad__arch_db_t *db = start_today(&day);
   char name[16], path[400];
   cad_archive_day_name(day * DAY_MS, name);
   snprintf(path, sizeof path, "%s/%s", DIR_, name);
