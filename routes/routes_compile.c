@@ -507,7 +507,7 @@ static void compile_route(comp_t *c, const cad_yaml_node_t *n, cad__route_t *rt,
       if (!rt->steps) return;
       for (size_t s = 0; s < v->n; s++) cad__comp_step(c, v->items[s], &rt->steps[s], s);
       rt->nsteps = v->n;
-      cad__route_plan(rt);
+      cad__route_plan(rt, &c->r->arena);
     } else if (strcmp(k->str, "to") == 0) {
       to = v;
     } else if (strcmp(k->str, "continue") == 0) {

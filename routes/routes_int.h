@@ -208,6 +208,19 @@ typedef struct cad__select {
 enum { DFLT_KEEP = 1, DFLT_EMPTY, DFLT_REJECT, DFLT_VALUE };
 enum { DATE_PRECISION = 1, DATE_FORMAT };
 
+/* Fused runs (routes_steps.c): the fields one run may touch (a longer list
+ * ends the run), and the components of a field held apart. */
+#define CAD__WS_FIELDS 8
+#define CAD__WS_COMPS 32
+
+/* The component-level form of a step in a fused run (cad__step_t.cop):
+ *   COP_SET   `set` of a value to a component
+ *   COP_COPY  `set`/`copy` whose template is one component of the occurrence
+ *   COP_MAP   `map` of a component */
+enum { COP_SET = 1, COP_COPY, COP_MAP };
+
+struct cad__recipe; /* routes_recipe.c */
+
 typedef struct cad__step {
   cad__step_kind_t kind;
   cad__rpath_t path; /* target */
@@ -235,6 +248,8 @@ typedef struct cad__step {
                             routes_steps.c), 0 when none */
   bool comps_only;      /* first step of a fused run whose every step has a
                             component-level form */
+  const struct cad__recipe *recipe; /* first step of a comps_only run: the
+                                       run compiled (routes_recipe.c), or NULL */
 } cad__step_t;
 
 typedef struct cad__route {
@@ -311,8 +326,14 @@ struct cad__ws; /* routes_steps.c: one segment's fields being edited */
  * with those fields replaced, which gives the bytes cad_hl7_serialize_span()
  * gives for a tree edited the same way.  Everything is in the arena. */
 typedef struct cad__fedit {
-  int field;      /* standard numbering */
-  cad_str_t text; /* raw ER7 of the whole field */
+  int field;       /* standard numbering */
+  uint32_t ncomp;  /* 0: `text` holds the field; else comp[0..ncomp) joined
+                      by `sep`, then `rest`, are its text (not joined: the
+                      output is written from them directly) */
+  cad_str_t text;  /* raw ER7 of the whole field (ncomp == 0) */
+  const cad_str_t *comp; /* the first repetition's components */
+  cad_str_t rest;  /* from the first repetition separator on, or empty */
+  char sep;        /* the component separator */
 } cad__fedit_t;
 
 typedef struct cad__segedits {
@@ -330,19 +351,22 @@ typedef struct cad__overlay {
 
 /* 0, or CAD_E_NOMEM. */
 int cad__overlay_init(cad__overlay_t *ov, const cad_hl7_msg_t *m, cad_arena_t *a);
-/* The edited text of field `field` of segment `seg`: true when there is one. */
-static inline bool cad__overlay_get(const cad__overlay_t *ov, uint32_t seg, int field,
-                                    cad_str_t *out) {
+/* The edit of field `field` of segment `seg`, or NULL when it has none. */
+static inline const cad__fedit_t *cad__overlay_get(const cad__overlay_t *ov, uint32_t seg,
+                                                   int field) {
   const cad__segedits_t *se = &ov->segs[seg];
   for (uint32_t i = 0; i < se->n; i++)
-    if (se->f[i].field == field) {
-      *out = se->f[i].text;
-      return true;
-    }
-  return false;
+    if (se->f[i].field == field) return &se->f[i];
+  return NULL;
 }
 /* Record (or replace) the text of a field: 0 or CAD_E_NOMEM. */
 int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field, cad_str_t text);
+/* The same with the field given as components comp[0..ncomp) (ncomp >= 1,
+ * the array in the arena, not copied), separator `sep`, then `rest`; `len`
+ * is the length of that text. */
+int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field,
+                           const cad_str_t *comp, uint32_t ncomp, char sep, cad_str_t rest,
+                           size_t len);
 /* The message with its edits, as cad_routes_serialize() writes an edited
  * tree: 0 or CAD_E_NOMEM. */
 int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *out);
@@ -367,8 +391,8 @@ int cad__internal(cad__ev_t *e, int rc);
 int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx);
 
 /* routes_steps.c: mark the runs of steps that can be fused (sets
- * cad__step_t.fuse). */
-void cad__route_plan(cad__route_t *rt);
+ * cad__step_t.fuse; recipes allocated from `a`). */
+void cad__route_plan(cad__route_t *rt, cad_arena_t *a);
 /* Apply a route's steps to e->m (a private copy of the tree).  Returns 0, or
  * < 0 with res->diag filled and *failed set to the 0-based index of the step
  * that failed.  Fused runs give the same result as applying every step in
@@ -379,6 +403,22 @@ void cad__route_plan(cad__route_t *rt);
  * step-by-step path reports them. */
 #define CAD__REDO 1
 int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed);
+
+/* routes_recipe.c: compile the comps_only run st[0..n) (slots and component
+ * forms assigned) into st->recipe, allocated from `a`; left NULL when the
+ * run does not fit one. */
+void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a);
+/* Apply a recipe to segment `seg` of e->m, which has the standard delimiters:
+ * its fields put back into e->ov, or the tree when there is no overlay.  0,
+ * or CAD__REDO (nothing reported) when the fused form cannot do it. */
+int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg);
+/* Split field text t at the component separator cs up to the first
+ * repetition separator rs (0: not declared, splits nothing) into
+ * components (cp[k], cl[k]) for k < *n, at most CAD__WS_COMPS (else
+ * CAD__REDO), and *rest.  `limit`:
+ * NULL, or the end of a buffer holding t that may be read up to. */
+int cad__split_comps(cad_str_t t, const char *limit, char cs, char rs, const char **cp,
+                     size_t *cl, uint32_t *n, cad_str_t *rest);
 
 /* The value of a match that is ASCII without the escape character: its
  * text as it is, as cad_hl7_value() gives it (the usual case, inline; conditions and

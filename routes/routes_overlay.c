@@ -29,33 +29,53 @@ int cad__overlay_init(cad__overlay_t *ov, const cad_hl7_msg_t *m, cad_arena_t *a
   return 0;
 }
 
-int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field, cad_str_t text) {
+/* The entry for field `field` of segment `seg` (added when new, kept
+ * sorted), or NULL when out of memory. */
+static cad__fedit_t *edit_of(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field) {
   cad__segedits_t *se = &ov->segs[seg];
   uint32_t i = 0;
   while (i < se->n && se->f[i].field < field) i++;
-  if (i < se->n && se->f[i].field == field) {
-    se->f[i].text = text;
-  } else if (se->n == 0) {
-    se->one = (cad__fedit_t){field, text};
+  if (i < se->n && se->f[i].field == field) return &se->f[i];
+  if (se->n == 0) {
     se->f = &se->one;
     se->cap = 1;
-    se->n = 1;
   } else {
     if (se->n == se->cap) {
       uint32_t cap = se->cap * 4;
       cad__fedit_t *nf = cad_arena_alloc(a, cap * sizeof *nf);
-      if (!nf) return CAD_E_NOMEM;
-      if (se->n) memcpy(nf, se->f, se->n * sizeof *nf);
+      if (!nf) return NULL;
+      memcpy(nf, se->f, se->n * sizeof *nf);
       se->f = nf;
       se->cap = cap;
     }
     memmove(&se->f[i + 1], &se->f[i], (se->n - i) * sizeof *se->f);
-    se->f[i].field = field;
-    se->f[i].text = text;
-    se->n++;
   }
+  se->n++;
+  se->f[i].field = field;
+  return &se->f[i];
+}
+
+int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field, cad_str_t text) {
+  cad__fedit_t *f = edit_of(ov, a, seg, field);
+  if (!f) return CAD_E_NOMEM;
+  f->ncomp = 0;
+  f->text = text;
   /* At most: the text, and one separator per field up to this one. */
   ov->extra += text.len + (size_t)field;
+  ov->any = true;
+  return 0;
+}
+
+int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field,
+                           const cad_str_t *comp, uint32_t ncomp, char sep, cad_str_t rest,
+                           size_t len) {
+  cad__fedit_t *f = edit_of(ov, a, seg, field);
+  if (!f) return CAD_E_NOMEM;
+  f->ncomp = ncomp;
+  f->comp = comp;
+  f->sep = sep;
+  f->rest = rest;
+  ov->extra += len + (size_t)field;
   ov->any = true;
   return 0;
 }
@@ -93,6 +113,23 @@ static inline void wr_new(wr_t *w, const char *p, size_t n) {
   w->o += cad_copy_small(w->buf + w->o, p, n);
 }
 
+/* The new text of field edit f. */
+static inline void wr_edit(wr_t *w, const cad__fedit_t *f) {
+  if (!f->ncomp) {
+    wr_new(w, f->text.p, f->text.len);
+    return;
+  }
+  wr_flush(w);
+  char *o = w->buf + w->o;
+  o += cad_copy_small(o, f->comp[0].p, f->comp[0].len);
+  for (uint32_t k = 1; k < f->ncomp; k++) {
+    *o++ = f->sep;
+    o += cad_copy_small(o, f->comp[k].p, f->comp[k].len);
+  }
+  o += cad_copy_small(o, f->rest.p, f->rest.len);
+  w->o = (size_t)(o - w->buf);
+}
+
 /* Segment s with its edits se (sorted by field). */
 static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se) {
   const char *pos = s->raw.p, *end = s->raw.p + s->raw.len;
@@ -104,7 +141,7 @@ static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t 
     if (idx < s->nfields) {
       cad_str_t sp = s->fields[idx];
       wr_input(w, pos, (size_t)(sp.p - pos));
-      wr_new(w, f->text.p, f->text.len);
+      wr_edit(w, f);
       pos = sp.p + sp.len;
       continue;
     }
@@ -113,7 +150,7 @@ static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t 
     pos = end;
     wr_flush(w);
     for (; nf <= idx; nf++) w->buf[w->o++] = s->d.field;
-    wr_new(w, f->text.p, f->text.len);
+    wr_edit(w, f);
   }
   wr_input(w, pos, (size_t)(end - pos));
 }

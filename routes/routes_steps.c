@@ -595,8 +595,8 @@ static int apply_step(cad__ev_t *e, const cad__step_t *st) {
  * give up with CAD__REDO; the route is then applied step by step from a fresh
  * copy, with the arena rewound to before the attempt. */
 
-#define WS_FIELDS 8 /* fields one run may touch (a longer list ends the run) */
-#define WS_COMPS 32 /* components of a field held apart */
+#define WS_FIELDS CAD__WS_FIELDS /* fields one run may touch (a longer list ends the run) */
+#define WS_COMPS CAD__WS_COMPS   /* components of a field held apart */
 
 /* One field of the occurrence being written. */
 typedef struct wsf {
@@ -629,46 +629,36 @@ static inline CAD__INLINE wsf_t *ws_field(cad__ev_t *e, int slot, int field) {
   if (ws->loaded & (1u << slot)) return f;
   ws->loaded |= 1u << slot;
   f->field = field;
+  f->dirty = false;
   /* As an earlier run left it (overlay), else as the segment has it. */
-  f->present = (e->ov && cad__overlay_get(e->ov, ws->seg, field, &f->text)) ||
-               cad_hl7_field(ws->s, field, &f->text);
+  const cad__fedit_t *ed = e->ov ? cad__overlay_get(e->ov, ws->seg, field) : NULL;
+  if (ed && ed->ncomp) {
+    /* Left as components (routes_recipe.c): taken apart already. */
+    f->present = true;
+    f->ncomp = ed->ncomp;
+    memcpy(f->comp, ed->comp, ed->ncomp * sizeof *f->comp);
+    f->rest = ed->rest;
+    f->split = true;
+    f->text_ok = false;
+    return f;
+  }
+  if (ed) f->text = ed->text;
+  f->present = ed || cad_hl7_field(ws->s, field, &f->text);
   if (!f->present) f->text = (cad_str_t){"", 0};
   f->text_ok = true;
   f->split = false;
-  f->dirty = false;
   return f;
 }
 
 static inline CAD__INLINE int ws_split(wsf_t *f, const cad_hl7_delims_t *d) {
   if (f->split) return 0;
-  /* One pass: components up to the first repetition separator.  A separator
-   * that is not declared (0) splits nothing, as on the stepwise path. */
-  const char *p = f->text.p, *end = p + f->text.len, *a = p, *q = p;
-  const char cs = d->comp, rs = d->rep;
-  uint32_t n = 0;
-  if (cs && rs) {
-    for (; q < end; q++) {
-      char c = *q;
-      if (c == cs) {
-        if (n == WS_COMPS - 1) return CAD__REDO;
-        f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
-        a = q + 1;
-      } else if (c == rs) {
-        break;
-      }
-    }
-  } else {
-    for (; q < end; q++) {
-      if (*q == rs && rs) break;
-      if (*q != cs || !cs) continue;
-      if (n == WS_COMPS - 1) return CAD__REDO;
-      f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
-      a = q + 1;
-    }
-  }
-  f->comp[n++] = (cad_str_t){a, (size_t)(q - a)};
-  f->rest = (cad_str_t){q, (size_t)(end - q)};
-  f->ncomp = n;
+  /* Components up to the first repetition separator.  A separator that is
+   * not declared (0) splits nothing, as on the stepwise path. */
+  const char *cp[WS_COMPS];
+  size_t cl[WS_COMPS];
+  int rc = cad__split_comps(f->text, NULL, d->comp, d->rep, cp, cl, &f->ncomp, &f->rest);
+  if (rc) return rc;
+  for (uint32_t k = 0; k < f->ncomp; k++) f->comp[k] = (cad_str_t){cp[k], cl[k]};
   f->split = true;
   return 0;
 }
@@ -818,15 +808,14 @@ static int fused_step(cad__ev_t *e, const cad__step_t *st, const cad__ctx_t *cx)
  *
  * Most runs only set, copy and map components of their segment's fields
  * (the five OBX steps of examples/lab-to-ehr).  Such steps have a form that
- * works on the components directly (cad__step_t.cop): no match is built, no
- * path is looked at again.  What they do is what fused_step() does:
- *   COP_SET   `set` of a value to a component
- *   COP_COPY  `set`/`copy` whose template is one component of the occurrence
- *   COP_MAP   `map` of a component
- * A field the occurrence lacks is read as empty text split into one empty
- * component, which every one of these reads as fused_step() reads the absent
- * field (an empty value: a copy writes it, a map leaves it). */
-enum { COP_SET = 1, COP_COPY, COP_MAP };
+ * works on the components directly (cad__step_t.cop, routes_int.h): no
+ * match is built, no path is looked at again.  What they do is what
+ * fused_step() does.  A field the occurrence lacks is read as empty text
+ * split into one empty component, which every one of these reads as
+ * fused_step() reads the absent field (an empty value: a copy writes it, a
+ * map leaves it).  On a segment with the standard delimiters the run is
+ * applied from its recipe instead (routes_recipe.c), which gives what
+ * comps_steps() gives. */
 
 /* Slot `slot` for field `field`, taken apart into components. */
 static inline CAD__INLINE int comps_of(cad__ev_t *e, int slot, int field, wsf_t **out) {
@@ -925,6 +914,10 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
   bool any = false;
   for (int i; (i = occ_next(e->m, p, &it)) >= 0;) {
     any = true;
+    if (st->recipe && cad__std_delims(&e->m->segs[i].d)) {
+      if (cad__recipe_apply(e, st->recipe, (uint32_t)i)) return CAD__REDO;
+      continue;
+    }
     ws.seg = (uint32_t)i;
     ws.occ = it.occ;
     ws.s = &e->m->segs[i];
@@ -1069,7 +1062,7 @@ static bool overlay_ok(const cad__route_t *rt) {
   return rt->nsteps > 0;
 }
 
-void cad__route_plan(cad__route_t *rt) {
+void cad__route_plan(cad__route_t *rt, cad_arena_t *a) {
   for (size_t i = 0; i < rt->nsteps; i++) {
     cad__step_t *st = &rt->steps[i];
     st->fuse = 0;
@@ -1077,6 +1070,7 @@ void cad__route_plan(cad__route_t *rt) {
     st->plain_out = false;
     st->cop = 0;
     st->comps_only = false;
+    st->recipe = NULL;
     for (size_t k = 0; k < st->tpl.n; k++) st->tpl.parts[k].slot = -1;
   }
   for (size_t i = 0; i < rt->nsteps;) {
@@ -1096,6 +1090,7 @@ void cad__route_plan(cad__route_t *rt) {
     first->fuse = (uint32_t)(j - i);
     first->comps_only = true;
     for (size_t k = i; k < j; k++) first->comps_only &= rt->steps[k].cop != 0;
+    cad__recipe_plan(first, j - i, a);
     i = j;
   }
   rt->overlay = overlay_ok(rt);

@@ -1,0 +1,410 @@
+/* routes_recipe.c - a run of component-level steps compiled once into a
+ * recipe: what every component of every field it writes ends up being.
+ *
+ * A fused run whose every step sets, copies or maps a component of its
+ * segment's fields (cad__step_t.comps_only, e.g. the five OBX steps of
+ * examples/lab-to-ehr) is, for one occurrence, a fixed function of the
+ * components the occurrence has when the run starts.  cad__recipe_plan()
+ * works that function out from the steps, once, when the routes are compiled:
+ * a short list of values to compute per occurrence (registers: a component as
+ * read, a `set` value, a `map` of another register) and, for every field
+ * written, which register each component becomes.  cad__recipe_apply() then
+ * takes each field apart once, computes the registers in order, and hands the
+ * components to the overlay as they are (routes_overlay.c writes them straight
+ * into the output), without a step-by-step pass over each component, without
+ * joining the field into a new buffer first.
+ *
+ * Why the result is what applying the steps in order gives (comps_steps() in
+ * routes_steps.c, itself checked against the step-by-step path):
+ *   - each step's effect on a component is recorded symbolically in step
+ *     order, so a step reads what earlier steps of the run wrote;
+ *   - a component beyond those the field has reads as empty text, which is
+ *     what a copy of it writes and what a map leaves alone (a padded
+ *     component is empty too);
+ *   - a field written by a `set` or a copy has afterwards max(components it
+ *     had, highest component written) components; a `map` never adds one;
+ *   - a field is put back when a `set` or a copy writes it, or a `map`
+ *     changed it (as comps_steps() marks it dirty).
+ * Whatever the recipe cannot do as comps_steps() would (a field of more than
+ * CAD__WS_COMPS components, a code a `default: reject` map refuses, a value
+ * that does not decode) returns CAD__REDO, and the route is applied step by
+ * step, which reports errors.  The recipe runs only on segments with the
+ * standard delimiters; others take comps_steps().  The tests and the route
+ * fuzzer compare with the step-by-step path (cad_routes_set_stepwise).
+ */
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+#include "cad_error.h"
+#include "routes_int.h"
+
+#define MAX_REGS 32 /* values computed per occurrence (one per step at most) */
+
+/* Where a component's value comes from: a component of a field of the
+ * occurrence as read, a constant (a `set` value that needs no escaping), or
+ * a register computed per occurrence. */
+enum { V_ORIG = 1, V_CONST, V_REG };
+typedef struct val {
+  uint8_t kind;
+  uint8_t slot; /* V_ORIG: the field */
+  uint16_t i;   /* V_ORIG: the component, 0-based (may be beyond the
+                   field's: empty); V_CONST: index in consts[]; V_REG */
+} val_t;
+
+/* A register: a `map` of a value, or a `set` value escaped per occurrence. */
+enum { R_MAP = 1, R_CONST };
+typedef struct rop {
+  uint8_t kind;
+  uint8_t slot;          /* R_MAP: the field it writes */
+  val_t arg;             /* R_MAP: the value it maps */
+  const cad__step_t *st; /* the step */
+} rop_t;
+
+/* A field the run writes. */
+typedef struct rout {
+  uint8_t slot;
+  bool always;   /* a `set` or a copy writes it: put back whatever happens */
+  uint32_t nmin; /* components it has at least afterwards */
+  uint32_t nlay; /* component k + 1 (k < nlay) is lay[k]; the others stay
+                    as read */
+  val_t lay[CAD__WS_COMPS];
+} rout_t;
+
+struct cad__recipe {
+  uint32_t nops, nouts, nslots, nconsts;
+  int field[CAD__WS_FIELDS]; /* the field of each slot */
+  rop_t *ops;
+  rout_t *outs;
+  cad_str_t *consts;
+};
+
+/* ---- taking a field apart ----------------------------------------------- */
+
+int cad__split_comps(cad_str_t t, const char *limit, char cs, char rs, const char **cp, size_t *cl,
+                     uint32_t *np, cad_str_t *rest) {
+  const char *a = t.p, *q = t.p, *end = t.p + t.len;
+  uint32_t n = 0;
+  /* A separator that is not declared (0) splits nothing; where a byte could
+   * be both, it is the component separator. */
+#if defined(__SSE2__)
+  /* 16 bytes at a time while [q, q + 16) is readable (limit). */
+  if (cs && rs && limit) {
+    const __m128i vc = _mm_set1_epi8(cs), vr = _mm_set1_epi8(rs);
+    while (q < end && limit - q >= 16) {
+      __m128i x = _mm_loadu_si128((const __m128i *)(const void *)q);
+      unsigned m =
+          (unsigned)_mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(x, vc), _mm_cmpeq_epi8(x, vr)));
+      size_t left = (size_t)(end - q);
+      if (left < 16) m &= (1u << left) - 1;
+      for (; m; m &= m - 1) {
+        const char *h = q + __builtin_ctz(m);
+        if (*h != cs) {
+          q = h;
+          goto done;
+        }
+        if (n == CAD__WS_COMPS - 1) return CAD__REDO;
+        cp[n] = a;
+        cl[n++] = (size_t)(h - a);
+        a = h + 1;
+      }
+      q += left < 16 ? left : 16;
+    }
+  }
+#else
+  (void)limit;
+#endif
+  if (cs && rs) {
+    for (; q < end; q++) {
+      char c = *q;
+      if (c == cs) {
+        if (n == CAD__WS_COMPS - 1) return CAD__REDO;
+        cp[n] = a;
+        cl[n++] = (size_t)(q - a);
+        a = q + 1;
+      } else if (c == rs) {
+        break;
+      }
+    }
+  } else {
+    for (; q < end; q++) {
+      if (*q == rs && rs) break;
+      if (*q != cs || !cs) continue;
+      if (n == CAD__WS_COMPS - 1) return CAD__REDO;
+      cp[n] = a;
+      cl[n++] = (size_t)(q - a);
+      a = q + 1;
+    }
+  }
+#if defined(__SSE2__)
+done:
+#endif
+  cp[n] = a;
+  cl[n++] = (size_t)(q - a);
+  *rest = (cad_str_t){q, (size_t)(end - q)};
+  *np = n;
+  return 0;
+}
+
+/* ---- compiling ---------------------------------------------------------- */
+
+typedef struct plan {
+  rop_t ops[MAX_REGS];
+  uint32_t nops, nconsts;
+  cad_str_t consts[MAX_REGS];
+  val_t now[CAD__WS_FIELDS][CAD__WS_COMPS]; /* what a component holds; kind 0:
+                                               as read */
+  uint32_t nmin[CAD__WS_FIELDS], nlay[CAD__WS_FIELDS];
+  bool written[CAD__WS_FIELDS], always[CAD__WS_FIELDS];
+  int field[CAD__WS_FIELDS];
+  uint32_t nslots;
+} plan_t;
+
+/* A new register; kind 0 when there is no room. */
+static val_t new_reg(plan_t *p, rop_t op) {
+  if (p->nops == MAX_REGS) return (val_t){0, 0, 0};
+  p->ops[p->nops] = op;
+  return (val_t){V_REG, 0, (uint16_t)p->nops++};
+}
+
+/* What component c (1-based) of slot s holds now. */
+static val_t value_of(plan_t *p, int s, uint32_t c) {
+  if (c <= CAD__WS_COMPS && p->now[s][c - 1].kind) return p->now[s][c - 1];
+  return (val_t){V_ORIG, (uint8_t)s, (uint16_t)(c - 1)};
+}
+
+static void use_slot(plan_t *p, int s, int field) {
+  p->field[s] = field;
+  if ((uint32_t)s + 1 > p->nslots) p->nslots = (uint32_t)s + 1;
+}
+
+/* One step into the plan: false when it does not fit. */
+static bool plan_step(plan_t *p, const cad__step_t *st) {
+  int s = st->slot;
+  uint32_t c = (uint32_t)st->path.p.comp;
+  if (s < 0 || s >= CAD__WS_FIELDS || c == 0 || c > CAD__WS_COMPS) return false;
+  use_slot(p, s, st->path.p.field);
+  val_t v;
+  switch (st->cop) {
+    case COP_SET:
+      if (st->value_std_plain && p->nconsts < MAX_REGS) {
+        p->consts[p->nconsts] = st->value;
+        v = (val_t){V_CONST, 0, (uint16_t)p->nconsts++};
+      } else {
+        v = new_reg(p, (rop_t){.kind = R_CONST, .st = st});
+      }
+      break;
+    case COP_COPY: {
+      const cad__tpart_t *tp = &st->tpl.parts[0];
+      if (tp->slot < 0 || tp->slot >= CAD__WS_FIELDS || tp->path.p.comp <= 0 ||
+          tp->path.p.comp > 65535)
+        return false;
+      use_slot(p, tp->slot, tp->path.p.field);
+      v = value_of(p, tp->slot, (uint32_t)tp->path.p.comp);
+      break;
+    }
+    case COP_MAP:
+      v = new_reg(p,
+                  (rop_t){.kind = R_MAP, .slot = (uint8_t)s, .arg = value_of(p, s, c), .st = st});
+      break;
+    default: return false;
+  }
+  if (!v.kind) return false;
+  p->now[s][c - 1] = v;
+  p->written[s] = true;
+  if (c > p->nlay[s]) p->nlay[s] = c;
+  if (st->cop != COP_MAP) {
+    p->always[s] = true;
+    if (c > p->nmin[s]) p->nmin[s] = c;
+  }
+  return true;
+}
+
+void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
+  st->recipe = NULL;
+  if (!st->comps_only || n == 0) return;
+  plan_t plan, *p = &plan;
+  memset(p, 0, sizeof *p);
+  for (size_t k = 0; k < n; k++)
+    if (!st[k].cop || !plan_step(p, &st[k])) return;
+  struct cad__recipe *r = cad_arena_alloc(a, sizeof *r);
+  if (!r) return;
+  memset(r, 0, sizeof *r);
+  r->nops = p->nops;
+  r->nslots = p->nslots;
+  r->nconsts = p->nconsts;
+  memcpy(r->field, p->field, sizeof r->field);
+  for (uint32_t s = 0; s < p->nslots; s++) r->nouts += p->written[s];
+  r->ops = cad_arena_alloc(a, (p->nops + 1) * sizeof *r->ops);
+  r->outs = cad_arena_alloc(a, r->nouts * sizeof *r->outs);
+  r->consts = cad_arena_alloc(a, (p->nconsts + 1) * sizeof *r->consts);
+  if (!r->ops || !r->outs || !r->consts) return;
+  memcpy(r->ops, p->ops, p->nops * sizeof *r->ops);
+  memcpy(r->consts, p->consts, p->nconsts * sizeof *r->consts);
+  rout_t *o = r->outs;
+  for (uint32_t s = 0; s < p->nslots; s++) {
+    if (!p->written[s]) continue;
+    memset(o, 0, sizeof *o);
+    o->slot = (uint8_t)s;
+    o->always = p->always[s];
+    o->nmin = p->nmin[s];
+    o->nlay = p->nlay[s];
+    for (uint32_t c = 0; c < o->nlay; c++) o->lay[c] = value_of(p, (int)s, c + 1);
+    o++;
+  }
+  st->recipe = r;
+}
+
+/* ---- applying ----------------------------------------------------------- */
+
+/* Components and register values are kept as separate pointer and length
+ * arrays, not as cad_str_t: a 16-byte load of a pair just written as two
+ * 8-byte stores cannot be forwarded from the store buffer and stalls the
+ * CPU, which was most of the time such a run took. */
+
+/* A field of the occurrence, taken apart. */
+typedef struct rfield {
+  uint32_t ncomp;
+  cad_str_t rest;
+  const char *cp[CAD__WS_COMPS];
+  size_t cl[CAD__WS_COMPS];
+} rfield_t;
+
+/* Field `field` of segment `seg` as the run starts: as an earlier run left
+ * it (overlay), else as the segment has it (an absent field is empty). */
+static int load(cad__ev_t *e, uint32_t seg, int field, rfield_t *f) {
+  const cad_hl7_seg_t *s = &e->m->segs[seg];
+  cad_str_t t = {"", 0};
+  const cad__fedit_t *ed = e->ov ? cad__overlay_get(e->ov, seg, field) : NULL;
+  if (ed && ed->ncomp) {
+    f->ncomp = ed->ncomp;
+    for (uint32_t k = 0; k < ed->ncomp; k++) {
+      f->cp[k] = ed->comp[k].p;
+      f->cl[k] = ed->comp[k].len;
+    }
+    f->rest = ed->rest;
+    return 0;
+  }
+  if (ed) t = ed->text;
+  else if (!cad_hl7_field(s, field, &t)) t = (cad_str_t){"", 0};
+  /* Text inside the message as received may be read up to its end. */
+  uintptr_t in = (uintptr_t)e->m->input.p, at = (uintptr_t)t.p;
+  const char *limit =
+      at >= in && at < in + e->m->input.len ? e->m->input.p + e->m->input.len : NULL;
+  return cad__split_comps(t, limit, s->d.comp, s->d.rep, f->cp, f->cl, &f->ncomp, &f->rest);
+}
+
+/* R_MAP: the new value of (*vp, *vl) (what comp_map() in routes_steps.c
+ * writes), or the value left as it is; *changed when it writes. */
+static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t *d,
+                     const char **vp, size_t *vl, bool *changed) {
+  const char *p = *vp;
+  size_t n = *vl;
+  /* Only a value is mapped (not empty, not the null ""). */
+  if (n == 0 || (n == 2 && p[0] == '"' && p[1] == '"')) return 0;
+  cad_str_t v = {p, n}, nv;
+  /* ASCII without the escape character is its own value. */
+  bool plain = true;
+  for (size_t i = 0; i < n; i++) plain &= (unsigned char)p[i] < 0x80 && p[i] != d->esc;
+  if (!plain) {
+    cad_hl7_match_t mt = {.raw = v, .present = true, .d = d};
+    if (!cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
+  }
+  if (!cad__table_get(st->table, v.p, v.len, &nv)) {
+    if (st->dflt == DFLT_KEEP) return 0;
+    if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
+    else if (st->dflt == DFLT_VALUE) nv = st->value;
+    else return CAD__REDO; /* reject: reported by the stepwise path */
+  }
+  bool as_is = st->dflt == DFLT_VALUE ? st->value_std_plain && st->table->vals_std_plain
+                                      : st->table->vals_std_plain;
+  if (!as_is && cad_hl7_encode(d, nv, e->a, &nv)) return CAD__REDO;
+  *vp = nv.p;
+  *vl = nv.len;
+  *changed = true;
+  return 0;
+}
+
+/* The text of value v in the occurrence. */
+static inline void value(const struct cad__recipe *r, const rfield_t *f, const char *const *vp,
+                         const size_t *vl, val_t v, const char **p, size_t *n) {
+  switch (v.kind) {
+    case V_ORIG: {
+      const rfield_t *src = &f[v.slot];
+      bool have = v.i < src->ncomp;
+      *p = have ? src->cp[v.i] : "";
+      *n = have ? src->cl[v.i] : 0;
+      return;
+    }
+    case V_CONST:
+      *p = r->consts[v.i].p;
+      *n = r->consts[v.i].len;
+      return;
+    default: *p = vp[v.i], *n = vl[v.i];
+  }
+}
+
+/* Put field `field` of segment `seg` back as components comp[0..n) and
+ * rest: into the overlay, or joined into the tree. */
+static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
+                    char cs, cad_str_t rest, size_t len) {
+  if (e->ov) return cad__overlay_put_comps(e->ov, e->a, seg, field, comp, n, cs, rest, len);
+  char *b = cad_arena_alloc(e->a, len + 1), *o = b;
+  if (!b) return CAD_E_NOMEM;
+  for (uint32_t k = 0; k < n; k++) {
+    if (k) *o++ = cs;
+    o += cad_copy_small(o, comp[k].p, comp[k].len);
+  }
+  o += cad_copy_small(o, rest.p, rest.len);
+  cad_hl7_path_t whole = {.field = field};
+  int rc = cad_hl7_seg_set(e->m, seg, &whole, 0, b, (size_t)(o - b), CAD_HL7_SET_RAW);
+  return rc < 0 ? rc : 0;
+}
+
+int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg) {
+  const cad_hl7_delims_t *d = &e->m->segs[seg].d;
+  rfield_t f[CAD__WS_FIELDS];
+  const char *vp[MAX_REGS];
+  size_t vl[MAX_REGS];
+  bool dirty[CAD__WS_FIELDS] = {false};
+  for (uint32_t s = 0; s < r->nslots; s++)
+    if (load(e, seg, r->field[s], &f[s])) return CAD__REDO;
+  for (uint32_t i = 0; i < r->nops; i++) {
+    const rop_t *op = &r->ops[i];
+    if (op->kind == R_MAP) {
+      bool changed = false;
+      value(r, f, vp, vl, op->arg, &vp[i], &vl[i]);
+      if (map_value(e, op->st, d, &vp[i], &vl[i], &changed)) return CAD__REDO;
+      dirty[op->slot] |= changed;
+    } else {
+      cad_str_t v;
+      if (cad_hl7_encode(d, op->st->value, e->a, &v)) return CAD__REDO;
+      vp[i] = v.p;
+      vl[i] = v.len;
+    }
+  }
+  for (uint32_t k = 0; k < r->nouts; k++) {
+    const rout_t *o = &r->outs[k];
+    if (!o->always && !dirty[o->slot]) continue;
+    const rfield_t *src = &f[o->slot];
+    uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp;
+    cad_str_t *comp = cad_arena_alloc(e->a, n * sizeof *comp);
+    if (!comp) return CAD__REDO;
+    size_t len = n - 1 + src->rest.len;
+    uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
+    for (; c < nlay; c++) {
+      value(r, f, vp, vl, o->lay[c], &comp[c].p, &comp[c].len);
+      len += comp[c].len;
+    }
+    for (; c < src->ncomp; c++) {
+      comp[c].p = src->cp[c];
+      comp[c].len = src->cl[c];
+      len += comp[c].len;
+    }
+    for (; c < n; c++) comp[c].p = "", comp[c].len = 0;
+    if (put_back(e, seg, r->field[o->slot], comp, n, d->comp, src->rest, len)) return CAD__REDO;
+  }
+  return 0;
+}
