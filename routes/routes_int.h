@@ -235,18 +235,18 @@ typedef struct cad__step {
   char seg[4], to[4]; /* delete / rename / add after */
   uint32_t segid;
   bool has_after;
-  cad__cond_t *when;    /* delete: per segment */
-  cad__select_t *sel;   /* select */
-  uint32_t fuse;        /* > 0: this step starts a run of `fuse` steps that
+  cad__cond_t *when;                /* delete: per segment */
+  cad__select_t *sel;               /* select */
+  uint32_t fuse;                    /* > 0: this step starts a run of `fuse` steps that
                             edit one segment's fields and can be applied one
                             segment occurrence at a time (see routes_steps.c) */
-  int slot;             /* in a fused run: the workspace slot of its target field */
-  bool value_std_plain; /* value needs no escaping with standard delimiters */
-  bool plain_out;       /* in a fused run: what it writes never holds the
+  int slot;                         /* in a fused run: the workspace slot of its target field */
+  bool value_std_plain;             /* value needs no escaping with standard delimiters */
+  bool plain_out;                   /* in a fused run: what it writes never holds the
                             segment's component or repetition separator */
-  uint8_t cop;          /* in a fused run: a component-level form (COP_*,
+  uint8_t cop;                      /* in a fused run: a component-level form (COP_*,
                             routes_steps.c), 0 when none */
-  bool comps_only;      /* first step of a fused run whose every step has a
+  bool comps_only;                  /* first step of a fused run whose every step has a
                             component-level form */
   const struct cad__recipe *recipe; /* first step of a comps_only run: the
                                        run compiled (routes_recipe.c), or NULL */
@@ -326,14 +326,14 @@ struct cad__ws; /* routes_steps.c: one segment's fields being edited */
  * with those fields replaced, which gives the bytes cad_hl7_serialize_span()
  * gives for a tree edited the same way.  Everything is in the arena. */
 typedef struct cad__fedit {
-  int field;       /* standard numbering */
-  uint32_t ncomp;  /* 0: `text` holds the field; else comp[0..ncomp) joined
+  int field;             /* standard numbering */
+  uint32_t ncomp;        /* 0: `text` holds the field; else comp[0..ncomp) joined
                       by `sep`, then `rest`, are its text (not joined: the
                       output is written from them directly) */
-  cad_str_t text;  /* raw ER7 of the whole field (ncomp == 0) */
+  cad_str_t text;        /* raw ER7 of the whole field (ncomp == 0) */
   const cad_str_t *comp; /* the first repetition's components */
-  cad_str_t rest;  /* from the first repetition separator on, or empty */
-  char sep;        /* the component separator */
+  cad_str_t rest;        /* from the first repetition separator on, or empty */
+  char sep;              /* the component separator */
 } cad__fedit_t;
 
 typedef struct cad__segedits {
@@ -417,8 +417,8 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg);
  * components (cp[k], cl[k]) for k < *n, at most CAD__WS_COMPS (else
  * CAD__REDO), and *rest.  `limit`:
  * NULL, or the end of a buffer holding t that may be read up to. */
-int cad__split_comps(cad_str_t t, const char *limit, char cs, char rs, const char **cp,
-                     size_t *cl, uint32_t *n, cad_str_t *rest);
+int cad__split_comps(cad_str_t t, const char *limit, char cs, char rs, const char **cp, size_t *cl,
+                     uint32_t *n, cad_str_t *rest);
 
 /* The value of a match that is ASCII without the escape character: its
  * text as it is, as cad_hl7_value() gives it (the usual case, inline; conditions and
