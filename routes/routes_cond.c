@@ -105,6 +105,25 @@ static inline bool below_rep(cad_str_t r, const cad_hl7_delims_t *d, const cad_h
   return piece(c, d->sub, p->sub, v);
 }
 
+/* Component c (>= 1) of the first repetition of field f in one pass (the
+ * first repetition is not looked for first): what piece() of below_rep()
+ * gives on piece(f, rs, 1). */
+static inline bool first_rep_comp(cad_str_t f, char cs, char rs, int c, cad_str_t *out) {
+  const char *p = f.p, *end = f.p ? f.p + f.len : NULL, *a = p;
+  int k = 1;
+  for (; p < end; p++) {
+    char ch = *p;
+    if (ch == rs && rs) break;
+    if (ch != cs || !cs) continue;
+    if (k == c) break;
+    k++;
+    a = p + 1;
+  }
+  if (k != c) return false;
+  *out = (cad_str_t){a, (size_t)(p - a)};
+  return true;
+}
+
 /* cad_hl7_get() for a path without wildcards, with the field taken apart
  * here (inline) rather than through memchr: the same match. */
 static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_match_t *out) {
@@ -128,6 +147,11 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
   } else if (p->rep == 0 && p->comp == 0) {
     present = true;
     v = f;
+  } else if (p->rep <= 1 && p->comp > 0) {
+    cad_str_t c;
+    present = first_rep_comp(f, s->d.comp, s->d.rep, p->comp, &c);
+    if (present && p->sub == 0) v = c;
+    else if (present) present = piece(c, s->d.sub, p->sub, &v);
   } else {
     cad_str_t r;
     present = piece(f, s->d.rep, p->rep <= 0 ? 1 : p->rep, &r) && below_rep(r, &s->d, p, &v);

@@ -25,9 +25,16 @@ void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ..
     __attribute__((format(printf, 3, 4)));
 
 /* ---- tables ---- */
+
+/* Bytes that may be read from the start of a short text known to be padded
+ * (table keys and values, a recipe's constants): at least CAD__PAD from its
+ * start are readable, so up to CAD__PAD bytes of it are copied with one
+ * fixed-size move (routes_overlay.c). */
+#define CAD__PAD 16
+
 typedef struct cad__table {
   char *name;
-  char **keys, **vals;
+  char **keys, **vals; /* each NUL-terminated and followed by CAD__PAD zero bytes */
   size_t *klen, *vlen;
   uint32_t *slots; /* open addressing: index+1, 0 = empty */
   size_t nslots, n;
@@ -248,8 +255,8 @@ typedef struct cad__step {
                             routes_steps.c), 0 when none */
   bool comps_only;                  /* first step of a fused run whose every step has a
                             component-level form */
-  const struct cad__recipe *recipe; /* first step of a comps_only run: the
-                                       run compiled (routes_recipe.c), or NULL */
+  const struct cad__recipe *recipe; /* first step of a fused run: the run
+                                       compiled (routes_recipe.c), or NULL */
 } cad__step_t;
 
 typedef struct cad__route {
@@ -332,6 +339,7 @@ typedef struct cad__fedit {
                       output is written from them directly) */
   cad_str_t text;        /* raw ER7 of the whole field (ncomp == 0) */
   const cad_str_t *comp; /* the first repetition's components */
+  uint32_t padded;       /* bit k: comp[k] is padded (CAD__PAD) */
   cad_str_t rest;        /* from the first repetition separator on, or empty */
   char sep;              /* the component separator */
 } cad__fedit_t;
@@ -362,11 +370,12 @@ static inline const cad__fedit_t *cad__overlay_get(const cad__overlay_t *ov, uin
 /* Record (or replace) the text of a field: 0 or CAD_E_NOMEM. */
 int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field, cad_str_t text);
 /* The same with the field given as components comp[0..ncomp) (ncomp >= 1,
- * the array in the arena, not copied), separator `sep`, then `rest`; `len`
- * is the length of that text. */
+ * at most 32, the array in the arena, not copied; bit k of `padded`: comp[k]
+ * is padded), separator `sep`, then `rest`; `len` is the length of that
+ * text. */
 int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field,
-                           const cad_str_t *comp, uint32_t ncomp, char sep, cad_str_t rest,
-                           size_t len);
+                           const cad_str_t *comp, uint32_t ncomp, uint32_t padded, char sep,
+                           cad_str_t rest, size_t len);
 /* The message with its edits, as cad_routes_serialize() writes an edited
  * tree: 0 or CAD_E_NOMEM. */
 int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *out);
@@ -404,7 +413,10 @@ void cad__route_plan(cad__route_t *rt, cad_arena_t *a);
 #define CAD__REDO 1
 int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed);
 
-/* routes_recipe.c: compile the comps_only run st[0..n) (slots and component
+/* format_date: the text of date t as step st writes it (in the arena). */
+int cad__date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t, cad_str_t *out);
+
+/* routes_recipe.c: compile the fused run st[0..n) (slots and component
  * forms assigned) into st->recipe, allocated from `a`; left NULL when the
  * run does not fit one. */
 void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a);

@@ -67,12 +67,13 @@ int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field
 }
 
 int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field,
-                           const cad_str_t *comp, uint32_t ncomp, char sep, cad_str_t rest,
-                           size_t len) {
+                           const cad_str_t *comp, uint32_t ncomp, uint32_t padded, char sep,
+                           cad_str_t rest, size_t len) {
   cad__fedit_t *f = edit_of(ov, a, seg, field);
   if (!f) return CAD_E_NOMEM;
   f->ncomp = ncomp;
   f->comp = comp;
+  f->padded = padded;
   f->sep = sep;
   f->rest = rest;
   ov->extra += len + (size_t)field;
@@ -83,15 +84,28 @@ int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int
 /* The output being written: bytes of the input that follow one another are
  * gathered (cp, clen) and copied in one piece. */
 typedef struct wr {
-  char *buf;
+  char *buf; /* with WR_SLACK bytes of room after the output */
   size_t o;
   const char *cp;
   size_t clen;
+  const char *in_end; /* the end of the input */
 } wr_t;
 
+#define WR_CHUNK 32
+#define WR_SLACK WR_CHUNK /* >= CAD__PAD */
+
+/* The stretches of input between edits are short and of every length: copied
+ * WR_CHUNK bytes at a time, the last move running past their end (into the
+ * output's slack, from bytes of the input), which needs no branch on the
+ * length as memcpy's size classes do; near the end of the input, memcpy. */
 static inline void wr_flush(wr_t *w) {
-  if (w->clen) memcpy(w->buf + w->o, w->cp, w->clen);
-  w->o += w->clen;
+  size_t n = w->clen;
+  if (n && (size_t)(w->in_end - w->cp) >= ((n + WR_CHUNK - 1) & ~(size_t)(WR_CHUNK - 1))) {
+    for (size_t k = 0; k < n; k += WR_CHUNK) memcpy(w->buf + w->o + k, w->cp + k, WR_CHUNK);
+  } else if (n) {
+    memcpy(w->buf + w->o, w->cp, n);
+  }
+  w->o += n;
   w->cp = NULL;
   w->clen = 0;
 }
@@ -113,25 +127,50 @@ static inline void wr_new(wr_t *w, const char *p, size_t n) {
   w->o += cad_copy_small(w->buf + w->o, p, n);
 }
 
+/* Where pieces of the input may be read CAD__PAD bytes at a time: from `in`
+ * up to `in + lim` (lim = SIZE_MAX: nowhere). */
+typedef struct inrange {
+  uintptr_t in, lim;
+} inrange_t;
+
+static inline inrange_t inrange_of(const cad_hl7_msg_t *m) {
+  if (m->input.len < CAD__PAD) return (inrange_t){UINTPTR_MAX, 0};
+  return (inrange_t){(uintptr_t)m->input.p, m->input.len - CAD__PAD};
+}
+
+/* n bytes at p to o: one fixed-size move when CAD__PAD bytes may be read at
+ * p (`padded`, or inside the input), without a branch on the length: values
+ * differ from one segment to the next and such branches are mispredicted.
+ * The conditions are combined without short-circuit for the same reason.
+ * The output has CAD__PAD bytes of room after its end. */
+static inline char *put_piece(char *o, const char *p, size_t n, bool padded, inrange_t r) {
+  bool readable = padded | ((uintptr_t)p - r.in <= r.lim);
+  if ((n <= CAD__PAD) & readable) {
+    memcpy(o, p, CAD__PAD);
+    return o + n;
+  }
+  return o + cad_copy_small(o, p, n);
+}
+
 /* The new text of field edit f. */
-static inline void wr_edit(wr_t *w, const cad__fedit_t *f) {
+static inline void wr_edit(wr_t *w, const cad__fedit_t *f, inrange_t r) {
   if (!f->ncomp) {
     wr_new(w, f->text.p, f->text.len);
     return;
   }
   wr_flush(w);
   char *o = w->buf + w->o;
-  o += cad_copy_small(o, f->comp[0].p, f->comp[0].len);
+  o = put_piece(o, f->comp[0].p, f->comp[0].len, f->padded & 1, r);
   for (uint32_t k = 1; k < f->ncomp; k++) {
     *o++ = f->sep;
-    o += cad_copy_small(o, f->comp[k].p, f->comp[k].len);
+    o = put_piece(o, f->comp[k].p, f->comp[k].len, (f->padded >> k) & 1, r);
   }
-  o += cad_copy_small(o, f->rest.p, f->rest.len);
+  o = put_piece(o, f->rest.p, f->rest.len, false, r);
   w->o = (size_t)(o - w->buf);
 }
 
 /* Segment s with its edits se (sorted by field). */
-static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se) {
+static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se, inrange_t r) {
   const char *pos = s->raw.p, *end = s->raw.p + s->raw.len;
   uint32_t nf = s->nfields;
   for (uint32_t k = 0; k < se->n; k++) {
@@ -141,7 +180,7 @@ static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t 
     if (idx < s->nfields) {
       cad_str_t sp = s->fields[idx];
       wr_input(w, pos, (size_t)(sp.p - pos));
-      wr_edit(w, f);
+      wr_edit(w, f, r);
       pos = sp.p + sp.len;
       continue;
     }
@@ -150,7 +189,7 @@ static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t 
     pos = end;
     wr_flush(w);
     for (; nf <= idx; nf++) w->buf[w->o++] = s->d.field;
-    wr_edit(w, f);
+    wr_edit(w, f, r);
   }
   wr_input(w, pos, (size_t)(end - pos));
 }
@@ -161,12 +200,13 @@ int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *
   /* Every segment and its terminator come from distinct bytes of the input
    * (the last may lack its terminator): input + 1, plus what edits add. */
   size_t cap = m->input.len + 1 + ov->extra;
-  wr_t w = {cad_arena_alloc(a, cap + 1), 0, NULL, 0};
-  if (!w.buf) return CAD_E_NOMEM;
   const char *in_end = m->input.p + m->input.len;
+  wr_t w = {cad_arena_alloc(a, cap + WR_SLACK), 0, NULL, 0, in_end};
+  if (!w.buf) return CAD_E_NOMEM;
+  inrange_t r = inrange_of(m);
   for (uint32_t i = 0; i < m->nsegs; i++) {
     const cad_hl7_seg_t *s = &m->segs[i];
-    if (ov->segs[i].n) write_edited(&w, s, &ov->segs[i]);
+    if (ov->segs[i].n) write_edited(&w, s, &ov->segs[i], r);
     else wr_input(&w, s->raw.p, s->raw.len);
     const char *t = s->raw.p + s->raw.len;
     if (t < in_end && *t == '\r') wr_input(&w, t, 1);

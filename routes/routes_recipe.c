@@ -54,11 +54,12 @@ typedef struct val {
                    field's: empty); V_CONST: index in consts[]; V_REG */
 } val_t;
 
-/* A register: a `map` of a value, or a `set` value escaped per occurrence. */
-enum { R_MAP = 1, R_CONST };
+/* A register: a `map` of a value, a `set` value escaped per occurrence, or
+ * a `format_date` of a whole field. */
+enum { R_MAP = 1, R_CONST, R_DATE };
 typedef struct rop {
   uint8_t kind;
-  uint8_t slot;          /* R_MAP: the field it writes */
+  uint8_t slot;          /* R_MAP, R_DATE: the field it writes */
   val_t arg;             /* R_MAP: the value it maps */
   const cad__step_t *st; /* the step */
 } rop_t;
@@ -66,6 +67,8 @@ typedef struct rop {
 /* A field the run writes. */
 typedef struct rout {
   uint8_t slot;
+  bool whole; /* one step writes the whole field: its text is `text` */
+  val_t text;
   bool always;   /* a `set` or a copy writes it: put back whatever happens */
   uint32_t nmin; /* components it has at least afterwards */
   uint32_t nlay; /* component k + 1 (k < nlay) is lay[k]; the others stay
@@ -75,7 +78,8 @@ typedef struct rout {
 
 struct cad__recipe {
   uint32_t nops, nouts, nslots, nconsts;
-  int field[CAD__WS_FIELDS]; /* the field of each slot */
+  int field[CAD__WS_FIELDS];  /* the field of each slot */
+  bool whole[CAD__WS_FIELDS]; /* a slot written whole: read as text, not split */
   rop_t *ops;
   rout_t *outs;
   cad_str_t *consts;
@@ -157,7 +161,9 @@ typedef struct plan {
   val_t now[CAD__WS_FIELDS][CAD__WS_COMPS]; /* what a component holds; kind 0:
                                                as read */
   uint32_t nmin[CAD__WS_FIELDS], nlay[CAD__WS_FIELDS];
-  bool written[CAD__WS_FIELDS], always[CAD__WS_FIELDS];
+  bool written[CAD__WS_FIELDS], always[CAD__WS_FIELDS], used[CAD__WS_FIELDS];
+  bool whole[CAD__WS_FIELDS]; /* written whole by its only step */
+  val_t text[CAD__WS_FIELDS]; /* whole: the text written */
   int field[CAD__WS_FIELDS];
   uint32_t nslots;
 } plan_t;
@@ -175,33 +181,59 @@ static val_t value_of(plan_t *p, int s, uint32_t c) {
   return (val_t){V_ORIG, (uint8_t)s, (uint16_t)(c - 1)};
 }
 
-static void use_slot(plan_t *p, int s, int field) {
+/* Slot s holds field `field` and is used by a component-level step: false
+ * when a step writes it whole. */
+static bool use_slot(plan_t *p, int s, int field) {
   p->field[s] = field;
+  p->used[s] = true;
   if ((uint32_t)s + 1 > p->nslots) p->nslots = (uint32_t)s + 1;
+  return !p->whole[s];
+}
+
+/* A `set` value: a constant when it needs no escaping, else a register. */
+static val_t set_value(plan_t *p, const cad__step_t *st) {
+  if (st->value_std_plain && p->nconsts < MAX_REGS) {
+    p->consts[p->nconsts] = st->value;
+    return (val_t){V_CONST, 0, (uint16_t)p->nconsts++};
+  }
+  return new_reg(p, (rop_t){.kind = R_CONST, .st = st});
+}
+
+/* A step that writes a whole field (rep 0: fusable_target() in
+ * routes_steps.c), a `set` value or a `format_date`: the only step of the
+ * run that uses that field. */
+static bool plan_whole(plan_t *p, const cad__step_t *st) {
+  int s = st->slot;
+  if (s < 0 || s >= CAD__WS_FIELDS || p->used[s] || st->path.p.rep != 0) return false;
+  val_t v;
+  if (st->kind == S_SET_VALUE) v = set_value(p, st);
+  else if (st->kind == S_DATE)
+    v = new_reg(p, (rop_t){.kind = R_DATE, .slot = (uint8_t)s, .st = st});
+  else return false;
+  if (!v.kind) return false;
+  use_slot(p, s, st->path.p.field);
+  p->whole[s] = p->written[s] = true;
+  p->always[s] = st->kind == S_SET_VALUE;
+  p->text[s] = v;
+  return true;
 }
 
 /* One step into the plan: false when it does not fit. */
 static bool plan_step(plan_t *p, const cad__step_t *st) {
   int s = st->slot;
   uint32_t c = (uint32_t)st->path.p.comp;
+  if (c == 0 && !st->cop) return plan_whole(p, st);
   if (s < 0 || s >= CAD__WS_FIELDS || c == 0 || c > CAD__WS_COMPS) return false;
-  use_slot(p, s, st->path.p.field);
+  if (!use_slot(p, s, st->path.p.field)) return false;
   val_t v;
   switch (st->cop) {
-    case COP_SET:
-      if (st->value_std_plain && p->nconsts < MAX_REGS) {
-        p->consts[p->nconsts] = st->value;
-        v = (val_t){V_CONST, 0, (uint16_t)p->nconsts++};
-      } else {
-        v = new_reg(p, (rop_t){.kind = R_CONST, .st = st});
-      }
-      break;
+    case COP_SET: v = set_value(p, st); break;
     case COP_COPY: {
       const cad__tpart_t *tp = &st->tpl.parts[0];
       if (tp->slot < 0 || tp->slot >= CAD__WS_FIELDS || tp->path.p.comp <= 0 ||
           tp->path.p.comp > 65535)
         return false;
-      use_slot(p, tp->slot, tp->path.p.field);
+      if (!use_slot(p, tp->slot, tp->path.p.field)) return false;
       v = value_of(p, tp->slot, (uint32_t)tp->path.p.comp);
       break;
     }
@@ -224,11 +256,11 @@ static bool plan_step(plan_t *p, const cad__step_t *st) {
 
 void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
   st->recipe = NULL;
-  if (!st->comps_only || n == 0) return;
+  if (n == 0) return;
   plan_t plan, *p = &plan;
   memset(p, 0, sizeof *p);
   for (size_t k = 0; k < n; k++)
-    if (!st[k].cop || !plan_step(p, &st[k])) return;
+    if (!plan_step(p, &st[k])) return;
   struct cad__recipe *r = cad_arena_alloc(a, sizeof *r);
   if (!r) return;
   memset(r, 0, sizeof *r);
@@ -236,18 +268,28 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
   r->nslots = p->nslots;
   r->nconsts = p->nconsts;
   memcpy(r->field, p->field, sizeof r->field);
+  memcpy(r->whole, p->whole, sizeof r->whole);
   for (uint32_t s = 0; s < p->nslots; s++) r->nouts += p->written[s];
   r->ops = cad_arena_alloc(a, (p->nops + 1) * sizeof *r->ops);
   r->outs = cad_arena_alloc(a, r->nouts * sizeof *r->outs);
   r->consts = cad_arena_alloc(a, (p->nconsts + 1) * sizeof *r->consts);
   if (!r->ops || !r->outs || !r->consts) return;
   memcpy(r->ops, p->ops, p->nops * sizeof *r->ops);
-  memcpy(r->consts, p->consts, p->nconsts * sizeof *r->consts);
+  for (uint32_t k = 0; k < p->nconsts; k++) {
+    /* Padded (CAD__PAD), for the output's fixed-size moves. */
+    char *c = cad_arena_alloc(a, p->consts[k].len + CAD__PAD);
+    if (!c) return;
+    memcpy(c, p->consts[k].p, p->consts[k].len);
+    memset(c + p->consts[k].len, 0, CAD__PAD);
+    r->consts[k] = (cad_str_t){c, p->consts[k].len};
+  }
   rout_t *o = r->outs;
   for (uint32_t s = 0; s < p->nslots; s++) {
     if (!p->written[s]) continue;
     memset(o, 0, sizeof *o);
     o->slot = (uint8_t)s;
+    o->whole = p->whole[s];
+    o->text = p->text[s];
     o->always = p->always[s];
     o->nmin = p->nmin[s];
     o->nlay = p->nlay[s];
@@ -264,9 +306,12 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
  * 8-byte stores cannot be forwarded from the store buffer and stalls the
  * CPU, which was most of the time such a run took. */
 
-/* A field of the occurrence, taken apart. */
+/* A field of the occurrence, taken apart (or as text, when written whole). */
 typedef struct rfield {
+  cad_str_t text; /* whole: the field's text */
+  bool present;   /* whole: the occurrence has the field */
   uint32_t ncomp;
+  uint32_t padded; /* bit k: component k is padded (CAD__PAD) */
   cad_str_t rest;
   const char *cp[CAD__WS_COMPS];
   size_t cl[CAD__WS_COMPS];
@@ -274,12 +319,20 @@ typedef struct rfield {
 
 /* Field `field` of segment `seg` as the run starts: as an earlier run left
  * it (overlay), else as the segment has it (an absent field is empty). */
-static int load(cad__ev_t *e, uint32_t seg, int field, rfield_t *f) {
+static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f) {
   const cad_hl7_seg_t *s = &e->m->segs[seg];
   cad_str_t t = {"", 0};
   const cad__fedit_t *ed = e->ov ? cad__overlay_get(e->ov, seg, field) : NULL;
+  if (whole) {
+    /* Left as components by an earlier run: not joined here (rare). */
+    if (ed && ed->ncomp) return CAD__REDO;
+    f->present = ed || cad_hl7_field(s, field, &t);
+    f->text = ed ? ed->text : f->present ? t : (cad_str_t){"", 0};
+    return 0;
+  }
   if (ed && ed->ncomp) {
     f->ncomp = ed->ncomp;
+    f->padded = ed->padded;
     for (uint32_t k = 0; k < ed->ncomp; k++) {
       f->cp[k] = ed->comp[k].p;
       f->cl[k] = ed->comp[k].len;
@@ -287,6 +340,7 @@ static int load(cad__ev_t *e, uint32_t seg, int field, rfield_t *f) {
     f->rest = ed->rest;
     return 0;
   }
+  f->padded = 0;
   if (ed) t = ed->text;
   else if (!cad_hl7_field(s, field, &t)) t = (cad_str_t){"", 0};
   /* Text inside the message as received may be read up to its end. */
@@ -299,7 +353,7 @@ static int load(cad__ev_t *e, uint32_t seg, int field, rfield_t *f) {
 /* R_MAP: the new value of (*vp, *vl) (what comp_map() in routes_steps.c
  * writes), or the value left as it is; *changed when it writes. */
 static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t *d,
-                     const char **vp, size_t *vl, bool *changed) {
+                     const char **vp, size_t *vl, bool *padded, bool *changed) {
   const char *p = *vp;
   size_t n = *vl;
   /* Only a value is mapped (not empty, not the null ""). */
@@ -312,7 +366,8 @@ static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t
     cad_hl7_match_t mt = {.raw = v, .present = true, .d = d};
     if (!cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
   }
-  if (!cad__table_get(st->table, v.p, v.len, &nv)) {
+  bool found = cad__table_get(st->table, v.p, v.len, &nv);
+  if (!found) {
     if (st->dflt == DFLT_KEEP) return 0;
     if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
     else if (st->dflt == DFLT_VALUE) nv = st->value;
@@ -320,37 +375,71 @@ static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t
   }
   bool as_is = st->dflt == DFLT_VALUE ? st->value_std_plain && st->table->vals_std_plain
                                       : st->table->vals_std_plain;
+  const char *was = nv.p;
   if (!as_is && cad_hl7_encode(d, nv, e->a, &nv)) return CAD__REDO;
+  *vp = nv.p;
+  *vl = nv.len;
+  *padded = found && nv.p == was; /* a table value, as it is */
+  *changed = true;
+  return 0;
+}
+
+/* Registers: pointer, length, padded (CAD__PAD). */
+typedef struct regs {
+  const char *p[MAX_REGS];
+  size_t n[MAX_REGS];
+  bool pad[MAX_REGS];
+} regs_t;
+
+/* R_DATE: the field's text as `format_date` st writes it (what fused_step()
+ * in routes_steps.c writes); left as it is when it holds no value.  A
+ * value that is not a plain date (separators, escapes, not a date) is left to
+ * the step-by-step path, which reports it. */
+static int date_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t *d,
+                      const rfield_t *f, const char **vp, size_t *vl, bool *changed) {
+  cad_str_t t = f->text, nv;
+  *vp = t.p;
+  *vl = t.len;
+  if (!f->present || t.len == 0 || (t.len == 2 && t.p[0] == '"' && t.p[1] == '"')) return 0;
+  for (size_t i = 0; i < t.len; i++) {
+    char c = t.p[i];
+    if ((unsigned char)c >= 0x80 ||
+        (c && (c == d->rep || c == d->comp || c == d->sub || c == d->esc)))
+      return CAD__REDO;
+  }
+  cad_hl7_dtm_t tm;
+  if (!cad_hl7_dtm_parse(t.p, t.len, &tm)) return CAD__REDO;
+  if (cad__date_format(e, st, &tm, &nv) || cad_hl7_encode(d, nv, e->a, &nv)) return CAD__REDO;
   *vp = nv.p;
   *vl = nv.len;
   *changed = true;
   return 0;
 }
 
-/* The text of value v in the occurrence. */
-static inline void value(const struct cad__recipe *r, const rfield_t *f, const char *const *vp,
-                         const size_t *vl, val_t v, const char **p, size_t *n) {
+/* The text of value v in the occurrence; returns whether it is padded. */
+static inline bool value(const struct cad__recipe *r, const rfield_t *f, const regs_t *g, val_t v,
+                         const char **p, size_t *n) {
   switch (v.kind) {
     case V_ORIG: {
       const rfield_t *src = &f[v.slot];
       bool have = v.i < src->ncomp;
       *p = have ? src->cp[v.i] : "";
       *n = have ? src->cl[v.i] : 0;
-      return;
+      return have && ((src->padded >> v.i) & 1);
     }
     case V_CONST:
       *p = r->consts[v.i].p;
       *n = r->consts[v.i].len;
-      return;
-    default: *p = vp[v.i], *n = vl[v.i];
+      return true;
+    default: *p = g->p[v.i], *n = g->n[v.i]; return g->pad[v.i];
   }
 }
 
 /* Put field `field` of segment `seg` back as components comp[0..n) and
  * rest: into the overlay, or joined into the tree. */
 static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
-                    char cs, cad_str_t rest, size_t len) {
-  if (e->ov) return cad__overlay_put_comps(e->ov, e->a, seg, field, comp, n, cs, rest, len);
+                    uint32_t padded, char cs, cad_str_t rest, size_t len) {
+  if (e->ov) return cad__overlay_put_comps(e->ov, e->a, seg, field, comp, n, padded, cs, rest, len);
   char *b = cad_arena_alloc(e->a, len + 1), *o = b;
   if (!b) return CAD_E_NOMEM;
   for (uint32_t k = 0; k < n; k++) {
@@ -363,39 +452,57 @@ static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp
   return rc < 0 ? rc : 0;
 }
 
+/* Put field `field` of segment `seg` back as text t. */
+static int put_text(cad__ev_t *e, uint32_t seg, int field, cad_str_t t) {
+  if (e->ov) return cad__overlay_put(e->ov, e->a, seg, field, t);
+  cad_hl7_path_t whole = {.field = field};
+  int rc = cad_hl7_seg_set(e->m, seg, &whole, 0, t.p, t.len, CAD_HL7_SET_RAW);
+  return rc < 0 ? rc : 0;
+}
+
 int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg) {
   const cad_hl7_delims_t *d = &e->m->segs[seg].d;
   rfield_t f[CAD__WS_FIELDS];
-  const char *vp[MAX_REGS];
-  size_t vl[MAX_REGS];
+  regs_t g;
   bool dirty[CAD__WS_FIELDS] = {false};
   for (uint32_t s = 0; s < r->nslots; s++)
-    if (load(e, seg, r->field[s], &f[s])) return CAD__REDO;
+    if (load(e, seg, r->field[s], r->whole[s], &f[s])) return CAD__REDO;
   for (uint32_t i = 0; i < r->nops; i++) {
     const rop_t *op = &r->ops[i];
+    bool changed = false;
     if (op->kind == R_MAP) {
-      bool changed = false;
-      value(r, f, vp, vl, op->arg, &vp[i], &vl[i]);
-      if (map_value(e, op->st, d, &vp[i], &vl[i], &changed)) return CAD__REDO;
+      g.pad[i] = value(r, f, &g, op->arg, &g.p[i], &g.n[i]);
+      if (map_value(e, op->st, d, &g.p[i], &g.n[i], &g.pad[i], &changed)) return CAD__REDO;
+      dirty[op->slot] |= changed;
+    } else if (op->kind == R_DATE) {
+      g.pad[i] = false;
+      if (date_value(e, op->st, d, &f[op->slot], &g.p[i], &g.n[i], &changed)) return CAD__REDO;
       dirty[op->slot] |= changed;
     } else {
       cad_str_t v;
       if (cad_hl7_encode(d, op->st->value, e->a, &v)) return CAD__REDO;
-      vp[i] = v.p;
-      vl[i] = v.len;
+      g.p[i] = v.p;
+      g.n[i] = v.len;
+      g.pad[i] = false;
     }
   }
   for (uint32_t k = 0; k < r->nouts; k++) {
     const rout_t *o = &r->outs[k];
     if (!o->always && !dirty[o->slot]) continue;
+    if (o->whole) {
+      cad_str_t t;
+      value(r, f, &g, o->text, &t.p, &t.len);
+      if (put_text(e, seg, r->field[o->slot], t)) return CAD__REDO;
+      continue;
+    }
     const rfield_t *src = &f[o->slot];
-    uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp;
+    uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp, padded = 0;
     cad_str_t *comp = cad_arena_alloc(e->a, n * sizeof *comp);
     if (!comp) return CAD__REDO;
     size_t len = n - 1 + src->rest.len;
     uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
     for (; c < nlay; c++) {
-      value(r, f, vp, vl, o->lay[c], &comp[c].p, &comp[c].len);
+      padded |= (uint32_t)value(r, f, &g, o->lay[c], &comp[c].p, &comp[c].len) << c;
       len += comp[c].len;
     }
     for (; c < src->ncomp; c++) {
@@ -403,8 +510,11 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg) {
       comp[c].len = src->cl[c];
       len += comp[c].len;
     }
+    padded |= src->padded & ~((nlay < 32 ? 1u << nlay : 0u) - 1u) &
+              (src->ncomp < 32 ? (1u << src->ncomp) - 1u : ~0u);
     for (; c < n; c++) comp[c].p = "", comp[c].len = 0;
-    if (put_back(e, seg, r->field[o->slot], comp, n, d->comp, src->rest, len)) return CAD__REDO;
+    if (put_back(e, seg, r->field[o->slot], comp, n, padded, d->comp, src->rest, len))
+      return CAD__REDO;
   }
   return 0;
 }

@@ -303,8 +303,7 @@ static size_t put_tz(char *b, const cad_hl7_dtm_t *t) {
   return 5;
 }
 
-static int date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t,
-                       cad_str_t *out) {
+int cad__date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t, cad_str_t *out) {
   size_t cap = st->date_mode == DATE_FORMAT ? strlen(st->fmt) * 6 + 32 : 40;
   char *buf = cad_arena_alloc(e->a, cap);
   if (!buf) return cad__internal(e, CAD_E_NOMEM);
@@ -405,7 +404,7 @@ static int value_op(cad__ev_t *e, const cad__step_t *st, const cad_hl7_path_t *p
         snprintf(tmp, sizeof tmp, "%s: not an HL7 date/time", where);
         return cad__step_fail(e, CAD_E_INVAL, 102, mt, p, tmp);
       }
-      if ((rc = date_format(e, st, &tm, &nv))) return rc;
+      if ((rc = cad__date_format(e, st, &tm, &nv))) return rc;
       raw = false;
       break;
     }

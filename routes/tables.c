@@ -94,10 +94,13 @@ static int rows_push(rows_t *r, cad_arena_t *a, const char *k, size_t kl, const 
     r->line = nl;
     r->cap = nc;
   }
-  char *kc = cad_arena_dup(a, k, kl + 1), *vc = cad_arena_dup(a, v, vl + 1);
+  /* Keys and values with CAD__PAD zero bytes after them (routes_int.h). */
+  char *kc = cad_arena_alloc(a, kl + CAD__PAD), *vc = cad_arena_alloc(a, vl + CAD__PAD);
   if (!kc || !vc) return CAD_E_NOMEM;
-  kc[kl] = 0;
-  vc[vl] = 0;
+  memcpy(kc, k, kl);
+  memset(kc + kl, 0, CAD__PAD);
+  memcpy(vc, v, vl);
+  memset(vc + vl, 0, CAD__PAD);
   r->k[r->n] = kc;
   r->v[r->n] = vc;
   r->kl[r->n] = kl;
