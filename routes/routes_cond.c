@@ -138,10 +138,16 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
     return;
   }
   const cad_hl7_seg_t *s = &m->segs[i];
+  /* v is kept out of memory on the usual paths (no address passed to a
+   * function that is not inlined): a cad_str_t stored as two 8-byte halves
+   * and loaded whole just after stalls the CPU (no store forwarding). */
   cad_str_t v = {NULL, 0}, f;
   bool present;
   if (p->field == 0 || (s->header && p->field <= 2)) {
-    present = cad_hl7_resolve_in_seg(s, p, p->rep, &v);
+    cad_str_t w;
+    present = cad_hl7_resolve_in_seg(s, p, p->rep, &w);
+    v.p = w.p;
+    v.len = w.len;
   } else if (!cad_hl7_field(s, p->field, &f)) {
     present = false;
   } else if (p->rep == 0 && p->comp == 0) {
@@ -157,7 +163,8 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
     present = piece(f, s->d.rep, p->rep <= 0 ? 1 : p->rep, &r) && below_rep(r, &s->d, p, &v);
   }
   if (!present) v = (cad_str_t){NULL, 0};
-  out->raw = v;
+  out->raw.p = v.p;
+  out->raw.len = v.len;
   out->present = present;
   out->seg_index = (uint32_t)i;
   out->occ = p->occ;
@@ -287,14 +294,24 @@ int cad__cond_eval(cad__ev_t *e, const cad__cond_t *k, const cad__ctx_t *cx) {
       }
       return 0;
     case C_LEAF: {
-      cad_hl7_path_t p = cad__ctx_path(&k->path, cx);
-      if (p.occ != CAD_HL7_ALL && p.rep != CAD_HL7_ALL) {
+      /* The path as written, unless the current segment gives its
+       * occurrence (not copied otherwise: a copy read back at once stalls). */
+      const cad__rpath_t *rp = &k->path;
+      cad_hl7_path_t p;
+      const cad_hl7_path_t *pp = &rp->p;
+      if (cx->occ && rp->relative && rp->p.segid == cx->segid) {
+        p = rp->p;
+        p.occ = cx->occ;
+        pp = &p;
+      }
+      if (pp->occ != CAD_HL7_ALL && pp->rep != CAD_HL7_ALL) {
         /* One match at most (or none: an absent value), as the loop below. */
         cad_hl7_match_t mt;
-        get_one(e->m, &p, &mt);
-        return ops_hold(e, k, &p, &mt);
+        get_one(e->m, pp, &mt);
+        return ops_hold(e, k, pp, &mt);
       }
-      if (p.occ != CAD_HL7_ALL && p.field > 0) return leaf_reps(e, k, &p);
+      if (pp->occ != CAD_HL7_ALL && pp->field > 0) return leaf_reps(e, k, pp);
+      p = *pp;
       cad_hl7_iter_t it;
       cad_hl7_match_t mt;
       cad_hl7_iter_init(&it, e->m, &p);

@@ -438,11 +438,16 @@ int cad__split_comps(cad_str_t t, const char *limit, char cs, char rs, const cha
 static inline bool cad__plain_value(const cad_hl7_match_t *mt, cad_str_t *v) {
   if (!mt->present) return false;
   const char esc = mt->d->esc;
-  for (size_t i = 0; i < mt->raw.len; i++) {
-    char c = mt->raw.p[i];
+  /* Pointer and length apart: the match may just have been stored in two
+   * halves, and a whole 16-byte load of it would wait for both. */
+  const char *p = mt->raw.p;
+  size_t n = mt->raw.len;
+  for (size_t i = 0; i < n; i++) {
+    char c = p[i];
     if ((unsigned char)c >= 0x80 || (c == esc && esc)) return false;
   }
-  *v = mt->raw;
+  v->p = p;
+  v->len = n;
   return true;
 }
 
