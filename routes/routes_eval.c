@@ -90,7 +90,7 @@ static int apply_overlay(cad__ev_t *e, const cad__route_t *rt, cad_str_t *out) {
     rc = cad__steps_apply(e, rt, true, &failed);
     e->ov = NULL;
   }
-  if (!rc) rc = cad__overlay_serialize(&ov, e->a, out);
+  if (!rc) rc = cad__overlay_serialize(&ov, e, out);
   if (!rc) return 0;
   cad_arena_rewind(e->a, mark);
   memset(&e->res->diag, 0, sizeof e->res->diag);

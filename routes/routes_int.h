@@ -257,6 +257,9 @@ typedef struct cad__step {
                             component-level form */
   const struct cad__recipe *recipe; /* first step of a fused run: the run
                                        compiled (routes_recipe.c), or NULL */
+  bool defer;                       /* with a recipe, in an overlay route where no
+                                       other run edits its segment: applied while
+                                       the output is written (routes_overlay.c) */
 } cad__step_t;
 
 typedef struct cad__route {
@@ -340,14 +343,17 @@ typedef struct cad__fedit {
   cad_str_t text;        /* raw ER7 of the whole field (ncomp == 0) */
   const cad_str_t *comp; /* the first repetition's components */
   uint32_t padded;       /* bit k: comp[k] is padded (CAD__PAD) */
+  size_t len;            /* the length of the text they make */
   cad_str_t rest;        /* from the first repetition separator on, or empty */
   char sep;              /* the component separator */
 } cad__fedit_t;
 
 typedef struct cad__segedits {
   uint32_t n, cap;
-  cad__fedit_t *f;  /* sorted by field: &one, or an arena array */
-  cad__fedit_t one; /* room for the first edit (most segments have one) */
+  cad__fedit_t *f;                  /* sorted by field: &one, or an arena array */
+  const struct cad__recipe *recipe; /* applied when the output is written
+                                       (cad__step_t.defer); then n == 0 */
+  cad__fedit_t one;                 /* room for the first edit (most segments have one) */
 } cad__segedits_t;
 
 typedef struct cad__overlay {
@@ -376,9 +382,19 @@ int cad__overlay_put(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field
 int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int field,
                            const cad_str_t *comp, uint32_t ncomp, uint32_t padded, char sep,
                            cad_str_t rest, size_t len);
+/* Segment `seg` is to be written by recipe r (cad__step_t.defer), which may
+ * add up to about `hint` bytes. */
+static inline void cad__overlay_defer(cad__overlay_t *ov, uint32_t seg, const struct cad__recipe *r,
+                                      size_t hint) {
+  ov->segs[seg].recipe = r;
+  ov->extra += hint;
+  ov->any = true;
+}
+struct cad__ev;
 /* The message with its edits, as cad_routes_serialize() writes an edited
- * tree: 0 or CAD_E_NOMEM. */
-int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *out);
+ * tree, recipes deferred to now applied with e: 0, CAD_E_NOMEM, or
+ * CAD__REDO when a recipe cannot be applied (the caller takes the tree). */
+int cad__overlay_serialize(const cad__overlay_t *ov, struct cad__ev *e, cad_str_t *out);
 
 typedef struct cad__ev {
   const cad_routes_t *r;
@@ -420,10 +436,22 @@ int cad__date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t
  * forms assigned) into st->recipe, allocated from `a`; left NULL when the
  * run does not fit one. */
 void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a);
+/* Where a recipe puts each field it writes, in ascending field order: the
+ * components comp[0..n) joined by `sep`, then `rest` (n == 0: the whole
+ * field is `rest`), `len` bytes in all; bit k of `padded`: comp[k] (or, with
+ * n == 0, rest) is padded (CAD__PAD).  comp is valid during the call only.
+ * Returns 0 or an error. */
+typedef int (*cad__field_sink_t)(void *ctx, uint32_t seg, int field, const cad_str_t *comp,
+                                 uint32_t n, uint32_t padded, char sep, cad_str_t rest, size_t len);
 /* Apply a recipe to segment `seg` of e->m, which has the standard delimiters:
- * its fields put back into e->ov, or the tree when there is no overlay.  0,
- * or CAD__REDO (nothing reported) when the fused form cannot do it. */
-int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg);
+ * its fields go to `sink` (NULL: put back into e->ov, or into the tree when
+ * there is no overlay).  0, or CAD__REDO (nothing reported) when the fused
+ * form cannot do it. */
+int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
+                      cad__field_sink_t sink, void *ctx);
+/* About how many bytes recipe r adds to segment `seg` of message m (a
+ * hint for the output's size). */
+size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg);
 /* Split field text t at the component separator cs up to the first
  * repetition separator rs (0: not declared, splits nothing) into
  * components (cp[k], cl[k]) for k < *n, at most CAD__WS_COMPS (else

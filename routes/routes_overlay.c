@@ -74,6 +74,7 @@ int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int
   f->ncomp = ncomp;
   f->comp = comp;
   f->padded = padded;
+  f->len = len;
   f->sep = sep;
   f->rest = rest;
   ov->extra += len + (size_t)field;
@@ -82,17 +83,37 @@ int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int
 }
 
 /* The output being written: bytes of the input that follow one another are
- * gathered (cp, clen) and copied in one piece. */
+ * gathered (cp, clen) and copied in one piece.  The buffer grows when a
+ * recipe applied now (cad__step_t.defer) writes more than its hint. */
 typedef struct wr {
   char *buf; /* with WR_SLACK bytes of room after the output */
-  size_t o;
+  size_t o, cap;
   const char *cp;
   size_t clen;
   const char *in_end; /* the end of the input */
+  cad_arena_t *a;
+  bool nomem;
+  uint32_t fields; /* fields written anew */
 } wr_t;
 
 #define WR_CHUNK 32
 #define WR_SLACK WR_CHUNK /* >= CAD__PAD */
+
+/* Room for n more bytes (and the slack): false when out of memory. */
+static inline bool wr_room(wr_t *w, size_t n) {
+  if (w->o + n + WR_SLACK <= w->cap) return true;
+  if (w->nomem) return false;
+  size_t cap = (w->o + n + WR_SLACK) * 2;
+  char *b = cad_arena_alloc(w->a, cap);
+  if (!b) {
+    w->nomem = true;
+    return false;
+  }
+  memcpy(b, w->buf, w->o);
+  w->buf = b;
+  w->cap = cap;
+  return true;
+}
 
 /* The stretches of input between edits are short and of every length: copied
  * WR_CHUNK bytes at a time, the last move running past their end (into the
@@ -100,12 +121,12 @@ typedef struct wr {
  * length as memcpy's size classes do; near the end of the input, memcpy. */
 static inline void wr_flush(wr_t *w) {
   size_t n = w->clen;
-  if (n && (size_t)(w->in_end - w->cp) >= ((n + WR_CHUNK - 1) & ~(size_t)(WR_CHUNK - 1))) {
-    for (size_t k = 0; k < n; k += WR_CHUNK) memcpy(w->buf + w->o + k, w->cp + k, WR_CHUNK);
-  } else if (n) {
-    memcpy(w->buf + w->o, w->cp, n);
+  if (n && wr_room(w, n)) {
+    if ((size_t)(w->in_end - w->cp) >= ((n + WR_CHUNK - 1) & ~(size_t)(WR_CHUNK - 1)))
+      for (size_t k = 0; k < n; k += WR_CHUNK) memcpy(w->buf + w->o + k, w->cp + k, WR_CHUNK);
+    else memcpy(w->buf + w->o, w->cp, n);
+    w->o += n;
   }
-  w->o += n;
   w->cp = NULL;
   w->clen = 0;
 }
@@ -124,11 +145,11 @@ static inline void wr_input(wr_t *w, const char *p, size_t n) {
 /* New bytes. */
 static inline void wr_new(wr_t *w, const char *p, size_t n) {
   wr_flush(w);
-  w->o += cad_copy_small(w->buf + w->o, p, n);
+  if (wr_room(w, n)) w->o += cad_copy_small(w->buf + w->o, p, n);
 }
 
 /* Where pieces of the input may be read CAD__PAD bytes at a time: from `in`
- * up to `in + lim` (lim = SIZE_MAX: nowhere). */
+ * up to `in + lim` (in = UINTPTR_MAX: nowhere). */
 typedef struct inrange {
   uintptr_t in, lim;
 } inrange_t;
@@ -152,67 +173,103 @@ static inline char *put_piece(char *o, const char *p, size_t n, bool padded, inr
   return o + cad_copy_small(o, p, n);
 }
 
-/* The new text of field edit f. */
-static inline void wr_edit(wr_t *w, const cad__fedit_t *f, inrange_t r) {
-  if (!f->ncomp) {
-    wr_new(w, f->text.p, f->text.len);
-    return;
-  }
+/* A field's new text, comp[0..n) joined by sep then rest (n == 0: rest
+ * alone), len bytes in all. */
+static inline void wr_comps(wr_t *w, const cad_str_t *comp, uint32_t n, uint32_t padded, char sep,
+                            cad_str_t rest, size_t len, inrange_t r) {
   wr_flush(w);
+  if (!wr_room(w, len)) return;
   char *o = w->buf + w->o;
-  o = put_piece(o, f->comp[0].p, f->comp[0].len, f->padded & 1, r);
-  for (uint32_t k = 1; k < f->ncomp; k++) {
-    *o++ = f->sep;
-    o = put_piece(o, f->comp[k].p, f->comp[k].len, (f->padded >> k) & 1, r);
+  if (n) {
+    o = put_piece(o, comp[0].p, comp[0].len, padded & 1, r);
+    for (uint32_t k = 1; k < n; k++) {
+      *o++ = sep;
+      o = put_piece(o, comp[k].p, comp[k].len, (padded >> k) & 1, r);
+    }
+    padded = 0;
   }
-  o = put_piece(o, f->rest.p, f->rest.len, false, r);
+  o = put_piece(o, rest.p, rest.len, padded & 1, r);
   w->o = (size_t)(o - w->buf);
+}
+
+/* Segment s being written with edits, field after field. */
+typedef struct segw {
+  wr_t *w;
+  const cad_hl7_seg_t *s;
+  const char *pos; /* input written up to here */
+  uint32_t nf;     /* fields the output has so far */
+  inrange_t r;
+} segw_t;
+
+/* Field `field` of the segment becomes (comp, n, ..., rest): a
+ * cad__field_sink_t, fields given in ascending order. */
+static int seg_field(void *ctx, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
+                     uint32_t padded, char sep, cad_str_t rest, size_t len) {
+  (void)seg;
+  segw_t *g = ctx;
+  const cad_hl7_seg_t *s = g->s;
+  const char *end = s->raw.p + s->raw.len;
+  /* Spans are numbered as stored: a header's field n is span n - 1. */
+  uint32_t idx = s->header ? (uint32_t)field - 1 : (uint32_t)field;
+  if (idx < s->nfields) {
+    cad_str_t sp = s->fields[idx];
+    wr_input(g->w, g->pos, (size_t)(sp.p - g->pos));
+    g->pos = sp.p + sp.len;
+  } else {
+    /* Beyond the segment's last field: empty fields up to it. */
+    wr_input(g->w, g->pos, (size_t)(end - g->pos));
+    g->pos = end;
+    wr_flush(g->w);
+    if (!wr_room(g->w, idx + 1 - (g->nf < idx + 1 ? g->nf : idx + 1))) return CAD_E_NOMEM;
+    for (; g->nf <= idx; g->nf++) g->w->buf[g->w->o++] = s->d.field;
+  }
+  wr_comps(g->w, comp, n, padded, sep, rest, len, g->r);
+  g->w->fields++;
+  return g->w->nomem ? CAD_E_NOMEM : 0;
 }
 
 /* Segment s with its edits se (sorted by field). */
 static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se, inrange_t r) {
-  const char *pos = s->raw.p, *end = s->raw.p + s->raw.len;
-  uint32_t nf = s->nfields;
+  segw_t g = {w, s, s->raw.p, s->nfields, r};
   for (uint32_t k = 0; k < se->n; k++) {
     const cad__fedit_t *f = &se->f[k];
-    /* Spans are numbered as stored: a header's field n is span n - 1. */
-    uint32_t idx = s->header ? (uint32_t)f->field - 1 : (uint32_t)f->field;
-    if (idx < s->nfields) {
-      cad_str_t sp = s->fields[idx];
-      wr_input(w, pos, (size_t)(sp.p - pos));
-      wr_edit(w, f, r);
-      pos = sp.p + sp.len;
-      continue;
-    }
-    /* Beyond the segment's last field: empty fields up to it. */
-    wr_input(w, pos, (size_t)(end - pos));
-    pos = end;
-    wr_flush(w);
-    for (; nf <= idx; nf++) w->buf[w->o++] = s->d.field;
-    wr_edit(w, f, r);
+    if (f->ncomp) seg_field(&g, 0, f->field, f->comp, f->ncomp, f->padded, f->sep, f->rest, f->len);
+    else seg_field(&g, 0, f->field, NULL, 0, 0, 0, f->text, f->text.len);
   }
-  wr_input(w, pos, (size_t)(end - pos));
+  wr_input(w, g.pos, (size_t)(s->raw.p + s->raw.len - g.pos));
 }
 
-int cad__overlay_serialize(const cad__overlay_t *ov, cad_arena_t *a, cad_str_t *out) {
+int cad__overlay_serialize(const cad__overlay_t *ov, cad__ev_t *e, cad_str_t *out) {
   const cad_hl7_msg_t *m = ov->m;
-  if (!ov->any) return cad_routes_serialize(m, a, out);
+  if (!ov->any) return cad_routes_serialize(m, e->a, out);
   /* Every segment and its terminator come from distinct bytes of the input
    * (the last may lack its terminator): input + 1, plus what edits add. */
-  size_t cap = m->input.len + 1 + ov->extra;
+  size_t cap = m->input.len + 1 + ov->extra + WR_SLACK;
   const char *in_end = m->input.p + m->input.len;
-  wr_t w = {cad_arena_alloc(a, cap + WR_SLACK), 0, NULL, 0, in_end};
+  wr_t w = {cad_arena_alloc(e->a, cap), 0, cap, NULL, 0, in_end, e->a, false, 0};
   if (!w.buf) return CAD_E_NOMEM;
   inrange_t r = inrange_of(m);
   for (uint32_t i = 0; i < m->nsegs; i++) {
     const cad_hl7_seg_t *s = &m->segs[i];
-    if (ov->segs[i].n) write_edited(&w, s, &ov->segs[i], r);
-    else wr_input(&w, s->raw.p, s->raw.len);
+    const cad__segedits_t *se = &ov->segs[i];
+    if (se->recipe) {
+      segw_t g = {&w, s, s->raw.p, s->nfields, r};
+      if (cad__recipe_apply(e, se->recipe, i, seg_field, &g)) return CAD__REDO;
+      wr_input(&w, g.pos, (size_t)(s->raw.p + s->raw.len - g.pos));
+    } else if (se->n) {
+      write_edited(&w, s, se, r);
+    } else {
+      wr_input(&w, s->raw.p, s->raw.len);
+    }
     const char *t = s->raw.p + s->raw.len;
     if (t < in_end && *t == '\r') wr_input(&w, t, 1);
     else wr_new(&w, "\r", 1);
   }
   wr_flush(&w);
+  if (w.nomem) return CAD_E_NOMEM;
+  /* Recipes applied now that changed nothing: the message as it came, as
+   * an unchanged tree is written. */
+  if (!w.fields) return cad_routes_serialize(m, e->a, out);
   out->p = w.buf;
   out->len = w.o;
   return 0;

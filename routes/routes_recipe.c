@@ -78,8 +78,10 @@ typedef struct rout {
 
 struct cad__recipe {
   uint32_t nops, nouts, nslots, nconsts;
-  int field[CAD__WS_FIELDS];  /* the field of each slot */
-  bool whole[CAD__WS_FIELDS]; /* a slot written whole: read as text, not split */
+  size_t extra;                  /* hint: bytes added besides copies */
+  uint32_t refs[CAD__WS_FIELDS]; /* hint: components copied from each slot */
+  int field[CAD__WS_FIELDS];     /* the field of each slot */
+  bool whole[CAD__WS_FIELDS];    /* a slot written whole: read as text, not split */
   rop_t *ops;
   rout_t *outs;
   cad_str_t *consts;
@@ -283,9 +285,36 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
     memset(c + p->consts[k].len, 0, CAD__PAD);
     r->consts[k] = (cad_str_t){c, p->consts[k].len};
   }
-  rout_t *o = r->outs;
+  /* What an occurrence may add (a hint for the output's size): values at
+   * most three times as long once escaped, and separators. */
+  for (uint32_t i = 0; i < p->nops; i++) {
+    const cad__step_t *t = p->ops[i].st;
+    size_t most = t->value.len;
+    if (p->ops[i].kind == R_MAP)
+      for (size_t k = 0; k < t->table->n; k++)
+        most = t->table->vlen[k] > most ? t->table->vlen[k] : most;
+    if (p->ops[i].kind == R_DATE) most = (t->fmt ? strlen(t->fmt) * 6 : 0) + 40;
+    r->extra += most * 3;
+  }
+  for (uint32_t k = 0; k < p->nconsts; k++) r->extra += p->consts[k].len;
+  for (uint32_t s = 0; s < p->nslots; s++) {
+    r->extra += p->nlay[s];
+    for (uint32_t c = 0; c < p->nlay[s]; c++)
+      if (p->now[s][c].kind == V_ORIG) r->refs[p->now[s][c].slot]++;
+  }
+  /* The fields written in ascending order (the output is written in that
+   * order, routes_overlay.c). */
+  int order[CAD__WS_FIELDS];
+  uint32_t no = 0;
   for (uint32_t s = 0; s < p->nslots; s++) {
     if (!p->written[s]) continue;
+    uint32_t j = no++;
+    for (; j > 0 && p->field[order[j - 1]] > p->field[s]; j--) order[j] = order[j - 1];
+    order[j] = (int)s;
+  }
+  rout_t *o = r->outs;
+  for (uint32_t j = 0; j < no; j++) {
+    uint32_t s = (uint32_t)order[j];
     memset(o, 0, sizeof *o);
     o->slot = (uint8_t)s;
     o->whole = p->whole[s];
@@ -297,6 +326,15 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
     o++;
   }
   st->recipe = r;
+}
+
+size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg) {
+  size_t n = r->extra;
+  for (uint32_t s = 0; s < r->nslots; s++) {
+    cad_str_t t;
+    if (r->refs[s] && cad_hl7_field(&m->segs[seg], r->field[s], &t)) n += r->refs[s] * t.len;
+  }
+  return n;
 }
 
 /* ---- applying ----------------------------------------------------------- */
@@ -435,11 +473,18 @@ static inline bool value(const struct cad__recipe *r, const rfield_t *f, const r
   }
 }
 
-/* Put field `field` of segment `seg` back as components comp[0..n) and
- * rest: into the overlay, or joined into the tree. */
-static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
+/* The sink of cad__recipe_apply() when none is given: the field into the
+ * overlay (its components copied to the arena), or joined into the tree. */
+static int put_back(void *ctx, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
                     uint32_t padded, char cs, cad_str_t rest, size_t len) {
-  if (e->ov) return cad__overlay_put_comps(e->ov, e->a, seg, field, comp, n, padded, cs, rest, len);
+  cad__ev_t *e = ctx;
+  if (n == 0 && e->ov) return cad__overlay_put(e->ov, e->a, seg, field, rest);
+  if (e->ov) {
+    cad_str_t *c = cad_arena_alloc(e->a, n * sizeof *c);
+    if (!c) return CAD_E_NOMEM;
+    memcpy(c, comp, n * sizeof *c);
+    return cad__overlay_put_comps(e->ov, e->a, seg, field, c, n, padded, cs, rest, len);
+  }
   char *b = cad_arena_alloc(e->a, len + 1), *o = b;
   if (!b) return CAD_E_NOMEM;
   for (uint32_t k = 0; k < n; k++) {
@@ -452,15 +497,9 @@ static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp
   return rc < 0 ? rc : 0;
 }
 
-/* Put field `field` of segment `seg` back as text t. */
-static int put_text(cad__ev_t *e, uint32_t seg, int field, cad_str_t t) {
-  if (e->ov) return cad__overlay_put(e->ov, e->a, seg, field, t);
-  cad_hl7_path_t whole = {.field = field};
-  int rc = cad_hl7_seg_set(e->m, seg, &whole, 0, t.p, t.len, CAD_HL7_SET_RAW);
-  return rc < 0 ? rc : 0;
-}
-
-int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg) {
+int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
+                      cad__field_sink_t sink, void *ctx) {
+  if (!sink) sink = put_back, ctx = e;
   const cad_hl7_delims_t *d = &e->m->segs[seg].d;
   rfield_t f[CAD__WS_FIELDS];
   regs_t g;
@@ -491,14 +530,13 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg) {
     if (!o->always && !dirty[o->slot]) continue;
     if (o->whole) {
       cad_str_t t;
-      value(r, f, &g, o->text, &t.p, &t.len);
-      if (put_text(e, seg, r->field[o->slot], t)) return CAD__REDO;
+      bool pad = value(r, f, &g, o->text, &t.p, &t.len);
+      if (sink(ctx, seg, r->field[o->slot], NULL, 0, pad, d->comp, t, t.len)) return CAD__REDO;
       continue;
     }
     const rfield_t *src = &f[o->slot];
     uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp, padded = 0;
-    cad_str_t *comp = cad_arena_alloc(e->a, n * sizeof *comp);
-    if (!comp) return CAD__REDO;
+    cad_str_t comp[CAD__WS_COMPS];
     size_t len = n - 1 + src->rest.len;
     uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
     for (; c < nlay; c++) {
@@ -513,7 +551,7 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg) {
     padded |= src->padded & ~((nlay < 32 ? 1u << nlay : 0u) - 1u) &
               (src->ncomp < 32 ? (1u << src->ncomp) - 1u : ~0u);
     for (; c < n; c++) comp[c].p = "", comp[c].len = 0;
-    if (put_back(e, seg, r->field[o->slot], comp, n, padded, d->comp, src->rest, len))
+    if (sink(ctx, seg, r->field[o->slot], comp, n, padded, d->comp, src->rest, len))
       return CAD__REDO;
   }
   return 0;

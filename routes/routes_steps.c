@@ -914,7 +914,13 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
   for (int i; (i = occ_next(e->m, p, &it)) >= 0;) {
     any = true;
     if (st->recipe && cad__std_delims(&e->m->segs[i].d)) {
-      if (cad__recipe_apply(e, st->recipe, (uint32_t)i)) return CAD__REDO;
+      if (st->defer && e->ov) {
+        /* Applied while the output is written: no edits kept. */
+        cad__overlay_defer(e->ov, (uint32_t)i, st->recipe,
+                           cad__recipe_hint(st->recipe, e->m, (uint32_t)i));
+        continue;
+      }
+      if (cad__recipe_apply(e, st->recipe, (uint32_t)i, NULL, NULL)) return CAD__REDO;
       continue;
     }
     ws.seg = (uint32_t)i;
@@ -1070,6 +1076,7 @@ void cad__route_plan(cad__route_t *rt, cad_arena_t *a) {
     st->cop = 0;
     st->comps_only = false;
     st->recipe = NULL;
+    st->defer = false;
     for (size_t k = 0; k < st->tpl.n; k++) st->tpl.parts[k].slot = -1;
   }
   for (size_t i = 0; i < rt->nsteps;) {
@@ -1093,6 +1100,15 @@ void cad__route_plan(cad__route_t *rt, cad_arena_t *a) {
     i = j;
   }
   rt->overlay = overlay_ok(rt);
+  /* A recipe whose segment no other run of the route edits can wait until
+   * the output is written (nothing else reads what it writes). */
+  for (size_t i = 0; rt->overlay && i < rt->nsteps; i += rt->steps[i].fuse) {
+    cad__step_t *st = &rt->steps[i];
+    bool alone = st->recipe != NULL;
+    for (size_t j = 0; alone && j < rt->nsteps; j += rt->steps[j].fuse)
+      alone = j == i || rt->steps[j].path.p.segid != st->path.p.segid;
+    st->defer = alone;
+  }
 }
 
 int cad__steps_apply(cad__ev_t *e, const cad__route_t *rt, bool fused, size_t *failed) {
