@@ -350,10 +350,9 @@ typedef struct cad__fedit {
 
 typedef struct cad__segedits {
   uint32_t n, cap;
-  cad__fedit_t *f;                  /* sorted by field: &one, or an arena array */
+  cad__fedit_t *f;                  /* sorted by field, an arena array */
   const struct cad__recipe *recipe; /* applied when the output is written
                                        (cad__step_t.defer); then n == 0 */
-  cad__fedit_t one;                 /* room for the first edit (most segments have one) */
 } cad__segedits_t;
 
 typedef struct cad__overlay {

@@ -36,20 +36,15 @@ static cad__fedit_t *edit_of(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, i
   uint32_t i = 0;
   while (i < se->n && se->f[i].field < field) i++;
   if (i < se->n && se->f[i].field == field) return &se->f[i];
-  if (se->n == 0) {
-    se->f = &se->one;
-    se->cap = 1;
-  } else {
-    if (se->n == se->cap) {
-      uint32_t cap = se->cap * 4;
-      cad__fedit_t *nf = cad_arena_alloc(a, cap * sizeof *nf);
-      if (!nf) return NULL;
-      memcpy(nf, se->f, se->n * sizeof *nf);
-      se->f = nf;
-      se->cap = cap;
-    }
-    memmove(&se->f[i + 1], &se->f[i], (se->n - i) * sizeof *se->f);
+  if (se->n == se->cap) {
+    uint32_t cap = se->cap ? se->cap * 4 : 2;
+    cad__fedit_t *nf = cad_arena_alloc(a, cap * sizeof *nf);
+    if (!nf) return NULL;
+    if (se->n) memcpy(nf, se->f, se->n * sizeof *nf);
+    se->f = nf;
+    se->cap = cap;
   }
+  memmove(&se->f[i + 1], &se->f[i], (se->n - i) * sizeof *se->f);
   se->n++;
   se->f[i].field = field;
   return &se->f[i];
