@@ -78,10 +78,10 @@ typedef struct rout {
 
 struct cad__recipe {
   uint32_t nops, nouts, nslots, nconsts;
-  size_t extra;                  /* hint: bytes added besides copies */
-  uint32_t refs[CAD__WS_FIELDS]; /* hint: components copied from each slot */
-  int field[CAD__WS_FIELDS];     /* the field of each slot */
-  bool whole[CAD__WS_FIELDS];    /* a slot written whole: read as text, not split */
+  size_t extra;               /* hint: bytes added besides copies */
+  uint32_t nrefs;             /* hint: components copied */
+  int field[CAD__WS_FIELDS];  /* the field of each slot */
+  bool whole[CAD__WS_FIELDS]; /* a slot written whole: read as text, not split */
   rop_t *ops;
   rout_t *outs;
   cad_str_t *consts;
@@ -299,8 +299,7 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
   for (uint32_t k = 0; k < p->nconsts; k++) r->extra += p->consts[k].len;
   for (uint32_t s = 0; s < p->nslots; s++) {
     r->extra += p->nlay[s];
-    for (uint32_t c = 0; c < p->nlay[s]; c++)
-      if (p->now[s][c].kind == V_ORIG) r->refs[p->now[s][c].slot]++;
+    for (uint32_t c = 0; c < p->nlay[s]; c++) r->nrefs += p->now[s][c].kind == V_ORIG;
   }
   /* The fields written in ascending order (the output is written in that
    * order, routes_overlay.c). */
@@ -329,12 +328,9 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
 }
 
 size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg) {
-  size_t n = r->extra;
-  for (uint32_t s = 0; s < r->nslots; s++) {
-    cad_str_t t;
-    if (r->refs[s] && cad_hl7_field(&m->segs[seg], r->field[s], &t)) n += r->refs[s] * t.len;
-  }
-  return n;
+  /* A copy is at most as long as the segment (not looked up field by field:
+   * this is only the output's first size). */
+  return r->extra + r->nrefs * m->segs[seg].raw.len;
 }
 
 /* ---- applying ----------------------------------------------------------- */
