@@ -287,6 +287,11 @@ static int regex_replace(cad__ev_t *e, const cad__step_t *st, cad_str_t v, cad_s
 }
 
 static size_t put_num(char *b, int v, int width) {
+  if (width == 2 && v >= 0 && v < 100) {
+    b[0] = (char)('0' + v / 10);
+    b[1] = (char)('0' + v % 10);
+    return 2;
+  }
   for (int k = width - 1; k >= 0; k--) {
     b[k] = (char)('0' + v % 10);
     v /= 10;

@@ -7,6 +7,12 @@
 #include "hl7.h"
 
 static bool digits(const char *p, int n, int *v) {
+  if (n == 2) {
+    /* The usual width, without a loop (every part but the year). */
+    unsigned a = (unsigned)(unsigned char)p[0] - '0', b = (unsigned)(unsigned char)p[1] - '0';
+    *v = (int)(a * 10 + b);
+    return a <= 9 && b <= 9;
+  }
   int x = 0;
   for (int i = 0; i < n; i++) {
     if (p[i] < '0' || p[i] > '9') return false;
