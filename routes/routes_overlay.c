@@ -9,10 +9,19 @@
  * parts of a segment around a changed field) are copied as one piece each,
  * where a tree edited in place is written field by field.
  *
+ * A segment edited only by a recipe run that no other run of the route
+ * touches (cad__step_t.defer) keeps no edits at all: the recipe is applied
+ * here, while the segment is written, each field it writes going straight
+ * into the output (routes_recipe.c).  Short pieces are copied with
+ * fixed-size moves where enough bytes may be read (inside the input, or
+ * padded: CAD__PAD), since their lengths change from one segment to the next
+ * and branches on them are mispredicted.
+ *
  * Same bytes as cad_hl7_serialize_span() of the tree edited with
  * cad_hl7_seg_set(): every segment followed by \r, a field beyond the last
- * one after empty fields, the rest as received.  The tests and the route
- * fuzzer compare the two (cad_routes_set_stepwise).
+ * one after empty fields, the rest as received; nothing changed: the input as
+ * cad_routes_serialize() gives it.  The tests and the route fuzzer compare
+ * the two (cad_routes_set_stepwise).
  */
 #include <string.h>
 

@@ -1,21 +1,24 @@
-/* routes_recipe.c - a run of component-level steps compiled once into a
- * recipe: what every component of every field it writes ends up being.
+/* routes_recipe.c - a fused run compiled once into a recipe: what every
+ * component of every field it writes ends up being.
  *
- * A fused run whose every step sets, copies or maps a component of its
- * segment's fields (cad__step_t.comps_only, e.g. the five OBX steps of
- * examples/lab-to-ehr) is, for one occurrence, a fixed function of the
- * components the occurrence has when the run starts.  cad__recipe_plan()
- * works that function out from the steps, once, when the routes are compiled:
- * a short list of values to compute per occurrence (registers: a component as
- * read, a `set` value, a `map` of another register) and, for every field
- * written, which register each component becomes.  cad__recipe_apply() then
- * takes each field apart once, computes the registers in order, and hands the
- * components to the overlay as they are (routes_overlay.c writes them straight
- * into the output), without a step-by-step pass over each component, without
- * joining the field into a new buffer first.
+ * A fused run whose steps set, copy or map components of its segment's
+ * fields (e.g. the five OBX steps of examples/lab-to-ehr), or write a whole
+ * field no other step of the run uses (a `set` value, a `format_date`: the
+ * MSH-5/6 and OBR-7 steps) is, for one occurrence, a fixed function of the
+ * fields the occurrence has when the run starts.  cad__recipe_plan() works
+ * that function out from the steps, once, when the routes are compiled: a
+ * short list of values computed per occurrence (registers: a `map` of a
+ * value, a `format_date` of a field, a `set` value that needs escaping) and,
+ * for every field written, where each component comes from (a component as
+ * read, a constant, a register).  cad__recipe_apply() takes each field apart
+ * once, computes the registers in order, and hands every written field, as
+ * its components, to a sink: the overlay (routes_overlay.c), or the output
+ * itself when the overlay applies the recipe while writing it
+ * (cad__step_t.defer), or the tree.
  *
- * Why the result is what applying the steps in order gives (comps_steps() in
- * routes_steps.c, itself checked against the step-by-step path):
+ * Why the result is what applying the steps in order gives (comps_steps() and
+ * fused_step() in routes_steps.c, themselves checked against the step-by-step
+ * path):
  *   - each step's effect on a component is recorded symbolically in step
  *     order, so a step reads what earlier steps of the run wrote;
  *   - a component beyond those the field has reads as empty text, which is
@@ -23,14 +26,15 @@
  *     component is empty too);
  *   - a field written by a `set` or a copy has afterwards max(components it
  *     had, highest component written) components; a `map` never adds one;
- *   - a field is put back when a `set` or a copy writes it, or a `map`
- *     changed it (as comps_steps() marks it dirty).
- * Whatever the recipe cannot do as comps_steps() would (a field of more than
+ *   - a field is put back when a `set` or a copy writes it, or a `map` or a
+ *     `format_date` changed it (as comps_steps() marks it dirty).
+ * Whatever the recipe cannot do as those would (a field of more than
  * CAD__WS_COMPS components, a code a `default: reject` map refuses, a value
- * that does not decode) returns CAD__REDO, and the route is applied step by
- * step, which reports errors.  The recipe runs only on segments with the
- * standard delimiters; others take comps_steps().  The tests and the route
- * fuzzer compare with the step-by-step path (cad_routes_set_stepwise).
+ * that does not decode, a date that is not one) returns CAD__REDO, and the
+ * route is applied step by step, which reports errors.  The recipe runs only
+ * on segments with the standard delimiters; others take comps_steps().  The
+ * tests (tests/unit/routes/test_recipe.c) and the route fuzzer compare with
+ * the step-by-step path (cad_routes_set_stepwise).
  */
 #include <string.h>
 
