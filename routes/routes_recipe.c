@@ -244,6 +244,7 @@ static bool plan_step(plan_t *p, const cad__step_t *st) {
       break;
     }
     case COP_MAP:
+      if (!st->table) return false; /* a table that was not found: the routes are refused */
       v = new_reg(p,
                   (rop_t){.kind = R_MAP, .slot = (uint8_t)s, .arg = value_of(p, s, c), .st = st});
       break;
@@ -294,7 +295,7 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
   for (uint32_t i = 0; i < p->nops; i++) {
     const cad__step_t *t = p->ops[i].st;
     size_t most = t->value.len;
-    if (p->ops[i].kind == R_MAP)
+    if (p->ops[i].kind == R_MAP && t->table)
       for (size_t k = 0; k < t->table->n; k++)
         most = t->table->vlen[k] > most ? t->table->vlen[k] : most;
     if (p->ops[i].kind == R_DATE) most = (t->fmt ? strlen(t->fmt) * 6 : 0) + 40;
