@@ -24,6 +24,21 @@
  * cad_hl7_serialize_span() does. */
 static bool cr_only(const cad_hl7_msg_t *m) {
   const char *at = m->input.p, *end = m->input.p + m->input.len;
+  /* The usual layout first: segments one after the other from the first
+   * byte, each ended by a single \r. */
+  const cad_hl7_seg_t *s = m->segs;
+  uint32_t n = m->nsegs, k = 0;
+  if (n && s[0].raw.p == at)
+    for (; k + 1 < n; k++) {
+      const char *t = s[k].raw.p + s[k].raw.len;
+      if (t + 1 != s[k + 1].raw.p || *t != '\r') break;
+    }
+  if (n && s[0].raw.p == at && k + 1 == n) {
+    const char *t = s[k].raw.p + s[k].raw.len;
+    for (; t < end; t++)
+      if (*t == '\n') return false;
+    return true;
+  }
   for (uint32_t i = 0; i <= m->nsegs; i++) {
     const char *to = i < m->nsegs ? m->segs[i].raw.p : end;
     for (; at < to; at++)
