@@ -286,7 +286,7 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
     /* Padded (CAD__PAD), for the output's fixed-size moves. */
     char *c = cad_arena_alloc(a, p->consts[k].len + CAD__PAD);
     if (!c) return;
-    memcpy(c, p->consts[k].p, p->consts[k].len);
+    if (p->consts[k].len) memcpy(c, p->consts[k].p, p->consts[k].len); /* an empty one: NULL */
     memset(c + p->consts[k].len, 0, CAD__PAD);
     r->consts[k] = (cad_str_t){c, p->consts[k].len};
   }

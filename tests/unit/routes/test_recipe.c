@@ -130,8 +130,8 @@ static const char *const msgs[] = {
     "OBX|1|NM|K^a^b^c^d^e^f^g^h^i^j^k^l^m^n^o^p^q^r^s^t^u^v^w^x^y^z^1^2^3^4^5^6^7^8||1\r"
     "OBX|2|NM|G",
     /* other delimiters: no recipe, the step-by-step fused form */
-    "MSH$%~\\&$A$B$$$2024$$ORU%R01$C4$P$2.5\rOBR$1$O$F$P$$$20240305\r"
-    "OBX$1$NM$GLU%Glucose%L$$98\rOBX$2$NM$K%P$$4.1\r",
+    ("MSH$%~\\&$A$B$$$2024$$ORU%R01$C4$P$2.5\rOBR$1$O$F$P$$$20240305\r"
+     "OBX$1$NM$GLU%Glucose%L$$98\rOBX$2$NM$K%P$$4.1\r"),
     /* only MSH and one OBX whose field 3 is absent */
     "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C5|P|2.5\rOBX|1|NM\r",
 };
