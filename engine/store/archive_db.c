@@ -157,7 +157,8 @@ void cad__arch_fields(const char *p, size_t len, cad__arch_fields_t *out) {
 /* ---- header combinations (hdr) ------------------------------------------ */
 
 /* A combination's key: each of the four values as a length byte and its
- * bytes (a value of 256 bytes or more is not cached: looked up each time). */
+ * bytes, HKEY_CAP bytes at most (a longer key is not cached: looked up each
+ * time). */
 #define CAD__ARCH_HSLOTS 512
 #define HKEY_CAP 242
 struct cad__arch_hslot {
@@ -215,29 +216,19 @@ static int upgrade(sqlite3 *db) {
   /* msg_hdr only in a file without the four header indexes (a new one): an
    * older file is searched through those, and building msg_hdr there would
    * read its every row for an index never used. */
-  sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name='msg_type'", -1, &s, NULL) !=
-      SQLITE_OK)
-    return sql_err(db);
-  bool older = sqlite3_step(s) == SQLITE_ROW;
-  sqlite3_finalize(s);
-  if (older) return 0;
+  if (cad__arch_has(db, "msg_type")) return 0;
   return sqlite3_exec(db, "CREATE INDEX IF NOT EXISTS msg_hdr ON msg(hdr, id)", NULL, NULL, NULL) ==
                  SQLITE_OK
              ? 0
              : sql_err(db);
 }
 
-/* Whether db indexes the header fields through hdr alone (see the struct). */
-static bool hdr_only(sqlite3 *db) {
+bool cad__arch_has(sqlite3 *db, const char *name) {
   sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db,
-                         "SELECT (SELECT count(*) FROM sqlite_master WHERE name='msg_hdr'),"
-                         " (SELECT count(*) FROM sqlite_master WHERE name='msg_type')",
-                         -1, &s, NULL) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name=?", -1, &s, NULL) != SQLITE_OK)
     return false;
-  bool yes = sqlite3_step(s) == SQLITE_ROW && sqlite3_column_int(s, 0) == 1 &&
-             sqlite3_column_int(s, 1) == 0;
+  sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+  bool yes = sqlite3_step(s) == SQLITE_ROW;
   sqlite3_finalize(s);
   return yes;
 }
@@ -317,7 +308,8 @@ int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
       goto fail;
     }
   }
-  d->hdr_only = hdr_only(d->db);
+  /* (see the struct) */
+  d->hdr_only = cad__arch_has(d->db, "msg_hdr") && !cad__arch_has(d->db, "msg_type");
   *out = d;
   return 0;
 fail:
@@ -391,7 +383,7 @@ static int step_done(sqlite3 *db, sqlite3_stmt *s) {
 /* ---- header combinations: the writer's lookup -------------------------- */
 
 static bool hkey_put(char *key, size_t *n, const char *p, size_t len) {
-  if (len > 255 || *n + 1 + len > HKEY_CAP) return false;
+  if (*n + 1 + len > HKEY_CAP) return false; /* so len < 256: it fits its byte */
   key[(*n)++] = (char)len;
   if (len) memcpy(key + *n, p, len);
   *n += len;
@@ -488,7 +480,6 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
   if (rc == 0) rc = hdr_id(d, m->channel, f->type, f->msh[4], f->msh[6], &hid);
   if (rc < 0) {
     sqlite3_clear_bindings(s);
-    forget_hdr(d);
     return rc;
   }
   sqlite3_bind_int64(s, 24, hid);
@@ -531,7 +522,6 @@ int cad__arch_db_insert(cad__arch_db_t *d, const cad__arch_msg_t *m) {
       rc = cad__arch_db_attempt(d, m->qids[i], m->seqs[i], CAD_ARCH_DELIVERED, m->att_detail[i],
                                 m->att_t[i], NULL, false);
   }
-  if (rc < 0) forget_hdr(d);
   return rc;
 }
 
@@ -603,12 +593,12 @@ int cad__arch_db_attempt(cad__arch_db_t *d, uint16_t qid, uint64_t seq, cad_arch
                          const char *detail, int64_t t_ms, const char *name, bool create) {
   static const char *const state[] = {"delivered", "retrying", "failed", "dead"};
   static const char *const outcome[] = {"delivered", "retry", "failed", "dead"};
-  if (tx_alive(d) < 0) return CAD_E_IO;
+  int rc = tx_alive(d);
+  if (rc < 0) return rc;
   int inc = what == CAD_ARCH_DEAD ? 0 : 1;
   /* One statement finds and updates the delivery row (RETURNING gives its
    * attempts); only a row not there yet takes the insert and a second try. */
   int64_t before = -1; /* attempts recorded so far */
-  int rc;
   for (int pass = 0; pass < 2 && before < 0; pass++) {
     if (pass == 1) {
       if (!create) return CAD_E_NOTFOUND;

@@ -65,6 +65,9 @@ typedef struct cad__arch_db {
   cad__arch_hslot_t *hcache;
 } cad__arch_db_t;
 
+/* Whether db has a table or index of that name. */
+bool cad__arch_has(sqlite3 *db, const char *name);
+
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
                       cad__arch_db_t **out);
 void cad__arch_db_close(cad__arch_db_t *db);

@@ -208,18 +208,6 @@ static const char *col(sqlite3_stmt *s, int i) {
   return t ? (const char *)t : "";
 }
 
-/* Whether db has the fts table (created with the first message of a
- * channel with fts on). */
-static bool has_fts(sqlite3 *db) {
-  sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name='fts'", -1, &s, NULL) !=
-      SQLITE_OK)
-    return false;
-  bool yes = sqlite3_step(s) == SQLITE_ROW;
-  sqlite3_finalize(s);
-  return yes;
-}
-
 /* The statement being put together for one file. */
 typedef struct {
   char *sql; /* owned (malloc'd), cap bytes */
@@ -401,7 +389,7 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
 static int search_file(cad__arch_db_t *d, const query_t *q, uint64_t left, cad_archive_row_cb cb,
                        void *ud, bool *stop, uint64_t *counted) {
   sqlite3 *db = d->db;
-  if (q->fts && !has_fts(db)) return 0;
+  if (q->fts && !cad__arch_has(db, "fts")) return 0; /* created with a channel's first message */
   stmt_t *st = stmt_new(64 * 1024);
   if (!st) return CAD_E_NOMEM;
   if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {

@@ -47,13 +47,7 @@ static int drop_rows(sqlite3 *db, const char *drop, uint64_t *rows) {
       drop);
   if (!sql || sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK) rc = CAD_E_IO;
   sqlite3_free(sql);
-  bool fts = false;
-  sqlite3_stmt *s = NULL;
-  if (rc == 0 && sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE name='fts_rows'", -1, &s,
-                                    NULL) == SQLITE_OK)
-    fts = sqlite3_step(s) == SQLITE_ROW;
-  sqlite3_finalize(s);
-  if (rc == 0 && fts) {
+  if (rc == 0 && cad__arch_has(db, "fts_rows")) {
     sqlite3_stmt *ids = NULL, *del = NULL;
     if (sqlite3_prepare_v2(db, "SELECT id FROM fts_rows WHERE id IN (SELECT id FROM gone)", -1,
                            &ids, NULL) != SQLITE_OK ||
