@@ -12,12 +12,10 @@
 #include "cad_mem.h"
 
 #define DAY_MS 86400000LL
-#define MAX_BINDS 24
 /* A search by channel, type, MSH-4 or MSH-6 in a file indexed through hdr
  * (archive_db.c) matching at most this many combinations reads each one's
  * newest messages in order and merges them; beyond it, messages are read
- * newest first and each one's combination checked (HDR_BRANCHES is also
- * the bound of the statement's size). */
+ * newest first and each one's combination checked. */
 #define HDR_BRANCHES 64
 
 typedef struct {
@@ -25,18 +23,20 @@ typedef struct {
   int64_t i;
 } bind_t;
 
-/* A clause list with its parameters. */
+/* SQL text with its parameters, built by appending: the clauses of a part
+ * of a query, or a whole statement.  Text and parameters grow as needed
+ * (both are bounded by the query's form: values are parameters, never
+ * text); nomem is set when they could not. */
 typedef struct {
-  char sql[2048];
-  size_t n;
-  bool full; /* did not fit: the search is refused */
-  bind_t b[MAX_BINDS];
-  int nb;
-} part_t;
+  cad_buf_t sql; /* owned */
+  bind_t *b;     /* owned, b[cap] */
+  int nb, cap;
+  bool nomem;
+} sql_t;
 
 typedef struct {
-  part_t hdr;  /* channel, type, MSH-4, MSH-6: columns of both msg and hdr */
-  part_t rest; /* every other filter, on msg m */
+  sql_t hdr;  /* channel, type, MSH-4, MSH-6: columns of both msg and hdr */
+  sql_t rest; /* every other filter, on msg m */
   char lo[80], hi[80];
   char fname[CAD_ARCHIVE_MAX_QFIELDS][64];  /* canonical field names */
   char match[4 * CAD_ARCHIVE_MAX_TEXT + 8]; /* the FTS5 query */
@@ -48,24 +48,37 @@ typedef struct {
   bool selective;
 } query_t;
 
-static void add(part_t *q, const char *clause) {
-  size_t l = strlen(clause);
-  if (q->n + l + 1 >= sizeof q->sql) {
-    q->full = true;
-    return;
+static void add(sql_t *q, const char *clause) {
+  if (cad_buf_puts(&q->sql, clause) < 0) q->nomem = true;
+}
+
+static void bind(sql_t *q, bind_t v) {
+  if (q->nb == q->cap) {
+    int cap = q->cap ? 2 * q->cap : 16;
+    bind_t *b = realloc(q->b, (size_t)cap * sizeof *b);
+    if (!b) {
+      q->nomem = true;
+      return;
+    }
+    q->b = b;
+    q->cap = cap;
   }
-  memcpy(q->sql + q->n, clause, l + 1);
-  q->n += l;
+  q->b[q->nb++] = v;
 }
 
-static void bind_s(part_t *q, const char *s) {
-  if (q->nb < MAX_BINDS) q->b[q->nb++] = (bind_t){s, 0};
-  else q->full = true;
+static void bind_s(sql_t *q, const char *s) { bind(q, (bind_t){s, 0}); }
+static void bind_i(sql_t *q, int64_t v) { bind(q, (bind_t){NULL, v}); }
+
+/* p's clauses and parameters after q's. */
+static void add_sql(sql_t *q, const sql_t *p) {
+  if (p->sql.len && cad_buf_append(&q->sql, p->sql.data, p->sql.len) < 0) q->nomem = true;
+  for (int i = 0; i < p->nb; i++) bind(q, p->b[i]);
+  q->nomem |= p->nomem;
 }
 
-static void bind_i(part_t *q, int64_t v) {
-  if (q->nb < MAX_BINDS) q->b[q->nb++] = (bind_t){NULL, v};
-  else q->full = true;
+static void sql_free(sql_t *q) {
+  cad_buf_free(&q->sql);
+  free(q->b);
 }
 
 /* Delivery states live on dlv rows, message statuses on msg. */
@@ -75,7 +88,7 @@ static bool is_delivery_state(const char *s) {
 }
 
 static void status_clause(query_t *qq, const char *st) {
-  part_t *q = &qq->rest;
+  sql_t *q = &qq->rest;
   if (is_delivery_state(st)) {
     add(q, " AND EXISTS(SELECT 1 FROM dlv WHERE dlv.msg=m.id AND dlv.state=?)");
     bind_s(q, st);
@@ -103,7 +116,7 @@ static void status_clause(query_t *qq, const char *st) {
 /* The declared fields and the full text of f; false (err set) when one
  * cannot be run. */
 static bool extra_clauses(query_t *qq, const cad_archive_query_t *f, char *err, size_t errcap) {
-  part_t *q = &qq->rest;
+  sql_t *q = &qq->rest;
   for (size_t i = 0; i < f->nfields && i < CAD_ARCHIVE_MAX_QFIELDS; i++) {
     const char *eq = strchr(f->fields[i], '=');
     if (!eq || !cad__arch_field_name(f->fields[i], (size_t)(eq - f->fields[i]), qq->fname[i])) {
@@ -131,7 +144,7 @@ static bool extra_clauses(query_t *qq, const cad_archive_query_t *f, char *err, 
 }
 
 /* col = v on hdr or msg. */
-static void hdr_eq(part_t *h, const char *col, const char *v) {
+static void hdr_eq(sql_t *h, const char *col, const char *v) {
   char c[48];
   if (!v[0]) {
     snprintf(c, sizeof c, " AND ifnull(%s, '') = ''", col);
@@ -147,7 +160,7 @@ static bool build(query_t *qq, const cad_archive_query_t *f, bool count, char *a
                   size_t auth_cap, char *err, size_t errcap) {
   memset(qq, 0, sizeof *qq);
   qq->count = count;
-  part_t *h = &qq->hdr, *q = &qq->rest;
+  sql_t *h = &qq->hdr, *q = &qq->rest;
   if (f->since_ms) {
     add(q, " AND m.id >= ?");
     bind_i(q, f->since_ms * (1LL << 20));
@@ -196,8 +209,8 @@ static bool build(query_t *qq, const cad_archive_query_t *f, bool count, char *a
     qq->selective = true;
   }
   if (!extra_clauses(qq, f, err, errcap)) return false;
-  if (h->full || q->full) {
-    snprintf(err, errcap, "search: too many filters");
+  if (h->nomem || q->nomem) {
+    snprintf(err, errcap, "search: out of memory");
     return false;
   }
   return true;
@@ -208,41 +221,9 @@ static const char *col(sqlite3_stmt *s, int i) {
   return t ? (const char *)t : "";
 }
 
-/* The statement being put together for one file. */
-typedef struct {
-  char *sql; /* owned (malloc'd), cap bytes */
-  size_t n, cap;
-  bool full;
-  bind_t b[MAX_BINDS * (HDR_BRANCHES + 2)];
-  int nb;
-} stmt_t;
-
-static void put(stmt_t *st, const char *s) {
-  size_t l = strlen(s);
-  if (st->n + l + 1 > st->cap) {
-    st->full = true;
-    return;
-  }
-  memcpy(st->sql + st->n, s, l + 1);
-  st->n += l;
-}
-
-static void put_part(stmt_t *st, const part_t *p) {
-  put(st, p->sql);
-  for (int i = 0; i < p->nb; i++) {
-    if (st->nb >= (int)(sizeof st->b / sizeof st->b[0])) {
-      st->full = true;
-      return;
-    }
-    st->b[st->nb++] = p->b[i];
-  }
-}
-
-static void put_limit(stmt_t *st, uint64_t left) {
-  put(st, " ORDER BY m.id DESC LIMIT ?");
-  if (st->nb < (int)(sizeof st->b / sizeof st->b[0]))
-    st->b[st->nb++] = (bind_t){NULL, (int64_t)left};
-  else st->full = true;
+static void add_limit(sql_t *st, uint64_t left) {
+  add(st, " ORDER BY m.id DESC LIMIT ?");
+  bind_i(st, (int64_t)left);
 }
 
 static const char SELECT_ROWS[] =
@@ -251,15 +232,21 @@ static const char SELECT_ROWS[] =
     " d.state, ',') FROM dlv d WHERE d.msg = m.id) FROM msg m WHERE 1";
 static const char SELECT_COUNT[] = "SELECT count(*) FROM msg m WHERE 1";
 
+static int sql_prepare(sqlite3 *db, const sql_t *st, sqlite3_stmt **out);
+
 /* The hdr ids of db matching q's header filters: the first `max` into ids;
  * returns how many matched, counted up to `upto` + 1, or < 0. */
 static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max, int upto) {
-  char sql[sizeof q->hdr.sql + 64];
-  snprintf(sql, sizeof sql, "SELECT id FROM hdr WHERE 1%s LIMIT %d", q->hdr.sql, upto + 1);
-  sqlite3_stmt *s;
-  if (sqlite3_prepare_v2(db, sql, -1, &s, NULL) != SQLITE_OK) return CAD_E_IO;
-  for (int i = 0; i < q->hdr.nb; i++) sqlite3_bind_text(s, i + 1, q->hdr.b[i].s, -1, SQLITE_STATIC);
-  int n = 0, rc;
+  sql_t st = {0};
+  add(&st, "SELECT id FROM hdr WHERE 1");
+  add_sql(&st, &q->hdr);
+  add(&st, " LIMIT ?");
+  bind_i(&st, upto + 1);
+  sqlite3_stmt *s = NULL;
+  int rc = sql_prepare(db, &st, &s);
+  sql_free(&st);
+  if (rc < 0) return rc;
+  int n = 0;
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     if (n < max) ids[n] = sqlite3_column_int64(s, 0);
     n++;
@@ -268,29 +255,11 @@ static int hdr_ids(sqlite3 *db, const query_t *q, int64_t *ids, int max, int upt
   return rc == SQLITE_DONE ? n : CAD_E_IO;
 }
 
-static stmt_t *stmt_new(size_t cap) {
-  stmt_t *st = calloc(1, sizeof *st);
-  if (st && !(st->sql = malloc(cap))) {
-    free(st);
-    return NULL;
-  }
-  if (st) {
-    st->cap = cap;
-    st->sql[0] = '\0';
-  }
-  return st;
-}
-
-static void stmt_free(stmt_t *st) {
-  if (!st) return;
-  free(st->sql);
-  free(st);
-}
-
 /* st prepared on db with its parameters bound into *out. */
-static int stmt_prepare(sqlite3 *db, const stmt_t *st, sqlite3_stmt **out) {
-  if (st->full) return CAD_E_INVAL;
-  if (sqlite3_prepare_v2(db, st->sql, -1, out, NULL) != SQLITE_OK) return CAD_E_IO;
+static int sql_prepare(sqlite3 *db, const sql_t *st, sqlite3_stmt **out) {
+  if (st->nomem) return CAD_E_NOMEM;
+  if (sqlite3_prepare_v2(db, st->sql.data, (int)st->sql.len, out, NULL) != SQLITE_OK)
+    return CAD_E_IO;
   for (int i = 0; i < st->nb; i++) {
     if (st->b[i].s) sqlite3_bind_text(*out, i + 1, st->b[i].s, -1, SQLITE_STATIC);
     else sqlite3_bind_int64(*out, i + 1, st->b[i].i);
@@ -301,18 +270,16 @@ static int stmt_prepare(sqlite3 *db, const stmt_t *st, sqlite3_stmt **out) {
 /* How many messages match q in db, counted up to `upto` (msg_hdr over the
  * set of combinations). */
 static int64_t count_upto(sqlite3 *db, const query_t *q, int64_t upto) {
-  stmt_t *st = stmt_new(8 * 1024);
-  if (!st) return CAD_E_NOMEM;
-  put(st, "SELECT count(*) FROM (SELECT 1 FROM msg m WHERE m.hdr IN (SELECT id FROM hdr WHERE 1");
-  put_part(st, &q->hdr);
-  put(st, ")");
-  put_part(st, &q->rest);
-  char t[48];
-  snprintf(t, sizeof t, " LIMIT %lld)", (long long)upto);
-  put(st, t);
+  sql_t st = {0};
+  add(&st, "SELECT count(*) FROM (SELECT 1 FROM msg m WHERE m.hdr IN (SELECT id FROM hdr WHERE 1");
+  add_sql(&st, &q->hdr);
+  add(&st, ")");
+  add_sql(&st, &q->rest);
+  add(&st, " LIMIT ?)");
+  bind_i(&st, upto);
   sqlite3_stmt *s = NULL;
-  int64_t n = stmt_prepare(db, st, &s);
-  stmt_free(st);
+  int64_t n = sql_prepare(db, &st, &s);
+  sql_free(&st);
   if (n < 0) return n;
   n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : CAD_E_IO;
   sqlite3_finalize(s);
@@ -336,13 +303,13 @@ static int64_t count_upto(sqlite3 *db, const query_t *q, int64_t upto) {
  * read and sorted nor the set of combinations built. */
 #define SORT_MAX 20000
 #define MANY_COMBOS 4096
-static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left, stmt_t *st) {
-  put(st, q->count ? SELECT_COUNT : SELECT_ROWS);
-  if (!q->hdr.n) {
-    put_part(st, &q->rest);
+static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left, sql_t *st) {
+  add(st, q->count ? SELECT_COUNT : SELECT_ROWS);
+  if (!q->hdr.sql.len) {
+    add_sql(st, &q->rest);
   } else if (!hdr_only) {
-    put_part(st, &q->hdr);
-    put_part(st, &q->rest);
+    add_sql(st, &q->hdr);
+    add_sql(st, &q->rest);
   } else {
     int64_t ids[HDR_BRANCHES];
     int k = hdr_ids(db, q, ids, HDR_BRANCHES, MANY_COMBOS);
@@ -356,53 +323,48 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
     char t[128];
     if (k == 1 && !q->selective) {
       snprintf(t, sizeof t, " AND m.hdr = %lld", (long long)ids[0]);
-      put(st, t);
-      put_part(st, &q->rest);
+      add(st, t);
+      add_sql(st, &q->rest);
     } else if (k <= HDR_BRANCHES && !q->selective && !q->count) {
-      put(st, " AND m.id IN (");
+      add(st, " AND m.id IN (");
       for (int i = 0; i < k; i++) {
         snprintf(t, sizeof t, "%sSELECT id FROM (SELECT m.id FROM msg m WHERE m.hdr = %lld",
                  i ? " UNION ALL " : "", (long long)ids[i]);
-        put(st, t);
-        put_part(st, &q->rest);
-        put_limit(st, left);
-        put(st, ")");
+        add(st, t);
+        add_sql(st, &q->rest);
+        add_limit(st, left);
+        add(st, ")");
       }
-      put(st, ")");
+      add(st, ")");
     } else {
       /* The unqualified columns of q->hdr name hdr's inside the subquery. */
-      put(st, q->count || sort ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
+      add(st, q->count || sort ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
                                : " AND EXISTS(SELECT 1 FROM hdr WHERE hdr.id = m.hdr");
-      put_part(st, &q->hdr);
-      put(st, ")");
-      put_part(st, &q->rest);
+      add_sql(st, &q->hdr);
+      add(st, ")");
+      add_sql(st, &q->rest);
     }
   }
-  if (!q->count) put_limit(st, left);
-  return st->full ? CAD_E_INVAL : 1;
+  if (!q->count) add_limit(st, left);
+  return st->nomem ? CAD_E_NOMEM : 1;
 }
 
 /* One file, in one read transaction (the combinations and the messages
  * read from the same snapshot): rows into cb, at most `left` (count:
- * *counted += its count).  Returns rows, or < 0 (CAD_E_INVAL: too long a
- * query, in err). */
+ * *counted += its count).  Returns rows, or < 0. */
 static int search_file(cad__arch_db_t *d, const query_t *q, uint64_t left, cad_archive_row_cb cb,
                        void *ud, bool *stop, uint64_t *counted) {
   sqlite3 *db = d->db;
   if (q->fts && !cad__arch_has(db, "fts")) return 0; /* created with a channel's first message */
-  stmt_t *st = stmt_new(64 * 1024);
-  if (!st) return CAD_E_NOMEM;
-  if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
-    stmt_free(st);
-    return CAD_E_IO;
-  }
-  int rc = assemble(db, d->hdr_only, q, left, st);
+  if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) return CAD_E_IO;
+  sql_t st = {0};
+  int rc = assemble(db, d->hdr_only, q, left, &st);
   sqlite3_stmt *s = NULL;
   if (rc > 0) {
-    int prc = stmt_prepare(db, st, &s);
+    int prc = sql_prepare(db, &st, &s);
     if (prc < 0) rc = prc;
   }
-  stmt_free(st);
+  sql_free(&st);
   int n = 0;
   if (rc > 0 && q->count) {
     rc = sqlite3_step(s) == SQLITE_ROW ? 0 : CAD_E_IO;
@@ -435,6 +397,12 @@ static int search_file(cad__arch_db_t *d, const query_t *q, uint64_t left, cad_a
   return rc;
 }
 
+static void query_free(query_t *q) {
+  sql_free(&q->hdr);
+  sql_free(&q->rest);
+  free(q);
+}
+
 /* Search (count: count) the day files of dir in q's range, newest first. */
 static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_archive_row_cb cb,
                void *ud, uint64_t *counted, char *err, size_t errcap) {
@@ -442,7 +410,7 @@ static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_ar
   char auth[256];
   if (!q) return CAD_E_NOMEM;
   if (!build(q, f, count, auth, sizeof auth, err, errcap)) {
-    free(q);
+    query_free(q);
     return CAD_E_INVAL;
   }
   char **names;
@@ -450,7 +418,7 @@ static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_ar
   int rc = cad__arch_list(dir, &names, &n);
   if (rc < 0) {
     snprintf(err, errcap, "%s: %s", dir, cad_strerror(rc));
-    free(q);
+    query_free(q);
     return rc;
   }
   uint64_t left = count ? UINT64_MAX : f->limit ? f->limit : 50;
@@ -466,8 +434,7 @@ static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_ar
       break;
     }
     rc = search_file(db, q, left, cb, ud, &stop, counted);
-    if (rc == CAD_E_INVAL)
-      snprintf(err, errcap, "search: the query is too long (fewer or shorter filters)");
+    if (rc == CAD_E_NOMEM) snprintf(err, errcap, "search: out of memory");
     else if (rc < 0) snprintf(err, errcap, "%s/%s: %s", dir, names[i], sqlite3_errmsg(db->db));
     cad__arch_db_close(db);
     if (rc < 0) break;
@@ -475,7 +442,7 @@ static int run(const char *dir, const cad_archive_query_t *f, bool count, cad_ar
     left -= (uint64_t)rc;
   }
   cad__arch_list_free(names, n);
-  free(q);
+  query_free(q);
   return rc < 0 ? rc : total;
 }
 
