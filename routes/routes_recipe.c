@@ -333,9 +333,11 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
 }
 
 size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg) {
-  /* A copy is at most as long as the segment (not looked up field by field:
-   * this is only the output's first size). */
-  return r->extra + r->nrefs * m->segs[seg].raw.len;
+  /* The output's first size, not a bound (the writer grows it): copies once
+   * the segment's length, however many there are (counting each would ask
+   * for copies x the segment: a message of many long segments and many
+   * copy steps would take a multiple of its size up front). */
+  return r->extra + (r->nrefs ? m->segs[seg].raw.len : 0);
 }
 
 /* ---- applying ----------------------------------------------------------- */
