@@ -40,7 +40,7 @@ const char *cad_format_content_type(cad_format_t f) {
  * small would have to write it twice). */
 static int dump_cb(const char *p, size_t n, void *ud) {
   cad_buf_t *b = ud;
-  if (n <= b->cap - b->len) {
+  if (n < b->cap - b->len) { /* cad_buf keeps a byte spare (cad_buf_reserve) */
     memcpy(b->data + b->len, p, n);
     b->len += n;
     return 0;

@@ -72,34 +72,9 @@ const char *cad__xml_seg_types(const char *seg) {
   return NULL;
 }
 
-const char *cad__xml_field_type(const char *seg, int n) {
-  static __thread char out[8];
-  for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
-    if (strcmp(fields[i].seg, seg) != 0) continue;
-    const char *p = fields[i].types;
-    for (int k = 1; k < n && p; k++) {
-      p = strchr(p, ',');
-      if (p) p++;
-    }
-    if (!p) return NULL;
-    size_t len = strcspn(p, ",");
-    if (len == 0 || len >= sizeof out) return NULL;
-    memcpy(out, p, len);
-    out[len] = 0;
-    return out;
-  }
-  return NULL;
-}
-
-const char *cad__xml_comp_type(const char *type, int n) {
-  for (size_t i = 0; i < sizeof comps / sizeof comps[0]; i++)
-    if (comps[i].n == n && strcmp(comps[i].type, type) == 0) return comps[i].sub;
-  return NULL;
-}
-
 void cad__xml_comp_types(const char *type, const char **out, int n) {
   for (int k = 0; k < n; k++) out[k] = NULL;
-  /* the first entry of a (type, n) wins, as in cad__xml_comp_type */
+  /* the first entry of a (type, n) wins */
   for (size_t i = sizeof comps / sizeof comps[0]; i-- > 0;)
     if (comps[i].n >= 0 && comps[i].n < n && strcmp(comps[i].type, type) == 0)
       out[comps[i].n] = comps[i].sub;

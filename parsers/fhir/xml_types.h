@@ -6,17 +6,13 @@
 
 #include <stdbool.h>
 
-/* The data type of field n of segment seg ("CX"), or NULL when not known
- * (a Z segment, a field past the table, a "varies" field). */
-const char *cad__xml_field_type(const char *seg, int n);
 /* The comma-separated types of segment seg's fields, field 1 first ("SI,
- * CX,..."; an empty one: not known), or NULL when the table has no row:
- * cad__xml_field_type(seg, n) is its n-th. */
+ * CX,..."; an empty one: not known, as for a "varies" field), or NULL when
+ * the table has no row (a Z segment). */
 const char *cad__xml_seg_types(const char *seg);
-/* The data type of component n of composite type `type` when that
- * component has subcomponents of its own ("HD" for CX.4), else NULL. */
-const char *cad__xml_comp_type(const char *type, int n);
-/* The same for components 0..n-1 at once: out[k] = cad__xml_comp_type(type, k). */
+/* For components 0..n-1 of composite type `type`: out[k] is the data type
+ * of component k when it has subcomponents of its own ("HD" for CX.4),
+ * else NULL. */
 void cad__xml_comp_types(const char *type, const char **out, int n);
 /* A type name this table knows (for OBX-2), and its canonical spelling. */
 bool cad__xml_is_type(const char *name);
