@@ -481,13 +481,18 @@ json_t *cad__fhir_number(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
   cad_str_t s = cad__fhir_text(c, d, raw);
   if (!s.len || s.len > 40) return NULL;
   char buf[48];
-  size_t i = 0, n = 0;
+  size_t i = 0, n = 0, sig = 0; /* significant digits: from the first non-zero */
   bool neg = false, dot = false, digit = false;
   if (s.p[0] == '+' || s.p[0] == '-') neg = s.p[i++] == '-';
   for (; i < s.len; i++) {
-    if (s.p[i] >= '0' && s.p[i] <= '9') digit = true, buf[n++] = s.p[i];
-    else if (s.p[i] == '.' && !dot) dot = true, buf[n++] = '.';
-    else return NULL;
+    if (s.p[i] >= '0' && s.p[i] <= '9') {
+      digit = true, buf[n++] = s.p[i];
+      sig += sig || s.p[i] != '0';
+    } else if (s.p[i] == '.' && !dot) {
+      dot = true, buf[n++] = '.';
+    } else {
+      return NULL;
+    }
   }
   if (!digit) return NULL;
   buf[n] = 0;
@@ -499,8 +504,10 @@ json_t *cad__fhir_number(fctx_t *c, const cad_hl7_delims_t *d, cad_str_t raw) {
    * 15 significant digits (render.c), so a longer decimal is rounded here,
    * not only in the output (the tree and its text then agree). */
   double v = strtod(buf, NULL);
-  char t[32];
-  snprintf(t, sizeof t, "%.15g", v);
-  v = strtod(t, NULL);
+  if (sig > 15) { /* 15 or fewer come back from "%.15g" as they are (DBL_DIG) */
+    char t[32];
+    snprintf(t, sizeof t, "%.15g", v);
+    v = strtod(t, NULL);
+  }
   return json_real(neg ? -v : v);
 }

@@ -163,6 +163,25 @@ TEST(oru_groups_units_escapes) {
   json_decref(b);
 }
 
+/* A decimal is printed with 15 significant digits, counted from the first
+ * digit that is not 0: a longer one rounded, one of 15 exactly as written
+ * (however many zeros lead it). */
+TEST(decimals_carry_15_significant_digits) {
+  json_t *b = convert(
+      "MSH|^~\\&|A|B|C|D|20260101120000||ORU^R01|C1|P|2.5.1\r"
+      "PID|1||9^^^GH||X^Y\r"
+      "OBR|1|||1^Panel^LN\r"
+      "OBX|1|NM|2^A^LN||1.23456789012345678||||||F\r"
+      "OBX|2|NM|3^B^LN||0.000123456789012345||||||F\r"
+      "OBX|3|NM|4^C^LN||-20140630120030.1||||||F\r",
+      NULL);
+  REQUIRE(b);
+  CHECK(json_real_value(at(b, "entry[2].resource.valueQuantity.value")) == 1.23456789012346);
+  CHECK(json_real_value(at(b, "entry[3].resource.valueQuantity.value")) == 0.000123456789012345);
+  CHECK(json_real_value(at(b, "entry[4].resource.valueQuantity.value")) == -20140630120030.1);
+  json_decref(b);
+}
+
 TEST(dates_precision_and_zone) {
   static const struct {
     const char *dtm, *tz, *want;
