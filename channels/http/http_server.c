@@ -2,23 +2,52 @@
 #include "http_server.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <h2o.h>
 #include <h2o/socket/uv-binding.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "cad_error.h"
 #include "transport.h"
 
 #define DEFAULT_MAX_BODY ((size_t)64 << 10)
 #define DEFAULT_REQ_TIMEOUT_MS 10000
-#define MAX_CONNS 128 /* open at once; more are closed on accept */
+#define MAX_CONNS 128 /* open at once (lingering ones too); more are closed on accept */
+#define LINGER_MS 2000 /* the longest a closed connection's unread input is drained */
+#define LINGER_MAX ((size_t)16 << 20) /* and the most bytes drained */
 
+/* One accepted connection.  h2o owns `tcp` until it closes it.  When h2o
+ * answers a request itself (413 before the body, 400), it stops reading and
+ * closes, and closing a socket with unread input sends RST: the client,
+ * still sending, may then lose the answer.  So such a connection gets a
+ * second descriptor, `keep`, taken before h2o's close; after it the server
+ * shuts down its side (FIN after the answer) and drains what the client
+ * still sends, until it closes too, LINGER_MS pass or LINGER_MAX bytes came
+ * (the lingering close of HTTP/1.1 servers).  A request a handler answered
+ * was read whole, so its connection simply closes. */
 typedef struct conn {
   uv_tcp_t tcp; /* first: h2o's close callback gets this handle */
   cad_http_server_t *s;
+  int fd;   /* tcp's descriptor (h2o's), to find the connection of an h2o answer */
+  int keep; /* the second descriptor (owned until `linger` takes it), or -1 */
+  uv_tcp_t linger;
+  uv_timer_t timer;
+  size_t drained;
+  int handles; /* linger handles not closed yet */
+  bool ending;
+  struct conn *prev, *next; /* in s->conns while h2o has it, then in s->lingering */
 } conn_t;
+
+/* Our filter on h2o's answers (json_err_setup) knows its server. */
+typedef struct err_filter {
+  h2o_filter_t super;
+  cad_http_server_t *s;
+} err_filter_t;
 
 /* h2o calls our handler with its own struct; ours carries the server. */
 typedef struct handler {
@@ -37,6 +66,9 @@ struct cad_http_server {
   size_t nconns;
   cad_tls_ctx_t *tls; /* a reference, or NULL */
   bool closing, listener_closed;
+  conn_t *conns;     /* connections h2o has */
+  conn_t *lingering; /* connections h2o closed, draining */
+  char sink[16384];  /* what they drain goes here, unread */
   void (*done)(void *);
   void *done_arg;
 };
@@ -50,6 +82,34 @@ static void maybe_free(cad_http_server_t *s) {
   void *arg = s->done_arg;
   free(s);
   if (done) done(arg);
+}
+
+static void conn_link(conn_t **head, conn_t *c) {
+  c->prev = NULL;
+  c->next = *head;
+  if (c->next) c->next->prev = c;
+  *head = c;
+}
+
+static void conn_unlink(conn_t **head, conn_t *c) {
+  if (c->prev) c->prev->next = c->next;
+  else *head = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->prev = c->next = NULL;
+}
+
+/* h2o answers this request itself and will close without reading the rest:
+ * take the connection's second descriptor now, for the lingering close. */
+static void keep_for_linger(cad_http_server_t *s, h2o_req_t *req) {
+  h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn)
+                                                        : NULL;
+  int fd = sock ? h2o_socket_get_fd(sock) : -1;
+  if (fd < 0) return;
+  for (conn_t *c = s->conns; c; c = c->next) /* a closing one's fd may be reused */
+    if (c->fd == fd && !uv_is_closing((uv_handle_t *)&c->tcp)) {
+      if (c->keep < 0) c->keep = fcntl(fd, F_DUPFD_CLOEXEC, 0); /* none (-1): no drain */
+      return;
+    }
 }
 
 static void peer_of(h2o_req_t *req, char *out, size_t cap) {
@@ -188,7 +248,6 @@ static bool is_text_plain(const h2o_req_t *req) {
 }
 
 static void json_err_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot) {
-  (void)self;
   /* Only h2o's own answers: every answer of a handler goes through send_res,
    * which always sets Cache-Control (h2o's error path sets none). */
   if (req->res.status >= 400 && is_text_plain(req) &&
@@ -197,6 +256,7 @@ static void json_err_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **s
                        : req->res.status == 400 ? "bad_request"
                        : req->res.status == 404 ? "not_found"
                                                 : "http_error";
+    keep_for_linger(((err_filter_t *)self)->s, req);
     char buf[256];
     int n = snprintf(
         buf, sizeof buf, "{\"error\":\"%s\",\"detail\":\"%s\"}", code,
@@ -254,12 +314,77 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req) {
 
 void cad_http_server_respond(void *pending, cad_http_res_t *res) { send_res(pending, res); }
 
-static void conn_closed(uv_handle_t *h) {
-  conn_t *c = (conn_t *)h;
+static void conn_free(conn_t *c) {
   cad_http_server_t *s = c->s;
   free(c);
   s->nconns--;
   maybe_free(s);
+}
+
+static void linger_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
+  if (--c->handles == 0) conn_free(c);
+}
+
+static void linger_end(conn_t *c) {
+  if (c->ending) return;
+  c->ending = true;
+  conn_unlink(&c->s->lingering, c);
+  uv_close((uv_handle_t *)&c->linger, linger_closed);
+  uv_close((uv_handle_t *)&c->timer, linger_closed);
+}
+
+static void linger_alloc(uv_handle_t *h, size_t want, uv_buf_t *buf) {
+  (void)want;
+  conn_t *c = h->data;
+  *buf = uv_buf_init(c->s->sink, sizeof c->s->sink);
+}
+
+static void linger_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+  (void)buf;
+  conn_t *c = st->data;
+  if (n < 0 || (c->drained += (size_t)n) > LINGER_MAX) linger_end(c);
+}
+
+static void linger_timeout(uv_timer_t *t) { linger_end(t->data); }
+
+/* h2o has closed its descriptor: end ours now if the client has closed
+ * (or the server is closing), else drain until it does. */
+static void conn_closed(uv_handle_t *h) {
+  conn_t *c = (conn_t *)h;
+  cad_http_server_t *s = c->s;
+  int fd = c->keep;
+  c->keep = -1;
+  if (c->fd >= 0) conn_unlink(&s->conns, c);
+  if (fd < 0) {
+    conn_free(c);
+    return;
+  }
+  bool open = !s->closing && shutdown(fd, SHUT_WR) == 0;
+  for (int i = 0; open && i < 4; i++) { /* what has come already, and its EOF */
+    ssize_t n = recv(fd, s->sink, sizeof s->sink, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) open = false;
+  }
+  if (!open || uv_tcp_init(s->loop, &c->linger) != 0) {
+    close(fd);
+    conn_free(c);
+    return;
+  }
+  c->linger.data = c;
+  c->handles = 1;
+  if (uv_tcp_open(&c->linger, fd) != 0) {
+    close(fd);
+    c->ending = true;
+    uv_close((uv_handle_t *)&c->linger, linger_closed);
+    return;
+  }
+  uv_timer_init(s->loop, &c->timer);
+  c->timer.data = c;
+  c->handles = 2;
+  conn_link(&s->lingering, c);
+  uv_timer_start(&c->timer, linger_timeout, LINGER_MS, 0);
+  if (uv_read_start((uv_stream_t *)&c->linger, linger_alloc, linger_read) != 0) linger_end(c);
 }
 
 static void on_accept(uv_stream_t *l, int status) {
@@ -268,12 +393,16 @@ static void on_accept(uv_stream_t *l, int status) {
   conn_t *c = calloc(1, sizeof *c);
   if (!c) return;
   c->s = s;
+  c->fd = c->keep = -1;
   uv_tcp_init(s->loop, &c->tcp);
   s->nconns++;
-  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || s->nconns > MAX_CONNS) {
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 || s->nconns > MAX_CONNS ||
+      uv_fileno((uv_handle_t *)&c->tcp, &c->fd) != 0) {
+    c->fd = -1;
     uv_close((uv_handle_t *)&c->tcp, conn_closed);
     return;
   }
+  conn_link(&s->conns, c);
   h2o_socket_t *sock = h2o_uv_socket_create((uv_stream_t *)&c->tcp, conn_closed);
   h2o_accept(&s->accept, sock);
 }
@@ -311,8 +440,12 @@ int cad_http_server_start(uv_loop_t *loop, const cad_http_server_opts_t *o,
   h2o_hostconf_t *host =
       h2o_config_register_host(&s->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
   h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
-  h2o_create_filter(path, sizeof(h2o_filter_t))->on_setup_ostream = json_err_setup;
-  h2o_create_filter(&host->fallback_path, sizeof(h2o_filter_t))->on_setup_ostream = json_err_setup;
+  h2o_pathconf_t *on[2] = {path, &host->fallback_path};
+  for (int i = 0; i < 2; i++) {
+    err_filter_t *f = (err_filter_t *)h2o_create_filter(on[i], sizeof *f);
+    f->super.on_setup_ostream = json_err_setup;
+    f->s = s;
+  }
   handler_t *hd = (handler_t *)h2o_create_handler(path, sizeof *hd);
   hd->super.on_req = on_req;
   hd->s = s;
@@ -347,5 +480,6 @@ void cad_http_server_close(cad_http_server_t *s, void (*done)(void *arg), void *
   s->closing = true;
   s->done = done;
   s->done_arg = arg;
+  while (s->lingering) linger_end(s->lingering);
   uv_close((uv_handle_t *)&s->listener, listener_closed);
 }

@@ -8,8 +8,12 @@
  * before the handler runs; a filter gives such answers of h2o's a JSON body.  Every
  * response closes the connection (admin traffic is a scrape a second), so
  * nothing lingers at shutdown but a connection that has not sent its
- * request yet, which h2o closes after `req_timeout_ms`.  At most 128
- * connections are open at once; more are closed as they are accepted.
+ * request yet, which h2o closes after `req_timeout_ms`.  A closed
+ * connection is closed gracefully: the server's side is shut down and what
+ * the client still sends (the rest of a refused body) is drained for up to
+ * 2 s or 16 MiB, so the client reads the 413 instead of a reset; closing
+ * the server ends such drains at once.  At most 128 connections are open
+ * at once, draining ones included; more are closed as they are accepted.
  *
  * TLS: with `tls` (channels/net/transport.h, a server context) the server
  * speaks HTTPS only, through h2o's TLS on that context's SSL_CTX (so its

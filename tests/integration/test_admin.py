@@ -404,6 +404,53 @@ def test_connections_bounded(binary, tmp):
         check_clean_stop(eng)
 
 
+def test_refused_body_is_answered_not_reset(binary, tmp):
+    """A body over the bound: h2o answers 413 after the headers and closes.  The
+    client, still sending, must be able to finish and read that 413 and a
+    clean end (before the lingering close, the unread body made the kernel
+    reset the connection: the send failed and the answer could be lost)."""
+    import socket
+    eng, port, aport = start(binary, tmp, "  open_metrics: true\n")
+    try:
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", aport), timeout=10)
+            s.sendall(b"POST /api/v1/channels HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: 4194304\r\n\r\n" + b"x" * 65536)
+            time.sleep(0.3)              # h2o has answered and closed its descriptor
+            s.sendall(b"x" * (1 << 20))  # was: ConnectionResetError / BrokenPipeError
+            s.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                chunk = s.recv(65536)    # was: ConnectionResetError
+                if not chunk:
+                    break
+                got += chunk
+            s.close()
+            assert got.startswith(b"HTTP/1.1 413"), got[:200]
+            assert b'"error":"payload_too_large"' in got, got
+        # a client that stops sending and never closes is let go: the slot comes back
+        held = []
+        for _ in range(128):
+            c = socket.create_connection(("127.0.0.1", aport), timeout=10)
+            c.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\nxx")
+            held.append(c)
+        def healthy():
+            try:
+                return curl(aport, "/healthz")[0] == 200
+            except AssertionError:   # refused at accept while the drains hold the slots
+                return False
+        t0 = time.monotonic()
+        try:
+            wait_for(healthy, timeout=10,
+                     what="answers while 128 refused clients hold their sockets open")
+            assert time.monotonic() - t0 < 5, "the drains held the slots too long"
+        finally:
+            for c in held:
+                c.close()
+    finally:
+        check_clean_stop(eng)
+
+
 def test_admin_port_in_use_fails_start(binary, tmp):
     import socket
     blocker = socket.socket()
@@ -480,7 +527,8 @@ TESTS = [test_endpoints_and_roles, test_readyz_blocked_destination,
          test_closed_metrics_need_a_token,
          test_failed_attempts_are_rate_limited, test_metrics_exposition_promtool,
          test_real_prometheus_scrapes, test_config_errors, test_https,
-         test_connections_bounded, test_admin_port_in_use_fails_start,
+         test_connections_bounded, test_refused_body_is_answered_not_reset,
+         test_admin_port_in_use_fails_start,
          test_check_summary, test_token_new,
          test_reload_applies_tokens]
 

@@ -386,10 +386,7 @@ def test_source_curl_and_http_client(binary, tmp):
         st, _, body = post(hport, b"this is not HL7")
         assert st == 422 and b"MSA|AR" in body, (st, body)
         big = adt("H4") + b"OBX|1|TX|||" + b"x" * (70 << 10) + b"\r"
-        try:
-            st = post(hport, big)[0]
-        except (ConnectionError, http.client.HTTPException):
-            st = 413   # h2o may close before the whole body is read
+        st = post(hport, big)[0]   # answered, not reset: the server drains the rest
         assert st == 413, st
         assert post(hport, adt("H5"))[0] == 200   # still serving
     finally:
