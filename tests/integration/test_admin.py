@@ -443,7 +443,7 @@ def test_refused_body_is_answered_not_reset(binary, tmp):
         try:
             wait_for(healthy, timeout=10,
                      what="answers while 128 refused clients hold their sockets open")
-            assert time.monotonic() - t0 < 5, "the drains held the slots too long"
+            assert time.monotonic() - t0 < 8, "the drains held the slots too long (2 s each)"
         finally:
             for c in held:
                 c.close()
