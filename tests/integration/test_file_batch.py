@@ -99,7 +99,10 @@ def case_age(tmp):
         wait_for(lambda: sum(len(b[1]) for b in batches(out)) == 3, timeout=10,
                  what="3 messages in a batch written by age")
         assert all(b[2] == len(b[1]) for b in batches(out))
-        assert os.path.getsize(os.path.join(out, ".batch.stage")) == 0
+        # the stage is emptied after the batch file is published (never before:
+        # a crash between the two must not lose the messages), so wait for it
+        wait_for(lambda: os.path.getsize(os.path.join(out, ".batch.stage")) == 0, timeout=10,
+                 what="the stage emptied after the batch was published")
     finally:
         check_clean_stop(e)
 
