@@ -173,35 +173,24 @@ static size_t put_digits(char *out, int v, int w) {
   return (size_t)w;
 }
 
-int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *out) {
-  if (!in || !o || !out || !o->control_id || !in->d.field || !in->d.comp) return CAD_E_INVAL;
-  bool enhanced = cad_ack_is_enhanced(in, o->style);
-  if (enhanced) {
-    cad_str_t a = in->accept_ack;
-    if (str_is(a, "NE")) return 0;
-    if (str_is(a, "ER") && o->status == CAD_ACK_ACCEPT) return 0;
-    if (str_is(a, "SU") && o->status != CAD_ACK_ACCEPT) return 0;
-  }
-  const char f = in->d.field, c = in->d.comp;
-  const cad_hl7_delims_t *d = &in->d;
-  size_t mark = out->len;
-  int rc = 0;
+/* Appends below stop at the first failure: `rc` holds it and the caller
+ * rewinds the buffer. */
 #define PUT(x)                     \
   do {                             \
-    if ((rc = (x)) < 0) goto fail; \
+    if ((rc = (x)) < 0) return rc; \
   } while (0)
 #define PUTS(s) PUT(cad_buf_append(out, (s).p, (s).len))
 #define PUTC(ch) PUT(cad_buf_putc(out, (ch)))
 
-  /* MSH-7: local time with its offset. */
+/* MSH-7: `now` in local time with its offset, YYYYMMDDHHMMSS+ZZZZ, each part
+ * its fixed count of digits, NUL-terminated into ts[20]. */
+static int format_msh7(const cad_ack_opts_t *o, char ts[20]) {
   time_t shifted = o->now + (time_t)o->utc_offset_min * 60;
   struct tm tm;
   if (!gmtime_r(&shifted, &tm)) return CAD_E_INVAL;
   int off = o->utc_offset_min;
   char sign = off < 0 ? '-' : '+';
   if (off < 0) off = -off;
-  /* YYYYMMDDHHMMSS+ZZZZ, each part its fixed count of digits. */
-  char ts[20];
   int parts[] = {tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec};
   static const int width[] = {4, 2, 2, 2, 2, 2};
   size_t tl = 0;
@@ -210,7 +199,14 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
   tl += put_digits(ts + tl, (off / 60) % 100, 2);
   tl += put_digits(ts + tl, off % 60, 2);
   ts[tl] = '\0';
+  return 0;
+}
 
+/* The ACK's MSH: sender and receiver swapped, MSH-9 ACK^trigger^ACK. */
+static int put_msh(const cad_ack_msh_t *in, const cad_ack_opts_t *o, const char *ts,
+                   cad_buf_t *out) {
+  const char f = in->d.field, c = in->d.comp;
+  int rc = 0;
   PUT(cad_buf_append(out, "MSH", 3));
   PUTC(f);
   PUTS(in->enc);
@@ -242,7 +238,74 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
     PUTS(in->charset);                      /* MSH-18 */
   }
   PUTC('\r');
+  return 0;
+}
 
+/* ERR-2 / ERR-1 location: segment id (escaped: a bad id may hold a
+ * delimiter) ^ sequence ^ field; the id may be empty (unreadable). */
+static int put_err(const cad_ack_msh_t *in, const cad_hl7_diag_t *dg, bool old_layout,
+                   int hl7_code, const char *code_text, cad_buf_t *out) {
+  const char f = in->d.field, c = in->d.comp;
+  const cad_hl7_delims_t *d = &in->d;
+  int rc = 0;
+  bool loc = dg && dg->segment > 0;
+  size_t idlen = dg ? strnlen(dg->seg_id, sizeof dg->seg_id) : 0;
+  PUT(cad_buf_append(out, "ERR", 3));
+  PUTC(f);
+  if (old_layout) {
+    /* ERR-1 (ELD): SEG^seq^field^code&text&HL70357 */
+    if (loc) {
+      PUT(put_escaped(out, d, dg->seg_id, idlen));
+      PUTC(c);
+      PUT(put_num(out, dg->segment));
+      PUTC(c);
+      if (dg->field) PUT(put_num(out, dg->field));
+    } else {
+      PUTC(c);
+      PUTC(c);
+    }
+    PUTC(c);
+    PUT(put_num(out, (unsigned long)hl7_code));
+    if (d->sub) {
+      PUTC(d->sub);
+      PUT(put_escaped(out, d, code_text, strlen(code_text)));
+      PUTC(d->sub);
+      PUT(cad_buf_puts(out, "HL70357"));
+    }
+  } else {
+    /* ERR-1 empty; ERR-2 (ERL) SEG^seq^field; ERR-3 (CWE); ERR-4 E; ERR-8. */
+    PUTC(f);
+    if (loc) {
+      PUT(put_escaped(out, d, dg->seg_id, idlen));
+      PUTC(c);
+      PUT(put_num(out, dg->segment));
+      if (dg->field) {
+        PUTC(c);
+        PUT(put_num(out, dg->field));
+      }
+    }
+    PUTC(f);
+    PUT(put_num(out, (unsigned long)hl7_code));
+    PUTC(c);
+    PUT(put_escaped(out, d, code_text, strlen(code_text)));
+    PUTC(c);
+    PUT(cad_buf_puts(out, "HL70357"));
+    PUTC(f);
+    PUTC('E');
+    if (dg && dg->reason[0]) {
+      for (int k = 5; k <= 8; k++) PUTC(f);
+      PUT(put_escaped(out, d, dg->reason, strnlen(dg->reason, sizeof dg->reason)));
+    }
+  }
+  PUTC('\r');
+  return 0;
+}
+
+/* MSA (and ERR when not accepted). */
+static int put_msa_err(const cad_ack_msh_t *in, const cad_ack_opts_t *o, bool enhanced,
+                       cad_buf_t *out) {
+  const char f = in->d.field;
+  int rc = 0;
   static const char *const codes[2][3] = {{"AA", "AE", "AR"}, {"CA", "CE", "CR"}};
   int st = o->status == CAD_ACK_REJECT ? 2 : o->status == CAD_ACK_ERROR ? 1 : 0;
   int ver = cad_ack_version(in->version);
@@ -254,7 +317,6 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
     code_text = cad_hl7_err_text(hl7_code);
     if (!code_text) code_text = "";
   }
-
   PUT(cad_buf_append(out, "MSA", 3));
   PUTC(f);
   PUT(cad_buf_puts(out, codes[enhanced ? 1 : 0][st])); /* MSA-1 */
@@ -262,70 +324,32 @@ int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *o
   PUTS(in->control_id); /* MSA-2 */
   if (st != 0 && old_layout) {
     PUTC(f);
-    PUT(put_escaped(out, d, code_text, strlen(code_text))); /* MSA-3 */
+    PUT(put_escaped(out, &in->d, code_text, strlen(code_text))); /* MSA-3 */
   }
   PUTC('\r');
-
-  if (st != 0) {
-    const cad_hl7_diag_t *dg = o->diag;
-    /* ERR-2 / ERR-1 location: segment id (escaped: a bad id may hold a
-     * delimiter) ^ sequence ^ field; the id may be empty (unreadable). */
-    bool loc = dg && dg->segment > 0;
-    size_t idlen = dg ? strnlen(dg->seg_id, sizeof dg->seg_id) : 0;
-    PUT(cad_buf_append(out, "ERR", 3));
-    PUTC(f);
-    if (old_layout) {
-      /* ERR-1 (ELD): SEG^seq^field^code&text&HL70357 */
-      if (loc) {
-        PUT(put_escaped(out, d, dg->seg_id, idlen));
-        PUTC(c);
-        PUT(put_num(out, dg->segment));
-        PUTC(c);
-        if (dg->field) PUT(put_num(out, dg->field));
-      } else {
-        PUTC(c);
-        PUTC(c);
-      }
-      PUTC(c);
-      PUT(put_num(out, (unsigned long)hl7_code));
-      if (d->sub) {
-        PUTC(d->sub);
-        PUT(put_escaped(out, d, code_text, strlen(code_text)));
-        PUTC(d->sub);
-        PUT(cad_buf_puts(out, "HL70357"));
-      }
-    } else {
-      /* ERR-1 empty; ERR-2 (ERL) SEG^seq^field; ERR-3 (CWE); ERR-4 E; ERR-8. */
-      PUTC(f);
-      if (loc) {
-        PUT(put_escaped(out, d, dg->seg_id, idlen));
-        PUTC(c);
-        PUT(put_num(out, dg->segment));
-        if (dg->field) {
-          PUTC(c);
-          PUT(put_num(out, dg->field));
-        }
-      }
-      PUTC(f);
-      PUT(put_num(out, (unsigned long)hl7_code));
-      PUTC(c);
-      PUT(put_escaped(out, d, code_text, strlen(code_text)));
-      PUTC(c);
-      PUT(cad_buf_puts(out, "HL70357"));
-      PUTC(f);
-      PUTC('E');
-      if (dg && dg->reason[0]) {
-        for (int k = 5; k <= 8; k++) PUTC(f);
-        PUT(put_escaped(out, d, dg->reason, strnlen(dg->reason, sizeof dg->reason)));
-      }
-    }
-    PUTC('\r');
-  }
-  return 1;
-fail:
-  out->len = mark;
-  return rc;
+  return st != 0 ? put_err(in, o->diag, old_layout, hl7_code, code_text, out) : 0;
+}
 #undef PUT
 #undef PUTS
 #undef PUTC
+
+int cad_ack_build(const cad_ack_msh_t *in, const cad_ack_opts_t *o, cad_buf_t *out) {
+  if (!in || !o || !out || !o->control_id || !in->d.field || !in->d.comp) return CAD_E_INVAL;
+  bool enhanced = cad_ack_is_enhanced(in, o->style);
+  if (enhanced) {
+    cad_str_t a = in->accept_ack;
+    if (str_is(a, "NE")) return 0;
+    if (str_is(a, "ER") && o->status == CAD_ACK_ACCEPT) return 0;
+    if (str_is(a, "SU") && o->status != CAD_ACK_ACCEPT) return 0;
+  }
+  char ts[20];
+  if (format_msh7(o, ts)) return CAD_E_INVAL;
+  size_t mark = out->len;
+  int rc = put_msh(in, o, ts, out);
+  if (rc == 0) rc = put_msa_err(in, o, enhanced, out);
+  if (rc < 0) {
+    out->len = mark;
+    return rc;
+  }
+  return 1;
 }
