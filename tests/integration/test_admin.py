@@ -354,6 +354,17 @@ def test_https(binary, tmp):
         assert rc == 0 and out.endswith("\n200") and '"name":"lab"' in out, (rc, out)
         rc, out = https("/api/v1/channels")
         assert rc == 0 and out.endswith("\n401"), (rc, out)
+        # a body over the bound over TLS: the 413 arrives, then a graceful close
+        big = os.path.join(tmp, "big.bin")
+        with open(big, "wb") as f:
+            f.write(b"x" * (1 << 20))
+        for _ in range(5):
+            p = subprocess.run(["curl", "-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}",
+                                "--cacert", os.path.join(tmp, "ca.crt"), "--data-binary",
+                                "@" + big, "https://127.0.0.1:%d/api/v1/channels" % aport],
+                               capture_output=True, timeout=20)
+            assert p.returncode == 0 and p.stdout.decode().endswith("\n413"), (p.returncode,
+                                                                             p.stderr, p.stdout)
         # not trusted (the system's CAs only): curl refuses the certificate
         rc, out = https("/healthz", ca=None)
         assert rc != 0, out
