@@ -422,6 +422,7 @@ def test_refused_body_is_answered_not_reset(binary, tmp):
     reset the connection: the send failed and the answer could be lost)."""
     import socket
     eng, port, aport = start(binary, tmp, "  open_metrics: true\n")
+    held = []
     try:
         for _ in range(3):
             s = socket.create_connection(("127.0.0.1", aport), timeout=10)
@@ -440,7 +441,6 @@ def test_refused_body_is_answered_not_reset(binary, tmp):
             assert got.startswith(b"HTTP/1.1 413"), got[:200]
             assert b'"error":"payload_too_large"' in got, got
         # a client that stops sending and never closes is let go: the slot comes back
-        held = []
         for _ in range(128):
             c = socket.create_connection(("127.0.0.1", aport), timeout=10)
             c.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\nxx")
@@ -458,8 +458,20 @@ def test_refused_body_is_answered_not_reset(binary, tmp):
         finally:
             for c in held:
                 c.close()
-    finally:
+        # a drain under way does not hold up a stop: stopping ends it at once
+        c = socket.create_connection(("127.0.0.1", aport), timeout=10)
+        c.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\nxx")
+        time.sleep(0.3)
+        held = [c]
+        t0 = time.monotonic()
         check_clean_stop(eng)
+        assert time.monotonic() - t0 < 1.5, "the stop waited for a drain"
+        eng = None
+    finally:
+        for c in held:
+            c.close()
+        if eng:
+            check_clean_stop(eng)
 
 
 def test_admin_port_in_use_fails_start(binary, tmp):
