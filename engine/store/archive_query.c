@@ -337,9 +337,13 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
       }
       add(st, ")");
     } else {
-      /* The unqualified columns of q->hdr name hdr's inside the subquery. */
-      add(st, q->count || sort ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
-                               : " AND EXISTS(SELECT 1 FROM hdr WHERE hdr.id = m.hdr");
+      /* The unqualified columns of q->hdr name hdr's inside the subquery.
+       * A selective filter's count reads that filter's few rows and looks
+       * each one's combination up, as its search does, rather than building
+       * the set of combinations first (a sender may make one per message). */
+      bool in_set = sort || (q->count && !q->selective);
+      add(st, in_set ? " AND m.hdr IN (SELECT id FROM hdr WHERE 1"
+                     : " AND EXISTS(SELECT 1 FROM hdr WHERE hdr.id = m.hdr");
       add_sql(st, &q->hdr);
       add(st, ")");
       add_sql(st, &q->rest);
