@@ -401,6 +401,16 @@ static void bind_key(sqlite3_stmt *s, int i, const char *p, size_t len) {
 }
 
 /* The hdr id of (channel, type, msh4, msh6), inserted when new. */
+/* One step of hdr's select or insert with the four key columns bound. */
+static int step_hdr(sqlite3_stmt *q, const char *channel, size_t cl, const char *type, size_t tl,
+                    cad__arch_span_t m4, cad__arch_span_t m6) {
+  bind_key(q, 1, channel, cl);
+  bind_key(q, 2, type, tl);
+  bind_key(q, 3, m4.p, m4.len);
+  bind_key(q, 4, m6.p, m6.len);
+  return sqlite3_step(q);
+}
+
 static int hdr_id(cad__arch_db_t *d, const char *channel, const char *type, cad__arch_span_t m4,
                   cad__arch_span_t m6, int64_t *out) {
   size_t cl = channel ? strlen(channel) : 0, tl = strlen(type);
@@ -426,20 +436,19 @@ static int hdr_id(cad__arch_db_t *d, const char *channel, const char *type, cad_
     }
     if (!slot) slot = &d->hcache[h & (CAD__ARCH_HSLOTS - 1)];
   }
-  sqlite3_stmt *q[2] = {d->sel_hdr, d->ins_hdr};
+  /* Known to the file, or added to it. */
   int64_t id = 0;
-  for (int i = 0; i < 2 && !id; i++) {
-    bind_key(q[i], 1, channel, cl);
-    bind_key(q[i], 2, type, tl);
-    bind_key(q[i], 3, m4.p, m4.len);
-    bind_key(q[i], 4, m6.p, m6.len);
-    int st = sqlite3_step(q[i]);
-    if (i == 0 && st == SQLITE_ROW) id = sqlite3_column_int64(q[i], 0);
-    else if (i == 1 && st == SQLITE_DONE) id = sqlite3_last_insert_rowid(d->db);
-    sqlite3_reset(q[i]);
-    sqlite3_clear_bindings(q[i]);
-    if ((i == 0 && st != SQLITE_ROW && st != SQLITE_DONE) || (i == 1 && st != SQLITE_DONE))
-      return sql_err(d->db);
+  int rc = step_hdr(d->sel_hdr, channel, cl, type, tl, m4, m6);
+  if (rc == SQLITE_ROW) id = sqlite3_column_int64(d->sel_hdr, 0);
+  sqlite3_reset(d->sel_hdr);
+  sqlite3_clear_bindings(d->sel_hdr);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return sql_err(d->db);
+  if (!id) {
+    rc = step_hdr(d->ins_hdr, channel, cl, type, tl, m4, m6);
+    sqlite3_reset(d->ins_hdr);
+    sqlite3_clear_bindings(d->ins_hdr);
+    if (rc != SQLITE_DONE) return sql_err(d->db);
+    id = sqlite3_last_insert_rowid(d->db);
   }
   if (slot) {
     slot->id = id;
