@@ -358,7 +358,11 @@ typedef struct cad__segedits {
 typedef struct cad__overlay {
   const cad_hl7_msg_t *m; /* the message as received (not changed) */
   cad__segedits_t *segs;  /* m->nsegs entries */
-  size_t extra;           /* bound on the bytes the edits add */
+  size_t extra;           /* bound on the bytes the recorded edits add */
+  size_t hint;            /* what deferred recipes may add: estimates (a map's
+                             longest table value, per segment), so the output
+                             counts them up to the input's size and grows
+                             past that when they really add more */
   bool any;               /* an edit was recorded */
 } cad__overlay_t;
 
@@ -386,7 +390,7 @@ int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int
 static inline void cad__overlay_defer(cad__overlay_t *ov, uint32_t seg, const struct cad__recipe *r,
                                       size_t hint) {
   ov->segs[seg].recipe = r;
-  ov->extra += hint;
+  ov->hint += hint;
   ov->any = true;
 }
 struct cad__ev;

@@ -30,7 +30,7 @@
 
 int cad__overlay_init(cad__overlay_t *ov, const cad_hl7_msg_t *m, cad_arena_t *a) {
   ov->m = m;
-  ov->extra = 0;
+  ov->extra = ov->hint = 0;
   ov->any = false;
   ov->segs = cad_arena_alloc(a, (size_t)(m->nsegs ? m->nsegs : 1) * sizeof *ov->segs);
   if (!ov->segs) return CAD_E_NOMEM;
@@ -248,7 +248,8 @@ int cad__overlay_serialize(const cad__overlay_t *ov, cad__ev_t *e, cad_str_t *ou
   if (!ov->any) return cad_routes_serialize(m, e->a, out);
   /* Every segment and its terminator come from distinct bytes of the input
    * (the last may lack its terminator): input + 1, plus what edits add. */
-  size_t cap = m->input.len + 1 + ov->extra + WR_SLACK;
+  size_t hint = ov->hint < m->input.len ? ov->hint : m->input.len;
+  size_t cap = m->input.len + 1 + ov->extra + hint + WR_SLACK;
   const char *in_end = m->input.p + m->input.len;
   wr_t w = {cad_arena_alloc(e->a, cap), 0, cap, NULL, 0, in_end, e->a, false, 0};
   if (!w.buf) return CAD_E_NOMEM;
