@@ -145,15 +145,10 @@ static bool extra_clauses(query_t *qq, const cad_archive_query_t *f, char *err, 
 
 /* col = v on hdr or msg. */
 static void hdr_eq(sql_t *h, const char *col, const char *v) {
-  char c[48];
-  if (!v[0]) {
-    snprintf(c, sizeof c, " AND ifnull(%s, '') = ''", col);
-    add(h, c);
-    return;
-  }
-  snprintf(c, sizeof c, " AND %s = ?", col);
-  add(h, c);
-  bind_s(h, v);
+  if ((v[0] ? cad_buf_printf(&h->sql, " AND %s = ?", col)
+            : cad_buf_printf(&h->sql, " AND ifnull(%s, '') = ''", col)) < 0)
+    h->nomem = true;
+  if (v[0]) bind_s(h, v);
 }
 
 static bool build(query_t *qq, const cad_archive_query_t *f, bool count, char *auth_buf,
@@ -320,17 +315,15 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
       if (n < 0) return (int)n;
       sort = n < SORT_MAX;
     }
-    char t[128];
     if (k == 1 && !q->selective) {
-      snprintf(t, sizeof t, " AND m.hdr = %lld", (long long)ids[0]);
-      add(st, t);
+      if (cad_buf_printf(&st->sql, " AND m.hdr = %lld", (long long)ids[0]) < 0) st->nomem = true;
       add_sql(st, &q->rest);
     } else if (k <= HDR_BRANCHES && !q->selective && !q->count) {
       add(st, " AND m.id IN (");
       for (int i = 0; i < k; i++) {
-        snprintf(t, sizeof t, "%sSELECT id FROM (SELECT m.id FROM msg m WHERE m.hdr = %lld",
-                 i ? " UNION ALL " : "", (long long)ids[i]);
-        add(st, t);
+        if (cad_buf_printf(&st->sql, "%sSELECT id FROM (SELECT m.id FROM msg m WHERE m.hdr = %lld",
+                           i ? " UNION ALL " : "", (long long)ids[i]) < 0)
+          st->nomem = true;
         add_sql(st, &q->rest);
         add_limit(st, left);
         add(st, ")");
