@@ -15,8 +15,15 @@
 #     API, bytes per message on disk, search latency p50/p99 by patient id,
 #     by control id, by type within one hour (QUERIES random queries each).
 #
+# SPIN=PERCENT: (a) also runs the engine without the archive beside
+#     bench_spin, a program that spins PERCENT of the time at SCHED_IDLE and
+#     does nothing else ("spin"): what a thread of that CPU share, doing no
+#     work for the message path at the lowest priority, costs the message
+#     path on this machine.  The archive writer's share is its CPU per
+#     message times the rate.
+#
 # Environment: RUNS (3), CONNS (16), N (40000), MESSAGES (1000000),
-# QUERIES (1000), SKIP_API=1 (only (a)).
+# QUERIES (1000), SKIP_API=1 (only (a)), SPIN (none).
 set -euo pipefail
 B=${1:-build}
 W=${2:-$(mktemp -d /tmp/cad-ba-XXXXXX)}
@@ -28,12 +35,19 @@ QUERIES=${QUERIES:-1000}
 LOAD=$B/bench/mllp_load
 CAD=$B/engine/caduceus
 API=$B/bench/bench_archive
-for x in "$LOAD" "$CAD" "$API"; do [ -x "$x" ] || { echo "missing $x (build first)" >&2; exit 2; }; done
+SPINNER=$B/bench/bench_spin
+SPIN=${SPIN:-}
+for x in "$LOAD" "$CAD" "$API" ${SPIN:+"$SPINNER"}; do [ -x "$x" ] || { echo "missing $x (build first)" >&2; exit 2; }; done
 mkdir -p "$W"
 RES=$W/results.txt
 : > "$RES"
 eng_pid=""
-cleanup() { [ -n "$eng_pid" ] && kill "$eng_pid" 2>/dev/null || true; wait 2>/dev/null || true; }
+spin_pid=""
+cleanup() {
+  [ -n "$eng_pid" ] && kill "$eng_pid" 2>/dev/null || true
+  [ -n "$spin_pid" ] && kill "$spin_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
@@ -78,7 +92,7 @@ msg = ("MSH|^~\\&|LIS|LABFAC|EHR|EHRFAC|20260101120000||ORU^R01^ORU_R01|C1|P|2.5
 open(sys.argv[1], "w").write(msg)
 EOF
 
-run() { # on|off ROUND
+run() { # on|off|spin ROUND
   local mode=$1 r=$2 d=$W/$1-r$2 p out dropped bytes
   rm -rf "$d"; mkdir -p "$d"
   p=$(port)
@@ -99,8 +113,10 @@ EOF
   eng_pid=$!
   wait_port "$p" || { echo "engine did not start: $d/engine.log" >&2; exit 1; }
   local t0 w0 cpu wcpu
+  if [ "$mode" = spin ]; then "$SPINNER" "$SPIN" & spin_pid=$!; sleep 0.2; fi
   t0=$(ticks "$eng_pid"); w0=$(ticks "$eng_pid" cad-archive)
   out=$("$LOAD" -p "$p" -c "$CONNS" -n "$N" -f "$W/oru.hl7")
+  if [ -n "$spin_pid" ]; then kill "$spin_pid"; wait "$spin_pid" 2>/dev/null || true; spin_pid=""; fi
   settle "$eng_pid"
   cpu=$(( $(ticks "$eng_pid") - t0 )); wcpu=$(( $(ticks "$eng_pid" cad-archive) - w0 ))
   kill -TERM "$eng_pid"; wait "$eng_pid" || true; eng_pid=""
@@ -116,8 +132,9 @@ echo "bench_archive (a): $RUNS round(s) of $N messages at $CONNS connections, wo
 for r in $(seq "$RUNS"); do
   echo "  round $r: load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
   if [ $((r % 2)) = 1 ]; then run off "$r"; run on "$r"; else run on "$r"; run off "$r"; fi
+  if [ -n "$SPIN" ]; then run spin "$r"; fi
 done
-python3 - "$RES" "$N" <<'EOF'
+python3 - "$RES" "$N" "$SPIN" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 n = int(sys.argv[2])
@@ -129,12 +146,18 @@ print("| off | %s | %.3f | | |" % (format(round(off), ","), med("off", 3)))
 print("| on | %s | %.3f | %d | %.0f |" % (format(round(on), ","), med("on", 3), med("on", 4),
                                         med("on", 5) / n))
 print("cost of the archive: %.1f %% of durable throughput" % (100.0 * (off - on) / off))
+if sys.argv[3]:
+    spin = med("spin", 2)
+    print("without the archive, beside bench_spin %s (idle priority, %s %% of a core, no work):"
+          " %s msgs/s, %.1f %% less" % (sys.argv[3], sys.argv[3], format(round(spin), ","),
+                                        100.0 * (off - spin) / off))
 # CPU (clock ticks of 10 ms) per message, less sensitive to what else runs.
 tick_us = 1e6 / 100
 c_off, c_on, w_on = med("off", 6), med("on", 6), med("on", 7)
 print("engine CPU per message: %.1f us without the archive, %.1f us with it (its writer thread: "
       "%.1f us); the archive adds %.0f %% CPU" % (c_off * tick_us / n, c_on * tick_us / n,
                                                w_on * tick_us / n, 100.0 * (c_on - c_off) / c_off))
+print("the writer's share of a core while the load ran: %.2f" % (w_on * tick_us / n * 1e-6 * on))
 EOF
 if [ "${SKIP_API:-0}" != 1 ]; then
   echo "bench_archive (b, c): $MESSAGES messages through the store's API" >&2

@@ -1,6 +1,6 @@
 /* mllp_sink.c - a bare MLLP acking sink, the yardstick for the engine.
  *
- *   mllp_sink [-h HOST] -p PORT [-e]
+ *   mllp_sink [-h HOST] -p PORT [-e] [-d FILE]
  *
  * -e: echo mode.  The ACK's MSA-2 is the frame's own MSH-10 (read while the
  * bytes pass, without buffering the message), so senders that check the
@@ -12,7 +12,15 @@
  * is the upper bound of what any MLLP server can do on this machine with the
  * same event loop, so the engine's rate is reported as a fraction of it.
  * Stops on SIGINT/SIGTERM.
+ *
+ * -d FILE: the bare durable sink, the yardstick for a durable engine.  The
+ * bytes received are written to FILE (64 MiB of zeros written first and then
+ * overwritten in a circle, so a sync has data to write and no size or extent
+ * to change) and the ACKs wait for one fdatasync per loop iteration: the
+ * reads of every connection in one iteration share it (a group commit with
+ * nothing else: no parsing, no index, no thread).
  */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +42,7 @@ typedef struct {
   int done;   /* the first segment has ended */
   char ctl[64];
   size_t ctl_len;
+  size_t unacked; /* -d: frames waiting for the next fdatasync */
 } client_t;
 
 static int echo;
@@ -48,7 +57,25 @@ static uv_tcp_t server;
 static uv_signal_t sig_int, sig_term;
 static char rbuf[65536];
 
-static void on_closed(uv_handle_t *h) { free(h); }
+/* -d: the file, where the next bytes go, and the connections with frames
+ * waiting for the sync (a bench tool: at most MAX_WAITING connections). */
+#define RING (64u << 20)
+#define MAX_WAITING 1024
+static int dfd = -1;
+static size_t doff;
+static client_t *waiting[MAX_WAITING];
+static size_t nwaiting;
+static uv_check_t sync_check;
+
+static void forget(client_t *c) {
+  for (size_t i = 0; i < nwaiting; i++)
+    if (waiting[i] == c) waiting[i] = waiting[--nwaiting];
+}
+
+static void on_closed(uv_handle_t *h) {
+  forget((client_t *)h);
+  free(h);
+}
 
 static void on_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
   (void)h;
@@ -118,6 +145,47 @@ static void on_read_echo(client_t *c, uv_stream_t *s, ssize_t n, const uv_buf_t 
   if (uv_write(&w->w, s, &buf, 1, on_write) < 0) free(w);
 }
 
+/* `frames` fixed ACKs to s. */
+static void send_acks(uv_stream_t *s, size_t frames) {
+  size_t one = sizeof ACK - 1;
+  wreq_t *w = malloc(sizeof *w + frames * one);
+  if (!w) return;
+  for (size_t i = 0; i < frames; i++) memcpy(w->data + i * one, ACK, one);
+  uv_buf_t out = uv_buf_init(w->data, (unsigned)(frames * one));
+  if (uv_write(&w->w, s, &out, 1, on_write) < 0) free(w);
+}
+
+/* -d: the bytes to the file, in the circle. */
+static void keep(const char *p, size_t n) {
+  while (n) {
+    size_t k = RING - doff < n ? RING - doff : n;
+    ssize_t w = pwrite(dfd, p, k, (off_t)doff);
+    if (w <= 0) {
+      perror("mllp_sink: write");
+      exit(1);
+    }
+    doff = (doff + (size_t)w) % RING;
+    p += w;
+    n -= (size_t)w;
+  }
+}
+
+/* -d: after the loop's reads, one sync for all, then their ACKs. */
+static void on_check(uv_check_t *h) {
+  (void)h;
+  if (!nwaiting) return;
+  if (fdatasync(dfd) != 0) {
+    perror("mllp_sink: fdatasync");
+    exit(1);
+  }
+  for (size_t i = 0; i < nwaiting; i++) {
+    client_t *c = waiting[i];
+    send_acks((uv_stream_t *)&c->tcp, c->unacked);
+    c->unacked = 0;
+  }
+  nwaiting = 0;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   client_t *c = (client_t *)s;
   if (n < 0) {
@@ -136,13 +204,19 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
       frames++;
     }
   }
-  if (!frames) return;
-  size_t one = sizeof ACK - 1;
-  wreq_t *w = malloc(sizeof *w + frames * one);
-  if (!w) return;
-  for (size_t i = 0; i < frames; i++) memcpy(w->data + i * one, ACK, one);
-  uv_buf_t out = uv_buf_init(w->data, (unsigned)(frames * one));
-  if (uv_write(&w->w, s, &out, 1, on_write) < 0) free(w);
+  if (dfd >= 0) {
+    keep(b->base, (size_t)n);
+    if (frames && !c->unacked) {
+      if (nwaiting == MAX_WAITING) {
+        fprintf(stderr, "mllp_sink: more than %d connections waiting\n", MAX_WAITING);
+        exit(1);
+      }
+      waiting[nwaiting++] = c;
+    }
+    c->unacked += frames;
+    return;
+  }
+  if (frames) send_acks(s, frames);
 }
 
 static void on_conn(uv_stream_t *srv, int status) {
@@ -171,22 +245,44 @@ static void on_signal(uv_signal_t *h, int sig) {
   uv_walk(loop, close_any, NULL);
 }
 
+/* -d: FILE created 0600 and filled with zeros, synced. */
+static int open_ring(const char *path) {
+  dfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (dfd < 0) {
+    perror(path);
+    return -1;
+  }
+  static char zero[1 << 20];
+  for (size_t o = 0; o < RING; o += sizeof zero)
+    if (pwrite(dfd, zero, sizeof zero, (off_t)o) != (ssize_t)sizeof zero) {
+      perror(path);
+      return -1;
+    }
+  if (fsync(dfd) != 0) {
+    perror(path);
+    return -1;
+  }
+  return 0;
+}
+
 int main(int argc, char **argv) {
-  const char *host = "127.0.0.1";
+  const char *host = "127.0.0.1", *dpath = NULL;
   int port = 0, opt;
-  while ((opt = getopt(argc, argv, "h:p:e")) != -1) {
+  while ((opt = getopt(argc, argv, "h:p:ed:")) != -1) {
     if (opt == 'e') echo = 1;
+    else if (opt == 'd') dpath = optarg;
     else if (opt == 'h') host = optarg;
     else if (opt == 'p') port = atoi(optarg);
     else {
-      fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT [-e]\n");
+      fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT [-e] [-d FILE]\n");
       return 2;
     }
   }
-  if (port <= 0) {
-    fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT\n");
+  if (port <= 0 || (echo && dpath)) {
+    fprintf(stderr, "usage: mllp_sink [-h HOST] -p PORT [-e] [-d FILE] (-e and -d: one of them)\n");
     return 2;
   }
+  if (dpath && open_ring(dpath) != 0) return 1;
   signal(SIGPIPE, SIG_IGN);
   loop = uv_default_loop();
   struct sockaddr_in a;
@@ -202,6 +298,11 @@ int main(int argc, char **argv) {
   uv_signal_init(loop, &sig_term);
   uv_signal_start(&sig_int, on_signal, SIGINT);
   uv_signal_start(&sig_term, on_signal, SIGTERM);
+  if (dfd >= 0) {
+    uv_check_init(loop, &sync_check);
+    uv_check_start(&sync_check, on_check);
+  }
   uv_run(loop, UV_RUN_DEFAULT);
+  if (dfd >= 0) close(dfd);
   return uv_loop_close(loop) == 0 ? 0 : 1;
 }

@@ -6,7 +6,11 @@
 #               directories moved under WORK_DIR;
 #   relay       MLLP in, durable queue, MLLP out to a second bare sink (-e,
 #               echoing the control id), log_level info, nothing else set;
-#   sink        bench/mllp_sink itself.
+#   sink        bench/mllp_sink itself;
+#   dsink       bench/mllp_sink -d: the bare durable sink (each read written
+#               to a preallocated file, one fdatasync per loop iteration
+#               before the ACKs; no parsing, no index, no thread): what any
+#               durable MLLP server can do on this machine and disk.
 #
 #   bench/shipped.sh [BUILD_DIR] [WORK_DIR]
 #
@@ -46,6 +50,7 @@ trap cleanup EXIT
 
 PS=$(port); "$SINK" -p "$PS" & pids+=($!); wait_port "$PS"
 PE=$(port); "$SINK" -p "$PE" -e & pids+=($!); wait_port "$PE"
+PD=$(port); "$SINK" -p "$PD" -d "$W/dsink.ring" & pids+=($!); wait_port "$PD"
 
 start_quickstart() { # DIR PORT -> sets eng_pid
   local d=$1 p=$2
@@ -84,6 +89,7 @@ for r in $(seq "$RUNS"); do
   for c in 1 16; do
     n=$N1; [ "$c" = 16 ] && n=$N16
     out=$("$LOAD" -p "$PS" -c "$c" -n "$n"); echo "sink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
+    out=$("$LOAD" -p "$PD" -c "$c" -n "$n"); echo "dsink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
     for what in quickstart relay ${BASE:+quickstart@base relay@base}; do
       p=$(port); d=$W/$what-$c-$r
       ENG=$CAD; [ "${what#*@}" = base ] && ENG=$BASE
@@ -154,7 +160,7 @@ def m(what, c, i):
     return statistics.median(x[i] for x in med[(what, c)])
 print("%-16s %5s %10s %8s %8s %8s %11s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms",
                                           "x sink", "cpu_us/msg"))
-for what in ("sink", "quickstart", "relay", "quickstart@base", "relay@base"):
+for what in ("sink", "dsink", "quickstart", "relay", "quickstart@base", "relay@base"):
     if (what, "1") not in med:
         continue
     for c in ("1", "16"):
@@ -163,6 +169,10 @@ for what in ("sink", "quickstart", "relay", "quickstart@base", "relay@base"):
 fs = float(sys.argv[2])
 print("fdatasync rate of the disk: %.0f/s; relay at 1 connection: %.2f x of it (aim >= 0.8)"
       % (fs, m("relay", "1", 0) / fs))
+print("bare durable sink (dsink) at 1 connection: %.2f x the fdatasync rate; the relay %.2f x"
+      " the dsink at 1 connection, %.2f x at 16"
+      % (m("dsink", "1", 0) / fs, m("relay", "1", 0) / m("dsink", "1", 0),
+         m("relay", "16", 0) / m("dsink", "16", 0)))
 print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms); one 1 KB"
       " write + fdatasync alone for 3 s in this run: p50 %s ms, p99 %s ms, max %s ms"
       % (sys.argv[3], m("relay-rate", "16", 1), m("relay-rate", "16", 2), sys.argv[4], sys.argv[5],
