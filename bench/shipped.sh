@@ -19,7 +19,8 @@
 # (1 KB write into a preallocated file + fdatasync, what one message per
 # sync costs) for the
 # one-connection aim; the ACK p99 of the relay at RATE msgs/s offered.
-# Environment: RUNS (3), N1 (3000), N16 (30000), RATE (5000), PERF (1: also
+# Environment: RUNS (3), N1 (3000), N16 (30000), RATE (5000), KEEP (1: leave
+# the runs' files in WORK_DIR), PERF (1: also
 # `perf record` the engine during one 16-connection run of each and print
 # its top symbols; needs perf), BASE (another caduceus binary, e.g. a build
 # of main: its quickstart and relay run too, interleaved with these, as
@@ -45,7 +46,11 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 field() { sed -n "s/.*[ ]*$1=\([0-9.]*\).*/\1/p" <<<"$2" | head -1; }
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$W"/*/data "$W"/*/out
+}
 trap cleanup EXIT
 
 PS=$(port); "$SINK" -p "$PS" & pids+=($!); wait_port "$PS"
@@ -82,7 +87,11 @@ EOF
   pids+=($eng_pid)
   wait_port "$p"
 }
-stop_engine() { kill -TERM "$eng_pid"; wait "$eng_pid" 2>/dev/null || true; rm -rf "$1/data" "$1/out"; }
+# The runs' files are removed at the end (KEEP=1: left), not between runs:
+# on this machine's ext4 (no journal) a new inode is not taken from those
+# freed in the last seconds, and the allocator's search through 30,000 just
+# freed ones would be charged to the next run.
+stop_engine() { kill -TERM "$eng_pid"; wait "$eng_pid" 2>/dev/null || true; }
 
 RES=$W/results.txt; : > "$RES"
 for r in $(seq "$RUNS"); do
