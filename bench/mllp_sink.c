@@ -189,6 +189,7 @@ static void on_check(uv_check_t *h) {
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
   client_t *c = (client_t *)s;
   if (n < 0) {
+    forget(c); /* no ACKs to a closing stream */
     uv_close((uv_handle_t *)s, on_closed);
     return;
   }
