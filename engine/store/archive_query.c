@@ -1,6 +1,7 @@
 /* archive_query.c - reading the archive: search across day files, show one
  * message with its journey (archive.h). */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,14 @@ typedef struct {
 
 static void add(sql_t *q, const char *clause) {
   if (cad_buf_puts(&q->sql, clause) < 0) q->nomem = true;
+}
+
+/* add() of a formatted clause (a column name, a number). */
+__attribute__((format(printf, 2, 3))) static void addf(sql_t *q, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  if (cad_buf_vprintf(&q->sql, fmt, ap) < 0) q->nomem = true;
+  va_end(ap);
 }
 
 static void bind(sql_t *q, bind_t v) {
@@ -145,9 +154,7 @@ static bool extra_clauses(query_t *qq, const cad_archive_query_t *f, char *err, 
 
 /* col = v on hdr or msg. */
 static void hdr_eq(sql_t *h, const char *col, const char *v) {
-  if ((v[0] ? cad_buf_printf(&h->sql, " AND %s = ?", col)
-            : cad_buf_printf(&h->sql, " AND ifnull(%s, '') = ''", col)) < 0)
-    h->nomem = true;
+  addf(h, v[0] ? " AND %s = ?" : " AND ifnull(%s, '') = ''", col);
   if (v[0]) bind_s(h, v);
 }
 
@@ -316,14 +323,13 @@ static int assemble(sqlite3 *db, bool hdr_only, const query_t *q, uint64_t left,
       sort = n < SORT_MAX;
     }
     if (k == 1 && !q->selective) {
-      if (cad_buf_printf(&st->sql, " AND m.hdr = %lld", (long long)ids[0]) < 0) st->nomem = true;
+      addf(st, " AND m.hdr = %lld", (long long)ids[0]);
       add_sql(st, &q->rest);
     } else if (k <= HDR_BRANCHES && !q->selective && !q->count) {
       add(st, " AND m.id IN (");
       for (int i = 0; i < k; i++) {
-        if (cad_buf_printf(&st->sql, "%sSELECT id FROM (SELECT m.id FROM msg m WHERE m.hdr = %lld",
-                           i ? " UNION ALL " : "", (long long)ids[i]) < 0)
-          st->nomem = true;
+        addf(st, "%sSELECT id FROM (SELECT m.id FROM msg m WHERE m.hdr = %lld",
+             i ? " UNION ALL " : "", (long long)ids[i]);
         add_sql(st, &q->rest);
         add_limit(st, left);
         add(st, ")");

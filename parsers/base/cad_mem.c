@@ -127,21 +127,28 @@ int cad_buf_putc(cad_buf_t *b, char c) {
 
 int cad_buf_puts(cad_buf_t *b, const char *s) { return cad_buf_append(b, s, strlen(s)); }
 
+int cad_buf_vprintf(cad_buf_t *b, const char *fmt, va_list ap) {
+  va_list again;
+  va_copy(again, ap);
+  char small[256];
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  int rc = 0;
+  if (n < 0) rc = CAD_E_INVAL;
+  else if ((size_t)n < sizeof small) rc = cad_buf_append(b, small, (size_t)n);
+  else if ((rc = cad_buf_reserve(b, (size_t)n)) == 0) {
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+    b->len += (size_t)n;
+  }
+  va_end(again);
+  return rc;
+}
+
 int cad_buf_printf(cad_buf_t *b, const char *fmt, ...) {
   va_list ap;
-  char small[256];
   va_start(ap, fmt);
-  int n = vsnprintf(small, sizeof small, fmt, ap);
+  int rc = cad_buf_vprintf(b, fmt, ap);
   va_end(ap);
-  if (n < 0) return CAD_E_INVAL;
-  if ((size_t)n < sizeof small) return cad_buf_append(b, small, (size_t)n);
-  int rc = cad_buf_reserve(b, (size_t)n);
-  if (rc) return rc;
-  va_start(ap, fmt);
-  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b->len += (size_t)n;
-  return 0;
+  return rc;
 }
 
 const char *cad_buf_cstr(cad_buf_t *b) {

@@ -15,6 +15,7 @@
 #ifndef CAD_MEM_H
 #define CAD_MEM_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -72,6 +73,8 @@ int cad_buf_append(cad_buf_t *b, const void *p, size_t n);
 int cad_buf_putc(cad_buf_t *b, char c);
 int cad_buf_puts(cad_buf_t *b, const char *s);
 int cad_buf_printf(cad_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* cad_buf_printf() with the arguments as a va_list (ap is consumed). */
+int cad_buf_vprintf(cad_buf_t *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* A NUL-terminated view of the contents (the NUL is not counted in len).
  * Returns NULL on allocation failure. Valid until the next change. */
 const char *cad_buf_cstr(cad_buf_t *b);
