@@ -269,12 +269,15 @@ static int prepare_all(cad__arch_db_t *d) {
   return 0;
 }
 
-/* Before the first database is opened (every open in the process comes
- * here, so no other thread is inside SQLite yet): SQLite keeps no memory
- * statistics, which take a process-wide mutex around every allocation and
- * which the engine never reads (the writer's CPU per message 29.3-29.5 ->
- * 27.3-27.5 us, `bench_archive -n 200000`, three runs each).  Refused, and
- * harmless, once SQLite is initialized. */
+/* Before the first database is opened: SQLite keeps no memory statistics,
+ * which take a process-wide mutex around every allocation and which the
+ * engine never reads (the writer's CPU per message 29.3-29.5 -> 27.3-27.5
+ * us, `bench_archive -n 200000`, three runs each).  sqlite3_config() must
+ * not run beside another SQLite call: in the engine every database is
+ * opened here, and pthread_once holds other openers back until it is done;
+ * the only other opens, `caduceus archive stats|check` (cli_archive_cmd.c),
+ * run in a process of one thread.  Refused, and harmless, once SQLite is
+ * initialized. */
 static void sqlite_setup(void) { (void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); }
 
 int cad__arch_db_open(const char *dir, int64_t day, bool create, bool readonly,
@@ -411,7 +414,6 @@ static void bind_key(sqlite3_stmt *s, int i, const char *p, size_t len) {
   sqlite3_bind_text(s, i, len ? p : "", (int)len, SQLITE_STATIC);
 }
 
-/* The hdr id of (channel, type, msh4, msh6), inserted when new. */
 /* One step of hdr's select or insert with the four key columns bound. */
 static int step_hdr(sqlite3_stmt *q, const char *channel, size_t cl, const char *type, size_t tl,
                     cad__arch_span_t m4, cad__arch_span_t m6) {
@@ -422,6 +424,7 @@ static int step_hdr(sqlite3_stmt *q, const char *channel, size_t cl, const char 
   return sqlite3_step(q);
 }
 
+/* The hdr id of (channel, type, msh4, msh6), inserted when new. */
 static int hdr_id(cad__arch_db_t *d, const char *channel, const char *type, cad__arch_span_t m4,
                   cad__arch_span_t m6, int64_t *out) {
   size_t cl = channel ? strlen(channel) : 0, tl = strlen(type);
