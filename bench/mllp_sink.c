@@ -246,9 +246,10 @@ static void on_signal(uv_signal_t *h, int sig) {
   uv_walk(loop, close_any, NULL);
 }
 
-/* -d: FILE created 0600 and filled with zeros, synced. */
+/* -d: FILE created 0600 and filled with zeros, synced (a symbolic link
+ * planted at FILE is refused, not followed and truncated). */
 static int open_ring(const char *path) {
-  dfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  dfd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (dfd < 0) {
     perror(path);
     return -1;

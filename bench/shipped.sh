@@ -49,7 +49,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [ "${KEEP:-0}" = 1 ] || rm -rf "$W"/*/data "$W"/*/out
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$W"/*/data "$W"/*/out "$W/dsink.ring"
 }
 trap cleanup EXIT
 
@@ -87,11 +87,16 @@ EOF
   pids+=($eng_pid)
   wait_port "$p"
 }
-# The runs' files are removed at the end (KEEP=1: left), not between runs:
-# on this machine's ext4 (no journal) a new inode is not taken from those
-# freed in the last seconds, and the allocator's search through 30,000 just
-# freed ones would be charged to the next run.
-stop_engine() { kill -TERM "$eng_pid"; wait "$eng_pid" 2>/dev/null || true; }
+# The files written per message (out/) are removed at the end (KEEP=1: left),
+# not between runs: on this machine's ext4 (no journal) a new inode is not
+# taken from those freed in the last seconds, and the allocator's search
+# through 30,000 just freed ones would be charged to the next run.  The data
+# directory (a few large files: journal, archive) goes at once, so the disk
+# holds one run's journal and archive at a time, not all of them.
+stop_engine() {
+  kill -TERM "$eng_pid"; wait "$eng_pid" 2>/dev/null || true
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$1/data"
+}
 
 RES=$W/results.txt; : > "$RES"
 for r in $(seq "$RUNS"); do
