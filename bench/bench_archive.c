@@ -82,14 +82,6 @@ static uint64_t rnd(void) {
   return rnd_state;
 }
 
-/* CPU seconds of the process (user + system). */
-static double cpu_s(void) {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
-         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
-}
-
 static uint64_t dir_bytes(const char *dir) {
   char cmd[4300];
   snprintf(cmd, sizeof cmd, "du -sb '%s' | cut -f1", dir);

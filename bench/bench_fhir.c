@@ -26,7 +26,7 @@
 
 #define ROUNDS 7
 
-static double cpu_s(void) {
+static double thread_cpu_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -121,14 +121,14 @@ int main(int argc, char **argv) {
   for (int r = 0; r < ROUNDS; r++) {
     for (int k = 0; k < NW; k++) {
       size_t n = 0;
-      double c0 = cpu_s(), t0 = now_s(), t;
+      double c0 = thread_cpu_s(), t0 = now_s(), t;
       do {
         for (int i = 0; i < 200; i++) fns[k](&a, &b);
         n += 200;
         t = now_s();
       } while (t - t0 < secs);
       rate[k][r] = (double)n / (t - t0);
-      crate[k][r] = (double)n / (cpu_s() - c0);
+      crate[k][r] = (double)n / (thread_cpu_s() - c0);
     }
   }
   double med[NW], cmed[NW];

@@ -2,6 +2,7 @@
 #ifndef CAD_BENCH_UTIL_H
 #define CAD_BENCH_UTIL_H
 
+#include <sys/resource.h>
 #include <time.h>
 
 /* Monotonic seconds. */
@@ -9,6 +10,14 @@ static inline double now_s(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* CPU seconds of the whole process (user + system, every thread). */
+static inline double cpu_s(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec * 1e-6 +
+         (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec * 1e-6;
 }
 
 /* qsort comparator for doubles (medians, percentiles). */

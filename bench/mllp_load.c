@@ -13,6 +13,10 @@
  * of this client's own thread is not the server's latency).  Without -r, as
  * fast as the ACKs come back.
  *
+ * cpu_us_per_msg: this process's own CPU time (user + system, all threads)
+ * per ACKed message: what the load itself takes from the cores it shares
+ * with the server measured.
+ *
  * Without -f, each message is a built-in ~1 KB ADT^A01 whose MSH-10 is
  * unique (L<conn>_<seq>), so a file destination keeps every one.  With -f,
  * the file's bytes (one message, \r or \n segment ends) are sent as they are.
@@ -30,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -241,11 +246,11 @@ int main(int argc, char **argv) {
     ws[i].count = total / conns + (i < total % conns ? 1 : 0);
     ws[i].lat = malloc(sizeof(double) * (size_t)(ws[i].count ? ws[i].count : 1));
   }
-  double t0 = now_s();
+  double t0 = now_s(), c0 = cpu_s();
   start_at = t0 + 0.01;
   for (int i = 0; i < conns; i++) pthread_create(&ws[i].th, NULL, run_worker, &ws[i]);
   for (int i = 0; i < conns; i++) pthread_join(ws[i].th, NULL);
-  double el = now_s() - t0;
+  double el = now_s() - t0, cpu = cpu_s() - c0;
   long acks = 0, bad = 0, nl = 0;
   int failed = 0;
   for (int i = 0; i < conns; i++) {
@@ -266,8 +271,9 @@ int main(int argc, char **argv) {
   if (rate > 0) printf("offered_per_s=%.0f ", rate);
   printf(
       "conns=%d window=%d messages=%ld acked=%ld not_accepted=%ld seconds=%.3f "
-      "msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f\n",
-      conns, window, total, acks, bad, el, el > 0 ? (double)acks / el : 0, p50 * 1e3, p99 * 1e3);
+      "msgs_per_s=%.0f p50_ms=%.3f p99_ms=%.3f cpu_us_per_msg=%.1f\n",
+      conns, window, total, acks, bad, el, el > 0 ? (double)acks / el : 0, p50 * 1e3, p99 * 1e3,
+      acks ? cpu * 1e6 / (double)acks : 0.0);
   free(all);
   free(ws);
   free(file_msg);

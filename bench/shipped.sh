@@ -25,9 +25,14 @@
 # its top symbols; needs perf), BASE (another caduceus binary, e.g. a build
 # of main: its quickstart and relay run too, interleaved with these, as
 # quickstart@base and relay@base: before and after in the same run).
-# cpu_us/msg: the engine's CPU time (all its threads, /proc/PID/stat) per
-# message, read 0.5 s after the load ends: steadier than msgs/s on a shared
-# machine, where the rate depends on who else runs.
+# cpu_us/msg: the server's CPU time per message (all its threads,
+# /proc/PID/stat: the engine, read 0.5 s after the load ends, or the sink);
+# steadier than msgs/s on a shared machine, where the rate depends on who
+# else runs.  load_us: mllp_load's own CPU per message; down_us: the relay's
+# downstream sink's.  The last lines set these against the two cores: the
+# CPU per message the cores give at each aim's rate, less what the load
+# generator (and the relay's downstream sink) take, is what the engine may
+# use; the engine's figure beside it.
 set -euo pipefail
 B=${1:-build}
 W=${2:-$(mktemp -d /tmp/cad-shipped-XXXXXX)}
@@ -53,9 +58,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PS=$(port); "$SINK" -p "$PS" & pids+=($!); wait_port "$PS"
-PE=$(port); "$SINK" -p "$PE" -e & pids+=($!); wait_port "$PE"
-PD=$(port); "$SINK" -p "$PD" -d "$W/dsink.ring" & pids+=($!); wait_port "$PD"
+PS=$(port); "$SINK" -p "$PS" & pids+=($!); sink_pid=$!; wait_port "$PS"
+PE=$(port); "$SINK" -p "$PE" -e & pids+=($!); esink_pid=$!; wait_port "$PE"
+PD=$(port); "$SINK" -p "$PD" -d "$W/dsink.ring" & pids+=($!); dsink_pid=$!; wait_port "$PD"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+per_msg() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN {printf "%.1f", (b - a) * 1e6 / 100 / n}'; }
 
 start_quickstart() { # DIR PORT -> sets eng_pid
   local d=$1 p=$2
@@ -102,8 +109,11 @@ RES=$W/results.txt; : > "$RES"
 for r in $(seq "$RUNS"); do
   for c in 1 16; do
     n=$N1; [ "$c" = 16 ] && n=$N16
-    out=$("$LOAD" -p "$PS" -c "$c" -n "$n"); echo "sink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
-    out=$("$LOAD" -p "$PD" -c "$c" -n "$n"); echo "dsink $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
+    for what in sink dsink; do
+      pid=$sink_pid; pt=$PS; [ "$what" = dsink ] && pid=$dsink_pid pt=$PD
+      t0=$(ticks "$pid"); out=$("$LOAD" -p "$pt" -c "$c" -n "$n"); t1=$(ticks "$pid")
+      echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") $(per_msg "$t0" "$t1" "$n") $(field cpu_us_per_msg "$out") -" >> "$RES"
+    done
     for what in quickstart relay ${BASE:+quickstart@base relay@base}; do
       p=$(port); d=$W/$what-$c-$r
       ENG=$CAD; [ "${what#*@}" = base ] && ENG=$BASE
@@ -112,11 +122,12 @@ for r in $(seq "$RUNS"); do
         perf record -g -o "$W/$what.perf" -p "$eng_pid" 2>/dev/null & perf_pid=$!
         sleep 0.3
       fi
-      out=$("$LOAD" -p "$p" -c "$c" -n "$n")
+      e0=$(ticks "$esink_pid"); out=$("$LOAD" -p "$p" -c "$c" -n "$n")
       if [ "$PERF" = 1 ] && [ "$c" = 16 ] && [ "$r" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
       sleep 0.5 # what the engine still does for these messages (delivery, archive)
-      cpu=$(awk -v n="$n" '{printf "%.1f", ($14 + $15) * 1e6 / 100 / n}' "/proc/$eng_pid/stat")
-      echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") $cpu" >> "$RES"
+      cpu=$(per_msg 0 "$(ticks "$eng_pid")" "$n")
+      down=-; [ "${what%@*}" = relay ] && down=$(per_msg "$e0" "$(ticks "$esink_pid")" "$n")
+      echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") $cpu $(field cpu_us_per_msg "$out") $down" >> "$RES"
       stop_engine "$d"
     done
   done
@@ -129,7 +140,7 @@ steal0=$(steal)
 for r in $(seq "$RUNS"); do
   p=$(port); d=$W/relay-rate; ENG=$CAD; start_relay "$d" "$p"
   out=$("$LOAD" -p "$p" -c 16 -n $((RATE * 3)) -r "$RATE"); stop_engine "$d"
-  echo "relay-rate 16 $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") -" >> "$RES"
+  echo "relay-rate 16 $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") - - -" >> "$RES"
 done
 steal_pct=$(echo "$steal0 $(steal)" | awk '{d = $4 - $2; s = 0; if (d > 0) s = ($3 - $1) * 100 / d; printf "%.1f", s}')
 fsync=$(python3 - "$W/fsync-probe" <<'EOF'
@@ -164,22 +175,23 @@ EOF
 )
 read -r fsync fsync_p50 fsync_p99 fsync_max <<<"$fsync"
 python3 - "$RES" "$fsync" "$RATE" "$fsync_p50" "$fsync_p99" "$fsync_max" "$steal_pct" <<'EOF'
-import statistics, sys
+import os, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 med = {}
-for what, c, r, rate, p50, p99, cpu in rows:
-    med.setdefault((what, c), []).append((float(rate), float(p50), float(p99),
-                                          float(cpu) if cpu != "-" else 0.0))
+num = lambda v: float(v) if v != "-" else 0.0
+for what, c, r, rate, p50, p99, cpu, load, down in rows:
+    med.setdefault((what, c), []).append(tuple(num(v) for v in (rate, p50, p99, cpu, load, down)))
 def m(what, c, i):
     return statistics.median(x[i] for x in med[(what, c)])
-print("%-16s %5s %10s %8s %8s %8s %11s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms",
-                                          "x sink", "cpu_us/msg"))
+print("%-16s %5s %10s %8s %8s %8s %11s %8s %8s" % ("config", "conns", "msgs/s", "p50_ms", "p99_ms",
+                                                 "x sink", "cpu_us/msg", "load_us", "down_us"))
 for what in ("sink", "dsink", "quickstart", "relay", "quickstart@base", "relay@base"):
     if (what, "1") not in med:
         continue
     for c in ("1", "16"):
-        print("%-16s %5s %10.0f %8.3f %8.3f %8.2f %11.1f" % (what, c, m(what, c, 0), m(what, c, 1),
-              m(what, c, 2), m(what, c, 0) / m("sink", c, 0), m(what, c, 3)))
+        print("%-16s %5s %10.0f %8.3f %8.3f %8.2f %11.1f %8.1f %8.1f" % (
+              what, c, m(what, c, 0), m(what, c, 1), m(what, c, 2),
+              m(what, c, 0) / m("sink", c, 0), m(what, c, 3), m(what, c, 4), m(what, c, 5)))
 fs = float(sys.argv[2])
 print("fdatasync rate of the disk: %.0f/s; relay at 1 connection: %.2f x of it (aim >= 0.8)"
       % (fs, m("relay", "1", 0) / fs))
@@ -194,6 +206,17 @@ print("relay ACK at %s msgs/s offered: p50 %.3f ms, p99 %.3f ms (aim p99 <= 2 ms
 print("CPU time the hypervisor took (steal) during those runs: %s %%" % sys.argv[7])
 print("aims at 16 connections: relay >= 0.5 x sink (%.2f), quickstart >= 0.35 x sink (%.2f)"
       % (m("relay", "16", 0) / m("sink", "16", 0), m("quickstart", "16", 0) / m("sink", "16", 0)))
+# What the two cores give per message at each aim's rate, and who takes it.
+cores = os.cpu_count() or 2
+for what, aim in (("relay", 0.5), ("quickstart", 0.35)):
+    rate = aim * m("sink", "16", 0)
+    budget = cores * 1e6 / rate
+    left = budget - m(what, "16", 4) - m(what, "16", 5)
+    print("%s at %.2f x the sink (%.0f msgs/s): %d cores give %.1f us of CPU per message; the load"
+          " generator takes %.1f%s, leaving %.1f for the engine, which takes %.1f (the dsink takes"
+          " %.1f)" % (what, aim, rate, cores, budget, m(what, "16", 4),
+                      " and the downstream sink %.1f" % m(what, "16", 5) if what == "relay" else "",
+                      left, m(what, "16", 3), m("dsink", "16", 3)))
 EOF
 if [ "$PERF" = 1 ]; then
   for what in quickstart relay; do
