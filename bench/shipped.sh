@@ -26,7 +26,8 @@
 # of main: its quickstart and relay run too, interleaved with these, as
 # quickstart@base and relay@base: before and after in the same run).
 # cpu_us/msg: the server's CPU time per message (all its threads,
-# /proc/PID/stat: the engine, read 0.5 s after the load ends, or the sink);
+# /proc/PID/stat: the engine, read once it has written its last file
+# (quickstart) and is idle, or the sink);
 # steadier than msgs/s on a shared machine, where the rate depends on who
 # else runs.  load_us: mllp_load's own CPU per message; down_us: the relay's
 # downstream sink's.  The last lines set these against the two cores: the
@@ -124,7 +125,19 @@ for r in $(seq "$RUNS"); do
       fi
       e0=$(ticks "$esink_pid"); out=$("$LOAD" -p "$p" -c "$c" -n "$n")
       if [ "$PERF" = 1 ] && [ "$c" = 16 ] && [ "$r" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
-      sleep 0.5 # what the engine still does for these messages (delivery, archive)
+      # What the engine still does for these messages: the quickstart ACKs
+      # once a message is in the journal and writes its file afterwards, so
+      # wait (30 s at most) until every file is there; then until the engine
+      # is idle (at most one clock tick in 0.3 s: deliveries, the archive).
+      if [ "${what%@*}" = quickstart ]; then
+        for _ in $(seq 300); do
+          [ "$(find "$d/out" -maxdepth 1 -name '*.hl7' 2>/dev/null | wc -l)" -ge "$n" ] && break
+          sleep 0.1
+        done
+      fi
+      for _ in $(seq 100); do
+        i0=$(ticks "$eng_pid"); sleep 0.3; [ $(($(ticks "$eng_pid") - i0)) -le 1 ] && break
+      done
       cpu=$(per_msg 0 "$(ticks "$eng_pid")" "$n")
       down=-; [ "${what%@*}" = relay ] && down=$(per_msg "$e0" "$(ticks "$esink_pid")" "$n")
       echo "$what $c $r $(field msgs_per_s "$out") $(field p50_ms "$out") $(field p99_ms "$out") $cpu $(field cpu_us_per_msg "$out") $down" >> "$RES"
