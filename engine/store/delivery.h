@@ -141,8 +141,11 @@ int cad_delivery_wait(cad_delivery_t *w, uint64_t seq, void (*cb)(void *ud, int 
 void cad_delivery_get_stats(const cad_delivery_t *w, cad_delivery_stats_t *out);
 /* Make this worker lane `lane` of a driver that serves `lanes` lanes with
  * one impl: its messages go to deliver_lane(impl, lane, ...).  Call right
- * after start.  Returns 0, or CAD_E_INVAL when lane >= lanes (nothing
- * changes). */
+ * after start, in the same loop turn: start queues its first read to the
+ * thread pool, and the messages read reach the driver on a later turn, so
+ * they already see the lane (and the archive, below).  A start that handed
+ * messages over inside the call would have to take both as options instead.
+ * Returns 0, or CAD_E_INVAL when lane >= lanes (nothing changes). */
 int cad_delivery_set_lane(cad_delivery_t *w, unsigned lane, unsigned lanes,
                           cad_deliver_lane_fn deliver_lane);
 /* This worker's lane (0 without lanes) and queue id. */
