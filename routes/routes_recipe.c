@@ -56,7 +56,16 @@ typedef struct val {
   uint8_t slot; /* V_ORIG: the field */
   uint16_t i;   /* V_ORIG: the component, 0-based (may be beyond the
                    field's: empty); V_CONST: index in consts[]; V_REG */
+  uint16_t x;   /* where an occurrence's run finds it (vtab_t) */
 } val_t;
+
+/* An occurrence's values in one table, so that reading one is two loads
+ * and no branch on its kind: component i of slot s at s * CAD__WS_COMPS + i
+ * (components beyond the field's read as empty, up to the recipe's nref),
+ * constant k at VT_CONST + k, register k at VT_REG + k. */
+#define VT_CONST (CAD__WS_FIELDS * CAD__WS_COMPS)
+#define VT_REG (VT_CONST + MAX_REGS)
+#define VT_N (VT_REG + MAX_REGS)
 
 /* A register: a `map` of a value, a `set` value escaped per occurrence, or
  * a `format_date` of a whole field. */
@@ -82,10 +91,11 @@ typedef struct rout {
 
 struct cad__recipe {
   uint32_t nops, nouts, nslots, nconsts;
-  size_t extra;               /* hint: bytes added besides copies */
-  uint32_t nrefs;             /* hint: components copied */
-  int field[CAD__WS_FIELDS];  /* the field of each slot */
-  bool whole[CAD__WS_FIELDS]; /* a slot written whole: read as text, not split */
+  size_t extra;                  /* hint: bytes added besides copies */
+  uint32_t nrefs;                /* hint: components copied */
+  int field[CAD__WS_FIELDS];     /* the field of each slot */
+  bool whole[CAD__WS_FIELDS];    /* a slot written whole: read as text, not split */
+  uint32_t nref[CAD__WS_FIELDS]; /* components of each slot read (as read) */
   rop_t *ops;
   rout_t *outs;
   cad_str_t *consts;
@@ -176,15 +186,16 @@ typedef struct plan {
 
 /* A new register; kind 0 when there is no room. */
 static val_t new_reg(plan_t *p, rop_t op) {
-  if (p->nops == MAX_REGS) return (val_t){0, 0, 0};
+  if (p->nops == MAX_REGS) return (val_t){0, 0, 0, 0};
   p->ops[p->nops] = op;
-  return (val_t){V_REG, 0, (uint16_t)p->nops++};
+  uint16_t k = (uint16_t)p->nops++;
+  return (val_t){V_REG, 0, k, (uint16_t)(VT_REG + k)};
 }
 
 /* What component c (1-based) of slot s holds now. */
 static val_t value_of(plan_t *p, int s, uint32_t c) {
   if (c <= CAD__WS_COMPS && p->now[s][c - 1].kind) return p->now[s][c - 1];
-  return (val_t){V_ORIG, (uint8_t)s, (uint16_t)(c - 1)};
+  return (val_t){V_ORIG, (uint8_t)s, (uint16_t)(c - 1), (uint16_t)(s * CAD__WS_COMPS + (int)c - 1)};
 }
 
 /* Slot s holds field `field` and is used by a component-level step: false
@@ -200,7 +211,8 @@ static bool use_slot(plan_t *p, int s, int field) {
 static val_t set_value(plan_t *p, const cad__step_t *st) {
   if (st->value_std_plain && p->nconsts < MAX_REGS) {
     p->consts[p->nconsts] = st->value;
-    return (val_t){V_CONST, 0, (uint16_t)p->nconsts++};
+    uint16_t k = (uint16_t)p->nconsts++;
+    return (val_t){V_CONST, 0, k, (uint16_t)(VT_CONST + k)};
   }
   return new_reg(p, (rop_t){.kind = R_CONST, .st = st});
 }
@@ -326,8 +338,16 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
     o->always = p->always[s];
     o->nmin = p->nmin[s];
     o->nlay = p->nlay[s];
-    for (uint32_t c = 0; c < o->nlay; c++) o->lay[c] = value_of(p, (int)s, c + 1);
+    for (uint32_t c = 0; c < o->nlay; c++) {
+      val_t v = o->lay[c] = value_of(p, (int)s, c + 1);
+      if (v.kind == V_ORIG && v.i + 1u > r->nref[v.slot]) r->nref[v.slot] = v.i + 1u;
+    }
     o++;
+  }
+  for (uint32_t i = 0; i < p->nops; i++) {
+    val_t v = p->ops[i].arg;
+    if (p->ops[i].kind == R_MAP && v.kind == V_ORIG && v.i + 1u > r->nref[v.slot])
+      r->nref[v.slot] = v.i + 1u;
   }
   st->recipe = r;
 }
@@ -347,20 +367,29 @@ size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uin
  * 8-byte stores cannot be forwarded from the store buffer and stalls the
  * CPU, which was most of the time such a run took. */
 
-/* A field of the occurrence, taken apart (or as text, when written whole). */
+/* A field of the occurrence, taken apart (its components in the vtab_t,
+ * below) or as text, when written whole. */
 typedef struct rfield {
   cad_str_t text; /* whole: the field's text */
   bool present;   /* whole: the occurrence has the field */
   uint32_t ncomp;
   uint32_t padded; /* bit k: component k is padded (CAD__PAD) */
   cad_str_t rest;
-  const char *cp[CAD__WS_COMPS];
-  size_t cl[CAD__WS_COMPS];
 } rfield_t;
 
+/* The values of one occurrence (see VT_CONST): pointer, length and padded
+ * (CAD__PAD) apart. */
+typedef struct vtab {
+  const char *p[VT_N];
+  size_t n[VT_N];
+  bool pad[VT_N];
+} vtab_t;
+
 /* Field `field` of segment `seg` as the run starts: as an earlier run left
- * it (overlay), else as the segment has it (an absent field is empty). */
-static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f) {
+ * it (overlay), else as the segment has it (an absent field is empty); its
+ * components to cp[], cl[]. */
+static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f, const char **cp,
+                size_t *cl) {
   const cad_hl7_seg_t *s = &e->m->segs[seg];
   cad_str_t t = {"", 0};
   const cad__fedit_t *ed = e->ov ? cad__overlay_get(e->ov, seg, field) : NULL;
@@ -375,8 +404,8 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f) 
     f->ncomp = ed->ncomp;
     f->padded = ed->padded;
     for (uint32_t k = 0; k < ed->ncomp; k++) {
-      f->cp[k] = ed->comp[k].p;
-      f->cl[k] = ed->comp[k].len;
+      cp[k] = ed->comp[k].p;
+      cl[k] = ed->comp[k].len;
     }
     f->rest = ed->rest;
     return 0;
@@ -388,7 +417,7 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f) 
   uintptr_t in = (uintptr_t)e->m->input.p, at = (uintptr_t)t.p;
   const char *limit =
       at >= in && at < in + e->m->input.len ? e->m->input.p + e->m->input.len : NULL;
-  return cad__split_comps(t, limit, s->d.comp, s->d.rep, f->cp, f->cl, &f->ncomp, &f->rest);
+  return cad__split_comps(t, limit, s->d.comp, s->d.rep, cp, cl, &f->ncomp, &f->rest);
 }
 
 /* R_MAP: the new value of (*vp, *vl) (what comp_map() in routes_steps.c
@@ -425,13 +454,6 @@ static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t
   return 0;
 }
 
-/* Registers: pointer, length, padded (CAD__PAD). */
-typedef struct regs {
-  const char *p[MAX_REGS];
-  size_t n[MAX_REGS];
-  bool pad[MAX_REGS];
-} regs_t;
-
 /* R_DATE: the field's text as `format_date` st writes it (what fused_step()
  * in routes_steps.c writes); left as it is when it holds no value.  A
  * value that is not a plain date (separators, escapes, not a date) is left to
@@ -458,22 +480,10 @@ static int date_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_
 }
 
 /* The text of value v in the occurrence; returns whether it is padded. */
-static inline bool value(const struct cad__recipe *r, const rfield_t *f, const regs_t *g, val_t v,
-                         const char **p, size_t *n) {
-  switch (v.kind) {
-    case V_ORIG: {
-      const rfield_t *src = &f[v.slot];
-      bool have = v.i < src->ncomp;
-      *p = have ? src->cp[v.i] : "";
-      *n = have ? src->cl[v.i] : 0;
-      return have && ((src->padded >> v.i) & 1);
-    }
-    case V_CONST:
-      *p = r->consts[v.i].p;
-      *n = r->consts[v.i].len;
-      return true;
-    default: *p = g->p[v.i], *n = g->n[v.i]; return g->pad[v.i];
-  }
+static inline bool value(const vtab_t *t, val_t v, const char **p, size_t *n) {
+  *p = t->p[v.x];
+  *n = t->n[v.x];
+  return t->pad[v.x];
 }
 
 /* The sink of cad__recipe_apply() when none is given: the field into the
@@ -505,50 +515,67 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
   if (!sink) sink = put_back, ctx = e;
   const cad_hl7_delims_t *d = &e->m->segs[seg].d;
   rfield_t f[CAD__WS_FIELDS];
-  regs_t g;
+  vtab_t t; /* only what the recipe reads is set */
   bool dirty[CAD__WS_FIELDS] = {false};
-  for (uint32_t s = 0; s < r->nslots; s++)
-    if (load(e, seg, r->field[s], r->whole[s], &f[s])) return CAD__REDO;
+  for (uint32_t s = 0; s < r->nslots; s++) {
+    const uint32_t b = s * CAD__WS_COMPS;
+    if (load(e, seg, r->field[s], r->whole[s], &f[s], &t.p[b], &t.n[b])) return CAD__REDO;
+    if (r->whole[s]) continue;
+    uint32_t nc = f[s].ncomp;
+    for (uint32_t k = 0; k < nc; k++) t.pad[b + k] = (f[s].padded >> k) & 1;
+    for (uint32_t k = nc; k < r->nref[s]; k++)
+      t.p[b + k] = "", t.n[b + k] = 0, t.pad[b + k] = false;
+  }
+  for (uint32_t k = 0; k < r->nconsts; k++) {
+    t.p[VT_CONST + k] = r->consts[k].p;
+    t.n[VT_CONST + k] = r->consts[k].len;
+    t.pad[VT_CONST + k] = true;
+  }
   for (uint32_t i = 0; i < r->nops; i++) {
     const rop_t *op = &r->ops[i];
+    const uint32_t x = VT_REG + i;
     bool changed = false;
     if (op->kind == R_MAP) {
-      g.pad[i] = value(r, f, &g, op->arg, &g.p[i], &g.n[i]);
-      if (map_value(e, op->st, d, &g.p[i], &g.n[i], &g.pad[i], &changed)) return CAD__REDO;
+      t.pad[x] = value(&t, op->arg, &t.p[x], &t.n[x]);
+      if (map_value(e, op->st, d, &t.p[x], &t.n[x], &t.pad[x], &changed)) return CAD__REDO;
       dirty[op->slot] |= changed;
     } else if (op->kind == R_DATE) {
-      g.pad[i] = false;
-      if (date_value(e, op->st, d, &f[op->slot], &g.p[i], &g.n[i], &changed)) return CAD__REDO;
+      t.pad[x] = false;
+      if (date_value(e, op->st, d, &f[op->slot], &t.p[x], &t.n[x], &changed)) return CAD__REDO;
       dirty[op->slot] |= changed;
     } else {
       cad_str_t v;
       if (cad_hl7_encode(d, op->st->value, e->a, &v)) return CAD__REDO;
-      g.p[i] = v.p;
-      g.n[i] = v.len;
-      g.pad[i] = false;
+      t.p[x] = v.p;
+      t.n[x] = v.len;
+      t.pad[x] = false;
     }
   }
   for (uint32_t k = 0; k < r->nouts; k++) {
     const rout_t *o = &r->outs[k];
     if (!o->always && !dirty[o->slot]) continue;
     if (o->whole) {
-      cad_str_t t;
-      bool pad = value(r, f, &g, o->text, &t.p, &t.len);
-      if (sink(ctx, seg, r->field[o->slot], NULL, 0, pad, d->comp, t, t.len)) return CAD__REDO;
+      cad_str_t w;
+      bool pad = value(&t, o->text, &w.p, &w.len);
+      if (sink(ctx, seg, r->field[o->slot], NULL, 0, pad, d->comp, w, w.len)) return CAD__REDO;
       continue;
     }
     const rfield_t *src = &f[o->slot];
+    const uint32_t b = o->slot * CAD__WS_COMPS;
     uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp, padded = 0;
     cad_str_t comp[CAD__WS_COMPS];
     size_t len = n - 1 + src->rest.len;
     uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
     for (; c < nlay; c++) {
-      padded |= (uint32_t)value(r, f, &g, o->lay[c], &comp[c].p, &comp[c].len) << c;
-      len += comp[c].len;
+      const uint32_t x = o->lay[c].x;
+      comp[c].p = t.p[x];
+      comp[c].len = t.n[x];
+      padded |= (uint32_t)t.pad[x] << c;
+      len += t.n[x];
     }
     for (; c < src->ncomp; c++) {
-      comp[c].p = src->cp[c];
-      comp[c].len = src->cl[c];
+      comp[c].p = t.p[b + c];
+      comp[c].len = t.n[b + c];
       len += comp[c].len;
     }
     padded |= src->padded & ~((nlay < 32 ? 1u << nlay : 0u) - 1u) &
