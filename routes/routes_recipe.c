@@ -567,11 +567,8 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
     size_t len = n - 1 + src->rest.len;
     uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
     for (; c < nlay; c++) {
-      const uint32_t x = o->lay[c].x;
-      comp[c].p = t.p[x];
-      comp[c].len = t.n[x];
-      padded |= (uint32_t)t.pad[x] << c;
-      len += t.n[x];
+      padded |= (uint32_t)value(&t, o->lay[c], &comp[c].p, &comp[c].len) << c;
+      len += comp[c].len;
     }
     for (; c < src->ncomp; c++) {
       comp[c].p = t.p[b + c];
