@@ -30,11 +30,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
+#include "bench_msgs.h"
 #include "bench_util.h"
 #include "cad_error.h"
 #include "cad_mem.h"
@@ -42,6 +42,7 @@
 #include "hl7.h"
 
 #define MAX_ROUNDS 15
+#define MAX_MSGS 1000000
 
 typedef struct run {
   cad_file_dest_t *d;
@@ -53,28 +54,12 @@ typedef struct run {
   cad_arena_t arena;
 } run_t;
 
-/* Message i: a 1.1 KB ORU^R01 whose MSH-7 and MSH-10 differ by message. */
+/* Message i: the lab-to-ehr ORU^R01 (~1.1 KB) with its own MSH-7 and MSH-10. */
 static size_t make_msg(char *out, size_t cap, uint64_t i) {
-  static const char *const codes[][3] = {
-      {"GLU", "Glucose", "mg/dL"},     {"K", "Potassium", "mmol/L"},
-      {"NA", "Sodium", "mmol/L"},      {"CL", "Chloride", "mmol/L"},
-      {"CREA", "Creatinine", "mg/dL"}, {"BUN", "Urea nitrogen", "mg/dL"},
-      {"HGB", "Hemoglobin", "g/dL"}};
-  size_t o = (size_t)snprintf(
-      out, cap,
-      "MSH|^~\\&|LIS|CITY_LAB|LAB_IN|CITY_HOSP|202403051%05llu||ORU^R01^ORU_R01|LAB%08llu|P|2.5.1\r"
-      "PID|1||556677^^^CITYHOSP^MR||Rivera^Ana^M||19800412|F|||12 Harbour Rd^^Cork^^T12X^IE\r"
-      "PV1|1|O|CLINIC2^^^CITY_HOSP||||DRS123^Okafor^Chidi\r"
-      "OBR|1|ORD4411|LAB4411|BMP^Basic metabolic panel^L|||20240305121045|||||||||"
-      "DRS123^Okafor^Chidi||||||202403051425||CH|F\r",
-      (unsigned long long)(i / 64 % 100000), (unsigned long long)i);
-  for (int k = 0; k < 10 && o < cap; k++) {
-    const char *const *c = codes[k % 7];
-    o += (size_t)snprintf(out + o, cap - o,
-                          "OBX|%d|NM|%s^%s^L||%d.%d|%s|1-100|N|||F|||20240305130000||TECH%02d\r",
-                          k + 1, c[0], c[1], 40 + k * 7, k, c[2], k);
-  }
-  return o < cap ? o : cap - 1;
+  char msh7[32], msh10[32];
+  snprintf(msh7, sizeof msh7, "202403051%05llu", (unsigned long long)(i / 64 % 100000));
+  snprintf(msh10, sizeof msh10, "LAB%08llu", (unsigned long long)i);
+  return bench_lab_oru(out, cap, msh7, msh10, false);
 }
 
 static void fill(run_t *r);
@@ -170,7 +155,8 @@ static void remove_dir(const char *dir) {
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: bench_filedest [-n MESSAGES] [-w WINDOW] [-r ROUNDS] WORK_DIR\n"
+          "usage: bench_filedest [-n MESSAGES (<= 1000000)] [-w WINDOW] [-r ROUNDS (<= 15)] "
+          "WORK_DIR\n"
           "  one file per message (the quickstart's template) against one appended file,\n"
           "  through the file destination alone; WORK_DIR must not exist or be empty.\n");
 }
@@ -188,7 +174,9 @@ int main(int argc, char **argv) {
       default: usage(stderr); return 2;
     }
   }
-  if (optind != argc - 1 || n == 0 || window == 0 || rounds < 1 || rounds > MAX_ROUNDS) {
+  /* n messages are built in memory first (1,200 bytes each at most). */
+  if (optind != argc - 1 || n == 0 || n > MAX_MSGS || window == 0 || rounds < 1 ||
+      rounds > MAX_ROUNDS) {
     usage(stderr);
     return 2;
   }

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_msgs.h"
 #include "bench_util.h"
 #include "cad_error.h"
 #include "hl7.h"
@@ -56,30 +57,6 @@ static char *read_all(const char *path, size_t *len) {
   fclose(f);
   *len = n;
   return b;
-}
-
-static void build_message(char *out, size_t cap, size_t *len) {
-  static const char *const codes[][3] = {
-      {"GLU", "Glucose", "mg/dL"},     {"K", "Potassium", "mmol/L"},
-      {"NA", "Sodium", "mmol/L"},      {"CL", "Chloride", "mmol/L"},
-      {"CREA", "Creatinine", "mg/dL"}, {"BUN", "Urea nitrogen", "mg/dL"},
-      {"HGB", "Hemoglobin", "g/dL"}};
-  size_t o = (size_t)snprintf(
-      out, cap,
-      "MSH|^~\\&|LIS|CITY_LAB|LAB_IN|CITY_HOSP|20240305143000||ORU^R01^ORU_R01|LAB000101|P|2.5.1\r"
-      "PID|1||556677^^^CITYHOSP^MR||Rivera^Ana^M||19800412|F|||12 Harbour Rd^^Cork^^T12X^IE\r"
-      "PV1|1|O|CLINIC2^^^CITY_HOSP||||DRS123^Okafor^Chidi\r"
-      "OBR|1|ORD4411|LAB4411|BMP^Basic metabolic panel^L|||20240305121045|||||||||"
-      "DRS123^Okafor^Chidi||||||202403051425||CH|F\r");
-  for (int i = 0; i < 10; i++) {
-    const char *const *c = codes[i % 7];
-    o += (size_t)snprintf(out + o, cap - o,
-                          "OBX|%d|NM|%s^%s^L||%d.%d|%s|1-100|N|||F|||20240305130000||TECH%02d\r",
-                          i + 1, c[0], c[1], 40 + i * 7, i, c[2], i);
-    if (i == 4)
-      o += (size_t)snprintf(out + o, cap - o, "NTE|1|L|Sample slightly hemolyzed \\T\\ re-spun\r");
-  }
-  *len = o;
 }
 
 int main(int argc, char **argv) {
@@ -143,7 +120,7 @@ int main(int argc, char **argv) {
 
   char msg[4096];
   size_t len;
-  build_message(msg, sizeof msg, &len);
+  len = bench_lab_oru(msg, sizeof msg, "20240305143000", "LAB000101", true);
   cad_arena_t a;
   cad_arena_init(&a, 64 * 1024, 0);
   cad_buf_t out = CAD_BUF_INIT;
