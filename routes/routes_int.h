@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "routes.h"
 
@@ -81,8 +82,38 @@ struct cad_tables {
 };
 
 const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len);
-/* FNV-1a: where a key goes in a table's slots. */
+/* A key of at most 16 bytes as two words, zero past its end (the form a
+ * key is hashed and compared in: no loop over its bytes, whose number
+ * changes from one lookup to the next, so a loop's exit is mispredicted). */
+typedef struct cad__kw {
+  uint64_t w[2];
+} cad__kw_t;
+extern const unsigned char cad__key_mask[32]; /* 16 x 0xff, 16 x 0 (tables.c) */
+
+/* The key of n <= 16 bytes at p, where 16 bytes may be read (padded, or
+ * inside the input). */
+static inline cad__kw_t cad__key_words(const char *p, size_t n) {
+  uint64_t w[2], m[2];
+  memcpy(w, p, 16);
+  memcpy(m, cad__key_mask + 16 - n, 16);
+  return (cad__kw_t){{w[0] & m[0], w[1] & m[1]}};
+}
+
+static inline uint64_t cad__hash_words(cad__kw_t k, size_t n) {
+  uint64_t h = (k.w[0] + n) * 0x9e3779b97f4a7c15ull ^ k.w[1] * 0xc2b2ae3d27d4eb4full;
+  h ^= h >> 32;
+  h *= 0xd6e8feb86659fd93ull;
+  return h ^ (h >> 32);
+}
+
+/* Where a key goes in a table's slots: keys of up to 16 bytes from their
+ * words, longer ones byte by byte (FNV-1a). */
 static inline uint64_t cad__table_hash(const char *p, size_t n) {
+  if (n <= 16) {
+    char b[32] = {0};
+    cad_copy_small(b, p, n);
+    return cad__hash_words(cad__key_words(b, n), n);
+  }
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++) {
     h ^= (unsigned char)p[i];
@@ -91,20 +122,42 @@ static inline uint64_t cad__table_hash(const char *p, size_t n) {
   return h;
 }
 
+/* Look up a key of n <= 16 bytes given as its words. */
+static inline bool cad__table_get_kw(const cad__table_t *t, cad__kw_t kw, size_t n,
+                                     cad_str_t *value) {
+  if (!t || !t->nslots) return false;
+  size_t mask = t->nslots - 1;
+  for (size_t i = (size_t)cad__hash_words(kw, n) & mask;; i = (i + 1) & mask) {
+    uint32_t s = t->slots[i];
+    if (!s) return false;
+    size_t k = s - 1;
+    uint64_t sw[2]; /* a stored key is followed by CAD__PAD zero bytes */
+    memcpy(sw, t->keys[k], 16);
+    if (t->klen[k] == n && sw[0] == kw.w[0] && sw[1] == kw.w[1]) {
+      if (value) {
+        value->p = t->vals[k];
+        value->len = t->vlen[k];
+      }
+      return true;
+    }
+  }
+}
+
 /* Look a key up (inline: a transform may do it for every segment). */
 static inline bool cad__table_get(const cad__table_t *t, const char *key, size_t klen,
                                   cad_str_t *value) {
   if (!t || !t->nslots) return false;
+  if (klen <= 16) {
+    char b[32] = {0};
+    cad_copy_small(b, key, klen);
+    return cad__table_get_kw(t, cad__key_words(b, klen), klen, value);
+  }
   size_t mask = t->nslots - 1;
   for (size_t i = (size_t)cad__table_hash(key, klen) & mask;; i = (i + 1) & mask) {
     uint32_t s = t->slots[i];
     if (!s) return false;
     size_t k = s - 1;
-    if (t->klen[k] != klen) continue;
-    const char *kk = t->keys[k];
-    size_t j = 0;
-    while (j < klen && kk[j] == key[j]) j++;
-    if (j == klen) {
+    if (t->klen[k] == klen && memcmp(t->keys[k], key, klen) == 0) {
       if (value) {
         value->p = t->vals[k];
         value->len = t->vlen[k];
@@ -439,19 +492,54 @@ int cad__date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t
  * forms assigned) into st->recipe, allocated from `a`; left NULL when the
  * run does not fit one. */
 void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a);
-/* Where a recipe puts each field it writes, in ascending field order: the
- * components comp[0..n) joined by `sep`, then `rest` (n == 0: the whole
- * field is `rest`), `len` bytes in all; bit k of `padded`: comp[k] (or, with
- * n == 0, rest) is padded (CAD__PAD).  comp is valid during the call only.
- * Returns 0 or an error. */
-typedef int (*cad__field_sink_t)(void *ctx, uint32_t seg, int field, const cad_str_t *comp,
-                                 uint32_t n, uint32_t padded, char sep, cad_str_t rest, size_t len);
+/* Where pieces of the input may be read CAD__PAD bytes at a time: from `in`
+ * up to `in + lim` (in = UINTPTR_MAX: nowhere). */
+typedef struct cad__inrange {
+  uintptr_t in, lim;
+} cad__inrange_t;
+
+static inline cad__inrange_t cad__inrange_of(const cad_hl7_msg_t *m) {
+  if (m->input.len < CAD__PAD) return (cad__inrange_t){UINTPTR_MAX, 0};
+  return (cad__inrange_t){(uintptr_t)m->input.p, m->input.len - CAD__PAD};
+}
+
+/* n bytes at p to o: one fixed-size move when CAD__PAD bytes may be read at
+ * p (`padded`, or inside the input), without a branch on the length: values
+ * differ from one segment to the next and such branches are mispredicted.
+ * The conditions are combined without short-circuit for the same reason.
+ * o has CAD__PAD bytes of room after where the piece ends. */
+static inline char *cad__put_piece(char *o, const char *p, size_t n, bool padded,
+                                   cad__inrange_t r) {
+  bool readable = padded | ((uintptr_t)p - r.in <= r.lim);
+  if ((n <= CAD__PAD) & readable) {
+    memcpy(o, p, CAD__PAD);
+    return o + n;
+  }
+  return o + cad_copy_small(o, p, n);
+}
+
+/* routes_overlay.c: a segment of cad__overlay_serialize()'s output being
+ * written with new text for some of its fields, in ascending field order.
+ * The writer (struct cad__wr) is private to routes_overlay.c. */
+typedef struct cad__segw {
+  struct cad__wr *w;
+  const cad_hl7_seg_t *s;
+  const char *pos; /* input written up to here */
+  uint32_t nf;     /* fields the output has so far */
+  cad__inrange_t r;
+} cad__segw_t;
+/* The input up to field `field` (empty fields added when the segment has
+ * fewer) is written: returns where the field's new text goes, with room for
+ * `most` bytes and CAD__PAD more, or NULL when out of memory. */
+char *cad__segw_begin(cad__segw_t *g, int field, size_t most);
+/* The field's new text ends at o (at most `most` bytes from begin's). */
+void cad__segw_end(cad__segw_t *g, char *o);
+
 /* Apply a recipe to segment `seg` of e->m, which has the standard delimiters:
- * its fields go to `sink` (NULL: put back into e->ov, or into the tree when
- * there is no overlay).  0, or CAD__REDO (nothing reported) when the fused
- * form cannot do it. */
-int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
-                      cad__field_sink_t sink, void *ctx);
+ * its fields are written by g (NULL: put back into e->ov, or into the tree
+ * when there is no overlay).  0, or CAD__REDO (nothing reported) when the
+ * fused form cannot do it or memory runs out. */
+int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, cad__segw_t *g);
 /* About how many bytes recipe r adds to segment `seg` of message m (a
  * hint for the output's size). */
 size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg);

@@ -89,7 +89,7 @@ int cad__overlay_put_comps(cad__overlay_t *ov, cad_arena_t *a, uint32_t seg, int
 /* The output being written: bytes of the input that follow one another are
  * gathered (cp, clen) and copied in one piece.  The buffer grows when a
  * recipe applied now (cad__step_t.defer) writes more than its hint. */
-typedef struct wr {
+typedef struct cad__wr {
   char *buf; /* with WR_SLACK bytes of room after the output */
   size_t o, cap;
   const char *cp;
@@ -152,65 +152,22 @@ static inline void wr_new(wr_t *w, const char *p, size_t n) {
   if (wr_room(w, n)) w->o += cad_copy_small(w->buf + w->o, p, n);
 }
 
-/* Where pieces of the input may be read CAD__PAD bytes at a time: from `in`
- * up to `in + lim` (in = UINTPTR_MAX: nowhere). */
-typedef struct inrange {
-  uintptr_t in, lim;
-} inrange_t;
-
-static inline inrange_t inrange_of(const cad_hl7_msg_t *m) {
-  if (m->input.len < CAD__PAD) return (inrange_t){UINTPTR_MAX, 0};
-  return (inrange_t){(uintptr_t)m->input.p, m->input.len - CAD__PAD};
-}
-
-/* n bytes at p to o: one fixed-size move when CAD__PAD bytes may be read at
- * p (`padded`, or inside the input), without a branch on the length: values
- * differ from one segment to the next and such branches are mispredicted.
- * The conditions are combined without short-circuit for the same reason.
- * The output has CAD__PAD bytes of room after its end. */
-static inline char *put_piece(char *o, const char *p, size_t n, bool padded, inrange_t r) {
-  bool readable = padded | ((uintptr_t)p - r.in <= r.lim);
-  if ((n <= CAD__PAD) & readable) {
-    memcpy(o, p, CAD__PAD);
-    return o + n;
-  }
-  return o + cad_copy_small(o, p, n);
-}
-
-/* A field's new text, comp[0..n) joined by sep then rest (n == 0: rest
- * alone), len bytes in all. */
-static inline void wr_comps(wr_t *w, const cad_str_t *comp, uint32_t n, uint32_t padded, char sep,
-                            cad_str_t rest, size_t len, inrange_t r) {
-  wr_flush(w);
-  if (!wr_room(w, len)) return;
-  char *o = w->buf + w->o;
+/* A field's new text at o: comp[0..n) joined by sep then rest (n == 0:
+ * rest alone); returns its end. */
+static inline char *put_comps(char *o, const cad_str_t *comp, uint32_t n, uint32_t padded, char sep,
+                              cad_str_t rest, cad__inrange_t r) {
   if (n) {
-    o = put_piece(o, comp[0].p, comp[0].len, padded & 1, r);
+    o = cad__put_piece(o, comp[0].p, comp[0].len, padded & 1, r);
     for (uint32_t k = 1; k < n; k++) {
       *o++ = sep;
-      o = put_piece(o, comp[k].p, comp[k].len, (padded >> k) & 1, r);
+      o = cad__put_piece(o, comp[k].p, comp[k].len, (padded >> k) & 1, r);
     }
     padded = 0;
   }
-  o = put_piece(o, rest.p, rest.len, padded & 1, r);
-  w->o = (size_t)(o - w->buf);
+  return cad__put_piece(o, rest.p, rest.len, padded & 1, r);
 }
 
-/* Segment s being written with edits, field after field. */
-typedef struct segw {
-  wr_t *w;
-  const cad_hl7_seg_t *s;
-  const char *pos; /* input written up to here */
-  uint32_t nf;     /* fields the output has so far */
-  inrange_t r;
-} segw_t;
-
-/* Field `field` of the segment becomes (comp, n, ..., rest): a
- * cad__field_sink_t, fields given in ascending order. */
-static int seg_field(void *ctx, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
-                     uint32_t padded, char sep, cad_str_t rest, size_t len) {
-  (void)seg;
-  segw_t *g = ctx;
+char *cad__segw_begin(cad__segw_t *g, int field, size_t most) {
   const cad_hl7_seg_t *s = g->s;
   const char *end = s->raw.p + s->raw.len;
   /* Spans are numbered as stored: a header's field n is span n - 1. */
@@ -219,26 +176,35 @@ static int seg_field(void *ctx, uint32_t seg, int field, const cad_str_t *comp, 
     cad_str_t sp = s->fields[idx];
     wr_input(g->w, g->pos, (size_t)(sp.p - g->pos));
     g->pos = sp.p + sp.len;
+    wr_flush(g->w);
   } else {
     /* Beyond the segment's last field: empty fields up to it. */
     wr_input(g->w, g->pos, (size_t)(end - g->pos));
     g->pos = end;
     wr_flush(g->w);
-    if (!wr_room(g->w, idx + 1 - (g->nf < idx + 1 ? g->nf : idx + 1))) return CAD_E_NOMEM;
+    if (!wr_room(g->w, idx + 1 - (g->nf < idx + 1 ? g->nf : idx + 1))) return NULL;
     for (; g->nf <= idx; g->nf++) g->w->buf[g->w->o++] = s->d.field;
   }
-  wr_comps(g->w, comp, n, padded, sep, rest, len, g->r);
+  return wr_room(g->w, most) ? g->w->buf + g->w->o : NULL;
+}
+
+void cad__segw_end(cad__segw_t *g, char *o) {
+  g->w->o = (size_t)(o - g->w->buf);
   g->w->fields++;
-  return g->w->nomem ? CAD_E_NOMEM : 0;
 }
 
 /* Segment s with its edits se (sorted by field). */
-static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se, inrange_t r) {
-  segw_t g = {w, s, s->raw.p, s->nfields, r};
+static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t *se,
+                         cad__inrange_t r) {
+  cad__segw_t g = {w, s, s->raw.p, s->nfields, r};
   for (uint32_t k = 0; k < se->n; k++) {
     const cad__fedit_t *f = &se->f[k];
-    if (f->ncomp) seg_field(&g, 0, f->field, f->comp, f->ncomp, f->padded, f->sep, f->rest, f->len);
-    else seg_field(&g, 0, f->field, NULL, 0, 0, 0, f->text, f->text.len);
+    size_t len = f->ncomp ? f->len : f->text.len;
+    char *o = cad__segw_begin(&g, f->field, len);
+    if (!o) return;
+    if (f->ncomp) o = put_comps(o, f->comp, f->ncomp, f->padded, f->sep, f->rest, r);
+    else o = put_comps(o, NULL, 0, 0, 0, f->text, r);
+    cad__segw_end(&g, o);
   }
   wr_input(w, g.pos, (size_t)(s->raw.p + s->raw.len - g.pos));
 }
@@ -253,13 +219,13 @@ int cad__overlay_serialize(const cad__overlay_t *ov, cad__ev_t *e, cad_str_t *ou
   const char *in_end = m->input.p + m->input.len;
   wr_t w = {cad_arena_alloc(e->a, cap), 0, cap, NULL, 0, in_end, e->a, false, 0};
   if (!w.buf) return CAD_E_NOMEM;
-  inrange_t r = inrange_of(m);
+  cad__inrange_t r = cad__inrange_of(m);
   for (uint32_t i = 0; i < m->nsegs; i++) {
     const cad_hl7_seg_t *s = &m->segs[i];
     const cad__segedits_t *se = &ov->segs[i];
     if (se->recipe) {
-      segw_t g = {&w, s, s->raw.p, s->nfields, r};
-      if (cad__recipe_apply(e, se->recipe, i, seg_field, &g)) return CAD__REDO;
+      cad__segw_t g = {&w, s, s->raw.p, s->nfields, r};
+      if (cad__recipe_apply(e, se->recipe, i, &g)) return CAD__REDO;
       wr_input(&w, g.pos, (size_t)(s->raw.p + s->raw.len - g.pos));
     } else if (se->n) {
       write_edited(&w, s, se, r);

@@ -420,23 +420,42 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f, 
   return cad__split_comps(t, limit, s->d.comp, s->d.rep, cp, cl, &f->ncomp, &f->rest);
 }
 
+/* No byte of the word is 0x80 or above, none is e8 (a byte repeated). */
+static inline bool plain_word(uint64_t w, uint64_t e8) {
+  uint64_t x = w ^ e8;
+  return !((w | ((x - 0x0101010101010101ull) & ~x)) & 0x8080808080808080ull);
+}
+
 /* R_MAP: the new value of (*vp, *vl) (what comp_map() in routes_steps.c
- * writes), or the value left as it is; *changed when it writes. */
+ * writes), or the value left as it is; *changed when it writes.  in16:
+ * 16 bytes may be read at *vp. */
 static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t *d,
-                     const char **vp, size_t *vl, bool *padded, bool *changed) {
+                     const char **vp, size_t *vl, bool in16, bool *padded, bool *changed) {
   const char *p = *vp;
   size_t n = *vl;
   /* Only a value is mapped (not empty, not the null ""). */
   if (n == 0 || (n == 2 && p[0] == '"' && p[1] == '"')) return 0;
   cad_str_t v = {p, n}, nv;
+  bool found;
   /* ASCII without the escape character is its own value. */
-  bool plain = true;
-  for (size_t i = 0; i < n; i++) plain &= (unsigned char)p[i] < 0x80 && p[i] != d->esc;
-  if (!plain) {
-    cad_hl7_match_t mt = {.raw = v, .present = true, .d = d};
-    if (!cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
+  if (n <= 16 && in16) {
+    cad__kw_t kw = cad__key_words(p, n);
+    uint64_t e8 = (unsigned char)d->esc * 0x0101010101010101ull;
+    /* A byte past the key is 0: not the escape character (recipes run only
+     * with the standard delimiters). */
+    if (plain_word(kw.w[0], e8) & plain_word(kw.w[1], e8))
+      found = cad__table_get_kw(st->table, kw, n, &nv);
+    else goto decode;
+  } else {
+    bool plain = true;
+    for (size_t i = 0; i < n; i++) plain &= (unsigned char)p[i] < 0x80 && p[i] != d->esc;
+    if (!plain) {
+    decode:;
+      cad_hl7_match_t mt = {.raw = v, .present = true, .d = d};
+      if (!cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
+    }
+    found = cad__table_get(st->table, v.p, v.len, &nv);
   }
-  bool found = cad__table_get(st->table, v.p, v.len, &nv);
   if (!found) {
     if (st->dflt == DFLT_KEEP) return 0;
     if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
@@ -486,11 +505,12 @@ static inline bool value(const vtab_t *t, val_t v, const char **p, size_t *n) {
   return t->pad[v.x];
 }
 
-/* The sink of cad__recipe_apply() when none is given: the field into the
- * overlay (its components copied to the arena), or joined into the tree. */
-static int put_back(void *ctx, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
+/* Where cad__recipe_apply() puts a field when it is given no writer: into
+ * the overlay (its components copied to the arena), or joined into the
+ * tree.  comp[0..n) joined by cs, then rest (n == 0: rest alone), len bytes
+ * in all; bit k of padded: comp[k] is padded. */
+static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp, uint32_t n,
                     uint32_t padded, char cs, cad_str_t rest, size_t len) {
-  cad__ev_t *e = ctx;
   if (n == 0 && e->ov) return cad__overlay_put(e->ov, e->a, seg, field, rest);
   if (e->ov) {
     cad_str_t *c = cad_arena_alloc(e->a, n * sizeof *c);
@@ -510,10 +530,29 @@ static int put_back(void *ctx, uint32_t seg, int field, const cad_str_t *comp, u
   return rc < 0 ? rc : 0;
 }
 
-int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
-                      cad__field_sink_t sink, void *ctx) {
-  if (!sink) sink = put_back, ctx = e;
+/* Field o of the recipe, as components, through put_back(). */
+static int put_back_comps(cad__ev_t *e, const vtab_t *t, const rout_t *o, const rfield_t *src,
+                          uint32_t seg, int field, char cs) {
+  const uint32_t b = o->slot * CAD__WS_COMPS;
+  uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp, padded = 0;
+  cad_str_t comp[CAD__WS_COMPS];
+  size_t len = n - 1 + src->rest.len;
+  uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
+  for (; c < nlay; c++) {
+    padded |= (uint32_t)value(t, o->lay[c], &comp[c].p, &comp[c].len) << c;
+    len += comp[c].len;
+  }
+  for (; c < src->ncomp; c++) {
+    padded |= (uint32_t)value(t, (val_t){.x = (uint16_t)(b + c)}, &comp[c].p, &comp[c].len) << c;
+    len += comp[c].len;
+  }
+  for (; c < n; c++) comp[c].p = "", comp[c].len = 0;
+  return put_back(e, seg, field, comp, n, padded, cs, src->rest, len);
+}
+
+int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, cad__segw_t *g) {
   const cad_hl7_delims_t *d = &e->m->segs[seg].d;
+  const cad__inrange_t ir = cad__inrange_of(e->m);
   rfield_t f[CAD__WS_FIELDS];
   vtab_t t; /* only what the recipe reads is set */
   bool dirty[CAD__WS_FIELDS] = {false};
@@ -522,7 +561,9 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
     if (load(e, seg, r->field[s], r->whole[s], &f[s], &t.p[b], &t.n[b])) return CAD__REDO;
     if (r->whole[s]) continue;
     uint32_t nc = f[s].ncomp;
-    for (uint32_t k = 0; k < nc; k++) t.pad[b + k] = (f[s].padded >> k) & 1;
+    if (f[s].padded)
+      for (uint32_t k = 0; k < nc; k++) t.pad[b + k] = (f[s].padded >> k) & 1;
+    else memset(&t.pad[b], 0, CAD__WS_COMPS); /* one move: components are few and vary */
     for (uint32_t k = nc; k < r->nref[s]; k++)
       t.p[b + k] = "", t.n[b + k] = 0, t.pad[b + k] = false;
   }
@@ -537,7 +578,8 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
     bool changed = false;
     if (op->kind == R_MAP) {
       t.pad[x] = value(&t, op->arg, &t.p[x], &t.n[x]);
-      if (map_value(e, op->st, d, &t.p[x], &t.n[x], &t.pad[x], &changed)) return CAD__REDO;
+      bool in16 = t.pad[x] | ((uintptr_t)t.p[x] - ir.in <= ir.lim);
+      if (map_value(e, op->st, d, &t.p[x], &t.n[x], in16, &t.pad[x], &changed)) return CAD__REDO;
       dirty[op->slot] |= changed;
     } else if (op->kind == R_DATE) {
       t.pad[x] = false;
@@ -551,35 +593,53 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg,
       t.pad[x] = false;
     }
   }
+  const char cs = d->comp;
   for (uint32_t k = 0; k < r->nouts; k++) {
     const rout_t *o = &r->outs[k];
     if (!o->always && !dirty[o->slot]) continue;
+    const int field = r->field[o->slot];
     if (o->whole) {
-      cad_str_t w;
-      bool pad = value(&t, o->text, &w.p, &w.len);
-      if (sink(ctx, seg, r->field[o->slot], NULL, 0, pad, d->comp, w, w.len)) return CAD__REDO;
+      cad_str_t v;
+      bool pad = value(&t, o->text, &v.p, &v.len);
+      if (!g) {
+        if (put_back(e, seg, field, NULL, 0, pad, cs, v, v.len)) return CAD__REDO;
+        continue;
+      }
+      char *w = cad__segw_begin(g, field, v.len);
+      if (!w) return CAD__REDO;
+      cad__segw_end(g, cad__put_piece(w, v.p, v.len, pad, ir));
       continue;
     }
     const rfield_t *src = &f[o->slot];
-    const uint32_t b = o->slot * CAD__WS_COMPS;
-    uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp, padded = 0;
-    cad_str_t comp[CAD__WS_COMPS];
+    if (!g) {
+      if (put_back_comps(e, &t, o, src, seg, field, cs)) return CAD__REDO;
+      continue;
+    }
+    /* Written straight into the output: components laid by the recipe,
+     * then those it keeps as read, then empty ones up to n, then the rest
+     * of the field. */
+    const uint32_t b = o->slot * CAD__WS_COMPS, nc = src->ncomp;
+    const uint32_t n = o->nmin > nc ? o->nmin : nc;
+    const uint32_t nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none; >= 1 */
     size_t len = n - 1 + src->rest.len;
-    uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
-    for (; c < nlay; c++) {
-      padded |= (uint32_t)value(&t, o->lay[c], &comp[c].p, &comp[c].len) << c;
-      len += comp[c].len;
+    uint32_t c = 0;
+    for (; c < nlay; c++) len += t.n[o->lay[c].x];
+    for (; c < nc; c++) len += t.n[b + c];
+    char *w = cad__segw_begin(g, field, len);
+    if (!w) return CAD__REDO;
+    uint16_t x = o->lay[0].x;
+    w = cad__put_piece(w, t.p[x], t.n[x], t.pad[x], ir);
+    for (c = 1; c < nlay; c++) {
+      x = o->lay[c].x;
+      *w++ = cs;
+      w = cad__put_piece(w, t.p[x], t.n[x], t.pad[x], ir);
     }
-    for (; c < src->ncomp; c++) {
-      comp[c].p = t.p[b + c];
-      comp[c].len = t.n[b + c];
-      len += comp[c].len;
+    for (; c < nc; c++) {
+      *w++ = cs;
+      w = cad__put_piece(w, t.p[b + c], t.n[b + c], t.pad[b + c], ir);
     }
-    padded |= src->padded & ~((nlay < 32 ? 1u << nlay : 0u) - 1u) &
-              (src->ncomp < 32 ? (1u << src->ncomp) - 1u : ~0u);
-    for (; c < n; c++) comp[c].p = "", comp[c].len = 0;
-    if (sink(ctx, seg, r->field[o->slot], comp, n, padded, d->comp, src->rest, len))
-      return CAD__REDO;
+    for (; c < n; c++) *w++ = cs;
+    cad__segw_end(g, cad__put_piece(w, src->rest.p, src->rest.len, false, ir));
   }
   return 0;
 }

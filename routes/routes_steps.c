@@ -925,7 +925,7 @@ static int run_fused(cad__ev_t *e, const cad__step_t *st, size_t n) {
                            cad__recipe_hint(st->recipe, e->m, (uint32_t)i));
         continue;
       }
-      if (cad__recipe_apply(e, st->recipe, (uint32_t)i, NULL, NULL)) return CAD__REDO;
+      if (cad__recipe_apply(e, st->recipe, (uint32_t)i, NULL)) return CAD__REDO;
       continue;
     }
     ws.seg = (uint32_t)i;

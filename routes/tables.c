@@ -44,6 +44,9 @@ void cad__err_node(cad__errs_t *e, const cad_yaml_node_t *n, const char *fmt, ..
 
 /* ---- tables ------------------------------------------------------------- */
 
+const unsigned char cad__key_mask[32] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                         0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+
 const cad__table_t *cad__tables_find(const cad_tables_t *t, const char *name, size_t len) {
   if (!t) return NULL;
   for (size_t i = 0; i < t->n; i++)

@@ -460,6 +460,57 @@ TEST(map_from_csv_table) {
   unlink(path);
 }
 
+/* Keys of every length from 1 to 40 (up to 16 bytes a key is hashed and
+ * compared as two words, longer ones byte by byte): each is found by both
+ * lookups (cad__table_get from any text, cad__table_get_kw from text where
+ * 16 bytes may be read), and neither finds a key one byte shorter, longer or
+ * different in its last byte, nor a key with a byte of 0x80 or above. */
+TEST(table_keys_of_every_length) {
+  char yaml[8192];
+  size_t o = (size_t)snprintf(yaml, sizeof yaml, "tables:\n  t: { values: {");
+  for (int n = 1; n <= 40; n++) {
+    char k[48];
+    for (int i = 0; i < n; i++) k[i] = (char)('a' + (i * 7 + n) % 26);
+    k[n] = 0;
+    o += (size_t)snprintf(yaml + o, sizeof yaml - o, "%s %s: v%d", n > 1 ? "," : "", k, n);
+  }
+  snprintf(yaml + o, sizeof yaml - o,
+           " } }\nchannel:\n  routes:\n    - transform: [ { map: \"OBX[*]-3.1\", table: t } ]\n"
+           "      to: a\n");
+  fx_t f;
+  REQUIRE(fx_compile(&f, yaml) == 0);
+  const cad__table_t *t = cad__tables_find(f.tables, "t", 1);
+  REQUIRE(t != NULL);
+  CHECK_INT((int)t->n, 40);
+  for (int n = 1; n <= 40; n++) {
+    /* The key at the start of a buffer with room to read 16 bytes past it,
+     * followed by bytes that are not zero (they must not count). */
+    char b[64];
+    memset(b, 'z', sizeof b);
+    for (int i = 0; i < n; i++) b[i] = (char)('a' + (i * 7 + n) % 26);
+    char want[8];
+    snprintf(want, sizeof want, "v%d", n);
+    cad_str_t v = {NULL, 0};
+    CHECK(cad__table_get(t, b, (size_t)n, &v));
+    CHECK_STRN(v.p, v.len, want);
+    if (n > 1) CHECK(!cad__table_get(t, b, (size_t)n - 1, NULL));
+    CHECK(!cad__table_get(t, b, (size_t)n + 1, NULL));
+    if (n <= 16) {
+      v = (cad_str_t){NULL, 0};
+      CHECK(cad__table_get_kw(t, cad__key_words(b, (size_t)n), (size_t)n, &v));
+      CHECK_STRN(v.p, v.len, want);
+      CHECK(!cad__table_get_kw(t, cad__key_words(b, (size_t)n + 1), (size_t)n + 1, NULL));
+      CHECK(cad__table_hash(b, (size_t)n) ==
+            cad__hash_words(cad__key_words(b, (size_t)n), (size_t)n));
+    }
+    b[n - 1] = (char)0xc3;
+    CHECK(!cad__table_get(t, b, (size_t)n, NULL));
+    if (n <= 16) CHECK(!cad__table_get_kw(t, cad__key_words(b, (size_t)n), (size_t)n, NULL));
+  }
+  CHECK(!cad__table_get(t, "", 0, NULL));
+  fx_free(&f);
+}
+
 TEST(replace_upper_lower_trim) {
   fx_t f;
   REQUIRE(transform(&f,
