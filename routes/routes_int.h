@@ -529,10 +529,21 @@ typedef struct cad__segw {
   cad__inrange_t r;
 } cad__segw_t;
 /* The input up to field `field` (empty fields added when the segment has
- * fewer) is written: returns where the field's new text goes, with room for
- * `most` bytes and CAD__PAD more, or NULL when out of memory. */
-char *cad__segw_begin(cad__segw_t *g, int field, size_t most);
-/* The field's new text ends at o (at most `most` bytes from begin's). */
+ * fewer) is written: returns where the field's new text goes and in *room
+ * how many bytes may be written there (and CAD__PAD more), or NULL when out
+ * of memory. */
+char *cad__segw_begin(cad__segw_t *g, int field, size_t *room);
+/* Room for n bytes (and CAD__PAD more) where the field's text goes, the
+ * output grown when it has less (its buffer then moves): where the text
+ * goes now, or NULL when out of memory. */
+char *cad__segw_reserve(cad__segw_t *g, size_t n);
+/* begin() with room for n bytes. */
+static inline char *cad__segw_begin_n(cad__segw_t *g, int field, size_t n) {
+  size_t room;
+  char *o = cad__segw_begin(g, field, &room);
+  return o && room < n ? cad__segw_reserve(g, n) : o;
+}
+/* The field's new text ends at o (within the room asked for). */
 void cad__segw_end(cad__segw_t *g, char *o);
 
 /* Apply a recipe to segment `seg` of e->m, which has the standard delimiters:
@@ -540,9 +551,21 @@ void cad__segw_end(cad__segw_t *g, char *o);
  * when there is no overlay).  0, or CAD__REDO (nothing reported) when the
  * fused form cannot do it or memory runs out. */
 int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, cad__segw_t *g);
+/* The start of every struct cad__recipe: what cad__recipe_hint() reads
+ * (inline: it is asked once per occurrence). */
+typedef struct cad__recipe_head {
+  size_t extra;   /* bytes added besides copies */
+  uint32_t nrefs; /* components copied */
+} cad__recipe_head_t;
 /* About how many bytes recipe r adds to segment `seg` of message m (a
- * hint for the output's size). */
-size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg);
+ * hint for the output's size, not a bound: the writer grows the output).
+ * Copies count once the segment's length, however many there are (counting
+ * each would ask for copies x the segment up front). */
+static inline size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m,
+                                      uint32_t seg) {
+  const cad__recipe_head_t *h = (const cad__recipe_head_t *)(const void *)r;
+  return h->extra + (h->nrefs ? m->segs[seg].raw.len : 0);
+}
 /* Split field text t at the component separator cs up to the first
  * repetition separator rs (0: not declared, splits nothing) into
  * components (cp[k], cl[k]) for k < *n, at most CAD__WS_COMPS (else

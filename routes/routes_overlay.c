@@ -167,7 +167,7 @@ static inline char *put_comps(char *o, const cad_str_t *comp, uint32_t n, uint32
   return cad__put_piece(o, rest.p, rest.len, padded & 1, r);
 }
 
-char *cad__segw_begin(cad__segw_t *g, int field, size_t most) {
+char *cad__segw_begin(cad__segw_t *g, int field, size_t *room) {
   const cad_hl7_seg_t *s = g->s;
   const char *end = s->raw.p + s->raw.len;
   /* Spans are numbered as stored: a header's field n is span n - 1. */
@@ -185,7 +185,14 @@ char *cad__segw_begin(cad__segw_t *g, int field, size_t most) {
     if (!wr_room(g->w, idx + 1 - (g->nf < idx + 1 ? g->nf : idx + 1))) return NULL;
     for (; g->nf <= idx; g->nf++) g->w->buf[g->w->o++] = s->d.field;
   }
-  return wr_room(g->w, most) ? g->w->buf + g->w->o : NULL;
+  if (g->w->nomem) return NULL;
+  size_t used = g->w->o + WR_SLACK;
+  *room = g->w->cap > used ? g->w->cap - used : 0;
+  return g->w->buf + g->w->o;
+}
+
+char *cad__segw_reserve(cad__segw_t *g, size_t n) {
+  return wr_room(g->w, n) ? g->w->buf + g->w->o : NULL;
 }
 
 void cad__segw_end(cad__segw_t *g, char *o) {
@@ -200,7 +207,7 @@ static void write_edited(wr_t *w, const cad_hl7_seg_t *s, const cad__segedits_t 
   for (uint32_t k = 0; k < se->n; k++) {
     const cad__fedit_t *f = &se->f[k];
     size_t len = f->ncomp ? f->len : f->text.len;
-    char *o = cad__segw_begin(&g, f->field, len);
+    char *o = cad__segw_begin_n(&g, f->field, len);
     if (!o) return;
     if (f->ncomp) o = put_comps(o, f->comp, f->ncomp, f->padded, f->sep, f->rest, r);
     else o = put_comps(o, NULL, 0, 0, 0, f->text, r);

@@ -86,13 +86,15 @@ typedef struct rout {
   uint32_t nmin; /* components it has at least afterwards */
   uint32_t nlay; /* component k + 1 (k < nlay) is lay[k]; the others stay
                     as read */
+  uint32_t norig;  /* lay[] values that are components as read */
+  uint32_t nreg;   /* lay[] values that are registers (one may be laid twice) */
+  size_t constlen; /* the length of the lay[] values that are constants */
   val_t lay[CAD__WS_COMPS];
 } rout_t;
 
 struct cad__recipe {
+  cad__recipe_head_t h; /* first: cad__recipe_hint() */
   uint32_t nops, nouts, nslots, nconsts;
-  size_t extra;                  /* hint: bytes added besides copies */
-  uint32_t nrefs;                /* hint: components copied */
   int field[CAD__WS_FIELDS];     /* the field of each slot */
   bool whole[CAD__WS_FIELDS];    /* a slot written whole: read as text, not split */
   uint32_t nref[CAD__WS_FIELDS]; /* components of each slot read (as read) */
@@ -311,12 +313,12 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
       for (size_t k = 0; k < t->table->n; k++)
         most = t->table->vlen[k] > most ? t->table->vlen[k] : most;
     if (p->ops[i].kind == R_DATE) most = (t->fmt ? strlen(t->fmt) * 6 : 0) + 40;
-    r->extra += most * 3;
+    r->h.extra += most * 3;
   }
-  for (uint32_t k = 0; k < p->nconsts; k++) r->extra += p->consts[k].len;
+  for (uint32_t k = 0; k < p->nconsts; k++) r->h.extra += p->consts[k].len;
   for (uint32_t s = 0; s < p->nslots; s++) {
-    r->extra += p->nlay[s];
-    for (uint32_t c = 0; c < p->nlay[s]; c++) r->nrefs += p->now[s][c].kind == V_ORIG;
+    r->h.extra += p->nlay[s];
+    for (uint32_t c = 0; c < p->nlay[s]; c++) r->h.nrefs += p->now[s][c].kind == V_ORIG;
   }
   /* The fields written in ascending order (the output is written in that
    * order, routes_overlay.c). */
@@ -341,6 +343,9 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
     for (uint32_t c = 0; c < o->nlay; c++) {
       val_t v = o->lay[c] = value_of(p, (int)s, c + 1);
       if (v.kind == V_ORIG && v.i + 1u > r->nref[v.slot]) r->nref[v.slot] = v.i + 1u;
+      o->norig += v.kind == V_ORIG;
+      o->nreg += v.kind == V_REG;
+      if (v.kind == V_CONST) o->constlen += p->consts[v.i].len;
     }
     o++;
   }
@@ -350,14 +355,6 @@ void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a) {
       r->nref[v.slot] = v.i + 1u;
   }
   st->recipe = r;
-}
-
-size_t cad__recipe_hint(const struct cad__recipe *r, const cad_hl7_msg_t *m, uint32_t seg) {
-  /* The output's first size, not a bound (the writer grows it): copies once
-   * the segment's length, however many there are (counting each would ask
-   * for copies x the segment: a message of many long segments and many
-   * copy steps would take a multiple of its size up front). */
-  return r->extra + (r->nrefs ? m->segs[seg].raw.len : 0);
 }
 
 /* ---- applying ----------------------------------------------------------- */
@@ -375,6 +372,7 @@ typedef struct rfield {
   uint32_t ncomp;
   uint32_t padded; /* bit k: component k is padded (CAD__PAD) */
   cad_str_t rest;
+  size_t len; /* the length of the field's text */
 } rfield_t;
 
 /* The values of one occurrence (see VT_CONST): pointer, length and padded
@@ -398,6 +396,7 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f, 
     if (ed && ed->ncomp) return CAD__REDO;
     f->present = ed || cad_hl7_field(s, field, &t);
     f->text = ed ? ed->text : f->present ? t : (cad_str_t){"", 0};
+    f->len = f->text.len;
     return 0;
   }
   if (ed && ed->ncomp) {
@@ -408,11 +407,13 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f, 
       cl[k] = ed->comp[k].len;
     }
     f->rest = ed->rest;
+    f->len = ed->len;
     return 0;
   }
   f->padded = 0;
   if (ed) t = ed->text;
   else if (!cad_hl7_field(s, field, &t)) t = (cad_str_t){"", 0};
+  f->len = t.len;
   /* Text inside the message as received may be read up to its end. */
   uintptr_t in = (uintptr_t)e->m->input.p, at = (uintptr_t)t.p;
   const char *limit =
@@ -475,26 +476,28 @@ static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t
 
 /* R_DATE: the field's text as `format_date` st writes it (what fused_step()
  * in routes_steps.c writes); left as it is when it holds no value.  A
- * value that is not a plain date (separators, escapes, not a date) is left to
- * the step-by-step path, which reports it. */
+ * value that is not a date (cad_hl7_dtm_parse() takes digits, '.', '+' and
+ * '-' only: no delimiter, escape or byte of 0x80 and above) is left to the
+ * step-by-step path, which reports it. */
 static int date_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t *d,
                       const rfield_t *f, const char **vp, size_t *vl, bool *changed) {
   cad_str_t t = f->text, nv;
   *vp = t.p;
   *vl = t.len;
   if (!f->present || t.len == 0 || (t.len == 2 && t.p[0] == '"' && t.p[1] == '"')) return 0;
-  for (size_t i = 0; i < t.len; i++) {
-    char c = t.p[i];
-    if ((unsigned char)c >= 0x80 ||
-        (c && (c == d->rep || c == d->comp || c == d->sub || c == d->esc)))
-      return CAD__REDO;
-  }
   cad_hl7_dtm_t tm;
   if (!cad_hl7_dtm_parse(t.p, t.len, &tm)) return CAD__REDO;
+  *changed = true;
+  if (st->date_mode == DATE_PRECISION && tm.prec >= st->precision && !tm.has_tz) {
+    /* Every part up to the precision is there, as fixed-width digits at
+     * the start of the text, and no zone follows: cad__date_format() would
+     * write those digits again. */
+    *vl = 2 + 2 * (size_t)st->precision;
+    return 0;
+  }
   if (cad__date_format(e, st, &tm, &nv) || cad_hl7_encode(d, nv, e->a, &nv)) return CAD__REDO;
   *vp = nv.p;
   *vl = nv.len;
-  *changed = true;
   return 0;
 }
 
@@ -556,9 +559,11 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, c
   rfield_t f[CAD__WS_FIELDS];
   vtab_t t; /* only what the recipe reads is set */
   bool dirty[CAD__WS_FIELDS] = {false};
+  size_t flen = 0, regs = 0; /* the longest field loaded; the registers' lengths */
   for (uint32_t s = 0; s < r->nslots; s++) {
     const uint32_t b = s * CAD__WS_COMPS;
     if (load(e, seg, r->field[s], r->whole[s], &f[s], &t.p[b], &t.n[b])) return CAD__REDO;
+    flen = f[s].len > flen ? f[s].len : flen;
     if (r->whole[s]) continue;
     uint32_t nc = f[s].ncomp;
     if (f[s].padded)
@@ -592,6 +597,7 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, c
       t.n[x] = v.len;
       t.pad[x] = false;
     }
+    regs += t.n[x];
   }
   const char cs = d->comp;
   for (uint32_t k = 0; k < r->nouts; k++) {
@@ -605,7 +611,7 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, c
         if (put_back(e, seg, field, NULL, 0, pad, cs, v, v.len)) return CAD__REDO;
         continue;
       }
-      char *w = cad__segw_begin(g, field, v.len);
+      char *w = cad__segw_begin_n(g, field, v.len);
       if (!w) return CAD__REDO;
       cad__segw_end(g, cad__put_piece(w, v.p, v.len, pad, ir));
       continue;
@@ -621,12 +627,21 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, c
     const uint32_t b = o->slot * CAD__WS_COMPS, nc = src->ncomp;
     const uint32_t n = o->nmin > nc ? o->nmin : nc;
     const uint32_t nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none; >= 1 */
-    size_t len = n - 1 + src->rest.len;
     uint32_t c = 0;
-    for (; c < nlay; c++) len += t.n[o->lay[c].x];
-    for (; c < nc; c++) len += t.n[b + c];
-    char *w = cad__segw_begin(g, field, len);
+    size_t room;
+    char *w = cad__segw_begin(g, field, &room);
     if (!w) return CAD__REDO;
+    /* At most: each component as read no longer than its field, the field
+     * itself for those kept and the rest, the constants, each register no
+     * longer than all of them, a separator per component.  When the output has less room than that,
+     * it grows by what the field really takes, not by the bound (copies of
+     * a long field would otherwise ask for a multiple of it). */
+    if (room < flen * (o->norig + 1) + o->constlen + regs * o->nreg + n) {
+      size_t len = n - 1 + src->rest.len;
+      for (; c < nlay; c++) len += t.n[o->lay[c].x];
+      for (; c < nc; c++) len += t.n[b + c];
+      if (!(w = cad__segw_reserve(g, len))) return CAD__REDO;
+    }
     uint16_t x = o->lay[0].x;
     w = cad__put_piece(w, t.p[x], t.n[x], t.pad[x], ir);
     for (c = 1; c < nlay; c++) {

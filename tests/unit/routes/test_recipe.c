@@ -134,6 +134,16 @@ static const char *const msgs[] = {
      "OBX$1$NM$GLU%Glucose%L$$98\rOBX$2$NM$K%P$$4.1\r"),
     /* only MSH and one OBX whose field 3 is absent */
     "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C5|P|2.5\rOBX|1|NM\r",
+    /* dates with a zone, a fraction, fewer parts than a precision names,
+     * exactly its parts (format_date writes some as the text's own digits) */
+    "MSH|^~\\&|A|B|C|D|2024||ORU^R01|C6|P|2.5\r"
+    "OBR|1|O1|F1|BMP|||202403051210+0100\r"
+    "OBX|1|NM|GLU^G^L||1|||||||||202403051300+0100\r"
+    "OBX|2|NM|K^P^L||1|||||||||20240305130000.12\r"
+    "OBX|3|NM|NA^S^L||1|||||||||2024\r"
+    "OBX|4|NM|NA^S^L||1|||||||||20240305130000-0530\r"
+    "OBX|5|NM|NA^S^L||1|||||||||202403051300\r"
+    "OBX|6|NM|NA^S^L||1|||||||||20240305",
 };
 
 /* Steps a recipe takes (and a few that end a run or need the tree). */
@@ -158,6 +168,8 @@ static const char *const pool[] = {
     "{ set: \"OBX[*]-5\", value: \"v|w\" }",
     "{ set: \"OBX[*]-9\", value: nine }",
     "{ format_date: \"OBX[*]-14\", precision: minute }",
+    "{ format_date: \"OBX[*]-14\", precision: second }",
+    "{ format_date: \"OBX[*]-14\", precision: year }",
     "{ format_date: \"OBX[*]-14\", format: \"%Y-%m-%d\" }",
     "{ format_date: OBR-7, precision: minute }",
     "{ set: MSH-5, value: EHR }",
