@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "cad_error.h"
 #include "routes_int.h"
 
@@ -124,6 +128,80 @@ static inline bool first_rep_comp(cad_str_t f, char cs, char rs, int c, cad_str_
   return true;
 }
 
+/* Where text at p may be read 16 bytes at a time: up to the end of the
+ * message as received when p is inside it, else nowhere (NULL). */
+static inline const char *read_limit(const cad_hl7_msg_t *m, const char *p) {
+  uintptr_t in = (uintptr_t)m->input.p, at = (uintptr_t)p;
+  return p && at - in < m->input.len ? m->input.p + m->input.len : NULL;
+}
+
+/* In the repetition that starts at p (it ends at the first rs before end,
+ * or at end): component c (>= 1) to *out; false when it has fewer.  With
+ * rep_end, *rep_end is set to where the repetition ends; without, the scan
+ * stops at the component.  cs and rs are both declared (not 0).  Bytes are
+ * looked at 16 at a time where they may be read (before limit, which may be
+ * NULL), else one by one: the same result either way (first_rep_comp() and
+ * the repetition loop of leaf_reps() are the reference). */
+static inline bool rep_comp(const char *p, const char *end, const char *limit, char cs, char rs,
+                            int c, cad_str_t *out, const char **rep_end) {
+  const char *a = p;
+  int k = 1;
+  bool found = false;
+#if defined(__SSE2__)
+  if (limit) {
+    const __m128i vc = _mm_set1_epi8(cs), vr = _mm_set1_epi8(rs);
+    while (p < end && limit - p >= 16) {
+      __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
+      unsigned mc = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vc));
+      unsigned mr = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, vr));
+      size_t left = (size_t)(end - p);
+      if (left < 16) {
+        mc &= (1u << left) - 1;
+        mr &= (1u << left) - 1;
+      }
+      unsigned rb = mr & (0u - mr); /* the first repetition separator, if any */
+      if (rb) mc &= rb - 1;         /* the component separators before it */
+      for (; !found && mc; mc &= mc - 1) {
+        const char *h = p + __builtin_ctz(mc);
+        if (k == c) {
+          *out = (cad_str_t){a, (size_t)(h - a)};
+          found = true;
+        } else {
+          k++;
+          a = h + 1;
+        }
+      }
+      if (rb) {
+        const char *h = p + __builtin_ctz(rb);
+        if (!found && k == c) *out = (cad_str_t){a, (size_t)(h - a)}, found = true;
+        if (rep_end) *rep_end = h;
+        return found;
+      }
+      if (found && !rep_end) return true;
+      p += left < 16 ? left : 16;
+    }
+  }
+#else
+  (void)limit;
+#endif
+  for (; p < end; p++) {
+    char ch = *p;
+    if (ch == rs) break;
+    if (ch != cs || found) continue;
+    if (k == c) {
+      *out = (cad_str_t){a, (size_t)(p - a)};
+      found = true;
+      if (!rep_end) return true;
+    } else {
+      k++;
+      a = p + 1;
+    }
+  }
+  if (!found && k == c) *out = (cad_str_t){a, (size_t)(p - a)}, found = true;
+  if (rep_end) *rep_end = p;
+  return found;
+}
+
 /* cad_hl7_get() for a path without wildcards, with the field taken apart
  * here (inline) rather than through memchr: the same match. */
 static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_match_t *out) {
@@ -155,7 +233,10 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
     v = f;
   } else if (p->rep <= 1 && p->comp > 0) {
     cad_str_t c;
-    present = first_rep_comp(f, s->d.comp, s->d.rep, p->comp, &c);
+    if (s->d.comp && s->d.rep)
+      present = rep_comp(f.p, f.p ? f.p + f.len : NULL, read_limit(m, f.p), s->d.comp, s->d.rep,
+                         p->comp, &c, NULL);
+    else present = first_rep_comp(f, s->d.comp, s->d.rep, p->comp, &c);
     if (present && p->sub == 0) v = c;
     else if (present) present = piece(c, s->d.sub, p->sub, &v);
   } else {
@@ -252,18 +333,30 @@ static int leaf_reps(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p
   bool have = cad_hl7_field(s, p->field, &f);
   bool whole = s->header && p->field <= 2;               /* MSH-1, MSH-2: never split */
   const char *at = f.p, *end = f.p ? f.p + f.len : NULL; /* no offset on NULL */
+  const char *limit = have ? read_limit(m, f.p) : NULL;
+  /* A component of each repetition, found while the repetition's end is. */
+  const bool scan = have && !whole && s->d.rep && s->d.comp && p->comp > 0;
   for (int r = 1;; r++) {
     cad_str_t rv = f, v = {NULL, 0};
-    bool last = true;
-    if (have && !whole && s->d.rep) {
-      const char *q = at;
-      while (q < end && *q != s->d.rep) q++;
-      rv = (cad_str_t){at, (size_t)(q - at)};
+    bool last = true, present;
+    if (scan) {
+      const char *q;
+      cad_str_t c = {NULL, 0};
+      bool in = rep_comp(at, end, limit, s->d.comp, s->d.rep, p->comp, &c, &q);
       last = q == end;
       at = q + 1;
+      present = in && (p->sub == 0 ? (v = c, true) : piece(c, s->d.sub, p->sub, &v));
+    } else {
+      if (have && !whole && s->d.rep) {
+        const char *q = at;
+        while (q < end && *q != s->d.rep) q++;
+        rv = (cad_str_t){at, (size_t)(q - at)};
+        last = q == end;
+        at = q + 1;
+      }
+      present =
+          have && (whole ? cad_hl7_resolve_in_seg(s, p, r, &v) : below_rep(rv, &s->d, p, &v));
     }
-    bool present =
-        have && (whole ? cad_hl7_resolve_in_seg(s, p, r, &v) : below_rep(rv, &s->d, p, &v));
     if (!present) v = (cad_str_t){NULL, 0};
     mt = (cad_hl7_match_t){v, present, (uint32_t)i, p->occ, r, &s->d};
     int h = ops_hold(e, k, p, &mt);
