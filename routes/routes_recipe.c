@@ -11,10 +11,10 @@
  * value, a `format_date` of a field, a `set` value that needs escaping) and,
  * for every field written, where each component comes from (a component as
  * read, a constant, a register).  cad__recipe_apply() takes each field apart
- * once, computes the registers in order, and hands every written field, as
- * its components, to a sink: the overlay (routes_overlay.c), or the output
- * itself when the overlay applies the recipe while writing it
- * (cad__step_t.defer), or the tree.
+ * once, computes the registers in order, and writes every field it changes:
+ * straight into the output when the overlay applies the recipe while writing
+ * it (cad__step_t.defer, cad__segw_t), else as components into the overlay
+ * (routes_overlay.c) or joined into the tree.
  *
  * Why the result is what applying the steps in order gives (comps_steps() and
  * fused_step() in routes_steps.c, themselves checked against the step-by-step
