@@ -354,8 +354,7 @@ static int leaf_reps(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p
         last = q == end;
         at = q + 1;
       }
-      present =
-          have && (whole ? cad_hl7_resolve_in_seg(s, p, r, &v) : below_rep(rv, &s->d, p, &v));
+      present = have && (whole ? cad_hl7_resolve_in_seg(s, p, r, &v) : below_rep(rv, &s->d, p, &v));
     }
     if (!present) v = (cad_str_t){NULL, 0};
     mt = (cad_hl7_match_t){v, present, (uint32_t)i, p->occ, r, &s->d};

@@ -82,9 +82,9 @@ typedef struct rout {
   uint8_t slot;
   bool whole; /* one step writes the whole field: its text is `text` */
   val_t text;
-  bool always;   /* a `set` or a copy writes it: put back whatever happens */
-  uint32_t nmin; /* components it has at least afterwards */
-  uint32_t nlay; /* component k + 1 (k < nlay) is lay[k]; the others stay
+  bool always;     /* a `set` or a copy writes it: put back whatever happens */
+  uint32_t nmin;   /* components it has at least afterwards */
+  uint32_t nlay;   /* component k + 1 (k < nlay) is lay[k]; the others stay
                     as read */
   uint32_t norig;  /* lay[] values that are components as read */
   uint32_t nreg;   /* lay[] values that are registers (one may be laid twice) */

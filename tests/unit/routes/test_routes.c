@@ -499,7 +499,8 @@ TEST(table_keys_of_every_length) {
       v = (cad_str_t){NULL, 0};
       CHECK(cad__table_get_kw(t, cad__key_words(b, (size_t)n), (size_t)n, &v));
       CHECK_STRN(v.p, v.len, want);
-      CHECK(!cad__table_get_kw(t, cad__key_words(b, (size_t)n + 1), (size_t)n + 1, NULL));
+      if (n < 16)
+        CHECK(!cad__table_get_kw(t, cad__key_words(b, (size_t)n + 1), (size_t)n + 1, NULL));
       CHECK(cad__table_hash(b, (size_t)n) ==
             cad__hash_words(cad__key_words(b, (size_t)n), (size_t)n));
     }
@@ -1334,15 +1335,14 @@ TEST(condition_paths_read_as_hl7_get) {
        "PID|1||1^2^3^4~5^6^7^8"),
   };
   static const char *const paths[] = {
-      "MSH-1",        "MSH-2",      "MSH-2.1",      "MSH-9",    "MSH-9.2",   "MSH-9.3",
-      "MSH-9.4",      "PID-3",      "PID-3.1",      "PID-3.4",  "PID-3.4.2", "PID-3.4.3",
-      "PID-3.4.4",    "PID-3[2].1", "PID-3[3]",     "PID-5.1",  "PID-9",     "OBX[2]-3",
-      "OBX[2]-4",     "OBX[3]-1",   "ZZZ-1",        "PID",      "PID-3[1]",  "PID-3[2]",
-      "OBX[2]-3.1.1", "PID-3[*].4", "PID-3[*].4.2", "PID-3[*]", "MSH-2[*]",  "MSH-9[*].2",
-      "PID-9[*].1",   "ZZZ-3[*].1", "PID-5[*]",
-      "PID-3.2",      "PID-3.5",    "PID-3.6",      "PID-3[*].1", "PID-3[*].5", "PID-3[*].6",
-      "PID[2]-3.4",   "PID[2]-3[*].4", "PID[2]-3[*].5", "OBX-3.2", "OBX-3.3", "OBX-3.4",
-      "OBX[2]-3.1",   "OBX[2]-3.2", "PID-3[*].4.1",
+      "MSH-1",        "MSH-2",      "MSH-2.1",      "MSH-9",      "MSH-9.2",       "MSH-9.3",
+      "MSH-9.4",      "PID-3",      "PID-3.1",      "PID-3.4",    "PID-3.4.2",     "PID-3.4.3",
+      "PID-3.4.4",    "PID-3[2].1", "PID-3[3]",     "PID-5.1",    "PID-9",         "OBX[2]-3",
+      "OBX[2]-4",     "OBX[3]-1",   "ZZZ-1",        "PID",        "PID-3[1]",      "PID-3[2]",
+      "OBX[2]-3.1.1", "PID-3[*].4", "PID-3[*].4.2", "PID-3[*]",   "MSH-2[*]",      "MSH-9[*].2",
+      "PID-9[*].1",   "ZZZ-3[*].1", "PID-5[*]",     "PID-3.2",    "PID-3.5",       "PID-3.6",
+      "PID-3[*].1",   "PID-3[*].5", "PID-3[*].6",   "PID[2]-3.4", "PID[2]-3[*].4", "PID[2]-3[*].5",
+      "OBX-3.2",      "OBX-3.3",    "OBX-3.4",      "OBX[2]-3.1", "OBX[2]-3.2",    "PID-3[*].4.1",
   };
   cad_arena_t a;
   cad_arena_init(&a, 4096, 0);
