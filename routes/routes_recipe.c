@@ -421,10 +421,13 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f, 
   return cad__split_comps(t, limit, s->d.comp, s->d.rep, cp, cl, &f->ncomp, &f->rest);
 }
 
-/* No byte of the word is 0x80 or above, none is e8 (a byte repeated). */
-static inline bool plain_word(uint64_t w, uint64_t e8) {
-  uint64_t x = w ^ e8;
-  return !((w | ((x - 0x0101010101010101ull) & ~x)) & 0x8080808080808080ull);
+/* No byte of the key's words is 0x80 or above, none is e8's byte (e8: a
+ * byte repeated); both words at once, without a branch between them. */
+static inline bool plain_words(cad__kw_t kw, uint64_t e8) {
+  const uint64_t ones = 0x0101010101010101ull;
+  uint64_t x0 = kw.w[0] ^ e8, x1 = kw.w[1] ^ e8;
+  uint64_t bad = kw.w[0] | kw.w[1] | ((x0 - ones) & ~x0) | ((x1 - ones) & ~x1);
+  return !(bad & 0x8080808080808080ull);
 }
 
 /* R_MAP: the new value of (*vp, *vl) (what comp_map() in routes_steps.c
@@ -444,7 +447,7 @@ static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t
     uint64_t e8 = (unsigned char)d->esc * 0x0101010101010101ull;
     /* A byte past the key is 0: not the escape character (recipes run only
      * with the standard delimiters). */
-    if (plain_word(kw.w[0], e8) & plain_word(kw.w[1], e8))
+    if (plain_words(kw, e8))
       found = cad__table_get_kw(st->table, kw, n, &nv);
     else goto decode;
   } else {
