@@ -109,46 +109,21 @@ static inline bool below_rep(cad_str_t r, const cad_hl7_delims_t *d, const cad_h
   return piece(c, d->sub, p->sub, v);
 }
 
-/* Component c (>= 1) of the first repetition of field f in one pass (the
- * first repetition is not looked for first): what piece() of below_rep()
- * gives on piece(f, rs, 1). */
-static inline bool first_rep_comp(cad_str_t f, char cs, char rs, int c, cad_str_t *out) {
-  const char *p = f.p, *end = f.p ? f.p + f.len : NULL, *a = p;
-  int k = 1;
-  for (; p < end; p++) {
-    char ch = *p;
-    if (ch == rs && rs) break;
-    if (ch != cs || !cs) continue;
-    if (k == c) break;
-    k++;
-    a = p + 1;
-  }
-  if (k != c) return false;
-  *out = (cad_str_t){a, (size_t)(p - a)};
-  return true;
-}
-
-/* Where text at p may be read 16 bytes at a time: up to the end of the
- * message as received when p is inside it, else nowhere (NULL). */
-static inline const char *read_limit(const cad_hl7_msg_t *m, const char *p) {
-  uintptr_t in = (uintptr_t)m->input.p, at = (uintptr_t)p;
-  return p && at - in < m->input.len ? m->input.p + m->input.len : NULL;
-}
-
 /* In the repetition that starts at p (it ends at the first rs before end,
- * or at end): component c (>= 1) to *out; false when it has fewer.  With
- * rep_end, *rep_end is set to where the repetition ends; without, the scan
- * stops at the component.  cs and rs are both declared (not 0).  Bytes are
- * looked at 16 at a time where they may be read (before limit, which may be
- * NULL), else one by one: the same result either way (first_rep_comp() and
- * the repetition loop of leaf_reps() are the reference). */
+ * or at end): component c (>= 1) to *out; false when it has fewer (what
+ * piece() of below_rep() gives on the repetition).  With rep_end, *rep_end
+ * is set to where the repetition ends; without, the scan stops at the
+ * component.  A separator that is not declared (0) separates nothing.
+ * Bytes are looked at 16 at a time where they may be read (before limit,
+ * which may be NULL) and both separators are declared, else one by one: the
+ * same result either way. */
 static inline bool rep_comp(const char *p, const char *end, const char *limit, char cs, char rs,
                             int c, cad_str_t *out, const char **rep_end) {
   const char *a = p;
   int k = 1;
   bool found = false;
 #if defined(__SSE2__)
-  if (limit) {
+  if (limit && cs && rs) {
     const __m128i vc = _mm_set1_epi8(cs), vr = _mm_set1_epi8(rs);
     while (p < end && limit - p >= 16) {
       __m128i x = _mm_loadu_si128((const __m128i *)(const void *)p);
@@ -186,8 +161,8 @@ static inline bool rep_comp(const char *p, const char *end, const char *limit, c
 #endif
   for (; p < end; p++) {
     char ch = *p;
-    if (ch == rs) break;
-    if (ch != cs || found) continue;
+    if (ch == rs && rs) break;
+    if (ch != cs || !cs || found) continue;
     if (k == c) {
       *out = (cad_str_t){a, (size_t)(p - a)};
       found = true;
@@ -233,10 +208,8 @@ static void get_one(const cad_hl7_msg_t *m, const cad_hl7_path_t *p, cad_hl7_mat
     v = f;
   } else if (p->rep <= 1 && p->comp > 0) {
     cad_str_t c;
-    if (s->d.comp && s->d.rep)
-      present = rep_comp(f.p, f.p ? f.p + f.len : NULL, read_limit(m, f.p), s->d.comp, s->d.rep,
-                         p->comp, &c, NULL);
-    else present = first_rep_comp(f, s->d.comp, s->d.rep, p->comp, &c);
+    present = rep_comp(f.p, f.p ? f.p + f.len : NULL, cad__input_limit(m, f.p), s->d.comp, s->d.rep,
+                       p->comp, &c, NULL);
     if (present && p->sub == 0) v = c;
     else if (present) present = piece(c, s->d.sub, p->sub, &v);
   } else {
@@ -333,7 +306,7 @@ static int leaf_reps(cad__ev_t *e, const cad__cond_t *k, const cad_hl7_path_t *p
   bool have = cad_hl7_field(s, p->field, &f);
   bool whole = s->header && p->field <= 2;               /* MSH-1, MSH-2: never split */
   const char *at = f.p, *end = f.p ? f.p + f.len : NULL; /* no offset on NULL */
-  const char *limit = have ? read_limit(m, f.p) : NULL;
+  const char *limit = have ? cad__input_limit(m, f.p) : NULL;
   /* A component of each repetition, found while the repetition's end is. */
   const bool scan = have && !whole && s->d.rep && s->d.comp && p->comp > 0;
   for (int r = 1;; r++) {

@@ -99,6 +99,13 @@ static inline cad__kw_t cad__key_words(const char *p, size_t n) {
   return (cad__kw_t){{w[0] & m[0], w[1] & m[1]}};
 }
 
+/* The key of n <= 16 bytes at p, wherever it is (copied first). */
+static inline cad__kw_t cad__key_words_copy(const char *p, size_t n) {
+  char b[32] = {0};
+  cad_copy_small(b, p, n);
+  return cad__key_words(b, n);
+}
+
 static inline uint64_t cad__hash_words(cad__kw_t k, size_t n) {
   uint64_t h = (k.w[0] + n) * 0x9e3779b97f4a7c15ull ^ k.w[1] * 0xc2b2ae3d27d4eb4full;
   h ^= h >> 32;
@@ -109,11 +116,7 @@ static inline uint64_t cad__hash_words(cad__kw_t k, size_t n) {
 /* Where a key goes in a table's slots: keys of up to 16 bytes from their
  * words, longer ones byte by byte (FNV-1a). */
 static inline uint64_t cad__table_hash(const char *p, size_t n) {
-  if (n <= 16) {
-    char b[32] = {0};
-    cad_copy_small(b, p, n);
-    return cad__hash_words(cad__key_words(b, n), n);
-  }
+  if (n <= 16) return cad__hash_words(cad__key_words_copy(p, n), n);
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++) {
     h ^= (unsigned char)p[i];
@@ -147,11 +150,7 @@ static inline bool cad__table_get_kw(const cad__table_t *t, cad__kw_t kw, size_t
 static inline bool cad__table_get(const cad__table_t *t, const char *key, size_t klen,
                                   cad_str_t *value) {
   if (!t || !t->nslots) return false;
-  if (klen <= 16) {
-    char b[32] = {0};
-    cad_copy_small(b, key, klen);
-    return cad__table_get_kw(t, cad__key_words(b, klen), klen, value);
-  }
+  if (klen <= 16) return cad__table_get_kw(t, cad__key_words_copy(key, klen), klen, value);
   size_t mask = t->nslots - 1;
   for (size_t i = (size_t)cad__table_hash(key, klen) & mask;; i = (i + 1) & mask) {
     uint32_t s = t->slots[i];
@@ -492,6 +491,13 @@ int cad__date_format(cad__ev_t *e, const cad__step_t *st, const cad_hl7_dtm_t *t
  * forms assigned) into st->recipe, allocated from `a`; left NULL when the
  * run does not fit one. */
 void cad__recipe_plan(cad__step_t *st, size_t n, cad_arena_t *a);
+/* Where text at p may be read ahead (16 bytes at a time): up to the end of
+ * message m as received when p is inside it, else nowhere (NULL). */
+static inline const char *cad__input_limit(const cad_hl7_msg_t *m, const char *p) {
+  uintptr_t in = (uintptr_t)m->input.p, at = (uintptr_t)p;
+  return p && at - in < m->input.len ? m->input.p + m->input.len : NULL;
+}
+
 /* Where pieces of the input may be read CAD__PAD bytes at a time: from `in`
  * up to `in + lim` (in = UINTPTR_MAX: nowhere). */
 typedef struct cad__inrange {

@@ -415,10 +415,8 @@ static int load(cad__ev_t *e, uint32_t seg, int field, bool whole, rfield_t *f, 
   else if (!cad_hl7_field(s, field, &t)) t = (cad_str_t){"", 0};
   f->len = t.len;
   /* Text inside the message as received may be read up to its end. */
-  uintptr_t in = (uintptr_t)e->m->input.p, at = (uintptr_t)t.p;
-  const char *limit =
-      at >= in && at < in + e->m->input.len ? e->m->input.p + e->m->input.len : NULL;
-  return cad__split_comps(t, limit, s->d.comp, s->d.rep, cp, cl, &f->ncomp, &f->rest);
+  return cad__split_comps(t, cad__input_limit(e->m, t.p), s->d.comp, s->d.rep, cp, cl, &f->ncomp,
+                          &f->rest);
 }
 
 /* No byte of the key's words is 0x80 or above, none is e8's byte (e8: a
@@ -440,26 +438,25 @@ static int map_value(cad__ev_t *e, const cad__step_t *st, const cad_hl7_delims_t
   /* Only a value is mapped (not empty, not the null ""). */
   if (n == 0 || (n == 2 && p[0] == '"' && p[1] == '"')) return 0;
   cad_str_t v = {p, n}, nv;
-  bool found;
-  /* ASCII without the escape character is its own value. */
-  if (n <= 16 && in16) {
-    cad__kw_t kw = cad__key_words(p, n);
-    uint64_t e8 = (unsigned char)d->esc * 0x0101010101010101ull;
-    /* A byte past the key is 0: not the escape character (recipes run only
-     * with the standard delimiters). */
-    if (plain_words(kw, e8))
-      found = cad__table_get_kw(st->table, kw, n, &nv);
-    else goto decode;
+  /* ASCII without the escape character is its own value.  A key of up to
+   * 16 bytes that may be read whole is checked and looked up as words (a
+   * byte past it is 0: not the escape character, recipes running only with
+   * the standard delimiters). */
+  const bool words = n <= 16 && in16;
+  cad__kw_t kw = {{0, 0}};
+  bool plain = true;
+  if (words) {
+    kw = cad__key_words(p, n);
+    plain = plain_words(kw, (unsigned char)d->esc * 0x0101010101010101ull);
   } else {
-    bool plain = true;
     for (size_t i = 0; i < n; i++) plain &= (unsigned char)p[i] < 0x80 && p[i] != d->esc;
-    if (!plain) {
-    decode:;
-      cad_hl7_match_t mt = {.raw = v, .present = true, .d = d};
-      if (!cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
-    }
-    found = cad__table_get(st->table, v.p, v.len, &nv);
   }
+  if (!plain) {
+    cad_hl7_match_t mt = {.raw = v, .present = true, .d = d};
+    if (!cad_hl7_value(&st->path.p, &mt, e->a, &v)) return CAD__REDO;
+  }
+  bool found = plain && words ? cad__table_get_kw(st->table, kw, n, &nv)
+                              : cad__table_get(st->table, v.p, v.len, &nv);
   if (!found) {
     if (st->dflt == DFLT_KEEP) return 0;
     if (st->dflt == DFLT_EMPTY) nv = (cad_str_t){"", 0};
@@ -536,24 +533,31 @@ static int put_back(cad__ev_t *e, uint32_t seg, int field, const cad_str_t *comp
   return rc < 0 ? rc : 0;
 }
 
+/* The length of field o's text as written: n components, of which the
+ * first nlay laid by the recipe and the rest up to src's kept as read, then
+ * src's rest. */
+static size_t out_len(const vtab_t *t, const rout_t *o, const rfield_t *src, uint32_t n,
+                      uint32_t nlay) {
+  const uint32_t b = o->slot * CAD__WS_COMPS;
+  size_t len = n - 1 + src->rest.len;
+  uint32_t c = 0;
+  for (; c < nlay; c++) len += t->n[o->lay[c].x];
+  for (; c < src->ncomp; c++) len += t->n[b + c];
+  return len;
+}
+
 /* Field o of the recipe, as components, through put_back(). */
 static int put_back_comps(cad__ev_t *e, const vtab_t *t, const rout_t *o, const rfield_t *src,
                           uint32_t seg, int field, char cs) {
   const uint32_t b = o->slot * CAD__WS_COMPS;
   uint32_t n = o->nmin > src->ncomp ? o->nmin : src->ncomp, padded = 0;
   cad_str_t comp[CAD__WS_COMPS];
-  size_t len = n - 1 + src->rest.len;
   uint32_t c = 0, nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none */
-  for (; c < nlay; c++) {
-    padded |= (uint32_t)value(t, o->lay[c], &comp[c].p, &comp[c].len) << c;
-    len += comp[c].len;
-  }
-  for (; c < src->ncomp; c++) {
+  for (; c < nlay; c++) padded |= (uint32_t)value(t, o->lay[c], &comp[c].p, &comp[c].len) << c;
+  for (; c < src->ncomp; c++)
     padded |= (uint32_t)value(t, (val_t){.x = (uint16_t)(b + c)}, &comp[c].p, &comp[c].len) << c;
-    len += comp[c].len;
-  }
   for (; c < n; c++) comp[c].p = "", comp[c].len = 0;
-  return put_back(e, seg, field, comp, n, padded, cs, src->rest, len);
+  return put_back(e, seg, field, comp, n, padded, cs, src->rest, out_len(t, o, src, n, nlay));
 }
 
 int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, cad__segw_t *g) {
@@ -630,7 +634,7 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, c
     const uint32_t b = o->slot * CAD__WS_COMPS, nc = src->ncomp;
     const uint32_t n = o->nmin > nc ? o->nmin : nc;
     const uint32_t nlay = o->nlay < n ? o->nlay : n; /* a map beyond them adds none; >= 1 */
-    uint32_t c = 0;
+    uint32_t c;
     size_t room;
     char *w = cad__segw_begin(g, field, &room);
     if (!w) return CAD__REDO;
@@ -639,12 +643,9 @@ int cad__recipe_apply(cad__ev_t *e, const struct cad__recipe *r, uint32_t seg, c
      * longer than all of them, a separator per component.  When the output has less room than that,
      * it grows by what the field really takes, not by the bound (copies of
      * a long field would otherwise ask for a multiple of it). */
-    if (room < flen * (o->norig + 1) + o->constlen + regs * o->nreg + n) {
-      size_t len = n - 1 + src->rest.len;
-      for (; c < nlay; c++) len += t.n[o->lay[c].x];
-      for (; c < nc; c++) len += t.n[b + c];
-      if (!(w = cad__segw_reserve(g, len))) return CAD__REDO;
-    }
+    if (room < flen * (o->norig + 1) + o->constlen + regs * o->nreg + n &&
+        !(w = cad__segw_reserve(g, out_len(&t, o, src, n, nlay))))
+      return CAD__REDO;
     uint16_t x = o->lay[0].x;
     w = cad__put_piece(w, t.p[x], t.n[x], t.pad[x], ir);
     for (c = 1; c < nlay; c++) {
